@@ -1,0 +1,29 @@
+# structsent: set-up and everyday commands. Everything runs inside .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# torch is pinned to the CPU build on CPU machines; a bare `torch` would pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev,onnx]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## Label the bundled sample of reviews with the bundled model.
+demo: $(STAMP)
+	$(VENV)/bin/structsent label src/structsent/data/sample_reviews.txt
+
+## Run the whole test suite.
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache

@@ -1,0 +1,68 @@
+"""structsent: fast, dependable Chinese sentiment labels with StructBERT/BERT checkpoints.
+
+>>> import structsent
+>>> clf = structsent.load("default")                                   # doctest: +SKIP
+>>> clf(["这家外卖送得很快，味道也不错", "差评，用了三天就坏了"])           # doctest: +SKIP
+[LabelResult(label='正面', score=0.97, ...), LabelResult(label='负面', score=0.98, ...)]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .config import Backend, EngineConfig, LongTextPolicy, Precision
+from .errors import (
+    BadInputError,
+    ConfigError,
+    DeviceOutOfMemoryError,
+    MissingExtraError,
+    ModelFormatError,
+    ModelNotFoundError,
+    OverloadedError,
+    StructsentError,
+)
+from .results import LabelResult
+
+if TYPE_CHECKING:
+    from .engine import Classifier
+
+__version__ = "0.1.0"
+
+
+def load(name_or_path: str | Path = "default", *, config: EngineConfig | None = None, **options) -> "Classifier":
+    """Load a model and return a Classifier: ``clf(list_of_texts) -> list[LabelResult]``.
+
+    ``name_or_path``: ``"default"`` (the bundled model), a Hugging Face or ModelScope checkpoint
+    directory, or a hub id (downloaded only when a hub client is installed and online).
+    ``options`` are EngineConfig fields, e.g. ``device="cuda"``, ``precision="int8"``,
+    ``token_budget=4096``, ``long_text="windows"``.
+    """
+    from .backends import create_runner
+    from .engine import Classifier
+    from .models import load_checkpoint
+
+    if config is None:
+        config = EngineConfig(**options)
+    elif options:
+        config = config.replace(**options)
+    checkpoint = load_checkpoint(name_or_path)
+    return Classifier(checkpoint, create_runner(checkpoint, config), config)
+
+
+__all__ = [
+    "Backend",
+    "BadInputError",
+    "ConfigError",
+    "DeviceOutOfMemoryError",
+    "EngineConfig",
+    "LabelResult",
+    "LongTextPolicy",
+    "MissingExtraError",
+    "ModelFormatError",
+    "ModelNotFoundError",
+    "OverloadedError",
+    "Precision",
+    "StructsentError",
+    "load",
+]

@@ -1,0 +1,101 @@
+"""The one frozen configuration of an engine, built by the library, the CLI and the server."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+from .errors import ConfigError
+
+
+class Backend(str, enum.Enum):
+    """Which runtime executes the model."""
+
+    AUTO = "auto"
+    TORCH = "torch"
+    ONNX = "onnx"
+
+
+class Precision(str, enum.Enum):
+    """Numeric precision of the weights and activations."""
+
+    AUTO = "auto"  # fp32 on CPU, fp16 on CUDA
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+    INT8 = "int8"
+
+
+class LongTextPolicy(str, enum.Enum):
+    """What to do with a text longer than the model's maximum length."""
+
+    TRUNCATE = "truncate"  # keep the first max_length tokens, flag the result as truncated
+    WINDOWS = "windows"  # score overlapping windows and average their probabilities
+
+
+# Padded tokens per batch (longest x count). Small budgets win on CPU (cache-friendly GEMMs,
+# little padding); GPUs want large batches to fill their cores.
+DEFAULT_TOKEN_BUDGET = {"cpu": 4096, "cuda": 65536}
+DEFAULT_MAX_BATCH_SIZE = {"cpu": 64, "cuda": 512}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EngineConfig:
+    """Everything that decides how texts are labelled.
+
+    >>> EngineConfig(device="cpu").resolved_token_budget()
+    4096
+    """
+
+    backend: Backend = Backend.AUTO
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"
+    precision: Precision = Precision.AUTO
+    token_budget: int | None = None  # padded tokens per batch; None: per-device default
+    max_batch_size: int | None = None  # texts per batch; None: per-device default
+    max_length: int = 512  # tokens per sequence, [CLS] and [SEP] included
+    long_text: LongTextPolicy = LongTextPolicy.TRUNCATE
+    window_stride: int = 256  # tokens between window starts when long_text is WINDOWS
+    num_threads: int | None = None  # CPU threads of the runtime; None: leave the runtime's default
+
+    def __post_init__(self) -> None:
+        for name, enum_type in (
+            ("backend", Backend),
+            ("precision", Precision),
+            ("long_text", LongTextPolicy),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, enum_type):
+                try:
+                    object.__setattr__(self, name, enum_type(value))
+                except ValueError:
+                    choices = ", ".join(m.value for m in enum_type)
+                    raise ConfigError(f"{name}={value!r}: expected one of {choices}") from None
+        if self.max_length < 3:
+            raise ConfigError(f"max_length={self.max_length}: must be at least 3")
+        if not 0 < self.window_stride <= self.max_length - 2:
+            raise ConfigError(
+                f"window_stride={self.window_stride}: must be in 1..max_length-2 ({self.max_length - 2})"
+            )
+        if self.token_budget is not None and self.token_budget < self.max_length:
+            raise ConfigError(
+                f"token_budget={self.token_budget}: must be at least max_length ({self.max_length})"
+            )
+        if self.max_batch_size is not None and self.max_batch_size < 1:
+            raise ConfigError(f"max_batch_size={self.max_batch_size}: must be at least 1")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ConfigError(f"num_threads={self.num_threads}: must be at least 1")
+
+    @property
+    def device_kind(self) -> str:
+        """'cpu' or 'cuda' (after 'auto' is resolved by the engine)."""
+        return "cuda" if self.device.startswith("cuda") else "cpu"
+
+    def resolved_token_budget(self) -> int:
+        budget = self.token_budget or DEFAULT_TOKEN_BUDGET[self.device_kind]
+        return max(budget, self.max_length)
+
+    def resolved_max_batch_size(self) -> int:
+        return self.max_batch_size or DEFAULT_MAX_BATCH_SIZE[self.device_kind]
+
+    def replace(self, **changes) -> "EngineConfig":
+        return dataclasses.replace(self, **changes)

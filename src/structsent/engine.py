@@ -1,0 +1,170 @@
+"""The classifier: tokenize -> plan batches -> run the model -> postprocess, in input order."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from .batching import Batch, pad_batch, padded_cost, plan_batches
+from .config import EngineConfig
+from .errors import BadInputError, DeviceOutOfMemoryError
+from .results import LabelResult, combine_windows, softmax, to_result
+from .tokenize import EncodedText
+
+
+@dataclasses.dataclass
+class RunStats:
+    """What one call cost: for progress lines, summaries and benchmarks."""
+
+    texts: int = 0
+    duplicates: int = 0
+    flagged: int = 0
+    sequences: int = 0
+    batches: int = 0
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    oom_splits: int = 0
+
+    @property
+    def padding_fraction(self) -> float:
+        return 0.0 if not self.padded_tokens else 1.0 - self.real_tokens / self.padded_tokens
+
+    def add(self, other: "RunStats") -> None:
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+
+
+class Classifier:
+    """Labels texts with one model on one runtime.
+
+    >>> import structsent
+    >>> clf = structsent.load("default")                       # doctest: +SKIP
+    >>> clf(["这家外卖送得很快，味道也不错", "差评，用了三天就坏了"])   # doctest: +SKIP
+    [LabelResult(label='正面', ...), LabelResult(label='负面', ...)]
+    """
+
+    def __init__(self, checkpoint, runner, config: EngineConfig) -> None:
+        self.checkpoint = checkpoint
+        self.runner = runner
+        self.config = config
+        self.tokenizer = checkpoint.tokenizer
+        self.labels: tuple[str, ...] = tuple(checkpoint.labels)
+        self.max_length = min(config.max_length, checkpoint.shape.max_position_embeddings)
+        device_kind = "cuda" if runner.device.startswith("cuda") else "cpu"
+        sized = config.replace(device=device_kind, max_length=self.max_length)
+        self.token_budget = sized.resolved_token_budget()
+        self.max_batch_size = sized.resolved_max_batch_size()
+
+    def __call__(self, texts: Sequence[object]) -> list[LabelResult]:
+        return self.label_with_stats(texts)[0]
+
+    def label(self, texts: Sequence[object]) -> list[LabelResult]:
+        """Label ``texts``; the i-th result belongs to the i-th text."""
+        return self.label_with_stats(texts)[0]
+
+    def label_with_stats(self, texts: Sequence[object]) -> tuple[list[LabelResult], RunStats]:
+        if isinstance(texts, (str, bytes)):
+            raise BadInputError("expected a list of texts, got a single string; wrap it: clf([text])")
+        texts = list(texts)
+        unique_index, unique_texts = _deduplicate(texts)
+        encoded = self.encode(unique_texts)
+        unique_results, stats = self.label_encoded(encoded)
+        stats.texts = len(texts)
+        stats.duplicates = len(texts) - len(unique_texts)
+        results = [unique_results[i] for i in unique_index]
+        stats.flagged = sum(1 for r in results if r.error is not None)
+        return results, stats
+
+    # -- stages -------------------------------------------------------------------------------
+    def encode(self, texts: Sequence[object]) -> list[EncodedText]:
+        return self.tokenizer.encode(
+            texts,
+            max_length=self.max_length,
+            long_text=self.config.long_text,
+            window_stride=self.config.window_stride,
+        )
+
+    def label_encoded(self, encoded: Sequence[EncodedText]) -> tuple[list[LabelResult], RunStats]:
+        """Run already-encoded texts; results in the same order."""
+        owners = [i for i, e in enumerate(encoded) for _ in e.sequences]
+        sequences = [s for e in encoded for s in e.sequences]
+        probabilities, stats = self.run_sequences(sequences)
+        per_text: list[list[int]] = [[] for _ in encoded]
+        for row, owner in enumerate(owners):
+            per_text[owner].append(row)
+        results = [
+            _postprocess(e, probabilities[rows], [len(sequences[r]) for r in rows], self.labels)
+            for e, rows in zip(encoded, per_text)
+        ]
+        return results, stats
+
+    def run_sequences(self, sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, RunStats]:
+        """Probabilities (n x labels) of id sequences, planned into token-budget batches."""
+        lengths = [len(s) for s in sequences]
+        stats = RunStats(sequences=len(sequences), real_tokens=sum(lengths))
+        out = np.zeros((len(sequences), len(self.labels)), dtype=np.float64)
+        for batch in plan_batches(lengths, token_budget=self.token_budget, max_batch_size=self.max_batch_size):
+            out[list(batch)] = self._run_batch(batch, sequences, lengths, stats)
+        return out, stats
+
+    def _run_batch(self, batch: Batch, sequences, lengths, stats: RunStats) -> np.ndarray:
+        """Run one batch; on device out-of-memory, halve it and lower the budget for the rest."""
+        ids, mask = pad_batch([sequences[i] for i in batch], self.tokenizer.pad_id)
+        try:
+            logits = self.runner.run(ids, mask)
+        except DeviceOutOfMemoryError:
+            if len(batch) == 1:
+                raise
+            stats.oom_splits += 1
+            self.token_budget = max(self.max_length, padded_cost(batch, lengths) // 2)
+            half = len(batch) // 2
+            return np.concatenate(
+                [self._run_batch(part, sequences, lengths, stats) for part in (batch[:half], batch[half:])]
+            )
+        stats.batches += 1
+        stats.padded_tokens += ids.size
+        return softmax(logits)
+
+    def info(self) -> dict:
+        """What is loaded and how it runs (for /info, summaries and benchmarks)."""
+        return {
+            "model": str(self.checkpoint.directory),
+            "format": self.checkpoint.format,
+            "labels": list(self.labels),
+            "backend": self.runner.name,
+            "device": self.runner.device,
+            "precision": self.runner.precision,
+            "max_length": self.max_length,
+            "token_budget": self.token_budget,
+            "max_batch_size": self.max_batch_size,
+            "long_text": self.config.long_text.value,
+        }
+
+
+def _deduplicate(texts: list[object]) -> tuple[list[int], list[object]]:
+    """Map each text to the index of its first equal text among the unique ones."""
+    first: dict[str, int] = {}
+    unique: list[object] = []
+    index: list[int] = []
+    for text in texts:
+        if isinstance(text, str):
+            slot = first.get(text)
+            if slot is None:
+                slot = first[text] = len(unique)
+                unique.append(text)
+        else:
+            slot = len(unique)
+            unique.append(text)
+        index.append(slot)
+    return index, unique
+
+
+def _postprocess(encoded: EncodedText, probabilities: np.ndarray, lengths: list[int], labels) -> LabelResult:
+    if encoded.error is not None:
+        return LabelResult.failed(encoded.error)
+    if len(probabilities) == 1:
+        return to_result(probabilities[0], labels, truncated=encoded.truncated)
+    combined = combine_windows(probabilities, lengths)
+    return to_result(combined, labels, windows=len(probabilities))

@@ -1,0 +1,52 @@
+"""Typed errors raised by the core. Adapters map them to exit codes or HTTP statuses."""
+
+from __future__ import annotations
+
+
+class StructsentError(Exception):
+    """Base class of every error structsent raises on purpose."""
+
+
+class ModelFormatError(StructsentError):
+    """A model directory or file is missing, corrupt, or of an unsupported architecture."""
+
+
+class ModelNotFoundError(StructsentError):
+    """A model name is neither a local path nor reachable on a model hub."""
+
+
+class BadInputError(StructsentError):
+    """The input itself is unusable (wrong type, missing column, undecodable bytes...)."""
+
+
+class ConfigError(StructsentError):
+    """An option has a value that cannot work (unknown backend, budget too small...)."""
+
+
+class MissingExtraError(StructsentError, ImportError):
+    """An optional dependency is not installed; the message names the `pip install` to run."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(
+            f"{package} is not installed. Install it with: pip install 'structsent[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra
+
+
+class DeviceOutOfMemoryError(StructsentError):
+    """The device ran out of memory on one batch (the engine splits the batch and retries)."""
+
+
+class OverloadedError(StructsentError):
+    """More work was offered than can be queued (the server maps this to HTTP 429)."""
+
+
+def require(module: str, extra: str):
+    """Import an optional module, or raise MissingExtraError naming the extra to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise MissingExtraError(module.split(".")[0], extra) from err

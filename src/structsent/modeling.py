@@ -1,0 +1,213 @@
+"""The BERT sequence classifier that runs every supported checkpoint (BERT, StructBERT, ...).
+
+StructBERT at inference time is BERT: post-LayerNorm encoder layers, GELU, a tanh pooler on
+[CLS] and a linear head. This module computes exactly that with three speed-ups that do not
+change the result: fused Q/K/V projections, PyTorch's scaled-dot-product attention, and a last
+layer evaluated only at [CLS] (the only position the pooler reads).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ModelFormatError
+
+_ACTIVATIONS = {
+    "gelu": lambda x: F.gelu(x),
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_fast": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BertShape:
+    """The hyper-parameters that fix a BERT classifier's tensors."""
+
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    hidden_act: str = "gelu"
+    num_labels: int = 2
+
+    def __post_init__(self) -> None:
+        if self.hidden_act not in _ACTIVATIONS:
+            raise ModelFormatError(
+                f"hidden_act={self.hidden_act!r} is not supported (known: {', '.join(_ACTIVATIONS)})"
+            )
+        if self.hidden_size % self.num_heads:
+            raise ModelFormatError(
+                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
+            )
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Multiply-add FLOPs of the encoder per real token at ``seq_len`` (for utilisation)."""
+        h, i = self.hidden_size, self.intermediate_size
+        per_layer = 2 * (4 * h * h + 2 * h * i) + 2 * 2 * seq_len * h
+        return float(per_layer * self.num_layers)
+
+
+class Embeddings(nn.Module):
+    def __init__(self, shape: BertShape) -> None:
+        super().__init__()
+        self.word = nn.Embedding(shape.vocab_size, shape.hidden_size)
+        self.position = nn.Embedding(shape.max_position_embeddings, shape.hidden_size)
+        self.token_type = nn.Embedding(shape.type_vocab_size, shape.hidden_size)
+        self.norm = nn.LayerNorm(shape.hidden_size, eps=shape.layer_norm_eps)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        seq_len = input_ids.shape[1]
+        positions = self.position.weight[:seq_len]
+        # Single-segment input: every token type id is 0.
+        x = self.word(input_ids) + positions + self.token_type.weight[0]
+        return self.norm(x)
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, shape: BertShape) -> None:
+        super().__init__()
+        h = shape.hidden_size
+        self.num_heads = shape.num_heads
+        self.qkv = nn.Linear(h, 3 * h)
+        self.attn_out = nn.Linear(h, h)
+        self.attn_norm = nn.LayerNorm(h, eps=shape.layer_norm_eps)
+        self.ffn_in = nn.Linear(h, shape.intermediate_size)
+        self.ffn_out = nn.Linear(shape.intermediate_size, h)
+        self.ffn_norm = nn.LayerNorm(h, eps=shape.layer_norm_eps)
+        self.act = _ACTIVATIONS[shape.hidden_act]
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, _ = x.shape
+        return x.view(b, s, self.num_heads, -1).transpose(1, 2)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, *, cls_only: bool = False
+    ) -> torch.Tensor:
+        h = x.shape[-1]
+        if cls_only:
+            # Keys and values need every position; queries and everything after need only [CLS].
+            residual = x[:, :1]
+            if isinstance(self.qkv, nn.Linear):
+                q = F.linear(residual, self.qkv.weight[:h], self.qkv.bias[:h])
+                k, v = F.linear(x, self.qkv.weight[h:], self.qkv.bias[h:]).split(h, dim=-1)
+            else:  # a quantized projection cannot be sliced: project all, keep [CLS]'s query
+                q, k, v = self.qkv(x).split(h, dim=-1)
+                q = q[:, :1]
+        else:
+            residual = x
+            q, k, v = self.qkv(x).split(h, dim=-1)
+        attn = F.scaled_dot_product_attention(
+            self._heads(q), self._heads(k), self._heads(v), attn_mask=mask
+        )
+        b, _, s, _ = attn.shape
+        attn = attn.transpose(1, 2).reshape(b, s, h)
+        x = self.attn_norm(self.attn_out(attn) + residual)
+        return self.ffn_norm(self.ffn_out(self.act(self.ffn_in(x))) + x)
+
+
+class BertClassifier(nn.Module):
+    """input_ids, attention_mask (batch x seq) -> logits (batch x num_labels)."""
+
+    def __init__(self, shape: BertShape) -> None:
+        super().__init__()
+        self.shape = shape
+        self.embeddings = Embeddings(shape)
+        self.layers = nn.ModuleList(EncoderLayer(shape) for _ in range(shape.num_layers))
+        self.pooler = nn.Linear(shape.hidden_size, shape.hidden_size)
+        self.classifier = nn.Linear(shape.hidden_size, shape.num_labels)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.embeddings(input_ids)
+        mask = _attention_mask(attention_mask, x.dtype)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x, mask, cls_only=i == last)
+        pooled = torch.tanh(self.pooler(x[:, 0]))
+        return self.classifier(pooled)
+
+
+def _attention_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """Boolean (batch, 1, 1, seq) mask, or None when nothing is padded (faster kernels)."""
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    return attention_mask[:, None, None, :].bool()
+
+
+_HF_LAYER_NAMES = {
+    "attention.output.dense": "attn_out",
+    "attention.output.LayerNorm": "attn_norm",
+    "intermediate.dense": "ffn_in",
+    "output.dense": "ffn_out",
+    "output.LayerNorm": "ffn_norm",
+}
+
+
+def from_hf_state_dict(hf: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
+    """Map a state dict in Hugging Face BertForSequenceClassification names to this module's.
+
+    The input must already be normalised (``bert.`` prefix, ``weight``/``bias`` names).
+    Raises KeyError naming the first missing tensor.
+    """
+    out = {
+        "embeddings.word.weight": hf["bert.embeddings.word_embeddings.weight"],
+        "embeddings.position.weight": hf["bert.embeddings.position_embeddings.weight"],
+        "embeddings.token_type.weight": hf["bert.embeddings.token_type_embeddings.weight"],
+        "embeddings.norm.weight": hf["bert.embeddings.LayerNorm.weight"],
+        "embeddings.norm.bias": hf["bert.embeddings.LayerNorm.bias"],
+        "pooler.weight": hf["bert.pooler.dense.weight"],
+        "pooler.bias": hf["bert.pooler.dense.bias"],
+        "classifier.weight": hf["classifier.weight"],
+        "classifier.bias": hf["classifier.bias"],
+    }
+    for i in range(num_layers):
+        src = f"bert.encoder.layer.{i}."
+        dst = f"layers.{i}."
+        for kind in ("weight", "bias"):
+            out[dst + "qkv." + kind] = torch.cat(
+                [hf[f"{src}attention.self.{p}.{kind}"] for p in ("query", "key", "value")]
+            )
+            for hf_name, name in _HF_LAYER_NAMES.items():
+                out[f"{dst}{name}.{kind}"] = hf[f"{src}{hf_name}.{kind}"]
+    return out
+
+
+def expected_hf_shapes(shape: BertShape) -> dict[str, tuple[int, ...]]:
+    """Every tensor a BERT classifier of ``shape`` needs, in Hugging Face names, with its shape."""
+    h, i = shape.hidden_size, shape.intermediate_size
+    shapes: dict[str, tuple[int, ...]] = {
+        "bert.embeddings.word_embeddings.weight": (shape.vocab_size, h),
+        "bert.embeddings.position_embeddings.weight": (shape.max_position_embeddings, h),
+        "bert.embeddings.token_type_embeddings.weight": (shape.type_vocab_size, h),
+        "bert.embeddings.LayerNorm.weight": (h,),
+        "bert.embeddings.LayerNorm.bias": (h,),
+        "bert.pooler.dense.weight": (h, h),
+        "bert.pooler.dense.bias": (h,),
+        "classifier.weight": (shape.num_labels, h),
+        "classifier.bias": (shape.num_labels,),
+    }
+    dims = {
+        "attention.self.query": (h, h),
+        "attention.self.key": (h, h),
+        "attention.self.value": (h, h),
+        "attention.output.dense": (h, h),
+        "attention.output.LayerNorm": (h,),
+        "intermediate.dense": (i, h),
+        "output.dense": (h, i),
+        "output.LayerNorm": (h,),
+    }
+    for layer in range(shape.num_layers):
+        for name, dim in dims.items():
+            prefix = f"bert.encoder.layer.{layer}.{name}"
+            shapes[prefix + ".weight"] = dim
+            shapes[prefix + ".bias"] = (dim[0],)
+    return shapes

@@ -1,0 +1,57 @@
+"""Model formats: one module each, all loaded into the same Checkpoint.
+
+``resolve_model`` turns what a user typed (``"default"``, a directory, a hub id) into a
+loaded Checkpoint. The bundled model is an ordinary Hugging Face directory inside the package.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ModelFormatError, ModelNotFoundError
+from .checkpoint import Checkpoint
+
+BUNDLED_MODEL_DIR = Path(__file__).parent / "default"
+DEFAULT_MODEL = "default"
+
+
+def resolve_directory(name_or_path: str | Path) -> Path:
+    """The local directory that holds the model ``name_or_path`` names."""
+    from . import hub
+
+    if str(name_or_path) == DEFAULT_MODEL:
+        if not (BUNDLED_MODEL_DIR / "config.json").is_file():
+            raise ModelNotFoundError(
+                f"the bundled model is missing from {BUNDLED_MODEL_DIR}; reinstall structsent"
+            )
+        return BUNDLED_MODEL_DIR
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ModelFormatError(f"{path}: expected a model directory, got a file")
+    if isinstance(name_or_path, str) and hub.looks_like_hub_id(name_or_path):
+        return hub.download(name_or_path)
+    raise ModelNotFoundError(
+        f"{name_or_path}: no such model directory (pass 'default', a local checkpoint directory, "
+        "or a hub id such as damo/nlp_structbert_sentiment-classification_chinese-base)"
+    )
+
+
+def load_checkpoint(name_or_path: str | Path) -> Checkpoint:
+    """Load the checkpoint in whichever supported format the directory holds."""
+    from .hf import load_directory
+    from .modelscope import is_modelscope_directory, load_modelscope_directory
+
+    directory = resolve_directory(name_or_path)
+    if is_modelscope_directory(directory):
+        return load_modelscope_directory(directory)
+    if (directory / "config.json").is_file():
+        return load_directory(directory)
+    raise ModelFormatError(
+        f"{directory}: no config.json (Hugging Face) or configuration.json (ModelScope); "
+        "this directory does not hold a supported checkpoint"
+    )
+
+
+__all__ = ["BUNDLED_MODEL_DIR", "Checkpoint", "load_checkpoint", "resolve_directory"]

@@ -1,0 +1,102 @@
+"""Hugging Face directories: config.json + model.safetensors|pytorch_model.bin + vocab.txt|tokenizer.json.
+
+Also the loader behind ModelScope StructBERT directories, which differ only in how their
+config and weights are named.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ModelFormatError
+from ..tokenize import Tokenizer
+from .checkpoint import Checkpoint, choose_labels, find_weights, normalise_state_dict, read_json, read_weights
+
+SUPPORTED_MODEL_TYPES = ("bert", "structbert", "roberta-bert")
+_BERT_ARCHITECTURES = ("BertForSequenceClassification", "SbertForSequenceClassification")
+
+
+def load_directory(directory: Path, *, format_name: str = "huggingface") -> Checkpoint:
+    """Load a BERT-family sequence classifier from a directory."""
+    config = read_json(directory / "config.json")
+    model_type = str(config.get("model_type", "bert")).lower()
+    if model_type not in SUPPORTED_MODEL_TYPES and not _declares_bert(config):
+        raise ModelFormatError(
+            f"{directory / 'config.json'}: model_type {model_type!r} is not supported; structsent runs "
+            f"BERT-architecture classifiers (model_type one of {', '.join(SUPPORTED_MODEL_TYPES)})"
+        )
+    weights_files = find_weights(directory)
+    tensors = normalise_state_dict(read_weights(weights_files), weights_files[0])
+    shape = _shape_from(config, tensors, directory)
+    _check_tensors(tensors, shape, weights_files[0])
+    tokenizer = Tokenizer.from_dir(directory)
+    _check_vocabulary(tokenizer, shape, directory)
+    labels = choose_labels(
+        config, shape.num_labels, directory, structbert=model_type == "structbert" or format_name == "modelscope"
+    )
+    return Checkpoint(
+        directory=directory,
+        format=format_name,
+        shape=shape,
+        labels=labels,
+        state_dict=tensors,
+        tokenizer=tokenizer,
+    )
+
+
+def _declares_bert(config: dict) -> bool:
+    return any(a in _BERT_ARCHITECTURES for a in config.get("architectures") or [])
+
+
+def _shape_from(config: dict, tensors: dict, directory: Path):
+    from ..modeling import BertShape
+
+    try:
+        word = tensors["bert.embeddings.word_embeddings.weight"]
+        head = tensors["classifier.weight"]
+        hidden = int(config.get("hidden_size", word.shape[1]))
+        shape = BertShape(
+            vocab_size=int(word.shape[0]),
+            hidden_size=hidden,
+            num_layers=int(config["num_hidden_layers"]),
+            num_heads=int(config["num_attention_heads"]),
+            intermediate_size=int(config.get("intermediate_size", 4 * hidden)),
+            max_position_embeddings=int(config.get("max_position_embeddings", 512)),
+            type_vocab_size=int(config.get("type_vocab_size", 2)),
+            layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)),
+            hidden_act=str(config.get("hidden_act", "gelu")),
+            num_labels=int(head.shape[0]),
+        )
+    except KeyError as err:
+        raise ModelFormatError(f"{directory / 'config.json'}: missing {err}") from err
+    if word.shape[1] != shape.hidden_size:
+        raise ModelFormatError(
+            f"{directory}: config.json says hidden_size {shape.hidden_size} but the embeddings "
+            f"are {word.shape[1]} wide; config.json and the weights come from different models"
+        )
+    return shape
+
+
+def _check_tensors(tensors: dict, shape, source: Path) -> None:
+    from ..modeling import expected_hf_shapes
+
+    for name, expected in expected_hf_shapes(shape).items():
+        tensor = tensors.get(name)
+        if tensor is None:
+            raise ModelFormatError(
+                f"{source}: missing tensor {name}; the file is incomplete or not a BERT classifier "
+                f"with the {shape.num_layers} layers config.json declares"
+            )
+        if tuple(tensor.shape) != expected:
+            raise ModelFormatError(
+                f"{source}: tensor {name} has shape {tuple(tensor.shape)}, config.json implies "
+                f"{expected}; config.json and the weights come from different models"
+            )
+
+
+def _check_vocabulary(tokenizer: Tokenizer, shape, directory: Path) -> None:
+    if tokenizer.vocab_size > shape.vocab_size:
+        raise ModelFormatError(
+            f"{directory}: the tokenizer has {tokenizer.vocab_size} tokens but the embedding matrix "
+            f"only {shape.vocab_size} rows; use the vocab.txt that belongs to these weights"
+        )

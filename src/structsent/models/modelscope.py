@@ -1,0 +1,20 @@
+"""ModelScope StructBERT directories, as ``damo/nlp_structbert_sentiment-classification_chinese-base``
+is distributed: configuration.json, config.json (model_type structbert), pytorch_model.bin,
+vocab.txt, optional label_mapping.json. At inference StructBERT is BERT, so the weights are
+renamed to BERT's and loaded into the same module as every other checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .checkpoint import Checkpoint
+from .hf import load_directory
+
+
+def is_modelscope_directory(directory: Path) -> bool:
+    return (directory / "configuration.json").is_file()
+
+
+def load_modelscope_directory(directory: Path) -> Checkpoint:
+    return load_directory(directory, format_name="modelscope")

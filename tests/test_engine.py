@@ -1,0 +1,151 @@
+"""The engine: batch invariance, input order, duplicates, bad input, long texts, OOM back-off."""
+
+import numpy as np
+import pytest
+
+import structsent
+from structsent.engine import Classifier
+from structsent.errors import DeviceOutOfMemoryError
+
+ALONE_VS_BATCH_TOLERANCE = 1e-5  # fp32: padding and batch composition change nothing beyond rounding
+
+
+@pytest.fixture(scope="module")
+def clf(hf_model_dir):
+    return structsent.load(hf_model_dir, device="cpu")
+
+
+def positive(results):
+    return np.array([r.scores["正面"] for r in results])
+
+
+def test_alone_equals_inside_any_batch(clf, real_reviews):
+    texts = real_reviews[:40] + ["好" * 300, "差"]
+    alone = np.array([clf([t])[0].scores["正面"] for t in texts])
+    together = positive(clf(texts))
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(len(texts))
+    shuffled = positive(clf([texts[i] for i in perm]))
+    np.testing.assert_allclose(together, alone, atol=ALONE_VS_BATCH_TOLERANCE)
+    np.testing.assert_allclose(shuffled, alone[perm], atol=ALONE_VS_BATCH_TOLERANCE)
+
+
+@pytest.mark.parametrize("budget,cap", [(512, 1), (1024, 3), (4096, 64), (100_000, 512)])
+def test_results_do_not_depend_on_batch_plan(hf_model_dir, clf, real_reviews, budget, cap):
+    texts = real_reviews[:60]
+    other = structsent.load(hf_model_dir, device="cpu", token_budget=budget, max_batch_size=cap)
+    np.testing.assert_allclose(positive(other(texts)), positive(clf(texts)), atol=ALONE_VS_BATCH_TOLERANCE)
+
+
+def test_output_order_equals_input_order(clf):
+    # Lengths in deliberately unsorted order: the plan reorders, the results must not.
+    texts = ["好" * n for n in (50, 3, 200, 7, 120, 1, 90)]
+    results = clf(texts)
+    alone = [clf([text])[0].scores["正面"] for text in texts]
+    np.testing.assert_allclose(positive(results), alone, atol=ALONE_VS_BATCH_TOLERANCE)
+    assert len(set(np.round(alone, 4))) == len(texts)  # distinct, so a swap could not hide
+
+
+def test_duplicates_are_computed_once(clf):
+    texts = ["好评！", "差评", "好评！", "好评！", "差评"]
+    results, stats = clf.label_with_stats(texts)
+    assert stats.texts == 5 and stats.duplicates == 3 and stats.sequences == 2
+    assert results[0] == results[2] == results[3] and results[1] == results[4]
+
+
+def test_bad_input_is_flagged_and_the_rest_unaffected(clf):
+    good = ["这家外卖送得很快，味道也不错", "差评，用了三天就坏了"]
+    mixed = [None, good[0], "", 42, "   ", good[1], "\x00\x01", "😀😂👍", "好\ud800评", "很好" * 50_000, "x" * 100_000]
+    results, stats = clf.label_with_stats(mixed)
+    errors = [r.error for r in results]
+    assert errors[0] == "missing text (None)" and errors[2] == errors[4] == "empty text"
+    assert errors[3] == "not a string (got int)" and errors[6] == "no tokens left after normalisation"
+    for i in (0, 2, 3, 4, 6):
+        assert results[i].label is None and results[i].score is None and results[i].scores == {}
+    for i in (1, 5, 7, 8, 9, 10):
+        assert results[i].ok and results[i].label in ("负面", "正面")
+    assert results[9].truncated and not results[10].truncated  # one 100k-char word is one [UNK]
+    np.testing.assert_allclose(positive([results[1], results[5]]), positive(clf(good)), atol=1e-6)
+    assert stats.flagged == 5
+
+
+def test_single_string_is_rejected_with_a_hint(clf):
+    with pytest.raises(structsent.BadInputError, match=r"clf\(\[text\]\)"):
+        clf("好评")
+
+
+def test_long_text_windows_average_window_probabilities(hf_model_dir):
+    windows = structsent.load(hf_model_dir, device="cpu", long_text="windows", max_length=64, window_stride=32)
+    text = "".join(chr(0x4E00 + (i * 7) % 5000) for i in range(200))
+    (result,) = windows([text])
+    assert result.windows > 1 and not result.truncated
+    encoded = windows.encode([text])[0]
+    probs, _ = windows.run_sequences(list(encoded.sequences))
+    weights = np.array([len(s) for s in encoded.sequences], dtype=float)
+    expected = (probs * weights[:, None]).sum(0) / weights.sum()
+    assert result.scores["正面"] == pytest.approx(expected[1], abs=1e-9)
+    short = windows(["好评"])[0]
+    assert short.windows == 1
+
+
+class OutOfMemoryAbove:
+    """Wraps a real runner and raises the device OOM error above a padded-token threshold."""
+
+    def __init__(self, runner, limit):
+        self.runner, self.limit, self.calls = runner, limit, []
+        self.name, self.device, self.precision = runner.name, runner.device, runner.precision
+
+    def run(self, ids, mask):
+        self.calls.append(ids.shape)
+        if ids.size > self.limit:
+            raise DeviceOutOfMemoryError(f"fake OOM at {ids.shape}")
+        return self.runner.run(ids, mask)
+
+
+def test_out_of_memory_splits_the_batch_and_lowers_the_budget(clf, real_reviews):
+    texts = real_reviews[:80]
+    fake = OutOfMemoryAbove(clf.runner, limit=1500)
+    engine = Classifier(clf.checkpoint, fake, clf.config.replace(token_budget=8192, max_batch_size=512))
+    results, stats = engine.label_with_stats(texts)
+    assert stats.oom_splits > 0 and engine.token_budget < 8192
+    assert all(shape[0] * shape[1] <= 1500 for shape in fake.calls[-3:])
+    np.testing.assert_allclose(positive(results), positive(clf(texts)), atol=ALONE_VS_BATCH_TOLERANCE)
+    assert len(results) == len(texts)
+
+
+def test_out_of_memory_on_a_single_text_is_raised(clf):
+    engine = Classifier(clf.checkpoint, OutOfMemoryAbove(clf.runner, limit=2), clf.config)
+    with pytest.raises(DeviceOutOfMemoryError):
+        engine(["好评如潮"])
+
+
+def test_int8_and_bf16_agree_with_fp32(hf_model_dir, clf, real_reviews):
+    texts = real_reviews[:100]
+    reference = positive(clf(texts))
+    for precision, tolerance in (("int8", 0.05), ("bf16", 0.05)):
+        fast = structsent.load(hf_model_dir, device="cpu", precision=precision)
+        assert fast.runner.precision == precision
+        diff = np.abs(positive(fast(texts)) - reference).max()
+        assert diff < tolerance, (precision, diff)
+
+
+def test_info_describes_the_engine(clf):
+    info = clf.info()
+    assert info["labels"] == ["负面", "正面"] and info["backend"] == "torch" and info["device"] == "cpu"
+    assert info["token_budget"] == 4096 and info["precision"] == "fp32"
+
+
+def test_cuda_request_without_gpu_is_a_config_error(hf_model_dir):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(structsent.ConfigError, match="CUDA is not available"):
+        structsent.load(hf_model_dir, device="cuda")
+
+
+def test_bad_options_are_config_errors(hf_model_dir):
+    with pytest.raises(structsent.ConfigError, match="precision='fp7'|precision="):
+        structsent.load(hf_model_dir, precision="fp7")
+    with pytest.raises(structsent.ConfigError, match="token_budget"):
+        structsent.load(hf_model_dir, token_budget=10)

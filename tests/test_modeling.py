@@ -1,0 +1,76 @@
+"""Our BERT module equals transformers' BertForSequenceClassification on the same weights."""
+
+import numpy as np
+import pytest
+import torch
+
+import structsent
+from structsent.batching import pad_batch
+
+from .conftest import make_hf_model
+
+TOLERANCE = 1e-5  # absolute, on logits and probabilities, fp32
+
+
+def reference_logits(model, sequences):
+    ids, mask = pad_batch(sequences)
+    with torch.no_grad():
+        return model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.numpy()
+
+
+def our_logits(clf, sequences):
+    ids, mask = pad_batch(sequences)
+    return clf.runner.run(ids, mask)
+
+
+def sample_sequences(clf, texts):
+    return [e.sequences[0] for e in clf.encode(texts)]
+
+
+@pytest.fixture(scope="module")
+def reference_model(hf_model_dir):
+    from transformers import BertForSequenceClassification
+
+    return BertForSequenceClassification.from_pretrained(hf_model_dir, attn_implementation="eager").eval()
+
+
+def test_hf_directory_matches_transformers(hf_model_dir, reference_model, real_reviews):
+    clf = structsent.load(hf_model_dir, device="cpu")
+    seqs = sample_sequences(clf, real_reviews[:48])  # mixed lengths: padding is exercised
+    np.testing.assert_allclose(our_logits(clf, seqs), reference_logits(reference_model, seqs), atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("layout", ["encoder", "bert"])
+def test_modelscope_layouts_match_transformers(modelscope_dirs, layout, real_reviews):
+    clf = structsent.load(modelscope_dirs[layout], device="cpu")
+    assert clf.checkpoint.format == "modelscope"
+    seqs = sample_sequences(clf, real_reviews[:48])
+    expected = reference_logits(modelscope_dirs["model"], seqs)
+    np.testing.assert_allclose(our_logits(clf, seqs), expected, atol=TOLERANCE)
+
+
+def test_probabilities_match_transformers_through_the_engine(hf_model_dir, reference_model, real_reviews):
+    clf = structsent.load(hf_model_dir, device="cpu")
+    texts = real_reviews[:64]
+    results = clf(texts)
+    expected = torch.softmax(torch.from_numpy(reference_logits(reference_model, sample_sequences(clf, texts))), -1)
+    ours = np.array([[r.scores["负面"], r.scores["正面"]] for r in results])
+    np.testing.assert_allclose(ours, expected.numpy(), atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("act", ["gelu_new", "relu"])
+def test_other_activations_match(tmp_path, act, real_reviews):
+    from .conftest import write_tokenizer_files
+
+    model = make_hf_model(seed=3, hidden_act=act)
+    model.save_pretrained(tmp_path)
+    write_tokenizer_files(tmp_path)
+    clf = structsent.load(tmp_path, device="cpu")
+    seqs = sample_sequences(clf, real_reviews[:16])
+    np.testing.assert_allclose(our_logits(clf, seqs), reference_logits(model, seqs), atol=TOLERANCE)
+
+
+def test_full_length_sequence_matches(hf_model_dir, reference_model):
+    clf = structsent.load(hf_model_dir, device="cpu")
+    seqs = sample_sequences(clf, ["好" * 600, "差"])  # 512 tokens (truncated) next to 3
+    np.testing.assert_allclose(our_logits(clf, seqs), reference_logits(reference_model, seqs), atol=TOLERANCE)
