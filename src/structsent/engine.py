@@ -144,12 +144,12 @@ class Classifier:
 
 
 def _deduplicate(texts: list[object]) -> tuple[list[int], list[object]]:
-    """Map each text to the index of its first equal text among the unique ones."""
+    """Map each valid text to the index of its first equal text among the unique ones."""
     first: dict[str, int] = {}
     unique: list[object] = []
     index: list[int] = []
     for text in texts:
-        if isinstance(text, str):
+        if isinstance(text, str) and not text.isspace() and text:  # bad texts are flagged, not reused
             slot = first.get(text)
             if slot is None:
                 slot = first[text] = len(unique)

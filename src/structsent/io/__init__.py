@@ -1,0 +1,1 @@
+"""Streaming readers and writers for the formats `structsent label` handles, and the resume manifest."""

@@ -1,0 +1,56 @@
+"""File formats and how they are recognised."""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+
+from ..errors import BadInputError
+
+
+class Format(str, enum.Enum):
+    TXT = "txt"
+    CSV = "csv"
+    TSV = "tsv"
+    JSONL = "jsonl"
+    PARQUET = "parquet"
+
+
+_SUFFIXES = {
+    ".txt": Format.TXT,
+    ".text": Format.TXT,
+    ".csv": Format.CSV,
+    ".tsv": Format.TSV,
+    ".tab": Format.TSV,
+    ".jsonl": Format.JSONL,
+    ".ndjson": Format.JSONL,
+    ".json": Format.JSONL,
+    ".parquet": Format.PARQUET,
+    ".pq": Format.PARQUET,
+}
+
+
+def detect_format(path: str, requested: str = "auto") -> Format:
+    """The explicit format, else the one the file name's suffix implies."""
+    if requested != "auto":
+        return Format(requested)
+    suffix = Path(path).suffix.lower()
+    if suffix in _SUFFIXES:
+        return _SUFFIXES[suffix]
+    raise BadInputError(
+        f"{path}: cannot tell the format from the name; pass --format "
+        f"({', '.join(f.value for f in Format)})"
+    )
+
+
+def output_format_for(input_format: Format, output: str | None, requested: str = "auto") -> Format:
+    """Output format: explicit, else the output name's suffix, else the input's (text -> JSONL)."""
+    if requested != "auto":
+        fmt = Format(requested)
+    elif output and output != "-" and Path(output).suffix.lower() in _SUFFIXES:
+        fmt = _SUFFIXES[Path(output).suffix.lower()]
+    else:
+        fmt = input_format
+    if fmt is Format.TXT:
+        return Format.JSONL  # plain text has no room for label columns
+    return fmt

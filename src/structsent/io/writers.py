@@ -1,0 +1,154 @@
+"""Writers: every input column unchanged and in order, then label, score, one probability per label, error.
+
+Text formats are encoded chunk by chunk into bytes, which the job appends and commits; Parquet
+chunks become part files that are merged at the end. Encoding is deterministic, so a resumed
+job writes exactly the bytes an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import BadInputError
+from ..results import LabelResult
+from .formats import Format
+from .readers import InputRow
+
+
+def added_columns(labels: Sequence[str], prefix: str = "") -> list[str]:
+    return [f"{prefix}label", f"{prefix}score", *(f"{prefix}prob_{label}" for label in labels), f"{prefix}error"]
+
+
+def check_no_collision(input_columns: Sequence[str], extra: Sequence[str], prefix: str) -> None:
+    clash = sorted(set(input_columns) & set(extra))
+    if clash:
+        raise BadInputError(
+            f"the input already has column(s) {', '.join(map(repr, clash))}; pass --prefix "
+            f"(e.g. --prefix pred_) so the added columns get other names"
+        )
+
+
+def prediction_values(result: LabelResult, labels: Sequence[str]) -> list:
+    probabilities = [result.scores.get(label) for label in labels]
+    score = None if result.score is None else round(result.score, 6)
+    return [result.label, score, *(None if p is None else round(p, 6) for p in probabilities), result.error]
+
+
+class ChunkEncoder:
+    """Turns (rows, results) into output bytes or an Arrow table for one output format."""
+
+    def __init__(self, fmt: Format, input_columns: Sequence[str], labels: Sequence[str], prefix: str = "") -> None:
+        self.format = fmt
+        self.input_columns = list(input_columns)
+        self.labels = list(labels)
+        self.extra = added_columns(labels, prefix)
+        check_no_collision(self.input_columns, self.extra, prefix)
+        self.columns = self.input_columns + self.extra
+        self._arrow_schema = None
+
+    def header(self) -> bytes:
+        """Bytes that open the output file (a CSV header row; nothing for other formats)."""
+        if self.format in (Format.CSV, Format.TSV):
+            return self._csv_bytes([self.columns])
+        return b""
+
+    def encode(self, rows: Sequence[InputRow], results: Sequence[LabelResult]) -> bytes:
+        if self.format is Format.JSONL:
+            return "".join(self._json_line(r, res) for r, res in zip(rows, results)).encode("utf-8")
+        if self.format in (Format.CSV, Format.TSV):
+            return self._csv_bytes(self._csv_record(r, res) for r, res in zip(rows, results))
+        raise ValueError(f"{self.format} is not a byte format")
+
+    def table(self, rows: Sequence[InputRow], results: Sequence[LabelResult], input_schema=None):
+        """An Arrow table of the chunk, with one schema for the whole job."""
+        import pyarrow as pa
+
+        records = [self._record(r, res) for r, res in zip(rows, results)]
+        if self._arrow_schema is None:
+            self._arrow_schema = self._schema(records, input_schema)
+        try:
+            return pa.Table.from_pylist(records, schema=self._arrow_schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+            raise BadInputError(f"rows {rows[0].number}-{rows[-1].number}: column types changed ({err})") from err
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _record(self, row: InputRow, result: LabelResult) -> dict:
+        values = row.values or {}
+        record = {c: values.get(c) for c in self.input_columns}
+        record.update(zip(self.extra, prediction_values(result, self.labels)))
+        return record
+
+    def _json_line(self, row: InputRow, result: LabelResult) -> str:
+        record = dict(row.values) if row.values is not None else {}
+        record.update(zip(self.extra, prediction_values(result, self.labels)))
+        return json.dumps(record, ensure_ascii=False, default=str) + "\n"
+
+    def _csv_record(self, row: InputRow, result: LabelResult) -> list:
+        values = row.values or {}
+        inputs = [_cell(values.get(c)) for c in self.input_columns]
+        return inputs + [_cell(v) for v in prediction_values(result, self.labels)]
+
+    def _csv_bytes(self, records) -> bytes:
+        buffer = io.StringIO()
+        delimiter = "\t" if self.format is Format.TSV else ","
+        csv.writer(buffer, delimiter=delimiter, lineterminator="\n").writerows(records)
+        return buffer.getvalue().encode("utf-8")
+
+    def _schema(self, records: list[dict], input_schema):
+        import pyarrow as pa
+
+        if input_schema is not None:
+            fields = [input_schema.field(c) for c in self.input_columns]
+        else:
+            inferred = pa.Table.from_pylist(records).schema if records else None
+            fields = [
+                inferred.field(c) if inferred is not None and c in inferred.names and
+                not pa.types.is_null(inferred.field(c).type) else pa.field(c, pa.string())
+                for c in self.input_columns
+            ]
+        label, score, *probs, error = self.extra
+        fields += [pa.field(label, pa.string()), pa.field(score, pa.float64())]
+        fields += [pa.field(p, pa.float64()) for p in probs] + [pa.field(error, pa.string())]
+        return pa.schema(fields)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def write_parquet_part(table, path: Path) -> None:
+    """Write one chunk's table atomically (temporary name, then rename)."""
+    import pyarrow.parquet as pq
+
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    _fsync_file(tmp)
+    tmp.replace(path)
+
+
+def merge_parquet_parts(parts: Sequence[Path], target: Path) -> None:
+    """Concatenate part files, in order, into one Parquet file (one row group per part)."""
+    import pyarrow.parquet as pq
+
+    tmp = target.with_name(target.name + ".tmp")
+    schema = pq.read_schema(parts[0]) if parts else None
+    with pq.ParquetWriter(tmp, schema) as writer:
+        for part in parts:
+            writer.write_table(pq.read_table(part))
+    _fsync_file(tmp)
+    tmp.replace(target)
+
+
+def _fsync_file(path: Path) -> None:
+    import os
+
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())

@@ -1,0 +1,1 @@
+"""Long-running jobs built on the engine: labelling files with exactly-once, resumable output."""

@@ -1,0 +1,135 @@
+"""`structsent label INPUT [-o OUTPUT] ...`: flags in, a LabelJob run, a summary out."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+import threading
+
+from ..io.formats import Format
+
+EXIT_INTERRUPTED = 130
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..cli import add_engine_arguments
+
+    parser.add_argument("input", help="input file, or - for standard input (plain lines or JSON Lines)")
+    parser.add_argument("-o", "--output", default=None, help="output file (default: standard output)")
+    parser.add_argument("--format", default="auto", choices=["auto", *(f.value for f in Format)],
+                        help="input format (default: from the file name)")
+    parser.add_argument("--output-format", default="auto", choices=["auto", *(f.value for f in Format if f is not Format.TXT)])
+    parser.add_argument("--text-column", default="text", help="column holding the text (default: text)")
+    parser.add_argument("--id-column", default=None,
+                        help="keep only this column next to the predictions (plain text: the line number)")
+    parser.add_argument("--prefix", default="", help="prefix of the added columns, e.g. pred_")
+    parser.add_argument("--on-bad-row", choices=["error", "flag"], default="error",
+                        help="stop at an undecodable or malformed row (error), or write it flagged (flag)")
+    parser.add_argument("--chunk-rows", type=int, default=2048, help="rows per committed chunk")
+    parser.add_argument("--resume", action="store_true", help="finish an interrupted job")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    add_engine_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    import structsent
+
+    from ..cli import engine_config
+    from ..errors import BadInputError
+    from ..io.formats import detect_format, output_format_for
+    from .label import LabelJob, LabelJobSpec
+    from .progress import ProgressBar, format_summary
+
+    if args.resume and args.overwrite:
+        raise BadInputError("--resume and --overwrite exclude each other")
+    if args.chunk_rows < 1:
+        raise BadInputError("--chunk-rows must be at least 1")
+    input_format = _input_format(args)
+    spec = LabelJobSpec(
+        input=args.input,
+        output=args.output,
+        input_format=input_format,
+        output_format=output_format_for(input_format, args.output, args.output_format),
+        text_column=args.text_column,
+        id_column=args.id_column,
+        on_bad_row=args.on_bad_row,
+        chunk_rows=args.chunk_rows,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        prefix=args.prefix,
+    )
+    _check_output_writable(spec)
+    classifier = structsent.load(args.model, config=engine_config(args))
+    progress = None if args.quiet or not sys.stderr.isatty() else ProgressBar()
+    stop = threading.Event()
+    job = LabelJob(spec, classifier, progress=progress, stop=stop)
+    with _stop_after_chunk_on_interrupt(stop):
+        try:
+            summary = job.run()
+        finally:
+            if progress is not None:
+                progress.close()
+    if not args.quiet:
+        print(format_summary(summary, labels=classifier.labels), file=sys.stderr)
+    if summary.interrupted:
+        print(f"interrupted after {summary.rows:,} rows; to finish, run: {_resume_command()}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def _input_format(args) -> Format:
+    from ..io.formats import detect_format
+
+    if args.input == "-" and args.format == "auto":
+        return Format.TXT if not _stdin_is_jsonl() else Format.JSONL
+    return detect_format(args.input, args.format)
+
+
+def _stdin_is_jsonl() -> bool:
+    head = sys.stdin.buffer.peek(64)[:64] if hasattr(sys.stdin.buffer, "peek") else b""
+    return head.lstrip().startswith(b"{")
+
+
+def _check_output_writable(spec) -> None:
+    import os
+
+    from ..errors import BadInputError
+
+    if spec.to_stdout:
+        return
+    directory = os.path.dirname(os.path.abspath(spec.output))
+    if not os.path.isdir(directory):
+        raise BadInputError(f"{spec.output}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise BadInputError(f"{spec.output}: directory {directory} is not writable")
+
+
+def _resume_command() -> str:
+    argv = [a for a in sys.argv[1:] if a not in ("--resume", "--overwrite")]
+    return " ".join(["structsent", *map(shlex.quote, argv), "--resume"])
+
+
+class _stop_after_chunk_on_interrupt:
+    """First Ctrl-C: finish the current chunk, commit it, stop. Second Ctrl-C: stop at once."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+        self.stop.set()
+        print("\nstopping after the current chunk (Ctrl-C again to stop at once)", file=sys.stderr)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)

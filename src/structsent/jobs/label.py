@@ -1,0 +1,381 @@
+"""`structsent label`: stream a file through the engine, commit output in chunks, resume after a crash.
+
+Exactly-once: each chunk's output is appended and flushed to disk before the manifest records
+it; on resume the output is cut back to the last recorded length and reading restarts at the
+recorded input position, so the final file equals that of an uninterrupted run byte for byte
+(row for row for Parquet).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import os
+import shutil
+import struct
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BadInputError
+from ..io.formats import Format
+from ..io.manifest import Manifest, input_fingerprint, model_fingerprint
+from ..io.readers import InputRow, RowReader, open_reader
+from ..io.writers import ChunkEncoder, merge_parquet_parts, write_parquet_part
+from ..results import LabelResult, to_result
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LabelJobSpec:
+    input: str  # a path, or "-" for standard input
+    output: str | None  # a path, or None / "-" for standard output
+    input_format: Format
+    output_format: Format
+    text_column: str = "text"
+    id_column: str | None = None
+    on_bad_row: str = "error"  # "error" or "flag"
+    chunk_rows: int = 2048
+    resume: bool = False
+    overwrite: bool = False
+    prefix: str = ""
+    cache_size: int = 200_000  # distinct texts whose results are reused within the job
+
+    @property
+    def to_stdout(self) -> bool:
+        return self.output in (None, "-")
+
+    def options(self) -> dict:
+        """The settings a resumed job must share with the one it continues."""
+        return {k: str(v.value if hasattr(v, "value") else v) for k, v in dataclasses.asdict(self).items()
+                if k in ("text_column", "id_column", "on_bad_row", "prefix", "input_format", "output_format")}
+
+
+@dataclasses.dataclass
+class JobSummary:
+    rows: int = 0
+    flagged: int = 0
+    duplicates: int = 0
+    labels: Counter = dataclasses.field(default_factory=Counter)
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    rows_this_run: int = 0
+    seconds_this_run: float = 0.0
+    interrupted: bool = False
+    resumed_from: int = 0
+
+    @property
+    def padding_fraction(self) -> float:
+        return 0.0 if not self.padded_tokens else 1.0 - self.real_tokens / self.padded_tokens
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_this_run / self.seconds_this_run if self.seconds_this_run else 0.0
+
+    def counters(self) -> dict:
+        return {"rows": self.rows, "flagged": self.flagged, "duplicates": self.duplicates,
+                "labels": dict(self.labels), "real_tokens": self.real_tokens, "padded_tokens": self.padded_tokens}
+
+    @classmethod
+    def from_counters(cls, data: dict) -> "JobSummary":
+        summary = cls(**{k: v for k, v in data.items() if k != "labels"})
+        summary.labels = Counter(data.get("labels", {}))
+        return summary
+
+
+class ResultCache:
+    """Results of texts already labelled in this job (streams repeat "好评！" endlessly).
+
+    Keyed by a 128-bit digest, so a long text costs as little as a short one; once full, it
+    keeps what it has and stops adding. Entries are also appended to a file at every commit:
+    a resumed job reloads exactly the cache the interrupted one had at that point, so it
+    computes the same texts in the same batches and writes the same bytes.
+    """
+
+    def __init__(self, capacity: int, labels: list[str]) -> None:
+        self.capacity = capacity
+        self.labels = labels
+        self._results: dict[bytes, LabelResult] = {}
+        self._unsaved: list[tuple[bytes, LabelResult]] = []
+        self._record = struct.Struct(f"<16s{len(labels)}d?H")
+
+    @staticmethod
+    def _key(text: str) -> bytes:
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+    def get(self, text: object) -> LabelResult | None:
+        return self._results.get(self._key(text)) if isinstance(text, str) and self._results else None
+
+    def put(self, text: object, result: LabelResult) -> None:
+        if isinstance(text, str) and result.ok and len(self._results) < self.capacity:
+            key = self._key(text)
+            if key not in self._results:
+                self._results[key] = result
+                self._unsaved.append((key, result))
+
+    def save(self, path: Path) -> int:
+        """Append the entries added since the last save; return the file's committed length."""
+        data = b"".join(
+            self._record.pack(key, *(r.scores[label] for label in self.labels), r.truncated, r.windows)
+            for key, r in self._unsaved
+        )
+        self._unsaved.clear()
+        return _append_durably(path, data)
+
+    def load(self, path: Path, length: int) -> None:
+        """Reload the first ``length`` bytes of entries saved by an earlier run of the job."""
+        if not length:
+            return
+        with open(path, "r+b") as handle:
+            handle.truncate(length)
+            data = handle.read()
+        for key, *values in self._record.iter_unpack(data):
+            probabilities, truncated, windows = values[:-2], values[-2], values[-1]
+            self._results[key] = to_result(np.array(probabilities), self.labels, truncated=truncated, windows=windows)
+
+
+class OutputFiles:
+    """Where a job's output, its work in progress and its manifest live."""
+
+    def __init__(self, output: str) -> None:
+        self.final = Path(output)
+        self.partial = Path(output + ".partial")
+        self.parts = Path(output + ".parts")
+        self.manifest = Path(output + ".manifest.json")
+        self.cache = Path(output + ".cache")
+
+    def remove_work(self) -> None:
+        self.partial.unlink(missing_ok=True)
+        self.cache.unlink(missing_ok=True)
+        self.manifest.unlink(missing_ok=True)
+        shutil.rmtree(self.parts, ignore_errors=True)
+
+    def part(self, index: int) -> Path:
+        return self.parts / f"part-{index:06d}.parquet"
+
+
+class LabelJob:
+    """One run of `structsent label` (a fresh job or a resumed one)."""
+
+    def __init__(self, spec: LabelJobSpec, classifier, *, progress=None, stop: threading.Event | None = None):
+        self.spec = spec
+        self.classifier = classifier
+        self.progress = progress
+        self.stop = stop or threading.Event()
+        self.labels = list(classifier.labels)
+        self.cache = ResultCache(spec.cache_size, self.labels)
+        self.files = None if spec.to_stdout else OutputFiles(spec.output)
+
+    # -- set-up -------------------------------------------------------------------------------
+    def _start_manifest(self) -> Manifest:
+        spec, files = self.spec, self.files
+        fresh = Manifest(
+            input_fingerprint=input_fingerprint(spec.input),
+            model_fingerprint=model_fingerprint(self.classifier.checkpoint.directory, self.classifier.info()),
+            options=spec.options(),
+        )
+        if files is None:
+            if spec.resume:
+                raise BadInputError("--resume needs an output file (-o): standard output cannot be resumed")
+            return fresh
+        if spec.input == "-" and spec.resume:
+            raise BadInputError("--resume needs an input file: standard input cannot be read again")
+        if spec.overwrite:
+            files.remove_work()
+            files.final.unlink(missing_ok=True)
+            return fresh
+        if files.manifest.exists():
+            if not spec.resume:
+                raise BadInputError(
+                    f"{files.manifest} shows an unfinished job: pass --resume to finish it, or --overwrite to start over"
+                )
+            return self._check_resumable(Manifest.load(files.manifest), fresh)
+        if spec.resume:
+            raise BadInputError(f"nothing to resume: {files.manifest} does not exist")
+        if files.final.exists():
+            raise BadInputError(f"{files.final} exists; pass --overwrite to replace it")
+        return fresh
+
+    def _check_resumable(self, saved: Manifest, fresh: Manifest) -> Manifest:
+        if saved.input_fingerprint != fresh.input_fingerprint:
+            raise BadInputError(f"cannot resume: {self.spec.input} changed since the job began; start over with --overwrite")
+        if saved.model_fingerprint != fresh.model_fingerprint:
+            raise BadInputError("cannot resume: the model or its settings changed since the job began; use the same "
+                                "--model/--precision/--backend/--max-length, or start over with --overwrite")
+        if saved.options != fresh.options:
+            raise BadInputError(f"cannot resume: options changed since the job began (was {saved.options})")
+        return saved
+
+    # -- the run ------------------------------------------------------------------------------
+    def run(self) -> JobSummary:
+        manifest = self._start_manifest()
+        summary = JobSummary.from_counters(manifest.counts) if manifest.counts else JobSummary()
+        summary.resumed_from = manifest.rows_done
+        if self.files is not None:
+            self._cut_back_to(manifest)
+            self.cache.load(self.files.cache, manifest.cache_bytes)
+        reader = open_reader(self.spec.input, self.spec.input_format, text_column=self.spec.text_column,
+                             on_bad_row=self.spec.on_bad_row, position=manifest.position, line=manifest.line,
+                             rows_done=manifest.rows_done, header=manifest.header)
+        started = time.perf_counter()
+        try:
+            self._label_chunks(reader, manifest, summary, started)
+        finally:
+            reader.close()
+            summary.seconds_this_run = time.perf_counter() - started
+        if not summary.interrupted:
+            self._finish(manifest)
+        return summary
+
+    def _label_chunks(self, reader: RowReader, manifest: Manifest, summary: JobSummary, started: float) -> None:
+        encoder = None
+        rows_iter = iter(reader)
+        while True:
+            chunk = list(itertools.islice(rows_iter, self.spec.chunk_rows))
+            if not chunk:
+                break
+            if encoder is None:
+                encoder = self._encoder(reader, chunk, manifest)
+            rows = [self._project(row) for row in chunk]
+            results = self._label_rows(rows, summary)
+            self._commit(encoder, rows, results, reader, manifest, summary)
+            summary.rows_this_run += len(chunk)
+            if self.progress is not None:
+                self.progress.update(summary, reader.position, reader.total, started)
+            if self.stop.is_set():
+                summary.interrupted = True
+                break
+        if encoder is None and manifest.rows_done == 0:
+            self._write_empty(reader, manifest)
+
+    def _encoder(self, reader: RowReader, chunk: list[InputRow], manifest: Manifest) -> ChunkEncoder:
+        if manifest.header is None:
+            manifest.header = self._output_input_columns(reader, chunk)
+        return ChunkEncoder(self.spec.output_format, manifest.header, self.labels, self.spec.prefix)
+
+    def _output_input_columns(self, reader: RowReader, chunk: list[InputRow]) -> list[str]:
+        columns = list(reader.columns) or next((list(r.values) for r in chunk if r.values), [reader.text_column])
+        if self.spec.id_column is None:
+            return columns
+        if self.spec.id_column not in columns and self.spec.input_format is not Format.TXT:
+            raise BadInputError(f"no id column {self.spec.id_column!r}; columns are: {', '.join(map(repr, columns))}")
+        return [self.spec.id_column]
+
+    def _project(self, row: InputRow) -> InputRow:
+        """Keep only the id column when --id-column asks for it (plain text: the line number)."""
+        id_column = self.spec.id_column
+        if id_column is None:
+            return row
+        if self.spec.input_format is Format.TXT:
+            values = {id_column: row.number}
+        else:
+            values = None if row.values is None else {id_column: row.values.get(id_column)}
+        return dataclasses.replace(row, values=values)
+
+    def _label_rows(self, rows: list[InputRow], summary: JobSummary) -> list[LabelResult]:
+        results: list[LabelResult | None] = [None] * len(rows)
+        pending = []
+        for i, row in enumerate(rows):
+            if row.error is not None:
+                results[i] = LabelResult.failed(row.error)
+            elif (cached := self.cache.get(row.text)) is not None:
+                results[i] = cached
+                summary.duplicates += 1
+            else:
+                pending.append(i)
+        fresh, stats = self.classifier.label_with_stats([rows[i].text for i in pending])
+        for i, result in zip(pending, fresh):
+            results[i] = result
+            self.cache.put(rows[i].text, result)
+        summary.duplicates += stats.duplicates
+        summary.real_tokens += stats.real_tokens
+        summary.padded_tokens += stats.padded_tokens
+        summary.rows += len(rows)
+        for result in results:
+            if result.error is not None:
+                summary.flagged += 1
+            else:
+                summary.labels[result.label] += 1
+        return results
+
+    # -- output -------------------------------------------------------------------------------
+    def _commit(self, encoder, rows, results, reader: RowReader, manifest: Manifest, summary: JobSummary) -> None:
+        first = manifest.rows_done == 0
+        if self.spec.output_format is Format.PARQUET:
+            if self.files is None:
+                raise BadInputError("Parquet output needs an output file (-o)")
+            self.files.parts.mkdir(parents=True, exist_ok=True)
+            write_parquet_part(encoder.table(rows, results, _arrow_schema(reader)), self.files.part(manifest.parts))
+            manifest.parts += 1
+        else:
+            data = (encoder.header() if first else b"") + encoder.encode(rows, results)
+            if self.files is None:
+                sys.stdout.buffer.write(data)
+                sys.stdout.buffer.flush()
+            else:
+                manifest.output_bytes = _append_durably(self.files.partial, data)
+        manifest.position, manifest.line, manifest.rows_done = reader.position, reader.line, reader.rows_read
+        manifest.counts = summary.counters()
+        if self.files is not None:
+            manifest.cache_bytes = self.cache.save(self.files.cache)
+            manifest.save(self.files.manifest)
+
+    def _cut_back_to(self, manifest: Manifest) -> None:
+        """Discard output written after the last commit (a crash between append and manifest)."""
+        files = self.files
+        if self.spec.output_format is Format.PARQUET:
+            if files.parts.exists():
+                for part in files.parts.glob("part-*"):
+                    index = part.name.removeprefix("part-").split(".")[0]
+                    if not index.isdigit() or int(index) >= manifest.parts or part.suffix == ".tmp":
+                        part.unlink()
+            return
+        if files.partial.exists():
+            with open(files.partial, "r+b") as handle:
+                handle.truncate(manifest.output_bytes)
+        elif manifest.output_bytes and files.final.exists() and files.final.stat().st_size == manifest.output_bytes:
+            files.final.replace(files.partial)  # a crash after the final rename: finish cleanly
+        elif manifest.output_bytes:
+            raise BadInputError(f"cannot resume: {files.partial} is missing; start over with --overwrite")
+
+    def _write_empty(self, reader: RowReader, manifest: Manifest) -> None:
+        """An input without rows still gets a valid output (a CSV header, an empty Parquet file)."""
+        columns = list(reader.columns) or [reader.text_column]
+        encoder = ChunkEncoder(self.spec.output_format, columns, self.labels, self.spec.prefix)
+        if self.spec.output_format is Format.PARQUET:
+            self.files.parts.mkdir(parents=True, exist_ok=True)
+            write_parquet_part(encoder.table([], [], _arrow_schema(reader)), self.files.part(0))
+            manifest.parts = 1
+        elif self.files is None:
+            sys.stdout.buffer.write(encoder.header())
+        else:
+            manifest.output_bytes = _append_durably(self.files.partial, encoder.header())
+
+    def _finish(self, manifest: Manifest) -> None:
+        files = self.files
+        if files is None:
+            return
+        if self.spec.output_format is Format.PARQUET:
+            merge_parquet_parts([files.part(i) for i in range(manifest.parts)], files.final)
+        else:
+            if not files.partial.exists():
+                files.partial.touch()
+            files.partial.replace(files.final)
+        files.remove_work()
+
+
+def _append_durably(path: Path, data: bytes) -> int:
+    with open(path, "ab") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+        return handle.tell()
+
+
+def _arrow_schema(reader: RowReader):
+    file = getattr(reader, "file", None)
+    return file.schema_arrow if file is not None else None

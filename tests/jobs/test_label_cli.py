@@ -1,0 +1,285 @@
+"""`structsent label` through the real command line: formats, crash and resume, bad input, pipes."""
+
+import csv
+import io
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import structsent
+
+from .conftest import PYTHON, read_jsonl_bytes, structsent as run_cli
+
+
+@pytest.fixture(scope="module")
+def clf(hf_model_dir):
+    return structsent.load(hf_model_dir, device="cpu")
+
+
+def model_args(hf_model_dir):
+    return ["--model", hf_model_dir, "--quiet"]
+
+
+def assert_matches_library(clf, texts, rows, prob_key="prob_正面", tolerance=1e-5):
+    """Each output row carries the label the library gives for its text, in input order."""
+    expected = clf(texts)
+    assert len(rows) == len(texts)
+    for text, row, result in zip(texts, rows, expected):
+        assert row["label"] == result.label, text
+        if result.ok:
+            assert abs(float(row[prob_key]) - result.scores["正面"]) < tolerance
+        else:
+            assert row["error"] == result.error
+
+
+# -- round trips ---------------------------------------------------------------------------------
+def test_txt_to_jsonl_on_stdout(hf_model_dir, clf, reviews_file):
+    out = run_cli("label", reviews_file, *model_args(hf_model_dir)).stdout
+    texts = reviews_file.read_text(encoding="utf-8").splitlines()
+    rows = read_jsonl_bytes(out)
+    assert [r["text"] for r in rows] == texts
+    assert_matches_library(clf, texts, rows)
+    assert sum(1 for r in rows if r["error"] == "empty text") == texts.count("   ")
+
+
+@pytest.mark.parametrize("fmt,delimiter", [("csv", ","), ("tsv", "\t")])
+def test_csv_and_tsv_keep_every_column_in_order(tmp_path, hf_model_dir, clf, real_reviews, fmt, delimiter):
+    source = tmp_path / f"in.{fmt}"
+    texts = [t.replace("\t", " ") for t in real_reviews[:150]]
+    with open(source, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter=delimiter)
+        writer.writerow(["id", "text", "stars"])
+        for i, text in enumerate(texts):
+            writer.writerow([f"r{i}", text, i % 5])
+    out = tmp_path / f"out.{fmt}"
+    run_cli("label", source, "-o", out, *model_args(hf_model_dir))
+    rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8")), delimiter=delimiter))
+    assert list(rows[0]) == ["id", "text", "stars", "label", "score", "prob_负面", "prob_正面", "error"]
+    assert [r["id"] for r in rows] == [f"r{i}" for i in range(len(texts))]
+    assert [r["text"] for r in rows] == texts and [r["stars"] for r in rows] == [str(i % 5) for i in range(len(texts))]
+    assert_matches_library(clf, texts, rows)
+
+
+def test_jsonl_keeps_fields_and_flags_null_text(tmp_path, hf_model_dir, clf, real_reviews):
+    source = tmp_path / "in.jsonl"
+    records = [{"text": t, "meta": {"n": i}} for i, t in enumerate(real_reviews[:80])]
+    records[5]["text"] = None
+    records[9]["text"] = ""
+    source.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    run_cli("label", source, "-o", out, *model_args(hf_model_dir))
+    rows = read_jsonl_bytes(out.read_bytes())
+    assert [r["meta"] for r in rows] == [r["meta"] for r in records]
+    assert rows[5]["error"] == "missing text (None)" and rows[9]["error"] == "empty text"
+    assert rows[5]["label"] is None and rows[5]["score"] is None
+    assert_matches_library(clf, [r["text"] for r in records], rows)
+
+
+def test_parquet_round_trip_keeps_types(tmp_path, hf_model_dir, clf, real_reviews):
+    texts = real_reviews[:120]
+    table = pa.table({"id": pa.array(range(len(texts)), pa.int64()), "text": texts,
+                      "price": pa.array([i * 1.5 for i in range(len(texts))])})
+    source = tmp_path / "in.parquet"
+    pq.write_table(table, source, row_group_size=50)
+    out = tmp_path / "out.parquet"
+    run_cli("label", source, "-o", out, "--chunk-rows", "32", *model_args(hf_model_dir))
+    result = pq.read_table(out)
+    assert result.schema.field("id").type == pa.int64() and result.schema.field("price").type == pa.float64()
+    assert result.column("id").to_pylist() == list(range(len(texts)))
+    assert_matches_library(clf, texts, result.to_pylist())
+
+
+def test_csv_to_parquet_and_jsonl_to_csv(tmp_path, hf_model_dir, clf, real_reviews):
+    texts = real_reviews[:40]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n" for i, t in enumerate(texts)))
+    as_csv = tmp_path / "out.csv"
+    run_cli("label", source, "-o", as_csv, *model_args(hf_model_dir))
+    rows = list(csv.DictReader(io.StringIO(as_csv.read_text(encoding="utf-8"))))
+    assert [r["id"] for r in rows] == [str(i) for i in range(len(texts))]
+    as_parquet = tmp_path / "out2.parquet"
+    run_cli("label", as_csv, "-o", as_parquet, "--prefix", "p2_", *model_args(hf_model_dir))
+    table = pq.read_table(as_parquet).to_pylist()
+    assert [r["text"] for r in table] == texts and [r["label"] for r in table] == [r["label"] for r in rows]
+    assert all(r["p2_label"] == r["label"] for r in table)
+
+
+def test_id_column_keeps_only_the_id(tmp_path, hf_model_dir, reviews_file):
+    out = run_cli("label", reviews_file, "--id-column", "line", *model_args(hf_model_dir)).stdout
+    rows = read_jsonl_bytes(out)
+    assert list(rows[0]) == ["line", "label", "score", "prob_负面", "prob_正面", "error"]
+    assert [r["line"] for r in rows] == list(range(1, len(rows) + 1))
+
+
+def test_stdin_to_stdout_plain_and_jsonl(hf_model_dir, clf):
+    texts = ["这家外卖送得很快，味道也不错", "差评，用了三天就坏了", "好评！"]
+    plain = run_cli("label", "-", *model_args(hf_model_dir), input_bytes="\n".join(texts).encode()).stdout
+    assert_matches_library(clf, texts, read_jsonl_bytes(plain))
+    lines = "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts).encode()
+    as_jsonl = run_cli("label", "-", *model_args(hf_model_dir), input_bytes=lines).stdout
+    assert_matches_library(clf, texts, read_jsonl_bytes(as_jsonl))
+
+
+def test_summary_reports_counts_and_duplicates(hf_model_dir, reviews_file):
+    proc = run_cli("label", reviews_file, "--model", hf_model_dir)
+    summary = proc.stderr.decode()
+    texts = reviews_file.read_text(encoding="utf-8").split("\n")[:-1]
+    duplicates = len([t for t in texts if t.strip()]) - len({t for t in texts if t.strip()})
+    assert f"{len(texts):,} rows" in summary and "rows/s" in summary and "padding waste" in summary
+    assert f"flagged {texts.count('   ')}" in summary
+    assert f"duplicates reused {duplicates:,}" in summary
+
+
+# -- crash, interrupt and resume -------------------------------------------------------------------
+def _wait_for_rows(manifest, at_least, proc, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if json.loads(manifest.read_text())["rows_done"] >= at_least:
+                return
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.01)
+
+
+def _start(args):
+    return subprocess.Popen([PYTHON, "-m", "structsent", *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", ["csv", "jsonl", "parquet"])
+def test_sigkill_at_several_points_then_resume_is_identical(tmp_path, hf_model_dir, reviews_file, suffix):
+    source = tmp_path / f"in.{suffix}"
+    texts = reviews_file.read_text(encoding="utf-8").splitlines()
+    if suffix == "csv":
+        with open(source, "w", encoding="utf-8", newline="") as handle:
+            csv.writer(handle).writerows([["n", "text"], *[[i, t] for i, t in enumerate(texts)]])
+    elif suffix == "jsonl":
+        source.write_text("".join(json.dumps({"n": i, "text": t}, ensure_ascii=False) + "\n" for i, t in enumerate(texts)))
+    else:
+        pq.write_table(pa.table({"n": list(range(len(texts))), "text": texts}), source, row_group_size=700)
+    common = ["label", source, "--chunk-rows", "64", *model_args(hf_model_dir)]
+    reference = tmp_path / f"reference.{suffix}"
+    run_cli(*common, "-o", reference)
+
+    out = tmp_path / f"out.{suffix}"
+    manifest = tmp_path / f"out.{suffix}.manifest.json"
+    proc = _start([*common, "-o", out])
+    time.sleep(0.5)  # killed before or around its first commit
+    proc.kill()
+    proc.wait()
+    for threshold in (200, 900, 1800):
+        proc = _start([*common, "-o", out, "--resume"] if manifest.exists() else [*common, "-o", out, "--overwrite"])
+        _wait_for_rows(manifest, threshold, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert manifest.exists(), "the job finished before it could be killed; make the input larger"
+    run_cli(*common, "-o", out, "--resume")
+    assert not manifest.exists()
+    if suffix == "parquet":
+        assert pq.read_table(out).to_pylist() == pq.read_table(reference).to_pylist()
+    else:
+        assert out.read_bytes() == reference.read_bytes()
+    rows = pq.read_table(out).to_pylist() if suffix == "parquet" else (
+        read_jsonl_bytes(out.read_bytes()) if suffix == "jsonl" else list(csv.DictReader(io.StringIO(out.read_text()))))
+    assert [int(r["n"]) for r in rows] == list(range(len(texts)))  # none lost, none duplicated, in order
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_after_the_chunk_and_prints_how_to_resume(tmp_path, hf_model_dir, reviews_file):
+    out = tmp_path / "out.jsonl"
+    args = ["label", reviews_file, "-o", out, "--chunk-rows", "64", "--model", hf_model_dir]
+    proc = _start(args)
+    _wait_for_rows(tmp_path / "out.jsonl.manifest.json", 64, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    assert "--resume" in err.decode() and "interrupted after" in err.decode()
+    run_cli(*args, "--resume", "--quiet")
+    texts = reviews_file.read_text(encoding="utf-8").splitlines()
+    assert [r["text"] for r in read_jsonl_bytes(out.read_bytes())] == texts
+
+
+def test_existing_output_is_not_overwritten(tmp_path, hf_model_dir, reviews_file):
+    out = tmp_path / "out.jsonl"
+    out.write_text("precious\n")
+    proc = run_cli("label", reviews_file, "-o", out, *model_args(hf_model_dir), check=False)
+    assert proc.returncode == 2 and b"--overwrite" in proc.stderr
+    assert out.read_text() == "precious\n"
+
+
+def test_resume_refuses_a_changed_input_or_model(tmp_path, hf_model_dir, modelscope_dirs, real_reviews):
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(real_reviews[:300]) + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    args = ["label", source, "-o", out, "--chunk-rows", "16", "--model", hf_model_dir]
+    proc = _start(args)
+    _wait_for_rows(tmp_path / "out.jsonl.manifest.json", 16, proc)
+    proc.kill()
+    proc.wait()
+    other_model = run_cli("label", source, "-o", out, "--resume", "--quiet", "--model", modelscope_dirs["bert"], check=False)
+    assert other_model.returncode == 2 and b"model or its settings changed" in other_model.stderr
+    with open(source, "a", encoding="utf-8") as handle:
+        handle.write("追加的一行\n")
+    changed = run_cli(*args, "--resume", "--quiet", check=False)
+    assert changed.returncode == 2 and b"changed since the job began" in changed.stderr
+
+
+# -- bad input -----------------------------------------------------------------------------------
+def test_missing_column_names_the_columns(tmp_path, hf_model_dir):
+    source = tmp_path / "in.csv"
+    source.write_text("id,review\n1,好评\n", encoding="utf-8")
+    proc = run_cli("label", source, *model_args(hf_model_dir), check=False)
+    assert proc.returncode == 2
+    message = proc.stderr.decode()
+    assert "'id'" in message and "'review'" in message and "--text-column" in message
+    assert "Traceback" not in message and len(message.strip().splitlines()) == 1
+
+
+def test_invalid_utf8_error_names_line_and_offset_or_is_flagged(tmp_path, hf_model_dir):
+    source = tmp_path / "in.txt"
+    source.write_bytes("好评\n".encode() + b"bad \xff byte\n" + "差评\n".encode())
+    proc = run_cli("label", source, *model_args(hf_model_dir), check=False)
+    assert proc.returncode == 2 and b"line 2, byte offset 11" in proc.stderr
+    flagged = read_jsonl_bytes(run_cli("label", source, "--on-bad-row", "flag", *model_args(hf_model_dir)).stdout)
+    assert len(flagged) == 3 and flagged[1]["label"] is None and "invalid UTF-8" in flagged[1]["error"]
+    assert flagged[0]["label"] is not None and flagged[2]["label"] is not None
+
+
+def test_malformed_csv_rows(tmp_path, hf_model_dir):
+    wrong_count = tmp_path / "count.csv"
+    wrong_count.write_text("id,text\n1,好评\n2,差评,extra\n3,一般\n", encoding="utf-8")
+    proc = run_cli("label", wrong_count, *model_args(hf_model_dir), check=False)
+    assert proc.returncode == 2 and b"line 3: expected 2 fields, got 3" in proc.stderr
+    rows = list(csv.DictReader(io.StringIO(run_cli("label", wrong_count, "--on-bad-row", "flag",
+                                                   *model_args(hf_model_dir)).stdout.decode())))
+    assert [r["id"] for r in rows] == ["1", "", "3"] and "expected 2 fields" in rows[1]["error"]
+
+    unbalanced = tmp_path / "quote.csv"
+    unbalanced.write_text('id,text\n1,好评\n2,"差评\n3,一般\n', encoding="utf-8")
+    proc = run_cli("label", unbalanced, *model_args(hf_model_dir), check=False)
+    assert proc.returncode == 2 and b"line 3" in proc.stderr and b"quote" in proc.stderr
+
+
+def test_missing_input_and_unwritable_output(tmp_path, hf_model_dir):
+    missing = run_cli("label", tmp_path / "nope.csv", *model_args(hf_model_dir), check=False)
+    assert missing.returncode == 2 and b"no such file" in missing.stderr and b"Traceback" not in missing.stderr
+    source = tmp_path / "in.txt"
+    source.write_text("好评\n")
+    unwritable = run_cli("label", source, "-o", tmp_path / "no" / "dir" / "out.csv", *model_args(hf_model_dir), check=False)
+    assert unwritable.returncode == 2 and b"does not exist" in unwritable.stderr and b"Traceback" not in unwritable.stderr
+
+
+def test_help_and_unknown_model_exit_codes(tmp_path):
+    assert b"--resume" in run_cli("label", "--help").stdout
+    source = tmp_path / "in.txt"
+    source.write_text("好评\n")
+    proc = run_cli("label", source, "--model", tmp_path / "missing-model", check=False)
+    assert proc.returncode == 3 and b"no such model directory" in proc.stderr
