@@ -54,7 +54,7 @@ class EngineConfig:
     max_batch_size: int | None = None  # texts per batch; None: per-device default
     max_length: int = 512  # tokens per sequence, [CLS] and [SEP] included
     long_text: LongTextPolicy = LongTextPolicy.TRUNCATE
-    window_stride: int = 256  # tokens between window starts when long_text is WINDOWS
+    window_stride: int | None = None  # tokens between window starts (WINDOWS); None: half a window
     num_threads: int | None = None  # CPU threads of the runtime; None: leave the runtime's default
 
     def __post_init__(self) -> None:
@@ -72,6 +72,8 @@ class EngineConfig:
                     raise ConfigError(f"{name}={value!r}: expected one of {choices}") from None
         if self.max_length < 3:
             raise ConfigError(f"max_length={self.max_length}: must be at least 3")
+        if self.window_stride is None:
+            object.__setattr__(self, "window_stride", max((self.max_length - 2) // 2, 1))
         if not 0 < self.window_stride <= self.max_length - 2:
             raise ConfigError(
                 f"window_stride={self.window_stride}: must be in 1..max_length-2 ({self.max_length - 2})"

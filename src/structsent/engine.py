@@ -52,6 +52,7 @@ class Classifier:
         self.tokenizer = checkpoint.tokenizer
         self.labels: tuple[str, ...] = tuple(checkpoint.labels)
         self.max_length = min(config.max_length, checkpoint.shape.max_position_embeddings)
+        self.window_stride = min(config.window_stride, self.max_length - 2)
         device_kind = "cuda" if runner.device.startswith("cuda") else "cpu"
         sized = config.replace(device=device_kind, max_length=self.max_length)
         self.token_budget = sized.resolved_token_budget()
@@ -68,7 +69,7 @@ class Classifier:
         if isinstance(texts, (str, bytes)):
             raise BadInputError("expected a list of texts, got a single string; wrap it: clf([text])")
         texts = list(texts)
-        unique_index, unique_texts = _deduplicate(texts)
+        unique_index, unique_texts = deduplicate(texts)
         encoded = self.encode(unique_texts)
         unique_results, stats = self.label_encoded(encoded)
         stats.texts = len(texts)
@@ -83,7 +84,7 @@ class Classifier:
             texts,
             max_length=self.max_length,
             long_text=self.config.long_text,
-            window_stride=self.config.window_stride,
+            window_stride=self.window_stride,
         )
 
     def label_encoded(self, encoded: Sequence[EncodedText]) -> tuple[list[LabelResult], RunStats]:
@@ -105,9 +106,36 @@ class Classifier:
         lengths = [len(s) for s in sequences]
         stats = RunStats(sequences=len(sequences), real_tokens=sum(lengths))
         out = np.zeros((len(sequences), len(self.labels)), dtype=np.float64)
-        for batch in plan_batches(lengths, token_budget=self.token_budget, max_batch_size=self.max_batch_size):
-            out[list(batch)] = self._run_batch(batch, sequences, lengths, stats)
+        plan = plan_batches(lengths, token_budget=self.token_budget, max_batch_size=self.max_batch_size)
+        if hasattr(self.runner, "launch"):
+            self._run_overlapped(plan, sequences, lengths, stats, out)
+        else:
+            for batch in plan:
+                out[list(batch)] = self._run_batch(batch, sequences, lengths, stats)
         return out, stats
+
+    def _run_overlapped(self, plan, sequences, lengths, stats: RunStats, out: np.ndarray) -> None:
+        """Pad and stage batch i+1 while the device computes batch i; wait only in fetch."""
+        pending = None  # (batch, launched, padded size)
+        for batch in [*plan, None]:
+            staged = None
+            if batch is not None:
+                ids, mask = pad_batch([sequences[i] for i in batch], self.tokenizer.pad_id)
+                staged = (batch, self.runner.stage(ids, mask), ids.size)
+            if pending is not None:
+                done_batch, launched, size = pending
+                try:
+                    out[list(done_batch)] = softmax(self.runner.fetch(launched))
+                    stats.batches += 1
+                    stats.padded_tokens += size
+                except DeviceOutOfMemoryError:
+                    out[list(done_batch)] = self._run_batch(done_batch, sequences, lengths, stats)
+            pending = None
+            if staged is not None:
+                try:
+                    pending = (staged[0], self.runner.launch(staged[1]), staged[2])
+                except DeviceOutOfMemoryError:
+                    out[list(batch)] = self._run_batch(batch, sequences, lengths, stats)
 
     def _run_batch(self, batch: Batch, sequences, lengths, stats: RunStats) -> np.ndarray:
         """Run one batch; on device out-of-memory, halve it and lower the budget for the rest."""
@@ -143,7 +171,7 @@ class Classifier:
         }
 
 
-def _deduplicate(texts: list[object]) -> tuple[list[int], list[object]]:
+def deduplicate(texts: list[object]) -> tuple[list[int], list[object]]:
     """Map each valid text to the index of its first equal text among the unique ones."""
     first: dict[str, int] = {}
     unique: list[object] = []

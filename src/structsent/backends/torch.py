@@ -56,6 +56,9 @@ class TorchRunner:
         self._precision = resolve_precision(config.precision, self._device)
         self.model = build_model(checkpoint, self._precision, self._device)
         self._pinned: torch.Tensor | None = None
+        self._next_slot = 0
+        self._slot_free: list = [None, None]
+        self._copy_stream = torch.cuda.Stream(self._device) if self._device.type == "cuda" else None
 
     @property
     def device(self) -> str:
@@ -66,30 +69,88 @@ class TorchRunner:
         return self._precision.value
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            try:
-                ids, mask = self._to_device(input_ids), self._to_device(attention_mask, offset=1)
-                logits = self.model(ids, mask)
-                return logits.float().cpu().numpy()
-            except torch.cuda.OutOfMemoryError as err:
-                raise DeviceOutOfMemoryError(
-                    f"out of device memory on a batch of {input_ids.shape[0]} x {input_ids.shape[1]} tokens"
-                ) from err
+        return self.fetch(self.launch(self.stage(input_ids, attention_mask)))
 
-    def _to_device(self, array: np.ndarray, *, offset: int = 0) -> torch.Tensor:
-        tensor = torch.from_numpy(array)
+    # A three-step form of run() lets the engine overlap work: stage(next) is issued while the
+    # device still computes the batch launched before it, and fetch() is the only wait.
+    def stage(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> "_Staged":
+        """Put a batch on its way to the device (asynchronous on CUDA, from pinned memory)."""
+        ids, mask = torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
         if self._device.type != "cuda":
-            return tensor
-        # Reused pinned staging memory: the copy runs asynchronously, and the buffer is free
-        # again once run() has read the logits back (a synchronising copy).
-        staging = self._staging(array.size, slot=offset)
-        staging.copy_(tensor.view(-1))
-        return staging.view(array.shape).to(self._device, non_blocking=True)
+            return _Staged(ids, mask, None)
+        return self._stage_on_cuda(ids, mask)
 
-    def _staging(self, size: int, *, slot: int) -> torch.Tensor:
+    def launch(self, staged: "_Staged") -> "_Launched":
+        """Start computing a staged batch; on CUDA, returns before the device is done."""
+        try:
+            with torch.inference_mode():
+                if staged.copied is not None:
+                    torch.cuda.current_stream(self._device).wait_event(staged.copied)
+                logits = self.model(staged.ids, staged.mask).float()
+                if self._device.type != "cuda":
+                    return _Launched(logits, None)
+                host = torch.empty(logits.shape, dtype=torch.float32, pin_memory=True)
+                host.copy_(logits, non_blocking=True)
+                done = torch.cuda.Event()
+                done.record()
+                return _Launched(host, done)
+        except torch.cuda.OutOfMemoryError as err:
+            raise self._oom(staged, err) from err
+
+    def fetch(self, launched: "_Launched") -> np.ndarray:
+        """Wait for a launched batch and return its logits."""
+        try:
+            if launched.done is not None:
+                launched.done.synchronize()
+        except torch.cuda.OutOfMemoryError as err:  # asynchronous errors surface at the wait
+            raise DeviceOutOfMemoryError("out of device memory while computing a batch") from err
+        return launched.logits.numpy()
+
+    def _stage_on_cuda(self, ids: torch.Tensor, mask: torch.Tensor) -> "_Staged":
+        # Two pinned slots used in turn: the copy of batch i+1 may be in flight while batch i's
+        # slot is still being read. A slot is reused only after its previous copy finished.
+        slot = self._next_slot
+        self._next_slot = 1 - slot
+        if self._slot_free[slot] is not None:
+            self._slot_free[slot].synchronize()
+        host = self._pinned_slot(slot, 2 * ids.numel())
+        host[: ids.numel()].copy_(ids.view(-1))
+        host[ids.numel():].copy_(mask.view(-1))
+        copy_stream = self._copy_stream
+        with torch.cuda.stream(copy_stream):
+            on_device = host.to(self._device, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record(copy_stream)
+        self._slot_free[slot] = copied
+        # The compute stream will use memory allocated on the copy stream.
+        on_device.record_stream(torch.cuda.current_stream(self._device))
+        n = ids.numel()
+        return _Staged(on_device[:n].view(ids.shape), on_device[n:].view(mask.shape), copied)
+
+    def _pinned_slot(self, slot: int, size: int) -> torch.Tensor:
         if self._pinned is None or self._pinned.shape[1] < size:
-            self._pinned = torch.empty((2, max(size, 1 << 16)), dtype=torch.int64).pin_memory()
+            self._pinned = torch.empty((2, max(size, 1 << 17)), dtype=torch.int64).pin_memory()
         return self._pinned[slot, :size]
+
+    def _oom(self, staged: "_Staged", err: BaseException) -> DeviceOutOfMemoryError:
+        if self._device.type == "cuda":
+            torch.cuda.empty_cache()
+        rows, width = staged.ids.shape
+        return DeviceOutOfMemoryError(f"out of device memory on a batch of {rows} x {width} tokens")
+
+
+class _Staged:
+    __slots__ = ("ids", "mask", "copied")
+
+    def __init__(self, ids: torch.Tensor, mask: torch.Tensor, copied) -> None:
+        self.ids, self.mask, self.copied = ids, mask, copied
+
+
+class _Launched:
+    __slots__ = ("logits", "done")
+
+    def __init__(self, logits: torch.Tensor, done) -> None:
+        self.logits, self.done = logits, done
 
 
 def build_model(checkpoint, precision: Precision, device: torch.device) -> torch.nn.Module:

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,8 @@ from ..io.formats import Format
 from ..io.manifest import Manifest, input_fingerprint, model_fingerprint
 from ..io.readers import InputRow, RowReader, open_reader
 from ..io.writers import ChunkEncoder, merge_parquet_parts, write_parquet_part
+from ..engine import deduplicate
+from ..pipeline import BackgroundWorker, Prefetch
 from ..results import LabelResult, to_result
 
 
@@ -56,6 +59,17 @@ class LabelJobSpec:
 
 
 @dataclasses.dataclass
+class PreparedChunk:
+    """A chunk read and tokenized ahead of the model."""
+
+    rows: list[InputRow]
+    position: tuple[int, int, int]  # reader position, line and rows read just after the chunk
+    unique_index: list[int]  # row -> index among unique_texts
+    unique_texts: list[object]
+    encoded: list  # EncodedText per unique text
+
+
+@dataclasses.dataclass
 class JobSummary:
     rows: int = 0
     flagged: int = 0
@@ -67,6 +81,14 @@ class JobSummary:
     seconds_this_run: float = 0.0
     interrupted: bool = False
     resumed_from: int = 0
+    model_seconds: float = 0.0  # time this run spent in the model stage
+
+    @property
+    def model_busy_fraction(self) -> float:
+        return self.model_seconds / self.seconds_this_run if self.seconds_this_run else 0.0
+
+    def snapshot(self) -> dict:
+        return {**self.counters(), "rows_this_run": self.rows_this_run}
 
     @property
     def padding_fraction(self) -> float:
@@ -82,7 +104,7 @@ class JobSummary:
 
     @classmethod
     def from_counters(cls, data: dict) -> "JobSummary":
-        summary = cls(**{k: v for k, v in data.items() if k != "labels"})
+        summary = cls(**{k: v for k, v in data.items() if k not in ("labels", "rows_this_run")})
         summary.labels = Counter(data.get("labels", {}))
         return summary
 
@@ -117,13 +139,17 @@ class ResultCache:
                 self._results[key] = result
                 self._unsaved.append((key, result))
 
-    def save(self, path: Path) -> int:
-        """Append the entries added since the last save; return the file's committed length."""
+    def take_unsaved(self) -> list[tuple[bytes, LabelResult]]:
+        """The entries added since the last call (handed to the writer with their chunk)."""
+        entries, self._unsaved = self._unsaved, []
+        return entries
+
+    def save(self, path: Path, entries: list[tuple[bytes, LabelResult]]) -> int:
+        """Append ``entries``; return the file's committed length."""
         data = b"".join(
             self._record.pack(key, *(r.scores[label] for label in self.labels), r.truncated, r.windows)
-            for key, r in self._unsaved
+            for key, r in entries
         )
-        self._unsaved.clear()
         return _append_durably(path, data)
 
     def load(self, path: Path, length: int) -> None:
@@ -232,25 +258,65 @@ class LabelJob:
         return summary
 
     def _label_chunks(self, reader: RowReader, manifest: Manifest, summary: JobSummary, started: float) -> None:
+        """Three overlapped stages: read + tokenize (thread) -> model (here) -> write + commit (thread)."""
         encoder = None
-        rows_iter = iter(reader)
-        while True:
-            chunk = list(itertools.islice(rows_iter, self.spec.chunk_rows))
-            if not chunk:
-                break
-            if encoder is None:
-                encoder = self._encoder(reader, chunk, manifest)
-            rows = [self._project(row) for row in chunk]
-            results = self._label_rows(rows, summary)
-            self._commit(encoder, rows, results, reader, manifest, summary)
-            summary.rows_this_run += len(chunk)
-            if self.progress is not None:
-                self.progress.update(summary, reader.position, reader.total, started)
-            if self.stop.is_set():
-                summary.interrupted = True
-                break
+        writer = BackgroundWorker(lambda item: self._commit(*item, reader, manifest, started), depth=2)
+        prefetch = Prefetch(self._prepared_chunks(reader), depth=2, name="structsent-read")
+        try:
+            for chunk in prefetch:
+                if encoder is None:
+                    encoder = self._encoder(reader, chunk.rows, manifest)
+                results = self._label_chunk(chunk, summary)
+                summary.rows_this_run += len(chunk.rows)
+                writer.submit((encoder, chunk, results, summary.snapshot(), self.cache.take_unsaved()))
+                if self.stop.is_set():
+                    summary.interrupted = True
+                    break
+        finally:
+            prefetch.close()
+            writer.close()
         if encoder is None and manifest.rows_done == 0:
             self._write_empty(reader, manifest)
+
+    def _prepared_chunks(self, reader: RowReader) -> Iterator[PreparedChunk]:
+        """Read and tokenize chunk after chunk (runs ahead of the model, in its own thread)."""
+        rows_iter = iter(reader)
+        while chunk := list(itertools.islice(rows_iter, self.spec.chunk_rows)):
+            rows = [self._project(row) for row in chunk]
+            texts = [row.text if row.error is None else None for row in rows]
+            unique_index, unique_texts = deduplicate(texts)
+            yield PreparedChunk(
+                rows=rows,
+                position=(reader.position, reader.line, reader.rows_read),
+                unique_index=unique_index,
+                unique_texts=unique_texts,
+                encoded=self.classifier.encode(unique_texts),
+            )
+
+    def _label_chunk(self, chunk: PreparedChunk, summary: JobSummary) -> list[LabelResult]:
+        """Results of one chunk: reader errors, cached results, and the model for the rest."""
+        unique_results: list[LabelResult | None] = [self.cache.get(t) for t in chunk.unique_texts]
+        pending = [i for i, r in enumerate(unique_results) if r is None]
+        began = time.perf_counter()
+        fresh, stats = self.classifier.label_encoded([chunk.encoded[i] for i in pending])
+        summary.model_seconds += time.perf_counter() - began
+        for i, result in zip(pending, fresh):
+            unique_results[i] = result
+            self.cache.put(chunk.unique_texts[i], result)
+        results = [
+            LabelResult.failed(row.error) if row.error is not None else unique_results[u]
+            for row, u in zip(chunk.rows, chunk.unique_index)
+        ]
+        summary.duplicates += _reused(chunk, results, pending, fresh)
+        summary.real_tokens += stats.real_tokens
+        summary.padded_tokens += stats.padded_tokens
+        summary.rows += len(chunk.rows)
+        for result in results:
+            if result.error is not None:
+                summary.flagged += 1
+            else:
+                summary.labels[result.label] += 1
+        return results
 
     def _encoder(self, reader: RowReader, chunk: list[InputRow], manifest: Manifest) -> ChunkEncoder:
         if manifest.header is None:
@@ -276,35 +342,12 @@ class LabelJob:
             values = None if row.values is None else {id_column: row.values.get(id_column)}
         return dataclasses.replace(row, values=values)
 
-    def _label_rows(self, rows: list[InputRow], summary: JobSummary) -> list[LabelResult]:
-        results: list[LabelResult | None] = [None] * len(rows)
-        pending = []
-        for i, row in enumerate(rows):
-            if row.error is not None:
-                results[i] = LabelResult.failed(row.error)
-            elif (cached := self.cache.get(row.text)) is not None:
-                results[i] = cached
-                summary.duplicates += 1
-            else:
-                pending.append(i)
-        fresh, stats = self.classifier.label_with_stats([rows[i].text for i in pending])
-        for i, result in zip(pending, fresh):
-            results[i] = result
-            self.cache.put(rows[i].text, result)
-        summary.duplicates += stats.duplicates
-        summary.real_tokens += stats.real_tokens
-        summary.padded_tokens += stats.padded_tokens
-        summary.rows += len(rows)
-        for result in results:
-            if result.error is not None:
-                summary.flagged += 1
-            else:
-                summary.labels[result.label] += 1
-        return results
-
     # -- output -------------------------------------------------------------------------------
-    def _commit(self, encoder, rows, results, reader: RowReader, manifest: Manifest, summary: JobSummary) -> None:
+    def _commit(self, encoder, chunk: PreparedChunk, results, counters: dict, cache_entries,
+                reader: RowReader, manifest: Manifest, started: float) -> None:
+        """Write one chunk and record it (runs in the writer thread, chunk after chunk)."""
         first = manifest.rows_done == 0
+        rows = chunk.rows
         if self.spec.output_format is Format.PARQUET:
             if self.files is None:
                 raise BadInputError("Parquet output needs an output file (-o)")
@@ -318,11 +361,13 @@ class LabelJob:
                 sys.stdout.buffer.flush()
             else:
                 manifest.output_bytes = _append_durably(self.files.partial, data)
-        manifest.position, manifest.line, manifest.rows_done = reader.position, reader.line, reader.rows_read
-        manifest.counts = summary.counters()
+        manifest.position, manifest.line, manifest.rows_done = chunk.position
+        manifest.counts = counters
         if self.files is not None:
-            manifest.cache_bytes = self.cache.save(self.files.cache)
+            manifest.cache_bytes = self.cache.save(self.files.cache, cache_entries)
             manifest.save(self.files.manifest)
+        if self.progress is not None:
+            self.progress.update(counters, manifest.position, reader.total, started)
 
     def _cut_back_to(self, manifest: Manifest) -> None:
         """Discard output written after the last commit (a crash between append and manifest)."""
@@ -366,6 +411,13 @@ class LabelJob:
                 files.partial.touch()
             files.partial.replace(files.final)
         files.remove_work()
+
+
+def _reused(chunk: PreparedChunk, results: list[LabelResult], pending: list[int], fresh: list[LabelResult]) -> int:
+    """Rows labelled without computing them: repeats inside the chunk and cache hits."""
+    labelled = sum(1 for row, r in zip(chunk.rows, results) if row.error is None and r.ok)
+    computed = sum(1 for r in fresh if r.ok)
+    return labelled - computed
 
 
 def _append_durably(path: Path, data: bytes) -> int:

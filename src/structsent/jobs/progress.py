@@ -23,14 +23,14 @@ class ProgressBar:
         self._last_draw = 0.0
         self._drawn = False
 
-    def update(self, summary, position: int, total: int | None, started: float) -> None:
+    def update(self, counters: dict, position: int, total: int | None, started: float) -> None:
         now = time.perf_counter()
         if now - self._last_draw < self.interval:
             return
         self._last_draw = now
         elapsed = max(now - started, 1e-9)
-        rate = summary.rows_this_run / elapsed
-        line = f"{summary.rows:,} rows  {rate:,.1f} rows/s"
+        rate = counters["rows_this_run"] / elapsed
+        line = f"{counters['rows']:,} rows  {rate:,.1f} rows/s"
         if total:
             done = min(position / total, 1.0)
             filled = int(done * self.width)
@@ -57,6 +57,7 @@ def format_summary(summary, *, labels) -> str:
     lines = [
         " ".join(parts) + f": {per_label}; flagged {summary.flagged:,}; duplicates reused {summary.duplicates:,}",
         f"{summary.rows_this_run:,} rows in {_duration(summary.seconds_this_run)} "
-        f"({summary.rows_per_second:,.1f} rows/s); padding waste {summary.padding_fraction:.1%}",
+        f"({summary.rows_per_second:,.1f} rows/s); padding waste {summary.padding_fraction:.1%}; "
+        f"model busy {summary.model_busy_fraction:.0%} of the time",
     ]
     return "\n".join(lines)

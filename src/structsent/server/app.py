@@ -1,0 +1,528 @@
+"""The HTTP app: routes, request limits, and typed errors turned into HTTP statuses.
+
+The model is loaded and warmed in a background thread while the server already answers
+``/health`` (503, then 200). Requests are tokenized off the event loop, then handed to the
+MicroBatcher, which merges concurrent requests into token-budgeted batches.
+
+>>> app = create_app(ServerSettings(model="default"))                     # doctest: +SKIP
+>>> # uvicorn.run(app, host="127.0.0.1", port=8080)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from .. import __version__
+from ..config import EngineConfig
+from ..errors import BadInputError, ConfigError, OverloadedError, StructsentError
+from ..results import LabelResult
+from .batcher import BatchFailedError, MicroBatcher, WorkerStoppedError
+from .metrics import ServerMetrics
+from .schemas import (
+    ErrorResponse,
+    HealthResponse,
+    InfoResponse,
+    PredictRequest,
+    PredictResponse,
+    SentimentRequest,
+    SentimentResponse,
+)
+
+log = logging.getLogger("structsent.server")
+
+WARMUP_TEXTS = ["这家店的菜味道很好，下次还会再来。", "质量太差了"]
+RETRY_AFTER_S = 1
+SETTINGS_ENVIRONMENT_VARIABLE = "STRUCTSENT_SERVER_SETTINGS"  # read by worker processes only
+
+
+# -- settings and errors ----------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ServerSettings:
+    """Everything the server needs besides host and port."""
+
+    model: str = "default"
+    engine: EngineConfig = dataclasses.field(default_factory=EngineConfig)
+    max_body_bytes: int = 1 << 20
+    max_texts: int = 256
+    max_text_chars: int = 20_000
+    max_queue: int = 4096
+    max_wait_ms: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_bytes", "max_texts", "max_text_chars", "max_queue"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be at least 1")
+        if self.max_wait_ms < 0:
+            raise ConfigError(f"max_wait_ms={self.max_wait_ms}: must be >= 0")
+        if self.max_texts > self.max_queue:
+            raise ConfigError(
+                f"max_texts={self.max_texts} > max_queue={self.max_queue}: a full request could never be queued"
+            )
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "ServerSettings":
+        fields = json.loads(text)
+        return cls(**{**fields, "engine": EngineConfig(**fields["engine"])})
+
+
+class LimitExceededError(BadInputError):
+    """A request is larger than a configured limit (HTTP 413); ``limit`` names it."""
+
+    def __init__(self, message: str, *, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class ModelNotReadyError(StructsentError):
+    """The model is still loading, failed to load, or the server is shutting down (HTTP 503)."""
+
+
+class ClientDisconnectedError(StructsentError):
+    """The client went away before its result was ready; its work was dropped."""
+
+
+# Typed errors -> (HTTP status, error_type). Looked up along the error's MRO, most specific first.
+ERROR_STATUSES: dict[type[BaseException], tuple[int, str]] = {
+    LimitExceededError: (413, "validation"),
+    BadInputError: (422, "validation"),
+    OverloadedError: (429, "overloaded"),
+    ModelNotReadyError: (503, "unhealthy"),
+    WorkerStoppedError: (503, "unhealthy"),
+    BatchFailedError: (500, "backend"),
+}
+
+
+def status_of(err: BaseException) -> tuple[int, str]:
+    for kind in type(err).__mro__:
+        if kind in ERROR_STATUSES:
+            return ERROR_STATUSES[kind]
+    return 500, "backend"
+
+
+def error_json(message: str, error_type: str, *, status: int, limit: str | None = None) -> JSONResponse:
+    body = {"error": message, "error_type": error_type}
+    if limit is not None:
+        body["limit"] = limit
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status in (429, 503) else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+# -- the service: model, batcher and metrics behind the routes --------------------------------
+def load_classifier(settings: ServerSettings):
+    import structsent
+
+    return structsent.load(settings.model, config=settings.engine)
+
+
+class SentimentService:
+    """Loads the model in the background, then labels texts through the MicroBatcher."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        *,
+        load: Callable[[ServerSettings], object] = load_classifier,
+        on_fatal: Callable[[], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.classifier = None
+        self.batcher: MicroBatcher | None = None
+        self.load_error: BaseException | None = None
+        self.stopping = False
+        self.on_fatal = on_fatal
+        self._load = load
+        self._tokenizer_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="structsent-tokenize")
+        self.metrics = ServerMetrics(queue_depth=lambda: self.batcher.waiting_texts if self.batcher else 0)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start_loading(self) -> threading.Thread:
+        thread = threading.Thread(target=self._load_and_warm, name="structsent-load", daemon=True)
+        thread.start()
+        return thread
+
+    def _load_and_warm(self) -> None:
+        try:
+            classifier = self._load(self.settings)
+            classifier(WARMUP_TEXTS)  # first calls are slow (allocations, kernels): not on a user
+            batcher = MicroBatcher(
+                classifier,
+                max_wait_s=self.settings.max_wait_ms / 1000,
+                max_queue=self.settings.max_queue,
+                on_batch=self.metrics.observe_batch,
+            )
+            batcher.start()
+            self.classifier, self.batcher = classifier, batcher
+            log.info("model ready: %s", classifier.info())
+        except BaseException as err:
+            self.load_error = err
+            log.error("the model failed to load: %s", err, exc_info=err)
+            if self.on_fatal is not None:
+                self.on_fatal()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop accepting work and finish what the batcher holds."""
+        self.stopping = True
+        if self.batcher is not None and not self.batcher.stop(timeout):
+            log.error("the model worker did not finish within %s s", timeout)
+        self._tokenizer_pool.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def ready(self) -> bool:
+        return self.batcher is not None and self.batcher.alive and not self.stopping
+
+    def require_ready(self) -> tuple[object, MicroBatcher]:
+        if self.stopping:
+            raise ModelNotReadyError("the server is shutting down")
+        if self.load_error is not None:
+            raise ModelNotReadyError(f"the model failed to load: {self.load_error}")
+        if self.batcher is None:
+            raise ModelNotReadyError("the model is loading")
+        if not self.batcher.alive:
+            raise WorkerStoppedError("the model worker is not running") from self.batcher.failure
+        return self.classifier, self.batcher
+
+    # -- work -----------------------------------------------------------------------------------
+    async def label(self, texts: list[str], request: Request | None = None) -> list[LabelResult]:
+        """Label ``texts`` through the batcher; raises the typed errors the edge maps to statuses."""
+        classifier, batcher = self.require_ready()
+        check_limits(texts, self.settings)
+        if not batcher.has_room(len(texts)):  # cheap early refusal; submit() checks for real
+            raise OverloadedError(f"queue full (max_queue={self.settings.max_queue} texts)")
+        loop = asyncio.get_running_loop()
+        encoded = await loop.run_in_executor(self._tokenizer_pool, classifier.encode, texts)
+        future = asyncio.wrap_future(batcher.submit(encoded))
+        results = await _unless_disconnected(future, request)
+        self.metrics.observe_texts(len(results), sum(1 for r in results if r.error is not None))
+        return results
+
+    def info(self) -> dict:
+        s = self.settings
+        limits = {
+            "max_body_bytes": s.max_body_bytes,
+            "max_texts": s.max_texts,
+            "max_text_chars": s.max_text_chars,
+            "max_queue": s.max_queue,
+            "max_wait_ms": s.max_wait_ms,
+            "max_batch_tokens": self.batcher.token_budget if self.batcher else s.engine.token_budget,
+            "max_batch_size": self.batcher.max_batch_size if self.batcher else s.engine.max_batch_size,
+        }
+        info = {"version": __version__, "ready": self.ready, "model": s.model, "limits": limits}
+        if self.classifier is not None:
+            engine = self.classifier.info()
+            info.update({k: engine[k] for k in ("labels", "format", "backend", "device", "precision", "max_length", "long_text")})
+            info["model"] = engine["model"]
+        return info
+
+
+def check_limits(texts: list[str], settings: ServerSettings) -> None:
+    if len(texts) > settings.max_texts:
+        raise LimitExceededError(
+            f"{len(texts)} texts in one request; the limit is max_texts={settings.max_texts}", limit="max_texts"
+        )
+    for index, text in enumerate(texts):
+        if len(text) > settings.max_text_chars:
+            raise LimitExceededError(
+                f"text {index} has {len(text)} characters; the limit is max_text_chars={settings.max_text_chars}",
+                limit="max_text_chars",
+            )
+
+
+async def _unless_disconnected(future: asyncio.Future, request: Request | None):
+    """The future's result, unless the client disconnects first: then the work is cancelled."""
+    if request is None:
+        return await future
+    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        await asyncio.wait({future, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if future.done():
+        return future.result()
+    future.cancel()  # reaches the batcher's future: the request is dropped before computing
+    raise ClientDisconnectedError("the client disconnected")
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+# -- wire helpers -----------------------------------------------------------------------------
+def result_json(result: LabelResult) -> dict:
+    return {
+        "label": result.label,
+        "score": result.score,
+        "scores": result.scores,
+        "error": result.error,
+        "truncated": result.truncated,
+    }
+
+
+def predict_texts(inputs) -> tuple[list[str], bool]:
+    """TEI ``inputs`` -> (texts, whether the request was a batch)."""
+    if isinstance(inputs, str):
+        return [inputs], False
+    if not inputs:
+        raise BadInputError("`inputs` cannot be empty")
+    if all(isinstance(item, str) for item in inputs):
+        return list(inputs), True
+    texts = []
+    for index, item in enumerate(inputs):
+        if len(item) != 1:
+            raise BadInputError(
+                f"inputs[{index}] holds {len(item)} strings: sentence pairs are not supported by a "
+                "single-text sentiment model; send [[text], [text], ...]"
+            )
+        texts.append(item[0])
+    return texts, True
+
+
+def score_function(request: PredictRequest) -> str:
+    """'softmax' (probabilities) or 'log' (log-probabilities)."""
+    requested = request.parameters.function_to_apply if request.parameters else None
+    if requested == "sigmoid":
+        raise BadInputError("function_to_apply='sigmoid' is not supported: this is a softmax classifier")
+    return "log" if request.raw_scores or requested == "none" else "softmax"
+
+
+def ranked_predictions(result: LabelResult, *, function: str, top_k: int | None) -> list[dict]:
+    """Label/score objects sorted by score, highest first (as TEI and HF clients expect)."""
+    pairs = sorted(result.scores.items(), key=lambda item: item[1], reverse=True)[:top_k]
+    if function == "log":
+        return [{"label": label, "score": math.log(max(p, 5e-324))} for label, p in pairs]
+    return [{"label": label, "score": p} for label, p in pairs]
+
+
+def check_predictable(results: list[LabelResult], *, truncate: bool | None, max_length: int) -> None:
+    """TEI answers a whole request or refuses it: flagged or (unasked) truncated texts refuse it."""
+    for index, result in enumerate(results):
+        if result.error is not None:
+            raise BadInputError(f"inputs[{index}]: {result.error}")
+        if result.truncated and truncate is False:
+            raise LimitExceededError(
+                f"inputs[{index}] is longer than the model's max_length ({max_length} tokens); "
+                "send truncate=true to cut it",
+                limit="max_length",
+            )
+
+
+# -- ASGI middleware --------------------------------------------------------------------------
+class BodySizeLimit:
+    """Refuses request bodies over ``max_bytes`` (413) before the app parses a byte of them."""
+
+    def __init__(self, app, *, max_bytes: int, on_reject: Callable[[], None]) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.on_reject = on_reject
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(scope, receive, send)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._reject(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay_then_receive():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay_then_receive, send)
+
+    async def _reject(self, scope, receive, send) -> None:
+        self.on_reject()
+        response = error_json(
+            f"request body larger than max_body_bytes={self.max_bytes}", "validation", status=413, limit="max_body_bytes"
+        )
+        await response(scope, receive, send)
+
+
+class RequestTimer:
+    """Observes every request's latency and status into the metrics, by endpoint."""
+
+    def __init__(self, app, *, metrics: ServerMetrics, endpoints: set[str]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.endpoints = endpoints
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note_status)
+        finally:
+            endpoint = scope["path"] if scope["path"] in self.endpoints else "other"
+            self.metrics.observe_request(endpoint, status, time.perf_counter() - started)
+
+
+# -- the app ----------------------------------------------------------------------------------
+ERROR_RESPONSES = {
+    413: {"model": ErrorResponse, "description": "A request limit was exceeded (the `limit` field names it)"},
+    422: {"model": ErrorResponse, "description": "Malformed JSON, wrong types, or unusable input"},
+    429: {"model": ErrorResponse, "description": "Queue full; retry after the Retry-After header"},
+    500: {"model": ErrorResponse, "description": "The model failed on this request's batch"},
+    503: {"model": ErrorResponse, "description": "The model is loading or the server is shutting down"},
+}
+
+DESCRIPTION = """Chinese sentiment labels with dynamic micro-batching.
+
+`POST /v1/sentiment` is the native API; `POST /predict` (and `POST /`) speak Hugging Face
+text-embeddings-inference's classification API, so TEI and `huggingface_hub` clients work unchanged.
+"""
+
+
+def create_app(settings: ServerSettings, *, service: SentimentService | None = None) -> FastAPI:
+    """The ASGI app; the model starts loading when the app starts (lifespan)."""
+    service = service or SentimentService(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        service.start_loading()
+        yield
+        await asyncio.to_thread(service.stop, 60.0)
+
+    app = FastAPI(title="structsent", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.service = service
+    _add_error_handlers(app, service)
+    _add_routes(app, service)
+    endpoints = {route.path for route in app.routes}
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_body_bytes, on_reject=lambda: service.metrics.observe_error("validation")
+    )
+    app.add_middleware(RequestTimer, metrics=service.metrics, endpoints=endpoints)
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for worker processes (``--workers N``): settings come from the parent process."""
+    import os
+
+    return create_app(ServerSettings.from_json(os.environ[SETTINGS_ENVIRONMENT_VARIABLE]))
+
+
+def _add_error_handlers(app: FastAPI, service: SentimentService) -> None:
+    @app.exception_handler(StructsentError)
+    async def typed_error(request: Request, err: StructsentError) -> Response:
+        if isinstance(err, ClientDisconnectedError):
+            return Response(status_code=499)  # nobody is listening; keeps the access log honest
+        status, error_type = status_of(err)
+        service.metrics.observe_error(error_type)
+        return error_json(str(err), error_type, status=status, limit=getattr(err, "limit", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, err: RequestValidationError) -> Response:
+        service.metrics.observe_error("validation")
+        return error_json(describe_validation_errors(err.errors()), "validation", status=422)
+
+
+def describe_validation_errors(errors) -> str:
+    """One readable line from pydantic's errors: where, and what was wrong."""
+    parts = []
+    for error in list(errors)[:5]:
+        if error.get("type") == "json_invalid":
+            parts.append(f"malformed JSON: {error.get('ctx', {}).get('error', error.get('msg'))}")
+            continue
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {error.get('msg')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def _add_routes(app: FastAPI, service: SentimentService) -> None:
+    @app.post(
+        "/v1/sentiment", operation_id="sentiment", response_model=SentimentResponse, responses=ERROR_RESPONSES,
+        tags=["sentiment"],
+    )
+    async def sentiment(body: SentimentRequest, request: Request) -> Response:
+        """Label texts; the i-th result belongs to the i-th text. Unusable texts (empty...) get
+        `error` set instead of failing the request."""
+        results = await service.label(body.texts, request)
+        return JSONResponse({"results": [result_json(r) for r in results]})
+
+    async def predict(body: PredictRequest, request: Request) -> Response:
+        texts, batched = predict_texts(body.inputs)
+        function = score_function(body)
+        top_k = body.parameters.top_k if body.parameters else None
+        results = await service.label(texts, request)
+        check_predictable(results, truncate=body.truncate, max_length=service.classifier.max_length)
+        predictions = [ranked_predictions(r, function=function, top_k=top_k) for r in results]
+        # A single text answers a flat list, as TEI does; Hugging Face Inference API clients (they
+        # send `parameters`) expect one list per input even for a single text.
+        nested = batched or body.parameters is not None
+        return JSONResponse(predictions if nested else predictions[0])
+
+    predict_doc = dict(
+        response_model=PredictResponse, responses=ERROR_RESPONSES, tags=["text-embeddings-inference"],
+        summary="Classify texts (text-embeddings-inference API)",
+        description="One text -> a list of {label, score} sorted by score; a batch -> one such list per "
+        "text. With a `parameters` object (Hugging Face Inference API clients) a single text is "
+        "answered as a batch of one.",
+    )
+    app.post("/predict", operation_id="predict", **predict_doc)(predict)
+    app.post("/", operation_id="predict_root", **predict_doc)(predict)
+
+    @app.get(
+        "/health", operation_id="health", response_model=HealthResponse, responses={503: ERROR_RESPONSES[503]},
+        tags=["service"],
+    )
+    async def health() -> Response:
+        """200 once the model is loaded and warmed and the worker runs; 503 before and after."""
+        try:
+            service.require_ready()
+        except StructsentError as err:
+            return error_json(str(err), "unhealthy", status=503)
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/info", operation_id="info", response_model=InfoResponse, tags=["service"])
+    async def info() -> Response:
+        """The model, its labels, the runtime and the server's limits."""
+        return JSONResponse(service.info())
+
+    @app.get("/metrics", operation_id="metrics", response_class=PlainTextResponse, tags=["service"])
+    async def metrics() -> Response:
+        """Prometheus text format."""
+        return Response(service.metrics.render(), media_type=ServerMetrics.content_type)

@@ -1,0 +1,267 @@
+"""Dynamic micro-batching: concurrent requests merged into token-budgeted model batches.
+
+One worker thread owns the model. Requests enter a bounded queue as already-encoded texts,
+each with its own future. The worker takes the oldest request, then keeps taking requests, in
+arrival order, while the batch's tokens stay within the token budget and its sequences within
+the cap, waiting at most ``max_wait_s`` after the oldest request arrived for more work. The
+engine then sorts the merged sequences by length and cuts them into padded-cost batches, so
+one long review does not pad a whole batch of short ones. A request cancelled before its
+batch starts is dropped uncomputed.
+
+No web framework here: the HTTP app and the tests drive it with plain futures.
+
+>>> import structsent
+>>> clf = structsent.load("default")                                       # doctest: +SKIP
+>>> batcher = MicroBatcher(clf, max_wait_s=0.005, max_queue=1024)         # doctest: +SKIP
+>>> batcher.start()                                                        # doctest: +SKIP
+>>> batcher.submit(clf.encode(["味道不错"])).result()                       # doctest: +SKIP
+[LabelResult(label='正面', ...)]
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from ..errors import OverloadedError, StructsentError
+from ..results import LabelResult
+from ..tokenize import EncodedText
+
+log = logging.getLogger("structsent.server")
+
+
+class BatchFailedError(StructsentError):
+    """The model raised on a batch; every request of that batch gets this error."""
+
+
+class WorkerStoppedError(StructsentError):
+    """The model worker is not running (stopped, or died on an unexpected error)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchReport:
+    """What one model batch held and cost: for metrics and logs."""
+
+    requests: int
+    texts: int
+    sequences: int
+    model_batches: int
+    padded_tokens: int
+    seconds: float
+    failed: bool
+
+
+@dataclasses.dataclass(eq=False)
+class _Pending:
+    encoded: Sequence[EncodedText]
+    future: concurrent.futures.Future
+    tokens: int
+    sequences: int
+    arrived: float
+
+    @classmethod
+    def of(cls, encoded: Sequence[EncodedText]) -> "_Pending":
+        lengths = [len(s) for e in encoded for s in e.sequences]
+        return cls(
+            encoded=encoded,
+            future=concurrent.futures.Future(),
+            tokens=sum(lengths),
+            sequences=len(lengths),
+            arrived=time.monotonic(),
+        )
+
+
+class MicroBatcher:
+    """Feeds one classifier from a bounded queue of requests, one worker thread, one future each."""
+
+    def __init__(
+        self,
+        classifier,
+        *,
+        max_wait_s: float,
+        max_queue: int,
+        token_budget: int | None = None,
+        max_batch_size: int | None = None,
+        on_batch: Callable[[BatchReport], None] | None = None,
+    ) -> None:
+        if max_wait_s < 0:
+            raise ValueError("max_wait_s must be >= 0")
+        if max_queue < 1:
+            raise ValueError("max_queue must be >= 1")
+        self.classifier = classifier
+        self.max_wait_s = max_wait_s
+        self.max_queue = max_queue
+        self.token_budget = token_budget or classifier.token_budget
+        self.max_batch_size = max_batch_size or classifier.max_batch_size
+        self._on_batch = on_batch
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._waiting_texts = 0  # admitted, not yet computing: what max_queue bounds
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.failure: BaseException | None = None
+
+    # -- the caller's side --------------------------------------------------------------------
+    @property
+    def waiting_texts(self) -> int:
+        """Texts admitted and not yet in a running batch (the queue depth)."""
+        return self._waiting_texts
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self.failure is None
+
+    def has_room(self, texts: int) -> bool:
+        return self._waiting_texts + texts <= self.max_queue
+
+    def submit(self, encoded: Sequence[EncodedText]) -> concurrent.futures.Future:
+        """Queue one request; its future resolves to its LabelResults in input order.
+
+        Raises OverloadedError, without queueing anything, when the request does not fit in
+        the queue, and WorkerStoppedError once the batcher stops accepting work.
+        """
+        pending = _Pending.of(encoded)
+        if pending.sequences == 0:  # nothing for the model: every text was flagged
+            pending.future.set_running_or_notify_cancel()
+            pending.future.set_result(self.classifier.label_encoded(encoded)[0])
+            return pending.future
+        with self._cond:
+            if self._stopping or not self.alive:
+                raise WorkerStoppedError("the model worker is not accepting work") from self.failure
+            if not self.has_room(len(encoded)):
+                raise OverloadedError(
+                    f"queue full: {self._waiting_texts} texts waiting, {len(encoded)} more would exceed "
+                    f"max_queue ({self.max_queue})"
+                )
+            self._queue.append(pending)
+            self._waiting_texts += len(encoded)
+            self._cond.notify()
+        return pending.future
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._serve_forever, name="structsent-model", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop accepting work, finish what is queued, and end the worker; False on timeout."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # -- the worker's side --------------------------------------------------------------------
+    def _serve_forever(self) -> None:
+        batch: list[_Pending] = []
+        try:
+            while True:
+                batch = []
+                if not self._gather(batch):
+                    return
+                # Cancelled requests leave here, before any computing.
+                self._run([p for p in batch if p.future.set_running_or_notify_cancel()])
+        except BaseException as err:  # a bug in the loop itself: say so, fail everyone waiting
+            self.failure = err
+            log.critical("the model worker died; the server is unhealthy", exc_info=err)
+            self._fail_everything(batch, WorkerStoppedError(f"the model worker died: {err!r}"), err)
+
+    def _gather(self, batch: list[_Pending]) -> bool:
+        """Block for work and fill ``batch``; False once stopping with nothing left."""
+        with self._cond:
+            while not self._queue:
+                if self._stopping:
+                    return False
+                self._cond.wait()
+            deadline = self._queue[0].arrived + self.max_wait_s
+            try:
+                while True:
+                    full = self._take_fitting(batch)
+                    remaining = deadline - time.monotonic()
+                    if full or self._stopping or remaining <= 0:
+                        return True
+                    self._cond.wait(remaining)
+            finally:
+                self._waiting_texts -= sum(len(p.encoded) for p in batch)
+
+    def _take_fitting(self, batch: list[_Pending]) -> bool:
+        """Move queued requests into ``batch`` while they fit; True when the batch is full."""
+        tokens = sum(p.tokens for p in batch)
+        count = sum(p.sequences for p in batch)
+        while self._queue:
+            head = self._queue[0]
+            if head.future.cancelled():
+                self._queue.popleft()
+                self._waiting_texts -= len(head.encoded)
+                continue
+            fits = tokens + head.tokens <= self.token_budget and count + head.sequences <= self.max_batch_size
+            if batch and not fits:
+                return True
+            batch.append(self._queue.popleft())
+            tokens, count = tokens + head.tokens, count + head.sequences
+        return tokens >= self.token_budget or count >= self.max_batch_size
+
+    def _run(self, batch: list[_Pending]) -> None:
+        """Label one batch and resolve its futures; a failure reaches every one of them."""
+        if not batch:
+            return
+        encoded = [e for p in batch for e in p.encoded]
+        started = time.perf_counter()
+        try:
+            results, stats = self.classifier.label_encoded(encoded)
+        except Exception as err:
+            log.error("a batch of %d requests (%d texts) failed", len(batch), len(encoded), exc_info=err)
+            failure = BatchFailedError(f"the model failed on a batch of {len(encoded)} texts: {err!r}")
+            failure.__cause__ = err
+            for pending in batch:
+                pending.future.set_exception(failure)
+            self._report(batch, encoded, None, started, failed=True)
+            return
+        for pending, part in zip(batch, _split(results, [len(p.encoded) for p in batch])):
+            pending.future.set_result(part)
+        self._report(batch, encoded, stats, started, failed=False)
+
+    def _report(self, batch, encoded, stats, started: float, *, failed: bool) -> None:
+        if self._on_batch is None:
+            return
+        report = BatchReport(
+            requests=len(batch),
+            texts=len(encoded),
+            sequences=sum(p.sequences for p in batch),
+            model_batches=stats.batches if stats else 0,
+            padded_tokens=stats.padded_tokens if stats else 0,
+            seconds=time.perf_counter() - started,
+            failed=failed,
+        )
+        try:
+            self._on_batch(report)
+        except Exception:  # metrics must never take the model worker down
+            log.exception("the batch observer raised")
+
+    def _fail_everything(self, running: list[_Pending], error: StructsentError, cause: BaseException) -> None:
+        """Resolve every unresolved future, running or queued, with ``error``."""
+        error.__cause__ = cause
+        for pending in running:
+            if not pending.future.done():
+                pending.future.set_exception(error)
+        with self._cond:
+            self._stopping = True
+            while self._queue:
+                pending = self._queue.popleft()
+                if pending.future.set_running_or_notify_cancel():
+                    pending.future.set_exception(error)
+            self._waiting_texts = 0
+
+
+def _split(results: list[LabelResult], sizes: list[int]) -> list[list[LabelResult]]:
+    parts, start = [], 0
+    for size in sizes:
+        parts.append(results[start : start + size])
+        start += size
+    return parts

@@ -1,0 +1,241 @@
+"""Every endpoint of a real server process, its limits and its error answers."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import math
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import metric
+
+
+def label(server, texts):
+    response = server.client.post("/v1/sentiment", json={"texts": texts})
+    assert response.status_code == 200, response.text
+    return response.json()["results"]
+
+
+# -- the native API ---------------------------------------------------------------------------
+def test_sentiment_labels_texts_in_input_order(server, real_reviews):
+    texts = real_reviews[:5]
+    results = label(server, texts)
+    assert len(results) == 5
+    for result in results:
+        assert set(result) == {"label", "score", "scores", "error", "truncated"}
+        assert result["label"] in ("负面", "正面")
+        assert result["score"] == max(result["scores"].values())
+        assert sum(result["scores"].values()) == pytest.approx(1.0)
+        assert result["error"] is None
+    # Input order: each text alone gets the result it got inside the request.
+    for text, merged in zip(texts, results):
+        (alone,) = label(server, [text])
+        assert alone["label"] == merged["label"]
+        assert alone["score"] == pytest.approx(merged["score"], abs=1e-5)
+
+
+def test_unusable_texts_come_back_flagged_not_failed(server):
+    results = label(server, ["很好吃", "", "   "])
+    assert results[0]["error"] is None and results[0]["label"] is not None
+    assert [r["error"] for r in results[1:]] == ["empty text", "empty text"]
+    assert results[1]["label"] is None and results[1]["score"] is None
+
+
+# -- TEI compatibility ------------------------------------------------------------------------
+def test_predict_single_text_is_a_flat_list_sorted_by_score(server):
+    body = server.client.post("/predict", json={"inputs": "味道很好"}).json()
+    assert [p["label"] for p in body] and set(body[0]) == {"label", "score"}
+    assert {p["label"] for p in body} == {"负面", "正面"}
+    assert body[0]["score"] >= body[1]["score"]
+    (native,) = label(server, ["味道很好"])
+    assert body[0]["label"] == native["label"]
+    assert body[0]["score"] == pytest.approx(native["score"], abs=1e-5)
+
+
+@pytest.mark.parametrize("path", ["/predict", "/"])
+@pytest.mark.parametrize("inputs", [[["很好"], ["很差"], ["一般"]], ["很好", "很差", "一般"]])
+def test_predict_batch_is_one_sorted_list_per_text(server, path, inputs):
+    body = server.client.post(path, json={"inputs": inputs}).json()
+    assert len(body) == 3
+    natives = label(server, ["很好", "很差", "一般"])
+    for predictions, native in zip(body, natives):
+        assert predictions[0]["label"] == native["label"]
+        assert predictions[0]["score"] >= predictions[1]["score"]
+        assert predictions[0]["score"] == pytest.approx(native["score"], abs=1e-5)
+
+
+def test_predict_raw_scores_are_log_probabilities(server):
+    probabilities = server.client.post("/predict", json={"inputs": "还可以"}).json()
+    raw = server.client.post("/predict", json={"inputs": "还可以", "raw_scores": True}).json()
+    assert [p["label"] for p in raw] == [p["label"] for p in probabilities]
+    for r, p in zip(raw, probabilities):
+        assert r["score"] == pytest.approx(math.log(p["score"]), abs=1e-6)
+
+
+def test_predict_parameters_top_k_and_nesting(server):
+    body = server.client.post("/predict", json={"inputs": "好评", "parameters": {"top_k": 1}}).json()
+    assert len(body) == 1 and len(body[0]) == 1  # HF Inference API shape: one list per input
+    best = server.client.post("/predict", json={"inputs": "好评"}).json()[0]
+    assert body[0][0] == best
+
+
+def test_predict_refuses_what_tei_refuses(server):
+    pair = server.client.post("/predict", json={"inputs": [["问题", "回答"]]})
+    assert pair.status_code == 422 and "pairs" in pair.json()["error"]
+    empty = server.client.post("/predict", json={"inputs": ""})
+    assert empty.status_code == 422 and "empty text" in empty.json()["error"]
+    sigmoid = server.client.post("/predict", json={"inputs": "好", "parameters": {"function_to_apply": "sigmoid"}})
+    assert sigmoid.status_code == 422 and "sigmoid" in sigmoid.json()["error"]
+
+
+def test_predict_truncates_only_when_allowed(server):
+    too_long = "好" * 300  # within max_text_chars (400), beyond max_length (258 tokens)
+    refused = server.client.post("/predict", json={"inputs": too_long, "truncate": False})
+    assert refused.status_code == 413
+    assert refused.json()["limit"] == "max_length" and "truncate" in refused.json()["error"]
+    for truncate in (True, None):
+        allowed = server.client.post("/predict", json={"inputs": [[too_long]], "truncate": truncate})
+        assert allowed.status_code == 200 and len(allowed.json()[0]) == 2
+    (native,) = label(server, [too_long])
+    assert native["truncated"] is True and native["error"] is None
+
+
+def test_huggingface_hub_client_works_unchanged(server):
+    from huggingface_hub import InferenceClient
+
+    client = InferenceClient(base_url=server.url)
+    output = client.text_classification("这家店服务很好")
+    assert [o.label for o in output] and len(output) == 2
+    assert output[0].score >= output[1].score
+    (native,) = label(server, ["这家店服务很好"])
+    assert output[0].label == native["label"]
+    assert output[0].score == pytest.approx(native["score"], abs=1e-5)
+    top = client.text_classification("这家店服务很好", top_k=1)
+    assert len(top) == 1 and top[0].label == native["label"]
+
+
+# -- health, info, metrics --------------------------------------------------------------------
+def test_health_and_info(server, hf_model_dir):
+    assert server.client.get("/health").json() == {"status": "ok"}
+    info = server.client.get("/info").json()
+    assert info["ready"] is True
+    assert info["labels"] == ["负面", "正面"]
+    assert info["backend"] == "torch" and info["model"] == str(hf_model_dir)
+    assert info["limits"]["max_texts"] == 8 and info["limits"]["max_body_bytes"] == 4096
+    assert info["max_length"] == 258
+    assert info["limits"]["max_wait_ms"] == 50 and info["limits"]["max_batch_tokens"] == 4096
+
+
+def test_concurrent_requests_are_merged_into_batches(server, real_reviews):
+    before = server.metrics()
+    texts = real_reviews[10:26]
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        merged = list(pool.map(lambda t: label(server, [t])[0], texts))
+    after = server.metrics()
+
+    def delta(name, **labels):
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    assert delta("structsent_batch_size_sum") == 16
+    batches = delta("structsent_batch_size_count")
+    assert 1 <= batches <= 8, f"16 concurrent requests ran as {batches} batches"
+    assert delta("structsent_batch_requests_bucket", le="1.0") < batches  # some batch merged requests
+    assert delta("structsent_texts_total") == 16
+    assert delta("structsent_request_duration_seconds_count", endpoint="/v1/sentiment", status="200") == 16
+    for text, result in zip(texts, merged):  # merging changes nothing in the results
+        (alone,) = label(server, [text])
+        assert alone["label"] == result["label"]
+        assert alone["score"] == pytest.approx(result["score"], abs=1e-5)
+
+
+def test_metrics_expose_every_family(server):
+    text = server.client.get("/metrics")
+    assert text.headers["content-type"].startswith("text/plain")
+    for family in (
+        "structsent_request_duration_seconds",
+        "structsent_batch_size",
+        "structsent_batch_tokens",
+        "structsent_queue_depth",
+        "structsent_texts_total",
+        "structsent_text_errors_total",
+        "structsent_errors_total",
+    ):
+        assert f"# TYPE {family} " in text.text, family
+    assert metric(server.metrics(), "structsent_queue_depth") == 0
+
+
+# -- limits and malformed requests ------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("body", "limit"),
+    [
+        ({"texts": ["好"] * 9}, "max_texts"),
+        ({"texts": ["好", "差" * 401]}, "max_text_chars"),
+        ({"texts": ["好" * 250] * 8}, "max_body_bytes"),
+    ],
+)
+def test_limits_are_refused_with_413_naming_the_limit(server, body, limit):
+    before = metric(server.metrics(), "structsent_errors_total", error_type="validation")
+    response = server.client.post("/v1/sentiment", json=body)
+    assert response.status_code == 413
+    assert response.json()["limit"] == limit
+    assert limit in response.json()["error"]
+    assert metric(server.metrics(), "structsent_errors_total", error_type="validation") == before + 1
+
+
+def test_chunked_body_over_the_limit_is_refused(server):
+    def chunks():
+        for _ in range(10):
+            yield b" " * 1000
+
+    response = server.client.post("/v1/sentiment", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and response.json()["limit"] == "max_body_bytes"
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b'{"texts": ["a",', "malformed JSON"),
+        (b'{"texts": [1, 2]}', "texts.0"),
+        (b'{"texts": "one string"}', "texts"),
+        (b'{"texts": []}', "texts"),
+        (b'{"text": ["typo"]}', "texts"),
+        (b'["no object"]', "body"),
+    ],
+)
+def test_malformed_requests_get_422(server, content, fragment):
+    response = server.client.post("/v1/sentiment", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error_type"] == "validation" and fragment in body["error"]
+
+
+def test_predict_wrong_types_get_422(server):
+    response = server.client.post("/predict", json={"inputs": 3})
+    assert response.status_code == 422 and response.json()["error_type"] == "validation"
+
+
+def test_unknown_route_is_404(server):
+    assert server.client.get("/v2/nothing").status_code == 404
+
+
+def test_server_speaks_http_keepalive_under_load(server, real_reviews):
+    # One connection, many requests: the server keeps it open and answers each in order.
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for text in real_reviews[:8]:
+            assert client.post("/v1/sentiment", json={"texts": [text]}).status_code == 200
+
+
+# -- the published API ------------------------------------------------------------------------
+OPENAPI_DOCUMENT = Path(__file__).parents[2] / "docs" / "openapi.json"
+
+
+def test_served_openapi_matches_the_committed_document(server):
+    served = server.client.get("/openapi.json").json()
+    committed = json.loads(OPENAPI_DOCUMENT.read_text(encoding="utf-8"))
+    assert served == committed, (
+        "the HTTP API changed; if on purpose, regenerate docs/openapi.json (see docs/SERVER.md)"
+    )
+    assert set(served["paths"]) == {"/", "/predict", "/v1/sentiment", "/health", "/info", "/metrics"}
