@@ -149,3 +149,53 @@ def test_bad_options_are_config_errors(hf_model_dir):
         structsent.load(hf_model_dir, precision="fp7")
     with pytest.raises(structsent.ConfigError, match="token_budget"):
         structsent.load(hf_model_dir, token_budget=10)
+
+
+def test_probe_finds_the_largest_budget_that_fits(clf):
+    from structsent.engine import probe_token_budget
+
+    fake = OutOfMemoryAbove(clf.runner, limit=20_000)
+    assert probe_token_budget(fake, max_length=512, ceiling=65536) == 16384
+    assert all(rows * width <= 65536 for rows, width in fake.calls)
+    with pytest.raises(DeviceOutOfMemoryError):
+        probe_token_budget(OutOfMemoryAbove(clf.runner, limit=100), max_length=512, ceiling=4096)
+
+
+class StagedOutOfMemory(OutOfMemoryAbove):
+    """A runner with the staged interface whose launch or fetch fails above a size."""
+
+    def __init__(self, runner, limit, fail_at):
+        super().__init__(runner, limit)
+        self.fail_at = fail_at
+
+    def stage(self, ids, mask):
+        return (ids, mask)
+
+    def launch(self, staged):
+        ids, _ = staged
+        self.calls.append(ids.shape)
+        if self.fail_at == "launch" and ids.size > self.limit:
+            raise DeviceOutOfMemoryError("fake OOM at launch")
+        return staged
+
+    def fetch(self, launched):
+        ids, mask = launched
+        if self.fail_at == "fetch" and ids.size > self.limit:
+            raise DeviceOutOfMemoryError("fake OOM at fetch")
+        return self.runner.run(ids, mask)
+
+
+@pytest.mark.parametrize("fail_at", ["launch", "fetch"])
+def test_overlapped_path_recovers_from_out_of_memory(clf, real_reviews, fail_at):
+    texts = real_reviews[:120]
+    fake = StagedOutOfMemory(clf.runner, limit=1500, fail_at=fail_at)
+    engine = Classifier(clf.checkpoint, fake, clf.config.replace(token_budget=8192, max_batch_size=512))
+    results, stats = engine.label_with_stats(texts)
+    assert stats.oom_splits > 0 and len(results) == len(texts)
+    np.testing.assert_allclose(positive(results), positive(clf(texts)), atol=ALONE_VS_BATCH_TOLERANCE)
+
+
+def test_gpu_snapshot_is_none_without_a_gpu():
+    from structsent.telemetry import gpu_snapshot
+
+    assert gpu_snapshot("cpu") is None

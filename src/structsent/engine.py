@@ -57,6 +57,8 @@ class Classifier:
         sized = config.replace(device=device_kind, max_length=self.max_length)
         self.token_budget = sized.resolved_token_budget()
         self.max_batch_size = sized.resolved_max_batch_size()
+        if device_kind == "cuda" and config.token_budget is None:
+            self.token_budget = probe_token_budget(runner, max_length=self.max_length, ceiling=self.token_budget)
 
     def __call__(self, texts: Sequence[object]) -> list[LabelResult]:
         return self.label_with_stats(texts)[0]
@@ -169,6 +171,26 @@ class Classifier:
             "max_batch_size": self.max_batch_size,
             "long_text": self.config.long_text.value,
         }
+
+
+def probe_token_budget(runner, *, max_length: int, ceiling: int, floor: int | None = None) -> int:
+    """The largest padded-token budget (halving from ``ceiling``) whose worst-case batch runs.
+
+    The probe batch is all sequences of ``max_length`` tokens, the most memory a batch within
+    the budget can need. Raises DeviceOutOfMemoryError if not even ``floor`` fits.
+    """
+    floor = floor or max_length
+    budget = ceiling
+    while True:
+        rows = max(budget // max_length, 1)
+        ids = np.full((rows, max_length), 100, dtype=np.int64)  # [UNK]: any valid id does
+        try:
+            runner.run(ids, np.ones_like(ids))
+            return budget
+        except DeviceOutOfMemoryError:
+            if budget // 2 < floor:
+                raise
+            budget //= 2
 
 
 def deduplicate(texts: list[object]) -> tuple[list[int], list[object]]:

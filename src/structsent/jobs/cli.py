@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     )
     _check_output_writable(spec)
     classifier = structsent.load(args.model, config=engine_config(args))
-    progress = None if args.quiet or not sys.stderr.isatty() else ProgressBar()
+    progress = None if args.quiet or not sys.stderr.isatty() else ProgressBar(device=classifier.runner.device)
     stop = threading.Event()
     job = LabelJob(spec, classifier, progress=progress, stop=stop)
     with _stop_after_chunk_on_interrupt(stop):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
+from ..telemetry import gpu_snapshot
+
 
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
@@ -16,8 +18,9 @@ def _duration(seconds: float) -> str:
 class ProgressBar:
     """Rows, rows/s and ETA, redrawn at most every ``interval`` seconds on ``stream``."""
 
-    def __init__(self, stream=None, interval: float = 0.2, width: int = 24) -> None:
+    def __init__(self, stream=None, interval: float = 0.2, width: int = 24, device: str = "cpu") -> None:
         self.stream = stream or sys.stderr
+        self.device = device
         self.interval = interval
         self.width = width
         self._last_draw = 0.0
@@ -38,6 +41,9 @@ class ProgressBar:
             line = f"[{bar}] {done:6.1%}  {line}"
             if done > 0:
                 line += f"  ETA {_duration(elapsed * (1 - done) / done)}"
+        gpu = gpu_snapshot(self.device)
+        if gpu is not None:
+            line += "  " + gpu.describe()
         self.stream.write("\r" + line + "\x1b[K")
         self.stream.flush()
         self._drawn = True

@@ -1,0 +1,24 @@
+import io
+import time
+
+from structsent.jobs.label import JobSummary
+from structsent.jobs.progress import ProgressBar, format_summary
+
+
+def test_progress_bar_shows_rows_rate_and_eta():
+    stream = io.StringIO()
+    bar = ProgressBar(stream=stream, interval=0)
+    bar.update({"rows": 500, "rows_this_run": 500}, position=250, total=1000, started=time.perf_counter() - 5)
+    bar.close()
+    line = stream.getvalue()
+    assert "25.0%" in line and "500 rows" in line and "rows/s" in line and "ETA 0m15s" in line
+
+
+def test_summary_names_every_figure():
+    summary = JobSummary(rows=10, flagged=2, duplicates=3, real_tokens=90, padded_tokens=100,
+                         rows_this_run=10, seconds_this_run=2.0, model_seconds=1.5)
+    summary.labels.update({"正面": 5, "负面": 3})
+    text = format_summary(summary, labels=["负面", "正面"])
+    for figure in ("10 rows", "负面 3", "正面 5", "flagged 2", "duplicates reused 3", "5.0 rows/s",
+                   "padding waste 10.0%", "model busy 75%"):
+        assert figure in text, figure
