@@ -42,8 +42,11 @@ def load_checkpoint(name_or_path: str | Path) -> Checkpoint:
     """Load the checkpoint in whichever supported format the directory holds."""
     from .hf import load_directory
     from .modelscope import is_modelscope_directory, load_modelscope_directory
+    from .onnx import is_onnx_directory, load_onnx_directory
 
     directory = resolve_directory(name_or_path)
+    if is_onnx_directory(directory):
+        return load_onnx_directory(directory)
     if is_modelscope_directory(directory):
         return load_modelscope_directory(directory)
     if (directory / "config.json").is_file():

