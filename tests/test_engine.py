@@ -131,8 +131,16 @@ def test_int8_and_bf16_agree_with_fp32(hf_model_dir, clf, real_reviews):
 
 def test_info_describes_the_engine(clf):
     info = clf.info()
-    assert info["labels"] == ["负面", "正面"] and info["backend"] == "torch" and info["device"] == "cpu"
+    # backend "auto" on a CPU runs the ONNX export when onnxruntime is installed (the dev extras)
+    assert info["labels"] == ["负面", "正面"] and info["backend"] == "onnx" and info["device"] == "cpu"
     assert info["token_budget"] == 4096 and info["precision"] == "fp32"
+
+
+def test_torch_backend_still_available_and_equal(hf_model_dir, clf, real_reviews):
+    torch_clf = structsent.load(hf_model_dir, device="cpu", backend="torch")
+    assert torch_clf.info()["backend"] == "torch"
+    texts = real_reviews[:50]
+    np.testing.assert_allclose(positive(torch_clf(texts)), positive(clf(texts)), atol=ALONE_VS_BATCH_TOLERANCE)
 
 
 def test_cuda_request_without_gpu_is_a_config_error(hf_model_dir):

@@ -35,14 +35,14 @@ def reference_model(hf_model_dir):
 
 
 def test_hf_directory_matches_transformers(hf_model_dir, reference_model, real_reviews):
-    clf = structsent.load(hf_model_dir, device="cpu")
+    clf = structsent.load(hf_model_dir, device="cpu", backend="torch")
     seqs = sample_sequences(clf, real_reviews[:48])  # mixed lengths: padding is exercised
     np.testing.assert_allclose(our_logits(clf, seqs), reference_logits(reference_model, seqs), atol=TOLERANCE)
 
 
 @pytest.mark.parametrize("layout", ["encoder", "bert"])
 def test_modelscope_layouts_match_transformers(modelscope_dirs, layout, real_reviews):
-    clf = structsent.load(modelscope_dirs[layout], device="cpu")
+    clf = structsent.load(modelscope_dirs[layout], device="cpu", backend="torch")
     assert clf.checkpoint.format == "modelscope"
     seqs = sample_sequences(clf, real_reviews[:48])
     expected = reference_logits(modelscope_dirs["model"], seqs)
@@ -50,7 +50,7 @@ def test_modelscope_layouts_match_transformers(modelscope_dirs, layout, real_rev
 
 
 def test_probabilities_match_transformers_through_the_engine(hf_model_dir, reference_model, real_reviews):
-    clf = structsent.load(hf_model_dir, device="cpu")
+    clf = structsent.load(hf_model_dir, device="cpu", backend="torch")
     texts = real_reviews[:64]
     results = clf(texts)
     expected = torch.softmax(torch.from_numpy(reference_logits(reference_model, sample_sequences(clf, texts))), -1)
@@ -65,12 +65,12 @@ def test_other_activations_match(tmp_path, act, real_reviews):
     model = make_hf_model(seed=3, hidden_act=act)
     model.save_pretrained(tmp_path)
     write_tokenizer_files(tmp_path)
-    clf = structsent.load(tmp_path, device="cpu")
+    clf = structsent.load(tmp_path, device="cpu", backend="torch")
     seqs = sample_sequences(clf, real_reviews[:16])
     np.testing.assert_allclose(our_logits(clf, seqs), reference_logits(model, seqs), atol=TOLERANCE)
 
 
 def test_full_length_sequence_matches(hf_model_dir, reference_model):
-    clf = structsent.load(hf_model_dir, device="cpu")
+    clf = structsent.load(hf_model_dir, device="cpu", backend="torch")
     seqs = sample_sequences(clf, ["好" * 600, "差"])  # 512 tokens (truncated) next to 3
     np.testing.assert_allclose(our_logits(clf, seqs), reference_logits(reference_model, seqs), atol=TOLERANCE)

@@ -123,7 +123,7 @@ def test_health_and_info(server, hf_model_dir):
     info = server.client.get("/info").json()
     assert info["ready"] is True
     assert info["labels"] == ["负面", "正面"]
-    assert info["backend"] == "torch" and info["model"] == str(hf_model_dir)
+    assert info["backend"] == "onnx" and info["model"] == str(hf_model_dir)  # auto on CPU: ONNX Runtime
     assert info["limits"]["max_texts"] == 8 and info["limits"]["max_body_bytes"] == 4096
     assert info["max_length"] == 258
     assert info["limits"]["max_wait_ms"] == 50 and info["limits"]["max_batch_tokens"] == 4096

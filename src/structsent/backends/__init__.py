@@ -32,11 +32,12 @@ def create_runner(checkpoint, config: EngineConfig) -> ModelRunner:
         from .onnx import OnnxRunner
 
         return OnnxRunner(checkpoint, config)
-    if config.backend is BackendName.AUTO and not exported and _int8_on_cpu(config):
-        # Measured (docs/BENCHMARKS.md): ONNX Runtime's fused int8 beats torch's dynamic int8 on CPU.
-        from .onnx import onnx_int8_or_none
+    if config.backend is BackendName.AUTO and not exported and _onnx_preferred(config):
+        # Measured (docs/BENCHMARKS.md): on CPU, ONNX Runtime's fused graph is the fastest exact
+        # path (fp32, same probabilities as torch to 1e-5) and its int8 beats torch's int8.
+        from .onnx import onnx_or_none
 
-        runner = onnx_int8_or_none(checkpoint, config)
+        runner = onnx_or_none(checkpoint, config)
         if runner is not None:
             return runner
     if exported:
@@ -48,5 +49,14 @@ def create_runner(checkpoint, config: EngineConfig) -> ModelRunner:
     raise ConfigError(f"backend {config.backend.value!r} is not available for {checkpoint.directory}")
 
 
-def _int8_on_cpu(config: EngineConfig) -> bool:
-    return config.precision is Precision.INT8 and config.device in ("auto", "cpu")
+def _onnx_preferred(config: EngineConfig) -> bool:
+    """backend='auto' runs ONNX Runtime for fp32 and int8 on the CPU."""
+    if config.precision not in (Precision.AUTO, Precision.FP32, Precision.INT8):
+        return False
+    if config.device == "cpu":
+        return True
+    if config.device == "auto":
+        import torch
+
+        return not torch.cuda.is_available()
+    return False

@@ -133,13 +133,13 @@ class OnnxRunner:
         return np.asarray(logits, dtype=np.float32)
 
 
-def onnx_int8_or_none(checkpoint, config: EngineConfig) -> OnnxRunner | None:
-    """The ONNX int8 runner that ``backend='auto'`` prefers on CPU, or None where it cannot be had
-    (onnxruntime or onnx not installed, the export cache not writable): torch int8 then runs."""
+def onnx_or_none(checkpoint, config: EngineConfig) -> OnnxRunner | None:
+    """The ONNX runner that ``backend='auto'`` prefers on CPU, or None where it cannot be had
+    (onnxruntime or onnx not installed, the export cache not writable): torch then runs."""
     try:
         return OnnxRunner(checkpoint, config.replace(device="cpu"))
     except MissingExtraError:
         return None
     except OSError as err:
-        log.warning("ONNX int8 export unavailable (%s); running torch int8 instead", err)
+        log.warning("ONNX export unavailable (%s); running torch instead", err)
         return None

@@ -31,10 +31,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="finish an interrupted job")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    parser.add_argument("--engine", choices=["local", "ray"], default="local",
+                        help="local: this process; ray: Ray Data actors (INPUT: file, directory or glob; -o: a directory)")
+    parser.add_argument("--ray-address", default=None,
+                        help="Ray cluster to run on, e.g. ray://head:10001 (default: RAY_ADDRESS, else a local Ray)")
     add_engine_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.engine == "ray":
+        from ..ray import run_label_job
+
+        return run_label_job(args)
     import structsent
 
     from ..cli import engine_config

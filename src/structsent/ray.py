@@ -1,0 +1,482 @@
+"""The Ray Data adapter: label a Dataset's text column with one model per actor.
+
+Each actor of a ``map_batches`` pool loads the model once; every batch it receives goes through
+the same Classifier as the local engine (token-budget batch planning included), and comes back
+with exactly the columns ``structsent label`` adds: ``label``, ``score``, one ``prob_<label>``
+per label, ``error``. Ray is imported only inside this module.
+
+>>> import ray, structsent.ray                                         # doctest: +SKIP
+>>> ds = ray.data.read_parquet("s3://bucket/reviews/")                 # doctest: +SKIP
+>>> structsent.ray.label_dataset(ds, model="default", concurrency=4).write_parquet("out/")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .config import EngineConfig
+from .errors import BadInputError, ConfigError, StructsentError, require
+from .io.formats import Format, detect_format
+from .io.readers import resolve_text_column
+from .io.writers import added_columns, check_no_collision, prediction_values
+
+if TYPE_CHECKING:
+    import argparse
+
+    import pyarrow
+    import ray.data
+
+RAY_INPUT_FORMATS = (Format.CSV, Format.JSONL, Format.PARQUET)
+RAY_OUTPUT_FORMATS = (Format.PARQUET, Format.CSV, Format.JSONL)
+DEFAULT_BATCH_SIZE = 1024
+
+
+def _ray():
+    return require("ray", "ray")
+
+
+def _ray_data():
+    return require("ray.data", "ray")
+
+
+# -- the callable class -------------------------------------------------------------------------
+class DatasetLabeller:
+    """A ``map_batches`` callable: one Classifier per actor, loaded once, applied to Arrow batches.
+
+    Ray constructs it in each actor from ``fn_constructor_kwargs``; each call labels the batch's
+    ``text_column`` and returns the batch (or only ``keep_columns`` of it) with the prediction
+    columns appended. Subclass it to add columns of your own.
+    """
+
+    def __init__(self, model: str = "default", *, config: EngineConfig | None = None, text_column: str = "text",
+                 prefix: str = "", keep_columns: Sequence[str] | None = None) -> None:
+        import structsent
+
+        self.classifier = structsent.load(model, config=config)
+        self.labels = list(self.classifier.labels)
+        self.text_column = text_column
+        self.prefix = prefix
+        self.keep_columns = None if keep_columns is None else list(keep_columns)
+        self.extra = added_columns(self.labels, prefix)
+
+    def __call__(self, batch: "pyarrow.Table") -> "pyarrow.Table":
+        if self.text_column not in batch.column_names:
+            raise BadInputError(f"no column {self.text_column!r}; columns are: {', '.join(batch.column_names)}")
+        results = self.classifier(batch.column(self.text_column).to_pylist())
+        kept = batch if self.keep_columns is None else batch.select(self.keep_columns)
+        check_no_collision(kept.column_names, self.extra, self.prefix)
+        return append_predictions(kept, results, self.labels, self.extra)
+
+
+def append_predictions(table: "pyarrow.Table", results, labels: Sequence[str], names: Sequence[str]) -> "pyarrow.Table":
+    """``table`` with the prediction columns ``names`` appended, valued as the local writers value them."""
+    import pyarrow as pa
+
+    types = [pa.string(), pa.float64(), *(pa.float64() for _ in labels), pa.string()]
+    rows = [prediction_values(result, labels) for result in results]
+    columns = list(zip(*rows)) if rows else [() for _ in names]
+    for name, kind, values in zip(names, types, columns):
+        table = table.append_column(pa.field(name, kind), pa.array(list(values), type=kind))
+    return table
+
+
+# -- the Dataset API ----------------------------------------------------------------------------
+def label_dataset(
+    ds: "ray.data.Dataset",
+    *,
+    model: str = "default",
+    text_column: str = "text",
+    prefix: str = "",
+    keep_columns: Sequence[str] | None = None,
+    concurrency: int | tuple[int, int] = 1,
+    num_gpus: float | None = None,
+    num_cpus: float | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    ray_remote_args: Mapping[str, Any] | None = None,
+    labeller: type[DatasetLabeller] = DatasetLabeller,
+    config: EngineConfig | None = None,
+    **engine_options,
+) -> "ray.data.Dataset":
+    """``ds`` with the columns ``structsent label`` adds, computed by a pool of model actors.
+
+    ``concurrency``: actors in the pool (an int), or ``(min, max)`` for an autoscaling pool.
+    ``num_gpus`` / ``num_cpus``: reserved per actor; fractional GPUs pack several small-model
+    actors on one device. ``batch_size``: rows handed to one call (the engine then plans its own
+    token-budget batches inside it). ``ray_remote_args``: extra actor options such as
+    ``max_restarts`` / ``max_task_retries``. ``engine_options`` are EngineConfig fields.
+    Lazy, like every Dataset transform: nothing runs until the result is consumed or written.
+
+    >>> out = label_dataset(ray.data.read_parquet("reviews/"), model="default",   # doctest: +SKIP
+    ...                     concurrency=4, num_gpus=0.25, batch_size=2048)
+    """
+    _check_pool(concurrency, batch_size)
+    config = _actor_config(config, engine_options, num_gpus)
+    _check_columns(ds, text_column, keep_columns, prefix)
+    return ds.map_batches(
+        labeller,
+        batch_format="pyarrow",
+        batch_size=batch_size,
+        compute=_actor_pool(concurrency),
+        fn_constructor_kwargs=dict(model=str(model), config=config, text_column=text_column, prefix=prefix,
+                                   keep_columns=None if keep_columns is None else list(keep_columns)),
+        **_resources(num_gpus, num_cpus),
+        **dict(ray_remote_args or {}),
+    )
+
+
+def _check_pool(concurrency, batch_size: int) -> None:
+    sizes = concurrency if isinstance(concurrency, tuple) else (concurrency,)
+    if not sizes or any(not isinstance(n, int) or n < 1 for n in sizes) or len(sizes) > 2:
+        raise ConfigError(f"concurrency={concurrency!r}: expected a positive int or a (min, max) pair")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size}: must be at least 1")
+
+
+def _actor_config(config: EngineConfig | None, engine_options: dict, num_gpus: float | None) -> EngineConfig:
+    """The engine config the actors load with, validated here rather than in every actor."""
+    config = EngineConfig(**engine_options) if config is None else config.replace(**engine_options)
+    if not num_gpus and config.device == "auto":
+        # An actor that reserved no GPU must not grab one that Ray gave to another actor.
+        config = config.replace(device="cpu")
+    return config
+
+
+def _check_columns(ds: "ray.data.Dataset", text_column: str, keep_columns: Sequence[str] | None, prefix: str) -> None:
+    """Fail on the driver, before any actor starts, on a missing column or an added one already there.
+
+    The ``prob_<label>`` names need the model's labels, so only the actors can check those.
+    """
+    schema = ds.schema(fetch_if_missing=False)  # never runs the pipeline just to check a name
+    if schema is None:
+        return  # only known after running it: the actors check the column then
+    names = list(schema.names)
+    if text_column not in names:
+        raise BadInputError(f"no column {text_column!r}; columns are: {', '.join(map(repr, names))}. "
+                            "Pass --text-column NAME")
+    missing = [c for c in keep_columns or () if c not in names]
+    if missing:
+        raise BadInputError(f"no column(s) {', '.join(map(repr, missing))}; columns are: {', '.join(map(repr, names))}")
+    kept = names if keep_columns is None else list(keep_columns)
+    check_no_collision(kept, [f"{prefix}{name}" for name in ("label", "score", "error")], prefix)
+
+
+def _actor_pool(concurrency: int | tuple[int, int]):
+    pool = _ray_data().ActorPoolStrategy
+    if isinstance(concurrency, tuple):
+        return pool(min_size=concurrency[0], max_size=concurrency[1])
+    return pool(size=concurrency)
+
+
+def _resources(num_gpus: float | None, num_cpus: float | None) -> dict:
+    resources = {}
+    if num_gpus:
+        resources["num_gpus"] = num_gpus
+    if num_cpus is not None:
+        resources["num_cpus"] = num_cpus
+    return resources
+
+
+# -- files in, files out ------------------------------------------------------------------------
+SUFFIXES = {Format.PARQUET: ["parquet", "pq"], Format.JSONL: ["jsonl", "ndjson", "json"], Format.CSV: ["csv"]}
+
+
+@dataclasses.dataclass(frozen=True)
+class InputFiles:
+    """What `structsent label --engine ray` reads.
+
+    ``paths`` go to Ray as they are: a directory stays one path, which Ray lists itself (in
+    parallel, keeping files with ``suffixes``); a glob becomes its files. ``files`` are the files
+    found here (empty for remote URIs), used to check the format and read a CSV header.
+    """
+
+    paths: list[str]
+    files: list[str]
+    format: Format
+
+    @property
+    def suffixes(self) -> list[str] | None:
+        """The suffixes Ray should keep, or None when some file has none of them (--format given)."""
+        known = SUFFIXES[self.format]
+        named = all(any(f.lower().endswith("." + s) for s in known) for f in self.files)
+        return known if named else None
+
+
+def resolve_input(pattern: str, requested_format: str = "auto") -> InputFiles:
+    """A file, a directory (searched recursively) or a glob, as files of one format.
+
+    Remote URIs (``s3://...``) are passed to Ray as they are; their format comes from the suffix
+    or ``requested_format``.
+    """
+    if pattern == "-":
+        raise BadInputError("--engine ray reads files, not standard input; pass a file, a directory or a glob")
+    if "://" in pattern:
+        return InputFiles([pattern], [], _ray_input_format(_format_of(pattern, requested_format)))
+    files = _local_files(pattern)
+    if requested_format != "auto":
+        fmt = _ray_input_format(Format(requested_format))
+    else:
+        fmt = _one_format(pattern, files)
+        files = [f for f in files if _suffix_format(f) is fmt]
+    paths = [os.path.abspath(pattern)] if os.path.isdir(pattern) else files
+    return InputFiles(paths, files, fmt)
+
+
+def _local_files(pattern: str) -> list[str]:
+    if glob.has_magic(pattern):
+        files = [p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p)]
+    elif os.path.isdir(pattern):
+        files = [os.path.join(root, name) for root, dirs, names in os.walk(pattern)
+                 for name in names if not name.startswith((".", "_"))]  # _SUCCESS, .crc: not data
+    elif os.path.isfile(pattern):
+        files = [pattern]
+    else:
+        raise BadInputError(f"{pattern}: no such file or directory")
+    if not files:
+        reason = "no file matches" if glob.has_magic(pattern) else "no files to read"
+        raise BadInputError(f"{pattern}: {reason}")
+    return sorted(os.path.abspath(p) for p in files)
+
+
+def _one_format(pattern: str, files: list[str]) -> Format:
+    formats = {_suffix_format(f) for f in files} - {None}
+    if len(formats) != 1:
+        found = ", ".join(sorted(f.value for f in formats)) or "none recognised"
+        raise BadInputError(f"{pattern}: expected files of one format (found: {found}); "
+                            "narrow the glob or pass --format")
+    return _ray_input_format(formats.pop())
+
+
+def _suffix_format(path: str) -> Format | None:
+    try:
+        return detect_format(path)
+    except BadInputError:
+        return None
+
+
+def _format_of(path: str, requested: str) -> Format:
+    if requested == "auto" and _suffix_format(path) is None:
+        raise BadInputError(f"{path}: cannot tell the format from the name; pass --format")
+    return detect_format(path, requested)
+
+
+def _ray_input_format(fmt: Format) -> Format:
+    if fmt not in RAY_INPUT_FORMATS:
+        raise BadInputError(f"--engine ray reads CSV, JSONL and Parquet, not {fmt.value}; use --engine local")
+    return fmt
+
+
+def read_dataset(source: InputFiles) -> "ray.data.Dataset":
+    """Read ``source`` with Ray Data; CSV columns stay strings, as the local engine reads them."""
+    data = _ray_data()
+    common = {"file_extensions": source.suffixes}
+    if source.format is Format.PARQUET:
+        return data.read_parquet(source.paths, **common)
+    if source.format is Format.JSONL:
+        return data.read_json(source.paths, **common, **_jsonl_options(data.read_json))
+    # Remote inputs have no local file list: Arrow infers their column types.
+    strings = _csv_as_strings(source.files[0]) if source.files else None
+    return data.read_csv(source.paths, **common, convert_options=strings)
+
+
+def _jsonl_options(read_json) -> dict:
+    """Newer Ray reads one row per line only when told; older Ray has no such flag and always does."""
+    import inspect
+
+    return {"lines": True} if "lines" in inspect.signature(read_json).parameters else {}
+
+
+def _csv_as_strings(first_path: str):
+    """Arrow CSV options that keep every column a string ("007" stays "007")."""
+    import csv
+
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+    import pyarrow.fs as pa_fs
+
+    filesystem, path = pa_fs.FileSystem.from_uri(first_path if "://" in first_path else os.path.abspath(first_path))
+    with filesystem.open_input_stream(path) as stream:
+        head = stream.read(1 << 16).decode("utf-8", "replace")
+    header = next(csv.reader(head.splitlines()[:1]), [])
+    header = [name.removeprefix("\ufeff") for name in header]
+    return pa_csv.ConvertOptions(column_types={name: pa.string() for name in header})
+
+
+def write_dataset(ds: "ray.data.Dataset", output: str, fmt: Format) -> None:
+    """Write ``ds`` as files of ``fmt`` under the directory ``output``."""
+    if fmt is Format.PARQUET:
+        ds.write_parquet(output)
+    elif fmt is Format.CSV:
+        ds.write_csv(output)
+    elif fmt is Format.JSONL:
+        ds.write_json(output, force_ascii=False)  # keep Chinese readable, as the local writer does
+    else:
+        raise BadInputError(f"--engine ray writes Parquet, CSV or JSONL, not {fmt.value}")
+
+
+def prepare_output_directory(output: str | None, *, overwrite: bool) -> str:
+    """The output directory, checked empty (or emptied with ``overwrite``) before any work starts."""
+    import pyarrow.fs as pa_fs
+
+    if output in (None, "-"):
+        raise BadInputError("--engine ray writes a directory of files: pass -o OUTPUT_DIR")
+    uri = output if "://" in output else os.path.abspath(output)
+    filesystem, path = pa_fs.FileSystem.from_uri(uri)
+    info = filesystem.get_file_info(path)
+    if info.type == pa_fs.FileType.File:
+        raise BadInputError(f"{output}: is a file; --engine ray writes a directory")
+    if info.type == pa_fs.FileType.Directory and filesystem.get_file_info(pa_fs.FileSelector(path)):
+        if not overwrite:
+            raise BadInputError(f"{output}: directory is not empty; pass --overwrite to replace its contents")
+        filesystem.delete_dir_contents(path)
+    return uri
+
+
+# -- `structsent label --engine ray` ------------------------------------------------------------
+def run_label_job(args: "argparse.Namespace") -> int:
+    """`structsent label --engine ray`: read, label on a pool of actors, write; returns an exit code."""
+    from .cli import engine_config
+
+    _reject_local_only_flags(args)
+    source = resolve_input(args.input, args.format)
+    output_format = _ray_output_format(args.output_format)
+    output = prepare_output_directory(args.output, overwrite=args.overwrite)
+    config = engine_config(args)
+    if not (args.ray_address or "").startswith("ray://"):  # through Ray Client the model may live only on the cluster
+        check_model_here(args.model)
+    started = time.perf_counter()
+    with connected(args.ray_address, quiet=args.quiet) as ray:
+        _configure_this_job(quiet=args.quiet)
+        ds = read_dataset(source)
+        keep = None if args.id_column is None else [args.id_column]
+        text_column = resolve_text_column(_column_names(ds), args.text_column, args.input)
+        labelled = label_dataset(ds, model=args.model, config=config, text_column=text_column, prefix=args.prefix,
+                                 keep_columns=keep, batch_size=args.chunk_rows, **actor_pool_for(ray, config))
+        with typed_errors():
+            write_dataset(labelled, output, output_format)
+    if not args.quiet:
+        print(f"labelled {len(source.files) or len(source.paths)} file(s) into {output} ({output_format.value}) "
+              f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _configure_this_job(*, quiet: bool) -> None:
+    context = _ray_data().DataContext.get_current()
+    context.enable_progress_bars = not quiet
+    if hasattr(context, "raise_original_map_exception"):
+        # Otherwise a typed error in an actor reaches the driver as text inside UserCodeException.
+        context.raise_original_map_exception = True
+
+
+def check_model_here(model: str) -> None:
+    """Fail before any actor starts when a named model is missing here (an actor that fails to load
+    its model reaches the driver only as an untyped ActorDiedError). Hub ids are left to the actors."""
+    from .models import resolve_directory
+    from .models.hub import looks_like_hub_id
+
+    if str(model) != "default" and looks_like_hub_id(str(model)):
+        return
+    resolve_directory(model)
+
+
+def _reject_local_only_flags(args) -> None:
+    if args.resume:
+        raise BadInputError("--resume works with --engine local only; Ray retries failed tasks itself. "
+                            "Rerun with --overwrite to start over")
+    if args.on_bad_row != "error":
+        raise BadInputError("--on-bad-row flag works with --engine local only")
+    if args.chunk_rows < 1:
+        raise BadInputError("--chunk-rows must be at least 1")
+
+
+def _ray_output_format(requested: str) -> Format:
+    fmt = Format.PARQUET if requested == "auto" else Format(requested)
+    if fmt not in RAY_OUTPUT_FORMATS:
+        raise BadInputError(f"--engine ray writes Parquet, CSV or JSONL, not {fmt.value}")
+    return fmt
+
+
+def _column_names(ds: "ray.data.Dataset") -> list[str]:
+    schema = ds.schema()
+    return [] if schema is None else list(schema.names)
+
+
+def actor_pool_for(ray, config: EngineConfig) -> dict:
+    """Actors for the whole cluster: one per GPU, else one per CPU but one (left for reads and writes)."""
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    wants_gpu = config.device.startswith("cuda") or (config.device == "auto" and gpus > 0)
+    if wants_gpu:
+        return {"concurrency": max(gpus, 1), "num_gpus": 1}
+    cpus = int(resources.get("CPU", 1))
+    return {"concurrency": max(cpus - 1, 1), "num_cpus": 1}
+
+
+class connected:
+    """Connect to ``address`` (None: RAY_ADDRESS if set, else a new local Ray) unless already connected."""
+
+    def __init__(self, address: str | None, *, quiet: bool = False) -> None:
+        self.address = address
+        self.quiet = quiet
+        self.started = False
+
+    def __enter__(self):
+        import logging
+
+        ray = _ray()
+        if not ray.is_initialized():
+            check_reachable(self.address)
+            try:
+                ray.init(address=self.address, logging_level=logging.WARNING if self.quiet else logging.INFO,
+                         log_to_driver=not self.quiet)
+            except ConnectionError as err:
+                raise ConfigError(f"cannot reach the Ray cluster at {self.address}: {err}") from err
+            self.started = True
+        return ray
+
+    def __exit__(self, *exc) -> None:
+        if self.started:
+            _ray().shutdown()
+
+
+def check_reachable(address: str | None, timeout_s: float = 10.0) -> None:
+    """Fail fast on a ``host:port`` or ``ray://host:port`` nobody listens on (Ray itself retries for minutes)."""
+    import re
+    import socket
+
+    match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address or "")
+    if match is None:
+        return  # None, "auto", or a scheme Ray resolves itself
+    host, port = match.group(1), int(match.group(2))
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as err:
+        raise ConfigError(f"cannot reach the Ray cluster at {address}: {err.strerror or err}") from err
+
+
+class typed_errors:
+    """Re-raise a structsent error that failed a Ray task as itself, so the CLI maps it to its exit code."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        cause = _structsent_cause(error)
+        if cause is not None and cause is not error:
+            raise cause from error
+
+
+def _structsent_cause(error: BaseException | None) -> StructsentError | None:
+    """The innermost structsent error in ``error``'s chain (Ray's wrappers may also subclass it)."""
+    found, seen = None, set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, StructsentError):
+            found = error
+        seen.add(id(error))
+        error = getattr(error, "cause", None) or error.__cause__ or error.__context__
+    return found
