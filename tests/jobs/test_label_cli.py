@@ -117,6 +117,13 @@ def test_id_column_keeps_only_the_id(tmp_path, hf_model_dir, reviews_file):
     assert [r["line"] for r in rows] == list(range(1, len(rows) + 1))
 
 
+def test_id_column_missing_from_a_jsonl_row_is_an_error(tmp_path, hf_model_dir):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": 1, "text": "好评"}\n{"text": "差评"}\n', encoding="utf-8")
+    proc = run_cli("label", source, "--id-column", "id", *model_args(hf_model_dir), check=False)
+    assert proc.returncode == 2 and b"row 2 has no id column 'id'" in proc.stderr
+
+
 def test_stdin_to_stdout_plain_and_jsonl(hf_model_dir, clf):
     texts = ["这家外卖送得很快，味道也不错", "差评，用了三天就坏了", "好评！"]
     plain = run_cli("label", "-", *model_args(hf_model_dir), input_bytes="\n".join(texts).encode()).stdout

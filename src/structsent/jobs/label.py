@@ -338,8 +338,14 @@ class LabelJob:
             return row
         if self.spec.input_format is Format.TXT:
             values = {id_column: row.number}
+        elif row.values is None:
+            values = None
+        elif id_column in row.values:
+            values = {id_column: row.values[id_column]}
         else:
-            values = None if row.values is None else {id_column: row.values.get(id_column)}
+            raise BadInputError(
+                f"row {row.number} has no id column {id_column!r}; its columns are: {', '.join(map(repr, row.values))}"
+            )
         return dataclasses.replace(row, values=values)
 
     # -- output -------------------------------------------------------------------------------
