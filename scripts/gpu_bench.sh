@@ -6,7 +6,8 @@
 # structsent's own throughput is measured on N texts (label job and model alone, fp16); the ratio
 # against transformers.pipeline(batch_size=32) on BASELINE_N texts (the fp32 baselines are slow).
 # Needs a CUDA build of torch, transformers, tokenizers, safetensors, numpy, nvidia-ml-py.
-# Writes cuda_check.txt, bench_small/, bench_ratio/ and pipeline.txt under $OUT.
+# SKIP_TABLE=1 skips the small run of the published table's rows (one-by-one is slow).
+# Writes profile.txt, cuda_check.txt, bench_small/, bench_ratio/ and pipeline.txt under $OUT.
 set -u
 OUT=${OUT:-gpu-out}
 N=${N:-100000}
@@ -21,12 +22,17 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import torch, transformers, tokenizers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'tokenizers', tokenizers.__version__)"
 
+echo "== where the time goes"
+$PY scripts/gpu_profile.py "${corpus[@]}" --texts "${PROFILE_N:-20000}" 2>&1 | tee "$OUT/profile.txt"
+
 echo "== CUDA checks (fidelity, out-of-memory back-off, probe)"
 $PY scripts/cuda_check.py "${corpus[@]}" 2>&1 | tee "$OUT/cuda_check.txt"
 
+if [ -z "${SKIP_TABLE:-}" ]; then
 echo "== the published table's rows on 3,000 texts"
 $PY -m structsent bench --shape structbert-base --device cuda --n 3000 "${corpus[@]}" --no-download \
     --configs one-by-one,fixed-32,pipeline,torch-fp16,torch-bf16 --out "$OUT/bench_small" 2>&1 | grep -v "^  chunk"
+fi
 
 echo "== label job vs model alone, $N rows"
 $PY scripts/pipeline_bench.py --shape structbert-base --device cuda --rows "$N" --chunk-rows 8192 --rounds 1 \

@@ -207,3 +207,71 @@ def test_gpu_snapshot_is_none_without_a_gpu():
     from structsent.telemetry import gpu_snapshot
 
     assert gpu_snapshot("cpu") is None
+
+
+class RecordingStagedRunner:
+    """The staged interface over a real runner, recording the order of launches and fetches."""
+
+    def __init__(self, runner):
+        self.runner, self.events = runner, []
+        self.name, self.device, self.precision = runner.name, runner.device, runner.precision
+
+    def run(self, ids, mask):
+        return self.runner.run(ids, mask)
+
+    def stage(self, ids, mask):
+        return (ids, mask)
+
+    def launch(self, staged):
+        self.events.append(("launch", staged[0].shape))
+        return staged
+
+    def fetch(self, launched):
+        self.events.append(("fetch", launched[0].shape))
+        return self.runner.run(*launched)
+
+
+def test_next_batch_is_launched_before_the_previous_is_waited_for(clf, real_reviews):
+    texts = real_reviews[:120]
+    fake = RecordingStagedRunner(clf.runner)
+    engine = Classifier(clf.checkpoint, fake, clf.config.replace(token_budget=1024, max_batch_size=512))
+    results, stats = engine.label_with_stats(texts)
+    kinds = [kind for kind, _ in fake.events]
+    assert stats.batches > 3 and kinds.count("launch") == kinds.count("fetch") == stats.batches
+    # launch 1, launch 2, fetch 1, launch 3, fetch 2, ...: one batch always queued behind another
+    assert kinds[:3] == ["launch", "launch", "fetch"]
+    assert all(kinds[:i].count("launch") >= kinds[:i].count("fetch") + 1 for i in range(1, len(kinds)))
+    np.testing.assert_allclose(positive(results), positive(clf(texts)), atol=ALONE_VS_BATCH_TOLERANCE)
+
+
+def test_a_lowered_budget_applies_to_the_rest_of_the_same_call(clf, real_reviews):
+    """After one out-of-memory split, the remaining planned batches are re-split before launch."""
+    texts = real_reviews[:200]
+    fake = StagedOutOfMemory(clf.runner, limit=3000, fail_at="launch")
+    engine = Classifier(clf.checkpoint, fake, clf.config.replace(token_budget=8192, max_batch_size=512))
+    results, stats = engine.label_with_stats(texts)
+    fits = [shape[0] * shape[1] <= 3000 for shape in fake.calls]
+    assert stats.oom_splits >= 1 and not all(fits)
+    # Only the first planned batch (and its halves) ever failed: once a part fit, nothing failed again.
+    assert all(fits[fits.index(True):])
+    assert len(results) == len(texts)
+    np.testing.assert_allclose(positive(results), positive(clf(texts)), atol=ALONE_VS_BATCH_TOLERANCE)
+
+
+def test_large_inputs_are_tokenized_in_chunks_with_identical_results(clf, real_reviews, monkeypatch):
+    import structsent.engine as engine_module
+
+    texts = real_reviews[:150] + [None, ""] + real_reviews[:10]  # duplicates and bad rows across chunks
+    whole, whole_stats = clf.label_with_stats(texts)
+    monkeypatch.setattr(engine_module, "STREAM_CHUNK_TEXTS", 16)
+    chunked_clf = Classifier(clf.checkpoint, clf.runner, clf.config.replace(max_batch_size=1))  # chunks of 32
+    encoded_sizes = []
+    original_encode = chunked_clf.encode
+    chunked_clf.encode = lambda part: encoded_sizes.append(len(part)) or original_encode(part)
+    chunked, stats = chunked_clf.label_with_stats(texts)
+    assert encoded_sizes[0] == 32 and sum(encoded_sizes) == 152 and len(encoded_sizes) == 5
+    assert len(chunked) == len(texts) and stats.texts == whole_stats.texts and stats.flagged == 2
+    assert [r.error for r in chunked] == [r.error for r in whole]
+    np.testing.assert_allclose(positive(chunked[:150]), positive(whole[:150]), atol=ALONE_VS_BATCH_TOLERANCE)
+    assert chunked[150:] == whole[150:] or all(
+        (a.label, a.error) == (b.label, b.error) for a, b in zip(chunked[150:], whole[150:]))

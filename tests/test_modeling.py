@@ -74,3 +74,18 @@ def test_full_length_sequence_matches(hf_model_dir, reference_model):
     clf = structsent.load(hf_model_dir, device="cpu", backend="torch")
     seqs = sample_sequences(clf, ["好" * 600, "差"])  # 512 tokens (truncated) next to 3
     np.testing.assert_allclose(our_logits(clf, seqs), reference_logits(reference_model, seqs), atol=TOLERANCE)
+
+
+def test_torch_runner_sends_no_mask_for_an_unpadded_batch(hf_model_dir):
+    """The padded/unpadded decision is made on the host; both forms give the same logits."""
+    import numpy as np
+
+    import structsent
+
+    runner = structsent.load(hf_model_dir, device="cpu", backend="torch").runner
+    ids = np.array([[101, 2345, 3456, 102], [101, 4567, 102, 0]], dtype=np.int64)
+    full = np.ones((1, 4), dtype=np.int64)
+    assert runner.stage(ids[:1], full).mask is None
+    padded = runner.stage(ids, (ids != 0).astype(np.int64))
+    assert padded.mask is not None
+    np.testing.assert_allclose(runner.run(ids[:1], full), runner.run(ids, (ids != 0).astype(np.int64))[:1], atol=1e-5)

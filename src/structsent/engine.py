@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Sequence
 
@@ -10,8 +11,14 @@ import numpy as np
 from .batching import Batch, pad_batch, padded_cost, plan_batches
 from .config import EngineConfig
 from .errors import BadInputError, DeviceOutOfMemoryError
+from .pipeline import Prefetch
 from .results import LabelResult, combine_windows, softmax, to_result
 from .tokenize import EncodedText
+
+
+# Inputs above this many distinct texts are tokenized chunk by chunk, overlapped with the model
+# (batches are then planned within a chunk: at this size that costs almost no extra padding).
+STREAM_CHUNK_TEXTS = 8192
 
 
 @dataclasses.dataclass
@@ -72,12 +79,26 @@ class Classifier:
             raise BadInputError("expected a list of texts, got a single string; wrap it: clf([text])")
         texts = list(texts)
         unique_index, unique_texts = deduplicate(texts)
-        encoded = self.encode(unique_texts)
-        unique_results, stats = self.label_encoded(encoded)
+        unique_results, stats = self._label_unique(unique_texts)
         stats.texts = len(texts)
         stats.duplicates = len(texts) - len(unique_texts)
         results = [unique_results[i] for i in unique_index]
         stats.flagged = sum(1 for r in results if r.error is not None)
+        return results, stats
+
+    def _label_unique(self, texts: list[object]) -> tuple[list[LabelResult], RunStats]:
+        """Tokenize and run; a large input goes in chunks, the next tokenized while the model runs."""
+        chunk = max(STREAM_CHUNK_TEXTS, 32 * self.max_batch_size)
+        if len(texts) <= chunk:
+            return self.label_encoded(self.encode(texts))
+        results: list[LabelResult] = []
+        stats = RunStats()
+        parts = (texts[start : start + chunk] for start in range(0, len(texts), chunk))
+        with Prefetch(map(self.encode, parts), depth=2, name="structsent-tokenize") as encoded_parts:
+            for encoded in encoded_parts:
+                part_results, part_stats = self.label_encoded(encoded)
+                results += part_results
+                stats.add(part_stats)
         return results, stats
 
     # -- stages -------------------------------------------------------------------------------
@@ -109,53 +130,84 @@ class Classifier:
         stats = RunStats(sequences=len(sequences), real_tokens=sum(lengths))
         out = np.zeros((len(sequences), len(self.labels)), dtype=np.float64)
         plan = plan_batches(lengths, token_budget=self.token_budget, max_batch_size=self.max_batch_size)
+        batches = self._within_budget(plan, lengths)
         if hasattr(self.runner, "launch"):
-            self._run_overlapped(plan, sequences, lengths, stats, out)
+            self._run_overlapped(batches, sequences, lengths, stats, out)
         else:
-            for batch in plan:
+            for batch in batches:
                 out[list(batch)] = self._run_batch(batch, sequences, lengths, stats)
         return out, stats
 
-    def _run_overlapped(self, plan, sequences, lengths, stats: RunStats, out: np.ndarray) -> None:
-        """Pad and stage batch i+1 while the device computes batch i; wait only in fetch."""
-        pending = None  # (batch, launched, padded size)
-        for batch in [*plan, None]:
-            staged = None
-            if batch is not None:
-                ids, mask = pad_batch([sequences[i] for i in batch], self.tokenizer.pad_id)
-                staged = (batch, self.runner.stage(ids, mask), ids.size)
-            if pending is not None:
-                done_batch, launched, size = pending
-                try:
-                    out[list(done_batch)] = softmax(self.runner.fetch(launched))
-                    stats.batches += 1
-                    stats.padded_tokens += size
-                except DeviceOutOfMemoryError:
-                    out[list(done_batch)] = self._run_batch(done_batch, sequences, lengths, stats)
-            pending = None
-            if staged is not None:
-                try:
-                    pending = (staged[0], self.runner.launch(staged[1]), staged[2])
-                except DeviceOutOfMemoryError:
-                    out[list(batch)] = self._run_batch(batch, sequences, lengths, stats)
+    def _within_budget(self, plan, lengths):
+        """The planned batches, each re-split if the budget was lowered (out of memory) since planning."""
+        for batch in plan:
+            if padded_cost(batch, lengths) <= self.token_budget:
+                yield batch
+                continue
+            sub_lengths = [lengths[i] for i in batch]
+            for part in plan_batches(sub_lengths, token_budget=self.token_budget, max_batch_size=self.max_batch_size):
+                yield tuple(batch[j] for j in part)
+
+    def _run_overlapped(self, batches, sequences, lengths, stats: RunStats, out: np.ndarray) -> None:
+        """Keep one batch queued on the device behind the one computing: batch i+1 is padded,
+        copied and launched before batch i is waited for, so the device never waits on the host."""
+        in_flight: collections.deque = collections.deque()  # (batch, launched, padded size)
+        for batch in batches:
+            ids, mask = pad_batch([sequences[i] for i in batch], self.tokenizer.pad_id)
+            launched = self._try_launch(ids, mask)
+            if launched is None:  # out of memory: finish what is in flight, then split this one
+                while in_flight:
+                    self._finish(in_flight.popleft(), sequences, lengths, stats, out)
+                out[list(batch)] = self._run_batch(batch, sequences, lengths, stats)
+                continue
+            in_flight.append((batch, launched, ids.size))
+            if len(in_flight) > 1:
+                self._finish(in_flight.popleft(), sequences, lengths, stats, out)
+        while in_flight:
+            self._finish(in_flight.popleft(), sequences, lengths, stats, out)
+
+    def _try_launch(self, ids: np.ndarray, mask: np.ndarray):
+        try:
+            return self.runner.launch(self.runner.stage(ids, mask))
+        except DeviceOutOfMemoryError:
+            return None
+
+    def _finish(self, entry, sequences, lengths, stats: RunStats, out: np.ndarray) -> None:
+        batch, launched, size = entry
+        try:
+            logits = self.runner.fetch(launched)
+        except DeviceOutOfMemoryError:  # asynchronous device errors surface at the wait
+            logits = None
+        if logits is None:
+            out[list(batch)] = self._run_batch(batch, sequences, lengths, stats)
+            return
+        out[list(batch)] = softmax(logits)
+        stats.batches += 1
+        stats.padded_tokens += size
 
     def _run_batch(self, batch: Batch, sequences, lengths, stats: RunStats) -> np.ndarray:
-        """Run one batch; on device out-of-memory, halve it and lower the budget for the rest."""
+        """Run one batch; on device out-of-memory, halve it and lower the budget for the rest.
+
+        The retry happens outside the ``except`` block, so that nothing of the failed attempt
+        (its traceback holds the device tensors) is alive while the halves run.
+        """
         ids, mask = pad_batch([sequences[i] for i in batch], self.tokenizer.pad_id)
         try:
             logits = self.runner.run(ids, mask)
         except DeviceOutOfMemoryError:
             if len(batch) == 1:
                 raise
-            stats.oom_splits += 1
-            self.token_budget = max(self.max_length, padded_cost(batch, lengths) // 2)
-            half = len(batch) // 2
-            return np.concatenate(
-                [self._run_batch(part, sequences, lengths, stats) for part in (batch[:half], batch[half:])]
-            )
-        stats.batches += 1
-        stats.padded_tokens += ids.size
-        return softmax(logits)
+            logits = None
+        if logits is not None:
+            stats.batches += 1
+            stats.padded_tokens += ids.size
+            return softmax(logits)
+        stats.oom_splits += 1
+        self.token_budget = max(self.max_length, min(self.token_budget, padded_cost(batch, lengths) // 2))
+        half = len(batch) // 2
+        return np.concatenate(
+            [self._run_batch(part, sequences, lengths, stats) for part in (batch[:half], batch[half:])]
+        )
 
     def info(self) -> dict:
         """What is loaded and how it runs (for /info, summaries and benchmarks)."""

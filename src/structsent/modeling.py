@@ -137,8 +137,14 @@ class BertClassifier(nn.Module):
 
 
 def _attention_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-    """Boolean (batch, 1, 1, seq) mask, or None when nothing is padded (faster kernels)."""
-    if attention_mask is None or bool(attention_mask.all()):
+    """Boolean (batch, 1, 1, seq) mask, or None when nothing is padded (faster kernels).
+
+    On a GPU the "nothing padded" test would synchronise with the device, so it is left to the
+    caller there (the runner decides on the host and passes None); on the CPU it is free.
+    """
+    if attention_mask is None:
+        return None
+    if attention_mask.device.type == "cpu" and bool(attention_mask.all()):
         return None
     return attention_mask[:, None, None, :].bool()
 

@@ -74,11 +74,16 @@ class TorchRunner:
     # A three-step form of run() lets the engine overlap work: stage(next) is issued while the
     # device still computes the batch launched before it, and fetch() is the only wait.
     def stage(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> "_Staged":
-        """Put a batch on its way to the device (asynchronous on CUDA, from pinned memory)."""
+        """Put a batch on its way to the device (asynchronous on CUDA, from pinned memory).
+
+        A batch without padding goes without a mask: decided here on the host, so that the
+        model never has to ask the device (a synchronisation) and runs its mask-free kernels.
+        """
         ids, mask = torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
+        padded = not bool(attention_mask.all())
         if self._device.type != "cuda":
-            return _Staged(ids, mask, None)
-        return self._stage_on_cuda(ids, mask)
+            return _Staged(ids, mask if padded else None, None)
+        return self._stage_on_cuda(ids, mask, padded)
 
     def launch(self, staged: "_Staged") -> "_Launched":
         """Start computing a staged batch; on CUDA, returns before the device is done."""
@@ -95,18 +100,23 @@ class TorchRunner:
                 done.record()
                 return _Launched(host, done)
         except torch.cuda.OutOfMemoryError as err:
-            raise self._oom(staged, err) from err
+            detail = str(err).splitlines()[0]
+        # Raised outside the except block: the failed forward's tensors (held by the original
+        # traceback) are freed before the cache is emptied and the caller retries smaller.
+        raise self._out_of_memory(staged, detail)
 
     def fetch(self, launched: "_Launched") -> np.ndarray:
         """Wait for a launched batch and return its logits."""
         try:
             if launched.done is not None:
                 launched.done.synchronize()
+            return launched.logits.numpy()
         except torch.cuda.OutOfMemoryError as err:  # asynchronous errors surface at the wait
-            raise DeviceOutOfMemoryError("out of device memory while computing a batch") from err
-        return launched.logits.numpy()
+            detail = str(err).splitlines()[0]
+        self._release_cached_memory()
+        raise DeviceOutOfMemoryError(f"out of device memory while computing a batch ({detail})")
 
-    def _stage_on_cuda(self, ids: torch.Tensor, mask: torch.Tensor) -> "_Staged":
+    def _stage_on_cuda(self, ids: torch.Tensor, mask: torch.Tensor, padded: bool) -> "_Staged":
         # Two pinned slots used in turn: the copy of batch i+1 may be in flight while batch i's
         # slot is still being read. A slot is reused only after its previous copy finished.
         slot = self._next_slot
@@ -125,24 +135,27 @@ class TorchRunner:
         # The compute stream will use memory allocated on the copy stream.
         on_device.record_stream(torch.cuda.current_stream(self._device))
         n = ids.numel()
-        return _Staged(on_device[:n].view(ids.shape), on_device[n:].view(mask.shape), copied)
+        return _Staged(on_device[:n].view(ids.shape), on_device[n:].view(mask.shape) if padded else None, copied)
 
     def _pinned_slot(self, slot: int, size: int) -> torch.Tensor:
         if self._pinned is None or self._pinned.shape[1] < size:
             self._pinned = torch.empty((2, max(size, 1 << 17)), dtype=torch.int64).pin_memory()
         return self._pinned[slot, :size]
 
-    def _oom(self, staged: "_Staged", err: BaseException) -> DeviceOutOfMemoryError:
+    def _out_of_memory(self, staged: "_Staged", detail: str) -> DeviceOutOfMemoryError:
+        self._release_cached_memory()
+        rows, width = staged.ids.shape
+        return DeviceOutOfMemoryError(f"out of device memory on a batch of {rows} x {width} tokens ({detail})")
+
+    def _release_cached_memory(self) -> None:
         if self._device.type == "cuda":
             torch.cuda.empty_cache()
-        rows, width = staged.ids.shape
-        return DeviceOutOfMemoryError(f"out of device memory on a batch of {rows} x {width} tokens")
 
 
 class _Staged:
     __slots__ = ("ids", "mask", "copied")
 
-    def __init__(self, ids: torch.Tensor, mask: torch.Tensor, copied) -> None:
+    def __init__(self, ids: torch.Tensor, mask: torch.Tensor | None, copied) -> None:
         self.ids, self.mask, self.copied = ids, mask, copied
 
 
