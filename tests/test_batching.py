@@ -7,9 +7,10 @@ lengths_strategy = st.lists(st.integers(min_value=1, max_value=600), max_size=30
 
 
 @settings(max_examples=300, deadline=None)
-@given(lengths=lengths_strategy, budget=st.integers(1, 5000), cap=st.integers(1, 80))
-def test_plan_covers_every_index_once_within_limits(lengths, budget, cap):
-    batches = plan_batches(lengths, token_budget=budget, max_batch_size=cap)
+@given(lengths=lengths_strategy, budget=st.integers(1, 5000), cap=st.integers(1, 80),
+       overhead=st.one_of(st.none(), st.integers(0, 200)))
+def test_plan_covers_every_index_once_within_limits(lengths, budget, cap, overhead):
+    batches = plan_batches(lengths, token_budget=budget, max_batch_size=cap, batch_overhead=overhead)
     flat = [i for b in batches for i in b]
     assert sorted(flat) == list(range(len(lengths)))
     for batch in batches:
@@ -53,3 +54,51 @@ def test_restore_order_rejects_mismatched_results():
 
     with pytest.raises(ValueError):
         restore_order([(0, 1)], [["only one"]])
+
+
+def _total_cost(batches, lengths, overhead):
+    return sum(overhead + padded_cost(b, lengths) for b in batches)
+
+
+def _set_partitions(items):
+    if not items:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    for partition in _set_partitions(rest):
+        yield [[first], *partition]
+        for k in range(len(partition)):
+            yield [*partition[:k], [first, *partition[k]], *partition[k + 1 :]]
+
+
+@settings(max_examples=150, deadline=None)
+@given(lengths=st.lists(st.integers(1, 60), min_size=1, max_size=7), overhead=st.integers(0, 80),
+       cap=st.integers(1, 7), budget=st.integers(60, 400))
+def test_cost_aware_plan_is_the_cheapest_of_all_partitions(lengths, overhead, cap, budget):
+    """Against brute force over every set partition that respects the budget and the cap."""
+    planned = plan_batches(lengths, token_budget=budget, max_batch_size=cap, batch_overhead=overhead)
+    feasible = [
+        cost for cost, partition in (
+            (_total_cost([tuple(b) for b in p], lengths, overhead), p) for p in _set_partitions(list(range(len(lengths))))
+        )
+        if all(len(b) <= cap and padded_cost(tuple(b), lengths) <= budget for b in partition)
+    ]
+    assert _total_cost(planned, lengths, overhead) == min(feasible)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lengths=lengths_strategy, overhead=st.integers(0, 200))
+def test_cost_aware_plan_never_costs_more_than_the_greedy_one(lengths, overhead):
+    greedy = plan_batches(lengths, token_budget=4096, max_batch_size=64)
+    cheapest = plan_batches(lengths, token_budget=4096, max_batch_size=64, batch_overhead=overhead)
+    assert _total_cost(cheapest, lengths, overhead) <= _total_cost(greedy, lengths, overhead)
+
+
+def test_cost_aware_plan_cuts_where_a_long_text_would_pad_short_ones():
+    lengths = [300, 290, 60, 50, 20, 10, 10, 9]
+    assert plan_batches(lengths, token_budget=4096, max_batch_size=64) == [tuple(range(8))]
+    cheap = plan_batches(lengths, token_budget=4096, max_batch_size=64, batch_overhead=16)
+    assert cheap == [(0, 1), (2, 3), (4,), (5, 6, 7)]
+    assert padding_fraction(cheap, lengths) < 0.05 < padding_fraction([tuple(range(8))], lengths)
+    # A large overhead packs batches as full as the budget allows, like the greedy plan.
+    assert plan_batches(lengths, token_budget=4096, max_batch_size=64, batch_overhead=10**9) == [tuple(range(8))]

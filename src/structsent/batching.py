@@ -2,7 +2,7 @@
 
 Texts are sorted by token length (longest first, so the memory peak comes first) and cut into
 batches whose padded cost, longest x count, stays within a token budget, with a cap on the
-count. Results are put back in input order with ``restore_order``.
+count: greedily (GPUs), or where total cost including a per-call overhead is least (CPUs). Results are put back in input order with ``restore_order``.
 
 >>> plan_batches([5, 3, 9, 4], token_budget=12, max_batch_size=8)
 [(2,), (0, 3), (1,)]
@@ -20,29 +20,75 @@ T = TypeVar("T")
 Batch = tuple[int, ...]
 
 
-def plan_batches(lengths: Sequence[int], *, token_budget: int, max_batch_size: int) -> list[Batch]:
+def plan_batches(
+    lengths: Sequence[int], *, token_budget: int, max_batch_size: int, batch_overhead: int | None = None
+) -> list[Batch]:
     """Group indices of ``lengths`` into batches, longest first.
 
     Every index appears in exactly one batch. A batch's padded cost (its longest length times
     its count) is at most ``token_budget``, except a single sequence longer than the budget,
     which goes alone. Ties keep input order, so the plan is deterministic.
+
+    ``batch_overhead`` None: fill each batch greedily up to the budget (devices where a call
+    costs much, GPUs). An integer: the fixed cost of one model call in tokens' worth of
+    compute; the plan then minimises total cost, sum(batch_overhead + longest x count), which
+    cuts the sorted texts where a long one would pad many short ones (CPUs, where a call costs
+    little and every padded token costs as much as a real one).
     """
     if token_budget < 1 or max_batch_size < 1:
         raise ValueError("token_budget and max_batch_size must be positive")
+    if batch_overhead is not None and batch_overhead < 0:
+        raise ValueError("batch_overhead must be >= 0")
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    if batch_overhead is None:
+        sizes = _greedy_sizes([lengths[i] for i in order], token_budget, max_batch_size)
+    else:
+        sizes = _cheapest_sizes([lengths[i] for i in order], token_budget, max_batch_size, batch_overhead)
     batches: list[Batch] = []
-    current: list[int] = []
-    longest = 0
-    for index in order:
-        if current and (len(current) >= max_batch_size or longest * (len(current) + 1) > token_budget):
-            batches.append(tuple(current))
-            current = []
-        if not current:
-            longest = lengths[index]
-        current.append(index)
-    if current:
-        batches.append(tuple(current))
+    start = 0
+    for size in sizes:
+        batches.append(tuple(order[start : start + size]))
+        start += size
     return batches
+
+
+def _greedy_sizes(descending: list[int], token_budget: int, max_batch_size: int) -> list[int]:
+    sizes: list[int] = []
+    count, longest = 0, 0
+    for length in descending:
+        if count and (count >= max_batch_size or longest * (count + 1) > token_budget):
+            sizes.append(count)
+            count = 0
+        if not count:
+            longest = length
+        count += 1
+    if count:
+        sizes.append(count)
+    return sizes
+
+
+def _cheapest_sizes(descending: list[int], token_budget: int, max_batch_size: int, overhead: int) -> list[int]:
+    """Batch sizes of the cheapest split of ``descending`` into consecutive runs (dynamic programming).
+
+    best[i] is the least cost of the texts from i on; a batch starting at i holds m texts and
+    costs overhead + descending[i] * m (its first text is its longest).
+    """
+    n = len(descending)
+    best = np.zeros(n + 1)
+    take = np.ones(n, dtype=np.int64)
+    for i in range(n - 1, -1, -1):
+        longest = descending[i]
+        limit = max(1, min(max_batch_size, n - i, token_budget // max(longest, 1)))
+        sizes = np.arange(1, limit + 1)
+        costs = overhead + longest * sizes + best[i + 1 : i + limit + 1]
+        m = limit - int(np.argmin(costs[::-1]))  # on a tie, the larger batch
+        take[i] = m
+        best[i] = costs[m - 1]
+    sizes, i = [], 0
+    while i < n:
+        sizes.append(int(take[i]))
+        i += int(take[i])
+    return sizes
 
 
 def restore_order(batches: Sequence[Batch], batch_results: Sequence[Sequence[T]]) -> list[T]:

@@ -64,6 +64,7 @@ class Classifier:
         sized = config.replace(device=device_kind, max_length=self.max_length)
         self.token_budget = sized.resolved_token_budget()
         self.max_batch_size = sized.resolved_max_batch_size()
+        self.batch_overhead = sized.resolved_batch_overhead()
         if device_kind == "cuda" and config.token_budget is None:
             self.token_budget = probe_token_budget(runner, max_length=self.max_length, ceiling=self.token_budget)
 
@@ -129,7 +130,8 @@ class Classifier:
         lengths = [len(s) for s in sequences]
         stats = RunStats(sequences=len(sequences), real_tokens=sum(lengths))
         out = np.zeros((len(sequences), len(self.labels)), dtype=np.float64)
-        plan = plan_batches(lengths, token_budget=self.token_budget, max_batch_size=self.max_batch_size)
+        plan = plan_batches(lengths, token_budget=self.token_budget, max_batch_size=self.max_batch_size,
+                            batch_overhead=self.batch_overhead)
         batches = self._within_budget(plan, lengths)
         if hasattr(self.runner, "launch"):
             self._run_overlapped(batches, sequences, lengths, stats, out)
@@ -145,7 +147,8 @@ class Classifier:
                 yield batch
                 continue
             sub_lengths = [lengths[i] for i in batch]
-            for part in plan_batches(sub_lengths, token_budget=self.token_budget, max_batch_size=self.max_batch_size):
+            for part in plan_batches(sub_lengths, token_budget=self.token_budget, max_batch_size=self.max_batch_size,
+                                     batch_overhead=self.batch_overhead):
                 yield tuple(batch[j] for j in part)
 
     def _run_overlapped(self, batches, sequences, lengths, stats: RunStats, out: np.ndarray) -> None:
@@ -221,6 +224,7 @@ class Classifier:
             "max_length": self.max_length,
             "token_budget": self.token_budget,
             "max_batch_size": self.max_batch_size,
+            "batch_overhead_tokens": self.batch_overhead,
             "long_text": self.config.long_text.value,
         }
 
