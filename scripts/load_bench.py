@@ -34,7 +34,11 @@ SAMPLE_REVIEWS = ROOT / "src" / "structsent" / "data" / "sample_reviews.txt"
 BUNDLED_MODEL = ROOT / "src" / "structsent" / "models" / "default" / "config.json"
 # ModelScope's StructBERT tiny Chinese sentiment model has this shape (4 x 312, 12 heads).
 STRUCTBERT_TINY = dict(hidden_size=312, num_hidden_layers=4, num_attention_heads=12, intermediate_size=1248)
-MODES = {"batched": [], "batch-of-one": ["--max-batch-size", "1", "--max-wait-ms", "0"]}
+MODES = {
+    "batched": [],
+    "batched, no wait": ["--max-wait-ms", "0"],
+    "batch-of-one": ["--max-batch-size", "1", "--max-wait-ms", "0"],
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
