@@ -59,7 +59,7 @@ class ServerSettings:
     max_texts: int = 256
     max_text_chars: int = 20_000
     max_queue: int = 4096
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_texts", "max_text_chars", "max_queue"):

@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-batch-tokens", dest="batch_tokens", type=int, default=None,
         help="padded tokens per merged batch (same as --batch-tokens)",
     )
-    group.add_argument("--max-wait-ms", type=float, default=5.0, help="longest wait for more requests to merge")
+    group.add_argument("--max-wait-ms", type=float, default=0.0,
+                       help="longest wait for more requests to merge (default 0: merge what arrived while the model was busy)")
     group.add_argument("--max-queue", type=int, default=4096, help="texts waiting at most; beyond: 429")
     group.add_argument("--max-texts", type=int, default=256, help="texts per request at most (413)")
     group.add_argument("--max-text-chars", type=int, default=20_000, help="characters per text at most (413)")
