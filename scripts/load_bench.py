@@ -8,6 +8,11 @@ Bounded: each level stops after ``--requests`` requests or ``--seconds`` seconds
     .venv/bin/python scripts/load_bench.py                      # bundled model, else a StructBERT-tiny-shaped one
     .venv/bin/python scripts/load_bench.py --model DIR --concurrency 1 8 64 --seconds 20
 
+With ``--infinity-emb EXE`` the same model is also served by infinity-emb (installed in its own
+environment: ``python3 -m venv /tmp/infv && /tmp/infv/bin/pip install torch==2.13.0
+'infinity-emb[server,torch]==0.0.78'``, then ``--infinity-emb /tmp/infv/bin/infinity_emb``) and
+its ``POST /classify`` is driven the same way, one text per request.
+
 The client is a few lines of asyncio speaking HTTP/1.1 keep-alive, so that on a small machine
 the load generator costs little next to the server it measures.
 """
@@ -51,6 +56,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--server-args", default="", help="extra `structsent serve` flags for both modes")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--infinity-emb", default=None, metavar="EXECUTABLE",
+                        help="also serve the same model with infinity-emb (its `infinity_emb` executable, "
+                             "installed in a separate environment) and drive its /classify the same way")
+    parser.add_argument("--infinity-batch-size", type=int, default=32)
     return parser.parse_args(argv)
 
 
@@ -103,7 +112,21 @@ def free_port() -> int:
 def start_server(model: str, port: int, extra: list[str]) -> subprocess.Popen:
     command = [sys.executable, "-m", "structsent", "serve", "--model", model, "--port", str(port),
                "--log-level", "warning", *extra]
-    process = subprocess.Popen(command)
+    return wait_healthy(subprocess.Popen(command), port)
+
+
+def start_infinity(executable: str, model: str, port: int, batch_size: int) -> subprocess.Popen:
+    """infinity-emb serving the same model directory on CPU with its torch engine, offline."""
+    import os
+
+    directory = str(ROOT / "src" / "structsent" / "models" / "default") if model == "default" else model
+    command = [executable, "v2", "--model-id", directory, "--engine", "torch", "--device", "cpu",
+               "--port", str(port), "--batch-size", str(batch_size)]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    return wait_healthy(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), port)
+
+
+def wait_healthy(process: subprocess.Popen, port: int) -> subprocess.Popen:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -136,19 +159,28 @@ def scrape(port: int, name: str) -> float:
 
 
 # -- the client -------------------------------------------------------------------------------
-class Connection:
-    """One keep-alive HTTP/1.1 connection posting JSON to /v1/sentiment."""
+def structsent_request(text: str) -> tuple[bytes, bytes]:
+    return b"/v1/sentiment", json.dumps({"texts": [text]}, ensure_ascii=False).encode()
 
-    def __init__(self, port: int) -> None:
+
+def infinity_request(text: str) -> tuple[bytes, bytes]:
+    return b"/classify", json.dumps({"input": [text]}, ensure_ascii=False).encode()
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection posting one text per JSON request."""
+
+    def __init__(self, port: int, request=structsent_request) -> None:
         self.port = port
+        self.request = request
 
     async def open(self) -> None:
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
 
     async def label(self, text: str) -> None:
-        body = json.dumps({"texts": [text]}, ensure_ascii=False).encode()
+        path, body = self.request(text)
         self.writer.write(
-            b"POST /v1/sentiment HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            b"POST " + path + b" HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
             + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
         )
         head = await self.reader.readuntil(b"\r\n\r\n")
@@ -162,9 +194,10 @@ class Connection:
         self.writer.close()
 
 
-async def drive(port: int, texts: list[str], concurrency: int, max_requests: int, max_seconds: float) -> dict:
+async def drive(port: int, texts: list[str], concurrency: int, max_requests: int, max_seconds: float,
+                request=structsent_request) -> dict:
     """Closed loop: each of ``concurrency`` clients sends its next request when the last returns."""
-    connections = [Connection(port) for _ in range(concurrency)]
+    connections = [Connection(port, request) for _ in range(concurrency)]
     await asyncio.gather(*(c.open() for c in connections))
     latencies: list[float] = []
     failures = 0
@@ -229,6 +262,22 @@ def bench_mode(mode: str, model: str, texts: list[str], args: argparse.Namespace
     return rows
 
 
+def bench_infinity(model: str, texts: list[str], args: argparse.Namespace) -> list[dict]:
+    port = free_port()
+    server = start_infinity(args.infinity_emb, model, port, args.infinity_batch_size)
+    rows = []
+    try:
+        for concurrency in args.concurrency:
+            asyncio.run(drive(port, texts, concurrency, args.warmup, 30, infinity_request))
+            row = asyncio.run(drive(port, texts, concurrency, args.requests, args.seconds, infinity_request))
+            row.update(mode=f"infinity-emb (torch, batch {args.infinity_batch_size})", mean_batch=None)
+            rows.append(row)
+            print(format_row(row), flush=True)
+    finally:
+        stop_server(server)
+    return rows
+
+
 def format_row(row: dict) -> str:
     return (
         f"| {row['mode']} | {row['concurrency']} | {row['requests']} | {row['throughput']} | "
@@ -245,12 +294,18 @@ def main(argv=None) -> int:
         print("| mode | concurrency | requests | texts/s | p50 ms | p95 ms | p99 ms | texts/batch | failures |")
         print("|---|---|---|---|---|---|---|---|---|", flush=True)
         rows = [row for mode in args.modes for row in bench_mode(mode, model, texts, args)]
+        if args.infinity_emb:
+            rows += bench_infinity(model, texts, args)
     by_key = {(r["mode"], r["concurrency"]): r for r in rows}
     for concurrency in args.concurrency:
         batched, single = by_key.get(("batched", concurrency)), by_key.get(("batch-of-one", concurrency))
         if batched and single and single["throughput"]:
             print(f"concurrency {concurrency}: batched / batch-of-one throughput = "
                   f"{batched['throughput'] / single['throughput']:.2f}x")
+        infinity = next((r for r in rows if r["mode"].startswith("infinity") and r["concurrency"] == concurrency), None)
+        if batched and infinity and infinity["throughput"]:
+            print(f"concurrency {concurrency}: batched / infinity-emb throughput = "
+                  f"{batched['throughput'] / infinity['throughput']:.2f}x")
     if args.json:
         args.json.write_text(json.dumps({"model": described, "rows": rows}, indent=2, ensure_ascii=False))
     return 0
