@@ -85,8 +85,28 @@ def test_long_text_windows_average_window_probabilities(hf_model_dir):
     weights = np.array([len(s) for s in encoded.sequences], dtype=float)
     expected = (probs * weights[:, None]).sum(0) / weights.sum()
     assert result.scores["正面"] == pytest.approx(expected[1], abs=1e-9)
+    logits, _ = windows.run_logits(list(encoded.sequences))
+    mean_logits = (logits * weights[:, None]).sum(0) / weights.sum()
+    assert result.logits == pytest.approx({"负面": mean_logits[0], "正面": mean_logits[1]}, abs=1e-9)
     short = windows(["好评"])[0]
     assert short.windows == 1
+
+
+def test_results_carry_the_model_logits(clf, hf_model_dir):
+    import torch
+    import transformers
+
+    texts = ["这家外卖送得很快，味道也不错", "差评，用了三天就坏了"]
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(hf_model_dir).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(hf_model_dir)
+    with torch.no_grad():
+        expected = model(**tokenizer(texts, return_tensors="pt", padding=True)).logits.numpy()
+    results = clf(texts)
+    for result, row in zip(results, expected):
+        assert [result.logits["负面"], result.logits["正面"]] == pytest.approx(row.tolist(), abs=1e-4)
+        z = np.array([result.logits["负面"], result.logits["正面"]])
+        assert result.scores["正面"] == pytest.approx(float(np.exp(z[1]) / np.exp(z).sum()), abs=1e-9)
+    assert clf([None])[0].logits is None
 
 
 class OutOfMemoryAbove:

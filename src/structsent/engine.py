@@ -115,18 +115,24 @@ class Classifier:
         """Run already-encoded texts; results in the same order."""
         owners = [i for i, e in enumerate(encoded) for _ in e.sequences]
         sequences = [s for e in encoded for s in e.sequences]
-        probabilities, stats = self.run_sequences(sequences)
+        logits, stats = self.run_logits(sequences)
+        probabilities = softmax(logits)
         per_text: list[list[int]] = [[] for _ in encoded]
         for row, owner in enumerate(owners):
             per_text[owner].append(row)
         results = [
-            _postprocess(e, probabilities[rows], [len(sequences[r]) for r in rows], self.labels)
+            _postprocess(e, probabilities[rows], logits[rows], [len(sequences[r]) for r in rows], self.labels)
             for e, rows in zip(encoded, per_text)
         ]
         return results, stats
 
     def run_sequences(self, sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, RunStats]:
         """Probabilities (n x labels) of id sequences, planned into token-budget batches."""
+        logits, stats = self.run_logits(sequences)
+        return softmax(logits), stats
+
+    def run_logits(self, sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, RunStats]:
+        """Logits (n x labels, float64) of id sequences, planned into token-budget batches."""
         lengths = [len(s) for s in sequences]
         stats = RunStats(sequences=len(sequences), real_tokens=sum(lengths))
         out = np.zeros((len(sequences), len(self.labels)), dtype=np.float64)
@@ -184,7 +190,7 @@ class Classifier:
         if logits is None:
             out[list(batch)] = self._run_batch(batch, sequences, lengths, stats)
             return
-        out[list(batch)] = softmax(logits)
+        out[list(batch)] = logits
         stats.batches += 1
         stats.padded_tokens += size
 
@@ -204,7 +210,7 @@ class Classifier:
         if logits is not None:
             stats.batches += 1
             stats.padded_tokens += ids.size
-            return softmax(logits)
+            return logits
         stats.oom_splits += 1
         self.token_budget = max(self.max_length, min(self.token_budget, padded_cost(batch, lengths) // 2))
         half = len(batch) // 2
@@ -267,10 +273,11 @@ def deduplicate(texts: list[object]) -> tuple[list[int], list[object]]:
     return index, unique
 
 
-def _postprocess(encoded: EncodedText, probabilities: np.ndarray, lengths: list[int], labels) -> LabelResult:
+def _postprocess(encoded: EncodedText, probabilities: np.ndarray, logits: np.ndarray, lengths: list[int],
+                 labels) -> LabelResult:
     if encoded.error is not None:
         return LabelResult.failed(encoded.error)
     if len(probabilities) == 1:
-        return to_result(probabilities[0], labels, truncated=encoded.truncated)
+        return to_result(probabilities[0], labels, truncated=encoded.truncated, logits=logits[0])
     combined = combine_windows(probabilities, lengths)
-    return to_result(combined, labels, windows=len(probabilities))
+    return to_result(combined, labels, windows=len(probabilities), logits=combine_windows(logits, lengths))

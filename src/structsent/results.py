@@ -14,7 +14,8 @@ class LabelResult:
 
     ``label`` and ``score`` are None exactly when ``error`` says why the text was not labelled.
     ``truncated`` marks a text cut at the model's maximum length; ``windows`` > 1 marks a long
-    text scored as overlapping windows whose probabilities were averaged.
+    text scored as overlapping windows whose probabilities were averaged. ``logits`` are the
+    model's raw outputs (for windows: their token-weighted mean), None for a flagged text.
     """
 
     label: str | None
@@ -23,6 +24,7 @@ class LabelResult:
     error: str | None = None
     truncated: bool = dataclasses.field(default=False, repr=False)
     windows: int = dataclasses.field(default=1, repr=False)
+    logits: dict[str, float] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -46,15 +48,20 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def combine_windows(probabilities: np.ndarray, weights: Sequence[int]) -> np.ndarray:
-    """Average the probabilities of a text's windows, weighted by their token counts."""
+    """Average the rows (probabilities or logits) of a text's windows, weighted by their token counts."""
     w = np.asarray(weights, dtype=np.float64)
     return (probabilities * w[:, None]).sum(axis=0) / w.sum()
 
 
 def to_result(
-    probabilities: np.ndarray, labels: Sequence[str], *, truncated: bool = False, windows: int = 1
+    probabilities: np.ndarray,
+    labels: Sequence[str],
+    *,
+    truncated: bool = False,
+    windows: int = 1,
+    logits: np.ndarray | None = None,
 ) -> LabelResult:
-    """Turn one row of probabilities into a LabelResult."""
+    """Turn one row of probabilities (and the logits they came from) into a LabelResult."""
     best = int(np.argmax(probabilities))
     scores = {label: float(p) for label, p in zip(labels, probabilities)}
     return LabelResult(
@@ -63,4 +70,5 @@ def to_result(
         scores=scores,
         truncated=truncated,
         windows=windows,
+        logits=None if logits is None else {label: float(z) for label, z in zip(labels, logits)},
     )

@@ -29,15 +29,15 @@ def delay_loading(seconds: float) -> None:
 
 
 def fail_on_poison() -> None:
-    run_sequences = Classifier.run_sequences
+    run_logits = Classifier.run_logits
 
     def run_or_fail(self, sequences):
         (poison_id,) = self.tokenizer.content_ids([POISON])[0]
         if any(poison_id in sequence for sequence in sequences):
             raise RuntimeError("injected fault: poison text in this batch")
-        return run_sequences(self, sequences)
+        return run_logits(self, sequences)
 
-    Classifier.run_sequences = run_or_fail
+    Classifier.run_logits = run_or_fail
 
 
 if __name__ == "__main__":

@@ -67,12 +67,29 @@ def test_predict_batch_is_one_sorted_list_per_text(server, path, inputs):
         assert predictions[0]["score"] == pytest.approx(native["score"], abs=1e-5)
 
 
-def test_predict_raw_scores_are_log_probabilities(server):
-    probabilities = server.client.post("/predict", json={"inputs": "还可以"}).json()
-    raw = server.client.post("/predict", json={"inputs": "还可以", "raw_scores": True}).json()
+def test_predict_raw_scores_are_the_model_logits(server, hf_model_dir):
+    """Checked against transformers on the same checkpoint, and against the softmax answer."""
+    import torch
+    import transformers
+
+    text = "还可以"
+    probabilities = server.client.post("/predict", json={"inputs": text}).json()
+    raw = server.client.post("/predict", json={"inputs": text, "raw_scores": True}).json()
+    none = server.client.post("/predict", json={"inputs": text, "parameters": {"function_to_apply": "none"}}).json()
+    sigmoid = server.client.post("/predict", json={"inputs": text, "parameters": {"function_to_apply": "sigmoid"}}).json()
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(hf_model_dir).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(hf_model_dir)
+    with torch.no_grad():
+        expected = model(**tokenizer([text], return_tensors="pt")).logits[0].tolist()
+    logits = {p["label"]: p["score"] for p in raw}
+    assert logits == pytest.approx({model.config.id2label[i]: z for i, z in enumerate(expected)}, abs=1e-4)
+    assert none[0] == raw  # the parameters form answers a batch of one
     assert [p["label"] for p in raw] == [p["label"] for p in probabilities]
-    for r, p in zip(raw, probabilities):
-        assert r["score"] == pytest.approx(math.log(p["score"]), abs=1e-6)
+    shift = math.log(sum(math.exp(z) for z in logits.values()))
+    for p in probabilities:
+        assert math.log(p["score"]) == pytest.approx(logits[p["label"]] - shift, abs=1e-6)
+    for p in sigmoid[0]:
+        assert p["score"] == pytest.approx(1 / (1 + math.exp(-logits[p["label"]])), abs=1e-6)
 
 
 def test_predict_parameters_top_k_and_nesting(server):
@@ -87,8 +104,8 @@ def test_predict_refuses_what_tei_refuses(server):
     assert pair.status_code == 422 and "pairs" in pair.json()["error"]
     empty = server.client.post("/predict", json={"inputs": ""})
     assert empty.status_code == 422 and "empty text" in empty.json()["error"]
-    sigmoid = server.client.post("/predict", json={"inputs": "好", "parameters": {"function_to_apply": "sigmoid"}})
-    assert sigmoid.status_code == 422 and "sigmoid" in sigmoid.json()["error"]
+    unknown = server.client.post("/predict", json={"inputs": "好", "parameters": {"function_to_apply": "relu"}})
+    assert unknown.status_code == 422
 
 
 def test_predict_truncates_only_when_allowed(server):

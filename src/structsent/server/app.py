@@ -294,19 +294,24 @@ def predict_texts(inputs) -> tuple[list[str], bool]:
 
 
 def score_function(request: PredictRequest) -> str:
-    """'softmax' (probabilities) or 'log' (log-probabilities)."""
+    """'softmax' (probabilities), 'none' (raw logits) or 'sigmoid' (of each logit), as TEI and the
+    Hugging Face pipeline define them; ``raw_scores`` means 'none'."""
+    if request.raw_scores:
+        return "none"
     requested = request.parameters.function_to_apply if request.parameters else None
-    if requested == "sigmoid":
-        raise BadInputError("function_to_apply='sigmoid' is not supported: this is a softmax classifier")
-    return "log" if request.raw_scores or requested == "none" else "softmax"
+    return requested or "softmax"
 
 
 def ranked_predictions(result: LabelResult, *, function: str, top_k: int | None) -> list[dict]:
     """Label/score objects sorted by score, highest first (as TEI and HF clients expect)."""
-    pairs = sorted(result.scores.items(), key=lambda item: item[1], reverse=True)[:top_k]
-    if function == "log":
-        return [{"label": label, "score": math.log(max(p, 5e-324))} for label, p in pairs]
-    return [{"label": label, "score": p} for label, p in pairs]
+    if function == "softmax":
+        scores = result.scores
+    elif function == "sigmoid":
+        scores = {label: 1.0 / (1.0 + math.exp(-z)) for label, z in result.logits.items()}
+    else:
+        scores = result.logits
+    pairs = sorted(scores.items(), key=lambda item: item[1], reverse=True)[:top_k]
+    return [{"label": label, "score": score} for label, score in pairs]
 
 
 def check_predictable(results: list[LabelResult], *, truncate: bool | None, max_length: int) -> None:

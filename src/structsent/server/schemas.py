@@ -50,8 +50,8 @@ class ClassificationParameters(BaseModel):
     top_k: int | None = Field(default=None, ge=1, description="Keep only the k most probable labels.")
     function_to_apply: Literal["softmax", "none", "sigmoid"] | None = Field(
         default=None,
-        description="softmax (default): probabilities; none: log-probabilities. sigmoid is refused: "
-        "this is a softmax classifier.",
+        description="softmax (default): probabilities; none: the raw logits; sigmoid: the sigmoid of "
+        "each logit (as the Hugging Face pipeline applies it).",
     )
 
 
@@ -70,7 +70,7 @@ class PredictRequest(BaseModel):
         default=None, description="Cut texts longer than the model's maximum; false refuses them (413). "
         "Null: the server's long-text policy."
     )
-    raw_scores: bool = Field(default=False, description="Log-probabilities instead of probabilities.")
+    raw_scores: bool = Field(default=False, description="The raw logits instead of probabilities (TEI).")
     parameters: ClassificationParameters | None = None
 
 
