@@ -247,30 +247,27 @@ def summarise(latencies: list[float], failures: int, elapsed: float, concurrency
 def bench_mode(mode: str, model: str, texts: list[str], args: argparse.Namespace) -> list[dict]:
     port = free_port()
     server = start_server(model, port, MODES[mode] + args.server_args.split())
-    rows = []
-    try:
-        for concurrency in args.concurrency:
-            asyncio.run(drive(port, texts, concurrency, args.warmup, 30))
-            batches_before = scrape(port, "structsent_batch_size_count")
-            row = asyncio.run(drive(port, texts, concurrency, args.requests, args.seconds))
-            batches = scrape(port, "structsent_batch_size_count") - batches_before
-            row.update(mode=mode, mean_batch=round(row["requests"] / batches, 1) if batches else None)
-            rows.append(row)
-            print(format_row(row), flush=True)
-    finally:
-        stop_server(server)
-    return rows
+    return bench_levels(server, port, mode, texts, args, structsent_request, count_batches=True)
 
 
 def bench_infinity(model: str, texts: list[str], args: argparse.Namespace) -> list[dict]:
     port = free_port()
     server = start_infinity(args.infinity_emb, model, port, args.infinity_batch_size)
+    mode = f"infinity-emb (torch, batch {args.infinity_batch_size})"
+    return bench_levels(server, port, mode, texts, args, infinity_request, count_batches=False)
+
+
+def bench_levels(server: subprocess.Popen, port: int, mode: str, texts: list[str], args: argparse.Namespace,
+                 request, *, count_batches: bool) -> list[dict]:
+    """Every concurrency level against one running server, which is stopped at the end."""
     rows = []
     try:
         for concurrency in args.concurrency:
-            asyncio.run(drive(port, texts, concurrency, args.warmup, 30, infinity_request))
-            row = asyncio.run(drive(port, texts, concurrency, args.requests, args.seconds, infinity_request))
-            row.update(mode=f"infinity-emb (torch, batch {args.infinity_batch_size})", mean_batch=None)
+            asyncio.run(drive(port, texts, concurrency, args.warmup, 30, request))
+            batches_before = scrape(port, "structsent_batch_size_count") if count_batches else 0
+            row = asyncio.run(drive(port, texts, concurrency, args.requests, args.seconds, request))
+            batches = scrape(port, "structsent_batch_size_count") - batches_before if count_batches else 0
+            row.update(mode=mode, mean_batch=round(row["requests"] / batches, 1) if batches else None)
             rows.append(row)
             print(format_row(row), flush=True)
     finally:

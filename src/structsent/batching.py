@@ -2,7 +2,8 @@
 
 Texts are sorted by token length (longest first, so the memory peak comes first) and cut into
 batches whose padded cost, longest x count, stays within a token budget, with a cap on the
-count: greedily (GPUs), or where total cost including a per-call overhead is least (CPUs). Results are put back in input order with ``restore_order``.
+count: greedily (GPUs), or where total cost including a per-call overhead is least (CPUs).
+Results are put back in input order with ``restore_order``.
 
 >>> plan_batches([5, 3, 9, 4], token_budget=12, max_batch_size=8)
 [(2,), (0, 3), (1,)]
@@ -40,10 +41,11 @@ def plan_batches(
     if batch_overhead is not None and batch_overhead < 0:
         raise ValueError("batch_overhead must be >= 0")
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    descending = [lengths[i] for i in order]
     if batch_overhead is None:
-        sizes = _greedy_sizes([lengths[i] for i in order], token_budget, max_batch_size)
+        sizes = _greedy_sizes(descending, token_budget, max_batch_size)
     else:
-        sizes = _cheapest_sizes([lengths[i] for i in order], token_budget, max_batch_size, batch_overhead)
+        sizes = _cheapest_sizes(descending, token_budget, max_batch_size, batch_overhead)
     batches: list[Batch] = []
     start = 0
     for size in sizes:
