@@ -307,7 +307,8 @@ def ranked_predictions(result: LabelResult, *, function: str, top_k: int | None)
     if function == "softmax":
         scores = result.scores
     elif function == "sigmoid":
-        scores = {label: 1.0 / (1.0 + math.exp(-z)) for label, z in result.logits.items()}
+        # 1 / (1 + e^-z), written so that no logit overflows math.exp
+        scores = {label: 0.5 * (1.0 + math.tanh(z / 2.0)) for label, z in result.logits.items()}
     else:
         scores = result.logits
     pairs = sorted(scores.items(), key=lambda item: item[1], reverse=True)[:top_k]
