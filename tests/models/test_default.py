@@ -9,7 +9,9 @@ from structsent.models import BUNDLED_MODEL_DIR
 
 from ..conftest import DATA, read_jsonl
 
-OOD_FLOOR = 0.80  # issue target on reviews from domains absent from the training corpus
+# The committed weights measure 0.845 out of domain and 0.830 in domain (MODEL_CARD.md);
+# the floors are the issue's 0.80, and a model that fell below either would not ship.
+OOD_FLOOR = 0.80
 IN_DOMAIN_FLOOR = 0.80
 
 
