@@ -132,6 +132,11 @@ def main():
     ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                     help="also distil on teacher-labelled review variants, news sentences and "
                          "synthetic clauses from jieba's dictionary")
+    ap.add_argument("--export-distil", metavar="NPZ", default=None,
+                    help="stop before distillation and write its inputs (student token ids, "
+                         "int8 teacher embeddings, teacher logits for several C, gold labels, "
+                         "evaluation sets, the student's initial weights) to NPZ for "
+                         "scripts/default_model/sweep.py")
     args = ap.parse_args()
     t_start = time.time()
     torch.set_num_threads(2)
@@ -269,6 +274,16 @@ def _rest(args, report, E, teacher, tt, tr_x, tr_y, sets, t_start, bcache, extra
     evalsets = {"ood_dev": (enc(sets["ood_dev"][0]), sets["ood_dev"][1]),
                 "heldout": (enc(sets["heldout"][0][:600]), sets["heldout"][1][:600])}
     gold = np.r_[np.array(tr_y), -np.ones(len(extra_x), dtype=np.int64)]
+    if args.export_distil:
+        from default_model.sweep import write_bundle
+        logits = {c: fit_teacher_head(E, n_train, tr_y, sets, E_extra, c)[1][distil_rows]
+                  for c in (0.001, 0.003, 0.01, 0.03)}
+        dt = report.get("distillation_texts", {})
+        groups = {"train": n_train, "variants": dt.get("variants", 0), "lexical": dt.get("lexical", 0)}
+        write_bundle(args.export_distil, student, tr_ids, Z[distil_rows], logits, gold,
+                     {k: (enc(x), y) for k, (x, y) in sets.items()}, groups)
+        log("  distillation inputs written to", args.export_distil)
+        return report
     best, hist = distil(student, tr_ids, Z[distil_rows], T_logits[distil_rows], gold,
                         evalsets, epochs=args.epochs, log=log, seed=SEED,
                         time_limit_s=args.train_minutes * 60, ema_decay=args.ema_decay)

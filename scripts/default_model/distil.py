@@ -58,13 +58,14 @@ def char_dropout(ids, rng, p=0.1):
 @torch.no_grad()
 def predict(model, enc_ids, budget=8192):
     model.eval()
+    device = next(model.parameters()).device
     lengths = np.array([len(x) for x in enc_ids])
     order = np.argsort(lengths)
     out = np.zeros((len(enc_ids), 2), dtype=np.float32)
     cur = []
     def flush(cur):
         ids, mask = _pad([enc_ids[i] for i in cur])
-        out[cur] = model(input_ids=ids, attention_mask=mask).logits.numpy()
+        out[cur] = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().cpu().numpy()
     for i in order:
         if cur and (len(cur) + 1) * len(enc_ids[i]) > budget:
             flush(cur); cur = []
@@ -76,20 +77,26 @@ def predict(model, enc_ids, budget=8192):
 
 def distil(student, enc_ids, t_emb, t_logits, hard, evalsets, epochs=3, lr=2e-4,
            T=2.0, w_emb=1.0, w_kd=1.0, w_ce=0.3, max_len=256, seed=0, log=print,
-           eval_every=400, time_limit_s=None, ema_decay=None):
+           eval_every=400, time_limit_s=None, ema_decay=None, device="cpu", freeze=(),
+           log_every=50):
     """enc_ids: student token ids; t_emb: standardised teacher embeddings [n, d];
     t_logits: teacher logits [n, 2]; hard: gold labels or -1. evalsets: {name: (ids, labels)}.
     At each evaluation both the current weights and their exponential moving average
-    (ema_decay per step; None: off) are scored. Returns the state dict with the best ood_dev
-    accuracy (ties: better heldout, then later step) and a history."""
+    (ema_decay per step; None: off) are scored. freeze: substrings of parameter names kept at
+    their initial values (e.g. "word_embeddings"). Returns the state dict (on the CPU) with the
+    best ood_dev accuracy (ties: better heldout, then later step) and a history."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
     enc_ids = [x[:max_len - 1] + [x[-1]] if len(x) > max_len else x for x in enc_ids]
     d = t_emb.shape[1]
-    probe = torch.nn.Linear(student.config.hidden_size, d)
-    params = [{"params": [p for n, p in student.named_parameters() if "LayerNorm" not in n and "bias" not in n],
+    student.to(device)
+    probe = torch.nn.Linear(student.config.hidden_size, d).to(device)
+    for n, p in student.named_parameters():
+        p.requires_grad_(not any(f in n for f in freeze))
+    trainable = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
+    params = [{"params": [p for n, p in trainable if "LayerNorm" not in n and "bias" not in n],
                "weight_decay": 0.01},
-              {"params": [p for n, p in student.named_parameters() if "LayerNorm" in n or "bias" in n],
+              {"params": [p for n, p in trainable if "LayerNorm" in n or "bias" in n],
                "weight_decay": 0.0},
               {"params": probe.parameters(), "weight_decay": 0.0, "lr": lr * 5}]
     opt = torch.optim.AdamW(params, lr=lr)
@@ -98,7 +105,7 @@ def distil(student, enc_ids, t_emb, t_logits, hard, evalsets, epochs=3, lr=2e-4,
     warm = max(1, n_steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, (n_steps - s) / max(1, n_steps - warm)))
-    t_emb = torch.as_tensor(t_emb); t_logits = torch.as_tensor(t_logits); hard = torch.as_tensor(hard)
+    t_emb, t_logits, hard = (torch.as_tensor(a).to(device) for a in (t_emb, t_logits, hard))
     hist, best, best_key, step, t0 = [], None, None, 0, time.time()
     ema = WeightAverage(student, ema_decay) if ema_decay else None
 
@@ -116,17 +123,18 @@ def distil(student, enc_ids, t_emb, t_logits, hard, evalsets, epochs=3, lr=2e-4,
         log(f"  eval step {step}: {res}")
         key = (res.get("ood_dev", 0), res.get("heldout", 0))
         if best_key is None or key >= best_key:
-            best_key, best = key, {k: v.detach().clone() for k, v in weights.items()}
+            best_key, best = key, {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
 
     student.train()
     stop = False
     for ep in range(epochs):
         for b in _batches(lengths, random.Random(seed + ep)):
             ids, mask = _pad([char_dropout(enc_ids[i], rng) for i in b])
+            ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
             # pooled [CLS]: the same path BertForSequenceClassification's head uses
             hs = student.bert(input_ids=ids, attention_mask=mask).pooler_output
             logits = student.classifier(student.dropout(hs))
-            bi = torch.tensor(b)
+            bi = torch.tensor(b, device=device)
             l_emb = F.mse_loss(probe(hs), t_emb[bi])
             l_kd = F.kl_div(F.log_softmax(logits / T, -1), F.softmax(t_logits[bi] / T, -1),
                             reduction="batchmean") * T * T
@@ -135,11 +143,11 @@ def distil(student, enc_ids, t_emb, t_logits, hard, evalsets, epochs=3, lr=2e-4,
             loss = w_emb * l_emb + w_kd * l_kd + w_ce * l_ce
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_([p for _, p in trainable], 1.0)
             opt.step(); sched.step(); step += 1
             if ema:
                 ema.update(student)
-            if step % 50 == 0:
+            if step % log_every == 0:
                 log(f"  step {step}/{n_steps} ep {ep} emb {l_emb.item():.3f} kd {l_kd.item():.3f} "
                     f"ce {l_ce.item():.3f} {time.time() - t0:.0f}s")
             last = step == n_steps
