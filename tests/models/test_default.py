@@ -9,10 +9,13 @@ from structsent.models import BUNDLED_MODEL_DIR
 
 from ..conftest import DATA, read_jsonl
 
-# The committed weights measure 0.845 out of domain and 0.830 in domain (MODEL_CARD.md);
+# The committed weights measure 0.850 out of domain (ood_test) and 0.842 in domain (MODEL_CARD.md);
 # the floors are the 0.80, and a model that fell below either would not ship.
 OOD_FLOOR = 0.80
 IN_DOMAIN_FLOOR = 0.80
+# ood_fresh (240 reviews written after the model was chosen, more slang): the weights measure
+# 0.788, naive Bayes 0.808. A regression guard, not a target.
+FRESH_FLOOR = 0.75
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +46,12 @@ def test_out_of_domain_accuracy_above_floor(default):
     rows = read_jsonl(DATA / "ood_test.jsonl")
     assert len(rows) >= 200
     assert accuracy(default, rows) >= OOD_FLOOR
+
+
+def test_fresh_out_of_domain_accuracy_above_regression_floor(default):
+    rows = read_jsonl(DATA / "ood_fresh.jsonl")
+    assert len(rows) == 240 and len({r["domain"] for r in rows}) == 10
+    assert accuracy(default, rows) >= FRESH_FLOOR
 
 
 @pytest.mark.slow
