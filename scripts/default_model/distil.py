@@ -121,7 +121,7 @@ def distil(student, enc_ids, t_emb, t_logits, hard, evalsets, epochs=3, lr=2e-4,
         nonlocal best, best_key
         hist.append(res)
         log(f"  eval step {step}: {res}")
-        key = (res.get("ood_dev", 0), res.get("heldout", 0))
+        key = selection_key(res)
         if best_key is None or key >= best_key:
             best_key, best = key, {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
 
@@ -162,6 +162,11 @@ def distil(student, enc_ids, t_emb, t_logits, hard, evalsets, epochs=3, lr=2e-4,
         if stop:
             break
     return best, hist
+
+
+def selection_key(evaluation):
+    """How checkpoints are ranked: ood_dev accuracy, then held-out (a later equal one wins)."""
+    return evaluation.get("ood_dev", 0), evaluation.get("heldout", 0)
 
 
 class WeightAverage:
