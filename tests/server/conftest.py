@@ -71,6 +71,8 @@ class ServerProcess:
         return samples
 
     def log(self) -> str:
+        if self._log.closed:
+            return self._log_tail
         self._log.flush()
         return self.log_path.read_text(errors="replace")[-3000:]
 
@@ -87,7 +89,10 @@ class ServerProcess:
             self.process.kill()
             self.process.wait(10)
         self.client.close()
-        self._log.close()
+        if not self._log.closed:
+            self._log_tail = self.log()
+            self._log.close()
+            self.log_path.unlink(missing_ok=True)
 
 
 def metric(samples: dict[str, float], name: str, **labels: str) -> float:
