@@ -230,11 +230,13 @@ def main():
             log(f"  teacher's polar words (of {len(words)}): negative {' '.join(neg[:12])} ...; "
                 f"positive {' '.join(pos[-12:])} ...")
             groups["polar"] = D.polar_texts(neg, pos, tr_x, args.polar)
+        embedded = [teacher_embeddings(teacher, tt, x, bcache) for x in groups.values()]
         gold = [-np.ones(len(x), dtype=np.int64) for x in groups.values()]
         if wx:
             groups["written"] = wx * args.written_repeats
+            embedded.append(np.tile(Ew, (args.written_repeats, 1)))
             gold.append(np.tile(np.asarray(wy, dtype=np.int64), args.written_repeats))
-        E_extra = np.concatenate([teacher_embeddings(teacher, tt, x, bcache) for x in groups.values()])
+        E_extra = np.concatenate(embedded)
         extra_gold = np.concatenate(gold)
         report["distillation_texts"] = dict({k: len(x) for k, x in groups.items()},
                                             chars=sum(len(t) for x in groups.values() for t in x))
@@ -263,10 +265,6 @@ def written_reviews(args, tr_x, sets):
 def teacher_embeddings(teacher, tt, texts, bcache):
     """Mean-pooled teacher embeddings of texts, cached under a hash of the texts."""
     from default_model.teacher import embed
-    unique = sorted(set(texts))
-    if len(unique) < len(texts):
-        row = {t: i for i, t in enumerate(unique)}
-        return teacher_embeddings(teacher, tt, unique, bcache)[[row[t] for t in texts]]
     f = os.path.join(bcache, "teacher_%s.npy" % digest(texts))
     if os.path.exists(f):
         return np.load(f)
@@ -283,15 +281,15 @@ def fit_teacher_head(E, n_train, tr_y, sets, fixed_c=None, E_more=None, y_more=(
     Returns (head, C, accuracies); head(X) maps raw embeddings X to (standardised embeddings,
     teacher logits [n, 2])."""
     from sklearn.linear_model import LogisticRegression
-    Xtr = E[:n_train] if E_more is None else np.concatenate([E[:n_train], E_more])
+    Etr = E[:n_train] if E_more is None else np.concatenate([E[:n_train], E_more])
     ytr = np.r_[np.asarray(tr_y), np.asarray(y_more, dtype=np.int64)]
-    Xtr = Xtr / np.linalg.norm(Xtr, axis=1, keepdims=True)
-    mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-6
+    unit = Etr / np.linalg.norm(Etr, axis=1, keepdims=True)
+    mu, sd = unit.mean(0), unit.std(0) + 1e-6
 
     def standardise(X):
         return ((X / np.linalg.norm(X, axis=1, keepdims=True) - mu) / sd).astype(np.float32)
 
-    Z, Ztr = standardise(E), ((Xtr - mu) / sd).astype(np.float32)
+    Z, Ztr = standardise(E), standardise(Etr)
     offs, o = {}, n_train
     for k, (x, _) in sets.items():
         offs[k] = (o, o + len(x)); o += len(x)

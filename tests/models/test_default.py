@@ -50,16 +50,14 @@ def test_out_of_domain_accuracy_above_floor(default):
     assert accuracy(default, rows) >= OOD_FLOOR
 
 
-def test_fresh_out_of_domain_accuracy_above_regression_floor(default):
-    rows = read_jsonl(DATA / "ood_fresh.jsonl")
-    assert len(rows) == 240 and len({r["domain"] for r in rows}) == 10
-    assert accuracy(default, rows) >= FRESH_FLOOR
-
-
-def test_second_fresh_out_of_domain_accuracy_above_regression_floor(default):
-    rows = read_jsonl(DATA / "ood_fresh2.jsonl")
-    assert len(rows) == 334 and len({r["domain"] for r in rows}) == 14
-    assert accuracy(default, rows) >= FRESH2_FLOOR
+@pytest.mark.parametrize(("name", "size", "domains", "floor"), [
+    ("ood_fresh", 240, 10, FRESH_FLOOR),
+    ("ood_fresh2", 334, 14, FRESH2_FLOOR),
+])
+def test_fresh_out_of_domain_accuracy_above_regression_floor(default, name, size, domains, floor):
+    rows = read_jsonl(DATA / f"{name}.jsonl")
+    assert len(rows) == size and len({r["domain"] for r in rows}) == domains
+    assert accuracy(default, rows) >= floor
 
 
 @pytest.mark.slow
