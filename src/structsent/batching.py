@@ -22,7 +22,8 @@ Batch = tuple[int, ...]
 
 
 def plan_batches(
-    lengths: Sequence[int], *, token_budget: int, max_batch_size: int, batch_overhead: int | None = None
+    lengths: Sequence[int], *, token_budget: int, max_batch_size: int, batch_overhead: int | None = None,
+    uniform: bool = False,
 ) -> list[Batch]:
     """Group indices of ``lengths`` into batches, longest first.
 
@@ -35,6 +36,9 @@ def plan_batches(
     compute; the plan then minimises total cost, sum(batch_overhead + longest x count), which
     cuts the sorted texts where a long one would pad many short ones (CPUs, where a call costs
     little and every padded token costs as much as a real one).
+
+    ``uniform``: every batch holds texts of one length only (lengths already rounded up with
+    ``padded_length``), so that a text is padded the same way whatever else is in its call.
     """
     if token_budget < 1 or max_batch_size < 1:
         raise ValueError("token_budget and max_batch_size must be positive")
@@ -42,7 +46,9 @@ def plan_batches(
         raise ValueError("batch_overhead must be >= 0")
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     descending = [lengths[i] for i in order]
-    if batch_overhead is None:
+    if uniform:
+        sizes = _uniform_sizes(descending, token_budget, max_batch_size)
+    elif batch_overhead is None:
         sizes = _greedy_sizes(descending, token_budget, max_batch_size)
     else:
         sizes = _cheapest_sizes(descending, token_budget, max_batch_size, batch_overhead)
@@ -52,6 +58,26 @@ def plan_batches(
         batches.append(tuple(order[start : start + size]))
         start += size
     return batches
+
+
+def _uniform_sizes(descending: list[int], token_budget: int, max_batch_size: int) -> list[int]:
+    """Greedy cuts that also cut wherever the length changes (equal lengths: greedy is cheapest)."""
+    sizes: list[int] = []
+    start = 0
+    for end in range(1, len(descending) + 1):
+        if end == len(descending) or descending[end] != descending[start]:
+            sizes += _greedy_sizes(descending[start:end], token_budget, max_batch_size)
+            start = end
+    return sizes
+
+
+def padded_length(length: int, multiple: int, ceiling: int) -> int:
+    """``length`` rounded up to a multiple of ``multiple``, at most ``ceiling`` (never below ``length``).
+
+    >>> padded_length(13, 8, 512), padded_length(16, 8, 512), padded_length(510, 8, 511)
+    (16, 16, 511)
+    """
+    return max(length, min(-(-length // multiple) * multiple, ceiling))
 
 
 def _greedy_sizes(descending: list[int], token_budget: int, max_batch_size: int) -> list[int]:
@@ -120,9 +146,11 @@ def padding_fraction(batches: Sequence[Batch], lengths: Sequence[int]) -> float:
     return 0.0 if padded == 0 else 1.0 - real / padded
 
 
-def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad token id sequences into (input_ids, attention_mask), both int64."""
-    width = max(len(s) for s in sequences)
+def pad_batch(
+    sequences: Sequence[Sequence[int]], pad_id: int = 0, width: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token id sequences into (input_ids, attention_mask), both int64, ``width`` wide at least."""
+    width = max(width or 0, *(len(s) for s in sequences))
     ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(sequences), width), dtype=np.int64)
     for row, seq in enumerate(sequences):

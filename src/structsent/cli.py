@@ -15,6 +15,7 @@ from .config import Backend, EngineConfig, LongTextPolicy, Precision
 from .errors import (
     BadInputError,
     ConfigError,
+    JobLockedError,
     MissingExtraError,
     ModelFormatError,
     ModelNotFoundError,
@@ -33,6 +34,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_CODES = {
     BadInputError: 2,
     ConfigError: 2,
+    JobLockedError: 2,
     ModelNotFoundError: 3,
     ModelFormatError: 3,
     MissingExtraError: 4,
@@ -51,6 +53,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-length", type=int, default=512, help="tokens per text, [CLS]/[SEP] included")
     group.add_argument("--long-text", default="truncate", choices=[p.value for p in LongTextPolicy])
     group.add_argument("--threads", type=int, default=None, help="CPU threads of the runtime")
+    group.add_argument("--pad-multiple", type=int, default=None,
+                       help="pad texts to a multiple of N tokens and batch equal lengths only, so that a text's "
+                            "result does not depend on the rest of its call (CPU; label: 8)")
 
 
 def engine_config(args: argparse.Namespace) -> EngineConfig:
@@ -63,6 +68,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         max_length=args.max_length,
         long_text=args.long_text,
         num_threads=args.threads,
+        pad_multiple=args.pad_multiple,
     )
 
 

@@ -62,6 +62,11 @@ class EngineConfig:
     window_stride: int | None = None  # tokens between window starts (WINDOWS); None: half a window
     num_threads: int | None = None  # CPU threads of the runtime; None: leave the runtime's default
     batch_overhead_tokens: int | None = None  # planner's cost of one call; None: per-device default
+    # Pad every text to a multiple of this many tokens and batch equal padded lengths only: a
+    # text's result then does not depend on what else is in its call (bit for bit on ONNX
+    # Runtime CPU; `structsent label` uses 8). None: pad to the batch's longest text. CPU only:
+    # on a GPU results depend on the batch shape anyway, and each length would cost a call.
+    pad_multiple: int | None = None
 
     def __post_init__(self) -> None:
         for name, enum_type in (
@@ -92,6 +97,8 @@ class EngineConfig:
             raise ConfigError(f"max_batch_size={self.max_batch_size}: must be at least 1")
         if self.batch_overhead_tokens is not None and self.batch_overhead_tokens < 0:
             raise ConfigError(f"batch_overhead_tokens={self.batch_overhead_tokens}: must be at least 0")
+        if self.pad_multiple is not None and self.pad_multiple < 1:
+            raise ConfigError(f"pad_multiple={self.pad_multiple}: must be at least 1")
         if self.num_threads is not None and self.num_threads < 1:
             raise ConfigError(f"num_threads={self.num_threads}: must be at least 1")
 
@@ -112,6 +119,9 @@ class EngineConfig:
         if self.batch_overhead_tokens is not None:
             return self.batch_overhead_tokens
         return DEFAULT_BATCH_OVERHEAD_TOKENS[self.device_kind]
+
+    def resolved_pad_multiple(self) -> int | None:
+        return self.pad_multiple if self.device_kind == "cpu" else None
 
     def replace(self, **changes) -> "EngineConfig":
         return dataclasses.replace(self, **changes)

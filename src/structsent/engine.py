@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .batching import Batch, pad_batch, padded_cost, plan_batches
+from .batching import Batch, pad_batch, padded_cost, padded_length, plan_batches
 from .config import EngineConfig
 from .errors import BadInputError, DeviceOutOfMemoryError
 from .pipeline import Prefetch
@@ -65,6 +65,7 @@ class Classifier:
         self.token_budget = sized.resolved_token_budget()
         self.max_batch_size = sized.resolved_max_batch_size()
         self.batch_overhead = sized.resolved_batch_overhead()
+        self.pad_multiple = sized.resolved_pad_multiple()
         if device_kind == "cuda" and config.token_budget is None:
             self.token_budget = probe_token_budget(runner, max_length=self.max_length, ceiling=self.token_budget)
 
@@ -133,8 +134,8 @@ class Classifier:
 
     def run_logits(self, sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, RunStats]:
         """Logits (n x labels, float64) of id sequences, planned into token-budget batches."""
-        lengths = [len(s) for s in sequences]
-        stats = RunStats(sequences=len(sequences), real_tokens=sum(lengths))
+        stats = RunStats(sequences=len(sequences), real_tokens=sum(len(s) for s in sequences))
+        lengths = self._padded_lengths(sequences)
         out = np.zeros((len(sequences), len(self.labels)), dtype=np.float64)
         batches = self._within_budget(self._plan(lengths), lengths)
         if hasattr(self.runner, "launch"):
@@ -144,10 +145,19 @@ class Classifier:
                 out[list(batch)] = self._run_batch(batch, sequences, lengths, stats)
         return out, stats
 
+    def _padded_lengths(self, sequences: Sequence[Sequence[int]]) -> list[int]:
+        """The length each sequence is padded to at least (its own, unless ``pad_multiple`` is set)."""
+        if self.pad_multiple is None:
+            return [len(s) for s in sequences]
+        return [padded_length(len(s), self.pad_multiple, self.max_length) for s in sequences]
+
     def _plan(self, lengths: Sequence[int]) -> list[Batch]:
         """Batches of indices into ``lengths`` under the current budget (see ``plan_batches``)."""
         return plan_batches(lengths, token_budget=self.token_budget, max_batch_size=self.max_batch_size,
-                            batch_overhead=self.batch_overhead)
+                            batch_overhead=self.batch_overhead, uniform=self.pad_multiple is not None)
+
+    def _pad(self, batch: Batch, sequences, lengths) -> tuple[np.ndarray, np.ndarray]:
+        return pad_batch([sequences[i] for i in batch], self.tokenizer.pad_id, max(lengths[i] for i in batch))
 
     def _within_budget(self, plan, lengths):
         """The planned batches, each re-split if the budget was lowered (out of memory) since planning."""
@@ -163,7 +173,7 @@ class Classifier:
         copied and launched before batch i is waited for, so the device never waits on the host."""
         in_flight: collections.deque = collections.deque()  # (batch, launched, padded size)
         for batch in batches:
-            ids, mask = pad_batch([sequences[i] for i in batch], self.tokenizer.pad_id)
+            ids, mask = self._pad(batch, sequences, lengths)
             launched = self._try_launch(ids, mask)
             if launched is None:  # out of memory: finish what is in flight, then split this one
                 while in_flight:
@@ -201,7 +211,7 @@ class Classifier:
         The retry happens outside the ``except`` block, so that nothing of the failed attempt
         (its traceback holds the device tensors) is alive while the halves run.
         """
-        ids, mask = pad_batch([sequences[i] for i in batch], self.tokenizer.pad_id)
+        ids, mask = self._pad(batch, sequences, lengths)
         try:
             logits = self.runner.run(ids, mask)
         except DeviceOutOfMemoryError:
@@ -232,6 +242,7 @@ class Classifier:
             "token_budget": self.token_budget,
             "max_batch_size": self.max_batch_size,
             "batch_overhead_tokens": self.batch_overhead,
+            "pad_multiple": self.pad_multiple,
             "long_text": self.config.long_text.value,
         }
 

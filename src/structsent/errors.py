@@ -34,6 +34,14 @@ class MissingExtraError(StructsentError, ImportError):
         self.extra = extra
 
 
+class JobLockedError(StructsentError):
+    """Another job is writing the same output (it holds the output's lock)."""
+
+
+class OutputWriteError(StructsentError):
+    """The output could not be written (disk full, I/O error); what was committed stays resumable."""
+
+
 class DeviceOutOfMemoryError(StructsentError):
     """The device ran out of memory on one batch (the engine splits the batch and retries)."""
 

@@ -12,11 +12,13 @@ import dataclasses
 import hashlib
 import json
 import os
+import struct
 from pathlib import Path
+from stat import S_ISREG
 
 from ..errors import BadInputError
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 
 
 @dataclasses.dataclass
@@ -31,6 +33,7 @@ class Manifest:
     output_bytes: int = 0  # committed length of the partial output (byte formats)
     parts: int = 0  # committed part files (Parquet)
     cache_bytes: int = 0  # committed length of the job's result cache file
+    ledger_bytes: int = 0  # committed length of the job's input ledger (digests of consumed input)
     counts: dict = dataclasses.field(default_factory=dict)  # summary counters so far
     version: int = MANIFEST_VERSION
 
@@ -39,7 +42,7 @@ class Manifest:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             if data.get("version") != MANIFEST_VERSION:
-                raise ValueError(f"version {data.get('version')}")
+                raise ValueError(f"version {data.get('version')}, written by another structsent version")
             return cls(**data)
         except (OSError, ValueError, TypeError) as err:
             raise BadInputError(f"{path}: unreadable resume manifest ({err}); start over with --overwrite") from err
@@ -61,6 +64,8 @@ def input_fingerprint(path: str) -> dict:
         stat = os.stat(path)
     except FileNotFoundError:
         raise BadInputError(f"{path}: no such file") from None
+    if not S_ISREG(stat.st_mode):
+        return {"path": os.path.abspath(path), "stream": True}  # a pipe: reading its head would consume it
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         digest.update(handle.read(1 << 20))
@@ -80,6 +85,57 @@ def model_fingerprint(directory: Path, engine_info: dict) -> str:
         digest.update(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
         if file.suffix == ".json":
             digest.update(file.read_bytes())
-    relevant = {k: engine_info.get(k) for k in ("labels", "backend", "precision", "max_length", "long_text")}
+    relevant = {k: engine_info.get(k) for k in ("labels", "backend", "precision", "max_length", "long_text", "pad_multiple")}
     digest.update(json.dumps(relevant, sort_keys=True).encode())
     return digest.hexdigest()
+
+
+class InputLedger:
+    """What each committed chunk consumed of the input: its end and a digest of its bytes.
+
+    Entries are appended (and fsynced) with every commit, next to the output, so that a
+    resumed job can read the prefix it skips once more and refuse if any byte of it changed,
+    naming the rows where the change lies. The digests are computed while the input is read,
+    at no extra pass; only a resume reads the prefix again.
+    """
+
+    RECORD = struct.Struct("<QQQ16s")  # rows done, byte position and line after the chunk; digest
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def entry(self, rows_done: int, position: int, line: int, digest: str) -> bytes:
+        return self.RECORD.pack(rows_done, position, line, bytes.fromhex(digest))
+
+    def entries(self, length: int) -> list[tuple[int, int, int, bytes]]:
+        """The first ``length`` bytes of entries (what the manifest says was committed)."""
+        if not length:
+            return []
+        with open(self.path, "rb") as handle:
+            data = handle.read(length)
+        if len(data) != length or length % self.RECORD.size:
+            raise BadInputError(f"{self.path}: the input ledger is shorter than the manifest says; "
+                                "start over with --overwrite")
+        return list(self.RECORD.iter_unpack(data))
+
+    def verify(self, input_path: str, length: int) -> None:
+        """Raise BadInputError if the input's bytes differ from those the committed chunks consumed."""
+        import hashlib
+
+        rows_before, line_before, position = 0, 0, 0
+        with open(input_path, "rb") as handle:
+            for rows_done, end, line, digest in self.entries(length):
+                hasher = hashlib.blake2b(digest_size=16)
+                while position < end:
+                    block = handle.read(min(1 << 20, end - position))
+                    if not block:
+                        break
+                    hasher.update(block)
+                    position += len(block)
+                if position != end or hasher.digest() != digest:
+                    raise BadInputError(
+                        f"cannot resume: {input_path} changed since the job began: rows {rows_before + 1:,}-"
+                        f"{rows_done:,} (lines {line_before + 1:,}-{line:,}) differ from what was labelled; "
+                        "start over with --overwrite"
+                    )
+                rows_before, line_before = rows_done, line

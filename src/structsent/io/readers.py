@@ -7,8 +7,10 @@ Parquet is read in record batches and resumes at a row index.
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
+import hashlib
 import json
 import sys
 from collections.abc import Iterator
@@ -48,14 +50,35 @@ class RowReader:
         lines = getattr(self, "lines", None)
         return lines.line_number if lines is not None else 0
 
+    def take_digest(self) -> str | None:
+        """Digest of the input bytes consumed since the last call (None for Parquet)."""
+        lines = getattr(self, "lines", None)
+        return lines.take_digest() if lines is not None else None
+
     def close(self) -> None:
         lines = getattr(self, "lines", None)
         if lines is not None and lines.stream is not sys.stdin.buffer:
             lines.stream.close()
 
 
+@dataclasses.dataclass(slots=True)
+class _Line:
+    """One physical line: its bytes, its text, where it starts, and why it is unreadable."""
+
+    raw: bytes
+    text: str
+    number: int  # 1-based physical line number
+    start: int  # byte offset of its first byte
+    error: str | None = None  # undecodable bytes (flag mode)
+
+
 class _LineSource:
-    """Binary lines with their numbers and byte offsets, decoded as UTF-8 one line at a time."""
+    """Binary lines decoded one at a time.
+
+    Reading and consuming are apart: a reader ``consume``s the lines of each row it yields,
+    and only that moves ``offset`` (the resume position), ``line_number`` and the digest of
+    the bytes consumed. A CSV reader can so give back lines it has read but not used.
+    """
 
     def __init__(self, stream: BinaryIO, start: int, on_bad_row: str, name: str, line: int = 0) -> None:
         self.stream = stream
@@ -63,26 +86,36 @@ class _LineSource:
         self.line_number = line
         self.on_bad_row = on_bad_row
         self.name = name
-        self.bad_line: str | None = None  # error of the last line, in flag mode
+        self._read_offset = start
+        self._read_number = line
+        self._digest = hashlib.blake2b(digest_size=16)
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[_Line]:
         for raw in iter(self.stream.readline, b""):
-            self.line_number += 1
-            start = self.offset
-            self.offset += len(raw)
+            self._read_number += 1
+            start, self._read_offset = self._read_offset, self._read_offset + len(raw)
             try:
-                yield raw.decode("utf-8")
+                yield _Line(raw, raw.decode("utf-8"), self._read_number, start)
             except UnicodeDecodeError as err:
                 message = (
-                    f"invalid UTF-8 at line {self.line_number}, byte offset {start + err.start} "
+                    f"invalid UTF-8 at line {self._read_number}, byte offset {start + err.start} "
                     f"(byte 0x{raw[err.start]:02x})"
                 )
                 if self.on_bad_row == FAIL:
                     raise BadInputError(
                         f"{self.name}: {message}; fix the file or pass --on-bad-row flag"
                     ) from err
-                self.bad_line = message
-                yield raw.decode("utf-8", "replace")
+                yield _Line(raw, raw.decode("utf-8", "replace"), self._read_number, start, message)
+
+    def consume(self, line: _Line) -> None:
+        self.offset = line.start + len(line.raw)
+        self.line_number = line.number
+        self._digest.update(line.raw)
+
+    def take_digest(self) -> str:
+        """Digest of the bytes consumed since the last call."""
+        digest, self._digest = self._digest, hashlib.blake2b(digest_size=16)
+        return digest.hexdigest()
 
 
 class TextLineReader(RowReader):
@@ -102,10 +135,10 @@ class TextLineReader(RowReader):
 
     def __iter__(self) -> Iterator[InputRow]:
         for line in self.lines:
+            self.lines.consume(line)
             self.rows_read += 1
-            text = line.rstrip("\r\n")
-            error, self.lines.bad_line = self.lines.bad_line, None
-            yield InputRow(self.rows_read, {self.text_column: text}, text if error is None else None, error)
+            text = line.text.rstrip("\r\n")
+            yield InputRow(self.rows_read, {self.text_column: text}, text if line.error is None else None, line.error)
 
 
 class JsonLinesReader(RowReader):
@@ -127,44 +160,55 @@ class JsonLinesReader(RowReader):
 
     def __iter__(self) -> Iterator[InputRow]:
         for line in self.lines:
-            if not line.strip():
+            self.lines.consume(line)
+            if not line.text.strip():
                 continue  # blank lines separate nothing in JSON Lines
             self.rows_read += 1
-            error, self.lines.bad_line = self.lines.bad_line, None
-            values = None
-            if error is None:
-                values, error = self._parse(line)
-            if values is not None and self.text_column not in values:
-                raise BadInputError(
-                    f"{self.name}: line {self.lines.line_number} has no {self.text_column!r} field "
-                    f"(fields: {', '.join(values) or 'none'}); pass --text-column"
-                )
+            values, error = (None, line.error) if line.error is not None else self._parse(line)
             if error is not None and self.on_bad_row == FAIL:
                 raise BadInputError(f"{self.name}: {error}; fix the file or pass --on-bad-row flag")
-            text = values.get(self.text_column) if values is not None else None
+            text = values.get(self.text_column) if values is not None and error is None else None
             yield InputRow(self.rows_read, values, text, error)
 
-    def _parse(self, line: str) -> tuple[dict | None, str | None]:
+    def _parse(self, line: _Line) -> tuple[dict | None, str | None]:
         try:
-            value = json.loads(line)
+            value = json.loads(line.text)
         except json.JSONDecodeError as err:
-            return None, f"line {self.lines.line_number}: invalid JSON ({err.msg} at column {err.colno})"
+            return None, f"line {line.number}: invalid JSON ({err.msg} at column {err.colno})"
+        except RecursionError:
+            return None, f"line {line.number}: invalid JSON (nested too deeply)"
         if not isinstance(value, dict):
-            return None, f"line {self.lines.line_number}: expected a JSON object, got {type(value).__name__}"
+            return None, f"line {line.number}: expected a JSON object, got {type(value).__name__}"
+        if self.text_column not in value:
+            fields = ", ".join(map(repr, value)) or "none"
+            return value, (f"line {line.number}: no {self.text_column!r} field (fields: {fields}); "
+                           f"pass --text-column")
         return value, None
 
 
 class CsvReader(RowReader):
-    """CSV or TSV with a header row. Records may span lines (quoted newlines)."""
+    """CSV or TSV with a header row. Records may span lines (quoted newlines).
+
+    A malformed record (a broken quote, a wrong number of fields, undecodable bytes) is, in
+    flag mode, flagged on its first line alone, and reading goes on at the line after it: an
+    unbalanced quote that swallowed the lines after it gives them back, so nothing that can be
+    read is lost.
+    """
 
     def __init__(self, stream: BinaryIO, *, start: int, line: int, rows_done: int, total: int | None,
                  on_bad_row: str, name: str, text_column: str, delimiter: str, header: list[str] | None) -> None:
+        _allow_long_fields()
         self.lines = _LineSource(stream, start, on_bad_row, name, line)
         self.name = name
         self.on_bad_row = on_bad_row
         self.total = total
         self.rows_read = rows_done
-        self._records = csv.reader(iter(self.lines), delimiter=delimiter, strict=True)
+        self.resynchronised = 0  # malformed multi-line records whose later lines were read again
+        self._delimiter = delimiter
+        self._unread = iter(self.lines)
+        self._given_back: collections.deque[_Line] = collections.deque()
+        self._record_lines: list[_Line] = []
+        self._records = self._parser()
         self.columns = header if header is not None else self._read_header()
         self.text_column = resolve_text_column(self.columns, text_column, name)
 
@@ -172,13 +216,39 @@ class CsvReader(RowReader):
     def position(self) -> int:
         return self.lines.offset
 
-    def _read_header(self) -> list[str]:
+    def _parser(self) -> Iterator[list[str]]:
+        return csv.reader(self._feed(), delimiter=self._delimiter, strict=True)
+
+    def _feed(self) -> Iterator[str]:
+        """Lines for the csv parser: given-back lines first, then the file's."""
+        while True:
+            line = self._given_back.popleft() if self._given_back else next(self._unread, None)
+            if line is None:
+                return
+            self._record_lines.append(line)
+            yield line.text
+
+    def _next_record(self) -> tuple[list[str] | None, list[_Line], str | None]:
+        """(fields, the lines they came from, a parse error); fields None at the end of the file."""
+        self._record_lines = []
         try:
-            header = next(self._records)
+            fields = next(self._records)
         except StopIteration:
-            raise BadInputError(f"{self.name}: empty file (no header row)") from None
+            return None, [], None
         except csv.Error as err:
-            raise BadInputError(f"{self.name}: line 1: malformed header ({err})") from err
+            self._records = self._parser()  # a fresh parser: no state of the broken record survives
+            return [], self._record_lines, f"malformed CSV ({err})"
+        return fields, self._record_lines, None
+
+    def _read_header(self) -> list[str]:
+        header, lines, error = self._next_record()
+        if header is None:
+            raise BadInputError(f"{self.name}: empty file (no header row)")
+        bad = error or next((line.error for line in lines if line.error), None)
+        if bad is not None:
+            raise BadInputError(f"{self.name}: line 1: malformed header ({bad})")
+        for line in lines:
+            self.lines.consume(line)
         if header and header[0].startswith("\ufeff"):
             header[0] = header[0][1:]  # a UTF-8 byte-order mark is not part of the name
         return header
@@ -186,35 +256,56 @@ class CsvReader(RowReader):
     def __iter__(self) -> Iterator[InputRow]:
         width = len(self.columns)
         while True:
-            first_line = self.lines.line_number + 1
-            try:
-                fields = next(self._records)
-            except StopIteration:
+            fields, lines, error = self._next_record()
+            if fields is None:
                 return
-            except csv.Error as err:
-                yield from self._bad(f"line {first_line}: malformed CSV ({err}; an unbalanced quote?)")
-                return  # the parser cannot resynchronise after a broken quote
-            if not fields:
+            if error is None and not fields:
                 if width != 1:
+                    self._consume(lines)
                     continue  # a blank line between records of several columns holds no record
                 fields = [""]  # one column: a blank line is an empty text, flagged downstream
-            error, self.lines.bad_line = self.lines.bad_line, None
+            error = error or next((line.error for line in lines if line.error), None)
             if error is None and len(fields) != width:
-                error = f"line {first_line}: expected {width} fields, got {len(fields)}"
-                if self.lines.line_number > first_line:
-                    error += f" (the record runs to line {self.lines.line_number}: an unbalanced quote?)"
+                error = f"expected {width} fields, got {len(fields)}"
             if error is not None:
-                yield from self._bad(error)
+                yield self._flag(lines, error)
                 continue
+            self._consume(lines)
             self.rows_read += 1
             values = dict(zip(self.columns, fields))
             yield InputRow(self.rows_read, values, values[self.text_column])
 
-    def _bad(self, error: str) -> Iterator[InputRow]:
+    def _consume(self, lines: list[_Line]) -> None:
+        for line in lines:
+            self.lines.consume(line)
+
+    def _flag(self, lines: list[_Line], error: str) -> InputRow:
+        """A flagged row for the record's first line; its other lines are read again."""
+        first = lines[0]
+        where = f"line {first.number}: {error}"
+        if len(lines) > 1:
+            where += f" (the record ran on to line {lines[-1].number}: an unbalanced quote?)"
         if self.on_bad_row == FAIL:
-            raise BadInputError(f"{self.name}: {error}; fix the file or pass --on-bad-row flag")
+            raise BadInputError(f"{self.name}: {where}; fix the file or pass --on-bad-row flag")
+        if len(lines) > 1:
+            self.resynchronised += 1
+            self._given_back.extendleft(reversed(lines[1:]))
+            self._records = self._parser()
+            where += f"; reading went on at line {first.number + 1}"
+        self.lines.consume(first)
         self.rows_read += 1
-        yield InputRow(self.rows_read, None, None, error)
+        return InputRow(self.rows_read, None, None, where)
+
+
+# Records longer than the csv module's default field limit (131,072 characters) are real
+# reviews, not errors: texts are truncated or windowed later. The limit still bounds what an
+# unbalanced quote can swallow before the record is flagged.
+CSV_FIELD_LIMIT = 1 << 25
+
+
+def _allow_long_fields() -> None:
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
 
 
 class ParquetReader(RowReader):

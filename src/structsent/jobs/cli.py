@@ -11,6 +11,7 @@ import threading
 from ..io.formats import Format
 
 EXIT_INTERRUPTED = 130
+LABEL_PAD_MULTIPLE = 8
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray-address", default=None,
                         help="Ray cluster to run on, e.g. ray://head:10001 (default: RAY_ADDRESS, else a local Ray)")
     add_engine_arguments(parser)
+    # Output bytes must not depend on --chunk-rows: pad each text the same way whatever it is batched with.
+    parser.set_defaults(pad_multiple=LABEL_PAD_MULTIPLE)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,9 +49,9 @@ def run(args: argparse.Namespace) -> int:
     import structsent
 
     from ..cli import engine_config
-    from ..errors import BadInputError
-    from ..io.formats import detect_format, output_format_for
-    from .label import LabelJob, LabelJobSpec
+    from ..errors import BadInputError, OutputWriteError
+    from ..io.formats import output_format_for
+    from .label import LabelJob, LabelJobSpec, check_job_paths
     from .progress import ProgressBar, format_summary
 
     if args.resume and args.overwrite:
@@ -69,14 +72,16 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         prefix=args.prefix,
     )
-    _check_output_writable(spec)
+    check_job_paths(spec)
     classifier = structsent.load(args.model, config=engine_config(args))
     progress = None if args.quiet or not sys.stderr.isatty() else ProgressBar(device=classifier.runner.device)
     stop = threading.Event()
-    job = LabelJob(spec, classifier, progress=progress, stop=stop)
+    job = LabelJob(spec, classifier, progress=progress, stop=stop, notify=_notice)
     with _stop_after_chunk_on_interrupt(stop):
         try:
             summary = job.run()
+        except OutputWriteError as err:
+            raise OutputWriteError(f"{err}; once the cause is fixed, finish it with: {_resume_command()}") from err
         finally:
             if progress is not None:
                 progress.close()
@@ -101,18 +106,8 @@ def _stdin_is_jsonl() -> bool:
     return head.lstrip().startswith(b"{")
 
 
-def _check_output_writable(spec) -> None:
-    import os
-
-    from ..errors import BadInputError
-
-    if spec.to_stdout:
-        return
-    directory = os.path.dirname(os.path.abspath(spec.output))
-    if not os.path.isdir(directory):
-        raise BadInputError(f"{spec.output}: directory {directory} does not exist")
-    if not os.access(directory, os.W_OK):
-        raise BadInputError(f"{spec.output}: directory {directory} is not writable")
+def _notice(message: str) -> None:
+    print(f"structsent: {message}", file=sys.stderr)
 
 
 def _resume_command() -> str:

@@ -18,14 +18,15 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import BadInputError
+from ..errors import BadInputError, OutputWriteError
 from ..io.formats import Format
-from ..io.manifest import Manifest, input_fingerprint, model_fingerprint
+from ..io.lock import OutputLock
+from ..io.manifest import InputLedger, Manifest, input_fingerprint, model_fingerprint
 from ..io.readers import InputRow, RowReader, open_reader
 from ..io.writers import ChunkEncoder, merge_parquet_parts, write_parquet_part
 from ..engine import deduplicate
@@ -64,6 +65,8 @@ class PreparedChunk:
 
     rows: list[InputRow]
     position: tuple[int, int, int]  # reader position, line and rows read just after the chunk
+    digest: str | None  # of the input bytes the chunk consumed (None for Parquet)
+    resynchronised: int  # malformed multi-line records in the chunk whose later lines were read again
     unique_index: list[int]  # row -> index among unique_texts
     unique_texts: list[object]
     encoded: list  # EncodedText per unique text
@@ -82,6 +85,7 @@ class JobSummary:
     interrupted: bool = False
     resumed_from: int = 0
     model_seconds: float = 0.0  # time this run spent in the model stage
+    resynchronised: int = 0  # malformed multi-line CSV records after which reading went on at their next line
 
     @property
     def model_busy_fraction(self) -> float:
@@ -100,7 +104,8 @@ class JobSummary:
 
     def counters(self) -> dict:
         return {"rows": self.rows, "flagged": self.flagged, "duplicates": self.duplicates,
-                "labels": dict(self.labels), "real_tokens": self.real_tokens, "padded_tokens": self.padded_tokens}
+                "labels": dict(self.labels), "real_tokens": self.real_tokens, "padded_tokens": self.padded_tokens,
+                "resynchronised": self.resynchronised}
 
     @classmethod
     def from_counters(cls, data: dict) -> "JobSummary":
@@ -173,10 +178,17 @@ class OutputFiles:
         self.parts = Path(output + ".parts")
         self.manifest = Path(output + ".manifest.json")
         self.cache = Path(output + ".cache")
+        self.ledger = Path(output + ".inputs")
+        self.lock = Path(output + ".lock")
+
+    def all(self) -> list[Path]:
+        """Every file the job writes (the lock apart)."""
+        return [self.final, self.partial, self.manifest, self.cache, self.ledger]
 
     def remove_work(self) -> None:
         self.partial.unlink(missing_ok=True)
         self.cache.unlink(missing_ok=True)
+        self.ledger.unlink(missing_ok=True)
         self.manifest.unlink(missing_ok=True)
         shutil.rmtree(self.parts, ignore_errors=True)
 
@@ -187,14 +199,17 @@ class OutputFiles:
 class LabelJob:
     """One run of `structsent label` (a fresh job or a resumed one)."""
 
-    def __init__(self, spec: LabelJobSpec, classifier, *, progress=None, stop: threading.Event | None = None):
+    def __init__(self, spec: LabelJobSpec, classifier, *, progress=None, stop: threading.Event | None = None,
+                 notify: Callable[[str], None] | None = None):
         self.spec = spec
         self.classifier = classifier
         self.progress = progress
         self.stop = stop or threading.Event()
+        self.notify = notify or (lambda message: None)
         self.labels = list(classifier.labels)
         self.cache = ResultCache(spec.cache_size, self.labels)
         self.files = None if spec.to_stdout else OutputFiles(spec.output)
+        self.ledger = None if self.files is None else InputLedger(self.files.ledger)
 
     # -- set-up -------------------------------------------------------------------------------
     def _start_manifest(self) -> Manifest:
@@ -208,8 +223,8 @@ class LabelJob:
             if spec.resume:
                 raise BadInputError("--resume needs an output file (-o): standard output cannot be resumed")
             return fresh
-        if spec.input == "-" and spec.resume:
-            raise BadInputError("--resume needs an input file: standard input cannot be read again")
+        if spec.resume and (spec.input == "-" or fresh.input_fingerprint.get("stream")):
+            raise BadInputError("--resume needs an input file: standard input or a pipe cannot be read again")
         if spec.overwrite:
             files.remove_work()
             files.final.unlink(missing_ok=True)
@@ -220,10 +235,12 @@ class LabelJob:
                     f"{files.manifest} shows an unfinished job: pass --resume to finish it, or --overwrite to start over"
                 )
             return self._check_resumable(Manifest.load(files.manifest), fresh)
-        if spec.resume:
-            raise BadInputError(f"nothing to resume: {files.manifest} does not exist")
         if files.final.exists():
-            raise BadInputError(f"{files.final} exists; pass --overwrite to replace it")
+            finished = " and no unfinished job" if spec.resume else ""
+            raise BadInputError(f"{files.final} exists{finished}; pass --overwrite to replace it")
+        if spec.resume:
+            self.notify(f"nothing was committed yet for {files.final}: starting the job from the beginning")
+        files.remove_work()  # whatever a job killed before its first commit left is not committed work
         return fresh
 
     def _check_resumable(self, saved: Manifest, fresh: Manifest) -> Manifest:
@@ -234,16 +251,26 @@ class LabelJob:
                                 "--model/--precision/--backend/--max-length, or start over with --overwrite")
         if saved.options != fresh.options:
             raise BadInputError(f"cannot resume: options changed since the job began (was {saved.options})")
+        if self.spec.input_format is not Format.PARQUET:
+            self.ledger.verify(self.spec.input, saved.ledger_bytes)
         return saved
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> JobSummary:
+        check_job_paths(self.spec)
+        if self.files is None:
+            return self._run()
+        with OutputLock(self.files.lock, self.spec.output):
+            return self._run()
+
+    def _run(self) -> JobSummary:
         manifest = self._start_manifest()
         summary = JobSummary.from_counters(manifest.counts) if manifest.counts else JobSummary()
         summary.resumed_from = manifest.rows_done
         if self.files is not None:
             self._cut_back_to(manifest)
             self.cache.load(self.files.cache, manifest.cache_bytes)
+            _truncate(self.files.ledger, manifest.ledger_bytes)
         reader = open_reader(self.spec.input, self.spec.input_format, text_column=self.spec.text_column,
                              on_bad_row=self.spec.on_bad_row, position=manifest.position, line=manifest.line,
                              rows_done=manifest.rows_done, header=manifest.header)
@@ -254,13 +281,13 @@ class LabelJob:
             reader.close()
             summary.seconds_this_run = time.perf_counter() - started
         if not summary.interrupted:
-            self._finish(manifest)
+            self._writing(self._finish, manifest)
         return summary
 
     def _label_chunks(self, reader: RowReader, manifest: Manifest, summary: JobSummary, started: float) -> None:
         """Three overlapped stages: read + tokenize (thread) -> model (here) -> write + commit (thread)."""
         encoder = None
-        writer = BackgroundWorker(lambda item: self._commit(*item, reader, manifest, started), depth=2)
+        writer = BackgroundWorker(lambda item: self._writing(self._commit, *item, reader, manifest, started), depth=2)
         prefetch = Prefetch(self._prepared_chunks(reader), depth=2, name="structsent-read")
         try:
             for chunk in prefetch:
@@ -276,11 +303,12 @@ class LabelJob:
             prefetch.close()
             writer.close()
         if encoder is None and manifest.rows_done == 0:
-            self._write_empty(reader, manifest)
+            self._writing(self._write_empty, reader, manifest)
 
     def _prepared_chunks(self, reader: RowReader) -> Iterator[PreparedChunk]:
         """Read and tokenize chunk after chunk (runs ahead of the model, in its own thread)."""
         rows_iter = iter(reader)
+        resynchronised = 0
         while chunk := list(itertools.islice(rows_iter, self.spec.chunk_rows)):
             rows = [self._project(row) for row in chunk]
             texts = [row.text if row.error is None else None for row in rows]
@@ -288,10 +316,13 @@ class LabelJob:
             yield PreparedChunk(
                 rows=rows,
                 position=(reader.position, reader.line, reader.rows_read),
+                digest=reader.take_digest(),
+                resynchronised=getattr(reader, "resynchronised", 0) - resynchronised,
                 unique_index=unique_index,
                 unique_texts=unique_texts,
                 encoded=self.classifier.encode(unique_texts),
             )
+            resynchronised = getattr(reader, "resynchronised", 0)
 
     def _label_chunk(self, chunk: PreparedChunk, summary: JobSummary) -> list[LabelResult]:
         """Results of one chunk: reader errors, cached results, and the model for the rest."""
@@ -311,6 +342,7 @@ class LabelJob:
         summary.real_tokens += stats.real_tokens
         summary.padded_tokens += stats.padded_tokens
         summary.rows += len(chunk.rows)
+        summary.resynchronised += chunk.resynchronised
         for result in results:
             if result.error is not None:
                 summary.flagged += 1
@@ -349,6 +381,16 @@ class LabelJob:
         return dataclasses.replace(row, values=values)
 
     # -- output -------------------------------------------------------------------------------
+    def _writing(self, write: Callable, *args) -> None:
+        """Run one step that writes the output; an OS error (disk full...) becomes OutputWriteError."""
+        try:
+            write(*args)
+        except OSError as err:
+            raise OutputWriteError(
+                f"cannot write {self.spec.output}: {err.strerror or err} (errno {err.errno}); every committed "
+                "chunk is kept and the job can be resumed"
+            ) from err
+
     def _commit(self, encoder, chunk: PreparedChunk, results, counters: dict, cache_entries,
                 reader: RowReader, manifest: Manifest, started: float) -> None:
         """Write one chunk and record it (runs in the writer thread, chunk after chunk)."""
@@ -371,6 +413,9 @@ class LabelJob:
         manifest.counts = counters
         if self.files is not None:
             manifest.cache_bytes = self.cache.save(self.files.cache, cache_entries)
+            if chunk.digest is not None:
+                entry = self.ledger.entry(manifest.rows_done, manifest.position, manifest.line, chunk.digest)
+                manifest.ledger_bytes = _append_durably(self.files.ledger, entry)
             manifest.save(self.files.manifest)
         if self.progress is not None:
             self.progress.update(counters, manifest.position, reader.total, started)
@@ -424,6 +469,56 @@ def _reused(chunk: PreparedChunk, results: list[LabelResult], pending: list[int]
     labelled = sum(1 for row, r in zip(chunk.rows, results) if row.error is None and r.ok)
     computed = sum(1 for r in fresh if r.ok)
     return labelled - computed
+
+
+def check_job_paths(spec: LabelJobSpec) -> None:
+    """Refuse, before touching anything, an input that cannot be read or an output onto it."""
+    check_input_path(spec.input)
+    if spec.to_stdout:
+        return
+    check_output_directory(spec.output)
+    if spec.input == "-":
+        return
+    for path in OutputFiles(spec.output).all():
+        if _same_file(spec.input, path):
+            raise BadInputError(f"{spec.input} is the job's own output file {path}: write the output to another path")
+
+
+def check_input_path(path: str) -> None:
+    """The input exists and is not a directory (standard input, '-', always is)."""
+    if path == "-":
+        return
+    if not os.path.exists(path):
+        raise BadInputError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise BadInputError(f"{path}: is a directory, not a file (label its files one by one, or use --engine ray)")
+    if not os.access(path, os.R_OK):
+        raise BadInputError(f"{path}: not readable (permission denied)")
+
+
+def check_output_directory(output: str) -> None:
+    directory = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(directory):
+        raise BadInputError(f"{output}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise BadInputError(f"{output}: directory {directory} is not writable")
+    if os.path.isdir(output):
+        raise BadInputError(f"{output}: is a directory; name an output file")
+
+
+def _same_file(a: str, b: Path) -> bool:
+    """True when both paths name one file (through symbolic or hard links too)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _truncate(path: Path, length: int) -> None:
+    """Cut a job's side file back to its committed length (work after the last commit is discarded)."""
+    if path.exists():
+        with open(path, "r+b") as handle:
+            handle.truncate(length)
 
 
 def _append_durably(path: Path, data: bytes) -> int:

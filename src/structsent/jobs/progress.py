@@ -60,8 +60,12 @@ def format_summary(summary, *, labels) -> str:
     if summary.resumed_from:
         parts.append(f"({summary.resumed_from:,} done before resuming)")
     per_label = ", ".join(f"{label} {summary.labels.get(label, 0):,}" for label in labels)
+    flagged = f"flagged {summary.flagged:,}"
+    if summary.resynchronised:
+        flagged += (f" ({summary.resynchronised:,} malformed multi-line CSV records, each flagged on its first "
+                    "line, the lines after it read again)")
     lines = [
-        " ".join(parts) + f": {per_label}; flagged {summary.flagged:,}; duplicates reused {summary.duplicates:,}",
+        " ".join(parts) + f": {per_label}; {flagged}; duplicates reused {summary.duplicates:,}",
         f"{summary.rows_this_run:,} rows in {_duration(summary.seconds_this_run)} "
         f"({summary.rows_per_second:,.1f} rows/s); padding waste {summary.padding_fraction:.1%}; "
         f"model busy {summary.model_busy_fraction:.0%} of the time",

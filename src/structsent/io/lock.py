@@ -1,0 +1,90 @@
+"""An exclusive lock on a job's output, held for the job's whole life.
+
+Two jobs writing one output would interleave their chunks and manifests and leave a file
+that belongs to neither. The lock is ``flock`` on a file beside the output: the kernel
+releases it when the holder exits, however it exits (``kill -9`` included), so a stale lock
+never blocks a resume. The holder's PID is written into the file for the refusal message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+from pathlib import Path
+
+from ..errors import JobLockedError
+
+
+class OutputLock:
+    """``flock`` on ``path``; ``acquire`` raises JobLockedError naming the PID that holds it.
+
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "out.csv.lock"
+    >>> with OutputLock(path, "out.csv"):
+    ...     path.exists()
+    True
+    >>> path.exists()
+    False
+    """
+
+    def __init__(self, path: Path, output: str) -> None:
+        self.path = Path(path)
+        self.output = output
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                holder = _read_pid(fd)
+                os.close(fd)
+                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+                who = f"PID {holder}" if holder else "another process"
+                raise JobLockedError(
+                    f"{self.output}: another structsent label job ({who}) is writing this output; "
+                    f"wait for it to finish, or stop it and pass --resume"
+                ) from None
+            if _same_file(fd, self.path):
+                break
+            os.close(fd)  # the holder removed the file between our open and flock: take the new one
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        """Remove the lock file while still holding the lock, then let go."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> "OutputLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        on_disk = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (on_disk.st_dev, on_disk.st_ino)

@@ -1,0 +1,251 @@
+"""`structsent label` under misuse and faults, through the real command line.
+
+Two jobs on one output, output onto input, broken CSV in flag mode, JSONL rows without the
+text, edited input on resume, a directory as input, a full disk, --resume before any commit,
+and output bytes that must not depend on --chunk-rows.
+"""
+
+import contextlib
+import csv
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from .conftest import PYTHON, read_jsonl_bytes, structsent as run_cli
+
+
+def model_args(model_dir):
+    return ["--model", model_dir, "--quiet"]
+
+
+def one_line_error(proc, code):
+    """The process exited with ``code`` and said why in one line, without a traceback."""
+    message = proc.stderr.decode()
+    assert proc.returncode == code, message
+    assert "Traceback" not in message and len(message.strip().splitlines()) == 1, message
+    return message
+
+
+def write_csv(path, rows, header=("id", "text")):
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows([header, *rows])
+
+
+def read_csv(path):
+    csv.field_size_limit(1 << 25)  # one test writes a 140,000-character text
+    return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+
+
+def wait_for(condition, proc, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def rows_done(manifest):
+    try:
+        return json.loads(manifest.read_text())["rows_done"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return 0
+
+
+# -- two jobs, one output ------------------------------------------------------------------------
+def test_a_second_job_on_the_same_output_is_refused_and_the_first_loses_nothing(tmp_path, hf_model_dir, real_reviews):
+    """Job 1 reads a pipe that the test feeds, so it is surely running while job 2 starts."""
+    fifo = tmp_path / "in.csv"
+    os.mkfifo(fifo)
+    out = tmp_path / "out.csv"
+    texts = [t.replace("\n", " ") for t in real_reviews[:400]]
+    first = subprocess.Popen([PYTHON, "-m", "structsent", "label", str(fifo), "-o", str(out), "--chunk-rows", "16",
+                              *map(str, model_args(hf_model_dir))], stderr=subprocess.PIPE)
+    with open(fifo, "w", encoding="utf-8", newline="") as feed:
+        writer = csv.writer(feed)
+        writer.writerow(["id", "text"])
+        writer.writerows([i, t] for i, t in enumerate(texts[:200]))
+        feed.flush()
+        assert wait_for(lambda: rows_done(tmp_path / "out.csv.manifest.json") >= 16, first), first.stderr.read()
+        for extra in ([], ["--resume"], ["--overwrite"]):
+            source = tmp_path / "other.csv"
+            write_csv(source, [[0, "好评"]])
+            second = run_cli("label", source, "-o", out, *extra, *model_args(hf_model_dir), check=False)
+            message = one_line_error(second, 2)
+            assert f"PID {first.pid}" in message and "another structsent label job" in message
+        writer.writerows([i, t] for i, t in enumerate(texts[200:], start=200))
+    assert first.wait(timeout=120) == 0, first.stderr.read()
+    rows = read_csv(out)
+    assert [r["id"] for r in rows] == [str(i) for i in range(len(texts))]
+    assert [r["text"] for r in rows] == texts
+    assert all(r["label"] for r in rows)
+    assert not (tmp_path / "out.csv.lock").exists()
+
+
+def test_a_job_killed_with_sigkill_leaves_no_lock_behind(tmp_path, hf_model_dir, reviews_file):
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.Popen([PYTHON, "-m", "structsent", "label", str(reviews_file), "-o", str(out), "--chunk-rows",
+                             "16", *map(str, model_args(hf_model_dir))], stderr=subprocess.DEVNULL)
+    wait_for(lambda: rows_done(tmp_path / "out.jsonl.manifest.json") >= 16, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = run_cli("label", reviews_file, "-o", out, "--resume", *model_args(hf_model_dir), check=False)
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    texts = reviews_file.read_text(encoding="utf-8").splitlines()
+    assert [r["text"] for r in read_jsonl_bytes(out.read_bytes())] == texts
+
+
+# -- output onto input -----------------------------------------------------------------------------
+@pytest.mark.parametrize("link", ["same", "symlink", "hardlink"])
+def test_output_onto_the_input_is_refused_before_touching_it(tmp_path, hf_model_dir, link):
+    source = tmp_path / "same.csv"
+    write_csv(source, [[1, "好评"], [2, "差评"]])
+    before = source.read_bytes()
+    out = source
+    if link == "symlink":
+        out = tmp_path / "link.csv"
+        out.symlink_to(source)
+    elif link == "hardlink":
+        out = tmp_path / "hard.csv"
+        os.link(source, out)
+    for extra in (["--overwrite"], [], ["--resume"]):
+        proc = run_cli("label", source, "-o", out, *extra, *model_args(hf_model_dir), check=False)
+        message = one_line_error(proc, 2)
+        assert "own output file" in message
+        assert source.read_bytes() == before
+
+
+# -- bad rows in flag mode ---------------------------------------------------------------------------
+def test_an_unbalanced_quote_in_flag_mode_loses_no_other_row(tmp_path, hf_model_dir):
+    source = tmp_path / "in.csv"
+    lines = ["id,text"] + [f"{i},第{i}条评论，还不错" for i in range(3000)]
+    lines[1000] = '999,"引号没有闭合，这一行坏了'
+    lines[2000] = "1999," + "长" * 140_000  # longer than the csv module's default field limit
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out.csv"
+    proc = run_cli("label", source, "-o", out, "--on-bad-row", "flag", "--model", hf_model_dir)
+    rows = read_csv(out)
+    assert len(rows) == 3000
+    assert [r["id"] for r in rows] == [str(i) for i in range(3000) if i != 999][:999] + [""] + [
+        str(i) for i in range(1000, 3000)]
+    assert "line 1001: malformed CSV" in rows[999]["error"] and "reading went on at line 1002" in rows[999]["error"]
+    assert rows[999]["label"] == "" and all(r["label"] for i, r in enumerate(rows) if i != 999)
+    assert rows[1999]["text"] == "长" * 140_000
+    summary = proc.stderr.decode()
+    assert "3,000 rows" in summary and "flagged 1 (1 malformed multi-line CSV records" in summary
+
+
+def test_an_unbalanced_quote_without_flag_mode_stops_with_the_line(tmp_path, hf_model_dir):
+    source = tmp_path / "in.csv"
+    source.write_text('id,text\n1,好评\n2,"差评\n3,一般\n', encoding="utf-8")
+    message = one_line_error(run_cli("label", source, *model_args(hf_model_dir), check=False), 2)
+    assert "line 3" in message and "unbalanced quote" in message
+
+
+def test_a_jsonl_line_without_the_text_field_is_flagged(tmp_path, hf_model_dir):
+    source = tmp_path / "in.jsonl"
+    records = [{"id": 1, "text": "好评"}, {"id": 2, "body": "没有 text 字段"}, {"id": 3, "text": "差评"}]
+    source.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    rows = read_jsonl_bytes(run_cli("label", source, "--on-bad-row", "flag", *model_args(hf_model_dir)).stdout)
+    assert [r["id"] for r in rows] == [1, 2, 3]
+    assert rows[1]["label"] is None and "no 'text' field" in rows[1]["error"] and rows[1]["body"] == "没有 text 字段"
+    assert rows[0]["label"] and rows[2]["label"]
+    message = one_line_error(run_cli("label", source, *model_args(hf_model_dir), check=False), 2)
+    assert "line 2: no 'text' field" in message and "--text-column" in message
+
+
+# -- resume ----------------------------------------------------------------------------------------
+def test_resume_refuses_a_same_size_edit_beyond_the_first_mib(tmp_path, hf_model_dir):
+    source = tmp_path / "in.txt"
+    line = "这家店的服务很好，菜也好吃，" * 30  # ~1.2 kB a line: the first MiB is ~850 lines
+    source.write_text("".join(f"{i:05d}{line}\n" for i in range(4000)), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    manifest = tmp_path / "out.jsonl.manifest.json"
+    args = ["label", source, "-o", out, "--chunk-rows", "100", *model_args(hf_model_dir)]
+    proc = subprocess.Popen([PYTHON, "-m", "structsent", *map(str, args)], stderr=subprocess.DEVNULL)
+    wait_for(lambda: rows_done(manifest) >= 2000, proc, timeout=120)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = rows_done(manifest)
+    assert 1600 <= done < 4000, f"killed at {done} rows: adjust the input size"
+    stat = source.stat()
+    data = bytearray(source.read_bytes())
+    row = 1500  # 1-based row 1501, well past the first MiB and inside what was committed
+    offset = data.index(f"{row:05d}".encode())
+    data[offset:offset + 5] = b"XXXXX"
+    source.write_bytes(bytes(data))
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert source.stat().st_size == stat.st_size and source.stat().st_mtime_ns == stat.st_mtime_ns
+    message = one_line_error(run_cli(*args, "--resume", check=False), 2)
+    assert "changed since the job began: rows 1,501-1,600" in message and "--overwrite" in message
+
+
+def test_resume_before_the_first_commit_starts_the_job(tmp_path, hf_model_dir, reviews_file):
+    out = tmp_path / "out.jsonl"
+    # What a job killed before its first commit leaves: uncommitted bytes, no manifest.
+    (tmp_path / "out.jsonl.partial").write_bytes(b'{"junk": true}\n')
+    (tmp_path / "out.jsonl.cache").write_bytes(b"\x00" * 1000)
+    proc = run_cli("label", reviews_file, "-o", out, "--resume", "--model", hf_model_dir, "--quiet")
+    assert "starting the job from the beginning" in proc.stderr.decode()
+    texts = reviews_file.read_text(encoding="utf-8").splitlines()
+    assert [r["text"] for r in read_jsonl_bytes(out.read_bytes())] == texts
+    again = one_line_error(run_cli("label", reviews_file, "-o", out, "--resume", *model_args(hf_model_dir),
+                                   check=False), 2)
+    assert "no unfinished job" in again and "--overwrite" in again
+
+
+def test_resume_from_a_pipe_is_refused(tmp_path, hf_model_dir):
+    message = one_line_error(run_cli("label", "-", "-o", tmp_path / "o.jsonl", "--resume", *model_args(hf_model_dir),
+                                     input_bytes="好评\n".encode(), check=False), 2)
+    assert "cannot be read again" in message
+
+
+# -- one-line errors -------------------------------------------------------------------------------
+def test_a_directory_as_input_is_a_one_line_error(tmp_path, hf_model_dir):
+    message = one_line_error(run_cli("label", tmp_path, "-o", tmp_path / "out.jsonl", "--format", "txt",
+                                     *model_args(hf_model_dir), check=False), 2)
+    assert "is a directory" in message
+
+
+@contextlib.contextmanager
+def small_filesystem(path, size):
+    path.mkdir()
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]).returncode != 0:
+        pytest.skip("this machine does not allow mounting a tmpfs")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)])
+
+
+def test_a_full_disk_stops_with_the_resume_command_and_resume_finishes(tmp_path, hf_model_dir, reviews_file):
+    reference = tmp_path / "reference.jsonl"
+    run_cli("label", reviews_file, "-o", reference, "--chunk-rows", "64", *model_args(hf_model_dir))
+    with small_filesystem(tmp_path / "small", "256k") as small:
+        out = small / "out.jsonl"
+        args = ["label", reviews_file, "-o", out, "--chunk-rows", "64", *model_args(hf_model_dir)]
+        message = one_line_error(run_cli(*args, check=False), 1)
+        assert "No space left on device" in message and "--resume" in message
+        assert f"{out} --chunk-rows 64" in message
+        subprocess.run(["mount", "-o", "remount,size=64m", str(small)], check=True)
+        run_cli(*args, "--resume")
+        assert out.read_bytes() == reference.read_bytes()
+
+
+# -- output bytes ----------------------------------------------------------------------------------
+def test_output_bytes_do_not_depend_on_chunk_rows(tmp_path, hf_model_dir, reviews_file):
+    outputs = []
+    for chunk_rows in (2048, 64, 7):
+        out = tmp_path / f"out-{chunk_rows}.jsonl"
+        run_cli("label", reviews_file, "-o", out, "--chunk-rows", chunk_rows, *model_args(hf_model_dir))
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert len(read_jsonl_bytes(outputs[0])) == len(reviews_file.read_text(encoding="utf-8").splitlines())
