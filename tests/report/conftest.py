@@ -81,3 +81,11 @@ def labelled_file(request, tmp_path_factory, labelled_sample):
     path = tmp_path_factory.mktemp("labelled") / f"labelled.{request.param}"
     write_labelled(path, request.param, labelled_sample)
     return path
+
+
+@pytest.fixture(scope="session")
+def labelled_csv(tmp_path_factory, labelled_sample):
+    """The sample as one CSV, for tests that run the command line (one format is enough there)."""
+    path = tmp_path_factory.mktemp("labelled-csv") / "labelled.csv"
+    write_labelled(path, "csv", labelled_sample)
+    return path

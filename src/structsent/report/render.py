@@ -314,7 +314,7 @@ def _breakdown(breakdown: Breakdown, report: Report, colors: dict[str, str]) -> 
     else:
         points = [Point(g.name, g.tally.share(negative), _tip(g, negative)) for g in breakdown.groups if g.kind == "period"]
         chart = share_line(points, label=f"{negative} share per {breakdown.period.value}", color=color)
-        note = (f"{breakdown.column} read as dates (ISO, the day as written), one point per {breakdown.period.value}; "
+        note = (f"Values of {breakdown.column} read as dates (ISO, the day as written), one point per {breakdown.period.value}; "
                 "periods without labelled rows break the line.")
     return (
         f'<section id="groups"><h2>By {esc(breakdown.column)}</h2><p class="muted">{esc(note)}</p>'
