@@ -80,6 +80,12 @@ class LabelledFile:
     text_column: str | None
     by: str | None
 
+    @property
+    def wanted(self) -> tuple[str | None, ...]:
+        """The columns a row is made of, in to_row's order (None: not shown)."""
+        cols = self.columns
+        return (cols.label, cols.score, cols.error, self.text_column, self.by)
+
     def rows(self) -> Iterator[LabelledRow]:
         if self.format is Format.PARQUET:
             return _parquet_rows(self)
@@ -160,16 +166,13 @@ def _delimiter(fmt: Format) -> str:
 
 
 # -- rows ---------------------------------------------------------------------------------------
-def to_row(file: LabelledFile, number: int, values: dict) -> LabelledRow:
-    """One record's columns -> a LabelledRow; a label or score that cannot be right is a flag."""
-    cols = file.columns
-    text = _text(values.get(file.text_column)) if file.text_column is not None else ""
-    group = values.get(file.by) if file.by is not None else None
-    error = values.get(cols.error)
-    if error not in (None, ""):
+def to_row(number: int, label: object, score: object, error: object, text: object, group: object,
+           labels: tuple[str, ...]) -> LabelledRow:
+    """One record's values -> a LabelledRow; a label or score that cannot be right is a flag."""
+    text = "" if text is None else text if isinstance(text, str) else json.dumps(text, ensure_ascii=False, default=str)
+    if error is not None and error != "":
         return LabelledRow(number, None, None, str(error), text, group)
-    label, score = values.get(cols.label), values.get(cols.score)
-    problem = _label_problem(label, score, cols.labels)
+    problem = _label_problem(label, score, labels)
     if problem is not None:
         return LabelledRow(number, None, None, f"{UNREADABLE}: {problem}", text, group)
     return LabelledRow(number, str(label), float(score), None, text, group)
@@ -189,12 +192,6 @@ def _label_problem(label: object, score: object, labels: tuple[str, ...]) -> str
     return None
 
 
-def _text(value: object) -> str:
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-
-
 def _unreadable(number: int, why: str) -> LabelledRow:
     return LabelledRow(number, None, None, f"{UNREADABLE}: {why}", "", None)
 
@@ -205,6 +202,9 @@ def _csv_rows(file: LabelledFile) -> Iterator[LabelledRow]:
         header = next(records, None) or []
         header[0:1] = [header[0].removeprefix("\ufeff")] if header else []
         width, number = len(header), 0
+        # index -1 is a None appended to every record: the column a report does not show
+        label, score, error, text, group = (header.index(name) if name in header else -1 for name in file.wanted)
+        labels = file.columns.labels
         while True:
             try:
                 fields = next(records)
@@ -220,11 +220,12 @@ def _csv_rows(file: LabelledFile) -> Iterator[LabelledRow]:
             if len(fields) != width:
                 yield _unreadable(number, f"record at line {records.line_num} has {len(fields)} fields, expected {width}")
                 continue
-            yield to_row(file, number, dict(zip(header, fields)))
+            fields.append(None)
+            yield to_row(number, fields[label], fields[score], fields[error], fields[text], fields[group], labels)
 
 
 def _jsonl_rows(file: LabelledFile) -> Iterator[LabelledRow]:
-    number = 0
+    wanted, labels, number = file.wanted, file.columns.labels, 0
     with open(file.path, encoding="utf-8", errors="replace") as handle:
         for line_number, line in enumerate(handle, 1):
             if not line.strip():
@@ -238,20 +239,20 @@ def _jsonl_rows(file: LabelledFile) -> Iterator[LabelledRow]:
             if not isinstance(values, dict):
                 yield _unreadable(number, f"line {line_number}: not a JSON object")
                 continue
-            yield to_row(file, number, values)
+            yield to_row(number, *map(values.get, wanted), labels)
 
 
 def _parquet_rows(file: LabelledFile) -> Iterator[LabelledRow]:
     import pyarrow.parquet as pq
 
-    cols = file.columns
-    wanted = list(dict.fromkeys(c for c in (cols.label, cols.score, cols.error, file.text_column, file.by) if c))
+    read = [name for name in dict.fromkeys(file.wanted) if name is not None]
     number = 0
-    for batch in pq.ParquetFile(file.path).iter_batches(batch_size=8192, columns=wanted):
-        data = {name: batch.column(name).to_pylist() for name in wanted}
-        for i in range(batch.num_rows):
+    for batch in pq.ParquetFile(file.path).iter_batches(batch_size=8192, columns=read):
+        data = {name: batch.column(name).to_pylist() for name in read}
+        columns = [data[name] if name is not None else [None] * batch.num_rows for name in file.wanted]
+        for values in zip(*columns):
             number += 1
-            yield to_row(file, number, {name: values[i] for name, values in data.items()})
+            yield to_row(number, *values, file.columns.labels)
 
 
 def read_job_figures(path: str) -> dict | None:
