@@ -155,6 +155,7 @@ def error_kind(message: str) -> str:
 
 
 _DIGITS = re.compile(r"\d+")
+_DAY_MEMO = 20_000  # distinct --by values whose day is remembered (dates repeat; timestamps need not)
 _ISO_DAY = re.compile(r"\s*(\d{4})-(\d{2})-(\d{2})(?:[T ]|\s*$)")
 
 
@@ -280,7 +281,7 @@ class ReportAggregator:
                 self._days[day] = Tally()
             else:
                 day = None
-        if len(self._day_of) < self.options.tracked_groups * 10:
+        if len(self._day_of) < _DAY_MEMO:
             self._day_of[name] = day
         return day
 
