@@ -11,7 +11,7 @@ import pytest
 from structsent.report import write_report
 from structsent.report.render import FONTS
 
-from .conftest import HOSTILE
+from .conftest import HOSTILE, write_labelled
 
 EVIL_LABEL = "<svg onload=alert(3)>"
 EVIL_COLUMN = "</td><script>alert(4)</script>"
@@ -97,3 +97,13 @@ def test_job_figures_shown_only_when_there_are_some(tmp_path, labelled_file):
     write_report(str(labelled_file), str(out), job_summary=str(sidecar), overwrite=True)
     page = out.read_text(encoding="utf-8")
     assert 'id="job"' in page and "<th scope=\"row\">labels.负面</th><td>17</td>" in page and "123.5" in page
+    write_report(str(labelled_file), str(out), job_figures={"duplicates": 1234}, overwrite=True)
+    assert "<th scope=\"row\">duplicates</th><td>1,234</td>" in out.read_text(encoding="utf-8")
+
+
+def test_the_sidecar_next_to_the_file_is_found(tmp_path, labelled_sample):
+    labelled = tmp_path / "out.csv"
+    write_labelled(labelled, "csv", labelled_sample)
+    (tmp_path / "out.csv.summary.json").write_text('{"rows_per_second": 97.25}', encoding="utf-8")
+    write_report(str(labelled), str(tmp_path / "r.html"))
+    assert "<th scope=\"row\">rows_per_second</th><td>97.25</td>" in (tmp_path / "r.html").read_text(encoding="utf-8")

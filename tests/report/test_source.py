@@ -48,6 +48,10 @@ def test_missing_file_and_unknown_columns(tmp_path, labelled_file):
         open_labelled(str(tmp_path / "absent.csv"))
     with pytest.raises(BadInputError, match="no column 'shop' for --by"):
         open_labelled(str(labelled_file), by="shop")
+    with pytest.raises(BadInputError, match=r"pass --format \(csv, tsv, jsonl, parquet\)"):
+        open_labelled(str(tmp_path / "labelled.xlsx"))
+    with pytest.raises(BadInputError, match="plain text has no label columns"):
+        open_labelled(str(tmp_path / "labelled.txt"))
 
 
 def test_broken_records_are_flagged_rows_that_say_why(tmp_path):

@@ -97,7 +97,11 @@ class LabelledFile:
 def open_labelled(path: str, *, fmt: str = "auto", prefix: str | None = None, text_column: str | None = None,
                   by: str | None = None) -> LabelledFile:
     """Check ``path`` is a labelled file and resolve its columns; rows are read later, streamed."""
-    format_ = detect_format(path, fmt)
+    try:
+        format_ = detect_format(path, fmt)
+    except BadInputError:  # its message offers plain text, which has no label columns
+        raise BadInputError(f"{path}: cannot tell the format from the name; pass --format "
+                            "(csv, tsv, jsonl, parquet)") from None
     if format_ is Format.TXT:
         raise BadInputError(f"{path}: plain text has no label columns; `structsent label` writes JSONL for it")
     _check_readable(path)
