@@ -28,6 +28,7 @@ SUBCOMMANDS = {
     "serve": ("structsent.server.cli", "run the HTTP service with dynamic micro-batching"),
     "export": ("structsent.export", "export a model to ONNX (optionally optimised and int8)"),
     "bench": ("structsent.bench.cli", "benchmark structsent against the usual baselines"),
+    "report": ("structsent.report.cli", "an offline HTML report of a labelled file (counts, scores, doubts, groups)"),
 }
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130

@@ -1,0 +1,104 @@
+"""`structsent report`: one self-contained HTML page describing a file `structsent label` wrote.
+
+Reads files only (never the model): ``source`` streams the rows, ``aggregate`` counts them with
+bounded state, ``render`` writes the page.
+
+>>> from structsent.report import write_report
+>>> write_report("labelled.csv", "report.html", by="date")     # doctest: +SKIP
+ReportSummary(rows=1000, flagged=3, labels={'负面': 412, '正面': 585})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..errors import BadInputError
+from .aggregate import Period, Report, ReportAggregator, ReportOptions
+
+__all__ = ["ReportSummary", "build_report", "job_summary_path", "write_report"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportSummary:
+    rows: int
+    flagged: int
+    labels: dict[str, int]
+
+
+def job_summary_path(labelled: str) -> str:
+    """Where the label job's figures sit next to its output, when it wrote them."""
+    return labelled + ".summary.json"
+
+
+def build_report(path_in: str, *, fmt: str = "auto", prefix: str | None = None, text_column: str | None = None,
+                 by: str | None = None, by_period: str = "auto", negative: str | None = None,
+                 least_certain: int = 200, flagged_sample: int = 200, max_groups: int = 20) -> tuple[Report, str | None]:
+    """Read ``path_in`` once and return its Report and the text column it showed."""
+    from .source import open_labelled
+
+    labelled = open_labelled(path_in, fmt=fmt, prefix=prefix, text_column=text_column, by=by)
+    options = ReportOptions(labels=labelled.columns.labels, negative=negative, by=by, by_period=Period(by_period),
+                            least_certain=least_certain, flagged_sample=flagged_sample, max_groups=max_groups)
+    aggregator = ReportAggregator(options)
+    for row in labelled.rows():
+        aggregator.add(row)
+    return aggregator.result(), labelled.text_column
+
+
+def write_report(path_in: str, path_out: str, *, by: str | None = None, by_period: str = "auto",
+                 fmt: str = "auto", prefix: str | None = None, text_column: str | None = None,
+                 negative: str | None = None, least_certain: int = 200, flagged_sample: int = 200,
+                 max_groups: int = 20, job_figures: Mapping | None = None, job_summary: str | None = None,
+                 overwrite: bool = False) -> ReportSummary:
+    """Write the HTML report of the labelled file ``path_in`` to ``path_out``.
+
+    The label job's figures come from ``job_figures`` (a mapping, e.g. the job's counters), else
+    from the JSON file ``job_summary``, else from ``<path_in>.summary.json`` when it exists;
+    without any, the page has no job section. The page is written to a temporary file, synced,
+    then renamed over ``path_out``: a reader never sees half a report.
+    """
+    from .render import render_html
+    from .source import read_job_figures
+
+    _check_output(path_in, path_out, overwrite)
+    if job_figures is None:
+        if job_summary is not None and not Path(job_summary).is_file():
+            raise BadInputError(f"{job_summary}: no such file")
+        job_figures = read_job_figures(job_summary or job_summary_path(path_in))
+    report, shown_text = build_report(path_in, fmt=fmt, prefix=prefix, text_column=text_column, by=by,
+                                      by_period=by_period, negative=negative, least_certain=least_certain,
+                                      flagged_sample=flagged_sample, max_groups=max_groups)
+    page = render_html(report, source=os.path.basename(path_in), text_column=shown_text, figures=job_figures)
+    _write_atomically(Path(path_out), page.encode("utf-8"))
+    total = report.overall
+    return ReportSummary(rows=total.rows, flagged=total.flagged,
+                         labels={label: total.labels.get(label, 0) for label in report.labels})
+
+
+def _check_output(path_in: str, path_out: str, overwrite: bool) -> None:
+    target = Path(path_out)
+    if target.exists() and Path(path_in).exists() and os.path.samefile(path_in, path_out):
+        raise BadInputError(f"{path_out}: the report would overwrite its own input")
+    if target.is_dir():
+        raise BadInputError(f"{path_out}: is a directory")
+    if target.exists() and not overwrite:
+        raise BadInputError(f"{path_out} exists; pass --overwrite to replace it")
+    directory = target.resolve().parent
+    if not directory.is_dir():
+        raise BadInputError(f"{path_out}: directory {directory} does not exist")
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(target)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise BadInputError(f"{target}: cannot write ({err.strerror or err})") from err

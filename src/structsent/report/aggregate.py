@@ -1,0 +1,357 @@
+"""Labelled rows in, the numbers of the report out: one pass, bounded state, no I/O.
+
+Whatever the size of the file, the aggregator keeps counts, fixed-size histograms, a heap of
+the least certain rows, the first flagged rows, and at most ``tracked_groups`` groups and
+``tracked_days`` days; texts it keeps are cut to ``text_chars`` characters.
+
+>>> agg = ReportAggregator(ReportOptions(labels=("负面", "正面")))
+>>> for n, (label, score) in enumerate([("正面", 0.99), ("负面", 0.61), (None, None)], 1):
+...     agg.add(LabelledRow(n, label, score, None if label else "empty text", "..."))
+>>> report = agg.result()
+>>> report.overall.rows, report.overall.flagged, report.overall.share("负面")
+(3, 1, 0.5)
+>>> [row.number for row in report.least_certain]
+[2, 1]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import heapq
+import re
+from collections import Counter
+
+from ..errors import BadInputError
+
+EMPTY = ""  # the group of rows whose --by value is missing or empty
+NEGATIVE_NAMES = ("负面", "消极", "negative", "neg")
+
+
+class Period(str, enum.Enum):
+    AUTO = "auto"
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LabelledRow:
+    """One row of a labelled file. ``label`` and ``score`` are None exactly when ``error`` says why."""
+
+    number: int  # 1-based record number in the file
+    label: str | None
+    score: float | None
+    error: str | None
+    text: str
+    group: object = None  # the --by column's value
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReportOptions:
+    labels: tuple[str, ...]  # the model's labels (the file's prob_ columns), in order
+    negative: str | None = None  # the label whose share the group charts show; None: guessed
+    by: str | None = None  # the column rows are grouped by
+    by_period: Period = Period.AUTO
+    least_certain: int = 200
+    flagged_sample: int = 200
+    max_groups: int = 20
+    histogram_bins: int = 20
+    text_chars: int = 2_000
+    tracked_groups: int = 10_000
+    tracked_days: int = 40_000
+    error_kinds: int = 100
+
+
+def negative_label(labels: tuple[str, ...], requested: str | None = None) -> str:
+    """The requested label, else one named like a negative, else the first (class 0 by convention)."""
+    if requested is not None:
+        if requested not in labels:
+            raise BadInputError(f"--negative {requested!r} is not a label of this file ({', '.join(labels)})")
+        return requested
+    return next((label for label in labels if label.lower() in NEGATIVE_NAMES), labels[0])
+
+
+class Tally:
+    """Counts of one set of rows: all of them, one group, one period."""
+
+    __slots__ = ("rows", "flagged", "labels", "score_sum")
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.flagged = 0
+        self.labels: dict[str, int] = {}
+        self.score_sum = 0.0
+
+    def add(self, row: LabelledRow) -> None:
+        self.rows += 1
+        if row.label is None:
+            self.flagged += 1
+        else:
+            self.labels[row.label] = self.labels.get(row.label, 0) + 1
+            self.score_sum += row.score
+
+    def merge(self, other: "Tally") -> None:
+        self.rows += other.rows
+        self.flagged += other.flagged
+        self.score_sum += other.score_sum
+        for label, count in other.labels.items():
+            self.labels[label] = self.labels.get(label, 0) + count
+
+    @property
+    def labelled(self) -> int:
+        return self.rows - self.flagged
+
+    def share(self, label: str) -> float | None:
+        """Share of the labelled rows that got ``label`` (None when none are labelled)."""
+        return self.labels.get(label, 0) / self.labelled if self.labelled else None
+
+    @property
+    def mean_score(self) -> float | None:
+        return self.score_sum / self.labelled if self.labelled else None
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupRow:
+    name: str  # a value, a period, or a name the renderer shows for "other" / "no date"
+    tally: Tally
+    kind: str = "value"  # value | empty | other | period | undated
+
+
+@dataclasses.dataclass(frozen=True)
+class Breakdown:
+    """Rows per group of the --by column: by value, or by period when its values are dates."""
+
+    column: str
+    period: Period | None  # None: grouped by value
+    groups: list[GroupRow]
+    other_values: int  # distinct values folded into "other" (those past tracked_groups not counted)
+    untracked_rows: int  # rows whose value came after tracked_groups distinct ones
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    labels: tuple[str, ...]
+    negative: str
+    overall: Tally
+    histogram_floor: float  # the histograms span [histogram_floor, 1]
+    histograms: dict[str, list[int]]
+    least_certain: list[LabelledRow]  # lowest scores first (ties: earlier rows first)
+    error_kinds: list[tuple[str, int]]  # most frequent first; numbers in messages shown as N
+    other_error_rows: int  # flagged rows whose kind came after error_kinds distinct ones
+    flagged_sample: list[LabelledRow]  # the first flagged rows, in file order
+    breakdown: Breakdown | None
+
+
+def histogram_floor(label_count: int) -> float:
+    """The lowest score a row can have: the top probability of k labels is at least 1/k."""
+    return int(20 / max(label_count, 1)) / 20 if label_count > 1 else 0.0
+
+
+def error_kind(message: str) -> str:
+    """A message with its numbers as N, so "line 7: ..." and "line 9: ..." count as one kind."""
+    return _DIGITS.sub("N", message)[:300]
+
+
+_DIGITS = re.compile(r"\d+")
+_DAY_MEMO = 20_000  # distinct --by values whose day is remembered (dates repeat; timestamps need not)
+_ISO_DAY = re.compile(r"\s*(\d{4})-(\d{2})-(\d{2})(?:[T ]|\s*$)")
+
+
+def parse_day(value: object) -> datetime.date | None:
+    """The calendar day an ISO date or datetime names (as written: no time zone conversion)."""
+    if isinstance(value, datetime.datetime):
+        return value.date()
+    if isinstance(value, datetime.date):
+        return value
+    if not isinstance(value, str):
+        return None
+    match = _ISO_DAY.match(value)
+    if match is None:
+        return None
+    try:
+        return datetime.date(int(match[1]), int(match[2]), int(match[3]))
+    except ValueError:
+        return None
+
+
+def group_name(value: object) -> str:
+    if value is None:
+        return EMPTY
+    name = value if isinstance(value, str) else str(value)
+    return name[:200].strip()
+
+
+class ReportAggregator:
+    """Feed every row to ``add``, in file order; ``result`` gives the Report."""
+
+    def __init__(self, options: ReportOptions) -> None:
+        if not options.labels:
+            raise BadInputError("no labels: the file has no prob_<label> column")
+        self.options = options
+        self.negative = negative_label(options.labels, options.negative)
+        self.overall = Tally()
+        self.floor = histogram_floor(len(options.labels))
+        self.histograms = {label: [0] * options.histogram_bins for label in options.labels}
+        self._least: list[tuple[float, int, LabelledRow]] = []  # a heap: the most certain kept row on top
+        self._kinds: Counter = Counter()
+        self._other_kind_rows = 0
+        self._flagged: list[LabelledRow] = []
+        self._groups: dict[str, Tally] = {}
+        self._untracked = Tally()
+        self._days: dict[int, Tally] = {}
+        self._undated = Tally()
+        self._valued_rows = 0  # rows with a non-empty --by value
+        self._dated_rows = 0
+        self._day_of: dict[str, int | None] = {}
+
+    def add(self, row: LabelledRow) -> None:
+        self.overall.add(row)
+        if row.label is None:
+            self._add_flagged(row)
+        else:
+            self._add_histogram(row)
+            self._add_least_certain(row)
+        if self.options.by is not None:
+            self._add_group(row)
+
+    # -- labelled rows ----------------------------------------------------------------------------
+    def _add_histogram(self, row: LabelledRow) -> None:
+        bins = self.options.histogram_bins
+        position = int((row.score - self.floor) / (1.0 - self.floor) * bins)
+        self.histograms[row.label][min(max(position, 0), bins - 1)] += 1
+
+    def _add_least_certain(self, row: LabelledRow) -> None:
+        limit = self.options.least_certain
+        if limit <= 0:
+            return
+        key = (-row.score, -row.number)  # larger key = less certain (then earlier)
+        if len(self._least) < limit:
+            heapq.heappush(self._least, (*key, self._kept(row)))
+        elif key > self._least[0][:2]:
+            heapq.heapreplace(self._least, (*key, self._kept(row)))
+
+    def _kept(self, row: LabelledRow) -> LabelledRow:
+        """The row as the report keeps it: text cut to text_chars, the group as its name."""
+        limit = self.options.text_chars
+        text = row.text if len(row.text) <= limit else row.text[:limit] + "…"
+        group = None if self.options.by is None else group_name(row.group)
+        return dataclasses.replace(row, text=text, group=group)
+
+    # -- flagged rows -----------------------------------------------------------------------------
+    def _add_flagged(self, row: LabelledRow) -> None:
+        kind = error_kind(row.error or "")
+        if kind in self._kinds or len(self._kinds) < self.options.error_kinds:
+            self._kinds[kind] += 1
+        else:
+            self._other_kind_rows += 1
+        if len(self._flagged) < self.options.flagged_sample:
+            self._flagged.append(self._kept(row))
+
+    # -- groups -----------------------------------------------------------------------------------
+    def _add_group(self, row: LabelledRow) -> None:
+        name = group_name(row.group)
+        tally = self._groups.get(name)
+        if tally is None:
+            if len(self._groups) < self.options.tracked_groups:
+                tally = self._groups[name] = Tally()
+            else:
+                tally = self._untracked
+        tally.add(row)
+        if name == EMPTY:
+            self._undated.add(row)
+            return
+        self._valued_rows += 1
+        day = self._day(name, row.group)
+        if day is None:
+            self._undated.add(row)
+            return
+        self._dated_rows += 1
+        self._days[day].add(row)
+
+    def _day(self, name: str, value: object) -> int | None:
+        """The day's ordinal (None: not a date, or past tracked_days distinct days); memoised per value."""
+        if name in self._day_of:
+            return self._day_of[name]
+        parsed = parse_day(value)
+        day = None if parsed is None else parsed.toordinal()
+        if day is not None and day not in self._days:
+            if len(self._days) < self.options.tracked_days:
+                self._days[day] = Tally()
+            else:
+                day = None
+        if len(self._day_of) < _DAY_MEMO:
+            self._day_of[name] = day
+        return day
+
+    # -- the result -------------------------------------------------------------------------------
+    def result(self) -> Report:
+        least = sorted(self._least, key=lambda entry: (-entry[0], -entry[1]))
+        return Report(
+            labels=self.options.labels,
+            negative=self.negative,
+            overall=self.overall,
+            histogram_floor=self.floor,
+            histograms=self.histograms,
+            least_certain=[row for _, _, row in least],
+            error_kinds=sorted(self._kinds.items(), key=lambda item: (-item[1], item[0])),
+            other_error_rows=self._other_kind_rows,
+            flagged_sample=list(self._flagged),
+            breakdown=self._breakdown() if self.options.by is not None else None,
+        )
+
+    def _breakdown(self) -> Breakdown:
+        # Dates when nearly every value is one: a stray "unknown" should not hide the time chart.
+        if self._dated_rows and self._dated_rows >= 0.95 * self._valued_rows:
+            period = choose_period(self._days, self.options.by_period)
+            groups = by_period(self._days, period)
+            if self._undated.rows:
+                groups.append(GroupRow("no date", self._undated, "undated"))
+            return Breakdown(self.options.by, period, groups, 0, 0)
+        return self._value_breakdown()
+
+    def _value_breakdown(self) -> Breakdown:
+        ranked = sorted(self._groups.items(), key=lambda item: (-item[1].rows, item[0]))
+        shown, rest = ranked[: self.options.max_groups], ranked[self.options.max_groups:]
+        groups = [GroupRow(name, tally, "empty" if name == EMPTY else "value") for name, tally in shown]
+        other = Tally()
+        for _, tally in rest:
+            other.merge(tally)
+        other.merge(self._untracked)
+        if other.rows:
+            groups.append(GroupRow("other", other, "other"))
+        return Breakdown(self.options.by, None, groups, len(rest), self._untracked.rows)
+
+
+def choose_period(days: dict[int, Tally], requested: Period) -> Period:
+    """auto: days up to about three months, weeks up to two years, months beyond."""
+    if requested is not Period.AUTO:
+        return requested
+    span = max(days) - min(days) + 1
+    return Period.DAY if span <= 92 else Period.WEEK if span <= 731 else Period.MONTH
+
+
+def by_period(days: dict[int, Tally], period: Period) -> list[GroupRow]:
+    """One row per period from the first to the last, empty periods included (gaps stay visible)."""
+    bins: dict[int, Tally] = {}
+    for day, tally in days.items():
+        bins.setdefault(_period_key(day, period), Tally()).merge(tally)
+    step = 7 if period is Period.WEEK else 1
+    keys = range(min(bins), max(bins) + 1, step)
+    return [GroupRow(_period_name(key, period), bins.get(key, Tally()), "period") for key in keys]
+
+
+def _period_key(day: int, period: Period) -> int:
+    if period is Period.DAY:
+        return day
+    date = datetime.date.fromordinal(day)
+    if period is Period.WEEK:
+        return day - date.weekday()  # the Monday that starts the ISO week
+    return date.year * 12 + date.month - 1
+
+
+def _period_name(key: int, period: Period) -> str:
+    if period is Period.MONTH:
+        return f"{key // 12:04d}-{key % 12 + 1:02d}"
+    return datetime.date.fromordinal(key).isoformat()

@@ -1,0 +1,51 @@
+"""`structsent report LABELLED -o report.html`: flags in, write_report, one line out."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..io.formats import Format
+from .aggregate import Period
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", help="a file `structsent label` wrote (CSV, TSV, JSONL or Parquet)")
+    parser.add_argument("-o", "--output", required=True, help="the HTML file to write")
+    parser.add_argument("--format", default="auto", choices=["auto", *(f.value for f in Format if f is not Format.TXT)],
+                        help="input format (default: from the file name)")
+    parser.add_argument("--by", default=None, metavar="COLUMN",
+                        help="also break the numbers down by this column (by period when its values are ISO dates)")
+    parser.add_argument("--by-period", default="auto", choices=[p.value for p in Period],
+                        help="bins of a date column (auto: day up to ~3 months, week up to 2 years, else month)")
+    parser.add_argument("--text-column", default=None, help="column shown as the text (default: text, else the first input column)")
+    parser.add_argument("--prefix", default=None, help="prefix the label job was given (default: found from the columns)")
+    parser.add_argument("--negative", default=None, metavar="LABEL",
+                        help="label whose share the group charts show (default: 负面/negative, else the first label)")
+    parser.add_argument("--least-certain", type=int, default=200, metavar="N", help="rows in the least-certain table")
+    parser.add_argument("--flagged-sample", type=int, default=200, metavar="N", help="flagged rows listed")
+    parser.add_argument("--max-groups", type=int, default=20, metavar="N", help="groups shown; the rest are 'other'")
+    parser.add_argument("--job-summary", default=None, metavar="FILE",
+                        help="the label job's figures, JSON (default: INPUT.summary.json when it exists)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import BadInputError
+    from . import write_report
+
+    for flag, value, least in (("--least-certain", args.least_certain, 0), ("--flagged-sample", args.flagged_sample, 0),
+                               ("--max-groups", args.max_groups, 1)):
+        if not least <= value <= 100_000:
+            raise BadInputError(f"{flag} must be between {least} and 100000")
+    summary = write_report(
+        args.input, args.output, by=args.by, by_period=args.by_period, fmt=args.format, prefix=args.prefix,
+        text_column=args.text_column, negative=args.negative, least_certain=args.least_certain,
+        flagged_sample=args.flagged_sample, max_groups=args.max_groups, job_summary=args.job_summary,
+        overwrite=args.overwrite,
+    )
+    if not args.quiet:
+        labels = ", ".join(f"{label} {count:,}" for label, count in summary.labels.items())
+        print(f"{args.output}: {summary.rows:,} rows ({labels}; {summary.flagged:,} flagged)", file=sys.stderr)
+    return 0

@@ -1,0 +1,275 @@
+"""Read a file `structsent label` wrote, one LabelledRow at a time.
+
+The label job appends one block of columns after the input's own: ``<prefix>label``,
+``<prefix>score``, one ``<prefix>prob_<label>`` per label, ``<prefix>error``. The block is found
+from the end of the column list, so an input that had its own ``label`` column (and was
+labelled with ``--prefix``) is read right.
+
+These readers are more forgiving than the label job's (``io/readers.py``): a report describes a
+file, so a line it cannot read becomes a flagged row that says why, never a stop. Parquet is
+read column by column, and only the columns the report shows.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import BadInputError
+from ..io.formats import Format, detect_format
+from .aggregate import LabelledRow
+
+UNREADABLE = "unreadable in this file"
+_SNIFF_LINES = 100  # JSON Lines: the columns come from the first object among these lines
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LabelColumns:
+    """Where the label job's columns are in a labelled file."""
+
+    prefix: str
+    labels: tuple[str, ...]  # the model's labels, in the order of their prob_ columns
+    input_columns: tuple[str, ...]  # the columns before the added block
+
+    @property
+    def label(self) -> str:
+        return f"{self.prefix}label"
+
+    @property
+    def score(self) -> str:
+        return f"{self.prefix}score"
+
+    @property
+    def error(self) -> str:
+        return f"{self.prefix}error"
+
+
+def find_label_columns(columns: list[str], name: str, prefix: str | None = None) -> LabelColumns:
+    """The added block at the end of ``columns`` (or, with an explicit ``prefix``, wherever it is)."""
+    if prefix is None:
+        last = columns[-1] if columns else ""
+        prefix = last[: -len("error")] if last.endswith("error") else ""
+    probs = [c for c in columns if c.startswith(f"{prefix}prob_")]
+    needed = [f"{prefix}label", f"{prefix}score", f"{prefix}error"]
+    missing = [c for c in needed if c not in columns]
+    if missing or not probs:
+        absent = ", ".join(map(repr, missing or [f"{prefix}prob_<label>"]))
+        raise BadInputError(
+            f"{name}: no label columns ({absent} missing); expected a file written by `structsent label` "
+            f"(pass --prefix if it was labelled with one)"
+        )
+    added = set(needed) | set(probs)
+    return LabelColumns(
+        prefix=prefix,
+        labels=tuple(c[len(f"{prefix}prob_"):] for c in probs),
+        input_columns=tuple(c for c in columns if c not in added),
+    )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LabelledFile:
+    """An opened labelled file: its format, its columns, and the columns the report reads."""
+
+    path: str
+    format: Format
+    columns: LabelColumns
+    text_column: str | None
+    by: str | None
+
+    @property
+    def wanted(self) -> tuple[str | None, ...]:
+        """The columns a row is made of, in to_row's order (None: not shown)."""
+        cols = self.columns
+        return (cols.label, cols.score, cols.error, self.text_column, self.by)
+
+    def rows(self) -> Iterator[LabelledRow]:
+        if self.format is Format.PARQUET:
+            return _parquet_rows(self)
+        if self.format is Format.JSONL:
+            return _jsonl_rows(self)
+        return _csv_rows(self)
+
+
+def open_labelled(path: str, *, fmt: str = "auto", prefix: str | None = None, text_column: str | None = None,
+                  by: str | None = None) -> LabelledFile:
+    """Check ``path`` is a labelled file and resolve its columns; rows are read later, streamed."""
+    try:
+        format_ = detect_format(path, fmt)
+    except BadInputError:  # its message offers plain text, which has no label columns
+        raise BadInputError(f"{path}: cannot tell the format from the name; pass --format "
+                            "(csv, tsv, jsonl, parquet)") from None
+    if format_ is Format.TXT:
+        raise BadInputError(f"{path}: plain text has no label columns; `structsent label` writes JSONL for it")
+    _check_readable(path)
+    columns = _header(path, format_)
+    label_columns = find_label_columns(columns, path, prefix)
+    # JSON Lines: a first row the label job could not read has only the added columns, and then
+    # the input's columns are unknown here; elsewhere a misspelt column is a clear error.
+    known = bool(label_columns.input_columns)
+    if text_column is None:
+        text_column = "text" if "text" in columns or not known else label_columns.input_columns[0]
+    for flag, column in (("--text-column", text_column), ("--by", by)):
+        if known and column is not None and column not in columns:
+            raise BadInputError(f"{path}: no column {column!r} for {flag}; columns are: {', '.join(map(repr, columns))}")
+    return LabelledFile(path=path, format=format_, columns=label_columns, text_column=text_column, by=by)
+
+
+def _check_readable(path: str) -> None:
+    file = Path(path)
+    if not file.exists():
+        raise BadInputError(f"{path}: no such file")
+    if file.is_dir():
+        raise BadInputError(f"{path}: is a directory, not a file")
+
+
+def _header(path: str, fmt: Format) -> list[str]:
+    try:
+        if fmt is Format.PARQUET:
+            return _parquet_columns(path)
+        with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+            if fmt is Format.JSONL:
+                return _jsonl_columns(handle, path)
+            header = next(csv.reader(handle, delimiter=_delimiter(fmt)), None)
+    except OSError as err:
+        raise BadInputError(f"{path}: cannot open ({err.strerror or err})") from err
+    except csv.Error as err:
+        raise BadInputError(f"{path}: line 1: malformed header ({err})") from err
+    if not header:
+        raise BadInputError(f"{path}: empty file (no header row)")
+    header[0] = header[0].removeprefix("\ufeff")  # a byte-order mark is not part of the name
+    return header
+
+
+def _jsonl_columns(handle, path: str) -> list[str]:
+    for _, line in zip(range(_SNIFF_LINES), handle):
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return list(value)
+    raise BadInputError(f"{path}: no JSON object in the first {_SNIFF_LINES} lines")
+
+
+def _parquet_columns(path: str) -> list[str]:
+    from ..errors import require
+
+    pq = require("pyarrow.parquet", "io")
+    try:
+        return list(pq.read_schema(path).names)
+    except Exception as err:  # pyarrow raises ArrowInvalid and OSError subclasses
+        raise BadInputError(f"{path}: not a readable Parquet file ({err})") from err
+
+
+def _delimiter(fmt: Format) -> str:
+    return "\t" if fmt is Format.TSV else ","
+
+
+# -- rows ---------------------------------------------------------------------------------------
+def to_row(number: int, label: object, score: object, error: object, text: object, group: object,
+           labels: tuple[str, ...]) -> LabelledRow:
+    """One record's values -> a LabelledRow; a label or score that cannot be right is a flag."""
+    text = "" if text is None else text if isinstance(text, str) else json.dumps(text, ensure_ascii=False, default=str)
+    if error is not None and error != "":
+        return LabelledRow(number, None, None, str(error), text, group)
+    problem = _label_problem(label, score, labels)
+    if problem is not None:
+        return LabelledRow(number, None, None, f"{UNREADABLE}: {problem}", text, group)
+    return LabelledRow(number, str(label), float(score), None, text, group)
+
+
+def _label_problem(label: object, score: object, labels: tuple[str, ...]) -> str | None:
+    if label in (None, ""):
+        return "no label and no error"
+    if str(label) not in labels:
+        return "a label with no prob_ column"
+    try:
+        value = float(score)
+    except (TypeError, ValueError):
+        return "the score is not a number"
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        return "the score is not a finite number between 0 and 1"
+    return None
+
+
+def _unreadable(number: int, why: str) -> LabelledRow:
+    return LabelledRow(number, None, None, f"{UNREADABLE}: {why}", "", None)
+
+
+def _csv_rows(file: LabelledFile) -> Iterator[LabelledRow]:
+    with open(file.path, encoding="utf-8", errors="replace", newline="") as handle:
+        records = csv.reader(handle, delimiter=_delimiter(file.format))
+        header = next(records, None) or []
+        header[0:1] = [header[0].removeprefix("\ufeff")] if header else []
+        width, number = len(header), 0
+        # index -1 is a None appended to every record: the column a report does not show
+        label, score, error, text, group = (header.index(name) if name in header else -1 for name in file.wanted)
+        labels = file.columns.labels
+        while True:
+            try:
+                fields = next(records)
+            except StopIteration:
+                return
+            except csv.Error as err:  # e.g. a field over the csv module's size limit
+                number += 1
+                yield _unreadable(number, f"malformed CSV record near line {records.line_num} ({err})")
+                continue
+            if not fields and width != 1:
+                continue  # the label job writes no blank records; a blank line holds none
+            number += 1
+            if len(fields) != width:
+                yield _unreadable(number, f"record at line {records.line_num} has {len(fields)} fields, expected {width}")
+                continue
+            fields.append(None)
+            yield to_row(number, fields[label], fields[score], fields[error], fields[text], fields[group], labels)
+
+
+def _jsonl_rows(file: LabelledFile) -> Iterator[LabelledRow]:
+    wanted, labels, number = file.wanted, file.columns.labels, 0
+    with open(file.path, encoding="utf-8", errors="replace") as handle:
+        for line_number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            number += 1
+            try:
+                values = json.loads(line)
+            except json.JSONDecodeError as err:
+                yield _unreadable(number, f"line {line_number}: invalid JSON ({err.msg})")
+                continue
+            if not isinstance(values, dict):
+                yield _unreadable(number, f"line {line_number}: not a JSON object")
+                continue
+            yield to_row(number, *map(values.get, wanted), labels)
+
+
+def _parquet_rows(file: LabelledFile) -> Iterator[LabelledRow]:
+    import pyarrow.parquet as pq
+
+    read = [name for name in dict.fromkeys(file.wanted) if name is not None]
+    number = 0
+    for batch in pq.ParquetFile(file.path).iter_batches(batch_size=8192, columns=read):
+        data = {name: batch.column(name).to_pylist() for name in read}
+        columns = [data[name] if name is not None else [None] * batch.num_rows for name in file.wanted]
+        for values in zip(*columns):
+            number += 1
+            yield to_row(number, *values, file.columns.labels)
+
+
+def read_job_figures(path: str) -> dict | None:
+    """The label job's figures from a JSON sidecar, or None when there is no such file."""
+    file = Path(path)
+    if not file.is_file():
+        return None
+    if file.stat().st_size > 1 << 20:
+        raise BadInputError(f"{path}: over 1 MiB, too large for a job summary")
+    try:
+        figures = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BadInputError(f"{path}: not a JSON job summary ({err})") from err
+    if not isinstance(figures, dict):
+        raise BadInputError(f"{path}: a job summary must be a JSON object")
+    return figures

@@ -1,0 +1,157 @@
+"""The report's numbers: counts, shares, least-certain rows, flagged rows, groups and periods."""
+
+import datetime
+import random
+from collections import Counter
+
+import pytest
+
+from structsent.errors import BadInputError
+from structsent.report import build_report
+from structsent.report.aggregate import (
+    LabelledRow,
+    Period,
+    ReportAggregator,
+    ReportOptions,
+    choose_period,
+    error_kind,
+    negative_label,
+    parse_day,
+)
+
+from .conftest import LABELS
+
+
+def aggregate(rows, **options):
+    aggregator = ReportAggregator(ReportOptions(labels=LABELS, **options))
+    for row in rows:
+        aggregator.add(row)
+    return aggregator.result()
+
+
+# -- on real files, every format ---------------------------------------------------------------------
+def test_counts_shares_and_flags_match_the_file(labelled_file, labelled_sample):
+    report, text_column = build_report(str(labelled_file))
+    expected = Counter(labelled_sample.results[i].label for i in labelled_sample.labelled)
+    assert text_column == "text"
+    assert (report.overall.rows, report.overall.flagged) == (40, 5)
+    assert report.overall.labels == dict(expected)
+    assert report.overall.share("负面") == pytest.approx(expected["负面"] / 35)
+    assert report.negative == "负面"
+    assert dict(report.error_kinds) == {"empty text": 3, "line N: invalid JSON (Expecting value)": 2}
+    assert [r.number for r in report.flagged_sample] == [i + 1 for i in labelled_sample.flagged]
+    for label in LABELS:
+        assert sum(report.histograms[label]) == expected[label]
+
+
+def test_least_certain_rows_are_the_lowest_scores(labelled_file, labelled_sample):
+    report, _ = build_report(str(labelled_file), least_certain=9)
+    ranked = sorted(labelled_sample.labelled, key=lambda i: (labelled_sample.written_score(i), i))
+    assert [r.number for r in report.least_certain] == [i + 1 for i in ranked[:9]]
+    assert max(r.score for r in report.least_certain) <= min(labelled_sample.written_score(i) for i in ranked[9:])
+    assert report.least_certain[0].text == labelled_sample.rows[ranked[0]].text
+
+
+def test_group_shares_by_value(labelled_file, labelled_sample):
+    report, _ = build_report(str(labelled_file), by="category", max_groups=3)
+    groups = {g.name: g for g in report.breakdown.groups}
+    assert report.breakdown.period is None  # categories are not dates
+    assert sum(g.tally.rows for g in groups.values()) == 40
+    rows_of = Counter(r.values["category"] for r in labelled_sample.rows)
+    assert [g.name for g in report.breakdown.groups] == ["<b>手机</b>", "外卖", "酒店", "other"]
+    assert groups["other"].tally.rows == rows_of[""] == 1 and report.breakdown.other_values == 1
+    for name in ("外卖", "酒店", "<b>手机</b>"):
+        picked = [i for i, r in enumerate(labelled_sample.rows) if r.values["category"] == name]
+        labelled = [i for i in picked if labelled_sample.results[i].ok]
+        negative = sum(labelled_sample.results[i].label == "负面" for i in labelled)
+        assert groups[name].tally.rows == len(picked)
+        assert groups[name].tally.share("负面") == pytest.approx(negative / len(labelled))
+
+
+@pytest.mark.parametrize("period", ["auto", "day", "week", "month"])
+def test_dates_are_binned_by_period(labelled_file, labelled_sample, period):
+    report, _ = build_report(str(labelled_file), by="date", by_period=period)
+    breakdown = report.breakdown
+    assert breakdown.period is (Period.DAY if period == "auto" else Period(period))  # the dates span under 92 days
+    expected = Counter()
+    for row in labelled_sample.rows:
+        if row.values["date"] == "unknown":
+            continue
+        day = datetime.date.fromisoformat(row.values["date"][:10])
+        key = {"week": (day - datetime.timedelta(days=day.weekday())).isoformat(),
+               "month": day.isoformat()[:7]}.get(period, day.isoformat())
+        expected[key] += 1
+    periods = {g.name: g.tally.rows for g in breakdown.groups if g.kind == "period"}
+    assert {k: v for k, v in periods.items() if v} == dict(expected)
+    assert list(periods) == sorted(periods)  # in time order, empty periods kept as gaps
+    if period in ("auto", "day"):
+        first, last = (datetime.date.fromisoformat(day) for day in (min(expected), max(expected)))
+        assert len(periods) == (last - first).days + 1
+    assert [(g.name, g.tally.rows) for g in breakdown.groups if g.kind == "undated"] == [("no date", 1)]
+
+
+# -- pure aggregation --------------------------------------------------------------------------------
+def test_least_certain_keeps_bounded_state_and_breaks_ties_by_row():
+    rng = random.Random(7)
+    rows = [LabelledRow(n, rng.choice(LABELS), round(rng.uniform(0.5, 1.0), 2), None, "x" * 5000) for n in range(1, 5001)]
+    aggregator = ReportAggregator(ReportOptions(labels=LABELS, least_certain=50, text_chars=100))
+    for row in rows:
+        aggregator.add(row)
+        assert len(aggregator._least) <= 50
+    least = aggregator.result().least_certain
+    assert [r.number for r in least] == [r.number for r in sorted(rows, key=lambda r: (r.score, r.number))[:50]]
+    assert all(len(r.text) == 101 and r.text.endswith("…") for r in least)
+
+
+def test_groups_past_the_limits_are_other():
+    rows = [LabelledRow(n, LABELS[n % 2], 0.9, None, "", f"shop{n % 7}") for n in range(1, 701)]
+    report = aggregate(rows, by="shop", max_groups=2, tracked_groups=4)
+    groups = report.breakdown.groups
+    assert [g.kind for g in groups] == ["value", "value", "other"]
+    assert sum(g.tally.rows for g in groups) == 700
+    assert groups[-1].tally.rows == 500 and report.breakdown.untracked_rows == 300
+    assert groups[0].tally.share(LABELS[0]) == pytest.approx(0.5)
+
+
+def test_mostly_not_dates_is_grouped_by_value():
+    rows = [LabelledRow(n, "正面", 0.9, None, "", "2024-01-01" if n < 90 else "soon") for n in range(1, 101)]
+    assert aggregate(rows, by="d").breakdown.period is None
+    rows = [LabelledRow(n, "正面", 0.9, None, "", "2024-01-01" if n < 97 else "soon") for n in range(1, 101)]
+    assert aggregate(rows, by="d").breakdown.period is Period.DAY
+
+
+def test_period_choice_and_names():
+    start = datetime.date(2024, 1, 1).toordinal()
+    assert choose_period({start: None, start + 92: None}, Period.AUTO) is Period.WEEK
+    assert choose_period({start: None, start + 91: None}, Period.AUTO) is Period.DAY
+    assert choose_period({start: None, start + 731: None}, Period.AUTO) is Period.MONTH
+    assert choose_period({start: None}, Period.MONTH) is Period.MONTH
+    rows = [LabelledRow(1, "负面", 0.8, None, "", "2023-12-31"), LabelledRow(2, "正面", 0.8, None, "", "2024-03-01")]
+    months = aggregate(rows, by="d", by_period=Period.MONTH).breakdown.groups
+    assert [(g.name, g.tally.rows) for g in months] == [("2023-12", 1), ("2024-01", 0), ("2024-02", 0), ("2024-03", 1)]
+    weeks = aggregate(rows, by="d", by_period=Period.WEEK).breakdown.groups
+    assert weeks[0].name == "2023-12-25" and weeks[-1].name == "2024-02-26" and len(weeks) == 10
+
+
+def test_parse_day():
+    assert parse_day("2024-03-05") == datetime.date(2024, 3, 5)
+    assert parse_day("2024-03-05T23:59:59+08:00") == datetime.date(2024, 3, 5)
+    assert parse_day("2024-03-05 10:00") == datetime.date(2024, 3, 5)
+    assert parse_day(datetime.datetime(2024, 3, 5, 1)) == datetime.date(2024, 3, 5)
+    for value in ("2024-02-30", "2024-3-5", "20240305", "2024-03-05x", None, 20240305, "下周"):
+        assert parse_day(value) is None, value
+
+
+def test_negative_label_and_error_kinds():
+    assert negative_label(("正面", "负面")) == "负面"
+    assert negative_label(("positive", "Negative")) == "Negative"
+    assert negative_label(("a", "b")) == "a"
+    with pytest.raises(BadInputError, match="not a label"):
+        negative_label(LABELS, "中性")
+    assert error_kind("line 12: expected 3 fields, got 5") == "line N: expected N fields, got N"
+
+
+def test_a_flagged_row_counts_but_has_no_score():
+    report = aggregate([LabelledRow(1, None, None, "empty text", ""), LabelledRow(2, "正面", 0.7, None, "好")])
+    assert report.overall.labelled == 1 and report.overall.mean_score == pytest.approx(0.7)
+    assert [r.number for r in report.least_certain] == [2]

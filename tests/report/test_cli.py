@@ -1,0 +1,54 @@
+"""`structsent report` through the real command line: exit codes, one-line errors, no model loaded."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def report_cli(*args):
+    proc = subprocess.run([sys.executable, "-m", "structsent", "report", *map(str, args)],
+                          capture_output=True, text=True, timeout=120, env=os.environ.copy())
+    return proc
+
+
+def test_writes_the_page_and_says_so(tmp_path, labelled_csv):
+    out = tmp_path / "report.html"
+    proc = report_cli(labelled_csv, "-o", out, "--by", "date")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == f"{out}: 40 rows (负面 17, 正面 18; 5 flagged)"
+    page = out.read_text(encoding="utf-8")
+    assert '<dd id="total-rows">40</dd>' in page and 'id="groups"' in page
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("case", ["no label columns", "missing file", "existing output", "output is input", "bad flag value"])
+def test_bad_input_is_exit_2_with_one_line(tmp_path, labelled_csv, case):
+    plain = tmp_path / "plain.csv"
+    plain.write_text("id,text\n1,好评\n", encoding="utf-8")
+    taken = tmp_path / "taken.html"
+    taken.write_text("keep me", encoding="utf-8")
+    args, expected = {
+        "no label columns": ([plain, "-o", tmp_path / "r.html"], "no label columns"),
+        "missing file": ([tmp_path / "absent.csv", "-o", tmp_path / "r.html"], "absent.csv: no such file"),
+        "existing output": ([labelled_csv, "-o", taken], "exists; pass --overwrite"),
+        "output is input": ([labelled_csv, "-o", labelled_csv, "--overwrite"], "overwrite its own input"),
+        "bad flag value": ([labelled_csv, "-o", tmp_path / "r.html", "--max-groups", "0"], "--max-groups must be"),
+    }[case]
+    proc = report_cli(*args)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and expected in proc.stderr, proc.stderr
+    assert taken.read_text(encoding="utf-8") == "keep me" and not (tmp_path / "r.html").exists()
+
+
+def test_help_and_no_model_or_torch_loaded(tmp_path, labelled_csv):
+    assert "--by-period" in report_cli("--help").stdout
+    code = (
+        "import sys; from structsent.cli import main\n"
+        f"assert main(['report', {str(labelled_csv)!r}, '-o', {str(tmp_path / 'r.html')!r}, '-q']) == 0\n"
+        "loaded = [m for m in sys.modules if m.split('.')[0] == 'torch' or m in ('structsent.engine', 'tokenizers')]\n"
+        "assert not loaded, loaded\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

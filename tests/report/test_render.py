@@ -1,0 +1,109 @@
+"""The page: every text from the file escaped, nothing external, only its own script may run."""
+
+import base64
+import hashlib
+import json
+import re
+from html.parser import HTMLParser
+
+import pytest
+
+from structsent.report import write_report
+from structsent.report.render import FONTS
+
+from .conftest import HOSTILE, write_labelled
+
+EVIL_LABEL = "<svg onload=alert(3)>"
+EVIL_COLUMN = "</td><script>alert(4)</script>"
+EVIL_ERROR = "<iframe src=javascript:alert(5)>"
+ALLOWED_TAGS = {"html", "head", "meta", "title", "style", "body", "main", "h1", "h2", "h3", "p", "nav", "a",
+                "section", "dl", "div", "dt", "dd", "b", "em", "code", "table", "thead", "tbody", "tr", "th", "td",
+                "button", "input", "span", "figure", "figcaption", "svg", "line", "rect", "text", "title",
+                "polyline", "circle", "script"}
+
+
+class Tags(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.scripts, self.handlers, self.urls = [], [], [], []
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self._in_script = tag == "script"
+        self.handlers += [name for name, _ in attrs if name.startswith("on")]
+        self.urls += [value for name, value in attrs if name in ("src", "href") and not value.startswith("#")]
+
+    def handle_data(self, data):
+        if self._in_script:
+            self.scripts.append(data)
+
+    def handle_endtag(self, tag):
+        self._in_script = False
+
+
+@pytest.fixture()
+def hostile_report(tmp_path):
+    """A labelled file whose texts, group values, column name, label and error all hold markup."""
+    path = tmp_path / "hostile.jsonl"
+    rows = []
+    for i in range(6):
+        label = EVIL_LABEL if i % 2 else "负面"
+        rows.append({"text": HOSTILE[i % 2], EVIL_COLUMN: HOSTILE[1 - i % 2], "label": label, "score": 0.6 + i / 20,
+                     "prob_负面": 0.5, f"prob_{EVIL_LABEL}": 0.5, "error": None})
+    rows.append({"text": HOSTILE[0], EVIL_COLUMN: "x", "label": None, "score": None, "prob_负面": None,
+                 f"prob_{EVIL_LABEL}": None, "error": EVIL_ERROR})
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "report.html"
+    write_report(str(path), str(out), by=EVIL_COLUMN)
+    return out.read_text(encoding="utf-8")
+
+
+def test_text_from_the_file_is_escaped_everywhere(hostile_report):
+    parser = Tags()
+    parser.feed(hostile_report)
+    assert set(parser.tags) <= ALLOWED_TAGS, set(parser.tags) - ALLOWED_TAGS
+    assert parser.tags.count("script") == 1 and parser.handlers == [] and parser.urls == []
+    for evil in (*HOSTILE, EVIL_LABEL, EVIL_COLUMN, EVIL_ERROR):
+        assert evil not in hostile_report
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in hostile_report
+    assert "&lt;svg onload=alert(3)&gt;" in hostile_report
+    assert "&lt;iframe src=javascript:alert(5)&gt;" in hostile_report
+
+
+def test_only_the_page_script_and_style_may_run(hostile_report):
+    parser = Tags()
+    parser.feed(hostile_report)
+    policy = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', hostile_report)[1]
+    digest = base64.b64encode(hashlib.sha256(parser.scripts[0].encode("utf-8")).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in policy and "default-src 'none'" in policy
+    assert "unsafe-inline" not in policy
+
+
+def test_nothing_is_loaded_from_elsewhere_and_cjk_fonts_are_named(hostile_report):
+    assert re.findall(r"https?://[^\s\"']+", hostile_report) == ["http://www.w3.org/2000/svg"] * hostile_report.count("<svg")
+    assert "@import" not in hostile_report and "url(" not in hostile_report
+    for font in ("Noto Sans CJK SC", "Source Han Sans SC", "PingFang SC", "Microsoft YaHei"):
+        assert font in FONTS
+    assert f"font-family: {FONTS}" in hostile_report
+
+
+def test_job_figures_shown_only_when_there_are_some(tmp_path, labelled_file):
+    out = tmp_path / "r.html"
+    write_report(str(labelled_file), str(out))
+    assert 'id="job"' not in out.read_text(encoding="utf-8")
+    sidecar = tmp_path / "job.json"
+    sidecar.write_text(json.dumps({"rows": 40, "flagged": 5, "rows_per_second": 123.5, "labels": {"负面": 17}}))
+    write_report(str(labelled_file), str(out), job_summary=str(sidecar), overwrite=True)
+    page = out.read_text(encoding="utf-8")
+    assert 'id="job"' in page and "<th scope=\"row\">labels.负面</th><td>17</td>" in page and "123.5" in page
+    write_report(str(labelled_file), str(out), job_figures={"duplicates": 1234}, overwrite=True)
+    assert "<th scope=\"row\">duplicates</th><td>1,234</td>" in out.read_text(encoding="utf-8")
+
+
+def test_the_sidecar_next_to_the_file_is_found(tmp_path, labelled_sample):
+    labelled = tmp_path / "out.csv"
+    write_labelled(labelled, "csv", labelled_sample)
+    (tmp_path / "out.csv.summary.json").write_text('{"rows_per_second": 97.25}', encoding="utf-8")
+    write_report(str(labelled), str(tmp_path / "r.html"))
+    assert "<th scope=\"row\">rows_per_second</th><td>97.25</td>" in (tmp_path / "r.html").read_text(encoding="utf-8")

@@ -1,0 +1,83 @@
+"""Reading labelled files: every format, the added columns found, bad records flagged not fatal."""
+
+import json
+
+import pytest
+
+from structsent.errors import BadInputError
+from structsent.report.source import UNREADABLE, find_label_columns, open_labelled, read_job_figures
+
+from .conftest import LABELS, sample, write_labelled
+
+
+def test_rows_come_back_as_written_in_every_format(labelled_file, labelled_sample):
+    file = open_labelled(str(labelled_file), by="category")
+    rows = list(file.rows())
+    assert file.columns.labels == LABELS and file.text_column == "text"
+    assert [r.number for r in rows] == list(range(1, 41))
+    for i, row in enumerate(rows):
+        result = labelled_sample.results[i]
+        assert row.label == result.label and row.error == result.error
+        assert row.score == labelled_sample.written_score(i)
+        assert row.text == labelled_sample.rows[i].text
+        assert row.group == labelled_sample.rows[i].values["category"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_prefixed_columns_after_an_input_label_column(tmp_path, fmt):
+    data = sample()
+    for row in data.rows:
+        row.values["label"] = "人工标注"  # the input's own column, which forced --prefix
+    path = tmp_path / f"out.{fmt}"
+    write_labelled(path, fmt, data, prefix="pred_")
+    file = open_labelled(str(path))
+    assert file.columns.prefix == "pred_" and "label" in file.columns.input_columns
+    assert [r.label for r in file.rows()] == [r.label for r in data.results]
+
+
+def test_without_label_columns_is_a_clear_error(tmp_path):
+    path = tmp_path / "plain.csv"
+    path.write_text("id,text\n1,好评\n", encoding="utf-8")
+    with pytest.raises(BadInputError, match="no label columns"):
+        open_labelled(str(path))
+    assert find_label_columns(["text", "x_label", "x_score", "x_prob_a", "x_error"], "f").prefix == "x_"
+
+
+def test_missing_file_and_unknown_columns(tmp_path, labelled_file):
+    with pytest.raises(BadInputError, match="no such file"):
+        open_labelled(str(tmp_path / "absent.csv"))
+    with pytest.raises(BadInputError, match="no column 'shop' for --by"):
+        open_labelled(str(labelled_file), by="shop")
+    with pytest.raises(BadInputError, match=r"pass --format \(csv, tsv, jsonl, parquet\)"):
+        open_labelled(str(tmp_path / "labelled.xlsx"))
+    with pytest.raises(BadInputError, match="plain text has no label columns"):
+        open_labelled(str(tmp_path / "labelled.txt"))
+
+
+def test_broken_records_are_flagged_rows_that_say_why(tmp_path):
+    path = tmp_path / "edited.jsonl"
+    good = {"text": "好", "label": "正面", "score": 0.9, "prob_负面": 0.1, "prob_正面": 0.9, "error": None}
+    lines = [json.dumps(good, ensure_ascii=False), "{not json", json.dumps({**good, "score": "NaN"}),
+             json.dumps({**good, "label": "中性"}), "[1, 2]", ""]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    rows = list(open_labelled(str(path)).rows())
+    assert [r.number for r in rows] == [1, 2, 3, 4, 5]
+    assert rows[0].label == "正面" and rows[0].score == 0.9
+    assert all(r.label is None and r.error.startswith(UNREADABLE) for r in rows[1:])
+    assert "invalid JSON" in rows[1].error and "finite" in rows[2].error and "prob_" in rows[3].error
+
+
+def test_csv_record_with_the_wrong_width_is_flagged(tmp_path):
+    path = tmp_path / "edited.csv"
+    path.write_text("text,label,score,prob_负面,prob_正面,error\n好,正面,0.9,0.1,0.9,\n坏,负面\n", encoding="utf-8")
+    rows = list(open_labelled(str(path)).rows())
+    assert rows[0].label == "正面" and rows[1].label is None and "2 fields, expected 6" in rows[1].error
+
+
+def test_job_figures_sidecar(tmp_path):
+    assert read_job_figures(str(tmp_path / "none.json")) is None
+    (tmp_path / "s.json").write_text('{"rows": 3, "labels": {"正面": 2}}', encoding="utf-8")
+    assert read_job_figures(str(tmp_path / "s.json")) == {"rows": 3, "labels": {"正面": 2}}
+    (tmp_path / "bad.json").write_text("[1]", encoding="utf-8")
+    with pytest.raises(BadInputError, match="JSON object"):
+        read_job_figures(str(tmp_path / "bad.json"))
