@@ -290,3 +290,16 @@ def test_help_and_unknown_model_exit_codes(tmp_path):
     source.write_text("好评\n")
     proc = run_cli("label", source, "--model", tmp_path / "missing-model", check=False)
     assert proc.returncode == 3 and b"no such model directory" in proc.stderr
+
+
+def test_report_flag_writes_a_report_of_the_output(tmp_path, hf_model_dir, real_reviews):
+    source = tmp_path / "in.csv"
+    with open(source, "w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows([["id", "text", "date"], *[[i, t, f"2026-01-{1 + i % 28:02d}"]
+                                                                for i, t in enumerate(real_reviews[:60])]])
+    out, report = tmp_path / "out.csv", tmp_path / "report.html"
+    run_cli("label", source, "-o", out, "--report", report, "--report-by", "date", *model_args(hf_model_dir))
+    page = report.read_text(encoding="utf-8")
+    assert 'id="total-rows">60<' in page and 'id="job-figures"' in page
+    no_file = run_cli("label", source, "--report", report, *model_args(hf_model_dir), check=False)
+    assert no_file.returncode == 2 and b"--report needs an output file" in no_file.stderr

@@ -31,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-rows", type=int, default=2048, help="rows per committed chunk")
     parser.add_argument("--resume", action="store_true", help="finish an interrupted job")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--report", default=None, metavar="FILE",
+                        help="also write an HTML report of the output (see `structsent report`)")
+    parser.add_argument("--report-by", default=None, metavar="COLUMN",
+                        help="with --report: break the report down by this column (a date column is binned)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     parser.add_argument("--engine", choices=["local", "ray"], default="local",
                         help="local: this process; ray: Ray Data actors (INPUT: file, directory or glob; -o: a directory)")
@@ -58,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         raise BadInputError("--resume and --overwrite exclude each other")
     if args.chunk_rows < 1:
         raise BadInputError("--chunk-rows must be at least 1")
+    if args.report is not None and args.output in (None, "-"):
+        raise BadInputError("--report needs an output file (-o): the report is made from it")
     input_format = _input_format(args)
     spec = LabelJobSpec(
         input=args.input,
@@ -90,7 +96,21 @@ def run(args: argparse.Namespace) -> int:
     if summary.interrupted:
         print(f"interrupted after {summary.rows:,} rows; to finish, run: {_resume_command()}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if args.report is not None:
+        _write_report(args, spec, summary, classifier)
     return 0
+
+
+def _write_report(args, spec, summary, classifier) -> None:
+    from ..report import write_report
+
+    figures = {**summary.counters(), "rows_per_second": round(summary.rows_per_second, 1),
+               "padding_fraction": round(summary.padding_fraction, 4), "model": classifier.info()["model"],
+               "backend": classifier.info()["backend"], "device": classifier.info()["device"]}
+    write_report(spec.output, args.report, by=args.report_by, fmt=spec.output_format.value, prefix=spec.prefix,
+                 job_figures=figures, overwrite=True)
+    if not args.quiet:
+        print(f"report: {args.report}", file=sys.stderr)
 
 
 def _input_format(args) -> Format:
