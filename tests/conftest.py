@@ -1,12 +1,34 @@
-"""Session-scoped tiny models, randomly initialised and written in every supported real format."""
+"""Session-scoped tiny models, randomly initialised and written in every supported real format.
+
+The suite is hermetic: structsent's cache (ONNX exports) lives in a temporary folder made for
+this run, and no model hub is asked for anything, whatever the machine's earlier runs left.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+_HERMETIC = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1"}
+
+
+def pytest_configure(config):
+    """Before any fixture: a fresh cache for this run (subprocesses inherit it), hubs offline."""
+    cache = tempfile.mkdtemp(prefix="structsent-test-cache-")
+    config._structsent_cache = cache
+    os.environ["STRUCTSENT_CACHE"] = cache
+    os.environ.update(_HERMETIC)
+
+
+def pytest_unconfigure(config):
+    cache = getattr(config, "_structsent_cache", None)
+    if cache:
+        shutil.rmtree(cache, ignore_errors=True)
 
 DATA = Path(__file__).parent / "data"
 VOCAB = Path(__file__).parents[1] / "src" / "structsent" / "data" / "bert-base-chinese-vocab.txt"

