@@ -38,14 +38,24 @@ BAD_TEXTS = [None, "", "   "]
 # -- fixtures -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ray_address():
-    """A real local Ray, small: two CPUs, a 200 MB object store, loopback only."""
-    ray.init(num_cpus=2, object_store_memory=200 * 1024 * 1024, include_dashboard=False,
-             _node_ip_address="127.0.0.1", log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
+    """A real local Ray, small: two CPUs, a 200 MB object store, loopback only.
+
+    ray.init() turns token authentication on (RAY_AUTH_MODE=token, which the CLI subprocesses
+    inherit) and takes the token from RAY_AUTH_TOKEN: without it, it would write one to
+    ~/.ray/auth_token, where every later `ray start` on this machine finds it.
+    """
+    mode_before = os.environ.get("RAY_AUTH_MODE")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
+        ray.init(num_cpus=2, object_store_memory=200 * 1024 * 1024, include_dashboard=False,
+                 _node_ip_address="127.0.0.1", log_to_driver=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        try:
+            yield ray.get_runtime_context().gcs_address
+        finally:
+            ray.shutdown()
+            if mode_before is None:
+                os.environ.pop("RAY_AUTH_MODE", None)
 
 
 @pytest.fixture(scope="module")
