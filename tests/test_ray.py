@@ -261,7 +261,7 @@ def test_cli_engine_ray_csv_to_jsonl_with_id_column(ray_address, hf_model_dir, r
 
 # -- on a real two-node cluster -----------------------------------------------------------------
 NODE_START_TIMEOUT_S = 90
-FAULT_ROWS, FAULT_FILES, FAULT_CHUNK_ROWS = 1200, 6, 50
+FAULT_ROWS, FAULT_FILES, FAULT_CHUNK_ROWS = 1200, 12, 50
 LABELLING_TITLE = "DatasetLabeller)).submit"  # an actor's process title while it runs a task
 
 
