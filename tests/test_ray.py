@@ -6,9 +6,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+import secrets
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -33,14 +38,24 @@ BAD_TEXTS = [None, "", "   "]
 # -- fixtures -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ray_address():
-    """A real local Ray, small: two CPUs, a 200 MB object store, loopback only."""
-    ray.init(num_cpus=2, object_store_memory=200 * 1024 * 1024, include_dashboard=False,
-             _node_ip_address="127.0.0.1", log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
+    """A real local Ray, small: two CPUs, a 200 MB object store, loopback only.
+
+    ray.init() turns token authentication on (RAY_AUTH_MODE=token, which the CLI subprocesses
+    inherit) and takes the token from RAY_AUTH_TOKEN: without it, it would write one to
+    ~/.ray/auth_token, where every later `ray start` on this machine finds it.
+    """
+    mode_before = os.environ.get("RAY_AUTH_MODE")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
+        ray.init(num_cpus=2, object_store_memory=200 * 1024 * 1024, include_dashboard=False,
+                 _node_ip_address="127.0.0.1", log_to_driver=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        try:
+            yield ray.get_runtime_context().gcs_address
+        finally:
+            ray.shutdown()
+            if mode_before is None:
+                os.environ.pop("RAY_AUTH_MODE", None)
 
 
 @pytest.fixture(scope="module")
@@ -242,3 +257,226 @@ def test_cli_engine_ray_csv_to_jsonl_with_id_column(ray_address, hf_model_dir, r
             assert abs(row["prob_正面"] - reference["prob_正面"]) < TOLERANCE
         else:
             assert row["error"] == reference["error"]
+
+
+# -- on a real two-node cluster -----------------------------------------------------------------
+NODE_START_TIMEOUT_S = 90
+FAULT_ROWS, FAULT_FILES, FAULT_CHUNK_ROWS = 1200, 12, 50
+LABELLING_TITLE = "DatasetLabeller)).submit"  # an actor's process title while it runs a task
+
+
+def free_ports(count: int) -> list[int]:
+    """Loopback ports free right now (all held at once, so no two are the same)."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+def session_pids(session: int) -> list[int]:
+    """Live processes of the session ``session`` (a node started in its own session keeps every
+    process it starts there: GCS, raylet, agents and the raylet's workers, which set their own
+    process groups but not their own sessions)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry)) != session:
+                continue
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                if stat.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    continue  # a zombie is already dead
+        except (ProcessLookupError, FileNotFoundError, PermissionError):
+            continue
+        pids.append(int(entry))
+    return pids
+
+
+def process_title(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def tail(path: Path) -> str:
+    return path.read_bytes().decode(errors="replace")[-3000:]
+
+
+class RayNode:
+    """One node of a real cluster: `ray start --block` in its own session, its own temp dir and ports."""
+
+    def __init__(self, env: dict, temp_dir: Path, *, num_cpus: int, head_port: int | None = None,
+                 address: str | None = None) -> None:
+        ports = free_ports(7)
+        role = ["--head", "--port", str(head_port), "--include-dashboard", "false",
+                "--dashboard-port", str(ports[6])] if address is None else ["--address", address]
+        command = [
+            sys.executable, "-m", "ray.scripts.scripts", "start", "--block", *role,
+            "--node-ip-address", "127.0.0.1", "--num-cpus", str(num_cpus), "--num-gpus", "0",
+            "--temp-dir", str(temp_dir), "--object-store-memory", str(100 * 1024 * 1024),
+            "--node-manager-port", str(ports[0]), "--object-manager-port", str(ports[1]),
+            "--min-worker-port", "0", "--max-worker-port", "0",  # any free port, never a default range
+            "--dashboard-agent-listen-port", str(ports[2]), "--dashboard-agent-grpc-port", str(ports[3]),
+            "--runtime-env-agent-port", str(ports[4]), "--metrics-export-port", str(ports[5]),
+            "--disable-usage-stats",
+        ]
+        temp_dir.mkdir(parents=True, exist_ok=True)
+        self.log = temp_dir / "ray-start.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+
+    def wait_started(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.process.poll() is None:
+            if b"Ray runtime started" in self.log.read_bytes():
+                return True
+            time.sleep(0.2)
+        return False
+
+    def kill(self) -> None:
+        """SIGKILL every process of this node at once, as when its machine dies, and wait until they are gone."""
+        for _ in range(50):
+            pids = session_pids(self.process.pid)
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)
+        self.process.wait(timeout=10)
+
+
+def wait_for_port(port: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+@pytest.fixture
+def two_node_cluster():
+    """A head (1 CPU) and a worker node (2 CPUs) on 127.0.0.1, token-authenticated, in a temp dir.
+
+    Three CPUs make the CLI start two one-CPU actors, and the head has room for only one of them,
+    so at least one labels on the worker node. The token is passed in the environment of every
+    process (so nothing is read from or written to ~/.ray). Yields (address, env, head, worker).
+    """
+    if not os.path.isdir("/proc"):
+        pytest.skip("finding and killing a node's processes reads /proc (Linux)")
+    root = Path(tempfile.mkdtemp(prefix="ssray", dir="/tmp"))  # short: Ray's socket paths live under it
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), RAY_USAGE_STATS_ENABLED="0",
+               # The head declares a silent node dead after 5 missed health checks: 5 s instead of 15 s.
+               RAY_health_check_period_ms="1000")
+    port = free_ports(1)[0]
+    nodes = []
+    try:
+        head = RayNode(env, root / "head", num_cpus=1, head_port=port)
+        nodes.append(head)
+        if not wait_for_port(port, NODE_START_TIMEOUT_S):
+            pytest.skip(f"`ray start --head` did not come up within {NODE_START_TIMEOUT_S} s:\n{tail(head.log)}")
+        worker_node = RayNode(env, root / "worker", num_cpus=2, address=f"127.0.0.1:{port}")
+        nodes.append(worker_node)
+        for node in nodes:
+            if not node.wait_started(NODE_START_TIMEOUT_S):
+                pytest.skip(f"`ray start` did not come up within {NODE_START_TIMEOUT_S} s:\n{tail(node.log)}")
+        yield f"127.0.0.1:{port}", env, head, worker_node
+    finally:
+        for node in reversed(nodes):
+            node.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def wait_for_labelling_on(node: RayNode, job: subprocess.Popen, timeout_s: float) -> str | None:
+    """The title of an actor process of ``node`` in the middle of a labelling task, once there is one."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and job.poll() is None:
+        for pid in session_pids(node.process.pid):
+            title = process_title(pid)
+            if LABELLING_TITLE in title:
+                return title
+        time.sleep(0.1)
+    return None
+
+
+@pytest.fixture
+def fault_job_input(real_reviews, tmp_path):
+    """JSONL files of real reviews with ids, and the local engine's labels of the same rows.
+
+    Several files: Ray reads each into its own block, so both actors get tasks (Ray's Parquet
+    reader packs small files into one block, hence one task). The local run starts here, before
+    the cluster, so the two overlap. Yields (input directory, a function returning the local rows by id).
+    """
+    rows = [{"id": f"r{i:05d}", "text": real_reviews[i % len(real_reviews)]} for i in range(FAULT_ROWS)]
+    directory = tmp_path / "in"
+    directory.mkdir()
+    per_file = -(-FAULT_ROWS // FAULT_FILES)
+    for part in range(FAULT_FILES):
+        lines = (json.dumps(row, ensure_ascii=False) + "\n" for row in rows[part * per_file:(part + 1) * per_file])
+        (directory / f"part-{part}.jsonl").write_text("".join(lines), encoding="utf-8")
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "all.parquet")
+    local = subprocess.Popen([sys.executable, "-m", "structsent", "label", tmp_path / "all.parquet",
+                              "-o", tmp_path / "local.parquet", "--model", "default", "--device", "cpu", "--quiet"],
+                             stderr=subprocess.PIPE)
+
+    def local_rows() -> dict[str, dict]:
+        _, stderr = local.communicate(timeout=300)
+        assert local.returncode == 0, stderr.decode(errors="replace")[-3000:]
+        return {row["id"]: row for row in pq.read_table(tmp_path / "local.parquet").to_pylist()}
+
+    try:
+        yield directory, local_rows
+    finally:
+        if local.poll() is None:
+            local.kill()
+        local.communicate()
+
+
+def test_worker_node_killed_mid_job_loses_and_duplicates_nothing(fault_job_input, two_node_cluster, tmp_path):
+    """SIGKILL a whole worker node (raylet, agents, actors) while one of its actors labels a task:
+    Ray restarts the actor and retries the task elsewhere, and the output holds every row once."""
+    source, local_rows = fault_job_input
+    address, env, _, worker_node = two_node_cluster
+    log = tmp_path / "job.log"
+    with open(log, "wb") as stderr:  # a file, not a pipe nobody reads while the job runs
+        job = subprocess.Popen([sys.executable, "-m", "structsent", "label", "--engine", "ray", "--ray-address",
+                                address, source, "-o", tmp_path / "out", "--chunk-rows", str(FAULT_CHUNK_ROWS),
+                                "--model", "default", "--device", "cpu", "--quiet"],
+                               env=env, stderr=stderr, start_new_session=True)
+    try:
+        if wait_for_labelling_on(worker_node, job, timeout_s=180) is None:
+            seen = sorted({process_title(pid)[:80] for pid in session_pids(worker_node.process.pid)})
+            pytest.fail(f"no actor labelled on the worker node (job exit {job.poll()}; its processes: {seen}): "
+                        f"the test proved nothing\n{tail(log)}")
+        worker_node.kill()
+        assert job.poll() is None, "the job finished before the node died: the test proved nothing"
+        job.wait(timeout=300)
+    finally:
+        if job.poll() is None:
+            job.kill()
+        job.wait()
+    assert job.returncode == 0, tail(log)
+
+    expected = local_rows()
+    rows = pq.read_table(tmp_path / "out").to_pylist()
+    ids = [row["id"] for row in rows]
+    assert len(ids) == len(set(ids)), "rows duplicated"
+    assert set(ids) == set(expected), "rows lost"  # in no particular order across files (docs/RAY.md)
+    for row in rows:
+        reference = expected[row["id"]]
+        assert (row["text"], row["label"], row["error"]) == (reference["text"], reference["label"], reference["error"])
+        assert abs(row["prob_正面"] - reference["prob_正面"]) < TOLERANCE, row["id"]
