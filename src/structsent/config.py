@@ -45,6 +45,11 @@ DEFAULT_MAX_BATCH_SIZE = {"cpu": 64, "cuda": 512}
 DEFAULT_BATCH_OVERHEAD_TOKENS = {"cpu": 32, "cuda": None}
 
 
+def _setting(default, help_text: str):
+    """A field with its one-line help, shown by every command-line flag generated from it."""
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
+
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
@@ -56,21 +61,22 @@ class EngineConfig:
     4096
     """
 
-    backend: Backend = Backend.AUTO
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"
-    precision: Precision = Precision.AUTO
-    token_budget: int | None = None  # padded tokens per batch; None: per-device default
-    max_batch_size: int | None = None  # texts per batch; None: per-device default
-    max_length: int = 512  # tokens per sequence, [CLS] and [SEP] included
-    long_text: LongTextPolicy = LongTextPolicy.TRUNCATE
-    window_stride: int | None = None  # tokens between window starts (WINDOWS); None: half a window
-    num_threads: int | None = None  # CPU threads of the runtime; None: leave the runtime's default
-    batch_overhead_tokens: int | None = None  # planner's cost of one call; None: per-device default
-    # Pad every text to a multiple of this many tokens and batch equal padded lengths only: a
-    # text's result then does not depend on what else is in its call (bit for bit on ONNX
-    # Runtime CPU; `structsent label` uses 8). None: pad to the batch's longest text. CPU only:
-    # on a GPU results depend on the batch shape anyway, and each length would cost a call.
-    pad_multiple: int | None = None
+    backend: Backend = _setting(Backend.AUTO, "runtime: auto (ONNX Runtime on CPU when installed, else torch), torch, onnx")
+    device: str = _setting("auto", "auto, cpu, cuda or cuda:N")
+    precision: Precision = _setting(Precision.AUTO, "auto: fp32 on CPU, fp16 on CUDA")
+    token_budget: int | None = _setting(None, "padded tokens per batch (default: 4096 on CPU, probed from free memory on CUDA)")
+    max_batch_size: int | None = _setting(None, "texts per batch at most (default: 64 on CPU, 512 on CUDA)")
+    max_length: int = _setting(512, "tokens per text, [CLS] and [SEP] included")
+    long_text: LongTextPolicy = _setting(LongTextPolicy.TRUNCATE,
+                                         "a text over max_length: truncate it, or score overlapping windows")
+    window_stride: int | None = _setting(None, "tokens between window starts with long_text=windows (default: half a window)")
+    num_threads: int | None = _setting(None, "CPU threads of the runtime (default: the runtime's own)")
+    batch_overhead_tokens: int | None = _setting(
+        None, "the planner's cost of one model call, in tokens (default: 32 on CPU; on CUDA batches are filled)")
+    # A text's result then does not depend on what else is in its call: bit for bit on ONNX
+    # Runtime CPU. CPU only: on a GPU results depend on the batch shape anyway.
+    pad_multiple: int | None = _setting(
+        None, "pad texts to a multiple of N tokens and batch equal lengths only (CPU; default: off, label: 8)")
 
     def __post_init__(self) -> None:
         for name, enum_type in (

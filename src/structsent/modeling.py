@@ -9,6 +9,7 @@ layer evaluated only at [CLS] (the only position the pooler reads).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 import torch.nn.functional as F
@@ -217,3 +218,70 @@ def expected_hf_shapes(shape: BertShape) -> dict[str, tuple[int, ...]]:
             shapes[prefix + ".weight"] = dim
             shapes[prefix + ".bias"] = (dim[0],)
     return shapes
+
+
+def exportable(model):
+    """The same classifier written the way ONNX Runtime's BERT fusions recognise.
+
+    Separate Q/K/V projections, an additive mask and explicit softmax attention: the graph pattern
+    that the optimizer turns into one fused Attention operator per layer. The last layer still
+    computes queries (and everything after attention) only at [CLS]. Built from a
+    BertClassifier's own modules (weights shared, Q/K/V split from the fused projection), so
+    both forms compute the same function; the export is checked against the reference.
+    """
+    def split(linear: nn.Linear, parts: int) -> list[nn.Linear]:
+        pieces = []
+        for weight, bias in zip(linear.weight.chunk(parts), linear.bias.chunk(parts)):
+            piece = nn.Linear(weight.shape[1], weight.shape[0])
+            piece.weight.data.copy_(weight)
+            piece.bias.data.copy_(bias)
+            pieces.append(piece)
+        return pieces
+
+    class Layer(nn.Module):
+        def __init__(self, layer, *, cls_only: bool) -> None:
+            super().__init__()
+            self.query, self.key, self.value = split(layer.qkv, 3)
+            self.layer = layer
+            self.cls_only = cls_only
+            self.num_heads = layer.num_heads
+
+        def heads(self, x: torch.Tensor, head_dim: int) -> torch.Tensor:
+            return x.view(x.shape[0], -1, self.num_heads, head_dim).transpose(1, 2)
+
+        def forward(self, x: torch.Tensor, mask_bias: torch.Tensor) -> torch.Tensor:
+            batch, _, hidden = x.shape
+            head_dim = hidden // self.num_heads
+            residual = x[:, :1] if self.cls_only else x
+            q = self.heads(self.query(residual), head_dim)
+            k = self.heads(self.key(x), head_dim)
+            v = self.heads(self.value(x), head_dim)
+            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(head_dim)
+            context = torch.matmul(torch.softmax(scores + mask_bias, dim=-1), v)
+            context = context.transpose(1, 2).reshape(batch, -1, hidden)
+            layer = self.layer
+            x = layer.attn_norm(layer.attn_out(context) + residual)
+            return layer.ffn_norm(layer.ffn_out(layer.act(layer.ffn_in(x))) + x)
+
+    class Classifier(nn.Module):
+        def __init__(self, model) -> None:
+            super().__init__()
+            self.embeddings = model.embeddings
+            last = len(model.layers) - 1
+            self.layers = nn.ModuleList(Layer(layer, cls_only=i == last) for i, layer in enumerate(model.layers))
+            self.pooler = model.pooler
+            self.classifier = model.classifier
+            positions = torch.arange(model.shape.max_position_embeddings)[None]
+            self.register_buffer("positions", positions, persistent=False)
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            emb = self.embeddings
+            positions = self.positions[:, : input_ids.shape[1]]
+            x = emb.word(input_ids) + emb.position(positions) + emb.token_type(torch.zeros_like(input_ids))
+            x = emb.norm(x)
+            mask_bias = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
+            for layer in self.layers:
+                x = layer(x, mask_bias)
+            return self.classifier(torch.tanh(self.pooler(x[:, 0])))
+
+    return Classifier(model).eval()

@@ -27,8 +27,6 @@ from .io.readers import resolve_text_column
 from .io.writers import added_columns, check_no_collision, prediction_values
 
 if TYPE_CHECKING:
-    import argparse
-
     import pyarrow
     import ray.data
 
@@ -338,31 +336,48 @@ def prepare_output_directory(output: str | None, *, overwrite: bool) -> str:
 
 
 # -- `structsent label --engine ray` ------------------------------------------------------------
-def run_label_job(args: "argparse.Namespace") -> int:
-    """`structsent label --engine ray`: read, label on a pool of actors, write; returns an exit code."""
-    from .cli import engine_config
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RayLabelSpec:
+    """A file job on Ray: what to read, how to label it, where to write."""
 
-    _reject_local_only_flags(args)
-    source = resolve_input(args.input, args.format)
-    output_format = _ray_output_format(args.output_format)
-    output = prepare_output_directory(args.output, overwrite=args.overwrite)
-    config = engine_config(args)
-    if not (args.ray_address or "").startswith("ray://"):  # through Ray Client the model may live only on the cluster
-        check_model_here(args.model)
+    input: str  # a file, a directory or a glob
+    output: str  # a directory
+    model: str = "default"
+    config: EngineConfig = dataclasses.field(default_factory=EngineConfig)
+    input_format: str = "auto"
+    output_format: str = "auto"
+    text_column: str = "text"
+    id_column: str | None = None
+    prefix: str = ""
+    batch_rows: int = 2048
+    overwrite: bool = False
+    ray_address: str | None = None
+    quiet: bool = False
+
+
+def run_label_job(spec: RayLabelSpec) -> None:
+    """`structsent label --engine ray`: read, label on a pool of actors, write."""
+    if spec.batch_rows < 1:
+        raise BadInputError("--chunk-rows must be at least 1")
+    source = resolve_input(spec.input, spec.input_format)
+    output_format = _ray_output_format(spec.output_format)
+    output = prepare_output_directory(spec.output, overwrite=spec.overwrite)
+    if not (spec.ray_address or "").startswith("ray://"):  # through Ray Client the model may live only on the cluster
+        check_model_here(spec.model)
     started = time.perf_counter()
-    with connected(args.ray_address, quiet=args.quiet) as ray:
-        _configure_this_job(quiet=args.quiet)
+    with connected(spec.ray_address, quiet=spec.quiet) as ray:
+        _configure_this_job(quiet=spec.quiet)
         ds = read_dataset(source)
-        keep = None if args.id_column is None else [args.id_column]
-        text_column = resolve_text_column(_column_names(ds), args.text_column, args.input)
-        labelled = label_dataset(ds, model=args.model, config=config, text_column=text_column, prefix=args.prefix,
-                                 keep_columns=keep, batch_size=args.chunk_rows, **actor_pool_for(ray, config))
+        keep = None if spec.id_column is None else [spec.id_column]
+        text_column = resolve_text_column(_column_names(ds), spec.text_column, spec.input)
+        labelled = label_dataset(ds, model=spec.model, config=spec.config, text_column=text_column,
+                                 prefix=spec.prefix, keep_columns=keep, batch_size=spec.batch_rows,
+                                 **actor_pool_for(ray, spec.config))
         with typed_errors():
             write_dataset(labelled, output, output_format)
-    if not args.quiet:
+    if not spec.quiet:
         print(f"labelled {len(source.files) or len(source.paths)} file(s) into {output} ({output_format.value}) "
               f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-    return 0
 
 
 def _configure_this_job(*, quiet: bool) -> None:
@@ -382,16 +397,6 @@ def check_model_here(model: str) -> None:
     if str(model) != "default" and looks_like_hub_id(str(model)):
         return
     resolve_directory(model)
-
-
-def _reject_local_only_flags(args) -> None:
-    if args.resume:
-        raise BadInputError("--resume works with --engine local only; Ray retries failed tasks itself. "
-                            "Rerun with --overwrite to start over")
-    if args.on_bad_row != "error":
-        raise BadInputError("--on-bad-row flag works with --engine local only")
-    if args.chunk_rows < 1:
-        raise BadInputError("--chunk-rows must be at least 1")
 
 
 def _ray_output_format(requested: str) -> Format:

@@ -72,7 +72,8 @@ def model_file_for(checkpoint, precision: Precision) -> Path:
     """The ONNX file to open: the directory's own, or the cached export of the checkpoint."""
     if getattr(checkpoint, "format", None) == "onnx":
         return Path(checkpoint.model_file)
-    from ..export import ExportOptions, cached_export
+    from ..onnx.cache import cached_export
+    from ..onnx.export import ExportOptions
     from ..models.onnx import MODEL_FILE
 
     return cached_export(checkpoint, ExportOptions(precision=precision, optimize=True)) / MODEL_FILE

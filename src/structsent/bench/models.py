@@ -24,7 +24,7 @@ SHAPES = {
 
 def shape_model_dir(shape_name: str, *, seed: int = 0) -> Path:
     """A Hugging Face directory holding a random model of ``shape_name``, built once into the cache."""
-    from ..export import cache_root
+    from ..onnx.cache import cache_root
 
     if shape_name not in SHAPES:
         raise ConfigError(f"--shape {shape_name!r}: expected one of {', '.join(SHAPES)}")

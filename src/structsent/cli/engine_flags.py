@@ -1,0 +1,74 @@
+"""Engine flags generated from EngineConfig's fields: one name per setting everywhere.
+
+Each field ``name`` is the flag ``--name-with-dashes`` and the environment variable
+``STRUCTSENT_NAME`` (read once, when the parser is built, as the flag's default). The help
+shows the field's own one-line description and its default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import enum
+import os
+import types
+import typing
+
+from ..config import EngineConfig
+from ..errors import ConfigError
+
+ENV_PREFIX = "STRUCTSENT_"
+# Earlier flag names, still accepted so that scripts keep working.
+ALIASES = {"token_budget": ["--batch-tokens", "--max-batch-tokens"], "num_threads": ["--threads"]}
+MODEL_ENV = ENV_PREFIX + "MODEL"
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model`` and one flag per EngineConfig field."""
+    group = parser.add_argument_group("model and engine (each flag NAME can also be set as STRUCTSENT_NAME)")
+    group.add_argument("--model", default=os.environ.get(MODEL_ENV, "default"),
+                       help="'default' (bundled), a checkpoint directory, or a hub id (default: %(default)s)")
+    hints = typing.get_type_hints(EngineConfig)
+    for field in dataclasses.fields(EngineConfig):
+        kind = _value_type(hints[field.name])
+        default = _environment_default(field, kind)
+        flag = "--" + field.name.replace("_", "-")
+        help_text = field.metadata["help"]
+        if "default" not in help_text:
+            help_text += f" (default: {_shown(field.default)})"
+        options: dict = {"dest": field.name, "default": default, "help": help_text}
+        if isinstance(kind, type) and issubclass(kind, enum.Enum):
+            options["choices"] = [member.value for member in kind]
+        else:
+            options["type"] = kind
+        group.add_argument(flag, *ALIASES.get(field.name, []), **options)
+
+
+def engine_config(args: argparse.Namespace) -> EngineConfig:
+    """The EngineConfig the flags describe (validated: a bad value is a ConfigError)."""
+    return EngineConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(EngineConfig)})
+
+
+def _value_type(annotation) -> type:
+    """int for ``int | None``, the enum for enum fields, str for ``str``."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    return annotation
+
+
+def _environment_default(field: dataclasses.Field, kind: type):
+    raw = os.environ.get(ENV_PREFIX + field.name.upper())
+    if raw is None:
+        return field.default.value if isinstance(field.default, enum.Enum) else field.default
+    if kind is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{ENV_PREFIX + field.name.upper()}={raw!r}: expected an integer") from None
+    return raw
+
+
+def _shown(default) -> str:
+    if isinstance(default, enum.Enum):
+        return default.value
+    return "none" if default is None else str(default)

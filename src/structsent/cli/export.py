@@ -1,0 +1,50 @@
+"""`structsent export MODEL -o DIR`: flags in, ``onnx.export.export_checkpoint``, a report out.
+
+    $ structsent export default -o model-int8 --int8
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DEFAULT_VALIDATION_TEXTS = 2000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="'default' (bundled), a checkpoint directory, or a hub id")
+    parser.add_argument("-o", "--output", required=True, type=Path, help="directory to write the ONNX model to")
+    parser.add_argument("--int8", action="store_true", help="dynamic int8 quantization (CPU)")
+    parser.add_argument("--no-optimize", dest="optimize", action="store_false",
+                        help="skip ONNX Runtime's BERT fusions (attention, LayerNorm, GELU); by default the graph "
+                             "is fused, as the export cache does")
+    parser.add_argument("--validate", type=Path, default=None,
+                        help="texts (one per line, or JSONL with 'text') to check the export against torch fp32, "
+                             "e.g. a held-out set; default: the packaged sample reviews")
+    parser.add_argument("--validate-n", type=int, default=DEFAULT_VALIDATION_TEXTS,
+                        help="at most this many validation texts (0: skip the check)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import Precision
+    from ..errors import ConfigError
+    from ..models import load_checkpoint
+    from ..models.onnx import MODEL_FILE
+    from ..onnx.export import ExportOptions, export_checkpoint
+    from ..onnx.validate import packaged_sample_texts, read_texts
+
+    if args.validate_n < 0:
+        raise ConfigError("--validate-n must be at least 0")
+    options = ExportOptions(precision=Precision.INT8 if args.int8 else Precision.FP32, optimize=args.optimize)
+    checkpoint = load_checkpoint(args.model)
+    texts, source = [], ""
+    if args.validate_n:
+        texts, source = (read_texts(args.validate), str(args.validate)) if args.validate else packaged_sample_texts()
+        texts = texts[: args.validate_n]
+    report = export_checkpoint(checkpoint, args.output, options, validation_texts=texts, validation_source=source)
+    print(f"wrote {args.output / MODEL_FILE} ({options.describe()}) in {report.seconds:.1f}s")
+    if report.fused_operators:
+        print("fused operators: " + ", ".join(f"{k} {v}" for k, v in report.fused_operators.items()))
+    if report.accuracy:
+        print(report.accuracy.summary())
+    return 0

@@ -1,0 +1,80 @@
+"""The export cache: checkpoints exported to ONNX once, reused by every later load.
+
+Exports live under ``$STRUCTSENT_CACHE/onnx/<key>`` (default ``~/.cache/structsent``), keyed by
+the model files' contents, the export options and the tool versions, and are written to a
+staging folder first and renamed into place, so a concurrent load sees all of one or none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..errors import require
+from ..models.onnx import MODEL_FILE
+from .export import EXPORT_FORMAT_VERSION, ExportOptions, export_checkpoint
+from .validate import packaged_sample_texts
+
+CACHE_ENV = "STRUCTSENT_CACHE"
+CACHED_VALIDATION_TEXTS = 120  # a load-time export checks itself on the packaged sample reviews
+
+log = logging.getLogger("structsent.onnx")
+
+
+def cache_root() -> Path:
+    """structsent's cache directory: $STRUCTSENT_CACHE, else $XDG_CACHE_HOME/structsent, else ~/.cache/structsent."""
+    explicit = os.environ.get(CACHE_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "structsent"
+
+
+def cache_key(directory: Path, options: ExportOptions) -> str:
+    """A digest of the model directory's files, the export options and the tool versions."""
+    import onnxruntime
+    import torch
+
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(
+        json.dumps(
+            [EXPORT_FORMAT_VERSION, options.precision.value, options.optimize, onnxruntime.__version__,
+             torch.__version__]
+        ).encode()
+    )
+    for path in sorted(p for p in directory.iterdir() if p.is_file()):
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cached_export(checkpoint, options: ExportOptions) -> Path:
+    """The directory of ``checkpoint`` exported with ``options``, exporting it on first use."""
+    require("onnxruntime", "onnx")
+    require("onnx", "onnx")
+    target = cache_root() / "onnx" / cache_key(checkpoint.directory, options)
+    if (target / MODEL_FILE).is_file() and (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
+    try:
+        texts, source = packaged_sample_texts()
+        report = export_checkpoint(checkpoint, staging, options, validation_texts=texts[:CACHED_VALIDATION_TEXTS],
+                                   validation_source=source)
+        log.warning("first use of %s on ONNX Runtime: exported it (%s) to %s in %.1fs; later loads reuse it; %s",
+                    checkpoint.directory, options.describe(), target, report.seconds, report.accuracy.summary())
+        try:
+            staging.rename(target)  # atomic: a concurrent load sees all of it or none of it
+        except OSError:
+            if not (target / MODEL_FILE).is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

@@ -1,0 +1,191 @@
+"""Export a checkpoint to ONNX: graph export, ONNX Runtime's BERT fusions, dynamic int8.
+
+The written directory is self-describing: ``model.onnx`` (dynamic batch and sequence axes),
+the tokenizer files and a ``config.json`` with ``id2label``, so ``structsent.load(DIR)`` runs it.
+An export given validation texts is checked against the fp32 PyTorch reference
+(``validate.compare_with_reference``) and the numbers are written to ``export_report.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..config import Precision
+from ..errors import ConfigError, ModelFormatError, require
+from ..models.onnx import MODEL_FILE, ONNX_CONFIG_KEY
+from .validate import AccuracyReport, compare_with_reference
+
+EXPORT_FORMAT_VERSION = 1  # bump when the exported graph changes, so old cache entries are not reused
+OPSET = 17
+REPORT_FILE = "export_report.json"
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+EXPORT_PRECISIONS = (Precision.FP32, Precision.INT8)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExportOptions:
+    """How a checkpoint is exported. ``optimize``: apply ONNX Runtime's BERT fusions."""
+
+    precision: Precision = Precision.FP32
+    optimize: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "precision", Precision(self.precision))
+        if self.precision not in EXPORT_PRECISIONS:
+            raise ConfigError(
+                f"ONNX export precision {self.precision.value!r}: expected fp32 or int8 "
+                "(bf16/fp16 run on the torch backend)"
+            )
+
+    def describe(self) -> str:
+        return f"{self.precision.value}{', fused' if self.optimize else ''}"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExportReport:
+    directory: Path
+    options: ExportOptions
+    fused_operators: dict[str, int]
+    seconds: float
+    accuracy: AccuracyReport | None
+
+    def to_dict(self) -> dict:
+        return {
+            "directory": str(self.directory),
+            "precision": self.options.precision.value,
+            "optimized": self.options.optimize,
+            "fused_operators": self.fused_operators,
+            "seconds": round(self.seconds, 2),
+            "accuracy": dataclasses.asdict(self.accuracy) if self.accuracy else None,
+        }
+
+
+def export_checkpoint(
+    checkpoint,
+    out_dir: Path,
+    options: ExportOptions,
+    *,
+    validation_texts: Sequence[str] | None = None,
+    validation_source: str = "given texts",
+) -> ExportReport:
+    """Write ``checkpoint`` as a self-describing ONNX directory; check it against torch fp32."""
+    require("onnxruntime", "onnx")
+    require("onnx", "onnx")
+    if getattr(checkpoint, "format", None) == "onnx":
+        raise ConfigError(f"{checkpoint.directory} already holds an ONNX model; export its source checkpoint")
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_path = out_dir / MODEL_FILE
+    with tempfile.TemporaryDirectory(prefix="structsent-export-") as scratch:
+        graph = Path(scratch) / "graph.onnx"
+        export_graph(checkpoint, graph)
+        fused: dict[str, int] = {}
+        if options.optimize:
+            fused = optimize_graph(graph, graph, checkpoint.shape)
+        if options.precision is Precision.INT8:
+            quantize_graph(graph, graph.with_name("int8.onnx"), fused=options.optimize)
+            graph = graph.with_name("int8.onnx")
+        shutil.move(str(graph), model_path)
+    write_metadata(checkpoint, out_dir, options)
+    accuracy = None
+    if validation_texts:
+        accuracy = compare_with_reference(checkpoint, out_dir, validation_texts, validation_source)
+    report = ExportReport(
+        directory=out_dir, options=options, fused_operators=fused,
+        seconds=time.perf_counter() - started, accuracy=accuracy,
+    )
+    (out_dir / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
+    return report
+
+
+def export_graph(checkpoint, path: Path) -> None:
+    """Trace the checkpoint into an fp32 ONNX graph with dynamic batch and sequence axes."""
+    import torch
+
+    from ..backends.torch import build_model
+    from ..modeling import exportable
+
+    model = exportable(build_model(checkpoint, Precision.FP32, torch.device("cpu")))
+    ids = torch.full((2, 16), checkpoint.tokenizer.cls_id, dtype=torch.int64)
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0  # a padded row, so that the mask's path is traced
+    dynamic = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
+               "logits": {0: "batch"}}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes about Python scalars, expected here
+        torch.onnx.export(
+            model, (ids, mask), str(path), dynamo=False, opset_version=OPSET, do_constant_folding=True,
+            input_names=["input_ids", "attention_mask"], output_names=["logits"], dynamic_axes=dynamic,
+        )
+
+
+def optimize_graph(source: Path, target: Path, shape) -> dict[str, int]:
+    """Fuse attention, LayerNorm (with the residual add), bias+GELU and the embeddings."""
+    from onnxruntime.transformers import optimizer
+
+    model = optimizer.optimize_model(
+        str(source), model_type="bert", num_heads=shape.num_heads, hidden_size=shape.hidden_size
+    )
+    model.save_model_to_file(str(target))
+    return {name: count for name, count in model.get_fused_operator_statistics().items() if count}
+
+
+def quantize_graph(source: Path, target: Path, *, fused: bool) -> None:
+    """Dynamic int8: weights quantized once, activations per batch at run time."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # The fused operators lack type information the quantizer wants; default them to float.
+    extra = {"DefaultTensorType": onnx.TensorProto.FLOAT} if fused else None
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs advice about static quantization on the root logger
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=False,
+                         reduce_range=False, extra_options=extra)
+    finally:
+        root.setLevel(level)
+
+
+def write_metadata(checkpoint, out_dir: Path, options: ExportOptions) -> None:
+    """config.json (shape, id2label, export options) and the tokenizer files."""
+    shape = checkpoint.shape
+    config = {
+        "model_type": "bert",
+        "architectures": ["BertForSequenceClassification"],
+        "vocab_size": shape.vocab_size,
+        "hidden_size": shape.hidden_size,
+        "num_hidden_layers": shape.num_layers,
+        "num_attention_heads": shape.num_heads,
+        "intermediate_size": shape.intermediate_size,
+        "max_position_embeddings": shape.max_position_embeddings,
+        "type_vocab_size": shape.type_vocab_size,
+        "layer_norm_eps": shape.layer_norm_eps,
+        "hidden_act": shape.hidden_act,
+        "num_labels": shape.num_labels,
+        "id2label": {str(i): label for i, label in enumerate(checkpoint.labels)},
+        "label2id": {label: i for i, label in enumerate(checkpoint.labels)},
+        ONNX_CONFIG_KEY: {
+            "model_file": MODEL_FILE,
+            "precision": options.precision.value,
+            "optimized": options.optimize,
+            "opset": OPSET,
+            "format_version": EXPORT_FORMAT_VERSION,
+            "source": str(checkpoint.directory),
+        },
+    }
+    (out_dir / "config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
+    copied = [name for name in TOKENIZER_FILES if (checkpoint.directory / name).is_file()]
+    if not any(name in copied for name in ("vocab.txt", "tokenizer.json")):
+        raise ModelFormatError(f"{checkpoint.directory}: no vocab.txt or tokenizer.json to copy")
+    for name in copied:
+        shutil.copy(checkpoint.directory / name, out_dir / name)

@@ -1,0 +1,73 @@
+"""How an exported model agrees with the fp32 PyTorch reference, on texts given as arguments."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import BadInputError
+
+SAMPLE_REVIEWS = Path(__file__).resolve().parents[1] / "data" / "sample_reviews.txt"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AccuracyReport:
+    """How an exported model agrees with the fp32 PyTorch reference."""
+
+    texts: int
+    source: str
+    label_agreement: float  # share of texts with the same label
+    max_probability_diff: float  # largest absolute difference of any class probability
+
+    def summary(self) -> str:
+        return (
+            f"label agreement {self.label_agreement:.2%} and largest probability difference "
+            f"{self.max_probability_diff:.2e} vs torch fp32 on {self.texts} texts ({self.source})"
+        )
+
+
+def compare_with_reference(checkpoint, onnx_dir: Path, texts: Sequence[str], source: str) -> AccuracyReport:
+    """Label agreement and largest probability difference of the ONNX model vs torch fp32."""
+    from ..backends.onnx import OnnxRunner
+    from ..backends.torch import TorchRunner
+    from ..config import EngineConfig
+    from ..engine import Classifier
+    from ..models.onnx import load_onnx_directory
+
+    config = EngineConfig(device="cpu")
+    reference = Classifier(checkpoint, TorchRunner(checkpoint, config.replace(precision="fp32")), config)
+    exported = load_onnx_directory(onnx_dir)
+    candidate = Classifier(exported, OnnxRunner(exported, config.replace(backend="onnx")), config)
+    return agreement(reference(list(texts)), candidate(list(texts)), source=source)
+
+
+def agreement(reference, candidate, *, source: str) -> AccuracyReport:
+    """Compare two lists of LabelResults of the same texts."""
+    pairs = [(r, c) for r, c in zip(reference, candidate, strict=True) if r.ok and c.ok]
+    if not pairs:
+        raise BadInputError("no labellable validation texts")
+    same = sum(r.label == c.label for r, c in pairs)
+    diff = max(abs(r.scores[k] - c.scores[k]) for r, c in pairs for k in r.scores)
+    return AccuracyReport(texts=len(pairs), source=source, label_agreement=same / len(pairs),
+                          max_probability_diff=float(diff))
+
+
+def packaged_sample_texts() -> tuple[list[str], str]:
+    """The reviews packaged with structsent: what an export is checked on by default."""
+    return read_texts(SAMPLE_REVIEWS), "structsent/data/sample_reviews.txt"
+
+
+def read_texts(path: Path) -> list[str]:
+    """Lines of a text file, or the "text" field of a JSONL file."""
+    try:
+        lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise BadInputError(f"{path}: cannot read texts ({err})") from err
+    if str(path).endswith(".jsonl"):
+        try:
+            return [str(json.loads(line)["text"]) for line in lines]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise BadInputError(f"{path}: expected one JSON object with a 'text' field per line") from err
+    return lines
