@@ -255,9 +255,11 @@ def with_config(src, dst, **changes):
     (dict(id2label={"1": "负面", "2": "正面"}), r"id2label ids must be 0..1, got \[1, 2\]"),
     (dict(id2label={"0": "好", "1": "好"}), r"id2label gives two outputs the same name"),
     (dict(num_labels=3), r"num_labels is 3 but the classifier has 2 outputs"),
+    (dict(num_labels="2"), r"num_labels must be a positive integer, got '2'"),
 ], ids=["layers-word", "layers-float", "heads-zero", "hidden-null", "intermediate-bool", "eps-word",
         "act-list", "act-unknown", "heads-indivisible", "id2label-list", "id2label-word-keys",
-        "id2label-int-name", "id2label-3-on-2", "id2label-ids-1-2", "id2label-duplicate", "num_labels-3"])
+        "id2label-int-name", "id2label-3-on-2", "id2label-ids-1-2", "id2label-duplicate", "num_labels-3",
+        "num_labels-word"])
 def test_malformed_config_values_are_model_format_errors(tmp_path, hf_model_dir, changes, message):
     d = with_config(hf_model_dir, tmp_path / "m", **changes)
     with pytest.raises(structsent.ModelFormatError, match=r"config.json: " + message):

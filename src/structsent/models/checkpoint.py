@@ -182,10 +182,10 @@ def choose_labels(config: dict, num_labels: int, directory: Path, *, structbert:
     list that does not fit the weights would put the wrong name on every result.
     """
     config_file = directory / "config.json"
-    declared = config.get("num_labels")
-    if declared is not None and declared != num_labels:
+    declared = config_int(config, "num_labels", config_file, default=num_labels)
+    if declared != num_labels:
         raise ModelFormatError(
-            f"{config_file}: num_labels is {declared!r} but the classifier has {num_labels} outputs; "
+            f"{config_file}: num_labels is {declared} but the classifier has {num_labels} outputs; "
             "config.json and the weights come from different models"
         )
     id2label = config.get("id2label")
