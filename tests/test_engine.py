@@ -7,7 +7,11 @@ import structsent
 from structsent.engine import Classifier
 from structsent.errors import DeviceOutOfMemoryError
 
-ALONE_VS_BATCH_TOLERANCE = 1e-5  # fp32: padding and batch composition change nothing beyond rounding
+# The bound the README states for fp32 on a CPU: padding and batch composition change a text's
+# probabilities by rounding only (measured on the bundled model over the 2,844 reviews in
+# tests/data: at most 7.0e-8 with ONNX Runtime, 4.7e-7 with PyTorch).
+ALONE_VS_BATCH_TOLERANCE = 1e-6
+BACKEND_TOLERANCE = 1e-5  # ONNX Runtime vs PyTorch fp32 on the same weights
 PACKED = 10**9  # a per-call cost so high that batches are packed to the budget, as on a GPU
 
 
@@ -27,15 +31,27 @@ def test_alone_equals_inside_any_batch(clf, real_reviews):
     rng = np.random.default_rng(0)
     perm = rng.permutation(len(texts))
     shuffled = positive(clf([texts[i] for i in perm]))
-    np.testing.assert_allclose(together, alone, atol=ALONE_VS_BATCH_TOLERANCE)
-    np.testing.assert_allclose(shuffled, alone[perm], atol=ALONE_VS_BATCH_TOLERANCE)
+    np.testing.assert_allclose(together, alone, atol=ALONE_VS_BATCH_TOLERANCE, rtol=0)
+    np.testing.assert_allclose(shuffled, alone[perm], atol=ALONE_VS_BATCH_TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])  # auto on a CPU: ONNX Runtime
+def test_bundled_model_alone_equals_inside_any_batch(real_reviews, backend):
+    bundled = structsent.load("default", device="cpu", backend=backend)
+    texts = real_reviews[::11][:48] + ["好" * 600]
+    alone = np.array([bundled([t])[0].scores["正面"] for t in texts])
+    perm = np.random.default_rng(1).permutation(len(texts))
+    for options in ({}, {"max_batch_size": 8}):
+        other = Classifier(bundled.checkpoint, bundled.runner, bundled.config.replace(**options))
+        shuffled = positive(other([texts[i] for i in perm]))
+        np.testing.assert_allclose(shuffled, alone[perm], atol=ALONE_VS_BATCH_TOLERANCE, rtol=0)
 
 
 @pytest.mark.parametrize("budget,cap", [(512, 1), (1024, 3), (4096, 64), (100_000, 512)])
 def test_results_do_not_depend_on_batch_plan(hf_model_dir, clf, real_reviews, budget, cap):
     texts = real_reviews[:60]
     other = structsent.load(hf_model_dir, device="cpu", token_budget=budget, max_batch_size=cap)
-    np.testing.assert_allclose(positive(other(texts)), positive(clf(texts)), atol=ALONE_VS_BATCH_TOLERANCE)
+    np.testing.assert_allclose(positive(other(texts)), positive(clf(texts)), atol=ALONE_VS_BATCH_TOLERANCE, rtol=0)
 
 
 def test_output_order_equals_input_order(clf):
@@ -43,7 +59,7 @@ def test_output_order_equals_input_order(clf):
     texts = ["好" * n for n in (50, 3, 200, 7, 120, 1, 90)]
     results = clf(texts)
     alone = [clf([text])[0].scores["正面"] for text in texts]
-    np.testing.assert_allclose(positive(results), alone, atol=ALONE_VS_BATCH_TOLERANCE)
+    np.testing.assert_allclose(positive(results), alone, atol=ALONE_VS_BATCH_TOLERANCE, rtol=0)
     assert len(set(np.round(alone, 4))) == len(texts)  # distinct, so a swap could not hide
 
 
@@ -73,6 +89,38 @@ def test_bad_input_is_flagged_and_the_rest_unaffected(clf):
 def test_single_string_is_rejected_with_a_hint(clf):
     with pytest.raises(structsent.BadInputError, match=r"clf\(\[text\]\)"):
         clf("好评")
+
+
+@pytest.mark.parametrize("texts,hint", [
+    (None, r"got None; pass a list of strings"),
+    (5, r"got int; pass a list of strings, e.g. clf\(\[str\(value\)\]\)"),
+    (3.5, r"got float"),
+    (b"\xe5\xa5\xbd\xe8\xaf\x84", r"got bytes: decode it first, e.g. clf\(\[data.decode\('utf-8'\)\]\)"),
+    (bytearray(b"ok"), r"got a bytearray: decode it first"),
+    ({"好评": 1, "差评": 0}, r"got a mapping; say which texts to label, e.g. clf\(list\(d.values\(\)\)\)"),
+    ({"好评", "差评"}, r"got a set, which has no order .*clf\(sorted\(texts\)\)"),
+    (frozenset({"好评"}), r"got a set, which has no order"),
+], ids=["None", "int", "float", "bytes", "bytearray", "dict", "set", "frozenset"])
+def test_bad_call_arguments_are_bad_input_errors_naming_the_fix(clf, texts, hint):
+    with pytest.raises(structsent.BadInputError, match=r"^expected a list of texts, " + hint):
+        clf(texts)
+    with pytest.raises(structsent.BadInputError):
+        clf.label_with_stats(texts)
+
+
+def test_ordered_collections_and_iterators_of_texts_are_accepted(clf):
+    import collections
+
+    texts = ["这家外卖送得很快，味道也不错", "差评，用了三天就坏了", "还行吧", "差评，用了三天就坏了"]
+    expected = clf(texts)
+    for given in (tuple(texts), iter(texts), (t for t in texts), collections.deque(texts),
+                  np.array(texts, dtype=object)):
+        assert clf(given) == expected, type(given)
+    distinct = dict.fromkeys(texts)
+    assert clf(distinct.keys()) == clf(list(distinct))  # a dict's keys, asked for explicitly, keep its order
+    assert clf([]) == [] and clf(iter([])) == []
+    flagged = clf([b"bytes inside a list", None, "好评"])  # items that are not texts: flagged rows
+    assert flagged[0].error == "not a string (got bytes)" and flagged[1].error and flagged[2].ok
 
 
 def test_long_text_windows_average_window_probabilities(hf_model_dir):
@@ -133,7 +181,7 @@ def test_out_of_memory_splits_the_batch_and_lowers_the_budget(clf, real_reviews)
     # Each failure halves the budget for everything after it: a few failures, not one per batch.
     assert len(failed) == stats.oom_splits <= 4, failed
     assert fake.calls[-1][0] * fake.calls[-1][1] <= 1500
-    np.testing.assert_allclose(positive(results), positive(clf(texts)), atol=ALONE_VS_BATCH_TOLERANCE)
+    np.testing.assert_allclose(positive(results), positive(clf(texts)), atol=ALONE_VS_BATCH_TOLERANCE, rtol=0)
     assert len(results) == len(texts)
 
 
@@ -164,7 +212,7 @@ def test_torch_backend_still_available_and_equal(hf_model_dir, clf, real_reviews
     torch_clf = structsent.load(hf_model_dir, device="cpu", backend="torch")
     assert torch_clf.info()["backend"] == "torch"
     texts = real_reviews[:50]
-    np.testing.assert_allclose(positive(torch_clf(texts)), positive(clf(texts)), atol=ALONE_VS_BATCH_TOLERANCE)
+    np.testing.assert_allclose(positive(torch_clf(texts)), positive(clf(texts)), atol=BACKEND_TOLERANCE)
 
 
 def test_cuda_request_without_gpu_is_a_config_error(hf_model_dir):
@@ -224,7 +272,7 @@ def test_overlapped_path_recovers_from_out_of_memory(clf, real_reviews, fail_at)
     engine = Classifier(clf.checkpoint, fake, clf.config.replace(token_budget=8192, max_batch_size=512, batch_overhead_tokens=PACKED))
     results, stats = engine.label_with_stats(texts)
     assert stats.oom_splits > 0 and len(results) == len(texts)
-    np.testing.assert_allclose(positive(results), positive(clf(texts)), atol=ALONE_VS_BATCH_TOLERANCE)
+    np.testing.assert_allclose(positive(results), positive(clf(texts)), atol=ALONE_VS_BATCH_TOLERANCE, rtol=0)
 
 
 def test_gpu_snapshot_is_none_without_a_gpu():
@@ -265,7 +313,7 @@ def test_next_batch_is_launched_before_the_previous_is_waited_for(clf, real_revi
     # launch 1, launch 2, fetch 1, launch 3, fetch 2, ...: one batch always queued behind another
     assert kinds[:3] == ["launch", "launch", "fetch"]
     assert all(kinds[:i].count("launch") >= kinds[:i].count("fetch") + 1 for i in range(1, len(kinds)))
-    np.testing.assert_allclose(positive(results), positive(clf(texts)), atol=ALONE_VS_BATCH_TOLERANCE)
+    np.testing.assert_allclose(positive(results), positive(clf(texts)), atol=ALONE_VS_BATCH_TOLERANCE, rtol=0)
 
 
 def test_a_lowered_budget_applies_to_the_rest_of_the_same_call(clf, real_reviews):
@@ -279,7 +327,7 @@ def test_a_lowered_budget_applies_to_the_rest_of_the_same_call(clf, real_reviews
     # Only the first planned batch (and its halves) ever failed: once a part fit, nothing failed again.
     assert all(fits[fits.index(True):])
     assert len(results) == len(texts)
-    np.testing.assert_allclose(positive(results), positive(clf(texts)), atol=ALONE_VS_BATCH_TOLERANCE)
+    np.testing.assert_allclose(positive(results), positive(clf(texts)), atol=ALONE_VS_BATCH_TOLERANCE, rtol=0)
 
 
 def test_large_inputs_are_tokenized_in_chunks_with_identical_results(clf, real_reviews, monkeypatch):
@@ -296,6 +344,69 @@ def test_large_inputs_are_tokenized_in_chunks_with_identical_results(clf, real_r
     assert encoded_sizes[0] == 32 and sum(encoded_sizes) == 152 and len(encoded_sizes) == 5
     assert len(chunked) == len(texts) and stats.texts == whole_stats.texts and stats.flagged == 2
     assert [r.error for r in chunked] == [r.error for r in whole]
-    np.testing.assert_allclose(positive(chunked[:150]), positive(whole[:150]), atol=ALONE_VS_BATCH_TOLERANCE)
+    np.testing.assert_allclose(positive(chunked[:150]), positive(whole[:150]), atol=ALONE_VS_BATCH_TOLERANCE, rtol=0)
     assert chunked[150:] == whole[150:] or all(
         (a.label, a.error) == (b.label, b.error) for a, b in zip(chunked[150:], whole[150:]))
+
+
+# -- non-finite outputs: errors, never labels ------------------------------------------------------
+class NonFiniteFor:
+    """Wraps a real runner: rows whose ids contain ``token_id`` get ``value`` as their first logit,
+    as from a model that overflows on some inputs (weights that do so on every input are refused
+    at load, see tests/test_models.py)."""
+
+    def __init__(self, runner, token_id, value):
+        self.runner, self.token_id, self.value = runner, token_id, value
+        self.name, self.device, self.precision = runner.name, runner.device, runner.precision
+
+    def run(self, ids, mask):
+        logits = np.array(self.runner.run(ids, mask))
+        logits[(ids == self.token_id).any(axis=1), 0] = self.value
+        return logits
+
+
+def poisoned(clf, value, token="毒"):
+    (token_id,) = clf.tokenizer.content_ids([token])[0]
+    return Classifier(clf.checkpoint, NonFiniteFor(clf.runner, token_id, value), clf.config)
+
+
+@pytest.mark.parametrize("value,kind", [(np.nan, "nan"), (np.inf, "inf"), (-np.inf, "-inf")])
+def test_non_finite_outputs_are_flagged_never_labelled(clf, value, kind):
+    texts = ["这家外卖送得很快，味道也不错", "有毒的外卖", "差评，用了三天就坏了", "毒"]
+    results, stats = poisoned(clf, value).label_with_stats(texts)
+    for i in (1, 3):
+        assert results[i].error == f"the model produced non-finite outputs ({kind}) for this text"
+        assert results[i].label is None and results[i].score is None and results[i].scores == {}
+        assert results[i].logits is None
+    assert stats.flagged == 2 and results[0].ok and results[2].ok
+    np.testing.assert_allclose(positive([results[0], results[2]]), positive(clf([texts[0], texts[2]])),
+                               atol=ALONE_VS_BATCH_TOLERANCE, rtol=0)
+
+
+def test_one_non_finite_window_flags_the_whole_text(hf_model_dir):
+    windows = structsent.load(hf_model_dir, device="cpu", long_text="windows", max_length=64, window_stride=32)
+    text = "好" * 150 + "毒"
+    sequences = windows.encode([text])[0].sequences
+    (token_id,) = windows.tokenizer.content_ids(["毒"])[0]
+    assert len(sequences) > 2 and sum(token_id in s for s in sequences) == 1  # only the last window
+    (result,) = poisoned(windows, np.nan)([text])
+    assert result.error == "the model produced non-finite outputs (nan) for this text" and result.label is None
+
+
+def test_the_postprocess_stage_refuses_non_finite_numbers():
+    import warnings
+
+    from structsent.results import non_finite_error, softmax, to_result
+
+    logits = np.array([[np.inf, 1.0], [np.nan, 0.0], [-np.inf, 2.0], [1e308, -1e308], [1.0, 2.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning escapes to the user
+        probabilities = softmax(logits)
+    labels = ("负面", "正面")
+    for row in range(3):
+        result = to_result(probabilities[row], labels, logits=logits[row])
+        assert not result.ok and result.label is None and "non-finite outputs" in result.error
+    assert to_result(probabilities[3], labels).label == "负面"  # huge but finite: a label
+    assert to_result(probabilities[4], labels, logits=logits[4]).label == "正面"
+    assert to_result(np.array([np.nan, np.nan]), labels).error == non_finite_error(np.array([np.nan]))
+    assert non_finite_error(logits[:3]) == "the model produced non-finite outputs (nan, inf, -inf) for this text"

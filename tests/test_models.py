@@ -152,3 +152,150 @@ def test_hub_id_offline_fails_with_instructions(monkeypatch):
     message = str(info.value)
     assert "modelscope download --model damo/nlp_structbert_sentiment-classification_chinese-base" in message
     assert "pass its path" in message
+
+
+# -- weights that cannot give labels --------------------------------------------------------------
+def copy_with_weights(src, dst, edit):
+    """A copy of the safetensors model ``src`` whose tensors ``edit(state)`` changed in place."""
+    from safetensors.torch import load_file, save_file
+
+    d = copy_dir(src, dst)
+    state = load_file(str(d / "model.safetensors"))
+    edit(state)
+    save_file(state, str(d / "model.safetensors"), metadata={"format": "pt"})
+    return d
+
+
+def fill_with_nan(state):
+    for tensor in state.values():
+        if tensor.is_floating_point():
+            tensor.fill_(float("nan"))
+
+
+def overflowing_head(state):
+    # Finite weights (3e38 < float32 max) whose logits overflow to inf/nan on every text.
+    state["classifier.weight"].fill_(3e38)
+
+
+@pytest.fixture(scope="module")
+def nan_model_dir(tmp_path_factory, hf_model_dir):
+    return copy_with_weights(hf_model_dir, tmp_path_factory.mktemp("nan") / "m", fill_with_nan)
+
+
+def test_nan_weights_are_refused_at_load(nan_model_dir):
+    with pytest.raises(structsent.ModelFormatError,
+                       match=r"model.safetensors: tensor \S+ holds non-finite values \(nan\); the weights file is corrupt"):
+        structsent.load(nan_model_dir, device="cpu")
+
+
+def test_nan_weights_label_job_exits_3_with_a_one_line_error(nan_model_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    source = tmp_path / "reviews.txt"
+    source.write_text("好评\n差评\n", encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "structsent", "label", str(source), "-o", str(tmp_path / "out.jsonl"),
+         "--model", str(nan_model_dir), "--device", "cpu"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "STRUCTSENT_CACHE": str(tmp_path / "cache")},
+    )
+    assert proc.returncode == 3, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("structsent: error: ") and "non-finite values (nan)" in lines[0]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto"])  # auto on a CPU: the ONNX export, validated against torch
+def test_weights_that_overflow_are_refused_by_the_warm_up_batch(tmp_path, hf_model_dir, backend, monkeypatch):
+    monkeypatch.setenv("STRUCTSENT_CACHE", str(tmp_path / "cache"))
+    d = copy_with_weights(hf_model_dir, tmp_path / "m", overflowing_head)
+    assert load_checkpoint(d).labels == ("负面", "正面")  # finite weights: the files themselves are fine
+    with pytest.raises(structsent.ModelFormatError,
+                       match=r"the weights give non-finite outputs \(.*\) on a warm-up batch of 2 short texts \(torch, fp32, cpu\)"):
+        structsent.load(d, device="cpu", backend=backend)
+    assert not list((tmp_path / "cache").glob("onnx/*/model.onnx"))  # nothing unusable left in the cache
+
+
+def test_onnx_model_that_gives_nan_is_refused_at_load(tmp_path, hf_model_dir):
+    from structsent.config import Precision
+    from structsent.export import ExportOptions, export_checkpoint
+
+    d = copy_with_weights(hf_model_dir, tmp_path / "m", overflowing_head)
+    export_checkpoint(load_checkpoint(d), tmp_path / "onnx", ExportOptions(precision=Precision.FP32, optimize=False))
+    with pytest.raises(structsent.ModelFormatError,
+                       match=r"onnx: the weights give non-finite outputs \(.*\) on a warm-up batch .*\(onnx, fp32, cpu\)"):
+        structsent.load(tmp_path / "onnx")
+
+
+# -- malformed config.json values -----------------------------------------------------------------
+def with_config(src, dst, **changes):
+    d = copy_dir(src, dst)
+    config = json.loads((d / "config.json").read_text())
+    config.update(changes)
+    (d / "config.json").write_text(json.dumps(config, ensure_ascii=False))
+    return d
+
+
+@pytest.mark.parametrize("changes,message", [
+    (dict(num_hidden_layers="two"), r"num_hidden_layers must be a positive integer, got 'two'"),
+    (dict(num_hidden_layers=2.0), r"num_hidden_layers must be a positive integer, got 2.0"),
+    (dict(num_attention_heads=0), r"num_attention_heads must be a positive integer, got 0"),
+    (dict(hidden_size=None), r"hidden_size must be a positive integer, got None"),
+    (dict(intermediate_size=True), r"intermediate_size must be a positive integer, got True"),
+    (dict(layer_norm_eps="tiny"), r"layer_norm_eps must be a positive number, got 'tiny'"),
+    (dict(hidden_act=["gelu"]), r"hidden_act must be a string, got \['gelu'\]"),
+    (dict(hidden_act="swish"), r"hidden_act='swish' is not supported"),
+    (dict(num_attention_heads=5), r"hidden_size 32 is not divisible by num_heads 5"),
+    (dict(id2label=["负面", "正面"]), r"id2label must map ids to label names, e.g. .*; got a list"),
+    (dict(id2label={"neg": "负面", "pos": "正面"}), r"id2label must map integer ids to label names.*got 'neg': '负面'"),
+    (dict(id2label={"0": "负面", "1": 1}), r"id2label must map integer ids to label names.*got '1': 1"),
+    (dict(id2label={"0": "负面", "1": "中性", "2": "正面"}),
+     r"id2label names 3 labels but the classifier has 2 outputs; the labels and the weights come from different models"),
+    (dict(id2label={"1": "负面", "2": "正面"}), r"id2label ids must be 0..1, got \[1, 2\]"),
+    (dict(id2label={"0": "好", "1": "好"}), r"id2label gives two outputs the same name"),
+    (dict(num_labels=3), r"num_labels is 3 but the classifier has 2 outputs"),
+    (dict(num_labels="2"), r"num_labels must be a positive integer, got '2'"),
+], ids=["layers-word", "layers-float", "heads-zero", "hidden-null", "intermediate-bool", "eps-word",
+        "act-list", "act-unknown", "heads-indivisible", "id2label-list", "id2label-word-keys",
+        "id2label-int-name", "id2label-3-on-2", "id2label-ids-1-2", "id2label-duplicate", "num_labels-3",
+        "num_labels-word"])
+def test_malformed_config_values_are_model_format_errors(tmp_path, hf_model_dir, changes, message):
+    d = with_config(hf_model_dir, tmp_path / "m", **changes)
+    with pytest.raises(structsent.ModelFormatError, match=r"config.json: " + message):
+        structsent.load(d, device="cpu")
+    with pytest.raises(structsent.ModelFormatError, match=str(d)):
+        structsent.load(d, device="cpu")
+
+
+def test_label_mapping_that_does_not_fit_the_classifier(tmp_path, modelscope_dirs):
+    d = copy_dir(modelscope_dirs["encoder"], tmp_path / "m")
+    (d / "label_mapping.json").write_text(json.dumps({"负面": 0, "中性": 1, "正面": 2}, ensure_ascii=False))
+    with pytest.raises(structsent.ModelFormatError,
+                       match=r"label_mapping.json: the label mapping names 3 labels but the classifier has 2 outputs"):
+        structsent.load(d, device="cpu")
+    (d / "label_mapping.json").write_text(json.dumps({"负面": 0, "正面": 0}, ensure_ascii=False))
+    with pytest.raises(structsent.ModelFormatError, match=r"label_mapping.json: two labels share one id"):
+        structsent.load(d, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def onnx_model_dir(tmp_path_factory, hf_model_dir):
+    from structsent.config import Precision
+    from structsent.export import ExportOptions, export_checkpoint
+
+    out = tmp_path_factory.mktemp("onnx") / "m"
+    export_checkpoint(load_checkpoint(hf_model_dir), out, ExportOptions(precision=Precision.FP32, optimize=False))
+    return out
+
+
+@pytest.mark.parametrize("changes,message", [
+    (dict(num_hidden_layers="two"), r"config.json: num_hidden_layers must be a positive integer, got 'two'"),
+    (dict(id2label=["负面", "正面"]), r"config.json: id2label must map ids to label names"),
+    (dict(num_labels=3, id2label={"0": "负面", "1": "中性", "2": "正面"}),
+     r"the model gives outputs of shape \(2, 2\) for 2 texts, expected \(2, 3\), one per label \['负面', '中性', '正面'\]"),
+], ids=["size", "id2label-list", "labels-vs-graph"])
+def test_malformed_onnx_config_values_are_model_format_errors(tmp_path, onnx_model_dir, changes, message):
+    d = with_config(onnx_model_dir, tmp_path / "m", **changes)
+    with pytest.raises(structsent.ModelFormatError, match=message):
+        structsent.load(d)

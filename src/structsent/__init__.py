@@ -37,9 +37,12 @@ def load(name_or_path: str | Path = "default", *, config: EngineConfig | None = 
     directory, or a hub id (downloaded only when a hub client is installed and online).
     ``options`` are EngineConfig fields, e.g. ``device="cuda"``, ``precision="int8"``,
     ``token_budget=4096``, ``long_text="windows"``.
+
+    Raises ModelNotFoundError, ModelFormatError (a broken directory, a config that does not fit
+    the weights, weights that give NaN or inf on a warm-up batch), ConfigError or MissingExtraError.
     """
     from .backends import create_runner
-    from .engine import Classifier
+    from .engine import Classifier, check_model_outputs
     from .models import load_checkpoint
 
     if config is None:
@@ -47,7 +50,9 @@ def load(name_or_path: str | Path = "default", *, config: EngineConfig | None = 
     elif options:
         config = config.replace(**options)
     checkpoint = load_checkpoint(name_or_path)
-    return Classifier(checkpoint, create_runner(checkpoint, config), config)
+    classifier = Classifier(checkpoint, create_runner(checkpoint, config), config)
+    check_model_outputs(classifier)
+    return classifier
 
 
 __all__ = [

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import ItemsView, Iterable, KeysView, Mapping, Sequence, Set
 
 import numpy as np
 
 from .batching import Batch, pad_batch, padded_cost, padded_length, plan_batches
 from .config import EngineConfig
-from .errors import BadInputError, DeviceOutOfMemoryError
+from .errors import BadInputError, DeviceOutOfMemoryError, ModelFormatError
 from .pipeline import Prefetch
-from .results import LabelResult, combine_windows, softmax, to_result
+from .results import LabelResult, combine_windows, non_finite_error, non_finite_kinds, softmax, to_result
 from .tokenize import EncodedText
 
+
+# Run once at load (see check_model_outputs): two lengths, so that the batch is padded and masked.
+WARMUP_TEXTS = ("这家外卖送得很快，味道也不错", "差评")
 
 # Inputs above this many distinct texts are tokenized chunk by chunk, overlapped with the model
 # (batches are then planned within a chunk: at this size that costs almost no extra padding).
@@ -69,17 +72,16 @@ class Classifier:
         if device_kind == "cuda" and config.token_budget is None:
             self.token_budget = probe_token_budget(runner, max_length=self.max_length, ceiling=self.token_budget)
 
-    def __call__(self, texts: Sequence[object]) -> list[LabelResult]:
+    def __call__(self, texts: Iterable[object]) -> list[LabelResult]:
         return self.label_with_stats(texts)[0]
 
-    def label(self, texts: Sequence[object]) -> list[LabelResult]:
-        """Label ``texts``; the i-th result belongs to the i-th text."""
+    def label(self, texts: Iterable[object]) -> list[LabelResult]:
+        """Label ``texts`` (a list, tuple or any other ordered collection or iterator of strings);
+        the i-th result belongs to the i-th text. Raises BadInputError for anything else."""
         return self.label_with_stats(texts)[0]
 
-    def label_with_stats(self, texts: Sequence[object]) -> tuple[list[LabelResult], RunStats]:
-        if isinstance(texts, (str, bytes)):
-            raise BadInputError("expected a list of texts, got a single string; wrap it: clf([text])")
-        texts = list(texts)
+    def label_with_stats(self, texts: Iterable[object]) -> tuple[list[LabelResult], RunStats]:
+        texts = as_text_list(texts)
         unique_index, unique_texts = deduplicate(texts)
         unique_results, stats = self._label_unique(unique_texts)
         stats.texts = len(texts)
@@ -267,6 +269,77 @@ def probe_token_budget(runner, *, max_length: int, ceiling: int, floor: int | No
             budget //= 2
 
 
+def as_text_list(texts: object) -> list[object]:
+    """The texts of one call as a list, in their order, or BadInputError naming the fix when
+    ``texts`` is not an ordered collection (or iterator) of texts. Items that are not strings
+    are kept: each gets a flagged result of its own."""
+    refusal = _why_not_texts(texts)
+    if refusal is None:
+        try:
+            items = iter(texts)  # type: ignore[call-overload]
+        except TypeError:  # an int, a float, an object...
+            refusal = f"got {type(texts).__name__}; pass a list of strings, e.g. clf([str(value)])"
+        else:
+            return list(items)
+    raise BadInputError(f"expected a list of texts, {refusal}")
+
+
+def _why_not_texts(texts: object) -> str | None:
+    if texts is None:
+        return "got None; pass a list of strings, e.g. clf(['味道不错'])"
+    if isinstance(texts, (KeysView, ItemsView)):  # ordered like their dict, and chosen explicitly
+        return None
+    return next((fix for kind, fix in _HOW_TO_PASS_TEXTS.items() if isinstance(texts, kind)), None)
+
+
+# What a wrongly typed argument is and how to pass it instead; checked in this order (a str is
+# also a Sequence, a dict view of keys also a Set).
+_HOW_TO_PASS_TEXTS: dict[type, str] = {
+    str: "got a single string; wrap it: clf([text])",
+    bytes: "got bytes: decode it first, e.g. clf([data.decode('utf-8')])",
+    bytearray: "got a bytearray: decode it first, e.g. clf([data.decode('utf-8')])",
+    memoryview: "got a memoryview: decode it first, e.g. clf([bytes(data).decode('utf-8')])",
+    Mapping: "got a mapping; say which texts to label, e.g. clf(list(d.values())) or clf(list(d))",
+    Set: "got a set, which has no order (results come back in input order); "
+         "pass a list, e.g. clf(sorted(texts))",
+}
+
+
+def check_model_outputs(classifier: Classifier) -> None:
+    """Run one tiny batch and refuse a model that cannot give labels, with ModelFormatError.
+
+    Catches at load what would otherwise flag every row later: weights that hold NaN or inf (or
+    overflow at this precision), and a label list that does not match the model's outputs. It
+    costs one forward pass of two short texts, and doubles as the runtime's first (slow) call.
+    """
+    sequences = [s for e in classifier.encode(WARMUP_TEXTS) for s in e.sequences]
+    ids, mask = pad_batch(sequences, classifier.tokenizer.pad_id)
+    logits = np.asarray(classifier.runner.run(ids, mask))
+    model = classifier.checkpoint.directory
+    expected = (len(sequences), len(classifier.labels))
+    if logits.shape != expected:
+        raise ModelFormatError(
+            f"{model}: the model gives outputs of shape {logits.shape} for {len(sequences)} texts, "
+            f"expected {expected}, one per label {list(classifier.labels)}; the labels in its config "
+            "do not belong to these weights"
+        )
+    kinds = non_finite_kinds(logits)
+    if kinds:
+        runner = classifier.runner
+        raise ModelFormatError(
+            f"{model}: the weights give non-finite outputs ({', '.join(kinds)}) on a warm-up batch of "
+            f"{len(sequences)} short texts ({runner.name}, {runner.precision}, {runner.device}); "
+            + _non_finite_culprit(runner.precision)
+        )
+
+
+def _non_finite_culprit(precision: str) -> str:
+    # The weights of PyTorch-format checkpoints were already found finite when they were read.
+    if precision in ("fp16", "bf16"):
+        return f"the model overflows at {precision}: try precision='fp32'"
+    return "the weights are corrupt (NaN or inf values) or overflow on ordinary text"
+
+
 def deduplicate(texts: list[object]) -> tuple[list[int], list[object]]:
     """Map each valid text to the index of its first equal text among the unique ones."""
     first: dict[str, int] = {}
@@ -289,6 +362,9 @@ def _postprocess(encoded: EncodedText, probabilities: np.ndarray, logits: np.nda
                  labels) -> LabelResult:
     if encoded.error is not None:
         return LabelResult.failed(encoded.error)
+    non_finite = non_finite_error(logits)  # every window's raw row: one bad window spoils the text
+    if non_finite is not None:
+        return LabelResult.failed(non_finite)
     if len(probabilities) == 1:
         return to_result(probabilities[0], labels, truncated=encoded.truncated, logits=logits[0])
     combined = combine_windows(probabilities, lengths)

@@ -39,12 +39,36 @@ class LabelResult:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64 (stable, and exact enough to compare paths at 1e-6)."""
+    """Row-wise softmax in float64 (stable, and exact enough to compare paths at 1e-6).
+
+    A row with a NaN or infinite logit gives NaN probabilities, quietly: such rows are refused
+    by ``non_finite_error`` in the postprocess stage, never labelled.
+    """
     z = logits.astype(np.float64)
-    z -= z.max(axis=-1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", over="ignore"):
+        z -= z.max(axis=-1, keepdims=True)
+        np.exp(z, out=z)
+        z /= z.sum(axis=-1, keepdims=True)
     return z
+
+
+def non_finite_kinds(values: np.ndarray) -> list[str]:
+    """Which of nan, inf, -inf occur in ``values`` (empty when all are finite)."""
+    values = np.asarray(values)
+    if np.isfinite(values).all():
+        return []
+    seen = (("nan", np.isnan(values)), ("inf", np.isposinf(values)), ("-inf", np.isneginf(values)))
+    return [name for name, where in seen if where.any()]
+
+
+def non_finite_error(values: np.ndarray) -> str | None:
+    """Why a text's model outputs (all its rows) cannot be labelled, or None if they are finite.
+
+    A model whose weights or arithmetic overflowed (NaN or inf logits) has no answer for the
+    text; an argmax over NaN would pick the first label and present garbage as a label.
+    """
+    kinds = non_finite_kinds(values)
+    return f"the model produced non-finite outputs ({', '.join(kinds)}) for this text" if kinds else None
 
 
 def combine_windows(probabilities: np.ndarray, weights: Sequence[int]) -> np.ndarray:
@@ -61,7 +85,13 @@ def to_result(
     windows: int = 1,
     logits: np.ndarray | None = None,
 ) -> LabelResult:
-    """Turn one row of probabilities (and the logits they came from) into a LabelResult."""
+    """Turn one row of probabilities (and the logits they came from) into a LabelResult.
+
+    Non-finite values give a flagged result, never a label.
+    """
+    error = non_finite_error(probabilities if logits is None else np.concatenate([probabilities, logits]))
+    if error is not None:
+        return LabelResult.failed(error)
     best = int(np.argmax(probabilities))
     scores = {label: float(p) for label, p in zip(labels, probabilities)}
     return LabelResult(

@@ -129,37 +129,118 @@ def normalise_state_dict(raw: dict, source: Path) -> dict:
     return out
 
 
+# -- config.json fields -------------------------------------------------------------------------
+_REQUIRED = object()
+
+
+def config_int(config: dict, field: str, source: Path, default: object = _REQUIRED) -> int:
+    """A positive integer field of a model config, or ModelFormatError naming the file and field."""
+    value = _config_value(config, field, source, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ModelFormatError(f"{source}: {field} must be a positive integer, got {value!r}")
+    return value
+
+
+def config_float(config: dict, field: str, source: Path, default: object = _REQUIRED) -> float:
+    """A positive, finite number field of a model config (e.g. layer_norm_eps)."""
+    value = _config_value(config, field, source, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ModelFormatError(f"{source}: {field} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def config_str(config: dict, field: str, source: Path, default: object = _REQUIRED) -> str:
+    value = _config_value(config, field, source, default)
+    if not isinstance(value, str):
+        raise ModelFormatError(f"{source}: {field} must be a string, got {value!r}")
+    return value
+
+
+def _config_value(config: dict, field: str, source: Path, default: object) -> object:
+    value = config.get(field, default)
+    if value is _REQUIRED:
+        raise ModelFormatError(f"{source}: missing {field!r}")
+    return value
+
+
+def build_shape(source: Path, **fields):
+    """A BertShape, with its own consistency errors (unknown activation...) naming ``source``."""
+    from ..modeling import BertShape
+
+    try:
+        return BertShape(**fields)
+    except ModelFormatError as err:
+        raise ModelFormatError(f"{source}: {err}") from err
+
+
+# -- labels -------------------------------------------------------------------------------------
 def choose_labels(config: dict, num_labels: int, directory: Path, *, structbert: bool) -> tuple[str, ...]:
-    """Labels from id2label, else label_mapping.json, else StructBERT's sentiment pair."""
-    id2label = config.get("id2label") or {}
-    labels = _labels_from_id_map(id2label, num_labels)
+    """Labels from id2label, else label_mapping.json, else StructBERT's sentiment pair.
+
+    ``num_labels`` is the number of the model's outputs (the classifier's rows). An id2label or
+    label_mapping.json that does not name exactly those outputs is a ModelFormatError: a label
+    list that does not fit the weights would put the wrong name on every result.
+    """
+    config_file = directory / "config.json"
+    declared = config_int(config, "num_labels", config_file, default=num_labels)
+    if declared != num_labels:
+        raise ModelFormatError(
+            f"{config_file}: num_labels is {declared} but the classifier has {num_labels} outputs; "
+            "config.json and the weights come from different models"
+        )
+    id2label = config.get("id2label")
+    labels = _labels_by_id(id2label, num_labels, config_file, "id2label") if id2label else None
     if labels and not all(_GENERIC_LABEL.match(lab) for lab in labels):
         return labels
     mapping_file = directory / "label_mapping.json"
     if mapping_file.is_file():
-        mapped = _labels_from_mapping(read_json(mapping_file), num_labels, mapping_file)
-        if mapped:
-            return mapped
+        return _labels_from_mapping(read_json(mapping_file), num_labels, mapping_file)
     if num_labels == 2 and (structbert or not labels):
         return STRUCTBERT_SENTIMENT_LABELS
     return labels or tuple(f"LABEL_{i}" for i in range(num_labels))
 
 
-def _labels_from_id_map(id2label: dict, num_labels: int) -> tuple[str, ...] | None:
-    try:
-        by_id = {int(k): str(v) for k, v in id2label.items()}
-    except (TypeError, ValueError):
-        return None
+def _labels_by_id(id_map: object, num_labels: int, source: Path, field: str) -> tuple[str, ...]:
+    """The label names of ids 0..num_labels-1 from a {id: name} mapping (ids may be strings of digits)."""
+    example = '{"0": "负面", "1": "正面"}'
+    if not isinstance(id_map, dict):
+        raise ModelFormatError(
+            f"{source}: {field} must map ids to label names, e.g. {example}; got a {type(id_map).__name__}"
+        )
+    by_id: dict[int, str] = {}
+    for key, name in id_map.items():
+        label_id = _label_id(key)
+        if label_id is None or not isinstance(name, str) or not name:
+            raise ModelFormatError(
+                f"{source}: {field} must map integer ids to label names, e.g. {example}; "
+                f"got {key!r}: {name!r}"
+            )
+        by_id[label_id] = name
+    if len(by_id) != num_labels:
+        raise ModelFormatError(
+            f"{source}: {field} names {len(by_id)} labels but the classifier has {num_labels} outputs; "
+            "the labels and the weights come from different models"
+        )
     if sorted(by_id) != list(range(num_labels)):
-        return None
-    return tuple(by_id[i] for i in range(num_labels))
-
-
-def _labels_from_mapping(mapping: dict, num_labels: int, source: Path) -> tuple[str, ...] | None:
-    # ModelScope writes {"label": id}; some exports write {"id": "label"}.
-    if all(isinstance(v, int) for v in mapping.values()):
-        return _labels_from_id_map({v: k for k, v in mapping.items()}, num_labels)
-    labels = _labels_from_id_map(mapping, num_labels)
-    if labels is None:
-        raise ModelFormatError(f"{source}: does not map ids 0..{num_labels - 1} to labels")
+        raise ModelFormatError(f"{source}: {field} ids must be 0..{num_labels - 1}, got {sorted(by_id)}")
+    labels = tuple(by_id[i] for i in range(num_labels))
+    if len(set(labels)) != num_labels:
+        raise ModelFormatError(f"{source}: {field} gives two outputs the same name: {list(labels)}")
     return labels
+
+
+def _label_id(key: object) -> int | None:
+    if isinstance(key, int) and not isinstance(key, bool):
+        return key
+    if isinstance(key, str) and key.strip().isdecimal():
+        return int(key)
+    return None
+
+
+def _labels_from_mapping(mapping: dict, num_labels: int, source: Path) -> tuple[str, ...]:
+    # ModelScope writes {"label": id}; some exports write {"id": "label"}.
+    if mapping and all(isinstance(v, int) and not isinstance(v, bool) for v in mapping.values()):
+        if len(set(mapping.values())) != len(mapping):
+            raise ModelFormatError(f"{source}: two labels share one id: {mapping}")
+        mapping = {v: k for k, v in mapping.items()}
+    return _labels_by_id(mapping, num_labels, source, "the label mapping")

@@ -10,7 +10,18 @@ from pathlib import Path
 
 from ..errors import ModelFormatError
 from ..tokenize import Tokenizer
-from .checkpoint import Checkpoint, choose_labels, find_weights, normalise_state_dict, read_json, read_weights
+from .checkpoint import (
+    Checkpoint,
+    build_shape,
+    choose_labels,
+    config_float,
+    config_int,
+    config_str,
+    find_weights,
+    normalise_state_dict,
+    read_json,
+    read_weights,
+)
 
 SUPPORTED_MODEL_TYPES = ("bert", "structbert", "roberta-bert")
 _BERT_ARCHITECTURES = ("BertForSequenceClassification", "SbertForSequenceClassification")
@@ -49,26 +60,23 @@ def _declares_bert(config: dict) -> bool:
 
 
 def _shape_from(config: dict, tensors: dict, directory: Path):
-    from ..modeling import BertShape
-
-    try:
-        word = tensors["bert.embeddings.word_embeddings.weight"]
-        head = tensors["classifier.weight"]
-        hidden = int(config.get("hidden_size", word.shape[1]))
-        shape = BertShape(
-            vocab_size=int(word.shape[0]),
-            hidden_size=hidden,
-            num_layers=int(config["num_hidden_layers"]),
-            num_heads=int(config["num_attention_heads"]),
-            intermediate_size=int(config.get("intermediate_size", 4 * hidden)),
-            max_position_embeddings=int(config.get("max_position_embeddings", 512)),
-            type_vocab_size=int(config.get("type_vocab_size", 2)),
-            layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)),
-            hidden_act=str(config.get("hidden_act", "gelu")),
-            num_labels=int(head.shape[0]),
-        )
-    except KeyError as err:
-        raise ModelFormatError(f"{directory / 'config.json'}: missing {err}") from err
+    source = directory / "config.json"
+    word = tensors["bert.embeddings.word_embeddings.weight"]  # both present: normalise_state_dict checked
+    head = tensors["classifier.weight"]
+    hidden = config_int(config, "hidden_size", source, default=int(word.shape[1]))
+    shape = build_shape(
+        source,
+        vocab_size=int(word.shape[0]),
+        hidden_size=hidden,
+        num_layers=config_int(config, "num_hidden_layers", source),
+        num_heads=config_int(config, "num_attention_heads", source),
+        intermediate_size=config_int(config, "intermediate_size", source, default=4 * hidden),
+        max_position_embeddings=config_int(config, "max_position_embeddings", source, default=512),
+        type_vocab_size=config_int(config, "type_vocab_size", source, default=2),
+        layer_norm_eps=config_float(config, "layer_norm_eps", source, default=1e-12),
+        hidden_act=config_str(config, "hidden_act", source, default="gelu"),
+        num_labels=int(head.shape[0]),
+    )
     if word.shape[1] != shape.hidden_size:
         raise ModelFormatError(
             f"{directory}: config.json says hidden_size {shape.hidden_size} but the embeddings "
@@ -78,6 +86,8 @@ def _shape_from(config: dict, tensors: dict, directory: Path):
 
 
 def _check_tensors(tensors: dict, shape, source: Path) -> None:
+    """Every tensor the shape needs is there, of that shape, and finite (NaN weights give NaN
+    outputs, which must never become labels)."""
     from ..modeling import expected_hf_shapes
 
     for name, expected in expected_hf_shapes(shape).items():
@@ -92,6 +102,22 @@ def _check_tensors(tensors: dict, shape, source: Path) -> None:
                 f"{source}: tensor {name} has shape {tuple(tensor.shape)}, config.json implies "
                 f"{expected}; config.json and the weights come from different models"
             )
+        if not _all_finite(tensor):
+            raise ModelFormatError(
+                f"{source}: tensor {name} holds non-finite values ({_non_finite_kinds(tensor)}); the "
+                "weights file is corrupt or comes from a diverged training run"
+            )
+
+
+def _all_finite(tensor) -> bool:
+    # A sum is finite only if every value is (it is ~13x faster than an element-wise test on a
+    # CPU, 5 ms for the bundled model); a non-finite sum may still be an overflow of finite values.
+    return bool(tensor.sum().isfinite()) or bool(tensor.isfinite().all())
+
+
+def _non_finite_kinds(tensor) -> str:
+    seen = (("nan", tensor.isnan()), ("inf", tensor.isposinf()), ("-inf", tensor.isneginf()))
+    return ", ".join(name for name, where in seen if bool(where.any()))
 
 
 def _check_vocabulary(tokenizer: Tokenizer, shape, directory: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import ModelFormatError
 from ..tokenize import Tokenizer
-from .checkpoint import Checkpoint, choose_labels, read_json
+from .checkpoint import Checkpoint, build_shape, choose_labels, config_float, config_int, config_str, read_json
 
 MODEL_FILE = "model.onnx"
 ONNX_CONFIG_KEY = "structsent_onnx"
@@ -56,23 +56,20 @@ def load_onnx_directory(directory: Path) -> OnnxCheckpoint:
 
 
 def _shape_from(config: dict, directory: Path):
-    from ..modeling import BertShape
-
-    try:
-        return BertShape(
-            vocab_size=int(config["vocab_size"]),
-            hidden_size=int(config["hidden_size"]),
-            num_layers=int(config["num_hidden_layers"]),
-            num_heads=int(config["num_attention_heads"]),
-            intermediate_size=int(config["intermediate_size"]),
-            max_position_embeddings=int(config.get("max_position_embeddings", 512)),
-            type_vocab_size=int(config.get("type_vocab_size", 2)),
-            layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)),
-            hidden_act=str(config.get("hidden_act", "gelu")),
-            num_labels=int(config.get("num_labels", len(config.get("id2label") or {}) or 2)),
-        )
-    except (KeyError, TypeError, ValueError) as err:
-        raise ModelFormatError(
-            f"{directory / 'config.json'}: cannot read the model shape ({type(err).__name__}: {err}); "
-            "re-export the model with `structsent export`"
-        ) from err
+    source = directory / "config.json"
+    id2label = config.get("id2label")
+    return build_shape(
+        source,
+        vocab_size=config_int(config, "vocab_size", source),
+        hidden_size=config_int(config, "hidden_size", source),
+        num_layers=config_int(config, "num_hidden_layers", source),
+        num_heads=config_int(config, "num_attention_heads", source),
+        intermediate_size=config_int(config, "intermediate_size", source),
+        max_position_embeddings=config_int(config, "max_position_embeddings", source, default=512),
+        type_vocab_size=config_int(config, "type_vocab_size", source, default=2),
+        layer_norm_eps=config_float(config, "layer_norm_eps", source, default=1e-12),
+        hidden_act=config_str(config, "hidden_act", source, default="gelu"),
+        # The graph's width is checked against the labels by the warm-up batch at load.
+        num_labels=config_int(config, "num_labels", source,
+                              default=len(id2label) if isinstance(id2label, dict) and id2label else 2),
+    )
