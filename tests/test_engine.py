@@ -42,7 +42,7 @@ def test_bundled_model_alone_equals_inside_any_batch(real_reviews, backend):
     alone = np.array([bundled([t])[0].scores["正面"] for t in texts])
     perm = np.random.default_rng(1).permutation(len(texts))
     for options in ({}, {"max_batch_size": 8}):
-        other = Classifier(bundled.checkpoint, bundled.runner, bundled.config.replace(**options))
+        other = Classifier(bundled.checkpoint, bundled.runner, bundled.plan.replace(**options))
         shuffled = positive(other([texts[i] for i in perm]))
         np.testing.assert_allclose(shuffled, alone[perm], atol=ALONE_VS_BATCH_TOLERANCE, rtol=0)
 
@@ -174,7 +174,7 @@ class OutOfMemoryAbove:
 def test_out_of_memory_splits_the_batch_and_lowers_the_budget(clf, real_reviews):
     texts = real_reviews[:80]
     fake = OutOfMemoryAbove(clf.runner, limit=1500)
-    engine = Classifier(clf.checkpoint, fake, clf.config.replace(token_budget=8192, max_batch_size=512, batch_overhead_tokens=PACKED))
+    engine = Classifier(clf.checkpoint, fake, clf.plan.replace(token_budget=8192, max_batch_size=512, batch_overhead_tokens=PACKED))
     results, stats = engine.label_with_stats(texts)
     assert stats.oom_splits > 0 and engine.token_budget < 8192
     failed = [shape for shape in fake.calls if shape[0] * shape[1] > 1500]
@@ -186,7 +186,7 @@ def test_out_of_memory_splits_the_batch_and_lowers_the_budget(clf, real_reviews)
 
 
 def test_out_of_memory_on_a_single_text_is_raised(clf):
-    engine = Classifier(clf.checkpoint, OutOfMemoryAbove(clf.runner, limit=2), clf.config)
+    engine = Classifier(clf.checkpoint, OutOfMemoryAbove(clf.runner, limit=2), clf.plan)
     with pytest.raises(DeviceOutOfMemoryError):
         engine(["好评如潮"])
 
@@ -269,7 +269,7 @@ class StagedOutOfMemory(OutOfMemoryAbove):
 def test_overlapped_path_recovers_from_out_of_memory(clf, real_reviews, fail_at):
     texts = real_reviews[:120]
     fake = StagedOutOfMemory(clf.runner, limit=1500, fail_at=fail_at)
-    engine = Classifier(clf.checkpoint, fake, clf.config.replace(token_budget=8192, max_batch_size=512, batch_overhead_tokens=PACKED))
+    engine = Classifier(clf.checkpoint, fake, clf.plan.replace(token_budget=8192, max_batch_size=512, batch_overhead_tokens=PACKED))
     results, stats = engine.label_with_stats(texts)
     assert stats.oom_splits > 0 and len(results) == len(texts)
     np.testing.assert_allclose(positive(results), positive(clf(texts)), atol=ALONE_VS_BATCH_TOLERANCE, rtol=0)
@@ -306,7 +306,7 @@ class RecordingStagedRunner:
 def test_next_batch_is_launched_before_the_previous_is_waited_for(clf, real_reviews):
     texts = real_reviews[:120]
     fake = RecordingStagedRunner(clf.runner)
-    engine = Classifier(clf.checkpoint, fake, clf.config.replace(token_budget=1024, max_batch_size=512))
+    engine = Classifier(clf.checkpoint, fake, clf.plan.replace(token_budget=1024, max_batch_size=512))
     results, stats = engine.label_with_stats(texts)
     kinds = [kind for kind, _ in fake.events]
     assert stats.batches > 3 and kinds.count("launch") == kinds.count("fetch") == stats.batches
@@ -320,7 +320,7 @@ def test_a_lowered_budget_applies_to_the_rest_of_the_same_call(clf, real_reviews
     """After one out-of-memory split, the remaining planned batches are re-split before launch."""
     texts = real_reviews[:200]
     fake = StagedOutOfMemory(clf.runner, limit=3000, fail_at="launch")
-    engine = Classifier(clf.checkpoint, fake, clf.config.replace(token_budget=8192, max_batch_size=512, batch_overhead_tokens=PACKED))
+    engine = Classifier(clf.checkpoint, fake, clf.plan.replace(token_budget=8192, max_batch_size=512, batch_overhead_tokens=PACKED))
     results, stats = engine.label_with_stats(texts)
     fits = [shape[0] * shape[1] <= 3000 for shape in fake.calls]
     assert stats.oom_splits >= 1 and not all(fits)
@@ -336,7 +336,7 @@ def test_large_inputs_are_tokenized_in_chunks_with_identical_results(clf, real_r
     texts = real_reviews[:150] + [None, ""] + real_reviews[:10]  # duplicates and bad rows across chunks
     whole, whole_stats = clf.label_with_stats(texts)
     monkeypatch.setattr(engine_module, "STREAM_CHUNK_TEXTS", 16)
-    chunked_clf = Classifier(clf.checkpoint, clf.runner, clf.config.replace(max_batch_size=1))  # chunks of 32
+    chunked_clf = Classifier(clf.checkpoint, clf.runner, clf.plan.replace(max_batch_size=1))  # chunks of 32
     encoded_sizes = []
     original_encode = chunked_clf.encode
     chunked_clf.encode = lambda part: encoded_sizes.append(len(part)) or original_encode(part)
@@ -367,7 +367,7 @@ class NonFiniteFor:
 
 def poisoned(clf, value, token="毒"):
     (token_id,) = clf.tokenizer.content_ids([token])[0]
-    return Classifier(clf.checkpoint, NonFiniteFor(clf.runner, token_id, value), clf.config)
+    return Classifier(clf.checkpoint, NonFiniteFor(clf.runner, token_id, value), clf.plan)
 
 
 @pytest.mark.parametrize("value,kind", [(np.nan, "nan"), (np.inf, "inf"), (-np.inf, "-inf")])

@@ -89,3 +89,10 @@ def test_torch_runner_sends_no_mask_for_an_unpadded_batch(hf_model_dir):
     padded = runner.stage(ids, (ids != 0).astype(np.int64))
     assert padded.mask is not None
     np.testing.assert_allclose(runner.run(ids[:1], full), runner.run(ids, (ids != 0).astype(np.int64))[:1], atol=1e-5)
+
+
+def test_the_torch_free_shape_names_exactly_the_activations_the_model_implements():
+    from structsent.modeling import _ACTIVATIONS
+    from structsent.models.shape import ACTIVATION_NAMES
+
+    assert tuple(_ACTIVATIONS) == ACTIVATION_NAMES

@@ -44,13 +44,15 @@ def load(name_or_path: str | Path = "default", *, config: EngineConfig | None = 
     from .backends import create_runner
     from .engine import Classifier, check_model_outputs
     from .models import load_checkpoint
+    from .runtime import resolve_runtime
 
     if config is None:
         config = EngineConfig(**options)
     elif options:
         config = config.replace(**options)
     checkpoint = load_checkpoint(name_or_path)
-    classifier = Classifier(checkpoint, create_runner(checkpoint, config), config)
+    plan = resolve_runtime(checkpoint, config)
+    classifier = Classifier(checkpoint, create_runner(checkpoint, plan), plan)
     check_model_outputs(classifier)
     return classifier
 

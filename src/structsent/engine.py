@@ -9,9 +9,10 @@ from collections.abc import ItemsView, Iterable, KeysView, Mapping, Sequence, Se
 import numpy as np
 
 from .batching import Batch, pad_batch, padded_cost, padded_length, plan_batches
-from .config import EngineConfig
+from .backends import PipelinedRunner
 from .errors import BadInputError, DeviceOutOfMemoryError, ModelFormatError
 from .pipeline import Prefetch
+from .plan import RuntimePlan
 from .results import LabelResult, combine_windows, non_finite_error, non_finite_kinds, softmax, to_result
 from .tokenize import EncodedText
 
@@ -55,21 +56,19 @@ class Classifier:
     [LabelResult(label='正面', ...), LabelResult(label='负面', ...)]
     """
 
-    def __init__(self, checkpoint, runner, config: EngineConfig) -> None:
+    def __init__(self, checkpoint, runner, plan: RuntimePlan) -> None:
         self.checkpoint = checkpoint
         self.runner = runner
-        self.config = config
+        self.plan = plan
         self.tokenizer = checkpoint.tokenizer
         self.labels: tuple[str, ...] = tuple(checkpoint.labels)
-        self.max_length = min(config.max_length, checkpoint.shape.max_position_embeddings)
-        self.window_stride = min(config.window_stride, self.max_length - 2)
-        device_kind = "cuda" if runner.device.startswith("cuda") else "cpu"
-        sized = config.replace(device=device_kind, max_length=self.max_length)
-        self.token_budget = sized.resolved_token_budget()
-        self.max_batch_size = sized.resolved_max_batch_size()
-        self.batch_overhead = sized.resolved_batch_overhead()
-        self.pad_multiple = sized.resolved_pad_multiple()
-        if device_kind == "cuda" and config.token_budget is None:
+        self.max_length = plan.max_length
+        self.window_stride = plan.window_stride
+        self.token_budget = plan.token_budget
+        self.max_batch_size = plan.max_batch_size
+        self.batch_overhead = plan.batch_overhead_tokens
+        self.pad_multiple = plan.pad_multiple
+        if plan.probe_token_budget:
             self.token_budget = probe_token_budget(runner, max_length=self.max_length, ceiling=self.token_budget)
 
     def __call__(self, texts: Iterable[object]) -> list[LabelResult]:
@@ -110,7 +109,7 @@ class Classifier:
         return self.tokenizer.encode(
             texts,
             max_length=self.max_length,
-            long_text=self.config.long_text,
+            long_text=self.plan.long_text,
             window_stride=self.window_stride,
         )
 
@@ -140,7 +139,7 @@ class Classifier:
         lengths = self._padded_lengths(sequences)
         out = np.zeros((len(sequences), len(self.labels)), dtype=np.float64)
         batches = self._within_budget(self._plan(lengths), lengths)
-        if hasattr(self.runner, "launch"):
+        if isinstance(self.runner, PipelinedRunner):
             self._run_overlapped(batches, sequences, lengths, stats, out)
         else:
             for batch in batches:
@@ -245,7 +244,7 @@ class Classifier:
             "max_batch_size": self.max_batch_size,
             "batch_overhead_tokens": self.batch_overhead,
             "pad_multiple": self.pad_multiple,
-            "long_text": self.config.long_text.value,
+            "long_text": self.plan.long_text.value,
         }
 
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ModelFormatError
+from .models.shape import ACTIVATION_NAMES, BertShape  # noqa: F401  (BertShape: part of this module's API)
 
 _ACTIVATIONS = {
     "gelu": lambda x: F.gelu(x),
@@ -24,38 +25,6 @@ _ACTIVATIONS = {
     "gelu_fast": lambda x: F.gelu(x, approximate="tanh"),
     "relu": F.relu,
 }
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class BertShape:
-    """The hyper-parameters that fix a BERT classifier's tensors."""
-
-    vocab_size: int
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    intermediate_size: int
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    layer_norm_eps: float = 1e-12
-    hidden_act: str = "gelu"
-    num_labels: int = 2
-
-    def __post_init__(self) -> None:
-        if self.hidden_act not in _ACTIVATIONS:
-            raise ModelFormatError(
-                f"hidden_act={self.hidden_act!r} is not supported (known: {', '.join(_ACTIVATIONS)})"
-            )
-        if self.hidden_size % self.num_heads:
-            raise ModelFormatError(
-                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
-            )
-
-    def flops_per_token(self, seq_len: int) -> float:
-        """Multiply-add FLOPs of the encoder per real token at ``seq_len`` (for utilisation)."""
-        h, i = self.hidden_size, self.intermediate_size
-        per_layer = 2 * (4 * h * h + 2 * h * i) + 2 * 2 * seq_len * h
-        return float(per_layer * self.num_layers)
 
 
 class Embeddings(nn.Module):

@@ -99,8 +99,7 @@ def test_cuda_without_provider_is_a_config_error(hf_model_dir, cache):
 
 
 def test_missing_onnxruntime_names_the_extra(hf_model_dir, monkeypatch):
-    from structsent.backends.onnx import OnnxRunner
-
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
     with pytest.raises(MissingExtraError, match=r"structsent\[onnx\]"):
-        OnnxRunner(load_checkpoint(hf_model_dir), EngineConfig(backend="onnx", precision=Precision.FP32))
+        structsent.load(hf_model_dir, backend="onnx", precision="fp32")
+    assert structsent.load(hf_model_dir, device="cpu").runner.name == "torch"  # auto falls back to torch

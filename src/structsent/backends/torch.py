@@ -7,35 +7,12 @@ import contextlib
 import numpy as np
 import torch
 
-from ..config import EngineConfig, Precision
-from ..errors import ConfigError, DeviceOutOfMemoryError
+from ..config import Precision
+from ..errors import DeviceOutOfMemoryError
+from ..plan import RuntimePlan
 from ..modeling import BertClassifier, from_hf_state_dict
 
 _DTYPES = {Precision.FP32: torch.float32, Precision.FP16: torch.float16, Precision.BF16: torch.bfloat16}
-
-
-def resolve_device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"device {requested!r}: CUDA is not available (no GPU, or a CPU-only build of torch); "
-            "use device='cpu' or install a CUDA build of torch"
-        )
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device {requested!r}: only 'cpu' and 'cuda[:N]' are supported")
-    return device
-
-
-def resolve_precision(requested: Precision, device: torch.device) -> Precision:
-    if requested is Precision.AUTO:
-        return Precision.FP16 if device.type == "cuda" else Precision.FP32
-    if requested is Precision.INT8 and device.type != "cpu":
-        raise ConfigError("precision int8 runs on the CPU only; use fp16 or bf16 on CUDA")
-    if requested is Precision.BF16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError("this GPU does not support bf16; use precision='fp16'")
-    return requested
 
 
 def cpu_supports_bf16() -> bool:
@@ -51,11 +28,11 @@ class TorchRunner:
 
     name = "torch"
 
-    def __init__(self, checkpoint, config: EngineConfig) -> None:
-        if config.num_threads:
-            torch.set_num_threads(config.num_threads)
-        self._device = resolve_device(config.device)
-        self._precision = resolve_precision(config.precision, self._device)
+    def __init__(self, checkpoint, plan: RuntimePlan) -> None:
+        if plan.num_threads:
+            torch.set_num_threads(plan.num_threads)
+        self._device = torch.device(plan.device)
+        self._precision = plan.precision
         self.model = build_model(checkpoint, self._precision, self._device)
         self._pinned: torch.Tensor | None = None
         self._next_slot = 0

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--n and --chunks must be at least 1")
     model_dir, model_note, model_title = _model(args, shape_model_dir)
     checkpoint = load_checkpoint(model_dir)
-    if checkpoint.format == "onnx":
+    if checkpoint.is_exported:
         raise ConfigError(f"{model_dir}: bench needs the source checkpoint, not an ONNX export")
     device = _device(args.device)
     offered = configurations(device, bf16=args.bf16)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import ModelFormatError
 from ..tokenize import Tokenizer
+from .shape import BertShape
 
 STRUCTBERT_SENTIMENT_LABELS = ("负面", "正面")  # 0 = negative, 1 = positive
 _GENERIC_LABEL = re.compile(r"^LABEL_\d+$")
@@ -23,14 +24,15 @@ class Checkpoint:
 
     directory: Path
     format: str  # "huggingface" or "modelscope"
-    shape: object  # modeling.BertShape (kept untyped so that this module imports without torch)
+    shape: BertShape
     labels: tuple[str, ...]
     state_dict: dict  # Hugging Face BertForSequenceClassification names, float32 tensors
     tokenizer: Tokenizer
 
     @property
-    def name(self) -> str:
-        return self.directory.name
+    def is_exported(self) -> bool:
+        """True for an ONNX graph (only ONNX Runtime runs it; it cannot be exported again)."""
+        return False
 
 
 def read_json(path: Path) -> dict:
@@ -165,8 +167,6 @@ def _config_value(config: dict, field: str, source: Path, default: object) -> ob
 
 def build_shape(source: Path, **fields):
     """A BertShape, with its own consistency errors (unknown activation...) naming ``source``."""
-    from ..modeling import BertShape
-
     try:
         return BertShape(**fields)
     except ModelFormatError as err:

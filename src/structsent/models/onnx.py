@@ -25,6 +25,10 @@ class OnnxCheckpoint(Checkpoint):
     precision: str = "fp32"  # "fp32" or "int8": how the graph was exported
     optimized: bool = False
 
+    @property
+    def is_exported(self) -> bool:
+        return True
+
 
 def is_onnx_directory(directory: Path) -> bool:
     return (directory / MODEL_FILE).is_file()

@@ -79,7 +79,7 @@ def export_checkpoint(
     """Write ``checkpoint`` as a self-describing ONNX directory; check it against torch fp32."""
     require("onnxruntime", "onnx")
     require("onnx", "onnx")
-    if getattr(checkpoint, "format", None) == "onnx":
+    if checkpoint.is_exported:
         raise ConfigError(f"{checkpoint.directory} already holds an ONNX model; export its source checkpoint")
     started = time.perf_counter()
     out_dir = Path(out_dir)

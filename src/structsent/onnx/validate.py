@@ -32,15 +32,20 @@ def compare_with_reference(checkpoint, onnx_dir: Path, texts: Sequence[str], sou
     """Label agreement and largest probability difference of the ONNX model vs torch fp32."""
     from ..backends.onnx import OnnxRunner
     from ..backends.torch import TorchRunner
-    from ..config import EngineConfig
+    from ..config import Backend, EngineConfig, Precision
     from ..engine import Classifier, check_model_outputs
-    from ..models.onnx import load_onnx_directory
+    from ..models.onnx import MODEL_FILE, load_onnx_directory
+    from ..plan import plan_for
 
     config = EngineConfig(device="cpu")
-    reference = Classifier(checkpoint, TorchRunner(checkpoint, config.replace(precision="fp32")), config)
+    reference_plan = plan_for(config, backend=Backend.TORCH, device="cpu", precision=Precision.FP32,
+                              max_positions=checkpoint.shape.max_position_embeddings)
+    reference = Classifier(checkpoint, TorchRunner(checkpoint, reference_plan), reference_plan)
     check_model_outputs(reference)  # weights that overflow are a ModelFormatError, not a failed comparison
     exported = load_onnx_directory(onnx_dir)
-    candidate = Classifier(exported, OnnxRunner(exported, config.replace(backend="onnx")), config)
+    candidate_plan = reference_plan.replace(backend=Backend.ONNX, precision=Precision(exported.precision),
+                                            model_file=Path(onnx_dir) / MODEL_FILE)
+    candidate = Classifier(exported, OnnxRunner(candidate_plan), candidate_plan)
     return agreement(reference(list(texts)), candidate(list(texts)), source=source)
 
 

@@ -1,0 +1,43 @@
+"""The hyper-parameters that fix a BERT classifier's tensors: torch-free, so that every format
+(ONNX directories too) describes its model without importing torch."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..errors import ModelFormatError
+
+# The activations modeling.py implements (it checks that its table has exactly these names).
+ACTIVATION_NAMES = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BertShape:
+    """The hyper-parameters that fix a BERT classifier's tensors."""
+
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    hidden_act: str = "gelu"
+    num_labels: int = 2
+
+    def __post_init__(self) -> None:
+        if self.hidden_act not in ACTIVATION_NAMES:
+            raise ModelFormatError(
+                f"hidden_act={self.hidden_act!r} is not supported (known: {', '.join(ACTIVATION_NAMES)})"
+            )
+        if self.hidden_size % self.num_heads:
+            raise ModelFormatError(
+                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
+            )
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Multiply-add FLOPs of the encoder per real token at ``seq_len`` (for utilisation)."""
+        h, i = self.hidden_size, self.intermediate_size
+        per_layer = 2 * (4 * h * h + 2 * h * i) + 2 * 2 * seq_len * h
+        return float(per_layer * self.num_layers)

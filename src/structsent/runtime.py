@@ -1,0 +1,152 @@
+"""Resolve once: config + checkpoint + host -> one frozen RuntimePlan.
+
+Which runtime runs the model (``backend="auto"``: ONNX Runtime on the CPU for fp32 and int8,
+where it is installed; PyTorch otherwise), on which device, at which precision, and which ONNX
+graph it opens: an exported directory's own, or the checkpoint exported on first use into the
+cache (logged at WARNING with its path and time). Every refusal is a ConfigError naming the
+valid choices; the backends only carry out the plan.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .config import Backend, EngineConfig, Precision
+from .errors import ConfigError, MissingExtraError, require
+from .plan import RuntimePlan, plan_for
+
+log = logging.getLogger("structsent.runtime")
+
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+def resolve_runtime(checkpoint, config: EngineConfig) -> RuntimePlan:
+    """The plan for running ``checkpoint`` as ``config`` asks, on this host."""
+    if checkpoint.is_exported:
+        if config.backend is Backend.TORCH:
+            raise ConfigError(f"{checkpoint.directory} holds an ONNX model, which only backend='onnx' runs")
+        return _onnx_plan(checkpoint, config, Path(checkpoint.model_file))
+    if config.backend is Backend.ONNX:
+        return _onnx_plan(checkpoint, config, None)
+    if config.backend is Backend.AUTO and _onnx_preferred(config):
+        plan = _onnx_plan_or_none(checkpoint, config)
+        if plan is not None:
+            return plan
+    return _torch_plan(checkpoint, config)
+
+
+# -- PyTorch ------------------------------------------------------------------------------------
+def _torch_plan(checkpoint, config: EngineConfig) -> RuntimePlan:
+    device = torch_device(config.device)
+    precision = torch_precision(config.precision, device)
+    return plan_for(config, backend=Backend.TORCH, device=device, precision=precision,
+                    max_positions=checkpoint.shape.max_position_embeddings)
+
+
+def torch_device(requested: str) -> str:
+    """'cpu' or 'cuda:N' from what the config asks and what this torch build offers."""
+    import torch
+
+    if requested == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {requested!r}: CUDA is not available (no GPU, or a CPU-only build of torch); "
+                "use device='cpu' or install a CUDA build of torch"
+            )
+        return requested if ":" in requested else "cuda:0"
+    return "cpu"
+
+
+def torch_precision(requested: Precision, device: str) -> Precision:
+    if requested is Precision.AUTO:
+        return Precision.FP16 if device.startswith("cuda") else Precision.FP32
+    if requested is Precision.INT8 and device != "cpu":
+        raise ConfigError("precision int8 runs on the CPU only; use fp16 or bf16 on CUDA")
+    if requested is Precision.BF16 and device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_bf16_supported():
+            raise ConfigError("this GPU does not support bf16; use precision='fp16'")
+    return requested
+
+
+# -- ONNX Runtime -------------------------------------------------------------------------------
+def _onnx_preferred(config: EngineConfig) -> bool:
+    """backend='auto' runs ONNX Runtime for fp32 and int8 on the CPU (measured fastest there)."""
+    if config.precision not in (Precision.AUTO, Precision.FP32, Precision.INT8):
+        return False
+    if config.device == "cpu":
+        return True
+    if config.device == "auto":
+        import torch
+
+        return not torch.cuda.is_available()
+    return False
+
+
+def _onnx_plan_or_none(checkpoint, config: EngineConfig) -> RuntimePlan | None:
+    """The ONNX plan ``backend='auto'`` prefers on the CPU, or None where it cannot be had
+    (onnxruntime or onnx not installed, the export cache not writable): torch then runs."""
+    try:
+        return _onnx_plan(checkpoint, config.replace(device="cpu"), None)
+    except MissingExtraError:
+        return None
+    except OSError as err:
+        log.warning("ONNX export unavailable (%s); running torch instead", err)
+        return None
+
+
+def _onnx_plan(checkpoint, config: EngineConfig, model_file: Path | None) -> RuntimePlan:
+    device = onnx_device(config.device, config.precision)
+    precision = onnx_precision(config.precision, checkpoint, device)
+    if model_file is None:
+        from .onnx.cache import cached_export
+        from .onnx.export import ExportOptions
+        from .models.onnx import MODEL_FILE
+
+        model_file = cached_export(checkpoint, ExportOptions(precision=precision, optimize=True)) / MODEL_FILE
+    return plan_for(config, backend=Backend.ONNX, device=device, precision=precision,
+                    max_positions=checkpoint.shape.max_position_embeddings, model_file=model_file)
+
+
+def onnx_device(requested: str, precision: Precision = Precision.AUTO) -> str:
+    """'cpu' or 'cuda:N' from what the config asks and what ONNX Runtime offers."""
+    ort = require("onnxruntime", "onnx")
+    has_cuda = CUDA_PROVIDER in ort.get_available_providers()
+    if requested == "auto":
+        return "cuda:0" if has_cuda and precision is not Precision.INT8 else "cpu"
+    if requested.startswith("cuda"):
+        if not has_cuda:
+            raise ConfigError(
+                f"device {requested!r}: this onnxruntime has no CUDAExecutionProvider; install "
+                "onnxruntime-gpu, or use device='cpu' or backend='torch'"
+            )
+        return requested if ":" in requested else "cuda:0"
+    return "cpu"
+
+
+def onnx_precision(requested: Precision, checkpoint, device: str) -> Precision:
+    """The precision of the graph to run: an exported directory's own, else fp32 or int8."""
+    if checkpoint.is_exported:
+        own = Precision(checkpoint.precision)
+        if requested not in (Precision.AUTO, own):
+            raise ConfigError(
+                f"{checkpoint.directory} holds a {own.value} ONNX model; precision={requested.value!r} "
+                "needs another export (structsent export SOURCE_MODEL --int8 ...)"
+            )
+        precision = own
+    elif requested is Precision.AUTO:
+        precision = Precision.FP32
+    elif requested in (Precision.FP32, Precision.INT8):
+        precision = requested
+    else:
+        raise ConfigError(
+            f"precision {requested.value!r} is not offered by the onnx backend (fp32, int8); "
+            "use backend='torch' for bf16/fp16"
+        )
+    if precision is Precision.INT8 and device != "cpu":
+        raise ConfigError("int8 ONNX models run on the CPU only; use device='cpu'")
+    return precision

@@ -1,0 +1,62 @@
+"""structsent.runtime and structsent.plan: every decision made once, from config + checkpoint + host."""
+
+import pytest
+
+import structsent
+from structsent.config import Backend, EngineConfig, Precision
+from structsent.errors import ConfigError
+from structsent.models import load_checkpoint
+from structsent.plan import plan_for
+from structsent.runtime import resolve_runtime
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(hf_model_dir):
+    return load_checkpoint(hf_model_dir)
+
+
+def test_auto_on_the_cpu_runs_onnx_runtime_on_a_cached_export(checkpoint):
+    plan = resolve_runtime(checkpoint, EngineConfig(device="cpu"))
+    assert (plan.backend, plan.device, plan.precision) == (Backend.ONNX, "cpu", Precision.FP32)
+    assert plan.model_file is not None and plan.model_file.is_file()
+    assert (plan.token_budget, plan.max_batch_size, plan.batch_overhead_tokens) == (4096, 64, 32)
+    assert plan.pad_multiple is None and not plan.probe_token_budget
+
+
+def test_precisions_onnx_does_not_offer_run_on_torch(checkpoint):
+    plan = resolve_runtime(checkpoint, EngineConfig(device="cpu", precision="bf16"))
+    assert (plan.backend, plan.precision, plan.model_file) == (Backend.TORCH, Precision.BF16, None)
+    with pytest.raises(ConfigError, match="fp32, int8"):
+        resolve_runtime(checkpoint, EngineConfig(backend="onnx", precision="fp16"))
+
+
+def test_what_the_host_cannot_do_is_a_config_error(checkpoint):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this host has CUDA")
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        resolve_runtime(checkpoint, EngineConfig(backend="torch", device="cuda"))
+    with pytest.raises(ConfigError, match="expected one of auto, cpu, cuda, cuda:N"):
+        EngineConfig(device="gpu")
+
+
+def test_the_plan_is_what_the_engine_and_info_report(hf_model_dir):
+    clf = structsent.load(hf_model_dir, device="cpu", token_budget=2048, max_batch_size=16, pad_multiple=8)
+    plan = clf.plan
+    assert (clf.token_budget, clf.max_batch_size, clf.pad_multiple) == (2048, 16, 8) == (
+        plan.token_budget, plan.max_batch_size, plan.pad_multiple)
+    info = clf.info()
+    assert (info["backend"], info["token_budget"], info["max_batch_size"], info["pad_multiple"]) == ("onnx", 2048, 16, 8)
+
+
+def test_sizes_follow_the_device_and_the_model_positions():
+    config = EngineConfig(max_length=512, pad_multiple=8)
+    cuda = plan_for(config, backend=Backend.TORCH, device="cuda:0", precision=Precision.FP16, max_positions=128)
+    assert (cuda.max_length, cuda.token_budget, cuda.max_batch_size) == (128, 65536, 512)
+    assert cuda.probe_token_budget and cuda.batch_overhead_tokens is None and cuda.pad_multiple is None
+    set_budget = plan_for(config.replace(token_budget=1024), backend=Backend.TORCH, device="cuda:0",
+                          precision=Precision.FP16, max_positions=512)
+    assert not set_budget.probe_token_budget and set_budget.token_budget == 1024
