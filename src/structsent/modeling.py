@@ -8,14 +8,12 @@ layer evaluated only at [CLS] (the only position the pooler reads).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ModelFormatError
 from .models.shape import ACTIVATION_NAMES, BertShape  # noqa: F401  (BertShape: part of this module's API)
 
 _ACTIVATIONS = {

@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 
 import structsent
-from structsent.config import EngineConfig, Precision
 from structsent.errors import ConfigError, MissingExtraError
-from structsent.models import load_checkpoint
 
 pytest.importorskip("onnxruntime")
 

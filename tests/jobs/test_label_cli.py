@@ -5,7 +5,6 @@ import io
 import json
 import signal
 import subprocess
-import sys
 import time
 
 import pyarrow as pa
