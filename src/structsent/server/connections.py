@@ -22,6 +22,7 @@ from __future__ import annotations
 import http
 import json
 import logging
+import select
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
@@ -31,6 +32,7 @@ from .schemas import error_body
 log = logging.getLogger("structsent.server")
 
 PROTOCOL_NAME = f"{__name__}:GuardedHTTPProtocol"
+UNREAD_GRACE_S = 0.05  # a deadline met by bytes the event loop has not read yet waits this much more
 
 
 def refusal_bytes(status: int, message: str, error_type: str, *, limit: str | None, limit_value=None) -> bytes:
@@ -123,6 +125,11 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
         if self.transport.is_closing() or self.cycle is not self._awaited_after or in_progress:
             return
         if self._header_bytes == 0:  # idle: nothing to answer
+            if self._unread_bytes_waiting():
+                # A request arrived while the event loop was busy: read it rather than close the
+                # socket over it (which would reset the connection under the client's feet).
+                self._headers_deadline = self.loop.call_later(UNREAD_GRACE_S, self._headers_too_slow)
+                return
             self.policy.on_refused("read_timeout_s")
             self.transport.close()
             return
@@ -131,6 +138,14 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
             408, f"request headers not received within read_timeout_s={timeout:g} seconds", "timeout",
             reason="read_timeout_s", limit="read_timeout_s", limit_value=timeout,
         )
+
+    def _unread_bytes_waiting(self) -> bool:
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        poll = select.poll()  # not select.select: descriptors may exceed FD_SETSIZE
+        poll.register(sock.fileno(), select.POLLIN)
+        return bool(poll.poll(0))
 
     def _refuse_large_headers(self) -> None:
         cap = self.policy.max_header_bytes

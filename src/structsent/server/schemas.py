@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictBool, StrictInt, StrictStr, Tag
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, StrictBool, StrictInt, StrictStr, Tag
 
 
 class SentimentRequest(BaseModel):
@@ -72,6 +72,22 @@ class ClassificationParameters(BaseModel):
     )
 
 
+# The characters str.strip() removes, spelled out: "\S" means something else to Python, to JSON
+# Schema (ECMA-262) and to pydantic's regex engine.
+WHITESPACE_CLASS = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("empty text")
+    return text
+
+
+# A text TEI's API answers: not blank (the label job and /v1/sentiment flag blank texts instead).
+# Checked in Python, as the engine does; the pattern tells clients the same in the schema.
+PredictText = Annotated[StrictStr, AfterValidator(_not_blank), Field(json_schema_extra={"pattern": f"[^{WHITESPACE_CLASS}]"})]
+
+
 def _inputs_form(value) -> str | None:
     if isinstance(value, str):
         return "text"
@@ -84,9 +100,9 @@ def _inputs_form(value) -> str | None:
 # lists (TEI's batch form; a two-text list would be a sentence pair, which is refused).
 PredictInputs = Annotated[
     Union[
-        Annotated[StrictStr, Tag("text")],
-        Annotated[list[StrictStr], Field(min_length=1), Tag("texts")],
-        Annotated[list[Annotated[list[StrictStr], Field(min_length=1, max_length=1)]], Field(min_length=1), Tag("batch")],
+        Annotated[PredictText, Tag("text")],
+        Annotated[list[PredictText], Field(min_length=1), Tag("texts")],
+        Annotated[list[Annotated[list[PredictText], Field(min_length=1, max_length=1)]], Field(min_length=1), Tag("batch")],
     ],
     Discriminator(
         _inputs_form,
