@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import threading
-import time
 from collections.abc import Callable
 
 from fastapi import FastAPI, Request
