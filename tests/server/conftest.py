@@ -26,7 +26,14 @@ def free_port() -> int:
 class ServerProcess:
     """One server subprocess: start, wait for /health, read metrics, stop with SIGTERM."""
 
-    def __init__(self, model_dir: Path, *extra: str, fault_load_delay_s: float | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        *extra: str,
+        fault_load_delay_s: float | None = None,
+        env: dict[str, str] | None = None,
+        preexec_fn=None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         serve = ["serve", "--model", str(model_dir), "--port", str(self.port), "--log-level", "warning", *extra]
@@ -36,7 +43,10 @@ class ServerProcess:
             command = [sys.executable, str(FAULT_SERVER), str(fault_load_delay_s), *serve]
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"structsent-server-{self.port}.log"
         self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+            preexec_fn=preexec_fn,
+        )
         self.client = httpx.Client(base_url=self.url, timeout=30)
 
     def wait_listening(self, timeout: float = 60) -> None:

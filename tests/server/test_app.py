@@ -113,6 +113,7 @@ def test_predict_truncates_only_when_allowed(server):
     refused = server.client.post("/predict", json={"inputs": too_long, "truncate": False})
     assert refused.status_code == 413
     assert refused.json()["limit"] == "max_length" and "truncate" in refused.json()["error"]
+    assert refused.json()["limit_value"] == 258
     for truncate in (True, None):
         allowed = server.client.post("/predict", json={"inputs": [[too_long]], "truncate": truncate})
         assert allowed.status_code == 200 and len(allowed.json()[0]) == 2
@@ -199,6 +200,7 @@ def test_limits_are_refused_with_413_naming_the_limit(server, body, limit):
     assert response.status_code == 413
     assert response.json()["limit"] == limit
     assert limit in response.json()["error"]
+    assert response.json()["limit_value"] == server.client.get("/info").json()["limits"][limit]
     assert metric(server.metrics(), "structsent_errors_total", error_type="validation") == before + 1
 
 
@@ -229,13 +231,39 @@ def test_malformed_requests_get_422(server, content, fragment):
     assert body["error_type"] == "validation" and fragment in body["error"]
 
 
-def test_predict_wrong_types_get_422(server):
-    response = server.client.post("/predict", json={"inputs": 3})
-    assert response.status_code == 422 and response.json()["error_type"] == "validation"
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"inputs": 3}, "inputs"),
+        ({"inputs": "好", "raw_scores": 0}, "raw_scores"),  # strict: no 0 for false
+        ({"inputs": "好", "raw_scores": "true"}, "raw_scores"),
+        ({"inputs": "好", "truncate": "yes"}, "truncate"),
+        ({"inputs": "好", "parameters": {"top_k": "2"}}, "top_k"),  # strict: no "2" for 2
+        ({"inputs": "好", "parameters": {"top_k": 1.0}}, "top_k"),
+        ({"inputs": "好", "parameters": {"top_k": 0}}, "top_k"),
+        ({"inputs": [[]]}, "inputs"),  # the schema forbids what is refused
+        ({"inputs": []}, "inputs"),
+        ({"inputs": [["好"], "差"]}, "inputs"),
+    ],
+)
+def test_predict_wrong_types_get_422(server, body, fragment):
+    response = server.client.post("/predict", json=body)
+    assert response.status_code == 422
+    assert response.json()["error_type"] == "validation" and fragment in response.json()["error"]
 
 
-def test_unknown_route_is_404(server):
-    assert server.client.get("/v2/nothing").status_code == 404
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/v2/nothing", 404), ("POST", "/nothing", 404), ("GET", "/predict", 405), ("DELETE", "/health", 405)],
+)
+def test_unknown_routes_and_methods_answer_in_the_error_shape(server, method, path, status):
+    response = server.client.request(method, path)
+    assert response.status_code == status
+    body = response.json()
+    assert set(body) == {"error", "error_type"} and body["error_type"] == "validation"
+    assert path in body["error"]
+    if status == 405:
+        assert response.headers["allow"]
 
 
 def test_server_speaks_http_keepalive_under_load(server, real_reviews):
@@ -256,3 +284,30 @@ def test_served_openapi_matches_the_committed_document(server):
         "the HTTP API changed; if on purpose, regenerate docs/openapi.json (see docs/SERVER.md)"
     )
     assert set(served["paths"]) == {"/", "/predict", "/v1/sentiment", "/health", "/info", "/metrics"}
+
+
+# -- the schema, fuzzed -----------------------------------------------------------------------
+OPERATIONS = [("/v1/sentiment", "POST"), ("/predict", "POST"), ("/", "POST"), ("/health", "GET"), ("/info", "GET"),
+              ("/metrics", "GET")]
+
+
+@pytest.mark.parametrize(("path", "method"), OPERATIONS)
+def test_every_answer_matches_the_published_schema(server, path, method):
+    """Requests generated from docs/openapi.json, valid and invalid, 30 per operation: each gets
+    a status the document lists, a body matching its schema, and no server error."""
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import HealthCheck, given, settings
+
+    # Limits set by flags (max_texts, max_body_bytes...) cannot be in the document: a valid
+    # request over them is answered 413, which the document lists.
+    config = schemathesis.config.SchemathesisConfig.from_str(
+        '[checks.positive_data_acceptance]\nexpected-statuses = ["2xx", "413"]\n'
+    )
+    operation = schemathesis.openapi.from_path(OPENAPI_DOCUMENT, config=config)[path][method]
+
+    @given(case=operation.as_strategy())
+    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
+    def answer_follows_the_schema(case):
+        case.call_and_validate(base_url=server.url)
+
+    answer_follows_the_schema()

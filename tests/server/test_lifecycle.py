@@ -15,19 +15,26 @@ import httpx
 import pytest
 
 from .conftest import ServerProcess, metric
-from .fault_server import POISON
+from .fault_server import GATE, GATE_ENVIRONMENT_VARIABLE, POISON
 
 MAX_WAIT_S = 0.8
 
 
 @pytest.fixture(scope="module")
-def faulty(hf_model_dir):
+def gate(tmp_path_factory):
+    """Create this file to let a batch holding GATE finish; until then it holds the model worker."""
+    return tmp_path_factory.mktemp("gate") / "open"
+
+
+@pytest.fixture(scope="module")
+def faulty(hf_model_dir, gate):
     process = ServerProcess(
         hf_model_dir,
         "--max-wait-ms", str(MAX_WAIT_S * 1000),
         "--max-queue", "4",
         "--max-texts", "4",
         fault_load_delay_s=2.0,
+        env={GATE_ENVIRONMENT_VARIABLE: str(gate)},
     )
     try:
         yield process
@@ -39,13 +46,25 @@ def post(server, texts):
     return server.client.post("/v1/sentiment", json={"texts": texts})
 
 
-def wait_for_queue_depth(server, depth: int, timeout: float = 5) -> None:
+def wait_for_queue_depth(server, depth: int, timeout: float = 10) -> None:
+    wait_for_metric(server, "structsent_queue_depth", depth, timeout=timeout)
+
+
+def wait_for_metric(server, name: str, value: float, *, timeout: float = 10, **labels: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if metric(server.metrics(), "structsent_queue_depth") == depth:
+        if metric(server.metrics(), name, **labels) == value:
             return
         time.sleep(0.02)
-    raise AssertionError(f"queue depth never reached {depth}")
+    raise AssertionError(f"{name}{labels} never reached {value}")
+
+
+def hold_the_model_worker(server, pool) -> concurrent.futures.Future:
+    """A request that occupies the model worker until the gate opens; returns once it does."""
+    held = pool.submit(post, server, [GATE])
+    wait_for_queue_depth(server, 1)
+    wait_for_queue_depth(server, 0)  # its batch has started (after the merge window)
+    return held
 
 
 def test_health_is_503_until_the_model_is_loaded(faulty):
@@ -83,36 +102,73 @@ def test_a_full_queue_answers_429_with_retry_after_and_accepts_nothing(faulty):
         refused = post(faulty, ["五"])
         assert refused.status_code == 429
         assert refused.headers["retry-after"] == "1"
-        assert refused.json()["error_type"] == "overloaded" and "max_queue" in refused.json()["error"]
+        body = refused.json()
+        assert body["error_type"] == "overloaded" and "max_queue" in body["error"]
+        assert body["limit"] == "max_queue" and body["limit_value"] == 4  # machine-readable
         assert metric(faulty.metrics(), "structsent_queue_depth") == 4  # nothing of it was queued
         assert first.result(10).status_code == 200
     assert post(faulty, ["五"]).status_code == 200
 
 
-def test_a_disconnected_request_is_dropped_before_computing(faulty):
+def test_a_disconnected_request_is_dropped_before_computing_and_counted_apart(faulty, gate):
+    """The model worker is held busy while the client leaves, so that no timing decides the test."""
     before = faulty.metrics()
     body = json.dumps({"texts": ["走了"]}).encode()
-    with socket.create_connection(("127.0.0.1", faulty.port)) as sock:
-        sock.sendall(
-            b"POST /v1/sentiment HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
-        )
-        wait_for_queue_depth(faulty, 1)
-    time.sleep(MAX_WAIT_S + 0.3)  # past the merge window: it would have run by now
-    after = faulty.metrics()
-    assert metric(after, "structsent_queue_depth") == 0
-    assert metric(after, "structsent_batch_size_count") == metric(before, "structsent_batch_size_count")
-    assert metric(after, "structsent_texts_total") == metric(before, "structsent_texts_total")
-
-
-def test_sigterm_finishes_in_flight_requests_then_exits_cleanly(faulty):
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        in_flight = pool.submit(post, faulty, ["最后一个", "请求"])
+        held = hold_the_model_worker(faulty, pool)
+        with socket.create_connection(("127.0.0.1", faulty.port)) as sock:
+            sock.sendall(
+                b"POST /v1/sentiment HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+            )
+            wait_for_queue_depth(faulty, 1)
+        # The server notices the closed socket and cancels the queued request...
+        closed = metric(before, "structsent_request_duration_seconds_count", endpoint="/v1/sentiment", status="499")
+        wait_for_metric(
+            faulty, "structsent_request_duration_seconds_count", closed + 1, endpoint="/v1/sentiment", status="499"
+        )
+        gate.touch()  # ...then the worker is free: it must skip the cancelled request
+        assert held.result(15).status_code == 200
+    wait_for_queue_depth(faulty, 0)
+    after = faulty.metrics()
+    assert metric(after, "structsent_batch_size_count") == metric(before, "structsent_batch_size_count") + 1
+    assert metric(after, "structsent_texts_total") == metric(before, "structsent_texts_total") + 1  # GATE only
+    for status in ("500", "503"):  # a client that left is no server error
+        key = dict(endpoint="/v1/sentiment", status=status)
+        assert metric(after, "structsent_request_duration_seconds_count", **key) == metric(
+            before, "structsent_request_duration_seconds_count", **key
+        )
+    gate.unlink()
+
+
+def test_sigterm_finishes_in_flight_requests_then_exits_cleanly(faulty, gate):
+    """A keep-alive client (faulty.client) with a request in flight at SIGTERM gets its whole
+    answer, told to close the connection, and its next request a refused connection (not a reset)."""
+    assert post(faulty, ["先连上"]).status_code == 200  # the client now holds a keep-alive connection
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(post, faulty, [f"最后一个{GATE}", "请求"])
         wait_for_queue_depth(faulty, 2)
+        wait_for_queue_depth(faulty, 0)  # computing, held at the gate
         faulty.process.terminate()  # SIGTERM
+        wait_until_refusing_connections(faulty)  # the server is draining
+        gate.touch()
         response = in_flight.result(15)
     assert response.status_code == 200
+    assert response.headers["connection"] == "close"
     assert [r["error"] for r in response.json()["results"]] == [None, None]
+    with pytest.raises(httpx.ConnectError):  # a new connection, refused: not a reused, reset one
+        faulty.client.get("/health")
     assert faulty.process.wait(15) == 0
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{faulty.url}/health", timeout=2)
+
+
+def wait_until_refusing_connections(server, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", server.port), timeout=0.2).close()
+        except OSError:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the server kept accepting connections after SIGTERM")

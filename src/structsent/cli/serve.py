@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 import signal
 
+API_KEY_ENVIRONMENT_VARIABLE = "STRUCTSENT_API_KEY"
+# Open files a server needs besides its client connections (model files, runtime libraries,
+# the event loop, logs...); the connection cap must fit in the process's limit with this spare.
+SPARE_FILE_DESCRIPTORS = 128
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .engine_flags import add_engine_arguments
@@ -20,6 +25,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-text-chars", type=int, default=20_000, help="characters per text at most (413)")
     group.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request body size at most (413)")
     group.add_argument(
+        "--max-connections", type=int, default=256,
+        help="open client connections at most, per process; beyond: 503 and closed (default 256)",
+    )
+    group.add_argument(
+        "--read-timeout-s", type=float, default=10.0,
+        help="seconds a client has to send a request's headers (from connecting or from its previous "
+        "response), and again to send its body; beyond: 408 and closed (default 10)",
+    )
+    group.add_argument("--max-header-bytes", type=int, default=64 * 1024, help="request header size at most (431)")
+    group.add_argument(
+        "--api-key", default=None,
+        help=f"require `Authorization: Bearer <key>` on every route but /health (401 without); "
+        f"default: the environment variable {API_KEY_ENVIRONMENT_VARIABLE}, else no authentication",
+    )
+    group.add_argument(
         "--workers", type=int, default=1,
         help="server processes, each with its own model and batcher (metrics are per process)",
     )
@@ -30,10 +50,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
-def settings_from_args(args: argparse.Namespace):
+def settings_from_args(args: argparse.Namespace, environ=None):
+    """The ServerSettings of the flags; the API key from ``--api-key`` or else the environment."""
+    import os
+
     from ..server.app import ServerSettings
     from .engine_flags import engine_config
 
+    environ = os.environ if environ is None else environ
+    api_key = args.api_key if args.api_key is not None else environ.get(API_KEY_ENVIRONMENT_VARIABLE)
     return ServerSettings(
         model=args.model,
         engine=engine_config(args),
@@ -42,6 +67,10 @@ def settings_from_args(args: argparse.Namespace):
         max_text_chars=args.max_text_chars,
         max_queue=args.max_queue,
         max_wait_ms=args.max_wait_ms,
+        max_connections=args.max_connections,
+        read_timeout_s=args.read_timeout_s,
+        max_header_bytes=args.max_header_bytes,
+        api_key=api_key,
     )
 
 
@@ -53,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: must be at least 1")
     settings = settings_from_args(args)
+    reserve_file_descriptors(settings.max_connections)
     if args.workers > 1:
         return _serve_processes(settings, args)
     return _serve(settings, args)
@@ -66,9 +96,11 @@ def _serve(settings, args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
 
     from ..server.app import SentimentService, create_app
+    from ..server.logs import limit_server_logs
 
     service = SentimentService(settings)
-    server = uvicorn.Server(_uvicorn_config(create_app(settings, service=service), args))
+    server = uvicorn.Server(_uvicorn_config(create_app(settings, service=service), settings, args))
+    limit_server_logs()  # after uvicorn.Config has configured its loggers
     service.on_fatal = lambda: setattr(server, "should_exit", True)
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully; with this
     # handler in place that ends the process with status 0 instead of a death by SIGTERM.
@@ -91,18 +123,21 @@ def _serve_processes(settings, args: argparse.Namespace) -> int:
 
     os.environ[SETTINGS_ENVIRONMENT_VARIABLE] = settings.to_json()
     uvicorn.run(
-        "structsent.server.app:app_from_environment", factory=True, workers=args.workers, **_uvicorn_options(args)
+        "structsent.server.app:app_from_environment", factory=True, workers=args.workers,
+        **_uvicorn_options(settings, args),
     )
     return 0
 
 
-def _uvicorn_config(app, args: argparse.Namespace):
+def _uvicorn_config(app, settings, args: argparse.Namespace):
     import uvicorn
 
-    return uvicorn.Config(app, **_uvicorn_options(args))
+    return uvicorn.Config(app, **_uvicorn_options(settings, args))
 
 
-def _uvicorn_options(args: argparse.Namespace) -> dict:
+def _uvicorn_options(settings, args: argparse.Namespace) -> dict:
+    from ..server.connections import PROTOCOL_NAME
+
     return dict(
         host=args.host,
         port=args.port,
@@ -110,4 +145,26 @@ def _uvicorn_options(args: argparse.Namespace) -> dict:
         access_log=False,  # per-request lines cost more than the model at high rates; see /metrics
         timeout_graceful_shutdown=args.graceful_timeout,
         lifespan="on",
+        http=PROTOCOL_NAME,  # uvicorn's protocol with the connection cap and header deadline
+        h11_max_incomplete_event_size=settings.max_header_bytes,
     )
+
+
+def reserve_file_descriptors(max_connections: int) -> None:
+    """Make room for ``max_connections`` sockets in the open-file limit (raising the soft limit
+    up to the hard one if needed), or refuse to start: a server out of file descriptors fails
+    every request and floods its log."""
+    import resource
+
+    from ..errors import ConfigError
+
+    needed = max_connections + SPARE_FILE_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise ConfigError(
+            f"--max-connections {max_connections} needs {needed} open files, but this process may open "
+            f"{hard} (ulimit -n): lower --max-connections or raise the limit"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))

@@ -18,19 +18,20 @@ import json
 import logging
 import math
 import threading
-import time
 from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..config import EngineConfig
 from ..errors import BadInputError, ConfigError, OverloadedError, StructsentError
 from ..results import LabelResult
-from .batcher import BatchFailedError, MicroBatcher, WorkerStoppedError
+from .batcher import BatchFailedError, MicroBatcher, QueueFullError, WorkerStoppedError
 from .metrics import ServerMetrics
+from .middleware import BearerAuth, BodyLimits, CloseWhenDraining, ConnectionPolicy, RequestTimer, error_json
 from .schemas import (
     ErrorResponse,
     HealthResponse,
@@ -44,7 +45,7 @@ from .schemas import (
 log = logging.getLogger("structsent.server")
 
 WARMUP_TEXTS = ["这家店的菜味道很好，下次还会再来。", "质量太差了"]
-RETRY_AFTER_S = 1
+OPEN_PATHS = frozenset({"/health"})  # answered without the API key (probes carry none)
 SETTINGS_ENVIRONMENT_VARIABLE = "STRUCTSENT_SERVER_SETTINGS"  # read by worker processes only
 
 
@@ -60,13 +61,21 @@ class ServerSettings:
     max_text_chars: int = 20_000
     max_queue: int = 4096
     max_wait_ms: float = 0.0
+    max_connections: int = 256
+    read_timeout_s: float = 10.0
+    max_header_bytes: int = 64 * 1024
+    api_key: str | None = dataclasses.field(default=None, repr=False)  # never in /info nor a log
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_texts", "max_text_chars", "max_queue"):
+        for name in ("max_body_bytes", "max_texts", "max_text_chars", "max_queue", "max_connections", "max_header_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be at least 1")
         if self.max_wait_ms < 0:
             raise ConfigError(f"max_wait_ms={self.max_wait_ms}: must be >= 0")
+        if not self.read_timeout_s > 0:
+            raise ConfigError(f"read_timeout_s={self.read_timeout_s}: must be > 0")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ConfigError("the API key is empty: give a key, or none for a server without authentication")
         if self.max_texts > self.max_queue:
             raise ConfigError(
                 f"max_texts={self.max_texts} > max_queue={self.max_queue}: a full request could never be queued"
@@ -82,11 +91,12 @@ class ServerSettings:
 
 
 class LimitExceededError(BadInputError):
-    """A request is larger than a configured limit (HTTP 413); ``limit`` names it."""
+    """A request is larger than a configured limit (HTTP 413); ``limit`` names it, as in /info."""
 
-    def __init__(self, message: str, *, limit: str) -> None:
+    def __init__(self, message: str, *, limit: str, limit_value: int) -> None:
         super().__init__(message)
         self.limit = limit
+        self.limit_value = limit_value
 
 
 class ModelNotReadyError(StructsentError):
@@ -115,12 +125,11 @@ def status_of(err: BaseException) -> tuple[int, str]:
     return 500, "backend"
 
 
-def error_json(message: str, error_type: str, *, status: int, limit: str | None = None) -> JSONResponse:
-    body = {"error": message, "error_type": error_type}
-    if limit is not None:
-        body["limit"] = limit
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if status in (429, 503) else None
-    return JSONResponse(body, status_code=status, headers=headers)
+def error_type_of_status(status: int) -> str:
+    """The error type of an HTTP error raised by the framework (unknown route, wrong method...)."""
+    return {401: "unauthorized", 408: "timeout", 429: "overloaded", 503: "unhealthy"}.get(
+        status, "validation" if status < 500 else "backend"
+    )
 
 
 # -- the service: model, batcher and metrics behind the routes --------------------------------
@@ -203,7 +212,10 @@ class SentimentService:
         classifier, batcher = self.require_ready()
         check_limits(texts, self.settings)
         if not batcher.has_room(len(texts)):  # cheap early refusal; submit() checks for real
-            raise OverloadedError(f"queue full (max_queue={self.settings.max_queue} texts)")
+            raise QueueFullError(
+                f"queue full: {len(texts)} more texts would exceed max_queue={self.settings.max_queue}",
+                limit_value=self.settings.max_queue,
+            )
         loop = asyncio.get_running_loop()
         encoded = await loop.run_in_executor(self._tokenizer_pool, classifier.encode, texts)
         future = asyncio.wrap_future(batcher.submit(encoded))
@@ -219,6 +231,9 @@ class SentimentService:
             "max_text_chars": s.max_text_chars,
             "max_queue": s.max_queue,
             "max_wait_ms": s.max_wait_ms,
+            "max_connections": s.max_connections,
+            "read_timeout_s": s.read_timeout_s,
+            "max_header_bytes": s.max_header_bytes,
             "max_batch_tokens": self.batcher.token_budget if self.batcher else s.engine.token_budget,
             "max_batch_size": self.batcher.max_batch_size if self.batcher else s.engine.max_batch_size,
         }
@@ -233,13 +248,16 @@ class SentimentService:
 def check_limits(texts: list[str], settings: ServerSettings) -> None:
     if len(texts) > settings.max_texts:
         raise LimitExceededError(
-            f"{len(texts)} texts in one request; the limit is max_texts={settings.max_texts}", limit="max_texts"
+            f"{len(texts)} texts in one request; the limit is max_texts={settings.max_texts}",
+            limit="max_texts",
+            limit_value=settings.max_texts,
         )
     for index, text in enumerate(texts):
         if len(text) > settings.max_text_chars:
             raise LimitExceededError(
                 f"text {index} has {len(text)} characters; the limit is max_text_chars={settings.max_text_chars}",
                 limit="max_text_chars",
+                limit_value=settings.max_text_chars,
             )
 
 
@@ -275,22 +293,10 @@ def result_json(result: LabelResult) -> dict:
 
 
 def predict_texts(inputs) -> tuple[list[str], bool]:
-    """TEI ``inputs`` -> (texts, whether the request was a batch)."""
+    """TEI ``inputs`` (validated by PredictRequest) -> (texts, whether the request was a batch)."""
     if isinstance(inputs, str):
         return [inputs], False
-    if not inputs:
-        raise BadInputError("`inputs` cannot be empty")
-    if all(isinstance(item, str) for item in inputs):
-        return list(inputs), True
-    texts = []
-    for index, item in enumerate(inputs):
-        if len(item) != 1:
-            raise BadInputError(
-                f"inputs[{index}] holds {len(item)} strings: sentence pairs are not supported by a "
-                "single-text sentiment model; send [[text], [text], ...]"
-            )
-        texts.append(item[0])
-    return texts, True
+    return [item if isinstance(item, str) else item[0] for item in inputs], True
 
 
 def score_function(request: PredictRequest) -> str:
@@ -325,111 +331,55 @@ def check_predictable(results: list[LabelResult], *, truncate: bool | None, max_
                 f"inputs[{index}] is longer than the model's max_length ({max_length} tokens); "
                 "send truncate=true to cut it",
                 limit="max_length",
+                limit_value=max_length,
             )
 
 
-# -- ASGI middleware --------------------------------------------------------------------------
-class BodySizeLimit:
-    """Refuses request bodies over ``max_bytes`` (413) before the app parses a byte of them."""
-
-    def __init__(self, app, *, max_bytes: int, on_reject: Callable[[], None]) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.on_reject = on_reject
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(scope, receive, send)
-            return
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._reject(scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay_then_receive():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay_then_receive, send)
-
-    async def _reject(self, scope, receive, send) -> None:
-        self.on_reject()
-        response = error_json(
-            f"request body larger than max_body_bytes={self.max_bytes}", "validation", status=413, limit="max_body_bytes"
-        )
-        await response(scope, receive, send)
-
-
-class RequestTimer:
-    """Observes every request's latency and status into the metrics, by endpoint."""
-
-    def __init__(self, app, *, metrics: ServerMetrics, endpoints: set[str]) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.endpoints = endpoints
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_and_note_status(message):
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note_status)
-        finally:
-            endpoint = scope["path"] if scope["path"] in self.endpoints else "other"
-            self.metrics.observe_request(endpoint, status, time.perf_counter() - started)
-
-
 # -- the app ----------------------------------------------------------------------------------
+def _error_response(description: str) -> dict:
+    return {"model": ErrorResponse, "description": description}
+
+
+UNAUTHORIZED = {401: _error_response("The server has an API key and the request lacks `Authorization: Bearer <key>`")}
 ERROR_RESPONSES = {
-    413: {"model": ErrorResponse, "description": "A request limit was exceeded (the `limit` field names it)"},
-    422: {"model": ErrorResponse, "description": "Malformed JSON, wrong types, or unusable input"},
-    429: {"model": ErrorResponse, "description": "Queue full; retry after the Retry-After header"},
-    500: {"model": ErrorResponse, "description": "The model failed on this request's batch"},
-    503: {"model": ErrorResponse, "description": "The model is loading or the server is shutting down"},
+    **UNAUTHORIZED,
+    408: _error_response("The body did not arrive within `read_timeout_s` (`limit`, `limit_value`)"),
+    413: _error_response("A request limit was exceeded (`limit` names it, `limit_value` is its value)"),
+    422: _error_response("Malformed JSON (not UTF-8, nested too deeply...), wrong types, or unusable input"),
+    429: _error_response("Queue full (`limit`: max_queue); retry after the Retry-After header"),
+    500: _error_response("The model failed on this request's batch"),
+    503: _error_response(
+        "The model is loading or the server is shutting down; or too many open connections "
+        "(`limit`: max_connections)"
+    ),
 }
 
 DESCRIPTION = """Chinese sentiment labels with dynamic micro-batching.
 
 `POST /v1/sentiment` is the native API; `POST /predict` (and `POST /`) speak Hugging Face
 text-embeddings-inference's classification API, so TEI and `huggingface_hub` clients work unchanged.
+Every error answer is an `ErrorResponse`. When the server runs with an API key, every route but
+`GET /health` needs the header `Authorization: Bearer <key>`.
 """
 
 
 def create_app(settings: ServerSettings, *, service: SentimentService | None = None) -> FastAPI:
-    """The ASGI app; the model starts loading when the app starts (lifespan)."""
+    """The ASGI app; the model starts loading when the app starts (lifespan).
+
+    The lifespan state hands the connection limits to the HTTP protocol (``connections.py``).
+    """
     service = service or SentimentService(settings)
+    policy = ConnectionPolicy(
+        max_connections=settings.max_connections,
+        read_timeout_s=settings.read_timeout_s,
+        max_header_bytes=settings.max_header_bytes,
+        on_refused=service.metrics.observe_refused_connection,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         service.start_loading()
-        yield
+        yield {ConnectionPolicy.STATE_KEY: policy}
         await asyncio.to_thread(service.stop, 60.0)
 
     app = FastAPI(title="structsent", version=__version__, description=DESCRIPTION, lifespan=lifespan)
@@ -437,9 +387,18 @@ def create_app(settings: ServerSettings, *, service: SentimentService | None = N
     _add_error_handlers(app, service)
     _add_routes(app, service)
     endpoints = {route.path for route in app.routes}
+    # add_middleware wraps: the last added runs first.
     app.add_middleware(
-        BodySizeLimit, max_bytes=settings.max_body_bytes, on_reject=lambda: service.metrics.observe_error("validation")
+        BodyLimits,
+        max_bytes=settings.max_body_bytes,
+        read_timeout_s=settings.read_timeout_s,
+        on_reject=service.metrics.observe_error,
     )
+    if settings.api_key is not None:
+        app.add_middleware(
+            BearerAuth, api_key=settings.api_key, open_paths=OPEN_PATHS, on_reject=service.metrics.observe_error
+        )
+    app.add_middleware(CloseWhenDraining, policy=policy)
     app.add_middleware(RequestTimer, metrics=service.metrics, endpoints=endpoints)
     return app
 
@@ -448,22 +407,65 @@ def app_from_environment() -> FastAPI:
     """Factory for worker processes (``--workers N``): settings come from the parent process."""
     import os
 
+    from .logs import limit_server_logs
+
+    limit_server_logs()  # uvicorn has configured this process's loggers by now
     return create_app(ServerSettings.from_json(os.environ[SETTINGS_ENVIRONMENT_VARIABLE]))
 
 
 def _add_error_handlers(app: FastAPI, service: SentimentService) -> None:
+    """Every error the app answers, whoever raises it, in the one ErrorResponse shape."""
+
     @app.exception_handler(StructsentError)
     async def typed_error(request: Request, err: StructsentError) -> Response:
         if isinstance(err, ClientDisconnectedError):
             return Response(status_code=499)  # nobody is listening; keeps the access log honest
         status, error_type = status_of(err)
         service.metrics.observe_error(error_type)
-        return error_json(str(err), error_type, status=status, limit=getattr(err, "limit", None))
+        return error_json(
+            str(err), error_type, status=status,
+            limit=getattr(err, "limit", None), limit_value=getattr(err, "limit_value", None),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, err: RequestValidationError) -> Response:
         service.metrics.observe_error("validation")
         return error_json(describe_validation_errors(err.errors()), "validation", status=422)
+
+    @app.exception_handler(HTTPException)
+    async def framework_error(request: Request, err: HTTPException) -> Response:
+        if err.status_code == 400 and err.__cause__ is not None:
+            # FastAPI could not decode the body (not UTF-8, nested too deeply, a huge number):
+            # malformed JSON, answered as the JSON parser's own errors are.
+            service.metrics.observe_error("validation")
+            return error_json(f"malformed JSON: {describe_undecodable_body(err.__cause__)}", "validation", status=422)
+        error_type = error_type_of_status(err.status_code)
+        service.metrics.observe_error(error_type)
+        message = f"{err.detail}: {request.method} {request.url.path}"
+        return error_json(message, error_type, status=err.status_code, headers=err.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, err: Exception) -> Response:
+        # The traceback is logged by the server (the framework re-raises after this answer).
+        service.metrics.observe_error("backend")
+        return error_json(f"internal error: {type(err).__name__}", "backend", status=500)
+
+
+def describe_undecodable_body(cause: BaseException) -> str:
+    if isinstance(cause, UnicodeDecodeError):
+        return "the body is not valid UTF-8"
+    if isinstance(cause, RecursionError):
+        return "nested too deeply"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return "a number has too many digits"
+    return f"unreadable body ({type(cause).__name__})"
+
+
+# pydantic error types whose message gains a hint, keyed by (form of `inputs`, type)
+VALIDATION_HINTS = {
+    ("batch", "too_long"): "sentence pairs are not supported by a single-text sentiment model; send [[text], [text], ...]",
+    ("batch", "too_short"): "each inner list holds exactly one text",
+}
 
 
 def describe_validation_errors(errors) -> str:
@@ -473,8 +475,10 @@ def describe_validation_errors(errors) -> str:
         if error.get("type") == "json_invalid":
             parts.append(f"malformed JSON: {error.get('ctx', {}).get('error', error.get('msg'))}")
             continue
-        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {error.get('msg')}")
+        loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+        where = ".".join(loc) or "body"
+        hint = VALIDATION_HINTS.get((loc[1] if len(loc) > 2 else None, error.get("type")))
+        parts.append(f"{where}: {error.get('msg')}" + (f" ({hint})" if hint else ""))
     return "; ".join(parts) or "invalid request"
 
 
@@ -523,12 +527,14 @@ def _add_routes(app: FastAPI, service: SentimentService) -> None:
             return error_json(str(err), "unhealthy", status=503)
         return JSONResponse({"status": "ok"})
 
-    @app.get("/info", operation_id="info", response_model=InfoResponse, tags=["service"])
+    @app.get("/info", operation_id="info", response_model=InfoResponse, responses=UNAUTHORIZED, tags=["service"])
     async def info() -> Response:
         """The model, its labels, the runtime and the server's limits."""
         return JSONResponse(service.info())
 
-    @app.get("/metrics", operation_id="metrics", response_class=PlainTextResponse, tags=["service"])
+    @app.get(
+        "/metrics", operation_id="metrics", response_class=PlainTextResponse, responses=UNAUTHORIZED, tags=["service"]
+    )
     async def metrics() -> Response:
         """Prometheus text format."""
         return Response(service.metrics.render(), media_type=ServerMetrics.content_type)

@@ -43,6 +43,16 @@ class WorkerStoppedError(StructsentError):
     """The model worker is not running (stopped, or died on an unexpected error)."""
 
 
+class QueueFullError(OverloadedError):
+    """A request's texts do not fit in the queue (HTTP 429); ``limit`` names the setting."""
+
+    limit = "max_queue"
+
+    def __init__(self, message: str, *, limit_value: int) -> None:
+        super().__init__(message)
+        self.limit_value = limit_value
+
+
 @dataclasses.dataclass(frozen=True)
 class BatchReport:
     """What one model batch held and cost: for metrics and logs."""
@@ -122,7 +132,7 @@ class MicroBatcher:
     def submit(self, encoded: Sequence[EncodedText]) -> concurrent.futures.Future:
         """Queue one request; its future resolves to its LabelResults in input order.
 
-        Raises OverloadedError, without queueing anything, when the request does not fit in
+        Raises QueueFullError (an OverloadedError), without queueing anything, when the request does not fit in
         the queue, and WorkerStoppedError once the batcher stops accepting work.
         """
         pending = _Pending.of(encoded)
@@ -134,9 +144,10 @@ class MicroBatcher:
             if self._stopping or not self.alive:
                 raise WorkerStoppedError("the model worker is not accepting work") from self.failure
             if not self.has_room(len(encoded)):
-                raise OverloadedError(
+                raise QueueFullError(
                     f"queue full: {self._waiting_texts} texts waiting, {len(encoded)} more would exceed "
-                    f"max_queue ({self.max_queue})"
+                    f"max_queue={self.max_queue}",
+                    limit_value=self.max_queue,
                 )
             self._queue.append(pending)
             self._waiting_texts += len(encoded)

@@ -13,7 +13,10 @@ BATCH_TOKEN_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 
 
 
 class ServerMetrics:
-    """Request latency, batch shape, queue depth, texts and errors.
+    """Request latency, batch shape, queue depth, texts, errors and refused connections.
+
+    A request whose client left before its answer is counted with status 499 (nginx's "client
+    closed request"), apart from the errors the server answered.
 
     >>> metrics = ServerMetrics(queue_depth=lambda: 0)
     >>> b"structsent_queue_depth" in metrics.render()
@@ -65,6 +68,12 @@ class ServerMetrics:
         self.failed_batches = prometheus.Counter(
             "structsent_failed_batches", "Model batches that raised", registry=r,
         )
+        self.refused_connections = prometheus.Counter(
+            "structsent_refused_connections",
+            "Connections answered and closed before a request reached the app, by reason "
+            "(max_connections, read_timeout_s, max_header_bytes, invalid_request)",
+            ("reason",), registry=r,
+        )
 
     def observe_batch(self, report: BatchReport) -> None:
         if report.failed:
@@ -86,6 +95,9 @@ class ServerMetrics:
 
     def observe_error(self, error_type: str) -> None:
         self.errors.labels(error_type).inc()
+
+    def observe_refused_connection(self, reason: str) -> None:
+        self.refused_connections.labels(reason).inc()
 
     def render(self) -> bytes:
         return self._prometheus.generate_latest(self.registry)

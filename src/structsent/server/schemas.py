@@ -7,9 +7,9 @@ of one-string lists, with ``truncate``, ``raw_scores`` and a ``parameters`` obje
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, StrictBool, StrictInt, StrictStr, Tag
 
 
 class SentimentRequest(BaseModel):
@@ -34,12 +34,29 @@ class SentimentResponse(BaseModel):
     results: list[SentimentResult]
 
 
+ErrorType = Literal["validation", "unauthorized", "timeout", "overloaded", "backend", "unhealthy"]
+
+
 class ErrorResponse(BaseModel):
     """Every error answer: a message, its type, and the limit it hit when it hit one."""
 
     error: str
-    error_type: Literal["validation", "overloaded", "backend", "unhealthy"]
-    limit: str | None = Field(default=None, description="Name of the limit exceeded, as in GET /info.")
+    error_type: ErrorType
+    limit: str | None = Field(
+        default=None, description="Name of the limit that refused the request (413, 408, 429, 431, 503), as in GET /info."
+    )
+    limit_value: float | None = Field(default=None, description="That limit's value, as in GET /info.")
+
+
+def error_body(
+    message: str, error_type: str, *, limit: str | None = None, limit_value: float | None = None
+) -> dict:
+    """The JSON of every error answer (an ErrorResponse); ``limit`` fields only when a limit was hit."""
+    body = {"error": message, "error_type": error_type}
+    if limit is not None:
+        body["limit"] = limit
+        body["limit_value"] = limit_value
+    return body
 
 
 class ClassificationParameters(BaseModel):
@@ -47,7 +64,7 @@ class ClassificationParameters(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    top_k: int | None = Field(default=None, ge=1, description="Keep only the k most probable labels.")
+    top_k: StrictInt | None = Field(default=None, ge=1, description="Keep only the k most probable labels.")
     function_to_apply: Literal["softmax", "none", "sigmoid"] | None = Field(
         default=None,
         description="softmax (default): probabilities; none: the raw logits; sigmoid: the sigmoid of "
@@ -55,7 +72,44 @@ class ClassificationParameters(BaseModel):
     )
 
 
-PredictInputs = Union[StrictStr, list[StrictStr], list[list[StrictStr]]]
+# The characters str.strip() removes, spelled out: "\S" means something else to Python, to JSON
+# Schema (ECMA-262) and to pydantic's regex engine.
+WHITESPACE_CLASS = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("empty text")
+    return text
+
+
+# A text TEI's API answers: not blank (the label job and /v1/sentiment flag blank texts instead).
+# Checked in Python, as the engine does; the pattern tells clients the same in the schema.
+PredictText = Annotated[StrictStr, AfterValidator(_not_blank), Field(json_schema_extra={"pattern": f"[^{WHITESPACE_CLASS}]"})]
+
+
+def _inputs_form(value) -> str | None:
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "batch" if value and isinstance(value[0], list) else "texts"
+    return None
+
+
+# Exactly what is answered: a text, a non-empty list of texts, or a non-empty list of one-text
+# lists (TEI's batch form; a two-text list would be a sentence pair, which is refused).
+PredictInputs = Annotated[
+    Union[
+        Annotated[PredictText, Tag("text")],
+        Annotated[list[PredictText], Field(min_length=1), Tag("texts")],
+        Annotated[list[Annotated[list[PredictText], Field(min_length=1, max_length=1)]], Field(min_length=1), Tag("batch")],
+    ],
+    Discriminator(
+        _inputs_form,
+        custom_error_type="inputs_form",
+        custom_error_message="must be a text, a list of texts, or a list of one-text lists",
+    ),
+]
 
 
 class PredictRequest(BaseModel):
@@ -66,11 +120,11 @@ class PredictRequest(BaseModel):
     inputs: PredictInputs = Field(
         description="One text, a list of texts, or a list of one-text lists (TEI's batch form)."
     )
-    truncate: bool | None = Field(
+    truncate: StrictBool | None = Field(
         default=None, description="Cut texts longer than the model's maximum; false refuses them (413). "
         "Null: the server's long-text policy."
     )
-    raw_scores: bool = Field(default=False, description="The raw logits instead of probabilities (TEI).")
+    raw_scores: StrictBool = Field(default=False, description="The raw logits instead of probabilities (TEI).")
     parameters: ClassificationParameters | None = None
 
 
@@ -92,6 +146,9 @@ class LimitsInfo(BaseModel):
     max_text_chars: int
     max_queue: int
     max_wait_ms: float
+    max_connections: int
+    read_timeout_s: float
+    max_header_bytes: int
     max_batch_tokens: int | None
     max_batch_size: int | None
 

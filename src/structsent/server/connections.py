@@ -1,0 +1,167 @@
+"""The HTTP protocol of `structsent serve`: uvicorn's own, with a cap on connections and a
+deadline for request headers, which uvicorn does not have.
+
+- A connection beyond ``max_connections`` is answered 503 (``limit: max_connections``) and
+  closed at once, before anything is read from it: idle sockets can neither exhaust the
+  process's file descriptors nor hold memory.
+- A request's headers must arrive within ``read_timeout_s`` of the connection opening or of the
+  previous response; else 408 (when part of them arrived) or a silent close. Headers longer than
+  ``max_header_bytes`` are answered 431. (The body's deadline and size cap are the app's:
+  ``middleware.BodyLimits``.)
+- uvicorn's own refusal of an unparsable request (400) is answered in the ErrorResponse shape.
+- When the server begins its graceful shutdown, ``ConnectionPolicy.draining`` is set, so that the
+  app closes every connection after its response.
+
+The limits come from the app (its lifespan state holds a ``ConnectionPolicy``), so this protocol
+needs no configuration of its own, in one process or in each of ``--workers N``. uvicorn loads
+it by name: ``uvicorn.Config(app, http="structsent.server.connections:GuardedHTTPProtocol")``.
+"""
+
+from __future__ import annotations
+
+import http
+import json
+import logging
+import select
+
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+from .middleware import RETRY_AFTER_S, ConnectionPolicy
+from .schemas import error_body
+
+log = logging.getLogger("structsent.server")
+
+PROTOCOL_NAME = f"{__name__}:GuardedHTTPProtocol"
+UNREAD_GRACE_S = 0.05  # a deadline met by bytes the event loop has not read yet waits this much more
+
+
+def refusal_bytes(status: int, message: str, error_type: str, *, limit: str | None, limit_value=None) -> bytes:
+    """A whole HTTP/1.1 error response that closes its connection, written without the app."""
+    body = json.dumps(error_body(message, error_type, limit=limit, limit_value=limit_value)).encode()
+    head = [
+        f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}",
+        "content-type: application/json",
+        f"content-length: {len(body)}",
+        "connection: close",
+    ]
+    if status == 503:
+        head.append(f"retry-after: {RETRY_AFTER_S}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body
+
+
+class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever uvicorn would use
+    def __init__(self, config, server_state, app_state, _loop=None) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.policy: ConnectionPolicy | None = app_state.get(ConnectionPolicy.STATE_KEY)
+        self._headers_deadline = None  # timer while a request's headers are awaited
+        self._awaited_after = None  # the request cycle that preceded the awaited request
+        self._header_bytes = 0  # bytes received while awaiting headers
+
+    # -- the connection ---------------------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        if self.policy is None:
+            return
+        if len(self.connections) > self.policy.max_connections:
+            self._refuse(
+                503,
+                f"too many open connections (max_connections={self.policy.max_connections}); retry later",
+                "overloaded",
+                reason="max_connections",
+                limit="max_connections",
+                limit_value=self.policy.max_connections,
+            )
+            return
+        self._await_headers()
+
+    def connection_lost(self, exc) -> None:
+        self._stop_awaiting()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._headers_deadline is not None:
+            self._header_bytes += len(data)
+        super().data_received(data)
+        if self._headers_deadline is None or self.transport.is_closing():
+            return
+        if self.cycle is not self._awaited_after:  # the headers are complete: a request began
+            self._stop_awaiting()
+        elif self._header_bytes > self.policy.max_header_bytes:
+            self._refuse_large_headers()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.policy is not None and not self.transport.is_closing():
+            self._await_headers()
+
+    def shutdown(self) -> None:
+        if self.policy is not None:
+            self.policy.draining = True
+            self._stop_awaiting()
+        super().shutdown()
+
+    def send_400_response(self, msg: str) -> None:
+        # h11 refuses headers over its buffer size (set to max_header_bytes) as unparsable
+        if self._headers_deadline is not None and self._header_bytes > self.policy.max_header_bytes:
+            self._refuse_large_headers()
+            return
+        self._refuse(400, "invalid HTTP request", "validation", reason="invalid_request")
+
+    # -- the deadline for headers -----------------------------------------------------------------
+    def _await_headers(self) -> None:
+        self._stop_awaiting()
+        self._awaited_after = self.cycle
+        self._header_bytes = 0
+        self._headers_deadline = self.loop.call_later(self.policy.read_timeout_s, self._headers_too_slow)
+
+    def _stop_awaiting(self) -> None:
+        if self._headers_deadline is not None:
+            self._headers_deadline.cancel()
+            self._headers_deadline = None
+
+    def _headers_too_slow(self) -> None:
+        self._headers_deadline = None
+        in_progress = self.cycle is not None and not self.cycle.response_complete
+        if self.transport.is_closing() or self.cycle is not self._awaited_after or in_progress:
+            return
+        if self._header_bytes == 0:  # idle: nothing to answer
+            if self._unread_bytes_waiting():
+                # A request arrived while the event loop was busy: read it rather than close the
+                # socket over it (which would reset the connection under the client's feet).
+                self._headers_deadline = self.loop.call_later(UNREAD_GRACE_S, self._headers_too_slow)
+                return
+            self.policy.on_refused("read_timeout_s")
+            self.transport.close()
+            return
+        timeout = self.policy.read_timeout_s
+        self._refuse(
+            408, f"request headers not received within read_timeout_s={timeout:g} seconds", "timeout",
+            reason="read_timeout_s", limit="read_timeout_s", limit_value=timeout,
+        )
+
+    def _unread_bytes_waiting(self) -> bool:
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        poll = select.poll()  # not select.select: descriptors may exceed FD_SETSIZE
+        poll.register(sock.fileno(), select.POLLIN)
+        return bool(poll.poll(0))
+
+    def _refuse_large_headers(self) -> None:
+        cap = self.policy.max_header_bytes
+        self._refuse(
+            431, f"request headers larger than max_header_bytes={cap}", "validation",
+            reason="max_header_bytes", limit="max_header_bytes", limit_value=cap,
+        )
+
+    def _refuse(
+        self, status: int, message: str, error_type: str, *, reason: str, limit: str | None = None, limit_value=None
+    ) -> None:
+        """Answer ``status`` without the app, close the connection, and count it under ``reason``."""
+        self._stop_awaiting()
+        if self.policy is not None:
+            self.policy.on_refused(reason)
+        client = "%s:%d" % self.client if self.client else "a client"
+        log.warning("%s refused with %d: %s", client, status, message)  # rate-limited (logs.py)
+        self.transport.write(refusal_bytes(status, message, error_type, limit=limit, limit_value=limit_value))
+        self.transport.close()

@@ -1,0 +1,277 @@
+"""Pure ASGI middleware of the HTTP app, cheap per request (no BaseHTTPMiddleware, no body copies).
+
+Outermost first: ``RequestTimer`` (latency and status into the metrics), ``CloseWhenDraining``
+(``Connection: close`` once a graceful shutdown has begun), ``BearerAuth`` (``--api-key``, only
+when one is set) and ``BodyLimits`` (the body's size cap and read deadline).
+
+``ConnectionPolicy`` is what the app and its HTTP protocol (``connections.py``) share: the
+connection limits, and whether the server is draining.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi.responses import JSONResponse
+
+from .metrics import ServerMetrics
+from .schemas import error_body
+
+RETRY_AFTER_S = 1
+CLOSE_HEADER = (b"connection", b"close")
+CLIENT_CLOSED_STATUS = 499  # nginx's "client closed request": nothing was sent
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def error_json(
+    message: str,
+    error_type: str,
+    *,
+    status: int,
+    limit: str | None = None,
+    limit_value: float | None = None,
+    headers: dict[str, str] | None = None,
+    close: bool = False,
+) -> JSONResponse:
+    """An error answer; ``close`` ends the connection after it (a body may be left unread)."""
+    headers = dict(headers or {})
+    if status in (429, 503):
+        headers["Retry-After"] = str(RETRY_AFTER_S)
+    if close:
+        headers["Connection"] = "close"
+    body = error_body(message, error_type, limit=limit, limit_value=limit_value)
+    return JSONResponse(body, status_code=status, headers=headers or None)
+
+
+class ConnectionPolicy:
+    """The limits on client connections, handed to the HTTP protocol through the lifespan state.
+
+    ``draining`` turns True when the server begins a graceful shutdown (the protocol sets it);
+    from then on every response carries ``Connection: close``.
+    """
+
+    STATE_KEY = "structsent_connection_policy"
+
+    def __init__(
+        self,
+        *,
+        max_connections: int,
+        read_timeout_s: float,
+        max_header_bytes: int,
+        on_refused: Callable[[str], None],
+    ) -> None:
+        self.max_connections = max_connections
+        self.read_timeout_s = read_timeout_s
+        self.max_header_bytes = max_header_bytes
+        self.on_refused = on_refused  # called with the reason a connection was refused (metrics)
+        self.draining = False
+
+
+class RequestTimer:
+    """Observes every request's latency and status into the metrics, by endpoint.
+
+    A request whose client went away before its answer is counted with status 499, whatever the
+    app then tried to send (nobody received it).
+    """
+
+    def __init__(self, app, *, metrics: ServerMetrics, endpoints: set[str]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.endpoints = endpoints
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status: int | None = None
+        client_gone = False
+
+        async def receive_noting_disconnect():
+            nonlocal client_gone
+            message = await receive()
+            if message["type"] == "http.disconnect" and status is None:
+                client_gone = True
+            return message
+
+        async def send_noting_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive_noting_disconnect, send_noting_status)
+        finally:
+            endpoint = scope["path"] if scope["path"] in self.endpoints else "other"
+            answered = CLIENT_CLOSED_STATUS if client_gone else (status or 500)
+            self.metrics.observe_request(endpoint, answered, time.perf_counter() - started)
+
+
+class CloseWhenDraining:
+    """Adds ``Connection: close`` to every response started once the server is draining, so that
+    keep-alive clients open a new connection (to another server) instead of reusing this one."""
+
+    def __init__(self, app, *, policy: ConnectionPolicy) -> None:
+        self.app = app
+        self.policy = policy
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        policy = self.policy
+
+        async def send_closing_when_draining(message):
+            if policy.draining and message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                if CLOSE_HEADER not in headers:
+                    message = {**message, "headers": [*headers, CLOSE_HEADER]}
+            await send(message)
+
+        await self.app(scope, receive, send_closing_when_draining)
+
+
+class BearerAuth:
+    """Refuses (401) requests without ``Authorization: Bearer <api key>``, except on ``open_paths``.
+
+    The key is compared in constant time; neither it nor what a client sent is ever logged.
+    """
+
+    def __init__(self, app, *, api_key: str, open_paths: frozenset[str], on_reject: Callable[[str], None]) -> None:
+        self.app = app
+        self._expected = api_key.encode()
+        self.open_paths = open_paths
+        self.on_reject = on_reject  # called with the error type of each refusal
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.open_paths or self._authorized(scope["headers"]):
+            await self.app(scope, receive, send)
+            return
+        self.on_reject("unauthorized")
+        response = error_json(
+            "missing or wrong API key: send the header `Authorization: Bearer <key>`",
+            "unauthorized",
+            status=401,
+            headers={"WWW-Authenticate": "Bearer"},
+            close=True,  # the body, if any, is left unread
+        )
+        await response(scope, receive, send)
+
+    def _authorized(self, headers) -> bool:
+        for name, value in headers:
+            if name == b"authorization":
+                scheme, _, token = value.partition(b" ")
+                # compare_digest on every path, so that timing says nothing about the scheme either
+                matches = hmac.compare_digest(token.strip(), self._expected)
+                return matches and scheme.lower() == b"bearer"
+        return False
+
+
+class BodyTooLargeError(Exception):
+    pass
+
+
+class BodyLimits:
+    """Reads a request's body once, within ``max_bytes`` (413) and ``read_timeout_s`` from the
+    moment its headers arrived (408), before the app parses a byte of it; then replays it.
+
+    With the connection cap this bounds what the bodies of clients can hold in memory:
+    max_connections x max_body_bytes at most, for read_timeout_s at most.
+    """
+
+    def __init__(self, app, *, max_bytes: int, read_timeout_s: float, on_reject: Callable[[str], None]) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.read_timeout_s = read_timeout_s
+        self.on_reject = on_reject  # called with the error type of each refusal
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope["headers"], b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        try:
+            body = await _within(self.read_timeout_s, self._read(receive))
+        except BodyTooLargeError:
+            await self._too_large(scope, receive, send)
+            return
+        except asyncio.TimeoutError:
+            await self._too_slow(scope, receive, send)
+            return
+        if body is None:  # the client disconnected
+            return
+        replayed = False
+
+        async def replay_then_receive():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay_then_receive, send)
+
+    async def _read(self, receive) -> bytes | None:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise BodyTooLargeError
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _too_large(self, scope, receive, send) -> None:
+        self.on_reject("validation")
+        response = error_json(
+            f"request body larger than max_body_bytes={self.max_bytes}",
+            "validation",
+            status=413,
+            limit="max_body_bytes",
+            limit_value=self.max_bytes,
+            close=True,  # the rest of the body is left unread
+        )
+        await response(scope, receive, send)
+
+    async def _too_slow(self, scope, receive, send) -> None:
+        self.on_reject("timeout")
+        response = error_json(
+            f"request body not received within read_timeout_s={self.read_timeout_s:g} seconds",
+            "timeout",
+            status=408,
+            limit="read_timeout_s",
+            limit_value=self.read_timeout_s,
+            close=True,
+        )
+        await response(scope, receive, send)
+
+
+def _header(headers, name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+if sys.version_info >= (3, 11):
+
+    async def _within(seconds: float, awaitable: Awaitable):
+        async with asyncio.timeout(seconds):  # a timer handle, no extra task
+            return await awaitable
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _within(seconds: float, awaitable: Awaitable):
+        return await asyncio.wait_for(awaitable, seconds)

@@ -1,0 +1,258 @@
+"""Clients that are slow, idle, too many, without the API key, or send bodies no JSON parser
+reads, against a real server process.
+
+One server with a 1 s read deadline, a cap of 6 connections and an API key serves the module.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import httpx
+import pytest
+
+from .conftest import ServerProcess, metric
+
+API_KEY = "test-key-1b7e"
+READ_TIMEOUT_S = 1.0
+MAX_CONNECTIONS = 6
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+@pytest.fixture(scope="module")
+def guarded(hf_model_dir):
+    process = ServerProcess(
+        hf_model_dir,
+        "--read-timeout-s", str(READ_TIMEOUT_S),
+        "--max-connections", str(MAX_CONNECTIONS),
+        "--max-header-bytes", "4096",
+        "--max-body-bytes", "300000",
+        env={"STRUCTSENT_API_KEY": API_KEY},  # the key from the environment, as a deployment gives it
+    )
+    process.client.headers.update(AUTH)
+    try:
+        yield process.wait_healthy()
+    finally:
+        process.terminate()
+
+
+def connect(server) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    return sock
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], dict]:
+    """One whole HTTP/1.1 response with a content-length: (status, headers, JSON body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed after {data!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    while len(body) < int(headers["content-length"]):
+        body += sock.recv(65536)
+    return int(lines[0].split()[1]), headers, json.loads(body)
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+
+
+def assert_error_shape(body: dict, error_type: str, limit: str | None = None) -> None:
+    assert body["error_type"] == error_type and isinstance(body["error"], str)
+    if limit is None:
+        assert set(body) == {"error", "error_type"}
+    else:
+        assert set(body) == {"error", "error_type", "limit", "limit_value"} and body["limit"] == limit
+
+
+# -- the API key ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer wrong-key", f"Basic {API_KEY}", API_KEY, f"Bearer {API_KEY}x"]
+)
+@pytest.mark.parametrize(("method", "path"), [("POST", "/v1/sentiment"), ("POST", "/predict"), ("GET", "/metrics"),
+                                              ("GET", "/info"), ("GET", "/openapi.json")])
+def test_without_the_api_key_every_route_but_health_is_401(guarded, authorization, method, path):
+    headers = {} if authorization is None else {"Authorization": authorization}
+    with httpx.Client(base_url=guarded.url, timeout=10) as anonymous:
+        response = anonymous.request(method, path, json={"texts": ["好"]}, headers=headers)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert_error_shape(response.json(), "unauthorized")
+        assert anonymous.get("/health").json() == {"status": "ok"}  # probes carry no key
+
+
+def test_with_the_api_key_everything_is_served(guarded):
+    assert guarded.client.post("/v1/sentiment", json={"texts": ["好"]}).status_code == 200
+    lower_case = {"Authorization": f"bearer {API_KEY}"}  # the scheme is case-insensitive (RFC 7235)
+    assert httpx.get(f"{guarded.url}/info", headers=lower_case).status_code == 200
+    info = guarded.client.get("/info").text
+    assert API_KEY not in info and API_KEY not in guarded.log()
+    samples = guarded.metrics()
+    assert metric(samples, "structsent_errors_total", error_type="unauthorized") >= 1
+
+
+# -- bodies the JSON parser cannot read -------------------------------------------------------
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b'{"inputs": "\xff\xfe"}', "not valid UTF-8"),
+        (b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+        (b'{"inputs": ' + b"7" * 5_000 + b"}", "too many digits"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/predict", "/v1/sentiment"])
+def test_undecodable_bodies_get_422_in_the_error_shape(guarded, content, fragment, path):
+    response = guarded.client.post(path, content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert_error_shape(response.json(), "validation")
+    assert "malformed JSON" in response.json()["error"] and fragment in response.json()["error"]
+
+
+# -- deadlines --------------------------------------------------------------------------------
+def test_a_body_that_stalls_gets_408_within_the_deadline(guarded):
+    body = json.dumps({"texts": ["慢慢来"]}).encode()
+    with connect(guarded) as sock:
+        started = time.monotonic()
+        sock.sendall(
+            b"POST /v1/sentiment HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {API_KEY}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body[:-1]  # all but the last byte, forever
+        )
+        status, headers, answer = read_response(sock)
+        waited = time.monotonic() - started
+        assert closed_by_server(sock)
+    assert status == 408 and headers["connection"] == "close"
+    assert_error_shape(answer, "timeout", "read_timeout_s")
+    assert answer["limit_value"] == READ_TIMEOUT_S
+    assert READ_TIMEOUT_S - 0.1 <= waited < READ_TIMEOUT_S + 3
+
+
+def test_a_body_that_trickles_gets_408_too(guarded):
+    """Each byte arrives in time for a per-read timeout; the deadline is for the whole body."""
+    body = json.dumps({"texts": ["一点一点"]}).encode()
+    with connect(guarded) as sock:
+        sock.sendall(
+            b"POST /v1/sentiment HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {API_KEY}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        )
+        started = time.monotonic()
+        sock.settimeout(0.2)
+        for byte in body:
+            try:
+                sock.sendall(bytes([byte]))
+                if sock.recv(65536, socket.MSG_PEEK):
+                    break  # answered
+            except TimeoutError:
+                pass
+        sock.settimeout(10)
+        status, _, answer = read_response(sock)
+        assert time.monotonic() - started < READ_TIMEOUT_S + 3
+    assert status == 408 and answer["limit"] == "read_timeout_s"
+
+
+def test_headers_that_stall_get_408_and_idle_connections_are_closed(guarded):
+    with connect(guarded) as idle, connect(guarded) as partial:
+        partial.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # no blank line: headers unfinished
+        started = time.monotonic()
+        status, headers, answer = read_response(partial)
+        assert status == 408 and headers["connection"] == "close"
+        assert_error_shape(answer, "timeout", "read_timeout_s")
+        assert closed_by_server(idle)  # nothing to answer: closed without a word
+        assert time.monotonic() - started < READ_TIMEOUT_S + 3
+    # A keep-alive connection gets the same deadline again for its next request.
+    with connect(guarded) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(sock)[0] == 200
+        sock.sendall(b"GET /health HTTP/1.1\r\n")
+        assert read_response(sock)[0] == 408
+    assert metric(guarded.metrics(), "structsent_refused_connections_total", reason="read_timeout_s") >= 3
+
+
+def test_unfinished_headers_over_the_cap_get_431(guarded):
+    with connect(guarded) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 3000)
+        time.sleep(0.2)  # a second read: the cap counts what has arrived without an end of headers
+        sock.sendall(b"a" * 3000)
+        status, _, answer = read_response(sock)
+    assert status == 431
+    assert_error_shape(answer, "validation", "max_header_bytes")
+    assert answer["limit_value"] == 4096
+
+
+def test_an_unparsable_request_gets_400_in_the_error_shape(guarded):
+    with connect(guarded) as sock:
+        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        status, _, answer = read_response(sock)
+    assert status == 400
+    assert_error_shape(answer, "validation")
+
+
+# -- the connection cap -----------------------------------------------------------------------
+def test_connections_beyond_the_cap_get_503_and_the_server_stays_responsive(guarded):
+    """Clients holding the cap's worth of connections, each with all of a large body but its
+    last byte (the attack that held memory), and more idle sockets beyond the cap."""
+    time.sleep(READ_TIMEOUT_S + 0.3)  # the deadline has closed the idle connections of earlier tests
+    log_size = guarded.log_path.stat().st_size
+    body_size = 150_000
+    holders = []
+    for _ in range(MAX_CONNECTIONS):
+        sock = connect(guarded)
+        sock.sendall(
+            b"POST /v1/sentiment HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {API_KEY}\r\nContent-Length: {body_size}\r\n\r\n".encode()
+            + b" " * (body_size - 1)
+        )
+        holders.append(sock)
+    extra = [connect(guarded) for _ in range(40)]
+    try:
+        for sock in extra:  # answered and closed at once, before the deadline
+            status, headers, answer = read_response(sock)
+            assert status == 503 and headers["retry-after"] == "1" and headers["connection"] == "close"
+            assert_error_shape(answer, "overloaded", "max_connections")
+            assert answer["limit_value"] == MAX_CONNECTIONS
+        for sock in holders:  # the deadline frees the cap's connections and their memory
+            assert read_response(sock)[0] == 408
+            assert closed_by_server(sock)
+    finally:
+        for sock in holders + extra:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while guarded.client.post("/v1/sentiment", json={"texts": ["还在"]}).status_code != 200:
+        assert time.monotonic() < deadline, "the server did not recover after the deadline"
+        time.sleep(0.1)
+    samples = guarded.metrics()
+    assert metric(samples, "structsent_refused_connections_total", reason="max_connections") >= 40
+    assert metric(samples, "structsent_request_duration_seconds_count", endpoint="/v1/sentiment", status="408") >= 6
+    # 40 refusals logged as a handful of lines (rate-limited), not 40
+    grown = guarded.log_path.read_text(errors="replace")[log_size:]
+    assert 1 <= grown.count("refused with 503") <= 10, grown
+
+
+def test_a_client_leaving_mid_body_is_counted_as_499_not_500(guarded):
+    key = dict(endpoint="/v1/sentiment")
+    before = guarded.metrics()
+    with connect(guarded) as sock:
+        sock.sendall(
+            b"POST /v1/sentiment HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {API_KEY}\r\nContent-Length: 100\r\n\r\n".encode() + b'{"texts": '
+        )
+        time.sleep(0.1)
+    deadline = time.monotonic() + 5
+    while metric(guarded.metrics(), "structsent_request_duration_seconds_count", **key, status="499") == metric(
+        before, "structsent_request_duration_seconds_count", **key, status="499"
+    ):
+        assert time.monotonic() < deadline, "the disconnect was not counted as 499"
+        time.sleep(0.05)
+    after = guarded.metrics()
+    assert metric(after, "structsent_request_duration_seconds_count", **key, status="500") == metric(
+        before, "structsent_request_duration_seconds_count", **key, status="500"
+    )
