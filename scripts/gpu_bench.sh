@@ -30,7 +30,7 @@ $PY scripts/cuda_check.py "${corpus[@]}" 2>&1 | tee "$OUT/cuda_check.txt"
 
 if [ -z "${SKIP_TABLE:-}" ]; then
 echo "== the published table's rows on 3,000 texts"
-$PY -m structsent bench --shape structbert-base --device cuda --n 3000 "${corpus[@]}" --no-download \
+$PY -m structsent bench --shape structbert-base --device cuda --n 3000 "${corpus[@]}" \
     --configs one-by-one,fixed-32,pipeline,torch-fp16,torch-bf16 --out "$OUT/bench_small" 2>&1 | grep -v "^  chunk"
 fi
 
@@ -39,5 +39,5 @@ $PY scripts/pipeline_bench.py --shape structbert-base --device cuda --rows "$N" 
     "${corpus[@]}" 2>&1 | tee "$OUT/pipeline.txt"
 
 echo "== $BASELINE_N texts: transformers.pipeline(batch_size=32) against structsent"
-$PY -m structsent bench --shape structbert-base --device cuda --n "$BASELINE_N" --chunks 2 "${corpus[@]}" --no-download \
+$PY -m structsent bench --shape structbert-base --device cuda --n "$BASELINE_N" --chunks 2 "${corpus[@]}" \
     --configs pipeline,torch-fp16,torch-bf16 --out "$OUT/bench_ratio"
