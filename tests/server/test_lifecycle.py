@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from .conftest import ServerProcess, metric
-from .fault_server import GATE, GATE_ENVIRONMENT_VARIABLE, POISON
+from .fault_server import GATE, GATE_ENVIRONMENT_VARIABLE, OVERFLOW, POISON
 
 MAX_WAIT_S = 0.8
 
@@ -93,6 +93,19 @@ def test_a_failing_batch_fails_only_its_requests_and_the_worker_lives_on(faulty)
     samples = faulty.metrics()
     assert metric(samples, "structsent_failed_batches_total") == 2
     assert metric(samples, "structsent_errors_total", error_type="backend") == 5
+
+
+def test_non_finite_outputs_are_never_a_label_and_predict_calls_them_a_server_fault(faulty):
+    faulty.wait_healthy()
+    mixed = post(faulty, [f"{OVERFLOW}好吃", "好吃"])
+    assert mixed.status_code == 200
+    flagged, fine = mixed.json()["results"]
+    assert flagged["label"] is None and flagged["score"] is None and "non-finite" in flagged["error"]
+    assert fine["label"] is not None and fine["error"] is None
+    predict = faulty.client.post("/predict", json={"inputs": f"{OVERFLOW}好吃"})
+    assert predict.status_code == 500 and predict.json()["error_type"] == "backend"
+    assert "non-finite" in predict.json()["error"]
+    assert faulty.client.get("/health").status_code == 200  # one input's overflow is not an unhealthy model
 
 
 def test_a_full_queue_answers_429_with_retry_after_and_accepts_nothing(faulty):

@@ -27,8 +27,8 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..config import EngineConfig
-from ..errors import BadInputError, ConfigError, OverloadedError, StructsentError
-from ..results import LabelResult
+from ..errors import BadInputError, ConfigError, ModelOutputError, OverloadedError, StructsentError
+from ..results import LabelResult, is_model_failure
 from .batcher import BatchFailedError, MicroBatcher, QueueFullError, WorkerStoppedError
 from .metrics import ServerMetrics
 from .middleware import BearerAuth, BodyLimits, CloseWhenDraining, ConnectionPolicy, RequestTimer, error_json
@@ -115,6 +115,7 @@ ERROR_STATUSES: dict[type[BaseException], tuple[int, str]] = {
     ModelNotReadyError: (503, "unhealthy"),
     WorkerStoppedError: (503, "unhealthy"),
     BatchFailedError: (500, "backend"),
+    ModelOutputError: (500, "backend"),
 }
 
 
@@ -324,6 +325,8 @@ def ranked_predictions(result: LabelResult, *, function: str, top_k: int | None)
 def check_predictable(results: list[LabelResult], *, truncate: bool | None, max_length: int) -> None:
     """TEI answers a whole request or refuses it: flagged or (unasked) truncated texts refuse it."""
     for index, result in enumerate(results):
+        if is_model_failure(result.error):
+            raise ModelOutputError(f"inputs[{index}]: {result.error}")
         if result.error is not None:
             raise BadInputError(f"inputs[{index}]: {result.error}")
         if result.truncated and truncate is False:
