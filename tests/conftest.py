@@ -1,7 +1,7 @@
 """Session-scoped tiny models, randomly initialised and written in every supported real format.
 
-The suite is hermetic: structsent's cache (ONNX exports) lives in a temporary folder made for
-this run, and no model hub is asked for anything, whatever the machine's earlier runs left.
+The suite is hermetic: structsent's cache (ONNX exports) and the hub clients' caches live in a
+temporary folder made for this run, whatever the machine's earlier runs left.
 """
 
 from __future__ import annotations
@@ -14,15 +14,14 @@ from pathlib import Path
 
 import pytest
 
-_HERMETIC = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1"}
-
-
 def pytest_configure(config):
-    """Before any fixture: a fresh cache for this run (subprocesses inherit it), hubs offline."""
+    """Before any fixture: fresh caches for this run (subprocesses inherit them), so that nothing
+    an earlier run or the user left in the home folder changes a result."""
     cache = tempfile.mkdtemp(prefix="structsent-test-cache-")
     config._structsent_cache = cache
     os.environ["STRUCTSENT_CACHE"] = cache
-    os.environ.update(_HERMETIC)
+    os.environ["HF_HOME"] = os.path.join(cache, "huggingface")
+    os.environ["MODELSCOPE_CACHE"] = os.path.join(cache, "modelscope")
 
 
 def pytest_unconfigure(config):
