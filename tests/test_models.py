@@ -219,7 +219,7 @@ def test_weights_that_overflow_are_refused_by_the_warm_up_batch(tmp_path, hf_mod
 
 def test_onnx_model_that_gives_nan_is_refused_at_load(tmp_path, hf_model_dir):
     from structsent.config import Precision
-    from structsent.export import ExportOptions, export_checkpoint
+    from structsent.onnx.export import ExportOptions, export_checkpoint
 
     d = copy_with_weights(hf_model_dir, tmp_path / "m", overflowing_head)
     export_checkpoint(load_checkpoint(d), tmp_path / "onnx", ExportOptions(precision=Precision.FP32, optimize=False))
@@ -282,7 +282,7 @@ def test_label_mapping_that_does_not_fit_the_classifier(tmp_path, modelscope_dir
 @pytest.fixture(scope="module")
 def onnx_model_dir(tmp_path_factory, hf_model_dir):
     from structsent.config import Precision
-    from structsent.export import ExportOptions, export_checkpoint
+    from structsent.onnx.export import ExportOptions, export_checkpoint
 
     out = tmp_path_factory.mktemp("onnx") / "m"
     export_checkpoint(load_checkpoint(hf_model_dir), out, ExportOptions(precision=Precision.FP32, optimize=False))
