@@ -13,6 +13,12 @@ environment: ``python3 -m venv /tmp/infv && /tmp/infv/bin/pip install torch==2.1
 'infinity-emb[server,torch]==0.0.78'``, then ``--infinity-emb /tmp/infv/bin/infinity_emb``) and
 its ``POST /classify`` is driven the same way, one text per request.
 
+With ``--in-process`` each server run is preceded by the library labelling the same number of
+reviews in this process (one call, then calls as large as the server's merged batches), and a
+line compares them: the server's share of the library's throughput, its p99 against the
+queueing floor (concurrency / the library's throughput), and how busy the model worker was.
+``--repeat N`` runs it all N times: on a shared machine the spread is the noise.
+
 The client is a few lines of asyncio speaking HTTP/1.1 keep-alive, so that on a small machine
 the load generator costs little next to the server it measures.
 """
