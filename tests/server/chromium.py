@@ -40,7 +40,8 @@ class Chromium:
         self.process = subprocess.Popen(
             [EXECUTABLE, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--remote-debugging-pipe",
              f"--user-data-dir={profile}", f"--window-size={width},{height}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=False, preexec_fn=onto_3_and_4,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=False,
+            preexec_fn=onto_3_and_4,  # noqa: PLW1509 - two dup2 calls only, safe after fork
         )
         for fd in high:
             os.close(fd)

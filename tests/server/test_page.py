@@ -38,8 +38,8 @@ def test_a_browser_gets_the_page_under_a_policy_naming_its_own_script_and_style(
     assert response.headers["content-type"] == "text/html; charset=utf-8"
     assert response.headers["vary"] == "Accept" and response.headers["x-content-type-options"] == "nosniff"
     policy = dict(part.strip().split(" ", 1) for part in response.headers["content-security-policy"].split(";"))
-    (script,) = re.findall(r"<script>(.*?)</script>", response.text, re.S)
-    (style,) = re.findall(r"<style>(.*?)</style>", response.text, re.S)
+    (script,) = re.findall(r"<script>(.*?)</script>", response.text, re.DOTALL)
+    (style,) = re.findall(r"<style>(.*?)</style>", response.text, re.DOTALL)
     assert policy["default-src"] == "'none'" and policy["connect-src"] == "'self'"
     assert policy["script-src"] == f"'{sha256(script)}'" and policy["style-src"] == f"'{sha256(style)}'"
     assert 'id="texts"' in response.text and 'id="run"' in response.text and 'href="docs"' in response.text
