@@ -13,6 +13,12 @@ environment: ``python3 -m venv /tmp/infv && /tmp/infv/bin/pip install torch==2.1
 'infinity-emb[server,torch]==0.0.78'``, then ``--infinity-emb /tmp/infv/bin/infinity_emb``) and
 its ``POST /classify`` is driven the same way, one text per request.
 
+With ``--in-process`` each server run is preceded by the library labelling the same number of
+reviews in this process (one call, then calls as large as the server's merged batches), and a
+line compares them: the server's share of the library's throughput, its p99 against the
+queueing floor (concurrency / the library's throughput), and how busy the model worker was.
+``--repeat N`` runs it all N times: on a shared machine the spread is the noise.
+
 The client is a few lines of asyncio speaking HTTP/1.1 keep-alive, so that on a small machine
 the load generator costs little next to the server it measures.
 """
@@ -60,6 +66,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="also serve the same model with infinity-emb (its `infinity_emb` executable, "
                              "installed in a separate environment) and drive its /classify the same way")
     parser.add_argument("--infinity-batch-size", type=int, default=32)
+    parser.add_argument("--repeat", type=int, default=1, help="run every mode this many times (the spread is the noise)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="before each server run, label --requests reviews in this process with one call of "
+                             "the library (the throughput a server could approach) and compare")
     return parser.parse_args(argv)
 
 
@@ -100,6 +110,14 @@ def make_structbert_tiny(directory: Path) -> None:
     )
     BertForSequenceClassification(config).eval().save_pretrained(directory)
     shutil.copy(ROOT / "src" / "structsent" / "data" / "bert-base-chinese-vocab.txt", directory / "vocab.txt")
+
+
+def load_library(model: str):
+    import structsent
+
+    classifier = structsent.load(model)
+    classifier(load_reviews()[:64])  # first calls are slow (allocations), as the server's warm-up
+    return classifier
 
 
 # -- the server -------------------------------------------------------------------------------
@@ -156,6 +174,11 @@ def scrape(port: int, name: str) -> float:
             if line.startswith(name + " "):
                 return float(line.split()[1])
     return 0.0
+
+
+def model_counters(port: int) -> tuple[float, float]:
+    """(merged batches so far, seconds the model worker spent on them) from /metrics."""
+    return scrape(port, "structsent_batch_size_count"), scrape(port, "structsent_batch_duration_seconds_sum")
 
 
 # -- the client -------------------------------------------------------------------------------
@@ -264,15 +287,46 @@ def bench_levels(server: subprocess.Popen, port: int, mode: str, texts: list[str
     try:
         for concurrency in args.concurrency:
             asyncio.run(drive(port, texts, concurrency, args.warmup, 30, request))
-            batches_before = scrape(port, "structsent_batch_size_count") if count_batches else 0
+            before = model_counters(port) if count_batches else (0, 0.0)
             row = asyncio.run(drive(port, texts, concurrency, args.requests, args.seconds, request))
-            batches = scrape(port, "structsent_batch_size_count") - batches_before if count_batches else 0
+            after = model_counters(port) if count_batches else (0, 0.0)
+            batches, model_seconds = after[0] - before[0], after[1] - before[1]
             row.update(mode=mode, mean_batch=round(row["requests"] / batches, 1) if batches else None)
+            if model_seconds:  # where the time went: the model worker's share of the wall clock
+                row.update(model_busy=round(model_seconds / row["seconds"], 2),
+                           model_throughput=round(row["requests"] / model_seconds, 1))
             rows.append(row)
             print(format_row(row), flush=True)
     finally:
         stop_server(server)
     return rows
+
+
+# -- the library in this process, on the same reviews ----------------------------------------
+def in_process(classifier, texts: list[str], count: int, seed: int, *, call_size: int | None = None) -> dict:
+    """The library on ``count`` reviews drawn as the clients draw them: in one call, or in calls
+    of ``call_size`` (the size of the server's merged batches)."""
+    rng = random.Random(seed)
+    sample = [rng.choice(texts) for _ in range(count)]
+    size = call_size or count
+    started = time.perf_counter()
+    for start in range(0, count, size):
+        classifier(sample[start : start + size])
+    elapsed = time.perf_counter() - started
+    return {"mode": f"in-process, calls of {size}", "texts": count, "seconds": round(elapsed, 2),
+            "throughput": round(count / elapsed, 1)}
+
+
+def compare(server_row: dict, library: dict) -> str:
+    """The server against the library: throughput ratio, and p99 against the queueing floor
+    (concurrency / in-process throughput: the mean wait of closed-loop clients behind a server
+    exactly as fast as the library)."""
+    floor_ms = 1000 * server_row["concurrency"] / library["throughput"]
+    return (f"{server_row['mode']}, concurrency {server_row['concurrency']}: {server_row['throughput']} texts/s = "
+            f"{server_row['throughput'] / library['throughput']:.2f}x in-process ({library['throughput']}); "
+            f"p99 {server_row['p99_ms']} ms = {server_row['p99_ms'] / floor_ms:.2f}x the floor {floor_ms:.0f} ms; "
+            f"model busy {server_row.get('model_busy')}, {server_row.get('model_throughput')} texts/s while busy; "
+            f"load average {Path('/proc/loadavg').read_text().split()[0] if Path('/proc/loadavg').exists() else '?'}")
 
 
 def format_row(row: dict) -> str:
@@ -290,7 +344,21 @@ def main(argv=None) -> int:
         print(f"model: {described}; {len(texts)} reviews, one per request; loopback only", flush=True)
         print("| mode | concurrency | requests | texts/s | p50 ms | p95 ms | p99 ms | texts/batch | failures |")
         print("|---|---|---|---|---|---|---|---|---|", flush=True)
-        rows = [row for mode in args.modes for row in bench_mode(mode, model, texts, args)]
+        classifier = load_library(model) if args.in_process else None
+        rows, comparisons = [], []
+        for attempt in range(args.repeat):
+            for mode in args.modes:
+                library = in_process(classifier, texts, args.requests, attempt) if classifier else None
+                mode_rows = bench_mode(mode, model, texts, args)
+                rows += mode_rows
+                if library:
+                    # the same library in calls as large as the server's merged batches were
+                    merged = max(1, round(max(r["mean_batch"] or 1 for r in mode_rows)))
+                    shaped = in_process(classifier, texts, args.requests, attempt, call_size=merged)
+                    print(f"in-process: {library['throughput']} texts/s in one call, "
+                          f"{shaped['throughput']} in calls of {merged}", flush=True)
+                    comparisons += [compare(row, library) for row in mode_rows]
+                    print(comparisons[-1], flush=True)
         if args.infinity_emb:
             rows += bench_infinity(model, texts, args)
     by_key = {(r["mode"], r["concurrency"]): r for r in rows}
@@ -303,6 +371,8 @@ def main(argv=None) -> int:
         if batched and infinity and infinity["throughput"]:
             print(f"concurrency {concurrency}: batched / infinity-emb throughput = "
                   f"{batched['throughput'] / infinity['throughput']:.2f}x")
+    for line in comparisons:
+        print(line)
     if args.json:
         args.json.write_text(json.dumps({"model": described, "rows": rows}, indent=2, ensure_ascii=False))
     return 0

@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"default: the environment variable {API_KEY_ENVIRONMENT_VARIABLE}, else no authentication",
     )
     group.add_argument(
+        "--no-page", dest="page", action="store_false",
+        help="do not serve the browser page at GET / (API clients are answered the same either way)",
+    )
+    group.add_argument(
         "--workers", type=int, default=1,
         help="server processes, each with its own model and batcher (metrics are per process)",
     )
@@ -71,6 +75,7 @@ def settings_from_args(args: argparse.Namespace, environ=None):
         read_timeout_s=args.read_timeout_s,
         max_header_bytes=args.max_header_bytes,
         api_key=api_key,
+        page=args.page,
     )
 
 

@@ -32,6 +32,7 @@ from ..results import LabelResult, is_model_failure
 from .batcher import BatchFailedError, MicroBatcher, QueueFullError, WorkerStoppedError
 from .metrics import ServerMetrics
 from .middleware import BearerAuth, BodyLimits, CloseWhenDraining, ConnectionPolicy, RequestTimer, error_json
+from .page import BrowserPage
 from .schemas import (
     ErrorResponse,
     HealthResponse,
@@ -65,6 +66,7 @@ class ServerSettings:
     read_timeout_s: float = 10.0
     max_header_bytes: int = 64 * 1024
     api_key: str | None = dataclasses.field(default=None, repr=False)  # never in /info nor a log
+    page: bool = True  # GET / from a browser serves the page (page.py)
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_texts", "max_text_chars", "max_queue", "max_connections", "max_header_bytes"):
@@ -401,6 +403,8 @@ def create_app(settings: ServerSettings, *, service: SentimentService | None = N
         app.add_middleware(
             BearerAuth, api_key=settings.api_key, open_paths=OPEN_PATHS, on_reject=service.metrics.observe_error
         )
+    if settings.page:
+        app.add_middleware(BrowserPage)  # outside BearerAuth: the page is where one types the key
     app.add_middleware(CloseWhenDraining, policy=policy)
     app.add_middleware(RequestTimer, metrics=service.metrics, endpoints=endpoints)
     return app

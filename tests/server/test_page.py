@@ -1,0 +1,156 @@
+"""The browser page at ``GET /``: served to browsers only, self-contained, locked down by its
+Content-Security-Policy, and working in a real browser against a real server with an API key."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from structsent.cli import serve
+from structsent.server.app import ServerSettings, create_app
+from structsent.server.page import SCRIPT, STYLE, accepts_html
+
+from .chromium import EXECUTABLE, MISSING, Chromium
+from .conftest import ServerProcess
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
+API_KEY = "page-key-5c1d"
+
+
+def client(**settings) -> TestClient:
+    """The real app in process, its model never loaded (no lifespan): enough for the page."""
+    return TestClient(create_app(ServerSettings(**settings)))
+
+
+def sha256(source: str) -> str:
+    return "sha256-" + base64.b64encode(hashlib.sha256(source.encode()).digest()).decode()
+
+
+# -- the route ------------------------------------------------------------------------------------
+def test_a_browser_gets_the_page_under_a_policy_naming_its_own_script_and_style():
+    response = client().get("/", headers={"Accept": BROWSER_ACCEPT})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert response.headers["vary"] == "Accept" and response.headers["x-content-type-options"] == "nosniff"
+    policy = dict(part.strip().split(" ", 1) for part in response.headers["content-security-policy"].split(";"))
+    (script,) = re.findall(r"<script>(.*?)</script>", response.text, re.DOTALL)
+    (style,) = re.findall(r"<style>(.*?)</style>", response.text, re.DOTALL)
+    assert policy["default-src"] == "'none'" and policy["connect-src"] == "'self'"
+    assert policy["script-src"] == f"'{sha256(script)}'" and policy["style-src"] == f"'{sha256(style)}'"
+    assert 'id="texts"' in response.text and 'id="run"' in response.text and 'href="docs"' in response.text
+
+
+def test_the_page_loads_nothing_from_elsewhere():
+    page = client().get("/", headers={"Accept": "text/html"}).text
+    references = re.findall(r"""\b(?:src|href|action)\s*=\s*["']([^"']*)""", page)
+    assert references and all(not re.match(r"[a-z]+:|//", ref) or ref.startswith("data:") for ref in references)
+    assert not re.search(r"https?://|@import|url\(", page)
+    assert "Noto Sans CJK SC" in STYLE and "Microsoft YaHei" in STYLE  # Chinese renders without a font download
+
+
+def test_the_script_never_parses_text_as_html():
+    """Texts reach the DOM through textContent only (the browser test shows a review with markup)."""
+    assert "textContent" in SCRIPT
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "setAttribute(\"style"):
+        assert sink not in SCRIPT
+
+
+@pytest.mark.parametrize("accept", [None, "application/json", "*/*", "text/html;q=0", "text/plain, text/htmlx"])
+@pytest.mark.parametrize("page", [True, False])
+def test_api_clients_get_at_get_root_what_they_got_without_the_page(accept, page):
+    headers = {} if accept is None else {"Accept": accept}
+    response = client(page=page).get("/", headers=headers)
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert response.json() == {"error": "Method Not Allowed: GET /", "error_type": "validation"}
+
+
+def test_no_page_serves_no_page():
+    assert client(page=False).get("/", headers={"Accept": BROWSER_ACCEPT}).status_code == 405
+
+
+def test_the_page_needs_no_api_key_the_api_does():
+    keyed = client(api_key=API_KEY)
+    assert keyed.get("/", headers={"Accept": BROWSER_ACCEPT}).status_code == 200
+    assert keyed.get("/").status_code == 401  # an API client at GET / still needs the key
+    assert keyed.post("/", json={"inputs": "好"}, headers={"Accept": BROWSER_ACCEPT}).status_code == 401
+    assert keyed.post("/v1/sentiment", json={"texts": ["好"]}).status_code == 401
+
+
+def test_no_page_flag_reaches_worker_processes():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    serve.add_arguments(parser)
+    assert serve.settings_from_args(parser.parse_args([]), environ={}).page is True
+    settings = serve.settings_from_args(parser.parse_args(["--no-page"]), environ={})
+    assert settings.page is False
+    assert ServerSettings.from_json(settings.to_json()).page is False  # --workers N read it from JSON
+
+
+@pytest.mark.parametrize(
+    ("accept", "html"),
+    [(BROWSER_ACCEPT, True), ("TEXT/HTML", True), ("text/html; level=1; q=0.5", True), ("text/html;q=0.0", False),
+     ("*/*", False), ("application/json", False), ("", False), ("text/*", False)],
+)
+def test_accepts_html(accept, html):
+    assert accepts_html(accept) is html
+
+
+# -- in a real browser ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def keyed_server(hf_model_dir):
+    process = ServerProcess(hf_model_dir, "--api-key", API_KEY)
+    try:
+        yield process.wait_healthy()
+    finally:
+        process.terminate()
+
+
+READ_RESULTS = """JSON.stringify(Array.from(document.querySelectorAll('#results li.review'), function (li) {
+  return { text: li.querySelector('p.text').textContent,
+           top: li.querySelector('.bar.top .name').textContent,
+           bars: Array.from(li.querySelectorAll('.bar'), function (bar) {
+             return [bar.querySelector('.name').textContent, bar.querySelector('.p').textContent]; }) };
+}))"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(EXECUTABLE is None, reason=MISSING)
+def test_typed_reviews_get_the_labels_of_the_api_in_a_real_browser(keyed_server, tmp_path):
+    import json
+
+    reviews = ["这家店的菜味道很好，下次还会再来。", "<b>送餐太慢</b>，汤都洒了<img src=x>"]
+    browser = Chromium(tmp_path / "profile")
+    try:
+        browser.open(keyed_server.url + "/")
+        assert browser.evaluate("getComputedStyle(document.getElementById('run')).backgroundColor") == "rgb(42, 157, 143)"
+        browser.type("#texts", "\n".join(reviews) + "\n")
+        browser.click("#run")  # a real click: the button's handler is what sends the request
+        browser.wait_for("document.body.dataset.state === 'error'")
+        assert "401" in browser.evaluate("document.getElementById('status').textContent")
+
+        browser.type("#key", API_KEY)
+        browser.click("#run")
+        browser.wait_for("document.body.dataset.state === 'done'")
+        shown = json.loads(browser.evaluate(READ_RESULTS))
+        assert "labelled in" in browser.evaluate("document.getElementById('status').textContent")
+        assert browser.evaluate("document.querySelector('#results b, #results img')") is None  # shown, not parsed
+
+        browser.open(keyed_server.url + "/")  # the key survives a reload of the tab
+        assert browser.evaluate("document.getElementById('key').value") == API_KEY
+    finally:
+        browser.close()
+
+    answer = httpx.post(f"{keyed_server.url}/v1/sentiment", json={"texts": reviews},
+                        headers={"Authorization": f"Bearer {API_KEY}"}).json()["results"]
+    assert [item["text"] for item in shown] == reviews
+    for item, result in zip(shown, answer):
+        assert item["top"] == result["label"]
+        assert [name for name, _ in item["bars"]] == list(result["scores"])
+        for (_, percent), probability in zip(item["bars"], result["scores"].values()):
+            assert float(percent.rstrip("%")) == pytest.approx(100 * probability, abs=0.051)
