@@ -8,14 +8,13 @@ from collections.abc import ItemsView, Iterable, KeysView, Mapping, Sequence, Se
 
 import numpy as np
 
-from .batching import Batch, pad_batch, padded_cost, padded_length, plan_batches
 from .backends import PipelinedRunner
+from .batching import Batch, pad_batch, padded_cost, padded_length, plan_batches
 from .errors import BadInputError, DeviceOutOfMemoryError, ModelFormatError
 from .pipeline import Prefetch
 from .plan import RuntimePlan
 from .results import LabelResult, combine_windows, non_finite_error, non_finite_kinds, softmax, to_result
 from .tokenize import EncodedText
-
 
 # Run once at load (see check_model_outputs): two lengths, so that the batch is padded and masked.
 WARMUP_TEXTS = ("这家外卖送得很快，味道也不错", "差评")

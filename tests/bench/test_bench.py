@@ -10,9 +10,9 @@ import tarfile
 import pytest
 
 from structsent.bench.models import build_random_model
-from structsent.errors import BadInputError
 from structsent.bench.report import Row, fastest_within, markdown_table, with_ratios
 from structsent.bench.workload import MAX_CHARS, MIN_CHARS, build_workload, join_reviews, read_sdist
+from structsent.errors import BadInputError
 from structsent.models import load_checkpoint
 
 

@@ -10,9 +10,9 @@ import pytest
 
 import structsent
 from structsent.errors import ConfigError
+from structsent.models import BUNDLED_MODEL_DIR, load_checkpoint
 from structsent.onnx.cache import cache_root, cached_export
 from structsent.onnx.export import ExportOptions, export_checkpoint
-from structsent.models import BUNDLED_MODEL_DIR, load_checkpoint
 
 pytest.importorskip("onnxruntime")
 

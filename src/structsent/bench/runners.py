@@ -85,9 +85,9 @@ def onnx_unfused(precision: str) -> Callable[[Setup], LabelFn]:
     """An ONNX export without ONNX Runtime's BERT fusions (to measure what the fusions give)."""
 
     def build(setup: Setup) -> LabelFn:
+        from ..models import load_checkpoint
         from ..onnx.cache import cached_export
         from ..onnx.export import ExportOptions
-        from ..models import load_checkpoint
 
         directory = cached_export(load_checkpoint(setup.model_dir), ExportOptions(precision=precision, optimize=False))
         return structsent_path("onnx", "auto")(dataclasses.replace(setup, model_dir=directory))

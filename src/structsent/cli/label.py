@@ -50,11 +50,11 @@ def run(args: argparse.Namespace) -> int:
         return _run_on_ray(args)
     import structsent
 
-    from .engine_flags import engine_config
     from ..errors import BadInputError, OutputWriteError
     from ..io.formats import output_format_for
     from ..jobs.label import LabelJob, LabelJobSpec, check_job_paths
     from ..jobs.progress import ProgressBar, format_summary
+    from .engine_flags import engine_config
 
     if args.resume and args.overwrite:
         raise BadInputError("--resume and --overwrite exclude each other")
