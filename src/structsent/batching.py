@@ -107,12 +107,13 @@ def _cheapest_sizes(descending: list[int], token_budget: int, max_batch_size: in
     for i in range(n - 1, -1, -1):
         longest = descending[i]
         limit = max(1, min(max_batch_size, n - i, token_budget // max(longest, 1)))
-        sizes = np.arange(1, limit + 1)
-        costs = overhead + longest * sizes + best[i + 1 : i + limit + 1]
+        counts = np.arange(1, limit + 1)
+        costs = overhead + longest * counts + best[i + 1 : i + limit + 1]
         m = limit - int(np.argmin(costs[::-1]))  # on a tie, the larger batch
         take[i] = m
         best[i] = costs[m - 1]
-    sizes, i = [], 0
+    sizes: list[int] = []
+    i = 0
     while i < n:
         sizes.append(int(take[i]))
         i += int(take[i])

@@ -85,11 +85,13 @@ def onnx_unfused(precision: str) -> Callable[[Setup], LabelFn]:
     """An ONNX export without ONNX Runtime's BERT fusions (to measure what the fusions give)."""
 
     def build(setup: Setup) -> LabelFn:
+        from ..config import Precision
         from ..models import load_checkpoint
         from ..onnx.cache import cached_export
         from ..onnx.export import ExportOptions
 
-        directory = cached_export(load_checkpoint(setup.model_dir), ExportOptions(precision=precision, optimize=False))
+        options = ExportOptions(precision=Precision(precision), optimize=False)
+        directory = cached_export(load_checkpoint(setup.model_dir), options)
         return structsent_path("onnx", "auto")(dataclasses.replace(setup, model_dir=directory))
 
     return build
@@ -226,9 +228,8 @@ class Timing:
         seconds = sum(p.seconds for p in parts)
         outcome = Outcome([label for p in parts for label in p.outcome.labels],
                           sum(p.outcome.real_tokens for p in parts), sum(p.outcome.padded_tokens for p in parts))
-        sampled = [p for p in parts if p.gpu_utilisation is not None]
-        utilisation = sum(p.gpu_utilisation * p.seconds for p in sampled) / sum(p.seconds for p in sampled) \
-            if sampled else None
+        sampled = [(p.gpu_utilisation, p.seconds) for p in parts if p.gpu_utilisation is not None]
+        utilisation = sum(u * s for u, s in sampled) / sum(s for _, s in sampled) if sampled else None
         memory = max((p.gpu_memory_mib for p in parts if p.gpu_memory_mib is not None), default=None)
         return Timing(seconds, outcome, utilisation, memory)
 

@@ -7,6 +7,9 @@ import shlex
 import signal
 import sys
 import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
 from ..io.formats import Format
 
@@ -159,7 +162,7 @@ class _stop_after_chunk_on_interrupt:
 
     def __init__(self, stop: threading.Event) -> None:
         self.stop = stop
-        self.previous = None
+        self.previous: signal.Handlers | Callable[[int, FrameType | None], Any] | int | None = None
 
     def _handle(self, signum, frame) -> None:
         if self.stop.is_set():
