@@ -31,7 +31,7 @@ def pytest_unconfigure(config):
         shutil.rmtree(cache, ignore_errors=True)
 
 DATA = Path(__file__).parent / "data"
-VOCAB = Path(__file__).parents[1] / "src" / "structsent" / "data" / "bert-base-chinese-vocab.txt"
+VOCAB = Path(__file__).parents[1] / "src" / "structsent" / "models" / "default" / "vocab.txt"  # bert-base-chinese's
 TINY = dict(
     vocab_size=21128,
     hidden_size=32,

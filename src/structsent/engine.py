@@ -9,7 +9,7 @@ from collections.abc import ItemsView, Iterable, KeysView, Mapping, Sequence, Se
 import numpy as np
 
 from .backends import PipelinedRunner
-from .batching import Batch, pad_batch, padded_cost, padded_length, plan_batches
+from .batching import Batch, pad_batch, padded_cost, padded_length, padding_fraction, plan_batches
 from .errors import BadInputError, DeviceOutOfMemoryError, ModelFormatError
 from .pipeline import Prefetch
 from .plan import RuntimePlan
@@ -39,7 +39,7 @@ class RunStats:
 
     @property
     def padding_fraction(self) -> float:
-        return 0.0 if not self.padded_tokens else 1.0 - self.real_tokens / self.padded_tokens
+        return padding_fraction(self.real_tokens, self.padded_tokens)
 
     def add(self, other: "RunStats") -> None:
         for field in dataclasses.fields(self):
@@ -126,11 +126,6 @@ class Classifier:
             for e, rows in zip(encoded, per_text)
         ]
         return results, stats
-
-    def run_sequences(self, sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, RunStats]:
-        """Probabilities (n x labels) of id sequences, planned into token-budget batches."""
-        logits, stats = self.run_logits(sequences)
-        return softmax(logits), stats
 
     def run_logits(self, sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, RunStats]:
         """Logits (n x labels, float64) of id sequences, planned into token-budget batches."""

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..batching import padding_fraction
+from ..telemetry import NvmlDevice, nvml_device
+
 PIPELINE_BATCH = 32
 WARMUP_TEXTS = 4
 # On a GPU every new batch shape costs a one-off (kernel choice, allocator growth): warm up on
@@ -44,7 +47,7 @@ class Outcome:
 
     @property
     def padding_fraction(self) -> float:
-        return 0.0 if not self.padded_tokens else 1.0 - self.real_tokens / self.padded_tokens
+        return padding_fraction(self.real_tokens, self.padded_tokens)
 
 
 LabelFn = Callable[[list[str]], Outcome]
@@ -277,33 +280,23 @@ class GpuSampler:
     def __init__(self, device: str, interval_s: float = 0.1) -> None:
         self._device = device
         self._interval = interval_s
-        self._samples: list[tuple[float, float]] = []
+        self._samples: list[tuple[float, float]] = []  # (utilisation percent, memory MiB)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._handle = None
 
     def __enter__(self) -> "GpuSampler":
-        if not self._device.startswith("cuda"):
+        nvml = nvml_device(self._device)
+        if nvml is None:  # not CUDA, no nvidia-ml-py or no driver: report no GPU numbers
             return self
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            index = int(self._device.split(":")[1]) if ":" in self._device else 0
-            self._handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        except Exception:  # no nvidia-ml-py or no driver: report no GPU numbers
-            return self
-        self._thread = threading.Thread(target=self._sample, name="nvml-sampler", daemon=True)
+        self._thread = threading.Thread(target=self._sample, args=(nvml,), name="nvml-sampler", daemon=True)
         self._thread.start()
         return self
 
-    def _sample(self) -> None:
-        import pynvml
-
+    def _sample(self, nvml: NvmlDevice) -> None:
         while not self._stop.is_set():
-            rates = pynvml.nvmlDeviceGetUtilizationRates(self._handle)
-            memory = pynvml.nvmlDeviceGetMemoryInfo(self._handle)
-            self._samples.append((float(rates.gpu), memory.used / 2**20))
+            snapshot = nvml.snapshot()
+            if snapshot is not None:
+                self._samples.append((snapshot.utilization * 100.0, snapshot.memory_used / 2**20))
             self._stop.wait(self._interval)
 
     def __exit__(self, *exc) -> None:
