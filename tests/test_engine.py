@@ -226,7 +226,7 @@ def test_cuda_request_without_gpu_is_a_config_error(hf_model_dir):
 
 
 def test_bad_options_are_config_errors(hf_model_dir):
-    with pytest.raises(structsent.ConfigError, match="precision='fp7'|precision="):
+    with pytest.raises(structsent.ConfigError, match=r"^precision='fp7': expected one of auto, fp32, fp16, bf16, int8$"):
         structsent.load(hf_model_dir, precision="fp7")
     with pytest.raises(structsent.ConfigError, match="token_budget"):
         structsent.load(hf_model_dir, token_budget=10)
@@ -339,9 +339,12 @@ def test_large_inputs_are_tokenized_in_chunks_with_identical_results(clf, real_r
     assert encoded_sizes[0] == 32 and sum(encoded_sizes) == 152 and len(encoded_sizes) == 5
     assert len(chunked) == len(texts) and stats.texts == whole_stats.texts and stats.flagged == 2
     assert [r.error for r in chunked] == [r.error for r in whole]
-    np.testing.assert_allclose(positive(chunked[:150]), positive(whole[:150]), atol=ALONE_VS_BATCH_TOLERANCE, rtol=0)
-    assert chunked[150:] == whole[150:] or all(
-        (a.label, a.error) == (b.label, b.error) for a, b in zip(chunked[150:], whole[150:]))
+    # The repeated texts after the bad rows may run in other batches than their first copies:
+    # the same labels, and scores within the batch-invariance bound.
+    labelled = [i for i, r in enumerate(whole) if r.ok]
+    assert len(labelled) == len(texts) - 2 and [r.label for r in chunked] == [r.label for r in whole]
+    np.testing.assert_allclose(positive([chunked[i] for i in labelled]), positive([whole[i] for i in labelled]),
+                               atol=ALONE_VS_BATCH_TOLERANCE, rtol=0)
 
 
 # -- non-finite outputs: errors, never labels ------------------------------------------------------
