@@ -8,21 +8,14 @@ from structsent.engine import Classifier
 from structsent.errors import DeviceOutOfMemoryError
 from structsent.results import softmax
 
+from .conftest import positive
+
 # The bound the README states for fp32 on a CPU: padding and batch composition change a text's
 # probabilities by rounding only (measured on the bundled model over the 2,844 reviews in
 # tests/data: at most 7.0e-8 with ONNX Runtime, 4.7e-7 with PyTorch).
 ALONE_VS_BATCH_TOLERANCE = 1e-6
 BACKEND_TOLERANCE = 1e-5  # ONNX Runtime vs PyTorch fp32 on the same weights
 PACKED = 10**9  # a per-call cost so high that batches are packed to the budget, as on a GPU
-
-
-@pytest.fixture(scope="module")
-def clf(hf_model_dir):
-    return structsent.load(hf_model_dir, device="cpu")
-
-
-def positive(results):
-    return np.array([r.scores["正面"] for r in results])
 
 
 def test_alone_equals_inside_any_batch(clf, real_reviews):
