@@ -29,6 +29,7 @@ def test_alone_equals_inside_any_batch(clf, real_reviews):
     np.testing.assert_allclose(shuffled, alone[perm], atol=ALONE_VS_BATCH_TOLERANCE, rtol=0)
 
 
+@pytest.mark.slow  # the bundled model, each text alone
 @pytest.mark.parametrize("backend", ["auto", "torch"])  # auto on a CPU: ONNX Runtime
 def test_bundled_model_alone_equals_inside_any_batch(real_reviews, backend):
     bundled = structsent.load("default", device="cpu", backend=backend)
@@ -185,6 +186,7 @@ def test_out_of_memory_on_a_single_text_is_raised(clf):
         engine(["好评如潮"])
 
 
+@pytest.mark.slow  # two more loads, one an int8 export
 def test_int8_and_bf16_agree_with_fp32(hf_model_dir, clf, real_reviews):
     texts = real_reviews[:100]
     reference = positive(clf(texts))

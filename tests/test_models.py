@@ -188,6 +188,7 @@ def test_nan_weights_are_refused_at_load(nan_model_dir):
         structsent.load(nan_model_dir, device="cpu")
 
 
+@pytest.mark.slow  # a subprocess that loads torch and the model
 def test_nan_weights_label_job_exits_3_with_a_one_line_error(nan_model_dir, tmp_path):
 
     source = tmp_path / "reviews.txt"

@@ -78,6 +78,7 @@ def test_random_benchmark_model_has_the_requested_shape(tmp_path):
     assert checkpoint.labels == ("负面", "正面")
 
 
+@pytest.mark.slow  # a subprocess running every bench configuration
 def test_cli_bench_writes_table_json_and_chart(hf_model_dir, tmp_path):
     out = tmp_path / "bench"
     env_cache = tmp_path / "cache"

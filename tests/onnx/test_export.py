@@ -119,6 +119,7 @@ def test_options_reject_precisions_onnx_does_not_export():
         ExportOptions(precision="bf16")
 
 
+@pytest.mark.slow  # a subprocess that exports and validates
 def test_cli_export(hf_model_dir, tmp_path):
     out = tmp_path / "cli-export"
     # the README's command: fused by default
@@ -130,6 +131,7 @@ def test_cli_export(hf_model_dir, tmp_path):
     assert missing.returncode == 3 and "no such model directory" in missing.stderr
 
 
+@pytest.mark.slow  # exports the bundled model and labels the held-out split twice
 @pytest.mark.skipif(not (BUNDLED_MODEL_DIR / "config.json").is_file(), reason="the bundled model is not built")
 def test_bundled_model_int8_agrees_on_held_out_split(tmp_path):
     from structsent.onnx.validate import read_texts

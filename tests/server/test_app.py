@@ -12,6 +12,8 @@ import pytest
 
 from .conftest import metric
 
+pytestmark = pytest.mark.slow  # real server processes
+
 
 def label(server, texts):
     response = server.client.post("/v1/sentiment", json={"texts": texts})
