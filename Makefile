@@ -23,8 +23,7 @@ demo: $(STAMP)
 
 ## Lint and type-check: ruff (src, tests, scripts) and mypy (src), as configured in pyproject.toml.
 lint: $(STAMP)
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy
+	@status=0; $(VENV)/bin/ruff check . || status=1; $(VENV)/bin/mypy || status=1; exit $$status
 
 ## Run the whole test suite.
 test: $(STAMP)
