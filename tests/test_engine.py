@@ -6,6 +6,9 @@ import pytest
 import structsent
 from structsent.engine import Classifier
 from structsent.errors import DeviceOutOfMemoryError
+from structsent.results import softmax
+
+from .conftest import positive
 
 # The bound the README states for fp32 on a CPU: padding and batch composition change a text's
 # probabilities by rounding only (measured on the bundled model over the 2,844 reviews in
@@ -13,15 +16,6 @@ from structsent.errors import DeviceOutOfMemoryError
 ALONE_VS_BATCH_TOLERANCE = 1e-6
 BACKEND_TOLERANCE = 1e-5  # ONNX Runtime vs PyTorch fp32 on the same weights
 PACKED = 10**9  # a per-call cost so high that batches are packed to the budget, as on a GPU
-
-
-@pytest.fixture(scope="module")
-def clf(hf_model_dir):
-    return structsent.load(hf_model_dir, device="cpu")
-
-
-def positive(results):
-    return np.array([r.scores["正面"] for r in results])
 
 
 def test_alone_equals_inside_any_batch(clf, real_reviews):
@@ -35,6 +29,7 @@ def test_alone_equals_inside_any_batch(clf, real_reviews):
     np.testing.assert_allclose(shuffled, alone[perm], atol=ALONE_VS_BATCH_TOLERANCE, rtol=0)
 
 
+@pytest.mark.slow  # the bundled model, each text alone
 @pytest.mark.parametrize("backend", ["auto", "torch"])  # auto on a CPU: ONNX Runtime
 def test_bundled_model_alone_equals_inside_any_batch(real_reviews, backend):
     bundled = structsent.load("default", device="cpu", backend=backend)
@@ -129,11 +124,11 @@ def test_long_text_windows_average_window_probabilities(hf_model_dir):
     (result,) = windows([text])
     assert result.windows > 1 and not result.truncated
     encoded = windows.encode([text])[0]
-    probs, _ = windows.run_sequences(list(encoded.sequences))
+    logits, _ = windows.run_logits(list(encoded.sequences))
+    probs = softmax(logits)
     weights = np.array([len(s) for s in encoded.sequences], dtype=float)
     expected = (probs * weights[:, None]).sum(0) / weights.sum()
     assert result.scores["正面"] == pytest.approx(expected[1], abs=1e-9)
-    logits, _ = windows.run_logits(list(encoded.sequences))
     mean_logits = (logits * weights[:, None]).sum(0) / weights.sum()
     assert result.logits == pytest.approx({"负面": mean_logits[0], "正面": mean_logits[1]}, abs=1e-9)
     short = windows(["好评"])[0]
@@ -191,6 +186,7 @@ def test_out_of_memory_on_a_single_text_is_raised(clf):
         engine(["好评如潮"])
 
 
+@pytest.mark.slow  # two more loads, one an int8 export
 def test_int8_and_bf16_agree_with_fp32(hf_model_dir, clf, real_reviews):
     texts = real_reviews[:100]
     reference = positive(clf(texts))
@@ -225,7 +221,7 @@ def test_cuda_request_without_gpu_is_a_config_error(hf_model_dir):
 
 
 def test_bad_options_are_config_errors(hf_model_dir):
-    with pytest.raises(structsent.ConfigError, match="precision='fp7'|precision="):
+    with pytest.raises(structsent.ConfigError, match=r"^precision='fp7': expected one of auto, fp32, fp16, bf16, int8$"):
         structsent.load(hf_model_dir, precision="fp7")
     with pytest.raises(structsent.ConfigError, match="token_budget"):
         structsent.load(hf_model_dir, token_budget=10)
@@ -273,12 +269,6 @@ def test_overlapped_path_recovers_from_out_of_memory(clf, real_reviews, fail_at)
     results, stats = engine.label_with_stats(texts)
     assert stats.oom_splits > 0 and len(results) == len(texts)
     np.testing.assert_allclose(positive(results), positive(clf(texts)), atol=ALONE_VS_BATCH_TOLERANCE, rtol=0)
-
-
-def test_gpu_snapshot_is_none_without_a_gpu():
-    from structsent.telemetry import gpu_snapshot
-
-    assert gpu_snapshot("cpu") is None
 
 
 class RecordingStagedRunner:
@@ -344,9 +334,12 @@ def test_large_inputs_are_tokenized_in_chunks_with_identical_results(clf, real_r
     assert encoded_sizes[0] == 32 and sum(encoded_sizes) == 152 and len(encoded_sizes) == 5
     assert len(chunked) == len(texts) and stats.texts == whole_stats.texts and stats.flagged == 2
     assert [r.error for r in chunked] == [r.error for r in whole]
-    np.testing.assert_allclose(positive(chunked[:150]), positive(whole[:150]), atol=ALONE_VS_BATCH_TOLERANCE, rtol=0)
-    assert chunked[150:] == whole[150:] or all(
-        (a.label, a.error) == (b.label, b.error) for a, b in zip(chunked[150:], whole[150:]))
+    # The repeated texts after the bad rows may run in other batches than their first copies:
+    # the same labels, and scores within the batch-invariance bound.
+    labelled = [i for i, r in enumerate(whole) if r.ok]
+    assert len(labelled) == len(texts) - 2 and [r.label for r in chunked] == [r.label for r in whole]
+    np.testing.assert_allclose(positive([chunked[i] for i in labelled]), positive([whole[i] for i in labelled]),
+                               atol=ALONE_VS_BATCH_TOLERANCE, rtol=0)
 
 
 # -- non-finite outputs: errors, never labels ------------------------------------------------------

@@ -10,7 +10,7 @@ import structsent
 from structsent.models import load_checkpoint
 from structsent.models.checkpoint import choose_labels
 
-from .conftest import make_hf_model, write_tokenizer_files
+from .conftest import make_hf_model, run_structsent, write_tokenizer_files
 
 
 def copy_dir(src, dst):
@@ -24,7 +24,7 @@ def test_hf_directory_loads_with_labels_from_id2label(hf_model_dir):
     assert ckpt.shape.num_layers == 2 and ckpt.shape.hidden_size == 32
 
 
-def test_pytorch_bin_and_tokenizer_json_load(tmp_path, hf_model_dir, real_reviews):
+def test_pytorch_bin_and_tokenizer_json_load(tmp_path, clf, real_reviews):
     from transformers import BertTokenizer
 
     model = make_hf_model()  # the same weights as hf_model_dir (same seed)
@@ -34,7 +34,7 @@ def test_pytorch_bin_and_tokenizer_json_load(tmp_path, hf_model_dir, real_review
     BertTokenizer.from_pretrained(str(tmp_path)).save_pretrained(str(tmp_path))  # writes tokenizer.json
     (tmp_path / "vocab.txt").unlink()
     a = structsent.load(tmp_path, device="cpu")(real_reviews[:20])
-    b = structsent.load(hf_model_dir, device="cpu")(real_reviews[:20])
+    b = clf(real_reviews[:20])
     assert [r.label for r in a] == [r.label for r in b]
     assert max(abs(x.scores["正面"] - y.scores["正面"]) for x, y in zip(a, b)) < 1e-6
 
@@ -54,7 +54,7 @@ def test_label_rules(tmp_path):
     assert choose_labels({}, 3, tmp_path, structbert=True) == ("差", "中", "好")
 
 
-def test_sharded_safetensors_load(tmp_path, hf_model_dir, real_reviews):
+def test_sharded_safetensors_load(tmp_path, hf_model_dir, clf, real_reviews):
     from safetensors.torch import save_file
 
     state = {k: v.contiguous() for k, v in make_hf_model().state_dict().items()}
@@ -68,7 +68,7 @@ def test_sharded_safetensors_load(tmp_path, hf_model_dir, real_reviews):
     shutil.copy(hf_model_dir / "config.json", tmp_path / "config.json")
     write_tokenizer_files(tmp_path)
     a = structsent.load(tmp_path, device="cpu")(real_reviews[:10])
-    b = structsent.load(hf_model_dir, device="cpu")(real_reviews[:10])
+    b = clf(real_reviews[:10])
     assert [r.label for r in a] == [r.label for r in b]
     assert max(abs(x.score - y.score) for x, y in zip(a, b)) < 1e-6
 
@@ -188,18 +188,13 @@ def test_nan_weights_are_refused_at_load(nan_model_dir):
         structsent.load(nan_model_dir, device="cpu")
 
 
+@pytest.mark.slow  # a subprocess that loads torch and the model
 def test_nan_weights_label_job_exits_3_with_a_one_line_error(nan_model_dir, tmp_path):
-    import os
-    import subprocess
-    import sys
 
     source = tmp_path / "reviews.txt"
     source.write_text("好评\n差评\n", encoding="utf-8")
-    proc = subprocess.run(
-        [sys.executable, "-m", "structsent", "label", str(source), "-o", str(tmp_path / "out.jsonl"),
-         "--model", str(nan_model_dir), "--device", "cpu"],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "STRUCTSENT_CACHE": str(tmp_path / "cache")},
-    )
+    proc = run_structsent("label", source, "-o", tmp_path / "out.jsonl", "--model", nan_model_dir, "--device", "cpu",
+                          text=True, env={"STRUCTSENT_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 3, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("structsent: error: ") and "non-finite values (nan)" in lines[0]

@@ -22,11 +22,12 @@ ray = pytest.importorskip("ray")
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-import structsent  # noqa: E402
 from structsent.errors import BadInputError, MissingExtraError  # noqa: E402
 from structsent.io.formats import Format  # noqa: E402
 from structsent.jobs.label import LabelJob, LabelJobSpec  # noqa: E402
 from structsent.ray import label_dataset, resolve_input  # noqa: E402
+
+from .conftest import run_structsent  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -81,14 +82,14 @@ def parquet_dir(tmp_path_factory, reviews_table) -> Path:
 
 
 @pytest.fixture(scope="module")
-def local_rows(tmp_path_factory, hf_model_dir, reviews_table) -> dict[str, dict]:
+def local_rows(tmp_path_factory, clf, reviews_table) -> dict[str, dict]:
     """The local engine's `structsent label` output for the same rows, by id."""
     directory = tmp_path_factory.mktemp("local")
     source, output = directory / "in.parquet", directory / "out.parquet"
     pq.write_table(reviews_table, source)
     spec = LabelJobSpec(input=str(source), output=str(output), input_format=Format.PARQUET,
                         output_format=Format.PARQUET)
-    LabelJob(spec, structsent.load(hf_model_dir, device="cpu")).run()
+    LabelJob(spec, clf).run()
     table = pq.read_table(output)
     assert table.column_names == [*reviews_table.column_names, *PREDICTIONS]
     return {row["id"]: row for row in table.to_pylist()}
@@ -136,8 +137,7 @@ def crash_once_labeller(marker: Path, at_call: int):
 
 
 def run_cli(*args, timeout: int = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "structsent", "label", *map(str, args)],
-                          capture_output=True, timeout=timeout)
+    return run_structsent("label", *args, timeout=timeout)
 
 
 # -- without Ray running ------------------------------------------------------------------------

@@ -10,7 +10,6 @@ Student inputs get random character dropout (the target stays the clean text's t
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 import time
 

@@ -2,7 +2,6 @@
 vocabulary, initialised from the teacher (multilingual-e5-small)."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 

@@ -126,6 +126,7 @@ def select_rows(meta, rows):
 
 def run_one(bundle, recipe, device, log):
     import torch
+
     from default_model.distil import distil, selection_key
     torch.set_num_threads(1)
     b, meta = read_bundle(bundle)

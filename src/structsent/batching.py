@@ -3,7 +3,7 @@
 Texts are sorted by token length (longest first, so the memory peak comes first) and cut into
 batches whose padded cost, longest x count, stays within a token budget, with a cap on the
 count: greedily (GPUs), or where total cost including a per-call overhead is least (CPUs).
-Results are put back in input order with ``restore_order``.
+A batch is a tuple of input positions, so its results go back to those positions.
 
 >>> plan_batches([5, 3, 9, 4], token_budget=12, max_batch_size=8)
 [(2,), (0, 3), (1,)]
@@ -12,11 +12,8 @@ Results are put back in input order with ``restore_order``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
 
 import numpy as np
-
-T = TypeVar("T")
 
 Batch = tuple[int, ...]
 
@@ -107,43 +104,26 @@ def _cheapest_sizes(descending: list[int], token_budget: int, max_batch_size: in
     for i in range(n - 1, -1, -1):
         longest = descending[i]
         limit = max(1, min(max_batch_size, n - i, token_budget // max(longest, 1)))
-        sizes = np.arange(1, limit + 1)
-        costs = overhead + longest * sizes + best[i + 1 : i + limit + 1]
+        counts = np.arange(1, limit + 1)
+        costs = overhead + longest * counts + best[i + 1 : i + limit + 1]
         m = limit - int(np.argmin(costs[::-1]))  # on a tie, the larger batch
         take[i] = m
         best[i] = costs[m - 1]
-    sizes, i = [], 0
+    sizes: list[int] = []
+    i = 0
     while i < n:
         sizes.append(int(take[i]))
         i += int(take[i])
     return sizes
 
 
-def restore_order(batches: Sequence[Batch], batch_results: Sequence[Sequence[T]]) -> list[T]:
-    """Scatter per-batch results back to the input positions the plan took them from."""
-    total = sum(len(b) for b in batches)
-    out: list = [None] * total
-    filled = 0
-    for batch, results in zip(batches, batch_results, strict=True):
-        if len(batch) != len(results):
-            raise ValueError(f"batch of {len(batch)} got {len(results)} results")
-        for index, result in zip(batch, results):
-            out[index] = result
-        filled += len(batch)
-    if filled != total:
-        raise ValueError("batches and results do not cover every input")
-    return out
-
-
 def padded_cost(batch: Batch, lengths: Sequence[int]) -> int:
     return max(lengths[i] for i in batch) * len(batch) if batch else 0
 
 
-def padding_fraction(batches: Sequence[Batch], lengths: Sequence[int]) -> float:
-    """Share of computed token positions that are padding (0.0 = no waste)."""
-    padded = sum(padded_cost(b, lengths) for b in batches)
-    real = sum(lengths[i] for b in batches for i in b)
-    return 0.0 if padded == 0 else 1.0 - real / padded
+def padding_fraction(real_tokens: int, padded_tokens: int) -> float:
+    """Share of computed token positions that are padding (0.0 = no waste, 0.0 when nothing ran)."""
+    return 0.0 if not padded_tokens else 1.0 - real_tokens / padded_tokens
 
 
 def pad_batch(

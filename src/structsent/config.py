@@ -95,11 +95,13 @@ class EngineConfig:
             raise ConfigError(f"device={self.device!r}: expected one of auto, cpu, cuda, cuda:N")
         if self.max_length < 3:
             raise ConfigError(f"max_length={self.max_length}: must be at least 3")
-        if self.window_stride is None:
-            object.__setattr__(self, "window_stride", max((self.max_length - 2) // 2, 1))
-        if not 0 < self.window_stride <= self.max_length - 2:
+        stride = self.window_stride
+        if stride is None:
+            stride = max((self.max_length - 2) // 2, 1)
+            object.__setattr__(self, "window_stride", stride)
+        if not 0 < stride <= self.max_length - 2:
             raise ConfigError(
-                f"window_stride={self.window_stride}: must be in 1..max_length-2 ({self.max_length - 2})"
+                f"window_stride={stride}: must be in 1..max_length-2 ({self.max_length - 2})"
             )
         if self.token_budget is not None and self.token_budget < self.max_length:
             raise ConfigError(

@@ -8,14 +8,13 @@ from collections.abc import ItemsView, Iterable, KeysView, Mapping, Sequence, Se
 
 import numpy as np
 
-from .batching import Batch, pad_batch, padded_cost, padded_length, plan_batches
 from .backends import PipelinedRunner
+from .batching import Batch, pad_batch, padded_cost, padded_length, padding_fraction, plan_batches
 from .errors import BadInputError, DeviceOutOfMemoryError, ModelFormatError
 from .pipeline import Prefetch
 from .plan import RuntimePlan
 from .results import LabelResult, combine_windows, non_finite_error, non_finite_kinds, softmax, to_result
 from .tokenize import EncodedText
-
 
 # Run once at load (see check_model_outputs): two lengths, so that the batch is padded and masked.
 WARMUP_TEXTS = ("这家外卖送得很快，味道也不错", "差评")
@@ -40,7 +39,7 @@ class RunStats:
 
     @property
     def padding_fraction(self) -> float:
-        return 0.0 if not self.padded_tokens else 1.0 - self.real_tokens / self.padded_tokens
+        return padding_fraction(self.real_tokens, self.padded_tokens)
 
     def add(self, other: "RunStats") -> None:
         for field in dataclasses.fields(self):
@@ -127,11 +126,6 @@ class Classifier:
             for e, rows in zip(encoded, per_text)
         ]
         return results, stats
-
-    def run_sequences(self, sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, RunStats]:
-        """Probabilities (n x labels) of id sequences, planned into token-budget batches."""
-        logits, stats = self.run_logits(sequences)
-        return softmax(logits), stats
 
     def run_logits(self, sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, RunStats]:
         """Logits (n x labels, float64) of id sequences, planned into token-budget batches."""

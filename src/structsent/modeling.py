@@ -231,6 +231,7 @@ def exportable(model):
             return layer.ffn_norm(layer.ffn_out(layer.act(layer.ffn_in(x))) + x)
 
     class Classifier(nn.Module):
+        positions: torch.Tensor  # a buffer, registered in __init__
         def __init__(self, model) -> None:
             super().__init__()
             self.embeddings = model.embeddings

@@ -242,7 +242,7 @@ def _local_files(pattern: str) -> list[str]:
 
 
 def _one_format(pattern: str, files: list[str]) -> Format:
-    formats = {_suffix_format(f) for f in files} - {None}
+    formats = {fmt for fmt in map(_suffix_format, files) if fmt is not None}
     if len(formats) != 1:
         found = ", ".join(sorted(f.value for f in formats)) or "none recognised"
         raise BadInputError(f"{pattern}: expected files of one format (found: {found}); "

@@ -103,9 +103,9 @@ def _onnx_plan(checkpoint, config: EngineConfig, model_file: Path | None) -> Run
     device = onnx_device(config.device, config.precision)
     precision = onnx_precision(config.precision, checkpoint, device)
     if model_file is None:
+        from .models.onnx import MODEL_FILE
         from .onnx.cache import cached_export
         from .onnx.export import ExportOptions
-        from .models.onnx import MODEL_FILE
 
         model_file = cached_export(checkpoint, ExportOptions(precision=precision, optimize=True)) / MODEL_FILE
     return plan_for(config, backend=Backend.ONNX, device=device, precision=precision,

@@ -8,15 +8,13 @@ import pytest
 import structsent
 from structsent.errors import ConfigError, MissingExtraError
 
+from ..conftest import positive
+
 pytest.importorskip("onnxruntime")
 
 FP32_PROBABILITY_TOLERANCE = 1e-5  # fused ONNX fp32 vs torch fp32: summation order only
 # Dynamic int8 quantizes activations per batch, so a text's scores depend a little on its batch.
 INT8_BATCH_TOLERANCE = 0.05
-
-
-def positive(results):
-    return np.array([r.scores["正面"] for r in results])
 
 
 @pytest.fixture(scope="module")

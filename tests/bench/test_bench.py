@@ -2,18 +2,17 @@
 
 import io
 import json
-import os
-import subprocess
-import sys
 import tarfile
 
 import pytest
 
 from structsent.bench.models import build_random_model
-from structsent.errors import BadInputError
 from structsent.bench.report import Row, fastest_within, markdown_table, with_ratios
 from structsent.bench.workload import MAX_CHARS, MIN_CHARS, build_workload, join_reviews, read_sdist
+from structsent.errors import BadInputError
 from structsent.models import load_checkpoint
+
+from ..conftest import run_structsent
 
 
 def test_texts_are_deterministic_and_shaped_like_the_workload():
@@ -79,13 +78,12 @@ def test_random_benchmark_model_has_the_requested_shape(tmp_path):
     assert checkpoint.labels == ("负面", "正面")
 
 
+@pytest.mark.slow  # a subprocess running every bench configuration
 def test_cli_bench_writes_table_json_and_chart(hf_model_dir, tmp_path):
     out = tmp_path / "bench"
     env_cache = tmp_path / "cache"
-    command = [sys.executable, "-m", "structsent.cli", "bench", "--model", str(hf_model_dir), "--n", "12",
-               "--out", str(out), "--device", "cpu"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "STRUCTSENT_CACHE": str(env_cache)})
+    done = run_structsent("bench", "--model", hf_model_dir, "--n", "12", "--out", out, "--device", "cpu",
+                          text=True, timeout=600, env={"STRUCTSENT_CACHE": str(env_cache)})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| configuration |" in done.stdout and "packaged sample reviews" in done.stdout
     result = json.loads((out / "bench.json").read_text(encoding="utf-8"))

@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from structsent.cli import build_parser
+from structsent.cli.serve import settings_from_args
 from structsent.errors import ConfigError
 from structsent.server.app import SentimentService, ServerSettings
-from structsent.cli.serve import settings_from_args
 
 
 def serve_args(*flags: str):

@@ -1,8 +1,6 @@
 """structsent.onnx: export (plain, fused, int8), the accuracy report, the cache, and `structsent export`."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +8,11 @@ import pytest
 
 import structsent
 from structsent.errors import ConfigError
+from structsent.models import BUNDLED_MODEL_DIR, load_checkpoint
 from structsent.onnx.cache import cache_root, cached_export
 from structsent.onnx.export import ExportOptions, export_checkpoint
-from structsent.models import BUNDLED_MODEL_DIR, load_checkpoint
+
+from ..conftest import positive, run_structsent
 
 pytest.importorskip("onnxruntime")
 
@@ -22,10 +22,6 @@ FP32_PROBABILITY_TOLERANCE = 1e-5
 TINY_INT8_MIN_AGREEMENT = 0.95
 TINY_INT8_MAX_PROBABILITY_DIFF = 0.05
 DATA = Path(__file__).parents[1] / "data"
-
-
-def positive(results):
-    return np.array([r.scores["正面"] for r in results])
 
 
 @pytest.fixture(scope="module")
@@ -123,19 +119,19 @@ def test_options_reject_precisions_onnx_does_not_export():
         ExportOptions(precision="bf16")
 
 
+@pytest.mark.slow  # a subprocess that exports and validates
 def test_cli_export(hf_model_dir, tmp_path):
     out = tmp_path / "cli-export"
-    command = [sys.executable, "-m", "structsent.cli", "export", str(hf_model_dir), "-o", str(out),
-               "--int8", "--validate-n", "40"]  # the README's command: fused by default
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    # the README's command: fused by default
+    done = run_structsent("export", hf_model_dir, "-o", out, "--int8", "--validate-n", "40", text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "label agreement" in done.stdout and "Attention" in done.stdout
     assert (out / "model.onnx").is_file() and (out / "export_report.json").is_file()
-    missing = subprocess.run([sys.executable, "-m", "structsent.cli", "export", str(tmp_path / "nope"), "-o", str(out)],
-                             capture_output=True, text=True, timeout=120)
+    missing = run_structsent("export", tmp_path / "nope", "-o", out, text=True)
     assert missing.returncode == 3 and "no such model directory" in missing.stderr
 
 
+@pytest.mark.slow  # exports the bundled model and labels the held-out split twice
 @pytest.mark.skipif(not (BUNDLED_MODEL_DIR / "config.json").is_file(), reason="the bundled model is not built")
 def test_bundled_model_int8_agrees_on_held_out_split(tmp_path):
     from structsent.onnx.validate import read_texts

@@ -1,16 +1,15 @@
 """`structsent report` through the real command line: exit codes, one-line errors, no model loaded."""
 
-import os
 import subprocess
 import sys
 
 import pytest
 
+from ..conftest import run_structsent
+
 
 def report_cli(*args):
-    proc = subprocess.run([sys.executable, "-m", "structsent", "report", *map(str, args)],
-                          capture_output=True, text=True, timeout=120, env=os.environ.copy())
-    return proc
+    return run_structsent("report", *args, text=True)
 
 
 def test_writes_the_page_and_says_so(tmp_path, labelled_csv):

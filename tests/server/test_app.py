@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
 import math
 from pathlib import Path
 
-import httpx
 import pytest
 
 from .conftest import metric
+
+pytestmark = pytest.mark.slow  # real server processes
 
 
 def label(server, texts):
@@ -121,8 +123,12 @@ def test_predict_truncates_only_when_allowed(server):
     assert native["truncated"] is True and native["error"] is None
 
 
-def test_huggingface_hub_client_works_unchanged(server):
+def test_huggingface_hub_client_works_unchanged(server, monkeypatch):
+    import huggingface_hub.constants
     from huggingface_hub import InferenceClient
+
+    # The suite runs with the hubs offline; this client talks to the loopback server only.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
 
     client = InferenceClient(base_url=server.url)
     output = client.text_classification("这家店服务很好")
@@ -266,11 +272,44 @@ def test_unknown_routes_and_methods_answer_in_the_error_shape(server, method, pa
         assert response.headers["allow"]
 
 
-def test_server_speaks_http_keepalive_under_load(server, real_reviews):
-    # One connection, many requests: the server keeps it open and answers each in order.
-    with httpx.Client(base_url=server.url, timeout=30) as client:
-        for text in real_reviews[:8]:
-            assert client.post("/v1/sentiment", json={"texts": [text]}).status_code == 200
+async def keepalive_session(port: int, texts: list[str]) -> list[dict]:
+    """One HTTP/1.1 connection, one request per text in turn; an early close fails the read."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answers = []
+    try:
+        for text in texts:
+            body = json.dumps({"texts": [text]}).encode()
+            writer.write(
+                b"POST /v1/sentiment HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            await writer.drain()
+            status_line, *header_lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            headers = dict(line.lower().split(": ", 1) for line in header_lines if line)
+            assert status_line.startswith("HTTP/1.1 200 "), status_line
+            assert headers.get("connection") != "close"
+            answers.append(json.loads(await reader.readexactly(int(headers["content-length"])))["results"][0])
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return answers
+
+
+def test_server_speaks_http_keepalive_under_concurrent_load(server, real_reviews):
+    # Several connections at once, each kept open for several requests: every answer arrives, in
+    # order, on its own connection, and is the text's own label.
+    sessions = [real_reviews[30 + 6 * c : 36 + 6 * c] for c in range(4)]
+
+    async def all_sessions():
+        return await asyncio.gather(*(keepalive_session(server.port, texts) for texts in sessions))
+
+    answers = asyncio.run(asyncio.wait_for(all_sessions(), timeout=60))
+    for texts, session in zip(sessions, answers):
+        assert len(session) == len(texts)
+        for text, answer in zip(texts, session):
+            (alone,) = label(server, [text])
+            assert answer["label"] == alone["label"]
+            assert answer["score"] == pytest.approx(alone["score"], abs=1e-5)
 
 
 # -- the published API ------------------------------------------------------------------------

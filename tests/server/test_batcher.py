@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-import structsent
 from structsent.errors import OverloadedError
 from structsent.server.batcher import BatchFailedError, MicroBatcher, WorkerStoppedError
 
@@ -38,14 +37,9 @@ class RecordingClassifier:
         return self._classifier.label_encoded(encoded)
 
 
-@pytest.fixture(scope="module")
-def tiny(hf_model_dir):
-    return structsent.load(hf_model_dir, device="cpu")
-
-
 @pytest.fixture
-def recording(tiny):
-    return RecordingClassifier(tiny)
+def recording(clf):
+    return RecordingClassifier(clf)
 
 
 def started(classifier, **options) -> MicroBatcher:
@@ -55,50 +49,50 @@ def started(classifier, **options) -> MicroBatcher:
     return batcher
 
 
-def test_concurrent_requests_merge_into_one_batch_and_keep_their_results(recording, tiny, real_reviews):
+def test_concurrent_requests_merge_into_one_batch_and_keep_their_results(recording, clf, real_reviews):
     batcher = started(recording)
     texts = real_reviews[:6]
-    futures = [batcher.submit(tiny.encode([t])) for t in texts]
+    futures = [batcher.submit(clf.encode([t])) for t in texts]
     results = [f.result(10)[0] for f in futures]
     assert batcher.stop(10)
     assert recording.batches == [6]
-    alone = tiny(texts)
+    alone = clf(texts)
     for merged, single in zip(results, alone):
         assert merged.label == single.label
         assert merged.score == pytest.approx(single.score, abs=1e-5)
 
 
-def test_token_budget_splits_merged_work(recording, tiny):
+def test_token_budget_splits_merged_work(recording, clf):
     # Every text is 12 tokens long ([CLS] + 10 + [SEP]): a budget of 48 holds four of them.
     batcher = started(recording, token_budget=48)
-    futures = [batcher.submit(tiny.encode(["好" * 10])) for _ in range(10)]
+    futures = [batcher.submit(clf.encode(["好" * 10])) for _ in range(10)]
     for future in futures:
         assert future.result(10)[0].ok
     batcher.stop(10)
     assert recording.batches == [4, 4, 2]
 
 
-def test_max_batch_size_one_serves_requests_alone(recording, tiny):
+def test_max_batch_size_one_serves_requests_alone(recording, clf):
     batcher = started(recording, max_batch_size=1, max_wait_s=0.05)
-    futures = [batcher.submit(tiny.encode(["不错"])) for _ in range(3)]
+    futures = [batcher.submit(clf.encode(["不错"])) for _ in range(3)]
     [f.result(10) for f in futures]
     batcher.stop(10)
     assert recording.batches == [1, 1, 1]
 
 
-def test_a_lone_request_waits_at_most_max_wait(recording, tiny):
+def test_a_lone_request_waits_at_most_max_wait(recording, clf):
     batcher = started(recording, max_wait_s=0.3)
     begun = time.monotonic()
-    batcher.submit(tiny.encode(["还行"])).result(10)
+    batcher.submit(clf.encode(["还行"])).result(10)
     waited = time.monotonic() - begun
     batcher.stop(10)
     assert 0.25 <= waited < 1.5
 
 
-def test_cancelled_requests_are_dropped_before_computing(recording, tiny):
+def test_cancelled_requests_are_dropped_before_computing(recording, clf):
     batcher = started(recording, max_wait_s=0.3)
-    kept = batcher.submit(tiny.encode(["很好"]))
-    dropped = batcher.submit(tiny.encode(["很差", "一般"]))
+    kept = batcher.submit(clf.encode(["很好"]))
+    dropped = batcher.submit(clf.encode(["很差", "一般"]))
     assert dropped.cancel()
     assert kept.result(10)[0].ok
     batcher.stop(10)
@@ -106,60 +100,60 @@ def test_cancelled_requests_are_dropped_before_computing(recording, tiny):
     assert batcher.waiting_texts == 0
 
 
-def test_a_failing_batch_fails_every_waiter_and_the_worker_lives_on(recording, tiny):
+def test_a_failing_batch_fails_every_waiter_and_the_worker_lives_on(recording, clf):
     batcher = started(recording, max_wait_s=0.2)
     recording.fail_next = True
-    futures = [batcher.submit(tiny.encode([t])) for t in ("好", "坏", "一般")]
+    futures = [batcher.submit(clf.encode([t])) for t in ("好", "坏", "一般")]
     for future in futures:
         with pytest.raises(BatchFailedError) as caught:
             future.result(10)
         assert isinstance(caught.value.__cause__, RuntimeError)
-    assert batcher.submit(tiny.encode(["好吃"])).result(10)[0].ok
+    assert batcher.submit(clf.encode(["好吃"])).result(10)[0].ok
     assert batcher.alive
     batcher.stop(10)
 
 
-def test_full_queue_refuses_the_whole_request(recording, tiny):
+def test_full_queue_refuses_the_whole_request(recording, clf):
     recording.gate.clear()  # the worker holds its first batch: the queue fills up behind it
     batcher = started(recording, max_queue=3, max_wait_s=0.0)
-    first = batcher.submit(tiny.encode(["一"]))
+    first = batcher.submit(clf.encode(["一"]))
     deadline = time.monotonic() + 5
     while batcher.waiting_texts and time.monotonic() < deadline:
         time.sleep(0.01)  # the first request leaves the queue once its batch runs
-    queued = batcher.submit(tiny.encode(["二", "三"]))
+    queued = batcher.submit(clf.encode(["二", "三"]))
     with pytest.raises(OverloadedError, match="max_queue"):
-        batcher.submit(tiny.encode(["四", "五"]))
+        batcher.submit(clf.encode(["四", "五"]))
     assert batcher.waiting_texts == 2
     recording.gate.set()
     assert first.result(10)[0].ok and all(r.ok for r in queued.result(10))
     batcher.stop(10)
 
 
-def test_flagged_texts_only_never_reach_the_model(recording, tiny):
+def test_flagged_texts_only_never_reach_the_model(recording, clf):
     batcher = started(recording)
-    results = batcher.submit(tiny.encode(["", "   "])).result(10)
+    results = batcher.submit(clf.encode(["", "   "])).result(10)
     batcher.stop(10)
     assert [r.error for r in results] == ["empty text", "empty text"]
     assert recording.batches == []
 
 
-def test_stop_finishes_queued_work_then_refuses(recording, tiny):
+def test_stop_finishes_queued_work_then_refuses(recording, clf):
     batcher = started(recording, max_wait_s=5.0)
-    future = batcher.submit(tiny.encode(["挺好"]))
+    future = batcher.submit(clf.encode(["挺好"]))
     assert batcher.stop(10)  # does not wait out max_wait when stopping
     assert future.result(0)[0].ok
     with pytest.raises(WorkerStoppedError):
-        batcher.submit(tiny.encode(["还行"]))
+        batcher.submit(clf.encode(["还行"]))
 
 
-def test_a_dying_worker_fails_waiters_and_reports_itself(recording, tiny):
+def test_a_dying_worker_fails_waiters_and_reports_itself(recording, clf):
     batcher = started(recording, max_wait_s=0.2)
 
     def broken_take(batch):
         raise AssertionError("bug in the loop")
 
     batcher._take_fitting = broken_take
-    future = batcher.submit(tiny.encode(["好"]))
+    future = batcher.submit(clf.encode(["好"]))
     with pytest.raises(WorkerStoppedError, match="died"):
         future.result(10)
     batcher._thread.join(5)
@@ -167,12 +161,12 @@ def test_a_dying_worker_fails_waiters_and_reports_itself(recording, tiny):
     assert isinstance(batcher.failure, AssertionError)
 
 
-def test_futures_resolve_from_many_threads(recording, tiny, real_reviews):
+def test_futures_resolve_from_many_threads(recording, clf, real_reviews):
     batcher = started(recording, max_wait_s=0.01)
     texts = real_reviews[:40]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda t: batcher.submit(tiny.encode([t])).result(20)[0], texts))
+        results = list(pool.map(lambda t: batcher.submit(clf.encode([t])).result(20)[0], texts))
     batcher.stop(10)
-    expected = tiny(texts)
+    expected = clf(texts)
     assert [r.label for r in results] == [r.label for r in expected]
     assert sum(recording.batches) == 40

@@ -15,6 +15,8 @@ import pytest
 
 from .conftest import ServerProcess, metric
 
+pytestmark = pytest.mark.slow  # real server processes
+
 API_KEY = "test-key-1b7e"
 READ_TIMEOUT_S = 1.0
 MAX_CONNECTIONS = 6

@@ -17,6 +17,8 @@ import pytest
 from .conftest import ServerProcess, metric
 from .fault_server import GATE, GATE_ENVIRONMENT_VARIABLE, OVERFLOW, POISON
 
+pytestmark = pytest.mark.slow  # real server processes
+
 MAX_WAIT_S = 0.8
 
 

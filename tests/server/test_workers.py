@@ -7,8 +7,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from .conftest import ServerProcess
+
+pytestmark = pytest.mark.slow  # real server processes
 
 
 def children_of(pid: int) -> list[int]:

@@ -9,8 +9,8 @@ import torch
 
 from ..config import Precision
 from ..errors import DeviceOutOfMemoryError
-from ..plan import RuntimePlan
 from ..modeling import BertClassifier, from_hf_state_dict
+from ..plan import RuntimePlan
 
 _DTYPES = {Precision.FP32: torch.float32, Precision.FP16: torch.float16, Precision.BF16: torch.bfloat16}
 

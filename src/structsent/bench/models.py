@@ -11,8 +11,9 @@ import shutil
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..models import BUNDLED_MODEL_DIR
 
-VOCAB_FILE = Path(__file__).resolve().parents[1] / "data" / "bert-base-chinese-vocab.txt"
+VOCAB_FILE = BUNDLED_MODEL_DIR / "vocab.txt"  # bert-base-chinese's, as StructBERT Chinese checkpoints use
 
 SHAPES = {
     "structbert-base": dict(

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..batching import padding_fraction
+from ..telemetry import NvmlDevice, nvml_device
+
 PIPELINE_BATCH = 32
 WARMUP_TEXTS = 4
 # On a GPU every new batch shape costs a one-off (kernel choice, allocator growth): warm up on
@@ -44,7 +47,7 @@ class Outcome:
 
     @property
     def padding_fraction(self) -> float:
-        return 0.0 if not self.padded_tokens else 1.0 - self.real_tokens / self.padded_tokens
+        return padding_fraction(self.real_tokens, self.padded_tokens)
 
 
 LabelFn = Callable[[list[str]], Outcome]
@@ -85,11 +88,13 @@ def onnx_unfused(precision: str) -> Callable[[Setup], LabelFn]:
     """An ONNX export without ONNX Runtime's BERT fusions (to measure what the fusions give)."""
 
     def build(setup: Setup) -> LabelFn:
+        from ..config import Precision
+        from ..models import load_checkpoint
         from ..onnx.cache import cached_export
         from ..onnx.export import ExportOptions
-        from ..models import load_checkpoint
 
-        directory = cached_export(load_checkpoint(setup.model_dir), ExportOptions(precision=precision, optimize=False))
+        options = ExportOptions(precision=Precision(precision), optimize=False)
+        directory = cached_export(load_checkpoint(setup.model_dir), options)
         return structsent_path("onnx", "auto")(dataclasses.replace(setup, model_dir=directory))
 
     return build
@@ -226,9 +231,8 @@ class Timing:
         seconds = sum(p.seconds for p in parts)
         outcome = Outcome([label for p in parts for label in p.outcome.labels],
                           sum(p.outcome.real_tokens for p in parts), sum(p.outcome.padded_tokens for p in parts))
-        sampled = [p for p in parts if p.gpu_utilisation is not None]
-        utilisation = sum(p.gpu_utilisation * p.seconds for p in sampled) / sum(p.seconds for p in sampled) \
-            if sampled else None
+        sampled = [(p.gpu_utilisation, p.seconds) for p in parts if p.gpu_utilisation is not None]
+        utilisation = sum(u * s for u, s in sampled) / sum(s for _, s in sampled) if sampled else None
         memory = max((p.gpu_memory_mib for p in parts if p.gpu_memory_mib is not None), default=None)
         return Timing(seconds, outcome, utilisation, memory)
 
@@ -276,33 +280,23 @@ class GpuSampler:
     def __init__(self, device: str, interval_s: float = 0.1) -> None:
         self._device = device
         self._interval = interval_s
-        self._samples: list[tuple[float, float]] = []
+        self._samples: list[tuple[float, float]] = []  # (utilisation percent, memory MiB)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._handle = None
 
     def __enter__(self) -> "GpuSampler":
-        if not self._device.startswith("cuda"):
+        nvml = nvml_device(self._device)
+        if nvml is None:  # not CUDA, no nvidia-ml-py or no driver: report no GPU numbers
             return self
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            index = int(self._device.split(":")[1]) if ":" in self._device else 0
-            self._handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        except Exception:  # no nvidia-ml-py or no driver: report no GPU numbers
-            return self
-        self._thread = threading.Thread(target=self._sample, name="nvml-sampler", daemon=True)
+        self._thread = threading.Thread(target=self._sample, args=(nvml,), name="nvml-sampler", daemon=True)
         self._thread.start()
         return self
 
-    def _sample(self) -> None:
-        import pynvml
-
+    def _sample(self, nvml: NvmlDevice) -> None:
         while not self._stop.is_set():
-            rates = pynvml.nvmlDeviceGetUtilizationRates(self._handle)
-            memory = pynvml.nvmlDeviceGetMemoryInfo(self._handle)
-            self._samples.append((float(rates.gpu), memory.used / 2**20))
+            snapshot = nvml.snapshot()
+            if snapshot is not None:
+                self._samples.append((snapshot.utilization * 100.0, snapshot.memory_used / 2**20))
             self._stop.wait(self._interval)
 
     def __exit__(self, *exc) -> None:

@@ -42,12 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
-    from ..models import load_checkpoint
     from ..bench.models import shape_model_dir
     from ..bench.report import fastest_within, markdown_table, with_ratios, write_chart, write_json
     from ..bench.runners import DEFAULT_CONFIGURATIONS, Setup, configurations, matmul_peak_flops
     from ..bench.workload import build_workload
+    from ..errors import ConfigError
+    from ..models import load_checkpoint
 
     if args.n < 1 or args.chunks < 1:
         raise ConfigError("--n and --chunks must be at least 1")

@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--validate-n must be at least 0")
     options = ExportOptions(precision=Precision.INT8 if args.int8 else Precision.FP32, optimize=args.optimize)
     checkpoint = load_checkpoint(args.model)
-    texts, source = [], ""
+    texts: list[str] = []
+    source = ""
     if args.validate_n:
         texts, source = (read_texts(args.validate), str(args.validate)) if args.validate else packaged_sample_texts()
         texts = texts[: args.validate_n]

@@ -7,6 +7,9 @@ import shlex
 import signal
 import sys
 import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
 from ..io.formats import Format
 
@@ -50,11 +53,11 @@ def run(args: argparse.Namespace) -> int:
         return _run_on_ray(args)
     import structsent
 
-    from .engine_flags import engine_config
     from ..errors import BadInputError, OutputWriteError
     from ..io.formats import output_format_for
     from ..jobs.label import LabelJob, LabelJobSpec, check_job_paths
     from ..jobs.progress import ProgressBar, format_summary
+    from .engine_flags import engine_config
 
     if args.resume and args.overwrite:
         raise BadInputError("--resume and --overwrite exclude each other")
@@ -159,7 +162,7 @@ class _stop_after_chunk_on_interrupt:
 
     def __init__(self, stop: threading.Event) -> None:
         self.stop = stop
-        self.previous = None
+        self.previous: signal.Handlers | Callable[[int, FrameType | None], Any] | int | None = None
 
     def _handle(self, signum, frame) -> None:
         if self.stop.is_set():

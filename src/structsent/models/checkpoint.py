@@ -70,14 +70,15 @@ def read_weights(files: list[Path]) -> dict:
 
     tensors: dict = {}
     for path in files:
+        part: object
         try:
             if path.suffix == ".safetensors":
                 from safetensors.torch import load_file
 
                 part = load_file(str(path))
             else:
-                part = torch.load(str(path), map_location="cpu", weights_only=True)
-                part = part.get("state_dict", part) if isinstance(part, dict) else part
+                loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+                part = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else loaded
         except FileNotFoundError as err:
             raise ModelFormatError(f"{path}: missing weight file") from err
         except Exception as err:  # corrupt archives raise many unrelated types

@@ -68,8 +68,9 @@ def cached_export(checkpoint, options: ExportOptions) -> Path:
         texts, source = packaged_sample_texts()
         report = export_checkpoint(checkpoint, staging, options, validation_texts=texts[:CACHED_VALIDATION_TEXTS],
                                    validation_source=source)
+        accuracy = report.accuracy.summary() if report.accuracy is not None else "not validated"
         log.warning("first use of %s on ONNX Runtime: exported it (%s) to %s in %.1fs; later loads reuse it; %s",
-                    checkpoint.directory, options.describe(), target, report.seconds, report.accuracy.summary())
+                    checkpoint.directory, options.describe(), target, report.seconds, accuracy)
         try:
             staging.rename(target)  # atomic: a concurrent load sees all of it or none of it
         except OSError:

@@ -86,7 +86,7 @@ class Tally:
 
     def add(self, row: LabelledRow) -> None:
         self.rows += 1
-        if row.label is None:
+        if row.label is None or row.score is None:  # both None together: a flagged row
             self.flagged += 1
         else:
             self.labels[row.label] = self.labels.get(row.label, 0) + 1
@@ -208,25 +208,25 @@ class ReportAggregator:
 
     def add(self, row: LabelledRow) -> None:
         self.overall.add(row)
-        if row.label is None:
+        if row.label is None or row.score is None:  # both None together: a flagged row
             self._add_flagged(row)
         else:
-            self._add_histogram(row)
-            self._add_least_certain(row)
+            self._add_histogram(row.label, row.score)
+            self._add_least_certain(row, row.score)
         if self.options.by is not None:
             self._add_group(row)
 
     # -- labelled rows ----------------------------------------------------------------------------
-    def _add_histogram(self, row: LabelledRow) -> None:
+    def _add_histogram(self, label: str, score: float) -> None:
         bins = self.options.histogram_bins
-        position = int((row.score - self.floor) / (1.0 - self.floor) * bins)
-        self.histograms[row.label][min(max(position, 0), bins - 1)] += 1
+        position = int((score - self.floor) / (1.0 - self.floor) * bins)
+        self.histograms[label][min(max(position, 0), bins - 1)] += 1
 
-    def _add_least_certain(self, row: LabelledRow) -> None:
+    def _add_least_certain(self, row: LabelledRow, score: float) -> None:
         limit = self.options.least_certain
         if limit <= 0:
             return
-        key = (-row.score, -row.number)  # larger key = less certain (then earlier)
+        key = (-score, -row.number)  # larger key = less certain (then earlier)
         if len(self._least) < limit:
             heapq.heappush(self._least, (*key, self._kept(row)))
         elif key > self._least[0][:2]:
@@ -298,20 +298,20 @@ class ReportAggregator:
             error_kinds=sorted(self._kinds.items(), key=lambda item: (-item[1], item[0])),
             other_error_rows=self._other_kind_rows,
             flagged_sample=list(self._flagged),
-            breakdown=self._breakdown() if self.options.by is not None else None,
+            breakdown=self._breakdown(self.options.by) if self.options.by is not None else None,
         )
 
-    def _breakdown(self) -> Breakdown:
+    def _breakdown(self, by: str) -> Breakdown:
         # Dates when nearly every value is one: a stray "unknown" should not hide the time chart.
         if self._dated_rows and self._dated_rows >= 0.95 * self._valued_rows:
             period = choose_period(self._days, self.options.by_period)
             groups = by_period(self._days, period)
             if self._undated.rows:
                 groups.append(GroupRow("no date", self._undated, "undated"))
-            return Breakdown(self.options.by, period, groups, 0, 0)
-        return self._value_breakdown()
+            return Breakdown(by, period, groups, 0, 0)
+        return self._value_breakdown(by)
 
-    def _value_breakdown(self) -> Breakdown:
+    def _value_breakdown(self, by: str) -> Breakdown:
         ranked = sorted(self._groups.items(), key=lambda item: (-item[1].rows, item[0]))
         shown, rest = ranked[: self.options.max_groups], ranked[self.options.max_groups:]
         groups = [GroupRow(name, tally, "empty" if name == EMPTY else "value") for name, tally in shown]
@@ -321,7 +321,7 @@ class ReportAggregator:
         other.merge(self._untracked)
         if other.rows:
             groups.append(GroupRow("other", other, "other"))
-        return Breakdown(self.options.by, None, groups, len(rest), self._untracked.rows)
+        return Breakdown(by, None, groups, len(rest), self._untracked.rows)
 
 
 def choose_period(days: dict[int, Tally], requested: Period) -> Period:

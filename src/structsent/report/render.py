@@ -264,6 +264,10 @@ def _row_cells(row: LabelledRow, show_group: bool) -> str:
     return f'{number}<td lang="zh-CN">{group}</td>'
 
 
+def _group_header(report: Report) -> list[tuple[str, bool]]:
+    return [] if report.breakdown is None else [(report.breakdown.column, False)]
+
+
 def _least_certain(report: Report, text_column: str | None) -> str:
     show_group = report.breakdown is not None
     rows = [
@@ -271,7 +275,7 @@ def _least_certain(report: Report, text_column: str | None) -> str:
         f"{_text_cell(row.text)}</tr>"
         for row in report.least_certain
     ]
-    names = [("Row", True)] + ([(report.breakdown.column, False)] if show_group else []) + [
+    names = [("Row", True)] + _group_header(report) + [
         ("Label", False), ("Score", True), (text_column or "text", False)]
     note = (f"The {len(rows):,} labelled rows with the lowest scores (ties: earlier rows first). "
             "Click a column to sort; type to search.")
@@ -289,7 +293,7 @@ def _flagged(report: Report, text_column: str | None) -> str:
     show_group = report.breakdown is not None
     sample = [f"<tr>{_row_cells(row, show_group)}<td>{esc(row.error)}</td>{_text_cell(row.text)}</tr>"
               for row in report.flagged_sample]
-    names = [("Row", True)] + ([(report.breakdown.column, False)] if show_group else []) + [
+    names = [("Row", True)] + _group_header(report) + [
         ("Why", False), (text_column or "text", False)]
     return (
         f'<section id="flagged"><h2>Flagged rows</h2><p class="muted">{total.flagged:,} rows have no label '

@@ -18,6 +18,7 @@ import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import SupportsFloat, SupportsIndex
 
 from ..errors import BadInputError
 from ..io.formats import Format, detect_format
@@ -176,24 +177,34 @@ def to_row(number: int, label: object, score: object, error: object, text: objec
     text = "" if text is None else text if isinstance(text, str) else json.dumps(text, ensure_ascii=False, default=str)
     if error is not None and error != "":
         return LabelledRow(number, None, None, str(error), text, group)
-    problem = _label_problem(label, score, labels)
-    if problem is not None:
-        return LabelledRow(number, None, None, f"{UNREADABLE}: {problem}", text, group)
-    return LabelledRow(number, str(label), float(score), None, text, group)
+    checked = _checked_label(label, score, labels)
+    if isinstance(checked, str):
+        return LabelledRow(number, None, None, f"{UNREADABLE}: {checked}", text, group)
+    return LabelledRow(number, *checked, None, text, group)
 
 
-def _label_problem(label: object, score: object, labels: tuple[str, ...]) -> str | None:
+def _checked_label(label: object, score: object, labels: tuple[str, ...]) -> tuple[str, float] | str:
+    """(label, score) when both can be right, else what is wrong with them."""
     if label in (None, ""):
         return "no label and no error"
     if str(label) not in labels:
         return "a label with no prob_ column"
-    try:
-        value = float(score)
-    except (TypeError, ValueError):
+    value = _number(score)
+    if value is None:
         return "the score is not a number"
     if not (math.isfinite(value) and 0.0 <= value <= 1.0):
         return "the score is not a finite number between 0 and 1"
-    return None
+    return str(label), value
+
+
+def _number(value: object) -> float | None:
+    """float(value), or None where float() refuses it."""
+    if not isinstance(value, (str, bytes, SupportsFloat, SupportsIndex)):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _unreadable(number: int, why: str) -> LabelledRow:
@@ -224,8 +235,8 @@ def _csv_rows(file: LabelledFile) -> Iterator[LabelledRow]:
             if len(fields) != width:
                 yield _unreadable(number, f"record at line {records.line_num} has {len(fields)} fields, expected {width}")
                 continue
-            fields.append(None)
-            yield to_row(number, fields[label], fields[score], fields[error], fields[text], fields[group], labels)
+            values: list[str | None] = [*fields, None]
+            yield to_row(number, values[label], values[score], values[error], values[text], values[group], labels)
 
 
 def _jsonl_rows(file: LabelledFile) -> Iterator[LabelledRow]:
@@ -243,7 +254,8 @@ def _jsonl_rows(file: LabelledFile) -> Iterator[LabelledRow]:
             if not isinstance(values, dict):
                 yield _unreadable(number, f"line {line_number}: not a JSON object")
                 continue
-            yield to_row(number, *map(values.get, wanted), labels)
+            label, score, error, text, group = map(values.get, wanted)
+            yield to_row(number, label, score, error, text, group, labels)
 
 
 def _parquet_rows(file: LabelledFile) -> Iterator[LabelledRow]:
@@ -254,9 +266,9 @@ def _parquet_rows(file: LabelledFile) -> Iterator[LabelledRow]:
     for batch in pq.ParquetFile(file.path).iter_batches(batch_size=8192, columns=read):
         data = {name: batch.column(name).to_pylist() for name in read}
         columns = [data[name] if name is not None else [None] * batch.num_rows for name in file.wanted]
-        for values in zip(*columns):
+        for label, score, error, text, group in zip(*columns):
             number += 1
-            yield to_row(number, *values, file.columns.labels)
+            yield to_row(number, label, score, error, text, group, file.columns.labels)
 
 
 def read_job_figures(path: str) -> dict | None:

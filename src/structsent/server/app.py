@@ -19,11 +19,13 @@ import logging
 import math
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.routing import Route
 
 from .. import __version__
 from ..config import EngineConfig
@@ -42,6 +44,9 @@ from .schemas import (
     SentimentRequest,
     SentimentResponse,
 )
+
+if TYPE_CHECKING:
+    from ..engine import Classifier
 
 log = logging.getLogger("structsent.server")
 
@@ -136,7 +141,7 @@ def error_type_of_status(status: int) -> str:
 
 
 # -- the service: model, batcher and metrics behind the routes --------------------------------
-def load_classifier(settings: ServerSettings):
+def load_classifier(settings: ServerSettings) -> Classifier:
     import structsent
 
     return structsent.load(settings.model, config=settings.engine)
@@ -149,11 +154,11 @@ class SentimentService:
         self,
         settings: ServerSettings,
         *,
-        load: Callable[[ServerSettings], object] = load_classifier,
+        load: Callable[[ServerSettings], Classifier] = load_classifier,
         on_fatal: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
-        self.classifier = None
+        self.classifier: Classifier | None = None
         self.batcher: MicroBatcher | None = None
         self.load_error: BaseException | None = None
         self.stopping = False
@@ -198,12 +203,12 @@ class SentimentService:
     def ready(self) -> bool:
         return self.batcher is not None and self.batcher.alive and not self.stopping
 
-    def require_ready(self) -> tuple[object, MicroBatcher]:
+    def require_ready(self) -> tuple[Classifier, MicroBatcher]:
         if self.stopping:
             raise ModelNotReadyError("the server is shutting down")
         if self.load_error is not None:
             raise ModelNotReadyError(f"the model failed to load: {self.load_error}")
-        if self.batcher is None:
+        if self.batcher is None or self.classifier is None:  # both are set together
             raise ModelNotReadyError("the model is loading")
         if not self.batcher.alive:
             raise WorkerStoppedError("the model worker is not running") from self.batcher.failure
@@ -317,11 +322,16 @@ def ranked_predictions(result: LabelResult, *, function: str, top_k: int | None)
         scores = result.scores
     elif function == "sigmoid":
         # 1 / (1 + e^-z), written so that no logit overflows math.exp
-        scores = {label: 0.5 * (1.0 + math.tanh(z / 2.0)) for label, z in result.logits.items()}
+        scores = {label: 0.5 * (1.0 + math.tanh(z / 2.0)) for label, z in _logits(result).items()}
     else:
-        scores = result.logits
+        scores = _logits(result)
     pairs = sorted(scores.items(), key=lambda item: item[1], reverse=True)[:top_k]
     return [{"label": label, "score": score} for label, score in pairs]
+
+
+def _logits(result: LabelResult) -> dict[str, float]:
+    assert result.logits is not None, "the engine keeps the logits of every labelled text"
+    return result.logits
 
 
 def check_predictable(results: list[LabelResult], *, truncate: bool | None, max_length: int) -> None:
@@ -341,12 +351,14 @@ def check_predictable(results: list[LabelResult], *, truncate: bool | None, max_
 
 
 # -- the app ----------------------------------------------------------------------------------
-def _error_response(description: str) -> dict:
+def _error_response(description: str) -> dict[str, Any]:
     return {"model": ErrorResponse, "description": description}
 
 
-UNAUTHORIZED = {401: _error_response("The server has an API key and the request lacks `Authorization: Bearer <key>`")}
-ERROR_RESPONSES = {
+UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: _error_response("The server has an API key and the request lacks `Authorization: Bearer <key>`")
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     **UNAUTHORIZED,
     408: _error_response("The body did not arrive within `read_timeout_s` (`limit`, `limit_value`)"),
     413: _error_response("A request limit was exceeded (`limit` names it, `limit_value` is its value)"),
@@ -391,7 +403,7 @@ def create_app(settings: ServerSettings, *, service: SentimentService | None = N
     app.state.service = service
     _add_error_handlers(app, service)
     _add_routes(app, service)
-    endpoints = {route.path for route in app.routes}
+    endpoints = {route.path for route in app.routes if isinstance(route, Route)}
     # add_middleware wraps: the last added runs first.
     app.add_middleware(
         BodyLimits,
@@ -469,7 +481,7 @@ def describe_undecodable_body(cause: BaseException) -> str:
 
 
 # pydantic error types whose message gains a hint, keyed by (form of `inputs`, type)
-VALIDATION_HINTS = {
+VALIDATION_HINTS: dict[tuple[str | None, str | None], str] = {
     ("batch", "too_long"): "sentence pairs are not supported by a single-text sentiment model; send [[text], [text], ...]",
     ("batch", "too_short"): "each inner list holds exactly one text",
 }
@@ -505,6 +517,7 @@ def _add_routes(app: FastAPI, service: SentimentService) -> None:
         function = score_function(body)
         top_k = body.parameters.top_k if body.parameters else None
         results = await service.label(texts, request)
+        assert service.classifier is not None  # label() answered: the model is loaded
         check_predictable(results, truncate=body.truncate, max_length=service.classifier.max_length)
         predictions = [ranked_predictions(r, function=function, top_k=top_k) for r in results]
         # A single text answers a flat list, as TEI does; Hugging Face Inference API clients (they
@@ -512,7 +525,7 @@ def _add_routes(app: FastAPI, service: SentimentService) -> None:
         nested = batched or body.parameters is not None
         return JSONResponse(predictions if nested else predictions[0])
 
-    predict_doc = dict(
+    predict_doc: dict[str, Any] = dict(
         response_model=PredictResponse, responses=ERROR_RESPONSES, tags=["text-embeddings-inference"],
         summary="Classify texts (text-embeddings-inference API)",
         description="One text -> a list of {label, score} sorted by score; a batch -> one such list per "

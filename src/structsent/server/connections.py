@@ -19,12 +19,19 @@ it by name: ``uvicorn.Config(app, http="structsent.server.connections:GuardedHTT
 
 from __future__ import annotations
 
+import asyncio
 import http
 import json
 import logging
 import select
+from typing import TYPE_CHECKING
 
-from uvicorn.protocols.http.auto import AutoHTTPProtocol
+if TYPE_CHECKING:
+    # AutoHTTPProtocol is a variable (h11's or httptools' class, picked at import), which mypy
+    # cannot subclass; both have the attributes used here, so h11's stands for it in type checks.
+    from uvicorn.protocols.http.h11_impl import H11Protocol as AutoHTTPProtocol
+else:
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from .middleware import RETRY_AFTER_S, ConnectionPolicy
 from .schemas import error_body
@@ -53,9 +60,15 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
     def __init__(self, config, server_state, app_state, _loop=None) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.policy: ConnectionPolicy | None = app_state.get(ConnectionPolicy.STATE_KEY)
-        self._headers_deadline = None  # timer while a request's headers are awaited
-        self._awaited_after = None  # the request cycle that preceded the awaited request
+        self._headers_deadline: asyncio.TimerHandle | None = None  # timer while a request's headers are awaited
+        self._awaited_after: object = None  # the request cycle that preceded the awaited request
         self._header_bytes = 0  # bytes received while awaiting headers
+
+    @property
+    def _policy(self) -> ConnectionPolicy:
+        """The policy, where only a connection that has one gets here."""
+        assert self.policy is not None, "headers deadline without a ConnectionPolicy"
+        return self.policy
 
     # -- the connection ---------------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -86,7 +99,7 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
             return
         if self.cycle is not self._awaited_after:  # the headers are complete: a request began
             self._stop_awaiting()
-        elif self._header_bytes > self.policy.max_header_bytes:
+        elif self._header_bytes > self._policy.max_header_bytes:
             self._refuse_large_headers()
 
     def on_response_complete(self) -> None:
@@ -102,7 +115,7 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
 
     def send_400_response(self, msg: str) -> None:
         # h11 refuses headers over its buffer size (set to max_header_bytes) as unparsable
-        if self._headers_deadline is not None and self._header_bytes > self.policy.max_header_bytes:
+        if self._headers_deadline is not None and self._header_bytes > self._policy.max_header_bytes:
             self._refuse_large_headers()
             return
         self._refuse(400, "invalid HTTP request", "validation", reason="invalid_request")
@@ -112,7 +125,7 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
         self._stop_awaiting()
         self._awaited_after = self.cycle
         self._header_bytes = 0
-        self._headers_deadline = self.loop.call_later(self.policy.read_timeout_s, self._headers_too_slow)
+        self._headers_deadline = self.loop.call_later(self._policy.read_timeout_s, self._headers_too_slow)
 
     def _stop_awaiting(self) -> None:
         if self._headers_deadline is not None:
@@ -130,10 +143,10 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
                 # socket over it (which would reset the connection under the client's feet).
                 self._headers_deadline = self.loop.call_later(UNREAD_GRACE_S, self._headers_too_slow)
                 return
-            self.policy.on_refused("read_timeout_s")
+            self._policy.on_refused("read_timeout_s")
             self.transport.close()
             return
-        timeout = self.policy.read_timeout_s
+        timeout = self._policy.read_timeout_s
         self._refuse(
             408, f"request headers not received within read_timeout_s={timeout:g} seconds", "timeout",
             reason="read_timeout_s", limit="read_timeout_s", limit_value=timeout,
@@ -148,7 +161,7 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
         return bool(poll.poll(0))
 
     def _refuse_large_headers(self) -> None:
-        cap = self.policy.max_header_bytes
+        cap = self._policy.max_header_bytes
         self._refuse(
             431, f"request headers larger than max_header_bytes={cap}", "validation",
             reason="max_header_bytes", limit="max_header_bytes", limit_value=cap,

@@ -14,7 +14,7 @@ import asyncio
 import hmac
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi.responses import JSONResponse
 
@@ -34,7 +34,7 @@ def error_json(
     status: int,
     limit: str | None = None,
     limit_value: float | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
     close: bool = False,
 ) -> JSONResponse:
     """An error answer; ``close`` ends the connection after it (a body may be left unread)."""

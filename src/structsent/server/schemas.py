@@ -52,7 +52,7 @@ def error_body(
     message: str, error_type: str, *, limit: str | None = None, limit_value: float | None = None
 ) -> dict:
     """The JSON of every error answer (an ErrorResponse); ``limit`` fields only when a limit was hit."""
-    body = {"error": message, "error_type": error_type}
+    body: dict[str, str | float | None] = {"error": message, "error_type": error_type}
     if limit is not None:
         body["limit"] = limit
         body["limit_value"] = limit_value
