@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+
 def pytest_configure(config):
     """Before any fixture: fresh caches for this run (subprocesses inherit them), so that nothing
     an earlier run or the user left in the home folder changes a result."""

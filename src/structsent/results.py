@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-
 NON_FINITE_OUTPUTS = "the model produced non-finite outputs"  # the start of such a row's error
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -31,10 +31,12 @@ main { max-width: 860px; margin: 0 auto; padding: 24px; }
 h1 { font-size: 1.6em; margin: 0 0 4px; } .muted { color: #5d6675; font-size: .92em; }
 section { background: #fff; border: 1px solid #e1e4e8; border-radius: 8px; padding: 16px 20px; margin: 16px 0; }
 label.box { display: block; font-weight: 600; margin-bottom: 6px; }
-textarea { box-sizing: border-box; width: 100%; font: inherit; padding: 8px; border: 1px solid #c9ced6; border-radius: 6px; resize: vertical; }
+textarea { box-sizing: border-box; width: 100%; font: inherit; padding: 8px; border: 1px solid #c9ced6;
+           border-radius: 6px; resize: vertical; }
 .tools { display: flex; flex-wrap: wrap; gap: 12px; align-items: center; margin-top: 10px; }
 .tools input { font: inherit; padding: 4px 8px; min-width: 220px; }
-button { font: inherit; font-weight: 600; padding: 6px 18px; border: 0; border-radius: 6px; background: #2a9d8f; color: #fff; cursor: pointer; }
+button { font: inherit; font-weight: 600; padding: 6px 18px; border: 0; border-radius: 6px; background: #2a9d8f;
+         color: #fff; cursor: pointer; }
 button:disabled { background: #8a93a2; cursor: wait; }
 #status { font-variant-numeric: tabular-nums; } #status.error { color: #b3261e; }
 ol { list-style: none; padding: 0; margin: 0; }
