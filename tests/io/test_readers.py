@@ -75,7 +75,7 @@ def test_invalid_utf8_names_the_line_and_byte_offset(tmp_path):
     with pytest.raises(BadInputError, match=r"line 3, byte offset 16 \(byte 0xff\)"):
         read_all(write(tmp_path, "a.csv", data))
     rows, _ = read_all(write(tmp_path, "b.csv", data), on_bad_row="flag")
-    assert rows[1][3].startswith("invalid UTF-8 at line 3, byte offset 16") and rows[1][1] is None
+    assert "invalid UTF-8 at line 3, byte offset 16 (byte 0xff)" in rows[1][3] and rows[1][1] is None
 
 
 def test_flag_mode_flags_an_unbalanced_quote_on_its_first_line_and_reads_on(tmp_path):
