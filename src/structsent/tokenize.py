@@ -181,7 +181,7 @@ class CharTable:
         self._backend = backend
         self._special_texts = tuple(special_texts)  # added tokens matched in the raw text
         self._kind = np.zeros(0x110000, dtype=np.uint8)
-        self._ids = np.zeros(0x110000, dtype=np.int64)
+        self._ids = np.zeros(0x110000, dtype=np.int32)  # with the kinds: 5.6 MB per tokenizer
         self._runs: dict[str, list[int]] = {}
         self._learning = threading.Lock()
 
