@@ -133,12 +133,14 @@ def child(args: argparse.Namespace) -> None:
     tokenizer.char_table = table
 
 
+def figure(line: dict) -> str:
+    rate = line["rows"] / line["wall_s"]
+    return (f"threads {line['threads']} round {line['round']}: {line['what']:45s} {rate:9,.0f}/s "
+            f"wall {line['wall_s']:7.2f} s cpu {line['cpu_s']:7.2f} s | {line['host']}")
+
+
 def report(lines: list[dict]) -> None:
-    """Per thread count and round: each figure, and the job's ratio to the fastest Rust tokenization."""
-    for line in lines:
-        rate = line["rows"] / line["wall_s"]
-        print(f"threads {line['threads']} round {line['round']}: {line['what']:45s} {rate:9,.0f}/s "
-              f"wall {line['wall_s']:7.2f} s cpu {line['cpu_s']:7.2f} s | {line['host']}")
+    """Per thread count and round: the job's ratio to the fastest Rust tokenization of that round."""
     print()
     keys = sorted({(line["threads"], line["round"]) for line in lines})
     for threads, round_index in keys:
@@ -198,10 +200,16 @@ def main() -> None:
 
 
 def run_child(command: list[str], env: dict, threads: int) -> list[dict]:
-    proc = subprocess.run(command, env=env, capture_output=True, text=True)
+    """Run one measurement process, printing each figure as it comes."""
+    lines = []
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as proc:
+        for text in proc.stdout:
+            if text.startswith("{"):
+                lines.append(json.loads(text))
+                print(figure(lines[-1]), flush=True)
     if proc.returncode != 0:
-        sys.exit(f"the measurement with {threads} thread(s) failed:\n{proc.stderr}")
-    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+        sys.exit(f"the measurement with {threads} thread(s) failed (exit {proc.returncode})")
+    return lines
 
 
 if __name__ == "__main__":
