@@ -6,7 +6,8 @@ feed: read -> tokenize -> (batch planning, padding, postprocessing) -> write + c
 rate is compared, on the same texts and the same cores, with tokenization alone: the Rust
 tokenizer's batch encode (`encode_batch`, and `encode_batch_fast` where the installed
 `tokenizers` has it), chunk by chunk as the job does. Ratio >= 1 means the feed costs no more
-than tokenizing.
+than tokenizing. Rust `encode_batch`, and the job on the Rust path, run in the first
+--baseline-rounds rounds only (they are the slow ones).
 
 For each thread count (RAYON_NUM_THREADS, which sets the Rust tokenizer's parallelism, and
 OMP_NUM_THREADS / the engine's num_threads) a child process measures, alternating over

@@ -151,9 +151,8 @@ class Tokenizer:
 
 
 def rust_content_ids(backend, texts: list[str]) -> list[list[int]]:
-    """Ids from the Rust tokenizer (``encode_batch_fast`` skips the offsets nobody here reads)."""
-    encode_batch = getattr(backend, "encode_batch_fast", backend.encode_batch)
-    return [e.ids for e in encode_batch(texts, add_special_tokens=False)]
+    """Ids from the Rust tokenizer's batch encode (``encode_batch_fast`` measured slower on 100,000 texts)."""
+    return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
 
 
 class CharTable:
