@@ -134,7 +134,8 @@ class Tokenizer:
         valid = [i for i, e in enumerate(errors) if e is None]
         encoded: list[EncodedText] = [EncodedText(error=e) for e in errors]
         content_max = max_length - 2
-        for i, ids in zip(valid, self.content_ids([texts[i] for i in valid])):
+        valid_texts = [text for text in (texts[i] for i in valid) if isinstance(text, str)]  # check_text passed
+        for i, ids in zip(valid, self.content_ids(valid_texts)):
             if not ids:
                 encoded[i] = EncodedText(error="no tokens left after normalisation")
             elif len(ids) <= content_max:

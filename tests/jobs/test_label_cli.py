@@ -13,7 +13,11 @@ import pytest
 
 import structsent
 
-from .conftest import PYTHON, read_jsonl_bytes, structsent as run_cli
+from .conftest import PYTHON, read_jsonl_bytes
+
+# Subprocess tests of the real command line: CI runs them; `make test-fast` leaves them out.
+pytestmark = pytest.mark.slow
+from .conftest import structsent as run_cli
 
 
 @pytest.fixture(scope="module")

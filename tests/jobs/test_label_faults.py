@@ -17,7 +17,11 @@ import time
 
 import pytest
 
-from .conftest import PYTHON, read_jsonl_bytes, structsent as run_cli
+from .conftest import PYTHON, read_jsonl_bytes
+
+# Subprocess tests of the real command line: CI runs them; `make test-fast` leaves them out.
+pytestmark = pytest.mark.slow
+from .conftest import structsent as run_cli
 
 
 def model_args(model_dir):

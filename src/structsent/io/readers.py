@@ -37,11 +37,15 @@ class RowReader:
 
     columns: list[str]
     text_column: str
-    position: int  # byte offset (text formats) or row index (Parquet) after the last row read
     total: int | None  # bytes or rows in all, when known (for progress)
     rows_read: int
 
     def __iter__(self) -> Iterator[InputRow]:
+        raise NotImplementedError
+
+    @property
+    def position(self) -> int:
+        """Byte offset (text formats) or row index (Parquet) just after the last row read."""
         raise NotImplementedError
 
     @property
@@ -323,8 +327,11 @@ class ParquetReader(RowReader):
         self.text_column = resolve_text_column(self.columns, text_column, path)
         self.total = self.file.metadata.num_rows
         self.rows_read = rows_done
-        self.position = rows_done
         self.batch_size = batch_size
+
+    @property
+    def position(self) -> int:
+        return self.rows_read
 
     def __iter__(self) -> Iterator[InputRow]:
         skip = self.rows_read
@@ -335,7 +342,6 @@ class ParquetReader(RowReader):
             for values in batch.slice(skip).to_pylist():
                 skip = 0
                 self.rows_read += 1
-                self.position = self.rows_read
                 yield InputRow(self.rows_read, values, values.get(self.text_column))
             skip = 0
 
@@ -359,13 +365,14 @@ def open_reader(path: str, fmt: Format, *, text_column: str, on_bad_row: str, po
     stream, total = _open_binary(path)
     if position:
         stream.seek(position)
-    common = dict(start=position, line=line, rows_done=rows_done, total=total, on_bad_row=on_bad_row, name=path)
     if fmt is Format.TXT:
-        return TextLineReader(stream, **common, text_column=text_column)
+        return TextLineReader(stream, start=position, line=line, rows_done=rows_done, total=total,
+                              on_bad_row=on_bad_row, name=path, text_column=text_column)
     if fmt is Format.JSONL:
-        return JsonLinesReader(stream, **common, text_column=text_column)
-    delimiter = "\t" if fmt is Format.TSV else ","
-    return CsvReader(stream, **common, text_column=text_column, delimiter=delimiter, header=header)
+        return JsonLinesReader(stream, start=position, line=line, rows_done=rows_done, total=total,
+                               on_bad_row=on_bad_row, name=path, text_column=text_column)
+    return CsvReader(stream, start=position, line=line, rows_done=rows_done, total=total, on_bad_row=on_bad_row,
+                     name=path, text_column=text_column, delimiter="\t" if fmt is Format.TSV else ",", header=header)
 
 
 def _open_binary(path: str) -> tuple[BinaryIO, int | None]:

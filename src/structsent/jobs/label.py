@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..engine import deduplicate
 from ..errors import BadInputError, OutputWriteError
 from ..io.formats import Format
 from ..io.lock import OutputLock
 from ..io.manifest import InputLedger, Manifest, input_fingerprint, model_fingerprint
 from ..io.readers import InputRow, RowReader, open_reader
 from ..io.writers import ChunkEncoder, merge_parquet_parts, write_parquet_part
-from ..engine import deduplicate
 from ..pipeline import BackgroundWorker, Prefetch
 from ..results import LabelResult, to_result
 
@@ -208,8 +208,7 @@ class LabelJob:
         self.notify = notify or (lambda message: None)
         self.labels = list(classifier.labels)
         self.cache = ResultCache(spec.cache_size, self.labels)
-        self.files = None if spec.to_stdout else OutputFiles(spec.output)
-        self.ledger = None if self.files is None else InputLedger(self.files.ledger)
+        self.files = output_files(spec)
 
     # -- set-up -------------------------------------------------------------------------------
     def _start_manifest(self) -> Manifest:
@@ -252,15 +251,20 @@ class LabelJob:
         if saved.options != fresh.options:
             raise BadInputError(f"cannot resume: options changed since the job began (was {saved.options})")
         if self.spec.input_format is not Format.PARQUET:
-            self.ledger.verify(self.spec.input, saved.ledger_bytes)
+            InputLedger(self._output().ledger).verify(self.spec.input, saved.ledger_bytes)
         return saved
+
+    def _output(self) -> OutputFiles:
+        if self.files is None:
+            raise BadInputError(f"{self.spec.output_format.value} output needs an output file (-o)")
+        return self.files
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> JobSummary:
         check_job_paths(self.spec)
         if self.files is None:
             return self._run()
-        with OutputLock(self.files.lock, self.spec.output):
+        with OutputLock(self.files.lock, str(self.files.final)):
             return self._run()
 
     def _run(self) -> JobSummary:
@@ -287,7 +291,7 @@ class LabelJob:
     def _label_chunks(self, reader: RowReader, manifest: Manifest, summary: JobSummary, started: float) -> None:
         """Three overlapped stages: read + tokenize (thread) -> model (here) -> write + commit (thread)."""
         encoder = None
-        writer = BackgroundWorker(lambda item: self._writing(self._commit, *item, reader, manifest, started), depth=2)
+        writer: BackgroundWorker[tuple] = BackgroundWorker(lambda item: self._writing(self._commit, *item, reader, manifest, started), depth=2)
         prefetch = Prefetch(self._prepared_chunks(reader), depth=2, name="structsent-read")
         try:
             for chunk in prefetch:
@@ -326,14 +330,15 @@ class LabelJob:
 
     def _label_chunk(self, chunk: PreparedChunk, summary: JobSummary) -> list[LabelResult]:
         """Results of one chunk: reader errors, cached results, and the model for the rest."""
-        unique_results: list[LabelResult | None] = [self.cache.get(t) for t in chunk.unique_texts]
-        pending = [i for i, r in enumerate(unique_results) if r is None]
+        cached = [self.cache.get(t) for t in chunk.unique_texts]
+        pending = [i for i, r in enumerate(cached) if r is None]
         began = time.perf_counter()
         fresh, stats = self.classifier.label_encoded([chunk.encoded[i] for i in pending])
         summary.model_seconds += time.perf_counter() - began
-        for i, result in zip(pending, fresh):
-            unique_results[i] = result
+        computed = dict(zip(pending, fresh))
+        for i, result in computed.items():
             self.cache.put(chunk.unique_texts[i], result)
+        unique_results = [r if r is not None else computed[i] for i, r in enumerate(cached)]
         results = [
             LabelResult.failed(row.error) if row.error is not None else unique_results[u]
             for row, u in zip(chunk.rows, chunk.unique_index)
@@ -414,7 +419,7 @@ class LabelJob:
         if self.files is not None:
             manifest.cache_bytes = self.cache.save(self.files.cache, cache_entries)
             if chunk.digest is not None:
-                entry = self.ledger.entry(manifest.rows_done, manifest.position, manifest.line, chunk.digest)
+                entry = InputLedger(self.files.ledger).entry(manifest.rows_done, manifest.position, manifest.line, chunk.digest)
                 manifest.ledger_bytes = _append_durably(self.files.ledger, entry)
             manifest.save(self.files.manifest)
         if self.progress is not None:
@@ -422,7 +427,7 @@ class LabelJob:
 
     def _cut_back_to(self, manifest: Manifest) -> None:
         """Discard output written after the last commit (a crash between append and manifest)."""
-        files = self.files
+        files = self._output()
         if self.spec.output_format is Format.PARQUET:
             if files.parts.exists():
                 for part in files.parts.glob("part-*"):
@@ -443,8 +448,9 @@ class LabelJob:
         columns = list(reader.columns) or [reader.text_column]
         encoder = ChunkEncoder(self.spec.output_format, columns, self.labels, self.spec.prefix)
         if self.spec.output_format is Format.PARQUET:
-            self.files.parts.mkdir(parents=True, exist_ok=True)
-            write_parquet_part(encoder.table([], [], _arrow_schema(reader)), self.files.part(0))
+            files = self._output()
+            files.parts.mkdir(parents=True, exist_ok=True)
+            write_parquet_part(encoder.table([], [], _arrow_schema(reader)), files.part(0))
             manifest.parts = 1
         elif self.files is None:
             sys.stdout.buffer.write(encoder.header())
@@ -471,15 +477,23 @@ def _reused(chunk: PreparedChunk, results: list[LabelResult], pending: list[int]
     return labelled - computed
 
 
+def output_files(spec: LabelJobSpec) -> OutputFiles | None:
+    """The job's files, or None when it writes to standard output."""
+    return None if spec.output is None or spec.output == "-" else OutputFiles(spec.output)
+
+
 def check_job_paths(spec: LabelJobSpec) -> None:
     """Refuse, before touching anything, an input that cannot be read or an output onto it."""
     check_input_path(spec.input)
     if spec.to_stdout:
         return
-    check_output_directory(spec.output)
+    files = output_files(spec)
+    if files is None:
+        return
+    check_output_directory(str(files.final))
     if spec.input == "-":
         return
-    for path in OutputFiles(spec.output).all():
+    for path in files.all():
         if _same_file(spec.input, path):
             raise BadInputError(f"{spec.input} is the job's own output file {path}: write the output to another path")
 
