@@ -192,9 +192,8 @@ def test_texts_holding_an_added_token_take_the_rust_path(tmp_path):
 
 
 def test_pipelines_other_than_bert_wordpiece_take_the_rust_path():
-    from tokenizers import AddedToken
+    from tokenizers import AddedToken, models, normalizers, pre_tokenizers
     from tokenizers import Tokenizer as RustTokenizer
-    from tokenizers import models, normalizers, pre_tokenizers
 
     plain = RustTokenizer(models.WordPiece({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
     plain.pre_tokenizer = pre_tokenizers.Whitespace()

@@ -291,7 +291,7 @@ class CharTable:
         got = iter(rust_content_ids(self._backend, probes))
         confirmed = {}
         for char, ids in zip(candidates, alone):
-            agree = [next(got) == l + ids + r for l, r in zip(left, right)]
+            agree = [next(got) == before + ids + after for before, after in zip(left, right)]
             if len(ids) <= 1 and all(agree):
                 confirmed[char] = bool(ids)
         return confirmed

@@ -14,10 +14,10 @@ import pytest
 import structsent
 
 from .conftest import PYTHON, read_jsonl_bytes
+from .conftest import structsent as run_cli
 
 # Subprocess tests of the real command line: CI runs them; `make test-fast` leaves them out.
 pytestmark = pytest.mark.slow
-from .conftest import structsent as run_cli
 
 
 @pytest.fixture(scope="module")

@@ -291,7 +291,8 @@ class LabelJob:
     def _label_chunks(self, reader: RowReader, manifest: Manifest, summary: JobSummary, started: float) -> None:
         """Three overlapped stages: read + tokenize (thread) -> model (here) -> write + commit (thread)."""
         encoder = None
-        writer: BackgroundWorker[tuple] = BackgroundWorker(lambda item: self._writing(self._commit, *item, reader, manifest, started), depth=2)
+        writer: BackgroundWorker[tuple] = BackgroundWorker(
+            lambda item: self._writing(self._commit, *item, reader, manifest, started), depth=2)
         prefetch = Prefetch(self._prepared_chunks(reader), depth=2, name="structsent-read")
         try:
             for chunk in prefetch:
