@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from .config import EngineConfig
 from .errors import BadInputError, ConfigError, StructsentError, require
-from .io.formats import Format, detect_format
+from .io.formats import Format, detect_format, suffixes_of
 from .io.readers import resolve_text_column
-from .io.writers import added_columns, check_no_collision, prediction_values
+from .io.writers import added_columns, check_no_collision, prediction_types, prediction_values
 
 if TYPE_CHECKING:
     import pyarrow
@@ -76,7 +76,7 @@ def append_predictions(table: "pyarrow.Table", results, labels: Sequence[str], n
     """``table`` with the prediction columns ``names`` appended, valued as the local writers value them."""
     import pyarrow as pa
 
-    types = [pa.string(), pa.float64(), *(pa.float64() for _ in labels), pa.string()]
+    types = prediction_types(labels)
     rows = [prediction_values(result, labels) for result in results]
     columns = list(zip(*rows)) if rows else [() for _ in names]
     for name, kind, values in zip(names, types, columns):
@@ -181,7 +181,7 @@ def _resources(num_gpus: float | None, num_cpus: float | None) -> dict:
 
 
 # -- files in, files out ------------------------------------------------------------------------
-SUFFIXES = {Format.PARQUET: ["parquet", "pq"], Format.JSONL: ["jsonl", "ndjson", "json"], Format.CSV: ["csv"]}
+SUFFIXES = {fmt: suffixes_of(fmt) for fmt in (Format.PARQUET, Format.JSONL, Format.CSV)}
 
 
 @dataclasses.dataclass(frozen=True)

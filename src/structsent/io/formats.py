@@ -30,6 +30,15 @@ _SUFFIXES = {
 }
 
 
+def suffixes_of(fmt: Format) -> list[str]:
+    """The file-name suffixes (without the dot) that name ``fmt``.
+
+    >>> suffixes_of(Format.JSONL)
+    ['jsonl', 'ndjson', 'json']
+    """
+    return [suffix[1:] for suffix, known in _SUFFIXES.items() if known is fmt]
+
+
 def detect_format(path: str, requested: str = "auto") -> Format:
     """The explicit format, else the one the file name's suffix implies."""
     if requested != "auto":

@@ -32,6 +32,13 @@ def check_no_collision(input_columns: Sequence[str], extra: Sequence[str], prefi
         )
 
 
+def prediction_types(labels: Sequence[str]) -> list:
+    """Arrow types of the added columns (label, score, one probability per label, error)."""
+    import pyarrow as pa
+
+    return [pa.string(), pa.float64(), *(pa.float64() for _ in labels), pa.string()]
+
+
 def prediction_values(result: LabelResult, labels: Sequence[str]) -> list:
     probabilities = [result.scores.get(label) for label in labels]
     score = None if result.score is None else round(result.score, 6)
@@ -110,9 +117,7 @@ class ChunkEncoder:
                 not pa.types.is_null(inferred.field(c).type) else pa.field(c, pa.string())
                 for c in self.input_columns
             ]
-        label, score, *probs, error = self.extra
-        fields += [pa.field(label, pa.string()), pa.field(score, pa.float64())]
-        fields += [pa.field(p, pa.float64()) for p in probs] + [pa.field(error, pa.string())]
+        fields += [pa.field(name, kind) for name, kind in zip(self.extra, prediction_types(self.labels))]
         return pa.schema(fields)
 
 

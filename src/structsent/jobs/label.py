@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..batching import padding_fraction
 from ..engine import deduplicate
 from ..errors import BadInputError, OutputWriteError
 from ..io.formats import Format
@@ -96,7 +97,7 @@ class JobSummary:
 
     @property
     def padding_fraction(self) -> float:
-        return 0.0 if not self.padded_tokens else 1.0 - self.real_tokens / self.padded_tokens
+        return padding_fraction(self.real_tokens, self.padded_tokens)
 
     @property
     def rows_per_second(self) -> float:
