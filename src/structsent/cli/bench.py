@@ -22,8 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="benchmark a randomly initialised model of this shape instead of --model")
     parser.add_argument("--n", type=int, default=DEFAULT_N, help="number of texts")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads of every runtime")
-    parser.add_argument("--batch-tokens", type=int, default=None, help="token budget of the structsent paths")
+    # The same names as the engine's settings (EngineConfig.num_threads, token_budget); old names kept.
+    parser.add_argument("--num-threads", "--threads", dest="num_threads", type=int, default=None,
+                        help="CPU threads of every runtime")
+    parser.add_argument("--token-budget", "--batch-tokens", dest="token_budget", type=int, default=None,
+                        help="token budget of the structsent paths")
     parser.add_argument("--out", type=Path, default=Path("bench-out"), help="directory for bench.json and bench.png")
     parser.add_argument("--configs", default=None,
                         help="comma-separated configurations to run (default: all offered on the device); "
@@ -59,9 +62,9 @@ def run(args: argparse.Namespace) -> int:
     offered = configurations(device, bf16=args.bf16)
     chosen = _choose(args.configs, offered, DEFAULT_CONFIGURATIONS)
     workload = build_workload(args.n, seed=args.seed, corpus=args.corpus)
-    setup = Setup(model_dir=model_dir, device=device, threads=args.threads, token_budget=args.batch_tokens)
+    setup = Setup(model_dir=model_dir, device=device, threads=args.num_threads, token_budget=args.token_budget)
     lengths = [len(e.sequences[0]) for e in checkpoint.tokenizer.encode(workload.texts)]
-    peak = None if setup.on_gpu else matmul_peak_flops(args.threads)
+    peak = None if setup.on_gpu else matmul_peak_flops(args.num_threads)
     _say(f"model: {model_note}\ntexts: {workload.describe()}\n"
          f"mean tokens per text: {sum(lengths) / len(lengths):.0f}; device: {_machine(device)}"
          + (f"; fp32 matmul peak {peak / 1e9:.0f} GFLOP/s" if peak else ""))
