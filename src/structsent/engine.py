@@ -238,6 +238,7 @@ class Classifier:
             "max_batch_size": self.max_batch_size,
             "batch_overhead_tokens": self.batch_overhead,
             "pad_multiple": self.pad_multiple,
+            "num_threads": self.plan.num_threads,
             "long_text": self.plan.long_text.value,
         }
 

@@ -151,6 +151,9 @@ def test_health_and_info(server, hf_model_dir):
     assert info["limits"]["max_texts"] == 8 and info["limits"]["max_body_bytes"] == 4096
     assert info["max_length"] == 258
     assert info["limits"]["max_wait_ms"] == 50 and info["limits"]["max_batch_tokens"] == 4096
+    # the engine's settings under the names of EngineConfig's fields (and of the flags)
+    assert info["token_budget"] == 4096 and info["max_batch_size"] == 64 and info["batch_overhead_tokens"] == 32
+    assert info["pad_multiple"] is None and "num_threads" in info
 
 
 def test_concurrent_requests_are_merged_into_batches(server, real_reviews):

@@ -248,7 +248,9 @@ class SentimentService:
         info = {"version": __version__, "ready": self.ready, "model": s.model, "limits": limits}
         if self.classifier is not None:
             engine = self.classifier.info()
-            info.update({k: engine[k] for k in ("labels", "format", "backend", "device", "precision", "max_length", "long_text")})
+            # The engine's settings under their EngineConfig names (limits.max_batch_tokens is TEI's name
+            # for token_budget, kept for TEI clients).
+            info.update({k: v for k, v in engine.items() if k != "model"})
             info["model"] = engine["model"]
         return info
 

@@ -166,4 +166,10 @@ class InfoResponse(BaseModel):
     precision: str | None = None
     max_length: int | None = None
     long_text: str | None = None
+    # The engine's resolved settings, named as EngineConfig's fields.
+    token_budget: int | None = None
+    max_batch_size: int | None = None
+    batch_overhead_tokens: int | None = None
+    pad_multiple: int | None = None
+    num_threads: int | None = None
     limits: LimitsInfo
