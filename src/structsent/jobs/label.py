@@ -487,8 +487,6 @@ def output_files(spec: LabelJobSpec) -> OutputFiles | None:
 def check_job_paths(spec: LabelJobSpec) -> None:
     """Refuse, before touching anything, an input that cannot be read or an output onto it."""
     check_input_path(spec.input)
-    if spec.to_stdout:
-        return
     files = output_files(spec)
     if files is None:
         return
