@@ -61,14 +61,31 @@ class Classifier:
         self.plan = plan
         self.tokenizer = checkpoint.tokenizer
         self.labels: tuple[str, ...] = tuple(checkpoint.labels)
-        self.max_length = plan.max_length
-        self.window_stride = plan.window_stride
+        # The one number the engine owns: lowered by the CUDA probe and after an out-of-memory split.
         self.token_budget = plan.token_budget
-        self.max_batch_size = plan.max_batch_size
-        self.batch_overhead = plan.batch_overhead_tokens
-        self.pad_multiple = plan.pad_multiple
         if plan.probe_token_budget:
-            self.token_budget = probe_token_budget(runner, max_length=self.max_length, ceiling=self.token_budget)
+            self.token_budget = probe_token_budget(runner, max_length=plan.max_length, ceiling=plan.token_budget)
+
+    # Everything else is the plan's, read where it is kept.
+    @property
+    def max_length(self) -> int:
+        return self.plan.max_length
+
+    @property
+    def window_stride(self) -> int:
+        return self.plan.window_stride
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.plan.max_batch_size
+
+    @property
+    def batch_overhead(self) -> int | None:
+        return self.plan.batch_overhead_tokens
+
+    @property
+    def pad_multiple(self) -> int | None:
+        return self.plan.pad_multiple
 
     def __call__(self, texts: Iterable[object]) -> list[LabelResult]:
         return self.label_with_stats(texts)[0]

@@ -18,8 +18,6 @@ from .plan import RuntimePlan, plan_for
 
 log = logging.getLogger("structsent.runtime")
 
-CUDA_PROVIDER = "CUDAExecutionProvider"
-
 
 def resolve_runtime(checkpoint, config: EngineConfig) -> RuntimePlan:
     """The plan for running ``checkpoint`` as ``config`` asks, on this host."""
@@ -114,6 +112,8 @@ def _onnx_plan(checkpoint, config: EngineConfig, model_file: Path | None) -> Run
 
 def onnx_device(requested: str, precision: Precision = Precision.AUTO) -> str:
     """'cpu' or 'cuda:N' from what the config asks and what ONNX Runtime offers."""
+    from .backends.onnx import CUDA_PROVIDER
+
     ort = require("onnxruntime", "onnx")
     has_cuda = CUDA_PROVIDER in ort.get_available_providers()
     if requested == "auto":

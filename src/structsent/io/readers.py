@@ -39,6 +39,7 @@ class RowReader:
     text_column: str
     total: int | None  # bytes or rows in all, when known (for progress)
     rows_read: int
+    resynchronised: int = 0  # malformed multi-line CSV records whose later lines were read again
 
     def __iter__(self) -> Iterator[InputRow]:
         raise NotImplementedError

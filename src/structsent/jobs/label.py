@@ -50,10 +50,6 @@ class LabelJobSpec:
     prefix: str = ""
     cache_size: int = 200_000  # distinct texts whose results are reused within the job
 
-    @property
-    def to_stdout(self) -> bool:
-        return self.output in (None, "-")
-
     def options(self) -> dict:
         """The settings a resumed job must share with the one it continues."""
         return {k: str(v.value if hasattr(v, "value") else v) for k, v in dataclasses.asdict(self).items()
@@ -323,12 +319,12 @@ class LabelJob:
                 rows=rows,
                 position=(reader.position, reader.line, reader.rows_read),
                 digest=reader.take_digest(),
-                resynchronised=getattr(reader, "resynchronised", 0) - resynchronised,
+                resynchronised=reader.resynchronised - resynchronised,
                 unique_index=unique_index,
                 unique_texts=unique_texts,
                 encoded=self.classifier.encode(unique_texts),
             )
-            resynchronised = getattr(reader, "resynchronised", 0)
+            resynchronised = reader.resynchronised
 
     def _label_chunk(self, chunk: PreparedChunk, summary: JobSummary) -> list[LabelResult]:
         """Results of one chunk: reader errors, cached results, and the model for the rest."""
