@@ -55,3 +55,4 @@ def test_a_connection_cap_beyond_the_open_file_limit_is_refused_before_loading()
     assert done.returncode == 2
     assert "--max-connections 1000" in done.stderr and "ulimit -n" in done.stderr
     assert "Traceback" not in done.stderr
+

@@ -44,8 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray-address", default=None,
                         help="Ray cluster to run on, e.g. ray://head:10001 (default: RAY_ADDRESS, else a local Ray)")
     add_engine_arguments(parser)
-    # Output bytes must not depend on --chunk-rows: pad each text the same way whatever it is batched with.
-    parser.set_defaults(pad_multiple=LABEL_PAD_MULTIPLE)
+    # Output bytes must not depend on --chunk-rows: pad each text the same way whatever it is batched
+    # with (unless STRUCTSENT_PAD_MULTIPLE already set a default).
+    if parser.get_default("pad_multiple") is None:
+        parser.set_defaults(pad_multiple=LABEL_PAD_MULTIPLE)
 
 
 def run(args: argparse.Namespace) -> int:
