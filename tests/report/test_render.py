@@ -8,8 +8,8 @@ from html.parser import HTMLParser
 
 import pytest
 
+from structsent.pages import FONTS
 from structsent.report import write_report
-from structsent.report.render import FONTS
 
 from .conftest import HOSTILE, write_labelled
 

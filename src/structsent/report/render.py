@@ -8,17 +8,11 @@ the script only sorts and filters them, so the page reads fine with scripts off 
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from collections.abc import Mapping
 
+from ..pages import FONTS, inline_hash
 from .aggregate import Breakdown, GroupRow, LabelledRow, Period, Report, Tally
 from .charts import Bar, Point, esc, histogram, horizontal_bars, share_line
-
-# Latin text first, then the CJK fonts of Linux, macOS and Windows, so Chinese reviews render
-# everywhere without shipping a font.
-FONTS = ('"Segoe UI", Roboto, "Helvetica Neue", Arial, "Noto Sans CJK SC", "Source Han Sans SC", '
-         '"PingFang SC", "Hiragino Sans GB", "Microsoft YaHei", "WenQuanYi Micro Hei", sans-serif')
 
 NEGATIVE_COLOR = "#c8553d"
 COLORS = ("#2a9d8f", "#577590", "#e9a23b", "#8e6c8a", "#6a994e", "#bc6c25")
@@ -117,11 +111,7 @@ SCRIPT = """
 """
 
 
-def _sha256(source: str) -> str:
-    return "sha256-" + base64.b64encode(hashlib.sha256(source.encode("utf-8")).digest()).decode("ascii")
-
-
-CSP = (f"default-src 'none'; script-src '{_sha256(SCRIPT)}'; style-src '{_sha256(STYLE)}'; "
+CSP = (f"default-src 'none'; script-src {inline_hash(SCRIPT)}; style-src {inline_hash(STYLE)}; "
        "img-src data:; base-uri 'none'; form-action 'none'")
 
 

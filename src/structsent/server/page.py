@@ -14,16 +14,11 @@ clients, probes) are answered at ``GET /`` exactly as without the page.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 
 from starlette.responses import Response
 
-# Latin text first, then the CJK fonts of Linux, macOS and Windows, so Chinese reviews render
-# everywhere without shipping a font (the same list as the report's: adapters share no module).
-FONTS = ('"Segoe UI", Roboto, "Helvetica Neue", Arial, "Noto Sans CJK SC", "Source Han Sans SC", '
-         '"PingFang SC", "Hiragino Sans GB", "Microsoft YaHei", "WenQuanYi Micro Hei", sans-serif')
+from ..pages import FONTS, inline_hash
 
 STYLE = """
 body { font-family: $FONTS; color: #1f2430; background: #f6f7f9; margin: 0; line-height: 1.45; }
@@ -156,11 +151,7 @@ to this server, as <code>Authorization: Bearer</code>. This page loads nothing f
 </main>"""
 
 
-def _sha256(source: str) -> str:
-    return "sha256-" + base64.b64encode(hashlib.sha256(source.encode("utf-8")).digest()).decode("ascii")
-
-
-CSP = (f"default-src 'none'; script-src '{_sha256(SCRIPT)}'; style-src '{_sha256(STYLE)}'; "
+CSP = (f"default-src 'none'; script-src {inline_hash(SCRIPT)}; style-src {inline_hash(STYLE)}; "
        "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 PAGE = (
