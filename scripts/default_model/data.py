@@ -274,3 +274,79 @@ def drop_near_duplicates(texts, references, threshold=0.4):
         if all(n / len(b | ref_bigrams[j]) <= threshold for j, n in shared.items()):
             out.append(t)
     return out
+
+
+# Rule-labelled negation: in a review, a negated complaint word is praise ("没有异味", "一点也不卡")
+# and a negated praise word is a complaint ("不新鲜", "没那么好用"); the words come from a lexicon
+# written for the project (negation_lexicon.json), the labels from this rule, never from a model.
+PRAISE_NEGATORS = ["不", "没有", "一点也不", "一点都不", "完全不", "完全没有", "毫无", "没", "丝毫没有",
+                   "几乎没有", "根本不", "从来不", "并不"]
+COMPLAINT_NEGATORS = ["不", "不太", "不怎么", "没那么", "一点也不", "一点都不", "不够", "并不", "没有",
+                      "根本不", "完全不", "没想象中"]
+PLAIN_DEGREES = ["很", "非常", "特别", "超级", "太", "挺", "真的", "相当", "有点", "十分"]
+RULE_ENDINGS = ["", "。", "！", "，", "~", "，推荐", "，点赞", "，差评", "，无语", "。。"]
+
+
+def negation_texts(complaint_words, praise_words, n, seed=19):
+    """n (text, label) pairs by the negation rule, about nouns of many domains: half negated
+    (label flipped from the word's polarity), half plain ("很 + word", the word's own
+    polarity), so that a negator alone never decides; some joined to a second clause of the
+    same label, so the whole text keeps one label."""
+    rng = random.Random(seed)
+    nouns = sorted({w for ws in OTHER_NOUNS.values() for w in ws} | set(SOURCE_NOUNS))
+
+    def clause(label):
+        negated = rng.random() < 0.5
+        if negated:
+            words, negs = (complaint_words, PRAISE_NEGATORS) if label == 1 else (praise_words, COMPLAINT_NEGATORS)
+            core = rng.choice(negs) + rng.choice(words)
+        else:
+            words = praise_words if label == 1 else complaint_words
+            core = rng.choice(PLAIN_DEGREES) + rng.choice(words)
+        return (rng.choice(nouns) if rng.random() < 0.7 else "") + core
+
+    out = []
+    for _ in range(n):
+        label = rng.randrange(2)
+        parts = [clause(label) for _ in range(rng.choice((1, 1, 2, 3)))]
+        out.append(("，".join(parts) + rng.choice(RULE_ENDINGS[:6] if label else RULE_ENDINGS[:4] + RULE_ENDINGS[7:]),
+                    label))
+    return sorted(set(out))
+
+
+CONTRASTS = [("虽然", "，但是"), ("虽然", "，但"), ("尽管", "，可是"), ("", "，不过"), ("", "，但是"),
+             ("本来以为", "，没想到"), ("", "，可惜"), ("", "，好在")]
+
+
+def contrast_texts(positive, negative, n, seed=23):
+    """n (text, label) pairs "A，但是 B" whose label is B's: A and B are labelled short reviews of
+    opposite polarity, joined by a concessive connective (the clause after 但是/不过/可是 carries
+    the verdict). "可惜" only leads a complaint and "好在" only praise."""
+    rng = random.Random(seed)
+    short_pos = [t.rstrip("。！!~，,") for t in positive if 4 <= len(t) <= 40]
+    short_neg = [t.rstrip("。！!~，,") for t in negative if 4 <= len(t) <= 40]
+    out = []
+    for _ in range(n):
+        label = rng.randrange(2)
+        first, second = (short_neg, short_pos) if label == 1 else (short_pos, short_neg)
+        lead, conj = rng.choice([c for c in CONTRASTS if c[1] != ("，可惜" if label else "，好在")])
+        out.append((lead + rng.choice(first) + conj + rng.choice(second) + "。", label))
+    return sorted(set(out))
+
+
+def joined_texts(rows, n, seed=29, lo=100, hi=500, same_label=True):
+    """n long texts joined from labelled (text, label) rows until a length drawn from [lo, hi]:
+    with same_label every part has one label (the text's, by the rule that agreeing parts make
+    an agreeing whole), otherwise the parts are drawn at random and the text has no label (-1)."""
+    rng = random.Random(seed)
+    by_label = {y: [t for t, yy in rows if yy == y] for y in (0, 1)}
+    out = []
+    for _ in range(n):
+        label = rng.randrange(2) if same_label else -1
+        pool = by_label[label] if same_label else None
+        target, s = rng.randint(lo, hi), ""
+        while len(s) < target:
+            t = rng.choice(pool) if pool else rng.choice(rows)[0]
+            s += t if not s or s[-1] in "。！？!?~" else "。" + t
+        out.append((s[:hi], label))
+    return out
