@@ -45,3 +45,62 @@ def test_drop_near_duplicates_removes_texts_close_to_a_reference():
     texts = ["面料舒服，不起球！", "电池很耐用", "物流太慢", "外卖送得快"]
     assert D.drop_near_duplicates(texts, refs) == ["电池很耐用", "外卖送得快"]
     assert D.drop_near_duplicates(texts, refs, threshold=1.0) == texts
+
+
+COMPLAINTS, PRAISES = ["异味", "卡顿", "掉色"], ["好用", "新鲜", "舒服"]
+
+
+def test_negation_texts_label_by_the_rule_never_by_the_negator_alone():
+    rows = D.negation_texts(COMPLAINTS, PRAISES, 2000, seed=3)
+    assert rows == D.negation_texts(COMPLAINTS, PRAISES, 2000, seed=3)
+    assert len({t for t, _ in rows}) == len(rows) > 300
+
+    def clause_label(clause):
+        for g in sorted(D.PRAISE_NEGATORS, key=len, reverse=True):
+            if any(clause.endswith(g + w) for w in COMPLAINTS):
+                return 1
+        for g in sorted(D.COMPLAINT_NEGATORS, key=len, reverse=True):
+            if any(clause.endswith(g + w) for w in PRAISES):
+                return 0
+        if any(clause.endswith(d + w) for d in D.PLAIN_DEGREES for w in PRAISES):
+            return 1
+        if any(clause.endswith(d + w) for d in D.PLAIN_DEGREES for w in COMPLAINTS):
+            return 0
+        raise AssertionError(clause)
+
+    for text, label in rows:
+        body = text
+        for ending in sorted(D.RULE_ENDINGS, key=len, reverse=True):
+            if ending and body.endswith(ending):
+                body = body[:-len(ending)]
+                break
+        assert {clause_label(c) for c in body.split("，")} == {label}, text
+    negated = [t for t, _ in rows if any(g + w in t for g in D.PRAISE_NEGATORS for w in COMPLAINTS)]
+    plain = [t for t, _ in rows if any(d + w in t for d in D.PLAIN_DEGREES for w in COMPLAINTS)]
+    assert len(negated) > 200 and len(plain) > 200, "a complaint word must appear both negated and plain"
+    assert {y for _, y in rows} == {0, 1}
+
+
+def test_contrast_texts_take_the_label_of_the_clause_after_the_turn():
+    positive = ["送得很快，还热乎", "面料舒服不起球", "客服耐心解答"]
+    negative = ["等了一个小时才到", "洗一次就掉色", "电话一直打不通"]
+    rows = D.contrast_texts(positive, negative, 500, seed=1)
+    assert rows == D.contrast_texts(positive, negative, 500, seed=1) and len(rows) > 100
+    for text, label in rows:
+        after = text
+        for _, conj in D.CONTRASTS:
+            if conj in text:
+                after = text.split(conj, 1)[1]
+        assert after.rstrip("。") in (positive if label == 1 else negative), text
+        assert not (label == 1 and "可惜" in text) and not (label == 0 and "好在" in text)
+
+
+def test_joined_texts_are_long_and_keep_one_label_when_asked():
+    rows = [(f"第{i}条好评，东西不错。", 1) for i in range(50)] + [(f"第{i}条差评，质量太差。", 0) for i in range(50)]
+    joined = D.joined_texts(rows, 200, seed=2, lo=100, hi=300)
+    assert len(joined) == 200 and {y for _, y in joined} == {0, 1}
+    for text, label in joined:
+        assert 100 <= len(text) <= 300
+        assert ("差评" not in text) if label == 1 else ("好评" not in text)
+    mixed = D.joined_texts(rows, 50, seed=2, same_label=False)
+    assert {y for _, y in mixed} == {-1} and any("好评" in t and "差评" in t for t, _ in mixed)
