@@ -1,5 +1,10 @@
 """Export a checkpoint to ONNX: graph export, ONNX Runtime's BERT fusions, dynamic int8.
 
+Int8 quantizes the encoder's projections only (weights per output channel, in 7 bits;
+activations per batch), and keeps in fp32 what is cheap and sensitive: the embeddings, the
+feed-forward down-projection of every layer, the pooler and the classifier head (see
+``quantize_graph``).
+
 The written directory is self-describing: ``model.onnx`` (dynamic batch and sequence axes),
 the tokenizer files and a ``config.json`` with ``id2label``, so ``structsent.load(DIR)`` runs it.
 An export given validation texts is checked against the fp32 PyTorch reference
@@ -23,11 +28,17 @@ from ..errors import ConfigError, ModelFormatError, require
 from ..models.onnx import MODEL_FILE, ONNX_CONFIG_KEY
 from .validate import AccuracyReport, compare_with_reference
 
-EXPORT_FORMAT_VERSION = 1  # bump when the exported graph changes, so old cache entries are not reused
+EXPORT_FORMAT_VERSION = 2  # bump when the exported graph changes, so old cache entries are not reused
 OPSET = 17
 REPORT_FILE = "export_report.json"
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 EXPORT_PRECISIONS = (Precision.FP32, Precision.INT8)
+# The encoder projections int8 computes, by the module names that modeling.exportable gives the
+# MatMuls ("/layers.0/ffn_in/MatMul"); the fused Attention operators (Q/K/V) are quantized too.
+# The last layer computes its query and everything after attention at [CLS] only: of its
+# products, only keys and values run over every token.
+INT8_PROJECTIONS = ("query", "key", "value", "attn_out", "ffn_in")
+INT8_LAST_LAYER_PROJECTIONS = ("key", "value")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -54,6 +65,7 @@ class ExportReport:
     directory: Path
     options: ExportOptions
     fused_operators: dict[str, int]
+    quantized_operators: dict[str, int]  # int8 operators by type (empty for fp32)
     seconds: float
     accuracy: AccuracyReport | None
 
@@ -63,6 +75,7 @@ class ExportReport:
             "precision": self.options.precision.value,
             "optimized": self.options.optimize,
             "fused_operators": self.fused_operators,
+            "quantized_operators": self.quantized_operators,
             "seconds": round(self.seconds, 2),
             "accuracy": dataclasses.asdict(self.accuracy) if self.accuracy else None,
         }
@@ -91,8 +104,10 @@ def export_checkpoint(
         fused: dict[str, int] = {}
         if options.optimize:
             fused = optimize_graph(graph, graph, checkpoint.shape)
+        quantized: dict[str, int] = {}
         if options.precision is Precision.INT8:
-            quantize_graph(graph, graph.with_name("int8.onnx"), fused=options.optimize)
+            quantized = quantize_graph(graph, graph.with_name("int8.onnx"), fused=options.optimize,
+                                       num_layers=checkpoint.shape.num_layers)
             graph = graph.with_name("int8.onnx")
         shutil.move(str(graph), model_path)
     write_metadata(checkpoint, out_dir, options)
@@ -100,7 +115,7 @@ def export_checkpoint(
     if validation_texts:
         accuracy = compare_with_reference(checkpoint, out_dir, validation_texts, validation_source)
     report = ExportReport(
-        directory=out_dir, options=options, fused_operators=fused,
+        directory=out_dir, options=options, fused_operators=fused, quantized_operators=quantized,
         seconds=time.perf_counter() - started, accuracy=accuracy,
     )
     (out_dir / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
@@ -139,21 +154,62 @@ def optimize_graph(source: Path, target: Path, shape) -> dict[str, int]:
     return {name: count for name, count in model.get_fused_operator_statistics().items() if count}
 
 
-def quantize_graph(source: Path, target: Path, *, fused: bool) -> None:
-    """Dynamic int8: weights quantized once, activations per batch at run time."""
+def quantize_graph(source: Path, target: Path, *, fused: bool, num_layers: int) -> dict[str, int]:
+    """Dynamic int8: weights quantized once, activations per batch at run time.
+
+    Measured on three trained checkpoints of the bundled model's architecture (ISA avx2 +
+    avx512_vnni), this recipe moves probabilities about a quarter as much as quantizing every
+    MatMul with one scale per tensor, for the same speed:
+    - weights get one scale per output channel (a channel with small weights keeps its precision);
+    - weights use 7 bits (``reduce_range``), so that the u8 x s8 products summed in pairs by
+      AVX2 and AVX-512 without VNNI cannot saturate 16 bits: the file gives the same results on
+      every x86 host, at a measured cost of a few hundredths of a percent of agreement;
+    - the feed-forward down-projection stays fp32: its input, the GELU output, is 4x wider and
+      mostly near zero with a few large values, and one activation scale per batch loses most there;
+    - what runs at [CLS] only stays fp32: the last layer past its keys and values, the pooler
+      and the classifier head (no time to save, and their errors go straight into the logits);
+      so do the embeddings (a lookup, no arithmetic).
+
+    Returns the number of quantized operators by type.
+    """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    nodes = int8_nodes(onnx.load(str(source), load_external_data=False).graph, num_layers)
     # The fused operators lack type information the quantizer wants; default them to float.
     extra = {"DefaultTensorType": onnx.TensorProto.FLOAT} if fused else None
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer logs advice about static quantization on the root logger
     try:
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=False,
-                         reduce_range=False, extra_options=extra)
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
+                         reduce_range=True, nodes_to_quantize=nodes, extra_options=extra)
     finally:
         root.setLevel(level)
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(target), load_external_data=False).graph.node:
+        if node.op_type in ("MatMulInteger", "QAttention"):
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def int8_nodes(graph, num_layers: int) -> list[str]:
+    """Names of the nodes int8 computes: fused Attention, and the encoder MatMuls named above."""
+    weights = {initializer.name for initializer in graph.initializer}
+    last = f"layers.{num_layers - 1}"
+    names = []
+    for node in graph.node:
+        parts = node.name.split("/")  # "/layers.0/ffn_in/MatMul"
+        if node.op_type == "MatMul" and node.input[1] in weights and len(parts) >= 3 and parts[1].startswith("layers."):
+            wanted = INT8_LAST_LAYER_PROJECTIONS if parts[1] == last else INT8_PROJECTIONS
+            if parts[-2] in wanted:
+                names.append(node.name)
+        elif node.op_type == "Attention":
+            names.append(node.name)
+    if not names:
+        # Names come from the exporter; if they ever change, fail loudly rather than write fp32 as int8.
+        raise ModelFormatError("int8 export: found no encoder projection to quantize in the exported graph")
+    return names
 
 
 def write_metadata(checkpoint, out_dir: Path, options: ExportOptions) -> None:
