@@ -154,8 +154,11 @@ def main():
                          "(0: the frozen teacher with a logistic-regression head)")
     ap.add_argument("--teacher-epochs", type=int, default=1)
     ap.add_argument("--teacher-lr", type=float, default=1e-4)
-    ap.add_argument("--teacher-minutes", type=float, default=25.0,
-                    help="cap on the teacher's fine-tuning time")
+    ap.add_argument("--teacher-steps", type=int, default=448,
+                    help="stop the teacher's fine-tuning after this many steps (0: the whole schedule); "
+                         "a step count, unlike a time cap, gives the same teacher on any machine")
+    ap.add_argument("--teacher-minutes", type=float, default=None,
+                    help="also stop the teacher's fine-tuning after this many minutes")
     ap.add_argument("--more-written", default=",".join(
                         os.path.join(HERE, "default_model", f) for f in ("written_long.jsonl", "written_hard.jsonl")),
                     help="comma-separated JSONL files of labelled written reviews used like --written "
@@ -169,6 +172,9 @@ def main():
                          "teacher's training; as many again joined at random for distillation")
     ap.add_argument("--max-variants", type=int, default=8000,
                     help="at most this many review variants and as many synthetic clauses are distilled on")
+    ap.add_argument("--max-steps", type=int, default=None,
+                    help="stop the student's distillation after this many steps (the schedule still "
+                         "spans --epochs); unlike --train-minutes, the same on any machine")
     ap.add_argument("--student-max-len", type=int, default=512, help="tokens per text in distillation")
     ap.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
                     help="fold a temperature and a bias fitted on ood_dev into the student's head")
@@ -341,7 +347,8 @@ def tuned_teacher_build(args, report, e5, tt, encoder, tr_x, tr_y, sets, snow_di
                     {"ood_dev": (eval_ids["ood_dev"], sets["ood_dev"][1]),
                      "heldout": (eval_ids["heldout"][:600], sets["heldout"][1][:600])},
                     e5.pad, epochs=args.teacher_epochs, lr=args.teacher_lr, seed=SEED,
-                    time_limit_s=args.teacher_minutes * 60, log=log)
+                    time_limit_s=args.teacher_minutes and args.teacher_minutes * 60,
+                    max_steps=args.teacher_steps or None, log=log)
     report["teacher_history"] = hist
     report["teacher_seconds"] = time.time() - t0
 
@@ -591,9 +598,9 @@ def _rest(args, report, E, head, fit_head, teacher, tt, tr_x, tr_y, sets, t_star
         return report
     best, hist = distil(student, tr_ids, Z[distil_rows], T_logits[distil_rows], gold,
                         evalsets, epochs=args.epochs, log=log, seed=SEED,
-                        time_limit_s=args.train_minutes * 60, ema_decay=args.ema_decay,
+                        time_limit_s=args.train_minutes and args.train_minutes * 60, ema_decay=args.ema_decay,
                         eval_every=args.eval_every, freeze=tuple(f for f in args.freeze.split(",") if f),
-                        max_len=args.student_max_len)
+                        max_len=args.student_max_len, max_steps=args.max_steps)
     student.load_state_dict(best)
     student.eval()
     report["student_history"] = hist

@@ -77,13 +77,15 @@ def predict(model, enc_ids, budget=8192):
 def distil(student, enc_ids, t_emb, t_logits, hard, evalsets, epochs=3, lr=2e-4,
            T=2.0, w_emb=1.0, w_kd=1.0, w_ce=0.3, max_len=256, seed=0, log=print,
            eval_every=400, time_limit_s=None, ema_decay=None, device="cpu", freeze=(),
-           log_every=50):
+           log_every=50, max_steps=None):
     """enc_ids: student token ids; t_emb: standardised teacher embeddings [n, d];
     t_logits: teacher logits [n, 2]; hard: gold labels or -1. evalsets: {name: (ids, labels)}.
     At each evaluation both the current weights and their exponential moving average
     (ema_decay per step; None: off) are scored. freeze: substrings of parameter names kept at
     their initial values (e.g. "word_embeddings"). Returns the state dict (on the CPU) with the
-    best ood_dev accuracy (ties: better heldout, then later step) and a history."""
+    best ood_dev accuracy (ties: better heldout, then later step) and a history. Training stops
+    after max_steps (the schedule still spans every epoch) or time_limit_s, whichever comes
+    first, with a last evaluation there."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
     enc_ids = [x[:max_len - 1] + [x[-1]] if len(x) > max_len else x for x in enc_ids]
@@ -150,14 +152,14 @@ def distil(student, enc_ids, t_emb, t_logits, hard, evalsets, epochs=3, lr=2e-4,
                 log(f"  step {step}/{n_steps} ep {ep} emb {l_emb.item():.3f} kd {l_kd.item():.3f} "
                     f"ce {l_ce.item():.3f} {time.time() - t0:.0f}s")
             last = step == n_steps
-            over = time_limit_s is not None and time.time() - t0 > time_limit_s
+            over = (time_limit_s is not None and time.time() - t0 > time_limit_s) or step == max_steps
             if step % eval_every == 0 or last or over:
                 consider(dict(evaluate(), step=step), student.state_dict())
                 if ema:
                     with ema.swapped_in(student):
                         consider(dict(evaluate(), step=step, ema=True), student.state_dict())
             if over:
-                log("  time limit reached"); stop = True; break
+                log(f"  stopped at step {step}"); stop = True; break
         if stop:
             break
     return best, hist

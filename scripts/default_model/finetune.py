@@ -126,11 +126,13 @@ def teacher_outputs(model: TunedTeacher, ids_list, pad_id, token_budget=8192, pr
 
 def finetune(model: TunedTeacher, cache: FrozenCache, labels, weights, evalsets, pad_id, *, epochs=2,
              lr=5e-5, head_lr=2e-3, token_budget=4096, max_batch=64, seed=0, eval_every=200,
-             time_limit_s=None, log=print):
+             time_limit_s=None, max_steps=None, log=print):
     """Train the top layers and the head with weighted cross entropy on gold labels, from the
     frozen layers' cached output of the training texts.
     evalsets: {name: (teacher ids, labels)}; the weights with the best ood_dev accuracy (ties:
-    held-out, then the later step) are loaded back into model. Returns the evaluation history."""
+    held-out, then the later step) are loaded back into model. Training stops after max_steps
+    (the schedule still spans every epoch) or time_limit_s, whichever comes first, with a last
+    evaluation there. Returns the evaluation history."""
     torch.manual_seed(seed)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     w = torch.as_tensor(np.asarray(weights), dtype=torch.float32)
@@ -177,11 +179,11 @@ def finetune(model: TunedTeacher, cache: FrozenCache, labels, weights, evalsets,
             opt.step(); sched.step(); step += 1
             if step % 50 == 0:
                 log(f"  teacher step {step}/{n_steps} loss {loss.item():.3f} {time.time() - t0:.0f}s")
-            over = time_limit_s is not None and time.time() - t0 > time_limit_s
+            over = (time_limit_s is not None and time.time() - t0 > time_limit_s) or step == max_steps
             if step % eval_every == 0 or step == n_steps or over:
                 consider()
             if over:
-                log("  teacher time limit reached"); done = True; break
+                log(f"  teacher stopped at step {step}"); done = True; break
         if done:
             break
     model.load_state_dict(best, strict=False)
