@@ -189,7 +189,10 @@ def quantize_encoder(model: BertClassifier) -> BertClassifier:
         for name in INT8_PROJECTIONS:
             setattr(layer, name, Int8Linear(getattr(layer, name)))
     # The last layer runs past attention at [CLS] only: int8 would save nothing there but accuracy.
-    last.qkv = Int8Linear(last.qkv)
+    qkv = last.qkv
+    if not isinstance(qkv, torch.nn.Linear):  # quantizing twice would be a bug of the caller
+        raise TypeError(f"the last layer's qkv is a {type(qkv).__name__}, not a Linear: already quantized?")
+    last.qkv = Int8Linear(qkv)
     return model
 
 
