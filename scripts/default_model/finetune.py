@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from transformers.masking_utils import create_bidirectional_mask
 
+from default_model.teacher import batches_by_length
+
 
 class TunedTeacher(torch.nn.Module):
     """e5 encoder + mean pooling + a 2-way linear head; `n_top` layers trainable."""
@@ -68,15 +70,8 @@ def pad(seqs, pad_id):
 
 
 def length_batches(lengths, token_budget, max_batch, rng=None):
-    """Batches of indices of similar length under token_budget padded tokens; shuffled if rng."""
-    order = np.argsort(lengths, kind="stable")
-    out, cur = [], []
-    for i in order:
-        if cur and ((len(cur) + 1) * lengths[i] > token_budget or len(cur) >= max_batch):
-            out.append(cur); cur = []
-        cur.append(int(i))
-    if cur:
-        out.append(cur)
+    """The teacher's batches of similar length under token_budget padded tokens, shuffled if rng."""
+    out = batches_by_length(np.asarray(lengths), token_budget, max_batch)
     if rng is not None:
         rng.shuffle(out)
     return out
