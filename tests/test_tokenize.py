@@ -179,6 +179,18 @@ def test_vectorised_path_counts_characters_it_cannot_vouch_for_as_runs(tokenizer
                      "a": table.RUN, "\x1c": table.RUN, "\u0301": table.RUN}
 
 
+def test_learning_the_vocabulary_fills_the_table_and_changes_no_ids():
+    tok = Tokenizer.from_vocab(VOCAB)  # a fresh table: nothing learnt yet
+    table = tok.char_table
+    singles = [t for t in tok._backend.get_vocab() if len(t) == 1]
+    assert len(singles) > 1000 and all(table._kind[ord(c)] == table.UNSEEN for c in singles)
+    tok.learn_vocabulary()
+    assert all(table._kind[ord(c)] != table.UNSEEN for c in singles)
+    assert table._kind[ord("好")] == table.SINGLE and table._ids[ord("好")] == tok._backend.token_to_id("好")
+    texts = committed_texts()[:3000] + random_mixtures(500, seed=1)
+    assert tok.content_ids(texts) == rust_ids(tok, texts)
+
+
 def test_texts_holding_an_added_token_take_the_rust_path(tmp_path):
     from tokenizers import AddedToken
 

@@ -16,7 +16,7 @@ import dataclasses
 import json
 import threading
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +112,13 @@ class Tokenizer:
             pad_id=ids["[PAD]"],
             vocab_size=backend.get_vocab_size(with_added_tokens=True),
         )
+
+    def learn_vocabulary(self) -> None:
+        """Put every single-character token of the vocabulary into the character table now
+        (~0.1 ms per character, all at once), so that no request pays for meeting them; a
+        server calls this while it warms up. Nothing to do on the Rust-only path."""
+        if self.char_table is not None:
+            self.char_table.learn(token for token in self._backend.get_vocab() if len(token) == 1)
 
     # -- encoding -----------------------------------------------------------------------------
     def content_ids(self, texts: Sequence[str]) -> list[list[int]]:
@@ -248,6 +255,14 @@ class CharTable:
             finally:
                 self._special_texts = saved
         return out
+
+    def learn(self, chars: Iterable[str]) -> None:
+        """Classify these characters now, in one pass: met a few at a time in requests, the same
+        characters cost several times more (each pass probes the Rust tokenizer in every context)."""
+        points = sorted({ord(c) for c in chars if len(c) == 1})
+        unseen = [p for p in points if self._kind[p] == self.UNSEEN]
+        if unseen:
+            self._learn(unseen)
 
     def _kinds(self, points: np.ndarray) -> np.ndarray:
         kinds = self._kind[points]

@@ -49,6 +49,11 @@ def test_runner_describes_itself(onnx_clf, cache):
     assert onnx_clf.runner.model_file.is_relative_to(cache)
 
 
+def test_idle_runtime_threads_sleep_instead_of_spinning(onnx_clf):
+    options = onnx_clf.runner.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_alone_equals_inside_any_batch(onnx_clf, real_reviews):
     texts = real_reviews[:30]
     alone = np.array([onnx_clf([t])[0].scores["正面"] for t in texts])

@@ -176,6 +176,7 @@ class SentimentService:
     def _load_and_warm(self) -> None:
         try:
             classifier = self._load(self.settings)
+            classifier.tokenizer.learn_vocabulary()  # characters met one request at a time cost more
             classifier(WARMUP_TEXTS)  # first calls are slow (allocations, kernels): not on a user
             batcher = MicroBatcher(
                 classifier,
