@@ -81,8 +81,8 @@ def assert_error_shape(body: dict, error_type: str, limit: str | None = None) ->
     "authorization", [None, "Bearer wrong-key", f"Basic {API_KEY}", API_KEY, f"Bearer {API_KEY}x"]
 )
 @pytest.mark.parametrize(("method", "path"), [("POST", "/v1/sentiment"), ("POST", "/predict"), ("GET", "/metrics"),
-                                              ("GET", "/info"), ("GET", "/openapi.json")])
-def test_without_the_api_key_every_route_but_health_is_401(guarded, authorization, method, path):
+                                              ("GET", "/info"), ("POST", "/")])
+def test_without_the_api_key_every_route_but_health_and_the_documentation_is_401(guarded, authorization, method, path):
     headers = {} if authorization is None else {"Authorization": authorization}
     with httpx.Client(base_url=guarded.url, timeout=10) as anonymous:
         response = anonymous.request(method, path, json={"texts": ["好"]}, headers=headers)
@@ -90,6 +90,13 @@ def test_without_the_api_key_every_route_but_health_is_401(guarded, authorizatio
         assert response.headers["www-authenticate"] == "Bearer"
         assert_error_shape(response.json(), "unauthorized")
         assert anonymous.get("/health").json() == {"status": "ok"}  # probes carry no key
+
+
+def test_the_documentation_is_served_without_the_key_and_declares_it(guarded):
+    with httpx.Client(base_url=guarded.url, timeout=10) as anonymous:
+        assert anonymous.get("/docs").status_code == 200
+        schema = anonymous.get("/openapi.json").json()
+    assert schema["security"] == [{"apiKey": []}] and API_KEY not in json.dumps(schema)
 
 
 def test_with_the_api_key_everything_is_served(guarded):

@@ -81,6 +81,19 @@ def test_the_page_needs_no_api_key_the_api_does():
     assert keyed.post("/v1/sentiment", json={"texts": ["好"]}).status_code == 401
 
 
+def test_with_an_api_key_the_documentation_loads_and_declares_the_key():
+    keyed = client(api_key=API_KEY)
+    assert keyed.get("/docs").status_code == 200
+    schema = keyed.get("/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["apiKey"] == {
+        "type": "http", "scheme": "bearer", "description": "the server's --api-key"}
+    assert schema["security"] == [{"apiKey": []}]
+    assert schema["paths"]["/health"]["get"]["security"] == []
+    assert "security" not in schema["paths"]["/v1/sentiment"]["post"]  # the document's default: the key
+    assert keyed.get("/info").status_code == 401  # the API itself still needs it
+    assert "securitySchemes" not in client().get("/openapi.json").json().get("components", {})  # no key, none declared
+
+
 def test_no_page_flag_reaches_worker_processes():
     import argparse
 

@@ -52,6 +52,9 @@ log = logging.getLogger("structsent.server")
 
 WARMUP_TEXTS = ["这家店的菜味道很好，下次还会再来。", "质量太差了"]
 OPEN_PATHS = frozenset({"/health"})  # answered without the API key (probes carry none)
+# With --api-key, the API's description is answered without the key too (it holds no data), so
+# that a browser can load /docs, whose Authorize button then sends the key on every call it makes.
+DOCUMENTATION_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 SETTINGS_ENVIRONMENT_VARIABLE = "STRUCTSENT_SERVER_SETTINGS"  # read by worker processes only
 
 
@@ -416,13 +419,34 @@ def create_app(settings: ServerSettings, *, service: SentimentService | None = N
     )
     if settings.api_key is not None:
         app.add_middleware(
-            BearerAuth, api_key=settings.api_key, open_paths=OPEN_PATHS, on_reject=service.metrics.observe_error
+            BearerAuth, api_key=settings.api_key, open_paths=OPEN_PATHS | DOCUMENTATION_PATHS,
+            on_reject=service.metrics.observe_error,
         )
+        _declare_bearer_auth(app)
     if settings.page:
         app.add_middleware(BrowserPage)  # outside BearerAuth: the page is where one types the key
     app.add_middleware(CloseWhenDraining, policy=policy)
     app.add_middleware(RequestTimer, metrics=service.metrics, endpoints=endpoints)
     return app
+
+
+def _declare_bearer_auth(app: FastAPI) -> None:
+    """Say in the OpenAPI document that every operation but /health needs ``Authorization: Bearer``."""
+    describe = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = describe()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "the server's --api-key"}}
+            schema["security"] = [{"apiKey": []}]
+            for path in OPEN_PATHS:
+                for operation in schema.get("paths", {}).get(path, {}).values():
+                    operation["security"] = []
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def app_from_environment() -> FastAPI:
