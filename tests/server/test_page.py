@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 
 import httpx
@@ -94,6 +95,18 @@ def test_with_an_api_key_the_documentation_loads_and_declares_the_key():
     assert "securitySchemes" not in client().get("/openapi.json").json().get("components", {})  # no key, none declared
 
 
+def test_docs_come_from_the_package_not_a_cdn():
+    app = client()
+    page = app.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "/docs/swagger-ui-bundle.js" in page.text and "/docs/swagger-ui.css" in page.text
+    assert "cdn." not in page.text and "https://" not in page.text  # nothing fetched from elsewhere
+    script, style = app.get("/docs/swagger-ui-bundle.js"), app.get("/docs/swagger-ui.css")
+    assert script.headers["content-type"].startswith("text/javascript") and b"SwaggerUIBundle" in script.content
+    assert style.headers["content-type"].startswith("text/css") and b".swagger-ui" in style.content
+    assert app.get("/redoc").status_code == 404  # its script lives on a CDN: not offered
+
+
 def test_no_page_flag_reaches_worker_processes():
     import argparse
 
@@ -135,7 +148,6 @@ READ_RESULTS = """JSON.stringify(Array.from(document.querySelectorAll('#results 
 @pytest.mark.slow
 @pytest.mark.skipif(EXECUTABLE is None, reason=MISSING)
 def test_typed_reviews_get_the_labels_of_the_api_in_a_real_browser(keyed_server, tmp_path):
-    import json
 
     reviews = ["这家店的菜味道很好，下次还会再来。", "<b>送餐太慢</b>，汤都洒了<img src=x>"]
     browser = Chromium(tmp_path / "profile")
@@ -167,3 +179,37 @@ def test_typed_reviews_get_the_labels_of_the_api_in_a_real_browser(keyed_server,
         assert [name for name, _ in item["bars"]] == list(result["scores"])
         for (_, percent), probability in zip(item["bars"], result["scores"].values()):
             assert float(percent.rstrip("%")) == pytest.approx(100 * probability, abs=0.051)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(EXECUTABLE is None, reason=MISSING)
+def test_docs_render_offline_and_try_a_call_with_the_key_in_a_real_browser(keyed_server, tmp_path):
+    """Swagger UI loads from the server alone, and its Authorize button makes its calls carry the key."""
+    browser = Chromium(tmp_path / "profile", height=1400)
+
+    def click(selector: str) -> None:
+        browser.evaluate(f"document.querySelector({json.dumps(selector)}).scrollIntoView({{block: 'center'}})")
+        browser.click(selector)
+
+    info = "#operations-service-info"
+    try:
+        browser.open(keyed_server.url + "/docs")
+        browser.wait_for("document.querySelectorAll('.opblock').length >= 6")
+        fetched = browser.evaluate("performance.getEntriesByType('resource').map(function (e) { return e.name; })")
+        assert fetched and all(url.startswith(keyed_server.url + "/") for url in fetched), fetched
+        click(".btn.authorize")
+        browser.wait_for("document.querySelector('.modal-ux input') !== null")
+        browser.type(".modal-ux input", API_KEY)
+        click(".modal-ux .btn.authorize")
+        click(".modal-ux .btn-done")
+        click(f"{info} .opblock-summary")
+        browser.wait_for(f"document.querySelector('{info} .try-out__btn') !== null")
+        click(f"{info} .try-out__btn")
+        browser.wait_for(f"document.querySelector('{info} .execute') !== null")
+        click(f"{info} .execute")
+        statuses = browser.wait_for(
+            f"(function () {{ var s = Array.from(document.querySelectorAll('{info} .live-responses-table "
+            ".response-col_status'), function (e) { return e.textContent; }); return s.length > 1 && s; })()")
+    finally:
+        browser.close()
+    assert statuses == ["Code", "200"]  # /info needs the key: the call carried it

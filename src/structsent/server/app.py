@@ -31,6 +31,8 @@ from .. import __version__
 from ..config import EngineConfig
 from ..errors import BadInputError, ConfigError, ModelOutputError, OverloadedError, StructsentError
 from ..results import LabelResult, is_model_failure
+from .apidocs import PATHS as API_DOCS_PATHS
+from .apidocs import add_offline_docs
 from .batcher import BatchFailedError, MicroBatcher, QueueFullError, WorkerStoppedError
 from .metrics import ServerMetrics
 from .middleware import BearerAuth, BodyLimits, CloseWhenDraining, ConnectionPolicy, RequestTimer, error_json
@@ -54,7 +56,7 @@ WARMUP_TEXTS = ["这家店的菜味道很好，下次还会再来。", "质量�
 OPEN_PATHS = frozenset({"/health"})  # answered without the API key (probes carry none)
 # With --api-key, the API's description is answered without the key too (it holds no data), so
 # that a browser can load /docs, whose Authorize button then sends the key on every call it makes.
-DOCUMENTATION_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+DOCUMENTATION_PATHS = API_DOCS_PATHS | {"/openapi.json"}
 SETTINGS_ENVIRONMENT_VARIABLE = "STRUCTSENT_SERVER_SETTINGS"  # read by worker processes only
 
 
@@ -405,7 +407,9 @@ def create_app(settings: ServerSettings, *, service: SentimentService | None = N
         yield {ConnectionPolicy.STATE_KEY: policy}
         await asyncio.to_thread(service.stop, 60.0)
 
-    app = FastAPI(title="structsent", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="structsent", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)  # /docs from the package's own files: works offline
+    add_offline_docs(app)
     app.state.service = service
     _add_error_handlers(app, service)
     _add_routes(app, service)
