@@ -122,7 +122,9 @@ def main():
     ap.add_argument("--cache", default=os.path.join(ROOT, ".cache"))
     ap.add_argument("--layers", default="0,1", help="teacher layers copied into the student")
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--train-minutes", type=float, default=45.0)
+    ap.add_argument("--train-minutes", type=float, default=0.0,
+                    help="also stop the student's distillation after this many minutes (0: no cap; a time "
+                         "cap makes the result depend on the machine, --max-steps does not)")
     ap.add_argument("--eval-every", type=int, default=100,
                     help="student steps between evaluations (checkpoint candidates)")
     ap.add_argument("--freeze", default="word_embeddings",
