@@ -464,13 +464,13 @@ def test_worker_node_killed_mid_job_loses_and_duplicates_nothing(fault_job_input
                                     "--model", "default", "--device", "cpu", "--quiet"],
                                    env=env, stderr=stderr, start_new_session=True)
         try:
+            killed_mid_job = False
             if wait_for_labelling_on(worker_node, job, timeout_s=180) is not None:
                 worker_node.kill()
                 killed_mid_job = job.poll() is None
-                job.wait(timeout=300)
-                if killed_mid_job:
-                    break
             job.wait(timeout=300)
+            if killed_mid_job:
+                break
             seen = sorted({process_title(pid)[:80] for pid in session_pids(worker_node.process.pid)})
             missed.append(f"attempt {attempt}: job exit {job.returncode} before a worker-node actor was killed "
                           f"mid-task (worker processes: {seen})")

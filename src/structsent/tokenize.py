@@ -259,10 +259,7 @@ class CharTable:
     def learn(self, chars: Iterable[str]) -> None:
         """Classify these characters now, in one pass: met a few at a time in requests, the same
         characters cost several times more (each pass probes the Rust tokenizer in every context)."""
-        points = sorted({ord(c) for c in chars if len(c) == 1})
-        unseen = [p for p in points if self._kind[p] == self.UNSEEN]
-        if unseen:
-            self._learn(unseen)
+        self._learn(sorted({ord(c) for c in chars if len(c) == 1}))
 
     def _kinds(self, points: np.ndarray) -> np.ndarray:
         kinds = self._kind[points]
@@ -286,6 +283,8 @@ class CharTable:
         """Classify code points never seen before (ids first, then kinds: readers see no half entry)."""
         with self._learning:
             chars = [chr(p) for p in points if self._kind[p] == self.UNSEEN]
+            if not chars:  # all learnt already (by another thread, or an earlier call)
+                return
             candidates = [c for c in chars if _may_stand_alone(c)]
             alone = rust_content_ids(self._backend, candidates)
             standalone = self._confirmed(candidates, alone)
