@@ -162,7 +162,8 @@ def main():
     ap.add_argument("--teacher-minutes", type=float, default=None,
                     help="also stop the teacher's fine-tuning after this many minutes")
     ap.add_argument("--more-written", default=",".join(
-                        os.path.join(HERE, "default_model", f) for f in ("written_long.jsonl", "written_hard.jsonl")),
+                        os.path.join(HERE, "default_model", f) for f in ("written_long.jsonl", "written_hard.jsonl",
+                                                                           "written_deceptive.jsonl")),
                     help="comma-separated JSONL files of labelled written reviews used like --written "
                          "(in the teacher's training and, repeated, in distillation)")
     ap.add_argument("--lexicon", default=os.path.join(HERE, "default_model", "negation_lexicon.json"),
@@ -551,7 +552,6 @@ def _rest(args, report, E, head, fit_head, teacher, tt, tr_x, tr_y, sets, t_star
           extra_x, E_extra, extra_gold):
     from transformers import BertTokenizerFast
 
-    from default_model import bench as B
     from default_model.distil import distil, predict
     from default_model.student import build_student
 
@@ -620,24 +620,12 @@ def _rest(args, report, E, head, fit_head, teacher, tt, tr_x, tr_y, sets, t_star
     for fn in os.listdir(out):
         os.chmod(os.path.join(out, fn), 0o644)
 
-    log("7. speed (texts of 50-500 chars built by joining consecutive held-out reviews)")
-    from transformers import BertForSequenceClassification
-    m = BertForSequenceClassification.from_pretrained(out).eval()
+    log("7. speed and int8 agreement through structsent's own paths "
+        "(texts of 50-500 chars built by joining consecutive held-out reviews)")
+    from default_model.speed import markdown, measure
+    os.environ.setdefault("STRUCTSENT_CACHE", os.path.join(bcache, "structsent"))
     texts = D.long_benchmark_texts(sets["heldout"][0], n=args.bench_n, seed=0)
-    ids = B.tokenize(tok, texts)
-    report["bench_tokens_mean"] = float(np.mean([len(x) for x in ids]))
-    B.run_torch(m, ids[:64])
-    fp32, dt = B.timed(B.run_torch, m, ids)
-    sp = {"torch_fp32": len(ids) / dt}
-    onnx_dir = os.path.join(bcache, "onnx")
-    _, q8 = B.export_onnx_int8(m, onnx_dir)
-    B.run_onnx(q8, ids[:64])
-    i8, dt = B.timed(B.run_onnx, q8, ids)
-    sp["onnx_int8"] = len(ids) / dt
-    sp["onnx_int8_agreement_long"] = float((i8.argmax(1) == fp32.argmax(1)).mean())
-    allx = sum((x for x, _ in sets.values()), [])
-    sp["onnx_int8_agreement_eval"] = float((B.run_onnx(q8, enc(allx)).argmax(1) ==
-                                            predict(m, enc(allx)).argmax(1)).mean())
+    sp = measure(out, texts, sum((x for x, _ in sets.values()), []), log=log)
     report["speed"] = sp
     log("  ", sp)
     report["build_seconds"] = time.time() - t_start
@@ -647,8 +635,7 @@ def _rest(args, report, E, head, fit_head, teacher, tt, tr_x, tr_y, sets, t_star
     print("|---|---|---|---|")
     for k in sets:
         print(f"| {k} | {report['naive_bayes'][k]:.4f} | {report['teacher'][k]:.4f} | {report['student'][k]:.4f} |")
-    print(f"\nspeed (texts/s, {len(ids)} texts, mean {report['bench_tokens_mean']:.0f} tokens): "
-          + ", ".join(f"{k} {v:.3f}" for k, v in sp.items()))
+    print("\n" + markdown(sp))
     size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
     print(f"output {out}: {size / 1e6:.1f} MB")
     print(f"build time {report['build_seconds'] / 60:.1f} min")

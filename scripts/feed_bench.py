@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from structsent.bench.host import describe_cpu
+
 
 class InstantRunner:
     """A model that costs nothing: fixed finite logits for every row of the batch."""
@@ -51,19 +53,8 @@ class InstantRunner:
         return np.broadcast_to(self.logits, (len(input_ids), len(self.logits))).copy()
 
 
-def isa() -> str:
-    """The vector extensions of the host CPU that matter for inference, from /proc/cpuinfo."""
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return "ISA unknown"
-    have = set(flags.split(":", 1)[1].split())
-    wanted = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile"]
-    return "ISA " + ("+".join(f for f in wanted if f in have) or "none of avx2/avx512/vnni")
-
-
 def host() -> str:
-    return f"{isa()}; {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
+    return describe_cpu()
 
 
 def write_csv(path: Path, texts: list[str]) -> None:

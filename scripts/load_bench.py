@@ -356,7 +356,10 @@ def main(argv=None) -> int:
     texts = load_reviews()
     with tempfile.TemporaryDirectory(prefix="structsent-bench-") as workdir:
         model, described = choose_model(args.model, Path(workdir))
+        from structsent.bench.host import describe_cpu
+
         print(f"model: {described}; {len(texts)} reviews, one per request; loopback only", flush=True)
+        print(f"host: {describe_cpu()}", flush=True)
         if args.requests > len(texts):
             print(f"note: {args.requests} requests repeat some of the {len(texts)} reviews; the library's one "
                   "call labels each distinct text once", flush=True)

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import structsent
+from structsent.bench.host import describe_cpu
 from structsent.bench.runners import GpuSampler
 from structsent.bench.workload import build_workload
 from structsent.io.formats import Format
@@ -76,6 +77,7 @@ def main() -> None:
 
     workload = build_workload(args.unique or args.rows, corpus=args.corpus)
     print(workload.describe())
+    print(f"host: {describe_cpu()}")
     if args.shape:
         from structsent.bench.models import shape_model_dir
 

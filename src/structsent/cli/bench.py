@@ -8,7 +8,6 @@ Prints a Markdown table and writes ``bench.json`` and ``bench.png`` to ``--out``
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 from pathlib import Path
 
@@ -182,20 +181,11 @@ def _machine(device: str) -> str:
         import torch
 
         return f"{torch.cuda.get_device_name(device)} ({device})"
-    import os
-
     from ..backends.torch import cpu_supports_bf16
+    from ..bench.host import describe_cpu
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     bf16 = "native bf16" if cpu_supports_bf16() else "no native bf16"
-    return f"CPU {cpu}, {os.cpu_count()} cores, {bf16}"
+    return f"{describe_cpu()}, {bf16}"
 
 
 def _say(message: str) -> None:
