@@ -1,3 +1,4 @@
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -50,6 +51,30 @@ def test_pad_batch_right_pads_with_mask():
     ids, mask = pad_batch([[101, 5, 102], [101, 102]], pad_id=0)
     assert ids.tolist() == [[101, 5, 102], [101, 102, 0]]
     assert mask.tolist() == [[1, 1, 1], [1, 1, 0]]
+
+
+def _pad_row_by_row(sequences, pad_id, width):
+    ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(sequences), width), dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
+@given(st.lists(st.lists(st.integers(0, 21127), min_size=1, max_size=40), min_size=1, max_size=12),
+       st.integers(0, 50), st.sampled_from([0, 1, 100]), st.sampled_from([tuple, list, np.array]))
+def test_pad_batch_equals_padding_row_by_row(sequences, extra_width, pad_id, kind):
+    width = max(map(len, sequences)) + extra_width
+    ids, mask = pad_batch([kind(s) for s in sequences], pad_id, width)
+    want_ids, want_mask = _pad_row_by_row(sequences, pad_id, width)
+    assert ids.dtype == mask.dtype == np.int64
+    assert np.array_equal(ids, want_ids) and np.array_equal(mask, want_mask)
+
+
+def test_pad_batch_is_never_narrower_than_its_longest_sequence():
+    ids, mask = pad_batch([(1, 2, 3, 4)], pad_id=0, width=2)
+    assert ids.tolist() == [[1, 2, 3, 4]] and mask.tolist() == [[1, 1, 1, 1]]
 
 
 def _total_cost(batches, lengths, overhead):

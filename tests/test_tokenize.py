@@ -2,6 +2,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from structsent.config import LongTextPolicy
@@ -84,7 +85,7 @@ def test_bad_inputs_are_flagged_not_raised(tokenizer):
 def test_lone_surrogate_is_dropped_like_a_control_character(tokenizer):
     (enc,) = tokenizer.encode(["好\ud800评"])
     (clean,) = tokenizer.encode(["好评"])
-    assert enc.sequences == clean.sequences
+    assert [list(seq) for seq in enc.sequences] == [list(seq) for seq in clean.sequences]
 
 
 def test_truncation_keeps_the_first_tokens_and_flags(tokenizer):
@@ -163,6 +164,29 @@ def test_vectorised_ids_equal_rust_on_every_committed_text(tokenizer):
 def test_vectorised_ids_equal_rust_on_random_mixtures(tokenizer):
     texts = random_mixtures(4000)
     assert tokenizer.content_ids(texts) == rust_ids(tokenizer, texts)
+
+
+def _as_lists(encoded):
+    return [([list(seq) for seq in e.sequences], e.truncated, e.error) for e in encoded]
+
+
+@pytest.mark.parametrize("long_text", [LongTextPolicy.TRUNCATE, LongTextPolicy.WINDOWS])
+def test_encoder_arrays_hold_the_rust_paths_sequences(tokenizer, long_text):
+    """The encoder's int64 arrays (vectorised path) equal the Rust path's tuples, with [CLS]/[SEP],
+    truncation and windows, on committed texts, random mixtures, bad values and long texts."""
+    rust_only = Tokenizer.from_vocab(VOCAB, do_lower_case=True)
+    rust_only.char_table = None
+    texts = committed_texts()[:1500] + random_mixtures(300) + EDGE_TEXTS + [None, "", " ", 7, "好" * 700]
+    options = dict(max_length=64, long_text=long_text, window_stride=20)
+    vectorised = tokenizer.encode(texts, **options)
+    assert all(seq.dtype == np.int64 for e in vectorised for seq in e.sequences)
+    assert _as_lists(vectorised) == _as_lists(rust_only.encode(texts, **options))
+
+
+def test_content_arrays_equal_content_ids(tokenizer):
+    texts = [_valid_unicode(t) for t in committed_texts()[:500] + random_mixtures(200) + ["", "好"]]
+    arrays = tokenizer.char_table.content_arrays(texts)
+    assert [a.tolist() for a in arrays] == tokenizer.content_ids(texts)
 
 
 def test_vectorised_ids_do_not_depend_on_the_other_texts_of_the_call(tokenizer):

@@ -13,7 +13,14 @@ from .batching import Batch, pad_batch, padded_cost, padded_length, padding_frac
 from .errors import BadInputError, DeviceOutOfMemoryError, ModelFormatError
 from .pipeline import Prefetch
 from .plan import RuntimePlan
-from .results import LabelResult, combine_windows, non_finite_error, non_finite_kinds, softmax, to_result
+from .results import (
+    LabelResult,
+    SingleRowResults,
+    combine_windows,
+    non_finite_error,
+    non_finite_kinds,
+    to_result,
+)
 from .tokenize import EncodedText
 
 # Run once at load (see check_model_outputs): two lengths, so that the batch is padded and masked.
@@ -130,21 +137,28 @@ class Classifier:
         )
 
     def label_encoded(self, encoded: Sequence[EncodedText]) -> tuple[list[LabelResult], RunStats]:
-        """Run already-encoded texts; results in the same order."""
-        owners = [i for i, e in enumerate(encoded) for _ in e.sequences]
+        """Run already-encoded texts; results in the same order.
+
+        A text's rows are consecutive in the run (one row per window); a text of one finite row,
+        the usual case, takes the vectorised postprocess, any other text the general one.
+        """
         sequences = [s for e in encoded for s in e.sequences]
         logits, stats = self.run_logits(sequences)
-        probabilities = softmax(logits)
-        per_text: list[list[int]] = [[] for _ in encoded]
-        for row, owner in enumerate(owners):
-            per_text[owner].append(row)
-        results = [
-            _postprocess(e, probabilities[rows], logits[rows], [len(sequences[r]) for r in rows], self.labels)
-            for e, rows in zip(encoded, per_text)
-        ]
+        rows = SingleRowResults(logits, self.labels)
+        results: list[LabelResult] = []
+        start = 0
+        for e in encoded:
+            count = len(e.sequences)
+            if count == 1 and e.error is None and rows.finite(start):
+                results.append(rows.result(start, truncated=e.truncated))
+            else:
+                window = slice(start, start + count)
+                results.append(_postprocess(e, rows.probabilities[window], logits[window],
+                                            [len(s) for s in e.sequences], self.labels))
+            start += count
         return results, stats
 
-    def run_logits(self, sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, RunStats]:
+    def run_logits(self, sequences: Sequence[Sequence[int] | np.ndarray]) -> tuple[np.ndarray, RunStats]:
         """Logits (n x labels, float64) of id sequences, planned into token-budget batches."""
         stats = RunStats(sequences=len(sequences), real_tokens=sum(len(s) for s in sequences))
         lengths = self._padded_lengths(sequences)
@@ -157,7 +171,7 @@ class Classifier:
                 out[list(batch)] = self._run_batch(batch, sequences, lengths, stats)
         return out, stats
 
-    def _padded_lengths(self, sequences: Sequence[Sequence[int]]) -> list[int]:
+    def _padded_lengths(self, sequences: Sequence[Sequence[int] | np.ndarray]) -> list[int]:
         """The length each sequence is padded to at least (its own, unless ``pad_multiple`` is set)."""
         if self.pad_multiple is None:
             return [len(s) for s in sequences]

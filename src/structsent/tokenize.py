@@ -18,18 +18,27 @@ import threading
 import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 
 from .config import LongTextPolicy
 from .errors import ModelFormatError
 
+# One model-ready sequence of token ids: an int64 array (vectorised path) or a tuple (Rust path).
+TokenIds: TypeAlias = "np.ndarray | tuple[int, ...]"
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class EncodedText:
-    """One input text as model-ready id sequences ([CLS] ... [SEP] each), or why it has none."""
+    """One input text as model-ready id sequences ([CLS] ... [SEP] each), or why it has none.
 
-    sequences: tuple[tuple[int, ...], ...] = ()
+    A sequence is an int64 array on the vectorised path (a view into the chunk's ids: no
+    Python int per token, and padding is one copy per row) and a tuple on the Rust path;
+    consumers only take ``len`` and copy it into a batch.
+    """
+
+    sequences: tuple[TokenIds, ...] = ()
     truncated: bool = False
     error: str | None = None
 
@@ -128,6 +137,13 @@ class Tokenizer:
             return self.char_table.content_ids(safe)
         return rust_content_ids(self._backend, safe)
 
+    def _content_sequences(self, texts: Sequence[str]) -> Sequence[np.ndarray | list[int]]:
+        """``content_ids`` as the encoder wants them: int64 arrays where the table is used."""
+        safe = [_valid_unicode(t) for t in texts]
+        if self.char_table is not None:
+            return self.char_table.content_arrays(safe)
+        return rust_content_ids(self._backend, safe)
+
     def encode(
         self,
         texts: Sequence[object],
@@ -142,8 +158,8 @@ class Tokenizer:
         encoded: list[EncodedText] = [EncodedText(error=e) for e in errors]
         content_max = max_length - 2
         valid_texts = [text for text in (texts[i] for i in valid) if isinstance(text, str)]  # check_text passed
-        for i, ids in zip(valid, self.content_ids(valid_texts)):
-            if not ids:
+        for i, ids in zip(valid, self._content_sequences(valid_texts)):
+            if not len(ids):
                 encoded[i] = EncodedText(error="no tokens left after normalisation")
             elif len(ids) <= content_max:
                 encoded[i] = EncodedText(sequences=(self._wrap(ids),))
@@ -154,7 +170,12 @@ class Tokenizer:
                 encoded[i] = EncodedText(sequences=(self._wrap(ids[:content_max]),), truncated=True)
         return encoded
 
-    def _wrap(self, ids: Sequence[int]) -> tuple[int, ...]:
+    def _wrap(self, ids: np.ndarray | Sequence[int]) -> TokenIds:
+        """[CLS] ids [SEP], an array for an array."""
+        if isinstance(ids, np.ndarray):
+            wrapped = np.empty(len(ids) + 2, dtype=np.int64)
+            wrapped[0], wrapped[1:-1], wrapped[-1] = self.cls_id, ids, self.sep_id
+            return wrapped
         return (self.cls_id, *ids, self.sep_id)
 
 
@@ -214,9 +235,27 @@ class CharTable:
         """Ids of each text (no special tokens, no truncation), equal to the Rust tokenizer's."""
         if not texts:
             return []
-        joined = "".join(texts)
-        if any(special in joined for special in self._special_texts):
+        if self._holds_special_text(texts):
             return self._with_special_texts(texts)
+        flat, bounds = self._flat_ids(texts)
+        ids = flat.tolist()
+        return [ids[a:b] for a, b in zip(bounds, bounds[1:])]
+
+    def content_arrays(self, texts: list[str]) -> list[np.ndarray]:
+        """``content_ids`` as int64 arrays, views into one array (no Python int per token)."""
+        if not texts:
+            return []
+        if self._holds_special_text(texts):
+            return [np.asarray(ids, dtype=np.int64) for ids in self._with_special_texts(texts)]
+        flat, bounds = self._flat_ids(texts)
+        return [flat[a:b] for a, b in zip(bounds, bounds[1:])]
+
+    def _holds_special_text(self, texts: list[str]) -> bool:
+        return bool(self._special_texts) and any(special in "".join(texts) for special in self._special_texts)
+
+    def _flat_ids(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        """Every text's ids in one array, and where each text's begin (one more bound than texts)."""
+        joined = "".join(texts)
         points = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
         lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
         kinds = self._kinds(points)
@@ -236,9 +275,7 @@ class CharTable:
             within = np.arange(int(run_lengths.sum())) - np.repeat(np.cumsum(run_lengths) - run_lengths, run_lengths)
             flat[np.repeat(first, run_lengths) + within] = np.fromiter(
                 (i for ids in run_ids for i in ids), dtype=np.int64, count=int(run_lengths.sum()))
-        bounds = np.concatenate(([0], ends))[text_starts].tolist()
-        ids = flat.tolist()
-        return [ids[a:b] for a, b in zip(bounds, bounds[1:])]
+        return flat, np.concatenate(([0], ends))[text_starts].tolist()
 
     def _with_special_texts(self, texts: list[str]) -> list[list[int]]:
         """Texts that hold an added token's text go through Rust, which matches it; the rest vectorised."""
@@ -335,7 +372,7 @@ def _runs(in_run: np.ndarray, text_starts: np.ndarray) -> tuple[np.ndarray, np.n
     return np.flatnonzero(in_run & ~before), np.flatnonzero(in_run & ~after) + 1
 
 
-def split_windows(ids: Sequence[int], size: int, stride: int) -> list[Sequence[int]]:
+def split_windows(ids: Sequence[int] | np.ndarray, size: int, stride: int) -> list[Sequence[int] | np.ndarray]:
     """Overlapping windows of ``size`` ids, ``stride`` apart, the last one ending at the end."""
     if len(ids) <= size:
         return [ids]

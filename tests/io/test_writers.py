@@ -57,3 +57,29 @@ def test_a_clash_with_an_input_column_asks_for_a_prefix():
     with pytest.raises(BadInputError, match="pass --prefix"):
         ChunkEncoder(Format.CSV, ["text", "label"], LABELS)
     assert ChunkEncoder(Format.CSV, ["text", "label"], LABELS, prefix="pred_").columns[2] == "pred_label"
+
+
+def test_csv_cells_of_labelled_rows_equal_the_generic_formatting():
+    """Labelled rows are written by a direct path; its cells equal those of prediction_values
+    through _cell (the formatting flagged rows and every other format use)."""
+    import random
+
+    from structsent.io.writers import _cell, prediction_values
+
+    rng = random.Random(0)
+    labels = ["负面", "正面", "中性"]
+    encoder = ChunkEncoder(Format.CSV, ["id", "text", "extra"], labels)
+    values_of_every_type = ["文本", "", None, 3, 2.5, {"a": 1}, [1, "二"], True]
+    for number in range(2000):
+        p = [rng.random() for _ in labels]
+        p = [x / sum(p) for x in p]
+        if number % 7 == 0:
+            p = [1.0, 0.0, 0.0] if number % 2 else [1e-9, 1 - 2e-9, 1e-9]
+        best = max(range(3), key=p.__getitem__)
+        result = (LabelResult.failed("empty text") if number % 11 == 0 else
+                  LabelResult(label=labels[best], score=p[best], scores=dict(zip(labels, p))))
+        row = InputRow(number=number, text="t", values={"id": str(number), "text": rng.choice(values_of_every_type),
+                                                        "extra": rng.choice(values_of_every_type)})
+        generic = [_cell(row.values.get(c)) for c in encoder.input_columns]
+        generic += [_cell(v) for v in prediction_values(result, labels)]
+        assert encoder._csv_record(row, result) == generic, (row, result)

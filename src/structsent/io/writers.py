@@ -96,8 +96,17 @@ class ChunkEncoder:
 
     def _csv_record(self, row: InputRow, result: LabelResult) -> list:
         values = row.values or {}
-        inputs = [_cell(values.get(c)) for c in self.input_columns]
-        return inputs + [_cell(v) for v in prediction_values(result, self.labels)]
+        cells = [value if type(value) is str else _cell(value) for value in map(values.get, self.input_columns)]
+        if result.error is not None or result.score is None or result.label is None:
+            return cells + [_cell(v) for v in prediction_values(result, self.labels)]
+        # A labelled row, the common case, written directly: the same cells as prediction_values
+        # gives through _cell (str of a float is its repr), without the per-value dispatch.
+        scores = result.scores
+        cells.append(result.label)
+        cells.append(repr(round(result.score, 6)))
+        cells.extend([repr(round(scores[label], 6)) for label in self.labels])
+        cells.append("")
+        return cells
 
     def _csv_bytes(self, records) -> bytes:
         buffer = io.StringIO()

@@ -66,6 +66,7 @@ class PreparedChunk:
     resynchronised: int  # malformed multi-line records in the chunk whose later lines were read again
     unique_index: list[int]  # row -> index among unique_texts
     unique_texts: list[object]
+    cache_keys: list[bytes | None]  # ResultCache.key per unique text
     encoded: list  # EncodedText per unique text
 
 
@@ -128,18 +129,21 @@ class ResultCache:
         self._record = struct.Struct(f"<16s{len(labels)}d?H")
 
     @staticmethod
-    def _key(text: str) -> bytes:
+    def key(text: object) -> bytes | None:
+        """The cache key of ``text`` (None for a value that is not a string: never cached).
+
+        Computed once per text, ahead of the model, while the chunk is read and tokenized."""
+        if not isinstance(text, str):
+            return None
         return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
-    def get(self, text: object) -> LabelResult | None:
-        return self._results.get(self._key(text)) if isinstance(text, str) and self._results else None
+    def get(self, key: bytes | None) -> LabelResult | None:
+        return self._results.get(key) if key is not None and self._results else None
 
-    def put(self, text: object, result: LabelResult) -> None:
-        if isinstance(text, str) and result.ok and len(self._results) < self.capacity:
-            key = self._key(text)
-            if key not in self._results:
-                self._results[key] = result
-                self._unsaved.append((key, result))
+    def put(self, key: bytes | None, result: LabelResult) -> None:
+        if key is not None and result.ok and len(self._results) < self.capacity and key not in self._results:
+            self._results[key] = result
+            self._unsaved.append((key, result))
 
     def take_unsaved(self) -> list[tuple[bytes, LabelResult]]:
         """The entries added since the last call (handed to the writer with their chunk)."""
@@ -322,20 +326,21 @@ class LabelJob:
                 resynchronised=reader.resynchronised - resynchronised,
                 unique_index=unique_index,
                 unique_texts=unique_texts,
+                cache_keys=[ResultCache.key(text) for text in unique_texts],
                 encoded=self.classifier.encode(unique_texts),
             )
             resynchronised = reader.resynchronised
 
     def _label_chunk(self, chunk: PreparedChunk, summary: JobSummary) -> list[LabelResult]:
         """Results of one chunk: reader errors, cached results, and the model for the rest."""
-        cached = [self.cache.get(t) for t in chunk.unique_texts]
+        cached = [self.cache.get(key) for key in chunk.cache_keys]
         pending = [i for i, r in enumerate(cached) if r is None]
         began = time.perf_counter()
         fresh, stats = self.classifier.label_encoded([chunk.encoded[i] for i in pending])
         summary.model_seconds += time.perf_counter() - began
         computed = dict(zip(pending, fresh))
         for i, result in computed.items():
-            self.cache.put(chunk.unique_texts[i], result)
+            self.cache.put(chunk.cache_keys[i], result)
         unique_results = [r if r is not None else computed[i] for i, r in enumerate(cached)]
         results = [
             LabelResult.failed(row.error) if row.error is not None else unique_results[u]
