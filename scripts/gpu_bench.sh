@@ -40,4 +40,4 @@ $PY scripts/pipeline_bench.py --shape structbert-base --device cuda --rows "$N" 
 
 echo "== $BASELINE_N texts: transformers.pipeline(batch_size=32) against structsent"
 $PY -m structsent bench --shape structbert-base --device cuda --n "$BASELINE_N" --chunks 2 "${corpus[@]}" \
-    --configs pipeline,torch-fp16,torch-bf16 --out "$OUT/bench_ratio"
+    --configs pipeline,torch-fp16,torch-fp16-padded,torch-bf16 --out "$OUT/bench_ratio"

@@ -2,7 +2,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from structsent.batching import pad_batch, padded_cost, padding_fraction, plan_batches
+from structsent.batching import pack_batch, pad_batch, padded_cost, padding_fraction, plan_batches
 
 lengths_strategy = st.lists(st.integers(min_value=1, max_value=600), max_size=300)
 
@@ -123,3 +123,27 @@ def test_cost_aware_plan_cuts_where_a_long_text_would_pad_short_ones():
     assert waste(cheap, lengths) < 0.05 < waste([tuple(range(8))], lengths)
     # A large overhead packs batches as full as the budget allows, like the greedy plan.
     assert plan_batches(lengths, token_budget=4096, max_batch_size=64, batch_overhead=10**9) == [tuple(range(8))]
+
+
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=10), st.integers(0, 8))
+def test_pack_batch_holds_every_real_token_text_after_text(lengths, extra_width):
+    rng = np.random.default_rng(len(lengths))
+    sequences = [rng.integers(1, 1000, size=n) for n in lengths]
+    ids, mask = pad_batch(sequences, pad_id=0, width=max(lengths) + extra_width)
+    packed = pack_batch(ids, mask)
+    assert packed is not None
+    flat, positions, cumulative, longest = packed
+    assert cumulative.dtype == np.int32 and cumulative.tolist() == [0, *np.cumsum(lengths).tolist()]
+    assert longest == max(lengths)
+    for i, seq in enumerate(sequences):
+        a, b = cumulative[i], cumulative[i + 1]
+        assert flat[a:b].tolist() == seq.tolist() and positions[a:b].tolist() == list(range(len(seq)))
+
+
+def test_pack_batch_refuses_what_is_not_plain_right_padding():
+    ids = np.array([[5, 6, 7], [8, 9, 0]])
+    assert pack_batch(ids, np.array([[1, 1, 1], [1, 1, 0]])) is not None
+    assert pack_batch(ids, np.array([[1, 0, 1], [1, 1, 0]])) is None  # a hole
+    assert pack_batch(ids, np.array([[0, 1, 1], [1, 1, 0]])) is None  # left padding
+    assert pack_batch(ids, np.array([[1, 1, 1], [0, 0, 0]])) is None  # an empty row
+    assert pack_batch(np.zeros((0, 3), dtype=np.int64), np.zeros((0, 3), dtype=np.int64)) is None

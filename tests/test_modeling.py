@@ -10,6 +10,7 @@ from structsent.batching import pad_batch
 from .conftest import make_hf_model
 
 TOLERANCE = 1e-5  # absolute, on logits and probabilities, fp32
+INT8_BATCH_TOLERANCE = 2e-2  # int8 logits of one text in two batches (per-batch activation scales)
 
 
 def reference_logits(model, sequences):
@@ -96,3 +97,37 @@ def test_the_torch_free_shape_names_exactly_the_activations_the_model_implements
     from structsent.models.shape import ACTIVATION_NAMES
 
     assert tuple(_ACTIVATIONS) == ACTIVATION_NAMES
+
+
+# -- packed texts (attention without padding) ----------------------------------------------------------
+def _packed_and_padded(model, sequences):
+    from structsent.batching import pack_batch
+    from structsent.modeling import PackedTexts, reference_varlen_attention
+
+    ids, mask = pad_batch(sequences)
+    flat, positions, cumulative, longest = pack_batch(ids, mask)
+    texts = PackedTexts(torch.from_numpy(flat), torch.from_numpy(positions), torch.from_numpy(cumulative), longest)
+    with torch.inference_mode():
+        padded = model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+        packed = model.forward_packed(texts, reference_varlen_attention).numpy()
+    return packed, padded
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_packed_forward_is_the_padded_forward(hf_model_dir, precision):
+    """The token-stream forward (every layer on real tokens only, attention per text by cumulative
+    lengths, the last layer at [CLS] only) computes the padded forward's logits."""
+    from structsent.backends.torch import build_model
+    from structsent.config import Precision
+    from structsent.models import load_checkpoint
+
+    model = build_model(load_checkpoint(hf_model_dir), Precision(precision), torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    sequences = [rng.integers(0, model.shape.vocab_size, size=n) for n in (3, 40, 1, 17, 64, 2, 39)]
+    packed, padded = _packed_and_padded(model, sequences)
+    if precision == "int8":  # int8 scales activations per batch, and padding tokens are part of the batch
+        np.testing.assert_allclose(packed, padded, atol=INT8_BATCH_TOLERANCE, rtol=0)
+        return
+    np.testing.assert_allclose(packed, padded, atol=TOLERANCE, rtol=0)
+    alone = [_packed_and_padded(model, [s])[0][0] for s in sequences[:3]]  # a text's logits do not
+    np.testing.assert_allclose(np.stack(alone), packed[:3], atol=TOLERANCE, rtol=0)  # depend on the others

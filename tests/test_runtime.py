@@ -3,7 +3,7 @@
 import pytest
 
 import structsent
-from structsent.config import Backend, EngineConfig, Precision
+from structsent.config import Attention, Backend, EngineConfig, Precision
 from structsent.errors import ConfigError
 from structsent.models import load_checkpoint
 from structsent.plan import plan_for
@@ -60,3 +60,23 @@ def test_sizes_follow_the_device_and_the_model_positions():
     set_budget = plan_for(config.replace(token_budget=1024), backend=Backend.TORCH, device="cuda:0",
                           precision=Precision.FP16, max_positions=512)
     assert not set_budget.probe_token_budget and set_budget.token_budget == 1024
+
+
+def test_packed_attention_is_a_cuda_path_and_asking_for_it_elsewhere_says_so(checkpoint):
+    from structsent.runtime import packed_attention
+
+    assert not resolve_runtime(checkpoint, EngineConfig(device="cpu", backend="torch")).packed
+    assert not resolve_runtime(checkpoint, EngineConfig(device="cpu", backend="torch", attention="auto")).packed
+    for config in (EngineConfig(device="cpu", attention="packed"),
+                   EngineConfig(device="cpu", backend="torch", attention="packed")):
+        with pytest.raises(ConfigError, match="attention=packed runs with the torch backend on CUDA"):
+            resolve_runtime(checkpoint, config)
+    with pytest.raises(ConfigError, match="attention=packed runs with the torch backend on CUDA"):
+        resolve_runtime(checkpoint, EngineConfig(device="cpu", backend="onnx", attention="packed"))
+    # CUDA fp16/bf16 only; padded always wins when asked for
+    assert not packed_attention(Attention.AUTO, "cpu", Precision.FP32)
+    assert not packed_attention(Attention.PADDED, "cuda:0", Precision.FP16)
+    with pytest.raises(ConfigError, match="fp16 or bf16"):
+        packed_attention(Attention.PACKED, "cuda:0", Precision.FP32)
+    with pytest.raises(ConfigError, match="expected one of auto, padded, packed"):
+        EngineConfig(attention="unpadded")

@@ -141,3 +141,21 @@ def pad_batch(
     for row, seq in enumerate(sequences):
         ids[row, : lengths[row]] = seq
     return ids, real.astype(np.int64)
+
+
+def pack_batch(input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
+    """A right-padded batch as one token stream: (ids, positions, cumulative lengths, longest).
+
+    ``ids`` and ``positions`` hold every real token, text after text; ``cumulative lengths``
+    (int32, one more than texts) say where each text starts. None when the mask is not plain
+    right padding or a row is empty: such a batch is run padded.
+    """
+    lengths = attention_mask.sum(axis=1)
+    width = input_ids.shape[1]
+    real = np.arange(width) < lengths[:, None]
+    if len(lengths) == 0 or not lengths.all() or not np.array_equal(real, attention_mask != 0):
+        return None
+    cumulative = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=cumulative[1:])
+    positions = np.broadcast_to(np.arange(width, dtype=np.int64), input_ids.shape)[real]
+    return input_ids[real].astype(np.int64, copy=False), positions, cumulative, int(lengths.max())

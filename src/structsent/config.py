@@ -34,6 +34,14 @@ class LongTextPolicy(str, enum.Enum):
     WINDOWS = "windows"  # score overlapping windows and average their probabilities
 
 
+class Attention(str, enum.Enum):
+    """How attention sees a batch of texts of different lengths."""
+
+    AUTO = "auto"  # packed on CUDA (torch, fp16/bf16) where the varlen kernel runs, else padded
+    PADDED = "padded"  # every text padded to the batch's longest, masked
+    PACKED = "packed"  # no padding: the texts as one token stream with cumulative lengths (CUDA)
+
+
 # Padded tokens per batch (longest x count). Small budgets win on CPU (cache-friendly GEMMs,
 # little padding); GPUs want large batches to fill their cores.
 DEFAULT_TOKEN_BUDGET = {"cpu": 4096, "cuda": 65536}
@@ -77,12 +85,16 @@ class EngineConfig:
     # Runtime CPU. CPU only: on a GPU results depend on the batch shape anyway.
     pad_multiple: int | None = _setting(
         None, "pad texts to a multiple of N tokens and batch equal lengths only (CPU; default: off, label: 8)")
+    attention: Attention = _setting(
+        Attention.AUTO, "auto (packed on CUDA with torch fp16/bf16 where the varlen flash kernel runs), padded, "
+                        "packed (no padding computed; CUDA only)")
 
     def __post_init__(self) -> None:
         for name, enum_type in (
             ("backend", Backend),
             ("precision", Precision),
             ("long_text", LongTextPolicy),
+            ("attention", Attention),
         ):
             value = getattr(self, name)
             if not isinstance(value, enum_type):

@@ -271,6 +271,7 @@ class Classifier:
             "pad_multiple": self.pad_multiple,
             "num_threads": self.plan.num_threads,
             "long_text": self.plan.long_text.value,
+            "attention": "packed" if getattr(self.runner, "packed", False) else "padded",
         }
 
 

@@ -8,7 +8,10 @@ layer evaluated only at [CLS] (the only position the pooler reads).
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +42,10 @@ class Embeddings(nn.Module):
         # Single-segment input: every token type id is 0.
         x = self.word(input_ids) + positions + self.token_type.weight[0]
         return self.norm(x)
+
+    def packed(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """The same sums for a token stream (ids and positions of shape [tokens])."""
+        return self.norm(self.word(ids) + self.position(positions) + self.token_type.weight[0])
 
 
 class EncoderLayer(nn.Module):
@@ -78,9 +85,32 @@ class EncoderLayer(nn.Module):
             self._heads(q), self._heads(k), self._heads(v), attn_mask=mask
         )
         b, _, s, _ = attn.shape
-        attn = attn.transpose(1, 2).reshape(b, s, h)
-        x = self.attn_norm(self.attn_out(attn) + residual)
+        return self._after_attention(attn.transpose(1, 2).reshape(b, s, h), residual)
+
+    def _after_attention(self, context: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        x = self.attn_norm(self.attn_out(context) + residual)
         return self.ffn_norm(self.ffn_out(self.act(self.ffn_in(x))) + x)
+
+    def packed(self, x: torch.Tensor, texts: "PackedTexts", attention: "VarlenAttention", *,
+               cls_only: bool = False) -> torch.Tensor:
+        """The layer on a token stream ([tokens, hidden]); with ``cls_only`` it returns [texts, hidden]."""
+        h = x.shape[-1]
+        if cls_only:
+            residual = x[texts.starts]
+            if isinstance(self.qkv, nn.Linear):
+                q = F.linear(residual, self.qkv.weight[:h], self.qkv.bias[:h])
+                k, v = F.linear(x, self.qkv.weight[h:], self.qkv.bias[h:]).split(h, dim=-1)
+            else:
+                q, k, v = self.qkv(x).split(h, dim=-1)
+                q = q[texts.starts]
+            cu_q, max_q = texts.one_per_text, 1
+        else:
+            residual = x
+            q, k, v = self.qkv(x).split(h, dim=-1)
+            cu_q, max_q = texts.cu_lengths, texts.max_length
+        q, k, v = (t.reshape(t.shape[0], self.num_heads, -1) for t in (q, k, v))  # [tokens, heads, head dim]
+        context = attention(q, k, v, cu_q, texts.cu_lengths, max_q, texts.max_length)
+        return self._after_attention(context.reshape(-1, h), residual)
 
 
 class BertClassifier(nn.Module):
@@ -102,6 +132,69 @@ class BertClassifier(nn.Module):
             x = layer(x, mask, cls_only=i == last)
         pooled = torch.tanh(self.pooler(x[:, 0]))
         return self.classifier(pooled)
+
+    def forward_packed(self, texts: "PackedTexts", attention: "VarlenAttention") -> torch.Tensor:
+        """Logits of packed texts (no padding anywhere): the same function as ``forward`` on the
+        padded batch, with attention kept within each text by cumulative lengths."""
+        x = self.embeddings.packed(texts.ids, texts.positions)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = cast(EncoderLayer, layer).packed(x, texts, attention, cls_only=i == last)
+        return self.classifier(torch.tanh(self.pooler(x)))
+
+
+# -- packed texts: attention without padding -------------------------------------------------------
+# (q [tq, heads, d], k, v [tk, heads, d], cu_q [texts + 1], cu_k [texts + 1], max_q, max_k) -> [tq, heads, d]
+VarlenAttention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, int],
+                           torch.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedTexts:
+    """Texts one after another as one token stream (``batching.pack_batch`` builds the arrays)."""
+
+    ids: torch.Tensor  # [tokens] token ids
+    positions: torch.Tensor  # [tokens] each token's position within its text
+    cu_lengths: torch.Tensor  # [texts + 1] int32: where each text starts, then the total
+    max_length: int  # tokens of the longest text
+
+    @property
+    def starts(self) -> torch.Tensor:
+        """Row of each text's [CLS] in the stream."""
+        return self.cu_lengths[:-1].long()
+
+    @property
+    def one_per_text(self) -> torch.Tensor:
+        """Cumulative lengths of one query per text (the last layer's [CLS] queries)."""
+        return torch.arange(len(self.cu_lengths), dtype=torch.int32, device=self.cu_lengths.device)
+
+
+def reference_varlen_attention(q, k, v, cu_q, cu_k, max_q: int, max_k: int) -> torch.Tensor:
+    """Variable-length attention by definition: scaled-dot-product attention text by text. Any
+    device; the yardstick the CUDA kernel is checked against (one call per text: slow)."""
+    out = q.new_empty(q.shape)
+    starts_q, starts_k = cu_q.tolist(), cu_k.tolist()
+    for a, b, c, d in zip(starts_q, starts_q[1:], starts_k, starts_k[1:]):
+        heads_first = [t.transpose(0, 1)[None] for t in (q[a:b], k[c:d], v[c:d])]
+        out[a:b] = F.scaled_dot_product_attention(*heads_first)[0].transpose(0, 1)
+    return out
+
+
+def flash_varlen_attention(q, k, v, cu_q, cu_k, max_q: int, max_k: int) -> torch.Tensor:
+    """PyTorch's variable-length flash attention (CUDA, fp16/bf16)."""
+    from torch.nn.attention.varlen import varlen_attn
+
+    out = varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k)
+    return out if isinstance(out, torch.Tensor) else out[0]
+
+
+def varlen_kernel_available() -> bool:
+    """Whether this torch has the variable-length flash kernel and a GPU to run it on."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
 
 
 def _attention_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:

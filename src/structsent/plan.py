@@ -35,6 +35,7 @@ class RuntimePlan:
     batch_overhead_tokens: int | None  # the planner's per-call cost; None: greedy batches
     pad_multiple: int | None
     num_threads: int | None
+    packed: bool = False  # attention over packed texts, no padding (torch on CUDA; checked at load)
     model_file: Path | None = None  # the ONNX graph to run (exported directory or the export cache)
 
     @property

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .config import Backend, EngineConfig, Precision
+from .config import Attention, Backend, EngineConfig, Precision
 from .errors import ConfigError, MissingExtraError, require
 from .plan import RuntimePlan, plan_for
 
@@ -38,8 +38,30 @@ def resolve_runtime(checkpoint, config: EngineConfig) -> RuntimePlan:
 def _torch_plan(checkpoint, config: EngineConfig) -> RuntimePlan:
     device = torch_device(config.device)
     precision = torch_precision(config.precision, device)
-    return plan_for(config, backend=Backend.TORCH, device=device, precision=precision,
+    plan = plan_for(config, backend=Backend.TORCH, device=device, precision=precision,
                     max_positions=checkpoint.shape.max_position_embeddings)
+    return plan.replace(packed=packed_attention(config.attention, device, precision))
+
+
+def packed_attention(requested: Attention, device: str, precision: Precision) -> bool:
+    """Whether the torch runner computes attention over packed texts (no padding).
+
+    Only on CUDA in fp16/bf16, where torch has the variable-length flash kernel; ``auto`` takes
+    it there, and the runner checks it against padded attention at load (falling back if not equal).
+    """
+    possible = device.startswith("cuda") and precision in (Precision.FP16, Precision.BF16)
+    if requested is Attention.PACKED and not possible:
+        raise ConfigError(f"attention=packed runs with the torch backend on CUDA in fp16 or bf16 "
+                          f"(here: {device}, {precision.value}); use attention=padded or auto")
+    if requested is Attention.PADDED or not possible:
+        return False
+    from .modeling import varlen_kernel_available
+
+    available = varlen_kernel_available()
+    if requested is Attention.PACKED and not available:
+        raise ConfigError("attention=packed needs torch.nn.attention.varlen (torch >= 2.10 with CUDA); "
+                          "use attention=padded or auto")
+    return available
 
 
 def torch_device(requested: str) -> str:
@@ -76,6 +98,8 @@ def _onnx_preferred(config: EngineConfig) -> bool:
     """backend='auto' runs ONNX Runtime for fp32 and int8 on the CPU (measured fastest there)."""
     if config.precision not in (Precision.AUTO, Precision.FP32, Precision.INT8):
         return False
+    if config.attention is Attention.PACKED:  # a torch-only path: torch's plan says where it runs
+        return False
     if config.device == "cpu":
         return True
     if config.device == "auto":
@@ -98,6 +122,8 @@ def _onnx_plan_or_none(checkpoint, config: EngineConfig) -> RuntimePlan | None:
 
 
 def _onnx_plan(checkpoint, config: EngineConfig, model_file: Path | None) -> RuntimePlan:
+    if config.attention is Attention.PACKED:
+        raise ConfigError("attention=packed runs with the torch backend on CUDA; use backend=torch or attention=auto")
     device = onnx_device(config.device, config.precision)
     precision = onnx_precision(config.precision, checkpoint, device)
     if model_file is None:

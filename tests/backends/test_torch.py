@@ -63,3 +63,45 @@ def test_bundled_model_int8_agrees_with_fp32_on_short_and_long_reviews():
         labels = np.array([r.label for r in int8(texts)]), np.array([r.label for r in reference(texts)])
         agreement = float(np.mean(labels[0] == labels[1]))
         assert agreement >= INT8_MIN_AGREEMENT, f"{name}: int8 agrees with fp32 on {agreement:.2%}"
+
+
+# -- packed attention: the runner's check at load (the CUDA kernel replaced by its definition) ----------
+def _torch_plan(hf_model_dir):
+    return structsent.load(hf_model_dir, device="cpu", backend="torch")
+
+
+def test_packed_runner_labels_as_the_padded_runner(hf_model_dir, real_reviews):
+    from structsent.backends.torch import TorchRunner
+    from structsent.engine import Classifier
+    from structsent.modeling import reference_varlen_attention
+
+    padded = _torch_plan(hf_model_dir)
+    runner = TorchRunner(padded.checkpoint, padded.plan.replace(packed=True), varlen_attention=reference_varlen_attention)
+    assert runner.packed
+    packed = Classifier(padded.checkpoint, runner, padded.plan)
+    texts = real_reviews[:150] + ["", "好" * 600]
+    got, want = packed(texts), padded(texts)
+    assert len(got) == len(want) == len(texts)
+    assert [r.label for r in got] == [r.label for r in want] and got[-2].error == want[-2].error
+    ok = [i for i, r in enumerate(want) if r.ok]
+    np.testing.assert_allclose([got[i].scores[want[i].label] for i in ok], [want[i].score for i in ok],
+                               atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kernel", ["raises", "wrong", "non-finite"])
+def test_a_packed_kernel_that_fails_or_disagrees_leaves_the_runner_padded(hf_model_dir, caplog, kernel):
+    from structsent.backends.torch import TorchRunner
+
+    def attention(q, k, v, cu_q, cu_k, max_q, max_k):
+        if kernel == "raises":
+            raise RuntimeError("FlashAttention only supports Ampere GPUs or newer")
+        return q * (float("nan") if kernel == "non-finite" else 1.0)  # not attention at all
+
+    padded = _torch_plan(hf_model_dir)
+    with caplog.at_level("WARNING", logger="structsent.torch"):
+        runner = TorchRunner(padded.checkpoint, padded.plan.replace(packed=True), varlen_attention=attention)
+    assert not runner.packed
+    assert "running padded" in caplog.text
+    ids = np.array([[101, 5, 102, 0], [101, 7, 8, 102]])
+    np.testing.assert_allclose(runner.run(ids, (ids != 0).astype(np.int64)),
+                               padded.runner.run(ids, (ids != 0).astype(np.int64)), atol=1e-6, rtol=0)

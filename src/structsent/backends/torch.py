@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 
 import numpy as np
 import torch
 
+from ..batching import pack_batch, pad_batch
 from ..config import Precision
 from ..errors import DeviceOutOfMemoryError
-from ..modeling import BertClassifier, from_hf_state_dict
+from ..modeling import BertClassifier, PackedTexts, VarlenAttention, flash_varlen_attention, from_hf_state_dict
 from ..plan import RuntimePlan
+
+log = logging.getLogger("structsent.torch")
 
 _DTYPES = {Precision.FP32: torch.float32, Precision.FP16: torch.float16, Precision.BF16: torch.bfloat16}
 # The encoder projections int8 computes; the rest stays fp32 (see quantize_encoder).
@@ -19,6 +23,10 @@ INT8_PROJECTIONS = ("qkv", "attn_out", "ffn_in")
 # Weights in 7 bits: u8 activations x s7 weights summed in pairs fit in 16 bits, so hosts without
 # VNNI (whose int8 kernels add such pairs in saturating 16-bit arithmetic) compute them exactly.
 INT8_WEIGHT_MAX = 63
+# Packed attention is checked at load against padded attention on a batch of random texts; it is
+# used only if the logits agree this closely (fp16/bf16: two kernels' rounding; fp32: exact maths).
+PACKED_TOLERANCE = {Precision.FP32: 1e-4, Precision.FP16: 2e-2, Precision.BF16: 8e-2}
+PACKED_CHECK_LENGTHS = (61, 7, 33, 2, 128)
 
 
 def cpu_supports_bf16() -> bool:
@@ -34,7 +42,8 @@ class TorchRunner:
 
     name = "torch"
 
-    def __init__(self, checkpoint, plan: RuntimePlan) -> None:
+    def __init__(self, checkpoint, plan: RuntimePlan, *, varlen_attention: VarlenAttention | None = None) -> None:
+        """``varlen_attention``: the packed path's attention (default: the CUDA flash kernel)."""
         if plan.num_threads:
             torch.set_num_threads(plan.num_threads)
         self._device = torch.device(plan.device)
@@ -44,6 +53,8 @@ class TorchRunner:
         self._next_slot = 0
         self._slot_free: list = [None, None]
         self._copy_stream = torch.cuda.Stream(self._device) if self._device.type == "cuda" else None
+        self._varlen = varlen_attention or flash_varlen_attention
+        self.packed = plan.packed and self._packed_agrees_with_padded(plan.max_length)
 
     @property
     def device(self) -> str:
@@ -64,11 +75,29 @@ class TorchRunner:
         A batch without padding goes without a mask: decided here on the host, so that the
         model never has to ask the device (a synchronisation) and runs its mask-free kernels.
         """
+        packed = pack_batch(input_ids, attention_mask) if self.packed else None
+        if packed is not None:
+            return self._stage_packed(*packed)
+        return self._stage_padded(input_ids, attention_mask)
+
+    def _stage_padded(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> "_Staged":
         ids, mask = torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
         padded = not bool(attention_mask.all())
         if self._device.type != "cuda":
             return _Staged(ids, mask if padded else None, None)
         return self._stage_on_cuda(ids, mask, padded)
+
+    def _stage_packed(self, ids: np.ndarray, positions: np.ndarray, cu_lengths: np.ndarray,
+                      max_length: int) -> "_Staged":
+        """Packed texts on their way to the device: ids, positions and cumulative lengths in one copy."""
+        stream = torch.from_numpy(np.concatenate([ids, positions, cu_lengths.astype(np.int64)]))
+        copied = None
+        if self._device.type == "cuda":
+            stream, copied = self._copy_to_cuda(stream)
+        tokens = len(ids)
+        texts = PackedTexts(ids=stream[:tokens], positions=stream[tokens : 2 * tokens],
+                            cu_lengths=stream[2 * tokens :].to(torch.int32), max_length=max_length)
+        return _Staged(texts.ids, None, copied, texts)
 
     def launch(self, staged: "_Staged") -> "_Launched":
         """Start computing a staged batch; on CUDA, returns before the device is done."""
@@ -77,7 +106,10 @@ class TorchRunner:
                 if staged.copied is not None:
                     torch.cuda.current_stream(self._device).wait_event(staged.copied)
                 with self._attention_kernels():
-                    logits = self.model(staged.ids, staged.mask).float()
+                    if staged.packed is not None:
+                        logits = self.model.forward_packed(staged.packed, self._varlen).float()
+                    else:
+                        logits = self.model(staged.ids, staged.mask).float()
                 if self._device.type != "cuda":
                     return _Launched(logits, None)
                 host = torch.empty(logits.shape, dtype=torch.float32, pin_memory=True)
@@ -103,15 +135,22 @@ class TorchRunner:
         raise DeviceOutOfMemoryError(f"out of device memory while computing a batch ({detail})")
 
     def _stage_on_cuda(self, ids: torch.Tensor, mask: torch.Tensor, padded: bool) -> "_Staged":
-        # Two pinned slots used in turn: the copy of batch i+1 may be in flight while batch i's
-        # slot is still being read. A slot is reused only after its previous copy finished.
+        on_device, copied = self._copy_to_cuda(torch.cat([ids.view(-1), mask.view(-1)]))
+        n = ids.numel()
+        return _Staged(on_device[:n].view(ids.shape), on_device[n:].view(mask.shape) if padded else None, copied)
+
+    def _copy_to_cuda(self, values: torch.Tensor) -> tuple[torch.Tensor, object]:
+        """An int64 vector copied to the device on the copy stream: (device tensor, copy-done event).
+
+        Two pinned slots used in turn: the copy of batch i+1 may be in flight while batch i's
+        slot is still being read. A slot is reused only after its previous copy finished.
+        """
         slot = self._next_slot
         self._next_slot = 1 - slot
         if self._slot_free[slot] is not None:
             self._slot_free[slot].synchronize()
-        host = self._pinned_slot(slot, 2 * ids.numel())
-        host[: ids.numel()].copy_(ids.view(-1))
-        host[ids.numel():].copy_(mask.view(-1))
+        host = self._pinned_slot(slot, values.numel())
+        host.copy_(values)
         copy_stream = self._copy_stream
         with torch.cuda.stream(copy_stream):
             on_device = host.to(self._device, non_blocking=True)
@@ -120,8 +159,32 @@ class TorchRunner:
         self._slot_free[slot] = copied
         # The compute stream will use memory allocated on the copy stream.
         on_device.record_stream(torch.cuda.current_stream(self._device))
-        n = ids.numel()
-        return _Staged(on_device[:n].view(ids.shape), on_device[n:].view(mask.shape) if padded else None, copied)
+        return on_device, copied
+
+    def _packed_agrees_with_padded(self, max_length: int) -> bool:
+        """Run one batch of random texts both ways; packed attention is used only if the logits
+        agree (PACKED_TOLERANCE) and are finite. A kernel this GPU or torch cannot run, or one
+        that answers differently, leaves the runner on padded attention, with a warning."""
+        rng = np.random.default_rng(0)
+        vocab = self.model.shape.vocab_size
+        texts = [rng.integers(0, vocab, size=min(n, max_length)) for n in PACKED_CHECK_LENGTHS]
+        ids, mask = pad_batch(texts)
+        packed_arrays = pack_batch(ids, mask)
+        assert packed_arrays is not None  # right padding, no empty row: always packable
+        try:
+            padded = self.fetch(self.launch(self._stage_padded(ids, mask)))
+            packed = self.fetch(self.launch(self._stage_packed(*packed_arrays)))
+        except (RuntimeError, NotImplementedError, TypeError, ValueError) as err:
+            log.warning("packed attention unavailable here (%s: %s); running padded", type(err).__name__,
+                        str(err).splitlines()[0] if str(err) else "")
+            return False
+        difference = float(np.abs(packed - padded).max()) if np.isfinite(packed).all() else float("inf")
+        tolerance = PACKED_TOLERANCE[self._precision] * max(1.0, float(np.abs(padded).max()))
+        if not difference <= tolerance:
+            log.warning("packed attention differs from padded by %.3g (tolerance %.3g); running padded",
+                        difference, tolerance)
+            return False
+        return True
 
     def _pinned_slot(self, slot: int, size: int) -> torch.Tensor:
         if self._pinned is None or self._pinned.shape[1] < size:
@@ -140,6 +203,9 @@ class TorchRunner:
 
     def _out_of_memory(self, staged: "_Staged", detail: str) -> DeviceOutOfMemoryError:
         self._release_cached_memory()
+        if staged.packed is not None:
+            texts, tokens = len(staged.packed.cu_lengths) - 1, staged.ids.numel()
+            return DeviceOutOfMemoryError(f"out of device memory on {texts} packed texts, {tokens} tokens ({detail})")
         rows, width = staged.ids.shape
         return DeviceOutOfMemoryError(f"out of device memory on a batch of {rows} x {width} tokens ({detail})")
 
@@ -149,10 +215,10 @@ class TorchRunner:
 
 
 class _Staged:
-    __slots__ = ("ids", "mask", "copied")
+    __slots__ = ("ids", "mask", "copied", "packed")
 
-    def __init__(self, ids: torch.Tensor, mask: torch.Tensor | None, copied) -> None:
-        self.ids, self.mask, self.copied = ids, mask, copied
+    def __init__(self, ids: torch.Tensor, mask: torch.Tensor | None, copied, packed: PackedTexts | None = None) -> None:
+        self.ids, self.mask, self.copied, self.packed = ids, mask, copied, packed
 
 
 class _Launched:
@@ -162,7 +228,7 @@ class _Launched:
         self.logits, self.done = logits, done
 
 
-def build_model(checkpoint, precision: Precision, device: torch.device) -> torch.nn.Module:
+def build_model(checkpoint, precision: Precision, device: torch.device) -> BertClassifier:
     model = BertClassifier(checkpoint.shape)
     weights = from_hf_state_dict(checkpoint.state_dict, checkpoint.shape.num_layers)
     model.load_state_dict(weights, strict=True)

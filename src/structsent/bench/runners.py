@@ -69,11 +69,12 @@ def _load(setup: Setup, **options):
                            token_budget=setup.token_budget, **options)
 
 
-def structsent_path(backend: str, precision: str) -> Callable[[Setup], LabelFn]:
-    """structsent as shipped: sorted by length, token-budget batches, results in input order."""
+def structsent_path(backend: str, precision: str, **options) -> Callable[[Setup], LabelFn]:
+    """structsent as shipped: sorted by length, token-budget batches, results in input order
+    (``options``: other engine settings, e.g. ``attention="padded"``)."""
 
     def build(setup: Setup) -> LabelFn:
-        clf = _load(setup, backend=backend, precision=precision)
+        clf = _load(setup, backend=backend, precision=precision, **options)
 
         def label(texts: list[str]) -> Outcome:
             results, stats = clf.label_with_stats(texts)
@@ -184,8 +185,12 @@ def configurations(device: str, *, bf16: str = "auto") -> dict[str, Configuratio
         Configuration(name="onnx-fp32", title="structsent ONNX fp32 (fused)", build=structsent_path("onnx", "fp32"), exact=True),
     ]
     if on_gpu:
-        table.append(Configuration(name="torch-fp16", title="structsent torch fp16",
-                                   build=structsent_path("torch", "fp16"), exact=False))
+        table += [
+            Configuration(name="torch-fp16", title="structsent torch fp16 (attention: auto, packed where it runs)",
+                          build=structsent_path("torch", "fp16"), exact=False),
+            Configuration(name="torch-fp16-padded", title="structsent torch fp16, padded attention",
+                          build=structsent_path("torch", "fp16", attention="padded"), exact=False),
+        ]
     else:
         table += [
             Configuration(name="onnx-int8", title="structsent ONNX int8 (fused, dynamic)",
@@ -204,7 +209,7 @@ def configurations(device: str, *, bf16: str = "auto") -> dict[str, Configuratio
 
 
 DEFAULT_CONFIGURATIONS = ("one-by-one", "fixed-32", "pipeline", "torch-fp32", "onnx-fp32", "onnx-int8",
-                          "torch-int8", "torch-fp16", "torch-bf16")
+                          "torch-int8", "torch-fp16", "torch-fp16-padded", "torch-bf16")
 
 
 def bf16_supported(device: str) -> bool:

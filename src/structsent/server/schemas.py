@@ -172,4 +172,5 @@ class InfoResponse(BaseModel):
     batch_overhead_tokens: int | None = None
     pad_multiple: int | None = None
     num_threads: int | None = None
+    attention: str | None = None  # what runs: packed (no padding computed) or padded
     limits: LimitsInfo
