@@ -14,7 +14,8 @@ OMP_NUM_THREADS / the engine's num_threads) a child process measures, alternatin
 --rounds rounds so that a change in the machine's load falls on every figure alike:
   - tokenization alone, Rust `encode_batch` / `encode_batch_fast` (texts/s);
   - the vectorised tokenizer alone (`CharTable`, the job's default path for BERT vocabularies);
-  - the instant-model job with the vectorised tokenizer (rows/s), and, in the first round
+  - the instant-model job with the vectorised tokenizer (rows/s), in the job's process and in
+    --tokenizer-processes worker processes (CPU seconds include the workers'), and, in the first round
     only unless --baseline-rounds says more, the same job with the Rust path for every text
     (the feed before the vectorised tokenizer);
 and prints wall and CPU seconds, the ratios, the host's ISA flags and load on every line.
@@ -28,6 +29,7 @@ import argparse
 import csv
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -65,10 +67,15 @@ def write_csv(path: Path, texts: list[str]) -> None:
 
 
 def timed(work) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process, all threads)."""
-    wall, cpu = time.perf_counter(), time.process_time()
+    """(wall seconds, CPU seconds of this process, all threads, and of its finished children:
+    the tokenizer processes a job started and joined)."""
+    def cpu_seconds() -> float:
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return time.process_time() + children.ru_utime + children.ru_stime
+
+    wall, cpu = time.perf_counter(), cpu_seconds()
     work()
-    return time.perf_counter() - wall, time.process_time() - cpu
+    return time.perf_counter() - wall, cpu_seconds() - cpu
 
 
 def child(args: argparse.Namespace) -> None:
@@ -97,12 +104,13 @@ def child(args: argparse.Namespace) -> None:
         encode = getattr(backend, method)
         return lambda: [encode(chunk, add_special_tokens=False) for chunk in chunks]
 
-    def job(vectorised: bool):
+    def job(vectorised: bool, processes: int = 0):
         def run():
             if table is not None:
                 tokenizer.char_table = table if vectorised else None
             spec = LabelJobSpec(input=str(source), output=str(source.with_suffix(".out.csv")), input_format=Format.CSV,
-                                output_format=Format.CSV, chunk_rows=args.chunk_rows, overwrite=True)
+                                output_format=Format.CSV, chunk_rows=args.chunk_rows, overwrite=True,
+                                **({"tokenizer_processes": processes} if processes else {}))
             LabelJob(spec, clf).run()
         return run
 
@@ -116,6 +124,8 @@ def child(args: argparse.Namespace) -> None:
         vectorised = getattr(table, "content_arrays", table.content_ids)
         measures["tokenize: vectorised (CharTable)"] = lambda: [vectorised(chunk) for chunk in chunks]
         measures["job: instant model, vectorised tokenizer"] = job(True)
+        for processes in args.tokenizer_processes:
+            measures[f"job: instant model, vectorised tokenizer in {processes} process(es)"] = job(True, processes)
     measures[f"job: instant model, Rust tokenizer{args.label}"] = job(False)
     if args.job_only:
         measures = {k: v for k, v in measures.items() if k.startswith("job:")}
@@ -163,6 +173,8 @@ def main() -> None:
     parser.add_argument("--chunk-rows", type=int, default=2048)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tokenizer-processes", type=int, nargs="*", default=[1],
+                        help="also run the job with tokenization in this many worker processes (each value)")
     parser.add_argument("--baseline-rounds", type=int, default=1,
                         help="rounds that also run Rust encode_batch and the job on the Rust path (default 1)")
     parser.add_argument("--before-src", type=Path, default=None,
@@ -190,11 +202,13 @@ def main() -> None:
                    "TOKENIZERS_PARALLELISM": "true"}
             command = [sys.executable, __file__, "--child", str(source), "--threads", str(threads),
                        "--model", args.model, "--rows", str(args.rows), "--chunk-rows", str(args.chunk_rows),
-                       "--rounds", str(args.rounds), "--baseline-rounds", str(args.baseline_rounds)]
+                       "--rounds", str(args.rounds), "--baseline-rounds", str(args.baseline_rounds),
+                       "--tokenizer-processes", *map(str, args.tokenizer_processes)]
             lines += run_child(command, env, threads)
             if args.before_src is not None:  # the earlier code's job, in its own process
                 earlier = {**env, "PYTHONPATH": str(args.before_src.resolve())}
-                lines += run_child([*command, "--job-only", "--rounds", "1", "--label", " (before: earlier code)"],
+                lines += run_child([*command, "--job-only", "--rounds", "1", "--label", " (before: earlier code)",
+                                    "--tokenizer-processes"],
                                    earlier, threads)
     report(lines)
 

@@ -183,6 +183,16 @@ def test_encoder_arrays_hold_the_rust_paths_sequences(tokenizer, long_text):
     assert _as_lists(vectorised) == _as_lists(rust_only.encode(texts, **options))
 
 
+def test_encoded_texts_compare_and_hash_by_their_ids(tokenizer):
+    rust_only = Tokenizer.from_vocab(VOCAB, do_lower_case=True)
+    rust_only.char_table = None
+    texts = ["好评", "差评", "", "好" * 600]
+    vectorised, rust = tokenizer.encode(texts, max_length=64), rust_only.encode(texts, max_length=64)
+    assert vectorised == rust and vectorised == tokenizer.encode(texts, max_length=64)
+    assert vectorised[0] != vectorised[1] and vectorised[3].truncated
+    assert len({*vectorised, *rust}) == 4
+
+
 def test_content_arrays_equal_content_ids(tokenizer):
     texts = [_valid_unicode(t) for t in committed_texts()[:500] + random_mixtures(200) + ["", "好"]]
     arrays = tokenizer.char_table.content_arrays(texts)

@@ -22,6 +22,7 @@ from .results import (
     to_result,
 )
 from .tokenize import EncodedText
+from .tokenize_processes import EncodingOptions
 
 # Run once at load (see check_model_outputs): two lengths, so that the batch is padded and masked.
 WARMUP_TEXTS = ("这家外卖送得很快，味道也不错", "差评")
@@ -129,12 +130,14 @@ class Classifier:
 
     # -- stages -------------------------------------------------------------------------------
     def encode(self, texts: Sequence[object]) -> list[EncodedText]:
-        return self.tokenizer.encode(
-            texts,
-            max_length=self.max_length,
-            long_text=self.plan.long_text,
-            window_stride=self.window_stride,
-        )
+        options = self.encoding_options()
+        return self.tokenizer.encode(texts, max_length=options.max_length, long_text=options.long_text,
+                                     window_stride=options.window_stride)
+
+    def encoding_options(self) -> EncodingOptions:
+        """How texts are cut to the model (tokenizer processes apply the same)."""
+        return EncodingOptions(max_length=self.max_length, long_text=self.plan.long_text,
+                               window_stride=self.window_stride)
 
     def label_encoded(self, encoded: Sequence[EncodedText]) -> tuple[list[LabelResult], RunStats]:
         """Run already-encoded texts; results in the same order.

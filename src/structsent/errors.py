@@ -50,6 +50,10 @@ class DeviceOutOfMemoryError(StructsentError):
     """The device ran out of memory on one batch (the engine splits the batch and retries)."""
 
 
+class WorkerProcessError(StructsentError):
+    """A helper process (tokenization) died; the job stops, and what was committed stays resumable."""
+
+
 class OverloadedError(StructsentError):
     """More work was offered than can be queued (the server maps this to HTTP 429)."""
 

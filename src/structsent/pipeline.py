@@ -55,6 +55,10 @@ class Prefetch(Generic[T]):
             _put(self._queue, _DONE, self._stop)
         except BaseException as err:  # handed to the consumer, which re-raises it
             _put(self._queue, _Failure(err), self._stop)
+        finally:  # a generator source stopped early runs its cleanup here, not whenever it is collected
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
 
     def __iter__(self) -> Iterator[T]:
         while True:

@@ -29,7 +29,7 @@ from .errors import ModelFormatError
 TokenIds: TypeAlias = "np.ndarray | tuple[int, ...]"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
 class EncodedText:
     """One input text as model-ready id sequences ([CLS] ... [SEP] each), or why it has none.
 
@@ -41,6 +41,16 @@ class EncodedText:
     sequences: tuple[TokenIds, ...] = ()
     truncated: bool = False
     error: str | None = None
+
+    def _identity(self) -> tuple:
+        return tuple(tuple(int(i) for i in seq) for seq in self.sequences), self.truncated, self.error
+
+    def __eq__(self, other: object) -> bool:
+        """Equal ids, flags and error, whether a sequence is an array or a tuple."""
+        return isinstance(other, EncodedText) and self._identity() == other._identity()
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
 
 
 def check_text(text: object) -> str | None:
@@ -211,6 +221,16 @@ class CharTable:
         self._kind = np.zeros(0x110000, dtype=np.uint8)
         self._ids = np.zeros(0x110000, dtype=np.int32)  # with the kinds: 5.6 MB per tokenizer
         self._runs: dict[str, list[int]] = {}
+        self._learning = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        """Picklable (sent once to each tokenizer process): everything learnt, without the lock."""
+        state = {name: getattr(self, name) for name in ("_backend", "_special_texts", "_kind", "_ids", "_runs")}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
         self._learning = threading.Lock()
 
     @classmethod

@@ -306,3 +306,45 @@ def test_report_flag_writes_a_report_of_the_output(tmp_path, hf_model_dir, real_
     assert 'id="total-rows">60<' in page and 'id="job-figures"' in page
     no_file = run_cli("label", source, "--report", report, *model_args(hf_model_dir), check=False)
     assert no_file.returncode == 2 and b"--report needs an output file" in no_file.stderr
+
+
+@pytest.mark.slow
+def test_tokenizer_processes_write_the_same_bytes_and_survive_sigkill(tmp_path, hf_model_dir, reviews_file):
+    from ..test_tokenize_processes import _running, _workers_of
+
+    source = tmp_path / "in.csv"
+    texts = reviews_file.read_text(encoding="utf-8").splitlines()
+    with open(source, "w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows([["n", "text"], *[[i, t] for i, t in enumerate(texts)]])
+    common = ["label", source, "--chunk-rows", "64", *model_args(hf_model_dir)]
+    reference = tmp_path / "reference.csv"
+    run_cli(*common, "-o", reference)
+    together = tmp_path / "together.csv"
+    run_cli(*common, "-o", together, "--tokenizer-processes", "2")
+    assert together.read_bytes() == reference.read_bytes()
+
+    out, manifest = tmp_path / "out.csv", tmp_path / "out.csv.manifest.json"
+    proc = _start([*common, "-o", out, "--tokenizer-processes", "2"])
+    _wait_for_rows(manifest, 900, proc)
+    workers = _workers_of(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert manifest.exists(), "the job finished before it could be killed; make the input larger"
+    assert workers, "no tokenizer process was running"
+    deadline = time.time() + 20
+    while time.time() < deadline and any(map(_running, workers)):
+        time.sleep(0.1)
+    assert not any(map(_running, workers)), "tokenizer processes outlived the killed job"
+    run_cli(*common, "-o", out, "--resume", "--tokenizer-processes", "2")
+    assert out.read_bytes() == reference.read_bytes()
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert [int(r["n"]) for r in rows] == list(range(len(texts)))  # none lost, none duplicated, in order
+
+
+def test_tokenizer_processes_are_for_the_local_engine(tmp_path, hf_model_dir, reviews_file):
+    proc = run_cli("label", reviews_file, "-o", tmp_path / "out", "--engine", "ray", "--tokenizer-processes", "2",
+                   "--model", hf_model_dir, check=False)
+    assert proc.returncode == 2 and b"--tokenizer-processes is for --engine local" in proc.stderr
+    proc = run_cli("label", reviews_file, "-o", tmp_path / "out.csv", "--tokenizer-processes", "-1",
+                   "--model", hf_model_dir, check=False)
+    assert proc.returncode == 2 and b"--tokenizer-processes must be at least 0" in proc.stderr

@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--on-bad-row", choices=["error", "flag"], default="error",
                         help="stop at an undecodable or malformed row (error), or write it flagged (flag)")
     parser.add_argument("--chunk-rows", type=int, default=2048, help="rows per committed chunk")
+    parser.add_argument("--tokenizer-processes", type=int, default=0, metavar="N",
+                        help="tokenize in N worker processes, off the job's own interpreter (for a fast "
+                             "model, e.g. a GPU: the feed then keeps up; default 0: in-process)")
     parser.add_argument("--resume", action="store_true", help="finish an interrupted job")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--report", default=None, metavar="FILE",
@@ -52,6 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.engine == "ray":
+        if args.tokenizer_processes:
+            from ..errors import ConfigError
+
+            raise ConfigError("--tokenizer-processes is for --engine local (Ray actors tokenize in their own processes)")
         return _run_on_ray(args)
     import structsent
 
@@ -65,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         raise BadInputError("--resume and --overwrite exclude each other")
     if args.chunk_rows < 1:
         raise BadInputError("--chunk-rows must be at least 1")
+    if args.tokenizer_processes < 0:
+        raise BadInputError("--tokenizer-processes must be at least 0")
     if args.report is not None and args.output in (None, "-"):
         raise BadInputError("--report needs an output file (-o): the report is made from it")
     input_format = _input_format(args)
@@ -77,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         id_column=args.id_column,
         on_bad_row=args.on_bad_row,
         chunk_rows=args.chunk_rows,
+        tokenizer_processes=args.tokenizer_processes,
         resume=args.resume,
         overwrite=args.overwrite,
         prefix=args.prefix,

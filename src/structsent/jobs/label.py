@@ -8,6 +8,7 @@ recorded input position, so the final file equals that of an uninterrupted run b
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import itertools
@@ -33,6 +34,7 @@ from ..io.readers import InputRow, RowReader, open_reader
 from ..io.writers import ChunkEncoder, merge_parquet_parts, write_parquet_part
 from ..pipeline import BackgroundWorker, Prefetch
 from ..results import LabelResult, to_result
+from ..tokenize_processes import TokenizerProcesses
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -49,6 +51,7 @@ class LabelJobSpec:
     overwrite: bool = False
     prefix: str = ""
     cache_size: int = 200_000  # distinct texts whose results are reused within the job
+    tokenizer_processes: int = 0  # tokenize in this many worker processes (0: in the job's own process)
 
     def options(self) -> dict:
         """The settings a resumed job must share with the one it continues."""
@@ -67,7 +70,7 @@ class PreparedChunk:
     unique_index: list[int]  # row -> index among unique_texts
     unique_texts: list[object]
     cache_keys: list[bytes | None]  # ResultCache.key per unique text
-    encoded: list  # EncodedText per unique text
+    encoded: list | None = None  # EncodedText per unique text (filled in after reading)
 
 
 @dataclasses.dataclass
@@ -110,6 +113,11 @@ class JobSummary:
         summary = cls(**{k: v for k, v in data.items() if k not in ("labels", "rows_this_run")})
         summary.labels = Counter(data.get("labels", {}))
         return summary
+
+
+def _with_encoding(chunk: PreparedChunk, future) -> PreparedChunk:
+    chunk.encoded = TokenizerProcesses.result(future)
+    return chunk
 
 
 class ResultCache:
@@ -312,7 +320,26 @@ class LabelJob:
             self._writing(self._write_empty, reader, manifest)
 
     def _prepared_chunks(self, reader: RowReader) -> Iterator[PreparedChunk]:
-        """Read and tokenize chunk after chunk (runs ahead of the model, in its own thread)."""
+        """Read and tokenize chunk after chunk (runs ahead of the model, in its own thread);
+        with ``tokenizer_processes``, tokenization runs in worker processes, in order."""
+        processes = self.spec.tokenizer_processes
+        if not processes:
+            for chunk in self._read_chunks(reader):
+                chunk.encoded = self.classifier.encode(chunk.unique_texts)
+                yield chunk
+            return
+        with TokenizerProcesses(self.classifier.tokenizer, self.classifier.encoding_options(),
+                                processes=processes) as pool:
+            in_flight: collections.deque = collections.deque()
+            for chunk in self._read_chunks(reader):
+                in_flight.append((chunk, pool.submit(chunk.unique_texts)))
+                if len(in_flight) > processes:  # every worker busy, and one chunk waiting
+                    yield _with_encoding(*in_flight.popleft())
+            while in_flight:
+                yield _with_encoding(*in_flight.popleft())
+
+    def _read_chunks(self, reader: RowReader) -> Iterator[PreparedChunk]:
+        """Chunks as read: rows, position and digest after them, unique texts and cache keys."""
         rows_iter = iter(reader)
         resynchronised = 0
         while chunk := list(itertools.islice(rows_iter, self.spec.chunk_rows)):
@@ -327,16 +354,17 @@ class LabelJob:
                 unique_index=unique_index,
                 unique_texts=unique_texts,
                 cache_keys=[ResultCache.key(text) for text in unique_texts],
-                encoded=self.classifier.encode(unique_texts),
             )
             resynchronised = reader.resynchronised
 
     def _label_chunk(self, chunk: PreparedChunk, summary: JobSummary) -> list[LabelResult]:
         """Results of one chunk: reader errors, cached results, and the model for the rest."""
+        assert chunk.encoded is not None  # _prepared_chunks tokenized it
+        encoded = chunk.encoded
         cached = [self.cache.get(key) for key in chunk.cache_keys]
         pending = [i for i, r in enumerate(cached) if r is None]
         began = time.perf_counter()
-        fresh, stats = self.classifier.label_encoded([chunk.encoded[i] for i in pending])
+        fresh, stats = self.classifier.label_encoded([encoded[i] for i in pending])
         summary.model_seconds += time.perf_counter() - began
         computed = dict(zip(pending, fresh))
         for i, result in computed.items():

@@ -1,0 +1,157 @@
+"""Stage 1 in worker processes: tokenization off the interpreter that runs everything else.
+
+A label job's feed (read, plan, postprocess, write) and its tokenizer share one interpreter and
+so one GIL; on a GPU host the feed, not the model, then sets the pace. ``TokenizerProcesses``
+runs ``Tokenizer.encode`` in spawned processes, chunk by chunk, and hands each chunk's result
+back as a few flat arrays (``EncodingBatch``): one pickle per chunk, not one per token or per
+text. The parent rebuilds the same ``EncodedText`` objects (sequences as int64 views), so every
+consumer sees what an in-process ``encode`` would have given (tested on every committed text).
+
+Results come back in submission order (the caller waits on futures in order); a worker that
+dies fails the next result with ``WorkerProcessError`` instead of hanging the job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import multiprocessing.connection
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+import numpy as np
+
+from .config import LongTextPolicy
+from .errors import WorkerProcessError
+from .tokenize import EncodedText, Tokenizer
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodingOptions:
+    """The truncation policy ``Tokenizer.encode`` applies (the engine's plan holds the values)."""
+
+    max_length: int
+    long_text: LongTextPolicy
+    window_stride: int
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodingBatch:
+    """Many EncodedTexts as flat arrays: cheap to send between processes."""
+
+    ids: np.ndarray  # int64: every sequence of every text, one after another
+    sequence_lengths: np.ndarray  # int64: tokens of each sequence
+    sequences_per_text: np.ndarray  # int64: 0 for a flagged text, >1 for windows
+    truncated: np.ndarray  # bool per text
+    errors: dict[int, str]  # text index -> why it has no sequences
+
+    @classmethod
+    def pack(cls, encoded: Sequence[EncodedText]) -> "EncodingBatch":
+        sequences = [seq for e in encoded for seq in e.sequences]
+        lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
+        ids = np.concatenate([np.asarray(seq, dtype=np.int64) for seq in sequences]) if sequences else \
+            np.zeros(0, dtype=np.int64)
+        return cls(
+            ids=ids,
+            sequence_lengths=lengths,
+            sequences_per_text=np.fromiter((len(e.sequences) for e in encoded), dtype=np.int64, count=len(encoded)),
+            truncated=np.fromiter((e.truncated for e in encoded), dtype=bool, count=len(encoded)),
+            errors={i: e.error for i, e in enumerate(encoded) if e.error is not None},
+        )
+
+    def unpack(self) -> list[EncodedText]:
+        ends = np.cumsum(self.sequence_lengths).tolist()
+        starts = [0, *ends[:-1]]
+        views = [self.ids[a:b] for a, b in zip(starts, ends)]
+        out: list[EncodedText] = []
+        first = 0
+        for i, (count, truncated) in enumerate(zip(self.sequences_per_text.tolist(), self.truncated.tolist())):
+            error = self.errors.get(i)
+            if error is not None:
+                out.append(EncodedText(error=error))
+            else:
+                out.append(EncodedText(sequences=tuple(views[first : first + count]), truncated=truncated))
+            first += count
+        return out
+
+
+# -- the worker side ---------------------------------------------------------------------------
+_worker_tokenizer: Tokenizer | None = None
+_worker_options: EncodingOptions | None = None
+
+
+def _start_worker(tokenizer: Tokenizer, options: EncodingOptions) -> None:
+    global _worker_tokenizer, _worker_options
+    _worker_tokenizer, _worker_options = tokenizer, options
+    _exit_with_parent()
+
+
+def _exit_with_parent() -> None:
+    """End this worker when the job's process ends, however it ends (kill -9 included): a
+    worker holds both ends of its task queue's pipe, so it would never see the parent go."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="structsent-parent-watch", daemon=True).start()
+
+
+def _encode_in_worker(texts: list[object]) -> EncodingBatch:
+    assert _worker_tokenizer is not None and _worker_options is not None  # set by _start_worker
+    options = _worker_options
+    encoded = _worker_tokenizer.encode(texts, max_length=options.max_length, long_text=options.long_text,
+                                       window_stride=options.window_stride)
+    return EncodingBatch.pack(encoded)
+
+
+# -- the parent side ---------------------------------------------------------------------------
+class TokenizerProcesses:
+    """``processes`` spawned workers, each with its own copy of ``tokenizer``.
+
+    >>> # with TokenizerProcesses(tokenizer, options, processes=2) as pool:   # doctest: +SKIP
+    >>> #     encoded = pool.submit(texts).result()
+    """
+
+    def __init__(self, tokenizer: Tokenizer, options: EncodingOptions, *, processes: int) -> None:
+        if processes < 1:
+            raise ValueError(f"processes={processes}: at least 1")
+        self.processes = processes
+        # spawn, not fork: the parent runs threads (reader, writer, the Rust tokenizer's pool),
+        # and a forked child of a threaded process can inherit a lock held by a thread it lacks.
+        self._pool = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_start_worker, initargs=(tokenizer, options))
+
+    def submit(self, texts: list[object]) -> "Future[EncodingBatch]":
+        try:
+            return self._pool.submit(_encode_in_worker, list(texts))
+        except BrokenProcessPool as err:
+            raise _died(err) from err
+
+    @staticmethod
+    def result(future: "Future[EncodingBatch]") -> list[EncodedText]:
+        """Wait for one submitted chunk; its EncodedTexts, as ``Tokenizer.encode`` gives them."""
+        try:
+            return future.result().unpack()
+        except BrokenProcessPool as err:
+            raise _died(err) from err
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "TokenizerProcesses":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _died(err: BaseException) -> WorkerProcessError:
+    return WorkerProcessError(f"a tokenizer process stopped unexpectedly ({err}); what was committed is kept: "
+                              "run the same command again to resume")

@@ -1,0 +1,127 @@
+"""Tokenization in worker processes gives what in-process encode gives, in order, and its
+workers never outlive the job or fail silently."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from structsent.config import LongTextPolicy
+from structsent.errors import WorkerProcessError
+from structsent.tokenize import Tokenizer
+from structsent.tokenize_processes import EncodingBatch, EncodingOptions, TokenizerProcesses
+
+from .conftest import VOCAB
+from .test_tokenize import EDGE_TEXTS, committed_texts, random_mixtures
+
+OPTIONS = EncodingOptions(max_length=64, long_text=LongTextPolicy.WINDOWS, window_stride=20)
+BAD_VALUES = [None, "", "   ", 7, "好" * 700]
+
+
+def encode(tokenizer, texts, options=OPTIONS):
+    return tokenizer.encode(texts, max_length=options.max_length, long_text=options.long_text,
+                            window_stride=options.window_stride)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return Tokenizer.from_vocab(VOCAB, do_lower_case=True)
+
+
+@pytest.mark.parametrize("vectorised", [True, False])
+@pytest.mark.parametrize("long_text", [LongTextPolicy.WINDOWS, LongTextPolicy.TRUNCATE])
+def test_an_encoding_batch_unpacks_to_what_it_packed(vectorised, long_text):
+    tok = Tokenizer.from_vocab(VOCAB, do_lower_case=True)
+    if not vectorised:
+        tok.char_table = None  # tuples from the Rust path
+    options = EncodingOptions(max_length=64, long_text=long_text, window_stride=20)
+    texts = committed_texts()[:800] + random_mixtures(100) + EDGE_TEXTS + BAD_VALUES
+    encoded = encode(tok, texts, options)
+    assert EncodingBatch.pack(encoded).unpack() == encoded
+    assert EncodingBatch.pack([]).unpack() == []
+
+
+def _workers_of(pid: int) -> list[int]:
+    """Live processes whose parent is ``pid`` and that run multiprocessing's spawn entry point."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        ppid = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:"))
+        state = next(line.split()[1] for line in status.splitlines() if line.startswith("State:"))
+        if ppid == pid and "spawn_main" in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def test_processes_encode_as_in_process_and_in_submission_order(tokenizer):
+    texts = committed_texts()[:3000] + BAD_VALUES
+    chunks = [texts[i : i + 257] for i in range(0, len(texts), 257)]
+    with TokenizerProcesses(tokenizer, OPTIONS, processes=2) as pool:
+        futures = [pool.submit(chunk) for chunk in chunks]
+        got = [pool.result(future) for future in futures]
+        assert len(_workers_of(os.getpid())) == 2
+    assert got == [encode(tokenizer, chunk) for chunk in chunks]
+    assert sum(map(len, got)) == len(texts)
+    assert _workers_of(os.getpid()) == []  # closed: none left behind
+
+
+def test_a_worker_that_dies_fails_the_next_result_with_a_typed_error(tokenizer):
+    with TokenizerProcesses(tokenizer, OPTIONS, processes=2) as pool:
+        pool.result(pool.submit(["好评"]))
+        for pid in _workers_of(os.getpid()):
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(WorkerProcessError, match="tokenizer process stopped unexpectedly.*resume"):
+            for _ in range(50):  # the pool notices the death on its own thread
+                pool.result(pool.submit(["差评"]))
+                time.sleep(0.1)
+
+
+def test_workers_exit_when_their_parent_is_killed():
+    script = textwrap.dedent(f"""
+        import os, sys, time
+        sys.path.insert(0, {str(Path(__file__).parents[1])!r})
+        from structsent.config import LongTextPolicy
+        from structsent.tokenize import Tokenizer
+        from structsent.tokenize_processes import EncodingOptions, TokenizerProcesses
+        from tests.conftest import VOCAB
+        pool = TokenizerProcesses(Tokenizer.from_vocab(VOCAB), EncodingOptions(64, LongTextPolicy.TRUNCATE, 31),
+                                  processes=2)
+        pool.result(pool.submit(["好评"]))
+        print("ready", flush=True)
+        time.sleep(600)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout.readline().strip() == "ready"
+        workers = _workers_of(parent.pid)
+        assert workers, "the pool started no worker"
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and any(map(_running, workers)):
+        time.sleep(0.1)
+    alive = [pid for pid in workers if _running(pid)]
+    for pid in alive:  # never leave one behind, even when the assertion below fails
+        os.kill(pid, signal.SIGKILL)
+    assert alive == [], "tokenizer workers outlived their killed parent"
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's exit is reaped by whoever adopts it, maybe late)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return next(line.split()[1] for line in status.splitlines() if line.startswith("State:")) != "Z"
