@@ -34,9 +34,11 @@ $PY -m structsent bench --shape structbert-base --device cuda --n 3000 "${corpus
     --configs one-by-one,fixed-32,pipeline,torch-fp16,torch-bf16 --out "$OUT/bench_small" 2>&1 | grep -v "^  chunk"
 fi
 
-echo "== label job vs model alone, $N rows"
+echo "== label job vs model alone, $N rows (tokenizing in the job's process, then in 4 worker processes)"
+for processes in 0 4; do
 $PY scripts/pipeline_bench.py --shape structbert-base --device cuda --rows "$N" --chunk-rows 8192 --rounds 1 \
-    "${corpus[@]}" 2>&1 | tee "$OUT/pipeline.txt"
+    --tokenizer-processes "$processes" "${corpus[@]}" 2>&1 | tee -a "$OUT/pipeline.txt"
+done
 
 echo "== $BASELINE_N texts: transformers.pipeline(batch_size=32) against structsent"
 $PY -m structsent bench --shape structbert-base --device cuda --n "$BASELINE_N" --chunks 2 "${corpus[@]}" \

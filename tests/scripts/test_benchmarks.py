@@ -28,5 +28,5 @@ def test_feed_bench_compares_the_instant_model_job_with_tokenization_alone():
 def test_pipeline_bench_times_the_model_and_the_label_job():
     out = run_script("pipeline_bench.py", "--rows", "60", "--rounds", "1")
     assert "host: CPU " in out and "ISA " in out
-    assert "model only, pre-tokenized:" in out and "label job (CSV in, CSV out):" in out
+    assert "model only, pre-tokenized:" in out and "label job (CSV in, CSV out; tokenizer processes: 0):" in out
     assert "ratio label job / model only:" in out
