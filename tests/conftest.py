@@ -45,6 +45,31 @@ TINY = dict(
 )
 
 
+def children_of(pid: int, *, running: str | None = None) -> list[int]:
+    """Live (not zombie) child processes of ``pid``, from /proc (Linux); with ``running``, only
+    those whose command line contains it."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace") if running else ""
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z" and (running is None or running in cmdline):
+            found.append(int(entry.name))
+    return found
+
+
+def is_running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's exit is reaped by whoever adopts it, maybe late)."""
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
+    except OSError:
+        return False
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 

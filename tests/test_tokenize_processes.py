@@ -16,7 +16,7 @@ from structsent.errors import WorkerProcessError
 from structsent.tokenize import Tokenizer
 from structsent.tokenize_processes import EncodingBatch, EncodingOptions, TokenizerProcesses
 
-from .conftest import VOCAB
+from .conftest import VOCAB, children_of, is_running
 from .test_tokenize import EDGE_TEXTS, committed_texts, random_mixtures
 
 OPTIONS = EncodingOptions(max_length=64, long_text=LongTextPolicy.WINDOWS, window_stride=20)
@@ -47,21 +47,7 @@ def test_an_encoding_batch_unpacks_to_what_it_packed(vectorised, long_text):
 
 
 def _workers_of(pid: int) -> list[int]:
-    """Live processes whose parent is ``pid`` and that run multiprocessing's spawn entry point."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = (entry / "status").read_text()
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        ppid = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:"))
-        state = next(line.split()[1] for line in status.splitlines() if line.startswith("State:"))
-        if ppid == pid and "spawn_main" in cmdline and state != "Z":
-            found.append(int(entry.name))
-    return found
+    return children_of(pid, running="spawn_main")  # multiprocessing's spawn entry point
 
 
 def test_processes_encode_as_in_process_and_in_submission_order(tokenizer):
@@ -110,18 +96,10 @@ def test_workers_exit_when_their_parent_is_killed():
         parent.kill()
         parent.wait()
     deadline = time.time() + 20
-    while time.time() < deadline and any(map(_running, workers)):
+    while time.time() < deadline and any(map(is_running, workers)):
         time.sleep(0.1)
-    alive = [pid for pid in workers if _running(pid)]
+    alive = [pid for pid in workers if is_running(pid)]
     for pid in alive:  # never leave one behind, even when the assertion below fails
         os.kill(pid, signal.SIGKILL)
     assert alive == [], "tokenizer workers outlived their killed parent"
 
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (an orphan's exit is reaped by whoever adopts it, maybe late)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    return next(line.split()[1] for line in status.splitlines() if line.startswith("State:")) != "Z"

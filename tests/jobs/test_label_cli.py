@@ -13,6 +13,7 @@ import pytest
 
 import structsent
 
+from ..conftest import children_of, is_running
 from .conftest import PYTHON, read_jsonl_bytes
 from .conftest import structsent as run_cli
 
@@ -310,8 +311,6 @@ def test_report_flag_writes_a_report_of_the_output(tmp_path, hf_model_dir, real_
 
 @pytest.mark.slow
 def test_tokenizer_processes_write_the_same_bytes_and_survive_sigkill(tmp_path, hf_model_dir, reviews_file):
-    from ..test_tokenize_processes import _running, _workers_of
-
     source = tmp_path / "in.csv"
     texts = reviews_file.read_text(encoding="utf-8").splitlines()
     with open(source, "w", encoding="utf-8", newline="") as handle:
@@ -326,15 +325,15 @@ def test_tokenizer_processes_write_the_same_bytes_and_survive_sigkill(tmp_path, 
     out, manifest = tmp_path / "out.csv", tmp_path / "out.csv.manifest.json"
     proc = _start([*common, "-o", out, "--tokenizer-processes", "2"])
     _wait_for_rows(manifest, 900, proc)
-    workers = _workers_of(proc.pid)
+    workers = children_of(proc.pid, running="spawn_main")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert manifest.exists(), "the job finished before it could be killed; make the input larger"
     assert workers, "no tokenizer process was running"
     deadline = time.time() + 20
-    while time.time() < deadline and any(map(_running, workers)):
+    while time.time() < deadline and any(map(is_running, workers)):
         time.sleep(0.1)
-    assert not any(map(_running, workers)), "tokenizer processes outlived the killed job"
+    assert not any(map(is_running, workers)), "tokenizer processes outlived the killed job"
     run_cli(*common, "-o", out, "--resume", "--tokenizer-processes", "2")
     assert out.read_bytes() == reference.read_bytes()
     rows = list(csv.DictReader(io.StringIO(out.read_text())))

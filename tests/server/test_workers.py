@@ -9,24 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ..conftest import children_of
 from .conftest import ServerProcess
 
 pytestmark = pytest.mark.slow  # real server processes
 
-
-def children_of(pid: int) -> list[int]:
-    """Live child processes of ``pid`` (from /proc, Linux)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry.name))
-    return found
 
 
 def test_two_workers_serve_the_same_answers_and_stop_together(hf_model_dir):
