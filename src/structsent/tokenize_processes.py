@@ -17,6 +17,7 @@ import dataclasses
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -86,6 +87,9 @@ _worker_options: EncodingOptions | None = None
 def _start_worker(tokenizer: Tokenizer, options: EncodingOptions) -> None:
     global _worker_tokenizer, _worker_options
     _worker_tokenizer, _worker_options = tokenizer, options
+    # Ctrl-C in a terminal reaches the whole process group: the job stops after its chunk and
+    # shuts the workers down itself, so a worker must not die of it first (a broken pool).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent()
 
 

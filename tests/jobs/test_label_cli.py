@@ -340,6 +340,28 @@ def test_tokenizer_processes_write_the_same_bytes_and_survive_sigkill(tmp_path, 
     assert [int(r["n"]) for r in rows] == list(range(len(texts)))  # none lost, none duplicated, in order
 
 
+@pytest.mark.slow
+def test_ctrl_c_in_a_terminal_stops_a_job_with_tokenizer_processes_cleanly(tmp_path, hf_model_dir, reviews_file):
+    """Ctrl-C reaches the whole process group, workers included: the job still stops after its
+    chunk (exit 130, resumable), and the resumed file is the uninterrupted one."""
+    import os
+
+    out = tmp_path / "out.jsonl"
+    args = ["label", reviews_file, "-o", out, "--chunk-rows", "64", "--model", hf_model_dir]
+    run_cli(*args[:3], tmp_path / "reference.jsonl", *args[4:])
+    proc = subprocess.Popen([PYTHON, "-m", "structsent", *map(str, args), "--tokenizer-processes", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    _wait_for_rows(tmp_path / "out.jsonl.manifest.json", 256, proc)
+    workers = children_of(proc.pid, running="spawn_main")
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal does
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    assert "--resume" in err.decode() and "interrupted after" in err.decode()
+    assert workers and not any(map(is_running, workers))
+    run_cli(*args, "--resume", "--quiet", "--tokenizer-processes", "2")
+    assert out.read_bytes() == (tmp_path / "reference.jsonl").read_bytes()
+
+
 def test_tokenizer_processes_are_for_the_local_engine(tmp_path, hf_model_dir, reviews_file):
     proc = run_cli("label", reviews_file, "-o", tmp_path / "out", "--engine", "ray", "--tokenizer-processes", "2",
                    "--model", hf_model_dir, check=False)
