@@ -89,15 +89,16 @@ class TorchRunner:
 
     def _stage_packed(self, ids: np.ndarray, positions: np.ndarray, cu_lengths: np.ndarray,
                       max_length: int) -> "_Staged":
-        """Packed texts on their way to the device: ids, positions and cumulative lengths in one copy."""
+        """Packed texts on their way to the device: ids, positions and cumulative lengths in one
+        copy. The int32 lengths the kernel takes are made in ``launch``, after the copy is waited
+        for on the compute stream (here it may still be in flight)."""
         stream = torch.from_numpy(np.concatenate([ids, positions, cu_lengths.astype(np.int64)]))
         copied = None
         if self._device.type == "cuda":
             stream, copied = self._copy_to_cuda(stream)
         tokens = len(ids)
-        texts = PackedTexts(ids=stream[:tokens], positions=stream[tokens : 2 * tokens],
-                            cu_lengths=stream[2 * tokens :].to(torch.int32), max_length=max_length)
-        return _Staged(texts.ids, None, copied, texts)
+        packed = _PackedOnDevice(stream[:tokens], stream[tokens : 2 * tokens], stream[2 * tokens :], max_length)
+        return _Staged(packed.ids, None, copied, packed)
 
     def launch(self, staged: "_Staged") -> "_Launched":
         """Start computing a staged batch; on CUDA, returns before the device is done."""
@@ -107,7 +108,7 @@ class TorchRunner:
                     torch.cuda.current_stream(self._device).wait_event(staged.copied)
                 with self._attention_kernels():
                     if staged.packed is not None:
-                        logits = self.model.forward_packed(staged.packed, self._varlen).float()
+                        logits = self.model.forward_packed(staged.packed.texts(), self._varlen).float()
                     else:
                         logits = self.model(staged.ids, staged.mask).float()
                 if self._device.type != "cuda":
@@ -214,10 +215,25 @@ class TorchRunner:
             torch.cuda.empty_cache()
 
 
+class _PackedOnDevice:
+    """Packed texts as copied: int64 views of one device buffer (see ``_stage_packed``)."""
+
+    __slots__ = ("ids", "positions", "cu_lengths", "max_length")
+
+    def __init__(self, ids: torch.Tensor, positions: torch.Tensor, cu_lengths: torch.Tensor, max_length: int) -> None:
+        self.ids, self.positions, self.cu_lengths, self.max_length = ids, positions, cu_lengths, max_length
+
+    def texts(self) -> PackedTexts:
+        """The model's input; call on the compute stream once the copy is waited for."""
+        return PackedTexts(ids=self.ids, positions=self.positions, cu_lengths=self.cu_lengths.to(torch.int32),
+                           max_length=self.max_length)
+
+
 class _Staged:
     __slots__ = ("ids", "mask", "copied", "packed")
 
-    def __init__(self, ids: torch.Tensor, mask: torch.Tensor | None, copied, packed: PackedTexts | None = None) -> None:
+    def __init__(self, ids: torch.Tensor, mask: torch.Tensor | None, copied,
+                 packed: _PackedOnDevice | None = None) -> None:
         self.ids, self.mask, self.copied, self.packed = ids, mask, copied, packed
 
 
