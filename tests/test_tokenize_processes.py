@@ -62,6 +62,19 @@ def test_processes_encode_as_in_process_and_in_submission_order(tokenizer):
     assert _workers_of(os.getpid()) == []  # closed: none left behind
 
 
+def test_workers_ignore_ctrl_c_which_the_job_handles(tokenizer):
+    """A terminal's Ctrl-C reaches every process of the group; the job stops after its chunk and
+    closes the pool itself, so a worker must survive the signal (else the pool breaks first)."""
+    with TokenizerProcesses(tokenizer, OPTIONS, processes=2) as pool:
+        pool.result(pool.submit(["好评"]))
+        workers = _workers_of(os.getpid())
+        for pid in workers:
+            os.kill(pid, signal.SIGINT)
+        time.sleep(0.5)
+        assert all(map(is_running, workers))
+        assert pool.result(pool.submit(["差评"])) == encode(tokenizer, ["差评"])
+
+
 def test_a_worker_that_dies_fails_the_next_result_with_a_typed_error(tokenizer):
     with TokenizerProcesses(tokenizer, OPTIONS, processes=2) as pool:
         pool.result(pool.submit(["好评"]))
