@@ -92,10 +92,12 @@ class TorchRunner:
         """Packed texts on their way to the device: ids, positions and cumulative lengths in one
         copy. The int32 lengths the kernel takes are made in ``launch``, after the copy is waited
         for on the compute stream (here it may still be in flight)."""
-        stream = torch.from_numpy(np.concatenate([ids, positions, cu_lengths.astype(np.int64)]))
+        parts = [torch.from_numpy(a) for a in (ids, positions, cu_lengths.astype(np.int64))]
         copied = None
         if self._device.type == "cuda":
-            stream, copied = self._copy_to_cuda(stream)
+            stream, copied = self._copy_to_cuda(*parts)
+        else:
+            stream = torch.cat(parts)
         tokens = len(ids)
         packed = _PackedOnDevice(stream[:tokens], stream[tokens : 2 * tokens], stream[2 * tokens :], max_length)
         return _Staged(packed.ids, None, copied, packed)
@@ -136,12 +138,13 @@ class TorchRunner:
         raise DeviceOutOfMemoryError(f"out of device memory while computing a batch ({detail})")
 
     def _stage_on_cuda(self, ids: torch.Tensor, mask: torch.Tensor, padded: bool) -> "_Staged":
-        on_device, copied = self._copy_to_cuda(torch.cat([ids.view(-1), mask.view(-1)]))
+        on_device, copied = self._copy_to_cuda(ids.view(-1), mask.view(-1))
         n = ids.numel()
         return _Staged(on_device[:n].view(ids.shape), on_device[n:].view(mask.shape) if padded else None, copied)
 
-    def _copy_to_cuda(self, values: torch.Tensor) -> tuple[torch.Tensor, object]:
-        """An int64 vector copied to the device on the copy stream: (device tensor, copy-done event).
+    def _copy_to_cuda(self, *parts: torch.Tensor) -> tuple[torch.Tensor, object]:
+        """int64 vectors copied, one after another, to one device vector on the copy stream:
+        (device tensor, copy-done event). Each part goes straight into the pinned slot.
 
         Two pinned slots used in turn: the copy of batch i+1 may be in flight while batch i's
         slot is still being read. A slot is reused only after its previous copy finished.
@@ -150,8 +153,11 @@ class TorchRunner:
         self._next_slot = 1 - slot
         if self._slot_free[slot] is not None:
             self._slot_free[slot].synchronize()
-        host = self._pinned_slot(slot, values.numel())
-        host.copy_(values)
+        host = self._pinned_slot(slot, sum(part.numel() for part in parts))
+        start = 0
+        for part in parts:
+            host[start : start + part.numel()].copy_(part)
+            start += part.numel()
         copy_stream = self._copy_stream
         with torch.cuda.stream(copy_stream):
             on_device = host.to(self._device, non_blocking=True)

@@ -14,8 +14,15 @@ from pathlib import Path
 INFERENCE_EXTENSIONS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile")
 
 
-def _cpuinfo_field(lines: list[str], name: str) -> str | None:
-    for line in lines:
+def _read_cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""  # not Linux: every field reads as unknown
+
+
+def _cpuinfo_field(cpuinfo: str, name: str) -> str | None:
+    for line in cpuinfo.splitlines():
         if line.startswith(name) and ":" in line:
             return line.split(":", 1)[1].strip()
     return None
@@ -23,12 +30,7 @@ def _cpuinfo_field(lines: list[str], name: str) -> str | None:
 
 def cpu_isa(cpuinfo: str | None = None) -> str:
     """'ISA avx2+fma+avx512f+...' from /proc/cpuinfo (or the given text); 'ISA unknown' elsewhere."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return "ISA unknown"
-    flags = _cpuinfo_field(cpuinfo.splitlines(), "flags")
+    flags = _cpuinfo_field(_read_cpuinfo() if cpuinfo is None else cpuinfo, "flags")
     if flags is None:
         return "ISA unknown"
     have = set(flags.split())
@@ -37,12 +39,8 @@ def cpu_isa(cpuinfo: str | None = None) -> str:
 
 
 def cpu_model(cpuinfo: str | None = None) -> str:
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
-    return _cpuinfo_field(cpuinfo.splitlines(), "model name") or platform.processor() or platform.machine()
+    name = _cpuinfo_field(_read_cpuinfo() if cpuinfo is None else cpuinfo, "model name")
+    return name or platform.processor() or platform.machine()
 
 
 def describe_cpu() -> str:
