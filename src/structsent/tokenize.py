@@ -271,7 +271,10 @@ class CharTable:
         return [flat[a:b] for a, b in zip(bounds, bounds[1:])]
 
     def _holds_special_text(self, texts: list[str]) -> bool:
-        return bool(self._special_texts) and any(special in "".join(texts) for special in self._special_texts)
+        if not self._special_texts:
+            return False
+        joined = "".join(texts)
+        return any(special in joined for special in self._special_texts)
 
     def _flat_ids(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         """Every text's ids in one array, and where each text's begin (one more bound than texts)."""
