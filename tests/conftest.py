@@ -6,6 +6,7 @@ temporary folder made for this run, whatever the machine's earlier runs left.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -31,6 +32,14 @@ def pytest_unconfigure(config):
     cache = getattr(config, "_structsent_cache", None)
     if cache:
         shutil.rmtree(cache, ignore_errors=True)
+
+@pytest.fixture(autouse=True)
+def _no_frozen_objects_between_tests():
+    """The CLI and the server freeze startup objects (gc.freeze); a test that ran them in this
+    process must not leave the rest of the suite's objects out of collections."""
+    yield
+    gc.unfreeze()
+
 
 DATA = Path(__file__).parent / "data"
 VOCAB = Path(__file__).parents[1] / "src" / "structsent" / "models" / "default" / "vocab.txt"  # bert-base-chinese's

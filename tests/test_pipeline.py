@@ -1,9 +1,10 @@
+import gc
 import threading
 import time
 
 import pytest
 
-from structsent.pipeline import BackgroundWorker, Prefetch
+from structsent.pipeline import BackgroundWorker, Prefetch, freeze_startup_objects
 
 
 def test_prefetch_yields_every_item_in_order():
@@ -82,3 +83,26 @@ def test_background_worker_failure_reaches_the_caller_and_stops_work():
             worker.submit(i)
         worker.close()
     assert done == [0, 1, 2]
+
+
+class Node:
+    def __init__(self) -> None:
+        self.other: Node | None = None
+
+
+def _tracked(obj) -> bool:
+    return any(o is obj for o in gc.get_objects())
+
+
+def test_freezing_takes_live_objects_out_of_collections_and_later_cycles_are_still_collected():
+    loaded = [Node() for _ in range(3)]
+    assert _tracked(loaded)
+    frozen = freeze_startup_objects()
+    assert frozen >= len(loaded) and gc.get_freeze_count() == frozen
+    assert not _tracked(loaded) and not _tracked(loaded[0])
+    cycle = Node()
+    cycle.other = Node()
+    cycle.other.other = cycle
+    assert _tracked(cycle)
+    del cycle
+    assert gc.collect() >= 2  # a cycle made after the freeze is reclaimed as before

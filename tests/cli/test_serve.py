@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import resource
 import subprocess
 import sys
@@ -56,3 +57,15 @@ def test_a_connection_cap_beyond_the_open_file_limit_is_refused_before_loading()
     assert "--max-connections 1000" in done.stderr and "ulimit -n" in done.stderr
     assert "Traceback" not in done.stderr
 
+
+
+def test_the_service_freezes_its_startup_objects_once_warm(hf_model_dir):
+    assert gc.get_freeze_count() == 0
+    service = SentimentService(ServerSettings(model=str(hf_model_dir)))
+    service.start_loading().join(timeout=120)
+    try:
+        assert service.ready, service.load_error
+        assert gc.get_freeze_count() > 0
+        assert not any(o is service.classifier for o in gc.get_objects())  # no longer walked by collections
+    finally:
+        service.stop(timeout=10)

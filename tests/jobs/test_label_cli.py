@@ -1,6 +1,7 @@
 """`structsent label` through the real command line: formats, crash and resume, bad input, pipes."""
 
 import csv
+import gc
 import io
 import json
 import signal
@@ -40,6 +41,20 @@ def assert_matches_library(clf, texts, rows, prob_key="prob_正面", tolerance=1
             assert abs(float(row[prob_key]) - result.scores["正面"]) < tolerance
         else:
             assert row["error"] == result.error
+
+
+def test_the_command_freezes_what_it_loaded_before_the_job(tmp_path, hf_model_dir, clf, real_reviews):
+    from structsent.cli import main
+
+    texts = real_reviews[:300]
+    source = tmp_path / "in.csv"
+    with open(source, "w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows([["text"], *([t] for t in texts)])
+    assert gc.get_freeze_count() == 0
+    assert main(["label", str(source), "-o", str(tmp_path / "out.csv"), *model_args(str(hf_model_dir))]) == 0
+    assert gc.get_freeze_count() > 0  # the model and the modules are out of the job's full collections
+    with open(tmp_path / "out.csv", encoding="utf-8", newline="") as handle:
+        assert_matches_library(clf, texts, list(csv.DictReader(handle)))
 
 
 # -- round trips ---------------------------------------------------------------------------------

@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io.formats import output_format_for
     from ..jobs.label import LabelJob, LabelJobSpec, check_job_paths
     from ..jobs.progress import ProgressBar, format_summary
+    from ..pipeline import freeze_startup_objects
     from .engine_flags import engine_config
 
     if args.resume and args.overwrite:
@@ -93,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     )
     check_job_paths(spec)
     classifier = structsent.load(args.model, config=engine_config(args))
+    freeze_startup_objects()  # the job's full collections no longer walk the model and the modules
     progress = None if args.quiet or not sys.stderr.isatty() else ProgressBar(device=classifier.runner.device)
     stop = threading.Event()
     job = LabelJob(spec, classifier, progress=progress, stop=stop, notify=_notice)

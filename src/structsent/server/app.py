@@ -30,6 +30,7 @@ from starlette.routing import Route
 from .. import __version__
 from ..config import EngineConfig
 from ..errors import BadInputError, ConfigError, ModelOutputError, OverloadedError, StructsentError
+from ..pipeline import freeze_startup_objects
 from ..results import LabelResult, is_model_failure
 from .apidocs import PATHS as API_DOCS_PATHS
 from .apidocs import add_offline_docs
@@ -190,6 +191,7 @@ class SentimentService:
                 on_batch=self.metrics.observe_batch,
             )
             batcher.start()
+            freeze_startup_objects()  # a full collection per few thousand requests walked the model each time
             self.classifier, self.batcher = classifier, batcher
             log.info("model ready: %s", classifier.info())
         except BaseException as err:
