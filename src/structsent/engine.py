@@ -188,6 +188,11 @@ class Classifier:
     def _pad(self, batch: Batch, sequences, lengths) -> tuple[np.ndarray, np.ndarray]:
         return pad_batch([sequences[i] for i in batch], self.tokenizer.pad_id, max(lengths[i] for i in batch))
 
+    def _computed_tokens(self, ids: np.ndarray, mask: np.ndarray) -> int:
+        """Token positions the model computes for a padded batch: every one, or with packed
+        attention (the runner packs every batch the engine pads) the real tokens only."""
+        return int(mask.sum()) if getattr(self.runner, "packed", False) else ids.size
+
     def _within_budget(self, plan, lengths):
         """The planned batches, each re-split if the budget was lowered (out of memory) since planning."""
         for batch in plan:
@@ -209,7 +214,7 @@ class Classifier:
                     self._finish(in_flight.popleft(), sequences, lengths, stats, out)
                 out[list(batch)] = self._run_batch(batch, sequences, lengths, stats)
                 continue
-            in_flight.append((batch, launched, ids.size))
+            in_flight.append((batch, launched, self._computed_tokens(ids, mask)))
             if len(in_flight) > 1:
                 self._finish(in_flight.popleft(), sequences, lengths, stats, out)
         while in_flight:
@@ -249,7 +254,7 @@ class Classifier:
             logits = None
         if logits is not None:
             stats.batches += 1
-            stats.padded_tokens += ids.size
+            stats.padded_tokens += self._computed_tokens(ids, mask)
             return logits
         stats.oom_splits += 1
         self.token_budget = max(self.max_length, min(self.token_budget, padded_cost(batch, lengths) // 2))

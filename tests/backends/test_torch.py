@@ -86,6 +86,11 @@ def test_packed_runner_labels_as_the_padded_runner(hf_model_dir, real_reviews):
     ok = [i for i, r in enumerate(want) if r.ok]
     np.testing.assert_allclose([got[i].scores[want[i].label] for i in ok], [want[i].score for i in ok],
                                atol=1e-5, rtol=0)
+    # Packed, the model computes real tokens only: the stats (summaries, reports) say no padding.
+    (_, packed_stats), (_, padded_stats) = (c.label_encoded(c.encode(texts[:150])) for c in (packed, padded))
+    assert packed_stats.real_tokens == padded_stats.real_tokens > 0
+    assert packed_stats.padded_tokens == packed_stats.real_tokens and packed_stats.padding_fraction == 0.0
+    assert padded_stats.padded_tokens > padded_stats.real_tokens
 
 
 @pytest.mark.parametrize("kernel", ["raises", "wrong", "non-finite"])
