@@ -4,6 +4,7 @@ import csv
 import gc
 import io
 import json
+import os
 import signal
 import subprocess
 import time
@@ -384,3 +385,8 @@ def test_tokenizer_processes_are_for_the_local_engine(tmp_path, hf_model_dir, re
     proc = run_cli("label", reviews_file, "-o", tmp_path / "out.csv", "--tokenizer-processes", "-1",
                    "--model", hf_model_dir, check=False)
     assert proc.returncode == 2 and b"--tokenizer-processes must be at least 0" in proc.stderr
+    too_many = len(os.sched_getaffinity(0)) + 1
+    proc = run_cli("label", reviews_file, "-o", tmp_path / "out.csv", "--tokenizer-processes", too_many,
+                   "--model", hf_model_dir, check=False)
+    assert proc.returncode == 2 and f"--tokenizer-processes {too_many}: this job may use".encode() in proc.stderr
+    assert b"Traceback" not in proc.stderr and not (tmp_path / "out.csv").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
 import sys
@@ -75,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
         raise BadInputError("--chunk-rows must be at least 1")
     if args.tokenizer_processes < 0:
         raise BadInputError("--tokenizer-processes must be at least 0")
+    cores = len(os.sched_getaffinity(0))
+    if args.tokenizer_processes > cores:
+        raise BadInputError(f"--tokenizer-processes {args.tokenizer_processes}: this job may use {cores} CPU cores, "
+                            "and more processes than cores cannot tokenize faster (each holds a tokenizer in memory)")
     if args.report is not None and args.output in (None, "-"):
         raise BadInputError("--report needs an output file (-o): the report is made from it")
     input_format = _input_format(args)
