@@ -116,6 +116,12 @@ def child(args: argparse.Namespace) -> None:
 
     if table is not None:
         table.content_ids(texts[: args.chunk_rows])  # the table learns the common characters: not timed
+    try:  # as the label command does once the model is loaded (absent from older code: skipped there)
+        from structsent.pipeline import freeze_startup_objects
+    except ImportError:
+        pass
+    else:
+        freeze_startup_objects()
     measures = {"tokenize: Rust encode_batch": rust("encode_batch")}
     if hasattr(backend, "encode_batch_fast"):
         measures["tokenize: Rust encode_batch_fast"] = rust("encode_batch_fast")
