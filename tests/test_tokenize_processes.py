@@ -75,12 +75,38 @@ def test_workers_ignore_ctrl_c_which_the_job_handles(tokenizer):
         assert pool.result(pool.submit(["差评"])) == encode(tokenizer, ["差评"])
 
 
+def _blocked_signals(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16)
+
+
+def test_workers_are_born_with_ctrl_c_blocked_and_the_job_keeps_its_mask(tokenizer):
+    """Between its start and its initializer a worker imports for a second or more; a Ctrl-C
+    then must not kill it (the pool would break instead of the job stopping after its chunk)."""
+    sigint = 1 << (signal.SIGINT - 1)
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    with TokenizerProcesses(tokenizer, OPTIONS, processes=2) as pool:
+        future = pool.submit(["好评"])
+        workers = _workers_of(os.getpid())
+        assert workers and all(_blocked_signals(pid) & sigint for pid in workers)
+        assert pool.result(future) == encode(tokenizer, ["好评"])
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == before
+    assert signal.SIGINT not in before
+
+
+def test_an_error_inside_a_worker_is_one_typed_line(tokenizer):
+    with TokenizerProcesses(tokenizer, OPTIONS, processes=1) as pool:
+        with pytest.raises(WorkerProcessError, match=r"tokenizing in a worker process failed \(.*pickle"):
+            pool.result(pool.submit(["好评", lambda: None]))  # cannot be sent to the worker
+        assert pool.result(pool.submit(["差评"])) == encode(tokenizer, ["差评"])  # the pool still serves
+
+
 def test_a_worker_that_dies_fails_the_next_result_with_a_typed_error(tokenizer):
     with TokenizerProcesses(tokenizer, OPTIONS, processes=2) as pool:
         pool.result(pool.submit(["好评"]))
         for pid in _workers_of(os.getpid()):
             os.kill(pid, signal.SIGKILL)
-        with pytest.raises(WorkerProcessError, match="tokenizer process stopped unexpectedly.*resume"):
+        with pytest.raises(WorkerProcessError, match="tokenizer process stopped unexpectedly.*committed is kept"):
             for _ in range(50):  # the pool notices the death on its own thread
                 pool.result(pool.submit(["差评"]))
                 time.sleep(0.1)

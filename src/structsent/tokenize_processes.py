@@ -13,13 +13,14 @@ dies fails the next result with ``WorkerProcessError`` instead of hanging the jo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -134,7 +135,8 @@ class TokenizerProcesses:
 
     def submit(self, texts: list[object]) -> "Future[EncodingBatch]":
         try:
-            return self._pool.submit(_encode_in_worker, list(texts))
+            with _sigint_blocked():  # workers start here and inherit the mask until they ignore SIGINT
+                return self._pool.submit(_encode_in_worker, list(texts))
         except BrokenProcessPool as err:
             raise _died(err) from err
 
@@ -142,9 +144,13 @@ class TokenizerProcesses:
     def result(future: "Future[EncodingBatch]") -> list[EncodedText]:
         """Wait for one submitted chunk; its EncodedTexts, as ``Tokenizer.encode`` gives them."""
         try:
-            return future.result().unpack()
+            batch = future.result()
         except BrokenProcessPool as err:
             raise _died(err) from err
+        except Exception as err:  # raised inside a worker: one line, not a remote traceback
+            raise WorkerProcessError(f"tokenizing in a worker process failed ({type(err).__name__}: {err}); "
+                                     "what was committed is kept") from err
+        return batch.unpack()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -157,5 +163,17 @@ class TokenizerProcesses:
 
 
 def _died(err: BaseException) -> WorkerProcessError:
-    return WorkerProcessError(f"a tokenizer process stopped unexpectedly ({err}); what was committed is kept: "
-                              "run the same command again to resume")
+    return WorkerProcessError(f"a tokenizer process stopped unexpectedly ({err}); what was committed is kept")
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """SIGINT blocked in this thread (a process it starts inherits the mask): Ctrl-C at a
+    terminal reaches the whole process group, and a worker still importing, before its
+    initializer ignores SIGINT, would die of it and break the pool. A SIGINT that arrives
+    meanwhile is delivered to another thread of the job, or here once unblocked."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

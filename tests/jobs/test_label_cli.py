@@ -378,6 +378,50 @@ def test_ctrl_c_in_a_terminal_stops_a_job_with_tokenizer_processes_cleanly(tmp_p
     assert out.read_bytes() == (tmp_path / "reference.jsonl").read_bytes()
 
 
+@pytest.mark.slow
+def test_a_bad_row_stops_the_job_after_the_same_rows_with_or_without_tokenizer_processes(tmp_path, hf_model_dir,
+                                                                                          real_reviews):
+    """Chunks read before the bad row are labelled and written first, also when workers were
+    still tokenizing them: the output is the in-process job's, row for row."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows([["n", "text"], *[[i, t] for i, t in enumerate(real_reviews[:800])]])
+    source = tmp_path / "in.csv"
+    source.write_bytes(buffer.getvalue().encode("utf-8") + b"800,\xff\xfe not UTF-8\n801,fine\n")
+    outputs = []
+    for processes in ("0", "2"):
+        proc = run_cli("label", source, "--chunk-rows", "64", "--tokenizer-processes", processes,
+                       *model_args(hf_model_dir), check=False)
+        assert proc.returncode == 2 and b"Traceback" not in proc.stderr, proc.stderr
+        outputs.append(proc.stdout)
+    assert outputs[0] == outputs[1]
+    rows = list(csv.DictReader(io.StringIO(outputs[1].decode("utf-8"))))
+    assert [int(r["n"]) for r in rows] == list(range(768))  # every whole chunk before the bad row, in order
+
+
+@pytest.mark.slow
+def test_a_killed_tokenizer_process_stops_the_job_with_one_line_and_resume_finishes_it(tmp_path, hf_model_dir,
+                                                                                        reviews_file):
+    source = tmp_path / "in.csv"
+    texts = reviews_file.read_text(encoding="utf-8").splitlines()
+    with open(source, "w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows([["n", "text"], *[[i, t] for i, t in enumerate(texts)]])
+    common = ["label", source, "--chunk-rows", "64", *model_args(hf_model_dir)]
+    reference, out = tmp_path / "reference.csv", tmp_path / "out.csv"
+    run_cli(*common, "-o", reference)
+    proc = _start([*common, "-o", out, "--tokenizer-processes", "1"])
+    _wait_for_rows(tmp_path / "out.csv.manifest.json", 300, proc)
+    workers = children_of(proc.pid, running="spawn_main")
+    assert workers and proc.poll() is None, "the job finished before its worker could be killed"
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    message = err.decode()
+    assert proc.returncode != 0 and "Traceback" not in message, message
+    assert "tokenizer process stopped unexpectedly" in message and "--resume" in message
+    assert len(message.strip().splitlines()) == 1
+    run_cli(*common, "-o", out, "--resume", "--tokenizer-processes", "1")
+    assert out.read_bytes() == reference.read_bytes()  # none lost, none duplicated, in order
+
+
 def test_tokenizer_processes_are_for_the_local_engine(tmp_path, hf_model_dir, reviews_file):
     proc = run_cli("label", reviews_file, "-o", tmp_path / "out", "--engine", "ray", "--tokenizer-processes", "2",
                    "--model", hf_model_dir, check=False)

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_on_ray(args)
     import structsent
 
-    from ..errors import BadInputError, OutputWriteError
+    from ..errors import BadInputError, OutputWriteError, WorkerProcessError
     from ..io.formats import output_format_for
     from ..jobs.label import LabelJob, LabelJobSpec, check_job_paths
     from ..jobs.progress import ProgressBar, format_summary
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         raise BadInputError("--chunk-rows must be at least 1")
     if args.tokenizer_processes < 0:
         raise BadInputError("--tokenizer-processes must be at least 0")
-    cores = len(os.sched_getaffinity(0))
+    cores = _usable_cores()
     if args.tokenizer_processes > cores:
         raise BadInputError(f"--tokenizer-processes {args.tokenizer_processes}: this job may use {cores} CPU cores, "
                             "and more processes than cores cannot tokenize faster (each holds a tokenizer in memory)")
@@ -108,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
             summary = job.run()
         except OutputWriteError as err:
             raise OutputWriteError(f"{err}; once the cause is fixed, finish it with: {_resume_command()}") from err
+        except WorkerProcessError as err:
+            raise WorkerProcessError(f"{err}; {_how_to_finish(spec)}") from err
         finally:
             if progress is not None:
                 progress.close()
@@ -169,6 +171,18 @@ def _stdin_is_jsonl() -> bool:
 
 def _notice(message: str) -> None:
     print(f"structsent: {message}", file=sys.stderr)
+
+
+def _usable_cores() -> int:
+    """CPU cores this process may run on (its affinity where the platform has one)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
+def _how_to_finish(spec) -> str:
+    if spec.input == "-" or spec.output in (None, "-"):
+        return "a job on standard input or output cannot be resumed: run it again"
+    return f"to finish, run: {_resume_command()}"
 
 
 def _resume_command() -> str:

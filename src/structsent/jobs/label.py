@@ -331,7 +331,16 @@ class LabelJob:
         with TokenizerProcesses(self.classifier.tokenizer, self.classifier.encoding_options(),
                                 processes=processes) as pool:
             in_flight: collections.deque = collections.deque()
-            for chunk in self._read_chunks(reader):
+            chunks = self._read_chunks(reader)
+            while True:
+                try:
+                    chunk = next(chunks, None)
+                except Exception:  # a read error: the chunks read before it are labelled first, as in-process
+                    while in_flight:
+                        yield _with_encoding(*in_flight.popleft())
+                    raise
+                if chunk is None:
+                    break
                 in_flight.append((chunk, pool.submit(chunk.unique_texts)))
                 if len(in_flight) > processes:  # every worker busy, and one chunk waiting
                     yield _with_encoding(*in_flight.popleft())
