@@ -334,14 +334,14 @@ class LabelJob:
             chunks = self._read_chunks(reader)
             while True:
                 try:
-                    chunk = next(chunks, None)
+                    read = next(chunks, None)
                 except Exception:  # a read error: the chunks read before it are labelled first, as in-process
                     while in_flight:
                         yield _with_encoding(*in_flight.popleft())
                     raise
-                if chunk is None:
+                if read is None:
                     break
-                in_flight.append((chunk, pool.submit(chunk.unique_texts)))
+                in_flight.append((read, pool.submit(read.unique_texts)))
                 if len(in_flight) > processes:  # every worker busy, and one chunk waiting
                     yield _with_encoding(*in_flight.popleft())
             while in_flight:
