@@ -131,3 +131,29 @@ def test_packed_forward_is_the_padded_forward(hf_model_dir, precision):
     np.testing.assert_allclose(packed, padded, atol=TOLERANCE, rtol=0)
     alone = [_packed_and_padded(model, [s])[0][0] for s in sequences[:3]]  # a text's logits do not
     np.testing.assert_allclose(np.stack(alone), packed[:3], atol=TOLERANCE, rtol=0)  # depend on the others
+
+
+@pytest.mark.parametrize("takes_num_splits", [True, False])
+def test_the_flash_kernel_is_asked_for_batch_invariance_where_torch_offers_it(monkeypatch, takes_num_splits):
+    """split-KV picks its reduction order from the batch's longest text; num_splits=1 turns it off.
+    The kernel needs a GPU, so a stand-in records the call (its attention is the reference one)."""
+    import torch.nn.attention.varlen as varlen
+
+    from structsent.modeling import flash_varlen_attention, reference_varlen_attention
+
+    calls: list[dict] = []
+
+    def with_splits(q, k, v, cu_q, cu_k, max_q, max_k, *, num_splits=None):
+        calls.append({"num_splits": num_splits})
+        return reference_varlen_attention(q, k, v, cu_q, cu_k, max_q, max_k)
+
+    def without_splits(q, k, v, cu_q, cu_k, max_q, max_k):
+        calls.append({})
+        return reference_varlen_attention(q, k, v, cu_q, cu_k, max_q, max_k)
+
+    monkeypatch.setattr(varlen, "varlen_attn", with_splits if takes_num_splits else without_splits)
+    q = torch.randn(7, 2, 4)
+    cumulative = torch.tensor([0, 3, 7], dtype=torch.int32)
+    out = flash_varlen_attention(q, q, q, cumulative, cumulative, 4, 4)
+    np.testing.assert_allclose(out.numpy(), reference_varlen_attention(q, q, q, cumulative, cumulative, 4, 4).numpy())
+    assert calls == [{"num_splits": 1} if takes_num_splits else {}]

@@ -62,6 +62,19 @@ def test_sizes_follow_the_device_and_the_model_positions():
     assert not set_budget.probe_token_budget and set_budget.token_budget == 1024
 
 
+@pytest.mark.parametrize(("attention", "required"), [("auto", False), ("packed", True)])
+def test_only_an_explicit_attention_packed_makes_the_load_check_binding(checkpoint, monkeypatch, attention, required):
+    """On a GPU (stood in for: none here) auto takes packed attention where its check passes and
+    runs padded otherwise; attention=packed asked for explicitly must not quietly run padded."""
+    import structsent.modeling
+    import structsent.runtime
+
+    monkeypatch.setattr(structsent.runtime, "torch_device", lambda requested: "cuda:0")
+    monkeypatch.setattr(structsent.modeling, "varlen_kernel_available", lambda: True)
+    plan = resolve_runtime(checkpoint, EngineConfig(backend="torch", precision="fp16", attention=attention))
+    assert plan.device == "cuda:0" and plan.packed and plan.packed_required is required
+
+
 def test_packed_attention_is_a_cuda_path_and_asking_for_it_elsewhere_says_so(checkpoint):
     from structsent.runtime import packed_attention
 

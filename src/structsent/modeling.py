@@ -9,6 +9,8 @@ layer evaluated only at [CLS] (the only position the pooler reads).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import math
 from collections.abc import Callable
 from typing import cast
@@ -181,11 +183,19 @@ def reference_varlen_attention(q, k, v, cu_q, cu_k, max_q: int, max_k: int) -> t
 
 
 def flash_varlen_attention(q, k, v, cu_q, cu_k, max_q: int, max_k: int) -> torch.Tensor:
-    """PyTorch's variable-length flash attention (CUDA, fp16/bf16)."""
+    """PyTorch's variable-length flash attention (CUDA, fp16/bf16), without split-KV where this
+    torch can turn it off: split-KV chooses its reduction order from the batch's longest text,
+    so a text's bits would depend on which texts share its batch (the padded path's do not)."""
     from torch.nn.attention.varlen import varlen_attn
 
-    out = varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k)
+    invariant = {"num_splits": 1} if _has_parameter(varlen_attn, "num_splits") else {}
+    out = varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k, **invariant)
     return out if isinstance(out, torch.Tensor) else out[0]
+
+
+@functools.lru_cache(maxsize=None)
+def _has_parameter(function, name: str) -> bool:
+    return name in inspect.signature(function).parameters
 
 
 def varlen_kernel_available() -> bool:

@@ -36,6 +36,7 @@ class RuntimePlan:
     pad_multiple: int | None
     num_threads: int | None
     packed: bool = False  # attention over packed texts, no padding (torch on CUDA; checked at load)
+    packed_required: bool = False  # attention=packed asked for explicitly: a failed load check is an error
     model_file: Path | None = None  # the ONNX graph to run (exported directory or the export cache)
 
     @property

@@ -40,7 +40,8 @@ def _torch_plan(checkpoint, config: EngineConfig) -> RuntimePlan:
     precision = torch_precision(config.precision, device)
     plan = plan_for(config, backend=Backend.TORCH, device=device, precision=precision,
                     max_positions=checkpoint.shape.max_position_embeddings)
-    return plan.replace(packed=packed_attention(config.attention, device, precision))
+    packed = packed_attention(config.attention, device, precision)
+    return plan.replace(packed=packed, packed_required=packed and config.attention is Attention.PACKED)
 
 
 def packed_attention(requested: Attention, device: str, precision: Precision) -> bool:

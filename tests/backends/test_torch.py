@@ -110,3 +110,20 @@ def test_a_packed_kernel_that_fails_or_disagrees_leaves_the_runner_padded(hf_mod
     ids = np.array([[101, 5, 102, 0], [101, 7, 8, 102]])
     np.testing.assert_allclose(runner.run(ids, (ids != 0).astype(np.int64)),
                                padded.runner.run(ids, (ids != 0).astype(np.int64)), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("kernel", ["raises", "wrong"])
+def test_attention_packed_asked_for_explicitly_refuses_to_load_when_its_check_fails(hf_model_dir, kernel):
+    from structsent.backends.torch import TorchRunner
+    from structsent.errors import ConfigError
+
+    def attention(q, k, v, cu_q, cu_k, max_q, max_k):
+        if kernel == "raises":
+            raise RuntimeError("FlashAttention only supports Ampere GPUs or newer")
+        return q  # not attention at all
+
+    padded = _torch_plan(hf_model_dir)
+    plan = padded.plan.replace(packed=True, packed_required=True)
+    expected = "kernel failed .*Ampere" if kernel == "raises" else "differs from padded"
+    with pytest.raises(ConfigError, match=f"attention=packed cannot run here: .*{expected}.*use attention=auto"):
+        TorchRunner(padded.checkpoint, plan, varlen_attention=attention)

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from structsent.errors import BadInputError
-from structsent.io.manifest import InputLedger, Manifest, input_fingerprint
+from structsent.io.manifest import InputLedger, Manifest, input_fingerprint, model_fingerprint
 
 
 def test_manifest_round_trips_and_refuses_another_version(tmp_path):
@@ -67,3 +67,13 @@ def test_ledger_shorter_than_the_manifest_says_is_refused(tmp_path):
     ledger.path.write_bytes(ledger.path.read_bytes()[:10])
     with pytest.raises(BadInputError, match="shorter than the manifest says"):
         ledger.entries(length)
+
+
+def test_the_model_fingerprint_tells_packed_from_padded_attention(hf_model_dir):
+    """Packed and padded fp16 logits differ in the last digits: a job begun one way resumes only the
+    same way. A padded run's fingerprint is the one written before attention was reported."""
+    info = {"labels": ["负面", "正面"], "backend": "torch", "precision": "fp16", "max_length": 512,
+            "long_text": "truncate", "pad_multiple": None}
+    unreported = model_fingerprint(hf_model_dir, info)
+    assert model_fingerprint(hf_model_dir, {**info, "attention": "padded"}) == unreported
+    assert model_fingerprint(hf_model_dir, {**info, "attention": "packed"}) != unreported

@@ -11,7 +11,7 @@ import torch
 
 from ..batching import pack_batch, pad_batch
 from ..config import Precision
-from ..errors import DeviceOutOfMemoryError
+from ..errors import ConfigError, DeviceOutOfMemoryError
 from ..modeling import BertClassifier, PackedTexts, VarlenAttention, flash_varlen_attention, from_hf_state_dict
 from ..plan import RuntimePlan
 
@@ -54,7 +54,7 @@ class TorchRunner:
         self._slot_free: list = [None, None]
         self._copy_stream = torch.cuda.Stream(self._device) if self._device.type == "cuda" else None
         self._varlen = varlen_attention or flash_varlen_attention
-        self.packed = plan.packed and self._packed_agrees_with_padded(plan.max_length)
+        self.packed = plan.packed and self._packed_attention_usable(plan.max_length, required=plan.packed_required)
 
     @property
     def device(self) -> str:
@@ -168,10 +168,21 @@ class TorchRunner:
         on_device.record_stream(torch.cuda.current_stream(self._device))
         return on_device, copied
 
-    def _packed_agrees_with_padded(self, max_length: int) -> bool:
-        """Run one batch of random texts both ways; packed attention is used only if the logits
-        agree (PACKED_TOLERANCE) and are finite. A kernel this GPU or torch cannot run, or one
-        that answers differently, leaves the runner on padded attention, with a warning."""
+    def _packed_attention_usable(self, max_length: int, *, required: bool) -> bool:
+        """Whether packed attention passes its check (``_packed_differs``); if not, the runner
+        stays padded with a warning, or, when attention=packed was asked for, refuses to load."""
+        problem = self._packed_differs(max_length)
+        if problem is None:
+            return True
+        if required:
+            raise ConfigError(f"attention=packed cannot run here: {problem}; use attention=auto or padded")
+        log.warning("%s; running padded", problem)
+        return False
+
+    def _packed_differs(self, max_length: int) -> str | None:
+        """Run one batch of random texts both ways: None when the logits agree (PACKED_TOLERANCE)
+        and are finite; else what went wrong (a kernel this GPU or torch cannot run, non-finite
+        values, or a different answer)."""
         rng = np.random.default_rng(0)
         vocab = self.model.shape.vocab_size
         texts = [rng.integers(0, vocab, size=min(n, max_length)) for n in PACKED_CHECK_LENGTHS]
@@ -182,16 +193,13 @@ class TorchRunner:
             padded = self.fetch(self.launch(self._stage_padded(ids, mask)))
             packed = self.fetch(self.launch(self._stage_packed(*packed_arrays)))
         except (RuntimeError, NotImplementedError, TypeError, ValueError) as err:
-            log.warning("packed attention unavailable here (%s: %s); running padded", type(err).__name__,
-                        str(err).splitlines()[0] if str(err) else "")
-            return False
+            first_line = str(err).splitlines()[0] if str(err) else ""
+            return f"the packed attention kernel failed ({type(err).__name__}: {first_line})"
         difference = float(np.abs(packed - padded).max()) if np.isfinite(packed).all() else float("inf")
         tolerance = PACKED_TOLERANCE[self._precision] * max(1.0, float(np.abs(padded).max()))
         if not difference <= tolerance:
-            log.warning("packed attention differs from padded by %.3g (tolerance %.3g); running padded",
-                        difference, tolerance)
-            return False
-        return True
+            return f"packed attention differs from padded by {difference:.3g} (tolerance {tolerance:.3g})"
+        return None
 
     def _pinned_slot(self, slot: int, size: int) -> torch.Tensor:
         if self._pinned is None or self._pinned.shape[1] < size:

@@ -86,6 +86,8 @@ def model_fingerprint(directory: Path, engine_info: dict) -> str:
         if file.suffix == ".json":
             digest.update(file.read_bytes())
     relevant = {k: engine_info.get(k) for k in ("labels", "backend", "precision", "max_length", "long_text", "pad_multiple")}
+    if engine_info.get("attention") == "packed":  # packed and padded fp16 logits differ in the last digits
+        relevant["attention"] = "packed"
     digest.update(json.dumps(relevant, sort_keys=True).encode())
     return digest.hexdigest()
 

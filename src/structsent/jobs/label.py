@@ -256,7 +256,7 @@ class LabelJob:
             raise BadInputError(f"cannot resume: {self.spec.input} changed since the job began; start over with --overwrite")
         if saved.model_fingerprint != fresh.model_fingerprint:
             raise BadInputError("cannot resume: the model or its settings changed since the job began; use the same "
-                                "--model/--precision/--backend/--max-length, or start over with --overwrite")
+                                "--model/--precision/--backend/--max-length/--attention, or start over with --overwrite")
         if saved.options != fresh.options:
             raise BadInputError(f"cannot resume: options changed since the job began (was {saved.options})")
         if self.spec.input_format is not Format.PARQUET:
