@@ -188,8 +188,10 @@ def flash_varlen_attention(q, k, v, cu_q, cu_k, max_q: int, max_k: int) -> torch
     so a text's bits would depend on which texts share its batch (the padded path's do not)."""
     from torch.nn.attention.varlen import varlen_attn
 
-    invariant = {"num_splits": 1} if _has_parameter(varlen_attn, "num_splits") else {}
-    out = varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k, **invariant)
+    if _has_parameter(varlen_attn, "num_splits"):
+        out = varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k, num_splits=1)
+    else:
+        out = varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k)
     return out if isinstance(out, torch.Tensor) else out[0]
 
 
