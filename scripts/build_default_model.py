@@ -121,7 +121,7 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "src", "structsent", "models", "default"))
     ap.add_argument("--cache", default=os.path.join(ROOT, ".cache"))
     ap.add_argument("--layers", default="0,1", help="teacher layers copied into the student")
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=3, help="the student's epochs over its texts")
     ap.add_argument("--train-minutes", type=float, default=0.0,
                     help="also stop the student's distillation after this many minutes (0: no cap; a time "
                          "cap makes the result depend on the machine, --max-steps does not)")
@@ -134,9 +134,9 @@ def main():
     ap.add_argument("--teacher-c", type=float, default=None,
                     help="inverse regularisation of the teacher's logistic regression "
                          "(default: chosen on ood_dev from a grid)")
-    ap.add_argument("--ema-decay", type=float, default=None,
+    ap.add_argument("--ema-decay", type=float, default=0.998,
                     help="also score an exponential moving average of the student's weights "
-                         "(decay per step, e.g. 0.998) at each evaluation; default off")
+                         "(decay per step) at each evaluation; 0: off")
     ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                     help="also distil on teacher-labelled review variants, news sentences and "
                          "synthetic clauses from jieba's dictionary")
