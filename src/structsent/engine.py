@@ -188,10 +188,15 @@ class Classifier:
     def _pad(self, batch: Batch, sequences, lengths) -> tuple[np.ndarray, np.ndarray]:
         return pad_batch([sequences[i] for i in batch], self.tokenizer.pad_id, max(lengths[i] for i in batch))
 
+    @property
+    def packed_attention(self) -> bool:
+        """Whether the runner computes attention over packed texts (it packs every batch the engine pads)."""
+        return bool(getattr(self.runner, "packed", False))
+
     def _computed_tokens(self, ids: np.ndarray, mask: np.ndarray) -> int:
         """Token positions the model computes for a padded batch: every one, or with packed
-        attention (the runner packs every batch the engine pads) the real tokens only."""
-        return int(mask.sum()) if getattr(self.runner, "packed", False) else ids.size
+        attention the real tokens only."""
+        return int(mask.sum()) if self.packed_attention else ids.size
 
     def _within_budget(self, plan, lengths):
         """The planned batches, each re-split if the budget was lowered (out of memory) since planning."""
@@ -279,7 +284,7 @@ class Classifier:
             "pad_multiple": self.pad_multiple,
             "num_threads": self.plan.num_threads,
             "long_text": self.plan.long_text.value,
-            "attention": "packed" if getattr(self.runner, "packed", False) else "padded",
+            "attention": "packed" if self.packed_attention else "padded",
         }
 
 
