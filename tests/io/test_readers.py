@@ -1,6 +1,7 @@
 """The streaming readers on small real files: rows, resume positions, digests, bad bytes, flag mode."""
 
 import hashlib
+import json
 
 import pytest
 
@@ -118,3 +119,47 @@ def test_json_lines_skip_blank_lines_and_flag_bad_records(tmp_path):
     assert "expected a JSON object, got list" in rows[1][3]
     assert "no 'text' field (fields: 'body')" in rows[2][3] and rows[2][1] == {"body": "x"}
     assert "invalid JSON" in rows[3][3]
+
+
+@pytest.mark.parametrize("header", [b"text,a,text\n", b"\xef\xbb\xbftext,text\n"])
+def test_csv_columns_that_share_a_name_are_refused(tmp_path, header):
+    # One value per name per row: the other column's values would be lost.
+    with pytest.raises(BadInputError, match="column name\\(s\\) 'text' appear more than once"):
+        read_all(write(tmp_path, "a.csv", header + "x1,y1,好吃\n".encode()))
+
+
+def test_parquet_columns_that_share_a_name_are_refused(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.table([["x"], ["好吃"]], names=["text", "text"]), path)
+    with pytest.raises(BadInputError, match="'text' appear more than once"):
+        read_all(str(path), Format.PARQUET)
+
+
+def test_a_json_number_too_long_to_read_is_a_flagged_row(tmp_path):
+    data = ('{"text": "好吃", "n": ' + "1" * 5000 + '}\n{"text": "难吃"}\n').encode()
+    rows, _ = read_all(write(tmp_path, "a.jsonl", data), Format.JSONL, on_bad_row="flag")
+    assert [r[0] for r in rows] == [1, 2]
+    assert rows[0][2] is None and "line 1: a JSON number of more than" in rows[0][3]
+    assert rows[1][2] == "难吃" and rows[1][3] is None
+    with pytest.raises(BadInputError, match="line 1: a JSON number"):
+        read_all(write(tmp_path, "b.jsonl", data), Format.JSONL)
+
+
+def test_a_lone_surrogate_escape_is_flagged_and_surrogate_pairs_are_read(tmp_path):
+    # A lone half of a UTF-16 pair is no character: no UTF-8 output could hold it.
+    data = (b'{"id": 1, "text": "\\ud800\xe5\xa5\xbd"}\n'
+            b'{"id": 2, "text": "\\ud83d\\ude00\xe5\xa5\xbd", "shop": "\\u5e97"}\n'
+            b'{"id": 3, "text": "\xe5\xa5\xbd", "tags": ["a", {"\\udc00k": 1}]}\n')
+    rows, _ = read_all(write(tmp_path, "a.jsonl", data), Format.JSONL, on_bad_row="flag")
+    assert [r[0] for r in rows] == [1, 2, 3]
+    assert rows[0][1] == {"id": 1, "text": "\ufffd好"} and rows[0][2] is None
+    assert "line 1: field 'text' holds a lone UTF-16 surrogate" in rows[0][3]
+    assert rows[1][2] == "\U0001F600好" and rows[1][3] is None
+    assert rows[2][2] is None and "line 3: field 'tags.1.\ufffdk' holds" in rows[2][3]
+    assert rows[2][1]["tags"][1] == {"\ufffdk": 1}
+    for _, values, _, _, _ in rows:
+        json.dumps(values, ensure_ascii=False).encode("utf-8")  # every value can now be written
+    with pytest.raises(BadInputError, match="line 1: field 'text' holds a lone UTF-16 surrogate"):
+        read_all(write(tmp_path, "b.jsonl", data), Format.JSONL)

@@ -83,3 +83,29 @@ def test_csv_cells_of_labelled_rows_equal_the_generic_formatting():
         generic = [_cell(row.values.get(c)) for c in encoder.input_columns]
         generic += [_cell(v) for v in prediction_values(result, labels)]
         assert encoder._csv_record(row, result) == generic, (row, result)
+
+
+# JSON Lines rows need not share fields; the first row's fields are the columns of a CSV, TSV or
+# Parquet output, and the added columns' names are checked once against them.
+LATER = InputRow(7, {"id": 2, "text": "难吃", "shop": "A店", "label": "人工标注:差评"}, "难吃")
+
+
+@pytest.mark.parametrize("fmt", [Format.CSV, Format.TSV, Format.PARQUET])
+def test_a_row_with_fields_outside_the_columns_is_refused_rather_than_dropped(fmt):
+    encoder = ChunkEncoder(fmt, ["id", "text"], LABELS)
+    encode = encoder.table if fmt is Format.PARQUET else encoder.encode
+    if fmt is Format.PARQUET:
+        pytest.importorskip("pyarrow")
+    with pytest.raises(BadInputError, match="row 7: field\\(s\\) 'shop', 'label' are not among the output's columns "
+                                            "\\('id', 'text'\\)"):
+        encode([InputRow(6, {"id": 1, "text": "好吃"}, "好吃"), LATER], [GOOD, GOOD])
+    # A row with fewer fields loses nothing: its missing cells are empty.
+    assert encode([InputRow(8, {"text": "好吃"}, "好吃")], [GOOD])
+
+
+def test_a_json_lines_row_with_an_added_column_s_name_is_refused_rather_than_overwritten():
+    encoder = ChunkEncoder(Format.JSONL, ["id", "text"], LABELS)
+    with pytest.raises(BadInputError, match="row 7: field\\(s\\) 'label' would be overwritten .* pass --prefix"):
+        encoder.encode([LATER], [GOOD])
+    kept = json.loads(ChunkEncoder(Format.JSONL, ["id", "text"], LABELS, prefix="p_").encode([LATER], [GOOD]))
+    assert kept["label"] == "人工标注:差评" and kept["shop"] == "A店" and kept["p_label"] == "正面"

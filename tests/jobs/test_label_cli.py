@@ -137,11 +137,15 @@ def test_id_column_keeps_only_the_id(tmp_path, hf_model_dir, reviews_file):
     assert [r["line"] for r in rows] == list(range(1, len(rows) + 1))
 
 
-def test_id_column_missing_from_a_jsonl_row_is_an_error(tmp_path, hf_model_dir):
+def test_id_column_missing_from_a_jsonl_row_is_an_error_or_a_flagged_row(tmp_path, hf_model_dir):
     source = tmp_path / "in.jsonl"
     source.write_text('{"id": 1, "text": "好评"}\n{"text": "差评"}\n', encoding="utf-8")
     proc = run_cli("label", source, "--id-column", "id", *model_args(hf_model_dir), check=False)
     assert proc.returncode == 2 and b"row 2 has no id column 'id'" in proc.stderr
+    flagged = read_jsonl_bytes(run_cli("label", source, "--id-column", "id", "--on-bad-row", "flag",
+                                       *model_args(hf_model_dir)).stdout)
+    assert [r["id"] for r in flagged] == [1, None] and flagged[0]["label"] and flagged[1]["label"] is None
+    assert "row 2 has no id column 'id'" in flagged[1]["error"]
 
 
 def test_stdin_to_stdout_plain_and_jsonl(hf_model_dir, clf):

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 
@@ -123,6 +124,79 @@ def test_output_onto_the_input_is_refused_before_touching_it(tmp_path, hf_model_
         message = one_line_error(proc, 2)
         assert "own output file" in message
         assert source.read_bytes() == before
+
+
+# -- output onto something that is not a file ----------------------------------------------------------
+def test_output_onto_a_named_pipe_is_refused_even_with_overwrite(tmp_path, hf_model_dir):
+    # The finished output is renamed onto the output path: that would delete a pipe or a device.
+    source, fifo = tmp_path / "in.csv", tmp_path / "fifo"
+    write_csv(source, [[1, "好评"]])
+    os.mkfifo(fifo)
+    for extra in ([], ["--overwrite"]):
+        message = one_line_error(run_cli("label", source, "-o", fifo, *extra, *model_args(hf_model_dir),
+                                         check=False), 2)
+        assert "is a named pipe; name a regular file" in message
+        assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_output_through_a_symbolic_link_writes_the_file_it_names_and_keeps_the_link(tmp_path, hf_model_dir):
+    source, target, link = tmp_path / "in.csv", tmp_path / "data" / "labelled.csv", tmp_path / "link.csv"
+    write_csv(source, [[1, "好评"], [2, "差评"]])
+    target.parent.mkdir()
+    target.write_text("old\n")
+    link.symlink_to(target)
+    run_cli("label", source, "-o", link, "--overwrite", *model_args(hf_model_dir))
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert [r["text"] for r in read_csv(target)] == ["好评", "差评"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["labelled.csv"]  # no work files left behind
+
+
+# -- standard output closed early ---------------------------------------------------------------------
+def test_a_reader_that_stops_early_ends_the_job_quietly(tmp_path, hf_model_dir, reviews_file):
+    # `structsent label ... | head -2`: no error, no resume advice (standard output cannot be resumed).
+    proc = subprocess.Popen([PYTHON, "-m", "structsent", "label", str(reviews_file), "--format", "txt",
+                             "--chunk-rows", "64", *map(str, model_args(hf_model_dir))],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and len([proc.stdout.readline() for _ in range(2)][1]) > 0
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and err.decode() == ""
+
+
+# -- resume with a work file gone ------------------------------------------------------------------
+@pytest.mark.parametrize("gone", ["cache", "inputs"])
+def test_resume_with_a_work_file_missing_is_a_one_line_error(tmp_path, hf_model_dir, reviews_file, gone):
+    out = tmp_path / "out.jsonl"
+    args = ["label", reviews_file, "-o", out, "--chunk-rows", "64", *model_args(hf_model_dir)]
+    proc = subprocess.Popen([PYTHON, "-m", "structsent", *map(str, args)], stderr=subprocess.DEVNULL)
+    wait_for(lambda: rows_done(tmp_path / "out.jsonl.manifest.json") >= 128, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (tmp_path / f"out.jsonl.{gone}").unlink()
+    message = one_line_error(run_cli(*args, "--resume", check=False), 2)
+    assert f"out.jsonl.{gone}" in message and "is missing" in message and "--overwrite" in message
+    run_cli(*args, "--overwrite")
+    texts = reviews_file.read_text(encoding="utf-8").splitlines()
+    assert [r["text"] for r in read_jsonl_bytes(out.read_bytes())] == texts
+
+
+# -- JSON Lines rows with fields of their own ------------------------------------------------------------
+def test_a_later_jsonl_field_is_never_dropped_or_overwritten(tmp_path, hf_model_dir):
+    source = tmp_path / "in.jsonl"
+    rows = [{"id": i, "text": "好评" if i % 2 else "差评"} for i in range(300)]
+    rows[200] = {**rows[200], "shop": "A店", "label": "人工标注:差评"}
+    source.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    message = one_line_error(run_cli("label", source, "-o", tmp_path / "out.csv", "--chunk-rows", "64",
+                                     *model_args(hf_model_dir), check=False), 2)
+    assert "row 201: field(s) 'shop', 'label' are not among the output's columns ('id', 'text')" in message
+    assert not (tmp_path / "out.csv").exists()  # the job stopped: nothing was written as finished
+    message = one_line_error(run_cli("label", source, "-o", tmp_path / "out.jsonl", *model_args(hf_model_dir),
+                                     check=False), 2)
+    assert "row 201: field(s) 'label' would be overwritten" in message
+    run_cli("label", source, "-o", tmp_path / "kept.jsonl", "--prefix", "p_", *model_args(hf_model_dir))
+    kept = read_jsonl_bytes((tmp_path / "kept.jsonl").read_bytes())
+    assert [r["id"] for r in kept] == list(range(300))
+    assert kept[200]["label"] == "人工标注:差评" and kept[200]["shop"] == "A店" and kept[200]["p_label"]
 
 
 # -- bad rows in flag mode ---------------------------------------------------------------------------

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             summary = job.run()
         except OutputWriteError as err:
-            raise OutputWriteError(f"{err}; once the cause is fixed, finish it with: {_resume_command()}") from err
+            raise OutputWriteError(f"{err}; once the cause is fixed, {_how_to_finish(spec)}") from err
         except WorkerProcessError as err:
             raise WorkerProcessError(f"{err}; {_how_to_finish(spec)}") from err
         finally:

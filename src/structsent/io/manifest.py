@@ -113,8 +113,12 @@ class InputLedger:
         """The first ``length`` bytes of entries (what the manifest says was committed)."""
         if not length:
             return []
-        with open(self.path, "rb") as handle:
-            data = handle.read(length)
+        try:
+            with open(self.path, "rb") as handle:
+                data = handle.read(length)
+        except FileNotFoundError:
+            raise BadInputError(f"cannot resume: {self.path} (the input ledger) is missing; start over with "
+                                "--overwrite") from None
         if len(data) != length or length % self.RECORD.size:
             raise BadInputError(f"{self.path}: the input ledger is shorter than the manifest says; "
                                 "start over with --overwrite")

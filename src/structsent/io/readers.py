@@ -12,6 +12,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import re
 import sys
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -182,13 +183,53 @@ class JsonLinesReader(RowReader):
             return None, f"line {line.number}: invalid JSON ({err.msg} at column {err.colno})"
         except RecursionError:
             return None, f"line {line.number}: invalid JSON (nested too deeply)"
+        except ValueError:  # the one other refusal of json.loads: an integer too long to convert
+            return None, (f"line {line.number}: a JSON number of more than {sys.get_int_max_str_digits():,} "
+                          "digits, which cannot be read")
         if not isinstance(value, dict):
             return None, f"line {line.number}: expected a JSON object, got {type(value).__name__}"
+        if _SURROGATE_ESCAPE.search(line.raw):  # rare: emoji pairs, or a lone half of one
+            where = _lone_surrogate_field(value)
+            if where is not None:
+                return _replace_lone_surrogates(value), (
+                    f"line {line.number}: field '{where}' holds a lone UTF-16 surrogate escape, which is not a "
+                    "character")
         if self.text_column not in value:
             fields = ", ".join(map(repr, value)) or "none"
             return value, (f"line {line.number}: no {self.text_column!r} field (fields: {fields}); "
                            f"pass --text-column")
         return value, None
+
+
+# A JSON escape of a UTF-16 surrogate (\\ud800-\\udfff). Paired, json.loads joins them into one
+# character; a lone one stays in the string as a surrogate, which no UTF-8 output can hold.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate_field(value: object, name: str = "") -> str | None:
+    """The name of the first field whose text holds a lone surrogate (None: there is none)."""
+    if isinstance(value, str):
+        return name if _SURROGATE.search(value) else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and _SURROGATE.search(key):
+            shown = _SURROGATE.sub("\ufffd", key)
+            return f"{name}.{shown}" if name else shown
+        found = _lone_surrogate_field(item, f"{name}.{key}" if name else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def _replace_lone_surrogates(value):
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_replace_lone_surrogates(k): _replace_lone_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_lone_surrogates(v) for v in value]
+    return value
 
 
 class CsvReader(RowReader):
@@ -256,6 +297,7 @@ class CsvReader(RowReader):
             self.lines.consume(line)
         if header and header[0].startswith("\ufeff"):
             header[0] = header[0][1:]  # a UTF-8 byte-order mark is not part of the name
+        check_unique_columns(header, f"{self.name}: line 1")
         return header
 
     def __iter__(self) -> Iterator[InputRow]:
@@ -325,6 +367,7 @@ class ParquetReader(RowReader):
         except Exception as err:  # pyarrow raises ArrowInvalid and OSError subclasses
             raise BadInputError(f"{path}: not a readable Parquet file ({err})") from err
         self.columns = list(self.file.schema_arrow.names)
+        check_unique_columns(self.columns, path)
         self.text_column = resolve_text_column(self.columns, text_column, path)
         self.total = self.file.metadata.num_rows
         self.rows_read = rows_done
@@ -345,6 +388,14 @@ class ParquetReader(RowReader):
                 self.rows_read += 1
                 yield InputRow(self.rows_read, values, values.get(self.text_column))
             skip = 0
+
+
+def check_unique_columns(columns: list[str], where: str) -> None:
+    """Refuse columns that share a name: a row keeps one value per name, so the others would be lost."""
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise BadInputError(f"{where}: column name(s) {', '.join(map(repr, repeated))} appear more than once; "
+                            "give every column its own name")
 
 
 def resolve_text_column(columns: list[str], requested: str, name: str) -> str:

@@ -18,6 +18,8 @@ from ..results import LabelResult
 from .formats import Format
 from .readers import InputRow
 
+_FORMAT_NAMES = {Format.CSV: "CSV", Format.TSV: "TSV", Format.PARQUET: "Parquet"}
+
 
 def added_columns(labels: Sequence[str], prefix: str = "") -> list[str]:
     return [f"{prefix}label", f"{prefix}score", *(f"{prefix}prob_{label}" for label in labels), f"{prefix}error"]
@@ -55,6 +57,9 @@ class ChunkEncoder:
         self.extra = added_columns(labels, prefix)
         check_no_collision(self.input_columns, self.extra, prefix)
         self.columns = self.input_columns + self.extra
+        self._known_columns = frozenset(self.input_columns)
+        self._extra_columns = frozenset(self.extra)
+        self._prefix_hint = "another --prefix" if prefix else "--prefix (e.g. --prefix pred_)"
         self._arrow_schema = None
 
     def header(self) -> bytes:
@@ -83,19 +88,37 @@ class ChunkEncoder:
             raise BadInputError(f"rows {rows[0].number}-{rows[-1].number}: column types changed ({err})") from err
 
     # -- helpers ------------------------------------------------------------------------------
+    def _check_fields(self, row: InputRow, values: dict) -> None:
+        """A row (of JSON Lines, whose rows need not share fields) with a field that this output
+        would drop: refused, rather than lose the value."""
+        if not self._known_columns.issuperset(values):
+            dropped = ", ".join(repr(k) for k in values if k not in self._known_columns)
+            columns = ", ".join(map(repr, self.input_columns))
+            raise BadInputError(
+                f"row {row.number}: field(s) {dropped} are not among the output's columns ({columns}), which come "
+                f"from the first row; {_FORMAT_NAMES.get(self.format, self.format.value)} output has one set of "
+                "columns: write JSON Lines output to keep every field, or keep one with --id-column"
+            )
+
     def _record(self, row: InputRow, result: LabelResult) -> dict:
         values = row.values or {}
+        self._check_fields(row, values)
         record = {c: values.get(c) for c in self.input_columns}
         record.update(zip(self.extra, prediction_values(result, self.labels)))
         return record
 
     def _json_line(self, row: InputRow, result: LabelResult) -> str:
         record = dict(row.values) if row.values is not None else {}
+        if not self._extra_columns.isdisjoint(record):
+            clash = ", ".join(repr(k) for k in self.extra if k in record)
+            raise BadInputError(f"row {row.number}: field(s) {clash} would be overwritten by the added columns; "
+                                f"pass {self._prefix_hint} so the added columns get other names")
         record.update(zip(self.extra, prediction_values(result, self.labels)))
         return json.dumps(record, ensure_ascii=False, default=str) + "\n"
 
     def _csv_record(self, row: InputRow, result: LabelResult) -> list:
         values = row.values or {}
+        self._check_fields(row, values)
         cells = [value if type(value) is str else _cell(value) for value in map(values.get, self.input_columns)]
         if result.error is not None or result.score is None or result.label is None:
             return cells + [_cell(v) for v in prediction_values(result, self.labels)]

@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import os
 import shutil
+import stat
 import struct
 import sys
 import threading
@@ -170,6 +171,10 @@ class ResultCache:
         """Reload the first ``length`` bytes of entries saved by an earlier run of the job."""
         if not length:
             return
+        size = path.stat().st_size if path.exists() else None
+        if size is None or size < length:
+            missing = "is missing" if size is None else f"holds {size:,} bytes of the {length:,} committed"
+            raise BadInputError(f"cannot resume: {path} (the job's result cache) {missing}; start over with --overwrite")
         with open(path, "r+b") as handle:
             handle.truncate(length)
             data = handle.read()
@@ -182,7 +187,9 @@ class OutputFiles:
     """Where a job's output, its work in progress and its manifest live."""
 
     def __init__(self, output: str) -> None:
-        self.final = Path(output)
+        # Through symbolic links: the job writes (and renames onto) the file a link names, which
+        # keeps the link, and two links to one file share one lock.
+        self.final = Path(os.path.realpath(output))
         self.partial = Path(output + ".partial")
         self.parts = Path(output + ".parts")
         self.manifest = Path(output + ".manifest.json")
@@ -420,9 +427,10 @@ class LabelJob:
         elif id_column in row.values:
             values = {id_column: row.values[id_column]}
         else:
-            raise BadInputError(
-                f"row {row.number} has no id column {id_column!r}; its columns are: {', '.join(map(repr, row.values))}"
-            )
+            missing = f"row {row.number} has no id column {id_column!r}; its fields are: {', '.join(map(repr, row.values))}"
+            if self.spec.on_bad_row != "flag":
+                raise BadInputError(f"{missing}; fix the file or pass --on-bad-row flag")
+            return dataclasses.replace(row, values={id_column: None}, text=None, error=row.error or missing)
         return dataclasses.replace(row, values=values)
 
     # -- output -------------------------------------------------------------------------------
@@ -431,10 +439,10 @@ class LabelJob:
         try:
             write(*args)
         except OSError as err:
-            raise OutputWriteError(
-                f"cannot write {self.spec.output}: {err.strerror or err} (errno {err.errno}); every committed "
-                "chunk is kept and the job can be resumed"
-            ) from err
+            if isinstance(err, BrokenPipeError) and self.files is None:
+                raise  # standard output's reader went away (`| head`): the command line ends quietly
+            target, kept = (self.spec.output, "; every committed chunk is kept") if self.files else ("standard output", "")
+            raise OutputWriteError(f"cannot write {target}: {err.strerror or err} (errno {err.errno}){kept}") from err
 
     def _commit(self, encoder, chunk: PreparedChunk, results, counters: dict, cache_entries,
                 reader: RowReader, manifest: Manifest, started: float) -> None:
@@ -529,6 +537,7 @@ def check_job_paths(spec: LabelJobSpec) -> None:
     if files is None:
         return
     check_output_directory(str(files.final))
+    check_output_is_a_file(files.final)
     if spec.input == "-":
         return
     for path in files.all():
@@ -556,6 +565,20 @@ def check_output_directory(output: str) -> None:
         raise BadInputError(f"{output}: directory {directory} is not writable")
     if os.path.isdir(output):
         raise BadInputError(f"{output}: is a directory; name an output file")
+
+
+def check_output_is_a_file(path: Path) -> None:
+    """An existing output must be a regular file: the job replaces it by renaming its finished
+    output onto it, which would delete a device, a named pipe or a socket."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    kinds = {stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device", stat.S_ISFIFO: "a named pipe",
+             stat.S_ISSOCK: "a socket"}
+    kind = next((name for test, name in kinds.items() if test(mode)), None if stat.S_ISREG(mode) else "not a regular file")
+    if kind is not None:
+        raise BadInputError(f"{path}: is {kind}; name a regular file to write (or -o - for standard output)")
 
 
 def _same_file(a: str, b: Path) -> bool:
