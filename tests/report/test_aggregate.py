@@ -13,6 +13,7 @@ from structsent.report.aggregate import (
     Period,
     ReportAggregator,
     ReportOptions,
+    Tally,
     choose_period,
     error_kind,
     negative_label,
@@ -120,17 +121,78 @@ def test_mostly_not_dates_is_grouped_by_value():
     assert aggregate(rows, by="d").breakdown.period is Period.DAY
 
 
+def days_of(*ordinals, rows=1):
+    """Day ordinal -> a Tally of ``rows`` labelled rows, as the aggregator keeps them."""
+    days = {}
+    for day in ordinals:
+        days[day] = Tally()
+        for n in range(rows):
+            days[day].add(LabelledRow(n + 1, "正面", 0.9, None, ""))
+    return days
+
+
 def test_period_choice_and_names():
     start = datetime.date(2024, 1, 1).toordinal()
-    assert choose_period({start: None, start + 92: None}, Period.AUTO) is Period.WEEK
-    assert choose_period({start: None, start + 91: None}, Period.AUTO) is Period.DAY
-    assert choose_period({start: None, start + 731: None}, Period.AUTO) is Period.MONTH
-    assert choose_period({start: None}, Period.MONTH) is Period.MONTH
+    assert choose_period(days_of(start, start + 92), Period.AUTO) is Period.WEEK
+    assert choose_period(days_of(start, start + 91), Period.AUTO) is Period.DAY
+    assert choose_period(days_of(start, start + 731), Period.AUTO) is Period.MONTH
+    assert choose_period(days_of(start), Period.MONTH) is Period.MONTH
     rows = [LabelledRow(1, "负面", 0.8, None, "", "2023-12-31"), LabelledRow(2, "正面", 0.8, None, "", "2024-03-01")]
     months = aggregate(rows, by="d", by_period=Period.MONTH).breakdown.groups
     assert [(g.name, g.tally.rows) for g in months] == [("2023-12", 1), ("2024-01", 0), ("2024-02", 0), ("2024-03", 1)]
     weeks = aggregate(rows, by="d", by_period=Period.WEEK).breakdown.groups
     assert weeks[0].name == "2023-12-25" and weeks[-1].name == "2024-02-26" and len(weeks) == 10
+
+
+SENTINELS = ("0001-01-01", "1970-01-01", "9999-12-31")
+
+
+def dated_rows(dates):
+    return [LabelledRow(n, LABELS[n % 2], 0.9, None, "", date) for n, date in enumerate(dates, 1)]
+
+
+@pytest.mark.parametrize("period", ["auto", "week", "month"])
+def test_sentinel_dates_list_only_periods_with_rows(period):
+    # 1,012 rows on one day, one row on the first and one on the last day a date can name
+    rows = dated_rows(["0001-01-01", *["2024-05-05"] * 1012, "9999-12-31"])
+    breakdown = aggregate(rows, by="d", by_period=Period(period)).breakdown
+    assert breakdown.period is (Period.DAY if period == "auto" else Period(period))  # the bulk is one day
+    listed = [(g.kind, g.tally.rows) for g in breakdown.groups]
+    assert listed == [("period", 1), ("gap", 0), ("period", 1012), ("gap", 0), ("period", 1)]
+    names = [g.name for g in breakdown.groups if g.kind == "period"]
+    assert names == {"auto": ["0001-01-01", "2024-05-05", "9999-12-31"],
+                     "week": ["0001-01-01", "2024-04-29", "9999-12-27"],
+                     "month": ["0001-01", "2024-05", "9999-12"]}[period]
+
+
+def test_one_sentinel_does_not_choose_the_period_and_gaps_inside_the_bulk_stay():
+    start = datetime.date(2024, 1, 1)
+    bulk = [(start + datetime.timedelta(days=n % 91)).isoformat() for n in range(600) if n % 91 != 40]
+    breakdown = aggregate(dated_rows([SENTINELS[0], *bulk]), by="d").breakdown
+    assert breakdown.period is Period.DAY  # from the days most rows have, not from 0001-01-01
+    groups = breakdown.groups
+    assert [(g.name, g.kind) for g in groups[:3]] == [("0001-01-01", "period"), (groups[1].name, "gap"),
+                                                      ("2024-01-01", "period")]
+    inside = groups[2:]
+    assert [g.name for g in inside] == [(start + datetime.timedelta(days=n)).isoformat() for n in range(91)]
+    assert inside[40].tally.rows == 0 and all(g.kind == "period" for g in inside)  # a gap in the bulk is shown empty
+
+
+@pytest.mark.parametrize("period", ["day", "month"])
+def test_periods_listed_are_bounded_whatever_the_span(period):
+    rng = random.Random(3)
+    first, last = datetime.date(1, 1, 1).toordinal(), datetime.date(9999, 12, 31).toordinal()
+    dates = [datetime.date.fromordinal(rng.randint(first, last)).isoformat() for _ in range(3000)]
+    dates += [SENTINELS[1]] * 7 + ["2024-05-05"] * 5  # the two largest periods
+    breakdown = aggregate(dated_rows(dates), by="d", by_period=Period(period), max_periods=50).breakdown
+    periods = [g for g in breakdown.groups if g.kind == "period"]
+    other = [g for g in breakdown.groups if g.kind == "other"]
+    assert len(periods) == 50 and [g.name for g in periods] == sorted(g.name for g in periods)
+    largest = {"day": {"1970-01-01", "2024-05-05"}, "month": {"1970-01", "2024-05"}}[period]
+    assert largest <= {g.name for g in periods}
+    assert len(other) == 1 and other[0].name == "other dates"
+    assert sum(g.tally.rows for g in breakdown.groups) == len(dates)
+    assert len(breakdown.groups) <= 2 * 50 + 1  # periods, a gap between each two, other dates
 
 
 def test_parse_day():

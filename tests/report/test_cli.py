@@ -1,5 +1,6 @@
 """`structsent report` through the real command line: exit codes, one-line errors, no model loaded."""
 
+import csv
 import subprocess
 import sys
 
@@ -51,3 +52,18 @@ def test_help_and_no_model_or_torch_loaded(tmp_path, labelled_csv):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_text_over_the_csv_module_default_is_a_labelled_row(tmp_path):
+    """A fresh process has csv's default field limit (131,072 characters); the label job reads 32 MiB."""
+    labelled = tmp_path / "long.csv"
+    with open(labelled, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "text", "label", "score", "prob_负面", "prob_正面", "error"])
+        writer.writerow([1, "好" * 200_000, "正面", 0.9, 0.1, 0.9, ""])
+    out = tmp_path / "r.html"
+    proc = report_cli(labelled, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == f"{out}: 1 rows (负面 0, 正面 1; 0 flagged)"
+    assert out.stat().st_size < 100_000  # the text is shown cut, with an ellipsis
+    assert "好" * 2_000 + "…" in out.read_text(encoding="utf-8")

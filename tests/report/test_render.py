@@ -1,6 +1,7 @@
 """The page: every text from the file escaped, nothing external, only its own script may run."""
 
 import base64
+import dataclasses
 import hashlib
 import json
 import re
@@ -107,3 +108,20 @@ def test_the_sidecar_next_to_the_file_is_found(tmp_path, labelled_sample):
     (tmp_path / "out.csv.summary.json").write_text('{"rows_per_second": 97.25}', encoding="utf-8")
     write_report(str(labelled), str(tmp_path / "r.html"))
     assert "<th scope=\"row\">rows_per_second</th><td>97.25</td>" in (tmp_path / "r.html").read_text(encoding="utf-8")
+
+
+def test_sentinel_dates_keep_the_page_small(tmp_path, labelled_sample):
+    """A first and a last possible date among dates of one week: a few periods, not millions."""
+    data = dataclasses.replace(labelled_sample, rows=list(labelled_sample.rows))
+    for i, row in enumerate(data.rows):
+        date = {0: "0001-01-01", 39: "9999-12-31"}.get(i, f"2024-05-0{1 + i % 7}")
+        data.rows[i] = dataclasses.replace(row, values={**row.values, "date": date})
+    labelled = tmp_path / "sentinels.csv"
+    write_labelled(labelled, "csv", data)
+    out = tmp_path / "r.html"
+    write_report(str(labelled), str(out), by="date", by_period="month")
+    page = out.read_text(encoding="utf-8")
+    assert len(page.encode("utf-8")) < 100_000
+    table = page[page.index('id="group-table"'):]
+    assert re.findall(r'data-kind="period"><td lang="zh-CN">([^<]+)<', table) == ["0001-01", "2024-05", "9999-12"]
+    assert "No rows from 0001-02 to 2024-04" in page  # the stretch skipped, named on the chart

@@ -1,13 +1,16 @@
 """Reading labelled files: every format, the added columns found, bad records flagged not fatal."""
 
+import csv
+import dataclasses
 import json
 
 import pytest
 
 from structsent.errors import BadInputError
+from structsent.report import build_report
 from structsent.report.source import UNREADABLE, find_label_columns, open_labelled, read_job_figures
 
-from .conftest import LABELS, sample, write_labelled
+from .conftest import LABELS, Sample, sample, write_labelled
 
 
 def test_rows_come_back_as_written_in_every_format(labelled_file, labelled_sample):
@@ -81,3 +84,21 @@ def test_job_figures_sidecar(tmp_path):
     (tmp_path / "bad.json").write_text("[1]", encoding="utf-8")
     with pytest.raises(BadInputError, match="JSON object"):
         read_job_figures(str(tmp_path / "bad.json"))
+
+
+def test_csv_text_longer_than_the_csv_module_default_is_read(tmp_path, labelled_sample):
+    """The label job reads texts up to 32 MiB; a text it labelled is not unreadable here."""
+    long_text = "好" * 200_000  # over csv's default field_size_limit of 131,072 characters
+    rows = [dataclasses.replace(labelled_sample.rows[3], values={**labelled_sample.rows[3].values, "text": long_text},
+                                text=long_text)]
+    path = tmp_path / "long.csv"
+    write_labelled(path, "csv", Sample(rows, [labelled_sample.results[3]]))
+    default = csv.field_size_limit(131_072)  # as in a fresh process, whatever ran before
+    try:
+        report, _ = build_report(str(path))
+    finally:
+        csv.field_size_limit(default)
+    assert (report.overall.rows, report.overall.flagged) == (1, 0)
+    assert report.overall.labels == {labelled_sample.results[3].label: 1}
+    shown = report.least_certain[0].text
+    assert len(shown) == 2_001 and shown.endswith("…")  # the page keeps a bounded cut of it

@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--by", default=None, metavar="COLUMN",
                         help="also break the numbers down by this column (by period when its values are ISO dates)")
     parser.add_argument("--by-period", default="auto", choices=[p.value for p in Period],
-                        help="bins of a date column (auto: day up to ~3 months, week up to 2 years, else month)")
+                        help="bins of a date column (auto: day when the middle 98%% of the dates spans up to ~3 months, "
+                             "week up to 2 years, else month)")
     parser.add_argument("--text-column", default=None, help="column shown as the text (default: text, else the first input column)")
     parser.add_argument("--prefix", default=None, help="prefix the label job was given (default: found from the columns)")
     parser.add_argument("--negative", default=None, metavar="LABEL",

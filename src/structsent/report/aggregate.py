@@ -2,7 +2,8 @@
 
 Whatever the size of the file, the aggregator keeps counts, fixed-size histograms, a heap of
 the least certain rows, the first flagged rows, and at most ``tracked_groups`` groups and
-``tracked_days`` days; texts it keeps are cut to ``text_chars`` characters.
+``tracked_days`` days; texts it keeps are cut to ``text_chars`` characters. The page lists at
+most ``max_groups`` groups or ``max_periods`` periods, whatever the span of the dates.
 
 >>> agg = ReportAggregator(ReportOptions(labels=("负面", "正面")))
 >>> for n, (label, score) in enumerate([("正面", 0.99), ("负面", 0.61), (None, None)], 1):
@@ -22,6 +23,7 @@ import enum
 import heapq
 import re
 from collections import Counter
+from collections.abc import Iterable
 
 from ..errors import BadInputError
 
@@ -61,6 +63,7 @@ class ReportOptions:
     text_chars: int = 2_000
     tracked_groups: int = 10_000
     tracked_days: int = 40_000
+    max_periods: int = 1_000  # periods listed; past it, the rest are "other dates"
     error_kinds: int = 100
 
 
@@ -116,7 +119,7 @@ class Tally:
 class GroupRow:
     name: str  # a value, a period, or a name the renderer shows for "other" / "no date"
     tally: Tally
-    kind: str = "value"  # value | empty | other | period | undated
+    kind: str = "value"  # value | empty | other | period | gap | undated (gap: empty periods, one mark on the chart)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,7 +308,7 @@ class ReportAggregator:
         # Dates when nearly every value is one: a stray "unknown" should not hide the time chart.
         if self._dated_rows and self._dated_rows >= 0.95 * self._valued_rows:
             period = choose_period(self._days, self.options.by_period)
-            groups = by_period(self._days, period)
+            groups = by_period(self._days, period, self.options.max_periods)
             if self._undated.rows:
                 groups.append(GroupRow("no date", self._undated, "undated"))
             return Breakdown(by, period, groups, 0, 0)
@@ -324,22 +327,80 @@ class ReportAggregator:
         return Breakdown(by, None, groups, len(rest), self._untracked.rows)
 
 
+def core_days(days: dict[int, Tally]) -> tuple[int, int]:
+    """The first and last day of the middle 98% of the dated rows (all of them under 100 rows).
+
+    A few placeholder dates (0001-01-01, 1970-01-01, 9999-12-31) fall outside it, so they neither
+    choose the period nor stretch the chart.
+    """
+    ordered = sorted(days)
+    trim = int(sum(days[day].rows for day in ordered) * _CORE_TRIM)
+    return _past(ordered, days, trim), _past(reversed(ordered), days, trim)
+
+
+_CORE_TRIM = 0.01  # share of the dated rows left out at each end of the core days
+
+
+def _past(ordered: Iterable[int], days: dict[int, Tally], trim: int) -> int:
+    """The first day in ``ordered`` by which more than ``trim`` rows have gone by."""
+    seen, day = 0, 0
+    for day in ordered:
+        seen += days[day].rows
+        if seen > trim:
+            break
+    return day
+
+
 def choose_period(days: dict[int, Tally], requested: Period) -> Period:
-    """auto: days up to about three months, weeks up to two years, months beyond."""
+    """auto: days when the core days span up to about three months, weeks up to two years, months beyond."""
     if requested is not Period.AUTO:
         return requested
-    span = max(days) - min(days) + 1
+    first, last = core_days(days)
+    span = last - first + 1
     return Period.DAY if span <= 92 else Period.WEEK if span <= 731 else Period.MONTH
 
 
-def by_period(days: dict[int, Tally], period: Period) -> list[GroupRow]:
-    """One row per period from the first to the last, empty periods included (gaps stay visible)."""
+def by_period(days: dict[int, Tally], period: Period, max_periods: int) -> list[GroupRow]:
+    """The periods that have rows, in time order, and what lies between them.
+
+    At most ``max_periods`` periods are listed, those with the most rows; the rest are one "other
+    dates" row. Between the first and last period of the core days, empty periods are listed too
+    (gaps stay visible) when everything then fits in ``max_periods``; any other stretch without
+    rows is one "gap" row. Work and output follow the distinct days, never their span.
+    """
     bins: dict[int, Tally] = {}
     for day, tally in days.items():
         bins.setdefault(_period_key(day, period), Tally()).merge(tally)
-    step = 7 if period is Period.WEEK else 1
-    keys = range(min(bins), max(bins) + 1, step)
-    return [GroupRow(_period_name(key, period), bins.get(key, Tally()), "period") for key in keys]
+    ranked = sorted(bins, key=lambda key: (-bins[key].rows, key))
+    kept = sorted(ranked[:max_periods])
+    first, last = (_period_key(day, period) for day in core_days(days))
+    outside = sum(not first <= key <= last for key in kept)
+    fill = len(range(first, last + 1, _step(period))) + outside <= max_periods
+    groups: list[GroupRow] = []
+    for previous, key in zip([None, *kept], kept):
+        if previous is not None and key != previous + _step(period):
+            empty = range(previous + _step(period), key, _step(period))
+            groups += _empty_periods(empty, period) if fill and first <= previous and key <= last else [_gap(empty, period)]
+        groups.append(GroupRow(_period_name(key, period), bins[key], "period"))
+    other = Tally()
+    for key in sorted(ranked[max_periods:]):
+        other.merge(bins[key])
+    if other.rows:
+        groups.append(GroupRow("other dates", other, "other"))
+    return groups
+
+
+def _empty_periods(keys: range, period: Period) -> list[GroupRow]:
+    return [GroupRow(_period_name(key, period), Tally(), "period") for key in keys]
+
+
+def _gap(keys: range, period: Period) -> GroupRow:
+    """One row for a stretch of empty periods however long: named by its first and last period."""
+    return GroupRow(f"{_period_name(keys[0], period)} to {_period_name(keys[-1], period)}", Tally(), "gap")
+
+
+def _step(period: Period) -> int:
+    return 7 if period is Period.WEEK else 1
 
 
 def _period_key(day: int, period: Period) -> int:

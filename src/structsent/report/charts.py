@@ -84,10 +84,11 @@ class Point:
     name: str  # the period
     share: float | None  # None: no labelled rows in the period (the line breaks)
     tip: str
+    gap: bool = False  # a stretch of periods without rows, drawn as one dashed mark
 
 
 def share_line(points: Sequence[Point], *, label: str, color: str) -> str:
-    """A share (0-100%) over evenly spaced periods; empty periods break the line."""
+    """A share (0-100%) over evenly spaced periods; empty periods and gaps break the line."""
     width, height, left, right, top, bottom = 780, 240, 46, 40, 12, 42
     plot_w, plot_h = width - left - right, height - top - bottom
     step = plot_w / max(len(points) - 1, 1)
@@ -106,6 +107,11 @@ def share_line(points: Sequence[Point], *, label: str, color: str) -> str:
         if len(segment) > 1:
             coords = " ".join(f"{x:.1f},{y:.1f}" for x, y in segment)
             body.append(f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="2"/>')
+    for i, point in enumerate(points):
+        if point.gap:
+            x = left + i * step
+            body.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + plot_h}" stroke="{INK}" '
+                        f'stroke-dasharray="3 3"><title>{esc(point.tip)}</title></line>')
     radius = 3 if len(points) <= 120 else 1.5
     for i, point in enumerate(points):
         if point.share is not None:

@@ -298,7 +298,7 @@ def _breakdown(breakdown: Breakdown, report: Report, colors: dict[str, str]) -> 
     negative = report.negative
     names = [(_group_heading(breakdown), False), ("Rows", True), ("Flagged", True)]
     names += [(f"{label} share", True) for label in report.labels] + [("Mean score", True)]
-    rows = [_group_row(group, report) for group in breakdown.groups]
+    rows = [_group_row(group, report) for group in breakdown.groups if group.kind != "gap"]
     color = colors[negative]
     if breakdown.period is None:
         bars = [Bar(_group_display(g), g.tally.share(negative), f"{_percent(g.tally.share(negative))} of {g.tally.labelled:,}",
@@ -306,10 +306,9 @@ def _breakdown(breakdown: Breakdown, report: Report, colors: dict[str, str]) -> 
         chart = horizontal_bars(bars, label=f"{negative} share per {breakdown.column}")
         note = _value_note(breakdown)
     else:
-        points = [Point(g.name, g.tally.share(negative), _tip(g, negative)) for g in breakdown.groups if g.kind == "period"]
+        points = [_period_point(g, negative) for g in breakdown.groups if g.kind in ("period", "gap")]
         chart = share_line(points, label=f"{negative} share per {breakdown.period.value}", color=color)
-        note = (f"Values of {breakdown.column} read as dates (ISO, the day as written), one point per {breakdown.period.value}; "
-                "periods without labelled rows break the line.")
+        note = _period_note(breakdown, breakdown.period.value)
     return (
         f'<section id="groups"><h2>By {esc(breakdown.column)}</h2><p class="muted">{esc(note)}</p>'
         f'<figure>{chart}<figcaption>Share of {esc(negative)} among labelled rows</figcaption></figure>'
@@ -342,6 +341,22 @@ def _tip(group: GroupRow, negative: str) -> str:
     tally = group.tally
     return (f"{_group_display(group)}: {tally.labels.get(negative, 0):,} {negative} of {tally.labelled:,} labelled "
             f"({_percent(tally.share(negative))}), {tally.flagged:,} flagged")
+
+
+def _period_point(group: GroupRow, negative: str) -> Point:
+    if group.kind == "gap":  # a stretch without rows takes one slot, not one per period
+        return Point("…", None, f"No rows from {group.name}", gap=True)
+    return Point(group.name, group.tally.share(negative), _tip(group, negative))
+
+
+def _period_note(breakdown: Breakdown, period: str) -> str:
+    note = (f"Values of {breakdown.column} read as dates (ISO, the day as written), one point per {period}; "
+            f"a {period} without labelled rows breaks the line. Only {period}s with rows are listed, and the "
+            f"empty ones among the bulk of the dates; a longer stretch without rows is one dashed mark")
+    if any(g.kind == "other" for g in breakdown.groups):
+        listed = sum(g.kind == "period" for g in breakdown.groups)
+        note += f"; past {listed:,} {period}s, those with the fewest rows are added up as other dates"
+    return note + "."
 
 
 def _value_note(breakdown: Breakdown) -> str:

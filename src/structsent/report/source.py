@@ -22,6 +22,7 @@ from typing import SupportsFloat, SupportsIndex
 
 from ..errors import BadInputError
 from ..io.formats import Format, detect_format
+from ..io.readers import CSV_FIELD_LIMIT
 from .aggregate import LabelledRow
 
 UNREADABLE = "unreadable in this file"
@@ -131,6 +132,7 @@ def _header(path: str, fmt: Format) -> list[str]:
     try:
         if fmt is Format.PARQUET:
             return _parquet_columns(path)
+        _allow_long_fields()
         with open(path, encoding="utf-8", errors="replace", newline="") as handle:
             if fmt is Format.JSONL:
                 return _jsonl_columns(handle, path)
@@ -164,6 +166,13 @@ def _parquet_columns(path: str) -> list[str]:
         return list(pq.read_schema(path).names)
     except Exception as err:  # pyarrow raises ArrowInvalid and OSError subclasses
         raise BadInputError(f"{path}: not a readable Parquet file ({err})") from err
+
+
+def _allow_long_fields() -> None:
+    """Read the texts the label job reads (up to CSV_FIELD_LIMIT), not only csv's default 131,072
+    characters: a long review it labelled is a labelled row here too. Texts the page keeps are cut."""
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
 
 
 def _delimiter(fmt: Format) -> str:
@@ -212,6 +221,7 @@ def _unreadable(number: int, why: str) -> LabelledRow:
 
 
 def _csv_rows(file: LabelledFile) -> Iterator[LabelledRow]:
+    _allow_long_fields()
     with open(file.path, encoding="utf-8", errors="replace", newline="") as handle:
         records = csv.reader(handle, delimiter=_delimiter(file.format))
         header = next(records, None) or []
