@@ -1,6 +1,8 @@
 """`structsent report` through the real command line: exit codes, one-line errors, no model loaded."""
 
 import csv
+import os
+import stat
 import subprocess
 import sys
 
@@ -40,6 +42,18 @@ def test_bad_input_is_exit_2_with_one_line(tmp_path, labelled_csv, case):
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and expected in proc.stderr, proc.stderr
     assert taken.read_text(encoding="utf-8") == "keep me" and not (tmp_path / "r.html").exists()
+
+
+def test_a_pipe_is_refused_and_a_symbolic_link_is_written_through(tmp_path, labelled_csv):
+    fifo, target, link = tmp_path / "fifo", tmp_path / "pages" / "report.html", tmp_path / "link.html"
+    os.mkfifo(fifo)
+    proc = report_cli(labelled_csv, "-o", fifo, "--overwrite")
+    assert proc.returncode == 2 and "is a named pipe" in proc.stderr and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    target.parent.mkdir()
+    target.write_text("old", encoding="utf-8")
+    link.symlink_to(target)
+    assert report_cli(labelled_csv, "-o", link, "--overwrite").returncode == 0
+    assert link.is_symlink() and '<dd id="total-rows">40</dd>' in target.read_text(encoding="utf-8")
 
 
 def test_help_and_no_model_or_torch_loaded(tmp_path, labelled_csv):

@@ -14,7 +14,6 @@ import hashlib
 import itertools
 import os
 import shutil
-import stat
 import struct
 import sys
 import threading
@@ -31,6 +30,7 @@ from ..errors import BadInputError, OutputWriteError
 from ..io.formats import Format
 from ..io.lock import OutputLock
 from ..io.manifest import InputLedger, Manifest, input_fingerprint, model_fingerprint
+from ..io.paths import check_output_is_a_file
 from ..io.readers import InputRow, RowReader, open_reader
 from ..io.writers import ChunkEncoder, merge_parquet_parts, write_parquet_part
 from ..pipeline import BackgroundWorker, Prefetch
@@ -565,20 +565,6 @@ def check_output_directory(output: str) -> None:
         raise BadInputError(f"{output}: directory {directory} is not writable")
     if os.path.isdir(output):
         raise BadInputError(f"{output}: is a directory; name an output file")
-
-
-def check_output_is_a_file(path: Path) -> None:
-    """An existing output must be a regular file: the job replaces it by renaming its finished
-    output onto it, which would delete a device, a named pipe or a socket."""
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        return
-    kinds = {stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device", stat.S_ISFIFO: "a named pipe",
-             stat.S_ISSOCK: "a socket"}
-    kind = next((name for test, name in kinds.items() if test(mode)), None if stat.S_ISREG(mode) else "not a regular file")
-    if kind is not None:
-        raise BadInputError(f"{path}: is {kind}; name a regular file to write (or -o - for standard output)")
 
 
 def _same_file(a: str, b: Path) -> bool:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import BadInputError
+from ..io.paths import check_output_is_a_file
 from .aggregate import Period, Report, ReportAggregator, ReportOptions
 
 __all__ = ["ReportSummary", "build_report", "job_summary_path", "write_report"]
@@ -72,7 +73,8 @@ def write_report(path_in: str, path_out: str, *, by: str | None = None, by_perio
                                       by_period=by_period, negative=negative, least_certain=least_certain,
                                       flagged_sample=flagged_sample, max_groups=max_groups)
     page = render_html(report, source=os.path.basename(path_in), text_column=shown_text, figures=job_figures)
-    _write_atomically(Path(path_out), page.encode("utf-8"))
+    # Through symbolic links: the page replaces the file a link names, and the link stays.
+    _write_atomically(Path(os.path.realpath(path_out)), page.encode("utf-8"))
     total = report.overall
     return ReportSummary(rows=total.rows, flagged=total.flagged,
                          labels={label: total.labels.get(label, 0) for label in report.labels})
@@ -84,6 +86,7 @@ def _check_output(path_in: str, path_out: str, overwrite: bool) -> None:
         raise BadInputError(f"{path_out}: the report would overwrite its own input")
     if target.is_dir():
         raise BadInputError(f"{path_out}: is a directory")
+    check_output_is_a_file(target)
     if target.exists() and not overwrite:
         raise BadInputError(f"{path_out} exists; pass --overwrite to replace it")
     directory = target.resolve().parent

@@ -1,0 +1,24 @@
+"""Checks on the paths a command writes, shared by the label job and the report."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from ..errors import BadInputError
+
+_KINDS = {stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device", stat.S_ISFIFO: "a named pipe",
+          stat.S_ISSOCK: "a socket"}
+
+
+def check_output_is_a_file(path: Path) -> None:
+    """An existing output must be a regular file (through symbolic links): the finished output is
+    renamed onto it, which would delete a device, a named pipe or a socket."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):  # a directory is refused with its own message
+        return
+    kind = next((name for test, name in _KINDS.items() if test(mode)), "not a regular file")
+    raise BadInputError(f"{path}: is {kind}; name a regular file to write (or -o - for standard output)")
