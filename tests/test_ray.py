@@ -199,6 +199,26 @@ def test_label_dataset_matches_the_local_engine(ray_address, hf_model_dir, parqu
     assert sum(1 for row in rows if row["error"] is not None) == len(BAD_TEXTS) * 3
 
 
+def test_an_actor_freezes_its_startup_objects_and_the_driver_is_left_alone(ray_address, hf_model_dir):
+    import gc
+
+    from structsent.ray import DatasetLabeller
+
+    @ray.remote(num_cpus=0.5)
+    class Probe:
+        def __init__(self, model):
+            self.labeller = DatasetLabeller(model)
+
+        def frozen(self):
+            return gc.get_freeze_count()
+
+    probe = Probe.remote(hf_model_dir)
+    assert ray.get(probe.frozen.remote()) > 10_000  # the modules and the model, out of full collections
+    ray.kill(probe)
+    DatasetLabeller(hf_model_dir)  # a user's own process (here the driver's) is not frozen behind its back
+    assert gc.get_freeze_count() == 0
+
+
 def test_bad_columns_fail_on_the_driver(ray_address, hf_model_dir, parquet_dir, tmp_path):
     with pytest.raises(BadInputError, match="no column 'review'"):
         label_dataset(ray.data.read_parquet(str(parquet_dir)), model=hf_model_dir, text_column="review")

@@ -25,6 +25,7 @@ from .errors import BadInputError, ConfigError, StructsentError, require
 from .io.formats import Format, detect_format, suffixes_of
 from .io.readers import resolve_text_column
 from .io.writers import added_columns, check_no_collision, prediction_types, prediction_values
+from .pipeline import freeze_startup_objects
 
 if TYPE_CHECKING:
     import pyarrow
@@ -57,6 +58,8 @@ class DatasetLabeller:
         import structsent
 
         self.classifier = structsent.load(model, config=config)
+        if _in_ray_actor():  # the actor's process is the labeller's: as the label command, stop
+            freeze_startup_objects()  # its full collections walking the model (never a user's own process)
         self.labels = list(self.classifier.labels)
         self.text_column = text_column
         self.prefix = prefix
@@ -70,6 +73,14 @@ class DatasetLabeller:
         kept = batch if self.keep_columns is None else batch.select(self.keep_columns)
         check_no_collision(kept.column_names, self.extra, self.prefix)
         return append_predictions(kept, results, self.labels, self.extra)
+
+
+def _in_ray_actor() -> bool:
+    try:
+        import ray
+    except ImportError:
+        return False
+    return ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
 
 
 def append_predictions(table: "pyarrow.Table", results, labels: Sequence[str], names: Sequence[str]) -> "pyarrow.Table":
