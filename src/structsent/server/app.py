@@ -59,6 +59,7 @@ OPEN_PATHS = frozenset({"/health"})  # answered without the API key (probes carr
 # that a browser can load /docs, whose Authorize button then sends the key on every call it makes.
 DOCUMENTATION_PATHS = API_DOCS_PATHS | {"/openapi.json"}
 SETTINGS_ENVIRONMENT_VARIABLE = "STRUCTSENT_SERVER_SETTINGS"  # read by worker processes only
+MAX_WAIT_MS_LIMIT = 60_000  # a merge window of a minute already delays every lone request by a minute
 
 
 # -- settings and errors ----------------------------------------------------------------------
@@ -83,10 +84,11 @@ class ServerSettings:
         for name in ("max_body_bytes", "max_texts", "max_text_chars", "max_queue", "max_connections", "max_header_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be at least 1")
-        if self.max_wait_ms < 0:
-            raise ConfigError(f"max_wait_ms={self.max_wait_ms}: must be >= 0")
-        if not self.read_timeout_s > 0:
-            raise ConfigError(f"read_timeout_s={self.read_timeout_s}: must be > 0")
+        # NaN passes every comparison and infinity reaches timers and /info (not JSON): refuse both.
+        if not (math.isfinite(self.max_wait_ms) and 0 <= self.max_wait_ms <= MAX_WAIT_MS_LIMIT):
+            raise ConfigError(f"max_wait_ms={self.max_wait_ms}: must be a number of milliseconds in 0..{MAX_WAIT_MS_LIMIT}")
+        if not (math.isfinite(self.read_timeout_s) and self.read_timeout_s > 0):
+            raise ConfigError(f"read_timeout_s={self.read_timeout_s}: must be a finite number of seconds > 0")
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("the API key is empty: give a key, or none for a server without authentication")
         if self.max_texts > self.max_queue:

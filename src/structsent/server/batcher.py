@@ -25,6 +25,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -100,8 +101,8 @@ class MicroBatcher:
         max_batch_size: int | None = None,
         on_batch: Callable[[BatchReport], None] | None = None,
     ) -> None:
-        if max_wait_s < 0:
-            raise ValueError("max_wait_s must be >= 0")
+        if not (math.isfinite(max_wait_s) and max_wait_s >= 0):
+            raise ValueError("max_wait_s must be finite and >= 0")
         if max_queue < 1:
             raise ValueError("max_queue must be >= 1")
         self.classifier = classifier
