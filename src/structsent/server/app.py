@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
@@ -417,6 +418,7 @@ def create_app(settings: ServerSettings, *, service: SentimentService | None = N
     app.state.service = service
     _add_error_handlers(app, service)
     _add_routes(app, service)
+    _answer_head_where_get(app)
     endpoints = {route.path for route in app.routes if isinstance(route, Route)}
     # add_middleware wraps: the last added runs first.
     app.add_middleware(
@@ -436,6 +438,15 @@ def create_app(settings: ServerSettings, *, service: SentimentService | None = N
     app.add_middleware(CloseWhenDraining, policy=policy)
     app.add_middleware(RequestTimer, metrics=service.metrics, endpoints=endpoints)
     return app
+
+
+def _answer_head_where_get(app: FastAPI) -> None:
+    """HEAD on every GET route (RFC 9110 asks it of general-purpose servers): load balancers and
+    uptime checkers probe ``/health`` with it. The same endpoint answers; the HTTP protocol sends
+    its headers without the body. The twins stay out of the OpenAPI document."""
+    for route in list(app.routes):
+        if isinstance(route, APIRoute) and route.methods == {"GET"}:
+            app.add_api_route(route.path, route.endpoint, methods=["HEAD"], include_in_schema=False)
 
 
 def _declare_bearer_auth(app: FastAPI) -> None:
