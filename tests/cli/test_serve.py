@@ -10,9 +10,12 @@ import sys
 import pytest
 
 from structsent.cli import build_parser
-from structsent.cli.serve import settings_from_args
+from structsent.cli.serve import check_process_flags, settings_from_args
 from structsent.errors import ConfigError
 from structsent.server.app import SentimentService, ServerSettings
+
+from ..conftest import run_structsent
+from ..server.conftest import free_port
 
 
 def serve_args(*flags: str):
@@ -43,6 +46,45 @@ def test_the_api_key_reaches_workers_but_not_info_nor_repr():
 def test_limits_that_cannot_work_are_refused(flags):
     with pytest.raises(ConfigError):
         settings_from_args(serve_args(*flags), environ={})
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("--max-wait-ms", "inf"), ("--max-wait-ms", "nan"), ("--max-wait-ms=-1",), ("--max-wait-ms", "1e12"),
+        ("--read-timeout-s", "inf"), ("--read-timeout-s", "nan"), ("--read-timeout-s=-inf",),
+    ],
+)
+def test_non_finite_or_out_of_range_durations_are_refused(flags):
+    with pytest.raises(ConfigError, match=flags[0].split("=")[0].lstrip("-").replace("-", "_")):
+        settings_from_args(serve_args(*flags), environ={})
+
+
+def test_durations_at_their_bounds_are_accepted():
+    settings = settings_from_args(serve_args("--max-wait-ms", "60000", "--read-timeout-s", "0.5"), environ={})
+    assert settings.max_wait_ms == 60000 and settings.read_timeout_s == 0.5
+    check_process_flags(serve_args("--port", "0", "--graceful-timeout", "0"))
+    check_process_flags(serve_args("--port", "65535"))
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("--port", "65536"), ("--port", "99999"), ("--port=-1",),
+        ("--graceful-timeout", "inf"), ("--graceful-timeout", "nan"), ("--graceful-timeout=-1",),
+    ],
+)
+def test_process_flags_out_of_range_are_refused(flags):
+    with pytest.raises(ConfigError, match=flags[0].split("=")[0]):
+        check_process_flags(serve_args(*flags))
+
+
+@pytest.mark.parametrize("flags", [("--max-wait-ms", "inf"), ("--port", "65537")])
+def test_a_bad_value_stops_serve_with_one_line_and_exit_code_2(flags):
+    done = run_structsent("serve", "--port", free_port(), *flags, text=True, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "structsent: error:" in done.stderr
+    assert flags[1] in done.stderr
 
 
 def test_a_connection_cap_beyond_the_open_file_limit_is_refused_before_loading():

@@ -156,6 +156,18 @@ def test_health_and_info(server, hf_model_dir):
     assert info["pad_multiple"] is None and "num_threads" in info
 
 
+@pytest.mark.parametrize("path", ["/health", "/info", "/openapi.json", "/docs"])
+def test_head_answers_where_get_does_with_its_headers_and_no_body(server, path):
+    """Load balancers and uptime checkers probe with HEAD; the keep-alive connection stays usable."""
+    got = server.client.get(path)
+    head = server.client.head(path)
+    assert head.status_code == got.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert head.headers["content-length"] == got.headers["content-length"]
+    assert server.client.get("/health").json() == {"status": "ok"}  # the same connection, not desynchronised
+
+
 def test_concurrent_requests_are_merged_into_batches(server, real_reviews):
     before = server.metrics()
     texts = real_reviews[10:26]

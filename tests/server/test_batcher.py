@@ -129,6 +129,29 @@ def test_full_queue_refuses_the_whole_request(recording, clf):
     batcher.stop(10)
 
 
+def test_cancelled_queued_requests_free_their_room_at_once(recording, clf):
+    """Clients that went away must not hold the queue full while the worker is busy elsewhere."""
+    recording.gate.clear()  # the worker holds its first batch: later requests stay queued
+    batcher = started(recording, max_queue=4, max_wait_s=0.0)
+    first = batcher.submit(clf.encode(["一"]))
+    deadline = time.monotonic() + 5
+    while batcher.waiting_texts and time.monotonic() < deadline:
+        time.sleep(0.01)
+    kept = batcher.submit(clf.encode(["好吃"]))
+    gone = batcher.submit(clf.encode(["很差", "一般", "还行"]))
+    with pytest.raises(OverloadedError):
+        batcher.submit(clf.encode(["难吃"]))
+    assert gone.cancel()
+    assert batcher.waiting_texts == 1  # before the worker comes back to the queue
+    late = batcher.submit(clf.encode(["难吃", "不错", "很好"]))
+    recording.gate.set()
+    assert first.result(10)[0].ok
+    assert [r.label for r in kept.result(10) + late.result(10)] == [r.label for r in clf(["好吃", "难吃", "不错", "很好"])]
+    batcher.stop(10)
+    assert recording.batches == [1, 4]  # the cancelled texts were never computed
+    assert batcher.waiting_texts == 0
+
+
 def test_flagged_texts_only_never_reach_the_model(recording, clf):
     batcher = started(recording)
     results = batcher.submit(clf.encode(["", "   "])).result(10)

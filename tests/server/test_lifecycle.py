@@ -156,6 +156,34 @@ def test_a_disconnected_request_is_dropped_before_computing_and_counted_apart(fa
     gate.unlink()
 
 
+def test_texts_of_clients_that_left_stop_filling_the_queue_at_once(faulty, gate):
+    """While the worker is busy, a full request whose client left must not make a live one a 429."""
+    body = json.dumps({"texts": ["走了", "又走", "都走", "全走"]}).encode()  # max_queue texts
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        held = hold_the_model_worker(faulty, pool)
+        before = faulty.metrics()
+        with socket.create_connection(("127.0.0.1", faulty.port)) as sock:
+            sock.sendall(
+                b"POST /v1/sentiment HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+            )
+            wait_for_queue_depth(faulty, 4)
+        closed = metric(before, "structsent_request_duration_seconds_count", endpoint="/v1/sentiment", status="499")
+        wait_for_metric(
+            faulty, "structsent_request_duration_seconds_count", closed + 1, endpoint="/v1/sentiment", status="499"
+        )
+        assert metric(faulty.metrics(), "structsent_queue_depth") == 0  # the worker is still held
+        live = pool.submit(post, faulty, ["好吃"])
+        wait_for_queue_depth(faulty, 1)  # admitted, not refused
+        gate.touch()
+        assert held.result(15).status_code == 200
+        answer = live.result(15)
+    assert answer.status_code == 200 and answer.json()["results"][0]["error"] is None
+    after = faulty.metrics()
+    assert metric(after, "structsent_texts_total") == metric(before, "structsent_texts_total") + 2  # GATE, live
+    gate.unlink()
+
+
 def test_sigterm_finishes_in_flight_requests_then_exits_cleanly(faulty, gate):
     """A keep-alive client (faulty.client) with a request in flight at SIGTERM gets its whole
     answer, told to close the connection, and its next request a refused connection (not a reset)."""

@@ -17,9 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_engine_arguments(parser)
     group = parser.add_argument_group("server")
     group.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    group.add_argument("--port", type=int, default=8080)
+    group.add_argument("--port", type=int, default=8080, help="port to listen on, 0..65535 (0: any free port)")
     group.add_argument("--max-wait-ms", type=float, default=0.0,
-                       help="longest wait for more requests to merge (default 0: merge what arrived while the model was busy)")
+                       help="longest wait for more requests to merge, 0..60000 (default 0: merge what arrived while the model was busy)")
     group.add_argument("--max-queue", type=int, default=4096, help="texts waiting at most; beyond: 429")
     group.add_argument("--max-texts", type=int, default=256, help="texts per request at most (413)")
     group.add_argument("--max-text-chars", type=int, default=20_000, help="characters per text at most (413)")
@@ -80,17 +80,30 @@ def settings_from_args(args: argparse.Namespace, environ=None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError, require
+    from ..errors import require
 
     for module in ("fastapi", "uvicorn", "prometheus_client"):
         require(module, "server")
-    if args.workers < 1:
-        raise ConfigError(f"--workers {args.workers}: must be at least 1")
+    check_process_flags(args)
     settings = settings_from_args(args)
     reserve_file_descriptors(settings.max_connections)
     if args.workers > 1:
         return _serve_processes(settings, args)
     return _serve(settings, args)
+
+
+def check_process_flags(args: argparse.Namespace) -> None:
+    """The flags that ServerSettings does not hold (they are the process's, not the app's)."""
+    import math
+
+    from ..errors import ConfigError
+
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port}: must be in 0..65535 (0: any free port)")
+    if args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: must be at least 1")
+    if not (math.isfinite(args.graceful_timeout) and args.graceful_timeout >= 0):
+        raise ConfigError(f"--graceful-timeout {args.graceful_timeout}: must be a finite number of seconds >= 0")
 
 
 def _serve(settings, args: argparse.Namespace) -> int:

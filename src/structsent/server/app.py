@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
@@ -59,6 +60,7 @@ OPEN_PATHS = frozenset({"/health"})  # answered without the API key (probes carr
 # that a browser can load /docs, whose Authorize button then sends the key on every call it makes.
 DOCUMENTATION_PATHS = API_DOCS_PATHS | {"/openapi.json"}
 SETTINGS_ENVIRONMENT_VARIABLE = "STRUCTSENT_SERVER_SETTINGS"  # read by worker processes only
+MAX_WAIT_MS_LIMIT = 60_000  # a merge window of a minute already delays every lone request by a minute
 
 
 # -- settings and errors ----------------------------------------------------------------------
@@ -83,10 +85,11 @@ class ServerSettings:
         for name in ("max_body_bytes", "max_texts", "max_text_chars", "max_queue", "max_connections", "max_header_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be at least 1")
-        if self.max_wait_ms < 0:
-            raise ConfigError(f"max_wait_ms={self.max_wait_ms}: must be >= 0")
-        if not self.read_timeout_s > 0:
-            raise ConfigError(f"read_timeout_s={self.read_timeout_s}: must be > 0")
+        # NaN passes every comparison and infinity reaches timers and /info (not JSON): refuse both.
+        if not (math.isfinite(self.max_wait_ms) and 0 <= self.max_wait_ms <= MAX_WAIT_MS_LIMIT):
+            raise ConfigError(f"max_wait_ms={self.max_wait_ms}: must be a number of milliseconds in 0..{MAX_WAIT_MS_LIMIT}")
+        if not (math.isfinite(self.read_timeout_s) and self.read_timeout_s > 0):
+            raise ConfigError(f"read_timeout_s={self.read_timeout_s}: must be a finite number of seconds > 0")
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("the API key is empty: give a key, or none for a server without authentication")
         if self.max_texts > self.max_queue:
@@ -415,6 +418,7 @@ def create_app(settings: ServerSettings, *, service: SentimentService | None = N
     app.state.service = service
     _add_error_handlers(app, service)
     _add_routes(app, service)
+    _answer_head_where_get(app)
     endpoints = {route.path for route in app.routes if isinstance(route, Route)}
     # add_middleware wraps: the last added runs first.
     app.add_middleware(
@@ -434,6 +438,15 @@ def create_app(settings: ServerSettings, *, service: SentimentService | None = N
     app.add_middleware(CloseWhenDraining, policy=policy)
     app.add_middleware(RequestTimer, metrics=service.metrics, endpoints=endpoints)
     return app
+
+
+def _answer_head_where_get(app: FastAPI) -> None:
+    """HEAD on every GET route (RFC 9110 asks it of general-purpose servers): load balancers and
+    uptime checkers probe ``/health`` with it. The same endpoint answers; the HTTP protocol sends
+    its headers without the body. The twins stay out of the OpenAPI document."""
+    for route in list(app.routes):
+        if isinstance(route, APIRoute) and route.methods == {"GET"}:
+            app.add_api_route(route.path, route.endpoint, methods=["HEAD"], include_in_schema=False)
 
 
 def _declare_bearer_auth(app: FastAPI) -> None:

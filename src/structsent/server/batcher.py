@@ -6,7 +6,8 @@ arrival order, while the batch's tokens stay within the token budget and its seq
 the cap, waiting at most ``max_wait_s`` after the oldest request arrived for more work. The
 engine then sorts the merged sequences by length and cuts them into padded-cost batches, so
 one long review does not pad a whole batch of short ones. A request cancelled before its
-batch starts is dropped uncomputed.
+batch starts is dropped uncomputed, and one cancelled while still queued stops counting
+against ``max_queue`` at once.
 
 No web framework here: the HTTP app and the tests drive it with plain futures.
 
@@ -24,6 +25,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -99,8 +101,8 @@ class MicroBatcher:
         max_batch_size: int | None = None,
         on_batch: Callable[[BatchReport], None] | None = None,
     ) -> None:
-        if max_wait_s < 0:
-            raise ValueError("max_wait_s must be >= 0")
+        if not (math.isfinite(max_wait_s) and max_wait_s >= 0):
+            raise ValueError("max_wait_s must be finite and >= 0")
         if max_queue < 1:
             raise ValueError("max_queue must be >= 1")
         self.classifier = classifier
@@ -152,7 +154,20 @@ class MicroBatcher:
             self._queue.append(pending)
             self._waiting_texts += len(encoded)
             self._cond.notify()
+        pending.future.add_done_callback(lambda future: self._forget_if_cancelled(pending))
         return pending.future
+
+    def _forget_if_cancelled(self, pending: _Pending) -> None:
+        """A request cancelled while queued leaves the queue at once, so that the texts of clients
+        that went away never hold back live ones (429) while the worker is busy elsewhere."""
+        if not pending.future.cancelled():
+            return
+        with self._cond:
+            try:
+                self._queue.remove(pending)  # by identity (_Pending has eq=False)
+            except ValueError:
+                return  # already taken by the worker: its batch's accounting covers it
+            self._waiting_texts -= len(pending.encoded)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._serve_forever, name="structsent-model", daemon=True)
