@@ -48,6 +48,21 @@ def test_int8_linear_has_per_channel_seven_bit_weights_and_stays_close():
     assert error < 0.02 * expected[..., 1:].abs().max(), error
 
 
+def test_int8_linear_divides_its_input_by_the_smoothing_scale():
+    """W*s on x/s: the same product, and an outlier input channel no longer costs the others."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 48)
+    x = torch.randn(3, 5, 64)
+    x[..., 7] *= 40  # one loud input channel, as trained BERTs have
+    scale = (x.abs().amax(dim=(0, 1)) / linear.weight.detach().abs().amax(dim=0)) ** 0.5
+    with torch.inference_mode():
+        expected = linear(x)
+        plain, smoothed = Int8Linear(linear)(x), Int8Linear(linear, input_scale=scale)(x)
+    plain_error, smoothed_error = (plain - expected).abs().max(), (smoothed - expected).abs().max()
+    assert smoothed_error < 0.5 * plain_error, (smoothed_error, plain_error)
+    assert smoothed_error < 0.02 * expected.abs().max()
+
+
 @pytest.mark.slow  # labels 2,844 short and 600 long reviews twice (about 40 s)
 @pytest.mark.skipif(not (BUNDLED_MODEL_DIR / "config.json").is_file(), reason="the bundled model is not built")
 def test_bundled_model_int8_agrees_with_fp32_on_short_and_long_reviews():
