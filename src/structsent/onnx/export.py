@@ -1,9 +1,10 @@
 """Export a checkpoint to ONNX: graph export, ONNX Runtime's BERT fusions, dynamic int8.
 
 Int8 quantizes the encoder's projections only (weights per output channel, in 7 bits;
-activations per batch), and keeps in fp32 what is cheap and sensitive: the embeddings, the
-feed-forward down-projection of every layer, the pooler and the classifier head (see
-``quantize_graph``).
+activations per batch), after smoothing their inputs (``structsent.int8``: calibrated on the
+packaged sample reviews, the same recipe as torch int8), and keeps in fp32 what is cheap and
+sensitive: the embeddings, the feed-forward down-projection of every layer, the pooler and the
+classifier head (see ``quantize_graph``).
 
 The written directory is self-describing: ``model.onnx`` (dynamic batch and sequence axes),
 the tokenizer files and a ``config.json`` with ``id2label``, so ``structsent.load(DIR)`` runs it.
@@ -182,7 +183,9 @@ def quantize_graph(source: Path, target: Path, *, fused: bool, num_layers: int) 
       mostly near zero with a few large values, and one activation scale per batch loses most there;
     - what runs at [CLS] only stays fp32: the last layer past its keys and values, the pooler
       and the classifier head (no time to save, and their errors go straight into the logits);
-      so do the embeddings (a lookup, no arithmetic).
+      so do the embeddings (a lookup, no arithmetic);
+    - the quantized projections' inputs are smoothed first (``smooth_graph``), which about
+      halves the labels that differ from fp32 on the bundled model, at no measurable speed cost.
 
     Returns the number of quantized operators by type.
     """
