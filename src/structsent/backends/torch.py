@@ -281,11 +281,12 @@ def quantize_encoder(model: BertClassifier, tokenizer) -> BertClassifier:
     every Linear with torch's defaults; smoothing the quantized projections' inputs (calibrated
     here, on the packaged sample reviews) moves them a third less again on the bundled model.
     """
-    if not all(isinstance(layer.qkv, torch.nn.Linear) for layer in model.layers):
-        # quantizing twice would be a bug of the caller
-        raise TypeError("the encoder holds a projection that is not a Linear: already quantized?")
+    projections = int8_projections(len(model.layers))
+    for i, name in projections:  # quantizing twice would be a bug of the caller
+        if not isinstance(getattr(model.layers[i], name), torch.nn.Linear):
+            raise TypeError(f"layers.{i}.{name} is not a Linear: already quantized?")
     scales = smooth_encoder(model, tokenizer)  # also folds the attention outputs' smoothing into the values
-    for i, name in int8_projections(len(model.layers)):
+    for i, name in projections:
         layer = model.layers[i]
         setattr(layer, name, Int8Linear(getattr(layer, name), input_scale=scales.get((i, name))))
     return model
