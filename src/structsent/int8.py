@@ -3,7 +3,7 @@ int8 computes, and the activation smoothing applied to them first.
 
 Dynamic int8 quantizes a projection's input with one scale per batch. In a trained BERT a few
 input channels carry values far above the others' (the bundled model: feed-forward inputs reach
-19-24 where the median channel's largest value is 1-2), so that one scale leaves every other
+19-24 where the median channel's largest value is 1-2.3), so that one scale leaves every other
 channel a few levels. Smoothing (the SmoothQuant idea) divides input channel j by s_j and
 multiplies column j of the weight by s_j: the same product in exact arithmetic, with part of the
 activation's spread moved into the weights, which are quantized per output channel and absorb it:
