@@ -27,6 +27,12 @@ class Precision(str, enum.Enum):
     INT8 = "int8"
 
 
+# What int8 computes, by name (the recipe of structsent.int8 and the ONNX export): a label job's
+# fingerprint carries it, so that a job begun under another recipe is not resumed with other numbers.
+# Change it whenever int8's outputs change.
+INT8_RECIPE = "smoothed-0.8/1"
+
+
 class LongTextPolicy(str, enum.Enum):
     """What to do with a text longer than the model's maximum length."""
 

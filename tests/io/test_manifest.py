@@ -77,3 +77,35 @@ def test_the_model_fingerprint_tells_packed_from_padded_attention(hf_model_dir):
     unreported = model_fingerprint(hf_model_dir, info)
     assert model_fingerprint(hf_model_dir, {**info, "attention": "padded"}) == unreported
     assert model_fingerprint(hf_model_dir, {**info, "attention": "packed"}) != unreported
+
+
+def test_the_model_fingerprint_names_the_int8_recipe_for_int8_only(hf_model_dir, monkeypatch):
+    """int8's numbers change with its recipe: a job begun under one resumes only under the same one.
+    Other precisions keep the fingerprints they had before the recipe was named."""
+    from structsent.io import manifest
+
+    info = {"labels": ["负面", "正面"], "backend": "onnx", "max_length": 512, "long_text": "truncate",
+            "pad_multiple": None, "attention": "padded"}
+    before = {p: model_fingerprint(hf_model_dir, {**info, "precision": p}) for p in ("fp32", "bf16", "fp16", "int8")}
+    monkeypatch.setattr(manifest, "INT8_RECIPE", "another recipe")
+    after = {p: model_fingerprint(hf_model_dir, {**info, "precision": p}) for p in before}
+    assert after["int8"] != before["int8"]
+    assert all(after[p] == before[p] for p in ("fp32", "bf16", "fp16"))
+    # the fp32 fingerprint is the one written before the recipe was named (no new key in its hash)
+    unnamed = {key: info.get(key) for key in ("labels", "backend", "precision", "max_length", "long_text",
+                                               "pad_multiple")}
+    assert before["fp32"] == _fingerprint_without_recipe(hf_model_dir, {**unnamed, "precision": "fp32"})
+
+
+def _fingerprint_without_recipe(directory, relevant: dict) -> str:
+    import hashlib
+    import json
+
+    digest = hashlib.sha256()
+    for file in sorted(p for p in directory.iterdir() if p.is_file()):
+        stat = file.stat()
+        digest.update(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        if file.suffix == ".json":
+            digest.update(file.read_bytes())
+    digest.update(json.dumps(relevant, sort_keys=True).encode())
+    return digest.hexdigest()

@@ -16,6 +16,7 @@ import struct
 from pathlib import Path
 from stat import S_ISREG
 
+from ..config import INT8_RECIPE, Precision
 from ..errors import BadInputError
 
 MANIFEST_VERSION = 2
@@ -88,6 +89,8 @@ def model_fingerprint(directory: Path, engine_info: dict) -> str:
     relevant = {k: engine_info.get(k) for k in ("labels", "backend", "precision", "max_length", "long_text", "pad_multiple")}
     if engine_info.get("attention") == "packed":  # packed and padded fp16 logits differ in the last digits
         relevant["attention"] = "packed"
+    if engine_info.get("precision") == Precision.INT8.value:  # int8's numbers are those of its recipe
+        relevant["int8_recipe"] = INT8_RECIPE
     digest.update(json.dumps(relevant, sort_keys=True).encode())
     return digest.hexdigest()
 
