@@ -179,6 +179,35 @@ def test_cli_rejects_bad_runs_before_starting_ray(tmp_path, parquet_dir, flags, 
     assert message in proc.stderr
 
 
+@pytest.mark.parametrize("where", ["the input directory", "inside the input directory", "holding an input glob"])
+def test_cli_refuses_an_output_that_overlaps_the_input_and_deletes_nothing(tmp_path, reviews_table, where):
+    source = tmp_path / "in"
+    source.mkdir()
+    pq.write_table(reviews_table, source / "a.parquet")
+    target, input_arg = {"the input directory": (source, source),
+                         "inside the input directory": (source / "out", source),
+                         "holding an input glob": (source, str(source / "*.parquet"))}[where]
+    proc = run_cli("--engine", "ray", input_arg, "-o", target, "--overwrite")
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and b"Traceback" not in proc.stderr
+    assert b"holds the input" in proc.stderr or b"is inside the input directory" in proc.stderr
+    assert pq.read_table(source / "a.parquet").num_rows == reviews_table.num_rows
+
+
+def test_cli_refuses_a_broken_model_before_starting_ray(tmp_path, parquet_dir, hf_model_dir):
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "nan_model"
+    shutil.copytree(hf_model_dir, broken)
+    weights = load_file(broken / "model.safetensors")
+    name = next(k for k in weights if k.endswith("LayerNorm.weight"))
+    weights[name][0] = float("nan")
+    save_file(weights, broken / "model.safetensors")
+    proc = run_cli("--engine", "ray", parquet_dir, "-o", tmp_path / "out", "--model", broken)
+    assert proc.returncode == 3, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and b"non-finite" in proc.stderr
+
+
 def test_cli_fails_fast_on_an_unreachable_cluster(tmp_path, parquet_dir):
     with socket.socket() as probe:  # a loopback port that nothing listens on
         probe.bind(("127.0.0.1", 0))
@@ -217,6 +246,17 @@ def test_an_actor_freezes_its_startup_objects_and_the_driver_is_left_alone(ray_a
     ray.kill(probe)
     DatasetLabeller(hf_model_dir)  # a user's own process (here the driver's) is not frozen behind its back
     assert gc.get_freeze_count() == 0
+
+
+def test_cuda_on_a_cluster_without_a_gpu_is_refused_not_waited_for(ray_address):
+    from structsent.config import EngineConfig
+    from structsent.errors import ConfigError
+    from structsent.ray import actor_pool_for
+
+    assert ray.cluster_resources().get("GPU", 0) == 0  # this machine's local Ray
+    with pytest.raises(ConfigError, match="--device cuda: the Ray cluster has no GPU"):
+        actor_pool_for(ray, EngineConfig(device="cuda"))
+    assert actor_pool_for(ray, EngineConfig(device="auto")) == {"concurrency": 1, "num_cpus": 1}
 
 
 def test_bad_columns_fail_on_the_driver(ray_address, hf_model_dir, parquet_dir, tmp_path):

@@ -328,6 +328,25 @@ def write_dataset(ds: "ray.data.Dataset", output: str, fmt: Format) -> None:
         raise BadInputError(f"--engine ray writes Parquet, CSV or JSONL, not {fmt.value}")
 
 
+def check_output_apart_from_input(source: InputFiles, output: str | None) -> None:
+    """Refuse an output directory that holds input files (``--overwrite`` would delete them) or
+    that lies inside an input directory (its files would be read as input)."""
+    if output in (None, "-") or "://" in output:
+        return
+    out = os.path.realpath(output)
+    for path in [*source.files, *source.paths]:
+        real = os.path.realpath(path)
+        if _within(real, out):
+            raise BadInputError(f"{output}: holds the input {path}; write the output to another directory")
+        if os.path.isdir(real) and _within(out, real):
+            raise BadInputError(f"{output}: is inside the input directory {path}, whose files are all read; "
+                                "write the output elsewhere")
+
+
+def _within(path: str, directory: str) -> bool:
+    return os.path.commonpath([path, directory]) == directory
+
+
 def prepare_output_directory(output: str | None, *, overwrite: bool) -> str:
     """The output directory, checked empty (or emptied with ``overwrite``) before any work starts."""
     import pyarrow.fs as pa_fs
@@ -372,6 +391,7 @@ def run_label_job(spec: RayLabelSpec) -> None:
         raise BadInputError("--chunk-rows must be at least 1")
     source = resolve_input(spec.input, spec.input_format)
     output_format = _ray_output_format(spec.output_format)
+    check_output_apart_from_input(source, spec.output)
     output = prepare_output_directory(spec.output, overwrite=spec.overwrite)
     if not (spec.ray_address or "").startswith("ray://"):  # through Ray Client the model may live only on the cluster
         check_model_here(spec.model)
@@ -400,14 +420,15 @@ def _configure_this_job(*, quiet: bool) -> None:
 
 
 def check_model_here(model: str) -> None:
-    """Fail before any actor starts when a named model is missing here (an actor that fails to load
-    its model reaches the driver only as an untyped ActorDiedError). Hub ids are left to the actors."""
-    from .models import resolve_directory
+    """Fail before any actor starts when a named model is missing or broken here (an actor that
+    fails to load its model reaches the driver only as an untyped ActorDiedError): its files,
+    config and weights are checked as a local load checks them. Hub ids are left to the actors."""
+    from .models import load_checkpoint
     from .models.hub import looks_like_hub_id
 
     if str(model) != "default" and looks_like_hub_id(str(model)):
         return
-    resolve_directory(model)
+    load_checkpoint(model)
 
 
 def _ray_output_format(requested: str) -> Format:
@@ -426,6 +447,8 @@ def actor_pool_for(ray, config: EngineConfig) -> dict:
     """Actors for the whole cluster: one per GPU, else one per CPU but one (left for reads and writes)."""
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
+    if config.device.startswith("cuda") and gpus == 0:  # Ray would wait for one for ever
+        raise ConfigError(f"--device {config.device}: the Ray cluster has no GPU; use --device cpu (or auto)")
     wants_gpu = config.device.startswith("cuda") or (config.device == "auto" and gpus > 0)
     if wants_gpu:
         return {"concurrency": max(gpus, 1), "num_gpus": 1}
