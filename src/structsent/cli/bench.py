@@ -23,10 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     # The same names as the engine's settings (EngineConfig.num_threads, token_budget); old names kept.
     parser.add_argument("--num-threads", "--threads", dest="num_threads", type=int, default=None,
-                        help="CPU threads of every runtime")
+                        help="CPU threads of every runtime, 0..1024 (default and 0: each runtime's own)")
     parser.add_argument("--token-budget", "--batch-tokens", dest="token_budget", type=int, default=None,
                         help="token budget of the structsent paths")
-    parser.add_argument("--out", type=Path, default=Path("bench-out"), help="directory for bench.json and bench.png")
+    # A str, not a Path: Path("") is ".", and an empty --out must be refused, not read as the current directory.
+    parser.add_argument("--out", default="bench-out",
+                        help="directory for bench.json, bench.png and bench.md (checked before the benchmark runs)")
     parser.add_argument("--configs", default=None,
                         help="comma-separated configurations to run (default: all offered on the device); "
                              "extra: onnx-fp32-unfused, onnx-int8-unfused")
@@ -48,19 +50,24 @@ def run(args: argparse.Namespace) -> int:
     from ..bench.report import fastest_within, markdown_table, with_ratios, write_chart, write_json
     from ..bench.runners import DEFAULT_CONFIGURATIONS, Setup, configurations, matmul_peak_flops
     from ..bench.workload import build_workload
+    from ..config import EngineConfig
     from ..errors import ConfigError
     from ..models import load_checkpoint
+    from ..runtime import torch_device
 
     if args.n < 1 or args.chunks < 1:
         raise ConfigError("--n and --chunks must be at least 1")
+    # Everything that can be refused is refused before the benchmark runs, not after.
+    EngineConfig(device=args.device, num_threads=args.num_threads, token_budget=args.token_budget)
+    out = _output_directory(args.out)
+    device = torch_device(args.device)  # the same ConfigError as `structsent label --device cuda` without CUDA
+    workload = build_workload(args.n, seed=args.seed, corpus=args.corpus)
     model_dir, model_note, model_title = _model(args, shape_model_dir)
     checkpoint = load_checkpoint(model_dir)
     if checkpoint.is_exported:
         raise ConfigError(f"{model_dir}: bench needs the source checkpoint, not an ONNX export")
-    device = _device(args.device)
     offered = configurations(device, bf16=args.bf16)
     chosen = _choose(args.configs, offered, DEFAULT_CONFIGURATIONS)
-    workload = build_workload(args.n, seed=args.seed, corpus=args.corpus)
     setup = Setup(model_dir=model_dir, device=device, threads=args.num_threads, token_budget=args.token_budget)
     lengths = [len(e.sequences[0]) for e in checkpoint.tokenizer.encode(workload.texts)]
     peak = None if setup.on_gpu else matmul_peak_flops(args.num_threads)
@@ -79,17 +86,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nfastest path with >= {MIN_AGREEMENT:.0%} label agreement: {best.title} "
               f"({best.texts_per_s:.2f} texts/s" + (f", {best.vs_baseline:.2f}x the pipeline)" if best.vs_baseline else ")"))
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     meta = {
         "model": model_note, "model_dir": str(model_dir), "workload": workload.describe(),
         "corpus_source": workload.source, "n": args.n, "chunks": args.chunks, "device": _machine(device),
         "mean_tokens": sum(lengths) / len(lengths), "fp32_matmul_peak_gflops": peak / 1e9 if peak else None,
         "fastest_with_99_agreement": best.name if best else None,
     }
-    write_json(args.out / "bench.json", meta, rows)
-    write_chart(args.out / "bench.png", rows, title=f"{model_title}: {len(workload.texts)} texts\n{_machine(device)}")
-    (args.out / "bench.md").write_text(table + "\n", encoding="utf-8")
-    print(f"\nwrote {args.out / 'bench.json'}, {args.out / 'bench.png'} and {args.out / 'bench.md'}")
+    write_json(out / "bench.json", meta, rows)
+    write_chart(out / "bench.png", rows, title=f"{model_title}: {len(workload.texts)} texts\n{_machine(device)}")
+    (out / "bench.md").write_text(table + "\n", encoding="utf-8")
+    print(f"\nwrote {out / 'bench.json'}, {out / 'bench.png'} and {out / 'bench.md'}")
     return 0
 
 
@@ -105,12 +112,24 @@ def _model(args, shape_model_dir) -> tuple[Path, str, str]:
     return directory, f"{args.model} ({directory})", directory.name if args.model != "default" else "bundled model"
 
 
-def _device(requested: str) -> str:
-    if requested != "auto":
-        return requested
-    import torch
+def _output_directory(given: str) -> Path:
+    """``--out`` if the results can be written there: a directory, or a path one can be made at."""
+    import os
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    from ..errors import ConfigError
+
+    if not given.strip():
+        raise ConfigError("--out: an empty path; name the directory for bench.json, bench.png and bench.md")
+    out = Path(given)
+    existing = out.resolve()
+    while not existing.exists():  # the nearest ancestor that exists is where a directory gets made
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "exists and is not a directory" if existing == out.resolve() else f"{existing} is not a directory"
+        raise ConfigError(f"--out {out}: {what}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: {existing} is not writable")
+    return out
 
 
 def _choose(names: str | None, offered: dict, default: tuple[str, ...]) -> list:

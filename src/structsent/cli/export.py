@@ -13,7 +13,13 @@ DEFAULT_VALIDATION_TEXTS = 2000
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="'default' (bundled), a checkpoint directory, or a hub id")
-    parser.add_argument("-o", "--output", required=True, type=Path, help="directory to write the ONNX model to")
+    # A str, not a Path: Path("") is ".", and an empty -o must be refused, not read as the current directory.
+    parser.add_argument("-o", "--output", required=True,
+                        help="directory to write the ONNX model to: new or empty, its parent existing, apart from "
+                             "the source checkpoint")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier ONNX export in --output (the new export is written beside it "
+                             "and renamed into place when complete)")
     parser.add_argument("--int8", action="store_true", help="dynamic int8 quantization (CPU)")
     parser.add_argument("--no-optimize", dest="optimize", action="store_false",
                         help="skip ONNX Runtime's BERT fusions (attention, LayerNorm, GELU); by default the graph "
@@ -30,20 +36,22 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..models import load_checkpoint
     from ..models.onnx import MODEL_FILE
-    from ..onnx.export import ExportOptions, export_checkpoint
+    from ..onnx.export import ExportOptions, check_output_directory, export_checkpoint
     from ..onnx.validate import packaged_sample_texts, read_texts
 
     if args.validate_n < 0:
         raise ConfigError("--validate-n must be at least 0")
     options = ExportOptions(precision=Precision.INT8 if args.int8 else Precision.FP32, optimize=args.optimize)
     checkpoint = load_checkpoint(args.model)
+    check_output_directory(args.output, checkpoint.directory, overwrite=args.overwrite)  # before the slow parts
     texts: list[str] = []
     source = ""
     if args.validate_n:
         texts, source = (read_texts(args.validate), str(args.validate)) if args.validate else packaged_sample_texts()
         texts = texts[: args.validate_n]
-    report = export_checkpoint(checkpoint, args.output, options, validation_texts=texts, validation_source=source)
-    print(f"wrote {args.output / MODEL_FILE} ({options.describe()}) in {report.seconds:.1f}s")
+    report = export_checkpoint(checkpoint, args.output, options, validation_texts=texts, validation_source=source,
+                               overwrite=args.overwrite)
+    print(f"wrote {report.directory / MODEL_FILE} ({options.describe()}) in {report.seconds:.1f}s")
     if report.fused_operators:
         print("fused operators: " + ", ".join(f"{k} {v}" for k, v in report.fused_operators.items()))
     if report.accuracy:

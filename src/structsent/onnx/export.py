@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import secrets
 import shutil
 import tempfile
 import time
@@ -91,15 +92,97 @@ def export_checkpoint(
     *,
     validation_texts: Sequence[str] | None = None,
     validation_source: str = "given texts",
+    overwrite: bool = False,
 ) -> ExportReport:
-    """Write ``checkpoint`` as a self-describing ONNX directory; check it against torch fp32."""
+    """Write ``checkpoint`` as a self-describing ONNX directory; check it against torch fp32.
+
+    ``out_dir`` is checked before anything is written (``check_output_directory``). The export is
+    written to a new sibling directory and renamed into place when complete, so an interrupted or
+    failed export leaves ``out_dir`` as it was, never a mix of two exports; ``overwrite`` replaces
+    an earlier export there.
+    """
     require("onnxruntime", "onnx")
     require("onnx", "onnx")
     if checkpoint.is_exported:
         raise ConfigError(f"{checkpoint.directory} already holds an ONNX model; export its source checkpoint")
+    target = check_output_directory(out_dir, checkpoint.directory, overwrite=overwrite)
+    staging = _new_sibling(target, "export")
+    try:
+        report = _export_into(checkpoint, staging, target, options, validation_texts, validation_source)
+        _move_into_place(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return report
+
+
+def check_output_directory(out_dir, source: Path, *, overwrite: bool = False) -> Path:
+    """The directory, resolved, that an export of the checkpoint in ``source`` may be written to.
+
+    A ConfigError (and nothing written) for: an empty path; the source directory itself, a
+    directory inside it or one holding it (links followed); an existing file; a parent that is
+    missing or not a directory; an existing non-empty directory, unless ``overwrite`` and it
+    holds an earlier ONNX export (any other directory's files are never replaced).
+    """
+    if str(out_dir).strip() == "":
+        raise ConfigError("export output: an empty path; name the directory to write the ONNX model to")
+    given = Path(out_dir)
+    target = given.resolve()
+    source = Path(source).resolve()
+    if target == source or source in target.parents or target in source.parents:
+        raise ConfigError(f"export output {given}: the source checkpoint's directory {source} is in it, or "
+                          "it in the source's; choose a directory apart from the checkpoint")
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"export output {given}: exists and is not a directory")
+    if not target.parent.is_dir():
+        raise ConfigError(f"export output {given}: its parent directory {target.parent} does not exist "
+                          "or is not a directory")
+    if target.is_dir() and any(target.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"export output {given}: the directory is not empty; choose another, "
+                              "or pass --overwrite to replace an earlier export there")
+        if not _holds_export(target):
+            raise ConfigError(f"export output {given}: not empty and not an ONNX export (no config.json "
+                              f"with {ONNX_CONFIG_KEY!r}); --overwrite replaces earlier exports only")
+    return target
+
+
+def _holds_export(directory: Path) -> bool:
+    try:
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and ONNX_CONFIG_KEY in config
+
+
+def _new_sibling(target: Path, role: str) -> Path:
+    """A new hidden directory next to ``target`` (same file system: renames are atomic)."""
+    for _ in range(100):
+        sibling = target.with_name(f".{target.name}.{role}-{secrets.token_hex(4)}")
+        try:
+            sibling.mkdir()
+            return sibling
+        except FileExistsError:
+            continue
+        except OSError as err:
+            raise ConfigError(f"export output {target}: cannot write in {target.parent} ({err.strerror})") from None
+    raise ConfigError(f"export output {target}: cannot find a free name next to it")
+
+
+def _move_into_place(staging: Path, target: Path) -> None:
+    """Rename the finished export onto ``target``; an earlier export there is moved aside first."""
+    if target.is_dir() and any(target.iterdir()):
+        previous = _new_sibling(target, "previous")
+        previous.rmdir()
+        target.rename(previous)
+        staging.rename(target)
+        shutil.rmtree(previous, ignore_errors=True)
+    else:
+        staging.replace(target)  # onto nothing, or onto an empty directory
+
+
+def _export_into(checkpoint, out_dir: Path, final_dir: Path, options: ExportOptions,
+                 validation_texts: Sequence[str] | None, validation_source: str) -> ExportReport:
     started = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / MODEL_FILE
     with tempfile.TemporaryDirectory(prefix="structsent-export-") as scratch:
         graph = Path(scratch) / "graph.onnx"
@@ -121,7 +204,7 @@ def export_checkpoint(
     if validation_texts:
         accuracy = compare_with_reference(checkpoint, out_dir, validation_texts, validation_source)
     report = ExportReport(
-        directory=out_dir, options=options, fused_operators=fused, quantized_operators=quantized,
+        directory=final_dir, options=options, fused_operators=fused, quantized_operators=quantized,
         seconds=time.perf_counter() - started, accuracy=accuracy,
     )
     (out_dir / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")

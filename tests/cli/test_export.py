@@ -1,0 +1,69 @@
+"""`structsent export`: the output directory is checked before anything is written, and an export
+lands whole (one-line errors, exit 2; never a traceback, a clobbered checkpoint or a mix of files)."""
+
+import json
+import shutil
+import sys
+
+import pytest
+
+from structsent.cli import main
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture
+def source(hf_model_dir, tmp_path):
+    """A private copy of the tiny checkpoint: a faulty export must not clobber the shared one."""
+    return shutil.copytree(hf_model_dir, tmp_path / "checkpoint")
+
+
+def export(source, output, *flags):
+    return main(["export", str(source), "-o", str(output), "--validate-n", "0", *flags])
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("structsent: error: export output") and err.count("\n") == 1, err
+    return err
+
+
+def test_bad_outputs_are_refused_before_anything_is_written(source, tmp_path, capsys, monkeypatch):
+    before = {p.name: p.read_bytes() for p in source.iterdir()}
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "link").symlink_to(source)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    monkeypatch.chdir(tmp_path)
+    cases = {
+        source: "source checkpoint", tmp_path / "link": "source checkpoint", source / "sub": "source checkpoint",
+        tmp_path: "source checkpoint", tmp_path / "afile": "not a directory",
+        tmp_path / "afile" / "sub": "does not exist or is not a directory",
+        tmp_path / "missing" / "sub": "does not exist", "": "empty path", tmp_path / "full": "not empty",
+    }
+    if sys.platform == "linux":
+        cases["/proc/structsent-x"] = "cannot write"
+    for output, message in cases.items():
+        assert export(source, output) == 2, output
+        assert message in one_line_error(capsys), output
+    assert export(source, tmp_path / "full", "--overwrite") == 2  # --overwrite replaces exports only
+    assert "not an ONNX export" in one_line_error(capsys)
+    assert {p.name: p.read_bytes() for p in source.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "checkpoint", "full", "link"]
+    assert [p.name for p in (tmp_path / "full").iterdir()] == ["notes.txt"]
+
+
+def test_an_export_is_replaced_whole_with_overwrite_only(source, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()  # an existing empty directory is fine
+    assert export(source, out) == 0
+    first = json.loads((out / "config.json").read_text())
+    (out / "stale.txt").write_text("from an earlier export")
+    capsys.readouterr()
+    assert export(source, out) == 2
+    assert "--overwrite" in one_line_error(capsys)
+    assert export(source, out, "--int8", "--overwrite") == 0
+    config = json.loads((out / "config.json").read_text())
+    assert (first["structsent_onnx"]["precision"], config["structsent_onnx"]["precision"]) == ("fp32", "int8")
+    assert not (out / "stale.txt").exists()  # replaced whole, not mixed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "out"]  # no staging left behind

@@ -1,0 +1,60 @@
+"""structsent.config: EngineConfig refuses, when built, every value that cannot work."""
+
+import math
+
+import pytest
+
+from structsent.config import MAX_THREADS, EngineConfig
+from structsent.errors import ConfigError
+
+
+@pytest.mark.parametrize("changes", [
+    {"token_budget": math.nan}, {"token_budget": math.inf}, {"token_budget": 4096.5}, {"token_budget": 4096.0},
+    {"token_budget": "4096"}, {"max_batch_size": math.nan}, {"pad_multiple": math.nan},
+    {"batch_overhead_tokens": math.nan}, {"num_threads": True}, {"num_threads": 1.5}, {"max_length": math.inf},
+    {"max_length": True}, {"window_stride": 2.0},
+])
+def test_an_integer_setting_must_be_a_real_int(changes):
+    (name, value), = changes.items()
+    with pytest.raises(ConfigError, match=rf"^{name}={value!r}: expected an integer in \d+\.\.\d+$"):
+        EngineConfig(**changes)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"num_threads": 10**6}, "num_threads=1000000: must be in 0..1024"),
+    ({"num_threads": 2**31}, "num_threads=2147483648: must be in 0..1024"),
+    ({"num_threads": -1}, "num_threads=-1: must be in 0..1024"),
+    ({"max_batch_size": 0}, "max_batch_size=0: must be in 1..2147483647"),
+    ({"token_budget": 2**31}, "token_budget=2147483648: must be in 3..2147483647"),
+    ({"max_length": 2}, "max_length=2: must be in 3..2147483647"),
+    ({"token_budget": 100}, "token_budget=100: must be at least max_length (512)"),
+    ({"device": None}, "device=None: expected one of auto, cpu, cuda, cuda:N"),
+    ({"device": 0}, "device=0: expected one of auto, cpu, cuda, cuda:N"),
+    ({"backend": None}, "backend=None: expected one of auto, torch, onnx"),
+    ({"attention": ["padded"]}, "attention=['padded']: expected one of auto, padded, packed"),
+])
+def test_out_of_range_or_mistyped_values_are_one_line_config_errors(changes, message):
+    with pytest.raises(ConfigError) as caught:
+        EngineConfig(**changes)
+    assert str(caught.value) == message
+
+
+def test_valid_integers_are_kept_and_zero_threads_means_the_runtimes_own():
+    config = EngineConfig(num_threads=0, token_budget=4096, max_batch_size=1, pad_multiple=8,
+                          batch_overhead_tokens=0, max_length=128)
+    assert (config.num_threads, config.token_budget, config.window_stride) == (0, 4096, 63)
+    assert EngineConfig(num_threads=MAX_THREADS).num_threads == MAX_THREADS
+    assert EngineConfig(backend="onnx").backend.value == "onnx"
+
+
+def test_engine_flags_and_variables_reach_the_same_checks(monkeypatch):
+    from structsent.cli import build_parser
+    from structsent.cli.engine_flags import engine_config
+
+    with pytest.raises(ConfigError, match=r"^num_threads=2147483648: must be in 0\.\.1024$"):
+        engine_config(build_parser().parse_args(["label", "x.txt", "--num-threads", "2147483648"]))
+    monkeypatch.setenv("STRUCTSENT_NUM_THREADS", "1000000")
+    with pytest.raises(ConfigError, match=r"^num_threads=1000000: must be in 0\.\.1024$"):
+        engine_config(build_parser().parse_args(["label", "x.txt"]))
+    monkeypatch.setenv("STRUCTSENT_NUM_THREADS", "2")
+    assert engine_config(build_parser().parse_args(["label", "x.txt"])).num_threads == 2
