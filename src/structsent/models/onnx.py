@@ -11,7 +11,16 @@ from pathlib import Path
 
 from ..errors import ModelFormatError
 from ..tokenize import Tokenizer
-from .checkpoint import Checkpoint, build_shape, choose_labels, config_float, config_int, config_str, read_json
+from .checkpoint import (
+    Checkpoint,
+    build_shape,
+    check_vocabulary_fits,
+    choose_labels,
+    config_float,
+    config_int,
+    config_str,
+    read_json,
+)
 
 MODEL_FILE = "model.onnx"
 ONNX_CONFIG_KEY = "structsent_onnx"
@@ -40,11 +49,7 @@ def load_onnx_directory(directory: Path) -> OnnxCheckpoint:
     config = read_json(directory / "config.json")
     shape = _shape_from(config, directory)
     tokenizer = Tokenizer.from_dir(directory)
-    if tokenizer.vocab_size > shape.vocab_size:
-        raise ModelFormatError(
-            f"{directory}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "
-            f"{shape.vocab_size}; the tokenizer files belong to another model"
-        )
+    check_vocabulary_fits(tokenizer.vocab_size, shape.vocab_size, directory)
     export = config.get(ONNX_CONFIG_KEY) or {}
     return OnnxCheckpoint(
         directory=directory,
