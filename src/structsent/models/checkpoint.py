@@ -87,7 +87,7 @@ def read_weights(files: list[Path]) -> dict:
             raise ModelFormatError(f"{path}: missing weight file") from err
         except Exception as err:  # corrupt archives raise many unrelated types
             raise ModelFormatError(
-                f"{path}: cannot read weights ({type(err).__name__}: {err}); the file is corrupt "
+                f"{path}: cannot read weights ({type(err).__name__}: {first_line(err)}); the file is corrupt "
                 "or truncated, download it again"
             ) from err
         if not isinstance(part, dict):
@@ -96,6 +96,11 @@ def read_weights(files: list[Path]) -> dict:
             if isinstance(value, torch.Tensor):
                 tensors[key] = value.float() if value.is_floating_point() else value
     return tensors
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's first non-empty line (torch's unpickling errors run to several paragraphs)."""
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), "")
 
 
 def normalise_state_dict(raw: dict, source: Path) -> dict:
