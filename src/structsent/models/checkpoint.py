@@ -87,7 +87,7 @@ def read_weights(files: list[Path]) -> dict:
             raise ModelFormatError(f"{path}: missing weight file") from err
         except Exception as err:  # corrupt archives raise many unrelated types
             raise ModelFormatError(
-                f"{path}: cannot read weights ({type(err).__name__}: {first_line(err)}); the file is corrupt "
+                f"{path}: cannot read weights ({type(err).__name__}: {_read_error_reason(err)}); the file is corrupt "
                 "or truncated, download it again"
             ) from err
         if not isinstance(part, dict):
@@ -98,9 +98,21 @@ def read_weights(files: list[Path]) -> dict:
     return tensors
 
 
-def first_line(err: BaseException) -> str:
-    """An exception's first non-empty line (torch's unpickling errors run to several paragraphs)."""
-    return next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+def first_line(text: object) -> str:
+    """The first non-empty line of a text or an exception's message."""
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+
+
+def _read_error_reason(err: BaseException) -> str:
+    # torch's weights-only unpickler opens with a paragraph about its defaults; the reason
+    # ("Unsupported operand 149", "Unsupported global: ...") follows "WeightsUnpickler error:".
+    text = str(err)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        reason = first_line(text.split(marker, 1)[1])
+        if reason:
+            return f"not a plain PyTorch state dict: {reason}"
+    return first_line(text)
 
 
 def normalise_state_dict(raw: dict, source: Path) -> dict:
