@@ -32,7 +32,7 @@ def test_config_declaring_fewer_layers_than_the_weights_hold_is_refused(tmp_path
     with pytest.raises(structsent.ModelFormatError) as caught:
         load_checkpoint(d)
     message = str(caught.value)
-    assert "encoder layers 1 (tensors bert.encoder.layer.1." in message
+    assert "encoder layer 1 (tensors bert.encoder.layer.1." in message
     assert "num_hidden_layers=1" in message and "\n" not in message
 
 

@@ -125,7 +125,8 @@ def _check_no_unused(tensors: dict, expected: dict, source: Path, num_layers: in
     if extra_layers:
         extra = [name for name in unused if _layer_of(name) in extra_layers]
         raise ModelFormatError(
-            f"{source}: the weights hold encoder layers {', '.join(map(str, extra_layers))} "
+            f"{source}: the weights hold encoder layer{'s' if len(extra_layers) > 1 else ''} "
+            f"{', '.join(map(str, extra_layers))} "
             f"({describe_keys(extra)}) but config.json declares num_hidden_layers={num_layers}; "
             "config.json and the weights come from different models"
         )
