@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import DeviceOutOfMemoryError, require
+from ..errors import DeviceOutOfMemoryError, ModelFormatError, require
 from ..plan import RuntimePlan
 
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -30,6 +30,20 @@ def session_options(plan: RuntimePlan):
     return options
 
 
+# The onnxruntime error types that mean "this file is not a loadable model" (not a provider fault).
+_UNREADABLE_MODEL_ERRORS = ("InvalidProtobuf", "InvalidGraph", "NoSuchFile", "InvalidArgument")
+
+
+def is_unreadable_model_error(err: Exception) -> bool:
+    return type(err).__name__ in _UNREADABLE_MODEL_ERRORS or "Load model from" in str(err)
+
+
+def unreadable_reason(err: Exception) -> str:
+    """onnxruntime's reason, one line: '[ONNXRuntimeError] : 7 : ... failed:Protobuf parsing failed.'"""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text.rsplit("failed:", 1)[-1].strip() or text
+
+
 class OnnxRunner:
     """Runs an ONNX BERT classifier with ONNX Runtime."""
 
@@ -42,9 +56,7 @@ class OnnxRunner:
         self._device = plan.device
         self._precision = plan.precision
         self.model_file = plan.model_file
-        self.session = ort.InferenceSession(
-            str(self.model_file), sess_options=session_options(plan), providers=self._providers()
-        )
+        self.session = self._open_session(ort, plan)
         self._inputs = {i.name for i in self.session.get_inputs()}
 
     @property
@@ -54,6 +66,19 @@ class OnnxRunner:
     @property
     def precision(self) -> str:
         return self._precision.value
+
+    def _open_session(self, ort, plan: RuntimePlan):
+        try:
+            return ort.InferenceSession(
+                str(self.model_file), sess_options=session_options(plan), providers=self._providers()
+            )
+        except Exception as err:  # onnxruntime raises its own untyped errors
+            if not is_unreadable_model_error(err):
+                raise
+            raise ModelFormatError(
+                f"{self.model_file}: cannot open the ONNX model ({unreadable_reason(err)}); the file is "
+                "missing, truncated or corrupt: export the model again (structsent export MODEL -o DIR)"
+            ) from err
 
     def _providers(self) -> list:
         if self._device == "cpu":

@@ -19,6 +19,12 @@ def resolve_directory(name_or_path: str | Path) -> Path:
     """The local directory that holds the model ``name_or_path`` names."""
     from . import hub
 
+    if isinstance(name_or_path, str) and not name_or_path.strip():
+        # Path("") is the current directory: an unset variable must not load whatever lies there.
+        raise ModelNotFoundError(
+            "the model name is empty; pass 'default', a checkpoint directory (use '.' for the current "
+            "one) or a hub id (--model / STRUCTSENT_MODEL)"
+        )
     if str(name_or_path) == DEFAULT_MODEL:
         if not (BUNDLED_MODEL_DIR / "config.json").is_file():
             raise ModelNotFoundError(

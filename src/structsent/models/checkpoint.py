@@ -13,7 +13,11 @@ from .shape import BertShape
 
 STRUCTBERT_SENTIMENT_LABELS = ("负面", "正面")  # 0 = negative, 1 = positive
 _GENERIC_LABEL = re.compile(r"^LABEL_\d+$")
-_IGNORED = re.compile(r"(position_ids|cls\.predictions\.|cls\.seq_relationship\.|num_batches_tracked)")
+# Tensors a real checkpoint may carry that inference does not use: index buffers, the
+# pre-training (MLM/NSP) heads, batch-norm counters. Any other tensor must be used (see below).
+_IGNORED = re.compile(
+    r"(position_ids$|token_type_ids$|cls\.predictions\.|cls\.seq_relationship\.|num_batches_tracked$)"
+)
 _HEAD_PREFIXES = ("classifier.", "head.classifier.", "head.", "cls_head.")
 _ENCODER_PREFIXES = ("bert.", "encoder.", "structbert.", "model.bert.", "model.encoder.", "model.", "")
 
@@ -83,7 +87,7 @@ def read_weights(files: list[Path]) -> dict:
             raise ModelFormatError(f"{path}: missing weight file") from err
         except Exception as err:  # corrupt archives raise many unrelated types
             raise ModelFormatError(
-                f"{path}: cannot read weights ({type(err).__name__}: {err}); the file is corrupt "
+                f"{path}: cannot read weights ({type(err).__name__}: {_read_error_reason(err)}); the file is corrupt "
                 "or truncated, download it again"
             ) from err
         if not isinstance(part, dict):
@@ -92,6 +96,23 @@ def read_weights(files: list[Path]) -> dict:
             if isinstance(value, torch.Tensor):
                 tensors[key] = value.float() if value.is_floating_point() else value
     return tensors
+
+
+def first_line(text: object) -> str:
+    """The first non-empty line of a text or an exception's message."""
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+
+
+def _read_error_reason(err: BaseException) -> str:
+    # torch's weights-only unpickler opens with a paragraph about its defaults; the reason
+    # ("Unsupported operand 149", "Unsupported global: ...") follows "WeightsUnpickler error:".
+    text = str(err)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        reason = first_line(text.split(marker, 1)[1])
+        if reason:
+            return f"not a plain PyTorch state dict: {reason}"
+    return first_line(text)
 
 
 def normalise_state_dict(raw: dict, source: Path) -> dict:
@@ -123,13 +144,51 @@ def normalise_state_dict(raw: dict, source: Path) -> dict:
             f"{source}: no classification head (classifier.weight or head.classifier.weight); "
             "this checkpoint is an encoder without a sequence-classification head"
         )
-    out = {}
+    out, unplaced = {}, []
     for key, value in tensors.items():
         if key.startswith(head):
             out["classifier." + key[len(head):]] = value
         elif key.startswith(prefix):
             out["bert." + key[len(prefix):]] = value
+        else:
+            unplaced.append(key)
+    if unplaced:
+        # A tensor outside both the encoder and the head is part of a model structsent would not
+        # run (a second head, another encoder): dropping it silently would give wrong labels.
+        raise ModelFormatError(
+            f"{source}: {describe_keys(unplaced)} belong to neither the encoder ({prefix or 'no prefix'}) "
+            f"nor the classification head ({head}); this is not a plain BERT sequence classifier"
+        )
     return out
+
+
+def describe_keys(keys: list[str], shown: int = 3) -> str:
+    """A few tensor names for a one-line message: 'tensors a, b, c and 5 more'."""
+    names = sorted(keys)
+    text = ("tensor " if len(names) == 1 else "tensors ") + ", ".join(names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+# Checkpoints pad their embedding matrix past the vocabulary to a multiple of 64 or 128 rows
+# (faster matrix products); more spare rows than that mean the vocab.txt is another model's.
+EMBEDDING_PADDING = 128
+
+
+def check_vocabulary_fits(tokens: int, rows: int, source: Path) -> None:
+    """The tokenizer's ids and the embedding rows must be the same vocabulary: every id has a row,
+    and no more rows than the vocabulary rounded up to a multiple of EMBEDDING_PADDING."""
+    if tokens > rows:
+        raise ModelFormatError(
+            f"{source}: the tokenizer has {tokens} tokens but the embedding matrix only {rows} rows; "
+            "use the vocab.txt that belongs to these weights"
+        )
+    allowed = -(-tokens // EMBEDDING_PADDING) * EMBEDDING_PADDING
+    if rows > allowed:
+        raise ModelFormatError(
+            f"{source}: the tokenizer has {tokens} tokens but the embedding matrix {rows} rows (padding "
+            f"up to a multiple of {EMBEDDING_PADDING}, {allowed}, is allowed); the tokenizer files are "
+            "incomplete or belong to another model: use the vocab.txt that belongs to these weights"
+        )
 
 
 # -- config.json fields -------------------------------------------------------------------------

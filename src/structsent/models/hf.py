@@ -6,6 +6,7 @@ config and weights are named.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..errors import ModelFormatError
@@ -13,10 +14,12 @@ from ..tokenize import Tokenizer
 from .checkpoint import (
     Checkpoint,
     build_shape,
+    check_vocabulary_fits,
     choose_labels,
     config_float,
     config_int,
     config_str,
+    describe_keys,
     find_weights,
     normalise_state_dict,
     read_json,
@@ -24,6 +27,7 @@ from .checkpoint import (
 )
 
 SUPPORTED_MODEL_TYPES = ("bert", "structbert", "roberta-bert")
+_LAYER = re.compile(r"^bert\.encoder\.layer\.(\d+)\.")
 _BERT_ARCHITECTURES = ("BertForSequenceClassification", "SbertForSequenceClassification")
 
 
@@ -90,7 +94,8 @@ def _check_tensors(tensors: dict, shape, source: Path) -> None:
     outputs, which must never become labels)."""
     from ..modeling import expected_hf_shapes
 
-    for name, expected in expected_hf_shapes(shape).items():
+    shapes = expected_hf_shapes(shape)
+    for name, expected in shapes.items():
         tensor = tensors.get(name)
         if tensor is None:
             raise ModelFormatError(
@@ -107,6 +112,33 @@ def _check_tensors(tensors: dict, shape, source: Path) -> None:
                 f"{source}: tensor {name} holds non-finite values ({_non_finite_kinds(tensor)}); the "
                 "weights file is corrupt or comes from a diverged training run"
             )
+    _check_no_unused(tensors, shapes, source, shape.num_layers)
+
+
+def _check_no_unused(tensors: dict, expected: dict, source: Path, num_layers: int) -> None:
+    """Every tensor of the weights is used: one the model would ignore means config.json describes
+    another model (fewer layers, relative positions...) and the labels would be wrong."""
+    unused = [name for name in tensors if name not in expected]
+    if not unused:
+        return
+    extra_layers = sorted({n for name in unused if (n := _layer_of(name)) is not None and n >= num_layers})
+    if extra_layers:
+        extra = [name for name in unused if _layer_of(name) in extra_layers]
+        raise ModelFormatError(
+            f"{source}: the weights hold encoder layer{'s' if len(extra_layers) > 1 else ''} "
+            f"{', '.join(map(str, extra_layers))} "
+            f"({describe_keys(extra)}) but config.json declares num_hidden_layers={num_layers}; "
+            "config.json and the weights come from different models"
+        )
+    raise ModelFormatError(
+        f"{source}: {describe_keys(unused)} not used by a BERT classifier of the shape config.json declares; "
+        "config.json and the weights come from different models, or the architecture is not plain BERT"
+    )
+
+
+def _layer_of(name: str) -> int | None:
+    match = _LAYER.match(name)
+    return int(match.group(1)) if match else None
 
 
 def _all_finite(tensor) -> bool:
@@ -121,8 +153,4 @@ def _non_finite_kinds(tensor) -> str:
 
 
 def _check_vocabulary(tokenizer: Tokenizer, shape, directory: Path) -> None:
-    if tokenizer.vocab_size > shape.vocab_size:
-        raise ModelFormatError(
-            f"{directory}: the tokenizer has {tokenizer.vocab_size} tokens but the embedding matrix "
-            f"only {shape.vocab_size} rows; use the vocab.txt that belongs to these weights"
-        )
+    check_vocabulary_fits(tokenizer.vocab_size, shape.vocab_size, directory)

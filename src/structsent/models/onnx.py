@@ -7,14 +7,27 @@ The shape, labels and tokenizer come from the directory itself; there are no PyT
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 from ..errors import ModelFormatError
 from ..tokenize import Tokenizer
-from .checkpoint import Checkpoint, build_shape, choose_labels, config_float, config_int, config_str, read_json
+from .checkpoint import (
+    Checkpoint,
+    build_shape,
+    check_vocabulary_fits,
+    choose_labels,
+    config_float,
+    config_int,
+    config_str,
+    read_json,
+)
 
 MODEL_FILE = "model.onnx"
 ONNX_CONFIG_KEY = "structsent_onnx"
+# Bump when the exported graph changes, so old cache entries are not reused; a directory written
+# by a newer structsent (a higher version) may hold a graph this one cannot run, and is refused.
+EXPORT_FORMAT_VERSION = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +44,13 @@ class OnnxCheckpoint(Checkpoint):
 
 
 def is_onnx_directory(directory: Path) -> bool:
-    return (directory / MODEL_FILE).is_file()
+    """A model.onnx, or a config.json that ``structsent export`` wrote (whose graph may be missing)."""
+    if (directory / MODEL_FILE).is_file():
+        return True
+    try:
+        return ONNX_CONFIG_KEY in read_json(directory / "config.json")
+    except ModelFormatError:
+        return False  # no or broken config.json: the other loaders say what is wrong
 
 
 def load_onnx_directory(directory: Path) -> OnnxCheckpoint:
@@ -40,12 +59,12 @@ def load_onnx_directory(directory: Path) -> OnnxCheckpoint:
     config = read_json(directory / "config.json")
     shape = _shape_from(config, directory)
     tokenizer = Tokenizer.from_dir(directory)
-    if tokenizer.vocab_size > shape.vocab_size:
-        raise ModelFormatError(
-            f"{directory}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "
-            f"{shape.vocab_size}; the tokenizer files belong to another model"
-        )
+    check_vocabulary_fits(tokenizer.vocab_size, shape.vocab_size, directory)
     export = config.get(ONNX_CONFIG_KEY) or {}
+    if not isinstance(export, dict):
+        raise ModelFormatError(f"{directory / 'config.json'}: {ONNX_CONFIG_KEY} must be an object, got {export!r}")
+    _check_format_version(export, directory)
+    model_file = _graph_file(export, directory)
     return OnnxCheckpoint(
         directory=directory,
         format="onnx",
@@ -53,10 +72,45 @@ def load_onnx_directory(directory: Path) -> OnnxCheckpoint:
         labels=choose_labels(config, shape.num_labels, directory, structbert=False),
         state_dict={},
         tokenizer=tokenizer,
-        model_file=directory / str(export.get("model_file", MODEL_FILE)),
+        model_file=model_file,
         precision=str(export.get("precision", "fp32")),
         optimized=bool(export.get("optimized", False)),
     )
+
+
+def _check_format_version(export: dict, directory: Path) -> None:
+    version = export.get("format_version", EXPORT_FORMAT_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or version <= 0:
+        raise ModelFormatError(
+            f"{directory / 'config.json'}: {ONNX_CONFIG_KEY}.format_version must be a positive integer, got {version!r}"
+        )
+    if version > EXPORT_FORMAT_VERSION:
+        raise ModelFormatError(
+            f"{directory}: exported with format_version {version}, newer than this structsent reads "
+            f"({EXPORT_FORMAT_VERSION}); upgrade structsent, or export the source model again with this one"
+        )
+
+
+def _graph_file(export: dict, directory: Path) -> Path:
+    """The graph the export names, which must lie inside the directory (never a file elsewhere)."""
+    name = export.get("model_file", MODEL_FILE)
+    source = directory / "config.json"
+    if not isinstance(name, str) or not name:
+        raise ModelFormatError(f"{source}: {ONNX_CONFIG_KEY}.model_file must be a file name, got {name!r}")
+    # A lexical test, not resolve(): hub caches link a snapshot's files to blobs stored elsewhere.
+    relative = os.path.normpath(name)
+    if os.path.isabs(relative) or relative in (".", "..") or relative.startswith(".." + os.sep):
+        raise ModelFormatError(
+            f"{source}: {ONNX_CONFIG_KEY}.model_file {name!r} is not a file inside {directory}; "
+            f"an exported directory holds its own graph (normally {MODEL_FILE!r})"
+        )
+    path = directory / relative
+    if not path.is_file():
+        raise ModelFormatError(
+            f"{directory}: no {name} (the exported ONNX graph); copy the whole export directory, "
+            "or export the model again (structsent export MODEL -o DIR)"
+        )
+    return path
 
 
 def _shape_from(config: dict, directory: Path):

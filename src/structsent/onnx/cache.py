@@ -2,7 +2,8 @@
 
 Exports live under ``$STRUCTSENT_CACHE/onnx/<key>`` (default ``~/.cache/structsent``), keyed by
 the model files' contents, the export options and the tool versions, and are written to a
-staging folder first and renamed into place, so a concurrent load sees all of one or none.
+staging folder first and renamed into place, so a concurrent load sees all of one or none. Each
+entry records its graph's digest; one that no longer matches it is discarded and exported again.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..errors import require
+from ..errors import ModelFormatError, require
 from ..models.onnx import MODEL_FILE
 from .export import EXPORT_FORMAT_VERSION, ExportOptions, export_checkpoint
 from .validate import packaged_sample_texts
 
 CACHE_ENV = "STRUCTSENT_CACHE"
+DIGEST_FILE = "model.onnx.blake2b"  # the graph's digest, written with it: a damaged entry is re-exported
 CACHED_VALIDATION_TEXTS = 120  # a load-time export checks itself on the packaged sample reviews
 
 log = logging.getLogger("structsent.onnx")
@@ -56,26 +58,68 @@ def cache_key(directory: Path, options: ExportOptions) -> str:
 
 
 def cached_export(checkpoint, options: ExportOptions) -> Path:
-    """The directory of ``checkpoint`` exported with ``options``, exporting it on first use."""
+    """The directory of ``checkpoint`` exported with ``options``, exporting it on first use.
+
+    An entry whose graph no longer matches the digest recorded when it was written (truncated,
+    corrupt, left half-deleted) is discarded with a warning and exported again, once.
+    """
     require("onnxruntime", "onnx")
     require("onnx", "onnx")
     target = cache_root() / "onnx" / cache_key(checkpoint.directory, options)
-    if (target / MODEL_FILE).is_file() and (target / "config.json").is_file():
+    problem = entry_problem(target)
+    if problem is None:
         return target
+    if target.exists():
+        log.warning("the ONNX export cache entry %s is unusable (%s); discarding it and exporting again",
+                    target, problem)
+        shutil.rmtree(target, ignore_errors=True)
+    _export_into(target, checkpoint, options)
+    problem = entry_problem(target)
+    if problem is not None:
+        raise ModelFormatError(f"{target}: the ONNX export just written is unusable ({problem})")
+    return target
+
+
+def entry_problem(target: Path) -> str | None:
+    """Why the cache entry ``target`` cannot be used, or None when it is complete and intact."""
+    if not target.exists():
+        return "absent"
+    for name in ("config.json", MODEL_FILE, DIGEST_FILE):
+        if not (target / name).is_file():
+            return f"no {name}"
+    try:
+        recorded = (target / DIGEST_FILE).read_text(encoding="ascii").strip()
+        actual = file_digest(target / MODEL_FILE)
+    except (OSError, UnicodeDecodeError) as err:
+        return f"unreadable: {err}"
+    if actual != recorded:
+        return f"{MODEL_FILE} does not match the digest recorded when it was exported: truncated or corrupt"
+    return None
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _export_into(target: Path, checkpoint, options: ExportOptions) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
     try:
         texts, source = packaged_sample_texts()
         report = export_checkpoint(checkpoint, staging, options, validation_texts=texts[:CACHED_VALIDATION_TEXTS],
                                    validation_source=source)
+        (staging / DIGEST_FILE).write_text(file_digest(staging / MODEL_FILE), encoding="ascii")
         accuracy = report.accuracy.summary() if report.accuracy is not None else "not validated"
         log.warning("first use of %s on ONNX Runtime: exported it (%s) to %s in %.1fs; later loads reuse it; %s",
                     checkpoint.directory, options.describe(), target, report.seconds, accuracy)
         try:
             staging.rename(target)  # atomic: a concurrent load sees all of it or none of it
         except OSError:
-            if not (target / MODEL_FILE).is_file():
+            if not (target / MODEL_FILE).is_file():  # another load renamed its export into place first
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target

@@ -29,10 +29,9 @@ import numpy as np
 
 from ..config import Precision
 from ..errors import ConfigError, ModelFormatError, require
-from ..models.onnx import MODEL_FILE, ONNX_CONFIG_KEY
+from ..models.onnx import EXPORT_FORMAT_VERSION, MODEL_FILE, ONNX_CONFIG_KEY
 from .validate import AccuracyReport, compare_with_reference
 
-EXPORT_FORMAT_VERSION = 3  # bump when the exported graph changes, so old cache entries are not reused
 OPSET = 17
 REPORT_FILE = "export_report.json"
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")

@@ -1,0 +1,93 @@
+"""Hugging Face directories: weights, config.json and vocabulary must describe one model."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import structsent
+from structsent.models import load_checkpoint
+
+from ..conftest import make_hf_model, write_tokenizer_files
+
+
+def copy_model(src, tmp_path):
+    return shutil.copytree(src, tmp_path / "m")
+
+
+def edit_weights(directory, edit):
+    path = directory / "model.safetensors"
+    state = load_file(str(path))
+    edit(state)
+    save_file(state, str(path))
+
+
+def test_config_declaring_fewer_layers_than_the_weights_hold_is_refused(tmp_path, hf_model_dir):
+    d = copy_model(hf_model_dir, tmp_path)
+    config = json.loads((d / "config.json").read_text())
+    config["num_hidden_layers"] = 1
+    (d / "config.json").write_text(json.dumps(config))
+    with pytest.raises(structsent.ModelFormatError) as caught:
+        load_checkpoint(d)
+    message = str(caught.value)
+    assert "encoder layer 1 (tensors bert.encoder.layer.1." in message
+    assert "num_hidden_layers=1" in message and "\n" not in message
+
+
+def test_encoder_tensor_the_model_would_not_use_is_refused(tmp_path, hf_model_dir):
+    # e.g. relative position embeddings: ignoring them would change every output
+    d = copy_model(hf_model_dir, tmp_path)
+    edit_weights(d, lambda s: s.update({"bert.encoder.layer.0.attention.self.distance_embedding.weight":
+                                        torch.zeros(1023, 8)}))
+    with pytest.raises(structsent.ModelFormatError,
+                       match=r"tensor bert.encoder.layer.0.attention.self.distance_embedding.weight not used"):
+        load_checkpoint(d)
+
+
+def test_tensor_outside_the_encoder_and_the_head_is_refused(tmp_path, hf_model_dir):
+    d = copy_model(hf_model_dir, tmp_path)
+    edit_weights(d, lambda s: s.update({"teacher.dense.weight": torch.zeros(2, 2)}))
+    with pytest.raises(structsent.ModelFormatError, match=r"tensor teacher.dense.weight belong to neither the encoder"):
+        load_checkpoint(d)
+
+
+def test_pretraining_heads_and_index_buffers_are_ignored(tmp_path, hf_model_dir):
+    d = copy_model(hf_model_dir, tmp_path)
+
+    def add_extras(state):
+        state["cls.predictions.bias"] = torch.zeros(21128)
+        state["cls.predictions.transform.dense.weight"] = torch.zeros(32, 32)
+        state["cls.seq_relationship.weight"] = torch.zeros(2, 32)
+        state["bert.embeddings.position_ids"] = torch.arange(512)[None]
+        state["bert.embeddings.token_type_ids"] = torch.zeros(1, 512, dtype=torch.long)
+
+    edit_weights(d, add_extras)
+    assert load_checkpoint(d).shape.num_layers == 2
+
+
+def test_modelscope_layouts_still_load(modelscope_dirs):
+    for layout in ("encoder", "bert"):
+        assert load_checkpoint(modelscope_dirs[layout]).shape.num_layers == 2
+
+
+def test_vocabulary_much_smaller_than_the_embeddings_is_refused(tmp_path, hf_model_dir):
+    d = copy_model(hf_model_dir, tmp_path)
+    lines = (d / "vocab.txt").read_text(encoding="utf-8").splitlines(keepends=True)
+    (d / "vocab.txt").write_text("".join(lines[:500]), encoding="utf-8")
+    with pytest.raises(structsent.ModelFormatError,
+                       match=r"the tokenizer has 49\d tokens but the embedding matrix 21128 rows \(padding up to "
+                             r"a multiple of 128, 512, is allowed\)"):
+        load_checkpoint(d)
+
+
+@pytest.mark.parametrize("rows,loads", [(21248, True), (21249, False)])
+def test_embeddings_padded_to_a_multiple_of_128_load(tmp_path, rows, loads):
+    make_hf_model(vocab_size=rows).save_pretrained(tmp_path)
+    write_tokenizer_files(tmp_path)  # 21128 tokens: 21248 is the next multiple of 128
+    if loads:
+        assert load_checkpoint(tmp_path).shape.vocab_size == rows
+    else:
+        with pytest.raises(structsent.ModelFormatError, match="21128 tokens but the embedding matrix 21249 rows"):
+            load_checkpoint(tmp_path)

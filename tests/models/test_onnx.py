@@ -1,0 +1,81 @@
+"""Exported ONNX directories: a broken or tampered directory is a one-line ModelFormatError."""
+
+import json
+import shutil
+
+import pytest
+
+import structsent
+from structsent.models import load_checkpoint
+from structsent.models.onnx import EXPORT_FORMAT_VERSION, OnnxCheckpoint
+
+from ..conftest import run_structsent
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, hf_model_dir):
+    from structsent.config import Precision
+    from structsent.onnx.export import ExportOptions, export_checkpoint
+
+    out = tmp_path_factory.mktemp("exported") / "m"
+    export_checkpoint(load_checkpoint(hf_model_dir), out, ExportOptions(precision=Precision.FP32, optimize=False))
+    return out
+
+
+def copy_export(exported, tmp_path, **onnx_changes):
+    d = shutil.copytree(exported, tmp_path / "m")
+    config = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    config["structsent_onnx"].update(onnx_changes)
+    (d / "config.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    return d
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "random"])
+def test_unreadable_graph_is_a_model_format_error_naming_the_file(tmp_path, exported, damage):
+    d = copy_export(exported, tmp_path)
+    graph = d / "model.onnx"
+    data = graph.read_bytes()
+    graph.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "random": bytes(range(256)) * 20}[damage])
+    with pytest.raises(structsent.ModelFormatError, match=r"model.onnx: cannot open the ONNX model") as caught:
+        structsent.load(d)
+    assert "\n" not in str(caught.value)
+
+
+def test_unreadable_graph_exits_3_with_one_line(tmp_path, exported):
+    d = copy_export(exported, tmp_path)
+    (d / "model.onnx").write_bytes(b"")
+    source = tmp_path / "in.txt"
+    source.write_text("好评\n", encoding="utf-8")
+    proc = run_structsent("label", source, "-o", tmp_path / "out.jsonl", "--model", d, text=True)
+    assert proc.returncode == 3, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "model.onnx: cannot open the ONNX model" in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("model_file", ["../../etc/passwd", "/etc/passwd", "../other/model.onnx", ".", ""])
+def test_model_file_outside_the_directory_is_refused(tmp_path, exported, model_file):
+    d = copy_export(exported, tmp_path, model_file=model_file)
+    with pytest.raises(structsent.ModelFormatError, match="model_file"):
+        load_checkpoint(d)
+
+
+def test_model_file_inside_the_directory_is_followed(tmp_path, exported):
+    d = copy_export(exported, tmp_path, model_file="graphs/../graph.onnx")
+    (d / "model.onnx").rename(d / "graph.onnx")
+    checkpoint = load_checkpoint(d)
+    assert isinstance(checkpoint, OnnxCheckpoint) and checkpoint.model_file == d / "graph.onnx"
+
+
+def test_newer_format_version_is_refused(tmp_path, exported):
+    d = copy_export(exported, tmp_path, format_version=EXPORT_FORMAT_VERSION + 1)
+    with pytest.raises(structsent.ModelFormatError, match="newer than this structsent reads.*upgrade structsent"):
+        load_checkpoint(d)
+
+
+def test_missing_graph_is_named(tmp_path, exported):
+    d = copy_export(exported, tmp_path)
+    (d / "model.onnx").unlink()
+    with pytest.raises(structsent.ModelFormatError, match=r"no model.onnx \(the exported ONNX graph\)"):
+        load_checkpoint(d)
