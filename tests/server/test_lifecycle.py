@@ -125,23 +125,31 @@ def test_a_full_queue_answers_429_with_retry_after_and_accepts_nothing(faulty):
     assert post(faulty, ["五"]).status_code == 200
 
 
+def post_and_leave(server, body: bytes, *, queued: int) -> None:
+    """POST ``body`` to /v1/sentiment, wait until the queue holds ``queued`` texts, then close the socket."""
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(
+            b"POST /v1/sentiment HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        )
+        wait_for_queue_depth(server, queued)
+
+
+def wait_for_a_499(server, before: dict[str, float]) -> None:
+    """Until the server has counted one more request whose client left (status 499) than in ``before``."""
+    closed = metric(before, "structsent_request_duration_seconds_count", endpoint="/v1/sentiment", status="499")
+    wait_for_metric(server, "structsent_request_duration_seconds_count", closed + 1, endpoint="/v1/sentiment", status="499")
+
+
 def test_a_disconnected_request_is_dropped_before_computing_and_counted_apart(faulty, gate):
     """The model worker is held busy while the client leaves, so that no timing decides the test."""
     before = faulty.metrics()
     body = json.dumps({"texts": ["走了"]}).encode()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         held = hold_the_model_worker(faulty, pool)
-        with socket.create_connection(("127.0.0.1", faulty.port)) as sock:
-            sock.sendall(
-                b"POST /v1/sentiment HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
-            )
-            wait_for_queue_depth(faulty, 1)
+        post_and_leave(faulty, body, queued=1)
         # The server notices the closed socket and cancels the queued request...
-        closed = metric(before, "structsent_request_duration_seconds_count", endpoint="/v1/sentiment", status="499")
-        wait_for_metric(
-            faulty, "structsent_request_duration_seconds_count", closed + 1, endpoint="/v1/sentiment", status="499"
-        )
+        wait_for_a_499(faulty, before)
         gate.touch()  # ...then the worker is free: it must skip the cancelled request
         assert held.result(15).status_code == 200
     wait_for_queue_depth(faulty, 0)
@@ -162,16 +170,8 @@ def test_texts_of_clients_that_left_stop_filling_the_queue_at_once(faulty, gate)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         held = hold_the_model_worker(faulty, pool)
         before = faulty.metrics()
-        with socket.create_connection(("127.0.0.1", faulty.port)) as sock:
-            sock.sendall(
-                b"POST /v1/sentiment HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
-            )
-            wait_for_queue_depth(faulty, 4)
-        closed = metric(before, "structsent_request_duration_seconds_count", endpoint="/v1/sentiment", status="499")
-        wait_for_metric(
-            faulty, "structsent_request_duration_seconds_count", closed + 1, endpoint="/v1/sentiment", status="499"
-        )
+        post_and_leave(faulty, body, queued=4)
+        wait_for_a_499(faulty, before)
         assert metric(faulty.metrics(), "structsent_queue_depth") == 0  # the worker is still held
         live = pool.submit(post, faulty, ["好吃"])
         wait_for_queue_depth(faulty, 1)  # admitted, not refused
