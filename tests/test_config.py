@@ -47,6 +47,19 @@ def test_valid_integers_are_kept_and_zero_threads_means_the_runtimes_own():
     assert EngineConfig(backend="onnx").backend.value == "onnx"
 
 
+def test_numpy_integers_are_taken_as_plain_ints():
+    import json
+
+    import numpy as np
+
+    config = EngineConfig(max_batch_size=np.int64(64), num_threads=np.int32(2), max_length=np.int16(128))
+    assert (config.max_batch_size, config.num_threads, config.max_length) == (64, 2, 128)
+    assert all(type(v) is int for v in (config.max_batch_size, config.num_threads, config.max_length))
+    json.dumps(config.max_batch_size)  # plain ints: the settings are shown as JSON (/info, manifests)
+    with pytest.raises(ConfigError, match="must be in 0..1024"):
+        EngineConfig(num_threads=np.int64(4096))
+
+
 def test_engine_flags_and_variables_reach_the_same_checks(monkeypatch):
     from structsent.cli import build_parser
     from structsent.cli.engine_flags import engine_config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import numbers
 import re
 
 from .errors import ConfigError
@@ -85,18 +86,22 @@ _INTEGER_BOUNDS = {
 _OPTIONAL_INTEGERS = frozenset(_INTEGER_BOUNDS) - {"max_length"}
 
 
-def check_integer(name: str, value, low: int, high: int, *, optional: bool = False) -> None:
-    """A ConfigError unless ``value`` is an int in low..high (or None where optional).
+def check_integer(name: str, value, low: int, high: int, *, optional: bool = False) -> int | None:
+    """``value`` as a plain int, or a ConfigError unless it is an integer in low..high (or None
+    where optional).
 
-    bool is refused although Python counts it an int (``num_threads=True`` is a mistake), and so
-    are floats, even whole ones: a budget of 4096.5 or nan has no meaning.
+    Integer types of other libraries (numpy's) are taken as their value. bool is refused although
+    Python counts it an int (``num_threads=True`` is a mistake), and so are floats, even whole
+    ones: a budget of 4096.5 or nan has no meaning.
     """
     if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ConfigError(f"{name}={value!r}: expected an integer in {low}..{high}")
-    if not low <= value <= high:
-        raise ConfigError(f"{name}={value}: must be in {low}..{high}")
+    number = int(value)
+    if not low <= number <= high:
+        raise ConfigError(f"{name}={number}: must be in {low}..{high}")
+    return number
 
 
 
@@ -146,7 +151,8 @@ class EngineConfig:
             raise ConfigError(f"device={self.device!r}: expected one of auto, cpu, cuda, cuda:N")
         # Types and bounds first, so that the checks between fields below compare plain ints.
         for name, (low, high) in _INTEGER_BOUNDS.items():
-            check_integer(name, getattr(self, name), low, high, optional=name in _OPTIONAL_INTEGERS)
+            value = check_integer(name, getattr(self, name), low, high, optional=name in _OPTIONAL_INTEGERS)
+            object.__setattr__(self, name, value)
         stride = self.window_stride
         if stride is None:
             stride = max((self.max_length - 2) // 2, 1)
