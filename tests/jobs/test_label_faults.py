@@ -151,6 +151,35 @@ def test_output_through_a_symbolic_link_writes_the_file_it_names_and_keeps_the_l
     assert sorted(p.name for p in target.parent.iterdir()) == ["labelled.csv"]  # no work files left behind
 
 
+def test_two_jobs_through_two_links_to_one_output_share_its_lock(tmp_path, hf_model_dir, real_reviews):
+    # The work files and the lock lie beside the file the links name, not beside either link.
+    fifo, target = tmp_path / "in.csv", tmp_path / "data" / "labelled.csv"
+    os.mkfifo(fifo)
+    target.parent.mkdir()
+    first_link, second_link = tmp_path / "a.csv", tmp_path / "b.csv"
+    first_link.symlink_to(target)
+    second_link.symlink_to(target)
+    texts = [t.replace("\n", " ") for t in real_reviews[:100]]
+    first = subprocess.Popen([PYTHON, "-m", "structsent", "label", str(fifo), "-o", str(first_link), "--chunk-rows",
+                              "16", *map(str, model_args(hf_model_dir))], stderr=subprocess.PIPE)
+    with open(fifo, "w", encoding="utf-8", newline="") as feed:  # job 1 runs until the feed is closed
+        writer = csv.writer(feed)
+        writer.writerow(["id", "text"])
+        writer.writerows([i, t] for i, t in enumerate(texts[:50]))
+        feed.flush()
+        assert wait_for(lambda: rows_done(target.parent / "labelled.csv.manifest.json") >= 16, first)
+        other = tmp_path / "other.csv"
+        write_csv(other, [[0, "好评"]])
+        message = one_line_error(run_cli("label", other, "-o", second_link, "--overwrite", *model_args(hf_model_dir),
+                                         check=False), 2)
+        assert f"PID {first.pid}" in message
+        writer.writerows([i, t] for i, t in enumerate(texts[50:], start=50))
+    assert first.wait(timeout=120) == 0, first.stderr.read() if first.stderr else ""
+    assert [r["id"] for r in read_csv(target)] == [str(i) for i in range(len(texts))]
+    assert first_link.is_symlink() and second_link.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "b.csv", "data", "in.csv", "other.csv"]
+
+
 # -- standard output closed early ---------------------------------------------------------------------
 def test_a_reader_that_stops_early_ends_the_job_quietly(tmp_path, hf_model_dir, reviews_file):
     # `structsent label ... | head -2`: no error, no resume advice (standard output cannot be resumed).

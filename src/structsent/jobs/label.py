@@ -188,8 +188,10 @@ class OutputFiles:
 
     def __init__(self, output: str) -> None:
         # Through symbolic links: the job writes (and renames onto) the file a link names, which
-        # keeps the link, and two links to one file share one lock.
-        self.final = Path(os.path.realpath(output))
+        # keeps the link; its work files and lock lie beside that file, so the rename stays in one
+        # directory and two links to one file share one lock.
+        output = os.path.realpath(output)
+        self.final = Path(output)
         self.partial = Path(output + ".partial")
         self.parts = Path(output + ".parts")
         self.manifest = Path(output + ".manifest.json")
