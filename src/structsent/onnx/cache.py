@@ -51,9 +51,7 @@ def cache_key(directory: Path, options: ExportOptions) -> str:
     )
     for path in sorted(p for p in directory.iterdir() if p.is_file()):
         digest.update(path.name.encode())
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 22):
-                digest.update(chunk)
+        _feed_file(digest, path)
     return digest.hexdigest()
 
 
@@ -99,10 +97,15 @@ def entry_problem(target: Path) -> str | None:
 
 def file_digest(path: Path) -> str:
     digest = hashlib.blake2b(digest_size=16)
+    _feed_file(digest, path)
+    return digest.hexdigest()
+
+
+def _feed_file(digest, path: Path) -> None:
+    """Hash ``path``'s bytes into ``digest``, a few MiB at a time."""
     with path.open("rb") as handle:
         while chunk := handle.read(1 << 22):
             digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _export_into(target: Path, checkpoint, options: ExportOptions) -> None:
