@@ -166,6 +166,32 @@ def test_vectorised_ids_equal_rust_on_random_mixtures(tokenizer):
     assert tokenizer.content_ids(texts) == rust_ids(tokenizer, texts)
 
 
+def in_small_calls(tokenizer: Tokenizer, texts: list[str], size: int) -> list[list[int]]:
+    return [ids for start in range(0, len(texts), size) for ids in tokenizer.content_ids(texts[start : start + size])]
+
+
+@pytest.mark.parametrize("size", [1, 3])
+def test_small_calls_take_the_loop_path_and_equal_rust(size):
+    """Calls of up to LOOP_CHARS characters (a server's requests) go character by character; on a
+    fresh table (every character met there first) and on every committed text and mixture."""
+    fresh = Tokenizer.from_vocab(VOCAB, do_lower_case=True)
+    texts = random_mixtures(1500, seed=7) + committed_texts() + EDGE_TEXTS
+    calls = [texts[start : start + size] for start in range(0, len(texts), size)]
+    by_loop = [call for call in calls if sum(map(len, call)) <= fresh.char_table.LOOP_CHARS]
+    assert len(by_loop) > 0.9 * len(calls)
+    assert in_small_calls(fresh, texts, size) == rust_ids(fresh, texts)
+
+
+def test_the_loop_path_and_the_array_path_agree_text_by_text(tokenizer):
+    table = tokenizer.char_table
+    texts = [_valid_unicode(t) for t in committed_texts()[:800] + random_mixtures(400, seed=3) + EDGE_TEXTS]
+    by_loop = [table._flat_ids_by_loop([t]) for t in texts]
+    arrays = table.content_arrays(texts)  # one call: the array path
+    assert sum(map(len, texts)) > table.LOOP_CHARS
+    assert [flat.tolist() for flat, _ in by_loop] == [a.tolist() for a in arrays]
+    assert all(bounds == [0, len(flat)] for flat, bounds in by_loop)
+
+
 def _as_lists(encoded):
     return [([list(seq) for seq in e.sequences], e.truncated, e.error) for e in encoded]
 

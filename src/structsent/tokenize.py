@@ -214,6 +214,9 @@ class CharTable:
     UNSEEN, DROPPED, SINGLE, RUN = 0, 1, 2, 3
     CONTEXTS = (("a", "a"), ("1", "x"), ("é", "ß"), ("天", "地"), ("ab", "12"))
     RUN_CACHE_LIMIT = 1 << 18  # distinct runs remembered (a few MB); later ones are recomputed
+    # Up to this many characters in a call, a loop over them beats the array passes, whose fixed
+    # costs dominate small calls (a 63-character review: ~0.2 ms -> ~0.05 ms for the whole encode).
+    LOOP_CHARS = 512
 
     def __init__(self, backend, special_texts: Sequence[str] = ()) -> None:
         self._backend = backend
@@ -222,6 +225,13 @@ class CharTable:
         self._ids = np.zeros(0x110000, dtype=np.int32)  # with the kinds: 5.6 MB per tokenizer
         self._runs: dict[str, list[int]] = {}
         self._learning = threading.Lock()
+        self._views()
+
+    def _views(self) -> None:
+        """Memory views of the tables: indexing one yields a Python int, several times faster than
+        indexing the array (the loop path reads one entry per character). They share the arrays'
+        memory, so they see what is learnt later."""
+        self._kind_view, self._id_view = memoryview(self._kind), memoryview(self._ids)
 
     def __getstate__(self) -> dict:
         """Picklable (sent once to each tokenizer process): everything learnt, without the lock."""
@@ -232,6 +242,7 @@ class CharTable:
         for name, value in state.items():
             setattr(self, name, value)
         self._learning = threading.Lock()
+        self._views()
 
     @classmethod
     def for_backend(cls, backend) -> "CharTable | None":
@@ -278,6 +289,8 @@ class CharTable:
 
     def _flat_ids(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         """Every text's ids in one array, and where each text's begin (one more bound than texts)."""
+        if sum(map(len, texts)) <= self.LOOP_CHARS:
+            return self._flat_ids_by_loop(texts)
         joined = "".join(texts)
         points = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
         lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
@@ -299,6 +312,48 @@ class CharTable:
             flat[np.repeat(first, run_lengths) + within] = np.fromiter(
                 (i for ids in run_ids for i in ids), dtype=np.int64, count=int(run_lengths.sum()))
         return flat, np.concatenate(([0], ends))[text_starts].tolist()
+
+    def _flat_ids_by_loop(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        """``_flat_ids`` for small calls, character by character: the same runs (maximal stretches
+        of run characters within a text) and the same ids; tests compare both paths."""
+        self._learn_unseen("".join(texts))
+        kinds, ids = self._kind_view, self._id_view
+        pieces: list[int | str] = []  # a standalone character's id, or a run's text
+        ends = []
+        for text in texts:
+            start = -1
+            for at, char in enumerate(text):
+                kind = kinds[ord(char)]
+                if kind == self.RUN:
+                    if start < 0:
+                        start = at
+                    continue
+                if start >= 0:
+                    pieces.append(text[start:at])
+                    start = -1
+                if kind == self.SINGLE:
+                    pieces.append(ids[ord(char)])
+            if start >= 0:
+                pieces.append(text[start:])
+            ends.append(len(pieces))
+        run_ids = iter(self._run_ids([piece for piece in pieces if isinstance(piece, str)]))
+        flat: list[int] = []
+        bounds, begin = [0], 0
+        for end in ends:
+            for piece in pieces[begin:end]:
+                if isinstance(piece, str):
+                    flat.extend(next(run_ids))
+                else:
+                    flat.append(piece)
+            bounds.append(len(flat))
+            begin = end
+        return np.array(flat, dtype=np.int64), bounds
+
+    def _learn_unseen(self, joined: str) -> None:
+        kinds = self._kind_view
+        unseen = sorted(point for point in map(ord, set(joined)) if kinds[point] == self.UNSEEN)
+        if unseen:
+            self._learn(unseen)
 
     def _with_special_texts(self, texts: list[str]) -> list[list[int]]:
         """Texts that hold an added token's text go through Rust, which matches it; the rest vectorised."""

@@ -1,0 +1,185 @@
+"""The labelling routes answered straight from ASGI: only well-formed requests, answered exactly
+as the framework's routes answer them; everything else reaches the framework with its body."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+
+import httpx
+import pytest
+from pydantic import BaseModel, ConfigDict
+from starlette.responses import JSONResponse
+
+from structsent.errors import BadInputError
+from structsent.server.app import SentimentService, ServerSettings, create_app
+from structsent.server.direct import DirectRoute, DirectRoutes
+
+
+# -- the middleware alone, around a framework that records what reaches it -----------------------
+class Echo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    word: str
+
+
+class Framework:
+    """Stands for the framework: records each request's method, path and whole body."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, bytes]] = []
+
+    async def __call__(self, scope, receive, send) -> None:
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        self.seen.append((scope["method"], scope["path"], body))
+        await JSONResponse({"framework": True}, status_code=299)(scope, receive, send)
+
+
+async def answer_echo(body: Echo, receive) -> JSONResponse:
+    if body.word == "refuse":
+        raise BadInputError("refused")
+    return JSONResponse({"direct": body.word})
+
+
+def call(requests: list[dict]) -> tuple[list[httpx.Response], Framework]:
+    framework = Framework()
+    app = DirectRoutes(
+        framework, routes={"/echo": DirectRoute(Echo, answer_echo)},
+        error_response=lambda err: JSONResponse({"typed": str(err)}, status_code=422),
+    )
+
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            return [await client.request(**request) for request in requests]
+
+    return asyncio.run(run()), framework
+
+
+def test_a_well_formed_request_is_answered_without_the_framework():
+    (response,), framework = call([dict(method="POST", url="/echo", json={"word": "好"})])
+    assert response.status_code == 200 and response.json() == {"direct": "好"}
+    assert framework.seen == []
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        dict(method="POST", url="/echo", content=b'{"word": "a"', headers={"content-type": "application/json"}),
+        dict(method="POST", url="/echo", json={"word": 1}),
+        dict(method="POST", url="/echo", json={"word": "a", "extra": 1}),
+        dict(method="POST", url="/echo", content=b"", headers={"content-type": "application/json"}),
+        dict(method="POST", url="/echo", content=b'{"word": "a"}', headers={"content-type": "text/plain"}),
+        dict(method="POST", url="/echo", content=b'{"word": "a"}', headers={"content-type": "application/x+json"}),
+        dict(method="POST", url="/echo", content=b'{"word": "\xff"}', headers={"content-type": "application/json"}),
+        dict(method="POST", url="/echo", content=b"[" * 100_000, headers={"content-type": "application/json"}),
+        dict(method="POST", url="/echo", content=b'{"word": "a"}'),
+        dict(method="PUT", url="/echo", json={"word": "a"}),
+        dict(method="POST", url="/echo/", json={"word": "a"}),
+        dict(method="POST", url="/other", json={"word": "a"}),
+    ],
+    ids=["broken-json", "wrong-type", "extra-field", "empty", "text-plain", "plus-json", "not-utf8", "deep",
+         "no-content-type", "put", "trailing-slash", "other-path"],
+)
+def test_anything_else_reaches_the_framework_with_its_whole_body(request_):
+    (response,), framework = call([request_])
+    assert response.status_code == 299
+    sent = httpx.Request(**{**request_, "url": "http://t" + request_["url"]}).read()
+    assert framework.seen == [(request_["method"], request_["url"], sent)]
+
+
+def parts(*chunks: bytes):
+    async def stream():
+        for chunk in chunks:
+            yield chunk
+    return stream()
+
+
+def test_a_body_in_several_messages_is_read_whole_either_way():
+    json_type = {"content-type": "application/json"}
+    (answered, passed), framework = call([
+        dict(method="POST", url="/echo", content=parts(b'{"word":', b' "a"}'), headers=json_type),
+        dict(method="POST", url="/echo", content=parts(b'{"word":', b' 1}'), headers=json_type),
+    ])
+    assert answered.status_code == 200 and answered.json() == {"direct": "a"}
+    assert passed.status_code == 299 and framework.seen == [("POST", "/echo", b'{"word": 1}')]
+
+
+def test_a_typed_error_is_answered_by_the_error_function():
+    (response,), framework = call([dict(method="POST", url="/echo", json={"word": "refuse"})])
+    assert response.status_code == 422 and response.json() == {"typed": "refused"} and framework.seen == []
+
+
+# -- the real app: the same answers with and without the direct routes ----------------------------
+@pytest.fixture(scope="module")
+def service(hf_model_dir):
+    frozen_before = gc.get_freeze_count()
+    service = SentimentService(ServerSettings(model=str(hf_model_dir), max_texts=8, max_text_chars=300))
+    service.start_loading().join(timeout=120)
+    assert service.ready, service.load_error
+    yield service
+    service.stop(timeout=10)
+    if not frozen_before:
+        gc.unfreeze()  # the service froze this test process's objects; later tests expect none
+
+
+def answers(app, requests: list[dict]) -> list[tuple[int, str | None, bytes]]:
+    async def run():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            responses = [await client.request(**request) for request in requests]
+        return [(r.status_code, r.headers.get("content-type"), r.content) for r in responses]
+
+    return asyncio.run(run())
+
+
+def framework_only(app):
+    app.user_middleware = [m for m in app.user_middleware if m.cls is not DirectRoutes]
+    return app
+
+
+LONG = "这家店的菜味道很好，" * 40
+REQUESTS = [
+    dict(method="POST", url="/v1/sentiment", json={"texts": ["味道不错，送餐很快", "差评", "", "  ", "ok 👍"]}),
+    dict(method="POST", url="/v1/sentiment", json={"texts": [LONG[:290]]}),
+    dict(method="POST", url="/v1/sentiment", json={"texts": [LONG]}),  # over max_text_chars: 413
+    dict(method="POST", url="/v1/sentiment", json={"texts": ["a"] * 9}),  # over max_texts: 413
+    dict(method="POST", url="/v1/sentiment", json={"texts": []}),
+    dict(method="POST", url="/v1/sentiment", json={"texts": "差评"}),
+    dict(method="POST", url="/predict", json={"inputs": "味道不错"}),
+    dict(method="POST", url="/predict", json={"inputs": ["味道不错", "差评"], "raw_scores": True}),
+    dict(method="POST", url="/predict", json={"inputs": [["味道不错"], ["差评"]]}),
+    dict(method="POST", url="/predict", json={"inputs": "差评", "parameters": {"function_to_apply": "sigmoid", "top_k": 1}}),
+    dict(method="POST", url="/predict", json={"inputs": ""}),  # a flagged text refuses a TEI request: 422
+    dict(method="POST", url="/predict", json={"inputs": "好" * 200, "truncate": False}),
+    dict(method="POST", url="/", json={"inputs": ["味道不错"]}),
+    dict(method="POST", url="/", json={"inputs": [["a", "b"]]}),
+    dict(method="POST", url="/predict", content=b'{"inputs": "a",}', headers={"content-type": "application/json"}),
+    dict(method="POST", url="/predict", content=b'{"inputs": "\\ud800"}', headers={"content-type": "application/json"}),
+    dict(method="POST", url="/v1/sentiment", content=b'{"texts": ["a"]}', headers={"content-type": "text/plain"}),
+    dict(method="POST", url="/v1/sentiment", content=b'{"texts": ["a"]}'),  # no content type
+    dict(method="POST", url="/v1/sentiment", content=b'{"texts": ["a"], "texts": ["b", "c"]}',
+         headers={"content-type": "Application/JSON; charset=utf-8"}),
+]
+
+
+def test_every_answer_is_the_frameworks_byte_for_byte(service, hf_model_dir):
+    direct = answers(create_app(service.settings, service=service), REQUESTS)
+    framework = answers(framework_only(create_app(service.settings, service=service)), REQUESTS)
+    for request, got, expected in zip(REQUESTS, direct, framework):
+        assert got == expected, request
+    statuses = [status for status, _, _ in direct]
+    assert statuses.count(200) >= 9 and {413, 422} <= set(statuses)  # the corpus holds both kinds
+
+
+def test_the_direct_app_labels_as_the_library_does(service, clf):
+    texts = ["味道不错，送餐很快", "差评，再也不来了"]
+    ((status, _, body),) = answers(create_app(service.settings, service=service),
+                                   [dict(method="POST", url="/v1/sentiment", json={"texts": texts})])
+    assert status == 200
+    served = json.loads(body)["results"]
+    expected = service.classifier(texts)
+    assert [r["label"] for r in served] == [r.label for r in expected]
+    assert all(abs(r["score"] - e.score) < 1e-6 for r, e in zip(served, expected))
