@@ -231,7 +231,7 @@ class CharTable:
         """Memory views of the tables: indexing one yields a Python int, several times faster than
         indexing the array (the loop path reads one entry per character). They share the arrays'
         memory, so they see what is learnt later."""
-        self._kind_view, self._id_view = memoryview(self._kind), memoryview(self._ids)
+        self._kind_view, self._id_view = self._kind.data, self._ids.data
 
     def __getstate__(self) -> dict:
         """Picklable (sent once to each tokenizer process): everything learnt, without the lock."""
