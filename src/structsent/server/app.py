@@ -301,14 +301,17 @@ async def _unless_disconnected(future: asyncio.Future, receive: Receive | None):
     if receive is None:
         return await future
     watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+    # The client leaving cancels the future, which reaches the batcher: the request is dropped
+    # before computing. (A callback, not asyncio.wait: it costs the event loop less per request.)
+    watcher.add_done_callback(lambda _: future.cancel())
     try:
-        await asyncio.wait({future, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await future
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled():
+            raise ClientDisconnectedError("the client disconnected") from None
+        raise
     finally:
         watcher.cancel()
-    if future.done():
-        return future.result()
-    future.cancel()  # reaches the batcher's future: the request is dropped before computing
-    raise ClientDisconnectedError("the client disconnected")
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:
