@@ -316,7 +316,6 @@ class CharTable:
     def _flat_ids_by_loop(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         """``_flat_ids`` for small calls, character by character: the same runs (maximal stretches
         of run characters within a text) and the same ids; tests compare both paths."""
-        self._learn_unseen("".join(texts))
         kinds, ids = self._kind_view, self._id_view
         pieces: list[int | str] = []  # a standalone character's id, or a run's text
         ends = []
@@ -324,6 +323,9 @@ class CharTable:
             start = -1
             for at, char in enumerate(text):
                 kind = kinds[ord(char)]
+                if kind == self.UNSEEN:  # rare once warm: learn every new character of the call at once
+                    self._learn_unseen("".join(texts))
+                    kind = kinds[ord(char)]
                 if kind == self.RUN:
                     if start < 0:
                         start = at

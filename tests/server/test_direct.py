@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import json
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict
 from starlette.responses import JSONResponse
 
 from structsent.errors import BadInputError
-from structsent.server.app import SentimentService, ServerSettings, create_app
+from structsent.server.app import SentimentService, ServerSettings, create_app, framework_telemetry
 from structsent.server.direct import DirectRoute, DirectRoutes
 
 
@@ -183,3 +185,15 @@ def test_the_direct_app_labels_as_the_library_does(service, clf):
     expected = service.classifier(texts)
     assert [r["label"] for r in served] == [r.label for r in expected]
     assert all(abs(r["score"] - e.score) < 1e-6 for r, e in zip(served, expected))
+
+
+def test_the_frameworks_own_telemetry_is_off_unless_the_operator_turns_it_on():
+    """FastAPI's OpenTelemetry hook asks the global providers on every request; off by default."""
+    off = framework_telemetry({})
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        assert off == {}  # a FastAPI without it: nothing to turn off
+        return
+    assert off == {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    assert framework_telemetry({"FASTAPI_OTEL_AUTO_CONFIGURE": "TRUE"}) == {}
+    config = create_app(ServerSettings())._telemetry  # what FastAPI's per-request check reads first
+    assert not (config["tracing"] or config["metrics"] or config["logs"])
