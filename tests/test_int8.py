@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+import structsent
+
 from structsent.backends.torch import Int8Linear, build_model
 from structsent.batching import pad_batch
 from structsent.config import Precision
@@ -19,6 +21,7 @@ from structsent.int8 import (
     smoothing_scale,
 )
 from structsent.models import BUNDLED_MODEL_DIR, load_checkpoint
+from structsent.results import NON_FINITE_OUTPUTS
 
 DATA = Path(__file__).parent / "data"
 needs_bundled_model = pytest.mark.skipif(not (BUNDLED_MODEL_DIR / "config.json").is_file(),
@@ -129,3 +132,43 @@ def test_bundled_model_smoothed_int8_is_closer_to_fp32_than_unsmoothed():
     assert diff["smoothed"].mean() <= diff["unsmoothed"].mean(), {k: v.mean() for k, v in diff.items()}
     assert diff["smoothed"].mean() < SMOOTHED_INT8_MAX_MEAN_DIFF and diff["smoothed"].max() < SMOOTHED_INT8_MAX_DIFF
     assert diff["broken"].mean() > SMOOTHED_INT8_MAX_MEAN_DIFF  # the bounds can fail
+
+
+# -- a network that overflows on some texts -------------------------------------------------------
+OVERFLOWING_CHAR = "坏"  # in the calibration reviews too: calibration must skip such tokens
+MIXED_TEXTS = ["好评", "东西坏了", "味道不错，下次再来", "坏", "还行吧", "质量太差，用了两天就坏了", "送得很快"]
+
+
+@pytest.fixture(scope="module")
+def overflowing_char_model(tmp_path_factory, hf_model_dir, clf):
+    """The tiny model with one character's embedding row finite but so large that the network
+    overflows on any text holding it (NaN from the first LayerNorm on)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    directory = tmp_path_factory.mktemp("overflowing_char") / "m"
+    shutil.copytree(hf_model_dir, directory)
+    state = load_file(str(directory / "model.safetensors"))
+    (char_id,) = clf.tokenizer.content_ids([OVERFLOWING_CHAR])[0]
+    state["bert.embeddings.word_embeddings.weight"][char_id] = 3e38
+    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    return directory
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_texts_that_overflow_inside_the_network_are_flagged_in_int8_as_in_fp32(overflowing_char_model, backend,
+                                                                                precision):
+    """int8 quantizes each projection's input with one scale per call: a token holding NaN set it
+    for every text of the batch (torch raised, ONNX Runtime labelled garbage). Such tokens are now
+    computed apart, their texts flagged, and the batch's other texts get the labels they get alone."""
+    model = structsent.load(overflowing_char_model, backend=backend, precision=precision)
+    results = model(MIXED_TEXTS)
+    assert [r.error is not None for r in results] == [OVERFLOWING_CHAR in t for t in MIXED_TEXTS]
+    assert all(r.error.startswith(NON_FINITE_OUTPUTS) and r.label is None for r in results if r.error)
+    clean = [t for t in MIXED_TEXTS if OVERFLOWING_CHAR not in t]
+    among_bad = [r.scores["正面"] for t, r in zip(MIXED_TEXTS, results) if OVERFLOWING_CHAR not in t]
+    on_their_own = [r.scores["正面"] for r in model(clean)]
+    # int8's activation scale depends on the batch a little; garbage would be far off
+    np.testing.assert_allclose(among_bad, on_their_own, atol=1e-5 if precision == "fp32" else 0.01)

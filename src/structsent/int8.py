@@ -69,12 +69,14 @@ def calibration_texts() -> list[str]:
 @torch.inference_mode()
 def input_absmax(model: BertClassifier, batches) -> dict[Projection, torch.Tensor]:
     """The largest absolute value of each input channel of every int8 projection, over the real
-    (unpadded) tokens of ``batches``, run through the fp32 ``model``."""
+    (unpadded) tokens of ``batches`` whose values are finite, run through the fp32 ``model``."""
     found: dict[Projection, torch.Tensor] = {}
     tokens: list[torch.Tensor] = []  # the current batch's mask, flattened
 
     def record(key: Projection, x: torch.Tensor) -> None:
-        values = x.reshape(-1, x.shape[-1])[tokens[0]].abs().amax(dim=0)
+        rows = x.reshape(-1, x.shape[-1])[tokens[0]]
+        rows = rows[torch.isfinite(rows).all(dim=1)]  # a token that overflowed says nothing of the range
+        values = rows.abs().amax(dim=0) if len(rows) else torch.zeros(x.shape[-1])
         found[key] = torch.maximum(found[key], values) if key in found else values
 
     hooks = []

@@ -143,3 +143,4 @@ def test_attention_packed_asked_for_explicitly_refuses_to_load_when_its_check_fa
     expected = "kernel failed .*Ampere" if kernel == "raises" else "differs from padded"
     with pytest.raises(ConfigError, match=f"attention=packed cannot run here: .*{expected}.*use attention=auto"):
         TorchRunner(padded.checkpoint, plan, varlen_attention=attention)
+

@@ -323,7 +323,18 @@ class Int8Linear(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._inverse_scale is not None:
             x = x * self._inverse_scale
+        if not torch.isfinite(x.sum()):  # one pass; NaN and infinity reach the sum (as may an overflow)
+            return self._forward_marking_non_finite(x)
         return torch.ops.quantized.linear_dynamic(x, self._packed, False)
+
+    def _forward_marking_non_finite(self, x: torch.Tensor) -> torch.Tensor:
+        """A token holding NaN or infinity would set the whole call's activation scale, and the
+        quantized product would then be finite garbage for every token. Those tokens are computed
+        as zeros and come out as NaN instead: as in fp32, their sequence's outputs turn non-finite
+        (attention spreads the NaN) and the engine flags it; the other tokens are computed as usual."""
+        bad = ~torch.isfinite(x).all(dim=-1, keepdim=True)
+        y = torch.ops.quantized.linear_dynamic(x.masked_fill(bad, 0.0), self._packed, False)
+        return y.masked_fill(bad, float("nan"))
 
     def extra_repr(self) -> str:
         smoothed = ", smoothed inputs" if self._inverse_scale is not None else ""

@@ -27,7 +27,7 @@ MODEL_FILE = "model.onnx"
 ONNX_CONFIG_KEY = "structsent_onnx"
 # Bump when the exported graph changes, so old cache entries are not reused; a directory written
 # by a newer structsent (a higher version) may hold a graph this one cannot run, and is refused.
-EXPORT_FORMAT_VERSION = 3
+EXPORT_FORMAT_VERSION = 4
 
 
 @dataclasses.dataclass(frozen=True)
