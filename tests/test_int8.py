@@ -161,8 +161,9 @@ def overflowing_char_model(tmp_path_factory, hf_model_dir, clf):
 def test_texts_that_overflow_inside_the_network_are_flagged_in_int8_as_in_fp32(overflowing_char_model, backend,
                                                                                 precision):
     """int8 quantizes each projection's input with one scale per call: a token holding NaN set it
-    for every text of the batch (torch raised, ONNX Runtime labelled garbage). Such tokens are now
-    computed apart, their texts flagged, and the batch's other texts get the labels they get alone."""
+    for every text of the batch (torch raised, ONNX Runtime labelled garbage). Now torch computes
+    such tokens apart, and the ONNX graph turns the batch NaN, which the engine computes again in
+    halves: the texts that overflow are flagged, the others get the labels they get alone."""
     model = structsent.load(overflowing_char_model, backend=backend, precision=precision)
     results = model(MIXED_TEXTS)
     assert [r.error is not None for r in results] == [OVERFLOWING_CHAR in t for t in MIXED_TEXTS]

@@ -260,13 +260,23 @@ class Classifier:
         if logits is not None:
             stats.batches += 1
             stats.padded_tokens += self._computed_tokens(ids, mask)
+            if len(batch) > 1 and self._taints_batch(logits):
+                return self._run_halves(batch, sequences, lengths, stats)
             return logits
         stats.oom_splits += 1
         self.token_budget = max(self.max_length, min(self.token_budget, padded_cost(batch, lengths) // 2))
+        return self._run_halves(batch, sequences, lengths, stats)
+
+    def _run_halves(self, batch: Batch, sequences, lengths, stats: RunStats) -> np.ndarray:
         half = len(batch) // 2
         return np.concatenate(
             [self._run_batch(part, sequences, lengths, stats) for part in (batch[:half], batch[half:])]
         )
+
+    def _taints_batch(self, logits: np.ndarray) -> bool:
+        """Non-finite logits from a runner whose non-finite values spread over the whole batch
+        (int8 graphs): which text caused them is found by computing the batch again in halves."""
+        return bool(getattr(self.runner, "non_finite_taints_batch", False)) and not np.isfinite(logits).all()
 
     def info(self) -> dict:
         """What is loaded and how it runs (for /info, summaries and benchmarks)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..config import Precision
 from ..errors import DeviceOutOfMemoryError, ModelFormatError, require
 from ..plan import RuntimePlan
 
@@ -56,6 +57,9 @@ class OnnxRunner:
         self._device = plan.device
         self._precision = plan.precision
         self.model_file = plan.model_file
+        # Our int8 graphs turn a whole batch's logits NaN when any of its tokens overflows
+        # (onnx/export.py guard_non_finite): the engine then isolates the text that did.
+        self.non_finite_taints_batch = plan.precision is Precision.INT8
         self.session = self._open_session(ort, plan)
         self._inputs = {i.name for i in self.session.get_inputs()}
 
