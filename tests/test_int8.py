@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import structsent
-
 from structsent.backends.torch import Int8Linear, build_model
 from structsent.batching import pad_batch
 from structsent.config import Precision

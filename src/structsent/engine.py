@@ -294,6 +294,7 @@ class Classifier:
             "pad_multiple": self.pad_multiple,
             "num_threads": self.plan.num_threads,
             "long_text": self.plan.long_text.value,
+            "window_stride": self.window_stride,
             "attention": "packed" if self.packed_attention else "padded",
         }
 

@@ -43,3 +43,11 @@ def test_cuda_without_cuda_is_the_same_config_error_as_label(tmp_path, capsys):
     assert "device 'cuda': CUDA is not available" in one_line_error(capsys)
     assert main(["bench", "--n", "2", "--device", "gpu", "--out", str(tmp_path / "o")]) == 2
     assert "device='gpu': expected one of auto, cpu, cuda, cuda:N" in one_line_error(capsys)
+
+
+def test_a_configuration_named_twice_is_measured_once(tmp_path, capsys):
+    """It failed after the whole run, on arrays of two lengths."""
+    out = tmp_path / "o"
+    assert main(["bench", "--n", "2", "--configs", "torch-fp32,torch-fp32", "--device", "cpu", "--out", str(out)]) == 0
+    rows = [line for line in (out / "bench.md").read_text(encoding="utf-8").splitlines() if line.startswith("| structsent")]
+    assert rows == [rows[0]] and rows[0].startswith("| structsent torch fp32 |")

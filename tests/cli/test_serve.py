@@ -31,6 +31,14 @@ def test_the_api_key_comes_from_the_flag_else_the_environment():
         settings_from_args(serve_args(), environ={"STRUCTSENT_API_KEY": ""})
 
 
+def test_an_api_key_from_a_secret_file_loses_its_trailing_newline():
+    """No client can send a header value ending in a newline: such a key refused every request."""
+    assert settings_from_args(serve_args(), environ={"STRUCTSENT_API_KEY": "s3cret\n"}).api_key == "s3cret"
+    assert settings_from_args(serve_args("--api-key", " s3cret\r\n"), environ={}).api_key == "s3cret"
+    with pytest.raises(ConfigError, match="empty"):
+        settings_from_args(serve_args(), environ={"STRUCTSENT_API_KEY": "\n"})
+
+
 def test_the_api_key_reaches_workers_but_not_info_nor_repr():
     settings = settings_from_args(serve_args("--api-key", "s3cret-key", "--max-connections", "9"), environ={})
     assert ServerSettings.from_json(settings.to_json()) == settings  # worker processes get it

@@ -8,7 +8,7 @@ import pytest
 
 from structsent.errors import BadInputError
 from structsent.io.formats import Format
-from structsent.io.readers import InputRow
+from structsent.io.readers import InputRow, open_reader
 from structsent.io.writers import ChunkEncoder, added_columns
 from structsent.results import LabelResult
 
@@ -109,3 +109,21 @@ def test_a_json_lines_row_with_an_added_column_s_name_is_refused_rather_than_ove
         encoder.encode([LATER], [GOOD])
     kept = json.loads(ChunkEncoder(Format.JSONL, ["id", "text"], LABELS, prefix="p_").encode([LATER], [GOOD]))
     assert kept["label"] == "人工标注:差评" and kept["shop"] == "A店" and kept["p_label"] == "正面"
+
+
+@pytest.mark.parametrize("fmt", [Format.CSV, Format.TSV])
+def test_a_carriage_return_inside_a_value_is_quoted(tmp_path, fmt):
+    """The writer's line terminator is "\\n": a lone "\\r" in a value went out unquoted, and every
+    CSV reader (ours too) split the row there."""
+    texts = ["好吃\r真的", "a\r\nb", "plain", "q\"uote\r", "\r"]
+    rows = [InputRow(i + 1, {"id": str(i), "text": t}, t) for i, t in enumerate(texts)]
+    encoder = ChunkEncoder(fmt, ["id", "text"], LABELS)
+    data = encoder.header() + encoder.encode(rows, [GOOD] * len(rows))
+    delimiter = "\t" if fmt is Format.TSV else ","
+    records = list(csv.reader(io.StringIO(data.decode(), newline=""), delimiter=delimiter))
+    assert [r[:2] for r in records[1:]] == [[str(i), t] for i, t in enumerate(texts)]
+    assert b"plain" + delimiter.encode() in data and data.count(b"\n") >= len(texts) + 1
+    path = tmp_path / f"out.{fmt.value}"
+    path.write_bytes(data)
+    reader = open_reader(str(path), fmt, text_column="text", on_bad_row="error")
+    assert [row.text for row in reader] == texts

@@ -356,3 +356,22 @@ def test_output_bytes_do_not_depend_on_chunk_rows(tmp_path, hf_model_dir, review
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1] == outputs[2]
     assert len(read_jsonl_bytes(outputs[0])) == len(reviews_file.read_text(encoding="utf-8").splitlines())
+
+
+# -- the report a job writes -----------------------------------------------------------------------
+@pytest.mark.parametrize("where", ["the input", "an existing file", "the output", "a missing directory"])
+def test_a_report_path_that_would_destroy_or_fail_is_refused_before_the_job(tmp_path, hf_model_dir, where):
+    """`label --report` replaced any file, the job's input included, and found a bad path only
+    after the whole job had run."""
+    source, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    write_csv(source, [(i, "好评") for i in range(5)])
+    before = source.read_bytes()
+    precious = tmp_path / "notes.txt"
+    precious.write_text("keep me", encoding="utf-8")
+    report = {"the input": source, "an existing file": precious, "the output": out,
+              "a missing directory": tmp_path / "nowhere" / "r.html"}[where]
+    proc = run_cli("label", source, "-o", out, "--report", report, *model_args(hf_model_dir), check=False)
+    message = one_line_error(proc, 2)
+    assert str(report) in message
+    assert source.read_bytes() == before and precious.read_text(encoding="utf-8") == "keep me"
+    assert not out.exists()  # refused before the job began

@@ -42,3 +42,24 @@ def test_load_recovers_from_a_truncated_cache_entry(cache, hf_model_dir):
     again = structsent.load(hf_model_dir, backend="onnx", device="cpu")
     assert again.plan.model_file == graph
     assert [r.label for r in again(["好评", "差评"])] == [r.label for r in clf(["好评", "差评"])]
+
+
+def test_two_threads_loading_one_model_on_an_empty_cache_both_succeed(cache, hf_model_dir):
+    """The exporter keeps global state: two threads tracing at once failed one of them."""
+    import threading
+
+    results, errors = [], []
+
+    def load() -> None:
+        try:
+            results.append(structsent.load(hf_model_dir, backend="onnx")(["好评"])[0].label)
+        except Exception as err:  # noqa: BLE001 - the test reports whatever a thread raised
+            errors.append(err)
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert errors == [] and len(results) == 3 and len(set(results)) == 1
+    assert len(list((cache / "onnx").iterdir())) == 1  # exported once: the others found the entry

@@ -197,3 +197,13 @@ def test_the_frameworks_own_telemetry_is_off_unless_the_operator_turns_it_on():
     assert framework_telemetry({"FASTAPI_OTEL_AUTO_CONFIGURE": "TRUE"}) == {}
     config = create_app(ServerSettings())._telemetry  # what FastAPI's per-request check reads first
     assert not (config["tracing"] or config["metrics"] or config["logs"])
+
+
+def test_a_trailing_slash_is_an_unknown_route_not_a_redirect_to_the_clients_host():
+    """The framework answered 307 with a Location built from the Host header (an open redirect)."""
+    from starlette.testclient import TestClient
+
+    client = TestClient(create_app(ServerSettings()), base_url="http://evil.example")
+    response = client.post("/v1/sentiment/", json={"texts": ["好"]}, follow_redirects=False)
+    assert response.status_code == 404 and "location" not in response.headers
+    assert response.json()["error_type"] == "validation"

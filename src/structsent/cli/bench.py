@@ -136,6 +136,7 @@ def _choose(names: str | None, offered: dict, default: tuple[str, ...]) -> list:
     from ..errors import ConfigError
 
     wanted = [n.strip() for n in names.split(",") if n.strip()] if names else [n for n in default if n in offered]
+    wanted = list(dict.fromkeys(wanted))  # a configuration named twice is measured once
     unknown = [n for n in wanted if n not in offered]
     if unknown:
         raise ConfigError(f"--configs: unknown or not offered here: {', '.join(unknown)} "

@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="finish an interrupted job")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--report", default=None, metavar="FILE",
-                        help="also write an HTML report of the output (see `structsent report`)")
+                        help="also write an HTML report of the output (see `structsent report`); checked before the "
+                             "job: not the input or the output, an existing file only with --overwrite or --resume")
     parser.add_argument("--report-by", default=None, metavar="COLUMN",
                         help="with --report: break the report down by this column (a date column is binned)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
@@ -98,6 +99,12 @@ def run(args: argparse.Namespace) -> int:
         prefix=args.prefix,
     )
     check_job_paths(spec)
+    if args.report is not None:
+        from ..report import check_report_path
+
+        # Before the job: a report path that cannot be written would fail only after all the labelling.
+        check_report_path(args.report, keep={args.input: "the job's input", args.output: "the job's output"},
+                          overwrite=args.overwrite or args.resume)
     classifier = structsent.load(args.model, config=engine_config(args))
     freeze_startup_objects()  # the job's full collections no longer walk the model and the modules
     progress = None if args.quiet or not sys.stderr.isatty() else ProgressBar(device=classifier.runner.device)

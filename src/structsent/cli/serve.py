@@ -63,6 +63,10 @@ def settings_from_args(args: argparse.Namespace, environ=None):
 
     environ = os.environ if environ is None else environ
     api_key = args.api_key if args.api_key is not None else environ.get(API_KEY_ENVIRONMENT_VARIABLE)
+    if api_key is not None:
+        # A key read from a secret file often ends in a newline, which no client can send in a
+        # header (HTTP trims a header value's ends): it would refuse every request.
+        api_key = api_key.strip()
     return ServerSettings(
         model=args.model,
         engine=engine_config(args),

@@ -57,8 +57,19 @@ class Manifest:
         tmp.replace(path)
 
 
-def input_fingerprint(path: str) -> dict:
-    """Size, modification time and a hash of the first MiB: cheap, and changes on any edit."""
+def same_input(saved: dict, fresh: dict) -> bool:
+    """Whether a resumed job reads the input its first run read. The modification time counts
+    only where a fingerprint holds one (Parquet; jobs begun before text inputs dropped it): a text
+    input's consumed bytes are checked against the ledger's digests instead, so a copy of the same
+    bytes, or a touch, still resumes."""
+    if "mtime_ns" in fresh:
+        return saved == fresh
+    return {k: v for k, v in saved.items() if k != "mtime_ns"} == fresh
+
+
+def input_fingerprint(path: str, *, ledger_verified: bool = True) -> dict:
+    """Size and a hash of the first MiB: cheap, and changes on most edits; the modification time
+    too where no ledger verifies the consumed bytes (``ledger_verified=False``: Parquet)."""
     if path == "-":
         return {"path": "-"}
     try:
@@ -70,12 +81,10 @@ def input_fingerprint(path: str) -> dict:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         digest.update(handle.read(1 << 20))
-    return {
-        "path": os.path.abspath(path),
-        "size": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
-        "head_sha256": digest.hexdigest(),
-    }
+    fingerprint = {"path": os.path.abspath(path), "size": stat.st_size, "head_sha256": digest.hexdigest()}
+    if not ledger_verified:
+        fingerprint["mtime_ns"] = stat.st_mtime_ns
+    return fingerprint
 
 
 def model_fingerprint(directory: Path, engine_info: dict) -> str:
@@ -87,6 +96,8 @@ def model_fingerprint(directory: Path, engine_info: dict) -> str:
         if file.suffix == ".json":
             digest.update(file.read_bytes())
     relevant = {k: engine_info.get(k) for k in ("labels", "backend", "precision", "max_length", "long_text", "pad_multiple")}
+    if engine_info.get("long_text") == "windows":  # where the windows begin changes a long text's result
+        relevant["window_stride"] = engine_info.get("window_stride")
     if engine_info.get("attention") == "packed":  # packed and padded fp16 logits differ in the last digits
         relevant["attention"] = "packed"
     if engine_info.get("precision") == Precision.INT8.value:  # int8's numbers are those of its recipe

@@ -132,10 +132,14 @@ class ChunkEncoder:
         return cells
 
     def _csv_bytes(self, records) -> bytes:
+        records = list(records)
         buffer = io.StringIO()
         delimiter = "\t" if self.format is Format.TSV else ","
         csv.writer(buffer, delimiter=delimiter, lineterminator="\n").writerows(records)
-        return buffer.getvalue().encode("utf-8")
+        text = buffer.getvalue()
+        if "\r" in text:  # rare: a value holding a carriage return
+            text = _csv_text_quoting_carriage_returns(records, delimiter)
+        return text.encode("utf-8")
 
     def _schema(self, records: list[dict], input_schema):
         import pyarrow as pa
@@ -151,6 +155,25 @@ class ChunkEncoder:
             ]
         fields += [pa.field(name, kind) for name, kind in zip(self.extra, prediction_types(self.labels))]
         return pa.schema(fields)
+
+
+def _csv_text_quoting_carriage_returns(records: list, delimiter: str) -> str:
+    """The CSV writer quotes a field holding a character of its line terminator, and ours is
+    "\n": a lone "\r" went out bare, and every CSV reader (ours too) splits the row there. Rows
+    holding one are written by a writer whose terminator is "\r\n" (it quotes fields holding
+    either), and that terminator, outside every quoted field, becomes "\n" again."""
+    plain, buffer = io.StringIO(), io.StringIO()
+    writer = csv.writer(plain, delimiter=delimiter, lineterminator="\n")
+    careful = csv.writer(buffer, delimiter=delimiter, lineterminator="\r\n")
+    lines = []
+    for record in records:
+        out, target = (buffer, careful) if any("\r" in cell for cell in record if isinstance(cell, str)) else (plain, writer)
+        out.seek(0)
+        out.truncate()
+        target.writerow(record)
+        line = out.getvalue()
+        lines.append(line[:-2] + "\n" if target is careful else line)
+    return "".join(lines)
 
 
 def _cell(value) -> str:

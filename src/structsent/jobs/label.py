@@ -29,7 +29,7 @@ from ..engine import deduplicate
 from ..errors import BadInputError, OutputWriteError
 from ..io.formats import Format
 from ..io.lock import OutputLock
-from ..io.manifest import InputLedger, Manifest, input_fingerprint, model_fingerprint
+from ..io.manifest import InputLedger, Manifest, input_fingerprint, model_fingerprint, same_input
 from ..io.paths import check_output_is_a_file
 from ..io.readers import InputRow, RowReader, open_reader
 from ..io.writers import ChunkEncoder, merge_parquet_parts, write_parquet_part
@@ -56,7 +56,8 @@ class LabelJobSpec:
 
     def options(self) -> dict:
         """The settings a resumed job must share with the one it continues."""
-        return {k: str(v.value if hasattr(v, "value") else v) for k, v in dataclasses.asdict(self).items()
+        # Values as they are (None stays null: a column named "None" is another option).
+        return {k: v.value if hasattr(v, "value") else v for k, v in dataclasses.asdict(self).items()
                 if k in ("text_column", "id_column", "on_bad_row", "prefix", "input_format", "output_format")}
 
 
@@ -232,7 +233,7 @@ class LabelJob:
     def _start_manifest(self) -> Manifest:
         spec, files = self.spec, self.files
         fresh = Manifest(
-            input_fingerprint=input_fingerprint(spec.input),
+            input_fingerprint=input_fingerprint(spec.input, ledger_verified=spec.input_format is not Format.PARQUET),
             model_fingerprint=model_fingerprint(self.classifier.checkpoint.directory, self.classifier.info()),
             options=spec.options(),
         )
@@ -261,13 +262,16 @@ class LabelJob:
         return fresh
 
     def _check_resumable(self, saved: Manifest, fresh: Manifest) -> Manifest:
-        if saved.input_fingerprint != fresh.input_fingerprint:
+        if not same_input(saved.input_fingerprint, fresh.input_fingerprint):
             raise BadInputError(f"cannot resume: {self.spec.input} changed since the job began; start over with --overwrite")
         if saved.model_fingerprint != fresh.model_fingerprint:
             raise BadInputError("cannot resume: the model or its settings changed since the job began; use the same "
                                 "--model/--precision/--backend/--max-length/--attention, or start over with --overwrite")
         if saved.options != fresh.options:
-            raise BadInputError(f"cannot resume: options changed since the job began (was {saved.options})")
+            changed = "; ".join(f"{name.replace('_', '-')} was {saved.options.get(name)!r}, now {value!r}"
+                                for name, value in fresh.options.items() if saved.options.get(name) != value)
+            raise BadInputError(f"cannot resume: options changed since the job began ({changed or saved.options}); "
+                                "give the first run's options, or start over with --overwrite")
         if self.spec.input_format is not Format.PARQUET:
             InputLedger(self._output().ledger).verify(self.spec.input, saved.ledger_bytes)
         return saved

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 from ..errors import ModelFormatError, require
@@ -55,6 +56,12 @@ def cache_key(directory: Path, options: ExportOptions) -> str:
     return digest.hexdigest()
 
 
+# Exports of one process, one at a time: the exporter (torch.onnx tracing) keeps global state and
+# fails when two threads trace at once. Processes need no lock: each exports into its own staging
+# directory and renames it into place atomically.
+_EXPORTING = threading.Lock()
+
+
 def cached_export(checkpoint, options: ExportOptions) -> Path:
     """The directory of ``checkpoint`` exported with ``options``, exporting it on first use.
 
@@ -64,6 +71,11 @@ def cached_export(checkpoint, options: ExportOptions) -> Path:
     require("onnxruntime", "onnx")
     require("onnx", "onnx")
     target = cache_root() / "onnx" / cache_key(checkpoint.directory, options)
+    with _EXPORTING:  # two threads loading one model: the second waits, then finds the entry
+        return _existing_or_exported(target, checkpoint, options)
+
+
+def _existing_or_exported(target: Path, checkpoint, options: ExportOptions) -> Path:
     problem = entry_problem(target)
     if problem is None:
         return target

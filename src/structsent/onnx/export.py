@@ -20,6 +20,7 @@ import logging
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -211,6 +212,9 @@ def _export_into(checkpoint, out_dir: Path, final_dir: Path, options: ExportOpti
     return report
 
 
+_TRACING = threading.Lock()  # torch.onnx.export keeps global state: one trace at a time in a process
+
+
 def export_graph(checkpoint, path: Path, *, smoothed: bool = False) -> dict:
     """Trace the checkpoint into an fp32 ONNX graph with dynamic batch and sequence axes.
 
@@ -232,7 +236,7 @@ def export_graph(checkpoint, path: Path, *, smoothed: bool = False) -> dict:
     mask[1, 9:] = 0  # a padded row, so that the mask's path is traced
     dynamic = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
                "logits": {0: "batch"}}
-    with torch.no_grad(), warnings.catch_warnings():
+    with _TRACING, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer notes about Python scalars, expected here
         torch.onnx.export(
             model, (ids, mask), str(path), dynamo=False, opset_version=OPSET, do_constant_folding=True,

@@ -81,9 +81,21 @@ def write_report(path_in: str, path_out: str, *, by: str | None = None, by_perio
 
 
 def _check_output(path_in: str, path_out: str, overwrite: bool) -> None:
+    check_report_path(path_out, keep={path_in: "its own input"}, overwrite=overwrite)
+
+
+def check_report_path(path_out: str, *, keep: dict[str, str], overwrite: bool) -> None:
+    """The report may be written at ``path_out``: not onto a file of ``keep`` ({path: what it is},
+    also through links, also one not written yet), not onto an existing file unless ``overwrite``,
+    into a directory that exists. Checked before anything runs (``label --report`` too)."""
     target = Path(path_out)
-    if target.exists() and Path(path_in).exists() and os.path.samefile(path_in, path_out):
-        raise BadInputError(f"{path_out}: the report would overwrite its own input")
+    for path, what in keep.items():
+        if path == "-":
+            continue
+        same = (target.exists() and Path(path).exists() and os.path.samefile(path, path_out)) or \
+            target.resolve() == Path(path).resolve()
+        if same:
+            raise BadInputError(f"{path_out}: the report would overwrite {what}")
     if target.is_dir():
         raise BadInputError(f"{path_out}: is a directory")
     check_output_is_a_file(target)

@@ -433,6 +433,8 @@ def create_app(settings: ServerSettings, *, service: SentimentService | None = N
 
     app = FastAPI(title="structsent", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   docs_url=None, redoc_url=None,  # /docs from the package's own files: works offline
+                  # A trailing slash is another path (404), not a redirect built from the client's Host header.
+                  redirect_slashes=False,
                   **framework_telemetry(os.environ))
     add_offline_docs(app)
     app.state.service = service

@@ -166,6 +166,7 @@ class InfoResponse(BaseModel):
     precision: str | None = None
     max_length: int | None = None
     long_text: str | None = None
+    window_stride: int | None = None
     # The engine's resolved settings, named as EngineConfig's fields.
     token_budget: int | None = None
     max_batch_size: int | None = None

@@ -1,0 +1,95 @@
+"""What a resumed label job must share with its first run, checked in process: the first run
+stops after its first chunk (as after Ctrl-C), the second resumes it."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import threading
+
+import pytest
+
+import structsent
+from structsent.errors import BadInputError
+from structsent.io.formats import Format
+from structsent.jobs.label import LabelJob, LabelJobSpec
+
+ROWS = 120
+CHUNK = 40
+
+
+def write_reviews(path, header=("id", "text"), long=False):
+    texts = ["味道不错，送餐很快", "差评，再也不来了", "一般般吧", "包装很好，下次还买"]
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for i in range(ROWS):
+            text = texts[i % 4] * (60 if long else 1) + str(i)
+            writer.writerow([f"r{i}", text])
+
+
+def spec(source, output, **options) -> LabelJobSpec:
+    return LabelJobSpec(input=str(source), output=str(output), input_format=Format.CSV, output_format=Format.CSV,
+                        chunk_rows=CHUNK, **options)
+
+
+def first_chunk_only(classifier, source, output, **options) -> None:
+    """A job stopped after its first committed chunk, as Ctrl-C leaves it."""
+    stop = threading.Event()
+    stop.set()
+    summary = LabelJob(spec(source, output, **options), classifier, stop=stop).run()
+    assert summary.interrupted and summary.rows == CHUNK
+
+
+def test_a_column_named_none_is_not_taken_for_no_id_column(tmp_path, clf):
+    """Options were compared as strings: --id-column None matched a first run without --id-column,
+    and the resumed rows lost their input columns."""
+    source, output = tmp_path / "in.csv", tmp_path / "out.csv"
+    write_reviews(source, header=("None", "text"))
+    first_chunk_only(clf, source, output)
+    with pytest.raises(BadInputError, match=r"id-column was None, now 'None'"):
+        LabelJob(spec(source, output, id_column="None", resume=True), clf).run()
+
+
+@pytest.fixture(scope="module")
+def windowed(hf_model_dir):
+    return {stride: structsent.load(hf_model_dir, long_text="windows", window_stride=stride, max_length=64)
+            for stride in (16, 40)}
+
+
+def test_resume_with_another_window_stride_is_refused(tmp_path, windowed):
+    """Where the windows begin changes a long text's result: a resumed file would mix two settings."""
+    source, output = tmp_path / "in.csv", tmp_path / "out.csv"
+    write_reviews(source, long=True)
+    first_chunk_only(windowed[16], source, output)
+    with pytest.raises(BadInputError, match="the model or its settings changed"):
+        LabelJob(spec(source, output, resume=True), windowed[40]).run()
+    LabelJob(spec(source, output, resume=True), windowed[16]).run()  # the same stride resumes
+    assert len(output.read_text(encoding="utf-8").splitlines()) == ROWS + 1
+
+
+@pytest.mark.parametrize("how", ["touched", "copied back"])
+def test_the_same_bytes_with_a_new_modification_time_resume(tmp_path, clf, how):
+    """The consumed bytes are checked against the ledger's digests: a touch or a copy of the same
+    bytes is the same input (it was refused as changed, without naming rows)."""
+    source, output, uninterrupted = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "whole.csv"
+    write_reviews(source)
+    LabelJob(spec(source, uninterrupted), clf).run()
+    first_chunk_only(clf, source, output)
+    if how == "touched":
+        os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 5_000_000_000))
+    else:
+        shutil.copy(source, tmp_path / "copy.csv")
+        os.replace(tmp_path / "copy.csv", source)
+    summary = LabelJob(spec(source, output, resume=True), clf).run()
+    assert summary.rows == ROWS and output.read_bytes() == uninterrupted.read_bytes()
+
+
+def test_an_edit_of_the_consumed_bytes_is_still_refused(tmp_path, clf):
+    source, output = tmp_path / "in.csv", tmp_path / "out.csv"
+    write_reviews(source)
+    first_chunk_only(clf, source, output)
+    source.write_bytes(source.read_bytes().replace(b"r7,", b"x7,"))
+    with pytest.raises(BadInputError, match="changed since the job began"):
+        LabelJob(spec(source, output, resume=True), clf).run()
