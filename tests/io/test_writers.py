@@ -127,3 +127,46 @@ def test_a_carriage_return_inside_a_value_is_quoted(tmp_path, fmt):
     path.write_bytes(data)
     reader = open_reader(str(path), fmt, text_column="text", on_bad_row="error")
     assert [row.text for row in reader] == texts
+
+
+# -- Parquet from JSON Lines: one type per column, never a silently converted value -----------------
+def parquet_chunks(*chunks):
+    """Tables of successive chunks of JSON Lines rows (dicts) through one encoder."""
+    encoder = ChunkEncoder(Format.PARQUET, ["text", "v"], LABELS)
+    number = 0
+    tables = []
+    for values in chunks:
+        rows = []
+        for value in values:
+            number += 1
+            rows.append(InputRow(number, {"text": "好评", "v": value}, "好评"))
+        tables.append(encoder.table(rows, [GOOD] * len(rows)))
+    return tables
+
+
+@pytest.mark.parametrize(
+    ("first", "later", "fragment"),
+    [
+        ([10], [10.75], "'v' holds double values, and its type is int64"),  # was truncated to 10
+        ([{"shop": "A"}], [{"shop": "B", "coupon": "FREE"}], "'v' holds struct"),  # coupon was dropped
+        ([None], [2.5], "'v' holds double values, and its type is string"),
+        ([[1]], [["a"]], "'v' holds list<item: string>"),
+    ],
+    ids=["float-into-int", "new-key", "float-into-null-first", "list-of-another-type"],
+)
+def test_a_later_value_the_first_chunk_s_type_cannot_hold_is_refused(first, later, fragment):
+    with pytest.raises(BadInputError, match="rows 2-2: column " + fragment.replace("(", r"\(").replace("[", r"\[")):
+        parquet_chunks(first, later)
+
+
+def test_values_that_fit_the_first_chunk_s_types_are_kept_exactly():
+    first, later = parquet_chunks([2.5, None], [3, None, 2**40])
+    assert first.schema.field("v").type == later.schema.field("v").type  # one schema: the parts merge
+    assert later.column("v").to_pylist() == [3.0, None, float(2**40)]
+    nested = parquet_chunks([{"a": 1, "b": [1.5]}], [{"a": 2}, {"b": [2]}])
+    assert nested[1].column("v").to_pylist() == [{"a": 2, "b": None}, {"a": None, "b": [2.0]}]
+
+
+def test_an_integer_parquet_cannot_hold_is_a_one_line_error():
+    with pytest.raises(BadInputError, match="rows 1-1: a value Parquet cannot hold"):
+        parquet_chunks([12345678901234567890])

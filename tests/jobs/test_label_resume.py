@@ -93,3 +93,31 @@ def test_an_edit_of_the_consumed_bytes_is_still_refused(tmp_path, clf):
     source.write_bytes(source.read_bytes().replace(b"r7,", b"x7,"))
     with pytest.raises(BadInputError, match="changed since the job began"):
         LabelJob(spec(source, output, resume=True), clf).run()
+
+
+def test_a_resumed_json_lines_to_parquet_job_keeps_the_first_run_s_column_types(tmp_path, clf):
+    """JSON Lines input takes Parquet's column types from the first chunk, which a resumed run does
+    not read: it inferred others from its own first chunk (here int64 against double), and the
+    parts no longer merged."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    source, output = tmp_path / "in.jsonl", tmp_path / "out.parquet"
+    with open(source, "w", encoding="utf-8") as handle:
+        for i in range(ROWS):
+            price = i + 0.5 if i < CHUNK else i  # doubles in the first chunk, integers after it
+            handle.write(json.dumps({"id": i, "text": "味道不错", "price": price}, ensure_ascii=False) + "\n")
+
+    def job(**options):
+        return LabelJobSpec(input=str(source), output=str(output), input_format=Format.JSONL,
+                            output_format=Format.PARQUET, chunk_rows=CHUNK, **options)
+
+    stop = threading.Event()
+    stop.set()
+    assert LabelJob(job(), clf, stop=stop).run().rows == CHUNK
+    assert LabelJob(job(resume=True), clf).run().rows == ROWS
+    table = pq.read_table(output)
+    assert str(table.schema.field("price").type) == "double"
+    assert table.column("id").to_pylist() == list(range(ROWS))
+    assert table.column("price").to_pylist() == [i + 0.5 if i < CHUNK else float(i) for i in range(ROWS)]

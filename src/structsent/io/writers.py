@@ -80,12 +80,19 @@ class ChunkEncoder:
         import pyarrow as pa
 
         records = [self._record(r, res) for r, res in zip(rows, results)]
+        where = f"rows {rows[0].number}-{rows[-1].number}" if rows else "no rows"
         if self._arrow_schema is None:
-            self._arrow_schema = self._schema(records, input_schema)
+            self._arrow_schema = self._schema(records, input_schema, where)
+        if input_schema is None:  # JSON Lines: the chunk's own types, checked against the job's
+            return _table_of_one_schema(records, self._arrow_schema, where)
         try:
             return pa.Table.from_pylist(records, schema=self._arrow_schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
-            raise BadInputError(f"rows {rows[0].number}-{rows[-1].number}: column types changed ({err})") from err
+            raise BadInputError(f"{where}: column types changed ({err})") from err
+
+    def use_schema(self, schema) -> None:
+        """Tables of this schema from now on (a resumed job: that of the parts already written)."""
+        self._arrow_schema = schema.remove_metadata()
 
     # -- helpers ------------------------------------------------------------------------------
     def _check_fields(self, row: InputRow, values: dict) -> None:
@@ -141,13 +148,13 @@ class ChunkEncoder:
             text = _csv_text_quoting_carriage_returns(records, delimiter)
         return text.encode("utf-8")
 
-    def _schema(self, records: list[dict], input_schema):
+    def _schema(self, records: list[dict], input_schema, where: str):
         import pyarrow as pa
 
         if input_schema is not None:
             fields = [input_schema.field(c) for c in self.input_columns]
         else:
-            inferred = pa.Table.from_pylist(records).schema if records else None
+            inferred = _inferred_table(records, where).schema if records else None
             fields = [
                 inferred.field(c) if inferred is not None and c in inferred.names and
                 not pa.types.is_null(inferred.field(c).type) else pa.field(c, pa.string())
@@ -155,6 +162,59 @@ class ChunkEncoder:
             ]
         fields += [pa.field(name, kind) for name, kind in zip(self.extra, prediction_types(self.labels))]
         return pa.schema(fields)
+
+
+SCHEMA_ADVICE = ("Parquet output has one type per column, taken from the first chunk: write JSON Lines or CSV "
+                 "output, give the column one type throughout, or a larger --chunk-rows so that the first chunk "
+                 "sees more kinds of value")
+
+
+def _inferred_table(records: list[dict], where: str):
+    import pyarrow as pa
+
+    try:
+        return pa.Table.from_pylist(records)
+    except (OverflowError, pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
+        raise BadInputError(f"{where}: a value Parquet cannot hold ({err}); write JSON Lines or CSV output") from err
+
+
+def _table_of_one_schema(records: list[dict], schema, where: str):
+    """The chunk as a table of ``schema``, refusing (rather than converting) any value the job's
+    column types cannot hold exactly: Arrow's own conversion truncated 10.75 to 10 in an integer
+    column and dropped an object's keys a struct column did not list."""
+    import pyarrow as pa
+
+    inferred = _inferred_table(records, where)
+    columns = []
+    for field in schema:
+        column = inferred.column(field.name)
+        if not _fits(column.type, field.type):
+            raise BadInputError(f"{where}: column {field.name!r} holds {column.type} values, and its type is "
+                                f"{field.type}; {SCHEMA_ADVICE}")
+        try:
+            columns.append(column.cast(field.type, safe=True))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as err:
+            raise BadInputError(f"{where}: column {field.name!r} ({field.type}) cannot hold a value ({err}); "
+                                f"{SCHEMA_ADVICE}") from err
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _fits(kind, target) -> bool:
+    """Whether values of Arrow type ``kind`` convert to ``target`` with nothing dropped or reinterpreted
+    (the cast itself then refuses lost precision: 2**53 + 1 as a float)."""
+    import pyarrow as pa
+
+    if pa.types.is_null(kind) or kind == target:
+        return True
+    if pa.types.is_integer(kind) and pa.types.is_floating(target):
+        return True
+    if pa.types.is_struct(kind) and pa.types.is_struct(target):
+        wanted = {target.field(i).name: target.field(i).type for i in range(target.num_fields)}
+        return all(kind.field(i).name in wanted and _fits(kind.field(i).type, wanted[kind.field(i).name])
+                   for i in range(kind.num_fields))
+    if pa.types.is_list(kind) and pa.types.is_list(target):
+        return _fits(kind.value_type, target.value_type)
+    return False
 
 
 def _csv_text_quoting_carriage_returns(records: list, delimiter: str) -> str:

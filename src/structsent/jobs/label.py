@@ -411,7 +411,14 @@ class LabelJob:
     def _encoder(self, reader: RowReader, chunk: list[InputRow], manifest: Manifest) -> ChunkEncoder:
         if manifest.header is None:
             manifest.header = self._output_input_columns(reader, chunk)
-        return ChunkEncoder(self.spec.output_format, manifest.header, self.labels, self.spec.prefix)
+        encoder = ChunkEncoder(self.spec.output_format, manifest.header, self.labels, self.spec.prefix)
+        if self.spec.output_format is Format.PARQUET and manifest.parts and self.files is not None:
+            # A resumed job keeps the column types of the parts already committed (JSON Lines input
+            # infers them from the first chunk, which this run does not read).
+            import pyarrow.parquet as pq
+
+            encoder.use_schema(pq.read_schema(self.files.part(0)))
+        return encoder
 
     def _output_input_columns(self, reader: RowReader, chunk: list[InputRow]) -> list[str]:
         columns = list(reader.columns) or next((list(r.values) for r in chunk if r.values), [reader.text_column])
