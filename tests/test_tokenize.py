@@ -275,3 +275,11 @@ def test_pipelines_other_than_bert_wordpiece_take_the_rust_path():
     assert CharTable.for_backend(bert) is None
     bert.normalizer = normalizers.Lowercase()
     assert CharTable.for_backend(bert) is None
+
+
+def test_truncation_keeps_the_last_tokens_with_keep_end(tokenizer):
+    text = "".join(chr(0x4E00 + i) for i in range(40))  # 40 CJK characters, one token each
+    start, end = (tokenizer.encode([text], max_length=12, keep_end=keep)[0] for keep in (False, True))
+    ids = tokenizer.content_ids([text])[0]
+    assert list(start.sequences[0][1:-1]) == ids[:10] and list(end.sequences[0][1:-1]) == ids[-10:]
+    assert start.truncated and end.truncated

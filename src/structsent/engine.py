@@ -129,10 +129,11 @@ class Classifier:
         return results, stats
 
     # -- stages -------------------------------------------------------------------------------
-    def encode(self, texts: Sequence[object]) -> list[EncodedText]:
-        options = self.encoding_options()
+    def encode(self, texts: Sequence[object], options: EncodingOptions | None = None) -> list[EncodedText]:
+        """Token ids of ``texts`` cut as ``options`` say (default: the plan's ``encoding_options()``)."""
+        options = options or self.encoding_options()
         return self.tokenizer.encode(texts, max_length=options.max_length, long_text=options.long_text,
-                                     window_stride=options.window_stride)
+                                     window_stride=options.window_stride, keep_end=options.keep_end)
 
     def encoding_options(self) -> EncodingOptions:
         """How texts are cut to the model (tokenizer processes apply the same)."""

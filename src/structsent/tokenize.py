@@ -161,8 +161,10 @@ class Tokenizer:
         max_length: int = 512,
         long_text: LongTextPolicy = LongTextPolicy.TRUNCATE,
         window_stride: int = 256,
+        keep_end: bool = False,
     ) -> list[EncodedText]:
-        """Encode every text; invalid ones come back with ``error`` set, in input order."""
+        """Encode every text; invalid ones come back with ``error`` set, in input order. Truncation
+        keeps a text's first tokens, or its last ones with ``keep_end``."""
         errors = [check_text(t) for t in texts]
         valid = [i for i, e in enumerate(errors) if e is None]
         encoded: list[EncodedText] = [EncodedText(error=e) for e in errors]
@@ -177,7 +179,8 @@ class Tokenizer:
                 windows = split_windows(ids, content_max, window_stride)
                 encoded[i] = EncodedText(sequences=tuple(map(self._wrap, windows)), truncated=False)
             else:
-                encoded[i] = EncodedText(sequences=(self._wrap(ids[:content_max]),), truncated=True)
+                kept = ids[len(ids) - content_max:] if keep_end else ids[:content_max]
+                encoded[i] = EncodedText(sequences=(self._wrap(kept),), truncated=True)
         return encoded
 
     def _wrap(self, ids: np.ndarray | Sequence[int]) -> TokenIds:

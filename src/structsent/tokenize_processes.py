@@ -38,6 +38,7 @@ class EncodingOptions:
     max_length: int
     long_text: LongTextPolicy
     window_stride: int
+    keep_end: bool = False  # truncation keeps a text's last tokens, not its first (TEI's "Left")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +113,7 @@ def _encode_in_worker(texts: list[object]) -> EncodingBatch:
     assert _worker_tokenizer is not None and _worker_options is not None  # set by _start_worker
     options = _worker_options
     encoded = _worker_tokenizer.encode(texts, max_length=options.max_length, long_text=options.long_text,
-                                       window_stride=options.window_stride)
+                                       window_stride=options.window_stride, keep_end=options.keep_end)
     return EncodingBatch.pack(encoded)
 
 

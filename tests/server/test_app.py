@@ -353,9 +353,12 @@ def test_every_answer_matches_the_published_schema(server, path, method):
     from hypothesis import HealthCheck, given, settings
 
     # Limits set by flags (max_texts, max_body_bytes...) cannot be in the document: a valid
-    # request over them is answered 413, which the document lists.
+    # request over them is answered 413, which the document lists. Nor can tokenization: a
+    # schema-valid text may hold no token once normalised ("\x0e", a lone combining mark), which
+    # the TEI routes refuse as TEI does (422); /v1/sentiment flags it instead (200).
+    statuses = '"2xx", "413", "422"' if path in ("/predict", "/") else '"2xx", "413"'
     config = schemathesis.config.SchemathesisConfig.from_str(
-        '[checks.positive_data_acceptance]\nexpected-statuses = ["2xx", "413"]\n'
+        f'[checks.positive_data_acceptance]\nexpected-statuses = [{statuses}]\n'
     )
     operation = schemathesis.openapi.from_path(OPENAPI_DOCUMENT, config=config)[path][method]
 

@@ -207,3 +207,51 @@ def test_a_trailing_slash_is_an_unknown_route_not_a_redirect_to_the_clients_host
     response = client.post("/v1/sentiment/", json={"texts": ["好"]}, follow_redirects=False)
     assert response.status_code == 404 and "location" not in response.headers
     assert response.json()["error_type"] == "validation"
+
+
+# -- TEI's truncate and truncation_direction -------------------------------------------------------
+@pytest.fixture(scope="module")
+def windowed_service(hf_model_dir):
+    from structsent.config import EngineConfig
+
+    frozen_before = gc.get_freeze_count()
+    engine = EngineConfig(long_text="windows", window_stride=16, max_length=32)
+    service = SentimentService(ServerSettings(model=str(hf_model_dir), engine=engine))
+    service.start_loading().join(timeout=120)
+    assert service.ready, service.load_error
+    yield service
+    service.stop(timeout=10)
+    if not frozen_before:
+        gc.unfreeze()
+
+
+def predict(service, **body):
+    ((status, _, content),) = answers(create_app(service.settings, service=service),
+                                      [dict(method="POST", url="/predict", json={"raw_scores": True, **body})])
+    return status, json.loads(content)
+
+
+def raw_logits(classifier, text):
+    (result,) = classifier([text])
+    return {label: pytest.approx(value, abs=1e-5) for label, value in result.logits.items()}
+
+
+def test_truncate_and_its_direction_are_the_requests_own_whatever_the_servers_policy(windowed_service, hf_model_dir):
+    """On a --long-text windows server, truncate was ignored (true scored windows, false answered
+    200) and truncation_direction was dropped unread."""
+    long = "非常好吃，推荐！" * 6 + "太难吃了，差评！" * 6  # 96 characters, one token each: over max_length 32
+    head, tail = long[:30], long[-30:]  # what a cut at the start / the end keeps
+    clf = windowed_service.classifier
+    as_dict = lambda answer: {item["label"]: item["score"] for item in answer}  # noqa: E731
+    status, windows = predict(windowed_service, inputs=long)
+    assert status == 200 and as_dict(windows) == raw_logits(clf, long)  # absent: the server's windows
+    assert as_dict(predict(windowed_service, inputs=long, truncate=True)[1]) == raw_logits(clf, head)
+    assert as_dict(predict(windowed_service, inputs=long, truncate=True, truncation_direction="Left")[1]) == \
+        raw_logits(clf, tail)
+    # truncate absent: the server's policy (windows here; a truncating server cuts at the chosen end)
+    assert as_dict(predict(windowed_service, inputs=long, truncation_direction="Left")[1]) == raw_logits(clf, long)
+    status, refused = predict(windowed_service, inputs=long, truncate=False)
+    assert status == 413 and refused["limit"] == "max_length"
+    assert predict(windowed_service, inputs=head, truncate=False)[0] == 200  # short enough: answered
+    status, refused = predict(windowed_service, inputs=long, truncation_direction="sideways")
+    assert status == 422 and "truncation_direction" in refused["error"]

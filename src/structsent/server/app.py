@@ -34,7 +34,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from .. import __version__
-from ..config import EngineConfig
+from ..config import EngineConfig, LongTextPolicy
 from ..errors import BadInputError, ConfigError, ModelOutputError, OverloadedError, StructsentError
 from ..pipeline import freeze_startup_objects
 from ..results import LabelResult, is_model_failure
@@ -233,9 +233,12 @@ class SentimentService:
         return self.classifier, self.batcher
 
     # -- work -----------------------------------------------------------------------------------
-    async def label(self, texts: list[str], receive: Receive | None = None) -> list[LabelResult]:
+    async def label(
+        self, texts: list[str], receive: Receive | None = None, *, truncation: Truncation | None = None
+    ) -> list[LabelResult]:
         """Label ``texts`` through the batcher; raises the typed errors the edge maps to statuses.
-        ``receive`` is the request's: a client that disconnects while waiting has its texts dropped."""
+        ``receive`` is the request's: a client that disconnects while waiting has its texts dropped.
+        ``truncation``: the request's own (TEI's ``truncate``), else the server's long-text policy."""
         classifier, batcher = self.require_ready()
         check_limits(texts, self.settings)
         if not batcher.has_room(len(texts)):  # cheap early refusal; submit() checks for real
@@ -243,20 +246,24 @@ class SentimentService:
                 f"queue full: {len(texts)} more texts would exceed max_queue={self.settings.max_queue}",
                 limit_value=self.settings.max_queue,
             )
-        encoded = await self._encode(classifier, texts)
+        encoded = await self._encode(classifier, texts, truncation)
         future = asyncio.wrap_future(batcher.submit(encoded))
         results = await _unless_disconnected(future, receive)
         self.metrics.observe_texts(len(results), sum(1 for r in results if r.error is not None))
         return results
 
-    async def _encode(self, classifier: Classifier, texts: list[str]) -> list:
+    async def _encode(self, classifier: Classifier, texts: list[str], truncation: Truncation | None) -> list:
         """Small requests are tokenized on the event loop: handing them to the tokenizer thread
         costs more CPU than tokenizing them (~0.2 ms a request, measured). Larger ones go to the
         thread, so that the loop keeps answering other clients meanwhile."""
+        options = classifier.encoding_options()
+        if truncation is not None:
+            policy = LongTextPolicy.TRUNCATE if truncation.cut else options.long_text
+            options = dataclasses.replace(options, long_text=policy, keep_end=truncation.keep_end)
         if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
-            return classifier.encode(texts)
+            return classifier.encode(texts, options)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._tokenizer_pool, classifier.encode, texts)
+        return await loop.run_in_executor(self._tokenizer_pool, classifier.encode, texts, options)
 
     def info(self) -> dict:
         s = self.settings
@@ -337,6 +344,24 @@ def predict_texts(inputs) -> tuple[list[str], bool]:
     if isinstance(inputs, str):
         return [inputs], False
     return [item if isinstance(item, str) else item[0] for item in inputs], True
+
+
+@dataclasses.dataclass(frozen=True)
+class Truncation:
+    """A request's own say on long texts: cut them at the model's length (``cut``; else the
+    server's ``--long-text`` policy), and keep their end rather than their start where cut."""
+
+    cut: bool
+    keep_end: bool
+
+
+def requested_truncation(request: PredictRequest) -> Truncation | None:
+    """TEI's ``truncate`` (true: cut; false: cut, then refuse what was cut; absent: the server's
+    policy) and ``truncation_direction`` (Left keeps a text's end); None when the request says neither."""
+    keep_end = request.truncation_direction.lower() == "left"
+    if request.truncate is None and not keep_end:
+        return None
+    return Truncation(cut=request.truncate is not None, keep_end=keep_end)
 
 
 def score_function(request: PredictRequest) -> str:
@@ -600,7 +625,7 @@ async def answer_predict(service: SentimentService, body: PredictRequest, receiv
     texts, batched = predict_texts(body.inputs)
     function = score_function(body)
     top_k = body.parameters.top_k if body.parameters else None
-    results = await service.label(texts, receive)
+    results = await service.label(texts, receive, truncation=requested_truncation(body))
     assert service.classifier is not None  # label() answered: the model is loaded
     check_predictable(results, truncate=body.truncate, max_length=service.classifier.max_length)
     predictions = [ranked_predictions(r, function=function, top_k=top_k) for r in results]

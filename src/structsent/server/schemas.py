@@ -124,6 +124,9 @@ class PredictRequest(BaseModel):
         default=None, description="Cut texts longer than the model's maximum; false refuses them (413). "
         "Null: the server's long-text policy."
     )
+    truncation_direction: Literal["Right", "Left", "right", "left"] = Field(
+        default="Right", description="Which end of a text truncation keeps: Right keeps the start, Left the end (TEI)."
+    )
     raw_scores: StrictBool = Field(default=False, description="The raw logits instead of probabilities (TEI).")
     parameters: ClassificationParameters | None = None
 
