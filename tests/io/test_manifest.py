@@ -91,7 +91,7 @@ def test_the_model_fingerprint_names_the_int8_recipe_for_int8_only(hf_model_dir,
     after = {p: model_fingerprint(hf_model_dir, {**info, "precision": p}) for p in before}
     assert after["int8"] != before["int8"]
     assert all(after[p] == before[p] for p in ("fp32", "bf16", "fp16"))
-    # the fp32 fingerprint is the one written before the recipe was named (no new key in its hash)
+    # the fp32 fingerprint has no recipe key in its hash
     unnamed = {key: info.get(key) for key in ("labels", "backend", "precision", "max_length", "long_text",
                                                "pad_multiple")}
     assert before["fp32"] == _fingerprint_without_recipe(hf_model_dir, {**unnamed, "precision": "fp32"})
@@ -101,11 +101,27 @@ def _fingerprint_without_recipe(directory, relevant: dict) -> str:
     import hashlib
     import json
 
-    digest = hashlib.sha256()
+    digest = hashlib.blake2b(digest_size=32)  # the fingerprint's formula, with no recipe key added
     for file in sorted(p for p in directory.iterdir() if p.is_file()):
-        stat = file.stat()
-        digest.update(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-        if file.suffix == ".json":
-            digest.update(file.read_bytes())
+        digest.update(f"{file.name}:{file.stat().st_size}:".encode() + file.read_bytes())
     digest.update(json.dumps(relevant, sort_keys=True).encode())
     return digest.hexdigest()
+
+
+def test_the_model_fingerprint_follows_the_contents_not_the_file_times(hf_model_dir, tmp_path):
+    """The same model copied or installed again (new modification times) is the same model; a
+    changed weight is not."""
+    import os
+    import shutil
+
+    info = {"labels": ["负面", "正面"], "backend": "torch", "precision": "fp32", "max_length": 512}
+    copy = tmp_path / "copy"
+    shutil.copytree(hf_model_dir, copy)
+    for file in copy.iterdir():
+        os.utime(file, ns=(1, 1))
+    assert model_fingerprint(copy, info) == model_fingerprint(hf_model_dir, info)
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one bit of the last weight
+    weights.write_bytes(bytes(data))
+    assert model_fingerprint(copy, info) != model_fingerprint(hf_model_dir, info)

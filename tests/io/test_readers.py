@@ -6,7 +6,7 @@ import json
 import pytest
 
 from structsent.errors import BadInputError
-from structsent.io.formats import Format
+from structsent.io.formats import Format, output_format_for
 from structsent.io.readers import open_reader
 
 
@@ -163,3 +163,15 @@ def test_a_lone_surrogate_escape_is_flagged_and_surrogate_pairs_are_read(tmp_pat
         json.dumps(values, ensure_ascii=False).encode("utf-8")  # every value can now be written
     with pytest.raises(BadInputError, match="line 1: field 'text' holds a lone UTF-16 surrogate"):
         read_all(write(tmp_path, "b.jsonl", data), Format.JSONL)
+
+
+def test_parquet_from_standard_input_is_refused_in_plain_words():
+    with pytest.raises(BadInputError, match="Parquet cannot be read from standard input"):
+        open_reader("-", Format.PARQUET, text_column="text", on_bad_row="error")
+
+
+@pytest.mark.parametrize("name", ["out.csv.gz", "out.jsonl.bz2", "OUT.CSV.XZ", "out.zst"])
+def test_a_compressed_output_name_is_refused_rather_than_written_plain(name):
+    with pytest.raises(BadInputError, match="compressed output is not written"):
+        output_format_for(Format.CSV, name)
+    assert output_format_for(Format.CSV, "out.gzip.csv") is Format.CSV

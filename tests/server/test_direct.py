@@ -255,3 +255,14 @@ def test_truncate_and_its_direction_are_the_requests_own_whatever_the_servers_po
     assert predict(windowed_service, inputs=head, truncate=False)[0] == 200  # short enough: answered
     status, refused = predict(windowed_service, inputs=long, truncation_direction="sideways")
     assert status == 422 and "truncation_direction" in refused["error"]
+
+
+@pytest.mark.parametrize(("headers", "named"), [({}, "none"), ({"content-type": "text/plain"}, "Content-Type: text/plain"),
+                                                ({"content-type": "application/x-www-form-urlencoded"}, "x-www-form")])
+def test_a_body_not_sent_as_json_is_told_to_say_so(service, headers, named):
+    """curl -d sends a form's content type: the answer said only "Input should be a valid dictionary"."""
+    ((status, _, body),) = answers(create_app(service.settings, service=service), [
+        dict(method="POST", url="/v1/sentiment", content=b'{"texts": ["a"]}', headers=headers)])
+    message = json.loads(body)["error"]
+    assert status == 422 and message.startswith("send the body as JSON with the header Content-Type: application/json")
+    assert named in message

@@ -52,8 +52,16 @@ def detect_format(path: str, requested: str = "auto") -> Format:
     )
 
 
+COMPRESSED_SUFFIXES = frozenset({".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4", ".br"})
+
+
 def output_format_for(input_format: Format, output: str | None, requested: str = "auto") -> Format:
     """Output format: explicit, else the output name's suffix, else the input's (text -> JSONL)."""
+    if output and Path(output).suffix.lower() in COMPRESSED_SUFFIXES:
+        raise BadInputError(
+            f"{output}: compressed output is not written (the file would hold plain text under a compressed "
+            f"name); write to standard output and compress it: -o - | gzip > {output}"
+        )
     if requested != "auto":
         fmt = Format(requested)
     elif output and output != "-" and Path(output).suffix.lower() in _SUFFIXES:

@@ -88,13 +88,15 @@ def input_fingerprint(path: str, *, ledger_verified: bool = True) -> dict:
 
 
 def model_fingerprint(directory: Path, engine_info: dict) -> str:
-    """A hash of the model's files (names, sizes, times, config) and the settings that change outputs."""
-    digest = hashlib.sha256()
+    """A hash of the model's files (names and contents) and the settings that change outputs.
+    Contents, not modification times: the same model copied or installed again resumes (hashing
+    costs ~0.1 s for the bundled model's 48 MB, about a second for a BERT-base checkpoint)."""
+    digest = hashlib.blake2b(digest_size=32)
     for file in sorted(p for p in Path(directory).iterdir() if p.is_file()):
-        stat = file.stat()
-        digest.update(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-        if file.suffix == ".json":
-            digest.update(file.read_bytes())
+        digest.update(f"{file.name}:{file.stat().st_size}:".encode())
+        with open(file, "rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
     relevant = {k: engine_info.get(k) for k in ("labels", "backend", "precision", "max_length", "long_text", "pad_multiple")}
     if engine_info.get("long_text") == "windows":  # where the windows begin changes a long text's result
         relevant["window_stride"] = engine_info.get("window_stride")

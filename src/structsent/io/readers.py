@@ -362,6 +362,9 @@ class ParquetReader(RowReader):
         from ..errors import require
 
         pq = require("pyarrow.parquet", "io")
+        if path == "-":
+            raise BadInputError("Parquet cannot be read from standard input (its index is at the end of the "
+                                "file): give the file's path")
         try:
             self.file = pq.ParquetFile(path)
         except Exception as err:  # pyarrow raises ArrowInvalid and OSError subclasses

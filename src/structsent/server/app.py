@@ -552,7 +552,12 @@ def _add_error_handlers(app: FastAPI, service: SentimentService) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, err: RequestValidationError) -> Response:
         service.metrics.observe_error("validation")
-        return error_json(describe_validation_errors(err.errors()), "validation", status=422)
+        message = describe_validation_errors(err.errors())
+        content_type = request.headers.get("content-type")
+        if not declares_json(content_type):  # the body was never read as JSON: say so first
+            message = (f"send the body as JSON with the header Content-Type: application/json "
+                       f"(the request has {'Content-Type: ' + content_type if content_type else 'none'}); {message}")
+        return error_json(message, "validation", status=422)
 
     @app.exception_handler(HTTPException)
     async def framework_error(request: Request, err: HTTPException) -> Response:
@@ -583,6 +588,14 @@ def typed_error_response(err: StructsentError, metrics: ServerMetrics) -> Respon
         str(err), error_type, status=status,
         limit=getattr(err, "limit", None), limit_value=getattr(err, "limit_value", None),
     )
+
+
+def declares_json(content_type: str | None) -> bool:
+    """Whether the framework reads a body of this content type as JSON (application/json, +json)."""
+    if not content_type:
+        return False
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
 
 
 def describe_undecodable_body(cause: BaseException) -> str:
