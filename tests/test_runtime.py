@@ -93,3 +93,14 @@ def test_packed_attention_is_a_cuda_path_and_asking_for_it_elsewhere_says_so(che
         packed_attention(Attention.PACKED, "cuda:0", Precision.FP32)
     with pytest.raises(ConfigError, match="expected one of auto, padded, packed"):
         EngineConfig(attention="unpadded")
+
+
+def test_a_max_length_past_the_model_s_positions_is_said_not_silently_cut(checkpoint, caplog):
+    with caplog.at_level("WARNING", logger="structsent.runtime"):
+        plan = resolve_runtime(checkpoint, EngineConfig(backend="torch", max_length=100_000))
+    assert plan.max_length == 512
+    assert "max_length=100000 is more than the model's 512 positions" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="structsent.runtime"):
+        resolve_runtime(checkpoint, EngineConfig(backend="torch", max_length=512))
+    assert "max_length" not in caplog.text

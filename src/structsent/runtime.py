@@ -21,6 +21,10 @@ log = logging.getLogger("structsent.runtime")
 
 def resolve_runtime(checkpoint, config: EngineConfig) -> RuntimePlan:
     """The plan for running ``checkpoint`` as ``config`` asks, on this host."""
+    positions = checkpoint.shape.max_position_embeddings
+    if config.max_length > positions:
+        log.warning("max_length=%d is more than the model's %d positions: texts are cut (or windowed) at %d tokens",
+                    config.max_length, positions, positions)
     if checkpoint.is_exported:
         if config.backend is Backend.TORCH:
             raise ConfigError(f"{checkpoint.directory} holds an ONNX model, which only backend='onnx' runs")

@@ -27,6 +27,8 @@ def test_a_bad_out_corpus_or_setting_is_refused_before_running(tmp_path, capsys)
         (["--out", str(tmp_path / "o"), "--corpus", str(empty)], "empty.txt: no reviews in it"),
         (["--out", str(tmp_path / "o"), "--corpus", str(binary)], "random.bin: not UTF-8 text (undecodable byte at offset 3)"),
         (["--out", str(tmp_path / "o"), "--num-threads", "2147483648"], "num_threads=2147483648: must be in 0..1024"),
+        (["--out", str(tmp_path / "o"), "--shape", "structbert-base", "--model", "/elsewhere"],
+         "--shape structbert-base benchmarks a random model of that shape: it replaces --model /elsewhere"),
     ]
     for flags, message in cases:
         assert bench(*flags) == 2, flags

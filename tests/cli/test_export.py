@@ -67,3 +67,12 @@ def test_an_export_is_replaced_whole_with_overwrite_only(source, tmp_path, capsy
     assert (first["structsent_onnx"]["precision"], config["structsent_onnx"]["precision"]) == ("fp32", "int8")
     assert not (out / "stale.txt").exists()  # replaced whole, not mixed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "out"]  # no staging left behind
+
+
+def test_a_validation_file_without_texts_is_refused_not_skipped(source, tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n", encoding="utf-8")
+    assert main(["export", str(source), "-o", str(tmp_path / "out"), "--validate", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("structsent: error: --validate") and "no texts in it" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()

@@ -104,6 +104,11 @@ def _model(args, shape_model_dir) -> tuple[Path, str, str]:
     from ..models import resolve_directory
 
     if args.shape:
+        if args.model != "default":
+            from ..errors import ConfigError
+
+            raise ConfigError(f"--shape {args.shape} benchmarks a random model of that shape: it replaces --model "
+                              f"{args.model}; give one of them")
         directory = shape_model_dir(args.shape)
         note = (f"randomly initialised model of {args.shape}'s exact shape ({directory}): "
                 "speed only, labels of random weights mean little")

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import Precision
-    from ..errors import ConfigError
+    from ..errors import BadInputError, ConfigError
     from ..models import load_checkpoint
     from ..models.onnx import MODEL_FILE
     from ..onnx.export import ExportOptions, check_output_directory, export_checkpoint
@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     if args.validate_n:
         texts, source = (read_texts(args.validate), str(args.validate)) if args.validate else packaged_sample_texts()
         texts = texts[: args.validate_n]
+        if not texts:  # checked before the export: a validation asked for is never skipped quietly
+            raise BadInputError(f"--validate {args.validate}: no texts in it (pass --validate-n 0 to skip validation)")
     report = export_checkpoint(checkpoint, args.output, options, validation_texts=texts, validation_source=source,
                                overwrite=args.overwrite)
     print(f"wrote {report.directory / MODEL_FILE} ({options.describe()}) in {report.seconds:.1f}s")
