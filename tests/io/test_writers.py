@@ -170,3 +170,12 @@ def test_values_that_fit_the_first_chunk_s_types_are_kept_exactly():
 def test_an_integer_parquet_cannot_hold_is_a_one_line_error():
     with pytest.raises(BadInputError, match="rows 1-1: a value Parquet cannot hold"):
         parquet_chunks([12345678901234567890])
+
+
+def test_json_lines_output_stays_json_when_a_value_is_nan_or_infinite():
+    """Python's json wrote bare NaN/Infinity, which JSON parsers (JSON.parse, jq) reject."""
+    values = {"text": "好评", "x": float("nan"), "nested": {"y": [1.5, float("inf")]}, "z": -float("inf")}
+    line = ChunkEncoder(Format.JSONL, list(values), LABELS).encode([InputRow(1, values, "好评")], [GOOD])
+    record = json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+    assert record["x"] is None and record["nested"] == {"y": [1.5, None]} and record["z"] is None
+    assert record["label"] == "正面"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -121,7 +122,10 @@ class ChunkEncoder:
             raise BadInputError(f"row {row.number}: field(s) {clash} would be overwritten by the added columns; "
                                 f"pass {self._prefix_hint} so the added columns get other names")
         record.update(zip(self.extra, prediction_values(result, self.labels)))
-        return json.dumps(record, ensure_ascii=False, default=str) + "\n"
+        try:
+            return json.dumps(record, ensure_ascii=False, default=str, allow_nan=False) + "\n"
+        except ValueError:  # NaN or an infinity (a Parquet float, a JSON Lines NaN literal): not JSON
+            return json.dumps(_finite_or_null(record), ensure_ascii=False, default=str) + "\n"
 
     def _csv_record(self, row: InputRow, result: LabelResult) -> list:
         values = row.values or {}
@@ -234,6 +238,17 @@ def _csv_text_quoting_carriage_returns(records: list, delimiter: str) -> str:
         line = out.getvalue()
         lines.append(line[:-2] + "\n" if target is careful else line)
     return "".join(lines)
+
+
+def _finite_or_null(value):
+    """``value`` with every NaN and infinity, which JSON cannot hold, as null (what pandas writes)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(item) for item in value]
+    return value
 
 
 def _cell(value) -> str:
