@@ -140,6 +140,13 @@ class Tokenizer:
             self.char_table.learn(token for token in self._backend.get_vocab() if len(token) == 1)
 
     # -- encoding -----------------------------------------------------------------------------
+    def knows_every_character(self, texts: Sequence[object]) -> bool:
+        """Whether every character of ``texts`` has been classified already, so that encoding them
+        probes nothing (a never-seen character costs ~0.1 ms to learn). True without a table."""
+        if self.char_table is None:
+            return True
+        return self.char_table.knows("".join(t for t in texts if isinstance(t, str)))
+
     def content_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text without special tokens and without truncation."""
         safe = [_valid_unicode(t) for t in texts]
@@ -353,6 +360,10 @@ class CharTable:
             bounds.append(len(flat))
             begin = end
         return np.array(flat, dtype=np.int64), bounds
+
+    def knows(self, joined: str) -> bool:
+        kinds = self._kind_view
+        return all(kinds[point] != self.UNSEEN for point in map(ord, set(joined)))
 
     def _learn_unseen(self, joined: str) -> None:
         kinds = self._kind_view

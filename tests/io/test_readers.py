@@ -170,8 +170,16 @@ def test_parquet_from_standard_input_is_refused_in_plain_words():
         open_reader("-", Format.PARQUET, text_column="text", on_bad_row="error")
 
 
-@pytest.mark.parametrize("name", ["out.csv.gz", "out.jsonl.bz2", "OUT.CSV.XZ", "out.zst"])
-def test_a_compressed_output_name_is_refused_rather_than_written_plain(name):
-    with pytest.raises(BadInputError, match="compressed output is not written"):
-        output_format_for(Format.CSV, name)
+@pytest.mark.parametrize(("name", "advice"), [
+    ("out.csv.gz", "-o - --output-format csv | gzip > out.csv.gz"),
+    ("out.tsv.tgz", "--output-format tsv"),
+    ("out.jsonl.bz2", "--output-format jsonl"),
+    ("OUT.CSV.XZ", "--output-format csv"),
+    ("out.zst", "--output-format jsonl"),  # no format in the name: the input's (JSON Lines here)
+    ("out.parquet.gz", "Parquet output compresses its own columns; name it out.parquet"),
+])
+def test_a_compressed_output_name_is_refused_with_advice_that_writes_the_format_it_names(name, advice):
+    with pytest.raises(BadInputError, match="compressed output|compresses its own") as refused:
+        output_format_for(Format.JSONL, name)
+    assert advice in str(refused.value)
     assert output_format_for(Format.CSV, "out.gzip.csv") is Format.CSV

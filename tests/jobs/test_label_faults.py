@@ -359,7 +359,8 @@ def test_output_bytes_do_not_depend_on_chunk_rows(tmp_path, hf_model_dir, review
 
 
 # -- the report a job writes -----------------------------------------------------------------------
-@pytest.mark.parametrize("where", ["the input", "an existing file", "the output", "a missing directory"])
+@pytest.mark.parametrize("where", ["the input", "an existing file", "the output", "a missing directory",
+                                   "the manifest", "the lock"])
 def test_a_report_path_that_would_destroy_or_fail_is_refused_before_the_job(tmp_path, hf_model_dir, where):
     """`label --report` replaced any file, the job's input included, and found a bad path only
     after the whole job had run."""
@@ -369,7 +370,8 @@ def test_a_report_path_that_would_destroy_or_fail_is_refused_before_the_job(tmp_
     precious = tmp_path / "notes.txt"
     precious.write_text("keep me", encoding="utf-8")
     report = {"the input": source, "an existing file": precious, "the output": out,
-              "a missing directory": tmp_path / "nowhere" / "r.html"}[where]
+              "a missing directory": tmp_path / "nowhere" / "r.html",
+              "the manifest": tmp_path / "out.csv.manifest.json", "the lock": tmp_path / "out.csv.lock"}[where]
     proc = run_cli("label", source, "-o", out, "--report", report, *model_args(hf_model_dir), check=False)
     message = one_line_error(proc, 2)
     assert str(report) in message

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import BadInputError, OutputWriteError, WorkerProcessError
     from ..io.formats import output_format_for
-    from ..jobs.label import LabelJob, LabelJobSpec, check_job_paths
+    from ..jobs.label import LabelJob, LabelJobSpec, check_job_paths, job_paths
     from ..jobs.progress import ProgressBar, format_summary
     from ..pipeline import freeze_startup_objects
     from .engine_flags import engine_config
@@ -103,8 +103,7 @@ def run(args: argparse.Namespace) -> int:
         from ..report import check_report_path
 
         # Before the job: a report path that cannot be written would fail only after all the labelling.
-        check_report_path(args.report, keep={args.input: "the job's input", args.output: "the job's output"},
-                          overwrite=args.overwrite or args.resume)
+        check_report_path(args.report, keep=job_paths(spec), overwrite=args.overwrite or args.resume)
     classifier = structsent.load(args.model, config=engine_config(args))
     freeze_startup_objects()  # the job's full collections no longer walk the model and the modules
     progress = None if args.quiet or not sys.stderr.isatty() else ProgressBar(device=classifier.runner.device)

@@ -52,15 +52,22 @@ def detect_format(path: str, requested: str = "auto") -> Format:
     )
 
 
-COMPRESSED_SUFFIXES = frozenset({".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4", ".br"})
+COMPRESSED_SUFFIXES = frozenset({".gz", ".tgz", ".bz2", ".tbz2", ".xz", ".txz", ".zst", ".zstd", ".zip", ".lz4",
+                                 ".br", ".lzma", ".z", ".7z", ".tar", ".rar", ".sz", ".snappy"})
 
 
 def output_format_for(input_format: Format, output: str | None, requested: str = "auto") -> Format:
     """Output format: explicit, else the output name's suffix, else the input's (text -> JSONL)."""
     if output and Path(output).suffix.lower() in COMPRESSED_SUFFIXES:
+        inner = _SUFFIXES.get(Path(Path(output).stem).suffix.lower())
+        named = inner.value if inner is not None and inner is not Format.TXT else (
+            requested if requested != "auto" else output_format_for(input_format, None).value)
+        if named == Format.PARQUET.value:
+            raise BadInputError(f"{output}: Parquet output compresses its own columns; name it "
+                                f"{Path(output).stem} (compressed output files are not written)")
         raise BadInputError(
             f"{output}: compressed output is not written (the file would hold plain text under a compressed "
-            f"name); write to standard output and compress it: -o - | gzip > {output}"
+            f"name); write to standard output and compress it: -o - --output-format {named} | gzip > {output}"
         )
     if requested != "auto":
         fmt = Format(requested)

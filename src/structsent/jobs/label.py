@@ -204,6 +204,10 @@ class OutputFiles:
         """Every file the job writes (the lock apart)."""
         return [self.final, self.partial, self.manifest, self.cache, self.ledger]
 
+    def work(self) -> list[Path]:
+        """The files and directory the job keeps beside its output while it runs, the lock included."""
+        return [self.partial, self.parts, self.manifest, self.cache, self.ledger, self.lock]
+
     def remove_work(self) -> None:
         self.partial.unlink(missing_ok=True)
         self.cache.unlink(missing_ok=True)
@@ -541,6 +545,16 @@ def _reused(chunk: PreparedChunk, results: list[LabelResult], pending: list[int]
 def output_files(spec: LabelJobSpec) -> OutputFiles | None:
     """The job's files, or None when it writes to standard output."""
     return None if spec.output is None or spec.output == "-" else OutputFiles(spec.output)
+
+
+def job_paths(spec: LabelJobSpec) -> dict[str, str]:
+    """Every path the job reads or writes, with what it is (for commands that write beside it)."""
+    paths = {spec.input: "the job's input"}
+    if spec.output not in (None, "-"):
+        paths[spec.output] = "the job's output"
+        files = OutputFiles(spec.output)
+        paths.update({str(path): "a work file of the job" for path in files.work()})
+    return paths
 
 
 def check_job_paths(spec: LabelJobSpec) -> None:
