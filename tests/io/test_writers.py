@@ -179,3 +179,9 @@ def test_json_lines_output_stays_json_when_a_value_is_nan_or_infinite():
     record = json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
     assert record["x"] is None and record["nested"] == {"y": [1.5, None]} and record["z"] is None
     assert record["label"] == "正面"
+
+
+def test_a_json_lines_input_without_rows_gives_an_empty_parquet_table_of_its_columns():
+    """The per-chunk type check first read columns from the rows: with none it raised KeyError."""
+    table = ChunkEncoder(Format.PARQUET, ["text"], LABELS).table([], [])
+    assert table.num_rows == 0 and table.column_names == ["text", *added_columns(LABELS)]

@@ -13,6 +13,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ..errors import BadInputError
 from ..results import LabelResult
@@ -61,7 +62,7 @@ class ChunkEncoder:
         self._known_columns = frozenset(self.input_columns)
         self._extra_columns = frozenset(self.extra)
         self._prefix_hint = "another --prefix" if prefix else "--prefix (e.g. --prefix pred_)"
-        self._arrow_schema = None
+        self._arrow_schema: Any = None  # a pyarrow.Schema once the first chunk is written
 
     def header(self) -> bytes:
         """Bytes that open the output file (a CSV header row; nothing for other formats)."""
@@ -82,10 +83,15 @@ class ChunkEncoder:
 
         records = [self._record(r, res) for r, res in zip(rows, results)]
         where = f"rows {rows[0].number}-{rows[-1].number}" if rows else "no rows"
-        if self._arrow_schema is None:
-            self._arrow_schema = self._schema(records, input_schema, where)
         if input_schema is None:  # JSON Lines: the chunk's own types, checked against the job's
-            return _table_of_one_schema(records, self._arrow_schema, where)
+            inferred = _inferred_table(records, where) if records else None  # once per chunk
+            if self._arrow_schema is None:
+                self._arrow_schema = self._schema(input_schema, inferred)
+            if inferred is None:  # an input without rows: the columns, empty
+                return self._arrow_schema.empty_table()
+            return _table_of_one_schema(inferred, self._arrow_schema, where)
+        if self._arrow_schema is None:
+            self._arrow_schema = self._schema(input_schema, None)
         try:
             return pa.Table.from_pylist(records, schema=self._arrow_schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
@@ -152,13 +158,14 @@ class ChunkEncoder:
             text = _csv_text_quoting_carriage_returns(records, delimiter)
         return text.encode("utf-8")
 
-    def _schema(self, records: list[dict], input_schema, where: str):
+    def _schema(self, input_schema, inferred_table):
+        """The job's schema: the input's (Parquet), else the types of the first chunk's table."""
         import pyarrow as pa
 
         if input_schema is not None:
             fields = [input_schema.field(c) for c in self.input_columns]
         else:
-            inferred = _inferred_table(records, where).schema if records else None
+            inferred = inferred_table.schema if inferred_table is not None else None
             fields = [
                 inferred.field(c) if inferred is not None and c in inferred.names and
                 not pa.types.is_null(inferred.field(c).type) else pa.field(c, pa.string())
@@ -182,13 +189,13 @@ def _inferred_table(records: list[dict], where: str):
         raise BadInputError(f"{where}: a value Parquet cannot hold ({err}); write JSON Lines or CSV output") from err
 
 
-def _table_of_one_schema(records: list[dict], schema, where: str):
-    """The chunk as a table of ``schema``, refusing (rather than converting) any value the job's
-    column types cannot hold exactly: Arrow's own conversion truncated 10.75 to 10 in an integer
-    column and dropped an object's keys a struct column did not list."""
+def _table_of_one_schema(inferred, schema, where: str):
+    """The chunk (``inferred``: its table, of its own types) as a table of ``schema``, refusing
+    (rather than converting) any value the job's column types cannot hold exactly: Arrow's own
+    conversion truncated 10.75 to 10 in an integer column and dropped an object's keys a struct
+    column did not list."""
     import pyarrow as pa
 
-    inferred = _inferred_table(records, where)
     columns = []
     for field in schema:
         column = inferred.column(field.name)
