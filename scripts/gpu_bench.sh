@@ -6,7 +6,8 @@
 # structsent's own throughput is measured on N texts (label job and model alone, fp16); the ratio
 # against transformers.pipeline(batch_size=32) on BASELINE_N texts (the fp32 baselines are slow).
 # Needs a CUDA build of torch, transformers, tokenizers, safetensors, numpy, nvidia-ml-py.
-# SKIP_TABLE=1 skips the small run of the published table's rows (one-by-one is slow).
+# SKIP_TABLE=1 skips the small run of the published table's rows (one-by-one is slow); COMPILE_FFN=1 adds
+# gpu_profile's torch.compile experiment.
 # Writes profile.txt, cuda_check.txt, bench_small/, bench_ratio/ and pipeline.txt under $OUT.
 set -u
 OUT=${OUT:-gpu-out}
@@ -23,7 +24,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import torch, transformers, tokenizers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'tokenizers', tokenizers.__version__)"
 
 echo "== where the time goes"
-$PY scripts/gpu_profile.py "${corpus[@]}" --texts "${PROFILE_N:-20000}" 2>&1 | tee "$OUT/profile.txt"
+$PY scripts/gpu_profile.py "${corpus[@]}" --texts "${PROFILE_N:-20000}" --attention packed padded 2>&1 | tee "$OUT/profile.txt"
 
 echo "== CUDA checks (fidelity, out-of-memory back-off, probe)"
 $PY scripts/cuda_check.py "${corpus[@]}" 2>&1 | tee "$OUT/cuda_check.txt"
@@ -43,3 +44,9 @@ done
 echo "== $BASELINE_N texts: transformers.pipeline(batch_size=32) against structsent"
 $PY -m structsent bench --shape structbert-base --device cuda --n "$BASELINE_N" --chunks 2 "${corpus[@]}" \
     --configs pipeline,torch-fp16,torch-fp16-padded,torch-bf16 --out "$OUT/bench_ratio"
+
+if [ -n "${COMPILE_FFN:-}" ]; then
+echo "== experiment: the feed-forward half of each layer compiled (torch.compile, dynamic shapes)"
+$PY scripts/gpu_profile.py "${corpus[@]}" --texts "${PROFILE_N:-20000}" --attention packed --profile-texts 200 \
+    --compile-ffn 2>&1 | grep -v -E "^[- ]|^Name|^Self" | tee "$OUT/compile_ffn.txt"
+fi
