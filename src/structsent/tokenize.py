@@ -53,6 +53,9 @@ class EncodedText:
         return hash(self._identity())
 
 
+_NO_TEXT = EncodedText(error="not encoded")  # a placeholder that ``Tokenizer.encode`` always replaces
+
+
 def check_text(text: object) -> str | None:
     """Why ``text`` cannot be labelled, or None if it can."""
     if text is None:
@@ -154,12 +157,27 @@ class Tokenizer:
             return self.char_table.content_ids(safe)
         return rust_content_ids(self._backend, safe)
 
-    def _content_sequences(self, texts: Sequence[str]) -> Sequence[np.ndarray | list[int]]:
-        """``content_ids`` as the encoder wants them: int64 arrays where the table is used."""
-        safe = [_valid_unicode(t) for t in texts]
-        if self.char_table is not None:
-            return self.char_table.content_arrays(safe)
-        return rust_content_ids(self._backend, safe)
+    def _content_sequences(self, texts: list[str]) -> tuple[Sequence[np.ndarray | list[int]], list[TokenIds | None]]:
+        """``content_ids`` as the encoder wants them, and each text's [CLS] ids [SEP] where it came
+        for free: on the table's path, int64 views into one array with room left for [CLS] and
+        [SEP] around every text (no copy per text); None elsewhere (``_wrap`` makes it)."""
+        if self.char_table is None:
+            return rust_content_ids(self._backend, [_valid_unicode(t) for t in texts]), [None] * len(texts)
+        flat, bounds = self.char_table.flat_ids(texts)
+        if flat is None:  # texts holding an added token's text: lists from the Rust path
+            return bounds, [None] * len(texts)
+        n = len(bounds) - 1
+        shift = 2 * np.arange(n + 1, dtype=np.int64)
+        at = np.asarray(bounds, dtype=np.int64) + shift  # where each text's [CLS] goes (and the total)
+        wrapped = np.empty(len(flat) + 2 * n, dtype=np.int64)
+        starts, ends = at[:-1], at[1:] - 1  # [CLS] and [SEP] positions
+        content = np.ones(len(wrapped), dtype=bool)
+        content[starts] = content[ends] = False
+        wrapped[starts], wrapped[ends] = self.cls_id, self.sep_id
+        wrapped[content] = flat
+        starts_list, ends_list = starts.tolist(), ends.tolist()
+        return ([wrapped[a + 1 : b] for a, b in zip(starts_list, ends_list)],
+                [wrapped[a : b + 1] for a, b in zip(starts_list, ends_list)])
 
     def encode(
         self,
@@ -173,15 +191,16 @@ class Tokenizer:
         """Encode every text; invalid ones come back with ``error`` set, in input order. Truncation
         keeps a text's first tokens, or its last ones with ``keep_end``."""
         errors = [check_text(t) for t in texts]
+        encoded: list[EncodedText] = [_NO_TEXT if e is None else EncodedText(error=e) for e in errors]
         valid = [i for i, e in enumerate(errors) if e is None]
-        encoded: list[EncodedText] = [EncodedText(error=e) for e in errors]
         content_max = max_length - 2
         valid_texts = [text for text in (texts[i] for i in valid) if isinstance(text, str)]  # check_text passed
-        for i, ids in zip(valid, self._content_sequences(valid_texts)):
+        contents, wrapped = self._content_sequences(valid_texts)
+        for i, ids, whole in zip(valid, contents, wrapped):
             if not len(ids):
                 encoded[i] = EncodedText(error="no tokens left after normalisation")
             elif len(ids) <= content_max:
-                encoded[i] = EncodedText(sequences=(self._wrap(ids),))
+                encoded[i] = EncodedText(sequences=(self._wrap(ids) if whole is None else whole,))
             elif long_text is LongTextPolicy.WINDOWS:
                 windows = split_windows(ids, content_max, window_stride)
                 encoded[i] = EncodedText(sequences=tuple(map(self._wrap, windows)), truncated=False)
@@ -290,6 +309,22 @@ class CharTable:
             return [np.asarray(ids, dtype=np.int64) for ids in self._with_special_texts(texts)]
         flat, bounds = self._flat_ids(texts)
         return [flat[a:b] for a, b in zip(bounds, bounds[1:])]
+
+    def flat_ids(self, texts: list[str]) -> tuple[np.ndarray | None, list]:
+        """Every text's ids in one int64 array and where each text's begin (one more bound than
+        texts); for texts holding an added token's text, (None, each text's id list). Any text
+        may hold a lone surrogate: it is read as U+FFFD, as everywhere (checked once per call,
+        when the call's characters are converted, not text by text)."""
+        if not texts:
+            return np.zeros(0, dtype=np.int64), [0]
+        if sum(map(len, texts)) <= self.LOOP_CHARS:
+            texts = [_valid_unicode(t) for t in texts]
+        if self._holds_special_text(texts):
+            return None, self._with_special_texts([_valid_unicode(t) for t in texts])
+        try:
+            return self._flat_ids(texts)
+        except UnicodeEncodeError:  # a lone surrogate (the array path converts to UTF-32, which refuses it)
+            return self._flat_ids([_valid_unicode(t) for t in texts])
 
     def _holds_special_text(self, texts: list[str]) -> bool:
         if not self._special_texts:

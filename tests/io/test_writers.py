@@ -129,6 +129,28 @@ def test_a_carriage_return_inside_a_value_is_quoted(tmp_path, fmt):
     assert [row.text for row in reader] == texts
 
 
+@pytest.mark.parametrize("delimiter", [",", "\t"])
+def test_csv_rows_joined_directly_equal_the_csv_module_s(delimiter):
+    """csv_text joins most rows itself; every row must come out as the csv module writes it (with
+    a lone "\r" quoted: the rows holding one are compared with the careful writer's)."""
+    import random
+
+    from structsent.io.writers import _csv_text_quoting_carriage_returns, csv_text
+
+    rng = random.Random(3)
+    pieces = ["好评", "a", "", " ", ",", "\t", '"', '""', "\n", "\r", "\r\n", "é👍", "\x00", "\u2028", "\x85", "\x0b",
+              "0.25", "负面", "'", "\\", "#"]
+    records = []
+    for _ in range(3000):
+        width = rng.choice([1, 2, 5, 7])
+        records.append(["".join(rng.choice(pieces) for _ in range(rng.randrange(0, 4))) for _ in range(width)])
+    records += [[""], ["", ""], ["a"], ['"'], [" "], ["x", 1.5, None]]
+    expected = "".join(_csv_text_quoting_carriage_returns([record], delimiter) for record in records)
+    assert csv_text(records, delimiter) == expected
+    reread = list(csv.reader(io.StringIO(expected, newline=""), delimiter=delimiter))
+    assert len(reread) == len(records)
+
+
 # -- Parquet from JSON Lines: one type per column, never a silently converted value -----------------
 def parquet_chunks(*chunks):
     """Tables of successive chunks of JSON Lines rows (dicts) through one encoder."""
