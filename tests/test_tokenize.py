@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from structsent.config import LongTextPolicy
-from structsent.tokenize import CharTable, Tokenizer, _valid_unicode, split_windows
+from structsent.tokenize import CharTable, Tokenizer, _valid_unicode, rust_content_ids, split_windows
 
 from .conftest import VOCAB
 
@@ -86,6 +86,19 @@ def test_lone_surrogate_is_dropped_like_a_control_character(tokenizer):
     (enc,) = tokenizer.encode(["好\ud800评"])
     (clean,) = tokenizer.encode(["好评"])
     assert [list(seq) for seq in enc.sequences] == [list(seq) for seq in clean.sequences]
+
+
+@pytest.mark.parametrize("filler", [0, 500], ids=["small-call", "array-path"])
+def test_a_lone_surrogate_in_a_call_of_any_size_is_read_as_a_replacement_character(tokenizer, filler):
+    """Calls of more than CharTable.LOOP_CHARS characters check for surrogates once per call;
+    the texts around the bad one keep their own ids, each wrapped in [CLS] ... [SEP]."""
+    texts = ["好评" * (filler // 2 or 1), "差\udc80劲", "iPhone 5 很好", "\ud83d"]
+    encoded = tokenizer.encode(texts)
+    rust = rust_content_ids(tokenizer._backend, [t.replace("\udc80", "\ufffd").replace("\ud83d", "\ufffd")
+                                                 for t in texts])
+    assert [list(e.sequences[0]) if e.sequences else e.error for e in encoded] == \
+        [[tokenizer.cls_id, *ids, tokenizer.sep_id] if ids else "no tokens left after normalisation" for ids in rust]
+    assert len(encoded[0].sequences[0]) == filler + 2 or not filler
 
 
 def test_truncation_keeps_the_first_tokens_and_flags(tokenizer):
