@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import structsent
+import structsent.pipeline
 from structsent.bench.host import describe_cpu
 from structsent.bench.runners import GpuSampler
 from structsent.bench.workload import build_workload
@@ -76,6 +77,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternations of the two measurements (best kept)")
     parser.add_argument("--tokenizer-processes", type=int, default=0, metavar="N",
                         help="the label job tokenizes in N worker processes (as `structsent label --tokenizer-processes`)")
+    parser.add_argument("--handoff-intervals", type=float, nargs="+", default=None, metavar="SECONDS",
+                        help="on a GPU, run the label job once per value of the GIL switch interval it sets "
+                             "(structsent.pipeline.DEVICE_SWITCH_INTERVAL; 0.005 is CPython's own), same texts")
     args = parser.parse_args()
 
     workload = build_workload(args.unique or args.rows, corpus=args.corpus)
@@ -91,24 +95,30 @@ def main() -> None:
         source, output = Path(tmp) / "in.csv", Path(tmp) / "out.csv"
         write_csv(source, workload.texts, args.rows)
         texts = [workload.texts[i % len(workload.texts)] for i in range(args.rows)]
-        # Alternate the two, twice, and keep the best of each: this machine is noisy.
-        best_model, best_job, best_util = None, None, None
+        # Alternate the measurements, and keep the best of each: this machine is noisy.
+        intervals = args.handoff_intervals or [structsent.pipeline.DEVICE_SWITCH_INTERVAL]
+        best_model = None
+        best_jobs: dict[float, tuple] = {}
         for _ in range(args.rounds):
             if args.unique is None:
                 seconds = model_only(clf, texts, args.chunk_rows)
                 best_model = seconds if best_model is None else min(best_model, seconds)
-            with GpuSampler(clf.runner.device) as sampler:
-                summary = label_job(clf, source, output, args.chunk_rows, args.tokenizer_processes)
-            if best_job is None or summary.seconds_this_run < best_job.seconds_this_run:
-                best_job, best_util = summary, sampler.mean_utilisation
+            for interval in intervals:
+                structsent.pipeline.DEVICE_SWITCH_INTERVAL = interval
+                with GpuSampler(clf.runner.device) as sampler:
+                    summary = label_job(clf, source, output, args.chunk_rows, args.tokenizer_processes)
+                if interval not in best_jobs or summary.seconds_this_run < best_jobs[interval][0].seconds_this_run:
+                    best_jobs[interval] = (summary, sampler.mean_utilisation)
         if best_model is not None:
             print(f"model only, pre-tokenized: {args.rows / best_model:,.1f} texts/s ({best_model:,.1f} s)")
-        print(f"label job (CSV in, CSV out; tokenizer processes: {args.tokenizer_processes}): "
-              f"{best_job.rows_per_second:,.1f} rows/s ({best_job.seconds_this_run:,.1f} s); "
-              f"model busy {best_job.model_busy_fraction:.1%} of the time; padding {best_job.padding_fraction:.1%}"
-              + (f"; mean GPU utilisation {best_util:.0f}%" if best_util is not None else ""))
-        if best_model is not None:
-            print(f"ratio label job / model only: {best_job.rows_per_second / (args.rows / best_model):.3f}")
+        for interval, (best_job, best_util) in best_jobs.items():
+            handoff = f"; GIL switch interval {interval * 1000:g} ms" if len(intervals) > 1 else ""
+            print(f"label job (CSV in, CSV out; tokenizer processes: {args.tokenizer_processes}{handoff}): "
+                  f"{best_job.rows_per_second:,.1f} rows/s ({best_job.seconds_this_run:,.1f} s); "
+                  f"model busy {best_job.model_busy_fraction:.1%} of the time; padding {best_job.padding_fraction:.1%}"
+                  + (f"; mean GPU utilisation {best_util:.0f}%" if best_util is not None else ""))
+            if best_model is not None:
+                print(f"ratio label job / model only: {best_job.rows_per_second / (args.rows / best_model):.3f}")
         if args.rss:
             print(f"peak RSS of `structsent label` on {args.rows:,} rows: "
                   f"{peak_rss_of_cli(args.model, source, output, args.chunk_rows):,.0f} MiB")

@@ -106,3 +106,64 @@ def test_freezing_takes_live_objects_out_of_collections_and_later_cycles_are_sti
     assert _tracked(cycle)
     del cycle
     assert gc.collect() >= 2  # a cycle made after the freeze is reclaimed as before
+
+
+# -- the GIL's hand-over on a GPU ---------------------------------------------------------------------
+def test_quick_gil_handoff_lowers_the_switch_interval_on_a_gpu_only_and_restores_it():
+    import sys
+
+    from structsent.pipeline import DEVICE_SWITCH_INTERVAL, quick_gil_handoff
+
+    before = sys.getswitchinterval()
+    with quick_gil_handoff("cpu"):
+        assert sys.getswitchinterval() == before
+    with quick_gil_handoff("cuda:0"):
+        assert sys.getswitchinterval() == DEVICE_SWITCH_INTERVAL
+        with quick_gil_handoff("cuda"):  # overlapping users: the last one out restores
+            assert sys.getswitchinterval() == DEVICE_SWITCH_INTERVAL
+        assert sys.getswitchinterval() == DEVICE_SWITCH_INTERVAL
+    assert sys.getswitchinterval() == before
+    sys.setswitchinterval(DEVICE_SWITCH_INTERVAL / 5)  # a lower interval set by the user is kept
+    try:
+        with quick_gil_handoff("cuda:0"):
+            assert sys.getswitchinterval() == pytest.approx(DEVICE_SWITCH_INTERVAL / 5, rel=0.05)  # microseconds
+    finally:
+        sys.setswitchinterval(before)
+
+
+def test_a_label_job_on_a_gpu_runs_with_the_quick_handoff_and_gives_it_back(tmp_path):
+    """A runner that says it is on CUDA (a stand-in: no GPU here) sees the lowered interval in
+    every batch of a real label job; afterwards the interpreter's is restored."""
+    import sys
+
+    import numpy as np
+
+    from structsent.config import EngineConfig
+    from structsent.engine import Classifier
+    from structsent.io.formats import Format
+    from structsent.jobs.label import LabelJob, LabelJobSpec
+    from structsent.models import load_checkpoint
+    from structsent.pipeline import DEVICE_SWITCH_INTERVAL
+    from structsent.runtime import resolve_runtime
+
+    class GpuStandIn:
+        name, device, precision = "stand-in", "cuda:0", "fp16"
+        seen: list = []
+
+        def run(self, input_ids, attention_mask):
+            self.seen.append(sys.getswitchinterval())
+            return np.tile(np.array([[0.2, -0.2]], dtype=np.float32), (len(input_ids), 1))
+
+    checkpoint = load_checkpoint("default")
+    runner = GpuStandIn()
+    clf = Classifier(checkpoint, runner, resolve_runtime(checkpoint, EngineConfig(backend="torch", device="cpu")))
+    source = tmp_path / "in.txt"
+    source.write_text("".join(f"第{i}条评论，还不错\n" for i in range(300)), encoding="utf-8")
+    before = sys.getswitchinterval()
+    spec = LabelJobSpec(input=str(source), output=str(tmp_path / "out.csv"), input_format=Format.TXT,
+                        output_format=Format.CSV, chunk_rows=64)
+    summary = LabelJob(spec, clf).run()
+    assert summary.rows == 300 and runner.seen and set(runner.seen) == {DEVICE_SWITCH_INTERVAL}
+    assert sys.getswitchinterval() == before
+    lines = (tmp_path / "out.csv").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 301 and lines[1].startswith("第0条评论") and lines[-1].startswith("第299条评论")

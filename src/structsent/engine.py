@@ -11,7 +11,7 @@ import numpy as np
 from .backends import PipelinedRunner
 from .batching import Batch, pad_batch, padded_cost, padded_length, padding_fraction, plan_batches
 from .errors import BadInputError, DeviceOutOfMemoryError, ModelFormatError
-from .pipeline import Prefetch
+from .pipeline import Prefetch, quick_gil_handoff
 from .plan import RuntimePlan
 from .results import (
     LabelResult,
@@ -121,7 +121,8 @@ class Classifier:
         results: list[LabelResult] = []
         stats = RunStats()
         parts = (texts[start : start + chunk] for start in range(0, len(texts), chunk))
-        with Prefetch(map(self.encode, parts), depth=2, name="structsent-tokenize") as encoded_parts:
+        with quick_gil_handoff(self.runner.device), \
+                Prefetch(map(self.encode, parts), depth=2, name="structsent-tokenize") as encoded_parts:
             for encoded in encoded_parts:
                 part_results, part_stats = self.label_encoded(encoded)
                 results += part_results

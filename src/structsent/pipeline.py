@@ -7,8 +7,10 @@ module holds no model logic.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
@@ -135,3 +137,48 @@ def freeze_startup_objects() -> int:
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()
+
+
+# -- the GIL's hand-over when the model runs on a GPU --------------------------------------------
+# The thread that launches the model's kernels lets the GIL go at every wait on the device, and
+# must then get it back from a feed thread (reading, tokenizing, writing) that runs pure Python:
+# CPython makes the holder hand it over only after the switch interval, 5 ms by default, against
+# ~30 ms for a batch of the base model on a recent GPU, so the device idles while it waits.
+DEVICE_SWITCH_INTERVAL = 0.0005  # seconds
+_handoff_lock = threading.Lock()
+_handoff_users = 0
+_handoff_saved = 0.0
+
+
+def quick_gil_handoff_begin(device: str) -> bool:
+    """On a GPU (``device`` cuda...), lower the interpreter's switch interval to at most
+    DEVICE_SWITCH_INTERVAL until the matching ``quick_gil_handoff_end``; several users may
+    overlap (the first saves the interval, the last restores it). Returns whether it did."""
+    global _handoff_users, _handoff_saved
+    if not str(device).startswith("cuda"):
+        return False
+    with _handoff_lock:
+        if _handoff_users == 0:
+            _handoff_saved = sys.getswitchinterval()
+            sys.setswitchinterval(min(_handoff_saved, DEVICE_SWITCH_INTERVAL))
+        _handoff_users += 1
+    return True
+
+
+def quick_gil_handoff_end() -> None:
+    global _handoff_users
+    with _handoff_lock:
+        _handoff_users -= 1
+        if _handoff_users == 0:
+            sys.setswitchinterval(_handoff_saved)
+
+
+@contextlib.contextmanager
+def quick_gil_handoff(device: str) -> Iterator[None]:
+    """``quick_gil_handoff_begin`` for the duration of a ``with`` block."""
+    began = quick_gil_handoff_begin(device)
+    try:
+        yield
+    finally:
+        if began:
+            quick_gil_handoff_end()

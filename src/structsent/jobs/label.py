@@ -33,7 +33,7 @@ from ..io.manifest import InputLedger, Manifest, input_fingerprint, model_finger
 from ..io.paths import check_output_is_a_file
 from ..io.readers import InputRow, RowReader, open_reader
 from ..io.writers import ChunkEncoder, merge_parquet_parts, write_parquet_part
-from ..pipeline import BackgroundWorker, Prefetch
+from ..pipeline import BackgroundWorker, Prefetch, quick_gil_handoff
 from ..results import LabelResult, to_result
 from ..tokenize_processes import TokenizerProcesses
 
@@ -306,7 +306,8 @@ class LabelJob:
                              rows_done=manifest.rows_done, header=manifest.header)
         started = time.perf_counter()
         try:
-            self._label_chunks(reader, manifest, summary, started)
+            with quick_gil_handoff(self.classifier.runner.device):
+                self._label_chunks(reader, manifest, summary, started)
         finally:
             reader.close()
             summary.seconds_this_run = time.perf_counter() - started
