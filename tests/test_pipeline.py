@@ -114,14 +114,15 @@ def test_quick_gil_handoff_lowers_the_switch_interval_on_a_gpu_only_and_restores
 
     from structsent.pipeline import DEVICE_SWITCH_INTERVAL, quick_gil_handoff
 
+    lowered = pytest.approx(DEVICE_SWITCH_INTERVAL, rel=0.02)  # the interpreter keeps whole microseconds
     before = sys.getswitchinterval()
     with quick_gil_handoff("cpu"):
         assert sys.getswitchinterval() == before
     with quick_gil_handoff("cuda:0"):
-        assert sys.getswitchinterval() == DEVICE_SWITCH_INTERVAL
+        assert sys.getswitchinterval() == lowered
         with quick_gil_handoff("cuda"):  # overlapping users: the last one out restores
-            assert sys.getswitchinterval() == DEVICE_SWITCH_INTERVAL
-        assert sys.getswitchinterval() == DEVICE_SWITCH_INTERVAL
+            assert sys.getswitchinterval() == lowered
+        assert sys.getswitchinterval() == lowered
     assert sys.getswitchinterval() == before
     sys.setswitchinterval(DEVICE_SWITCH_INTERVAL / 5)  # a lower interval set by the user is kept
     try:
@@ -163,7 +164,8 @@ def test_a_label_job_on_a_gpu_runs_with_the_quick_handoff_and_gives_it_back(tmp_
     spec = LabelJobSpec(input=str(source), output=str(tmp_path / "out.csv"), input_format=Format.TXT,
                         output_format=Format.CSV, chunk_rows=64)
     summary = LabelJob(spec, clf).run()
-    assert summary.rows == 300 and runner.seen and set(runner.seen) == {DEVICE_SWITCH_INTERVAL}
+    assert summary.rows == 300 and runner.seen
+    assert all(seen == pytest.approx(DEVICE_SWITCH_INTERVAL, rel=0.02) for seen in runner.seen)
     assert sys.getswitchinterval() == before
     lines = (tmp_path / "out.csv").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 301 and lines[1].startswith("第0条评论") and lines[-1].startswith("第299条评论")

@@ -144,7 +144,9 @@ def freeze_startup_objects() -> int:
 # must then get it back from a feed thread (reading, tokenizing, writing) that runs pure Python:
 # CPython makes the holder hand it over only after the switch interval, 5 ms by default, against
 # ~30 ms for a batch of the base model on a recent GPU, so the device idles while it waits.
-DEVICE_SWITCH_INTERVAL = 0.0005  # seconds
+# Measured (H200, 100,000-row CSV job against the model alone on the same texts, one run): 5 ms
+# 0.855 of the model's rate, 0.5 ms 0.886, 0.1 ms 0.956.
+DEVICE_SWITCH_INTERVAL = 0.0001  # seconds
 _handoff_lock = threading.Lock()
 _handoff_users = 0
 _handoff_saved = 0.0

