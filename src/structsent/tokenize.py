@@ -166,18 +166,21 @@ class Tokenizer:
         flat, bounds = self.char_table.flat_ids(texts)
         if flat is None:  # texts holding an added token's text: lists from the Rust path
             return bounds, [None] * len(texts)
-        n = len(bounds) - 1
-        shift = 2 * np.arange(n + 1, dtype=np.int64)
-        at = np.asarray(bounds, dtype=np.int64) + shift  # where each text's [CLS] goes (and the total)
-        wrapped = np.empty(len(flat) + 2 * n, dtype=np.int64)
-        starts, ends = at[:-1], at[1:] - 1  # [CLS] and [SEP] positions
+        return self._wrapped_views(flat, bounds)
+
+    def _wrapped_views(self, flat: np.ndarray, bounds: list[int]) -> tuple[list[np.ndarray], list[TokenIds | None]]:
+        """(each text's ids, each text's [CLS] ids [SEP]): views into one new array that holds
+        every text's ids with [CLS] before and [SEP] after each (``bounds``: where texts begin in ``flat``)."""
+        texts = len(bounds) - 1
+        at = np.asarray(bounds, dtype=np.int64) + 2 * np.arange(texts + 1, dtype=np.int64)
+        starts, ends = at[:-1], at[1:] - 1  # each text's [CLS] and [SEP]
+        wrapped = np.empty(len(flat) + 2 * texts, dtype=np.int64)
         content = np.ones(len(wrapped), dtype=bool)
         content[starts] = content[ends] = False
         wrapped[starts], wrapped[ends] = self.cls_id, self.sep_id
         wrapped[content] = flat
-        starts_list, ends_list = starts.tolist(), ends.tolist()
-        return ([wrapped[a + 1 : b] for a, b in zip(starts_list, ends_list)],
-                [wrapped[a : b + 1] for a, b in zip(starts_list, ends_list)])
+        pairs = list(zip(starts.tolist(), ends.tolist()))
+        return [wrapped[a + 1 : b] for a, b in pairs], [wrapped[a : b + 1] for a, b in pairs]
 
     def encode(
         self,
