@@ -222,6 +222,18 @@ def test_encoder_arrays_hold_the_rust_paths_sequences(tokenizer, long_text):
     assert _as_lists(vectorised) == _as_lists(rust_only.encode(texts, **options))
 
 
+@pytest.mark.parametrize("call_size", [1, Tokenizer.WRAP_ONE_BY_ONE, Tokenizer.WRAP_ONE_BY_ONE + 1, 37])
+def test_calls_of_any_size_give_the_rust_paths_sequences(tokenizer, call_size):
+    """Texts are wrapped one by one in small calls and all at once in larger ones: same ids."""
+    rust_only = Tokenizer.from_vocab(VOCAB, do_lower_case=True)
+    rust_only.char_table = None
+    texts = committed_texts()[:150] + random_mixtures(40, seed=5) + EDGE_TEXTS + [None, "", "好" * 700]
+    options = dict(max_length=64, long_text=LongTextPolicy.TRUNCATE)
+    called = [e for start in range(0, len(texts), call_size)
+              for e in tokenizer.encode(texts[start : start + call_size], **options)]
+    assert _as_lists(called) == _as_lists(rust_only.encode(texts, **options))
+
+
 def test_encoded_texts_compare_and_hash_by_their_ids(tokenizer):
     rust_only = Tokenizer.from_vocab(VOCAB, do_lower_case=True)
     rust_only.char_table = None
