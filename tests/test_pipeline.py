@@ -169,3 +169,47 @@ def test_a_label_job_on_a_gpu_runs_with_the_quick_handoff_and_gives_it_back(tmp_
     assert sys.getswitchinterval() == before
     lines = (tmp_path / "out.csv").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 301 and lines[1].startswith("第0条评论") and lines[-1].startswith("第299条评论")
+
+
+def test_a_server_stopped_while_its_model_loads_leaves_the_switch_interval_as_it_was():
+    """The server is told to stop (SIGTERM, the app's lifespan ends) while its model is still
+    loading on a GPU: the load thread must not lower the interval after the stop, for good."""
+    pytest.importorskip("fastapi")
+    import sys
+
+    import numpy as np
+
+    from structsent.config import EngineConfig
+    from structsent.engine import Classifier
+    from structsent.models import load_checkpoint
+    from structsent.runtime import resolve_runtime
+    from structsent.server.app import SentimentService, ServerSettings
+
+    class GpuStandIn:
+        name, device, precision = "stand-in", "cuda:0", "fp16"
+
+        def run(self, input_ids, attention_mask):
+            return np.tile(np.array([[0.2, -0.2]], dtype=np.float32), (len(input_ids), 1))
+
+    checkpoint = load_checkpoint("default")
+    plan = resolve_runtime(checkpoint, EngineConfig(backend="torch", device="cpu"))
+    loading = threading.Event()
+
+    def slow_load(settings):
+        loading.wait(30)
+        return Classifier(checkpoint, GpuStandIn(), plan)
+
+    frozen_before = gc.get_freeze_count()
+    before = sys.getswitchinterval()
+    service = SentimentService(ServerSettings(model="default"), load=slow_load)
+    thread = service.start_loading()
+    try:
+        service.stop(timeout=5)
+        loading.set()
+        thread.join(timeout=60)
+        assert sys.getswitchinterval() == before
+    finally:
+        service.stop(timeout=5)  # what the load left running, whatever it was
+        sys.setswitchinterval(before)
+        if not frozen_before:
+            gc.unfreeze()  # the service froze this test process's objects; later tests expect none
