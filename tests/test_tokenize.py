@@ -288,6 +288,22 @@ def test_texts_holding_an_added_token_take_the_rust_path(tmp_path):
     assert tok.content_ids(["[CLS]"])[0] == [tok.cls_id]
 
 
+def test_the_added_tokens_texts_stay_in_place_while_a_call_holding_one_runs(monkeypatch):
+    """Another thread (the server tokenizes on its event loop and in a pool) must always see the
+    added tokens' texts: a call that holds one never takes them away, even for a moment."""
+    from tokenizers import AddedToken
+
+    tok = Tokenizer.from_vocab(VOCAB)
+    tok._backend.add_special_tokens([AddedToken("[CLS]", normalized=False)])
+    tok.char_table = table = CharTable.for_backend(tok._backend)
+    seen = []
+    flat_ids = CharTable._flat_ids
+    monkeypatch.setattr(CharTable, "_flat_ids", lambda self, texts: (seen.append(self._special_texts), flat_ids(self, texts))[1])
+    texts = ["好[CLS]评", "好评" * 300, "[CLS]", "差"]
+    assert tok.content_ids(texts) == rust_ids(tok, texts)
+    assert seen and all(special == ("[CLS]",) for special in seen) and table._special_texts == ("[CLS]",)
+
+
 def test_pipelines_other_than_bert_wordpiece_take_the_rust_path():
     from tokenizers import AddedToken, models, normalizers, pre_tokenizers
     from tokenizers import Tokenizer as RustTokenizer

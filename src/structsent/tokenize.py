@@ -426,13 +426,11 @@ class CharTable:
         out: list[list[int]] = [[] for _ in texts]
         for i, ids in zip(special, rust_content_ids(self._backend, [texts[i] for i in special])):
             out[i] = ids
-        if plain:
-            saved, self._special_texts = self._special_texts, ()
-            try:
-                for i, ids in zip(plain, self.content_ids([texts[i] for i in plain])):
-                    out[i] = ids
-            finally:
-                self._special_texts = saved
+        if plain:  # straight to the table (the shared list of added tokens' texts is never changed)
+            flat, bounds = self._flat_ids([texts[i] for i in plain])
+            ids = flat.tolist()
+            for i, start, end in zip(plain, bounds, bounds[1:]):
+                out[i] = ids[start:end]
         return out
 
     def learn(self, chars: Iterable[str]) -> None:

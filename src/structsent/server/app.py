@@ -179,6 +179,7 @@ class SentimentService:
         self._quick_handoff = False  # whether this service lowered the GIL's switch interval (GPU)
         self.load_error: BaseException | None = None
         self.stopping = False
+        self._lifecycle = threading.Lock()  # going live and stopping, one at a time
         self.on_fatal = on_fatal
         self._load = load
         self._tokenizer_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="structsent-tokenize")
@@ -201,26 +202,36 @@ class SentimentService:
                 max_queue=self.settings.max_queue,
                 on_batch=self.metrics.observe_batch,
             )
-            batcher.start()
-            # On a GPU the model worker gets the GIL back from the event loop within 0.1 ms, not 5.
-            self._quick_handoff = quick_gil_handoff_begin(classifier.runner.device)
             freeze_startup_objects()  # a full collection per few thousand requests walked the model each time
-            self.classifier, self.batcher = classifier, batcher
-            log.info("model ready: %s", classifier.info())
+            described = classifier.info()  # before going live: a failure here leaves the service not ready
+            if self._go_live(classifier, batcher):
+                log.info("model ready: %s", described)
         except BaseException as err:
             self.load_error = err
             log.error("the model failed to load: %s", err, exc_info=err)
             if self.on_fatal is not None:
                 self.on_fatal()
 
+    def _go_live(self, classifier: Classifier, batcher: MicroBatcher) -> bool:
+        """Start serving with a loaded model, unless ``stop`` came first (then nothing is started)."""
+        with self._lifecycle:
+            if self.stopping:
+                return False
+            batcher.start()
+            # On a GPU the model worker gets the GIL back from the event loop within 0.1 ms, not 5.
+            self._quick_handoff = quick_gil_handoff_begin(classifier.runner.device)
+            self.classifier, self.batcher = classifier, batcher
+            return True
+
     def stop(self, timeout: float | None = None) -> None:
         """Stop accepting work and finish what the batcher holds."""
-        self.stopping = True
+        with self._lifecycle:  # a model still loading will not go live after this
+            self.stopping = True
+            quick_handoff, self._quick_handoff = self._quick_handoff, False
         if self.batcher is not None and not self.batcher.stop(timeout):
             log.error("the model worker did not finish within %s s", timeout)
         self._tokenizer_pool.shutdown(wait=False, cancel_futures=True)
-        if self._quick_handoff:
-            self._quick_handoff = False
+        if quick_handoff:
             quick_gil_handoff_end()
 
     @property
