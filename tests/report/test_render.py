@@ -125,3 +125,19 @@ def test_sentinel_dates_keep_the_page_small(tmp_path, labelled_sample):
     table = page[page.index('id="group-table"'):]
     assert re.findall(r'data-kind="period"><td lang="zh-CN">([^<]+)<', table) == ["0001-01", "2024-05", "9999-12"]
     assert "No rows from 0001-02 to 2024-04" in page  # the stretch skipped, named on the chart
+
+
+def test_control_characters_from_the_file_never_reach_the_page(tmp_path):
+    """NUL and the other characters HTML does not allow are shown as U+FFFD (texts, groups, errors)."""
+    bad = "坏\x00了\x01\x1b\x7f\x85"
+    path = tmp_path / "ctl.jsonl"
+    rows = [{"text": f"{bad}{i}", "shop": bad, "label": "负面", "score": 0.6, "prob_负面": 0.6, "prob_正面": 0.4,
+             "error": None} for i in range(3)]
+    rows.append({"text": bad, "shop": bad, "label": None, "score": None, "prob_负面": None, "prob_正面": None,
+                 "error": f"flagged {bad}"})
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "report.html"
+    write_report(str(path), str(out), by="shop")
+    page = out.read_text(encoding="utf-8")
+    assert not any(ch in page for ch in "\x00\x01\x1b\x7f\x85")
+    assert "坏\ufffd了\ufffd\ufffd\ufffd\ufffd0" in page
