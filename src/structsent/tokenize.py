@@ -327,10 +327,10 @@ class CharTable:
         when the call's characters are converted, not text by text)."""
         if not texts:
             return np.zeros(0, dtype=np.int64), [0]
-        if sum(map(len, texts)) <= self.LOOP_CHARS:
-            texts = [_valid_unicode(t) for t in texts]
         if self._holds_special_text(texts):
             return None, self._with_special_texts([_valid_unicode(t) for t in texts])
+        if sum(map(len, texts)) <= self.LOOP_CHARS:  # the loop path reads each character: cleaned first
+            return self._flat_ids([_valid_unicode(t) for t in texts])
         try:
             return self._flat_ids(texts)
         except UnicodeEncodeError:  # a lone surrogate (the array path converts to UTF-32, which refuses it)
