@@ -197,6 +197,38 @@ def test_unfinished_headers_over_the_cap_get_431(guarded):
     assert answer["limit_value"] == 4096
 
 
+@pytest.mark.parametrize("split_at", [None, -3, -1])
+def test_whole_headers_over_the_cap_get_431_in_one_read_or_split_at_their_end(guarded, split_at):
+    start = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Padding: "
+    request = start + b"a" * (4098 - len(start) - 4) + b"\r\n\r\n"  # 2 bytes over: no read alone is
+    with connect(guarded) as sock:
+        if split_at is None:
+            sock.sendall(request)  # the end of the headers in the same read as the rest
+        else:
+            sock.sendall(request[:split_at])  # the end of the headers split between two reads
+            time.sleep(0.2)
+            sock.sendall(request[split_at:])
+        status, _, answer = read_response(sock)
+        assert closed_by_server(sock)
+    assert status == 431
+    assert_error_shape(answer, "validation", "max_header_bytes")
+
+
+def test_headers_just_under_the_cap_with_a_body_in_the_same_read_are_served(guarded):
+    body = json.dumps({"texts": ["好"] * 30}).encode()  # the body is not counted against the header cap
+    head = (
+        b"POST /v1/sentiment HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {API_KEY}\r\nContent-Length: {len(body)}\r\n".encode()
+    )
+    padding = b"X-Padding: " + b"a" * (4096 - len(head) - len(b"X-Padding: \r\n\r\n")) + b"\r\n"
+    request = head + padding + b"\r\n"
+    assert len(request) == 4096
+    with connect(guarded) as sock:
+        sock.sendall(request + body)
+        status, _, answer = read_response(sock)
+    assert status == 200 and len(answer["results"]) == 30
+
+
 def test_an_unparsable_request_gets_400_in_the_error_shape(guarded):
     with connect(guarded) as sock:
         sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")

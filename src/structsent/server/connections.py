@@ -6,8 +6,8 @@ deadline for request headers, which uvicorn does not have.
   process's file descriptors nor hold memory.
 - A request's headers must arrive within ``read_timeout_s`` of the connection opening or of the
   previous response; else 408 (when part of them arrived) or a silent close. Headers longer than
-  ``max_header_bytes`` are answered 431. (The body's deadline and size cap are the app's:
-  ``middleware.BodyLimits``.)
+  ``max_header_bytes`` are answered 431, whether they arrive in one read or in many. (The body's
+  deadline and size cap are the app's: ``middleware.BodyLimits``.)
 - uvicorn's own refusal of an unparsable request (400) is answered in the ErrorResponse shape.
 - When the server begins its graceful shutdown, ``ConnectionPolicy.draining`` is set, so that the
   app closes every connection after its response.
@@ -39,6 +39,7 @@ from .schemas import error_body
 log = logging.getLogger("structsent.server")
 
 PROTOCOL_NAME = f"{__name__}:GuardedHTTPProtocol"
+HEADERS_END = b"\r\n\r\n"
 UNREAD_GRACE_S = 0.05  # a deadline met by bytes the event loop has not read yet waits this much more
 
 
@@ -63,6 +64,7 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
         self._headers_deadline: asyncio.TimerHandle | None = None  # timer while a request's headers are awaited
         self._awaited_after: object = None  # the request cycle that preceded the awaited request
         self._header_bytes = 0  # bytes received while awaiting headers
+        self._header_tail = b""  # their last bytes: an end of headers may be split between two reads
 
     @property
     def _policy(self) -> ConnectionPolicy:
@@ -93,6 +95,10 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
 
     def data_received(self, data: bytes) -> None:
         if self._headers_deadline is not None:
+            if self._headers_end_beyond_cap(data):  # whole headers over the cap, before the parser takes them
+                self._refuse_large_headers()
+                return
+            self._header_tail = (self._header_tail + data)[-len(HEADERS_END) + 1:]
             self._header_bytes += len(data)
         super().data_received(data)
         if self._headers_deadline is None or self.transport.is_closing():
@@ -125,6 +131,7 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
         self._stop_awaiting()
         self._awaited_after = self.cycle
         self._header_bytes = 0
+        self._header_tail = b""
         self._headers_deadline = self.loop.call_later(self._policy.read_timeout_s, self._headers_too_slow)
 
     def _stop_awaiting(self) -> None:
@@ -151,6 +158,16 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
             408, f"request headers not received within read_timeout_s={timeout:g} seconds", "timeout",
             reason="read_timeout_s", limit="read_timeout_s", limit_value=timeout,
         )
+
+    def _headers_end_beyond_cap(self, data: bytes) -> bool:
+        """Whether the headers end in ``data`` (with the bytes before it) after more than
+        ``max_header_bytes``: a request whose headers arrive whole in one read is measured too."""
+        seen = self._header_tail + data
+        end = seen.find(HEADERS_END)
+        if end < 0:
+            return False
+        size = self._header_bytes - len(self._header_tail) + end + len(HEADERS_END)
+        return size > self._policy.max_header_bytes
 
     def _unread_bytes_waiting(self) -> bool:
         sock = self.transport.get_extra_info("socket")
