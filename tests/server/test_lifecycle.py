@@ -215,3 +215,26 @@ def wait_until_refusing_connections(server, timeout: float = 10) -> None:
             return
         time.sleep(0.02)
     raise AssertionError("the server kept accepting connections after SIGTERM")
+
+
+def test_a_request_still_computing_when_the_graceful_timeout_ends_gets_a_json_503(hf_model_dir, tmp_path):
+    gate = tmp_path / "open"
+    server = ServerProcess(
+        hf_model_dir, "--graceful-timeout", "0.5", "--max-wait-ms", "10",
+        fault_load_delay_s=0.0, env={GATE_ENVIRONMENT_VARIABLE: str(gate)},
+    )
+    try:
+        server.wait_healthy()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(post, server, [f"等不到{GATE}"])
+            wait_for_queue_depth(server, 1)
+            wait_for_queue_depth(server, 0)  # computing, held at the gate
+            server.process.terminate()  # SIGTERM; the gate stays shut past the graceful timeout
+            response = in_flight.result(15)
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"] == "1" and response.headers["connection"] == "close"
+        assert response.json() == {"error": "the server is shutting down; retry on another connection",
+                                   "error_type": "unhealthy"}
+    finally:
+        gate.touch()  # lets the held model worker end
+        server.terminate()

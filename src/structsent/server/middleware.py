@@ -114,7 +114,12 @@ class RequestTimer:
 
 class CloseWhenDraining:
     """Adds ``Connection: close`` to every response started once the server is draining, so that
-    keep-alive clients open a new connection (to another server) instead of reusing this one."""
+    keep-alive clients open a new connection (to another server) instead of reusing this one.
+
+    A request still unanswered when the graceful shutdown's time runs out is cancelled by the
+    server; it is answered 503 (``unhealthy``, with ``Retry-After``) in the error shape, where the
+    server alone would send a plain-text 500.
+    """
 
     def __init__(self, app, *, policy: ConnectionPolicy) -> None:
         self.app = app
@@ -126,14 +131,28 @@ class CloseWhenDraining:
             return
         policy = self.policy
 
+        started = False
+
         async def send_closing_when_draining(message):
-            if policy.draining and message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                if CLOSE_HEADER not in headers:
-                    message = {**message, "headers": [*headers, CLOSE_HEADER]}
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if policy.draining:
+                    headers = list(message.get("headers", ()))
+                    if CLOSE_HEADER not in headers:
+                        message = {**message, "headers": [*headers, CLOSE_HEADER]}
             await send(message)
 
-        await self.app(scope, receive, send_closing_when_draining)
+        try:
+            await self.app(scope, receive, send_closing_when_draining)
+        except asyncio.CancelledError:
+            if started or not policy.draining:
+                raise
+            # the graceful shutdown's time ran out: the task ends here, answered
+            response = error_json(
+                "the server is shutting down; retry on another connection", "unhealthy", status=503, close=True
+            )
+            await response(scope, receive, send)
 
 
 class BearerAuth:
