@@ -319,6 +319,38 @@ def test_cli_engine_ray_csv_to_jsonl_with_id_column(ray_address, hf_model_dir, r
             assert row["error"] == reference["error"]
 
 
+@pytest.mark.parametrize("output_format", ["parquet", "csv", "jsonl"])
+def test_cli_engine_ray_writes_json_values_of_mixed_types_as_text_in_every_format(ray_address, hf_model_dir,
+                                                                                  tmp_path, output_format):
+    """A JSONL text column holding a number, null, a list and an object among its strings: Ray
+    holds such a column as pickled objects, which no writer (nor a Parquet reader without Ray) takes."""
+    values = ["很好吃", 5, None, ["a", "好"], {"k": 1}, "太差了", True]
+    source = tmp_path / "mixed.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "text": v}, ensure_ascii=False) + "\n"
+                              for i, v in enumerate(values)), encoding="utf-8")
+    output = tmp_path / "out"
+    proc = run_cli("--engine", "ray", "--ray-address", ray_address, source, "-o", output, "--output-format",
+                   output_format, "--model", hf_model_dir, "--device", "cpu", "--quiet")
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    if output_format == "parquet":
+        rows = pq.read_table(output).to_pylist()
+    elif output_format == "csv":
+        rows = [dict(row, id=int(row["id"]), text=row["text"] or None)  # CSV has no null
+                for path in sorted(output.glob("*.csv"))
+                for row in csv.DictReader(path.read_text(encoding="utf-8").splitlines())]
+    else:
+        rows = [json.loads(line) for path in sorted(output.glob("*.json*"))
+                for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows.sort(key=lambda row: row["id"])
+    assert [row["id"] for row in rows] == list(range(len(values)))
+    assert [row["text"] for row in rows] == ["很好吃", "5", None, '["a", "好"]', '{"k": 1}', "太差了", "True"]
+    assert [row["error"] or None for row in rows] == [
+        None, "not a string (got int)", "missing text (None)", "not a string (got list)",
+        "not a string (got dict)", None, "not a string (got bool)",
+    ]
+    assert rows[0]["label"] in ("负面", "正面") and rows[5]["label"] in ("负面", "正面")
+
+
 # -- on a real two-node cluster -----------------------------------------------------------------
 NODE_START_TIMEOUT_S = 90
 FAULT_ROWS, FAULT_FILES, FAULT_CHUNK_ROWS = 1200, 12, 50

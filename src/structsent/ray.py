@@ -24,7 +24,7 @@ from .config import EngineConfig
 from .errors import BadInputError, ConfigError, StructsentError, require
 from .io.formats import Format, detect_format, suffixes_of
 from .io.readers import resolve_text_column
-from .io.writers import added_columns, check_no_collision, prediction_types, prediction_values
+from .io.writers import added_columns, cell_or_null, check_no_collision, prediction_types, prediction_values
 from .pipeline import freeze_startup_objects
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 RAY_INPUT_FORMATS = (Format.CSV, Format.JSONL, Format.PARQUET)
 RAY_OUTPUT_FORMATS = (Format.PARQUET, Format.CSV, Format.JSONL)
 DEFAULT_BATCH_SIZE = 1024
+PICKLED_OBJECTS = "ray.data.arrow_pickled_object"  # Ray's Arrow type for columns of Python objects
 
 
 def _ray():
@@ -72,7 +73,7 @@ class DatasetLabeller:
         results = self.classifier(batch.column(self.text_column).to_pylist())
         kept = batch if self.keep_columns is None else batch.select(self.keep_columns)
         check_no_collision(kept.column_names, self.extra, self.prefix)
-        return append_predictions(kept, results, self.labels, self.extra)
+        return append_predictions(without_pickled_columns(kept), results, self.labels, self.extra)
 
 
 def _in_ray_actor() -> bool:
@@ -81,6 +82,19 @@ def _in_ray_actor() -> bool:
     except ImportError:
         return False
     return ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
+
+
+def without_pickled_columns(table: "pyarrow.Table") -> "pyarrow.Table":
+    """``table`` with every column Ray holds as pickled Python objects (JSON values of mixed types,
+    such as a number among texts) turned into strings as the CSV writer writes them: Parquet
+    readers without Ray cannot read pickles, and the CSV and JSON writers refuse them."""
+    import pyarrow as pa
+
+    for index, field in enumerate(table.schema):
+        if getattr(field.type, "extension_name", None) == PICKLED_OBJECTS:
+            strings = pa.array([cell_or_null(value) for value in table.column(index).to_pylist()], type=pa.string())
+            table = table.set_column(index, pa.field(field.name, pa.string()), strings)
+    return table
 
 
 def append_predictions(table: "pyarrow.Table", results, labels: Sequence[str], names: Sequence[str]) -> "pyarrow.Table":

@@ -276,6 +276,12 @@ def _finite_or_null(value):
     return value
 
 
+def cell_or_null(value) -> str | None:
+    """A value as the CSV writer writes it (JSON for lists and objects), with null left null: for a
+    column whose values are of mixed types, which no Arrow type holds."""
+    return None if value is None else _cell(value)
+
+
 def _cell(value) -> str:
     if value is None:
         return ""
