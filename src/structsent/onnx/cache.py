@@ -79,15 +79,29 @@ def _existing_or_exported(target: Path, checkpoint, options: ExportOptions) -> P
     problem = entry_problem(target)
     if problem is None:
         return target
-    if target.exists():
+    if os.path.lexists(target):  # a dangling link too
         log.warning("the ONNX export cache entry %s is unusable (%s); discarding it and exporting again",
                     target, problem)
-        shutil.rmtree(target, ignore_errors=True)
+        _discard(target)
     _export_into(target, checkpoint, options)
     problem = entry_problem(target)
     if problem is not None:
         raise ModelFormatError(f"{target}: the ONNX export just written is unusable ({problem})")
     return target
+
+
+def _discard(target: Path) -> None:
+    """Remove the unusable entry ``target``: a directory, or a file or link left in its place."""
+    try:
+        if target.is_symlink() or not target.is_dir():
+            target.unlink()
+        else:
+            shutil.rmtree(target)
+    except FileNotFoundError:
+        pass  # another process discarded it first
+    except OSError as err:
+        raise ModelFormatError(f"{target}: an unusable ONNX export cache entry that cannot be removed ({err}); "
+                               "remove it, or point STRUCTSENT_CACHE elsewhere") from err
 
 
 def entry_problem(target: Path) -> str | None:
