@@ -76,3 +76,30 @@ def test_a_validation_file_without_texts_is_refused_not_skipped(source, tmp_path
     err = capsys.readouterr().err
     assert err.startswith("structsent: error: --validate") and "no texts in it" in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags", [(), ("--overwrite",)])
+@pytest.mark.parametrize("put_there", ["a file in the directory", "a file in its place"])
+def test_what_another_program_puts_at_the_output_during_the_export_is_never_replaced(source, tmp_path, capsys,
+                                                                                       monkeypatch, flags, put_there):
+    import structsent.onnx.export as export_module
+
+    out = tmp_path / "out"
+    out.mkdir()  # empty when checked
+    export_into = export_module._export_into
+
+    def export_while_another_program_writes(*args, **kwargs):
+        report = export_into(*args, **kwargs)
+        if put_there == "a file in the directory":
+            (out / "notes.txt").write_text("mine")
+        else:
+            out.rmdir()
+            out.write_text("mine")
+        return report
+
+    monkeypatch.setattr(export_module, "_export_into", export_while_another_program_writes)
+    assert export(source, out, *flags) == 2
+    assert "while the export ran; nothing was replaced" in one_line_error(capsys)
+    kept = out / "notes.txt" if put_there == "a file in the directory" else out
+    assert kept.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "out"]  # the export discarded, no staging

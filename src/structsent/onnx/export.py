@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import secrets
 import shutil
 import tempfile
@@ -109,7 +110,7 @@ def export_checkpoint(
     staging = _new_sibling(target, "export")
     try:
         report = _export_into(checkpoint, staging, target, options, validation_texts, validation_source)
-        _move_into_place(staging, target)
+        _move_into_place(staging, target, overwrite=overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return report
@@ -168,9 +169,19 @@ def _new_sibling(target: Path, role: str) -> Path:
     raise ConfigError(f"export output {target}: cannot find a free name next to it")
 
 
-def _move_into_place(staging: Path, target: Path) -> None:
-    """Rename the finished export onto ``target``; an earlier export there is moved aside first."""
+def _move_into_place(staging: Path, target: Path, *, overwrite: bool) -> None:
+    """Rename the finished export onto ``target``; an earlier export there is moved aside first.
+
+    ``target`` is checked again here: what another program put there while the export ran (files
+    in a directory that was empty, a file in its place) is never replaced; the export is discarded.
+    """
+    if os.path.lexists(target) and not target.is_dir():
+        raise ConfigError(f"export output {target}: something other than a directory was put there while the "
+                          "export ran; nothing was replaced and the export was discarded")
     if target.is_dir() and any(target.iterdir()):
+        if not (overwrite and _holds_export(target)):
+            raise ConfigError(f"export output {target}: files were put in it while the export ran; nothing was "
+                              "replaced and the export was discarded")
         previous = _new_sibling(target, "previous")
         previous.rmdir()
         target.rename(previous)
