@@ -114,6 +114,9 @@ def test_with_the_api_key_everything_is_served(guarded):
     ("content", "fragment"),
     [
         (b'{"inputs": "\xff\xfe"}', "not valid UTF-8"),
+        ('{"inputs": "好"}'.encode("utf-16"), "not valid UTF-8"),
+        ('{"inputs": "好"}'.encode("utf-16-le"), "not valid UTF-8"),
+        ('{"inputs": "好"}'.encode("utf-32-be"), "not valid UTF-8"),
         (b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
         (b'{"inputs": ' + b"7" * 5_000 + b"}", "too many digits"),
     ],
@@ -124,6 +127,12 @@ def test_undecodable_bodies_get_422_in_the_error_shape(guarded, content, fragmen
     assert response.status_code == 422
     assert_error_shape(response.json(), "validation")
     assert "malformed JSON" in response.json()["error"] and fragment in response.json()["error"]
+
+
+def test_a_utf8_body_with_a_byte_order_mark_is_read(guarded):
+    content = '\ufeff{"inputs": "好吃"}'.encode()
+    response = guarded.client.post("/predict", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 200 and len(response.json()) == 2
 
 
 # -- deadlines --------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -25,6 +26,7 @@ RETRY_AFTER_S = 1
 CLOSE_HEADER = (b"connection", b"close")
 CLIENT_CLOSED_STATUS = 499  # nginx's "client closed request": nothing was sent
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+UTF_8 = frozenset({"utf-8", "utf-8-sig"})  # what json.detect_encoding names UTF-8 (with or without a BOM)
 
 
 def error_json(
@@ -197,7 +199,8 @@ class BodyTooLargeError(Exception):
 
 class BodyLimits:
     """Reads a request's body once, within ``max_bytes`` (413) and ``read_timeout_s`` from the
-    moment its headers arrived (408), before the app parses a byte of it; then replays it.
+    moment its headers arrived (408), before the app parses a byte of it; then replays it. A body
+    in UTF-16 or UTF-32, which the JSON parser would otherwise read, is refused (422).
 
     With the connection cap this bounds what the bodies of clients can hold in memory:
     max_connections x max_body_bytes at most, for read_timeout_s at most.
@@ -226,6 +229,9 @@ class BodyLimits:
             await self._too_slow(scope, receive, send)
             return
         if body is None:  # the client disconnected
+            return
+        if body and json.detect_encoding(body) not in UTF_8:  # json.loads would read UTF-16 and UTF-32 too
+            await self._not_utf8(scope, receive, send)
             return
         replayed = False
 
@@ -262,6 +268,12 @@ class BodyLimits:
             limit_value=self.max_bytes,
             close=True,  # the rest of the body is left unread
         )
+        await response(scope, receive, send)
+
+    async def _not_utf8(self, scope, receive, send) -> None:
+        self.on_reject("validation")
+        response = error_json("malformed JSON: the body is not valid UTF-8 (JSON is exchanged in UTF-8, RFC 8259)",
+                              "validation", status=422)
         await response(scope, receive, send)
 
     async def _too_slow(self, scope, receive, send) -> None:
