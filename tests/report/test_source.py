@@ -70,6 +70,33 @@ def test_broken_records_are_flagged_rows_that_say_why(tmp_path):
     assert "invalid JSON" in rows[1].error and "finite" in rows[2].error and "prob_" in rows[3].error
 
 
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_a_probability_that_is_not_finite_or_not_in_0_1_flags_its_row(tmp_path, fmt):
+    """A hand-edited or foreign file: the label job writes null, never NaN, for what it did not compute."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    probs = [(0.1, 0.9), (float("nan"), 0.9), (0.1, float("inf")), (-0.5, 0.9), (None, 0.9), (0.2, 0.8)]
+    records = [{"text": f"评论{i}", "label": "正面", "score": positive, "prob_负面": negative,
+                "prob_正面": positive, "error": None} for i, (negative, positive) in enumerate(probs)]
+    path = tmp_path / f"edited.{fmt}"
+    if fmt == "csv":
+        with open(path, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(records[0]))
+            writer.writeheader()
+            writer.writerows({**r, "score": 0.9, "prob_负面": "" if r["prob_负面"] is None else r["prob_负面"]}
+                             for r in records)
+    elif fmt == "jsonl":  # NaN and Infinity, as Python's json writes them
+        path.write_text("".join(json.dumps({**r, "score": 0.9}, ensure_ascii=False) + "\n" for r in records),
+                        encoding="utf-8")
+    else:
+        pq.write_table(pa.Table.from_pylist([{**r, "score": 0.9} for r in records]), path)
+    rows = list(open_labelled(str(path)).rows())
+    assert [r.number for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r.label for r in rows] == ["正面", None, None, None, None, "正面"]
+    assert all("a probability is not a finite number between 0 and 1" in r.error for r in rows[1:5])
+
+
 def test_csv_record_with_the_wrong_width_is_flagged(tmp_path):
     path = tmp_path / "edited.csv"
     path.write_text("text,label,score,prob_负面,prob_正面,error\n好,正面,0.9,0.1,0.9,\n坏,负面\n", encoding="utf-8")

@@ -16,7 +16,7 @@ import csv
 import dataclasses
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import SupportsFloat, SupportsIndex
 
@@ -48,6 +48,10 @@ class LabelColumns:
     @property
     def error(self) -> str:
         return f"{self.prefix}error"
+
+    @property
+    def probs(self) -> tuple[str, ...]:
+        return tuple(f"{self.prefix}prob_{label}" for label in self.labels)
 
 
 def find_label_columns(columns: list[str], name: str, prefix: str | None = None) -> LabelColumns:
@@ -84,9 +88,9 @@ class LabelledFile:
 
     @property
     def wanted(self) -> tuple[str | None, ...]:
-        """The columns a row is made of, in to_row's order (None: not shown)."""
+        """The columns a row is made of, in to_row's order (None: not shown); the probabilities last."""
         cols = self.columns
-        return (cols.label, cols.score, cols.error, self.text_column, self.by)
+        return (cols.label, cols.score, cols.error, self.text_column, self.by, *cols.probs)
 
     def rows(self) -> Iterator[LabelledRow]:
         if self.format is Format.PARQUET:
@@ -181,19 +185,20 @@ def _delimiter(fmt: Format) -> str:
 
 # -- rows ---------------------------------------------------------------------------------------
 def to_row(number: int, label: object, score: object, error: object, text: object, group: object,
-           labels: tuple[str, ...]) -> LabelledRow:
-    """One record's values -> a LabelledRow; a label or score that cannot be right is a flag."""
+           probs: Sequence[object], labels: tuple[str, ...]) -> LabelledRow:
+    """One record's values -> a LabelledRow; a label, score or probability that cannot be right is a flag."""
     text = "" if text is None else text if isinstance(text, str) else json.dumps(text, ensure_ascii=False, default=str)
     if error is not None and error != "":
         return LabelledRow(number, None, None, str(error), text, group)
-    checked = _checked_label(label, score, labels)
+    checked = _checked_label(label, score, probs, labels)
     if isinstance(checked, str):
         return LabelledRow(number, None, None, f"{UNREADABLE}: {checked}", text, group)
     return LabelledRow(number, *checked, None, text, group)
 
 
-def _checked_label(label: object, score: object, labels: tuple[str, ...]) -> tuple[str, float] | str:
-    """(label, score) when both can be right, else what is wrong with them."""
+def _checked_label(label: object, score: object, probs: Sequence[object],
+                   labels: tuple[str, ...]) -> tuple[str, float] | str:
+    """(label, score) when they and the probabilities can be right, else what is wrong with them."""
     if label in (None, ""):
         return "no label and no error"
     if str(label) not in labels:
@@ -203,7 +208,20 @@ def _checked_label(label: object, score: object, labels: tuple[str, ...]) -> tup
         return "the score is not a number"
     if not (math.isfinite(value) and 0.0 <= value <= 1.0):
         return "the score is not a finite number between 0 and 1"
+    if not _all_probabilities(probs):
+        return "a probability is not a finite number between 0 and 1"
     return str(label), value
+
+
+def _all_probabilities(values: Sequence[object]) -> bool:
+    """Whether every value reads as a number in [0, 1] (NaN compares false; None and lists raise)."""
+    try:
+        for value in values:
+            if not 0.0 <= float(value) <= 1.0:  # type: ignore[arg-type]
+                return False
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _number(value: object) -> float | None:
@@ -228,7 +246,8 @@ def _csv_rows(file: LabelledFile) -> Iterator[LabelledRow]:
         header[0:1] = [header[0].removeprefix("\ufeff")] if header else []
         width, number = len(header), 0
         # index -1 is a None appended to every record: the column a report does not show
-        label, score, error, text, group = (header.index(name) if name in header else -1 for name in file.wanted)
+        label, score, error, text, group, *probs = (header.index(name) if name in header else -1
+                                                    for name in file.wanted)
         labels = file.columns.labels
         while True:
             try:
@@ -246,7 +265,8 @@ def _csv_rows(file: LabelledFile) -> Iterator[LabelledRow]:
                 yield _unreadable(number, f"record at line {records.line_num} has {len(fields)} fields, expected {width}")
                 continue
             values: list[str | None] = [*fields, None]
-            yield to_row(number, values[label], values[score], values[error], values[text], values[group], labels)
+            yield to_row(number, values[label], values[score], values[error], values[text], values[group],
+                         [values[prob] for prob in probs], labels)
 
 
 def _jsonl_rows(file: LabelledFile) -> Iterator[LabelledRow]:
@@ -264,8 +284,8 @@ def _jsonl_rows(file: LabelledFile) -> Iterator[LabelledRow]:
             if not isinstance(values, dict):
                 yield _unreadable(number, f"line {line_number}: not a JSON object")
                 continue
-            label, score, error, text, group = map(values.get, wanted)
-            yield to_row(number, label, score, error, text, group, labels)
+            label, score, error, text, group, *probs = map(values.get, wanted)
+            yield to_row(number, label, score, error, text, group, probs, labels)
 
 
 def _parquet_rows(file: LabelledFile) -> Iterator[LabelledRow]:
@@ -276,9 +296,9 @@ def _parquet_rows(file: LabelledFile) -> Iterator[LabelledRow]:
     for batch in pq.ParquetFile(file.path).iter_batches(batch_size=8192, columns=read):
         data = {name: batch.column(name).to_pylist() for name in read}
         columns = [data[name] if name is not None else [None] * batch.num_rows for name in file.wanted]
-        for label, score, error, text, group in zip(*columns):
+        for label, score, error, text, group, *probs in zip(*columns):
             number += 1
-            yield to_row(number, label, score, error, text, group, file.columns.labels)
+            yield to_row(number, label, score, error, text, group, probs, file.columns.labels)
 
 
 def read_job_figures(path: str) -> dict | None:
