@@ -98,7 +98,7 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
             if self._headers_end_beyond_cap(data):  # whole headers over the cap, before the parser takes them
                 self._refuse_large_headers()
                 return
-            self._header_tail = (self._header_tail + data)[-len(HEADERS_END) + 1:]
+            self._header_tail = (self._header_tail + data[-len(HEADERS_END) + 1:])[-len(HEADERS_END) + 1:]
             self._header_bytes += len(data)
         super().data_received(data)
         if self._headers_deadline is None or self.transport.is_closing():
@@ -162,12 +162,13 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
     def _headers_end_beyond_cap(self, data: bytes) -> bool:
         """Whether the headers end in ``data`` (with the bytes before it) after more than
         ``max_header_bytes``: a request whose headers arrive whole in one read is measured too."""
-        seen = self._header_tail + data
-        end = seen.find(HEADERS_END)
-        if end < 0:
-            return False
-        size = self._header_bytes - len(self._header_tail) + end + len(HEADERS_END)
-        return size > self._policy.max_header_bytes
+        tail = self._header_tail
+        end = (tail + data[: len(HEADERS_END) - 1]).find(HEADERS_END) - len(tail)  # split across the two reads
+        if end < -len(tail):
+            end = data.find(HEADERS_END)  # within this read (no copy of it)
+            if end < 0:
+                return False
+        return self._header_bytes + end + len(HEADERS_END) > self._policy.max_header_bytes
 
     def _unread_bytes_waiting(self) -> bool:
         sock = self.transport.get_extra_info("socket")
