@@ -137,6 +137,30 @@ def test_parquet_columns_that_share_a_name_are_refused(tmp_path):
         read_all(str(path), Format.PARQUET)
 
 
+def test_a_json_key_that_appears_twice_in_one_object_is_a_flagged_row(tmp_path):
+    # json.loads keeps the last value of a repeated key: the first would be lost without a word.
+    data = ('{"id": 1, "text": "好吃极了", "text": "差评"}\n{"id": 2, "text": "服务很好", "id": 3}\n'
+            '{"id": 4, "text": "好", "meta": {"k": 1, "k": 2}}\n{"id": 5, "text": "还行", "Text": "x"}\n').encode()
+    rows, _ = read_all(write(tmp_path, "a.jsonl", data), Format.JSONL, on_bad_row="flag")
+    assert [r[0] for r in rows] == [1, 2, 3, 4]
+    assert [r[2] for r in rows] == [None, None, None, "还行"]
+    assert "line 1: the key 'text' appears more than once" in rows[0][3]
+    assert "line 2: the key 'id' appears more than once" in rows[1][3]
+    assert "line 3: the key 'k' appears more than once" in rows[2][3]  # nested objects too
+    assert rows[3][1] == {"id": 5, "text": "还行", "Text": "x"} and rows[3][3] is None  # keys differ in case
+    with pytest.raises(BadInputError, match="line 1: the key 'text' appears more than once"):
+        read_all(write(tmp_path, "b.jsonl", data), Format.JSONL)
+
+
+def test_a_json_lines_file_may_begin_with_a_byte_order_mark(tmp_path):
+    data = b'\xef\xbb\xbf{"text": "\xe5\xa5\xbd"}\n{"text": "x"}\n'
+    rows, _ = read_all(write(tmp_path, "a.jsonl", data), Format.JSONL)
+    assert [(r[1], r[3]) for r in rows] == [({"text": "好"}, None), ({"text": "x"}, None)]
+    later = b'{"text": "x"}\n\xef\xbb\xbf{"text": "y"}\n'  # a mark inside the file is no mark: invalid JSON
+    rows, _ = read_all(write(tmp_path, "b.jsonl", later), Format.JSONL, on_bad_row="flag")
+    assert rows[0][3] is None and "line 2: invalid JSON" in rows[1][3]
+
+
 def test_a_json_number_too_long_to_read_is_a_flagged_row(tmp_path):
     data = ('{"text": "好吃", "n": ' + "1" * 5000 + '}\n{"text": "难吃"}\n').encode()
     rows, _ = read_all(write(tmp_path, "a.jsonl", data), Format.JSONL, on_bad_row="flag")

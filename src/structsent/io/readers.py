@@ -177,8 +177,12 @@ class JsonLinesReader(RowReader):
             yield InputRow(self.rows_read, values, text, error)
 
     def _parse(self, line: _Line) -> tuple[dict | None, str | None]:
+        text = line.text[1:] if line.start == 0 and line.text.startswith("\ufeff") else line.text  # a BOM
         try:
-            value = json.loads(line.text)
+            value = _OBJECTS_WITH_UNIQUE_KEYS.decode(text)
+        except DuplicateKeyError as err:
+            return None, (f"line {line.number}: the key {err.key!r} appears more than once in one object; a row "
+                          "keeps one value per key, so the others would be lost")
         except json.JSONDecodeError as err:
             return None, f"line {line.number}: invalid JSON ({err.msg} at column {err.colno})"
         except RecursionError:
@@ -200,6 +204,26 @@ class JsonLinesReader(RowReader):
                            f"pass --text-column")
         return value, None
 
+
+class DuplicateKeyError(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object as a dict, refusing a key that appears twice (json.loads keeps the last value)."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKeyError(key)
+            seen.add(key)
+    return value
+
+
+_OBJECTS_WITH_UNIQUE_KEYS = json.JSONDecoder(object_pairs_hook=_unique_keys)
 
 # A JSON escape of a UTF-16 surrogate (\\ud800-\\udfff). Paired, json.loads joins them into one
 # character; a lone one stays in the string as a surrogate, which no UTF-8 output can hold.
