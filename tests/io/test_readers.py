@@ -161,6 +161,22 @@ def test_a_json_lines_file_may_begin_with_a_byte_order_mark(tmp_path):
     assert rows[0][3] is None and "line 2: invalid JSON" in rows[1][3]
 
 
+@pytest.mark.parametrize("header", [b'"id","text"', b'"text","id"', b"id,text"])
+def test_a_byte_order_mark_before_a_quoted_csv_header_is_not_part_of_a_name(tmp_path, header):
+    # What pandas writes with to_csv(encoding="utf-8-sig", quoting=csv.QUOTE_ALL).
+    names = [name.strip('"') for name in header.decode().split(",")]
+    values = {"id": "1", "text": "好吃"}
+    data = b"\xef\xbb\xbf" + header + b"\n" + ",".join(f'"{values[n]}"' for n in names).encode() + b"\n"
+    rows, reader = read_all(write(tmp_path, "a.csv", data))
+    assert reader.columns == names
+    assert [(r[1], r[2]) for r in rows] == [(values, "好吃")]
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_plain_text_line(tmp_path):
+    rows, _ = read_all(write(tmp_path, "a.txt", "\ufeff好评\n\ufeff第二行\n".encode()), Format.TXT)
+    assert [r[2] for r in rows] == ["好评", "\ufeff第二行"]  # only the file's first bytes are a mark
+
+
 def test_a_json_number_too_long_to_read_is_a_flagged_row(tmp_path):
     data = ('{"text": "好吃", "n": ' + "1" * 5000 + '}\n{"text": "难吃"}\n').encode()
     rows, _ = read_all(write(tmp_path, "a.jsonl", data), Format.JSONL, on_bad_row="flag")

@@ -67,6 +67,9 @@ class RowReader:
             lines.stream.close()
 
 
+BYTE_ORDER_MARK = "\ufeff"
+
+
 @dataclasses.dataclass(slots=True)
 class _Line:
     """One physical line: its bytes, its text, where it starts, and why it is unreadable."""
@@ -100,18 +103,23 @@ class _LineSource:
         for raw in iter(self.stream.readline, b""):
             self._read_number += 1
             start, self._read_offset = self._read_offset, self._read_offset + len(raw)
-            try:
-                yield _Line(raw, raw.decode("utf-8"), self._read_number, start)
-            except UnicodeDecodeError as err:
-                message = (
-                    f"invalid UTF-8 at line {self._read_number}, byte offset {start + err.start} "
-                    f"(byte 0x{raw[err.start]:02x})"
-                )
-                if self.on_bad_row == FAIL:
-                    raise BadInputError(
-                        f"{self.name}: {message}; fix the file or pass --on-bad-row flag"
-                    ) from err
-                yield _Line(raw, raw.decode("utf-8", "replace"), self._read_number, start, message)
+            text, error = self._decoded(raw, start)
+            if start == 0 and text.startswith(BYTE_ORDER_MARK):
+                text = text[1:]  # a UTF-8 byte-order mark opens the file, not its first value
+            yield _Line(raw, text, self._read_number, start, error)
+
+    def _decoded(self, raw: bytes, start: int) -> tuple[str, str | None]:
+        """The line's text, and why it is unreadable (flag mode; fail mode raises)."""
+        try:
+            return raw.decode("utf-8"), None
+        except UnicodeDecodeError as err:
+            message = (
+                f"invalid UTF-8 at line {self._read_number}, byte offset {start + err.start} "
+                f"(byte 0x{raw[err.start]:02x})"
+            )
+            if self.on_bad_row == FAIL:
+                raise BadInputError(f"{self.name}: {message}; fix the file or pass --on-bad-row flag") from err
+            return raw.decode("utf-8", "replace"), message
 
     def consume(self, line: _Line) -> None:
         self.offset = line.start + len(line.raw)
@@ -177,9 +185,8 @@ class JsonLinesReader(RowReader):
             yield InputRow(self.rows_read, values, text, error)
 
     def _parse(self, line: _Line) -> tuple[dict | None, str | None]:
-        text = line.text[1:] if line.start == 0 and line.text.startswith("\ufeff") else line.text  # a BOM
         try:
-            value = _OBJECTS_WITH_UNIQUE_KEYS.decode(text)
+            value = _OBJECTS_WITH_UNIQUE_KEYS.decode(line.text)
         except DuplicateKeyError as err:
             return None, (f"line {line.number}: the key {err.key!r} appears more than once in one object; a row "
                           "keeps one value per key, so the others would be lost")
@@ -319,8 +326,6 @@ class CsvReader(RowReader):
             raise BadInputError(f"{self.name}: line 1: malformed header ({bad})")
         for line in lines:
             self.lines.consume(line)
-        if header and header[0].startswith("\ufeff"):
-            header[0] = header[0][1:]  # a UTF-8 byte-order mark is not part of the name
         check_unique_columns(header, f"{self.name}: line 1")
         return header
 
