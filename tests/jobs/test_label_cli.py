@@ -157,6 +157,25 @@ def test_stdin_to_stdout_plain_and_jsonl(hf_model_dir, clf):
     assert_matches_library(clf, texts, read_jsonl_bytes(as_jsonl))
 
 
+@pytest.mark.parametrize("first_line", [b"\n", b"\xef\xbb\xbf"], ids=["blank line", "byte-order mark"])
+def test_stdin_jsonl_is_told_from_its_first_non_blank_line_however_slowly_it_arrives(hf_model_dir, clf, first_line):
+    """The format of '-' was guessed from what happened to be buffered: a producer that wrote a blank
+    line (or a byte-order mark) first and the rest later had its JSON labelled as review text."""
+    texts = ["这家外卖送得很快，味道也不错", "差评，用了三天就坏了"]
+    lines = "".join(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n" for i, t in enumerate(texts))
+    proc = subprocess.Popen([PYTHON, "-m", "structsent", "label", "-", *model_args(hf_model_dir), "--quiet"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdin.write(first_line)
+    proc.stdin.flush()
+    time.sleep(1.0)  # the command has started and looked at its input by now
+    proc.stdin.write(lines.encode())
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode(errors="replace")
+    rows = read_jsonl_bytes(out)
+    assert [row["id"] for row in rows] == [0, 1]
+    assert_matches_library(clf, texts, rows)
+
+
 def test_summary_reports_counts_and_duplicates(hf_model_dir, reviews_file):
     proc = run_cli("label", reviews_file, "--model", hf_model_dir)
     summary = proc.stderr.decode()

@@ -21,7 +21,8 @@ LABEL_PAD_MULTIPLE = 8
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .engine_flags import add_engine_arguments
 
-    parser.add_argument("input", help="input file, or - for standard input (plain lines or JSON Lines)")
+    parser.add_argument("input", help="input file, or - for standard input (JSON Lines when its first "
+                                      "non-blank line begins with {, else plain lines)")
     parser.add_argument("-o", "--output", default=None, help="output file (default: standard output)")
     parser.add_argument("--format", default="auto", choices=["auto", *(f.value for f in Format)],
                         help="input format (default: from the file name)")
@@ -164,15 +165,11 @@ def _write_report(args, spec, summary, classifier) -> None:
 
 def _input_format(args) -> Format:
     from ..io.formats import detect_format
+    from ..io.readers import stdin_format
 
     if args.input == "-" and args.format == "auto":
-        return Format.TXT if not _stdin_is_jsonl() else Format.JSONL
+        return stdin_format()
     return detect_format(args.input, args.format)
-
-
-def _stdin_is_jsonl() -> bool:
-    head = sys.stdin.buffer.peek(64)[:64] if hasattr(sys.stdin.buffer, "peek") else b""
-    return head.lstrip().startswith(b"{")
 
 
 def _notice(message: str) -> None:

@@ -63,7 +63,7 @@ class RowReader:
 
     def close(self) -> None:
         lines = getattr(self, "lines", None)
-        if lines is not None and lines.stream is not sys.stdin.buffer:
+        if lines is not None and lines.stream not in (sys.stdin.buffer, _stdin_head):
             lines.stream.close()
 
 
@@ -459,9 +459,43 @@ def open_reader(path: str, fmt: Format, *, text_column: str, on_bad_row: str, po
                      name=path, text_column=text_column, delimiter="\t" if fmt is Format.TSV else ",", header=header)
 
 
+class _StdinWithHead:
+    """Standard input with the lines read to tell its format put back in front of it."""
+
+    def __init__(self, head: list[bytes]) -> None:
+        self._head = collections.deque(head)
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._head.popleft() if self._head else sys.stdin.buffer.readline(size)
+
+
+_stdin_head: _StdinWithHead | None = None
+_SNIFF_BYTES = 1 << 20  # blank lines read at most before a plain-text guess
+
+
+def stdin_format() -> Format:
+    """JSON Lines when standard input's first non-blank line (after a byte-order mark) begins with
+    ``{``, else plain text. The lines read to tell are given back to the reader of '-', so the
+    answer does not depend on how quickly the producer writes (what is buffered at one moment)."""
+    global _stdin_head
+    head: list[bytes] = []
+    size, first = 0, b""
+    while size < _SNIFF_BYTES:
+        line = sys.stdin.buffer.readline()
+        if not line:
+            break
+        head.append(line)
+        size += len(line)
+        first = line.removeprefix(b"\xef\xbb\xbf") if len(head) == 1 else line
+        if first.strip():
+            break
+    _stdin_head = _StdinWithHead(head)
+    return Format.JSONL if first.lstrip().startswith(b"{") else Format.TXT
+
+
 def _open_binary(path: str) -> tuple[BinaryIO, int | None]:
     if path == "-":
-        return sys.stdin.buffer, None
+        return (_stdin_head or sys.stdin.buffer), None  # type: ignore[return-value]
     try:
         stream = open(path, "rb")  # noqa: SIM115 - closed with the reader's file object
     except FileNotFoundError:
