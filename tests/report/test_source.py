@@ -97,11 +97,48 @@ def test_a_probability_that_is_not_finite_or_not_in_0_1_flags_its_row(tmp_path, 
     assert all("a probability is not a finite number between 0 and 1" in r.error for r in rows[1:5])
 
 
+def test_rows_an_unbalanced_quote_swallowed_are_read_again_and_counted(tmp_path):
+    path = tmp_path / "edited.csv"
+    path.write_text("id,text,label,score,prob_负面,prob_正面,error\n1,\"坏了,负面,0.9,0.9,0.1,\n"
+                    "2,差评,负面,0.9,0.9,0.1,\n3,很差,负面,0.8,0.8,0.2,\n4,好吃,正面,0.9,0.1,0.9,\n", encoding="utf-8")
+    rows = list(open_labelled(str(path)).rows())
+    assert [r.number for r in rows] == [1, 2, 3, 4]
+    assert [r.label for r in rows] == [None, "负面", "负面", "正面"]
+    assert rows[0].error.startswith(f"{UNREADABLE}: line 2: malformed CSV") and "reading went on at line 3" in rows[0].error
+
+
+def test_json_lines_no_json_parser_reads_are_flagged_rows_not_a_stop(tmp_path):
+    tail = ', "label": "正面", "score": 0.9, "prob_负面": 0.1, "prob_正面": 0.9, "error": null}\n'
+    path = tmp_path / "edited.jsonl"
+    path.write_text('{"text": "a"' + tail + '{"text": "b", "n": ' + "9" * 5000 + tail
+                    + '{"text": ' + "[" * 100_000 + "]" * 100_000 + tail + '{"text": "c", "text": "d"' + tail
+                    + '{"text": "e", "label": "正面", "score": true, "prob_负面": 0.1, "prob_正面": 0.9, "error": null}\n'
+                    + '{"text": "f"' + tail, encoding="utf-8")
+    rows = list(open_labelled(str(path)).rows())
+    assert [r.number for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r.label for r in rows] == ["正面", None, None, None, None, "正面"]
+    assert "a JSON number of more than" in rows[1].error and "nested too deeply" in rows[2].error
+    assert "the key 'text' appears more than once" in rows[3].error and "score is not a number" in rows[4].error
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_byte_order_mark_before_the_first_column_is_not_part_of_its_name(tmp_path, fmt):
+    path = tmp_path / f"bom.{fmt}"
+    if fmt == "csv":  # quoted, as pandas writes with utf-8-sig and QUOTE_ALL
+        body = '"text","label","score","prob_负面","prob_正面","error"\n"好","正面","0.9","0.1","0.9",""\n'
+    else:
+        body = '{"text": "好", "label": "正面", "score": 0.9, "prob_负面": 0.1, "prob_正面": 0.9, "error": null}\n'
+    path.write_bytes(b"\xef\xbb\xbf" + body.encode())
+    file = open_labelled(str(path))
+    assert file.text_column == "text" and file.columns.input_columns == ("text",)
+    assert [(r.label, r.text) for r in file.rows()] == [("正面", "好")]
+
+
 def test_csv_record_with_the_wrong_width_is_flagged(tmp_path):
     path = tmp_path / "edited.csv"
     path.write_text("text,label,score,prob_负面,prob_正面,error\n好,正面,0.9,0.1,0.9,\n坏,负面\n", encoding="utf-8")
     rows = list(open_labelled(str(path)).rows())
-    assert rows[0].label == "正面" and rows[1].label is None and "2 fields, expected 6" in rows[1].error
+    assert rows[0].label == "正面" and rows[1].label is None and "line 3: expected 6 fields, got 2" in rows[1].error
 
 
 def test_job_figures_sidecar(tmp_path):

@@ -5,9 +5,10 @@ The label job appends one block of columns after the input's own: ``<prefix>labe
 from the end of the column list, so an input that had its own ``label`` column (and was
 labelled with ``--prefix``) is read right.
 
-These readers are more forgiving than the label job's (``io/readers.py``): a report describes a
-file, so a line it cannot read becomes a flagged row that says why, never a stop. Parquet is
-read column by column, and only the columns the report shows.
+CSV, TSV and JSON Lines are read by the label job's own readers (``io/readers.py``) in flag
+mode: a report describes a file, so a line it cannot read becomes a flagged row that says why,
+never a stop, and what an unbalanced quote swallowed is read again. Parquet is read column by
+column, and only the columns the report shows.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import SupportsFloat, SupportsIndex
 
 from ..errors import BadInputError
 from ..io.formats import Format, detect_format
-from ..io.readers import CSV_FIELD_LIMIT
+from ..io.readers import CSV_FIELD_LIMIT, open_reader
 from .aggregate import LabelledRow
 
 UNREADABLE = "unreadable in this file"
@@ -95,9 +96,7 @@ class LabelledFile:
     def rows(self) -> Iterator[LabelledRow]:
         if self.format is Format.PARQUET:
             return _parquet_rows(self)
-        if self.format is Format.JSONL:
-            return _jsonl_rows(self)
-        return _csv_rows(self)
+        return _text_rows(self)
 
 
 def open_labelled(path: str, *, fmt: str = "auto", prefix: str | None = None, text_column: str | None = None,
@@ -137,7 +136,7 @@ def _header(path: str, fmt: Format) -> list[str]:
         if fmt is Format.PARQUET:
             return _parquet_columns(path)
         _allow_long_fields()
-        with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+        with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:  # a BOM is not a name
             if fmt is Format.JSONL:
                 return _jsonl_columns(handle, path)
             header = next(csv.reader(handle, delimiter=_delimiter(fmt)), None)
@@ -147,7 +146,6 @@ def _header(path: str, fmt: Format) -> list[str]:
         raise BadInputError(f"{path}: line 1: malformed header ({err})") from err
     if not header:
         raise BadInputError(f"{path}: empty file (no header row)")
-    header[0] = header[0].removeprefix("\ufeff")  # a byte-order mark is not part of the name
     return header
 
 
@@ -155,7 +153,7 @@ def _jsonl_columns(handle, path: str) -> list[str]:
     for _, line in zip(range(_SNIFF_LINES), handle):
         try:
             value = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # invalid JSON, a number too long to read, deep nesting
             continue
         if isinstance(value, dict):
             return list(value)
@@ -225,8 +223,8 @@ def _all_probabilities(values: Sequence[object]) -> bool:
 
 
 def _number(value: object) -> float | None:
-    """float(value), or None where float() refuses it."""
-    if not isinstance(value, (str, bytes, SupportsFloat, SupportsIndex)):
+    """float(value), or None where float() refuses it (or where it is a JSON true or false)."""
+    if isinstance(value, bool) or not isinstance(value, (str, bytes, SupportsFloat, SupportsIndex)):
         return None
     try:
         return float(value)
@@ -238,54 +236,21 @@ def _unreadable(number: int, why: str) -> LabelledRow:
     return LabelledRow(number, None, None, f"{UNREADABLE}: {why}", "", None)
 
 
-def _csv_rows(file: LabelledFile) -> Iterator[LabelledRow]:
-    _allow_long_fields()
-    with open(file.path, encoding="utf-8", errors="replace", newline="") as handle:
-        records = csv.reader(handle, delimiter=_delimiter(file.format))
-        header = next(records, None) or []
-        header[0:1] = [header[0].removeprefix("\ufeff")] if header else []
-        width, number = len(header), 0
-        # index -1 is a None appended to every record: the column a report does not show
-        label, score, error, text, group, *probs = (header.index(name) if name in header else -1
-                                                    for name in file.wanted)
-        labels = file.columns.labels
-        while True:
-            try:
-                fields = next(records)
-            except StopIteration:
-                return
-            except csv.Error as err:  # e.g. a field over the csv module's size limit
-                number += 1
-                yield _unreadable(number, f"malformed CSV record near line {records.line_num} ({err})")
+def _text_rows(file: LabelledFile) -> Iterator[LabelledRow]:
+    """CSV, TSV or JSON Lines through the label job's own readers in flag mode: a malformed record
+    is one flagged row that says why (the lines an unbalanced quote swallowed are read again, so
+    they still count), and no line stops the report."""
+    reader = open_reader(file.path, file.format, text_column=file.columns.label, on_bad_row="flag")
+    labels = file.columns.labels
+    try:
+        for row in reader:
+            if row.values is None or row.error is not None:
+                yield _unreadable(row.number, row.error or "malformed record")
                 continue
-            if not fields and width != 1:
-                continue  # the label job writes no blank records; a blank line holds none
-            number += 1
-            if len(fields) != width:
-                yield _unreadable(number, f"record at line {records.line_num} has {len(fields)} fields, expected {width}")
-                continue
-            values: list[str | None] = [*fields, None]
-            yield to_row(number, values[label], values[score], values[error], values[text], values[group],
-                         [values[prob] for prob in probs], labels)
-
-
-def _jsonl_rows(file: LabelledFile) -> Iterator[LabelledRow]:
-    wanted, labels, number = file.wanted, file.columns.labels, 0
-    with open(file.path, encoding="utf-8", errors="replace") as handle:
-        for line_number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            number += 1
-            try:
-                values = json.loads(line)
-            except json.JSONDecodeError as err:
-                yield _unreadable(number, f"line {line_number}: invalid JSON ({err.msg})")
-                continue
-            if not isinstance(values, dict):
-                yield _unreadable(number, f"line {line_number}: not a JSON object")
-                continue
-            label, score, error, text, group, *probs = map(values.get, wanted)
-            yield to_row(number, label, score, error, text, group, probs, labels)
+            label, score, error, text, group, *probs = map(row.values.get, file.wanted)
+            yield to_row(row.number, label, score, error, text, group, probs, labels)
+    finally:
+        reader.close()
 
 
 def _parquet_rows(file: LabelledFile) -> Iterator[LabelledRow]:
