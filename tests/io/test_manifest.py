@@ -23,6 +23,18 @@ def test_manifest_round_trips_and_refuses_another_version(tmp_path):
         Manifest.load(path)
 
 
+@pytest.mark.parametrize("edit", [[], "x", {"input_fingerprint": []}, {"rows_done": "3"}, {"rows_done": -1},
+                                  {"position": True}, {"header": [1, 2]}, {"counts": None}, {"extra": 1},
+                                  {"options": ["x"]}])
+def test_a_manifest_of_the_wrong_shape_is_a_one_line_refusal(tmp_path, edit):
+    path = tmp_path / "out.manifest.json"
+    Manifest(input_fingerprint={"path": "x"}, model_fingerprint="m", options={}).save(path)
+    saved = json.loads(path.read_text())
+    path.write_text(json.dumps({**saved, **edit} if isinstance(edit, dict) else edit))
+    with pytest.raises(BadInputError, match="unreadable resume manifest .*; start over with --overwrite"):
+        Manifest.load(path)
+
+
 def test_input_fingerprint_changes_when_the_file_does(tmp_path):
     path = tmp_path / "in.csv"
     path.write_bytes(b"text\na\n")

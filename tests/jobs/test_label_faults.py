@@ -139,6 +139,27 @@ def test_output_onto_a_named_pipe_is_refused_even_with_overwrite(tmp_path, hf_mo
         assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
 
 
+@pytest.mark.parametrize(("suffix", "kind"), [(".lock", "dir"), (".partial", "dir"), (".manifest.json", "dir"),
+                                              (".cache", "dir"), (".inputs", "dir"), (".parts", "file")])
+def test_something_else_where_a_work_file_goes_is_a_one_line_error_and_kept(tmp_path, hf_model_dir, suffix, kind):
+    source = tmp_path / "in.csv"
+    write_csv(source, [[1, "好评"]])
+    output = tmp_path / ("out.parquet" if suffix == ".parts" else "out.csv")
+    squatter = tmp_path / (output.name + suffix)
+    if kind == "dir":
+        squatter.mkdir()
+        (squatter / "mine.txt").write_text("not the job's")
+    else:
+        squatter.write_text("not the job's")
+    for extra in ([], ["--overwrite"], ["--resume"]):
+        message = one_line_error(run_cli("label", source, "-o", output, *extra, *model_args(hf_model_dir),
+                                         check=False), 2)
+        wanted = "directory" if kind == "file" else "file"
+        assert f"where the job keeps a work {wanted} beside its output" in message
+    kept = squatter / "mine.txt" if kind == "dir" else squatter
+    assert kept.read_text() == "not the job's" and not output.exists()
+
+
 def test_output_through_a_symbolic_link_writes_the_file_it_names_and_keeps_the_link(tmp_path, hf_model_dir):
     source, target, link = tmp_path / "in.csv", tmp_path / "data" / "labelled.csv", tmp_path / "link.csv"
     write_csv(source, [[1, "好评"], [2, "差评"]])

@@ -42,10 +42,13 @@ class Manifest:
     def load(cls, path: Path) -> "Manifest":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError(f"a JSON {type(data).__name__}, not an object")
             if data.get("version") != MANIFEST_VERSION:
                 raise ValueError(f"version {data.get('version')}, written by another structsent version")
+            _check_field_types(data)
             return cls(**data)
-        except (OSError, ValueError, TypeError) as err:
+        except (OSError, ValueError, TypeError, RecursionError) as err:
             raise BadInputError(f"{path}: unreadable resume manifest ({err}); start over with --overwrite") from err
 
     def save(self, path: Path) -> None:
@@ -55,6 +58,25 @@ class Manifest:
             handle.flush()
             os.fsync(handle.fileno())
         tmp.replace(path)
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "input_fingerprint": (dict,), "model_fingerprint": (str,), "options": (dict,), "header": (list, type(None)),
+    "position": (int,), "line": (int,), "rows_done": (int,), "output_bytes": (int,), "parts": (int,),
+    "cache_bytes": (int,), "ledger_bytes": (int,), "counts": (dict,), "version": (int,),
+}
+
+
+def _check_field_types(data: dict) -> None:
+    """Refuse a manifest whose fields are not of the types a job writes (a hand edit, another program)."""
+    for name, value in data.items():
+        kinds = _FIELD_TYPES.get(name)
+        if kinds is None:
+            raise ValueError(f"unknown field {name!r}")
+        if isinstance(value, bool) or not isinstance(value, kinds) or (isinstance(value, int) and value < 0):
+            raise ValueError(f"field {name!r} holds {json.dumps(value)[:40]}")
+    if any(not isinstance(name, str) for name in data.get("header") or []):
+        raise ValueError("field 'header' holds a name that is not a string")
 
 
 def same_input(saved: dict, fresh: dict) -> bool:

@@ -22,3 +22,19 @@ def check_output_is_a_file(path: Path) -> None:
         return
     kind = next((name for test, name in _KINDS.items() if test(mode)), "not a regular file")
     raise BadInputError(f"{path}: is {kind}; name a regular file to write (or -o - for standard output)")
+
+
+def check_work_path(path: Path, *, directory: bool = False) -> None:
+    """A file (or, with ``directory``, a directory) a job keeps beside its output must be one where
+    something already lies at its name: the job would fail on it half-way, or delete it."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode) if directory else stat.S_ISREG(mode):
+        return
+    kind = "a directory" if stat.S_ISDIR(mode) else "a regular file" if stat.S_ISREG(mode) else next(
+        (name for test, name in _KINDS.items() if test(mode)), "not a regular file")
+    wanted = "directory" if directory else "file"
+    raise BadInputError(f"{path}: is {kind}, where the job keeps a work {wanted} beside its output; "
+                        "remove it, or write the output elsewhere")

@@ -30,7 +30,7 @@ from ..errors import BadInputError, OutputWriteError
 from ..io.formats import Format
 from ..io.lock import OutputLock
 from ..io.manifest import InputLedger, Manifest, input_fingerprint, model_fingerprint, same_input
-from ..io.paths import check_output_is_a_file
+from ..io.paths import check_output_is_a_file, check_work_path
 from ..io.readers import InputRow, RowReader, open_reader
 from ..io.writers import ChunkEncoder, merge_parquet_parts, write_parquet_part
 from ..pipeline import BackgroundWorker, Prefetch, quick_gil_handoff
@@ -566,6 +566,8 @@ def check_job_paths(spec: LabelJobSpec) -> None:
         return
     check_output_directory(str(files.final))
     check_output_is_a_file(files.final)
+    for path in files.work():
+        check_work_path(path, directory=path == files.parts)
     if spec.input == "-":
         return
     for path in files.all():
