@@ -6,6 +6,7 @@ temporary folder made for this run, whatever the machine's earlier runs left.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -69,6 +70,20 @@ def children_of(pid: int, *, running: str | None = None) -> list[int]:
         if int(fields[1]) == pid and fields[0] != "Z" and (running is None or running in cmdline):
             found.append(int(entry.name))
     return found
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size: str):
+    """A tmpfs of ``size`` mounted at ``path`` (a full disk, for real): skips where none can be mounted."""
+    path.mkdir()
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]).returncode != 0:
+        pytest.skip("this machine does not allow mounting a tmpfs")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)])
 
 
 def is_running(pid: int) -> bool:

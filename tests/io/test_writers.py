@@ -9,8 +9,10 @@ import pytest
 from structsent.errors import BadInputError
 from structsent.io.formats import Format
 from structsent.io.readers import InputRow, open_reader
-from structsent.io.writers import ChunkEncoder, added_columns
+from structsent.io.writers import ChunkEncoder, added_columns, merge_parquet_parts
 from structsent.results import LabelResult
+
+from ..conftest import small_filesystem
 
 LABELS = ["负面", "正面"]
 GOOD = LabelResult(label="正面", score=0.9, scores={"负面": 0.1, "正面": 0.9})
@@ -207,3 +209,24 @@ def test_a_json_lines_input_without_rows_gives_an_empty_parquet_table_of_its_col
     """The per-chunk type check first read columns from the rows: with none it raised KeyError."""
     table = ChunkEncoder(Format.PARQUET, ["text"], LABELS).table([], [])
     assert table.num_rows == 0 and table.column_names == ["text", *added_columns(LABELS)]
+
+
+def test_a_parquet_merge_that_fills_the_disk_leaves_no_half_written_file(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    import random
+
+    rng = random.Random(0)  # text that does not compress: the merged file cannot fit
+    parts = []
+    for index in range(4):
+        part = tmp_path / f"part-{index}.parquet"
+        texts = ["".join(chr(rng.randrange(0x4E00, 0x9FA5)) for _ in range(200)) for _ in range(200)]
+        pq.write_table(pa.table({"text": texts}), part)
+        parts.append(part)
+    with small_filesystem(tmp_path / "small", "256k") as small:
+        target = small / "out.parquet"
+        with pytest.raises(OSError):
+            merge_parquet_parts(parts, target)
+        assert list(small.iterdir()) == []  # neither the output nor its temporary file
+    merge_parquet_parts(parts, tmp_path / "out.parquet")
+    assert pq.read_table(tmp_path / "out.parquet").num_rows == 800

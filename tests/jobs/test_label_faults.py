@@ -5,12 +5,10 @@ text, edited input on resume, a directory as input, a full disk, --resume before
 and output bytes that must not depend on --chunk-rows.
 """
 
-import contextlib
 import csv
 import io
 import json
 import os
-import shutil
 import signal
 import stat
 import subprocess
@@ -18,6 +16,7 @@ import time
 
 import pytest
 
+from ..conftest import small_filesystem
 from .conftest import PYTHON, read_jsonl_bytes
 from .conftest import structsent as run_cli
 
@@ -339,19 +338,6 @@ def test_a_directory_as_input_is_a_one_line_error(tmp_path, hf_model_dir):
     message = one_line_error(run_cli("label", tmp_path, "-o", tmp_path / "out.jsonl", "--format", "txt",
                                      *model_args(hf_model_dir), check=False), 2)
     assert "is a directory" in message
-
-
-@contextlib.contextmanager
-def small_filesystem(path, size):
-    path.mkdir()
-    if shutil.which("mount") is None or os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root and mount(8)")
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]).returncode != 0:
-        pytest.skip("this machine does not allow mounting a tmpfs")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)])
 
 
 def test_a_full_disk_stops_with_the_resume_command_and_resume_finishes(tmp_path, hf_model_dir, reviews_file):

@@ -7,11 +7,12 @@ job writes exactly the bytes an uninterrupted one would.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -294,23 +295,32 @@ def write_parquet_part(table, path: Path) -> None:
     """Write one chunk's table atomically (temporary name, then rename)."""
     import pyarrow.parquet as pq
 
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    _fsync_file(tmp)
-    tmp.replace(path)
+    with _renamed_into_place(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def merge_parquet_parts(parts: Sequence[Path], target: Path) -> None:
     """Concatenate part files, in order, into one Parquet file (one row group per part)."""
     import pyarrow.parquet as pq
 
-    tmp = target.with_name(target.name + ".tmp")
     schema = pq.read_schema(parts[0]) if parts else None
-    with pq.ParquetWriter(tmp, schema) as writer:
+    with _renamed_into_place(target) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for part in parts:
             writer.write_table(pq.read_table(part))
-    _fsync_file(tmp)
-    tmp.replace(target)
+
+
+@contextlib.contextmanager
+def _renamed_into_place(path: Path) -> Iterator[Path]:
+    """A temporary name beside ``path`` to write; on success it is synced and renamed onto ``path``,
+    on failure (a full disk) removed, so that no half-written file is left beside the output."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _fsync_file(path: Path) -> None:
