@@ -486,7 +486,7 @@ def stdin_format() -> Format:
             break
         head.append(line)
         size += len(line)
-        first = line.removeprefix(b"\xef\xbb\xbf") if len(head) == 1 else line
+        first = line.removeprefix(BYTE_ORDER_MARK.encode()) if len(head) == 1 else line
         if first.strip():
             break
     _stdin_head = _StdinWithHead(head)
