@@ -115,6 +115,33 @@ def test_parquet_round_trip_keeps_types(tmp_path, hf_model_dir, clf, real_review
     assert_matches_library(clf, texts, result.to_pylist())
 
 
+def test_parquet_binary_columns_are_read_and_written_as_their_utf8_text(tmp_path, hf_model_dir, clf):
+    """Strings written without their UTF8 annotation (Hive, Impala, older Spark) are BINARY columns."""
+    texts, shops = ["这家店的菜很好吃", "太差了，再也不来"], ["店A", "店B"]
+    source = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"shop": pa.array([s.encode() for s in shops], pa.binary()),
+                             "text": pa.array([t.encode() for t in texts], pa.binary())}), source)
+    for fmt in ("csv", "jsonl", "parquet"):
+        out = tmp_path / f"out.{fmt}"
+        run_cli("label", source, "-o", out, *model_args(hf_model_dir))
+        if fmt == "csv":
+            rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
+            assert [(r["shop"], r["text"]) for r in rows] == list(zip(shops, texts))
+        elif fmt == "jsonl":
+            rows = read_jsonl_bytes(out.read_bytes())
+            assert [(r["shop"], r["text"]) for r in rows] == list(zip(shops, texts))
+        else:
+            table = pq.read_table(out)
+            assert table.schema.field("shop").type == pa.binary()  # Parquet keeps the input's type
+            rows = table.to_pylist()
+        assert_matches_library(clf, texts, rows)
+    undecodable = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"shop": pa.array([b"\xff\xfe", "店".encode()], pa.binary()), "text": texts}), undecodable)
+    proc = run_cli("label", undecodable, "-o", tmp_path / "bad.csv", *model_args(hf_model_dir), check=False)
+    assert proc.returncode == 2 and "bytes that are not UTF-8" in proc.stderr.decode()
+    assert not (tmp_path / "bad.csv").exists()
+
+
 def test_csv_to_parquet_and_jsonl_to_csv(tmp_path, hf_model_dir, clf, real_reviews):
     texts = real_reviews[:40]
     source = tmp_path / "in.jsonl"

@@ -418,8 +418,17 @@ class ParquetReader(RowReader):
             for values in batch.slice(skip).to_pylist():
                 skip = 0
                 self.rows_read += 1
-                yield InputRow(self.rows_read, values, values.get(self.text_column))
+                yield self._row(values)
             skip = 0
+
+    def _row(self, values: dict) -> InputRow:
+        text = values.get(self.text_column)
+        if isinstance(text, bytes):  # a BINARY column (strings written without their UTF8 annotation)
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError:
+                return InputRow(self.rows_read, values, None, "the text is bytes that are not UTF-8")
+        return InputRow(self.rows_read, values, text)
 
 
 def check_unique_columns(columns: list[str], where: str) -> None:

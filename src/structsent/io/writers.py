@@ -130,9 +130,9 @@ class ChunkEncoder:
                                 f"pass {self._prefix_hint} so the added columns get other names")
         record.update(zip(self.extra, prediction_values(result, self.labels)))
         try:
-            return json.dumps(record, ensure_ascii=False, default=str, allow_nan=False) + "\n"
+            return json.dumps(record, ensure_ascii=False, default=_json_value, allow_nan=False) + "\n"
         except ValueError:  # NaN or an infinity (a Parquet float, a JSON Lines NaN literal): not JSON
-            return json.dumps(_finite_or_null(record), ensure_ascii=False, default=str) + "\n"
+            return json.dumps(_finite_or_null(record), ensure_ascii=False, default=_json_value) + "\n"
 
     def _csv_record(self, row: InputRow, result: LabelResult) -> list:
         values = row.values or {}
@@ -287,8 +287,25 @@ def _cell(value) -> str:
     if value is None:
         return ""
     if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False)
+        return json.dumps(value, ensure_ascii=False, default=_json_value)
+    if isinstance(value, bytes):
+        return _text_of_bytes(value)
     return str(value)
+
+
+def _json_value(value) -> str:
+    """What JSON output holds for a value JSON has no type for: a Parquet BINARY value's UTF-8 text, else str()."""
+    return _text_of_bytes(value) if isinstance(value, bytes) else str(value)
+
+
+def _text_of_bytes(value: bytes) -> str:
+    """A BINARY value (a string written without its UTF8 annotation) as text; bytes that are not
+    UTF-8 cannot be written to a text format without changing them."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInputError("a BINARY column holds bytes that are not UTF-8 text, which CSV, TSV and JSON Lines "
+                            "cannot hold unchanged; write Parquet output (-o OUT.parquet)") from None
 
 
 def write_parquet_part(table, path: Path) -> None:
