@@ -38,6 +38,28 @@ def test_prefixed_columns_after_an_input_label_column(tmp_path, fmt):
     assert [r.label for r in file.rows()] == [r.label for r in data.results]
 
 
+def test_an_input_column_named_prob_something_is_the_inputs_not_a_label(tmp_path):
+    path = tmp_path / "out.csv"
+    path.write_text("id,text,prob_spam,label,score,prob_负面,prob_正面,error\n"
+                    "1,很好吃,high,正面,0.97,0.03,0.97,\n2,太差了,low,负面,0.97,0.97,0.03,\n", encoding="utf-8")
+    file = open_labelled(str(path))
+    assert file.columns.labels == ("负面", "正面") and file.columns.input_columns == ("id", "text", "prob_spam")
+    assert [(r.label, r.error) for r in file.rows()] == [("正面", None), ("负面", None)]
+
+
+def test_json_lines_fields_of_later_rows_are_columns_when_the_first_row_lacks_them(tmp_path):
+    tail = '"label": null, "score": null, "prob_负面": null, "prob_正面": null, "error": "no text"}'
+    good = '"label": "正面", "score": 0.9, "prob_负面": 0.1, "prob_正面": 0.9, "error": null}'
+    path = tmp_path / "out.jsonl"
+    path.write_text("\n".join(['{"id": 1, ' + tail, '{"id": 2, "text": "很好吃", "shop": "A", ' + good]) + "\n",
+                    encoding="utf-8")
+    file = open_labelled(str(path), by="shop")
+    assert file.text_column == "text" and file.columns.input_columns == ("id", "text", "shop")
+    assert [(r.text, r.group, r.label) for r in file.rows()] == [("", None, None), ("很好吃", "A", "正面")]
+    with pytest.raises(BadInputError, match="no column 'nosuch' for --by"):
+        open_labelled(str(path), by="nosuch")
+
+
 def test_without_label_columns_is_a_clear_error(tmp_path):
     path = tmp_path / "plain.csv"
     path.write_text("id,text\n1,好评\n", encoding="utf-8")

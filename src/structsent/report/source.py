@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import json
 import math
 from collections.abc import Iterator, Sequence
@@ -60,9 +61,12 @@ def find_label_columns(columns: list[str], name: str, prefix: str | None = None)
     if prefix is None:
         last = columns[-1] if columns else ""
         prefix = last[: -len("error")] if last.endswith("error") else ""
-    probs = [c for c in columns if c.startswith(f"{prefix}prob_")]
     needed = [f"{prefix}label", f"{prefix}score", f"{prefix}error"]
     missing = [c for c in needed if c not in columns]
+    # the probabilities follow the score, as the label job writes them: an input column named
+    # prob_<something> elsewhere is the input's
+    after_score = columns[columns.index(needed[1]) + 1:] if not missing else []
+    probs = list(itertools.takewhile(lambda c: c.startswith(f"{prefix}prob_"), after_score))
     if missing or not probs:
         absent = ", ".join(map(repr, missing or [f"{prefix}prob_<label>"]))
         raise BadInputError(
@@ -112,6 +116,10 @@ def open_labelled(path: str, *, fmt: str = "auto", prefix: str | None = None, te
     _check_readable(path)
     columns = _header(path, format_)
     label_columns = find_label_columns(columns, path, prefix)
+    if format_ is Format.JSONL:  # fields only later rows have (a first row the job flagged may lack them)
+        later = tuple(name for name in _later_jsonl_fields(path) if name not in columns)
+        label_columns = dataclasses.replace(label_columns, input_columns=label_columns.input_columns + later)
+        columns = [*columns, *later]
     # JSON Lines: a first row the label job could not read has only the added columns, and then
     # the input's columns are unknown here; elsewhere a misspelt column is a clear error.
     known = bool(label_columns.input_columns)
@@ -150,14 +158,29 @@ def _header(path: str, fmt: Format) -> list[str]:
 
 
 def _jsonl_columns(handle, path: str) -> list[str]:
+    """The fields of the first JSON object among the first lines, in its order."""
+    first = next(_jsonl_objects(handle), None)
+    if first is None:
+        raise BadInputError(f"{path}: no JSON object in the first {_SNIFF_LINES} lines")
+    return list(first)
+
+
+def _later_jsonl_fields(path: str) -> list[str]:
+    """The fields of the other objects among the first lines, in the order they first appear."""
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
+        objects = _jsonl_objects(handle)
+        next(objects, None)
+        return list(dict.fromkeys(name for value in objects for name in value))
+
+
+def _jsonl_objects(handle) -> Iterator[dict]:
     for _, line in zip(range(_SNIFF_LINES), handle):
         try:
             value = json.loads(line)
         except (ValueError, RecursionError):  # invalid JSON, a number too long to read, deep nesting
             continue
         if isinstance(value, dict):
-            return list(value)
-    raise BadInputError(f"{path}: no JSON object in the first {_SNIFF_LINES} lines")
+            yield value
 
 
 def _parquet_columns(path: str) -> list[str]:
