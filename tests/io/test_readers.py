@@ -177,6 +177,22 @@ def test_a_byte_order_mark_is_not_part_of_the_first_plain_text_line(tmp_path):
     assert [r[2] for r in rows] == ["好评", "\ufeff第二行"]  # only the file's first bytes are a mark
 
 
+def test_parquet_values_python_cannot_hold_or_corrupt_pages_are_one_line_errors(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    beyond = tmp_path / "beyond.parquet"  # a "never expires" timestamp, beyond Python's year 9999
+    pq.write_table(pa.table({"text": ["好", "坏"], "expires": pa.array([0, 2**63 - 1], pa.timestamp("ms"))}), beyond)
+    with pytest.raises(BadInputError, match="rows 1-2: a value Python cannot hold"):
+        read_all(str(beyond), Format.PARQUET)
+    corrupt = tmp_path / "corrupt.parquet"
+    pq.write_table(pa.table({"text": [f"文本{i}" for i in range(5000)]}), corrupt, compression="snappy")
+    data = bytearray(corrupt.read_bytes())
+    data[200:4000] = b"\xab" * 3800  # the pages, not the footer
+    corrupt.write_bytes(bytes(data))
+    with pytest.raises(BadInputError, match="not a readable Parquet file after row 0"):
+        read_all(str(corrupt), Format.PARQUET)
+
+
 def test_a_json_number_too_long_to_read_is_a_flagged_row(tmp_path):
     data = ('{"text": "好吃", "n": ' + "1" * 5000 + '}\n{"text": "难吃"}\n').encode()
     rows, _ = read_all(write(tmp_path, "a.jsonl", data), Format.JSONL, on_bad_row="flag")

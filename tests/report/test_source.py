@@ -60,6 +60,16 @@ def test_json_lines_fields_of_later_rows_are_columns_when_the_first_row_lacks_th
         open_labelled(str(path), by="nosuch")
 
 
+def test_a_parquet_file_with_a_repeated_column_name_is_a_one_line_error(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "out.parquet"
+    columns = [["好"], ["x"], ["正面"], [0.9], [0.1], [0.9], pa.array([None], pa.string())]
+    pq.write_table(pa.table(columns, names=["text", "text", "label", "score", "prob_负面", "prob_正面", "error"]), path)
+    with pytest.raises(BadInputError, match="'text' appear more than once"):
+        list(open_labelled(str(path)).rows())
+
+
 def test_without_label_columns_is_a_clear_error(tmp_path):
     path = tmp_path / "plain.csv"
     path.write_text("id,text\n1,好评\n", encoding="utf-8")

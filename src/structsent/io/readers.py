@@ -14,7 +14,7 @@ import hashlib
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 
 from ..errors import BadInputError
@@ -387,7 +387,8 @@ def _allow_long_fields() -> None:
 class ParquetReader(RowReader):
     """Parquet, read one record batch at a time."""
 
-    def __init__(self, path: str, *, rows_done: int, text_column: str, batch_size: int = 8192) -> None:
+    def __init__(self, path: str, *, rows_done: int, text_column: str, batch_size: int = 8192,
+                 only: Sequence[str] | None = None) -> None:
         from ..errors import require
 
         pq = require("pyarrow.parquet", "io")
@@ -398,12 +399,14 @@ class ParquetReader(RowReader):
             self.file = pq.ParquetFile(path)
         except Exception as err:  # pyarrow raises ArrowInvalid and OSError subclasses
             raise BadInputError(f"{path}: not a readable Parquet file ({err})") from err
+        self.name = path
         self.columns = list(self.file.schema_arrow.names)
         check_unique_columns(self.columns, path)
         self.text_column = resolve_text_column(self.columns, text_column, path)
         self.total = self.file.metadata.num_rows
         self.rows_read = rows_done
         self.batch_size = batch_size
+        self.only = None if only is None else list(only)  # the columns to read (None: all)
 
     @property
     def position(self) -> int:
@@ -411,15 +414,35 @@ class ParquetReader(RowReader):
 
     def __iter__(self) -> Iterator[InputRow]:
         skip = self.rows_read
-        for batch in self.file.iter_batches(batch_size=self.batch_size):
+        for batch in self._batches():
             if skip >= batch.num_rows:
                 skip -= batch.num_rows
                 continue
-            for values in batch.slice(skip).to_pylist():
+            for values in self._values(batch.slice(skip), first_row=self.rows_read + 1):
                 skip = 0
                 self.rows_read += 1
                 yield self._row(values)
             skip = 0
+
+    def _batches(self) -> Iterator:
+        batches = self.file.iter_batches(batch_size=self.batch_size, columns=self.only)
+        while True:
+            try:
+                batch = next(batches, None)
+            except _PARQUET_READ_ERRORS as err:  # corrupt pages behind an intact footer
+                raise BadInputError(f"{self.name}: not a readable Parquet file after row {self.rows_read} "
+                                    f"({err})") from err
+            if batch is None:
+                return
+            yield batch
+
+    def _values(self, batch, *, first_row: int) -> list[dict]:
+        try:
+            return batch.to_pylist()
+        except _PARQUET_READ_ERRORS as err:  # e.g. a timestamp beyond the year 9999 ("never expires")
+            last = first_row + batch.num_rows - 1
+            raise BadInputError(f"{self.name}: rows {first_row}-{last}: a value Python cannot hold ({err}); "
+                                "convert that column (to a string, say) and try again") from err
 
     def _row(self, values: dict) -> InputRow:
         text = values.get(self.text_column)
@@ -429,6 +452,11 @@ class ParquetReader(RowReader):
             except UnicodeDecodeError:
                 return InputRow(self.rows_read, values, None, "the text is bytes that are not UTF-8")
         return InputRow(self.rows_read, values, text)
+
+
+# What pyarrow raises on data it cannot read or convert: ArrowInvalid and friends are ValueErrors,
+# ArrowIOError an OSError, a date beyond Python's an OverflowError.
+_PARQUET_READ_ERRORS = (ValueError, OSError, OverflowError, TypeError, NotImplementedError)
 
 
 def check_unique_columns(columns: list[str], where: str) -> None:

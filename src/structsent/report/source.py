@@ -24,7 +24,7 @@ from typing import SupportsFloat, SupportsIndex
 
 from ..errors import BadInputError
 from ..io.formats import Format, detect_format
-from ..io.readers import CSV_FIELD_LIMIT, open_reader
+from ..io.readers import CSV_FIELD_LIMIT, ParquetReader, open_reader
 from .aggregate import LabelledRow
 
 UNREADABLE = "unreadable in this file"
@@ -277,16 +277,12 @@ def _text_rows(file: LabelledFile) -> Iterator[LabelledRow]:
 
 
 def _parquet_rows(file: LabelledFile) -> Iterator[LabelledRow]:
-    import pyarrow.parquet as pq
-
+    """Parquet through the label job's reader, only the columns the report shows."""
     read = [name for name in dict.fromkeys(file.wanted) if name is not None]
-    number = 0
-    for batch in pq.ParquetFile(file.path).iter_batches(batch_size=8192, columns=read):
-        data = {name: batch.column(name).to_pylist() for name in read}
-        columns = [data[name] if name is not None else [None] * batch.num_rows for name in file.wanted]
-        for label, score, error, text, group, *probs in zip(*columns):
-            number += 1
-            yield to_row(number, label, score, error, text, group, probs, file.columns.labels)
+    reader = ParquetReader(file.path, rows_done=0, text_column=file.columns.label, only=read)
+    for row in reader:
+        label, score, error, text, group, *probs = map((row.values or {}).get, file.wanted)
+        yield to_row(row.number, label, score, error, text, group, probs, file.columns.labels)
 
 
 def read_job_figures(path: str) -> dict | None:
