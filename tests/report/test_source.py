@@ -7,7 +7,7 @@ import json
 import pytest
 
 from structsent.errors import BadInputError
-from structsent.report import build_report
+from structsent.report import build_report, write_report
 from structsent.report.source import UNREADABLE, find_label_columns, open_labelled, read_job_figures
 
 from .conftest import LABELS, Sample, sample, write_labelled
@@ -180,6 +180,27 @@ def test_job_figures_sidecar(tmp_path):
     (tmp_path / "bad.json").write_text("[1]", encoding="utf-8")
     with pytest.raises(BadInputError, match="JSON object"):
         read_job_figures(str(tmp_path / "bad.json"))
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ('{"rows": ' + "9" * 5000 + "}", "not a JSON job summary"),
+    ('{"a": ' * 100_000 + "1" + "}" * 100_000, "not a JSON job summary"),
+    ('{"a": ' * 50 + "1" + "}" * 50, "nested more than 8 objects deep"),
+    (b"\xff\xfe{}", "not a JSON job summary"),
+])
+def test_a_job_summary_no_page_can_show_is_a_one_line_error(tmp_path, content, message):
+    path = tmp_path / "s.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(BadInputError, match=message):
+        read_job_figures(str(path))
+
+
+def test_a_lone_surrogate_in_a_job_summary_is_shown_as_a_replacement_character(tmp_path, labelled_file):
+    summary = tmp_path / "s.json"
+    summary.write_text('{"model": "x\\ud800y", "rows": 40}', encoding="utf-8")
+    page = tmp_path / "r.html"
+    write_report(str(labelled_file), str(page), job_summary=str(summary))
+    assert "x\ufffdy" in page.read_text(encoding="utf-8")
 
 
 def test_csv_text_longer_than_the_csv_module_default_is_read(tmp_path, labelled_sample):

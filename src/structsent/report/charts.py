@@ -16,7 +16,8 @@ INK = "#3b4351"
 
 # Characters HTML does not allow in a page (NUL and the other C0 controls but tab, newline, form
 # feed and carriage return; DEL and the C1 controls): shown as U+FFFD, as a browser would show NUL.
-_NOT_IN_HTML = {code: "\ufffd" for code in [*range(0x00, 0x09), 0x0B, *range(0x0E, 0x20), *range(0x7F, 0xA0)]}
+_NOT_IN_HTML = {code: "\ufffd" for code in [*range(0x00, 0x09), 0x0B, *range(0x0E, 0x20), *range(0x7F, 0xA0),
+                                              *range(0xD800, 0xE000)]}  # and lone surrogates, which UTF-8 cannot hold
 
 
 def esc(value: object) -> str:

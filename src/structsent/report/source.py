@@ -294,8 +294,19 @@ def read_job_figures(path: str) -> dict | None:
         raise BadInputError(f"{path}: over 1 MiB, too large for a job summary")
     try:
         figures = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BadInputError(f"{path}: not a JSON job summary ({err})") from err
+    except (ValueError, RecursionError) as err:  # not UTF-8, not JSON, a number too long to read, deep nesting
+        raise BadInputError(f"{path}: not a JSON job summary ({type(err).__name__}: {err})") from err
     if not isinstance(figures, dict):
         raise BadInputError(f"{path}: a job summary must be a JSON object")
+    if _deeper_than(figures, JOB_FIGURES_DEPTH):
+        raise BadInputError(f"{path}: a job summary nested more than {JOB_FIGURES_DEPTH} objects deep")
     return figures
+
+
+JOB_FIGURES_DEPTH = 8  # the label job writes 2
+
+
+def _deeper_than(value: object, depth: int) -> bool:
+    if not isinstance(value, dict):
+        return False
+    return depth == 0 or any(_deeper_than(item, depth - 1) for item in value.values())
