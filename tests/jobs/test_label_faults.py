@@ -384,3 +384,18 @@ def test_a_report_path_that_would_destroy_or_fail_is_refused_before_the_job(tmp_
     assert str(report) in message
     assert source.read_bytes() == before and precious.read_text(encoding="utf-8") == "keep me"
     assert not out.exists()  # refused before the job began
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--report", "r.html", "--report-by", "shop"], "--report-by shop: the output will have no such column"),
+    (["--report", "r.html", "--report-by", "text", "--id-column", "id"], "--report-by text: the output will"),
+    (["--report-by", "id"], "--report-by needs --report FILE"),
+])
+def test_a_report_by_column_the_output_will_not_have_is_refused_before_the_job(tmp_path, hf_model_dir, flags,
+                                                                               message):
+    source, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    write_csv(source, [(i, "好评") for i in range(5)])
+    flags = [str(tmp_path / f) if f == "r.html" else f for f in flags]
+    proc = run_cli("label", source, "-o", out, *flags, *model_args(hf_model_dir), check=False)
+    assert message in one_line_error(proc, 2)
+    assert not out.exists() and not (tmp_path / "r.html").exists()  # refused before the job began

@@ -84,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
                             "and more processes than cores cannot tokenize faster (each holds a tokenizer in memory)")
     if args.report is not None and args.output in (None, "-"):
         raise BadInputError("--report needs an output file (-o): the report is made from it")
+    if args.report_by is not None and args.report is None:
+        raise BadInputError("--report-by needs --report FILE: it breaks that report down by a column")
     input_format = _input_format(args)
     spec = LabelJobSpec(
         input=args.input,
@@ -105,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
 
         # Before the job: a report path that cannot be written would fail only after all the labelling.
         check_report_path(args.report, keep=job_paths(spec), overwrite=args.overwrite or args.resume)
+        _check_report_by(args.report_by, spec)
     classifier = structsent.load(args.model, config=engine_config(args))
     freeze_startup_objects()  # the job's full collections no longer walk the model and the modules
     progress = None if args.quiet or not sys.stderr.isatty() else ProgressBar(device=classifier.runner.device)
@@ -149,6 +152,25 @@ def _run_on_ray(args: argparse.Namespace) -> int:
         ray_address=args.ray_address, quiet=args.quiet,
     ))
     return 0
+
+
+def _check_report_by(column: str | None, spec) -> None:
+    """A --report-by column the output will not have, refused before the job (not after all the
+    labelling). Where the columns are known from the input's header: CSV, TSV and Parquet files."""
+    from ..errors import BadInputError
+    from ..io.readers import open_reader
+
+    if column is None or spec.input == "-" or spec.input_format not in (Format.CSV, Format.TSV, Format.PARQUET):
+        return
+    reader = open_reader(spec.input, spec.input_format, text_column=spec.text_column, on_bad_row="flag")
+    try:
+        kept = reader.columns if spec.id_column is None else [spec.id_column]
+    finally:
+        reader.close()
+    added = column.removeprefix(spec.prefix) if column.startswith(spec.prefix) else None
+    if column not in kept and not (added in ("label", "score", "error") or (added or "").startswith("prob_")):
+        raise BadInputError(f"--report-by {column}: the output will have no such column; it keeps "
+                            f"{', '.join(map(repr, kept))}")
 
 
 def _write_report(args, spec, summary, classifier) -> None:
