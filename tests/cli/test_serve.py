@@ -39,6 +39,14 @@ def test_an_api_key_from_a_secret_file_loses_its_trailing_newline():
         settings_from_args(serve_args(), environ={"STRUCTSENT_API_KEY": "\n"})
 
 
+@pytest.mark.parametrize("key", ["café", "ключ", "two words", "line\nbreak", "tab\tkey", "nul\x00"])
+def test_an_api_key_no_client_could_send_is_refused_at_start(key):
+    """Clients send header values in Latin-1 or UTF-8, browsers refuse what Latin-1 lacks."""
+    with pytest.raises(ConfigError, match="printable ASCII without spaces"):
+        settings_from_args(serve_args("--api-key", key), environ={})
+    assert settings_from_args(serve_args("--api-key", "A-z_0.9~+/="), environ={}).api_key == "A-z_0.9~+/="
+
+
 def test_the_api_key_reaches_workers_but_not_info_nor_repr():
     settings = settings_from_args(serve_args("--api-key", "s3cret-key", "--max-connections", "9"), environ={})
     assert ServerSettings.from_json(settings.to_json()) == settings  # worker processes get it

@@ -99,6 +99,9 @@ class ServerSettings:
             raise ConfigError(f"read_timeout_s={self.read_timeout_s}: must be a finite number of seconds > 0")
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("the API key is empty: give a key, or none for a server without authentication")
+        if self.api_key is not None and not all("!" <= char <= "~" for char in self.api_key):
+            raise ConfigError("the API key must be printable ASCII without spaces (clients and browsers send other "
+                              "characters in other encodings, or not at all, so it could never match)")
         if self.max_texts > self.max_queue:
             raise ConfigError(
                 f"max_texts={self.max_texts} > max_queue={self.max_queue}: a full request could never be queued"
