@@ -162,8 +162,12 @@ REQUESTS = [
     dict(method="POST", url="/predict", content=b'{"inputs": "\\ud800"}', headers={"content-type": "application/json"}),
     dict(method="POST", url="/v1/sentiment", content=b'{"texts": ["a"]}', headers={"content-type": "text/plain"}),
     dict(method="POST", url="/v1/sentiment", content=b'{"texts": ["a"]}'),  # no content type
-    dict(method="POST", url="/v1/sentiment", content=b'{"texts": ["a"], "texts": ["b", "c"]}',
+    dict(method="POST", url="/v1/sentiment", content=b'{"texts": ["a"], "texts": ["b", "c"]}',  # 422: which?
          headers={"content-type": "Application/JSON; charset=utf-8"}),
+    dict(method="POST", url="/predict", content=b'{"inputs": "a", "truncate": true, "truncate": false}',
+         headers={"content-type": "application/json"}),
+    dict(method="POST", url="/v1/sentiment", content=b'{"texts": ["\xe5\xa5\xbd"]}',
+         headers={"content-type": "application/json; charset=utf-8"}),
 ]
 
 
@@ -174,6 +178,10 @@ def test_every_answer_is_the_frameworks_byte_for_byte(service, hf_model_dir):
         assert got == expected, request
     statuses = [status for status, _, _ in direct]
     assert statuses.count(200) >= 9 and {413, 422} <= set(statuses)  # the corpus holds both kinds
+    repeated = [body for request, (status, _, body) in zip(REQUESTS, direct)
+                if b'"texts": ["a"], "texts"' in request.get("content", b"") or b'"truncate": true, "truncate"'
+                in request.get("content", b"")]
+    assert len(repeated) == 2 and all(b"appears more than once in one object" in body for body in repeated)
 
 
 def test_the_direct_app_labels_as_the_library_does(service, clf):

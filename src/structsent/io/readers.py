@@ -186,7 +186,7 @@ class JsonLinesReader(RowReader):
 
     def _parse(self, line: _Line) -> tuple[dict | None, str | None]:
         try:
-            value = _OBJECTS_WITH_UNIQUE_KEYS.decode(line.text)
+            value = json_with_unique_keys(line.text)
         except DuplicateKeyError as err:
             return None, (f"line {line.number}: the key {err.key!r} appears more than once in one object; a row "
                           "keeps one value per key, so the others would be lost")
@@ -212,9 +212,11 @@ class JsonLinesReader(RowReader):
         return value, None
 
 
-class DuplicateKeyError(Exception):
+class DuplicateKeyError(ValueError):
+    """A JSON object with a key that appears twice: json.loads would keep the last value only."""
+
     def __init__(self, key: str) -> None:
-        super().__init__(key)
+        super().__init__(f"the key {key!r} appears more than once in one object")
         self.key = key
 
 
@@ -231,6 +233,11 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
 
 
 _OBJECTS_WITH_UNIQUE_KEYS = json.JSONDecoder(object_pairs_hook=_unique_keys)
+
+
+def json_with_unique_keys(text: str):
+    """``json.loads(text)``, raising DuplicateKeyError for an object with a key that appears twice."""
+    return _OBJECTS_WITH_UNIQUE_KEYS.decode(text)
 
 # A JSON escape of a UTF-16 surrogate (\\ud800-\\udfff). Paired, json.loads joins them into one
 # character; a lone one stays in the string as a surrogate, which no UTF-8 output can hold.

@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -36,12 +36,13 @@ from starlette.routing import Route
 from .. import __version__
 from ..config import EngineConfig, LongTextPolicy
 from ..errors import BadInputError, ConfigError, ModelOutputError, OverloadedError, StructsentError
+from ..io.readers import DuplicateKeyError
 from ..pipeline import freeze_startup_objects, quick_gil_handoff_begin, quick_gil_handoff_end
 from ..results import LabelResult, is_model_failure
 from .apidocs import PATHS as API_DOCS_PATHS
 from .apidocs import add_offline_docs
 from .batcher import BatchFailedError, MicroBatcher, QueueFullError, WorkerStoppedError
-from .direct import DirectRoute, DirectRoutes, Receive
+from .direct import DirectRoute, DirectRoutes, Receive, json_body
 from .metrics import ServerMetrics
 from .middleware import BearerAuth, BodyLimits, CloseWhenDraining, ConnectionPolicy, RequestTimer, error_json
 from .page import BrowserPage
@@ -487,6 +488,7 @@ def create_app(settings: ServerSettings, *, service: SentimentService | None = N
                   # A trailing slash is another path (404), not a redirect built from the client's Host header.
                   redirect_slashes=False,
                   **framework_telemetry(os.environ))
+    app.router.route_class = JsonBodyRoute
     add_offline_docs(app)
     app.state.service = service
     _add_error_handlers(app, service)
@@ -604,6 +606,27 @@ def _add_error_handlers(app: FastAPI, service: SentimentService) -> None:
         return error_json(f"internal error: {type(err).__name__}", "backend", status=500)
 
 
+class JsonBodyRequest(Request):
+    """A request whose JSON body is read as the direct routes read it (``direct.json_body``)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = json_body(await self.body())
+        return self._json
+
+
+class JsonBodyRoute(APIRoute):
+    """The framework's routes, reading JSON bodies with ``JsonBodyRequest``."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            return await handler(JsonBodyRequest(request.scope, request.receive))
+
+        return handle
+
+
 def typed_error_response(err: StructsentError, metrics: ServerMetrics) -> Response:
     """The answer to a typed error, wherever the route was answered (framework or direct)."""
     if isinstance(err, ClientDisconnectedError):
@@ -627,6 +650,8 @@ def declares_json(content_type: str | None) -> bool:
 def describe_undecodable_body(cause: BaseException) -> str:
     if isinstance(cause, UnicodeDecodeError):
         return "the body is not valid UTF-8"
+    if isinstance(cause, DuplicateKeyError):
+        return f"{cause}: which value was meant cannot be told"
     if isinstance(cause, RecursionError):
         return "nested too deeply"
     if isinstance(cause, ValueError) and "digits" in str(cause):

@@ -6,7 +6,7 @@ own middleware (routing, dependency solving, its exception and telemetry middlew
 than the route's own work; for the hot routes this middleware (the innermost) answers instead.
 
 It answers only requests the framework would accept: a ``POST`` to one of its paths, the JSON
-content type, a body that ``json.loads`` reads and the
+content type, a body that ``json_body`` reads and the
 route's pydantic model validates. Any other request, including every malformed one, goes on to
 the framework with its body replayed, so error answers stay the framework's, word for word. The
 route's answer is the same function the framework's route calls; typed errors are turned into
@@ -16,7 +16,6 @@ answers by the same function as the framework's exception handler.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
@@ -24,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from ..errors import StructsentError
+from ..io.readers import json_with_unique_keys
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]  # an ASGI receive
 Answer = Callable[[Any, Receive], Awaitable[Response]]
@@ -88,12 +88,18 @@ async def read_body(receive: Receive) -> bytes | None:
             return b"".join(chunks)
 
 
+def json_body(body: bytes) -> Any:
+    """A request's JSON, as every route reads it: UTF-8 (a byte-order mark allowed), and an object
+    with a key that appears twice refused (a ValueError), where json.loads would keep its last value."""
+    return json_with_unique_keys(body.decode("utf-8-sig"))
+
+
 def parse_body(model: type[BaseModel], body: bytes) -> BaseModel | None:
     """The body validated as the route's model, or None: the framework then answers."""
     if not body:
         return None
     try:
-        return model.model_validate(json.loads(body))  # as the framework: json.loads, then the model
+        return model.model_validate(json_body(body))  # as the framework: the JSON, then the model
     except (ValueError, RecursionError, ValidationError):  # JSON errors and UnicodeDecodeError are ValueErrors
         return None
 
