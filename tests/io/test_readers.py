@@ -193,6 +193,21 @@ def test_parquet_values_python_cannot_hold_or_corrupt_pages_are_one_line_errors(
         read_all(str(corrupt), Format.PARQUET)
 
 
+def test_a_file_of_only_a_byte_order_mark_is_as_empty_as_one_without(tmp_path):
+    assert read_all(write(tmp_path, "a.txt", b"\xef\xbb\xbf"), Format.TXT)[0] == []
+    assert read_all(write(tmp_path, "a.jsonl", b"\xef\xbb\xbf"), Format.JSONL)[0] == []
+    with pytest.raises(BadInputError, match="no header row"):
+        read_all(write(tmp_path, "a.csv", b"\xef\xbb\xbf"))
+
+
+def test_json_keys_that_differ_only_in_lone_surrogates_are_not_merged(tmp_path):
+    data = b'{"\\ud800": 1, "\\udc00": 2, "text": "\xe5\xa5\xbd"}\n{"text": "x"}\n'
+    rows, _ = read_all(write(tmp_path, "a.jsonl", data), Format.JSONL, on_bad_row="flag")
+    assert [r[0] for r in rows] == [1, 2]
+    assert rows[0][1] is None and "become one key" in rows[0][3]  # flagged whole: no value kept over another
+    assert rows[1][2] == "x"
+
+
 def test_a_json_number_too_long_to_read_is_a_flagged_row(tmp_path):
     data = ('{"text": "好吃", "n": ' + "1" * 5000 + '}\n{"text": "难吃"}\n').encode()
     rows, _ = read_all(write(tmp_path, "a.jsonl", data), Format.JSONL, on_bad_row="flag")

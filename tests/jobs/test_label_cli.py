@@ -203,6 +203,28 @@ def test_stdin_jsonl_is_told_from_its_first_non_blank_line_however_slowly_it_arr
     assert_matches_library(clf, texts, rows)
 
 
+def test_stdin_closed_is_a_one_line_error(hf_model_dir):
+    for flags in ([], ["--format", "txt"]):
+        proc = subprocess.run([PYTHON, "-m", "structsent", "label", "-", *model_args(hf_model_dir), *flags],
+                              capture_output=True, preexec_fn=lambda: os.close(0), timeout=120)
+        assert proc.returncode == 2, proc.stderr.decode(errors="replace")
+        assert proc.stderr.decode().strip().endswith("standard input is closed; give the input as a file, or pipe it in")
+
+
+def test_csv_output_of_json_lines_whose_first_rows_are_flagged_does_not_depend_on_chunk_rows(tmp_path, hf_model_dir):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": 1, "text": "好", "text": "坏"}\n{"id": 2, "text": "难吃"}\n{"id": 3, "text": "不错"}\n',
+                      encoding="utf-8")
+    outputs = []
+    for chunk_rows in ("1", "2", "1000"):
+        out = tmp_path / f"out-{chunk_rows}.csv"
+        run_cli("label", source, "-o", out, "--chunk-rows", chunk_rows, "--on-bad-row", "flag", *model_args(hf_model_dir))
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1] == outputs[2]
+    rows = list(csv.DictReader(io.StringIO(outputs[0].decode("utf-8"))))
+    assert [r["id"] for r in rows] == ["", "2", "3"] and "appears more than once" in rows[0]["error"]
+
+
 def test_summary_reports_counts_and_duplicates(hf_model_dir, reviews_file):
     proc = run_cli("label", reviews_file, "--model", hf_model_dir)
     summary = proc.stderr.decode()

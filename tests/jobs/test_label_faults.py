@@ -390,6 +390,7 @@ def test_a_report_path_that_would_destroy_or_fail_is_refused_before_the_job(tmp_
     (["--report", "r.html", "--report-by", "shop"], "--report-by shop: the output will have no such column"),
     (["--report", "r.html", "--report-by", "text", "--id-column", "id"], "--report-by text: the output will"),
     (["--report-by", "id"], "--report-by needs --report FILE"),
+    (["--report", "r.html", "--report-by", "prob_negative"], "--report-by prob_negative: the output will"),
 ])
 def test_a_report_by_column_the_output_will_not_have_is_refused_before_the_job(tmp_path, hf_model_dir, flags,
                                                                                message):

@@ -70,6 +70,16 @@ def test_a_parquet_file_with_a_repeated_column_name_is_a_one_line_error(tmp_path
         list(open_labelled(str(path)).rows())
 
 
+def test_parquet_binary_texts_and_groups_are_shown_as_their_text(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "out.parquet"
+    pq.write_table(pa.table({"shop": pa.array([b"\xe5\xba\x97A"], pa.binary()),
+                             "text": pa.array(["好吃".encode()], pa.binary()), "label": ["正面"], "score": [0.9],
+                             "prob_负面": [0.1], "prob_正面": [0.9], "error": pa.array([None], pa.string())}), path)
+    assert [(r.text, r.group, r.label) for r in open_labelled(str(path), by="shop").rows()] == [("好吃", "店A", "正面")]
+
+
 def test_without_label_columns_is_a_clear_error(tmp_path):
     path = tmp_path / "plain.csv"
     path.write_text("id,text\n1,好评\n", encoding="utf-8")

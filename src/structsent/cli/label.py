@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .engine_flags import add_engine_arguments
 
     parser.add_argument("input", help="input file, or - for standard input (JSON Lines when its first "
-                                      "non-blank line begins with {, else plain lines)")
+                                      "non-blank line, within its first MiB, begins with {, else plain lines; "
+                                      "--format decides otherwise)")
     parser.add_argument("-o", "--output", default=None, help="output file (default: standard output)")
     parser.add_argument("--format", default="auto", choices=["auto", *(f.value for f in Format)],
                         help="input format (default: from the file name)")
@@ -107,8 +108,8 @@ def run(args: argparse.Namespace) -> int:
 
         # Before the job: a report path that cannot be written would fail only after all the labelling.
         check_report_path(args.report, keep=job_paths(spec), overwrite=args.overwrite or args.resume)
-        _check_report_by(args.report_by, spec)
     classifier = structsent.load(args.model, config=engine_config(args))
+    _check_report_by(args.report_by, spec, classifier.labels)  # after the load (the added columns), before the job
     freeze_startup_objects()  # the job's full collections no longer walk the model and the modules
     progress = None if args.quiet or not sys.stderr.isatty() else ProgressBar(device=classifier.runner.device)
     stop = threading.Event()
@@ -154,11 +155,12 @@ def _run_on_ray(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_report_by(column: str | None, spec) -> None:
+def _check_report_by(column: str | None, spec, labels) -> None:
     """A --report-by column the output will not have, refused before the job (not after all the
     labelling). Where the columns are known from the input's header: CSV, TSV and Parquet files."""
     from ..errors import BadInputError
     from ..io.readers import open_reader
+    from ..io.writers import added_columns
 
     if column is None or spec.input == "-" or spec.input_format not in (Format.CSV, Format.TSV, Format.PARQUET):
         return
@@ -167,8 +169,7 @@ def _check_report_by(column: str | None, spec) -> None:
         kept = reader.columns if spec.id_column is None else [spec.id_column]
     finally:
         reader.close()
-    added = column.removeprefix(spec.prefix) if column.startswith(spec.prefix) else None
-    if column not in kept and not (added in ("label", "score", "error") or (added or "").startswith("prob_")):
+    if column not in kept and column not in added_columns(labels, spec.prefix):
         raise BadInputError(f"--report-by {column}: the output will have no such column; it keeps "
                             f"{', '.join(map(repr, kept))}")
 

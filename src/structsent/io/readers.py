@@ -63,7 +63,7 @@ class RowReader:
 
     def close(self) -> None:
         lines = getattr(self, "lines", None)
-        if lines is not None and lines.stream not in (sys.stdin.buffer, _stdin_head):
+        if lines is not None and sys.stdin is not None and lines.stream not in (sys.stdin.buffer, _stdin_head):
             lines.stream.close()
 
 
@@ -150,6 +150,8 @@ class TextLineReader(RowReader):
     def __iter__(self) -> Iterator[InputRow]:
         for line in self.lines:
             self.lines.consume(line)
+            if not line.text:
+                continue  # a file of only a byte-order mark: as empty as a file without one
             self.rows_read += 1
             text = line.text.rstrip("\r\n")
             yield InputRow(self.rows_read, {self.text_column: text}, text if line.error is None else None, line.error)
@@ -202,7 +204,12 @@ class JsonLinesReader(RowReader):
         if _SURROGATE_ESCAPE.search(line.raw):  # rare: emoji pairs, or a lone half of one
             where = _lone_surrogate_field(value)
             if where is not None:
-                return _replace_lone_surrogates(value), (
+                try:
+                    replaced = _replace_lone_surrogates(value)
+                except DuplicateKeyError as err:
+                    return None, (f"line {line.number}: keys that differ only in lone UTF-16 surrogate escapes "
+                                  f"become one key, {err.key!r}; a row keeps one value per key")
+                return replaced, (
                     f"line {line.number}: field '{where}' holds a lone UTF-16 surrogate escape, which is not a "
                     "character")
         if self.text_column not in value:
@@ -264,7 +271,10 @@ def _replace_lone_surrogates(value):
     if isinstance(value, str):
         return _SURROGATE.sub("\ufffd", value)
     if isinstance(value, dict):
-        return {_replace_lone_surrogates(k): _replace_lone_surrogates(v) for k, v in value.items()}
+        replaced = {_replace_lone_surrogates(k): _replace_lone_surrogates(v) for k, v in value.items()}
+        if len(replaced) != len(value):  # two keys that differ only in their lone surrogates
+            raise DuplicateKeyError(next(k for k in replaced if "\ufffd" in k))
+        return replaced
     if isinstance(value, list):
         return [_replace_lone_surrogates(v) for v in value]
     return value
@@ -328,6 +338,8 @@ class CsvReader(RowReader):
         header, lines, error = self._next_record()
         if header is None:
             raise BadInputError(f"{self.name}: empty file (no header row)")
+        if not header and error is None:  # a blank first line, or only a byte-order mark
+            raise BadInputError(f"{self.name}: no header row (line 1 is empty)")
         bad = error or next((line.error for line in lines if line.error), None)
         if bad is not None:
             raise BadInputError(f"{self.name}: line 1: malformed header ({bad})")
@@ -503,6 +515,15 @@ def open_reader(path: str, fmt: Format, *, text_column: str, on_bad_row: str, po
                      name=path, text_column=text_column, delimiter="\t" if fmt is Format.TSV else ",", header=header)
 
 
+def first_json_fields(path: str, text_column: str) -> list[str] | None:
+    """The fields of the first JSON Lines row of ``path`` that has any (read in flag mode), or None."""
+    reader = open_reader(path, Format.JSONL, text_column=text_column, on_bad_row="flag")
+    try:
+        return next((list(row.values) for row in reader if row.values), None)
+    finally:
+        reader.close()
+
+
 class _StdinWithHead:
     """Standard input with the lines read to tell its format put back in front of it."""
 
@@ -522,10 +543,11 @@ def stdin_format() -> Format:
     ``{``, else plain text. The lines read to tell are given back to the reader of '-', so the
     answer does not depend on how quickly the producer writes (what is buffered at one moment)."""
     global _stdin_head
+    stdin = _stdin_bytes()
     head: list[bytes] = []
     size, first = 0, b""
     while size < _SNIFF_BYTES:
-        line = sys.stdin.buffer.readline()
+        line = stdin.readline()
         if not line:
             break
         head.append(line)
@@ -537,9 +559,15 @@ def stdin_format() -> Format:
     return Format.JSONL if first.lstrip().startswith(b"{") else Format.TXT
 
 
+def _stdin_bytes() -> BinaryIO:
+    if sys.stdin is None:  # started with its standard input closed
+        raise BadInputError("-: standard input is closed; give the input as a file, or pipe it in")
+    return sys.stdin.buffer
+
+
 def _open_binary(path: str) -> tuple[BinaryIO, int | None]:
     if path == "-":
-        return (_stdin_head or sys.stdin.buffer), None  # type: ignore[return-value]
+        return (_stdin_head or _stdin_bytes()), None  # type: ignore[return-value]
     try:
         stream = open(path, "rb")  # noqa: SIM115 - closed with the reader's file object
     except FileNotFoundError:

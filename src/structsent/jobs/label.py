@@ -31,7 +31,7 @@ from ..io.formats import Format
 from ..io.lock import OutputLock
 from ..io.manifest import InputLedger, Manifest, input_fingerprint, model_fingerprint, same_input
 from ..io.paths import check_output_is_a_file, check_work_path
-from ..io.readers import InputRow, RowReader, open_reader
+from ..io.readers import InputRow, RowReader, first_json_fields, open_reader
 from ..io.writers import ChunkEncoder, merge_parquet_parts, write_parquet_part
 from ..pipeline import BackgroundWorker, Prefetch, quick_gil_handoff
 from ..results import LabelResult, to_result
@@ -426,7 +426,8 @@ class LabelJob:
         return encoder
 
     def _output_input_columns(self, reader: RowReader, chunk: list[InputRow]) -> list[str]:
-        columns = list(reader.columns) or next((list(r.values) for r in chunk if r.values), [reader.text_column])
+        in_chunk: list[str] | None = next((list(r.values) for r in chunk if r.values), None)
+        columns = list(reader.columns) or in_chunk or self._fields_further_on(reader)
         if self.spec.id_column is None:
             return columns
         if self.spec.id_column not in columns and self.spec.input_format is not Format.TXT:
@@ -508,6 +509,13 @@ class LabelJob:
             files.final.replace(files.partial)  # a crash after the final rename: finish cleanly
         elif manifest.output_bytes:
             raise BadInputError(f"cannot resume: {files.partial} is missing; start over with --overwrite")
+
+    def _fields_further_on(self, reader: RowReader) -> list[str]:
+        """JSON Lines whose first chunk holds no row with fields (all flagged): the fields of the
+        first row further on that has some, so that the output does not depend on --chunk-rows."""
+        if self.spec.input == "-":  # standard input cannot be read twice
+            return [reader.text_column]
+        return first_json_fields(self.spec.input, reader.text_column) or [reader.text_column]
 
     def _write_empty(self, reader: RowReader, manifest: Manifest) -> None:
         """An input without rows still gets a valid output (a CSV header, an empty Parquet file)."""

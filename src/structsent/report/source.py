@@ -208,13 +208,27 @@ def _delimiter(fmt: Format) -> str:
 def to_row(number: int, label: object, score: object, error: object, text: object, group: object,
            probs: Sequence[object], labels: tuple[str, ...]) -> LabelledRow:
     """One record's values -> a LabelledRow; a label, score or probability that cannot be right is a flag."""
-    text = "" if text is None else text if isinstance(text, str) else json.dumps(text, ensure_ascii=False, default=str)
+    text = "" if text is None else text if isinstance(text, str) else _shown(text)
+    if isinstance(group, bytes):
+        group = _shown(group)
     if error is not None and error != "":
         return LabelledRow(number, None, None, str(error), text, group)
     checked = _checked_label(label, score, probs, labels)
     if isinstance(checked, str):
         return LabelledRow(number, None, None, f"{UNREADABLE}: {checked}", text, group)
     return LabelledRow(number, *checked, None, text, group)
+
+
+def _shown(value: object) -> str:
+    """A value that is not a string as the page shows it: a Parquet BINARY value as its UTF-8 text
+    (as `structsent label` writes it to CSV), anything else as JSON."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return json.dumps(value, ensure_ascii=False, default=_json_default)
+
+
+def _json_default(value: object) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _checked_label(label: object, score: object, probs: Sequence[object],
