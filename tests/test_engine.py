@@ -103,6 +103,16 @@ def test_bad_call_arguments_are_bad_input_errors_naming_the_fix(clf, texts, hint
         clf.label_with_stats(texts)
 
 
+def test_a_table_is_refused_not_read_as_its_column_names(clf):
+    pa = pytest.importorskip("pyarrow")
+    table = pa.table({"review": ["好评", "差评", "还行"]})  # as a DataFrame, it iterates its column names
+    with pytest.raises(structsent.BadInputError, match=r"got a table \(Table\); pass its text column as a list"):
+        clf(table)
+    pandas = pytest.importorskip("pandas")
+    with pytest.raises(structsent.BadInputError, match=r"got a table \(DataFrame\)"):
+        clf(pandas.DataFrame({"review": ["好评", "差评", "还行"]}))
+
+
 def test_ordered_collections_and_iterators_of_texts_are_accepted(clf):
     import collections
 

@@ -341,6 +341,9 @@ def _why_not_texts(texts: object) -> str | None:
         return "got None; pass a list of strings, e.g. clf(['味道不错'])"
     if isinstance(texts, (KeysView, ItemsView)):  # ordered like their dict, and chosen explicitly
         return None
+    if hasattr(texts, "columns") and hasattr(texts, "shape"):  # a DataFrame or table iterates its column names
+        return (f"got a table ({type(texts).__name__}); pass its text column as a list, "
+                "e.g. clf(df['text'].tolist())")
     return next((fix for kind, fix in _HOW_TO_PASS_TEXTS.items() if isinstance(texts, kind)), None)
 
 

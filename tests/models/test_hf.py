@@ -91,3 +91,31 @@ def test_embeddings_padded_to_a_multiple_of_128_load(tmp_path, rows, loads):
     else:
         with pytest.raises(structsent.ModelFormatError, match="21128 tokens but the embedding matrix 21249 rows"):
             load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("index", [{}, {"weight_map": []}, {"weight_map": {}}, {"weight_map": {"w": 5}},
+                                   {"weight_map": {"w": "../elsewhere/model.safetensors"}}, [1]])
+def test_a_damaged_shard_index_is_a_one_line_model_format_error(tmp_path, hf_model_dir, index):
+    d = copy_model(hf_model_dir, tmp_path)
+    (d / "model.safetensors.index.json").write_text(json.dumps(index), encoding="utf-8")
+    with pytest.raises(structsent.ModelFormatError,
+                       match="model.safetensors.index.json: (.*the index is damaged|expected a JSON object)"):
+        load_checkpoint(d)
+
+
+def test_a_one_output_regression_head_is_refused(tmp_path):
+    model = make_hf_model(num_labels=1)
+    d = tmp_path / "regression"
+    model.save_pretrained(d)
+    write_tokenizer_files(d)
+    with pytest.raises(structsent.ModelFormatError, match="the classifier has 1 output; labelling needs"):
+        load_checkpoint(d)
+
+
+def test_an_id_given_twice_in_id2label_is_refused(tmp_path, hf_model_dir):
+    d = copy_model(hf_model_dir, tmp_path)
+    config = json.loads((d / "config.json").read_text())
+    config["id2label"] = {"0": "负面", "1": "正面", " 1": "好"}
+    (d / "config.json").write_text(json.dumps(config, ensure_ascii=False))
+    with pytest.raises(structsent.ModelFormatError, match="gives id 1 twice"):
+        load_checkpoint(d)

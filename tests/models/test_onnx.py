@@ -74,6 +74,13 @@ def test_newer_format_version_is_refused(tmp_path, exported):
         load_checkpoint(d)
 
 
+@pytest.mark.parametrize("precision", ["fp64", 8, None])
+def test_a_precision_no_export_writes_is_refused(tmp_path, exported, precision):
+    d = copy_export(exported, tmp_path, precision=precision)
+    with pytest.raises(structsent.ModelFormatError, match="structsent_onnx.precision must be one of fp32, int8"):
+        load_checkpoint(d)
+
+
 def test_missing_graph_is_named(tmp_path, exported):
     d = copy_export(exported, tmp_path)
     (d / "model.onnx").unlink()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from pathlib import Path
 
@@ -44,8 +45,8 @@ def read_json(path: Path) -> dict:
         value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise ModelFormatError(f"{path}: missing") from err
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelFormatError(f"{path}: not valid JSON ({err})") from err
+    except (OSError, ValueError, RecursionError) as err:  # bad bytes, bad JSON, a huge number, deep nesting
+        raise ModelFormatError(f"{path}: not valid JSON ({type(err).__name__}: {err})") from err
     if not isinstance(value, dict):
         raise ModelFormatError(f"{path}: expected a JSON object")
     return value
@@ -59,13 +60,28 @@ def find_weights(directory: Path) -> list[Path]:
     ):
         index = directory / index_name
         if index.is_file():
-            shards = sorted(set(read_json(index).get("weight_map", {}).values()))
-            return [directory / s for s in shards]
+            return [directory / shard for shard in _shards(read_json(index), index)]
         if (directory / single).is_file():
             return [directory / single]
     raise ModelFormatError(
         f"{directory}: no model.safetensors or pytorch_model.bin; copy the checkpoint's weights here"
     )
+
+
+def _shards(index: object, source: Path) -> list[str]:
+    """The weight files a sharded checkpoint's index names: file names inside its directory."""
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ModelFormatError(f"{source}: no weight_map of tensor names to shard files; the index is damaged, "
+                               "download it again")
+    shards = sorted(set(weight_map.values()), key=str)
+    for shard in shards:
+        # A lexical test, as for an ONNX graph: hub caches link a snapshot's files to blobs elsewhere.
+        relative = os.path.normpath(shard) if isinstance(shard, str) and shard else ""
+        if not relative or os.path.isabs(relative) or relative == ".." or relative.startswith(".." + os.sep):
+            raise ModelFormatError(f"{source}: shard {shard!r} is not a file inside {source.parent}; the index is "
+                                   "damaged, download it again")
+    return shards
 
 
 def read_weights(files: list[Path]) -> dict:
@@ -242,6 +258,11 @@ def choose_labels(config: dict, num_labels: int, directory: Path, *, structbert:
     list that does not fit the weights would put the wrong name on every result.
     """
     config_file = directory / "config.json"
+    if num_labels < 2:
+        raise ModelFormatError(
+            f"{directory}: the classifier has {num_labels} output; labelling needs one output per label (at least "
+            "two): a regression head gives a number, not a label"
+        )
     declared = config_int(config, "num_labels", config_file, default=num_labels)
     if declared != num_labels:
         raise ModelFormatError(
@@ -275,6 +296,9 @@ def _labels_by_id(id_map: object, num_labels: int, source: Path, field: str) -> 
                 f"{source}: {field} must map integer ids to label names, e.g. {example}; "
                 f"got {key!r}: {name!r}"
             )
+        if label_id in by_id:
+            raise ModelFormatError(f"{source}: {field} gives id {label_id} twice ({key!r}); which name is meant "
+                                   "cannot be told")
         by_id[label_id] = name
     if len(by_id) != num_labels:
         raise ModelFormatError(

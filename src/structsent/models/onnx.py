@@ -43,6 +43,9 @@ class OnnxCheckpoint(Checkpoint):
         return True
 
 
+EXPORTED_PRECISIONS = ("fp32", "int8")  # what `structsent export` writes
+
+
 def is_onnx_directory(directory: Path) -> bool:
     """A model.onnx, or a config.json that ``structsent export`` wrote (whose graph may be missing)."""
     if (directory / MODEL_FILE).is_file():
@@ -64,6 +67,10 @@ def load_onnx_directory(directory: Path) -> OnnxCheckpoint:
     if not isinstance(export, dict):
         raise ModelFormatError(f"{directory / 'config.json'}: {ONNX_CONFIG_KEY} must be an object, got {export!r}")
     _check_format_version(export, directory)
+    precision = export.get("precision", "fp32")
+    if precision not in EXPORTED_PRECISIONS:
+        raise ModelFormatError(f"{directory / 'config.json'}: {ONNX_CONFIG_KEY}.precision must be one of "
+                               f"{', '.join(EXPORTED_PRECISIONS)}, got {precision!r}")
     model_file = _graph_file(export, directory)
     return OnnxCheckpoint(
         directory=directory,
@@ -73,7 +80,7 @@ def load_onnx_directory(directory: Path) -> OnnxCheckpoint:
         state_dict={},
         tokenizer=tokenizer,
         model_file=model_file,
-        precision=str(export.get("precision", "fp32")),
+        precision=precision,
         optimized=bool(export.get("optimized", False)),
     )
 
