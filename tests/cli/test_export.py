@@ -103,3 +103,22 @@ def test_what_another_program_puts_at_the_output_during_the_export_is_never_repl
     kept = out / "notes.txt" if put_there == "a file in the directory" else out
     assert kept.read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "out"]  # the export discarded, no staging
+
+
+def test_validation_texts_a_bom_opens_and_texts_that_are_not_strings(tmp_path):
+    from structsent.errors import BadInputError
+    from structsent.onnx.validate import read_texts
+
+    good = tmp_path / "v.jsonl"
+    good.write_bytes(b'\xef\xbb\xbf{"text": "\xe5\xa5\xbd"}\n\n{"text": "x"}\n')
+    assert read_texts(good) == ["好", "x"]
+    plain = tmp_path / "v.txt"
+    plain.write_bytes(b"\xef\xbb\xbf\xe5\xa5\xbd\n")
+    assert read_texts(plain) == ["好"]
+    for line, message in (('{"text": null}', "'text' is null, not a string"),
+                          ('{"text": ' + "9" * 5000 + "}", "expected one JSON object"),
+                          ('{"body": "x"}', "expected one JSON object")):
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text('{"text": "ok"}\n' + line + "\n", encoding="utf-8")
+        with pytest.raises(BadInputError, match=message):
+            read_texts(bad)

@@ -67,13 +67,20 @@ def packaged_sample_texts() -> tuple[list[str], str]:
 
 def read_texts(path: Path) -> list[str]:
     """Lines of a text file, or the "text" field of a JSONL file."""
-    try:
-        lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:  # utf-8-sig: a byte-order mark opens the file, it is not part of the first text
+        lines = [line for line in Path(path).read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as err:
         raise BadInputError(f"{path}: cannot read texts ({err})") from err
-    if str(path).endswith(".jsonl"):
+    if not str(path).endswith(".jsonl"):
+        return lines
+    texts = []
+    for number, line in enumerate(lines, 1):
         try:
-            return [str(json.loads(line)["text"]) for line in lines]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise BadInputError(f"{path}: expected one JSON object with a 'text' field per line") from err
-    return lines
+            text = json.loads(line)["text"]
+        except (ValueError, RecursionError, KeyError, TypeError) as err:
+            raise BadInputError(f"{path}: expected one JSON object with a 'text' field per line "
+                                f"(non-blank line {number})") from err
+        if not isinstance(text, str):  # null is no text to compare on ("None" is not what the file holds)
+            raise BadInputError(f"{path}: non-blank line {number}: 'text' is {json.dumps(text)[:40]}, not a string")
+        texts.append(text)
+    return texts
