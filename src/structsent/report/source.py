@@ -5,10 +5,10 @@ The label job appends one block of columns after the input's own: ``<prefix>labe
 from the end of the column list, so an input that had its own ``label`` column (and was
 labelled with ``--prefix``) is read right.
 
-CSV, TSV and JSON Lines are read by the label job's own readers (``io/readers.py``) in flag
-mode: a report describes a file, so a line it cannot read becomes a flagged row that says why,
-never a stop, and what an unbalanced quote swallowed is read again. Parquet is read column by
-column, and only the columns the report shows.
+Every format is read by the label job's own readers (``io/readers.py``): CSV, TSV and JSON
+Lines in flag mode (a report describes a file, so a line it cannot read becomes a flagged row
+that says why, never a stop, and what an unbalanced quote swallowed is read again), Parquet one
+record batch at a time, only the columns the report shows.
 """
 
 from __future__ import annotations
