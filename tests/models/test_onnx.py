@@ -81,6 +81,23 @@ def test_a_precision_no_export_writes_is_refused(tmp_path, exported, precision):
         load_checkpoint(d)
 
 
+def test_a_config_claiming_more_vocabulary_or_positions_than_the_graph_holds_is_refused(tmp_path, exported):
+    d = copy_export(exported, tmp_path)
+    config = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    vocab = (d / "vocab.txt").read_text(encoding="utf-8")
+    (d / "vocab.txt").write_text(vocab + "".join(f"[extra{i}]\n" for i in range(256)), encoding="utf-8")
+    (d / "config.json").write_text(json.dumps({**config, "vocab_size": config["vocab_size"] + 256}), encoding="utf-8")
+    with pytest.raises(structsent.ModelFormatError, match="tokens but the embedding matrix only"):
+        load_checkpoint(d)
+    (d / "vocab.txt").write_text(vocab, encoding="utf-8")
+    longer = {**config, "max_position_embeddings": config.get("max_position_embeddings", 512) * 2}
+    (d / "config.json").write_text(json.dumps(longer), encoding="utf-8")
+    with pytest.raises(structsent.ModelFormatError, match="max_position_embeddings is .* but the graph model.onnx"):
+        load_checkpoint(d)
+    (d / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert load_checkpoint(d).shape.vocab_size == config["vocab_size"]
+
+
 def test_missing_graph_is_named(tmp_path, exported):
     d = copy_export(exported, tmp_path)
     (d / "model.onnx").unlink()

@@ -72,6 +72,7 @@ def load_onnx_directory(directory: Path) -> OnnxCheckpoint:
         raise ModelFormatError(f"{directory / 'config.json'}: {ONNX_CONFIG_KEY}.precision must be one of "
                                f"{', '.join(EXPORTED_PRECISIONS)}, got {precision!r}")
     model_file = _graph_file(export, directory)
+    _check_config_fits_graph(shape, tokenizer.vocab_size, model_file, directory)
     return OnnxCheckpoint(
         directory=directory,
         format="onnx",
@@ -83,6 +84,40 @@ def load_onnx_directory(directory: Path) -> OnnxCheckpoint:
         precision=precision,
         optimized=bool(export.get("optimized", False)),
     )
+
+
+# The graph's own embedding tables, named after modeling.Embeddings' parameters by the export.
+GRAPH_WORD_EMBEDDINGS = "embeddings.word.weight"
+GRAPH_POSITION_EMBEDDINGS = "embeddings.position.weight"
+
+
+def _check_config_fits_graph(shape, tokens: int, model_file: Path, directory: Path) -> None:
+    """The vocabulary and positions config.json claims, against the graph's embedding tables: ids
+    past the graph's rows would be read out of bounds, positions past its table fail mid-job."""
+    rows = _graph_table_rows(model_file)
+    words, positions = rows.get(GRAPH_WORD_EMBEDDINGS), rows.get(GRAPH_POSITION_EMBEDDINGS)
+    if words is not None:
+        check_vocabulary_fits(tokens, words, directory)
+    if positions is not None and shape.max_position_embeddings > positions:
+        raise ModelFormatError(
+            f"{directory / 'config.json'}: max_position_embeddings is {shape.max_position_embeddings} but the "
+            f"graph {model_file.name} holds {positions} positions; config.json belongs to another export"
+        )
+
+
+def _graph_table_rows(model_file: Path) -> dict[str, int]:
+    """Rows of the graph's embedding tables; empty where onnx is missing or the graph unreadable
+    (the runtime names an unreadable graph when it opens it) or made by another exporter."""
+    try:
+        import onnx
+    except ImportError:
+        return {}
+    try:
+        graph = onnx.load(str(model_file), load_external_data=False).graph
+    except Exception:  # noqa: BLE001 - protobuf raises many types; the backend reports the file
+        return {}
+    wanted = (GRAPH_WORD_EMBEDDINGS, GRAPH_POSITION_EMBEDDINGS)
+    return {table.name: int(table.dims[0]) for table in graph.initializer if table.name in wanted and table.dims}
 
 
 def _check_format_version(export: dict, directory: Path) -> None:
