@@ -179,6 +179,15 @@ def test_cli_rejects_bad_runs_before_starting_ray(tmp_path, parquet_dir, flags, 
     assert message in proc.stderr
 
 
+def test_an_empty_csv_among_the_inputs_is_a_one_line_error_before_starting_ray(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_bytes(b"")
+    (tmp_path / "in" / "b.csv").write_text("id,text\n1,好吃\n", encoding="utf-8")
+    proc = run_cli("--engine", "ray", tmp_path / "in", "-o", tmp_path / "out")
+    assert proc.returncode == 2 and proc.stderr.decode().count("\n") == 1
+    assert b"a.csv: empty file (no header row)" in proc.stderr and not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("where", ["the input directory", "inside the input directory", "holding an input glob"])
 def test_cli_refuses_an_output_that_overlaps_the_input_and_deletes_nothing(tmp_path, reviews_table, where):
     source = tmp_path / "in"
@@ -349,6 +358,41 @@ def test_cli_engine_ray_writes_json_values_of_mixed_types_as_text_in_every_forma
         "not a string (got dict)", None, "not a string (got bool)",
     ]
     assert rows[0]["label"] in ("负面", "正面") and rows[5]["label"] in ("负面", "正面")
+
+
+def test_cli_engine_ray_keeps_the_columns_of_every_csv_file_strings(ray_address, hf_model_dir, tmp_path):
+    """A column only a later file has ("code") was typed by Arrow: "007" came out as 7."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("id,text\n001,好吃\n", encoding="utf-8")
+    (tmp_path / "in" / "b.csv").write_text("id,text,code\n002,差评,007\n003,一般,0010\n", encoding="utf-8")
+    output = tmp_path / "out"
+    proc = run_cli("--engine", "ray", "--ray-address", ray_address, tmp_path / "in", "-o", output,
+                   "--output-format", "jsonl", "--model", hf_model_dir, "--device", "cpu", "--quiet")
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    rows = sorted((json.loads(line) for path in output.glob("*.json*")
+                   for line in path.read_text(encoding="utf-8").splitlines() if line.strip()), key=lambda r: r["id"])
+    assert [(r["id"], r.get("code")) for r in rows] == [("001", None), ("002", "007"), ("003", "0010")]
+
+
+def test_an_interrupted_ray_job_removes_the_files_it_wrote(ray_address, hf_model_dir, parquet_dir, tmp_path,
+                                                          monkeypatch):
+    """A Ray job cannot be resumed: a part of its output would read as a whole, smaller dataset."""
+    import structsent.ray as ray_adapter
+    from structsent.config import EngineConfig
+
+    output = tmp_path / "out"
+
+    def write_some_then_interrupt(ds, out, fmt):
+        output.mkdir(exist_ok=True)  # as Ray's writer makes it
+        (output / "part-0.parquet").write_bytes(b"PAR1 written before Ctrl-C")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ray_adapter, "write_dataset", write_some_then_interrupt)
+    spec = ray_adapter.RayLabelSpec(input=str(parquet_dir), output=str(output), model=str(hf_model_dir),
+                                    config=EngineConfig(device="cpu"), ray_address=ray_address, quiet=True)
+    with pytest.raises(ray_adapter.RayJobInterrupted, match="files it had written were removed"):
+        ray_adapter.run_label_job(spec)
+    assert output.is_dir() and list(output.iterdir()) == []
 
 
 # -- on a real two-node cluster -----------------------------------------------------------------

@@ -246,6 +246,11 @@ def resolve_input(pattern: str, requested_format: str = "auto") -> InputFiles:
     else:
         fmt = _one_format(pattern, files)
         files = [f for f in files if _suffix_format(f) is fmt]
+    if fmt is not Format.JSONL:  # an empty JSON Lines file is zero rows; an empty CSV or Parquet is no file
+        empty = next((f for f in files if os.path.getsize(f) == 0), None)
+        if empty is not None:
+            raise BadInputError(f"{empty}: empty file (no {'header row' if fmt is Format.CSV else 'Parquet footer'}); "
+                                "remove it from the input")
     paths = [os.path.abspath(pattern)] if os.path.isdir(pattern) else files
     return InputFiles(paths, files, fmt)
 
@@ -303,7 +308,7 @@ def read_dataset(source: InputFiles) -> "ray.data.Dataset":
     if source.format is Format.JSONL:
         return data.read_json(source.paths, **common, **_jsonl_options(data.read_json))
     # Remote inputs have no local file list: Arrow infers their column types.
-    strings = _csv_as_strings(source.files[0]) if source.files else None
+    strings = _csv_as_strings(source.files) if source.files else None
     return data.read_csv(source.paths, **common, convert_options=strings)
 
 
@@ -314,20 +319,18 @@ def _jsonl_options(read_json) -> dict:
     return {"lines": True} if "lines" in inspect.signature(read_json).parameters else {}
 
 
-def _csv_as_strings(first_path: str):
-    """Arrow CSV options that keep every column a string ("007" stays "007")."""
+def _csv_as_strings(paths: Sequence[str]):
+    """Arrow CSV options that keep every column of every file a string ("007" stays "007")."""
     import csv
 
     import pyarrow as pa
     import pyarrow.csv as pa_csv
-    import pyarrow.fs as pa_fs
 
-    filesystem, path = pa_fs.FileSystem.from_uri(first_path if "://" in first_path else os.path.abspath(first_path))
-    with filesystem.open_input_stream(path) as stream:
-        head = stream.read(1 << 16).decode("utf-8", "replace")
-    header = next(csv.reader(head.splitlines()[:1]), [])
-    header = [name.removeprefix("\ufeff") for name in header]
-    return pa_csv.ConvertOptions(column_types={name: pa.string() for name in header})
+    names: dict[str, None] = {}
+    for path in paths:  # files may differ in their columns: a column only later files have too
+        with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
+            names.update(dict.fromkeys(next(csv.reader(handle), [])))
+    return pa_csv.ConvertOptions(column_types={name: pa.string() for name in names})
 
 
 def write_dataset(ds: "ray.data.Dataset", output: str, fmt: Format) -> None:
@@ -410,19 +413,36 @@ def run_label_job(spec: RayLabelSpec) -> None:
     if not (spec.ray_address or "").startswith("ray://"):  # through Ray Client the model may live only on the cluster
         check_model_here(spec.model)
     started = time.perf_counter()
-    with connected(spec.ray_address, quiet=spec.quiet) as ray:
-        _configure_this_job(quiet=spec.quiet)
-        ds = read_dataset(source)
-        keep = None if spec.id_column is None else [spec.id_column]
-        text_column = resolve_text_column(_column_names(ds), spec.text_column, spec.input)
-        labelled = label_dataset(ds, model=spec.model, config=spec.config, text_column=text_column,
-                                 prefix=spec.prefix, keep_columns=keep, batch_size=spec.batch_rows,
-                                 **actor_pool_for(ray, spec.config))
-        with typed_errors():
-            write_dataset(labelled, output, output_format)
+    try:
+        with connected(spec.ray_address, quiet=spec.quiet) as ray:
+            _configure_this_job(quiet=spec.quiet)
+            ds = read_dataset(source)
+            keep = None if spec.id_column is None else [spec.id_column]
+            text_column = resolve_text_column(_column_names(ds), spec.text_column, spec.input)
+            labelled = label_dataset(ds, model=spec.model, config=spec.config, text_column=text_column,
+                                     prefix=spec.prefix, keep_columns=keep, batch_size=spec.batch_rows,
+                                     **actor_pool_for(ray, spec.config))
+            with typed_errors():
+                write_dataset(labelled, output, output_format)
+    except KeyboardInterrupt:
+        # A Ray job is not resumable: files written so far would read as a whole, smaller dataset.
+        _empty_directory(output)
+        raise RayJobInterrupted(f"{spec.output}: the job was interrupted and the files it had written were "
+                                "removed (a Ray job cannot be resumed); run it again") from None
     if not spec.quiet:
         print(f"labelled {len(source.files) or len(source.paths)} file(s) into {output} ({output_format.value}) "
               f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+
+
+class RayJobInterrupted(Exception):
+    """A Ray file job stopped by Ctrl-C, its partial output removed."""
+
+
+def _empty_directory(uri: str) -> None:
+    import pyarrow.fs as pa_fs
+
+    filesystem, path = pa_fs.FileSystem.from_uri(uri)
+    filesystem.delete_dir_contents(path, missing_dir_ok=True)
 
 
 def _configure_this_job(*, quiet: bool) -> None:

@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_on_ray(args: argparse.Namespace) -> int:
     from ..errors import BadInputError
-    from ..ray import RayLabelSpec, run_label_job
+    from ..ray import RayJobInterrupted, RayLabelSpec, run_label_job
     from .engine_flags import engine_config
 
     if args.resume:
@@ -146,12 +146,16 @@ def _run_on_ray(args: argparse.Namespace) -> int:
         raise BadInputError("--on-bad-row flag works with --engine local only")
     if args.report is not None:
         raise BadInputError("--report works with --engine local only; run `structsent report` on the output files")
-    run_label_job(RayLabelSpec(
-        input=args.input, output=args.output, model=args.model, config=engine_config(args),
-        input_format=args.format, output_format=args.output_format, text_column=args.text_column,
-        id_column=args.id_column, prefix=args.prefix, batch_rows=args.chunk_rows, overwrite=args.overwrite,
-        ray_address=args.ray_address, quiet=args.quiet,
-    ))
+    try:
+        run_label_job(RayLabelSpec(
+            input=args.input, output=args.output, model=args.model, config=engine_config(args),
+            input_format=args.format, output_format=args.output_format, text_column=args.text_column,
+            id_column=args.id_column, prefix=args.prefix, batch_rows=args.chunk_rows, overwrite=args.overwrite,
+            ray_address=args.ray_address, quiet=args.quiet,
+        ))
+    except RayJobInterrupted as err:
+        print(f"structsent: interrupted: {err}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 
