@@ -68,6 +68,15 @@ def find_weights(directory: Path) -> list[Path]:
     )
 
 
+def names_a_file_inside(name: object) -> bool:
+    """Whether ``name`` is a relative path that stays inside the directory it is read from. A
+    lexical test, not resolve(): hub caches link a snapshot's files to blobs stored elsewhere."""
+    if not isinstance(name, str) or not name:
+        return False
+    relative = os.path.normpath(name)
+    return not (os.path.isabs(relative) or relative in (".", "..") or relative.startswith(".." + os.sep))
+
+
 def _shards(index: object, source: Path) -> list[str]:
     """The weight files a sharded checkpoint's index names: file names inside its directory."""
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
@@ -76,9 +85,7 @@ def _shards(index: object, source: Path) -> list[str]:
                                "download it again")
     shards = sorted(set(weight_map.values()), key=str)
     for shard in shards:
-        # A lexical test, as for an ONNX graph: hub caches link a snapshot's files to blobs elsewhere.
-        relative = os.path.normpath(shard) if isinstance(shard, str) and shard else ""
-        if not relative or os.path.isabs(relative) or relative == ".." or relative.startswith(".." + os.sep):
+        if not names_a_file_inside(shard):
             raise ModelFormatError(f"{source}: shard {shard!r} is not a file inside {source.parent}; the index is "
                                    "damaged, download it again")
     return shards

@@ -20,6 +20,7 @@ from .checkpoint import (
     config_float,
     config_int,
     config_str,
+    names_a_file_inside,
     read_json,
 )
 
@@ -139,14 +140,12 @@ def _graph_file(export: dict, directory: Path) -> Path:
     source = directory / "config.json"
     if not isinstance(name, str) or not name:
         raise ModelFormatError(f"{source}: {ONNX_CONFIG_KEY}.model_file must be a file name, got {name!r}")
-    # A lexical test, not resolve(): hub caches link a snapshot's files to blobs stored elsewhere.
-    relative = os.path.normpath(name)
-    if os.path.isabs(relative) or relative in (".", "..") or relative.startswith(".." + os.sep):
+    if not names_a_file_inside(name):
         raise ModelFormatError(
             f"{source}: {ONNX_CONFIG_KEY}.model_file {name!r} is not a file inside {directory}; "
             f"an exported directory holds its own graph (normally {MODEL_FILE!r})"
         )
-    path = directory / relative
+    path = directory / os.path.normpath(name)
     if not path.is_file():
         raise ModelFormatError(
             f"{directory}: no {name} (the exported ONNX graph); copy the whole export directory, "
