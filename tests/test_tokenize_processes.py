@@ -142,3 +142,20 @@ def test_workers_exit_when_their_parent_is_killed():
         os.kill(pid, signal.SIGKILL)
     assert alive == [], "tokenizer workers outlived their killed parent"
 
+
+
+def test_a_worker_that_dies_in_the_middle_of_sending_a_result_stops_the_wait(tokenizer):
+    """The pool's manager thread, having read the start of a result message, waits for its rest;
+    a worker killed there left the job waiting for ever (this process holds the pipe's other end)."""
+    import struct
+
+    with TokenizerProcesses(tokenizer, OPTIONS, processes=1) as pool:
+        assert pool.result(pool.submit(["好评"])) == encode(tokenizer, ["好评"])  # the worker runs
+        (worker,) = _workers_of(os.getpid())
+        # what a worker killed mid-send leaves in the pipe: a header announcing more than follows
+        pool._pool._result_queue._writer._send(struct.pack("!i", 1 << 20) + b"\x80")
+        os.kill(worker, signal.SIGKILL)
+        started = time.monotonic()
+        with pytest.raises(WorkerProcessError, match="a tokenizer process stopped unexpectedly"):
+            pool.result(pool.submit(["差评"]))
+        assert time.monotonic() - started < 30

@@ -20,8 +20,10 @@ import multiprocessing.connection
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeoutError
 from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
@@ -118,6 +120,7 @@ def _encode_in_worker(texts: list[object]) -> EncodingBatch:
 
 
 # -- the parent side ---------------------------------------------------------------------------
+WORKER_CHECK_S = 1.0  # how often a wait for a result checks that the workers live
 class TokenizerProcesses:
     """``processes`` spawned workers, each with its own copy of ``tokenizer``.
 
@@ -141,17 +144,42 @@ class TokenizerProcesses:
         except BrokenProcessPool as err:
             raise _died(err) from err
 
-    @staticmethod
-    def result(future: "Future[EncodingBatch]") -> list[EncodedText]:
+    def result(self, future: "Future[EncodingBatch]") -> list[EncodedText]:
         """Wait for one submitted chunk; its EncodedTexts, as ``Tokenizer.encode`` gives them."""
         try:
-            batch = future.result()
+            batch = self._wait(future)
         except BrokenProcessPool as err:
             raise _died(err) from err
         except Exception as err:  # raised inside a worker: one line, not a remote traceback
             raise WorkerProcessError(f"tokenizing in a worker process failed ({type(err).__name__}: {err}); "
                                      "what was committed is kept") from err
         return batch.unpack()
+
+    def _wait(self, future: "Future[EncodingBatch]") -> EncodingBatch:
+        """``future.result()``, also when a worker died in the middle of sending a result: the
+        pool's manager thread then waits for the rest of that message, which never comes (this
+        process holds the result pipe's other end, so no end of file either), and would leave
+        the job waiting for ever. A dead worker found while waiting closes that end, so that the
+        manager reads an end of file and breaks the pool (BrokenProcessPool) as for any death."""
+        deadline_after_death: float | None = None
+        while True:
+            try:
+                return future.result(timeout=WORKER_CHECK_S)
+            except FuturesTimeoutError:
+                if deadline_after_death is None and self._a_worker_died():
+                    self._close_result_pipe()
+                    deadline_after_death = time.monotonic() + WORKER_CHECK_S * 5
+                elif deadline_after_death is not None and time.monotonic() > deadline_after_death:
+                    raise BrokenProcessPool("a worker died and the pool did not notice") from None
+
+    def _a_worker_died(self) -> bool:
+        processes = getattr(self._pool, "_processes", None) or {}
+        return any(process.exitcode is not None for process in list(processes.values()))
+
+    def _close_result_pipe(self) -> None:
+        queue = getattr(self._pool, "_result_queue", None)
+        with contextlib.suppress(AttributeError, OSError):
+            queue._writer.close()  # type: ignore[union-attr]
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

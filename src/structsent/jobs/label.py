@@ -117,8 +117,8 @@ class JobSummary:
         return summary
 
 
-def _with_encoding(chunk: PreparedChunk, future) -> PreparedChunk:
-    chunk.encoded = TokenizerProcesses.result(future)
+def _with_encoding(pool: TokenizerProcesses, chunk: PreparedChunk, future) -> PreparedChunk:
+    chunk.encoded = pool.result(future)
     return chunk
 
 
@@ -355,15 +355,15 @@ class LabelJob:
                     read = next(chunks, None)
                 except Exception:  # a read error: the chunks read before it are labelled first, as in-process
                     while in_flight:
-                        yield _with_encoding(*in_flight.popleft())
+                        yield _with_encoding(pool, *in_flight.popleft())
                     raise
                 if read is None:
                     break
                 in_flight.append((read, pool.submit(read.unique_texts)))
                 if len(in_flight) > processes:  # every worker busy, and one chunk waiting
-                    yield _with_encoding(*in_flight.popleft())
+                    yield _with_encoding(pool, *in_flight.popleft())
             while in_flight:
-                yield _with_encoding(*in_flight.popleft())
+                yield _with_encoding(pool, *in_flight.popleft())
 
     def _read_chunks(self, reader: RowReader) -> Iterator[PreparedChunk]:
         """Chunks as read: rows, position and digest after them, unique texts and cache keys."""
