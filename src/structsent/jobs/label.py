@@ -72,7 +72,19 @@ class PreparedChunk:
     unique_index: list[int]  # row -> index among unique_texts
     unique_texts: list[object]
     cache_keys: list[bytes | None]  # ResultCache.key per unique text
-    encoded: list | None = None  # EncodedText per unique text (filled in after reading)
+    encoded: list | None = None  # EncodedText per unique text, None where cached (filled in after reading)
+
+    def uncached(self, cache: "ResultCache") -> list[int]:
+        """Indices of the unique texts whose results ``cache`` does not hold yet: the ones to tokenize.
+
+        The cache only grows during a job, so a text cached now is still cached when its chunk is
+        labelled; one cached in between is tokenized for nothing, never the other way round."""
+        return [i for i, key in enumerate(self.cache_keys) if cache.get(key) is None]
+
+    def fill_encoded(self, indices: list[int], encoded: list) -> None:
+        self.encoded = [None] * len(self.unique_texts)
+        for i, encoding in zip(indices, encoded, strict=True):
+            self.encoded[i] = encoding
 
 
 @dataclasses.dataclass
@@ -117,8 +129,8 @@ class JobSummary:
         return summary
 
 
-def _with_encoding(pool: TokenizerProcesses, chunk: PreparedChunk, future) -> PreparedChunk:
-    chunk.encoded = pool.result(future)
+def _with_encoding(pool: TokenizerProcesses, chunk: PreparedChunk, indices: list[int], future) -> PreparedChunk:
+    chunk.fill_encoded(indices, pool.result(future))
     return chunk
 
 
@@ -343,7 +355,8 @@ class LabelJob:
         processes = self.spec.tokenizer_processes
         if not processes:
             for chunk in self._read_chunks(reader):
-                chunk.encoded = self.classifier.encode(chunk.unique_texts)
+                indices = chunk.uncached(self.cache)
+                chunk.fill_encoded(indices, self.classifier.encode([chunk.unique_texts[i] for i in indices]))
                 yield chunk
             return
         with TokenizerProcesses(self.classifier.tokenizer, self.classifier.encoding_options(),
@@ -359,7 +372,8 @@ class LabelJob:
                     raise
                 if read is None:
                     break
-                in_flight.append((read, pool.submit(read.unique_texts)))
+                indices = read.uncached(self.cache)
+                in_flight.append((read, indices, pool.submit([read.unique_texts[i] for i in indices])))
                 if len(in_flight) > processes:  # every worker busy, and one chunk waiting
                     yield _with_encoding(pool, *in_flight.popleft())
             while in_flight:
