@@ -9,7 +9,7 @@ import pytest
 from structsent.errors import BadInputError
 from structsent.io.formats import Format
 from structsent.io.readers import InputRow, open_reader
-from structsent.io.writers import ChunkEncoder, added_columns, merge_parquet_parts
+from structsent.io.writers import ChunkEncoder, added_columns, merge_parquet_parts, write_parquet_part
 from structsent.results import LabelResult
 
 from ..conftest import small_filesystem
@@ -173,14 +173,50 @@ def parquet_chunks(*chunks):
     [
         ([10], [10.75], "'v' holds double values, and its type is int64"),  # was truncated to 10
         ([{"shop": "A"}], [{"shop": "B", "coupon": "FREE"}], "'v' holds struct"),  # coupon was dropped
-        ([None], [2.5], "'v' holds double values, and its type is string"),
         ([[1]], [["a"]], "'v' holds list<item: string>"),
     ],
-    ids=["float-into-int", "new-key", "float-into-null-first", "list-of-another-type"],
+    ids=["float-into-int", "new-key", "list-of-another-type"],
 )
 def test_a_later_value_the_first_chunk_s_type_cannot_hold_is_refused(first, later, fragment):
     with pytest.raises(BadInputError, match="rows 2-2: column " + fragment.replace("(", r"\(").replace("[", r"\[")):
         parquet_chunks(first, later)
+
+
+def test_a_column_null_in_the_first_chunks_takes_the_type_of_its_first_values(tmp_path):
+    """A nullable field null in every row of the first chunk was typed string, and its first
+    number stopped the job. Its type is now that of its first values; the parts written before
+    (all null) take it when merged."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    tables = parquet_chunks([None], [None, None], [2.5, None], [3])
+    assert [str(t.schema.field("v").type) for t in tables] == ["string", "string", "double", "double"]
+    parts = []
+    for index, table in enumerate(tables):
+        parts.append(tmp_path / f"part-{index}.parquet")
+        write_parquet_part(table, parts[-1])
+    merge_parquet_parts(parts, tmp_path / "out.parquet")
+    merged = pq.read_table(tmp_path / "out.parquet")
+    assert str(merged.schema.field("v").type) == "double"
+    assert merged.column("v").to_pylist() == [None, None, None, 2.5, None, 3.0]
+    assert merged.num_rows == 6 and merged.column("text").to_pylist() == ["好评"] * 6
+
+
+def test_once_a_null_column_has_its_type_another_is_refused():
+    with pytest.raises(BadInputError, match="rows 3-4: column 'v' holds string values, and its type is double"):
+        parquet_chunks([None], [2.5], [None, "a"])
+
+
+def test_a_column_null_throughout_stays_string():
+    assert all(str(t.schema.field("v").type) == "string" for t in parquet_chunks([None], [None]))
+
+
+def test_a_merge_never_converts_values_of_another_type(tmp_path):
+    """Parts whose types differ in a column holding values (not written by one job) are refused."""
+    first, later = parquet_chunks([1.5], [2.5])
+    write_parquet_part(first.set_column(1, "v", first.column("v").cast("string")), tmp_path / "a.parquet")
+    write_parquet_part(later, tmp_path / "b.parquet")
+    with pytest.raises(BadInputError, match="column 'v' is string here and double in the last part"):
+        merge_parquet_parts([tmp_path / "a.parquet", tmp_path / "b.parquet"], tmp_path / "out.parquet")
+    assert not (tmp_path / "out.parquet").exists() and not (tmp_path / "out.parquet.tmp").exists()
 
 
 def test_values_that_fit_the_first_chunk_s_types_are_kept_exactly():

@@ -121,3 +121,52 @@ def test_a_resumed_json_lines_to_parquet_job_keeps_the_first_run_s_column_types(
     assert str(table.schema.field("price").type) == "double"
     assert table.column("id").to_pylist() == list(range(ROWS))
     assert table.column("price").to_pylist() == [i + 0.5 if i < CHUNK else float(i) for i in range(ROWS)]
+
+
+class StopAfter:
+    """A progress display that asks the job to stop once ``rows`` are committed (it stops at the
+    next chunk boundary it reaches: at ``rows`` or a chunk or two later)."""
+
+    def __init__(self, stop: threading.Event, rows: int) -> None:
+        self.stop, self.rows = stop, rows
+
+    def update(self, counters, position, total, started) -> None:
+        if counters["rows"] >= self.rows:
+            self.stop.set()
+
+
+@pytest.mark.parametrize("stopped", ["in the first chunk", "after the first values"])
+def test_a_json_lines_field_null_in_the_first_chunks_gets_its_type_from_its_first_values(tmp_path, clf, stopped):
+    """A field null in the first chunks (a discount most orders lack) and a number later was typed
+    string by the first chunk, and the job stopped at its first value. Its type is now that of its
+    first values, in an uninterrupted job as in one stopped before or after them and resumed."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    rows, source = 10 * CHUNK, tmp_path / "in.jsonl"
+    with open(source, "w", encoding="utf-8") as handle:
+        for i in range(rows):
+            record = {"id": i, "text": f"味道不错{i}", "discount": None if i < 2 * CHUNK else i / 4, "note": None}
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def job(output, **options):
+        return LabelJobSpec(input=str(source), output=str(output), input_format=Format.JSONL,
+                            output_format=Format.PARQUET, chunk_rows=CHUNK, **options)
+
+    whole = tmp_path / "whole.parquet"
+    assert LabelJob(job(whole), clf).run().rows == rows
+    output, stop = tmp_path / "out.parquet", threading.Event()
+    if stopped == "in the first chunk":
+        stop.set()
+    first_run = LabelJob(job(output), clf, stop=stop, progress=StopAfter(stop, 3 * CHUNK)).run()
+    assert first_run.interrupted
+    assert (first_run.rows == CHUNK) if stopped == "in the first chunk" else (3 * CHUNK <= first_run.rows < rows)
+    assert LabelJob(job(output, resume=True), clf).run().rows == rows
+    for path in (whole, output):
+        table = pq.read_table(path)
+        assert str(table.schema.field("discount").type) == "double"
+        assert str(table.schema.field("note").type) == "string"  # null throughout
+        assert table.column("id").to_pylist() == list(range(rows))
+        assert table.column("discount").to_pylist() == [None if i < 2 * CHUNK else i / 4 for i in range(rows)]
+    assert pq.read_table(output).equals(pq.read_table(whole))

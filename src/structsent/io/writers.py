@@ -64,6 +64,8 @@ class ChunkEncoder:
         self._extra_columns = frozenset(self.extra)
         self._prefix_hint = "another --prefix" if prefix else "--prefix (e.g. --prefix pred_)"
         self._arrow_schema: Any = None  # a pyarrow.Schema once the first chunk is written
+        # JSON Lines input: columns null in every row so far, typed string until a value says otherwise.
+        self._undecided: set[str] = set()
 
     def header(self) -> bytes:
         """Bytes that open the output file (a CSV header row; nothing for other formats)."""
@@ -88,8 +90,10 @@ class ChunkEncoder:
             inferred = _inferred_table(records, where) if records else None  # once per chunk
             if self._arrow_schema is None:
                 self._arrow_schema = self._schema(input_schema, inferred)
+                self._undecided = {c for c in self.input_columns if not _has_values(inferred, c)}
             if inferred is None:  # an input without rows: the columns, empty
                 return self._arrow_schema.empty_table()
+            self._decide(inferred)
             return _table_of_one_schema(inferred, self._arrow_schema, where)
         if self._arrow_schema is None:
             self._arrow_schema = self._schema(input_schema, None)
@@ -98,9 +102,32 @@ class ChunkEncoder:
         except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
             raise BadInputError(f"{where}: column types changed ({err})") from err
 
-    def use_schema(self, schema) -> None:
-        """Tables of this schema from now on (a resumed job: that of the parts already written)."""
+    def use_schema(self, schema, undecided: Sequence[str] = ()) -> None:
+        """Tables of this schema from now on (a resumed job: that of the parts already written),
+        ``undecided`` the columns that held only nulls so far."""
         self._arrow_schema = schema.remove_metadata()
+        self._undecided = set(undecided)
+
+    def resume_parquet_parts(self, parts: Sequence[Path]) -> None:
+        """Go on from the part files a stopped job committed: the last one's schema (a column's type
+        is decided by its first value), with the string columns that are null in every part undecided."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = pq.read_schema(parts[-1])
+        strings = [c for c in self.input_columns if c in schema.names and pa.types.is_string(schema.field(c).type)]
+        self.use_schema(schema, [c for c in strings if all(_only_nulls(part, c) for part in parts)])
+
+    def _decide(self, inferred) -> None:
+        """The first values of a column null until now give it its type (the parts written before,
+        where it is null throughout, take that type when they are merged)."""
+        import pyarrow as pa
+
+        for name in sorted(self._undecided):
+            if _has_values(inferred, name):
+                index = self._arrow_schema.get_field_index(name)
+                self._arrow_schema = self._arrow_schema.set(index, pa.field(name, inferred.field(name).type))
+                self._undecided.discard(name)
 
     # -- helpers ------------------------------------------------------------------------------
     def _check_fields(self, row: InputRow, values: dict) -> None:
@@ -170,9 +197,23 @@ class ChunkEncoder:
         return pa.schema(fields)
 
 
-SCHEMA_ADVICE = ("Parquet output has one type per column, taken from the first chunk: write JSON Lines or CSV "
-                 "output, give the column one type throughout, or a larger --chunk-rows so that the first chunk "
-                 "sees more kinds of value")
+SCHEMA_ADVICE = ("Parquet output has one type per column, taken from the first chunk that holds a value of it: "
+                 "write JSON Lines or CSV output, give the column one type throughout, or a larger --chunk-rows so "
+                 "that the first chunk sees more kinds of value")
+
+
+def _has_values(table, column: str) -> bool:
+    """Whether ``table`` (a chunk's inferred table, or None) holds a value other than null in ``column``."""
+    import pyarrow as pa
+
+    return table is not None and column in table.column_names and not pa.types.is_null(table.schema.field(column).type)
+
+
+def _only_nulls(part: Path, column: str) -> bool:
+    import pyarrow.parquet as pq
+
+    values = pq.read_table(part, columns=[column]).column(column)
+    return values.null_count == len(values)
 
 
 def _inferred_table(records: list[dict], where: str):
@@ -317,13 +358,32 @@ def write_parquet_part(table, path: Path) -> None:
 
 
 def merge_parquet_parts(parts: Sequence[Path], target: Path) -> None:
-    """Concatenate part files, in order, into one Parquet file (one row group per part)."""
+    """Concatenate part files, in order, into one Parquet file (one row group per part), of the
+    last part's schema: a column of only nulls in earlier parts takes the type it was given later."""
     import pyarrow.parquet as pq
 
-    schema = pq.read_schema(parts[0]) if parts else None
+    schema = pq.read_schema(parts[-1]).remove_metadata() if parts else None
     with _renamed_into_place(target) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for part in parts:
-            writer.write_table(pq.read_table(part))
+            writer.write_table(_as_schema(pq.read_table(part), schema, part))
+
+
+def _as_schema(table, schema, part: Path):
+    """``table`` with the types of ``schema``, where the columns that differ hold only nulls."""
+    import pyarrow as pa
+
+    table = table.replace_schema_metadata(None)
+    if table.schema.equals(schema):
+        return table
+    columns = []
+    for field, column in zip(schema, table.columns):
+        if column.type != field.type:
+            if column.null_count != len(column):
+                raise BadInputError(f"{part}: column {field.name!r} is {column.type} here and {field.type} in the "
+                                    "last part; start the job over with --overwrite")
+            column = pa.nulls(len(column), field.type)
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 @contextlib.contextmanager

@@ -433,10 +433,8 @@ class LabelJob:
         encoder = ChunkEncoder(self.spec.output_format, manifest.header, self.labels, self.spec.prefix)
         if self.spec.output_format is Format.PARQUET and manifest.parts and self.files is not None:
             # A resumed job keeps the column types of the parts already committed (JSON Lines input
-            # infers them from the first chunk, which this run does not read).
-            import pyarrow.parquet as pq
-
-            encoder.use_schema(pq.read_schema(self.files.part(0)))
+            # infers them from the first chunk holding values, which this run may not read).
+            encoder.resume_parquet_parts([self.files.part(i) for i in range(manifest.parts)])
         return encoder
 
     def _output_input_columns(self, reader: RowReader, chunk: list[InputRow]) -> list[str]:
