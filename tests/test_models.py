@@ -114,7 +114,7 @@ def test_vocabulary_larger_than_embeddings(tmp_path):
     model = make_hf_model(vocab_size=1000)
     model.save_pretrained(tmp_path)
     write_tokenizer_files(tmp_path)  # 21128-entry vocab for 1000 embedding rows
-    with pytest.raises(structsent.ModelFormatError, match="21128 tokens but the embedding matrix only 1000"):
+    with pytest.raises(structsent.ModelFormatError, match="ids go up to 21127 but the embedding matrix has only 1000 rows"):
         structsent.load(tmp_path)
 
 
@@ -130,8 +130,23 @@ def test_config_and_weights_disagree(tmp_path, hf_model_dir):
     config = json.loads((d / "config.json").read_text())
     config["num_hidden_layers"] = 3
     (d / "config.json").write_text(json.dumps(config))
-    with pytest.raises(structsent.ModelFormatError, match="missing tensor bert.encoder.layer.2"):
+    with pytest.raises(structsent.ModelFormatError,
+                       match="declares num_hidden_layers=3 but the weights hold 2 encoder layers"):
         structsent.load(d)
+
+
+def test_a_config_declaring_a_billion_layers_is_refused_at_once(tmp_path, hf_model_dir):
+    """The expected shape of every declared layer was listed before any was compared: memory grew
+    without end (4.6 GB in 40 s). In a child process, so that a regression cannot take the suite down."""
+    import subprocess
+    import sys
+
+    d = copy_dir(hf_model_dir, tmp_path / "m")
+    config = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 10**9}))
+    proc = subprocess.run([sys.executable, "-c", f"import structsent; structsent.load({str(d)!r})"],
+                          capture_output=True, text=True, timeout=120)
+    assert "declares num_hidden_layers=1000000000 but the weights hold 2 encoder layers" in proc.stderr
 
 
 def test_encoder_without_head(tmp_path, hf_model_dir):

@@ -137,7 +137,7 @@ class Tokenizer:
             cls_id=ids["[CLS]"],
             sep_id=ids["[SEP]"],
             pad_id=ids["[PAD]"],
-            vocab_size=backend.get_vocab_size(with_added_tokens=True),
+            vocab_size=_id_space(backend),
         )
 
     def learn_vocabulary(self) -> None:
@@ -527,6 +527,12 @@ def _valid_unicode(text: str) -> str:
         return text
     except UnicodeEncodeError:
         return "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in text)
+
+
+def _id_space(backend) -> int:
+    """One more than the largest token id: the embedding rows the ids need. Not the count of
+    tokens: a token repeated in vocab.txt keeps its last line's id, and tokenizer.json may skip ids."""
+    return max(backend.get_vocab(with_added_tokens=True).values(), default=-1) + 1
 
 
 def _read_vocab(vocab_file: Path) -> dict[str, int]:

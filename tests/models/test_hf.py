@@ -82,6 +82,30 @@ def test_vocabulary_much_smaller_than_the_embeddings_is_refused(tmp_path, hf_mod
         load_checkpoint(d)
 
 
+def test_a_token_repeated_at_the_end_of_vocab_txt_is_refused_at_load(tmp_path, hf_model_dir):
+    """A repeated token takes the id of its last line (as the reference tokenizer reads it): here
+    21128, one past the embedding rows. Counting distinct tokens (21128) let it load, and the first
+    text holding that character failed in the middle of a job with an IndexError."""
+    d = copy_model(hf_model_dir, tmp_path)
+    with open(d / "vocab.txt", "a", encoding="utf-8") as handle:
+        handle.write("好\n")
+    with pytest.raises(structsent.ModelFormatError, match="ids go up to 21128 but the embedding matrix has only 21128"):
+        load_checkpoint(d)
+
+
+def test_a_tokenizer_json_that_skips_ids_is_refused_at_load(tmp_path, hf_model_dir):
+    from tokenizers import Tokenizer as RustTokenizer
+
+    d = copy_model(hf_model_dir, tmp_path)
+    backend = load_checkpoint(d).tokenizer._backend
+    data = json.loads(backend.to_str())
+    data["model"]["vocab"]["好"] = 30000
+    (d / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    assert RustTokenizer.from_file(str(d / "tokenizer.json")).token_to_id("好") == 30000
+    with pytest.raises(structsent.ModelFormatError, match="ids go up to 30000 but the embedding matrix has only 21128"):
+        load_checkpoint(d)
+
+
 @pytest.mark.parametrize("rows,loads", [(21248, True), (21249, False)])
 def test_embeddings_padded_to_a_multiple_of_128_load(tmp_path, rows, loads):
     make_hf_model(vocab_size=rows).save_pretrained(tmp_path)

@@ -87,7 +87,7 @@ def test_a_config_claiming_more_vocabulary_or_positions_than_the_graph_holds_is_
     vocab = (d / "vocab.txt").read_text(encoding="utf-8")
     (d / "vocab.txt").write_text(vocab + "".join(f"[extra{i}]\n" for i in range(256)), encoding="utf-8")
     (d / "config.json").write_text(json.dumps({**config, "vocab_size": config["vocab_size"] + 256}), encoding="utf-8")
-    with pytest.raises(structsent.ModelFormatError, match="tokens but the embedding matrix only"):
+    with pytest.raises(structsent.ModelFormatError, match="but the embedding matrix has only"):
         load_checkpoint(d)
     (d / "vocab.txt").write_text(vocab, encoding="utf-8")
     longer = {**config, "max_position_embeddings": config.get("max_position_embeddings", 512) * 2}
@@ -103,3 +103,30 @@ def test_missing_graph_is_named(tmp_path, exported):
     (d / "model.onnx").unlink()
     with pytest.raises(structsent.ModelFormatError, match=r"no model.onnx \(the exported ONNX graph\)"):
         load_checkpoint(d)
+
+
+def test_a_model_onnx_left_in_a_hugging_face_directory_does_not_replace_its_weights(tmp_path, exported, hf_model_dir):
+    """Any model.onnx made a directory an ONNX one: beside model.safetensors, another model's graph
+    answered for these weights, and backend='torch' was refused. The weights are the model."""
+    d = shutil.copytree(hf_model_dir, tmp_path / "hf")
+    shutil.copy(exported / "model.onnx", d / "model.onnx")
+    checkpoint = load_checkpoint(d)
+    assert checkpoint.format == "huggingface" and not isinstance(checkpoint, OnnxCheckpoint)
+    texts = ["这家外卖送得很快，味道也不错", "差评，用了三天就坏了"]
+    clean = structsent.load(hf_model_dir, backend="torch", device="cpu")(texts)
+    assert structsent.load(d, backend="torch", device="cpu")(texts) == clean
+    (d / "model.safetensors").unlink()  # the graph alone (with config and vocabulary): an ONNX directory
+    assert isinstance(load_checkpoint(d), OnnxCheckpoint)
+
+
+def test_a_config_json_that_is_a_pipe_is_refused_not_waited_on(tmp_path, hf_model_dir):
+    import os
+    import subprocess
+    import sys
+
+    d = shutil.copytree(hf_model_dir, tmp_path / "hf")
+    (d / "config.json").unlink()
+    os.mkfifo(d / "config.json")
+    proc = subprocess.run([sys.executable, "-c", f"import structsent; structsent.load({str(d)!r})"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "config.json: not a regular file" in proc.stderr

@@ -55,7 +55,7 @@ def load_checkpoint(name_or_path: str | Path) -> Checkpoint:
         return load_onnx_directory(directory)
     if is_modelscope_directory(directory):
         return load_modelscope_directory(directory)
-    if (directory / "config.json").is_file():
+    if (directory / "config.json").exists():  # not a regular file: read_json says so
         return load_directory(directory)
     raise ModelFormatError(
         f"{directory}: no config.json (Hugging Face) or configuration.json (ModelScope); "

@@ -41,6 +41,8 @@ class Checkpoint:
 
 
 def read_json(path: Path) -> dict:
+    if path.exists() and not path.is_file():  # a directory, or a pipe a read would wait on for ever
+        raise ModelFormatError(f"{path}: not a regular file")
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
@@ -52,12 +54,17 @@ def read_json(path: Path) -> dict:
     return value
 
 
+WEIGHT_FILES = (("model.safetensors.index.json", "model.safetensors"), ("pytorch_model.bin.index.json", "pytorch_model.bin"))
+
+
+def holds_weights(directory: Path) -> bool:
+    """Whether ``directory`` holds PyTorch weights (or their shard index) under a standard name."""
+    return any((directory / name).is_file() for names in WEIGHT_FILES for name in names)
+
+
 def find_weights(directory: Path) -> list[Path]:
     """The weight files of a checkpoint directory, safetensors preferred."""
-    for index_name, single in (
-        ("model.safetensors.index.json", "model.safetensors"),
-        ("pytorch_model.bin.index.json", "pytorch_model.bin"),
-    ):
+    for index_name, single in WEIGHT_FILES:
         index = directory / index_name
         if index.is_file():
             return [directory / shard for shard in _shards(read_json(index), index)]
@@ -202,8 +209,9 @@ def check_vocabulary_fits(tokens: int, rows: int, source: Path) -> None:
     and no more rows than the vocabulary rounded up to a multiple of EMBEDDING_PADDING."""
     if tokens > rows:
         raise ModelFormatError(
-            f"{source}: the tokenizer has {tokens} tokens but the embedding matrix only {rows} rows; "
-            "use the vocab.txt that belongs to these weights"
+            f"{source}: the tokenizer's ids go up to {tokens - 1} but the embedding matrix has only {rows} rows; "
+            "use the vocab.txt that belongs to these weights (a token written twice in vocab.txt takes the "
+            "id of its last line)"
         )
     allowed = -(-tokens // EMBEDDING_PADDING) * EMBEDDING_PADDING
     if rows > allowed:

@@ -94,6 +94,7 @@ def _check_tensors(tensors: dict, shape, source: Path) -> None:
     outputs, which must never become labels)."""
     from ..modeling import expected_hf_shapes
 
+    _check_layer_count(tensors, shape.num_layers, source)
     shapes = expected_hf_shapes(shape)
     for name, expected in shapes.items():
         tensor = tensors.get(name)
@@ -113,6 +114,18 @@ def _check_tensors(tensors: dict, shape, source: Path) -> None:
                 "weights file is corrupt or comes from a diverged training run"
             )
     _check_no_unused(tensors, shapes, source, shape.num_layers)
+
+
+def _check_layer_count(tensors: dict, num_layers: int, source: Path) -> None:
+    """More layers declared than the weights hold: refused before the shapes of every declared
+    layer are listed (num_hidden_layers=10**9 filled memory without end)."""
+    held = {n for name in tensors if (n := _layer_of(name)) is not None}
+    if num_layers > len(held):
+        raise ModelFormatError(
+            f"{source}: config.json declares num_hidden_layers={num_layers} but the weights hold "
+            f"{len(held)} encoder layer{'' if len(held) == 1 else 's'}; config.json and the weights come from "
+            "different models, or the file is incomplete"
+        )
 
 
 def _check_no_unused(tensors: dict, expected: dict, source: Path, num_layers: int) -> None:

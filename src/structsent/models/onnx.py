@@ -20,6 +20,7 @@ from .checkpoint import (
     config_float,
     config_int,
     config_str,
+    holds_weights,
     names_a_file_inside,
     read_json,
 )
@@ -48,13 +49,15 @@ EXPORTED_PRECISIONS = ("fp32", "int8")  # what `structsent export` writes
 
 
 def is_onnx_directory(directory: Path) -> bool:
-    """A model.onnx, or a config.json that ``structsent export`` wrote (whose graph may be missing)."""
-    if (directory / MODEL_FILE).is_file():
-        return True
+    """A config.json that ``structsent export`` wrote (whose graph may be missing), or a model.onnx
+    with no PyTorch weights beside it: in a Hugging Face directory the weights are the model, and a
+    model.onnx left there (another model's, perhaps) is not read."""
     try:
-        return ONNX_CONFIG_KEY in read_json(directory / "config.json")
+        if ONNX_CONFIG_KEY in read_json(directory / "config.json"):
+            return True
     except ModelFormatError:
-        return False  # no or broken config.json: the other loaders say what is wrong
+        pass  # no or broken config.json: the other loaders say what is wrong
+    return (directory / MODEL_FILE).is_file() and not holds_weights(directory)
 
 
 def load_onnx_directory(directory: Path) -> OnnxCheckpoint:
