@@ -413,3 +413,23 @@ def test_the_postprocess_stage_refuses_non_finite_numbers():
     assert to_result(probabilities[4], labels, logits=logits[4]).label == "正面"
     assert to_result(np.array([np.nan, np.nan]), labels).error == non_finite_error(np.array([np.nan]))
     assert non_finite_error(logits[:3]) == "the model produced non-finite outputs (nan, inf, -inf) for this text"
+
+
+@pytest.mark.parametrize("labels", [2, 3])
+def test_the_warm_up_batch_holds_as_many_texts_as_no_label_count(tmp_path, labels):
+    """A graph whose outputs are (labels, texts) passes a shape check of a square batch: the
+    warm-up that checks the outputs' shape at load never holds as many texts as labels."""
+    from structsent.engine import check_model_outputs
+
+    from .conftest import make_hf_model, write_tokenizer_files
+
+    model = make_hf_model(num_labels=labels)
+    model.config.id2label = {i: f"label{i}" for i in range(labels)}
+    model.config.label2id = {f"label{i}": i for i in range(labels)}
+    model.save_pretrained(tmp_path)
+    write_tokenizer_files(tmp_path)
+    classifier = structsent.load(tmp_path, backend="torch", device="cpu")
+    run, batches = classifier.runner.run, []
+    classifier.runner.run = lambda ids, mask: batches.append(len(ids)) or run(ids, mask)
+    check_model_outputs(classifier)
+    assert batches and batches[0] != labels

@@ -367,7 +367,9 @@ def check_model_outputs(classifier: Classifier) -> None:
     overflow at this precision), and a label list that does not match the model's outputs. It
     costs one forward pass of two short texts, and doubles as the runtime's first (slow) call.
     """
-    sequences = [s for e in classifier.encode(WARMUP_TEXTS) for s in e.sequences]
+    # As many texts as labels would let a graph whose outputs are (labels, texts) pass as (texts, labels).
+    texts = WARMUP_TEXTS if len(WARMUP_TEXTS) != len(classifier.labels) else (*WARMUP_TEXTS, "一般")
+    sequences = [s for e in classifier.encode(texts) for s in e.sequences]
     ids, mask = pad_batch(sequences, classifier.tokenizer.pad_id)
     logits = np.asarray(classifier.runner.run(ids, mask))
     model = classifier.checkpoint.directory

@@ -104,3 +104,54 @@ def test_missing_onnxruntime_names_the_extra(hf_model_dir, monkeypatch):
     with pytest.raises(MissingExtraError, match=r"structsent\[onnx\]"):
         structsent.load(hf_model_dir, backend="onnx", precision="fp32")
     assert structsent.load(hf_model_dir, device="cpu").runner.name == "torch"  # auto falls back to torch
+
+
+# -- graphs that are not structsent's: one line at load, not onnxruntime's traceback mid-job -----------
+def foreign_graph(path, *, output="logits", inputs=("input_ids", "attention_mask"), batch="batch", transpose=False):
+    """A tiny graph of the classifier's outline: mean id x weights -> (texts, 2), or as told otherwise."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Cast", [inputs[0]], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceMean", ["f"], ["m"], keepdims=1, axes=[1]),
+             helper.make_node("Mul", ["m", "w"], ["p"]),
+             helper.make_node("Transpose", ["p"], [output], perm=[1, 0]) if transpose
+             else helper.make_node("Identity", ["p"], [output])]
+    declared = [2, batch] if transpose else [batch, 2]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(n, TensorProto.INT64, [batch, "sequence"]) for n in inputs],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, declared)],
+        [numpy_helper.from_array(np.array([[0.001, -0.001]], dtype=np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def exported_copy(hf_model_dir, tmp_path):
+    """An ONNX directory (config, vocabulary) whose graph the test replaces."""
+    import shutil
+
+    from structsent.config import Precision
+    from structsent.models import load_checkpoint
+    from structsent.onnx.export import ExportOptions, export_checkpoint
+
+    out = tmp_path / "m"
+    export_checkpoint(load_checkpoint(hf_model_dir), out, ExportOptions(precision=Precision.FP32, optimize=False))
+    shutil.copy(out / "config.json", tmp_path / "config.json")
+    return out
+
+
+@pytest.mark.parametrize(("graph", "message"), [
+    ({"output": "output"}, "it has no output named 'logits' (its outputs: output)"),
+    ({"inputs": ("ids", "mask")}, "it lacks the input 'input_ids'; it lacks the input 'attention_mask'; "
+                                  "it has an input 'ids' that is not fed"),
+    ({"batch": 2}, "the input 'input_ids' has a fixed batch size 2"),
+    ({"transpose": True}, "the output 'logits' has a fixed batch size 2"),
+], ids=["output-name", "input-names", "static-batch", "labels-by-texts"])
+def test_a_graph_structsent_cannot_feed_or_read_is_refused_at_load(hf_model_dir, cache, tmp_path, graph, message):
+    directory = exported_copy(hf_model_dir, tmp_path)
+    foreign_graph(directory / "model.onnx", **graph)
+    with pytest.raises(structsent.ModelFormatError, match="not a text classifier structsent can run: " +
+                       message.replace("(", r"\(").replace(")", r"\)")):
+        structsent.load(directory, device="cpu")
+

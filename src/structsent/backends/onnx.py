@@ -45,6 +45,49 @@ def unreadable_reason(err: Exception) -> str:
     return text.rsplit("failed:", 1)[-1].strip() or text
 
 
+FED_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # token_type_ids: zeros, where a graph has it
+
+
+def check_classifier_signature(session, model_file) -> None:
+    """Refuse, with one line naming the file, a graph this runner cannot feed or read: inputs other
+    than int64 (batch, sequence) ids and mask (and token types), no 'logits' output of rank 2, or a
+    fixed batch or sequence size (onnxruntime failed on them mid-job, with its own traceback)."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    problems = [f"it lacks the input {name!r}" for name in FED_INPUTS[:2] if name not in inputs]
+    problems += [f"it has an input {name!r} that is not fed" for name in inputs if name not in FED_INPUTS]
+    for name in FED_INPUTS:
+        if name in inputs:
+            problems += _tensor_problems(inputs[name], "input", dims=("batch", "sequence"))
+    logits = next((o for o in session.get_outputs() if o.name == "logits"), None)
+    if logits is None:
+        problems.append(f"it has no output named 'logits' (its outputs: {', '.join(o.name for o in session.get_outputs())})")
+    else:
+        problems += _tensor_problems(logits, "output", dims=("batch", None))
+    if problems:
+        raise ModelFormatError(
+            f"{model_file}: not a text classifier structsent can run: {'; '.join(problems)}; export the model "
+            "with structsent export MODEL -o DIR, or with inputs input_ids and attention_mask (int64, dynamic "
+            "batch and sequence) and an output logits (batch, labels)"
+        )
+
+
+def _tensor_problems(arg, kind: str, *, dims: tuple) -> list[str]:
+    """What is wrong with one input or output of a graph (``dims``: the axes that must be dynamic, by name)."""
+    problems = []
+    expected_type = "tensor(int64)" if kind == "input" else "tensor(float)"
+    if kind == "input" and arg.type != expected_type:
+        problems.append(f"the input {arg.name!r} is {arg.type}, not {expected_type}")
+    shape = arg.shape
+    if isinstance(shape, (list, tuple)) and shape:  # None or [] where the graph does not say
+        if len(shape) != 2:
+            problems.append(f"the {kind} {arg.name!r} has rank {len(shape)}, not 2")
+        else:
+            fixed = [f"{axis} size {size}" for axis, size in zip(dims, shape) if axis and isinstance(size, int)]
+            if fixed:
+                problems.append(f"the {kind} {arg.name!r} has a fixed {' and '.join(fixed)}")
+    return problems
+
+
 class OnnxRunner:
     """Runs an ONNX BERT classifier with ONNX Runtime."""
 
@@ -62,6 +105,7 @@ class OnnxRunner:
         self.non_finite_taints_batch = plan.precision is Precision.INT8
         self.session = self._open_session(ort, plan)
         self._inputs = {i.name for i in self.session.get_inputs()}
+        check_classifier_signature(self.session, self.model_file)
 
     @property
     def device(self) -> str:
