@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from .config import Attention, Backend, EngineConfig, Precision
-from .errors import ConfigError, MissingExtraError, require
+from .errors import ConfigError, MissingExtraError, OutputWriteError, require
 from .plan import RuntimePlan, plan_for
 
 log = logging.getLogger("structsent.runtime")
@@ -121,7 +121,7 @@ def _onnx_plan_or_none(checkpoint, config: EngineConfig) -> RuntimePlan | None:
         return _onnx_plan(checkpoint, config.replace(device="cpu"), None)
     except MissingExtraError:
         return None
-    except OSError as err:
+    except (OSError, OutputWriteError) as err:
         log.warning("ONNX export unavailable (%s); running torch instead", err)
         return None
 

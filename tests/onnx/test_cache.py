@@ -1,6 +1,7 @@
 """The export cache: a damaged entry is discarded and exported again, once, with a warning."""
 
 import logging
+import os
 
 import pytest
 
@@ -107,3 +108,70 @@ def test_two_threads_loading_one_model_on_an_empty_cache_both_succeed(cache, hf_
         thread.join(timeout=300)
     assert errors == [] and len(results) == 3 and len(set(results)) == 1
     assert len(list((cache / "onnx").iterdir())) == 1  # exported once: the others found the entry
+
+
+# -- a cache or an output that cannot be written; exports killed half-way ----------------------------------
+def test_a_cache_that_cannot_be_written_is_one_line_with_backend_onnx_and_torch_with_auto(tmp_path, monkeypatch,
+                                                                                          hf_model_dir, caplog):
+    from structsent.errors import OutputWriteError
+
+    (tmp_path / "a-file").write_text("not a directory")
+    monkeypatch.setenv("STRUCTSENT_CACHE", str(tmp_path / "a-file"))
+    with pytest.raises(OutputWriteError, match=r"cannot write the ONNX export cache .*a-file/onnx: Not a directory "
+                                               r"\(errno 20\); .*STRUCTSENT_CACHE"):
+        structsent.load(hf_model_dir, backend="onnx", device="cpu")
+    with caplog.at_level(logging.WARNING, logger="structsent"):
+        assert structsent.load(hf_model_dir, device="cpu").runner.name == "torch"
+    assert any("running torch instead" in r.getMessage() for r in caplog.records)
+
+
+def test_an_export_onto_a_full_disk_is_one_line_and_leaves_nothing(hf_model_dir, tmp_path):
+    from ..conftest import run_structsent, small_filesystem
+
+    with small_filesystem(tmp_path / "small", size="256k") as small:
+        proc = run_structsent("export", hf_model_dir, "-o", small / "out", "--validate-n", "0", text=True)
+        assert proc.returncode == 1
+        assert proc.stderr.strip().splitlines() == [
+            f"structsent: error: cannot write the export to {small}: No space left on device (errno 28); nothing "
+            f"was replaced at {small / 'out'}"]
+        assert list(small.iterdir()) == []
+
+
+def abandoned_name(prefix: str, pid: int, host: str | None = None) -> str:
+    import socket
+
+    return f"{prefix}{host or socket.gethostname()}-{pid}-0a1b2c3d"
+
+
+def test_staging_left_by_a_killed_export_is_removed_by_the_next_one(cache, hf_model_dir, tmp_path):
+    """A kill -9 during a first-use export left a whole graph in the cache (and one in the temporary
+    directory) that no later run removed. Staging directories carry host and process id; the next
+    export removes those of this host whose process has ended, and leaves any other alone."""
+    import subprocess
+    import sys
+
+    from structsent.onnx.export import SCRATCH_PREFIX
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    onnx_dir = cache / "onnx"
+    onnx_dir.mkdir(parents=True)
+    scratch_root = tmp_path / "tmp"
+    scratch_root.mkdir()
+    abandoned = [onnx_dir / abandoned_name(".export-", int(dead)),
+                 onnx_dir / (abandoned_name("..export-", int(dead)) + ".export-" + abandoned_name("", int(dead))),
+                 scratch_root / abandoned_name(SCRATCH_PREFIX, int(dead))]
+    kept = [onnx_dir / abandoned_name(".export-", os.getpid()),  # a live export (this process)
+            onnx_dir / abandoned_name(".export-", int(dead), host="another-host"),  # a shared cache
+            scratch_root / "structsent-export-unrelated"]
+    for directory in abandoned + kept:
+        directory.mkdir()
+        (directory / "model.onnx").write_bytes(b"\0" * 1000)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(scratch_root))
+        import tempfile
+
+        patch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+        cached_export(load_checkpoint(hf_model_dir), ExportOptions(precision="fp32", optimize=False))
+    assert [d for d in abandoned if d.exists()] == []
+    assert all(d.exists() for d in kept)

@@ -17,9 +17,9 @@ import tempfile
 import threading
 from pathlib import Path
 
-from ..errors import ModelFormatError, require
+from ..errors import ModelFormatError, OutputWriteError, require
 from ..models.onnx import MODEL_FILE
-from .export import EXPORT_FORMAT_VERSION, ExportOptions, export_checkpoint
+from .export import EXPORT_FORMAT_VERSION, ExportOptions, export_checkpoint, remove_abandoned, staging_name
 from .validate import packaged_sample_texts
 
 CACHE_ENV = "STRUCTSENT_CACHE"
@@ -71,8 +71,14 @@ def cached_export(checkpoint, options: ExportOptions) -> Path:
     require("onnxruntime", "onnx")
     require("onnx", "onnx")
     target = cache_root() / "onnx" / cache_key(checkpoint.directory, options)
-    with _EXPORTING:  # two threads loading one model: the second waits, then finds the entry
-        return _existing_or_exported(target, checkpoint, options)
+    try:
+        with _EXPORTING:  # two threads loading one model: the second waits, then finds the entry
+            return _existing_or_exported(target, checkpoint, options)
+    except (OSError, OutputWriteError) as err:
+        cause = err if isinstance(err, OSError) else err.__cause__
+        reason = f"{cause.strerror or cause} (errno {cause.errno})" if isinstance(cause, OSError) else str(err)
+        raise OutputWriteError(f"cannot write the ONNX export cache {target.parent}: {reason}; free space there, "
+                               "point STRUCTSENT_CACHE at a writable directory, or use backend torch") from err
 
 
 def _existing_or_exported(target: Path, checkpoint, options: ExportOptions) -> Path:
@@ -134,9 +140,14 @@ def _feed_file(digest, path: Path) -> None:
             digest.update(chunk)
 
 
+STAGING_PREFIX = ".export-"
+
+
 def _export_into(target: Path, checkpoint, options: ExportOptions) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
+    for prefix in (STAGING_PREFIX, "." + STAGING_PREFIX):  # staging directories, and the export's own beside them
+        remove_abandoned(target.parent, prefix)
+    staging = Path(tempfile.mkdtemp(prefix=staging_name(STAGING_PREFIX), dir=target.parent))
     try:
         texts, source = packaged_sample_texts()
         report = export_checkpoint(checkpoint, staging, options, validation_texts=texts[:CACHED_VALIDATION_TEXTS],

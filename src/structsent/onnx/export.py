@@ -20,6 +20,7 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Precision
-from ..errors import ConfigError, ModelFormatError, require
+from ..errors import ConfigError, ModelFormatError, OutputWriteError, require
 from ..models.onnx import EXPORT_FORMAT_VERSION, MODEL_FILE, ONNX_CONFIG_KEY
 from .validate import AccuracyReport, compare_with_reference
 
@@ -107,13 +108,48 @@ def export_checkpoint(
     if checkpoint.is_exported:
         raise ConfigError(f"{checkpoint.directory} already holds an ONNX model; export its source checkpoint")
     target = check_output_directory(out_dir, checkpoint.directory, overwrite=overwrite)
+    remove_abandoned(target.parent, f".{target.name}.export-")
     staging = _new_sibling(target, "export")
     try:
         report = _export_into(checkpoint, staging, target, options, validation_texts, validation_source)
         _move_into_place(staging, target, overwrite=overwrite)
+    except OSError as err:  # a full disk, a quota: nothing was replaced
+        raise OutputWriteError(f"cannot write the export to {target.parent}: {err.strerror or err} (errno "
+                               f"{err.errno}); nothing was replaced at {target}") from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return report
+
+
+def staging_name(prefix: str) -> str:
+    """``prefix`` and this process's host and id: a directory so named that outlives its process
+    (kill -9, a power cut) is found and removed by ``remove_abandoned``."""
+    return f"{prefix}{socket.gethostname()}-{os.getpid()}-"
+
+
+def remove_abandoned(directory: Path, prefix: str) -> None:
+    """Remove the directories named by ``staging_name(prefix)`` in ``directory`` whose process, on
+    this host, has ended: exports killed half-way (a StructBERT-base graph is ~400 MB)."""
+    host = socket.gethostname()
+    try:
+        candidates = [p for p in directory.iterdir() if p.name.startswith(prefix) and p.is_dir()]
+    except OSError:
+        return
+    for path in candidates:
+        # NAME-HOST-PID-RANDOM; NAME may itself be a staging name (an export into the cache's staging directory).
+        owner, _, pid = path.name[len(prefix):].rpartition("-")[0].rpartition("-")
+        if (owner == host or owner.endswith("-" + host)) and pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
 
 
 def check_output_directory(out_dir, source: Path, *, overwrite: bool = False) -> Path:
@@ -155,10 +191,13 @@ def _holds_export(directory: Path) -> bool:
     return isinstance(config, dict) and ONNX_CONFIG_KEY in config
 
 
+SCRATCH_PREFIX = "structsent-export-"
+
+
 def _new_sibling(target: Path, role: str) -> Path:
     """A new hidden directory next to ``target`` (same file system: renames are atomic)."""
     for _ in range(100):
-        sibling = target.with_name(f".{target.name}.{role}-{secrets.token_hex(4)}")
+        sibling = target.with_name(staging_name(f".{target.name}.{role}-") + secrets.token_hex(4))
         try:
             sibling.mkdir()
             return sibling
@@ -195,7 +234,8 @@ def _export_into(checkpoint, out_dir: Path, final_dir: Path, options: ExportOpti
                  validation_texts: Sequence[str] | None, validation_source: str) -> ExportReport:
     started = time.perf_counter()
     model_path = out_dir / MODEL_FILE
-    with tempfile.TemporaryDirectory(prefix="structsent-export-") as scratch:
+    remove_abandoned(Path(tempfile.gettempdir()), SCRATCH_PREFIX)
+    with tempfile.TemporaryDirectory(prefix=staging_name(SCRATCH_PREFIX)) as scratch:
         graph = Path(scratch) / "graph.onnx"
         int8 = options.precision is Precision.INT8
         scales = export_graph(checkpoint, graph, smoothed=int8)
