@@ -324,3 +324,31 @@ def test_truncation_keeps_the_last_tokens_with_keep_end(tokenizer):
     ids = tokenizer.content_ids([text])[0]
     assert list(start.sequences[0][1:-1]) == ids[:10] and list(end.sequences[0][1:-1]) == ids[-10:]
     assert start.truncated and end.truncated
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"[1]", "expected a JSON object, got list"),
+    (b"null", "expected a JSON object, got NoneType"),
+    (b"\xff{}", "not valid JSON (UnicodeDecodeError"),
+    (b'{"do_lower_case": "false"}', "do_lower_case must be true or false, got 'false'"),
+], ids=["list", "null", "not-utf8", "string-false"])
+def test_a_tokenizer_config_that_is_not_an_object_of_booleans_is_a_model_format_error(tmp_path, content, message):
+    """A list or null was an AttributeError, bad bytes a UnicodeDecodeError, and "false" (a string) read as true."""
+    from structsent.errors import ModelFormatError
+
+    from .conftest import write_tokenizer_files
+
+    write_tokenizer_files(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_bytes(content)
+    with pytest.raises(ModelFormatError, match=r"tokenizer_config.json: " + message.replace("(", r"\(")):
+        Tokenizer.from_dir(tmp_path)
+
+
+def test_do_lower_case_false_keeps_capitals(tmp_path):
+    from .conftest import write_tokenizer_files
+
+    write_tokenizer_files(tmp_path)
+    lower = Tokenizer.from_dir(tmp_path).encode(["ABC"])[0].sequences[0]
+    (tmp_path / "tokenizer_config.json").write_text('{"do_lower_case": false}')
+    kept = Tokenizer.from_dir(tmp_path).encode(["ABC"])[0].sequences[0]
+    assert list(lower) != list(kept)

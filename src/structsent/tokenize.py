@@ -555,6 +555,12 @@ def _read_do_lower_case(directory: Path) -> bool:
     if not config.is_file():
         return True  # BERT Chinese checkpoints (and StructBERT's) are uncased
     try:
-        return bool(json.loads(config.read_text(encoding="utf-8")).get("do_lower_case", True))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ModelFormatError(f"{config}: not valid JSON ({err})") from err
+        settings = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as err:  # bad bytes, bad JSON, a huge number, deep nesting
+        raise ModelFormatError(f"{config}: not valid JSON ({type(err).__name__}: {err})") from err
+    if not isinstance(settings, dict):
+        raise ModelFormatError(f"{config}: expected a JSON object, got {type(settings).__name__}")
+    lower = settings.get("do_lower_case", True)
+    if not isinstance(lower, bool):  # "false", a string, is true to Python: never guess
+        raise ModelFormatError(f"{config}: do_lower_case must be true or false, got {lower!r}")
+    return lower

@@ -155,3 +155,16 @@ def test_a_graph_structsent_cannot_feed_or_read_is_refused_at_load(hf_model_dir,
                        message.replace("(", r"\(").replace(")", r"\)")):
         structsent.load(directory, device="cpu")
 
+
+
+def test_a_model_of_fewer_than_16_positions_exports_and_agrees_with_torch(tmp_path, cache):
+    """The export traced a batch 16 tokens long: a model of 8 positions failed on the default CPU path."""
+    from ..conftest import make_hf_model, write_tokenizer_files
+
+    make_hf_model(max_position_embeddings=8).save_pretrained(tmp_path)
+    write_tokenizer_files(tmp_path)
+    texts = ["好吃", "差评，太慢了，再也不来", "一般"]
+    onnx_results = structsent.load(tmp_path, backend="onnx", device="cpu")(texts)
+    torch_results = structsent.load(tmp_path, backend="torch", device="cpu")(texts)
+    np.testing.assert_allclose(positive(onnx_results), positive(torch_results), atol=FP32_PROBABILITY_TOLERANCE)
+    assert [r.truncated for r in onnx_results] == [False, True, False]

@@ -20,12 +20,16 @@ def test_a_bad_out_corpus_or_setting_is_refused_before_running(tmp_path, capsys)
     empty, binary = tmp_path / "empty.txt", tmp_path / "random.bin"
     empty.write_text("")
     binary.write_bytes(b"ok\n\x80\x81")
+    invisible = tmp_path / "invisible.txt"
+    invisible.write_text("\u200b\u200b\n\x07\n", encoding="utf-8")  # reviews of nothing: was an IndexError
     cases = [
         (["--out", str(tmp_path / "afile")], "afile: exists and is not a directory"),
         (["--out", str(tmp_path / "afile" / "sub")], "afile is not a directory"),
         (["--out", ""], "--out: an empty path"),
         (["--out", str(tmp_path / "o"), "--corpus", str(empty)], "empty.txt: no reviews in it"),
         (["--out", str(tmp_path / "o"), "--corpus", str(binary)], "random.bin: not UTF-8 text (undecodable byte at offset 3)"),
+        (["--out", str(tmp_path / "o"), "--corpus", str(invisible)],
+         "invisible.txt: 2 of the 2 benchmark texts cannot be labelled"),
         (["--out", str(tmp_path / "o"), "--num-threads", "2147483648"], "num_threads=2147483648: must be in 0..1024"),
         (["--out", str(tmp_path / "o"), "--shape", "structbert-base", "--model", "/elsewhere"],
          "--shape structbert-base benchmarks a random model of that shape: it replaces --model /elsewhere"),
@@ -33,7 +37,7 @@ def test_a_bad_out_corpus_or_setting_is_refused_before_running(tmp_path, capsys)
     for flags, message in cases:
         assert bench(*flags) == 2, flags
         assert message in one_line_error(capsys), flags
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "empty.txt", "random.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "empty.txt", "invisible.txt", "random.bin"]
 
 
 def test_cuda_without_cuda_is_the_same_config_error_as_label(tmp_path, capsys):

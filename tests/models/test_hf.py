@@ -143,3 +143,27 @@ def test_an_id_given_twice_in_id2label_is_refused(tmp_path, hf_model_dir):
     (d / "config.json").write_text(json.dumps(config, ensure_ascii=False))
     with pytest.raises(structsent.ModelFormatError, match="gives id 1 twice"):
         load_checkpoint(d)
+
+
+@pytest.mark.parametrize("name", [None, 5, b"default"])
+def test_a_model_named_by_something_other_than_a_string_or_path_is_a_one_line_error(name):
+    with pytest.raises(structsent.ModelNotFoundError, match="the model must be named by a string or a path, got"):
+        structsent.load(name)
+
+
+def test_architectures_that_is_not_a_list_is_read_as_none(tmp_path, hf_model_dir):
+    d = copy_model(hf_model_dir, tmp_path)
+    config = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**config, "model_type": "xlnet", "architectures": 5}))
+    with pytest.raises(structsent.ModelFormatError, match="model_type 'xlnet' is not supported"):
+        load_checkpoint(d)
+
+
+@pytest.mark.parametrize("shape", [(32,), ()])
+def test_word_embeddings_of_another_rank_are_refused(tmp_path, hf_model_dir, shape):
+    d = copy_model(hf_model_dir, tmp_path)
+    tensors = load_file(d / "model.safetensors")
+    tensors["bert.embeddings.word_embeddings.weight"] = torch.zeros(shape)
+    save_file(tensors, d / "model.safetensors")
+    with pytest.raises(structsent.ModelFormatError, match=r"word_embeddings.weight has shape .*not \(rows, columns\)"):
+        load_checkpoint(d)

@@ -45,6 +45,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "default: the packaged sample reviews")
 
 
+def _token_lengths(tokenizer, texts: list[str], corpus) -> list[int]:
+    """Tokens per benchmark text; a text the tokenizer leaves nothing of (a corpus of zero-width or
+    control characters) is a one-line error: every configuration would only flag it."""
+    from ..errors import BadInputError
+
+    encoded = tokenizer.encode(texts)
+    unusable = [(text, e.error) for text, e in zip(texts, encoded) if e.error is not None]
+    if unusable:
+        text, error = unusable[0]
+        raise BadInputError(f"--corpus {corpus}: {len(unusable)} of the {len(texts)} benchmark texts cannot be "
+                            f"labelled (e.g. {text[:40]!r}: {error}); give a corpus of reviews")
+    return [len(e.sequences[0]) for e in encoded]
+
+
 def run(args: argparse.Namespace) -> int:
     from ..bench.models import shape_model_dir
     from ..bench.report import fastest_within, markdown_table, with_ratios, write_chart, write_json
@@ -69,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     offered = configurations(device, bf16=args.bf16)
     chosen = _choose(args.configs, offered, DEFAULT_CONFIGURATIONS)
     setup = Setup(model_dir=model_dir, device=device, threads=args.num_threads, token_budget=args.token_budget)
-    lengths = [len(e.sequences[0]) for e in checkpoint.tokenizer.encode(workload.texts)]
+    lengths = _token_lengths(checkpoint.tokenizer, workload.texts, args.corpus)
     peak = None if setup.on_gpu else matmul_peak_flops(args.num_threads)
     _say(f"model: {model_note}\ntexts: {workload.describe()}\n"
          f"mean tokens per text: {sum(lengths) / len(lengths):.0f}; device: {_machine(device)}"

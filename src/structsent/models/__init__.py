@@ -19,6 +19,11 @@ def resolve_directory(name_or_path: str | Path) -> Path:
     """The local directory that holds the model ``name_or_path`` names."""
     from . import hub
 
+    if not isinstance(name_or_path, (str, Path)):  # None from an unset variable, bytes, a number
+        raise ModelNotFoundError(
+            f"the model must be named by a string or a path, got {type(name_or_path).__name__} "
+            f"({name_or_path!r:.60}); pass 'default', a checkpoint directory or a hub id"
+        )
     if isinstance(name_or_path, str) and not name_or_path.strip():
         # Path("") is the current directory: an unset variable must not load whatever lies there.
         raise ModelNotFoundError(

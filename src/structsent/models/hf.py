@@ -60,13 +60,18 @@ def load_directory(directory: Path, *, format_name: str = "huggingface") -> Chec
 
 
 def _declares_bert(config: dict) -> bool:
-    return any(a in _BERT_ARCHITECTURES for a in config.get("architectures") or [])
+    architectures = config.get("architectures")
+    return isinstance(architectures, list) and any(a in _BERT_ARCHITECTURES for a in architectures)
 
 
 def _shape_from(config: dict, tensors: dict, directory: Path):
     source = directory / "config.json"
     word = tensors["bert.embeddings.word_embeddings.weight"]  # both present: normalise_state_dict checked
     head = tensors["classifier.weight"]
+    for name, tensor in (("bert.embeddings.word_embeddings.weight", word), ("classifier.weight", head)):
+        if tensor.dim() != 2:
+            raise ModelFormatError(f"{directory}: tensor {name} has shape {tuple(tensor.shape)}, not (rows, columns); "
+                                   "the weights are damaged or not a BERT classifier's")
     hidden = config_int(config, "hidden_size", source, default=int(word.shape[1]))
     shape = build_shape(
         source,

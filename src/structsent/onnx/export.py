@@ -282,9 +282,10 @@ def export_graph(checkpoint, path: Path, *, smoothed: bool = False) -> dict:
     model = build_model(checkpoint, Precision.FP32, torch.device("cpu"))
     scales = smooth_encoder(model, checkpoint.tokenizer) if smoothed else {}
     model = exportable(model)
-    ids = torch.full((2, 16), checkpoint.tokenizer.cls_id, dtype=torch.int64)
+    length = min(16, checkpoint.shape.max_position_embeddings)  # a model may hold fewer positions
+    ids = torch.full((2, length), checkpoint.tokenizer.cls_id, dtype=torch.int64)
     mask = torch.ones_like(ids)
-    mask[1, 9:] = 0  # a padded row, so that the mask's path is traced
+    mask[1, length // 2 + 1:] = 0  # a padded row, so that the mask's path is traced
     dynamic = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
                "logits": {0: "batch"}}
     with _TRACING, torch.no_grad(), warnings.catch_warnings():
