@@ -170,3 +170,30 @@ def test_a_json_lines_field_null_in_the_first_chunks_gets_its_type_from_its_firs
         assert table.column("id").to_pylist() == list(range(rows))
         assert table.column("discount").to_pylist() == [None if i < 2 * CHUNK else i / 4 for i in range(rows)]
     assert pq.read_table(output).equals(pq.read_table(whole))
+
+
+@pytest.mark.parametrize("fmt", [Format.CSV, Format.TSV])
+def test_a_resumed_job_with_an_id_column_reads_the_file_s_own_header(tmp_path, clf, fmt):
+    """The manifest's columns are the output's (only the id with --id-column), and the resumed
+    reader took them for the file's header: every row after the first chunk was flagged
+    ('expected 1 fields, got 3'), exit 0."""
+    delimiter = "\t" if fmt is Format.TSV else ","
+    source, output, whole = tmp_path / f"in.{fmt.value}", tmp_path / "out.csv", tmp_path / "whole.csv"
+    with open(source, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter=delimiter)
+        writer.writerow(["id", "text", "note"])
+        writer.writerows((f"r{i}", ["好吃，下次还来", "太差了，再也不买"][i % 2] + str(i), f"n{i}") for i in range(ROWS))
+
+    def job(out, **options):
+        return LabelJobSpec(input=str(source), output=str(out), input_format=fmt, output_format=Format.CSV,
+                            chunk_rows=CHUNK, id_column="id", on_bad_row="flag", **options)
+
+    LabelJob(job(whole), clf).run()
+    stop = threading.Event()
+    stop.set()
+    assert LabelJob(job(output), clf, stop=stop).run().rows == CHUNK
+    summary = LabelJob(job(output, resume=True), clf).run()
+    assert summary.rows == ROWS and summary.flagged == 0
+    assert output.read_bytes() == whole.read_bytes()
+    rows = list(csv.reader(output.open(encoding="utf-8")))
+    assert rows[0][0] == "id" and [row[0] for row in rows[1:]] == [f"r{i}" for i in range(ROWS)]

@@ -498,10 +498,11 @@ def resolve_text_column(columns: list[str], requested: str, name: str) -> str:
 
 
 def open_reader(path: str, fmt: Format, *, text_column: str, on_bad_row: str, position: int = 0,
-                line: int = 0, rows_done: int = 0, header: list[str] | None = None) -> RowReader:
+                line: int = 0, rows_done: int = 0) -> RowReader:
     """Open ``path`` ('-' for stdin) at a resume ``position`` (after ``line`` lines, ``rows_done`` rows)."""
     if fmt is Format.PARQUET:
         return ParquetReader(path, rows_done=rows_done, text_column=text_column)
+    header = _csv_header(path, fmt, text_column) if position and fmt in (Format.CSV, Format.TSV) else None
     stream, total = _open_binary(path)
     if position:
         stream.seek(position)
@@ -513,6 +514,15 @@ def open_reader(path: str, fmt: Format, *, text_column: str, on_bad_row: str, po
                                on_bad_row=on_bad_row, name=path, text_column=text_column)
     return CsvReader(stream, start=position, line=line, rows_done=rows_done, total=total, on_bad_row=on_bad_row,
                      name=path, text_column=text_column, delimiter="\t" if fmt is Format.TSV else ",", header=header)
+
+
+def _csv_header(path: str, fmt: Format, text_column: str) -> list[str]:
+    """The header row of a CSV/TSV file, for a reader that starts further on (a resumed job)."""
+    reader = open_reader(path, fmt, text_column=text_column, on_bad_row=FAIL)
+    try:
+        return list(reader.columns)
+    finally:
+        reader.close()
 
 
 def first_json_fields(path: str, text_column: str) -> list[str] | None:

@@ -315,7 +315,7 @@ class LabelJob:
             _truncate(self.files.ledger, manifest.ledger_bytes)
         reader = open_reader(self.spec.input, self.spec.input_format, text_column=self.spec.text_column,
                              on_bad_row=self.spec.on_bad_row, position=manifest.position, line=manifest.line,
-                             rows_done=manifest.rows_done, header=manifest.header)
+                             rows_done=manifest.rows_done)
         started = time.perf_counter()
         try:
             with quick_gil_handoff(self.classifier.runner.device):
