@@ -46,6 +46,11 @@ class OutputWriteError(StructsentError):
     """The output could not be written (disk full, I/O error); what was committed stays resumable."""
 
 
+class JobFilesChangedError(StructsentError):
+    """Another program removed, replaced or wrote to a file the job is writing: what it had committed
+    is no longer there as committed, so the job stops and cannot be resumed."""
+
+
 class DeviceOutOfMemoryError(StructsentError):
     """The device ran out of memory on one batch (the engine splits the batch and retries)."""
 

@@ -124,10 +124,12 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if progress is not None:
                 progress.close()
-    if not args.quiet:
+    if summary.already_complete:
+        print(f"structsent: {spec.output} is complete (no unfinished job): nothing to resume", file=sys.stderr)
+    elif not args.quiet:
         print(format_summary(summary, labels=classifier.labels), file=sys.stderr)
     if summary.interrupted:
-        print(f"interrupted after {summary.rows:,} rows; to finish, run: {_resume_command()}", file=sys.stderr)
+        print(f"interrupted after {summary.rows:,} rows; {_how_to_finish(spec)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     if args.report is not None:
         _write_report(args, spec, summary, classifier)
@@ -181,9 +183,11 @@ def _check_report_by(column: str | None, spec, labels) -> None:
 def _write_report(args, spec, summary, classifier) -> None:
     from ..report import write_report
 
-    figures = {**summary.counters(), "rows_per_second": round(summary.rows_per_second, 1),
-               "padding_fraction": round(summary.padding_fraction, 4), "model": classifier.info()["model"],
-               "backend": classifier.info()["backend"], "device": classifier.info()["device"]}
+    figures = None if summary.already_complete else {  # an output finished before: no figures of this run
+        **summary.counters(), "rows_this_run": summary.rows_this_run,
+        "rows_per_second": round(summary.rows_per_second, 1),  # of this run's rows (a resumed job's are fewer)
+        "padding_fraction": round(summary.padding_fraction, 4), "model": classifier.info()["model"],
+        "backend": classifier.info()["backend"], "device": classifier.info()["device"]}
     write_report(spec.output, args.report, by=args.report_by, fmt=spec.output_format.value, prefix=spec.prefix,
                  job_figures=figures, overwrite=True)
     if not args.quiet:

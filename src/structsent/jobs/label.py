@@ -26,7 +26,7 @@ import numpy as np
 
 from ..batching import padding_fraction
 from ..engine import deduplicate
-from ..errors import BadInputError, OutputWriteError
+from ..errors import BadInputError, JobFilesChangedError, OutputWriteError
 from ..io.formats import Format
 from ..io.lock import OutputLock
 from ..io.manifest import InputLedger, Manifest, input_fingerprint, model_fingerprint, same_input
@@ -101,6 +101,7 @@ class JobSummary:
     resumed_from: int = 0
     model_seconds: float = 0.0  # time this run spent in the model stage
     resynchronised: int = 0  # malformed multi-line CSV records after which reading went on at their next line
+    already_complete: bool = False  # --resume found the output finished (no unfinished job): nothing ran
 
     @property
     def model_busy_fraction(self) -> float:
@@ -172,13 +173,13 @@ class ResultCache:
         entries, self._unsaved = self._unsaved, []
         return entries
 
-    def save(self, path: Path, entries: list[tuple[bytes, LabelResult]]) -> int:
-        """Append ``entries``; return the file's committed length."""
+    def save(self, path: Path, entries: list[tuple[bytes, LabelResult]], committed: int) -> int:
+        """Append ``entries`` to the file's ``committed`` bytes; return its new committed length."""
         data = b"".join(
             self._record.pack(key, *(r.scores[label] for label in self.labels), r.truncated, r.windows)
             for key, r in entries
         )
-        return _append_durably(path, data)
+        return _append_durably(path, data, committed)
 
     def load(self, path: Path, length: int) -> None:
         """Reload the first ``length`` bytes of entries saved by an earlier run of the job."""
@@ -216,15 +217,23 @@ class OutputFiles:
         """Every file the job writes (the lock apart)."""
         return [self.final, self.partial, self.manifest, self.cache, self.ledger]
 
+    def touched(self) -> list[Path]:
+        """Every file the job writes, creates, replaces or removes: ``all``, the lock, and the
+        temporary files its atomic writes rename into place (the part files are inside ``parts``)."""
+        return [*self.all(), self.lock, _temporary(self.manifest), _temporary(self.final)]
+
     def work(self) -> list[Path]:
         """The files and directory the job keeps beside its output while it runs, the lock included."""
         return [self.partial, self.parts, self.manifest, self.cache, self.ledger, self.lock]
 
     def remove_work(self) -> None:
+        """The manifest first: while it exists the job is unfinished and resumable, so every file it
+        names must outlive it (a kill between two of these removals leaves no manifest naming a
+        missing file)."""
+        self.manifest.unlink(missing_ok=True)
         self.partial.unlink(missing_ok=True)
         self.cache.unlink(missing_ok=True)
         self.ledger.unlink(missing_ok=True)
-        self.manifest.unlink(missing_ok=True)
         shutil.rmtree(self.parts, ignore_errors=True)
 
     def part(self, index: int) -> Path:
@@ -277,6 +286,16 @@ class LabelJob:
         files.remove_work()  # whatever a job killed before its first commit left is not committed work
         return fresh
 
+    def _finished_before(self) -> bool:
+        """--resume of a job that had finished: its output exists and no manifest says it is unfinished
+        (a kill can land after the output is complete, while the work files are being removed; those
+        left are removed here). Running the same command again is then a no-op, not an error."""
+        files = self.files
+        if files is None or not self.spec.resume or files.manifest.exists() or not files.final.is_file():
+            return False
+        files.remove_work()
+        return True
+
     def _check_resumable(self, saved: Manifest, fresh: Manifest) -> Manifest:
         if not same_input(saved.input_fingerprint, fresh.input_fingerprint):
             raise BadInputError(f"cannot resume: {self.spec.input} changed since the job began; start over with --overwrite")
@@ -306,13 +325,15 @@ class LabelJob:
             return self._run()
 
     def _run(self) -> JobSummary:
+        if self._finished_before():
+            return JobSummary(already_complete=True)
         manifest = self._start_manifest()
         summary = JobSummary.from_counters(manifest.counts) if manifest.counts else JobSummary()
         summary.resumed_from = manifest.rows_done
-        if self.files is not None:
-            self._cut_back_to(manifest)
+        if self.files is not None:  # every check that can refuse the resume before the output is touched
             self.cache.load(self.files.cache, manifest.cache_bytes)
             _truncate(self.files.ledger, manifest.ledger_bytes)
+            self._cut_back_to(manifest)
         reader = open_reader(self.spec.input, self.spec.input_format, text_column=self.spec.text_column,
                              on_bad_row=self.spec.on_bad_row, position=manifest.position, line=manifest.line,
                              rows_done=manifest.rows_done)
@@ -483,7 +504,7 @@ class LabelJob:
         if self.spec.output_format is Format.PARQUET:
             if self.files is None:
                 raise BadInputError("Parquet output needs an output file (-o)")
-            self.files.parts.mkdir(parents=True, exist_ok=True)
+            self._check_parts(manifest.parts)
             write_parquet_part(encoder.table(rows, results, _arrow_schema(reader)), self.files.part(manifest.parts))
             manifest.parts += 1
         else:
@@ -492,17 +513,30 @@ class LabelJob:
                 sys.stdout.buffer.write(data)
                 sys.stdout.buffer.flush()
             else:
-                manifest.output_bytes = _append_durably(self.files.partial, data)
+                manifest.output_bytes = _append_durably(self.files.partial, data, manifest.output_bytes)
         manifest.position, manifest.line, manifest.rows_done = chunk.position
         manifest.counts = counters
         if self.files is not None:
-            manifest.cache_bytes = self.cache.save(self.files.cache, cache_entries)
+            manifest.cache_bytes = self.cache.save(self.files.cache, cache_entries, manifest.cache_bytes)
             if chunk.digest is not None:
                 entry = InputLedger(self.files.ledger).entry(manifest.rows_done, manifest.position, manifest.line, chunk.digest)
-                manifest.ledger_bytes = _append_durably(self.files.ledger, entry)
+                manifest.ledger_bytes = _append_durably(self.files.ledger, entry, manifest.ledger_bytes)
             manifest.save(self.files.manifest)
         if self.progress is not None:
             self.progress.update(counters, manifest.position, reader.total, started)
+
+    def _check_parts(self, committed: int) -> None:
+        """The parts directory holds the ``committed`` parts (another program may have removed it)."""
+        files = self._output()
+        if committed == 0:
+            files.parts.mkdir(parents=True, exist_ok=True)
+            return
+        missing = [i for i in range(committed) if not files.part(i).is_file()]
+        if missing:
+            raise JobFilesChangedError(
+                f"{files.parts}: {len(missing)} of the {committed} committed part files are gone (e.g. "
+                f"{files.part(missing[0]).name}): another program removed them while the job ran; start over with "
+                "--overwrite")
 
     def _cut_back_to(self, manifest: Manifest) -> None:
         """Discard output written after the last commit (a crash between append and manifest)."""
@@ -515,6 +549,10 @@ class LabelJob:
                         part.unlink()
             return
         if files.partial.exists():
+            size = files.partial.stat().st_size
+            if size < manifest.output_bytes:  # a truncate would pad it with zero bytes
+                raise BadInputError(f"cannot resume: {files.partial} holds {size:,} bytes of the "
+                                    f"{manifest.output_bytes:,} committed; start over with --overwrite")
             with open(files.partial, "r+b") as handle:
                 handle.truncate(manifest.output_bytes)
         elif manifest.output_bytes and files.final.exists() and files.final.stat().st_size == manifest.output_bytes:
@@ -541,13 +579,14 @@ class LabelJob:
         elif self.files is None:
             sys.stdout.buffer.write(encoder.header())
         else:
-            manifest.output_bytes = _append_durably(self.files.partial, encoder.header())
+            manifest.output_bytes = _append_durably(self.files.partial, encoder.header(), 0)
 
     def _finish(self, manifest: Manifest) -> None:
         files = self.files
         if files is None:
             return
         if self.spec.output_format is Format.PARQUET:
+            self._check_parts(manifest.parts)
             merge_parquet_parts([files.part(i) for i in range(manifest.parts)], files.final)
         else:
             if not files.partial.exists():
@@ -590,9 +629,12 @@ def check_job_paths(spec: LabelJobSpec) -> None:
         check_work_path(path, directory=path == files.parts)
     if spec.input == "-":
         return
-    for path in files.all():
+    for path in files.touched():
         if _same_file(spec.input, path):
             raise BadInputError(f"{spec.input} is the job's own output file {path}: write the output to another path")
+    if files.parts.is_dir() and Path(os.path.realpath(spec.input)).is_relative_to(os.path.realpath(files.parts)):
+        raise BadInputError(f"{spec.input} is inside the job's own work directory {files.parts}: write the output "
+                            "to another path")
 
 
 def check_input_path(path: str) -> None:
@@ -617,6 +659,11 @@ def check_output_directory(output: str) -> None:
         raise BadInputError(f"{output}: is a directory; name an output file")
 
 
+def _temporary(path: Path) -> Path:
+    """The temporary name a file is written under before it is renamed onto ``path``."""
+    return path.with_name(path.name + ".tmp")
+
+
 def _same_file(a: str, b: Path) -> bool:
     """True when both paths name one file (through symbolic or hard links too)."""
     try:
@@ -632,8 +679,20 @@ def _truncate(path: Path, length: int) -> None:
             handle.truncate(length)
 
 
-def _append_durably(path: Path, data: bytes) -> int:
-    with open(path, "ab") as handle:
+def _append_durably(path: Path, data: bytes, committed: int) -> int:
+    """Append ``data`` to ``path`` and sync it; return the new length. ``path`` must hold exactly the
+    ``committed`` bytes the manifest records: a file removed, replaced or written to by another program
+    while the job ran is refused (appending would commit a file that lacks the earlier chunks)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | (os.O_CREAT if committed == 0 else 0), 0o666)
+    except FileNotFoundError:
+        raise JobFilesChangedError(f"{path} was removed while the job ran (it held {committed:,} committed bytes); "
+                                   "start over with --overwrite") from None
+    with os.fdopen(fd, "ab") as handle:
+        size = os.fstat(fd).st_size
+        if size != committed:
+            raise JobFilesChangedError(f"{path} holds {size:,} bytes, the job had committed {committed:,}: another "
+                                       "program replaced or wrote to it while the job ran; start over with --overwrite")
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())

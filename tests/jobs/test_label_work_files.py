@@ -1,0 +1,145 @@
+"""The label job's own files: changed by another program while it runs, cut short, named as the
+input, or left by a kill while a finished job removes them. Never a silently wrong output."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import threading
+
+import pytest
+
+from structsent.errors import BadInputError, JobFilesChangedError
+from structsent.io.formats import Format
+from structsent.jobs.label import LabelJob, LabelJobSpec, OutputFiles
+
+ROWS, CHUNK = 200, 20
+
+
+@pytest.fixture()
+def source(tmp_path):
+    path = tmp_path / "in.csv"
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "text"])
+        writer.writerows((f"r{i}", ["好吃，下次还来", "太差了，再也不买", "一般般吧"][i % 3] + str(i)) for i in range(ROWS))
+    return path
+
+
+def spec(source, output, fmt=Format.CSV, **options) -> LabelJobSpec:
+    return LabelJobSpec(input=str(source), output=str(output), input_format=Format.CSV, output_format=fmt,
+                        chunk_rows=CHUNK, **options)
+
+
+class AfterCommit:
+    """A progress display that does ``act`` once, after the first commit (in the writer thread)."""
+
+    def __init__(self, act) -> None:
+        self.act, self.done = act, False
+
+    def update(self, counters, position, total, started) -> None:
+        if not self.done:
+            self.done = True
+            self.act()
+
+
+@pytest.mark.parametrize("change", ["removed", "replaced by an empty file", "written to"])
+def test_a_partial_output_changed_while_the_job_runs_stops_it(tmp_path, clf, source, change):
+    """The job appended to whatever file had its name: a removed or replaced .partial became an
+    output without its header and first chunks, exit 0."""
+    output = tmp_path / "out.csv"
+    partial = OutputFiles(str(output)).partial
+
+    def act():
+        if change == "removed":
+            partial.unlink()
+        elif change == "replaced by an empty file":
+            partial.unlink()
+            partial.write_bytes(b"")
+        else:
+            with open(partial, "ab") as handle:
+                handle.write(b"x,y\n")
+
+    with pytest.raises(JobFilesChangedError, match="start over with --overwrite"):
+        LabelJob(spec(source, output), clf, progress=AfterCommit(act)).run()
+    assert not output.exists()
+
+
+def test_parquet_parts_removed_while_the_job_runs_stop_it(tmp_path, clf, source):
+    output = tmp_path / "out.parquet"
+    parts = OutputFiles(str(output)).parts
+    with pytest.raises(JobFilesChangedError, match=r"out.parquet.parts: 1 of the 1 committed part files are gone"):
+        LabelJob(spec(source, output, Format.PARQUET), clf,
+                 progress=AfterCommit(lambda: shutil.rmtree(parts))).run()
+    assert not output.exists()
+
+
+def test_a_partial_output_shorter_than_committed_is_refused_not_padded(tmp_path, clf, source):
+    """Truncating a short file to the committed length extended it with zero bytes, exit 0."""
+    output = tmp_path / "out.csv"
+    stop = threading.Event()
+    stop.set()
+    assert LabelJob(spec(source, output), clf, stop=stop).run().rows == CHUNK
+    partial = OutputFiles(str(output)).partial
+    partial.write_bytes(partial.read_bytes()[:-10])
+    with pytest.raises(BadInputError, match=r"out.csv.partial holds [\d,]+ bytes of the [\d,]+ committed"):
+        LabelJob(spec(source, output, resume=True), clf).run()
+    assert not output.exists()
+
+
+def crash_while_removing_work(monkeypatch):
+    """A kill just after the finished output was renamed into place: the work files all remain."""
+    remove_work = OutputFiles.remove_work
+
+    def killed(self):
+        if self.final.exists():  # at the end of the job (a fresh job removes what a crash left, too)
+            raise KeyboardInterrupt("killed")
+        remove_work(self)
+    monkeypatch.setattr(OutputFiles, "remove_work", killed)
+
+
+@pytest.mark.parametrize("fmt", [Format.CSV, Format.PARQUET])
+def test_a_kill_after_the_output_is_complete_resumes_to_the_same_output(tmp_path, clf, source, monkeypatch, fmt):
+    suffix = "parquet" if fmt is Format.PARQUET else "csv"
+    whole, output = tmp_path / f"whole.{suffix}", tmp_path / f"out.{suffix}"
+    LabelJob(spec(source, whole, fmt), clf).run()
+    with monkeypatch.context() as patch:
+        crash_while_removing_work(patch)
+        with pytest.raises(KeyboardInterrupt):
+            LabelJob(spec(source, output, fmt), clf).run()
+    files = OutputFiles(str(output))
+    assert files.manifest.exists() and output.exists()
+    summary = LabelJob(spec(source, output, fmt, resume=True), clf).run()
+    assert summary.rows == ROWS and not summary.already_complete
+    assert output.read_bytes() == whole.read_bytes()
+    assert not any(p.exists() for p in files.work())
+
+
+def test_a_kill_after_the_manifest_is_removed_leaves_a_finished_job(tmp_path, clf, source, monkeypatch):
+    """Work files were removed before the manifest: a kill in between left a manifest naming a
+    missing cache, and every --resume failed after moving the finished output aside."""
+    output = tmp_path / "out.csv"
+    with monkeypatch.context() as patch:
+        crash_while_removing_work(patch)
+        with pytest.raises(KeyboardInterrupt):
+            LabelJob(spec(source, output), clf).run()
+    finished = output.read_bytes()
+    files = OutputFiles(str(output))
+    files.manifest.unlink()  # removed first now: the kill came after it
+    summary = LabelJob(spec(source, output, resume=True), clf).run()
+    assert summary.already_complete and output.read_bytes() == finished
+    assert not any(p.exists() for p in files.work())
+    with pytest.raises(BadInputError, match="exists; pass --overwrite"):  # without --resume: as before
+        LabelJob(spec(source, output), clf).run()
+
+
+@pytest.mark.parametrize("side_file", ["out.csv.lock", "out.csv.manifest.json.tmp", "out.csv.tmp",
+                                       "out.csv.parts/part-000000.parquet"])
+def test_an_input_that_is_one_of_the_job_s_own_files_is_refused(tmp_path, clf, source, side_file):
+    """The lock, a temporary file renamed into place, a part: the input was truncated, overwritten or deleted."""
+    named = tmp_path / side_file
+    named.parent.mkdir(exist_ok=True)
+    shutil.copy(source, named)
+    with pytest.raises(BadInputError, match="the job's own"):
+        LabelJob(spec(named, tmp_path / "out.csv"), clf).run()
+    assert named.read_bytes() == source.read_bytes()
