@@ -225,6 +225,28 @@ def test_csv_output_of_json_lines_whose_first_rows_are_flagged_does_not_depend_o
     assert [r["id"] for r in rows] == ["", "2", "3"] and "appears more than once" in rows[0]["error"]
 
 
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_a_flagged_first_json_lines_row_does_not_choose_the_output_columns(tmp_path, hf_model_dir, suffix):
+    """A first row whose text field was misspelt (flagged) gave the CSV/Parquet columns ('id', 'txt'):
+    every good row after it was refused ('text' not among the columns) and the job stopped, exit 2.
+    The first row read without error chooses them; the flagged row is written without the field
+    the output has no column for, and its error says so."""
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": 0, "txt": "typo in key"}\n{"id": 1, "text": "好吃"}\n{"id": 2, "text": "难吃"}\n',
+                      encoding="utf-8")
+    out = tmp_path / f"out.{suffix}"
+    run_cli("label", source, "-o", out, "--on-bad-row", "flag", *model_args(hf_model_dir))
+    if suffix == "csv":
+        rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
+    else:
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(out).to_pylist()
+    assert [(str(r["id"]), r["text"] or "") for r in rows] == [("0", ""), ("1", "好吃"), ("2", "难吃")]
+    assert "no 'text' field" in rows[0]["error"] and "field(s) 'txt' are not among the output's columns" in rows[0]["error"]
+    assert not rows[1]["error"] and not rows[2]["error"]
+
+
 def test_summary_reports_counts_and_duplicates(hf_model_dir, reviews_file):
     proc = run_cli("label", reviews_file, "--model", hf_model_dir)
     summary = proc.stderr.decode()

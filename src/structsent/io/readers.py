@@ -526,10 +526,16 @@ def _csv_header(path: str, fmt: Format, text_column: str) -> list[str]:
 
 
 def first_json_fields(path: str, text_column: str) -> list[str] | None:
-    """The fields of the first JSON Lines row of ``path`` that has any (read in flag mode), or None."""
+    """The fields of the first JSON Lines row of ``path`` read without error, else of the first that has
+    any (read in flag mode), or None."""
     reader = open_reader(path, Format.JSONL, text_column=text_column, on_bad_row="flag")
+    first = None
     try:
-        return next((list(row.values) for row in reader if row.values), None)
+        for row in reader:
+            if row.values and row.error is None:
+                return list(row.values)
+            first = first or (list(row.values) if row.values else None)
+        return first
     finally:
         reader.close()
 

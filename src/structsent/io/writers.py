@@ -142,9 +142,21 @@ class ChunkEncoder:
                 "columns: write JSON Lines output to keep every field, or keep one with --id-column"
             )
 
-    def _record(self, row: InputRow, result: LabelResult) -> dict:
+    def _fitted(self, row: InputRow, result: LabelResult) -> tuple[dict, LabelResult]:
+        """The row's values, and its result, for this output's columns. A row with a field the
+        output has no column for is refused (the value would be lost), unless the reader flagged
+        the row already (flag mode): it is written without that field, and its error says so."""
         values = row.values or {}
-        self._check_fields(row, values)
+        if row.error is None or result.error is None or self._known_columns.issuperset(values):
+            self._check_fields(row, values)
+            return values, result
+        dropped = ", ".join(repr(k) for k in values if k not in self._known_columns)
+        kept = {k: v for k, v in values.items() if k in self._known_columns}
+        return kept, LabelResult.failed(f"{result.error}; its field(s) {dropped} are not among the output's "
+                                        "columns and are not written")
+
+    def _record(self, row: InputRow, result: LabelResult) -> dict:
+        values, result = self._fitted(row, result)
         record = {c: values.get(c) for c in self.input_columns}
         record.update(zip(self.extra, prediction_values(result, self.labels)))
         return record
@@ -162,8 +174,7 @@ class ChunkEncoder:
             return json.dumps(_finite_or_null(record), ensure_ascii=False, default=_json_value) + "\n"
 
     def _csv_record(self, row: InputRow, result: LabelResult) -> list:
-        values = row.values or {}
-        self._check_fields(row, values)
+        values, result = self._fitted(row, result)
         cells = [value if type(value) is str else _cell(value) for value in map(values.get, self.input_columns)]
         if result.error is not None or result.score is None or result.label is None:
             return cells + [_cell(v) for v in prediction_values(result, self.labels)]

@@ -459,7 +459,9 @@ class LabelJob:
         return encoder
 
     def _output_input_columns(self, reader: RowReader, chunk: list[InputRow]) -> list[str]:
-        in_chunk: list[str] | None = next((list(r.values) for r in chunk if r.values), None)
+        # The fields of the first row read without error: a flagged row (its text field misspelt) does not choose them.
+        in_chunk: list[str] | None = (next((list(r.values) for r in chunk if r.values and r.error is None), None)
+                                      or next((list(r.values) for r in chunk if r.values), None))
         columns = list(reader.columns) or in_chunk or self._fields_further_on(reader)
         if self.spec.id_column is None:
             return columns
