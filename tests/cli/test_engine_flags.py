@@ -10,3 +10,26 @@ def test_engine_flags_take_their_defaults_from_structsent_variables(monkeypatch)
     args = build_parser().parse_args(["label", "x.txt"])
     assert (args.pad_multiple, args.token_budget) == (16, 2048)
     assert build_parser().parse_args(["label", "x.txt", "--pad-multiple", "4"]).pad_multiple == 4
+
+
+def test_a_variable_that_does_not_parse_stops_only_commands_that_run_the_engine(monkeypatch, tmp_path, capsys):
+    """STRUCTSENT_TOKEN_BUDGET=abc made every command fail as the parser was built: `structsent
+    report` (which loads no model), --help and --version too."""
+    import pytest
+
+    from structsent.cli import build_parser, main
+    from structsent.cli.engine_flags import engine_config
+    from structsent.errors import ConfigError
+
+    monkeypatch.setenv("STRUCTSENT_TOKEN_BUDGET", "abc")
+    with pytest.raises(SystemExit) as version:
+        main(["--version"])
+    assert version.value.code == 0 and "structsent" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="^STRUCTSENT_TOKEN_BUDGET='abc': expected an integer$"):
+        engine_config(build_parser().parse_args(["label", "x.txt"]))
+    assert engine_config(build_parser().parse_args(["label", "x.txt", "--token-budget", "512"])).token_budget == 512
+    labelled = tmp_path / "out.csv"
+    labelled.write_text("text,label,score,prob_负面,prob_正面,error\n好,正面,0.9,0.1,0.9,\n", encoding="utf-8")
+    assert main(["report", str(labelled), "-o", str(tmp_path / "r.html")]) == 0
+    assert main(["label", str(labelled), "-o", str(tmp_path / "o.csv")]) == 2
+    assert capsys.readouterr().err.strip().endswith("STRUCTSENT_TOKEN_BUDGET='abc': expected an integer")

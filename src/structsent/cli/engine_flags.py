@@ -46,7 +46,19 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
 
 def engine_config(args: argparse.Namespace) -> EngineConfig:
     """The EngineConfig the flags describe (validated: a bad value is a ConfigError)."""
-    return EngineConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(EngineConfig)})
+    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(EngineConfig)}
+    bad = next((value for value in values.values() if isinstance(value, BadVariable)), None)
+    if bad is not None:  # a variable no flag overrode, for a command that runs the engine
+        raise ConfigError(bad.message)
+    return EngineConfig(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class BadVariable:
+    """A STRUCTSENT_* variable that does not parse, kept as the flag's default: an error only for
+    a command that runs the engine without the flag (`structsent report`, --help, --version run)."""
+
+    message: str
 
 
 def _value_type(annotation) -> type:
@@ -64,7 +76,7 @@ def _environment_default(field: dataclasses.Field, kind: type):
         try:
             return int(raw)
         except ValueError:
-            raise ConfigError(f"{ENV_PREFIX + field.name.upper()}={raw!r}: expected an integer") from None
+            return BadVariable(f"{ENV_PREFIX + field.name.upper()}={raw!r}: expected an integer")
     return raw
 
 
