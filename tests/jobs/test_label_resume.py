@@ -197,3 +197,29 @@ def test_a_resumed_job_with_an_id_column_reads_the_file_s_own_header(tmp_path, c
     assert output.read_bytes() == whole.read_bytes()
     rows = list(csv.reader(output.open(encoding="utf-8")))
     assert rows[0][0] == "id" and [row[0] for row in rows[1:]] == [f"r{i}" for i in range(ROWS)]
+
+
+@pytest.mark.parametrize("how", ["moved", "through a link"])
+def test_the_same_input_under_another_name_resumes(tmp_path, clf, how):
+    """The input's path was part of its fingerprint: the file moved, or named through a link, was
+    refused as changed. Its bytes (size, first MiB, the ledger's digests) are what identify it."""
+    source, output, uninterrupted = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "whole.csv"
+    write_reviews(source)
+    LabelJob(spec(source, uninterrupted), clf).run()
+    first_chunk_only(clf, source, output)
+    renamed = tmp_path / "elsewhere.csv"
+    if how == "moved":
+        source.rename(renamed)
+    else:
+        renamed.symlink_to(source)
+    summary = LabelJob(spec(renamed, output, resume=True), clf).run()
+    assert summary.rows == ROWS and output.read_bytes() == uninterrupted.read_bytes()
+
+
+def test_another_file_under_the_first_run_s_name_is_still_refused(tmp_path, clf):
+    source, output = tmp_path / "in.csv", tmp_path / "out.csv"
+    write_reviews(source)
+    first_chunk_only(clf, source, output)
+    source.write_text(source.read_text(encoding="utf-8").replace("r1,", "x1,"), encoding="utf-8")
+    with pytest.raises(BadInputError, match="changed since the job began"):
+        LabelJob(spec(source, output, resume=True), clf).run()

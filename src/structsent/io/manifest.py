@@ -83,10 +83,12 @@ def same_input(saved: dict, fresh: dict) -> bool:
     """Whether a resumed job reads the input its first run read. The modification time counts
     only where a fingerprint holds one (Parquet; jobs begun before text inputs dropped it): a text
     input's consumed bytes are checked against the ledger's digests instead, so a copy of the same
-    bytes, or a touch, still resumes."""
-    if "mtime_ns" in fresh:
+    bytes, or a touch, still resumes; so does the file under another name (moved, or through a link)."""
+    if "size" not in saved or "size" not in fresh:  # standard input or a pipe: never the same input again
         return saved == fresh
-    return {k: v for k, v in saved.items() if k != "mtime_ns"} == fresh
+    # Not the path: the same file moved, or named through a link, is the same input (its bytes say so).
+    ignored = {"path"} if "mtime_ns" in fresh else {"path", "mtime_ns"}
+    return {k: v for k, v in saved.items() if k not in ignored} == {k: v for k, v in fresh.items() if k not in ignored}
 
 
 def input_fingerprint(path: str, *, ledger_verified: bool = True) -> dict:
