@@ -222,7 +222,7 @@ def test_weights_that_overflow_are_refused_by_the_warm_up_batch(tmp_path, hf_mod
     d = copy_with_weights(hf_model_dir, tmp_path / "m", overflowing_head)
     assert load_checkpoint(d).labels == ("负面", "正面")  # finite weights: the files themselves are fine
     with pytest.raises(structsent.ModelFormatError,
-                       match=r"the weights give non-finite outputs \(.*\) on a warm-up batch of 2 short texts \(torch, fp32, cpu\)"):
+                       match=r"the weights give non-finite outputs \(.*\) on a warm-up batch of 3 short texts \(torch, fp32, cpu\)"):
         structsent.load(d, device="cpu", backend=backend)
     assert not list((tmp_path / "cache").glob("onnx/*/model.onnx"))  # nothing unusable left in the cache
 

@@ -365,7 +365,7 @@ def check_model_outputs(classifier: Classifier) -> None:
 
     Catches at load what would otherwise flag every row later: weights that hold NaN or inf (or
     overflow at this precision), and a label list that does not match the model's outputs. It
-    costs one forward pass of two short texts, and doubles as the runtime's first (slow) call.
+    costs one forward pass of three short texts, and doubles as the runtime's first (slow) call.
     """
     # As many texts as labels would let a graph whose outputs are (labels, texts) pass as (texts, labels).
     texts = WARMUP_TEXTS if len(WARMUP_TEXTS) != len(classifier.labels) else (*WARMUP_TEXTS, "一般")
