@@ -195,6 +195,32 @@ def test_headers_that_stall_get_408_and_idle_connections_are_closed(guarded):
     assert metric(guarded.metrics(), "structsent_refused_connections_total", reason="read_timeout_s") >= 3
 
 
+def test_part_of_a_pipelined_request_sent_with_the_one_before_gets_408_not_a_silent_close(guarded):
+    """The bytes came while the first request was in flight, and were not counted: at the deadline
+    the connection looked idle and was closed without an answer."""
+    with connect(guarded) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /hea")
+        assert read_response(sock)[0] == 200
+        status, headers, answer = read_response(sock)
+        assert status == 408 and headers["connection"] == "close"
+        assert_error_shape(answer, "timeout", "read_timeout_s")
+
+
+@pytest.mark.parametrize(("method", "path", "answered"), [("GET", "/health", 200), ("DELETE", "/v1/sentiment", 405)])
+def test_a_body_left_unread_by_an_early_answer_is_not_taken_for_the_next_headers(guarded, method, path, answered):
+    """A request answered before its body came (a GET with a body, a 405): the body's bytes were
+    counted as the next request's headers, which got a 431 (or a 408 for a slow body)."""
+    with connect(guarded) as sock:
+        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n"
+                     "Content-Length: 100000\r\n\r\n".encode())
+        assert read_response(sock)[0] == answered
+        sock.sendall(b"x" * 60000)
+        time.sleep(READ_TIMEOUT_S + 0.3)  # the body, slower than the deadline for headers
+        sock.sendall(b"x" * 40000 + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _, answer = read_response(sock)
+        assert status == 200 and answer == {"status": "ok"}
+
+
 def test_unfinished_headers_over_the_cap_get_431(guarded):
     with connect(guarded) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 3000)

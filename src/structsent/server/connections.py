@@ -65,6 +65,10 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
         self._awaited_after: object = None  # the request cycle that preceded the awaited request
         self._header_bytes = 0  # bytes received while awaiting headers
         self._header_tail = b""  # their last bytes: an end of headers may be split between two reads
+        # Where the parser is (httptools' callbacks; h11's protocol has none, and these stay as set here):
+        self._headers_pending = False  # a request began and its headers are not complete
+        self._body_pending = False  # a request's headers are complete and its body is still arriving
+        self._await_after_body = False  # a response went out before its request's body was read
 
     @property
     def _policy(self) -> ConnectionPolicy:
@@ -110,7 +114,27 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self.policy is not None and not self.transport.is_closing():
+        if self.policy is None or self.transport.is_closing():
+            return
+        if self._body_pending:  # answered before its body was read (a GET with a body, a 405): the
+            self._await_after_body = True  # bytes still to come are that body, not the next headers
+        else:
+            self._await_headers()
+
+    # httptools' parser callbacks (not called under h11)
+    def on_message_begin(self) -> None:
+        self._headers_pending = True
+        super().on_message_begin()  # type: ignore[misc]  # httptools' protocol (the type checks see h11's)
+
+    def on_headers_complete(self) -> None:
+        self._headers_pending, self._body_pending = False, True
+        super().on_headers_complete()  # type: ignore[misc]  # httptools' protocol (the type checks see h11's)
+
+    def on_message_complete(self) -> None:
+        self._body_pending = False
+        super().on_message_complete()  # type: ignore[misc]  # httptools' protocol (the type checks see h11's)
+        if self._await_after_body:
+            self._await_after_body = False
             self._await_headers()
 
     def shutdown(self) -> None:
@@ -144,7 +168,8 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
         in_progress = self.cycle is not None and not self.cycle.response_complete
         if self.transport.is_closing() or self.cycle is not self._awaited_after or in_progress:
             return
-        if self._header_bytes == 0:  # idle: nothing to answer
+        if self._header_bytes == 0 and not self._headers_pending:  # idle: nothing to answer
+            # (_headers_pending: part of a pipelined request came with the one before it)
             if self._unread_bytes_waiting():
                 # A request arrived while the event loop was busy: read it rather than close the
                 # socket over it (which would reset the connection under the client's feet).
