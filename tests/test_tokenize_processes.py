@@ -159,3 +159,51 @@ def test_a_worker_that_dies_in_the_middle_of_sending_a_result_stops_the_wait(tok
         with pytest.raises(WorkerProcessError, match="a tokenizer process stopped unexpectedly"):
             pool.result(pool.submit(["差评"]))
         assert time.monotonic() - started < 30
+
+
+def test_a_worker_killed_as_it_starts_fails_the_job_instead_of_hanging_it(tokenizer):
+    """The tokenizer went to each worker in its spawn data, which the launcher writes into a pipe
+    whose reading end the parent holds until the write ends: a worker killed as it started left a
+    6 MB write blocked for ever. Now the spawn data names a file; the write is a few hundred bytes."""
+    import threading
+
+    outcome: list[BaseException | None] = []
+
+    def job() -> None:
+        try:
+            with TokenizerProcesses(tokenizer, OPTIONS, processes=1) as pool:
+                for _ in range(50):
+                    pool.result(pool.submit(["差评"]))
+                    time.sleep(0.05)
+            outcome.append(None)
+        except BaseException as err:  # noqa: BLE001 - reported below
+            outcome.append(err)
+
+    thread = threading.Thread(target=job, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not (workers := _workers_of(os.getpid())) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert workers, "no worker started"
+    os.kill(workers[0], signal.SIGKILL)
+    thread.join(60)
+    assert not thread.is_alive(), "the pool waited for ever on a worker killed as it started"
+    assert outcome and isinstance(outcome[0], WorkerProcessError)
+
+
+def test_the_state_file_goes_with_the_pool_and_one_a_killed_job_left_with_the_next(tokenizer, tmp_path, monkeypatch):
+    import tempfile
+
+    from structsent.tokenize_processes import STATE_PREFIX
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    import socket
+
+    left = tmp_path / f"{STATE_PREFIX}{socket.gethostname()}-{dead}-abc.pickle"
+    left.write_bytes(b"\0" * 100)
+    with TokenizerProcesses(tokenizer, OPTIONS, processes=1) as pool:
+        assert pool.result(pool.submit(["好评"]))[0].error is None
+        assert not left.exists() and len(list(tmp_path.glob(STATE_PREFIX + "*"))) == 1
+    assert list(tmp_path.glob(STATE_PREFIX + "*")) == []

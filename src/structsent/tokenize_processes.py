@@ -18,18 +18,22 @@ import dataclasses
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
 import numpy as np
 
 from .config import LongTextPolicy
 from .errors import WorkerProcessError
+from .staging import remove_abandoned, staging_name
 from .tokenize import EncodedText, Tokenizer
 
 
@@ -88,9 +92,10 @@ _worker_tokenizer: Tokenizer | None = None
 _worker_options: EncodingOptions | None = None
 
 
-def _start_worker(tokenizer: Tokenizer, options: EncodingOptions) -> None:
+def _start_worker(state_file: str) -> None:
     global _worker_tokenizer, _worker_options
-    _worker_tokenizer, _worker_options = tokenizer, options
+    with open(state_file, "rb") as handle:
+        _worker_tokenizer, _worker_options = pickle.load(handle)
     # Ctrl-C in a terminal reaches the whole process group: the job stops after its chunk and
     # shuts the workers down itself, so a worker must not die of it first (a broken pool).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -132,10 +137,11 @@ class TokenizerProcesses:
         if processes < 1:
             raise ValueError(f"processes={processes}: at least 1")
         self.processes = processes
+        self._state_file = _write_worker_state(tokenizer, options)
         # spawn, not fork: the parent runs threads (reader, writer, the Rust tokenizer's pool),
         # and a forked child of a threaded process can inherit a lock held by a thread it lacks.
         self._pool = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_start_worker, initargs=(tokenizer, options))
+                                         initializer=_start_worker, initargs=(str(self._state_file),))
 
     def submit(self, texts: list[object]) -> "Future[EncodingBatch]":
         try:
@@ -182,13 +188,34 @@ class TokenizerProcesses:
             queue._writer.close()  # type: ignore[union-attr]
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        try:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            self._state_file.unlink(missing_ok=True)
 
     def __enter__(self) -> "TokenizerProcesses":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+STATE_PREFIX = "structsent-tokenizer-"
+
+
+def _write_worker_state(tokenizer: Tokenizer, options: EncodingOptions) -> Path:
+    """The tokenizer and options, pickled into a file that each worker reads at its start.
+
+    Not in the spawn data: the launcher writes that into a pipe whose reading end the parent holds
+    until the write is done, so a worker killed as it starts left a 6 MB write (the character
+    table) blocked for ever. A file so named that a kill -9 of this process leaves is removed by
+    the next job's pool."""
+    directory = Path(tempfile.gettempdir())
+    remove_abandoned(directory, STATE_PREFIX)
+    with tempfile.NamedTemporaryFile(prefix=staging_name(STATE_PREFIX), suffix=".pickle", dir=directory,
+                                     delete=False) as handle:
+        pickle.dump((tokenizer, options), handle, protocol=pickle.HIGHEST_PROTOCOL)
+    return Path(handle.name)
 
 
 def _died(err: BaseException) -> WorkerProcessError:

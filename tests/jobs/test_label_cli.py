@@ -236,6 +236,9 @@ def test_a_flagged_first_json_lines_row_does_not_choose_the_output_columns(tmp_p
                       encoding="utf-8")
     out = tmp_path / f"out.{suffix}"
     run_cli("label", source, "-o", out, "--on-bad-row", "flag", *model_args(hf_model_dir))
+    one_row_chunks = tmp_path / f"out-1.{suffix}"  # a first chunk of the flagged row alone: the same columns
+    run_cli("label", source, "-o", one_row_chunks, "--on-bad-row", "flag", "--chunk-rows", "1", *model_args(hf_model_dir))
+    assert one_row_chunks.read_bytes() == out.read_bytes() or suffix == "parquet"
     if suffix == "csv":
         rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
     else:
@@ -245,6 +248,10 @@ def test_a_flagged_first_json_lines_row_does_not_choose_the_output_columns(tmp_p
     assert [(str(r["id"]), r["text"] or "") for r in rows] == [("0", ""), ("1", "好吃"), ("2", "难吃")]
     assert "no 'text' field" in rows[0]["error"] and "field(s) 'txt' are not among the output's columns" in rows[0]["error"]
     assert not rows[1]["error"] and not rows[2]["error"]
+    if suffix == "parquet":
+        import pyarrow.parquet as pq
+
+        assert pq.read_table(one_row_chunks).equals(pq.read_table(out))
 
 
 def test_summary_reports_counts_and_duplicates(hf_model_dir, reviews_file):

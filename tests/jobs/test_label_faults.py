@@ -372,7 +372,7 @@ def test_output_bytes_do_not_depend_on_chunk_rows(tmp_path, hf_model_dir, review
 
 # -- the report a job writes -----------------------------------------------------------------------
 @pytest.mark.parametrize("where", ["the input", "an existing file", "the output", "a missing directory",
-                                   "the manifest", "the lock"])
+                                   "the manifest", "the lock", "inside the parts directory"])
 def test_a_report_path_that_would_destroy_or_fail_is_refused_before_the_job(tmp_path, hf_model_dir, where):
     """`label --report` replaced any file, the job's input included, and found a bad path only
     after the whole job had run."""
@@ -383,7 +383,10 @@ def test_a_report_path_that_would_destroy_or_fail_is_refused_before_the_job(tmp_
     precious.write_text("keep me", encoding="utf-8")
     report = {"the input": source, "an existing file": precious, "the output": out,
               "a missing directory": tmp_path / "nowhere" / "r.html",
-              "the manifest": tmp_path / "out.csv.manifest.json", "the lock": tmp_path / "out.csv.lock"}[where]
+              "the manifest": tmp_path / "out.csv.manifest.json", "the lock": tmp_path / "out.csv.lock",
+              "inside the parts directory": tmp_path / "out.csv.parts" / "r.html"}[where]
+    if where == "inside the parts directory":  # left by an earlier run; the job removes it at the end
+        (tmp_path / "out.csv.parts").mkdir()
     proc = run_cli("label", source, "-o", out, "--report", report, *model_args(hf_model_dir), check=False)
     message = one_line_error(proc, 2)
     assert str(report) in message

@@ -143,3 +143,33 @@ def test_an_input_that_is_one_of_the_job_s_own_files_is_refused(tmp_path, clf, s
     with pytest.raises(BadInputError, match="the job's own"):
         LabelJob(spec(named, tmp_path / "out.csv"), clf).run()
     assert named.read_bytes() == source.read_bytes()
+
+
+def test_cache_bytes_appended_after_a_commit_that_cached_nothing_are_cut_back(tmp_path, clf):
+    """A kill between the cache's append and the manifest, when the commits before had cached
+    nothing (a first chunk of empty texts): the resume found more bytes than the 0 committed and
+    refused, as if another program had written to the cache."""
+    source, output, whole = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "whole.csv"
+    with open(source, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "text"])
+        writer.writerows((f"r{i}", "" if i < CHUNK else f"好吃{i}") for i in range(ROWS))
+    LabelJob(spec(source, whole), clf).run()
+    stop = threading.Event()
+    stop.set()
+    assert LabelJob(spec(source, output), clf, stop=stop).run().rows == CHUNK
+    cache = OutputFiles(str(output)).cache
+    assert not cache.exists() or cache.stat().st_size == 0
+    cache.write_bytes(b"\x01" * 1750)  # the next chunk's entries, appended before its manifest was saved
+    assert LabelJob(spec(source, output, resume=True), clf).run().rows == ROWS
+    assert output.read_bytes() == whole.read_bytes()
+
+
+def test_a_committed_part_emptied_while_the_job_was_stopped_is_one_line_at_resume(tmp_path, clf, source):
+    output = tmp_path / "out.parquet"
+    stop = threading.Event()
+    stop.set()
+    assert LabelJob(spec(source, output, Format.PARQUET), clf, stop=stop).run().rows == CHUNK
+    OutputFiles(str(output)).part(0).write_bytes(b"")
+    with pytest.raises(JobFilesChangedError, match=r"part-000000.parquet: a committed part that no longer reads"):
+        LabelJob(spec(source, output, Format.PARQUET, resume=True), clf).run()

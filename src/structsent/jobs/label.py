@@ -182,8 +182,10 @@ class ResultCache:
         return _append_durably(path, data, committed)
 
     def load(self, path: Path, length: int) -> None:
-        """Reload the first ``length`` bytes of entries saved by an earlier run of the job."""
+        """Reload the first ``length`` bytes of entries saved by an earlier run of the job (and cut
+        off what was appended after its last commit: a crash between the append and the manifest)."""
         if not length:
+            _truncate(path, 0)
             return
         size = path.stat().st_size if path.exists() else None
         if size is None or size < length:
@@ -455,14 +457,15 @@ class LabelJob:
         if self.spec.output_format is Format.PARQUET and manifest.parts and self.files is not None:
             # A resumed job keeps the column types of the parts already committed (JSON Lines input
             # infers them from the first chunk holding values, which this run may not read).
+            self._check_parts(manifest.parts, readable=True)
             encoder.resume_parquet_parts([self.files.part(i) for i in range(manifest.parts)])
         return encoder
 
     def _output_input_columns(self, reader: RowReader, chunk: list[InputRow]) -> list[str]:
-        # The fields of the first row read without error: a flagged row (its text field misspelt) does not choose them.
-        in_chunk: list[str] | None = (next((list(r.values) for r in chunk if r.values and r.error is None), None)
-                                      or next((list(r.values) for r in chunk if r.values), None))
-        columns = list(reader.columns) or in_chunk or self._fields_further_on(reader)
+        # The fields of the first row read without error, in this chunk or further on: a flagged row
+        # (its text field misspelt) does not choose them, whatever --chunk-rows.
+        in_chunk: list[str] | None = next((list(r.values) for r in chunk if r.values and r.error is None), None)
+        columns = list(reader.columns) or in_chunk or self._fields_further_on(reader, chunk)
         if self.spec.id_column is None:
             return columns
         if self.spec.id_column not in columns and self.spec.input_format is not Format.TXT:
@@ -527,8 +530,10 @@ class LabelJob:
         if self.progress is not None:
             self.progress.update(counters, manifest.position, reader.total, started)
 
-    def _check_parts(self, committed: int) -> None:
-        """The parts directory holds the ``committed`` parts (another program may have removed it)."""
+    def _check_parts(self, committed: int, *, readable: bool = False) -> None:
+        """The parts directory holds the ``committed`` parts (another program may have removed it);
+        with ``readable``, each a Parquet file whose footer reads (before they are read: at a resume
+        and at the merge)."""
         files = self._output()
         if committed == 0:
             files.parts.mkdir(parents=True, exist_ok=True)
@@ -539,6 +544,15 @@ class LabelJob:
                 f"{files.parts}: {len(missing)} of the {committed} committed part files are gone (e.g. "
                 f"{files.part(missing[0]).name}): another program removed them while the job ran; start over with "
                 "--overwrite")
+        if readable:
+            import pyarrow.parquet as pq
+
+            for i in range(committed):
+                try:
+                    pq.read_metadata(files.part(i))
+                except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+                    raise JobFilesChangedError(f"{files.part(i)}: a committed part that no longer reads ({err}); "
+                                               "another program changed it; start over with --overwrite") from err
 
     def _cut_back_to(self, manifest: Manifest) -> None:
         """Discard output written after the last commit (a crash between append and manifest)."""
@@ -562,11 +576,12 @@ class LabelJob:
         elif manifest.output_bytes:
             raise BadInputError(f"cannot resume: {files.partial} is missing; start over with --overwrite")
 
-    def _fields_further_on(self, reader: RowReader) -> list[str]:
-        """JSON Lines whose first chunk holds no row with fields (all flagged): the fields of the
-        first row further on that has some, so that the output does not depend on --chunk-rows."""
-        if self.spec.input == "-":  # standard input cannot be read twice
-            return [reader.text_column]
+    def _fields_further_on(self, reader: RowReader, chunk: list[InputRow]) -> list[str]:
+        """JSON Lines whose first chunk holds no row read without error: the fields of the first
+        such row further on (else of the first row with fields), so that the output does not
+        depend on --chunk-rows. Standard input cannot be read twice: its first chunk decides."""
+        if self.spec.input == "-":
+            return next((list(r.values) for r in chunk if r.values), None) or [reader.text_column]
         return first_json_fields(self.spec.input, reader.text_column) or [reader.text_column]
 
     def _write_empty(self, reader: RowReader, manifest: Manifest) -> None:
@@ -588,7 +603,7 @@ class LabelJob:
         if files is None:
             return
         if self.spec.output_format is Format.PARQUET:
-            self._check_parts(manifest.parts)
+            self._check_parts(manifest.parts, readable=True)
             merge_parquet_parts([files.part(i) for i in range(manifest.parts)], files.final)
         else:
             if not files.partial.exists():
@@ -615,7 +630,7 @@ def job_paths(spec: LabelJobSpec) -> dict[str, str]:
     if spec.output not in (None, "-"):
         paths[spec.output] = "the job's output"
         files = OutputFiles(spec.output)
-        paths.update({str(path): "a work file of the job" for path in files.work()})
+        paths.update({str(path): "a work file of the job" for path in [*files.work(), *files.touched()]})
     return paths
 
 

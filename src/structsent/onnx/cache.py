@@ -19,7 +19,8 @@ from pathlib import Path
 
 from ..errors import ModelFormatError, OutputWriteError, require
 from ..models.onnx import MODEL_FILE
-from .export import EXPORT_FORMAT_VERSION, ExportOptions, export_checkpoint, remove_abandoned, staging_name
+from ..staging import remove_abandoned, staging_name
+from .export import EXPORT_FORMAT_VERSION, ExportOptions, export_checkpoint
 from .validate import packaged_sample_texts
 
 CACHE_ENV = "STRUCTSENT_CACHE"

@@ -20,7 +20,6 @@ import logging
 import os
 import secrets
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -33,6 +32,7 @@ import numpy as np
 from ..config import Precision
 from ..errors import ConfigError, ModelFormatError, OutputWriteError, require
 from ..models.onnx import EXPORT_FORMAT_VERSION, MODEL_FILE, ONNX_CONFIG_KEY
+from ..staging import remove_abandoned, staging_name
 from .validate import AccuracyReport, compare_with_reference
 
 OPSET = 17
@@ -119,37 +119,6 @@ def export_checkpoint(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return report
-
-
-def staging_name(prefix: str) -> str:
-    """``prefix`` and this process's host and id: a directory so named that outlives its process
-    (kill -9, a power cut) is found and removed by ``remove_abandoned``."""
-    return f"{prefix}{socket.gethostname()}-{os.getpid()}-"
-
-
-def remove_abandoned(directory: Path, prefix: str) -> None:
-    """Remove the directories named by ``staging_name(prefix)`` in ``directory`` whose process, on
-    this host, has ended: exports killed half-way (a StructBERT-base graph is ~400 MB)."""
-    host = socket.gethostname()
-    try:
-        candidates = [p for p in directory.iterdir() if p.name.startswith(prefix) and p.is_dir()]
-    except OSError:
-        return
-    for path in candidates:
-        # NAME-HOST-PID-RANDOM; NAME may itself be a staging name (an export into the cache's staging directory).
-        owner, _, pid = path.name[len(prefix):].rpartition("-")[0].rpartition("-")
-        if (owner == host or owner.endswith("-" + host)) and pid.isdigit() and not _process_alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process: alive
-        return True
-    return True
 
 
 def check_output_directory(out_dir, source: Path, *, overwrite: bool = False) -> Path:

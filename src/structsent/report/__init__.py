@@ -96,6 +96,8 @@ def check_report_path(path_out: str, *, keep: dict[str, str], overwrite: bool) -
             target.resolve() == Path(path).resolve()
         if same:
             raise BadInputError(f"{path_out}: the report would overwrite {what}")
+        if Path(path).resolve() in target.resolve().parents:  # inside the job's work directory (OUT.parts)
+            raise BadInputError(f"{path_out}: the report would be written inside {what} {path}, which the job removes")
     if target.is_dir():
         raise BadInputError(f"{path_out}: is a directory")
     check_output_is_a_file(target)

@@ -1,0 +1,43 @@
+"""Names for temporary files and directories that may outlive their process (kill -9, a power
+cut), and the removal of those whose process, on this host, has ended."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+
+def staging_name(prefix: str) -> str:
+    """``prefix`` and this process's host and id: a directory so named that outlives its process
+    (kill -9, a power cut) is found and removed by ``remove_abandoned``."""
+    return f"{prefix}{socket.gethostname()}-{os.getpid()}-"
+
+
+def remove_abandoned(directory: Path, prefix: str) -> None:
+    """Remove the files and directories named by ``staging_name(prefix)`` in ``directory`` whose
+    process, on this host, has ended (an export killed half-way left ~400 MB for StructBERT-base)."""
+    host = socket.gethostname()
+    try:
+        candidates = [p for p in directory.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return
+    for path in candidates:
+        # NAME-HOST-PID-RANDOM; NAME may itself be a staging name (an export into the cache's staging directory).
+        owner, _, pid = path.name[len(prefix):].rpartition("-")[0].rpartition("-")
+        if (owner == host or owner.endswith("-" + host)) and pid.isdigit() and not _process_alive(int(pid)):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
