@@ -8,6 +8,7 @@ entry records its graph's digest; one that no longer matches it is discarded and
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -78,8 +79,9 @@ def cached_export(checkpoint, options: ExportOptions) -> Path:
     except (OSError, OutputWriteError) as err:
         cause = err if isinstance(err, OSError) else err.__cause__
         reason = f"{cause.strerror or cause} (errno {cause.errno})" if isinstance(cause, OSError) else str(err)
-        raise OutputWriteError(f"cannot write the ONNX export cache {target.parent}: {reason}; free space there, "
-                               "point STRUCTSENT_CACHE at a writable directory, or use backend torch") from err
+        free = "free space there, " if isinstance(cause, OSError) and cause.errno == errno.ENOSPC else ""
+        raise OutputWriteError(f"cannot write the ONNX export cache {target.parent}: {reason}; {free}point "
+                               "STRUCTSENT_CACHE at a writable directory, or use backend torch") from err
 
 
 def _existing_or_exported(target: Path, checkpoint, options: ExportOptions) -> Path:
