@@ -69,20 +69,26 @@ def test_resume_with_another_window_stride_is_refused(tmp_path, windowed):
     assert len(output.read_text(encoding="utf-8").splitlines()) == ROWS + 1
 
 
-@pytest.mark.parametrize("how", ["touched", "copied back"])
-def test_the_same_bytes_with_a_new_modification_time_resume(tmp_path, clf, how):
+@pytest.mark.parametrize("how", ["touched", "copied back", "moved", "through a link"])
+def test_the_same_bytes_with_a_new_modification_time_or_name_resume(tmp_path, clf, how):
     """The consumed bytes are checked against the ledger's digests: a touch or a copy of the same
-    bytes is the same input (it was refused as changed, without naming rows)."""
+    bytes is the same input (it was refused as changed, without naming rows), and so is the file
+    moved or named through a link (its path was part of its fingerprint)."""
     source, output, uninterrupted = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "whole.csv"
     write_reviews(source)
     LabelJob(spec(source, uninterrupted), clf).run()
     first_chunk_only(clf, source, output)
+    renamed = tmp_path / "elsewhere.csv"
     if how == "touched":
         os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 5_000_000_000))
-    else:
+    elif how == "copied back":
         shutil.copy(source, tmp_path / "copy.csv")
         os.replace(tmp_path / "copy.csv", source)
-    summary = LabelJob(spec(source, output, resume=True), clf).run()
+    elif how == "moved":
+        source.rename(renamed)
+    else:
+        renamed.symlink_to(source)
+    summary = LabelJob(spec(source if how in ("touched", "copied back") else renamed, output, resume=True), clf).run()
     assert summary.rows == ROWS and output.read_bytes() == uninterrupted.read_bytes()
 
 
@@ -197,23 +203,6 @@ def test_a_resumed_job_with_an_id_column_reads_the_file_s_own_header(tmp_path, c
     assert output.read_bytes() == whole.read_bytes()
     rows = list(csv.reader(output.open(encoding="utf-8")))
     assert rows[0][0] == "id" and [row[0] for row in rows[1:]] == [f"r{i}" for i in range(ROWS)]
-
-
-@pytest.mark.parametrize("how", ["moved", "through a link"])
-def test_the_same_input_under_another_name_resumes(tmp_path, clf, how):
-    """The input's path was part of its fingerprint: the file moved, or named through a link, was
-    refused as changed. Its bytes (size, first MiB, the ledger's digests) are what identify it."""
-    source, output, uninterrupted = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "whole.csv"
-    write_reviews(source)
-    LabelJob(spec(source, uninterrupted), clf).run()
-    first_chunk_only(clf, source, output)
-    renamed = tmp_path / "elsewhere.csv"
-    if how == "moved":
-        source.rename(renamed)
-    else:
-        renamed.symlink_to(source)
-    summary = LabelJob(spec(renamed, output, resume=True), clf).run()
-    assert summary.rows == ROWS and output.read_bytes() == uninterrupted.read_bytes()
 
 
 def test_another_file_under_the_first_run_s_name_is_still_refused(tmp_path, clf):
