@@ -531,12 +531,15 @@ class LabelJob:
             self.progress.update(counters, manifest.position, reader.total, started)
 
     def _check_parts(self, committed: int, *, readable: bool = False) -> None:
-        """The parts directory holds the ``committed`` parts (another program may have removed it);
-        with ``readable``, each a Parquet file whose footer reads (before they are read: at a resume
-        and at the merge)."""
+        """The parts directory holds the ``committed`` parts (another program may have removed it).
+        At a commit the last part stands for the directory (one look per commit, not one per part
+        so far); with ``readable`` every part is looked at, and must be a Parquet file whose footer
+        reads (before they are read: at a resume and at the merge)."""
         files = self._output()
         if committed == 0:
             files.parts.mkdir(parents=True, exist_ok=True)
+            return
+        if not readable and files.part(committed - 1).is_file():
             return
         missing = [i for i in range(committed) if not files.part(i).is_file()]
         if missing:
