@@ -4,6 +4,7 @@ input, or left by a kill while a finished job removes them. Never a silently wro
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import threading
 
@@ -171,5 +172,88 @@ def test_a_committed_part_emptied_while_the_job_was_stopped_is_one_line_at_resum
     stop.set()
     assert LabelJob(spec(source, output, Format.PARQUET), clf, stop=stop).run().rows == CHUNK
     OutputFiles(str(output)).part(0).write_bytes(b"")
-    with pytest.raises(JobFilesChangedError, match=r"part-000000.parquet: a committed part that no longer reads"):
+    with pytest.raises(JobFilesChangedError, match=r"part-000000.parquet no longer holds the bytes the job committed"):
         LabelJob(spec(source, output, Format.PARQUET, resume=True), clf).run()
+
+
+def stopped_after(source, output, clf, fmt=Format.CSV, chunks=1) -> None:
+    """A job stopped after ``chunks`` commits or a few more (the chunks already read are committed)."""
+    stop = threading.Event()
+    commits = 0
+
+    class Counting:
+        def update(self, *args) -> None:
+            nonlocal commits
+            commits += 1
+            if commits == chunks:
+                stop.set()
+    assert chunks * CHUNK <= LabelJob(spec(source, output, fmt), clf, progress=Counting(), stop=stop).run().rows < ROWS
+
+
+def flip_label(path) -> None:
+    """An edit that keeps the file's length: the first 负面 becomes 正面 (the same UTF-8 length)."""
+    data = path.read_bytes()
+    assert "负面".encode() in data
+    path.write_bytes(data.replace("负面".encode(), "正面".encode(), 1))
+
+
+def flip_last_byte(path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("work_file, edit", [("partial", flip_label), ("cache", flip_last_byte),
+                                             ("ledger", flip_last_byte)])
+def test_a_work_file_rewritten_at_its_length_while_the_job_was_stopped_is_refused(tmp_path, clf, source, work_file, edit):
+    """Only the length of a work file was checked: a label edited by hand in the .partial stayed in
+    the output, and a changed cache entry labelled later repeats of its text from the changed bytes."""
+    output = tmp_path / "out.csv"
+    stopped_after(source, output, clf, chunks=2)
+    path = getattr(OutputFiles(str(output)), work_file)
+    size = path.stat().st_size
+    edit(path)
+    assert path.stat().st_size == size
+    with pytest.raises(JobFilesChangedError, match=rf"{path.name} no longer holds the bytes the job committed"):
+        LabelJob(spec(source, output, resume=True), clf).run()
+    assert not output.exists() and path.stat().st_size == size
+
+
+def test_parquet_parts_swapped_while_the_job_was_stopped_are_refused(tmp_path, clf, source):
+    """Two parts swapped: each still reads, and the merged output held their rows out of order."""
+    output = tmp_path / "out.parquet"
+    stopped_after(source, output, clf, Format.PARQUET, chunks=2)
+    files = OutputFiles(str(output))
+    first, second = files.part(0).read_bytes(), files.part(1).read_bytes()
+    files.part(0).write_bytes(second)
+    files.part(1).write_bytes(first)
+    with pytest.raises(JobFilesChangedError, match="out.parquet.parts no longer holds the bytes the job committed"):
+        LabelJob(spec(source, output, Format.PARQUET, resume=True), clf).run()
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("fmt", [Format.CSV, Format.PARQUET])
+def test_checked_work_files_resume_to_the_uninterrupted_output(tmp_path, clf, source, fmt):
+    """The checksums follow every commit (header and Parquet parts included): an untouched job resumes,
+    twice, to the same output as a run without stops; a job begun without checksums resumes unchecked."""
+    suffix = "parquet" if fmt is Format.PARQUET else "csv"
+    whole, output, older = (tmp_path / f"{name}.{suffix}" for name in ("whole", "out", "older"))
+    LabelJob(spec(source, whole, fmt), clf).run()
+    stopped_after(source, output, clf, fmt, chunks=2)
+    stop = threading.Event()
+    stop.set()
+    LabelJob(spec(source, output, fmt, resume=True), clf, stop=stop).run()
+    assert LabelJob(spec(source, output, fmt, resume=True), clf).run().rows == ROWS
+    stopped_after(source, older, clf, fmt, chunks=2)
+    manifest = OutputFiles(str(older)).manifest
+    saved = json.loads(manifest.read_text(encoding="utf-8"))
+    assert set(saved["checksums"]) == ({"parts", "cache", "ledger"} if fmt is Format.PARQUET else {"output", "cache", "ledger"})
+    del saved["checksums"]
+    manifest.write_text(json.dumps(saved), encoding="utf-8")
+    assert LabelJob(spec(source, older, fmt, resume=True), clf).run().rows == ROWS
+    if fmt is Format.PARQUET:
+        import pyarrow.parquet as pq
+
+        assert pq.read_table(output).equals(pq.read_table(whole)) and pq.read_table(older).equals(pq.read_table(whole))
+    else:
+        assert output.read_bytes() == whole.read_bytes() == older.read_bytes()

@@ -36,6 +36,9 @@ class Manifest:
     cache_bytes: int = 0  # committed length of the job's result cache file
     ledger_bytes: int = 0  # committed length of the job's input ledger (digests of consumed input)
     counts: dict = dataclasses.field(default_factory=dict)  # summary counters so far
+    # running CRC-32 of each work file's committed bytes ("output", "parts", "cache", "ledger");
+    # None in a manifest written before they were kept: such a job resumes without the check
+    checksums: dict | None = None
     version: int = MANIFEST_VERSION
 
     @classmethod
@@ -64,6 +67,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "input_fingerprint": (dict,), "model_fingerprint": (str,), "options": (dict,), "header": (list, type(None)),
     "position": (int,), "line": (int,), "rows_done": (int,), "output_bytes": (int,), "parts": (int,),
     "cache_bytes": (int,), "ledger_bytes": (int,), "counts": (dict,), "version": (int,),
+    "checksums": (dict, type(None)),
 }
 
 
@@ -77,6 +81,9 @@ def _check_field_types(data: dict) -> None:
             raise ValueError(f"field {name!r} holds {json.dumps(value)[:40]}")
     if any(not isinstance(name, str) for name in data.get("header") or []):
         raise ValueError("field 'header' holds a name that is not a string")
+    for role, crc in (data.get("checksums") or {}).items():
+        if isinstance(crc, bool) or not isinstance(crc, int) or not 0 <= crc < 1 << 32:
+            raise ValueError(f"field 'checksums' holds {json.dumps(crc)[:40]} for {role!r}")
 
 
 def same_input(saved: dict, fresh: dict) -> bool:

@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import itertools
 import os
-import shutil
 import struct
 import sys
 import threading
@@ -36,6 +35,7 @@ from ..io.writers import ChunkEncoder, merge_parquet_parts, write_parquet_part
 from ..pipeline import BackgroundWorker, Prefetch, quick_gil_handoff
 from ..results import LabelResult, to_result
 from ..tokenize_processes import TokenizerProcesses
+from .work_files import OutputFiles, append_durably, check_unchanged, extend_checksum, truncate_to
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -173,19 +173,18 @@ class ResultCache:
         entries, self._unsaved = self._unsaved, []
         return entries
 
-    def save(self, path: Path, entries: list[tuple[bytes, LabelResult]], committed: int) -> int:
-        """Append ``entries`` to the file's ``committed`` bytes; return its new committed length."""
-        data = b"".join(
+    def encode(self, entries: list[tuple[bytes, LabelResult]]) -> bytes:
+        """The bytes that record ``entries`` in the cache file (appended at each commit)."""
+        return b"".join(
             self._record.pack(key, *(r.scores[label] for label in self.labels), r.truncated, r.windows)
             for key, r in entries
         )
-        return _append_durably(path, data, committed)
 
     def load(self, path: Path, length: int) -> None:
         """Reload the first ``length`` bytes of entries saved by an earlier run of the job (and cut
         off what was appended after its last commit: a crash between the append and the manifest)."""
         if not length:
-            _truncate(path, 0)
+            truncate_to(path, 0)
             return
         size = path.stat().st_size if path.exists() else None
         if size is None or size < length:
@@ -197,49 +196,6 @@ class ResultCache:
         for key, *values in self._record.iter_unpack(data):
             probabilities, truncated, windows = values[:-2], values[-2], values[-1]
             self._results[key] = to_result(np.array(probabilities), self.labels, truncated=truncated, windows=windows)
-
-
-class OutputFiles:
-    """Where a job's output, its work in progress and its manifest live."""
-
-    def __init__(self, output: str) -> None:
-        # Through symbolic links: the job writes (and renames onto) the file a link names, which
-        # keeps the link; its work files and lock lie beside that file, so the rename stays in one
-        # directory and two links to one file share one lock.
-        output = os.path.realpath(output)
-        self.final = Path(output)
-        self.partial = Path(output + ".partial")
-        self.parts = Path(output + ".parts")
-        self.manifest = Path(output + ".manifest.json")
-        self.cache = Path(output + ".cache")
-        self.ledger = Path(output + ".inputs")
-        self.lock = Path(output + ".lock")
-
-    def all(self) -> list[Path]:
-        """Every file the job writes (the lock apart)."""
-        return [self.final, self.partial, self.manifest, self.cache, self.ledger]
-
-    def touched(self) -> list[Path]:
-        """Every file the job writes, creates, replaces or removes: ``all``, the lock, and the
-        temporary files its atomic writes rename into place (the part files are inside ``parts``)."""
-        return [*self.all(), self.lock, _temporary(self.manifest), _temporary(self.final)]
-
-    def work(self) -> list[Path]:
-        """The files and directory the job keeps beside its output while it runs, the lock included."""
-        return [self.partial, self.parts, self.manifest, self.cache, self.ledger, self.lock]
-
-    def remove_work(self) -> None:
-        """The manifest first: while it exists the job is unfinished and resumable, so every file it
-        names must outlive it (a kill between two of these removals leaves no manifest naming a
-        missing file)."""
-        self.manifest.unlink(missing_ok=True)
-        self.partial.unlink(missing_ok=True)
-        self.cache.unlink(missing_ok=True)
-        self.ledger.unlink(missing_ok=True)
-        shutil.rmtree(self.parts, ignore_errors=True)
-
-    def part(self, index: int) -> Path:
-        return self.parts / f"part-{index:06d}.parquet"
 
 
 class LabelJob:
@@ -263,6 +219,7 @@ class LabelJob:
             input_fingerprint=input_fingerprint(spec.input, ledger_verified=spec.input_format is not Format.PARQUET),
             model_fingerprint=model_fingerprint(self.classifier.checkpoint.directory, self.classifier.info()),
             options=spec.options(),
+            checksums={},
         )
         if files is None:
             if spec.resume:
@@ -309,6 +266,7 @@ class LabelJob:
                                 for name, value in fresh.options.items() if saved.options.get(name) != value)
             raise BadInputError(f"cannot resume: options changed since the job began ({changed or saved.options}); "
                                 "give the first run's options, or start over with --overwrite")
+        self._check_committed_bytes(saved)
         if self.spec.input_format is not Format.PARQUET:
             InputLedger(self._output().ledger).verify(self.spec.input, saved.ledger_bytes)
         return saved
@@ -334,7 +292,7 @@ class LabelJob:
         summary.resumed_from = manifest.rows_done
         if self.files is not None:  # every check that can refuse the resume before the output is touched
             self.cache.load(self.files.cache, manifest.cache_bytes)
-            _truncate(self.files.ledger, manifest.ledger_bytes)
+            truncate_to(self.files.ledger, manifest.ledger_bytes)
             self._cut_back_to(manifest)
         reader = open_reader(self.spec.input, self.spec.input_format, text_column=self.spec.text_column,
                              on_bad_row=self.spec.on_bad_row, position=manifest.position, line=manifest.line,
@@ -510,25 +468,52 @@ class LabelJob:
             if self.files is None:
                 raise BadInputError("Parquet output needs an output file (-o)")
             self._check_parts(manifest.parts)
-            write_parquet_part(encoder.table(rows, results, _arrow_schema(reader)), self.files.part(manifest.parts))
-            manifest.parts += 1
+            self._write_part(encoder.table(rows, results, _arrow_schema(reader)), manifest)
         else:
             data = (encoder.header() if first else b"") + encoder.encode(rows, results)
             if self.files is None:
                 sys.stdout.buffer.write(data)
                 sys.stdout.buffer.flush()
             else:
-                manifest.output_bytes = _append_durably(self.files.partial, data, manifest.output_bytes)
+                manifest.output_bytes = self._append(manifest, "output", self.files.partial, data, manifest.output_bytes)
         manifest.position, manifest.line, manifest.rows_done = chunk.position
         manifest.counts = counters
         if self.files is not None:
-            manifest.cache_bytes = self.cache.save(self.files.cache, cache_entries, manifest.cache_bytes)
+            data = self.cache.encode(cache_entries)
+            manifest.cache_bytes = self._append(manifest, "cache", self.files.cache, data, manifest.cache_bytes)
             if chunk.digest is not None:
                 entry = InputLedger(self.files.ledger).entry(manifest.rows_done, manifest.position, manifest.line, chunk.digest)
-                manifest.ledger_bytes = _append_durably(self.files.ledger, entry, manifest.ledger_bytes)
+                manifest.ledger_bytes = self._append(manifest, "ledger", self.files.ledger, entry, manifest.ledger_bytes)
             manifest.save(self.files.manifest)
         if self.progress is not None:
             self.progress.update(counters, manifest.position, reader.total, started)
+
+    @staticmethod
+    def _append(manifest: Manifest, role: str, path: Path, data: bytes, committed: int) -> int:
+        """Append a commit's bytes to one work file, durably, and add them to its checksum."""
+        length = append_durably(path, data, committed)
+        extend_checksum(manifest.checksums, role, data)
+        return length
+
+    def _write_part(self, table, manifest: Manifest) -> None:
+        """Write the next Parquet part and add its bytes (read back: Arrow wrote them) to the checksum."""
+        part = self._output().part(manifest.parts)
+        write_parquet_part(table, part)
+        if manifest.checksums is not None:
+            extend_checksum(manifest.checksums, "parts", part.read_bytes())
+        manifest.parts += 1
+
+    def _check_committed_bytes(self, saved: Manifest) -> None:
+        """Refuse a resume whose work files no longer hold what was committed, even at the same
+        length (one file missing or short is left to the checks that name it)."""
+        files = self._output()
+        check_unchanged(saved.checksums, "ledger", [files.ledger], saved.ledger_bytes)
+        check_unchanged(saved.checksums, "cache", [files.cache], saved.cache_bytes)
+        if self.spec.output_format is Format.PARQUET:
+            check_unchanged(saved.checksums, "parts", [files.part(i) for i in range(saved.parts)])
+        else:  # a crash after the final rename left the committed bytes under the final name
+            output = files.partial if files.partial.exists() else files.final
+            check_unchanged(saved.checksums, "output", [output], saved.output_bytes)
 
     def _check_parts(self, committed: int, *, readable: bool = False) -> None:
         """The parts directory holds the ``committed`` parts (another program may have removed it).
@@ -594,12 +579,11 @@ class LabelJob:
         if self.spec.output_format is Format.PARQUET:
             files = self._output()
             files.parts.mkdir(parents=True, exist_ok=True)
-            write_parquet_part(encoder.table([], [], _arrow_schema(reader)), files.part(0))
-            manifest.parts = 1
+            self._write_part(encoder.table([], [], _arrow_schema(reader)), manifest)
         elif self.files is None:
             sys.stdout.buffer.write(encoder.header())
         else:
-            manifest.output_bytes = _append_durably(self.files.partial, encoder.header(), 0)
+            manifest.output_bytes = self._append(manifest, "output", self.files.partial, encoder.header(), 0)
 
     def _finish(self, manifest: Manifest) -> None:
         files = self.files
@@ -679,44 +663,12 @@ def check_output_directory(output: str) -> None:
         raise BadInputError(f"{output}: is a directory; name an output file")
 
 
-def _temporary(path: Path) -> Path:
-    """The temporary name a file is written under before it is renamed onto ``path``."""
-    return path.with_name(path.name + ".tmp")
-
-
 def _same_file(a: str, b: Path) -> bool:
     """True when both paths name one file (through symbolic or hard links too)."""
     try:
         return os.path.samefile(a, b)
     except OSError:
         return False
-
-
-def _truncate(path: Path, length: int) -> None:
-    """Cut a job's side file back to its committed length (work after the last commit is discarded)."""
-    if path.exists():
-        with open(path, "r+b") as handle:
-            handle.truncate(length)
-
-
-def _append_durably(path: Path, data: bytes, committed: int) -> int:
-    """Append ``data`` to ``path`` and sync it; return the new length. ``path`` must hold exactly the
-    ``committed`` bytes the manifest records: a file removed, replaced or written to by another program
-    while the job ran is refused (appending would commit a file that lacks the earlier chunks)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | (os.O_CREAT if committed == 0 else 0), 0o666)
-    except FileNotFoundError:
-        raise JobFilesChangedError(f"{path} was removed while the job ran (it held {committed:,} committed bytes); "
-                                   "start over with --overwrite") from None
-    with os.fdopen(fd, "ab") as handle:
-        size = os.fstat(fd).st_size
-        if size != committed:
-            raise JobFilesChangedError(f"{path} holds {size:,} bytes, the job had committed {committed:,}: another "
-                                       "program replaced or wrote to it while the job ran; start over with --overwrite")
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-        return handle.tell()
 
 
 def _arrow_schema(reader: RowReader):

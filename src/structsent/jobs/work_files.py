@@ -1,0 +1,137 @@
+"""The files a label job keeps beside its output, and how it appends to them and checks them.
+
+Every append goes to a file that must hold exactly the bytes the manifest committed, and is
+fsynced before the manifest records it. The manifest also keeps a running CRC-32 of each file's
+committed bytes (of the Parquet parts, in order), so that a resume can refuse a work file another
+program changed while the job was stopped, even one rewritten at the same length. CRC-32 catches
+accidental changes (an editor's save, a copy over the file, a disk error), not deliberate forgery.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import zlib
+from pathlib import Path
+
+from ..errors import JobFilesChangedError
+
+BLOCK_BYTES = 1 << 20
+
+
+class OutputFiles:
+    """Where a job's output, its work in progress and its manifest live."""
+
+    def __init__(self, output: str) -> None:
+        # Through symbolic links: the job writes (and renames onto) the file a link names, which
+        # keeps the link; its work files and lock lie beside that file, so the rename stays in one
+        # directory and two links to one file share one lock.
+        output = os.path.realpath(output)
+        self.final = Path(output)
+        self.partial = Path(output + ".partial")
+        self.parts = Path(output + ".parts")
+        self.manifest = Path(output + ".manifest.json")
+        self.cache = Path(output + ".cache")
+        self.ledger = Path(output + ".inputs")
+        self.lock = Path(output + ".lock")
+
+    def all(self) -> list[Path]:
+        """Every file the job writes (the lock apart)."""
+        return [self.final, self.partial, self.manifest, self.cache, self.ledger]
+
+    def touched(self) -> list[Path]:
+        """Every file the job writes, creates, replaces or removes: ``all``, the lock, and the
+        temporary files its atomic writes rename into place (the part files are inside ``parts``)."""
+        return [*self.all(), self.lock, temporary(self.manifest), temporary(self.final)]
+
+    def work(self) -> list[Path]:
+        """The files and directory the job keeps beside its output while it runs, the lock included."""
+        return [self.partial, self.parts, self.manifest, self.cache, self.ledger, self.lock]
+
+    def remove_work(self) -> None:
+        """The manifest first: while it exists the job is unfinished and resumable, so every file it
+        names must outlive it (a kill between two of these removals leaves no manifest naming a
+        missing file)."""
+        self.manifest.unlink(missing_ok=True)
+        self.partial.unlink(missing_ok=True)
+        self.cache.unlink(missing_ok=True)
+        self.ledger.unlink(missing_ok=True)
+        shutil.rmtree(self.parts, ignore_errors=True)
+
+    def part(self, index: int) -> Path:
+        return self.parts / f"part-{index:06d}.parquet"
+
+
+def temporary(path: Path) -> Path:
+    """The temporary name a file is written under before it is renamed onto ``path``."""
+    return path.with_name(path.name + ".tmp")
+
+
+def truncate_to(path: Path, length: int) -> None:
+    """Cut a job's side file back to its committed length (work after the last commit is discarded)."""
+    if path.exists():
+        with open(path, "r+b") as handle:
+            handle.truncate(length)
+
+
+def append_durably(path: Path, data: bytes, committed: int) -> int:
+    """Append ``data`` to ``path`` and sync it; return the new length. ``path`` must hold exactly the
+    ``committed`` bytes the manifest records: a file removed, replaced or written to by another program
+    while the job ran is refused (appending would commit a file that lacks the earlier chunks)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | (os.O_CREAT if committed == 0 else 0), 0o666)
+    except FileNotFoundError:
+        raise JobFilesChangedError(f"{path} was removed while the job ran (it held {committed:,} committed bytes); "
+                                   "start over with --overwrite") from None
+    with os.fdopen(fd, "ab") as handle:
+        size = os.fstat(fd).st_size
+        if size != committed:
+            raise JobFilesChangedError(f"{path} holds {size:,} bytes, the job had committed {committed:,}: another "
+                                       "program replaced or wrote to it while the job ran; start over with --overwrite")
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+        return handle.tell()
+
+
+# -- checksums of the committed bytes ---------------------------------------------------------
+def extend_checksum(checksums: dict[str, int] | None, role: str, data: bytes) -> None:
+    """Add ``data``, just committed to the file playing ``role``, to its running CRC-32
+    (``checksums`` is None for a job begun by a version that kept none: nothing to extend)."""
+    if checksums is not None:
+        checksums[role] = zlib.crc32(data, checksums.get(role, 0))
+
+
+def crc32_of(paths: list[Path], length: int | None = None) -> int:
+    """The CRC-32 of the files' bytes one after the other (of the first ``length`` bytes of one file)."""
+    crc = 0
+    for path in paths:
+        remaining = length
+        with open(path, "rb") as handle:
+            while remaining is None or remaining > 0:
+                block = handle.read(BLOCK_BYTES if remaining is None else min(BLOCK_BYTES, remaining))
+                if not block:
+                    break
+                crc = zlib.crc32(block, crc)
+                if remaining is not None:
+                    remaining -= len(block)
+    return crc
+
+
+def check_unchanged(checksums: dict[str, int] | None, role: str, paths: list[Path], length: int | None = None) -> None:
+    """Refuse a resume whose work file (or parts) ``role`` no longer holds the committed bytes. A file
+    that is missing or shorter than committed is passed over: the checks that follow name it."""
+    if checksums is None or (length == 0 and not checksums.get(role)) or not all(p.exists() for p in paths):
+        return
+    if length is not None and paths[0].stat().st_size < length:
+        return  # short: the check that follows says by how much
+    try:
+        found = crc32_of(paths, length)
+    except OSError as err:
+        raise JobFilesChangedError(f"cannot resume: {err.filename or paths[0]} cannot be read ({err.strerror or err}); "
+                                   "start over with --overwrite") from err
+    if found != checksums.get(role, 0):
+        where = paths[0] if len(paths) == 1 else paths[0].parent
+        raise JobFilesChangedError(
+            f"cannot resume: {where} no longer holds the bytes the job committed (its checksum differs): another "
+            "program changed it while the job was stopped; start over with --overwrite")
