@@ -374,6 +374,39 @@ def test_cli_engine_ray_keeps_the_columns_of_every_csv_file_strings(ray_address,
     assert [(r["id"], r.get("code")) for r in rows] == [("001", None), ("002", "007"), ("003", "0010")]
 
 
+@pytest.mark.parametrize("input_format", ["jsonl", "parquet written by pandas"])
+def test_cli_engine_ray_jsonl_output_keeps_integers_beside_nulls(ray_address, hf_model_dir, tmp_path, input_format):
+    """Files that disagree on a field (JSON Lines; Parquet files pandas wrote): Ray merged their
+    blocks through pandas, so the field's integers came out as floats, 2**53 + 1 as
+    9007199254740992.0, and 7 as 7.0. The lines are the local job's (pandas wrote a timestamp as
+    epoch milliseconds, and no space after a colon)."""
+    import pandas as pd
+
+    (tmp_path / "in").mkdir()
+    big = 2**53 + 1
+    if input_format == "jsonl":
+        (tmp_path / "in" / "a.jsonl").write_text('{"text": "好吃", "n": %d}\n{"text": "一般", "n": 7}\n' % big,
+                                                 encoding="utf-8")
+        (tmp_path / "in" / "b.jsonl").write_text('{"text": "差评"}\n', encoding="utf-8")
+    else:
+        pd.DataFrame({"text": ["好吃", "一般"], "n": [big, 7],
+                      "at": pd.to_datetime(["2024-05-01 12:00", "2024-05-02 08:30"])}).to_parquet(tmp_path / "in" / "a.parquet")
+        pd.DataFrame({"text": ["差评"]}).to_parquet(tmp_path / "in" / "b.parquet")
+        assert b"pandas" in pq.read_schema(tmp_path / "in" / "a.parquet").metadata
+    output = tmp_path / "out"
+    proc = run_cli("--engine", "ray", "--ray-address", ray_address, tmp_path / "in", "-o", output,
+                   "--output-format", "jsonl", "--model", hf_model_dir, "--device", "cpu", "--quiet")
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    lines = [line for path in sorted(output.glob("*.json")) for line in path.read_text(encoding="utf-8").splitlines()]
+    rows = {row["text"]: row for row in map(json.loads, lines)}
+    assert len(lines) == 3 and sorted(rows) == sorted(["好吃", "一般", "差评"])
+    assert rows["好吃"]["n"] == big and type(rows["好吃"]["n"]) is int and f'"n": {big},' in lines[0] + lines[1] + lines[2]
+    assert rows["一般"]["n"] == 7 and type(rows["一般"]["n"]) is int and rows["差评"].get("n") is None
+    assert all(row["label"] in ("负面", "正面") and row["error"] in (None, "") for row in rows.values())
+    if input_format != "jsonl":
+        assert rows["好吃"]["at"] == "2024-05-01 12:00:00" and rows["差评"].get("at") is None
+
+
 def test_an_interrupted_ray_job_removes_the_files_it_wrote(ray_address, hf_model_dir, parquet_dir, tmp_path,
                                                           monkeypatch):
     """A Ray job cannot be resumed: a part of its output would read as a whole, smaller dataset."""

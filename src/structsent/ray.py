@@ -304,12 +304,21 @@ def read_dataset(source: InputFiles) -> "ray.data.Dataset":
     data = _ray_data()
     common = {"file_extensions": source.suffixes}
     if source.format is Format.PARQUET:
-        return data.read_parquet(source.paths, **common)
-    if source.format is Format.JSONL:
-        return data.read_json(source.paths, **common, **_jsonl_options(data.read_json))
-    # Remote inputs have no local file list: Arrow infers their column types.
-    strings = _csv_as_strings(source.files) if source.files else None
-    return data.read_csv(source.paths, **common, convert_options=strings)
+        ds = data.read_parquet(source.paths, **common)
+    elif source.format is Format.JSONL:
+        ds = data.read_json(source.paths, **common, **_jsonl_options(data.read_json))
+    else:
+        # Remote inputs have no local file list: Arrow infers their column types.
+        strings = _csv_as_strings(source.files) if source.files else None
+        return data.read_csv(source.paths, **common, convert_options=strings)
+    return ds.map_batches(without_pandas_metadata, batch_format="pyarrow", batch_size=None)
+
+
+def without_pandas_metadata(block: "pyarrow.Table") -> "pyarrow.Table":
+    """A block without the pandas schema metadata Ray's JSON reader (and a Parquet file pandas
+    wrote) gives it. With it, Ray merges blocks that disagree on a column through pandas, and an
+    integer column with a null among its rows became floats (2**53 + 1 read as 2**53)."""
+    return block.replace_schema_metadata(None) if block.schema.metadata else block
 
 
 def _jsonl_options(read_json) -> dict:
@@ -340,9 +349,24 @@ def write_dataset(ds: "ray.data.Dataset", output: str, fmt: Format) -> None:
     elif fmt is Format.CSV:
         ds.write_csv(output)
     elif fmt is Format.JSONL:
-        ds.write_json(output, force_ascii=False)  # keep Chinese readable, as the local writer does
+        ds.write_datasink(_json_lines_datasink(output))
     else:
         raise BadInputError(f"--engine ray writes Parquet, CSV or JSONL, not {fmt.value}")
+
+
+def _json_lines_datasink(output: str):
+    """JSON Lines files written as the local job writes its lines. (Ray's own JSON writer goes
+    through pandas, which turns a column of integers with a null among them into floats: an id
+    above 2^53 changed.) Files keep Ray's names (``*.json``)."""
+    from ray.data.datasource import BlockBasedFileDatasink
+
+    from .io.writers import json_line
+
+    class JsonLinesDatasink(BlockBasedFileDatasink):
+        def write_block_to_file(self, block, file) -> None:
+            file.write("".join(json_line(row) for row in block.to_arrow().to_pylist()).encode("utf-8"))
+
+    return JsonLinesDatasink(output, file_format="json")
 
 
 def check_output_apart_from_input(source: InputFiles, output: str | None) -> None:

@@ -168,10 +168,7 @@ class ChunkEncoder:
             raise BadInputError(f"row {row.number}: field(s) {clash} would be overwritten by the added columns; "
                                 f"pass {self._prefix_hint} so the added columns get other names")
         record.update(zip(self.extra, prediction_values(result, self.labels)))
-        try:
-            return json.dumps(record, ensure_ascii=False, default=_json_value, allow_nan=False) + "\n"
-        except ValueError:  # NaN or an infinity (a Parquet float, a JSON Lines NaN literal): not JSON
-            return json.dumps(_finite_or_null(record), ensure_ascii=False, default=_json_value) + "\n"
+        return json_line(record)
 
     def _csv_record(self, row: InputRow, result: LabelResult) -> list:
         values, result = self._fitted(row, result)
@@ -316,6 +313,15 @@ def _csv_text_quoting_carriage_returns(records: list, delimiter: str) -> str:
         line = out.getvalue()
         lines.append(line[:-2] + "\n" if target is careful else line)
     return "".join(lines)
+
+
+def json_line(record: dict) -> str:
+    """One output row as a JSON Lines line: UTF-8 text as it is, integers as integers, NaN and the
+    infinities (which JSON cannot hold) as null, a Parquet BINARY value as its text."""
+    try:
+        return json.dumps(record, ensure_ascii=False, default=_json_value, allow_nan=False) + "\n"
+    except ValueError:  # NaN or an infinity (a Parquet float, a JSON Lines NaN literal): not JSON
+        return json.dumps(_finite_or_null(record), ensure_ascii=False, default=_json_value) + "\n"
 
 
 def _finite_or_null(value):
