@@ -255,3 +255,57 @@ def test_a_compressed_output_name_is_refused_with_advice_that_writes_the_format_
         output_format_for(Format.JSONL, name)
     assert advice in str(refused.value)
     assert output_format_for(Format.CSV, "out.gzip.csv") is Format.CSV
+
+
+@pytest.mark.parametrize("blank", ["\u3000", "\x1c", "\x85", "\u2028"])
+def test_a_json_lines_line_of_characters_json_does_not_count_as_space_is_not_blank(tmp_path, blank):
+    """str.strip() took these for blank lines, and the line vanished even in error mode."""
+    data = ('{"text": "好"}\n \t\r\n' + blank + '\n{"text": "差"}\n').encode()
+    rows, _ = read_all(write(tmp_path, "a.jsonl", data), Format.JSONL, on_bad_row="flag")
+    assert [(r[0], r[2]) for r in rows] == [(1, "好"), (2, None), (3, "差")]
+    assert "line 3: invalid JSON" in rows[1][3]
+    with pytest.raises(BadInputError, match="line 3: invalid JSON"):
+        read_all(write(tmp_path, "b.jsonl", data), Format.JSONL)
+
+
+@pytest.mark.parametrize("number, held", [("1e400", "inf"), ("-1E400", "-inf"), ("1e-400", "0.0"),
+                                          ("0.1000000000000000000001", "0.1"),
+                                          ("9007199254740993.0", "9007199254740992.0")])
+def test_a_json_number_a_float_cannot_hold_is_a_flagged_row_not_a_changed_value(tmp_path, number, held):
+    """1e400 was written back as null (JSON Lines) or inf (CSV); the others as the nearest float."""
+    data = ('{"text": "好吃", "x": ' + number + '}\n{"text": "难吃", "x": 2}\n').encode()
+    rows, _ = read_all(write(tmp_path, "a.jsonl", data), Format.JSONL, on_bad_row="flag")
+    assert [r[0] for r in rows] == [1, 2] and rows[1][1] == {"text": "难吃", "x": 2}
+    assert rows[0][2] is None and f"line 1: the number {number} cannot be held exactly" in rows[0][3]
+    assert f"written back as {held}" in rows[0][3]
+    with pytest.raises(BadInputError, match=f"line 1: the number {number}"):
+        read_all(write(tmp_path, "b.jsonl", data), Format.JSONL)
+
+
+def test_json_numbers_a_float_holds_are_read_as_floats(tmp_path):
+    numbers = ["0.1", "1e3", "2.50", "-0.0", "1.7976931348623157e308", "5e-324", "0.30000000000000004", "3"]
+    data = "".join('{"text": "好", "x": %s}\n' % n for n in numbers).encode()
+    rows, _ = read_all(write(tmp_path, "a.jsonl", data), Format.JSONL)
+    assert [r[1]["x"] for r in rows] == [json.loads(n) for n in numbers] and all(r[3] is None for r in rows)
+
+
+def test_a_json_value_nested_deeper_than_the_writers_can_follow_is_flagged(tmp_path):
+    """Nested 985 levels, a value was read, then its row crashed the writer (RecursionError)."""
+    from structsent.io.readers import MAX_JSON_DEPTH
+
+    def nested(depth: int) -> str:
+        return '{"text": "好", "v": ' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+    data = (nested(MAX_JSON_DEPTH) + "\n" + nested(MAX_JSON_DEPTH + 1) + "\n" + nested(985) + "\n").encode()
+    rows, _ = read_all(write(tmp_path, "a.jsonl", data), Format.JSONL, on_bad_row="flag")
+    assert rows[0][3] is None and rows[0][2] == "好"
+    assert rows[1][2] is None and rows[1][3] == f"line 2: a value nested more than {MAX_JSON_DEPTH} levels deep"
+    assert rows[2][2] is None and rows[2][3].startswith("line 3: ")  # or too deep to read, on a deeper stack
+
+
+def test_plain_text_with_old_mac_line_endings_is_not_one_review(tmp_path):
+    """Three reviews separated by CR alone were read (and labelled) as one."""
+    data = "好评\r差评\r一般\r".encode()
+    with pytest.raises(BadInputError, match="line 1: a carriage return inside the line"):
+        read_all(write(tmp_path, "a.txt", data), Format.TXT)
+    rows, _ = read_all(write(tmp_path, "b.txt", data + "\n好吃\r\n".encode()), Format.TXT, on_bad_row="flag")
+    assert [(r[0], r[2]) for r in rows] == [(1, None), (2, "好吃")] and "carriage return" in rows[0][3]

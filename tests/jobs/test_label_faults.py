@@ -408,3 +408,102 @@ def test_a_report_by_column_the_output_will_not_have_is_refused_before_the_job(t
     proc = run_cli("label", source, "-o", out, *flags, *model_args(hf_model_dir), check=False)
     assert message in one_line_error(proc, 2)
     assert not out.exists() and not (tmp_path / "r.html").exists()  # refused before the job began
+
+
+def test_a_disk_too_full_for_the_job_s_lock_is_a_one_line_error(tmp_path, hf_model_dir):
+    """The PID written into the lock failed with ENOSPC: a traceback, and a lock file left."""
+    source = tmp_path / "in.csv"
+    write_csv(source, [(1, "好评"), (2, "差评")])
+    with small_filesystem(tmp_path / "small", "64k") as small:
+        (small / "filler").write_bytes(b"\0" * 64 * 1024)  # fills it (tmpfs rounds to whole pages)
+        with open(small / "filler", "ab") as handle:
+            with pytest.raises(OSError):
+                handle.write(b"\0" * 8192)
+                handle.flush()
+        message = one_line_error(run_cli("label", source, "-o", small / "out.csv", *model_args(hf_model_dir),
+                                         check=False), 1)
+        assert "out.csv.lock (the job's lock): No space left on device" in message
+        assert sorted(p.name for p in small.iterdir()) == ["filler"]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "10000001", "9223372036854775808"])
+def test_chunk_rows_out_of_range_is_refused_before_the_model_loads(tmp_path, value):
+    source = tmp_path / "in.csv"
+    write_csv(source, [(1, "好评")])
+    message = one_line_error(run_cli("label", source, "-o", tmp_path / "out.csv", "--chunk-rows", value,
+                                     "--model", tmp_path / "no-model", check=False), 2)
+    assert f"--chunk-rows {value}: must be 1..10,000,000" in message
+
+
+@pytest.mark.parametrize("suffix, header, expected", [
+    ("csv", "id,text,note\n", "id,label,score,prob_负面,prob_正面,error\n"),
+    ("jsonl", "", ""),
+])
+def test_an_input_without_rows_writes_the_columns_of_id_column(tmp_path, hf_model_dir, suffix, header, expected):
+    """The id column was ignored for an input without rows: all the columns came out (CSV), or `text` (JSON Lines)."""
+    source = tmp_path / f"in.{suffix}"
+    source.write_text(header, encoding="utf-8")
+    for out_suffix in ("csv", "parquet"):
+        out = tmp_path / f"out-{suffix}.{out_suffix}"
+        run_cli("label", source, "-o", out, "--id-column", "id", *model_args(hf_model_dir))
+        if out_suffix == "csv":
+            assert out.read_text(encoding="utf-8") == (expected or "id,label,score,prob_负面,prob_正面,error\n")
+        else:
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(out)
+            assert table.num_rows == 0 and table.column_names == ["id", "label", "score", "prob_负面", "prob_正面", "error"]
+    if suffix == "csv":
+        message = one_line_error(run_cli("label", source, "-o", tmp_path / "nope.csv", "--id-column", "nope",
+                                         *model_args(hf_model_dir), check=False), 2)
+        assert "no id column 'nope'; columns are: 'id', 'text', 'note'" in message
+
+
+def test_a_bad_row_after_committed_chunks_says_to_start_over(tmp_path, hf_model_dir):
+    """"fix the file or pass --on-bad-row flag" led nowhere once chunks were committed: the flag is
+    another option (a resume refuses it) and a fixed file another input."""
+    source = tmp_path / "in.csv"
+    data = "id,text\n" + "".join(f"{i},好评{i}\n" for i in range(300))
+    source.write_bytes(data.encode().replace("好评200".encode(), "好评".encode() + b"\xff"))
+    out = tmp_path / "out.csv"
+    proc = run_cli("label", source, "-o", out, "--chunk-rows", "50", *model_args(hf_model_dir), check=False)
+    message = proc.stderr.decode()  # (a first use of the model on ONNX Runtime says so on a line of its own)
+    assert proc.returncode == 2 and "Traceback" not in message and message.count("structsent: error") == 1
+    assert "invalid UTF-8 at line 202" in message and "fix the file or pass --on-bad-row flag" in message
+    assert "200 rows were committed before it" in message and "start the job over with --overwrite" in message
+    run_cli("label", source, "-o", out, "--chunk-rows", "50", "--on-bad-row", "flag", "--overwrite",
+            *model_args(hf_model_dir))
+    rows = read_csv(out)
+    assert len(rows) == 300 and [r["id"] for r in rows if r["id"]] == [str(i) for i in range(300) if i != 200]
+    assert "invalid UTF-8" in rows[200]["error"] and not rows[199]["error"] and not rows[201]["error"]
+
+
+def test_a_job_on_standard_input_stopped_by_a_full_disk_says_to_run_it_again_with_overwrite(tmp_path, hf_model_dir,
+                                                                                          reviews_file):
+    data = reviews_file.read_bytes()
+    with small_filesystem(tmp_path / "small", "24k") as small:
+        out = small / "out.jsonl"
+        args = ["label", "-", "-o", out, "--format", "txt", "--chunk-rows", "20", *model_args(hf_model_dir)]
+        message = one_line_error(run_cli(*args, input_bytes=data, check=False), 1)
+        assert "No space left on device" in message and "every committed chunk is kept" not in message
+        assert "a job reading standard input cannot be resumed: run it again with --overwrite" in message
+        subprocess.run(["mount", "-o", "remount,size=64m", str(small)], check=True)
+        run_cli(*args, "--overwrite", input_bytes=data)
+        assert [r["text"] for r in read_jsonl_bytes(out.read_bytes())] == data.decode("utf-8").splitlines()
+
+
+def test_json_values_nested_as_deep_as_the_reader_allows_are_written_back(tmp_path, hf_model_dir):
+    """Nested 985 levels, a value was read and then crashed the writer (RecursionError, exit 1)."""
+    from structsent.io.readers import MAX_JSON_DEPTH
+
+    deep = "[" * (MAX_JSON_DEPTH - 1) + "]" * (MAX_JSON_DEPTH - 1)
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "好吃", "v": %s}\n{"text": "难吃", "v": [%s]}\n' % (deep, deep), encoding="utf-8")
+    for suffix in ("jsonl", "csv"):
+        out = tmp_path / f"out.{suffix}"
+        run_cli("label", source, "-o", out, "--on-bad-row", "flag", *model_args(hf_model_dir))
+        written = read_jsonl_bytes(out.read_bytes()) if suffix == "jsonl" else read_csv(out)
+        assert len(written) == 2 and written[0]["label"] and not written[0]["error"]
+        assert "nested more than" in written[1]["error"]
+        if suffix == "jsonl":
+            assert json.dumps(written[0]["v"]) == deep.replace("][", "], [")  # written back whole

@@ -16,6 +16,7 @@ from ..io.formats import Format
 
 EXIT_INTERRUPTED = 130
 LABEL_PAD_MULTIPLE = 8
+MAX_CHUNK_ROWS = 10_000_000  # rows a chunk may hold (each is in memory while it is labelled)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not 1 <= args.chunk_rows <= MAX_CHUNK_ROWS:
+        from ..errors import BadInputError
+
+        raise BadInputError(f"--chunk-rows {args.chunk_rows}: must be 1..{MAX_CHUNK_ROWS:,} (a chunk is held in memory)")
     if args.engine == "ray":
         if args.tokenizer_processes:
             from ..errors import ConfigError
@@ -75,8 +80,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume and args.overwrite:
         raise BadInputError("--resume and --overwrite exclude each other")
-    if args.chunk_rows < 1:
-        raise BadInputError("--chunk-rows must be at least 1")
     if args.tokenizer_processes < 0:
         raise BadInputError("--tokenizer-processes must be at least 0")
     cores = _usable_cores()
@@ -214,8 +217,10 @@ def _usable_cores() -> int:
 
 
 def _how_to_finish(spec) -> str:
-    if spec.input == "-" or spec.output in (None, "-"):
-        return "a job on standard input or output cannot be resumed: run it again"
+    if spec.output in (None, "-"):
+        return "a job writing to standard output cannot be resumed: run it again"
+    if spec.input == "-":
+        return "a job reading standard input cannot be resumed: run it again with --overwrite"
     return f"to finish, run: {_resume_command()}"
 
 

@@ -14,7 +14,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from ..errors import JobLockedError
+from ..errors import JobLockedError, OutputWriteError
 
 
 class OutputLock:
@@ -35,6 +35,13 @@ class OutputLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        try:
+            self._acquire()
+        except OSError as err:  # a full disk (no room for the PID, or no inode for the file), an I/O error
+            raise OutputWriteError(f"cannot write {self.path} (the job's lock): {err.strerror or err} "
+                                   f"(errno {err.errno}); nothing was written") from err
+
+    def _acquire(self) -> None:
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -52,9 +59,13 @@ class OutputLock:
             if _same_file(fd, self.path):
                 break
             os.close(fd)  # the holder removed the file between our open and flock: take the new one
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            self.release()  # held, so the file is ours to remove
+            raise
 
     def release(self) -> None:
         """Remove the lock file while still holding the lock, then let go."""

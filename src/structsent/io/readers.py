@@ -10,8 +10,10 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import decimal
 import hashlib
 import json
+import math
 import re
 import sys
 from collections.abc import Iterator, Sequence
@@ -154,7 +156,13 @@ class TextLineReader(RowReader):
                 continue  # a file of only a byte-order mark: as empty as a file without one
             self.rows_read += 1
             text = line.text.rstrip("\r\n")
-            yield InputRow(self.rows_read, {self.text_column: text}, text if line.error is None else None, line.error)
+            error = line.error
+            if error is None and "\r" in text:
+                error = (f"line {line.number}: a carriage return inside the line (a file with old Mac line endings "
+                         "would be read as one review); convert its line endings to LF")
+                if self.lines.on_bad_row == FAIL:
+                    raise BadInputError(f"{self.lines.name}: {error}, or pass --on-bad-row flag")
+            yield InputRow(self.rows_read, {self.text_column: text}, text if error is None else None, error)
 
 
 class JsonLinesReader(RowReader):
@@ -177,18 +185,21 @@ class JsonLinesReader(RowReader):
     def __iter__(self) -> Iterator[InputRow]:
         for line in self.lines:
             self.lines.consume(line)
-            if not line.text.strip():
-                continue  # blank lines separate nothing in JSON Lines
+            if not line.text.strip(JSON_WHITESPACE):
+                continue  # blank lines separate nothing in JSON Lines (U+3000 alone is not blank: not JSON)
             self.rows_read += 1
             values, error = (None, line.error) if line.error is not None else self._parse(line)
             if error is not None and self.on_bad_row == FAIL:
                 raise BadInputError(f"{self.name}: {error}; fix the file or pass --on-bad-row flag")
-            text = values.get(self.text_column) if values is not None and error is None else None
+            text = values.get(self.text_column) if values is not None and error is None and self.text_column else None
             yield InputRow(self.rows_read, values, text, error)
 
     def _parse(self, line: _Line) -> tuple[dict | None, str | None]:
         try:
-            value = json_with_unique_keys(line.text)
+            value = _ROWS.decode(line.text)
+        except InexactNumberError as err:
+            return None, (f"line {line.number}: the number {err.text[:40]} cannot be held exactly (it would be "
+                          f"written back as {err.held}); write it as a string to keep it")
         except DuplicateKeyError as err:
             return None, (f"line {line.number}: the key {err.key!r} appears more than once in one object; a row "
                           "keeps one value per key, so the others would be lost")
@@ -201,6 +212,8 @@ class JsonLinesReader(RowReader):
                           "digits, which cannot be read")
         if not isinstance(value, dict):
             return None, f"line {line.number}: expected a JSON object, got {type(value).__name__}"
+        if line.raw.count(b"[") + line.raw.count(b"{") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
+            return None, f"line {line.number}: a value nested more than {MAX_JSON_DEPTH} levels deep"
         if _SURROGATE_ESCAPE.search(line.raw):  # rare: emoji pairs, or a lone half of one
             where = _lone_surrogate_field(value)
             if where is not None:
@@ -212,7 +225,7 @@ class JsonLinesReader(RowReader):
                 return replaced, (
                     f"line {line.number}: field '{where}' holds a lone UTF-16 surrogate escape, which is not a "
                     "character")
-        if self.text_column not in value:
+        if self.text_column and self.text_column not in value:  # (no text column: the rows alone are wanted)
             fields = ", ".join(map(repr, value)) or "none"
             return value, (f"line {line.number}: no {self.text_column!r} field (fields: {fields}); "
                            f"pass --text-column")
@@ -240,6 +253,42 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
 
 
 _OBJECTS_WITH_UNIQUE_KEYS = json.JSONDecoder(object_pairs_hook=_unique_keys)
+JSON_WHITESPACE = " \t\r\n"
+MAX_JSON_DEPTH = 500  # deeper values are refused: writing them back would exhaust the interpreter's stack
+
+
+class InexactNumberError(ValueError):
+    """A JSON number a 64-bit float cannot hold (1e400, 1e-400, 17 significant digits and more):
+    read as a float it would be written back as another number."""
+
+    def __init__(self, text: str, held: float) -> None:
+        super().__init__(f"the number {text} cannot be held exactly")
+        self.text, self.held = text, held
+
+
+def _exact_float(text: str) -> float:
+    """``float(text)``, refusing a number that would come back as a different one: the float's
+    shortest form must denote the same decimal number (so 0.1 and 1e3 pass; 1e400 does not)."""
+    value = float(text)
+    if repr(value) == text or (math.isfinite(value) and decimal.Decimal(text) == decimal.Decimal(repr(value))):
+        return value
+    raise InexactNumberError(text, value)
+
+
+# The label job's rows: unique keys, and numbers kept exactly or refused.
+_ROWS = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_float=_exact_float)
+
+
+def _depth(value: object) -> int:
+    """How deeply lists and objects nest in ``value`` (without recursion: it may be deep)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def json_with_unique_keys(text: str):

@@ -301,6 +301,11 @@ class LabelJob:
         try:
             with quick_gil_handoff(self.classifier.runner.device):
                 self._label_chunks(reader, manifest, summary, started)
+        except BadInputError as err:  # a bad row, a type that changed: this input stops this job here
+            if self.files is None or not manifest.rows_done:
+                raise
+            raise BadInputError(f"{err}; {manifest.rows_done:,} rows were committed before it, and a resume would stop "
+                                "at the same place: start the job over with --overwrite") from err
         finally:
             reader.close()
             summary.seconds_this_run = time.perf_counter() - started
@@ -456,7 +461,9 @@ class LabelJob:
         except OSError as err:
             if isinstance(err, BrokenPipeError) and self.files is None:
                 raise  # standard output's reader went away (`| head`): the command line ends quietly
-            target, kept = (self.spec.output, "; every committed chunk is kept") if self.files else ("standard output", "")
+            resumable = self.files is not None and self.spec.input != "-"
+            target = self.spec.output if self.files else "standard output"
+            kept = "; every committed chunk is kept" if resumable else ""
             raise OutputWriteError(f"cannot write {target}: {err.strerror or err} (errno {err.errno}){kept}") from err
 
     def _commit(self, encoder, chunk: PreparedChunk, results, counters: dict, cache_entries,
@@ -573,8 +580,11 @@ class LabelJob:
         return first_json_fields(self.spec.input, reader.text_column) or [reader.text_column]
 
     def _write_empty(self, reader: RowReader, manifest: Manifest) -> None:
-        """An input without rows still gets a valid output (a CSV header, an empty Parquet file)."""
+        """An input without rows still gets a valid output (a CSV header, an empty Parquet file), with
+        the columns a run with rows would write (the id column alone with --id-column)."""
         columns = list(reader.columns) or [reader.text_column]
+        if self.spec.id_column is not None:  # checked against a CSV header; JSON Lines without rows has none
+            columns = self._output_input_columns(reader, []) if reader.columns else [self.spec.id_column]
         encoder = ChunkEncoder(self.spec.output_format, columns, self.labels, self.spec.prefix)
         if self.spec.output_format is Format.PARQUET:
             files = self._output()
