@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -661,3 +662,129 @@ def test_worker_node_killed_mid_job_loses_and_duplicates_nothing(fault_job_input
         reference = expected[row["id"]]
         assert (row["text"], row["label"], row["error"]) == (reference["text"], reference["label"], reference["error"])
         assert abs(row["prob_正面"] - reference["prob_正面"]) < TOLERANCE, row["id"]
+
+
+# -- values, errors and the output directory on the edges -------------------------------------------
+def ray_label(ray_address, source, output, *extra, timeout: int = 180):
+    return run_cli("--engine", "ray", "--ray-address", ray_address, source, "-o", output, "--model", "default",
+                   "--device", "cpu", "--quiet", *extra, timeout=timeout)
+
+
+def one_line_exit(proc, code: int) -> str:
+    """Exit ``code``, and one line saying why (Ray's own timestamped log lines, such as its token
+    warning, apart)."""
+    message = proc.stderr.decode(errors="replace")
+    assert proc.returncode == code, message[-3000:]
+    ours = [line for line in message.strip().splitlines() if not re.match(r"\[?\d{4}-\d\d-\d\d ", line)]
+    assert "Traceback" not in message and len(ours) == 1 and ours[0].startswith("structsent: error"), message[-3000:]
+    return ours[0]
+
+
+def test_cli_engine_ray_reads_json_lines_values_as_they_are(ray_address, tmp_path):
+    """Ray read JSON Lines through pandas: "007" came out as 7, a date as a timestamp, "1e3" as
+    1000.0, 1.0000000000000002 as 1.0, and the review "666" as a number, flagged and unlabelled."""
+    rows = [{"id": "007", "at": "2024-03-05", "code": "1e3", "f": 1.0000000000000002, "text": "666"},
+            {"id": "008", "at": "n/a", "code": "c", "f": 0.5, "text": "好吃"}]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                                             encoding="utf-8")
+    proc = ray_label(ray_address, tmp_path / "in", tmp_path / "out", "--output-format", "jsonl")
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    written = sorted((json.loads(line) for path in (tmp_path / "out").glob("*.json")
+                      for line in path.read_text(encoding="utf-8").splitlines()), key=lambda r: r["id"])
+    assert [{k: r[k] for k in rows[0]} for r in written] == rows
+    assert all(r["error"] is None and r["label"] in ("负面", "正面") for r in written)
+
+
+@pytest.mark.parametrize("line, says", [('{"id": "a", "text": "好", "id": "b"}', "the key 'id' appears more than once"),
+                                        ('{"text": "\\ud800差"}', "field 'text' holds a lone UTF-16 surrogate escape"),
+                                        ('{"text": "好", "x": 1e400}', "the number 1e400 cannot be held exactly")])
+def test_cli_engine_ray_refuses_the_json_lines_rows_the_local_engine_refuses(ray_address, tmp_path, line, says):
+    """A key twice kept its last value, a lone surrogate vanished from the text: labelled, exit 0."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text('{"text": "好吃"}\n' + line + "\n", encoding="utf-8")
+    message = one_line_exit(ray_label(ray_address, tmp_path / "in", tmp_path / "out"), 2)
+    assert "a.jsonl: line 2: " + says in message
+    assert not any((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True
+
+
+def test_cli_engine_ray_removes_the_files_of_a_job_that_fails_part_way(ray_address, tmp_path):
+    """Exit 2 left 250-500 of 1,050 rows in the output, which then read as a whole, smaller dataset."""
+    (tmp_path / "in").mkdir()
+    for part in range(4):
+        (tmp_path / "in" / f"p{part}.jsonl").write_text(
+            "".join(json.dumps({"rid": f"{part}-{i}", "text": "味道不错" if i % 2 else "差评"}, ensure_ascii=False) + "\n"
+                    for i in range(250)), encoding="utf-8")
+    (tmp_path / "in" / "z.jsonl").write_text("".join('{"rid": "z%d", "text": "好", "score": 1}\n' % i
+                                                     for i in range(50)), encoding="utf-8")
+    message = one_line_exit(ray_label(ray_address, tmp_path / "in", tmp_path / "out", "--chunk-rows", "50"), 2)
+    assert "score" in message and "--prefix" in message
+    assert list((tmp_path / "out").glob("*")) == []
+
+
+@pytest.mark.parametrize("mistake", [["--ray-address", "127.0.0.1:1"], ["--model", "/no/such/model"]])
+def test_cli_engine_ray_overwrite_keeps_the_previous_output_when_the_job_cannot_start(ray_address, tmp_path, mistake):
+    """--overwrite emptied the output directory before the model or the address was checked."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("id,text\n1,好吃\n", encoding="utf-8")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "previous.parquet").write_bytes(b"the previous results")
+    args = ["--engine", "ray", "--ray-address", ray_address, tmp_path / "in", "-o", tmp_path / "out", "--model",
+            "default", "--device", "cpu", "--quiet", "--overwrite"]
+    args[args.index(mistake[0]) + 1] = mistake[1]
+    proc = run_cli(*args)
+    assert proc.returncode in (2, 3), proc.stderr.decode(errors="replace")[-3000:]
+    assert (tmp_path / "out" / "previous.parquet").read_bytes() == b"the previous results"
+
+
+def test_a_malformed_ray_address_is_one_line(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("id,text\n1,好吃\n", encoding="utf-8")
+    message = one_line_exit(ray_label("bogus", tmp_path / "in", tmp_path / "out"), 2)
+    assert "--ray-address bogus" in message
+
+
+def test_cli_engine_ray_labels_a_binary_text_column_and_multi_line_csv_of_several_mb(ray_address, tmp_path):
+    """A Parquet BINARY text column (Hive, older Spark) was flagged "not a string (got bytes)" row by
+    row; a CSV of a few MB whose quoted reviews hold line breaks was refused (Arrow's parser assumed none)."""
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"id": [1, 2], "text": pa.array(["好吃".encode(), "难吃".encode()], pa.binary())}),
+                   tmp_path / "in" / "a.parquet")
+    proc = ray_label(ray_address, tmp_path / "in", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    table = pq.read_table(tmp_path / "out")
+    assert sorted(table.column("id").to_pylist()) == [1, 2] and table.column("error").null_count == 2
+    (tmp_path / "csv").mkdir()
+    with open(tmp_path / "csv" / "a.csv", "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "text"])
+        writer.writerows([i, "味道不错，送餐很快。\n第二段：汤都洒了" + "好" * (i % 40)] for i in range(45000))
+    assert (tmp_path / "csv" / "a.csv").stat().st_size > 5_000_000
+    proc = ray_label(ray_address, tmp_path / "csv", tmp_path / "csv-out", timeout=600)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    ids = pq.read_table(tmp_path / "csv-out", columns=["id"]).column("id").to_pylist()
+    assert sorted(map(int, ids)) == list(range(45000))
+
+
+def test_cli_engine_ray_on_a_cluster_of_one_cpu_finishes(tmp_path):
+    """The one actor reserved the only CPU, the read task never ran, and the job waited for ever."""
+    if not os.path.isdir("/proc"):
+        pytest.skip("killing a node's processes reads /proc (Linux)")
+    root = Path(tempfile.mkdtemp(prefix="ssray1", dir="/tmp"))  # short: Ray's socket paths live under it
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), RAY_USAGE_STATS_ENABLED="0")
+    port = free_ports(1)[0]
+    head = RayNode(env, root / "head", num_cpus=1, head_port=port)
+    try:
+        if not (wait_for_port(port, NODE_START_TIMEOUT_S) and head.wait_started(NODE_START_TIMEOUT_S)):
+            pytest.skip(f"`ray start --head` did not come up within {NODE_START_TIMEOUT_S} s:\n{tail(head.log)}")
+        (tmp_path / "in").mkdir()
+        (tmp_path / "in" / "a.csv").write_text("id,text\n1,好吃\n2,难吃\n", encoding="utf-8")
+        proc = run_structsent("label", "--engine", "ray", "--ray-address", f"127.0.0.1:{port}", tmp_path / "in",
+                              "-o", tmp_path / "out", "--model", "default", "--device", "cpu", "--quiet",
+                              timeout=240, env=env)
+        assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+        assert sorted(pq.read_table(tmp_path / "out").column("id").to_pylist()) == ["1", "2"]
+    finally:
+        head.kill()
+        shutil.rmtree(root, ignore_errors=True)

@@ -70,10 +70,31 @@ class DatasetLabeller:
     def __call__(self, batch: "pyarrow.Table") -> "pyarrow.Table":
         if self.text_column not in batch.column_names:
             raise BadInputError(f"no column {self.text_column!r}; columns are: {', '.join(batch.column_names)}")
-        results = self.classifier(batch.column(self.text_column).to_pylist())
+        results = self.classifier(texts_of(batch.column(self.text_column)))
         kept = batch if self.keep_columns is None else batch.select(self.keep_columns)
         check_no_collision(kept.column_names, self.extra, self.prefix)
         return append_predictions(without_pickled_columns(kept), results, self.labels, self.extra)
+
+
+def texts_of(column) -> list:
+    """A column's values for the model: a BINARY column (strings written without their UTF8
+    annotation, as Hive or older Spark write them) is read as UTF-8 text, as the local engine
+    reads it; a value that is not UTF-8 stays bytes, and its row is flagged."""
+    import pyarrow as pa
+
+    values = column.to_pylist()
+    if not (pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)):
+        return values
+    return [_utf8_or_bytes(value) for value in values]
+
+
+def _utf8_or_bytes(value):
+    if not isinstance(value, bytes):
+        return value
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value
 
 
 def _in_ray_actor() -> bool:
@@ -306,11 +327,11 @@ def read_dataset(source: InputFiles) -> "ray.data.Dataset":
     if source.format is Format.PARQUET:
         ds = data.read_parquet(source.paths, **common)
     elif source.format is Format.JSONL:
-        ds = data.read_json(source.paths, **common, **_jsonl_options(data.read_json))
+        ds = data.read_datasource(_json_lines_datasource(source.paths, source.suffixes))
     else:
         # Remote inputs have no local file list: Arrow infers their column types.
         strings = _csv_as_strings(source.files) if source.files else None
-        return data.read_csv(source.paths, **common, convert_options=strings)
+        return data.read_csv(source.paths, **common, convert_options=strings, parse_options=_csv_parse_options())
     return ds.map_batches(without_pandas_metadata, batch_format="pyarrow", batch_size=None)
 
 
@@ -321,11 +342,65 @@ def without_pandas_metadata(block: "pyarrow.Table") -> "pyarrow.Table":
     return block.replace_schema_metadata(None) if block.schema.metadata else block
 
 
-def _jsonl_options(read_json) -> dict:
-    """Newer Ray reads one row per line only when told; older Ray has no such flag and always does."""
-    import inspect
+def _json_lines_datasource(paths, suffixes):
+    """JSON Lines files read as the local job reads them, by its own reader: values as they are
+    (Ray's reader went through pandas, which turned "007" into 7, "2024-03-05" into a timestamp and
+    1.0000000000000002 into 1.0), and what it refuses refused here too (a key twice, a lone surrogate
+    escape, a number a float cannot hold exactly), naming the file and line."""
+    from ray.data.datasource import FileBasedDatasource
 
-    return {"lines": True} if "lines" in inspect.signature(read_json).parameters else {}
+    class JsonLinesDatasource(FileBasedDatasource):
+        def _read_stream(self, f, path: str):
+            yield json_lines_table(f.read_buffer().to_pybytes(), path)
+
+    return JsonLinesDatasource(paths, file_extensions=suffixes)
+
+
+def _python_objects(values: list):
+    """Ray's column of Python objects (its extension type); where this Ray has none, their text."""
+    import pyarrow as pa
+
+    try:
+        from ray.data._internal.object_extensions.arrow import ArrowPythonObjectArray
+    except ImportError:
+        return pa.array([cell_or_null(value) for value in values], type=pa.string())
+    return ArrowPythonObjectArray.from_objects(values)
+
+
+def json_lines_table(data: bytes, name: str) -> "pyarrow.Table":
+    """The rows of one JSON Lines file as an Arrow table. A column whose values no Arrow type
+    holds together (a number among texts, an integer beyond 64 bits) is a column of Python objects,
+    as Ray's own reader gave it: the labeller flags its non-texts, and the writers write their text."""
+    import io
+
+    import pyarrow as pa
+
+    from .io.readers import FAIL, JsonLinesReader
+
+    reader = JsonLinesReader(io.BytesIO(data), start=0, line=0, rows_done=0, total=None, on_bad_row=FAIL,
+                             name=name, text_column="")
+    try:
+        rows = [row.values or {} for row in reader]
+    except BadInputError as err:  # flag mode is the local engine's
+        raise BadInputError(str(err).replace("pass --on-bad-row flag", "label it with --engine local --on-bad-row "
+                                             "flag")) from None
+    names = list(dict.fromkeys(key for row in rows for key in row))
+    columns = {}
+    for column in names:
+        values = [row.get(column) for row in rows]
+        try:
+            columns[column] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            columns[column] = _python_objects(values)
+    return pa.table(columns) if names else pa.table({})
+
+
+def _csv_parse_options():
+    """Quoted fields may hold line breaks (Arrow assumes they do not, and refused a file of a few MB
+    of multi-line reviews once a block boundary fell inside one)."""
+    import pyarrow.csv as pa_csv
+
+    return pa_csv.ParseOptions(newlines_in_values=True)
 
 
 def _csv_as_strings(paths: Sequence[str]):
@@ -388,21 +463,32 @@ def _within(path: str, directory: str) -> bool:
     return os.path.commonpath([path, directory]) == directory
 
 
-def prepare_output_directory(output: str | None, *, overwrite: bool) -> str:
-    """The output directory, checked empty (or emptied with ``overwrite``) before any work starts."""
-    import pyarrow.fs as pa_fs
-
+def check_output_directory(output: str | None, *, overwrite: bool) -> str:
+    """The output directory's URI: empty or missing, or (with ``overwrite``) to be emptied once
+    everything else has been checked. Nothing is removed here."""
     if output in (None, "-"):
         raise BadInputError("--engine ray writes a directory of files: pass -o OUTPUT_DIR")
     uri = output if "://" in output else os.path.abspath(output)
+    if not overwrite and _holds_files(uri, output):
+        raise BadInputError(f"{output}: directory is not empty; pass --overwrite to replace its contents")
+    return uri
+
+
+def _holds_files(uri: str, output: str) -> bool:
+    import pyarrow.fs as pa_fs
+
     filesystem, path = pa_fs.FileSystem.from_uri(uri)
     info = filesystem.get_file_info(path)
     if info.type == pa_fs.FileType.File:
         raise BadInputError(f"{output}: is a file; --engine ray writes a directory")
-    if info.type == pa_fs.FileType.Directory and filesystem.get_file_info(pa_fs.FileSelector(path)):
-        if not overwrite:
-            raise BadInputError(f"{output}: directory is not empty; pass --overwrite to replace its contents")
-        filesystem.delete_dir_contents(path)
+    return info.type == pa_fs.FileType.Directory and bool(filesystem.get_file_info(pa_fs.FileSelector(path)))
+
+
+def prepare_output_directory(output: str | None, *, overwrite: bool) -> str:
+    """The output directory, checked empty (or emptied with ``overwrite``): just before the write."""
+    uri = check_output_directory(output, overwrite=overwrite)
+    if _holds_files(uri, output or ""):
+        _empty_directory(uri)
     return uri
 
 
@@ -433,29 +519,55 @@ def run_label_job(spec: RayLabelSpec) -> None:
     source = resolve_input(spec.input, spec.input_format)
     output_format = _ray_output_format(spec.output_format)
     check_output_apart_from_input(source, spec.output)
-    output = prepare_output_directory(spec.output, overwrite=spec.overwrite)
+    output = check_output_directory(spec.output, overwrite=spec.overwrite)
     if not (spec.ray_address or "").startswith("ray://"):  # through Ray Client the model may live only on the cluster
         check_model_here(spec.model)
     started = time.perf_counter()
-    try:
-        with connected(spec.ray_address, quiet=spec.quiet) as ray:
-            _configure_this_job(quiet=spec.quiet)
+    with connected(spec.ray_address, quiet=spec.quiet) as ray:
+        _configure_this_job(quiet=spec.quiet)
+        with typed_errors():  # the schema is read here: a file that cannot be read fails here
             ds = read_dataset(source)
             keep = None if spec.id_column is None else [spec.id_column]
             text_column = resolve_text_column(_column_names(ds), spec.text_column, spec.input)
             labelled = label_dataset(ds, model=spec.model, config=spec.config, text_column=text_column,
                                      prefix=spec.prefix, keep_columns=keep, batch_size=spec.batch_rows,
                                      **actor_pool_for(ray, spec.config))
-            with typed_errors():
-                write_dataset(labelled, output, output_format)
-    except KeyboardInterrupt:
-        # A Ray job is not resumable: files written so far would read as a whole, smaller dataset.
-        _empty_directory(output)
-        raise RayJobInterrupted(f"{spec.output}: the job was interrupted and the files it had written were "
-                                "removed (a Ray job cannot be resumed); run it again") from None
+        # Every check passed: only now may --overwrite remove what the directory held.
+        prepare_output_directory(spec.output, overwrite=spec.overwrite)
+        _write_all_or_nothing(labelled, output, output_format, spec.output)
     if not spec.quiet:
         print(f"labelled {len(source.files) or len(source.paths)} file(s) into {output} ({output_format.value}) "
               f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+
+
+def _write_all_or_nothing(labelled: "ray.data.Dataset", output: str, output_format: Format, named: str) -> None:
+    """Write the whole output, or remove what was written: a Ray job cannot be resumed, and the files
+    of a job that stopped part way would read as a whole, smaller dataset."""
+    try:
+        with typed_errors():
+            write_dataset(labelled, output, output_format)
+    except KeyboardInterrupt:
+        _empty_directory(output)
+        raise RayJobInterrupted(f"{named}: the job was interrupted and the files it had written were "
+                                "removed (a Ray job cannot be resumed); run it again") from None
+    except BaseException as err:
+        _empty_directory(output)
+        if isinstance(err, RayJobFailedError):
+            raise RayJobFailedError(f"{err}; the files it had written were removed") from err.__cause__
+        raise
+
+
+def _last_line(error: BaseException) -> str:
+    """What a Ray error says in the end (its message holds whole remote tracebacks)."""
+    cause = error
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(cause).__name__
+
+
+class RayJobFailedError(StructsentError):
+    """A Ray file job failed in its tasks (a file Arrow cannot parse, an actor that died); its partial output removed."""
 
 
 class RayJobInterrupted(Exception):
@@ -475,6 +587,10 @@ def _configure_this_job(*, quiet: bool) -> None:
     if hasattr(context, "raise_original_map_exception"):
         # Otherwise a typed error in an actor reaches the driver as text inside UserCodeException.
         context.raise_original_map_exception = True
+    if quiet:  # a failed task is logged with its whole traceback; the command says why in one line
+        import logging
+
+        logging.getLogger("ray.data").setLevel(logging.CRITICAL)
 
 
 def check_model_here(model: str) -> None:
@@ -502,7 +618,8 @@ def _column_names(ds: "ray.data.Dataset") -> list[str]:
 
 
 def actor_pool_for(ray, config: EngineConfig) -> dict:
-    """Actors for the whole cluster: one per GPU, else one per CPU but one (left for reads and writes)."""
+    """Actors for the whole cluster: one per GPU, else one per CPU but one (left for reads and writes);
+    on a cluster of one CPU, one actor that reserves none (it shares the CPU with the reads)."""
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     if config.device.startswith("cuda") and gpus == 0:  # Ray would wait for one for ever
@@ -511,7 +628,9 @@ def actor_pool_for(ray, config: EngineConfig) -> dict:
     if wants_gpu:
         return {"concurrency": max(gpus, 1), "num_gpus": 1}
     cpus = int(resources.get("CPU", 1))
-    return {"concurrency": max(cpus - 1, 1), "num_cpus": 1}
+    if cpus < 2:  # one actor holding the only CPU would leave none to the reads: the job would wait for ever
+        return {"concurrency": 1, "num_cpus": 0}
+    return {"concurrency": cpus - 1, "num_cpus": 1}
 
 
 class connected:
@@ -533,6 +652,9 @@ class connected:
                          log_to_driver=not self.quiet)
             except ConnectionError as err:
                 raise ConfigError(f"cannot reach the Ray cluster at {self.address}: {err}") from err
+            except ValueError as err:  # "Invalid address format"
+                raise ConfigError(f"--ray-address {self.address}: {err} (expected host:port, ray://host:port "
+                                  "or auto)") from err
             self.started = True
         return ray
 
@@ -557,7 +679,9 @@ def check_reachable(address: str | None, timeout_s: float = 10.0) -> None:
 
 
 class typed_errors:
-    """Re-raise a structsent error that failed a Ray task as itself, so the CLI maps it to its exit code."""
+    """Re-raise a structsent error that failed a Ray task as itself, so the CLI maps it to its exit
+    code; any other failure of the job's tasks (a file Arrow cannot parse, an actor that died) as a
+    RayJobFailedError saying what it said in the end (Ray's messages hold whole remote tracebacks)."""
 
     def __enter__(self):
         return self
@@ -565,7 +689,12 @@ class typed_errors:
     def __exit__(self, kind, error, traceback) -> None:
         cause = _structsent_cause(error)
         if cause is not None and cause is not error:
+            said = str(cause).splitlines()
+            if len(said) > 1:  # Ray appends its retry advice to the message: not what went wrong
+                cause.args = (said[0],)
             raise cause from error
+        if isinstance(error, Exception) and cause is None:
+            raise RayJobFailedError(f"the Ray job failed: {_last_line(error)}") from error
 
 
 def _structsent_cause(error: BaseException | None) -> StructsentError | None:

@@ -25,7 +25,8 @@ def test_writes_the_page_and_says_so(tmp_path, labelled_csv):
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # no temporary file left behind
 
 
-@pytest.mark.parametrize("case", ["no label columns", "missing file", "existing output", "output is input", "bad flag value"])
+@pytest.mark.parametrize("case", ["no label columns", "missing file", "existing output", "output is input", "bad flag value",
+                                  "empty output path", "a device", "inside the input directory"])
 def test_bad_input_is_exit_2_with_one_line(tmp_path, labelled_csv, case):
     plain = tmp_path / "plain.csv"
     plain.write_text("id,text\n1,好评\n", encoding="utf-8")
@@ -37,10 +38,15 @@ def test_bad_input_is_exit_2_with_one_line(tmp_path, labelled_csv, case):
         "existing output": ([labelled_csv, "-o", taken], "exists; pass --overwrite"),
         "output is input": ([labelled_csv, "-o", labelled_csv, "--overwrite"], "overwrite its own input"),
         "bad flag value": ([labelled_csv, "-o", tmp_path / "r.html", "--max-groups", "0"], "--max-groups must be"),
+        # an empty path was a FileNotFoundError traceback; a device was told of an -o - that writes a file named -
+        "empty output path": ([labelled_csv, "-o", ""], "the report's path is empty"),
+        "a device": ([labelled_csv, "-o", "/dev/null", "--overwrite"], "is a character device; name a regular file to write\n"),
+        "inside the input directory": ([tmp_path, "-o", tmp_path / "r.html"], "where it would be read as part of it"),
     }[case]
     proc = report_cli(*args)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and expected in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
     assert taken.read_text(encoding="utf-8") == "keep me" and not (tmp_path / "r.html").exists()
 
 

@@ -11,9 +11,10 @@ _KINDS = {stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device", st
           stat.S_ISSOCK: "a socket"}
 
 
-def check_output_is_a_file(path: Path) -> None:
+def check_output_is_a_file(path: Path, *, stdout_hint: bool = True) -> None:
     """An existing output must be a regular file (through symbolic links): the finished output is
-    renamed onto it, which would delete a device, a named pipe or a socket."""
+    renamed onto it, which would delete a device, a named pipe or a socket. ``stdout_hint``: the
+    command writes to standard output for ``-o -`` (say so)."""
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
@@ -21,7 +22,8 @@ def check_output_is_a_file(path: Path) -> None:
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):  # a directory is refused with its own message
         return
     kind = next((name for test, name in _KINDS.items() if test(mode)), "not a regular file")
-    raise BadInputError(f"{path}: is {kind}; name a regular file to write (or -o - for standard output)")
+    hint = " (or -o - for standard output)" if stdout_hint else ""
+    raise BadInputError(f"{path}: is {kind}; name a regular file to write{hint}")
 
 
 def check_work_path(path: Path, *, directory: bool = False) -> None:

@@ -88,6 +88,8 @@ def check_report_path(path_out: str, *, keep: dict[str, str], overwrite: bool) -
     """The report may be written at ``path_out``: not onto a file of ``keep`` ({path: what it is},
     also through links, also one not written yet), not onto an existing file unless ``overwrite``,
     into a directory that exists. Checked before anything runs (``label --report`` too)."""
+    if not path_out.strip():
+        raise BadInputError("the report's path is empty: name the HTML file to write (-o report.html)")
     target = Path(path_out)
     for path, what in keep.items():
         if path == "-":
@@ -97,10 +99,11 @@ def check_report_path(path_out: str, *, keep: dict[str, str], overwrite: bool) -
         if same:
             raise BadInputError(f"{path_out}: the report would overwrite {what}")
         if Path(path).resolve() in target.resolve().parents:  # inside the job's work directory (OUT.parts)
-            raise BadInputError(f"{path_out}: the report would be written inside {what} {path}, which the job removes")
+            fate = "which the job removes" if "work" in what else "where it would be read as part of it"
+            raise BadInputError(f"{path_out}: the report would be written inside {what} {path}, {fate}")
     if target.is_dir():
         raise BadInputError(f"{path_out}: is a directory")
-    check_output_is_a_file(target)
+    check_output_is_a_file(target, stdout_hint=False)  # the report is a file: there is no -o -
     if target.exists() and not overwrite:
         raise BadInputError(f"{path_out} exists; pass --overwrite to replace it")
     directory = target.resolve().parent
