@@ -321,15 +321,18 @@ def test_sigkill_at_several_points_then_resume_is_identical(tmp_path, hf_model_d
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_after_the_chunk_and_prints_how_to_resume(tmp_path, hf_model_dir, reviews_file):
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_stops_after_the_chunk_and_prints_how_to_resume(tmp_path, hf_model_dir, reviews_file, signum, code):
+    """SIGTERM (a service manager, `docker stop`) killed the job mid-chunk without a word, its lock left."""
     out = tmp_path / "out.jsonl"
     args = ["label", reviews_file, "-o", out, "--chunk-rows", "64", "--model", hf_model_dir]
     proc = _start(args)
     _wait_for_rows(tmp_path / "out.jsonl.manifest.json", 64, proc)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err.decode()
-    assert "--resume" in err.decode() and "interrupted after" in err.decode()
+    assert proc.returncode == code, err.decode()
+    assert "--resume" in err.decode() and "interrupted after" in err.decode() and "Traceback" not in err.decode()
+    assert not (tmp_path / "out.jsonl.lock").exists()
     run_cli(*args, "--resume", "--quiet")
     texts = reviews_file.read_text(encoding="utf-8").splitlines()
     assert [r["text"] for r in read_jsonl_bytes(out.read_bytes())] == texts

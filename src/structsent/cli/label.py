@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     progress = None if args.quiet or not sys.stderr.isatty() else ProgressBar(device=classifier.runner.device)
     stop = threading.Event()
     job = LabelJob(spec, classifier, progress=progress, stop=stop, notify=_notice)
-    with _stop_after_chunk_on_interrupt(stop):
+    with _stop_after_chunk_on_interrupt(stop) as interrupt:
         try:
             summary = job.run()
         except OutputWriteError as err:
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         print(format_summary(summary, labels=classifier.labels), file=sys.stderr)
     if summary.interrupted:
         print(f"interrupted after {summary.rows:,} rows; {_how_to_finish(spec)}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return 128 + interrupt.signum if interrupt.signum else EXIT_INTERRUPTED
     if args.report is not None:
         _write_report(args, spec, summary, classifier)
     return 0
@@ -230,23 +230,30 @@ def _resume_command() -> str:
 
 
 class _stop_after_chunk_on_interrupt:
-    """First Ctrl-C: finish the current chunk, commit it, stop. Second Ctrl-C: stop at once."""
+    """First Ctrl-C (or SIGTERM, as a service manager or `docker stop` sends): finish the current
+    chunk, commit it, stop, exit 128 + the signal's number. A second one: stop at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, stop: threading.Event) -> None:
         self.stop = stop
-        self.previous: signal.Handlers | Callable[[int, FrameType | None], Any] | int | None = None
+        self.signum: int | None = None
+        self.previous: dict[int, signal.Handlers | Callable[[int, FrameType | None], Any] | int | None] = {}
 
     def _handle(self, signum, frame) -> None:
         if self.stop.is_set():
             raise KeyboardInterrupt
+        self.signum = signum
         self.stop.set()
-        print("\nstopping after the current chunk (Ctrl-C again to stop at once)", file=sys.stderr)
+        again = "Ctrl-C again" if signum == signal.SIGINT else "a second signal"
+        print(f"\nstopping after the current chunk ({again} to stop at once)", file=sys.stderr)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            self.previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for signum, handler in self.previous.items():
+            if handler is not None:
+                signal.signal(signum, handler)
