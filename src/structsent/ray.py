@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -326,19 +327,18 @@ def read_dataset(source: InputFiles) -> "ray.data.Dataset":
     common = {"file_extensions": source.suffixes}
     if source.format is Format.PARQUET:
         ds = data.read_parquet(source.paths, **common)
-    elif source.format is Format.JSONL:
-        ds = data.read_datasource(_json_lines_datasource(source.paths, source.suffixes))
-    else:
-        # Remote inputs have no local file list: Arrow infers their column types.
-        strings = _csv_as_strings(source.files) if source.files else None
-        return data.read_csv(source.paths, **common, convert_options=strings, parse_options=_csv_parse_options())
-    return ds.map_batches(without_pandas_metadata, batch_format="pyarrow", batch_size=None)
+        return ds.map_batches(without_pandas_metadata, batch_format="pyarrow", batch_size=None)
+    if source.format is Format.JSONL:
+        return data.read_datasource(_json_lines_datasource(source.paths, source.suffixes))
+    # Remote inputs have no local file list: Arrow infers their column types.
+    strings = _csv_as_strings(source.files) if source.files else None
+    return data.read_csv(source.paths, **common, convert_options=strings, parse_options=_csv_parse_options())
 
 
 def without_pandas_metadata(block: "pyarrow.Table") -> "pyarrow.Table":
-    """A block without the pandas schema metadata Ray's JSON reader (and a Parquet file pandas
-    wrote) gives it. With it, Ray merges blocks that disagree on a column through pandas, and an
-    integer column with a null among its rows became floats (2**53 + 1 read as 2**53)."""
+    """A block without the pandas schema metadata a Parquet file pandas wrote gives it. With it, Ray
+    merges blocks that disagree on a column through pandas, and an integer column with a null among
+    its rows became floats (2**53 + 1 read as 2**53)."""
     return block.replace_schema_metadata(None) if block.schema.metadata else block
 
 
@@ -557,13 +557,23 @@ def _write_all_or_nothing(labelled: "ray.data.Dataset", output: str, output_form
         raise
 
 
+_RAISED = re.compile(r"[A-Za-z_][\w.]*(?:Error|Exception|Invalid)\w*: \S.*")
+
+
 def _last_line(error: BaseException) -> str:
-    """What a Ray error says in the end (its message holds whole remote tracebacks)."""
-    cause = error
-    while cause.__cause__ is not None:
-        cause = cause.__cause__
-    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
-    return lines[-1][:300] if lines else type(cause).__name__
+    """What a Ray error says in the end: its message holds whole remote tracebacks and retry advice,
+    so the last "SomeError: message" line of the first error in the chain that has one (else the
+    innermost error's last line)."""
+    chain: list[BaseException] = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    for link in chain:
+        raised = [line.strip() for line in str(link).splitlines() if _RAISED.fullmatch(line.strip())]
+        if raised:
+            return raised[-1][:300]
+    lines = [line.strip() for line in str(chain[-1]).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(chain[-1]).__name__
 
 
 class RayJobFailedError(StructsentError):
