@@ -77,7 +77,24 @@ def test_invalid_utf8_names_the_line_and_byte_offset(tmp_path):
     with pytest.raises(BadInputError, match=r"line 3, byte offset 16 \(byte 0xff\)"):
         read_all(write(tmp_path, "a.csv", data))
     rows, _ = read_all(write(tmp_path, "b.csv", data), on_bad_row="flag")
-    assert "invalid UTF-8 at line 3, byte offset 16 (byte 0xff)" in rows[1][3] and rows[1][1] is None
+    assert rows[1][3] == "line 3: invalid UTF-8 at line 3, byte offset 16 (byte 0xff)"
+    assert rows[1][1] == {"id": "2", "text": "b\ufffdad"} and rows[1][2] is None  # the id is kept, the text not labelled
+
+
+def test_undecodable_bytes_in_a_multi_line_record_flag_that_record_once(tmp_path):
+    data = 'id,text\n1,"第一行\n第二'.encode() + b"\xff" + '行,好"\n2,很好\n'.encode()
+    rows, reader = read_all(write(tmp_path, "a.csv", data), on_bad_row="flag")
+    assert [(r[0], r[1]["id"], r[2]) for r in rows] == [(1, "1", None), (2, "2", "很好")]
+    assert rows[0][3].startswith("line 2: invalid UTF-8 at line 3") and "unbalanced quote" not in rows[0][3]
+    assert reader.resynchronised == 0 and rows[-1][4] == len(data)
+
+
+def test_an_undecodable_json_line_keeps_the_fields_that_parse(tmp_path):
+    data = b'{"id": 1, "text": "ok"}\n{"id": 2, "text": "b\xffad"}\n{"id": 3, \xff}\n'
+    rows, _ = read_all(write(tmp_path, "a.jsonl", data), Format.JSONL, on_bad_row="flag")
+    assert [(r[0], r[1], r[2]) for r in rows] == [(1, {"id": 1, "text": "ok"}, "ok"),
+                                                  (2, {"id": 2, "text": "b\ufffdad"}, None), (3, None, None)]
+    assert rows[1][3].startswith("invalid UTF-8 at line 2") and rows[2][3].startswith("invalid UTF-8 at line 3")
 
 
 def test_flag_mode_flags_an_unbalanced_quote_on_its_first_line_and_reads_on(tmp_path):

@@ -33,6 +33,13 @@ def test_csv_keeps_input_columns_in_order_and_round_trips():
     assert records[2] == ["", "", "", "", "", "", "line 3: bad"]
 
 
+def test_booleans_are_written_to_csv_as_json_writes_them_at_any_depth():
+    encoder = ChunkEncoder(Format.CSV, ["ok", "tags", "text"], LABELS)
+    row = InputRow(1, {"ok": True, "tags": [False, 1], "text": "好"}, "好")
+    records = list(csv.reader(io.StringIO(encoder.encode([row], [GOOD]).decode())))
+    assert records[0][:3] == ["true", "[false, 1]", "好"]
+
+
 def test_tsv_uses_tabs():
     encoder = ChunkEncoder(Format.TSV, ["text"], LABELS)
     assert encoder.header() == "text\tlabel\tscore\tprob_负面\tprob_正面\terror\n".encode()

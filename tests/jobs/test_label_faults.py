@@ -474,8 +474,9 @@ def test_a_bad_row_after_committed_chunks_says_to_start_over(tmp_path, hf_model_
     run_cli("label", source, "-o", out, "--chunk-rows", "50", "--on-bad-row", "flag", "--overwrite",
             *model_args(hf_model_dir))
     rows = read_csv(out)
-    assert len(rows) == 300 and [r["id"] for r in rows if r["id"]] == [str(i) for i in range(300) if i != 200]
+    assert [r["id"] for r in rows] == [str(i) for i in range(300)]  # the flagged row keeps its id
     assert "invalid UTF-8" in rows[200]["error"] and not rows[199]["error"] and not rows[201]["error"]
+    assert rows[200]["label"] == "" and rows[200]["text"] == "好评\ufffd"
 
 
 def test_a_job_on_standard_input_stopped_by_a_full_disk_says_to_run_it_again_with_overwrite(tmp_path, hf_model_dir,

@@ -188,7 +188,9 @@ class JsonLinesReader(RowReader):
             if not line.text.strip(JSON_WHITESPACE):
                 continue  # blank lines separate nothing in JSON Lines (U+3000 alone is not blank: not JSON)
             self.rows_read += 1
-            values, error = (None, line.error) if line.error is not None else self._parse(line)
+            values, error = self._parse(line)
+            if line.error is not None:  # undecodable bytes: the row keeps what parses (its id, say), unlabelled
+                error = line.error
             if error is not None and self.on_bad_row == FAIL:
                 raise BadInputError(f"{self.name}: {error}; fix the file or pass --on-bad-row flag")
             text = values.get(self.text_column) if values is not None and error is None and self.text_column else None
@@ -332,10 +334,11 @@ def _replace_lone_surrogates(value):
 class CsvReader(RowReader):
     """CSV or TSV with a header row. Records may span lines (quoted newlines).
 
-    A malformed record (a broken quote, a wrong number of fields, undecodable bytes) is, in
-    flag mode, flagged on its first line alone, and reading goes on at the line after it: an
-    unbalanced quote that swallowed the lines after it gives them back, so nothing that can be
-    read is lost.
+    A malformed record (a broken quote, a wrong number of fields) is, in flag mode, flagged on
+    its first line alone, and reading goes on at the line after it: an unbalanced quote that
+    swallowed the lines after it gives them back, so nothing that can be read is lost. A
+    well-formed record with undecodable bytes is one flagged row that keeps its fields (the
+    bytes replaced by U+FFFD), its text unlabelled.
     """
 
     def __init__(self, stream: BinaryIO, *, start: int, line: int, rows_done: int, total: int | None,
@@ -408,7 +411,6 @@ class CsvReader(RowReader):
                     self._consume(lines)
                     continue  # a blank line between records of several columns holds no record
                 fields = [""]  # one column: a blank line is an empty text, flagged downstream
-            error = error or next((line.error for line in lines if line.error), None)
             if error is None and len(fields) != width:
                 error = f"expected {width} fields, got {len(fields)}"
             if error is not None:
@@ -417,6 +419,10 @@ class CsvReader(RowReader):
             self._consume(lines)
             self.rows_read += 1
             values = dict(zip(self.columns, fields))
+            undecodable = next((line.error for line in lines if line.error), None)
+            if undecodable is not None:  # a whole record: its fields are kept (the id, say), its text not labelled
+                yield InputRow(self.rows_read, values, None, f"line {lines[0].number}: {undecodable}")
+                continue
             yield InputRow(self.rows_read, values, values[self.text_column])
 
     def _consume(self, lines: list[_Line]) -> None:

@@ -344,6 +344,8 @@ def cell_or_null(value) -> str | None:
 def _cell(value) -> str:
     if value is None:
         return ""
+    if isinstance(value, bool):  # as JSON writes it, at the top level as inside a list or an object
+        return "true" if value else "false"
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False, default=_json_value)
     if isinstance(value, bytes):
