@@ -114,6 +114,13 @@ def test_groups_past_the_limits_are_other():
     assert groups[0].tally.share(LABELS[0]) == pytest.approx(0.5)
 
 
+def test_group_values_that_are_not_strings_are_named_as_json():
+    values = [{"城市": "北京"}, ["a", 1], True, None, 3.5, "北京"]
+    rows = [LabelledRow(n, "正面", 0.9, None, "", values[n % len(values)]) for n in range(60)]
+    names = {g.name for g in aggregate(rows, by="v").breakdown.groups}
+    assert names == {'{"城市": "北京"}', '["a", 1]', "true", "", "3.5", "北京"}
+
+
 def test_mostly_not_dates_is_grouped_by_value():
     rows = [LabelledRow(n, "正面", 0.9, None, "", "2024-01-01" if n < 90 else "soon") for n in range(1, 101)]
     assert aggregate(rows, by="d").breakdown.period is None

@@ -21,6 +21,7 @@ import dataclasses
 import datetime
 import enum
 import heapq
+import json
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -182,7 +183,7 @@ def parse_day(value: object) -> datetime.date | None:
 def group_name(value: object) -> str:
     if value is None:
         return EMPTY
-    name = value if isinstance(value, str) else str(value)
+    name = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
     return name[:200].strip()
 
 
