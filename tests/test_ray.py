@@ -258,6 +258,23 @@ def test_an_actor_freezes_its_startup_objects_and_the_driver_is_left_alone(ray_a
     assert gc.get_freeze_count() == 0
 
 
+def test_the_labeller_refuses_a_binary_text_as_the_local_parquet_reader_does(tmp_path, hf_model_dir):
+    """Bytes that are not UTF-8 were flagged "not a string (got bytes)" here and "the text is bytes
+    that are not UTF-8" by the local job: one reason now, from one helper."""
+    from structsent.io.readers import ParquetReader
+    from structsent.ray import DatasetLabeller
+
+    table = pa.table({"id": [1, 2, 3], "text": pa.array(["好吃".encode(), b"\xff\xfe", None], pa.binary())})
+    pq.write_table(table, tmp_path / "a.parquet")
+    local = [row.error for row in ParquetReader(str(tmp_path / "a.parquet"), rows_done=0, text_column="text")]
+    labelled = DatasetLabeller(hf_model_dir)(table)
+    assert labelled.column("id").to_pylist() == [1, 2, 3]
+    errors = labelled.column("error").to_pylist()
+    assert errors[0] is None and labelled.column("label").to_pylist()[0] is not None
+    assert errors[1] == local[1] == "the text is bytes that are not UTF-8"
+    assert errors[2] is not None and local[2] is None  # a null text: flagged by the classifier in both
+
+
 def test_cuda_on_a_cluster_without_a_gpu_is_refused_not_waited_for(ray_address):
     from structsent.config import EngineConfig
     from structsent.errors import ConfigError

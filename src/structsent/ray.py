@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 from .config import EngineConfig
 from .errors import BadInputError, ConfigError, StructsentError, require
 from .io.formats import Format, detect_format, suffixes_of
-from .io.readers import resolve_text_column
+from .io.readers import resolve_text_column, text_of_binary
 from .io.writers import added_columns, cell_or_null, check_no_collision, prediction_types, prediction_values
 from .pipeline import freeze_startup_objects
+from .results import LabelResult
 
 if TYPE_CHECKING:
     import pyarrow
@@ -71,31 +72,31 @@ class DatasetLabeller:
     def __call__(self, batch: "pyarrow.Table") -> "pyarrow.Table":
         if self.text_column not in batch.column_names:
             raise BadInputError(f"no column {self.text_column!r}; columns are: {', '.join(batch.column_names)}")
-        results = self.classifier(texts_of(batch.column(self.text_column)))
+        texts, errors = texts_of(batch.column(self.text_column))
+        results = self.classifier(texts)
+        for index, error in errors.items():  # rows the reader refuses, refused as the local job refuses them
+            results[index] = LabelResult.failed(error)
         kept = batch if self.keep_columns is None else batch.select(self.keep_columns)
         check_no_collision(kept.column_names, self.extra, self.prefix)
         return append_predictions(without_pickled_columns(kept), results, self.labels, self.extra)
 
 
-def texts_of(column) -> list:
-    """A column's values for the model: a BINARY column (strings written without their UTF8
-    annotation, as Hive or older Spark write them) is read as UTF-8 text, as the local engine
-    reads it; a value that is not UTF-8 stays bytes, and its row is flagged."""
+def texts_of(column) -> tuple[list, dict[int, str]]:
+    """A column's values for the model, and the rows it cannot read (index -> why): a BINARY
+    column (strings written without their UTF8 annotation, as Hive or older Spark write them) is
+    read as UTF-8 text, as the local job's Parquet reader reads it (``text_of_binary``)."""
     import pyarrow as pa
 
     values = column.to_pylist()
     if not (pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)):
-        return values
-    return [_utf8_or_bytes(value) for value in values]
-
-
-def _utf8_or_bytes(value):
-    if not isinstance(value, bytes):
-        return value
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        return value
+        return values, {}
+    texts, errors = [], {}
+    for index, value in enumerate(values):
+        text, error = text_of_binary(value)
+        texts.append(text)
+        if error is not None:
+            errors[index] = error
+    return texts, errors
 
 
 def _in_ray_actor() -> bool:

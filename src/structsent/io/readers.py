@@ -519,13 +519,20 @@ class ParquetReader(RowReader):
                                 "convert that column (to a string, say) and try again") from err
 
     def _row(self, values: dict) -> InputRow:
-        text = values.get(self.text_column)
-        if isinstance(text, bytes):  # a BINARY column (strings written without their UTF8 annotation)
-            try:
-                text = text.decode("utf-8")
-            except UnicodeDecodeError:
-                return InputRow(self.rows_read, values, None, "the text is bytes that are not UTF-8")
-        return InputRow(self.rows_read, values, text)
+        text, error = text_of_binary(values.get(self.text_column))
+        return InputRow(self.rows_read, values, text, error)
+
+
+def text_of_binary(value: object) -> tuple[object, str | None]:
+    """A text value as the model reads it, and why it cannot be read: a BINARY value (a string
+    written without its UTF8 annotation, as Hive or older Spark write them) is its UTF-8 text;
+    bytes that are not UTF-8 are no text. Anything else is returned as it is."""
+    if not isinstance(value, bytes):
+        return value, None
+    try:
+        return value.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return None, "the text is bytes that are not UTF-8"
 
 
 # What pyarrow raises on data it cannot read or convert: ArrowInvalid and friends are ValueErrors,
