@@ -258,6 +258,24 @@ def test_an_actor_freezes_its_startup_objects_and_the_driver_is_left_alone(ray_a
     assert gc.get_freeze_count() == 0
 
 
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, "8", True])
+def test_a_batch_size_that_is_not_a_positive_int_or_none_is_refused(batch_size):
+    from structsent.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="expected a positive int, or None for whole blocks"):
+        label_dataset(None, batch_size=batch_size)  # checked before the dataset is touched
+
+
+def test_label_dataset_with_batch_size_none_labels_whole_blocks(ray_address, hf_model_dir, local_rows):
+    """batch_size=None (one call per block, as Ray's own map_batches takes it) was a TypeError."""
+    expected = [row for row in local_rows.values() if row["error"] is None][:40]
+    ds = ray.data.from_items([{"id": i, "text": row["text"]} for i, row in enumerate(expected)])
+    rows = label_dataset(ds, model=hf_model_dir, num_cpus=0.5, batch_size=None).take_all()
+    assert [row["id"] for row in rows] == list(range(40))
+    assert [row["label"] for row in rows] == [row["label"] for row in expected]
+    assert [row["score"] for row in rows] == pytest.approx([row["score"] for row in expected], abs=1e-6)
+
+
 def test_the_labeller_refuses_a_binary_text_as_the_local_parquet_reader_does(tmp_path, hf_model_dir):
     """Bytes that are not UTF-8 were flagged "not a string (got bytes)" here and "the text is bytes
     that are not UTF-8" by the local job: one reason now, from one helper."""

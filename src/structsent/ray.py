@@ -143,7 +143,7 @@ def label_dataset(
     concurrency: int | tuple[int, int] = 1,
     num_gpus: float | None = None,
     num_cpus: float | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
     ray_remote_args: Mapping[str, Any] | None = None,
     labeller: type[DatasetLabeller] = DatasetLabeller,
     config: EngineConfig | None = None,
@@ -154,7 +154,7 @@ def label_dataset(
     ``concurrency``: actors in the pool (an int), or ``(min, max)`` for an autoscaling pool.
     ``num_gpus`` / ``num_cpus``: reserved per actor; fractional GPUs pack several small-model
     actors on one device. ``batch_size``: rows handed to one call (the engine then plans its own
-    token-budget batches inside it). ``ray_remote_args``: extra actor options such as
+    token-budget batches inside it; None: one call per block). ``ray_remote_args``: extra actor options such as
     ``max_restarts`` / ``max_task_retries``. ``engine_options`` are EngineConfig fields.
     Lazy, like every Dataset transform: nothing runs until the result is consumed or written.
 
@@ -176,12 +176,12 @@ def label_dataset(
     )
 
 
-def _check_pool(concurrency, batch_size: int) -> None:
+def _check_pool(concurrency, batch_size: int | None) -> None:
     sizes = concurrency if isinstance(concurrency, tuple) else (concurrency,)
     if not sizes or any(not isinstance(n, int) or n < 1 for n in sizes) or len(sizes) > 2:
         raise ConfigError(f"concurrency={concurrency!r}: expected a positive int or a (min, max) pair")
-    if batch_size < 1:
-        raise ConfigError(f"batch_size={batch_size}: must be at least 1")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ConfigError(f"batch_size={batch_size!r}: expected a positive int, or None for whole blocks")
 
 
 def _actor_config(config: EngineConfig | None, engine_options: dict, num_gpus: float | None) -> EngineConfig:
