@@ -845,3 +845,25 @@ def test_a_failed_ray_job_is_told_by_the_error_raised_not_by_ray_s_wrappers():
     remote.__cause__ = RuntimeError("SystemException")
     assert _last_line(remote) == "pyarrow.lib.ArrowInvalid: CSV parse error: Expected 2 columns, got 1: 第二段984"
     assert _last_line(RuntimeError("SystemException")) == "SystemException"
+
+
+def test_cli_engine_ray_reads_and_writes_directories_whose_names_hold_uri_characters(ray_address, tmp_path):
+    """Ray took a local path for a URI: a directory named "in?" had "no input files" ("?" starts a
+    query), and the output could not be written there either."""
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "b?.csv").write_text("text\n好\n", encoding="utf-8")  # Ray's listing would skip it: not ".csv" before "?"
+    assert resolve_input(str(plain)).paths == [str(plain / "b?.csv")] and resolve_input(str(plain)).suffixes is None
+    source = tmp_path / "in?#[1]"
+    source.mkdir()
+    (source / "a?.jsonl").write_text("".join(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n"
+                                            for i, t in enumerate(["好吃", "难吃", "还行"])), encoding="utf-8")
+    for fmt in ("parquet", "jsonl"):
+        output = tmp_path / f"out?{fmt}"
+        proc = ray_label(ray_address, source, output, "--output-format", fmt)
+        assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+        if fmt == "parquet":
+            rows = pq.read_table(output).to_pylist()
+        else:
+            rows = [json.loads(line) for path in sorted(output.iterdir()) for line in path.read_text("utf-8").splitlines()]
+        assert sorted(row["id"] for row in rows) == [0, 1, 2] and all(row["label"] for row in rows)

@@ -237,7 +237,7 @@ class InputFiles:
     """What `structsent label --engine ray` reads.
 
     ``paths`` go to Ray as they are: a directory stays one path, which Ray lists itself (in
-    parallel, keeping files with ``suffixes``); a glob becomes its files. ``files`` are the files
+    parallel, keeping files with ``suffixes``), unless a name in it holds "?"; a glob becomes its files. ``files`` are the files
     found here (empty for remote URIs), used to check the format and read a CSV header.
     """
 
@@ -247,7 +247,10 @@ class InputFiles:
 
     @property
     def suffixes(self) -> list[str] | None:
-        """The suffixes Ray should keep, or None when some file has none of them (--format given)."""
+        """The suffixes Ray should keep, or None when some file has none of them (--format given) or
+        Ray is given the files themselves (already chosen here)."""
+        if self.files and self.paths == self.files:
+            return None
         known = SUFFIXES[self.format]
         named = all(any(f.lower().endswith("." + s) for s in known) for f in self.files)
         return known if named else None
@@ -274,12 +277,19 @@ def resolve_input(pattern: str, requested_format: str = "auto") -> InputFiles:
         if empty is not None:
             raise BadInputError(f"{empty}: empty file (no {'header row' if fmt is Format.CSV else 'Parquet footer'}); "
                                 "remove it from the input")
-    paths = [os.path.abspath(pattern)] if os.path.isdir(pattern) else files
+    # A directory goes to Ray whole (it lists it in parallel), unless a name holds a character Ray
+    # takes for a pattern or for a URI's query (it checks suffixes before a "?": "a?.csv" would be
+    # skipped): then the files listed here.
+    whole = os.path.isdir(pattern) and not glob.has_magic(pattern) and not any("?" in f for f in files)
+    paths = [os.path.abspath(pattern)] if whole else files
     return InputFiles(paths, files, fmt)
 
 
 def _local_files(pattern: str) -> list[str]:
-    if glob.has_magic(pattern):
+    """The files a path names: a file or directory that exists is taken as named (a "?" or "[1]" in
+    its name is not a pattern), anything else with *, ? or [ as a glob."""
+    is_glob = glob.has_magic(pattern) and not os.path.exists(pattern)
+    if is_glob:
         files = [p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p)]
     elif os.path.isdir(pattern):
         files = [os.path.join(root, name) for root, dirs, names in os.walk(pattern)
@@ -289,7 +299,7 @@ def _local_files(pattern: str) -> list[str]:
     else:
         raise BadInputError(f"{pattern}: no such file or directory")
     if not files:
-        reason = "no file matches" if glob.has_magic(pattern) else "no files to read"
+        reason = "no file matches" if is_glob else "no files to read"
         raise BadInputError(f"{pattern}: {reason}")
     return sorted(os.path.abspath(p) for p in files)
 
@@ -325,12 +335,12 @@ def _ray_input_format(fmt: Format) -> Format:
 def read_dataset(source: InputFiles) -> "ray.data.Dataset":
     """Read ``source`` with Ray Data; CSV columns stay strings, as the local engine reads them."""
     data = _ray_data()
-    common = {"file_extensions": source.suffixes}
+    common = {"file_extensions": source.suffixes, **_filesystem_for(source.paths[0])}
     if source.format is Format.PARQUET:
         ds = data.read_parquet(source.paths, **common)
         return ds.map_batches(without_pandas_metadata, batch_format="pyarrow", batch_size=None)
     if source.format is Format.JSONL:
-        return data.read_datasource(_json_lines_datasource(source.paths, source.suffixes))
+        return data.read_datasource(_json_lines_datasource(source.paths, common))
     # Remote inputs have no local file list: Arrow infers their column types.
     strings = _csv_as_strings(source.files) if source.files else None
     return data.read_csv(source.paths, **common, convert_options=strings, parse_options=_csv_parse_options())
@@ -343,7 +353,18 @@ def without_pandas_metadata(block: "pyarrow.Table") -> "pyarrow.Table":
     return block.replace_schema_metadata(None) if block.schema.metadata else block
 
 
-def _json_lines_datasource(paths, suffixes):
+def _filesystem_for(path: str) -> dict:
+    """Ray's reading and writing arguments for ``path``: a local path goes with the local filesystem,
+    so that Ray takes it as a path, not as a URI (where "?" starts a query: a directory named "in?"
+    had no files)."""
+    if "://" in path:
+        return {}
+    import pyarrow.fs as pa_fs
+
+    return {"filesystem": pa_fs.LocalFileSystem()}
+
+
+def _json_lines_datasource(paths, options: dict):
     """JSON Lines files read as the local job reads them, by its own reader: values as they are
     (Ray's reader went through pandas, which turned "007" into 7, "2024-03-05" into a timestamp and
     1.0000000000000002 into 1.0), and what it refuses refused here too (a key twice, a lone surrogate
@@ -354,7 +375,7 @@ def _json_lines_datasource(paths, suffixes):
         def _read_stream(self, f, path: str):
             yield json_lines_table(f.read_buffer().to_pybytes(), path)
 
-    return JsonLinesDatasource(paths, file_extensions=suffixes)
+    return JsonLinesDatasource(paths, **options)
 
 
 def _python_objects(values: list):
@@ -420,17 +441,18 @@ def _csv_as_strings(paths: Sequence[str]):
 
 def write_dataset(ds: "ray.data.Dataset", output: str, fmt: Format) -> None:
     """Write ``ds`` as files of ``fmt`` under the directory ``output``."""
+    local = _filesystem_for(output)
     if fmt is Format.PARQUET:
-        ds.write_parquet(output)
+        ds.write_parquet(output, **local)
     elif fmt is Format.CSV:
-        ds.write_csv(output)
+        ds.write_csv(output, **local)
     elif fmt is Format.JSONL:
-        ds.write_datasink(_json_lines_datasink(output))
+        ds.write_datasink(_json_lines_datasink(output, local))
     else:
         raise BadInputError(f"--engine ray writes Parquet, CSV or JSONL, not {fmt.value}")
 
 
-def _json_lines_datasink(output: str):
+def _json_lines_datasink(output: str, options: dict):
     """JSON Lines files written as the local job writes its lines. (Ray's own JSON writer goes
     through pandas, which turns a column of integers with a null among them into floats: an id
     above 2^53 changed.) Files keep Ray's names (``*.json``)."""
@@ -442,7 +464,7 @@ def _json_lines_datasink(output: str):
         def write_block_to_file(self, block, file) -> None:
             file.write("".join(json_line(row) for row in block.to_arrow().to_pylist()).encode("utf-8"))
 
-    return JsonLinesDatasink(output, file_format="json")
+    return JsonLinesDatasink(output, file_format="json", **options)
 
 
 def check_output_apart_from_input(source: InputFiles, output: str | None) -> None:
