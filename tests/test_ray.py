@@ -365,10 +365,11 @@ def test_cli_engine_ray_csv_to_jsonl_with_id_column(ray_address, hf_model_dir, r
 
 
 @pytest.mark.parametrize("output_format", ["parquet", "csv", "jsonl"])
-def test_cli_engine_ray_writes_json_values_of_mixed_types_as_text_in_every_format(ray_address, hf_model_dir,
-                                                                                  tmp_path, output_format):
+def test_cli_engine_ray_writes_json_values_of_mixed_types_as_the_local_writers_do(ray_address, hf_model_dir,
+                                                                                   tmp_path, output_format):
     """A JSONL text column holding a number, null, a list and an object among its strings: Ray
-    holds such a column as pickled objects, which no writer (nor a Parquet reader without Ray) takes."""
+    holds such a column as pickled objects, which no writer (nor a Parquet reader without Ray) takes.
+    CSV and Parquet get their JSON text; JSON Lines the values as they were (they were text too)."""
     values = ["很好吃", 5, None, ["a", "好"], {"k": 1}, "太差了", True]
     source = tmp_path / "mixed.jsonl"
     source.write_text("".join(json.dumps({"id": i, "text": v}, ensure_ascii=False) + "\n"
@@ -388,7 +389,8 @@ def test_cli_engine_ray_writes_json_values_of_mixed_types_as_text_in_every_forma
                 for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     rows.sort(key=lambda row: row["id"])
     assert [row["id"] for row in rows] == list(range(len(values)))
-    assert [row["text"] for row in rows] == ["很好吃", "5", None, '["a", "好"]', '{"k": 1}', "太差了", "True"]
+    as_text = ["很好吃", "5", None, '["a", "好"]', '{"k": 1}', "太差了", "true"]
+    assert [row["text"] for row in rows] == (values if output_format == "jsonl" else as_text)
     assert [row["error"] or None for row in rows] == [
         None, "not a string (got int)", "missing text (None)", "not a string (got list)",
         "not a string (got dict)", None, "not a string (got bool)",
@@ -717,9 +719,13 @@ def one_line_exit(proc, code: int) -> str:
 
 def test_cli_engine_ray_reads_json_lines_values_as_they_are(ray_address, tmp_path):
     """Ray read JSON Lines through pandas: "007" came out as 7, a date as a timestamp, "1e3" as
-    1000.0, 1.0000000000000002 as 1.0, and the review "666" as a number, flagged and unlabelled."""
-    rows = [{"id": "007", "at": "2024-03-05", "code": "1e3", "f": 1.0000000000000002, "text": "666"},
-            {"id": "008", "at": "n/a", "code": "c", "f": 0.5, "text": "好吃"}]
+    1000.0, 1.0000000000000002 as 1.0, and the review "666" as a number, flagged and unlabelled.
+    Then through Arrow types: an integer among floats became a float (3 -> 3.0), objects with other
+    keys gained them as nulls, and a number among strings became a string."""
+    rows = [{"id": "007", "at": "2024-03-05", "code": "1e3", "f": 1.0000000000000002, "text": "666",
+             "price": 3, "attrs": {"a": 1}, "x": "5", "big": 2**53 + 1},
+            {"id": "008", "at": "n/a", "code": "c", "f": 0.5, "text": "好吃",
+             "price": 3.5, "attrs": {"b": [1, None]}, "x": 5, "big": 0.5}]
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
                                              encoding="utf-8")

@@ -78,7 +78,19 @@ class DatasetLabeller:
             results[index] = LabelResult.failed(error)
         kept = batch if self.keep_columns is None else batch.select(self.keep_columns)
         check_no_collision(kept.column_names, self.extra, self.prefix)
-        return append_predictions(without_pickled_columns(kept), results, self.labels, self.extra)
+        return append_predictions(self.written_columns(kept), results, self.labels, self.extra)
+
+    def written_columns(self, table: "pyarrow.Table") -> "pyarrow.Table":
+        """The input columns as the output holds them: columns of Python objects as their text."""
+        return without_pickled_columns(table)
+
+
+class _JsonValuesLabeller(DatasetLabeller):
+    """The file job's labeller for JSON Lines output: columns of Python objects (JSON values no
+    Arrow type holds together) stay objects, and the JSON Lines writer writes them as they were read."""
+
+    def written_columns(self, table: "pyarrow.Table") -> "pyarrow.Table":
+        return table
 
 
 def texts_of(column) -> tuple[list, dict[int, str]]:
@@ -332,15 +344,17 @@ def _ray_input_format(fmt: Format) -> Format:
     return fmt
 
 
-def read_dataset(source: InputFiles) -> "ray.data.Dataset":
-    """Read ``source`` with Ray Data; CSV columns stay strings, as the local engine reads them."""
+def read_dataset(source: InputFiles, *, exact_json: bool = True) -> "ray.data.Dataset":
+    """Read ``source`` with Ray Data; CSV columns stay strings, as the local engine reads them.
+    ``exact_json``: JSON Lines values are held as they are (see ``json_lines_table``); False, for
+    Parquet output, lets Arrow widen them to one type (integers among floats become floats)."""
     data = _ray_data()
     common = {"file_extensions": source.suffixes, **_filesystem_for(source.paths[0])}
     if source.format is Format.PARQUET:
         ds = data.read_parquet(source.paths, **common)
         return ds.map_batches(without_pandas_metadata, batch_format="pyarrow", batch_size=None)
     if source.format is Format.JSONL:
-        return data.read_datasource(_json_lines_datasource(source.paths, common))
+        return data.read_datasource(_json_lines_datasource(source.paths, common, exact=exact_json))
     # Remote inputs have no local file list: Arrow infers their column types.
     strings = _csv_as_strings(source.files) if source.files else None
     return data.read_csv(source.paths, **common, convert_options=strings, parse_options=_csv_parse_options())
@@ -364,7 +378,7 @@ def _filesystem_for(path: str) -> dict:
     return {"filesystem": pa_fs.LocalFileSystem()}
 
 
-def _json_lines_datasource(paths, options: dict):
+def _json_lines_datasource(paths, options: dict, *, exact: bool):
     """JSON Lines files read as the local job reads them, by its own reader: values as they are
     (Ray's reader went through pandas, which turned "007" into 7, "2024-03-05" into a timestamp and
     1.0000000000000002 into 1.0), and what it refuses refused here too (a key twice, a lone surrogate
@@ -373,7 +387,7 @@ def _json_lines_datasource(paths, options: dict):
 
     class JsonLinesDatasource(FileBasedDatasource):
         def _read_stream(self, f, path: str):
-            yield json_lines_table(f.read_buffer().to_pybytes(), path)
+            yield json_lines_table(f.read_buffer().to_pybytes(), path, exact=exact)
 
     return JsonLinesDatasource(paths, **options)
 
@@ -389,10 +403,12 @@ def _python_objects(values: list):
     return ArrowPythonObjectArray.from_objects(values)
 
 
-def json_lines_table(data: bytes, name: str) -> "pyarrow.Table":
+def json_lines_table(data: bytes, name: str, *, exact: bool = True) -> "pyarrow.Table":
     """The rows of one JSON Lines file as an Arrow table. A column whose values no Arrow type
-    holds together (a number among texts, an integer beyond 64 bits) is a column of Python objects,
-    as Ray's own reader gave it: the labeller flags its non-texts, and the writers write their text."""
+    holds exactly (a number among texts, integers among floats, an integer beyond 64 bits, objects
+    and lists) is a column of Python objects: the labeller flags its non-texts, the JSON Lines
+    writer writes the values as they were, the CSV and Parquet writers their JSON text. With
+    ``exact`` False (Parquet output), Arrow chooses one type where it can (a struct, a double)."""
     import io
 
     import pyarrow as pa
@@ -410,11 +426,31 @@ def json_lines_table(data: bytes, name: str) -> "pyarrow.Table":
     columns = {}
     for column in names:
         values = [row.get(column) for row in rows]
-        try:
-            columns[column] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            columns[column] = _python_objects(values)
+        columns[column] = _arrow_column(values, exact)
     return pa.table(columns) if names else pa.table({})
+
+
+def _arrow_column(values: list, exact: bool):
+    import pyarrow as pa
+
+    if exact and not _one_arrow_type(values):
+        return _python_objects(values)
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return _python_objects(values)
+
+
+def _one_arrow_type(values: list) -> bool:
+    """Whether an Arrow type holds these JSON values exactly: all strings, all booleans, all
+    integers of 64 bits, or all floats (nulls anywhere). Integers among floats would become floats
+    (3 -> 3.0), and objects an Arrow struct with every key of every row (a key a row lacks, null)."""
+    kinds = {type(value) for value in values if value is not None}
+    if len(kinds) > 1 or kinds & {dict, list}:
+        return False
+    if kinds == {int}:
+        return all(-(1 << 63) <= value < (1 << 63) for value in values if value is not None)
+    return True
 
 
 def _csv_parse_options():
@@ -549,11 +585,12 @@ def run_label_job(spec: RayLabelSpec) -> None:
     with connected(spec.ray_address, quiet=spec.quiet) as ray:
         _configure_this_job(quiet=spec.quiet)
         with typed_errors():  # the schema is read here: a file that cannot be read fails here
-            ds = read_dataset(source)
+            ds = read_dataset(source, exact_json=output_format is not Format.PARQUET)
             keep = None if spec.id_column is None else [spec.id_column]
             text_column = resolve_text_column(_column_names(ds), spec.text_column, spec.input)
             labelled = label_dataset(ds, model=spec.model, config=spec.config, text_column=text_column,
                                      prefix=spec.prefix, keep_columns=keep, batch_size=spec.batch_rows,
+                                     labeller=_JsonValuesLabeller if output_format is Format.JSONL else DatasetLabeller,
                                      **actor_pool_for(ray, spec.config))
         # Every check passed: only now may --overwrite remove what the directory held.
         prepare_output_directory(spec.output, overwrite=spec.overwrite)
