@@ -1,17 +1,24 @@
 """Clients that are slow, idle, too many, without the API key, or send bodies no JSON parser
 reads, against a real server process.
 
-One server with a 1 s read deadline, a cap of 6 connections and an API key serves the module.
+One server with a 1 s read deadline, a cap of 6 connections and an API key serves the module;
+the tests at the end drive the HTTP protocol in-process, with a transport that records its output.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
 
 import httpx
 import pytest
+import uvicorn
+from uvicorn.server import ServerState
+
+from structsent.server.connections import GuardedHTTPProtocol
+from structsent.server.middleware import ConnectionPolicy
 
 from .conftest import ServerProcess, metric
 
@@ -209,13 +216,14 @@ def test_part_of_a_pipelined_request_sent_with_the_one_before_gets_408_not_a_sil
 @pytest.mark.parametrize(("method", "path", "answered"), [("GET", "/health", 200), ("DELETE", "/v1/sentiment", 405)])
 def test_a_body_left_unread_by_an_early_answer_is_not_taken_for_the_next_headers(guarded, method, path, answered):
     """A request answered before its body came (a GET with a body, a 405): the body's bytes were
-    counted as the next request's headers, which got a 431 (or a 408 for a slow body)."""
+    counted as the next request's headers, which got a 431. (The rest of such a body has
+    read_timeout_s from the answer: see the in-process tests at the end.)"""
     with connect(guarded) as sock:
         sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n"
                      "Content-Length: 100000\r\n\r\n".encode())
         assert read_response(sock)[0] == answered
         sock.sendall(b"x" * 60000)
-        time.sleep(READ_TIMEOUT_S + 0.3)  # the body, slower than the deadline for headers
+        time.sleep(READ_TIMEOUT_S * 0.6)  # a pause in the body, within its deadline
         sock.sendall(b"x" * 40000 + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         status, _, answer = read_response(sock)
         assert status == 200 and answer == {"status": "ok"}
@@ -332,3 +340,106 @@ def test_a_client_leaving_mid_body_is_counted_as_499_not_500(guarded):
     assert metric(after, "structsent_request_duration_seconds_count", **key, status="500") == metric(
         before, "structsent_request_duration_seconds_count", **key, status="500"
     )
+
+
+# -- the protocol in-process: states a real socket cannot reach on cue -------------------------------
+class RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closed = False
+
+    def write(self, data) -> None:
+        self.written += bytes(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name, default=None):
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8080)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def never_answering_app(scope, receive, send) -> None:
+    await asyncio.Event().wait()  # a request the model is still computing
+
+
+def protocol_with(app, *, read_timeout_s: float = 30.0, max_header_bytes: int = 4096):
+    pytest.importorskip("httptools")  # the protocol whose parser callbacks these states need
+    refused: list[str] = []
+    policy = ConnectionPolicy(max_connections=10, read_timeout_s=read_timeout_s, max_header_bytes=max_header_bytes,
+                              on_refused=refused.append)
+    config = uvicorn.Config(app, http="httptools", lifespan="off", log_level="critical")
+    config.load()
+    protocol = GuardedHTTPProtocol(config, ServerState(), {ConnectionPolicy.STATE_KEY: policy})
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    return protocol, transport, refused
+
+
+def test_headers_pipelined_behind_a_request_in_progress_are_capped():
+    """They were held by the parser, unmeasured, for as long as the request before them ran."""
+    asyncio.run(_headers_pipelined_behind_a_request_in_progress())
+
+
+async def _headers_pipelined_behind_a_request_in_progress() -> None:
+    protocol, transport, refused = protocol_with(never_answering_app)
+    protocol.data_received(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.sleep(0)  # the request is in progress
+    protocol.data_received(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+    for _ in range(10):
+        protocol.data_received(b"X-Padding: " + b"a" * 1000 + b"\r\n")
+        if transport.closed:
+            break
+    assert transport.closed and b" 431 " in transport.written.split(b"\r\n", 1)[0]
+    assert refused == ["max_header_bytes"]
+    protocol.connection_lost(None)
+
+
+async def answering_app(scope, receive, send) -> None:
+    """Answers at once, without reading the body (as a GET route, or a 405, does)."""
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+def test_a_body_still_trickling_in_after_an_early_answer_is_cut_at_the_deadline():
+    """No deadline covered it: a GET with a large declared body sent a byte at a time held its
+    connection (and, a few of them, every connection slot) for as long as the client liked."""
+    asyncio.run(_a_body_still_trickling_in_after_an_early_answer())
+
+
+async def _a_body_still_trickling_in_after_an_early_answer() -> None:
+    protocol, transport, refused = protocol_with(answering_app, read_timeout_s=0.3)
+    protocol.data_received(b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+    for _ in range(20):
+        await asyncio.sleep(0.05)
+        protocol.data_received(b"x")  # each byte well within any per-read timeout
+        if transport.closed:
+            break
+    assert transport.written.startswith(b"HTTP/1.1 200 OK")
+    assert transport.closed and refused == ["read_timeout_s"]
+    protocol.connection_lost(None)
+
+
+def test_a_body_that_ends_after_an_early_answer_keeps_the_connection():
+    asyncio.run(_a_body_that_ends_after_an_early_answer())
+
+
+async def _a_body_that_ends_after_an_early_answer() -> None:
+    protocol, transport, refused = protocol_with(answering_app, read_timeout_s=0.3)
+    protocol.data_received(b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nxx")
+    await asyncio.sleep(0.1)
+    protocol.data_received(b"xx")  # the body is whole: its deadline (due 0.3 s after the answer) is off
+    await asyncio.sleep(0.25)
+    protocol.data_received(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")  # in time for the next headers'
+    await asyncio.sleep(0.05)
+    assert transport.written.count(b"HTTP/1.1 200 OK") == 2 and refused == []
+    protocol.connection_lost(None)

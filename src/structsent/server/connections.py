@@ -69,6 +69,8 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
         self._headers_pending = False  # a request began and its headers are not complete
         self._body_pending = False  # a request's headers are complete and its body is still arriving
         self._await_after_body = False  # a response went out before its request's body was read
+        self._body_deadline: asyncio.TimerHandle | None = None  # timer for the rest of such a body
+        self._pipelined_header_bytes = 0  # bytes received while a pipelined request's headers are pending
 
     @property
     def _policy(self) -> ConnectionPolicy:
@@ -95,6 +97,7 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
 
     def connection_lost(self, exc) -> None:
         self._stop_awaiting()
+        self._stop_awaiting_body()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -104,7 +107,10 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
                 return
             self._header_tail = (self._header_tail + data[-len(HEADERS_END) + 1:])[-len(HEADERS_END) + 1:]
             self._header_bytes += len(data)
+        pipelined = self._headers_pending and self._headers_deadline is None
         super().data_received(data)
+        if pipelined or (self._headers_pending and self._headers_deadline is None):
+            self._count_pipelined_headers(len(data))
         if self._headers_deadline is None or self.transport.is_closing():
             return
         if self.cycle is not self._awaited_after:  # the headers are complete: a request began
@@ -118,12 +124,14 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
             return
         if self._body_pending:  # answered before its body was read (a GET with a body, a 405): the
             self._await_after_body = True  # bytes still to come are that body, not the next headers
+            self._await_body()
         else:
             self._await_headers()
 
     # httptools' parser callbacks (not called under h11)
     def on_message_begin(self) -> None:
         self._headers_pending = True
+        self._pipelined_header_bytes = 0
         super().on_message_begin()  # type: ignore[misc]  # httptools' protocol (the type checks see h11's)
 
     def on_headers_complete(self) -> None:
@@ -135,12 +143,14 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
         super().on_message_complete()  # type: ignore[misc]  # httptools' protocol (the type checks see h11's)
         if self._await_after_body:
             self._await_after_body = False
+            self._stop_awaiting_body()
             self._await_headers()
 
     def shutdown(self) -> None:
         if self.policy is not None:
             self.policy.draining = True
             self._stop_awaiting()
+            self._stop_awaiting_body()
         super().shutdown()
 
     def send_400_response(self, msg: str) -> None:
@@ -183,6 +193,33 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
             408, f"request headers not received within read_timeout_s={timeout:g} seconds", "timeout",
             reason="read_timeout_s", limit="read_timeout_s", limit_value=timeout,
         )
+
+    # -- the rest of a body answered early, and headers that came while another request ran -------
+    def _await_body(self) -> None:
+        """A body still arriving after its response (which no deadline of the app's covers any
+        more) must end within ``read_timeout_s``, else the connection is closed: a body trickled in
+        byte by byte held the connection, and enough of them every connection slot."""
+        self._stop_awaiting_body()
+        self._body_deadline = self.loop.call_later(self._policy.read_timeout_s, self._body_too_slow)
+
+    def _stop_awaiting_body(self) -> None:
+        if self._body_deadline is not None:
+            self._body_deadline.cancel()
+            self._body_deadline = None
+
+    def _body_too_slow(self) -> None:
+        self._body_deadline = None
+        if self._await_after_body and not self.transport.is_closing():
+            self._policy.on_refused("read_timeout_s")
+            self.transport.close()  # its response went out already: nothing to answer
+
+    def _count_pipelined_headers(self, received: int) -> None:
+        """Headers of a request pipelined behind one still being answered are held by the parser
+        until that one is done: capped too (431), or they could grow without bound meanwhile."""
+        self._pipelined_header_bytes += received
+        if self.policy is not None and self._pipelined_header_bytes > self.policy.max_header_bytes \
+                and not self.transport.is_closing():
+            self._refuse_large_headers()
 
     def _headers_end_beyond_cap(self, data: bytes) -> bool:
         """Whether the headers end in ``data`` (with the bytes before it) after more than
