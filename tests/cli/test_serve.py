@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import resource
+import socket
 import subprocess
 import sys
 
@@ -115,6 +116,30 @@ def test_a_connection_cap_beyond_the_open_file_limit_is_refused_before_loading()
     assert "--max-connections 1000" in done.stderr and "ulimit -n" in done.stderr
     assert "Traceback" not in done.stderr
 
+
+
+def test_an_address_it_cannot_listen_on_is_refused_before_the_model_loads(tmp_path):
+    """A port in use or a host that does not resolve: uvicorn's log line after the model had
+    loaded, and the exit status of a broken model (3)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        for flags, says in ((["--port", port], f"--port {port}: cannot listen there"),
+                            (["--host", "no-such-host.invalid"], "--host no-such-host.invalid: not an address")):
+            done = run_structsent("serve", "--model", str(tmp_path / "missing"), *flags, text=True, timeout=60)
+            assert done.returncode == 2 and done.stderr.count("\n") == 1 and says in done.stderr, done.stderr
+
+
+def test_a_model_that_cannot_load_stops_serve_with_one_line_with_several_workers_too(tmp_path):
+    """With --workers 2 each worker failed to load it and answered 503 for ever; with one, the
+    error line came after a traceback."""
+    for workers in ("1", "2"):
+        done = run_structsent("serve", "--model", str(tmp_path / "missing"), "--port", free_port(),
+                              "--workers", workers, text=True, timeout=120)
+        assert done.returncode == 3, done.stderr
+        assert "Traceback" not in done.stderr and "structsent: error:" in done.stderr
+        assert "no such model directory" in done.stderr.splitlines()[-1]
 
 
 def test_the_service_freezes_its_startup_objects_once_warm(hf_model_dir):

@@ -91,9 +91,40 @@ def run(args: argparse.Namespace) -> int:
     check_process_flags(args)
     settings = settings_from_args(args)
     reserve_file_descriptors(settings.max_connections)
+    check_listen_address(args.host, args.port)
     if args.workers > 1:
+        check_model_loads(settings.model)
         return _serve_processes(settings, args)
     return _serve(settings, args)
+
+
+def check_listen_address(host: str, port: int) -> None:
+    """Refuse, before the model loads, an address this process cannot listen on (a host that does
+    not resolve, a port in use or not allowed): uvicorn said so in a log line after loading the
+    model and exited with the status of a broken model."""
+    import socket
+
+    from ..errors import ConfigError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as err:
+        raise ConfigError(f"--host {host}: not an address this machine can listen on ({err})") from None
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as err:
+        raise ConfigError(f"--host {host} --port {port}: cannot listen there ({err.strerror or err})") from None
+
+
+def check_model_loads(model: str) -> None:
+    """With --workers N the model is loaded in each worker, where a failure left every worker
+    answering 503 for ever (uvicorn's supervisor keeps them up): it is loaded once here first, so
+    that a missing or broken model stops the command with its one-line error."""
+    from ..models import load_checkpoint
+
+    load_checkpoint(model)
 
 
 def check_process_flags(args: argparse.Namespace) -> None:

@@ -212,7 +212,8 @@ class SentimentService:
                 log.info("model ready: %s", described)
         except BaseException as err:
             self.load_error = err
-            log.error("the model failed to load: %s", err, exc_info=err)
+            # A typed error says what is wrong in its message; a traceback is for the unexpected.
+            log.error("the model failed to load: %s", err, exc_info=None if isinstance(err, StructsentError) else err)
             if self.on_fatal is not None:
                 self.on_fatal()
 
