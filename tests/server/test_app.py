@@ -368,3 +368,56 @@ def test_every_answer_matches_the_published_schema(server, path, method):
         case.call_and_validate(base_url=server.url)
 
     answer_follows_the_schema()
+
+
+# -- the service in-process: the tokenizer thread -------------------------------------------------
+def test_a_request_whose_client_left_while_it_waited_for_the_tokenizer_is_never_tokenized(hf_model_dir):
+    """Large requests of clients that had left were tokenized one after another on the one
+    tokenizer thread, and live requests waited behind them (13.6 s for one text, measured); the
+    texts waiting there did not count against max_queue either."""
+    import threading
+
+    from structsent.server.app import INLINE_TOKENIZE_CHARS, ClientDisconnectedError, SentimentService, ServerSettings
+    from structsent.server.batcher import QueueFullError
+
+    service = SentimentService(ServerSettings(model=str(hf_model_dir), max_queue=3, max_texts=2))
+    service.start_loading().join(timeout=120)
+    assert service.ready, service.load_error
+    held, release, tokenized = threading.Event(), threading.Event(), []
+    encode = service.classifier.encode
+
+    def holding_encode(texts, options):
+        tokenized.append(texts[0][0])
+        if texts[0][0] == "先":  # holds the tokenizer thread until released
+            held.set()
+            release.wait(30)
+        return encode(texts, options)
+
+    service.classifier.encode = holding_encode
+    long = "很好" * INLINE_TOKENIZE_CHARS  # too long to tokenize on the event loop
+
+    async def scenario():
+        first = asyncio.ensure_future(service.label(["先" + long, "先" + long]))
+        assert await asyncio.to_thread(held.wait, 30)
+        with pytest.raises(QueueFullError):  # 2 texts at the tokenizer + 2 more > max_queue 3
+            await service.label(["满" + long, "满" + long])
+        gone = asyncio.Event()
+
+        async def receive():
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        leaving = asyncio.ensure_future(service.label(["走" + long], receive))
+        await asyncio.sleep(0.1)  # queued behind the first on the tokenizer thread
+        gone.set()
+        with pytest.raises(ClientDisconnectedError):
+            await leaving
+        release.set()
+        return await first
+
+    try:
+        results = asyncio.run(asyncio.wait_for(scenario(), timeout=60))
+    finally:
+        release.set()
+        service.stop(timeout=10)
+    assert [r.error for r in results] == [None, None] and tokenized == ["先"]

@@ -187,6 +187,7 @@ class SentimentService:
         self.on_fatal = on_fatal
         self._load = load
         self._tokenizer_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="structsent-tokenize")
+        self._texts_to_tokenize = 0  # texts of requests queued for, or in, the tokenizer thread
         self.metrics = ServerMetrics(queue_depth=lambda: self.batcher.waiting_texts if self.batcher else 0)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -263,22 +264,28 @@ class SentimentService:
         ``truncation``: the request's own (TEI's ``truncate``), else the server's long-text policy."""
         classifier, batcher = self.require_ready()
         check_limits(texts, self.settings)
-        if not batcher.has_room(len(texts)):  # cheap early refusal; submit() checks for real
+        # Cheap early refusal (submit() checks for real): texts still waiting for the tokenizer
+        # thread count too, or a burst of large requests would queue there without bound.
+        if not batcher.has_room(len(texts) + self._texts_to_tokenize):
             raise QueueFullError(
                 f"queue full: {len(texts)} more texts would exceed max_queue={self.settings.max_queue}",
                 limit_value=self.settings.max_queue,
             )
-        encoded = await self._encode(classifier, texts, truncation)
+        encoded = await self._encode(classifier, texts, truncation, receive)
         future = asyncio.wrap_future(batcher.submit(encoded))
         results = await _unless_disconnected(future, receive)
         self.metrics.observe_texts(len(results), sum(1 for r in results if r.error is not None))
         return results
 
-    async def _encode(self, classifier: Classifier, texts: list[str], truncation: Truncation | None) -> list:
+    async def _encode(self, classifier: Classifier, texts: list[str], truncation: Truncation | None,
+                      receive: Receive | None = None) -> list:
         """Small requests of characters met before are tokenized on the event loop: handing them to
         the tokenizer thread costs more CPU than tokenizing them (~0.2 ms a request, measured).
         Larger ones, and any holding a never-seen character (learning one costs ~0.1 ms: 2,000 of
-        them held the loop for 0.1-0.2 s), go to the thread, so the loop keeps answering others."""
+        them held the loop for 0.1-0.2 s), go to the thread, so the loop keeps answering others.
+        A client that leaves while its request waits for the thread has it dropped untokenized
+        (large requests of clients that had left were tokenized one after the other, and live
+        requests waited behind them)."""
         options = classifier.encoding_options()
         if truncation is not None:
             policy = LongTextPolicy.TRUNCATE if truncation.cut else options.long_text
@@ -286,7 +293,12 @@ class SentimentService:
         if tokenize_on_the_loop(classifier, texts):
             return classifier.encode(texts, options)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._tokenizer_pool, classifier.encode, texts, options)
+        self._texts_to_tokenize += len(texts)
+        try:
+            job = loop.run_in_executor(self._tokenizer_pool, classifier.encode, texts, options)
+            return await _unless_disconnected(job, receive)  # cancelled: taken off the thread's queue
+        finally:
+            self._texts_to_tokenize -= len(texts)
 
     def info(self) -> dict:
         s = self.settings
