@@ -554,6 +554,20 @@ def _answer_head_where_get(app: FastAPI) -> None:
             app.add_api_route(route.path, route.endpoint, methods=["HEAD"], include_in_schema=False)
 
 
+def _with_head_allowed(headers: Mapping[str, str] | None) -> Mapping[str, str] | None:
+    """A 405's Allow header names HEAD beside GET: every GET route answers HEAD too (its twin route
+    is another route, which the framework's 405 does not list)."""
+    if not headers or "allow" not in {name.lower() for name in headers}:
+        return headers
+    fixed = {}
+    for name, value in headers.items():
+        methods = [m.strip() for m in value.split(",")] if name.lower() == "allow" else []
+        if "GET" in methods and "HEAD" not in methods:
+            value = ", ".join([*methods, "HEAD"])
+        fixed[name] = value
+    return fixed
+
+
 def _declare_bearer_auth(app: FastAPI) -> None:
     """Say in the OpenAPI document that every operation but /health needs ``Authorization: Bearer``."""
     describe = app.openapi
@@ -610,7 +624,7 @@ def _add_error_handlers(app: FastAPI, service: SentimentService) -> None:
         error_type = error_type_of_status(err.status_code)
         service.metrics.observe_error(error_type)
         message = f"{err.detail}: {request.method} {request.url.path}"
-        return error_json(message, error_type, status=err.status_code, headers=err.headers)
+        return error_json(message, error_type, status=err.status_code, headers=_with_head_allowed(err.headers))
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, err: Exception) -> Response:
