@@ -121,10 +121,25 @@ def test_embeddings_padded_to_a_multiple_of_128_load(tmp_path, rows, loads):
                                    {"weight_map": {"w": "../elsewhere/model.safetensors"}}, [1]])
 def test_a_damaged_shard_index_is_a_one_line_model_format_error(tmp_path, hf_model_dir, index):
     d = copy_model(hf_model_dir, tmp_path)
+    (d / "model.safetensors").unlink()  # the index is read only where no whole weight file is
     (d / "model.safetensors.index.json").write_text(json.dumps(index), encoding="utf-8")
     with pytest.raises(structsent.ModelFormatError,
                        match="model.safetensors.index.json: (.*the index is damaged|expected a JSON object)"):
         load_checkpoint(d)
+
+
+def test_a_whole_weight_file_is_read_before_a_stale_shard_index_beside_it(tmp_path, hf_model_dir):
+    """Both there: the shards were read, transformers reads model.safetensors (opposite labels seen)."""
+    from safetensors.torch import load_file, save_file
+
+    d = copy_model(hf_model_dir, tmp_path)
+    stale = {name: tensor + 1.0 for name, tensor in load_file(d / "model.safetensors").items()}
+    save_file(stale, d / "stale-00001-of-00001.safetensors", metadata={"format": "pt"})
+    (d / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {name: "stale-00001-of-00001.safetensors" for name in stale}}), encoding="utf-8")
+    loaded = load_checkpoint(d).state_dict
+    reference = load_checkpoint(hf_model_dir).state_dict
+    assert all(torch.equal(loaded[name], reference[name]) for name in reference)
 
 
 def test_a_one_output_regression_head_is_refused(tmp_path):

@@ -175,3 +175,32 @@ def test_staging_left_by_a_killed_export_is_removed_by_the_next_one(cache, hf_mo
         cached_export(load_checkpoint(hf_model_dir), ExportOptions(precision="fp32", optimize=False))
     assert [d for d in abandoned if d.exists()] == []
     assert all(d.exists() for d in kept)
+
+
+def test_the_key_covers_weight_shards_an_index_places_in_a_subdirectory(hf_model_dir, tmp_path):
+    """Only the files directly in the directory were hashed: new weights in shards/ kept the old
+    export, and its labels, on the default path."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from structsent.onnx.cache import cache_key
+
+    directory = tmp_path / "sharded"
+    shutil.copytree(hf_model_dir, directory)
+    weights = load_file(directory / "model.safetensors")
+    (directory / "model.safetensors").unlink()
+    (directory / "shards").mkdir()
+    save_file(weights, directory / "shards" / "part-1.safetensors", metadata={"format": "pt"})
+    (directory / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": {name: "shards/part-1.safetensors" for name in weights}}))
+    options = ExportOptions(precision="fp32", optimize=False)
+    before = cache_key(directory, options)
+    name = next(iter(weights))
+    weights[name] = weights[name] + 1.0
+    save_file(weights, directory / "shards" / "part-1.safetensors", metadata={"format": "pt"})
+    after = cache_key(directory, options)
+    assert after != before
+    (directory / "shards" / "notes.txt").write_text("not read by a load")  # only what a load reads counts
+    assert cache_key(directory, options) == after

@@ -63,13 +63,14 @@ def holds_weights(directory: Path) -> bool:
 
 
 def find_weights(directory: Path) -> list[Path]:
-    """The weight files of a checkpoint directory, safetensors preferred."""
+    """The weight files of a checkpoint directory, safetensors preferred, and a whole file before
+    a shard index (as transformers chooses, so that both read the same weights where both are)."""
     for index_name, single in WEIGHT_FILES:
+        if (directory / single).is_file():
+            return [directory / single]
         index = directory / index_name
         if index.is_file():
             return [directory / shard for shard in _shards(read_json(index), index)]
-        if (directory / single).is_file():
-            return [directory / single]
     raise ModelFormatError(
         f"{directory}: no model.safetensors or pytorch_model.bin; copy the checkpoint's weights here"
     )
