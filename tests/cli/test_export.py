@@ -58,14 +58,21 @@ def test_an_export_is_replaced_whole_with_overwrite_only(source, tmp_path, capsy
     out.mkdir()  # an existing empty directory is fine
     assert export(source, out) == 0
     first = json.loads((out / "config.json").read_text())
-    (out / "stale.txt").write_text("from an earlier export")
     capsys.readouterr()
     assert export(source, out) == 2
     assert "--overwrite" in one_line_error(capsys)
+    (out / "NOTES.md").write_text("a user's own file")  # --overwrite deleted it with the export
+    (out / "my_eval").mkdir()
+    assert export(source, out, "--int8", "--overwrite") == 2
+    assert "holds NOTES.md, my_eval, which no export writes" in one_line_error(capsys)
+    assert json.loads((out / "config.json").read_text()) == first and (out / "NOTES.md").exists()
+    (out / "NOTES.md").unlink()
+    (out / "my_eval").rmdir()
+    (out / "model.onnx").write_bytes(b"damaged")  # an export's own files are replaced whole
     assert export(source, out, "--int8", "--overwrite") == 0
     config = json.loads((out / "config.json").read_text())
     assert (first["structsent_onnx"]["precision"], config["structsent_onnx"]["precision"]) == ("fp32", "int8")
-    assert not (out / "stale.txt").exists()  # replaced whole, not mixed
+    assert (out / "model.onnx").stat().st_size > 1000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "out"]  # no staging left behind
 
 

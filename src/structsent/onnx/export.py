@@ -149,7 +149,18 @@ def check_output_directory(out_dir, source: Path, *, overwrite: bool = False) ->
         if not _holds_export(target):
             raise ConfigError(f"export output {given}: not empty and not an ONNX export (no config.json "
                               f"with {ONNX_CONFIG_KEY!r}); --overwrite replaces earlier exports only")
+        foreign = _not_written_by_an_export(target)
+        if foreign:
+            raise ConfigError(f"export output {given}: holds {', '.join(foreign)}, which no export writes; "
+                              "--overwrite would delete them with the earlier export: move them elsewhere first")
     return target
+
+
+def _not_written_by_an_export(directory: Path, shown: int = 5) -> list[str]:
+    """Names in an export directory that an export does not write (a user's notes, results...)."""
+    ours = {MODEL_FILE, "config.json", REPORT_FILE, *TOKENIZER_FILES}
+    foreign = sorted(entry.name for entry in directory.iterdir() if entry.name not in ours)
+    return foreign[:shown] + ([f"{len(foreign) - shown} more"] if len(foreign) > shown else [])
 
 
 def _holds_export(directory: Path) -> bool:
@@ -187,7 +198,7 @@ def _move_into_place(staging: Path, target: Path, *, overwrite: bool) -> None:
         raise ConfigError(f"export output {target}: something other than a directory was put there while the "
                           "export ran; nothing was replaced and the export was discarded")
     if target.is_dir() and any(target.iterdir()):
-        if not (overwrite and _holds_export(target)):
+        if not (overwrite and _holds_export(target)) or _not_written_by_an_export(target):
             raise ConfigError(f"export output {target}: files were put in it while the export ran; nothing was "
                               "replaced and the export was discarded")
         previous = _new_sibling(target, "previous")
