@@ -48,6 +48,9 @@ def load(name_or_path: str | Path = "default", *, config: EngineConfig | None = 
 
     if config is None:
         config = EngineConfig(**options)
+    elif not isinstance(config, EngineConfig):
+        raise ConfigError(f"config={type(config).__name__}: expected an EngineConfig; pass EngineConfig(**fields), "
+                          "or the fields themselves as keyword arguments")
     elif options:
         config = config.replace(**options)
     checkpoint = load_checkpoint(name_or_path)

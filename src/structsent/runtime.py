@@ -164,9 +164,15 @@ def onnx_precision(requested: Precision, checkpoint, device: str) -> Precision:
     if checkpoint.is_exported:
         own = Precision(checkpoint.precision)
         if requested not in (Precision.AUTO, own):
+            if requested in (Precision.FP32, Precision.INT8):
+                flag = " --int8" if requested is Precision.INT8 else " (without --int8)"
+                remedy = f"export the source checkpoint again: structsent export SOURCE_MODEL{flag} -o DIR"
+            else:  # fp16 / bf16: no ONNX export holds them; the torch backend runs them
+                remedy = (f"no export holds {requested.value}: load the source checkpoint with "
+                          f"backend='torch', precision={requested.value!r}")
             raise ConfigError(
-                f"{checkpoint.directory} holds a {own.value} ONNX model; precision={requested.value!r} "
-                "needs another export (structsent export SOURCE_MODEL --int8 ...)"
+                f"{checkpoint.directory} holds a {own.value} ONNX model; precision={requested.value!r} needs "
+                f"another model: {remedy}"
             )
         precision = own
     elif requested is Precision.AUTO:

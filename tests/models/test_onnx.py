@@ -130,3 +130,14 @@ def test_a_config_json_that_is_a_pipe_is_refused_not_waited_on(tmp_path, hf_mode
     proc = subprocess.run([sys.executable, "-c", f"import structsent; structsent.load({str(d)!r})"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "config.json: not a regular file" in proc.stderr
+
+
+@pytest.mark.parametrize(("precision", "remedy"), [
+    ("int8", "structsent export SOURCE_MODEL --int8 -o DIR"),
+    ("fp16", "no export holds fp16: load the source checkpoint with backend='torch', precision='fp16'"),
+])
+def test_asking_an_export_for_another_precision_says_what_gives_it(exported, precision, remedy):
+    """Every refusal said to export again "with --int8", which gives int8 again, and no export gives fp16."""
+    with pytest.raises(structsent.ConfigError) as caught:
+        structsent.load(exported, precision=precision)
+    assert "holds a fp32 ONNX model" in str(caught.value) and remedy in str(caught.value)

@@ -29,3 +29,39 @@ def test_garbage_pytorch_bin_is_a_one_line_error(tmp_path, hf_model_dir, content
     with pytest.raises(structsent.ModelFormatError, match="pytorch_model.bin: cannot read weights") as caught:
         load_checkpoint(d)
     assert reason in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_path_named_default_is_that_directory_and_only_the_string_is_the_bundled_model(tmp_path, monkeypatch,
+                                                                                         hf_model_dir):
+    """Path("default") and Path("./default") loaded the bundled model (str() of both is "default")."""
+    from pathlib import Path
+
+    from structsent.models import BUNDLED_MODEL_DIR, resolve_directory
+
+    shutil.copytree(hf_model_dir, tmp_path / "default")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_directory(Path("default")) == Path("default")
+    assert resolve_directory(Path("./default")) == Path("default")
+    assert resolve_directory("./default") == Path("default")
+    assert resolve_directory("default") == BUNDLED_MODEL_DIR
+
+
+@pytest.mark.parametrize("name", ["~no-such-user-x7/model", "~no-such-user-x7"])
+def test_a_home_directory_that_cannot_be_found_is_a_one_line_error(name):
+    """pathlib's bare RuntimeError("Could not determine home directory") came out as a traceback."""
+    with pytest.raises(structsent.ConfigError, match="cannot expand '~'"):
+        load_checkpoint(name)
+
+
+def test_a_cache_directory_that_cannot_be_found_falls_back_as_an_unwritable_one(monkeypatch):
+    from structsent.errors import OutputWriteError
+    from structsent.onnx.cache import cache_root
+
+    monkeypatch.setenv("STRUCTSENT_CACHE", "~no-such-user-x7/cache")
+    with pytest.raises(OutputWriteError, match="no cache directory"):
+        cache_root()
+
+
+def test_a_config_that_is_not_an_engine_config_is_a_config_error():
+    with pytest.raises(structsent.ConfigError, match="config=dict: expected an EngineConfig"):
+        structsent.load("default", config={"device": "cpu"})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ModelFormatError, ModelNotFoundError
+from ..errors import ConfigError, ModelFormatError, ModelNotFoundError
 from .checkpoint import Checkpoint
 
 BUNDLED_MODEL_DIR = Path(__file__).parent / "default"
@@ -30,13 +30,13 @@ def resolve_directory(name_or_path: str | Path) -> Path:
             "the model name is empty; pass 'default', a checkpoint directory (use '.' for the current "
             "one) or a hub id (--model / STRUCTSENT_MODEL)"
         )
-    if str(name_or_path) == DEFAULT_MODEL:
+    if isinstance(name_or_path, str) and name_or_path == DEFAULT_MODEL:  # Path("default") is a directory
         if not (BUNDLED_MODEL_DIR / "config.json").is_file():
             raise ModelNotFoundError(
                 f"the bundled model is missing from {BUNDLED_MODEL_DIR}; reinstall structsent"
             )
         return BUNDLED_MODEL_DIR
-    path = Path(name_or_path).expanduser()
+    path = expanded(Path(name_or_path), "model")
     if path.is_dir():
         return path
     if path.exists():
@@ -69,3 +69,12 @@ def load_checkpoint(name_or_path: str | Path) -> Checkpoint:
 
 
 __all__ = ["BUNDLED_MODEL_DIR", "Checkpoint", "load_checkpoint", "resolve_directory"]
+
+
+def expanded(path: Path, what: str) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded; a ConfigError when it cannot be (no such
+    user, no home directory known: pathlib raises a bare RuntimeError)."""
+    try:
+        return path.expanduser()
+    except RuntimeError as err:
+        raise ConfigError(f"{what} path {path}: cannot expand '~' ({err}); give the directory in full") from None

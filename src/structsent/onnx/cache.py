@@ -34,9 +34,14 @@ log = logging.getLogger("structsent.onnx")
 def cache_root() -> Path:
     """structsent's cache directory: $STRUCTSENT_CACHE, else $XDG_CACHE_HOME/structsent, else ~/.cache/structsent."""
     explicit = os.environ.get(CACHE_ENV)
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    try:
+        if explicit:
+            return Path(explicit).expanduser()
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    except RuntimeError as err:  # "~nosuchuser/...", or no home directory for this user
+        # An unwritable cache, as far as the caller can tell: the torch path needs none.
+        raise OutputWriteError(f"no cache directory: {err} (reading ${CACHE_ENV} or the home directory); "
+                               f"set {CACHE_ENV} to a writable directory") from None
     return Path(base) / "structsent"
 
 
