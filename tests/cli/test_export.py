@@ -129,3 +129,24 @@ def test_validation_texts_a_bom_opens_and_texts_that_are_not_strings(tmp_path):
         bad.write_text('{"text": "ok"}\n' + line + "\n", encoding="utf-8")
         with pytest.raises(BadInputError, match=message):
             read_texts(bad)
+
+
+def test_sigterm_during_an_export_removes_its_staging_directory_and_exits_143(source, tmp_path):
+    """`timeout`, `docker stop` and service managers send SIGTERM: the partial export (46 MB for the
+    bundled model) stayed beside the output until a later export to the same name."""
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "structsent", "export", str(source), "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".out.export-*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the export ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and b"Traceback" not in err, err.decode(errors="replace")
+    assert err.decode().strip().splitlines()[-1] == "structsent: terminated"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]  # no staging, no output

@@ -22,6 +22,7 @@ from ..errors import (
     StructsentError,
 )
 from . import bench, export, label, report, serve
+from .signals import EXIT_TERMINATED, Terminated
 
 # name -> (module, help)
 SUBCOMMANDS = {
@@ -62,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return int(args._run(args) or EXIT_OK)
+    except Terminated:
+        print("structsent: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("structsent: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..models import load_checkpoint
     from ..runtime import torch_device
+    from .signals import sigterm_as_interrupt
 
     if args.n < 1 or args.chunks < 1:
         raise ConfigError("--n and --chunks must be at least 1")
@@ -89,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
          f"mean tokens per text: {sum(lengths) / len(lengths):.0f}; device: {_machine(device)}"
          + (f"; fp32 matmul peak {peak / 1e9:.0f} GFLOP/s" if peak else ""))
 
-    timings = _measure(chosen, setup, workload.texts, args.chunks)
+    with sigterm_as_interrupt():  # stopped as by Ctrl-C: its runs end, nothing half-written is left
+        timings = _measure(chosen, setup, workload.texts, args.chunks)
     rows = with_ratios(_rows(chosen, timings, checkpoint.shape, lengths, peak))
     util_label = "GPU utilisation" if setup.on_gpu else "useful FLOP/s / fp32 peak"
     table = markdown_table(rows, utilisation_label=util_label)

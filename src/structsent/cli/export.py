@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models.onnx import MODEL_FILE
     from ..onnx.export import ExportOptions, check_output_directory, export_checkpoint
     from ..onnx.validate import packaged_sample_texts, read_texts
+    from .signals import sigterm_as_interrupt
 
     if args.validate_n < 0:
         raise ConfigError("--validate-n must be at least 0")
@@ -51,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
         texts = texts[: args.validate_n]
         if not texts:  # checked before the export: a validation asked for is never skipped quietly
             raise BadInputError(f"--validate {args.validate}: no texts in it (pass --validate-n 0 to skip validation)")
-    report = export_checkpoint(checkpoint, args.output, options, validation_texts=texts, validation_source=source,
-                               overwrite=args.overwrite)
+    with sigterm_as_interrupt():  # its staging directory is removed as on Ctrl-C
+        report = export_checkpoint(checkpoint, args.output, options, validation_texts=texts,
+                                   validation_source=source, overwrite=args.overwrite)
     print(f"wrote {report.directory / MODEL_FILE} ({options.describe()}) in {report.seconds:.1f}s")
     if report.fused_operators:
         print("fused operators: " + ", ".join(f"{k} {v}" for k, v in report.fused_operators.items()))

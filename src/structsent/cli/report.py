@@ -35,17 +35,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import BadInputError
     from ..report import write_report
+    from .signals import sigterm_as_interrupt
 
     for flag, value, least in (("--least-certain", args.least_certain, 0), ("--flagged-sample", args.flagged_sample, 0),
                                ("--max-groups", args.max_groups, 1)):
         if not least <= value <= 100_000:
             raise BadInputError(f"{flag} must be between {least} and 100000")
-    summary = write_report(
-        args.input, args.output, by=args.by, by_period=args.by_period, fmt=args.format, prefix=args.prefix,
-        text_column=args.text_column, negative=args.negative, least_certain=args.least_certain,
-        flagged_sample=args.flagged_sample, max_groups=args.max_groups, job_summary=args.job_summary,
-        overwrite=args.overwrite,
-    )
+    with sigterm_as_interrupt():  # a half-written page is removed as on Ctrl-C
+        summary = write_report(
+            args.input, args.output, by=args.by, by_period=args.by_period, fmt=args.format, prefix=args.prefix,
+            text_column=args.text_column, negative=args.negative, least_certain=args.least_certain,
+            flagged_sample=args.flagged_sample, max_groups=args.max_groups, job_summary=args.job_summary,
+            overwrite=args.overwrite,
+        )
     if not args.quiet:
         labels = ", ".join(f"{label} {count:,}" for label, count in summary.labels.items())
         print(f"{args.output}: {summary.rows:,} rows ({labels}; {summary.flagged:,} flagged)", file=sys.stderr)
