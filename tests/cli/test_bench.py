@@ -57,3 +57,40 @@ def test_a_configuration_named_twice_is_measured_once(tmp_path, capsys):
     assert main(["bench", "--n", "2", "--configs", "torch-fp32,torch-fp32", "--device", "cpu", "--out", str(out)]) == 0
     rows = [line for line in (out / "bench.md").read_text(encoding="utf-8").splitlines() if line.startswith("| structsent")]
     assert rows == [rows[0]] and rows[0].startswith("| structsent torch fp32 |")
+
+
+@pytest.mark.parametrize("layout", ["encoder", "bert"])
+def test_a_modelscope_checkpoint_is_benchmarked_against_the_pipeline_on_a_converted_copy(modelscope_dirs, tmp_path,
+                                                                                         monkeypatch, layout):
+    """transformers.pipeline cannot read a ModelScope StructBERT directory (model_type "structbert"):
+    bench ended in its ValueError. And where structsent names the classes itself (label_mapping.json,
+    or 负面/正面 without id2label), the pipeline's LABEL_0/LABEL_1 read 0% agreement."""
+    import json
+    import tempfile
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the converted copy is made
+    out = tmp_path / "o"
+    assert main(["bench", "--model", str(modelscope_dirs[layout]), "--n", "6", "--configs", "pipeline,torch-fp32",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    rows = {row["name"]: row for row in json.loads((out / "bench.json").read_text(encoding="utf-8"))["results"]}
+    assert rows["pipeline"]["label_agreement"] == 1.0 and rows["torch-fp32"]["label_agreement"] == 1.0
+    assert list((tmp_path / "tmp").iterdir()) == []  # the copy is removed after the run
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_running_or_said_in_one_line(tmp_path, capsys,
+                                                                                      monkeypatch):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "bench.json").mkdir()  # was an IsADirectoryError after the whole run
+    assert bench("--out", str(tmp_path / "o")) == 2
+    assert "bench.json there is not a file" in one_line_error(capsys)
+    import structsent.cli.bench as bench_module
+
+    def no_space(path, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("structsent.bench.report.write_json", no_space)
+    assert bench("--out", str(tmp_path / "p")) == 1
+    err = capsys.readouterr().err
+    assert "cannot write bench.json (No space left on device)" in err and "Traceback" not in err
+    assert list((tmp_path / "p").iterdir()) == [] and bench_module.OUTPUT_FILES[0] == "bench.json"

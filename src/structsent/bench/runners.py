@@ -149,17 +149,29 @@ def transformers_pipeline(setup: Setup) -> LabelFn:
         device=setup.device if setup.on_gpu else "cpu", batch_size=PIPELINE_BATCH,
     )
     lengths_of = _token_lengths(setup.model_dir)
+    labels = _labels_by_pipeline_name(pipe.model.config, setup.model_dir)
+    max_length = min(512, pipe.model.config.max_position_embeddings)  # a model of fewer positions: its own
 
     def label(texts: list[str]) -> Outcome:
-        outputs = pipe(texts, batch_size=PIPELINE_BATCH, truncation=True, max_length=512)
+        outputs = pipe(texts, batch_size=PIPELINE_BATCH, truncation=True, max_length=max_length)
         lengths = lengths_of(texts)
         padded = sum(
             max(lengths[i : i + PIPELINE_BATCH]) * len(lengths[i : i + PIPELINE_BATCH])
             for i in range(0, len(lengths), PIPELINE_BATCH)
         )
-        return Outcome([o["label"] for o in outputs], sum(lengths), padded)
+        return Outcome([labels[o["label"]] for o in outputs], sum(lengths), padded)
 
     return label
+
+
+def _labels_by_pipeline_name(config, model_dir: Path) -> dict[str, str]:
+    """The pipeline's label name -> structsent's for the same class index: where structsent names
+    classes otherwise (label_mapping.json, the 负面/正面 of a StructBERT config without id2label)
+    the pipeline says LABEL_0 / LABEL_1, and comparing names read 0% agreement for equal predictions."""
+    from ..models import load_checkpoint
+
+    ours = load_checkpoint(model_dir).labels
+    return {str(config.id2label[index]): ours[index] for index in range(len(ours))}
 
 
 def _token_lengths(model_dir: Path) -> Callable[[list[str]], list[int]]:

@@ -8,7 +8,9 @@ Prints a Markdown table and writes ``bench.json`` and ``bench.png`` to ``--out``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 DEFAULT_N = 200
@@ -61,14 +63,12 @@ def _token_lengths(tokenizer, texts: list[str], corpus) -> list[int]:
 
 def run(args: argparse.Namespace) -> int:
     from ..bench.models import shape_model_dir
-    from ..bench.report import fastest_within, markdown_table, with_ratios, write_chart, write_json
-    from ..bench.runners import DEFAULT_CONFIGURATIONS, Setup, configurations, matmul_peak_flops
+    from ..bench.runners import DEFAULT_CONFIGURATIONS, Setup, configurations
     from ..bench.workload import build_workload
     from ..config import EngineConfig
     from ..errors import ConfigError
     from ..models import load_checkpoint
     from ..runtime import torch_device
-    from .signals import sigterm_as_interrupt
 
     if args.n < 1 or args.chunks < 1:
         raise ConfigError("--n and --chunks must be at least 1")
@@ -83,13 +83,26 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{model_dir}: bench needs the source checkpoint, not an ONNX export")
     offered = configurations(device, bf16=args.bf16)
     chosen = _choose(args.configs, offered, DEFAULT_CONFIGURATIONS)
-    setup = Setup(model_dir=model_dir, device=device, threads=args.num_threads, token_budget=args.token_budget)
+    with _as_hugging_face(checkpoint) as runnable_dir:
+        setup = Setup(model_dir=runnable_dir, device=device, threads=args.num_threads,
+                      token_budget=args.token_budget)
+        return _bench(args, setup, chosen, checkpoint, workload, out, model_dir, model_note, model_title)
+
+
+def _bench(args, setup, chosen, checkpoint, workload, out: Path, model_dir: Path, model_note: str,
+           model_title: str) -> int:
+    from ..bench.report import fastest_within, markdown_table, with_ratios, write_chart, write_json
+    from ..bench.runners import matmul_peak_flops
+    from .signals import sigterm_as_interrupt
+
+    device = setup.device
     lengths = _token_lengths(checkpoint.tokenizer, workload.texts, args.corpus)
     peak = None if setup.on_gpu else matmul_peak_flops(args.num_threads)
     _say(f"model: {model_note}\ntexts: {workload.describe()}\n"
          f"mean tokens per text: {sum(lengths) / len(lengths):.0f}; device: {_machine(device)}"
          + (f"; fp32 matmul peak {peak / 1e9:.0f} GFLOP/s" if peak else ""))
 
+    _make_output_directory(out)
     with sigterm_as_interrupt():  # stopped as by Ctrl-C: its runs end, nothing half-written is left
         timings = _measure(chosen, setup, workload.texts, args.chunks)
     rows = with_ratios(_rows(chosen, timings, checkpoint.shape, lengths, peak))
@@ -102,18 +115,73 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nfastest path with >= {MIN_AGREEMENT:.0%} label agreement: {best.title} "
               f"({best.texts_per_s:.2f} texts/s" + (f", {best.vs_baseline:.2f}x the pipeline)" if best.vs_baseline else ")"))
 
-    out.mkdir(parents=True, exist_ok=True)
     meta = {
         "model": model_note, "model_dir": str(model_dir), "workload": workload.describe(),
         "corpus_source": workload.source, "n": args.n, "chunks": args.chunks, "device": _machine(device),
         "mean_tokens": sum(lengths) / len(lengths), "fp32_matmul_peak_gflops": peak / 1e9 if peak else None,
         "fastest_with_99_agreement": best.name if best else None,
     }
-    write_json(out / "bench.json", meta, rows)
-    write_chart(out / "bench.png", rows, title=f"{model_title}: {len(workload.texts)} texts\n{_machine(device)}")
-    (out / "bench.md").write_text(table + "\n", encoding="utf-8")
+    with _written_whole(out / "bench.json") as path:
+        write_json(path, meta, rows)
+    with _written_whole(out / "bench.png") as path:
+        write_chart(path, rows, title=f"{model_title}: {len(workload.texts)} texts\n{_machine(device)}")
+    with _written_whole(out / "bench.md") as path:
+        path.write_text(table + "\n", encoding="utf-8")
     print(f"\nwrote {out / 'bench.json'}, {out / 'bench.png'} and {out / 'bench.md'}")
     return 0
+
+
+OUTPUT_FILES = ("bench.json", "bench.png", "bench.md")
+
+
+def _make_output_directory(out: Path) -> None:
+    """Made once everything else was accepted, before the measurements: a path access() lets
+    through but no directory can be made at (/proc/x) is refused here, not after the run."""
+    from ..errors import ConfigError
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"--out {out}: cannot make the directory ({err.strerror or err})") from None
+
+
+@contextlib.contextmanager
+def _written_whole(target: Path) -> Iterator[Path]:
+    """A path to write ``target``'s content to, renamed onto it when written: a full disk leaves
+    no empty or half-written file, and says so in one line."""
+    from ..errors import OutputWriteError
+
+    partial = target.with_name(f".{target.stem}.partial{target.suffix}")  # the suffix tells the chart its format
+    try:
+        yield partial
+        partial.replace(target)
+    except OSError as err:
+        raise OutputWriteError(f"--out {target.parent}: cannot write {target.name} ({err.strerror or err}); "
+                               "the measurements above are not saved") from None
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _as_hugging_face(checkpoint) -> Iterator[Path]:
+    """The checkpoint's directory, or, for another format (a ModelScope StructBERT directory,
+    which transformers.pipeline cannot read), a Hugging Face copy of it for the run."""
+    import shutil
+    import tempfile
+
+    from ..models.checkpoint import write_hf_directory
+
+    if checkpoint.format == "huggingface":
+        yield checkpoint.directory
+        return
+    converted = Path(tempfile.mkdtemp(prefix="structsent-bench-"))
+    try:
+        _say(f"{checkpoint.directory} is a {checkpoint.format} checkpoint: every configuration runs a Hugging Face "
+             f"copy of it ({converted}), the same weights")
+        write_hf_directory(checkpoint, converted / "model")
+        yield converted / "model"
+    finally:
+        shutil.rmtree(converted, ignore_errors=True)
 
 
 def _model(args, shape_model_dir) -> tuple[Path, str, str]:
@@ -150,6 +218,9 @@ def _output_directory(given: str) -> Path:
         raise ConfigError(f"--out {out}: {what}")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"--out {out}: {existing} is not writable")
+    for name in OUTPUT_FILES:
+        if (out / name).exists() and not (out / name).is_file():
+            raise ConfigError(f"--out {out}: {name} there is not a file; it would not be replaced")
     return out
 
 

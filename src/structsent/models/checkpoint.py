@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 from ..errors import ModelFormatError
@@ -21,6 +22,46 @@ _IGNORED = re.compile(
 )
 _HEAD_PREFIXES = ("classifier.", "head.classifier.", "head.", "cls_head.")
 _ENCODER_PREFIXES = ("bert.", "encoder.", "structbert.", "model.bert.", "model.encoder.", "model.", "")
+
+
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def hf_config(checkpoint: Checkpoint) -> dict:
+    """The checkpoint's Hugging Face ``config.json`` (BertForSequenceClassification), whatever
+    format it was read from: what an ONNX export and a converted copy write."""
+    shape = checkpoint.shape
+    return {
+        "model_type": "bert",
+        "architectures": ["BertForSequenceClassification"],
+        "vocab_size": shape.vocab_size,
+        "hidden_size": shape.hidden_size,
+        "num_hidden_layers": shape.num_layers,
+        "num_attention_heads": shape.num_heads,
+        "intermediate_size": shape.intermediate_size,
+        "max_position_embeddings": shape.max_position_embeddings,
+        "type_vocab_size": shape.type_vocab_size,
+        "layer_norm_eps": shape.layer_norm_eps,
+        "hidden_act": shape.hidden_act,
+        "num_labels": shape.num_labels,
+        "id2label": {str(i): label for i, label in enumerate(checkpoint.labels)},
+        "label2id": {label: i for i, label in enumerate(checkpoint.labels)},
+    }
+
+
+def write_hf_directory(checkpoint: Checkpoint, directory: Path) -> None:
+    """The checkpoint as a Hugging Face directory (config.json, model.safetensors, its tokenizer
+    files), for tools that read only that format (transformers.pipeline, for a ModelScope one)."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(hf_config(checkpoint), ensure_ascii=False, indent=2),
+                                           encoding="utf-8")
+    tensors = {name: tensor.contiguous() for name, tensor in checkpoint.state_dict.items()}
+    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    for name in TOKENIZER_FILES:
+        if (checkpoint.directory / name).is_file():
+            shutil.copy(checkpoint.directory / name, directory / name)
 
 
 @dataclasses.dataclass(frozen=True)

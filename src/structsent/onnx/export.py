@@ -31,13 +31,13 @@ import numpy as np
 
 from ..config import Precision
 from ..errors import ConfigError, ModelFormatError, OutputWriteError, require
+from ..models.checkpoint import TOKENIZER_FILES, hf_config
 from ..models.onnx import EXPORT_FORMAT_VERSION, MODEL_FILE, ONNX_CONFIG_KEY
 from ..staging import remove_abandoned, staging_name
 from .validate import AccuracyReport, compare_with_reference
 
 OPSET = 17
 REPORT_FILE = "export_report.json"
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 EXPORT_PRECISIONS = (Precision.FP32, Precision.INT8)
 # The encoder projections int8 computes, by the module names that modeling.exportable gives the
 # MatMuls ("/layers.0/ffn_in/MatMul"); the fused Attention operators (Q/K/V) are quantized too.
@@ -455,30 +455,14 @@ def int8_nodes(graph, num_layers: int) -> list[str]:
 
 def write_metadata(checkpoint, out_dir: Path, options: ExportOptions) -> None:
     """config.json (shape, id2label, export options) and the tokenizer files."""
-    shape = checkpoint.shape
-    config = {
-        "model_type": "bert",
-        "architectures": ["BertForSequenceClassification"],
-        "vocab_size": shape.vocab_size,
-        "hidden_size": shape.hidden_size,
-        "num_hidden_layers": shape.num_layers,
-        "num_attention_heads": shape.num_heads,
-        "intermediate_size": shape.intermediate_size,
-        "max_position_embeddings": shape.max_position_embeddings,
-        "type_vocab_size": shape.type_vocab_size,
-        "layer_norm_eps": shape.layer_norm_eps,
-        "hidden_act": shape.hidden_act,
-        "num_labels": shape.num_labels,
-        "id2label": {str(i): label for i, label in enumerate(checkpoint.labels)},
-        "label2id": {label: i for i, label in enumerate(checkpoint.labels)},
-        ONNX_CONFIG_KEY: {
-            "model_file": MODEL_FILE,
-            "precision": options.precision.value,
-            "optimized": options.optimize,
-            "opset": OPSET,
-            "format_version": EXPORT_FORMAT_VERSION,
-            "source": str(checkpoint.directory),
-        },
+    config = hf_config(checkpoint)
+    config[ONNX_CONFIG_KEY] = {
+        "model_file": MODEL_FILE,
+        "precision": options.precision.value,
+        "optimized": options.optimize,
+        "opset": OPSET,
+        "format_version": EXPORT_FORMAT_VERSION,
+        "source": str(checkpoint.directory),
     }
     (out_dir / "config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
     copied = [name for name in TOKENIZER_FILES if (checkpoint.directory / name).is_file()]
