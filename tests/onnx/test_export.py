@@ -233,3 +233,23 @@ def test_bundled_model_int8_agrees_with_fp32_on_short_and_long_reviews(tmp_path)
     labels = [r.label for r in int8(short)], [r.label for r in reference(short)]
     agreement = float(np.mean(np.array(labels[0]) == np.array(labels[1])))
     assert agreement >= INT8_MIN_AGREEMENT, f"the evaluation sets: int8 agrees with fp32 on {agreement:.2%}"
+
+
+def test_agreement_counts_a_text_only_one_side_labels_as_a_disagreement():
+    """Such texts were left out without a word: an export that labelled texts whose reference
+    outputs were not finite reported "100.00% on 2 texts" for 4."""
+    from structsent.onnx.validate import agreement
+    from structsent.results import LabelResult
+
+    def labelled(label, p):
+        return LabelResult(label=label, score=p, scores={"neg": 1 - p if label == "pos" else p,
+                                                         "pos": p if label == "pos" else 1 - p})
+
+    flagged = LabelResult.failed("non-finite outputs")
+    empty = LabelResult.failed("empty text")
+    reference = [labelled("pos", 0.9), labelled("neg", 0.8), flagged, flagged, empty]
+    candidate = [labelled("pos", 0.85), labelled("neg", 0.8), labelled("pos", 0.6), labelled("neg", 0.7), empty]
+    report = agreement(reference, candidate, source="given texts")
+    assert (report.texts, report.labelled_by_one, report.label_agreement) == (4, 2, 0.5)
+    assert report.max_probability_diff == pytest.approx(0.05)
+    assert "2 of them labelled by only one of the two" in report.summary()

@@ -18,13 +18,16 @@ class AccuracyReport:
 
     texts: int
     source: str
-    label_agreement: float  # share of texts with the same label
-    max_probability_diff: float  # largest absolute difference of any class probability
+    label_agreement: float  # share of texts with the same label (a text only one side labels: different)
+    max_probability_diff: float  # largest absolute difference of any class probability, where both label
+    labelled_by_one: int = 0  # texts one side labelled and the other flagged (non-finite outputs, say)
 
     def summary(self) -> str:
+        one_sided = (f"; {self.labelled_by_one} of them labelled by only one of the two, counted as disagreeing"
+                     if self.labelled_by_one else "")
         return (
             f"label agreement {self.label_agreement:.2%} and largest probability difference "
-            f"{self.max_probability_diff:.2e} vs torch fp32 on {self.texts} texts ({self.source})"
+            f"{self.max_probability_diff:.2e} vs torch fp32 on {self.texts} texts ({self.source}{one_sided})"
         )
 
 
@@ -50,14 +53,17 @@ def compare_with_reference(checkpoint, onnx_dir: Path, texts: Sequence[str], sou
 
 
 def agreement(reference, candidate, *, source: str) -> AccuracyReport:
-    """Compare two lists of LabelResults of the same texts."""
-    pairs = [(r, c) for r, c in zip(reference, candidate, strict=True) if r.ok and c.ok]
-    if not pairs:
+    """Compare two lists of LabelResults of the same texts. A text both flag (an empty one) is left
+    out; a text only one labels counts as a disagreement (it was left out without a word, and an
+    export that labelled texts the reference could not reported 100%)."""
+    compared = [(r, c) for r, c in zip(reference, candidate, strict=True) if r.ok or c.ok]
+    if not compared:
         raise BadInputError("no labellable validation texts")
-    same = sum(r.label == c.label for r, c in pairs)
-    diff = max(abs(r.scores[k] - c.scores[k]) for r, c in pairs for k in r.scores)
-    return AccuracyReport(texts=len(pairs), source=source, label_agreement=same / len(pairs),
-                          max_probability_diff=float(diff))
+    both = [(r, c) for r, c in compared if r.ok and c.ok]
+    same = sum(r.label == c.label for r, c in both)
+    diff = max((abs(r.scores[k] - c.scores[k]) for r, c in both for k in r.scores), default=0.0)
+    return AccuracyReport(texts=len(compared), source=source, label_agreement=same / len(compared),
+                          max_probability_diff=float(diff), labelled_by_one=len(compared) - len(both))
 
 
 def packaged_sample_texts() -> tuple[list[str], str]:
