@@ -331,7 +331,9 @@ def test_truncation_keeps_the_last_tokens_with_keep_end(tokenizer):
     (b"null", "expected a JSON object, got NoneType"),
     (b"\xff{}", "not valid JSON (UnicodeDecodeError"),
     (b'{"do_lower_case": "false"}', "do_lower_case must be true or false, got 'false'"),
-], ids=["list", "null", "not-utf8", "string-false"])
+    (b'{"strip_accents": "no"}', "strip_accents must be true, false or null, got 'no'"),
+    (b'{"tokenize_chinese_chars": 0}', "tokenize_chinese_chars must be true or false, got 0"),
+], ids=["list", "null", "not-utf8", "string-false", "strip-accents", "chinese-chars"])
 def test_a_tokenizer_config_that_is_not_an_object_of_booleans_is_a_model_format_error(tmp_path, content, message):
     """A list or null was an AttributeError, bad bytes a UnicodeDecodeError, and "false" (a string) read as true."""
     from structsent.errors import ModelFormatError
@@ -352,3 +354,22 @@ def test_do_lower_case_false_keeps_capitals(tmp_path):
     (tmp_path / "tokenizer_config.json").write_text('{"do_lower_case": false}')
     kept = Tokenizer.from_dir(tmp_path).encode(["ABC"])[0].sequences[0]
     assert list(lower) != list(kept)
+
+
+@pytest.mark.parametrize("options", [{"strip_accents": False}, {"strip_accents": True, "do_lower_case": False},
+                                     {"tokenize_chinese_chars": False}, {"do_lower_case": False}])
+def test_the_tokenizer_options_of_tokenizer_config_give_the_ids_transformers_gives(tmp_path, options):
+    """Only do_lower_case was read: strip_accents false kept "Café" whole where transformers gives
+    [UNK], tokenize_chinese_chars false split 很好吃 where transformers keeps it one word."""
+    import json
+
+    transformers = pytest.importorskip("transformers")
+    from .conftest import write_tokenizer_files
+
+    write_tokenizer_files(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({**config, **options}), encoding="utf-8")
+    reference = transformers.BertTokenizer.from_pretrained(str(tmp_path))
+    ours = Tokenizer.from_dir(tmp_path)
+    for text in ["Café很好吃", "ÉCOLE 的 naïve 评价", "很好吃，但是太贵了", "Ｆｕｌｌ width ＡＢＣ"]:
+        assert list(ours.encode([text], max_length=512)[0].sequences[0]) == reference(text)["input_ids"], text

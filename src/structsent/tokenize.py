@@ -93,14 +93,18 @@ class Tokenizer:
         if tokenizer_json.is_file():
             return cls.from_tokenizer_json(tokenizer_json)
         if vocab_txt.is_file():
-            return cls.from_vocab(vocab_txt, do_lower_case=_read_do_lower_case(directory))
+            return cls.from_vocab(vocab_txt, **_read_bert_options(directory))
         raise ModelFormatError(
             f"{directory}: no vocab.txt or tokenizer.json; copy the tokenizer files of the "
             "checkpoint into this directory"
         )
 
     @classmethod
-    def from_vocab(cls, vocab_file: Path, *, do_lower_case: bool = True) -> "Tokenizer":
+    def from_vocab(cls, vocab_file: Path, *, do_lower_case: bool = True, strip_accents: bool | None = None,
+                   tokenize_chinese_chars: bool = True) -> "Tokenizer":
+        """BertTokenizer's pipeline with its tokenizer_config.json options (strip_accents None:
+        as do_lower_case; tokenize_chinese_chars False keeps runs of Chinese characters whole,
+        and every text takes the Rust path)."""
         from tokenizers import Tokenizer as RustTokenizer
         from tokenizers import models, normalizers, pre_tokenizers
 
@@ -109,7 +113,8 @@ class Tokenizer:
             models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100)
         )
         backend.normalizer = normalizers.BertNormalizer(
-            clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=do_lower_case
+            clean_text=True, handle_chinese_chars=tokenize_chinese_chars, strip_accents=strip_accents,
+            lowercase=do_lower_case,
         )
         backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         return cls._with_specials(backend, vocab_file)
@@ -550,17 +555,26 @@ def _read_vocab(vocab_file: Path) -> dict[str, int]:
     return vocab
 
 
-def _read_do_lower_case(directory: Path) -> bool:
+def _read_bert_options(directory: Path) -> dict:
+    """The options of BertTokenizer that tokenizer_config.json may set and that change the ids:
+    do_lower_case, strip_accents and tokenize_chinese_chars (only the first was read, so a
+    checkpoint setting the others got other ids than transformers gives it)."""
     config = directory / "tokenizer_config.json"
     if not config.is_file():
-        return True  # BERT Chinese checkpoints (and StructBERT's) are uncased
+        return {}  # BERT Chinese checkpoints (and StructBERT's) are uncased, with BertTokenizer's defaults
     try:
         settings = json.loads(config.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as err:  # bad bytes, bad JSON, a huge number, deep nesting
         raise ModelFormatError(f"{config}: not valid JSON ({type(err).__name__}: {err})") from err
     if not isinstance(settings, dict):
         raise ModelFormatError(f"{config}: expected a JSON object, got {type(settings).__name__}")
-    lower = settings.get("do_lower_case", True)
-    if not isinstance(lower, bool):  # "false", a string, is true to Python: never guess
-        raise ModelFormatError(f"{config}: do_lower_case must be true or false, got {lower!r}")
-    return lower
+    options = {"do_lower_case": True, "strip_accents": None, "tokenize_chinese_chars": True}
+    for name, default in options.items():
+        value = settings.get(name, default)
+        if value is None and default is None:
+            continue
+        if not isinstance(value, bool):  # "false", a string, is true to Python: never guess
+            allowed = "true, false or null" if default is None else "true or false"
+            raise ModelFormatError(f"{config}: {name} must be {allowed}, got {value!r}")
+        options[name] = value
+    return options
