@@ -94,3 +94,16 @@ def test_an_output_that_cannot_be_written_is_refused_before_running_or_said_in_o
     err = capsys.readouterr().err
     assert "cannot write bench.json (No space left on device)" in err and "Traceback" not in err
     assert list((tmp_path / "p").iterdir()) == [] and bench_module.OUTPUT_FILES[0] == "bench.json"
+
+
+@pytest.mark.parametrize(("variable", "value", "says"), [
+    ("STRUCTSENT_DEVICE", "gpu", "device='gpu': expected one of auto, cpu, cuda, cuda:N"),
+    ("STRUCTSENT_NUM_THREADS", "abc", "STRUCTSENT_NUM_THREADS='abc': expected an integer"),
+    ("STRUCTSENT_TOKEN_BUDGET", "-5", "token_budget"),
+])
+def test_the_engine_variables_apply_to_bench_as_to_every_command(tmp_path, capsys, monkeypatch, variable, value,
+                                                                 says):
+    """bench read only its flags: a STRUCTSENT_* variable label refuses was ignored (and a valid one not applied)."""
+    monkeypatch.setenv(variable, value)
+    assert main(["bench", "--n", "2", "--configs", "torch-fp32", "--out", str(tmp_path / "o")]) == 2
+    assert says in one_line_error(capsys)

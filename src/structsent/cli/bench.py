@@ -18,15 +18,22 @@ MIN_AGREEMENT = 0.99
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="default", help="'default' (bundled) or a Hugging Face checkpoint directory")
+    import os
+
+    from .engine_flags import MODEL_ENV, engine_default
+
+    # Defaults from the same STRUCTSENT_* variables as every other command's (read when the parser is built).
+    parser.add_argument("--model", default=os.environ.get(MODEL_ENV, "default"),
+                        help="'default' (bundled), a Hugging Face or ModelScope checkpoint directory")
     parser.add_argument("--shape", default=None, choices=["structbert-base"],
                         help="benchmark a randomly initialised model of this shape instead of --model")
     parser.add_argument("--n", type=int, default=DEFAULT_N, help="number of texts")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--device", default=engine_default("device"), help="auto, cpu, cuda, cuda:N")
     # The same names as the engine's settings (EngineConfig.num_threads, token_budget); old names kept.
-    parser.add_argument("--num-threads", "--threads", dest="num_threads", type=int, default=None,
+    parser.add_argument("--num-threads", "--threads", dest="num_threads", type=int, default=engine_default("num_threads"),
                         help="CPU threads of every runtime, 0..1024 (default and 0: each runtime's own)")
-    parser.add_argument("--token-budget", "--batch-tokens", dest="token_budget", type=int, default=None,
+    parser.add_argument("--token-budget", "--batch-tokens", dest="token_budget", type=int,
+                        default=engine_default("token_budget"),
                         help="token budget of the structsent paths")
     # A str, not a Path: Path("") is ".", and an empty --out must be refused, not read as the current directory.
     parser.add_argument("--out", default="bench-out",
@@ -69,10 +76,12 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..models import load_checkpoint
     from ..runtime import torch_device
+    from .engine_flags import check_no_bad_variable
 
     if args.n < 1 or args.chunks < 1:
         raise ConfigError("--n and --chunks must be at least 1")
     # Everything that can be refused is refused before the benchmark runs, not after.
+    check_no_bad_variable(args.device, args.num_threads, args.token_budget)
     EngineConfig(device=args.device, num_threads=args.num_threads, token_budget=args.token_budget)
     out = _output_directory(args.out)
     device = torch_device(args.device)  # the same ConfigError as `structsent label --device cuda` without CUDA

@@ -44,12 +44,24 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         group.add_argument(flag, *ALIASES.get(field.name, []), **options)
 
 
+def engine_default(name: str):
+    """The default of a command's own flag for the EngineConfig field ``name``: its STRUCTSENT_*
+    variable where set (a BadVariable where it does not parse), else the field's default."""
+    field = next(f for f in dataclasses.fields(EngineConfig) if f.name == name)
+    return _environment_default(field, _value_type(typing.get_type_hints(EngineConfig)[name]))
+
+
+def check_no_bad_variable(*values) -> None:
+    """A ConfigError for the first STRUCTSENT_* variable among ``values`` that did not parse."""
+    bad = next((value for value in values if isinstance(value, BadVariable)), None)
+    if bad is not None:
+        raise ConfigError(bad.message)
+
+
 def engine_config(args: argparse.Namespace) -> EngineConfig:
     """The EngineConfig the flags describe (validated: a bad value is a ConfigError)."""
     values = {field.name: getattr(args, field.name) for field in dataclasses.fields(EngineConfig)}
-    bad = next((value for value in values.values() if isinstance(value, BadVariable)), None)
-    if bad is not None:  # a variable no flag overrode, for a command that runs the engine
-        raise ConfigError(bad.message)
+    check_no_bad_variable(*values.values())  # a variable no flag overrode, for a command that runs the engine
     return EngineConfig(**values)
 
 
