@@ -100,7 +100,7 @@ def test_what_another_program_puts_at_the_output_during_the_export_is_never_repl
         if put_there == "a file in the directory":
             (out / "notes.txt").write_text("mine")
         else:
-            out.rmdir()
+            shutil.rmtree(out)  # the export's staging inside it too
             out.write_text("mine")
         return report
 
@@ -150,3 +150,24 @@ def test_sigterm_during_an_export_removes_its_staging_directory_and_exits_143(so
     assert proc.returncode == 143 and b"Traceback" not in err, err.decode(errors="replace")
     assert err.decode().strip().splitlines()[-1] == "structsent: terminated"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]  # no staging, no output
+
+
+def test_an_existing_empty_directory_is_written_into_not_replaced(source, tmp_path):
+    """It was replaced by a renamed sibling: an empty mount point (a container's volume) failed after
+    the whole export ("Device or resource busy"), and a directory made with its own mode lost it."""
+    import os
+    import socket
+    import stat
+
+    out = tmp_path / "out"
+    out.mkdir()
+    os.chmod(out, 0o2770)
+    inode = out.stat().st_ino
+    dead = out / f".export-{socket.gethostname()}-999999999-dead"  # an export killed in it (kill -9)
+    dead.mkdir()
+    (dead / "model.onnx").write_bytes(b"half")
+    assert export(source, out) == 0
+    assert out.stat().st_ino == inode and stat.S_IMODE(out.stat().st_mode) == 0o2770
+    assert sorted(p.name for p in out.iterdir()) == sorted(["config.json", "export_report.json", "model.onnx",
+                                                            "tokenizer_config.json", "vocab.txt"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "out"]

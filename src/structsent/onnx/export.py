@@ -109,10 +109,16 @@ def export_checkpoint(
         raise ConfigError(f"{checkpoint.directory} already holds an ONNX model; export its source checkpoint")
     target = check_output_directory(out_dir, checkpoint.directory, overwrite=overwrite)
     remove_abandoned(target.parent, f".{target.name}.export-")
-    staging = _new_sibling(target, "export")
+    # An existing empty directory is written into (staged inside it), never replaced: it may be a
+    # mount point (a container's volume: renaming onto it fails) or carry its own mode and group.
+    into_empty = target.is_dir() and not any(target.iterdir())
+    staging = _new_inside(target) if into_empty else _new_sibling(target, "export")
     try:
         report = _export_into(checkpoint, staging, target, options, validation_texts, validation_source)
-        _move_into_place(staging, target, overwrite=overwrite)
+        if into_empty:
+            _move_files_into(staging, target)
+        else:
+            _move_into_place(staging, target, overwrite=overwrite)
     except OSError as err:  # a full disk, a quota: nothing was replaced
         raise OutputWriteError(f"cannot write the export to {target.parent}: {err.strerror or err} (errno "
                                f"{err.errno}); nothing was replaced at {target}") from err
@@ -142,6 +148,8 @@ def check_output_directory(out_dir, source: Path, *, overwrite: bool = False) ->
     if not target.parent.is_dir():
         raise ConfigError(f"export output {given}: its parent directory {target.parent} does not exist "
                           "or is not a directory")
+    if target.is_dir():
+        remove_abandoned(target, INSIDE_PREFIX)  # staging of an export killed inside it (kill -9)
     if target.is_dir() and any(target.iterdir()):
         if not overwrite:
             raise ConfigError(f"export output {given}: the directory is not empty; choose another, "
@@ -186,6 +194,34 @@ def _new_sibling(target: Path, role: str) -> Path:
         except OSError as err:
             raise ConfigError(f"export output {target}: cannot write in {target.parent} ({err.strerror})") from None
     raise ConfigError(f"export output {target}: cannot find a free name next to it")
+
+
+INSIDE_PREFIX = ".export-"
+
+
+def _new_inside(target: Path) -> Path:
+    """A new hidden staging directory inside the empty directory ``target`` (its own file system)."""
+    staging = target / (staging_name(INSIDE_PREFIX) + secrets.token_hex(4))
+    try:
+        staging.mkdir()
+    except OSError as err:
+        raise ConfigError(f"export output {target}: cannot write in it ({err.strerror})") from None
+    return staging
+
+
+def _move_files_into(staging: Path, target: Path) -> None:
+    """Move the finished export's files from ``staging`` into ``target``, config.json last (the file
+    that makes a directory an export). ``target`` must hold nothing else: what another program put
+    there while the export ran is never mixed with it; the export is discarded."""
+    if os.path.lexists(target) and not target.is_dir() or not staging.is_dir():
+        raise ConfigError(f"export output {target}: it was removed or replaced while the export ran; nothing "
+                          "was replaced and the export was discarded")
+    if any(entry != staging for entry in target.iterdir()):
+        raise ConfigError(f"export output {target}: files were put in it while the export ran; nothing was "
+                          "replaced and the export was discarded")
+    names = sorted((entry.name for entry in staging.iterdir()), key=lambda name: name == "config.json")
+    for name in names:
+        (staging / name).rename(target / name)
 
 
 def _move_into_place(staging: Path, target: Path, *, overwrite: bool) -> None:
