@@ -404,6 +404,22 @@ async def _headers_pipelined_behind_a_request_in_progress() -> None:
     protocol.connection_lost(None)
 
 
+def test_bodies_in_the_reads_of_pipelined_headers_are_not_counted_as_headers():
+    """The whole read was counted: a body (of the request in progress, or the pipelined one's own)
+    beside a pipelined request's first header bytes made a valid client a 431."""
+    asyncio.run(_bodies_in_the_reads_of_pipelined_headers())
+
+
+async def _bodies_in_the_reads_of_pipelined_headers() -> None:
+    protocol, transport, refused = protocol_with(never_answering_app)  # max_header_bytes 4096
+    protocol.data_received(b"POST /v1/sentiment HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n")
+    await asyncio.sleep(0)  # the request is in progress
+    protocol.data_received(b"x" * 70000 + b"GET /health HTTP/1.1\r\nHo")
+    protocol.data_received(b"st: x\r\nContent-Length: 9000\r\n\r\n" + b"y" * 9000)
+    assert not transport.closed and refused == [] and transport.written == b""
+    protocol.connection_lost(None)
+
+
 async def answering_app(scope, receive, send) -> None:
     """Answers at once, without reading the body (as a GET route, or a 405, does)."""
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})

@@ -107,10 +107,10 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
                 return
             self._header_tail = (self._header_tail + data[-len(HEADERS_END) + 1:])[-len(HEADERS_END) + 1:]
             self._header_bytes += len(data)
-        pipelined = self._headers_pending and self._headers_deadline is None
         super().data_received(data)
-        if pipelined or (self._headers_pending and self._headers_deadline is None):
-            self._count_pipelined_headers(len(data))
+        if self._pipelined_header_bytes > self._policy_cap() and not self.transport.is_closing():
+            self._refuse_large_headers()  # (counted by the parser's callbacks, below)
+            return
         if self._headers_deadline is None or self.transport.is_closing():
             return
         if self.cycle is not self._awaited_after:  # the headers are complete: a request began
@@ -133,6 +133,14 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
         self._headers_pending = True
         self._pipelined_header_bytes = 0
         super().on_message_begin()  # type: ignore[misc]  # httptools' protocol (the type checks see h11's)
+
+    def on_url(self, url: bytes) -> None:
+        self._count_pipelined_headers(len(url))
+        super().on_url(url)  # type: ignore[misc]  # httptools' protocol (the type checks see h11's)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_pipelined_headers(len(name) + len(value) + 4)  # ": " and the line end
+        super().on_header(name, value)  # type: ignore[misc]  # httptools' protocol (the type checks see h11's)
 
     def on_headers_complete(self) -> None:
         self._headers_pending, self._body_pending = False, True
@@ -213,13 +221,16 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
             self._policy.on_refused("read_timeout_s")
             self.transport.close()  # its response went out already: nothing to answer
 
-    def _count_pipelined_headers(self, received: int) -> None:
+    def _count_pipelined_headers(self, size: int) -> None:
         """Headers of a request pipelined behind one still being answered are held by the parser
-        until that one is done: capped too (431), or they could grow without bound meanwhile."""
-        self._pipelined_header_bytes += received
-        if self.policy is not None and self._pipelined_header_bytes > self.policy.max_header_bytes \
-                and not self.transport.is_closing():
-            self._refuse_large_headers()
+        until that one is done, and no deadline measures them: they are counted here as the parser
+        reads them (the request line and each header, not the bodies in the same reads) and capped
+        too (431, in data_received), or they could grow without bound meanwhile."""
+        if self._headers_deadline is None and self.policy is not None:
+            self._pipelined_header_bytes += size
+
+    def _policy_cap(self) -> float:
+        return self.policy.max_header_bytes if self.policy is not None else float("inf")
 
     def _headers_end_beyond_cap(self, data: bytes) -> bool:
         """Whether the headers end in ``data`` (with the bytes before it) after more than
