@@ -258,6 +258,15 @@ def test_an_actor_freezes_its_startup_objects_and_the_driver_is_left_alone(ray_a
     assert gc.get_freeze_count() == 0
 
 
+def test_a_path_named_default_reaches_the_actors_as_that_directory(tmp_path, monkeypatch):
+    """str(Path("default")) is "default": the actors loaded the bundled model."""
+    from structsent.ray import _model_name
+
+    monkeypatch.chdir(tmp_path)
+    assert _model_name(Path("default")) == str(tmp_path / "default")
+    assert _model_name("default") == "default" and _model_name("org/model") == "org/model"
+
+
 @pytest.mark.parametrize("batch_size", [0, -1, 2.5, "8", True])
 def test_a_batch_size_that_is_not_a_positive_int_or_none_is_refused(batch_size):
     from structsent.errors import ConfigError

@@ -148,7 +148,7 @@ def append_predictions(table: "pyarrow.Table", results, labels: Sequence[str], n
 def label_dataset(
     ds: "ray.data.Dataset",
     *,
-    model: str = "default",
+    model: str | os.PathLike = "default",
     text_column: str = "text",
     prefix: str = "",
     keep_columns: Sequence[str] | None = None,
@@ -181,11 +181,17 @@ def label_dataset(
         batch_format="pyarrow",
         batch_size=batch_size,
         compute=_actor_pool(concurrency),
-        fn_constructor_kwargs=dict(model=str(model), config=config, text_column=text_column, prefix=prefix,
+        fn_constructor_kwargs=dict(model=_model_name(model), config=config, text_column=text_column, prefix=prefix,
                                    keep_columns=None if keep_columns is None else list(keep_columns)),
         **_resources(num_gpus, num_cpus),
         **dict(ray_remote_args or {}),
     )
+
+
+def _model_name(model: str | os.PathLike) -> str:
+    """What the actors load: a path as an absolute path (Path("default") is a directory, not the
+    bundled model the string names; a relative one is the driver's, not each actor's)."""
+    return os.path.abspath(model) if isinstance(model, os.PathLike) else str(model)
 
 
 def _check_pool(concurrency, batch_size: int | None) -> None:

@@ -107,3 +107,17 @@ def test_the_engine_variables_apply_to_bench_as_to_every_command(tmp_path, capsy
     monkeypatch.setenv(variable, value)
     assert main(["bench", "--n", "2", "--configs", "torch-fp32", "--out", str(tmp_path / "o")]) == 2
     assert says in one_line_error(capsys)
+
+
+def test_structsent_model_is_a_default_that_shape_replaces(tmp_path, monkeypatch):
+    """With STRUCTSENT_MODEL set, --shape was refused as if --model had been given."""
+    from structsent.cli import build_parser
+    from structsent.cli.bench import _model
+
+    monkeypatch.setenv("STRUCTSENT_MODEL", str(tmp_path / "elsewhere"))
+    args = build_parser().parse_args(["bench", "--shape", "structbert-base"])
+    directory, _, _ = _model(args, lambda shape: tmp_path / shape)
+    assert directory == tmp_path / "structbert-base"
+    args = build_parser().parse_args(["bench"])
+    with pytest.raises(Exception, match="elsewhere: no such model directory"):  # the variable is the model
+        _model(args, lambda shape: tmp_path / shape)

@@ -115,10 +115,14 @@ def test_groups_past_the_limits_are_other():
 
 
 def test_group_values_that_are_not_strings_are_named_as_json():
-    values = [{"城市": "北京"}, ["a", 1], True, None, 3.5, "北京"]
-    rows = [LabelledRow(n, "正面", 0.9, None, "", values[n % len(values)]) for n in range(60)]
+    import decimal
+
+    values = [{"城市": "北京"}, ["a", 1], True, None, 3.5, "北京", decimal.Decimal("1.50"), "上海".encode()]
+    rows = [LabelledRow(n, "正面", 0.9, None, "", values[n % len(values)]) for n in range(80)]
     names = {g.name for g in aggregate(rows, by="v").breakdown.groups}
-    assert names == {'{"城市": "北京"}', '["a", 1]', "true", "", "3.5", "北京"}
+    assert names == {'{"城市": "北京"}', '["a", 1]', "true", "", "3.5", "北京", "1.50", "上海"}
+    assert aggregate([LabelledRow(1, "正面", 0.9, None, "", datetime.date(2024, 1, 2))],
+                     by="d").breakdown.groups[0].name == "2024-01-02"  # a Parquet date: no JSON quotes
 
 
 def test_mostly_not_dates_is_grouped_by_value():

@@ -18,13 +18,12 @@ MIN_AGREEMENT = 0.99
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    import os
-
     from .engine_flags import MODEL_ENV, engine_default
 
     # Defaults from the same STRUCTSENT_* variables as every other command's (read when the parser is built).
-    parser.add_argument("--model", default=os.environ.get(MODEL_ENV, "default"),
-                        help="'default' (bundled), a Hugging Face or ModelScope checkpoint directory")
+    parser.add_argument("--model", default=None,
+                        help=f"'default' (bundled), a Hugging Face or ModelScope checkpoint directory (default: "
+                             f"${MODEL_ENV}, else 'default'; --shape replaces it)")
     parser.add_argument("--shape", default=None, choices=["structbert-base"],
                         help="benchmark a randomly initialised model of this shape instead of --model")
     parser.add_argument("--n", type=int, default=DEFAULT_N, help="number of texts")
@@ -197,7 +196,7 @@ def _model(args, shape_model_dir) -> tuple[Path, str, str]:
     from ..models import resolve_directory
 
     if args.shape:
-        if args.model != "default":
+        if args.model is not None:  # given on the command line (STRUCTSENT_MODEL is a default --shape replaces)
             from ..errors import ConfigError
 
             raise ConfigError(f"--shape {args.shape} benchmarks a random model of that shape: it replaces --model "
@@ -206,8 +205,13 @@ def _model(args, shape_model_dir) -> tuple[Path, str, str]:
         note = (f"randomly initialised model of {args.shape}'s exact shape ({directory}): "
                 "speed only, labels of random weights mean little")
         return directory, note, f"{args.shape} shape, random weights"
-    directory = resolve_directory(args.model)
-    return directory, f"{args.model} ({directory})", directory.name if args.model != "default" else "bundled model"
+    import os
+
+    from .engine_flags import MODEL_ENV
+
+    model = args.model if args.model is not None else os.environ.get(MODEL_ENV, "default")
+    directory = resolve_directory(model)
+    return directory, f"{model} ({directory})", directory.name if model != "default" else "bundled model"
 
 
 def _output_directory(given: str) -> Path:

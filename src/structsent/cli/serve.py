@@ -91,31 +91,42 @@ def run(args: argparse.Namespace) -> int:
     check_process_flags(args)
     settings = settings_from_args(args)
     reserve_file_descriptors(settings.max_connections)
-    check_listen_address(args.host, args.port)
+    check_listen_address(args.host, args.port, workers=args.workers)
     if args.workers > 1:
         check_model_loads(settings.model)
         return _serve_processes(settings, args)
     return _serve(settings, args)
 
 
-def check_listen_address(host: str, port: int) -> None:
+def check_listen_address(host: str, port: int, *, workers: int = 1) -> None:
     """Refuse, before the model loads, an address this process cannot listen on (a host that does
     not resolve, a port in use or not allowed): uvicorn said so in a log line after loading the
-    model and exited with the status of a broken model."""
+    model and exited with the status of a broken model. Probed as uvicorn binds: one process binds
+    every address the host resolves to; with --workers, one socket of the host's family."""
     import socket
 
     from ..errors import ConfigError
 
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        addresses: list[tuple[socket.AddressFamily, tuple]]
+        if workers > 1:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            addresses = [(family, (host, port))]
+        else:
+            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            addresses = list(dict.fromkeys((family, address) for family, _, _, _, address in found))
     except (socket.gaierror, UnicodeError) as err:
         raise ConfigError(f"--host {host}: not an address this machine can listen on ({err})") from None
-    try:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-            probe.bind(address)
-    except OSError as err:
-        raise ConfigError(f"--host {host} --port {port}: cannot listen there ({err.strerror or err})") from None
+    for family, address in addresses:
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as asyncio binds
+                probe.bind(address)
+        except (OSError, UnicodeError) as err:
+            reason = getattr(err, "strerror", None) or err
+            raise ConfigError(f"--host {host} --port {port}: cannot listen there ({reason})") from None
 
 
 def check_model_loads(model: str) -> None:

@@ -183,7 +183,14 @@ def parse_day(value: object) -> datetime.date | None:
 def group_name(value: object) -> str:
     if value is None:
         return EMPTY
-    name = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    if isinstance(value, str):
+        name = value
+    elif isinstance(value, (dict, list, tuple, bool)):  # JSON values as JSON writes them
+        name = json.dumps(value, ensure_ascii=False, default=str)
+    elif isinstance(value, bytes):  # a Parquet BINARY value: its text
+        name = value.decode("utf-8", "replace")
+    else:  # numbers, dates, decimals: their own text
+        name = str(value)
     return name[:200].strip()
 
 
