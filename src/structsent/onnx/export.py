@@ -15,6 +15,7 @@ An export given validation texts is checked against the fp32 PyTorch reference
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -239,11 +240,32 @@ def _move_into_place(staging: Path, target: Path, *, overwrite: bool) -> None:
                               "replaced and the export was discarded")
         previous = _new_sibling(target, "previous")
         previous.rmdir()
-        target.rename(previous)
+        try:
+            target.rename(previous)
+        except OSError as err:
+            if err.errno not in (errno.EBUSY, errno.EXDEV, errno.EPERM, errno.EACCES):
+                raise
+            _replace_files_in(target, staging)  # a mount point (a volume) cannot be renamed
+            return
         staging.rename(target)
         shutil.rmtree(previous, ignore_errors=True)
     else:
         staging.replace(target)  # onto nothing, or onto an empty directory
+
+
+def _replace_files_in(target: Path, staging: Path) -> None:
+    """An earlier export in a directory that cannot be renamed (a mount point, a directory whose
+    parent is not writable): its files are replaced one by one, config.json removed first and
+    written last, so that an interrupted replacement is never read as a whole export."""
+    (target / "config.json").unlink(missing_ok=True)
+    for entry in target.iterdir():  # only an export's own files: checked before
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    names = sorted((entry.name for entry in staging.iterdir()), key=lambda name: name == "config.json")
+    for name in names:
+        shutil.move(str(staging / name), str(target / name))  # a copy across file systems
 
 
 def _export_into(checkpoint, out_dir: Path, final_dir: Path, options: ExportOptions,
