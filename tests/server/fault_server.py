@@ -56,8 +56,14 @@ def _run_or_fail(run_logits):
     return run_or_fail
 
 
+def held_marker(gate: Path) -> Path:
+    """The file the model worker writes once it is held at ``gate``: what tests wait for."""
+    return gate.with_name(gate.name + ".held")
+
+
 def wait_for_gate(timeout: float = 60) -> None:
     gate = Path(os.environ[GATE_ENVIRONMENT_VARIABLE])
+    held_marker(gate).touch()
     deadline = time.monotonic() + timeout
     while not gate.exists() and time.monotonic() < deadline:
         time.sleep(0.01)

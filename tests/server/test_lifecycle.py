@@ -10,12 +10,13 @@ import concurrent.futures
 import json
 import socket
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
 from .conftest import ServerProcess, metric
-from .fault_server import GATE, GATE_ENVIRONMENT_VARIABLE, OVERFLOW, POISON
+from .fault_server import GATE, GATE_ENVIRONMENT_VARIABLE, OVERFLOW, POISON, held_marker
 
 pytestmark = pytest.mark.slow  # real server processes
 
@@ -61,12 +62,23 @@ def wait_for_metric(server, name: str, value: float, *, timeout: float = 10, **l
     raise AssertionError(f"{name}{labels} never reached {value}")
 
 
-def hold_the_model_worker(server, pool) -> concurrent.futures.Future:
+def hold_the_model_worker(server, pool, gate: Path) -> concurrent.futures.Future:
     """A request that occupies the model worker until the gate opens; returns once it does."""
     held = pool.submit(post, server, [GATE])
-    wait_for_queue_depth(server, 1)
-    wait_for_queue_depth(server, 0)  # its batch has started (after the merge window)
+    wait_until_held(gate)
     return held
+
+
+def wait_until_held(gate: Path, timeout: float = 15) -> None:
+    """Until the model worker is held at the gate: its batch has started. (Watching the queue depth
+    go to 1 and back to 0 missed the 10 ms it spends at 1 on a busy machine.)"""
+    marker = held_marker(gate)
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        if time.monotonic() > deadline:
+            raise AssertionError("the model worker was never held at the gate")
+        time.sleep(0.01)
+    marker.unlink()
 
 
 def test_health_is_503_until_the_model_is_loaded(faulty):
@@ -146,7 +158,7 @@ def test_a_disconnected_request_is_dropped_before_computing_and_counted_apart(fa
     before = faulty.metrics()
     body = json.dumps({"texts": ["走了"]}).encode()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        held = hold_the_model_worker(faulty, pool)
+        held = hold_the_model_worker(faulty, pool, gate)
         post_and_leave(faulty, body, queued=1)
         # The server notices the closed socket and cancels the queued request...
         wait_for_a_499(faulty, before)
@@ -168,7 +180,7 @@ def test_texts_of_clients_that_left_stop_filling_the_queue_at_once(faulty, gate)
     """While the worker is busy, a full request whose client left must not make a live one a 429."""
     body = json.dumps({"texts": ["走了", "又走", "都走", "全走"]}).encode()  # max_queue texts
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        held = hold_the_model_worker(faulty, pool)
+        held = hold_the_model_worker(faulty, pool, gate)
         before = faulty.metrics()
         post_and_leave(faulty, body, queued=4)
         wait_for_a_499(faulty, before)
@@ -190,8 +202,7 @@ def test_sigterm_finishes_in_flight_requests_then_exits_cleanly(faulty, gate):
     assert post(faulty, ["先连上"]).status_code == 200  # the client now holds a keep-alive connection
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         in_flight = pool.submit(post, faulty, [f"最后一个{GATE}", "请求"])
-        wait_for_queue_depth(faulty, 2)
-        wait_for_queue_depth(faulty, 0)  # computing, held at the gate
+        wait_until_held(gate)  # computing, held at the gate
         faulty.process.terminate()  # SIGTERM
         wait_until_refusing_connections(faulty)  # the server is draining
         gate.touch()
@@ -227,8 +238,7 @@ def test_a_request_still_computing_when_the_graceful_timeout_ends_gets_a_json_50
         server.wait_healthy()
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             in_flight = pool.submit(post, server, [f"等不到{GATE}"])
-            wait_for_queue_depth(server, 1)
-            wait_for_queue_depth(server, 0)  # computing, held at the gate
+            wait_until_held(gate)  # computing, held at the gate
             server.process.terminate()  # SIGTERM; the gate stays shut past the graceful timeout
             response = in_flight.result(15)
         assert response.status_code == 503, response.text
