@@ -131,8 +131,18 @@ def check_listen_address(host: str, port: int, *, workers: int = 1) -> None:
 
 def check_model_loads(model: str) -> None:
     """With --workers N the model is loaded in each worker, where a failure left every worker
-    answering 503 for ever (uvicorn's supervisor keeps them up): it is loaded once here first, so
-    that a missing or broken model stops the command with its one-line error."""
+    answering 503 for ever (uvicorn's supervisor keeps them up): its checkpoint is read once first,
+    so that a missing or broken one stops the command with its one-line error. Read in a child
+    process, so that the supervisor does not keep the weights' memory for the server's lifetime."""
+    import concurrent.futures
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        pool.submit(_read_checkpoint, model).result()  # its typed error, raised here
+
+
+def _read_checkpoint(model: str) -> None:
     from ..models import load_checkpoint
 
     load_checkpoint(model)
