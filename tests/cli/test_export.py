@@ -2,7 +2,9 @@
 lands whole (one-line errors, exit 2; never a traceback, a clobbered checkpoint or a mix of files)."""
 
 import json
+import os
 import shutil
+import stat
 import sys
 
 import pytest
@@ -69,10 +71,11 @@ def test_an_export_is_replaced_whole_with_overwrite_only(source, tmp_path, capsy
     (out / "NOTES.md").unlink()
     (out / "my_eval").rmdir()
     (out / "model.onnx").write_bytes(b"damaged")  # an export's own files are replaced whole
+    os.chmod(out, 0o2750)  # a shared directory's mode (and setgid bit): kept by the replacement
     assert export(source, out, "--int8", "--overwrite") == 0
     config = json.loads((out / "config.json").read_text())
     assert (first["structsent_onnx"]["precision"], config["structsent_onnx"]["precision"]) == ("fp32", "int8")
-    assert (out / "model.onnx").stat().st_size > 1000
+    assert (out / "model.onnx").stat().st_size > 1000 and stat.S_IMODE(out.stat().st_mode) == 0o2750
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "out"]  # no staging left behind
 
 

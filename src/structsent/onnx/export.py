@@ -21,6 +21,7 @@ import logging
 import os
 import secrets
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -240,6 +241,7 @@ def _move_into_place(staging: Path, target: Path, *, overwrite: bool) -> None:
                               "replaced and the export was discarded")
         previous = _new_sibling(target, "previous")
         previous.rmdir()
+        _take_mode_and_group(staging, target.stat())  # the directory's own, not a new one's
         try:
             target.rename(previous)
         except OSError as err:
@@ -251,6 +253,16 @@ def _move_into_place(staging: Path, target: Path, *, overwrite: bool) -> None:
         shutil.rmtree(previous, ignore_errors=True)
     else:
         staging.replace(target)  # onto nothing, or onto an empty directory
+
+
+def _take_mode_and_group(directory: Path, of) -> None:
+    """Give ``directory`` the permissions and group of a stat result (a shared directory's group
+    and setgid bit); a group this user may not give is left as it is."""
+    os.chmod(directory, stat.S_IMODE(of.st_mode))
+    try:
+        os.chown(directory, -1, of.st_gid)
+    except OSError:
+        pass
 
 
 def _replace_files_in(target: Path, staging: Path) -> None:
