@@ -404,6 +404,26 @@ async def _headers_pipelined_behind_a_request_in_progress() -> None:
     protocol.connection_lost(None)
 
 
+def test_one_pipelined_header_value_streamed_without_end_is_capped():
+    """The parser gives a header only once its value ends: counting its callbacks let one endless
+    value through (91 MB held, the event loop slowed for every client)."""
+    asyncio.run(_one_pipelined_header_value_streamed())
+
+
+async def _one_pipelined_header_value_streamed() -> None:
+    protocol, transport, refused = protocol_with(never_answering_app)  # max_header_bytes 4096
+    protocol.data_received(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.sleep(0)  # the request is in progress
+    protocol.data_received(b"GET /health HTTP/1.1\r\nX-Big: ")
+    for _ in range(10):
+        protocol.data_received(b"a" * 1000)
+        if transport.closed:
+            break
+    assert transport.closed and b" 431 " in transport.written.split(b"\r\n", 1)[0]
+    assert refused == ["max_header_bytes"]
+    protocol.connection_lost(None)
+
+
 def test_bodies_in_the_reads_of_pipelined_headers_are_not_counted_as_headers():
     """The whole read was counted: a body (of the request in progress, or the pipelined one's own)
     beside a pipelined request's first header bytes made a valid client a 431."""

@@ -71,6 +71,7 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
         self._await_after_body = False  # a response went out before its request's body was read
         self._body_deadline: asyncio.TimerHandle | None = None  # timer for the rest of such a body
         self._pipelined_header_bytes = 0  # bytes received while a pipelined request's headers are pending
+        self._body_bytes_in_read = 0  # body bytes the parser delivered from the read in hand
 
     @property
     def _policy(self) -> ConnectionPolicy:
@@ -107,9 +108,15 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
                 return
             self._header_tail = (self._header_tail + data[-len(HEADERS_END) + 1:])[-len(HEADERS_END) + 1:]
             self._header_bytes += len(data)
+        pipelined_before = self._headers_pending and self._headers_deadline is None
+        self._body_bytes_in_read = 0
         super().data_received(data)
+        if (pipelined_before or self._headers_pending) and self._headers_deadline is None:
+            # A pipelined request's headers were (or are) arriving: this read's bytes that were not
+            # a body count (the parser gives a header only once whole, so its callbacks cannot).
+            self._pipelined_header_bytes += len(data) - self._body_bytes_in_read
         if self._pipelined_header_bytes > self._policy_cap() and not self.transport.is_closing():
-            self._refuse_large_headers()  # (counted by the parser's callbacks, below)
+            self._refuse_large_headers()
             return
         if self._headers_deadline is None or self.transport.is_closing():
             return
@@ -134,13 +141,9 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
         self._pipelined_header_bytes = 0
         super().on_message_begin()  # type: ignore[misc]  # httptools' protocol (the type checks see h11's)
 
-    def on_url(self, url: bytes) -> None:
-        self._count_pipelined_headers(len(url))
-        super().on_url(url)  # type: ignore[misc]  # httptools' protocol (the type checks see h11's)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_pipelined_headers(len(name) + len(value) + 4)  # ": " and the line end
-        super().on_header(name, value)  # type: ignore[misc]  # httptools' protocol (the type checks see h11's)
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes_in_read += len(body)
+        super().on_body(body)  # type: ignore[misc]  # httptools' protocol (the type checks see h11's)
 
     def on_headers_complete(self) -> None:
         self._headers_pending, self._body_pending = False, True
@@ -221,15 +224,10 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
             self._policy.on_refused("read_timeout_s")
             self.transport.close()  # its response went out already: nothing to answer
 
-    def _count_pipelined_headers(self, size: int) -> None:
-        """Headers of a request pipelined behind one still being answered are held by the parser
-        until that one is done, and no deadline measures them: they are counted here as the parser
-        reads them (the request line and each header, not the bodies in the same reads) and capped
-        too (431, in data_received), or they could grow without bound meanwhile."""
-        if self._headers_deadline is None and self.policy is not None:
-            self._pipelined_header_bytes += size
-
     def _policy_cap(self) -> float:
+        """Headers of a request pipelined behind one still being answered are held by the parser
+        until that one is done, and no deadline measures them: capped too (431), or they could
+        grow without bound meanwhile."""
         return self.policy.max_header_bytes if self.policy is not None else float("inf")
 
     def _headers_end_beyond_cap(self, data: bytes) -> bool:
