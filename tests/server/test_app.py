@@ -421,3 +421,45 @@ def test_a_request_whose_client_left_while_it_waited_for_the_tokenizer_is_never_
         release.set()
         service.stop(timeout=10)
     assert [r.error for r in results] == [None, None] and tokenized == ["先"]
+
+
+def test_a_client_that_left_while_its_texts_were_tokenized_never_reaches_the_model(hf_model_dir):
+    """Its leaving was read only once the tokenizer thread let go of the interpreter, after the
+    texts had gone to the model: a departed client's 256 texts were computed, a live one waited."""
+    from structsent.server.app import INLINE_TOKENIZE_CHARS, ClientDisconnectedError, SentimentService, ServerSettings
+
+    service = SentimentService(ServerSettings(model=str(hf_model_dir)))
+    service.start_loading().join(timeout=120)
+    assert service.ready, service.load_error
+    encode, computed = service.classifier.encode, []
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        gone = asyncio.Event()
+
+        def encode_then_leave(texts, options):
+            encoded = encode(texts, options)
+            loop.call_soon_threadsafe(gone.set)  # the client leaves as its texts are tokenized
+            return encoded
+
+        service.classifier.encode = encode_then_leave
+
+        async def receive():
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        submit = service.batcher.submit
+
+        def recording_submit(encoded):
+            computed.append(len(encoded))
+            return submit(encoded)
+
+        service.batcher.submit = recording_submit
+        with pytest.raises(ClientDisconnectedError):
+            await service.label(["走" + "很好" * INLINE_TOKENIZE_CHARS], receive)
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), timeout=60))
+    finally:
+        service.stop(timeout=10)
+    assert computed == []  # never submitted to the batcher

@@ -69,6 +69,7 @@ DOCUMENTATION_PATHS = API_DOCS_PATHS | {"/openapi.json"}
 SETTINGS_ENVIRONMENT_VARIABLE = "STRUCTSENT_SERVER_SETTINGS"  # read by worker processes only
 MAX_WAIT_MS_LIMIT = 60_000  # a merge window of a minute already delays every lone request by a minute
 INLINE_TOKENIZE_CHARS = 512  # a request this small, of known characters, is tokenized on the event loop
+LEAVING_READ_S = 0.002  # after the tokenizer thread: time for the event loop to read a client's leaving
 
 
 # -- settings and errors ----------------------------------------------------------------------
@@ -271,21 +272,25 @@ class SentimentService:
                 f"queue full: {len(texts)} more texts would exceed max_queue={self.settings.max_queue}",
                 limit_value=self.settings.max_queue,
             )
-        encoded = await self._encode(classifier, texts, truncation, receive)
-        future = asyncio.wrap_future(batcher.submit(encoded))
-        results = await _unless_disconnected(future, receive)
+        with ClientWatch(receive) as client:
+            encoded = await self._encode(classifier, texts, truncation, client)
+            client.raise_if_gone()  # a batch that starts cannot be taken back: not for a client that left
+            future = asyncio.wrap_future(batcher.submit(encoded))
+            results = await client.unless_gone(future)
         self.metrics.observe_texts(len(results), sum(1 for r in results if r.error is not None))
         return results
 
     async def _encode(self, classifier: Classifier, texts: list[str], truncation: Truncation | None,
-                      receive: Receive | None = None) -> list:
+                      client: ClientWatch) -> list:
         """Small requests of characters met before are tokenized on the event loop: handing them to
         the tokenizer thread costs more CPU than tokenizing them (~0.2 ms a request, measured).
         Larger ones, and any holding a never-seen character (learning one costs ~0.1 ms: 2,000 of
         them held the loop for 0.1-0.2 s), go to the thread, so the loop keeps answering others.
         A client that leaves while its request waits for the thread has it dropped untokenized
         (large requests of clients that had left were tokenized one after the other, and live
-        requests waited behind them)."""
+        requests waited behind them). The tokenizer thread holds the interpreter most of the time:
+        a client's leaving may be read only once it is done, so the loop is given a moment to
+        read it before the texts go to the model."""
         options = classifier.encoding_options()
         if truncation is not None:
             policy = LongTextPolicy.TRUNCATE if truncation.cut else options.long_text
@@ -296,9 +301,11 @@ class SentimentService:
         self._texts_to_tokenize += len(texts)
         try:
             job = loop.run_in_executor(self._tokenizer_pool, classifier.encode, texts, options)
-            return await _unless_disconnected(job, receive)  # cancelled: taken off the thread's queue
+            encoded = await client.unless_gone(job)  # cancelled: taken off the thread's queue
         finally:
             self._texts_to_tokenize -= len(texts)
+        await asyncio.sleep(LEAVING_READ_S)
+        return encoded
 
     def info(self) -> dict:
         s = self.settings
@@ -345,22 +352,46 @@ def check_limits(texts: list[str], settings: ServerSettings) -> None:
             )
 
 
-async def _unless_disconnected(future: asyncio.Future, receive: Receive | None):
-    """The future's result, unless the client disconnects first: then the work is cancelled."""
-    if receive is None:
-        return await future
-    watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
-    # The client leaving cancels the future, which reaches the batcher: the request is dropped
-    # before computing. (A callback, not asyncio.wait: it costs the event loop less per request.)
-    watcher.add_done_callback(lambda _: future.cancel())
-    try:
-        return await future
-    except asyncio.CancelledError:
-        if watcher.done() and not watcher.cancelled():
-            raise ClientDisconnectedError("the client disconnected") from None
-        raise
-    finally:
-        watcher.cancel()
+class ClientWatch:
+    """Whether the client of a request has left, from its ``receive`` (None: never known to leave).
+
+    The client leaving cancels the future a request waits on (the tokenizer thread's job, the
+    batcher's), which drops work not yet started. (A callback, not asyncio.wait: it costs the event
+    loop less per request.)"""
+
+    def __init__(self, receive: Receive | None) -> None:
+        self._watcher = None if receive is None else asyncio.ensure_future(_wait_for_disconnect(receive))
+
+    def __enter__(self) -> "ClientWatch":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+    @property
+    def gone(self) -> bool:
+        return self._watcher is not None and self._watcher.done() and not self._watcher.cancelled()
+
+    def raise_if_gone(self) -> None:
+        if self.gone:
+            raise ClientDisconnectedError("the client disconnected")
+
+    async def unless_gone(self, future: asyncio.Future):
+        """The future's result, unless the client leaves first: then the work is cancelled."""
+        if self._watcher is None:
+            return await future
+        self.raise_if_gone()
+        cancel = lambda _: future.cancel()  # noqa: E731
+        self._watcher.add_done_callback(cancel)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if self.gone:
+                raise ClientDisconnectedError("the client disconnected") from None
+            raise
+        finally:
+            self._watcher.remove_done_callback(cancel)
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:
