@@ -98,7 +98,8 @@ def test_freezing_takes_live_objects_out_of_collections_and_later_cycles_are_sti
     loaded = [Node() for _ in range(3)]
     assert _tracked(loaded)
     frozen = freeze_startup_objects()
-    assert frozen >= len(loaded) and gc.get_freeze_count() == frozen
+    # (Not equal: an object frozen here may be freed at once by another thread of the test process.)
+    assert frozen >= len(loaded) and 0 < gc.get_freeze_count() <= frozen
     assert not _tracked(loaded) and not _tracked(loaded[0])
     cycle = Node()
     cycle.other = Node()
