@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +139,7 @@ def fixed_batches(setup: Setup) -> LabelFn:
 def transformers_pipeline(setup: Setup) -> LabelFn:
     """``transformers.pipeline("text-classification", batch_size=32)`` on the same weights."""
     from ..errors import require
+    from ..models import load_checkpoint
 
     transformers = require("transformers", "bench")
     torch = require("torch", "bench")
@@ -148,8 +149,9 @@ def transformers_pipeline(setup: Setup) -> LabelFn:
         "text-classification", model=str(setup.model_dir), tokenizer=str(setup.model_dir),
         device=setup.device if setup.on_gpu else "cpu", batch_size=PIPELINE_BATCH,
     )
-    lengths_of = _token_lengths(setup.model_dir)
-    labels = _labels_by_pipeline_name(pipe.model.config, setup.model_dir)
+    checkpoint = load_checkpoint(setup.model_dir)  # read once: its tokenizer and its labels
+    lengths_of = _token_lengths(checkpoint.tokenizer)
+    labels = _labels_by_pipeline_name(pipe.model.config, checkpoint.labels)
     max_length = min(512, pipe.model.config.max_position_embeddings)  # a model of fewer positions: its own
 
     def label(texts: list[str]) -> Outcome:
@@ -164,21 +166,14 @@ def transformers_pipeline(setup: Setup) -> LabelFn:
     return label
 
 
-def _labels_by_pipeline_name(config, model_dir: Path) -> dict[str, str]:
+def _labels_by_pipeline_name(config, ours: Sequence[str]) -> dict[str, str]:
     """The pipeline's label name -> structsent's for the same class index: where structsent names
     classes otherwise (label_mapping.json, the 负面/正面 of a StructBERT config without id2label)
     the pipeline says LABEL_0 / LABEL_1, and comparing names read 0% agreement for equal predictions."""
-    from ..models import load_checkpoint
-
-    ours = load_checkpoint(model_dir).labels
     return {str(config.id2label[index]): ours[index] for index in range(len(ours))}
 
 
-def _token_lengths(model_dir: Path) -> Callable[[list[str]], list[int]]:
-    from ..models import load_checkpoint
-
-    tokenizer = load_checkpoint(model_dir).tokenizer
-
+def _token_lengths(tokenizer) -> Callable[[list[str]], list[int]]:
     def lengths(texts: list[str]) -> list[int]:
         return [len(e.sequences[0]) if e.sequences else 0 for e in tokenizer.encode(texts)]
 
