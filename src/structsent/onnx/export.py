@@ -221,9 +221,16 @@ def _move_files_into(staging: Path, target: Path) -> None:
     if any(entry != staging for entry in target.iterdir()):
         raise ConfigError(f"export output {target}: files were put in it while the export ran; nothing was "
                           "replaced and the export was discarded")
+    _move_export_files(staging, target)
+
+
+def _move_export_files(staging: Path, target: Path) -> None:
+    """Move an export's files from ``staging`` into ``target``, config.json last (the file that makes
+    a directory an export): an interrupted move is never read as a whole export. A rename where
+    both are on one file system, else a copy."""
     names = sorted((entry.name for entry in staging.iterdir()), key=lambda name: name == "config.json")
     for name in names:
-        (staging / name).rename(target / name)
+        shutil.move(str(staging / name), str(target / name))
 
 
 def _move_into_place(staging: Path, target: Path, *, overwrite: bool) -> None:
@@ -275,9 +282,7 @@ def _replace_files_in(target: Path, staging: Path) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
-    names = sorted((entry.name for entry in staging.iterdir()), key=lambda name: name == "config.json")
-    for name in names:
-        shutil.move(str(staging / name), str(target / name))  # a copy across file systems
+    _move_export_files(staging, target)  # a copy across file systems (a mount point)
 
 
 def _export_into(checkpoint, out_dir: Path, final_dir: Path, options: ExportOptions,
