@@ -882,3 +882,25 @@ def test_cli_engine_ray_reads_and_writes_directories_whose_names_hold_uri_charac
         else:
             rows = [json.loads(line) for path in sorted(output.iterdir()) for line in path.read_text("utf-8").splitlines()]
         assert sorted(row["id"] for row in rows) == [0, 1, 2] and all(row["label"] for row in rows)
+
+
+@pytest.mark.parametrize("name, content", [("a.jsonl", ""), ("a.jsonl", "\n\n"), ("a.csv", "id,text\n")])
+def test_cli_engine_ray_on_an_input_of_no_rows_leaves_an_empty_output_as_the_local_job_does(ray_address, tmp_path,
+                                                                                             name, content):
+    """Ray keeps no columns for an input of no rows: a header-only CSV and an empty JSON Lines file
+    were "no column 'text'; columns are: ." (exit 2), where the local job writes an empty output."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / name).write_text(content, encoding="utf-8")
+    proc = ray_label(ray_address, tmp_path / "in", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    assert (tmp_path / "out").is_dir() and list((tmp_path / "out").iterdir()) == []
+    local = run_cli(tmp_path / "in" / name, "-o", tmp_path / "local.jsonl", "--model", "default", "--quiet")
+    assert local.returncode == 0 and (tmp_path / "local.jsonl").read_bytes() == b""
+
+
+def test_cli_engine_ray_on_a_parquet_file_of_no_rows_makes_its_output_directory(ray_address, tmp_path):
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), tmp_path / "in" / "a.parquet")
+    proc = ray_label(ray_address, tmp_path / "in", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    assert (tmp_path / "out").is_dir() and list((tmp_path / "out").iterdir()) == []

@@ -592,6 +592,9 @@ def run_label_job(spec: RayLabelSpec) -> None:
         _configure_this_job(quiet=spec.quiet)
         with typed_errors():  # the schema is read here: a file that cannot be read fails here
             ds = read_dataset(source, exact_json=output_format is not Format.PARQUET)
+            if _holds_no_rows(ds):
+                _write_no_rows(spec, output, started)
+                return
             keep = None if spec.id_column is None else [spec.id_column]
             text_column = resolve_text_column(_column_names(ds), spec.text_column, spec.input)
             labelled = label_dataset(ds, model=spec.model, config=spec.config, text_column=text_column,
@@ -601,9 +604,32 @@ def run_label_job(spec: RayLabelSpec) -> None:
         # Every check passed: only now may --overwrite remove what the directory held.
         prepare_output_directory(spec.output, overwrite=spec.overwrite)
         _write_all_or_nothing(labelled, output, output_format, spec.output)
+        _make_directory(output)  # Ray writes no file, and so no directory, for a dataset of no rows
     if not spec.quiet:
         print(f"labelled {len(source.files) or len(source.paths)} file(s) into {output} ({output_format.value}) "
               f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+
+
+def _holds_no_rows(ds: "ray.data.Dataset") -> bool:
+    """Whether the input has no rows at all. Ray keeps no columns for such an input (a header-only
+    CSV, an empty JSON Lines file), so the text column cannot be looked for: the local job's answer
+    to it, an empty output, is given instead of a "no column" error."""
+    return not _column_names(ds) and ds.count() == 0
+
+
+def _write_no_rows(spec: "RayLabelSpec", output: str, started: float) -> None:
+    prepare_output_directory(spec.output, overwrite=spec.overwrite)
+    _make_directory(output)
+    if not spec.quiet:
+        print(f"the input has no rows: no files written to {output} "
+              f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+
+
+def _make_directory(uri: str) -> None:
+    import pyarrow.fs as pa_fs
+
+    filesystem, path = pa_fs.FileSystem.from_uri(uri)
+    filesystem.create_dir(path, recursive=True)
 
 
 def _write_all_or_nothing(labelled: "ray.data.Dataset", output: str, output_format: Format, named: str) -> None:
