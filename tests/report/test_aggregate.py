@@ -125,6 +125,14 @@ def test_group_values_that_are_not_strings_are_named_as_json():
                      by="d").breakdown.groups[0].name == "2024-01-02"  # a Parquet date: no JSON quotes
 
 
+def test_a_number_and_a_text_of_the_same_name_are_two_groups_the_text_quoted():
+    """JSON Lines may hold 1 and "1" in one column: they were one group "1" of both rows' counts."""
+    values = [1, "1", "1", True, "true", "x"]
+    rows = [LabelledRow(n, LABELS[n % 2], 0.9, None, "", values[n % len(values)]) for n in range(60)]
+    groups = {g.name: g.tally.rows for g in aggregate(rows, by="v").breakdown.groups}
+    assert groups == {"1": 10, '"1"': 20, "true": 10, '"true"': 10, "x": 10}
+
+
 def test_mostly_not_dates_is_grouped_by_value():
     rows = [LabelledRow(n, "正面", 0.9, None, "", "2024-01-01" if n < 90 else "soon") for n in range(1, 101)]
     assert aggregate(rows, by="d").breakdown.period is None

@@ -194,6 +194,16 @@ def group_name(value: object) -> str:
     return name[:200].strip()
 
 
+def is_text(value: object) -> bool:
+    """Whether a --by value is a text (or none): JSON Lines may hold 1 and "1" in one column."""
+    return value is None or isinstance(value, (str, bytes))
+
+
+def _shown_name(name: str, text: bool, shared: bool) -> str:
+    """A group's name; a text that another kind of value shares its name with is quoted, as JSON writes it."""
+    return json.dumps(name, ensure_ascii=False) if text and shared and name != EMPTY else name
+
+
 class ReportAggregator:
     """Feed every row to ``add``, in file order; ``result`` gives the Report."""
 
@@ -209,7 +219,7 @@ class ReportAggregator:
         self._kinds: Counter = Counter()
         self._other_kind_rows = 0
         self._flagged: list[LabelledRow] = []
-        self._groups: dict[str, Tally] = {}
+        self._groups: dict[tuple[str, bool], Tally] = {}  # by (name, whether the value is a text)
         self._untracked = Tally()
         self._days: dict[int, Tally] = {}
         self._undated = Tally()
@@ -263,10 +273,11 @@ class ReportAggregator:
     # -- groups -----------------------------------------------------------------------------------
     def _add_group(self, row: LabelledRow) -> None:
         name = group_name(row.group)
-        tally = self._groups.get(name)
+        key = (name, is_text(row.group))
+        tally = self._groups.get(key)
         if tally is None:
             if len(self._groups) < self.options.tracked_groups:
-                tally = self._groups[name] = Tally()
+                tally = self._groups[key] = Tally()
             else:
                 tally = self._untracked
         tally.add(row)
@@ -325,7 +336,9 @@ class ReportAggregator:
     def _value_breakdown(self, by: str) -> Breakdown:
         ranked = sorted(self._groups.items(), key=lambda item: (-item[1].rows, item[0]))
         shown, rest = ranked[: self.options.max_groups], ranked[self.options.max_groups:]
-        groups = [GroupRow(name, tally, "empty" if name == EMPTY else "value") for name, tally in shown]
+        names = Counter(name for name, _ in self._groups)
+        groups = [GroupRow(_shown_name(name, text, names[name] > 1), tally, "empty" if name == EMPTY else "value")
+                  for (name, text), tally in shown]
         other = Tally()
         for _, tally in rest:
             other.merge(tally)
