@@ -189,6 +189,26 @@ def test_an_empty_csv_among_the_inputs_is_a_one_line_error_before_starting_ray(t
     assert b"a.csv: empty file (no header row)" in proc.stderr and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_a_job_on_an_output_directory_another_job_is_writing_is_refused_and_touches_nothing(tmp_path, parquet_dir,
+                                                                                          overwrite):
+    """Two jobs on one output directory at once left both jobs' files in it: every row twice (and an
+    --overwrite job emptied the other's files while it wrote). The lock is the one a job holds."""
+    from structsent.ray import output_directory_lock
+
+    (tmp_path / "out").mkdir()  # the other job has written nothing yet, or (--overwrite) a part
+    written = ["part.parquet"] if overwrite else []
+    for name in written:
+        (tmp_path / "out" / name).write_bytes(b"the other job's rows")
+    with output_directory_lock(str(tmp_path / "out")):
+        proc = run_cli("--engine", "ray", parquet_dir, "-o", tmp_path / "out", *overwrite)
+    message = proc.stderr.decode()
+    assert proc.returncode == 2 and message.count("\n") == 1, message
+    assert f"another structsent label job (PID {os.getpid()}) is writing this output" in message
+    assert [p.name for p in (tmp_path / "out").iterdir()] == written
+    assert not (tmp_path / "out.lock").exists()  # the holder removes it as it lets go
+
+
 @pytest.mark.parametrize("where", ["the input directory", "inside the input directory", "holding an input glob"])
 def test_cli_refuses_an_output_that_overlaps_the_input_and_deletes_nothing(tmp_path, reviews_table, where):
     source = tmp_path / "in"

@@ -12,6 +12,7 @@ per label, ``error``. Ray is imported only inside this module.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import os
@@ -19,11 +20,13 @@ import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import EngineConfig
-from .errors import BadInputError, ConfigError, StructsentError, require
+from .errors import BadInputError, ConfigError, OutputWriteError, StructsentError, require
 from .io.formats import Format, detect_format, suffixes_of
+from .io.lock import OutputLock
 from .io.readers import resolve_text_column, text_of_binary
 from .io.writers import added_columns, cell_or_null, check_no_collision, prediction_types, prediction_values
 from .pipeline import freeze_startup_objects
@@ -584,7 +587,30 @@ def run_label_job(spec: RayLabelSpec) -> None:
     source = resolve_input(spec.input, spec.input_format)
     output_format = _ray_output_format(spec.output_format)
     check_output_apart_from_input(source, spec.output)
-    output = check_output_directory(spec.output, overwrite=spec.overwrite)
+    check_output_directory(spec.output, overwrite=spec.overwrite)
+    with output_directory_lock(spec.output):
+        _run_locked_label_job(spec, source, output_format)
+
+
+def output_directory_lock(output: str) -> contextlib.AbstractContextManager:
+    """The output directory's lock, held from its checks to the end of the write: two jobs writing
+    one directory at once left the rows of both in it (every row twice), and an ``--overwrite`` job
+    emptied another's files while it wrote. ``OUT.lock`` beside the directory, as the local job locks
+    its output file (so a local job and a Ray job on one name exclude each other too); a remote URI
+    is not locked."""
+    if "://" in output:
+        return contextlib.nullcontext()
+    directory = os.path.abspath(output)
+    try:
+        os.makedirs(os.path.dirname(directory), exist_ok=True)
+    except OSError as err:
+        raise OutputWriteError(f"{output}: cannot make its parent directory: {err.strerror or err}") from err
+    return OutputLock(Path(directory + ".lock"), output, job="structsent label job",
+                      then="wait for it to finish, or write to another directory")
+
+
+def _run_locked_label_job(spec: "RayLabelSpec", source: "InputFiles", output_format: Format) -> None:
+    output = check_output_directory(spec.output, overwrite=spec.overwrite)  # again: the lock holder may have written
     if not (spec.ray_address or "").startswith("ray://"):  # through Ray Client the model may live only on the cluster
         check_model_here(spec.model)
     started = time.perf_counter()

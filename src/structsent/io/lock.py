@@ -29,9 +29,12 @@ class OutputLock:
     False
     """
 
-    def __init__(self, path: Path, output: str) -> None:
+    def __init__(self, path: Path, output: str, *, then: str = "wait for it to finish, or stop it and pass --resume",
+                 job: str = "structsent label job") -> None:
         self.path = Path(path)
         self.output = output
+        self.then = then  # what the refused job may do
+        self.job = job
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -52,10 +55,7 @@ class OutputLock:
                 if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise
                 who = f"PID {holder}" if holder else "another process"
-                raise JobLockedError(
-                    f"{self.output}: another structsent label job ({who}) is writing this output; "
-                    f"wait for it to finish, or stop it and pass --resume"
-                ) from None
+                raise JobLockedError(f"{self.output}: another {self.job} ({who}) is writing this output; {self.then}") from None
             if _same_file(fd, self.path):
                 break
             os.close(fd)  # the holder removed the file between our open and flock: take the new one
