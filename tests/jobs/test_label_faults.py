@@ -410,6 +410,84 @@ def test_a_report_by_column_the_output_will_not_have_is_refused_before_the_job(t
     assert not out.exists() and not (tmp_path / "r.html").exists()  # refused before the job began
 
 
+@pytest.mark.parametrize(("where", "message"), [
+    ("-o loop", "loop.csv: a loop of symbolic links"),
+    ("--report loop", "loop.html: a loop of symbolic links"),
+    ("--report through a file", "a part of the path is a file, not a directory"),
+])
+def test_a_path_that_cannot_be_looked_at_is_a_one_line_error_before_the_job(tmp_path, hf_model_dir, where, message):
+    """Tracebacks (OSError: Too many levels of symbolic links, RuntimeError: Symlink loop,
+    NotADirectoryError), exit 1."""
+    source, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    write_csv(source, [(1, "好评")])
+    (tmp_path / "loop.csv").symlink_to("loop.csv")
+    (tmp_path / "loop.html").symlink_to("loop.html")
+    flags = {"-o loop": ["-o", tmp_path / "loop.csv"],
+             "--report loop": ["-o", out, "--report", tmp_path / "loop.html"],
+             "--report through a file": ["-o", out, "--report", tmp_path / "notes.txt" / "r.html"]}[where]
+    (tmp_path / "notes.txt").write_text("a regular file", encoding="utf-8")
+    proc = run_cli("label", source, *flags, *model_args(hf_model_dir), check=False)
+    assert message in one_line_error(proc, 2)
+    assert not out.exists()
+
+
+def test_a_report_directory_that_cannot_be_written_is_refused_before_the_job(tmp_path, hf_model_dir):
+    """Only its existence was checked: the whole job ran, then "cannot write (Operation not permitted)"."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    if os.geteuid() != 0:
+        locked.chmod(0o500)
+    elif subprocess.run(["chattr", "+i", locked], capture_output=True).returncode != 0:
+        pytest.skip("root writes any directory, and chattr +i is not available here")
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("this user can write a read-only directory")
+        source, out = tmp_path / "in.csv", tmp_path / "out.csv"
+        write_csv(source, [(1, "好评")])
+        proc = run_cli("label", source, "-o", out, "--report", locked / "r.html", *model_args(hf_model_dir),
+                       check=False)
+        assert "is not writable" in one_line_error(proc, 2) and not out.exists()
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", locked], capture_output=True)
+        locked.chmod(0o700)
+
+
+def label_through_a_pipe(source, out, *flags, hf_model_dir):
+    """`structsent label <(cat SOURCE) ...`: the input is a pipe the shell names /dev/fd/N."""
+    command = [PYTHON, "-m", "structsent", "label", f"<(cat {source})", "-o", str(out), *flags,
+               *model_args(hf_model_dir)]
+    return subprocess.run(["bash", "-c", " ".join(map(str, command))], capture_output=True, timeout=120)
+
+
+def test_a_csv_read_through_a_pipe_with_report_by_loses_no_row(tmp_path, hf_model_dir):
+    """The --report-by check read the input's header first: from a pipe, that took its first 64 KB
+    from the job, which then began mid-stream (a data row as the header, 263 of 3,000 rows gone, exit 0)."""
+    source, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    write_csv(source, [(i, f"第{i}条评论，很好") for i in range(3000)])
+    proc = label_through_a_pipe(source, out, "--format", "csv", "--report", tmp_path / "r.html",
+                                "--report-by", "label", hf_model_dir=hf_model_dir)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    with open(out, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["id"], r["text"]) for r in rows] == [(str(i), f"第{i}条评论，很好") for i in range(3000)]
+    assert (tmp_path / "r.html").stat().st_size > 0
+
+
+def test_json_lines_read_through_a_pipe_whose_first_chunk_holds_no_good_row_loses_no_row(tmp_path, hf_model_dir):
+    """The job read the input again to learn the output's fields: from a pipe, that took ~100 rows
+    from the job (and cut one in half), exit 0."""
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text("{broken\n" + "".join(json.dumps({"id": i, "text": f"第{i}条评论"}, ensure_ascii=False) + "\n"
+                                            for i in range(3000)), encoding="utf-8")
+    proc = label_through_a_pipe(source, out, "--format", "jsonl", "--on-bad-row", "flag", "--chunk-rows", "1",
+                                hf_model_dir=hf_model_dir)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    rows = read_jsonl_bytes(out.read_bytes())
+    assert len(rows) == 3001 and rows[0]["error"] and all(r["error"] is None for r in rows[1:])
+    assert [(r["id"], r["text"]) for r in rows[1:]] == [(i, f"第{i}条评论") for i in range(3000)]
+
+
 def test_a_disk_too_full_for_the_job_s_lock_is_a_one_line_error(tmp_path, hf_model_dir):
     """The PID written into the lock failed with ENOSPC: a traceback, and a lock file left."""
     source = tmp_path / "in.csv"

@@ -26,12 +26,16 @@ def test_writes_the_page_and_says_so(tmp_path, labelled_csv):
 
 
 @pytest.mark.parametrize("case", ["no label columns", "missing file", "existing output", "output is input", "bad flag value",
-                                  "empty output path", "a device", "inside the input directory"])
+                                  "empty output path", "a device", "inside the input directory", "a loop as output",
+                                  "a loop as input", "through a file", "a pipe as input"])
 def test_bad_input_is_exit_2_with_one_line(tmp_path, labelled_csv, case):
     plain = tmp_path / "plain.csv"
     plain.write_text("id,text\n1,好评\n", encoding="utf-8")
     taken = tmp_path / "taken.html"
     taken.write_text("keep me", encoding="utf-8")
+    (tmp_path / "loop.html").symlink_to("loop.html")
+    (tmp_path / "loop.csv").symlink_to("loop.csv")
+    os.mkfifo(tmp_path / "fifo.csv")  # no one writes it: opening it to read would wait for ever
     args, expected = {
         "no label columns": ([plain, "-o", tmp_path / "r.html"], "no label columns"),
         "missing file": ([tmp_path / "absent.csv", "-o", tmp_path / "r.html"], "absent.csv: no such file"),
@@ -42,6 +46,12 @@ def test_bad_input_is_exit_2_with_one_line(tmp_path, labelled_csv, case):
         "empty output path": ([labelled_csv, "-o", ""], "the report's path is empty"),
         "a device": ([labelled_csv, "-o", "/dev/null", "--overwrite"], "is a character device; name a regular file to write\n"),
         "inside the input directory": ([tmp_path, "-o", tmp_path / "r.html"], "where it would be read as part of it"),
+        # the next three were tracebacks (RuntimeError: Symlink loop, NotADirectoryError), exit 1
+        "a loop as output": ([labelled_csv, "-o", tmp_path / "loop.html"], "loop.html: a loop of symbolic links"),
+        "a loop as input": ([tmp_path / "loop.csv", "-o", tmp_path / "r.html"], "loop.csv: a loop of symbolic links"),
+        "through a file": ([labelled_csv, "-o", tmp_path / "plain.csv" / "r.html"], "is a file, not a directory"),
+        # read twice (its header, then its rows): a pipe lost its head to the first read, a named pipe hung
+        "a pipe as input": ([tmp_path / "fifo.csv", "-o", tmp_path / "r.html"], "save it to a file first"),
     }[case]
     proc = report_cli(*args)
     assert proc.returncode == 2

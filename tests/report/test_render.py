@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 
 import pytest
 
+from structsent.errors import BadInputError
 from structsent.pages import FONTS
 from structsent.report import write_report
 
@@ -141,3 +142,18 @@ def test_control_characters_from_the_file_never_reach_the_page(tmp_path):
     page = out.read_text(encoding="utf-8")
     assert not any(ch in page for ch in "\x00\x01\x1b\x7f\x85")
     assert "坏\ufffd了\ufffd\ufffd\ufffd\ufffd0" in page
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, OSError(28, "No space left on device")])
+def test_a_page_stopped_while_it_is_written_leaves_no_temporary_file(tmp_path, monkeypatch, stop):
+    """Only an OSError removed the temporary page: SIGTERM (raised as an interrupt) during the sync
+    left .report.html.PID.tmp beside the report."""
+    import structsent.report as report
+
+    def failing_fsync(fd):
+        raise stop
+
+    monkeypatch.setattr(report.os, "fsync", failing_fsync)
+    with pytest.raises((KeyboardInterrupt, BadInputError)):
+        report._write_atomically(tmp_path / "report.html", b"<html></html>")
+    assert list(tmp_path.iterdir()) == []

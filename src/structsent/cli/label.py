@@ -135,7 +135,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"interrupted after {summary.rows:,} rows; {_how_to_finish(spec)}", file=sys.stderr)
         return 128 + interrupt.signum if interrupt.signum else EXIT_INTERRUPTED
     if args.report is not None:
-        _write_report(args, spec, summary, classifier)
+        from .signals import sigterm_as_interrupt
+
+        with sigterm_as_interrupt():  # the page's temporary file is removed (exit 143)
+            _write_report(args, spec, summary, classifier)
     return 0
 
 
@@ -168,11 +171,12 @@ def _check_report_by(column: str | None, spec, labels) -> None:
     """A --report-by column the output will not have, refused before the job (not after all the
     labelling). Where the columns are known from the input's header: CSV, TSV and Parquet files."""
     from ..errors import BadInputError
+    from ..io.paths import read_only_once
     from ..io.readers import open_reader
     from ..io.writers import added_columns
 
-    if column is None or spec.input == "-" or spec.input_format not in (Format.CSV, Format.TSV, Format.PARQUET):
-        return
+    if column is None or read_only_once(spec.input) or spec.input_format not in (Format.CSV, Format.TSV, Format.PARQUET):
+        return  # a pipe's header is read by the job alone: reading it here took those bytes from the job
     reader = open_reader(spec.input, spec.input_format, text_column=spec.text_column, on_bad_row="flag")
     try:
         kept = reader.columns if spec.id_column is None else [spec.id_column]

@@ -29,7 +29,7 @@ from ..errors import BadInputError, JobFilesChangedError, OutputWriteError
 from ..io.formats import Format
 from ..io.lock import OutputLock
 from ..io.manifest import InputLedger, Manifest, input_fingerprint, model_fingerprint, same_input
-from ..io.paths import check_output_is_a_file, check_work_path
+from ..io.paths import check_output_is_a_file, check_work_path, read_only_once
 from ..io.readers import InputRow, RowReader, first_json_fields, open_reader
 from ..io.writers import ChunkEncoder, merge_parquet_parts, write_parquet_part
 from ..pipeline import BackgroundWorker, Prefetch, quick_gil_handoff
@@ -574,8 +574,8 @@ class LabelJob:
     def _fields_further_on(self, reader: RowReader, chunk: list[InputRow]) -> list[str]:
         """JSON Lines whose first chunk holds no row read without error: the fields of the first
         such row further on (else of the first row with fields), so that the output does not
-        depend on --chunk-rows. Standard input cannot be read twice: its first chunk decides."""
-        if self.spec.input == "-":
+        depend on --chunk-rows. Standard input or a pipe cannot be read twice: its first chunk decides."""
+        if read_only_once(self.spec.input):
             return next((list(r.values) for r in chunk if r.values), None) or [reader.text_column]
         return first_json_fields(self.spec.input, reader.text_column) or [reader.text_column]
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import BadInputError
-from ..io.paths import check_output_is_a_file
+from ..io.paths import check_output_is_a_file, path_problem
 from .aggregate import Period, Report, ReportAggregator, ReportOptions
 
 __all__ = ["ReportSummary", "build_report", "job_summary_path", "write_report"]
@@ -90,6 +90,23 @@ def check_report_path(path_out: str, *, keep: dict[str, str], overwrite: bool) -
     into a directory that exists. Checked before anything runs (``label --report`` too)."""
     if not path_out.strip():
         raise BadInputError("the report's path is empty: name the HTML file to write (-o report.html)")
+    for path in keep:
+        _resolved(path)  # a kept path that cannot be looked at is named as itself, not as the report
+    _resolved(path_out)
+    try:
+        _check_report_target(path_out, keep, overwrite)
+    except (OSError, RuntimeError) as err:  # a loop of links, a name through a regular file
+        raise BadInputError(f"{path_out}: {path_problem(err)}") from None
+
+
+def _resolved(path: str) -> Path:
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError) as err:
+        raise BadInputError(f"{path}: {path_problem(err)}") from None
+
+
+def _check_report_target(path_out: str, keep: dict[str, str], overwrite: bool) -> None:
     target = Path(path_out)
     for path, what in keep.items():
         if path == "-":
@@ -109,6 +126,8 @@ def check_report_path(path_out: str, *, keep: dict[str, str], overwrite: bool) -
     directory = target.resolve().parent
     if not directory.is_dir():
         raise BadInputError(f"{path_out}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK):  # found here, not after the whole label job
+        raise BadInputError(f"{path_out}: directory {directory} is not writable")
 
 
 def _write_atomically(target: Path, data: bytes) -> None:
@@ -119,6 +138,8 @@ def _write_atomically(target: Path, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         tmp.replace(target)
-    except OSError as err:
+    except BaseException as err:  # Ctrl-C and SIGTERM too: no half-written page is left beside the report
         tmp.unlink(missing_ok=True)
-        raise BadInputError(f"{target}: cannot write ({err.strerror or err})") from err
+        if isinstance(err, OSError):
+            raise BadInputError(f"{target}: cannot write ({err.strerror or err})") from err
+        raise

@@ -18,12 +18,14 @@ import dataclasses
 import itertools
 import json
 import math
+import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import SupportsFloat, SupportsIndex
 
 from ..errors import BadInputError
 from ..io.formats import Format, detect_format
+from ..io.paths import mode_of
 from ..io.readers import CSV_FIELD_LIMIT, ParquetReader, open_reader
 from .aggregate import LabelledRow
 
@@ -132,11 +134,16 @@ def open_labelled(path: str, *, fmt: str = "auto", prefix: str | None = None, te
 
 
 def _check_readable(path: str) -> None:
-    file = Path(path)
-    if not file.exists():
+    """A regular file: the report reads its input more than once (its header, then its rows), so a
+    pipe would lose its head to the first read (or block on a named pipe no one writes)."""
+    mode = mode_of(Path(path))
+    if mode is None:
         raise BadInputError(f"{path}: no such file")
-    if file.is_dir():
+    if stat.S_ISDIR(mode):
         raise BadInputError(f"{path}: is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        raise BadInputError(f"{path}: is not a regular file (a pipe or a device); the report reads its input "
+                            "more than once: save it to a file first")
 
 
 def _header(path: str, fmt: Format) -> list[str]:
