@@ -331,18 +331,42 @@ class SentimentService:
         return info
 
 
+def _check_text_count(count: int, settings: ServerSettings) -> None:
+    if count > settings.max_texts:
+        raise LimitExceededError(
+            f"{count} texts in one request; the limit is max_texts={settings.max_texts}",
+            limit="max_texts",
+            limit_value=settings.max_texts,
+        )
+
+
+MAX_BODY_FIELDS = 32  # fields of a request's JSON object; the routes take at most five
+
+
+def check_request_json(value: Any, settings: ServerSettings) -> None:
+    """Bounds checked on a request's JSON before the route's model validates it: validation makes
+    one error per bad item, so a 1 MB list of 500,000 numbers (or an object of 90,000 unknown
+    fields) held the event loop for seconds, every client and /health with it, and grew the
+    process by half a GB. A list of texts over max_texts is the 413 it would get once valid."""
+    if not isinstance(value, dict):
+        return
+    for field in ("texts", "inputs"):
+        items = value.get(field)
+        if isinstance(items, list):
+            _check_text_count(len(items), settings)
+    if len(value) > MAX_BODY_FIELDS:
+        names = ", ".join(repr(name[:40]) for name in list(value)[:5])
+        raise BadInputError(f"body: the object has {len(value):,} fields ({names}, ...); a request has at most "
+                            f"{MAX_BODY_FIELDS}")
+
+
 def tokenize_on_the_loop(classifier: Classifier, texts: list[str]) -> bool:
     """A request cheap and bounded to tokenize: few characters, none never seen before."""
     return sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS and classifier.tokenizer.knows_every_character(texts)
 
 
 def check_limits(texts: list[str], settings: ServerSettings) -> None:
-    if len(texts) > settings.max_texts:
-        raise LimitExceededError(
-            f"{len(texts)} texts in one request; the limit is max_texts={settings.max_texts}",
-            limit="max_texts",
-            limit_value=settings.max_texts,
-        )
+    _check_text_count(len(texts), settings)
     for index, text in enumerate(texts):
         if len(text) > settings.max_text_chars:
             raise LimitExceededError(
@@ -535,13 +559,14 @@ def create_app(settings: ServerSettings, *, service: SentimentService | None = N
     app.router.route_class = JsonBodyRoute
     add_offline_docs(app)
     app.state.service = service
+    app.state.check_request_json = functools.partial(check_request_json, settings=settings)
     _add_error_handlers(app, service)
     _add_routes(app, service)
     _answer_head_where_get(app)
     endpoints = {route.path for route in app.routes if isinstance(route, Route)}
     # add_middleware wraps: the last added runs first.
     app.add_middleware(
-        DirectRoutes, routes=direct_routes(service),
+        DirectRoutes, routes=direct_routes(service), check_json=app.state.check_request_json,
         error_response=functools.partial(typed_error_response, metrics=service.metrics),
     )
     app.add_middleware(
@@ -647,6 +672,8 @@ def _add_error_handlers(app: FastAPI, service: SentimentService) -> None:
 
     @app.exception_handler(HTTPException)
     async def framework_error(request: Request, err: HTTPException) -> Response:
+        if err.status_code == 400 and isinstance(err.__cause__, StructsentError):  # raised reading the body
+            return typed_error_response(err.__cause__, service.metrics)
         if err.status_code == 400 and err.__cause__ is not None:
             # FastAPI could not decode the body (not UTF-8, nested too deeply, a huge number):
             # malformed JSON, answered as the JSON parser's own errors are.
@@ -669,7 +696,9 @@ class JsonBodyRequest(Request):
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            self._json = json_body(await self.body())
+            value = json_body(await self.body())
+            self.app.state.check_request_json(value)  # a StructsentError: answered by its status
+            self._json = value
         return self._json
 
 

@@ -41,11 +41,13 @@ class DirectRoutes:
     """ASGI middleware: answers well-formed JSON POSTs to ``routes`` itself, passes on the rest."""
 
     def __init__(
-        self, app, *, routes: Mapping[str, DirectRoute], error_response: Callable[[StructsentError], Response]
+        self, app, *, routes: Mapping[str, DirectRoute], error_response: Callable[[StructsentError], Response],
+        check_json: Callable[[Any], None] = lambda value: None,
     ) -> None:
         self.app = app
         self.routes = dict(routes)
         self.error_response = error_response
+        self.check_json = check_json  # bounds on the JSON before validation; raises a StructsentError
 
     async def __call__(self, scope, receive, send) -> None:
         route = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
@@ -55,11 +57,11 @@ class DirectRoutes:
         body = await read_body(receive)
         if body is None:  # the client left before its request was whole: nobody to answer
             return
-        parsed = parse_body(route.model, body)
-        if parsed is None:
-            await self.app(scope, replaying(body, receive), send)
-            return
         try:
+            parsed = parse_body(route.model, body, self.check_json)
+            if parsed is None:
+                await self.app(scope, replaying(body, receive), send)
+                return
             response = await route.answer(parsed, receive)
         except StructsentError as err:
             response = self.error_response(err)
@@ -94,13 +96,20 @@ def json_body(body: bytes) -> Any:
     return json_with_unique_keys(body.decode("utf-8-sig"))
 
 
-def parse_body(model: type[BaseModel], body: bytes) -> BaseModel | None:
-    """The body validated as the route's model, or None: the framework then answers."""
+def parse_body(model: type[BaseModel], body: bytes, check_json: Callable[[Any], None] = lambda value: None
+               ) -> BaseModel | None:
+    """The body validated as the route's model, or None: the framework then answers. ``check_json``
+    bounds the JSON before validation (its StructsentError goes to the caller)."""
     if not body:
         return None
     try:
-        return model.model_validate(json_body(body))  # as the framework: the JSON, then the model
-    except (ValueError, RecursionError, ValidationError):  # JSON errors and UnicodeDecodeError are ValueErrors
+        value = json_body(body)
+    except (ValueError, RecursionError):  # JSON errors and UnicodeDecodeError are ValueErrors
+        return None
+    check_json(value)
+    try:
+        return model.model_validate(value)  # as the framework: the JSON, then the model
+    except (ValueError, RecursionError, ValidationError):
         return None
 
 
