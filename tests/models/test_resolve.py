@@ -18,6 +18,15 @@ def test_empty_model_name_is_refused(name, tmp_path, monkeypatch, hf_model_dir):
         load_checkpoint(name)
 
 
+@pytest.mark.parametrize("name, says", [("a" * 300, "File name too long"), ("loop", "Too many levels of symbolic links")])
+def test_a_model_path_that_cannot_be_looked_at_is_model_not_found(name, says, tmp_path, monkeypatch):
+    """A path part over 255 bytes was a bare OSError (a traceback, exit 1, from the command line)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "loop").symlink_to("loop")
+    with pytest.raises(structsent.ModelNotFoundError, match=f"cannot be looked at as a model directory .*{says}"):
+        load_checkpoint(name)
+
+
 @pytest.mark.parametrize("content,reason", [
     (pickle.dumps(print), "UnpicklingError: not a plain PyTorch state dict: Unsupported"),  # torch: 6 lines
     (b"this is not a pickle at all\n" * 10, "pytorch_model.bin: cannot read weights"),

@@ -6,6 +6,7 @@ loaded Checkpoint. The bundled model is an ordinary Hugging Face directory insid
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 from ..errors import ConfigError, ModelFormatError, ModelNotFoundError
@@ -37,9 +38,16 @@ def resolve_directory(name_or_path: str | Path) -> Path:
             )
         return BUNDLED_MODEL_DIR
     path = expanded(Path(name_or_path), "model")
-    if path.is_dir():
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    except OSError as err:  # a name longer than the filesystem allows, a loop of links, no permission
+        raise ModelNotFoundError(f"{str(name_or_path)[:200]}: cannot be looked at as a model directory "
+                                 f"({err.strerror or err})") from None
+    if mode is not None and stat.S_ISDIR(mode):
         return path
-    if path.exists():
+    if mode is not None:
         raise ModelFormatError(f"{path}: expected a model directory, got a file")
     if isinstance(name_or_path, str) and hub.looks_like_hub_id(name_or_path):
         return hub.download(name_or_path)
