@@ -97,7 +97,7 @@ def test_an_output_that_cannot_be_written_is_refused_before_running_or_said_in_o
 
 
 @pytest.mark.parametrize(("variable", "value", "says"), [
-    ("STRUCTSENT_DEVICE", "gpu", "device='gpu': expected one of auto, cpu, cuda, cuda:N"),
+    ("STRUCTSENT_DEVICE", "gpu", "STRUCTSENT_DEVICE='gpu': expected one of auto, cpu, cuda, cuda:N"),
     ("STRUCTSENT_NUM_THREADS", "abc", "STRUCTSENT_NUM_THREADS='abc': expected an integer"),
     ("STRUCTSENT_TOKEN_BUDGET", "-5", "token_budget"),
 ])

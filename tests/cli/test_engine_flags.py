@@ -33,3 +33,25 @@ def test_a_variable_that_does_not_parse_stops_only_commands_that_run_the_engine(
     assert main(["report", str(labelled), "-o", str(tmp_path / "r.html")]) == 0
     assert main(["label", str(labelled), "-o", str(tmp_path / "o.csv")]) == 2
     assert capsys.readouterr().err.strip().endswith("STRUCTSENT_TOKEN_BUDGET='abc': expected an integer")
+
+
+def test_a_choice_variable_with_a_bad_value_is_named_as_the_variable(monkeypatch):
+    """STRUCTSENT_PRECISION=fp64 said "precision='fp64': expected one of ...", as if a flag had been
+    given; the flag overrides the variable as before, and a good value is taken."""
+    import pytest
+
+    from structsent.cli import build_parser
+    from structsent.cli.engine_flags import engine_config
+    from structsent.errors import ConfigError
+
+    for name, value, says in [("PRECISION", "fp64", "expected one of auto, fp32, fp16, bf16, int8"),
+                              ("DEVICE", "gpu", "expected one of auto, cpu, cuda, cuda:N"),
+                              ("LONG_TEXT", "window", "expected one of truncate, windows")]:
+        monkeypatch.setenv(f"STRUCTSENT_{name}", value)
+        with pytest.raises(ConfigError, match=f"^STRUCTSENT_{name}='{value}': {says}$"):
+            engine_config(build_parser().parse_args(["label", "x.txt"]))
+        monkeypatch.delenv(f"STRUCTSENT_{name}")
+    monkeypatch.setenv("STRUCTSENT_PRECISION", "fp64")
+    assert engine_config(build_parser().parse_args(["label", "x.txt", "--precision", "int8"])).precision.value == "int8"
+    monkeypatch.setenv("STRUCTSENT_PRECISION", "int8")
+    assert engine_config(build_parser().parse_args(["label", "x.txt"])).precision.value == "int8"

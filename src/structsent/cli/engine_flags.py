@@ -89,7 +89,18 @@ def _environment_default(field: dataclasses.Field, kind: type):
             return int(raw)
         except ValueError:
             return BadVariable(f"{ENV_PREFIX + field.name.upper()}={raw!r}: expected an integer")
+    try:
+        EngineConfig(**{field.name: raw})  # a choice or a device: its own check, named as the variable
+    except ConfigError as err:
+        return BadVariable(f"{ENV_PREFIX + field.name.upper()}={raw!r}: {_reason(err)}")
     return raw
+
+
+def _reason(err: ConfigError) -> str:
+    """What EngineConfig says is wrong with a value, without its "field='value': " opening."""
+    said = str(err)
+    opening, _, reason = said.partition(": ")
+    return reason if reason and "=" in opening else said
 
 
 def _shown(default) -> str:
