@@ -63,8 +63,11 @@ def test_resume_with_another_window_stride_is_refused(tmp_path, windowed):
     source, output = tmp_path / "in.csv", tmp_path / "out.csv"
     write_reviews(source, long=True)
     first_chunk_only(windowed[16], source, output)
-    with pytest.raises(BadInputError, match="the model or its settings changed"):
+    with pytest.raises(BadInputError, match=r"the model's settings changed \(window-stride was 16, now 40\)"):
         LabelJob(spec(source, output, resume=True), windowed[40]).run()
+    with pytest.raises(BadInputError, match=r"long-text was 'windows', now 'truncate'; window-stride was 16, now None"):
+        LabelJob(spec(source, output, resume=True), structsent.load(windowed[16].checkpoint.directory,
+                                                                    max_length=64)).run()
     LabelJob(spec(source, output, resume=True), windowed[16]).run()  # the same stride resumes
     assert len(output.read_text(encoding="utf-8").splitlines()) == ROWS + 1
 

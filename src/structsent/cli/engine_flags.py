@@ -89,8 +89,9 @@ def _environment_default(field: dataclasses.Field, kind: type):
             return int(raw)
         except ValueError:
             return BadVariable(f"{ENV_PREFIX + field.name.upper()}={raw!r}: expected an integer")
+    value: dict[str, typing.Any] = {field.name: raw}
     try:
-        EngineConfig(**{field.name: raw})  # a choice or a device: its own check, named as the variable
+        EngineConfig(**value)  # a choice or a device: its own check, named as the variable
     except ConfigError as err:
         return BadVariable(f"{ENV_PREFIX + field.name.upper()}={raw!r}: {_reason(err)}")
     return raw

@@ -39,6 +39,9 @@ class Manifest:
     # running CRC-32 of each work file's committed bytes ("output", "parts", "cache", "ledger");
     # None in a manifest written before they were kept: such a job resumes without the check
     checksums: dict | None = None
+    # the settings model_fingerprint hashed, so that a refused resume names the one that changed;
+    # None in a manifest written before they were kept
+    model_settings: dict | None = None
     version: int = MANIFEST_VERSION
 
     @classmethod
@@ -67,7 +70,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "input_fingerprint": (dict,), "model_fingerprint": (str,), "options": (dict,), "header": (list, type(None)),
     "position": (int,), "line": (int,), "rows_done": (int,), "output_bytes": (int,), "parts": (int,),
     "cache_bytes": (int,), "ledger_bytes": (int,), "counts": (dict,), "version": (int,),
-    "checksums": (dict, type(None)),
+    "checksums": (dict, type(None)), "model_settings": (dict, type(None)),
 }
 
 
@@ -128,6 +131,12 @@ def model_fingerprint(directory: Path, engine_info: dict) -> str:
         with open(file, "rb") as handle:
             while chunk := handle.read(1 << 22):
                 digest.update(chunk)
+    digest.update(json.dumps(model_settings(engine_info), sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def model_settings(engine_info: dict) -> dict:
+    """The engine's settings that change a result (and so the model fingerprint)."""
     relevant = {k: engine_info.get(k) for k in ("labels", "backend", "precision", "max_length", "long_text", "pad_multiple")}
     if engine_info.get("long_text") == "windows":  # where the windows begin changes a long text's result
         relevant["window_stride"] = engine_info.get("window_stride")
@@ -135,8 +144,17 @@ def model_fingerprint(directory: Path, engine_info: dict) -> str:
         relevant["attention"] = "packed"
     if engine_info.get("precision") == Precision.INT8.value:  # int8's numbers are those of its recipe
         relevant["int8_recipe"] = INT8_RECIPE
-    digest.update(json.dumps(relevant, sort_keys=True).encode())
-    return digest.hexdigest()
+    return relevant
+
+
+def changed_settings(saved: dict | None, fresh: dict) -> str | None:
+    """The model settings that differ, as flags ("long-text was 'truncate', now 'windows'"), or
+    None where none does (or the saved ones are unknown)."""
+    if saved is None:
+        return None
+    changed = [f"{name.replace('_', '-')} was {saved.get(name)!r}, now {fresh.get(name)!r}"
+               for name in dict.fromkeys([*saved, *fresh]) if saved.get(name) != fresh.get(name)]
+    return "; ".join(changed) or None
 
 
 class InputLedger:

@@ -28,7 +28,15 @@ from ..engine import deduplicate
 from ..errors import BadInputError, JobFilesChangedError, OutputWriteError
 from ..io.formats import Format
 from ..io.lock import OutputLock
-from ..io.manifest import InputLedger, Manifest, input_fingerprint, model_fingerprint, same_input
+from ..io.manifest import (
+    InputLedger,
+    Manifest,
+    changed_settings,
+    input_fingerprint,
+    model_fingerprint,
+    model_settings,
+    same_input,
+)
 from ..io.paths import check_output_is_a_file, check_work_path, read_only_once
 from ..io.readers import InputRow, RowReader, first_json_fields, open_reader
 from ..io.writers import ChunkEncoder, merge_parquet_parts, write_parquet_part
@@ -218,6 +226,7 @@ class LabelJob:
         fresh = Manifest(
             input_fingerprint=input_fingerprint(spec.input, ledger_verified=spec.input_format is not Format.PARQUET),
             model_fingerprint=model_fingerprint(self.classifier.checkpoint.directory, self.classifier.info()),
+            model_settings=model_settings(self.classifier.info()),
             options=spec.options(),
             checksums={},
         )
@@ -255,12 +264,22 @@ class LabelJob:
         files.remove_work()
         return True
 
+    def _what_changed_in_the_model(self, saved: Manifest, fresh: Manifest) -> str:
+        assert fresh.model_settings is not None
+        settings = changed_settings(saved.model_settings, fresh.model_settings)
+        if settings is not None:  # a flag or a STRUCTSENT_* variable
+            return f"the model's settings changed ({settings})"
+        if saved.model_settings is not None:
+            return "the model's files changed (another --model, or its weights replaced)"
+        return "the model or its settings (--model/--precision/--backend/--max-length/--long-text/--pad-multiple) changed"
+
     def _check_resumable(self, saved: Manifest, fresh: Manifest) -> Manifest:
         if not same_input(saved.input_fingerprint, fresh.input_fingerprint):
             raise BadInputError(f"cannot resume: {self.spec.input} changed since the job began; start over with --overwrite")
         if saved.model_fingerprint != fresh.model_fingerprint:
-            raise BadInputError("cannot resume: the model or its settings changed since the job began; use the same "
-                                "--model/--precision/--backend/--max-length/--attention, or start over with --overwrite")
+            raise BadInputError(f"cannot resume: {self._what_changed_in_the_model(saved, fresh)} since the job "
+                                "began (the rows committed were labelled otherwise); resume as it began, or start "
+                                "over with --overwrite")
         if saved.options != fresh.options:
             changed = "; ".join(f"{name.replace('_', '-')} was {saved.options.get(name)!r}, now {value!r}"
                                 for name, value in fresh.options.items() if saved.options.get(name) != value)
