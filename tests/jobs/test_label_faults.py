@@ -586,3 +586,12 @@ def test_json_values_nested_as_deep_as_the_reader_allows_are_written_back(tmp_pa
         assert "nested more than" in written[1]["error"]
         if suffix == "jsonl":
             assert json.dumps(written[0]["v"]) == deep.replace("][", "], [")  # written back whole
+
+
+def test_an_empty_json_lines_input_gets_its_report(tmp_path, hf_model_dir):
+    """The job wrote an empty output, then the report failed: "no JSON object in the first 100 lines", exit 2."""
+    source, out, report = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "r.html"
+    source.write_bytes(b"")
+    proc = run_cli("label", source, "-o", out, "--report", report, *model_args(hf_model_dir), check=False)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert out.read_bytes() == b"" and '<dd id="total-rows">0</dd>' in report.read_text(encoding="utf-8")

@@ -229,3 +229,38 @@ def test_csv_text_longer_than_the_csv_module_default_is_read(tmp_path, labelled_
     assert report.overall.labels == {labelled_sample.results[3].label: 1}
     shown = report.least_certain[0].text
     assert len(shown) == 2_001 and shown.endswith("…")  # the page keeps a bounded cut of it
+
+
+def test_a_json_lines_field_that_first_appears_after_the_first_lines_can_group_the_rows(tmp_path):
+    """The columns came from the first 100 lines only: `--by shop`, a field of rows 111-130, was
+    "no column 'shop'" though `structsent label` had kept it."""
+    good = '"label": "正面", "score": 0.9, "prob_负面": 0.1, "prob_正面": 0.9, "error": null}'
+    path = tmp_path / "out.jsonl"
+    path.write_text("".join('{"id": %d, "text": "好", %s%s\n' % (i, f'"shop": "s{i % 2}", ' if i >= 110 else "", good)
+                            for i in range(130)), encoding="utf-8")
+    report, _ = build_report(str(path), by="shop")
+    assert {g.name: g.tally.rows for g in report.breakdown.groups} == {"": 110, "s0": 10, "s1": 10}
+    with pytest.raises(BadInputError, match="no column 'shpo' for --by"):
+        open_labelled(str(path), by="shpo")
+
+
+def test_json_lines_true_is_no_probability_and_a_row_without_a_label_keeps_its_text(tmp_path):
+    """A JSON true read as the probability 1 (the row counted as labelled); a row without the label
+    field was flagged with the label job's advice "pass --text-column", its text not shown."""
+    path = tmp_path / "out.jsonl"
+    path.write_text('{"text": "a", "label": "正面", "score": 0.9, "prob_负面": 0.1, "prob_正面": 0.9, "error": null}\n'
+                    '{"text": "b", "label": "正面", "score": 0.9, "prob_负面": false, "prob_正面": true, "error": null}\n'
+                    '{"text": "c", "score": 0.9, "prob_负面": 0.1, "prob_正面": 0.9, "error": null}\n', encoding="utf-8")
+    rows = list(open_labelled(str(path)).rows())
+    assert [(r.label, r.text) for r in rows] == [("正面", "a"), (None, "b"), (None, "c")]
+    assert "a probability is not a finite number" in rows[1].error and rows[2].error.endswith("no label and no error")
+
+
+def test_a_json_lines_file_of_no_rows_is_reported_with_the_labels_the_job_knows(tmp_path):
+    """`label empty.jsonl -o out.jsonl --report r.html` failed after the job: "no JSON object in the first 100 lines"."""
+    path = tmp_path / "out.jsonl"
+    path.write_text("\n\n", encoding="utf-8")
+    report, _ = build_report(str(path), labels=LABELS)
+    assert report.overall.rows == 0 and report.labels == LABELS
+    with pytest.raises(BadInputError, match="no rows, and so no label columns"):
+        build_report(str(path))

@@ -196,7 +196,7 @@ def _write_report(args, spec, summary, classifier) -> None:
         "padding_fraction": round(summary.padding_fraction, 4), "model": classifier.info()["model"],
         "backend": classifier.info()["backend"], "device": classifier.info()["device"]}
     write_report(spec.output, args.report, by=args.report_by, fmt=spec.output_format.value, prefix=spec.prefix,
-                 job_figures=figures, overwrite=True)
+                 job_figures=figures, overwrite=True, labels=classifier.labels)
     if not args.quiet:
         print(f"report: {args.report}", file=sys.stderr)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..errors import BadInputError
@@ -36,11 +36,13 @@ def job_summary_path(labelled: str) -> str:
 
 def build_report(path_in: str, *, fmt: str = "auto", prefix: str | None = None, text_column: str | None = None,
                  by: str | None = None, by_period: str = "auto", negative: str | None = None,
-                 least_certain: int = 200, flagged_sample: int = 200, max_groups: int = 20) -> tuple[Report, str | None]:
-    """Read ``path_in`` once and return its Report and the text column it showed."""
+                 least_certain: int = 200, flagged_sample: int = 200, max_groups: int = 20,
+                 labels: Sequence[str] | None = None) -> tuple[Report, str | None]:
+    """Read ``path_in`` once and return its Report and the text column it showed. ``labels``: the
+    model's, where known (a JSON Lines file of no rows names none)."""
     from .source import open_labelled
 
-    labelled = open_labelled(path_in, fmt=fmt, prefix=prefix, text_column=text_column, by=by)
+    labelled = open_labelled(path_in, fmt=fmt, prefix=prefix, text_column=text_column, by=by, labels=labels)
     options = ReportOptions(labels=labelled.columns.labels, negative=negative, by=by, by_period=Period(by_period),
                             least_certain=least_certain, flagged_sample=flagged_sample, max_groups=max_groups)
     aggregator = ReportAggregator(options)
@@ -53,7 +55,7 @@ def write_report(path_in: str, path_out: str, *, by: str | None = None, by_perio
                  fmt: str = "auto", prefix: str | None = None, text_column: str | None = None,
                  negative: str | None = None, least_certain: int = 200, flagged_sample: int = 200,
                  max_groups: int = 20, job_figures: Mapping | None = None, job_summary: str | None = None,
-                 overwrite: bool = False) -> ReportSummary:
+                 overwrite: bool = False, labels: Sequence[str] | None = None) -> ReportSummary:
     """Write the HTML report of the labelled file ``path_in`` to ``path_out``.
 
     The label job's figures come from ``job_figures`` (a mapping, e.g. the job's counters), else
@@ -71,7 +73,7 @@ def write_report(path_in: str, path_out: str, *, by: str | None = None, by_perio
         job_figures = read_job_figures(job_summary or job_summary_path(path_in))
     report, shown_text = build_report(path_in, fmt=fmt, prefix=prefix, text_column=text_column, by=by,
                                       by_period=by_period, negative=negative, least_certain=least_certain,
-                                      flagged_sample=flagged_sample, max_groups=max_groups)
+                                      flagged_sample=flagged_sample, max_groups=max_groups, labels=labels)
     page = render_html(report, source=os.path.basename(path_in), text_column=shown_text, figures=job_figures)
     # Through symbolic links: the page replaces the file a link names, and the link stays.
     _write_atomically(Path(os.path.realpath(path_out)), page.encode("utf-8"))
@@ -90,6 +92,10 @@ def check_report_path(path_out: str, *, keep: dict[str, str], overwrite: bool) -
     into a directory that exists. Checked before anything runs (``label --report`` too)."""
     if not path_out.strip():
         raise BadInputError("the report's path is empty: name the HTML file to write (-o report.html)")
+    if path_out == "-":
+        raise BadInputError("-o -: the report is a file, not standard output: name the HTML file (-o report.html)")
+    if path_out.endswith(("/", os.sep)):
+        raise BadInputError(f"{path_out}: names a directory; name the HTML file to write in it ({path_out}report.html)")
     for path in keep:
         _resolved(path)  # a kept path that cannot be looked at is named as itself, not as the report
     _resolved(path_out)

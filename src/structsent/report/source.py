@@ -27,6 +27,7 @@ from ..errors import BadInputError
 from ..io.formats import Format, detect_format
 from ..io.paths import mode_of
 from ..io.readers import CSV_FIELD_LIMIT, ParquetReader, open_reader
+from ..io.writers import added_columns
 from .aggregate import LabelledRow
 
 UNREADABLE = "unreadable in this file"
@@ -106,8 +107,10 @@ class LabelledFile:
 
 
 def open_labelled(path: str, *, fmt: str = "auto", prefix: str | None = None, text_column: str | None = None,
-                  by: str | None = None) -> LabelledFile:
-    """Check ``path`` is a labelled file and resolve its columns; rows are read later, streamed."""
+                  by: str | None = None, labels: Sequence[str] | None = None) -> LabelledFile:
+    """Check ``path`` is a labelled file and resolve its columns; rows are read later, streamed.
+    ``labels``: the model's, where the caller knows them (`label --report`): a JSON Lines file of no
+    rows, which names no column, then has the columns the job would have written."""
     try:
         format_ = detect_format(path, fmt)
     except BadInputError:  # its message offers plain text, which has no label columns
@@ -117,6 +120,10 @@ def open_labelled(path: str, *, fmt: str = "auto", prefix: str | None = None, te
         raise BadInputError(f"{path}: plain text has no label columns; `structsent label` writes JSONL for it")
     _check_readable(path)
     columns = _header(path, format_)
+    if not columns and labels:
+        columns = added_columns(list(labels), prefix or "")
+    elif not columns:
+        raise BadInputError(f"{path}: no rows, and so no label columns to tell the labels by; nothing to report")
     label_columns = find_label_columns(columns, path, prefix)
     if format_ is Format.JSONL:  # fields only later rows have (a first row the job flagged may lack them)
         later = tuple(name for name in _later_jsonl_fields(path) if name not in columns)
@@ -128,7 +135,8 @@ def open_labelled(path: str, *, fmt: str = "auto", prefix: str | None = None, te
     if text_column is None:
         text_column = "text" if "text" in columns or not known else label_columns.input_columns[0]
     for flag, column in (("--text-column", text_column), ("--by", by)):
-        if known and column is not None and column not in columns:
+        if known and column is not None and column not in columns and not (
+                format_ is Format.JSONL and _a_json_line_has_field(path, column)):  # a field of later rows only
             raise BadInputError(f"{path}: no column {column!r} for {flag}; columns are: {', '.join(map(repr, columns))}")
     return LabelledFile(path=path, format=format_, columns=label_columns, text_column=text_column, by=by)
 
@@ -153,7 +161,7 @@ def _header(path: str, fmt: Format) -> list[str]:
         _allow_long_fields()
         with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:  # a BOM is not a name
             if fmt is Format.JSONL:
-                return _jsonl_columns(handle, path)
+                return _jsonl_columns(handle, path)  # [] for a file of no rows
             header = next(csv.reader(handle, delimiter=_delimiter(fmt)), None)
     except OSError as err:
         raise BadInputError(f"{path}: cannot open ({err.strerror or err})") from err
@@ -165,11 +173,32 @@ def _header(path: str, fmt: Format) -> list[str]:
 
 
 def _jsonl_columns(handle, path: str) -> list[str]:
-    """The fields of the first JSON object among the first lines, in its order."""
+    """The fields of the first JSON object among the first lines, in its order; none for a file
+    of no rows (blank lines at most)."""
     first = next(_jsonl_objects(handle), None)
     if first is None:
+        handle.seek(0)
+        if not any(line.strip() for line in handle):
+            return []
         raise BadInputError(f"{path}: no JSON object in the first {_SNIFF_LINES} lines")
     return list(first)
+
+
+def _a_json_line_has_field(path: str, name: str) -> bool:
+    """Whether any line of the JSON Lines file ``path`` is an object with the field ``name`` (the
+    columns come from its first lines; a field only later rows have is one too). One read of the file."""
+    key = json.dumps(name, ensure_ascii=False).encode()
+    escaped = json.dumps(name).encode()
+    with open(path, "rb") as handle:
+        for line in handle:
+            if key in line or escaped in line:
+                try:
+                    value = json.loads(line)
+                except (ValueError, RecursionError):
+                    continue
+                if isinstance(value, dict) and name in value:
+                    return True
+    return False
 
 
 def _later_jsonl_fields(path: str) -> list[str]:
@@ -259,8 +288,8 @@ def _all_probabilities(values: Sequence[object]) -> bool:
     """Whether every value reads as a number in [0, 1] (NaN compares false; None and lists raise)."""
     try:
         for value in values:
-            if not 0.0 <= float(value) <= 1.0:  # type: ignore[arg-type]
-                return False
+            if isinstance(value, bool) or not 0.0 <= float(value) <= 1.0:  # type: ignore[arg-type]
+                return False  # a JSON true is not the probability 1
     except (TypeError, ValueError):
         return False
     return True
@@ -284,7 +313,10 @@ def _text_rows(file: LabelledFile) -> Iterator[LabelledRow]:
     """CSV, TSV or JSON Lines through the label job's own readers in flag mode: a malformed record
     is one flagged row that says why (the lines an unbalanced quote swallowed are read again, so
     they still count), and no line stops the report."""
-    reader = open_reader(file.path, file.format, text_column=file.columns.label, on_bad_row="flag")
+    # JSON Lines: no field is required of a row (a row without the label field is "no label and no
+    # error" below, not the reader's missing-text-field flag with its --text-column advice)
+    wanted = "" if file.format is Format.JSONL else file.columns.label
+    reader = open_reader(file.path, file.format, text_column=wanted, on_bad_row="flag")
     labels = file.columns.labels
     try:
         for row in reader:
