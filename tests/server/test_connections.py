@@ -136,6 +136,23 @@ def test_undecodable_bodies_get_422_in_the_error_shape(guarded, content, fragmen
     assert "malformed JSON" in response.json()["error"] and fragment in response.json()["error"]
 
 
+@pytest.mark.parametrize("compressed", [True, False])
+def test_a_body_sent_with_a_content_encoding_gets_415(guarded, compressed):
+    """A gzip body was "not valid UTF-8" (422); a plain body under the header was labelled as if
+    the header were absent."""
+    import gzip
+
+    body = json.dumps({"texts": ["好吃"]}).encode()
+    response = guarded.client.post("/v1/sentiment", content=gzip.compress(body) if compressed else body,
+                                   headers={"content-type": "application/json", "content-encoding": "gzip"})
+    assert response.status_code == 415
+    assert_error_shape(response.json(), "validation")
+    assert response.json()["error"] == "Content-Encoding: gzip is not accepted; send the body uncompressed"
+    identity = guarded.client.post("/v1/sentiment", content=body,
+                                   headers={"content-type": "application/json", "content-encoding": "identity"})
+    assert identity.status_code == 200
+
+
 def test_a_utf8_body_with_a_byte_order_mark_is_read(guarded):
     content = '\ufeff{"inputs": "好吃"}'.encode()
     response = guarded.client.post("/predict", content=content, headers={"content-type": "application/json"})

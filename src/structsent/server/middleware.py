@@ -200,7 +200,8 @@ class BodyTooLargeError(Exception):
 class BodyLimits:
     """Reads a request's body once, within ``max_bytes`` (413) and ``read_timeout_s`` from the
     moment its headers arrived (408), before the app parses a byte of it; then replays it. A body
-    in UTF-16 or UTF-32, which the JSON parser would otherwise read, is refused (422).
+    in UTF-16 or UTF-32, which the JSON parser would otherwise read, is refused (422), and so is a
+    compressed one (any Content-Encoding but identity: 415).
 
     With the connection cap this bounds what the bodies of clients can hold in memory:
     max_connections x max_body_bytes at most, for read_timeout_s at most.
@@ -215,6 +216,10 @@ class BodyLimits:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
             await self.app(scope, receive, send)
+            return
+        encoding = _header(scope["headers"], b"content-encoding")
+        if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
+            await self._encoded(scope, receive, send, encoding)
             return
         declared = _header(scope["headers"], b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
@@ -268,6 +273,15 @@ class BodyLimits:
             limit_value=self.max_bytes,
             close=True,  # the rest of the body is left unread
         )
+        await response(scope, receive, send)
+
+    async def _encoded(self, scope, receive, send, encoding: bytes) -> None:
+        """A compressed body (Content-Encoding: gzip...) was read as its compressed bytes: a gzip body
+        was "not valid UTF-8" (422), a plain one under the header was labelled as if it were absent."""
+        self.on_reject("validation")
+        shown = encoding.decode("latin-1")[:40]
+        response = error_json(f"Content-Encoding: {shown} is not accepted; send the body uncompressed",
+                              "validation", status=415, close=True)  # the body is left unread
         await response(scope, receive, send)
 
     async def _not_utf8(self, scope, receive, send) -> None:
