@@ -166,6 +166,12 @@ def test_typed_reviews_get_the_labels_of_the_api_in_a_real_browser(keyed_server,
         assert "labelled in" in browser.evaluate("document.getElementById('status').textContent")
         assert browser.evaluate("document.querySelector('#results b, #results img')") is None  # shown, not parsed
 
+        # A failed request clears the results it does not answer (they stayed on screen under the error).
+        browser.evaluate("document.getElementById('key').value = 'not the key'")
+        browser.click("#run")
+        browser.wait_for("document.body.dataset.state === 'error'")
+        assert browser.evaluate("document.querySelectorAll('#results li').length") == 0
+
         browser.open(keyed_server.url + "/")  # the key survives a reload of the tab
         assert browser.evaluate("document.getElementById('key').value") == API_KEY
     finally:

@@ -90,6 +90,7 @@ SCRIPT = """
   }
 
   function finish(state, message) {
+    if (state === "error") { list.replaceChildren(); }  // earlier results do not answer this request
     status.textContent = message;
     status.className = state === "error" ? "error" : "";
     document.body.setAttribute("data-state", state);
