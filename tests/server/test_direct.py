@@ -206,6 +206,15 @@ def test_a_body_of_many_bad_items_is_refused_before_validation(service, request_
         assert got == status and says in json.loads(body)["error"], body[:300]
 
 
+def test_a_field_name_that_is_a_lone_surrogate_is_named_as_such(service):
+    """It was "body: Input should be a valid string, unable to parse raw data as a unicode string"."""
+    request = dict(method="POST", url="/v1/sentiment", content=b'{"texts": ["ok"], "\\ud800": 1}',
+                   headers={"content-type": "application/json"})
+    ((status, _, body),) = answers(create_app(service.settings, service=service), [request])
+    assert status == 422 and json.loads(body)["error"] == (
+        "body: a field name holds a lone UTF-16 surrogate escape, which is not a character")
+
+
 def test_the_direct_app_labels_as_the_library_does(service, clf):
     texts = ["味道不错，送餐很快", "差评，再也不来了"]
     ((status, _, body),) = answers(create_app(service.settings, service=service),

@@ -761,6 +761,9 @@ def describe_validation_errors(errors) -> str:
         if error.get("type") == "json_invalid":
             parts.append(f"malformed JSON: {error.get('ctx', {}).get('error', error.get('msg'))}")
             continue
+        if error.get("type") == "string_unicode":  # a field name that is a lone surrogate escape ("\ud800")
+            parts.append("body: a field name holds a lone UTF-16 surrogate escape, which is not a character")
+            continue
         loc = [str(p) for p in error.get("loc", ()) if p != "body"]
         where = ".".join(loc) or "body"
         hint = VALIDATION_HINTS.get((loc[1] if len(loc) > 2 else None, error.get("type")))
