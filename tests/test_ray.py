@@ -190,8 +190,9 @@ def test_an_empty_csv_among_the_inputs_is_a_one_line_error_before_starting_ray(t
 
 
 @pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+@pytest.mark.parametrize("named", ["out", "link", "./link/"])
 def test_a_job_on_an_output_directory_another_job_is_writing_is_refused_and_touches_nothing(tmp_path, parquet_dir,
-                                                                                          overwrite):
+                                                                                          overwrite, named, monkeypatch):
     """Two jobs on one output directory at once left both jobs' files in it: every row twice (and an
     --overwrite job emptied the other's files while it wrote). The lock is the one a job holds."""
     from structsent.ray import output_directory_lock
@@ -200,8 +201,10 @@ def test_a_job_on_an_output_directory_another_job_is_writing_is_refused_and_touc
     written = ["part.parquet"] if overwrite else []
     for name in written:
         (tmp_path / "out" / name).write_bytes(b"the other job's rows")
+    (tmp_path / "link").symlink_to("out")  # another name of the same directory takes the same lock
+    monkeypatch.chdir(tmp_path)
     with output_directory_lock(str(tmp_path / "out")):
-        proc = run_cli("--engine", "ray", parquet_dir, "-o", tmp_path / "out", *overwrite)
+        proc = run_cli("--engine", "ray", parquet_dir, "-o", named, *overwrite)
     message = proc.stderr.decode()
     assert proc.returncode == 2 and message.count("\n") == 1, message
     assert f"another structsent label job (PID {os.getpid()}) is writing this output" in message
@@ -916,6 +919,16 @@ def test_cli_engine_ray_on_an_input_of_no_rows_leaves_an_empty_output_as_the_loc
     assert (tmp_path / "out").is_dir() and list((tmp_path / "out").iterdir()) == []
     local = run_cli(tmp_path / "in" / name, "-o", tmp_path / "local.jsonl", "--model", "default", "--quiet")
     assert local.returncode == 0 and (tmp_path / "local.jsonl").read_bytes() == b""
+
+
+@pytest.mark.parametrize("flags, says", [(["--text-column", "review"], "no column 'review'"),
+                                         (["--id-column", "rid"], "no column 'rid' for --id-column")])
+def test_cli_engine_ray_checks_the_columns_of_a_csv_of_no_rows_as_the_local_job_does(ray_address, tmp_path, flags,
+                                                                                    says):
+    """Ray keeps no columns for a header-only CSV: a misspelt column passed, exit 0."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("id,text\n", encoding="utf-8")
+    assert says in one_line_exit(ray_label(ray_address, tmp_path / "in", tmp_path / "out", *flags), 2)
 
 
 def test_cli_engine_ray_on_a_parquet_file_of_no_rows_makes_its_output_directory(ray_address, tmp_path):

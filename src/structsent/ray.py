@@ -472,16 +472,22 @@ def _csv_parse_options():
 
 def _csv_as_strings(paths: Sequence[str]):
     """Arrow CSV options that keep every column of every file a string ("007" stays "007")."""
-    import csv
-
     import pyarrow as pa
     import pyarrow.csv as pa_csv
 
+    return pa_csv.ConvertOptions(column_types={name: pa.string() for name in csv_header_names(paths)})
+
+
+def csv_header_names(paths: Sequence[str]) -> list[str]:
+    """The columns the header rows of the CSV files ``paths`` name, in order (files may differ in their
+    columns: a column only later files have too)."""
+    import csv
+
     names: dict[str, None] = {}
-    for path in paths:  # files may differ in their columns: a column only later files have too
+    for path in paths:
         with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
             names.update(dict.fromkeys(next(csv.reader(handle), [])))
-    return pa_csv.ConvertOptions(column_types={name: pa.string() for name in names})
+    return list(names)
 
 
 def write_dataset(ds: "ray.data.Dataset", output: str, fmt: Format) -> None:
@@ -600,7 +606,7 @@ def output_directory_lock(output: str) -> contextlib.AbstractContextManager:
     is not locked."""
     if "://" in output:
         return contextlib.nullcontext()
-    directory = os.path.abspath(output)
+    directory = os.path.realpath(output)  # one lock for every name of the directory (links, ./, trailing /)
     try:
         os.makedirs(os.path.dirname(directory), exist_ok=True)
     except OSError as err:
@@ -619,6 +625,7 @@ def _run_locked_label_job(spec: "RayLabelSpec", source: "InputFiles", output_for
         with typed_errors():  # the schema is read here: a file that cannot be read fails here
             ds = read_dataset(source, exact_json=output_format is not Format.PARQUET)
             if _holds_no_rows(ds):
+                _check_columns_of_no_rows(spec, source)
                 _write_no_rows(spec, output, started)
                 return
             keep = None if spec.id_column is None else [spec.id_column]
@@ -641,6 +648,19 @@ def _holds_no_rows(ds: "ray.data.Dataset") -> bool:
     CSV, an empty JSON Lines file), so the text column cannot be looked for: the local job's answer
     to it, an empty output, is given instead of a "no column" error."""
     return not _column_names(ds) and ds.count() == 0
+
+
+def _check_columns_of_no_rows(spec: "RayLabelSpec", source: "InputFiles") -> None:
+    """The text and id columns checked against the header rows of CSV files of no rows, as the local
+    job checks them (Ray keeps no columns for such files; a misspelt column passed). JSON Lines
+    files of no rows name no column."""
+    if source.format is not Format.CSV or not source.files:
+        return
+    columns = csv_header_names(source.files)
+    resolve_text_column(columns, spec.text_column, spec.input)
+    if spec.id_column is not None and spec.id_column not in columns:
+        raise BadInputError(f"{spec.input}: no column {spec.id_column!r} for --id-column; columns are: "
+                            f"{', '.join(map(repr, columns))}")
 
 
 def _write_no_rows(spec: "RayLabelSpec", output: str, started: float) -> None:

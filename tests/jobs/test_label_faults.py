@@ -414,6 +414,7 @@ def test_a_report_by_column_the_output_will_not_have_is_refused_before_the_job(t
     ("-o loop", "loop.csv: a loop of symbolic links"),
     ("--report loop", "loop.html: a loop of symbolic links"),
     ("--report through a file", "a part of the path is a file, not a directory"),
+    ("input loop", "loop.csv: a loop of symbolic links"),
 ])
 def test_a_path_that_cannot_be_looked_at_is_a_one_line_error_before_the_job(tmp_path, hf_model_dir, where, message):
     """Tracebacks (OSError: Too many levels of symbolic links, RuntimeError: Symlink loop,
@@ -422,7 +423,9 @@ def test_a_path_that_cannot_be_looked_at_is_a_one_line_error_before_the_job(tmp_
     write_csv(source, [(1, "好评")])
     (tmp_path / "loop.csv").symlink_to("loop.csv")
     (tmp_path / "loop.html").symlink_to("loop.html")
-    flags = {"-o loop": ["-o", tmp_path / "loop.csv"],
+    if where == "input loop":
+        source = tmp_path / "loop.csv"
+    flags = {"-o loop": ["-o", tmp_path / "loop.csv"], "input loop": ["-o", out],
              "--report loop": ["-o", out, "--report", tmp_path / "loop.html"],
              "--report through a file": ["-o", out, "--report", tmp_path / "notes.txt" / "r.html"]}[where]
     (tmp_path / "notes.txt").write_text("a regular file", encoding="utf-8")

@@ -65,7 +65,7 @@ def test_resume_with_another_window_stride_is_refused(tmp_path, windowed):
     first_chunk_only(windowed[16], source, output)
     with pytest.raises(BadInputError, match=r"the model's settings changed \(window-stride was 16, now 40\)"):
         LabelJob(spec(source, output, resume=True), windowed[40]).run()
-    with pytest.raises(BadInputError, match=r"long-text was 'windows', now 'truncate'; window-stride was 16, now None"):
+    with pytest.raises(BadInputError, match=r"settings changed \(long-text was 'windows', now 'truncate'\) since"):
         LabelJob(spec(source, output, resume=True), structsent.load(windowed[16].checkpoint.directory,
                                                                     max_length=64)).run()
     LabelJob(spec(source, output, resume=True), windowed[16]).run()  # the same stride resumes

@@ -242,6 +242,9 @@ def test_a_json_lines_field_that_first_appears_after_the_first_lines_can_group_t
     assert {g.name: g.tally.rows for g in report.breakdown.groups} == {"": 110, "s0": 10, "s1": 10}
     with pytest.raises(BadInputError, match="no column 'shpo' for --by"):
         open_labelled(str(path), by="shpo")
+    escaped = tmp_path / "escaped.jsonl"  # the key written with escapes, as some JSON writers do
+    escaped.write_text(path.read_text(encoding="utf-8").replace('"shop"', '"\\u0073hop"'), encoding="utf-8")
+    assert open_labelled(str(escaped), by="shop").by == "shop"
 
 
 def test_json_lines_true_is_no_probability_and_a_row_without_a_label_keeps_its_text(tmp_path):

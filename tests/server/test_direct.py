@@ -206,6 +206,15 @@ def test_a_body_of_many_bad_items_is_refused_before_validation(service, request_
         assert got == status and says in json.loads(body)["error"], body[:300]
 
 
+def test_a_list_the_route_does_not_read_is_not_counted(service):
+    """/predict ignores fields it does not know (TEI): a "texts" list of 300 beside "inputs" was a 413."""
+    request = dict(method="POST", url="/predict", json={"inputs": "好吃", "texts": ["x"] * 300})
+    for app in (create_app(service.settings, service=service),
+                framework_only(create_app(service.settings, service=service))):
+        ((status, _, body),) = answers(app, [request])
+        assert status == 200, body
+
+
 def test_a_field_name_that_is_a_lone_surrogate_is_named_as_such(service):
     """It was "body: Input should be a valid string, unable to parse raw data as a unicode string"."""
     request = dict(method="POST", url="/v1/sentiment", content=b'{"texts": ["ok"], "\\ud800": 1}',

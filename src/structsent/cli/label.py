@@ -221,10 +221,13 @@ def _usable_cores() -> int:
 
 
 def _how_to_finish(spec) -> str:
+    from ..io.paths import read_only_once
+
     if spec.output in (None, "-"):
         return "a job writing to standard output cannot be resumed: run it again"
-    if spec.input == "-":
-        return "a job reading standard input cannot be resumed: run it again with --overwrite"
+    if read_only_once(spec.input):
+        what = "standard input" if spec.input == "-" else "a pipe"
+        return f"a job reading {what} cannot be resumed: run it again with --overwrite"
     return f"to finish, run: {_resume_command()}"
 
 

@@ -152,9 +152,15 @@ def changed_settings(saved: dict | None, fresh: dict) -> str | None:
     None where none does (or the saved ones are unknown)."""
     if saved is None:
         return None
-    changed = [f"{name.replace('_', '-')} was {saved.get(name)!r}, now {fresh.get(name)!r}"
-               for name in dict.fromkeys([*saved, *fresh]) if saved.get(name) != fresh.get(name)]
+    differ = [name for name in dict.fromkeys([*saved, *fresh]) if saved.get(name) != fresh.get(name)]
+    derived = {"window_stride": "long_text", "int8_recipe": "precision"}  # named only when what sets them did not change
+    changed = [f"{_setting(name)} was {saved.get(name)!r}, now {fresh.get(name)!r}" for name in differ
+               if derived.get(name) not in differ]
     return "; ".join(changed) or None
+
+
+def _setting(name: str) -> str:
+    return "the int8 recipe (another structsent version)" if name == "int8_recipe" else name.replace("_", "-")
 
 
 class InputLedger:

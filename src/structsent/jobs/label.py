@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import itertools
 import os
+import stat
 import struct
 import sys
 import threading
@@ -37,7 +38,7 @@ from ..io.manifest import (
     model_settings,
     same_input,
 )
-from ..io.paths import check_output_is_a_file, check_work_path, read_only_once
+from ..io.paths import check_output_is_a_file, check_work_path, mode_of, read_only_once
 from ..io.readers import InputRow, RowReader, first_json_fields, open_reader
 from ..io.writers import ChunkEncoder, merge_parquet_parts, write_parquet_part
 from ..pipeline import BackgroundWorker, Prefetch, quick_gil_handoff
@@ -480,7 +481,7 @@ class LabelJob:
         except OSError as err:
             if isinstance(err, BrokenPipeError) and self.files is None:
                 raise  # standard output's reader went away (`| head`): the command line ends quietly
-            resumable = self.files is not None and self.spec.input != "-"
+            resumable = self.files is not None and not read_only_once(self.spec.input)
             target = self.spec.output if self.files else "standard output"
             kept = "; every committed chunk is kept" if resumable else ""
             raise OutputWriteError(f"cannot write {target}: {err.strerror or err} (errno {err.errno}){kept}") from err
@@ -674,7 +675,7 @@ def check_input_path(path: str) -> None:
     """The input exists and is not a directory (standard input, '-', always is)."""
     if path == "-":
         return
-    if not os.path.exists(path):
+    if mode_of(Path(path)) is None:  # a loop of links, or a name through a file: said so
         raise BadInputError(f"{path}: no such file")
     if os.path.isdir(path):
         raise BadInputError(f"{path}: is a directory, not a file (label its files one by one, or use --engine ray)")
@@ -684,7 +685,8 @@ def check_input_path(path: str) -> None:
 
 def check_output_directory(output: str) -> None:
     directory = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(directory):
+    mode = mode_of(Path(directory))  # a loop of links, or a name through a file: said so
+    if mode is None or not stat.S_ISDIR(mode):
         raise BadInputError(f"{output}: directory {directory} does not exist")
     if not os.access(directory, os.W_OK):
         raise BadInputError(f"{output}: directory {directory} is not writable")

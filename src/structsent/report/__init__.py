@@ -94,8 +94,9 @@ def check_report_path(path_out: str, *, keep: dict[str, str], overwrite: bool) -
         raise BadInputError("the report's path is empty: name the HTML file to write (-o report.html)")
     if path_out == "-":
         raise BadInputError("-o -: the report is a file, not standard output: name the HTML file (-o report.html)")
-    if path_out.endswith(("/", os.sep)):
-        raise BadInputError(f"{path_out}: names a directory; name the HTML file to write in it ({path_out}report.html)")
+    if path_out.endswith(("/", os.sep)) or os.path.basename(path_out) in (".", ".."):
+        raise BadInputError(f"{path_out}: names a directory; name the HTML file to write in it "
+                           f"({os.path.join(path_out, 'report.html')})")
     for path in keep:
         _resolved(path)  # a kept path that cannot be looked at is named as itself, not as the report
     _resolved(path_out)

@@ -191,7 +191,7 @@ def _a_json_line_has_field(path: str, name: str) -> bool:
     escaped = json.dumps(name).encode()
     with open(path, "rb") as handle:
         for line in handle:
-            if key in line or escaped in line:
+            if key in line or escaped in line or b"\\" in line:  # a key may be written with escapes ("\u0073hop")
                 try:
                     value = json.loads(line)
                 except (ValueError, RecursionError):

@@ -343,17 +343,19 @@ def _check_text_count(count: int, settings: ServerSettings) -> None:
 MAX_BODY_FIELDS = 32  # fields of a request's JSON object; the routes take at most five
 
 
-def check_request_json(value: Any, settings: ServerSettings) -> None:
+TEXT_FIELDS = {"/v1/sentiment": "texts", "/predict": "inputs", "/": "inputs"}  # each route's list of texts
+
+
+def check_request_json(value: Any, path: str, settings: ServerSettings) -> None:
     """Bounds checked on a request's JSON before the route's model validates it: validation makes
     one error per bad item, so a 1 MB list of 500,000 numbers (or an object of 90,000 unknown
     fields) held the event loop for seconds, every client and /health with it, and grew the
     process by half a GB. A list of texts over max_texts is the 413 it would get once valid."""
     if not isinstance(value, dict):
         return
-    for field in ("texts", "inputs"):
-        items = value.get(field)
-        if isinstance(items, list):
-            _check_text_count(len(items), settings)
+    items = value.get(TEXT_FIELDS.get(path, ""))  # only the route's own: /predict ignores a "texts" field
+    if isinstance(items, list):
+        _check_text_count(len(items), settings)
     if len(value) > MAX_BODY_FIELDS:
         names = ", ".join(repr(name[:40]) for name in list(value)[:5])
         raise BadInputError(f"body: the object has {len(value):,} fields ({names}, ...); a request has at most "
@@ -698,7 +700,7 @@ class JsonBodyRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             value = json_body(await self.body())
-            self.app.state.check_request_json(value)  # a StructsentError: answered by its status
+            self.app.state.check_request_json(value, self.scope["path"])  # a StructsentError: answered by its status
             self._json = value
         return self._json
 

@@ -42,12 +42,12 @@ class DirectRoutes:
 
     def __init__(
         self, app, *, routes: Mapping[str, DirectRoute], error_response: Callable[[StructsentError], Response],
-        check_json: Callable[[Any], None] = lambda value: None,
+        check_json: Callable[[Any, str], None] = lambda value, path: None,
     ) -> None:
         self.app = app
         self.routes = dict(routes)
         self.error_response = error_response
-        self.check_json = check_json  # bounds on the JSON before validation; raises a StructsentError
+        self.check_json = check_json  # bounds on (the JSON, the path) before validation; raises a StructsentError
 
     async def __call__(self, scope, receive, send) -> None:
         route = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
@@ -58,7 +58,8 @@ class DirectRoutes:
         if body is None:  # the client left before its request was whole: nobody to answer
             return
         try:
-            parsed = parse_body(route.model, body, self.check_json)
+            path = scope["path"]
+            parsed = parse_body(route.model, body, lambda value: self.check_json(value, path))
             if parsed is None:
                 await self.app(scope, replaying(body, receive), send)
                 return
