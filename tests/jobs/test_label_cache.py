@@ -63,3 +63,21 @@ def test_without_a_cache_every_chunk_tokenizes_its_texts(tmp_path, clf, monkeypa
     assert seen == texts
     rows = list(csv.reader((tmp_path / "out.csv").open(encoding="utf-8")))
     assert [row[0] for row in rows[1:]] == [f"r{i}" for i in range(len(texts))]
+
+
+def test_a_text_of_more_windows_than_a_cache_record_holds_is_labelled_and_not_cached(tmp_path, hf_model_dir):
+    """A record keeps the window count in 16 bits: a text cut into 66,000 windows stopped the job
+    with struct.error, at every --resume too."""
+    import structsent
+
+    windowed = structsent.load(hf_model_dir, device="cpu", long_text="windows", max_length=3, window_stride=1)
+    source, output = tmp_path / "in.csv", tmp_path / "out.csv"
+    long_text = "好" * 66_000
+    write(source, [long_text, "差评", long_text])
+    summary = LabelJob(spec(source, output), windowed).run()
+    with open(output, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert summary.rows == 3
+    assert [r["id"] for r in rows] == ["r0", "r1", "r2"] and all(r["label"] and not r["error"] for r in rows)
+    (expected,) = windowed([long_text])
+    assert rows[0]["label"] == rows[2]["label"] == expected.label and expected.windows > 0xFFFF

@@ -144,6 +144,9 @@ def _with_encoding(pool: TokenizerProcesses, chunk: PreparedChunk, indices: list
     return chunk
 
 
+MAX_CACHED_WINDOWS = 0xFFFF  # a record keeps a text's window count in 16 bits; a text of more is not cached
+
+
 class ResultCache:
     """Results of texts already labelled in this job (streams repeat "好评！" endlessly).
 
@@ -173,7 +176,8 @@ class ResultCache:
         return self._results.get(key) if key is not None and self._results else None
 
     def put(self, key: bytes | None, result: LabelResult) -> None:
-        if key is not None and result.ok and len(self._results) < self.capacity and key not in self._results:
+        if key is not None and result.ok and len(self._results) < self.capacity and key not in self._results \
+                and result.windows <= MAX_CACHED_WINDOWS:
             self._results[key] = result
             self._unsaved.append((key, result))
 
