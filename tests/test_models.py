@@ -278,6 +278,18 @@ def test_malformed_config_values_are_model_format_errors(tmp_path, hf_model_dir,
         structsent.load(d, device="cpu")
 
 
+def test_a_label_name_holding_a_lone_surrogate_escape_is_refused_at_load(tmp_path, hf_model_dir):
+    """Valid JSON ("\\ud800"), but no character: every output of a job failed with a UnicodeEncodeError
+    traceback after the load (the ONNX export too, writing its config.json)."""
+    d = copy_dir(hf_model_dir, tmp_path / "m")
+    config = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    config["id2label"] = {"0": "负面", "1": "\ud800"}
+    (d / "config.json").write_text(json.dumps(config), encoding="utf-8")  # ASCII: the escape as written
+    with pytest.raises(structsent.ModelFormatError, match=r"config.json: id2label names label 1 '\\ud800', which "
+                                                          r"holds a lone UTF-16 surrogate escape, not a character"):
+        structsent.load(d, device="cpu")
+
+
 def test_label_mapping_that_does_not_fit_the_classifier(tmp_path, modelscope_dirs):
     d = copy_dir(modelscope_dirs["encoder"], tmp_path / "m")
     (d / "label_mapping.json").write_text(json.dumps({"负面": 0, "中性": 1, "正面": 2}, ensure_ascii=False))

@@ -353,6 +353,9 @@ def _labels_by_id(id_map: object, num_labels: int, source: Path, field: str) -> 
                 f"{source}: {field} must map integer ids to label names, e.g. {example}; "
                 f"got {key!r}: {name!r}"
             )
+        if not _is_text(name):  # a lone surrogate escape: no output (CSV, JSON, the export) can write it
+            raise ModelFormatError(f"{source}: {field} names label {label_id} {name!r}, which holds a lone UTF-16 "
+                                   "surrogate escape, not a character")
         if label_id in by_id:
             raise ModelFormatError(f"{source}: {field} gives id {label_id} twice ({key!r}); which name is meant "
                                    "cannot be told")
@@ -368,6 +371,14 @@ def _labels_by_id(id_map: object, num_labels: int, source: Path, field: str) -> 
     if len(set(labels)) != num_labels:
         raise ModelFormatError(f"{source}: {field} gives two outputs the same name: {list(labels)}")
     return labels
+
+
+def _is_text(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _label_id(key: object) -> int | None:
