@@ -42,7 +42,7 @@ def test_out_of_range_or_mistyped_values_are_one_line_config_errors(changes, mes
 def test_valid_integers_are_kept_and_zero_threads_means_the_runtimes_own():
     config = EngineConfig(num_threads=0, token_budget=4096, max_batch_size=1, pad_multiple=8,
                           batch_overhead_tokens=0, max_length=128)
-    assert (config.num_threads, config.token_budget, config.window_stride) == (0, 4096, 63)
+    assert (config.num_threads, config.token_budget, config.window_stride) == (0, 4096, None)  # the plan's half window
     assert EngineConfig(num_threads=MAX_THREADS).num_threads == MAX_THREADS
     assert EngineConfig(backend="onnx").backend.value == "onnx"
 

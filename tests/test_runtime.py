@@ -62,6 +62,19 @@ def test_sizes_follow_the_device_and_the_model_positions():
     assert not set_budget.probe_token_budget and set_budget.token_budget == 1024
 
 
+@pytest.mark.parametrize(("max_length", "positions", "stride"), [(512, 512, 255), (1000, 512, 255), (512, 24, 11),
+                                                                   (64, 512, 31)])
+def test_the_default_window_stride_is_half_the_window_the_model_takes(max_length, positions, stride):
+    """It was half the requested max_length, then cut to the whole window: 499 for max_length=1000 on
+    512 positions (3 windows of a long text instead of 4), and windows that never overlap on a
+    model of fewer than 512 positions (22 on 24)."""
+    config = EngineConfig(max_length=max_length, long_text="windows")
+    plan = plan_for(config, backend=Backend.TORCH, device="cpu", precision=Precision.FP32, max_positions=positions)
+    assert plan.window_stride == stride
+    assert plan_for(config.replace(window_stride=7), backend=Backend.TORCH, device="cpu", precision=Precision.FP32,
+                    max_positions=positions).window_stride == 7
+
+
 @pytest.mark.parametrize(("attention", "required"), [("auto", False), ("packed", True)])
 def test_only_an_explicit_attention_packed_makes_the_load_check_binding(checkpoint, monkeypatch, attention, required):
     """On a GPU (stood in for: none here) auto takes packed attention where its check passes and

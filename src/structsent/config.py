@@ -153,11 +153,8 @@ class EngineConfig:
         for name, (low, high) in _INTEGER_BOUNDS.items():
             value = check_integer(name, getattr(self, name), low, high, optional=name in _OPTIONAL_INTEGERS)
             object.__setattr__(self, name, value)
-        stride = self.window_stride
-        if stride is None:
-            stride = max((self.max_length - 2) // 2, 1)
-            object.__setattr__(self, "window_stride", stride)
-        if not 0 < stride <= self.max_length - 2:
+        stride = self.window_stride  # None: half the window the model can take (the plan knows its positions)
+        if stride is not None and not 0 < stride <= self.max_length - 2:
             raise ConfigError(
                 f"window_stride={stride}: must be in 1..max_length-2 ({self.max_length - 2})"
             )

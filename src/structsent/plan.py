@@ -51,7 +51,9 @@ def plan_for(config: EngineConfig, *, backend: Backend, device: str, precision: 
              model_file: Path | None = None) -> RuntimePlan:
     """The sizes that follow from ``config`` once backend, device and precision are chosen."""
     max_length = min(config.max_length, max_positions)
-    window_stride = min(config.window_stride or max_length, max_length - 2)
+    # Unset: half the window actually used (max_length clamped to the model's positions), not half
+    # of a requested max_length the model cannot take.
+    window_stride = min(config.window_stride or max((max_length - 2) // 2, 1), max_length - 2)
     sized = config.replace(device="cuda" if device.startswith("cuda") else "cpu", max_length=max_length,
                            window_stride=window_stride)
     return RuntimePlan(
