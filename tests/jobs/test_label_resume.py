@@ -4,6 +4,7 @@ stops after its first chunk (as after Ctrl-C), the second resumes it."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import shutil
 import threading
@@ -70,6 +71,20 @@ def test_resume_with_another_window_stride_is_refused(tmp_path, windowed):
                                                                     max_length=64)).run()
     LabelJob(spec(source, output, resume=True), windowed[16]).run()  # the same stride resumes
     assert len(output.read_text(encoding="utf-8").splitlines()) == ROWS + 1
+
+
+def test_an_int8_resume_refuses_another_chunk_size_and_finishes_with_the_same(tmp_path, hf_model_dir):
+    """int8's activation scales are per batch, so a chunk's texts decide its numbers: a resume with
+    another --chunk-rows (or --max-batch-size) was accepted and wrote a file no whole run writes."""
+    int8 = structsent.load(hf_model_dir, device="cpu", backend="torch", precision="int8")
+    source, output, whole = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "whole.csv"
+    write_reviews(source)
+    first_chunk_only(int8, source, output)
+    with pytest.raises(BadInputError, match=r"the model's settings changed \(chunk-rows was 40, now 7\)"):
+        LabelJob(dataclasses.replace(spec(source, output, resume=True), chunk_rows=7), int8).run()
+    LabelJob(spec(source, output, resume=True), int8).run()
+    LabelJob(spec(source, whole), int8).run()
+    assert output.read_bytes() == whole.read_bytes()
 
 
 @pytest.mark.parametrize("how", ["touched", "copied back", "moved", "through a link"])

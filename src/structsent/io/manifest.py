@@ -121,7 +121,7 @@ def input_fingerprint(path: str, *, ledger_verified: bool = True) -> dict:
     return fingerprint
 
 
-def model_fingerprint(directory: Path, engine_info: dict) -> str:
+def model_fingerprint(directory: Path, engine_info: dict, *, chunk_rows: int | None = None) -> str:
     """A hash of the model's files (names and contents) and the settings that change outputs.
     Contents, not modification times: the same model copied or installed again resumes (hashing
     costs ~0.1 s for the bundled model's 48 MB, about a second for a BERT-base checkpoint)."""
@@ -131,12 +131,13 @@ def model_fingerprint(directory: Path, engine_info: dict) -> str:
         with open(file, "rb") as handle:
             while chunk := handle.read(1 << 22):
                 digest.update(chunk)
-    digest.update(json.dumps(model_settings(engine_info), sort_keys=True).encode())
+    digest.update(json.dumps(model_settings(engine_info, chunk_rows=chunk_rows), sort_keys=True).encode())
     return digest.hexdigest()
 
 
-def model_settings(engine_info: dict) -> dict:
-    """The engine's settings that change a result (and so the model fingerprint)."""
+def model_settings(engine_info: dict, *, chunk_rows: int | None = None) -> dict:
+    """The engine's settings that change a result (and so the model fingerprint); with int8, also
+    the job's ``chunk_rows`` (a chunk's texts are what its batches are made of)."""
     relevant = {k: engine_info.get(k) for k in ("labels", "backend", "precision", "max_length", "long_text", "pad_multiple")}
     if engine_info.get("long_text") == "windows":  # where the windows begin changes a long text's result
         relevant["window_stride"] = engine_info.get("window_stride")
@@ -144,7 +145,14 @@ def model_settings(engine_info: dict) -> dict:
         relevant["attention"] = "packed"
     if engine_info.get("precision") == Precision.INT8.value:  # int8's numbers are those of its recipe
         relevant["int8_recipe"] = INT8_RECIPE
+        # and of its batches (per-batch activation scales): what forms them decides the numbers
+        relevant.update({k: engine_info.get(k) for k in INT8_BATCH_SETTINGS})
+        if chunk_rows is not None:
+            relevant["chunk_rows"] = chunk_rows
     return relevant
+
+
+INT8_BATCH_SETTINGS = ("token_budget", "max_batch_size", "batch_overhead_tokens", "pad_multiple")
 
 
 def changed_settings(saved: dict | None, fresh: dict) -> str | None:

@@ -230,8 +230,9 @@ class LabelJob:
         spec, files = self.spec, self.files
         fresh = Manifest(
             input_fingerprint=input_fingerprint(spec.input, ledger_verified=spec.input_format is not Format.PARQUET),
-            model_fingerprint=model_fingerprint(self.classifier.checkpoint.directory, self.classifier.info()),
-            model_settings=model_settings(self.classifier.info()),
+            model_fingerprint=model_fingerprint(self.classifier.checkpoint.directory, self.classifier.info(),
+                                                chunk_rows=spec.chunk_rows),
+            model_settings=model_settings(self.classifier.info(), chunk_rows=spec.chunk_rows),
             options=spec.options(),
             checksums={},
         )
