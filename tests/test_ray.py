@@ -197,8 +197,8 @@ def test_a_job_on_an_output_directory_another_job_is_writing_is_refused_and_touc
     --overwrite job emptied the other's files while it wrote). The lock is the one a job holds."""
     from structsent.ray import output_directory_lock
 
-    (tmp_path / "out").mkdir()  # the other job has written nothing yet, or (--overwrite) a part
-    written = ["part.parquet"] if overwrite else []
+    (tmp_path / "out").mkdir()  # the other job has written a part already: named by the lock, not by its files
+    written = ["part.parquet"]
     for name in written:
         (tmp_path / "out" / name).write_bytes(b"the other job's rows")
     (tmp_path / "link").symlink_to("out")  # another name of the same directory takes the same lock

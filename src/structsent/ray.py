@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from .config import EngineConfig
 from .errors import BadInputError, ConfigError, OutputWriteError, StructsentError, require
 from .io.formats import Format, detect_format, suffixes_of
-from .io.lock import OutputLock
+from .io.lock import DirectoryLock, OutputLock
 from .io.readers import resolve_text_column, text_of_binary
 from .io.writers import added_columns, cell_or_null, check_no_collision, prediction_types, prediction_values
 from .pipeline import freeze_startup_objects
@@ -593,8 +593,9 @@ def run_label_job(spec: RayLabelSpec) -> None:
     source = resolve_input(spec.input, spec.input_format)
     output_format = _ray_output_format(spec.output_format)
     check_output_apart_from_input(source, spec.output)
-    check_output_directory(spec.output, overwrite=spec.overwrite)
-    with output_directory_lock(spec.output):
+    if spec.output in (None, "-"):
+        raise BadInputError("--engine ray writes a directory of files: pass -o OUTPUT_DIR")
+    with output_directory_lock(spec.output):  # first: a job writing there is named, not its files
         _run_locked_label_job(spec, source, output_format)
 
 
@@ -607,12 +608,15 @@ def output_directory_lock(output: str) -> contextlib.AbstractContextManager:
     if "://" in output:
         return contextlib.nullcontext()
     directory = os.path.realpath(output)  # one lock for every name of the directory (links, ./, trailing /)
+    parent = os.path.dirname(directory)
     try:
-        os.makedirs(os.path.dirname(directory), exist_ok=True)
+        os.makedirs(parent, exist_ok=True)
     except OSError as err:
         raise OutputWriteError(f"{output}: cannot make its parent directory: {err.strerror or err}") from err
-    return OutputLock(Path(directory + ".lock"), output, job="structsent label job",
-                      then="wait for it to finish, or write to another directory")
+    then = "wait for it to finish, or write to another directory"
+    if os.path.isdir(directory) and not os.access(parent, os.W_OK):  # no room for OUT.lock: the directory itself
+        return DirectoryLock(Path(directory), output, job="structsent label job", then=then)
+    return OutputLock(Path(directory + ".lock"), output, job="structsent label job", then=then)
 
 
 def _run_locked_label_job(spec: "RayLabelSpec", source: "InputFiles", output_format: Format) -> None:

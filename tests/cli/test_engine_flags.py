@@ -51,6 +51,10 @@ def test_a_choice_variable_with_a_bad_value_is_named_as_the_variable(monkeypatch
         with pytest.raises(ConfigError, match=f"^STRUCTSENT_{name}='{value}': {says}$"):
             engine_config(build_parser().parse_args(["label", "x.txt"]))
         monkeypatch.delenv(f"STRUCTSENT_{name}")
+    monkeypatch.setenv("STRUCTSENT_DEVICE", "x: y")  # a value holding ": " is shown once, whole
+    with pytest.raises(ConfigError, match="^STRUCTSENT_DEVICE='x: y': expected one of auto, cpu, cuda, cuda:N$"):
+        engine_config(build_parser().parse_args(["label", "x.txt"]))
+    monkeypatch.delenv("STRUCTSENT_DEVICE")
     monkeypatch.setenv("STRUCTSENT_PRECISION", "fp64")
     assert engine_config(build_parser().parse_args(["label", "x.txt", "--precision", "int8"])).precision.value == "int8"
     monkeypatch.setenv("STRUCTSENT_PRECISION", "int8")

@@ -137,3 +137,18 @@ def test_the_model_fingerprint_follows_the_contents_not_the_file_times(hf_model_
     data[-1] ^= 1  # one bit of the last weight
     weights.write_bytes(bytes(data))
     assert model_fingerprint(copy, info) != model_fingerprint(hf_model_dir, info)
+
+
+def test_a_refused_resume_names_the_settings_changed_not_those_they_imply():
+    from structsent.io.manifest import changed_settings
+
+    int8 = {"labels": ["a", "b"], "precision": "int8", "int8_recipe": "r", "token_budget": 4096, "max_batch_size": 64,
+            "batch_overhead_tokens": 32, "pad_multiple": 8, "chunk_rows": 2048, "max_length": 512,
+            "long_text": "truncate"}
+    fp32 = {"labels": ["a", "b"], "precision": "fp32", "pad_multiple": 8, "max_length": 512, "long_text": "truncate"}
+    assert changed_settings(int8, fp32) == "precision was 'int8', now 'fp32'"
+    assert changed_settings(int8, {**int8, "chunk_rows": 7}) == "chunk-rows was 2048, now 7"
+    windows = {**fp32, "long_text": "windows", "window_stride": 255}
+    assert changed_settings(windows, {**windows, "max_length": 256, "window_stride": 127}) == \
+        "max-length was 512, now 256"
+    assert changed_settings(None, fp32) is None

@@ -222,6 +222,11 @@ def test_a_field_name_that_is_a_lone_surrogate_is_named_as_such(service):
     ((status, _, body),) = answers(create_app(service.settings, service=service), [request])
     assert status == 422 and json.loads(body)["error"] == (
         "body: a field name holds a lone UTF-16 surrogate escape, which is not a character")
+    value = dict(method="POST", url="/predict", content=b'{"inputs": "a", "truncation_direction": "\\ud800"}',
+                 headers={"content-type": "application/json"})
+    ((status, _, body),) = answers(create_app(service.settings, service=service), [value])
+    assert status == 422 and json.loads(body)["error"] == (
+        "truncation_direction: holds a lone UTF-16 surrogate escape, which is not a character")
 
 
 def test_the_direct_app_labels_as_the_library_does(service, clf):

@@ -92,16 +92,10 @@ def _environment_default(field: dataclasses.Field, kind: type):
     value: dict[str, typing.Any] = {field.name: raw}
     try:
         EngineConfig(**value)  # a choice or a device: its own check, named as the variable
-    except ConfigError as err:
-        return BadVariable(f"{ENV_PREFIX + field.name.upper()}={raw!r}: {_reason(err)}")
+    except ConfigError as err:  # what EngineConfig says, without its own "field='value': " opening
+        reason = str(err).removeprefix(f"{field.name}={raw!r}: ")
+        return BadVariable(f"{ENV_PREFIX + field.name.upper()}={raw!r}: {reason}")
     return raw
-
-
-def _reason(err: ConfigError) -> str:
-    """What EngineConfig says is wrong with a value, without its "field='value': " opening."""
-    said = str(err)
-    opening, _, reason = said.partition(": ")
-    return reason if reason and "=" in opening else said
 
 
 def _shown(default) -> str:

@@ -99,3 +99,37 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
     held = os.fstat(fd)
     return (held.st_dev, held.st_ino) == (on_disk.st_dev, on_disk.st_ino)
+
+
+class DirectoryLock:
+    """``flock`` on a directory itself, for an output directory whose parent has no room for a lock
+    file (not writable); it holds no PID, so the refusal names none.
+
+    >>> import tempfile
+    >>> with DirectoryLock(Path(tempfile.mkdtemp()), "out"):
+    ...     pass
+    """
+
+    def __init__(self, path: Path, output: str, *, then: str, job: str) -> None:
+        self.path = Path(path)
+        self.output = output
+        self.then = then
+        self.job = job
+        self._fd: int | None = None
+
+    def __enter__(self) -> "DirectoryLock":
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(fd)
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise OutputWriteError(f"cannot lock {self.path}: {err.strerror or err}") from err
+            raise JobLockedError(f"{self.output}: another {self.job} is writing this output; {self.then}") from None
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -161,10 +161,15 @@ def changed_settings(saved: dict | None, fresh: dict) -> str | None:
     if saved is None:
         return None
     differ = [name for name in dict.fromkeys([*saved, *fresh]) if saved.get(name) != fresh.get(name)]
-    derived = {"window_stride": "long_text", "int8_recipe": "precision"}  # named only when what sets them did not change
     changed = [f"{_setting(name)} was {saved.get(name)!r}, now {fresh.get(name)!r}" for name in differ
-               if derived.get(name) not in differ]
+               if not set(_SET_BY.get(name, ())) & set(differ)]
     return "; ".join(changed) or None
+
+
+# settings named only when none of those that set them changed too (a stride follows the window;
+# int8's recipe and batch settings are saved only with int8)
+_SET_BY = {"window_stride": ("long_text", "max_length"), "int8_recipe": ("precision",),
+           **{name: ("precision",) for name in (*INT8_BATCH_SETTINGS, "chunk_rows")}}
 
 
 def _setting(name: str) -> str:

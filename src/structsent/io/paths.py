@@ -20,7 +20,7 @@ def mode_of(path: Path) -> int | None:
     except FileNotFoundError:
         return None
     except (OSError, RuntimeError) as err:
-        raise BadInputError(f"{path}: {path_problem(err)}") from None
+        raise BadInputError(f"{path}: {path_problem(err)}") from err
 
 
 def path_problem(err: BaseException) -> str:

@@ -277,7 +277,8 @@ class LabelJob:
             return f"the model's settings changed ({settings})"
         if saved.model_settings is not None:
             return "the model's files changed (another --model, or its weights replaced)"
-        return "the model or its settings (--model/--precision/--backend/--max-length/--long-text/--pad-multiple) changed"
+        return ("the model or its settings (--model/--precision/--backend/--max-length/--long-text/--pad-multiple/"
+                "--attention) changed, or the job was begun by another structsent version")
 
     def _check_resumable(self, saved: Manifest, fresh: Manifest) -> Manifest:
         if not same_input(saved.input_fingerprint, fresh.input_fingerprint):

@@ -44,7 +44,7 @@ def resolve_directory(name_or_path: str | Path) -> Path:
         mode = None
     except OSError as err:  # a name longer than the filesystem allows, a loop of links, no permission
         raise ModelNotFoundError(f"{str(name_or_path)[:200]}: cannot be looked at as a model directory "
-                                 f"({err.strerror or err})") from None
+                                 f"({err.strerror or err})") from err
     if mode is not None and stat.S_ISDIR(mode):
         return path
     if mode is not None:

@@ -103,14 +103,14 @@ def check_report_path(path_out: str, *, keep: dict[str, str], overwrite: bool) -
     try:
         _check_report_target(path_out, keep, overwrite)
     except (OSError, RuntimeError) as err:  # a loop of links, a name through a regular file
-        raise BadInputError(f"{path_out}: {path_problem(err)}") from None
+        raise BadInputError(f"{path_out}: {path_problem(err)}") from err
 
 
 def _resolved(path: str) -> Path:
     try:
         return Path(path).resolve()
     except (OSError, RuntimeError) as err:
-        raise BadInputError(f"{path}: {path_problem(err)}") from None
+        raise BadInputError(f"{path}: {path_problem(err)}") from err
 
 
 def _check_report_target(path_out: str, keep: dict[str, str], overwrite: bool) -> None:

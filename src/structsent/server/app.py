@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import itertools
 import json
 import logging
 import math
@@ -357,7 +358,7 @@ def check_request_json(value: Any, path: str, settings: ServerSettings) -> None:
     if isinstance(items, list):
         _check_text_count(len(items), settings)
     if len(value) > MAX_BODY_FIELDS:
-        names = ", ".join(repr(name[:40]) for name in list(value)[:5])
+        names = ", ".join(repr(name[:40]) for name in itertools.islice(value, 5))
         raise BadInputError(f"body: the object has {len(value):,} fields ({names}, ...); a request has at most "
                             f"{MAX_BODY_FIELDS}")
 
@@ -763,8 +764,10 @@ def describe_validation_errors(errors) -> str:
         if error.get("type") == "json_invalid":
             parts.append(f"malformed JSON: {error.get('ctx', {}).get('error', error.get('msg'))}")
             continue
-        if error.get("type") == "string_unicode":  # a field name that is a lone surrogate escape ("\ud800")
-            parts.append("body: a field name holds a lone UTF-16 surrogate escape, which is not a character")
+        if error.get("type") == "string_unicode":  # a lone surrogate escape ("\ud800") where a str was wanted
+            loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+            what = f"{'.'.join(loc)}: holds" if loc else "body: a field name holds"
+            parts.append(f"{what} a lone UTF-16 surrogate escape, which is not a character")
             continue
         loc = [str(p) for p in error.get("loc", ()) if p != "body"]
         where = ".".join(loc) or "body"

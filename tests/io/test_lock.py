@@ -1,0 +1,27 @@
+"""structsent.io.lock: one writer per output, by a lock file beside it or on a directory itself."""
+
+import pytest
+
+from structsent.errors import JobLockedError
+from structsent.io.lock import DirectoryLock, OutputLock
+
+
+def test_a_directory_lock_refuses_a_second_holder_until_the_first_lets_go(tmp_path):
+    """For an output directory whose parent has no room for a lock file (not writable)."""
+    first = DirectoryLock(tmp_path, "out", then="wait for it", job="structsent label job")
+    with first:
+        with pytest.raises(JobLockedError, match="^out: another structsent label job is writing this output; wait for it$"):
+            with DirectoryLock(tmp_path, "out", then="wait for it", job="structsent label job"):
+                pass
+    with DirectoryLock(tmp_path, "out", then="wait for it", job="structsent label job"):
+        pass  # released: taken again
+    assert list(tmp_path.iterdir()) == []  # no file left in the directory
+
+
+def test_an_output_lock_names_its_holder_and_what_to_do(tmp_path):
+    path = tmp_path / "out.lock"
+    with OutputLock(path, "out", then="write elsewhere", job="structsent label job"):
+        with pytest.raises(JobLockedError, match=r"^out: another structsent label job \(PID \d+\) is writing this "
+                                                 r"output; write elsewhere$"):
+            OutputLock(path, "out", then="write elsewhere", job="structsent label job").acquire()
+    assert not path.exists()
