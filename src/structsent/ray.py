@@ -620,7 +620,7 @@ def output_directory_lock(output: str) -> contextlib.AbstractContextManager:
 
 
 def _run_locked_label_job(spec: "RayLabelSpec", source: "InputFiles", output_format: Format) -> None:
-    output = check_output_directory(spec.output, overwrite=spec.overwrite)  # again: the lock holder may have written
+    output = check_output_directory(spec.output, overwrite=spec.overwrite)  # under the lock: no other job writes it
     if not (spec.ray_address or "").startswith("ray://"):  # through Ray Client the model may live only on the cluster
         check_model_here(spec.model)
     started = time.perf_counter()
