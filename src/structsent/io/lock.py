@@ -47,13 +47,9 @@ class OutputLock:
     def _acquire(self) -> None:
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as err:
+            if not _took_lock(fd):
                 holder = _read_pid(fd)
                 os.close(fd)
-                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise
                 who = f"PID {holder}" if holder else "another process"
                 raise JobLockedError(f"{self.output}: another {self.job} ({who}) is writing this output; {self.then}") from None
             if _same_file(fd, self.path):
@@ -84,6 +80,19 @@ class OutputLock:
         self.release()
 
 
+def _took_lock(fd: int) -> bool:
+    """``flock`` the file ``fd`` exclusively, now: False where another holds it (``fd`` stays open);
+    any other failure raises (``fd`` closed)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return False
+        os.close(fd)
+        raise
+    return True
+
+
 def _read_pid(fd: int) -> int | None:
     try:
         text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
@@ -106,7 +115,7 @@ class DirectoryLock:
     file (not writable); it holds no PID, so the refusal names none.
 
     >>> import tempfile
-    >>> with DirectoryLock(Path(tempfile.mkdtemp()), "out"):
+    >>> with DirectoryLock(Path(tempfile.mkdtemp()), "out", then="wait", job="structsent label job"):
     ...     pass
     """
 
@@ -120,12 +129,12 @@ class DirectoryLock:
     def __enter__(self) -> "DirectoryLock":
         fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            taken = _took_lock(fd)
         except OSError as err:
+            raise OutputWriteError(f"cannot lock {self.path}: {err.strerror or err}") from err
+        if not taken:
             os.close(fd)
-            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise OutputWriteError(f"cannot lock {self.path}: {err.strerror or err}") from err
-            raise JobLockedError(f"{self.output}: another {self.job} is writing this output; {self.then}") from None
+            raise JobLockedError(f"{self.output}: another {self.job} is writing this output; {self.then}")
         self._fd = fd
         return self
 
