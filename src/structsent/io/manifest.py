@@ -156,8 +156,8 @@ INT8_BATCH_SETTINGS = ("token_budget", "max_batch_size", "batch_overhead_tokens"
 
 
 def changed_settings(saved: dict | None, fresh: dict) -> str | None:
-    """The model settings that differ, as flags ("long-text was 'truncate', now 'windows'"), or
-    None where none does (or the saved ones are unknown)."""
+    """The settings (the model's, or the job's options) that differ, as flags ("long-text was
+    'truncate', now 'windows'"), or None where none does (or the saved ones are unknown)."""
     if saved is None:
         return None
     differ = [name for name in dict.fromkeys([*saved, *fresh]) if saved.get(name) != fresh.get(name)]

@@ -288,8 +288,7 @@ class LabelJob:
                                 "began (the rows committed were labelled otherwise); resume as it began, or start "
                                 "over with --overwrite")
         if saved.options != fresh.options:
-            changed = "; ".join(f"{name.replace('_', '-')} was {saved.options.get(name)!r}, now {value!r}"
-                                for name, value in fresh.options.items() if saved.options.get(name) != value)
+            changed = changed_settings(saved.options, fresh.options)
             raise BadInputError(f"cannot resume: options changed since the job began ({changed or saved.options}); "
                                 "give the first run's options, or start over with --overwrite")
         self._check_committed_bytes(saved)
@@ -681,9 +680,10 @@ def check_input_path(path: str) -> None:
     """The input exists and is not a directory (standard input, '-', always is)."""
     if path == "-":
         return
-    if mode_of(Path(path)) is None:  # a loop of links, or a name through a file: said so
+    mode = mode_of(Path(path))  # a loop of links, or a name through a file: said so
+    if mode is None:
         raise BadInputError(f"{path}: no such file")
-    if os.path.isdir(path):
+    if stat.S_ISDIR(mode):
         raise BadInputError(f"{path}: is a directory, not a file (label its files one by one, or use --engine ray)")
     if not os.access(path, os.R_OK):
         raise BadInputError(f"{path}: not readable (permission denied)")
