@@ -152,6 +152,24 @@ def test_cancelled_queued_requests_free_their_room_at_once(recording, clf):
     assert batcher.waiting_texts == 0
 
 
+def test_a_request_cancelled_while_its_batch_waits_for_more_frees_its_room_at_once(recording, clf):
+    """With a merge window, the worker holds the first request while it waits for more: a client
+    that leaves meanwhile must not hold the queue full (429 for live clients) for the rest of it."""
+    batcher = started(recording, max_queue=4, max_wait_s=30.0)
+    gone = batcher.submit(clf.encode(["很差", "一般", "还行"]))
+    deadline = time.monotonic() + 5
+    while batcher._queue:
+        assert time.monotonic() < deadline, "the worker never gathered the request"
+        time.sleep(0.01)  # the worker took it and now waits out max_wait_s for more
+    assert gone.cancel()
+    assert batcher.waiting_texts == 0
+    kept = batcher.submit(clf.encode(["好吃", "难吃", "不错", "很好"]))  # the whole room again: no 429
+    assert batcher.stop(10)  # stopping ends the wait at once
+    assert [r.label for r in kept.result(10)] == [r.label for r in clf(["好吃", "难吃", "不错", "很好"])]
+    assert recording.batches == [4]  # the cancelled texts were never computed
+    assert batcher.waiting_texts == 0
+
+
 def test_flagged_texts_only_never_reach_the_model(recording, clf):
     batcher = started(recording)
     results = batcher.submit(clf.encode(["", "   "])).result(10)

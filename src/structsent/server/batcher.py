@@ -6,8 +6,8 @@ arrival order, while the batch's tokens stay within the token budget and its seq
 the cap, waiting at most ``max_wait_s`` after the oldest request arrived for more work. The
 engine then sorts the merged sequences by length and cuts them into padded-cost batches, so
 one long review does not pad a whole batch of short ones. A request cancelled before its
-batch starts is dropped uncomputed, and one cancelled while still queued stops counting
-against ``max_queue`` at once.
+batch starts is dropped uncomputed, and one cancelled while still queued (or gathered into a
+batch that waits ``max_wait_s`` for more) stops counting against ``max_queue`` at once.
 
 No web framework here: the HTTP app and the tests drive it with plain futures.
 
@@ -113,6 +113,7 @@ class MicroBatcher:
         self._on_batch = on_batch
         self._queue: collections.deque[_Pending] = collections.deque()
         self._waiting_texts = 0  # admitted, not yet computing: what max_queue bounds
+        self._gathering: list[_Pending] | None = None  # the batch the worker is filling (under _cond)
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -158,16 +159,15 @@ class MicroBatcher:
         return pending.future
 
     def _forget_if_cancelled(self, pending: _Pending) -> None:
-        """A request cancelled while queued leaves the queue at once, so that the texts of clients
-        that went away never hold back live ones (429) while the worker is busy elsewhere."""
+        """A request cancelled while queued, or while the worker waits out ``max_wait_s`` for more
+        work to merge with it, leaves at once, so that the texts of clients that went away never
+        hold back live ones (429) while the worker is busy elsewhere or waiting."""
         if not pending.future.cancelled():
             return
         with self._cond:
-            try:
-                self._queue.remove(pending)  # by identity (_Pending has eq=False)
-            except ValueError:
-                return  # already taken by the worker: its batch's accounting covers it
-            self._waiting_texts -= len(pending.encoded)
+            if _remove(self._queue, pending) or (self._gathering is not None and _remove(self._gathering, pending)):
+                self._waiting_texts -= len(pending.encoded)
+            # else: already in a running batch, whose accounting covers it
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._serve_forever, name="structsent-model", daemon=True)
@@ -206,6 +206,7 @@ class MicroBatcher:
                     return False
                 self._cond.wait()
             deadline = self._queue[0].arrived + self.max_wait_s
+            self._gathering = batch
             try:
                 while True:
                     full = self._take_fitting(batch)
@@ -214,6 +215,7 @@ class MicroBatcher:
                         return True
                     self._cond.wait(remaining)
             finally:
+                self._gathering = None
                 self._waiting_texts -= sum(len(p.encoded) for p in batch)
 
     def _take_fitting(self, batch: list[_Pending]) -> bool:
@@ -283,6 +285,15 @@ class MicroBatcher:
                 if pending.future.set_running_or_notify_cancel():
                     pending.future.set_exception(error)
             self._waiting_texts = 0
+
+
+def _remove(pendings: "collections.deque[_Pending] | list[_Pending]", pending: _Pending) -> bool:
+    """Remove ``pending`` (by identity: _Pending has eq=False) from ``pendings``; whether it was there."""
+    try:
+        pendings.remove(pending)
+    except ValueError:
+        return False
+    return True
 
 
 def _split(results: list[LabelResult], sizes: list[int]) -> list[list[LabelResult]]:
