@@ -153,6 +153,33 @@ def test_a_body_sent_with_a_content_encoding_gets_415(guarded, compressed):
     assert identity.status_code == 200
 
 
+@pytest.mark.parametrize("coding", ["gzip, chunked", "br,chunked", "chunked, chunked"])
+def test_a_body_sent_with_a_transfer_coding_other_than_chunked_gets_501(guarded, coding):
+    """A plain body under `Transfer-Encoding: gzip, chunked` was labelled as if the coding were
+    absent, a gzip one was "not valid UTF-8" (422)."""
+    body = json.dumps({"texts": ["好吃"]}).encode()
+    chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    with connect(guarded) as sock:
+        sock.sendall(
+            b"POST /v1/sentiment HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {API_KEY}\r\nTransfer-Encoding: {coding}\r\n\r\n".encode() + chunked
+        )
+        status, headers, answer = read_response(sock)
+    if coding == "chunked, chunked":  # chunked twice is not HTTP (RFC 9112 6.1): the parser's 400
+        assert status == 400
+        return
+    assert status == 501 and headers["connection"] == "close"
+    assert_error_shape(answer, "validation")
+    assert answer["error"].startswith(f"Transfer-Encoding: {coding.split(',')[0]} is not implemented")
+    with connect(guarded) as sock:  # chunked alone is read
+        sock.sendall(
+            b"POST /v1/sentiment HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {API_KEY}\r\nTransfer-Encoding: chunked\r\n\r\n".encode() + chunked
+        )
+        status, headers, answer = read_response(sock)
+    assert status == 200 and answer["results"][0]["label"] in ("正面", "负面")
+
+
 def test_a_utf8_body_with_a_byte_order_mark_is_read(guarded):
     content = '\ufeff{"inputs": "好吃"}'.encode()
     response = guarded.client.post("/predict", content=content, headers={"content-type": "application/json"})

@@ -521,6 +521,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: _error_response("Malformed JSON (not UTF-8, nested too deeply...), wrong types, or unusable input"),
     429: _error_response("Queue full (`limit`: max_queue); retry after the Retry-After header"),
     500: _error_response("The model failed on this request's batch"),
+    501: _error_response("A Transfer-Encoding other than chunked: send the body with chunked alone, or a Content-Length"),
     503: _error_response(
         "The model is loading or the server is shutting down; or too many open connections "
         "(`limit`: max_connections)"

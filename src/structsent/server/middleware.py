@@ -201,7 +201,8 @@ class BodyLimits:
     """Reads a request's body once, within ``max_bytes`` (413) and ``read_timeout_s`` from the
     moment its headers arrived (408), before the app parses a byte of it; then replays it. A body
     in UTF-16 or UTF-32, which the JSON parser would otherwise read, is refused (422), and so is a
-    compressed one (any Content-Encoding but identity: 415).
+    compressed one (any Content-Encoding but identity: 415; any transfer coding but chunked: 501,
+    as RFC 9112 answers a coding it does not implement).
 
     With the connection cap this bounds what the bodies of clients can hold in memory:
     max_connections x max_body_bytes at most, for read_timeout_s at most.
@@ -220,6 +221,10 @@ class BodyLimits:
         encoding = _header(scope["headers"], b"content-encoding")
         if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
             await self._encoded(scope, receive, send, encoding)
+            return
+        coding = _unknown_transfer_coding(scope["headers"])
+        if coding is not None:
+            await self._transfer_coded(scope, receive, send, coding)
             return
         declared = _header(scope["headers"], b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
@@ -284,6 +289,15 @@ class BodyLimits:
                               "validation", status=415, close=True)  # the body is left unread
         await response(scope, receive, send)
 
+    async def _transfer_coded(self, scope, receive, send, coding: bytes) -> None:
+        """A body sent with ``Transfer-Encoding: gzip, chunked`` was read as its compressed bytes
+        (422), a plain one under that header was labelled as if the coding were absent."""
+        self.on_reject("validation")
+        shown = coding.decode("latin-1")[:40]
+        response = error_json(f"Transfer-Encoding: {shown} is not implemented; send the body with chunked "
+                              "alone, or with a Content-Length", "validation", status=501, close=True)
+        await response(scope, receive, send)
+
     async def _not_utf8(self, scope, receive, send) -> None:
         self.on_reject("validation")
         response = error_json("malformed JSON: the body is not valid UTF-8 (JSON is exchanged in UTF-8, RFC 8259)",
@@ -301,6 +315,17 @@ class BodyLimits:
             close=True,
         )
         await response(scope, receive, send)
+
+
+def _unknown_transfer_coding(headers) -> bytes | None:
+    """The first transfer coding other than chunked in the request's Transfer-Encoding headers
+    (a list, possibly over several headers), or None."""
+    for key, value in headers:
+        if key == b"transfer-encoding":
+            for coding in value.split(b","):
+                if coding.strip().lower() not in (b"chunked", b""):
+                    return coding.strip()
+    return None
 
 
 def _header(headers, name: bytes) -> bytes | None:
