@@ -6,9 +6,17 @@ deadline for request headers, which uvicorn does not have.
   process's file descriptors nor hold memory.
 - A request's headers must arrive within ``read_timeout_s`` of the connection opening or of the
   previous response; else 408 (when part of them arrived) or a silent close. Headers longer than
-  ``max_header_bytes`` are answered 431, whether they arrive in one read or in many. (The body's
-  deadline and size cap are the app's: ``middleware.BodyLimits``.)
+  ``max_header_bytes`` are answered 431, whether they arrive in one read or in many, first or
+  pipelined. (The body's deadline and size cap are the app's: ``middleware.BodyLimits``.)
 - uvicorn's own refusal of an unparsable request (400) is answered in the ErrorResponse shape.
+- A refusal (400, 431) of a request pipelined behind others is sent after their answers, so
+  that a client reads each answer against its own request.
+- An answer the client does not take (it stops reading) must make progress within
+  ``read_timeout_s``, else the connection is dropped: a client that pipelines requests and never
+  reads held its connection slot for ever, and enough of them every slot.
+- A client that leaves while a request pipelined before the last one is being answered is seen
+  by that request too (uvicorn tells only the last request parsed): its work is dropped and no
+  write to the closed connection is attempted.
 - When the server begins its graceful shutdown, ``ConnectionPolicy.draining`` is set, so that the
   app closes every connection after its response.
 
@@ -20,6 +28,7 @@ it by name: ``uvicorn.Config(app, http="structsent.server.connections:GuardedHTT
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import http
 import json
 import logging
@@ -41,6 +50,19 @@ log = logging.getLogger("structsent.server")
 PROTOCOL_NAME = f"{__name__}:GuardedHTTPProtocol"
 HEADERS_END = b"\r\n\r\n"
 UNREAD_GRACE_S = 0.05  # a deadline met by bytes the event loop has not read yet waits this much more
+HEADER_LINE_OVERHEAD = 4  # ": " and CRLF around each header's name and value
+
+
+class HeadersOverCap(Exception):
+    """Raised from the parser's header callback to stop it at ``max_header_bytes`` (431)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    status: int
+    message: str
+    reason: str  # the metrics' label
+    response: bytes  # the whole HTTP response
 
 
 def refusal_bytes(status: int, message: str, error_type: str, *, limit: str | None, limit_value=None) -> bytes:
@@ -72,6 +94,11 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
         self._body_deadline: asyncio.TimerHandle | None = None  # timer for the rest of such a body
         self._pipelined_header_bytes = 0  # bytes received while a pipelined request's headers are pending
         self._body_bytes_in_read = 0  # body bytes the parser delivered from the read in hand
+        self._message_header_bytes = 0  # the URL and headers of the request being parsed (httptools)
+        self._headers_over_cap = False  # the parser was stopped by HeadersOverCap
+        self._held_refusal: Refusal | None = None  # a refusal waiting for the answers owed before it
+        self._earlier_cycles: list = []  # requests parsed before the last one and not yet answered
+        self._send_deadline: asyncio.TimerHandle | None = None  # timer while an answer waits for the client
 
     @property
     def _policy(self) -> ConnectionPolicy:
@@ -99,9 +126,18 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
     def connection_lost(self, exc) -> None:
         self._stop_awaiting()
         self._stop_awaiting_body()
+        self._stop_awaiting_send()
+        self._held_refusal = None
+        for cycle in self._earlier_cycles:  # uvicorn marks only the last request parsed
+            if not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
+        self._earlier_cycles = []
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._held_refusal is not None:  # the connection ends with that refusal: nothing more is read
+            return
         if self._headers_deadline is not None:
             if self._headers_end_beyond_cap(data):  # whole headers over the cap, before the parser takes them
                 self._refuse_large_headers()
@@ -126,8 +162,13 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
             self._refuse_large_headers()
 
     def on_response_complete(self) -> None:
+        self._earlier_cycles = [cycle for cycle in self._earlier_cycles if not cycle.response_complete]
         super().on_response_complete()
         if self.policy is None or self.transport.is_closing():
+            return
+        if self._held_refusal is not None:
+            if not self._answers_owed():
+                self._send_refusal(self._held_refusal)
             return
         if self._body_pending:  # answered before its body was read (a GET with a body, a 405): the
             self._await_after_body = True  # bytes still to come are that body, not the next headers
@@ -139,7 +180,16 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
     def on_message_begin(self) -> None:
         self._headers_pending = True
         self._pipelined_header_bytes = 0
+        self._message_header_bytes = 0
         super().on_message_begin()  # type: ignore[misc]  # httptools' protocol (the type checks see h11's)
+
+    def on_url(self, url: bytes) -> None:
+        self._count_header_bytes(len(url))
+        super().on_url(url)  # type: ignore[misc]  # httptools' protocol (the type checks see h11's)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_header_bytes(len(name) + len(value) + HEADER_LINE_OVERHEAD)
+        super().on_header(name, value)  # type: ignore[misc]  # httptools' protocol (the type checks see h11's)
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes_in_read += len(body)
@@ -147,7 +197,10 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
 
     def on_headers_complete(self) -> None:
         self._headers_pending, self._body_pending = False, True
+        earlier = self.cycle
         super().on_headers_complete()  # type: ignore[misc]  # httptools' protocol (the type checks see h11's)
+        if earlier is not None and earlier is not self.cycle and not earlier.response_complete:
+            self._earlier_cycles.append(earlier)  # pipelined behind it: uvicorn keeps only the last
 
     def on_message_complete(self) -> None:
         self._body_pending = False
@@ -165,11 +218,40 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
         super().shutdown()
 
     def send_400_response(self, msg: str) -> None:
-        # h11 refuses headers over its buffer size (set to max_header_bytes) as unparsable
-        if self._headers_deadline is not None and self._header_bytes > self._policy.max_header_bytes:
+        # h11 refuses headers over its buffer size (set to max_header_bytes) as unparsable; the
+        # header callback stops httptools' parser there (HeadersOverCap)
+        over_cap = self._headers_deadline is not None and self._header_bytes > self._policy.max_header_bytes
+        if over_cap or self._headers_over_cap:
+            self._headers_over_cap = False
             self._refuse_large_headers()
             return
         self._refuse(400, "invalid HTTP request", "validation", reason="invalid_request")
+
+    # -- answers the client does not read --------------------------------------------------------
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.policy is not None and self._send_deadline is None:
+            self._send_deadline = self.loop.call_later(self.policy.read_timeout_s, self._answer_not_taken)
+
+    def resume_writing(self) -> None:
+        self._stop_awaiting_send()
+        super().resume_writing()
+
+    def _stop_awaiting_send(self) -> None:
+        if self._send_deadline is not None:
+            self._send_deadline.cancel()
+            self._send_deadline = None
+
+    def _answer_not_taken(self) -> None:
+        """The client read nothing of its answers for ``read_timeout_s`` (the transport's buffer
+        stayed above its high-water mark): drop the connection (a close would wait to send them)."""
+        self._send_deadline = None
+        if self.policy is not None:
+            self.policy.on_refused("unread_response")
+        client = "%s:%d" % self.client if self.client else "a client"
+        log.warning("%s did not read its answer within read_timeout_s=%g seconds; connection dropped",
+                    client, self._policy.read_timeout_s)  # rate-limited (logs.py)
+        self.transport.abort()
 
     # -- the deadline for headers -----------------------------------------------------------------
     def _await_headers(self) -> None:
@@ -256,14 +338,41 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
             reason="max_header_bytes", limit="max_header_bytes", limit_value=cap,
         )
 
+    def _count_header_bytes(self, size: int) -> None:
+        """Headers that arrive whole in one read with the request before them pass the checks on
+        reads: measured here as the parser hands them over."""
+        self._message_header_bytes += size
+        if self.policy is not None and self._message_header_bytes > self.policy.max_header_bytes:
+            self._headers_over_cap = True
+            raise HeadersOverCap  # the parser stops; uvicorn calls send_400_response
+
     def _refuse(
         self, status: int, message: str, error_type: str, *, reason: str, limit: str | None = None, limit_value=None
     ) -> None:
-        """Answer ``status`` without the app, close the connection, and count it under ``reason``."""
+        """Answer ``status`` without the app, close the connection, and count it under ``reason``;
+        after the answers owed to requests parsed before the refused bytes, if any."""
         self._stop_awaiting()
+        refusal = Refusal(status, message, reason,
+                          refusal_bytes(status, message, error_type, limit=limit, limit_value=limit_value))
+        if not self._answers_owed():
+            self._send_refusal(refusal)
+        elif self._held_refusal is None:  # the first refusal is the one the client gets
+            self._held_refusal = refusal
+            self.flow.pause_reading()
+
+    def _answers_owed(self) -> bool:
+        """Whether a request parsed whole before the refused bytes is still to be answered (the
+        refused bytes are then a pipelined request's, not part of that one's body)."""
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            return bool(getattr(self, "pipeline", None))
+        return not cycle.more_body
+
+    def _send_refusal(self, refusal: Refusal) -> None:
+        self._held_refusal = None
         if self.policy is not None:
-            self.policy.on_refused(reason)
+            self.policy.on_refused(refusal.reason)
         client = "%s:%d" % self.client if self.client else "a client"
-        log.warning("%s refused with %d: %s", client, status, message)  # rate-limited (logs.py)
-        self.transport.write(refusal_bytes(status, message, error_type, limit=limit, limit_value=limit_value))
+        log.warning("%s refused with %d: %s", client, refusal.status, refusal.message)  # rate-limited (logs.py)
+        self.transport.write(refusal.response)
         self.transport.close()
