@@ -128,6 +128,31 @@ def test_a_damaged_shard_index_is_a_one_line_model_format_error(tmp_path, hf_mod
         load_checkpoint(d)
 
 
+def test_a_shard_that_is_not_a_regular_file_is_refused_not_waited_on(tmp_path, hf_model_dir):
+    """A shard index naming a named pipe hung the load for ever (the open waited for a writer)."""
+    import contextlib
+    import os
+    import threading
+
+    d = copy_model(hf_model_dir, tmp_path)
+    (d / "model.safetensors").rename(d / "real.safetensors")
+    (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": "shard.safetensors"}}),
+                                                    encoding="utf-8")
+    os.mkfifo(d / "shard.safetensors")
+
+    def unblock_a_reader() -> None:  # so that a regression fails here instead of hanging the suite
+        with contextlib.suppress(OSError):
+            os.close(os.open(d / "shard.safetensors", os.O_WRONLY | os.O_NONBLOCK))
+
+    timer = threading.Timer(10, unblock_a_reader)
+    timer.start()
+    try:
+        with pytest.raises(structsent.ModelFormatError, match="shard.safetensors: the shard is not a regular file"):
+            load_checkpoint(d)
+    finally:
+        timer.cancel()
+
+
 def test_a_whole_weight_file_is_read_before_a_stale_shard_index_beside_it(tmp_path, hf_model_dir):
     """Both there: the shards were read, transformers reads model.safetensors (opposite labels seen)."""
     from safetensors.torch import load_file, save_file

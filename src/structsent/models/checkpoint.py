@@ -137,6 +137,9 @@ def _shards(index: object, source: Path) -> list[str]:
         if not names_a_file_inside(shard):
             raise ModelFormatError(f"{source}: shard {shard!r} is not a file inside {source.parent}; the index is "
                                    "damaged, download it again")
+        path = source.parent / shard
+        if path.exists() and not path.is_file():  # a pipe's open would wait for a writer for ever
+            raise ModelFormatError(f"{path}: the shard is not a regular file; copy the checkpoint's weights here")
     return shards
 
 
@@ -158,8 +161,14 @@ def read_weights(files: list[Path]) -> dict:
         except FileNotFoundError as err:
             raise ModelFormatError(f"{path}: missing weight file") from err
         except Exception as err:  # corrupt archives raise many unrelated types
+            refused = _refused_pickle_reason(err)
+            if refused is not None:
+                raise ModelFormatError(
+                    f"{path}: not a plain PyTorch state dict ({refused}); only tensors are loaded, never code a "
+                    "pickle names: save the weights as a state dict or as safetensors"
+                ) from err
             raise ModelFormatError(
-                f"{path}: cannot read weights ({type(err).__name__}: {_read_error_reason(err)}); the file is corrupt "
+                f"{path}: cannot read weights ({type(err).__name__}: {first_line(err)}); the file is corrupt "
                 "or truncated, download it again"
             ) from err
         if not isinstance(part, dict):
@@ -175,16 +184,20 @@ def first_line(text: object) -> str:
     return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
 
 
-def _read_error_reason(err: BaseException) -> str:
-    # torch's weights-only unpickler opens with a paragraph about its defaults; the reason
-    # ("Unsupported operand 149", "Unsupported global: ...") follows "WeightsUnpickler error:".
+def _refused_pickle_reason(err: BaseException) -> str | None:
+    """Why torch's weights-only unpickler refused a file (a pickle that names code, such as
+    ``posix.system``), or None for other failures. torch opens its message with a paragraph about
+    its defaults that advises ``weights_only=False`` (which would run that code); the reason is
+    after it: after "WeightsUnpickler error:" in some versions, in the next paragraph in others."""
     text = str(err)
+    if not text.startswith("Weights only load failed"):
+        return None
     marker = "WeightsUnpickler error:"
     if marker in text:
-        reason = first_line(text.split(marker, 1)[1])
-        if reason:
-            return f"not a plain PyTorch state dict: {reason}"
-    return first_line(text)
+        return first_line(text.split(marker, 1)[1]) or "refused by torch's weights-only unpickler"
+    paragraphs = [part.strip() for part in text.split("\n\n") if part.strip()]
+    reasons = [part for part in paragraphs[1:] if not part.startswith(("Check the documentation", "Please file"))]
+    return first_line(reasons[0]) if reasons else "refused by torch's weights-only unpickler"
 
 
 def normalise_state_dict(raw: dict, source: Path) -> dict:
