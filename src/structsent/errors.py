@@ -19,6 +19,10 @@ class BadInputError(StructsentError):
     """The input itself is unusable (wrong type, missing column, undecodable bytes...)."""
 
 
+class InputChangedError(BadInputError):
+    """The input file was cut or rewritten while a job read it: its last rows are not the file's."""
+
+
 class ConfigError(StructsentError):
     """An option has a value that cannot work (unknown backend, budget too small...)."""
 

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 
 import pytest
 
@@ -326,3 +327,49 @@ def test_plain_text_with_old_mac_line_endings_is_not_one_review(tmp_path):
         read_all(write(tmp_path, "a.txt", data), Format.TXT)
     rows, _ = read_all(write(tmp_path, "b.txt", data + "\n好吃\r\n".encode()), Format.TXT, on_bad_row="flag")
     assert [(r[0], r[2]) for r in rows] == [(1, None), (2, "好吃")] and "carriage return" in rows[0][3]
+
+
+@pytest.mark.parametrize(("fmt", "line"), [
+    (Format.CSV, lambda i: f'{i},"好评第{i}条，不错"\n'),
+    (Format.JSONL, lambda i: json.dumps({"id": i, "text": f"好评第{i}条"}, ensure_ascii=False) + "\n"),
+    (Format.TXT, lambda i: f"好评第{i}条\n"),
+])
+def test_a_file_cut_while_it_is_read_stops_the_reader_before_the_cut_line(tmp_path, fmt, line):
+    """A file truncated while a job read it ended the job with exit 0: the rows after the cut were
+    lost and the cut line itself (a few characters of a review) was labelled as a whole one."""
+    from structsent.errors import InputChangedError
+
+    header = "id,text\n" if fmt is Format.CSV else ""
+    lines = [line(i) for i in range(5000)]
+    path = write(tmp_path, "in." + fmt.value, (header + "".join(lines)).encode())
+    cut_line = 3000
+    cut_at = len((header + "".join(lines[:cut_line])).encode()) + 9  # 9 bytes into that line
+    reader = open_reader(path, fmt, text_column="text", on_bad_row="error")
+    texts = []
+    try:
+        with pytest.raises(InputChangedError, match=f"ended at byte {cut_at:,}, short of the"):
+            for row in reader:
+                texts.append(row.text)
+                if len(texts) == 10:
+                    os.truncate(path, cut_at)  # well past what the reader has buffered
+    finally:
+        reader.close()
+    assert len(texts) == cut_line and texts[-1] == f"好评第{cut_line - 1}条" + ("，不错" if fmt is Format.CSV else "")
+
+
+def test_a_file_cut_at_a_line_end_while_it_is_read_stops_the_reader_too(tmp_path):
+    from structsent.errors import InputChangedError
+
+    lines = [f"好评第{i}条\n" for i in range(5000)]
+    path = write(tmp_path, "in.txt", "".join(lines).encode())
+    reader = open_reader(path, Format.TXT, text_column="text", on_bad_row="error")
+    count = 0
+    try:
+        with pytest.raises(InputChangedError):
+            for _ in reader:
+                count += 1
+                if count == 10:
+                    os.truncate(path, len("".join(lines[:3000]).encode()))
+    finally:
+        reader.close()
+    assert count == 3000  # every whole row before the cut, then the error instead of the end of the file

@@ -598,3 +598,26 @@ def test_an_empty_json_lines_input_gets_its_report(tmp_path, hf_model_dir):
     proc = run_cli("label", source, "-o", out, "--report", report, *model_args(hf_model_dir), check=False)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     assert out.read_bytes() == b"" and '<dd id="total-rows">0</dd>' in report.read_text(encoding="utf-8")
+
+
+def test_an_input_cut_while_the_job_reads_it_stops_the_job_and_writes_no_cut_row(tmp_path, hf_model_dir):
+    """The job ended with exit 0: the rows after the cut were gone and the cut line (three
+    characters of a review) was labelled as a whole one."""
+    source = tmp_path / "in.csv"
+    rows = [[i, f"第{i}条评论，味道很好，下次还来"] for i in range(100_000)]
+    write_csv(source, rows)
+    data = source.read_bytes()
+    cut_at = data.index(b"\n50000,") + 9  # a few bytes into row 50000
+    out = tmp_path / "out.csv"
+    proc = subprocess.Popen([PYTHON, "-m", "structsent", "label", str(source), "-o", str(out), "--chunk-rows", "50",
+                             *map(str, model_args(hf_model_dir))], stderr=subprocess.PIPE)
+    assert wait_for(lambda: rows_done(tmp_path / "out.csv.manifest.json") >= 50, proc), proc.stderr.read()
+    os.truncate(source, cut_at)  # the reader runs only a few chunks ahead of the commits
+    assert proc.wait(timeout=120) == 2
+    message = proc.stderr.read().decode()  # (a first use of the model on ONNX Runtime says so on a line of its own)
+    assert "Traceback" not in message and message.count("structsent: error") == 1, message
+    assert f"ended at byte {cut_at:,}, short of the {len(data):,} bytes" in message and "cut or rewritten" in message
+    assert not out.exists()  # the job did not finish: what it committed is in its work files
+    written = read_csv(tmp_path / "out.csv.partial")
+    assert 50 <= len(written) == rows_done(tmp_path / "out.csv.manifest.json") <= 50_000  # never the cut row 50000
+    assert [[int(r["id"]), r["text"]] for r in written] == rows[: len(written)]  # a whole, ordered prefix

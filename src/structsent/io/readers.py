@@ -19,7 +19,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 
-from ..errors import BadInputError
+from ..errors import BadInputError, InputChangedError
 from .formats import Format
 
 FLAG, FAIL = "flag", "error"
@@ -91,8 +91,10 @@ class _LineSource:
     the bytes consumed. A CSV reader can so give back lines it has read but not used.
     """
 
-    def __init__(self, stream: BinaryIO, start: int, on_bad_row: str, name: str, line: int = 0) -> None:
+    def __init__(self, stream: BinaryIO, start: int, on_bad_row: str, name: str, line: int = 0,
+                 size: int | None = None) -> None:
         self.stream = stream
+        self.size = size  # the file's size when opened (None: a stream); it must not shrink while read
         self.offset = start
         self.line_number = line
         self.on_bad_row = on_bad_row
@@ -105,10 +107,25 @@ class _LineSource:
         for raw in iter(self.stream.readline, b""):
             self._read_number += 1
             start, self._read_offset = self._read_offset, self._read_offset + len(raw)
+            if not raw.endswith(b"\n"):  # the file's last line, or one cut short by a file that shrank
+                self._check_not_cut()
             text, error = self._decoded(raw, start)
             if start == 0 and text.startswith(BYTE_ORDER_MARK):
                 text = text[1:]  # a UTF-8 byte-order mark opens the file, not its first value
             yield _Line(raw, text, self._read_number, start, error)
+        self._check_not_cut()
+
+    def _check_not_cut(self) -> None:
+        """The file ended before the size it had when the job opened it: it was cut (truncated or
+        rewritten) while the job read it, and the rest of its rows, and the last one read, are not
+        the file's. Nothing read since the last commit is written."""
+        if self.size is not None and self._read_offset < self.size:
+            raise InputChangedError(
+                f"{self.name}: the file ended at byte {self._read_offset:,}, short of the {self.size:,} bytes it "
+                "had when the job opened it: it was cut or rewritten while the job read it, so its last rows are "
+                "not the file's; nothing read since the last commit is written. Label it again (--overwrite) once "
+                "it no longer changes"
+            )
 
     def _decoded(self, raw: bytes, start: int) -> tuple[str, str | None]:
         """The line's text, and why it is unreadable (flag mode; fail mode raises)."""
@@ -139,7 +156,7 @@ class TextLineReader(RowReader):
 
     def __init__(self, stream: BinaryIO, *, start: int, line: int, rows_done: int, total: int | None,
                  on_bad_row: str, name: str, text_column: str = "text") -> None:
-        self.lines = _LineSource(stream, start, on_bad_row, name, line)
+        self.lines = _LineSource(stream, start, on_bad_row, name, line, size=total)
         self.columns = [text_column]
         self.text_column = text_column
         self.total = total
@@ -170,7 +187,7 @@ class JsonLinesReader(RowReader):
 
     def __init__(self, stream: BinaryIO, *, start: int, line: int, rows_done: int, total: int | None,
                  on_bad_row: str, name: str, text_column: str) -> None:
-        self.lines = _LineSource(stream, start, on_bad_row, name, line)
+        self.lines = _LineSource(stream, start, on_bad_row, name, line, size=total)
         self.text_column = text_column
         self.total = total
         self.rows_read = rows_done
@@ -344,7 +361,7 @@ class CsvReader(RowReader):
     def __init__(self, stream: BinaryIO, *, start: int, line: int, rows_done: int, total: int | None,
                  on_bad_row: str, name: str, text_column: str, delimiter: str, header: list[str] | None) -> None:
         _allow_long_fields()
-        self.lines = _LineSource(stream, start, on_bad_row, name, line)
+        self.lines = _LineSource(stream, start, on_bad_row, name, line, size=total)
         self.name = name
         self.on_bad_row = on_bad_row
         self.total = total

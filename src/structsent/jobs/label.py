@@ -26,7 +26,7 @@ import numpy as np
 
 from ..batching import padding_fraction
 from ..engine import deduplicate
-from ..errors import BadInputError, JobFilesChangedError, OutputWriteError
+from ..errors import BadInputError, InputChangedError, JobFilesChangedError, OutputWriteError
 from ..io.formats import Format
 from ..io.lock import OutputLock
 from ..io.manifest import (
@@ -327,7 +327,7 @@ class LabelJob:
             with quick_gil_handoff(self.classifier.runner.device):
                 self._label_chunks(reader, manifest, summary, started)
         except BadInputError as err:  # a bad row, a type that changed: this input stops this job here
-            if self.files is None or not manifest.rows_done:
+            if self.files is None or not manifest.rows_done or isinstance(err, InputChangedError):
                 raise
             raise BadInputError(f"{err}; {manifest.rows_done:,} rows were committed before it, and a resume would stop "
                                 "at the same place: start the job over with --overwrite") from err
