@@ -212,6 +212,23 @@ def test_parquet_values_python_cannot_hold_or_corrupt_pages_are_one_line_errors(
         read_all(str(corrupt), Format.PARQUET)
 
 
+def test_parquet_times_of_day_in_nanoseconds_are_read_exactly_or_refused(tmp_path):
+    """12:34:56.123456789 came out as 12:34:56.123456 in every output format (and a Parquet
+    output kept the type time64[ns] with the last digits zeroed)."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    noon = (12 * 3600 + 34 * 60 + 56) * 10**9
+    exact = tmp_path / "exact.parquet"
+    pq.write_table(pa.table({"text": ["好", "坏", "中"], "t": pa.array([noon + 123456000, None, 0],
+                                                                      pa.time64("ns"))}), exact)
+    rows, _ = read_all(str(exact), Format.PARQUET)
+    assert [str(r[1]["t"]) for r in rows] == ["12:34:56.123456", "None", "00:00:00"]
+    finer = tmp_path / "finer.parquet"
+    pq.write_table(pa.table({"text": ["好", "坏"], "t": pa.array([noon, noon + 123456789], pa.time64("ns"))}), finer)
+    with pytest.raises(BadInputError, match="row 2: column 't' holds a time of day in nanoseconds"):
+        read_all(str(finer), Format.PARQUET)
+
+
 def test_a_file_of_only_a_byte_order_mark_is_as_empty_as_one_without(tmp_path):
     assert read_all(write(tmp_path, "a.txt", b"\xef\xbb\xbf"), Format.TXT)[0] == []
     assert read_all(write(tmp_path, "a.jsonl", b"\xef\xbb\xbf"), Format.JSONL)[0] == []

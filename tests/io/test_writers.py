@@ -273,3 +273,38 @@ def test_a_parquet_merge_that_fills_the_disk_leaves_no_half_written_file(tmp_pat
         assert list(small.iterdir()) == []  # neither the output nor its temporary file
     merge_parquet_parts(parts, tmp_path / "out.parquet")
     assert pq.read_table(tmp_path / "out.parquet").num_rows == 800
+
+
+def nested(depth: int, kind: str):
+    value: object = 1
+    for _ in range(depth):
+        value = [value] if kind == "list" else {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(("value", "fits"), [
+    (nested(49, "list"), True), (nested(50, "list"), False),
+    (nested(98, "object"), True), (nested(99, "object"), False),
+    ({"a": [nested(47, "list")]}, True), ({"a": [nested(48, "list")]}, False),
+], ids=["49-lists", "50-lists", "98-objects", "99-objects", "object-list-47", "object-list-48"])
+def test_json_values_nested_deeper_than_parquet_readers_read_are_refused_before_a_part_is_written(tmp_path, value,
+                                                                                                   fits):
+    """A part 50 lists deep was written, then refused as "no longer reads ... another program
+    changed it" (and again at every --resume): Arrow's Parquet reader reads 100 schema levels."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    if not fits:
+        with pytest.raises(BadInputError, match=r"rows 1-1: column 'v' nests 10[12] levels deep as Parquet, and "
+                                                r"Parquet readers read at most 100; write JSON Lines or CSV output"):
+            parquet_chunks([value])
+        return
+    (table,) = parquet_chunks([value])
+    write_parquet_part(table, tmp_path / "part.parquet")  # the deepest a reader takes: it reads back
+    assert pq.read_table(tmp_path / "part.parquet").column("v").to_pylist() == [value]
+
+
+@pytest.mark.parametrize("value", [{}, [{}], {"a": {}}, [[{"b": {}}]]], ids=["{}", "[{}]", "nested", "deep"])
+def test_an_object_without_fields_is_refused_for_parquet_in_one_line(value):
+    """Arrow cannot write a struct without fields: a traceback (ArrowNotImplementedError), exit 1."""
+    with pytest.raises(BadInputError, match=r"column 'v' holds an object without fields \(\{\}\), which Parquet "
+                                            "cannot hold; write JSON Lines or CSV output"):
+        parquet_chunks([value])

@@ -528,12 +528,29 @@ class ParquetReader(RowReader):
             yield batch
 
     def _values(self, batch, *, first_row: int) -> list[dict]:
+        self._check_times_keep_their_nanoseconds(batch, first_row=first_row)
         try:
             return batch.to_pylist()
         except _PARQUET_READ_ERRORS as err:  # e.g. a timestamp beyond the year 9999 ("never expires")
             last = first_row + batch.num_rows - 1
             raise BadInputError(f"{self.name}: rows {first_row}-{last}: a value Python cannot hold ({err}); "
                                 "convert that column (to a string, say) and try again") from err
+
+    def _check_times_keep_their_nanoseconds(self, batch, *, first_row: int) -> None:
+        """A time of day in nanoseconds (``time64[ns]``) becomes a Python time in microseconds: its
+        last three digits were dropped without a word (in every output format). Refused where
+        they are not zero, as another value Python cannot hold."""
+        import pyarrow as pa
+
+        for index, field in enumerate(batch.schema):
+            if not (pa.types.is_time64(field.type) and field.type.unit == "ns"):
+                continue
+            nanoseconds = batch.column(index).cast(pa.int64()).fill_null(0).to_numpy() % 1000
+            if nanoseconds.any():
+                row = first_row + int(nanoseconds.nonzero()[0][0])
+                raise BadInputError(f"{self.name}: row {row}: column {field.name!r} holds a time of day in "
+                                    "nanoseconds, which Python holds to the microsecond only; convert that column "
+                                    "(to a string, say) and try again")
 
     def _row(self, values: dict) -> InputRow:
         text, error = text_of_binary(values.get(self.text_column))

@@ -94,9 +94,11 @@ class ChunkEncoder:
             if inferred is None:  # an input without rows: the columns, empty
                 return self._arrow_schema.empty_table()
             self._decide(inferred)
+            check_parquet_can_hold(self._arrow_schema, where)
             return _table_of_one_schema(inferred, self._arrow_schema, where)
         if self._arrow_schema is None:
             self._arrow_schema = self._schema(input_schema, None)
+            check_parquet_can_hold(self._arrow_schema, where)
         try:
             return pa.Table.from_pylist(records, schema=self._arrow_schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
@@ -208,6 +210,56 @@ class ChunkEncoder:
 SCHEMA_ADVICE = ("Parquet output has one type per column, taken from the first chunk that holds a value of it: "
                  "write JSON Lines or CSV output, give the column one type throughout, or a larger --chunk-rows so "
                  "that the first chunk sees more kinds of value")
+
+
+PARQUET_MAX_DEPTH = 100  # schema levels Arrow's Parquet reader reads back, the root included
+
+
+def check_parquet_can_hold(schema, where: str) -> None:
+    """Refuse, before a part is written, the column types a Parquet file cannot hold or cannot be
+    read back with: an object without fields (``{}``: Arrow cannot write it) and nesting deeper
+    than the reader's limit (the part was written, then "no longer reads" at the next check)."""
+    for field in schema:
+        if _holds_a_struct_without_fields(field.type):
+            raise BadInputError(f"{where}: column {field.name!r} holds an object without fields ({{}}), which "
+                                "Parquet cannot hold; write JSON Lines or CSV output")
+        depth = 1 + _parquet_levels(field.type)
+        if depth > PARQUET_MAX_DEPTH:
+            raise BadInputError(f"{where}: column {field.name!r} nests {depth} levels deep as Parquet, and Parquet "
+                                f"readers read at most {PARQUET_MAX_DEPTH}; write JSON Lines or CSV output")
+
+
+def _children(kind) -> list:
+    """The types an Arrow type holds (a struct's fields, a list's values, a map's keys and items)."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(kind):
+        return [kind.field(i).type for i in range(kind.num_fields)]
+    if pa.types.is_map(kind):
+        return [kind.key_type, kind.item_type]
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return [kind.value_type]
+    return []
+
+
+def _parquet_levels(kind) -> int:
+    """Levels of the Parquet schema a column of Arrow type ``kind`` takes: a value 1, a struct one
+    more than its deepest field, a list or a map two more (their group and repeated group)."""
+    import pyarrow as pa
+
+    children = _children(kind)
+    if not children:
+        return 1
+    own = 1 if pa.types.is_struct(kind) else 2
+    return own + max(_parquet_levels(child) for child in children)
+
+
+def _holds_a_struct_without_fields(kind) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_struct(kind) and kind.num_fields == 0:
+        return True
+    return any(_holds_a_struct_without_fields(child) for child in _children(kind))
 
 
 def _has_values(table, column: str) -> bool:
