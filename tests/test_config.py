@@ -71,3 +71,12 @@ def test_engine_flags_and_variables_reach_the_same_checks(monkeypatch):
         engine_config(build_parser().parse_args(["label", "x.txt"]))
     monkeypatch.setenv("STRUCTSENT_NUM_THREADS", "2")
     assert engine_config(build_parser().parse_args(["label", "x.txt"])).num_threads == 2
+
+
+def test_an_unknown_option_by_name_is_a_config_error_naming_the_options():
+    """load("default", foo=1) and replace(foo=1) raised Python's bare TypeError."""
+    import structsent
+
+    for call in (lambda: structsent.load("default", max_lenght=128), lambda: EngineConfig().replace(max_lenght=128)):
+        with pytest.raises(ConfigError, match="unknown engine option 'max_lenght'; the options are: backend, .*max_length"):
+            call()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import Backend, EngineConfig, LongTextPolicy, Precision
+from .config import Backend, EngineConfig, LongTextPolicy, Precision, check_option_names
 from .errors import (
     BadInputError,
     ConfigError,
@@ -46,6 +46,7 @@ def load(name_or_path: str | Path = "default", *, config: EngineConfig | None = 
     from .models import load_checkpoint
     from .runtime import resolve_runtime
 
+    check_option_names(options)
     if config is None:
         config = EngineConfig(**options)
     elif not isinstance(config, EngineConfig):

@@ -185,4 +185,14 @@ class EngineConfig:
         return self.pad_multiple if self.device_kind == "cpu" else None
 
     def replace(self, **changes) -> "EngineConfig":
+        check_option_names(changes)
         return dataclasses.replace(self, **changes)
+
+
+def check_option_names(options: dict) -> None:
+    """Options given by name (``load(..., **options)``, ``replace``) that are EngineConfig fields,
+    or a ConfigError naming the others and the fields (rather than Python's bare TypeError)."""
+    fields = [field.name for field in dataclasses.fields(EngineConfig)]
+    unknown = [name for name in options if name not in fields]
+    if unknown:
+        raise ConfigError(f"unknown engine option {', '.join(map(repr, unknown))}; the options are: {', '.join(fields)}")

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import EngineConfig
+from .config import EngineConfig, check_option_names
 from .errors import BadInputError, ConfigError, OutputWriteError, StructsentError, require
 from .io.formats import Format, detect_format, suffixes_of
 from .io.lock import DirectoryLock, OutputLock
@@ -207,6 +207,7 @@ def _check_pool(concurrency, batch_size: int | None) -> None:
 
 def _actor_config(config: EngineConfig | None, engine_options: dict, num_gpus: float | None) -> EngineConfig:
     """The engine config the actors load with, validated here rather than in every actor."""
+    check_option_names(engine_options)
     config = EngineConfig(**engine_options) if config is None else config.replace(**engine_options)
     if not num_gpus and config.device == "auto":
         # An actor that reserved no GPU must not grab one that Ray gave to another actor.

@@ -207,3 +207,19 @@ def test_word_embeddings_of_another_rank_are_refused(tmp_path, hf_model_dir, sha
     save_file(tensors, d / "model.safetensors")
     with pytest.raises(structsent.ModelFormatError, match=r"word_embeddings.weight has shape .*not \(rows, columns\)"):
         load_checkpoint(d)
+
+
+def test_a_model_of_fewer_than_three_positions_is_a_model_format_error(tmp_path):
+    """It was refused as if the user had passed --max-length 2 (a ConfigError, exit 2), after a
+    warning that the default 512 was more than the model's 2 positions."""
+    make_hf_model(max_position_embeddings=2).save_pretrained(tmp_path)
+    write_tokenizer_files(tmp_path)
+    with pytest.raises(structsent.ModelFormatError, match=r"config.json: max_position_embeddings is 2: .* needs 3"):
+        load_checkpoint(tmp_path)
+    make_hf_model(max_position_embeddings=3).save_pretrained(tmp_path)  # the fewest it can read
+    assert structsent.load(str(tmp_path), backend="torch")(["好"])[0].ok
+
+
+def test_a_model_path_holding_a_nul_character_is_model_not_found():
+    with pytest.raises(structsent.ModelNotFoundError, match="cannot hold a NUL character"):
+        load_checkpoint("models/a\x00b")

@@ -37,6 +37,8 @@ def resolve_directory(name_or_path: str | Path) -> Path:
                 f"the bundled model is missing from {BUNDLED_MODEL_DIR}; reinstall structsent"
             )
         return BUNDLED_MODEL_DIR
+    if "\x00" in str(name_or_path):  # no file name holds one (a stat raised a bare ValueError)
+        raise ModelNotFoundError(f"{str(name_or_path)[:200]!r}: a model path cannot hold a NUL character")
     path = expanded(Path(name_or_path), "model")
     try:
         mode = path.stat().st_mode

@@ -9,6 +9,7 @@ from ..errors import ModelFormatError
 
 # The activations modeling.py implements (it checks that its table has exactly these names).
 ACTIVATION_NAMES = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu")
+MIN_POSITIONS = 3  # [CLS], one token, [SEP]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -30,6 +31,11 @@ class BertShape:
         if self.hidden_act not in ACTIVATION_NAMES:
             raise ModelFormatError(
                 f"hidden_act={self.hidden_act!r} is not supported (known: {', '.join(ACTIVATION_NAMES)})"
+            )
+        if self.max_position_embeddings < MIN_POSITIONS:
+            raise ModelFormatError(
+                f"max_position_embeddings is {self.max_position_embeddings}: a model reads [CLS], at least one "
+                f"token and [SEP], so it needs {MIN_POSITIONS} positions at least"
             )
         if self.hidden_size % self.num_heads:
             raise ModelFormatError(
