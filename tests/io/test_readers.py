@@ -225,7 +225,11 @@ def test_parquet_times_of_day_in_nanoseconds_are_read_exactly_or_refused(tmp_pat
     assert [str(r[1]["t"]) for r in rows] == ["12:34:56.123456", "None", "00:00:00"]
     finer = tmp_path / "finer.parquet"
     pq.write_table(pa.table({"text": ["好", "坏"], "t": pa.array([noon, noon + 123456789], pa.time64("ns"))}), finer)
-    with pytest.raises(BadInputError, match="row 2: column 't' holds a time of day in nanoseconds"):
+    with pytest.raises(BadInputError, match="rows 1-2: column 't' holds a time of day in nanoseconds"):
+        read_all(str(finer), Format.PARQUET)
+    inside = pa.array([{"at": [noon]}, {"at": [noon + 1]}], pa.struct([("at", pa.list_(pa.time64("ns")))]))
+    pq.write_table(pa.table({"text": ["好", "坏"], "s": inside}), finer)  # inside a column, too
+    with pytest.raises(BadInputError, match="rows 1-2: column 's' holds a time of day in nanoseconds"):
         read_all(str(finer), Format.PARQUET)
 
 

@@ -617,6 +617,7 @@ def test_an_input_cut_while_the_job_reads_it_stops_the_job_and_writes_no_cut_row
     message = proc.stderr.read().decode()  # (a first use of the model on ONNX Runtime says so on a line of its own)
     assert "Traceback" not in message and message.count("structsent: error") == 1, message
     assert f"ended at byte {cut_at:,}, short of the {len(data):,} bytes" in message and "cut or rewritten" in message
+    assert "rows) is written: label it again (--overwrite) once it no longer changes" in message
     assert not out.exists()  # the job did not finish: what it committed is in its work files
     written = read_csv(tmp_path / "out.csv.partial")
     assert 50 <= len(written) == rows_done(tmp_path / "out.csv.manifest.json") <= 50_000  # never the cut row 50000

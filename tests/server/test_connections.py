@@ -431,12 +431,15 @@ class RecordingTransport(asyncio.Transport):
         super().__init__()
         self.written = b""
         self.closed = False
+        self.aborted = False
+        self.reading = True
+        self.buffered = 0  # bytes the transport holds that the client has not taken
 
     def write(self, data) -> None:
         self.written += bytes(data)
 
-        self.aborted = False
-        self.reading = True
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
 
     def close(self) -> None:
         self.closed = True
@@ -578,6 +581,26 @@ async def _a_bad_body_of_the_request_in_progress() -> None:
     protocol.connection_lost(None)
 
 
+def test_a_bad_body_of_a_request_pipelined_behind_one_in_progress_is_answered_after_it():
+    """The 400 went out at once and closed the connection: the client read it as the answer to its
+    valid request before (whose own answer never came)."""
+    asyncio.run(_a_bad_body_of_a_pipelined_request())
+
+
+async def _a_bad_body_of_a_pipelined_request() -> None:
+    app = GatedApp()
+    protocol, transport, refused = protocol_with(app)
+    protocol.data_received(b"POST /first HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+                           b"POST /second HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nbad\r\n")
+    await asyncio.sleep(0)
+    assert transport.written == b""
+    app.gate.set()
+    await asyncio.sleep(0.05)
+    assert statuses(transport.written) == [200, 400] and transport.closed and refused == ["invalid_request"]
+    assert b"/first" in transport.written and b"/second" not in transport.written  # the refusal is its answer
+    protocol.connection_lost(None)
+
+
 def test_a_client_that_leaves_is_seen_by_the_request_in_progress_not_only_the_last_pipelined():
     """uvicorn told only the last request parsed: the one running went on computing and then
     wrote to the closed connection (RuntimeError logged as a backend error, counted as a 200)."""
@@ -612,20 +635,38 @@ def test_answers_the_client_does_not_read_drop_the_connection_after_the_deadline
 
 
 async def _answers_the_client_does_not_read() -> None:
-    protocol, transport, refused = protocol_with(never_answering_app, read_timeout_s=0.2)
+    protocol, transport, refused = protocol_with(never_answering_app, read_timeout_s=0.6)
     protocol.data_received(b"GET /docs/swagger-ui-bundle.js HTTP/1.1\r\nHost: x\r\n\r\n")
     await asyncio.sleep(0)  # its answer is being sent
+    transport.buffered = 1_700_000
     protocol.pause_writing()  # the transport's buffer went over its high-water mark
-    await asyncio.sleep(0.1)
-    protocol.resume_writing()  # the client took some: the deadline starts again at the next pause
-    protocol.pause_writing()
     try:
-        await asyncio.sleep(0.15)
+        await asyncio.sleep(0.4)
+        transport.buffered -= 100_000  # a slow client: it takes some, the buffer stays above low water
+        await asyncio.sleep(0.5)  # past the first deadline: progress was made, so it waits again
         assert not transport.closed and refused == []
-        await asyncio.sleep(0.15)
+        await asyncio.sleep(0.9)  # a whole deadline without progress
         assert transport.aborted and refused == ["unread_response"]  # aborted: a close would wait to send
     finally:
         protocol.connection_lost(None)  # (which resumes writing: the answer's task can end)
+
+
+def test_resumed_writing_stops_the_deadline():
+    asyncio.run(_resumed_writing_stops_the_deadline())
+
+
+async def _resumed_writing_stops_the_deadline() -> None:
+    protocol, transport, refused = protocol_with(never_answering_app, read_timeout_s=0.3)
+    protocol.data_received(b"GET /docs/swagger-ui-bundle.js HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.sleep(0)
+    transport.buffered = 100_000
+    protocol.pause_writing()
+    protocol.resume_writing()  # below the low-water mark: the client took it
+    try:
+        await asyncio.sleep(0.6)
+        assert not transport.closed and refused == []
+    finally:
+        protocol.connection_lost(None)
 
 
 def test_bodies_in_the_reads_of_pipelined_headers_are_not_counted_as_headers():

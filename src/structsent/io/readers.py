@@ -123,8 +123,7 @@ class _LineSource:
             raise InputChangedError(
                 f"{self.name}: the file ended at byte {self._read_offset:,}, short of the {self.size:,} bytes it "
                 "had when the job opened it: it was cut or rewritten while the job read it, so its last rows are "
-                "not the file's; nothing read since the last commit is written. Label it again (--overwrite) once "
-                "it no longer changes"
+                "not the file's"
             )
 
     def _decoded(self, raw: bytes, start: int) -> tuple[str, str | None]:
@@ -537,24 +536,39 @@ class ParquetReader(RowReader):
                                 "convert that column (to a string, say) and try again") from err
 
     def _check_times_keep_their_nanoseconds(self, batch, *, first_row: int) -> None:
-        """A time of day in nanoseconds (``time64[ns]``) becomes a Python time in microseconds: its
-        last three digits were dropped without a word (in every output format). Refused where
-        they are not zero, as another value Python cannot hold."""
+        """A time of day in nanoseconds (``time64[ns]``, in a column or inside one) becomes a Python
+        time in microseconds: its last three digits were dropped without a word (in every output
+        format). Refused where they are not zero, as another value Python cannot hold."""
         import pyarrow as pa
 
         for index, field in enumerate(batch.schema):
-            if not (pa.types.is_time64(field.type) and field.type.unit == "ns"):
-                continue
-            nanoseconds = batch.column(index).cast(pa.int64()).fill_null(0).to_numpy() % 1000
-            if nanoseconds.any():
-                row = first_row + int(nanoseconds.nonzero()[0][0])
-                raise BadInputError(f"{self.name}: row {row}: column {field.name!r} holds a time of day in "
-                                    "nanoseconds, which Python holds to the microsecond only; convert that column "
-                                    "(to a string, say) and try again")
+            for times in _times_in_nanoseconds(batch.column(index)):
+                if (times.cast(pa.int64()).fill_null(0).to_numpy() % 1000).any():
+                    last = first_row + batch.num_rows - 1
+                    raise BadInputError(f"{self.name}: rows {first_row}-{last}: column {field.name!r} holds a time "
+                                        "of day in nanoseconds, which Python holds to the microsecond only; convert "
+                                        "that column (to a string, say) and try again")
 
     def _row(self, values: dict) -> InputRow:
         text, error = text_of_binary(values.get(self.text_column))
         return InputRow(self.rows_read, values, text, error)
+
+
+def _times_in_nanoseconds(array) -> Iterator:
+    """The ``time64[ns]`` arrays in ``array``: itself, or those in its struct fields, list values or map entries."""
+    import pyarrow as pa
+
+    kind = array.type
+    if pa.types.is_time64(kind) and kind.unit == "ns":
+        yield array
+    elif pa.types.is_struct(kind):
+        for index in range(kind.num_fields):
+            yield from _times_in_nanoseconds(array.field(index))
+    elif pa.types.is_map(kind):
+        yield from _times_in_nanoseconds(array.keys)
+        yield from _times_in_nanoseconds(array.items)
+    elif pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        yield from _times_in_nanoseconds(array.flatten())
 
 
 def text_of_binary(value: object) -> tuple[object, str | None]:

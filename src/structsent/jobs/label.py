@@ -326,8 +326,13 @@ class LabelJob:
         try:
             with quick_gil_handoff(self.classifier.runner.device):
                 self._label_chunks(reader, manifest, summary, started)
+        except InputChangedError as err:
+            if self.files is None:  # written to standard output: what went out stays out
+                raise
+            raise InputChangedError(f"{err}; nothing read since the last commit ({manifest.rows_done:,} rows) is "
+                                    "written: label it again (--overwrite) once it no longer changes") from err
         except BadInputError as err:  # a bad row, a type that changed: this input stops this job here
-            if self.files is None or not manifest.rows_done or isinstance(err, InputChangedError):
+            if self.files is None or not manifest.rows_done:
                 raise
             raise BadInputError(f"{err}; {manifest.rows_done:,} rows were committed before it, and a resume would stop "
                                 "at the same place: start the job over with --overwrite") from err

@@ -161,15 +161,16 @@ def read_weights(files: list[Path]) -> dict:
         except FileNotFoundError as err:
             raise ModelFormatError(f"{path}: missing weight file") from err
         except Exception as err:  # corrupt archives raise many unrelated types
-            refused = _refused_pickle_reason(err)
-            if refused is not None:
+            reason = _weights_only_reason(err)
+            code = re.search(r"GLOBAL ([\w.]+)", reason or "")
+            if code:
                 raise ModelFormatError(
-                    f"{path}: not a plain PyTorch state dict ({refused}); only tensors are loaded, never code a "
-                    "pickle names: save the weights as a state dict or as safetensors"
+                    f"{path}: not a plain PyTorch state dict: it names {code.group(1)}, code rather than tensors; "
+                    "only tensors are loaded: save the weights as a state dict or as safetensors"
                 ) from err
             raise ModelFormatError(
-                f"{path}: cannot read weights ({type(err).__name__}: {first_line(err)}); the file is corrupt "
-                "or truncated, download it again"
+                f"{path}: cannot read weights ({type(err).__name__}: {reason or first_line(err)}); the file is "
+                "corrupt or truncated (or a Git LFS pointer in place of the weights), download it again"
             ) from err
         if not isinstance(part, dict):
             raise ModelFormatError(f"{path}: expected a state dict, got {type(part).__name__}")
@@ -184,20 +185,22 @@ def first_line(text: object) -> str:
     return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
 
 
-def _refused_pickle_reason(err: BaseException) -> str | None:
-    """Why torch's weights-only unpickler refused a file (a pickle that names code, such as
-    ``posix.system``), or None for other failures. torch opens its message with a paragraph about
-    its defaults that advises ``weights_only=False`` (which would run that code); the reason is
-    after it: after "WeightsUnpickler error:" in some versions, in the next paragraph in others."""
+def _weights_only_reason(err: BaseException) -> str | None:
+    """The reason torch's weights-only unpickler gives for refusing a file ("Unsupported operand
+    118": not a pickle; "Unsupported global: GLOBAL posix.system ...": a pickle that names code),
+    or None for other failures. torch opens its message with a paragraph about its defaults that
+    advises ``weights_only=False`` (which would run that code): the reason is after it, after
+    "WeightsUnpickler error:" in some versions, in the next paragraph in others."""
     text = str(err)
     if not text.startswith("Weights only load failed"):
         return None
     marker = "WeightsUnpickler error:"
     if marker in text:
-        return first_line(text.split(marker, 1)[1]) or "refused by torch's weights-only unpickler"
-    paragraphs = [part.strip() for part in text.split("\n\n") if part.strip()]
-    reasons = [part for part in paragraphs[1:] if not part.startswith(("Check the documentation", "Please file"))]
-    return first_line(reasons[0]) if reasons else "refused by torch's weights-only unpickler"
+        reason = first_line(text.split(marker, 1)[1])
+    else:
+        paragraphs = [part.strip() for part in text.split("\n\n")[1:] if part.strip()]
+        reason = next((first_line(part) for part in paragraphs if not part.startswith("Check the documentation")), "")
+    return reason.split(". ")[0].rstrip(".") or "refused by torch's weights-only unpickler"
 
 
 def normalise_state_dict(raw: dict, source: Path) -> dict:

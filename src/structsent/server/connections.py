@@ -11,9 +11,9 @@ deadline for request headers, which uvicorn does not have.
 - uvicorn's own refusal of an unparsable request (400) is answered in the ErrorResponse shape.
 - A refusal (400, 431) of a request pipelined behind others is sent after their answers, so
   that a client reads each answer against its own request.
-- An answer the client does not take (it stops reading) must make progress within
-  ``read_timeout_s``, else the connection is dropped: a client that pipelines requests and never
-  reads held its connection slot for ever, and enough of them every slot.
+- While the transport's send buffer is full, the client must take some of its answers' bytes
+  within each ``read_timeout_s``, else the connection is dropped: a client that pipelines requests
+  and never reads held its connection slot for ever, and enough of them every slot.
 - A client that leaves while a request pipelined before the last one is being answered is seen
   by that request too (uvicorn tells only the last request parsed): its work is dropped and no
   write to the closed connection is attempted.
@@ -59,6 +59,8 @@ class HeadersOverCap(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class Refusal:
+    """A refusal written by the protocol itself: what is logged, counted and sent."""
+
     status: int
     message: str
     reason: str  # the metrics' label
@@ -97,8 +99,9 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
         self._message_header_bytes = 0  # the URL and headers of the request being parsed (httptools)
         self._headers_over_cap = False  # the parser was stopped by HeadersOverCap
         self._held_refusal: Refusal | None = None  # a refusal waiting for the answers owed before it
-        self._earlier_cycles: list = []  # requests parsed before the last one and not yet answered
+        self._earlier_cycles: list = []  # request cycles parsed before the last one and not yet answered
         self._send_deadline: asyncio.TimerHandle | None = None  # timer while an answer waits for the client
+        self._unsent_at_deadline = 0  # bytes the transport held when that timer was set
 
     @property
     def _policy(self) -> ConnectionPolicy:
@@ -164,11 +167,13 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
     def on_response_complete(self) -> None:
         self._earlier_cycles = [cycle for cycle in self._earlier_cycles if not cycle.response_complete]
         super().on_response_complete()
-        if self.policy is None or self.transport.is_closing():
+        if self.transport.is_closing():
             return
         if self._held_refusal is not None:
             if not self._answers_owed():
                 self._send_refusal(self._held_refusal)
+            return
+        if self.policy is None:
             return
         if self._body_pending:  # answered before its body was read (a GET with a body, a 405): the
             self._await_after_body = True  # bytes still to come are that body, not the next headers
@@ -220,8 +225,9 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
     def send_400_response(self, msg: str) -> None:
         # h11 refuses headers over its buffer size (set to max_header_bytes) as unparsable; the
         # header callback stops httptools' parser there (HeadersOverCap)
-        over_cap = self._headers_deadline is not None and self._header_bytes > self._policy.max_header_bytes
-        if over_cap or self._headers_over_cap:
+        # (_header_bytes counts whole reads: only while no request has begun are they all headers)
+        awaiting = self._headers_deadline is not None and self.cycle is self._awaited_after
+        if (awaiting and self._header_bytes > self._policy.max_header_bytes) or self._headers_over_cap:
             self._headers_over_cap = False
             self._refuse_large_headers()
             return
@@ -231,7 +237,7 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
     def pause_writing(self) -> None:
         super().pause_writing()
         if self.policy is not None and self._send_deadline is None:
-            self._send_deadline = self.loop.call_later(self.policy.read_timeout_s, self._answer_not_taken)
+            self._await_progress()
 
     def resume_writing(self) -> None:
         self._stop_awaiting_send()
@@ -242,10 +248,18 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
             self._send_deadline.cancel()
             self._send_deadline = None
 
+    def _await_progress(self) -> None:
+        self._unsent_at_deadline = self.transport.get_write_buffer_size()
+        self._send_deadline = self.loop.call_later(self._policy.read_timeout_s, self._answer_not_taken)
+
     def _answer_not_taken(self) -> None:
-        """The client read nothing of its answers for ``read_timeout_s`` (the transport's buffer
-        stayed above its high-water mark): drop the connection (a close would wait to send them)."""
+        """The client took none of its answers' bytes for ``read_timeout_s`` while the transport's
+        buffer stayed full: drop the connection (a close would wait to send them). One that takes
+        some (a slow reader) has another ``read_timeout_s``."""
         self._send_deadline = None
+        if self.transport.get_write_buffer_size() < self._unsent_at_deadline:
+            self._await_progress()
+            return
         if self.policy is not None:
             self.policy.on_refused("unread_response")
         client = "%s:%d" % self.client if self.client else "a client"
@@ -359,14 +373,25 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
         elif self._held_refusal is None:  # the first refusal is the one the client gets
             self._held_refusal = refusal
             self.flow.pause_reading()
+            self._unqueue_refused_request()
 
     def _answers_owed(self) -> bool:
-        """Whether a request parsed whole before the refused bytes is still to be answered (the
-        refused bytes are then a pipelined request's, not part of that one's body)."""
+        """Whether a request parsed before the refused bytes is still to be answered: one pipelined
+        before the last, or the last if its body was read whole (the refused bytes then come after it)."""
+        if any(not cycle.response_complete for cycle in self._earlier_cycles):
+            return True
         cycle = self.cycle
-        if cycle is None or cycle.response_complete:
-            return bool(getattr(self, "pipeline", None))
-        return not cycle.more_body
+        return cycle is not None and not cycle.response_complete and not cycle.more_body
+
+    def _unqueue_refused_request(self) -> None:
+        """A pipelined request whose body holds the refused bytes is not run: the refusal, sent
+        after the answers before it, is its answer."""
+        cycle = self.cycle
+        pipeline = getattr(self, "pipeline", None)  # httptools' queue of pipelined requests (h11 has none)
+        if cycle is not None and cycle.more_body and pipeline:
+            for entry in list(pipeline):
+                if entry[0] is cycle:
+                    pipeline.remove(entry)
 
     def _send_refusal(self, refusal: Refusal) -> None:
         self._held_refusal = None

@@ -290,8 +290,7 @@ class BodyLimits:
         await response(scope, receive, send)
 
     async def _transfer_coded(self, scope, receive, send, coding: bytes) -> None:
-        """A body sent with ``Transfer-Encoding: gzip, chunked`` was read as its compressed bytes
-        (422), a plain one under that header was labelled as if the coding were absent."""
+        """501 for a transfer coding other than chunked: the body would be read as its coded bytes."""
         self.on_reject("validation")
         shown = coding.decode("latin-1")[:40]
         response = error_json(f"Transfer-Encoding: {shown} is not implemented; send the body with chunked "
