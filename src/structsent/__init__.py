@@ -46,8 +46,8 @@ def load(name_or_path: str | Path = "default", *, config: EngineConfig | None = 
     from .models import load_checkpoint
     from .runtime import resolve_runtime
 
-    check_option_names(options)
     if config is None:
+        check_option_names(options)  # (replace() below checks its own)
         config = EngineConfig(**options)
     elif not isinstance(config, EngineConfig):
         raise ConfigError(f"config={type(config).__name__}: expected an EngineConfig; pass EngineConfig(**fields), "

@@ -207,8 +207,11 @@ def _check_pool(concurrency, batch_size: int | None) -> None:
 
 def _actor_config(config: EngineConfig | None, engine_options: dict, num_gpus: float | None) -> EngineConfig:
     """The engine config the actors load with, validated here rather than in every actor."""
-    check_option_names(engine_options)
-    config = EngineConfig(**engine_options) if config is None else config.replace(**engine_options)
+    if config is None:
+        check_option_names(engine_options)  # (replace() checks its own)
+        config = EngineConfig(**engine_options)
+    else:
+        config = config.replace(**engine_options)
     if not num_gpus and config.device == "auto":
         # An actor that reserved no GPU must not grab one that Ray gave to another actor.
         config = config.replace(device="cpu")

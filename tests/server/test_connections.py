@@ -634,12 +634,18 @@ def test_answers_the_client_does_not_read_drop_the_connection_after_the_deadline
     asyncio.run(_answers_the_client_does_not_read())
 
 
-async def _answers_the_client_does_not_read() -> None:
-    protocol, transport, refused = protocol_with(never_answering_app, read_timeout_s=0.6)
+async def an_answer_filling_the_send_buffer(*, read_timeout_s: float, buffered: int):
+    """A protocol sending a large answer whose bytes fill the transport's buffer: writing paused."""
+    protocol, transport, refused = protocol_with(never_answering_app, read_timeout_s=read_timeout_s)
     protocol.data_received(b"GET /docs/swagger-ui-bundle.js HTTP/1.1\r\nHost: x\r\n\r\n")
     await asyncio.sleep(0)  # its answer is being sent
-    transport.buffered = 1_700_000
+    transport.buffered = buffered
     protocol.pause_writing()  # the transport's buffer went over its high-water mark
+    return protocol, transport, refused
+
+
+async def _answers_the_client_does_not_read() -> None:
+    protocol, transport, refused = await an_answer_filling_the_send_buffer(read_timeout_s=0.6, buffered=1_700_000)
     try:
         await asyncio.sleep(0.4)
         transport.buffered -= 100_000  # a slow client: it takes some, the buffer stays above low water
@@ -656,11 +662,7 @@ def test_resumed_writing_stops_the_deadline():
 
 
 async def _resumed_writing_stops_the_deadline() -> None:
-    protocol, transport, refused = protocol_with(never_answering_app, read_timeout_s=0.3)
-    protocol.data_received(b"GET /docs/swagger-ui-bundle.js HTTP/1.1\r\nHost: x\r\n\r\n")
-    await asyncio.sleep(0)
-    transport.buffered = 100_000
-    protocol.pause_writing()
+    protocol, transport, refused = await an_answer_filling_the_send_buffer(read_timeout_s=0.3, buffered=100_000)
     protocol.resume_writing()  # below the low-water mark: the client took it
     try:
         await asyncio.sleep(0.6)

@@ -497,6 +497,8 @@ class ParquetReader(RowReader):
         self.rows_read = rows_done
         self.batch_size = batch_size
         self.only = None if only is None else list(only)  # the columns to read (None: all)
+        self.nanosecond_times = [field.name for field in self.file.schema_arrow  # checked in every batch
+                                 if _holds_nanosecond_times(field.type)]
 
     @property
     def position(self) -> int:
@@ -541,11 +543,13 @@ class ParquetReader(RowReader):
         format). Refused where they are not zero, as another value Python cannot hold."""
         import pyarrow as pa
 
-        for index, field in enumerate(batch.schema):
-            for times in _times_in_nanoseconds(batch.column(index)):
+        for name in self.nanosecond_times:
+            if batch.schema.get_field_index(name) < 0:  # not among the columns read
+                continue
+            for times in _times_in_nanoseconds(batch.column(name)):
                 if (times.cast(pa.int64()).fill_null(0).to_numpy() % 1000).any():
                     last = first_row + batch.num_rows - 1
-                    raise BadInputError(f"{self.name}: rows {first_row}-{last}: column {field.name!r} holds a time "
+                    raise BadInputError(f"{self.name}: rows {first_row}-{last}: column {name!r} holds a time "
                                         "of day in nanoseconds, which Python holds to the microsecond only; convert "
                                         "that column (to a string, say) and try again")
 
@@ -554,12 +558,35 @@ class ParquetReader(RowReader):
         return InputRow(self.rows_read, values, text, error)
 
 
+def arrow_children(kind) -> list:
+    """The types an Arrow type holds (a struct's fields, a list's values, a map's keys and items)."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(kind):
+        return [kind.field(i).type for i in range(kind.num_fields)]
+    if pa.types.is_map(kind):
+        return [kind.key_type, kind.item_type]
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return [kind.value_type]
+    return []
+
+
+def _is_nanosecond_time(kind) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_time64(kind) and kind.unit == "ns"
+
+
+def _holds_nanosecond_times(kind) -> bool:
+    return _is_nanosecond_time(kind) or any(_holds_nanosecond_times(child) for child in arrow_children(kind))
+
+
 def _times_in_nanoseconds(array) -> Iterator:
     """The ``time64[ns]`` arrays in ``array``: itself, or those in its struct fields, list values or map entries."""
     import pyarrow as pa
 
     kind = array.type
-    if pa.types.is_time64(kind) and kind.unit == "ns":
+    if _is_nanosecond_time(kind):
         yield array
     elif pa.types.is_struct(kind):
         for index in range(kind.num_fields):

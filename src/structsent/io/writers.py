@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import BadInputError
 from ..results import LabelResult
 from .formats import Format
-from .readers import InputRow
+from .readers import InputRow, arrow_children
 
 _FORMAT_NAMES = {Format.CSV: "CSV", Format.TSV: "TSV", Format.PARQUET: "Parquet"}
 
@@ -89,16 +89,14 @@ class ChunkEncoder:
         if input_schema is None:  # JSON Lines: the chunk's own types, checked against the job's
             inferred = _inferred_table(records, where) if records else None  # once per chunk
             if self._arrow_schema is None:
-                self._arrow_schema = self._schema(input_schema, inferred)
+                self._arrow_schema = self._schema(input_schema, inferred, where)
                 self._undecided = {c for c in self.input_columns if not _has_values(inferred, c)}
             if inferred is None:  # an input without rows: the columns, empty
                 return self._arrow_schema.empty_table()
-            self._decide(inferred)
-            check_parquet_can_hold(self._arrow_schema, where)
+            self._decide(inferred, where)
             return _table_of_one_schema(inferred, self._arrow_schema, where)
         if self._arrow_schema is None:
-            self._arrow_schema = self._schema(input_schema, None)
-            check_parquet_can_hold(self._arrow_schema, where)
+            self._arrow_schema = self._schema(input_schema, None, where)
         try:
             return pa.Table.from_pylist(records, schema=self._arrow_schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
@@ -120,15 +118,16 @@ class ChunkEncoder:
         strings = [c for c in self.input_columns if c in schema.names and pa.types.is_string(schema.field(c).type)]
         self.use_schema(schema, [c for c in strings if all(_only_nulls(part, c) for part in parts)])
 
-    def _decide(self, inferred) -> None:
+    def _decide(self, inferred, where: str) -> None:
         """The first values of a column null until now give it its type (the parts written before,
         where it is null throughout, take that type when they are merged)."""
         import pyarrow as pa
 
         for name in sorted(self._undecided):
             if _has_values(inferred, name):
-                index = self._arrow_schema.get_field_index(name)
-                self._arrow_schema = self._arrow_schema.set(index, pa.field(name, inferred.field(name).type))
+                field = pa.field(name, inferred.field(name).type)
+                check_parquet_can_hold([field], where)
+                self._arrow_schema = self._arrow_schema.set(self._arrow_schema.get_field_index(name), field)
                 self._undecided.discard(name)
 
     # -- helpers ------------------------------------------------------------------------------
@@ -190,8 +189,9 @@ class ChunkEncoder:
         delimiter = "\t" if self.format is Format.TSV else ","
         return csv_text(records, delimiter).encode("utf-8")
 
-    def _schema(self, input_schema, inferred_table):
-        """The job's schema: the input's (Parquet), else the types of the first chunk's table."""
+    def _schema(self, input_schema, inferred_table, where: str):
+        """The job's schema: the input's (Parquet), else the types of the first chunk's table;
+        checked that Parquet can hold it."""
         import pyarrow as pa
 
         if input_schema is not None:
@@ -203,6 +203,7 @@ class ChunkEncoder:
                 not pa.types.is_null(inferred.field(c).type) else pa.field(c, pa.string())
                 for c in self.input_columns
             ]
+        check_parquet_can_hold(fields, where)
         fields += [pa.field(name, kind) for name, kind in zip(self.extra, prediction_types(self.labels))]
         return pa.schema(fields)
 
@@ -215,11 +216,12 @@ SCHEMA_ADVICE = ("Parquet output has one type per column, taken from the first c
 PARQUET_MAX_DEPTH = 100  # schema levels Arrow's Parquet reader reads back, the root included
 
 
-def check_parquet_can_hold(schema, where: str) -> None:
+def check_parquet_can_hold(fields, where: str) -> None:
     """Refuse, before a part is written, the column types a Parquet file cannot hold or cannot be
     read back with: an object without fields (``{}``: Arrow cannot write it) and nesting deeper
-    than the reader's limit (the part was written, then "no longer reads" at the next check)."""
-    for field in schema:
+    than the reader's limit (the part was written, then "no longer reads" at the next check).
+    ``fields``: a schema, or the fields a schema gains."""
+    for field in fields:
         if _holds_a_struct_without_fields(field.type):
             raise BadInputError(f"{where}: column {field.name!r} holds an object without fields ({{}}), which "
                                 "Parquet cannot hold; write JSON Lines or CSV output")
@@ -229,25 +231,12 @@ def check_parquet_can_hold(schema, where: str) -> None:
                                 f"readers read at most {PARQUET_MAX_DEPTH}; write JSON Lines or CSV output")
 
 
-def _children(kind) -> list:
-    """The types an Arrow type holds (a struct's fields, a list's values, a map's keys and items)."""
-    import pyarrow as pa
-
-    if pa.types.is_struct(kind):
-        return [kind.field(i).type for i in range(kind.num_fields)]
-    if pa.types.is_map(kind):
-        return [kind.key_type, kind.item_type]
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
-        return [kind.value_type]
-    return []
-
-
 def _parquet_levels(kind) -> int:
     """Levels of the Parquet schema a column of Arrow type ``kind`` takes: a value 1, a struct one
     more than its deepest field, a list or a map two more (their group and repeated group)."""
     import pyarrow as pa
 
-    children = _children(kind)
+    children = arrow_children(kind)
     if not children:
         return 1
     own = 1 if pa.types.is_struct(kind) else 2
@@ -259,7 +248,7 @@ def _holds_a_struct_without_fields(kind) -> bool:
 
     if pa.types.is_struct(kind) and kind.num_fields == 0:
         return True
-    return any(_holds_a_struct_without_fields(child) for child in _children(kind))
+    return any(_holds_a_struct_without_fields(child) for child in arrow_children(kind))
 
 
 def _has_values(table, column: str) -> bool:

@@ -765,12 +765,11 @@ def describe_validation_errors(errors) -> str:
         if error.get("type") == "json_invalid":
             parts.append(f"malformed JSON: {error.get('ctx', {}).get('error', error.get('msg'))}")
             continue
+        loc = [str(p) for p in error.get("loc", ()) if p != "body"]
         if error.get("type") == "string_unicode":  # a lone surrogate escape ("\ud800") where a str was wanted
-            loc = [str(p) for p in error.get("loc", ()) if p != "body"]
             what = f"{'.'.join(loc)}: holds" if loc else "body: a field name holds"
             parts.append(f"{what} a lone UTF-16 surrogate escape, which is not a character")
             continue
-        loc = [str(p) for p in error.get("loc", ()) if p != "body"]
         where = ".".join(loc) or "body"
         hint = VALIDATION_HINTS.get((loc[1] if len(loc) > 2 else None, error.get("type")))
         parts.append(f"{where}: {error.get('msg')}" + (f" ({hint})" if hint else ""))

@@ -97,11 +97,14 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
         self._pipelined_header_bytes = 0  # bytes received while a pipelined request's headers are pending
         self._body_bytes_in_read = 0  # body bytes the parser delivered from the read in hand
         self._message_header_bytes = 0  # the URL and headers of the request being parsed (httptools)
-        self._headers_over_cap = False  # the parser was stopped by HeadersOverCap
         self._held_refusal: Refusal | None = None  # a refusal waiting for the answers owed before it
         self._earlier_cycles: list = []  # request cycles parsed before the last one and not yet answered
         self._send_deadline: asyncio.TimerHandle | None = None  # timer while an answer waits for the client
         self._unsent_at_deadline = 0  # bytes the transport held when that timer was set
+
+    @property
+    def _client_name(self) -> str:
+        return "%s:%d" % self.client if self.client else "a client"
 
     @property
     def _policy(self) -> ConnectionPolicy:
@@ -227,8 +230,7 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
         # header callback stops httptools' parser there (HeadersOverCap)
         # (_header_bytes counts whole reads: only while no request has begun are they all headers)
         awaiting = self._headers_deadline is not None and self.cycle is self._awaited_after
-        if (awaiting and self._header_bytes > self._policy.max_header_bytes) or self._headers_over_cap:
-            self._headers_over_cap = False
+        if (awaiting and self._header_bytes > self._policy.max_header_bytes) or self._message_headers_over_cap():
             self._refuse_large_headers()
             return
         self._refuse(400, "invalid HTTP request", "validation", reason="invalid_request")
@@ -260,11 +262,9 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
         if self.transport.get_write_buffer_size() < self._unsent_at_deadline:
             self._await_progress()
             return
-        if self.policy is not None:
-            self.policy.on_refused("unread_response")
-        client = "%s:%d" % self.client if self.client else "a client"
+        self._policy.on_refused("unread_response")  # (the deadline is set only under a policy)
         log.warning("%s did not read its answer within read_timeout_s=%g seconds; connection dropped",
-                    client, self._policy.read_timeout_s)  # rate-limited (logs.py)
+                    self._client_name, self._policy.read_timeout_s)  # rate-limited (logs.py)
         self.transport.abort()
 
     # -- the deadline for headers -----------------------------------------------------------------
@@ -356,9 +356,11 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
         """Headers that arrive whole in one read with the request before them pass the checks on
         reads: measured here as the parser hands them over."""
         self._message_header_bytes += size
-        if self.policy is not None and self._message_header_bytes > self.policy.max_header_bytes:
-            self._headers_over_cap = True
+        if self._message_headers_over_cap():
             raise HeadersOverCap  # the parser stops; uvicorn calls send_400_response
+
+    def _message_headers_over_cap(self) -> bool:
+        return self.policy is not None and self._message_header_bytes > self.policy.max_header_bytes
 
     def _refuse(
         self, status: int, message: str, error_type: str, *, reason: str, limit: str | None = None, limit_value=None
@@ -397,7 +399,6 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
         self._held_refusal = None
         if self.policy is not None:
             self.policy.on_refused(refusal.reason)
-        client = "%s:%d" % self.client if self.client else "a client"
-        log.warning("%s refused with %d: %s", client, refusal.status, refusal.message)  # rate-limited (logs.py)
+        log.warning("%s refused with %d: %s", self._client_name, refusal.status, refusal.message)  # rate-limited
         self.transport.write(refusal.response)
         self.transport.close()
