@@ -2,7 +2,8 @@
 
     python tests/server/fault_server.py LOAD_DELAY_S serve --model DIR --port N ...
 
-The model load is delayed by LOAD_DELAY_S seconds (so /health can be seen loading), any
+The model load is delayed by LOAD_DELAY_S seconds (so /health can be seen loading; with
+--workers N in each worker too: multiprocessing's spawn imports this file as __mp_main__), any
 model batch holding the poison character raises, as a crashing kernel would, and any batch
 holding the gate character waits until the file named by $STRUCTSENT_FAULT_GATE exists (so a
 test can hold the model worker busy for exactly as long as it needs), and a sequence holding the
@@ -69,6 +70,7 @@ def wait_for_gate(timeout: float = 60) -> None:
         time.sleep(0.01)
 
 
-if __name__ == "__main__":
+if __name__ in ("__main__", "__mp_main__"):  # the second: in the worker processes of --workers N
     load_slowly_with_faults(float(sys.argv[1]))
+if __name__ == "__main__":
     sys.exit(main(sys.argv[2:]))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import os
+import signal
+import socket
 import time
 from pathlib import Path
 
@@ -15,7 +18,6 @@ from .conftest import ServerProcess
 pytestmark = pytest.mark.slow  # real server processes
 
 
-
 def test_two_workers_serve_the_same_answers_and_stop_together(hf_model_dir):
     single = ServerProcess(hf_model_dir).wait_healthy(120)
     try:
@@ -25,8 +27,8 @@ def test_two_workers_serve_the_same_answers_and_stop_together(hf_model_dir):
         single.terminate()
     server = ServerProcess(hf_model_dir, "--workers", "2").wait_healthy(120)
     try:
-        workers = [pid for pid in children_of(server.process.pid)
-                   if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]  # not the resource tracker
+        wait_for(lambda: len(worker_pids(server)) == 2, 60, "two workers")
+        workers = worker_pids(server)
         assert len(workers) == 2, (workers, server.log())
         for _ in range(12):  # a fresh connection each time, so either worker may answer
             results = post_on_a_fresh_connection(server, texts)
@@ -42,16 +44,12 @@ def test_two_workers_serve_the_same_answers_and_stop_together(hf_model_dir):
         server.close()
 
 
-def post_on_a_fresh_connection(server, texts, timeout: float = 120) -> list[dict]:
-    """The results; /health proved one worker ready, the other may still be loading (503)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
-            response = client.post("/v1/sentiment", json={"texts": texts})
-        if response.status_code != 503 or time.monotonic() > deadline:
-            assert response.status_code == 200, response.text
-            return response.json()["results"]
-        time.sleep(0.2)
+def post_on_a_fresh_connection(server, texts) -> list[dict]:
+    """The results; /health proved one worker ready, and a worker takes no connection before it is."""
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        response = client.post("/v1/sentiment", json={"texts": texts})
+    assert response.status_code == 200, response.text
+    return response.json()["results"]
 
 
 def _alive(pid: int) -> bool:
@@ -60,3 +58,94 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def worker_pids(server: ServerProcess) -> list[int]:
+    return [pid for pid in children_of(server.process.pid)
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]  # not the resource tracker
+
+
+def kill_if_alive(pids: list[int]) -> None:
+    for pid in pids:
+        if _alive(pid):
+            os.kill(pid, 9)
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_workers_stop_and_free_the_port_when_the_serve_process_is_killed(hf_model_dir):
+    """SIGKILL of the `serve` process left its workers answering on the port for ever (and keeping
+    it: the next `serve` could not start there)."""
+    server = ServerProcess(hf_model_dir, "--workers", "2").wait_healthy(120)
+    workers: list[int] = []
+    try:
+        wait_for(lambda: len(worker_pids(server)) == 2, 60, "two workers")
+        workers = worker_pids(server)
+        server.process.kill()
+        server.process.wait(10)
+        wait_for(lambda: not any(_alive(pid) for pid in workers), 20, f"the orphaned workers {workers} to stop")
+        with socket.socket() as probe:  # the port is free again
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", server.port))
+    finally:
+        server.close()
+        kill_if_alive(workers)
+
+
+def fresh_connection_statuses(server: ServerProcess, seconds: float, until=lambda: False) -> list[int]:
+    """Statuses of one request after another, each on a new connection, for ``seconds`` or until ``until()``."""
+    statuses = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not until():
+        with httpx.Client(base_url=server.url, timeout=30) as client:  # a fresh connection each time
+            statuses.append(client.post("/v1/sentiment", json={"texts": ["味道不错"]}).status_code)
+        time.sleep(0.02)
+    return statuses
+
+
+def test_a_restarted_worker_takes_no_request_before_its_model_is_loaded(hf_model_dir):
+    """A worker that died and was started again answered 503 ("the model is loading") to its share
+    of the connections while the other worker served; it now takes none until it can answer."""
+    server = ServerProcess(hf_model_dir, "--workers", "2", fault_load_delay_s=3).wait_healthy(120)
+    workers: list[int] = []
+    try:
+        wait_for(lambda: len(worker_pids(server)) == 2, 60, "two workers")
+        time.sleep(4)  # both loaded (each serves only once it is, or, before, answered 503 while loading)
+        victim = worker_pids(server)[0]
+        os.kill(victim, 9)
+        statuses = fresh_connection_statuses(server, 15)  # the new worker starts, loads for 3 s, and serves
+        workers = worker_pids(server)
+        assert len(workers) == 2 and victim not in workers, (workers, server.log())
+        assert set(statuses) == {200}, (collections.Counter(statuses), server.log())
+    finally:
+        workers = worker_pids(server) if server.process.poll() is None else workers
+        server.terminate(60)
+        kill_if_alive(workers)  # they stop with the server; not so when it died first
+
+
+def test_sighup_replaces_every_worker_without_a_refused_request(hf_model_dir):
+    """uvicorn's rolling restart: each new worker must serve before the old one leaves; one that
+    served at once answered 503 while loading, one that waited for its model longer than uvicorn's
+    default 5 s was killed and the restart given up."""
+    server = ServerProcess(hf_model_dir, "--workers", "2", fault_load_delay_s=6).wait_healthy(120)
+    workers: list[int] = []
+    try:
+        wait_for(lambda: len(worker_pids(server)) == 2, 60, "two workers")
+        time.sleep(7)  # both loaded
+        before = worker_pids(server)
+        server.process.send_signal(signal.SIGHUP)
+        replaced = lambda: not set(worker_pids(server)) & set(before)  # noqa: E731
+        statuses = fresh_connection_statuses(server, 90, until=replaced)
+        statuses += fresh_connection_statuses(server, 1)
+        workers = worker_pids(server)
+        assert replaced() and len(workers) == 2, (before, workers, server.log())
+        assert set(statuses) == {200}, (collections.Counter(statuses), server.log())
+    finally:
+        workers = worker_pids(server) if server.process.poll() is None else workers
+        server.terminate(60)
+        kill_if_alive(workers)

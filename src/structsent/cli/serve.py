@@ -9,6 +9,9 @@ API_KEY_ENVIRONMENT_VARIABLE = "STRUCTSENT_API_KEY"
 # Open files a server needs besides its client connections (model files, runtime libraries,
 # the event loop, logs...); the connection cap must fit in the process's limit with this spare.
 SPARE_FILE_DESCRIPTORS = 128
+# With --workers, uvicorn's supervisor waits this long for a worker's answer to its ping (a worker
+# answers while its model loads), and for a new worker to serve in SIGHUP's rolling restart.
+WORKER_READY_TIMEOUT_S = 60
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -193,11 +196,12 @@ def _serve_processes(settings, args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from ..server.app import SETTINGS_ENVIRONMENT_VARIABLE
+    from ..server.workers import worker_environment
 
-    os.environ[SETTINGS_ENVIRONMENT_VARIABLE] = settings.to_json()
+    os.environ.update(worker_environment(settings, os.getpid()))
     uvicorn.run(
-        "structsent.server.app:app_from_environment", factory=True, workers=args.workers,
+        "structsent.server.workers:app_from_environment", factory=True, workers=args.workers,
+        timeout_worker_healthcheck=WORKER_READY_TIMEOUT_S,
         **_uvicorn_options(settings, args),
     )
     return 0

@@ -67,7 +67,6 @@ OPEN_PATHS = frozenset({"/health"})  # answered without the API key (probes carr
 # With --api-key, the API's description is answered without the key too (it holds no data), so
 # that a browser can load /docs, whose Authorize button then sends the key on every call it makes.
 DOCUMENTATION_PATHS = API_DOCS_PATHS | {"/openapi.json"}
-SETTINGS_ENVIRONMENT_VARIABLE = "STRUCTSENT_SERVER_SETTINGS"  # read by worker processes only
 MAX_WAIT_MS_LIMIT = 60_000  # a merge window of a minute already delays every lone request by a minute
 INLINE_TOKENIZE_CHARS = 512  # a request this small, of known characters, is tokenized on the event loop
 LEAVING_READ_S = 0.002  # after the tokenizer thread: time for the event loop to read a client's leaving
@@ -537,8 +536,11 @@ Every error answer is an `ErrorResponse`. When the server runs with an API key, 
 """
 
 
-def create_app(settings: ServerSettings, *, service: SentimentService | None = None) -> FastAPI:
-    """The ASGI app; the model starts loading when the app starts (lifespan).
+def create_app(settings: ServerSettings, *, service: SentimentService | None = None,
+               serve_once_loaded: bool = False) -> FastAPI:
+    """The ASGI app; the model starts loading when the app starts (lifespan), and the app serves
+    at once (503 while loading), or with ``serve_once_loaded`` (worker processes) only once the
+    load has ended, loaded or failed.
 
     The lifespan state hands the connection limits to the HTTP protocol (``connections.py``).
     """
@@ -552,7 +554,9 @@ def create_app(settings: ServerSettings, *, service: SentimentService | None = N
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        service.start_loading()
+        loading = service.start_loading()
+        if serve_once_loaded:
+            await asyncio.to_thread(loading.join)
         yield {ConnectionPolicy.STATE_KEY: policy}
         await asyncio.to_thread(service.stop, 60.0)
 
@@ -646,16 +650,6 @@ def _declare_bearer_auth(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-def app_from_environment() -> FastAPI:
-    """Factory for worker processes (``--workers N``): settings come from the parent process."""
-    import os
-
-    from .logs import limit_server_logs
-
-    limit_server_logs()  # uvicorn has configured this process's loggers by now
-    return create_app(ServerSettings.from_json(os.environ[SETTINGS_ENVIRONMENT_VARIABLE]))
 
 
 def _add_error_handlers(app: FastAPI, service: SentimentService) -> None:
