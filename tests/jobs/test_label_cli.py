@@ -2,6 +2,7 @@
 
 import csv
 import gc
+import html
 import io
 import json
 import os
@@ -428,6 +429,19 @@ def test_report_flag_writes_a_report_of_the_output(tmp_path, hf_model_dir, real_
     assert 'id="total-rows">60<' in page and 'id="job-figures"' in page
     no_file = run_cli("label", source, "--report", report, *model_args(hf_model_dir), check=False)
     assert no_file.returncode == 2 and b"--report needs an output file" in no_file.stderr
+
+
+def test_the_report_shows_the_column_the_job_labelled(tmp_path, hf_model_dir, real_reviews):
+    """`label --text-column review --report` showed the first column (order ids) as the rows' text."""
+    source = tmp_path / "in.csv"
+    with open(source, "w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows([["order_id", "review"], *[[f"ORD-{i:05d}", t] for i, t in enumerate(real_reviews[:30])]])
+    out, report = tmp_path / "out.csv", tmp_path / "report.html"
+    run_cli("label", source, "-o", out, "--text-column", "review", "--report", report, *model_args(hf_model_dir))
+    page = report.read_text(encoding="utf-8")
+    cells = page.split('id="least-certain-rows"', 1)[1]
+    assert ">review<" in cells and any(f">{html.escape(t, quote=False)}<" in cells for t in real_reviews[:30])
+    assert "ORD-0" not in cells
 
 
 @pytest.mark.slow

@@ -410,6 +410,20 @@ def test_a_report_by_column_the_output_will_not_have_is_refused_before_the_job(t
     assert not out.exists() and not (tmp_path / "r.html").exists()  # refused before the job began
 
 
+def test_a_report_by_field_no_json_line_has_is_refused_before_the_job(tmp_path, hf_model_dir):
+    """JSON Lines input: a misspelt --report-by was found after the whole job, named as --by."""
+    source, out, report = tmp_path / "in.jsonl", tmp_path / "out.csv", tmp_path / "r.html"
+    source.write_text("".join(json.dumps({"text": "好评", **({"shop": "甲"} if i == 3 else {})}, ensure_ascii=False)
+                              + "\n" for i in range(5)), encoding="utf-8")
+    proc = run_cli("label", source, "-o", out, "--report", report, "--report-by", "shpo", *model_args(hf_model_dir),
+                   check=False)
+    assert "--report-by shpo: no line of" in one_line_error(proc, 2)
+    assert not out.exists() and not report.exists()
+    run_cli("label", source, "-o", tmp_path / "out.jsonl", "--report", report, "--report-by", "shop",
+            *model_args(hf_model_dir))
+    assert 'id="groups"' in report.read_text(encoding="utf-8")  # a field of a later line only is one
+
+
 @pytest.mark.parametrize(("where", "message"), [
     ("-o loop", "loop.csv: a loop of symbolic links"),
     ("--report loop", "loop.html: a loop of symbolic links"),

@@ -236,3 +236,47 @@ def test_a_flagged_row_counts_but_has_no_score():
     report = aggregate([LabelledRow(1, None, None, "empty text", ""), LabelledRow(2, "正面", 0.7, None, "好")])
     assert report.overall.labelled == 1 and report.overall.mean_score == pytest.approx(0.7)
     assert [r.number for r in report.least_certain] == [2]
+
+
+def test_a_stretch_whose_periods_went_to_other_dates_is_not_drawn_as_empty():
+    """With more periods than listed, the stretch between two listed periods holding one that went to
+    "other dates" was a gap: "No rows from 2020-01-12 to 2020-01-12", a day with rows."""
+    start = datetime.date(2020, 1, 1)
+    dates = []
+    for n in range(30):  # every 5th day one row, the others two: the one-row days are not listed
+        dates += [(start + datetime.timedelta(days=n)).isoformat()] * (1 if n % 5 == 4 else 2)
+    groups = aggregate(dated_rows(dates), by="d", by_period=Period.DAY, max_periods=24).breakdown.groups
+    kinds = [(g.kind, g.name) for g in groups]
+    assert ("folded", "2020-01-05 to 2020-01-05") in kinds and not any(kind == "gap" for kind, _ in kinds)
+    assert groups[-1].kind == "other" and groups[-1].tally.rows == 6
+    assert sum(g.tally.rows for g in groups) == len(dates)
+
+
+def test_dates_past_the_days_tracked_count_in_other_dates_not_as_no_date():
+    """Past tracked_days distinct days the rows became "no date", and past 5% of the rows the whole
+    breakdown fell back to values (the 20 first days, a month asked for or not)."""
+    start = datetime.date(1900, 1, 1)
+    dates = [(start + datetime.timedelta(days=n)).isoformat() for n in range(300)]
+    breakdown = aggregate(dated_rows(dates), by="d", by_period=Period.MONTH, tracked_days=200).breakdown
+    assert breakdown.period is Period.MONTH
+    kinds = Counter(g.kind for g in breakdown.groups)
+    assert kinds["undated"] == 0 and kinds["other"] == 1
+    other = next(g for g in breakdown.groups if g.kind == "other")
+    assert other.name == "other dates" and other.tally.rows == 100
+    assert sum(g.tally.rows for g in breakdown.groups) == 300
+
+
+@pytest.mark.parametrize(("score", "first_bin"), [(0.5, 0.5), (0.55, 0.55), (0.575, 0.575), (0.6, 0.6), (0.7, 0.7),
+                                                  (0.825, 0.825), (0.999999, 0.975), (1.0, 0.975)])
+def test_a_score_on_a_bin_edge_lands_in_the_bin_it_starts(score, first_bin):
+    """0.6 was counted in 0.575-0.600 and 0.7 in 0.675-0.700 (float error), 0.55 in 0.550-0.575."""
+    report = aggregate([LabelledRow(1, LABELS[0], score, None, "")])
+    counts = report.histograms[LABELS[0]]
+    assert counts.index(1) == round((first_bin - 0.5) / 0.025)
+
+
+def test_the_reason_of_a_flagged_row_is_cut_as_its_text_is():
+    """A 1 MB reason was kept whole for every sampled flagged row: a 30 MB page for 30 rows."""
+    report = aggregate([LabelledRow(1, None, None, "bad " * 250_000, "x" * 5000)], text_chars=2000)
+    (row,) = report.flagged_sample
+    assert len(row.error) == 2001 and row.error.endswith("…") and len(row.text) == 2001

@@ -102,3 +102,21 @@ def test_a_text_over_the_csv_module_default_is_a_labelled_row(tmp_path):
     assert proc.stderr.strip() == f"{out}: 1 rows (负面 0, 正面 1; 0 flagged)"
     assert out.stat().st_size < 100_000  # the text is shown cut, with an ellipsis
     assert "好" * 2_000 + "…" in out.read_text(encoding="utf-8")
+
+
+def test_a_report_name_near_the_file_name_limit_is_written_and_one_past_it_is_one_line(tmp_path, labelled_csv):
+    """The temporary name (".<name>.<pid>.tmp") went past 255 bytes: a traceback after all the work."""
+    longest = tmp_path / ("报" * 80 + "r" * 10 + ".html")  # 255 bytes
+    proc = report_cli(labelled_csv, "-o", longest)
+    assert proc.returncode == 0, proc.stderr
+    assert '<dd id="total-rows">40</dd>' in longest.read_text(encoding="utf-8")
+    assert [p.name for p in tmp_path.iterdir()] == [longest.name]
+    too_long = tmp_path / ("r" * 256 + ".html")
+    proc = report_cli(labelled_csv, "-o", too_long)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_the_report_never_replaces_the_job_figures_it_reads(tmp_path, labelled_csv):
+    sidecar = f"{labelled_csv}.summary.json"
+    proc = report_cli(labelled_csv, "-o", sidecar)
+    assert proc.returncode == 2 and "the job's figures it reads" in proc.stderr and not os.path.exists(sidecar)

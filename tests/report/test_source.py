@@ -267,3 +267,30 @@ def test_a_json_lines_file_of_no_rows_is_reported_with_the_labels_the_job_knows(
     assert report.overall.rows == 0 and report.labels == LABELS
     with pytest.raises(BadInputError, match="no rows, and so no label columns"):
         build_report(str(path))
+
+
+def test_columns_another_program_reordered_are_found_by_name(tmp_path, labelled_sample):
+    """JSON Lines with sorted keys (jq -S) and a CSV with its columns moved were refused: "no label
+    columns ('prob_<label>' missing)", though every column was there."""
+    original = tmp_path / "out.jsonl"
+    write_labelled(original, "jsonl", labelled_sample)
+    lines = [json.loads(line) for line in original.read_text(encoding="utf-8").splitlines()]
+    sorted_keys = tmp_path / "sorted.jsonl"
+    sorted_keys.write_text("".join(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n" for line in lines),
+                           encoding="utf-8")
+    csv_file = tmp_path / "out.csv"
+    write_labelled(csv_file, "csv", labelled_sample)
+    with open(csv_file, encoding="utf-8", newline="") as handle:
+        records = list(csv.reader(handle))
+    order = [records[0].index(name) for name in ("score", "error", "prob_正面", "text", "label", "id", "prob_负面",
+                                                  "date", "category")]
+    moved = tmp_path / "moved.csv"
+    with open(moved, "w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows([[record[i] for i in order] for record in records])
+    expected, _ = build_report(str(original), by="category")
+    for path in (sorted_keys, moved):
+        report, text_column = build_report(str(path), by="category")
+        assert text_column == "text" and set(report.labels) == set(LABELS)
+        assert report.overall.rows == 40 and report.overall.labels == expected.overall.labels
+        assert report.overall.flagged == expected.overall.flagged
+        assert [r.number for r in report.least_certain] == [r.number for r in expected.least_certain]

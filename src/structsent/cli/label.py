@@ -169,20 +169,29 @@ def _run_on_ray(args: argparse.Namespace) -> int:
 
 def _check_report_by(column: str | None, spec, labels) -> None:
     """A --report-by column the output will not have, refused before the job (not after all the
-    labelling). Where the columns are known from the input's header: CSV, TSV and Parquet files."""
+    labelling). Where the columns are known from the input's header (CSV, TSV and Parquet files),
+    or from its lines (a JSON Lines file, one read: a field of any line is kept)."""
     from ..errors import BadInputError
     from ..io.paths import read_only_once
     from ..io.readers import open_reader
     from ..io.writers import added_columns
+    from ..report import a_json_line_has_field
 
-    if column is None or read_only_once(spec.input) or spec.input_format not in (Format.CSV, Format.TSV, Format.PARQUET):
+    if column is None or read_only_once(spec.input) or column in added_columns(labels, spec.prefix):
         return  # a pipe's header is read by the job alone: reading it here took those bytes from the job
+    if spec.input_format is Format.JSONL and spec.id_column is None:
+        if not a_json_line_has_field(spec.input, column):
+            raise BadInputError(f"--report-by {column}: no line of {spec.input} has such a field, so neither "
+                                "will the output")
+        return
+    if spec.input_format not in (Format.CSV, Format.TSV, Format.PARQUET, Format.JSONL):
+        return
     reader = open_reader(spec.input, spec.input_format, text_column=spec.text_column, on_bad_row="flag")
     try:
         kept = reader.columns if spec.id_column is None else [spec.id_column]
     finally:
         reader.close()
-    if column not in kept and column not in added_columns(labels, spec.prefix):
+    if column not in kept:
         raise BadInputError(f"--report-by {column}: the output will have no such column; it keeps "
                             f"{', '.join(map(repr, kept))}")
 
@@ -195,8 +204,10 @@ def _write_report(args, spec, summary, classifier) -> None:
         "rows_per_second": round(summary.rows_per_second, 1),  # of this run's rows (a resumed job's are fewer)
         "padding_fraction": round(summary.padding_fraction, 4), "model": classifier.info()["model"],
         "backend": classifier.info()["backend"], "device": classifier.info()["device"]}
+    # The column the job labelled (with --id-column the output holds the id alone: the report shows it).
+    text_column = spec.text_column if spec.id_column is None else None
     write_report(spec.output, args.report, by=args.report_by, fmt=spec.output_format.value, prefix=spec.prefix,
-                 job_figures=figures, overwrite=True, labels=classifier.labels)
+                 text_column=text_column, job_figures=figures, overwrite=True, labels=classifier.labels)
     if not args.quiet:
         print(f"report: {args.report}", file=sys.stderr)
 

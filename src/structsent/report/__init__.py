@@ -10,16 +10,19 @@ ReportSummary(rows=1000, flagged=3, labels={'负面': 412, '正面': 585})
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..errors import BadInputError
 from ..io.paths import check_output_is_a_file, path_problem
 from .aggregate import Period, Report, ReportAggregator, ReportOptions
+from .source import a_json_line_has_field
 
-__all__ = ["ReportSummary", "build_report", "job_summary_path", "write_report"]
+__all__ = ["ReportSummary", "a_json_line_has_field", "build_report", "job_summary_path", "write_report"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +86,8 @@ def write_report(path_in: str, path_out: str, *, by: str | None = None, by_perio
 
 
 def _check_output(path_in: str, path_out: str, overwrite: bool) -> None:
-    check_report_path(path_out, keep={path_in: "its own input"}, overwrite=overwrite)
+    check_report_path(path_out, keep={path_in: "its own input", job_summary_path(path_in): "the job's figures it reads"},
+                      overwrite=overwrite)
 
 
 def check_report_path(path_out: str, *, keep: dict[str, str], overwrite: bool) -> None:
@@ -138,15 +142,20 @@ def _check_report_target(path_out: str, keep: dict[str, str], overwrite: bool) -
 
 
 def _write_atomically(target: Path, data: bytes) -> None:
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp: Path | None = None
     try:
-        with open(tmp, "wb") as handle:
+        # A name of its own, short whatever the report's (a name near the 255-byte limit has no room
+        # for more); created as open() creates files, with the permissions the umask gives.
+        tmp = target.with_name(f".report-{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        with open(tmp, "xb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         tmp.replace(target)
     except BaseException as err:  # Ctrl-C and SIGTERM too: no half-written page is left beside the report
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         if isinstance(err, OSError):
             raise BadInputError(f"{target}: cannot write ({err.strerror or err})") from err
         raise

@@ -17,6 +17,7 @@ most ``max_groups`` groups or ``max_periods`` periods, whatever the span of the 
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime
 import enum
@@ -29,6 +30,7 @@ from collections.abc import Iterable
 from ..errors import BadInputError
 
 EMPTY = ""  # the group of rows whose --by value is missing or empty
+LATE_DAY = 0  # no date's ordinal: a date first seen after the days tracked, counted in "other dates"
 NEGATIVE_NAMES = ("负面", "消极", "negative", "neg")
 
 
@@ -222,6 +224,7 @@ class ReportAggregator:
         self._groups: dict[tuple[str, bool], Tally] = {}  # by (name, whether the value is a text)
         self._untracked = Tally()
         self._days: dict[int, Tally] = {}
+        self._late_days = Tally()  # rows dated on a day first seen after tracked_days distinct ones
         self._undated = Tally()
         self._valued_rows = 0  # rows with a non-empty --by value
         self._dated_rows = 0
@@ -240,7 +243,8 @@ class ReportAggregator:
     # -- labelled rows ----------------------------------------------------------------------------
     def _add_histogram(self, label: str, score: float) -> None:
         bins = self.options.histogram_bins
-        position = int((score - self.floor) / (1.0 - self.floor) * bins)
+        # Rounded first: 0.6 must land in the bin that starts at 0.6, not at 0.575 (float error).
+        position = int(round((score - self.floor) / (1.0 - self.floor) * bins, 9))
         self.histograms[label][min(max(position, 0), bins - 1)] += 1
 
     def _add_least_certain(self, row: LabelledRow, score: float) -> None:
@@ -254,11 +258,14 @@ class ReportAggregator:
             heapq.heapreplace(self._least, (*key, self._kept(row)))
 
     def _kept(self, row: LabelledRow) -> LabelledRow:
-        """The row as the report keeps it: text cut to text_chars, the group as its name."""
-        limit = self.options.text_chars
-        text = row.text if len(row.text) <= limit else row.text[:limit] + "…"
+        """The row as the report keeps it: text and reason cut to text_chars, the group as its name."""
         group = None if self.options.by is None else group_name(row.group)
-        return dataclasses.replace(row, text=text, group=group)
+        return dataclasses.replace(row, text=self._cut(row.text), error=None if row.error is None else self._cut(row.error),
+                                   group=group)
+
+    def _cut(self, text: str) -> str:
+        limit = self.options.text_chars
+        return text if len(text) <= limit else text[:limit] + "…"
 
     # -- flagged rows -----------------------------------------------------------------------------
     def _add_flagged(self, row: LabelledRow) -> None:
@@ -290,10 +297,14 @@ class ReportAggregator:
             self._undated.add(row)
             return
         self._dated_rows += 1
-        self._days[day].add(row)
+        if day == LATE_DAY:
+            self._late_days.add(row)
+        else:
+            self._days[day].add(row)
 
     def _day(self, name: str, value: object) -> int | None:
-        """The day's ordinal (None: not a date, or past tracked_days distinct days); memoised per value."""
+        """The day's ordinal (None: not a date; LATE_DAY: a day first seen after tracked_days distinct
+        ones); memoised per value."""
         if name in self._day_of:
             return self._day_of[name]
         parsed = parse_day(value)
@@ -302,7 +313,7 @@ class ReportAggregator:
             if len(self._days) < self.options.tracked_days:
                 self._days[day] = Tally()
             else:
-                day = None
+                day = LATE_DAY
         if len(self._day_of) < _DAY_MEMO:
             self._day_of[name] = day
         return day
@@ -327,7 +338,7 @@ class ReportAggregator:
         # Dates when nearly every value is one: a stray "unknown" should not hide the time chart.
         if self._dated_rows and self._dated_rows >= 0.95 * self._valued_rows:
             period = choose_period(self._days, self.options.by_period)
-            groups = by_period(self._days, period, self.options.max_periods)
+            groups = by_period(self._days, period, self.options.max_periods, late=self._late_days)
             if self._undated.rows:
                 groups.append(GroupRow("no date", self._undated, "undated"))
             return Breakdown(by, period, groups, 0, 0)
@@ -381,13 +392,14 @@ def choose_period(days: dict[int, Tally], requested: Period) -> Period:
     return Period.DAY if span <= 92 else Period.WEEK if span <= 731 else Period.MONTH
 
 
-def by_period(days: dict[int, Tally], period: Period, max_periods: int) -> list[GroupRow]:
+def by_period(days: dict[int, Tally], period: Period, max_periods: int, *, late: Tally | None = None) -> list[GroupRow]:
     """The periods that have rows, in time order, and what lies between them.
 
-    At most ``max_periods`` periods are listed, those with the most rows; the rest are one "other
-    dates" row. Between the first and last period of the core days, empty periods are listed too
-    (gaps stay visible) when everything then fits in ``max_periods``; any other stretch without
-    rows is one "gap" row. Work and output follow the distinct days, never their span.
+    At most ``max_periods`` periods are listed, those with the most rows; the rest, and the rows of
+    ``late`` (days past those tracked), are one "other dates" row. Between the first and last period
+    of the core days, empty periods are listed too (gaps stay visible) when everything then fits in
+    ``max_periods``; any other stretch without rows is one "gap" row, and a stretch whose periods
+    went to "other dates" one "folded" row. Work and output follow the distinct days, never their span.
     """
     bins: dict[int, Tally] = {}
     for day, tally in days.items():
@@ -397,14 +409,22 @@ def by_period(days: dict[int, Tally], period: Period, max_periods: int) -> list[
     first, last = (_period_key(day, period) for day in core_days(days))
     outside = sum(not first <= key <= last for key in kept)
     fill = len(range(first, last + 1, _step(period))) + outside <= max_periods
+    folded = sorted(ranked[max_periods:])
     groups: list[GroupRow] = []
     for previous, key in zip([None, *kept], kept):
         if previous is not None and key != previous + _step(period):
-            empty = range(previous + _step(period), key, _step(period))
-            groups += _empty_periods(empty, period) if fill and first <= previous and key <= last else [_gap(empty, period)]
+            between = range(previous + _step(period), key, _step(period))
+            if bisect.bisect_left(folded, key) > bisect.bisect_right(folded, previous):
+                groups.append(_stretch(between, period, "folded"))
+            elif fill and first <= previous and key <= last:
+                groups += _empty_periods(between, period)
+            else:
+                groups.append(_stretch(between, period, "gap"))
         groups.append(GroupRow(_period_name(key, period), bins[key], "period"))
     other = Tally()
-    for key in sorted(ranked[max_periods:]):
+    if late is not None:
+        other.merge(late)
+    for key in folded:
         other.merge(bins[key])
     if other.rows:
         groups.append(GroupRow("other dates", other, "other"))
@@ -415,9 +435,10 @@ def _empty_periods(keys: range, period: Period) -> list[GroupRow]:
     return [GroupRow(_period_name(key, period), Tally(), "period") for key in keys]
 
 
-def _gap(keys: range, period: Period) -> GroupRow:
-    """One row for a stretch of empty periods however long: named by its first and last period."""
-    return GroupRow(f"{_period_name(keys[0], period)} to {_period_name(keys[-1], period)}", Tally(), "gap")
+def _stretch(keys: range, period: Period, kind: str) -> GroupRow:
+    """One row for a stretch of periods however long (empty ones: "gap"; some of whose rows are in
+    "other dates": "folded"), named by its first and last period."""
+    return GroupRow(f"{_period_name(keys[0], period)} to {_period_name(keys[-1], period)}", Tally(), kind)
 
 
 def _step(period: Period) -> int:

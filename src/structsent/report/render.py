@@ -298,7 +298,7 @@ def _breakdown(breakdown: Breakdown, report: Report, colors: dict[str, str]) -> 
     negative = report.negative
     names = [(_group_heading(breakdown), False), ("Rows", True), ("Flagged", True)]
     names += [(f"{label} share", True) for label in report.labels] + [("Mean score", True)]
-    rows = [_group_row(group, report) for group in breakdown.groups if group.kind != "gap"]
+    rows = [_group_row(group, report) for group in breakdown.groups if group.kind not in ("gap", "folded")]
     color = colors[negative]
     if breakdown.period is None:
         bars = [Bar(_group_display(g), g.tally.share(negative), f"{_percent(g.tally.share(negative))} of {g.tally.labelled:,}",
@@ -306,7 +306,7 @@ def _breakdown(breakdown: Breakdown, report: Report, colors: dict[str, str]) -> 
         chart = horizontal_bars(bars, label=f"{negative} share per {breakdown.column}")
         note = _value_note(breakdown)
     else:
-        points = [_period_point(g, negative) for g in breakdown.groups if g.kind in ("period", "gap")]
+        points = [_period_point(g, negative) for g in breakdown.groups if g.kind in ("period", "gap", "folded")]
         chart = share_line(points, label=f"{negative} share per {breakdown.period.value}", color=color)
         note = _period_note(breakdown, breakdown.period.value)
     return (
@@ -346,6 +346,8 @@ def _tip(group: GroupRow, negative: str) -> str:
 def _period_point(group: GroupRow, negative: str) -> Point:
     if group.kind == "gap":  # a stretch without rows takes one slot, not one per period
         return Point("…", None, f"No rows from {group.name}", gap=True)
+    if group.kind == "folded":  # as one slot too: its rows are counted in "other dates"
+        return Point("…", None, f"From {group.name}: periods with few rows, counted in other dates", gap=True)
     return Point(group.name, group.tally.share(negative), _tip(group, negative))
 
 
@@ -360,7 +362,10 @@ def _period_note(breakdown: Breakdown, period: str) -> str:
 
 
 def _value_note(breakdown: Breakdown) -> str:
-    note = f"The {sum(g.kind != 'other' for g in breakdown.groups)} largest groups by rows"
+    listed = sum(g.kind != 'other' for g in breakdown.groups)
+    note = f"The {listed} largest groups by rows"
+    if breakdown.untracked_rows:  # a value first seen after those tracked is not ranked: say so first
+        note = f"The {listed} largest by rows of the first distinct values seen"
     if breakdown.other_values or breakdown.untracked_rows:
         note += f"; other: {breakdown.other_values:,} smaller values"
         if breakdown.untracked_rows:

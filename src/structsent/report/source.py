@@ -62,14 +62,15 @@ class LabelColumns:
 def find_label_columns(columns: list[str], name: str, prefix: str | None = None) -> LabelColumns:
     """The added block at the end of ``columns`` (or, with an explicit ``prefix``, wherever it is)."""
     if prefix is None:
-        last = columns[-1] if columns else ""
-        prefix = last[: -len("error")] if last.endswith("error") else ""
+        prefix = _added_prefix(columns)
     needed = [f"{prefix}label", f"{prefix}score", f"{prefix}error"]
     missing = [c for c in needed if c not in columns]
     # the probabilities follow the score, as the label job writes them: an input column named
-    # prob_<something> elsewhere is the input's
+    # prob_<something> elsewhere is the input's...
     after_score = columns[columns.index(needed[1]) + 1:] if not missing else []
     probs = list(itertools.takewhile(lambda c: c.startswith(f"{prefix}prob_"), after_score))
+    if not probs and not missing:  # ...unless another program reordered them (JSON with sorted keys): by name
+        probs = [c for c in columns if c.startswith(f"{prefix}prob_")]
     if missing or not probs:
         absent = ", ".join(map(repr, missing or [f"{prefix}prob_<label>"]))
         raise BadInputError(
@@ -82,6 +83,20 @@ def find_label_columns(columns: list[str], name: str, prefix: str | None = None)
         labels=tuple(c[len(f"{prefix}prob_"):] for c in probs),
         input_columns=tuple(c for c in columns if c not in added),
     )
+
+
+def _added_prefix(columns: list[str]) -> str:
+    """The prefix of the added columns: that of the last column, ``<prefix>error`` as the label job
+    writes it, else of the first ``<prefix>error`` with its ``<prefix>label`` and ``<prefix>score``."""
+    last = columns[-1] if columns else ""
+    if last.endswith("error"):
+        return last[: -len("error")]
+    names = set(columns)
+    for column in columns:
+        prefix = column[: -len("error")]
+        if column.endswith("error") and {f"{prefix}label", f"{prefix}score"} <= names:
+            return prefix
+    return ""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -136,7 +151,7 @@ def open_labelled(path: str, *, fmt: str = "auto", prefix: str | None = None, te
         text_column = "text" if "text" in columns or not known else label_columns.input_columns[0]
     for flag, column in (("--text-column", text_column), ("--by", by)):
         if known and column is not None and column not in columns and not (
-                format_ is Format.JSONL and _a_json_line_has_field(path, column)):  # a field of later rows only
+                format_ is Format.JSONL and a_json_line_has_field(path, column)):  # a field of later rows only
             raise BadInputError(f"{path}: no column {column!r} for {flag}; columns are: {', '.join(map(repr, columns))}")
     return LabelledFile(path=path, format=format_, columns=label_columns, text_column=text_column, by=by)
 
@@ -184,7 +199,7 @@ def _jsonl_columns(handle, path: str) -> list[str]:
     return list(first)
 
 
-def _a_json_line_has_field(path: str, name: str) -> bool:
+def a_json_line_has_field(path: str, name: str) -> bool:
     """Whether any line of the JSON Lines file ``path`` is an object with the field ``name`` (the
     columns come from its first lines; a field only later rows have is one too). One read of the file."""
     key = json.dumps(name, ensure_ascii=False).encode()
