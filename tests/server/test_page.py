@@ -121,7 +121,10 @@ def test_no_page_flag_reaches_worker_processes():
 @pytest.mark.parametrize(
     ("accept", "html"),
     [(BROWSER_ACCEPT, True), ("TEXT/HTML", True), ("text/html; level=1; q=0.5", True), ("text/html;q=0.0", False),
-     ("*/*", False), ("application/json", False), ("", False), ("text/*", False)],
+     ("*/*", False), ("application/json", False), ("", False), ("text/*", False),
+     # the quality's name in capitals; an API client that takes HTML too but JSON first
+     ("text/html;Q=0", False), ("application/json, text/html;q=0.1", False), ("text/html, application/json", True),
+     ("application/json;q=0.5, text/html;q=0.9", True)],
 )
 def test_accepts_html(accept, html):
     assert accepts_html(accept) is html

@@ -172,17 +172,28 @@ PAGE_HEADERS = {
 }
 
 _MEDIA_RANGE = re.compile(r"\s*([^;,\s]+)\s*((?:;[^,]*)?)")
-_ZERO_QUALITY = re.compile(r";\s*q\s*=\s*0(?:\.0*)?\s*(?:;|$)")
+_QUALITY = re.compile(r";\s*q\s*=\s*([0-9.]+)\s*(?:;|$)", re.IGNORECASE)
 
 
 def accepts_html(accept: str) -> bool:
-    """Whether an Accept header names text/html (what browsers send for a page); ``*/*`` alone
-    does not: curl and API clients send it."""
+    """Whether an Accept header asks for text/html (what browsers send for a page) at least as much
+    as for JSON; ``*/*`` alone does not: curl and API clients send it."""
+    html, json = _quality(accept, "text/html"), _quality(accept, "application/json")
+    return html > 0 and html >= json
+
+
+def _quality(accept: str, media_type: str) -> float:
+    """The highest quality the header gives ``media_type`` named as itself (0 when it is not named)."""
+    best = 0.0
     for part in accept.split(","):
         match = _MEDIA_RANGE.match(part)
-        if match and match.group(1).lower() == "text/html" and not _ZERO_QUALITY.search(match.group(2)):
-            return True
-    return False
+        if match and match.group(1).lower() == media_type:
+            quality = _QUALITY.search(match.group(2))
+            try:
+                best = max(best, min(float(quality.group(1)), 1.0) if quality else 1.0)
+            except ValueError:  # "q=1.2.3": not a number, as if no quality were given
+                best = max(best, 1.0)
+    return best
 
 
 class BrowserPage:
