@@ -175,6 +175,14 @@ def test_typed_reviews_get_the_labels_of_the_api_in_a_real_browser(keyed_server,
         browser.wait_for("document.body.dataset.state === 'error'")
         assert browser.evaluate("document.querySelectorAll('#results li').length") == 0
 
+        # A text over the limit is named by the line it was typed on (the API counts the texts sent from 0).
+        too_long = "很" * (ServerSettings().max_text_chars + 1)
+        browser.evaluate(f"document.getElementById('texts').value = {json.dumps(chr(10).join(['好', '', too_long]))}")
+        browser.evaluate(f"document.getElementById('key').value = {json.dumps(API_KEY)}")
+        browser.click("#run")
+        browser.wait_for("document.body.dataset.state === 'error'")
+        assert browser.evaluate("document.getElementById('status').textContent").startswith("413 line 3 has ")
+
         browser.open(keyed_server.url + "/")  # the key survives a reload of the tab
         assert browser.evaluate("document.getElementById('key').value") == API_KEY
     finally:

@@ -97,14 +97,24 @@ SCRIPT = """
     button.disabled = false;
   }
 
+  var lineNumbers = [];  // the textarea's line number of each review sent, from 1
+
   function failure(response, body) {
-    var message = response.status + " " + (body && body.error ? body.error : response.statusText);
+    // The API counts the texts sent from 0; the page names the line one typed it on.
+    var error = body && body.error ? String(body.error).replace(/^text (\\d+) /, function (whole, index) {
+      return lineNumbers[+index] ? "line " + lineNumbers[+index] + " " : whole;
+    }) : response.statusText;
+    var message = response.status + " " + error;
     if (response.status === 401) { message += " (type the server's API key above)"; }
     return message;
   }
 
   function labelReviews() {
-    var reviews = texts.value.split(/\\r?\\n/).filter(function (line) { return line.trim() !== ""; });
+    var reviews = [];
+    lineNumbers = [];
+    texts.value.split(/\\r?\\n/).forEach(function (line, i) {
+      if (line.trim() !== "") { reviews.push(line); lineNumbers.push(i + 1); }
+    });
     if (!reviews.length) { finish("error", "Type at least one review, one per line."); return; }
     var headers = { "Content-Type": "application/json", "Accept": "application/json" };
     if (key.value) { headers.Authorization = "Bearer " + key.value; }
