@@ -266,15 +266,39 @@ def with_config(src, dst, **changes):
     (dict(id2label={"0": "好", "1": "好"}), r"id2label gives two outputs the same name"),
     (dict(num_labels=3), r"num_labels is 3 but the classifier has 2 outputs"),
     (dict(num_labels="2"), r"num_labels must be a positive integer, got '2'"),
+    # were loaded: every text got the same answer (the head's bias), or softmax labels from sigmoid outputs
+    (dict(layer_norm_eps=1e300), r"layer_norm_eps is 1e\+300: above 0.01 it flattens every hidden state"),
+    (dict(problem_type="multi_label_classification"), r"problem_type is 'multi_label_classification'; structsent gives"),
+    (dict(problem_type="regression"), r"problem_type is 'regression'"),
 ], ids=["layers-word", "layers-float", "heads-zero", "hidden-null", "intermediate-bool", "eps-word",
         "act-list", "act-unknown", "heads-indivisible", "id2label-list", "id2label-word-keys",
         "id2label-int-name", "id2label-3-on-2", "id2label-ids-1-2", "id2label-duplicate", "num_labels-3",
-        "num_labels-word"])
+        "num_labels-word", "eps-huge", "multi-label", "regression"])
 def test_malformed_config_values_are_model_format_errors(tmp_path, hf_model_dir, changes, message):
     d = with_config(hf_model_dir, tmp_path / "m", **changes)
     with pytest.raises(structsent.ModelFormatError, match=r"config.json: " + message):
         structsent.load(d, device="cpu")
     with pytest.raises(structsent.ModelFormatError, match=str(d)):
+        structsent.load(d, device="cpu")
+
+
+def test_accepted_config_values_at_their_bounds_load(tmp_path, hf_model_dir):
+    for changes in (dict(layer_norm_eps=1e-2), dict(problem_type="single_label_classification"), dict(problem_type=None)):
+        assert structsent.load(with_config(hf_model_dir, tmp_path / str(len(list(tmp_path.iterdir()))), **changes),
+                               device="cpu")(["好"])[0].ok
+
+
+def test_weights_that_are_not_floating_point_are_refused(tmp_path, hf_model_dir):
+    """An int64 tensor in place of a weight was loaded (its values used as numbers)."""
+    from safetensors.torch import load_file, save_file
+
+    d = copy_dir(hf_model_dir, tmp_path / "m")
+    (weights,) = d.glob("*.safetensors")
+    tensors = load_file(weights)
+    name = next(n for n in tensors if n.endswith("attention.output.dense.weight"))
+    tensors[name] = tensors[name].view(torch.int32)
+    save_file(tensors, weights)
+    with pytest.raises(structsent.ModelFormatError, match=rf"tensor .*{name}.* holds int32 values, not floating-point"):
         structsent.load(d, device="cpu")
 
 

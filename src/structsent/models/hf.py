@@ -72,6 +72,7 @@ def _shape_from(config: dict, tensors: dict, directory: Path):
         if tensor.dim() != 2:
             raise ModelFormatError(f"{directory}: tensor {name} has shape {tuple(tensor.shape)}, not (rows, columns); "
                                    "the weights are damaged or not a BERT classifier's")
+    _check_single_label(config, source)
     hidden = config_int(config, "hidden_size", source, default=int(word.shape[1]))
     shape = build_shape(
         source,
@@ -94,6 +95,17 @@ def _shape_from(config: dict, tensors: dict, directory: Path):
     return shape
 
 
+def _check_single_label(config: dict, source: Path) -> None:
+    """One label per text, from a softmax over the outputs: a model trained otherwise (independent
+    yes/no outputs, or a score) would be given labels it was not trained to give."""
+    problem = config.get("problem_type")
+    if problem not in (None, "single_label_classification"):
+        raise ModelFormatError(
+            f"{source}: problem_type is {problem!r}; structsent gives each text one label from a softmax over "
+            "the outputs, which only a single_label_classification model's outputs mean"
+        )
+
+
 def _check_tensors(tensors: dict, shape, source: Path) -> None:
     """Every tensor the shape needs is there, of that shape, and finite (NaN weights give NaN
     outputs, which must never become labels)."""
@@ -112,6 +124,11 @@ def _check_tensors(tensors: dict, shape, source: Path) -> None:
             raise ModelFormatError(
                 f"{source}: tensor {name} has shape {tuple(tensor.shape)}, config.json implies "
                 f"{expected}; config.json and the weights come from different models"
+            )
+        if not tensor.is_floating_point():  # a float's bits read as integers, or a mask saved in its place
+            raise ModelFormatError(
+                f"{source}: tensor {name} holds {str(tensor.dtype).removeprefix('torch.')} values, not floating-point "
+                "weights; the weights file is damaged or not a BERT classifier's"
             )
         if not _all_finite(tensor):
             raise ModelFormatError(

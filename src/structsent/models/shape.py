@@ -10,6 +10,9 @@ from ..errors import ModelFormatError
 # The activations modeling.py implements (it checks that its table has exactly these names).
 ACTIVATION_NAMES = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu")
 MIN_POSITIONS = 3  # [CLS], one token, [SEP]
+# LayerNorm's epsilon is added to a variance: BERTs use 1e-12 to 1e-5. One near the variance or
+# above it (1e300) flattens every hidden state, and the model answers its bias for every text.
+MAX_LAYER_NORM_EPS = 1e-2
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -36,6 +39,11 @@ class BertShape:
             raise ModelFormatError(
                 f"max_position_embeddings is {self.max_position_embeddings}: a model reads [CLS], at least one "
                 f"token and [SEP], so it needs {MIN_POSITIONS} positions at least"
+            )
+        if not self.layer_norm_eps <= MAX_LAYER_NORM_EPS:
+            raise ModelFormatError(
+                f"layer_norm_eps is {self.layer_norm_eps}: above {MAX_LAYER_NORM_EPS} it flattens every hidden "
+                "state (BERT models use 1e-12 to 1e-5); the config is damaged or not this model's"
             )
         if self.hidden_size % self.num_heads:
             raise ModelFormatError(
