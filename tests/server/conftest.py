@@ -80,6 +80,11 @@ class ServerProcess:
                 samples[key] = float(value)
         return samples
 
+    def log_text(self) -> str:
+        """The whole log so far (``log`` gives its end)."""
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
     def log(self) -> str:
         if self._log.closed:
             return self._log_tail

@@ -108,17 +108,23 @@ def fresh_connection_statuses(server: ServerProcess, seconds: float, until=lambd
     return statuses
 
 
+def started_workers(server: ServerProcess) -> int:
+    """Workers that finished their start-up (with --log-level info, uvicorn logs it once per worker)."""
+    return server.log_text().count("Application startup complete.")
+
+
 def test_a_restarted_worker_takes_no_request_before_its_model_is_loaded(hf_model_dir):
     """A worker that died and was started again answered 503 ("the model is loading") to its share
     of the connections while the other worker served; it now takes none until it can answer."""
-    server = ServerProcess(hf_model_dir, "--workers", "2", fault_load_delay_s=3).wait_healthy(120)
+    server = ServerProcess(hf_model_dir, "--workers", "2", "--log-level", "info", fault_load_delay_s=3).wait_healthy(120)
     workers: list[int] = []
     try:
-        wait_for(lambda: len(worker_pids(server)) == 2, 60, "two workers")
-        time.sleep(4)  # both loaded (each serves only once it is, or, before, answered 503 while loading)
+        wait_for(lambda: started_workers(server) == 2, 120, "both workers to start")
         victim = worker_pids(server)[0]
         os.kill(victim, 9)
-        statuses = fresh_connection_statuses(server, 15)  # the new worker starts, loads for 3 s, and serves
+        # until the new worker has started (loaded for 3 s) and served a while: no 503 meanwhile
+        statuses = fresh_connection_statuses(server, 120, until=lambda: started_workers(server) == 3)
+        statuses += fresh_connection_statuses(server, 4)  # a worker that started before loading loads now
         workers = worker_pids(server)
         assert len(workers) == 2 and victim not in workers, (workers, server.log())
         assert set(statuses) == {200}, (collections.Counter(statuses), server.log())
@@ -132,11 +138,10 @@ def test_sighup_replaces_every_worker_without_a_refused_request(hf_model_dir):
     """uvicorn's rolling restart: each new worker must serve before the old one leaves; one that
     served at once answered 503 while loading, one that waited for its model longer than uvicorn's
     default 5 s was killed and the restart given up."""
-    server = ServerProcess(hf_model_dir, "--workers", "2", fault_load_delay_s=6).wait_healthy(120)
+    server = ServerProcess(hf_model_dir, "--workers", "2", "--log-level", "info", fault_load_delay_s=6).wait_healthy(120)
     workers: list[int] = []
     try:
-        wait_for(lambda: len(worker_pids(server)) == 2, 60, "two workers")
-        time.sleep(7)  # both loaded
+        wait_for(lambda: started_workers(server) == 2, 120, "both workers to start")
         before = worker_pids(server)
         server.process.send_signal(signal.SIGHUP)
         replaced = lambda: not set(worker_pids(server)) & set(before)  # noqa: E731
