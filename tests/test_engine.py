@@ -433,3 +433,15 @@ def test_the_warm_up_batch_holds_as_many_texts_as_no_label_count(tmp_path, label
     classifier.runner.run = lambda ids, mask: batches.append(len(ids)) or run(ids, mask)
     check_model_outputs(classifier)
     assert batches and batches[0] != labels
+
+
+def test_rows_of_one_text_get_results_that_share_nothing():
+    """Repeats of a text got the very same LabelResult: changing one row's scores changed the other's."""
+    clf = structsent.load("default")
+    results = clf(["这家外卖送得很快", "差评", "这家外卖送得很快", "这家外卖送得很快"])
+    assert results[0] == results[2] == results[3]
+    assert results[0] is not results[2] and results[0].scores is not results[2].scores
+    results[0].scores["正面"] = 2.0
+    assert results[2].scores["正面"] < 1.0 and results[3].scores["正面"] < 1.0
+    with pytest.raises(TypeError, match="unhashable type: 'LabelResult'"):  # was: unhashable type: 'dict'
+        hash(results[1])

@@ -937,3 +937,39 @@ def test_cli_engine_ray_on_a_parquet_file_of_no_rows_makes_its_output_directory(
     proc = ray_label(ray_address, tmp_path / "in", tmp_path / "out")
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
     assert (tmp_path / "out").is_dir() and list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (dict(concurrency=(2, 1)), r"concurrency=\(2, 1\): expected .* min <= max"),  # was Ray's bare ValueError
+    (dict(concurrency=True), r"concurrency=True"),  # was a pool of one actor
+    (dict(concurrency=(1, 2, 3)), r"concurrency=\(1, 2, 3\)"),
+    (dict(keep_columns="id"), r"keep_columns='id': expected a list of column names, e.g. \['id'\]"),  # was 'i', 'd'
+])
+def test_pool_options_that_cannot_work_are_refused_naming_the_option(options, message):
+    from structsent.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        label_dataset(None, **options)  # checked before the dataset is touched
+
+
+def test_numpy_integers_are_pool_sizes_as_engine_options_accept_them():
+    import numpy as np
+
+    from structsent.ray import _pool_options
+
+    assert _pool_options(np.int64(2), np.int64(8), ("id",)) == (2, 8, ["id"])
+    assert _pool_options((np.int32(1), 3), None, None) == ((1, 3), None, None)
+
+
+def test_a_text_column_of_numbers_in_some_batches_is_text_in_every_batch(ray_address, hf_model_dir):
+    """A number among the texts, each row its own block: label_dataset raised pyarrow's ArrowTypeError
+    (string vs int64) on a fresh Dataset, and reading the result failed on one run already ("Failed
+    to unify schemas"). Non-texts are flagged rows; the text column is text in every batch."""
+    items = [{"id": 0, "text": "好吃"}, {"id": 1, "text": 5}, {"id": 2, "text": 2.5}, {"id": 3, "text": None},
+             {"id": 4, "text": "差评"}]
+    for ds in (ray.data.from_items(items, override_num_blocks=5), ray.data.from_items(items, override_num_blocks=5).materialize()):
+        rows = sorted(label_dataset(ds, model=hf_model_dir, num_cpus=0.5, batch_size=1).take_all(), key=lambda r: r["id"])
+        assert [row["id"] for row in rows] == [0, 1, 2, 3, 4]
+        assert [row["text"] for row in rows] == ["好吃", "5", "2.5", None, "差评"]
+        assert [row["error"] is None for row in rows] == [True, False, False, False, True]
+        assert rows[0]["label"] is not None and rows[1]["label"] is None

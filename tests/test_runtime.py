@@ -82,7 +82,7 @@ def test_only_an_explicit_attention_packed_makes_the_load_check_binding(checkpoi
     import structsent.modeling
     import structsent.runtime
 
-    monkeypatch.setattr(structsent.runtime, "torch_device", lambda requested: "cuda:0")
+    monkeypatch.setattr(structsent.runtime, "torch_device", lambda requested, precision: "cuda:0")
     monkeypatch.setattr(structsent.modeling, "varlen_kernel_available", lambda: True)
     plan = resolve_runtime(checkpoint, EngineConfig(backend="torch", precision="fp16", attention=attention))
     assert plan.device == "cuda:0" and plan.packed and plan.packed_required is required
@@ -114,6 +114,21 @@ def test_a_max_length_past_the_model_s_positions_is_said_not_silently_cut(checkp
     assert plan.max_length == 512
     assert "max_length=100000 is more than the model's 512 positions" in caplog.text
     caplog.clear()
+    with caplog.at_level("WARNING", logger="structsent.runtime"):  # the stride was cut to 510 without a word
+        plan = resolve_runtime(checkpoint, EngineConfig(backend="torch", max_length=100_000, window_stride=60_000))
+    assert plan.window_stride == 510 and "window_stride=60000 is more than the 510 tokens" in caplog.text
+    caplog.clear()
     with caplog.at_level("WARNING", logger="structsent.runtime"):
         resolve_runtime(checkpoint, EngineConfig(backend="torch", max_length=512))
     assert "max_length" not in caplog.text
+
+
+def test_int8_with_device_auto_runs_on_the_cpu_of_a_gpu_host(monkeypatch):
+    """With a GPU present, precision int8 and device auto was refused ("int8 runs on the CPU only")."""
+    import torch
+
+    from structsent.runtime import torch_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert torch_device("auto", Precision.INT8) == "cpu"
+    assert torch_device("auto", Precision.FP16) == "cuda:0"

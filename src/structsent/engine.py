@@ -109,7 +109,7 @@ class Classifier:
         unique_results, stats = self._label_unique(unique_texts)
         stats.texts = len(texts)
         stats.duplicates = len(texts) - len(unique_texts)
-        results = [unique_results[i] for i in unique_index]
+        results = _one_result_per_row(unique_results, unique_index)
         stats.flagged = sum(1 for r in results if r.error is not None)
         return results, stats
 
@@ -395,6 +395,20 @@ def _non_finite_culprit(precision: str) -> str:
     if precision in ("fp16", "bf16"):
         return f"the model overflows at {precision}: try precision='fp32'"
     return "the weights are corrupt (NaN or inf values) or overflow on ordinary text"
+
+
+def _one_result_per_row(unique_results: list[LabelResult], unique_index: list[int]) -> list[LabelResult]:
+    """The result of each row; a text met again gets a copy of its first row's, so that no two rows
+    share a ``scores`` dict that one of them may change."""
+    results = [unique_results[i] for i in unique_index]
+    if len(unique_results) == len(results):
+        return results
+    first = [False] * len(unique_results)
+    for row, i in enumerate(unique_index):
+        if first[i]:
+            results[row] = results[row].copy()
+        first[i] = True
+    return results
 
 
 def deduplicate(texts: list[object]) -> tuple[list[int], list[object]]:

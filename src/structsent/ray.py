@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import glob
+import operator
 import os
 import re
 import sys
@@ -84,8 +85,10 @@ class DatasetLabeller:
         return append_predictions(self.written_columns(kept), results, self.labels, self.extra)
 
     def written_columns(self, table: "pyarrow.Table") -> "pyarrow.Table":
-        """The input columns as the output holds them: columns of Python objects as their text."""
-        return without_pickled_columns(table)
+        """The input columns as the output holds them: columns of Python objects as their text, and
+        the text column as text in every batch (a batch whose texts are all numbers held them as
+        int64, the next one as strings, and the Dataset's batches had no one schema: unreadable)."""
+        return text_column_as_text(without_pickled_columns(table), self.text_column)
 
 
 class _JsonValuesLabeller(DatasetLabeller):
@@ -135,6 +138,22 @@ def without_pickled_columns(table: "pyarrow.Table") -> "pyarrow.Table":
     return table
 
 
+def text_column_as_text(table: "pyarrow.Table", name: str) -> "pyarrow.Table":
+    """``table`` with its column ``name`` (when it has it) of strings: values of another type as the
+    CSV writer writes them, nulls kept. Strings, and bytes the labeller decodes, are left as they are."""
+    import pyarrow as pa
+
+    index = table.schema.get_field_index(name)
+    if index < 0:
+        return table
+    kind = table.schema.field(index).type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind) \
+            or pa.types.is_large_binary(kind):
+        return table
+    strings = pa.array([cell_or_null(value) for value in table.column(index).to_pylist()], type=pa.string())
+    return table.set_column(index, pa.field(name, pa.string()), strings)
+
+
 def append_predictions(table: "pyarrow.Table", results, labels: Sequence[str], names: Sequence[str]) -> "pyarrow.Table":
     """``table`` with the prediction columns ``names`` appended, valued as the local writers value them."""
     import pyarrow as pa
@@ -176,7 +195,7 @@ def label_dataset(
     >>> out = label_dataset(ray.data.read_parquet("reviews/"), model="default",   # doctest: +SKIP
     ...                     concurrency=4, num_gpus=0.25, batch_size=2048)
     """
-    _check_pool(concurrency, batch_size)
+    concurrency, batch_size, keep_columns = _pool_options(concurrency, batch_size, keep_columns)
     config = _actor_config(config, engine_options, num_gpus)
     _check_columns(ds, text_column, keep_columns, prefix)
     return ds.map_batches(
@@ -197,12 +216,31 @@ def _model_name(model: str | os.PathLike) -> str:
     return os.path.abspath(model) if isinstance(model, os.PathLike) else str(model)
 
 
-def _check_pool(concurrency, batch_size: int | None) -> None:
+def _pool_options(concurrency, batch_size, keep_columns) -> tuple[int | tuple[int, int], int | None, list[str] | None]:
+    """The pool's options checked and as plain ints and a list (numpy integers accepted, as
+    EngineConfig accepts them), or ConfigError naming the option."""
     sizes = concurrency if isinstance(concurrency, tuple) else (concurrency,)
-    if not sizes or any(not isinstance(n, int) or n < 1 for n in sizes) or len(sizes) > 2:
-        raise ConfigError(f"concurrency={concurrency!r}: expected a positive int or a (min, max) pair")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+    counts = [n for n in map(_positive_int, sizes) if n is not None]
+    if not 1 <= len(counts) == len(sizes) <= 2 or counts != sorted(counts):
+        raise ConfigError(f"concurrency={concurrency!r}: expected a positive int or a (min, max) pair with min <= max")
+    batch = None if batch_size is None else _positive_int(batch_size)
+    if batch_size is not None and batch is None:
         raise ConfigError(f"batch_size={batch_size!r}: expected a positive int, or None for whole blocks")
+    if isinstance(keep_columns, (str, bytes)):
+        raise ConfigError(f"keep_columns={keep_columns!r}: expected a list of column names, e.g. [{keep_columns!r}]")
+    pool: int | tuple[int, int] = (counts[0], counts[1]) if isinstance(concurrency, tuple) else counts[0]
+    return pool, batch, None if keep_columns is None else list(keep_columns)
+
+
+def _positive_int(value) -> int | None:
+    """``value`` as an int when it is a positive integer (an int or a numpy integer, not a bool), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = operator.index(value)
+    except TypeError:
+        return None
+    return number if number >= 1 else None
 
 
 def _actor_config(config: EngineConfig | None, engine_options: dict, num_gpus: float | None) -> EngineConfig:
@@ -223,9 +261,12 @@ def _check_columns(ds: "ray.data.Dataset", text_column: str, keep_columns: Seque
 
     The ``prob_<label>`` names need the model's labels, so only the actors can check those.
     """
-    schema = ds.schema(fetch_if_missing=False)  # never runs the pipeline just to check a name
+    try:
+        schema = ds.schema(fetch_if_missing=False)  # never runs the pipeline just to check a name
+    except (TypeError, ValueError):  # pyarrow's: blocks whose types differ (a number among the texts)
+        schema = None
     if schema is None:
-        return  # only known after running it: the actors check the column then
+        return  # only known after running it (or per block): the actors check the column then
     names = list(schema.names)
     if text_column not in names:
         raise BadInputError(f"no column {text_column!r}; columns are: {', '.join(map(repr, names))}. "

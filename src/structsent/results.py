@@ -27,9 +27,18 @@ class LabelResult:
     windows: int = dataclasses.field(default=1, repr=False)
     logits: dict[str, float] | None = dataclasses.field(default=None, repr=False, compare=False)
 
+    # Equal results compare equal; a result holds dicts, so it is not hashable (said so, not
+    # "unhashable type: 'dict'" from a generated __hash__).
+    __hash__ = None  # type: ignore[assignment]
+
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    def copy(self) -> "LabelResult":
+        """An equal result that shares no dict with this one."""
+        return dataclasses.replace(self, scores=dict(self.scores),
+                                   logits=None if self.logits is None else dict(self.logits))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -25,6 +25,10 @@ def resolve_runtime(checkpoint, config: EngineConfig) -> RuntimePlan:
     if config.max_length > positions:
         log.warning("max_length=%d is more than the model's %d positions: texts are cut (or windowed) at %d tokens",
                     config.max_length, positions, positions)
+        if config.window_stride is not None and config.window_stride > positions - 2:
+            log.warning("window_stride=%d is more than the %d tokens a window of the model's %d positions holds: "
+                        "windows start every %d tokens", config.window_stride, positions - 2, positions,
+                        positions - 2)
     if checkpoint.is_exported:
         if config.backend is Backend.TORCH:
             raise ConfigError(f"{checkpoint.directory} holds an ONNX model, which only backend='onnx' runs")
@@ -40,7 +44,7 @@ def resolve_runtime(checkpoint, config: EngineConfig) -> RuntimePlan:
 
 # -- PyTorch ------------------------------------------------------------------------------------
 def _torch_plan(checkpoint, config: EngineConfig) -> RuntimePlan:
-    device = torch_device(config.device)
+    device = torch_device(config.device, config.precision)
     precision = torch_precision(config.precision, device)
     plan = plan_for(config, backend=Backend.TORCH, device=device, precision=precision,
                     max_positions=checkpoint.shape.max_position_embeddings)
@@ -69,10 +73,13 @@ def packed_attention(requested: Attention, device: str, precision: Precision) ->
     return available
 
 
-def torch_device(requested: str) -> str:
-    """'cpu' or 'cuda:N' from what the config asks and what this torch build offers."""
+def torch_device(requested: str, precision: Precision = Precision.AUTO) -> str:
+    """'cpu' or 'cuda:N' from what the config asks and what this torch build offers; int8 runs on
+    the CPU only, so "auto" is the CPU for it."""
     import torch
 
+    if requested == "auto" and precision is Precision.INT8:
+        return "cpu"
     if requested == "auto":
         return "cuda:0" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda"):

@@ -108,3 +108,24 @@ def test_a_cache_directory_that_cannot_be_found_falls_back_as_an_unwritable_one(
 def test_a_config_that_is_not_an_engine_config_is_a_config_error():
     with pytest.raises(structsent.ConfigError, match="config=dict: expected an EngineConfig"):
         structsent.load("default", config={"device": "cpu"})
+
+
+def test_a_blank_cache_variable_is_unset_not_a_directory_named_blank(monkeypatch, tmp_path):
+    from structsent.onnx.cache import cache_root
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    for blank in (" ", "\t"):
+        monkeypatch.setenv("STRUCTSENT_CACHE", blank)
+        assert cache_root() == tmp_path / "structsent"
+
+
+def test_a_path_like_object_names_a_model_as_its_path(hf_model_dir):
+    """PurePosixPath and objects with __fspath__ were refused: "must be named by a string or a path"."""
+    import pathlib
+
+    class Named:
+        def __fspath__(self) -> str:
+            return str(hf_model_dir)
+
+    for name in (pathlib.PurePosixPath(hf_model_dir), Named()):
+        assert structsent.load(name, device="cpu")(["好"])[0].ok

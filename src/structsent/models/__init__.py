@@ -6,6 +6,7 @@ loaded Checkpoint. The bundled model is an ordinary Hugging Face directory insid
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -20,6 +21,8 @@ def resolve_directory(name_or_path: str | Path) -> Path:
     """The local directory that holds the model ``name_or_path`` names."""
     from . import hub
 
+    if isinstance(name_or_path, os.PathLike) and not isinstance(name_or_path, Path):  # PurePath, __fspath__
+        name_or_path = os.fspath(name_or_path)
     if not isinstance(name_or_path, (str, Path)):  # None from an unset variable, bytes, a number
         raise ModelNotFoundError(
             f"the model must be named by a string or a path, got {type(name_or_path).__name__} "

@@ -33,9 +33,9 @@ log = logging.getLogger("structsent.onnx")
 
 def cache_root() -> Path:
     """structsent's cache directory: $STRUCTSENT_CACHE, else $XDG_CACHE_HOME/structsent, else ~/.cache/structsent."""
-    explicit = os.environ.get(CACHE_ENV)
+    explicit = os.environ.get(CACHE_ENV) or ""
     try:
-        if explicit:
+        if explicit.strip():  # blank is unset, not a directory named " " where the command runs
             return Path(explicit).expanduser()
         base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     except RuntimeError as err:  # "~nosuchuser/...", or no home directory for this user
