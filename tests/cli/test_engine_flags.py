@@ -59,3 +59,23 @@ def test_a_choice_variable_with_a_bad_value_is_named_as_the_variable(monkeypatch
     assert engine_config(build_parser().parse_args(["label", "x.txt", "--precision", "int8"])).precision.value == "int8"
     monkeypatch.setenv("STRUCTSENT_PRECISION", "int8")
     assert engine_config(build_parser().parse_args(["label", "x.txt"])).precision.value == "int8"
+
+
+def test_an_integer_variable_out_of_range_is_named_as_the_variable(monkeypatch):
+    """STRUCTSENT_TOKEN_BUDGET=-1 said "token_budget=-1: must be in ...", a field the user never typed."""
+    import pytest
+
+    from structsent.cli import build_parser
+    from structsent.cli.engine_flags import engine_config
+    from structsent.errors import ConfigError
+
+    monkeypatch.setenv("STRUCTSENT_TOKEN_BUDGET", "-1")
+    with pytest.raises(ConfigError, match=r"^STRUCTSENT_TOKEN_BUDGET='-1': must be in 3\.\.2147483647$"):
+        engine_config(build_parser().parse_args(["label", "x.txt"]))
+    monkeypatch.delenv("STRUCTSENT_TOKEN_BUDGET")
+    monkeypatch.setenv("STRUCTSENT_WINDOW_STRIDE", "600")  # checked against max_length: named as the variable too
+    with pytest.raises(ConfigError, match=r"^STRUCTSENT_WINDOW_STRIDE='600': must be in 1\.\.max_length-2 \(510\)$"):
+        engine_config(build_parser().parse_args(["label", "x.txt"]))
+    assert engine_config(build_parser().parse_args(["label", "x.txt", "--max-length", "1024"])).window_stride == 600
+    with pytest.raises(ConfigError, match=r"^window_stride=700: "):  # a flag's value is named as before
+        engine_config(build_parser().parse_args(["label", "x.txt", "--window-stride", "700"]))

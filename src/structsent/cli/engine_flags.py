@@ -62,7 +62,22 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
     """The EngineConfig the flags describe (validated: a bad value is a ConfigError)."""
     values = {field.name: getattr(args, field.name) for field in dataclasses.fields(EngineConfig)}
     check_no_bad_variable(*values.values())  # a variable no flag overrode, for a command that runs the engine
-    return EngineConfig(**values)
+    try:
+        return EngineConfig(**values)
+    except ConfigError as err:
+        raise ConfigError(_named_as_its_variable(str(err), values)) from None
+
+
+def _named_as_its_variable(message: str, values: dict) -> str:
+    """EngineConfig's message ("token_budget=-1: must be in ...") about a value that came from a
+    STRUCTSENT_* variable, naming the variable the user set rather than a field they never typed."""
+    for name, value in values.items():
+        variable = ENV_PREFIX + name.upper()
+        raw = os.environ.get(variable)
+        opening = f"{name}={value!r}: "
+        if raw is not None and message.startswith(opening) and str(value) == raw.strip():
+            return f"{variable}={raw!r}: {message.removeprefix(opening)}"
+    return message
 
 
 @dataclasses.dataclass(frozen=True)
