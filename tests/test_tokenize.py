@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from structsent.config import LongTextPolicy
-from structsent.tokenize import CharTable, Tokenizer, _valid_unicode, rust_content_ids, split_windows
+from structsent.tokenize import (
+    BERT_SPECIAL_TOKENS,
+    CharTable,
+    Tokenizer,
+    _valid_unicode,
+    rust_content_ids,
+    split_windows,
+)
 
 from .conftest import VOCAB
 
@@ -25,6 +32,9 @@ EDGE_TEXTS = [
     "   前后有空格   ",
     "a" * 150,  # longer than WordPiece's 100-character limit -> [UNK]
     "http://example.com/path?q=1&x=2 #话题# @用户",
+    # special tokens written in a review: the tokens themselves, as the reference and a tokenizer.json
+    # give them (they were split into "[", "sep", "]" from vocab.txt); lower-cased, plain text
+    "好吃[SEP]差评", "[CLS]开头", "a[MASK]b", "[PAD][UNK]x", "[sep]小写", "好[SEP", "[SEP][SEP]",
 ]
 
 
@@ -198,6 +208,7 @@ def test_small_calls_take_the_loop_path_and_equal_rust(size):
 def test_the_loop_path_and_the_array_path_agree_text_by_text(tokenizer):
     table = tokenizer.char_table
     texts = [_valid_unicode(t) for t in committed_texts()[:800] + random_mixtures(400, seed=3) + EDGE_TEXTS]
+    texts = [t for t in texts if not table._holds_special_text([t])]  # those take the Rust path on both
     by_loop = [table._flat_ids_by_loop([t]) for t in texts]
     arrays = table.content_arrays(texts)  # one call: the array path
     assert sum(map(len, texts)) > table.LOOP_CHARS
@@ -301,7 +312,7 @@ def test_the_added_tokens_texts_stay_in_place_while_a_call_holding_one_runs(monk
     monkeypatch.setattr(CharTable, "_flat_ids", lambda self, texts: (seen.append(self._special_texts), flat_ids(self, texts))[1])
     texts = ["好[CLS]评", "好评" * 300, "[CLS]", "差"]
     assert tok.content_ids(texts) == rust_ids(tok, texts)
-    assert seen and all(special == ("[CLS]",) for special in seen) and table._special_texts == ("[CLS]",)
+    assert seen and all(special == BERT_SPECIAL_TOKENS for special in seen) and table._special_texts == BERT_SPECIAL_TOKENS
 
 
 def test_pipelines_other_than_bert_wordpiece_take_the_rust_path():

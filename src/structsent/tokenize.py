@@ -13,6 +13,7 @@ that they never reach a batch.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import threading
 import unicodedata
@@ -67,6 +68,9 @@ def check_text(text: object) -> str | None:
     return None
 
 
+# The tokens BertTokenizer treats as special: matched whole in a text, never split into pieces.
+BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
 class Tokenizer:
     """A BERT WordPiece tokenizer with the truncation policy of the engine."""
 
@@ -105,8 +109,8 @@ class Tokenizer:
         """BertTokenizer's pipeline with its tokenizer_config.json options (strip_accents None:
         as do_lower_case; tokenize_chinese_chars False keeps runs of Chinese characters whole,
         and every text takes the Rust path)."""
+        from tokenizers import AddedToken, models, normalizers, pre_tokenizers
         from tokenizers import Tokenizer as RustTokenizer
-        from tokenizers import models, normalizers, pre_tokenizers
 
         vocab = _read_vocab(vocab_file)
         backend = RustTokenizer(
@@ -117,6 +121,10 @@ class Tokenizer:
             lowercase=do_lower_case,
         )
         backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        # As transformers' BertTokenizer: "[SEP]" written in a text is the token [SEP], matched in the
+        # text as written (not lower-cased), as a tokenizer.json of the same model matches it.
+        backend.add_special_tokens([AddedToken(token, special=True, normalized=False)
+                                    for token in BERT_SPECIAL_TOKENS if token in vocab])
         return cls._with_specials(backend, vocab_file)
 
     @classmethod
@@ -174,8 +182,6 @@ class Tokenizer:
         if self.char_table is None:
             return rust_content_ids(self._backend, [_valid_unicode(t) for t in texts]), [None] * len(texts)
         flat, bounds = self.char_table.flat_ids(texts)
-        if flat is None:  # texts holding an added token's text: lists from the Rust path
-            return bounds, [None] * len(texts)
         if len(texts) <= self.WRAP_ONE_BY_ONE:
             return [flat[a:b] for a, b in zip(bounds, bounds[1:])], [None] * len(texts)
         return self._wrapped_views(flat, bounds)
@@ -325,15 +331,16 @@ class CharTable:
         flat, bounds = self._flat_ids(texts)
         return [flat[a:b] for a, b in zip(bounds, bounds[1:])]
 
-    def flat_ids(self, texts: list[str]) -> tuple[np.ndarray | None, list]:
+    def flat_ids(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         """Every text's ids in one int64 array and where each text's begin (one more bound than
-        texts); for texts holding an added token's text, (None, each text's id list). Any text
-        may hold a lone surrogate: it is read as U+FFFD, as everywhere (checked once per call,
-        when the call's characters are converted, not text by text)."""
+        texts). Any text may hold a lone surrogate: it is read as U+FFFD, as everywhere (checked
+        once per call, when the call's characters are converted, not text by text)."""
         if not texts:
             return np.zeros(0, dtype=np.int64), [0]
-        if self._holds_special_text(texts):
-            return None, self._with_special_texts([_valid_unicode(t) for t in texts])
+        if self._holds_special_text(texts):  # those texts through Rust, then as one array like the rest
+            ids = self._with_special_texts([_valid_unicode(t) for t in texts])
+            bounds = [0, *itertools.accumulate(map(len, ids))]
+            return np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=bounds[-1]), bounds
         if sum(map(len, texts)) <= self.LOOP_CHARS:  # the loop path reads each character: cleaned first
             return self._flat_ids([_valid_unicode(t) for t in texts])
         try:
@@ -345,7 +352,9 @@ class CharTable:
         if not self._special_texts:
             return False
         joined = "".join(texts)
-        return any(special in joined for special in self._special_texts)
+        # One search for their first characters ("[" for BERT's) settles most calls: reviews rarely hold one.
+        return any(start in joined for start in {special[:1] for special in self._special_texts}) and \
+            any(special in joined for special in self._special_texts)
 
     def _flat_ids(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         """Every text's ids in one array, and where each text's begin (one more bound than texts)."""
