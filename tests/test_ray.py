@@ -4,6 +4,7 @@ when an actor dies mid-job; and `structsent label --engine ray` through the real
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -486,8 +487,8 @@ def test_an_interrupted_ray_job_removes_the_files_it_wrote(ray_address, hf_model
     output = tmp_path / "out"
 
     def write_some_then_interrupt(ds, out, fmt):
-        output.mkdir(exist_ok=True)  # as Ray's writer makes it
-        (output / "part-0.parquet").write_bytes(b"PAR1 written before Ctrl-C")
+        Path(out).mkdir(exist_ok=True)  # as Ray's writer makes it
+        (Path(out) / "part-0.parquet").write_bytes(b"PAR1 written before Ctrl-C")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(ray_adapter, "write_dataset", write_some_then_interrupt)
@@ -495,7 +496,62 @@ def test_an_interrupted_ray_job_removes_the_files_it_wrote(ray_address, hf_model
                                     config=EngineConfig(device="cpu"), ray_address=ray_address, quiet=True)
     with pytest.raises(ray_adapter.RayJobInterrupted, match="files it had written were removed"):
         ray_adapter.run_label_job(spec)
-    assert output.is_dir() and list(output.iterdir()) == []
+    assert not output.exists() and not Path(ray_adapter.staging_directory(str(output))).exists()
+    # --overwrite: what it would replace stays when the job fails
+    output.mkdir()
+    (output / "earlier.parquet").write_bytes(b"an earlier job's output")
+    with pytest.raises(ray_adapter.RayJobInterrupted):
+        ray_adapter.run_label_job(dataclasses.replace(spec, overwrite=True))
+    assert [p.name for p in output.iterdir()] == ["earlier.parquet"]
+    assert not Path(ray_adapter.staging_directory(str(output))).exists()
+
+
+KILLED_DRIVER = """
+import sys, time
+from pathlib import Path
+import structsent.ray as ray_adapter
+from structsent.config import EngineConfig
+
+source, output, model, marker, address = sys.argv[1:]
+
+def write_then_hang(ds, out, fmt):
+    Path(out).mkdir(exist_ok=True)
+    (Path(out) / "part-0.parquet").write_bytes(b"PAR1 half of the output")
+    Path(marker).touch()
+    time.sleep(600)
+
+ray_adapter.write_dataset = write_then_hang
+ray_adapter.run_label_job(ray_adapter.RayLabelSpec(input=source, output=output, model=model,
+                                                   config=EngineConfig(device="cpu"), ray_address=address, quiet=True))
+"""
+
+
+@pytest.mark.slow
+def test_a_ray_job_killed_while_writing_leaves_nothing_under_the_output_name(ray_address, hf_model_dir, parquet_dir,
+                                                                             tmp_path):
+    """kill -9 of the driver left the files written so far in the output directory, read as a whole,
+    smaller dataset (1,000 of 4,000 rows). They are written beside it and renamed into place at the end."""
+    import structsent.ray as ray_adapter
+    from structsent.config import EngineConfig
+
+    output, marker = tmp_path / "out", tmp_path / "writing"
+    driver = subprocess.Popen([sys.executable, "-c", KILLED_DRIVER, str(parquet_dir), str(output), str(hf_model_dir),
+                               str(marker), ray_address])
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            assert driver.poll() is None and time.monotonic() < deadline, "the driver did not reach its write"
+            time.sleep(0.2)
+        assert Path(ray_adapter.staging_directory(str(output)), "part-0.parquet").exists()
+    finally:
+        driver.kill()
+        driver.wait(30)
+    assert not output.exists()  # nothing that reads as a dataset
+    spec = ray_adapter.RayLabelSpec(input=str(parquet_dir), output=str(output), model=str(hf_model_dir),
+                                    config=EngineConfig(device="cpu"), ray_address=ray_address, quiet=True)
+    ray_adapter.run_label_job(spec)  # the next run: the killed job's staging directory goes
+    assert pq.read_table(output).num_rows == pq.read_table(parquet_dir).num_rows
+    assert not Path(ray_adapter.staging_directory(str(output))).exists()
 
 
 # -- on a real two-node cluster -----------------------------------------------------------------
@@ -973,3 +1029,26 @@ def test_a_text_column_of_numbers_in_some_batches_is_text_in_every_batch(ray_add
         assert [row["text"] for row in rows] == ["好吃", "5", "2.5", None, "差评"]
         assert [row["error"] is None for row in rows] == [True, False, False, False, True]
         assert rows[0]["label"] is not None and rows[1]["label"] is None
+
+
+SIGTERM_AFTER_INIT = """
+import os, signal, sys, time
+from structsent.cli.signals import Terminated, sigterm_as_interrupt
+from structsent.ray import connected
+
+with sigterm_as_interrupt():
+    with connected(sys.argv[1], quiet=True):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)  # the handler ends the sleep
+        except Terminated:
+            print("terminated as Ctrl-C is")
+"""
+
+
+def test_sigterm_after_ray_init_stops_the_command_as_ctrl_c_does(ray_address):
+    """Ray's core worker replaced the command's SIGTERM handler with one that dumps a native stack and
+    aborts (exit 134, nothing removed); the command's own handler is kept."""
+    proc = subprocess.run([sys.executable, "-c", SIGTERM_AFTER_INIT, ray_address], capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0 and "terminated as Ctrl-C is" in proc.stdout, (proc.returncode, proc.stderr[-2000:])

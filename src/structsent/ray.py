@@ -683,10 +683,12 @@ def _run_locked_label_job(spec: "RayLabelSpec", source: "InputFiles", output_for
                                      prefix=spec.prefix, keep_columns=keep, batch_size=spec.batch_rows,
                                      labeller=_JsonValuesLabeller if output_format is Format.JSONL else DatasetLabeller,
                                      **actor_pool_for(ray, spec.config))
-        # Every check passed: only now may --overwrite remove what the directory held.
-        prepare_output_directory(spec.output, overwrite=spec.overwrite)
-        _write_all_or_nothing(labelled, output, output_format, spec.output)
-        _make_directory(output)  # Ray writes no file, and so no directory, for a dataset of no rows
+        if "://" in output or not _room_beside(output):  # written in place (a store has no rename), emptied on failure
+            prepare_output_directory(spec.output, overwrite=spec.overwrite)  # every check passed: only now
+            _write_all_or_nothing(labelled, output, output_format, spec.output)
+            _make_directory(output)  # Ray writes no file, and so no directory, for a dataset of no rows
+        else:
+            _write_then_rename(labelled, output, output_format, spec.output)
     if not spec.quiet:
         print(f"labelled {len(source.files) or len(source.paths)} file(s) into {output} ({output_format.value}) "
               f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
@@ -727,6 +729,50 @@ def _make_directory(uri: str) -> None:
     filesystem.create_dir(path, recursive=True)
 
 
+def staging_directory(output: str) -> str:
+    """Where a local job writes its files before they become ``output``: beside it, hidden, one name
+    per output (the output's lock makes it this job's alone; one a killed job left is removed)."""
+    return os.path.join(os.path.dirname(output), f".{os.path.basename(output)}.structsent-writing")
+
+
+def _room_beside(output: str) -> bool:
+    """Whether a staging directory can be made beside the (local) output directory."""
+    return os.access(os.path.dirname(os.path.realpath(output)), os.W_OK)
+
+
+def _write_then_rename(labelled: "ray.data.Dataset", output: str, output_format: Format, named: str) -> None:
+    """Write every file into the staging directory, then put it in the output's place: a job
+    stopped at any point, kill -9 included, leaves no part of its output under the output's name
+    (a part reads as a whole, smaller dataset), and what --overwrite replaces stays until then.
+    Through a symbolic link: the directory it names is replaced, and the link stays."""
+    import shutil
+
+    output = os.path.realpath(output)
+    staging = staging_directory(output)
+    shutil.rmtree(staging, ignore_errors=True)  # a killed job's
+    _write_all_or_nothing(labelled, staging, output_format, named)
+    os.makedirs(staging, exist_ok=True)  # Ray writes no file, and so no directory, for a dataset of no rows
+    try:
+        _replace_directory(staging, output)
+    except OSError as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise OutputWriteError(f"{named}: cannot put the written files in place: {err.strerror or err}") from err
+
+
+def _replace_directory(new: str, output: str) -> None:
+    """``new`` renamed to ``output``, whose old contents (empty, or replaced by --overwrite) go."""
+    import shutil
+
+    if not os.path.isdir(output):
+        os.replace(new, output)
+        return
+    old = f"{staging_directory(output)}-old"
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(output, old)
+    os.replace(new, output)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def _write_all_or_nothing(labelled: "ray.data.Dataset", output: str, output_format: Format, named: str) -> None:
     """Write the whole output, or remove what was written: a Ray job cannot be resumed, and the files
     of a job that stopped part way would read as a whole, smaller dataset."""
@@ -734,11 +780,11 @@ def _write_all_or_nothing(labelled: "ray.data.Dataset", output: str, output_form
         with typed_errors():
             write_dataset(labelled, output, output_format)
     except KeyboardInterrupt:
-        _empty_directory(output)
+        _remove_written(output)
         raise RayJobInterrupted(f"{named}: the job was interrupted and the files it had written were "
                                 "removed (a Ray job cannot be resumed); run it again") from None
     except BaseException as err:
-        _empty_directory(output)
+        _remove_written(output)
         if isinstance(err, RayJobFailedError):
             raise RayJobFailedError(f"{err}; the files it had written were removed") from err.__cause__
         raise
@@ -769,6 +815,16 @@ class RayJobFailedError(StructsentError):
 
 class RayJobInterrupted(Exception):
     """A Ray file job stopped by Ctrl-C, its partial output removed."""
+
+
+def _remove_written(uri: str) -> None:
+    """The files a stopped job wrote: a local staging directory goes whole, a remote output is emptied."""
+    if "://" in uri:
+        _empty_directory(uri)
+    else:
+        import shutil
+
+        shutil.rmtree(uri, ignore_errors=True)
 
 
 def _empty_directory(uri: str) -> None:
@@ -830,6 +886,25 @@ def actor_pool_for(ray, config: EngineConfig) -> dict:
     return {"concurrency": cpus - 1, "num_cpus": 1}
 
 
+@contextlib.contextmanager
+def _signal_handlers_kept():
+    """The SIGTERM handler in place before ``ray.init`` kept after it: Ray's core worker installs a
+    failure handler that dumps a native stack and aborts (exit 134), where the command's own
+    handler stops the job and removes what it wrote. In the main thread only (where handlers live)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 class connected:
     """Connect to ``address`` (None: RAY_ADDRESS if set, else a new local Ray) unless already connected."""
 
@@ -845,8 +920,9 @@ class connected:
         if not ray.is_initialized():
             check_reachable(self.address)
             try:
-                ray.init(address=self.address, logging_level=logging.WARNING if self.quiet else logging.INFO,
-                         log_to_driver=not self.quiet)
+                with _signal_handlers_kept():
+                    ray.init(address=self.address, logging_level=logging.WARNING if self.quiet else logging.INFO,
+                             log_to_driver=not self.quiet)
             except ConnectionError as err:
                 raise ConfigError(f"cannot reach the Ray cluster at {self.address}: {err}") from err
             except ValueError as err:  # "Invalid address format"

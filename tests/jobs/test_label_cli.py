@@ -553,3 +553,63 @@ def test_tokenizer_processes_are_for_the_local_engine(tmp_path, hf_model_dir, re
                    "--model", hf_model_dir, check=False)
     assert proc.returncode == 2 and f"--tokenizer-processes {too_many}: this job may use".encode() in proc.stderr
     assert b"Traceback" not in proc.stderr and not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_with_tokenizer_processes_stops_as_one_signal(tmp_path, hf_model_dir,
+                                                                                 reviews_file):
+    """`kill -TERM -PGID` (systemd's default, a terminal's hang-up) also ended the tokenizer processes:
+    "a tokenizer process stopped unexpectedly", exit 1, when the job was waiting on them."""
+    source = tmp_path / "in.csv"
+    texts = reviews_file.read_text(encoding="utf-8").splitlines() * 4
+    with open(source, "w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows([["n", "text"], *[[i, t] for i, t in enumerate(texts)]])
+    out = tmp_path / "out.csv"
+    args = ["label", source, "-o", out, "--chunk-rows", "64", "--tokenizer-processes", "2", "--model", hf_model_dir]
+    proc = subprocess.Popen([PYTHON, "-m", "structsent", *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(children_of(proc.pid, running="spawn_main")) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err.decode()
+    assert "--resume" in err.decode() and "Traceback" not in err.decode() and "unexpectedly" not in err.decode()
+    run_cli(*args, "--resume", "--quiet")
+    with open(out, encoding="utf-8", newline="") as handle:
+        assert [int(row["n"]) for row in csv.DictReader(handle)] == list(range(len(texts)))
+
+
+SLOW_LOAD = """
+import sys, time
+from pathlib import Path
+import structsent
+from structsent.cli import main
+
+def slow_load(*args, **kwargs):
+    Path(sys.argv[1]).touch()
+    time.sleep(60)
+
+structsent.load = slow_load
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_sigterm_while_the_model_loads_is_one_line_and_exit_143(tmp_path):
+    """The command died of the signal (exit -15) without a word; Ctrl-C there said "interrupted"."""
+    source, marker = tmp_path / "in.txt", tmp_path / "loading"
+    source.write_text("好评\n", encoding="utf-8")
+    proc = subprocess.Popen([PYTHON, "-c", SLOW_LOAD, str(marker), "label", str(source), "-o", str(tmp_path / "o.jsonl")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and err.decode().strip() == "structsent: terminated"

@@ -22,7 +22,7 @@ from ..errors import (
     StructsentError,
 )
 from . import bench, export, label, report, serve
-from .signals import EXIT_TERMINATED, Terminated
+from .signals import EXIT_TERMINATED, Terminated, sigterm_as_interrupt
 
 # name -> (module, help)
 SUBCOMMANDS = {
@@ -61,8 +61,11 @@ def exit_code(error: StructsentError) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
-        return int(args._run(args) or EXIT_OK)
+        # SIGTERM while the command starts (imports, the model's load) ends it as Ctrl-C does, said in
+        # one line with exit 143, not a silent death; commands with their own handler set it over this.
+        with sigterm_as_interrupt():
+            args = build_parser().parse_args(argv)
+            return int(args._run(args) or EXIT_OK)
     except Terminated:
         print("structsent: terminated", file=sys.stderr)
         return EXIT_TERMINATED

@@ -123,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
         except OutputWriteError as err:
             raise OutputWriteError(f"{err}; once the cause is fixed, {_how_to_finish(spec)}") from err
         except WorkerProcessError as err:
+            if interrupt.signum is not None:  # the signal that stops the job ended its tokenizer processes
+                print(f"interrupted; {_how_to_finish(spec)}", file=sys.stderr)  # (kill -TERM of the process group)
+                return 128 + interrupt.signum
             raise WorkerProcessError(f"{err}; {_how_to_finish(spec)}") from err
         finally:
             if progress is not None:
@@ -154,16 +157,19 @@ def _run_on_ray(args: argparse.Namespace) -> int:
         raise BadInputError("--on-bad-row flag works with --engine local only")
     if args.report is not None:
         raise BadInputError("--report works with --engine local only; run `structsent report` on the output files")
+    from .signals import EXIT_TERMINATED, Terminated, sigterm_as_interrupt
+
     try:
-        run_label_job(RayLabelSpec(
-            input=args.input, output=args.output, model=args.model, config=engine_config(args),
-            input_format=args.format, output_format=args.output_format, text_column=args.text_column,
-            id_column=args.id_column, prefix=args.prefix, batch_rows=args.chunk_rows, overwrite=args.overwrite,
-            ray_address=args.ray_address, quiet=args.quiet,
-        ))
+        with sigterm_as_interrupt():  # as Ctrl-C: the files written are removed (Ray's own handler aborts)
+            run_label_job(RayLabelSpec(
+                input=args.input, output=args.output, model=args.model, config=engine_config(args),
+                input_format=args.format, output_format=args.output_format, text_column=args.text_column,
+                id_column=args.id_column, prefix=args.prefix, batch_rows=args.chunk_rows, overwrite=args.overwrite,
+                ray_address=args.ray_address, quiet=args.quiet,
+            ))
     except RayJobInterrupted as err:
         print(f"structsent: interrupted: {err}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if isinstance(err.__context__, Terminated) else EXIT_INTERRUPTED
     return 0
 
 
