@@ -152,3 +152,36 @@ def test_the_service_freezes_its_startup_objects_once_warm(hf_model_dir):
         assert not any(o is service.classifier for o in gc.get_objects())  # no longer walked by collections
     finally:
         service.stop(timeout=10)
+
+
+ADDRESS_TAKEN_AFTER_THE_CHECK = """
+import sys
+import structsent.cli.serve as serve
+from structsent.cli import main
+
+real, calls = serve.check_listen_address, []
+
+def passes_first(*args, **kwargs):  # as when another server binds between the check and uvicorn's bind
+    calls.append(1)
+    return None if len(calls) == 1 else real(*args, **kwargs)
+
+serve.check_listen_address = passes_first
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_address_taken_after_the_check_is_exit_2_with_its_reason(hf_model_dir, workers):
+    """Two servers started at once on one port: the one that lost the bind exited 3 (the status of a
+    model that cannot load) with uvicorn's log line alone."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-c", ADDRESS_TAKEN_AFTER_THE_CHECK, "serve", "--model", str(hf_model_dir),
+                               "--port", str(port), "--workers", workers, "--log-level", "warning"],
+                              capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"structsent: error: --host 127.0.0.1 --port {port}: "
+                                                           "cannot listen there (Address already in use)")
+    assert "Traceback" not in proc.stderr

@@ -12,6 +12,7 @@ SPARE_FILE_DESCRIPTORS = 128
 # With --workers, uvicorn's supervisor waits this long for a worker's answer to its ping (a worker
 # answers while its model loads), and for a new worker to serve in SIGHUP's rolling restart.
 WORKER_READY_TIMEOUT_S = 60
+UVICORN_STARTUP_FAILURE = 3  # uvicorn.config.STARTUP_FAILURE: its exit status when it cannot start
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,7 +88,7 @@ def settings_from_args(args: argparse.Namespace, environ=None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import require
+    from ..errors import ConfigError, require
 
     for module in ("fastapi", "uvicorn", "prometheus_client"):
         require(module, "server")
@@ -97,8 +98,15 @@ def run(args: argparse.Namespace) -> int:
     check_listen_address(args.host, args.port, workers=args.workers)
     if args.workers > 1:
         check_model_loads(settings.model)
-        return _serve_processes(settings, args)
-    return _serve(settings, args)
+    try:
+        return _serve_processes(settings, args) if args.workers > 1 else _serve(settings, args)
+    except SystemExit as err:  # uvicorn's exit when it could not start (it logged why)
+        if err.code == UVICORN_STARTUP_FAILURE:
+            # Most often the address, taken since it was checked (another server started at the same
+            # moment): its one-line error and exit status 2, not uvicorn's 3, which here means the model.
+            check_listen_address(args.host, args.port, workers=args.workers)
+            raise ConfigError("the server could not start (uvicorn's reason is in the line above)") from None
+        raise
 
 
 def check_listen_address(host: str, port: int, *, workers: int = 1) -> None:
