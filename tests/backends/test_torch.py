@@ -144,3 +144,21 @@ def test_attention_packed_asked_for_explicitly_refuses_to_load_when_its_check_fa
     with pytest.raises(ConfigError, match=f"attention=packed cannot run here: .*{expected}.*use attention=auto"):
         TorchRunner(padded.checkpoint, plan, varlen_attention=attention)
 
+
+
+def test_a_second_thread_count_for_the_process_is_said(hf_model_dir, caplog):
+    """num_threads is PyTorch's for the whole process: a model loaded with 1 ran on 2 threads once a
+    second one asked for 2, without a word."""
+    import torch
+
+    import structsent
+
+    before = torch.get_num_threads()
+    try:
+        structsent.load(hf_model_dir, backend="torch", device="cpu", num_threads=1)
+        with caplog.at_level("WARNING", logger="structsent.torch"):
+            structsent.load(hf_model_dir, backend="torch", device="cpu", num_threads=2)
+        assert torch.get_num_threads() == 2
+        assert "num_threads=2: PyTorch's thread count is the whole process's" in caplog.text
+    finally:
+        torch.set_num_threads(before)

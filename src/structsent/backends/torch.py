@@ -36,6 +36,20 @@ def cpu_supports_bf16() -> bool:
         return False
 
 
+def _set_process_threads(threads: int) -> None:
+    """PyTorch has one CPU thread count per process: a second torch model loaded with another
+    ``num_threads`` changes it for the first as well, which is said (ONNX sessions each keep theirs)."""
+    current = torch.get_num_threads()
+    if current != threads and _threads_set_here:
+        log.warning("num_threads=%d: PyTorch's thread count is the whole process's; the torch models loaded "
+                    "before with num_threads=%d now run on %d threads too", threads, current, threads)
+    torch.set_num_threads(threads)
+    _threads_set_here.append(threads)
+
+
+_threads_set_here: list[int] = []  # the counts torch models of this process asked for
+
+
 class TorchRunner:
     """Runs a BertClassifier on one device at one precision."""
 
@@ -44,7 +58,7 @@ class TorchRunner:
     def __init__(self, checkpoint, plan: RuntimePlan, *, varlen_attention: VarlenAttention | None = None) -> None:
         """``varlen_attention``: the packed path's attention (default: the CUDA flash kernel)."""
         if plan.num_threads:
-            torch.set_num_threads(plan.num_threads)
+            _set_process_threads(plan.num_threads)
         self._device = torch.device(plan.device)
         self._precision = plan.precision
         self.model = build_model(checkpoint, self._precision, self._device)
