@@ -219,7 +219,9 @@ def test_parse_day():
     assert parse_day("2024-03-05T23:59:59+08:00") == datetime.date(2024, 3, 5)
     assert parse_day("2024-03-05 10:00") == datetime.date(2024, 3, 5)
     assert parse_day(datetime.datetime(2024, 3, 5, 1)) == datetime.date(2024, 3, 5)
-    for value in ("2024-02-30", "2024-3-5", "20240305", "2024-03-05x", None, 20240305, "下周"):
+    assert parse_day("2024-03-05Z") == datetime.date(2024, 3, 5)  # was refused
+    for value in ("2024-02-30", "2024-3-5", "20240305", "2024-03-05x", None, 20240305, "下周",
+                  "２０２４-03-05", "2024-03-05 is the day"):  # were dates: digits of other scripts, any text after
         assert parse_day(value) is None, value
 
 

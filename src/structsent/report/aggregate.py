@@ -162,7 +162,8 @@ def error_kind(message: str) -> str:
 
 _DIGITS = re.compile(r"\d+")
 _DAY_MEMO = 20_000  # distinct --by values whose day is remembered (dates repeat; timestamps need not)
-_ISO_DAY = re.compile(r"\s*(\d{4})-(\d{2})-(\d{2})(?:[T ]|\s*$)")
+# ASCII digits only (a full-width "２０２４" is no ISO date), and after the day a time or nothing.
+_ISO_DAY = re.compile(r"\s*([0-9]{4})-([0-9]{2})-([0-9]{2})(?:[T ][0-9]|Z?\s*$)")
 
 
 def parse_day(value: object) -> datetime.date | None:
