@@ -136,7 +136,7 @@ def test_a_probability_that_is_not_finite_or_not_in_0_1_flags_its_row(tmp_path, 
     rows = list(open_labelled(str(path)).rows())
     assert [r.number for r in rows] == [1, 2, 3, 4, 5, 6]
     assert [r.label for r in rows] == ["正面", None, None, None, None, "正面"]
-    assert all("a probability is not a finite number between 0 and 1" in r.error for r in rows[1:5])
+    assert all("a probability is not a finite number between zero and one" in r.error for r in rows[1:5])
 
 
 def test_rows_an_unbalanced_quote_swallowed_are_read_again_and_counted(tmp_path):
@@ -294,3 +294,16 @@ def test_columns_another_program_reordered_are_found_by_name(tmp_path, labelled_
         assert report.overall.rows == 40 and report.overall.labels == expected.overall.labels
         assert report.overall.flagged == expected.overall.flagged
         assert [r.number for r in report.least_certain] == [r.number for r in expected.least_certain]
+
+
+def test_a_score_no_top_probability_can_have_and_numbers_not_in_ascii_flag_their_row(tmp_path):
+    """A score of 0.2 with two labels (the top of two probabilities is at least 0.5), "０.９" and
+    "0.9_9" were read as scores, binned in 0.500-0.525 or as 0.9."""
+    path = tmp_path / "edited.csv"
+    path.write_text("text,label,score,prob_负面,prob_正面,error\n"
+                    "一,正面,0.2,0.8,0.2,\n二,正面,０.９,0.1,0.9,\n三,正面,0.9_9,0.01,0.99,\n四,正面,0.5,0.5,0.5,\n"
+                    "五,负面,0.499999,0.499999,0.500001,\n", encoding="utf-8")
+    rows = list(open_labelled(str(path)).rows())
+    assert [r.label for r in rows] == [None, None, None, "正面", "负面"]
+    assert "below one over the number of labels" in rows[0].error
+    assert all("the score is not a number" in r.error for r in rows[1:3])

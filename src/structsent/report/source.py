@@ -293,10 +293,15 @@ def _checked_label(label: object, score: object, probs: Sequence[object],
     if value is None:
         return "the score is not a number"
     if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        return "the score is not a finite number between 0 and 1"
+        return "the score is not a finite number between zero and one"
+    if value < 1.0 / len(labels) - SCORE_SLACK:
+        return "the score is below one over the number of labels, which the top probability never is"
     if not _all_probabilities(probs):
-        return "a probability is not a finite number between 0 and 1"
+        return "a probability is not a finite number between zero and one"
     return str(label), value
+
+
+SCORE_SLACK = 1e-6  # the label job writes scores with 6 decimals
 
 
 def _all_probabilities(values: Sequence[object]) -> bool:
@@ -313,6 +318,8 @@ def _all_probabilities(values: Sequence[object]) -> bool:
 def _number(value: object) -> float | None:
     """float(value), or None where float() refuses it (or where it is a JSON true or false)."""
     if isinstance(value, bool) or not isinstance(value, (str, bytes, SupportsFloat, SupportsIndex)):
+        return None
+    if isinstance(value, str) and (not value.isascii() or "_" in value):  # "０.９", "0.9_9": not as written
         return None
     try:
         return float(value)
