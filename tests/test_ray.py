@@ -1052,3 +1052,37 @@ def test_sigterm_after_ray_init_stops_the_command_as_ctrl_c_does(ray_address):
     proc = subprocess.run([sys.executable, "-c", SIGTERM_AFTER_INIT, ray_address], capture_output=True, text=True,
                           timeout=180)
     assert proc.returncode == 0 and "terminated as Ctrl-C is" in proc.stdout, (proc.returncode, proc.stderr[-2000:])
+
+
+def test_the_output_directory_is_swapped_safely(tmp_path, monkeypatch):
+    """The old output comes back if the new one cannot be put in place, and after a kill between the
+    two renames; a mount point or another file system is written in place (a rename there fails)."""
+    import structsent.ray as ray_adapter
+
+    output, new = tmp_path / "out", tmp_path / "new"
+    output.mkdir()
+    (output / "old.parquet").write_bytes(b"old")
+    new.mkdir()
+    (new / "new.parquet").write_bytes(b"new")
+    real_replace, calls = os.replace, []
+
+    def second_fails(src, dst):
+        calls.append(src)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(ray_adapter.os, "replace", second_fails)
+    with pytest.raises(OSError):
+        ray_adapter._replace_directory(str(new), str(output))
+    monkeypatch.setattr(ray_adapter.os, "replace", real_replace)
+    assert [p.name for p in output.iterdir()] == ["old.parquet"]
+
+    aside = Path(ray_adapter.staging_directory(str(output)) + "-old")
+    os.replace(output, aside)  # as a kill between the two renames leaves it
+    ray_adapter._finish_an_interrupted_swap(str(output))
+    assert [p.name for p in output.iterdir()] == ["old.parquet"] and not aside.exists()
+
+    assert ray_adapter._room_beside(str(output)) and ray_adapter._room_beside(str(tmp_path / "absent"))
+    monkeypatch.setattr(ray_adapter.os.path, "ismount", lambda path: path == str(output))
+    assert not ray_adapter._room_beside(str(output))

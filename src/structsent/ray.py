@@ -736,8 +736,16 @@ def staging_directory(output: str) -> str:
 
 
 def _room_beside(output: str) -> bool:
-    """Whether a staging directory can be made beside the (local) output directory."""
-    return os.access(os.path.dirname(os.path.realpath(output)), os.W_OK)
+    """Whether a staging directory can be made beside the (local) output directory and renamed into
+    its place: the parent writable, and an existing output neither a mount point (a container's
+    volume: rename fails with EBUSY) nor on another file system than its parent."""
+    real = os.path.realpath(output)
+    parent = os.path.dirname(real)
+    if not os.access(parent, os.W_OK):
+        return False
+    if os.path.isdir(real):
+        return not os.path.ismount(real) and os.stat(real).st_dev == os.stat(parent).st_dev
+    return True
 
 
 def _write_then_rename(labelled: "ray.data.Dataset", output: str, output_format: Format, named: str) -> None:
@@ -750,6 +758,7 @@ def _write_then_rename(labelled: "ray.data.Dataset", output: str, output_format:
     output = os.path.realpath(output)
     staging = staging_directory(output)
     shutil.rmtree(staging, ignore_errors=True)  # a killed job's
+    _finish_an_interrupted_swap(output)
     _write_all_or_nothing(labelled, staging, output_format, named)
     os.makedirs(staging, exist_ok=True)  # Ray writes no file, and so no directory, for a dataset of no rows
     try:
@@ -757,6 +766,19 @@ def _write_then_rename(labelled: "ray.data.Dataset", output: str, output_format:
     except OSError as err:
         shutil.rmtree(staging, ignore_errors=True)
         raise OutputWriteError(f"{named}: cannot put the written files in place: {err.strerror or err}") from err
+
+
+def _finish_an_interrupted_swap(output: str) -> None:
+    """A job killed between the two renames of ``_replace_directory`` left the old output aside and
+    nothing under its name: put it back (killed after them: the old one is only removed)."""
+    import shutil
+
+    old = f"{staging_directory(output)}-old"
+    if os.path.isdir(old):
+        if os.path.lexists(output):
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, output)
 
 
 def _replace_directory(new: str, output: str) -> None:
@@ -769,7 +791,11 @@ def _replace_directory(new: str, output: str) -> None:
     old = f"{staging_directory(output)}-old"
     shutil.rmtree(old, ignore_errors=True)
     os.replace(output, old)
-    os.replace(new, output)
+    try:
+        os.replace(new, output)
+    except BaseException:  # the old output back under its name, as it was
+        os.replace(old, output)
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 

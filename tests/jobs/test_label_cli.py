@@ -442,6 +442,13 @@ def test_the_report_shows_the_column_the_job_labelled(tmp_path, hf_model_dir, re
     cells = page.split('id="least-certain-rows"', 1)[1]
     assert ">review<" in cells and any(f">{html.escape(t, quote=False)}<" in cells for t in real_reviews[:30])
     assert "ORD-0" not in cells
+    # a file of one column is labelled whatever its name, without --text-column: its report too
+    alone = tmp_path / "alone.csv"
+    with open(alone, "w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows([["review"], *[[t] for t in real_reviews[:30]]])
+    run_cli("label", alone, "-o", tmp_path / "alone.out.csv", "--report", report, "--overwrite", *model_args(hf_model_dir))
+    cells = report.read_text(encoding="utf-8").split('id="least-certain-rows"', 1)[1]
+    assert ">review<" in cells and any(f">{html.escape(t, quote=False)}<" in cells for t in real_reviews[:30])
 
 
 @pytest.mark.slow

@@ -186,6 +186,8 @@ def _check_report_by(column: str | None, spec, labels) -> None:
     if column is None or read_only_once(spec.input) or column in added_columns(labels, spec.prefix):
         return  # a pipe's header is read by the job alone: reading it here took those bytes from the job
     if spec.input_format is Format.JSONL and spec.id_column is None:
+        if spec.resume:  # the run that began the job checked it; a second pass over a large input is not needed
+            return
         if not a_json_line_has_field(spec.input, column):
             raise BadInputError(f"--report-by {column}: no line of {spec.input} has such a field, so neither "
                                 "will the output")
@@ -210,8 +212,9 @@ def _write_report(args, spec, summary, classifier) -> None:
         "rows_per_second": round(summary.rows_per_second, 1),  # of this run's rows (a resumed job's are fewer)
         "padding_fraction": round(summary.padding_fraction, 4), "model": classifier.info()["model"],
         "backend": classifier.info()["backend"], "device": classifier.info()["device"]}
-    # The column the job labelled (with --id-column the output holds the id alone: the report shows it).
-    text_column = spec.text_column if spec.id_column is None else None
+    # The column the job labelled, as its reader resolved it (a one-column file's only column); with
+    # --id-column the output holds the id alone, and the report shows it.
+    text_column = summary.text_column if spec.id_column is None else None
     write_report(spec.output, args.report, by=args.report_by, fmt=spec.output_format.value, prefix=spec.prefix,
                  text_column=text_column, job_figures=figures, overwrite=True, labels=classifier.labels)
     if not args.quiet:

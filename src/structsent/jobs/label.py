@@ -108,6 +108,7 @@ class JobSummary:
     seconds_this_run: float = 0.0
     interrupted: bool = False
     resumed_from: int = 0
+    text_column: str | None = None  # the column labelled, as the reader resolved it (not kept in the manifest)
     model_seconds: float = 0.0  # time this run spent in the model stage
     resynchronised: int = 0  # malformed multi-line CSV records after which reading went on at their next line
     already_complete: bool = False  # --resume found the output finished (no unfinished job): nothing ran
@@ -322,6 +323,7 @@ class LabelJob:
         reader = open_reader(self.spec.input, self.spec.input_format, text_column=self.spec.text_column,
                              on_bad_row=self.spec.on_bad_row, position=manifest.position, line=manifest.line,
                              rows_done=manifest.rows_done)
+        summary.text_column = reader.text_column
         started = time.perf_counter()
         try:
             with quick_gil_handoff(self.classifier.runner.device):
