@@ -125,6 +125,26 @@ class BackgroundWorker(Generic[T]):
         self._raise_if_failed()
 
 
+def when_parent_ends(action: Callable[[], None], name: str = "structsent-parent-watch") -> bool:
+    """Call ``action`` in a daemon thread once the process that started this one (with
+    multiprocessing: spawned tokenizer processes, uvicorn's server workers) has ended, however it
+    ended (kill -9 included): the kernel does not end a dead parent's children. Returns whether
+    there is such a parent to watch."""
+    import multiprocessing
+    import multiprocessing.connection
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return False
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        action()
+
+    threading.Thread(target=watch, name=name, daemon=True).start()
+    return True
+
+
 def freeze_startup_objects() -> int:
     """Take every object alive now out of the cyclic garbage collector's walks (``gc.freeze``).
 

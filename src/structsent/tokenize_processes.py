@@ -21,7 +21,6 @@ import os
 import pickle
 import signal
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -33,6 +32,7 @@ import numpy as np
 
 from .config import LongTextPolicy
 from .errors import WorkerProcessError
+from .pipeline import when_parent_ends
 from .staging import remove_abandoned, staging_name
 from .tokenize import EncodedText, Tokenizer
 
@@ -105,15 +105,7 @@ def _start_worker(state_file: str) -> None:
 def _exit_with_parent() -> None:
     """End this worker when the job's process ends, however it ends (kill -9 included): a
     worker holds both ends of its task queue's pipe, so it would never see the parent go."""
-    parent = multiprocessing.parent_process()
-    if parent is None:
-        return
-
-    def watch() -> None:
-        multiprocessing.connection.wait([parent.sentinel])
-        os._exit(1)
-
-    threading.Thread(target=watch, name="structsent-parent-watch", daemon=True).start()
+    when_parent_ends(lambda: os._exit(1))
 
 
 def _encode_in_worker(texts: list[object]) -> EncodingBatch:

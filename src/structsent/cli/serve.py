@@ -206,7 +206,7 @@ def _serve_processes(settings, args: argparse.Namespace) -> int:
 
     from ..server.workers import worker_environment
 
-    os.environ.update(worker_environment(settings, os.getpid()))
+    os.environ.update(worker_environment(settings))
     uvicorn.run(
         "structsent.server.workers:app_from_environment", factory=True, workers=args.workers,
         timeout_worker_healthcheck=WORKER_READY_TIMEOUT_S,

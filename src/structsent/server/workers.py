@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
-import time
 from typing import TYPE_CHECKING
+
+from ..pipeline import when_parent_ends
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -28,13 +28,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("structsent.server")
 
 SETTINGS_ENVIRONMENT_VARIABLE = "STRUCTSENT_SERVER_SETTINGS"
-SUPERVISOR_ENVIRONMENT_VARIABLE = "STRUCTSENT_SERVER_SUPERVISOR"  # the pid of the `serve` process
-SUPERVISOR_CHECK_S = 0.5
 
 
-def worker_environment(settings: ServerSettings, supervisor_pid: int) -> dict[str, str]:
+def worker_environment(settings: ServerSettings) -> dict[str, str]:
     """The variables the `serve` process sets for its workers (spawned: they inherit its environment)."""
-    return {SETTINGS_ENVIRONMENT_VARIABLE: settings.to_json(), SUPERVISOR_ENVIRONMENT_VARIABLE: str(supervisor_pid)}
+    return {SETTINGS_ENVIRONMENT_VARIABLE: settings.to_json()}
 
 
 def app_from_environment() -> FastAPI:
@@ -44,23 +42,11 @@ def app_from_environment() -> FastAPI:
 
     limit_server_logs()  # uvicorn has configured this process's loggers by now
     settings = ServerSettings.from_json(os.environ[SETTINGS_ENVIRONMENT_VARIABLE])
-    supervisor = os.environ.get(SUPERVISOR_ENVIRONMENT_VARIABLE)
-    if supervisor is not None:
-        stop_when_orphaned(int(supervisor))
+    when_parent_ends(_stop_this_worker, name="structsent-supervisor-watch")
     return create_app(settings, serve_once_loaded=True)
 
 
-def stop_when_orphaned(supervisor_pid: int, *, check_s: float = SUPERVISOR_CHECK_S) -> threading.Thread:
-    """Watch, in a daemon thread, that this process's parent is still ``supervisor_pid``; once it is
-    not (the parent died and the process was handed to another), shut this process down as SIGTERM
-    does: requests in flight are finished, the listening socket closed."""
-
-    def watch() -> None:
-        while os.getppid() == supervisor_pid:
-            time.sleep(check_s)
-        log.warning("the serve process (pid %d) is gone: this worker stops", supervisor_pid)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    thread = threading.Thread(target=watch, name="structsent-supervisor-watch", daemon=True)
-    thread.start()
-    return thread
+def _stop_this_worker() -> None:
+    """As SIGTERM stops it: requests in flight are finished, the listening socket closed."""
+    log.warning("the serve process is gone: this worker stops")
+    os.kill(os.getpid(), signal.SIGTERM)
