@@ -12,6 +12,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -1082,6 +1083,14 @@ def test_the_output_directory_is_swapped_safely(tmp_path, monkeypatch):
     os.replace(output, aside)  # as a kill between the two renames leaves it
     ray_adapter._finish_an_interrupted_swap(str(output))
     assert [p.name for p in output.iterdir()] == ["old.parquet"] and not aside.exists()
+
+    newer = tmp_path / "newer"
+    newer.mkdir(mode=0o700)
+    (newer / "new.parquet").write_bytes(b"new")
+    output.chmod(0o2770)  # a shared output directory: group-writable, setgid
+    ray_adapter._replace_directory(str(newer), str(output))
+    assert [p.name for p in output.iterdir()] == ["new.parquet"] and not aside.exists()
+    assert stat.S_IMODE(output.stat().st_mode) == 0o2770  # the replaced directory's, not the umask's
 
     assert ray_adapter._room_beside(str(output)) and ray_adapter._room_beside(str(tmp_path / "absent"))
     monkeypatch.setattr(ray_adapter.os.path, "ismount", lambda path: path == str(output))

@@ -32,6 +32,7 @@ from .io.readers import resolve_text_column, text_of_binary
 from .io.writers import added_columns, cell_or_null, check_no_collision, prediction_types, prediction_values
 from .pipeline import freeze_startup_objects
 from .results import LabelResult
+from .staging import take_mode_and_group
 
 if TYPE_CHECKING:
     import pyarrow
@@ -782,12 +783,14 @@ def _finish_an_interrupted_swap(output: str) -> None:
 
 
 def _replace_directory(new: str, output: str) -> None:
-    """``new`` renamed to ``output``, whose old contents (empty, or replaced by --overwrite) go."""
+    """``new`` renamed to ``output``, whose old contents (empty, or replaced by --overwrite) go; the
+    new directory takes the old one's permissions and group."""
     import shutil
 
     if not os.path.isdir(output):
         os.replace(new, output)
         return
+    take_mode_and_group(new, os.stat(output))  # a shared directory's group, mode and setgid bit stay
     old = f"{staging_directory(output)}-old"
     shutil.rmtree(old, ignore_errors=True)
     os.replace(output, old)

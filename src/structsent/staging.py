@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import stat
 from pathlib import Path
 
 
@@ -41,3 +42,14 @@ def _process_alive(pid: int) -> bool:
     except OSError:  # another user's process: alive
         return True
     return True
+
+
+def take_mode_and_group(directory: str | os.PathLike, of: os.stat_result) -> None:
+    """Give ``directory`` the permissions and group of a stat result, so that a directory put in
+    another's place keeps what was set on it (a shared directory's group and setgid bit); a group
+    this user may not give is left as it is."""
+    os.chmod(directory, stat.S_IMODE(of.st_mode))
+    try:
+        os.chown(directory, -1, of.st_gid)
+    except OSError:
+        pass

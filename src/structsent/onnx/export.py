@@ -21,7 +21,6 @@ import logging
 import os
 import secrets
 import shutil
-import stat
 import tempfile
 import threading
 import time
@@ -35,7 +34,7 @@ from ..config import Precision
 from ..errors import ConfigError, ModelFormatError, OutputWriteError, require
 from ..models.checkpoint import TOKENIZER_FILES, hf_config
 from ..models.onnx import EXPORT_FORMAT_VERSION, MODEL_FILE, ONNX_CONFIG_KEY
-from ..staging import remove_abandoned, staging_name
+from ..staging import remove_abandoned, staging_name, take_mode_and_group
 from .validate import AccuracyReport, compare_with_reference
 
 OPSET = 17
@@ -248,7 +247,7 @@ def _move_into_place(staging: Path, target: Path, *, overwrite: bool) -> None:
                               "replaced and the export was discarded")
         previous = _new_sibling(target, "previous")
         previous.rmdir()
-        _take_mode_and_group(staging, target.stat())  # the directory's own, not a new one's
+        take_mode_and_group(staging, target.stat())  # the directory's own, not a new one's
         try:
             target.rename(previous)
         except OSError as err:
@@ -260,16 +259,6 @@ def _move_into_place(staging: Path, target: Path, *, overwrite: bool) -> None:
         shutil.rmtree(previous, ignore_errors=True)
     else:
         staging.replace(target)  # onto nothing, or onto an empty directory
-
-
-def _take_mode_and_group(directory: Path, of) -> None:
-    """Give ``directory`` the permissions and group of a stat result (a shared directory's group
-    and setgid bit); a group this user may not give is left as it is."""
-    os.chmod(directory, stat.S_IMODE(of.st_mode))
-    try:
-        os.chown(directory, -1, of.st_gid)
-    except OSError:
-        pass
 
 
 def _replace_files_in(target: Path, staging: Path) -> None:
