@@ -259,6 +259,19 @@ def test_json_lines_true_is_no_probability_and_a_row_without_a_label_keeps_its_t
     assert "a probability is not a finite number" in rows[1].error and rows[2].error.endswith("no label and no error")
 
 
+def test_a_json_lines_error_field_of_false_or_zero_is_no_error(tmp_path):
+    """Another tool's ``"error": false`` (or 0) flagged its row with the reason "False" ("N"); a
+    reason that is not text is shown as JSON."""
+    good = '"label": "正面", "score": 0.9, "prob_负面": 0.1, "prob_正面": 0.9'
+    path = tmp_path / "out.jsonl"
+    path.write_text("".join(f'{{"text": "{i}", {good}, "error": {error}}}\n'
+                            for i, error in enumerate(["false", "0", "null", '""', "true", '{"code": 7}', '"bad row"'])),
+                    encoding="utf-8")
+    rows = list(open_labelled(str(path)).rows())
+    assert [r.label for r in rows[:4]] == ["正面"] * 4 and all(r.error is None for r in rows[:4])
+    assert [(r.label, r.error) for r in rows[4:]] == [(None, "true"), (None, '{"code": 7}'), (None, "bad row")]
+
+
 def test_a_json_lines_file_of_no_rows_is_reported_with_the_labels_the_job_knows(tmp_path):
     """`label empty.jsonl -o out.jsonl --report r.html` failed after the job: "no JSON object in the first 100 lines"."""
     path = tmp_path / "out.jsonl"

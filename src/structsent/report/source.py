@@ -262,12 +262,21 @@ def to_row(number: int, label: object, score: object, error: object, text: objec
     text = "" if text is None else text if isinstance(text, str) else _shown(text)
     if isinstance(group, bytes):
         group = _shown(group)
-    if error is not None and error != "":
-        return LabelledRow(number, None, None, str(error), text, group)
+    reason = _error_text(error)
+    if reason is not None:
+        return LabelledRow(number, None, None, reason, text, group)
     checked = _checked_label(label, score, probs, labels)
     if isinstance(checked, str):
         return LabelledRow(number, None, None, f"{UNREADABLE}: {checked}", text, group)
     return LabelledRow(number, *checked, None, text, group)
+
+
+def _error_text(error: object) -> str | None:
+    """Why a row was flagged, or None: the label job writes a reason or nothing (an empty cell,
+    a JSON null); another tool's JSON ``false`` or ``0`` says "no error" too, not "False"."""
+    if error is None or error is False or error == "" or (isinstance(error, (int, float)) and error == 0):
+        return None
+    return error if isinstance(error, str) else _shown(error)
 
 
 def _shown(value: object) -> str:
