@@ -162,3 +162,36 @@ def test_a_second_thread_count_for_the_process_is_said(hf_model_dir, caplog):
         assert "num_threads=2: PyTorch's thread count is the whole process's" in caplog.text
     finally:
         torch.set_num_threads(before)
+
+
+FORK_POOL_AFTER_A_TORCH_MODEL = """
+import multiprocessing, sys
+import structsent
+classifier = structsent.load("default", backend="torch", num_threads=2)
+texts = ["很好，下次还来", "太差了", "一般般吧"] * 4
+expected = [r.label for r in classifier(texts * 20)][: len(texts)]  # a parallel region in the parent
+
+
+def label(text):
+    return classifier([text])[0].label
+
+
+with multiprocessing.get_context("fork").Pool(2) as pool:
+    got = pool.map_async(label, texts).get(timeout=60)
+print("same" if got == expected else f"different: {got} != {expected}")
+"""
+
+
+def test_a_fork_pool_after_a_torch_model_labels_instead_of_hanging(tmp_path):
+    """Children forked after the parent ran torch on several threads (a multiprocessing pool, celery's
+    prefork workers, gunicorn --preload) hung at their first call, for ever."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "fork_pool.py"
+    script.write_text(FORK_POOL_AFTER_A_TORCH_MODEL, encoding="utf-8")
+    try:
+        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the fork pool hung")
+    assert proc.returncode == 0 and proc.stdout.strip() == "same", (proc.returncode, proc.stdout, proc.stderr[-2000:])

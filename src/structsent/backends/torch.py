@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import warnings
 
 import numpy as np
@@ -50,6 +51,23 @@ def _set_process_threads(threads: int) -> None:
 _threads_set_here: list[int] = []  # the counts torch models of this process asked for
 
 
+def _one_thread_in_forked_children() -> None:
+    """A process forked after torch ran a parallel region on the CPU hung at its own first one (the
+    OpenMP thread pool does not survive fork): a multiprocessing pool, celery's prefork workers and
+    gunicorn --preload fork so, after a model was loaded (and warmed) in the parent. Such children
+    run torch on one thread each, which works; the parent keeps its count."""
+    if not _fork_handler:
+        os.register_at_fork(after_in_child=_run_on_one_thread)
+        _fork_handler.append(_run_on_one_thread)
+
+
+def _run_on_one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+_fork_handler: list = []  # registered once per process
+
+
 class TorchRunner:
     """Runs a BertClassifier on one device at one precision."""
 
@@ -59,6 +77,7 @@ class TorchRunner:
         """``varlen_attention``: the packed path's attention (default: the CUDA flash kernel)."""
         if plan.num_threads:
             _set_process_threads(plan.num_threads)
+        _one_thread_in_forked_children()
         self._device = torch.device(plan.device)
         self._precision = plan.precision
         self.model = build_model(checkpoint, self._precision, self._device)
