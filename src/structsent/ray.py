@@ -590,7 +590,7 @@ def check_output_directory(output: str | None, *, overwrite: bool) -> str:
         raise BadInputError("--engine ray writes a directory of files: pass -o OUTPUT_DIR")
     uri = output if "://" in output else os.path.abspath(output)
     if not overwrite and _holds_files(uri, output):
-        raise BadInputError(f"{output}: directory is not empty; pass --overwrite to replace its contents")
+        raise BadInputError(f"{output}: directory is not empty; pass --overwrite (overwrite=True in Python) to replace its contents")
     return uri
 
 

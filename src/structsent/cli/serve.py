@@ -20,14 +20,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_engine_arguments(parser)
     group = parser.add_argument_group("server")
-    group.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    group.add_argument("--port", type=int, default=8080, help="port to listen on, 0..65535 (0: any free port)")
+    group.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s: this machine only)")
+    group.add_argument("--port", type=int, default=8080, help="port to listen on, 0..65535 (0: any free port; default %(default)s)")
     group.add_argument("--max-wait-ms", type=float, default=0.0,
                        help="longest wait for more requests to merge, 0..60000 (default 0: merge what arrived while the model was busy)")
-    group.add_argument("--max-queue", type=int, default=4096, help="texts waiting at most; beyond: 429")
-    group.add_argument("--max-texts", type=int, default=256, help="texts per request at most (413)")
-    group.add_argument("--max-text-chars", type=int, default=20_000, help="characters per text at most (413)")
-    group.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request body size at most (413)")
+    group.add_argument("--max-queue", type=int, default=4096, help="texts waiting at most; beyond: 429 (default %(default)s)")
+    group.add_argument("--max-texts", type=int, default=256, help="texts per request at most (413; default %(default)s)")
+    group.add_argument("--max-text-chars", type=int, default=20_000, help="characters per text at most (413; default %(default)s)")
+    group.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request body size at most, bytes (413; default %(default)s)")
     group.add_argument(
         "--max-connections", type=int, default=256,
         help="open client connections at most, per process; beyond: 503 and closed (default 256)",
@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds a client has to send a request's headers (from connecting or from its previous "
         "response), and again to send its body; beyond: 408 and closed (default 10)",
     )
-    group.add_argument("--max-header-bytes", type=int, default=64 * 1024, help="request header size at most (431)")
+    group.add_argument("--max-header-bytes", type=int, default=64 * 1024, help="request header size at most, bytes (431; default %(default)s)")
     group.add_argument(
         "--api-key", default=None,
         help=f"require `Authorization: Bearer <key>` on every route but /health (401 without); "
@@ -49,13 +49,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--workers", type=int, default=1,
-        help="server processes, each with its own model and batcher (metrics are per process)",
+        help="server processes, each with its own model and batcher (metrics are per process; default %(default)s)",
     )
     group.add_argument(
         "--graceful-timeout", type=float, default=30.0,
-        help="seconds to finish in-flight requests after SIGTERM",
+        help="seconds to finish in-flight requests after SIGTERM (default %(default)g)",
     )
-    group.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    group.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                       help="(default %(default)s)")
 
 
 def settings_from_args(args: argparse.Namespace, environ=None):

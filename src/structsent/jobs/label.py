@@ -255,7 +255,7 @@ class LabelJob:
             return self._check_resumable(Manifest.load(files.manifest), fresh)
         if files.final.exists():
             finished = " and no unfinished job" if spec.resume else ""
-            raise BadInputError(f"{files.final} exists{finished}; pass --overwrite to replace it")
+            raise BadInputError(f"{files.final} exists{finished}; pass --overwrite (overwrite=True in Python) to replace it")
         if spec.resume:
             self.notify(f"nothing was committed yet for {files.final}: starting the job from the beginning")
         files.remove_work()  # whatever a job killed before its first commit left is not committed work

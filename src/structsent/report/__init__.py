@@ -133,7 +133,7 @@ def _check_report_target(path_out: str, keep: dict[str, str], overwrite: bool) -
         raise BadInputError(f"{path_out}: is a directory")
     check_output_is_a_file(target, stdout_hint=False)  # the report is a file: there is no -o -
     if target.exists() and not overwrite:
-        raise BadInputError(f"{path_out} exists; pass --overwrite to replace it")
+        raise BadInputError(f"{path_out} exists; pass --overwrite (overwrite=True in Python) to replace it")
     directory = target.resolve().parent
     if not directory.is_dir():
         raise BadInputError(f"{path_out}: directory {directory} does not exist")
