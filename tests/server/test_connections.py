@@ -726,3 +726,73 @@ async def _a_body_that_ends_after_an_early_answer() -> None:
     await asyncio.sleep(0.05)
     assert transport.written.count(b"HTTP/1.1 200 OK") == 2 and refused == []
     protocol.connection_lost(None)
+
+
+class SocketTransport(RecordingTransport):
+    """A RecordingTransport over one end of a real socket pair: what the client has sent and the
+    event loop has not read yet waits in that socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self.sock = sock
+
+    def get_extra_info(self, name, default=None):
+        return self.sock if name == "socket" else super().get_extra_info(name, default)
+
+
+def test_a_request_in_the_socket_when_the_shutdown_begins_is_answered_not_reset():
+    """The shutdown closed every connection that looked idle, though a request sent just before
+    it was waiting unread in the socket: the close reset the connection, the request unanswered."""
+    asyncio.run(_a_request_in_the_socket_when_the_shutdown_begins())
+
+
+async def _a_request_in_the_socket_when_the_shutdown_begins() -> None:
+    pytest.importorskip("httptools")
+    server_end, client_end = socket.socketpair()
+    with server_end, client_end:
+        protocol, _, _ = protocol_with(answering_app)
+        transport = SocketTransport(server_end)
+        protocol.connection_made(transport)
+        client_end.sendall(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")  # sent; not read by the loop yet
+        protocol.shutdown()
+        assert not transport.closed and protocol.policy.draining
+        protocol.data_received(server_end.recv(4096))  # the loop reads it
+        for _ in range(50):
+            await asyncio.sleep(0.02)
+            if transport.closed:
+                break
+        assert statuses(transport.written) == [200] and transport.closed  # answered, then closed
+        protocol.connection_lost(None)
+
+        idle, _, _ = protocol_with(answering_app)  # nothing sent: closed at once, as before
+        idle_transport = SocketTransport(server_end)
+        idle.connection_made(idle_transport)
+        idle.shutdown()
+        assert idle_transport.closed and idle_transport.written == b""
+        idle.connection_lost(None)
+
+
+def test_a_stop_signal_marks_the_connections_draining_at_once():
+    """uvicorn notices its stop flag up to 0.1 s after the signal: responses sent in between had no
+    Connection: close, and the shutdown then closed their connections under clients reusing them."""
+    import signal as signals
+
+    from structsent.server.middleware import draining_from_the_stop_signal
+
+    policy = ConnectionPolicy(max_connections=1, read_timeout_s=1.0, max_header_bytes=1024, on_refused=print)
+    received: list[int] = []
+
+    def servers_handler(signum, frame) -> None:
+        received.append(signum)
+
+    previous = signals.signal(signals.SIGTERM, servers_handler)
+    try:
+        with draining_from_the_stop_signal(policy):
+            assert not policy.draining
+            signals.raise_signal(signals.SIGTERM)
+            assert policy.draining and received == [signals.SIGTERM]  # the server's own handler ran too
+        assert signals.getsignal(signals.SIGTERM) is servers_handler  # put back as it was
+        signals.raise_signal(signals.SIGTERM)
+        assert received == [signals.SIGTERM, signals.SIGTERM]
+    finally:
+        signals.signal(signals.SIGTERM, previous)

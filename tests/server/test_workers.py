@@ -162,3 +162,28 @@ def test_sighup_replaces_every_worker_without_a_refused_request(hf_model_dir):
         workers = worker_pids(server) if server.process.poll() is None else workers
         server.terminate(60)
         kill_if_alive(workers)
+
+
+def test_new_connections_are_refused_while_the_workers_finish(hf_model_dir):
+    """During the graceful shutdown the supervisor kept its copy of the listening socket open: new
+    connections were accepted by the kernel, taken by nobody, held until the last worker ended
+    (8-15 s), then reset. A lone server refuses them at once; so do the workers now."""
+    server = ServerProcess(hf_model_dir, "--workers", "2", "--read-timeout-s", "6").wait_healthy(120)
+    workers = []
+    try:
+        wait_for(lambda: len(worker_pids(server)) == 2, 60, "two workers")
+        workers = worker_pids(server)
+        with socket.create_connection(("127.0.0.1", server.port)) as busy:  # a request in flight
+            busy.sendall(b"POST /v1/sentiment HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n{\"texts\": ")  # its body stalls: 408 after 6 s
+            time.sleep(0.5)
+            server.process.send_signal(signal.SIGTERM)
+            time.sleep(2.5)  # the supervisor looks at its signals every 0.5 s; the workers stop listening
+            assert server.process.poll() is None, server.log()  # still finishing the request in flight
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
+            assert b" 408 " in busy.recv(4096)  # the request in flight was answered
+        assert server.process.wait(30) == 0
+    finally:
+        server.close()
+        kill_if_alive(workers)

@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds a client has to send a request's headers (from connecting or from its previous "
         "response), and again to send its body; beyond: 408 and closed (default 10)",
     )
-    group.add_argument("--max-header-bytes", type=int, default=64 * 1024, help="request header size at most, bytes (431; default %(default)s)")
+    group.add_argument("--max-header-bytes", type=int, default=64 * 1024,
+                       help="request header size at most, bytes (431; default %(default)s)")
     group.add_argument(
         "--api-key", default=None,
         help=f"require `Authorization: Bearer <key>` on every route but /health (401 without); "
@@ -205,14 +206,14 @@ def _serve_processes(settings, args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from ..server.workers import worker_environment
+    from ..server.workers import serve_workers, worker_environment
 
     os.environ.update(worker_environment(settings))
-    uvicorn.run(
+    serve_workers(uvicorn.Config(
         "structsent.server.workers:app_from_environment", factory=True, workers=args.workers,
         timeout_worker_healthcheck=WORKER_READY_TIMEOUT_S,
         **_uvicorn_options(settings, args),
-    )
+    ))
     return 0
 
 

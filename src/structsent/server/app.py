@@ -45,7 +45,15 @@ from .apidocs import add_offline_docs
 from .batcher import BatchFailedError, MicroBatcher, QueueFullError, WorkerStoppedError
 from .direct import DirectRoute, DirectRoutes, Receive, json_body
 from .metrics import ServerMetrics
-from .middleware import BearerAuth, BodyLimits, CloseWhenDraining, ConnectionPolicy, RequestTimer, error_json
+from .middleware import (
+    BearerAuth,
+    BodyLimits,
+    CloseWhenDraining,
+    ConnectionPolicy,
+    RequestTimer,
+    draining_from_the_stop_signal,
+    error_json,
+)
 from .page import BrowserPage
 from .schemas import (
     ErrorResponse,
@@ -557,7 +565,8 @@ def create_app(settings: ServerSettings, *, service: SentimentService | None = N
         loading = service.start_loading()
         if serve_once_loaded:
             await asyncio.to_thread(loading.join)
-        yield {ConnectionPolicy.STATE_KEY: policy}
+        with draining_from_the_stop_signal(policy):
+            yield {ConnectionPolicy.STATE_KEY: policy}
         await asyncio.to_thread(service.stop, 60.0)
 
     app = FastAPI(title="structsent", version=__version__, description=DESCRIPTION, lifespan=lifespan,

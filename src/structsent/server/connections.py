@@ -18,7 +18,9 @@ deadline for request headers, which uvicorn does not have.
   by that request too (uvicorn tells only the last request parsed): its work is dropped and no
   write to the closed connection is attempted.
 - When the server begins its graceful shutdown, ``ConnectionPolicy.draining`` is set, so that the
-  app closes every connection after its response.
+  app closes every connection after its response. An idle connection is closed then, unless a
+  request has arrived on it that the event loop has not read yet (closing would reset the
+  connection under it): that request is read and answered first.
 
 The limits come from the app (its lifespan state holds a ``ConnectionPolicy``), so this protocol
 needs no configuration of its own, in one process or in each of ``--workers N``. uvicorn loads
@@ -219,11 +221,27 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
             self._await_headers()
 
     def shutdown(self) -> None:
-        if self.policy is not None:
-            self.policy.draining = True
-            self._stop_awaiting()
-            self._stop_awaiting_body()
+        if self.policy is None:
+            super().shutdown()
+            return
+        self.policy.draining = True
+        self._stop_awaiting_body()
+        if self._request_arriving():
+            # Closing the "idle" connection now would reset it under a request the client has sent:
+            # the request is read and answered (with Connection: close) instead; one that never
+            # completes meets the headers deadline as any other.
+            self.loop.call_later(UNREAD_GRACE_S, self.shutdown)
+            return
+        self._stop_awaiting()
         super().shutdown()
+
+    def _request_arriving(self) -> bool:
+        """Whether an idle connection holds the start of a request: bytes the event loop has not read
+        yet (sent just before the shutdown), or part of its headers already read."""
+        idle = self.cycle is None or self.cycle.response_complete
+        if not idle or self.transport.is_closing():
+            return False
+        return self._headers_pending or self._header_bytes > 0 or self._unread_bytes_waiting()
 
     def send_400_response(self, msg: str) -> None:
         # h11 refuses headers over its buffer size (set to max_header_bytes) as unparsable; the

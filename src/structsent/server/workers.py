@@ -9,6 +9,11 @@ dies. Each worker here:
   the readiness probe);
 - stops, gracefully, when the `serve` process is gone (killed with SIGKILL, say): the kernel does not
   end a dead parent's children, which kept answering on the port, and kept it, for ever.
+
+The supervisor (``serve_workers``) is uvicorn's, but closes its copy of the listening socket as soon
+as it stops: the workers close theirs at the start of their graceful shutdown, and with the
+supervisor's still open the kernel kept accepting connections that nobody would take, held until
+the last worker ended and then reset; they are refused at once now, as by a lone server.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import TYPE_CHECKING
 from ..pipeline import when_parent_ends
 
 if TYPE_CHECKING:
+    import uvicorn
     from fastapi import FastAPI
 
     from .app import ServerSettings
@@ -33,6 +39,25 @@ SETTINGS_ENVIRONMENT_VARIABLE = "STRUCTSENT_SERVER_SETTINGS"
 def worker_environment(settings: ServerSettings) -> dict[str, str]:
     """The variables the `serve` process sets for its workers (spawned: they inherit its environment)."""
     return {SETTINGS_ENVIRONMENT_VARIABLE: settings.to_json()}
+
+
+def serve_workers(config: uvicorn.Config) -> None:
+    """Run ``config.workers`` worker processes under uvicorn's supervisor until it is stopped."""
+    from uvicorn.supervisors import Multiprocess
+
+    class Supervisor(Multiprocess):
+        def terminate_all(self) -> None:  # called once, when the supervisor stops
+            for sock in self.sockets:
+                sock.close()  # new connections are refused from now on, not queued for nobody
+            super().terminate_all()
+
+    sock = config.bind_socket()  # (exits with uvicorn's startup failure status if it cannot)
+    try:
+        Supervisor(config, sockets=[sock]).run()
+    except KeyboardInterrupt:  # as uvicorn.run
+        pass
+    finally:
+        sock.close()
 
 
 def app_from_environment() -> FastAPI:
