@@ -796,3 +796,25 @@ def test_a_stop_signal_marks_the_connections_draining_at_once():
         assert received == [signals.SIGTERM, signals.SIGTERM]
     finally:
         signals.signal(signals.SIGTERM, previous)
+
+
+def test_a_refusal_while_the_client_still_sends_reaches_an_asyncio_client(guarded):
+    """413 before a large body: the server closed with the body still arriving, the kernel reset
+    the connection, and an asyncio client (whose stream raises the reset before the bytes it had
+    received) lost the answer. The connection now lingers: answer, end of stream, the rest read."""
+    asyncio.run(_a_refusal_while_the_client_still_sends(guarded.port))
+
+
+async def _a_refusal_while_the_client_still_sends(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    body_size = 2 << 20  # over --max-body-bytes: refused from its Content-Length, before any of it is read
+    writer.write(f"POST /v1/sentiment HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {API_KEY}\r\n"
+                 f"Content-Type: application/json\r\nContent-Length: {body_size}\r\n\r\n".encode())
+    writer.write(b"a" * (1 << 20))  # sent on without waiting, as a client streaming its upload does
+    await asyncio.sleep(0.5)  # the answer arrives meanwhile (and, without lingering, the reset)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+    body = json.loads(await asyncio.wait_for(reader.readexactly(length), 10))
+    assert head.startswith(b"HTTP/1.1 413 ") and b"connection: close" in head.lower()
+    assert body["limit"] == "max_body_bytes"
+    writer.close()

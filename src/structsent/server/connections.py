@@ -17,6 +17,11 @@ deadline for request headers, which uvicorn does not have.
 - A client that leaves while a request pipelined before the last one is being answered is seen
   by that request too (uvicorn tells only the last request parsed): its work is dropped and no
   write to the closed connection is attempted.
+- A connection closed while the client is still sending (a 413 before its body, a 431 in its
+  headers, a 408) is closed gently: the answer is sent, then the end of the stream, and what the
+  client still sends is read and dropped until it closes too, for ``LINGER_S`` at most. A close
+  with unread bytes makes the kernel reset the connection, and a reset makes many clients (asyncio
+  streams among them) discard the answer they had already received.
 - When the server begins its graceful shutdown, ``ConnectionPolicy.draining`` is set, so that the
   app closes every connection after its response. An idle connection is closed then, unless a
   request has arrived on it that the event loop has not read yet (closing would reset the
@@ -35,6 +40,7 @@ import http
 import json
 import logging
 import select
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -52,6 +58,7 @@ log = logging.getLogger("structsent.server")
 PROTOCOL_NAME = f"{__name__}:GuardedHTTPProtocol"
 HEADERS_END = b"\r\n\r\n"
 UNREAD_GRACE_S = 0.05  # a deadline met by bytes the event loop has not read yet waits this much more
+LINGER_S = 2.0  # a connection closed while its client is still sending is read (and dropped) this long
 HEADER_LINE_OVERHEAD = 4  # ": " and CRLF around each header's name and value
 
 
@@ -81,6 +88,88 @@ def refusal_bytes(status: int, message: str, error_type: str, *, limit: str | No
     if status == 503:
         head.append(f"retry-after: {RETRY_AFTER_S}")
     return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body
+
+
+class LingeringTransport(asyncio.Transport):
+    """A connection's transport whose ``close`` lingers while the client may still be sending (see
+    the module's notes); everything else is the transport's own."""
+
+    def __init__(self, transport: asyncio.Transport, client_may_be_sending: Callable[[], bool]) -> None:
+        super().__init__()
+        self._transport = transport
+        self._client_may_be_sending = client_may_be_sending
+        self.lingering = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    # the transport's own
+    def get_extra_info(self, name, default=None):
+        return self._transport.get_extra_info(name, default)
+
+    def write(self, data) -> None:
+        self._transport.write(data)
+
+    def writelines(self, list_of_data) -> None:
+        self._transport.writelines(list_of_data)
+
+    def write_eof(self) -> None:
+        self._transport.write_eof()
+
+    def can_write_eof(self) -> bool:
+        return _can_write_eof(self._transport)
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._transport.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high=None, low=None) -> None:
+        self._transport.set_write_buffer_limits(high, low)
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._transport.is_reading()
+
+    def set_protocol(self, protocol) -> None:
+        self._transport.set_protocol(protocol)
+
+    def get_protocol(self):
+        return self._transport.get_protocol()
+
+    # the close
+    def is_closing(self) -> bool:
+        return self.lingering or self._transport.is_closing()
+
+    def close(self) -> None:
+        if self.is_closing():
+            return
+        if not (self._client_may_be_sending() and _can_write_eof(self._transport)):
+            self._transport.close()
+            return
+        self.lingering = True
+        self._transport.write_eof()  # after the answer; the client reads it, then the end
+        self._timer = asyncio.get_running_loop().call_later(LINGER_S, self._transport.close)
+
+    def abort(self) -> None:
+        self.stop_lingering()
+        self._transport.abort()
+
+    def stop_lingering(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+def _can_write_eof(transport) -> bool:
+    try:
+        return bool(transport.can_write_eof())
+    except NotImplementedError:
+        return False
 
 
 class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever uvicorn would use
@@ -116,7 +205,7 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
 
     # -- the connection ---------------------------------------------------------------------------
     def connection_made(self, transport) -> None:
-        super().connection_made(transport)
+        super().connection_made(LingeringTransport(transport, self._client_may_be_sending))
         if self.policy is None:
             return
         if len(self.connections) > self.policy.max_connections:
@@ -132,6 +221,8 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
         self._await_headers()
 
     def connection_lost(self, exc) -> None:
+        if isinstance(self.transport, LingeringTransport):
+            self.transport.stop_lingering()
         self._stop_awaiting()
         self._stop_awaiting_body()
         self._stop_awaiting_send()
@@ -145,6 +236,8 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
 
     def data_received(self, data: bytes) -> None:
         if self._held_refusal is not None:  # the connection ends with that refusal: nothing more is read
+            return
+        if getattr(self.transport, "lingering", False):  # closed: what the client still sends is dropped
             return
         if self._headers_deadline is not None:
             if self._headers_end_beyond_cap(data):  # whole headers over the cap, before the parser takes them
@@ -354,6 +447,11 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
             if end < 0:
                 return False
         return self._header_bytes + end + len(HEADERS_END) > self._policy.max_header_bytes
+
+    def _client_may_be_sending(self) -> bool:
+        """Whether a close now would leave the client sending: a request's headers or body are
+        arriving, or bytes wait unread in the socket."""
+        return self._headers_pending or self._body_pending or self._unread_bytes_waiting()
 
     def _unread_bytes_waiting(self) -> bool:
         sock = self.transport.get_extra_info("socket")
