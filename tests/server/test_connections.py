@@ -258,6 +258,28 @@ def test_part_of_a_pipelined_request_sent_with_the_one_before_gets_408_not_a_sil
         assert_error_shape(answer, "timeout", "read_timeout_s")
 
 
+def test_a_pipelined_request_whose_body_stalls_gets_408_not_a_silent_close(guarded):
+    """Its body, still arriving when the request before it was answered, was taken for a body left
+    unread by that answer: at the deadline the connection was closed without an answer."""
+    with connect(guarded) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+                     + f"POST /v1/sentiment HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n".encode()
+                     + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n" + b"{" * 50)
+        assert read_response(sock)[0] == 200
+        status, headers, answer = read_response(sock)
+        assert status == 408 and headers["connection"] == "close"
+        assert_error_shape(answer, "timeout", "read_timeout_s")
+
+
+def test_an_unparsable_request_with_more_bytes_than_the_header_cap_in_its_read_gets_400(guarded):
+    """Its headers were short, but every byte of the read (the requests after it) was counted as
+    headers: 431 "request headers larger than max_header_bytes" instead of 400."""
+    with connect(guarded) as sock:
+        sock.sendall(b"GARBAGE\r\n\r\n" + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 300)  # ~10 KB > 4096
+        status, headers, answer = read_response(sock)
+        assert status == 400 and headers["connection"] == "close"
+
+
 @pytest.mark.parametrize(("method", "path", "answered"), [("GET", "/health", 200), ("DELETE", "/v1/sentiment", 405)])
 def test_a_body_left_unread_by_an_early_answer_is_not_taken_for_the_next_headers(guarded, method, path, answered):
     """A request answered before its body came (a GET with a body, a 405): the body's bytes were

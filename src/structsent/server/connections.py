@@ -240,11 +240,13 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
         if getattr(self.transport, "lingering", False):  # closed: what the client still sends is dropped
             return
         if self._headers_deadline is not None:
-            if self._headers_end_beyond_cap(data):  # whole headers over the cap, before the parser takes them
-                self._refuse_large_headers()
+            end = self._headers_end(data)
+            if end is not None and self._header_bytes + end > self._policy.max_header_bytes:
+                self._refuse_large_headers()  # whole headers over the cap, before the parser takes them
                 return
             self._header_tail = (self._header_tail + data[-len(HEADERS_END) + 1:])[-len(HEADERS_END) + 1:]
-            self._header_bytes += len(data)
+            # Headers only: what follows their end in this read (a body, the next requests) is not.
+            self._header_bytes += len(data) if end is None else end
         pipelined_before = self._headers_pending and self._headers_deadline is None
         self._body_bytes_in_read = 0
         super().data_received(data)
@@ -273,11 +275,14 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
             return
         if self.policy is None:
             return
-        if self._body_pending:  # answered before its body was read (a GET with a body, a 405): the
-            self._await_after_body = True  # bytes still to come are that body, not the next headers
-            self._await_body()
-        else:
+        if not self._body_pending:
             self._await_headers()
+        elif self.cycle is not None and self.cycle.response_complete:
+            # Answered before its body was read (a GET with a body, a 405): the bytes still to come
+            # are that body, not the next headers.
+            self._await_after_body = True
+            self._await_body()
+        # else: the body arriving is a pipelined request's, now run: the app's deadline covers it
 
     # httptools' parser callbacks (not called under h11)
     def on_message_begin(self) -> None:
@@ -437,16 +442,16 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
         grow without bound meanwhile."""
         return self.policy.max_header_bytes if self.policy is not None else float("inf")
 
-    def _headers_end_beyond_cap(self, data: bytes) -> bool:
-        """Whether the headers end in ``data`` (with the bytes before it) after more than
-        ``max_header_bytes``: a request whose headers arrive whole in one read is measured too."""
+    def _headers_end(self, data: bytes) -> int | None:
+        """Where the awaited headers end in ``data``: the index just past their blank line (which
+        may be split between the last read and this one), or None. A request whose headers arrive
+        whole in one read is measured against the cap with it."""
         tail = self._header_tail
-        end = (tail + data[: len(HEADERS_END) - 1]).find(HEADERS_END) - len(tail)  # split across the two reads
-        if end < -len(tail):
-            end = data.find(HEADERS_END)  # within this read (no copy of it)
-            if end < 0:
-                return False
-        return self._header_bytes + end + len(HEADERS_END) > self._policy.max_header_bytes
+        found = (tail + data[: len(HEADERS_END) - 1]).find(HEADERS_END)  # split across the two reads
+        if found >= 0:
+            return found - len(tail) + len(HEADERS_END)
+        found = data.find(HEADERS_END)  # within this read (no copy of it)
+        return None if found < 0 else found + len(HEADERS_END)
 
     def _client_may_be_sending(self) -> bool:
         """Whether a close now would leave the client sending: a request's headers or body are
