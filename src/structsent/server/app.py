@@ -51,7 +51,6 @@ from .middleware import (
     CloseWhenDraining,
     ConnectionPolicy,
     RequestTimer,
-    draining_from_the_stop_signal,
     error_json,
 )
 from .page import BrowserPage
@@ -565,8 +564,7 @@ def create_app(settings: ServerSettings, *, service: SentimentService | None = N
         loading = service.start_loading()
         if serve_once_loaded:
             await asyncio.to_thread(loading.join)
-        with draining_from_the_stop_signal(policy):
-            yield {ConnectionPolicy.STATE_KEY: policy}
+        yield {ConnectionPolicy.STATE_KEY: policy}
         await asyncio.to_thread(service.stop, 60.0)
 
     app = FastAPI(title="structsent", version=__version__, description=DESCRIPTION, lifespan=lifespan,

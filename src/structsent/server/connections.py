@@ -153,7 +153,14 @@ class LingeringTransport(asyncio.Transport):
             return
         self.lingering = True
         self._transport.write_eof()  # after the answer; the client reads it, then the end
+        self._transport.resume_reading()  # (paused for a held refusal): the client's close must be seen
         self._timer = asyncio.get_running_loop().call_later(LINGER_S, self._transport.close)
+
+    def close_at_once(self) -> None:
+        """Close without lingering (a connection refused before anything was read from it: the
+        connection cap must bound the sockets held)."""
+        self.stop_lingering()
+        self._transport.close()
 
     def abort(self) -> None:
         self.stop_lingering()
@@ -334,10 +341,12 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
         super().shutdown()
 
     def _request_arriving(self) -> bool:
-        """Whether an idle connection holds the start of a request: bytes the event loop has not read
-        yet (sent just before the shutdown), or part of its headers already read."""
+        """Whether an idle connection, awaiting a request's headers, holds the start of one: bytes
+        the event loop has not read yet (sent just before the shutdown), or part of its headers.
+        (Bounded: the headers deadline runs meanwhile. The rest of a body answered early is no
+        request: such a connection closes at once, as before.)"""
         idle = self.cycle is None or self.cycle.response_complete
-        if not idle or self.transport.is_closing():
+        if not idle or self._headers_deadline is None or self.transport.is_closing():
             return False
         return self._headers_pending or self._header_bytes > 0 or self._unread_bytes_waiting()
 
@@ -522,4 +531,7 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
             self.policy.on_refused(refusal.reason)
         log.warning("%s refused with %d: %s", self._client_name, refusal.status, refusal.message)  # rate-limited
         self.transport.write(refusal.response)
-        self.transport.close()
+        if refusal.reason == "max_connections" and isinstance(self.transport, LingeringTransport):
+            self.transport.close_at_once()  # over the cap: no socket is kept, not even for 2 s
+        else:
+            self.transport.close()

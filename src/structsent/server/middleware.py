@@ -11,14 +11,11 @@ connection limits, and whether the server is draining.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
-import signal
 import sys
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi.responses import JSONResponse
 
@@ -74,36 +71,6 @@ class ConnectionPolicy:
         self.max_header_bytes = max_header_bytes
         self.on_refused = on_refused  # called with the reason a connection was refused (metrics)
         self.draining = False
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def draining_from_the_stop_signal(policy: ConnectionPolicy) -> Iterator[None]:
-    """Within: SIGTERM or SIGINT marks ``policy`` draining the moment it arrives, then reaches the
-    handler in place (the server's). The server notices its own flag up to 0.1 s later: responses
-    sent meanwhile kept their connection open, and the shutdown then closed it under a client
-    about to reuse it. Only where a Python handler is in place (the server's), in the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    installed: dict[signal.Signals, Callable] = {}
-    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-    for signum, handler in previous.items():
-        if callable(handler):
-            def drain_then(sig, frame, handler=handler) -> None:
-                policy.draining = True
-                handler(sig, frame)
-
-            signal.signal(signum, drain_then)
-            installed[signum] = drain_then
-    try:
-        yield
-    finally:
-        for stop_signal, ours in installed.items():
-            if signal.getsignal(stop_signal) is ours:  # not replaced since
-                signal.signal(stop_signal, previous[stop_signal])
 
 
 class RequestTimer:
