@@ -18,8 +18,9 @@ deadline for request headers, which uvicorn does not have.
   by that request too (uvicorn tells only the last request parsed): its work is dropped and no
   write to the closed connection is attempted.
 - A connection closed while the client is still sending (a 413 before its body, a 431 in its
-  headers, a 408) is closed gently: the answer is sent, then the end of the stream, and what the
-  client still sends is read and dropped until it closes too, for ``LINGER_S`` at most. A close
+  headers, a 408; not the 503 over the cap, which keeps no socket) is closed gently: the answer
+  is sent, then the end of the stream, and what the client still sends is read and dropped until
+  it closes too, for ``LINGER_S`` at most. A close
   with unread bytes makes the kernel reset the connection, and a reset makes many clients (asyncio
   streams among them) discard the answer they had already received.
 - When the server begins its graceful shutdown, ``ConnectionPolicy.draining`` is set, so that the
