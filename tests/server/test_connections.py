@@ -790,6 +790,15 @@ class SocketTransport(RecordingTransport):
         return self.sock if name == "socket" else super().get_extra_info(name, default)
 
 
+def protocol_over(sock: socket.socket, app) -> tuple[GuardedHTTPProtocol, SocketTransport]:
+    """A protocol whose connection is ``sock``, the server's end of a socket pair."""
+    pytest.importorskip("httptools")
+    protocol, _, _ = protocol_with(app)
+    transport = SocketTransport(sock)
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
 def test_a_request_in_the_socket_when_the_shutdown_begins_is_answered_not_reset():
     """The shutdown closed every connection that looked idle, though a request sent just before
     it was waiting unread in the socket: the close reset the connection, the request unanswered."""
@@ -797,12 +806,9 @@ def test_a_request_in_the_socket_when_the_shutdown_begins_is_answered_not_reset(
 
 
 async def _a_request_in_the_socket_when_the_shutdown_begins() -> None:
-    pytest.importorskip("httptools")
     server_end, client_end = socket.socketpair()
     with server_end, client_end:
-        protocol, _, _ = protocol_with(answering_app)
-        transport = SocketTransport(server_end)
-        protocol.connection_made(transport)
+        protocol, transport = protocol_over(server_end, answering_app)
         client_end.sendall(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")  # sent; not read by the loop yet
         protocol.shutdown()
         assert not transport.closed and protocol.policy.draining
@@ -814,9 +820,7 @@ async def _a_request_in_the_socket_when_the_shutdown_begins() -> None:
         assert statuses(transport.written) == [200] and transport.closed  # answered, then closed
         protocol.connection_lost(None)
 
-        idle, _, _ = protocol_with(answering_app)  # nothing sent: closed at once, as before
-        idle_transport = SocketTransport(server_end)
-        idle.connection_made(idle_transport)
+        idle, idle_transport = protocol_over(server_end, answering_app)  # nothing sent: closed at once, as before
         idle.shutdown()
         assert idle_transport.closed and idle_transport.written == b""
         idle.connection_lost(None)
@@ -829,12 +833,9 @@ def test_the_rest_of_a_body_answered_early_does_not_hold_the_shutdown():
 
 
 async def _the_rest_of_a_body_answered_early_at_shutdown() -> None:
-    pytest.importorskip("httptools")
     server_end, client_end = socket.socketpair()
     with server_end, client_end:
-        protocol, _, _ = protocol_with(answering_app)
-        transport = SocketTransport(server_end)
-        protocol.connection_made(transport)
+        protocol, transport = protocol_over(server_end, answering_app)
         protocol.data_received(b"GET /a HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
         for _ in range(50):
             await asyncio.sleep(0.01)
