@@ -18,6 +18,9 @@ class SignalOnImport(importlib.abc.MetaPathFinder):
             signal.raise_signal(signal.{name})
         return None
 
+# As a command started from a terminal has them (a background job of a shell inherits both ignored)
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
 sys.meta_path.insert(0, SignalOnImport())
 sys.argv = ["structsent", "label", "--help"]
 runpy.run_module("structsent", run_name="__main__", alter_sys=True)
