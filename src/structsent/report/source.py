@@ -274,7 +274,7 @@ def to_row(number: int, label: object, score: object, error: object, text: objec
 def _error_text(error: object) -> str | None:
     """Why a row was flagged, or None: the label job writes a reason or nothing (an empty cell,
     a JSON null); another tool's JSON ``false`` or ``0`` says "no error" too, not "False"."""
-    if error is None or error is False or error == "" or (isinstance(error, (int, float)) and error == 0):
+    if error is None or error == "" or (isinstance(error, (int, float)) and error == 0):  # False is the int 0
         return None
     return error if isinstance(error, str) else _shown(error)
 
