@@ -75,6 +75,7 @@ class Refusal:
     message: str
     reason: str  # the metrics' label
     response: bytes  # the whole HTTP response
+    linger: bool = True  # close lingering while the client may still send; False: the socket goes at once
 
 
 def refusal_bytes(status: int, message: str, error_type: str, *, limit: str | None, limit_value=None) -> bytes:
@@ -224,6 +225,7 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
                 reason="max_connections",
                 limit="max_connections",
                 limit_value=self.policy.max_connections,
+                linger=False,  # over the cap: no socket is kept, not even for the linger
             )
             return
         self._await_headers()
@@ -494,13 +496,14 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
         return self.policy is not None and self._message_header_bytes > self.policy.max_header_bytes
 
     def _refuse(
-        self, status: int, message: str, error_type: str, *, reason: str, limit: str | None = None, limit_value=None
+        self, status: int, message: str, error_type: str, *, reason: str, limit: str | None = None, limit_value=None,
+        linger: bool = True,
     ) -> None:
         """Answer ``status`` without the app, close the connection, and count it under ``reason``;
         after the answers owed to requests parsed before the refused bytes, if any."""
         self._stop_awaiting()
         refusal = Refusal(status, message, reason,
-                          refusal_bytes(status, message, error_type, limit=limit, limit_value=limit_value))
+                          refusal_bytes(status, message, error_type, limit=limit, limit_value=limit_value), linger)
         if not self._answers_owed():
             self._send_refusal(refusal)
         elif self._held_refusal is None:  # the first refusal is the one the client gets
@@ -532,7 +535,7 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
             self.policy.on_refused(refusal.reason)
         log.warning("%s refused with %d: %s", self._client_name, refusal.status, refusal.message)  # rate-limited
         self.transport.write(refusal.response)
-        if refusal.reason == "max_connections" and isinstance(self.transport, LingeringTransport):
-            self.transport.close_at_once()  # over the cap: no socket is kept, not even for 2 s
+        if not refusal.linger and isinstance(self.transport, LingeringTransport):
+            self.transport.close_at_once()
         else:
             self.transport.close()
