@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -41,3 +42,60 @@ def test_the_signal_handler_is_the_default_again_once_loaded():
             "print(signal.getsignal(signal.SIGTERM) == signal.SIG_DFL) or 0; raise SystemExit(e.main())")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "True", proc.stderr[-2000:]
+
+
+# -- a command started with a standard stream closed -------------------------------------------
+
+def _command(args, cwd, close=(), **streams):
+    """`python -m structsent ARGS` with the descriptors in ``close`` closed when it starts (`2>&-`)."""
+    def close_them():
+        for fd in close:
+            os.close(fd)
+    return subprocess.run([sys.executable, "-m", "structsent", *args], cwd=cwd, preexec_fn=close_them,
+                          timeout=300, **streams)
+
+
+@pytest.fixture
+def bad_csv(tmp_path):
+    """Two good rows, then a malformed one: the job stops there (without flag mode)."""
+    (tmp_path / "bad.csv").write_text('text,n\n好吃,1\n难吃,2\n"坏"x,3\n', encoding="utf-8")
+    return tmp_path
+
+
+def test_with_standard_error_closed_no_message_goes_into_the_data_on_standard_output(bad_csv):
+    """print(file=sys.stderr) with sys.stderr None writes to standard output: the error line was the
+    output's last row."""
+    proc = _command(["label", "bad.csv", "-q", "--chunk-rows", "1"], bad_csv, close=(2,), stdout=subprocess.PIPE)
+    lines = proc.stdout.decode().splitlines()
+    assert proc.returncode == 2
+    assert [line.split(",")[:3] for line in lines] == [["text", "n", "label"], ["好吃", "1", "正面"], ["难吃", "2", "负面"]]
+
+
+def test_with_standard_error_closed_a_job_runs_to_its_end(bad_csv):
+    """Without -q it checked sys.stderr.isatty(): AttributeError on None, exit 1, nothing written."""
+    proc = _command(["label", "bad.csv", "-o", "out.csv", "--on-bad-row", "flag"], bad_csv, close=(2,))
+    rows = (bad_csv / "out.csv").read_text(encoding="utf-8").splitlines()
+    assert proc.returncode == 0
+    assert [row.split(",")[:2] for row in rows[:3]] == [["text", "n"], ["好吃", "1"], ["难吃", "2"]] and len(rows) == 4
+
+
+def test_a_summary_that_cannot_be_written_does_not_fail_a_finished_job(bad_csv):
+    """`2>/dev/full`: the job was whole, and the summary's OSError made it exit 1."""
+    with open("/dev/full", "w") as full:
+        proc = _command(["label", "bad.csv", "-o", "out.csv", "--on-bad-row", "flag"], bad_csv, stderr=full)
+    assert proc.returncode == 0 and len((bad_csv / "out.csv").read_text(encoding="utf-8").splitlines()) == 4
+
+
+def test_output_to_a_closed_standard_output_is_refused_in_one_line(bad_csv):
+    """It labelled the file, then printed a traceback (None has no attribute 'buffer')."""
+    proc = _command(["label", "bad.csv", "-o", "-", "-q"], bad_csv, close=(1,), stderr=subprocess.PIPE)
+    assert (proc.returncode, proc.stderr.decode().strip()) == (
+        2, "structsent: error: -: standard output is closed; name an output file with -o")
+
+
+def test_a_closed_standard_descriptor_is_held_so_that_no_file_opened_later_takes_its_number(tmp_path):
+    """Else the next file opened got descriptor 2, and a C library's diagnostics went into it."""
+    code = ("import os, structsent._entry as e; e.guard_standard_streams(); f = open('f.txt', 'w'); "
+            "print(os.readlink('/proc/self/fd/2'), f.fileno() > 2, file=open('seen.txt', 'w'))")
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, preexec_fn=lambda: os.close(2), check=True, timeout=120)
+    assert (tmp_path / "seen.txt").read_text().split() == ["/dev/null", "True"]

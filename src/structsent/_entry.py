@@ -8,6 +8,8 @@ import before this module runs, about 0.2 s, is beyond any handler.)
 
 from __future__ import annotations
 
+import io
+import os
 import signal
 import sys
 import threading
@@ -24,7 +26,50 @@ def _raise_terminated(signum, frame) -> None:
     raise _TerminatedWhileStarting
 
 
+class _DiagnosticsThatCannotFail(io.TextIOWrapper):
+    """Standard error for the command's messages: a message that cannot be written (``2>/dev/full``,
+    a terminal gone) is dropped; the exit status still says how the command ended. (A job that
+    finished was said to fail, exit 1, when its summary could not be printed.)"""
+
+    def write(self, text: str) -> int:
+        try:
+            return super().write(text)
+        except OSError:
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError:
+            pass
+
+
+def guard_standard_streams() -> None:
+    """A command started with a standard stream closed (``2>&-``, ``>&-``, a bare daemon): the next
+    file it opened took that descriptor number, so a C library's diagnostics (fd 2) could land in
+    the output file; and with ``sys.stderr`` None, ``print(file=sys.stderr)`` writes to standard
+    output, into the labelled data. Each closed descriptor is now held by /dev/null. ``sys.stdin``
+    and ``sys.stdout`` stay None (reading or writing ``-`` is refused in one line); the messages go
+    to /dev/null (there is nowhere to say them; the exit status still does)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stderr is None:
+        sys.stderr = _DiagnosticsThatCannotFail(open(2, "wb", closefd=False), encoding="utf-8",  # noqa: SIM115
+                                                errors="backslashreplace", line_buffering=True)
+    elif isinstance(sys.stderr, io.TextIOWrapper):  # its buffer stays referenced by sys.__stderr__
+        sys.stderr.flush()
+        sys.stderr = _DiagnosticsThatCannotFail(sys.stderr.buffer, encoding=sys.stderr.encoding,
+                                                errors=sys.stderr.errors, line_buffering=True)
+
+
 def main() -> int:
+    guard_standard_streams()
     # SIGTERM as the command sees it later; left alone where it is ignored or not the default
     ours = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     if ours:

@@ -668,6 +668,8 @@ def check_job_paths(spec: LabelJobSpec) -> None:
     check_input_path(spec.input)
     files = output_files(spec)
     if files is None:
+        if sys.stdout is None and spec.output_format is not Format.PARQUET:  # started with `>&-`
+            raise BadInputError("-: standard output is closed; name an output file with -o")
         return
     check_output_directory(str(files.final))
     check_output_is_a_file(files.final)
