@@ -44,9 +44,14 @@ class Prefetch(Generic[T]):
     [0, 1, 2]
     """
 
-    def __init__(self, source: Iterable[T], depth: int = 2, name: str = "structsent-prefetch") -> None:
+    def __init__(self, source: Iterable[T], depth: int = 2, name: str = "structsent-prefetch",
+                 give_up: Callable[[], bool] | None = None) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize=max(depth, 1))
         self._stop = threading.Event()
+        # True: the consumer stops waiting for the next item, which ends the iteration (a source blocked
+        # on a pipe that stays open would otherwise hold it until the pipe's next line); asked every 0.1 s.
+        self._give_up = give_up
+        self.gave_up = False
         self._thread = threading.Thread(target=self._produce, args=(source,), name=name, daemon=True)
         self._thread.start()
 
@@ -65,16 +70,30 @@ class Prefetch(Generic[T]):
 
     def __iter__(self) -> Iterator[T]:
         while True:
-            item = self._queue.get()
+            item = self._next()
             if item is _DONE:
                 return
             if isinstance(item, _Failure):
                 raise item.error
             yield item
 
-    def close(self) -> None:
+    def _next(self):
+        if self._give_up is None:
+            return self._queue.get()
+        while True:
+            try:
+                return self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._give_up():
+                    self.gave_up = True
+                    return _DONE
+
+    def close(self) -> bool:
+        """Stop the producer; whether it has ended (False: it is still inside ``source``, e.g. blocked
+        on a pipe's next line, and what it reads from must not be closed under it)."""
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=0.2 if self.gave_up else 2)  # given up: it waits on input, not on us
+        return not self._thread.is_alive()
 
     def __enter__(self) -> Iterator[T]:
         return iter(self)

@@ -636,3 +636,69 @@ def test_an_input_cut_while_the_job_reads_it_stops_the_job_and_writes_no_cut_row
     written = read_csv(tmp_path / "out.csv.partial")
     assert 50 <= len(written) == rows_done(tmp_path / "out.csv.manifest.json") <= 50_000  # never the cut row 50000
     assert [[int(r["id"]), r["text"]] for r in written] == rows[: len(written)]  # a whole, ordered prefix
+
+
+# -- a stop while the input is a pipe that stays open ------------------------------------------
+
+def _job_on_an_open_pipe(tmp_path, hf_model_dir, source):
+    """A job (chunks of 1 row) reading ``source`` ("stdin" or "fifo") whose writer keeps it open after
+    three rows; returns (process, the writer's stream, output path) once the three are committed."""
+    output = tmp_path / "out.csv"
+    command = [PYTHON, "-m", "structsent", "label", "-" if source == "stdin" else str(tmp_path / "in.csv"),
+               "--format", "csv", "-o", str(output), "--chunk-rows", "1", "--model", hf_model_dir]
+    if source == "stdin":
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        writer = proc.stdin
+    else:
+        os.mkfifo(tmp_path / "in.csv")
+        proc = subprocess.Popen(command, stderr=subprocess.PIPE)
+        writer = open(tmp_path / "in.csv", "wb")  # noqa: SIM115 - blocks until the job opens it
+    writer.write("id,text\n0,味道不错\n1,差评\n2,还行\n".encode())
+    writer.flush()
+    partial = tmp_path / "out.csv.partial"
+    deadline = time.monotonic() + 120
+    while not (partial.exists() and partial.read_bytes().count(b"\n") >= 4) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None and partial.exists(), proc.stderr.read().decode() if proc.poll() is not None else ""
+    return proc, writer, output
+
+
+@pytest.mark.parametrize("source", ["stdin", "fifo"])
+def test_sigterm_stops_a_job_whose_pipe_stays_open_with_the_rows_read_committed(tmp_path, hf_model_dir, source):
+    """It said "stopping after the current chunk" and waited for the pipe's next line, for ever if the
+    producer never closed it (`tail -f | structsent label -`): a service manager's stop ran into its
+    kill. (And a reader thread left waiting in sys.stdin's buffer made the interpreter abort at exit.)"""
+    proc, writer, output = _job_on_an_open_pipe(tmp_path, hf_model_dir, source)
+    try:
+        stopped = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        took = time.monotonic() - stopped
+        message = proc.stderr.read().decode()
+    finally:
+        writer.close()
+        proc.kill()
+    assert proc.returncode == 143 and took < 15, (took, message)
+    assert "Fatal Python error" not in message and "Traceback" not in message, message
+    assert "interrupted after 3 rows" in message and "cannot be resumed: run it again with --overwrite" in message
+    rows = list(csv.reader(io.StringIO((tmp_path / "out.csv.partial").read_text(encoding="utf-8"))))
+    assert [row[:2] for row in rows] == [["id", "text"], ["0", "味道不错"], ["1", "差评"], ["2", "还行"]]
+    assert not output.exists()
+
+
+def test_the_work_files_of_a_stopped_job_on_standard_input_say_it_cannot_be_resumed(tmp_path, hf_model_dir):
+    """They said "pass --resume to finish it" (which refuses standard input), and a --resume with the
+    file that had been piped in blamed a change of that file."""
+    proc, writer, output = _job_on_an_open_pipe(tmp_path, hf_model_dir, "stdin")
+    try:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        writer.close()
+        proc.kill()
+    write_csv(tmp_path / "in.csv", [("0", "味道不错"), ("1", "差评"), ("2", "还行")])
+    again = run_cli("label", "-", "--format", "csv", "-o", output, *model_args(hf_model_dir),
+                    input_bytes=(tmp_path / "in.csv").read_bytes(), check=False)
+    assert "it read standard input, so it cannot be resumed: pass --overwrite to start over" in one_line_error(again, 2)
+    resumed = run_cli("label", tmp_path / "in.csv", "-o", output, "--resume", *model_args(hf_model_dir), check=False)
+    assert "cannot resume: the job began on standard input, which cannot be read again" in one_line_error(resumed, 2)

@@ -12,9 +12,12 @@ import csv
 import dataclasses
 import decimal
 import hashlib
+import io
 import json
 import math
+import os
 import re
+import stat
 import sys
 from collections.abc import Iterator, Sequence
 from typing import BinaryIO
@@ -53,6 +56,12 @@ class RowReader:
         raise NotImplementedError
 
     @property
+    def waiting_for_input(self) -> bool:
+        """Whether the reader is blocked until a pipe gives its next line (never for a file)."""
+        lines = getattr(self, "lines", None)
+        return lines is not None and lines.waiting
+
+    @property
     def line(self) -> int:
         """Physical lines consumed so far (0 for Parquet)."""
         lines = getattr(self, "lines", None)
@@ -65,7 +74,7 @@ class RowReader:
 
     def close(self) -> None:
         lines = getattr(self, "lines", None)
-        if lines is not None and sys.stdin is not None and lines.stream not in (sys.stdin.buffer, _stdin_head):
+        if lines is not None and lines.stream is not _stdin_head and (_stdin is None or lines.stream is not _stdin[1]):
             lines.stream.close()
 
 
@@ -102,9 +111,11 @@ class _LineSource:
         self._read_offset = start
         self._read_number = line
         self._digest = hashlib.blake2b(digest_size=16)
+        self.waiting = False  # inside a read of a stream (a pipe), which may wait for ever
+        self._may_wait = not _is_a_file(stream)
 
     def __iter__(self) -> Iterator[_Line]:
-        for raw in iter(self.stream.readline, b""):
+        for raw in self._raw_lines():
             self._read_number += 1
             start, self._read_offset = self._read_offset, self._read_offset + len(raw)
             if not raw.endswith(b"\n"):  # the file's last line, or one cut short by a file that shrank
@@ -114,6 +125,18 @@ class _LineSource:
                 text = text[1:]  # a UTF-8 byte-order mark opens the file, not its first value
             yield _Line(raw, text, self._read_number, start, error)
         self._check_not_cut()
+
+    def _raw_lines(self) -> Iterator[bytes]:
+        if not self._may_wait:  # a file: a read never waits long
+            yield from iter(self.stream.readline, b"")
+            return
+        while True:
+            self.waiting = True
+            raw = self.stream.readline()
+            self.waiting = False
+            if not raw:
+                return
+            yield raw
 
     def _check_not_cut(self) -> None:
         """The file ended before the size it had when the job opened it: it was cut (truncated or
@@ -148,6 +171,14 @@ class _LineSource:
         """Digest of the bytes consumed since the last call."""
         digest, self._digest = self._digest, hashlib.blake2b(digest_size=16)
         return digest.hexdigest()
+
+
+def _is_a_file(stream) -> bool:
+    """Whether ``stream`` reads a regular file (not a pipe, a terminal, a socket...)."""
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return False
 
 
 class TextLineReader(RowReader):
@@ -684,7 +715,7 @@ class _StdinWithHead:
         self._head = collections.deque(head)
 
     def readline(self, size: int = -1) -> bytes:
-        return self._head.popleft() if self._head else sys.stdin.buffer.readline(size)
+        return self._head.popleft() if self._head else _stdin_bytes().readline(size)
 
 
 _stdin_head: _StdinWithHead | None = None
@@ -712,10 +743,24 @@ def stdin_format() -> Format:
     return Format.JSONL if first.lstrip().startswith(b"{") else Format.TXT
 
 
+_stdin: tuple[object, BinaryIO] | None = None  # (the sys.stdin it reads, its bytes)
+
+
 def _stdin_bytes() -> BinaryIO:
+    """Standard input's bytes, through a buffered reader of its own on descriptor 0 that is never
+    closed. A job stopped while its reader thread waited on a pipe's next line ends with that thread
+    still waiting; had it been waiting in ``sys.stdin.buffer``, the interpreter's exit (which closes
+    ``sys.stdin``) could not take that buffer's lock and aborted the process."""
+    global _stdin
     if sys.stdin is None:  # started with its standard input closed
         raise BadInputError("-: standard input is closed; give the input as a file, or pipe it in")
-    return sys.stdin.buffer
+    if _stdin is None or _stdin[0] is not sys.stdin:
+        try:
+            stream: BinaryIO = io.BufferedReader(io.FileIO(sys.stdin.fileno(), "rb", closefd=False))
+        except (OSError, ValueError, io.UnsupportedOperation):  # a standard input with no descriptor
+            stream = sys.stdin.buffer
+        _stdin = (sys.stdin, stream)
+    return _stdin[1]
 
 
 def _open_binary(path: str) -> tuple[BinaryIO, int | None]:
@@ -729,6 +774,4 @@ def _open_binary(path: str) -> tuple[BinaryIO, int | None]:
         raise BadInputError(f"{path}: is a directory, not a file") from None
     except OSError as err:
         raise BadInputError(f"{path}: cannot open ({err.strerror})") from None
-    import os
-
     return stream, os.fstat(stream.fileno()).st_size

@@ -225,6 +225,7 @@ class LabelJob:
         self.labels = list(classifier.labels)
         self.cache = ResultCache(spec.cache_size, self.labels)
         self.files = output_files(spec)
+        self._reader_in_use = False  # True: the reading thread was still inside the reader when the job stopped
 
     # -- set-up -------------------------------------------------------------------------------
     def _start_manifest(self) -> Manifest:
@@ -248,11 +249,10 @@ class LabelJob:
             files.final.unlink(missing_ok=True)
             return fresh
         if files.manifest.exists():
+            saved = Manifest.load(files.manifest)
             if not spec.resume:
-                raise BadInputError(
-                    f"{files.manifest} shows an unfinished job: pass --resume to finish it, or --overwrite to start over"
-                )
-            return self._check_resumable(Manifest.load(files.manifest), fresh)
+                raise BadInputError(f"{files.manifest} shows an unfinished job: {_how_to_go_on(saved)}")
+            return self._check_resumable(saved, fresh)
         if files.final.exists():
             finished = " and no unfinished job" if spec.resume else ""
             raise BadInputError(f"{files.final} exists{finished}; pass --overwrite (overwrite=True in Python) to replace it")
@@ -282,6 +282,9 @@ class LabelJob:
                 "--attention) changed, or the job was begun by another structsent version")
 
     def _check_resumable(self, saved: Manifest, fresh: Manifest) -> Manifest:
+        if _read_once(saved):
+            raise BadInputError(f"cannot resume: the job began on {_read_once(saved)}, which cannot be read again; "
+                                "start over with --overwrite")
         if not same_input(saved.input_fingerprint, fresh.input_fingerprint):
             raise BadInputError(f"cannot resume: {self.spec.input} changed since the job began; start over with --overwrite")
         if saved.model_fingerprint != fresh.model_fingerprint:
@@ -324,6 +327,7 @@ class LabelJob:
                              on_bad_row=self.spec.on_bad_row, position=manifest.position, line=manifest.line,
                              rows_done=manifest.rows_done)
         summary.text_column = reader.text_column
+        self._reader_in_use = False
         started = time.perf_counter()
         try:
             with quick_gil_handoff(self.classifier.runner.device):
@@ -339,7 +343,8 @@ class LabelJob:
             raise BadInputError(f"{err}; {manifest.rows_done:,} rows were committed before it, and a resume would stop "
                                 "at the same place: start the job over with --overwrite") from err
         finally:
-            reader.close()
+            if not self._reader_in_use:  # (a pipe's stream is left to the thread that waits on it)
+                reader.close()
             summary.seconds_this_run = time.perf_counter() - started
         if not summary.interrupted:
             self._writing(self._finish, manifest)
@@ -350,7 +355,10 @@ class LabelJob:
         encoder = None
         writer: BackgroundWorker[tuple] = BackgroundWorker(
             lambda item: self._writing(self._commit, *item, reader, manifest, started), depth=2)
-        prefetch = Prefetch(self._prepared_chunks(reader), depth=2, name="structsent-read")
+        # A stop does not wait for a chunk whose reader waits on a pipe for its next line (for ever, if the
+        # pipe stays open); the rows read of it are not written (a pipe's job cannot be resumed anyway).
+        prefetch = Prefetch(self._prepared_chunks(reader), depth=2, name="structsent-read",
+                            give_up=lambda: self.stop.is_set() and reader.waiting_for_input)
         try:
             for chunk in prefetch:
                 if encoder is None:
@@ -362,9 +370,11 @@ class LabelJob:
                     summary.interrupted = True
                     break
         finally:
-            prefetch.close()
+            self._reader_in_use = not prefetch.close()
             writer.close()
-        if encoder is None and manifest.rows_done == 0:
+        if prefetch.gave_up:
+            summary.interrupted = True
+        elif encoder is None and manifest.rows_done == 0:
             self._writing(self._write_empty, reader, manifest)
 
     def _prepared_chunks(self, reader: RowReader) -> Iterator[PreparedChunk]:
@@ -661,6 +671,22 @@ def job_paths(spec: LabelJobSpec) -> dict[str, str]:
         files = OutputFiles(spec.output)
         paths.update({str(path): "a work file of the job" for path in [*files.work(), *files.touched()]})
     return paths
+
+
+def _read_once(manifest: Manifest) -> str | None:
+    """What a job's input was when it could be read only once ("standard input", "a pipe"), else None."""
+    fingerprint = manifest.input_fingerprint or {}
+    if fingerprint.get("path") == "-":
+        return "standard input"
+    return "a pipe" if fingerprint.get("stream") else None
+
+
+def _how_to_go_on(manifest: Manifest) -> str:
+    """What a run that finds another's unfinished work files may do."""
+    source = _read_once(manifest)
+    if source is not None:
+        return f"it read {source}, so it cannot be resumed: pass --overwrite to start over"
+    return "pass --resume to finish it, or --overwrite to start over"
 
 
 def check_job_paths(spec: LabelJobSpec) -> None:
