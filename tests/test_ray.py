@@ -155,8 +155,8 @@ def test_missing_ray_names_the_extra(monkeypatch):
 def test_resolve_input_takes_a_file_a_directory_or_a_glob(tmp_path, parquet_dir):
     parts = sorted(str(p) for p in parquet_dir.glob("part-*.parquet"))
     directory = resolve_input(str(parquet_dir))
-    assert directory.paths == [str(parquet_dir)] and directory.files == parts  # _SUCCESS skipped
-    assert directory.suffixes == ["parquet", "pq"]
+    assert directory.paths == directory.files == parts  # _SUCCESS skipped
+    assert directory.suffixes is None  # the files themselves: Ray lists nothing
     pattern = resolve_input(str(parquet_dir / "part-*.parquet"))
     assert pattern.paths == parts and pattern.format is Format.PARQUET
     assert resolve_input(parts[0]).paths == parts[:1]
@@ -940,6 +940,27 @@ def test_a_failed_ray_job_is_told_by_the_error_raised_not_by_ray_s_wrappers():
     remote.__cause__ = RuntimeError("SystemException")
     assert _last_line(remote) == "pyarrow.lib.ArrowInvalid: CSV parse error: Expected 2 columns, got 1: 第二段984"
     assert _last_line(RuntimeError("SystemException")) == "SystemException"
+
+
+def test_ray_reads_the_files_of_a_directory_that_were_checked_and_only_those(ray_address, tmp_path):
+    """The directory went to Ray whole, and Ray listed it by rules of its own: it read sub/_b.csv,
+    which the checks here skip (so its zip "007" was typed a number, 7), and skipped .hid/c.csv,
+    whose row was then missing from the output, exit 0. Names beginning with "." or "_" (files and
+    directories: _SUCCESS, _temporary/, .staging/) are not data, at any depth."""
+    source = tmp_path / "in"
+    for name, body in [("a.csv", "id,text,zip\n1,好吃,001\n"), ("sub/d.csv", "id,text,zip\n2,难吃,007\n"),
+                       ("sub/_b.csv", "id,text,zip\n3,还行,009\n"), (".hid/c.csv", "id,text,zip\n4,不错,010\n"),
+                       ("_temporary/e.csv", "id,text,zip\n5,差,011\n")]:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_text(body, encoding="utf-8")
+    listed = resolve_input(str(source))
+    assert listed.paths == listed.files == [str(source / "a.csv"), str(source / "sub" / "d.csv")]
+    output = tmp_path / "out"
+    proc = ray_label(ray_address, source, output, "--output-format", "jsonl")
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    rows = sorted((json.loads(line) for path in output.iterdir() for line in path.read_text("utf-8").splitlines()),
+                  key=lambda row: row["id"])
+    assert [(row["id"], row["zip"]) for row in rows] == [("1", "001"), ("2", "007")]
 
 
 def test_cli_engine_ray_reads_and_writes_directories_whose_names_hold_uri_characters(ray_address, tmp_path):

@@ -303,9 +303,11 @@ SUFFIXES = {fmt: suffixes_of(fmt) for fmt in (Format.PARQUET, Format.JSONL, Form
 class InputFiles:
     """What `structsent label --engine ray` reads.
 
-    ``paths`` go to Ray as they are: a directory stays one path, which Ray lists itself (in
-    parallel, keeping files with ``suffixes``), unless a name in it holds "?"; a glob becomes its files. ``files`` are the files
-    found here (empty for remote URIs), used to check the format and read a CSV header.
+    ``paths`` go to Ray as they are: a remote URI as given (Ray lists it, keeping files with
+    ``suffixes``); a local file, directory or glob as the files found here (``files``), the
+    ones whose format and CSV headers were checked. (A directory handed to Ray whole was listed
+    by Ray's own rules: it read a ``sub/_part.csv`` this listing skips, with its columns' types
+    guessed, and skipped ``.hidden/a.csv``, whose rows were then missing.)
     """
 
     paths: list[str]
@@ -344,12 +346,7 @@ def resolve_input(pattern: str, requested_format: str = "auto") -> InputFiles:
         if empty is not None:
             raise BadInputError(f"{empty}: empty file (no {'header row' if fmt is Format.CSV else 'Parquet footer'}); "
                                 "remove it from the input")
-    # A directory goes to Ray whole (it lists it in parallel), unless a name holds a character Ray
-    # takes for a pattern or for a URI's query (it checks suffixes before a "?": "a?.csv" would be
-    # skipped): then the files listed here.
-    whole = os.path.isdir(pattern) and not glob.has_magic(pattern) and not any("?" in f for f in files)
-    paths = [os.path.abspath(pattern)] if whole else files
-    return InputFiles(paths, files, fmt)
+    return InputFiles(files, files, fmt)
 
 
 def _local_files(pattern: str) -> list[str]:
@@ -359,8 +356,7 @@ def _local_files(pattern: str) -> list[str]:
     if is_glob:
         files = [p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p)]
     elif os.path.isdir(pattern):
-        files = [os.path.join(root, name) for root, dirs, names in os.walk(pattern)
-                 for name in names if not name.startswith((".", "_"))]  # _SUCCESS, .crc: not data
+        files = _data_files_under(pattern)
     elif os.path.isfile(pattern):
         files = [pattern]
     else:
@@ -369,6 +365,16 @@ def _local_files(pattern: str) -> list[str]:
         reason = "no file matches" if is_glob else "no files to read"
         raise BadInputError(f"{pattern}: {reason}")
     return sorted(os.path.abspath(p) for p in files)
+
+
+def _data_files_under(directory: str) -> list[str]:
+    """The files under ``directory``, recursively, but for names (of files or of directories) that
+    begin with "." or "_": _SUCCESS, .crc, _temporary/ and .staging/ are not data."""
+    files = []
+    for root, dirs, names in os.walk(directory):
+        dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
+        files += [os.path.join(root, name) for name in names if not name.startswith((".", "_"))]
+    return files
 
 
 def _one_format(pattern: str, files: list[str]) -> Format:
