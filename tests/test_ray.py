@@ -469,7 +469,7 @@ def test_cli_engine_ray_jsonl_output_keeps_integers_beside_nulls(ray_address, hf
     proc = run_cli("--engine", "ray", "--ray-address", ray_address, tmp_path / "in", "-o", output,
                    "--output-format", "jsonl", "--model", hf_model_dir, "--device", "cpu", "--quiet")
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
-    lines = [line for path in sorted(output.glob("*.json")) for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = [line for path in sorted(output.glob("*.jsonl")) for line in path.read_text(encoding="utf-8").splitlines()]
     rows = {row["text"]: row for row in map(json.loads, lines)}
     assert len(lines) == 3 and sorted(rows) == sorted(["好吃", "一般", "差评"])
     assert rows["好吃"]["n"] == big and type(rows["好吃"]["n"]) is int and f'"n": {big},' in lines[0] + lines[1] + lines[2]
@@ -820,7 +820,7 @@ def test_cli_engine_ray_reads_json_lines_values_as_they_are(ray_address, tmp_pat
                                              encoding="utf-8")
     proc = ray_label(ray_address, tmp_path / "in", tmp_path / "out", "--output-format", "jsonl")
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
-    written = sorted((json.loads(line) for path in (tmp_path / "out").glob("*.json")
+    written = sorted((json.loads(line) for path in (tmp_path / "out").glob("*.jsonl")
                       for line in path.read_text(encoding="utf-8").splitlines()), key=lambda r: r["id"])
     assert [{k: r[k] for k in rows[0]} for r in written] == rows
     assert all(r["error"] is None and r["label"] in ("负面", "正面") for r in written)

@@ -567,7 +567,7 @@ def _json_lines_datasink(output: str, options: dict):
         def write_block_to_file(self, block, file) -> None:
             file.write("".join(json_line(row) for row in block.to_arrow().to_pylist()).encode("utf-8"))
 
-    return JsonLinesDatasink(output, file_format="json", **options)
+    return JsonLinesDatasink(output, file_format="jsonl", **options)
 
 
 def check_output_apart_from_input(source: InputFiles, output: str | None) -> None:
