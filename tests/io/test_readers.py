@@ -394,3 +394,57 @@ def test_a_file_cut_at_a_line_end_while_it_is_read_stops_the_reader_too(tmp_path
     finally:
         reader.close()
     assert count == 3000  # every whole row before the cut, then the error instead of the end of the file
+
+
+@pytest.mark.parametrize("fmt", [Format.TXT, Format.CSV, Format.JSONL])
+def test_a_line_past_the_length_limit_is_refused_after_the_rows_before_it(tmp_path, monkeypatch, fmt):
+    """An input without line breaks (a binary file, /dev/zero) was read into memory whole: a
+    MemoryError traceback, or the kernel's kill. (The limit, 128 MiB, is lowered here.)"""
+    from structsent.io import readers
+
+    monkeypatch.setattr(readers, "MAX_LINE_BYTES", 64)
+    head = {Format.TXT: "", Format.CSV: "text\n", Format.JSONL: ""}[fmt]
+    row = {Format.TXT: "好吃\n", Format.CSV: "好吃\n", Format.JSONL: '{"text": "好吃"}\n'}[fmt]
+    path = tmp_path / f"in.{fmt.value}"
+    path.write_bytes((head + row * 2).encode() + b"\0" * 65)
+    reader = open_reader(str(path), fmt, text_column="text", on_bad_row="flag")
+    rows = iter(reader)
+    assert [next(rows).text, next(rows).text] == ["好吃", "好吃"]
+    line = 3 + (fmt is Format.CSV)
+    with pytest.raises(BadInputError, match=rf"in\.{fmt.value}: line {line} is longer than 0 MiB \(no line break"):
+        next(rows)
+    reader.close()
+
+
+def test_a_lone_carriage_return_in_an_unquoted_csv_field_is_said_in_the_users_words(tmp_path):
+    """The row's reason was the csv module's advice to programmers ("do you need to open the file in
+    universal-newline mode?")."""
+    path = tmp_path / "in.csv"
+    path.write_bytes("text,id\n好\r吃,1\n难吃,2\n".encode())
+    reader = open_reader(str(path), Format.CSV, text_column="text", on_bad_row="flag")
+    rows = list(reader)
+    reader.close()
+    assert [row.text for row in rows] == [None, "难吃"]
+    assert rows[0].error == ("line 2: malformed CSV (a line break (a lone carriage return) inside an unquoted field; "
+                             "quote the field or remove it)")
+
+
+@pytest.mark.parametrize(("name", "requested", "refusal"), [
+    ("mm.parquet", "csv", "mm.parquet: the name says parquet, --output-format says csv; name the output mm.csv"),
+    ("out.csv", "jsonl", "out.csv: the name says csv, --output-format says jsonl; name the output out.jsonl"),
+    ("out.txt", "auto", "out.txt: plain text has no room for the added columns; name the output out.jsonl"),
+    ("out.txt", "jsonl", "out.txt: plain text has no room"),
+])
+def test_an_output_name_that_says_another_format_than_the_one_written_is_refused(name, requested, refusal):
+    """`-o mm.parquet --output-format csv` wrote CSV under that name, exit 0 (and reading it back then
+    failed: no Parquet magic bytes); `-o out.txt` wrote JSON Lines."""
+    with pytest.raises(BadInputError) as refused:
+        output_format_for(Format.CSV, name, requested)
+    assert str(refused.value).startswith(refusal)
+
+
+def test_an_output_name_of_the_format_written_or_of_none_is_taken():
+    assert output_format_for(Format.CSV, "out.json", "jsonl") is Format.JSONL  # .json names JSON Lines too
+    assert output_format_for(Format.CSV, "out.dat", "parquet") is Format.PARQUET
+    assert output_format_for(Format.TXT, "out", "auto") is Format.JSONL
+    assert output_format_for(Format.CSV, "-", "tsv") is Format.TSV

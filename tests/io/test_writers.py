@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import re
 
 import pytest
 
@@ -308,3 +309,13 @@ def test_an_object_without_fields_is_refused_for_parquet_in_one_line(value):
     with pytest.raises(BadInputError, match=r"column 'v' holds an object without fields \(\{\}\), which Parquet "
                                             "cannot hold; write JSON Lines or CSV output"):
         parquet_chunks([value])
+
+
+@pytest.mark.parametrize(("prefix", "advice"), [("", "pass --prefix (e.g. --prefix pred_)"), ("pred_", "pass another --prefix")])
+def test_a_column_clash_advises_a_prefix_other_than_the_one_given(prefix, advice):
+    """With --prefix pred_ given, it still said "pass --prefix (e.g. --prefix pred_)"."""
+    from structsent.io.writers import added_columns, check_no_collision
+
+    extra = added_columns(["负面", "正面"], prefix)
+    with pytest.raises(BadInputError, match=rf"column\(s\) '{prefix}label'; {re.escape(advice)} so the added"):
+        check_no_collision(["text", f"{prefix}label"], extra, prefix)

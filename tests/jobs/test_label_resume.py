@@ -230,3 +230,22 @@ def test_another_file_under_the_first_run_s_name_is_still_refused(tmp_path, clf)
     source.write_text(source.read_text(encoding="utf-8").replace("r1,", "x1,"), encoding="utf-8")
     with pytest.raises(BadInputError, match="changed since the job began"):
         LabelJob(spec(source, output, resume=True), clf).run()
+
+
+def test_an_empty_text_column_is_refused_when_the_job_is_described(tmp_path):
+    """JSON Lines took "" for "no text column": every row flagged "missing text", exit 0."""
+    with pytest.raises(BadInputError, match="--text-column is empty: name the column that holds the text"):
+        spec(tmp_path / "in.jsonl", tmp_path / "out.jsonl", text_column="")
+
+
+def test_an_empty_output_path_and_one_through_a_file_are_said_so(tmp_path):
+    """-o '' said "is a directory" (the current one), and -o a.csv/x.csv, a.csv a file, said the
+    directory a.csv "does not exist"."""
+    from structsent.jobs.label import check_job_paths
+
+    source = tmp_path / "in.csv"
+    write_reviews(source)
+    with pytest.raises(BadInputError, match="-o: an empty path; name an output file, or - for standard output"):
+        spec(source, "")
+    with pytest.raises(BadInputError, match=r"in\.csv/x\.csv: .*in\.csv is not a directory"):
+        check_job_paths(spec(source, source / "x.csv"))

@@ -11,6 +11,7 @@ import collections
 import csv
 import dataclasses
 import decimal
+import functools
 import hashlib
 import io
 import json
@@ -79,6 +80,7 @@ class RowReader:
 
 
 BYTE_ORDER_MARK = "\ufeff"
+MAX_LINE_BYTES = 1 << 27  # a physical line longer than this (128 MiB) is no row of reviews
 
 
 @dataclasses.dataclass(slots=True)
@@ -127,15 +129,20 @@ class _LineSource:
         self._check_not_cut()
 
     def _raw_lines(self) -> Iterator[bytes]:
-        if not self._may_wait:  # a file: a read never waits long
-            yield from iter(self.stream.readline, b"")
-            return
+        """The stream's lines, each refused past MAX_LINE_BYTES (an input with no line breaks, such
+        as a binary file or /dev/zero, was read into memory until the process ran out of it)."""
+        readline = functools.partial(self.stream.readline, MAX_LINE_BYTES + 1)
         while True:
-            self.waiting = True
-            raw = self.stream.readline()
+            self.waiting = self._may_wait  # a file's read never waits long; a pipe's may wait for ever
+            raw = readline()
             self.waiting = False
             if not raw:
                 return
+            if len(raw) > MAX_LINE_BYTES:
+                raise BadInputError(
+                    f"{self.name}: line {self._read_number + 1} is longer than {MAX_LINE_BYTES >> 20} MiB (no line "
+                    "break in it): not a text file of rows?"
+                )
             yield raw
 
     def _check_not_cut(self) -> None:
@@ -430,7 +437,7 @@ class CsvReader(RowReader):
             return None, [], None
         except csv.Error as err:
             self._records = self._parser()  # a fresh parser: no state of the broken record survives
-            return [], self._record_lines, f"malformed CSV ({err})"
+            return [], self._record_lines, f"malformed CSV ({_csv_error_text(err)})"
         return fields, self._record_lines, None
 
     def _read_header(self) -> list[str]:
@@ -492,6 +499,14 @@ class CsvReader(RowReader):
         self.lines.consume(first)
         self.rows_read += 1
         return InputRow(self.rows_read, None, None, where)
+
+
+def _csv_error_text(err: csv.Error) -> str:
+    """The csv module's reason, without its advice to Python programmers (universal-newline mode)."""
+    text = str(err)
+    if text.startswith("new-line character seen in unquoted field"):
+        return "a line break (a lone carriage return) inside an unquoted field; quote the field or remove it"
+    return text
 
 
 # Records longer than the csv module's default field limit (131,072 characters) are real

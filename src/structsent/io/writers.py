@@ -31,9 +31,10 @@ def added_columns(labels: Sequence[str], prefix: str = "") -> list[str]:
 def check_no_collision(input_columns: Sequence[str], extra: Sequence[str], prefix: str) -> None:
     clash = sorted(set(input_columns) & set(extra))
     if clash:
+        advice = "another --prefix" if prefix else "--prefix (e.g. --prefix pred_)"
         raise BadInputError(
-            f"the input already has column(s) {', '.join(map(repr, clash))}; pass --prefix "
-            f"(e.g. --prefix pred_) so the added columns get other names"
+            f"the input already has column(s) {', '.join(map(repr, clash))}; pass {advice} so the added "
+            "columns get other names"
         )
 
 

@@ -63,6 +63,12 @@ class LabelJobSpec:
     cache_size: int = 200_000  # distinct texts whose results are reused within the job
     tokenizer_processes: int = 0  # tokenize in this many worker processes (0: in the job's own process)
 
+    def __post_init__(self) -> None:
+        if self.output == "":  # (it named the current directory: "is a directory")
+            raise BadInputError("-o: an empty path; name an output file, or - for standard output")
+        if not self.text_column:  # JSON Lines took an empty name for "no text column" and flagged every row
+            raise BadInputError("--text-column is empty: name the column that holds the text")
+
     def options(self) -> dict:
         """The settings a resumed job must share with the one it continues."""
         # Values as they are (None stays null: a column named "None" is another option).
@@ -727,8 +733,10 @@ def check_input_path(path: str) -> None:
 def check_output_directory(output: str) -> None:
     directory = os.path.dirname(os.path.abspath(output))
     mode = mode_of(Path(directory))  # a loop of links, or a name through a file: said so
-    if mode is None or not stat.S_ISDIR(mode):
+    if mode is None:
         raise BadInputError(f"{output}: directory {directory} does not exist")
+    if not stat.S_ISDIR(mode):
+        raise BadInputError(f"{output}: {directory} is not a directory")
     if not os.access(directory, os.W_OK):
         raise BadInputError(f"{output}: directory {directory} is not writable")
     if os.path.isdir(output):
