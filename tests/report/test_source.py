@@ -320,3 +320,15 @@ def test_a_score_no_top_probability_can_have_and_numbers_not_in_ascii_flag_their
     assert [r.label for r in rows] == [None, None, None, "正面", "负面"]
     assert "below one over the number of labels" in rows[0].error
     assert all("the score is not a number" in r.error for r in rows[1:3])
+
+
+def test_a_probability_not_written_in_ascii_digits_flags_its_row_as_a_score_would(tmp_path):
+    """prob_ values were read with float(), which takes "０.１" (full-width digits) and "0.0_5"
+    (an underscore) as 0.1 and 0.05: a row the score check would refuse passed as labelled."""
+    path = tmp_path / "edited.csv"
+    path.write_text("text,label,score,prob_负面,prob_正面,error\n"
+                    "一,正面,0.9,０.１,0.9,\n二,正面,0.95,0.0_5,0.95,\n三,正面,0.9,0.1,0.9,\n", encoding="utf-8")
+    rows = list(open_labelled(str(path)).rows())
+    assert [r.label for r in rows] == [None, None, "正面"]
+    assert all(r.error == f"{UNREADABLE}: a probability is not a finite number between zero and one"
+               for r in rows[:2])

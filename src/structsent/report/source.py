@@ -314,13 +314,12 @@ SCORE_SLACK = 1e-6  # the label job writes scores with 6 decimals
 
 
 def _all_probabilities(values: Sequence[object]) -> bool:
-    """Whether every value reads as a number in [0, 1] (NaN compares false; None and lists raise)."""
-    try:
-        for value in values:
-            if isinstance(value, bool) or not 0.0 <= float(value) <= 1.0:  # type: ignore[arg-type]
-                return False  # a JSON true is not the probability 1
-    except (TypeError, ValueError):
-        return False
+    """Whether every value reads as a number in [0, 1], by the score's rule (``_number``): a JSON
+    true is not the probability 1, and "０.１" or "0.0_5" is no number as written. NaN compares false."""
+    for value in values:
+        number = _number(value)
+        if number is None or not 0.0 <= number <= 1.0:
+            return False
     return True
 
 
