@@ -59,8 +59,8 @@ def test_group_shares_by_value(labelled_file, labelled_sample):
     assert report.breakdown.period is None  # categories are not dates
     assert sum(g.tally.rows for g in groups.values()) == 40
     rows_of = Counter(r.values["category"] for r in labelled_sample.rows)
-    assert [g.name for g in report.breakdown.groups] == ["<b>手机</b>", "外卖", "酒店", "other"]
-    assert groups["other"].tally.rows == rows_of[""] == 1 and report.breakdown.other_values == 1
+    assert [g.name for g in report.breakdown.groups] == ["<b>手机</b>", "外卖", "酒店", "(other)"]
+    assert groups["(other)"].tally.rows == rows_of[""] == 1 and report.breakdown.other_values == 1
     for name in ("外卖", "酒店", "<b>手机</b>"):
         picked = [i for i, r in enumerate(labelled_sample.rows) if r.values["category"] == name]
         labelled = [i for i in picked if labelled_sample.results[i].ok]
@@ -120,7 +120,7 @@ def test_group_values_that_are_not_strings_are_named_as_json():
     values = [{"城市": "北京"}, ["a", 1], True, None, 3.5, "北京", decimal.Decimal("1.50"), "上海".encode()]
     rows = [LabelledRow(n, "正面", 0.9, None, "", values[n % len(values)]) for n in range(80)]
     names = {g.name for g in aggregate(rows, by="v").breakdown.groups}
-    assert names == {'{"城市": "北京"}', '["a", 1]', "true", "", "3.5", "北京", "1.50", "上海"}
+    assert names == {'{"城市": "北京"}', '["a", 1]', "true", "(empty)", "3.5", "北京", "1.50", "上海"}
     assert aggregate([LabelledRow(1, "正面", 0.9, None, "", datetime.date(2024, 1, 2))],
                      by="d").breakdown.groups[0].name == "2024-01-02"  # a Parquet date: no JSON quotes
 
@@ -282,3 +282,61 @@ def test_the_reason_of_a_flagged_row_is_cut_as_its_text_is():
     report = aggregate([LabelledRow(1, None, None, "bad " * 250_000, "x" * 5000)], text_chars=2000)
     (row,) = report.flagged_sample
     assert len(row.error) == 2001 and row.error.endswith("…") and len(row.text) == 2001
+
+
+LONG = "长" * 200
+EXACT_VALUES = ["a", " a", "a  ", "   ", "", "other", "(empty)", "(other)", '"a"', "a\tb", "a b", "a  b",
+                LONG + "x", LONG + "y", LONG]
+
+
+def exact_values_file(tmp_path, fmt):
+    """One labelled row per value of EXACT_VALUES (plus a second empty one), as the label job writes them."""
+    import numpy as np
+
+    from structsent.io.readers import InputRow
+    from structsent.results import to_result
+
+    from .conftest import Sample, write_labelled
+
+    values = [*EXACT_VALUES, ""]
+    rows = [InputRow(i + 1, {"text": f"评论{i}", "shop": value}, f"评论{i}") for i, value in enumerate(values)]
+    results = [to_result(np.array([0.2, 0.8]), LABELS) for _ in values]
+    path = tmp_path / f"labelled.{fmt}"
+    write_labelled(path, fmt, Sample(rows, results))
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_groups_are_the_exact_values_whitespace_and_length_included(tmp_path, fmt):
+    """" a", "a  " and "a" were one group, "   " joined the empty group, and two values of 201
+    characters that differ in their last one were one group: names were cut to 200 and stripped."""
+    report, _ = build_report(str(exact_values_file(tmp_path, fmt)), by="shop", max_groups=100)
+    groups = report.breakdown.groups
+    assert [g.kind for g in groups].count("value") == len(EXACT_VALUES) - 1 and report.breakdown.other_values == 0
+    empty = [g for g in groups if g.kind == "empty"]
+    assert len(empty) == 1 and empty[0].tally.rows == 2  # "" twice; "   " is a value of its own
+    assert all(g.tally.rows == 1 for g in groups if g.kind == "value")
+    assert len({g.name for g in groups}) == len(groups)  # no two groups shown alike
+    assert all(len(g.name) < 300 for g in groups)  # a long value is shortened where shown, only there
+
+
+def test_a_value_named_like_a_row_the_report_adds_is_told_apart_from_it():
+    """A value "other" or "(empty)" was shown as the built-in "other" and "(empty)" rows were, but for italics."""
+    values = ["other", "(empty)", "(other)", "", "x1", "x2", "x3"]
+    rows = [LabelledRow(n, "正面", 0.9, None, "", values[n % len(values)]) for n in range(70)]
+    groups = aggregate(rows, by="v", max_groups=4).breakdown.groups
+    built_in = {g.name for g in groups if g.kind in ("empty", "other")}
+    assert len(built_in) == 2 and not built_in & {g.name for g in groups if g.kind == "value"}
+    assert {"other", '"(empty)"', '"(other)"'} <= {g.name for g in groups if g.kind == "value"}
+
+
+def test_long_values_keep_bounded_memory_and_stay_apart():
+    """Group keys hold at most 200 characters of a value, whatever its length; the rest is a SHA-256."""
+    values = [("长" * 100_000) + str(n % 3) for n in range(30)]
+    aggregator = ReportAggregator(ReportOptions(labels=LABELS, by="v"))
+    for n, value in enumerate(values, 1):
+        aggregator.add(LabelledRow(n, "正面", 0.9, None, "", value))
+    assert len(aggregator._groups) == 3
+    assert all(sum(len(part) for part in key if isinstance(part, str)) < 300 for key in aggregator._groups)
+    groups = aggregator.result().breakdown.groups
+    assert [g.tally.rows for g in groups] == [10, 10, 10] and len({g.name for g in groups}) == 3

@@ -3,6 +3,7 @@
 import base64
 import dataclasses
 import hashlib
+import html
 import json
 import re
 from html.parser import HTMLParser
@@ -124,7 +125,7 @@ def test_sentinel_dates_keep_the_page_small(tmp_path, labelled_sample):
     page = out.read_text(encoding="utf-8")
     assert len(page.encode("utf-8")) < 100_000
     table = page[page.index('id="group-table"'):]
-    assert re.findall(r'data-kind="period"><td lang="zh-CN">([^<]+)<', table) == ["0001-01", "2024-05", "9999-12"]
+    assert re.findall(r'data-kind="period"><td[^>]*>([^<]+)<', table) == ["0001-01", "2024-05", "9999-12"]
     assert "No rows from 0001-02 to 2024-04" in page  # the stretch skipped, named on the chart
 
 
@@ -157,3 +158,21 @@ def test_a_page_stopped_while_it_is_written_leaves_no_temporary_file(tmp_path, m
     with pytest.raises((KeyboardInterrupt, BadInputError)):
         report._write_atomically(tmp_path / "report.html", b"<html></html>")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_group_is_shown_by_a_name_of_its_own(tmp_path):
+    """ " a", "a  " and "a" were one row "a" of the group table, "   " was in "(empty)", and a value
+    "other" or "(empty)" was told from the rows the report adds only by italics."""
+    from .test_aggregate import exact_values_file
+
+    out = tmp_path / "report.html"
+    write_report(str(exact_values_file(tmp_path, "csv")), str(out), by="shop", max_groups=8)
+    page = out.read_text(encoding="utf-8")
+    table = page[page.index('id="group-table"'):]
+    cells = re.findall(r'<tr data-kind="(\w+)"><td[^>]*>(.*?)</td>', table)
+    names = [html.unescape(re.sub("<[^>]+>", "", name)) for _, name in cells]
+    assert len(cells) == 8 + 1 and len(set(names)) == len(names)  # eight groups and the rest
+    assert {kind for kind, _ in cells} == {"value", "empty", "other"}
+    built_in = {name for (kind, _), name in zip(cells, names) if kind != "value"}
+    assert built_in == {"(empty)", "(other)"} and {'"(empty)"', '"(other)"'} <= set(names)  # the values
+    assert ' a' not in names and '" a"' in names and '"   "' in names

@@ -239,7 +239,7 @@ def test_a_json_lines_field_that_first_appears_after_the_first_lines_can_group_t
     path.write_text("".join('{"id": %d, "text": "好", %s%s\n' % (i, f'"shop": "s{i % 2}", ' if i >= 110 else "", good)
                             for i in range(130)), encoding="utf-8")
     report, _ = build_report(str(path), by="shop")
-    assert {g.name: g.tally.rows for g in report.breakdown.groups} == {"": 110, "s0": 10, "s1": 10}
+    assert {g.name: g.tally.rows for g in report.breakdown.groups} == {"(empty)": 110, "s0": 10, "s1": 10}
     with pytest.raises(BadInputError, match="no column 'shpo' for --by"):
         open_labelled(str(path), by="shpo")
     escaped = tmp_path / "escaped.jsonl"  # the key written with escapes, as some JSON writers do

@@ -22,14 +22,13 @@ import dataclasses
 import datetime
 import enum
 import heapq
-import json
 import re
 from collections import Counter
 from collections.abc import Iterable
 
 from ..errors import BadInputError
+from .groups import OTHER_ROW, GroupValue, group_value, names_of_values, shown_name
 
-EMPTY = ""  # the group of rows whose --by value is missing or empty
 LATE_DAY = 0  # no date's ordinal: a date first seen after the days tracked, counted in "other dates"
 NEGATIVE_NAMES = ("负面", "消极", "negative", "neg")
 
@@ -50,7 +49,7 @@ class LabelledRow:
     score: float | None
     error: str | None
     text: str
-    group: object = None  # the --by column's value
+    group: object = None  # the --by column's value; in a Report, the name the page shows for it
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -120,7 +119,7 @@ class Tally:
 
 @dataclasses.dataclass(frozen=True)
 class GroupRow:
-    name: str  # a value, a period, or a name the renderer shows for "other" / "no date"
+    name: str  # as the page shows it: a value's name (groups.shown_name), a period, "(other)", "no date"...
     tally: Tally
     kind: str = "value"  # value | empty | other | period | gap | undated (gap: empty periods, one mark on the chart)
 
@@ -183,30 +182,6 @@ def parse_day(value: object) -> datetime.date | None:
         return None
 
 
-def group_name(value: object) -> str:
-    if value is None:
-        return EMPTY
-    if isinstance(value, str):
-        name = value
-    elif isinstance(value, (dict, list, tuple, bool)):  # JSON values as JSON writes them
-        name = json.dumps(value, ensure_ascii=False, default=str)
-    elif isinstance(value, bytes):  # a Parquet BINARY value: its text
-        name = value.decode("utf-8", "replace")
-    else:  # numbers, dates, decimals: their own text
-        name = str(value)
-    return name[:200].strip()
-
-
-def is_text(value: object) -> bool:
-    """Whether a --by value is a text (or none): JSON Lines may hold 1 and "1" in one column."""
-    return value is None or isinstance(value, (str, bytes))
-
-
-def _shown_name(name: str, text: bool, shared: bool) -> str:
-    """A group's name; a text that another kind of value shares its name with is quoted, as JSON writes it."""
-    return json.dumps(name, ensure_ascii=False) if text and shared and name != EMPTY else name
-
-
 class ReportAggregator:
     """Feed every row to ``add``, in file order; ``result`` gives the Report."""
 
@@ -222,14 +197,14 @@ class ReportAggregator:
         self._kinds: Counter = Counter()
         self._other_kind_rows = 0
         self._flagged: list[LabelledRow] = []
-        self._groups: dict[tuple[str, bool], Tally] = {}  # by (name, whether the value is a text)
+        self._groups: dict[GroupValue, Tally] = {}  # by exact value (bounded keys: see groups.py)
         self._untracked = Tally()
         self._days: dict[int, Tally] = {}
         self._late_days = Tally()  # rows dated on a day first seen after tracked_days distinct ones
         self._undated = Tally()
         self._valued_rows = 0  # rows with a non-empty --by value
         self._dated_rows = 0
-        self._day_of: dict[str, int | None] = {}
+        self._day_of: dict[GroupValue, int | None] = {}
 
     def add(self, row: LabelledRow) -> None:
         self.overall.add(row)
@@ -259,8 +234,9 @@ class ReportAggregator:
             heapq.heapreplace(self._least, (*key, self._kept(row)))
 
     def _kept(self, row: LabelledRow) -> LabelledRow:
-        """The row as the report keeps it: text and reason cut to text_chars, the group as its name."""
-        group = None if self.options.by is None else group_name(row.group)
+        """The row as the report keeps it: text and reason cut to text_chars, the group as its key
+        (named in ``result``, once the names of all values are known)."""
+        group = None if self.options.by is None else group_value(row.group)
         return dataclasses.replace(row, text=self._cut(row.text), error=None if row.error is None else self._cut(row.error),
                                    group=group)
 
@@ -280,8 +256,7 @@ class ReportAggregator:
 
     # -- groups -----------------------------------------------------------------------------------
     def _add_group(self, row: LabelledRow) -> None:
-        name = group_name(row.group)
-        key = (name, is_text(row.group))
+        key = group_value(row.group)
         tally = self._groups.get(key)
         if tally is None:
             if len(self._groups) < self.options.tracked_groups:
@@ -289,11 +264,11 @@ class ReportAggregator:
             else:
                 tally = self._untracked
         tally.add(row)
-        if name == EMPTY:
+        if key.empty:
             self._undated.add(row)
             return
         self._valued_rows += 1
-        day = self._day(name, row.group)
+        day = self._day(key, row.group)
         if day is None:
             self._undated.add(row)
             return
@@ -303,11 +278,11 @@ class ReportAggregator:
         else:
             self._days[day].add(row)
 
-    def _day(self, name: str, value: object) -> int | None:
+    def _day(self, key: GroupValue, value: object) -> int | None:
         """The day's ordinal (None: not a date; LATE_DAY: a day first seen after tracked_days distinct
         ones); memoised per value."""
-        if name in self._day_of:
-            return self._day_of[name]
+        if key in self._day_of:
+            return self._day_of[key]
         parsed = parse_day(value)
         day = None if parsed is None else parsed.toordinal()
         if day is not None and day not in self._days:
@@ -316,26 +291,34 @@ class ReportAggregator:
             else:
                 day = LATE_DAY
         if len(self._day_of) < _DAY_MEMO:
-            self._day_of[name] = day
+            self._day_of[key] = day
         return day
 
     # -- the result -------------------------------------------------------------------------------
     def result(self) -> Report:
         least = sorted(self._least, key=lambda entry: (-entry[0], -entry[1]))
+        taken = names_of_values(self._groups)
         return Report(
             labels=self.options.labels,
             negative=self.negative,
             overall=self.overall,
             histogram_floor=self.floor,
             histograms=self.histograms,
-            least_certain=[row for _, _, row in least],
+            least_certain=[self._named(row, taken) for _, _, row in least],
             error_kinds=sorted(self._kinds.items(), key=lambda item: (-item[1], item[0])),
             other_error_rows=self._other_kind_rows,
-            flagged_sample=list(self._flagged),
-            breakdown=self._breakdown(self.options.by) if self.options.by is not None else None,
+            flagged_sample=[self._named(row, taken) for row in self._flagged],
+            breakdown=self._breakdown(self.options.by, taken) if self.options.by is not None else None,
         )
 
-    def _breakdown(self, by: str) -> Breakdown:
+    @staticmethod
+    def _named(row: LabelledRow, taken: set[str]) -> LabelledRow:
+        """A kept row with its group's key replaced by the name the page shows."""
+        if not isinstance(row.group, GroupValue):
+            return row
+        return dataclasses.replace(row, group=shown_name(row.group, taken))
+
+    def _breakdown(self, by: str, taken: set[str]) -> Breakdown:
         # Dates when nearly every value is one: a stray "unknown" should not hide the time chart.
         if self._dated_rows and self._dated_rows >= 0.95 * self._valued_rows:
             period = choose_period(self._days, self.options.by_period)
@@ -343,20 +326,19 @@ class ReportAggregator:
             if self._undated.rows:
                 groups.append(GroupRow("no date", self._undated, "undated"))
             return Breakdown(by, period, groups, 0, 0)
-        return self._value_breakdown(by)
+        return self._value_breakdown(by, taken)
 
-    def _value_breakdown(self, by: str) -> Breakdown:
+    def _value_breakdown(self, by: str, taken: set[str]) -> Breakdown:
+        """The largest groups by rows (ties: by value), then one "(other)" row for the rest."""
         ranked = sorted(self._groups.items(), key=lambda item: (-item[1].rows, item[0]))
         shown, rest = ranked[: self.options.max_groups], ranked[self.options.max_groups:]
-        names = Counter(name for name, _ in self._groups)
-        groups = [GroupRow(_shown_name(name, text, names[name] > 1), tally, "empty" if name == EMPTY else "value")
-                  for (name, text), tally in shown]
+        groups = [GroupRow(shown_name(key, taken), tally, "empty" if key.empty else "value") for key, tally in shown]
         other = Tally()
         for _, tally in rest:
             other.merge(tally)
         other.merge(self._untracked)
         if other.rows:
-            groups.append(GroupRow("other", other, "other"))
+            groups.append(GroupRow(OTHER_ROW, other, "other"))
         return Breakdown(by, None, groups, len(rest), self._untracked.rows)
 
 

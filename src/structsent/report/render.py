@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from ..pages import FONTS, inline_hash
 from .aggregate import Breakdown, GroupRow, LabelledRow, Period, Report, Tally
 from .charts import Bar, Point, esc, histogram, horizontal_bars, share_line
+from .groups import EMPTY_ROW
 
 NEGATIVE_COLOR = "#c8553d"
 COLORS = ("#2a9d8f", "#577590", "#e9a23b", "#8e6c8a", "#6a994e", "#bc6c25")
@@ -31,6 +32,7 @@ th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid #eceef1; v
 th { background: #f0f2f5; position: sticky; top: 0; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.text { max-width: 560px; overflow-wrap: anywhere; white-space: pre-wrap; }
+td.group { max-width: 420px; overflow-wrap: anywhere; white-space: pre-wrap; }
 th button { font: inherit; font-weight: 600; background: none; border: 0; padding: 0; cursor: pointer; color: inherit; }
 th[aria-sort="ascending"] button::after { content: " ▲"; } th[aria-sort="descending"] button::after { content: " ▼"; }
 .scroll { max-height: 560px; overflow: auto; border: 1px solid #eceef1; }
@@ -38,7 +40,7 @@ th[aria-sort="ascending"] button::after { content: " ▲"; } th[aria-sort="desce
 .tools input { font: inherit; padding: 4px 8px; min-width: 280px; }
 .charts { display: flex; flex-wrap: wrap; gap: 16px; } figure { margin: 0; }
 figcaption { font-size: .9em; color: #5d6675; } em.none { color: #8a93a2; }
-svg.chart text { font-family: %s; font-size: 12px; fill: #3b4351; } svg.chart text.tick { font-size: 11px; }
+svg.chart text { font-family: %s; font-size: 12px; fill: #3b4351; white-space: pre; } svg.chart text.tick { font-size: 11px; }
 """ % (FONTS, FONTS)
 
 SCRIPT = """
@@ -250,8 +252,8 @@ def _row_cells(row: LabelledRow, show_group: bool) -> str:
     number = _num_cell(_count(row.number), row.number)
     if not show_group:
         return number
-    group = esc(row.group) if row.group else '<em class="none">(empty)</em>'
-    return f'{number}<td lang="zh-CN">{group}</td>'
+    group = f'<em class="none">{EMPTY_ROW}</em>' if row.group == EMPTY_ROW else esc(row.group)
+    return f'{number}<td class="group" lang="zh-CN">{group}</td>'
 
 
 def _group_header(report: Report) -> list[tuple[str, bool]]:
@@ -301,7 +303,7 @@ def _breakdown(breakdown: Breakdown, report: Report, colors: dict[str, str]) -> 
     rows = [_group_row(group, report) for group in breakdown.groups if group.kind not in ("gap", "folded")]
     color = colors[negative]
     if breakdown.period is None:
-        bars = [Bar(_group_display(g), g.tally.share(negative), f"{_percent(g.tally.share(negative))} of {g.tally.labelled:,}",
+        bars = [Bar(g.name, g.tally.share(negative), f"{_percent(g.tally.share(negative))} of {g.tally.labelled:,}",
                     _tip(g, negative), color) for g in breakdown.groups]
         chart = horizontal_bars(bars, label=f"{negative} share per {breakdown.column}")
         note = _value_note(breakdown)
@@ -322,15 +324,12 @@ def _group_heading(breakdown: Breakdown) -> str:
     return {Period.DAY: "Day", Period.WEEK: "Week (from Monday)", Period.MONTH: "Month"}[breakdown.period]
 
 
-def _group_display(group: GroupRow) -> str:
-    return "(empty)" if group.kind == "empty" else group.name
-
-
 def _group_row(group: GroupRow, report: Report) -> str:
     tally: Tally = group.tally
-    name = esc(_group_display(group))
+    name = esc(group.name)
     name = f"<em>{name}</em>" if group.kind in ("empty", "other", "undated") else name
-    cells = [f'<td lang="zh-CN">{name}</td>', _num_cell(_count(tally.rows), tally.rows), _num_cell(_count(tally.flagged), tally.flagged)]
+    cells = [f'<td class="group" lang="zh-CN">{name}</td>', _num_cell(_count(tally.rows), tally.rows),
+             _num_cell(_count(tally.flagged), tally.flagged)]
     cells += [_num_cell(_percent(tally.share(label)), tally.share(label)) for label in report.labels]
     mean = tally.mean_score
     cells.append(_num_cell("–" if mean is None else f"{mean:.3f}", mean))
@@ -339,7 +338,7 @@ def _group_row(group: GroupRow, report: Report) -> str:
 
 def _tip(group: GroupRow, negative: str) -> str:
     tally = group.tally
-    return (f"{_group_display(group)}: {tally.labels.get(negative, 0):,} {negative} of {tally.labelled:,} labelled "
+    return (f"{group.name}: {tally.labels.get(negative, 0):,} {negative} of {tally.labelled:,} labelled "
             f"({_percent(tally.share(negative))}), {tally.flagged:,} flagged")
 
 
@@ -367,7 +366,7 @@ def _value_note(breakdown: Breakdown) -> str:
     if breakdown.untracked_rows:  # a value first seen after those tracked is not ranked: say so first
         note = f"The {listed} largest by rows of the first distinct values seen"
     if breakdown.other_values or breakdown.untracked_rows:
-        note += f"; other: {breakdown.other_values:,} smaller values"
+        note += f"; (other): {breakdown.other_values:,} smaller values"
         if breakdown.untracked_rows:
             note += f", and {breakdown.untracked_rows:,} rows of values seen after the first distinct ones tracked"
     return note + "."
