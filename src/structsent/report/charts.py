@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+from collections import Counter
 from collections.abc import Sequence
 
 GRID = "#d0d4da"
@@ -26,6 +27,22 @@ def esc(value: object) -> str:
 
 def shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def distinct_labels(names: Sequence[str], limit: int) -> list[str]:
+    """Each name cut to ``limit`` characters, and those that would then read alike followed by their
+    position ("外卖外卖… [3]"), so no two of distinct names carry one label."""
+    labels = [shorten(name, limit) for name in names]
+    tagged: set[int] = set()
+    while True:  # a tagged label may meet another name as written: tag that one too (no tag ends another)
+        counts = Counter(labels)
+        alike = {i for i, label in enumerate(labels) if counts[label] > 1} - tagged
+        if not alike:
+            return labels
+        for i in alike:
+            tag = f" [{i + 1}]"
+            labels[i] = shorten(names[i], limit - len(tag)) + tag
+        tagged |= alike
 
 
 def _svg(width: int, height: int, label: str, body: list[str]) -> str:
@@ -74,10 +91,11 @@ def horizontal_bars(bars: Sequence[Bar], *, label: str, name_chars: int = 22) ->
         x = left + plot_w * fraction
         body.append(f'<line x1="{x:.1f}" y1="4" x2="{x:.1f}" y2="{height - 22}" stroke="{GRID}"/>')
         body.append(f'<text x="{x:.1f}" y="{height - 8}" text-anchor="middle" class="tick">{fraction:.0%}</text>')
-    for i, bar in enumerate(bars):
+    labels = distinct_labels([bar.name for bar in bars], name_chars)
+    for i, (bar, name) in enumerate(zip(bars, labels)):
         y = 6 + i * row_h
         body.append(f'<text x="{left - 8}" y="{y + 14}" text-anchor="end" class="name">'
-                    f'<title>{esc(bar.name)}</title>{esc(shorten(bar.name, name_chars))}</text>')
+                    f'<title>{esc(bar.name)}</title>{esc(name)}</text>')
         bar_w = 0.0 if bar.fraction is None else plot_w * bar.fraction
         body.append(f'<rect x="{left}" y="{y + 2}" width="{bar_w:.1f}" height="{row_h - 8}" fill="{bar.color}">'
                     f'<title>{esc(bar.tip)}</title></rect>')
