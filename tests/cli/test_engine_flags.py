@@ -79,3 +79,32 @@ def test_an_integer_variable_out_of_range_is_named_as_the_variable(monkeypatch):
     assert engine_config(build_parser().parse_args(["label", "x.txt", "--max-length", "1024"])).window_stride == 600
     with pytest.raises(ConfigError, match=r"^window_stride=700: "):  # a flag's value is named as before
         engine_config(build_parser().parse_args(["label", "x.txt", "--window-stride", "700"]))
+
+
+def test_a_structsent_variable_that_structsent_does_not_read_is_warned_of_with_the_one_meant():
+    """STRUCTSENT_THREADS=4 (for --threads, the flag's earlier name) was ignored without a word."""
+    from structsent.cli.engine_flags import known_variables, unknown_variable_warnings
+
+    environ = {"STRUCTSENT_THREADS": "4", "STRUCTSENT_BATCH_TOKENS": "2048", "STRUCTSENT_PRECISON": "int8",
+               "STRUCTSENT_FOO": "1", "STRUCTSENT_NUM_THREADS": "2", "STRUCTSENT_CACHE": "/tmp/c", "OTHER": "x"}
+    assert unknown_variable_warnings(environ) == [
+        "structsent: warning: STRUCTSENT_BATCH_TOKENS is set, but structsent reads no such variable "
+        "(did you mean STRUCTSENT_TOKEN_BUDGET?)",
+        "structsent: warning: STRUCTSENT_FOO is set, but structsent reads no such variable",
+        "structsent: warning: STRUCTSENT_PRECISON is set, but structsent reads no such variable "
+        "(did you mean STRUCTSENT_PRECISION?)",
+        "structsent: warning: STRUCTSENT_THREADS is set, but structsent reads no such variable "
+        "(did you mean STRUCTSENT_NUM_THREADS?)",
+    ]
+    assert unknown_variable_warnings({name: "1" for name in known_variables()}) == []
+
+
+def test_ray_address_without_the_ray_engine_is_refused_before_any_work(tmp_path, capsys):
+    """It was ignored: the job ran here, not on the cluster named."""
+    from structsent.cli import main
+
+    (tmp_path / "in.txt").write_text("好吃\n", encoding="utf-8")
+    assert main(["label", str(tmp_path / "in.txt"), "-o", str(tmp_path / "out.jsonl"), "--ray-address", "ray://h:1"]) == 2
+    assert capsys.readouterr().err == "structsent: error: --ray-address is for --engine ray; add --engine ray to run " \
+                                      "on that cluster\n"
+    assert not (tmp_path / "out.jsonl").exists()

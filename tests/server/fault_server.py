@@ -5,7 +5,7 @@
 The model load is delayed by LOAD_DELAY_S seconds (so /health can be seen loading; with
 --workers N in each worker too: multiprocessing's spawn imports this file as __mp_main__), any
 model batch holding the poison character raises, as a crashing kernel would, and any batch
-holding the gate character waits until the file named by $STRUCTSENT_FAULT_GATE exists (so a
+holding the gate character waits until the file named by $FAULT_SERVER_GATE exists (so a
 test can hold the model worker busy for exactly as long as it needs), and a sequence holding the
 overflow character gets NaN logits, as weights that overflow on some inputs would give.
 """
@@ -24,7 +24,7 @@ from structsent.cli import main
 POISON = "饕"
 GATE = "闸"
 OVERFLOW = "溢"
-GATE_ENVIRONMENT_VARIABLE = "STRUCTSENT_FAULT_GATE"
+GATE_ENVIRONMENT_VARIABLE = "FAULT_SERVER_GATE"
 
 
 def load_slowly_with_faults(seconds: float) -> None:

@@ -9,6 +9,7 @@ Typed errors become exit codes here and nowhere else.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .. import __version__
@@ -22,6 +23,7 @@ from ..errors import (
     StructsentError,
 )
 from . import bench, export, label, report, serve
+from .engine_flags import unknown_variable_warnings
 from .signals import EXIT_TERMINATED, Terminated, sigterm_as_interrupt
 
 # name -> (module, help)
@@ -65,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         # one line with exit 143, not a silent death; commands with their own handler set it over this.
         with sigterm_as_interrupt():
             args = build_parser().parse_args(argv)
+            for warning in unknown_variable_warnings(os.environ):
+                print(warning, file=sys.stderr)
             return int(args._run(args) or EXIT_OK)
     except Terminated:
         print("structsent: terminated", file=sys.stderr)

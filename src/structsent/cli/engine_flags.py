@@ -44,6 +44,37 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         group.add_argument(flag, *ALIASES.get(field.name, []), **options)
 
 
+# The variables read outside the engine's flags: the export cache, the service's key, and the settings
+# the `serve` command hands its worker processes.
+OTHER_VARIABLES = ("STRUCTSENT_CACHE", "STRUCTSENT_API_KEY", "STRUCTSENT_SERVER_SETTINGS")
+
+
+def known_variables() -> list[str]:
+    """Every STRUCTSENT_* variable structsent reads."""
+    return [MODEL_ENV, *(ENV_PREFIX + f.name.upper() for f in dataclasses.fields(EngineConfig)), *OTHER_VARIABLES]
+
+
+def unknown_variable_warnings(environ: typing.Mapping[str, str]) -> list[str]:
+    """One line per STRUCTSENT_* variable that structsent does not read (a misspelt one was ignored
+    without a word: STRUCTSENT_THREADS=4 ran on the default threads), naming the closest known one."""
+    import difflib
+
+    known = known_variables()
+    by_alias = {_variable_of(flag): ENV_PREFIX + name.upper() for name, flags in ALIASES.items() for flag in flags}
+    lines = []
+    for name in sorted(n for n in environ if n.startswith(ENV_PREFIX) and n not in known):
+        close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), [k.removeprefix(ENV_PREFIX) for k in known],
+                                          n=1, cutoff=0.7)
+        meant = by_alias.get(name) or (ENV_PREFIX + close[0] if close else None)
+        hint = f" (did you mean {meant}?)" if meant else ""
+        lines.append(f"structsent: warning: {name} is set, but structsent reads no such variable{hint}")
+    return lines
+
+
+def _variable_of(flag: str) -> str:
+    return ENV_PREFIX + flag.removeprefix("--").replace("-", "_").upper()
+
+
 def engine_default(name: str):
     """The default of a command's own flag for the EngineConfig field ``name``: its STRUCTSENT_*
     variable where set (a BadVariable where it does not parse), else the field's default."""

@@ -63,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
         from ..errors import BadInputError
 
         raise BadInputError(f"--chunk-rows {args.chunk_rows}: must be 1..{MAX_CHUNK_ROWS:,} (a chunk is held in memory)")
+    if args.ray_address is not None and args.engine != "ray":  # (it was ignored: the job ran here)
+        from ..errors import ConfigError
+
+        raise ConfigError("--ray-address is for --engine ray; add --engine ray to run on that cluster")
     if args.engine == "ray":
         if args.tokenizer_processes:
             from ..errors import ConfigError
