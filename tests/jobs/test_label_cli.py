@@ -620,3 +620,19 @@ def test_sigterm_while_the_model_loads_is_one_line_and_exit_143(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 143 and err.decode().strip() == "structsent: terminated"
+
+
+def test_a_report_by_column_a_piped_input_lacks_is_said_with_the_labels_flag_and_the_output_kept(tmp_path,
+                                                                                            hf_model_dir):
+    """A pipe's header is known only once labelled: the report then failed with "no column 'nope'
+    for --by", a flag of another command, and said nothing of the output it had written."""
+    out, report = tmp_path / "out.csv", tmp_path / "report.html"
+    proc = run_cli("label", "-", "--format", "csv", "-o", out, "--report", report, "--report-by", "nope",
+                   *model_args(hf_model_dir), input_bytes="id,text\n1,好吃\n2,难吃\n".encode(), check=False)
+    message = proc.stderr.decode().strip().splitlines()[-1]  # (a first use's export notice may come before it)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr.decode(), message
+    assert message.startswith(f"structsent: error: {out} is written, but not the report: ")
+    assert "no column 'nope' for --report-by;" in message
+    assert [line.split(",")[:2] for line in out.read_text(encoding="utf-8").splitlines()] == [
+        ["id", "text"], ["1", "好吃"], ["2", "难吃"]]
+    assert not report.exists()

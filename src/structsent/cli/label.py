@@ -209,6 +209,7 @@ def _check_report_by(column: str | None, spec, labels) -> None:
 
 
 def _write_report(args, spec, summary, classifier) -> None:
+    from ..errors import BadInputError
     from ..report import write_report
 
     figures = None if summary.already_complete else {  # an output finished before: no figures of this run
@@ -219,8 +220,13 @@ def _write_report(args, spec, summary, classifier) -> None:
     # The column the job labelled, as its reader resolved it (a one-column file's only column); with
     # --id-column the output holds the id alone, and the report shows it.
     text_column = summary.text_column if spec.id_column is None else None
-    write_report(spec.output, args.report, by=args.report_by, fmt=spec.output_format.value, prefix=spec.prefix,
-                 text_column=text_column, job_figures=figures, overwrite=True, labels=classifier.labels)
+    try:
+        write_report(spec.output, args.report, by=args.report_by, fmt=spec.output_format.value, prefix=spec.prefix,
+                     text_column=text_column, job_figures=figures, overwrite=True, labels=classifier.labels)
+    except BadInputError as err:  # (a --report-by column a pipe's header lacked: known only now)
+        reason = str(err).replace(" for --by;", " for --report-by;")
+        raise BadInputError(f"{spec.output} is written, but not the report: {reason}; "
+                            f"`structsent report {shlex.quote(spec.output)} -o REPORT.html` makes one") from err
     if not args.quiet:
         print(f"report: {args.report}", file=sys.stderr)
 
