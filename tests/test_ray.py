@@ -930,6 +930,21 @@ def test_cli_engine_ray_on_a_cluster_of_one_cpu_finishes(tmp_path):
         shutil.rmtree(root, ignore_errors=True)
 
 
+def test_input_files_that_disagree_on_a_column_s_type_are_said_so_in_one_line(ray_address, tmp_path):
+    """Ray's own words: "ArrowConversionError: Error converting data to Arrow: Failed to unify
+    schemas: Unable to merge: Field id has incompatible types: int64 vs string"."""
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "a.jsonl").write_text('{"id": 1, "text": "好吃"}\n', encoding="utf-8")
+    (source / "b.jsonl").write_text('{"id": "x2", "text": "难吃"}\n', encoding="utf-8")
+    proc = ray_label(ray_address, source, tmp_path / "out", "--output-format", "jsonl")
+    said = one_line_exit(proc, 1)
+    assert re.search(r"the input holds column 'id' as (int64|string) in some files and (string|int64) in others, and "
+                     r"a Ray dataset has one type per column; make the files agree, or label them with --engine local",
+                     said), said
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 def test_a_failed_ray_job_is_told_by_the_error_raised_not_by_ray_s_wrappers():
     """The innermost error of a failed read was Ray's "SystemException": the line said nothing."""
     from structsent.ray import _last_line

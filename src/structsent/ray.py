@@ -1002,7 +1002,22 @@ class typed_errors:
                 cause.args = (said[0],)
             raise cause from error
         if isinstance(error, Exception) and cause is None:
-            raise RayJobFailedError(f"the Ray job failed: {_last_line(error)}") from error
+            said = _last_line(error)
+            raise RayJobFailedError(_types_that_disagree(said) or f"the Ray job failed: {said}") from error
+
+
+_INCOMPATIBLE = re.compile(r"Unable to merge: Field (?P<column>.+?) has incompatible types: (?P<a>.+?) vs (?P<b>.+?)$")
+
+
+def _types_that_disagree(said: str) -> str | None:
+    """Ray's "Failed to unify schemas" (input files, or blocks, holding one column in two types) in the
+    user's words, else None."""
+    found = _INCOMPATIBLE.search(said)
+    if found is None:
+        return None
+    return (f"the Ray job failed: the input holds column {found['column']!r} as {found['a']} in some files and "
+            f"{found['b']} in others, and a Ray dataset has one type per column; make the files agree, or "
+            "label them with --engine local (one file at a time)")
 
 
 def _structsent_cause(error: BaseException | None) -> StructsentError | None:
