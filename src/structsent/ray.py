@@ -1002,8 +1002,8 @@ class typed_errors:
                 cause.args = (said[0],)
             raise cause from error
         if isinstance(error, Exception) and cause is None:
-            said = _last_line(error)
-            raise RayJobFailedError(_types_that_disagree(said) or f"the Ray job failed: {said}") from error
+            last = _last_line(error)
+            raise RayJobFailedError(_types_that_disagree(last) or f"the Ray job failed: {last}") from error
 
 
 _INCOMPATIBLE = re.compile(r"Unable to merge: Field (?P<column>.+?) has incompatible types: (?P<a>.+?) vs (?P<b>.+?)$")
