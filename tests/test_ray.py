@@ -884,6 +884,21 @@ def test_a_malformed_ray_address_is_one_line(tmp_path):
     assert "--ray-address bogus" in message
 
 
+def test_csv_output_of_a_binary_column_holds_its_text_and_refuses_bytes_that_are_not_text(ray_address, tmp_path):
+    """Arrow's CSV writer failed on them, exit 1: "the Ray job failed: pyarrow.lib.ArrowInvalid: Invalid
+    UTF8 payload". The local job's one line now, exit 2 (and a BINARY column of text is written as text)."""
+    from structsent.ray import binary_columns_as_text
+
+    block = pa.table({"id": [1], "note": pa.array(["好".encode()], pa.binary())})
+    assert binary_columns_as_text(block).column("note").to_pylist() == ["好"]
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"id": [1, 2], "text": ["好吃", "难吃"], "note": pa.array([b"ok", b"\xff\xfe"], pa.binary())}),
+                   tmp_path / "in" / "a.parquet")
+    proc = ray_label(ray_address, tmp_path / "in", tmp_path / "out", "--output-format", "csv")
+    assert one_line_exit(proc, 2) == ("structsent: error: a BINARY column holds bytes that are not UTF-8 text, which CSV, "
+                                      "TSV and JSON Lines cannot hold unchanged; write Parquet output (-o OUT.parquet)")
+
+
 def test_cli_engine_ray_labels_a_binary_text_column_and_multi_line_csv_of_several_mb(ray_address, tmp_path):
     """A Parquet BINARY text column (Hive, older Spark) was flagged "not a string (got bytes)" row by
     row; a CSV of a few MB whose quoted reviews hold line breaks was refused (Arrow's parser assumed none)."""

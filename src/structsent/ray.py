@@ -548,17 +548,33 @@ def write_dataset(ds: "ray.data.Dataset", output: str, fmt: Format) -> None:
     if fmt is Format.PARQUET:
         ds.write_parquet(output, **local)
     elif fmt is Format.CSV:
-        ds.write_csv(output, **local)
+        ds.map_batches(binary_columns_as_text, batch_format="pyarrow", batch_size=None).write_csv(output, **local)
     elif fmt is Format.JSONL:
         ds.write_datasink(_json_lines_datasink(output, local))
     else:
         raise BadInputError(f"--engine ray writes Parquet, CSV or JSONL, not {fmt.value}")
 
 
+def binary_columns_as_text(block: "pyarrow.Table") -> "pyarrow.Table":
+    """A block whose BINARY columns are UTF-8 text, for CSV output, refusing as the local job does
+    bytes that are not (Arrow's CSV writer failed on them with "ArrowInvalid: Invalid UTF8 payload")."""
+    import pyarrow as pa
+
+    from .io.writers import BINARY_NOT_TEXT
+
+    for index, field in enumerate(block.schema):
+        if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+            try:
+                block = block.set_column(index, field.name, block.column(index).cast(pa.large_string()))
+            except pa.ArrowInvalid:
+                raise BadInputError(BINARY_NOT_TEXT) from None
+    return block
+
+
 def _json_lines_datasink(output: str, options: dict):
     """JSON Lines files written as the local job writes its lines. (Ray's own JSON writer goes
     through pandas, which turns a column of integers with a null among them into floats: an id
-    above 2^53 changed.) Files keep Ray's names (``*.json``)."""
+    above 2^53 changed.) Files are named ``*.jsonl``."""
     from ray.data.datasource import BlockBasedFileDatasink
 
     from .io.writers import json_line

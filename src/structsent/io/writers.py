@@ -406,8 +406,11 @@ def _text_of_bytes(value: bytes) -> str:
     try:
         return value.decode("utf-8")
     except UnicodeDecodeError:
-        raise BadInputError("a BINARY column holds bytes that are not UTF-8 text, which CSV, TSV and JSON Lines "
-                            "cannot hold unchanged; write Parquet output (-o OUT.parquet)") from None
+        raise BadInputError(BINARY_NOT_TEXT) from None
+
+
+BINARY_NOT_TEXT = ("a BINARY column holds bytes that are not UTF-8 text, which CSV, TSV and JSON Lines cannot hold "
+                   "unchanged; write Parquet output (-o OUT.parquet)")
 
 
 def write_parquet_part(table, path: Path) -> None:
