@@ -47,7 +47,8 @@ class JobLockedError(StructsentError):
 
 
 class OutputWriteError(StructsentError):
-    """The output could not be written (disk full, I/O error); what was committed stays resumable."""
+    """The output could not be written (disk full, I/O error); what was committed stays resumable.
+    Also structsent's own cache when it cannot be used (not writable, an entry this user may not read)."""
 
 
 class JobFilesChangedError(StructsentError):

@@ -61,10 +61,10 @@ def test_a_file_or_link_in_an_entrys_place_is_removed_and_the_model_exported_the
     assert (elsewhere / "keep.txt").read_text() == "not the cache's"  # a link is removed, not followed
 
 
-def test_an_entry_that_cannot_be_removed_is_a_one_line_error(cache, hf_model_dir, monkeypatch):
+def test_an_entry_that_cannot_be_removed_is_a_one_line_error_about_the_cache(cache, hf_model_dir, monkeypatch):
     import os
 
-    from structsent.errors import ModelFormatError
+    from structsent.errors import OutputWriteError
 
     checkpoint = load_checkpoint(hf_model_dir)
     options = ExportOptions(precision="fp32", optimize=False)
@@ -76,8 +76,74 @@ def test_an_entry_that_cannot_be_removed_is_a_one_line_error(cache, hf_model_dir
 
     monkeypatch.setattr(os, "rmdir", refuse)  # as when the entry's files belong to another user
     monkeypatch.setattr(os, "unlink", refuse)
-    with pytest.raises(ModelFormatError, match="cannot be removed .*STRUCTSENT_CACHE"):
+    with pytest.raises(OutputWriteError, match="is damaged .*and cannot be removed: Permission denied .*STRUCTSENT_CACHE") as caught:
         cached_export(checkpoint, options)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_damaged_entry_in_a_read_only_cache_runs_torch_with_auto_and_names_the_cache_with_onnx(
+        hf_model_dir, tmp_path, monkeypatch, caplog):
+    """A damaged entry that could not be discarded (a read-only cache) failed the load as a broken
+    model (exit 3) even with backend='auto', which runs torch for every other unusable cache."""
+    import subprocess
+
+    from structsent.errors import OutputWriteError
+
+    from ..conftest import small_filesystem
+
+    with small_filesystem(tmp_path / "ro", size="20m") as cache:
+        monkeypatch.setenv("STRUCTSENT_CACHE", str(cache))
+        checkpoint = load_checkpoint(hf_model_dir)
+        entry = cached_export(checkpoint, ExportOptions(precision="fp32", optimize=True))  # what auto uses
+        graph = entry / "model.onnx"
+        data = bytearray(graph.read_bytes())
+        data[len(data) // 2] ^= 0x40
+        graph.write_bytes(bytes(data))
+        if subprocess.run(["mount", "-o", "remount,ro", str(cache)]).returncode != 0:
+            pytest.skip("this machine does not allow remounting a tmpfs read-only")
+        with caplog.at_level(logging.WARNING, logger="structsent"):
+            assert structsent.load(hf_model_dir, device="cpu").runner.name == "torch"
+        assert any("running torch instead" in r.getMessage() for r in caplog.records)
+        with pytest.raises(OutputWriteError, match=f"{entry}.* damaged .*cannot be removed: Read-only file system "
+                                                   r"\(errno 30\).*STRUCTSENT_CACHE") as caught:
+            structsent.load(hf_model_dir, backend="onnx", device="cpu")
+        assert "\n" not in str(caught.value)
+
+
+def test_an_entry_and_its_files_get_the_modes_of_new_files_under_the_umask(cache, hf_model_dir):
+    """Entries were made by mkdtemp (0700) and renamed into place: a cache one user warmed (root in
+    a container build, a shared team cache) could not be read by anyone else."""
+    previous = os.umask(0o002)
+    try:
+        entry = cached_export(load_checkpoint(hf_model_dir), ExportOptions(precision="fp32", optimize=False))
+    finally:
+        os.umask(previous)
+    modes = {path.name: oct(path.stat().st_mode & 0o777) for path in [entry, *entry.iterdir()]}
+    assert modes == {path.name: oct(0o775 if path.is_dir() else 0o664) for path in [entry, *entry.iterdir()]}
+
+
+def test_an_entry_that_cannot_be_read_says_so_and_auto_runs_torch(cache, hf_model_dir, monkeypatch, caplog):
+    """Another user's private entry (mode 0700) was reported as a cache that "cannot write"."""
+    from pathlib import Path
+
+    from structsent.errors import OutputWriteError
+
+    entry = cached_export(load_checkpoint(hf_model_dir), ExportOptions(precision="fp32", optimize=True))
+    real_stat = os.stat
+
+    def refused_inside_the_entry(path, *args, **kwargs):  # as for another user's 0700 directory (root reads all)
+        if Path(path).parent == entry:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", refused_inside_the_entry)
+    with pytest.raises(OutputWriteError, match=f"cannot read the ONNX export cache entry {entry}: Permission denied "
+                                               r"\(errno 13\)") as caught:
+        structsent.load(hf_model_dir, backend="onnx", device="cpu")
+    assert "cannot write" not in str(caught.value) and "\n" not in str(caught.value)
+    with caplog.at_level(logging.WARNING, logger="structsent"):
+        assert structsent.load(hf_model_dir, device="cpu").runner.name == "torch"
+    assert any("cannot read" in r.getMessage() for r in caplog.records)
 
 
 def test_load_recovers_from_a_truncated_cache_entry(cache, hf_model_dir):

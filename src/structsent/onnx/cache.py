@@ -13,8 +13,8 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
-import tempfile
 import threading
 from pathlib import Path
 
@@ -84,20 +84,15 @@ def cached_export(checkpoint, options: ExportOptions) -> Path:
     """The directory of ``checkpoint`` exported with ``options``, exporting it on first use.
 
     An entry whose graph no longer matches the digest recorded when it was written (truncated,
-    corrupt, left half-deleted) is discarded with a warning and exported again, once.
+    corrupt, left half-deleted) is discarded with a warning and exported again, once. A cache that
+    cannot be used (an entry this user may not read, a damaged one that cannot be removed, a
+    directory that cannot be written) is an OutputWriteError: ``backend='auto'`` runs torch then.
     """
     require("onnxruntime", "onnx")
     require("onnx", "onnx")
     target = cache_root() / "onnx" / cache_key(checkpoint.directory, options)
-    try:
-        with _EXPORTING:  # two threads loading one model: the second waits, then finds the entry
-            return _existing_or_exported(target, checkpoint, options)
-    except (OSError, OutputWriteError) as err:
-        cause = err if isinstance(err, OSError) else err.__cause__
-        reason = f"{cause.strerror or cause} (errno {cause.errno})" if isinstance(cause, OSError) else str(err)
-        free = "free space there, " if isinstance(cause, OSError) and cause.errno == errno.ENOSPC else ""
-        raise OutputWriteError(f"cannot write the ONNX export cache {target.parent}: {reason}; {free}point "
-                               "STRUCTSENT_CACHE at a writable directory, or use backend torch") from err
+    with _EXPORTING:  # two threads loading one model: the second waits, then finds the entry
+        return _existing_or_exported(target, checkpoint, options)
 
 
 def _existing_or_exported(target: Path, checkpoint, options: ExportOptions) -> Path:
@@ -107,15 +102,30 @@ def _existing_or_exported(target: Path, checkpoint, options: ExportOptions) -> P
     if os.path.lexists(target):  # a dangling link too
         log.warning("the ONNX export cache entry %s is unusable (%s); discarding it and exporting again",
                     target, problem)
-        _discard(target)
-    _export_into(target, checkpoint, options)
+        _discard(target, problem)
+    _write_entry(target, checkpoint, options)
     problem = entry_problem(target)
-    if problem is not None:
-        raise ModelFormatError(f"{target}: the ONNX export just written is unusable ({problem})")
-    return target
+    if problem is None:
+        return target
+    raise ModelFormatError(f"{target}: the ONNX export just written is unusable ({problem})")
 
 
-def _discard(target: Path) -> None:
+def _write_entry(target: Path, checkpoint, options: ExportOptions) -> None:
+    try:
+        _export_into(target, checkpoint, options)
+    except (OSError, OutputWriteError) as err:
+        cause = err if isinstance(err, OSError) else err.__cause__
+        reason = _os_reason(cause) if isinstance(cause, OSError) else str(err)
+        free = "free space there, " if isinstance(cause, OSError) and cause.errno == errno.ENOSPC else ""
+        raise OutputWriteError(f"cannot write the ONNX export cache {target.parent}: {reason}; {free}point "
+                               f"{CACHE_ENV} at a writable directory, or use backend torch") from err
+
+
+def _os_reason(err: OSError) -> str:
+    return f"{err.strerror or err} (errno {err.errno})"
+
+
+def _discard(target: Path, problem: str) -> None:
     """Remove the unusable entry ``target``: a directory, or a file or link left in its place."""
     try:
         if target.is_symlink() or not target.is_dir():
@@ -124,13 +134,27 @@ def _discard(target: Path) -> None:
             shutil.rmtree(target)
     except FileNotFoundError:
         pass  # another process discarded it first
-    except OSError as err:
-        raise ModelFormatError(f"{target}: an unusable ONNX export cache entry that cannot be removed ({err}); "
-                               "remove it, or point STRUCTSENT_CACHE elsewhere") from err
+    except OSError as err:  # a read-only cache, another user's entry: the cache's fault, not the model's
+        raise OutputWriteError(f"the ONNX export cache entry {target} is damaged ({problem}) and cannot be removed: "
+                               f"{_os_reason(err)}; remove it, point {CACHE_ENV} at a writable directory, "
+                               "or use backend torch") from err
 
 
 def entry_problem(target: Path) -> str | None:
-    """Why the cache entry ``target`` cannot be used, or None when it is complete and intact."""
+    """Why the cache entry ``target`` cannot be used, or None when it is complete and intact.
+
+    An entry this user may not read (another user's, with a private mode) is an OutputWriteError
+    that says so: it is neither damaged nor a cache that cannot be written.
+    """
+    try:
+        return _damage(target)
+    except PermissionError as err:
+        raise OutputWriteError(f"cannot read the ONNX export cache entry {target}: {_os_reason(err)}; make it "
+                               f"readable to this user (chmod -R a+rX), remove it, point {CACHE_ENV} at another "
+                               "directory, or use backend torch") from err
+
+
+def _damage(target: Path) -> str | None:
     if not target.exists():
         return "absent"
     for name in ("config.json", MODEL_FILE, DIGEST_FILE):
@@ -139,6 +163,8 @@ def entry_problem(target: Path) -> str | None:
     try:
         recorded = (target / DIGEST_FILE).read_text(encoding="ascii").strip()
         actual = file_digest(target / MODEL_FILE)
+    except PermissionError:
+        raise
     except (OSError, UnicodeDecodeError) as err:
         return f"unreadable: {err}"
     if actual != recorded:
@@ -166,7 +192,7 @@ def _export_into(target: Path, checkpoint, options: ExportOptions) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     for prefix in (STAGING_PREFIX, "." + STAGING_PREFIX):  # staging directories, and the export's own beside them
         remove_abandoned(target.parent, prefix)
-    staging = Path(tempfile.mkdtemp(prefix=staging_name(STAGING_PREFIX), dir=target.parent))
+    staging = _new_staging(target.parent)
     try:
         texts, source = packaged_sample_texts()
         report = export_checkpoint(checkpoint, staging, options, validation_texts=texts[:CACHED_VALIDATION_TEXTS],
@@ -182,3 +208,15 @@ def _export_into(target: Path, checkpoint, options: ExportOptions) -> None:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _new_staging(directory: Path) -> Path:
+    """A new staging directory in ``directory``, made as a plain mkdir makes one (the umask's mode:
+    mkdtemp's 0700 kept every other user out of an entry once renamed into place)."""
+    while True:
+        staging = directory / (staging_name(STAGING_PREFIX) + secrets.token_hex(4))
+        try:
+            staging.mkdir()
+            return staging
+        except FileExistsError:
+            continue

@@ -532,5 +532,5 @@ def write_metadata(checkpoint, out_dir: Path, options: ExportOptions) -> None:
     copied = [name for name in TOKENIZER_FILES if (checkpoint.directory / name).is_file()]
     if not any(name in copied for name in ("vocab.txt", "tokenizer.json")):
         raise ModelFormatError(f"{checkpoint.directory}: no vocab.txt or tokenizer.json to copy")
-    for name in copied:
-        shutil.copy(checkpoint.directory / name, out_dir / name)
+    for name in copied:  # the contents only: the files get the umask's mode, not the source's (maybe private)
+        shutil.copyfile(checkpoint.directory / name, out_dir / name)
