@@ -35,6 +35,7 @@ def copy_export(exported, tmp_path, **onnx_changes):
 @pytest.mark.parametrize("damage", ["truncated", "empty", "random"])
 def test_unreadable_graph_is_a_model_format_error_naming_the_file(tmp_path, exported, damage):
     d = copy_export(exported, tmp_path)
+    (d / "model.onnx.blake2b").unlink()  # an export from before digests: the runtime finds the damage
     graph = d / "model.onnx"
     data = graph.read_bytes()
     graph.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "random": bytes(range(256)) * 20}[damage])
@@ -45,13 +46,13 @@ def test_unreadable_graph_is_a_model_format_error_naming_the_file(tmp_path, expo
 
 def test_unreadable_graph_exits_3_with_one_line(tmp_path, exported):
     d = copy_export(exported, tmp_path)
-    (d / "model.onnx").write_bytes(b"")
+    (d / "model.onnx").write_bytes(b"")  # the digest check refuses it before the runtime opens it
     source = tmp_path / "in.txt"
     source.write_text("好评\n", encoding="utf-8")
     proc = run_structsent("label", source, "-o", tmp_path / "out.jsonl", "--model", d, text=True)
     assert proc.returncode == 3, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "model.onnx: cannot open the ONNX model" in lines[0], proc.stderr
+    assert len(lines) == 1 and "model.onnx: does not match the digest recorded at export" in lines[0], proc.stderr
 
 
 @pytest.mark.parametrize("model_file", ["../../etc/passwd", "/etc/passwd", "../other/model.onnx", ".", ""])
@@ -141,3 +142,32 @@ def test_asking_an_export_for_another_precision_says_what_gives_it(exported, pre
     with pytest.raises(structsent.ConfigError) as caught:
         structsent.load(exported, precision=precision)
     assert "holds a fp32 ONNX model" in str(caught.value) and remedy in str(caught.value)
+
+
+def flip_one_bit_in_a_weight(graph) -> None:
+    """One exponent bit of one float of the largest initializer: the graph still opens and runs."""
+    import onnx
+    from onnx import numpy_helper
+
+    largest = max(onnx.load(str(graph)).graph.initializer, key=lambda table: numpy_helper.to_array(table).size)
+    raw = bytearray(graph.read_bytes())
+    offset = raw.find(numpy_helper.to_array(largest).tobytes())
+    assert offset >= 0
+    raw[offset + 3] ^= 0x40
+    graph.write_bytes(bytes(raw))
+
+
+def test_a_flipped_bit_in_an_exported_graph_is_a_one_line_error_naming_the_file(tmp_path, exported):
+    """A bit flipped in an export's model.onnx loaded and labelled every text wrongly, silently."""
+    d = copy_export(exported, tmp_path)
+    flip_one_bit_in_a_weight(d / "model.onnx")
+    with pytest.raises(structsent.ModelFormatError) as caught:
+        structsent.load(d)
+    message = str(caught.value)
+    assert f"{d / 'model.onnx'}: does not match the digest recorded at export" in message and "\n" not in message
+
+
+def test_an_export_written_before_digests_loads_as_before(tmp_path, exported):
+    d = copy_export(exported, tmp_path)
+    (d / "model.onnx.blake2b").unlink(missing_ok=True)
+    assert [r.label for r in structsent.load(d)(["好评", "差评"])] == [r.label for r in structsent.load(exported)(["好评", "差评"])]

@@ -1,4 +1,6 @@
-"""ONNX directories written by ``structsent export``: model.onnx + config.json + tokenizer files.
+"""ONNX directories written by ``structsent export``: model.onnx + config.json + tokenizer files,
+and model.onnx.blake2b, the graph's digest, checked at every load (a directory exported before
+digests were recorded has none, and loads unchecked).
 
 The shape, labels and tokenizer come from the directory itself; there are no PyTorch weights
 (``state_dict`` is empty), so only the ONNX backend runs such a checkpoint.
@@ -7,6 +9,7 @@ The shape, labels and tokenizer come from the directory itself; there are no PyT
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from .checkpoint import (
 )
 
 MODEL_FILE = "model.onnx"
+DIGEST_FILE = "model.onnx.blake2b"  # the graph's digest, written with it by every export (and cache entry)
 ONNX_CONFIG_KEY = "structsent_onnx"
 # Bump when the exported graph changes, so old cache entries are not reused; a directory written
 # by a newer structsent (a higher version) may hold a graph this one cannot run, and is refused.
@@ -76,6 +80,7 @@ def load_onnx_directory(directory: Path) -> OnnxCheckpoint:
         raise ModelFormatError(f"{directory / 'config.json'}: {ONNX_CONFIG_KEY}.precision must be one of "
                                f"{', '.join(EXPORTED_PRECISIONS)}, got {precision!r}")
     model_file = _graph_file(export, directory)
+    check_graph_digest(model_file)
     _check_config_fits_graph(shape, tokenizer.vocab_size, model_file, directory)
     return OnnxCheckpoint(
         directory=directory,
@@ -88,6 +93,43 @@ def load_onnx_directory(directory: Path) -> OnnxCheckpoint:
         precision=precision,
         optimized=bool(export.get("optimized", False)),
     )
+
+
+def digest_file(model_file: Path) -> Path:
+    """Where the digest of the graph ``model_file`` is recorded: beside it (model.onnx.blake2b)."""
+    return model_file.with_name(model_file.name + ".blake2b")
+
+
+def file_digest(path: Path) -> str:
+    """The BLAKE2b digest (16 bytes, hex) of ``path``'s bytes, read a few MiB at a time."""
+    digest = hashlib.blake2b(digest_size=16)
+    feed_file(digest, path)
+    return digest.hexdigest()
+
+
+def feed_file(digest, path: Path) -> None:
+    """Hash ``path``'s bytes into ``digest``, a few MiB at a time."""
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+
+
+def check_graph_digest(model_file: Path) -> None:
+    """Refuse a graph that does not match the digest its export recorded (a flipped bit gives wrong
+    labels, not an error); a directory exported before digests were recorded has none, and loads."""
+    recorded_in = digest_file(model_file)
+    if not recorded_in.is_file():
+        return
+    try:
+        recorded = recorded_in.read_text(encoding="ascii").strip()
+        actual = file_digest(model_file)
+    except (OSError, UnicodeDecodeError) as err:
+        raise ModelFormatError(f"{model_file}: cannot check it against its recorded digest ({err})") from err
+    if actual != recorded:
+        raise ModelFormatError(
+            f"{model_file}: does not match the digest recorded at export ({recorded_in.name}): the file is damaged; "
+            "copy the export again, or export the model again (structsent export MODEL -o DIR)"
+        )
 
 
 # The graph's own embedding tables, named after modeling.Embeddings' parameters by the export.

@@ -19,13 +19,12 @@ import threading
 from pathlib import Path
 
 from ..errors import ModelFormatError, OutputWriteError, require
-from ..models.onnx import MODEL_FILE
+from ..models.onnx import DIGEST_FILE, MODEL_FILE, feed_file, file_digest
 from ..staging import remove_abandoned, staging_name
 from .export import EXPORT_FORMAT_VERSION, ExportOptions, export_checkpoint
 from .validate import packaged_sample_texts
 
 CACHE_ENV = "STRUCTSENT_CACHE"
-DIGEST_FILE = "model.onnx.blake2b"  # the graph's digest, written with it: a damaged entry is re-exported
 CACHED_VALIDATION_TEXTS = 120  # a load-time export checks itself on the packaged sample reviews
 
 log = logging.getLogger("structsent.onnx")
@@ -59,7 +58,7 @@ def cache_key(directory: Path, options: ExportOptions) -> str:
     )
     for path in _files_read(directory):
         digest.update(path.relative_to(directory).as_posix().encode())
-        _feed_file(digest, path)
+        feed_file(digest, path)
     return digest.hexdigest()
 
 
@@ -172,19 +171,6 @@ def _damage(target: Path) -> str | None:
     return None
 
 
-def file_digest(path: Path) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    _feed_file(digest, path)
-    return digest.hexdigest()
-
-
-def _feed_file(digest, path: Path) -> None:
-    """Hash ``path``'s bytes into ``digest``, a few MiB at a time."""
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-
-
 STAGING_PREFIX = ".export-"
 
 
@@ -197,7 +183,6 @@ def _export_into(target: Path, checkpoint, options: ExportOptions) -> None:
         texts, source = packaged_sample_texts()
         report = export_checkpoint(checkpoint, staging, options, validation_texts=texts[:CACHED_VALIDATION_TEXTS],
                                    validation_source=source)
-        (staging / DIGEST_FILE).write_text(file_digest(staging / MODEL_FILE), encoding="ascii")
         accuracy = report.accuracy.summary() if report.accuracy is not None else "not validated"
         log.warning("first use of %s on ONNX Runtime: exported it (%s) to %s in %.1fs; later loads reuse it; %s",
                     checkpoint.directory, options.describe(), target, report.seconds, accuracy)

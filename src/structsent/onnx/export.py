@@ -7,7 +7,8 @@ sensitive: the embeddings, the feed-forward down-projection of every layer, the 
 classifier head (see ``quantize_graph``).
 
 The written directory is self-describing: ``model.onnx`` (dynamic batch and sequence axes),
-the tokenizer files and a ``config.json`` with ``id2label``, so ``structsent.load(DIR)`` runs it.
+the tokenizer files and a ``config.json`` with ``id2label``, so ``structsent.load(DIR)`` runs it;
+``model.onnx.blake2b`` records the graph's digest, which every load checks.
 An export given validation texts is checked against the fp32 PyTorch reference
 (``validate.compare_with_reference``) and the numbers are written to ``export_report.json``.
 """
@@ -33,7 +34,7 @@ import numpy as np
 from ..config import Precision
 from ..errors import ConfigError, ModelFormatError, OutputWriteError, require
 from ..models.checkpoint import TOKENIZER_FILES, hf_config
-from ..models.onnx import EXPORT_FORMAT_VERSION, MODEL_FILE, ONNX_CONFIG_KEY
+from ..models.onnx import DIGEST_FILE, EXPORT_FORMAT_VERSION, MODEL_FILE, ONNX_CONFIG_KEY, file_digest
 from ..staging import remove_abandoned, staging_name, take_mode_and_group
 from .validate import AccuracyReport, compare_with_reference
 
@@ -167,7 +168,7 @@ def check_output_directory(out_dir, source: Path, *, overwrite: bool = False) ->
 
 def _not_written_by_an_export(directory: Path, shown: int = 5) -> list[str]:
     """Names in an export directory that an export does not write (a user's notes, results...)."""
-    ours = {MODEL_FILE, "config.json", REPORT_FILE, *TOKENIZER_FILES}
+    ours = {MODEL_FILE, DIGEST_FILE, "config.json", REPORT_FILE, *TOKENIZER_FILES}
     foreign = sorted(entry.name for entry in directory.iterdir() if entry.name not in ours)
     return foreign[:shown] + ([f"{len(foreign) - shown} more"] if len(foreign) > shown else [])
 
@@ -295,6 +296,7 @@ def _export_into(checkpoint, out_dir: Path, final_dir: Path, options: ExportOpti
             graph = graph.with_name("int8.onnx")
             guard_non_finite(graph)
         shutil.move(str(graph), model_path)
+    (out_dir / DIGEST_FILE).write_text(file_digest(model_path), encoding="ascii")  # checked by every load
     write_metadata(checkpoint, out_dir, options)
     accuracy = None
     if validation_texts:
