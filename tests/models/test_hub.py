@@ -1,0 +1,93 @@
+"""Hub ids: a hub that never answers fails in bounded time with the same one-line instructions as offline."""
+
+import contextlib
+import socket
+import threading
+import time
+
+import pytest
+
+from ..conftest import run_structsent
+
+HUB_ID = "damo/nlp_structbert_sentiment-classification_chinese-base"
+
+
+@contextlib.contextmanager
+def black_hole():
+    """A listener on a loopback port that accepts every connection and never answers (a proxy that
+    swallows requests): the address, as a proxy URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                held.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for connection in held:
+            connection.close()
+        listener.close()
+
+
+def hub_environment(proxy: str, timeout: str) -> dict[str, str]:
+    return {"HTTPS_PROXY": proxy, "HTTP_PROXY": proxy, "https_proxy": proxy, "http_proxy": proxy,
+            "NO_PROXY": "", "no_proxy": "", "STRUCTSENT_HUB_TIMEOUT": timeout}
+
+
+def test_a_hub_that_never_answers_fails_within_the_timeout_in_one_line(tmp_path):
+    """A proxy that accepts and never answers kept huggingface_hub's lookup waiting for ever."""
+    pytest.importorskip("huggingface_hub")
+    source = tmp_path / "in.txt"
+    source.write_text("好评\n", encoding="utf-8")
+    with black_hole() as proxy:
+        started = time.monotonic()
+        proc = run_structsent("label", source, "--model", HUB_ID, "-o", tmp_path / "out.jsonl", text=True,
+                              timeout=60, env=hub_environment(proxy, "2"))
+        seconds = time.monotonic() - started
+    assert proc.returncode == 3, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no answer from the hub within 2 s (STRUCTSENT_HUB_TIMEOUT)" in lines[0], proc.stderr
+    assert f"modelscope download --model {HUB_ID}" in lines[0]
+    assert seconds < 30
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "nan", "inf"])
+def test_a_hub_timeout_that_is_not_a_positive_number_of_seconds_is_a_config_error(monkeypatch, value):
+    from structsent.errors import ConfigError
+    from structsent.models.hub import hub_timeout
+
+    monkeypatch.setenv("STRUCTSENT_HUB_TIMEOUT", value)
+    with pytest.raises(ConfigError, match=f"STRUCTSENT_HUB_TIMEOUT={value!r}: expected a number of seconds"):
+        hub_timeout()
+
+
+def test_the_hub_timeout_defaults_to_30_seconds(monkeypatch):
+    from structsent.models.hub import hub_timeout
+
+    monkeypatch.delenv("STRUCTSENT_HUB_TIMEOUT", raising=False)
+    assert hub_timeout() == 30
+    monkeypatch.setenv("STRUCTSENT_HUB_TIMEOUT", " 2.5 ")
+    assert hub_timeout() == 2.5
+
+
+def test_offline_still_fails_at_once(monkeypatch):
+    """No network at all (nothing listens where the proxy points): the clear message, in well under the timeout."""
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]
+    for name, value in hub_environment(f"http://127.0.0.1:{port}", "30").items():
+        monkeypatch.setenv(name, value)
+    import structsent
+
+    started = time.monotonic()
+    with pytest.raises(structsent.ModelNotFoundError, match="could not be downloaded"):
+        structsent.load(HUB_ID)
+    assert time.monotonic() - started < 10
