@@ -108,3 +108,17 @@ def test_ray_address_without_the_ray_engine_is_refused_before_any_work(tmp_path,
     assert capsys.readouterr().err == "structsent: error: --ray-address is for --engine ray; add --engine ray to run " \
                                       "on that cluster\n"
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_every_structsent_variable_the_source_names_is_a_known_one():
+    """A variable added to the code but not to the list would be warned of as unknown while read."""
+    import re
+    from pathlib import Path
+
+    import structsent
+    from structsent.cli.engine_flags import known_variables
+
+    source = Path(structsent.__file__).parent
+    named = {name for path in source.rglob("*.py")
+             for name in re.findall(r'"(STRUCTSENT_[A-Z_]+)"', path.read_text(encoding="utf-8"))}
+    assert named and named - {"STRUCTSENT_"} <= set(known_variables())

@@ -44,9 +44,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         group.add_argument(flag, *ALIASES.get(field.name, []), **options)
 
 
-# The variables read outside the engine's flags: the export cache, the service's key, and the settings
-# the `serve` command hands its worker processes.
-OTHER_VARIABLES = ("STRUCTSENT_CACHE", "STRUCTSENT_API_KEY", "STRUCTSENT_SERVER_SETTINGS")
+# The variables read outside the engine's flags: the export cache, the hub's deadline, the service's key,
+# and the settings the `serve` command hands its worker processes.
+OTHER_VARIABLES = ("STRUCTSENT_CACHE", "STRUCTSENT_HUB_TIMEOUT", "STRUCTSENT_API_KEY", "STRUCTSENT_SERVER_SETTINGS")
 
 
 def known_variables() -> list[str]:
