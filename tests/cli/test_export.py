@@ -198,3 +198,15 @@ def test_overwrite_replaces_an_export_in_a_directory_that_cannot_be_renamed(sour
     config = json.loads((out / "config.json").read_text())
     assert config["structsent_onnx"]["precision"] == "int8" and out.stat().st_ino == inode
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "out"]  # no staging left behind
+
+
+def test_an_export_whose_summary_cannot_be_written_says_so_in_one_line(tmp_path, hf_model_dir):
+    """`structsent export ... >/dev/full`: the files were written, then an OSError traceback."""
+    import subprocess
+    import sys
+
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "structsent", "export", hf_model_dir, "-o", str(tmp_path / "x")],
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert (proc.returncode, proc.stderr.strip().splitlines()[-1]) == (1, "structsent: error: No space left on device")
+    assert "Traceback" not in proc.stderr and (tmp_path / "x" / "model.onnx").is_file()

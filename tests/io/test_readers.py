@@ -433,7 +433,7 @@ def test_a_lone_carriage_return_in_an_unquoted_csv_field_is_said_in_the_users_wo
     ("mm.parquet", "csv", "mm.parquet: the name says parquet, --output-format says csv; name the output mm.csv"),
     ("out.csv", "jsonl", "out.csv: the name says csv, --output-format says jsonl; name the output out.jsonl"),
     ("out.txt", "auto", "out.txt: plain text has no room for the added columns; name the output out.jsonl"),
-    ("out.txt", "jsonl", "out.txt: plain text has no room"),
+    ("out.txt", "jsonl", "out.txt: the name says txt, --output-format says jsonl; name the output out.jsonl"),
 ])
 def test_an_output_name_that_says_another_format_than_the_one_written_is_refused(name, requested, refusal):
     """`-o mm.parquet --output-format csv` wrote CSV under that name, exit 0 (and reading it back then

@@ -702,3 +702,37 @@ def test_the_work_files_of_a_stopped_job_on_standard_input_say_it_cannot_be_resu
     assert "it read standard input, so it cannot be resumed: pass --overwrite to start over" in one_line_error(again, 2)
     resumed = run_cli("label", tmp_path / "in.csv", "-o", output, "--resume", *model_args(hf_model_dir), check=False)
     assert "cannot resume: the job began on standard input, which cannot be read again" in one_line_error(resumed, 2)
+
+
+@pytest.mark.parametrize(("source", "signum", "status", "said"), [
+    ("a pipe whose CSV header has not come", signal.SIGTERM, 143, "structsent: terminated"),
+    ("a FIFO no writer has opened", signal.SIGINT, 130, "structsent: interrupted"),
+])
+def test_a_stop_while_the_input_is_being_opened_ends_the_job_at_once(tmp_path, hf_model_dir, source, signum, status,
+                                                                     said):
+    """The job said "stopping after the current chunk" and waited for the producer: for the pipe's
+    header, or for a writer to open the FIFO; then labelled everything it sent."""
+    output = tmp_path / "out.csv"
+    if source.startswith("a pipe"):
+        proc = subprocess.Popen([PYTHON, "-m", "structsent", "label", "-", "--format", "csv", "-o", str(output),
+                                 "--model", hf_model_dir], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    else:
+        os.mkfifo(tmp_path / "in.txt")
+        proc = subprocess.Popen([PYTHON, "-m", "structsent", "label", str(tmp_path / "in.txt"), "--format", "txt",
+                                 "-o", str(output), "--model", hf_model_dir], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "out.csv.lock").exists() and time.monotonic() < deadline:  # the job has begun
+            time.sleep(0.1)
+        time.sleep(1.0)  # and waits on its input
+        stopped = time.monotonic()
+        proc.send_signal(signum)
+        proc.wait(timeout=30)
+        took = time.monotonic() - stopped
+    finally:
+        proc.kill()
+        if proc.stdin is not None:
+            proc.stdin.close()
+    message = proc.stderr.read().decode()
+    assert (proc.returncode, message.strip().splitlines()[-1]) == (status, said), message
+    assert took < 10 and "Traceback" not in message and not output.exists()

@@ -91,3 +91,23 @@ def test_offline_still_fails_at_once(monkeypatch):
     with pytest.raises(structsent.ModelNotFoundError, match="could not be downloaded"):
         structsent.load(HUB_ID)
     assert time.monotonic() - started < 10
+
+
+def test_a_hub_that_never_answers_leaves_a_copy_in_the_local_hub_cache_in_use_as_offline(tmp_path, hf_model_dir):
+    """The lookup's deadline raised at once: a checkpoint already in the Hugging Face cache, which an
+    offline machine uses, was not tried ("could not be downloaded", exit 3)."""
+    pytest.importorskip("huggingface_hub")
+    import shutil
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    cached = tmp_path / "hf" / "hub" / "models--someorg--tinycached"
+    shutil.copytree(hf_model_dir, cached / "snapshots" / revision)
+    (cached / "refs").mkdir()
+    (cached / "refs" / "main").write_text(revision)
+    source = tmp_path / "in.txt"
+    source.write_text("好评\n", encoding="utf-8")
+    with black_hole() as proxy:
+        proc = run_structsent("label", source, "--model", "someorg/tinycached", "-o", tmp_path / "out.jsonl", "-q",
+                              text=True, timeout=60, env={**hub_environment(proxy, "1"), "HF_HOME": str(tmp_path / "hf")})
+    assert proc.returncode == 0, proc.stderr
+    assert '"text": "好评"' in (tmp_path / "out.jsonl").read_text(encoding="utf-8")

@@ -81,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         return exit_code(err)
     except BrokenPipeError:
         return EXIT_OK  # `structsent label ... | head`: the reader has what it wanted
+    except OSError as err:  # e.g. a summary to a standard output that cannot be written (`>/dev/full`)
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"structsent: error: {where}{err.strerror or err}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     progress = None if args.quiet or not sys.stderr.isatty() else ProgressBar(device=classifier.runner.device)
     stop = threading.Event()
     job = LabelJob(spec, classifier, progress=progress, stop=stop, notify=_notice)
-    with _stop_after_chunk_on_interrupt(stop) as interrupt:
+    with _stop_after_chunk_on_interrupt(stop, at_once=lambda: job.opening_input) as interrupt:
         try:
             summary = job.run()
         except OutputWriteError as err:
@@ -268,16 +268,23 @@ def _resume_command() -> str:
 
 class _stop_after_chunk_on_interrupt:
     """First Ctrl-C (or SIGTERM, as a service manager or `docker stop` sends): finish the current
-    chunk, commit it, stop, exit 128 + the signal's number. A second one: stop at once."""
+    chunk, commit it, stop, exit 128 + the signal's number. A second one: stop at once. So does the
+    first while ``at_once()`` (the input is being opened: a FIFO without a writer, a pipe's CSV
+    header not yet sent; nothing is committed then, and the job would wait for the producer)."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self, stop: threading.Event) -> None:
+    def __init__(self, stop: threading.Event, at_once: Callable[[], bool] = lambda: False) -> None:
         self.stop = stop
+        self.at_once = at_once
         self.signum: int | None = None
         self.previous: dict[int, signal.Handlers | Callable[[int, FrameType | None], Any] | int | None] = {}
 
     def _handle(self, signum, frame) -> None:
+        if self.at_once():
+            from .signals import Terminated
+
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
         if self.stop.is_set():
             raise KeyboardInterrupt
         self.signum = signum

@@ -70,15 +70,16 @@ def output_format_for(input_format: Format, output: str | None, requested: str =
             f"name); write to standard output and compress it: -o - --output-format {named} | gzip > {output}"
         )
     named = _SUFFIXES.get(Path(output).suffix.lower()) if output and output != "-" else None
-    if named is Format.TXT:  # (JSON Lines went out under that name)
+    if named is Format.TXT and requested == "auto":  # (JSON Lines went out under that name)
         stem = Path(output).stem  # type: ignore[arg-type]
         raise BadInputError(f"{output}: plain text has no room for the added columns; name the output {stem}.jsonl "
                             f"(JSON Lines) or {stem}.csv")
     if requested != "auto":
         fmt = Format(requested)
         if named is not None and named is not fmt:  # (the file then held another format than its name said)
+            either = "" if named is Format.TXT else ", or leave --output-format out"
             raise BadInputError(f"{output}: the name says {named.value}, --output-format says {fmt.value}; name the "
-                                f"output {Path(output).stem}.{fmt.value}, or leave --output-format out")  # type: ignore[arg-type]
+                                f"output {Path(output).stem}.{fmt.value}{either}")  # type: ignore[arg-type]
     else:
         fmt = named or input_format
     if fmt is Format.TXT:

@@ -232,6 +232,9 @@ class LabelJob:
         self.cache = ResultCache(spec.cache_size, self.labels)
         self.files = output_files(spec)
         self._reader_in_use = False  # True: the reading thread was still inside the reader when the job stopped
+        # True while the input is opened (in the caller's thread): a stop then cannot wait for a chunk
+        # boundary, and a caller that handles signals stops at once (nothing is committed yet).
+        self.opening_input = False
 
     # -- set-up -------------------------------------------------------------------------------
     def _start_manifest(self) -> Manifest:
@@ -329,9 +332,13 @@ class LabelJob:
             self.cache.load(self.files.cache, manifest.cache_bytes)
             truncate_to(self.files.ledger, manifest.ledger_bytes)
             self._cut_back_to(manifest)
-        reader = open_reader(self.spec.input, self.spec.input_format, text_column=self.spec.text_column,
-                             on_bad_row=self.spec.on_bad_row, position=manifest.position, line=manifest.line,
-                             rows_done=manifest.rows_done)
+        self.opening_input = True  # a FIFO's open waits for a writer; a pipe's CSV header for its first line
+        try:
+            reader = open_reader(self.spec.input, self.spec.input_format, text_column=self.spec.text_column,
+                                 on_bad_row=self.spec.on_bad_row, position=manifest.position, line=manifest.line,
+                                 rows_done=manifest.rows_done)
+        finally:
+            self.opening_input = False
         summary.text_column = reader.text_column
         self._reader_in_use = False
         started = time.perf_counter()

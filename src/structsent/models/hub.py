@@ -73,8 +73,11 @@ def _huggingface(hub_id: str, timeout: float) -> str:
     # ever. Looked up first, with a deadline, the revision is a commit hash and it looks up nothing.
     try:
         revision = _answer_within(timeout, lambda: HfApi().model_info(hub_id, timeout=timeout + 1).sha)
-    except TimeoutError:
-        raise
+    except TimeoutError as no_answer:  # a copy already in the local hub cache serves, as it does offline
+        try:
+            return snapshot_download(hub_id, local_files_only=True)
+        except Exception:
+            raise no_answer from None
     except Exception:  # offline, unknown id, no access: snapshot_download says which, or finds a local copy
         revision = None
     return snapshot_download(hub_id, revision=revision)
