@@ -313,6 +313,7 @@ class InputFiles:
     paths: list[str]
     files: list[str]
     format: Format
+    directory: str | None = None  # a local directory given as the input (an output inside it is refused)
 
     @property
     def suffixes(self) -> list[str] | None:
@@ -346,7 +347,8 @@ def resolve_input(pattern: str, requested_format: str = "auto") -> InputFiles:
         if empty is not None:
             raise BadInputError(f"{empty}: empty file (no {'header row' if fmt is Format.CSV else 'Parquet footer'}); "
                                 "remove it from the input")
-    return InputFiles(files, files, fmt)
+    directory = os.path.abspath(pattern) if os.path.isdir(pattern) else None
+    return InputFiles(files, files, fmt, directory)
 
 
 def _local_files(pattern: str) -> list[str]:
@@ -592,7 +594,7 @@ def check_output_apart_from_input(source: InputFiles, output: str | None) -> Non
     if output in (None, "-") or "://" in output:
         return
     out = os.path.realpath(output)
-    for path in [*source.files, *source.paths]:
+    for path in [*source.files, *source.paths, *([source.directory] if source.directory else [])]:
         real = os.path.realpath(path)
         if _within(real, out):
             raise BadInputError(f"{output}: holds the input {path}; write the output to another directory")
