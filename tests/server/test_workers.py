@@ -61,8 +61,16 @@ def _alive(pid: int) -> bool:
 
 
 def worker_pids(server: ServerProcess) -> list[int]:
-    return [pid for pid in children_of(server.process.pid)
-            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]  # not the resource tracker
+    return [pid for pid in children_of(server.process.pid) if b"spawn_main" in _command_line(pid)]  # not the tracker
+
+
+def _command_line(pid: int) -> bytes:
+    """The process's command line; empty once it has ended (a worker a rolling restart replaced may
+    end between the listing of the children and this read)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return b""
 
 
 def kill_if_alive(pids: list[int]) -> None:
