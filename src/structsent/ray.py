@@ -594,7 +594,8 @@ def check_output_apart_from_input(source: InputFiles, output: str | None) -> Non
     if output in (None, "-") or "://" in output:
         return
     out = os.path.realpath(output)
-    for path in [*source.files, *source.paths, *([source.directory] if source.directory else [])]:
+    # (a local input's paths are its files: each is checked once)
+    for path in dict.fromkeys([*source.files, *source.paths, *([source.directory] if source.directory else [])]):
         real = os.path.realpath(path)
         if _within(real, out):
             raise BadInputError(f"{output}: holds the input {path}; write the output to another directory")

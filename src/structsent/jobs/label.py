@@ -251,7 +251,7 @@ class LabelJob:
             if spec.resume:
                 raise BadInputError("--resume needs an output file (-o): standard output cannot be resumed")
             return fresh
-        if spec.resume and (spec.input == "-" or fresh.input_fingerprint.get("stream")):
+        if spec.resume and _read_once(fresh):
             raise BadInputError("--resume needs an input file: standard input or a pipe cannot be read again")
         if spec.overwrite:
             files.remove_work()
@@ -291,8 +291,9 @@ class LabelJob:
                 "--attention) changed, or the job was begun by another structsent version")
 
     def _check_resumable(self, saved: Manifest, fresh: Manifest) -> Manifest:
-        if _read_once(saved):
-            raise BadInputError(f"cannot resume: the job began on {_read_once(saved)}, which cannot be read again; "
+        source = _read_once(saved)
+        if source is not None:
+            raise BadInputError(f"cannot resume: the job began on {source}, which cannot be read again; "
                                 "start over with --overwrite")
         if not same_input(saved.input_fingerprint, fresh.input_fingerprint):
             raise BadInputError(f"cannot resume: {self.spec.input} changed since the job began; start over with --overwrite")
