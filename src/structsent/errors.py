@@ -19,6 +19,20 @@ class BadInputError(StructsentError):
     """The input itself is unusable (wrong type, missing column, undecodable bytes...)."""
 
 
+class NoSuchColumnError(BadInputError):
+    """A column named by an option (the report's ``by``, ``text_column``) is not among a file's
+    columns. The message names the option by its flag, ``--by``; a command whose own flag for
+    that option differs says it with ``naming(flag)``."""
+
+    def __init__(self, path: str, column: str, columns: list[str], *, option: str, flag: str) -> None:
+        self.path, self.column, self.columns, self.option = path, column, list(columns), option
+        super().__init__(self.naming(flag))
+
+    def naming(self, flag: str) -> str:
+        """The message with the option called ``flag``."""
+        return f"{self.path}: no column {self.column!r} for {flag}; columns are: {', '.join(map(repr, self.columns))}"
+
+
 class InputChangedError(BadInputError):
     """The input file was cut or rewritten while a job read it: its last rows are not the file's."""
 

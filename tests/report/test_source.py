@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from structsent.errors import BadInputError
+from structsent.errors import BadInputError, NoSuchColumnError
 from structsent.report import build_report, write_report
 from structsent.report.source import UNREADABLE, find_label_columns, open_labelled, read_job_figures
 
@@ -56,8 +56,11 @@ def test_json_lines_fields_of_later_rows_are_columns_when_the_first_row_lacks_th
     file = open_labelled(str(path), by="shop")
     assert file.text_column == "text" and file.columns.input_columns == ("id", "text", "shop")
     assert [(r.text, r.group, r.label) for r in file.rows()] == [("", None, None), ("很好吃", "A", "正面")]
-    with pytest.raises(BadInputError, match="no column 'nosuch' for --by"):
+    with pytest.raises(BadInputError, match="no column 'nosuch' for --by") as raised:
         open_labelled(str(path), by="nosuch")
+    # Typed, so that a command whose flag for the option differs (label's --report-by) names its own.
+    assert isinstance(raised.value, NoSuchColumnError) and raised.value.option == "by"
+    assert raised.value.naming("--report-by").startswith(f"{path}: no column 'nosuch' for --report-by; columns are:")
 
 
 def test_a_parquet_file_with_a_repeated_column_name_is_a_one_line_error(tmp_path):

@@ -209,7 +209,7 @@ def _check_report_by(column: str | None, spec, labels) -> None:
 
 
 def _write_report(args, spec, summary, classifier) -> None:
-    from ..errors import BadInputError
+    from ..errors import BadInputError, NoSuchColumnError
     from ..report import write_report
 
     figures = None if summary.already_complete else {  # an output finished before: no figures of this run
@@ -224,7 +224,9 @@ def _write_report(args, spec, summary, classifier) -> None:
         write_report(spec.output, args.report, by=args.report_by, fmt=spec.output_format.value, prefix=spec.prefix,
                      text_column=text_column, job_figures=figures, overwrite=True, labels=classifier.labels)
     except BadInputError as err:  # (a --report-by column a pipe's header lacked: known only now)
-        reason = str(err).replace(" for --by;", " for --report-by;")
+        reason = str(err)
+        if isinstance(err, NoSuchColumnError):  # this command's flags for the report's options
+            reason = err.naming({"by": "--report-by"}.get(err.option, "--text-column"))
         raise BadInputError(f"{spec.output} is written, but not the report: {reason}; "
                             f"`structsent report {shlex.quote(spec.output)} -o REPORT.html` makes one") from err
     if not args.quiet:

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import SupportsFloat, SupportsIndex
 
-from ..errors import BadInputError
+from ..errors import BadInputError, NoSuchColumnError
 from ..io.formats import Format, detect_format
 from ..io.paths import mode_of
 from ..io.readers import CSV_FIELD_LIMIT, ParquetReader, open_reader
@@ -149,10 +149,10 @@ def open_labelled(path: str, *, fmt: str = "auto", prefix: str | None = None, te
     known = bool(label_columns.input_columns)
     if text_column is None:
         text_column = "text" if "text" in columns or not known else label_columns.input_columns[0]
-    for flag, column in (("--text-column", text_column), ("--by", by)):
+    for option, column in (("text_column", text_column), ("by", by)):
         if known and column is not None and column not in columns and not (
                 format_ is Format.JSONL and a_json_line_has_field(path, column)):  # a field of later rows only
-            raise BadInputError(f"{path}: no column {column!r} for {flag}; columns are: {', '.join(map(repr, columns))}")
+            raise NoSuchColumnError(path, column, columns, option=option, flag="--" + option.replace("_", "-"))
     return LabelledFile(path=path, format=format_, columns=label_columns, text_column=text_column, by=by)
 
 
