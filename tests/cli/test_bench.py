@@ -17,6 +17,8 @@ def one_line_error(capsys) -> str:
 
 def test_a_bad_out_corpus_or_setting_is_refused_before_running(tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
+    (tmp_path / "loop-a").symlink_to(tmp_path / "loop-b")
+    (tmp_path / "loop-b").symlink_to(tmp_path / "loop-a")
     empty, binary = tmp_path / "empty.txt", tmp_path / "random.bin"
     empty.write_text("")
     binary.write_bytes(b"ok\n\x80\x81")
@@ -26,6 +28,8 @@ def test_a_bad_out_corpus_or_setting_is_refused_before_running(tmp_path, capsys)
         (["--out", str(tmp_path / "afile")], "afile: exists and is not a directory"),
         (["--out", str(tmp_path / "afile" / "sub")], "afile is not a directory"),
         (["--out", ""], "--out: an empty path"),
+        (["--out", str(tmp_path / "loop-a")], "loop-a: a loop of symbolic links"),  # (was a traceback)
+        (["--out", str(tmp_path / ("n" * 300))], "File name too long"),  # (was exit 1)
         (["--out", str(tmp_path / "o"), "--corpus", str(empty)], "empty.txt: no reviews in it"),
         (["--out", str(tmp_path / "o"), "--corpus", str(binary)], "random.bin: not UTF-8 text (undecodable byte at offset 3)"),
         (["--out", str(tmp_path / "o"), "--corpus", str(invisible)],
@@ -37,7 +41,8 @@ def test_a_bad_out_corpus_or_setting_is_refused_before_running(tmp_path, capsys)
     for flags, message in cases:
         assert bench(*flags) == 2, flags
         assert message in one_line_error(capsys), flags
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "empty.txt", "invisible.txt", "random.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "empty.txt", "invisible.txt", "loop-a", "loop-b",
+                                                          "random.bin"]
 
 
 def test_cuda_without_cuda_is_the_same_config_error_as_label(tmp_path, capsys):

@@ -36,12 +36,17 @@ def test_bad_outputs_are_refused_before_anything_is_written(source, tmp_path, ca
     (tmp_path / "link").symlink_to(source)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "notes.txt").write_text("mine")
+    (tmp_path / "loop-a").symlink_to(tmp_path / "loop-b")
+    (tmp_path / "loop-b").symlink_to(tmp_path / "loop-a")
     monkeypatch.chdir(tmp_path)
     cases = {
         source: "source checkpoint", tmp_path / "link": "source checkpoint", source / "sub": "source checkpoint",
         tmp_path: "source checkpoint", tmp_path / "afile": "not a directory",
         tmp_path / "afile" / "sub": "does not exist or is not a directory",
         tmp_path / "missing" / "sub": "does not exist", "": "empty path", tmp_path / "full": "not empty",
+        # (a traceback of pathlib's RuntimeError, and an "unexpected failure" exit 1, before)
+        tmp_path / "loop-a": "a loop of symbolic links", tmp_path / "loop-a" / "x": "a loop of symbolic links",
+        "n" * 300: "File name too long",
     }
     if sys.platform == "linux":
         cases["/proc/structsent-x"] = "cannot write"
@@ -51,7 +56,7 @@ def test_bad_outputs_are_refused_before_anything_is_written(source, tmp_path, ca
     assert export(source, tmp_path / "full", "--overwrite") == 2  # --overwrite replaces exports only
     assert "not an ONNX export" in one_line_error(capsys)
     assert {p.name: p.read_bytes() for p in source.iterdir()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "checkpoint", "full", "link"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "checkpoint", "full", "link", "loop-a", "loop-b"]
     assert [p.name for p in (tmp_path / "full").iterdir()] == ["notes.txt"]
 
 

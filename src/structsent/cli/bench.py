@@ -216,13 +216,24 @@ def _model(args, shape_model_dir) -> tuple[Path, str, str]:
 
 def _output_directory(given: str) -> Path:
     """``--out`` if the results can be written there: a directory, or a path one can be made at."""
-    import os
-
     from ..errors import ConfigError
 
     if not given.strip():
         raise ConfigError("--out: an empty path; name the directory for bench.json, bench.png and bench.md")
     out = Path(given)
+    try:
+        return _checked_output_directory(out)
+    except (OSError, RuntimeError) as err:  # a loop of links, a name too long, a part that is a file
+        from ..io.paths import path_problem
+
+        raise ConfigError(f"--out {out}: {path_problem(err)}") from err
+
+
+def _checked_output_directory(out: Path) -> Path:
+    import os
+
+    from ..errors import ConfigError
+
     existing = out.resolve()
     while not existing.exists():  # the nearest ancestor that exists is where a directory gets made
         existing = existing.parent

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..config import Precision
 from ..errors import ConfigError, ModelFormatError, OutputWriteError, require
+from ..io.paths import path_problem
 from ..models.checkpoint import TOKENIZER_FILES, hf_config
 from ..models.onnx import DIGEST_FILE, EXPORT_FORMAT_VERSION, MODEL_FILE, ONNX_CONFIG_KEY, file_digest
 from ..staging import remove_abandoned, staging_name, take_mode_and_group
@@ -140,8 +141,14 @@ def check_output_directory(out_dir, source: Path, *, overwrite: bool = False) ->
     if str(out_dir).strip() == "":
         raise ConfigError("export output: an empty path; name the directory to write the ONNX model to")
     given = Path(out_dir)
+    try:
+        return _checked_output_directory(given, Path(source).resolve(), overwrite=overwrite)
+    except (OSError, RuntimeError) as err:  # a loop of links, a name too long, a part that is a file
+        raise ConfigError(f"export output {given}: {path_problem(err)}") from err
+
+
+def _checked_output_directory(given: Path, source: Path, *, overwrite: bool) -> Path:
     target = given.resolve()
-    source = Path(source).resolve()
     if target == source or source in target.parents or target in source.parents:
         raise ConfigError(f"export output {given}: the source checkpoint's directory {source} is in it, or "
                           "it in the source's; choose a directory apart from the checkpoint")
