@@ -77,6 +77,9 @@ def test_an_unknown_option_by_name_is_a_config_error_naming_the_options():
     """load("default", foo=1) and replace(foo=1) raised Python's bare TypeError."""
     import structsent
 
-    for call in (lambda: structsent.load("default", max_lenght=128), lambda: EngineConfig().replace(max_lenght=128)):
+    for call in (lambda: structsent.load("default", max_lenght=128), lambda: EngineConfig().replace(max_lenght=128),
+                 lambda: EngineConfig(max_lenght=128)):  # (the constructor itself raised TypeError)
         with pytest.raises(ConfigError, match="unknown engine option 'max_lenght'; the options are: backend, .*max_length"):
             call()
+    with pytest.raises(ConfigError, match="takes its options by name"):
+        EngineConfig("cpu")  # type: ignore[misc]

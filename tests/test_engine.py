@@ -5,7 +5,7 @@ import pytest
 
 import structsent
 from structsent.engine import Classifier
-from structsent.errors import DeviceOutOfMemoryError
+from structsent.errors import BadInputError, DeviceOutOfMemoryError
 from structsent.results import softmax
 
 from .conftest import positive
@@ -445,3 +445,27 @@ def test_rows_of_one_text_get_results_that_share_nothing():
     assert results[2].scores["正面"] < 1.0 and results[3].scores["正面"] < 1.0
     with pytest.raises(TypeError, match="unhashable type: 'LabelResult'"):  # was: unhashable type: 'dict'
         hash(results[1])
+
+
+def test_encode_and_run_logits_refuse_what_label_would_never_hand_the_runtime(clf):
+    """The public steps below ``label`` take only what it would give them: a lone string was
+    encoded as one text per character; an id outside the vocabulary, an empty or too long
+    sequence failed inside the runtime with its own error; float ids were cut to integers."""
+    with pytest.raises(BadInputError, match="expected a list of texts"):
+        clf.encode("好吃")
+    (encoded,) = clf.encode(["好吃"])
+    good = list(encoded.sequences[0])
+    vocabulary = clf.checkpoint.shape.vocab_size
+    bad = {
+        "token ids must be in 0..": good[:-1] + [vocabulary],
+        "must be in 0..": [-1, *good[1:]],
+        "integer token ids": np.array(good, dtype=np.float64) + 0.5,
+        "1 to ": [],
+        f"1 to {clf.max_length} integer": [good[0]] * (clf.max_length + 1),
+    }
+    for message, sequence in bad.items():
+        with pytest.raises(BadInputError, match=message):
+            clf.run_logits([good, sequence])
+    logits, _ = clf.run_logits([good, np.array(good, dtype=np.int32)])
+    expected = clf(["好吃"])[0].logits
+    np.testing.assert_allclose(logits, [[expected["负面"], expected["正面"]]] * 2, atol=ALONE_VS_BATCH_TOLERANCE, rtol=0)

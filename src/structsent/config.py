@@ -113,6 +113,15 @@ class EngineConfig:
     4096
     """
 
+    def __new__(cls, *args: object, **options: object) -> "EngineConfig":
+        """Options by name only, each an EngineConfig field: the generated __init__ said otherwise
+        with Python's bare TypeError (``load`` and ``replace`` already said ConfigError)."""
+        if args:
+            raise ConfigError(f"EngineConfig takes its options by name (got {len(args)} positional); "
+                              "e.g. EngineConfig(device='cpu')")
+        check_option_names(options)
+        return super().__new__(cls)
+
     backend: Backend = _setting(Backend.AUTO, "runtime: auto (ONNX Runtime on CPU when installed, else torch), torch, onnx")
     device: str = _setting("auto", "auto, cpu, cuda or cuda:N")
     precision: Precision = _setting(Precision.AUTO, "auto: fp32 on CPU, fp16 on CUDA")

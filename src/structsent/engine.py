@@ -131,9 +131,10 @@ class Classifier:
 
     # -- stages -------------------------------------------------------------------------------
     def encode(self, texts: Sequence[object], options: EncodingOptions | None = None) -> list[EncodedText]:
-        """Token ids of ``texts`` cut as ``options`` say (default: the plan's ``encoding_options()``)."""
+        """Token ids of ``texts`` cut as ``options`` say (default: the plan's ``encoding_options()``).
+        ``texts`` as ``label`` takes them (a lone string is refused: it was encoded as one text per character)."""
         options = options or self.encoding_options()
-        return self.tokenizer.encode(texts, max_length=options.max_length, long_text=options.long_text,
+        return self.tokenizer.encode(as_text_list(texts), max_length=options.max_length, long_text=options.long_text,
                                      window_stride=options.window_stride, keep_end=options.keep_end)
 
     def encoding_options(self) -> EncodingOptions:
@@ -148,7 +149,7 @@ class Classifier:
         the usual case, takes the vectorised postprocess, any other text the general one.
         """
         sequences = [s for e in encoded for s in e.sequences]
-        logits, stats = self.run_logits(sequences)
+        logits, stats = self._run_sequences(sequences)
         rows = SingleRowResults(logits, self.labels)
         results: list[LabelResult] = []
         start = 0
@@ -164,7 +165,25 @@ class Classifier:
         return results, stats
 
     def run_logits(self, sequences: Sequence[Sequence[int] | np.ndarray]) -> tuple[np.ndarray, RunStats]:
-        """Logits (n x labels, float64) of id sequences, planned into token-budget batches."""
+        """Logits (n x labels, float64) of id sequences, planned into token-budget batches. Each
+        sequence holds 1 to ``max_length`` integer ids of the model's vocabulary (else BadInputError)."""
+        for index, sequence in enumerate(sequences):
+            self._check_sequence(index, sequence)
+        return self._run_sequences(sequences)
+
+    def _check_sequence(self, index: int, sequence: Sequence[int] | np.ndarray) -> None:
+        """A sequence the runtime can take: it failed inside the runtime with its own error, or ran
+        float ids cut to integers (a sequence of the tokenizer's own is always one)."""
+        ids = np.asarray(sequence)
+        vocabulary = self.checkpoint.shape.vocab_size
+        if ids.ndim != 1 or ids.dtype.kind not in "iu" or not 1 <= len(ids) <= self.max_length:
+            raise BadInputError(f"sequence {index}: expected 1 to {self.max_length} integer token ids, got "
+                                f"{ids.dtype} of shape {ids.shape}")
+        if int(ids.min()) < 0 or int(ids.max()) >= vocabulary:
+            raise BadInputError(f"sequence {index}: token ids must be in 0..{vocabulary - 1} (the model's "
+                                f"vocabulary), got {int(ids.min())}..{int(ids.max())}")
+
+    def _run_sequences(self, sequences: Sequence[Sequence[int] | np.ndarray]) -> tuple[np.ndarray, RunStats]:
         stats = RunStats(sequences=len(sequences), real_tokens=sum(len(s) for s in sequences))
         lengths = self._padded_lengths(sequences)
         out = np.zeros((len(sequences), len(self.labels)), dtype=np.float64)

@@ -35,7 +35,8 @@ def load_slowly_with_faults(seconds: float) -> None:
     def slow_faulty_load(*args, **kwargs):
         time.sleep(seconds)
         classifier = load(*args, **kwargs)
-        classifier.run_logits = types.MethodType(_run_or_fail(type(classifier).run_logits), classifier)
+        # (the step label_encoded runs, past run_logits' check of caller-built sequences)
+        classifier._run_sequences = types.MethodType(_run_or_fail(type(classifier)._run_sequences), classifier)
         return classifier
 
     structsent.load = slow_faulty_load
