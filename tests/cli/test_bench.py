@@ -126,3 +126,20 @@ def test_structsent_model_is_a_default_that_shape_replaces(tmp_path, monkeypatch
     args = build_parser().parse_args(["bench"])
     with pytest.raises(Exception, match="elsewhere: no such model directory"):  # the variable is the model
         _model(args, lambda shape: tmp_path / shape)
+
+
+def test_a_configuration_above_the_measured_peak_is_said_to_overstate_the_utilisation_column():
+    """The fp32 matmul peak is measured on the host as it is: measured while it was busy, it was
+    low and the table showed ONNX Runtime at 107-156% of it, without a word."""
+    from structsent.bench.report import Row
+    from structsent.cli.bench import _peak_caveat
+
+    def row(title, utilisation):
+        return Row(name=title, title=title, seconds=1.0, texts=10, padding_fraction=0.0, label_agreement=1.0,
+                   utilisation=utilisation)
+
+    assert _peak_caveat([row("torch fp32", 0.4), row("onnx fp32", 0.97)], 5e10) == ""
+    assert _peak_caveat([row("cuda fp16", None)], None) == ""
+    caveat = _peak_caveat([row("torch fp32", 0.4), row("onnx fp32", 1.31)], 5e10)
+    assert "onnx fp32 ran above the fp32 matmul peak measured before and after the runs (50 GFLOP/s)" in caveat
+    assert "torch fp32" not in caveat and "overstates every row" in caveat

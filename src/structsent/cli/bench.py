@@ -113,9 +113,11 @@ def _bench(args, setup, chosen, checkpoint, workload, out: Path, model_dir: Path
     _make_output_directory(out)
     with sigterm_as_interrupt():  # stopped as by Ctrl-C: its runs end, nothing half-written is left
         timings = _measure(chosen, setup, workload.texts, args.chunks)
+    if peak:  # measured again after the runs, the best of both: a busy moment at the start made it low
+        peak = max(peak, matmul_peak_flops(args.num_threads))
     rows = with_ratios(_rows(chosen, timings, checkpoint.shape, lengths, peak))
     util_label = "GPU utilisation" if setup.on_gpu else "useful FLOP/s / fp32 peak"
-    table = markdown_table(rows, utilisation_label=util_label)
+    table = markdown_table(rows, utilisation_label=util_label) + _peak_caveat(rows, peak)
     best = fastest_within(rows, min_agreement=MIN_AGREEMENT)
     print(f"model: {model_note}\ntexts: {workload.describe()}\ndevice: {_machine(device)}\n")
     print(table)
@@ -285,6 +287,17 @@ def _measure(chosen: list, setup, texts: list[str], chunks: int) -> dict:
             _say(f"  chunk {index + 1}: {config.title}: {timing.seconds:.2f}s "
                  f"({len(chunk) / timing.seconds:.2f} texts/s)")
     return {name: Timing.combine(timings) for name, timings in parts.items()}
+
+
+def _peak_caveat(rows: list, peak: float | None) -> str:
+    """A line under the table when a configuration ran above the measured fp32 matmul peak, which
+    only a peak measured while the host was busy allows (its figures then overstate every row)."""
+    above = [r.title for r in rows if r.utilisation is not None and r.utilisation > 1]
+    if not above or not peak:
+        return ""
+    return (f"\n\nnote: {', '.join(above)} ran above the fp32 matmul peak measured before and after the runs "
+            f"({peak / 1e9:.0f} GFLOP/s): the host was busy while it was measured, so the utilisation column "
+            "overstates every row; run bench on a quiet host for figures to compare")
 
 
 def _rows(chosen: list, timings: dict, shape, lengths: list[int], peak: float | None) -> list:
