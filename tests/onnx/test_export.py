@@ -253,3 +253,5 @@ def test_agreement_counts_a_text_only_one_side_labels_as_a_disagreement():
     assert (report.texts, report.labelled_by_one, report.label_agreement) == (4, 2, 0.5)
     assert report.max_probability_diff == pytest.approx(0.05)
     assert "2 of them labelled by only one of the two" in report.summary()
+    # The text neither side labelled is said too ("on 4 texts" of 5 given, without a word, before)
+    assert report.flagged_by_both == 1 and report.summary().endswith("; 1 more flagged by both and left out)")

@@ -21,13 +21,15 @@ class AccuracyReport:
     label_agreement: float  # share of texts with the same label (a text only one side labels: different)
     max_probability_diff: float  # largest absolute difference of any class probability, where both label
     labelled_by_one: int = 0  # texts one side labelled and the other flagged (non-finite outputs, say)
+    flagged_by_both: int = 0  # texts given that neither side labelled (empty ones, say): left out of ``texts``
 
     def summary(self) -> str:
         one_sided = (f"; {self.labelled_by_one} of them labelled by only one of the two, counted as disagreeing"
                      if self.labelled_by_one else "")
+        left_out = (f"; {self.flagged_by_both} more flagged by both and left out" if self.flagged_by_both else "")
         return (
             f"label agreement {self.label_agreement:.2%} and largest probability difference "
-            f"{self.max_probability_diff:.2e} vs torch fp32 on {self.texts} texts ({self.source}{one_sided})"
+            f"{self.max_probability_diff:.2e} vs torch fp32 on {self.texts} texts ({self.source}{one_sided}{left_out})"
         )
 
 
@@ -63,7 +65,8 @@ def agreement(reference, candidate, *, source: str) -> AccuracyReport:
     same = sum(r.label == c.label for r, c in both)
     diff = max((abs(r.scores[k] - c.scores[k]) for r, c in both for k in r.scores), default=0.0)
     return AccuracyReport(texts=len(compared), source=source, label_agreement=same / len(compared),
-                          max_probability_diff=float(diff), labelled_by_one=len(compared) - len(both))
+                          max_probability_diff=float(diff), labelled_by_one=len(compared) - len(both),
+                          flagged_by_both=len(reference) - len(compared))
 
 
 def packaged_sample_texts() -> tuple[list[str], str]:
