@@ -28,6 +28,7 @@ def test_a_bad_out_corpus_or_setting_is_refused_before_running(tmp_path, capsys)
         (["--out", str(tmp_path / "afile")], "afile: exists and is not a directory"),
         (["--out", str(tmp_path / "afile" / "sub")], "afile is not a directory"),
         (["--out", ""], "--out: an empty path"),
+        (["--out", str(tmp_path / "o"), "--configs", ",,"], "--configs ',,': names no configuration (offered: "),
         (["--out", str(tmp_path / "loop-a")], "loop-a: a loop of symbolic links"),  # (was a traceback)
         (["--out", str(tmp_path / ("n" * 300))], "File name too long"),  # (was exit 1)
         (["--out", str(tmp_path / "o"), "--corpus", str(empty)], "empty.txt: no reviews in it"),
@@ -143,3 +144,31 @@ def test_a_configuration_above_the_measured_peak_is_said_to_overstate_the_utilis
     caveat = _peak_caveat([row("torch fp32", 0.4), row("onnx fp32", 1.31)], 5e10)
     assert "onnx fp32 ran above the fp32 matmul peak measured before and after the runs (50 GFLOP/s)" in caveat
     assert "torch fp32" not in caveat and "overstates every row" in caveat
+
+
+def test_a_stopped_bench_leaves_no_empty_output_directory(tmp_path):
+    """SIGTERM while it measures: exit 143, and the --out directory it made is gone again (an empty
+    one was left behind)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "made" / "here"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "structsent", "bench", "--n", "3000", "--configs", "torch-fp32",
+                             "--device", "cpu", "--out", str(out)], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "preparing" in line:
+                break
+        time.sleep(0.5)
+        assert out.is_dir() and proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not out.exists() and (tmp_path / "made").is_dir()  # (only what it made, and only when empty)

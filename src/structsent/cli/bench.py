@@ -110,9 +110,15 @@ def _bench(args, setup, chosen, checkpoint, workload, out: Path, model_dir: Path
          f"mean tokens per text: {sum(lengths) / len(lengths):.0f}; device: {_machine(device)}"
          + (f"; fp32 matmul peak {peak / 1e9:.0f} GFLOP/s" if peak else ""))
 
-    _make_output_directory(out)
-    with sigterm_as_interrupt():  # stopped as by Ctrl-C: its runs end, nothing half-written is left
-        timings = _measure(chosen, setup, workload.texts, args.chunks)
+    made = _make_output_directory(out)
+    try:
+        with sigterm_as_interrupt():  # stopped as by Ctrl-C: its runs end, nothing half-written is left
+            timings = _measure(chosen, setup, workload.texts, args.chunks)
+    except BaseException:
+        if made:  # a stopped or failed run leaves no empty directory behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
     if peak:  # measured again after the runs, the best of both: a busy moment at the start made it low
         peak = max(peak, matmul_peak_flops(args.num_threads))
     rows = with_ratios(_rows(chosen, timings, checkpoint.shape, lengths, peak))
@@ -144,15 +150,19 @@ def _bench(args, setup, chosen, checkpoint, workload, out: Path, model_dir: Path
 OUTPUT_FILES = ("bench.json", "bench.png", "bench.md")
 
 
-def _make_output_directory(out: Path) -> None:
+def _make_output_directory(out: Path) -> bool:
     """Made once everything else was accepted, before the measurements: a path access() lets
-    through but no directory can be made at (/proc/x) is refused here, not after the run."""
+    through but no directory can be made at (/proc/x) is refused here, not after the run.
+    Whether it was made here (it did not exist)."""
     from ..errors import ConfigError
 
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True)
+    except FileExistsError:
+        return False
     except OSError as err:
         raise ConfigError(f"--out {out}: cannot make the directory ({err.strerror or err})") from None
+    return True
 
 
 @contextlib.contextmanager
@@ -253,6 +263,8 @@ def _checked_output_directory(out: Path) -> Path:
 def _choose(names: str | None, offered: dict, default: tuple[str, ...]) -> list:
     from ..errors import ConfigError
 
+    if names is not None and not names.strip(", "):  # ("--configs ,," ran torch-fp32 alone, without a word)
+        raise ConfigError(f"--configs {names!r}: names no configuration (offered: {', '.join(offered)})")
     wanted = [n.strip() for n in names.split(",") if n.strip()] if names else [n for n in default if n in offered]
     wanted = list(dict.fromkeys(wanted))  # a configuration named twice is measured once
     unknown = [n for n in wanted if n not in offered]
