@@ -448,3 +448,53 @@ def test_an_output_name_of_the_format_written_or_of_none_is_taken():
     assert output_format_for(Format.CSV, "out.dat", "parquet") is Format.PARQUET
     assert output_format_for(Format.TXT, "out", "auto") is Format.JSONL
     assert output_format_for(Format.CSV, "-", "tsv") is Format.TSV
+
+
+@pytest.mark.parametrize(("fmt", "line"), [
+    (Format.CSV, lambda i: f'{i},"好评第{i}条，不错"\n'),
+    (Format.JSONL, lambda i: json.dumps({"id": i, "text": f"好评第{i}条"}, ensure_ascii=False) + "\n"),
+    (Format.TXT, lambda i: f"好评第{i}条\n"),
+])
+def test_a_file_that_grows_while_it_is_read_is_read_as_it_was_when_opened(tmp_path, fmt, line):
+    """Rows appended while a job ran were labelled, a line still being written among them (its
+    first part labelled as the whole row, exit 0). The file is read as it was at open, and what
+    was appended is counted."""
+    header = "id,text\n" if fmt is Format.CSV else ""
+    lines = [line(i) for i in range(3000)]
+    path = write(tmp_path, "in." + fmt.value, (header + "".join(lines)).encode())
+    appended = "".join(line(i) for i in range(3000, 3100)) + "追加"  # its last line still being written
+    reader = open_reader(path, fmt, text_column="text", on_bad_row="error")
+    texts = []
+    try:
+        for row in reader:
+            texts.append(row.text)
+            if len(texts) == 10:
+                with open(path, "ab") as handle:
+                    handle.write(appended.encode())
+    finally:
+        reader.close()
+    assert len(texts) == 3000 and texts[-1] == "好评第2999条" + ("，不错" if fmt is Format.CSV else "")
+    assert reader.appended_after_open == len(appended.encode())
+
+
+def test_a_last_line_being_written_when_the_file_was_opened_is_no_row(tmp_path):
+    """A file whose last line had no line break when it was opened, and was continued since: what
+    was read of the line is not the file's row (it was labelled as one)."""
+    from structsent.errors import InputChangedError
+
+    path = write(tmp_path, "in.txt", "很好吃\n送得很快\n追加".encode())
+    reader = open_reader(path, Format.TXT, text_column="text", on_bad_row="error")
+    texts = []
+    try:
+        with pytest.raises(InputChangedError, match="line 3 had no line break at byte 29, the end of the file when"):
+            for row in reader:
+                texts.append(row.text)
+                if len(texts) == 1:
+                    with open(path, "ab") as handle:
+                        handle.write("的评论很好\n".encode())
+    finally:
+        reader.close()
+    assert texts == ["很好吃", "送得很快"]
+    complete = write(tmp_path, "done.txt", "很好吃\n送得很快".encode())  # a last line without a break, unchanged
+    assert [row.text for row in open_reader(complete, Format.TXT, text_column="text", on_bad_row="error")] == \
+        ["很好吃", "送得很快"]

@@ -736,3 +736,24 @@ def test_a_stop_while_the_input_is_being_opened_ends_the_job_at_once(tmp_path, h
     message = proc.stderr.read().decode()
     assert (proc.returncode, message.strip().splitlines()[-1]) == (status, said), message
     assert took < 10 and "Traceback" not in message and not output.exists()
+
+
+def test_rows_appended_while_the_job_runs_are_not_labelled_and_said_so(tmp_path, hf_model_dir):
+    """The job labelled what was appended to its input while it ran, a line still being written
+    among it (its first part as a whole row, exit 0). It labels the file as it was when it began,
+    and says what was appended."""
+    source = tmp_path / "in.csv"
+    rows = [[i, f"第{i}条评论，味道很好，下次还来"] for i in range(100_000)]
+    write_csv(source, rows)
+    out = tmp_path / "out.csv"
+    proc = subprocess.Popen([PYTHON, "-m", "structsent", "label", str(source), "-o", str(out), "--chunk-rows", "50",
+                             *map(str, model_args(hf_model_dir))], stderr=subprocess.PIPE)
+    assert wait_for(lambda: rows_done(tmp_path / "out.csv.manifest.json") >= 50, proc), proc.stderr.read()
+    appended = "100000,追加的评论\n100001,还在写".encode()
+    with open(source, "ab") as handle:
+        handle.write(appended)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    assert f"in.csv grew by {len(appended)} bytes while the job ran: the rows appended after it began are not " \
+           "labelled" in proc.stderr.read().decode()
+    written = read_csv(out)
+    assert [[int(r["id"]), r["text"]] for r in written] == rows  # every row of the file as it began, in order

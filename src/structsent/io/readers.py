@@ -11,7 +11,6 @@ import collections
 import csv
 import dataclasses
 import decimal
-import functools
 import hashlib
 import io
 import json
@@ -68,6 +67,12 @@ class RowReader:
         lines = getattr(self, "lines", None)
         return lines.line_number if lines is not None else 0
 
+    @property
+    def appended_after_open(self) -> int:
+        """Bytes appended to the input file after the job opened it (not read; known once it is read)."""
+        lines = getattr(self, "lines", None)
+        return lines.appended if lines is not None else 0
+
     def take_digest(self) -> str | None:
         """Digest of the input bytes consumed since the last call (None for Parquet)."""
         lines = getattr(self, "lines", None)
@@ -115,26 +120,37 @@ class _LineSource:
         self._digest = hashlib.blake2b(digest_size=16)
         self.waiting = False  # inside a read of a stream (a pipe), which may wait for ever
         self._may_wait = not _is_a_file(stream)
+        # A file is read as it was when the job opened it: lines appended while it runs are not its
+        # input (a line being written when it opened was labelled as its first part, exit 0).
+        self._end = size if size is not None and not self._may_wait else None
+        self.appended = 0  # bytes the file had grown by when its input part was read to the end
 
     def __iter__(self) -> Iterator[_Line]:
         for raw in self._raw_lines():
             self._read_number += 1
             start, self._read_offset = self._read_offset, self._read_offset + len(raw)
-            if not raw.endswith(b"\n"):  # the file's last line, or one cut short by a file that shrank
+            if not raw.endswith(b"\n"):  # the file's last line, or one cut short by a file that shrank or grew
                 self._check_not_cut()
+                self._check_not_continued()
             text, error = self._decoded(raw, start)
             if start == 0 and text.startswith(BYTE_ORDER_MARK):
                 text = text[1:]  # a UTF-8 byte-order mark opens the file, not its first value
             yield _Line(raw, text, self._read_number, start, error)
         self._check_not_cut()
+        self.appended = max(self._size_now() - self._end, 0) if self._end is not None else 0
 
     def _raw_lines(self) -> Iterator[bytes]:
         """The stream's lines, each refused past MAX_LINE_BYTES (an input with no line breaks, such
-        as a binary file or /dev/zero, was read into memory until the process ran out of it)."""
-        readline = functools.partial(self.stream.readline, MAX_LINE_BYTES + 1)
+        as a binary file or /dev/zero, was read into memory until the process ran out of it); a
+        file's up to the size it had when opened."""
         while True:
+            limit = MAX_LINE_BYTES + 1
+            if self._end is not None:
+                limit = min(limit, self._end - self._read_offset)
+                if limit <= 0:
+                    return
             self.waiting = self._may_wait  # a file's read never waits long; a pipe's may wait for ever
-            raw = readline()
+            raw = self.stream.readline(limit)
             self.waiting = False
             if not raw:
                 return
@@ -155,6 +171,23 @@ class _LineSource:
                 "had when the job opened it: it was cut or rewritten while the job read it, so its last rows are "
                 "not the file's"
             )
+
+    def _check_not_continued(self) -> None:
+        """A last line without a line break at the size the file had when the job opened it, in a
+        file longer now: the line was being written (its rest, appended since, is not read), so
+        what was read of it is not the file's row."""
+        if self._end is not None and self._read_offset == self._end and self._size_now() > self._end:
+            raise InputChangedError(
+                f"{self.name}: line {self._read_number} had no line break at byte {self._end:,}, the end of "
+                "the file when the job opened it, and the file has grown since: the line was being written, "
+                "so its row is not the file's"
+            )
+
+    def _size_now(self) -> int:
+        try:
+            return os.fstat(self.stream.fileno()).st_size
+        except (OSError, ValueError):
+            return 0
 
     def _decoded(self, raw: bytes, start: int) -> tuple[str, str | None]:
         """The line's text, and why it is unreadable (flag mode; fail mode raises)."""

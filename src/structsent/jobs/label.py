@@ -362,7 +362,14 @@ class LabelJob:
             summary.seconds_this_run = time.perf_counter() - started
         if not summary.interrupted:
             self._writing(self._finish, manifest)
+            self._say_what_was_appended(reader)
         return summary
+
+    def _say_what_was_appended(self, reader: RowReader) -> None:
+        """The job labels its input file as it was when opened; what was appended while it ran is not."""
+        if reader.appended_after_open:
+            self.notify(f"{self.spec.input} grew by {reader.appended_after_open:,} bytes while the job ran: the rows "
+                        "appended after it began are not labelled (label them in a job of their own)")
 
     def _label_chunks(self, reader: RowReader, manifest: Manifest, summary: JobSummary, started: float) -> None:
         """Three overlapped stages: read + tokenize (thread) -> model (here) -> write + commit (thread)."""
