@@ -335,3 +335,35 @@ def test_a_probability_not_written_in_ascii_digits_flags_its_row_as_a_score_woul
     assert [r.label for r in rows] == [None, None, "正面"]
     assert all(r.error == f"{UNREADABLE}: a probability is not a finite number between zero and one"
                for r in rows[:2])
+
+
+def _with_its_own_label_columns(data: Sample) -> Sample:
+    """The sample as if its input had had label, score, error and prob_负面 columns of its own."""
+    for row in data.rows:
+        row.values.update({"label": "1", "score": "0.5", "error": "orig", "prob_负面": "0.3"})
+    return data
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_two_complete_sets_of_label_columns_without_the_block_last_are_refused(tmp_path, fmt):
+    """A column added after the block (or JSON keys sorted) read the input's own label, score,
+    error and prob_ columns as the labels: every row flagged "orig", exit 0."""
+    data = _with_its_own_label_columns(sample())
+    written = tmp_path / f"out.{fmt}"
+    write_labelled(written, fmt, data, prefix="p_")
+    moved = tmp_path / f"moved.{fmt}"
+    if fmt == "csv":
+        with open(written, encoding="utf-8", newline="") as handle:
+            records = list(csv.reader(handle))
+        with open(moved, "w", encoding="utf-8", newline="") as handle:
+            csv.writer(handle).writerows([[*records[0], "note"], *([*r, "x"] for r in records[1:])])
+    else:
+        lines = [json.loads(line) for line in written.read_text(encoding="utf-8").splitlines()]
+        moved.write_text("".join(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n" for line in lines),
+                         encoding="utf-8")
+    expected = [r.label for r in data.results]
+    assert [r.label for r in open_labelled(str(written)).rows()] == expected  # the block last: its prefix
+    with pytest.raises(BadInputError, match=r"prefixes '' and 'p_'.*pass --prefix \(prefix=\.\.\. in Python\)"):
+        open_labelled(str(moved))
+    assert [r.label for r in open_labelled(str(moved), prefix="p_").rows()] == expected
+    assert [r.error for r in open_labelled(str(moved), prefix="").rows()] == ["orig"] * 40

@@ -3,7 +3,7 @@
 The label job appends one block of columns after the input's own: ``<prefix>label``,
 ``<prefix>score``, one ``<prefix>prob_<label>`` per label, ``<prefix>error``. The block is found
 from the end of the column list, so an input that had its own ``label`` column (and was
-labelled with ``--prefix``) is read right.
+labelled with ``--prefix``) is read right; elsewhere, only when one complete set of them exists.
 
 Every format is read by the label job's own readers (``io/readers.py``): CSV, TSV and JSON
 Lines in flag mode (a report describes a file, so a line it cannot read becomes a flagged row
@@ -60,9 +60,10 @@ class LabelColumns:
 
 
 def find_label_columns(columns: list[str], name: str, prefix: str | None = None) -> LabelColumns:
-    """The added block at the end of ``columns`` (or, with an explicit ``prefix``, wherever it is)."""
+    """The added block: at the end of ``columns``, else the one complete set (or, with an explicit
+    ``prefix``, wherever it is)."""
     if prefix is None:
-        prefix = _added_prefix(columns)
+        prefix = _added_prefix(columns, name)
     needed = [f"{prefix}label", f"{prefix}score", f"{prefix}error"]
     missing = [c for c in needed if c not in columns]
     # the probabilities follow the score, as the label job writes them: an input column named
@@ -85,18 +86,42 @@ def find_label_columns(columns: list[str], name: str, prefix: str | None = None)
     )
 
 
-def _added_prefix(columns: list[str]) -> str:
-    """The prefix of the added columns: that of the last column, ``<prefix>error`` as the label job
-    writes it, else of the first ``<prefix>error`` with its ``<prefix>label`` and ``<prefix>score``."""
+def _added_prefix(columns: list[str], name: str) -> str:
+    """The prefix of the added columns: that of the block at the end, as the label job writes it,
+    else that of the one complete set of them (label, score, error, a prob_) wherever it is. Two
+    complete sets elsewhere (an input with its own, then a column appended or the keys sorted) are
+    refused: the report cannot tell which one the job wrote."""
+    at_end = _block_at_end(columns)
+    if at_end is not None:
+        return at_end
+    complete = _complete_prefixes(columns)
+    if len(complete) > 1:
+        named = " and ".join(map(repr, complete))
+        raise BadInputError(f"{name}: the label columns could be those of prefixes {named} (each has label, score, "
+                            "prob_ and error columns); pass --prefix (prefix=... in Python) to say which")
+    if complete:
+        return complete[0]
     last = columns[-1] if columns else ""
-    if last.endswith("error"):
-        return last[: -len("error")]
+    return last[: -len("error")] if last.endswith("error") else ""  # its missing columns are then named
+
+
+def _block_at_end(columns: list[str]) -> str | None:
+    """The prefix P of the last columns when they are P+label, P+score, P+prob_..., P+error."""
+    last = columns[-1] if columns else ""
+    if not last.endswith("error"):
+        return None
+    prefix = last[: -len("error")]
+    head = list(itertools.dropwhile(lambda c: c.startswith(f"{prefix}prob_"), reversed(columns[:-1])))
+    probs = len(columns) - 1 - len(head)
+    return prefix if probs and head[:2] == [f"{prefix}score", f"{prefix}label"] else None
+
+
+def _complete_prefixes(columns: list[str]) -> list[str]:
+    """Every prefix P with P+label, P+score, P+error and at least one P+prob_ column, in column order."""
     names = set(columns)
-    for column in columns:
-        prefix = column[: -len("error")]
-        if column.endswith("error") and {f"{prefix}label", f"{prefix}score"} <= names:
-            return prefix
-    return ""
+    prefixes = [c[: -len("error")] for c in columns if c.endswith("error")]
+    return [p for p in dict.fromkeys(prefixes) if {f"{p}label", f"{p}score"} <= names
+            and any(c.startswith(f"{p}prob_") for c in columns)]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
