@@ -120,3 +120,15 @@ def test_the_report_never_replaces_the_job_figures_it_reads(tmp_path, labelled_c
     sidecar = f"{labelled_csv}.summary.json"
     proc = report_cli(labelled_csv, "-o", sidecar)
     assert proc.returncode == 2 and "the job's figures it reads" in proc.stderr and not os.path.exists(sidecar)
+
+
+def test_the_report_never_replaces_a_job_summary_named_explicitly(tmp_path, labelled_csv):
+    """`-o job.json --job-summary job.json --overwrite` replaced the job's figures with the page, exit 0."""
+    summary = tmp_path / "job.json"
+    summary.write_text('{"rows": 40}', encoding="utf-8")
+    (tmp_path / "link.json").symlink_to(summary)
+    for output in (summary, tmp_path / "link.json"):
+        proc = report_cli(labelled_csv, "-o", output, "--job-summary", summary, "--overwrite")
+        assert proc.returncode == 2 and "the report would overwrite the job's figures it reads" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+    assert summary.read_text(encoding="utf-8") == '{"rows": 40}'

@@ -69,7 +69,7 @@ def write_report(path_in: str, path_out: str, *, by: str | None = None, by_perio
     from .render import render_html
     from .source import read_job_figures
 
-    _check_output(path_in, path_out, overwrite)
+    _check_output(path_in, path_out, overwrite, job_summary)
     if job_figures is None:
         if job_summary is not None and not Path(job_summary).is_file():
             raise BadInputError(f"{job_summary}: no such file")
@@ -85,9 +85,12 @@ def write_report(path_in: str, path_out: str, *, by: str | None = None, by_perio
                          labels={label: total.labels.get(label, 0) for label in report.labels})
 
 
-def _check_output(path_in: str, path_out: str, overwrite: bool) -> None:
-    check_report_path(path_out, keep={path_in: "its own input", job_summary_path(path_in): "the job's figures it reads"},
-                      overwrite=overwrite)
+def _check_output(path_in: str, path_out: str, overwrite: bool, job_summary: str | None) -> None:
+    figures = "the job's figures it reads"
+    keep = {path_in: "its own input", job_summary_path(path_in): figures}
+    if job_summary is not None:  # named explicitly: as protected as the default one
+        keep.setdefault(job_summary, figures)
+    check_report_path(path_out, keep=keep, overwrite=overwrite)
 
 
 def check_report_path(path_out: str, *, keep: dict[str, str], overwrite: bool) -> None:
