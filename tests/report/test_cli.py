@@ -42,7 +42,7 @@ def test_bad_input_is_exit_2_with_one_line(tmp_path, labelled_csv, case):
         "missing file": ([tmp_path / "absent.csv", "-o", tmp_path / "r.html"], "absent.csv: no such file"),
         "existing output": ([labelled_csv, "-o", taken], "exists; pass --overwrite"),
         "output is input": ([labelled_csv, "-o", labelled_csv, "--overwrite"], "overwrite its own input"),
-        "bad flag value": ([labelled_csv, "-o", tmp_path / "r.html", "--max-groups", "0"], "--max-groups must be"),
+        "bad flag value": ([labelled_csv, "-o", tmp_path / "r.html", "--max-groups", "0"], "--max-groups (max_groups= in Python) must be"),
         # an empty path was a FileNotFoundError traceback; a device was told of an -o - that writes a file named -
         "empty output path": ([labelled_csv, "-o", ""], "the report's path is empty"),
         "a device": ([labelled_csv, "-o", "/dev/null", "--overwrite"], "is a character device; name a regular file to write\n"),

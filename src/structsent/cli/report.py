@@ -5,27 +5,26 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..io.formats import Format
-from ..report.aggregate import Period
+from ..report.arguments import FORMATS, MAX_COUNT, PERIODS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="a file `structsent label` wrote (CSV, TSV, JSONL or Parquet)")
     parser.add_argument("-o", "--output", required=True, help="the HTML file to write")
-    parser.add_argument("--format", default="auto", choices=["auto", *(f.value for f in Format if f is not Format.TXT)],
+    parser.add_argument("--format", default="auto", choices=FORMATS,
                         help="input format (default: from the file name)")
     parser.add_argument("--by", default=None, metavar="COLUMN",
                         help="also break the numbers down by this column (by period when its values are ISO dates)")
-    parser.add_argument("--by-period", default="auto", choices=[p.value for p in Period],
+    parser.add_argument("--by-period", default="auto", choices=PERIODS,
                         help="bins of a date column (auto: day when the middle 98%% of the dates spans up to ~3 months, "
                              "week up to 2 years, else month)")
     parser.add_argument("--text-column", default=None, help="column shown as the text (default: text, else the first input column)")
     parser.add_argument("--prefix", default=None, help="prefix the label job was given (default: found from the columns)")
     parser.add_argument("--negative", default=None, metavar="LABEL",
                         help="label whose share the group charts show (default: 负面/negative, else the first label)")
-    parser.add_argument("--least-certain", type=int, default=200, metavar="N", help="rows in the least-certain table")
-    parser.add_argument("--flagged-sample", type=int, default=200, metavar="N", help="flagged rows listed")
-    parser.add_argument("--max-groups", type=int, default=20, metavar="N", help="groups shown; the rest are 'other'")
+    parser.add_argument("--least-certain", type=int, default=200, metavar="N", help=f"rows in the least-certain table (0-{MAX_COUNT})")
+    parser.add_argument("--flagged-sample", type=int, default=200, metavar="N", help=f"flagged rows listed (0-{MAX_COUNT})")
+    parser.add_argument("--max-groups", type=int, default=20, metavar="N", help=f"groups shown (1-{MAX_COUNT}); the rest are 'other'")
     parser.add_argument("--job-summary", default=None, metavar="FILE",
                         help="the label job's figures, JSON (default: INPUT.summary.json when it exists)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report")
@@ -33,14 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import BadInputError
     from ..report import write_report
     from .signals import sigterm_as_interrupt
 
-    for flag, value, least in (("--least-certain", args.least_certain, 0), ("--flagged-sample", args.flagged_sample, 0),
-                               ("--max-groups", args.max_groups, 1)):
-        if not least <= value <= 100_000:
-            raise BadInputError(f"{flag} must be between {least} and 100000")
     with sigterm_as_interrupt():  # a half-written page is removed as on Ctrl-C
         summary = write_report(
             args.input, args.output, by=args.by, by_period=args.by_period, fmt=args.format, prefix=args.prefix,

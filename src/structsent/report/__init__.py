@@ -20,6 +20,7 @@ from pathlib import Path
 from ..errors import BadInputError
 from ..io.paths import check_output_is_a_file, path_problem
 from .aggregate import Period, Report, ReportAggregator, ReportOptions
+from .arguments import FORMATS, PERIODS, as_path, check_choice, check_counts, check_job_figures, check_names
 from .source import a_json_line_has_field
 
 __all__ = ["ReportSummary", "a_json_line_has_field", "build_report", "job_summary_path", "write_report"]
@@ -37,15 +38,19 @@ def job_summary_path(labelled: str) -> str:
     return labelled + ".summary.json"
 
 
-def build_report(path_in: str, *, fmt: str = "auto", prefix: str | None = None, text_column: str | None = None,
-                 by: str | None = None, by_period: str = "auto", negative: str | None = None,
-                 least_certain: int = 200, flagged_sample: int = 200, max_groups: int = 20,
-                 labels: Sequence[str] | None = None) -> tuple[Report, str | None]:
+def build_report(path_in: str | os.PathLike[str], *, fmt: str = "auto", prefix: str | None = None,
+                 text_column: str | None = None, by: str | None = None, by_period: str = "auto",
+                 negative: str | None = None, least_certain: int = 200, flagged_sample: int = 200,
+                 max_groups: int = 20, labels: Sequence[str] | None = None) -> tuple[Report, str | None]:
     """Read ``path_in`` once and return its Report and the text column it showed. ``labels``: the
     model's, where known (a JSON Lines file of no rows names none)."""
     from .source import open_labelled
 
-    labelled = open_labelled(path_in, fmt=fmt, prefix=prefix, text_column=text_column, by=by, labels=labels)
+    path = as_path("path_in", path_in)
+    _check_options(fmt=fmt, by_period=by_period, least_certain=least_certain, flagged_sample=flagged_sample,
+                   max_groups=max_groups, names={"prefix": prefix, "text_column": text_column, "by": by,
+                                                 "negative": negative})
+    labelled = open_labelled(path, fmt=fmt, prefix=prefix, text_column=text_column, by=by, labels=labels)
     options = ReportOptions(labels=labelled.columns.labels, negative=negative, by=by, by_period=Period(by_period),
                             least_certain=least_certain, flagged_sample=flagged_sample, max_groups=max_groups)
     aggregator = ReportAggregator(options)
@@ -54,13 +59,24 @@ def build_report(path_in: str, *, fmt: str = "auto", prefix: str | None = None, 
     return aggregator.result(), labelled.text_column
 
 
-def write_report(path_in: str, path_out: str, *, by: str | None = None, by_period: str = "auto",
-                 fmt: str = "auto", prefix: str | None = None, text_column: str | None = None,
-                 negative: str | None = None, least_certain: int = 200, flagged_sample: int = 200,
-                 max_groups: int = 20, job_figures: Mapping | None = None, job_summary: str | None = None,
-                 overwrite: bool = False, labels: Sequence[str] | None = None) -> ReportSummary:
+def _check_options(*, fmt: object, by_period: object, least_certain: object, flagged_sample: object,
+                   max_groups: object, names: dict[str, object]) -> None:
+    """The options' values, checked before any file is opened (the command line's flags by the same rules)."""
+    check_choice("fmt", fmt, FORMATS)
+    check_choice("by_period", by_period, PERIODS)
+    check_counts(least_certain=least_certain, flagged_sample=flagged_sample, max_groups=max_groups)
+    check_names(**names)
+
+
+def write_report(path_in: str | os.PathLike[str], path_out: str | os.PathLike[str], *, by: str | None = None,
+                 by_period: str = "auto", fmt: str = "auto", prefix: str | None = None,
+                 text_column: str | None = None, negative: str | None = None, least_certain: int = 200,
+                 flagged_sample: int = 200, max_groups: int = 20, job_figures: Mapping | None = None,
+                 job_summary: str | os.PathLike[str] | None = None, overwrite: bool = False,
+                 labels: Sequence[str] | None = None) -> ReportSummary:
     """Write the HTML report of the labelled file ``path_in`` to ``path_out``.
 
+    Paths are str or os.PathLike; an option out of its range (the command line's) is a ConfigError.
     The label job's figures come from ``job_figures`` (a mapping, e.g. the job's counters), else
     from the JSON file ``job_summary``, else from ``<path_in>.summary.json`` when it exists;
     without any, the page has no job section. The page is written to a temporary file, synced,
@@ -69,6 +85,13 @@ def write_report(path_in: str, path_out: str, *, by: str | None = None, by_perio
     from .render import render_html
     from .source import read_job_figures
 
+    path_in, path_out = as_path("path_in", path_in), as_path("path_out", path_out)
+    job_summary = None if job_summary is None else as_path("job_summary", job_summary)
+    _check_options(fmt=fmt, by_period=by_period, least_certain=least_certain, flagged_sample=flagged_sample,
+                   max_groups=max_groups, names={"prefix": prefix, "text_column": text_column, "by": by,
+                                                 "negative": negative})
+    if job_figures is not None:
+        check_job_figures(job_figures)
     _check_output(path_in, path_out, overwrite, job_summary)
     if job_figures is None:
         if job_summary is not None and not Path(job_summary).is_file():

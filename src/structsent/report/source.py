@@ -29,6 +29,7 @@ from ..io.paths import mode_of
 from ..io.readers import CSV_FIELD_LIMIT, ParquetReader, open_reader
 from ..io.writers import added_columns
 from .aggregate import LabelledRow
+from .arguments import JOB_FIGURES_DEPTH, nested_deeper_than
 
 UNREADABLE = "unreadable in this file"
 _SNIFF_LINES = 100  # JSON Lines: the columns come from the first object among these lines
@@ -406,15 +407,6 @@ def read_job_figures(path: str) -> dict | None:
         raise BadInputError(f"{path}: not a JSON job summary ({type(err).__name__}: {err})") from err
     if not isinstance(figures, dict):
         raise BadInputError(f"{path}: a job summary must be a JSON object")
-    if _deeper_than(figures, JOB_FIGURES_DEPTH):
+    if nested_deeper_than(figures, JOB_FIGURES_DEPTH):
         raise BadInputError(f"{path}: a job summary nested more than {JOB_FIGURES_DEPTH} objects deep")
     return figures
-
-
-JOB_FIGURES_DEPTH = 8  # the label job writes 2
-
-
-def _deeper_than(value: object, depth: int) -> bool:
-    if not isinstance(value, dict):
-        return False
-    return depth == 0 or any(_deeper_than(item, depth - 1) for item in value.values())
