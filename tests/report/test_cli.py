@@ -46,7 +46,8 @@ def test_bad_input_is_exit_2_with_one_line(tmp_path, labelled_csv, case):
         # an empty path was a FileNotFoundError traceback; a device was told of an -o - that writes a file named -
         "empty output path": ([labelled_csv, "-o", ""], "the report's path is empty"),
         "a device": ([labelled_csv, "-o", "/dev/null", "--overwrite"], "is a character device; name a regular file to write\n"),
-        "inside the input directory": ([tmp_path, "-o", tmp_path / "r.html"], "where it would be read as part of it"),
+        # the input being a directory is said first ("the report would be written inside its own input")
+        "inside the input directory": ([tmp_path, "-o", tmp_path / "r.html"], f"{tmp_path}: is a directory, not a file"),
         # the next three were tracebacks (RuntimeError: Symlink loop, NotADirectoryError), exit 1
         "a loop as output": ([labelled_csv, "-o", tmp_path / "loop.html"], "loop.html: a loop of symbolic links"),
         "a loop as input": ([tmp_path / "loop.csv", "-o", tmp_path / "r.html"], "loop.csv: a loop of symbolic links"),
@@ -132,3 +133,35 @@ def test_the_report_never_replaces_a_job_summary_named_explicitly(tmp_path, labe
         assert proc.returncode == 2 and "the report would overwrite the job's figures it reads" in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
     assert summary.read_text(encoding="utf-8") == '{"rows": 40}'
+
+
+@pytest.mark.parametrize("case", ["a device as job summary", "a directory as job summary", "utf-16 with a mark",
+                                  "utf-16 without a mark", "csv read as tsv", "tsv read as csv", "parquet read as csv",
+                                  "parquet named csv"])
+def test_a_refusal_says_what_is_wrong_with_the_file(tmp_path, labelled_csv, case):
+    """These said "no such file" (/dev/null), "no label columns" (UTF-16, Parquet read as CSV) or
+    named the whole header line as one column (a CSV read as TSV)."""
+    text = labelled_csv.read_text(encoding="utf-8")
+    (tmp_path / "u16.csv").write_bytes(text.encode("utf-16"))  # Excel's "Unicode text": UTF-16 with its mark
+    (tmp_path / "u16le.csv").write_bytes(text.encode("utf-16-le"))
+    (tmp_path / "labelled.tsv").write_text(text.replace(",", "\t"), encoding="utf-8")
+    (tmp_path / "parquet.csv").write_bytes(b"PAR1" + bytes(range(256)) + b"PAR1")
+    args, expected = {
+        "a device as job summary": ([labelled_csv, "--job-summary", "/dev/null"],
+                                    "/dev/null: is a character device, not a regular file"),
+        "a directory as job summary": ([labelled_csv, "--job-summary", tmp_path],
+                                       f"{tmp_path}: is a directory, not a regular file"),
+        "utf-16 with a mark": ([tmp_path / "u16.csv"], "u16.csv: not UTF-8 text (UTF-16"),
+        "utf-16 without a mark": ([tmp_path / "u16le.csv"], "u16le.csv: not UTF-8 text"),
+        "csv read as tsv": ([labelled_csv, "--format", "tsv"], "the header is one column holding commas: "
+                                                             "not TSV; pass --format csv"),
+        "tsv read as csv": ([tmp_path / "labelled.tsv", "--format", "csv"], "the header is one column holding tabs: "
+                                                                            "not CSV; pass --format tsv"),
+        "parquet read as csv": ([tmp_path / "parquet.csv"], "parquet.csv: a Parquet file (it starts with PAR1), "
+                                                            "not CSV; pass --format parquet"),
+        "parquet named csv": ([tmp_path / "parquet.csv", "--format", "jsonl"], "not JSONL; pass --format parquet"),
+    }[case]
+    proc = report_cli(*args, "-o", tmp_path / "r.html")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "r.html").exists()

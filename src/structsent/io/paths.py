@@ -33,6 +33,13 @@ def path_problem(err: BaseException) -> str:
     return f"cannot be looked at ({getattr(err, 'strerror', None) or err})"
 
 
+def kind_of(mode: int) -> str:
+    """What a file that is not a regular one is, said as a noun ("a named pipe")."""
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    return next((name for test, name in _KINDS.items() if test(mode)), "not a regular file")
+
+
 def check_output_is_a_file(path: Path, *, stdout_hint: bool = True) -> None:
     """An existing output must be a regular file (through symbolic links): the finished output is
     renamed onto it, which would delete a device, a named pipe or a socket. ``stdout_hint``: the
@@ -40,7 +47,7 @@ def check_output_is_a_file(path: Path, *, stdout_hint: bool = True) -> None:
     mode = mode_of(path)
     if mode is None or stat.S_ISREG(mode) or stat.S_ISDIR(mode):  # a directory is refused with its own message
         return
-    kind = next((name for test, name in _KINDS.items() if test(mode)), "not a regular file")
+    kind = kind_of(mode)
     hint = " (or -o - for standard output)" if stdout_hint else ""
     raise BadInputError(f"{path}: is {kind}; name a regular file to write{hint}")
 

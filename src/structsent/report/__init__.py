@@ -14,11 +14,12 @@ import contextlib
 import dataclasses
 import os
 import secrets
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..errors import BadInputError
-from ..io.paths import check_output_is_a_file, path_problem
+from ..io.paths import check_output_is_a_file, kind_of, mode_of, path_problem
 from .aggregate import Period, Report, ReportAggregator, ReportOptions
 from .arguments import FORMATS, PERIODS, as_path, check_choice, check_counts, check_job_figures, check_names
 from .source import a_json_line_has_field
@@ -83,7 +84,7 @@ def write_report(path_in: str | os.PathLike[str], path_out: str | os.PathLike[st
     then renamed over ``path_out``: a reader never sees half a report.
     """
     from .render import render_html
-    from .source import read_job_figures
+    from .source import check_input_file, read_job_figures
 
     path_in, path_out = as_path("path_in", path_in), as_path("path_out", path_out)
     job_summary = None if job_summary is None else as_path("job_summary", job_summary)
@@ -92,10 +93,12 @@ def write_report(path_in: str | os.PathLike[str], path_out: str | os.PathLike[st
                                                  "negative": negative})
     if job_figures is not None:
         check_job_figures(job_figures)
+    # What is wrong with a file read is said first, not that the output would lie inside a directory read.
+    check_input_file(path_in)
+    if job_figures is None and job_summary is not None:
+        _check_job_summary_file(job_summary)
     _check_output(path_in, path_out, overwrite, job_summary)
     if job_figures is None:
-        if job_summary is not None and not Path(job_summary).is_file():
-            raise BadInputError(f"{job_summary}: no such file")
         job_figures = read_job_figures(job_summary or job_summary_path(path_in))
     report, shown_text = build_report(path_in, fmt=fmt, prefix=prefix, text_column=text_column, by=by,
                                       by_period=by_period, negative=negative, least_certain=least_certain,
@@ -106,6 +109,15 @@ def write_report(path_in: str | os.PathLike[str], path_out: str | os.PathLike[st
     total = report.overall
     return ReportSummary(rows=total.rows, flagged=total.flagged,
                          labels={label: total.labels.get(label, 0) for label in report.labels})
+
+
+def _check_job_summary_file(path: str) -> None:
+    """The summary named: a regular file (a device or a directory is not "no such file")."""
+    mode = mode_of(Path(path))
+    if mode is None:
+        raise BadInputError(f"{path}: no such file")
+    if not stat.S_ISREG(mode):
+        raise BadInputError(f"{path}: is {kind_of(mode)}, not a regular file; name the JSON file of the job's figures")
 
 
 def _check_output(path_in: str, path_out: str, overwrite: bool, job_summary: str | None) -> None:

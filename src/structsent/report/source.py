@@ -159,7 +159,7 @@ def open_labelled(path: str, *, fmt: str = "auto", prefix: str | None = None, te
                             "(csv, tsv, jsonl, parquet)") from None
     if format_ is Format.TXT:
         raise BadInputError(f"{path}: plain text has no label columns; `structsent label` writes JSONL for it")
-    _check_readable(path)
+    check_input_file(path)
     columns = _header(path, format_)
     if not columns and labels:
         columns = added_columns(list(labels), prefix or "")
@@ -182,7 +182,7 @@ def open_labelled(path: str, *, fmt: str = "auto", prefix: str | None = None, te
     return LabelledFile(path=path, format=format_, columns=label_columns, text_column=text_column, by=by)
 
 
-def _check_readable(path: str) -> None:
+def check_input_file(path: str) -> None:
     """A regular file: the report reads its input more than once (its header, then its rows), so a
     pipe would lose its head to the first read (or block on a named pipe no one writes)."""
     mode = mode_of(Path(path))
@@ -199,6 +199,7 @@ def _header(path: str, fmt: Format) -> list[str]:
     try:
         if fmt is Format.PARQUET:
             return _parquet_columns(path)
+        _check_text_bytes(path, fmt)
         _allow_long_fields()
         with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:  # a BOM is not a name
             if fmt is Format.JSONL:
@@ -210,7 +211,34 @@ def _header(path: str, fmt: Format) -> list[str]:
         raise BadInputError(f"{path}: line 1: malformed header ({err})") from err
     if not header:
         raise BadInputError(f"{path}: empty file (no header row)")
+    _check_delimiter(header, fmt, path)
     return header
+
+
+def _check_text_bytes(path: str, fmt: Format) -> None:
+    """CSV, TSV and JSON Lines are UTF-8 text: a Parquet file or UTF-16 text (Excel's "Unicode
+    text") read as one would be "no label columns", its header decoded into noise."""
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16)
+    if head.startswith(b"PAR1"):
+        raise BadInputError(f"{path}: a Parquet file (it starts with PAR1), not {fmt.value.upper()}; "
+                            "pass --format parquet")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise BadInputError(f'{path}: not UTF-8 text (UTF-16, as Excel\'s "Unicode text" saves it); '
+                            'save it as UTF-8 (in Excel: "CSV UTF-8")')
+    if b"\x00" in head.split(b"\n", 1)[0]:
+        raise BadInputError(f"{path}: not UTF-8 text (its first line holds NUL bytes, as UTF-16 text does); "
+                            "save it as UTF-8")
+
+
+def _check_delimiter(header: list[str], fmt: Format, path: str) -> None:
+    """A header of one column holding the other format's delimiter: the file is of that format."""
+    if len(header) != 1 or fmt not in (Format.CSV, Format.TSV):
+        return
+    real, delimiter, name = (Format.TSV, "\t", "tabs") if fmt is Format.CSV else (Format.CSV, ",", "commas")
+    if delimiter in header[0]:
+        raise BadInputError(f"{path}: the header is one column holding {name}: not {fmt.value.upper()}; "
+                            f"pass --format {real.value}")
 
 
 def _jsonl_columns(handle, path: str) -> list[str]:
