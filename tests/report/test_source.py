@@ -367,3 +367,30 @@ def test_two_complete_sets_of_label_columns_without_the_block_last_are_refused(t
         open_labelled(str(moved))
     assert [r.label for r in open_labelled(str(moved), prefix="p_").rows()] == expected
     assert [r.error for r in open_labelled(str(moved), prefix="").rows()] == ["orig"] * 40
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet"])
+def test_an_error_of_zero_or_false_is_no_error_in_every_format(tmp_path, fmt):
+    """A JSON false or 0 was no error, but the CSV text "0" or "False" (pandas' writing of those)
+    flagged its row with the reason "0" or "False"."""
+    errors = ["", "0", "0.0", "False", "false", "FALSE", "bad row", "1", "True", "0 rows read"]
+    records = [{"text": f"评论{i}", "label": "正面", "score": "0.9", "prob_负面": "0.1", "prob_正面": "0.9",
+                "error": error} for i, error in enumerate(errors)]
+    path = tmp_path / f"edited.{fmt}"
+    if fmt in ("csv", "tsv"):
+        with open(path, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(records[0]), delimiter="," if fmt == "csv" else "\t")
+            writer.writeheader()
+            writer.writerows(records)
+    elif fmt == "jsonl":
+        path.write_text("".join(json.dumps({**r, "score": 0.9, "prob_负面": 0.1, "prob_正面": 0.9}, ensure_ascii=False)
+                                + "\n" for r in records), encoding="utf-8")
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist([{**r, "score": 0.9, "prob_负面": 0.1, "prob_正面": 0.9}
+                                             for r in records]), path)
+    rows = list(open_labelled(str(path)).rows())
+    assert [r.error for r in rows] == [None] * 6 + ["bad row", "1", "True", "0 rows read"]
+    assert [r.label for r in rows] == ["正面"] * 6 + [None] * 4

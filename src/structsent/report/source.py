@@ -325,12 +325,20 @@ def to_row(number: int, label: object, score: object, error: object, text: objec
     return LabelledRow(number, *checked, None, text, group)
 
 
+NO_ERROR_TEXTS = frozenset({"", "0", "0.0", "false"})  # compared in lower case: "False", "FALSE"
+
+
 def _error_text(error: object) -> str | None:
-    """Why a row was flagged, or None: the label job writes a reason or nothing (an empty cell,
-    a JSON null); another tool's JSON ``false`` or ``0`` says "no error" too, not "False"."""
-    if error is None or error == "" or (isinstance(error, (int, float)) and error == 0):  # False is the int 0
+    """Why a row was flagged, or None. The label job writes a reason or nothing (an empty cell, a
+    JSON null); another tool's false or zero says "no error" too, in every format: a JSON or
+    Parquet false or 0, and the texts CSV holds for them ("0", "0.0", "False" in any case)."""
+    if isinstance(error, bytes):
+        error = _shown(error)
+    if error is None or (isinstance(error, (int, float)) and error == 0):  # False is the int 0
         return None
-    return error if isinstance(error, str) else _shown(error)
+    if isinstance(error, str):
+        return None if error.lower() in NO_ERROR_TEXTS else error
+    return _shown(error)
 
 
 def _shown(value: object) -> str:
