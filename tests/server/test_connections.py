@@ -153,6 +153,13 @@ def test_a_body_sent_with_a_content_encoding_gets_415(guarded, compressed):
     identity = guarded.client.post("/v1/sentiment", content=body,
                                    headers={"content-type": "application/json", "content-encoding": "identity"})
     assert identity.status_code == 200
+    # Every Content-Encoding header is read (a gzip one after an identity one was labelled as plain text)
+    for encodings in (["identity", "gzip"], ["identity, gzip"], ["", "identity", "GZIP"]):
+        headers = [("content-type", "application/json"), *(("content-encoding", e) for e in encodings)]
+        sneaked = guarded.client.post("/v1/sentiment", content=gzip.compress(body) if compressed else body,
+                                      headers=headers)
+        assert sneaked.status_code == 415, encodings
+        assert sneaked.json()["error"].startswith(f"Content-Encoding: {encodings[-1].split(', ')[-1]} is not"), encodings
 
 
 @pytest.mark.parametrize("coding", ["gzip, chunked", "br,chunked", "chunked, chunked"])

@@ -218,11 +218,11 @@ class BodyLimits:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
             await self.app(scope, receive, send)
             return
-        encoding = _header(scope["headers"], b"content-encoding")
-        if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
+        encoding = _coding_other_than(scope["headers"], b"content-encoding", b"identity")
+        if encoding is not None:
             await self._encoded(scope, receive, send, encoding)
             return
-        coding = _unknown_transfer_coding(scope["headers"])
+        coding = _coding_other_than(scope["headers"], b"transfer-encoding", b"chunked")
         if coding is not None:
             await self._transfer_coded(scope, receive, send, coding)
             return
@@ -316,13 +316,13 @@ class BodyLimits:
         await response(scope, receive, send)
 
 
-def _unknown_transfer_coding(headers) -> bytes | None:
-    """The first transfer coding other than chunked in the request's Transfer-Encoding headers
-    (a list, possibly over several headers), or None."""
+def _coding_other_than(headers, name: bytes, accepted: bytes) -> bytes | None:
+    """The first coding other than ``accepted`` in the request's ``name`` headers (Content-Encoding,
+    Transfer-Encoding: a list, possibly over several headers, every one read), or None."""
     for key, value in headers:
-        if key == b"transfer-encoding":
+        if key == name:
             for coding in value.split(b","):
-                if coding.strip().lower() not in (b"chunked", b""):
+                if coding.strip().lower() not in (accepted, b""):
                     return coding.strip()
     return None
 
