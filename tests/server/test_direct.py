@@ -229,6 +229,25 @@ def test_a_field_name_that_is_a_lone_surrogate_is_named_as_such(service):
         "truncation_direction: holds a lone UTF-16 surrogate escape, which is not a character")
 
 
+def test_a_client_value_an_error_names_is_shown_cut_to_its_start_and_length(service):
+    """A 900,000-character field name, a duplicated one, or a long Content-Type came back whole in
+    the 422 (a 900 KB error message)."""
+    key = "k" * 400_000
+    requests = [
+        dict(method="POST", url="/v1/sentiment", content=json.dumps({"texts": ["a"], key: 1}).encode(),
+             headers={"content-type": "application/json"}),
+        dict(method="POST", url="/v1/sentiment", content=('{"texts": ["a"], "%s": 1, "%s": 2}' % (key, key)).encode(),
+             headers={"content-type": "application/json"}),
+        dict(method="POST", url="/v1/sentiment", content=b'{"texts": ["a"]}', headers={"content-type": "x" * 60_000}),
+    ]
+    for app in (create_app(service.settings, service=service),
+                framework_only(create_app(service.settings, service=service))):
+        for status, _, body in answers(app, requests):
+            assert status == 422 and len(body) < 1000, body[:300]
+            assert "k" * 60 + "... (400,000 characters)" in json.loads(body)["error"] or \
+                "x" * 60 + "... (60,000 characters)" in json.loads(body)["error"], body
+
+
 def test_the_direct_app_labels_as_the_library_does(service, clf):
     texts = ["味道不错，送餐很快", "差评，再也不来了"]
     ((status, _, body),) = answers(create_app(service.settings, service=service),

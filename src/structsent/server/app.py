@@ -673,7 +673,8 @@ def _add_error_handlers(app: FastAPI, service: SentimentService) -> None:
         content_type = request.headers.get("content-type")
         if not declares_json(content_type):  # the body was never read as JSON: say so first
             message = (f"send the body as JSON with the header Content-Type: application/json "
-                       f"(the request has {'Content-Type: ' + content_type if content_type else 'none'}); {message}")
+                       f"(the request has {'Content-Type: ' + bounded(content_type) if content_type else 'none'}); "
+                       f"{message}")
         return error_json(message, "validation", status=422)
 
     @app.exception_handler(HTTPException)
@@ -744,12 +745,18 @@ def describe_undecodable_body(cause: BaseException) -> str:
     if isinstance(cause, UnicodeDecodeError):
         return "the body is not valid UTF-8"
     if isinstance(cause, DuplicateKeyError):
-        return f"{cause}: which value was meant cannot be told"
+        return f"the key {bounded(cause.key)!r} appears more than once in one object: which value was meant cannot be told"
     if isinstance(cause, RecursionError):
         return "nested too deeply"
     if isinstance(cause, ValueError) and "digits" in str(cause):
         return "a number has too many digits"
     return f"unreadable body ({type(cause).__name__})"
+
+
+def bounded(text: str, limit: int = 60) -> str:
+    """A client's value (a field name, a header) as an error message shows it: whole when short, else
+    its start and its length (a 900,000-character field name came back whole in the 422)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 # pydantic error types whose message gains a hint, keyed by (form of `inputs`, type)
@@ -768,10 +775,10 @@ def describe_validation_errors(errors) -> str:
             continue
         loc = [str(p) for p in error.get("loc", ()) if p != "body"]
         if error.get("type") == "string_unicode":  # a lone surrogate escape ("\ud800") where a str was wanted
-            what = f"{'.'.join(loc)}: holds" if loc else "body: a field name holds"
+            what = f"{'.'.join(bounded(part) for part in loc)}: holds" if loc else "body: a field name holds"
             parts.append(f"{what} a lone UTF-16 surrogate escape, which is not a character")
             continue
-        where = ".".join(loc) or "body"
+        where = ".".join(bounded(part) for part in loc) or "body"
         hint = VALIDATION_HINTS.get((loc[1] if len(loc) > 2 else None, error.get("type")))
         parts.append(f"{where}: {error.get('msg')}" + (f" ({hint})" if hint else ""))
     return "; ".join(parts) or "invalid request"
