@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import ItemsView, Iterable, KeysView, Mapping, Sequence, Set
+from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, Sequence, Set
 
 import numpy as np
 
 from .backends import PipelinedRunner
 from .batching import Batch, pad_batch, padded_cost, padded_length, padding_fraction, plan_batches
-from .errors import BadInputError, DeviceOutOfMemoryError, ModelFormatError
+from .errors import BadInputError, DeviceOutOfMemoryError, ModelFormatError, WorkAbandonedError
 from .pipeline import Prefetch, quick_gil_handoff
 from .plan import RuntimePlan
 from .results import (
@@ -142,14 +142,16 @@ class Classifier:
         return EncodingOptions(max_length=self.max_length, long_text=self.plan.long_text,
                                window_stride=self.window_stride)
 
-    def label_encoded(self, encoded: Sequence[EncodedText]) -> tuple[list[LabelResult], RunStats]:
-        """Run already-encoded texts; results in the same order.
+    def label_encoded(self, encoded: Sequence[EncodedText], *,
+                      abandon: Callable[[], bool] | None = None) -> tuple[list[LabelResult], RunStats]:
+        """Run already-encoded texts; results in the same order. ``abandon``, asked before each
+        model call, ends the work with WorkAbandonedError once it says True (no one waits for it).
 
         A text's rows are consecutive in the run (one row per window); a text of one finite row,
         the usual case, takes the vectorised postprocess, any other text the general one.
         """
         sequences = [s for e in encoded for s in e.sequences]
-        logits, stats = self._run_sequences(sequences)
+        logits, stats = self._run_sequences(sequences, abandon)
         rows = SingleRowResults(logits, self.labels)
         results: list[LabelResult] = []
         start = 0
@@ -183,11 +185,14 @@ class Classifier:
             raise BadInputError(f"sequence {index}: token ids must be in 0..{vocabulary - 1} (the model's "
                                 f"vocabulary), got {int(ids.min())}..{int(ids.max())}")
 
-    def _run_sequences(self, sequences: Sequence[Sequence[int] | np.ndarray]) -> tuple[np.ndarray, RunStats]:
+    def _run_sequences(self, sequences: Sequence[Sequence[int] | np.ndarray],
+                       abandon: Callable[[], bool] | None = None) -> tuple[np.ndarray, RunStats]:
         stats = RunStats(sequences=len(sequences), real_tokens=sum(len(s) for s in sequences))
         lengths = self._padded_lengths(sequences)
         out = np.zeros((len(sequences), len(self.labels)), dtype=np.float64)
-        batches = self._within_budget(self._plan(lengths), lengths)
+        batches: Iterable[Batch] = self._within_budget(self._plan(lengths), lengths)
+        if abandon is not None:
+            batches = _until_abandoned(batches, abandon)
         if isinstance(self.runner, PipelinedRunner):
             self._run_overlapped(batches, sequences, lengths, stats, out)
         else:
@@ -338,6 +343,14 @@ def probe_token_budget(runner, *, max_length: int, ceiling: int, floor: int | No
             if budget // 2 < floor:
                 raise
             budget //= 2
+
+
+def _until_abandoned(batches: Iterable[Batch], abandon: Callable[[], bool]) -> Iterator[Batch]:
+    """``batches``, each handed on only while ``abandon()`` says False (asked before each model call)."""
+    for batch in batches:
+        if abandon():
+            raise WorkAbandonedError("the work was abandoned before all of it was computed (no one waits for it)")
+        yield batch
 
 
 def as_text_list(texts: object) -> list[object]:

@@ -37,6 +37,11 @@ class InputChangedError(BadInputError):
     """The input file was cut or rewritten while a job read it: its last rows are not the file's."""
 
 
+class WorkAbandonedError(StructsentError):
+    """Work stopped between model calls because no one waits for its answer any more (a server
+    past its graceful shutdown): never a failure of the model or of the input."""
+
+
 class ConfigError(StructsentError):
     """An option has a value that cannot work (unknown backend, budget too small...)."""
 

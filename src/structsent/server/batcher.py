@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from ..errors import OverloadedError, StructsentError
+from ..errors import OverloadedError, StructsentError, WorkAbandonedError
 from ..results import LabelResult
 from ..tokenize import EncodedText
 
@@ -116,6 +116,7 @@ class MicroBatcher:
         self._gathering: list[_Pending] | None = None  # the batch the worker is filling (under _cond)
         self._cond = threading.Condition()
         self._stopping = False
+        self._abandoning = False  # stopping, and no one waits for the answers: compute nothing more
         self._thread: threading.Thread | None = None
         self.failure: BaseException | None = None
 
@@ -173,10 +174,16 @@ class MicroBatcher:
         self._thread = threading.Thread(target=self._serve_forever, name="structsent-model", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float | None = None) -> bool:
-        """Stop accepting work, finish what is queued, and end the worker; False on timeout."""
+    def stop(self, timeout: float | None = None, *, abandon: bool = False) -> bool:
+        """Stop accepting work, finish what is queued, and end the worker; False on timeout.
+
+        ``abandon``: no one waits for the answers any more (the server's connections are closed):
+        the work in hand stops at its next model call and what is queued is not computed; each of
+        its requests fails with WorkerStoppedError. (The worker could not be left computing: an
+        interpreter that exits under a model call aborts.)"""
         with self._cond:
             self._stopping = True
+            self._abandoning = self._abandoning or abandon
             self._cond.notify_all()
         if self._thread is None:
             return True
@@ -242,7 +249,13 @@ class MicroBatcher:
         encoded = [e for p in batch for e in p.encoded]
         started = time.perf_counter()
         try:
-            results, stats = self.classifier.label_encoded(encoded)
+            results, stats = self.classifier.label_encoded(encoded, abandon=lambda: self._abandoning)
+        except WorkAbandonedError as err:
+            for pending in batch:
+                pending.future.set_exception(WorkerStoppedError(f"the server stopped before this request was "
+                                                                f"computed ({err})"))
+            self._report(batch, encoded, None, started, failed=True)
+            return
         except Exception as err:
             log.error("a batch of %d requests (%d texts) failed", len(batch), len(encoded), exc_info=err)
             failure = BatchFailedError(f"the model failed on a batch of {len(encoded)} texts: {err!r}")
