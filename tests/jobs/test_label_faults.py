@@ -757,3 +757,15 @@ def test_rows_appended_while_the_job_runs_are_not_labelled_and_said_so(tmp_path,
            "labelled" in proc.stderr.read().decode()
     written = read_csv(out)
     assert [[int(r["id"]), r["text"]] for r in written] == rows  # every row of the file as it began, in order
+
+
+@pytest.mark.parametrize("on_bad_row", ["error", "flag"])
+def test_an_id_column_the_header_lacks_is_refused_at_once_naming_the_columns(tmp_path, hf_model_dir, on_bad_row):
+    """In error mode the first row was refused with advice to pass --on-bad-row flag, which then
+    refused the header: the header's refusal is said first, in both modes."""
+    source = tmp_path / "in.csv"
+    write_csv(source, [[1, "好吃"], [2, "难吃"]])
+    message = one_line_error(run_cli("label", source, "-o", tmp_path / "out.csv", "--id-column", "nope",
+                                     "--on-bad-row", on_bad_row, *model_args(hf_model_dir), check=False), 2)
+    assert "no id column 'nope'; columns are: 'id', 'text'" in message and "--on-bad-row" not in message
+    assert not (tmp_path / "out.csv").exists()

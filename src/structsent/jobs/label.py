@@ -341,6 +341,7 @@ class LabelJob:
         finally:
             self.opening_input = False
         summary.text_column = reader.text_column
+        self._check_id_column(reader)
         self._reader_in_use = False
         started = time.perf_counter()
         try:
@@ -497,6 +498,15 @@ class LabelJob:
         if self.spec.id_column not in columns and self.spec.input_format is not Format.TXT:
             raise BadInputError(f"no id column {self.spec.id_column!r}; columns are: {', '.join(map(repr, columns))}")
         return [self.spec.id_column]
+
+    def _check_id_column(self, reader: RowReader) -> None:
+        """An --id-column a header lacks is refused at once (each row was refused in turn, the
+        first with advice to pass --on-bad-row flag, which then refused the header)."""
+        id_column = self.spec.id_column
+        if id_column is not None and reader.columns and self.spec.input_format is not Format.TXT \
+                and id_column not in reader.columns:
+            reader.close()
+            raise BadInputError(f"no id column {id_column!r}; columns are: {', '.join(map(repr, reader.columns))}")
 
     def _project(self, row: InputRow) -> InputRow:
         """Keep only the id column when --id-column asks for it (plain text: the line number)."""
