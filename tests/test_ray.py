@@ -840,6 +840,20 @@ def test_json_lines_files_are_read_as_the_local_engine_reads_them(line, says):
         json_lines_table(('{"text": "好吃"}\n' + line + "\n").encode(), "a.jsonl")
 
 
+def test_json_lines_values_no_one_parquet_type_holds_are_refused_for_parquet_output():
+    """For Parquet output a column of a number and an object became a column of their JSON text (and
+    the doubles of the other files, which agreed, text too), exit 0; the local job refuses them."""
+    from structsent.ray import json_lines_table
+
+    data = '{"text": "好吃", "n": 7}\n{"text": "差", "n": {"a": 1}}\n'.encode()
+    with pytest.raises(BadInputError, match=r"^y.jsonl: column 'n' holds values no one Parquet type holds \(integer, "
+                                            r"object: .*\); write CSV or JSON Lines output"):
+        json_lines_table(data, "y.jsonl", exact=False)
+    assert json_lines_table(data, "y.jsonl").column("n").to_pylist() == [7, {"a": 1}]  # other outputs: as they are
+    numbers = json_lines_table('{"text": "好吃", "n": 1.5}\n{"text": "差", "n": 2.25}\n'.encode(), "x.jsonl", exact=False)
+    assert str(numbers.schema.field("n").type) == "double" and numbers.column("n").to_pylist() == [1.5, 2.25]
+
+
 def test_cli_engine_ray_refuses_a_bad_json_lines_row_in_one_line_and_writes_nothing(ray_address, tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.jsonl").write_text('{"text": "好吃"}\n{"id": "a", "text": "好", "id": "b"}\n', encoding="utf-8")

@@ -489,7 +489,7 @@ def json_lines_table(data: bytes, name: str, *, exact: bool = True) -> "pyarrow.
     columns = {}
     for column in names:
         values = [row.get(column) for row in rows]
-        columns[column] = _arrow_column(values, exact)
+        columns[column] = _arrow_column(values, exact) if exact else _parquet_column(values, name, column)
     return pa.table(columns) if names else pa.table({})
 
 
@@ -502,6 +502,26 @@ def _arrow_column(values: list, exact: bool):
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         return _python_objects(values)
+
+
+def _parquet_column(values: list, name: str, column: str):
+    """A column for Parquet output: the one Arrow type of its values, or, for values of kinds no one
+    type holds (a number and an object), a refusal naming the column, as the local job refuses them
+    (they became a column of their JSON text, and the doubles of the files that agreed with it too)."""
+    import pyarrow as pa
+
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as err:
+        kinds = ", ".join(sorted({_json_kind(value) for value in values if value is not None}))
+        raise BadInputError(f"{name}: column {column!r} holds values no one Parquet type holds ({kinds}: "
+                            f"{str(err).splitlines()[0][:120]}); write CSV or JSON Lines output, which keep each "
+                            "value as it is, or give the column one type") from None
+
+
+def _json_kind(value: object) -> str:
+    kind = {bool: "boolean", int: "integer", float: "number", str: "string", dict: "object", list: "list"}
+    return kind.get(type(value), type(value).__name__)
 
 
 def _one_arrow_type(values: list) -> bool:
