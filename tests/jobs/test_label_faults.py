@@ -32,7 +32,9 @@ def one_line_error(proc, code):
     """The process exited with ``code`` and said why in one line, without a traceback."""
     message = proc.stderr.decode()
     assert proc.returncode == code, message
-    assert "Traceback" not in message and len(message.strip().splitlines()) == 1, message
+    # (the first test to use a model on ONNX Runtime meets its export, said on a line of its own)
+    lines = [line for line in message.strip().splitlines() if not line.startswith("first use of ")]
+    assert "Traceback" not in message and len(lines) == 1, message
     return message
 
 
