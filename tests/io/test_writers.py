@@ -236,8 +236,16 @@ def test_values_that_fit_the_first_chunk_s_types_are_kept_exactly():
 
 
 def test_an_integer_parquet_cannot_hold_is_a_one_line_error():
-    with pytest.raises(BadInputError, match="rows 1-1: a value Parquet cannot hold"):
+    with pytest.raises(BadInputError, match="rows 1-1: column 'v' holds a value Parquet cannot hold"):
         parquet_chunks([12345678901234567890])
+
+
+@pytest.mark.parametrize("values", [[1, {"a": 1}], [1, "x"], [[1], "x"]])
+def test_values_no_one_type_holds_in_a_first_chunk_are_refused_naming_the_column(values):
+    """Arrow's own words were the whole message ("cannot mix struct and non-struct, non-null
+    values", "Could not convert 'x' with type str"): the column was not named."""
+    with pytest.raises(BadInputError, match=r"^rows 1-2: column 'v' holds a value Parquet cannot hold \("):
+        parquet_chunks(values)
 
 
 def test_json_lines_output_stays_json_when_a_value_is_nan_or_infinite():

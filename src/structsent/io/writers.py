@@ -272,7 +272,22 @@ def _inferred_table(records: list[dict], where: str):
     try:
         return pa.Table.from_pylist(records)
     except (OverflowError, pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
-        raise BadInputError(f"{where}: a value Parquet cannot hold ({err}); write JSON Lines or CSV output") from err
+        column = _column_arrow_refuses(records)
+        named = f"column {column!r} holds " if column is not None else ""
+        raise BadInputError(f"{where}: {named}a value Parquet cannot hold ({err}); write JSON Lines or CSV output") from err
+
+
+def _column_arrow_refuses(records: list[dict]) -> str | None:
+    """The first column whose values Arrow cannot make one column of (values of kinds no one type
+    holds, an integer beyond 64 bits), to name it: Arrow's error did not."""
+    import pyarrow as pa
+
+    for name in dict.fromkeys(key for record in records for key in record):
+        try:
+            pa.array([record.get(name) for record in records])
+        except (OverflowError, pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            return name
+    return None
 
 
 def _table_of_one_schema(inferred, schema, where: str):
