@@ -859,8 +859,8 @@ def _write_all_or_nothing(labelled: "ray.data.Dataset", output: str, output_form
                                 "removed (a Ray job cannot be resumed); run it again") from None
     except BaseException as err:
         _remove_written(output)
-        if isinstance(err, RayJobFailedError):
-            raise RayJobFailedError(f"{err}; the files it had written were removed") from err.__cause__
+        if isinstance(err, (RayJobFailedError, InputTypesDisagreeError)):
+            raise type(err)(f"{err}; the files it had written were removed") from err.__cause__
         raise
 
 
@@ -881,6 +881,10 @@ def _last_line(error: BaseException) -> str:
             return raised[-1][:300]
     lines = [line.strip() for line in str(chain[-1]).splitlines() if line.strip()]
     return lines[-1][:300] if lines else type(chain[-1]).__name__
+
+
+class InputTypesDisagreeError(BadInputError):
+    """Input files (or blocks) that hold one column in two types, which a Ray dataset cannot."""
 
 
 class RayJobFailedError(StructsentError):
@@ -1042,7 +1046,10 @@ class typed_errors:
             raise cause from error
         if isinstance(error, Exception) and cause is None:
             last = _last_line(error)
-            raise RayJobFailedError(_types_that_disagree(last) or f"the Ray job failed: {last}") from error
+            disagreement = _types_that_disagree(last)
+            if disagreement is not None:  # the input's doing: a bad input (exit 2), as docs/RAY.md says
+                raise InputTypesDisagreeError(disagreement) from error
+            raise RayJobFailedError(f"the Ray job failed: {last}") from error
 
 
 _INCOMPATIBLE = re.compile(r"Unable to merge: Field (?P<column>.+?) has incompatible types: (?P<a>.+?) vs (?P<b>.+?)$")
