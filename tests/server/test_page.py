@@ -124,7 +124,10 @@ def test_no_page_flag_reaches_worker_processes():
      ("*/*", False), ("application/json", False), ("", False), ("text/*", False),
      # the quality's name in capitals; an API client that takes HTML too but JSON first
      ("text/html;Q=0", False), ("application/json, text/html;q=0.1", False), ("text/html, application/json", True),
-     ("application/json;q=0.5, text/html;q=0.9", True)],
+     ("application/json;q=0.5, text/html;q=0.9", True),
+     # a quality that is none asks for nothing (each was served the page)
+     ("text/html;q=-1", False), ("text/html;q=nan", False), ("text/html;q=inf", False), ("text/html;q=abc", False),
+     ("text/html;q=1.2.3", False), ("text/html;q=", False), ("text/html;q=1.000", True), ("text/html ; q = 0.5", True)],
 )
 def test_accepts_html(accept, html):
     assert accepts_html(accept) is html

@@ -182,7 +182,8 @@ PAGE_HEADERS = {
 }
 
 _MEDIA_RANGE = re.compile(r"\s*([^;,\s]+)\s*((?:;[^,]*)?)")
-_QUALITY = re.compile(r";\s*q\s*=\s*([0-9.]+)\s*(?:;|$)", re.IGNORECASE)
+_QUALITY = re.compile(r";\s*q\s*=\s*([^;]*?)\s*(?:;|$)", re.IGNORECASE)
+_QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")  # RFC 9110, 12.4.2: 0 to 1, three decimals at most
 
 
 def accepts_html(accept: str) -> bool:
@@ -199,11 +200,14 @@ def _quality(accept: str, media_type: str) -> float:
         match = _MEDIA_RANGE.match(part)
         if match and match.group(1).lower() == media_type:
             quality = _QUALITY.search(match.group(2))
-            try:
-                best = max(best, min(float(quality.group(1)), 1.0) if quality else 1.0)
-            except ValueError:  # "q=1.2.3": not a number, as if no quality were given
-                best = max(best, 1.0)
+            best = max(best, _qvalue(quality.group(1)) if quality else 1.0)
     return best
+
+
+def _qvalue(text: str) -> float:
+    """A quality as the header gives it; one that is none ("-1", "nan", "1.5", "abc") asks for nothing
+    (0): "q=-1" meant no HTML, and was served the page."""
+    return float(text) if _QVALUE.fullmatch(text) else 0.0
 
 
 class BrowserPage:
