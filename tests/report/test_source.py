@@ -121,7 +121,7 @@ def test_a_probability_that_is_not_finite_or_not_in_0_1_flags_its_row(tmp_path, 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    probs = [(0.1, 0.9), (float("nan"), 0.9), (0.1, float("inf")), (-0.5, 0.9), (None, 0.9), (0.2, 0.8)]
+    probs = [(0.1, 0.9), (float("nan"), 0.9), (0.1, float("inf")), (-0.5, 0.9), (None, 0.9), (0.1, 0.9)]
     records = [{"text": f"评论{i}", "label": "正面", "score": positive, "prob_负面": negative,
                 "prob_正面": positive, "error": None} for i, (negative, positive) in enumerate(probs)]
     path = tmp_path / f"edited.{fmt}"
@@ -394,3 +394,37 @@ def test_an_error_of_zero_or_false_is_no_error_in_every_format(tmp_path, fmt):
     rows = list(open_labelled(str(path)).rows())
     assert [r.error for r in rows] == [None] * 6 + ["bad row", "1", "True", "0 rows read"]
     assert [r.label for r in rows] == ["正面"] * 6 + [None] * 4
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_label_score_or_probabilities_that_disagree_flag_their_row(tmp_path, fmt):
+    """A file another tool wrote: a label that is not the most probable, a score that is not its
+    label's probability, probabilities that do not add up to one were counted as labelled rows."""
+    rows_written = [("正面", 0.9, 0.1, 0.9), ("负面", 0.9, 0.1, 0.9), ("正面", 0.9, 0.9, 0.1), ("正面", 0.9, 0.9, 0.9),
+                    ("正面", 0.9, 0.2, 0.8), ("正面", 0.9004, 0.0996, 0.9004), ("负面", 0.5, 0.5, 0.5)]
+    records = [{"text": f"评论{i}", "label": label, "score": score, "prob_负面": negative, "prob_正面": positive,
+                "error": None} for i, (label, score, negative, positive) in enumerate(rows_written)]
+    path = tmp_path / f"other.{fmt}"
+    if fmt == "csv":
+        with open(path, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(records[0]))
+            writer.writeheader()
+            writer.writerows(records)
+    else:
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    rows = list(open_labelled(str(path)).rows())
+    # (rounding to 3 decimals passes, and so does a tie)
+    assert [r.label for r in rows] == ["正面", None, None, None, None, "正面", "负面"]
+    assert "the score 0.9 is not the probability of its label '负面' (0.1)" in rows[1].error
+    assert "the score 0.9 is not the probability of its label '正面' (0.1)" in rows[2].error
+    assert "the probabilities add up to 1.8, not one" in rows[3].error
+    assert "the score 0.9 is not the probability of its label '正面' (0.8)" in rows[4].error
+    assert rows[6].error is None
+
+
+def test_a_label_less_probable_than_another_disagrees_with_its_probabilities():
+    from structsent.report.source import _disagreement
+
+    labels = ("负面", "中性", "正面")
+    assert _disagreement("中性", 0.4, [0.1, 0.4, 0.5], labels) == "the label '中性' is not the most probable one"
+    assert _disagreement("正面", 0.5, [0.1, 0.4, 0.5], labels) is None

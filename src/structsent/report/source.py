@@ -367,22 +367,39 @@ def _checked_label(label: object, score: object, probs: Sequence[object],
         return "the score is not a finite number between zero and one"
     if value < 1.0 / len(labels) - SCORE_SLACK:
         return "the score is below one over the number of labels, which the top probability never is"
-    if not _all_probabilities(probs):
+    probabilities = _probabilities(probs)
+    if probabilities is None:
         return "a probability is not a finite number between zero and one"
-    return str(label), value
+    return _disagreement(str(label), value, probabilities, labels) or (str(label), value)
 
 
 SCORE_SLACK = 1e-6  # the label job writes scores with 6 decimals
+# Rounding another tool may have done (to 3 decimals, say); the label job's own rows agree to 1e-6.
+AGREEMENT_SLACK = 1e-3
 
 
-def _all_probabilities(values: Sequence[object]) -> bool:
-    """Whether every value reads as a number in [0, 1], by the score's rule (``_number``): a JSON
-    true is not the probability 1, and "０.１" or "0.0_5" is no number as written. NaN compares false."""
-    for value in values:
-        number = _number(value)
-        if number is None or not 0.0 <= number <= 1.0:
-            return False
-    return True
+def _disagreement(label: str, score: float, probabilities: list[float], labels: tuple[str, ...]) -> str | None:
+    """What makes a row's label, score and probabilities disagree (each was counted as a labelled row
+    in a file another tool wrote), or None: they add up to one, the score is its label's
+    probability, and no label is more probable than it."""
+    if abs(sum(probabilities) - 1.0) > AGREEMENT_SLACK:
+        return f"the probabilities add up to {sum(probabilities):.6g}, not one"
+    own = probabilities[labels.index(label)]
+    if abs(score - own) > AGREEMENT_SLACK:
+        return f"the score {score:.6g} is not the probability of its label {label!r} ({own:.6g})"
+    if max(probabilities) - own > AGREEMENT_SLACK:
+        return f"the label {label!r} is not the most probable one"
+    return None
+
+
+def _probabilities(values: Sequence[object]) -> list[float] | None:
+    """The values as numbers when every one reads as a number in [0, 1], by the score's rule
+    (``_number``: a JSON true is not the probability 1, and "０.１" or "0.0_5" is no number as
+    written; NaN compares false), else None."""
+    numbers = [_number(value) for value in values]
+    if any(number is None or not 0.0 <= number <= 1.0 for number in numbers):
+        return None
+    return [number for number in numbers if number is not None]
 
 
 def _number(value: object) -> float | None:
