@@ -498,3 +498,51 @@ def test_a_last_line_being_written_when_the_file_was_opened_is_no_row(tmp_path):
     complete = write(tmp_path, "done.txt", "很好吃\n送得很快".encode())  # a last line without a break, unchanged
     assert [row.text for row in open_reader(complete, Format.TXT, text_column="text", on_bad_row="error")] == \
         ["很好吃", "送得很快"]
+
+
+def test_a_quoted_field_still_open_when_the_file_was_opened_and_closed_since_is_no_row(tmp_path):
+    """A CSV record whose quoted field ran past the end of the file when it was opened, finished by
+    an append: it was flagged "malformed CSV (unexpected end of data)" (its id lost, exit 0), or in
+    error mode the file was called malformed."""
+    from structsent.errors import InputChangedError
+
+    for on_bad_row in ("flag", "error"):
+        path = write(tmp_path, f"in-{on_bad_row}.csv", 'id,text\n1,很好吃\n2,"第一行\n'.encode())
+        reader = open_reader(path, Format.CSV, text_column="text", on_bad_row=on_bad_row)
+        texts = []
+        try:
+            with pytest.raises(InputChangedError, match="the record that begins on line 3 was still open"):
+                for row in reader:
+                    texts.append(row.text)
+                    with open(path, "ab") as handle:
+                        handle.write('第二行"\n'.encode())
+        finally:
+            reader.close()
+        assert texts == ["很好吃"]
+    unchanged = write(tmp_path, "open.csv", 'id,text\n1,很好吃\n2,"第一行\n'.encode())  # (nothing appended)
+    rows = list(open_reader(unchanged, Format.CSV, text_column="text", on_bad_row="flag"))
+    assert rows[0].text == "很好吃" and "unexpected end of data" in rows[1].error
+
+
+@pytest.mark.parametrize("fmt", [Format.TXT, Format.CSV, Format.JSONL])
+def test_a_file_rewritten_while_it_is_read_stops_the_reader(tmp_path, fmt):
+    """A file rewritten bigger (not appended to) while a job read it gave rows of its old and its new
+    content, said to be "appended", exit 0."""
+    from structsent.errors import InputChangedError
+
+    def content(word, count):
+        header = "id,text\n" if fmt is Format.CSV else ""
+        if fmt is Format.JSONL:
+            return "".join(json.dumps({"id": i, "text": f"第{i}条{word}"}, ensure_ascii=False) + "\n" for i in range(count))
+        return header + "".join((f"{i}," if fmt is Format.CSV else "") + f"第{i}条{word}\n" for i in range(count))
+
+    path = write(tmp_path, "in." + fmt.value, content("味道很好", 3000).encode())
+    reader = open_reader(path, fmt, text_column="text", on_bad_row="error")
+    try:
+        with pytest.raises(InputChangedError, match="the file was rewritten while the job read it"):
+            for number, _ in enumerate(reader):
+                if number == 10:
+                    with open(path, "wb") as handle:  # past what the reader holds in its buffer
+                        handle.write(content("难吃死了", 4000).encode())
+    finally:
+        reader.close()

@@ -85,6 +85,7 @@ class RowReader:
 
 
 BYTE_ORDER_MARK = "\ufeff"
+REREAD_BYTES = 1 << 12  # of the first lines and of the last line read, looked at again at the end
 MAX_LINE_BYTES = 1 << 27  # a physical line longer than this (128 MiB) is no row of reviews
 
 
@@ -124,6 +125,10 @@ class _LineSource:
         # input (a line being written when it opened was labelled as its first part, exit 0).
         self._end = size if size is not None and not self._may_wait else None
         self.appended = 0  # bytes the file had grown by when its input part was read to the end
+        # Bytes read at the start and at the end, looked at again once the file is read: a file
+        # rewritten while the job read it (its bytes replaced, not appended to) gave rows of both.
+        self._first_read: tuple[int, bytes] | None = None
+        self._last_read: tuple[int, bytes] | None = None
 
     def __iter__(self) -> Iterator[_Line]:
         for raw in self._raw_lines():
@@ -132,12 +137,37 @@ class _LineSource:
             if not raw.endswith(b"\n"):  # the file's last line, or one cut short by a file that shrank or grew
                 self._check_not_cut()
                 self._check_not_continued()
+            if self._first_read is None:
+                self._first_read = (start, raw[:REREAD_BYTES])
+            elif len(self._first_read[1]) < REREAD_BYTES:  # (past a header line: rows too)
+                self._first_read = (self._first_read[0], (self._first_read[1] + raw[:REREAD_BYTES])[:REREAD_BYTES])
+            tail = raw[-REREAD_BYTES:]
+            self._last_read = (start + len(raw) - len(tail), tail)
             text, error = self._decoded(raw, start)
             if start == 0 and text.startswith(BYTE_ORDER_MARK):
                 text = text[1:]  # a UTF-8 byte-order mark opens the file, not its first value
             yield _Line(raw, text, self._read_number, start, error)
         self._check_not_cut()
-        self.appended = max(self._size_now() - self._end, 0) if self._end is not None else 0
+        if self._end is not None:
+            self._check_not_rewritten()
+            self.appended = max(self._size_now() - self._end, 0)
+
+    def _check_not_rewritten(self) -> None:
+        """The bytes read first and last are the file's still: a file rewritten (not appended to)
+        while the job read it gave rows of its old and of its new content, exit 0."""
+        for read in (self._first_read, self._last_read):
+            if read is None:
+                continue
+            offset, data = read
+            try:
+                now = os.pread(self.stream.fileno(), len(data), offset)
+            except (OSError, ValueError, io.UnsupportedOperation):
+                return
+            if now != data:
+                raise InputChangedError(
+                    f"{self.name}: the file was rewritten while the job read it (its bytes at offset {offset:,} are "
+                    "no longer those read), so the rows read are not all of one file"
+                )
 
     def _raw_lines(self) -> Iterator[bytes]:
         """The stream's lines, each refused past MAX_LINE_BYTES (an input with no line breaks, such
@@ -176,12 +206,16 @@ class _LineSource:
         """A last line without a line break at the size the file had when the job opened it, in a
         file longer now: the line was being written (its rest, appended since, is not read), so
         what was read of it is not the file's row."""
-        if self._end is not None and self._read_offset == self._end and self._size_now() > self._end:
+        if self.continued_since_opened():
             raise InputChangedError(
                 f"{self.name}: line {self._read_number} had no line break at byte {self._end:,}, the end of "
                 "the file when the job opened it, and the file has grown since: the line was being written, "
                 "so its row is not the file's"
             )
+
+    def continued_since_opened(self) -> bool:
+        """Whether the file was read to the size it had when opened and has grown since."""
+        return self._end is not None and self._read_offset == self._end and self._size_now() > self._end
 
     def _size_now(self) -> int:
         try:
@@ -469,6 +503,12 @@ class CsvReader(RowReader):
         except StopIteration:
             return None, [], None
         except csv.Error as err:
+            if str(err).startswith("unexpected end of data") and self.lines.continued_since_opened():
+                first = self._record_lines[0].number if self._record_lines else self.lines.line_number + 1
+                raise InputChangedError(
+                    f"{self.name}: the record that begins on line {first} was still open (a quoted field) at the "
+                    "end of the file when the job opened it, and the file has grown since: the record was being "
+                    "written, so its row is not the file's") from None
             self._records = self._parser()  # a fresh parser: no state of the broken record survives
             return [], self._record_lines, f"malformed CSV ({_csv_error_text(err)})"
         return fields, self._record_lines, None
