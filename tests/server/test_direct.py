@@ -246,6 +246,12 @@ def test_a_client_value_an_error_names_is_shown_cut_to_its_start_and_length(serv
             assert status == 422 and len(body) < 1000, body[:300]
             assert "k" * 60 + "... (400,000 characters)" in json.loads(body)["error"] or \
                 "x" * 60 + "... (60,000 characters)" in json.loads(body)["error"], body
+        # an unknown route's path, and a method a route does not take (404, 405)
+        for request, status in ((dict(method="GET", url="/" + "z" * 6000), 404),
+                                (dict(method="DELETE", url="/v1/sentiment" + "y" * 6000), 404),
+                                (dict(method="DELETE", url="/v1/sentiment"), 405)):
+            ((got, _, body),) = answers(app, [request])
+            assert got == status and len(body) < 1000, body[:300]
 
 
 def test_the_direct_app_labels_as_the_library_does(service, clf):

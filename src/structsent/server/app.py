@@ -51,6 +51,7 @@ from .middleware import (
     CloseWhenDraining,
     ConnectionPolicy,
     RequestTimer,
+    bounded,
     error_json,
 )
 from .page import BrowserPage
@@ -691,7 +692,7 @@ def _add_error_handlers(app: FastAPI, service: SentimentService) -> None:
             return error_json(f"malformed JSON: {describe_undecodable_body(err.__cause__)}", "validation", status=422)
         error_type = error_type_of_status(err.status_code)
         service.metrics.observe_error(error_type)
-        message = f"{err.detail}: {request.method} {request.url.path}"
+        message = f"{err.detail}: {bounded(request.method)} {bounded(request.url.path)}"
         return error_json(message, error_type, status=err.status_code, headers=_with_head_allowed(err.headers))
 
     @app.exception_handler(Exception)
@@ -754,12 +755,6 @@ def describe_undecodable_body(cause: BaseException) -> str:
     if isinstance(cause, ValueError) and "digits" in str(cause):
         return "a number has too many digits"
     return f"unreadable body ({type(cause).__name__})"
-
-
-def bounded(text: str, limit: int = 60) -> str:
-    """A client's value (a field name, a header) as an error message shows it: whole when short, else
-    its start and its length (a 900,000-character field name came back whole in the 422)."""
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 # pydantic error types whose message gains a hint, keyed by (form of `inputs`, type)

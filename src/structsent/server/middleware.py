@@ -284,7 +284,7 @@ class BodyLimits:
         """A compressed body (Content-Encoding: gzip...) was read as its compressed bytes: a gzip body
         was "not valid UTF-8" (422), a plain one under the header was labelled as if it were absent."""
         self.on_reject("validation")
-        shown = encoding.decode("latin-1")[:40]
+        shown = bounded(encoding.decode("latin-1"))
         response = error_json(f"Content-Encoding: {shown} is not accepted; send the body uncompressed",
                               "validation", status=415, close=True)  # the body is left unread
         await response(scope, receive, send)
@@ -292,7 +292,7 @@ class BodyLimits:
     async def _transfer_coded(self, scope, receive, send, coding: bytes) -> None:
         """501 for a transfer coding other than chunked: the body would be read as its coded bytes."""
         self.on_reject("validation")
-        shown = coding.decode("latin-1")[:40]
+        shown = bounded(coding.decode("latin-1"))
         response = error_json(f"Transfer-Encoding: {shown} is not implemented; send the body with chunked "
                               "alone, or with a Content-Length", "validation", status=501, close=True)
         await response(scope, receive, send)
@@ -314,6 +314,12 @@ class BodyLimits:
             close=True,
         )
         await response(scope, receive, send)
+
+
+def bounded(text: str, limit: int = 60) -> str:
+    """A client's value (a field name, a header, a path) as an error message shows it: whole when
+    short, else its start and its length (a 900,000-character field name came back whole in the 422)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def _coding_other_than(headers, name: bytes, accepted: bytes) -> bytes | None:
