@@ -373,7 +373,8 @@ def test_two_complete_sets_of_label_columns_without_the_block_last_are_refused(t
 def test_an_error_of_zero_or_false_is_no_error_in_every_format(tmp_path, fmt):
     """A JSON false or 0 was no error, but the CSV text "0" or "False" (pandas' writing of those)
     flagged its row with the reason "0" or "False"."""
-    errors = ["", "0", "0.0", "False", "false", "FALSE", "bad row", "1", "True", "0 rows read"]
+    errors = ["", "0", "0.0", "False", "false", "FALSE", "-0", "0.00", "+0", " 0 ",
+              "bad row", "1", "True", "0 rows read"]
     records = [{"text": f"评论{i}", "label": "正面", "score": "0.9", "prob_负面": "0.1", "prob_正面": "0.9",
                 "error": error} for i, error in enumerate(errors)]
     path = tmp_path / f"edited.{fmt}"
@@ -392,8 +393,24 @@ def test_an_error_of_zero_or_false_is_no_error_in_every_format(tmp_path, fmt):
         pq.write_table(pa.Table.from_pylist([{**r, "score": 0.9, "prob_负面": 0.1, "prob_正面": 0.9}
                                              for r in records]), path)
     rows = list(open_labelled(str(path)).rows())
-    assert [r.error for r in rows] == [None] * 6 + ["bad row", "1", "True", "0 rows read"]
-    assert [r.label for r in rows] == ["正面"] * 6 + [None] * 4
+    assert [r.error for r in rows] == [None] * 10 + ["bad row", "1", "True", "0 rows read"]
+    assert [r.label for r in rows] == ["正面"] * 10 + [None] * 4
+
+
+def test_a_parquet_decimal_zero_error_is_no_error(tmp_path):
+    """A decimal error column holding 0 or 0.0 flagged its rows with the reasons "0" and "0.0"."""
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    errors = [decimal.Decimal("0"), decimal.Decimal("0.0"), decimal.Decimal("1.5"), None]
+    table = pa.table({"text": ["a", "b", "c", "d"], "label": ["正面"] * 4, "score": [0.9] * 4,
+                      "prob_负面": [0.1] * 4, "prob_正面": [0.9] * 4, "error": pa.array(errors, pa.decimal128(4, 1))})
+    path = tmp_path / "decimal.parquet"
+    pq.write_table(table, path)
+    rows = list(open_labelled(str(path)).rows())
+    assert [r.error is None for r in rows] == [True, True, False, True]
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])

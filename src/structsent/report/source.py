@@ -18,6 +18,7 @@ import dataclasses
 import itertools
 import json
 import math
+import numbers
 import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -334,11 +335,19 @@ def _error_text(error: object) -> str | None:
     Parquet false or 0, and the texts CSV holds for them ("0", "0.0", "False" in any case)."""
     if isinstance(error, bytes):
         error = _shown(error)
-    if error is None or (isinstance(error, (int, float)) and error == 0):  # False is the int 0
+    if error is None or (isinstance(error, numbers.Number) and error == 0):  # False is the int 0; Decimal("0.0")
         return None
     if isinstance(error, str):
-        return None if error.lower() in NO_ERROR_TEXTS else error
+        return None if error.strip().lower() in NO_ERROR_TEXTS or _zero(error) else error
     return _shown(error)
+
+
+def _zero(text: str) -> bool:
+    """Whether a text is a number equal to zero as CSV holds another tool's zeros ("-0", "0.00", "+0")."""
+    try:
+        return text.strip().isascii() and float(text) == 0
+    except ValueError:
+        return False
 
 
 def _shown(value: object) -> str:
