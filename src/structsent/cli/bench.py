@@ -115,9 +115,8 @@ def _bench(args, setup, chosen, checkpoint, workload, out: Path, model_dir: Path
         with sigterm_as_interrupt():  # stopped as by Ctrl-C: its runs end, nothing half-written is left
             timings = _measure(chosen, setup, workload.texts, args.chunks)
     except BaseException:
-        if made:  # a stopped or failed run leaves no empty directory behind
-            with contextlib.suppress(OSError):
-                out.rmdir()
+        if made is not None:  # a stopped or failed run leaves no empty directory behind
+            _remove_empty_directories(out, up_to=made)
         raise
     if peak:  # measured again after the runs, the best of both: a busy moment at the start made it low
         peak = max(peak, matmul_peak_flops(args.num_threads))
@@ -150,19 +149,33 @@ def _bench(args, setup, chosen, checkpoint, workload, out: Path, model_dir: Path
 OUTPUT_FILES = ("bench.json", "bench.png", "bench.md")
 
 
-def _make_output_directory(out: Path) -> bool:
+def _make_output_directory(out: Path) -> Path | None:
     """Made once everything else was accepted, before the measurements: a path access() lets
     through but no directory can be made at (/proc/x) is refused here, not after the run.
-    Whether it was made here (it did not exist)."""
+    The outermost directory made here (None: ``out`` existed)."""
     from ..errors import ConfigError
 
+    outermost = None
+    for directory in [*reversed(out.parents), out]:
+        if not directory.exists():
+            outermost = directory
+            break
     try:
         out.mkdir(parents=True)
     except FileExistsError:
-        return False
+        return None
     except OSError as err:
         raise ConfigError(f"--out {out}: cannot make the directory ({err.strerror or err})") from None
-    return True
+    return outermost
+
+
+def _remove_empty_directories(out: Path, *, up_to: Path) -> None:
+    """``out`` and its parents up to ``up_to``, each removed while empty (the levels this run made)."""
+    for directory in [out, *out.parents]:
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+        if directory == up_to:
+            return
 
 
 @contextlib.contextmanager
