@@ -850,6 +850,8 @@ def test_json_lines_values_no_one_parquet_type_holds_are_refused_for_parquet_out
                                             r"object: .*\); write CSV or JSON Lines output"):
         json_lines_table(data, "y.jsonl", exact=False)
     assert json_lines_table(data, "y.jsonl").column("n").to_pylist() == [7, {"a": 1}]  # other outputs: as they are
+    # the text column's non-texts are flagged rows, written as their JSON text: never refused
+    assert json_lines_table(data, "y.jsonl", exact=False, text_column="n").column("n").to_pylist() == [7, {"a": 1}]
     numbers = json_lines_table('{"text": "好吃", "n": 1.5}\n{"text": "差", "n": 2.25}\n'.encode(), "x.jsonl", exact=False)
     assert str(numbers.schema.field("n").type) == "double" and numbers.column("n").to_pylist() == [1.5, 2.25]
 

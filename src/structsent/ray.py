@@ -407,17 +407,19 @@ def _ray_input_format(fmt: Format) -> Format:
     return fmt
 
 
-def read_dataset(source: InputFiles, *, exact_json: bool = True) -> "ray.data.Dataset":
+def read_dataset(source: InputFiles, *, exact_json: bool = True, text_column: str = "text") -> "ray.data.Dataset":
     """Read ``source`` with Ray Data; CSV columns stay strings, as the local engine reads them.
     ``exact_json``: JSON Lines values are held as they are (see ``json_lines_table``); False, for
-    Parquet output, lets Arrow widen them to one type (integers among floats become floats)."""
+    Parquet output, lets Arrow widen them to one type (integers among floats become floats), and
+    refuses other columns than ``text_column`` whose values no one type holds."""
     data = _ray_data()
     common = {"file_extensions": source.suffixes, **_filesystem_for(source.paths[0])}
     if source.format is Format.PARQUET:
         ds = data.read_parquet(source.paths, **common)
         return ds.map_batches(without_pandas_metadata, batch_format="pyarrow", batch_size=None)
     if source.format is Format.JSONL:
-        return data.read_datasource(_json_lines_datasource(source.paths, common, exact=exact_json))
+        return data.read_datasource(_json_lines_datasource(source.paths, common, exact=exact_json,
+                                                           text_column=text_column))
     # Remote inputs have no local file list: Arrow infers their column types.
     strings = _csv_as_strings(source.files) if source.files else None
     return data.read_csv(source.paths, **common, convert_options=strings, parse_options=_csv_parse_options())
@@ -441,7 +443,7 @@ def _filesystem_for(path: str) -> dict:
     return {"filesystem": pa_fs.LocalFileSystem()}
 
 
-def _json_lines_datasource(paths, options: dict, *, exact: bool):
+def _json_lines_datasource(paths, options: dict, *, exact: bool, text_column: str = "text"):
     """JSON Lines files read as the local job reads them, by its own reader: values as they are
     (Ray's reader went through pandas, which turned "007" into 7, "2024-03-05" into a timestamp and
     1.0000000000000002 into 1.0), and what it refuses refused here too (a key twice, a lone surrogate
@@ -450,7 +452,7 @@ def _json_lines_datasource(paths, options: dict, *, exact: bool):
 
     class JsonLinesDatasource(FileBasedDatasource):
         def _read_stream(self, f, path: str):
-            yield json_lines_table(f.read_buffer().to_pybytes(), path, exact=exact)
+            yield json_lines_table(f.read_buffer().to_pybytes(), path, exact=exact, text_column=text_column)
 
     return JsonLinesDatasource(paths, **options)
 
@@ -466,7 +468,7 @@ def _python_objects(values: list):
     return ArrowPythonObjectArray.from_objects(values)
 
 
-def json_lines_table(data: bytes, name: str, *, exact: bool = True) -> "pyarrow.Table":
+def json_lines_table(data: bytes, name: str, *, exact: bool = True, text_column: str = "text") -> "pyarrow.Table":
     """The rows of one JSON Lines file as an Arrow table. A column whose values no Arrow type
     holds exactly (a number among texts, integers among floats, an integer beyond 64 bits, objects
     and lists) is a column of Python objects: the labeller flags its non-texts, the JSON Lines
@@ -489,7 +491,11 @@ def json_lines_table(data: bytes, name: str, *, exact: bool = True) -> "pyarrow.
     columns = {}
     for column in names:
         values = [row.get(column) for row in rows]
-        columns[column] = _arrow_column(values, exact) if exact else _parquet_column(values, name, column)
+        # (the text column's non-texts are flagged rows, written as their JSON text, in every output)
+        if exact or column == text_column:
+            columns[column] = _arrow_column(values, exact)
+        else:
+            columns[column] = _parquet_column(values, name, column)
     return pa.table(columns) if names else pa.table({})
 
 
@@ -718,7 +724,7 @@ def _run_locked_label_job(spec: "RayLabelSpec", source: "InputFiles", output_for
     with connected(spec.ray_address, quiet=spec.quiet) as ray:
         _configure_this_job(quiet=spec.quiet)
         with typed_errors():  # the schema is read here: a file that cannot be read fails here
-            ds = read_dataset(source, exact_json=output_format is not Format.PARQUET)
+            ds = read_dataset(source, exact_json=output_format is not Format.PARQUET, text_column=spec.text_column)
             if _holds_no_rows(ds):
                 _check_columns_of_no_rows(spec, source)
                 _write_no_rows(spec, output, started)
