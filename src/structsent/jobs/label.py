@@ -341,10 +341,10 @@ class LabelJob:
         finally:
             self.opening_input = False
         summary.text_column = reader.text_column
-        self._check_id_column(reader)
         self._reader_in_use = False
         started = time.perf_counter()
         try:
+            self._check_id_column(reader)
             with quick_gil_handoff(self.classifier.runner.device):
                 self._label_chunks(reader, manifest, summary, started)
         except InputChangedError as err:
@@ -495,18 +495,20 @@ class LabelJob:
         columns = list(reader.columns) or in_chunk or self._fields_further_on(reader, chunk)
         if self.spec.id_column is None:
             return columns
-        if self.spec.id_column not in columns and self.spec.input_format is not Format.TXT:
-            raise BadInputError(f"no id column {self.spec.id_column!r}; columns are: {', '.join(map(repr, columns))}")
+        self._check_id_column_in(columns)
         return [self.spec.id_column]
 
     def _check_id_column(self, reader: RowReader) -> None:
         """An --id-column a header lacks is refused at once (each row was refused in turn, the
         first with advice to pass --on-bad-row flag, which then refused the header)."""
+        if self.spec.id_column is not None and reader.columns:
+            self._check_id_column_in(reader.columns)
+
+    def _check_id_column_in(self, columns: list[str]) -> None:
+        """The --id-column is one of ``columns`` (plain text has none: its id is the line number)."""
         id_column = self.spec.id_column
-        if id_column is not None and reader.columns and self.spec.input_format is not Format.TXT \
-                and id_column not in reader.columns:
-            reader.close()
-            raise BadInputError(f"no id column {id_column!r}; columns are: {', '.join(map(repr, reader.columns))}")
+        if id_column not in columns and self.spec.input_format is not Format.TXT:
+            raise BadInputError(f"no id column {id_column!r}; columns are: {', '.join(map(repr, columns))}")
 
     def _project(self, row: InputRow) -> InputRow:
         """Keep only the id column when --id-column asks for it (plain text: the line number)."""
