@@ -116,6 +116,7 @@ class _LineSource:
         self.line_number = line
         self.on_bad_row = on_bad_row
         self.name = name
+        self._start = start  # where reading began (the file's start, or a resume's position)
         self._read_offset = start
         self._read_number = line
         self._digest = hashlib.blake2b(digest_size=16)
@@ -125,10 +126,11 @@ class _LineSource:
         # input (a line being written when it opened was labelled as its first part, exit 0).
         self._end = size if size is not None and not self._may_wait else None
         self.appended = 0  # bytes the file had grown by when its input part was read to the end
-        # Bytes read at the start and at the end, looked at again once the file is read: a file
-        # rewritten while the job read it (its bytes replaced, not appended to) gave rows of both.
-        self._first_read: tuple[int, bytes] | None = None
-        self._last_read: tuple[int, bytes] | None = None
+        # Bytes read first (from ``start``) and the last line read (from its offset), looked at again
+        # once the file is read: a file rewritten while the job read it (its bytes replaced, not
+        # appended to) gave rows of its old and of its new content.
+        self._first_bytes = b""
+        self._last_line: tuple[int, bytes] | None = None
 
     def __iter__(self) -> Iterator[_Line]:
         for raw in self._raw_lines():
@@ -137,12 +139,9 @@ class _LineSource:
             if not raw.endswith(b"\n"):  # the file's last line, or one cut short by a file that shrank or grew
                 self._check_not_cut()
                 self._check_not_continued()
-            if self._first_read is None:
-                self._first_read = (start, raw[:REREAD_BYTES])
-            elif len(self._first_read[1]) < REREAD_BYTES:  # (past a header line: rows too)
-                self._first_read = (self._first_read[0], (self._first_read[1] + raw[:REREAD_BYTES])[:REREAD_BYTES])
-            tail = raw[-REREAD_BYTES:]
-            self._last_read = (start + len(raw) - len(tail), tail)
+            if len(self._first_bytes) < REREAD_BYTES:  # (past a header line: rows too)
+                self._first_bytes += raw[: REREAD_BYTES - len(self._first_bytes)]
+            self._last_line = (start, raw)
             text, error = self._decoded(raw, start)
             if start == 0 and text.startswith(BYTE_ORDER_MARK):
                 text = text[1:]  # a UTF-8 byte-order mark opens the file, not its first value
@@ -155,10 +154,11 @@ class _LineSource:
     def _check_not_rewritten(self) -> None:
         """The bytes read first and last are the file's still: a file rewritten (not appended to)
         while the job read it gave rows of its old and of its new content, exit 0."""
-        for read in (self._first_read, self._last_read):
-            if read is None:
-                continue
-            offset, data = read
+        if self._last_line is None:
+            return
+        last_start, last = self._last_line
+        tail = last[-REREAD_BYTES:]
+        for offset, data in ((self._start, self._first_bytes), (last_start + len(last) - len(tail), tail)):
             try:
                 now = os.pread(self.stream.fileno(), len(data), offset)
             except (OSError, ValueError, io.UnsupportedOperation):
