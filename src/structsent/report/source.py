@@ -326,7 +326,7 @@ def to_row(number: int, label: object, score: object, error: object, text: objec
     return LabelledRow(number, *checked, None, text, group)
 
 
-NO_ERROR_TEXTS = frozenset({"", "0", "0.0", "false"})  # compared in lower case: "False", "FALSE"
+NO_ERROR_TEXTS = frozenset({"", "false"})  # compared in lower case: "False", "FALSE"; and texts of zero
 
 
 def _error_text(error: object) -> str | None:
@@ -338,16 +338,9 @@ def _error_text(error: object) -> str | None:
     if error is None or (isinstance(error, numbers.Number) and error == 0):  # False is the int 0; Decimal("0.0")
         return None
     if isinstance(error, str):
-        return None if error.strip().lower() in NO_ERROR_TEXTS or _zero(error) else error
+        # ("0", "0.0", "-0", "0.00", "+0": read by the score's rule, which takes ASCII digits only)
+        return None if error.strip().lower() in NO_ERROR_TEXTS or _number(error) == 0 else error
     return _shown(error)
-
-
-def _zero(text: str) -> bool:
-    """Whether a text is a number equal to zero as CSV holds another tool's zeros ("-0", "0.00", "+0")."""
-    try:
-        return text.strip().isascii() and float(text) == 0
-    except ValueError:
-        return False
 
 
 def _shown(value: object) -> str:
@@ -391,8 +384,9 @@ def _disagreement(label: str, score: float, probabilities: list[float], labels: 
     """What makes a row's label, score and probabilities disagree (each was counted as a labelled row
     in a file another tool wrote), or None: they add up to one, the score is its label's
     probability, and no label is more probable than it."""
-    if abs(sum(probabilities) - 1.0) > AGREEMENT_SLACK:
-        return f"the probabilities add up to {sum(probabilities):.6g}, not one"
+    total = sum(probabilities)
+    if abs(total - 1.0) > AGREEMENT_SLACK:
+        return f"the probabilities add up to {total:.6g}, not one"
     own = probabilities[labels.index(label)]
     if abs(score - own) > AGREEMENT_SLACK:
         return f"the score {score:.6g} is not the probability of its label {label!r} ({own:.6g})"
