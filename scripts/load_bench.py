@@ -1,7 +1,7 @@
 """Load benchmark of `structsent serve`: micro-batching against batch-of-one serving.
 
 Starts the server on a free loopback port once per mode (batched with the defaults; batched with
-a 5 ms merge wait; ``--max-batch-size 1 --max-wait-ms 0``), drives each with closed-loop clients at several
+one model worker; batched with a 5 ms merge wait; ``--max-batch-size 1 --max-wait-ms 0``), drives each with closed-loop clients at several
 concurrency levels, one review per request, and prints throughput and p50/p95/p99 latency.
 Bounded: each level stops after ``--requests`` requests or ``--seconds`` seconds, whichever first.
 
@@ -48,7 +48,8 @@ BUNDLED_MODEL = ROOT / "src" / "structsent" / "models" / "default" / "config.jso
 # ModelScope's StructBERT tiny Chinese sentiment model has this shape (4 x 312, 12 heads).
 STRUCTBERT_TINY = dict(hidden_size=312, num_hidden_layers=4, num_attention_heads=12, intermediate_size=1248)
 MODES = {
-    "batched": [],  # the defaults: no merge wait, merge what queued while the model was busy
+    "batched": [],  # the defaults: no merge wait, merge what queued while the model was busy, model workers auto
+    "batched, one model worker": ["--model-workers", "1"],  # one model call at a time, on every core
     "batched, 5 ms wait": ["--max-wait-ms", "5"],
     "batch-of-one": ["--max-batch-size", "1", "--max-wait-ms", "0"],
 }
@@ -308,7 +309,7 @@ def bench_levels(server: subprocess.Popen, port: int, mode: str, texts: list[str
             after = model_counters(port) if count_batches else (0, 0.0)
             batches, model_seconds = after[0] - before[0], after[1] - before[1]
             row.update(mode=mode, mean_batch=round(row["requests"] / batches, 1) if batches else None)
-            if model_seconds:  # where the time went: the model worker's share of the wall clock
+            if model_seconds:  # where the time went: model calls in flight on average, texts per second of call
                 row.update(model_busy=round(model_seconds / row["seconds"], 2),
                            model_throughput=round(row["requests"] / model_seconds, 1))
             rows.append(row)
@@ -340,7 +341,8 @@ def compare(server_row: dict, library: dict) -> str:
     return (f"{server_row['mode']}, concurrency {server_row['concurrency']}: {server_row['throughput']} texts/s = "
             f"{server_row['throughput'] / library['throughput']:.2f}x in-process ({library['throughput']}); "
             f"p99 {server_row['p99_ms']} ms = {server_row['p99_ms'] / floor_ms:.2f}x the floor {floor_ms:.0f} ms; "
-            f"model busy {server_row.get('model_busy')}, {server_row.get('model_throughput')} texts/s while busy; "
+            f"model calls in flight {server_row.get('model_busy')} on average, {server_row.get('model_throughput')} "
+            f"texts per second of model call; "
             f"load average {Path('/proc/loadavg').read_text().split()[0] if Path('/proc/loadavg').exists() else '?'}")
 
 

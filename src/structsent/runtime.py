@@ -10,6 +10,7 @@ valid choices; the backends only carry out the plan.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from .config import Attention, Backend, EngineConfig, Precision
@@ -17,6 +18,12 @@ from .errors import ConfigError, MissingExtraError, OutputWriteError, require
 from .plan import RuntimePlan, plan_for
 
 log = logging.getLogger("structsent.runtime")
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity where the platform has one)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 def resolve_runtime(checkpoint, config: EngineConfig) -> RuntimePlan:

@@ -10,6 +10,18 @@ from pathlib import Path
 
 import pytest
 
+import structsent
+from structsent.config import EngineConfig
+from structsent.errors import ConfigError
+from structsent.runtime import usable_cores
+from structsent.server.app import (
+    SentimentService,
+    ServerSettings,
+    engine_config_for,
+    model_workers_on,
+    planned_model_workers,
+)
+
 from .conftest import metric
 
 pytestmark = pytest.mark.slow  # real server processes
@@ -154,6 +166,10 @@ def test_health_and_info(server, hf_model_dir):
     # the engine's settings under the names of EngineConfig's fields (and of the flags)
     assert info["token_budget"] == 4096 and info["max_batch_size"] == 64 and info["batch_overhead_tokens"] == 32
     assert info["pad_multiple"] is None and "num_threads" in info
+    # Two model calls at once where the process has two cores or more, the cores divided between them.
+    cores = usable_cores()
+    assert info["limits"]["model_workers"] == (2 if cores >= 2 else 1)
+    assert info["num_threads"] == (cores // 2 if cores >= 2 else None)
 
 
 @pytest.mark.parametrize("path", ["/health", "/info", "/openapi.json", "/docs"])
@@ -463,3 +479,50 @@ def test_a_client_that_left_while_its_texts_were_tokenized_never_reaches_the_mod
     finally:
         service.stop(timeout=10)
     assert computed == []  # never submitted to the batcher
+
+
+# -- model workers ------------------------------------------------------------------------------
+@pytest.mark.parametrize("workers", [0, 65, True, 1.5, "2"])
+def test_model_workers_out_of_range_is_a_config_error(workers):
+    with pytest.raises(ConfigError, match="model_workers"):
+        ServerSettings(model_workers=workers)
+
+
+def test_model_workers_divide_the_cores_unless_the_threads_are_set():
+    cores = usable_cores()
+    assert planned_model_workers(ServerSettings()) == (2 if cores >= 2 else 1)
+    assert planned_model_workers(ServerSettings(engine=EngineConfig(device="cuda"))) == 1
+    assert engine_config_for(ServerSettings(model_workers=1)).num_threads is None
+    assert engine_config_for(ServerSettings(model_workers=2)).num_threads == max(1, cores // 2)
+    assert engine_config_for(ServerSettings(model_workers=4 * cores)).num_threads == 1
+    kept = ServerSettings(model_workers=2, engine=EngineConfig(num_threads=3))
+    assert engine_config_for(kept).num_threads == 3  # then each call has that many
+    # Unless set, a model 'auto' placed on a GPU gets one worker; a set number is kept.
+    assert model_workers_on(ServerSettings(), "cuda:0") == 1
+    assert model_workers_on(ServerSettings(model_workers=3), "cuda:0") == 3
+    assert model_workers_on(ServerSettings(model_workers=3), "cpu") == 3
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_service_with_model_workers_labels_as_the_library_does(hf_model_dir, real_reviews, workers):
+    """The real service, its batcher running ``workers`` model calls at once on the CPU threads
+    divided between them: every request gets its own texts' labels, in order, as the library's."""
+    service = SentimentService(ServerSettings(model=str(hf_model_dir), model_workers=workers))
+    service.start_loading().join(timeout=120)
+    assert service.ready, service.load_error
+    assert service.batcher.workers == workers and service.info()["limits"]["model_workers"] == workers
+    requests = [real_reviews[i : i + 1 + i % 3] for i in range(120)]
+
+    async def many_clients():
+        return await asyncio.gather(*(service.label(texts) for texts in requests))
+
+    try:
+        answers = asyncio.run(many_clients())
+    finally:
+        service.stop(10)
+    library = structsent.load(str(hf_model_dir))
+    assert [len(a) for a in answers] == [len(texts) for texts in requests]
+    for texts, answer in zip(requests, answers):
+        alone = library(texts)
+        assert [r.label for r in answer] == [r.label for r in alone]
+        assert [r.score for r in answer] == pytest.approx([r.score for r in alone], abs=1e-5)

@@ -49,8 +49,9 @@ def started(classifier, **options) -> MicroBatcher:
     return batcher
 
 
-def test_concurrent_requests_merge_into_one_batch_and_keep_their_results(recording, clf, real_reviews):
-    batcher = started(recording)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_concurrent_requests_merge_into_one_batch_and_keep_their_results(recording, clf, real_reviews, workers):
+    batcher = started(recording, workers=workers)  # one worker gathers at a time, however many there are
     texts = real_reviews[:6]
     futures = [batcher.submit(clf.encode([t])) for t in texts]
     results = [f.result(10)[0] for f in futures]
@@ -222,8 +223,9 @@ def test_stop_abandoning_the_work_ends_it_at_the_next_model_call(clf):
     assert len(calls) < 500
 
 
-def test_a_dying_worker_fails_waiters_and_reports_itself(recording, clf):
-    batcher = started(recording, max_wait_s=0.2)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_dying_worker_fails_waiters_and_reports_itself(recording, clf, workers):
+    batcher = started(recording, max_wait_s=0.2, workers=workers)
 
     def broken_take(batch):
         raise AssertionError("bug in the loop")
@@ -232,13 +234,14 @@ def test_a_dying_worker_fails_waiters_and_reports_itself(recording, clf):
     future = batcher.submit(clf.encode(["好"]))
     with pytest.raises(WorkerStoppedError, match="died"):
         future.result(10)
-    batcher._thread.join(5)
     assert not batcher.alive
+    assert batcher.stop(5)  # the other workers end too: none waits for work that will never come
     assert isinstance(batcher.failure, AssertionError)
 
 
-def test_futures_resolve_from_many_threads(recording, clf, real_reviews):
-    batcher = started(recording, max_wait_s=0.01)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_futures_resolve_from_many_threads(recording, clf, real_reviews, workers):
+    batcher = started(recording, max_wait_s=0.01, workers=workers)
     texts = real_reviews[:40]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda t: batcher.submit(clf.encode([t])).result(20)[0], texts))
@@ -246,3 +249,92 @@ def test_futures_resolve_from_many_threads(recording, clf, real_reviews):
     expected = clf(texts)
     assert [r.label for r in results] == [r.label for r in expected]
     assert sum(recording.batches) == 40
+
+
+class MeetingClassifier(RecordingClassifier):
+    """Each model call waits (up to 5 s) until ``meet`` calls are running at once."""
+
+    def __init__(self, classifier, meet: int) -> None:
+        super().__init__(classifier)
+        self.barrier = threading.Barrier(meet, timeout=5)
+        self.running = 0
+        self.most_at_once = 0
+        self.called = threading.Event()
+        self._lock = threading.Lock()
+
+    def label_encoded(self, encoded, *, abandon=None):
+        with self._lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        self.called.set()
+        try:
+            self.barrier.wait()
+            return super().label_encoded(encoded, abandon=abandon)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+def test_two_workers_compute_two_batches_at_once(clf, real_reviews):
+    """While one batch computes, the second worker takes the next one (with one worker the two
+    calls could never meet: the barrier breaks and both batches fail)."""
+    meeting = MeetingClassifier(clf, meet=2)
+    batcher = started(meeting, max_wait_s=0.0, workers=2)
+    first = batcher.submit(clf.encode(real_reviews[:3]))
+    assert meeting.called.wait(10)  # (else both requests could be gathered into one batch)
+    second = batcher.submit(clf.encode(real_reviews[3:5]))
+    results = first.result(10) + second.result(10)
+    assert batcher.stop(10)
+    assert meeting.most_at_once == 2
+    assert sorted(meeting.batches) == [2, 3]
+    alone = clf(real_reviews[:5])
+    assert [r.label for r in results] == [r.label for r in alone]
+    assert [r.score for r in results] == pytest.approx([r.score for r in alone], abs=1e-5)
+
+
+def test_one_worker_never_runs_two_calls_at_once(clf):
+    meeting = MeetingClassifier(clf, meet=2)
+    batcher = started(meeting, max_wait_s=0.0, workers=1)
+    first = batcher.submit(clf.encode(["好吃"]))
+    assert meeting.called.wait(10)
+    second = batcher.submit(clf.encode(["难吃"]))
+    for future in (first, second):
+        with pytest.raises(BatchFailedError):  # the barrier broke: no second call came
+            future.result(20)
+    assert batcher.stop(10)
+    assert meeting.most_at_once == 1
+
+
+def test_two_workers_lose_no_request_and_mix_no_results(clf, real_reviews):
+    """Many clients, two workers: every request gets its own texts' results, in its order."""
+    recording = RecordingClassifier(clf)
+    batcher = started(recording, max_wait_s=0.0, workers=2, max_queue=4096)
+    requests = [real_reviews[i : i + 1 + i % 4] for i in range(0, 200)]
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda texts: batcher.submit(clf.encode(texts)).result(30), requests))
+    assert batcher.stop(10)
+    expected = {text: result for text, result in zip(real_reviews[:203], clf(real_reviews[:203]))}
+    assert [len(a) for a in answers] == [len(r) for r in requests]
+    for texts, answer in zip(requests, answers):
+        assert [r.label for r in answer] == [expected[t].label for t in texts]
+        assert [r.score for r in answer] == pytest.approx([expected[t].score for t in texts], abs=1e-5)
+    assert sum(recording.batches) == sum(len(r) for r in requests)
+
+
+def test_stop_with_two_workers_finishes_the_queue_and_ends_both(recording, clf):
+    recording.gate.clear()  # both workers hold a batch; more queue behind them
+    batcher = started(recording, max_wait_s=0.0, workers=2, max_batch_size=1)
+    futures = [batcher.submit(clf.encode([f"第{i}条，还不错"])) for i in range(6)]
+    stopping = threading.Thread(target=batcher.stop, args=(10,))
+    stopping.start()
+    recording.gate.set()
+    stopping.join(15)
+    assert not stopping.is_alive() and not batcher.alive
+    assert all(f.result(0)[0].ok for f in futures)
+    assert sorted(recording.batches) == [1] * 6
+
+
+@pytest.mark.parametrize("workers", [0, -1, True, 1.5])
+def test_workers_must_be_a_positive_int(clf, workers):
+    with pytest.raises(ValueError, match="workers"):
+        MicroBatcher(clf, max_wait_s=0.0, max_queue=1, workers=workers)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import signal
 import sys
@@ -80,13 +79,14 @@ def run(args: argparse.Namespace) -> int:
     from ..jobs.label import LabelJob, LabelJobSpec, check_job_paths, job_paths
     from ..jobs.progress import ProgressBar, format_summary
     from ..pipeline import freeze_startup_objects
+    from ..runtime import usable_cores
     from .engine_flags import engine_config
 
     if args.resume and args.overwrite:
         raise BadInputError("--resume and --overwrite exclude each other")
     if args.tokenizer_processes < 0:
         raise BadInputError("--tokenizer-processes must be at least 0")
-    cores = _usable_cores()
+    cores = usable_cores()
     if args.tokenizer_processes > cores:
         raise BadInputError(f"--tokenizer-processes {args.tokenizer_processes}: this job may use {cores} CPU cores, "
                             "and more processes than cores cannot tokenize faster (each holds a tokenizer in memory)")
@@ -244,12 +244,6 @@ def _input_format(args) -> Format:
 
 def _notice(message: str) -> None:
     print(f"structsent: {message}", file=sys.stderr)
-
-
-def _usable_cores() -> int:
-    """CPU cores this process may run on (its affinity where the platform has one)."""
-    affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 def _how_to_finish(spec) -> str:

@@ -53,6 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="server processes, each with its own model and batcher (metrics are per process; default %(default)s)",
     )
     group.add_argument(
+        "--model-workers", type=int, default=None,
+        help="model calls at once per process, each on a thread of its own, 1..64 (default: 2 where the process "
+        "may use 2 CPU cores or more, else 1; 1 on a GPU); unless --threads is given, the CPU cores are divided "
+        "among them",
+    )
+    group.add_argument(
         "--graceful-timeout", type=float, default=30.0,
         help="seconds to finish in-flight requests after SIGTERM (default %(default)g)",
     )
@@ -86,6 +92,7 @@ def settings_from_args(args: argparse.Namespace, environ=None):
         max_header_bytes=args.max_header_bytes,
         api_key=api_key,
         page=args.page,
+        model_workers=args.model_workers,
     )
 
 

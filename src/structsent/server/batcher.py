@@ -1,9 +1,10 @@
 """Dynamic micro-batching: concurrent requests merged into token-budgeted model batches.
 
-One worker thread owns the model. Requests enter a bounded queue as already-encoded texts,
-each with its own future. The worker takes the oldest request, then keeps taking requests, in
-arrival order, while the batch's tokens stay within the token budget and its sequences within
-the cap, waiting at most ``max_wait_s`` after the oldest request arrived for more work. The
+Worker threads (``workers``, one by default) call the model. Requests enter a bounded queue as
+already-encoded texts, each with its own future. A free worker takes the oldest request, then keeps
+taking requests, in arrival order, while the batch's tokens stay within the token budget and its
+sequences within the cap, waiting at most ``max_wait_s`` after the oldest request arrived for more
+work; one worker gathers at a time, so with two the next batch forms while one computes. The
 engine then sorts the merged sequences by length and cuts them into padded-cost batches, so
 one long review does not pad a whole batch of short ones. A request cancelled before its
 batch starts is dropped uncomputed, and one cancelled while still queued (or gathered into a
@@ -89,7 +90,8 @@ class _Pending:
 
 
 class MicroBatcher:
-    """Feeds one classifier from a bounded queue of requests, one worker thread, one future each."""
+    """Feeds one classifier from a bounded queue of requests, with ``workers`` model calls at once
+    at most (the classifier must allow concurrent calls: the engine does), one future each."""
 
     def __init__(
         self,
@@ -100,7 +102,10 @@ class MicroBatcher:
         token_budget: int | None = None,
         max_batch_size: int | None = None,
         on_batch: Callable[[BatchReport], None] | None = None,
+        workers: int = 1,
     ) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError("workers must be an int >= 1")
         if not (math.isfinite(max_wait_s) and max_wait_s >= 0):
             raise ValueError("max_wait_s must be finite and >= 0")
         if max_queue < 1:
@@ -110,14 +115,16 @@ class MicroBatcher:
         self.max_queue = max_queue
         self.token_budget = token_budget or classifier.token_budget
         self.max_batch_size = max_batch_size or classifier.max_batch_size
-        self._on_batch = on_batch
+        self._on_batch = on_batch  # called from the worker threads, as many at once as there are workers
+        self.workers = workers
         self._queue: collections.deque[_Pending] = collections.deque()
         self._waiting_texts = 0  # admitted, not yet computing: what max_queue bounds
-        self._gathering: list[_Pending] | None = None  # the batch the worker is filling (under _cond)
+        self._gathering: list[_Pending] | None = None  # the batch a worker is filling (under _cond)
+        self._gathering_turn = threading.Lock()  # held by the one worker that gathers
         self._cond = threading.Condition()
         self._stopping = False
         self._abandoning = False  # stopping, and no one waits for the answers: compute nothing more
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self.failure: BaseException | None = None
 
     # -- the caller's side --------------------------------------------------------------------
@@ -128,7 +135,8 @@ class MicroBatcher:
 
     @property
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and self.failure is None
+        """Started, and every worker running (a worker that died stops the others)."""
+        return bool(self._threads) and all(t.is_alive() for t in self._threads) and self.failure is None
 
     def has_room(self, texts: int) -> bool:
         return self._waiting_texts + texts <= self.max_queue
@@ -171,11 +179,15 @@ class MicroBatcher:
             # else: already in a running batch, whose accounting covers it
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._serve_forever, name="structsent-model", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._serve_forever, name=f"structsent-model-{n}", daemon=True)
+            for n in range(self.workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float | None = None, *, abandon: bool = False) -> bool:
-        """Stop accepting work, finish what is queued, and end the worker; False on timeout.
+        """Stop accepting work, finish what is queued, and end the workers; False on timeout.
 
         ``abandon``: no one waits for the answers any more (the server's connections are closed):
         the work in hand stops at its next model call and what is queued is not computed; each of
@@ -185,10 +197,10 @@ class MicroBatcher:
             self._stopping = True
             self._abandoning = self._abandoning or abandon
             self._cond.notify_all()
-        if self._thread is None:
-            return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(deadline - time.monotonic(), 0.0))
+        return not any(thread.is_alive() for thread in self._threads)
 
     # -- the worker's side --------------------------------------------------------------------
     def _serve_forever(self) -> None:
@@ -196,8 +208,9 @@ class MicroBatcher:
         try:
             while True:
                 batch = []
-                if not self._gather(batch):
-                    return
+                with self._gathering_turn:
+                    if not self._gather(batch):
+                        return
                 # Cancelled requests leave here, before any computing.
                 self._run([p for p in batch if p.future.set_running_or_notify_cancel()])
         except BaseException as err:  # a bug in the loop itself: say so, fail everyone waiting
@@ -293,6 +306,7 @@ class MicroBatcher:
                 pending.future.set_exception(error)
         with self._cond:
             self._stopping = True
+            self._cond.notify_all()  # the other workers, waiting for work, end too
             while self._queue:
                 pending = self._queue.popleft()
                 if pending.future.set_running_or_notify_cancel():

@@ -154,6 +154,7 @@ class LimitsInfo(BaseModel):
     max_header_bytes: int
     max_batch_tokens: int | None
     max_batch_size: int | None
+    model_workers: int  # model calls at once (worker threads of the batcher)
 
 
 class InfoResponse(BaseModel):
