@@ -497,9 +497,13 @@ def test_model_workers_divide_the_cores_unless_the_threads_are_set():
     assert engine_config_for(ServerSettings(model_workers=4 * cores)).num_threads == 1
     kept = ServerSettings(model_workers=2, engine=EngineConfig(num_threads=3))
     assert engine_config_for(kept).num_threads == 3  # then each call has that many
-    # Unless set, a model 'auto' placed on a GPU gets one worker; a set number is kept.
+    # A model on a GPU has one worker: more, asked for, are refused (its staging buffers serve one call).
     assert model_workers_on(ServerSettings(), "cuda:0") == 1
-    assert model_workers_on(ServerSettings(model_workers=3), "cuda:0") == 3
+    assert model_workers_on(ServerSettings(model_workers=1), "cuda:0") == 1
+    with pytest.raises(ConfigError, match="model_workers=3: on a GPU"):
+        model_workers_on(ServerSettings(model_workers=3), "cuda:0")
+    with pytest.raises(ConfigError, match="model_workers=2: on a GPU"):
+        ServerSettings(model_workers=2, engine=EngineConfig(device="cuda"))
     assert model_workers_on(ServerSettings(model_workers=3), "cpu") == 3
 
 

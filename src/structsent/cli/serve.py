@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--model-workers", type=int, default=None,
         help="model calls at once per process, each on a thread of its own, 1..64 (default: 2 where the process "
-        "may use 2 CPU cores or more, else 1; 1 on a GPU); unless --threads is given, the CPU cores are divided "
+        "may use 2 CPU cores or more, else 1; a GPU takes 1); unless --threads is given, the CPU cores are divided "
         "among them",
     )
     group.add_argument(

@@ -103,6 +103,8 @@ class ServerSettings:
 
     def __post_init__(self) -> None:
         check_integer("model_workers", self.model_workers, 1, MAX_MODEL_WORKERS, optional=True)
+        if self.engine.device_kind == "cuda":
+            check_one_model_worker_on_a_gpu(self.model_workers)
         for name in ("max_body_bytes", "max_texts", "max_text_chars", "max_queue", "max_connections", "max_header_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be at least 1")
@@ -210,11 +212,20 @@ def engine_config_for(settings: ServerSettings) -> EngineConfig:
 
 
 def model_workers_on(settings: ServerSettings, device: str) -> int:
-    """The model workers for a model loaded on ``device``: unless set, one on a GPU (``device``
-    'auto' found one), whose calls would queue on the device anyway."""
-    if settings.model_workers is None and device.startswith("cuda"):
+    """The model workers for a model loaded on ``device``: one on a GPU (``device`` 'auto' may
+    find one), where more are refused."""
+    if device.startswith("cuda"):
+        check_one_model_worker_on_a_gpu(settings.model_workers)
         return 1
     return planned_model_workers(settings)
+
+
+def check_one_model_worker_on_a_gpu(model_workers: int | None) -> None:
+    """A GPU takes one model call at a time: the calls would queue on the device anyway, and the
+    runner's staging buffers for the copies to it serve one call."""
+    if model_workers is not None and model_workers > 1:
+        raise ConfigError(f"model_workers={model_workers}: on a GPU the model takes one call at a time (for more "
+                          "throughput there, larger batches: --max-batch-size, --batch-tokens)")
 
 
 class SentimentService:
