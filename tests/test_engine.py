@@ -1,11 +1,15 @@
 """The engine: batch invariance, input order, duplicates, bad input, long texts, OOM back-off."""
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
 import structsent
 from structsent.engine import Classifier
-from structsent.errors import BadInputError, DeviceOutOfMemoryError
+from structsent.errors import BadInputError, DeviceOutOfMemoryError, WorkAbandonedError
+from structsent.pipeline import Lanes
 from structsent.results import softmax
 
 from .conftest import positive
@@ -469,3 +473,83 @@ def test_encode_and_run_logits_refuse_what_label_would_never_hand_the_runtime(cl
     logits, _ = clf.run_logits([good, np.array(good, dtype=np.int32)])
     expected = clf(["好吃"])[0].logits
     np.testing.assert_allclose(logits, [[expected["负面"], expected["正面"]]] * 2, atol=ALONE_VS_BATCH_TOLERANCE, rtol=0)
+
+
+# -- model calls in lanes -------------------------------------------------------------------------
+class MeetingRunner:
+    """The real runner, counting its calls; the first call waits (up to 5 s) for a second to run
+    beside it, and ``most_at_once`` says how many ever ran at once."""
+
+    def __init__(self, runner) -> None:
+        self._runner = runner
+        self.name, self.device, self.precision = runner.name, runner.device, runner.precision
+        self.calls = self.running = self.most_at_once = 0
+        self._lock = threading.Condition()
+
+    def run(self, ids, mask):
+        with self._lock:
+            self.calls += 1
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+            self._lock.notify_all()
+            self._lock.wait_for(lambda: self.most_at_once >= 2, timeout=5)
+        try:
+            return self._runner.run(ids, mask)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+def test_lanes_spread_one_call_over_every_lane_and_change_no_result(clf, real_reviews):
+    texts = real_reviews[:40]
+    runner = MeetingRunner(clf.runner)
+    engine = Classifier(clf.checkpoint, runner, clf.plan.replace(max_batch_size=4))
+    lanes = Lanes(2)
+    try:
+        results, stats = engine.label_encoded(engine.encode(texts), lanes=lanes)
+    finally:
+        lanes.close(5)
+    assert runner.most_at_once == 2  # (one after the other, the first call waited 5 s in vain)
+    alone, alone_stats = Classifier(clf.checkpoint, clf.runner, clf.plan.replace(max_batch_size=4)).label_encoded(
+        clf.encode(texts))
+    assert [r.label for r in results] == [r.label for r in alone]
+    np.testing.assert_allclose(positive(results), positive(alone), atol=1e-6, rtol=0)
+    assert (stats.batches, stats.padded_tokens, stats.sequences) == (
+        alone_stats.batches, alone_stats.padded_tokens, alone_stats.sequences) and stats.batches >= 10
+
+
+def test_a_failing_call_in_lanes_is_raised_once_every_task_has_ended(clf, real_reviews):
+    calls = []
+
+    class FailingThird:
+        name, device, precision = clf.runner.name, clf.runner.device, clf.runner.precision
+
+        def run(self, ids, mask):
+            calls.append(1)
+            if len(calls) == 3:
+                raise RuntimeError("the runtime failed")
+            time.sleep(0.01)
+            return clf.runner.run(ids, mask)
+
+    engine = Classifier(clf.checkpoint, FailingThird(), clf.plan.replace(max_batch_size=1))
+    lanes = Lanes(2)
+    try:
+        with pytest.raises(RuntimeError, match="the runtime failed"):
+            engine.label_encoded(engine.encode(real_reviews[:200]), lanes=lanes)
+        settled = len(calls)
+        time.sleep(0.1)
+        assert len(calls) == settled < 200  # nothing of the failed call runs after it returned; the rest was cancelled
+    finally:
+        lanes.close(5)
+
+
+def test_abandoned_work_in_lanes_stops_at_the_next_model_call(clf, real_reviews):
+    runner = MeetingRunner(clf.runner)
+    engine = Classifier(clf.checkpoint, runner, clf.plan.replace(max_batch_size=1))
+    lanes = Lanes(2)
+    try:
+        with pytest.raises(WorkAbandonedError):
+            engine.label_encoded(engine.encode(real_reviews[:100]), lanes=lanes, abandon=lambda: runner.calls >= 6)
+    finally:
+        lanes.close(5)
+    assert runner.calls < 10  # of 100 model calls

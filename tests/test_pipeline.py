@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from structsent.pipeline import BackgroundWorker, Prefetch, freeze_startup_objects
+from structsent.pipeline import BackgroundWorker, Lanes, Prefetch, freeze_startup_objects
 
 
 def test_prefetch_yields_every_item_in_order():
@@ -214,3 +214,63 @@ def test_a_server_stopped_while_its_model_loads_leaves_the_switch_interval_as_it
         sys.setswitchinterval(before)
         if not frozen_before:
             gc.unfreeze()  # the service froze this test process's objects; later tests expect none
+
+
+# -- Lanes --------------------------------------------------------------------------------------
+def test_lanes_run_every_task_and_resolve_each_future_with_its_own_result():
+    lanes = Lanes(2)
+    futures = [lanes.submit(lambda n: n * n, n) for n in range(200)]
+    assert [f.result(10) for f in futures] == [n * n for n in range(200)]
+    lanes.close(5)
+    assert not any(t.is_alive() for t in lanes._threads)
+    with pytest.raises(RuntimeError, match="closed"):
+        lanes.submit(abs, -1)
+
+
+def test_lanes_run_tasks_side_by_side():
+    lanes = Lanes(2)
+    meet = threading.Barrier(2, timeout=5)
+    futures = [lanes.submit(meet.wait) for _ in range(2)]  # one lane alone would break the barrier
+    assert sorted(f.result(10) for f in futures) == [0, 1]
+    lanes.close(5)
+
+
+def test_lanes_take_their_callers_tasks_in_turn():
+    """One caller's many tasks do not hold back another caller's one behind them."""
+    lanes = Lanes(1)
+    order: list[str] = []
+    gate = threading.Event()
+    first = lanes.submit(gate.wait, 5)  # the lane is busy while both callers submit
+    many = [lanes.submit(order.append, f"many-{n}") for n in range(10)]
+    other = threading.Thread(target=lambda: order.append(lanes.submit(order.append, "one").result(10) or "done"))
+    other.start()
+    time.sleep(0.2)
+    gate.set()
+    other.join(10)
+    assert first.result(10) is True and all(f.result(10) is None for f in many)
+    assert order.index("one") <= 1, order  # its turn came right after the first of the ten
+    assert [x for x in order if x.startswith("many")] == [f"many-{n}" for n in range(10)]  # each caller's in order
+    lanes.close(5)
+
+
+def test_a_failing_task_fails_its_future_only_and_cancelled_tasks_never_run():
+    lanes = Lanes(1)
+    gate = threading.Event()
+    ran: list[int] = []
+    held = lanes.submit(gate.wait, 5)
+    failing = lanes.submit(int, "x")
+    cancelled = lanes.submit(ran.append, 1)
+    kept = lanes.submit(ran.append, 2)
+    assert cancelled.cancel()
+    gate.set()
+    assert held.result(10) is True
+    with pytest.raises(ValueError):
+        failing.result(10)
+    assert kept.result(10) is None and ran == [2]
+    lanes.close(5)
+
+
+@pytest.mark.parametrize("count", [0, -1, True, 1.5])
+def test_lanes_count_must_be_a_positive_int(count):
+    with pytest.raises(ValueError, match="count"):
+        Lanes(count)

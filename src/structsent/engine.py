@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, Sequence, Set
 
@@ -11,7 +12,7 @@ import numpy as np
 from .backends import PipelinedRunner
 from .batching import Batch, pad_batch, padded_cost, padded_length, padding_fraction, plan_batches
 from .errors import BadInputError, DeviceOutOfMemoryError, ModelFormatError, WorkAbandonedError
-from .pipeline import Prefetch, quick_gil_handoff
+from .pipeline import Lanes, Prefetch, quick_gil_handoff
 from .plan import RuntimePlan
 from .results import (
     LabelResult,
@@ -142,16 +143,18 @@ class Classifier:
         return EncodingOptions(max_length=self.max_length, long_text=self.plan.long_text,
                                window_stride=self.window_stride)
 
-    def label_encoded(self, encoded: Sequence[EncodedText], *,
-                      abandon: Callable[[], bool] | None = None) -> tuple[list[LabelResult], RunStats]:
+    def label_encoded(self, encoded: Sequence[EncodedText], *, abandon: Callable[[], bool] | None = None,
+                      lanes: Lanes | None = None) -> tuple[list[LabelResult], RunStats]:
         """Run already-encoded texts; results in the same order. ``abandon``, asked before each
         model call, ends the work with WorkAbandonedError once it says True (no one waits for it).
+        ``lanes``: the model calls run on these threads, side by side with other callers' (CPU
+        runtimes, whose calls may run at once; a GPU runner's staging serves one call at a time).
 
         A text's rows are consecutive in the run (one row per window); a text of one finite row,
         the usual case, takes the vectorised postprocess, any other text the general one.
         """
         sequences = [s for e in encoded for s in e.sequences]
-        logits, stats = self._run_sequences(sequences, abandon)
+        logits, stats = self._run_sequences(sequences, abandon, lanes)
         rows = SingleRowResults(logits, self.labels)
         results: list[LabelResult] = []
         start = 0
@@ -186,11 +189,15 @@ class Classifier:
                                 f"vocabulary), got {int(ids.min())}..{int(ids.max())}")
 
     def _run_sequences(self, sequences: Sequence[Sequence[int] | np.ndarray],
-                       abandon: Callable[[], bool] | None = None) -> tuple[np.ndarray, RunStats]:
+                       abandon: Callable[[], bool] | None = None,
+                       lanes: Lanes | None = None) -> tuple[np.ndarray, RunStats]:
         stats = RunStats(sequences=len(sequences), real_tokens=sum(len(s) for s in sequences))
         lengths = self._padded_lengths(sequences)
         out = np.zeros((len(sequences), len(self.labels)), dtype=np.float64)
         batches: Iterable[Batch] = self._within_budget(self._plan(lengths), lengths)
+        if lanes is not None:
+            self._run_in_lanes(list(batches), sequences, lengths, stats, out, lanes, abandon)
+            return out, stats
         if abandon is not None:
             batches = _until_abandoned(batches, abandon)
         if isinstance(self.runner, PipelinedRunner):
@@ -232,6 +239,31 @@ class Classifier:
                 continue
             for part in self._plan([lengths[i] for i in batch]):
                 yield tuple(batch[j] for j in part)
+
+    def _run_in_lanes(self, batches: list[Batch], sequences, lengths, stats: RunStats, out: np.ndarray,
+                      lanes: Lanes, abandon: Callable[[], bool] | None) -> None:
+        """Each planned batch a task of ``lanes``: a large call's batches spread over every lane
+        that other calls leave free. Each writes its own rows of ``out``; every task has ended
+        (run, failed or cancelled) before this returns or raises, the first failure in plan order."""
+
+        def run(batch: Batch) -> RunStats:
+            if abandon is not None and abandon():
+                raise WorkAbandonedError("the work was abandoned before all of it was computed (no one waits for it)")
+            own = RunStats()
+            out[list(batch)] = self._run_batch(batch, sequences, lengths, own)
+            return own
+
+        tasks = [lanes.submit(run, batch) for batch in batches]
+        try:
+            for task in tasks:
+                part = task.result()
+                stats.batches += part.batches
+                stats.padded_tokens += part.padded_tokens
+                stats.oom_splits += part.oom_splits
+        finally:
+            for task in tasks:
+                task.cancel()
+            concurrent.futures.wait(tasks)
 
     def _run_overlapped(self, batches, sequences, lengths, stats: RunStats, out: np.ndarray) -> None:
         """Keep one batch queued on the device behind the one computing: batch i+1 is padded,

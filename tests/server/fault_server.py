@@ -43,13 +43,13 @@ def load_slowly_with_faults(seconds: float) -> None:
 
 
 def _run_or_fail(run_logits):
-    def run_or_fail(self, sequences, abandon=None):
+    def run_or_fail(self, sequences, abandon=None, lanes=None):
         (poison_id,), (gate_id,), (overflow_id,) = self.tokenizer.content_ids([POISON, GATE, OVERFLOW])
         if any(poison_id in sequence for sequence in sequences):
             raise RuntimeError("injected fault: poison text in this batch")
         if any(gate_id in sequence for sequence in sequences):
             wait_for_gate()
-        logits, stats = run_logits(self, sequences, abandon)
+        logits, stats = run_logits(self, sequences, abandon, lanes)
         for row, sequence in enumerate(sequences):
             if overflow_id in sequence:
                 logits[row] = float("nan")

@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -530,3 +531,56 @@ def test_a_service_with_model_workers_labels_as_the_library_does(hf_model_dir, r
         alone = library(texts)
         assert [r.label for r in answer] == [r.label for r in alone]
         assert [r.score for r in answer] == pytest.approx([r.score for r in alone], abs=1e-5)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_client_that_leaves_while_its_batch_computes_stops_the_batch(hf_model_dir, workers):
+    """The batch of a client that left was computed to its end, and the next client waited for it
+    (two such requests held a server for 80 s); it now stops at its next model call."""
+    from structsent.engine import Classifier
+    from structsent.server.app import ClientDisconnectedError, load_classifier
+
+    calls = []
+
+    def slow_load(settings):
+        loaded = load_classifier(settings)
+
+        class Slow:  # the real runner, 20 ms slower a call
+            name, device, precision = loaded.runner.name, loaded.runner.device, loaded.runner.precision
+
+            def run(self, ids, mask):
+                calls.append(1)
+                time.sleep(0.02)
+                return loaded.runner.run(ids, mask)
+
+        return Classifier(loaded.checkpoint, Slow(), loaded.plan.replace(max_batch_size=1))
+
+    service = SentimentService(ServerSettings(model=str(hf_model_dir), model_workers=workers), load=slow_load)
+    service.start_loading().join(timeout=120)
+    assert service.ready, service.load_error
+    warmed = len(calls)
+
+    async def scenario():
+        gone = asyncio.Event()
+
+        async def receive():
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        leaving = asyncio.create_task(service.label([f"第{i}条评论，味道很好" for i in range(256)], receive))
+        while len(calls) == warmed:
+            await asyncio.sleep(0.01)
+        gone.set()
+        with pytest.raises(ClientDisconnectedError):
+            await leaving
+        began = time.monotonic()
+        (next_one,) = await service.label(["还不错"])
+        return time.monotonic() - began, next_one
+
+    try:
+        waited, next_one = asyncio.run(asyncio.wait_for(scenario(), timeout=60))
+    finally:
+        service.stop(10)
+    assert next_one.ok
+    assert waited < 2.5  # (the rest of the batch: 256 calls of 20 ms)
+    assert len(calls) - warmed < 128

@@ -27,14 +27,14 @@ class RecordingClassifier:
     def encode(self, texts):
         return self._classifier.encode(texts)
 
-    def label_encoded(self, encoded, *, abandon=None):
+    def label_encoded(self, encoded, *, abandon=None, **options):
         self.gate.wait(10)
         if self.fail_next:
             self.fail_next = False
             raise RuntimeError("boom")
         if any(e.sequences for e in encoded):
             self.batches.append(len(encoded))
-        return self._classifier.label_encoded(encoded, abandon=abandon)
+        return self._classifier.label_encoded(encoded, abandon=abandon, **options)
 
 
 @pytest.fixture
@@ -201,13 +201,13 @@ def test_stop_abandoning_the_work_ends_it_at_the_next_model_call(clf):
     class Counted:
         token_budget, max_batch_size = one_text_a_call.token_budget, 1
 
-        def label_encoded(self, encoded, *, abandon=None):
+        def label_encoded(self, encoded, *, abandon=None, **options):
             def counted_abandon():
                 calls.append(1)
                 running.set()
                 time.sleep(0.01)  # one model call of a slower model
                 return abandon()
-            return one_text_a_call.label_encoded(encoded, abandon=counted_abandon)
+            return one_text_a_call.label_encoded(encoded, abandon=counted_abandon, **options)
 
     batcher = started(Counted(), max_wait_s=0.0, max_queue=10_000)
     texts = [f"第{i}条评论，味道很好" for i in range(2000)]
@@ -262,14 +262,14 @@ class MeetingClassifier(RecordingClassifier):
         self.called = threading.Event()
         self._lock = threading.Lock()
 
-    def label_encoded(self, encoded, *, abandon=None):
+    def label_encoded(self, encoded, *, abandon=None, **options):
         with self._lock:
             self.running += 1
             self.most_at_once = max(self.most_at_once, self.running)
         self.called.set()
         try:
             self.barrier.wait()
-            return super().label_encoded(encoded, abandon=abandon)
+            return super().label_encoded(encoded, abandon=abandon, **options)
         finally:
             with self._lock:
                 self.running -= 1
@@ -338,3 +338,56 @@ def test_stop_with_two_workers_finishes_the_queue_and_ends_both(recording, clf):
 def test_workers_must_be_a_positive_int(clf, workers):
     with pytest.raises(ValueError, match="workers"):
         MicroBatcher(clf, max_wait_s=0.0, max_queue=1, workers=workers)
+
+
+def test_a_lone_large_request_runs_on_every_lane(clf, real_reviews):
+    """With two workers each model call has half the cores: a lone request of many model calls
+    ran them all on one half (twice as long); now its calls spread over both lanes."""
+    from structsent.engine import Classifier
+
+    from ..test_engine import MeetingRunner
+
+    runner = MeetingRunner(clf.runner)
+    engine = Classifier(clf.checkpoint, runner, clf.plan.replace(max_batch_size=4))
+    batcher = started(engine, max_wait_s=0.0, workers=2)
+    texts = real_reviews[:40]
+    results = batcher.submit(engine.encode(texts)).result(30)
+    assert batcher.stop(10)
+    assert runner.most_at_once == 2 and runner.calls >= 10
+    alone = clf(texts)
+    assert [r.label for r in results] == [r.label for r in alone]
+    assert [r.score for r in results] == pytest.approx([r.score for r in alone], abs=1e-5)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_batch_whose_every_client_left_stops_at_its_next_model_call(clf, workers):
+    """A request's client that leaves once its batch runs cannot take it back; when every request
+    of the batch is gone, the batch stops at its next model call and the next request is served
+    (two 30-text requests of clients that had left were computed in full, 80 s, before it)."""
+    from structsent.engine import Classifier
+
+    class Slow:  # the real runner, 10 ms slower a call, counting its calls
+        name, device, precision = clf.runner.name, clf.runner.device, clf.runner.precision
+        calls = 0
+
+        def run(self, ids, mask):
+            self.calls += 1
+            time.sleep(0.01)
+            return clf.runner.run(ids, mask)
+
+    runner = Slow()
+    engine = Classifier(clf.checkpoint, runner, clf.plan.replace(max_batch_size=1))
+    batcher = started(engine, max_wait_s=0.0, workers=workers, max_queue=10_000)
+    left = batcher.submit(engine.encode([f"第{i}条评论，味道很好" for i in range(1000)]))
+    deadline = time.monotonic() + 10
+    while runner.calls == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert runner.calls > 0
+    assert not left.cancel()  # running: cannot be taken back, but is withdrawn
+    began = time.monotonic()
+    assert batcher.submit(engine.encode(["还不错"])).result(30)[0].ok
+    assert time.monotonic() - began < 3.0  # (the rest of the left batch: ~1,000 calls of 10 ms)
+    assert batcher.stop(10)
+    assert runner.calls < 500
+    with pytest.raises(Exception, match="every client of this batch left"):
+        left.result(0)

@@ -6,9 +6,12 @@ taking requests, in arrival order, while the batch's tokens stay within the toke
 sequences within the cap, waiting at most ``max_wait_s`` after the oldest request arrived for more
 work; one worker gathers at a time, so with two the next batch forms while one computes. The
 engine then sorts the merged sequences by length and cuts them into padded-cost batches, so
-one long review does not pad a whole batch of short ones. A request cancelled before its
-batch starts is dropped uncomputed, and one cancelled while still queued (or gathered into a
-batch that waits ``max_wait_s`` for more) stops counting against ``max_queue`` at once.
+one long review does not pad a whole batch of short ones. With two workers or more, the
+model calls run in ``Lanes`` (one thread per worker, callers served in turn), so that a lone
+large request's batches spread over every lane. A request cancelled before its batch starts is
+dropped uncomputed, and one cancelled while still queued (or gathered into a batch that waits
+``max_wait_s`` for more) stops counting against ``max_queue`` at once; a batch whose every
+request was cancelled while it ran stops at its next model call.
 
 No web framework here: the HTTP app and the tests drive it with plain futures.
 
@@ -32,6 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from ..errors import OverloadedError, StructsentError, WorkAbandonedError
+from ..pipeline import Lanes
 from ..results import LabelResult
 from ..tokenize import EncodedText
 
@@ -69,10 +73,22 @@ class BatchReport:
     failed: bool
 
 
+class RequestFuture(concurrent.futures.Future):
+    """A request's future. Cancelled before its batch starts, the request is dropped uncomputed;
+    once its batch runs it cannot be, but it is marked ``withdrawn`` (its client left): a batch
+    whose every request was withdrawn stops at its next model call."""
+
+    withdrawn = False
+
+    def cancel(self) -> bool:
+        self.withdrawn = True
+        return super().cancel()
+
+
 @dataclasses.dataclass(eq=False)
 class _Pending:
     encoded: Sequence[EncodedText]
-    future: concurrent.futures.Future
+    future: RequestFuture
     tokens: int
     sequences: int
     arrived: float
@@ -82,7 +98,7 @@ class _Pending:
         lengths = [len(s) for e in encoded for s in e.sequences]
         return cls(
             encoded=encoded,
-            future=concurrent.futures.Future(),
+            future=RequestFuture(),
             tokens=sum(lengths),
             sequences=len(lengths),
             arrived=time.monotonic(),
@@ -125,6 +141,7 @@ class MicroBatcher:
         self._stopping = False
         self._abandoning = False  # stopping, and no one waits for the answers: compute nothing more
         self._threads: list[threading.Thread] = []
+        self._lanes: Lanes | None = None  # with two workers or more: the threads their model calls run on
         self.failure: BaseException | None = None
 
     # -- the caller's side --------------------------------------------------------------------
@@ -179,6 +196,9 @@ class MicroBatcher:
             # else: already in a running batch, whose accounting covers it
 
     def start(self) -> None:
+        # Model calls in lanes: a lone large request's batches spread over every core-share, where
+        # a worker's own thread would run them one after the other on its share alone.
+        self._lanes = Lanes(self.workers, name="structsent-model-lane") if self.workers > 1 else None
         self._threads = [
             threading.Thread(target=self._serve_forever, name=f"structsent-model-{n}", daemon=True)
             for n in range(self.workers)
@@ -200,7 +220,10 @@ class MicroBatcher:
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
             thread.join(None if deadline is None else max(deadline - time.monotonic(), 0.0))
-        return not any(thread.is_alive() for thread in self._threads)
+        ended = not any(thread.is_alive() for thread in self._threads)
+        if ended and self._lanes is not None:
+            self._lanes.close()
+        return ended
 
     # -- the worker's side --------------------------------------------------------------------
     def _serve_forever(self) -> None:
@@ -261,9 +284,16 @@ class MicroBatcher:
             return
         encoded = [e for p in batch for e in p.encoded]
         started = time.perf_counter()
+        options = {} if self._lanes is None else {"lanes": self._lanes}
         try:
-            results, stats = self.classifier.label_encoded(encoded, abandon=lambda: self._abandoning)
+            results, stats = self.classifier.label_encoded(
+                encoded, abandon=lambda: self._abandoning or all(p.future.withdrawn for p in batch), **options)
         except WorkAbandonedError as err:
+            if not self._abandoning:  # every client of the batch left: no one reads these
+                for pending in batch:
+                    pending.future.set_exception(WorkAbandonedError("every client of this batch left before it "
+                                                                    "was computed"))
+                return
             for pending in batch:
                 pending.future.set_exception(WorkerStoppedError(f"the server stopped before this request was "
                                                                 f"computed ({err})"))
