@@ -1,7 +1,7 @@
 """Load benchmark of `structsent serve`: micro-batching against batch-of-one serving.
 
 Starts the server on a free loopback port once per mode (batched with the defaults; batched with
-one model worker; batched with a 5 ms merge wait; ``--max-batch-size 1 --max-wait-ms 0``), drives each with closed-loop clients at several
+two model workers; batched with a 5 ms merge wait; ``--max-batch-size 1 --max-wait-ms 0``), drives each with closed-loop clients at several
 concurrency levels, one review per request, and prints throughput and p50/p95/p99 latency.
 Bounded: each level stops after ``--requests`` requests or ``--seconds`` seconds, whichever first.
 
@@ -48,8 +48,8 @@ BUNDLED_MODEL = ROOT / "src" / "structsent" / "models" / "default" / "config.jso
 # ModelScope's StructBERT tiny Chinese sentiment model has this shape (4 x 312, 12 heads).
 STRUCTBERT_TINY = dict(hidden_size=312, num_hidden_layers=4, num_attention_heads=12, intermediate_size=1248)
 MODES = {
-    "batched": [],  # the defaults: no merge wait, merge what queued while the model was busy, model workers auto
-    "batched, one model worker": ["--model-workers", "1"],  # one model call at a time, on every core
+    "batched": [],  # the defaults: no merge wait, merge what queued while the model was busy, one model call at a time
+    "batched, two model workers": ["--model-workers", "2"],  # two model calls at once, the cores divided between them
     "batched, 5 ms wait": ["--max-wait-ms", "5"],
     "batch-of-one": ["--max-batch-size", "1", "--max-wait-ms", "0"],
 }

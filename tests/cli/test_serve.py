@@ -188,7 +188,7 @@ def test_an_address_taken_after_the_check_is_exit_2_with_its_reason(hf_model_dir
 
 
 def test_model_workers_flag():
-    assert settings_from_args(serve_args(), environ={}).model_workers is None  # auto
+    assert settings_from_args(serve_args(), environ={}).model_workers == 1
     assert settings_from_args(serve_args("--model-workers", "3"), environ={}).model_workers == 3
     with pytest.raises(ConfigError, match="model_workers=0"):
         settings_from_args(serve_args("--model-workers", "0"), environ={})

@@ -20,7 +20,6 @@ from structsent.server.app import (
     ServerSettings,
     engine_config_for,
     model_workers_on,
-    planned_model_workers,
 )
 
 from .conftest import metric
@@ -167,10 +166,7 @@ def test_health_and_info(server, hf_model_dir):
     # the engine's settings under the names of EngineConfig's fields (and of the flags)
     assert info["token_budget"] == 4096 and info["max_batch_size"] == 64 and info["batch_overhead_tokens"] == 32
     assert info["pad_multiple"] is None and "num_threads" in info
-    # Two model calls at once where the process has two cores or more, the cores divided between them.
-    cores = usable_cores()
-    assert info["limits"]["model_workers"] == (2 if cores >= 2 else 1)
-    assert info["num_threads"] == (cores // 2 if cores >= 2 else None)
+    assert info["limits"]["model_workers"] == 1 and info["num_threads"] is None  # one model call on every core
 
 
 @pytest.mark.parametrize("path", ["/health", "/info", "/openapi.json", "/docs"])
@@ -483,7 +479,7 @@ def test_a_client_that_left_while_its_texts_were_tokenized_never_reaches_the_mod
 
 
 # -- model workers ------------------------------------------------------------------------------
-@pytest.mark.parametrize("workers", [0, 65, True, 1.5, "2"])
+@pytest.mark.parametrize("workers", [0, 65, True, 1.5, "2", None])
 def test_model_workers_out_of_range_is_a_config_error(workers):
     with pytest.raises(ConfigError, match="model_workers"):
         ServerSettings(model_workers=workers)
@@ -491,16 +487,14 @@ def test_model_workers_out_of_range_is_a_config_error(workers):
 
 def test_model_workers_divide_the_cores_unless_the_threads_are_set():
     cores = usable_cores()
-    assert planned_model_workers(ServerSettings()) == (2 if cores >= 2 else 1)
-    assert planned_model_workers(ServerSettings(engine=EngineConfig(device="cuda"))) == 1
+    assert ServerSettings().model_workers == 1
     assert engine_config_for(ServerSettings(model_workers=1)).num_threads is None
     assert engine_config_for(ServerSettings(model_workers=2)).num_threads == max(1, cores // 2)
     assert engine_config_for(ServerSettings(model_workers=4 * cores)).num_threads == 1
     kept = ServerSettings(model_workers=2, engine=EngineConfig(num_threads=3))
     assert engine_config_for(kept).num_threads == 3  # then each call has that many
-    # A model on a GPU has one worker: more, asked for, are refused (its staging buffers serve one call).
+    # A model on a GPU has one worker: more are refused (its staging buffers serve one call).
     assert model_workers_on(ServerSettings(), "cuda:0") == 1
-    assert model_workers_on(ServerSettings(model_workers=1), "cuda:0") == 1
     with pytest.raises(ConfigError, match="model_workers=3: on a GPU"):
         model_workers_on(ServerSettings(model_workers=3), "cuda:0")
     with pytest.raises(ConfigError, match="model_workers=2: on a GPU"):

@@ -53,10 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="server processes, each with its own model and batcher (metrics are per process; default %(default)s)",
     )
     group.add_argument(
-        "--model-workers", type=int, default=None,
-        help="model calls at once per process, each on a thread of its own, 1..64 (default: 2 where the process "
-        "may use 2 CPU cores or more, else 1; a GPU takes 1); unless --threads is given, the CPU cores are divided "
-        "among them",
+        "--model-workers", type=int, default=1,
+        help="model calls at once per process, each on a thread of its own, 1..64 (default %(default)s; a GPU takes "
+        "1); unless --threads is given, the CPU cores are divided among them",
     )
     group.add_argument(
         "--graceful-timeout", type=float, default=30.0,

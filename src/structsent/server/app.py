@@ -98,11 +98,12 @@ class ServerSettings:
     max_header_bytes: int = 64 * 1024
     api_key: str | None = dataclasses.field(default=None, repr=False)  # never in /info nor a log
     page: bool = True  # GET / from a browser serves the page (page.py)
-    # Model calls at once (the batcher's worker threads); None: see ``planned_model_workers``.
-    model_workers: int | None = None
+    # Model calls at once (the batcher's worker threads), the CPU cores divided among them unless
+    # engine.num_threads is set. More than one measured no steady gain on 2 cores (docs/SERVER.md).
+    model_workers: int = 1
 
     def __post_init__(self) -> None:
-        check_integer("model_workers", self.model_workers, 1, MAX_MODEL_WORKERS, optional=True)
+        check_integer("model_workers", self.model_workers, 1, MAX_MODEL_WORKERS)
         if self.engine.device_kind == "cuda":
             check_one_model_worker_on_a_gpu(self.model_workers)
         for name in ("max_body_bytes", "max_texts", "max_text_chars", "max_queue", "max_connections", "max_header_bytes"):
@@ -182,48 +183,28 @@ def load_classifier(settings: ServerSettings) -> Classifier:
     return structsent.load(settings.model, config=engine_config_for(settings))
 
 
-def planned_model_workers(settings: ServerSettings) -> int:
-    """Model calls the server runs at once: ``model_workers`` where set, else two where this
-    process may use two CPU cores or more, and one on a GPU (see ``model_workers_on``).
-
-    On a small CPU, one model call on every core spends much of its time with a core idle: its
-    threads wait for each other at every operator, and for the event loop, which shares the
-    cores. Two calls of one thread each keep both cores computing while the next batch forms:
-    on 2 cores at 64 clients, about 1.2x the texts per second of one call on two threads (one
-    text alone takes about 1.2x as long: docs/SERVER.md)."""
-    from ..runtime import usable_cores
-
-    if settings.model_workers is not None:
-        return settings.model_workers
-    if settings.engine.device_kind == "cuda":
-        return 1
-    return 2 if usable_cores() >= 2 else 1
-
-
 def engine_config_for(settings: ServerSettings) -> EngineConfig:
     """The engine's settings, the CPU threads divided among the model workers unless
     ``num_threads`` is set (then each call has that many)."""
     from ..runtime import usable_cores
 
-    workers = planned_model_workers(settings)
-    if workers == 1 or settings.engine.num_threads:
+    if settings.model_workers == 1 or settings.engine.num_threads:
         return settings.engine
-    return settings.engine.replace(num_threads=max(1, usable_cores() // workers))
+    return settings.engine.replace(num_threads=max(1, usable_cores() // settings.model_workers))
 
 
 def model_workers_on(settings: ServerSettings, device: str) -> int:
-    """The model workers for a model loaded on ``device``: one on a GPU (``device`` 'auto' may
-    find one), where more are refused."""
+    """The model workers for a model loaded on ``device``: more than one is refused on a GPU
+    (``device`` 'auto' may find one after the settings were checked)."""
     if device.startswith("cuda"):
         check_one_model_worker_on_a_gpu(settings.model_workers)
-        return 1
-    return planned_model_workers(settings)
+    return settings.model_workers
 
 
-def check_one_model_worker_on_a_gpu(model_workers: int | None) -> None:
+def check_one_model_worker_on_a_gpu(model_workers: int) -> None:
     """A GPU takes one model call at a time: the calls would queue on the device anyway, and the
     runner's staging buffers for the copies to it serve one call."""
-    if model_workers is not None and model_workers > 1:
+    if model_workers > 1:
         raise ConfigError(f"model_workers={model_workers}: on a GPU the model takes one call at a time (for more "
                           "throughput there, larger batches: --max-batch-size, --batch-tokens)")
 
@@ -382,7 +363,7 @@ class SentimentService:
             "max_header_bytes": s.max_header_bytes,
             "max_batch_tokens": self.batcher.token_budget if self.batcher else s.engine.token_budget,
             "max_batch_size": self.batcher.max_batch_size if self.batcher else s.engine.max_batch_size,
-            "model_workers": self.batcher.workers if self.batcher else planned_model_workers(s),
+            "model_workers": self.batcher.workers if self.batcher else s.model_workers,
         }
         info = {"version": __version__, "ready": self.ready, "model": s.model, "limits": limits}
         if self.classifier is not None:
