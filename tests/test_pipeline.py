@@ -242,11 +242,19 @@ def test_lanes_take_their_callers_tasks_in_turn():
     gate = threading.Event()
     first = lanes.submit(gate.wait, 5)  # the lane is busy while both callers submit
     many = [lanes.submit(order.append, f"many-{n}") for n in range(10)]
-    other = threading.Thread(target=lambda: order.append(lanes.submit(order.append, "one").result(10) or "done"))
+    submitted = threading.Event()
+    ones: list = []
+
+    def another_caller():
+        ones.append(lanes.submit(order.append, "one"))
+        submitted.set()
+
+    other = threading.Thread(target=another_caller)
     other.start()
-    time.sleep(0.2)
+    assert submitted.wait(10)
     gate.set()
     other.join(10)
+    assert ones[0].result(10) is None
     assert first.result(10) is True and all(f.result(10) is None for f in many)
     assert order.index("one") <= 1, order  # its turn came right after the first of the ten
     assert [x for x in order if x.startswith("many")] == [f"many-{n}" for n in range(10)]  # each caller's in order
