@@ -282,3 +282,11 @@ def test_a_failing_task_fails_its_future_only_and_cancelled_tasks_never_run():
 def test_lanes_count_must_be_a_positive_int(count):
     with pytest.raises(ValueError, match="count"):
         Lanes(count)
+
+
+def test_lanes_closed_from_one_of_their_own_tasks_end_without_error():
+    lanes = Lanes(2)
+    assert lanes.submit(lambda: lanes.close(5)).result(10) is None  # it raised "cannot join current thread"
+    for thread in lanes._threads:
+        thread.join(5)
+    assert not any(t.is_alive() for t in lanes._threads)

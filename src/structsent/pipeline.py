@@ -186,11 +186,14 @@ class Lanes:
         return future
 
     def close(self, timeout: float | None = None) -> None:
+        """No more tasks; wait (each lane up to ``timeout``) for the queued ones to run. From a
+        task of its own, the lane running it is not waited for (it ends after the task)."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
         for thread in self._threads:
-            thread.join(timeout)
+            if thread is not threading.current_thread():
+                thread.join(timeout)
 
     def _next_task(self):
         """The next caller's oldest task (that caller goes to the end of the round); None once closed and empty."""
