@@ -247,8 +247,8 @@ class Classifier:
         (run, failed or cancelled) before this returns or raises, the first failure in plan order."""
 
         def run(batch: Batch) -> RunStats:
-            if abandon is not None and abandon():
-                raise WorkAbandonedError("the work was abandoned before all of it was computed (no one waits for it)")
+            if abandon is not None:
+                _check_not_abandoned(abandon)
             own = RunStats()
             out[list(batch)] = self._run_batch(batch, sequences, lengths, own)
             return own
@@ -256,10 +256,7 @@ class Classifier:
         tasks = [lanes.submit(run, batch) for batch in batches]
         try:
             for task in tasks:
-                part = task.result()
-                stats.batches += part.batches
-                stats.padded_tokens += part.padded_tokens
-                stats.oom_splits += part.oom_splits
+                stats.add(task.result())  # (a task's own stats count only its batches, tokens and splits)
         finally:
             for task in tasks:
                 task.cancel()
@@ -380,9 +377,14 @@ def probe_token_budget(runner, *, max_length: int, ceiling: int, floor: int | No
 def _until_abandoned(batches: Iterable[Batch], abandon: Callable[[], bool]) -> Iterator[Batch]:
     """``batches``, each handed on only while ``abandon()`` says False (asked before each model call)."""
     for batch in batches:
-        if abandon():
-            raise WorkAbandonedError("the work was abandoned before all of it was computed (no one waits for it)")
+        _check_not_abandoned(abandon)
         yield batch
+
+
+def _check_not_abandoned(abandon: Callable[[], bool]) -> None:
+    """WorkAbandonedError once ``abandon()`` says True (asked before each model call)."""
+    if abandon():
+        raise WorkAbandonedError("the work was abandoned before all of it was computed (no one waits for it)")
 
 
 def as_text_list(texts: object) -> list[object]:

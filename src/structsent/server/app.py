@@ -99,7 +99,7 @@ class ServerSettings:
     api_key: str | None = dataclasses.field(default=None, repr=False)  # never in /info nor a log
     page: bool = True  # GET / from a browser serves the page (page.py)
     # Model calls at once (the batcher's worker threads), the CPU cores divided among them unless
-    # engine.num_threads is set. More than one measured no steady gain on 2 cores (docs/SERVER.md).
+    # engine.num_threads is set. Two: +11% at 64 clients on 2 cores, a lone request a quarter slower (docs/SERVER.md).
     model_workers: int = 1
 
     def __post_init__(self) -> None:

@@ -284,10 +284,9 @@ class MicroBatcher:
             return
         encoded = [e for p in batch for e in p.encoded]
         started = time.perf_counter()
-        options = {} if self._lanes is None else {"lanes": self._lanes}
         try:
             results, stats = self.classifier.label_encoded(
-                encoded, abandon=lambda: self._abandoning or all(p.future.withdrawn for p in batch), **options)
+                encoded, abandon=lambda: self._abandoning or all(p.future.withdrawn for p in batch), lanes=self._lanes)
         except WorkAbandonedError as err:
             if not self._abandoning:  # every client of the batch left: no one reads these
                 for pending in batch:
