@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from structsent.errors import OverloadedError
+from structsent.errors import OverloadedError, WorkAbandonedError
 from structsent.server.batcher import BatchFailedError, MicroBatcher, WorkerStoppedError
 
 
@@ -389,5 +389,115 @@ def test_a_batch_whose_every_client_left_stops_at_its_next_model_call(clf, worke
     assert time.monotonic() - began < 3.0  # (the rest of the left batch: ~1,000 calls of 10 ms)
     assert batcher.stop(10)
     assert runner.calls < 500
-    with pytest.raises(Exception, match="every client of this batch left"):
+    with pytest.raises(WorkAbandonedError, match="client left before its request was computed"):
         left.result(0)
+
+
+class LengthRecorder(RecordingClassifier):
+    """Records the first sequence length of every text of each call (tests give each request
+    texts of its own length, so a call's lengths say whose texts it held)."""
+
+    def __init__(self, classifier) -> None:
+        super().__init__(classifier)
+        self.calls: list[list[int]] = []
+
+    def label_encoded(self, encoded, *, abandon=None, **options):
+        self.gate.wait(10)
+        self.calls.append([len(e.sequences[0]) for e in encoded if e.sequences])
+        return super().label_encoded(encoded, abandon=abandon, **options)
+
+
+def test_a_small_request_waits_for_one_part_of_each_large_one_not_for_all_of_them(clf):
+    """Two 40-text requests queued ahead of a 1-text one: it ran after all 80 texts (a client
+    waited 10-12 s behind three 400-review requests); now requests take turns, part by part."""
+    recording = LengthRecorder(clf)
+    recording.gate.clear()  # the worker holds the first batch while the others queue
+    batcher = started(recording, max_wait_s=0.0, token_budget=8 * 12, max_queue=1000)
+    first = batcher.submit(clf.encode(["好" * 10] * 40))  # 12 tokens a text: parts of 8 texts
+    wait_for(lambda: batcher.waiting_texts == 32)  # its first part is taken (and held at the gate)
+    second = batcher.submit(clf.encode(["差" * 11] * 40))  # 13 tokens: parts of 7 texts
+    small = batcher.submit(clf.encode(["一般"]))  # 4 tokens
+    recording.gate.set()
+    assert small.result(10)[0].ok
+    assert [r.label for r in first.result(10)] == [clf(["好" * 10])[0].label] * 40
+    assert len(second.result(10)) == 40
+    assert batcher.stop(10)
+    owners = [sorted({12: "first", 13: "second", 4: "small"}[n] for n in set(call)) for call in recording.calls]
+    # The first's part in hand, its next (it was queued ahead), then the second's first part with
+    # the small request beside it (91 + 4 tokens fit the budget of 96); the rest take turns.
+    assert owners[:4] == [["first"], ["first"], ["second", "small"], ["first"]]
+    assert owners.count(["first"]) == 5 and owners.count(["second"]) == 5  # 40 = 5 x 8 = 5 x 7 + 5
+    assert sum(len(call) for call in recording.calls) == 81
+
+
+def wait_for(condition, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_request_cut_into_parts_keeps_its_order_and_equals_the_library(clf, real_reviews, workers):
+    recording = LengthRecorder(clf)
+    batcher = started(recording, max_wait_s=0.0, workers=workers, token_budget=256, max_batch_size=8,
+                      max_queue=1000)
+    texts = real_reviews[:150]
+    results = batcher.submit(clf.encode(texts)).result(60)
+    assert batcher.stop(10)
+    assert len(recording.calls) > 150 / 8
+    assert all(len(call) <= 8 and sum(call) <= 256 or len(call) == 1 for call in recording.calls)
+    alone = clf(texts)
+    assert [r.label for r in results] == [r.label for r in alone]
+    assert [r.score for r in results] == pytest.approx([r.score for r in alone], abs=1e-5)
+
+
+def test_a_text_over_the_budget_is_a_part_of_its_own_and_long_texts_keep_their_windows(hf_model_dir):
+    import structsent
+
+    windowed = structsent.load(hf_model_dir, device="cpu", long_text="windows")
+    recording = LengthRecorder(windowed)
+    batcher = started(recording, max_wait_s=0.0, token_budget=64, max_queue=1000)
+    texts = ["很好" * 300, "还行", "太差了" * 100, "一般般"]
+    results = batcher.submit(windowed.encode(texts)).result(60)
+    assert batcher.stop(10)
+    alone = windowed(texts)
+    assert [r.windows for r in results] == [r.windows for r in alone] and results[0].windows > 1
+    assert [r.score for r in results] == pytest.approx([r.score for r in alone], abs=1e-5)
+    assert [r.label for r in results] == [r.label for r in alone]
+
+
+def test_a_failing_part_fails_its_request_once_and_its_other_parts_are_not_computed(clf):
+    recording = LengthRecorder(clf)
+    recording.gate.clear()
+    batcher = started(recording, max_wait_s=0.0, token_budget=8 * 12, max_queue=1000)
+    doomed = batcher.submit(clf.encode(["好" * 10] * 40))
+    wait_for(lambda: batcher.waiting_texts == 32)  # its first part is taken (and held at the gate)
+    recording.fail_next = True  # the first part, held at the gate, raises
+    recording.gate.set()
+    with pytest.raises(BatchFailedError):
+        doomed.result(10)
+    assert batcher.submit(clf.encode(["好吃"])).result(10)[0].ok
+    assert batcher.stop(10)
+    assert len(recording.calls) == 2  # the failed part and the next request: none of the four other parts
+    assert batcher.waiting_texts == 0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_running_request_whose_client_leaves_frees_its_queued_parts_at_once(clf, workers):
+    recording = LengthRecorder(clf)
+    recording.gate.clear()
+    batcher = started(recording, max_wait_s=0.0, token_budget=8 * 12, max_queue=40, workers=workers)
+    left = batcher.submit(clf.encode(["好" * 10] * 40))
+    wait_for(lambda: batcher.waiting_texts == 40 - 8 * workers)  # a part taken by each worker, held at the gate
+    with pytest.raises(OverloadedError):
+        batcher.submit(clf.encode(["还行"] * 20))
+    assert not left.cancel()  # running: withdrawn, not cancelled
+    assert batcher.waiting_texts == 0  # its queued parts left the queue with it
+    kept = batcher.submit(clf.encode(["还行"] * 20))
+    recording.gate.set()
+    assert all(r.ok for r in kept.result(10))
+    assert batcher.stop(10)
+    with pytest.raises(WorkAbandonedError):
+        left.result(0)
+    assert sum(len(call) for call in recording.calls) <= 20 + 2 * 8  # at most the parts already running

@@ -1,17 +1,24 @@
 """Dynamic micro-batching: concurrent requests merged into token-budgeted model batches.
 
 Worker threads (``workers``, one by default) call the model. Requests enter a bounded queue as
-already-encoded texts, each with its own future. A free worker takes the oldest request, then keeps
-taking requests, in arrival order, while the batch's tokens stay within the token budget and its
-sequences within the cap, waiting at most ``max_wait_s`` after the oldest request arrived for more
-work; one worker gathers at a time, so with two the next batch forms while one computes. The
-engine then sorts the merged sequences by length and cuts them into padded-cost batches, so
-one long review does not pad a whole batch of short ones. With two workers or more, the
-model calls run in ``Lanes`` (one thread per worker, callers served in turn), so that a lone
-large request's batches spread over every lane. A request cancelled before its batch starts is
-dropped uncomputed, and one cancelled while still queued (or gathered into a batch that waits
-``max_wait_s`` for more) stops counting against ``max_queue`` at once; a batch whose every
-request was cancelled while it ran stops at its next model call.
+already-encoded texts, each with its own future. A request larger than one batch (its tokens over
+the token budget, or its sequences over the cap) is cut into parts that each fit, its texts
+sorted by length first so that each part holds texts of like length; a part is what a batch
+takes. A free worker takes the next part of the oldest request in the queue, then keeps taking
+parts of the requests behind it, one part of each, while the batch's tokens stay within the
+token budget and its sequences within the cap, waiting at most ``max_wait_s`` after the oldest
+request arrived for more work. A request with parts left goes back behind the others: requests
+share the model part by part, so a small request waits for about one part of each large one
+ahead of it, never for the whole of them. A request's future resolves once its last part is
+computed, its results in its own order. One worker gathers at a time, so with two the next batch
+forms while one computes. The engine then sorts the merged sequences by length and cuts them
+into padded-cost batches, so one long review does not pad a whole batch of short ones. With two
+workers or more, the model calls run in ``Lanes`` (one thread per worker, callers served in
+turn), so that a batch's model calls spread over every lane. A request cancelled before its
+first part starts is dropped uncomputed, and one cancelled while still queued (or gathered into
+a batch that waits ``max_wait_s`` for more) stops counting against ``max_queue`` at once; a
+request whose client leaves once it runs has its parts not yet started dropped, and a batch whose
+every request was withdrawn so stops at its next model call.
 
 No web framework here: the HTTP app and the tests drive it with plain futures.
 
@@ -40,6 +47,9 @@ from ..results import LabelResult
 from ..tokenize import EncodedText
 
 log = logging.getLogger("structsent.server")
+
+
+CLIENT_LEFT = "the client left before its request was computed"  # (no one reads it: said for the logs and tests)
 
 
 class BatchFailedError(StructsentError):
@@ -74,35 +84,82 @@ class BatchReport:
 
 
 class RequestFuture(concurrent.futures.Future):
-    """A request's future. Cancelled before its batch starts, the request is dropped uncomputed;
-    once its batch runs it cannot be, but it is marked ``withdrawn`` (its client left): a batch
-    whose every request was withdrawn stops at its next model call."""
+    """A request's future. Cancelled before its first part starts, the request is dropped
+    uncomputed; once it runs it cannot be, but it is marked ``withdrawn`` (its client left): its
+    parts not yet started are dropped (``on_withdrawn``), and a batch whose every request was
+    withdrawn stops at its next model call."""
 
     withdrawn = False
+    on_withdrawn: Callable[[], None] | None = None
 
     def cancel(self) -> bool:
         self.withdrawn = True
-        return super().cancel()
+        cancelled = super().cancel()
+        if not cancelled and not self.done() and self.on_withdrawn is not None:
+            self.on_withdrawn()
+        return cancelled
 
 
 @dataclasses.dataclass(eq=False)
-class _Pending:
-    encoded: Sequence[EncodedText]
-    future: RequestFuture
+class _Part:
+    """Texts of one request that go into one batch together: at most a batch's worth."""
+
+    request: "_Request"
+    indices: list[int]  # the texts' positions in the request
     tokens: int
     sequences: int
+
+
+@dataclasses.dataclass(eq=False)
+class _Request:
+    """One submitted request: its texts, its future, its parts not yet gathered, and its results
+    as its parts are computed (in any order, by any worker)."""
+
+    encoded: Sequence[EncodedText]
+    future: RequestFuture
     arrived: float
+    queued: collections.deque[_Part] = dataclasses.field(default_factory=collections.deque)
+    results: list[LabelResult | None] = dataclasses.field(default_factory=list)
+    unfinished: int = 0  # parts neither computed nor dropped
+    started: bool = False  # its future was set running (its first part began)
+    dropped: bool = False  # a part was dropped: its client left, or another part failed
+    failure: BaseException | None = None
 
     @classmethod
-    def of(cls, encoded: Sequence[EncodedText]) -> "_Pending":
-        lengths = [len(s) for e in encoded for s in e.sequences]
-        return cls(
-            encoded=encoded,
-            future=RequestFuture(),
-            tokens=sum(lengths),
-            sequences=len(lengths),
-            arrived=time.monotonic(),
-        )
+    def of(cls, encoded: Sequence[EncodedText], token_budget: int, max_batch_size: int) -> "_Request":
+        request = cls(encoded=encoded, future=RequestFuture(), arrived=time.monotonic(),
+                      results=[None] * len(encoded))
+        request.queued.extend(_Part(request, *cut) for cut in _cut(encoded, token_budget, max_batch_size))
+        request.unfinished = len(request.queued)
+        return request
+
+    @property
+    def sequences(self) -> int:
+        return sum(part.sequences for part in self.queued)
+
+
+def _cut(encoded: Sequence[EncodedText], token_budget: int, max_batch_size: int) -> list[tuple[list[int], int, int]]:
+    """The parts of a request: (text positions, tokens, sequences) each. A request that fits one
+    batch is one part, its texts in their order; a larger one is cut greedily over its texts
+    sorted by length (longest first), a text that alone exceeds the budget being a part of its own
+    (the engine plans its windows into several model calls)."""
+    lengths = [[len(s) for s in e.sequences] for e in encoded]
+    tokens = [sum(text) for text in lengths]
+    if sum(tokens) <= token_budget and sum(map(len, lengths)) <= max_batch_size:
+        return [(list(range(len(encoded))), sum(tokens), sum(map(len, lengths)))]
+    parts: list[tuple[list[int], int, int]] = []
+    indices: list[int] = []
+    part_tokens = part_sequences = 0
+    for i in sorted(range(len(encoded)), key=lambda i: -tokens[i]):
+        fits = part_tokens + tokens[i] <= token_budget and part_sequences + len(lengths[i]) <= max_batch_size
+        if indices and not fits:
+            parts.append((indices, part_tokens, part_sequences))
+            indices, part_tokens, part_sequences = [], 0, 0
+        indices.append(i)
+        part_tokens += tokens[i]
+        part_sequences += len(lengths[i])
+    parts.append((indices, part_tokens, part_sequences))
+    return parts
 
 
 class MicroBatcher:
@@ -133,9 +190,9 @@ class MicroBatcher:
         self.max_batch_size = max_batch_size or classifier.max_batch_size
         self._on_batch = on_batch  # called from the worker threads, as many at once as there are workers
         self.workers = workers
-        self._queue: collections.deque[_Pending] = collections.deque()
+        self._queue: collections.deque[_Request] = collections.deque()  # requests with parts not yet gathered
         self._waiting_texts = 0  # admitted, not yet computing: what max_queue bounds
-        self._gathering: list[_Pending] | None = None  # the batch a worker is filling (under _cond)
+        self._gathering: list[_Part] | None = None  # the batch a worker is filling (under _cond)
         self._gathering_turn = threading.Lock()  # held by the one worker that gathers
         self._cond = threading.Condition()
         self._stopping = False
@@ -164,11 +221,12 @@ class MicroBatcher:
         Raises QueueFullError (an OverloadedError), without queueing anything, when the request does not fit in
         the queue, and WorkerStoppedError once the batcher stops accepting work.
         """
-        pending = _Pending.of(encoded)
-        if pending.sequences == 0:  # nothing for the model: every text was flagged
-            pending.future.set_running_or_notify_cancel()
-            pending.future.set_result(self.classifier.label_encoded(encoded)[0])
-            return pending.future
+        request = _Request.of(encoded, self.token_budget, self.max_batch_size)
+        if request.sequences == 0:  # nothing for the model: every text was flagged
+            request.future.set_running_or_notify_cancel()
+            request.future.set_result(self.classifier.label_encoded(encoded)[0])
+            return request.future
+        request.future.on_withdrawn = lambda: self._withdraw(request)
         with self._cond:
             if self._stopping or not self.alive:
                 raise WorkerStoppedError("the model worker is not accepting work") from self.failure
@@ -178,22 +236,54 @@ class MicroBatcher:
                     f"max_queue={self.max_queue}",
                     limit_value=self.max_queue,
                 )
-            self._queue.append(pending)
+            self._queue.append(request)
             self._waiting_texts += len(encoded)
             self._cond.notify()
-        pending.future.add_done_callback(lambda future: self._forget_if_cancelled(pending))
-        return pending.future
+        request.future.add_done_callback(lambda future: self._forget_if_cancelled(request))
+        return request.future
 
-    def _forget_if_cancelled(self, pending: _Pending) -> None:
+    def _forget_if_cancelled(self, request: _Request) -> None:
         """A request cancelled while queued, or while the worker waits out ``max_wait_s`` for more
         work to merge with it, leaves at once, so that the texts of clients that went away never
         hold back live ones (429) while the worker is busy elsewhere or waiting."""
-        if not pending.future.cancelled():
-            return
+        if request.future.cancelled():
+            with self._cond:
+                self._drop_unstarted_parts(request)
+
+    def _withdraw(self, request: _Request) -> None:
+        """A running request whose client left: its parts not yet started are not computed, and
+        stop counting against ``max_queue`` at once."""
         with self._cond:
-            if _remove(self._queue, pending) or (self._gathering is not None and _remove(self._gathering, pending)):
-                self._waiting_texts -= len(pending.encoded)
-            # else: already in a running batch, whose accounting covers it
+            self._drop_unstarted_parts(request)
+            self._resolve_if_finished(request)
+
+    def _drop_unstarted_parts(self, request: _Request) -> None:
+        """(Under ``_cond``.) Take ``request``'s parts out of the queue and of a batch being gathered."""
+        _remove(self._queue, request)
+        dropped = list(request.queued)
+        request.queued.clear()
+        if self._gathering is not None:
+            gathered = [part for part in self._gathering if part.request is request]
+            for part in gathered:
+                _remove(self._gathering, part)
+            dropped += gathered
+        self._waiting_texts -= sum(len(part.indices) for part in dropped)
+        request.unfinished -= len(dropped)
+        request.dropped = request.dropped or bool(dropped)
+
+    def _resolve_if_finished(self, request: _Request) -> None:
+        """(Under ``_cond``.) Settle ``request``'s future: at once on a failure, else once no part is left."""
+        future = request.future
+        if future.done():
+            return
+        if request.failure is not None:
+            future.set_exception(request.failure)
+        elif request.unfinished > 0:
+            return
+        elif request.dropped:
+            future.set_exception(WorkAbandonedError(CLIENT_LEFT))
+        else:
+            future.set_result(list(request.results))
 
     def start(self) -> None:
         # Model calls in lanes: a lone large request's batches spread over every core-share, where
@@ -227,21 +317,22 @@ class MicroBatcher:
 
     # -- the worker's side --------------------------------------------------------------------
     def _serve_forever(self) -> None:
-        batch: list[_Pending] = []
+        batch: list[_Part] = []
         try:
             while True:
                 batch = []
                 with self._gathering_turn:
                     if not self._gather(batch):
                         return
-                # Cancelled requests leave here, before any computing.
-                self._run([p for p in batch if p.future.set_running_or_notify_cancel()])
+                    # Parts of requests cancelled, withdrawn or failed meanwhile leave here, before any computing.
+                    batch = [part for part in batch if self._begin(part)]
+                self._run(batch)
         except BaseException as err:  # a bug in the loop itself: say so, fail everyone waiting
             self.failure = err
             log.critical("the model worker died; the server is unhealthy", exc_info=err)
             self._fail_everything(batch, WorkerStoppedError(f"the model worker died: {err!r}"), err)
 
-    def _gather(self, batch: list[_Pending]) -> bool:
+    def _gather(self, batch: list[_Part]) -> bool:
         """Block for work and fill ``batch``; False once stopping with nothing left."""
         with self._cond:
             while not self._queue:
@@ -259,64 +350,102 @@ class MicroBatcher:
                     self._cond.wait(remaining)
             finally:
                 self._gathering = None
-                self._waiting_texts -= sum(len(p.encoded) for p in batch)
+                self._waiting_texts -= sum(len(part.indices) for part in batch)
 
-    def _take_fitting(self, batch: list[_Pending]) -> bool:
-        """Move queued requests into ``batch`` while they fit; True when the batch is full."""
-        tokens = sum(p.tokens for p in batch)
-        count = sum(p.sequences for p in batch)
-        while self._queue:
-            head = self._queue[0]
-            if head.future.cancelled():
+    def _take_fitting(self, batch: list[_Part]) -> bool:
+        """Move the next part of each queued request into ``batch`` while they fit; True when the
+        batch is full. A request with parts left goes back behind the others."""
+        tokens = sum(part.tokens for part in batch)
+        count = sum(part.sequences for part in batch)
+        again: list[_Request] = []
+        try:
+            while self._queue:
+                request = self._queue[0]
+                if request.future.cancelled():
+                    self._drop_unstarted_parts(request)
+                    continue
+                part = request.queued[0]
+                fits = tokens + part.tokens <= self.token_budget and count + part.sequences <= self.max_batch_size
+                if batch and not fits:
+                    return True
+                batch.append(request.queued.popleft())
                 self._queue.popleft()
-                self._waiting_texts -= len(head.encoded)
-                continue
-            fits = tokens + head.tokens <= self.token_budget and count + head.sequences <= self.max_batch_size
-            if batch and not fits:
-                return True
-            batch.append(self._queue.popleft())
-            tokens, count = tokens + head.tokens, count + head.sequences
-        return tokens >= self.token_budget or count >= self.max_batch_size
+                if request.queued:
+                    again.append(request)
+                tokens, count = tokens + part.tokens, count + part.sequences
+            return tokens >= self.token_budget or count >= self.max_batch_size
+        finally:
+            self._queue.extend(again)
 
-    def _run(self, batch: list[_Pending]) -> None:
-        """Label one batch and resolve its futures; a failure reaches every one of them."""
+    def _begin(self, part: _Part) -> bool:
+        """Whether ``part`` is to be computed: its request's first part sets its future running
+        (False if it was cancelled); a later one runs unless the request failed or its client left."""
+        request = part.request
+        with self._cond:
+            if not request.started:
+                request.started = True
+                if request.future.set_running_or_notify_cancel():
+                    return True
+            elif not request.future.withdrawn and not request.future.done():
+                return True
+            request.unfinished -= 1
+            request.dropped = True
+            self._resolve_if_finished(request)
+            return False
+
+    def _run(self, batch: list[_Part]) -> None:
+        """Label one batch and settle its parts; a failure reaches every one of their requests."""
         if not batch:
             return
-        encoded = [e for p in batch for e in p.encoded]
+        encoded = [part.request.encoded[i] for part in batch for i in part.indices]
         started = time.perf_counter()
         try:
             results, stats = self.classifier.label_encoded(
-                encoded, abandon=lambda: self._abandoning or all(p.future.withdrawn for p in batch), lanes=self._lanes)
+                encoded, abandon=lambda: self._abandoning or all(p.request.future.withdrawn for p in batch),
+                lanes=self._lanes)
         except WorkAbandonedError as err:
             if not self._abandoning:  # every client of the batch left: no one reads these
-                for pending in batch:
-                    pending.future.set_exception(WorkAbandonedError("every client of this batch left before it "
-                                                                    "was computed"))
+                self._finish(batch, failure=WorkAbandonedError(CLIENT_LEFT))
                 return
-            for pending in batch:
-                pending.future.set_exception(WorkerStoppedError(f"the server stopped before this request was "
-                                                                f"computed ({err})"))
+            self._finish(batch, failure=WorkerStoppedError(f"the server stopped before this request was "
+                                                           f"computed ({err})"))
             self._report(batch, encoded, None, started, failed=True)
             return
         except Exception as err:
             log.error("a batch of %d requests (%d texts) failed", len(batch), len(encoded), exc_info=err)
             failure = BatchFailedError(f"the model failed on a batch of {len(encoded)} texts: {err!r}")
             failure.__cause__ = err
-            for pending in batch:
-                pending.future.set_exception(failure)
+            self._finish(batch, failure=failure)
             self._report(batch, encoded, None, started, failed=True)
             return
-        for pending, part in zip(batch, _split(results, [len(p.encoded) for p in batch])):
-            pending.future.set_result(part)
+        self._finish(batch, results=results)
         self._report(batch, encoded, stats, started, failed=False)
 
-    def _report(self, batch, encoded, stats, started: float, *, failed: bool) -> None:
+    def _finish(self, batch: list[_Part], *, results: list[LabelResult] | None = None,
+                failure: BaseException | None = None) -> None:
+        """Record each part's results in its request (or the failure, which drops the request's
+        parts not yet started), and settle the requests that are complete."""
+        with self._cond:
+            start = 0
+            for part in batch:
+                request = part.request
+                request.unfinished -= 1
+                if results is None:
+                    request.failure = request.failure or failure
+                    self._drop_unstarted_parts(request)
+                else:
+                    for index, result in zip(part.indices, results[start : start + len(part.indices)]):
+                        request.results[index] = result
+                    start += len(part.indices)
+                self._resolve_if_finished(request)
+
+    def _report(self, batch: list[_Part], encoded, stats, started: float, *, failed: bool) -> None:
         if self._on_batch is None:
             return
         report = BatchReport(
-            requests=len(batch),
+            requests=len({id(part.request) for part in batch}),
             texts=len(encoded),
-            sequences=sum(p.sequences for p in batch),
+            sequences=sum(part.sequences for part in batch),
             model_batches=stats.batches if stats else 0,
             padded_tokens=stats.padded_tokens if stats else 0,
             seconds=time.perf_counter() - started,
@@ -327,34 +456,28 @@ class MicroBatcher:
         except Exception:  # metrics must never take the model worker down
             log.exception("the batch observer raised")
 
-    def _fail_everything(self, running: list[_Pending], error: StructsentError, cause: BaseException) -> None:
+    def _fail_everything(self, running: list[_Part], error: StructsentError, cause: BaseException) -> None:
         """Resolve every unresolved future, running or queued, with ``error``."""
         error.__cause__ = cause
-        for pending in running:
-            if not pending.future.done():
-                pending.future.set_exception(error)
         with self._cond:
+            for part in running:
+                if not part.request.future.done():
+                    part.request.future.set_exception(error)
             self._stopping = True
             self._cond.notify_all()  # the other workers, waiting for work, end too
             while self._queue:
-                pending = self._queue.popleft()
-                if pending.future.set_running_or_notify_cancel():
-                    pending.future.set_exception(error)
+                request = self._queue.popleft()
+                request.queued.clear()
+                if request.started or request.future.set_running_or_notify_cancel():
+                    if not request.future.done():
+                        request.future.set_exception(error)
             self._waiting_texts = 0
 
 
-def _remove(pendings: "collections.deque[_Pending] | list[_Pending]", pending: _Pending) -> bool:
-    """Remove ``pending`` (by identity: _Pending has eq=False) from ``pendings``; whether it was there."""
+def _remove(items: "collections.deque | list", item: object) -> bool:
+    """Remove ``item`` (by identity: the batcher's records have eq=False) from ``items``; whether it was there."""
     try:
-        pendings.remove(pending)
+        items.remove(item)
     except ValueError:
         return False
     return True
-
-
-def _split(results: list[LabelResult], sizes: list[int]) -> list[list[LabelResult]]:
-    parts, start = [], 0
-    for size in sizes:
-        parts.append(results[start : start + size])
-        start += size
-    return parts
