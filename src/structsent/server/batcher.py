@@ -100,7 +100,7 @@ class RequestFuture(concurrent.futures.Future):
         return cancelled
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, slots=True)
 class _Part:
     """Texts of one request that go into one batch together: at most a batch's worth."""
 
@@ -110,7 +110,7 @@ class _Part:
     sequences: int
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, slots=True)
 class _Request:
     """One submitted request: its texts, its future, its parts not yet gathered, and its results
     as its parts are computed (in any order, by any worker)."""
@@ -123,6 +123,7 @@ class _Request:
     unfinished: int = 0  # parts neither computed nor dropped
     started: bool = False  # its future was set running (its first part began)
     dropped: bool = False  # a part was dropped: its client left, or another part failed
+    settled: bool = False  # what its future gets is decided (see MicroBatcher._outcome)
     failure: BaseException | None = None
 
     @classmethod
@@ -145,8 +146,9 @@ def _cut(encoded: Sequence[EncodedText], token_budget: int, max_batch_size: int)
     (the engine plans its windows into several model calls)."""
     lengths = [[len(s) for s in e.sequences] for e in encoded]
     tokens = [sum(text) for text in lengths]
-    if sum(tokens) <= token_budget and sum(map(len, lengths)) <= max_batch_size:
-        return [(list(range(len(encoded))), sum(tokens), sum(map(len, lengths)))]
+    total_tokens, total_sequences = sum(tokens), sum(map(len, lengths))
+    if total_tokens <= token_budget and total_sequences <= max_batch_size:
+        return [(list(range(len(encoded))), total_tokens, total_sequences)]
     parts: list[tuple[list[int], int, int]] = []
     indices: list[int] = []
     part_tokens = part_sequences = 0
@@ -255,7 +257,8 @@ class MicroBatcher:
         stop counting against ``max_queue`` at once."""
         with self._cond:
             self._drop_unstarted_parts(request)
-            self._resolve_if_finished(request)
+            outcome = self._outcome(request)
+        _settle([outcome])
 
     def _drop_unstarted_parts(self, request: _Request) -> None:
         """(Under ``_cond``.) Take ``request``'s parts out of the queue and of a batch being gathered."""
@@ -271,19 +274,23 @@ class MicroBatcher:
         request.unfinished -= len(dropped)
         request.dropped = request.dropped or bool(dropped)
 
-    def _resolve_if_finished(self, request: _Request) -> None:
-        """(Under ``_cond``.) Settle ``request``'s future: at once on a failure, else once no part is left."""
-        future = request.future
-        if future.done():
-            return
+    @staticmethod
+    def _outcome(request: _Request) -> "_Outcome | None":
+        """(Under ``_cond``.) What ``request``'s future is to be settled with, decided once: a
+        failure at once, else its results once no part is left; None while undecided. The caller
+        settles it after releasing the lock (the future's callbacks run in the settling thread)."""
+        if request.settled:
+            return None
         if request.failure is not None:
-            future.set_exception(request.failure)
+            outcome = _Outcome(request.future, None, request.failure)
         elif request.unfinished > 0:
-            return
+            return None
         elif request.dropped:
-            future.set_exception(WorkAbandonedError(CLIENT_LEFT))
+            outcome = _Outcome(request.future, None, WorkAbandonedError(CLIENT_LEFT))
         else:
-            future.set_result(list(request.results))
+            outcome = _Outcome(request.future, request.results, None)
+        request.settled = True
+        return outcome
 
     def start(self) -> None:
         # Model calls in lanes: a lone large request's batches spread over every core-share, where
@@ -325,7 +332,7 @@ class MicroBatcher:
                     if not self._gather(batch):
                         return
                     # Parts of requests cancelled, withdrawn or failed meanwhile leave here, before any computing.
-                    batch = [part for part in batch if self._begin(part)]
+                    batch = self._begin(batch)
                 self._run(batch)
         except BaseException as err:  # a bug in the loop itself: say so, fail everyone waiting
             self.failure = err
@@ -377,21 +384,26 @@ class MicroBatcher:
         finally:
             self._queue.extend(again)
 
-    def _begin(self, part: _Part) -> bool:
-        """Whether ``part`` is to be computed: its request's first part sets its future running
-        (False if it was cancelled); a later one runs unless the request failed or its client left."""
-        request = part.request
+    def _begin(self, batch: list[_Part]) -> list[_Part]:
+        """The parts of ``batch`` to compute: a request's first part sets its future running (and is
+        dropped if it was cancelled); a later one runs unless the request failed or its client left."""
+        running, outcomes = [], []
         with self._cond:
-            if not request.started:
-                request.started = True
-                if request.future.set_running_or_notify_cancel():
-                    return True
-            elif not request.future.withdrawn and not request.future.done():
-                return True
-            request.unfinished -= 1
-            request.dropped = True
-            self._resolve_if_finished(request)
-            return False
+            for part in batch:
+                request = part.request
+                if not request.started:
+                    request.started = True
+                    if request.future.set_running_or_notify_cancel():
+                        running.append(part)
+                        continue
+                elif not request.future.withdrawn and request.failure is None:
+                    running.append(part)
+                    continue
+                request.unfinished -= 1
+                request.dropped = True
+                outcomes.append(self._outcome(request))
+        _settle(outcomes)
+        return running
 
     def _run(self, batch: list[_Part]) -> None:
         """Label one batch and settle its parts; a failure reaches every one of their requests."""
@@ -425,6 +437,7 @@ class MicroBatcher:
                 failure: BaseException | None = None) -> None:
         """Record each part's results in its request (or the failure, which drops the request's
         parts not yet started), and settle the requests that are complete."""
+        outcomes = []
         with self._cond:
             start = 0
             for part in batch:
@@ -433,11 +446,15 @@ class MicroBatcher:
                 if results is None:
                     request.failure = request.failure or failure
                     self._drop_unstarted_parts(request)
+                elif len(part.indices) == len(request.results):  # the whole request, in its order
+                    request.results[:] = results[start : start + len(part.indices)]
+                    start += len(part.indices)
                 else:
                     for index, result in zip(part.indices, results[start : start + len(part.indices)]):
                         request.results[index] = result
                     start += len(part.indices)
-                self._resolve_if_finished(request)
+                outcomes.append(self._outcome(request))
+        _settle(outcomes)
 
     def _report(self, batch: list[_Part], encoded, stats, started: float, *, failed: bool) -> None:
         if self._on_batch is None:
@@ -459,19 +476,41 @@ class MicroBatcher:
     def _fail_everything(self, running: list[_Part], error: StructsentError, cause: BaseException) -> None:
         """Resolve every unresolved future, running or queued, with ``error``."""
         error.__cause__ = cause
+        outcomes = []
         with self._cond:
-            for part in running:
-                if not part.request.future.done():
-                    part.request.future.set_exception(error)
             self._stopping = True
             self._cond.notify_all()  # the other workers, waiting for work, end too
-            while self._queue:
-                request = self._queue.popleft()
+            requests = [part.request for part in running] + list(self._queue)
+            self._queue.clear()
+            self._waiting_texts = 0
+            for request in requests:
                 request.queued.clear()
                 if request.started or request.future.set_running_or_notify_cancel():
-                    if not request.future.done():
-                        request.future.set_exception(error)
-            self._waiting_texts = 0
+                    request.failure = request.failure or error
+                    outcomes.append(self._outcome(request))
+        _settle(outcomes)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outcome:
+    future: RequestFuture
+    results: list[LabelResult | None] | None
+    error: BaseException | None
+
+
+def _settle(outcomes: list[_Outcome | None]) -> None:
+    """Settle futures outside the batcher's lock. One already settled (by a dying worker, which fails
+    every request at once) or cancelled keeps its state."""
+    for outcome in outcomes:
+        if outcome is None:
+            continue
+        try:
+            if outcome.error is not None:
+                outcome.future.set_exception(outcome.error)
+            else:
+                outcome.future.set_result(outcome.results)
+        except concurrent.futures.InvalidStateError:
+            pass
 
 
 def _remove(items: "collections.deque | list", item: object) -> bool:
