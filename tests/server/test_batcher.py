@@ -159,7 +159,7 @@ def test_a_request_cancelled_while_its_batch_waits_for_more_frees_its_room_at_on
     batcher = started(recording, max_queue=4, max_wait_s=30.0)
     gone = batcher.submit(clf.encode(["很差", "一般", "还行"]))
     deadline = time.monotonic() + 5
-    while batcher._queue:
+    while batcher._small:
         assert time.monotonic() < deadline, "the worker never gathered the request"
         time.sleep(0.01)  # the worker took it and now waits out max_wait_s for more
     assert gone.cancel()
@@ -407,9 +407,11 @@ class LengthRecorder(RecordingClassifier):
         return super().label_encoded(encoded, abandon=abandon, **options)
 
 
-def test_a_small_request_waits_for_one_part_of_each_large_one_not_for_all_of_them(clf):
+def test_a_small_request_waits_for_one_part_of_a_large_one_and_large_ones_finish_in_turn(clf):
     """Two 40-text requests queued ahead of a 1-text one: it ran after all 80 texts (a client
-    waited 10-12 s behind three 400-review requests); now requests take turns, part by part."""
+    waited 10-12 s behind three 400-review requests). Now batches alternate between small requests
+    and the oldest large one's next part; large requests still finish one after the other (taking
+    turns part by part, they all finished at the end, and a graceful shutdown cut every one)."""
     recording = LengthRecorder(clf)
     recording.gate.clear()  # the worker holds the first batch while the others queue
     batcher = started(recording, max_wait_s=0.0, token_budget=8 * 12, max_queue=1000)
@@ -423,11 +425,10 @@ def test_a_small_request_waits_for_one_part_of_each_large_one_not_for_all_of_the
     assert len(second.result(10)) == 40
     assert batcher.stop(10)
     owners = [sorted({12: "first", 13: "second", 4: "small"}[n] for n in set(call)) for call in recording.calls]
-    # The first's part in hand, its next (it was queued ahead), then the second's first part with
-    # the small request beside it (91 + 4 tokens fit the budget of 96); the rest take turns.
-    assert owners[:4] == [["first"], ["first"], ["second", "small"], ["first"]]
-    assert owners.count(["first"]) == 5 and owners.count(["second"]) == 5  # 40 = 5 x 8 = 5 x 7 + 5
-    assert sum(len(call) for call in recording.calls) == 81
+    # The first's part in hand, its next (a large request's turn), the small one, then the first's
+    # three other parts and the second's six (40 = 5 x 8 = 5 x 7 + 5), one request after the other.
+    assert owners == [["first"]] * 2 + [["small"]] + [["first"]] * 3 + [["second"]] * 6
+    assert [len(call) for call in recording.calls] == [8] * 2 + [1] + [8] * 3 + [7] * 5 + [5]
 
 
 def wait_for(condition, seconds: float = 5.0) -> None:
@@ -501,3 +502,19 @@ def test_a_running_request_whose_client_leaves_frees_its_queued_parts_at_once(cl
     with pytest.raises(WorkAbandonedError):
         left.result(0)
     assert sum(len(call) for call in recording.calls) <= 20 + 2 * 8  # at most the parts already running
+
+
+def test_large_requests_finish_one_after_another_and_small_ones_never_hold_a_large_one_back(clf):
+    recording = LengthRecorder(clf)
+    recording.gate.clear()
+    batcher = started(recording, max_wait_s=0.0, token_budget=8 * 12, max_queue=1000)
+    large = [batcher.submit(clf.encode(["好" * 10] * 40))]  # 12 tokens a text: five parts of 8
+    wait_for(lambda: batcher.waiting_texts == 32)
+    large.append(batcher.submit(clf.encode(["差" * 12] * 16)))  # 14 tokens: parts of 6, 6, 4
+    full = [batcher.submit(clf.encode(["一般" * 4] * 9)) for _ in range(4)]  # 10 tokens: 90, one batch each
+    recording.gate.set()
+    assert all(len(f.result(10)) == 9 for f in full) and [len(f.result(10)) for f in large] == [40, 16]
+    assert batcher.stop(10)
+    owners = ["".join(sorted({12: "L", 14: "M", 10: "s"}[n] for n in set(call))) for call in recording.calls]
+    # The large ones in arrival order, every other batch theirs while small ones wait.
+    assert "".join(owners) == "LLsLsLsLsMMM"

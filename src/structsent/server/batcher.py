@@ -3,14 +3,15 @@
 Worker threads (``workers``, one by default) call the model. Requests enter a bounded queue as
 already-encoded texts, each with its own future. A request larger than one batch (its tokens over
 the token budget, or its sequences over the cap) is cut into parts that each fit, its texts
-sorted by length first so that each part holds texts of like length; a part is what a batch
-takes. A free worker takes the next part of the oldest request in the queue, then keeps taking
-parts of the requests behind it, one part of each, while the batch's tokens stay within the
-token budget and its sequences within the cap, waiting at most ``max_wait_s`` after the oldest
-request arrived for more work. A request with parts left goes back behind the others: requests
-share the model part by part, so a small request waits for about one part of each large one
-ahead of it, never for the whole of them. A request's future resolves once its last part is
-computed, its results in its own order. One worker gathers at a time, so with two the next batch
+sorted by length first so that each part holds texts of like length. A free worker takes small
+requests (one part) in arrival order, and parts of large ones, the oldest large request first,
+while the batch's tokens stay within the token budget and its sequences within the cap, waiting
+at most ``max_wait_s`` after the oldest request arrived for more work. Which of the two goes
+first alternates from batch to batch: a small request waits for at most one part of a large one
+(never for the whole of it), and large requests finish one after another, in arrival order (taking
+turns part by part, they would all finish at the end: the later ones' clients wait no longer,
+the earlier ones' much longer, and a graceful shutdown would cut every one of them). A request's
+future resolves once its last part is computed, its results in its own order. One worker gathers at a time, so with two the next batch
 forms while one computes. The engine then sorts the merged sequences by length and cuts them
 into padded-cost batches, so one long review does not pad a whole batch of short ones. With two
 workers or more, the model calls run in ``Lanes`` (one thread per worker, callers served in
@@ -192,7 +193,11 @@ class MicroBatcher:
         self.max_batch_size = max_batch_size or classifier.max_batch_size
         self._on_batch = on_batch  # called from the worker threads, as many at once as there are workers
         self.workers = workers
-        self._queue: collections.deque[_Request] = collections.deque()  # requests with parts not yet gathered
+        # Requests with parts not yet gathered, in arrival order: those of one part (small), and those
+        # cut into several (large, served one after another); batches alternate which goes first.
+        self._small: collections.deque[_Request] = collections.deque()
+        self._large: collections.deque[_Request] = collections.deque()
+        self._large_first = False
         self._waiting_texts = 0  # admitted, not yet computing: what max_queue bounds
         self._gathering: list[_Part] | None = None  # the batch a worker is filling (under _cond)
         self._gathering_turn = threading.Lock()  # held by the one worker that gathers
@@ -238,7 +243,7 @@ class MicroBatcher:
                     f"max_queue={self.max_queue}",
                     limit_value=self.max_queue,
                 )
-            self._queue.append(request)
+            (self._large if len(request.queued) > 1 else self._small).append(request)
             self._waiting_texts += len(encoded)
             self._cond.notify()
         request.future.add_done_callback(lambda future: self._forget_if_cancelled(request))
@@ -262,7 +267,7 @@ class MicroBatcher:
 
     def _drop_unstarted_parts(self, request: _Request) -> None:
         """(Under ``_cond``.) Take ``request``'s parts out of the queue and of a batch being gathered."""
-        _remove(self._queue, request)
+        _remove(self._small, request) or _remove(self._large, request)
         dropped = list(request.queued)
         request.queued.clear()
         if self._gathering is not None:
@@ -342,11 +347,11 @@ class MicroBatcher:
     def _gather(self, batch: list[_Part]) -> bool:
         """Block for work and fill ``batch``; False once stopping with nothing left."""
         with self._cond:
-            while not self._queue:
+            while not (self._small or self._large):
                 if self._stopping:
                     return False
                 self._cond.wait()
-            deadline = self._queue[0].arrived + self.max_wait_s
+            deadline = min(queue[0].arrived for queue in (self._small, self._large) if queue) + self.max_wait_s
             self._gathering = batch
             try:
                 while True:
@@ -358,31 +363,30 @@ class MicroBatcher:
             finally:
                 self._gathering = None
                 self._waiting_texts -= sum(len(part.indices) for part in batch)
+                self._large_first = not self._large_first
 
     def _take_fitting(self, batch: list[_Part]) -> bool:
-        """Move the next part of each queued request into ``batch`` while they fit; True when the
-        batch is full. A request with parts left goes back behind the others."""
+        """Move queued parts into ``batch`` while they fit; True when the batch is full. Small
+        requests go in arrival order, large ones one part at a time, the oldest first; which of
+        the two goes first alternates from batch to batch (see ``_gather``), so a small request
+        waits for at most one part of a large one, and large requests finish one after another."""
         tokens = sum(part.tokens for part in batch)
         count = sum(part.sequences for part in batch)
-        again: list[_Request] = []
-        try:
-            while self._queue:
-                request = self._queue[0]
+        for queue in (self._large, self._small) if self._large_first else (self._small, self._large):
+            while queue:
+                request = queue[0]
                 if request.future.cancelled():
                     self._drop_unstarted_parts(request)
                     continue
                 part = request.queued[0]
-                fits = tokens + part.tokens <= self.token_budget and count + part.sequences <= self.max_batch_size
-                if batch and not fits:
+                if batch and not (tokens + part.tokens <= self.token_budget
+                                  and count + part.sequences <= self.max_batch_size):
                     return True
                 batch.append(request.queued.popleft())
-                self._queue.popleft()
-                if request.queued:
-                    again.append(request)
+                if not request.queued:
+                    queue.popleft()
                 tokens, count = tokens + part.tokens, count + part.sequences
-            return tokens >= self.token_budget or count >= self.max_batch_size
-        finally:
-            self._queue.extend(again)
+        return tokens >= self.token_budget or count >= self.max_batch_size
 
     def _begin(self, batch: list[_Part]) -> list[_Part]:
         """The parts of ``batch`` to compute: a request's first part sets its future running (and is
@@ -480,8 +484,9 @@ class MicroBatcher:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()  # the other workers, waiting for work, end too
-            requests = [part.request for part in running] + list(self._queue)
-            self._queue.clear()
+            requests = [part.request for part in running] + list(self._small) + list(self._large)
+            self._small.clear()
+            self._large.clear()
             self._waiting_texts = 0
             for request in requests:
                 request.queued.clear()
