@@ -72,13 +72,7 @@ class ServerProcess:
 
     def metrics(self) -> dict[str, float]:
         """Samples of /metrics as {'name{labels}': value}."""
-        text = self.client.get("/metrics").text
-        samples = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                key, value = line.rsplit(" ", 1)
-                samples[key] = float(value)
-        return samples
+        return parse_metrics(self.client.get("/metrics").text)
 
     def log_text(self) -> str:
         """The whole log so far (``log`` gives its end)."""
@@ -108,6 +102,16 @@ class ServerProcess:
             self._log_tail = self.log()
             self._log.close()
             self.log_path.unlink(missing_ok=True)
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Samples of a Prometheus exposition as {'name{labels}': value}."""
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            samples[key] = float(value)
+    return samples
 
 
 def metric(samples: dict[str, float], name: str, **labels: str) -> float:

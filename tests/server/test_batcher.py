@@ -375,9 +375,16 @@ def test_a_batch_whose_every_client_left_stops_at_its_next_model_call(clf, worke
             time.sleep(0.01)
             return clf.runner.run(ids, mask)
 
+    from structsent.server.metrics import ServerMetrics
+
+    from .conftest import metric, parse_metrics
+
     runner = Slow()
     engine = Classifier(clf.checkpoint, runner, clf.plan.replace(max_batch_size=1))
-    batcher = started(engine, max_wait_s=0.0, workers=workers, max_queue=10_000)
+    metrics = ServerMetrics(queue_depth=lambda: 0)
+    # The batcher takes the request as one part (one batch); the engine cuts it into 1,000 model calls.
+    batcher = started(engine, max_wait_s=0.0, workers=workers, max_queue=10_000, max_batch_size=10_000,
+                      token_budget=10**6, on_batch=metrics.observe_batch)
     left = batcher.submit(engine.encode([f"第{i}条评论，味道很好" for i in range(1000)]))
     deadline = time.monotonic() + 10
     while runner.calls == 0 and time.monotonic() < deadline:
@@ -391,6 +398,10 @@ def test_a_batch_whose_every_client_left_stops_at_its_next_model_call(clf, worke
     assert runner.calls < 500
     with pytest.raises(WorkAbandonedError, match="client left before its request was computed"):
         left.result(0)
+    samples = parse_metrics(metrics.render().decode())
+    # The stopped batch is counted as such (it was in no figure), not as a failure nor in the batch sizes.
+    assert metric(samples, "structsent_abandoned_batches_total") == 1
+    assert metric(samples, "structsent_failed_batches_total") == 0
 
 
 class LengthRecorder(RecordingClassifier):

@@ -82,6 +82,7 @@ class BatchReport:
     padded_tokens: int
     seconds: float
     failed: bool
+    abandoned: bool = False  # stopped at a model call because every client of the batch had left
 
 
 class RequestFuture(concurrent.futures.Future):
@@ -422,6 +423,7 @@ class MicroBatcher:
         except WorkAbandonedError as err:
             if not self._abandoning:  # every client of the batch left: no one reads these
                 self._finish(batch, failure=WorkAbandonedError(CLIENT_LEFT))
+                self._report(batch, encoded, None, started, failed=False, abandoned=True)
                 return
             self._finish(batch, failure=WorkerStoppedError(f"the server stopped before this request was "
                                                            f"computed ({err})"))
@@ -460,7 +462,8 @@ class MicroBatcher:
                 outcomes.append(self._outcome(request))
         _settle(outcomes)
 
-    def _report(self, batch: list[_Part], encoded, stats, started: float, *, failed: bool) -> None:
+    def _report(self, batch: list[_Part], encoded, stats, started: float, *, failed: bool,
+                abandoned: bool = False) -> None:
         if self._on_batch is None:
             return
         report = BatchReport(
@@ -471,6 +474,7 @@ class MicroBatcher:
             padded_tokens=stats.padded_tokens if stats else 0,
             seconds=time.perf_counter() - started,
             failed=failed,
+            abandoned=abandoned,
         )
         try:
             self._on_batch(report)

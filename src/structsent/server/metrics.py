@@ -68,6 +68,10 @@ class ServerMetrics:
         self.failed_batches = prometheus.Counter(
             "structsent_failed_batches", "Model batches that raised", registry=r,
         )
+        self.abandoned_batches = prometheus.Counter(
+            "structsent_abandoned_batches",
+            "Merged batches stopped at a model call because every client of them had left", registry=r,
+        )
         self.refused_connections = prometheus.Counter(
             "structsent_refused_connections",
             "Connections answered and closed before a request reached the app, by reason "
@@ -78,6 +82,9 @@ class ServerMetrics:
     def observe_batch(self, report: BatchReport) -> None:
         if report.failed:
             self.failed_batches.inc()
+            return
+        if report.abandoned:
+            self.abandoned_batches.inc()
             return
         self.batch_size.observe(report.texts)
         self.batch_requests.observe(report.requests)
