@@ -8,9 +8,10 @@ requests (one part) in arrival order, and parts of large ones, the oldest large 
 while the batch's tokens stay within the token budget and its sequences within the cap, waiting
 at most ``max_wait_s`` after the oldest request arrived for more work. Which of the two goes
 first alternates from batch to batch: a small request waits for at most one part of a large one
-(never for the whole of it), and large requests finish one after another, in arrival order (taking
-turns part by part, they would all finish at the end: the later ones' clients wait no longer,
-the earlier ones' much longer, and a graceful shutdown would cut every one of them). A request's
+(never for the whole of it), and large requests finish one after another, in arrival order (with
+two workers or more, a later one may finish while the other worker computes an earlier one's last
+part). Taking turns part by part, they would all finish at the end: the later ones' clients
+waiting no less, the earlier ones' much longer, and a graceful shutdown would cut every one. A request's
 future resolves once its last part is computed, its results in its own order. One worker gathers at a time, so with two the next batch
 forms while one computes. The engine then sorts the merged sequences by length and cuts them
 into padded-cost batches, so one long review does not pad a whole batch of short ones. With two
@@ -370,7 +371,7 @@ class MicroBatcher:
         """Move queued parts into ``batch`` while they fit; True when the batch is full. Small
         requests go in arrival order, large ones one part at a time, the oldest first; which of
         the two goes first alternates from batch to batch (see ``_gather``), so a small request
-        waits for at most one part of a large one, and large requests finish one after another."""
+        waits for at most one part of a large one, and large requests are taken one after another."""
         tokens = sum(part.tokens for part in batch)
         count = sum(part.sequences for part in batch)
         for queue in (self._large, self._small) if self._large_first else (self._small, self._large):
