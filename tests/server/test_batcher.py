@@ -529,3 +529,41 @@ def test_large_requests_finish_one_after_another_and_small_ones_never_hold_a_lar
     owners = ["".join(sorted({12: "L", 14: "M", 10: "s"}[n] for n in set(call))) for call in recording.calls]
     # The large ones in arrival order, every other batch theirs while small ones wait.
     assert "".join(owners) == "LLsLsLsLsMMM"
+
+
+def test_a_part_still_running_when_another_part_of_its_request_fails_stops_at_its_next_model_call(clf):
+    """Two workers run two parts of one request; the first fails: the other was computed to its end."""
+    from structsent.engine import Classifier
+
+    class Slow:  # the real runner, 10 ms slower a call, counting its calls
+        name, device, precision = clf.runner.name, clf.runner.device, clf.runner.precision
+        calls = 0
+
+        def run(self, ids, mask):
+            self.calls += 1
+            time.sleep(0.01)
+            return clf.runner.run(ids, mask)
+
+    runner = Slow()
+    engine = Classifier(clf.checkpoint, runner, clf.plan.replace(max_batch_size=1))  # a model call a text
+
+    class FailsFirst:
+        token_budget, max_batch_size = engine.token_budget, engine.max_batch_size
+        failed = False
+
+        def label_encoded(self, encoded, **options):
+            if not FailsFirst.failed:
+                FailsFirst.failed = True
+                time.sleep(0.3)  # the other worker's part is running meanwhile
+                raise RuntimeError("boom")
+            return engine.label_encoded(encoded, **options)
+
+    # 200 texts of 12 tokens, parts of 100: one for each worker.
+    batcher = started(FailsFirst(), max_wait_s=0.0, workers=2, token_budget=100 * 12, max_batch_size=10_000,
+                      max_queue=1000)
+    doomed = batcher.submit(engine.encode(["好" * 10] * 200))
+    with pytest.raises(BatchFailedError):
+        doomed.result(30)
+    assert batcher.submit(engine.encode(["还行"])).result(30)[0].ok
+    assert batcher.stop(10)
+    assert runner.calls < 60  # ~30 calls in the 0.3 s, then one more at most (the whole part: 100)

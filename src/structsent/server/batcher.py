@@ -419,7 +419,7 @@ class MicroBatcher:
         started = time.perf_counter()
         try:
             results, stats = self.classifier.label_encoded(
-                encoded, abandon=lambda: self._abandoning or all(p.request.future.withdrawn for p in batch),
+                encoded, abandon=lambda: self._abandoning or all(_unwanted(part.request) for part in batch),
                 lanes=self._lanes)
         except WorkAbandonedError as err:
             if not self._abandoning:  # every client of the batch left: no one reads these
@@ -499,6 +499,12 @@ class MicroBatcher:
                     request.failure = request.failure or error
                     outcomes.append(self._outcome(request))
         _settle(outcomes)
+
+
+def _unwanted(request: _Request) -> bool:
+    """No one will read what is computed for ``request``: its client left, or another of its parts
+    failed (its future holds that failure)."""
+    return request.future.withdrawn or request.failure is not None
 
 
 @dataclasses.dataclass(frozen=True)
