@@ -37,6 +37,20 @@ class RecordingClassifier:
         return self._classifier.label_encoded(encoded, abandon=abandon, **options)
 
 
+class SlowRunner:
+    """A real runner, 10 ms slower a call, counting its calls."""
+
+    def __init__(self, runner) -> None:
+        self.runner = runner
+        self.name, self.device, self.precision = runner.name, runner.device, runner.precision
+        self.calls = 0
+
+    def run(self, ids, mask):
+        self.calls += 1
+        time.sleep(0.01)
+        return self.runner.run(ids, mask)
+
+
 @pytest.fixture
 def recording(clf):
     return RecordingClassifier(clf)
@@ -365,21 +379,11 @@ def test_a_batch_whose_every_client_left_stops_at_its_next_model_call(clf, worke
     of the batch is gone, the batch stops at its next model call and the next request is served
     (two 30-text requests of clients that had left were computed in full, 80 s, before it)."""
     from structsent.engine import Classifier
-
-    class Slow:  # the real runner, 10 ms slower a call, counting its calls
-        name, device, precision = clf.runner.name, clf.runner.device, clf.runner.precision
-        calls = 0
-
-        def run(self, ids, mask):
-            self.calls += 1
-            time.sleep(0.01)
-            return clf.runner.run(ids, mask)
-
     from structsent.server.metrics import ServerMetrics
 
     from .conftest import metric, parse_metrics
 
-    runner = Slow()
+    runner = SlowRunner(clf.runner)
     engine = Classifier(clf.checkpoint, runner, clf.plan.replace(max_batch_size=1))
     metrics = ServerMetrics(queue_depth=lambda: 0)
     # The batcher takes the request as one part (one batch); the engine cuts it into 1,000 model calls.
@@ -535,16 +539,7 @@ def test_a_part_still_running_when_another_part_of_its_request_fails_stops_at_it
     """Two workers run two parts of one request; the first fails: the other was computed to its end."""
     from structsent.engine import Classifier
 
-    class Slow:  # the real runner, 10 ms slower a call, counting its calls
-        name, device, precision = clf.runner.name, clf.runner.device, clf.runner.precision
-        calls = 0
-
-        def run(self, ids, mask):
-            self.calls += 1
-            time.sleep(0.01)
-            return clf.runner.run(ids, mask)
-
-    runner = Slow()
+    runner = SlowRunner(clf.runner)
     engine = Classifier(clf.checkpoint, runner, clf.plan.replace(max_batch_size=1))  # a model call a text
 
     class FailsFirst:
