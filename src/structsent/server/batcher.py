@@ -11,10 +11,11 @@ first alternates from batch to batch: a small request waits for at most one part
 (never for the whole of it), and large requests finish one after another, in arrival order (with
 two workers or more, a later one may finish while the other worker computes an earlier one's last
 part). Taking turns part by part, they would all finish at the end: the later ones' clients
-waiting no less, the earlier ones' much longer, and a graceful shutdown would cut every one. A request's
-future resolves once its last part is computed, its results in its own order. One worker gathers at a time, so with two the next batch
-forms while one computes. The engine then sorts the merged sequences by length and cuts them
-into padded-cost batches, so one long review does not pad a whole batch of short ones. With two
+waiting no less, the earlier ones' much longer, and a graceful shutdown would cut every one. A
+request's future resolves once its last part is computed, its results in its own order. One
+worker gathers at a time, so with two the next batch forms while one computes. The engine then
+sorts the merged sequences by length and cuts them into padded-cost batches, so one long review
+does not pad a whole batch of short ones. With two
 workers or more, the model calls run in ``Lanes`` (one thread per worker, callers served in
 turn), so that a batch's model calls spread over every lane. A request cancelled before its
 first part starts is dropped uncomputed, and one cancelled while still queued (or gathered into
@@ -402,7 +403,7 @@ class MicroBatcher:
                     if request.future.set_running_or_notify_cancel():
                         running.append(part)
                         continue
-                elif not request.future.withdrawn and request.failure is None:
+                elif not _unwanted(request):
                     running.append(part)
                     continue
                 request.unfinished -= 1
@@ -453,9 +454,6 @@ class MicroBatcher:
                 if results is None:
                     request.failure = request.failure or failure
                     self._drop_unstarted_parts(request)
-                elif len(part.indices) == len(request.results):  # the whole request, in its order
-                    request.results[:] = results[start : start + len(part.indices)]
-                    start += len(part.indices)
                 else:
                     for index, result in zip(part.indices, results[start : start + len(part.indices)]):
                         request.results[index] = result
