@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import time
 
 import pytest
 
@@ -522,6 +523,60 @@ def test_a_quoted_field_still_open_when_the_file_was_opened_and_closed_since_is_
     unchanged = write(tmp_path, "open.csv", 'id,text\n1,很好吃\n2,"第一行\n'.encode())  # (nothing appended)
     rows = list(open_reader(unchanged, Format.CSV, text_column="text", on_bad_row="flag"))
     assert rows[0].text == "很好吃" and "unexpected end of data" in rows[1].error
+
+
+@pytest.mark.parametrize("fmt", [Format.TXT, Format.CSV, Format.JSONL])
+def test_a_rewrite_that_keeps_the_first_bytes_the_last_line_and_the_size_stops_the_reader(tmp_path, fmt):
+    """Only the first 4 KiB and the last line read were looked at again: a file rewritten in its
+    middle (same size, same first and last bytes) while the job read it gave mixed rows, exit 0."""
+    from structsent.errors import InputChangedError
+
+    def record(i, word):
+        if fmt is Format.JSONL:
+            return json.dumps({"id": i, "text": f"第{i:04d}条{word}"}, ensure_ascii=False) + "\n"
+        return (f"{i}," if fmt is Format.CSV else "") + f"第{i:04d}条{word}\n"
+
+    header = "id,text\n" if fmt is Format.CSV else ""
+    count = 3000
+    old = header + "".join(record(i, "味道很好") for i in range(count))
+    new = header + "".join(record(i, "难吃死了" if 200 <= i < 400 else "味道很好") for i in range(count))
+    before, after = old.encode(), new.encode()
+    assert len(before) == len(after) and before[:4096] == after[:4096] and before[-4096:] == after[-4096:]
+    path = write(tmp_path, "in." + fmt.value, before)
+    reader = open_reader(path, fmt, text_column="text", on_bad_row="error")
+    texts = []
+    try:
+        with pytest.raises(InputChangedError, match=r"rewritten while the job read it \(its bytes 0-"):
+            for row in reader:
+                texts.append(row.text)
+                if len(texts) == 1000:  # rows 200-399 read as they were: rewritten behind the reader
+                    with open(path, "r+b") as handle:
+                        handle.write(after)
+    finally:
+        reader.close()
+    assert len(texts) == count and "第0300条味道很好" in texts  # (the old row, which the file no longer holds)
+
+
+def test_a_file_left_alone_since_long_before_it_was_opened_is_not_read_again(tmp_path):
+    """Every byte is read a second time only when the file may have been written while it was read:
+    its times moved, or it was written within a second of being opened (clock ticks)."""
+    path = write(tmp_path, "in.txt", "很好吃\n送得很快\n".encode())
+    os.utime(path, ns=(time.time_ns() - 3_600_000_000_000,) * 2)
+    reader = open_reader(path, Format.TXT, text_column="text", on_bad_row="error")
+    try:
+        assert [row.text for row in reader] == ["很好吃", "送得很快"]
+        assert not reader.lines._written_while_read()
+        with open(path, "ab") as handle:
+            handle.write("再来一次\n".encode())
+        assert reader.lines._written_while_read()
+    finally:
+        reader.close()
+    fresh = open_reader(write(tmp_path, "fresh.txt", "很好吃\n".encode()), Format.TXT, text_column="text",
+                        on_bad_row="error")
+    try:
+        assert [row.text for row in fresh] == ["很好吃"] and fresh.lines._written_while_read()
+    finally:
+        fresh.close()
 
 
 @pytest.mark.parametrize("fmt", [Format.TXT, Format.CSV, Format.JSONL])

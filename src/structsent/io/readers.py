@@ -19,6 +19,7 @@ import os
 import re
 import stat
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 
@@ -131,6 +132,11 @@ class _LineSource:
         # appended to) gave rows of its old and of its new content.
         self._first_bytes = b""
         self._last_line: tuple[int, bytes] | None = None
+        # And every byte read, when the file was written to while the job read it, or just before
+        # (within a file system clock tick): a rewrite that kept those bytes gave mixed rows too.
+        self._read_digest = hashlib.blake2b(digest_size=16)
+        self._opened_ns = time.time_ns()
+        self._stamp_at_open = _change_stamp(stream) if self._end is not None else None
 
     def __iter__(self) -> Iterator[_Line]:
         for raw in self._raw_lines():
@@ -142,6 +148,7 @@ class _LineSource:
             if len(self._first_bytes) < REREAD_BYTES:  # (past a header line: rows too)
                 self._first_bytes += raw[: REREAD_BYTES - len(self._first_bytes)]
             self._last_line = (start, raw)
+            self._read_digest.update(raw)
             text, error = self._decoded(raw, start)
             if start == 0 and text.startswith(BYTE_ORDER_MARK):
                 text = text[1:]  # a UTF-8 byte-order mark opens the file, not its first value
@@ -152,8 +159,10 @@ class _LineSource:
             self.appended = max(self._size_now() - self._end, 0)
 
     def _check_not_rewritten(self) -> None:
-        """The bytes read first and last are the file's still: a file rewritten (not appended to)
-        while the job read it gave rows of its old and of its new content, exit 0."""
+        """The bytes read are the file's still: a file rewritten (not appended to) while the job read
+        it gave rows of its old and of its new content, exit 0. The first and last bytes read are
+        looked at again always, every byte read when the file may have been written since it was
+        opened (one more read of the file; a file left alone is not read again)."""
         if self._last_line is None:
             return
         last_start, last = self._last_line
@@ -164,10 +173,41 @@ class _LineSource:
             except (OSError, ValueError, io.UnsupportedOperation):
                 return
             if now != data:
-                raise InputChangedError(
-                    f"{self.name}: the file was rewritten while the job read it (its bytes at offset {offset:,} are "
-                    "no longer those read), so the rows read are not all of one file"
-                )
+                raise self._rewritten(f"its bytes at offset {offset:,} are no longer those read")
+        if not self._written_while_read():
+            return
+        now_read = self._digest_of_read_bytes_now()
+        if now_read is not None and now_read != self._read_digest.digest():
+            raise self._rewritten(f"its bytes {self._start:,}-{self._read_offset:,} are no longer those read")
+
+    def _rewritten(self, why: str) -> InputChangedError:
+        return InputChangedError(f"{self.name}: the file was rewritten while the job read it ({why}), so the rows "
+                                 "read are not all of one file")
+
+    def _written_while_read(self) -> bool:
+        """Whether the file may have been written since the job opened it: its change stamp moved,
+        or it was last written so shortly before it was opened that a write since may have kept the
+        stamp (time stamps advance in clock ticks of a few milliseconds)."""
+        if self._stamp_at_open is None:
+            return False
+        return (_change_stamp(self.stream) != self._stamp_at_open
+                or self._opened_ns - self._stamp_at_open[0] < _RECENT_WRITE_NS)
+
+    def _digest_of_read_bytes_now(self) -> bytes | None:
+        """The digest of the bytes the job read, as the file holds them now (b"" when it holds fewer;
+        None when it cannot be read)."""
+        digest = hashlib.blake2b(digest_size=16)
+        offset = self._start
+        try:
+            while offset < self._read_offset:
+                block = os.pread(self.stream.fileno(), min(_REREAD_BLOCK, self._read_offset - offset), offset)
+                if not block:
+                    return b""
+                digest.update(block)
+                offset += len(block)
+        except (OSError, ValueError, io.UnsupportedOperation):
+            return None
+        return digest.digest()
 
     def _raw_lines(self) -> Iterator[bytes]:
         """The stream's lines, each refused past MAX_LINE_BYTES (an input with no line breaks, such
@@ -245,6 +285,20 @@ class _LineSource:
         """Digest of the bytes consumed since the last call."""
         digest, self._digest = self._digest, hashlib.blake2b(digest_size=16)
         return digest.hexdigest()
+
+
+_RECENT_WRITE_NS = 1_000_000_000  # a file written this shortly before it was opened is read again at the end
+_REREAD_BLOCK = 1 << 20
+
+
+def _change_stamp(stream) -> tuple[int, int] | None:
+    """The file's modification and status change times, in nanoseconds: a write moves both, and no
+    program can set back the status change time (None: no file)."""
+    try:
+        status = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+    return status.st_mtime_ns, status.st_ctime_ns
 
 
 def _is_a_file(stream) -> bool:
