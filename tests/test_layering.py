@@ -14,7 +14,7 @@ import pytest
 
 PACKAGE = Path(__file__).parents[1] / "src" / "structsent"
 ADAPTERS = {"jobs", "server", "ray", "bench", "report"}
-TOP = {"cli", "__main__", "_entry"}  # _entry: the command's entry point, above the command line
+TOP = {"cli", "__main__", "_entry", "_exit"}  # _entry: the command's entry point; _exit: its exit statuses
 
 
 def module_name(path: Path) -> str:

@@ -14,16 +14,7 @@ import signal
 import sys
 import threading
 
-EXIT_INTERRUPTED = 128 + signal.SIGINT
-EXIT_TERMINATED = 128 + signal.SIGTERM
-
-
-class _TerminatedWhileStarting(KeyboardInterrupt):
-    pass
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise _TerminatedWhileStarting
+from ._exit import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, raise_terminated
 
 
 class _DiagnosticsThatCannotFail(io.TextIOWrapper):
@@ -73,11 +64,11 @@ def main() -> int:
     # SIGTERM as the command sees it later; left alone where it is ignored or not the default
     ours = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     if ours:
-        signal.signal(signal.SIGTERM, _raise_terminated)
+        signal.signal(signal.SIGTERM, raise_terminated)
     try:
         from .cli import main as run_command
     except KeyboardInterrupt as stop:
-        terminated = isinstance(stop, _TerminatedWhileStarting)
+        terminated = isinstance(stop, Terminated)
         print("structsent: terminated" if terminated else "structsent: interrupted", file=sys.stderr)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     finally:

@@ -13,6 +13,16 @@ import os
 import sys
 
 from .. import __version__
+from .._exit import (
+    EXIT_BAD_INPUT,
+    EXIT_BAD_MODEL,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_MISSING_EXTRA,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    Terminated,
+)
 from ..errors import (
     BadInputError,
     ConfigError,
@@ -24,7 +34,7 @@ from ..errors import (
 )
 from . import bench, export, label, report, serve
 from .engine_flags import unknown_variable_warnings
-from .signals import EXIT_TERMINATED, Terminated, sigterm_as_interrupt
+from .signals import sigterm_as_interrupt
 
 # name -> (module, help)
 SUBCOMMANDS = {
@@ -35,14 +45,13 @@ SUBCOMMANDS = {
     "report": (report, "write an offline HTML report of a file `structsent label` wrote"),
 }
 
-EXIT_OK, EXIT_FAILURE, EXIT_INTERRUPTED = 0, 1, 130
 EXIT_CODES = {
-    BadInputError: 2,
-    ConfigError: 2,
-    JobLockedError: 2,
-    ModelNotFoundError: 3,
-    ModelFormatError: 3,
-    MissingExtraError: 4,
+    BadInputError: EXIT_BAD_INPUT,
+    ConfigError: EXIT_BAD_INPUT,
+    JobLockedError: EXIT_BAD_INPUT,
+    ModelNotFoundError: EXIT_BAD_MODEL,
+    ModelFormatError: EXIT_BAD_MODEL,
+    MissingExtraError: EXIT_MISSING_EXTRA,
 }
 
 

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from .._exit import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, Terminated
 from ..io.formats import Format
 
-EXIT_INTERRUPTED = 130
 LABEL_PAD_MULTIPLE = 8
 MAX_CHUNK_ROWS = 10_000_000  # rows a chunk may hold (each is in memory while it is labelled)
 
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
 
         with sigterm_as_interrupt():  # the page's temporary file is removed (exit 143)
             _write_report(args, spec, summary, classifier)
-    return 0
+    return EXIT_OK
 
 
 def _run_on_ray(args: argparse.Namespace) -> int:
@@ -161,7 +161,7 @@ def _run_on_ray(args: argparse.Namespace) -> int:
         raise BadInputError("--on-bad-row flag works with --engine local only")
     if args.report is not None:
         raise BadInputError("--report works with --engine local only; run `structsent report` on the output files")
-    from .signals import EXIT_TERMINATED, Terminated, sigterm_as_interrupt
+    from .signals import sigterm_as_interrupt
 
     try:
         with sigterm_as_interrupt():  # as Ctrl-C: the files written are removed (Ray's own handler aborts)
@@ -174,7 +174,7 @@ def _run_on_ray(args: argparse.Namespace) -> int:
     except RayJobInterrupted as err:
         print(f"structsent: interrupted: {err}", file=sys.stderr)
         return EXIT_TERMINATED if isinstance(err.__context__, Terminated) else EXIT_INTERRUPTED
-    return 0
+    return EXIT_OK
 
 
 def _check_report_by(column: str | None, spec, labels) -> None:

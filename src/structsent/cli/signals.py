@@ -12,15 +12,9 @@ import signal
 import threading
 from collections.abc import Iterator
 
-EXIT_TERMINATED = 128 + signal.SIGTERM
+from .._exit import Terminated, raise_terminated
 
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, as an exception: every ``except KeyboardInterrupt`` cleanup runs for it too."""
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated
+__all__ = ["Terminated", "sigterm_as_interrupt"]
 
 
 @contextlib.contextmanager
@@ -29,7 +23,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         yield
     finally:
