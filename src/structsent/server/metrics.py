@@ -41,7 +41,7 @@ class ServerMetrics:
             "structsent_batch_size", "Texts per merged batch", buckets=BATCH_SIZE_BUCKETS, registry=r,
         )
         self.batch_requests = prometheus.Histogram(
-            "structsent_batch_requests", "Requests merged into one model batch",
+            "structsent_batch_requests", "Requests with texts in one merged batch (a request cut into parts: each)",
             buckets=BATCH_SIZE_BUCKETS, registry=r,
         )
         self.batch_tokens = prometheus.Histogram(
