@@ -1162,3 +1162,81 @@ def test_the_output_directory_is_swapped_safely(tmp_path, monkeypatch):
     assert ray_adapter._room_beside(str(output)) and ray_adapter._room_beside(str(tmp_path / "absent"))
     monkeypatch.setattr(ray_adapter.os.path, "ismount", lambda path: path == str(output))
     assert not ray_adapter._room_beside(str(output))
+
+
+@pytest.mark.parametrize("name, data, says", [
+    ("short.csv", "id,text\n1,好吃\n2\n".encode(), r"short.csv: line 3: expected 2 fields, got 1"),
+    ("long.csv", "id,text\n1,好吃\n2,难吃,多\n".encode(), r"long.csv: line 3: expected 2 fields, got 3"),
+    ("latin.csv", b"id,text\n1,\xe9\xe5\xa5\xbd\n", r"latin.csv: invalid UTF-8 at line 2, byte offset 10 \(byte 0xe9\)"),
+    ("twice.csv", "text,text\n好吃,难吃\n".encode(), r"twice.csv: column name\(s\) 'text' appear more than once"),
+])
+def test_a_csv_file_arrow_cannot_read_is_a_bad_input_in_the_local_reader_s_words(ray_address, tmp_path, name, data,
+                                                                                 says):
+    """Ray said "Failed to read CSV file: ... Please check the CSV file has correct format, or filter out
+    non-CSV file with 'partition_filter' field" (Arrow's reason dropped), or "KeyError: 'Field "text"
+    exists 2 times in schema'", exit 1; the local engine says which row and why, exit 2."""
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "a.csv").write_text("id,text\n7,不错\n", encoding="utf-8")
+    (source / name).write_bytes(data)
+    said = one_line_exit(ray_label(ray_address, source, tmp_path / "out"), 2)
+    assert re.search(says, said) and "partition_filter" not in said, said
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_file_that_is_not_parquet_among_parquet_inputs_is_a_bad_input_naming_it(ray_address, tmp_path):
+    source = tmp_path / "in"
+    source.mkdir()
+    pq.write_table(pa.table({"id": [1], "text": ["好吃"]}), source / "a.parquet")
+    (source / "b.parquet").write_text("not parquet\n", encoding="utf-8")
+    said = one_line_exit(ray_label(ray_address, source, tmp_path / "out"), 2)  # was exit 1, naming no file
+    assert re.search(r"b\.parquet: not a Parquet file, or a damaged one \(.*magic bytes", said), said
+
+
+@pytest.mark.parametrize("output_format", ["jsonl", "csv", "parquet"])
+def test_a_json_lines_file_of_numbers_in_the_text_column_beside_one_of_texts_is_flagged_not_refused(
+        ray_address, tmp_path, output_format):
+    """A file whose text values were all numbers made the column int64, a file of texts made it a
+    string, and the job was refused as files disagreeing on a column's type (exit 2); in one file the
+    same rows were flagged and labelled, as docs/RAY.md says."""
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "a.jsonl").write_text('{"id": 1, "text": 5}\n{"id": 2, "text": 6}\n', encoding="utf-8")
+    (source / "b.jsonl").write_text('{"id": 3, "text": "好吃"}\n{"id": 4, "text": "太难吃了"}\n', encoding="utf-8")
+    proc = ray_label(ray_address, source, tmp_path / "out", "--output-format", output_format)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    files = sorted((tmp_path / "out").iterdir())
+    if output_format == "parquet":
+        rows = [row for path in files for row in pq.read_table(path).to_pylist()]
+    elif output_format == "csv":
+        rows = [row for path in files for row in csv.DictReader(path.open(encoding="utf-8"))]
+    else:
+        rows = [json.loads(line) for path in files for line in path.read_text(encoding="utf-8").splitlines()]
+    by_id = {int(row["id"]): row for row in rows}
+    assert sorted(by_id) == [1, 2, 3, 4] and len(rows) == 4
+    assert all("not a string (got int)" in by_id[i]["error"] and not by_id[i]["label"] for i in (1, 2))
+    assert (by_id[3]["label"], by_id[4]["label"]) == ("正面", "负面") and not by_id[3]["error"]
+
+
+def test_label_dataset_refuses_a_missing_or_broken_model_on_the_driver(ray_address, tmp_path):
+    """An actor that could not load its model reached the driver as Ray's ActorDiedError (26 lines,
+    the reason inside), after remote tracebacks retried for ever."""
+    from structsent.errors import ModelFormatError, ModelNotFoundError
+
+    ds = ray.data.from_items([{"text": "好吃"}])
+    with pytest.raises(ModelNotFoundError):
+        label_dataset(ds, model=str(tmp_path / "no-such-model"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises((ModelNotFoundError, ModelFormatError)):
+        label_dataset(ds, model=tmp_path / "empty")
+    label_dataset(ds, model=tmp_path / "empty", check_model=False)  # (lazy: the actors would find out)
+
+
+@pytest.mark.parametrize("option", [{"num_cpus": -1}, {"num_gpus": -0.5}, {"num_cpus": float("nan")},
+                                    {"num_cpus": "1"}, {"num_gpus": True}])
+def test_a_reservation_that_is_not_a_number_of_at_least_zero_is_refused(option):
+    """num_cpus=-1 passed, and failed only once the result was used, in Ray's words."""
+    from structsent.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"{next(iter(option))}=.*expected a number >= 0"):
+        label_dataset(None, **option)  # checked before the dataset is touched

@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import glob
+import math
+import numbers
 import operator
 import os
 import re
@@ -28,7 +30,7 @@ from .config import EngineConfig, check_option_names
 from .errors import BadInputError, ConfigError, OutputWriteError, StructsentError, require
 from .io.formats import Format, detect_format, suffixes_of
 from .io.lock import DirectoryLock, OutputLock
-from .io.readers import resolve_text_column, text_of_binary
+from .io.readers import check_unique_columns, resolve_text_column, text_of_binary
 from .io.writers import added_columns, cell_or_null, check_no_collision, prediction_types, prediction_values
 from .pipeline import freeze_startup_objects
 from .results import LabelResult
@@ -182,6 +184,7 @@ def label_dataset(
     ray_remote_args: Mapping[str, Any] | None = None,
     labeller: type[DatasetLabeller] = DatasetLabeller,
     config: EngineConfig | None = None,
+    check_model: bool | None = None,
     **engine_options,
 ) -> "ray.data.Dataset":
     """``ds`` with the columns ``structsent label`` adds, computed by a pool of model actors.
@@ -190,7 +193,10 @@ def label_dataset(
     ``num_gpus`` / ``num_cpus``: reserved per actor; fractional GPUs pack several small-model
     actors on one device. ``batch_size``: rows handed to one call (the engine then plans its own
     token-budget batches inside it; None: one call per block). ``ray_remote_args``: extra actor options such as
-    ``max_restarts`` / ``max_task_retries``. ``engine_options`` are EngineConfig fields.
+    ``max_restarts`` / ``max_task_retries``. ``engine_options`` are EngineConfig fields. ``check_model``:
+    load the model here first, so that a missing or broken one fails here as ModelNotFoundError or
+    ModelFormatError (in an actor it is Ray's ActorDiedError); None: unless connected through Ray
+    Client, whose driver may not see the model's files (hub ids are left to the actors).
     Lazy, like every Dataset transform: nothing runs until the result is consumed or written.
 
     >>> out = label_dataset(ray.data.read_parquet("reviews/"), model="default",   # doctest: +SKIP
@@ -198,7 +204,10 @@ def label_dataset(
     """
     concurrency, batch_size, keep_columns = _pool_options(concurrency, batch_size, keep_columns)
     config = _actor_config(config, engine_options, num_gpus)
+    resources = _resources(num_gpus, num_cpus)
     _check_columns(ds, text_column, keep_columns, prefix)
+    if check_model or (check_model is None and not _through_ray_client()):
+        check_model_here(_model_name(model))
     return ds.map_batches(
         labeller,
         batch_format="pyarrow",
@@ -206,7 +215,7 @@ def label_dataset(
         compute=_actor_pool(concurrency),
         fn_constructor_kwargs=dict(model=_model_name(model), config=config, text_column=text_column, prefix=prefix,
                                    keep_columns=None if keep_columns is None else list(keep_columns)),
-        **_resources(num_gpus, num_cpus),
+        **resources,
         **dict(ray_remote_args or {}),
     )
 
@@ -286,7 +295,22 @@ def _actor_pool(concurrency: int | tuple[int, int]):
     return pool(size=concurrency)
 
 
+def _through_ray_client() -> bool:
+    """Whether this driver is connected to its cluster through Ray Client (ray://)."""
+    try:
+        from ray.util.client import ray as client
+    except ImportError:
+        return False
+    return bool(client.is_connected())
+
+
 def _resources(num_gpus: float | None, num_cpus: float | None) -> dict:
+    """Ray's per-actor reservations, or ConfigError for a value that reserves nothing sensible (Ray
+    refused -1 only once the result was used)."""
+    for name, value in (("num_gpus", num_gpus), ("num_cpus", num_cpus)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                                  or not math.isfinite(value) or value < 0):
+            raise ConfigError(f"{name}={value!r}: expected a number >= 0 (a fraction shares a device), or None")
     resources = {}
     if num_gpus:
         resources["num_gpus"] = num_gpus
@@ -491,8 +515,12 @@ def json_lines_table(data: bytes, name: str, *, exact: bool = True, text_column:
     columns = {}
     for column in names:
         values = [row.get(column) for row in rows]
-        # (the text column's non-texts are flagged rows, written as their JSON text, in every output)
-        if exact or column == text_column:
+        if column == text_column:
+            # Its non-texts are flagged rows, written as their JSON text, in every output. Python objects
+            # in every file, texts only or not: a file of numbers there (int64) beside one of texts
+            # (string) was refused as files that disagree on a column's type.
+            columns[column] = _python_objects(values)
+        elif exact:
             columns[column] = _arrow_column(values, exact)
         else:
             columns[column] = _parquet_column(values, name, column)
@@ -566,7 +594,9 @@ def csv_header_names(paths: Sequence[str]) -> list[str]:
     names: dict[str, None] = {}
     for path in paths:
         with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
-            names.update(dict.fromkeys(next(csv.reader(handle), [])))
+            header = next(csv.reader(handle), [])
+        check_unique_columns(header, path)  # (Arrow's KeyError, exit 1, said "exists 2 times in schema")
+        names.update(dict.fromkeys(header))
     return list(names)
 
 
@@ -723,7 +753,7 @@ def _run_locked_label_job(spec: "RayLabelSpec", source: "InputFiles", output_for
     started = time.perf_counter()
     with connected(spec.ray_address, quiet=spec.quiet) as ray:
         _configure_this_job(quiet=spec.quiet)
-        with typed_errors():  # the schema is read here: a file that cannot be read fails here
+        with typed_errors(source):  # the schema is read here: a file that cannot be read fails here
             ds = read_dataset(source, exact_json=output_format is not Format.PARQUET, text_column=spec.text_column)
             if _holds_no_rows(ds):
                 _check_columns_of_no_rows(spec, source)
@@ -733,14 +763,15 @@ def _run_locked_label_job(spec: "RayLabelSpec", source: "InputFiles", output_for
             text_column = resolve_text_column(_column_names(ds), spec.text_column, spec.input)
             labelled = label_dataset(ds, model=spec.model, config=spec.config, text_column=text_column,
                                      prefix=spec.prefix, keep_columns=keep, batch_size=spec.batch_rows,
+                                     check_model=False,  # checked before Ray started
                                      labeller=_JsonValuesLabeller if output_format is Format.JSONL else DatasetLabeller,
                                      **actor_pool_for(ray, spec.config))
         if "://" in output or not _room_beside(output):  # written in place (a store has no rename), emptied on failure
             prepare_output_directory(spec.output, overwrite=spec.overwrite)  # every check passed: only now
-            _write_all_or_nothing(labelled, output, output_format, spec.output)
+            _write_all_or_nothing(labelled, output, output_format, spec.output, source)
             _make_directory(output)  # Ray writes no file, and so no directory, for a dataset of no rows
         else:
-            _write_then_rename(labelled, output, output_format, spec.output)
+            _write_then_rename(labelled, output, output_format, spec.output, source)
     if not spec.quiet:
         print(f"labelled {len(source.files) or len(source.paths)} file(s) into {output} ({output_format.value}) "
               f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
@@ -800,7 +831,8 @@ def _room_beside(output: str) -> bool:
     return True
 
 
-def _write_then_rename(labelled: "ray.data.Dataset", output: str, output_format: Format, named: str) -> None:
+def _write_then_rename(labelled: "ray.data.Dataset", output: str, output_format: Format, named: str,
+                       source: "InputFiles | None" = None) -> None:
     """Write every file into the staging directory, then put it in the output's place: a job
     stopped at any point, kill -9 included, leaves no part of its output under the output's name
     (a part reads as a whole, smaller dataset), and what --overwrite replaces stays until then.
@@ -811,7 +843,7 @@ def _write_then_rename(labelled: "ray.data.Dataset", output: str, output_format:
     staging = staging_directory(output)
     shutil.rmtree(staging, ignore_errors=True)  # a killed job's
     _finish_an_interrupted_swap(output)
-    _write_all_or_nothing(labelled, staging, output_format, named)
+    _write_all_or_nothing(labelled, staging, output_format, named, source)
     os.makedirs(staging, exist_ok=True)  # Ray writes no file, and so no directory, for a dataset of no rows
     try:
         _replace_directory(staging, output)
@@ -853,11 +885,12 @@ def _replace_directory(new: str, output: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_all_or_nothing(labelled: "ray.data.Dataset", output: str, output_format: Format, named: str) -> None:
+def _write_all_or_nothing(labelled: "ray.data.Dataset", output: str, output_format: Format, named: str,
+                          source: "InputFiles | None" = None) -> None:
     """Write the whole output, or remove what was written: a Ray job cannot be resumed, and the files
     of a job that stopped part way would read as a whole, smaller dataset."""
     try:
-        with typed_errors():
+        with typed_errors(source):
             write_dataset(labelled, output, output_format)
     except KeyboardInterrupt:
         _remove_written(output)
@@ -1037,8 +1070,13 @@ def check_reachable(address: str | None, timeout_s: float = 10.0) -> None:
 
 class typed_errors:
     """Re-raise a structsent error that failed a Ray task as itself, so the CLI maps it to its exit
-    code; any other failure of the job's tasks (a file Arrow cannot parse, an actor that died) as a
-    RayJobFailedError saying what it said in the end (Ray's messages hold whole remote tracebacks)."""
+    code; an input file Arrow could not read (of ``source``) as a BadInputError naming the file, in
+    the local reader's words where it has them; any other failure of the job's tasks (an actor
+    that died) as a RayJobFailedError saying what it said in the end (Ray's messages hold whole
+    remote tracebacks)."""
+
+    def __init__(self, source: "InputFiles | None" = None) -> None:
+        self.source = source
 
     def __enter__(self):
         return self
@@ -1055,6 +1093,9 @@ class typed_errors:
             disagreement = _types_that_disagree(last)
             if disagreement is not None:  # the input's doing: a bad input (exit 2), as docs/RAY.md says
                 raise InputTypesDisagreeError(disagreement) from error
+            unreadable = _unreadable_input(self.source, last, error)
+            if unreadable is not None:
+                raise unreadable from error
             raise RayJobFailedError(f"the Ray job failed: {last}") from error
 
 
@@ -1070,6 +1111,67 @@ def _types_that_disagree(said: str) -> str | None:
     return (f"the Ray job failed: the input holds column {found['column']!r} as {found['a']} in some files and "
             f"{found['b']} in others, and a Ray dataset has one type per column; make the files agree, or "
             "label them with --engine local (one file at a time)")
+
+
+_FAILED_CSV = re.compile(r"Failed to read CSV file: (?P<path>.+?)\. Please check")
+
+
+def _unreadable_input(source: "InputFiles | None", said: str, error: BaseException) -> BadInputError | None:
+    """An input file Arrow could not read (it says which CSV file, not why; a Parquet file's
+    fault, not which file) as a bad input naming the file and why, else None."""
+    if source is None:
+        return None
+    failed_csv = _FAILED_CSV.search(said)
+    if failed_csv is not None:
+        return _csv_fault(failed_csv["path"])
+    if source.format is Format.PARQUET and _arrow_invalid_in(error):
+        return _parquet_fault(source.files)
+    return None
+
+
+def _csv_fault(path: str) -> BadInputError:
+    """Why Arrow could not read the CSV file ``path``: the first bad row, as the local reader says it."""
+    from .io.readers import FAIL, open_reader
+
+    advice = "label it with --engine local --on-bad-row flag"
+    if os.path.isfile(path):
+        try:
+            header = csv_header_names([path])  # (a column named twice is refused here)
+            reader = open_reader(path, Format.CSV, text_column=header[0] if header else "", on_bad_row=FAIL)
+            try:
+                for _ in reader:
+                    pass
+            finally:
+                reader.close()
+        except BadInputError as err:
+            return BadInputError(str(err).replace("pass --on-bad-row flag", advice))
+    return BadInputError(f"{path}: Arrow could not read it as CSV (a malformed row, or bytes that are not UTF-8); "
+                         f"{advice}, whose reader names the row")
+
+
+def _parquet_fault(files: Sequence[str]) -> BadInputError | None:
+    """The first of ``files`` whose Parquet footer cannot be read, named with why (None: all can)."""
+    import pyarrow.parquet as pq
+
+    for path in files:
+        try:
+            pq.read_metadata(path)
+        except (ValueError, OSError) as err:  # ArrowInvalid is a ValueError, ArrowIOError an OSError
+            return BadInputError(f"{path}: not a Parquet file, or a damaged one ({str(err).splitlines()[0][:200]})")
+    return None
+
+
+def _arrow_invalid_in(error: BaseException | None) -> bool:
+    """Whether pyarrow's ArrowInvalid is in ``error``'s chain."""
+    import pyarrow as pa
+
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, pa.ArrowInvalid):
+            return True
+        seen.add(id(error))
+        error = getattr(error, "cause", None) or error.__cause__ or error.__context__
+    return False
 
 
 def _structsent_cause(error: BaseException | None) -> StructsentError | None:

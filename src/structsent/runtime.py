@@ -185,7 +185,7 @@ def onnx_precision(requested: Precision, checkpoint, device: str) -> Precision:
                 remedy = (f"no export holds {requested.value}: load the source checkpoint with "
                           f"backend='torch', precision={requested.value!r}")
             raise ConfigError(
-                f"{checkpoint.directory} holds a {own.value} ONNX model; precision={requested.value!r} needs "
+                f"{checkpoint.directory} holds an ONNX model of precision {own.value}; precision={requested.value!r} needs "
                 f"another model: {remedy}"
             )
         precision = own

@@ -105,7 +105,8 @@ def test_an_output_that_cannot_be_written_is_refused_before_running_or_said_in_o
 @pytest.mark.parametrize(("variable", "value", "says"), [
     ("STRUCTSENT_DEVICE", "gpu", "STRUCTSENT_DEVICE='gpu': expected one of auto, cpu, cuda, cuda:N"),
     ("STRUCTSENT_NUM_THREADS", "abc", "STRUCTSENT_NUM_THREADS='abc': expected an integer"),
-    ("STRUCTSENT_TOKEN_BUDGET", "-5", "token_budget"),
+    ("STRUCTSENT_TOKEN_BUDGET", "-5", "STRUCTSENT_TOKEN_BUDGET='-5': must be"),  # (named "token_budget=-5" before)
+    ("STRUCTSENT_NUM_THREADS", "5000", "STRUCTSENT_NUM_THREADS='5000': must be in 0..1024"),
 ])
 def test_the_engine_variables_apply_to_bench_as_to_every_command(tmp_path, capsys, monkeypatch, variable, value,
                                                                  says):

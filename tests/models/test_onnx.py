@@ -141,7 +141,7 @@ def test_asking_an_export_for_another_precision_says_what_gives_it(exported, pre
     """Every refusal said to export again "with --int8", which gives int8 again, and no export gives fp16."""
     with pytest.raises(structsent.ConfigError) as caught:
         structsent.load(exported, precision=precision)
-    assert "holds a fp32 ONNX model" in str(caught.value) and remedy in str(caught.value)
+    assert "holds an ONNX model of precision fp32" in str(caught.value) and remedy in str(caught.value)
 
 
 def flip_one_bit_in_a_weight(graph) -> None:
@@ -171,3 +171,18 @@ def test_an_export_written_before_digests_loads_as_before(tmp_path, exported):
     d = copy_export(exported, tmp_path)
     (d / "model.onnx.blake2b").unlink(missing_ok=True)
     assert [r.label for r in structsent.load(d)(["好评", "差评"])] == [r.label for r in structsent.load(exported)(["好评", "差评"])]
+
+
+@pytest.mark.parametrize("replace", ["directory", "dangling link"])
+def test_a_recorded_digest_that_is_no_file_is_refused_not_taken_for_no_digest(tmp_path, exported, replace):
+    """A model.onnx.blake2b that was a directory loaded unchecked, as an export from before digests."""
+    d = copy_export(exported, tmp_path)
+    flip_one_bit_in_a_weight(d / "model.onnx")
+    recorded = d / "model.onnx.blake2b"
+    recorded.unlink()
+    if replace == "directory":
+        recorded.mkdir()
+    else:
+        recorded.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(structsent.ModelFormatError, match="the graph's recorded digest is not a readable file"):
+        structsent.load(d)

@@ -71,17 +71,15 @@ def run(args: argparse.Namespace) -> int:
     from ..bench.models import shape_model_dir
     from ..bench.runners import DEFAULT_CONFIGURATIONS, Setup, configurations
     from ..bench.workload import build_workload
-    from ..config import EngineConfig
     from ..errors import ConfigError
     from ..models import load_checkpoint
     from ..runtime import torch_device
-    from .engine_flags import check_no_bad_variable
+    from .engine_flags import config_of
 
     if args.n < 1 or args.chunks < 1:
         raise ConfigError("--n and --chunks must be at least 1")
     # Everything that can be refused is refused before the benchmark runs, not after.
-    check_no_bad_variable(args.device, args.num_threads, args.token_budget)
-    EngineConfig(device=args.device, num_threads=args.num_threads, token_budget=args.token_budget)
+    config_of({"device": args.device, "num_threads": args.num_threads, "token_budget": args.token_budget})
     out = _output_directory(args.out)
     device = torch_device(args.device)  # the same ConfigError as `structsent label --device cuda` without CUDA
     workload = build_workload(args.n, seed=args.seed, corpus=args.corpus)

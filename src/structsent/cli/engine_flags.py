@@ -91,7 +91,12 @@ def check_no_bad_variable(*values) -> None:
 
 def engine_config(args: argparse.Namespace) -> EngineConfig:
     """The EngineConfig the flags describe (validated: a bad value is a ConfigError)."""
-    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(EngineConfig)}
+    return config_of({field.name: getattr(args, field.name) for field in dataclasses.fields(EngineConfig)})
+
+
+def config_of(values: dict) -> EngineConfig:
+    """The EngineConfig of these flag values (all of its fields, or some), a value refused naming the
+    STRUCTSENT_* variable it came from when it came from one."""
     check_no_bad_variable(*values.values())  # a variable no flag overrode, for a command that runs the engine
     try:
         return EngineConfig(**values)

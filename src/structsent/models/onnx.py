@@ -118,8 +118,11 @@ def check_graph_digest(model_file: Path) -> None:
     """Refuse a graph that does not match the digest its export recorded (a flipped bit gives wrong
     labels, not an error); a directory exported before digests were recorded has none, and loads."""
     recorded_in = digest_file(model_file)
-    if not recorded_in.is_file():
+    if not os.path.lexists(recorded_in):
         return
+    if not recorded_in.is_file():  # a directory, a link to nothing: no digest can be read from it
+        raise ModelFormatError(f"{recorded_in}: the graph's recorded digest is not a readable file; copy the export "
+                               "again, or export the model again (structsent export MODEL -o DIR)")
     try:
         recorded = recorded_in.read_text(encoding="ascii").strip()
         actual = file_digest(model_file)
