@@ -72,6 +72,26 @@ def test_modelscope_layouts_still_load(modelscope_dirs):
         assert load_checkpoint(modelscope_dirs[layout]).shape.num_layers == 2
 
 
+@pytest.mark.parametrize("value", ["big", -1, 0, 2.5, True, None])
+def test_a_vocab_size_of_the_wrong_type_is_refused_as_every_other_field(tmp_path, hf_model_dir, value):
+    """It was never read (the embedding's rows are the vocabulary's size), so "big" loaded."""
+    d = copy_model(hf_model_dir, tmp_path)
+    config = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    config["vocab_size"] = value
+    (d / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(structsent.ModelFormatError, match="vocab_size must be a positive integer"):
+        load_checkpoint(d)
+
+
+def test_a_modelscope_directory_without_config_json_says_what_it_needs(tmp_path, modelscope_dirs):
+    """It said only "config.json: missing", beside a configuration.json that looks like one."""
+    d = copy_model(modelscope_dirs["bert"], tmp_path)
+    (d / "config.json").unlink()
+    with pytest.raises(structsent.ModelFormatError, match=r"config.json: missing; a ModelScope model directory holds "
+                                                          r"configuration.json .* and config.json"):
+        load_checkpoint(d)
+
+
 def test_vocabulary_much_smaller_than_the_embeddings_is_refused(tmp_path, hf_model_dir):
     d = copy_model(hf_model_dir, tmp_path)
     lines = (d / "vocab.txt").read_text(encoding="utf-8").splitlines(keepends=True)

@@ -74,6 +74,8 @@ def _shape_from(config: dict, tensors: dict, directory: Path):
                                    "the weights are damaged or not a BERT classifier's")
     _check_single_label(config, source)
     hidden = config_int(config, "hidden_size", source, default=int(word.shape[1]))
+    config_int(config, "vocab_size", source, default=int(word.shape[0]))  # (the weights' rows are the size; still
+    # a value of the wrong type says the file is not what it claims, as for every other field)
     shape = build_shape(
         source,
         vocab_size=int(word.shape[0]),

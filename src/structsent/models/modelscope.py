@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import ModelFormatError
 from .checkpoint import Checkpoint
 from .hf import load_directory
 
@@ -17,4 +18,8 @@ def is_modelscope_directory(directory: Path) -> bool:
 
 
 def load_modelscope_directory(directory: Path) -> Checkpoint:
+    if not (directory / "config.json").exists():  # the model's own settings: configuration.json is the pipeline's
+        raise ModelFormatError(f"{directory / 'config.json'}: missing; a ModelScope model directory holds "
+                               "configuration.json (the pipeline's settings) and config.json (the model's) "
+                               "beside its weights and vocab.txt: copy the whole directory")
     return load_directory(directory, format_name="modelscope")
