@@ -1,8 +1,10 @@
 """The streaming readers on small real files: rows, resume positions, digests, bad bytes, flag mode."""
 
 import hashlib
+import io
 import json
 import os
+import sys
 import time
 
 import pytest
@@ -490,6 +492,50 @@ def test_a_file_that_grows_while_it_is_read_is_read_as_it_was_when_opened(tmp_pa
         reader.close()
     assert len(texts) == 3000 and texts[-1] == "好评第2999条" + ("，不错" if fmt is Format.CSV else "")
     assert reader.appended_after_open == len(appended.encode())
+
+
+@pytest.fixture
+def stdin_from(monkeypatch):
+    """Standard input read from a regular file, as `structsent label - < FILE` has it."""
+    from structsent.io import readers
+
+    def redirect(path, skip: int = 0):
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the fixture's finalizer below
+        handle.seek(skip)
+        opened.append(handle)
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(handle, encoding="utf-8"))
+        for name in ("_stdin", "_stdin_head", "_stdin_file_size"):
+            monkeypatch.setattr(readers, name, None)
+
+    opened: list = []
+    yield redirect
+    for handle in opened:
+        handle.close()
+
+
+def test_standard_input_redirected_from_a_file_that_grows_is_read_as_the_file_was(tmp_path, stdin_from):
+    """`label - < in.txt` read to the end of a file appended to while the job ran: the appended rows
+    were labelled, and a line still being written among them as a whole row (exit 0)."""
+    path = write(tmp_path, "in.txt", "".join(f"好评第{i}条\n" for i in range(3000)).encode())
+    appended = "追加一行\n追加"  # its last line still being written
+    stdin_from(path)
+    reader = open_reader("-", Format.TXT, text_column="text", on_bad_row="error")
+    texts = []
+    for row in reader:
+        texts.append(row.text)
+        if len(texts) == 10:
+            with open(path, "ab") as handle:
+                handle.write(appended.encode())
+    assert len(texts) == 3000 and texts[-1] == "好评第2999条"
+    assert reader.appended_after_open == len(appended.encode())
+
+
+def test_standard_input_a_shell_had_partly_read_is_read_to_its_end_as_a_stream(tmp_path, stdin_from):
+    """Its offsets are not the file's: read as a pipe is (to the end), not checked against the file."""
+    path = write(tmp_path, "in.txt", "头一行\n很好吃\n送得很快\n".encode())
+    stdin_from(path, skip=len("头一行\n".encode()))
+    assert [row.text for row in open_reader("-", Format.TXT, text_column="text", on_bad_row="error")] == \
+        ["很好吃", "送得很快"]
 
 
 def test_a_last_line_being_written_when_the_file_was_opened_is_no_row(tmp_path):

@@ -875,6 +875,9 @@ class _StdinWithHead:
     def readline(self, size: int = -1) -> bytes:
         return self._head.popleft() if self._head else _stdin_bytes().readline(size)
 
+    def fileno(self) -> int:
+        return _stdin_bytes().fileno()
+
 
 _stdin_head: _StdinWithHead | None = None
 _SNIFF_BYTES = 1 << 20  # blank lines read at most before a plain-text guess
@@ -902,6 +905,9 @@ def stdin_format() -> Format:
 
 
 _stdin: tuple[object, BinaryIO] | None = None  # (the sys.stdin it reads, its bytes)
+# Standard input's size when it is a regular file read from its start (`label - < in.csv`), taken
+# when first read: read as a file is, to that size (a line being appended was labelled as a row).
+_stdin_file_size: int | None = None
 
 
 def _stdin_bytes() -> BinaryIO:
@@ -909,7 +915,7 @@ def _stdin_bytes() -> BinaryIO:
     closed. A job stopped while its reader thread waited on a pipe's next line ends with that thread
     still waiting; had it been waiting in ``sys.stdin.buffer``, the interpreter's exit (which closes
     ``sys.stdin``) could not take that buffer's lock and aborted the process."""
-    global _stdin
+    global _stdin, _stdin_file_size
     if sys.stdin is None:  # started with its standard input closed
         raise BadInputError("-: standard input is closed; give the input as a file, or pipe it in")
     if _stdin is None or _stdin[0] is not sys.stdin:
@@ -918,12 +924,26 @@ def _stdin_bytes() -> BinaryIO:
         except (OSError, ValueError, io.UnsupportedOperation):  # a standard input with no descriptor
             stream = sys.stdin.buffer
         _stdin = (sys.stdin, stream)
+        _stdin_file_size = _size_of_a_file_read_from_its_start(stream)
     return _stdin[1]
+
+
+def _size_of_a_file_read_from_its_start(stream) -> int | None:
+    """The size of the regular file ``stream`` reads, when nothing of it was read before (None: a
+    pipe, a terminal, or a file a shell had partly read: its offsets would not be the file's)."""
+    try:
+        fd = stream.fileno()
+        status = os.fstat(fd)
+        at_start = stat.S_ISREG(status.st_mode) and os.lseek(fd, 0, os.SEEK_CUR) == 0
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+    return status.st_size if at_start else None
 
 
 def _open_binary(path: str) -> tuple[BinaryIO, int | None]:
     if path == "-":
-        return (_stdin_head or _stdin_bytes()), None  # type: ignore[return-value]
+        stream = _stdin_bytes()
+        return (_stdin_head or stream), _stdin_file_size  # type: ignore[return-value]
     try:
         stream = open(path, "rb")  # noqa: SIM115 - closed with the reader's file object
     except FileNotFoundError:
