@@ -377,9 +377,6 @@ class JsonLinesReader(RowReader):
         except InexactNumberError as err:
             return None, (f"line {line.number}: the number {err.text[:40]} cannot be held exactly (it would be "
                           f"written back as {err.held}); write it as a string to keep it")
-        except NotJsonConstantError as err:
-            return None, (f"line {line.number}: {err.text} is not JSON (JSON has no NaN or infinity; it would be "
-                          "written back as null); write it as a string or as null")
         except DuplicateKeyError as err:
             return None, (f"line {line.number}: the key {err.key!r} appears more than once in one object; a row "
                           "keeps one value per key, so the others would be lost")
@@ -455,21 +452,8 @@ def _exact_float(text: str) -> float:
     raise InexactNumberError(text, value)
 
 
-class NotJsonConstantError(ValueError):
-    """NaN, Infinity or -Infinity: Python's json reads them, but they are not JSON, and the job's JSON
-    output (which is) would write them back as null."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(f"{text} is not JSON")
-        self.text = text
-
-
-def _refuse_constant(text: str) -> float:
-    raise NotJsonConstantError(text)
-
-
-# The label job's rows: unique keys, numbers kept exactly or refused, and only JSON's own numbers.
-_ROWS = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_float=_exact_float, parse_constant=_refuse_constant)
+# The label job's rows: unique keys, and numbers kept exactly or refused.
+_ROWS = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_float=_exact_float)
 
 
 def _depth(value: object) -> int:
