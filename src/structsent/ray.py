@@ -22,7 +22,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -509,8 +509,7 @@ def json_lines_table(data: bytes, name: str, *, exact: bool = True, text_column:
     try:
         rows = [row.values or {} for row in reader]
     except BadInputError as err:  # flag mode is the local engine's
-        raise BadInputError(str(err).replace("pass --on-bad-row flag", "label it with --engine local --on-bad-row "
-                                             "flag")) from None
+        raise _with_local_engine_advice(err) from None
     names = list(dict.fromkeys(key for row in rows for key in row))
     columns = {}
     for column in names:
@@ -1133,7 +1132,6 @@ def _csv_fault(path: str) -> BadInputError:
     """Why Arrow could not read the CSV file ``path``: the first bad row, as the local reader says it."""
     from .io.readers import FAIL, open_reader
 
-    advice = "label it with --engine local --on-bad-row flag"
     if os.path.isfile(path):
         try:
             header = csv_header_names([path])  # (a column named twice is refused here)
@@ -1144,9 +1142,17 @@ def _csv_fault(path: str) -> BadInputError:
             finally:
                 reader.close()
         except BadInputError as err:
-            return BadInputError(str(err).replace("pass --on-bad-row flag", advice))
+            return _with_local_engine_advice(err)
     return BadInputError(f"{path}: Arrow could not read it as CSV (a malformed row, or bytes that are not UTF-8); "
-                         f"{advice}, whose reader names the row")
+                         f"{LOCAL_FLAG_MODE}, whose reader names the row")
+
+
+LOCAL_FLAG_MODE = "label it with --engine local --on-bad-row flag"  # (flag mode is the local engine's)
+
+
+def _with_local_engine_advice(err: BadInputError) -> BadInputError:
+    """The local reader's refusal, its advice to pass --on-bad-row flag made the local engine's."""
+    return BadInputError(str(err).replace("pass --on-bad-row flag", LOCAL_FLAG_MODE))
 
 
 def _parquet_fault(files: Sequence[str]) -> BadInputError | None:
@@ -1165,21 +1171,22 @@ def _arrow_invalid_in(error: BaseException | None) -> bool:
     """Whether pyarrow's ArrowInvalid is in ``error``'s chain."""
     import pyarrow as pa
 
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, pa.ArrowInvalid):
-            return True
-        seen.add(id(error))
-        error = getattr(error, "cause", None) or error.__cause__ or error.__context__
-    return False
+    return any(isinstance(link, pa.ArrowInvalid) for link in _causes(error))
 
 
 def _structsent_cause(error: BaseException | None) -> StructsentError | None:
     """The innermost structsent error in ``error``'s chain (Ray's wrappers may also subclass it)."""
-    found, seen = None, set()
+    found = None
+    for link in _causes(error):
+        if isinstance(link, StructsentError):
+            found = link
+    return found
+
+
+def _causes(error: BaseException | None) -> Iterator[BaseException]:
+    """``error`` and what caused it, outermost first (a Ray task error's ``cause`` included), each once."""
+    seen: set[int] = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, StructsentError):
-            found = error
+        yield error
         seen.add(id(error))
         error = getattr(error, "cause", None) or error.__cause__ or error.__context__
-    return found
