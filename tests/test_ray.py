@@ -828,7 +828,8 @@ def test_cli_engine_ray_reads_json_lines_values_as_they_are(ray_address, tmp_pat
 
 @pytest.mark.parametrize("line, says", [('{"id": "a", "text": "好", "id": "b"}', "the key 'id' appears more than once"),
                                         ('{"text": "\\ud800差"}', "field 'text' holds a lone UTF-16 surrogate escape"),
-                                        ('{"text": "好", "x": 1e400}', "the number 1e400 cannot be held exactly")])
+                                        ('{"text": "好", "x": 1e400}', "the number 1e400 cannot be held exactly"),
+                                        ('{"text": "好", "x": NaN}', "NaN is not a JSON number")])
 def test_json_lines_files_are_read_as_the_local_engine_reads_them(line, says):
     """Ray's reader kept the last value of a key given twice, dropped a lone surrogate escape from the
     text, and read 1e400 as infinity: labelled, exit 0."""

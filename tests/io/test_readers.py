@@ -324,6 +324,19 @@ def test_a_json_number_a_float_cannot_hold_is_a_flagged_row_not_a_changed_value(
         read_all(write(tmp_path, "b.jsonl", data), Format.JSONL)
 
 
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_a_json_lines_nan_or_infinity_is_a_flagged_row_not_a_null(tmp_path, literal):
+    """Python's json reads NaN and the infinities, JSON has none: they were written back as null, exit 0."""
+    data = ('{"text": "好吃", "x": ' + literal + '}\n{"text": "难吃", "x": 2}\n').encode()
+    rows, _ = read_all(write(tmp_path, "a.jsonl", data), Format.JSONL, on_bad_row="flag")
+    assert [r[0] for r in rows] == [1, 2] and rows[1][1] == {"text": "难吃", "x": 2} and rows[1][3] is None
+    assert rows[0][2] is None and f"line 1: {literal} is not a JSON number" in rows[0][3]
+    with pytest.raises(BadInputError, match=f"line 1: {literal} is not a JSON number"):
+        read_all(write(tmp_path, "b.jsonl", data), Format.JSONL)
+    kept, _ = read_all(write(tmp_path, "c.jsonl", data), Format.JSONL, keep_non_finite=True)
+    assert [r[3] for r in kept] == [None, None] and str(kept[0][1]["x"]) == str(float(literal))
+
+
 def test_json_numbers_a_float_holds_are_read_as_floats(tmp_path):
     numbers = ["0.1", "1e3", "2.50", "-0.0", "1.7976931348623157e308", "5e-324", "0.30000000000000004", "3"]
     data = "".join('{"text": "好", "x": %s}\n' % n for n in numbers).encode()

@@ -176,6 +176,21 @@ def test_id_column_missing_from_a_jsonl_row_is_an_error_or_a_flagged_row(tmp_pat
     assert "row 2 has no id column 'id'" in flagged[1]["error"]
 
 
+def test_a_json_lines_nan_is_refused_or_flagged_never_written_back_as_null(tmp_path, hf_model_dir):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": 1, "text": "好评"}\n{"id": 2, "text": "差评", "price": NaN}\n{"id": 3, "text": "好"}\n',
+                      encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    proc = run_cli("label", source, "-o", out, *model_args(hf_model_dir), check=False)
+    assert proc.returncode == 2 and b"line 2: NaN is not a JSON number" in proc.stderr
+    assert b"Traceback" not in proc.stderr and not out.exists()
+    run_cli("label", source, "-o", out, "--on-bad-row", "flag", *model_args(hf_model_dir))
+    rows = read_jsonl_bytes(out.read_bytes())
+    assert len(rows) == 3 and [r.get("id") for r in rows] == [1, None, 3]  # (a row refused whole keeps no fields)
+    assert [r["label"] is not None for r in rows] == [True, False, True]
+    assert "line 2: NaN is not a JSON number" in rows[1]["error"] and "NaN" not in out.read_text().split("error")[0]
+
+
 def test_stdin_to_stdout_plain_and_jsonl(hf_model_dir, clf):
     texts = ["这家外卖送得很快，味道也不错", "差评，用了三天就坏了", "好评！"]
     plain = run_cli("label", "-", *model_args(hf_model_dir), input_bytes="\n".join(texts).encode()).stdout

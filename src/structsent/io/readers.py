@@ -344,9 +344,10 @@ class JsonLinesReader(RowReader):
     """JSON Lines: one object per line; its keys are the columns."""
 
     def __init__(self, stream: BinaryIO, *, start: int, line: int, rows_done: int, total: int | None,
-                 on_bad_row: str, name: str, text_column: str) -> None:
+                 on_bad_row: str, name: str, text_column: str, keep_non_finite: bool = False) -> None:
         self.lines = _LineSource(stream, start, on_bad_row, name, line, size=total)
         self.text_column = text_column
+        self.decoder = _ROWS_KEEPING_NON_FINITE if keep_non_finite else _ROWS
         self.total = total
         self.rows_read = rows_done
         self.on_bad_row = on_bad_row
@@ -373,7 +374,10 @@ class JsonLinesReader(RowReader):
 
     def _parse(self, line: _Line) -> tuple[dict | None, str | None]:
         try:
-            value = _ROWS.decode(line.text)
+            value = self.decoder.decode(line.text)
+        except NonFiniteNumberError as err:
+            return None, (f"line {line.number}: {err.literal} is not a JSON number (JSON has no NaN or infinity; "
+                          "it would be written back as null); write it as a string to keep it")
         except InexactNumberError as err:
             return None, (f"line {line.number}: the number {err.text[:40]} cannot be held exactly (it would be "
                           f"written back as {err.held}); write it as a string to keep it")
@@ -452,8 +456,23 @@ def _exact_float(text: str) -> float:
     raise InexactNumberError(text, value)
 
 
-# The label job's rows: unique keys, and numbers kept exactly or refused.
-_ROWS = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_float=_exact_float)
+class NonFiniteNumberError(ValueError):
+    """NaN, Infinity or -Infinity: Python's json reads them, JSON has no such numbers, and a row
+    written back would hold null in their place."""
+
+    def __init__(self, literal: str) -> None:
+        super().__init__(f"{literal} is not a JSON number")
+        self.literal = literal
+
+
+def _refuse_non_finite(literal: str) -> float:
+    raise NonFiniteNumberError(literal)
+
+
+# The label job's rows: unique keys, and numbers kept exactly or refused (NaN and the infinities too).
+_ROWS = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_float=_exact_float, parse_constant=_refuse_non_finite)
+# A labelled file read back by the report: a NaN probability there is a row to flag, not a line to refuse.
+_ROWS_KEEPING_NON_FINITE = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_float=_exact_float)
 
 
 def _depth(value: object) -> int:
@@ -808,8 +827,9 @@ def resolve_text_column(columns: list[str], requested: str, name: str) -> str:
 
 
 def open_reader(path: str, fmt: Format, *, text_column: str, on_bad_row: str, position: int = 0,
-                line: int = 0, rows_done: int = 0) -> RowReader:
-    """Open ``path`` ('-' for stdin) at a resume ``position`` (after ``line`` lines, ``rows_done`` rows)."""
+                line: int = 0, rows_done: int = 0, keep_non_finite: bool = False) -> RowReader:
+    """Open ``path`` ('-' for stdin) at a resume ``position`` (after ``line`` lines, ``rows_done`` rows).
+    JSON Lines NaN and infinities are bad rows unless ``keep_non_finite`` (reading a labelled file back)."""
     if fmt is Format.PARQUET:
         return ParquetReader(path, rows_done=rows_done, text_column=text_column)
     header = _csv_header(path, fmt, text_column) if position and fmt in (Format.CSV, Format.TSV) else None
@@ -821,7 +841,8 @@ def open_reader(path: str, fmt: Format, *, text_column: str, on_bad_row: str, po
                               on_bad_row=on_bad_row, name=path, text_column=text_column)
     if fmt is Format.JSONL:
         return JsonLinesReader(stream, start=position, line=line, rows_done=rows_done, total=total,
-                               on_bad_row=on_bad_row, name=path, text_column=text_column)
+                               on_bad_row=on_bad_row, name=path, text_column=text_column,
+                               keep_non_finite=keep_non_finite)
     return CsvReader(stream, start=position, line=line, rows_done=rows_done, total=total, on_bad_row=on_bad_row,
                      name=path, text_column=text_column, delimiter="\t" if fmt is Format.TSV else ",", header=header)
 

@@ -428,7 +428,7 @@ def _text_rows(file: LabelledFile) -> Iterator[LabelledRow]:
     # JSON Lines: no field is required of a row (a row without the label field is "no label and no
     # error" below, not the reader's missing-text-field flag with its --text-column advice)
     wanted = "" if file.format is Format.JSONL else file.columns.label
-    reader = open_reader(file.path, file.format, text_column=wanted, on_bad_row="flag")
+    reader = open_reader(file.path, file.format, text_column=wanted, on_bad_row="flag", keep_non_finite=True)
     labels = file.columns.labels
     try:
         for row in reader:
