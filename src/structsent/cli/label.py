@@ -263,7 +263,8 @@ def _resume_command() -> str:
 
 
 class _stop_after_chunk_on_interrupt:
-    """First Ctrl-C (or SIGTERM, as a service manager or `docker stop` sends): finish the current
+    """First Ctrl-C (or SIGTERM, as a service manager or `docker stop` sends; either one only where
+    the job was not started ignoring it): finish the current
     chunk, commit it, stop, exit 128 + the signal's number. A second one: stop at once. So does the
     first while ``at_once()`` (the input is being opened: a FIFO without a writer, a pipe's CSV
     header not yet sent; nothing is committed then, and the job would wait for the producer)."""
@@ -290,7 +291,10 @@ class _stop_after_chunk_on_interrupt:
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self.previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+            # A signal the job was started ignoring (`label ... &` in a script: SIGINT; nohup-like
+            # launchers) stays ignored, as the shell meant.
+            self.previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS
+                             if signal.getsignal(signum) != signal.SIG_IGN}
         return self
 
     def __exit__(self, *exc) -> None:
