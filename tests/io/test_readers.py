@@ -394,6 +394,23 @@ def test_a_file_cut_while_it_is_read_stops_the_reader_before_the_cut_line(tmp_pa
     assert len(texts) == cut_line and texts[-1] == f"好评第{cut_line - 1}条" + ("，不错" if fmt is Format.CSV else "")
 
 
+def test_a_file_cut_behind_the_reader_says_its_size_now(tmp_path):
+    """Cut to 0 bytes behind the reader, the message named only where the reader's buffer ended."""
+    from structsent.errors import InputChangedError
+
+    data = "".join(f"好评第{i}条\n" for i in range(50_000)).encode()
+    path = write(tmp_path, "in.txt", data)
+    reader = open_reader(path, Format.TXT, text_column="text", on_bad_row="error")
+    try:
+        with pytest.raises(InputChangedError, match=rf"ended at byte [0-9,]+ \(it is 0 bytes now\), short of the "
+                                                    rf"{len(data):,} bytes"):
+            for row in reader:
+                if row.number == 10:
+                    os.truncate(path, 0)
+    finally:
+        reader.close()
+
+
 def test_a_file_cut_at_a_line_end_while_it_is_read_stops_the_reader_too(tmp_path):
     from structsent.errors import InputChangedError
 

@@ -236,8 +236,10 @@ class _LineSource:
         rewritten) while the job read it, and the rest of its rows, and the last one read, are not
         the file's. Nothing read since the last commit is written."""
         if self.size is not None and self._read_offset < self.size:
+            now = self._size_now()  # less than where reading ended: cut behind the reader (to 0, say)
+            size_now = f" (it is {now:,} bytes now)" if now != self._read_offset else ""
             raise InputChangedError(
-                f"{self.name}: the file ended at byte {self._read_offset:,}, short of the {self.size:,} bytes it "
+                f"{self.name}: the file ended at byte {self._read_offset:,}{size_now}, short of the {self.size:,} bytes it "
                 "had when the job opened it: it was cut or rewritten while the job read it, so its last rows are "
                 "not the file's"
             )
