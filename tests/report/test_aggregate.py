@@ -220,6 +220,12 @@ def test_parse_day():
     assert parse_day("2024-03-05 10:00") == datetime.date(2024, 3, 5)
     assert parse_day(datetime.datetime(2024, 3, 5, 1)) == datetime.date(2024, 3, 5)
     assert parse_day("2024-03-05Z") == datetime.date(2024, 3, 5)  # was refused
+    for value in ("2024-03-05+08:00", "2024-03-05T10:00:00.123456Z", "2024-03-05 10:00:60", " 2024-03-05T23:59-0500 ",
+                  "2024-03-05 10:00 +08"):
+        assert parse_day(value) == datetime.date(2024, 3, 5), value
+    for value in ("2024-01-01 7 apples", "2024-01-01T9xyz", "2024-01-01T24:00", "2024-01-01 10:61",
+                  "2024-01-01T10", "2024-01-01 10:00 extra"):  # a date and text after it: values, not days
+        assert parse_day(value) is None, value
     for value in ("2024-02-30", "2024-3-5", "20240305", "2024-03-05x", None, 20240305, "下周",
                   "２０２４-03-05", "2024-03-05 is the day"):  # were dates: digits of other scripts, any text after
         assert parse_day(value) is None, value

@@ -162,7 +162,12 @@ def error_kind(message: str) -> str:
 _DIGITS = re.compile(r"\d+")
 _DAY_MEMO = 20_000  # distinct --by values whose day is remembered (dates repeat; timestamps need not)
 # ASCII digits only (a full-width "２０２４" is no ISO date), and after the day a time or nothing.
-_ISO_DAY = re.compile(r"\s*([0-9]{4})-([0-9]{2})-([0-9]{2})(?:[T ][0-9]|Z?\s*$)")
+# A whole ISO 8601 date or date and time: day, then an optional time of day (hours and minutes,
+# seconds and a fraction optional), then an optional Z or UTC offset. Anything else after the day
+# ("2024-01-01 7 apples") makes the value not a date.
+_ISO_DAY = re.compile(r"\s*([0-9]{4})-([0-9]{2})-([0-9]{2})"
+                      r"(?:[T ]([01][0-9]|2[0-3]):[0-5][0-9](?::(?:[0-5][0-9]|60)(?:[.,][0-9]+)?)?)?"
+                      r"\s*(?:Z|[+-](?:[01][0-9]|2[0-3])(?::?[0-5][0-9])?)?\s*")
 
 
 def parse_day(value: object) -> datetime.date | None:
@@ -173,7 +178,7 @@ def parse_day(value: object) -> datetime.date | None:
         return value
     if not isinstance(value, str):
         return None
-    match = _ISO_DAY.match(value)
+    match = _ISO_DAY.fullmatch(value)
     if match is None:
         return None
     try:
