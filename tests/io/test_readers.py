@@ -11,7 +11,7 @@ import pytest
 
 from structsent.errors import BadInputError
 from structsent.io.formats import Format, output_format_for
-from structsent.io.readers import open_reader
+from structsent.io.readers import ParquetReader, open_reader
 
 
 def write(tmp_path, name: str, data: bytes):
@@ -211,8 +211,34 @@ def test_parquet_values_python_cannot_hold_or_corrupt_pages_are_one_line_errors(
     data = bytearray(corrupt.read_bytes())
     data[200:4000] = b"\xab" * 3800  # the pages, not the footer
     corrupt.write_bytes(bytes(data))
-    with pytest.raises(BadInputError, match="not a readable Parquet file after row 0"):
+    with pytest.raises(BadInputError, match=r"rows 1-5,000 \(row group 1 of 1\): not a readable Parquet file"):
         read_all(str(corrupt), Format.PARQUET)
+
+
+def test_a_corrupt_parquet_row_group_names_its_rows_on_one_line_and_a_resume_skips_groups_unread(tmp_path):
+    """A corrupt page in rows 2,001-3,000 was "not a readable Parquet file after row 0" (pyarrow reads
+    ahead), and pyarrow's reason spanned three lines."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "groups.parquet"
+    pq.write_table(pa.table({"n": list(range(5000)), "text": [f"第{i}条评论" for i in range(5000)]}), path,
+                   row_group_size=1000, compression="none")
+    metadata = pq.ParquetFile(path).metadata
+    column = metadata.row_group(2).column(1)
+    start = column.dictionary_page_offset or column.data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start: start + 40] = b"\x00" * 40  # the third group's text pages, not the footer
+    path.write_bytes(bytes(data))
+    with pytest.raises(BadInputError) as raised:
+        read_all(str(path), Format.PARQUET)
+    assert "rows 2,001-3,000 (row group 3 of 5): not a readable Parquet file (" in str(raised.value)
+    assert "\n" not in str(raised.value)
+    resumed = ParquetReader(str(path), rows_done=3000, text_column="text")  # the corrupt group is behind it
+    assert [row.values["n"] for row in resumed] == list(range(3000, 5000))
+    for done in (0, 999, 1000, 1001):
+        good = tmp_path / f"good{done}.parquet"
+        pq.write_table(pa.table({"n": list(range(2500))}), good, row_group_size=1000)
+        assert [r.number for r in ParquetReader(str(good), rows_done=done, text_column="n")] == list(range(done + 1, 2501))
 
 
 def test_parquet_times_of_day_in_nanoseconds_are_read_exactly_or_refused(tmp_path):

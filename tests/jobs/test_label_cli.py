@@ -374,6 +374,15 @@ def test_a_signal_the_job_was_started_ignoring_stays_ignored(tmp_path, hf_model_
     assert [r["text"] for r in read_jsonl_bytes(out.read_bytes())] == texts
 
 
+def test_an_error_is_one_line_even_where_its_message_quotes_a_line_break(tmp_path, hf_model_dir):
+    """A name holding a line break (or a library's reason spanning lines) split the error over two lines."""
+    proc = run_cli("label", tmp_path / "no\nsuch.csv", "-o", tmp_path / "out.csv", *model_args(hf_model_dir),
+                   check=False)
+    said = proc.stderr.decode()
+    assert proc.returncode == 2 and said.count("\n") == 1 and said.startswith("structsent: error: ")
+    assert "no such.csv: no such file" in said
+
+
 def test_existing_output_is_not_overwritten(tmp_path, hf_model_dir, reviews_file):
     out = tmp_path / "out.jsonl"
     out.write_text("precious\n")

@@ -70,6 +70,12 @@ def exit_code(error: StructsentError) -> int:
     return next((code for kind, code in EXIT_CODES.items() if isinstance(error, kind)), EXIT_FAILURE)
 
 
+def _one_line(err: BaseException) -> str:
+    """An error's message on one line: a message may quote text that spans lines (a library's
+    reason, a file name holding a line break), and an error is one line of standard error."""
+    return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         # SIGTERM while the command starts (imports, the model's load) ends it as Ctrl-C does, said in
@@ -86,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print("structsent: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except StructsentError as err:
-        print(f"structsent: error: {err}", file=sys.stderr)
+        print(f"structsent: error: {_one_line(err)}", file=sys.stderr)
         return exit_code(err)
     except BrokenPipeError:
         return EXIT_OK  # `structsent label ... | head`: the reader has what it wanted

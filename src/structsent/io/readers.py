@@ -21,7 +21,7 @@ import stat
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ..errors import BadInputError, InputChangedError
 from .formats import Format
@@ -682,7 +682,7 @@ class ParquetReader(RowReader):
         try:
             self.file = pq.ParquetFile(path)
         except Exception as err:  # pyarrow raises ArrowInvalid and OSError subclasses
-            raise BadInputError(f"{path}: not a readable Parquet file ({err})") from err
+            raise BadInputError(f"{path}: not a readable Parquet file ({arrow_reason(err)})") from err
         self.name = path
         self.columns = list(self.file.schema_arrow.names)
         check_unique_columns(self.columns, path)
@@ -699,28 +699,41 @@ class ParquetReader(RowReader):
         return self.rows_read
 
     def __iter__(self) -> Iterator[InputRow]:
-        skip = self.rows_read
-        for batch in self._batches():
+        for first, batch in self._batches(from_row=self.rows_read):
+            skip = self.rows_read - first  # a resumed job's rows done, in the first batch read
             if skip >= batch.num_rows:
-                skip -= batch.num_rows
                 continue
-            for values in self._values(batch.slice(skip), first_row=self.rows_read + 1):
-                skip = 0
+            for values in self._values(batch.slice(max(skip, 0)), first_row=self.rows_read + 1):
                 self.rows_read += 1
                 yield self._row(values)
-            skip = 0
 
-    def _batches(self) -> Iterator:
-        batches = self.file.iter_batches(batch_size=self.batch_size, columns=self.only)
+    def _batches(self, *, from_row: int) -> Iterator[tuple[int, Any]]:  # (a pyarrow RecordBatch)
+        """(index of its first row, batch), one row group at a time from the group holding row
+        ``from_row`` (a resumed job skips whole groups unread), so that a corrupt page names the
+        rows of its group (pyarrow reads ahead: the rows yielded before the error say little)."""
+        metadata = self.file.metadata
+        group_start = 0
+        for group in range(metadata.num_row_groups):
+            group_rows = metadata.row_group(group).num_rows
+            if group_start + group_rows > from_row:
+                yield from self._group_batches(group, group_start, group_rows)
+            group_start += group_rows
+
+    def _group_batches(self, group: int, group_start: int, group_rows: int) -> Iterator[tuple[int, Any]]:
+        batches = self.file.iter_batches(batch_size=self.batch_size, columns=self.only, row_groups=[group])
+        first = group_start
         while True:
             try:
                 batch = next(batches, None)
             except _PARQUET_READ_ERRORS as err:  # corrupt pages behind an intact footer
-                raise BadInputError(f"{self.name}: not a readable Parquet file after row {self.rows_read} "
-                                    f"({err})") from err
+                raise BadInputError(
+                    f"{self.name}: rows {first + 1:,}-{group_start + group_rows:,} (row group {group + 1} of "
+                    f"{self.file.metadata.num_row_groups:,}): not a readable Parquet file ({arrow_reason(err)})"
+                ) from err
             if batch is None:
                 return
-            yield batch
+            yield first, batch
+            first += batch.num_rows
 
     def _values(self, batch, *, first_row: int) -> list[dict]:
         self._check_times_keep_their_nanoseconds(batch, first_row=first_row)
@@ -728,7 +741,7 @@ class ParquetReader(RowReader):
             return batch.to_pylist()
         except _PARQUET_READ_ERRORS as err:  # e.g. a timestamp beyond the year 9999 ("never expires")
             last = first_row + batch.num_rows - 1
-            raise BadInputError(f"{self.name}: rows {first_row}-{last}: a value Python cannot hold ({err}); "
+            raise BadInputError(f"{self.name}: rows {first_row}-{last}: a value Python cannot hold ({arrow_reason(err)}); "
                                 "convert that column (to a string, say) and try again") from err
 
     def _check_times_keep_their_nanoseconds(self, batch, *, first_row: int) -> None:
@@ -806,6 +819,11 @@ def text_of_binary(value: object) -> tuple[object, str | None]:
 
 # What pyarrow raises on data it cannot read or convert: ArrowInvalid and friends are ValueErrors,
 # ArrowIOError an OSError, a date beyond Python's an OverflowError.
+def arrow_reason(err: BaseException) -> str:
+    """pyarrow's message on one line (some span several: "Invalid data\nDeserializing page header failed.")."""
+    return " ".join(str(err).split())
+
+
 _PARQUET_READ_ERRORS = (ValueError, OSError, OverflowError, TypeError, NotImplementedError)
 
 

@@ -27,7 +27,7 @@ from typing import SupportsFloat, SupportsIndex
 from ..errors import BadInputError, NoSuchColumnError
 from ..io.formats import Format, detect_format
 from ..io.paths import mode_of
-from ..io.readers import CSV_FIELD_LIMIT, ParquetReader, open_reader
+from ..io.readers import CSV_FIELD_LIMIT, ParquetReader, arrow_reason, open_reader
 from ..io.writers import added_columns
 from .aggregate import LabelledRow
 from .arguments import JOB_FIGURES_DEPTH, nested_deeper_than
@@ -296,7 +296,7 @@ def _parquet_columns(path: str) -> list[str]:
     try:
         return list(pq.read_schema(path).names)
     except Exception as err:  # pyarrow raises ArrowInvalid and OSError subclasses
-        raise BadInputError(f"{path}: not a readable Parquet file ({err})") from err
+        raise BadInputError(f"{path}: not a readable Parquet file ({arrow_reason(err)})") from err
 
 
 def _allow_long_fields() -> None:
