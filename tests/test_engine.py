@@ -470,9 +470,16 @@ def test_encode_and_run_logits_refuse_what_label_would_never_hand_the_runtime(cl
     for message, sequence in bad.items():
         with pytest.raises(BadInputError, match=message):
             clf.run_logits([good, sequence])
+    for not_sequences in (None, 5, "好吃", b"ab"):  # TypeError: 'NoneType' object is not iterable
+        with pytest.raises(BadInputError, match="run_logits takes a list of token id sequences"):
+            clf.run_logits(not_sequences)
+    with pytest.raises(BadInputError, match="sequence 1: expected 1 to"):
+        clf.run_logits([good, [good[0], [good[1]]]])  # ragged: numpy's ValueError
     logits, _ = clf.run_logits([good, np.array(good, dtype=np.int32)])
     expected = clf(["好吃"])[0].logits
     np.testing.assert_allclose(logits, [[expected["负面"], expected["正面"]]] * 2, atol=ALONE_VS_BATCH_TOLERANCE, rtol=0)
+    once, _ = clf.run_logits(iter([good, good]))  # an iterator: checked and run, not used up by the checks
+    np.testing.assert_array_equal(once, logits)
 
 
 # -- model calls in lanes -------------------------------------------------------------------------

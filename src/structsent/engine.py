@@ -172,6 +172,9 @@ class Classifier:
     def run_logits(self, sequences: Sequence[Sequence[int] | np.ndarray]) -> tuple[np.ndarray, RunStats]:
         """Logits (n x labels, float64) of id sequences, planned into token-budget batches. Each
         sequence holds 1 to ``max_length`` integer ids of the model's vocabulary (else BadInputError)."""
+        if isinstance(sequences, (str, bytes)) or not isinstance(sequences, Iterable):
+            raise BadInputError(f"run_logits takes a list of token id sequences, got {type(sequences).__name__}")
+        sequences = list(sequences)  # (an iterator is read once, here: the checks and the run see the same)
         for index, sequence in enumerate(sequences):
             self._check_sequence(index, sequence)
         return self._run_sequences(sequences)
@@ -179,7 +182,10 @@ class Classifier:
     def _check_sequence(self, index: int, sequence: Sequence[int] | np.ndarray) -> None:
         """A sequence the runtime can take: it failed inside the runtime with its own error, or ran
         float ids cut to integers (a sequence of the tokenizer's own is always one)."""
-        ids = np.asarray(sequence)
+        try:
+            ids = np.asarray(sequence)
+        except (ValueError, TypeError):  # ragged nesting: [1, [2, 3]]
+            raise BadInputError(f"sequence {index}: expected 1 to {self.max_length} integer token ids") from None
         vocabulary = self.checkpoint.shape.vocab_size
         if ids.ndim != 1 or ids.dtype.kind not in "iu" or not 1 <= len(ids) <= self.max_length:
             raise BadInputError(f"sequence {index}: expected 1 to {self.max_length} integer token ids, got "
