@@ -15,7 +15,8 @@ from structsent.report.groups import (
 # Values that look alike, or like a name another value or a row the report adds is shown by.
 LOOK_ALIKES = ["a", " a", "a ", "a  ", "\ta", "a\n", "a\u00a0", "a\u3000", "a\u200b", "a\U000e0001", "a b", "a  b",
                "a\tb", "   ", "\n", "other", "(other)", "(empty)", '"a"', '" a"', "\\u0020a", "a\\n", "\ud800",
-               "1", "true", "长" * KEPT_CHARS, "长" * KEPT_CHARS + "x", "长" * KEPT_CHARS + "y", "长" * 999]
+               "1", "true", "长" * KEPT_CHARS, "长" * KEPT_CHARS + "x", "长" * KEPT_CHARS + "y", "长" * 999,
+               "caf\u00e9", "cafe\u0301", "e\u0301\u0327", "e\u0327\u0301", "A", "A\u3164", "A\ufe0f", "A\u2800"]
 NOT_TEXTS = [1, True, decimal.Decimal("1.50"), {"a": 1}, ["a"], {"a": "长" * 300}, {"a": "长" * 300 + "x"}]
 
 
@@ -38,6 +39,14 @@ def test_missing_and_empty_values_are_the_empty_group_and_nothing_else_is():
 def test_a_plain_value_is_shown_as_written_and_others_quoted_with_what_does_not_show_escaped():
     assert [shown_name(group_value(v)) for v in ("外卖 店", "a\u00a0", "a\u200b", "a\U000e0001", "a\tb")] == [
         "外卖 店", '"a\\u00a0"', '"a\\u200b"', '"a\\udb40\\udc01"', '"a\\tb"']
+
+
+def test_texts_that_render_alike_are_not_both_shown_as_written():
+    """Composed and decomposed "café", "A" and "A" with a Hangul filler were shown alike, as written."""
+    assert [shown_name(group_value(v)) for v in ("caf\u00e9", "cafe\u0301", "A\u3164", "A\ufe0f", "ไทย", "नमस्ते")] == [
+        "caf\u00e9", '"cafe\\u0301"', '"A\\u3164"', '"A\\ufe0f"', "ไทย", "नमस्ते"]  # composed marks stay as written
+    rendered = {shown_name(group_value(v)) for v in ("e\u0301\u0327", "e\u0327\u0301")}
+    assert rendered == {'"e\\u0301\\u0327"', '"e\\u0327\\u0301"'}  # two orders of one mark pair: both escaped
 
 
 def test_a_text_named_like_a_value_that_is_not_a_text_is_quoted():

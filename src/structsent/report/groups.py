@@ -11,6 +11,8 @@ starts with a parenthesis):
 
 >>> [shown_name(group_value(v)) for v in ("a", " a", "a  ", "   ", "", "other", "(other)", "a\\tb")]
 ['a', '" a"', '"a  "', '"   "', '(empty)', 'other', '"(other)"', '"a\\\\tb"']
+>>> [shown_name(group_value(v)) for v in ("caf\u00e9", "cafe\u0301", "A\u3164")]
+['café', '"cafe\\\\u0301"', '"A\\\\u3164"']
 >>> shown_name(group_value("长" * 201))[-44:]
 '… (201 characters, SHA-256 8734e390efb806e4)'
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from collections.abc import Collection
 from typing import NamedTuple
 
@@ -88,9 +91,20 @@ def names_of_values(values: Collection[GroupValue]) -> set[str]:
 
 
 def _as_written(text: str) -> bool:
-    """Whether a text reads unambiguously as itself: printable, single spaces between words, and
-    not starting like a quoted value or a row the report adds."""
-    return text.isprintable() and text.strip(" ") == text and "  " not in text and not text.startswith(_MARKS)
+    """Whether a text reads unambiguously as itself: printable, single spaces between words, in
+    its composed (NFC) form, without a character that shows as nothing, and not starting like a
+    quoted value or a row the report adds."""
+    return (text.isprintable() and text.strip(" ") == text and "  " not in text and not text.startswith(_MARKS)
+            and unicodedata.is_normalized("NFC", text) and not any(map(_shows_as_nothing, text)))
+
+
+# Printable characters that show as nothing, or as a blank: Hangul fillers, the combining grapheme
+# joiner, Khmer inherent vowels, Mongolian and Unicode variation selectors, the blank Braille pattern.
+_NOTHING_SHOWN = frozenset("\u115f\u1160\u3164\uffa0\u034f\u17b4\u17b5\u180b\u180c\u180d\u180f\u2800")
+
+
+def _shows_as_nothing(char: str) -> bool:
+    return char in _NOTHING_SHOWN or "\ufe00" <= char <= "\ufe0f" or "\U000e0100" <= char <= "\U000e01ef"
 
 
 def _quoted(text: str) -> str:
@@ -100,10 +114,14 @@ def _quoted(text: str) -> str:
 
 def _visible(text: str) -> str:
     """``text`` with each character that does not print (whitespace but the space, controls,
-    format characters, lone surrogates) written as JSON escapes it."""
-    if text.isprintable():
+    format characters, lone surrogates) or shows as nothing written as JSON escapes it, and in a
+    text not in its composed (NFC) form its combining marks too: "café" composed and "cafe" with a
+    combining accent show alike as written."""
+    composed = unicodedata.is_normalized("NFC", text)
+    if text.isprintable() and composed and not any(map(_shows_as_nothing, text)):
         return text
-    return "".join(char if char.isprintable() else _escaped(char) for char in text)
+    return "".join(_escaped(char) if not char.isprintable() or _shows_as_nothing(char)
+                   or (not composed and unicodedata.combining(char)) else char for char in text)
 
 
 def _escaped(char: str) -> str:
