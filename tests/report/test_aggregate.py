@@ -238,6 +238,9 @@ def test_negative_label_and_error_kinds():
     with pytest.raises(BadInputError, match="not a label"):
         negative_label(LABELS, "中性")
     assert error_kind("line 12: expected 3 fields, got 5") == "line N: expected N fields, got N"
+    assert error_kind("rows 1,001-2,000: invalid UTF-8 at byte 0.5") == "rows N-N: invalid UTF-8 at byte N"
+    assert (error_kind("line 3: field 'text' holds a lone UTF-16 surrogate escape; the number 1e400 cannot be held")
+            == "line N: field 'text' holds a lone UTF-16 surrogate escape; the number 1e400 cannot be held")
 
 
 def test_a_flagged_row_counts_but_has_no_score():

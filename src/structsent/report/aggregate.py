@@ -159,7 +159,8 @@ def error_kind(message: str) -> str:
     return _DIGITS.sub("N", message)[:300]
 
 
-_DIGITS = re.compile(r"\d+")
+# A number standing alone (12, 1,024, 0.5): not part of a word or a name ("UTF-16", "1e400", "0xab")
+_DIGITS = re.compile(r"(?<![A-Za-z0-9.,])(?<![A-Za-z]-)[0-9]+(?:[.,][0-9]+)*(?![A-Za-z0-9])")
 _DAY_MEMO = 20_000  # distinct --by values whose day is remembered (dates repeat; timestamps need not)
 # ASCII digits only (a full-width "２０２４" is no ISO date), and after the day a time or nothing.
 # A whole ISO 8601 date or date and time: day, then an optional time of day (hours and minutes,
