@@ -461,6 +461,48 @@ def test_clients_that_never_read_their_answers_cannot_hold_every_connection_slot
             sock.close()
 
 
+def test_a_client_that_pipelines_and_never_reads_is_reset_within_the_deadline(guarded):
+    """The kernel's send queue, tuning itself up to megabytes, drained the server's buffer while the
+    client read nothing: each deadline counted that as progress (dropped after 13-16 s with a 3 s
+    deadline), and the drop was a close, the kernel still sending the ~4 MB it held."""
+    before = guarded.metrics()
+    sock = socket.create_connection(("127.0.0.1", guarded.port))
+    try:
+        sock.setblocking(False)
+        request = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * 50
+        pending, blocked_since, reset = request, None, False
+        started = time.monotonic()
+        while True:  # pipeline until the server stops reading (its answers are not taken)
+            try:
+                pending = pending[sock.send(pending):] or request
+                blocked_since = None
+            except BlockingIOError:
+                blocked_since = blocked_since or time.monotonic()
+                if time.monotonic() - blocked_since > 0.5:
+                    break
+                time.sleep(0.01)
+            except (ConnectionResetError, BrokenPipeError):
+                reset = True
+                break
+        while time.monotonic() - started < 20 * READ_TIMEOUT_S:
+            dropped = metric(guarded.metrics(), "structsent_refused_connections_total", reason="unread_response")
+            if dropped > metric(before, "structsent_refused_connections_total", reason="unread_response"):
+                break
+            time.sleep(0.1)
+        took = time.monotonic() - started
+        assert took < 5 * READ_TIMEOUT_S, took  # a deadline or two, not the kernel's buffer filled first
+        sock.setblocking(True)
+        sock.settimeout(10)
+        try:
+            while sock.recv(1 << 20):
+                pass
+        except ConnectionResetError:
+            reset = True
+        assert reset  # a reset, not a clean end after the megabytes the kernel held
+    finally:
+        sock.close()
+
+
 def test_a_client_leaving_mid_body_is_counted_as_499_not_500(guarded):
     key = dict(endpoint="/v1/sentiment")
     before = guarded.metrics()
@@ -720,6 +762,7 @@ def test_resumed_writing_stops_the_deadline():
 
 async def _resumed_writing_stops_the_deadline() -> None:
     protocol, transport, refused = await an_answer_filling_the_send_buffer(read_timeout_s=0.3, buffered=100_000)
+    transport.buffered = 0
     protocol.resume_writing()  # below the low-water mark: the client took it
     try:
         await asyncio.sleep(0.6)

@@ -41,6 +41,9 @@ import http
 import json
 import logging
 import select
+import socket
+import struct
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -102,15 +105,19 @@ class LingeringTransport(asyncio.Transport):
         self._client_may_be_sending = client_may_be_sending
         self.lingering = False
         self._timer: asyncio.TimerHandle | None = None
+        self.written = 0  # bytes written to the connection (its answers), counted for the send deadline
 
     # the transport's own
     def get_extra_info(self, name, default=None):
         return self._transport.get_extra_info(name, default)
 
     def write(self, data) -> None:
+        self.written += len(data)
         self._transport.write(data)
 
     def writelines(self, list_of_data) -> None:
+        list_of_data = list(list_of_data)
+        self.written += sum(map(len, list_of_data))
         self._transport.writelines(list_of_data)
 
     def write_eof(self) -> None:
@@ -174,6 +181,28 @@ class LingeringTransport(asyncio.Transport):
             self._timer = None
 
 
+def _kernel_unsent(transport) -> int:
+    """Bytes in the socket's send queue, not yet acknowledged by the client (0 where the platform
+    cannot say)."""
+    sock = transport.get_extra_info("socket")
+    try:
+        import fcntl
+        import termios
+
+        return int.from_bytes(fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"), sys.byteorder)
+    except (ImportError, AttributeError, OSError, ValueError):  # (no fcntl: not a POSIX system)
+        return 0
+
+
+def _reset_on_close(transport) -> None:
+    """Make the socket's close a reset (SO_LINGER 0): what its send queue holds is dropped at once."""
+    sock = transport.get_extra_info("socket")
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
 def _can_write_eof(transport) -> bool:
     try:
         return bool(transport.can_write_eof())
@@ -200,7 +229,7 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
         self._held_refusal: Refusal | None = None  # a refusal waiting for the answers owed before it
         self._earlier_cycles: list = []  # request cycles parsed before the last one and not yet answered
         self._send_deadline: asyncio.TimerHandle | None = None  # timer while an answer waits for the client
-        self._unsent_at_deadline = 0  # bytes the transport held when that timer was set
+        self._taken_at_deadline = 0  # bytes of answers the client had taken when that timer was set
 
     @property
     def _client_name(self) -> str:
@@ -285,6 +314,10 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
             return
         if self.policy is None:
             return
+        if self._send_deadline is None:
+            # An answer sent: the client must take it within read_timeout_s (the kernel's send queue,
+            # tuning itself up to megabytes, may hold pipelined answers without the transport pausing)
+            self._await_progress()
         if not self._body_pending:
             self._await_headers()
         elif self.cycle is not None and self.cycle.response_complete:
@@ -365,12 +398,13 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
 
     # -- answers the client does not read --------------------------------------------------------
     def pause_writing(self) -> None:
-        super().pause_writing()
+        super().pause_writing()  # (an answer larger than the buffer: the deadline starts before it ends)
         if self.policy is not None and self._send_deadline is None:
             self._await_progress()
 
     def resume_writing(self) -> None:
-        self._stop_awaiting_send()
+        # The deadline runs on: the transport's buffer drains into the kernel's send queue, which
+        # tunes itself up to megabytes, while the client takes nothing (every pause restarted it).
         super().resume_writing()
 
     def _stop_awaiting_send(self) -> None:
@@ -379,20 +413,33 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
             self._send_deadline = None
 
     def _await_progress(self) -> None:
-        self._unsent_at_deadline = self.transport.get_write_buffer_size()
+        self._taken_at_deadline = self._taken()
         self._send_deadline = self.loop.call_later(self._policy.read_timeout_s, self._answer_not_taken)
 
+    def _unsent(self) -> int:
+        """Bytes of answers the client has not taken: the transport's, and the kernel's send queue
+        (not yet acknowledged by the client)."""
+        return self.transport.get_write_buffer_size() + _kernel_unsent(self.transport)
+
+    def _taken(self) -> int:
+        """Bytes of answers the client has taken since the connection opened."""
+        written = self.transport.written if isinstance(self.transport, LingeringTransport) else 0
+        return written - self._unsent()
+
     def _answer_not_taken(self) -> None:
-        """The client took none of its answers' bytes for ``read_timeout_s`` while the transport's
-        buffer stayed full: drop the connection (a close would wait to send them). One that takes
-        some (a slow reader) has another ``read_timeout_s``."""
+        """The client took none of its answers' bytes for ``read_timeout_s`` since writing was
+        paused (a full buffer), with some still owed: drop the connection with a reset (a close
+        would wait to send them, and the kernel would hold what it queued). One that takes some (a
+        slow reader) has another ``read_timeout_s`` while bytes are still owed to it."""
         self._send_deadline = None
-        if self.transport.get_write_buffer_size() < self._unsent_at_deadline:
-            self._await_progress()
+        if self._taken() > self._taken_at_deadline or self._unsent() == 0:
+            if self._unsent() > 0:
+                self._await_progress()
             return
         self._policy.on_refused("unread_response")  # (the deadline is set only under a policy)
         log.warning("%s did not read its answer within read_timeout_s=%g seconds; connection dropped",
                     self._client_name, self._policy.read_timeout_s)  # rate-limited (logs.py)
+        _reset_on_close(self.transport)
         self.transport.abort()
 
     # -- the deadline for headers -----------------------------------------------------------------
