@@ -85,6 +85,12 @@ def test_a_second_job_on_the_same_output_is_refused_and_the_first_loses_nothing(
             second = run_cli("label", source, "-o", out, *extra, *model_args(hf_model_dir), check=False)
             message = one_line_error(second, 2)
             assert f"PID {first.pid}" in message and "another structsent label job" in message
+        for work_file, fmt in (("out.csv.lock", "csv"), ("out.csv.partial", "csv"), ("out.csv.manifest.json", "jsonl")):
+            # written, its lock replaced let a third job run beside the first; its rows lost
+            second = run_cli("label", source, "-o", tmp_path / work_file, "--output-format", fmt, "--overwrite",
+                             *model_args(hf_model_dir), check=False)
+            message = one_line_error(second, 2)
+            assert f"a work file of the structsent label job (PID {first.pid}) writing {out}" in message
         writer.writerows([i, t] for i, t in enumerate(texts[200:], start=200))
     assert first.wait(timeout=120) == 0, first.stderr.read()
     rows = read_csv(out)
@@ -101,6 +107,26 @@ def test_a_job_killed_with_sigkill_leaves_no_lock_behind(tmp_path, hf_model_dir,
     wait_for(lambda: rows_done(tmp_path / "out.jsonl.manifest.json") >= 16, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    resumed = run_cli("label", reviews_file, "-o", out, "--resume", *model_args(hf_model_dir), check=False)
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    texts = reviews_file.read_text(encoding="utf-8").splitlines()
+    assert [r["text"] for r in read_jsonl_bytes(out.read_bytes())] == texts
+
+
+def test_an_output_named_as_an_unfinished_jobs_work_file_is_refused(tmp_path, hf_model_dir, reviews_file):
+    """`-o out.jsonl.partial --overwrite` replaced a killed job's committed rows: its resume failed."""
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.Popen([PYTHON, "-m", "structsent", "label", str(reviews_file), "-o", str(out), "--chunk-rows",
+                             "16", *map(str, model_args(hf_model_dir))], stderr=subprocess.DEVNULL)
+    wait_for(lambda: rows_done(tmp_path / "out.jsonl.manifest.json") >= 16, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    source = tmp_path / "other.csv"
+    write_csv(source, [[0, "好评"]])
+    other = run_cli("label", source, "-o", tmp_path / "out.jsonl.partial", "--output-format", "csv", "--overwrite",
+                    *model_args(hf_model_dir), check=False)
+    message = one_line_error(other, 2)
+    assert f"a work file of an unfinished structsent label job on {out}" in message
     resumed = run_cli("label", reviews_file, "-o", out, "--resume", *model_args(hf_model_dir), check=False)
     assert resumed.returncode == 0, resumed.stderr.decode()
     texts = reviews_file.read_text(encoding="utf-8").splitlines()

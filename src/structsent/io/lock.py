@@ -64,11 +64,13 @@ class OutputLock:
             raise
 
     def release(self) -> None:
-        """Remove the lock file while still holding the lock, then let go."""
+        """Remove the lock file while still holding the lock, then let go (a file renamed over it
+        since is another's, and stays)."""
         if self._fd is None:
             return
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        if _same_file(self._fd, self.path):
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
         os.close(self._fd)
         self._fd = None
 
@@ -78,6 +80,25 @@ class OutputLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def lock_holder(path: Path) -> int | None:
+    """The PID of the process holding the lock file ``path`` (0 where it wrote none), or None when
+    no process holds it (or there is no such file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        if _took_lock(fd):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        return _read_pid(fd) or 0
+    except OSError:
+        return None
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _took_lock(fd: int) -> bool:

@@ -28,7 +28,7 @@ from ..batching import padding_fraction
 from ..engine import deduplicate
 from ..errors import BadInputError, InputChangedError, JobFilesChangedError, OutputWriteError
 from ..io.formats import Format
-from ..io.lock import OutputLock
+from ..io.lock import OutputLock, lock_holder
 from ..io.manifest import (
     InputLedger,
     Manifest,
@@ -732,6 +732,7 @@ def check_job_paths(spec: LabelJobSpec) -> None:
         return
     check_output_directory(str(files.final))
     check_output_is_a_file(files.final)
+    check_not_another_jobs_work(files)
     for path in files.work():
         check_work_path(path, directory=path == files.parts)
     if spec.input == "-":
@@ -742,6 +743,29 @@ def check_job_paths(spec: LabelJobSpec) -> None:
     if files.parts.is_dir() and Path(os.path.realpath(spec.input)).is_relative_to(os.path.realpath(files.parts)):
         raise BadInputError(f"{spec.input} is inside the job's own work directory {files.parts}: write the output "
                             "to another path")
+
+
+def check_not_another_jobs_work(files: OutputFiles) -> None:
+    """Refuse an output named as a work file of another job, running or unfinished (``out.csv.lock``,
+    ``out.csv.partial``): written, it replaced that job's lock (a second job on ``out.csv`` then ran
+    beside the first) or its committed rows."""
+    path = str(files.final)
+    for suffix in WORK_SUFFIXES:
+        if not path.endswith(suffix) or len(path) == len(suffix):
+            continue
+        other = OutputFiles(path[: -len(suffix)])
+        holder = lock_holder(other.lock)
+        if holder is not None:
+            who = f"PID {holder}" if holder else "another process"
+            raise BadInputError(f"{path}: a work file of the structsent label job ({who}) writing {other.final}; "
+                                "write the output to another path")
+        if other.manifest.exists():
+            raise BadInputError(f"{path}: a work file of an unfinished structsent label job on {other.final} "
+                                f"(its manifest {other.manifest} is there); write the output to another path")
+
+
+# The names a job's files add to its output's (OutputFiles.work and .touched)
+WORK_SUFFIXES = (".partial", ".parts", ".manifest.json", ".manifest.json.tmp", ".cache", ".inputs", ".lock", ".tmp")
 
 
 def check_input_path(path: str) -> None:
