@@ -312,7 +312,9 @@ class LabelJob:
 
     def _output(self) -> OutputFiles:
         if self.files is None:
-            raise BadInputError(f"{self.spec.output_format.value} output needs an output file (-o)")
+            named = "Parquet" if self.spec.output_format is Format.PARQUET else self.spec.output_format.value
+            raise BadInputError(f"{named} output needs an output file (-o); on standard output, pass "
+                                "--output-format jsonl or csv")
         return self.files
 
     # -- the run ------------------------------------------------------------------------------
@@ -548,7 +550,8 @@ class LabelJob:
         rows = chunk.rows
         if self.spec.output_format is Format.PARQUET:
             if self.files is None:
-                raise BadInputError("Parquet output needs an output file (-o)")
+                raise BadInputError("Parquet output needs an output file (-o); on standard output, pass "
+                                    "--output-format jsonl or csv")
             self._check_parts(manifest.parts)
             self._write_part(encoder.table(rows, results, _arrow_schema(reader)), manifest)
         else:
