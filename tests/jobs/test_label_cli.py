@@ -354,19 +354,21 @@ def test_ctrl_c_stops_after_the_chunk_and_prints_how_to_resume(tmp_path, hf_mode
     assert [r["text"] for r in read_jsonl_bytes(out.read_bytes())] == texts
 
 
-def test_a_signal_the_job_was_started_ignoring_stays_ignored(tmp_path, hf_model_dir, real_reviews):
-    """`structsent label ... &` in a script starts it with SIGINT ignored; the job's own handler
-    took it back, and a Ctrl-C meant for the script stopped the background job (exit 130)."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_the_job_was_started_ignoring_stays_ignored(tmp_path, hf_model_dir, real_reviews, signum):
+    """`structsent label ... &` in a script starts it with SIGINT ignored (a launcher may ignore
+    SIGTERM); the job's own handler took it back, and a Ctrl-C meant for the script stopped the
+    background job (exit 130)."""
     texts = [t.replace("\n", " ") for t in real_reviews[:200]]
     out = tmp_path / "out.jsonl"
     proc = subprocess.Popen([PYTHON, "-m", "structsent", "label", "-", "-o", str(out), "--chunk-rows", "16",
                              "--model", hf_model_dir, "--quiet"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+                            stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signum, signal.SIG_IGN))
     proc.stdin.write("".join(t + "\n" for t in texts[:100]).encode())
     proc.stdin.flush()
     _wait_for_rows(tmp_path / "out.jsonl.manifest.json", 16, proc)
     assert proc.poll() is None
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     time.sleep(0.5)
     proc.stdin.write("".join(t + "\n" for t in texts[100:]).encode())
     proc.stdin.close()

@@ -19,8 +19,9 @@ __all__ = ["Terminated", "sigterm_as_interrupt"]
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Within: SIGTERM raises Terminated in the main thread (elsewhere: left as it is)."""
-    if threading.current_thread() is not threading.main_thread():
+    """Within: SIGTERM raises Terminated in the main thread (elsewhere, or where the process was
+    started ignoring it, as a launcher may: left as it is)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
         yield
         return
     previous = signal.signal(signal.SIGTERM, raise_terminated)
