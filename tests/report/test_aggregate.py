@@ -221,10 +221,11 @@ def test_parse_day():
     assert parse_day(datetime.datetime(2024, 3, 5, 1)) == datetime.date(2024, 3, 5)
     assert parse_day("2024-03-05Z") == datetime.date(2024, 3, 5)  # was refused
     for value in ("2024-03-05+08:00", "2024-03-05T10:00:00.123456Z", "2024-03-05 10:00:60", " 2024-03-05T23:59-0500 ",
-                  "2024-03-05 10:00 +08"):
+                  "2024-03-05 10:00 +08", "2024-03-05 10:00:00 UTC", "2024-03-05 10:00:00.123456789 +0800 CST",
+                  "2024-03-05T10:00:00+08:00[Asia/Shanghai]", "2024-03-05T10", "2024-03-05T1000"):
         assert parse_day(value) == datetime.date(2024, 3, 5), value
     for value in ("2024-01-01 7 apples", "2024-01-01T9xyz", "2024-01-01T24:00", "2024-01-01 10:61",
-                  "2024-01-01T10", "2024-01-01 10:00 extra"):  # a date and text after it: values, not days
+                  "2024-01-01 10 apples", "2024-01-01 10:00 extra"):  # a date and text after it: values, not days
         assert parse_day(value) is None, value
     for value in ("2024-02-30", "2024-3-5", "20240305", "2024-03-05x", None, 20240305, "下周",
                   "２０２４-03-05", "2024-03-05 is the day"):  # were dates: digits of other scripts, any text after
@@ -241,6 +242,8 @@ def test_negative_label_and_error_kinds():
     assert error_kind("rows 1,001-2,000: invalid UTF-8 at byte 0.5") == "rows N-N: invalid UTF-8 at byte N"
     assert (error_kind("line 3: field 'text' holds a lone UTF-16 surrogate escape; the number 1e400 cannot be held")
             == "line N: field 'text' holds a lone UTF-16 surrogate escape; the number 1e400 cannot be held")
+    assert (error_kind("line 12: no '评论1' field; id_42 at 1.5e10 ms, é3 got 5.")
+            == "line N: no '评论1' field; id_42 at 1.5e10 ms, é3 got N.")
 
 
 def test_a_flagged_row_counts_but_has_no_score():

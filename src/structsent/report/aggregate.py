@@ -159,16 +159,19 @@ def error_kind(message: str) -> str:
     return _DIGITS.sub("N", message)[:300]
 
 
-# A number standing alone (12, 1,024, 0.5): not part of a word or a name ("UTF-16", "1e400", "0xab")
-_DIGITS = re.compile(r"(?<![A-Za-z0-9.,])(?<![A-Za-z]-)[0-9]+(?:[.,][0-9]+)*(?![A-Za-z0-9])")
+# A number standing alone (12, 1,024, 0.5): not part of a word, a name or a longer number ("UTF-16",
+# "评论1", "id_42", "1e400", "1.5e400", "0xab")
+_DIGITS = re.compile(r"(?<![\w.,])(?<![^\W\d]-)[0-9]+(?:[.,][0-9]+)*(?![.,]?\w)")
 _DAY_MEMO = 20_000  # distinct --by values whose day is remembered (dates repeat; timestamps need not)
 # ASCII digits only (a full-width "２０２４" is no ISO date), and after the day a time or nothing.
-# A whole ISO 8601 date or date and time: day, then an optional time of day (hours and minutes,
-# seconds and a fraction optional), then an optional Z or UTC offset. Anything else after the day
+# A whole date or date and time as programs write them: an ISO 8601 day, then an optional time of
+# day (hours; minutes, seconds and a fraction optional; colons optional), then an optional Z or UTC
+# offset, then an optional zone name ("UTC", "CST", "[Asia/Shanghai]"). Anything else after the day
 # ("2024-01-01 7 apples") makes the value not a date.
 _ISO_DAY = re.compile(r"\s*([0-9]{4})-([0-9]{2})-([0-9]{2})"
-                      r"(?:[T ]([01][0-9]|2[0-3]):[0-5][0-9](?::(?:[0-5][0-9]|60)(?:[.,][0-9]+)?)?)?"
-                      r"\s*(?:Z|[+-](?:[01][0-9]|2[0-3])(?::?[0-5][0-9])?)?\s*")
+                      r"(?:[T ](?:[01][0-9]|2[0-3])(?::?[0-5][0-9](?::?(?:[0-5][0-9]|60)(?:[.,][0-9]+)?)?)?)?"
+                      r"\s*(?:Z|[+-](?:[01][0-9]|2[0-3])(?::?[0-5][0-9])?)?"
+                      r"\s*(?:[A-Z]{2,5}|\[[A-Za-z0-9_+\-/]+\])?\s*")
 
 
 def parse_day(value: object) -> datetime.date | None:
