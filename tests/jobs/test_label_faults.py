@@ -133,6 +133,27 @@ def test_an_output_named_as_an_unfinished_jobs_work_file_is_refused(tmp_path, hf
     assert [r["text"] for r in read_jsonl_bytes(out.read_bytes())] == texts
 
 
+def test_a_job_whose_work_file_is_another_unfinished_jobs_output_is_refused(tmp_path, hf_model_dir, reviews_file):
+    """A job on c.jsonl beside a job writing c.jsonl.partial (its own work file): each replaced the
+    other's rows, and the advice (--overwrite) removed the other's output."""
+    theirs = tmp_path / "c.jsonl.partial"
+    proc = subprocess.Popen([PYTHON, "-m", "structsent", "label", str(reviews_file), "-o", str(theirs), "--chunk-rows",
+                             "16", *map(str, model_args(hf_model_dir))], stderr=subprocess.DEVNULL)
+    wait_for(lambda: rows_done(tmp_path / "c.jsonl.partial.manifest.json") >= 16, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    source = tmp_path / "other.csv"
+    write_csv(source, [[0, "好评"]])
+    ours = run_cli("label", source, "-o", tmp_path / "c.jsonl", *model_args(hf_model_dir), check=False)
+    message = one_line_error(ours, 2)
+    assert f"its work file {theirs} is the output of an unfinished structsent label job on {theirs}" in message
+    resumed = run_cli("label", reviews_file, "-o", theirs, "--output-format", "jsonl", "--resume",
+                      *model_args(hf_model_dir), check=False)
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    texts = reviews_file.read_text(encoding="utf-8").splitlines()
+    assert [r["text"] for r in read_jsonl_bytes(theirs.read_bytes())] == texts
+
+
 # -- output onto input -----------------------------------------------------------------------------
 @pytest.mark.parametrize("link", ["same", "symlink", "hardlink"])
 def test_output_onto_the_input_is_refused_before_touching_it(tmp_path, hf_model_dir, link):

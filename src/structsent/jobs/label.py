@@ -751,20 +751,32 @@ def check_job_paths(spec: LabelJobSpec) -> None:
 def check_not_another_jobs_work(files: OutputFiles) -> None:
     """Refuse an output named as a work file of another job, running or unfinished (``out.csv.lock``,
     ``out.csv.partial``): written, it replaced that job's lock (a second job on ``out.csv`` then ran
-    beside the first) or its committed rows."""
+    beside the first) or its committed rows. And the other way round: an output whose work files
+    (``out.csv.partial``) another job is writing as its output (the two would replace each other's)."""
     path = str(files.final)
     for suffix in WORK_SUFFIXES:
-        if not path.endswith(suffix) or len(path) == len(suffix):
-            continue
-        other = OutputFiles(path[: -len(suffix)])
-        holder = lock_holder(other.lock)
-        if holder is not None:
-            who = f"PID {holder}" if holder else "another process"
-            raise BadInputError(f"{path}: a work file of the structsent label job ({who}) writing {other.final}; "
-                                "write the output to another path")
-        if other.manifest.exists():
-            raise BadInputError(f"{path}: a work file of an unfinished structsent label job on {other.final} "
-                                f"(its manifest {other.manifest} is there); write the output to another path")
+        if path.endswith(suffix) and len(path) > len(suffix):
+            other = OutputFiles(path[: -len(suffix)])
+            why = _another_jobs(other)
+            if why is not None:
+                raise BadInputError(f"{path}: a work file of {why}; write the output to another path")
+    for work_file in [*files.work(), *files.touched()]:
+        if work_file != files.final:
+            why = _another_jobs(OutputFiles(str(work_file)))
+            if why is not None:
+                raise BadInputError(f"{path}: its work file {work_file} is the output of {why}; write the output "
+                                    "to another path")
+
+
+def _another_jobs(files: OutputFiles) -> str | None:
+    """Which job is running or unfinished on the output ``files`` names, or None."""
+    holder = lock_holder(files.lock)
+    if holder is not None:
+        who = f"PID {holder}" if holder else "another process"
+        return f"the structsent label job ({who}) writing {files.final}"
+    if files.manifest.exists():
+        return f"an unfinished structsent label job on {files.final} (its manifest {files.manifest} is there)"
+    return None
 
 
 # The names a job's files add to its output's (OutputFiles.work and .touched)
