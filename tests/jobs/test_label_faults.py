@@ -154,6 +154,69 @@ def test_a_job_whose_work_file_is_another_unfinished_jobs_output_is_refused(tmp_
     assert [r["text"] for r in read_jsonl_bytes(theirs.read_bytes())] == texts
 
 
+def test_overwrite_keeps_the_old_output_until_the_new_one_is_complete(tmp_path, hf_model_dir, reviews_file):
+    """--overwrite removed the old output first: a job that then failed (a bad row, a kill) left none."""
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"old": "result"}\n', encoding="utf-8")
+    bad = tmp_path / "bad.csv"
+    bad.write_text('id,text\n1,好吃\n2,"坏\n', encoding="utf-8")
+    failed = run_cli("label", bad, "-o", out, "--overwrite", *model_args(hf_model_dir), check=False)
+    one_line_error(failed, 2)
+    assert out.read_text(encoding="utf-8") == '{"old": "result"}\n'
+    proc = subprocess.Popen([PYTHON, "-m", "structsent", "label", str(reviews_file), "-o", str(out), "--chunk-rows",
+                             "16", "--overwrite", *map(str, model_args(hf_model_dir))], stderr=subprocess.DEVNULL)
+    wait_for(lambda: rows_done(tmp_path / "out.jsonl.manifest.json") >= 16, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert out.read_text(encoding="utf-8") == '{"old": "result"}\n'  # killed: the old output is still there
+    run_cli("label", reviews_file, "-o", out, "--resume", *model_args(hf_model_dir))
+    texts = reviews_file.read_text(encoding="utf-8").splitlines()
+    assert [r["text"] for r in read_jsonl_bytes(out.read_bytes())] == texts
+
+
+def test_a_file_written_at_the_output_path_while_the_job_runs_is_not_replaced(tmp_path, hf_model_dir, real_reviews):
+    """The job renamed its output over a file another program (or `structsent report`) wrote there
+    while it ran, without --overwrite, exit 0."""
+    fifo = tmp_path / "in.txt"
+    os.mkfifo(fifo)
+    out = tmp_path / "out.csv"
+    texts = [t.replace("\n", " ") for t in real_reviews[:200]]
+    job = subprocess.Popen([PYTHON, "-m", "structsent", "label", str(fifo), "-o", str(out), "--chunk-rows", "16",
+                            *map(str, model_args(hf_model_dir))], stderr=subprocess.PIPE)
+    with open(fifo, "w", encoding="utf-8") as feed:
+        feed.write("".join(t + "\n" for t in texts[:100]))
+        feed.flush()
+        assert wait_for(lambda: rows_done(tmp_path / "out.csv.manifest.json") >= 16, job), job.stderr.read()
+        out.write_text("precious\n", encoding="utf-8")
+        feed.write("".join(t + "\n" for t in texts[100:]))
+    job.wait(timeout=120)
+    message = one_line_error(subprocess.CompletedProcess([], job.returncode, b"", job.stderr.read()), 2)
+    assert f"{out} was written by another program since the job began" in message
+    assert out.read_text(encoding="utf-8") == "precious\n"
+    assert f"the labelled rows are in {out}.partial: move that file away and rename it to {out}" in message
+    rows = read_csv(tmp_path / "out.csv.partial")  # a pipe cannot be read again: every row is in it
+    assert [r["text"] for r in rows] == texts and all(r["label"] for r in rows)
+
+
+def test_a_resume_does_not_replace_a_file_written_at_the_output_path_while_the_job_was_stopped(
+        tmp_path, hf_model_dir, reviews_file):
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.Popen([PYTHON, "-m", "structsent", "label", str(reviews_file), "-o", str(out), "--chunk-rows",
+                             "16", *map(str, model_args(hf_model_dir))], stderr=subprocess.DEVNULL)
+    wait_for(lambda: rows_done(tmp_path / "out.jsonl.manifest.json") >= 16, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    out.write_text("precious\n", encoding="utf-8")
+    refused = run_cli("label", reviews_file, "-o", out, "--resume", *model_args(hf_model_dir), check=False)
+    message = one_line_error(refused, 2)
+    assert "was written by another program since the job began" in message and "--resume" in message
+    assert out.read_text(encoding="utf-8") == "precious\n"
+    out.rename(tmp_path / "moved.jsonl")
+    run_cli("label", reviews_file, "-o", out, "--resume", *model_args(hf_model_dir))
+    texts = reviews_file.read_text(encoding="utf-8").splitlines()
+    assert [r["text"] for r in read_jsonl_bytes(out.read_bytes())] == texts
+
+
 # -- output onto input -----------------------------------------------------------------------------
 @pytest.mark.parametrize("link", ["same", "symlink", "hardlink"])
 def test_output_onto_the_input_is_refused_before_touching_it(tmp_path, hf_model_dir, link):

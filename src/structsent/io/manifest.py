@@ -42,6 +42,9 @@ class Manifest:
     # the settings model_fingerprint hashed, so that a refused resume names the one that changed;
     # None in a manifest written before they were kept
     model_settings: dict | None = None
+    # the file at the output's path the job is to replace (--overwrite), as file_identity gives it;
+    # None: none, so a file found there at the end was written by another program while the job ran
+    replaces: dict | None = None
     version: int = MANIFEST_VERSION
 
     @classmethod
@@ -70,7 +73,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "input_fingerprint": (dict,), "model_fingerprint": (str,), "options": (dict,), "header": (list, type(None)),
     "position": (int,), "line": (int,), "rows_done": (int,), "output_bytes": (int,), "parts": (int,),
     "cache_bytes": (int,), "ledger_bytes": (int,), "counts": (dict,), "version": (int,),
-    "checksums": (dict, type(None)), "model_settings": (dict, type(None)),
+    "checksums": (dict, type(None)), "model_settings": (dict, type(None)), "replaces": (dict, type(None)),
 }
 
 
@@ -87,6 +90,15 @@ def _check_field_types(data: dict) -> None:
     for role, crc in (data.get("checksums") or {}).items():
         if isinstance(crc, bool) or not isinstance(crc, int) or not 0 <= crc < 1 << 32:
             raise ValueError(f"field 'checksums' holds {json.dumps(crc)[:40]} for {role!r}")
+
+
+def file_identity(path: Path) -> dict | None:
+    """Which file ``path`` names now (device, inode, size, modification time), or None when none."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return {"dev": status.st_dev, "ino": status.st_ino, "size": status.st_size, "mtime_ns": status.st_mtime_ns}
 
 
 def same_input(saved: dict, fresh: dict) -> bool:

@@ -26,13 +26,14 @@ import numpy as np
 
 from ..batching import padding_fraction
 from ..engine import deduplicate
-from ..errors import BadInputError, InputChangedError, JobFilesChangedError, OutputWriteError
+from ..errors import BadInputError, InputChangedError, JobFilesChangedError, JobLockedError, OutputWriteError
 from ..io.formats import Format
 from ..io.lock import OutputLock, lock_holder
 from ..io.manifest import (
     InputLedger,
     Manifest,
     changed_settings,
+    file_identity,
     input_fingerprint,
     model_fingerprint,
     model_settings,
@@ -254,8 +255,12 @@ class LabelJob:
         if spec.resume and _read_once(fresh):
             raise BadInputError("--resume needs an input file: standard input or a pipe cannot be read again")
         if spec.overwrite:
-            files.remove_work()
-            files.final.unlink(missing_ok=True)
+            # The output it replaces stays until the new one is complete and renamed over it (a job
+            # that fails, or is killed, leaves it). The new job's manifest replaces any other at once:
+            # with nothing committed, it makes what another job left beside the output no one's work.
+            fresh.replaces = file_identity(files.final)
+            fresh.save(files.manifest)
+            files.remove_work(keep_manifest=True)
             return fresh
         if files.manifest.exists():
             saved = Manifest.load(files.manifest)
@@ -335,6 +340,7 @@ class LabelJob:
             self.cache.load(self.files.cache, manifest.cache_bytes)
             truncate_to(self.files.ledger, manifest.ledger_bytes)
             self._cut_back_to(manifest)
+            self._check_output_path_is_free(manifest)
         self.opening_input = True  # a FIFO's open waits for a writer; a pipe's CSV header for its first line
         try:
             reader = open_reader(self.spec.input, self.spec.input_format, text_column=self.spec.text_column,
@@ -677,14 +683,33 @@ class LabelJob:
         files = self.files
         if files is None:
             return
+        self._check_output_path_is_free(manifest)
         if self.spec.output_format is Format.PARQUET:
             self._check_parts(manifest.parts, readable=True)
             merge_parquet_parts([files.part(i) for i in range(manifest.parts)], files.final)
+            manifest.replaces = file_identity(files.final)  # (a kill before the work files go: it is ours)
+            manifest.save(files.manifest)
         else:
             if not files.partial.exists():
                 files.partial.touch()
             files.partial.replace(files.final)
         files.remove_work()
+
+    def _check_output_path_is_free(self, manifest: Manifest) -> None:
+        """The output's path holds nothing, or the file --overwrite was to replace: a file another
+        program (or command) wrote there while the job ran is not renamed over."""
+        files = self._output()
+        found = file_identity(files.final)
+        if found is None or found == manifest.replaces:
+            return
+        if not read_only_once(self.spec.input):
+            then = "the labelled rows are kept: move that file away and run the same command with --resume"
+        elif self.spec.output_format is not Format.PARQUET:
+            then = f"the labelled rows are in {files.partial}: move that file away and rename it to {files.final}"
+        else:
+            then = "its input cannot be read again: move that file away and label it again"
+        raise JobLockedError(f"{files.final} was written by another program since the job began, so the job does not "
+                             f"replace it; {then}")
 
 
 def _reused(chunk: PreparedChunk, results: list[LabelResult], pending: list[int], fresh: list[LabelResult]) -> int:

@@ -48,11 +48,12 @@ class OutputFiles:
         """The files and directory the job keeps beside its output while it runs, the lock included."""
         return [self.partial, self.parts, self.manifest, self.cache, self.ledger, self.lock]
 
-    def remove_work(self) -> None:
+    def remove_work(self, *, keep_manifest: bool = False) -> None:
         """The manifest first: while it exists the job is unfinished and resumable, so every file it
         names must outlive it (a kill between two of these removals leaves no manifest naming a
-        missing file)."""
-        self.manifest.unlink(missing_ok=True)
+        missing file). ``keep_manifest``: a new job's, which names no committed byte of them."""
+        if not keep_manifest:
+            self.manifest.unlink(missing_ok=True)
         self.partial.unlink(missing_ok=True)
         self.cache.unlink(missing_ok=True)
         self.ledger.unlink(missing_ok=True)
