@@ -217,6 +217,48 @@ def test_a_resume_does_not_replace_a_file_written_at_the_output_path_while_the_j
     assert [r["text"] for r in read_jsonl_bytes(out.read_bytes())] == texts
 
 
+def test_a_report_is_not_written_over_a_jobs_work_file_or_a_file_written_while_the_job_ran(
+        tmp_path, hf_model_dir, reviews_file, real_reviews):
+    """`--report out.jsonl.partial --overwrite` destroyed an unfinished job's rows; `--report R` replaced
+    a file another job wrote at R while this one ran (checked only before the job), exit 0."""
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.Popen([PYTHON, "-m", "structsent", "label", str(reviews_file), "-o", str(out), "--chunk-rows",
+                             "16", *map(str, model_args(hf_model_dir))], stderr=subprocess.DEVNULL)
+    wait_for(lambda: rows_done(tmp_path / "out.jsonl.manifest.json") >= 16, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    source = tmp_path / "other.csv"
+    write_csv(source, [[0, "好评"]])
+    labelled = tmp_path / "labelled.csv"
+    run_cli("label", source, "-o", labelled, *model_args(hf_model_dir))
+    for command in (["label", source, "-o", tmp_path / "again.csv", "--report", tmp_path / "out.jsonl.partial",
+                     *model_args(hf_model_dir)],
+                    ["report", labelled, "-o", tmp_path / "out.jsonl.partial", "--quiet"]):
+        message = one_line_error(run_cli(*command, "--overwrite", check=False), 2)
+        assert f"a work file of an unfinished structsent label job on {out}" in message
+    run_cli("label", reviews_file, "-o", out, "--resume", *model_args(hf_model_dir))  # its rows are all there
+    assert len(read_jsonl_bytes(out.read_bytes())) == len(reviews_file.read_text(encoding="utf-8").splitlines())
+
+    fifo = tmp_path / "in.txt"
+    os.mkfifo(fifo)
+    report = tmp_path / "done.csv"
+    texts = [t.replace("\n", " ") for t in real_reviews[:100]]
+    job = subprocess.Popen([PYTHON, "-m", "structsent", "label", str(fifo), "-o", str(tmp_path / "big.csv"),
+                            "--report", str(report), "--chunk-rows", "16", *map(str, model_args(hf_model_dir))],
+                           stderr=subprocess.PIPE)
+    with open(fifo, "w", encoding="utf-8") as feed:
+        feed.write("".join(t + "\n" for t in texts[:50]))
+        feed.flush()
+        assert wait_for(lambda: rows_done(tmp_path / "big.csv.manifest.json") >= 16, job), job.stderr.read()
+        report.write_text("another job's rows\n", encoding="utf-8")
+        feed.write("".join(t + "\n" for t in texts[50:]))
+    job.wait(timeout=120)
+    message = one_line_error(subprocess.CompletedProcess([], job.returncode, b"", job.stderr.read()), 2)
+    assert f"is written, but not the report: {report} was written by another program since the job began" in message
+    assert report.read_text(encoding="utf-8") == "another job's rows\n"
+    assert len(read_csv(tmp_path / "big.csv")) == len(texts)
+
+
 # -- output onto input -----------------------------------------------------------------------------
 @pytest.mark.parametrize("link", ["same", "symlink", "hardlink"])
 def test_output_onto_the_input_is_refused_before_touching_it(tmp_path, hf_model_dir, link):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -78,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io.formats import output_format_for
     from ..jobs.label import LabelJob, LabelJobSpec, check_job_paths, job_paths
     from ..jobs.progress import ProgressBar, format_summary
+    from ..jobs.work_files import refuse_another_jobs_work_file
     from ..pipeline import freeze_startup_objects
     from ..runtime import usable_cores
     from .engine_flags import engine_config
@@ -110,11 +113,15 @@ def run(args: argparse.Namespace) -> int:
         prefix=args.prefix,
     )
     check_job_paths(spec)
+    report_was = None  # the file at the report's path the command may replace
     if args.report is not None:
+        from ..io.manifest import file_identity
         from ..report import check_report_path
 
         # Before the job: a report path that cannot be written would fail only after all the labelling.
         check_report_path(args.report, keep=job_paths(spec), overwrite=args.overwrite or args.resume)
+        refuse_another_jobs_work_file(args.report, "report")
+        report_was = file_identity(Path(os.path.realpath(args.report)))
     classifier = structsent.load(args.model, config=engine_config(args))
     _check_report_by(args.report_by, spec, classifier.labels)  # after the load (the added columns), before the job
     freeze_startup_objects()  # the job's full collections no longer walk the model and the modules
@@ -145,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         from .signals import sigterm_as_interrupt
 
         with sigterm_as_interrupt():  # the page's temporary file is removed (exit 143)
-            _write_report(args, spec, summary, classifier)
+            _write_report(args, spec, summary, classifier, report_was)
     return EXIT_OK
 
 
@@ -208,9 +215,15 @@ def _check_report_by(column: str | None, spec, labels) -> None:
                             f"{', '.join(map(repr, kept))}")
 
 
-def _write_report(args, spec, summary, classifier) -> None:
+def _write_report(args, spec, summary, classifier, report_was: dict | None) -> None:
     from ..errors import BadInputError, NoSuchColumnError
+    from ..io.manifest import file_identity
     from ..report import write_report
+
+    if file_identity(Path(os.path.realpath(args.report))) not in (None, report_was):
+        raise BadInputError(f"{spec.output} is written, but not the report: {args.report} was written by another "
+                            f"program since the job began; `structsent report {shlex.quote(spec.output)} -o "
+                            "REPORT.html` makes one")
 
     figures = None if summary.already_complete else {  # an output finished before: no figures of this run
         **summary.counters(), "rows_this_run": summary.rows_this_run,

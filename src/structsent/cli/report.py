@@ -32,9 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..jobs.work_files import refuse_another_jobs_work_file
     from ..report import write_report
     from .signals import sigterm_as_interrupt
 
+    refuse_another_jobs_work_file(args.output, "report")
     with sigterm_as_interrupt():  # a half-written page is removed as on Ctrl-C
         summary = write_report(
             args.input, args.output, by=args.by, by_period=args.by_period, fmt=args.format, prefix=args.prefix,

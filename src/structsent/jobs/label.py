@@ -28,7 +28,7 @@ from ..batching import padding_fraction
 from ..engine import deduplicate
 from ..errors import BadInputError, InputChangedError, JobFilesChangedError, JobLockedError, OutputWriteError
 from ..io.formats import Format
-from ..io.lock import OutputLock, lock_holder
+from ..io.lock import OutputLock
 from ..io.manifest import (
     InputLedger,
     Manifest,
@@ -45,7 +45,15 @@ from ..io.writers import ChunkEncoder, merge_parquet_parts, write_parquet_part
 from ..pipeline import BackgroundWorker, Prefetch, quick_gil_handoff
 from ..results import LabelResult, to_result
 from ..tokenize_processes import TokenizerProcesses
-from .work_files import OutputFiles, append_durably, check_unchanged, extend_checksum, truncate_to
+from .work_files import (
+    OutputFiles,
+    another_jobs,
+    append_durably,
+    check_unchanged,
+    extend_checksum,
+    refuse_another_jobs_work_file,
+    truncate_to,
+)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -779,33 +787,13 @@ def check_not_another_jobs_work(files: OutputFiles) -> None:
     beside the first) or its committed rows. And the other way round: an output whose work files
     (``out.csv.partial``) another job is writing as its output (the two would replace each other's)."""
     path = str(files.final)
-    for suffix in WORK_SUFFIXES:
-        if path.endswith(suffix) and len(path) > len(suffix):
-            other = OutputFiles(path[: -len(suffix)])
-            why = _another_jobs(other)
-            if why is not None:
-                raise BadInputError(f"{path}: a work file of {why}; write the output to another path")
+    refuse_another_jobs_work_file(path, "output")
     for work_file in [*files.work(), *files.touched()]:
         if work_file != files.final:
-            why = _another_jobs(OutputFiles(str(work_file)))
+            why = another_jobs(OutputFiles(str(work_file)))
             if why is not None:
                 raise BadInputError(f"{path}: its work file {work_file} is the output of {why}; write the output "
                                     "to another path")
-
-
-def _another_jobs(files: OutputFiles) -> str | None:
-    """Which job is running or unfinished on the output ``files`` names, or None."""
-    holder = lock_holder(files.lock)
-    if holder is not None:
-        who = f"PID {holder}" if holder else "another process"
-        return f"the structsent label job ({who}) writing {files.final}"
-    if files.manifest.exists():
-        return f"an unfinished structsent label job on {files.final} (its manifest {files.manifest} is there)"
-    return None
-
-
-# The names a job's files add to its output's (OutputFiles.work and .touched)
-WORK_SUFFIXES = (".partial", ".parts", ".manifest.json", ".manifest.json.tmp", ".cache", ".inputs", ".lock", ".tmp")
 
 
 def check_input_path(path: str) -> None:

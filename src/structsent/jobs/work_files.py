@@ -14,7 +14,8 @@ import shutil
 import zlib
 from pathlib import Path
 
-from ..errors import JobFilesChangedError
+from ..errors import BadInputError, JobFilesChangedError
+from ..io.lock import lock_holder
 
 BLOCK_BYTES = 1 << 20
 
@@ -61,6 +62,32 @@ class OutputFiles:
 
     def part(self, index: int) -> Path:
         return self.parts / f"part-{index:06d}.parquet"
+
+
+def refuse_another_jobs_work_file(path: str, what: str) -> None:
+    """Refuse to write ``what`` (an output, a report) at ``path`` when it names a work file of a
+    label job that is running or unfinished (``out.csv.lock``, ``out.csv.partial``)."""
+    resolved = os.path.realpath(path)
+    for suffix in WORK_SUFFIXES:
+        if resolved.endswith(suffix) and len(resolved) > len(suffix):
+            why = another_jobs(OutputFiles(resolved[: -len(suffix)]))
+            if why is not None:
+                raise BadInputError(f"{path}: a work file of {why}; write the {what} to another path")
+
+
+def another_jobs(files: OutputFiles) -> str | None:
+    """Which job is running or unfinished on the output ``files`` names, or None."""
+    holder = lock_holder(files.lock)
+    if holder is not None:
+        who = f"PID {holder}" if holder else "another process"
+        return f"the structsent label job ({who}) writing {files.final}"
+    if files.manifest.exists():
+        return f"an unfinished structsent label job on {files.final} (its manifest {files.manifest} is there)"
+    return None
+
+
+# The names a job's files add to its output's (OutputFiles.work and .touched)
+WORK_SUFFIXES = (".partial", ".parts", ".manifest.json", ".manifest.json.tmp", ".cache", ".inputs", ".lock", ".tmp")
 
 
 def temporary(path: Path) -> Path:

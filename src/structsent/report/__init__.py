@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..errors import BadInputError
+from ..io.manifest import file_identity
 from ..io.paths import check_output_is_a_file, kind_of, mode_of, path_problem
 from .aggregate import Period, Report, ReportAggregator, ReportOptions
 from .arguments import FORMATS, PERIODS, as_path, check_choice, check_counts, check_job_figures, check_names
@@ -98,14 +99,18 @@ def write_report(path_in: str | os.PathLike[str], path_out: str | os.PathLike[st
     if job_figures is None and job_summary is not None:
         _check_job_summary_file(job_summary)
     _check_output(path_in, path_out, overwrite, job_summary)
+    target = Path(os.path.realpath(path_out))  # through links: the page replaces the file a link names
+    replaces = file_identity(target)  # None, or the file overwrite allows to replace
     if job_figures is None:
         job_figures = read_job_figures(job_summary or job_summary_path(path_in))
     report, shown_text = build_report(path_in, fmt=fmt, prefix=prefix, text_column=text_column, by=by,
                                       by_period=by_period, negative=negative, least_certain=least_certain,
                                       flagged_sample=flagged_sample, max_groups=max_groups, labels=labels)
     page = render_html(report, source=os.path.basename(path_in), text_column=shown_text, figures=job_figures)
-    # Through symbolic links: the page replaces the file a link names, and the link stays.
-    _write_atomically(Path(os.path.realpath(path_out)), page.encode("utf-8"))
+    if file_identity(target) not in (None, replaces):
+        raise BadInputError(f"{path_out} was written by another program while the report was made; it is not "
+                            "replaced (write the report to another path)")
+    _write_atomically(target, page.encode("utf-8"))
     total = report.overall
     return ReportSummary(rows=total.rows, flagged=total.flagged,
                          labels={label: total.labels.get(label, 0) for label in report.labels})
