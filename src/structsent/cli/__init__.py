@@ -71,9 +71,10 @@ def exit_code(error: StructsentError) -> int:
 
 
 def _one_line(err: BaseException) -> str:
-    """An error's message on one line: a message may quote text that spans lines (a library's
-    reason, a file name holding a line break), and an error is one line of standard error."""
-    return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    """An error's message on one line: a message may quote text that spans lines (a file name
+    holding a line break), and an error is one line of standard error. Line breaks are written as
+    \\n (a space in their place would name another file)."""
+    return str(err).strip("\n").replace("\r", "\\r").replace("\n", "\\n")
 
 
 def main(argv: list[str] | None = None) -> int:

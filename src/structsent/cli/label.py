@@ -222,7 +222,7 @@ def _write_report(args, spec, summary, classifier, report_was: dict | None) -> N
 
     if file_identity(Path(os.path.realpath(args.report))) not in (None, report_was):
         raise BadInputError(f"{spec.output} is written, but not the report: {args.report} was written by another "
-                            f"program since the job began; `structsent report {shlex.quote(spec.output)} -o "
+                            f"program since the job began; `structsent report {shell_quoted(spec.output)} -o "
                             "REPORT.html` makes one")
 
     figures = None if summary.already_complete else {  # an output finished before: no figures of this run
@@ -241,7 +241,7 @@ def _write_report(args, spec, summary, classifier, report_was: dict | None) -> N
         if isinstance(err, NoSuchColumnError):  # this command's flags for the report's options
             reason = err.naming({"by": "--report-by"}.get(err.option, "--text-column"))
         raise BadInputError(f"{spec.output} is written, but not the report: {reason}; "
-                            f"`structsent report {shlex.quote(spec.output)} -o REPORT.html` makes one") from err
+                            f"`structsent report {shell_quoted(spec.output)} -o REPORT.html` makes one") from err
     if not args.quiet:
         print(f"report: {args.report}", file=sys.stderr)
 
@@ -272,7 +272,28 @@ def _how_to_finish(spec) -> str:
 
 def _resume_command() -> str:
     argv = [a for a in sys.argv[1:] if a not in ("--resume", "--overwrite")]
-    return " ".join(["structsent", *map(shlex.quote, argv), "--resume"])
+    return " ".join(["structsent", *map(shell_quoted, argv), "--resume"])
+
+
+def shell_quoted(arg: str) -> str:
+    """``arg`` as a shell word: shlex's quoting, or bash's $'...' for a name holding a line break,
+    a tab or another control character (which shlex would leave raw, splitting the message's line)."""
+    if arg.isprintable():
+        return shlex.quote(arg)
+    escaped = "".join(c if c.isprintable() and c not in "\\'" else _c_escape(c) for c in arg)
+    return f"$'{escaped}'"
+
+
+def _c_escape(char: str) -> str:
+    named = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\", "'": "\\'"}
+    if char in named:
+        return named[char]
+    code = ord(char)
+    if code < 0x80:
+        return f"\\x{code:02x}"
+    if 0xDC80 <= code <= 0xDCFF:  # a byte of a name that is not UTF-8 (Python's surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 class _stop_after_chunk_on_interrupt:
