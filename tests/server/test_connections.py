@@ -503,6 +503,36 @@ def test_a_client_that_pipelines_and_never_reads_is_reset_within_the_deadline(gu
         sock.close()
 
 
+def test_a_slow_but_steady_reader_of_a_large_answer_is_not_refused_for_its_next_headers(guarded):
+    """The deadline for the next request's headers ran while the answer was still being taken:
+    a client reading a 1.7 MB answer for longer than read_timeout_s was counted as refused
+    (read_timeout_s) and its connection closed."""
+    before = guarded.metrics()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.connect(("127.0.0.1", guarded.port))
+    try:
+        sock.sendall(b"GET /docs/swagger-ui-bundle.js HTTP/1.1\r\nHost: x\r\n\r\n")
+        received, started = b"", time.monotonic()
+        while time.monotonic() - started < 2.5 * READ_TIMEOUT_S:  # steady: 64 KB every 0.1 s
+            received += sock.recv(65536)
+            time.sleep(0.1)
+        head, _, body = received.partition(b"\r\n\r\n")
+        length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))
+        assert len(body) < length  # still taking it when read_timeout_s had passed
+        while len(body) < length:
+            chunk = sock.recv(1 << 20)
+            assert chunk, "the connection closed before the answer ended"
+            body += chunk
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")  # the same connection, kept alive
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    finally:
+        sock.close()
+    dropped = metric(guarded.metrics(), "structsent_refused_connections_total", reason="unread_response")
+    assert dropped == metric(before, "structsent_refused_connections_total", reason="unread_response")
+    # (not read_timeout_s: the metrics client's idle keep-alive connection is closed under it)
+
+
 def test_a_client_leaving_mid_body_is_counted_as_499_not_500(guarded):
     key = dict(endpoint="/v1/sentiment")
     before = guarded.metrics()

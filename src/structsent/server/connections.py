@@ -462,6 +462,11 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
             return
         if self._header_bytes == 0 and not self._headers_pending:  # idle: nothing to answer
             # (_headers_pending: part of a pipelined request came with the one before it)
+            if self._unsent() > 0:
+                # Still taking its answer (a slow reader of a large one): its next request waits for
+                # that, and the send deadline covers a client that takes nothing.
+                self._headers_deadline = self.loop.call_later(self._policy.read_timeout_s, self._headers_too_slow)
+                return
             if self._unread_bytes_waiting():
                 # A request arrived while the event loop was busy: read it rather than close the
                 # socket over it (which would reset the connection under the client's feet).
