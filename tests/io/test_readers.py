@@ -239,6 +239,11 @@ def test_a_corrupt_parquet_row_group_names_its_rows_on_one_line_and_a_resume_ski
         good = tmp_path / f"good{done}.parquet"
         pq.write_table(pa.table({"n": list(range(2500))}), good, row_group_size=1000)
         assert [r.number for r in ParquetReader(str(good), rows_done=done, text_column="n")] == list(range(done + 1, 2501))
+    tiny = tmp_path / "tiny.parquet"  # 3,000 groups of one row: read a thousand at a time (one read each was slow)
+    pq.write_table(pa.table({"n": list(range(3000))}), tiny, row_group_size=1)
+    for done in (0, 1, 999, 1000, 2999, 3000):
+        rows = list(ParquetReader(str(tiny), rows_done=done, text_column="n"))
+        assert [r.values["n"] for r in rows] == list(range(done, 3000))
 
 
 def test_parquet_times_of_day_in_nanoseconds_are_read_exactly_or_refused(tmp_path):

@@ -712,22 +712,32 @@ class ParquetReader(RowReader):
         ``from_row`` (a resumed job skips whole groups unread), so that a corrupt page names the
         rows of its group (pyarrow reads ahead: the rows yielded before the error say little)."""
         metadata = self.file.metadata
-        group_start = 0
+        span: list[int] = []  # small row groups are read together (one read per group was slow)
+        span_start = span_rows = group_start = 0
         for group in range(metadata.num_row_groups):
             group_rows = metadata.row_group(group).num_rows
             if group_start + group_rows > from_row:
-                yield from self._group_batches(group, group_start, group_rows)
+                if not span:
+                    span_start = group_start
+                span.append(group)
+                span_rows += group_rows
+                if span_rows >= PARQUET_SPAN_ROWS:
+                    yield from self._span_batches(span, span_start, span_rows)
+                    span, span_rows = [], 0
             group_start += group_rows
+        if span:
+            yield from self._span_batches(span, span_start, span_rows)
 
-    def _group_batches(self, group: int, group_start: int, group_rows: int) -> Iterator[tuple[int, Any]]:
-        batches = self.file.iter_batches(batch_size=self.batch_size, columns=self.only, row_groups=[group])
-        first = group_start
+    def _span_batches(self, groups: list[int], span_start: int, span_rows: int) -> Iterator[tuple[int, Any]]:
+        batches = self.file.iter_batches(batch_size=self.batch_size, columns=self.only, row_groups=groups)
+        first = span_start
         while True:
             try:
                 batch = next(batches, None)
             except _PARQUET_READ_ERRORS as err:  # corrupt pages behind an intact footer
+                which = f" {groups[0] + 1:,}" if len(groups) == 1 else f"s {groups[0] + 1:,}-{groups[-1] + 1:,}"
                 raise BadInputError(
-                    f"{self.name}: rows {first + 1:,}-{group_start + group_rows:,} (row group {group + 1} of "
+                    f"{self.name}: rows {first + 1:,}-{span_start + span_rows:,} (row group{which} of "
                     f"{self.file.metadata.num_row_groups:,}): not a readable Parquet file ({arrow_reason(err)})"
                 ) from err
             if batch is None:
@@ -819,6 +829,9 @@ def text_of_binary(value: object) -> tuple[object, str | None]:
 
 # What pyarrow raises on data it cannot read or convert: ArrowInvalid and friends are ValueErrors,
 # ArrowIOError an OSError, a date beyond Python's an OverflowError.
+PARQUET_SPAN_ROWS = 1000  # row groups smaller than this are read together, up to this many rows
+
+
 def arrow_reason(err: BaseException) -> str:
     """pyarrow's message on one line (some span several: "Invalid data\nDeserializing page header failed.")."""
     return " ".join(str(err).split())
