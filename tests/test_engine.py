@@ -470,7 +470,8 @@ def test_encode_and_run_logits_refuse_what_label_would_never_hand_the_runtime(cl
     for message, sequence in bad.items():
         with pytest.raises(BadInputError, match=message):
             clf.run_logits([good, sequence])
-    for not_sequences in (None, 5, "好吃", b"ab"):  # TypeError: 'NoneType' object is not iterable
+    for not_sequences in (None, 5, "好吃", b"ab", bytearray(b"ab"), memoryview(b"ab"), {(101, 102)},
+                          {"a": [101, 102]}):  # TypeError: 'NoneType' object is not iterable; a set had no order
         with pytest.raises(BadInputError, match="run_logits takes a list of token id sequences"):
             clf.run_logits(not_sequences)
     with pytest.raises(BadInputError, match="sequence 1: expected 1 to"):
