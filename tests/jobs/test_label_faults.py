@@ -675,6 +675,26 @@ def test_a_disk_too_full_for_the_job_s_lock_is_a_one_line_error(tmp_path, hf_mod
         assert sorted(p.name for p in small.iterdir()) == ["filler"]
 
 
+def test_a_disk_too_full_for_the_report_is_exit_1_as_for_the_output(tmp_path, hf_model_dir):
+    """A full disk was exit 2 ("bad input or options") for the report, exit 1 for the output."""
+    source = tmp_path / "in.csv"
+    write_csv(source, [(1, "好评"), (2, "差评")])
+    out = tmp_path / "out.csv"
+    with small_filesystem(tmp_path / "small", "64k") as small:
+        (small / "filler").write_bytes(b"\0" * 64 * 1024)
+        with open(small / "filler", "ab") as handle:
+            with pytest.raises(OSError):
+                handle.write(b"\0" * 8192)
+                handle.flush()
+        message = one_line_error(run_cli("label", source, "-o", out, "--report", small / "r.html",
+                                         *model_args(hf_model_dir), check=False), 1)
+        assert f"{out} is written, but not the report: {small / 'r.html'}: cannot write (No space left" in message
+        message = one_line_error(run_cli("report", out, "-o", small / "r.html", "--quiet", check=False), 1)
+        assert "cannot write (No space left on device)" in message
+        assert sorted(p.name for p in small.iterdir()) == ["filler"]
+    assert len(read_csv(out)) == 2
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "10000001", "9223372036854775808"])
 def test_chunk_rows_out_of_range_is_refused_before_the_model_loads(tmp_path, value):
     source = tmp_path / "in.csv"

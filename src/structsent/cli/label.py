@@ -216,7 +216,7 @@ def _check_report_by(column: str | None, spec, labels) -> None:
 
 
 def _write_report(args, spec, summary, classifier, report_was: dict | None) -> None:
-    from ..errors import BadInputError, NoSuchColumnError
+    from ..errors import BadInputError, NoSuchColumnError, OutputWriteError
     from ..io.manifest import file_identity
     from ..report import write_report
 
@@ -236,6 +236,9 @@ def _write_report(args, spec, summary, classifier, report_was: dict | None) -> N
     try:
         write_report(spec.output, args.report, by=args.report_by, fmt=spec.output_format.value, prefix=spec.prefix,
                      text_column=text_column, job_figures=figures, overwrite=True, labels=classifier.labels)
+    except OutputWriteError as err:  # a full disk: the machine's fault, exit 1
+        raise OutputWriteError(f"{spec.output} is written, but not the report: {err}; `structsent report "
+                               f"{shell_quoted(spec.output)} -o REPORT.html` makes one") from err
     except BadInputError as err:  # (a --report-by column a pipe's header lacked: known only now)
         reason = str(err)
         if isinstance(err, NoSuchColumnError):  # this command's flags for the report's options

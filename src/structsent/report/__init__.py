@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import secrets
 import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..errors import BadInputError
+from ..errors import BadInputError, OutputWriteError
 from ..io.manifest import file_identity
 from ..io.paths import check_output_is_a_file, kind_of, mode_of, path_problem
 from .aggregate import Period, Report, ReportAggregator, ReportOptions
@@ -200,5 +201,11 @@ def _write_atomically(target: Path, data: bytes) -> None:
             with contextlib.suppress(OSError):
                 tmp.unlink()
         if isinstance(err, OSError):
-            raise BadInputError(f"{target}: cannot write ({err.strerror or err})") from err
+            # A full disk or a failing one is the machine's (exit 1, as the label job's); the rest
+            # (permission, a read-only file system) the path's (exit 2).
+            kind = OutputWriteError if err.errno in _DISK_FAULTS else BadInputError
+            raise kind(f"{target}: cannot write ({err.strerror or err})") from err
         raise
+
+
+_DISK_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG)
