@@ -100,6 +100,15 @@ def test_an_output_that_cannot_be_written_is_refused_before_running_or_said_in_o
     err = capsys.readouterr().err
     assert "cannot write bench.json (No space left on device)" in err and "Traceback" not in err
     assert list((tmp_path / "p").iterdir()) == [] and bench_module.OUTPUT_FILES[0] == "bench.json"
+    # an earlier run's files stay whole: the new bench.json replaced the old beside the old chart
+    monkeypatch.undo()
+    earlier = {name: f"earlier {name}\n" for name in bench_module.OUTPUT_FILES}
+    for name, text in earlier.items():
+        (tmp_path / "p" / name).write_text(text)
+    monkeypatch.setattr("structsent.bench.report.write_chart", no_space)
+    assert bench("--out", str(tmp_path / "p")) == 1
+    assert "cannot write bench.png (No space left on device)" in capsys.readouterr().err
+    assert {p.name: p.read_text() for p in (tmp_path / "p").iterdir()} == earlier
 
 
 @pytest.mark.parametrize(("variable", "value", "says"), [

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 DEFAULT_N = 200
@@ -134,12 +134,12 @@ def _bench(args, setup, chosen, checkpoint, workload, out: Path, model_dir: Path
         "mean_tokens": sum(lengths) / len(lengths), "fp32_matmul_peak_gflops": peak / 1e9 if peak else None,
         "fastest_with_99_agreement": best.name if best else None,
     }
-    with _written_whole(out / "bench.json") as path:
-        write_json(path, meta, rows)
-    with _written_whole(out / "bench.png") as path:
-        write_chart(path, rows, title=f"{model_title}: {len(workload.texts)} texts\n{_machine(device)}")
-    with _written_whole(out / "bench.md") as path:
-        path.write_text(table + "\n", encoding="utf-8")
+    title = f"{model_title}: {len(workload.texts)} texts\n{_machine(device)}"
+    _write_all_or_none(out, {
+        "bench.json": lambda path: write_json(path, meta, rows),
+        "bench.png": lambda path: write_chart(path, rows, title=title),
+        "bench.md": lambda path: path.write_text(table + "\n", encoding="utf-8"),
+    })
     print(f"\nwrote {out / 'bench.json'}, {out / 'bench.png'} and {out / 'bench.md'}")
     return 0
 
@@ -176,21 +176,26 @@ def _remove_empty_directories(out: Path, *, up_to: Path) -> None:
             return
 
 
-@contextlib.contextmanager
-def _written_whole(target: Path) -> Iterator[Path]:
-    """A path to write ``target``'s content to, renamed onto it when written: a full disk leaves
-    no empty or half-written file, and says so in one line."""
+def _write_all_or_none(out: Path, writers: dict[str, Callable[[Path], object]]) -> None:
+    """Each file written under a temporary name, then all renamed into place: a full disk leaves
+    no empty or half-written file, and no mix of this run's files with an earlier run's; said in
+    one line."""
     from ..errors import OutputWriteError
 
-    partial = target.with_name(f".{target.stem}.partial{target.suffix}")  # the suffix tells the chart its format
+    # (the suffix tells the chart its format)
+    partials = {name: out / f".{Path(name).stem}.partial{Path(name).suffix}" for name in writers}
     try:
-        yield partial
-        partial.replace(target)
-    except OSError as err:
-        raise OutputWriteError(f"--out {target.parent}: cannot write {target.name} ({err.strerror or err}); "
-                               "the measurements above are not saved") from None
+        for name, write in writers.items():
+            try:
+                write(partials[name])
+            except OSError as err:
+                raise OutputWriteError(f"--out {out}: cannot write {name} ({err.strerror or err}); the measurements "
+                                       "above are not saved (the files there are left as they were)") from None
+        for name, partial in partials.items():
+            partial.replace(out / name)
     finally:
-        partial.unlink(missing_ok=True)
+        for partial in partials.values():
+            partial.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
