@@ -386,15 +386,17 @@ def test_an_error_is_one_line_even_where_its_message_quotes_a_line_break(tmp_pat
 
 
 @pytest.mark.parametrize("name", ["plain.csv", "with space.csv", "it's.csv", "a\nb.csv", "tab\there.csv",
-                                  "back\\slash'\n.csv", "\x85\u2028\U000e0001.csv", "bad\udcff.csv", "$HOME.csv"])
+                                  "back\\slash'\n.csv", "\x85\u2028\U000e0001.csv", "u\u3000out.csv", "bad\udcff.csv", "$HOME.csv"])
 def test_names_in_the_commands_a_message_suggests_are_the_same_names_to_bash(name):
     """shlex left a line break raw (the message split over two lines; joined, it named another file)."""
     from structsent.cli.label import shell_quoted
 
     quoted = shell_quoted(name)
     assert "\n" not in quoted
-    said = subprocess.run(["bash", "-c", f"printf %s {quoted}"], capture_output=True, check=True).stdout
-    assert said == os.fsencode(name)
+    for locale in ("C.UTF-8", "C"):  # (bash's \\u escapes need a UTF-8 locale: characters are kept as they are)
+        said = subprocess.run(["bash", "-c", f"printf %s {quoted}"], capture_output=True, check=True,
+                              env={**os.environ, "LC_ALL": locale}).stdout
+        assert said == os.fsencode(name), locale
 
 
 def test_existing_output_is_not_overwritten(tmp_path, hf_model_dir, reviews_file):

@@ -259,6 +259,60 @@ def test_a_report_is_not_written_over_a_jobs_work_file_or_a_file_written_while_t
     assert len(read_csv(tmp_path / "big.csv")) == len(texts)
 
 
+def _label_with_merge_hook(hook: str, *args):
+    """The command line, with the Parquet merge wrapped: ``hook`` runs "before" or "after" it."""
+    code = ("import os, signal, sys, structsent.jobs.label as job\n"
+            "merge = job.merge_parquet_parts\n"
+            "def hooked(parts, target, before_rename=None):\n"
+            f"    if {hook!r} == 'before': open(target, 'w').write('foreign\\n')\n"
+            "    merge(parts, target, before_rename)\n"
+            f"    if {hook!r} == 'after': os.kill(os.getpid(), signal.SIGKILL)\n"
+            "job.merge_parquet_parts = hooked\n"
+            "from structsent.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    return subprocess.run([PYTHON, "-c", code, *map(str, args)], capture_output=True, timeout=120)
+
+
+def test_a_parquet_job_killed_right_after_its_merge_resumes_and_a_file_written_during_the_merge_stays(
+        tmp_path, hf_model_dir, real_reviews):
+    """Killed after the merged file was renamed onto OUT, the resume took it for another program's
+    file; a file written at OUT during the merge (seconds on a large output) was renamed over, exit 0."""
+    source = tmp_path / "in.csv"
+    write_csv(source, [[i, t.replace("\n", " ")] for i, t in enumerate(real_reviews[:300])])
+    out = tmp_path / "out.parquet"
+    args = ["label", source, "-o", out, "--id-column", "id", "--chunk-rows", "64", *model_args(hf_model_dir)]
+    assert _label_with_merge_hook("after", *args).returncode == -signal.SIGKILL
+    assert (tmp_path / "out.parquet.manifest.json").exists()
+    run_cli(*args, "--resume")
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(out).column("id").to_pylist() == [str(i) for i in range(300)]
+    assert not (tmp_path / "out.parquet.manifest.json").exists()
+    other = tmp_path / "other.parquet"
+    proc = _label_with_merge_hook("before", *[other if a == out else a for a in args])
+    message = one_line_error(proc, 2)
+    assert f"{other} was written by another program since the job began" in message
+    assert other.read_text() == "foreign\n"
+
+
+def test_a_report_inside_a_parquet_jobs_parts_directory_is_refused(tmp_path, hf_model_dir, reviews_file):
+    out = tmp_path / "out.parquet"
+    proc = subprocess.Popen([PYTHON, "-m", "structsent", "label", str(reviews_file), "-o", str(out), "--chunk-rows",
+                             "16", *map(str, model_args(hf_model_dir))], stderr=subprocess.DEVNULL)
+    wait_for(lambda: rows_done(tmp_path / "out.parquet.manifest.json") >= 32, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    labelled = tmp_path / "labelled.csv"
+    write_csv(labelled, [[0, "好评"]])
+    run_cli("label", labelled, "-o", tmp_path / "done.csv", *model_args(hf_model_dir))
+    part = tmp_path / "out.parquet.parts" / "part-000001.parquet"
+    before = part.read_bytes()
+    message = one_line_error(run_cli("report", tmp_path / "done.csv", "-o", part, "--overwrite", "--quiet",
+                                     check=False), 2)
+    assert f"inside {tmp_path / 'out.parquet.parts'}, the work directory of an unfinished" in message
+    assert part.read_bytes() == before
+
+
 # -- output onto input -----------------------------------------------------------------------------
 @pytest.mark.parametrize("link", ["same", "symlink", "hardlink"])
 def test_output_onto_the_input_is_refused_before_touching_it(tmp_path, hf_model_dir, link):

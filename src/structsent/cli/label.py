@@ -283,8 +283,16 @@ def shell_quoted(arg: str) -> str:
     a tab or another control character (which shlex would leave raw, splitting the message's line)."""
     if arg.isprintable():
         return shlex.quote(arg)
-    escaped = "".join(c if c.isprintable() and c not in "\\'" else _c_escape(c) for c in arg)
+    escaped = "".join(_c_escape(c) if _needs_escape(c) else c for c in arg)
     return f"$'{escaped}'"
+
+
+def _needs_escape(char: str) -> bool:
+    """Control characters, line breaks and undecodable bytes: written as escapes (of bytes: bash's
+    \\u escapes need a UTF-8 locale). Other characters (U+3000, a no-break space) stay as they are."""
+    code = ord(char)
+    return (char in "\\'" or code < 0x20 or 0x7F <= code < 0xA0 or char in "\u2028\u2029"
+            or 0xD800 <= code <= 0xDFFF)
 
 
 def _c_escape(char: str) -> str:
@@ -296,7 +304,7 @@ def _c_escape(char: str) -> str:
         return f"\\x{code:02x}"
     if 0xDC80 <= code <= 0xDCFF:  # a byte of a name that is not UTF-8 (Python's surrogateescape)
         return f"\\x{code - 0xDC00:02x}"
-    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+    return "".join(f"\\x{byte:02x}" for byte in char.encode("utf-8", "surrogatepass"))  # UTF-8 bytes: any locale
 
 
 class _stop_after_chunk_on_interrupt:

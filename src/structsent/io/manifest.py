@@ -45,6 +45,9 @@ class Manifest:
     # the file at the output's path the job is to replace (--overwrite), as file_identity gives it;
     # None: none, so a file found there at the end was written by another program while the job ran
     replaces: dict | None = None
+    # the job's own merged Parquet output, recorded just before it is renamed onto the output's path
+    # (a kill right after that rename leaves it there: the job's, not another program's)
+    written: dict | None = None
     version: int = MANIFEST_VERSION
 
     @classmethod
@@ -74,6 +77,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "position": (int,), "line": (int,), "rows_done": (int,), "output_bytes": (int,), "parts": (int,),
     "cache_bytes": (int,), "ledger_bytes": (int,), "counts": (dict,), "version": (int,),
     "checksums": (dict, type(None)), "model_settings": (dict, type(None)), "replaces": (dict, type(None)),
+    "written": (dict, type(None)),
 }
 
 

@@ -12,7 +12,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -436,15 +436,18 @@ def write_parquet_part(table, path: Path) -> None:
         pq.write_table(table, tmp)
 
 
-def merge_parquet_parts(parts: Sequence[Path], target: Path) -> None:
+def merge_parquet_parts(parts: Sequence[Path], target: Path,
+                        before_rename: Callable[[Path], None] | None = None) -> None:
     """Concatenate part files, in order, into one Parquet file (one row group per part), of the
-    last part's schema: a column of only nulls in earlier parts takes the type it was given later."""
+    last part's schema: a column of only nulls in earlier parts takes the type it was given later.
+    ``before_rename`` is called with the written, synced file just before it is renamed onto ``target``."""
     import pyarrow.parquet as pq
 
     schema = pq.read_schema(parts[-1]).remove_metadata() if parts else None
-    with _renamed_into_place(target) as tmp, pq.ParquetWriter(tmp, schema) as writer:
-        for part in parts:
-            writer.write_table(_as_schema(pq.read_table(part), schema, part))
+    with _renamed_into_place(target, before_rename) as tmp:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for part in parts:
+                writer.write_table(_as_schema(pq.read_table(part), schema, part))
 
 
 def _as_schema(table, schema, part: Path):
@@ -466,13 +469,15 @@ def _as_schema(table, schema, part: Path):
 
 
 @contextlib.contextmanager
-def _renamed_into_place(path: Path) -> Iterator[Path]:
+def _renamed_into_place(path: Path, before_rename: Callable[[Path], None] | None = None) -> Iterator[Path]:
     """A temporary name beside ``path`` to write; on success it is synced and renamed onto ``path``,
     on failure (a full disk) removed, so that no half-written file is left beside the output."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         yield tmp
         _fsync_file(tmp)
+        if before_rename is not None:
+            before_rename(tmp)
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)

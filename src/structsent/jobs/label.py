@@ -694,12 +694,17 @@ class LabelJob:
         self._check_output_path_is_free(manifest)
         if self.spec.output_format is Format.PARQUET:
             self._check_parts(manifest.parts, readable=True)
-            merge_parquet_parts([files.part(i) for i in range(manifest.parts)], files.final)
-            manifest.replaces = file_identity(files.final)  # (a kill before the work files go: it is ours)
-            manifest.save(files.manifest)
+
+            def check_then_record(merged: Path) -> None:  # just before the rename (a merge takes seconds)
+                self._check_output_path_is_free(manifest)  # (the file there may be an earlier run's merge)
+                manifest.written = file_identity(merged)  # a kill after the rename: the file there is ours
+                manifest.save(files.manifest)
+
+            merge_parquet_parts([files.part(i) for i in range(manifest.parts)], files.final, check_then_record)
         else:
             if not files.partial.exists():
                 files.partial.touch()
+            self._check_output_path_is_free(manifest)
             files.partial.replace(files.final)
         files.remove_work()
 
@@ -708,7 +713,7 @@ class LabelJob:
         program (or command) wrote there while the job ran is not renamed over."""
         files = self._output()
         found = file_identity(files.final)
-        if found is None or found == manifest.replaces:
+        if found is None or found in (manifest.replaces, manifest.written):
             return
         if not read_only_once(self.spec.input):
             then = "the labelled rows are kept: move that file away and run the same command with --resume"

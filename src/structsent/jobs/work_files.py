@@ -30,7 +30,7 @@ class OutputFiles:
         output = os.path.realpath(output)
         self.final = Path(output)
         self.partial = Path(output + ".partial")
-        self.parts = Path(output + ".parts")
+        self.parts = Path(output + PARTS_SUFFIX)
         self.manifest = Path(output + ".manifest.json")
         self.cache = Path(output + ".cache")
         self.ledger = Path(output + ".inputs")
@@ -73,6 +73,12 @@ def refuse_another_jobs_work_file(path: str, what: str) -> None:
             why = another_jobs(OutputFiles(resolved[: -len(suffix)]))
             if why is not None:
                 raise BadInputError(f"{path}: a work file of {why}; write the {what} to another path")
+    for directory in Path(resolved).parents:  # a part file inside a Parquet job's OUT.parts
+        if directory.name.endswith(PARTS_SUFFIX) and len(directory.name) > len(PARTS_SUFFIX):
+            why = another_jobs(OutputFiles(str(directory)[: -len(PARTS_SUFFIX)]))
+            if why is not None:
+                raise BadInputError(f"{path}: inside {directory}, the work directory of {why}; write the {what} "
+                                    "to another path")
 
 
 def another_jobs(files: OutputFiles) -> str | None:
@@ -86,6 +92,7 @@ def another_jobs(files: OutputFiles) -> str | None:
     return None
 
 
+PARTS_SUFFIX = ".parts"
 # The names a job's files add to its output's (OutputFiles.work and .touched)
 WORK_SUFFIXES = (".partial", ".parts", ".manifest.json", ".manifest.json.tmp", ".cache", ".inputs", ".lock", ".tmp")
 
