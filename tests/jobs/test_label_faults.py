@@ -64,6 +64,31 @@ def rows_done(manifest):
         return 0
 
 
+def killed_after_rows(source, out, model_dir, rows: int, *flags: str) -> None:
+    """Run `label source -o out` (chunks of 16 rows) and kill -9 it once ``rows`` rows are committed."""
+    proc = subprocess.Popen([PYTHON, "-m", "structsent", "label", str(source), "-o", str(out), "--chunk-rows", "16",
+                             *flags, *map(str, model_args(model_dir))], stderr=subprocess.DEVNULL)
+    wait_for(lambda: rows_done(out.with_name(out.name + ".manifest.json")) >= rows, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def refused_after_a_file_was_written(fifo, texts, out, path, content, model_dir, *flags) -> str:
+    """`label FIFO -o out` fed ``texts``; once 16 rows are committed another program writes
+    ``content`` at ``path``; the job must then exit 2. Its one-line message."""
+    job = subprocess.Popen([PYTHON, "-m", "structsent", "label", str(fifo), "-o", str(out), "--chunk-rows", "16",
+                            *map(str, flags), *map(str, model_args(model_dir))], stderr=subprocess.PIPE)
+    half = len(texts) // 2
+    with open(fifo, "w", encoding="utf-8") as feed:
+        feed.write("".join(t + "\n" for t in texts[:half]))
+        feed.flush()
+        assert wait_for(lambda: rows_done(out.with_name(out.name + ".manifest.json")) >= 16, job), job.stderr.read()
+        path.write_text(content, encoding="utf-8")
+        feed.write("".join(t + "\n" for t in texts[half:]))
+    job.wait(timeout=120)
+    return one_line_error(subprocess.CompletedProcess([], job.returncode, b"", job.stderr.read()), 2)
+
+
 # -- two jobs, one output ------------------------------------------------------------------------
 def test_a_second_job_on_the_same_output_is_refused_and_the_first_loses_nothing(tmp_path, hf_model_dir, real_reviews):
     """Job 1 reads a pipe that the test feeds, so it is surely running while job 2 starts."""
@@ -102,11 +127,7 @@ def test_a_second_job_on_the_same_output_is_refused_and_the_first_loses_nothing(
 
 def test_a_job_killed_with_sigkill_leaves_no_lock_behind(tmp_path, hf_model_dir, reviews_file):
     out = tmp_path / "out.jsonl"
-    proc = subprocess.Popen([PYTHON, "-m", "structsent", "label", str(reviews_file), "-o", str(out), "--chunk-rows",
-                             "16", *map(str, model_args(hf_model_dir))], stderr=subprocess.DEVNULL)
-    wait_for(lambda: rows_done(tmp_path / "out.jsonl.manifest.json") >= 16, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed_after_rows(reviews_file, out, hf_model_dir, 16)
     resumed = run_cli("label", reviews_file, "-o", out, "--resume", *model_args(hf_model_dir), check=False)
     assert resumed.returncode == 0, resumed.stderr.decode()
     texts = reviews_file.read_text(encoding="utf-8").splitlines()
@@ -116,11 +137,7 @@ def test_a_job_killed_with_sigkill_leaves_no_lock_behind(tmp_path, hf_model_dir,
 def test_an_output_named_as_an_unfinished_jobs_work_file_is_refused(tmp_path, hf_model_dir, reviews_file):
     """`-o out.jsonl.partial --overwrite` replaced a killed job's committed rows: its resume failed."""
     out = tmp_path / "out.jsonl"
-    proc = subprocess.Popen([PYTHON, "-m", "structsent", "label", str(reviews_file), "-o", str(out), "--chunk-rows",
-                             "16", *map(str, model_args(hf_model_dir))], stderr=subprocess.DEVNULL)
-    wait_for(lambda: rows_done(tmp_path / "out.jsonl.manifest.json") >= 16, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed_after_rows(reviews_file, out, hf_model_dir, 16)
     source = tmp_path / "other.csv"
     write_csv(source, [[0, "好评"]])
     other = run_cli("label", source, "-o", tmp_path / "out.jsonl.partial", "--output-format", "csv", "--overwrite",
@@ -137,11 +154,7 @@ def test_a_job_whose_work_file_is_another_unfinished_jobs_output_is_refused(tmp_
     """A job on c.jsonl beside a job writing c.jsonl.partial (its own work file): each replaced the
     other's rows, and the advice (--overwrite) removed the other's output."""
     theirs = tmp_path / "c.jsonl.partial"
-    proc = subprocess.Popen([PYTHON, "-m", "structsent", "label", str(reviews_file), "-o", str(theirs), "--chunk-rows",
-                             "16", *map(str, model_args(hf_model_dir))], stderr=subprocess.DEVNULL)
-    wait_for(lambda: rows_done(tmp_path / "c.jsonl.partial.manifest.json") >= 16, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed_after_rows(reviews_file, theirs, hf_model_dir, 16)
     source = tmp_path / "other.csv"
     write_csv(source, [[0, "好评"]])
     ours = run_cli("label", source, "-o", tmp_path / "c.jsonl", *model_args(hf_model_dir), check=False)
@@ -163,11 +176,7 @@ def test_overwrite_keeps_the_old_output_until_the_new_one_is_complete(tmp_path, 
     failed = run_cli("label", bad, "-o", out, "--overwrite", *model_args(hf_model_dir), check=False)
     one_line_error(failed, 2)
     assert out.read_text(encoding="utf-8") == '{"old": "result"}\n'
-    proc = subprocess.Popen([PYTHON, "-m", "structsent", "label", str(reviews_file), "-o", str(out), "--chunk-rows",
-                             "16", "--overwrite", *map(str, model_args(hf_model_dir))], stderr=subprocess.DEVNULL)
-    wait_for(lambda: rows_done(tmp_path / "out.jsonl.manifest.json") >= 16, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed_after_rows(reviews_file, out, hf_model_dir, 16, "--overwrite")
     assert out.read_text(encoding="utf-8") == '{"old": "result"}\n'  # killed: the old output is still there
     run_cli("label", reviews_file, "-o", out, "--resume", *model_args(hf_model_dir))
     texts = reviews_file.read_text(encoding="utf-8").splitlines()
@@ -181,16 +190,7 @@ def test_a_file_written_at_the_output_path_while_the_job_runs_is_not_replaced(tm
     os.mkfifo(fifo)
     out = tmp_path / "out.csv"
     texts = [t.replace("\n", " ") for t in real_reviews[:200]]
-    job = subprocess.Popen([PYTHON, "-m", "structsent", "label", str(fifo), "-o", str(out), "--chunk-rows", "16",
-                            *map(str, model_args(hf_model_dir))], stderr=subprocess.PIPE)
-    with open(fifo, "w", encoding="utf-8") as feed:
-        feed.write("".join(t + "\n" for t in texts[:100]))
-        feed.flush()
-        assert wait_for(lambda: rows_done(tmp_path / "out.csv.manifest.json") >= 16, job), job.stderr.read()
-        out.write_text("precious\n", encoding="utf-8")
-        feed.write("".join(t + "\n" for t in texts[100:]))
-    job.wait(timeout=120)
-    message = one_line_error(subprocess.CompletedProcess([], job.returncode, b"", job.stderr.read()), 2)
+    message = refused_after_a_file_was_written(fifo, texts, out, out, "precious\n", hf_model_dir)
     assert f"{out} was written by another program since the job began" in message
     assert out.read_text(encoding="utf-8") == "precious\n"
     assert f"the labelled rows are in {out}.partial: move that file away and rename it to {out}" in message
@@ -201,11 +201,7 @@ def test_a_file_written_at_the_output_path_while_the_job_runs_is_not_replaced(tm
 def test_a_resume_does_not_replace_a_file_written_at_the_output_path_while_the_job_was_stopped(
         tmp_path, hf_model_dir, reviews_file):
     out = tmp_path / "out.jsonl"
-    proc = subprocess.Popen([PYTHON, "-m", "structsent", "label", str(reviews_file), "-o", str(out), "--chunk-rows",
-                             "16", *map(str, model_args(hf_model_dir))], stderr=subprocess.DEVNULL)
-    wait_for(lambda: rows_done(tmp_path / "out.jsonl.manifest.json") >= 16, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed_after_rows(reviews_file, out, hf_model_dir, 16)
     out.write_text("precious\n", encoding="utf-8")
     refused = run_cli("label", reviews_file, "-o", out, "--resume", *model_args(hf_model_dir), check=False)
     message = one_line_error(refused, 2)
@@ -222,11 +218,7 @@ def test_a_report_is_not_written_over_a_jobs_work_file_or_a_file_written_while_t
     """`--report out.jsonl.partial --overwrite` destroyed an unfinished job's rows; `--report R` replaced
     a file another job wrote at R while this one ran (checked only before the job), exit 0."""
     out = tmp_path / "out.jsonl"
-    proc = subprocess.Popen([PYTHON, "-m", "structsent", "label", str(reviews_file), "-o", str(out), "--chunk-rows",
-                             "16", *map(str, model_args(hf_model_dir))], stderr=subprocess.DEVNULL)
-    wait_for(lambda: rows_done(tmp_path / "out.jsonl.manifest.json") >= 16, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed_after_rows(reviews_file, out, hf_model_dir, 16)
     source = tmp_path / "other.csv"
     write_csv(source, [[0, "好评"]])
     labelled = tmp_path / "labelled.csv"
@@ -243,17 +235,8 @@ def test_a_report_is_not_written_over_a_jobs_work_file_or_a_file_written_while_t
     os.mkfifo(fifo)
     report = tmp_path / "done.csv"
     texts = [t.replace("\n", " ") for t in real_reviews[:100]]
-    job = subprocess.Popen([PYTHON, "-m", "structsent", "label", str(fifo), "-o", str(tmp_path / "big.csv"),
-                            "--report", str(report), "--chunk-rows", "16", *map(str, model_args(hf_model_dir))],
-                           stderr=subprocess.PIPE)
-    with open(fifo, "w", encoding="utf-8") as feed:
-        feed.write("".join(t + "\n" for t in texts[:50]))
-        feed.flush()
-        assert wait_for(lambda: rows_done(tmp_path / "big.csv.manifest.json") >= 16, job), job.stderr.read()
-        report.write_text("another job's rows\n", encoding="utf-8")
-        feed.write("".join(t + "\n" for t in texts[50:]))
-    job.wait(timeout=120)
-    message = one_line_error(subprocess.CompletedProcess([], job.returncode, b"", job.stderr.read()), 2)
+    message = refused_after_a_file_was_written(fifo, texts, tmp_path / "big.csv", report, "another job's rows\n",
+                                               hf_model_dir, "--report", report)
     assert f"is written, but not the report: {report} was written by another program since the job began" in message
     assert report.read_text(encoding="utf-8") == "another job's rows\n"
     assert len(read_csv(tmp_path / "big.csv")) == len(texts)
@@ -297,11 +280,7 @@ def test_a_parquet_job_killed_right_after_its_merge_resumes_and_a_file_written_d
 
 def test_a_report_inside_a_parquet_jobs_parts_directory_is_refused(tmp_path, hf_model_dir, reviews_file):
     out = tmp_path / "out.parquet"
-    proc = subprocess.Popen([PYTHON, "-m", "structsent", "label", str(reviews_file), "-o", str(out), "--chunk-rows",
-                             "16", *map(str, model_args(hf_model_dir))], stderr=subprocess.DEVNULL)
-    wait_for(lambda: rows_done(tmp_path / "out.parquet.manifest.json") >= 32, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed_after_rows(reviews_file, out, hf_model_dir, 32)
     labelled = tmp_path / "labelled.csv"
     write_csv(labelled, [[0, "好评"]])
     run_cli("label", labelled, "-o", tmp_path / "done.csv", *model_args(hf_model_dir))
