@@ -11,6 +11,7 @@ import gc
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,18 @@ def pytest_configure(config):
     os.environ["STRUCTSENT_CACHE"] = cache
     os.environ["HF_HOME"] = os.path.join(cache, "huggingface")
     os.environ["MODELSCOPE_CACHE"] = os.path.join(cache, "modelscope")
+    _signals_at_their_defaults_for_commands_started()
+
+
+def _signals_at_their_defaults_for_commands_started() -> None:
+    """A suite started with SIGINT or SIGTERM ignored (`make test &` in a script) would start every
+    command under test ignoring them, as the commands then must: the tests that stop a command with
+    Ctrl-C or SIGTERM mean one started normally (one test starts a command ignoring them on purpose).
+    An ignored signal is inherited by the processes started; a handled one is not."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def pytest_unconfigure(config):
