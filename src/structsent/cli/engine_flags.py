@@ -16,6 +16,7 @@ import typing
 
 from ..config import EngineConfig
 from ..errors import ConfigError
+from .numbers import integer
 
 ENV_PREFIX = "STRUCTSENT_"
 # Earlier flag names, still accepted so that scripts keep working.
@@ -40,7 +41,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         if isinstance(kind, type) and issubclass(kind, enum.Enum):
             options["choices"] = [member.value for member in kind]
         else:
-            options["type"] = kind
+            options["type"] = integer if kind is int else kind
         group.add_argument(flag, *ALIASES.get(field.name, []), **options)
 
 
@@ -137,9 +138,9 @@ def _environment_default(field: dataclasses.Field, kind: type):
         return field.default.value if isinstance(field.default, enum.Enum) else field.default
     if kind is int:
         try:
-            return int(raw)
-        except ValueError:
-            return BadVariable(f"{ENV_PREFIX + field.name.upper()}={raw!r}: expected an integer")
+            return integer(raw)
+        except argparse.ArgumentTypeError:
+            return BadVariable(f"{ENV_PREFIX + field.name.upper()}={raw!r}: expected an integer in ASCII digits")
     value: dict[str, typing.Any] = {field.name: raw}
     try:
         EngineConfig(**value)  # a choice or a device: its own check, named as the variable

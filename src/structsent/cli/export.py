@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .numbers import integer
+
 DEFAULT_VALIDATION_TEXTS = 2000
 
 
@@ -27,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--validate", type=Path, default=None,
                         help="texts (one per line, or JSONL with 'text') to check the export against torch fp32, "
                              "e.g. a held-out set; default: the packaged sample reviews")
-    parser.add_argument("--validate-n", type=int, default=DEFAULT_VALIDATION_TEXTS,
+    parser.add_argument("--validate-n", type=integer, default=DEFAULT_VALIDATION_TEXTS,
                         help="at most this many validation texts (0: skip the check)")
 
 

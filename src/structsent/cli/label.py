@@ -15,6 +15,7 @@ from typing import Any
 
 from .._exit import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, Terminated
 from ..io.formats import Format
+from .numbers import integer
 
 LABEL_PAD_MULTIPLE = 8
 MAX_CHUNK_ROWS = 10_000_000  # rows a chunk may hold (each is in memory while it is labelled)
@@ -36,8 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix", default="", help="prefix of the added columns, e.g. pred_")
     parser.add_argument("--on-bad-row", choices=["error", "flag"], default="error",
                         help="stop at an undecodable or malformed row (error), or write it flagged (flag)")
-    parser.add_argument("--chunk-rows", type=int, default=2048, help="rows per committed chunk")
-    parser.add_argument("--tokenizer-processes", type=int, default=0, metavar="N",
+    parser.add_argument("--chunk-rows", type=integer, default=2048, help="rows per committed chunk")
+    parser.add_argument("--tokenizer-processes", type=integer, default=0, metavar="N",
                         help="tokenize in N worker processes, off the job's own interpreter (for a fast "
                              "model, e.g. a GPU: the feed then keeps up; default 0: in-process)")
     parser.add_argument("--resume", action="store_true", help="finish an interrupted job")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import signal
 
+from .numbers import decimal, integer
+
 API_KEY_ENVIRONMENT_VARIABLE = "STRUCTSENT_API_KEY"
 # Open files a server needs besides its client connections (model files, runtime libraries,
 # the event loop, logs...); the connection cap must fit in the process's limit with this spare.
@@ -21,23 +23,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_engine_arguments(parser)
     group = parser.add_argument_group("server")
     group.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s: this machine only)")
-    group.add_argument("--port", type=int, default=8080, help="port to listen on, 0..65535 (0: any free port; default %(default)s)")
-    group.add_argument("--max-wait-ms", type=float, default=0.0,
+    group.add_argument("--port", type=integer, default=8080, help="port to listen on, 0..65535 (0: any free port; default %(default)s)")
+    group.add_argument("--max-wait-ms", type=decimal, default=0.0,
                        help="longest wait for more requests to merge, 0..60000 (default 0: merge what arrived while the model was busy)")
-    group.add_argument("--max-queue", type=int, default=4096, help="texts waiting at most; beyond: 429 (default %(default)s)")
-    group.add_argument("--max-texts", type=int, default=256, help="texts per request at most (413; default %(default)s)")
-    group.add_argument("--max-text-chars", type=int, default=20_000, help="characters per text at most (413; default %(default)s)")
-    group.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request body size at most, bytes (413; default %(default)s)")
+    group.add_argument("--max-queue", type=integer, default=4096, help="texts waiting at most; beyond: 429 (default %(default)s)")
+    group.add_argument("--max-texts", type=integer, default=256, help="texts per request at most (413; default %(default)s)")
+    group.add_argument("--max-text-chars", type=integer, default=20_000, help="characters per text at most (413; default %(default)s)")
+    group.add_argument("--max-body-bytes", type=integer, default=1 << 20,
+                       help="request body size at most, bytes (413; default %(default)s)")
     group.add_argument(
-        "--max-connections", type=int, default=256,
+        "--max-connections", type=integer, default=256,
         help="open client connections at most, per process; beyond: 503 and closed (default 256)",
     )
     group.add_argument(
-        "--read-timeout-s", type=float, default=10.0,
+        "--read-timeout-s", type=decimal, default=10.0,
         help="seconds a client has to send a request's headers (from connecting or from its previous "
         "response), and again to send its body; beyond: 408 and closed (default 10)",
     )
-    group.add_argument("--max-header-bytes", type=int, default=64 * 1024,
+    group.add_argument("--max-header-bytes", type=integer, default=64 * 1024,
                        help="request header size at most, bytes (431; default %(default)s)")
     group.add_argument(
         "--api-key", default=None,
@@ -49,16 +52,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="do not serve the browser page at GET / (API clients are answered the same either way)",
     )
     group.add_argument(
-        "--workers", type=int, default=1,
+        "--workers", type=integer, default=1,
         help="server processes, each with its own model and batcher (metrics are per process; default %(default)s)",
     )
     group.add_argument(
-        "--model-workers", type=int, default=1,
+        "--model-workers", type=integer, default=1,
         help="model calls at once per process, each on a thread of its own, 1..64 (default %(default)s; a GPU takes "
         "1); unless --threads is given, the CPU cores are divided among them",
     )
     group.add_argument(
-        "--graceful-timeout", type=float, default=30.0,
+        "--graceful-timeout", type=decimal, default=30.0,
         help="seconds to finish in-flight requests after SIGTERM (default %(default)g)",
     )
     group.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],

@@ -1,0 +1,35 @@
+"""Numbers on the command line and in STRUCTSENT_* variables: written as people write them.
+
+Python's int() and float() also read digits of other scripts ("١٢٣" is 123) and underscores
+("1_000"): a value pasted from elsewhere, or a typo, ran as some other number without a word.
+Flags and variables take ASCII digits only (a sign, and for durations a decimal point, an
+exponent, and "inf"/"nan", which the settings then refuse by name).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def integer(text: str) -> int:
+    """An argparse ``type``: an integer in ASCII digits, e.g. 4096."""
+    _check_plain(text, "integer", "4096")
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer value: {text!r} (e.g. 4096)") from None
+
+
+def decimal(text: str) -> float:
+    """An argparse ``type``: a number in ASCII digits, e.g. 2.5."""
+    _check_plain(text, "number", "2.5")
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r} (e.g. 2.5)") from None
+
+
+def _check_plain(text: str, kind: str, example: str) -> None:
+    if not text.isascii() or "_" in text:
+        raise argparse.ArgumentTypeError(
+            f"invalid {kind}: {text!r} (write it in ASCII digits, without underscores, e.g. {example})")
