@@ -8,6 +8,7 @@ import shlex
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -143,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
             if progress is not None:
                 progress.close()
     if summary.already_complete:
-        print(f"structsent: {spec.output} is complete (no unfinished job): nothing to resume", file=sys.stderr)
+        print(f"structsent: {_finished_output(spec.output)}", file=sys.stderr)
     elif not args.quiet:
         print(format_summary(summary, labels=classifier.labels), file=sys.stderr)
     if summary.interrupted:
@@ -261,6 +262,19 @@ def _input_format(args) -> Format:
 
 def _notice(message: str) -> None:
     print(f"structsent: {message}", file=sys.stderr)
+
+
+def _finished_output(output) -> str:
+    """What --resume found: a finished output and no job beside it. Its time says which run wrote it:
+    a job started with --overwrite and stopped before its first commit (while the model loaded)
+    leaves the output it was to replace as it was, and no trace."""
+    try:
+        written = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.stat(output).st_mtime))
+    except OSError:
+        written = "at an unknown time"
+    message = (f"{output} is complete (written {written}; no unfinished job beside it): nothing to resume; "
+               "to label the input again, run with --overwrite")
+    return message.replace("\r", "\\r").replace("\n", "\\n")  # one line, as every message
 
 
 def _how_to_finish(spec) -> str:
