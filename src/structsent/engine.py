@@ -172,8 +172,8 @@ class Classifier:
     def run_logits(self, sequences: Sequence[Sequence[int] | np.ndarray]) -> tuple[np.ndarray, RunStats]:
         """Logits (n x labels, float64) of id sequences, planned into token-budget batches. Each
         sequence holds 1 to ``max_length`` integer ids of the model's vocabulary (else BadInputError)."""
-        unordered = isinstance(sequences, (Set, Mapping)) and not isinstance(sequences, (KeysView, ItemsView))
-        if isinstance(sequences, (str, bytes, bytearray, memoryview)) or unordered or not isinstance(sequences, Iterable):
+        # The kinds ``label`` refuses as texts (no order, a lone str or bytes, a table) are no list of sequences either.
+        if _why_not_texts(sequences) is not None or not isinstance(sequences, Iterable):
             raise BadInputError(f"run_logits takes a list of token id sequences (logits come back in its order), "
                                 f"got {type(sequences).__name__}")
         sequences = list(sequences)  # (an iterator is read once, here: the checks and the run see the same)
