@@ -170,6 +170,9 @@ def test_a_json_key_that_appears_twice_in_one_object_is_a_flagged_row(tmp_path):
     assert "line 2: the key 'id' appears more than once" in rows[1][3]
     assert "line 3: the key 'k' appears more than once" in rows[2][3]  # nested objects too
     assert rows[3][1] == {"id": 5, "text": "还行", "Text": "x"} and rows[3][3] is None  # keys differ in case
+    # A flagged row keeps its other fields (its id above all); a key given twice is null, neither value chosen.
+    assert [r[1] for r in rows[:3]] == [{"id": 1, "text": None}, {"id": None, "text": "服务很好"},
+                                        {"id": 4, "text": "好", "meta": {"k": None}}]
     with pytest.raises(BadInputError, match="line 1: the key 'text' appears more than once"):
         read_all(write(tmp_path, "b.jsonl", data), Format.JSONL)
 
@@ -708,3 +711,15 @@ def test_a_file_rewritten_while_it_is_read_stops_the_reader(tmp_path, fmt):
                         handle.write(content("难吃死了", 4000).encode())
     finally:
         reader.close()
+
+
+def test_a_json_line_refused_for_one_value_keeps_its_other_fields_and_never_that_value(tmp_path):
+    """A row refused whole kept no field, its id included: only "line N" in the error tied it to its source."""
+    lines = ['{"id": "a", "text": "好", "x": NaN}', '{"id": "b", "text": "好", "x": -Infinity}',
+             '{"id": "c", "text": "好", "x": 1e400, "y": 0.1}', '{"id": "d", "text": "好", "x": 1' + "0" * 5000 + '}',
+             '["e", "好"]', '{"id": "f", "text": "\\ud800", "x": NaN}', '{"id": "g", "x": ' + "[" * 600 + "NaN" + "]" * 600 + "}"]
+    rows, _ = read_all(write(tmp_path, "a.jsonl", "\n".join(lines).encode()), Format.JSONL, on_bad_row="flag")
+    assert [r[0] for r in rows] == [1, 2, 3, 4, 5, 6, 7] and all(r[2] is None and r[3] for r in rows)
+    assert [r[1] for r in rows[:3]] == [{"id": "a", "text": "好", "x": None}, {"id": "b", "text": "好", "x": None},
+                                        {"id": "c", "text": "好", "x": None, "y": 0.1}]
+    assert [r[1] for r in rows[3:]] == [None, None, None, None]  # not one value's refusal: nothing is kept

@@ -186,7 +186,9 @@ def test_a_json_lines_nan_is_refused_or_flagged_never_written_back_as_null(tmp_p
     assert b"Traceback" not in proc.stderr and not out.exists()
     run_cli("label", source, "-o", out, "--on-bad-row", "flag", *model_args(hf_model_dir))
     rows = read_jsonl_bytes(out.read_bytes())
-    assert len(rows) == 3 and [r.get("id") for r in rows] == [1, None, 3]  # (a row refused whole keeps no fields)
+    # The refused row keeps its id and other fields; the value that cannot be written back is null.
+    assert len(rows) == 3 and [r.get("id") for r in rows] == [1, 2, 3]
+    assert rows[1]["text"] == "差评" and rows[1]["price"] is None
     assert [r["label"] is not None for r in rows] == [True, False, True]
     assert "line 2: NaN is not a JSON number" in rows[1]["error"] and "NaN" not in out.read_text().split("error")[0]
 
@@ -238,7 +240,8 @@ def test_csv_output_of_json_lines_whose_first_rows_are_flagged_does_not_depend_o
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1] == outputs[2]
     rows = list(csv.DictReader(io.StringIO(outputs[0].decode("utf-8"))))
-    assert [r["id"] for r in rows] == ["", "2", "3"] and "appears more than once" in rows[0]["error"]
+    assert [r["id"] for r in rows] == ["1", "2", "3"] and "appears more than once" in rows[0]["error"]
+    assert rows[0]["text"] == "" and rows[0]["label"] == ""  # given twice: neither value is the row's
 
 
 @pytest.mark.parametrize("suffix", ["csv", "parquet"])

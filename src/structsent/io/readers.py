@@ -378,14 +378,14 @@ class JsonLinesReader(RowReader):
         try:
             value = self.decoder.decode(line.text)
         except NonFiniteNumberError as err:
-            return None, (f"line {line.number}: {err.literal} is not a JSON number (JSON has no NaN or infinity; "
-                          "it would be written back as null); write it as a string to keep it")
+            return _salvaged(line), (f"line {line.number}: {err.literal} is not a JSON number (JSON has no NaN or "
+                                     "infinity; it would be written back as null); write it as a string to keep it")
         except InexactNumberError as err:
-            return None, (f"line {line.number}: the number {err.text[:40]} cannot be held exactly (it would be "
-                          f"written back as {err.held}); write it as a string to keep it")
+            return _salvaged(line), (f"line {line.number}: the number {err.text[:40]} cannot be held exactly (it "
+                                     f"would be written back as {err.held}); write it as a string to keep it")
         except DuplicateKeyError as err:
-            return None, (f"line {line.number}: the key {err.key!r} appears more than once in one object; a row "
-                          "keeps one value per key, so the others would be lost")
+            return _salvaged(line), (f"line {line.number}: the key {err.key!r} appears more than once in one "
+                                     "object; a row keeps one value per key, so the others would be lost")
         except json.JSONDecodeError as err:
             return None, f"line {line.number}: invalid JSON ({err.msg} at column {err.colno})"
         except RecursionError:
@@ -475,6 +475,44 @@ def _refuse_non_finite(literal: str) -> float:
 _ROWS = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_float=_exact_float, parse_constant=_refuse_non_finite)
 # A labelled file read back by the report: a NaN probability there is a row to flag, not a line to refuse.
 _ROWS_KEEPING_NON_FINITE = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_float=_exact_float)
+
+
+def _salvaged(line: "_Line") -> dict | None:
+    """The fields of a line refused for one of its values (NaN or an infinity, a number a float
+    cannot hold, a key given twice), each such value null and the rest as written: the flagged row
+    keeps its id and other columns. None where the line holds more than that refusal (not an
+    object, too deep, a lone surrogate escape)."""
+    if _SURROGATE_ESCAPE.search(line.raw) or line.raw.count(b"[") + line.raw.count(b"{") > MAX_JSON_DEPTH:
+        return None
+    try:
+        value = _SALVAGE.decode(line.text)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _null_where_given_twice(pairs: list[tuple[str, object]]) -> dict:
+    counts = collections.Counter(key for key, _ in pairs)
+    return {key: None if counts[key] > 1 else value for key, value in pairs}
+
+
+def _exact_float_or_null(text: str) -> float | None:
+    try:
+        return _exact_float(text)
+    except InexactNumberError:
+        return None
+
+
+def _int_or_null(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:  # more digits than the interpreter converts
+        return None
+
+
+# A refused line's other fields: what cannot be held (NaN, 1e400, a key given twice) becomes null.
+_SALVAGE = json.JSONDecoder(object_pairs_hook=_null_where_given_twice, parse_float=_exact_float_or_null,
+                            parse_int=_int_or_null, parse_constant=lambda literal: None)
 
 
 def _depth(value: object) -> int:
