@@ -193,9 +193,18 @@ def test_a_file_written_at_the_output_path_while_the_job_runs_is_not_replaced(tm
     message = refused_after_a_file_was_written(fifo, texts, out, out, "precious\n", hf_model_dir)
     assert f"{out} was written by another program since the job began" in message
     assert out.read_text(encoding="utf-8") == "precious\n"
-    assert f"the labelled rows are in {out}.partial: move that file away and rename it to {out}" in message
+    assert (f"the labelled rows are in {out}.partial: move that file away, rename out.csv.partial to out.csv, then "
+            "remove out.csv.manifest.json, out.csv.cache and out.csv.inputs") in message
     rows = read_csv(tmp_path / "out.csv.partial")  # a pipe cannot be read again: every row is in it
     assert [r["text"] for r in rows] == texts and all(r["label"] for r in rows)
+    # As advised: a later job on the same output then finds no unfinished one.
+    out.rename(tmp_path / "precious.csv")
+    (tmp_path / "out.csv.partial").rename(out)
+    for name in ("out.csv.manifest.json", "out.csv.cache", "out.csv.inputs"):
+        (tmp_path / name).unlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.csv", "precious.csv"]
+    again = run_cli("label", tmp_path / "precious.csv", "-o", out, *model_args(hf_model_dir), check=False)
+    assert again.returncode == 2 and f"{out} exists; pass --overwrite" in again.stderr.decode()
 
 
 def test_a_resume_does_not_replace_a_file_written_at_the_output_path_while_the_job_was_stopped(

@@ -718,11 +718,18 @@ class LabelJob:
         if not read_only_once(self.spec.input):
             then = "the labelled rows are kept: move that file away and run the same command with --resume"
         elif self.spec.output_format is not Format.PARQUET:
-            then = f"the labelled rows are in {files.partial}: move that file away and rename it to {files.final}"
+            left = [p.name for p in (files.manifest, files.cache, files.ledger) if p.exists()]
+            then = (f"the labelled rows are in {files.partial}: move that file away, rename {files.partial.name} to "
+                    f"{files.final.name}, then remove {_listed(left)} (a job reading once cannot be resumed)")
         else:
             then = "its input cannot be read again: move that file away and label it again"
         raise JobLockedError(f"{files.final} was written by another program since the job began, so the job does not "
                              f"replace it; {then}")
+
+
+def _listed(names: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return " and ".join(filter(None, [", ".join(names[:-1]), names[-1]]))
 
 
 def _reused(chunk: PreparedChunk, results: list[LabelResult], pending: list[int], fresh: list[LabelResult]) -> int:
