@@ -30,6 +30,7 @@ def test_an_integer_setting_must_be_a_real_int(changes):
     ({"token_budget": 100}, "token_budget=100: must be at least max_length (512)"),
     ({"device": None}, "device=None: expected one of auto, cpu, cuda, cuda:N"),
     ({"device": 0}, "device=0: expected one of auto, cpu, cuda, cuda:N"),
+    ({"device": "cuda:１"}, "device='cuda:１': expected one of auto, cpu, cuda, cuda:N"),  # torch: "Invalid device string"
     ({"backend": None}, "backend=None: expected one of auto, torch, onnx"),
     ({"attention": ["padded"]}, "attention=['padded']: expected one of auto, padded, packed"),
 ])

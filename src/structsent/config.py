@@ -65,7 +65,7 @@ def _setting(default, help_text: str):
     return dataclasses.field(default=default, metadata={"help": help_text})
 
 
-_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")  # [0-9]: \d matches every script's digits
 
 # The largest value an integer setting may take: a C int, which every runtime takes them as.
 MAX_INT = 2**31 - 1

@@ -63,6 +63,8 @@ def test_a_choice_variable_with_a_bad_value_is_named_as_the_variable(monkeypatch
 
 def test_an_integer_variable_out_of_range_is_named_as_the_variable(monkeypatch):
     """STRUCTSENT_TOKEN_BUDGET=-1 said "token_budget=-1: must be in ...", a field the user never typed."""
+    import re
+
     import pytest
 
     from structsent.cli import build_parser
@@ -72,6 +74,10 @@ def test_an_integer_variable_out_of_range_is_named_as_the_variable(monkeypatch):
     monkeypatch.setenv("STRUCTSENT_TOKEN_BUDGET", "-1")
     with pytest.raises(ConfigError, match=r"^STRUCTSENT_TOKEN_BUDGET='-1': must be in 3\.\.2147483647$"):
         engine_config(build_parser().parse_args(["label", "x.txt"]))
+    for written in ("+8", "-0", "008"):  # named as written, not as the number it reads as
+        monkeypatch.setenv("STRUCTSENT_TOKEN_BUDGET", written)
+        with pytest.raises(ConfigError, match="^" + re.escape(f"STRUCTSENT_TOKEN_BUDGET='{written}': must be ")):
+            engine_config(build_parser().parse_args(["label", "x.txt"]))
     monkeypatch.delenv("STRUCTSENT_TOKEN_BUDGET")
     monkeypatch.setenv("STRUCTSENT_WINDOW_STRIDE", "600")  # checked against max_length: named as the variable too
     with pytest.raises(ConfigError, match=r"^STRUCTSENT_WINDOW_STRIDE='600': must be in 1\.\.max_length-2 \(510\)$"):

@@ -525,8 +525,8 @@ def test_resume_before_the_first_commit_starts_the_job(tmp_path, hf_model_dir, r
     again = run_cli("label", reviews_file, "-o", out, "--resume", *model_args(hf_model_dir))
     written = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(out.stat().st_mtime))
     assert again.stderr.decode().strip().splitlines() == [
-        f"structsent: {out} is complete (written {written}; no unfinished job beside it): nothing to resume; "
-        "to label the input again, run with --overwrite"]
+        f"structsent: {out} exists (written {written}) and no unfinished job is beside it: nothing to resume; "
+        "to label the input into it again, run with --overwrite"]
     assert out.read_bytes() == finished and sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+import re
 import shutil
 import threading
 
@@ -230,6 +231,20 @@ def test_another_file_under_the_first_run_s_name_is_still_refused(tmp_path, clf)
     source.write_text(source.read_text(encoding="utf-8").replace("r1,", "x1,"), encoding="utf-8")
     with pytest.raises(BadInputError, match="changed since the job began"):
         LabelJob(spec(source, output, resume=True), clf).run()
+
+
+def test_another_file_given_at_resume_is_named_as_another_file(tmp_path, clf):
+    """It was refused as "other.csv changed since the job began": other.csv had never been read."""
+    source, other, output = tmp_path / "in.csv", tmp_path / "other.csv", tmp_path / "out.csv"
+    write_reviews(source)
+    other.write_text(source.read_text(encoding="utf-8").replace("r1,", "x1,"), encoding="utf-8")
+    first_chunk_only(clf, source, output)
+    with pytest.raises(BadInputError, match=f"^cannot resume: the job began on {re.escape(str(source))}, and "
+                                            f"{re.escape(str(other))} is not that file as it was"):
+        LabelJob(spec(other, output, resume=True), clf).run()
+    summary = LabelJob(spec(source, output, resume=True), clf).run()  # the input it began on finishes it
+    rows = list(csv.reader(output.open(encoding="utf-8")))
+    assert summary.rows == ROWS and [row[0] for row in rows[1:]] == [f"r{i}" for i in range(ROWS)]
 
 
 def test_an_empty_text_column_is_refused_when_the_job_is_described(tmp_path):

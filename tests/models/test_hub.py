@@ -60,7 +60,7 @@ def test_a_hub_that_never_answers_fails_within_the_timeout_in_one_line(tmp_path)
     assert seconds < 30
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "soon", "nan", "inf"])
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "nan", "inf", "３０", "٣", "1_0"])
 def test_a_hub_timeout_that_is_not_a_positive_number_of_seconds_is_a_config_error(monkeypatch, value):
     from structsent.errors import ConfigError
     from structsent.models.hub import hub_timeout

@@ -34,6 +34,7 @@ from ..errors import (
 )
 from . import bench, export, label, report, serve
 from .engine_flags import unknown_variable_warnings
+from .lines import one_line
 from .signals import sigterm_as_interrupt
 
 # name -> (module, help)
@@ -72,9 +73,8 @@ def exit_code(error: StructsentError) -> int:
 
 def _one_line(err: BaseException) -> str:
     """An error's message on one line: a message may quote text that spans lines (a file name
-    holding a line break), and an error is one line of standard error. Line breaks are written as
-    \\n (a space in their place would name another file)."""
-    return str(err).strip("\n").replace("\r", "\\r").replace("\n", "\\n")
+    holding a line break), and an error is one line of standard error (see ``lines.one_line``)."""
+    return one_line(str(err).strip("\n"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -112,9 +112,19 @@ def _named_as_its_variable(message: str, values: dict) -> str:
         variable = ENV_PREFIX + name.upper()
         raw = os.environ.get(variable)
         opening = f"{name}={value!r}: "
-        if raw is not None and message.startswith(opening) and str(value) == raw.strip():
+        if raw is not None and message.startswith(opening) and _reads_as(raw, value):
             return f"{variable}={raw!r}: {message.removeprefix(opening)}"
     return message
+
+
+def _reads_as(raw: str, value) -> bool:
+    """Whether a variable's text is ``value`` as the flags read it ("+8" and " 8 " are 8)."""
+    if str(value) == raw.strip():
+        return True
+    try:
+        return isinstance(value, int) and integer(raw) == value
+    except argparse.ArgumentTypeError:
+        return False
 
 
 @dataclasses.dataclass(frozen=True)

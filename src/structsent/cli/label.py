@@ -16,6 +16,7 @@ from typing import Any
 
 from .._exit import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, Terminated
 from ..io.formats import Format
+from .lines import one_line
 from .numbers import integer
 
 LABEL_PAD_MULTIPLE = 8
@@ -265,16 +266,16 @@ def _notice(message: str) -> None:
 
 
 def _finished_output(output) -> str:
-    """What --resume found: a finished output and no job beside it. Its time says which run wrote it:
+    """What --resume found: an output and no job beside it. Its time says which run wrote it:
     a job started with --overwrite and stopped before its first commit (while the model loaded)
     leaves the output it was to replace as it was, and no trace."""
     try:
         written = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.stat(output).st_mtime))
     except OSError:
         written = "at an unknown time"
-    message = (f"{output} is complete (written {written}; no unfinished job beside it): nothing to resume; "
-               "to label the input again, run with --overwrite")
-    return message.replace("\r", "\\r").replace("\n", "\\n")  # one line, as every message
+    # (Whether it is this input's complete output, nothing beside it can tell.)
+    return one_line(f"{output} exists (written {written}) and no unfinished job is beside it: nothing to resume; "
+                    "to label the input into it again, run with --overwrite")
 
 
 def _how_to_finish(spec) -> str:

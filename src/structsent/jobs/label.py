@@ -309,6 +309,11 @@ class LabelJob:
             raise BadInputError(f"cannot resume: the job began on {source}, which cannot be read again; "
                                 "start over with --overwrite")
         if not same_input(saved.input_fingerprint, fresh.input_fingerprint):
+            began_on = saved.input_fingerprint.get("path")
+            if began_on not in (None, fresh.input_fingerprint.get("path")):
+                raise BadInputError(f"cannot resume: the job began on {began_on}, and {self.spec.input} is not that "
+                                    "file as it was (another file, or it changed); resume with the input it began on, "
+                                    "or start over with --overwrite")
             raise BadInputError(f"cannot resume: {self.spec.input} changed since the job began; start over with --overwrite")
         if saved.model_fingerprint != fresh.model_fingerprint:
             raise BadInputError(f"cannot resume: {self._what_changed_in_the_model(saved, fresh)} since the job "

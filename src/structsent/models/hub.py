@@ -52,7 +52,8 @@ def hub_timeout() -> float:
     if not raw.strip():  # blank is unset, as for STRUCTSENT_CACHE
         return DEFAULT_HUB_TIMEOUT
     try:
-        seconds = float(raw)
+        # ASCII digits only: float() also reads "３０" and "1_0", numbers no one typed as such
+        seconds = float(raw) if raw.isascii() and "_" not in raw else math.nan
     except ValueError:
         seconds = math.nan
     if not (math.isfinite(seconds) and seconds > 0):
