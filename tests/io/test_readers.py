@@ -713,13 +713,33 @@ def test_a_file_rewritten_while_it_is_read_stops_the_reader(tmp_path, fmt):
         reader.close()
 
 
-def test_a_json_line_refused_for_one_value_keeps_its_other_fields_and_never_that_value(tmp_path):
+def test_a_json_line_refused_for_its_values_keeps_its_other_fields_and_never_those_values(tmp_path):
     """A row refused whole kept no field, its id included: only "line N" in the error tied it to its source."""
     lines = ['{"id": "a", "text": "好", "x": NaN}', '{"id": "b", "text": "好", "x": -Infinity}',
              '{"id": "c", "text": "好", "x": 1e400, "y": 0.1}', '{"id": "d", "text": "好", "x": 1' + "0" * 5000 + '}',
-             '["e", "好"]', '{"id": "f", "text": "\\ud800", "x": NaN}', '{"id": "g", "x": ' + "[" * 600 + "NaN" + "]" * 600 + "}"]
+             '{"id": "e", "n": 1' + "0" * 5000 + ', "text": "好", "x": NaN, "v": 1e-400, "c": {"k": 1, "k": 2}}',
+             '["e", NaN]', '{"id": "f", "text": "\\ud800", "x": NaN}', '{"id": "g", "x": ' + "[" * 600 + "NaN" + "]" * 600 + "}",
+             '{"id": "h", "x": NaN} trailing']
     rows, _ = read_all(write(tmp_path, "a.jsonl", "\n".join(lines).encode()), Format.JSONL, on_bad_row="flag")
-    assert [r[0] for r in rows] == [1, 2, 3, 4, 5, 6, 7] and all(r[2] is None and r[3] for r in rows)
-    assert [r[1] for r in rows[:3]] == [{"id": "a", "text": "好", "x": None}, {"id": "b", "text": "好", "x": None},
-                                        {"id": "c", "text": "好", "x": None, "y": 0.1}]
-    assert [r[1] for r in rows[3:]] == [None, None, None, None]  # not one value's refusal: nothing is kept
+    assert [r[0] for r in rows] == list(range(1, 10)) and all(r[2] is None and r[3] for r in rows)
+    assert [r[1] for r in rows[:5]] == [
+        {"id": "a", "text": "好", "x": None}, {"id": "b", "text": "好", "x": None},
+        {"id": "c", "text": "好", "x": None, "y": 0.1}, {"id": "d", "text": "好", "x": None},
+        {"id": "e", "n": None, "text": "好", "x": None, "v": None, "c": {"k": None}}]
+    # Every value made null is named, in line order, the first as the strict reading refused it.
+    assert rows[4][3].startswith("line 5: a JSON number of more than 4,300 digits, which cannot be read; also null "
+                                 "in this row: NaN, 1e-400, the key 'k' given twice")
+    # A line bad as a whole says so, whatever value it also holds, and keeps nothing; a lone surrogate
+    # keeps the fields (as U+FFFD) and names both faults.
+    assert rows[5][1] is None and "line 6: expected a JSON object, got list" == rows[5][3]
+    assert rows[6][1] == {"id": "f", "text": "\ufffd", "x": None}
+    assert "NaN is not a JSON number" in rows[6][3] and "holds a lone UTF-16 surrogate escape" in rows[6][3]
+    assert rows[7][1] is None and "nested more than 500 levels" in rows[7][3] and "NaN" not in rows[7][3]
+    assert rows[8][1] is None and rows[8][3].startswith("line 9: invalid JSON (Extra data")
+
+
+def test_a_json_line_with_bytes_that_are_not_utf8_and_a_refused_value_names_both(tmp_path):
+    data = b'{"id": 1, "text": "\xe5\xa5\xbd", "x": NaN, "bad": "\xff"}\n{"id": 2, "text": "\xe5\xa5\xbd"}\n'
+    rows, _ = read_all(write(tmp_path, "a.jsonl", data), Format.JSONL, on_bad_row="flag")
+    assert [r[0] for r in rows] == [1, 2] and rows[0][1]["id"] == 1 and rows[0][1]["x"] is None
+    assert "UTF-8" in rows[0][3] and "NaN is not a JSON number" in rows[0][3] and rows[1][3] is None

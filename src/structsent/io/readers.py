@@ -350,6 +350,7 @@ class JsonLinesReader(RowReader):
         self.lines = _LineSource(stream, start, on_bad_row, name, line, size=total)
         self.text_column = text_column
         self.decoder = _ROWS_KEEPING_NON_FINITE if keep_non_finite else _ROWS
+        self.keep_non_finite = keep_non_finite
         self.total = total
         self.rows_read = rows_done
         self.on_bad_row = on_bad_row
@@ -368,31 +369,38 @@ class JsonLinesReader(RowReader):
             self.rows_read += 1
             values, error = self._parse(line)
             if line.error is not None:  # undecodable bytes: the row keeps what parses (its id, say), unlabelled
-                error = line.error
+                error = line.error if error is None or values is None else f"{line.error}; {error}"
             if error is not None and self.on_bad_row == FAIL:
                 raise BadInputError(f"{self.name}: {error}; fix the file or pass --on-bad-row flag")
             text = values.get(self.text_column) if values is not None and error is None and self.text_column else None
             yield InputRow(self.rows_read, values, text, error)
 
     def _parse(self, line: _Line) -> tuple[dict | None, str | None]:
+        """(the row's fields, why it is a bad row). A line refused for some of its values (NaN, a
+        number a float cannot hold, a key given twice) keeps its other fields, those values null,
+        unless the line is bad as a whole (no object, malformed, too deep): then it keeps none."""
+        refused: list[str] = []
+        first = None
         try:
-            value = self.decoder.decode(line.text)
-        except NonFiniteNumberError as err:
-            return _salvaged(line), (f"line {line.number}: {err.literal} is not a JSON number (JSON has no NaN or "
-                                     "infinity; it would be written back as null); write it as a string to keep it")
-        except InexactNumberError as err:
-            return _salvaged(line), (f"line {line.number}: the number {err.text[:40]} cannot be held exactly (it "
-                                     f"would be written back as {err.held}); write it as a string to keep it")
-        except DuplicateKeyError as err:
-            return _salvaged(line), (f"line {line.number}: the key {err.key!r} appears more than once in one "
-                                     "object; a row keeps one value per key, so the others would be lost")
+            try:
+                value = self.decoder.decode(line.text)
+            except json.JSONDecodeError:
+                raise
+            except (NonFiniteNumberError, InexactNumberError, DuplicateKeyError, ValueError) as err:
+                # (a plain ValueError: the one other refusal of json.loads, an integer too long to convert)
+                first = _value_refusal(line.number, err)
+                value, refused = _decode_refusing_values(line.text, keep_non_finite=self.keep_non_finite)
         except json.JSONDecodeError as err:
             return None, f"line {line.number}: invalid JSON ({err.msg} at column {err.colno})"
         except RecursionError:
             return None, f"line {line.number}: invalid JSON (nested too deeply)"
-        except ValueError:  # the one other refusal of json.loads: an integer too long to convert
-            return None, (f"line {line.number}: a JSON number of more than {sys.get_int_max_str_digits():,} "
-                          "digits, which cannot be read")
+        values, error = self._checked(line, value)
+        if first is not None and values is not None:  # (a line bad as a whole says why, and keeps nothing)
+            also = f"; also null in this row: {_listed(refused[1:])}" if len(refused) > 1 else ""
+            error = "; ".join(filter(None, [first + also, error]))
+        return values, error
+
+    def _checked(self, line: _Line, value: object) -> tuple[dict | None, str | None]:
         if not isinstance(value, dict):
             return None, f"line {line.number}: expected a JSON object, got {type(value).__name__}"
         if line.raw.count(b"[") + line.raw.count(b"{") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
@@ -477,42 +485,57 @@ _ROWS = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_float=_exact_floa
 _ROWS_KEEPING_NON_FINITE = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_float=_exact_float)
 
 
-def _salvaged(line: "_Line") -> dict | None:
-    """The fields of a line refused for one of its values (NaN or an infinity, a number a float
-    cannot hold, a key given twice), each such value null and the rest as written: the flagged row
-    keeps its id and other columns. None where the line holds more than that refusal (not an
-    object, too deep, a lone surrogate escape)."""
-    if _SURROGATE_ESCAPE.search(line.raw) or line.raw.count(b"[") + line.raw.count(b"{") > MAX_JSON_DEPTH:
-        return None
-    try:
-        value = _SALVAGE.decode(line.text)
-    except (ValueError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
+def _decode_refusing_values(text: str, *, keep_non_finite: bool) -> tuple[object, list[str]]:
+    """A line the strict decoder refused for some of its values, decoded with each such value null
+    (a key given twice: null, neither value chosen), and those values described in line order."""
+    refused: list[str] = []
 
-
-def _null_where_given_twice(pairs: list[tuple[str, object]]) -> dict:
-    counts = collections.Counter(key for key, _ in pairs)
-    return {key: None if counts[key] > 1 else value for key, value in pairs}
-
-
-def _exact_float_or_null(text: str) -> float | None:
-    try:
-        return _exact_float(text)
-    except InexactNumberError:
+    def non_finite(literal: str) -> float | None:
+        if keep_non_finite:
+            return float(literal)
+        refused.append(literal)
         return None
 
+    def exact_float(number: str) -> float | None:
+        try:
+            return _exact_float(number)
+        except InexactNumberError:
+            refused.append(number[:40])
+            return None
 
-def _int_or_null(text: str) -> int | None:
-    try:
-        return int(text)
-    except ValueError:  # more digits than the interpreter converts
-        return None
+    def integer(number: str) -> int | None:
+        try:
+            return int(number)
+        except ValueError:  # more digits than the interpreter converts
+            refused.append(f"a {len(number):,}-digit number")
+            return None
+
+    def pairs(items: list[tuple[str, object]]) -> dict:
+        counts = collections.Counter(key for key, _ in items)
+        refused.extend(f"the key {key!r} given twice" for key, count in counts.items() if count > 1)
+        return {key: None if counts[key] > 1 else value for key, value in items}
+
+    decoder = json.JSONDecoder(object_pairs_hook=pairs, parse_float=exact_float, parse_int=integer,
+                               parse_constant=non_finite)
+    return decoder.decode(text), refused
 
 
-# A refused line's other fields: what cannot be held (NaN, 1e400, a key given twice) becomes null.
-_SALVAGE = json.JSONDecoder(object_pairs_hook=_null_where_given_twice, parse_float=_exact_float_or_null,
-                            parse_int=_int_or_null, parse_constant=lambda literal: None)
+def _value_refusal(number: int, err: ValueError) -> str:
+    """Why a line was refused for one of its values."""
+    if isinstance(err, NonFiniteNumberError):
+        return (f"line {number}: {err.literal} is not a JSON number (JSON has no NaN or infinity; it would be "
+                "written back as null); write it as a string to keep it")
+    if isinstance(err, InexactNumberError):
+        return (f"line {number}: the number {err.text[:40]} cannot be held exactly (it would be written back as "
+                f"{err.held}); write it as a string to keep it")
+    if isinstance(err, DuplicateKeyError):
+        return (f"line {number}: the key {err.key!r} appears more than once in one object; a row keeps one value "
+                "per key, so the others would be lost")
+    return f"line {number}: a JSON number of more than {sys.get_int_max_str_digits():,} digits, which cannot be read"
+
+
+def _listed(items: list[str]) -> str:
+    return ", ".join(items[:5]) + (f" and {len(items) - 5:,} more" if len(items) > 5 else "")
 
 
 def _depth(value: object) -> int:
