@@ -9,27 +9,27 @@ exponent, and "inf"/"nan", which the settings then refuse by name).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T", int, float)
 
 
 def integer(text: str) -> int:
     """An argparse ``type``: an integer in ASCII digits, e.g. 4096."""
-    _check_plain(text, "integer", "4096")
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid integer value: {text!r} (e.g. 4096)") from None
+    return _parsed(text, int, "integer", "4096")
 
 
 def decimal(text: str) -> float:
     """An argparse ``type``: a number in ASCII digits, e.g. 2.5."""
-    _check_plain(text, "number", "2.5")
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number: {text!r} (e.g. 2.5)") from None
+    return _parsed(text, float, "number", "2.5")
 
 
-def _check_plain(text: str, kind: str, example: str) -> None:
+def _parsed(text: str, convert: Callable[[str], T], kind: str, example: str) -> T:
     if not text.isascii() or "_" in text:
         raise argparse.ArgumentTypeError(
             f"invalid {kind}: {text!r} (write it in ASCII digits, without underscores, e.g. {example})")
+    try:
+        return convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid {kind}: {text!r} (e.g. {example})") from None
