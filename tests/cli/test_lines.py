@@ -27,3 +27,28 @@ def test_a_name_with_a_control_character_reaches_standard_error_escaped(tmp_path
     assert main(["report", str(out), "-o", str(tmp_path / "r.html")]) == 2
     err = capsys.readouterr().err
     assert "\x1b" not in err and "esc\\x1b[31m.csv" in err and len(err.strip().splitlines()) == 2
+
+
+@pytest.mark.parametrize("argv", [["label", "x.csv", "--foo", "x\x1b[31m\ny"], ["label"], ["label", "x.csv", "--chunk-rows", "1\x1b\n"],
+                                  ["nosuch"], []])
+def test_a_usage_error_is_one_escaped_line_and_exit_2(argv, capsys):
+    """argparse printed its usage block first, and a value holding a line break or ESC as it stands."""
+    from structsent.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.count("\n") == 1 and "\x1b" not in err
+    assert err.startswith("structsent") and ": error: " in err and err.endswith("--help)\n")
+
+
+def test_warnings_and_summaries_escape_the_names_they_print(tmp_path, capsys, monkeypatch):
+    from structsent.cli import main
+
+    labelled = tmp_path / "labelled.csv"
+    labelled.write_text("text,label,score,prob_负面,prob_正面,error\n好,正面,0.9,0.1,0.9,\n", encoding="utf-8")
+    monkeypatch.setenv("STRUCTSENT_THREADZ\x1b[31m\nX", "1")  # a misspelt variable: warned of, by its name
+    assert main(["report", str(labelled), "-o", str(tmp_path / "r\x1b[2J\n.html")]) == 0
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and len(err.strip().splitlines()) == 2
+    assert "STRUCTSENT_THREADZ\\x1b[31m\\nX" in err and "r\\x1b[2J\\n.html: 1 rows" in err

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import typing
 
 from .. import __version__
 from .._exit import (
@@ -56,8 +57,16 @@ EXIT_CODES = {
 }
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """A parser whose usage errors are one line, as every other error (argparse printed its usage
+    block first, and quoted a value holding a line break or an escape sequence as it stands)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="structsent", description="Fast Chinese sentiment labelling with StructBERT.")
+    parser = OneLineErrors(prog="structsent", description="Fast Chinese sentiment labelling with StructBERT.")
     parser.add_argument("--version", action="version", version=f"structsent {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in SUBCOMMANDS.items():
@@ -84,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         with sigterm_as_interrupt():
             args = build_parser().parse_args(argv)
             for warning in unknown_variable_warnings(os.environ):
-                print(warning, file=sys.stderr)
+                print(one_line(warning), file=sys.stderr)
             return int(args._run(args) or EXIT_OK)
     except Terminated:
         print("structsent: terminated", file=sys.stderr)

@@ -249,7 +249,7 @@ def _write_report(args, spec, summary, classifier, report_was: dict | None) -> N
         raise BadInputError(f"{spec.output} is written, but not the report: {reason}; "
                             f"`structsent report {shell_quoted(spec.output)} -o REPORT.html` makes one") from err
     if not args.quiet:
-        print(f"report: {args.report}", file=sys.stderr)
+        print(one_line(f"report: {args.report}"), file=sys.stderr)
 
 
 def _input_format(args) -> Format:
@@ -262,7 +262,7 @@ def _input_format(args) -> Format:
 
 
 def _notice(message: str) -> None:
-    print(f"structsent: {message}", file=sys.stderr)
+    print(f"structsent: {one_line(message)}", file=sys.stderr)
 
 
 def _finished_output(output) -> str:

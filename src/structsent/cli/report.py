@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..report.arguments import FORMATS, MAX_COUNT, PERIODS
+from .lines import one_line
 from .numbers import integer
 
 
@@ -47,5 +48,5 @@ def run(args: argparse.Namespace) -> int:
         )
     if not args.quiet:
         labels = ", ".join(f"{label} {count:,}" for label, count in summary.labels.items())
-        print(f"{args.output}: {summary.rows:,} rows ({labels}; {summary.flagged:,} flagged)", file=sys.stderr)
+        print(one_line(f"{args.output}: {summary.rows:,} rows ({labels}; {summary.flagged:,} flagged)"), file=sys.stderr)
     return 0
