@@ -17,19 +17,18 @@ T = TypeVar("T", int, float)
 
 def integer(text: str) -> int:
     """An argparse ``type``: an integer in ASCII digits, e.g. 4096."""
-    return _parsed(text, int, "integer", "4096")
+    return _parsed(text, int, "integer")
 
 
 def decimal(text: str) -> float:
     """An argparse ``type``: a number in ASCII digits, e.g. 2.5."""
-    return _parsed(text, float, "number", "2.5")
+    return _parsed(text, float, "number")
 
 
-def _parsed(text: str, convert: Callable[[str], T], kind: str, example: str) -> T:
+def _parsed(text: str, convert: Callable[[str], T], kind: str) -> T:
     if not text.isascii() or "_" in text:
-        raise argparse.ArgumentTypeError(
-            f"invalid {kind}: {text!r} (write it in ASCII digits, without underscores, e.g. {example})")
+        raise argparse.ArgumentTypeError(f"invalid {kind}: {text!r} (ASCII digits only, no underscores)")
     try:
         return convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid {kind}: {text!r} (e.g. {example})") from None
+        raise argparse.ArgumentTypeError(f"invalid {kind}: {text!r}") from None
