@@ -578,3 +578,16 @@ def test_a_client_that_leaves_while_its_batch_computes_stops_the_batch(hf_model_
     assert next_one.ok
     assert waited < 2.5  # (the rest of the batch: 256 calls of 20 ms)
     assert len(calls) - warmed < 128
+
+
+def test_the_log_line_of_a_model_that_fails_to_load_escapes_its_name(tmp_path, caplog):
+    """A model path holding ESC and a line break reached the log as it stands: two lines, the terminal recoloured."""
+    from structsent.server.app import SentimentService, ServerSettings
+
+    missing = tmp_path / "no\x1b[31m\nmodel"
+    service = SentimentService(ServerSettings(model=str(missing)))
+    with caplog.at_level("ERROR", logger="structsent.server"):
+        service.start_loading().join(timeout=60)
+    assert not service.ready and service.load_error is not None
+    (line,) = [r.getMessage() for r in caplog.records if "failed to load" in r.getMessage()]
+    assert "\x1b" not in line and "\n" not in line and "no\\x1b[31m\\nmodel" in line

@@ -33,9 +33,9 @@ from ..errors import (
     ModelNotFoundError,
     StructsentError,
 )
+from ..lines import one_line
 from . import bench, export, label, report, serve
 from .engine_flags import unknown_variable_warnings
-from .lines import one_line
 from .signals import sigterm_as_interrupt
 
 # name -> (module, help)

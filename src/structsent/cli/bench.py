@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ..lines import one_line
 from .numbers import integer
 
 DEFAULT_N = 200
@@ -106,7 +107,7 @@ def _bench(args, setup, chosen, checkpoint, workload, out: Path, model_dir: Path
     device = setup.device
     lengths = _token_lengths(checkpoint.tokenizer, workload.texts, args.corpus)
     peak = None if setup.on_gpu else matmul_peak_flops(args.num_threads)
-    _say(f"model: {model_note}\ntexts: {workload.describe()}\n"
+    _say(f"model: {one_line(model_note)}\ntexts: {one_line(workload.describe())}\n"
          f"mean tokens per text: {sum(lengths) / len(lengths):.0f}; device: {_machine(device)}"
          + (f"; fp32 matmul peak {peak / 1e9:.0f} GFLOP/s" if peak else ""))
 
@@ -124,7 +125,7 @@ def _bench(args, setup, chosen, checkpoint, workload, out: Path, model_dir: Path
     util_label = "GPU utilisation" if setup.on_gpu else "useful FLOP/s / fp32 peak"
     table = markdown_table(rows, utilisation_label=util_label) + _peak_caveat(rows, peak)
     best = fastest_within(rows, min_agreement=MIN_AGREEMENT)
-    print(f"model: {model_note}\ntexts: {workload.describe()}\ndevice: {_machine(device)}\n")
+    print(f"model: {one_line(model_note)}\ntexts: {one_line(workload.describe())}\ndevice: {_machine(device)}\n")
     print(table)
     if best is not None:
         print(f"\nfastest path with >= {MIN_AGREEMENT:.0%} label agreement: {best.title} "
@@ -142,7 +143,7 @@ def _bench(args, setup, chosen, checkpoint, workload, out: Path, model_dir: Path
         "bench.png": lambda path: write_chart(path, rows, title=title),
         "bench.md": lambda path: path.write_text(table + "\n", encoding="utf-8"),
     })
-    print(f"\nwrote {out / 'bench.json'}, {out / 'bench.png'} and {out / 'bench.md'}")
+    print(one_line(f"wrote {out / 'bench.json'}, {out / 'bench.png'} and {out / 'bench.md'}").join(["\n", ""]))
     return 0
 
 
@@ -214,8 +215,8 @@ def _as_hugging_face(checkpoint) -> Iterator[Path]:
         return
     converted = Path(tempfile.mkdtemp(prefix="structsent-bench-"))
     try:
-        _say(f"{checkpoint.directory} is a {checkpoint.format} checkpoint: every configuration runs a Hugging Face "
-             f"copy of it ({converted}), the same weights")
+        _say(one_line(f"{checkpoint.directory} is a {checkpoint.format} checkpoint: every configuration runs a Hugging Face "
+             f"copy of it ({converted}), the same weights"))
         write_hf_directory(checkpoint, converted / "model")
         yield converted / "model"
     finally:

@@ -16,7 +16,7 @@ from typing import Any
 
 from .._exit import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, Terminated
 from ..io.formats import Format
-from .lines import one_line
+from ..lines import one_line
 from .numbers import integer
 
 LABEL_PAD_MULTIPLE = 8

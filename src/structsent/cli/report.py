@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..lines import one_line
 from ..report.arguments import FORMATS, MAX_COUNT, PERIODS
-from .lines import one_line
 from .numbers import integer
 
 

@@ -38,6 +38,7 @@ from .. import __version__
 from ..config import EngineConfig, LongTextPolicy, check_integer
 from ..errors import BadInputError, ConfigError, ModelOutputError, OverloadedError, StructsentError
 from ..io.readers import DuplicateKeyError
+from ..lines import one_line
 from ..pipeline import freeze_startup_objects, quick_gil_handoff_begin, quick_gil_handoff_end
 from ..results import LabelResult, is_model_failure
 from .apidocs import PATHS as API_DOCS_PATHS
@@ -253,11 +254,11 @@ class SentimentService:
             freeze_startup_objects()  # a full collection per few thousand requests walked the model each time
             described = classifier.info()  # before going live: a failure here leaves the service not ready
             if self._go_live(classifier, batcher):
-                log.info("model ready: %s", described)
+                log.info("model ready: %s", one_line(str(described)))
         except BaseException as err:
             self.load_error = err
             # A typed error says what is wrong in its message; a traceback is for the unexpected.
-            log.error("the model failed to load: %s", err, exc_info=None if isinstance(err, StructsentError) else err)
+            log.error("the model failed to load: %s", one_line(str(err)), exc_info=None if isinstance(err, StructsentError) else err)
             if self.on_fatal is not None:
                 self.on_fatal()
 

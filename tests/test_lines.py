@@ -1,8 +1,8 @@
-"""structsent.cli.lines: a name in a message is one line and nothing a terminal acts on."""
+"""structsent.lines: a name in a message is one line and nothing a terminal acts on."""
 
 import pytest
 
-from structsent.cli.lines import one_line
+from structsent.lines import one_line
 
 
 @pytest.mark.parametrize("name, shown", [
