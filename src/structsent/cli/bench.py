@@ -143,7 +143,7 @@ def _bench(args, setup, chosen, checkpoint, workload, out: Path, model_dir: Path
         "bench.png": lambda path: write_chart(path, rows, title=title),
         "bench.md": lambda path: path.write_text(table + "\n", encoding="utf-8"),
     })
-    print(one_line(f"wrote {out / 'bench.json'}, {out / 'bench.png'} and {out / 'bench.md'}").join(["\n", ""]))
+    print("\n" + one_line(f"wrote {out / 'bench.json'}, {out / 'bench.png'} and {out / 'bench.md'}"))
     return 0
 
 

@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
             if progress is not None:
                 progress.close()
     if summary.already_complete:
-        print(f"structsent: {_finished_output(spec.output)}", file=sys.stderr)
+        _notice(_finished_output(spec.output))
     elif not args.quiet:
         print(format_summary(summary, labels=classifier.labels), file=sys.stderr)
     if summary.interrupted:
@@ -274,8 +274,8 @@ def _finished_output(output) -> str:
     except OSError:
         written = "at an unknown time"
     # (Whether it is this input's complete output, nothing beside it can tell.)
-    return one_line(f"{output} exists (written {written}) and no unfinished job is beside it: nothing to resume; "
-                    "to label the input into it again, run with --overwrite")
+    return (f"{output} exists (written {written}) and no unfinished job is beside it: nothing to resume; "
+            "to label the input into it again, run with --overwrite")
 
 
 def _how_to_finish(spec) -> str:

@@ -349,7 +349,6 @@ class JsonLinesReader(RowReader):
                  on_bad_row: str, name: str, text_column: str, keep_non_finite: bool = False) -> None:
         self.lines = _LineSource(stream, start, on_bad_row, name, line, size=total)
         self.text_column = text_column
-        self.decoder = _ROWS_KEEPING_NON_FINITE if keep_non_finite else _ROWS
         self.keep_non_finite = keep_non_finite
         self.total = total
         self.rows_read = rows_done
@@ -383,7 +382,7 @@ class JsonLinesReader(RowReader):
         first = None
         try:
             try:
-                value = self.decoder.decode(line.text)
+                value = (_ROWS_KEEPING_NON_FINITE if self.keep_non_finite else _ROWS).decode(line.text)
             except json.JSONDecodeError:
                 raise
             except (NonFiniteNumberError, InexactNumberError, DuplicateKeyError, ValueError) as err:
@@ -396,7 +395,7 @@ class JsonLinesReader(RowReader):
             return None, f"line {line.number}: invalid JSON (nested too deeply)"
         values, error = self._checked(line, value)
         if first is not None and values is not None:  # (a line bad as a whole says why, and keeps nothing)
-            also = f"; also null in this row: {_listed(refused[1:])}" if len(refused) > 1 else ""
+            also = f"; also null in this row: {_first_five(refused[1:])}" if len(refused) > 1 else ""
             error = "; ".join(filter(None, [first + also, error]))
         return values, error
 
@@ -534,7 +533,7 @@ def _value_refusal(number: int, err: ValueError) -> str:
     return f"line {number}: a JSON number of more than {sys.get_int_max_str_digits():,} digits, which cannot be read"
 
 
-def _listed(items: list[str]) -> str:
+def _first_five(items: list[str]) -> str:
     return ", ".join(items[:5]) + (f" and {len(items) - 5:,} more" if len(items) > 5 else "")
 
 
