@@ -75,6 +75,27 @@ def test_the_default_window_stride_is_half_the_window_the_model_takes(max_length
                     max_positions=positions).window_stride == 7
 
 
+@pytest.mark.parametrize(("max_length", "positions", "budget", "message"), [
+    (512, 512, 100, "token_budget=100: must be at least max_length (512)"),
+    (100000, 512, 400, "token_budget=400: must be at least max_length (512, the model's positions)"),
+    (128, 512, 127, "token_budget=127: must be at least max_length (128)"),
+])
+def test_a_token_budget_under_the_length_the_model_takes_is_refused(max_length, positions, budget, message):
+    config = EngineConfig(max_length=max_length, token_budget=budget)  # the config alone cannot tell
+    with pytest.raises(ConfigError) as caught:
+        plan_for(config, backend=Backend.TORCH, device="cpu", precision=Precision.FP32, max_positions=positions)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(("max_length", "budget"), [(100000, 4096), (1000, 600), (512, 512)])
+def test_a_token_budget_is_checked_against_max_length_as_the_model_caps_it(max_length, budget):
+    """max_length=100000 with a budget of 4096 was refused, though on a 512-position model texts
+    are cut at 512 tokens, which the budget holds (and max_length=100000 alone was accepted)."""
+    config = EngineConfig(max_length=max_length, token_budget=budget)
+    plan = plan_for(config, backend=Backend.TORCH, device="cpu", precision=Precision.FP32, max_positions=512)
+    assert (plan.max_length, plan.token_budget) == (512, budget)
+
+
 @pytest.mark.parametrize(("attention", "required"), [("auto", False), ("packed", True)])
 def test_only_an_explicit_attention_packed_makes_the_load_check_binding(checkpoint, monkeypatch, attention, required):
     """On a GPU (stood in for: none here) auto takes packed attention where its check passes and

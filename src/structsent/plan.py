@@ -19,6 +19,7 @@ import dataclasses
 from pathlib import Path
 
 from .config import Backend, EngineConfig, LongTextPolicy, Precision
+from .errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -51,6 +52,9 @@ def plan_for(config: EngineConfig, *, backend: Backend, device: str, precision: 
              model_file: Path | None = None) -> RuntimePlan:
     """The sizes that follow from ``config`` once backend, device and precision are chosen."""
     max_length = min(config.max_length, max_positions)
+    if config.token_budget is not None and config.token_budget < max_length:
+        capped = ", the model's positions" if max_length < config.max_length else ""
+        raise ConfigError(f"token_budget={config.token_budget}: must be at least max_length ({max_length}{capped})")
     # Unset: half the window actually used (max_length clamped to the model's positions), not half
     # of a requested max_length the model cannot take.
     window_stride = min(config.window_stride or max((max_length - 2) // 2, 1), max_length - 2)

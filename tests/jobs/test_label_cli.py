@@ -60,6 +60,21 @@ def test_the_command_freezes_what_it_loaded_before_the_job(tmp_path, hf_model_di
 
 
 # -- round trips ---------------------------------------------------------------------------------
+def test_a_token_budget_that_holds_the_model_s_positions_takes_any_larger_max_length(hf_model_dir, clf, reviews_file):
+    """`--max-length 100000 --token-budget B` was refused (B under 100000), though texts are cut at
+    the model's positions, which B holds; a budget under those positions is still refused."""
+    positions = json.loads((hf_model_dir / "config.json").read_text())["max_position_embeddings"]
+    out = run_cli("label", reviews_file, "--max-length", 100000, "--token-budget", positions,
+                  *model_args(hf_model_dir)).stdout
+    texts = reviews_file.read_text(encoding="utf-8").splitlines()
+    assert_matches_library(clf, texts, read_jsonl_bytes(out))
+    refused = run_cli("label", reviews_file, "--max-length", 100000, "--token-budget", positions - 1,
+                      *model_args(hf_model_dir), check=False)
+    assert refused.returncode == 2 and refused.stdout == b""
+    assert refused.stderr.decode().splitlines()[-1] == (
+        f"structsent: error: token_budget={positions - 1}: must be at least max_length ({positions}, the model's positions)")
+
+
 def test_txt_to_jsonl_on_stdout(hf_model_dir, clf, reviews_file):
     out = run_cli("label", reviews_file, *model_args(hf_model_dir)).stdout
     texts = reviews_file.read_text(encoding="utf-8").splitlines()
