@@ -270,3 +270,91 @@ def test_the_key_covers_weight_shards_an_index_places_in_a_subdirectory(hf_model
     assert after != before
     (directory / "shards" / "notes.txt").write_text("not read by a load")  # only what a load reads counts
     assert cache_key(directory, options) == after
+
+
+@pytest.mark.parametrize("copied", ["the graph and its digest", "the whole entry"])
+def test_another_exports_graph_copied_into_an_entry_is_discarded_not_run(cache, hf_model_dir, caplog, copied):
+    """The digest file vouched for the graph, not for which export it was: an int8 entry's graph and
+    digest copied into the fp32 entry ran as fp32 (info() said fp32) without a word."""
+    import shutil
+
+    checkpoint = load_checkpoint(hf_model_dir)
+    fp32, int8 = ExportOptions(precision="fp32", optimize=False), ExportOptions(precision="int8", optimize=False)
+    entry, other = cached_export(checkpoint, fp32), cached_export(checkpoint, int8)
+    intact = (entry / "model.onnx").read_bytes()
+    assert (other / "model.onnx").read_bytes() != intact
+    if copied == "the whole entry":
+        shutil.rmtree(entry)
+        shutil.copytree(other, entry)
+    else:
+        for name in ("model.onnx", "model.onnx.blake2b"):
+            shutil.copyfile(other / name, entry / name)
+    assert entry_problem(entry) == (f"written for another export (key {other.name!r}): copied or moved here"
+                                    if copied == "the whole entry" else
+                                    "model.onnx is not the graph exported here (another export's, copied in)")
+    with caplog.at_level(logging.WARNING, logger="structsent.onnx"):
+        assert cached_export(checkpoint, fp32) == entry
+    assert (entry / "model.onnx").read_bytes() == intact and entry_problem(entry) is None
+    assert any("is unusable" in r.getMessage() for r in caplog.records)
+
+
+def test_an_entry_records_its_key_and_no_staging_path(cache, hf_model_dir):
+    import json
+
+    entry = cached_export(load_checkpoint(hf_model_dir), ExportOptions(precision="fp32", optimize=False))
+    record = json.loads((entry / "cache_entry.json").read_text(encoding="utf-8"))
+    assert record == {"key": entry.name, "graph": (entry / "model.onnx.blake2b").read_text(encoding="ascii")}
+    report = json.loads((entry / "export_report.json").read_text(encoding="utf-8"))
+    assert "directory" not in report  # it named the staging directory, gone once the entry was renamed into place
+    assert report["precision"] == "fp32"
+
+
+def test_a_dangling_link_in_an_entrys_place_is_said_to_be_one(cache, hf_model_dir, tmp_path, caplog):
+    checkpoint = load_checkpoint(hf_model_dir)
+    options = ExportOptions(precision="fp32", optimize=False)
+    entry = cached_export(checkpoint, options)
+    import shutil
+
+    shutil.rmtree(entry)
+    entry.symlink_to(tmp_path / "missing")
+    assert entry_problem(entry) == "a link to a missing path"  # it said "absent", then "discarding it"
+    with caplog.at_level(logging.WARNING, logger="structsent.onnx"):
+        cached_export(checkpoint, options)
+    assert any("(a link to a missing path); discarding it" in r.getMessage() for r in caplog.records)
+
+
+def test_an_export_that_loses_the_race_to_another_process_says_so_and_uses_the_winner(cache, hf_model_dir, caplog):
+    """Two processes exporting into an empty cache both said "exported it ... to ENTRY", though one
+    export was thrown away for the other's (stood in for here: the entry is there when the rename comes)."""
+    from structsent.onnx.cache import _export_into
+
+    checkpoint = load_checkpoint(hf_model_dir)
+    options = ExportOptions(precision="fp32", optimize=False)
+    entry = cached_export(checkpoint, options)
+    before = {p.name: p.read_bytes() for p in entry.iterdir()}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="structsent.onnx"):
+        _export_into(entry, checkpoint, options)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("but another process's export reached" in m and str(entry) in m for m in messages), messages
+    assert not any("later loads reuse it" in m for m in messages)
+    assert {p.name: p.read_bytes() for p in entry.iterdir()} == before and entry_problem(entry) is None
+    assert [p.name for p in entry.parent.iterdir()] == [entry.name]  # its staging removed
+
+
+def test_control_characters_in_the_cache_path_are_escaped_in_the_log(tmp_path, monkeypatch, hf_model_dir, caplog):
+    monkeypatch.setenv("STRUCTSENT_CACHE", str(tmp_path / "c\n\x1b[31m"))
+    with caplog.at_level(logging.WARNING, logger="structsent.onnx"):
+        cached_export(load_checkpoint(hf_model_dir), ExportOptions(precision="fp32", optimize=False))
+    (message,) = [r.getMessage() for r in caplog.records if "first use" in r.getMessage()]
+    assert "c\\n\\x1b[31m" in message and "\n" not in message and "\x1b" not in message
+
+
+@pytest.mark.parametrize("record", ["", "[]", '{"key": 1, "graph": "x"}', "{not json"])
+def test_an_entry_record_that_is_not_one_is_discarded(cache, hf_model_dir, record):
+    checkpoint = load_checkpoint(hf_model_dir)
+    options = ExportOptions(precision="fp32", optimize=False)
+    entry = cached_export(checkpoint, options)
+    (entry / "cache_entry.json").write_text(record, encoding="utf-8")
+    assert entry_problem(entry) == "cache_entry.json is not what an export writes"
+    assert cached_export(checkpoint, options) == entry and entry_problem(entry) is None

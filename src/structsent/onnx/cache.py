@@ -3,7 +3,9 @@
 Exports live under ``$STRUCTSENT_CACHE/onnx/<key>`` (default ``~/.cache/structsent``), keyed by
 the model files' contents, the export options and the tool versions, and are written to a
 staging folder first and renamed into place, so a concurrent load sees all of one or none. Each
-entry records its graph's digest; one that no longer matches it is discarded and exported again.
+entry records its graph's digest and the key it was written for; one whose graph no longer matches
+its digest, or that was written for another key (copied or moved here), is discarded and exported
+again.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import threading
 from pathlib import Path
 
 from ..errors import ModelFormatError, OutputWriteError, require
+from ..lines import one_line
 from ..models.onnx import DIGEST_FILE, MODEL_FILE, feed_file, file_digest
 from ..staging import remove_abandoned, staging_name
 from .export import EXPORT_FORMAT_VERSION, ExportOptions, export_checkpoint
@@ -26,6 +29,10 @@ from .validate import packaged_sample_texts
 
 CACHE_ENV = "STRUCTSENT_CACHE"
 CACHED_VALIDATION_TEXTS = 120  # a load-time export checks itself on the packaged sample reviews
+# What an entry was written as: its key and its graph's digest. The digest file beside the graph
+# vouches for the bytes, not for which export they are: another entry's graph and digest copied in
+# passed as this one.
+ENTRY_FILE = "cache_entry.json"
 
 log = logging.getLogger("structsent.onnx")
 
@@ -100,7 +107,7 @@ def _existing_or_exported(target: Path, checkpoint, options: ExportOptions) -> P
         return target
     if os.path.lexists(target):  # a dangling link too
         log.warning("the ONNX export cache entry %s is unusable (%s); discarding it and exporting again",
-                    target, problem)
+                    one_line(str(target)), problem)
         _discard(target, problem)
     _write_entry(target, checkpoint, options)
     problem = entry_problem(target)
@@ -155,20 +162,39 @@ def entry_problem(target: Path) -> str | None:
 
 def _damage(target: Path) -> str | None:
     if not target.exists():
-        return "absent"
-    for name in ("config.json", MODEL_FILE, DIGEST_FILE):
+        return "a link to a missing path" if target.is_symlink() else "absent"
+    for name in ("config.json", MODEL_FILE, DIGEST_FILE, ENTRY_FILE):
         if not (target / name).is_file():
             return f"no {name}"
     try:
         recorded = (target / DIGEST_FILE).read_text(encoding="ascii").strip()
+        entry = _entry_record(target / ENTRY_FILE)
         actual = file_digest(target / MODEL_FILE)
     except PermissionError:
         raise
     except (OSError, UnicodeDecodeError) as err:
         return f"unreadable: {err}"
+    if entry is None:
+        return f"{ENTRY_FILE} is not what an export writes"
+    if entry["key"] != target.name:
+        return f"written for another export (key {entry['key'][:40]!r}): copied or moved here"
     if actual != recorded:
         return f"{MODEL_FILE} does not match the digest recorded when it was exported: truncated or corrupt"
+    if actual != entry["graph"]:
+        return f"{MODEL_FILE} is not the graph exported here (another export's, copied in)"
     return None
+
+
+def _entry_record(path: Path) -> dict[str, str] | None:
+    """The key and graph digest an entry records, or None when the file is not such a record."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    fields = ("key", "graph")
+    if not isinstance(record, dict) or not all(isinstance(record.get(name), str) for name in fields):
+        return None
+    return {name: record[name] for name in fields}
 
 
 STAGING_PREFIX = ".export-"
@@ -183,14 +209,21 @@ def _export_into(target: Path, checkpoint, options: ExportOptions) -> None:
         texts, source = packaged_sample_texts()
         report = export_checkpoint(checkpoint, staging, options, validation_texts=texts[:CACHED_VALIDATION_TEXTS],
                                    validation_source=source)
+        record = {"key": target.name, "graph": file_digest(staging / MODEL_FILE)}
+        (staging / ENTRY_FILE).write_text(json.dumps(record), encoding="utf-8")
         accuracy = report.accuracy.summary() if report.accuracy is not None else "not validated"
-        log.warning("first use of %s on ONNX Runtime: exported it (%s) to %s in %.1fs; later loads reuse it; %s",
-                    checkpoint.directory, options.describe(), target, report.seconds, accuracy)
+        first = f"first use of {one_line(str(checkpoint.directory))} on ONNX Runtime: exported it ({options.describe()})"
         try:
             staging.rename(target)  # atomic: a concurrent load sees all of it or none of it
         except OSError:
-            if not (target / MODEL_FILE).is_file():  # another load renamed its export into place first
+            if not (target / MODEL_FILE).is_file():
                 raise
+            # Another load renamed its export into place first: that one is used (and checked by the caller).
+            log.warning("%s in %.1fs, but another process's export reached %s first and is used; %s", first,
+                        report.seconds, one_line(str(target)), accuracy)
+        else:
+            log.warning("%s to %s in %.1fs; later loads reuse it; %s", first, one_line(str(target)), report.seconds,
+                        accuracy)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

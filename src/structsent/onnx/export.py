@@ -80,7 +80,6 @@ class ExportReport:
 
     def to_dict(self) -> dict:
         return {
-            "directory": str(self.directory),
             "precision": self.options.precision.value,
             "optimized": self.options.optimize,
             "fused_operators": self.fused_operators,
