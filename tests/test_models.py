@@ -1,6 +1,7 @@
 """Loading every supported format, and a clear typed error for every broken one."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -203,6 +204,41 @@ def test_nan_weights_are_refused_at_load(nan_model_dir):
         structsent.load(nan_model_dir, device="cpu")
 
 
+@pytest.mark.parametrize(("table", "row", "value"), [
+    ("word_embeddings", 8000, 1e35), ("position_embeddings", 300, 1e30), ("token_type_embeddings", 0, -4e18)])
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_an_embedding_row_too_large_to_normalise_is_refused_at_load(hf_model_dir, tmp_path, table, row, value, backend):
+    """A finite row no warm-up text uses (1e35) was flagged on one runtime (its normalisation
+    overflowed) and labelled from a value rounded past meaning on the other; refused on both now."""
+    from structsent.models.hf import embedding_limit
+
+    name = f"bert.embeddings.{table}.weight"
+
+    def damage(state):
+        state[name][row].fill_(value)
+
+    directory = copy_with_weights(hf_model_dir, tmp_path / "m", damage)
+    hidden = json.loads((directory / "config.json").read_text())["hidden_size"]
+    assert abs(value) >= embedding_limit(hidden) > 1e16
+    message = (f"tensor {name} holds {abs(value):.3g} (row {row}), past "
+               f"{embedding_limit(hidden):.3g}, where the normalisation after the embeddings overflows float32")
+    with pytest.raises(structsent.ModelFormatError, match=re.escape(message)):
+        structsent.load(directory, device="cpu", backend=backend)
+
+
+def test_large_but_normalisable_embeddings_load(hf_model_dir, tmp_path):
+    from structsent.models.hf import embedding_limit
+
+    hidden = json.loads((hf_model_dir / "config.json").read_text())["hidden_size"]
+    limit = embedding_limit(hidden)
+
+    def damage(state):
+        state["bert.embeddings.word_embeddings.weight"][5].fill_(limit / 2)
+
+    results = structsent.load(copy_with_weights(hf_model_dir, tmp_path / "m", damage), device="cpu")(["好评"])
+    assert results[0].ok
+
+
 @pytest.mark.slow  # a subprocess that loads torch and the model
 def test_nan_weights_label_job_exits_3_with_a_one_line_error(nan_model_dir, tmp_path):
 
@@ -345,3 +381,43 @@ def test_malformed_onnx_config_values_are_model_format_errors(tmp_path, onnx_mod
     d = with_config(onnx_model_dir, tmp_path / "m", **changes)
     with pytest.raises(structsent.ModelFormatError, match=message):
         structsent.load(d)
+
+
+@pytest.mark.parametrize(("labels", "refused", "why"), [
+    ({"0": "a\x1b[31m", "1": "正面"}, "'a\\x1b[31m'", "holds a control character"),
+    ({"0": "负面", "1": "b\nc"}, "'b\\nc'", "holds a control character"),
+    ({"0": "负\t面", "1": "正面"}, "'负\\t面'", "holds a control character"),
+    ({"0": " ", "1": "正面"}, "' '", "is blank"),
+    ({"0": "负面", "1": "\u3000"}, "'\\u3000'", "is blank"),
+])
+def test_a_label_name_that_cannot_be_printed_or_be_a_column_name_is_refused_at_load(tmp_path, hf_model_dir, labels,
+                                                                                  refused, why):
+    """ESC and a line break in id2label reached the terminal raw in the job's summary (recolouring
+    it, splitting the line) and split the CSV header; a blank name labelled rows with nothing."""
+    d = copy_dir(hf_model_dir, tmp_path / "m")
+    config = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    config["id2label"] = labels
+    (d / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(structsent.ModelFormatError) as caught:
+        structsent.load(d, device="cpu")
+    assert "id2label names label " in str(caught.value) and f"{refused}, which {why}" in str(caught.value)
+
+
+def test_a_label_mapping_with_control_characters_is_refused_too(tmp_path, hf_model_dir):
+    d = copy_dir(hf_model_dir, tmp_path / "m")
+    config = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    config.pop("id2label", None), config.pop("label2id", None)
+    (d / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    (d / "label_mapping.json").write_text(json.dumps({"\x1b[2J": 0, "\r": 1}), encoding="utf-8")
+    with pytest.raises(structsent.ModelFormatError, match=r"label_mapping.json: the label mapping names label 0 "
+                                                          r"'\\x1b\[2J', which holds a control character"):
+        structsent.load(d, device="cpu")
+
+
+def test_label_ids_are_ascii_digits(tmp_path, hf_model_dir):
+    d = copy_dir(hf_model_dir, tmp_path / "m")
+    config = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    config["id2label"] = {"٠": "负面", "1": "正面"}  # an Arabic-Indic zero was read as 0
+    (d / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(structsent.ModelFormatError, match="id2label must map integer ids to label names"):
+        structsent.load(d, device="cpu")

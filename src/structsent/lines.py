@@ -17,3 +17,8 @@ _NAMED = {"\n": "\\n", "\r": "\\r"}
 def one_line(text: str) -> str:
     """``text`` with its control characters written as escapes."""
     return _CONTROL.sub(lambda m: _NAMED.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
+
+
+def has_control_characters(text: str) -> bool:
+    """Whether ``text`` holds a character ``one_line`` would escape."""
+    return _CONTROL.search(text) is not None

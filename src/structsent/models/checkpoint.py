@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import ModelFormatError
+from ..lines import has_control_characters
 from ..tokenize import Tokenizer
 from .shape import BertShape
 
@@ -372,6 +373,10 @@ def _labels_by_id(id_map: object, num_labels: int, source: Path, field: str) -> 
         if not _is_text(name):  # a lone surrogate escape: no output (CSV, JSON, the export) can write it
             raise ModelFormatError(f"{source}: {field} names label {label_id} {name!r}, which holds a lone UTF-16 "
                                    "surrogate escape, not a character")
+        if not name.strip() or has_control_characters(name) or "\t" in name:  # printed, and written as column names
+            raise ModelFormatError(f"{source}: {field} names label {label_id} {name!r}, which "
+                                   f"{'is blank' if not name.strip() else 'holds a control character'}; a label is a "
+                                   "name to print and to write as a column")
         if label_id in by_id:
             raise ModelFormatError(f"{source}: {field} gives id {label_id} twice ({key!r}); which name is meant "
                                    "cannot be told")
@@ -400,7 +405,7 @@ def _is_text(name: str) -> bool:
 def _label_id(key: object) -> int | None:
     if isinstance(key, int) and not isinstance(key, bool):
         return key
-    if isinstance(key, str) and key.strip().isdecimal():
+    if isinstance(key, str) and key.strip().isascii() and key.strip().isdecimal():
         return int(key)
     return None
 

@@ -6,6 +6,7 @@ config and weights are named.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -137,7 +138,35 @@ def _check_tensors(tensors: dict, shape, source: Path) -> None:
                 f"{source}: tensor {name} holds non-finite values ({_non_finite_kinds(tensor)}); the "
                 "weights file is corrupt or comes from a diverged training run"
             )
+    _check_embeddings_normalisable(tensors, shape.hidden_size, source)
     _check_no_unused(tensors, shapes, source, shape.num_layers)
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+EMBEDDING_TABLES = ("bert.embeddings.word_embeddings.weight", "bert.embeddings.position_embeddings.weight",
+                    "bert.embeddings.token_type_embeddings.weight")
+
+
+def embedding_limit(hidden_size: int) -> float:
+    """The largest embedding value whose token the layer normalisation after the embeddings can
+    take in float32: three tables' values summed, squared and added over the hidden size stay
+    finite below it (3.1e17 for a hidden size of 384)."""
+    return math.sqrt(FLOAT32_MAX / hidden_size) / len(EMBEDDING_TABLES)
+
+
+def _check_embeddings_normalisable(tensors: dict, hidden_size: int, source: Path) -> None:
+    """Finite but huge embedding rows (1e35) are not caught by the load's warm-up batch when its
+    texts do not use them, and then one runtime's normalisation overflowed (a flagged row) while
+    another's gave a label computed from a value rounded past meaning: refused here instead."""
+    limit = embedding_limit(hidden_size)
+    for name in EMBEDDING_TABLES:
+        largest, flat_index = tensors[name].abs().flatten().max(dim=0)
+        if float(largest) >= limit:
+            row = int(flat_index) // hidden_size
+            raise ModelFormatError(
+                f"{source}: tensor {name} holds {float(largest):.3g} (row {row}), past {limit:.3g}, where the "
+                "normalisation after the embeddings overflows float32; the weights file is corrupt"
+            )
 
 
 def _check_layer_count(tensors: dict, num_layers: int, source: Path) -> None:
