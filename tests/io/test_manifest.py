@@ -113,8 +113,10 @@ def _fingerprint_without_recipe(directory, relevant: dict) -> str:
     import hashlib
     import json
 
+    from structsent.models import files_a_load_reads
+
     digest = hashlib.blake2b(digest_size=32)  # the fingerprint's formula, with no recipe key added
-    for file in sorted(p for p in directory.iterdir() if p.is_file()):
+    for file in files_a_load_reads(directory):
         digest.update(f"{file.name}:{file.stat().st_size}:".encode() + file.read_bytes())
     digest.update(json.dumps(relevant, sort_keys=True).encode())
     return digest.hexdigest()
@@ -152,3 +154,23 @@ def test_a_refused_resume_names_the_settings_changed_not_those_they_imply():
     assert changed_settings(windows, {**windows, "max_length": 256, "window_stride": 127}) == \
         "max-length was 512, now 256"
     assert changed_settings(None, fp32) is None
+
+
+def test_the_model_fingerprint_reads_only_the_files_a_load_reads(hf_model_dir, tmp_path):
+    """Every file in the directory was read in full at every job: a 50 GB training log beside the
+    weights stalled the job for minutes (and past a stop signal); the same weights in another
+    format, a README, a log change no result and no longer change the fingerprint."""
+    import shutil
+
+    import torch
+
+    info = {"labels": ["负面", "正面"], "backend": "torch", "precision": "fp32", "max_length": 512}
+    copy = tmp_path / "copy"
+    shutil.copytree(hf_model_dir, copy)
+    before = model_fingerprint(copy, info)
+    (copy / "README.md").write_text("notes")
+    (copy / "training_log.bin").write_bytes(b"\0" * 4096)
+    torch.save({"unused": torch.zeros(3)}, copy / "pytorch_model.bin")  # safetensors is what a load reads
+    assert model_fingerprint(copy, info) == before
+    (copy / "tokenizer_config.json").write_text('{"do_lower_case": false}')  # read by a load: counts
+    assert model_fingerprint(copy, info) != before

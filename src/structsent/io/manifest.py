@@ -138,12 +138,15 @@ def input_fingerprint(path: str, *, ledger_verified: bool = True) -> dict:
 
 
 def model_fingerprint(directory: Path, engine_info: dict, *, chunk_rows: int | None = None) -> str:
-    """A hash of the model's files (names and contents) and the settings that change outputs.
-    Contents, not modification times: the same model copied or installed again resumes (hashing
-    costs ~0.1 s for the bundled model's 48 MB, about a second for a BERT-base checkpoint)."""
+    """A hash of the files a load of the model reads (names and contents) and the settings that
+    change outputs. Contents, not modification times: the same model copied or installed again
+    resumes (hashing costs ~0.1 s for the bundled model's 48 MB, about a second for a BERT-base
+    checkpoint); files the load does not read are left out."""
+    from ..models import files_a_load_reads
+
     digest = hashlib.blake2b(digest_size=32)
-    for file in sorted(p for p in Path(directory).iterdir() if p.is_file()):
-        digest.update(f"{file.name}:{file.stat().st_size}:".encode())
+    for file in files_a_load_reads(Path(directory)):
+        digest.update(f"{file.relative_to(directory).as_posix()}:{file.stat().st_size}:".encode())
         with open(file, "rb") as handle:
             while chunk := handle.read(1 << 22):
                 digest.update(chunk)

@@ -11,7 +11,7 @@ import stat
 from pathlib import Path
 
 from ..errors import ConfigError, ModelFormatError, ModelNotFoundError
-from .checkpoint import Checkpoint
+from .checkpoint import TOKENIZER_FILES, WEIGHT_FILES, Checkpoint, find_weights
 
 BUNDLED_MODEL_DIR = Path(__file__).parent / "default"
 DEFAULT_MODEL = "default"
@@ -81,7 +81,37 @@ def load_checkpoint(name_or_path: str | Path) -> Checkpoint:
     )
 
 
-__all__ = ["BUNDLED_MODEL_DIR", "Checkpoint", "load_checkpoint", "resolve_directory"]
+# Read by a load beside the weights (those of the format it finds; the others are not opened).
+FILES_BESIDE_WEIGHTS = ("config.json", "configuration.json", "label_mapping.json", *TOKENIZER_FILES)
+
+
+def files_a_load_reads(directory: Path) -> list[Path]:
+    """The regular files a load of ``directory`` reads, sorted by their path in it: what identifies
+    the model (the label job's fingerprint, the ONNX cache's key). Whatever else lies there (a
+    50 GB training log, the same weights in another format, a README) changes no result, and was
+    read in full at every job and every ONNX load. An export's directory holds only the export's
+    files: all of them."""
+    from .onnx import is_onnx_directory
+
+    directory = Path(directory)
+    if is_onnx_directory(directory):
+        files = {p for p in directory.iterdir() if p.is_file()}
+    else:
+        files = {directory / name for name in FILES_BESIDE_WEIGHTS} | set(_weights_read(directory))
+    return sorted((p for p in files if p.is_file()), key=lambda p: p.relative_to(directory).as_posix())
+
+
+def _weights_read(directory: Path) -> list[Path]:
+    """The weight files a load reads (``find_weights``' choice), with the shard index it read them by."""
+    for index, single in WEIGHT_FILES:
+        if (directory / single).is_file():
+            return [directory / single]
+        if (directory / index).is_file():
+            return [directory / index, *find_weights(directory)]  # shards an index places in a subdirectory too
+    return []
+
+
+__all__ = ["BUNDLED_MODEL_DIR", "Checkpoint", "files_a_load_reads", "load_checkpoint", "resolve_directory"]
 
 
 def expanded(path: Path, what: str) -> Path:

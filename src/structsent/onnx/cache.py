@@ -52,9 +52,11 @@ def cache_root() -> Path:
 
 
 def cache_key(directory: Path, options: ExportOptions) -> str:
-    """A digest of the model directory's files, the export options and the tool versions."""
+    """A digest of the files a load of the model reads, the export options and the tool versions."""
     import onnxruntime
     import torch
+
+    from ..models import files_a_load_reads
 
     digest = hashlib.blake2b(digest_size=12)
     digest.update(
@@ -63,21 +65,10 @@ def cache_key(directory: Path, options: ExportOptions) -> str:
              torch.__version__]
         ).encode()
     )
-    for path in _files_read(directory):
+    for path in files_a_load_reads(directory):
         digest.update(path.relative_to(directory).as_posix().encode())
         feed_file(digest, path)
     return digest.hexdigest()
-
-
-def _files_read(directory: Path) -> list[Path]:
-    """The files a load of ``directory`` reads: those directly in it, and weight shards an index
-    places in a subdirectory (changed shards there kept an old export, and its labels, in use)."""
-    from ..models.checkpoint import find_weights, holds_weights
-
-    files = {p for p in directory.iterdir() if p.is_file()}
-    if holds_weights(directory):
-        files.update(p for p in find_weights(directory) if p.is_file())
-    return sorted(files, key=lambda p: p.relative_to(directory).as_posix())
 
 
 # Exports of one process, one at a time: the exporter (torch.onnx tracing) keeps global state and
