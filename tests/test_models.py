@@ -421,3 +421,19 @@ def test_label_ids_are_ascii_digits(tmp_path, hf_model_dir):
     (d / "config.json").write_text(json.dumps(config), encoding="utf-8")
     with pytest.raises(structsent.ModelFormatError, match="id2label must map integer ids to label names"):
         structsent.load(d, device="cpu")
+
+
+def test_a_model_whose_outputs_do_not_depend_on_the_text_is_said_at_load(hf_model_dir, tmp_path, caplog):
+    """All-zero weights loaded without a word and labelled every text 负面 0.500 (the tie to label 0)."""
+    def zero(state):
+        for tensor in state.values():
+            tensor.zero_()
+
+    with caplog.at_level("WARNING", logger="structsent.engine"):
+        clf = structsent.load(copy_with_weights(hf_model_dir, tmp_path / "zero", zero), device="cpu")
+    assert "the model gives every warm-up text the same outputs [0.0, 0.0]: its weights look zeroed" in caplog.text
+    assert [r.label for r in clf(["好评", "差评"])] == [clf.labels[0]] * 2
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="structsent.engine"):
+        structsent.load(hf_model_dir, device="cpu")
+    assert "same outputs" not in caplog.text

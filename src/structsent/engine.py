@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import logging
 from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, Sequence, Set
 
 import numpy as np
@@ -12,6 +13,7 @@ import numpy as np
 from .backends import PipelinedRunner
 from .batching import Batch, pad_batch, padded_cost, padded_length, padding_fraction, plan_batches
 from .errors import BadInputError, DeviceOutOfMemoryError, ModelFormatError, WorkAbandonedError
+from .lines import one_line
 from .pipeline import Lanes, Prefetch, quick_gil_handoff
 from .plan import RuntimePlan
 from .results import (
@@ -26,6 +28,7 @@ from .tokenize import EncodedText
 from .tokenize_processes import EncodingOptions
 
 # Run once at load (see check_model_outputs): two lengths, so that the batch is padded and masked.
+log = logging.getLogger("structsent.engine")
 WARMUP_TEXTS = ("这家外卖送得很快，味道也不错", "差评")
 
 # Inputs above this many distinct texts are tokenized chunk by chunk, overlapped with the model
@@ -462,6 +465,10 @@ def check_model_outputs(classifier: Classifier) -> None:
             f"{len(sequences)} short texts ({runner.name}, {runner.precision}, {runner.device}); "
             + _non_finite_culprit(runner.precision)
         )
+    if (logits == logits[0]).all():
+        log.warning(
+            "%s: the model gives every warm-up text the same outputs %s: its weights look zeroed or untrained, and "
+            "its labels will not depend on the text", one_line(str(model)), np.round(logits[0], 6).tolist())
 
 
 def _non_finite_culprit(precision: str) -> str:
