@@ -173,6 +173,7 @@ def test_resolve_input_takes_a_file_a_directory_or_a_glob(tmp_path, parquet_dir)
 @pytest.mark.parametrize("flags,code,message", [
     (["--resume"], 2, b"--engine local only"),
     (["--on-bad-row", "flag"], 2, b"--engine local only"),
+    (["--report", "r.html"], 2, b"--engine local only; once the job has finished, `structsent report "),
     (["--output-format", "tsv"], 2, b"writes Parquet, CSV or JSONL"),
     (["--model", "/nonexistent/model"], 3, b"no such model directory"),
 ])
@@ -368,6 +369,15 @@ def test_cli_engine_ray_on_a_directory_of_parquet(ray_address, hf_model_dir, par
     table = pq.read_table(output)
     assert table.column_names == ["id", "text", "stars", *PREDICTIONS]
     assert_same_as_local(table.to_pylist(), local_rows)
+    from collections import Counter
+
+    from structsent.report import write_report
+
+    summary = write_report(output, tmp_path / "report.html")  # the directory, read as one output
+    rows = table.to_pylist()
+    assert summary.rows == len(rows) and summary.flagged == sum(r["error"] is not None for r in rows)
+    assert summary.labels == {k: v for k, v in Counter(r["label"] for r in rows if r["error"] is None).items()} | {
+        k: 0 for k in summary.labels if k not in {r["label"] for r in rows}}
 
 
 def test_cli_engine_ray_csv_to_jsonl_with_id_column(ray_address, hf_model_dir, reviews_table, local_rows,

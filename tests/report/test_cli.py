@@ -46,8 +46,8 @@ def test_bad_input_is_exit_2_with_one_line(tmp_path, labelled_csv, case):
         # an empty path was a FileNotFoundError traceback; a device was told of an -o - that writes a file named -
         "empty output path": ([labelled_csv, "-o", ""], "the report's path is empty"),
         "a device": ([labelled_csv, "-o", "/dev/null", "--overwrite"], "is a character device; name a regular file to write\n"),
-        # the input being a directory is said first ("the report would be written inside its own input")
-        "inside the input directory": ([tmp_path, "-o", tmp_path / "r.html"], f"{tmp_path}: is a directory, not a file"),
+        # what is wrong with the input directory is said first ("the report would be written inside its own input")
+        "inside the input directory": ([tmp_path, "-o", tmp_path / "r.html"], f"{tmp_path}: fifo.csv is not a regular file"),
         # the next three were tracebacks (RuntimeError: Symlink loop, NotADirectoryError), exit 1
         "a loop as output": ([labelled_csv, "-o", tmp_path / "loop.html"], "loop.html: a loop of symbolic links"),
         "a loop as input": ([tmp_path / "loop.csv", "-o", tmp_path / "r.html"], "loop.csv: a loop of symbolic links"),

@@ -445,3 +445,59 @@ def test_a_label_less_probable_than_another_disagrees_with_its_probabilities():
     labels = ("负面", "中性", "正面")
     assert _disagreement("中性", 0.4, [0.1, 0.4, 0.5], labels) == "the label '中性' is not the most probable one"
     assert _disagreement("正面", 0.5, [0.1, 0.4, 0.5], labels) is None
+
+
+def _parts(directory, fmt: str, data: Sample, cut: int) -> None:
+    """``data`` written as two files of one output, as `label --engine ray` writes a directory."""
+    directory.mkdir()
+    write_labelled(directory / f"part-0.{fmt}", fmt, Sample(data.rows[:cut], data.results[:cut]))
+    write_labelled(directory / f"part-1.{fmt}", fmt, Sample(data.rows[cut:], data.results[cut:]))
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_a_directory_of_parts_is_reported_as_one_output_rows_numbered_across_files(tmp_path, labelled_sample, fmt):
+    """A `--engine ray` output is a directory: the report refused it ("is a directory"), and a
+    report of one of its files showed part of the rows without a hint."""
+    whole = tmp_path / f"whole.{fmt}"
+    write_labelled(whole, fmt, labelled_sample)
+    _parts(tmp_path / "out", fmt, labelled_sample, cut=17)
+    (tmp_path / "out" / ".hidden").write_text("not a part")  # staging and hidden names are not the output's
+    (tmp_path / "out" / "_SUCCESS").write_text("")
+    parts, _ = build_report(tmp_path / "out")
+    one, _ = build_report(whole)
+    assert parts.overall.rows == one.overall.rows == 40
+    assert parts.overall.labels == one.overall.labels and parts.overall.flagged == one.overall.flagged == 5
+    assert [r.number for r in parts.flagged_sample] == [r.number for r in one.flagged_sample] == [8, 16, 24, 32, 40]
+    assert [(r.number, r.score) for r in parts.least_certain] == [(r.number, r.score) for r in one.least_certain]
+    summary = write_report(tmp_path / "out", tmp_path / "r.html")
+    assert summary.rows == 40
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "out/ (2 files in name order, rows numbered across them)" in page
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("empty", "a directory with no labelled files in it"),
+    ("two formats", "part-1.parquet is not part of the same output as part-0.jsonl"),
+    ("a subdirectory", "sub is not a regular file; a directory the report reads holds the files of one output only"),
+    ("other labels", "part-1.jsonl is not part of the same output as part-0.jsonl"),
+])
+def test_a_directory_that_is_not_one_output_is_a_one_line_error(tmp_path, labelled_sample, case, message):
+    out = tmp_path / "out"
+    if case == "empty":
+        out.mkdir()
+    elif case == "two formats":
+        out.mkdir()
+        write_labelled(out / "part-0.jsonl", "jsonl", labelled_sample)
+        write_labelled(out / "part-1.parquet", "parquet", labelled_sample)
+    elif case == "a subdirectory":
+        _parts(out, "jsonl", labelled_sample, cut=20)
+        (out / "sub").mkdir()
+    else:
+        out.mkdir()
+        write_labelled(out / "part-0.jsonl", "jsonl", labelled_sample)
+        (out / "part-1.jsonl").write_text('{"text": "好", "label": "pos", "score": 0.9, "prob_neg": 0.1, '
+                                          '"prob_pos": 0.9, "error": null}\n', encoding="utf-8")
+    with pytest.raises(BadInputError) as caught:
+        write_report(out, tmp_path / "r.html")
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert not (tmp_path / "r.html").exists()

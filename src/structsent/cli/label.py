@@ -170,7 +170,8 @@ def _run_on_ray(args: argparse.Namespace) -> int:
     if args.on_bad_row != "error":
         raise BadInputError("--on-bad-row flag works with --engine local only")
     if args.report is not None:
-        raise BadInputError("--report works with --engine local only; run `structsent report` on the output files")
+        raise BadInputError("--report works with --engine local only; once the job has finished, `structsent report "
+                            f"{shell_quoted(args.output or 'OUTPUT_DIR')} -o report.html` reads the directory's files as one output")
     from .signals import sigterm_as_interrupt
 
     try:

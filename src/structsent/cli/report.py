@@ -11,7 +11,8 @@ from .numbers import integer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="a file `structsent label` wrote (CSV, TSV, JSONL or Parquet)")
+    parser.add_argument("input", help="a file `structsent label` wrote (CSV, TSV, JSONL or Parquet), or the directory "
+                                      "a `label --engine ray` job wrote (its files read in name order as one output)")
     parser.add_argument("-o", "--output", required=True, help="the HTML file to write")
     parser.add_argument("--format", default="auto", choices=FORMATS,
                         help="input format (default: from the file name)")

@@ -47,19 +47,29 @@ def build_report(path_in: str | os.PathLike[str], *, fmt: str = "auto", prefix: 
                  max_groups: int = 20, labels: Sequence[str] | None = None) -> tuple[Report, str | None]:
     """Read ``path_in`` once and return its Report and the text column it showed. ``labels``: the
     model's, where known (a JSON Lines file of no rows names none)."""
-    from .source import open_labelled
+    report, text_column, _ = _built_report(path_in, fmt=fmt, prefix=prefix, text_column=text_column, by=by,
+                                           by_period=by_period, negative=negative, least_certain=least_certain,
+                                           flagged_sample=flagged_sample, max_groups=max_groups, labels=labels)
+    return report, text_column
+
+
+def _built_report(path_in: str | os.PathLike[str], *, fmt: str, prefix: str | None, text_column: str | None,
+                  by: str | None, by_period: str, negative: str | None, least_certain: int, flagged_sample: int,
+                  max_groups: int, labels: Sequence[str] | None) -> tuple[Report, str | None, str]:
+    """build_report's work, and how the page names what it read (a file, or a directory of parts)."""
+    from .source import open_labelled_parts
 
     path = as_path("path_in", path_in)
     _check_options(fmt=fmt, by_period=by_period, least_certain=least_certain, flagged_sample=flagged_sample,
                    max_groups=max_groups, names={"prefix": prefix, "text_column": text_column, "by": by,
                                                  "negative": negative})
-    labelled = open_labelled(path, fmt=fmt, prefix=prefix, text_column=text_column, by=by, labels=labels)
-    options = ReportOptions(labels=labelled.columns.labels, negative=negative, by=by, by_period=Period(by_period),
+    labelled = open_labelled_parts(path, fmt=fmt, prefix=prefix, text_column=text_column, by=by, labels=labels)
+    options = ReportOptions(labels=labelled.first.columns.labels, negative=negative, by=by, by_period=Period(by_period),
                             least_certain=least_certain, flagged_sample=flagged_sample, max_groups=max_groups)
     aggregator = ReportAggregator(options)
     for row in labelled.rows():
         aggregator.add(row)
-    return aggregator.result(), labelled.text_column
+    return aggregator.result(), labelled.first.text_column, labelled.describe()
 
 
 def _check_options(*, fmt: object, by_period: object, least_certain: object, flagged_sample: object,
@@ -77,7 +87,8 @@ def write_report(path_in: str | os.PathLike[str], path_out: str | os.PathLike[st
                  flagged_sample: int = 200, max_groups: int = 20, job_figures: Mapping | None = None,
                  job_summary: str | os.PathLike[str] | None = None, overwrite: bool = False,
                  labels: Sequence[str] | None = None) -> ReportSummary:
-    """Write the HTML report of the labelled file ``path_in`` to ``path_out``.
+    """Write the HTML report of the labelled file ``path_in`` to ``path_out``; ``path_in`` may also be
+    the directory a `label --engine ray` job wrote (its files read in name order as one output).
 
     Paths are str or os.PathLike; an option out of its range (the command line's) is a ConfigError.
     The label job's figures come from ``job_figures`` (a mapping, e.g. the job's counters), else
@@ -86,7 +97,7 @@ def write_report(path_in: str | os.PathLike[str], path_out: str | os.PathLike[st
     then renamed over ``path_out``: a reader never sees half a report.
     """
     from .render import render_html
-    from .source import check_input_file, read_job_figures
+    from .source import input_files, read_job_figures
 
     path_in, path_out = as_path("path_in", path_in), as_path("path_out", path_out)
     job_summary = None if job_summary is None else as_path("job_summary", job_summary)
@@ -96,7 +107,7 @@ def write_report(path_in: str | os.PathLike[str], path_out: str | os.PathLike[st
     if job_figures is not None:
         check_job_figures(job_figures)
     # What is wrong with a file read is said first, not that the output would lie inside a directory read.
-    check_input_file(path_in)
+    input_files(path_in)
     if job_figures is None and job_summary is not None:
         _check_job_summary_file(job_summary)
     _check_output(path_in, path_out, overwrite, job_summary)
@@ -104,10 +115,10 @@ def write_report(path_in: str | os.PathLike[str], path_out: str | os.PathLike[st
     replaces = file_identity(target)  # None, or the file overwrite allows to replace
     if job_figures is None:
         job_figures = read_job_figures(job_summary or job_summary_path(path_in))
-    report, shown_text = build_report(path_in, fmt=fmt, prefix=prefix, text_column=text_column, by=by,
-                                      by_period=by_period, negative=negative, least_certain=least_certain,
-                                      flagged_sample=flagged_sample, max_groups=max_groups, labels=labels)
-    page = render_html(report, source=os.path.basename(path_in), text_column=shown_text, figures=job_figures)
+    report, shown_text, source = _built_report(path_in, fmt=fmt, prefix=prefix, text_column=text_column, by=by,
+                                               by_period=by_period, negative=negative, least_certain=least_certain,
+                                               flagged_sample=flagged_sample, max_groups=max_groups, labels=labels)
+    page = render_html(report, source=source, text_column=shown_text, figures=job_figures)
     if file_identity(target) not in (None, replaces):
         raise BadInputError(f"{path_out} was written by another program while the report was made; it is not "
                             "replaced (write the report to another path)")

@@ -183,6 +183,77 @@ def open_labelled(path: str, *, fmt: str = "auto", prefix: str | None = None, te
     return LabelledFile(path=path, format=format_, columns=label_columns, text_column=text_column, by=by)
 
 
+@dataclasses.dataclass(frozen=True)
+class LabelledParts:
+    """The files of one labelled output, read as one: a file, or the files of a directory that
+    `label --engine ray` wrote, in name order, their rows numbered on from file to file."""
+
+    path: str
+    files: tuple[LabelledFile, ...]
+
+    @property
+    def first(self) -> LabelledFile:
+        return self.files[0]
+
+    def rows(self) -> Iterator[LabelledRow]:
+        before = 0
+        for file in self.files:
+            last = 0
+            for row in file.rows():
+                last = row.number
+                yield row if not before else dataclasses.replace(row, number=before + row.number)
+            before += last
+
+    def describe(self) -> str:
+        """How the page names its source: the file, or the directory and how many files it read."""
+        name = Path(self.path).name or self.path
+        if len(self.files) == 1 and self.files[0].path == self.path:
+            return name
+        count = len(self.files)
+        return f"{name}/ ({count} file{'' if count == 1 else 's'} in name order, rows numbered across them)"
+
+
+def open_labelled_parts(path: str, *, fmt: str = "auto", prefix: str | None = None, text_column: str | None = None,
+                        by: str | None = None, labels: Sequence[str] | None = None) -> LabelledParts:
+    """``open_labelled`` for a file, or for each file of a directory (a Ray job's output), which
+    must be parts of one output: one format, the same labels and the same label columns."""
+    paths = input_files(path)
+    opened = [open_labelled(part, fmt=fmt, prefix=prefix, text_column=text_column, by=by, labels=labels)
+              for part in paths]
+    first = opened[0]
+    for other in opened[1:]:
+        if (other.format, other.columns.labels, other.columns.label) != (first.format, first.columns.labels,
+                                                                           first.columns.label):
+            raise BadInputError(f"{path}: {Path(other.path).name} is not part of the same output as "
+                                f"{Path(first.path).name} (another format, other labels or other label columns)")
+    return LabelledParts(path=path, files=tuple(opened))
+
+
+def input_files(path: str) -> list[str]:
+    """The files to read for ``path``: itself, or a directory's visible regular files in name order
+    (what `label --engine ray` writes there; names beginning with '.' or '_' are not its output)."""
+    mode = mode_of(Path(path))
+    if mode is None or not stat.S_ISDIR(mode):
+        check_input_file(path)
+        return [path]
+    names = sorted(name for name in _directory_names(path) if not name.startswith((".", "_")))
+    if not names:
+        raise BadInputError(f"{path}: a directory with no labelled files in it; name a file `structsent label` "
+                            "wrote, or the directory a `--engine ray` job wrote")
+    for name in names:
+        if not stat.S_ISREG(mode_of(Path(path) / name) or 0):  # (a loop of links: mode_of says so)
+            raise BadInputError(f"{path}: {name} is not a regular file; a directory the report reads holds the "
+                                "files of one output only")
+    return [str(Path(path) / name) for name in names]
+
+
+def _directory_names(path: str) -> list[str]:
+    try:
+        return [entry.name for entry in Path(path).iterdir()]
+    except OSError as err:
+        raise BadInputError(f"{path}: cannot list the directory ({err.strerror or err})") from err
+
+
 def check_input_file(path: str) -> None:
     """A regular file: the report reads its input more than once (its header, then its rows), so a
     pipe would lose its head to the first read (or block on a named pipe no one writes)."""
