@@ -99,6 +99,17 @@ def test_a_config_claiming_more_vocabulary_or_positions_than_the_graph_holds_is_
     assert load_checkpoint(d).shape.vocab_size == config["vocab_size"]
 
 
+@pytest.mark.parametrize("name", ["model.onnx", "vocab.txt", "tokenizer_config.json"])
+def test_an_export_file_that_is_a_pipe_is_refused_by_name(tmp_path, exported, name):
+    import os
+
+    d = copy_export(exported, tmp_path)
+    (d / name).unlink()
+    os.mkfifo(d / name)
+    with pytest.raises(structsent.ModelFormatError, match=rf"/{name}: not a regular file \(a named pipe\)$"):
+        load_checkpoint(d)
+
+
 def test_missing_graph_is_named(tmp_path, exported):
     d = copy_export(exported, tmp_path)
     (d / "model.onnx").unlink()

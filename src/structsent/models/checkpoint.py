@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import ModelFormatError
+from ..model_files import model_file_present
 from ..tokenize import Tokenizer
 from .shape import BertShape
 
@@ -82,8 +83,8 @@ class Checkpoint:
 
 
 def read_json(path: Path) -> dict:
-    if path.exists() and not path.is_file():  # a directory, or a pipe a read would wait on for ever
-        raise ModelFormatError(f"{path}: not a regular file")
+    if not model_file_present(path):  # (a pipe, which a read would wait on for ever, is refused)
+        raise ModelFormatError(f"{path}: missing")
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
@@ -100,17 +101,17 @@ WEIGHT_FILES = (("model.safetensors.index.json", "model.safetensors"), ("pytorch
 
 def holds_weights(directory: Path) -> bool:
     """Whether ``directory`` holds PyTorch weights (or their shard index) under a standard name."""
-    return any((directory / name).is_file() for names in WEIGHT_FILES for name in names)
+    return any(model_file_present(directory / name) for names in WEIGHT_FILES for name in names)
 
 
 def find_weights(directory: Path) -> list[Path]:
     """The weight files of a checkpoint directory, safetensors preferred, and a whole file before
     a shard index (as transformers chooses, so that both read the same weights where both are)."""
     for index_name, single in WEIGHT_FILES:
-        if (directory / single).is_file():
+        if model_file_present(directory / single):
             return [directory / single]
         index = directory / index_name
-        if index.is_file():
+        if model_file_present(index):
             return [directory / shard for shard in _shards(read_json(index), index)]
     raise ModelFormatError(
         f"{directory}: no model.safetensors or pytorch_model.bin; copy the checkpoint's weights here"
@@ -137,9 +138,7 @@ def _shards(index: object, source: Path) -> list[str]:
         if not names_a_file_inside(shard):
             raise ModelFormatError(f"{source}: shard {shard!r} is not a file inside {source.parent}; the index is "
                                    "damaged, download it again")
-        path = source.parent / shard
-        if path.exists() and not path.is_file():  # a pipe's open would wait for a writer for ever
-            raise ModelFormatError(f"{path}: the shard is not a regular file; copy the checkpoint's weights here")
+        model_file_present(source.parent / shard)  # a missing shard is named when it is read
     return shards
 
 
@@ -347,7 +346,7 @@ def choose_labels(config: dict, num_labels: int, directory: Path, *, structbert:
     if labels and not all(_GENERIC_LABEL.match(lab) for lab in labels):
         return labels
     mapping_file = directory / "label_mapping.json"
-    if mapping_file.is_file():
+    if model_file_present(mapping_file):
         return _labels_from_mapping(read_json(mapping_file), num_labels, mapping_file)
     if num_labels == 2 and (structbert or not labels):
         return STRUCTBERT_SENTIMENT_LABELS

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from ..errors import ModelFormatError
+from ..model_files import model_file_present
 from ..tokenize import Tokenizer
 from .checkpoint import (
     Checkpoint,
@@ -61,7 +62,7 @@ def is_onnx_directory(directory: Path) -> bool:
             return True
     except ModelFormatError:
         pass  # no or broken config.json: the other loaders say what is wrong
-    return (directory / MODEL_FILE).is_file() and not holds_weights(directory)
+    return not holds_weights(directory) and model_file_present(directory / MODEL_FILE)
 
 
 def load_onnx_directory(directory: Path) -> OnnxCheckpoint:
@@ -194,7 +195,7 @@ def _graph_file(export: dict, directory: Path) -> Path:
             f"an exported directory holds its own graph (normally {MODEL_FILE!r})"
         )
     path = directory / os.path.normpath(name)
-    if not path.is_file():
+    if not model_file_present(path):
         raise ModelFormatError(
             f"{directory}: no {name} (the exported ONNX graph); copy the whole export directory, "
             "or export the model again (structsent export MODEL -o DIR)"
