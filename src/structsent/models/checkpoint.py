@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -161,6 +162,8 @@ def read_weights(files: list[Path]) -> dict:
             raise ModelFormatError(f"{path}: missing weight file") from err
         except Exception as err:  # corrupt archives raise many unrelated types
             reason = _weights_only_reason(err)
+            if reason and reason.startswith("Unsupported operand"):  # not torch.save's format: a plain pickle?
+                _refuse_a_plain_pickle(path, err)
             code = re.search(r"GLOBAL ([\w.]+)", reason or "")
             if code:
                 raise ModelFormatError(
@@ -177,6 +180,56 @@ def read_weights(files: list[Path]) -> dict:
             if isinstance(value, torch.Tensor):
                 tensors[key] = value.float() if value.is_floating_point() else value
     return tensors
+
+
+def _refuse_a_plain_pickle(path: Path, err: BaseException) -> None:
+    """A ModelFormatError saying what ``path`` is when it is a whole pickle (pickle.dump's, not
+    torch.save's), naming the first code it would call; nothing when it is not a pickle."""
+    try:
+        named = _first_code_named(path)
+    except (OSError, ValueError, EOFError):  # pickletools' word for bytes that are no pickle
+        return
+    if named:
+        raise ModelFormatError(
+            f"{path}: a plain pickle, not a PyTorch state dict: it names {named}, code rather than tensors; only "
+            "tensors are loaded: save the weights with torch.save(model.state_dict()) or as safetensors"
+        ) from err
+    raise ModelFormatError(
+        f"{path}: a plain pickle, not a PyTorch state dict (torch.save's format) or safetensors; save the weights "
+        "with torch.save(model.state_dict()) or as safetensors"
+    ) from err
+
+
+_MEMO_PUTS = ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT")
+_MEMO_GETS = ("GET", "BINGET", "LONG_BINGET")
+
+
+def _first_code_named(path: Path) -> str | None:
+    """The first module.name that the pickle in ``path`` would import and call, read from its
+    opcodes by pickletools (which decodes, never runs, them); None for a pickle that names none.
+    ValueError where the bytes are not a pickle."""
+    import pickletools
+
+    pushed: collections.deque[str | None] = collections.deque(maxlen=2)  # the last two pushes: strings, or None
+    memo: dict[int, str] = {}  # the strings kept in the pickle's memo, by index
+    puts = 0
+    with path.open("rb") as handle:
+        for opcode, arg, _ in pickletools.genops(handle):
+            if opcode.name in ("GLOBAL", "INST"):  # protocols 0-3: "module name" is the opcode's argument
+                return str(arg).replace(" ", ".", 1)
+            if opcode.name == "STACK_GLOBAL":  # protocol 4 and later: the last two strings pushed
+                module, name = ([None, None, *pushed])[-2:]
+                return f"{module}.{name}" if module and name else "an object by its import path"
+            if opcode.name in _MEMO_PUTS:
+                index = arg if isinstance(arg, int) else puts  # MEMOIZE: the next index
+                puts += 1
+                if pushed and pushed[-1] is not None:
+                    memo[index] = pushed[-1]
+            elif opcode.name in _MEMO_GETS:
+                pushed.append(memo.get(arg) if isinstance(arg, int) else None)
+            elif opcode.name not in ("PROTO", "FRAME"):
+                pushed.append(arg if isinstance(arg, str) and "UNICODE" in opcode.name else None)
+    return None
 
 
 def first_line(text: object) -> str:
