@@ -25,6 +25,7 @@ import numpy as np
 
 from .config import LongTextPolicy
 from .errors import ModelFormatError
+from .model_files import model_file_present
 
 # One model-ready sequence of token ids: an int64 array (vectorised path) or a tuple (Rust path).
 TokenIds: TypeAlias = "np.ndarray | tuple[int, ...]"
@@ -94,9 +95,9 @@ class Tokenizer:
         """Load from a model directory: tokenizer.json if present, else vocab.txt."""
         tokenizer_json = directory / "tokenizer.json"
         vocab_txt = directory / "vocab.txt"
-        if tokenizer_json.is_file():
+        if model_file_present(tokenizer_json):
             return cls.from_tokenizer_json(tokenizer_json)
-        if vocab_txt.is_file():
+        if model_file_present(vocab_txt):
             return cls.from_vocab(vocab_txt, **_read_bert_options(directory))
         raise ModelFormatError(
             f"{directory}: no vocab.txt or tokenizer.json; copy the tokenizer files of the "
@@ -569,7 +570,7 @@ def _read_bert_options(directory: Path) -> dict:
     do_lower_case, strip_accents and tokenize_chinese_chars (only the first was read, so a
     checkpoint setting the others got other ids than transformers gives it)."""
     config = directory / "tokenizer_config.json"
-    if not config.is_file():
+    if not model_file_present(config):
         return {}  # BERT Chinese checkpoints (and StructBERT's) are uncased, with BertTokenizer's defaults
     try:
         settings = json.loads(config.read_text(encoding="utf-8"))

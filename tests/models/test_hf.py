@@ -167,7 +167,7 @@ def test_a_shard_that_is_not_a_regular_file_is_refused_not_waited_on(tmp_path, h
     timer = threading.Timer(10, unblock_a_reader)
     timer.start()
     try:
-        with pytest.raises(structsent.ModelFormatError, match="shard.safetensors: the shard is not a regular file"):
+        with pytest.raises(structsent.ModelFormatError, match=r"shard.safetensors: not a regular file \(a named pipe\)"):
             load_checkpoint(d)
     finally:
         timer.cancel()
@@ -243,3 +243,34 @@ def test_a_model_of_fewer_than_three_positions_is_a_model_format_error(tmp_path)
 def test_a_model_path_holding_a_nul_character_is_model_not_found():
     with pytest.raises(structsent.ModelNotFoundError, match="cannot hold a NUL character"):
         load_checkpoint("models/a\x00b")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "device", "loop"])
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"])
+def test_a_model_file_that_is_not_a_regular_file_is_refused_by_name(tmp_path, hf_model_dir, name, kind):
+    """They were called missing ("no vocab.txt or tokenizer.json; copy the tokenizer files...") or,
+    for tokenizer_config.json, skipped: the defaults were used in silence. Never opened: a named
+    pipe would wait for a writer for ever."""
+    from ..test_model_files import place
+
+    d = copy_model(hf_model_dir, tmp_path)
+    (d / name).unlink()
+    place(kind, d / name)
+    with pytest.raises(structsent.ModelFormatError, match=rf"/{name}: not a regular file \(") as caught:
+        load_checkpoint(d)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_tokenizer_config_that_is_a_pipe_exits_3_with_one_line(tmp_path, hf_model_dir):
+    import os
+
+    from ..conftest import run_structsent
+
+    d = copy_model(hf_model_dir, tmp_path)
+    (d / "tokenizer_config.json").unlink()
+    os.mkfifo(d / "tokenizer_config.json")
+    source = tmp_path / "in.txt"
+    source.write_text("好评\n", encoding="utf-8")
+    proc = run_structsent("label", source, "-o", tmp_path / "out.jsonl", "--model", d, text=True)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr == f"structsent: error: {d / 'tokenizer_config.json'}: not a regular file (a named pipe)\n"

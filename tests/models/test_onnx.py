@@ -87,8 +87,7 @@ def test_a_config_claiming_more_vocabulary_or_positions_than_the_graph_holds_is_
     config = json.loads((d / "config.json").read_text(encoding="utf-8"))
     vocab = (d / "vocab.txt").read_text(encoding="utf-8")
     (d / "vocab.txt").write_text(vocab + "".join(f"[extra{i}]\n" for i in range(256)), encoding="utf-8")
-    (d / "config.json").write_text(json.dumps({**config, "vocab_size": config["vocab_size"] + 256}), encoding="utf-8")
-    with pytest.raises(structsent.ModelFormatError, match="but the embedding matrix has only"):
+    with pytest.raises(structsent.ModelFormatError, match="vocab.txt that belongs to these weights"):
         load_checkpoint(d)
     (d / "vocab.txt").write_text(vocab, encoding="utf-8")
     longer = {**config, "max_position_embeddings": config.get("max_position_embeddings", 512) * 2}
@@ -97,6 +96,30 @@ def test_a_config_claiming_more_vocabulary_or_positions_than_the_graph_holds_is_
         load_checkpoint(d)
     (d / "config.json").write_text(json.dumps(config), encoding="utf-8")
     assert load_checkpoint(d).shape.vocab_size == config["vocab_size"]
+
+
+@pytest.mark.parametrize("vocab_size", [30000, 21000, 21200])
+def test_a_config_vocab_size_other_than_the_graphs_blames_config_json(tmp_path, exported, vocab_size):
+    """The tokenizer was measured against config.json's vocab_size and blamed ("use the vocab.txt
+    that belongs to these weights") when config.json was the damaged file."""
+    d = copy_export(exported, tmp_path)
+    config = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    (d / "config.json").write_text(json.dumps({**config, "vocab_size": vocab_size}), encoding="utf-8")
+    with pytest.raises(structsent.ModelFormatError) as caught:
+        load_checkpoint(d)
+    assert str(caught.value) == (f"{d / 'config.json'}: vocab_size is {vocab_size} but the graph model.onnx holds "
+                                 f"{config['vocab_size']} token embeddings; config.json belongs to another export")
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "vocab.txt", "tokenizer_config.json"])
+def test_an_export_file_that_is_a_pipe_is_refused_by_name(tmp_path, exported, name):
+    import os
+
+    d = copy_export(exported, tmp_path)
+    (d / name).unlink()
+    os.mkfifo(d / name)
+    with pytest.raises(structsent.ModelFormatError, match=rf"/{name}: not a regular file \(a named pipe\)$"):
+        load_checkpoint(d)
 
 
 def test_missing_graph_is_named(tmp_path, exported):

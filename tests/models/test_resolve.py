@@ -58,12 +58,38 @@ def test_a_pickle_that_names_code_is_refused_naming_what_it_names_and_nothing_ru
     assert "\n" not in message and not ran.exists()
 
 
+@pytest.mark.parametrize("protocol", [0, 2, pickle.DEFAULT_PROTOCOL, pickle.HIGHEST_PROTOCOL])
+def test_a_plain_pickle_that_names_code_says_so_and_nothing_runs(tmp_path, hf_model_dir, protocol):
+    """pickle.dump's file (not torch.save's) was called corrupt: "cannot read weights
+    (UnpicklingError: Unsupported operand 149); ... download it again". Its opcodes are read by
+    pickletools, never run."""
+    d = shutil.copytree(hf_model_dir, tmp_path / "m")
+    (d / "model.safetensors").unlink()
+    ran = tmp_path / "ran"
+    (d / "pytorch_model.bin").write_bytes(pickle.dumps({"classifier.bias": [0.0], "x": RunsCode(ran)},
+                                                       protocol=protocol))
+    with pytest.raises(structsent.ModelFormatError) as caught:
+        load_checkpoint(d)
+    message = str(caught.value)
+    assert "pytorch_model.bin: " in message and "it names posix.system, code rather than tensors" in message
+    assert "download it again" not in message and "weights_only" not in message
+    assert "\n" not in message and not ran.exists()
+
+
+def test_a_plain_pickle_of_data_is_called_a_plain_pickle(tmp_path, hf_model_dir):
+    d = shutil.copytree(hf_model_dir, tmp_path / "m")
+    (d / "model.safetensors").unlink()
+    (d / "pytorch_model.bin").write_bytes(pickle.dumps({"classifier.bias": [0.0, 1.0]}))
+    with pytest.raises(structsent.ModelFormatError, match=r"pytorch_model.bin: a plain pickle, not a PyTorch state "
+                                                          r"dict \(torch.save's format\) or safetensors; save"):
+        load_checkpoint(d)
+
+
 @pytest.mark.parametrize("content,says", [
-    (pickle.dumps(print), "cannot read weights (UnpicklingError: Unsupported operand 149); the file is corrupt"),
     (b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n",  # a clone without git-lfs
      "cannot read weights (UnpicklingError: Unsupported operand 118); the file is corrupt or truncated (or a Git LFS"),
     (b"this is not a pickle at all\n" * 10, "cannot read weights"),
-], ids=["legacy-pickle", "lfs-pointer", "text"])
+], ids=["lfs-pointer", "text"])
 def test_garbage_pytorch_bin_is_a_one_line_error(tmp_path, hf_model_dir, content, says):
     """torch's message (six lines) opens with advice to pass weights_only=False: never shown."""
     d = shutil.copytree(hf_model_dir, tmp_path / "m")

@@ -11,6 +11,7 @@ import stat
 from pathlib import Path
 
 from ..errors import ConfigError, ModelFormatError, ModelNotFoundError
+from ..model_files import model_file_present
 from .checkpoint import TOKENIZER_FILES, WEIGHT_FILES, Checkpoint, find_weights
 
 BUNDLED_MODEL_DIR = Path(__file__).parent / "default"
@@ -73,7 +74,7 @@ def load_checkpoint(name_or_path: str | Path) -> Checkpoint:
         return load_onnx_directory(directory)
     if is_modelscope_directory(directory):
         return load_modelscope_directory(directory)
-    if (directory / "config.json").exists():  # not a regular file: read_json says so
+    if model_file_present(directory / "config.json"):
         return load_directory(directory)
     raise ModelFormatError(
         f"{directory}: no config.json (Hugging Face) or configuration.json (ModelScope); "

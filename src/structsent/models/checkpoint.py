@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from ..errors import ModelFormatError
 from ..lines import has_control_characters
+from ..model_files import model_file_present
 from ..tokenize import Tokenizer
 from .shape import BertShape
 
@@ -83,8 +85,8 @@ class Checkpoint:
 
 
 def read_json(path: Path) -> dict:
-    if path.exists() and not path.is_file():  # a directory, or a pipe a read would wait on for ever
-        raise ModelFormatError(f"{path}: not a regular file")
+    if not model_file_present(path):  # (a pipe, which a read would wait on for ever, is refused)
+        raise ModelFormatError(f"{path}: missing")
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
@@ -101,17 +103,17 @@ WEIGHT_FILES = (("model.safetensors.index.json", "model.safetensors"), ("pytorch
 
 def holds_weights(directory: Path) -> bool:
     """Whether ``directory`` holds PyTorch weights (or their shard index) under a standard name."""
-    return any((directory / name).is_file() for names in WEIGHT_FILES for name in names)
+    return any(model_file_present(directory / name) for names in WEIGHT_FILES for name in names)
 
 
 def find_weights(directory: Path) -> list[Path]:
     """The weight files of a checkpoint directory, safetensors preferred, and a whole file before
     a shard index (as transformers chooses, so that both read the same weights where both are)."""
     for index_name, single in WEIGHT_FILES:
-        if (directory / single).is_file():
+        if model_file_present(directory / single):
             return [directory / single]
         index = directory / index_name
-        if index.is_file():
+        if model_file_present(index):
             return [directory / shard for shard in _shards(read_json(index), index)]
     raise ModelFormatError(
         f"{directory}: no model.safetensors or pytorch_model.bin; copy the checkpoint's weights here"
@@ -138,9 +140,7 @@ def _shards(index: object, source: Path) -> list[str]:
         if not names_a_file_inside(shard):
             raise ModelFormatError(f"{source}: shard {shard!r} is not a file inside {source.parent}; the index is "
                                    "damaged, download it again")
-        path = source.parent / shard
-        if path.exists() and not path.is_file():  # a pipe's open would wait for a writer for ever
-            raise ModelFormatError(f"{path}: the shard is not a regular file; copy the checkpoint's weights here")
+        model_file_present(source.parent / shard)  # a missing shard is named when it is read
     return shards
 
 
@@ -163,6 +163,8 @@ def read_weights(files: list[Path]) -> dict:
             raise ModelFormatError(f"{path}: missing weight file") from err
         except Exception as err:  # corrupt archives raise many unrelated types
             reason = _weights_only_reason(err)
+            if reason and reason.startswith("Unsupported operand"):  # not torch.save's format: a plain pickle?
+                _refuse_a_plain_pickle(path, err)
             code = re.search(r"GLOBAL ([\w.]+)", reason or "")
             if code:
                 raise ModelFormatError(
@@ -179,6 +181,56 @@ def read_weights(files: list[Path]) -> dict:
             if isinstance(value, torch.Tensor):
                 tensors[key] = value.float() if value.is_floating_point() else value
     return tensors
+
+
+def _refuse_a_plain_pickle(path: Path, err: BaseException) -> None:
+    """A ModelFormatError saying what ``path`` is when it is a whole pickle (pickle.dump's, not
+    torch.save's), naming the first code it would call; nothing when it is not a pickle."""
+    try:
+        named = _first_code_named(path)
+    except (OSError, ValueError, EOFError):  # pickletools' word for bytes that are no pickle
+        return
+    if named:
+        raise ModelFormatError(
+            f"{path}: a plain pickle, not a PyTorch state dict: it names {named}, code rather than tensors; only "
+            "tensors are loaded: save the weights with torch.save(model.state_dict()) or as safetensors"
+        ) from err
+    raise ModelFormatError(
+        f"{path}: a plain pickle, not a PyTorch state dict (torch.save's format) or safetensors; save the weights "
+        "with torch.save(model.state_dict()) or as safetensors"
+    ) from err
+
+
+_MEMO_PUTS = ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT")
+_MEMO_GETS = ("GET", "BINGET", "LONG_BINGET")
+
+
+def _first_code_named(path: Path) -> str | None:
+    """The first module.name that the pickle in ``path`` would import and call, read from its
+    opcodes by pickletools (which decodes, never runs, them); None for a pickle that names none.
+    ValueError where the bytes are not a pickle."""
+    import pickletools
+
+    pushed: collections.deque[str | None] = collections.deque(maxlen=2)  # the last two pushes: strings, or None
+    memo: dict[int, str] = {}  # the strings kept in the pickle's memo, by index
+    puts = 0
+    with path.open("rb") as handle:
+        for opcode, arg, _ in pickletools.genops(handle):
+            if opcode.name in ("GLOBAL", "INST"):  # protocols 0-3: "module name" is the opcode's argument
+                return str(arg).replace(" ", ".", 1)
+            if opcode.name == "STACK_GLOBAL":  # protocol 4 and later: the last two strings pushed
+                module, name = ([None, None, *pushed])[-2:]
+                return f"{module}.{name}" if module and name else "an object by its import path"
+            if opcode.name in _MEMO_PUTS:
+                index = arg if isinstance(arg, int) else puts  # MEMOIZE: the next index
+                puts += 1
+                if pushed and pushed[-1] is not None:
+                    memo[index] = pushed[-1]
+            elif opcode.name in _MEMO_GETS:
+                pushed.append(memo.get(arg) if isinstance(arg, int) else None)
+            elif opcode.name not in ("PROTO", "FRAME"):
+                pushed.append(arg if isinstance(arg, str) and "UNICODE" in opcode.name else None)
+    return None
 
 
 def first_line(text: object) -> str:
@@ -348,7 +400,7 @@ def choose_labels(config: dict, num_labels: int, directory: Path, *, structbert:
     if labels and not all(_GENERIC_LABEL.match(lab) for lab in labels):
         return labels
     mapping_file = directory / "label_mapping.json"
-    if mapping_file.is_file():
+    if model_file_present(mapping_file):
         return _labels_from_mapping(read_json(mapping_file), num_labels, mapping_file)
     if num_labels == 2 and (structbert or not labels):
         return STRUCTBERT_SENTIMENT_LABELS

@@ -9,16 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ModelFormatError
+from ..model_files import model_file_present
 from .checkpoint import Checkpoint
 from .hf import load_directory
 
 
 def is_modelscope_directory(directory: Path) -> bool:
-    return (directory / "configuration.json").is_file()
+    return model_file_present(directory / "configuration.json")
 
 
 def load_modelscope_directory(directory: Path) -> Checkpoint:
-    if not (directory / "config.json").exists():  # the model's own settings: configuration.json is the pipeline's
+    if not model_file_present(directory / "config.json"):  # the model's own settings: configuration.json is the pipeline's
         raise ModelFormatError(f"{directory / 'config.json'}: missing; a ModelScope model directory holds "
                                "configuration.json (the pipeline's settings) and config.json (the model's) "
                                "beside its weights and vocab.txt: copy the whole directory")

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from ..errors import ModelFormatError
+from ..model_files import model_file_present
 from ..tokenize import Tokenizer
 from .checkpoint import (
     Checkpoint,
@@ -61,7 +62,7 @@ def is_onnx_directory(directory: Path) -> bool:
             return True
     except ModelFormatError:
         pass  # no or broken config.json: the other loaders say what is wrong
-    return (directory / MODEL_FILE).is_file() and not holds_weights(directory)
+    return not holds_weights(directory) and model_file_present(directory / MODEL_FILE)
 
 
 def load_onnx_directory(directory: Path) -> OnnxCheckpoint:
@@ -69,8 +70,6 @@ def load_onnx_directory(directory: Path) -> OnnxCheckpoint:
     directory = Path(directory)
     config = read_json(directory / "config.json")
     shape = _shape_from(config, directory)
-    tokenizer = Tokenizer.from_dir(directory)
-    check_vocabulary_fits(tokenizer.vocab_size, shape.vocab_size, directory)
     export = config.get(ONNX_CONFIG_KEY) or {}
     if not isinstance(export, dict):
         raise ModelFormatError(f"{directory / 'config.json'}: {ONNX_CONFIG_KEY} must be an object, got {export!r}")
@@ -81,7 +80,9 @@ def load_onnx_directory(directory: Path) -> OnnxCheckpoint:
                                f"{', '.join(EXPORTED_PRECISIONS)}, got {precision!r}")
     model_file = _graph_file(export, directory)
     check_graph_digest(model_file)
-    _check_config_fits_graph(shape, tokenizer.vocab_size, model_file, directory)
+    _check_config_fits_graph(shape, model_file, directory)  # before the tokenizer is measured by config.json
+    tokenizer = Tokenizer.from_dir(directory)
+    check_vocabulary_fits(tokenizer.vocab_size, shape.vocab_size, directory)
     return OnnxCheckpoint(
         directory=directory,
         format="onnx",
@@ -140,13 +141,18 @@ GRAPH_WORD_EMBEDDINGS = "embeddings.word.weight"
 GRAPH_POSITION_EMBEDDINGS = "embeddings.position.weight"
 
 
-def _check_config_fits_graph(shape, tokens: int, model_file: Path, directory: Path) -> None:
+def _check_config_fits_graph(shape, model_file: Path, directory: Path) -> None:
     """The vocabulary and positions config.json claims, against the graph's embedding tables: ids
-    past the graph's rows would be read out of bounds, positions past its table fail mid-job."""
+    past the graph's rows would be read out of bounds, positions past its table fail mid-job. The
+    export writes vocab_size as the graph's rows: any other value is config.json's damage, and
+    measuring the tokenizer against it would blame the vocabulary."""
     rows = _graph_table_rows(model_file)
     words, positions = rows.get(GRAPH_WORD_EMBEDDINGS), rows.get(GRAPH_POSITION_EMBEDDINGS)
-    if words is not None:
-        check_vocabulary_fits(tokens, words, directory)
+    if words is not None and shape.vocab_size != words:
+        raise ModelFormatError(
+            f"{directory / 'config.json'}: vocab_size is {shape.vocab_size} but the graph {model_file.name} holds "
+            f"{words} token embeddings; config.json belongs to another export"
+        )
     if positions is not None and shape.max_position_embeddings > positions:
         raise ModelFormatError(
             f"{directory / 'config.json'}: max_position_embeddings is {shape.max_position_embeddings} but the "
@@ -194,7 +200,7 @@ def _graph_file(export: dict, directory: Path) -> Path:
             f"an exported directory holds its own graph (normally {MODEL_FILE!r})"
         )
     path = directory / os.path.normpath(name)
-    if not path.is_file():
+    if not model_file_present(path):
         raise ModelFormatError(
             f"{directory}: no {name} (the exported ONNX graph); copy the whole export directory, "
             "or export the model again (structsent export MODEL -o DIR)"
