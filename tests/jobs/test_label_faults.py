@@ -251,6 +251,21 @@ def test_a_report_is_not_written_over_a_jobs_work_file_or_a_file_written_while_t
     assert len(read_csv(tmp_path / "big.csv")) == len(texts)
 
 
+def test_a_job_on_an_output_a_ray_job_is_writing_is_not_told_to_resume_it(tmp_path, hf_model_dir):
+    """It said "stop it and pass --resume", which a Ray job's output (a directory) cannot take."""
+    from structsent.ray import output_directory_lock
+
+    source = tmp_path / "in.csv"
+    write_csv(source, [[0, "好评"]])
+    out = tmp_path / "out"
+    with output_directory_lock(str(out)):
+        refused = run_cli("label", source, "-o", out, "--output-format", "csv", *model_args(hf_model_dir), check=False)
+    message = one_line_error(refused, 2)
+    assert message.strip().endswith(f"{out}: another structsent label job (PID {os.getpid()}) is writing this output; "
+                                    "wait for it to finish, or write to another file"), message
+    assert not out.exists()
+
+
 def _label_with_merge_hook(hook: str, *args):
     """The command line, with the Parquet merge wrapped: ``hook`` runs "before" or "after" it."""
     code = ("import os, signal, sys, structsent.jobs.label as job\n"
