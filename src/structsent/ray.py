@@ -742,7 +742,7 @@ def output_directory_lock(output: str) -> contextlib.AbstractContextManager:
     then = "wait for it to finish, or write to another directory"
     if os.path.isdir(directory) and not os.access(parent, os.W_OK):  # no room for OUT.lock: the directory itself
         return DirectoryLock(Path(directory), output, job="structsent label job", then=then)
-    return OutputLock(Path(directory + ".lock"), output, job="structsent label job", then=then)
+    return OutputLock(Path(directory + ".lock"), output, job="structsent label job", then=then, writes="directory")
 
 
 def _run_locked_label_job(spec: "RayLabelSpec", source: "InputFiles", output_format: Format) -> None:

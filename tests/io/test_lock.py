@@ -47,3 +47,21 @@ def test_a_file_renamed_over_a_held_lock_is_not_removed_when_the_lock_is_release
         other.write_text("someone's output\n")
         other.replace(path)
     assert path.read_text() == "someone's output\n"
+
+
+def test_a_job_refused_by_one_writing_a_directory_is_not_told_to_resume_that_one(tmp_path):
+    """A local job found a Ray job's lock (its output a directory) and was told "stop it and pass
+    --resume", which that output cannot take; each is told to write elsewhere, in its own words."""
+    path = tmp_path / "out.lock"
+    with OutputLock(path, "out", then="wait for it to finish, or write to another directory", writes="directory"):
+        with pytest.raises(JobLockedError, match=r"^out: another structsent label job \(PID \d+\) is writing this "
+                                                 r"output; wait for it to finish, or write to another file$"):
+            OutputLock(path, "out").acquire()
+        with pytest.raises(JobLockedError, match="; wait for it to finish, or write to another directory$"):
+            OutputLock(path, "out", then="wait for it to finish, or write to another directory", writes="directory").acquire()
+        assert lock_holder(path) == os.getpid()
+    with OutputLock(path, "out"):
+        with pytest.raises(JobLockedError, match="; wait for it to finish, or stop it and pass --resume$"):
+            OutputLock(path, "out").acquire()
+        with pytest.raises(JobLockedError, match="; wait for it to finish, or write to another directory$"):
+            OutputLock(path, "out", then="wait for it to finish, or write to another directory", writes="directory").acquire()

@@ -251,6 +251,85 @@ def test_a_report_is_not_written_over_a_jobs_work_file_or_a_file_written_while_t
     assert len(read_csv(tmp_path / "big.csv")) == len(texts)
 
 
+def test_a_report_does_not_read_a_running_jobs_work_files_or_the_output_it_is_replacing(tmp_path, hf_model_dir,
+                                                                                        real_reviews):
+    """`report out.csv.partial` described the rows a running job had committed so far, and `report
+    out.csv` the old output an --overwrite job was replacing, exit 0 both."""
+    source = tmp_path / "old.csv"
+    write_csv(source, [[0, "好评"], [1, "差评"]])
+    out = tmp_path / "out.csv"
+    run_cli("label", source, "-o", out, *model_args(hf_model_dir))  # the output the job replaces
+    fifo = tmp_path / "in.txt"
+    os.mkfifo(fifo)
+    texts = [t.replace("\n", " ") for t in real_reviews[:100]]
+    job = subprocess.Popen([PYTHON, "-m", "structsent", "label", str(fifo), "-o", str(out), "--output-format", "csv",
+                            "--chunk-rows", "16", "--overwrite", *map(str, model_args(hf_model_dir))],
+                           stderr=subprocess.PIPE)
+    with open(fifo, "w", encoding="utf-8") as feed:
+        feed.write("".join(t + "\n" for t in texts[:50]))
+        feed.flush()
+        assert wait_for(lambda: rows_done(tmp_path / "out.csv.manifest.json") >= 16, job), job.stderr.read()
+        for read in (["out.csv.partial", "--format", "csv"], ["out.csv.manifest.json", "--format", "jsonl"]):
+            message = one_line_error(run_cli("report", tmp_path / read[0], *read[1:], "-o", tmp_path / "r.html",
+                                             check=False), 2)
+            assert (f"a work file of the structsent label job (PID {job.pid}) writing {out}, not a labelled file; "
+                    f"wait for that job to finish, then report {out}") in message
+        summary = run_cli("report", source, "-o", tmp_path / "r.html", "--job-summary",
+                          tmp_path / "out.csv.manifest.json", check=False)
+        assert f"PID {job.pid}" in one_line_error(summary, 2)
+        message = one_line_error(run_cli("report", out, "-o", tmp_path / "r.html", check=False), 2)
+        assert message.strip().endswith(f"{out}: another structsent label job (PID {job.pid}) is writing this output; "
+                                        "report it when that job has finished")
+        feed.write("".join(t + "\n" for t in texts[50:]))
+    assert job.wait(timeout=120) == 0, job.stderr.read()
+    assert not (tmp_path / "r.html").exists()
+    done = run_cli("report", out, "-o", tmp_path / "r.html", check=False)
+    assert done.returncode == 0 and done.stderr.decode().count("\n") == 1, done.stderr
+    assert done.stderr.decode().startswith(f"{tmp_path / 'r.html'}: {len(texts)} rows (")
+
+
+def test_a_report_of_a_stopped_jobs_files_is_refused_and_of_the_output_it_replaces_says_so(tmp_path, hf_model_dir,
+                                                                                           reviews_file):
+    """The work files of a job stopped half-way hold part of its rows: refused. The output an
+    --overwrite job stopped before replacing is complete, and reportable (refusing it would leave no
+    way to report it but to remove the stopped job's work), with a notice; `label --resume --report`
+    still reports the output it finishes."""
+    source = tmp_path / "old.csv"
+    write_csv(source, [[0, "好评"], [1, "差评"]])
+    out = tmp_path / "out.jsonl"
+    run_cli("label", source, "-o", out, *model_args(hf_model_dir))
+    killed_after_rows(reviews_file, out, hf_model_dir, 16, "--overwrite")
+    partial = run_cli("report", tmp_path / "out.jsonl.partial", "--format", "jsonl", "-o", tmp_path / "r.html",
+                      check=False)
+    assert (f"a work file of an unfinished structsent label job on {out} (its manifest {out}.manifest.json is there), "
+            f"not a labelled file; resume that job (or start it over with --overwrite), then report {out}"
+            ) in one_line_error(partial, 2)
+    old = run_cli("report", out, "-o", tmp_path / "r.html", "--quiet", check=False)
+    assert old.returncode == 0, old.stderr.decode()
+    assert old.stderr.decode() == (f"structsent: {out}: an unfinished structsent label job on {out} (its manifest "
+                                   f"{out}.manifest.json is there) replaces it once resumed; this describes the file "
+                                   "as it is now\n")
+    assert '<dd id="total-rows">2</dd>' in (tmp_path / "r.html").read_text(encoding="utf-8")
+    run_cli("label", reviews_file, "-o", out, "--resume", "--report", tmp_path / "r2.html", *model_args(hf_model_dir))
+    rows = len(reviews_file.read_text(encoding="utf-8").splitlines())
+    assert f'<dd id="total-rows">{rows:,}</dd>' in (tmp_path / "r2.html").read_text(encoding="utf-8")
+
+
+def test_a_job_on_an_output_a_ray_job_is_writing_is_not_told_to_resume_it(tmp_path, hf_model_dir):
+    """It said "stop it and pass --resume", which a Ray job's output (a directory) cannot take."""
+    from structsent.ray import output_directory_lock
+
+    source = tmp_path / "in.csv"
+    write_csv(source, [[0, "好评"]])
+    out = tmp_path / "out"
+    with output_directory_lock(str(out)):
+        refused = run_cli("label", source, "-o", out, "--output-format", "csv", *model_args(hf_model_dir), check=False)
+    message = one_line_error(refused, 2)
+    assert message.strip().endswith(f"{out}: another structsent label job (PID {os.getpid()}) is writing this output; "
+                                    "wait for it to finish, or write to another file"), message
+    assert not out.exists()
+
+
 def _label_with_merge_hook(hook: str, *args):
     """The command line, with the Parquet merge wrapped: ``hook`` runs "before" or "after" it."""
     code = ("import os, signal, sys, structsent.jobs.label as job\n"

@@ -35,11 +35,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..jobs.work_files import refuse_another_jobs_work_file
+    from ..jobs.work_files import (
+        refuse_another_jobs_work_file,
+        refuse_reading_another_jobs_files,
+        unfinished_job_replacing,
+    )
     from ..report import write_report
     from .signals import sigterm_as_interrupt
 
+    # The label job's files are this command's to refuse: the report (an adapter) knows no job.
+    for read in (args.input, args.job_summary):
+        if read is not None:
+            refuse_reading_another_jobs_files(read)
     refuse_another_jobs_work_file(args.output, "report")
+    notice = unfinished_job_replacing(args.input)
     with sigterm_as_interrupt():  # a half-written page is removed as on Ctrl-C
         summary = write_report(
             args.input, args.output, by=args.by, by_period=args.by_period, fmt=args.format, prefix=args.prefix,
@@ -47,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
             flagged_sample=args.flagged_sample, max_groups=args.max_groups, job_summary=args.job_summary,
             overwrite=args.overwrite,
         )
+    if notice is not None:  # even with --quiet: the page may not describe the output the user expects
+        print(one_line(f"structsent: {args.input}: {notice}"), file=sys.stderr)
     if not args.quiet:
         labels = ", ".join(f"{label} {count:,}" for label, count in summary.labels.items())
         print(one_line(f"{args.output}: {summary.rows:,} rows ({labels}; {summary.flagged:,} flagged)"), file=sys.stderr)

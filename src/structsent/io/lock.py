@@ -3,7 +3,9 @@
 Two jobs writing one output would interleave their chunks and manifests and leave a file
 that belongs to neither. The lock is ``flock`` on a file beside the output: the kernel
 releases it when the holder exits, however it exits (``kill -9`` included), so a stale lock
-never blocks a resume. The holder's PID is written into the file for the refusal message.
+never blocks a resume. The holder writes its PID into the file, and what it writes (a file, or a
+directory: a Ray job), for the refusal message: a job refused by one writing another kind of output
+cannot resume that one's work, so it is not told to.
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ class OutputLock:
     """
 
     def __init__(self, path: Path, output: str, *, then: str = "wait for it to finish, or stop it and pass --resume",
-                 job: str = "structsent label job") -> None:
+                 job: str = "structsent label job", writes: str = "file") -> None:
         self.path = Path(path)
         self.output = output
-        self.then = then  # what the refused job may do
+        self.then = then  # what the refused job may do (where the holder writes what it writes)
         self.job = job
+        self.writes = writes  # "file" or "directory", recorded for whoever this lock refuses
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -48,17 +51,20 @@ class OutputLock:
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             if not _took_lock(fd):
-                holder = _read_pid(fd)
+                holder, writes = _read_holder(fd)
                 os.close(fd)
                 who = f"PID {holder}" if holder else "another process"
-                raise JobLockedError(f"{self.output}: another {self.job} ({who}) is writing this output; {self.then}") from None
+                then = self.then
+                if writes not in (None, self.writes):  # a Ray job's directory where this job writes a file:
+                    then = f"wait for it to finish, or write to another {self.writes}"  # not its work to resume
+                raise JobLockedError(f"{self.output}: another {self.job} ({who}) is writing this output; {then}") from None
             if _same_file(fd, self.path):
                 break
             os.close(fd)  # the holder removed the file between our open and flock: take the new one
         self._fd = fd
         try:
             os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            os.write(fd, f"{os.getpid()}\n{self.writes}\n".encode())
         except OSError:
             self.release()  # held, so the file is ours to remove
             raise
@@ -93,7 +99,7 @@ def lock_holder(path: Path) -> int | None:
         if _took_lock(fd):
             fcntl.flock(fd, fcntl.LOCK_UN)
             return None
-        return _read_pid(fd) or 0
+        return _read_holder(fd)[0] or 0
     except OSError:
         return None
     finally:
@@ -114,12 +120,14 @@ def _took_lock(fd: int) -> bool:
     return True
 
 
-def _read_pid(fd: int) -> int | None:
+def _read_holder(fd: int) -> tuple[int | None, str | None]:
+    """The holder's PID and what it writes ("file", "directory"), each None where the file does not say."""
     try:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        lines = os.pread(fd, 64, 0).decode("ascii", "replace").splitlines()
     except OSError:
-        return None
-    return int(text) if text.isdigit() else None
+        return None, None
+    pid = int(lines[0]) if lines and lines[0].isdigit() else None
+    return pid, (lines[1] if len(lines) > 1 else None)
 
 
 def _same_file(fd: int, path: Path) -> bool:

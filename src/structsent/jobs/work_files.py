@@ -67,18 +67,56 @@ class OutputFiles:
 def refuse_another_jobs_work_file(path: str, what: str) -> None:
     """Refuse to write ``what`` (an output, a report) at ``path`` when it names a work file of a
     label job that is running or unfinished (``out.csv.lock``, ``out.csv.partial``)."""
+    owner = _job_owning(path)
+    if owner is not None:
+        place, _, why = owner
+        raise BadInputError(f"{path}: {place} {why}; write the {what} to another path")
+
+
+def refuse_reading_another_jobs_files(path: str) -> None:
+    """Refuse to read ``path`` as a labelled file (the report's input) when it is a work file of a
+    label job that is running or unfinished (``out.csv.partial`` holds the rows committed so far,
+    not the output), or the output a running job is writing (``--overwrite`` replaces it)."""
+    owner = _job_owning(path)
+    if owner is not None:
+        place, files, why = owner
+        then = ("wait for that job to finish" if lock_holder(files.lock) is not None
+                else "resume that job (or start it over with --overwrite)")
+        raise BadInputError(f"{path}: {place} {why}, not a labelled file; {then}, then report {files.final}")
+    holder = lock_holder(OutputFiles(path).lock)
+    if holder is not None:
+        who = f"PID {holder}" if holder else "another process"
+        raise BadInputError(f"{path}: another structsent label job ({who}) is writing this output; report it when "
+                            "that job has finished")
+
+
+def unfinished_job_replacing(path: str) -> str | None:
+    """What to say of reading ``path`` while an unfinished (stopped) label job on it is there: the
+    file is still the complete output of before, which that job replaces once resumed; or None."""
+    files = OutputFiles(path)
+    if not files.manifest.exists() or lock_holder(files.lock) is not None:
+        return None
+    return (f"an unfinished structsent label job on {path} (its manifest {files.manifest} is there) replaces it "
+            "once resumed; this describes the file as it is now")
+
+
+def _job_owning(path: str) -> tuple[str, OutputFiles, str] | None:
+    """Where ``path`` lies ("a work file of", "inside DIR, the work directory of"), the output files
+    of the job it belongs to, and which job that is, when that job is running or unfinished."""
     resolved = os.path.realpath(path)
     for suffix in WORK_SUFFIXES:
         if resolved.endswith(suffix) and len(resolved) > len(suffix):
-            why = another_jobs(OutputFiles(resolved[: -len(suffix)]))
+            files = OutputFiles(resolved[: -len(suffix)])
+            why = another_jobs(files)
             if why is not None:
-                raise BadInputError(f"{path}: a work file of {why}; write the {what} to another path")
+                return "a work file of", files, why
     for directory in Path(resolved).parents:  # a part file inside a Parquet job's OUT.parts
         if directory.name.endswith(PARTS_SUFFIX) and len(directory.name) > len(PARTS_SUFFIX):
-            why = another_jobs(OutputFiles(str(directory)[: -len(PARTS_SUFFIX)]))
+            files = OutputFiles(str(directory)[: -len(PARTS_SUFFIX)])
+            why = another_jobs(files)
             if why is not None:
-                raise BadInputError(f"{path}: inside {directory}, the work directory of {why}; write the {what} "
-                                    "to another path")
+                return f"inside {directory}, the work directory of", files, why
+    return None
 
 
 def another_jobs(files: OutputFiles) -> str | None:
