@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -173,7 +174,7 @@ def test_resolve_input_takes_a_file_a_directory_or_a_glob(tmp_path, parquet_dir)
 @pytest.mark.parametrize("flags,code,message", [
     (["--resume"], 2, b"--engine local only"),
     (["--on-bad-row", "flag"], 2, b"--engine local only"),
-    (["--report", "r.html"], 2, b"--engine local only; once the job has finished, `structsent report "),
+    (["--report-by", "stars"], 2, b"--report-by needs --report FILE"),
     (["--output-format", "tsv"], 2, b"writes Parquet, CSV or JSONL"),
     (["--model", "/nonexistent/model"], 3, b"no such model directory"),
 ])
@@ -362,22 +363,29 @@ def test_actor_killed_mid_job_is_retried_and_output_is_exactly_once(ray_address,
 
 
 def test_cli_engine_ray_on_a_directory_of_parquet(ray_address, hf_model_dir, parquet_dir, local_rows, tmp_path):
-    output = tmp_path / "out"
+    output, report = tmp_path / "out", tmp_path / "report.html"
     proc = run_cli("--engine", "ray", "--ray-address", ray_address, parquet_dir, "-o", output,
-                   "--model", hf_model_dir, "--device", "cpu", "--quiet")
+                   "--model", hf_model_dir, "--device", "cpu", "--quiet", "--report", report, "--report-by", "stars")
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
     table = pq.read_table(output)
     assert table.column_names == ["id", "text", "stars", *PREDICTIONS]
     assert_same_as_local(table.to_pylist(), local_rows)
-    from collections import Counter
-
+    # --report: the directory's files read as one output, the same page `structsent report` writes
     from structsent.report import write_report
 
-    summary = write_report(output, tmp_path / "report.html")  # the directory, read as one output
+    page = report.read_text(encoding="utf-8")
+    summary = write_report(output, tmp_path / "again.html", by="stars")
     rows = table.to_pylist()
     assert summary.rows == len(rows) and summary.flagged == sum(r["error"] is not None for r in rows)
-    assert summary.labels == {k: v for k, v in Counter(r["label"] for r in rows if r["error"] is None).items()} | {
-        k: 0 for k in summary.labels if k not in {r["label"] for r in rows}}
+    assert {k: v for k, v in summary.labels.items() if v} == dict(Counter(r["label"] for r in rows if r["error"] is None))
+    assert f'<dd id="total-rows">{len(rows)}</dd>' in page and 'id="groups"' in page
+
+
+def test_cli_engine_ray_refuses_a_report_inside_its_output_before_starting_ray(tmp_path, parquet_dir):
+    output = tmp_path / "out"
+    proc = run_cli("--engine", "ray", parquet_dir, "-o", output, "--report", output / "r.html")
+    assert proc.returncode == 2 and b"would be written inside the job's output directory" in proc.stderr
+    assert not output.exists()
 
 
 def test_cli_engine_ray_csv_to_jsonl_with_id_column(ray_address, hf_model_dir, reviews_table, local_rows,

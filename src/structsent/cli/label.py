@@ -169,9 +169,7 @@ def _run_on_ray(args: argparse.Namespace) -> int:
                             "Rerun with --overwrite to start over")
     if args.on_bad_row != "error":
         raise BadInputError("--on-bad-row flag works with --engine local only")
-    if args.report is not None:
-        raise BadInputError("--report works with --engine local only; once the job has finished, `structsent report "
-                            f"{shell_quoted(args.output or 'OUTPUT_DIR')} -o report.html` reads the directory's files as one output")
+    report_was = _check_ray_report_path(args)
     from .signals import sigterm_as_interrupt
 
     try:
@@ -185,7 +183,32 @@ def _run_on_ray(args: argparse.Namespace) -> int:
     except RayJobInterrupted as err:
         print(f"structsent: interrupted: {err}", file=sys.stderr)
         return EXIT_TERMINATED if isinstance(err.__context__, Terminated) else EXIT_INTERRUPTED
+    if args.report is not None:
+        with sigterm_as_interrupt():  # the page's temporary file is removed (exit 143)
+            # The directory's files, read as one output (the report's own format detection per file).
+            _report_written_output(args, args.output, report_was, prefix=args.prefix,
+                                   text_column=args.text_column if args.id_column is None else None)
     return EXIT_OK
+
+
+def _check_ray_report_path(args) -> dict | None:
+    """--report with --engine ray: its path checked before the job (not inside the output directory,
+    not onto another job's files); the file there the command may replace, or None."""
+    from ..errors import BadInputError
+
+    if args.report is None:
+        if args.report_by is not None:
+            raise BadInputError("--report-by needs --report FILE: it breaks that report down by a column")
+        return None
+    from ..io.manifest import file_identity
+    from ..jobs.work_files import refuse_another_jobs_work_file
+    from ..report import check_report_path
+
+    if args.output in (None, "-"):
+        raise BadInputError("--report needs an output directory (-o): the report is made from it")
+    check_report_path(args.report, keep={args.output: "the job's output directory"}, overwrite=args.overwrite)
+    refuse_another_jobs_work_file(args.report, "report")
+    return file_identity(Path(os.path.realpath(args.report)))
 
 
 def _check_report_by(column: str | None, spec, labels) -> None:
@@ -220,15 +243,6 @@ def _check_report_by(column: str | None, spec, labels) -> None:
 
 
 def _write_report(args, spec, summary, classifier, report_was: dict | None) -> None:
-    from ..errors import BadInputError, NoSuchColumnError, OutputWriteError
-    from ..io.manifest import file_identity
-    from ..report import write_report
-
-    if file_identity(Path(os.path.realpath(args.report))) not in (None, report_was):
-        raise BadInputError(f"{spec.output} is written, but not the report: {args.report} was written by another "
-                            f"program since the job began; `structsent report {shell_quoted(spec.output)} -o "
-                            "REPORT.html` makes one")
-
     figures = None if summary.already_complete else {  # an output finished before: no figures of this run
         **summary.counters(), "rows_this_run": summary.rows_this_run,
         "rows_per_second": round(summary.rows_per_second, 1),  # of this run's rows (a resumed job's are fewer)
@@ -237,18 +251,30 @@ def _write_report(args, spec, summary, classifier, report_was: dict | None) -> N
     # The column the job labelled, as its reader resolved it (a one-column file's only column); with
     # --id-column the output holds the id alone, and the report shows it.
     text_column = summary.text_column if spec.id_column is None else None
+    _report_written_output(args, spec.output, report_was, fmt=spec.output_format.value, prefix=spec.prefix,
+                           text_column=text_column, job_figures=figures, labels=classifier.labels)
+
+
+def _report_written_output(args, output: str, report_was: dict | None, **options) -> None:
+    """The report of the output a job has just written (a file, or a Ray job's directory): any
+    failure is one line that says the output is written and how to make the report."""
+    from ..errors import BadInputError, NoSuchColumnError, OutputWriteError
+    from ..io.manifest import file_identity
+    from ..report import write_report
+
+    then = f"`structsent report {shell_quoted(output)} -o REPORT.html` makes one"
+    if file_identity(Path(os.path.realpath(args.report))) not in (None, report_was):
+        raise BadInputError(f"{output} is written, but not the report: {args.report} was written by another "
+                            f"program since the job began; {then}")
     try:
-        write_report(spec.output, args.report, by=args.report_by, fmt=spec.output_format.value, prefix=spec.prefix,
-                     text_column=text_column, job_figures=figures, overwrite=True, labels=classifier.labels)
+        write_report(output, args.report, by=args.report_by, overwrite=True, **options)
     except OutputWriteError as err:  # a full disk: the machine's fault, exit 1
-        raise OutputWriteError(f"{spec.output} is written, but not the report: {err}; `structsent report "
-                               f"{shell_quoted(spec.output)} -o REPORT.html` makes one") from err
+        raise OutputWriteError(f"{output} is written, but not the report: {err}; {then}") from err
     except BadInputError as err:  # (a --report-by column a pipe's header lacked: known only now)
         reason = str(err)
         if isinstance(err, NoSuchColumnError):  # this command's flags for the report's options
             reason = err.naming({"by": "--report-by"}.get(err.option, "--text-column"))
-        raise BadInputError(f"{spec.output} is written, but not the report: {reason}; "
-                            f"`structsent report {shell_quoted(spec.output)} -o REPORT.html` makes one") from err
+        raise BadInputError(f"{output} is written, but not the report: {reason}; {then}") from err
     if not args.quiet:
         print(one_line(f"report: {args.report}"), file=sys.stderr)
 
