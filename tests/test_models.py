@@ -386,9 +386,13 @@ def test_malformed_onnx_config_values_are_model_format_errors(tmp_path, onnx_mod
 @pytest.mark.parametrize(("labels", "refused", "why"), [
     ({"0": "a\x1b[31m", "1": "正面"}, "'a\\x1b[31m'", "holds a control character"),
     ({"0": "负面", "1": "b\nc"}, "'b\\nc'", "holds a control character"),
-    ({"0": "负\t面", "1": "正面"}, "'负\\t面'", "holds a control character"),
+    ({"0": "负\t面", "1": "正面"}, "'负\\t面'", "holds a control character (U+0009)"),
     ({"0": " ", "1": "正面"}, "' '", "is blank"),
     ({"0": "负面", "1": "\u3000"}, "'\\u3000'", "is blank"),
+    ({"0": "负面\u2028", "1": "正面"}, "'负面\\u2028'", "holds a character that does not print (U+2028)"),
+    ({"0": "负面", "1": "\u202e面正"}, "'\\u202e面正'", "holds a character that does not print (U+202E)"),
+    ({"0": "\u200b", "1": "正面"}, "'\\u200b'", "holds a character that does not print (U+200B)"),
+    ({"0": "负\x85面", "1": "正面"}, "'负\\x85面'", "holds a control character (U+0085)"),
 ])
 def test_a_label_name_that_cannot_be_printed_or_be_a_column_name_is_refused_at_load(tmp_path, hf_model_dir, labels,
                                                                                   refused, why):

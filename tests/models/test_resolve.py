@@ -68,8 +68,12 @@ def test_a_plain_pickle_that_names_code_says_so_and_nothing_runs(tmp_path, hf_mo
     ran = tmp_path / "ran"
     (d / "pytorch_model.bin").write_bytes(pickle.dumps({"classifier.bias": [0.0], "x": RunsCode(ran)},
                                                        protocol=protocol))
-    with pytest.raises(structsent.ModelFormatError) as caught:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as warned, pytest.raises(structsent.ModelFormatError) as caught:
+        warnings.simplefilter("always")
         load_checkpoint(d)
+    assert [str(w.message) for w in warned] == []  # torch's "Detected pickle protocol 4 ... file an issue" was printed
     message = str(caught.value)
     assert "pytorch_model.bin: " in message and "it names posix.system, code rather than tensors" in message
     assert "download it again" not in message and "weights_only" not in message

@@ -501,3 +501,16 @@ def test_a_directory_that_is_not_one_output_is_a_one_line_error(tmp_path, labell
         write_report(out, tmp_path / "r.html")
     assert message in str(caught.value) and "\n" not in str(caught.value)
     assert not (tmp_path / "r.html").exists()
+
+
+def test_a_part_of_no_rows_adds_none_and_is_counted_as_read(tmp_path, labelled_sample):
+    """An empty file among a Ray job's parts stopped the report: "no rows ...; nothing to report"."""
+    _parts(tmp_path / "out", "jsonl", labelled_sample, cut=17)
+    (tmp_path / "out" / "part-0a.jsonl").write_bytes(b"")  # between the two, in name order
+    summary = write_report(tmp_path / "out", tmp_path / "r.html")
+    assert summary.rows == 40 and summary.flagged == 5
+    assert "out/ (3 files in name order" in (tmp_path / "r.html").read_text(encoding="utf-8")
+    for part in (tmp_path / "out").iterdir():
+        part.write_bytes(b"")
+    with pytest.raises(BadInputError, match="no rows, and so no label columns"):
+        write_report(tmp_path / "out", tmp_path / "r2.html")

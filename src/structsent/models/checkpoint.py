@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 from ..errors import ModelFormatError
@@ -157,7 +158,9 @@ def read_weights(files: list[Path]) -> dict:
 
                 part = load_file(str(path))
             else:
-                loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+                with warnings.catch_warnings():  # torch's advice on a plain pickle's protocol ("file an issue"):
+                    warnings.simplefilter("ignore", UserWarning)  # the error below says what the file is
+                    loaded = torch.load(str(path), map_location="cpu", weights_only=True)
                 part = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else loaded
         except FileNotFoundError as err:
             raise ModelFormatError(f"{path}: missing weight file") from err
@@ -425,10 +428,10 @@ def _labels_by_id(id_map: object, num_labels: int, source: Path, field: str) -> 
         if not _is_text(name):  # a lone surrogate escape: no output (CSV, JSON, the export) can write it
             raise ModelFormatError(f"{source}: {field} names label {label_id} {name!r}, which holds a lone UTF-16 "
                                    "surrogate escape, not a character")
-        if not name.strip() or has_control_characters(name) or "\t" in name:  # printed, and written as column names
-            raise ModelFormatError(f"{source}: {field} names label {label_id} {name!r}, which "
-                                   f"{'is blank' if not name.strip() else 'holds a control character'}; a label is a "
-                                   "name to print and to write as a column")
+        unprintable = _unprintable(name)
+        if unprintable:  # printed in summaries, written as column names
+            raise ModelFormatError(f"{source}: {field} names label {label_id} {name!r}, which {unprintable}; a label "
+                                   "is a name to print and to write as a column")
         if label_id in by_id:
             raise ModelFormatError(f"{source}: {field} gives id {label_id} twice ({key!r}); which name is meant "
                                    "cannot be told")
@@ -444,6 +447,19 @@ def _labels_by_id(id_map: object, num_labels: int, source: Path, field: str) -> 
     if len(set(labels)) != num_labels:
         raise ModelFormatError(f"{source}: {field} gives two outputs the same name: {list(labels)}")
     return labels
+
+
+def _unprintable(name: str) -> str | None:
+    """Why ``name`` cannot be shown as a label: blank, or holding a character that does not print
+    (a control character or a tab, a line or paragraph separator, a format character such as a
+    zero-width space or a right-to-left override, a space other than ' '); None when it prints."""
+    if not name.strip():
+        return "is blank"
+    odd = next((c for c in name if not c.isprintable()), None)
+    if odd is None:
+        return None
+    kind = "a control character" if has_control_characters(odd) or odd == "\t" else "a character that does not print"
+    return f"holds {kind} (U+{ord(odd):04X})"
 
 
 def _is_text(name: str) -> bool:

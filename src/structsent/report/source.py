@@ -189,7 +189,8 @@ class LabelledParts:
     `label --engine ray` wrote, in name order, their rows numbered on from file to file."""
 
     path: str
-    files: tuple[LabelledFile, ...]
+    files: tuple[LabelledFile, ...]  # those holding rows (a part of no rows adds none), else the first
+    file_count: int  # files read, those of no rows included
 
     @property
     def first(self) -> LabelledFile:
@@ -207,9 +208,9 @@ class LabelledParts:
     def describe(self) -> str:
         """How the page names its source: the file, or the directory and how many files it read."""
         name = Path(self.path).name or self.path
-        if len(self.files) == 1 and self.files[0].path == self.path:
+        if self.file_count == 1 and self.files[0].path == self.path:
             return name
-        count = len(self.files)
+        count = self.file_count
         return f"{name}/ ({count} file{'' if count == 1 else 's'} in name order, rows numbered across them)"
 
 
@@ -218,15 +219,25 @@ def open_labelled_parts(path: str, *, fmt: str = "auto", prefix: str | None = No
     """``open_labelled`` for a file, or for each file of a directory (a Ray job's output), which
     must be parts of one output: one format, the same labels and the same label columns."""
     paths = input_files(path)
+    with_rows = [part for part in paths if _names_columns(part, fmt)] or paths[:1]  # (none: the first says why)
     opened = [open_labelled(part, fmt=fmt, prefix=prefix, text_column=text_column, by=by, labels=labels)
-              for part in paths]
+              for part in with_rows]
     first = opened[0]
     for other in opened[1:]:
         if (other.format, other.columns.labels, other.columns.label) != (first.format, first.columns.labels,
                                                                            first.columns.label):
             raise BadInputError(f"{path}: {Path(other.path).name} is not part of the same output as "
                                 f"{Path(first.path).name} (another format, other labels or other label columns)")
-    return LabelledParts(path=path, files=tuple(opened))
+    return LabelledParts(path=path, files=tuple(opened), file_count=len(paths))
+
+
+def _names_columns(path: str, fmt: str) -> bool:
+    """Whether a part names its columns: a header, a Parquet schema, a JSON Lines row. A part of a
+    Ray job's output that holds no rows (an empty file) adds none and tells nothing."""
+    try:
+        return bool(_header(path, detect_format(path, fmt)))
+    except BadInputError:
+        return True  # opened with the others, which says what is wrong with it
 
 
 def input_files(path: str) -> list[str]:
