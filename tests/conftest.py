@@ -182,6 +182,21 @@ def clf(hf_model_dir):
     return structsent.load(hf_model_dir, device="cpu")
 
 
+def sharded_copy(model_dir: Path, directory: Path) -> dict:
+    """A copy of the safetensors model ``model_dir`` whose weights sit in shards/part-1.safetensors,
+    named by model.safetensors.index.json (as large checkpoints are): returns the weights."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(model_dir, directory)
+    weights = load_file(directory / "model.safetensors")
+    (directory / "model.safetensors").unlink()
+    (directory / "shards").mkdir()
+    save_file(weights, directory / "shards" / "part-1.safetensors", metadata={"format": "pt"})
+    (directory / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": {name: "shards/part-1.safetensors" for name in weights}}))
+    return weights
+
+
 def write_modelscope_dir(directory: Path, model, *, encoder_prefix: str, head_prefix: str, gamma_beta: bool,
                          label_mapping: bool, position_ids: bool) -> Path:
     """Write ``model``'s weights as a ModelScope StructBERT directory with the given naming."""

@@ -162,13 +162,13 @@ def test_a_path_like_object_names_a_model_as_its_path(hf_model_dir):
 
 
 def test_the_files_a_load_reads_are_those_of_the_format_it_takes(hf_model_dir, tmp_path):
-    import json
     import shutil
 
     import torch
-    from safetensors.torch import load_file, save_file
 
     from structsent.models import files_a_load_reads
+
+    from ..conftest import sharded_copy
 
     plain = tmp_path / "plain"
     shutil.copytree(hf_model_dir, plain)
@@ -179,13 +179,7 @@ def test_the_files_a_load_reads_are_those_of_the_format_it_takes(hf_model_dir, t
     assert "README.md" not in read and "pytorch_model.bin" not in read
 
     sharded = tmp_path / "sharded"
-    shutil.copytree(hf_model_dir, sharded)
-    weights = load_file(sharded / "model.safetensors")
-    (sharded / "model.safetensors").unlink()
-    (sharded / "shards").mkdir()
-    save_file(weights, sharded / "shards" / "part-1.safetensors", metadata={"format": "pt"})
-    (sharded / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {}, "weight_map": {name: "shards/part-1.safetensors" for name in weights}}))
+    sharded_copy(hf_model_dir, sharded)
     (sharded / "shards" / "notes.txt").write_text("not read")
     read = [p.relative_to(sharded).as_posix() for p in files_a_load_reads(sharded)]
     assert {"model.safetensors.index.json", "shards/part-1.safetensors"} <= set(read)

@@ -246,21 +246,14 @@ def test_staging_left_by_a_killed_export_is_removed_by_the_next_one(cache, hf_mo
 def test_the_key_covers_weight_shards_an_index_places_in_a_subdirectory(hf_model_dir, tmp_path):
     """Only the files directly in the directory were hashed: new weights in shards/ kept the old
     export, and its labels, on the default path."""
-    import json
-    import shutil
-
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     from structsent.onnx.cache import cache_key
 
+    from ..conftest import sharded_copy
+
     directory = tmp_path / "sharded"
-    shutil.copytree(hf_model_dir, directory)
-    weights = load_file(directory / "model.safetensors")
-    (directory / "model.safetensors").unlink()
-    (directory / "shards").mkdir()
-    save_file(weights, directory / "shards" / "part-1.safetensors", metadata={"format": "pt"})
-    (directory / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {}, "weight_map": {name: "shards/part-1.safetensors" for name in weights}}))
+    weights = sharded_copy(hf_model_dir, directory)
     options = ExportOptions(precision="fp32", optimize=False)
     before = cache_key(directory, options)
     name = next(iter(weights))
