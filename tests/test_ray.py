@@ -381,6 +381,24 @@ def test_cli_engine_ray_on_a_directory_of_parquet(ray_address, hf_model_dir, par
     assert f'<dd id="total-rows">{len(rows)}</dd>' in page and 'id="groups"' in page
 
 
+@pytest.mark.parametrize("where", ["an input file", "inside the input directory"])
+def test_cli_engine_ray_never_writes_its_report_over_its_input(tmp_path, reviews_table, where):
+    """`label --engine ray --report IN.csv --overwrite` replaced the input with the page (the local
+    engine refused it): the input's files are kept from the report as the output is."""
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "a.csv").write_text("id,text\n1,好评\n", encoding="utf-8")
+    before = (source / "a.csv").read_bytes()
+    report = source / "a.csv" if where == "an input file" else source / "r.html"
+    given = source / "a.csv" if where == "an input file" else source
+    proc = run_cli("--engine", "ray", given, "-o", tmp_path / "out", "--report", report, "--overwrite")
+    expected = b"the report would overwrite the job's input" if where == "an input file" else \
+        b"the report would be written inside the job's input"
+    assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
+    assert (source / "a.csv").read_bytes() == before and not (tmp_path / "out").exists()
+    assert sorted(p.name for p in source.iterdir()) == ["a.csv"]
+
+
 def test_cli_engine_ray_refuses_a_report_inside_its_output_before_starting_ray(tmp_path, parquet_dir):
     output = tmp_path / "out"
     proc = run_cli("--engine", "ray", parquet_dir, "-o", output, "--report", output / "r.html")

@@ -264,3 +264,34 @@ def test_an_empty_output_path_and_one_through_a_file_are_said_so(tmp_path):
         spec(source, "")
     with pytest.raises(BadInputError, match=r"in\.csv/x\.csv: .*in\.csv is not a directory"):
         check_job_paths(spec(source, source / "x.csv"))
+
+
+@pytest.mark.parametrize("change", ["tokenizer_config.json", "a weight", "an unread file"])
+def test_a_resume_follows_the_files_a_load_reads(tmp_path, hf_model_dir, change):
+    """A changed tokenizer setting was refused as "its weights replaced"; a file no load reads
+    (a README beside the weights) is not the model and does not stop the resume."""
+    model = tmp_path / "model"
+    shutil.copytree(hf_model_dir, model)
+    source, output = tmp_path / "in.csv", tmp_path / "out.csv"
+    write_reviews(source)
+    first_chunk_only(structsent.load(model, device="cpu"), source, output)
+    if change == "tokenizer_config.json":
+        (model / "tokenizer_config.json").write_text('{"do_lower_case": false}', encoding="utf-8")
+    elif change == "a weight":
+        from ..test_models import copy_with_weights
+
+        shutil.rmtree(model)
+        copy_with_weights(hf_model_dir, model, lambda state: state["classifier.bias"].add_(0.5))
+    else:
+        (model / "README.md").write_text("notes", encoding="utf-8")
+    resumed = structsent.load(model, device="cpu")
+    if change == "an unread file":
+        summary = LabelJob(spec(source, output, resume=True), resumed).run()
+        assert summary.rows == ROWS and not summary.interrupted
+        with open(output, encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        assert [r["id"] for r in rows] == [f"r{i}" for i in range(ROWS)]
+        return
+    with pytest.raises(BadInputError, match=r"the model's files changed \(another --model, or its weights, config or "
+                                            r"tokenizer files changed\)"):
+        LabelJob(spec(source, output, resume=True), resumed).run()

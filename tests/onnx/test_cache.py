@@ -351,3 +351,13 @@ def test_an_entry_record_that_is_not_one_is_discarded(cache, hf_model_dir, recor
     (entry / "cache_entry.json").write_text(record, encoding="utf-8")
     assert entry_problem(entry) == "cache_entry.json is not what an export writes"
     assert cached_export(checkpoint, options) == entry and entry_problem(entry) is None
+
+
+def test_an_entry_record_that_is_not_a_regular_file_is_called_so(cache, hf_model_dir):
+    checkpoint = load_checkpoint(hf_model_dir)
+    options = ExportOptions(precision="fp32", optimize=False)
+    entry = cached_export(checkpoint, options)
+    (entry / "cache_entry.json").unlink()
+    (entry / "cache_entry.json").mkdir()  # it was called missing ("no cache_entry.json")
+    assert entry_problem(entry) == "cache_entry.json is not a regular file"
+    assert cached_export(checkpoint, options) == entry and entry_problem(entry) is None

@@ -202,11 +202,15 @@ def _check_ray_report_path(args) -> dict | None:
         return None
     from ..io.manifest import file_identity
     from ..jobs.work_files import refuse_another_jobs_work_file
+    from ..ray import resolve_input
     from ..report import check_report_path
 
     if args.output in (None, "-"):
         raise BadInputError("--report needs an output directory (-o): the report is made from it")
-    check_report_path(args.report, keep={args.output: "the job's output directory"}, overwrite=args.overwrite)
+    source = resolve_input(args.input, args.format)  # the files read: never replaced by the page
+    keep = {path: "the job's input" for path in [*source.files, *([source.directory] if source.directory else [])]}
+    keep[args.output] = "the job's output directory"
+    check_report_path(args.report, keep=keep, overwrite=args.overwrite)
     refuse_another_jobs_work_file(args.report, "report")
     return file_identity(Path(os.path.realpath(args.report)))
 

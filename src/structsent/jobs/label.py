@@ -299,7 +299,7 @@ class LabelJob:
         if settings is not None:  # a flag or a STRUCTSENT_* variable
             return f"the model's settings changed ({settings})"
         if saved.model_settings is not None:
-            return "the model's files changed (another --model, or its weights replaced)"
+            return "the model's files changed (another --model, or its weights, config or tokenizer files changed)"
         return ("the model or its settings (--model/--precision/--backend/--max-length/--long-text/--pad-multiple/"
                 "--attention) changed, or the job was begun by another structsent version")
 

@@ -156,7 +156,7 @@ def _damage(target: Path) -> str | None:
         return "a link to a missing path" if target.is_symlink() else "absent"
     for name in ("config.json", MODEL_FILE, DIGEST_FILE, ENTRY_FILE):
         if not (target / name).is_file():
-            return f"no {name}"
+            return f"{name} is not a regular file" if os.path.lexists(target / name) else f"no {name}"
     try:
         recorded = (target / DIGEST_FILE).read_text(encoding="ascii").strip()
         entry = _entry_record(target / ENTRY_FILE)

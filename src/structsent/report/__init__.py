@@ -182,8 +182,8 @@ def _check_report_target(path_out: str, keep: dict[str, str], overwrite: bool) -
         if same:
             raise BadInputError(f"{path_out}: the report would overwrite {what}")
         if Path(path).resolve() in target.resolve().parents:  # inside the job's work directory (OUT.parts)
-            fate = "which the job removes" if "work" in what else "(a report is kept apart from what it reads)"
-            raise BadInputError(f"{path_out}: the report would be written inside {what} {path}, {fate}")
+            fate = ", which the job removes" if "work" in what else " (a report is kept apart from what it reads)"
+            raise BadInputError(f"{path_out}: the report would be written inside {what} {path}{fate}")
     if target.is_dir():
         raise BadInputError(f"{path_out}: is a directory")
     check_output_is_a_file(target, stdout_hint=False)  # the report is a file: there is no -o -
