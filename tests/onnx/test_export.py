@@ -255,3 +255,24 @@ def test_agreement_counts_a_text_only_one_side_labels_as_a_disagreement():
     assert "2 of them labelled by only one of the two" in report.summary()
     # The text neither side labelled is said too ("on 4 texts" of 5 given, without a word, before)
     assert report.flagged_by_both == 1 and report.summary().endswith("; 1 more flagged by both and left out)")
+
+
+def test_an_int8_export_leaves_the_applications_root_logger_as_it_was(hf_model_dir, tmp_path):
+    """Importing onnxruntime.quantization calls logging.basicConfig: a library user's root logger
+    got a stderr handler at INFO, and this package's warnings came out as "WARNING:structsent.onnx:..."."""
+    import subprocess
+    import sys
+
+    script = (
+        "import logging, sys\n"
+        "from structsent.models import load_checkpoint\n"
+        "from structsent.onnx.export import ExportOptions, export_checkpoint\n"
+        "root = logging.getLogger()\n"
+        "before = (list(root.handlers), root.level)\n"
+        f"export_checkpoint(load_checkpoint({str(hf_model_dir)!r}), {str(tmp_path / 'out')!r}, "
+        "ExportOptions(precision='int8', optimize=False))\n"
+        "print(before == (list(root.handlers), root.level), len(root.handlers), root.level)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["True", "0", "30"]

@@ -15,6 +15,7 @@ An export given validation texts is checked against the fp32 PyTorch reference
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import json
@@ -26,7 +27,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -381,24 +382,36 @@ def quantize_graph(source: Path, target: Path, *, fused: bool, num_layers: int) 
     Returns the number of quantized operators by type.
     """
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    nodes = int8_nodes(onnx.load(str(source), load_external_data=False).graph, num_layers)
-    # The fused operators lack type information the quantizer wants; default them to float.
-    extra = {"DefaultTensorType": onnx.TensorProto.FLOAT} if fused else None
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantizer logs advice about static quantization on the root logger
-    try:
+    with _root_logger_kept():
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        nodes = int8_nodes(onnx.load(str(source), load_external_data=False).graph, num_layers)
+        # The fused operators lack type information the quantizer wants; default them to float.
+        extra = {"DefaultTensorType": onnx.TensorProto.FLOAT} if fused else None
+        logging.getLogger().setLevel(logging.ERROR)  # its advice about static quantization, on the root logger
         quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
                          reduce_range=True, nodes_to_quantize=nodes, extra_options=extra)
-    finally:
-        root.setLevel(level)
     counts: dict[str, int] = {}
     for node in onnx.load(str(target), load_external_data=False).graph.node:
         if node.op_type in ("MatMulInteger", "QAttention"):
             counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return counts
+
+
+@contextlib.contextmanager
+def _root_logger_kept() -> Iterator[None]:
+    """The root logger as the application left it: importing onnxruntime.quantization calls
+    logging.basicConfig (a stderr handler at INFO, which then printed every library's INFO lines
+    and this package's warnings as "WARNING:structsent.onnx:..."), and its quantizer logs on root."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+        root.setLevel(level)
 
 
 def smooth_graph(path: Path, scales: dict, *, num_layers: int) -> None:
