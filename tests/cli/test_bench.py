@@ -36,6 +36,8 @@ def test_a_bad_out_corpus_or_setting_is_refused_before_running(tmp_path, capsys)
         (["--out", str(tmp_path / "o"), "--corpus", str(invisible)],
          "invisible.txt: 2 of the 2 benchmark texts cannot be labelled"),
         (["--out", str(tmp_path / "o"), "--num-threads", "2147483648"], "num_threads=2147483648: must be in 0..1024"),
+        # checked against the model's positions once the model is read, before anything is prepared
+        (["--out", str(tmp_path / "o"), "--token-budget", "100"], "token_budget=100: must be at least max_length (512)"),
         (["--out", str(tmp_path / "o"), "--shape", "structbert-base", "--model", "/elsewhere"],
          "--shape structbert-base benchmarks a random model of that shape: it replaces --model /elsewhere"),
     ]

@@ -74,15 +74,17 @@ def run(args: argparse.Namespace) -> int:
     from ..bench.models import shape_model_dir
     from ..bench.runners import DEFAULT_CONFIGURATIONS, Setup, configurations
     from ..bench.workload import build_workload
+    from ..config import Backend, Precision
     from ..errors import ConfigError
     from ..models import load_checkpoint
+    from ..plan import plan_for
     from ..runtime import torch_device
     from .engine_flags import config_of
 
     if args.n < 1 or args.chunks < 1:
         raise ConfigError("--n and --chunks must be at least 1")
     # Everything that can be refused is refused before the benchmark runs, not after.
-    config_of({"device": args.device, "num_threads": args.num_threads, "token_budget": args.token_budget})
+    config = config_of({"device": args.device, "num_threads": args.num_threads, "token_budget": args.token_budget})
     out = _output_directory(args.out)
     device = torch_device(args.device)  # the same ConfigError as `structsent label --device cuda` without CUDA
     workload = build_workload(args.n, seed=args.seed, corpus=args.corpus)
@@ -90,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(model_dir)
     if checkpoint.is_exported:
         raise ConfigError(f"{model_dir}: bench needs the source checkpoint, not an ONNX export")
+    # The budget against the length the model takes, before anything is prepared (as `label` checks it).
+    plan_for(config, backend=Backend.TORCH, device="cpu", precision=Precision.FP32,
+             max_positions=checkpoint.shape.max_position_embeddings)
     offered = configurations(device, bf16=args.bf16)
     chosen = _choose(args.configs, offered, DEFAULT_CONFIGURATIONS)
     with _as_hugging_face(checkpoint) as runnable_dir:
