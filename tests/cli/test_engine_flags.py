@@ -74,7 +74,7 @@ def test_an_integer_variable_out_of_range_is_named_as_the_variable(monkeypatch):
     monkeypatch.setenv("STRUCTSENT_TOKEN_BUDGET", "-1")
     with pytest.raises(ConfigError, match=r"^STRUCTSENT_TOKEN_BUDGET='-1': must be in 3\.\.2147483647$"):
         engine_config(build_parser().parse_args(["label", "x.txt"]))
-    for written in ("+8", "-0", "008"):  # named as written, not as the number it reads as
+    for written in ("+2", "-0", "002"):  # named as written, not as the number it reads as
         monkeypatch.setenv("STRUCTSENT_TOKEN_BUDGET", written)
         with pytest.raises(ConfigError, match="^" + re.escape(f"STRUCTSENT_TOKEN_BUDGET='{written}': must be ")):
             engine_config(build_parser().parse_args(["label", "x.txt"]))
