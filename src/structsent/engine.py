@@ -27,8 +27,9 @@ from .results import (
 from .tokenize import EncodedText
 from .tokenize_processes import EncodingOptions
 
-# Run once at load (see check_model_outputs): two lengths, so that the batch is padded and masked.
 log = logging.getLogger("structsent.engine")
+
+# Run once at load (see check_model_outputs): two lengths, so that the batch is padded and masked.
 WARMUP_TEXTS = ("这家外卖送得很快，味道也不错", "差评")
 
 # Inputs above this many distinct texts are tokenized chunk by chunk, overlapped with the model

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, ModelFormatError, ModelNotFoundError
 from ..model_files import model_file_present
-from .checkpoint import TOKENIZER_FILES, WEIGHT_FILES, Checkpoint, find_weights
+from .checkpoint import TOKENIZER_FILES, Checkpoint, weight_files_read
 
 BUNDLED_MODEL_DIR = Path(__file__).parent / "default"
 DEFAULT_MODEL = "default"
@@ -98,18 +98,8 @@ def files_a_load_reads(directory: Path) -> list[Path]:
     if is_onnx_directory(directory):
         files = {p for p in directory.iterdir() if p.is_file()}
     else:
-        files = {directory / name for name in FILES_BESIDE_WEIGHTS} | set(_weights_read(directory))
+        files = {directory / name for name in FILES_BESIDE_WEIGHTS} | set(weight_files_read(directory))
     return sorted((p for p in files if p.is_file()), key=lambda p: p.relative_to(directory).as_posix())
-
-
-def _weights_read(directory: Path) -> list[Path]:
-    """The weight files a load reads (``find_weights``' choice), with the shard index it read them by."""
-    for index, single in WEIGHT_FILES:
-        if (directory / single).is_file():
-            return [directory / single]
-        if (directory / index).is_file():
-            return [directory / index, *find_weights(directory)]  # shards an index places in a subdirectory too
-    return []
 
 
 __all__ = ["BUNDLED_MODEL_DIR", "Checkpoint", "files_a_load_reads", "load_checkpoint", "resolve_directory"]

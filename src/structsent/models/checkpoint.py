@@ -110,15 +110,33 @@ def holds_weights(directory: Path) -> bool:
 def find_weights(directory: Path) -> list[Path]:
     """The weight files of a checkpoint directory, safetensors preferred, and a whole file before
     a shard index (as transformers chooses, so that both read the same weights where both are)."""
+    chosen = _chosen_weights(directory)
+    if chosen is None:
+        raise ModelFormatError(
+            f"{directory}: no model.safetensors or pytorch_model.bin; copy the checkpoint's weights here"
+        )
+    return chosen[1]
+
+
+def weight_files_read(directory: Path) -> list[Path]:
+    """Every file a load reads for the weights: ``find_weights``' files, after the shard index it
+    read them by; none where the directory holds no weights."""
+    chosen = _chosen_weights(directory)
+    if chosen is None:
+        return []
+    index, weights = chosen
+    return weights if index is None else [index, *weights]
+
+
+def _chosen_weights(directory: Path) -> tuple[Path | None, list[Path]] | None:
+    """(the shard index or None, the weight files) of the format a load takes, or None."""
     for index_name, single in WEIGHT_FILES:
         if model_file_present(directory / single):
-            return [directory / single]
+            return None, [directory / single]
         index = directory / index_name
         if model_file_present(index):
-            return [directory / shard for shard in _shards(read_json(index), index)]
-    raise ModelFormatError(
-        f"{directory}: no model.safetensors or pytorch_model.bin; copy the checkpoint's weights here"
-    )
+            return index, [directory / shard for shard in _shards(read_json(index), index)]
+    return None
 
 
 def names_a_file_inside(name: object) -> bool:

@@ -200,7 +200,8 @@ def _export_into(target: Path, checkpoint, options: ExportOptions) -> None:
         texts, source = packaged_sample_texts()
         report = export_checkpoint(checkpoint, staging, options, validation_texts=texts[:CACHED_VALIDATION_TEXTS],
                                    validation_source=source)
-        record = {"key": target.name, "graph": file_digest(staging / MODEL_FILE)}
+        # The export recorded its graph's digest beside it: read, not hashed again.
+        record = {"key": target.name, "graph": (staging / DIGEST_FILE).read_text(encoding="ascii").strip()}
         (staging / ENTRY_FILE).write_text(json.dumps(record), encoding="utf-8")
         accuracy = report.accuracy.summary() if report.accuracy is not None else "not validated"
         first = f"first use of {one_line(str(checkpoint.directory))} on ONNX Runtime: exported it ({options.describe()})"
