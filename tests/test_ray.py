@@ -1277,3 +1277,19 @@ def test_a_reservation_that_is_not_a_number_of_at_least_zero_is_refused(option):
 
     with pytest.raises(ConfigError, match=f"{next(iter(option))}=.*expected a number >= 0"):
         label_dataset(None, **option)  # checked before the dataset is touched
+
+
+def test_cli_engine_ray_reports_an_input_of_no_rows_as_the_local_job_does(ray_address, tmp_path):
+    """`--engine ray --report` on an input of no rows wrote its empty directory, then exited 2 ("no
+    labelled files"), where the local job reports 0 rows: the model's labels make an empty page."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("id,text\n", encoding="utf-8")
+    report = tmp_path / "r.html"
+    proc = ray_label(ray_address, tmp_path / "in", tmp_path / "out", "--report", report)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    assert list((tmp_path / "out").iterdir()) == []
+    page = report.read_text(encoding="utf-8")
+    assert '<dd id="total-rows">0</dd>' in page and "no files: the job labelled no rows" in page
+    local = run_cli(tmp_path / "in" / "a.csv", "-o", tmp_path / "local.csv", "--quiet", "--report",
+                    tmp_path / "local.html")
+    assert local.returncode == 0 and '<dd id="total-rows">0</dd>' in (tmp_path / "local.html").read_text("utf-8")

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from structsent.errors import BadInputError, NoSuchColumnError
-from structsent.report import build_report, write_report
+from structsent.report import ReportSummary, build_report, write_report
 from structsent.report.source import UNREADABLE, find_label_columns, open_labelled, read_job_figures
 
 from .conftest import LABELS, Sample, sample, write_labelled
@@ -514,3 +514,15 @@ def test_a_part_of_no_rows_adds_none_and_is_counted_as_read(tmp_path, labelled_s
         part.write_bytes(b"")
     with pytest.raises(BadInputError, match="no rows, and so no label columns"):
         write_report(tmp_path / "out", tmp_path / "r2.html")
+
+
+def test_an_empty_directory_is_an_output_of_no_rows_when_the_labels_are_known(tmp_path):
+    """A Ray job's output of no rows is an empty directory: with the model's labels (what `label
+    --engine ray --report` passes) it is a page of 0 rows; without them, the one-line error above."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "_SUCCESS").write_text("")
+    summary = write_report(tmp_path / "out", tmp_path / "r.html", labels=["负面", "正面"])
+    assert summary == ReportSummary(rows=0, flagged=0, labels={"负面": 0, "正面": 0})
+    assert "out/ (no files: the job labelled no rows)" in (tmp_path / "r.html").read_text(encoding="utf-8")
+    with pytest.raises(BadInputError, match="a directory with no labelled files in it"):
+        write_report(tmp_path / "out", tmp_path / "again.html")

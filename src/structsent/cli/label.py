@@ -187,8 +187,21 @@ def _run_on_ray(args: argparse.Namespace) -> int:
         with sigterm_as_interrupt():  # the page's temporary file is removed (exit 143)
             # The directory's files, read as one output (the report's own format detection per file).
             _report_written_output(args, args.output, report_was, prefix=args.prefix,
-                                   text_column=args.text_column if args.id_column is None else None)
+                                   text_column=args.text_column if args.id_column is None else None,
+                                   labels=_labels_of_an_empty_ray_output(args))
     return EXIT_OK
+
+
+def _labels_of_an_empty_ray_output(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """An input of no rows leaves the Ray job's directory empty, which names no labels: the report
+    then takes the model's, read from its files here (as the local job's report of no rows has
+    them), unless the model lives on a remote cluster only."""
+    names = [name for name in os.listdir(args.output) if not name.startswith((".", "_"))]
+    if names or (args.ray_address or "").startswith("ray://"):
+        return None
+    from ..models import load_checkpoint
+
+    return load_checkpoint(args.model).labels
 
 
 def _check_ray_report_path(args) -> dict | None:

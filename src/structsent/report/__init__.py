@@ -64,12 +64,12 @@ def _built_report(path_in: str | os.PathLike[str], *, fmt: str, prefix: str | No
                    max_groups=max_groups, names={"prefix": prefix, "text_column": text_column, "by": by,
                                                  "negative": negative})
     labelled = open_labelled_parts(path, fmt=fmt, prefix=prefix, text_column=text_column, by=by, labels=labels)
-    options = ReportOptions(labels=labelled.first.columns.labels, negative=negative, by=by, by_period=Period(by_period),
+    options = ReportOptions(labels=labelled.labels, negative=negative, by=by, by_period=Period(by_period),
                             least_certain=least_certain, flagged_sample=flagged_sample, max_groups=max_groups)
     aggregator = ReportAggregator(options)
     for row in labelled.rows():
         aggregator.add(row)
-    return aggregator.result(), labelled.first.text_column, labelled.describe()
+    return aggregator.result(), labelled.text_column, labelled.describe()
 
 
 def _check_options(*, fmt: object, by_period: object, least_certain: object, flagged_sample: object,
@@ -89,6 +89,8 @@ def write_report(path_in: str | os.PathLike[str], path_out: str | os.PathLike[st
                  labels: Sequence[str] | None = None) -> ReportSummary:
     """Write the HTML report of the labelled file ``path_in`` to ``path_out``; ``path_in`` may also be
     the directory a `label --engine ray` job wrote (its files read in name order as one output).
+    ``labels``: the model's, where the caller knows them; an output of no rows (an empty JSON Lines
+    file, a Ray job's empty directory) names none, and is then a page of 0 rows with these labels.
 
     Paths are str or os.PathLike; an option out of its range (the command line's) is a ConfigError.
     The label job's figures come from ``job_figures`` (a mapping, e.g. the job's counters), else
@@ -107,7 +109,7 @@ def write_report(path_in: str | os.PathLike[str], path_out: str | os.PathLike[st
     if job_figures is not None:
         check_job_figures(job_figures)
     # What is wrong with a file read is said first, not that the output would lie inside a directory read.
-    input_files(path_in)
+    input_files(path_in, empty_ok=bool(labels))
     if job_figures is None and job_summary is not None:
         _check_job_summary_file(job_summary)
     _check_output(path_in, path_out, overwrite, job_summary)

@@ -189,12 +189,18 @@ class LabelledParts:
     `label --engine ray` wrote, in name order, their rows numbered on from file to file."""
 
     path: str
-    files: tuple[LabelledFile, ...]  # those holding rows (a part of no rows adds none), else the first
+    files: tuple[LabelledFile, ...]  # those holding rows (a part of no rows adds none), else the first;
+    # none for a directory of no files whose labels the caller knew (a Ray job that labelled no rows)
     file_count: int  # files read, those of no rows included
+    labels_known: tuple[str, ...] = ()  # the caller's labels, what an empty directory has
 
     @property
-    def first(self) -> LabelledFile:
-        return self.files[0]
+    def labels(self) -> tuple[str, ...]:
+        return self.files[0].columns.labels if self.files else self.labels_known
+
+    @property
+    def text_column(self) -> str | None:
+        return self.files[0].text_column if self.files else None
 
     def rows(self) -> Iterator[LabelledRow]:
         before = 0
@@ -208,6 +214,8 @@ class LabelledParts:
     def describe(self) -> str:
         """How the page names its source: the file, or the directory and how many files it read."""
         name = Path(self.path).name or self.path
+        if not self.file_count:
+            return f"{name}/ (no files: the job labelled no rows)"
         if self.file_count == 1 and self.files[0].path == self.path:
             return name
         count = self.file_count
@@ -217,8 +225,11 @@ class LabelledParts:
 def open_labelled_parts(path: str, *, fmt: str = "auto", prefix: str | None = None, text_column: str | None = None,
                         by: str | None = None, labels: Sequence[str] | None = None) -> LabelledParts:
     """``open_labelled`` for a file, or for each file of a directory (a Ray job's output), which
-    must be parts of one output: one format, the same labels and the same label columns."""
-    paths = input_files(path)
+    must be parts of one output: one format, the same labels and the same label columns. A
+    directory of no files is an output of no rows when the caller knows the ``labels``."""
+    paths = input_files(path, empty_ok=bool(labels))
+    if not paths:
+        return LabelledParts(path=path, files=(), file_count=0, labels_known=tuple(labels or ()))
     with_rows = [part for part in paths if _names_columns(part, fmt)] or paths[:1]  # (none: the first says why)
     opened = [open_labelled(part, fmt=fmt, prefix=prefix, text_column=text_column, by=by, labels=labels)
               for part in with_rows]
@@ -240,15 +251,16 @@ def _names_columns(path: str, fmt: str) -> bool:
         return True  # opened with the others, which says what is wrong with it
 
 
-def input_files(path: str) -> list[str]:
+def input_files(path: str, *, empty_ok: bool = False) -> list[str]:
     """The files to read for ``path``: itself, or a directory's visible regular files in name order
-    (what `label --engine ray` writes there; names beginning with '.' or '_' are not its output)."""
+    (what `label --engine ray` writes there; names beginning with '.' or '_' are not its output).
+    ``empty_ok``: a directory of no such files is no files (a Ray job's output of no rows), not an error."""
     mode = mode_of(Path(path))
     if mode is None or not stat.S_ISDIR(mode):
         check_input_file(path)
         return [path]
     names = sorted(name for name in _directory_names(path) if not name.startswith((".", "_")))
-    if not names:
+    if not names and not empty_ok:
         raise BadInputError(f"{path}: a directory with no labelled files in it; name a file `structsent label` "
                             "wrote, or the directory a `--engine ray` job wrote")
     for name in names:
