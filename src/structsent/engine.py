@@ -20,6 +20,7 @@ from .results import (
     LabelResult,
     SingleRowResults,
     combine_windows,
+    logits_of,
     non_finite_error,
     non_finite_kinds,
     to_result,
@@ -521,4 +522,4 @@ def _postprocess(encoded: EncodedText, probabilities: np.ndarray, logits: np.nda
     if len(probabilities) == 1:
         return to_result(probabilities[0], labels, truncated=encoded.truncated, logits=logits[0])
     combined = combine_windows(probabilities, lengths)
-    return to_result(combined, labels, windows=len(probabilities), logits=combine_windows(logits, lengths))
+    return to_result(combined, labels, windows=len(probabilities), logits=logits_of(combined))

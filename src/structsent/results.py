@@ -16,7 +16,8 @@ class LabelResult:
     ``label`` and ``score`` are None exactly when ``error`` says why the text was not labelled.
     ``truncated`` marks a text cut at the model's maximum length; ``windows`` > 1 marks a long
     text scored as overlapping windows whose probabilities were averaged. ``logits`` are the
-    model's raw outputs (for windows: their token-weighted mean), None for a flagged text.
+    model's raw outputs, None for a flagged text; for windows, the logits of the averaged
+    probabilities (their logarithms), so that they rank the labels as ``scores`` do.
     """
 
     label: str | None
@@ -90,6 +91,14 @@ def combine_windows(probabilities: np.ndarray, weights: Sequence[int]) -> np.nda
     """Average the rows (probabilities or logits) of a text's windows, weighted by their token counts."""
     w = np.asarray(weights, dtype=np.float64)
     return (probabilities * w[:, None]).sum(axis=0) / w.sum()
+
+
+def logits_of(probabilities: np.ndarray) -> np.ndarray:
+    """Logits whose softmax is ``probabilities``: their logarithms (a probability that underflowed
+    to 0 taken as the smallest positive float, so the logit stays finite). A long text's windows
+    have no logits of their own answer; averaging theirs would rank the labels otherwise than the
+    averaged probabilities do (a 负面 answer whose 正面 logit is the larger)."""
+    return np.log(np.maximum(probabilities, np.finfo(np.float64).tiny))
 
 
 def to_result(
