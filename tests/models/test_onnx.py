@@ -209,3 +209,14 @@ def test_a_recorded_digest_that_is_no_file_is_refused_not_taken_for_no_digest(tm
         recorded.symlink_to(tmp_path / "nowhere")
     with pytest.raises(structsent.ModelFormatError, match="the graph's recorded digest is not a readable file"):
         structsent.load(d)
+
+
+def test_a_config_hidden_size_other_than_the_graphs_blames_config_json(tmp_path, exported):
+    d = copy_export(exported, tmp_path)
+    config = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    wider = config["hidden_size"] * 2
+    (d / "config.json").write_text(json.dumps({**config, "hidden_size": wider}), encoding="utf-8")
+    with pytest.raises(structsent.ModelFormatError) as caught:
+        load_checkpoint(d)
+    assert str(caught.value) == (f"{d / 'config.json'}: hidden_size is {wider} but the graph model.onnx's embeddings "
+                                 f"are {config['hidden_size']} wide; config.json belongs to another export")

@@ -276,3 +276,23 @@ def test_an_int8_export_leaves_the_applications_root_logger_as_it_was(hf_model_d
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["True", "0", "30"]
+
+
+@pytest.mark.parametrize("graph, claimed, held", [(("fp32", True), "int8", "no int8 operator"),
+                                                  (("fp32", False), "int8", "no int8 operator"),
+                                                  (("int8", True), "fp32", "int8 operators")])
+def test_a_config_claiming_another_precision_than_the_graphs_is_refused(exports, tmp_path, graph, claimed, held):
+    """An fp32 graph under a config.json saying int8 loaded, and info() said int8 (and the other way
+    round): the precision is checked against the graph's operators, as its tables are."""
+    import json
+    import shutil
+
+    directory = shutil.copytree(exports[graph].directory, tmp_path / "m")
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    assert load_checkpoint(directory).precision == config["structsent_onnx"]["precision"] == graph[0]
+    config["structsent_onnx"]["precision"] = claimed
+    (directory / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(structsent.ModelFormatError) as caught:
+        load_checkpoint(directory)
+    assert str(caught.value) == (f"{directory / 'config.json'}: structsent_onnx.precision is {claimed} but the graph "
+                                 f"model.onnx holds {held}; config.json belongs to another export")

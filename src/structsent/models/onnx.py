@@ -80,7 +80,7 @@ def load_onnx_directory(directory: Path) -> OnnxCheckpoint:
                                f"{', '.join(EXPORTED_PRECISIONS)}, got {precision!r}")
     model_file = _graph_file(export, directory)
     check_graph_digest(model_file)
-    _check_config_fits_graph(shape, model_file, directory)  # before the tokenizer is measured by config.json
+    _check_config_fits_graph(shape, precision, model_file, directory)  # before the tokenizer is measured by config.json
     tokenizer = Tokenizer.from_dir(directory)
     check_vocabulary_fits(tokenizer.vocab_size, shape.vocab_size, directory)
     return OnnxCheckpoint(
@@ -141,38 +141,66 @@ GRAPH_WORD_EMBEDDINGS = "embeddings.word.weight"
 GRAPH_POSITION_EMBEDDINGS = "embeddings.position.weight"
 
 
-def _check_config_fits_graph(shape, model_file: Path, directory: Path) -> None:
-    """The vocabulary and positions config.json claims, against the graph's embedding tables: ids
-    past the graph's rows would be read out of bounds, positions past its table fail mid-job. The
-    export writes vocab_size as the graph's rows: any other value is config.json's damage, and
-    measuring the tokenizer against it would blame the vocabulary."""
-    rows = _graph_table_rows(model_file)
-    words, positions = rows.get(GRAPH_WORD_EMBEDDINGS), rows.get(GRAPH_POSITION_EMBEDDINGS)
-    if words is not None and shape.vocab_size != words:
-        raise ModelFormatError(
-            f"{directory / 'config.json'}: vocab_size is {shape.vocab_size} but the graph {model_file.name} holds "
-            f"{words} token embeddings; config.json belongs to another export"
-        )
-    if positions is not None and shape.max_position_embeddings > positions:
-        raise ModelFormatError(
-            f"{directory / 'config.json'}: max_position_embeddings is {shape.max_position_embeddings} but the "
-            f"graph {model_file.name} holds {positions} positions; config.json belongs to another export"
-        )
+# Operators only a quantized (int8) graph holds: those ONNX Runtime's dynamic quantization writes,
+# before and after fusion.
+INT8_OPERATORS = frozenset({"DynamicQuantizeLinear", "MatMulInteger", "QAttention", "DynamicQuantizeMatMul",
+                            "MatMulIntegerToFloat", "QLinearMatMul", "QGemm", "QuantizeLinear"})
 
 
-def _graph_table_rows(model_file: Path) -> dict[str, int]:
-    """Rows of the graph's embedding tables; empty where onnx is missing or the graph unreadable
-    (the runtime names an unreadable graph when it opens it) or made by another exporter."""
+@dataclasses.dataclass(frozen=True)
+class GraphFacts:
+    """What config.json claims that the graph itself can confirm (None: not known, the graph unread)."""
+
+    words: int | None = None  # rows of the token embedding table
+    width: int | None = None  # its columns: the hidden size
+    positions: int | None = None  # rows of the position table
+    int8: bool | None = None  # whether it holds quantized operators
+
+
+def _check_config_fits_graph(shape, precision: str, model_file: Path, directory: Path) -> None:
+    """config.json's claims, against the graph: ids past the graph's rows would be read out of
+    bounds, positions past its table fail mid-job, and a precision or width the graph does not
+    have is described wrongly (info(), the int8 guards). The export writes these from the graph:
+    any other value is config.json's damage, and measuring the tokenizer against it would blame
+    the vocabulary."""
+    facts = _graph_facts(model_file)
+    claimed = f"{directory / 'config.json'}:"
+    belongs = "config.json belongs to another export"
+    if facts.words is not None and shape.vocab_size != facts.words:
+        raise ModelFormatError(f"{claimed} vocab_size is {shape.vocab_size} but the graph {model_file.name} holds "
+                               f"{facts.words} token embeddings; {belongs}")
+    if facts.width is not None and shape.hidden_size != facts.width:
+        raise ModelFormatError(f"{claimed} hidden_size is {shape.hidden_size} but the graph {model_file.name}'s "
+                               f"embeddings are {facts.width} wide; {belongs}")
+    if facts.positions is not None and shape.max_position_embeddings > facts.positions:
+        raise ModelFormatError(f"{claimed} max_position_embeddings is {shape.max_position_embeddings} but the "
+                               f"graph {model_file.name} holds {facts.positions} positions; {belongs}")
+    if facts.int8 is not None and facts.int8 != (precision == "int8"):
+        held = "int8 operators" if facts.int8 else "no int8 operator"
+        raise ModelFormatError(f"{claimed} {ONNX_CONFIG_KEY}.precision is {precision} but the graph "
+                               f"{model_file.name} holds {held}; {belongs}")
+
+
+def _graph_facts(model_file: Path) -> GraphFacts:
+    """The graph's embedding tables and operators; nothing where onnx is missing or the graph
+    unreadable (the runtime names an unreadable graph when it opens it) or made by another
+    exporter (no tables of the names this export writes)."""
     try:
         import onnx
     except ImportError:
-        return {}
+        return GraphFacts()
     try:
         graph = onnx.load(str(model_file), load_external_data=False).graph
     except Exception:  # noqa: BLE001 - protobuf raises many types; the backend reports the file
-        return {}
-    wanted = (GRAPH_WORD_EMBEDDINGS, GRAPH_POSITION_EMBEDDINGS)
-    return {table.name: int(table.dims[0]) for table in graph.initializer if table.name in wanted and table.dims}
+        return GraphFacts()
+    tables = {table.name: tuple(table.dims) for table in graph.initializer
+              if table.name in (GRAPH_WORD_EMBEDDINGS, GRAPH_POSITION_EMBEDDINGS)}
+    if not tables:
+        return GraphFacts()
+    words, positions = tables.get(GRAPH_WORD_EMBEDDINGS, ()), tables.get(GRAPH_POSITION_EMBEDDINGS, ())
+    return GraphFacts(words=words[0] if words else None, width=words[1] if len(words) == 2 else None,
+                      positions=positions[0] if positions else None,
+                      int8=any(node.op_type in INT8_OPERATORS for node in graph.node))
 
 
 def _check_format_version(export: dict, directory: Path) -> None:
