@@ -785,7 +785,7 @@ def describe_undecodable_body(cause: BaseException) -> str:
     if isinstance(cause, UnicodeDecodeError):
         return "the body is not valid UTF-8"
     if isinstance(cause, DuplicateKeyError):
-        return f"the key {bounded(cause.key)!r} appears more than once in one object: which value was meant cannot be told"
+        return f"the key '{bounded(cause.key)}' appears more than once in one object: which value was meant cannot be told"
     if isinstance(cause, RecursionError):
         return "nested too deeply"
     if isinstance(cause, ValueError) and "digits" in str(cause):
