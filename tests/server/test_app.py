@@ -252,6 +252,10 @@ def test_chunked_body_over_the_limit_is_refused(server):
     ("content", "fragment"),
     [
         (b'{"texts": ["a",', "malformed JSON"),
+        # the parser's message whole, with where it stopped (it ended on "starting at")
+        (b'{"texts": ["a', "malformed JSON: Unterminated string starting at: line 1 column 12 (char 11)"),
+        (b'{bad}', "malformed JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+        (b'{\n  "texts": ["a",]\n}', "malformed JSON: Expecting value: line 2 column 17 (char 18)"),
         (b'{"texts": [1, 2]}', "texts.0"),
         (b'{"texts": "one string"}', "texts"),
         (b'{"texts": []}', "texts"),
