@@ -70,6 +70,23 @@ def test_api_clients_get_at_get_root_what_they_got_without_the_page(accept, page
     assert response.json() == {"error": "Method Not Allowed: GET /", "error_type": "validation"}
 
 
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest.mark.parametrize("accept", [BROWSER_ACCEPT, None, "application/json"])
+@pytest.mark.parametrize("api_key", [None, API_KEY])
+def test_every_answer_at_the_pages_url_varies_on_accept_and_is_revalidated(method, accept, api_key):
+    """A shared cache keeps one answer per Accept: without Vary it served the API client's 405 (or
+    the 401 of a keyed server) to browsers, and the page to API clients."""
+    headers = {} if accept is None else {"Accept": accept}
+    response = client(api_key=api_key).request(method, "/", headers=headers)
+    assert response.status_code == (200 if accept == BROWSER_ACCEPT else 401 if api_key else 405)
+    assert response.headers["vary"] == "Accept" and response.headers["cache-control"] == "no-cache"
+
+
+def test_without_the_page_get_root_is_not_negotiated():
+    response = client(page=False).get("/", headers={"Accept": BROWSER_ACCEPT})
+    assert response.status_code == 405 and "vary" not in response.headers
+
+
 def test_no_page_serves_no_page():
     assert client(page=False).get("/", headers={"Accept": BROWSER_ACCEPT}).status_code == 405
 

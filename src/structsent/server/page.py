@@ -210,24 +210,42 @@ def _qvalue(text: str) -> float:
     return float(text) if _QVALUE.fullmatch(text) else 0.0
 
 
+# What every answer at the page's URL carries, page or not: a shared cache keeps one answer per
+# Accept (else it could serve an API client's 405 to browsers), and revalidates each as the page.
+NEGOTIATED_HEADERS = {"Vary": "Accept", "Cache-Control": PAGE_HEADERS["Cache-Control"]}
+
+
 class BrowserPage:
     """Answers ``GET /`` (and HEAD) with the page when the client accepts HTML; passes every other
-    request on. It sits outside ``BearerAuth``: the page holds no data, and one types the key in it."""
+    request on, those at ``GET /`` with ``NEGOTIATED_HEADERS`` added to their answer (a 405, a 401).
+    It sits outside ``BearerAuth``: the page holds no data, and one types the key in it."""
 
     def __init__(self, app) -> None:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["path"] == "/"
-            and scope["method"] in ("GET", "HEAD")
-            and accepts_html(_accept(scope["headers"]))
-        ):
+        if scope["type"] != "http" or scope["path"] != "/" or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+        elif accepts_html(_accept(scope["headers"])):
             response = Response(PAGE, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
             await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+        else:
+            await self.app(scope, receive, _adding_negotiated_headers(send))
+
+
+def _adding_negotiated_headers(send):
+    """``send``, adding to the response's headers each of ``NEGOTIATED_HEADERS`` it lacks."""
+
+    async def send_negotiated(message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            present = {name.lower() for name, _ in headers}
+            headers += [(name.lower().encode(), value.encode()) for name, value in NEGOTIATED_HEADERS.items()
+                        if name.lower().encode() not in present]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_negotiated
 
 
 def _accept(headers) -> str:
