@@ -7,13 +7,14 @@ import base64
 import hashlib
 import json
 import re
+from pathlib import Path
 
 import httpx
 import pytest
 from starlette.testclient import TestClient
 
 from structsent.cli import serve
-from structsent.server.app import ServerSettings, create_app
+from structsent.server.app import DOCUMENTATION_PATHS, OPEN_PATHS, ServerSettings, create_app
 from structsent.server.page import SCRIPT, STYLE, accepts_html
 
 from .chromium import EXECUTABLE, MISSING, Chromium
@@ -110,6 +111,18 @@ def test_with_an_api_key_the_documentation_loads_and_declares_the_key():
     assert "security" not in schema["paths"]["/v1/sentiment"]["post"]  # the document's default: the key
     assert keyed.get("/info").status_code == 401  # the API itself still needs it
     assert "securitySchemes" not in client().get("/openapi.json").json().get("components", {})  # no key, none declared
+
+
+def test_the_readme_names_exactly_the_routes_open_without_the_key():
+    """The README said "every route but /health": the documentation and the page are open too."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    sentence = readme[readme.index("`--api-key KEY`"):].split("```", 1)[0]
+    named = set(re.findall(r"`(?:GET |HEAD )?(/[^`\s]*)`", sentence.split(" but ", 1)[1]))
+    assert named == OPEN_PATHS | DOCUMENTATION_PATHS | {"/"}
+    keyed = client(api_key=API_KEY)
+    for path in named:  # answered without the key (/health: 503 here, the model is never loaded)
+        assert keyed.get(path, headers={"Accept": BROWSER_ACCEPT}).status_code in (200, 503), path
+    assert keyed.get("/").status_code == 401  # the README says so too: an API client's GET / needs it
 
 
 def test_docs_come_from_the_package_not_a_cdn():
