@@ -263,3 +263,47 @@ def test_docs_render_offline_and_try_a_call_with_the_key_in_a_real_browser(keyed
     finally:
         browser.close()
     assert statuses == ["Code", "200"]  # /info needs the key: the call carried it
+
+
+# Every request the page sends leaves a second late (and is recorded): one is surely in flight meanwhile.
+HOLD_REQUESTS = """(function () {
+  var send = window.fetch;
+  window.sentTexts = [];
+  window.fetch = function (url, init) {
+    window.sentTexts.push(JSON.parse(init.body).texts);
+    return new Promise(function (resolve) { setTimeout(resolve, 1000); }).then(function () { return send(url, init); });
+  };
+})()"""
+
+
+def press_ctrl_enter(browser: Chromium, selector: str) -> None:
+    browser.evaluate(f"document.querySelector({json.dumps(selector)}).focus()")
+    for kind in ("rawKeyDown", "keyUp"):
+        browser.send("Input.dispatchKeyEvent", {"type": kind, "key": "Enter", "code": "Enter",
+                                                "windowsVirtualKeyCode": 13, "modifiers": 2})  # 2: Ctrl
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(EXECUTABLE is None, reason=MISSING)
+def test_ctrl_enter_while_a_request_is_in_flight_sends_nothing(keyed_server, tmp_path):
+    """The shortcut sent a second request while the button was disabled: the first answer then
+    replaced the results of the newer text (and named its errors by the other request's lines)."""
+    browser = Chromium(tmp_path / "profile")
+    try:
+        browser.open(keyed_server.url + "/")
+        browser.evaluate(f"document.getElementById('key').value = {json.dumps(API_KEY)}")
+        browser.evaluate(HOLD_REQUESTS)
+        browser.type("#texts", "这家店的菜味道很好")
+        press_ctrl_enter(browser, "#texts")
+        assert browser.evaluate("document.body.dataset.state") == "busy"
+        browser.evaluate("document.getElementById('texts').value = '送餐太慢了'")
+        press_ctrl_enter(browser, "#texts")  # in flight: nothing
+        browser.wait_for("document.body.dataset.state === 'done'")
+        assert browser.evaluate("window.sentTexts") == [["这家店的菜味道很好"]]
+        assert json.loads(browser.evaluate(READ_RESULTS))[0]["text"] == "这家店的菜味道很好"
+
+        press_ctrl_enter(browser, "#texts")  # answered: the shortcut sends the text now typed
+        browser.wait_for("window.sentTexts.length === 2 && document.body.dataset.state === 'done'")
+        assert [item["text"] for item in json.loads(browser.evaluate(READ_RESULTS))] == ["送餐太慢了"]
+    finally:
+        browser.close()

@@ -97,9 +97,10 @@ SCRIPT = """
     button.disabled = false;
   }
 
-  var lineNumbers = [];  // the textarea's line number of each review sent, from 1
+  // The number of the last request sent: only its answer is shown (one is in flight at a time).
+  var latest = 0;
 
-  function failure(response, body) {
+  function failure(response, body, lineNumbers) {
     // The API counts the texts sent from 0; the page names the line one typed it on.
     var error = body && body.error ? String(body.error).replace(/^text (\\d+) /, function (whole, index) {
       return lineNumbers[+index] ? "line " + lineNumbers[+index] + " " : whole;
@@ -110,8 +111,10 @@ SCRIPT = """
   }
 
   function labelReviews() {
-    var reviews = [];
-    lineNumbers = [];
+    // Ctrl+Enter while a request is in flight would send a second one, whose text the earlier
+    // answer then replaced; the button is disabled, and so is the shortcut.
+    if (button.disabled) { return; }
+    var reviews = [], lineNumbers = [];  // lineNumbers: the textarea's line of each review sent, from 1
     texts.value.split(/\\r?\\n/).forEach(function (line, i) {
       if (line.trim() !== "") { reviews.push(line); lineNumbers.push(i + 1); }
     });
@@ -122,17 +125,18 @@ SCRIPT = """
     document.body.setAttribute("data-state", "busy");
     status.className = "";
     status.textContent = "Labelling " + reviews.length + " review(s)...";
-    var started = performance.now();
+    var started = performance.now(), request = ++latest;
     fetch("v1/sentiment", { method: "POST", headers: headers, body: JSON.stringify({ texts: reviews }) })
       .then(function (response) {
         return response.json().catch(function () { return null; }).then(function (body) {
           var ms = performance.now() - started;
-          if (!response.ok || !body) { finish("error", failure(response, body)); return; }
+          if (request !== latest) { return; }  // an older request's answer: it does not answer the text shown
+          if (!response.ok || !body) { finish("error", failure(response, body, lineNumbers)); return; }
           list.replaceChildren.apply(list, body.results.map(function (result, i) { return review(reviews[i], result); }));
           finish("done", reviews.length + " review(s) labelled in " + ms.toFixed(0) + " ms (one POST /v1/sentiment)");
         });
       })
-      .catch(function (err) { finish("error", "request failed: " + err.message); });
+      .catch(function (err) { if (request === latest) { finish("error", "request failed: " + err.message); } });
   }
 
   button.addEventListener("click", labelReviews);
