@@ -66,8 +66,11 @@ SCRIPT = """
     for (var i = 0; i < headers.length; i++) { headers[i].removeAttribute("aria-sort"); }
     headers[index].setAttribute("aria-sort", descending ? "descending" : "ascending");
   }
+  // Only ASCII white space is cut from a query: trim() also cut U+3000, NBSP and U+2028, so a search
+  // for such a character was a search for nothing, which shows every row.
+  var ASCII_SPACE_AT_ENDS = /^[ \\t\\n\\r\\f]+|[ \\t\\n\\r\\f]+$/g;
   function filterTable(table, query) {
-    var needle = query.trim().toLowerCase();
+    var needle = query.replace(ASCII_SPACE_AT_ENDS, "").toLowerCase();
     var rows = table.tBodies[0].rows, shown = 0;
     for (var i = 0; i < rows.length; i++) {
       var hit = !needle || rows[i].textContent.toLowerCase().indexOf(needle) !== -1;
