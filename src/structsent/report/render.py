@@ -264,6 +264,9 @@ def _group_header(report: Report) -> list[tuple[str, bool]]:
 
 
 def _least_certain(report: Report, text_column: str | None) -> str:
+    if not report.overall.labelled:  # it said "The 0 labelled rows with the lowest scores" over an empty table
+        return ('<section id="least-certain"><h2>Least certain rows</h2>'
+                '<p id="no-labelled">No row was labelled: there is no score to list.</p></section>')
     show_group = report.breakdown is not None
     rows = [
         f"<tr>{_row_cells(row, show_group)}<td>{esc(row.label)}</td>{_num_cell(f'{row.score:.4f}', row.score)}"
@@ -272,7 +275,9 @@ def _least_certain(report: Report, text_column: str | None) -> str:
     ]
     names = [("Row", True)] + _group_header(report) + [
         ("Label", False), ("Score", True), (text_column or "text", False)]
-    note = (f"The {len(rows):,} labelled rows with the lowest scores (ties: earlier rows first). "
+    listed = "The labelled row with the lowest score" if len(rows) == 1 else (
+        f"The {len(rows):,} labelled rows with the lowest scores")
+    note = (f"{listed} (ties: earlier rows first). "
             "Click a column to sort; type to search.")
     return (f'<section id="least-certain"><h2>Least certain rows</h2><p class="muted">{esc(note)}</p>'
             f'{_searchable("least-certain-rows", "least certain rows", _header(names, True), rows)}</section>')
