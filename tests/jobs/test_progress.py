@@ -22,3 +22,11 @@ def test_summary_names_every_figure():
     for figure in ("10 rows", "负面 3", "正面 5", "flagged 2", "duplicates reused 3", "5.0 rows/s",
                    "padding waste 10.0%", "model busy 75%"):
         assert figure in text, figure
+
+
+def test_summary_of_one_row_says_row():
+    summary = JobSummary(rows=1, rows_this_run=1, seconds_this_run=1.0, model_seconds=0.5)
+    summary.labels.update({"正面": 1})
+    text = format_summary(summary, labels=["负面", "正面"])
+    assert text.startswith("1 row: ") and "\n1 row in " in text and "1 rows" not in text
+    assert format_summary(JobSummary(), labels=["负面", "正面"]).startswith("0 rows: ")

@@ -8,9 +8,14 @@ import subprocess
 from html.parser import HTMLParser
 from urllib.parse import quote
 
+import numpy as np
 import pytest
 
+from structsent.io.readers import InputRow
 from structsent.report import write_report
+from structsent.results import to_result
+
+from .conftest import LABELS, Sample, write_labelled
 
 BROWSER = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None)
 pytestmark = [
@@ -98,3 +103,22 @@ def test_numbers_search_and_sort_in_the_browser(tmp_path, labelled_csv, labelled
     assert head[1][0].get("aria-sort") == "ascending"
     flagged = [int(cells[0]) for _, cells in dom.tables["flagged-rows"]["rows"]]
     assert flagged == sorted((i + 1 for i in labelled_sample.flagged), reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("query", "shown"),
+    [("\u3000", [2]), ("\u00a0", [3]), ("\u2028", [4]),
+     (" \t好\n", [1, 2, 3])],  # ASCII white space at its ends is still cut
+)
+def test_a_search_for_white_space_other_than_ascii_matches_as_typed(tmp_path, query, shown):
+    """The search trim()med its query: one of U+3000, NBSP or U+2028 alone became empty and showed every row."""
+    texts = ["好吃", "好\u3000吃", "很\u00a0好", "差\u2028评", "一般"]
+    rows = [InputRow(i + 1, {"id": f"r{i}", "text": text}, text) for i, text in enumerate(texts)]
+    results = [to_result(np.array([0.3 + 0.1 * i, 0.7 - 0.1 * i]), LABELS) for i in range(len(texts))]
+    labelled, page = tmp_path / "labelled.jsonl", tmp_path / "report.html"
+    write_labelled(labelled, "jsonl", Sample(rows, results))
+    write_report(str(labelled), str(page))
+    dom = rendered(page, f"least-certain-rows.q={quote(query)}")
+    visible = [int(cells[0]) for hidden, cells in dom.tables["least-certain-rows"]["rows"] if not hidden]
+    assert sorted(visible) == shown
+    assert dom.by_id["least-certain-rows-count"] == f"{len(shown)} of {len(texts)} rows shown"

@@ -145,6 +145,22 @@ def test_control_characters_from_the_file_never_reach_the_page(tmp_path):
     assert "坏\ufffd了\ufffd\ufffd\ufffd\ufffd0" in page
 
 
+@pytest.mark.parametrize(("labelled", "says"), [
+    (0, '<p id="no-labelled">No row was labelled: there is no score to list.</p>'),  # not "The 0 labelled rows"
+    (1, "The labelled row with the lowest score (ties: earlier rows first)."),
+    (2, "The 2 labelled rows with the lowest scores (ties: earlier rows first)."),
+])
+def test_the_least_certain_rows_are_counted_in_words(tmp_path, labelled, says):
+    path = tmp_path / "labelled.jsonl"
+    flagged = {"text": "", "label": None, "score": None, "prob_负面": None, "prob_正面": None, "error": "empty text"}
+    rows = [flagged] + [{"text": f"好{i}", "label": "正面", "score": 0.9, "prob_负面": 0.1, "prob_正面": 0.9,
+                         "error": None} for i in range(labelled)]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    write_report(str(path), str(tmp_path / "report.html"))
+    section = (tmp_path / "report.html").read_text(encoding="utf-8").split('<section id="least-certain">', 1)[1]
+    assert says in section.split("</section>", 1)[0]
+
+
 @pytest.mark.parametrize("stop", [KeyboardInterrupt, OSError(28, "No space left on device")])
 def test_a_page_stopped_while_it_is_written_leaves_no_temporary_file(tmp_path, monkeypatch, stop):
     """Only an OSError removed the temporary page: SIGTERM (raised as an interrupt) during the sync

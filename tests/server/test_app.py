@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -251,6 +252,10 @@ def test_chunked_body_over_the_limit_is_refused(server):
     ("content", "fragment"),
     [
         (b'{"texts": ["a",', "malformed JSON"),
+        # the parser's message whole, with where it stopped (it ended on "starting at")
+        (b'{"texts": ["a', "malformed JSON: Unterminated string starting at: line 1 column 12 (char 11)"),
+        (b'{bad}', "malformed JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+        (b'{\n  "texts": ["a",]\n}', "malformed JSON: Expecting value: line 2 column 17 (char 18)"),
         (b'{"texts": [1, 2]}', "texts.0"),
         (b'{"texts": "one string"}', "texts"),
         (b'{"texts": []}', "texts"),
@@ -298,6 +303,30 @@ def test_unknown_routes_and_methods_answer_in_the_error_shape(server, method, pa
     assert path in body["error"]
     if status == 405:  # every method the path answers (GET routes answer HEAD too: RFC 9110)
         assert response.headers["allow"] == {"/predict": "POST", "/health": "GET, HEAD"}[path]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "request_", "shown"),
+    [
+        # a field name: a line break and a colour change in the decoded message
+        ("POST", "/v1/sentiment", dict(content=b'{"texts": ["a"], "x\\ny\\u001b[31m": 1}',
+                                       headers={"content-type": "application/json"}), "x\\ny\\x1b[31m: Extra inputs"),
+        ("POST", "/v1/sentiment", dict(content=b'{"texts": ["a"], "t\\u009b": 1, "t\\u009b": 2}',
+                                       headers={"content-type": "application/json"}), "the key 't\\x9b' appears"),
+        ("GET", "/%1b%5b31mX", {}, "Not Found: GET /\\x1b[31mX"),  # a path, percent-decoded
+        # a header: C1 controls (0x9b is CSI, as ESC [) pass the HTTP parser as obs-text
+        ("POST", "/v1/sentiment", dict(content=b'{"texts": ["a"]}', headers={"content-type": b"text/x\x9b31m"}),
+         "Content-Type: text/x\\x9b31m)"),
+        ("POST", "/v1/sentiment", dict(content=b'{"texts": ["a"]}', headers={"content-encoding": b"g\x85zip"}),
+         "Content-Encoding: g\\x85zip is"),
+    ],
+)
+def test_client_values_in_error_messages_have_their_control_characters_escaped(server, method, path, request_, shown):
+    response = server.client.request(method, path, **request_)
+    assert response.status_code in (404, 415, 422)
+    message = response.json()["error"]
+    assert shown in message, message
+    assert not re.search(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]", message), message
 
 
 async def keepalive_session(port: int, texts: list[str]) -> list[dict]:

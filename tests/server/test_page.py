@@ -7,13 +7,14 @@ import base64
 import hashlib
 import json
 import re
+from pathlib import Path
 
 import httpx
 import pytest
 from starlette.testclient import TestClient
 
 from structsent.cli import serve
-from structsent.server.app import ServerSettings, create_app
+from structsent.server.app import DOCUMENTATION_PATHS, OPEN_PATHS, ServerSettings, create_app
 from structsent.server.page import SCRIPT, STYLE, accepts_html
 
 from .chromium import EXECUTABLE, MISSING, Chromium
@@ -70,6 +71,23 @@ def test_api_clients_get_at_get_root_what_they_got_without_the_page(accept, page
     assert response.json() == {"error": "Method Not Allowed: GET /", "error_type": "validation"}
 
 
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest.mark.parametrize("accept", [BROWSER_ACCEPT, None, "application/json"])
+@pytest.mark.parametrize("api_key", [None, API_KEY])
+def test_every_answer_at_the_pages_url_varies_on_accept_and_is_revalidated(method, accept, api_key):
+    """A shared cache keeps one answer per Accept: without Vary it served the API client's 405 (or
+    the 401 of a keyed server) to browsers, and the page to API clients."""
+    headers = {} if accept is None else {"Accept": accept}
+    response = client(api_key=api_key).request(method, "/", headers=headers)
+    assert response.status_code == (200 if accept == BROWSER_ACCEPT else 401 if api_key else 405)
+    assert response.headers["vary"] == "Accept" and response.headers["cache-control"] == "no-cache"
+
+
+def test_without_the_page_get_root_is_not_negotiated():
+    response = client(page=False).get("/", headers={"Accept": BROWSER_ACCEPT})
+    assert response.status_code == 405 and "vary" not in response.headers
+
+
 def test_no_page_serves_no_page():
     assert client(page=False).get("/", headers={"Accept": BROWSER_ACCEPT}).status_code == 405
 
@@ -93,6 +111,18 @@ def test_with_an_api_key_the_documentation_loads_and_declares_the_key():
     assert "security" not in schema["paths"]["/v1/sentiment"]["post"]  # the document's default: the key
     assert keyed.get("/info").status_code == 401  # the API itself still needs it
     assert "securitySchemes" not in client().get("/openapi.json").json().get("components", {})  # no key, none declared
+
+
+def test_the_readme_names_exactly_the_routes_open_without_the_key():
+    """The README said "every route but /health": the documentation and the page are open too."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    sentence = readme[readme.index("`--api-key KEY`"):].split("```", 1)[0]
+    named = set(re.findall(r"`(?:GET |HEAD )?(/[^`\s]*)`", sentence.split(" but ", 1)[1]))
+    assert named == OPEN_PATHS | DOCUMENTATION_PATHS | {"/"}
+    keyed = client(api_key=API_KEY)
+    for path in named:  # answered without the key (/health: 503 here, the model is never loaded)
+        assert keyed.get(path, headers={"Accept": BROWSER_ACCEPT}).status_code in (200, 503), path
+    assert keyed.get("/").status_code == 401  # the README says so too: an API client's GET / needs it
 
 
 def test_docs_come_from_the_package_not_a_cdn():
@@ -233,3 +263,47 @@ def test_docs_render_offline_and_try_a_call_with_the_key_in_a_real_browser(keyed
     finally:
         browser.close()
     assert statuses == ["Code", "200"]  # /info needs the key: the call carried it
+
+
+# Every request the page sends leaves a second late (and is recorded): one is surely in flight meanwhile.
+HOLD_REQUESTS = """(function () {
+  var send = window.fetch;
+  window.sentTexts = [];
+  window.fetch = function (url, init) {
+    window.sentTexts.push(JSON.parse(init.body).texts);
+    return new Promise(function (resolve) { setTimeout(resolve, 1000); }).then(function () { return send(url, init); });
+  };
+})()"""
+
+
+def press_ctrl_enter(browser: Chromium, selector: str) -> None:
+    browser.evaluate(f"document.querySelector({json.dumps(selector)}).focus()")
+    for kind in ("rawKeyDown", "keyUp"):
+        browser.send("Input.dispatchKeyEvent", {"type": kind, "key": "Enter", "code": "Enter",
+                                                "windowsVirtualKeyCode": 13, "modifiers": 2})  # 2: Ctrl
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(EXECUTABLE is None, reason=MISSING)
+def test_ctrl_enter_while_a_request_is_in_flight_sends_nothing(keyed_server, tmp_path):
+    """The shortcut sent a second request while the button was disabled: the first answer then
+    replaced the results of the newer text (and named its errors by the other request's lines)."""
+    browser = Chromium(tmp_path / "profile")
+    try:
+        browser.open(keyed_server.url + "/")
+        browser.evaluate(f"document.getElementById('key').value = {json.dumps(API_KEY)}")
+        browser.evaluate(HOLD_REQUESTS)
+        browser.type("#texts", "这家店的菜味道很好")
+        press_ctrl_enter(browser, "#texts")
+        assert browser.evaluate("document.body.dataset.state") == "busy"
+        browser.evaluate("document.getElementById('texts').value = '送餐太慢了'")
+        press_ctrl_enter(browser, "#texts")  # in flight: nothing
+        browser.wait_for("document.body.dataset.state === 'done'")
+        assert browser.evaluate("window.sentTexts") == [["这家店的菜味道很好"]]
+        assert json.loads(browser.evaluate(READ_RESULTS))[0]["text"] == "这家店的菜味道很好"
+
+        press_ctrl_enter(browser, "#texts")  # answered: the shortcut sends the text now typed
+        browser.wait_for("window.sentTexts.length === 2 && document.body.dataset.state === 'done'")
+        assert [item["text"] for item in json.loads(browser.evaluate(READ_RESULTS))] == ["送餐太慢了"]
+    finally:
+        browser.close()

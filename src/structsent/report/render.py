@@ -66,8 +66,11 @@ SCRIPT = """
     for (var i = 0; i < headers.length; i++) { headers[i].removeAttribute("aria-sort"); }
     headers[index].setAttribute("aria-sort", descending ? "descending" : "ascending");
   }
+  // Only ASCII white space is cut from a query: trim() also cut U+3000, NBSP and U+2028, so a search
+  // for such a character was a search for nothing, which shows every row.
+  var ASCII_SPACE_AT_ENDS = /^[ \\t\\n\\r\\f]+|[ \\t\\n\\r\\f]+$/g;
   function filterTable(table, query) {
-    var needle = query.trim().toLowerCase();
+    var needle = query.replace(ASCII_SPACE_AT_ENDS, "").toLowerCase();
     var rows = table.tBodies[0].rows, shown = 0;
     for (var i = 0; i < rows.length; i++) {
       var hit = !needle || rows[i].textContent.toLowerCase().indexOf(needle) !== -1;
@@ -261,6 +264,9 @@ def _group_header(report: Report) -> list[tuple[str, bool]]:
 
 
 def _least_certain(report: Report, text_column: str | None) -> str:
+    if not report.overall.labelled:  # it said "The 0 labelled rows with the lowest scores" over an empty table
+        return ('<section id="least-certain"><h2>Least certain rows</h2>'
+                '<p id="no-labelled">No row was labelled: there is no score to list.</p></section>')
     show_group = report.breakdown is not None
     rows = [
         f"<tr>{_row_cells(row, show_group)}<td>{esc(row.label)}</td>{_num_cell(f'{row.score:.4f}', row.score)}"
@@ -269,7 +275,9 @@ def _least_certain(report: Report, text_column: str | None) -> str:
     ]
     names = [("Row", True)] + _group_header(report) + [
         ("Label", False), ("Score", True), (text_column or "text", False)]
-    note = (f"The {len(rows):,} labelled rows with the lowest scores (ties: earlier rows first). "
+    listed = "The labelled row with the lowest score" if len(rows) == 1 else (
+        f"The {len(rows):,} labelled rows with the lowest scores")
+    note = (f"{listed} (ties: earlier rows first). "
             "Click a column to sort; type to search.")
     return (f'<section id="least-certain"><h2>Least certain rows</h2><p class="muted">{esc(note)}</p>'
             f'{_searchable("least-certain-rows", "least certain rows", _header(names, True), rows)}</section>')

@@ -709,7 +709,7 @@ def _add_error_handlers(app: FastAPI, service: SentimentService) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, err: RequestValidationError) -> Response:
         service.metrics.observe_error("validation")
-        message = describe_validation_errors(err.errors())
+        message = describe_validation_errors(err.errors(), document=err.body)
         content_type = request.headers.get("content-type")
         if not declares_json(content_type):  # the body was never read as JSON: say so first
             message = (f"send the body as JSON with the header Content-Type: application/json "
@@ -785,7 +785,7 @@ def describe_undecodable_body(cause: BaseException) -> str:
     if isinstance(cause, UnicodeDecodeError):
         return "the body is not valid UTF-8"
     if isinstance(cause, DuplicateKeyError):
-        return f"the key {bounded(cause.key)!r} appears more than once in one object: which value was meant cannot be told"
+        return f"the key '{bounded(cause.key)}' appears more than once in one object: which value was meant cannot be told"
     if isinstance(cause, RecursionError):
         return "nested too deeply"
     if isinstance(cause, ValueError) and "digits" in str(cause):
@@ -800,12 +800,13 @@ VALIDATION_HINTS: dict[tuple[str | None, str | None], str] = {
 }
 
 
-def describe_validation_errors(errors) -> str:
-    """One readable line from pydantic's errors: where, and what was wrong."""
+def describe_validation_errors(errors, *, document: Any = None) -> str:
+    """One readable line from pydantic's errors: where, and what was wrong. ``document`` is the
+    body's text when it is not JSON (the framework keeps it): where the JSON error is."""
     parts = []
     for error in list(errors)[:5]:
         if error.get("type") == "json_invalid":
-            parts.append(f"malformed JSON: {error.get('ctx', {}).get('error', error.get('msg'))}")
+            parts.append(f"malformed JSON: {describe_json_error(error, document)}")
             continue
         loc = [str(p) for p in error.get("loc", ()) if p != "body"]
         if error.get("type") == "string_unicode":  # a lone surrogate escape ("\ud800") where a str was wanted
@@ -816,6 +817,17 @@ def describe_validation_errors(errors) -> str:
         hint = VALIDATION_HINTS.get((loc[1] if len(loc) > 2 else None, error.get("type")))
         parts.append(f"{where}: {error.get('msg')}" + (f" ({hint})" if hint else ""))
     return "; ".join(parts) or "invalid request"
+
+
+def describe_json_error(error: Mapping[str, Any], document: Any) -> str:
+    """The JSON parser's message with its position, as json.JSONDecodeError words it ("Unterminated
+    string starting at: line 1 column 11 (char 10)"): the framework keeps the message and the
+    offset apart (ctx, loc), and the message alone ended on "starting at"."""
+    message = error.get("ctx", {}).get("error", error.get("msg"))
+    position = error.get("loc", ())[-1:]
+    if isinstance(document, str) and position and isinstance(position[0], int) and 0 <= position[0] <= len(document):
+        return str(json.JSONDecodeError(str(message), document, position[0]))
+    return str(message)
 
 
 async def answer_sentiment(service: SentimentService, body: SentimentRequest, receive: Receive) -> Response:

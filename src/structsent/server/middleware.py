@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi.responses import JSONResponse
 
+from ..lines import one_line
 from .metrics import ServerMetrics
 from .schemas import error_body
 
@@ -318,8 +319,11 @@ class BodyLimits:
 
 def bounded(text: str, limit: int = 60) -> str:
     """A client's value (a field name, a header, a path) as an error message shows it: whole when
-    short, else its start and its length (a 900,000-character field name came back whole in the 422)."""
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+    short, else its start and its length (a 900,000-character field name came back whole in the 422);
+    its control characters escaped (``one_line``), since a message reaches terminals and logs (a
+    field name "x\\n\\x1b[31m" came back as a line break and a colour change). Cut before it is
+    escaped, so that no escape is cut in half."""
+    return one_line(text) if len(text) <= limit else f"{one_line(text[:limit])}... ({len(text):,} characters)"
 
 
 def _coding_other_than(headers, name: bytes, accepted: bytes) -> bytes | None:

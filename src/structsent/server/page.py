@@ -97,9 +97,10 @@ SCRIPT = """
     button.disabled = false;
   }
 
-  var lineNumbers = [];  // the textarea's line number of each review sent, from 1
+  // The number of the last request sent: only its answer is shown (one is in flight at a time).
+  var latest = 0;
 
-  function failure(response, body) {
+  function failure(response, body, lineNumbers) {
     // The API counts the texts sent from 0; the page names the line one typed it on.
     var error = body && body.error ? String(body.error).replace(/^text (\\d+) /, function (whole, index) {
       return lineNumbers[+index] ? "line " + lineNumbers[+index] + " " : whole;
@@ -110,8 +111,10 @@ SCRIPT = """
   }
 
   function labelReviews() {
-    var reviews = [];
-    lineNumbers = [];
+    // Ctrl+Enter while a request is in flight would send a second one, whose text the earlier
+    // answer then replaced; the button is disabled, and so is the shortcut.
+    if (button.disabled) { return; }
+    var reviews = [], lineNumbers = [];  // lineNumbers: the textarea's line of each review sent, from 1
     texts.value.split(/\\r?\\n/).forEach(function (line, i) {
       if (line.trim() !== "") { reviews.push(line); lineNumbers.push(i + 1); }
     });
@@ -122,17 +125,18 @@ SCRIPT = """
     document.body.setAttribute("data-state", "busy");
     status.className = "";
     status.textContent = "Labelling " + reviews.length + " review(s)...";
-    var started = performance.now();
+    var started = performance.now(), request = ++latest;
     fetch("v1/sentiment", { method: "POST", headers: headers, body: JSON.stringify({ texts: reviews }) })
       .then(function (response) {
         return response.json().catch(function () { return null; }).then(function (body) {
           var ms = performance.now() - started;
-          if (!response.ok || !body) { finish("error", failure(response, body)); return; }
+          if (request !== latest) { return; }  // an older request's answer: it does not answer the text shown
+          if (!response.ok || !body) { finish("error", failure(response, body, lineNumbers)); return; }
           list.replaceChildren.apply(list, body.results.map(function (result, i) { return review(reviews[i], result); }));
           finish("done", reviews.length + " review(s) labelled in " + ms.toFixed(0) + " ms (one POST /v1/sentiment)");
         });
       })
-      .catch(function (err) { finish("error", "request failed: " + err.message); });
+      .catch(function (err) { if (request === latest) { finish("error", "request failed: " + err.message); } });
   }
 
   button.addEventListener("click", labelReviews);
@@ -210,24 +214,42 @@ def _qvalue(text: str) -> float:
     return float(text) if _QVALUE.fullmatch(text) else 0.0
 
 
+# What every answer at the page's URL carries, page or not: a shared cache keeps one answer per
+# Accept (else it could serve an API client's 405 to browsers), and revalidates each as the page.
+NEGOTIATED_HEADERS = {"Vary": "Accept", "Cache-Control": PAGE_HEADERS["Cache-Control"]}
+
+
 class BrowserPage:
     """Answers ``GET /`` (and HEAD) with the page when the client accepts HTML; passes every other
-    request on. It sits outside ``BearerAuth``: the page holds no data, and one types the key in it."""
+    request on, those at ``GET /`` with ``NEGOTIATED_HEADERS`` added to their answer (a 405, a 401).
+    It sits outside ``BearerAuth``: the page holds no data, and one types the key in it."""
 
     def __init__(self, app) -> None:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["path"] == "/"
-            and scope["method"] in ("GET", "HEAD")
-            and accepts_html(_accept(scope["headers"]))
-        ):
+        if scope["type"] != "http" or scope["path"] != "/" or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+        elif accepts_html(_accept(scope["headers"])):
             response = Response(PAGE, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
             await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+        else:
+            await self.app(scope, receive, _adding_negotiated_headers(send))
+
+
+def _adding_negotiated_headers(send):
+    """``send``, adding to the response's headers each of ``NEGOTIATED_HEADERS`` it lacks."""
+
+    async def send_negotiated(message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            present = {name.lower() for name, _ in headers}
+            headers += [(name.lower().encode(), value.encode()) for name, value in NEGOTIATED_HEADERS.items()
+                        if name.lower().encode() not in present]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_negotiated
 
 
 def _accept(headers) -> str:
