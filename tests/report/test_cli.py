@@ -100,7 +100,7 @@ def test_a_text_over_the_csv_module_default_is_a_labelled_row(tmp_path):
     out = tmp_path / "r.html"
     proc = report_cli(labelled, "-o", out)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.strip() == f"{out}: 1 rows (负面 0, 正面 1; 0 flagged)"
+    assert proc.stderr.strip() == f"{out}: 1 row (负面 0, 正面 1; 0 flagged)"
     assert out.stat().st_size < 100_000  # the text is shown cut, with an ellipsis
     assert "好" * 2_000 + "…" in out.read_text(encoding="utf-8")
 

@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="request header size at most, bytes (431; default %(default)s)")
     group.add_argument(
         "--api-key", default=None,
-        help=f"require `Authorization: Bearer <key>` on every route but /health (401 without); "
+        help=f"require `Authorization: Bearer <key>` on every route but /health, the API's description "
+        f"and the page (401 without); "
         f"default: the environment variable {API_KEY_ENVIRONMENT_VARIABLE}, else no authentication",
     )
     group.add_argument(

@@ -15,7 +15,7 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-def _rows(count: int) -> str:
+def rows_in_words(count: int) -> str:
     """``count`` rows in words: "1 row", "0 rows", "1,000 rows" (a one-row job said "1 rows")."""
     return f"{count:,} row" if count == 1 else f"{count:,} rows"
 
@@ -38,7 +38,7 @@ class ProgressBar:
         self._last_draw = now
         elapsed = max(now - started, 1e-9)
         rate = counters["rows_this_run"] / elapsed
-        line = f"{_rows(counters['rows'])}  {rate:,.1f} rows/s"
+        line = f"{rows_in_words(counters['rows'])}  {rate:,.1f} rows/s"
         if total:
             done = min(position / total, 1.0)
             filled = int(done * self.width)
@@ -61,7 +61,7 @@ class ProgressBar:
 
 def format_summary(summary, *, labels) -> str:
     """The end-of-job report: rows, labels, flagged, duplicates, time, throughput, padding."""
-    parts = [_rows(summary.rows)]
+    parts = [rows_in_words(summary.rows)]
     if summary.resumed_from:
         parts.append(f"({summary.resumed_from:,} done before resuming)")
     per_label = ", ".join(f"{label} {summary.labels.get(label, 0):,}" for label in labels)
@@ -71,7 +71,7 @@ def format_summary(summary, *, labels) -> str:
                     "line, the lines after it read again)")
     lines = [
         " ".join(parts) + f": {per_label}; {flagged}; duplicates reused {summary.duplicates:,}",
-        f"{_rows(summary.rows_this_run)} in {_duration(summary.seconds_this_run)} "
+        f"{rows_in_words(summary.rows_this_run)} in {_duration(summary.seconds_this_run)} "
         f"({summary.rows_per_second:,.1f} rows/s); padding waste {summary.padding_fraction:.1%}; "
         f"model busy {summary.model_busy_fraction:.0%} of the time",
     ]

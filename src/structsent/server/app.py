@@ -576,8 +576,9 @@ DESCRIPTION = """Chinese sentiment labels with dynamic micro-batching.
 
 `POST /v1/sentiment` is the native API; `POST /predict` (and `POST /`) speak Hugging Face
 text-embeddings-inference's classification API, so TEI and `huggingface_hub` clients work unchanged.
-Every error answer is an `ErrorResponse`. When the server runs with an API key, every route but
-`GET /health` needs the header `Authorization: Bearer <key>`.
+Every error answer is an `ErrorResponse`. When the server runs with an API key, every route needs
+the header `Authorization: Bearer <key>` but those that hold no data: `GET /health`, this description
+(`/openapi.json`, `/docs` and its files) and the page a browser gets at `GET /`.
 """
 
 
