@@ -51,4 +51,4 @@ def test_warnings_and_summaries_escape_the_names_they_print(tmp_path, capsys, mo
     assert main(["report", str(labelled), "-o", str(tmp_path / "r\x1b[2J\n.html")]) == 0
     err = capsys.readouterr().err
     assert "\x1b" not in err and len(err.strip().splitlines()) == 2
-    assert "STRUCTSENT_THREADZ\\x1b[31m\\nX" in err and "r\\x1b[2J\\n.html: 1 row (正面 1" in err
+    assert "STRUCTSENT_THREADZ\\x1b[31m\\nX" in err and "r\\x1b[2J\\n.html: 1 row (负面 0, 正面 1" in err
