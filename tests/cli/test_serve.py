@@ -142,6 +142,18 @@ def test_a_model_that_cannot_load_stops_serve_with_one_line_with_several_workers
         assert "no such model directory" in done.stderr.splitlines()[-1]
 
 
+@pytest.mark.parametrize("flags, says", [(["--token-budget", "100"], "token_budget=100: must be at least max_length"),
+                                         (["--device", "cuda"], "CUDA is not available"),
+                                         (["--backend", "onnx", "--precision", "fp16"], "fp16")])
+def test_a_model_that_cannot_run_as_asked_stops_serve_with_several_workers_too(flags, says):
+    """The check before the workers read the checkpoint only: a token budget, device or precision
+    the model cannot run with left two workers answering 503 for ever, where one worker exits 2."""
+    for workers in ("1", "2"):
+        done = run_structsent("serve", "--port", free_port(), "--workers", workers, *flags, text=True, timeout=120)
+        assert done.returncode == 2, (workers, done.stderr)
+        assert "Traceback" not in done.stderr and says in done.stderr.splitlines()[-1], (workers, done.stderr)
+
+
 def test_the_service_freezes_its_startup_objects_once_warm(hf_model_dir):
     assert gc.get_freeze_count() == 0
     service = SentimentService(ServerSettings(model=str(hf_model_dir)))

@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     reserve_file_descriptors(settings.max_connections)
     check_listen_address(args.host, args.port, workers=args.workers)
     if args.workers > 1:
-        check_model_loads(settings.model)
+        check_model_loads(settings)
     try:
         return _serve_processes(settings, args) if args.workers > 1 else _serve(settings, args)
     except SystemExit as err:  # uvicorn's exit when it could not start (it logged why)
@@ -152,23 +152,25 @@ def check_listen_address(host: str, port: int, *, workers: int = 1) -> None:
             raise ConfigError(f"--host {host} --port {port}: cannot listen there ({reason})") from None
 
 
-def check_model_loads(model: str) -> None:
+def check_model_loads(settings) -> None:
     """With --workers N the model is loaded in each worker, where a failure left every worker
-    answering 503 for ever (uvicorn's supervisor keeps them up): its checkpoint is read once first,
-    so that a missing or broken one stops the command with its one-line error. Read in a child
-    process, so that the supervisor does not keep the weights' memory for the server's lifetime."""
+    answering 503 for ever (uvicorn's supervisor keeps them up): it is loaded once first, as a worker
+    loads it (checkpoint, runtime plan, warm-up), so that a missing or broken checkpoint, and a
+    device, precision or token budget the model cannot run with, stop the command with the one-line
+    error a single worker gives. Loaded in a child process, so that the supervisor does not keep the
+    model's memory for the server's lifetime; an ONNX export it makes is in the cache for the workers."""
     import concurrent.futures
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-        pool.submit(_read_checkpoint, model).result()  # its typed error, raised here
+        pool.submit(_load_as_a_worker, settings.to_json()).result()  # its typed error, raised here
 
 
-def _read_checkpoint(model: str) -> None:
-    from ..models import load_checkpoint
+def _load_as_a_worker(settings_json: str) -> None:
+    from ..server.app import ServerSettings, load_classifier
 
-    load_checkpoint(model)
+    load_classifier(ServerSettings.from_json(settings_json))
 
 
 def check_process_flags(args: argparse.Namespace) -> None:
