@@ -111,3 +111,16 @@ def test_a_hub_that_never_answers_leaves_a_copy_in_the_local_hub_cache_in_use_as
                               text=True, timeout=60, env={**hub_environment(proxy, "1"), "HF_HOME": str(tmp_path / "hf")})
     assert proc.returncode == 0, proc.stderr
     assert '"text": "好评"' in (tmp_path / "out.jsonl").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", ["a/..", "a/.", "./a", "a/b..c"])
+def test_a_path_that_is_not_there_is_not_asked_of_the_hub(tmp_path, name):
+    """`--model a/..` (no directory a) was looked up on the hubs: the message advised `modelscope
+    download --model a/..` and quoted huggingface's HFValidationError."""
+    import structsent
+    from structsent.models.hub import looks_like_hub_id
+
+    assert not looks_like_hub_id(name) and looks_like_hub_id("damo/nlp_structbert.v1-base")
+    with pytest.raises(structsent.ModelNotFoundError) as caught:
+        structsent.load(str(tmp_path / "missing" / name) if name.startswith(".") else name)
+    assert "no such model directory" in str(caught.value) and "download" not in str(caught.value)

@@ -29,7 +29,10 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def looks_like_hub_id(name: str) -> bool:
-    return bool(_HUB_ID.match(name)) and not Path(name).exists()
+    """``owner/name`` with neither part a path step ('.', '..') nor holding '..', as the hubs
+    require: `a/..` is a path (asked of the hub, it came back as the hub's own validation error)."""
+    return bool(_HUB_ID.match(name)) and ".." not in name and \
+        not any(part in (".", "..") for part in name.split("/")) and not Path(name).exists()
 
 
 def download(hub_id: str) -> Path:
