@@ -35,9 +35,9 @@ def test_a_bad_out_corpus_or_setting_is_refused_before_running(tmp_path, capsys)
         (["--out", str(tmp_path / "o"), "--corpus", str(binary)], "random.bin: not UTF-8 text (undecodable byte at offset 3)"),
         (["--out", str(tmp_path / "o"), "--corpus", str(invisible)],
          "invisible.txt: 2 of the 2 benchmark texts cannot be labelled"),
-        (["--out", str(tmp_path / "o"), "--num-threads", "2147483648"], "num_threads=2147483648: must be in 0..1024"),
+        (["--out", str(tmp_path / "o"), "--num-threads", "2147483648"], "--num-threads 2147483648: must be in 0..1024"),
         # checked against the model's positions once the model is read, before anything is prepared
-        (["--out", str(tmp_path / "o"), "--token-budget", "100"], "token_budget=100: must be at least max_length (512)"),
+        (["--out", str(tmp_path / "o"), "--token-budget", "100"], "--token-budget 100: must be at least max_length (512)"),
         (["--out", str(tmp_path / "o"), "--shape", "structbert-base", "--model", "/elsewhere"],
          "--shape structbert-base benchmarks a random model of that shape: it replaces --model /elsewhere"),
     ]
@@ -56,7 +56,7 @@ def test_cuda_without_cuda_is_the_same_config_error_as_label(tmp_path, capsys):
     assert main(["bench", "--n", "2", "--device", "cuda", "--out", str(tmp_path / "o")]) == 2
     assert "device 'cuda': CUDA is not available" in one_line_error(capsys)
     assert main(["bench", "--n", "2", "--device", "gpu", "--out", str(tmp_path / "o")]) == 2
-    assert "device='gpu': expected one of auto, cpu, cuda, cuda:N" in one_line_error(capsys)
+    assert "--device gpu: expected one of auto, cpu, cuda, cuda:N" in one_line_error(capsys)
 
 
 def test_a_configuration_named_twice_is_measured_once(tmp_path, capsys):

@@ -128,3 +128,23 @@ def test_every_structsent_variable_the_source_names_is_a_known_one():
     named = {name for path in source.rglob("*.py")
              for name in re.findall(r'"(STRUCTSENT_[A-Z_]+)"', path.read_text(encoding="utf-8"))}
     assert named and named - {"STRUCTSENT_"} <= set(known_variables())
+
+
+def test_a_value_refused_once_the_model_is_known_names_the_flag_or_the_variable(monkeypatch, tmp_path, capsys):
+    """A token budget under the model's length is refused by the plan, once the model is loaded: it
+    said "token_budget=100: ..." on the command line, a name the user never typed, whether the value
+    came from --token-budget or STRUCTSENT_TOKEN_BUDGET; other settings' refusals too ("max_queue=0")."""
+    from structsent.cli import main
+
+    source = tmp_path / "in.txt"
+    source.write_text("好评\n", encoding="utf-8")
+    assert main(["label", str(source), "-o", str(tmp_path / "a.jsonl"), "--token-budget", "100"]) == 2
+    assert capsys.readouterr().err.strip() == "structsent: error: --token-budget 100: must be at least max_length (512)"
+    monkeypatch.setenv("STRUCTSENT_TOKEN_BUDGET", "100")
+    assert main(["label", str(source), "-o", str(tmp_path / "b.jsonl")]) == 2
+    assert capsys.readouterr().err.strip() == \
+        "structsent: error: STRUCTSENT_TOKEN_BUDGET='100': must be at least max_length (512)"
+    monkeypatch.delenv("STRUCTSENT_TOKEN_BUDGET")
+    assert main(["serve", "--max-queue", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "structsent: error: --max-queue 0: must be at least 1"
+    assert not (tmp_path / "a.jsonl").exists() and not (tmp_path / "b.jsonl").exists()

@@ -72,7 +72,7 @@ def test_a_token_budget_that_holds_the_model_s_positions_takes_any_larger_max_le
                       *model_args(hf_model_dir), check=False)
     assert refused.returncode == 2 and refused.stdout == b""
     assert refused.stderr.decode().splitlines()[-1] == (
-        f"structsent: error: token_budget={positions - 1}: must be at least max_length ({positions}, the model's positions)")
+        f"structsent: error: --token-budget {positions - 1}: must be at least max_length ({positions}, the model's positions)")
 
 
 def test_txt_to_jsonl_on_stdout(hf_model_dir, clf, reviews_file):

@@ -35,7 +35,7 @@ from ..errors import (
 )
 from ..lines import one_line
 from . import bench, export, label, report, serve
-from .engine_flags import unknown_variable_warnings
+from .engine_flags import named_as_its_variable, unknown_variable_warnings
 from .signals import sigterm_as_interrupt
 
 # name -> (module, help)
@@ -72,21 +72,47 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in SUBCOMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(sub_parser)
-        sub_parser.set_defaults(_run=module.run)
+        sub_parser.set_defaults(_run=module.run, _flag_of=_long_flags(sub_parser))
     return parser
+
+
+def _long_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Each option's destination and the flag a user types for it (its first long spelling)."""
+    return {action.dest: next((o for o in action.option_strings if o.startswith("--")), action.option_strings[0])
+            for action in parser._actions if action.option_strings and action.dest != "help"}
+
+
+def in_the_users_words(err: StructsentError, args: argparse.Namespace | None) -> str:
+    """A ConfigError about a setting's value speaks the library's words ("token_budget=100: must be
+    ..."): on the command line it names what the user set, the STRUCTSENT_* variable the value came
+    from, else the command's flag ("--token-budget 100: must be ...")."""
+    message = str(err)
+    flags = getattr(args, "_flag_of", None)
+    if not isinstance(err, ConfigError) or not flags:
+        return message
+    values = {dest: getattr(args, dest) for dest in flags if hasattr(args, dest)}
+    named = named_as_its_variable(message, values)
+    if named != message:
+        return named
+    for dest, value in values.items():
+        opening = f"{dest}={value!r}: "
+        if message.startswith(opening):
+            return f"{flags[dest]} {value}: {message.removeprefix(opening)}"
+    return message
 
 
 def exit_code(error: StructsentError) -> int:
     return next((code for kind, code in EXIT_CODES.items() if isinstance(error, kind)), EXIT_FAILURE)
 
 
-def _one_line(err: BaseException) -> str:
+def _one_line(message: str) -> str:
     """An error's message on one line: a message may quote text that spans lines (a file name
     holding a line break), and an error is one line of standard error (see ``lines.one_line``)."""
-    return one_line(str(err).strip("\n"))
+    return one_line(message.strip("\n"))
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = None
     try:
         # SIGTERM while the command starts (imports, the model's load) ends it as Ctrl-C does, said in
         # one line with exit 143, not a silent death; commands with their own handler set it over this.
@@ -102,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         print("structsent: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except StructsentError as err:
-        print(f"structsent: error: {_one_line(err)}", file=sys.stderr)
+        print(f"structsent: error: {_one_line(in_the_users_words(err, args))}", file=sys.stderr)
         return exit_code(err)
     except BrokenPipeError:
         return EXIT_OK  # `structsent label ... | head`: the reader has what it wanted

@@ -102,10 +102,10 @@ def config_of(values: dict) -> EngineConfig:
     try:
         return EngineConfig(**values)
     except ConfigError as err:
-        raise ConfigError(_named_as_its_variable(str(err), values)) from None
+        raise ConfigError(named_as_its_variable(str(err), values)) from None
 
 
-def _named_as_its_variable(message: str, values: dict) -> str:
+def named_as_its_variable(message: str, values: dict) -> str:
     """EngineConfig's message ("token_budget=-1: must be in ...") about a value that came from a
     STRUCTSENT_* variable, naming the variable the user set rather than a field they never typed."""
     for name, value in values.items():
