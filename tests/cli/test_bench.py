@@ -48,6 +48,13 @@ def test_a_bad_out_corpus_or_setting_is_refused_before_running(tmp_path, capsys)
                                                           "random.bin"]
 
 
+def test_a_number_of_texts_past_the_ceiling_is_refused_before_any_text_is_built(tmp_path, capsys):
+    """--n had no upper bound: texts were built until memory ran out, then a MemoryError traceback."""
+    assert bench("--out", str(tmp_path / "o"), "--n", "9223372036854775807") == 2
+    assert "--n 9223372036854775807: must be 1..10,000,000" in one_line_error(capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cuda_without_cuda_is_the_same_config_error_as_label(tmp_path, capsys):
     import torch
 
