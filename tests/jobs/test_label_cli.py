@@ -509,6 +509,20 @@ def test_report_flag_writes_a_report_of_the_output(tmp_path, hf_model_dir, real_
     assert no_file.returncode == 2 and b"--report needs an output file" in no_file.stderr
 
 
+@pytest.mark.parametrize(("path", "says"), [
+    ("", "the report's path is empty: name the HTML file to write (--report report.html)"),
+    ("-", "--report -: the report is a file, not standard output: name the HTML file (--report report.html)"),
+], ids=["empty", "standard output"])
+def test_a_report_path_refused_is_named_as_the_report_flag(tmp_path, hf_model_dir, path, says):
+    """They said "-o report.html", the report command's flag: in `label`, -o names the job's output."""
+    source = tmp_path / "in.txt"
+    source.write_text("好评\n", encoding="utf-8")
+    proc = run_cli("label", source, "-o", tmp_path / "out.csv", "--report", path, *model_args(hf_model_dir),
+                   check=False)
+    assert proc.returncode == 2 and proc.stderr.decode() == f"structsent: error: {says}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+
+
 def test_the_report_shows_the_column_the_job_labelled(tmp_path, hf_model_dir, real_reviews):
     """`label --text-column review --report` showed the first column (order ids) as the rows' text."""
     source = tmp_path / "in.csv"

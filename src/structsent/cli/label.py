@@ -122,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
         from ..report import check_report_path
 
         # Before the job: a report path that cannot be written would fail only after all the labelling.
-        check_report_path(args.report, keep=job_paths(spec), overwrite=args.overwrite or args.resume)
+        check_report_path(args.report, keep=job_paths(spec), overwrite=args.overwrite or args.resume,
+                          flag="--report")
         refuse_another_jobs_work_file(args.report, "report")
         report_was = file_identity(Path(os.path.realpath(args.report)))
     classifier = structsent.load(args.model, config=engine_config(args))
@@ -223,7 +224,7 @@ def _check_ray_report_path(args) -> dict | None:
     source = resolve_input(args.input, args.format)  # the files read: never replaced by the page
     keep = {path: "the job's input" for path in [*source.files, *([source.directory] if source.directory else [])]}
     keep[args.output] = "the job's output directory"
-    check_report_path(args.report, keep=keep, overwrite=args.overwrite)
+    check_report_path(args.report, keep=keep, overwrite=args.overwrite, flag="--report")
     refuse_another_jobs_work_file(args.report, "report")
     return file_identity(Path(os.path.realpath(args.report)))
 
