@@ -32,6 +32,8 @@ def test_a_bad_out_corpus_or_setting_is_refused_before_running(tmp_path, capsys)
         (["--out", str(tmp_path / "loop-a")], "loop-a: a loop of symbolic links"),  # (was a traceback)
         (["--out", str(tmp_path / ("n" * 300))], "File name too long"),  # (was exit 1)
         (["--out", str(tmp_path / "o"), "--corpus", str(empty)], "empty.txt: no reviews in it"),
+        # (was "no such corpus file")
+        (["--out", str(tmp_path / "o"), "--corpus", str(tmp_path)], f"{tmp_path}: is a directory, not a corpus file"),
         (["--out", str(tmp_path / "o"), "--corpus", str(binary)], "random.bin: not UTF-8 text (undecodable byte at offset 3)"),
         (["--out", str(tmp_path / "o"), "--corpus", str(invisible)],
          "invisible.txt: 2 of the 2 benchmark texts cannot be labelled"),
