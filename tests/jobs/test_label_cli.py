@@ -654,6 +654,23 @@ def test_tokenizer_processes_are_for_the_local_engine(tmp_path, hf_model_dir, re
     assert b"Traceback" not in proc.stderr and not (tmp_path / "out.csv").exists()
 
 
+def test_tokenizer_processes_out_of_range_are_said_so_before_the_engine_is_looked_at(tmp_path, reviews_file, capsys,
+                                                                                     monkeypatch):
+    """With --engine ray, -1 was told "--tokenizer-processes is for --engine local" (a truthiness test)."""
+    from structsent.cli import main
+
+    monkeypatch.setattr("structsent.cli.label._run_on_ray", lambda args: 0)  # no Ray job: the flags alone
+    ray = ["label", str(reviews_file), "-o", str(tmp_path / "out"), "--engine", "ray"]
+    assert main([*ray, "--tokenizer-processes", "-1"]) == 2
+    assert capsys.readouterr().err == "structsent: error: --tokenizer-processes must be at least 0\n"
+    too_many = len(os.sched_getaffinity(0)) + 1
+    assert main([*ray, "--tokenizer-processes", str(too_many)]) == 2
+    assert f"--tokenizer-processes {too_many}: this job may use" in capsys.readouterr().err
+    assert main([*ray, "--tokenizer-processes", "1"]) == 2
+    assert "--tokenizer-processes is for --engine local" in capsys.readouterr().err
+    assert main([*ray, "--tokenizer-processes", "0"]) == 0  # in range, and in-process: what Ray actors do anyway
+
+
 @pytest.mark.slow
 def test_sigterm_to_the_process_group_with_tokenizer_processes_stops_as_one_signal(tmp_path, hf_model_dir,
                                                                                  reviews_file):

@@ -71,11 +71,8 @@ def run(args: argparse.Namespace) -> int:
         from ..errors import ConfigError
 
         raise ConfigError("--ray-address is for --engine ray; add --engine ray to run on that cluster")
+    _check_tokenizer_processes(args)
     if args.engine == "ray":
-        if args.tokenizer_processes:
-            from ..errors import ConfigError
-
-            raise ConfigError("--tokenizer-processes is for --engine local (Ray actors tokenize in their own processes)")
         return _run_on_ray(args)
     import structsent
 
@@ -85,17 +82,10 @@ def run(args: argparse.Namespace) -> int:
     from ..jobs.progress import ProgressBar, format_summary
     from ..jobs.work_files import refuse_another_jobs_work_file
     from ..pipeline import freeze_startup_objects
-    from ..runtime import usable_cores
     from .engine_flags import engine_config
 
     if args.resume and args.overwrite:
         raise BadInputError("--resume and --overwrite exclude each other")
-    if args.tokenizer_processes < 0:
-        raise BadInputError("--tokenizer-processes must be at least 0")
-    cores = usable_cores()
-    if args.tokenizer_processes > cores:
-        raise BadInputError(f"--tokenizer-processes {args.tokenizer_processes}: this job may use {cores} CPU cores, "
-                            "and more processes than cores cannot tokenize faster (each holds a tokenizer in memory)")
     if args.report is not None and args.output in (None, "-"):
         raise BadInputError("--report needs an output file (-o): the report is made from it")
     if args.report_by is not None and args.report is None:
@@ -158,6 +148,22 @@ def run(args: argparse.Namespace) -> int:
         with sigterm_as_interrupt():  # the page's temporary file is removed (exit 143)
             _write_report(args, spec, summary, classifier, report_was)
     return EXIT_OK
+
+
+def _check_tokenizer_processes(args: argparse.Namespace) -> None:
+    """Its range first (0, the default, tokenizes in-process), then its engine: -1 with --engine ray
+    was told it is for --engine local, as if it were a number of processes to start."""
+    from ..errors import BadInputError, ConfigError
+    from ..runtime import usable_cores
+
+    if args.tokenizer_processes < 0:
+        raise BadInputError("--tokenizer-processes must be at least 0")
+    cores = usable_cores()
+    if args.tokenizer_processes > cores:
+        raise BadInputError(f"--tokenizer-processes {args.tokenizer_processes}: this job may use {cores} CPU cores, "
+                            "and more processes than cores cannot tokenize faster (each holds a tokenizer in memory)")
+    if args.engine == "ray" and args.tokenizer_processes > 0:
+        raise ConfigError("--tokenizer-processes is for --engine local (Ray actors tokenize in their own processes)")
 
 
 def _run_on_ray(args: argparse.Namespace) -> int:
