@@ -32,6 +32,8 @@ def test_a_bad_out_corpus_or_setting_is_refused_before_running(tmp_path, capsys)
         (["--out", str(tmp_path / "loop-a")], "loop-a: a loop of symbolic links"),  # (was a traceback)
         (["--out", str(tmp_path / ("n" * 300))], "File name too long"),  # (was exit 1)
         (["--out", str(tmp_path / "o"), "--corpus", str(empty)], "empty.txt: no reviews in it"),
+        # (was "no such corpus file")
+        (["--out", str(tmp_path / "o"), "--corpus", str(tmp_path)], f"{tmp_path}: is a directory, not a corpus file"),
         (["--out", str(tmp_path / "o"), "--corpus", str(binary)], "random.bin: not UTF-8 text (undecodable byte at offset 3)"),
         (["--out", str(tmp_path / "o"), "--corpus", str(invisible)],
          "invisible.txt: 2 of the 2 benchmark texts cannot be labelled"),
@@ -46,6 +48,13 @@ def test_a_bad_out_corpus_or_setting_is_refused_before_running(tmp_path, capsys)
         assert message in one_line_error(capsys), flags
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "empty.txt", "invisible.txt", "loop-a", "loop-b",
                                                           "random.bin"]
+
+
+def test_a_number_of_texts_past_the_ceiling_is_refused_before_any_text_is_built(tmp_path, capsys):
+    """--n had no upper bound: texts were built until memory ran out, then a MemoryError traceback."""
+    assert bench("--out", str(tmp_path / "o"), "--n", "9223372036854775807") == 2
+    assert "--n 9223372036854775807: must be 1..10,000,000" in one_line_error(capsys)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cuda_without_cuda_is_the_same_config_error_as_label(tmp_path, capsys):

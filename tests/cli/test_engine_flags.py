@@ -82,9 +82,33 @@ def test_an_integer_variable_out_of_range_is_named_as_the_variable(monkeypatch):
     monkeypatch.setenv("STRUCTSENT_WINDOW_STRIDE", "600")  # checked against max_length: named as the variable too
     with pytest.raises(ConfigError, match=r"^STRUCTSENT_WINDOW_STRIDE='600': must be in 1\.\.max_length-2 \(510\)$"):
         engine_config(build_parser().parse_args(["label", "x.txt"]))
-    assert engine_config(build_parser().parse_args(["label", "x.txt", "--max-length", "1024"])).window_stride == 600
+    windows = ["--long-text", "windows", "--max-length", "1024"]
+    assert engine_config(build_parser().parse_args(["label", "x.txt", *windows])).window_stride == 600
     with pytest.raises(ConfigError, match=r"^window_stride=700: "):  # a flag's value is named as before
         engine_config(build_parser().parse_args(["label", "x.txt", "--window-stride", "700"]))
+
+
+def test_a_window_stride_without_windows_is_refused_naming_what_the_user_set(monkeypatch, tmp_path, capsys):
+    """--window-stride (or STRUCTSENT_WINDOW_STRIDE) with --long-text truncate, the default, was
+    accepted and ignored: no text is cut into windows then."""
+    from structsent.cli import build_parser, main
+    from structsent.cli.engine_flags import engine_config
+
+    reviews = tmp_path / "in.csv"
+    reviews.write_text("text\n好\n", encoding="utf-8")
+    commands = [["label", str(reviews), "-o", str(tmp_path / "out.csv")], ["serve", "--port", "0"]]
+    for command in commands:
+        assert main([*command, "--window-stride", "64"]) == 2, command
+        assert capsys.readouterr().err == "structsent: error: --window-stride applies only with --long-text windows\n"
+    monkeypatch.setenv("STRUCTSENT_WINDOW_STRIDE", "64")
+    for command in commands:
+        assert main(command) == 2, command
+        assert capsys.readouterr().err == ("structsent: error: STRUCTSENT_WINDOW_STRIDE applies only with "
+                                           "--long-text windows\n")
+    assert main([*commands[0], "--window-stride", "0"]) == 2  # a value out of range is said as such first
+    assert "structsent: error: window_stride=0: must be in 1..2147483647" in capsys.readouterr().err
+    assert engine_config(build_parser().parse_args(["serve", "--long-text", "windows"])).window_stride == 64
+    assert list(tmp_path.iterdir()) == [reviews]
 
 
 def test_a_structsent_variable_that_structsent_does_not_read_is_warned_of_with_the_one_meant():

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from structsent.cli import build_parser
+from structsent.cli import build_parser, main
 from structsent.cli.serve import check_process_flags, settings_from_args
 from structsent.errors import ConfigError
 from structsent.server.app import SentimentService, ServerSettings
@@ -82,6 +82,7 @@ def test_durations_at_their_bounds_are_accepted():
     assert settings.max_wait_ms == 60000 and settings.read_timeout_s == 0.5
     check_process_flags(serve_args("--port", "0", "--graceful-timeout", "0"))
     check_process_flags(serve_args("--port", "65535"))
+    check_process_flags(serve_args("--workers", "64"))
 
 
 @pytest.mark.parametrize(
@@ -89,6 +90,7 @@ def test_durations_at_their_bounds_are_accepted():
     [
         ("--port", "65536"), ("--port", "99999"), ("--port=-1",),
         ("--graceful-timeout", "inf"), ("--graceful-timeout", "nan"), ("--graceful-timeout=-1",),
+        ("--workers", "0"), ("--workers", "65"),
     ],
 )
 def test_process_flags_out_of_range_are_refused(flags):
@@ -102,6 +104,17 @@ def test_a_bad_value_stops_serve_with_one_line_and_exit_code_2(flags):
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "structsent: error:" in done.stderr
     assert flags[1] in done.stderr
+
+
+def test_too_many_server_processes_are_refused_before_any_starts(monkeypatch, capsys):
+    """--workers had no upper bound (--model-workers has one): 10000 processes, each loading its model."""
+    def started(*args, **kwargs):
+        raise AssertionError("the command went on to start processes")
+
+    monkeypatch.setattr("structsent.cli.serve.check_model_loads", started)
+    monkeypatch.setattr("structsent.cli.serve._serve_processes", started)
+    assert main(["serve", "--port", "0", "--workers", "10000"]) == 2
+    assert capsys.readouterr().err == "structsent: error: --workers 10000: must be in 1..64 (each process loads its own model)\n"
 
 
 def test_a_connection_cap_beyond_the_open_file_limit_is_refused_before_loading():

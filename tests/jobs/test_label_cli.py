@@ -509,6 +509,20 @@ def test_report_flag_writes_a_report_of_the_output(tmp_path, hf_model_dir, real_
     assert no_file.returncode == 2 and b"--report needs an output file" in no_file.stderr
 
 
+@pytest.mark.parametrize(("path", "says"), [
+    ("", "the report's path is empty: name the HTML file to write (--report report.html)"),
+    ("-", "--report -: the report is a file, not standard output: name the HTML file (--report report.html)"),
+], ids=["empty", "standard output"])
+def test_a_report_path_refused_is_named_as_the_report_flag(tmp_path, hf_model_dir, path, says):
+    """They said "-o report.html", the report command's flag: in `label`, -o names the job's output."""
+    source = tmp_path / "in.txt"
+    source.write_text("好评\n", encoding="utf-8")
+    proc = run_cli("label", source, "-o", tmp_path / "out.csv", "--report", path, *model_args(hf_model_dir),
+                   check=False)
+    assert proc.returncode == 2 and proc.stderr.decode() == f"structsent: error: {says}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+
+
 def test_the_report_shows_the_column_the_job_labelled(tmp_path, hf_model_dir, real_reviews):
     """`label --text-column review --report` showed the first column (order ids) as the rows' text."""
     source = tmp_path / "in.csv"
@@ -638,6 +652,23 @@ def test_tokenizer_processes_are_for_the_local_engine(tmp_path, hf_model_dir, re
                    "--model", hf_model_dir, check=False)
     assert proc.returncode == 2 and f"--tokenizer-processes {too_many}: this job may use".encode() in proc.stderr
     assert b"Traceback" not in proc.stderr and not (tmp_path / "out.csv").exists()
+
+
+def test_tokenizer_processes_out_of_range_are_said_so_before_the_engine_is_looked_at(tmp_path, reviews_file, capsys,
+                                                                                     monkeypatch):
+    """With --engine ray, -1 was told "--tokenizer-processes is for --engine local" (a truthiness test)."""
+    from structsent.cli import main
+
+    monkeypatch.setattr("structsent.cli.label._run_on_ray", lambda args: 0)  # no Ray job: the flags alone
+    ray = ["label", str(reviews_file), "-o", str(tmp_path / "out"), "--engine", "ray"]
+    assert main([*ray, "--tokenizer-processes", "-1"]) == 2
+    assert capsys.readouterr().err == "structsent: error: --tokenizer-processes must be at least 0\n"
+    too_many = len(os.sched_getaffinity(0)) + 1
+    assert main([*ray, "--tokenizer-processes", str(too_many)]) == 2
+    assert f"--tokenizer-processes {too_many}: this job may use" in capsys.readouterr().err
+    assert main([*ray, "--tokenizer-processes", "1"]) == 2
+    assert "--tokenizer-processes is for --engine local" in capsys.readouterr().err
+    assert main([*ray, "--tokenizer-processes", "0"]) == 0  # in range, and in-process: what Ray actors do anyway
 
 
 @pytest.mark.slow

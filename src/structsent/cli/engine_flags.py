@@ -14,7 +14,7 @@ import os
 import types
 import typing
 
-from ..config import EngineConfig
+from ..config import EngineConfig, LongTextPolicy
 from ..errors import ConfigError
 from .numbers import integer
 
@@ -100,9 +100,22 @@ def config_of(values: dict) -> EngineConfig:
     STRUCTSENT_* variable it came from when it came from one."""
     check_no_bad_variable(*values.values())  # a variable no flag overrode, for a command that runs the engine
     try:
-        return EngineConfig(**values)
+        config = EngineConfig(**values)
     except ConfigError as err:
         raise ConfigError(named_as_its_variable(str(err), values)) from None
+    _check_window_stride_is_used(config)
+    return config
+
+
+def _check_window_stride_is_used(config: EngineConfig) -> None:
+    """A window stride with --long-text truncate was accepted and ignored (no text is cut into
+    windows then): refused after the range checks, naming the flag or the variable that gave it."""
+    if config.window_stride is None or config.long_text is LongTextPolicy.WINDOWS:
+        return
+    variable = ENV_PREFIX + "WINDOW_STRIDE"
+    raw = os.environ.get(variable)
+    given = variable if raw is not None and _reads_as(raw, config.window_stride) else "--window-stride"
+    raise ConfigError(f"{given} applies only with --long-text windows")
 
 
 def named_as_its_variable(message: str, values: dict) -> str:

@@ -71,11 +71,8 @@ def run(args: argparse.Namespace) -> int:
         from ..errors import ConfigError
 
         raise ConfigError("--ray-address is for --engine ray; add --engine ray to run on that cluster")
+    _check_tokenizer_processes(args)
     if args.engine == "ray":
-        if args.tokenizer_processes:
-            from ..errors import ConfigError
-
-            raise ConfigError("--tokenizer-processes is for --engine local (Ray actors tokenize in their own processes)")
         return _run_on_ray(args)
     import structsent
 
@@ -85,17 +82,10 @@ def run(args: argparse.Namespace) -> int:
     from ..jobs.progress import ProgressBar, format_summary
     from ..jobs.work_files import refuse_another_jobs_work_file
     from ..pipeline import freeze_startup_objects
-    from ..runtime import usable_cores
     from .engine_flags import engine_config
 
     if args.resume and args.overwrite:
         raise BadInputError("--resume and --overwrite exclude each other")
-    if args.tokenizer_processes < 0:
-        raise BadInputError("--tokenizer-processes must be at least 0")
-    cores = usable_cores()
-    if args.tokenizer_processes > cores:
-        raise BadInputError(f"--tokenizer-processes {args.tokenizer_processes}: this job may use {cores} CPU cores, "
-                            "and more processes than cores cannot tokenize faster (each holds a tokenizer in memory)")
     if args.report is not None and args.output in (None, "-"):
         raise BadInputError("--report needs an output file (-o): the report is made from it")
     if args.report_by is not None and args.report is None:
@@ -122,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
         from ..report import check_report_path
 
         # Before the job: a report path that cannot be written would fail only after all the labelling.
-        check_report_path(args.report, keep=job_paths(spec), overwrite=args.overwrite or args.resume)
+        check_report_path(args.report, keep=job_paths(spec), overwrite=args.overwrite or args.resume,
+                          flag="--report")
         refuse_another_jobs_work_file(args.report, "report")
         report_was = file_identity(Path(os.path.realpath(args.report)))
     classifier = structsent.load(args.model, config=engine_config(args))
@@ -157,6 +148,22 @@ def run(args: argparse.Namespace) -> int:
         with sigterm_as_interrupt():  # the page's temporary file is removed (exit 143)
             _write_report(args, spec, summary, classifier, report_was)
     return EXIT_OK
+
+
+def _check_tokenizer_processes(args: argparse.Namespace) -> None:
+    """Its range first (0, the default, tokenizes in-process), then its engine: -1 with --engine ray
+    was told it is for --engine local, as if it were a number of processes to start."""
+    from ..errors import BadInputError, ConfigError
+    from ..runtime import usable_cores
+
+    if args.tokenizer_processes < 0:
+        raise BadInputError("--tokenizer-processes must be at least 0")
+    cores = usable_cores()
+    if args.tokenizer_processes > cores:
+        raise BadInputError(f"--tokenizer-processes {args.tokenizer_processes}: this job may use {cores} CPU cores, "
+                            "and more processes than cores cannot tokenize faster (each holds a tokenizer in memory)")
+    if args.engine == "ray" and args.tokenizer_processes > 0:
+        raise ConfigError("--tokenizer-processes is for --engine local (Ray actors tokenize in their own processes)")
 
 
 def _run_on_ray(args: argparse.Namespace) -> int:
@@ -223,7 +230,7 @@ def _check_ray_report_path(args) -> dict | None:
     source = resolve_input(args.input, args.format)  # the files read: never replaced by the page
     keep = {path: "the job's input" for path in [*source.files, *([source.directory] if source.directory else [])]}
     keep[args.output] = "the job's output directory"
-    check_report_path(args.report, keep=keep, overwrite=args.overwrite)
+    check_report_path(args.report, keep=keep, overwrite=args.overwrite, flag="--report")
     refuse_another_jobs_work_file(args.report, "report")
     return file_identity(Path(os.path.realpath(args.report)))
 

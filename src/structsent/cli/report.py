@@ -18,9 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="input format (default: from the file name)")
     parser.add_argument("--by", default=None, metavar="COLUMN",
                         help="also break the numbers down by this column (by period when its values are ISO dates)")
-    parser.add_argument("--by-period", default="auto", choices=PERIODS,
-                        help="bins of a date column (auto: day when the middle 98%% of the dates spans up to ~3 months, "
-                             "week up to 2 years, else month)")
+    # No default here (auto in run): a --by-period given without --by is refused, not ignored.
+    parser.add_argument("--by-period", default=None, choices=PERIODS,
+                        help="with --by: bins of a date column (default auto: day when the middle 98%% of the dates "
+                             "spans up to ~3 months, week up to 2 years, else month)")
     parser.add_argument("--text-column", default=None, help="column shown as the text (default: text, else the first input column)")
     parser.add_argument("--prefix", default=None, help="prefix the label job was given (default: found from the columns)")
     parser.add_argument("--negative", default=None, metavar="LABEL",
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from ..report import write_report
     from .signals import sigterm_as_interrupt
 
+    _check_by_period_has_by(args)
     # The label job's files are this command's to refuse: the report (an adapter) knows no job.
     for read in (args.input, args.job_summary):
         if read is not None:
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     notice = unfinished_job_replacing(args.input)
     with sigterm_as_interrupt():  # a half-written page is removed as on Ctrl-C
         summary = write_report(
-            args.input, args.output, by=args.by, by_period=args.by_period, fmt=args.format, prefix=args.prefix,
+            args.input, args.output, by=args.by, by_period=args.by_period or "auto", fmt=args.format, prefix=args.prefix,
             text_column=args.text_column, negative=args.negative, least_certain=args.least_certain,
             flagged_sample=args.flagged_sample, max_groups=args.max_groups, job_summary=args.job_summary,
             overwrite=args.overwrite,
@@ -65,3 +67,11 @@ def run(args: argparse.Namespace) -> int:
         print(one_line(f"{args.output}: {rows_in_words(summary.rows)} ({labels}; {summary.flagged:,} flagged)"),
               file=sys.stderr)
     return 0
+
+
+def _check_by_period_has_by(args: argparse.Namespace) -> None:
+    """--by-period bins the dates of the --by column: without one it was accepted and ignored."""
+    if args.by_period is not None and args.by is None:
+        from ..errors import BadInputError
+
+        raise BadInputError("--by-period needs --by COLUMN: it bins the dates of that column")

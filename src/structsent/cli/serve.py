@@ -14,6 +14,9 @@ SPARE_FILE_DESCRIPTORS = 128
 # With --workers, uvicorn's supervisor waits this long for a worker's answer to its ping (a worker
 # answers while its model loads), and for a new worker to serve in SIGHUP's rolling restart.
 WORKER_READY_TIMEOUT_S = 60
+# Server processes at most (as --model-workers): each loads its own model, so more is a typo, not a
+# machine, and would start processes until memory runs out.
+MAX_WORKERS = 64
 UVICORN_STARTUP_FAILURE = 3  # uvicorn.config.STARTUP_FAILURE: its exit status when it cannot start
 
 
@@ -54,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--workers", type=integer, default=1,
-        help="server processes, each with its own model and batcher (metrics are per process; default %(default)s)",
+        help=f"server processes, each with its own model and batcher, 1..{MAX_WORKERS} (metrics are per process; "
+        "default %(default)s)",
     )
     group.add_argument(
         "--model-workers", type=integer, default=1,
@@ -181,8 +185,8 @@ def check_process_flags(args: argparse.Namespace) -> None:
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: must be in 0..65535 (0: any free port)")
-    if args.workers < 1:
-        raise ConfigError(f"--workers {args.workers}: must be at least 1")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise ConfigError(f"--workers {args.workers}: must be in 1..{MAX_WORKERS} (each process loads its own model)")
     if not (math.isfinite(args.graceful_timeout) and args.graceful_timeout >= 0):
         raise ConfigError(f"--graceful-timeout {args.graceful_timeout}: must be a finite number of seconds >= 0")
 

@@ -147,14 +147,16 @@ def _check_output(path_in: str, path_out: str, overwrite: bool, job_summary: str
     check_report_path(path_out, keep=keep, overwrite=overwrite)
 
 
-def check_report_path(path_out: str, *, keep: dict[str, str], overwrite: bool) -> None:
+def check_report_path(path_out: str, *, keep: dict[str, str], overwrite: bool, flag: str = "-o") -> None:
     """The report may be written at ``path_out``: not onto a file of ``keep`` ({path: what it is},
     also through links, also one not written yet), not onto an existing file unless ``overwrite``,
-    into a directory that exists. Checked before anything runs (``label --report`` too)."""
+    into a directory that exists. Checked before anything runs (``label --report`` too: ``flag``,
+    the option that named the path, is the one its messages suggest)."""
     if not path_out.strip():
-        raise BadInputError("the report's path is empty: name the HTML file to write (-o report.html)")
+        raise BadInputError(f"the report's path is empty: name the HTML file to write ({flag} report.html)")
     if path_out == "-":
-        raise BadInputError("-o -: the report is a file, not standard output: name the HTML file (-o report.html)")
+        raise BadInputError(f"{flag} -: the report is a file, not standard output: name the HTML file "
+                            f"({flag} report.html)")
     if path_out.endswith(("/", os.sep)) or os.path.basename(path_out) in (".", ".."):
         raise BadInputError(f"{path_out}: names a directory; name the HTML file to write in it "
                            f"({os.path.join(path_out, 'report.html')})")

@@ -1,0 +1,25 @@
+"""The command line's usage errors (structsent.cli): one line, exit 2, pointing at the right --help."""
+
+import pytest
+
+from structsent.cli import SUBCOMMANDS, main
+
+# What each subcommand requires, so that the unknown flag is its only error.
+REQUIRED = {"label": ["in.csv"], "serve": [], "export": ["default", "-o", "out"], "bench": [],
+            "report": ["in.csv", "-o", "r.html"]}
+
+
+@pytest.mark.parametrize("command", list(SUBCOMMANDS))
+def test_an_unknown_flag_points_at_its_subcommand_s_help(command, capsys):
+    """`structsent label --bogus in.csv` said "(see structsent --help)", whose page lists no flag of label."""
+    with pytest.raises(SystemExit) as stopped:
+        main([command, "--bogus", *REQUIRED[command]])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.endswith(f": error: unrecognized arguments: --bogus (see structsent {command} --help)\n")
+
+
+def test_an_unknown_flag_before_the_subcommand_points_at_the_command_s_help(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["--bogus", "report", "in.csv", "-o", "r.html"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == "structsent: error: unrecognized arguments: --bogus (see structsent --help)\n"
