@@ -106,7 +106,7 @@ def test_a_window_stride_without_windows_is_refused_naming_what_the_user_set(mon
         assert capsys.readouterr().err == ("structsent: error: STRUCTSENT_WINDOW_STRIDE applies only with "
                                            "--long-text windows\n")
     assert main([*commands[0], "--window-stride", "0"]) == 2  # a value out of range is said as such first
-    assert "structsent: error: window_stride=0: must be in 1..2147483647" in capsys.readouterr().err
+    assert "structsent: error: --window-stride 0: must be in 1..2147483647" in capsys.readouterr().err
     assert engine_config(build_parser().parse_args(["serve", "--long-text", "windows"])).window_stride == 64
     assert list(tmp_path.iterdir()) == [reviews]
 
