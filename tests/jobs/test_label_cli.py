@@ -745,3 +745,34 @@ def test_a_report_by_column_a_piped_input_lacks_is_said_with_the_labels_flag_and
     assert [line.split(",")[:2] for line in out.read_text(encoding="utf-8").splitlines()] == [
         ["id", "text"], ["1", "好吃"], ["2", "难吃"]]
     assert not report.exists()
+
+
+@pytest.mark.parametrize("redirected_from", ["out.csv.lock", "out.csv.partial", "out.csv", "out.csv.parts/x"])
+def test_standard_input_redirected_from_one_of_the_jobs_own_files_is_refused(tmp_path, redirected_from):
+    """`label - -o out.csv < out.csv.lock` labelled the lock's PID as data and then deleted the input;
+    `< out.csv.partial` deleted it at the start; `< out.csv --overwrite` replaced it. Standard input
+    that is a regular file is checked as a path is: exit 2, the file as it was."""
+    source = tmp_path / redirected_from
+    source.parent.mkdir(exist_ok=True)
+    source.write_bytes("id,text\n1,好吃\n2,难吃\n".encode("utf-8"))
+    before = source.read_bytes()
+    with open(source, "rb") as stdin:
+        proc = subprocess.run([PYTHON, "-m", "structsent", "label", "-", "--format", "csv", "-o", "out.csv",
+                               "--overwrite"], stdin=stdin, capture_output=True, cwd=tmp_path, timeout=120)
+    message = proc.stderr.decode()
+    assert proc.returncode == 2 and message.count("\n") == 1 and "Traceback" not in message, message
+    assert "-: standard input is" in message and "write the output to another path" in message, message
+    assert source.read_bytes() == before
+    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert files == [redirected_from]
+
+
+def test_standard_input_from_another_file_is_labelled(tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_bytes("id,text\n1,好吃\n2,难吃\n".encode("utf-8"))
+    with open(source, "rb") as stdin:
+        proc = subprocess.run([PYTHON, "-m", "structsent", "label", "-", "--format", "csv", "-o", "out.csv",
+                               "--quiet"], stdin=stdin, capture_output=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out.csv").read_text(encoding="utf-8"))))
+    assert [row["id"] for row in rows] == ["1", "2"] and all(row["label"] for row in rows)

@@ -789,6 +789,7 @@ def check_job_paths(spec: LabelJobSpec) -> None:
     for path in files.work():
         check_work_path(path, directory=path == files.parts)
     if spec.input == "-":
+        check_standard_input_apart(files)
         return
     for path in files.touched():
         if _same_file(spec.input, path):
@@ -796,6 +797,42 @@ def check_job_paths(spec: LabelJobSpec) -> None:
     if files.parts.is_dir() and Path(os.path.realpath(spec.input)).is_relative_to(os.path.realpath(files.parts)):
         raise BadInputError(f"{spec.input} is inside the job's own work directory {files.parts}: write the output "
                             "to another path")
+
+
+def check_standard_input_apart(files: OutputFiles) -> None:
+    """Standard input redirected from one of the job's own files (`label - -o out.csv < out.csv.lock`,
+    `< out.csv.partial`, `< out.csv --overwrite`) is refused as that file named as the input is: the
+    lock's truncation emptied it, the start's clean-up deleted it, the output replaced it."""
+    try:
+        given = os.fstat(0)
+    except OSError:  # closed: the reader says so
+        return
+    if not stat.S_ISREG(given.st_mode):  # a pipe, a terminal: no file of the job's
+        return
+    identity = (given.st_dev, given.st_ino)
+    for path in files.touched():
+        if _identity(path) == identity:
+            raise BadInputError(f"-: standard input is the job's own output file {path}: write the output to "
+                                "another path")
+    for path in _files_in(files.parts):
+        if _identity(path) == identity:
+            raise BadInputError(f"-: standard input is {path}, inside the job's own work directory {files.parts}: "
+                                "write the output to another path")
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _files_in(directory: Path) -> list[Path]:
+    try:
+        return [entry for entry in directory.iterdir() if entry.is_file()] if directory.is_dir() else []
+    except OSError:
+        return []
 
 
 def check_not_another_jobs_work(files: OutputFiles) -> None:
