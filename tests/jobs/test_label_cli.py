@@ -372,6 +372,31 @@ def test_ctrl_c_stops_after_the_chunk_and_prints_how_to_resume(tmp_path, hf_mode
     assert [r["text"] for r in read_jsonl_bytes(out.read_bytes())] == texts
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code, said", [(signal.SIGINT, 130, "interrupted"),
+                                                (signal.SIGTERM, 143, "terminated")])
+def test_a_second_signal_stops_at_once_as_its_signal_and_says_how_to_resume(tmp_path, real_reviews, signum, code,
+                                                                            said):
+    """A second SIGTERM ended the job as Ctrl-C does (exit 130, "interrupted"), and a stop at once
+    after commits said nothing of the resume that finishes the job."""
+    texts = [f"{i} {t}".replace("\n", " ") for i, t in enumerate((real_reviews * 8)[:6000])]
+    source, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
+    source.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+    args = ["label", source, "-o", out, "--chunk-rows", "1500", "--model", "default"]
+    proc = _start(args)
+    _wait_for_rows(tmp_path / "out.jsonl.manifest.json", 1500, proc)
+    proc.send_signal(signum)
+    time.sleep(0.3)  # in the next chunk's work, which the first signal lets finish
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == code, err.decode()
+    assert lines[-1].startswith(f"structsent: {said}; to finish, run: ") and "--resume" in lines[-1], lines
+    assert "Traceback" not in err.decode() and not (tmp_path / "out.jsonl.lock").exists()
+    run_cli(*args, "--resume", "--quiet")
+    assert [r["text"] for r in read_jsonl_bytes(out.read_bytes())] == texts
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_the_job_was_started_ignoring_stays_ignored(tmp_path, hf_model_dir, real_reviews, signum):
     """`structsent label ... &` in a script starts it with SIGINT ignored (a launcher may ignore

@@ -132,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"interrupted; {_how_to_finish(spec)}", file=sys.stderr)  # (kill -TERM of the process group)
                 return 128 + interrupt.signum
             raise WorkerProcessError(f"{err}; {_how_to_finish(spec)}") from err
+        except KeyboardInterrupt as err:  # a second signal (or the first while the input opened): at once
+            return _stopped_at_once(spec, terminated=isinstance(err, Terminated))
         finally:
             if progress is not None:
                 progress.close()
@@ -329,6 +331,18 @@ def _finished_output(output) -> str:
             "to label the input into it again, run with --overwrite")
 
 
+def _stopped_at_once(spec, *, terminated: bool) -> int:
+    """A job stopped mid-chunk says so as the first signal's stop does, with how to finish when its
+    work files remain (a resume takes up its committed rows); it said "interrupted" alone."""
+    from ..jobs.work_files import OutputFiles
+
+    said = "terminated" if terminated else "interrupted"
+    if spec.output not in (None, "-") and OutputFiles(spec.output).manifest.exists():
+        said += f"; {_how_to_finish(spec)}"
+    print(f"structsent: {said}", file=sys.stderr)
+    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+
+
 def _how_to_finish(spec) -> str:
     from ..io.paths import read_only_once
 
@@ -391,11 +405,9 @@ class _stop_after_chunk_on_interrupt:
 
     def _handle(self, signum, frame) -> None:
         if self.at_once():
-            from .signals import Terminated
-
             raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
-        if self.stop.is_set():
-            raise KeyboardInterrupt
+        if self.stop.is_set():  # the second signal: SIGTERM ends as SIGTERM does (143), Ctrl-C as Ctrl-C
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
         self.signum = signum
         self.stop.set()
         again = "Ctrl-C again" if signum == signal.SIGINT else "a second signal"
