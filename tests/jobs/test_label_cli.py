@@ -801,3 +801,18 @@ def test_standard_input_from_another_file_is_labelled(tmp_path):
     assert proc.returncode == 0, proc.stderr.decode()
     rows = list(csv.DictReader(io.StringIO((tmp_path / "out.csv").read_text(encoding="utf-8"))))
     assert [row["id"] for row in rows] == ["1", "2"] and all(row["label"] for row in rows)
+
+
+@pytest.mark.parametrize("name", ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"])
+def test_an_output_naming_standard_output_on_a_pipe_is_refused_as_a_pipe(tmp_path, name):
+    """`-o /dev/stdout` with standard output a pipe resolved to "/proc/PID/fd/pipe:[N]", no path:
+    the job failed making "pipe:[N].lock" (exit 1) and advised --resume."""
+    source = tmp_path / "in.csv"
+    source.write_text("text\n好\n", encoding="utf-8")
+    proc = subprocess.run([PYTHON, "-m", "structsent", "label", str(source), "-o", name], capture_output=True,
+                          cwd=tmp_path, timeout=120)
+    message = proc.stderr.decode()
+    assert proc.returncode == 2 and message.count("\n") == 1, message
+    assert message == f"structsent: error: {name}: is a named pipe; name a regular file to write (or -o - for " \
+                      "standard output)\n"
+    assert proc.stdout == b"" and sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
