@@ -123,6 +123,20 @@ def test_predict_refuses_what_tei_refuses(server):
     assert unknown.status_code == 422
 
 
+def test_raw_scores_beside_another_function_is_refused_not_overridden(server):
+    """raw_scores: true with function_to_apply "sigmoid" answered the logits without a word."""
+    for function in ("sigmoid", "softmax"):
+        both = server.client.post("/predict", json={"inputs": "好", "raw_scores": True,
+                                                    "parameters": {"function_to_apply": function}})
+        assert both.status_code == 422 and both.json() == {
+            "error": f"raw_scores: true asks for the raw logits, parameters.function_to_apply '{function}' for its "
+                     "scores: send one of the two", "error_type": "validation"}
+    agreeing = server.client.post("/predict", json={"inputs": "好", "raw_scores": True,
+                                                    "parameters": {"function_to_apply": "none"}})
+    assert agreeing.status_code == 200 and agreeing.json() == [
+        server.client.post("/predict", json={"inputs": "好", "raw_scores": True}).json()]
+
+
 def test_predict_truncates_only_when_allowed(server):
     too_long = "好" * 300  # within max_text_chars (400), beyond max_length (258 tokens)
     refused = server.client.post("/predict", json={"inputs": too_long, "truncate": False})

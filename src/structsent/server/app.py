@@ -508,10 +508,14 @@ def requested_truncation(request: PredictRequest) -> Truncation | None:
 
 def score_function(request: PredictRequest) -> str:
     """'softmax' (probabilities), 'none' (raw logits) or 'sigmoid' (of each logit), as TEI and the
-    Hugging Face pipeline define them; ``raw_scores`` means 'none'."""
-    if request.raw_scores:
-        return "none"
+    Hugging Face pipeline define them; ``raw_scores`` means 'none', and asked beside another
+    function it is refused (422): which one was meant cannot be told (raw_scores won unsaid)."""
     requested = request.parameters.function_to_apply if request.parameters else None
+    if request.raw_scores:
+        if requested not in (None, "none"):
+            raise BadInputError(f"raw_scores: true asks for the raw logits, parameters.function_to_apply "
+                                f"'{requested}' for its scores: send one of the two")
+        return "none"
     return requested or "softmax"
 
 
