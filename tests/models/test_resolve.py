@@ -117,6 +117,11 @@ def test_a_path_named_default_is_that_directory_and_only_the_string_is_the_bundl
     assert resolve_directory(Path("./default")) == Path("default")
     assert resolve_directory("./default") == Path("default")
     assert resolve_directory("default") == BUNDLED_MODEL_DIR
+    shutil.rmtree(tmp_path / "default")  # with no such directory, the message says what names the bundled one
+    with pytest.raises(structsent.ModelNotFoundError) as caught:
+        resolve_directory(Path("default"))
+    assert str(caught.value) == ("default: no such model directory; the bundled model is named by the string "
+                                 "'default', not by a path")
 
 
 @pytest.mark.parametrize("name", ["~no-such-user-x7/model", "~no-such-user-x7"])

@@ -57,6 +57,9 @@ def resolve_directory(name_or_path: str | Path) -> Path:
         raise ModelFormatError(f"{path}: expected a model directory, got a file")
     if isinstance(name_or_path, str) and hub.looks_like_hub_id(name_or_path):
         return hub.download(name_or_path)
+    if str(name_or_path) == DEFAULT_MODEL:  # Path("default"): the string names the bundled model
+        raise ModelNotFoundError(f"{name_or_path}: no such model directory; the bundled model is named by the "
+                                 f"string {DEFAULT_MODEL!r}, not by a path")
     raise ModelNotFoundError(
         f"{name_or_path}: no such model directory (pass 'default', a local checkpoint directory, "
         "or a hub id such as damo/nlp_structbert_sentiment-classification_chinese-base)"
