@@ -216,6 +216,14 @@ def test_typed_reviews_get_the_labels_of_the_api_in_a_real_browser(keyed_server,
         browser.wait_for("document.body.dataset.state === 'error'")
         assert browser.evaluate("document.getElementById('status').textContent").startswith("413 line 3 has ")
 
+        # A key no server has (not printable ASCII) is said so, not the browser's "non ISO-8859-1 code point".
+        browser.evaluate("document.getElementById('key').value = 'clé'")
+        browser.click("#run")
+        browser.wait_for("document.body.dataset.state === 'error'")
+        assert browser.evaluate("document.getElementById('status').textContent").startswith(
+            "The API key holds a character other than printable ASCII")
+
+        browser.evaluate(f"document.getElementById('key').value = {json.dumps(API_KEY)}")
         browser.open(keyed_server.url + "/")  # the key survives a reload of the tab
         assert browser.evaluate("document.getElementById('key').value") == API_KEY
     finally:

@@ -120,6 +120,12 @@ SCRIPT = """
     });
     if (!reviews.length) { finish("error", "Type at least one review, one per line."); return; }
     var headers = { "Content-Type": "application/json", "Accept": "application/json" };
+    // A server's key is printable ASCII; the browser refused any other character with its own error.
+    if (/[^\x21-\x7e]/.test(key.value)) {
+      finish("error", "The API key holds a character other than printable ASCII (a space, an accented letter): "
+        + "a server's key never does; type it again.");
+      return;
+    }
     if (key.value) { headers.Authorization = "Bearer " + key.value; }
     button.disabled = true;
     document.body.setAttribute("data-state", "busy");
