@@ -205,6 +205,70 @@ def test_overwrite_replaces_an_export_in_a_directory_that_cannot_be_renamed(sour
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "out"]  # no staging left behind
 
 
+def _busy_mount_point(monkeypatch, out):
+    import errno
+    import os
+    from pathlib import Path
+
+    rename = Path.rename
+
+    def busy(self, target):
+        if self == out:
+            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY))
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", busy)
+
+
+def _files(directory):
+    return {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
+
+
+@pytest.mark.parametrize("stopped_at_move", [1, 2])
+def test_an_overwrite_of_a_mount_point_stopped_midway_leaves_the_earlier_export_whole(source, tmp_path, monkeypatch,
+                                                                                       capsys, stopped_at_move):
+    """A mount point's earlier export was deleted before the new files were copied in: Ctrl-C in the
+    copy left neither (a few tokenizer files), and every rerun was refused ("not an ONNX export").
+    Stopped while copying (move 1) or while swapping (move 2), the earlier export stays as it was."""
+    import structsent.onnx.export as export_module
+
+    out = tmp_path / "out"
+    assert export(source, out) == 0
+    before = _files(out)
+    _busy_mount_point(monkeypatch, out)
+    move, moves = export_module._move_export_files, []
+
+    def stopped(staging, target):
+        moves.append(target)
+        if len(moves) == stopped_at_move:
+            (target / "vocab.txt").write_text("half", encoding="utf-8")  # part of the files moved
+            raise KeyboardInterrupt
+        return move(staging, target)
+
+    monkeypatch.setattr(export_module, "_move_export_files", stopped)
+    assert export(source, out, "--int8", "--overwrite") == 130  # Ctrl-C: "structsent: interrupted"
+    assert _files(out) == before and sorted(p.name for p in out.iterdir()) == sorted(before)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "out"]  # no staging left behind
+    monkeypatch.setattr(export_module, "_move_export_files", move)
+    assert export(source, out, "--int8", "--overwrite") == 0, capsys.readouterr().err
+    assert json.loads((out / "config.json").read_text())["structsent_onnx"]["precision"] == "int8"
+
+
+def test_overwrite_replaces_the_remains_of_an_export_stopped_before_its_config(source, tmp_path, capsys):
+    """An export's own files without config.json (stopped while they were moved in, config.json
+    last): --overwrite refused them as "not an ONNX export", so only a hand clean-up went on."""
+    out = tmp_path / "out"
+    assert export(source, out) == 0
+    (out / "config.json").unlink()
+    assert export(source, out) == 2  # without --overwrite: not empty
+    assert export(source, out, "--overwrite") == 0, capsys.readouterr().err
+    assert (out / "config.json").is_file()
+    (out / "config.json").unlink()
+    (out / "notes.txt").write_text("mine", encoding="utf-8")  # a user's file: never deleted
+    assert export(source, out, "--overwrite") == 2
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "mine"
+
+
 def test_an_export_whose_summary_cannot_be_written_says_so_in_one_line(tmp_path, hf_model_dir):
     """`structsent export ... >/dev/full`: the files were written, then an OSError traceback."""
     import subprocess

@@ -784,6 +784,7 @@ def check_job_paths(spec: LabelJobSpec) -> None:
             raise BadInputError("-: standard output is closed; name an output file with -o")
         return
     check_output_directory(str(files.final))
+    assert spec.output is not None  # (output_files gives None for standard output)
     check_output_is_a_file(Path(spec.output))  # as named: /dev/stdout on a pipe resolves to no path ("pipe:[N]")
     check_output_is_a_file(files.final)
     check_not_another_jobs_work(files)

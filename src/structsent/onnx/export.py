@@ -163,7 +163,7 @@ def _checked_output_directory(given: Path, source: Path, *, overwrite: bool) -> 
         if not overwrite:
             raise ConfigError(f"export output {given}: the directory is not empty; choose another, "
                               "or pass --overwrite to replace an earlier export there")
-        if not _holds_export(target):
+        if not _holds_export(target) and not _remains_of_an_export(target):
             raise ConfigError(f"export output {given}: not empty and not an ONNX export (no config.json "
                               f"with {ONNX_CONFIG_KEY!r}); --overwrite replaces earlier exports only")
         foreign = _not_written_by_an_export(target)
@@ -178,6 +178,13 @@ def _not_written_by_an_export(directory: Path, shown: int = 5) -> list[str]:
     ours = {MODEL_FILE, DIGEST_FILE, "config.json", REPORT_FILE, *TOKENIZER_FILES}
     foreign = sorted(entry.name for entry in directory.iterdir() if entry.name not in ours)
     return foreign[:shown] + ([f"{len(foreign) - shown} more"] if len(foreign) > shown else [])
+
+
+def _remains_of_an_export(directory: Path) -> bool:
+    """Files an export writes, and nothing else, but no config.json: an export stopped while its
+    files were moved in (config.json comes last), which --overwrite may replace."""
+    names = {entry.name for entry in directory.iterdir()}
+    return bool(names) and "config.json" not in names and not _not_written_by_an_export(directory)
 
 
 def _holds_export(directory: Path) -> bool:
@@ -250,7 +257,8 @@ def _move_into_place(staging: Path, target: Path, *, overwrite: bool) -> None:
         raise ConfigError(f"export output {target}: something other than a directory was put there while the "
                           "export ran; nothing was replaced and the export was discarded")
     if target.is_dir() and any(target.iterdir()):
-        if not (overwrite and _holds_export(target)) or _not_written_by_an_export(target):
+        if not (overwrite and (_holds_export(target) or _remains_of_an_export(target))) or \
+                _not_written_by_an_export(target):
             raise ConfigError(f"export output {target}: files were put in it while the export ran; nothing was "
                               "replaced and the export was discarded")
         previous = _new_sibling(target, "previous")
@@ -271,15 +279,35 @@ def _move_into_place(staging: Path, target: Path, *, overwrite: bool) -> None:
 
 def _replace_files_in(target: Path, staging: Path) -> None:
     """An earlier export in a directory that cannot be renamed (a mount point, a directory whose
-    parent is not writable): its files are replaced one by one, config.json removed first and
-    written last, so that an interrupted replacement is never read as a whole export."""
-    (target / "config.json").unlink(missing_ok=True)
-    for entry in target.iterdir():  # only an export's own files: checked before
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
-    _move_export_files(staging, target)  # a copy across file systems (a mount point)
+    parent is not writable): the new files are first copied into a hidden directory inside it (the
+    slow part: another file system), while the earlier export stays whole; then the two are swapped
+    by renames there (the earlier files set aside, config.json first; the new ones moved in,
+    config.json last). A stop during the swap puts the earlier export back. (The earlier export
+    was deleted before the copy: an interrupted --overwrite left neither.)"""
+    incoming = _new_inside(target)
+    outgoing = _new_inside(target)
+    try:
+        _move_export_files(staging, incoming)
+        _swap_export_files(target, incoming, outgoing)
+    finally:
+        shutil.rmtree(incoming, ignore_errors=True)
+        shutil.rmtree(outgoing, ignore_errors=True)
+
+
+def _swap_export_files(target: Path, incoming: Path, outgoing: Path) -> None:
+    """Renames within ``target``: its export files to ``outgoing`` (config.json first), then those of
+    ``incoming`` into it (config.json last); on any failure or stop, the earlier ones are put back."""
+    earlier = sorted((entry.name for entry in target.iterdir() if entry not in (incoming, outgoing)),
+                     key=lambda name: name != "config.json")
+    try:
+        for name in earlier:
+            (target / name).rename(outgoing / name)
+        _move_export_files(incoming, target)
+    except BaseException:
+        for name in sorted((entry.name for entry in outgoing.iterdir()), key=lambda name: name == "config.json"):
+            (target / name).unlink(missing_ok=True)
+            (outgoing / name).rename(target / name)
+        raise
 
 
 def _export_into(checkpoint, out_dir: Path, final_dir: Path, options: ExportOptions,
