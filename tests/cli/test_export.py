@@ -279,3 +279,14 @@ def test_an_export_whose_summary_cannot_be_written_says_so_in_one_line(tmp_path,
                               stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
     assert (proc.returncode, proc.stderr.strip().splitlines()[-1]) == (1, "structsent: error: No space left on device")
     assert "Traceback" not in proc.stderr and (tmp_path / "x" / "model.onnx").is_file()
+
+
+def test_an_int8_exports_default_check_says_it_ran_on_the_calibration_texts(source, tmp_path, capsys):
+    """The int8 export's default agreement figure came from the texts its smoothing is calibrated
+    on, and read as held-out agreement; the line says so (fp32 has no calibration: unchanged)."""
+    assert main(["export", str(source), "-o", str(tmp_path / "i8"), "--int8", "--validate-n", "20"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("label agreement ") and "on 20 texts (structsent/data/sample_reviews.txt (the texts " \
+        "int8's smoothing is calibrated on: --validate FILE for held-out ones)" in line, line
+    assert main(["export", str(source), "-o", str(tmp_path / "f32"), "--validate-n", "20"]) == 0
+    assert "on 20 texts (structsent/data/sample_reviews.txt)" in capsys.readouterr().out

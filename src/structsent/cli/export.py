@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     if args.validate_n:
         texts, source = (read_texts(args.validate), str(args.validate)) if args.validate else packaged_sample_texts()
         texts = texts[: args.validate_n]
+        if args.int8 and not args.validate:  # the figure would be read as held-out agreement
+            source += " (the texts int8's smoothing is calibrated on: --validate FILE for held-out ones)"
         if not texts:  # checked before the export: a validation asked for is never skipped quietly
             raise BadInputError(f"--validate {args.validate}: no texts in it (pass --validate-n 0 to skip validation)")
     with sigterm_as_interrupt():  # its staging directory is removed as on Ctrl-C
