@@ -290,3 +290,11 @@ def test_an_int8_exports_default_check_says_it_ran_on_the_calibration_texts(sour
         "int8's smoothing is calibrated on: --validate FILE for held-out ones)" in line, line
     assert main(["export", str(source), "-o", str(tmp_path / "f32"), "--validate-n", "20"]) == 0
     assert "on 20 texts (structsent/data/sample_reviews.txt)" in capsys.readouterr().out
+
+
+def test_an_output_of_dash_is_refused_as_standard_output(source, tmp_path, capsys, monkeypatch):
+    """`export default -o -` wrote into a directory named "-", where `label -o -` means standard output."""
+    monkeypatch.chdir(tmp_path)
+    assert export(source, "-") == 2
+    assert "export output -: an export is a directory, not standard output" in one_line_error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]

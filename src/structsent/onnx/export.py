@@ -140,6 +140,9 @@ def check_output_directory(out_dir, source: Path, *, overwrite: bool = False) ->
     """
     if str(out_dir).strip() == "":
         raise ConfigError("export output: an empty path; name the directory to write the ONNX model to")
+    if isinstance(out_dir, str) and out_dir == "-":  # elsewhere standard output; a directory named "-" is ./-
+        raise ConfigError("export output -: an export is a directory, not standard output; name the directory "
+                          "to write the ONNX model to (./- for one named '-')")
     given = Path(out_dir)
     try:
         return _checked_output_directory(given, Path(source).resolve(), overwrite=overwrite)
