@@ -143,8 +143,11 @@ def test_long_text_windows_average_window_probabilities(hf_model_dir):
     weights = np.array([len(s) for s in encoded.sequences], dtype=float)
     expected = (probs * weights[:, None]).sum(0) / weights.sum()
     assert result.scores["正面"] == pytest.approx(expected[1], abs=1e-9)
-    # The answer's logits: the logarithms of the averaged probabilities (their softmax is the answer)
-    assert result.logits == pytest.approx({"负面": np.log(expected[0]), "正面": np.log(expected[1])}, abs=1e-9)
+    # The answer's logits: its centred log-probabilities at the windows' mean logit level
+    logs = np.log(expected)
+    level = float((logits.mean(axis=1) * weights).sum() / weights.sum())
+    assert result.logits == pytest.approx({"负面": logs[0] - logs.mean() + level, "正面": logs[1] - logs.mean() + level},
+                                          abs=1e-9)
     short = windows(["好评"])[0]
     assert short.windows == 1
 
@@ -169,6 +172,17 @@ def test_a_windowed_texts_logits_rank_the_labels_as_its_answer_does():
         assert max(result.logits, key=result.logits.__getitem__) == result.label, text
         assert softmax(z[None])[0] == pytest.approx(scores, abs=1e-12)
     assert disagreed, "no text whose averaged window logits disagree: the test proved nothing"
+
+
+def test_a_text_whose_windows_agree_has_the_logits_of_one_window():
+    """The logarithms of the averaged probabilities alone are all <= 0: a text one token past a
+    window got other raw scores than one that fits (正面 0.981 as 0.157 below 0), and a sigmoid of
+    its own label under 0.5. Where the windows' logits are equal, the answer's are those logits."""
+    windows = structsent.load("default", device="cpu", long_text="windows", max_length=16, window_stride=14)
+    one, two = windows(["很" * 14, "很" * 15])
+    assert (one.windows, two.windows) == (1, 2) and two.scores == pytest.approx(one.scores, abs=1e-12)
+    assert two.logits == pytest.approx(one.logits, abs=1e-6)
+    assert max(one.logits.values()) > 0
 
 
 def test_results_carry_the_model_logits(clf, hf_model_dir):

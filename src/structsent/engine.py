@@ -20,10 +20,10 @@ from .results import (
     LabelResult,
     SingleRowResults,
     combine_windows,
-    logits_of,
     non_finite_error,
     non_finite_kinds,
     to_result,
+    windows_logits,
 )
 from .tokenize import EncodedText
 from .tokenize_processes import EncodingOptions
@@ -522,4 +522,4 @@ def _postprocess(encoded: EncodedText, probabilities: np.ndarray, logits: np.nda
     if len(probabilities) == 1:
         return to_result(probabilities[0], labels, truncated=encoded.truncated, logits=logits[0])
     combined = combine_windows(probabilities, lengths)
-    return to_result(combined, labels, windows=len(probabilities), logits=logits_of(combined))
+    return to_result(combined, labels, windows=len(probabilities), logits=windows_logits(combined, logits, lengths))

@@ -16,8 +16,8 @@ class LabelResult:
     ``label`` and ``score`` are None exactly when ``error`` says why the text was not labelled.
     ``truncated`` marks a text cut at the model's maximum length; ``windows`` > 1 marks a long
     text scored as overlapping windows whose probabilities were averaged. ``logits`` are the
-    model's raw outputs, None for a flagged text; for windows, the logits of the averaged
-    probabilities (their logarithms), so that they rank the labels as ``scores`` do.
+    model's raw outputs, None for a flagged text; for windows, logits whose softmax is the
+    averaged probabilities (see ``windows_logits``), so that they rank the labels as ``scores`` do.
     """
 
     label: str | None
@@ -93,12 +93,17 @@ def combine_windows(probabilities: np.ndarray, weights: Sequence[int]) -> np.nda
     return (probabilities * w[:, None]).sum(axis=0) / w.sum()
 
 
-def logits_of(probabilities: np.ndarray) -> np.ndarray:
-    """Logits whose softmax is ``probabilities``: their logarithms (a probability that underflowed
-    to 0 taken as the smallest positive float, so the logit stays finite). A long text's windows
-    have no logits of their own answer; averaging theirs would rank the labels otherwise than the
-    averaged probabilities do (a 负面 answer whose 正面 logit is the larger)."""
-    return np.log(np.maximum(probabilities, np.finfo(np.float64).tiny))
+def windows_logits(probabilities: np.ndarray, window_logits: np.ndarray, weights: Sequence[int]) -> np.ndarray:
+    """The logits of a long text's answer, ``probabilities`` (its windows' averaged ones): their
+    logarithms, centred, plus the windows' mean logit level (token-weighted). Their softmax is the
+    answer exactly, so they rank the labels as it does (the windows' logits averaged put the other
+    label first for ~3% of long reviews), and where every window has the same logits they are
+    those logits (the logarithms alone are all <= 0: a sigmoid of them never passed 0.5, and a text
+    one token over a window changed scale). A probability that underflowed to 0 is taken as the
+    smallest positive float, so that every logit stays finite."""
+    logs = np.log(np.maximum(probabilities, np.finfo(np.float64).tiny))
+    level = combine_windows(window_logits.mean(axis=1, keepdims=True), weights)[0]
+    return logs - logs.mean() + level
 
 
 def to_result(
