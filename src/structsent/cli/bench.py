@@ -346,13 +346,12 @@ def _rows(chosen: list, timings: dict, shape, lengths: list[int], peak: float | 
     from ..bench.runners import useful_flops
 
     reference = np.array(timings["torch-fp32"].outcome.labels, dtype=object)
-    flops = useful_flops(shape, lengths)
     rows = []
     for config in chosen:
         timing = timings[config.name]
         labels = np.array(timing.outcome.labels, dtype=object)
-        if peak:
-            utilisation = flops / timing.seconds / peak
+        if peak:  # the FLOPs this path computes: the pipeline runs the last layer in full, structsent at [CLS]
+            utilisation = useful_flops(shape, lengths, config.last_layer) / timing.seconds / peak
         else:
             utilisation = timing.gpu_utilisation / 100 if timing.gpu_utilisation is not None else None
         rows.append(Row(
