@@ -193,3 +193,26 @@ def test_a_stopped_bench_leaves_no_empty_output_directory(tmp_path):
         proc.kill()
         proc.wait()
     assert not (tmp_path / "made").exists() and tmp_path.is_dir()  # every level it made, and only those
+
+
+def test_the_peak_the_utilisation_divides_by_is_printed_and_the_load_is_one_figure(tmp_path, capsys, monkeypatch):
+    """The start line said "fp32 matmul peak 58 GFLOP/s" while the table divided by the 174 measured
+    after the runs, unsaid; and the device line's load read 2.3 on stderr, 3.2 on stdout and in bench.json."""
+    import itertools
+    import json
+    import os
+
+    peaks = iter([58e9, 174e9])
+    monkeypatch.setattr("structsent.bench.runners.matmul_peak_flops", lambda threads: next(peaks))
+    loads = itertools.count(2.3)
+    monkeypatch.setattr(os, "getloadavg", lambda: (next(loads), 0.0, 0.0))
+    out = tmp_path / "o"
+    assert bench("--out", str(out)) == 0
+    captured = capsys.readouterr()
+    assert "fp32 matmul peak at the start 58 GFLOP/s" in captured.err
+    used = "fp32 matmul peak used: 174 GFLOP/s (the higher of 58 at the start and 174 after the runs)"
+    assert used in captured.out and used in (out / "bench.md").read_text(encoding="utf-8")
+    result = json.loads((out / "bench.json").read_text(encoding="utf-8"))
+    assert result["fp32_matmul_peak_gflops"] == 174 and result["fp32_matmul_peak_gflops_at_start"] == 58
+    device = result["device"]
+    assert "load 2.3" in device and f"device: {device}" in captured.err and f"device: {device}\n" in captured.out

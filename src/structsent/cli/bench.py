@@ -114,10 +114,11 @@ def _bench(args, setup, chosen, checkpoint, workload, out: Path, model_dir: Path
 
     device = setup.device
     lengths = _token_lengths(checkpoint.tokenizer, workload.texts, args.corpus)
-    peak = None if setup.on_gpu else matmul_peak_flops(args.num_threads)
+    machine = _machine(device)  # once, before the runs: every output shows the same load
+    start_peak = None if setup.on_gpu else matmul_peak_flops(args.num_threads)
     _say(f"model: {one_line(model_note)}\ntexts: {one_line(workload.describe())}\n"
-         f"mean tokens per text: {sum(lengths) / len(lengths):.0f}; device: {_machine(device)}"
-         + (f"; fp32 matmul peak {peak / 1e9:.0f} GFLOP/s" if peak else ""))
+         f"mean tokens per text: {sum(lengths) / len(lengths):.0f}; device: {machine}"
+         + (f"; fp32 matmul peak at the start {start_peak / 1e9:.0f} GFLOP/s" if start_peak else ""))
 
     made = _make_output_directory(out)
     try:
@@ -127,13 +128,15 @@ def _bench(args, setup, chosen, checkpoint, workload, out: Path, model_dir: Path
         if made is not None:  # a stopped or failed run leaves no empty directory behind
             _remove_empty_directories(out, up_to=made)
         raise
-    if peak:  # measured again after the runs, the best of both: a busy moment at the start made it low
-        peak = max(peak, matmul_peak_flops(args.num_threads))
+    # Measured again after the runs, the best of both: a busy moment at the start made it low.
+    end_peak = matmul_peak_flops(args.num_threads) if start_peak else None
+    peak = max(start_peak, end_peak) if start_peak and end_peak else None
     rows = with_ratios(_rows(chosen, timings, checkpoint.shape, lengths, peak))
     util_label = "GPU utilisation" if setup.on_gpu else "useful FLOP/s / fp32 peak"
-    table = markdown_table(rows, utilisation_label=util_label) + _peak_caveat(rows, peak)
+    table = markdown_table(rows, utilisation_label=util_label) + _peak_used(start_peak, end_peak) \
+        + _peak_caveat(rows, peak)
     best = fastest_within(rows, min_agreement=MIN_AGREEMENT)
-    print(f"model: {one_line(model_note)}\ntexts: {one_line(workload.describe())}\ndevice: {_machine(device)}\n")
+    print(f"model: {one_line(model_note)}\ntexts: {one_line(workload.describe())}\ndevice: {machine}\n")
     print(table)
     if best is not None:
         print(f"\nfastest path with >= {MIN_AGREEMENT:.0%} label agreement: {best.title} "
@@ -141,11 +144,13 @@ def _bench(args, setup, chosen, checkpoint, workload, out: Path, model_dir: Path
 
     meta = {
         "model": model_note, "model_dir": str(model_dir), "workload": workload.describe(),
-        "corpus_source": workload.source, "n": args.n, "chunks": args.chunks, "device": _machine(device),
+        "corpus_source": workload.source, "n": args.n, "chunks": args.chunks, "device": machine,
         "mean_tokens": sum(lengths) / len(lengths), "fp32_matmul_peak_gflops": peak / 1e9 if peak else None,
+        "fp32_matmul_peak_gflops_at_start": start_peak / 1e9 if start_peak else None,
+        "fp32_matmul_peak_gflops_after_runs": end_peak / 1e9 if end_peak else None,
         "fastest_with_99_agreement": best.name if best else None,
     }
-    title = f"{model_title}: {len(workload.texts)} texts\n{_machine(device)}"
+    title = f"{model_title}: {len(workload.texts)} texts\n{machine}"
     _write_all_or_none(out, {
         "bench.json": lambda path: write_json(path, meta, rows),
         "bench.png": lambda path: write_chart(path, rows, title=title),
@@ -326,6 +331,14 @@ def _measure(chosen: list, setup, texts: list[str], chunks: int) -> dict:
             _say(f"  chunk {index + 1}: {config.title}: {timing.seconds:.2f}s "
                  f"({len(chunk) / timing.seconds:.2f} texts/s)")
     return {name: Timing.combine(timings) for name, timings in parts.items()}
+
+
+def _peak_used(start_peak: float | None, end_peak: float | None) -> str:
+    """The line under the table naming the peak the utilisation column divides by."""
+    if not start_peak or not end_peak:
+        return ""
+    return (f"\n\nfp32 matmul peak used: {max(start_peak, end_peak) / 1e9:.0f} GFLOP/s (the higher of "
+            f"{start_peak / 1e9:.0f} at the start and {end_peak / 1e9:.0f} after the runs)")
 
 
 def _peak_caveat(rows: list, peak: float | None) -> str:
