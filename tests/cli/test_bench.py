@@ -216,3 +216,16 @@ def test_the_peak_the_utilisation_divides_by_is_printed_and_the_load_is_one_figu
     assert result["fp32_matmul_peak_gflops"] == 174 and result["fp32_matmul_peak_gflops_at_start"] == 58
     device = result["device"]
     assert "load 2.3" in device and f"device: {device}" in captured.err and f"device: {device}\n" in captured.out
+
+
+def test_bench_md_starts_with_the_model_texts_and_device_lines(tmp_path, capsys):
+    """bench.md held the table alone: its CPU figures without the host's ISA and load (as stdout and
+    bench.json have them)."""
+    import json
+
+    out = tmp_path / "o"
+    assert bench("--out", str(out)) == 0
+    result = json.loads((out / "bench.json").read_text(encoding="utf-8"))
+    lines = (out / "bench.md").read_text(encoding="utf-8").splitlines()
+    assert lines[:4] == [f"- model: {result['model']}", f"- texts: {result['workload']}", f"- device: {result['device']}", ""]
+    assert " ISA " in lines[2] and lines[4].startswith("| configuration |")

@@ -136,7 +136,9 @@ def _bench(args, setup, chosen, checkpoint, workload, out: Path, model_dir: Path
     table = markdown_table(rows, utilisation_label=util_label) + _peak_used(start_peak, end_peak) \
         + _peak_caveat(rows, peak)
     best = fastest_within(rows, min_agreement=MIN_AGREEMENT)
-    print(f"model: {one_line(model_note)}\ntexts: {one_line(workload.describe())}\ndevice: {machine}\n")
+    # bench.md carries them too: a CPU figure is never shown without the host's ISA and load.
+    header = [f"model: {one_line(model_note)}", f"texts: {one_line(workload.describe())}", f"device: {machine}"]
+    print("\n".join(header) + "\n")
     print(table)
     if best is not None:
         print(f"\nfastest path with >= {MIN_AGREEMENT:.0%} label agreement: {best.title} "
@@ -154,7 +156,8 @@ def _bench(args, setup, chosen, checkpoint, workload, out: Path, model_dir: Path
     _write_all_or_none(out, {
         "bench.json": lambda path: write_json(path, meta, rows),
         "bench.png": lambda path: write_chart(path, rows, title=title),
-        "bench.md": lambda path: path.write_text(table + "\n", encoding="utf-8"),
+        "bench.md": lambda path: path.write_text("".join(f"- {line}\n" for line in header) + "\n" + table + "\n",
+                                                 encoding="utf-8"),
     })
     print("\n" + one_line(f"wrote {out / 'bench.json'}, {out / 'bench.png'} and {out / 'bench.md'}"))
     return 0
