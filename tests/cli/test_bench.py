@@ -110,10 +110,11 @@ def test_an_output_that_cannot_be_written_is_refused_before_running_or_said_in_o
     assert bench("--out", str(tmp_path / "p")) == 1
     err = capsys.readouterr().err
     assert "cannot write bench.json (No space left on device)" in err and "Traceback" not in err
-    assert list((tmp_path / "p").iterdir()) == [] and bench_module.OUTPUT_FILES[0] == "bench.json"
+    assert not (tmp_path / "p").exists() and bench_module.OUTPUT_FILES[0] == "bench.json"  # nor the directory it made
     # an earlier run's files stay whole: the new bench.json replaced the old beside the old chart
     monkeypatch.undo()
     earlier = {name: f"earlier {name}\n" for name in bench_module.OUTPUT_FILES}
+    (tmp_path / "p").mkdir()
     for name, text in earlier.items():
         (tmp_path / "p" / name).write_text(text)
     monkeypatch.setattr("structsent.bench.report.write_chart", no_space)
@@ -229,3 +230,32 @@ def test_bench_md_starts_with_the_model_texts_and_device_lines(tmp_path, capsys)
     lines = (out / "bench.md").read_text(encoding="utf-8").splitlines()
     assert lines[:4] == [f"- model: {result['model']}", f"- texts: {result['workload']}", f"- device: {result['device']}", ""]
     assert " ISA " in lines[2] and lines[4].startswith("| configuration |")
+
+
+def test_a_bench_stopped_after_its_runs_leaves_no_empty_output_directory(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during the second peak measurement, or SIGTERM while the files were written, left the
+    --out directories the run had made: the cleanup covered the measurements alone."""
+    import os
+    import signal
+
+    from structsent._exit import raise_terminated
+
+    peaks = iter([5e10])
+
+    def interrupted_second_peak(threads):
+        for peak in peaks:
+            return peak
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("structsent.bench.runners.matmul_peak_flops", interrupted_second_peak)
+    assert bench("--out", str(tmp_path / "made" / "here")) == 130
+    assert list(tmp_path.iterdir()) == []
+
+    def terminated_while_writing(path, rows, *, title):
+        assert signal.getsignal(signal.SIGTERM) is raise_terminated  # (else the signal would end pytest too)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr("structsent.bench.runners.matmul_peak_flops", lambda threads: 5e10)
+    monkeypatch.setattr("structsent.bench.report.write_chart", terminated_while_writing)
+    assert bench("--out", str(tmp_path / "made" / "here")) == 143
+    assert list(tmp_path.iterdir()) == []

@@ -121,44 +121,41 @@ def _bench(args, setup, chosen, checkpoint, workload, out: Path, model_dir: Path
          + (f"; fp32 matmul peak at the start {start_peak / 1e9:.0f} GFLOP/s" if start_peak else ""))
 
     made = _make_output_directory(out)
-    try:
-        with sigterm_as_interrupt():  # stopped as by Ctrl-C: its runs end, nothing half-written is left
-            timings = _measure(chosen, setup, workload.texts, args.chunks)
-    except BaseException:
-        if made is not None:  # a stopped or failed run leaves no empty directory behind
-            _remove_empty_directories(out, up_to=made)
-        raise
-    # Measured again after the runs, the best of both: a busy moment at the start made it low.
-    end_peak = matmul_peak_flops(args.num_threads) if start_peak else None
-    peak = max(start_peak, end_peak) if start_peak and end_peak else None
-    rows = with_ratios(_rows(chosen, timings, checkpoint.shape, lengths, peak))
-    util_label = "GPU utilisation" if setup.on_gpu else "useful FLOP/s / fp32 peak"
-    table = markdown_table(rows, utilisation_label=util_label) + _peak_used(start_peak, end_peak) \
-        + _peak_caveat(rows, peak)
-    best = fastest_within(rows, min_agreement=MIN_AGREEMENT)
-    # bench.md carries them too: a CPU figure is never shown without the host's ISA and load.
-    header = [f"model: {one_line(model_note)}", f"texts: {one_line(workload.describe())}", f"device: {machine}"]
-    print("\n".join(header) + "\n")
-    print(table)
-    if best is not None:
-        print(f"\nfastest path with >= {MIN_AGREEMENT:.0%} label agreement: {best.title} "
-              f"({best.texts_per_s:.2f} texts/s" + (f", {best.vs_baseline:.2f}x the pipeline)" if best.vs_baseline else ")"))
+    # Stopped as by Ctrl-C (its runs end, nothing half-written is left) or failed, up to its files
+    # written (the second peak measurement, the writing too): no empty directory of its making is left.
+    with _removed_if_left_empty(out, made), sigterm_as_interrupt():
+        timings = _measure(chosen, setup, workload.texts, args.chunks)
+        # Measured again after the runs, the best of both: a busy moment at the start made it low.
+        end_peak = matmul_peak_flops(args.num_threads) if start_peak else None
+        peak = max(start_peak, end_peak) if start_peak and end_peak else None
+        rows = with_ratios(_rows(chosen, timings, checkpoint.shape, lengths, peak))
+        util_label = "GPU utilisation" if setup.on_gpu else "useful FLOP/s / fp32 peak"
+        table = markdown_table(rows, utilisation_label=util_label) + _peak_used(start_peak, end_peak) \
+            + _peak_caveat(rows, peak)
+        best = fastest_within(rows, min_agreement=MIN_AGREEMENT)
+        # bench.md carries them too: a CPU figure is never shown without the host's ISA and load.
+        header = [f"model: {one_line(model_note)}", f"texts: {one_line(workload.describe())}", f"device: {machine}"]
+        print("\n".join(header) + "\n")
+        print(table)
+        if best is not None:
+            print(f"\nfastest path with >= {MIN_AGREEMENT:.0%} label agreement: {best.title} "
+                  f"({best.texts_per_s:.2f} texts/s" + (f", {best.vs_baseline:.2f}x the pipeline)" if best.vs_baseline else ")"))
 
-    meta = {
-        "model": model_note, "model_dir": str(model_dir), "workload": workload.describe(),
-        "corpus_source": workload.source, "n": args.n, "chunks": args.chunks, "device": machine,
-        "mean_tokens": sum(lengths) / len(lengths), "fp32_matmul_peak_gflops": peak / 1e9 if peak else None,
-        "fp32_matmul_peak_gflops_at_start": start_peak / 1e9 if start_peak else None,
-        "fp32_matmul_peak_gflops_after_runs": end_peak / 1e9 if end_peak else None,
-        "fastest_with_99_agreement": best.name if best else None,
-    }
-    title = f"{model_title}: {len(workload.texts)} texts\n{machine}"
-    _write_all_or_none(out, {
-        "bench.json": lambda path: write_json(path, meta, rows),
-        "bench.png": lambda path: write_chart(path, rows, title=title),
-        "bench.md": lambda path: path.write_text("".join(f"- {line}\n" for line in header) + "\n" + table + "\n",
-                                                 encoding="utf-8"),
-    })
+        meta = {
+            "model": model_note, "model_dir": str(model_dir), "workload": workload.describe(),
+            "corpus_source": workload.source, "n": args.n, "chunks": args.chunks, "device": machine,
+            "mean_tokens": sum(lengths) / len(lengths), "fp32_matmul_peak_gflops": peak / 1e9 if peak else None,
+            "fp32_matmul_peak_gflops_at_start": start_peak / 1e9 if start_peak else None,
+            "fp32_matmul_peak_gflops_after_runs": end_peak / 1e9 if end_peak else None,
+            "fastest_with_99_agreement": best.name if best else None,
+        }
+        title = f"{model_title}: {len(workload.texts)} texts\n{machine}"
+        _write_all_or_none(out, {
+            "bench.json": lambda path: write_json(path, meta, rows),
+            "bench.png": lambda path: write_chart(path, rows, title=title),
+            "bench.md": lambda path: path.write_text("".join(f"- {line}\n" for line in header) + "\n" + table + "\n",
+                                                     encoding="utf-8"),
+        })
     print("\n" + one_line(f"wrote {out / 'bench.json'}, {out / 'bench.png'} and {out / 'bench.md'}"))
     return 0
 
@@ -184,6 +181,18 @@ def _make_output_directory(out: Path) -> Path | None:
     except OSError as err:
         raise ConfigError(f"--out {out}: cannot make the directory ({err.strerror or err})") from None
     return outermost
+
+
+@contextlib.contextmanager
+def _removed_if_left_empty(out: Path, made: Path | None) -> Iterator[None]:
+    """On an exception within, ``out`` and the levels above it up to ``made`` (what this run made;
+    None: nothing) are removed where empty."""
+    try:
+        yield
+    except BaseException:
+        if made is not None:
+            _remove_empty_directories(out, up_to=made)
+        raise
 
 
 def _remove_empty_directories(out: Path, *, up_to: Path) -> None:
