@@ -259,3 +259,17 @@ def test_a_bench_stopped_after_its_runs_leaves_no_empty_output_directory(tmp_pat
     monkeypatch.setattr("structsent.bench.report.write_chart", terminated_while_writing)
     assert bench("--out", str(tmp_path / "made" / "here")) == 143
     assert list(tmp_path.iterdir()) == []
+
+
+def test_earlier_results_in_out_are_said_to_be_replaced(tmp_path, capsys):
+    """An --out holding an earlier run's files had them replaced without a word."""
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "bench.json").write_text("{}")
+    (out / "bench.md").write_text("earlier\n")
+    assert bench("--out", str(out)) == 0
+    err = capsys.readouterr().err
+    assert f"note: --out {out} holds an earlier run's bench.json, bench.md: this run replaces them\n" in err
+    assert err.index("this run replaces them") < err.index("preparing")
+    assert bench("--out", str(tmp_path / "new")) == 0
+    assert "replaces" not in capsys.readouterr().err

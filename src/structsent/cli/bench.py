@@ -119,6 +119,9 @@ def _bench(args, setup, chosen, checkpoint, workload, out: Path, model_dir: Path
     _say(f"model: {one_line(model_note)}\ntexts: {one_line(workload.describe())}\n"
          f"mean tokens per text: {sum(lengths) / len(lengths):.0f}; device: {machine}"
          + (f"; fp32 matmul peak at the start {start_peak / 1e9:.0f} GFLOP/s" if start_peak else ""))
+    earlier = [name for name in OUTPUT_FILES if (out / name).is_file()]
+    if earlier:  # said before the run, while it can still be stopped
+        _say(one_line(f"note: --out {out} holds an earlier run's {', '.join(earlier)}: this run replaces them"))
 
     made = _make_output_directory(out)
     # Stopped as by Ctrl-C (its runs end, nothing half-written is left) or failed, up to its files
