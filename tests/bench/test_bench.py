@@ -58,6 +58,18 @@ def test_a_jsonl_or_text_corpus_is_read_and_a_missing_one_is_a_clear_error(tmp_p
         build_workload(3, corpus=tmp_path / "missing.tar.gz")
 
 
+@pytest.mark.parametrize("name", ["reviews.JSONL", "reviews.json", "reviews.NDJson"])
+def test_a_json_lines_corpus_is_known_by_its_suffix_in_any_case_and_json_too(tmp_path, name):
+    """c.JSONL or c.json was read as plain lines: the raw JSON became the texts."""
+    corpus = tmp_path / name
+    corpus.write_text('{"text": "好评，很满意"}\n{"text": "太差了，不会再买"}\n', encoding="utf-8")
+    texts = build_workload(3, corpus=corpus).texts
+    assert all("{" not in t and '"text"' not in t for t in texts) and "好评，很满意" in "".join(texts)
+    corpus.write_text('[{"text": "好评"}]', encoding="utf-8")  # a JSON array, not JSON Lines: refused
+    with pytest.raises(BadInputError, match="expected one JSON object with a 'text' field per line"):
+        build_workload(3, corpus=corpus)
+
+
 def test_an_empty_or_undecodable_corpus_is_a_one_line_error_naming_the_file(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n  \n", encoding="utf-8")
