@@ -273,3 +273,19 @@ def test_earlier_results_in_out_are_said_to_be_replaced(tmp_path, capsys):
     assert err.index("this run replaces them") < err.index("preparing")
     assert bench("--out", str(tmp_path / "new")) == 0
     assert "replaces" not in capsys.readouterr().err
+
+
+def test_help_lists_every_configuration_name(capsys, monkeypatch):
+    """--configs' help named none but the two unfused ones: the names appeared only in the error
+    for a wrong one."""
+    from structsent.bench.runners import configurations
+
+    monkeypatch.setenv("COLUMNS", "2000")  # (argparse wraps the help, at hyphens too)
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = capsys.readouterr().out
+    names = [*configurations("cpu", bf16="always"), *configurations("cuda", bf16="always")]
+    assert {"onnx-int8", "torch-fp16-padded", "torch-bf16", "onnx-int8-unfused"} <= set(names)
+    assert all(f" {name}," in text or f" {name};" in text or f" {name} " in text for name in names)
+    assert "on a CPU: one-by-one, fixed-32, pipeline, torch-fp32, onnx-fp32, onnx-int8," in text
+    assert "but onnx-fp32-unfused, onnx-int8-unfused)" in text

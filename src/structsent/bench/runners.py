@@ -186,7 +186,19 @@ def _token_lengths(tokenizer) -> Callable[[list[str]], list[int]]:
 # -- which configurations -----------------------------------------------------------------------
 def configurations(device: str, *, bf16: str = "auto") -> dict[str, Configuration]:
     """Every configuration offered on ``device``, by name, in table order."""
-    on_gpu = device.startswith("cuda")
+    bf16_title = None
+    if bf16 == "always" or (bf16 == "auto" and bf16_supported(device)):
+        bf16_title = "structsent torch bf16" + ("" if bf16_supported(device) else " (emulated: no native bf16)")
+    return {c.name: c for c in _table(on_gpu=device.startswith("cuda"), bf16_title=bf16_title)}
+
+
+def configuration_names(*, on_gpu: bool) -> list[str]:
+    """The names offered on CUDA or on a CPU, torch-bf16 included, without asking the host (for --help)."""
+    return [c.name for c in _table(on_gpu=on_gpu, bf16_title="structsent torch bf16")]
+
+
+def _table(*, on_gpu: bool, bf16_title: str | None) -> list[Configuration]:
+    """The configurations of a GPU or a CPU, in table order (torch bf16 where ``bf16_title`` names it)."""
     table = [
         Configuration(name="one-by-one", title="one text per call (torch fp32)", build=one_by_one, exact=True),
         Configuration(name="fixed-32", title="fixed batch 32, input order (torch fp32)", build=fixed_batches, exact=True),
@@ -214,10 +226,10 @@ def configurations(device: str, *, bf16: str = "auto") -> dict[str, Configuratio
             Configuration(name="onnx-int8-unfused", title="structsent ONNX int8 (not fused)",
                           build=onnx_unfused("int8"), exact=False),
         ]
-    if bf16 == "always" or (bf16 == "auto" and bf16_supported(device)):
-        title = "structsent torch bf16" + ("" if bf16_supported(device) else " (emulated: no native bf16)")
-        table.append(Configuration(name="torch-bf16", title=title, build=structsent_path("torch", "bf16"), exact=False))
-    return {c.name: c for c in table}
+    if bf16_title is not None:
+        table.append(Configuration(name="torch-bf16", title=bf16_title, build=structsent_path("torch", "bf16"),
+                                   exact=False))
+    return table
 
 
 DEFAULT_CONFIGURATIONS = ("one-by-one", "fixed-32", "pipeline", "torch-fp32", "onnx-fp32", "onnx-int8",

@@ -41,9 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # A str, not a Path: Path("") is ".", and an empty --out must be refused, not read as the current directory.
     parser.add_argument("--out", default="bench-out",
                         help="directory for bench.json, bench.png and bench.md (checked before the benchmark runs)")
+    # (the names from the table the runs and an unknown name's error read: bench.runners imports numpy alone)
+    from ..bench.runners import DEFAULT_CONFIGURATIONS, configuration_names
+
+    cpu, cuda = configuration_names(on_gpu=False), configuration_names(on_gpu=True)
     parser.add_argument("--configs", default=None,
-                        help="comma-separated configurations to run (default: all offered on the device); "
-                             "extra: onnx-fp32-unfused, onnx-int8-unfused")
+                        help=f"comma-separated configurations to run, on a CPU: {', '.join(cpu)}; on CUDA: "
+                             f"{', '.join(cuda)} (torch-bf16 as --bf16 says; default: all offered on the device "
+                             f"but {', '.join(n for n in cpu + cuda if n not in DEFAULT_CONFIGURATIONS)})")
     parser.add_argument("--chunks", type=integer, default=1,
                         help="split the texts into this many chunks and run every configuration on each "
                              "chunk in turn (interleaved, robust to changing machine load; the structsent "
