@@ -289,3 +289,15 @@ def test_help_lists_every_configuration_name(capsys, monkeypatch):
     assert all(f" {name}," in text or f" {name};" in text or f" {name} " in text for name in names)
     assert "on a CPU: one-by-one, fixed-32, pipeline, torch-fp32, onnx-fp32, onnx-int8," in text
     assert "but onnx-fp32-unfused, onnx-int8-unfused)" in text
+
+
+def test_bench_json_records_the_chunks_that_ran(tmp_path):
+    """--chunks 5 --n 2 ran 2 chunks and bench.json said 5."""
+    import json
+
+    from structsent.cli.bench import chunk_starts
+
+    assert [len(chunk_starts(n, k)) for n, k in [(2, 5), (10, 5), (10, 6), (10, 4), (7, 1)]] == [2, 5, 5, 4, 1]
+    out = tmp_path / "o"
+    assert bench("--out", str(out), "--chunks", "5") == 0
+    assert json.loads((out / "bench.json").read_text(encoding="utf-8"))["chunks"] == 2

@@ -151,7 +151,8 @@ def _bench(args, setup, chosen, checkpoint, workload, out: Path, model_dir: Path
 
         meta = {
             "model": model_note, "model_dir": str(model_dir), "workload": workload.describe(),
-            "corpus_source": workload.source, "n": args.n, "chunks": args.chunks, "device": machine,
+            "corpus_source": workload.source, "n": args.n, "device": machine,
+            "chunks": len(chunk_starts(len(workload.texts), args.chunks)),  # as run (--chunks 5 of 2 texts: 2)
             "mean_tokens": sum(lengths) / len(lengths), "fp32_matmul_peak_gflops": peak / 1e9 if peak else None,
             "fp32_matmul_peak_gflops_at_start": start_peak / 1e9 if start_peak else None,
             "fp32_matmul_peak_gflops_after_runs": end_peak / 1e9 if end_peak else None,
@@ -328,6 +329,12 @@ def _choose(names: str | None, offered: dict, default: tuple[str, ...]) -> list:
     return [offered[n] for n in wanted]
 
 
+def chunk_starts(n: int, chunks: int) -> range:
+    """Where each chunk of ``n`` texts starts, its step the chunk size: fewer than ``chunks`` when
+    equal chunks need fewer (5 asked of 2 texts: 2; of 10: 5 of 2 texts)."""
+    return range(0, n, -(-n // chunks))
+
+
 def _measure(chosen: list, setup, texts: list[str], chunks: int) -> dict:
     """Every configuration over the same texts, chunk by chunk, interleaved.
 
@@ -341,10 +348,10 @@ def _measure(chosen: list, setup, texts: list[str], chunks: int) -> dict:
     for config in chosen:
         _say(f"  preparing {config.title}")
         labellers[config.name] = prepare(config, setup, texts)
-    size = -(-len(texts) // chunks)
+    starts = chunk_starts(len(texts), chunks)
     parts: dict = {config.name: [] for config in chosen}
-    for index, start in enumerate(range(0, len(texts), size)):
-        chunk = texts[start : start + size]
+    for index, start in enumerate(starts):
+        chunk = texts[start : start + starts.step]
         for config in chosen if index % 2 == 0 else chosen[::-1]:
             timing = time_chunk(labellers[config.name], chunk, setup.device)
             parts[config.name].append(timing)
