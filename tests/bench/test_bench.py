@@ -8,9 +8,11 @@ import pytest
 
 from structsent.bench.models import build_random_model
 from structsent.bench.report import Row, fastest_within, markdown_table, with_ratios
+from structsent.bench.runners import Outcome, Timing, configurations, useful_flops
 from structsent.bench.workload import MAX_CHARS, MIN_CHARS, build_workload, join_reviews, read_sdist
 from structsent.errors import BadInputError
 from structsent.models import load_checkpoint
+from structsent.models.shape import BertShape, LastLayer
 
 from ..conftest import run_structsent
 
@@ -56,6 +58,18 @@ def test_a_jsonl_or_text_corpus_is_read_and_a_missing_one_is_a_clear_error(tmp_p
         build_workload(3, corpus=tmp_path / "missing.tar.gz")
 
 
+@pytest.mark.parametrize("name", ["reviews.JSONL", "reviews.json", "reviews.NDJson"])
+def test_a_json_lines_corpus_is_known_by_its_suffix_in_any_case_and_json_too(tmp_path, name):
+    """c.JSONL or c.json was read as plain lines: the raw JSON became the texts."""
+    corpus = tmp_path / name
+    corpus.write_text('{"text": "好评，很满意"}\n{"text": "太差了，不会再买"}\n', encoding="utf-8")
+    texts = build_workload(3, corpus=corpus).texts
+    assert all("{" not in t and '"text"' not in t for t in texts) and "好评，很满意" in "".join(texts)
+    corpus.write_text('[{"text": "好评"}]', encoding="utf-8")  # a JSON array, not JSON Lines: refused
+    with pytest.raises(BadInputError, match="expected one JSON object with a 'text' field per line"):
+        build_workload(3, corpus=corpus)
+
+
 def test_an_empty_or_undecodable_corpus_is_a_one_line_error_naming_the_file(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n  \n", encoding="utf-8")
@@ -82,6 +96,31 @@ def test_report_ratios_table_and_fastest_path():
     assert fastest_within(rows).name == "onnx-fp32"  # int8 is faster but below 99% agreement
     table = markdown_table(rows, utilisation_label="util")
     assert table.count("\n") == len(rows) + 1 and "| onnx-int8 | 10.00 | 10.00 | 5.00x | 10.0% | 95.00% | 50% |" in table
+
+
+def test_flops_count_what_each_path_computes_of_the_last_layer():
+    """Every layer was counted in full for every row, but structsent's model (every path but the
+    pipeline) runs the last layer past its keys and values at [CLS] only: its utilisation was
+    overstated (1.7x on the bundled 2-layer model), and the peak note then blamed the host."""
+    from structsent.cli.bench import _rows
+
+    shape = BertShape(vocab_size=10, hidden_size=4, num_layers=2, num_heads=2, intermediate_size=8)
+    # a full layer on 3 tokens: per token Q/K/V 3*2*4*4, output 2*4*4, feed-forward 2*2*4*8, attention 2*2*3*4
+    full_layer = 3 * (96 + 32 + 128 + 48)
+    # the last at [CLS]: keys and values of 3 tokens, then one query, its attention, output and feed-forward
+    cls_layer = 3 * 64 + 32 + 48 + 32 + 128
+    assert shape.encoder_flops(3, last_layer=LastLayer.FULL) == 2 * full_layer == 1824
+    assert shape.encoder_flops(3, last_layer=LastLayer.CLS_ONLY) == full_layer + cls_layer == 1344
+    assert shape.encoder_flops(3, last_layer=LastLayer.CLS_ONLY_QKV) == full_layer + cls_layer + 2 * 32  # torch int8
+    offered = configurations("cpu", bf16="always")
+    assert {name for name, c in offered.items() if c.last_layer is LastLayer.FULL} == {"pipeline"}
+    assert offered["torch-int8"].last_layer is LastLayer.CLS_ONLY_QKV
+    assert useful_flops(shape, [3, 3], LastLayer.CLS_ONLY) == 2 * 1344
+    timing = Timing(1.0, Outcome(["a", "b"], 6, 6))
+    rows = {r.name: r for r in _rows([offered["pipeline"], offered["torch-fp32"], offered["fixed-32"]],
+                                     dict.fromkeys(["pipeline", "torch-fp32", "fixed-32"], timing), shape, [3, 3], 100.0)}
+    assert rows["pipeline"].utilisation == pytest.approx(2 * 1824 / 100)
+    assert rows["torch-fp32"].utilisation == rows["fixed-32"].utilisation == pytest.approx(2 * 1344 / 100)
 
 
 def test_random_benchmark_model_has_the_requested_shape(tmp_path):

@@ -110,10 +110,11 @@ def test_an_output_that_cannot_be_written_is_refused_before_running_or_said_in_o
     assert bench("--out", str(tmp_path / "p")) == 1
     err = capsys.readouterr().err
     assert "cannot write bench.json (No space left on device)" in err and "Traceback" not in err
-    assert list((tmp_path / "p").iterdir()) == [] and bench_module.OUTPUT_FILES[0] == "bench.json"
+    assert not (tmp_path / "p").exists() and bench_module.OUTPUT_FILES[0] == "bench.json"  # nor the directory it made
     # an earlier run's files stay whole: the new bench.json replaced the old beside the old chart
     monkeypatch.undo()
     earlier = {name: f"earlier {name}\n" for name in bench_module.OUTPUT_FILES}
+    (tmp_path / "p").mkdir()
     for name, text in earlier.items():
         (tmp_path / "p" / name).write_text(text)
     monkeypatch.setattr("structsent.bench.report.write_chart", no_space)
@@ -193,3 +194,110 @@ def test_a_stopped_bench_leaves_no_empty_output_directory(tmp_path):
         proc.kill()
         proc.wait()
     assert not (tmp_path / "made").exists() and tmp_path.is_dir()  # every level it made, and only those
+
+
+def test_the_peak_the_utilisation_divides_by_is_printed_and_the_load_is_one_figure(tmp_path, capsys, monkeypatch):
+    """The start line said "fp32 matmul peak 58 GFLOP/s" while the table divided by the 174 measured
+    after the runs, unsaid; and the device line's load read 2.3 on stderr, 3.2 on stdout and in bench.json."""
+    import itertools
+    import json
+    import os
+
+    peaks = iter([58e9, 174e9])
+    monkeypatch.setattr("structsent.bench.runners.matmul_peak_flops", lambda threads: next(peaks))
+    loads = itertools.count(2.3)
+    monkeypatch.setattr(os, "getloadavg", lambda: (next(loads), 0.0, 0.0))
+    out = tmp_path / "o"
+    assert bench("--out", str(out)) == 0
+    captured = capsys.readouterr()
+    assert "fp32 matmul peak at the start 58 GFLOP/s" in captured.err
+    used = "fp32 matmul peak used: 174 GFLOP/s (the higher of 58 at the start and 174 after the runs)"
+    assert used in captured.out and used in (out / "bench.md").read_text(encoding="utf-8")
+    result = json.loads((out / "bench.json").read_text(encoding="utf-8"))
+    assert result["fp32_matmul_peak_gflops"] == 174 and result["fp32_matmul_peak_gflops_at_start"] == 58
+    device = result["device"]
+    assert "load 2.3" in device and f"device: {device}" in captured.err and f"device: {device}\n" in captured.out
+
+
+def test_bench_md_starts_with_the_model_texts_and_device_lines(tmp_path, capsys):
+    """bench.md held the table alone: its CPU figures without the host's ISA and load (as stdout and
+    bench.json have them)."""
+    import json
+
+    out = tmp_path / "o"
+    assert bench("--out", str(out)) == 0
+    result = json.loads((out / "bench.json").read_text(encoding="utf-8"))
+    lines = (out / "bench.md").read_text(encoding="utf-8").splitlines()
+    assert lines[:4] == [f"- model: {result['model']}", f"- texts: {result['workload']}", f"- device: {result['device']}", ""]
+    assert " ISA " in lines[2] and lines[4].startswith("| configuration |")
+
+
+def test_a_bench_stopped_after_its_runs_leaves_no_empty_output_directory(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during the second peak measurement, or SIGTERM while the files were written, left the
+    --out directories the run had made: the cleanup covered the measurements alone."""
+    import os
+    import signal
+
+    from structsent._exit import raise_terminated
+
+    peaks = iter([5e10])
+
+    def interrupted_second_peak(threads):
+        for peak in peaks:
+            return peak
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("structsent.bench.runners.matmul_peak_flops", interrupted_second_peak)
+    assert bench("--out", str(tmp_path / "made" / "here")) == 130
+    assert list(tmp_path.iterdir()) == []
+
+    def terminated_while_writing(path, rows, *, title):
+        assert signal.getsignal(signal.SIGTERM) is raise_terminated  # (else the signal would end pytest too)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr("structsent.bench.runners.matmul_peak_flops", lambda threads: 5e10)
+    monkeypatch.setattr("structsent.bench.report.write_chart", terminated_while_writing)
+    assert bench("--out", str(tmp_path / "made" / "here")) == 143
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_earlier_results_in_out_are_said_to_be_replaced(tmp_path, capsys):
+    """An --out holding an earlier run's files had them replaced without a word."""
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "bench.json").write_text("{}")
+    (out / "bench.md").write_text("earlier\n")
+    assert bench("--out", str(out)) == 0
+    err = capsys.readouterr().err
+    assert f"note: --out {out} holds an earlier run's bench.json, bench.md: this run replaces them\n" in err
+    assert err.index("this run replaces them") < err.index("preparing")
+    assert bench("--out", str(tmp_path / "new")) == 0
+    assert "replaces" not in capsys.readouterr().err
+
+
+def test_help_lists_every_configuration_name(capsys, monkeypatch):
+    """--configs' help named none but the two unfused ones: the names appeared only in the error
+    for a wrong one."""
+    from structsent.bench.runners import configurations
+
+    monkeypatch.setenv("COLUMNS", "2000")  # (argparse wraps the help, at hyphens too)
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = capsys.readouterr().out
+    names = [*configurations("cpu", bf16="always"), *configurations("cuda", bf16="always")]
+    assert {"onnx-int8", "torch-fp16-padded", "torch-bf16", "onnx-int8-unfused"} <= set(names)
+    assert all(f" {name}," in text or f" {name};" in text or f" {name} " in text for name in names)
+    assert "on a CPU: one-by-one, fixed-32, pipeline, torch-fp32, onnx-fp32, onnx-int8," in text
+    assert "but onnx-fp32-unfused, onnx-int8-unfused)" in text
+
+
+def test_bench_json_records_the_chunks_that_ran(tmp_path):
+    """--chunks 5 --n 2 ran 2 chunks and bench.json said 5."""
+    import json
+
+    from structsent.cli.bench import chunk_starts
+
+    assert [len(chunk_starts(n, k)) for n, k in [(2, 5), (10, 5), (10, 6), (10, 4), (7, 1)]] == [2, 5, 5, 4, 1]
+    out = tmp_path / "o"
+    assert bench("--out", str(out), "--chunks", "5") == 0
+    assert json.loads((out / "bench.json").read_text(encoding="utf-8"))["chunks"] == 2

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..batching import padding_fraction
+from ..models.shape import LastLayer
 from ..telemetry import NvmlDevice, nvml_device
 
 PIPELINE_BATCH = 32
@@ -59,6 +60,8 @@ class Configuration:
     title: str
     build: Callable[[Setup], LabelFn]
     exact: bool  # fp32 arithmetic: equal to the reference up to rounding
+    # What of the last layer it computes: structsent's model (every path but the pipeline) runs it at [CLS] only.
+    last_layer: LastLayer = LastLayer.CLS_ONLY
 
 
 # -- builders ---------------------------------------------------------------------------------------
@@ -183,11 +186,24 @@ def _token_lengths(tokenizer) -> Callable[[list[str]], list[int]]:
 # -- which configurations -----------------------------------------------------------------------
 def configurations(device: str, *, bf16: str = "auto") -> dict[str, Configuration]:
     """Every configuration offered on ``device``, by name, in table order."""
-    on_gpu = device.startswith("cuda")
+    bf16_title = None
+    if bf16 == "always" or (bf16 == "auto" and bf16_supported(device)):
+        bf16_title = "structsent torch bf16" + ("" if bf16_supported(device) else " (emulated: no native bf16)")
+    return {c.name: c for c in _table(on_gpu=device.startswith("cuda"), bf16_title=bf16_title)}
+
+
+def configuration_names(*, on_gpu: bool) -> list[str]:
+    """The names offered on CUDA or on a CPU, torch-bf16 included, without asking the host (for --help)."""
+    return [c.name for c in _table(on_gpu=on_gpu, bf16_title="structsent torch bf16")]
+
+
+def _table(*, on_gpu: bool, bf16_title: str | None) -> list[Configuration]:
+    """The configurations of a GPU or a CPU, in table order (torch bf16 where ``bf16_title`` names it)."""
     table = [
         Configuration(name="one-by-one", title="one text per call (torch fp32)", build=one_by_one, exact=True),
         Configuration(name="fixed-32", title="fixed batch 32, input order (torch fp32)", build=fixed_batches, exact=True),
-        Configuration(name="pipeline", title="transformers.pipeline, batch 32", build=transformers_pipeline, exact=True),
+        Configuration(name="pipeline", title="transformers.pipeline, batch 32", build=transformers_pipeline, exact=True,
+                      last_layer=LastLayer.FULL),
         Configuration(name="torch-fp32", title="structsent torch fp32", build=structsent_path("torch", "fp32"), exact=True),
         Configuration(name="onnx-fp32", title="structsent ONNX fp32 (fused)", build=structsent_path("onnx", "fp32"), exact=True),
     ]
@@ -203,16 +219,17 @@ def configurations(device: str, *, bf16: str = "auto") -> dict[str, Configuratio
             Configuration(name="onnx-int8", title="structsent ONNX int8 (fused, dynamic)",
                           build=structsent_path("onnx", "int8"), exact=False),
             Configuration(name="torch-int8", title="structsent torch int8 (dynamic)",
-                          build=structsent_path("torch", "int8"), exact=False),
+                          build=structsent_path("torch", "int8"), exact=False,
+                          last_layer=LastLayer.CLS_ONLY_QKV),  # its last Q/K/V projection is int8, not sliced
             Configuration(name="onnx-fp32-unfused", title="structsent ONNX fp32 (not fused)",
                           build=onnx_unfused("fp32"), exact=True),
             Configuration(name="onnx-int8-unfused", title="structsent ONNX int8 (not fused)",
                           build=onnx_unfused("int8"), exact=False),
         ]
-    if bf16 == "always" or (bf16 == "auto" and bf16_supported(device)):
-        title = "structsent torch bf16" + ("" if bf16_supported(device) else " (emulated: no native bf16)")
-        table.append(Configuration(name="torch-bf16", title=title, build=structsent_path("torch", "bf16"), exact=False))
-    return {c.name: c for c in table}
+    if bf16_title is not None:
+        table.append(Configuration(name="torch-bf16", title=bf16_title, build=structsent_path("torch", "bf16"),
+                                   exact=False))
+    return table
 
 
 DEFAULT_CONFIGURATIONS = ("one-by-one", "fixed-32", "pipeline", "torch-fp32", "onnx-fp32", "onnx-int8",
@@ -281,9 +298,9 @@ def matmul_peak_flops(threads: int | None, *, size: int = 2048, repeats: int = 5
     return 2.0 * size**3 / best
 
 
-def useful_flops(shape, lengths: list[int]) -> float:
-    """Encoder FLOPs of the real tokens only (padding excluded)."""
-    return float(sum(n * shape.flops_per_token(n) for n in lengths))
+def useful_flops(shape, lengths: list[int], last_layer: LastLayer) -> float:
+    """Encoder FLOPs of the real tokens only (padding excluded), of a path computing ``last_layer``."""
+    return float(sum(shape.encoder_flops(n, last_layer=last_layer) for n in lengths))
 
 
 class GpuSampler:

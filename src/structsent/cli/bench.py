@@ -41,9 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # A str, not a Path: Path("") is ".", and an empty --out must be refused, not read as the current directory.
     parser.add_argument("--out", default="bench-out",
                         help="directory for bench.json, bench.png and bench.md (checked before the benchmark runs)")
+    # (the names from the table the runs and an unknown name's error read: bench.runners imports numpy alone)
+    from ..bench.runners import DEFAULT_CONFIGURATIONS, configuration_names
+
+    cpu, cuda = configuration_names(on_gpu=False), configuration_names(on_gpu=True)
     parser.add_argument("--configs", default=None,
-                        help="comma-separated configurations to run (default: all offered on the device); "
-                             "extra: onnx-fp32-unfused, onnx-int8-unfused")
+                        help=f"comma-separated configurations to run, on a CPU: {', '.join(cpu)}; on CUDA: "
+                             f"{', '.join(cuda)} (torch-bf16 as --bf16 says; default: all offered on the device "
+                             f"but {', '.join(n for n in cpu + cuda if n not in DEFAULT_CONFIGURATIONS)})")
     parser.add_argument("--chunks", type=integer, default=1,
                         help="split the texts into this many chunks and run every configuration on each "
                              "chunk in turn (interleaved, robust to changing machine load; the structsent "
@@ -114,43 +119,52 @@ def _bench(args, setup, chosen, checkpoint, workload, out: Path, model_dir: Path
 
     device = setup.device
     lengths = _token_lengths(checkpoint.tokenizer, workload.texts, args.corpus)
-    peak = None if setup.on_gpu else matmul_peak_flops(args.num_threads)
+    machine = _machine(device)  # once, before the runs: every output shows the same load
+    start_peak = None if setup.on_gpu else matmul_peak_flops(args.num_threads)
     _say(f"model: {one_line(model_note)}\ntexts: {one_line(workload.describe())}\n"
-         f"mean tokens per text: {sum(lengths) / len(lengths):.0f}; device: {_machine(device)}"
-         + (f"; fp32 matmul peak {peak / 1e9:.0f} GFLOP/s" if peak else ""))
+         f"mean tokens per text: {sum(lengths) / len(lengths):.0f}; device: {machine}"
+         + (f"; fp32 matmul peak at the start {start_peak / 1e9:.0f} GFLOP/s" if start_peak else ""))
+    earlier = [name for name in OUTPUT_FILES if (out / name).is_file()]
+    if earlier:  # said before the run, while it can still be stopped
+        _say(one_line(f"note: --out {out} holds an earlier run's {', '.join(earlier)}: this run replaces them"))
 
     made = _make_output_directory(out)
-    try:
-        with sigterm_as_interrupt():  # stopped as by Ctrl-C: its runs end, nothing half-written is left
-            timings = _measure(chosen, setup, workload.texts, args.chunks)
-    except BaseException:
-        if made is not None:  # a stopped or failed run leaves no empty directory behind
-            _remove_empty_directories(out, up_to=made)
-        raise
-    if peak:  # measured again after the runs, the best of both: a busy moment at the start made it low
-        peak = max(peak, matmul_peak_flops(args.num_threads))
-    rows = with_ratios(_rows(chosen, timings, checkpoint.shape, lengths, peak))
-    util_label = "GPU utilisation" if setup.on_gpu else "useful FLOP/s / fp32 peak"
-    table = markdown_table(rows, utilisation_label=util_label) + _peak_caveat(rows, peak)
-    best = fastest_within(rows, min_agreement=MIN_AGREEMENT)
-    print(f"model: {one_line(model_note)}\ntexts: {one_line(workload.describe())}\ndevice: {_machine(device)}\n")
-    print(table)
-    if best is not None:
-        print(f"\nfastest path with >= {MIN_AGREEMENT:.0%} label agreement: {best.title} "
-              f"({best.texts_per_s:.2f} texts/s" + (f", {best.vs_baseline:.2f}x the pipeline)" if best.vs_baseline else ")"))
+    # Stopped as by Ctrl-C (its runs end, nothing half-written is left) or failed, up to its files
+    # written (the second peak measurement, the writing too): no empty directory of its making is left.
+    with _removed_if_left_empty(out, made), sigterm_as_interrupt():
+        timings = _measure(chosen, setup, workload.texts, args.chunks)
+        # Measured again after the runs, the best of both: a busy moment at the start made it low.
+        end_peak = matmul_peak_flops(args.num_threads) if start_peak else None
+        peak = max(start_peak, end_peak) if start_peak and end_peak else None
+        rows = with_ratios(_rows(chosen, timings, checkpoint.shape, lengths, peak))
+        util_label = "GPU utilisation" if setup.on_gpu else "useful FLOP/s / fp32 peak"
+        table = markdown_table(rows, utilisation_label=util_label) + _peak_used(start_peak, end_peak) \
+            + _peak_caveat(rows, peak)
+        best = fastest_within(rows, min_agreement=MIN_AGREEMENT)
+        # bench.md carries them too: a CPU figure is never shown without the host's ISA and load.
+        header = [f"model: {one_line(model_note)}", f"texts: {one_line(workload.describe())}", f"device: {machine}"]
+        print("\n".join(header) + "\n")
+        print(table)
+        if best is not None:
+            print(f"\nfastest path with >= {MIN_AGREEMENT:.0%} label agreement: {best.title} "
+                  f"({best.texts_per_s:.2f} texts/s" + (f", {best.vs_baseline:.2f}x the pipeline)" if best.vs_baseline else ")"))
 
-    meta = {
-        "model": model_note, "model_dir": str(model_dir), "workload": workload.describe(),
-        "corpus_source": workload.source, "n": args.n, "chunks": args.chunks, "device": _machine(device),
-        "mean_tokens": sum(lengths) / len(lengths), "fp32_matmul_peak_gflops": peak / 1e9 if peak else None,
-        "fastest_with_99_agreement": best.name if best else None,
-    }
-    title = f"{model_title}: {len(workload.texts)} texts\n{_machine(device)}"
-    _write_all_or_none(out, {
-        "bench.json": lambda path: write_json(path, meta, rows),
-        "bench.png": lambda path: write_chart(path, rows, title=title),
-        "bench.md": lambda path: path.write_text(table + "\n", encoding="utf-8"),
-    })
+        meta = {
+            "model": model_note, "model_dir": str(model_dir), "workload": workload.describe(),
+            "corpus_source": workload.source, "n": args.n, "device": machine,
+            "chunks": len(chunk_starts(len(workload.texts), args.chunks)),  # as run (--chunks 5 of 2 texts: 2)
+            "mean_tokens": sum(lengths) / len(lengths), "fp32_matmul_peak_gflops": peak / 1e9 if peak else None,
+            "fp32_matmul_peak_gflops_at_start": start_peak / 1e9 if start_peak else None,
+            "fp32_matmul_peak_gflops_after_runs": end_peak / 1e9 if end_peak else None,
+            "fastest_with_99_agreement": best.name if best else None,
+        }
+        title = f"{model_title}: {len(workload.texts)} texts\n{machine}"
+        _write_all_or_none(out, {
+            "bench.json": lambda path: write_json(path, meta, rows),
+            "bench.png": lambda path: write_chart(path, rows, title=title),
+            "bench.md": lambda path: path.write_text("".join(f"- {line}\n" for line in header) + "\n" + table + "\n",
+                                                     encoding="utf-8"),
+        })
     print("\n" + one_line(f"wrote {out / 'bench.json'}, {out / 'bench.png'} and {out / 'bench.md'}"))
     return 0
 
@@ -176,6 +190,18 @@ def _make_output_directory(out: Path) -> Path | None:
     except OSError as err:
         raise ConfigError(f"--out {out}: cannot make the directory ({err.strerror or err})") from None
     return outermost
+
+
+@contextlib.contextmanager
+def _removed_if_left_empty(out: Path, made: Path | None) -> Iterator[None]:
+    """On an exception within, ``out`` and the levels above it up to ``made`` (what this run made;
+    None: nothing) are removed where empty."""
+    try:
+        yield
+    except BaseException:
+        if made is not None:
+            _remove_empty_directories(out, up_to=made)
+        raise
 
 
 def _remove_empty_directories(out: Path, *, up_to: Path) -> None:
@@ -303,6 +329,12 @@ def _choose(names: str | None, offered: dict, default: tuple[str, ...]) -> list:
     return [offered[n] for n in wanted]
 
 
+def chunk_starts(n: int, chunks: int) -> range:
+    """Where each chunk of ``n`` texts starts, its step the chunk size: fewer than ``chunks`` when
+    equal chunks need fewer (5 asked of 2 texts: 2; of 10: 5 of 2 texts)."""
+    return range(0, n, -(-n // chunks))
+
+
 def _measure(chosen: list, setup, texts: list[str], chunks: int) -> dict:
     """Every configuration over the same texts, chunk by chunk, interleaved.
 
@@ -316,16 +348,24 @@ def _measure(chosen: list, setup, texts: list[str], chunks: int) -> dict:
     for config in chosen:
         _say(f"  preparing {config.title}")
         labellers[config.name] = prepare(config, setup, texts)
-    size = -(-len(texts) // chunks)
+    starts = chunk_starts(len(texts), chunks)
     parts: dict = {config.name: [] for config in chosen}
-    for index, start in enumerate(range(0, len(texts), size)):
-        chunk = texts[start : start + size]
+    for index, start in enumerate(starts):
+        chunk = texts[start : start + starts.step]
         for config in chosen if index % 2 == 0 else chosen[::-1]:
             timing = time_chunk(labellers[config.name], chunk, setup.device)
             parts[config.name].append(timing)
             _say(f"  chunk {index + 1}: {config.title}: {timing.seconds:.2f}s "
                  f"({len(chunk) / timing.seconds:.2f} texts/s)")
     return {name: Timing.combine(timings) for name, timings in parts.items()}
+
+
+def _peak_used(start_peak: float | None, end_peak: float | None) -> str:
+    """The line under the table naming the peak the utilisation column divides by."""
+    if not start_peak or not end_peak:
+        return ""
+    return (f"\n\nfp32 matmul peak used: {max(start_peak, end_peak) / 1e9:.0f} GFLOP/s (the higher of "
+            f"{start_peak / 1e9:.0f} at the start and {end_peak / 1e9:.0f} after the runs)")
 
 
 def _peak_caveat(rows: list, peak: float | None) -> str:
@@ -346,13 +386,12 @@ def _rows(chosen: list, timings: dict, shape, lengths: list[int], peak: float | 
     from ..bench.runners import useful_flops
 
     reference = np.array(timings["torch-fp32"].outcome.labels, dtype=object)
-    flops = useful_flops(shape, lengths)
     rows = []
     for config in chosen:
         timing = timings[config.name]
         labels = np.array(timing.outcome.labels, dtype=object)
-        if peak:
-            utilisation = flops / timing.seconds / peak
+        if peak:  # the FLOPs this path computes: the pipeline runs the last layer in full, structsent at [CLS]
+            utilisation = useful_flops(shape, lengths, config.last_layer) / timing.seconds / peak
         else:
             utilisation = timing.gpu_utilisation / 100 if timing.gpu_utilisation is not None else None
         rows.append(Row(

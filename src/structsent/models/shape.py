@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 
 from ..errors import ModelFormatError
 
@@ -13,6 +14,14 @@ MIN_POSITIONS = 3  # [CLS], one token, [SEP]
 # LayerNorm's epsilon is added to a variance: BERTs use 1e-12 to 1e-5. One near the variance or
 # above it (1e300) flattens every hidden state, and the model answers its bias for every text.
 MAX_LAYER_NORM_EPS = 1e-2
+
+
+class LastLayer(enum.Enum):
+    """How much of the last encoder layer a path computes (its FLOPs, for utilisation)."""
+
+    FULL = "full"  # every token through the whole layer (transformers)
+    CLS_ONLY = "cls-only"  # keys and values of every token, the rest at [CLS] alone (modeling.py's cls_only)
+    CLS_ONLY_QKV = "cls-only-qkv"  # queries too of every token: a quantized Q/K/V projection cannot be sliced
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -50,8 +59,17 @@ class BertShape:
                 f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
             )
 
-    def flops_per_token(self, seq_len: int) -> float:
-        """Multiply-add FLOPs of the encoder per real token at ``seq_len`` (for utilisation)."""
-        h, i = self.hidden_size, self.intermediate_size
-        per_layer = 2 * (4 * h * h + 2 * h * i) + 2 * 2 * seq_len * h
-        return float(per_layer * self.num_layers)
+    def encoder_flops(self, seq_len: int, *, last_layer: LastLayer = LastLayer.FULL) -> float:
+        """Multiply-add FLOPs of the encoder on one text of ``seq_len`` tokens (for utilisation):
+        the projections, the feed-forward and attention's two products, every layer in full but the
+        last, of which ``last_layer`` says what is computed."""
+        h, i, n = self.hidden_size, self.intermediate_size, seq_len
+        attention = 2 * 2 * n * h  # one query's scores over n keys, and its weighted sum of n values
+        per_token = 2 * (4 * h * h + 2 * h * i) + attention
+        if last_layer is LastLayer.FULL:
+            last = n * per_token
+        else:
+            queries = n if last_layer is LastLayer.CLS_ONLY_QKV else 1
+            # keys and values of every token; then [CLS]'s attention, output projection and feed-forward
+            last = n * 2 * 2 * h * h + queries * 2 * h * h + attention + 2 * (h * h + 2 * h * i)
+        return float(n * per_token * (self.num_layers - 1) + last)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import BadInputError
+from ..io.formats import Format, suffixes_of
 
 SAMPLE_REVIEWS = Path(__file__).resolve().parents[1] / "data" / "sample_reviews.txt"
 
@@ -74,13 +75,18 @@ def packaged_sample_texts() -> tuple[list[str], str]:
     return read_texts(SAMPLE_REVIEWS), "structsent/data/sample_reviews.txt"
 
 
+def is_json_lines(path: Path) -> bool:
+    """Named as `label` names JSON Lines: .jsonl, .ndjson or .json, in any case."""
+    return Path(path).suffix.lower() in {f".{suffix}" for suffix in suffixes_of(Format.JSONL)}
+
+
 def read_texts(path: Path) -> list[str]:
-    """Lines of a text file, or the "text" field of a JSONL file."""
+    """Lines of a text file, or the "text" field of a JSONL file (named so: ``is_json_lines``)."""
     try:  # utf-8-sig: a byte-order mark opens the file, it is not part of the first text
         lines = [line for line in Path(path).read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as err:
         raise BadInputError(f"{path}: cannot read texts ({err})") from err
-    if not str(path).endswith((".jsonl", ".ndjson")):
+    if not is_json_lines(path):
         return lines
     texts = []
     for number, line in enumerate(lines, 1):
