@@ -172,3 +172,26 @@ def test_a_value_refused_once_the_model_is_known_names_the_flag_or_the_variable(
     assert main(["serve", "--max-queue", "0"]) == 2
     assert capsys.readouterr().err.strip() == "structsent: error: --max-queue 0: must be at least 1"
     assert not (tmp_path / "a.jsonl").exists() and not (tmp_path / "b.jsonl").exists()
+
+
+def test_a_flag_given_beside_its_variable_is_what_a_refusal_names_as_typed(monkeypatch, tmp_path, capsys):
+    """STRUCTSENT_TOKEN_BUDGET=100 and --token-budget 100 named the variable, which the flag had
+    overridden; an alias (--batch-tokens, --threads) was named by the flag's main spelling."""
+    from structsent.cli import main
+
+    source = tmp_path / "in.txt"
+    source.write_text("好评\n", encoding="utf-8")
+    out = ["-o", str(tmp_path / "out.jsonl")]
+    monkeypatch.setenv("STRUCTSENT_TOKEN_BUDGET", "100")
+    monkeypatch.setenv("STRUCTSENT_WINDOW_STRIDE", "10")
+    for flags, says in [(["--window-stride", "10"], "--window-stride applies only with --long-text windows"),
+                        (["--token-budget", "100"], "--token-budget 100: must be at least max_length (512)"),
+                        (["--batch-tokens=100"], "--batch-tokens 100: must be at least max_length (512)"),
+                        (["--threads", "5000"], "--threads 5000: must be in 0..1024")]:
+        if "--window-stride" not in flags:
+            monkeypatch.delenv("STRUCTSENT_WINDOW_STRIDE", raising=False)
+        assert main(["label", str(source), *out, *flags]) == 2, flags
+        assert capsys.readouterr().err.strip() == f"structsent: error: {says}", flags
+    assert main(["label", str(source), *out]) == 2  # the variable alone: named as such
+    assert capsys.readouterr().err.strip() == \
+        "structsent: error: STRUCTSENT_TOKEN_BUDGET='100': must be at least max_length (512)"

@@ -73,7 +73,27 @@ class SubcommandParser(OneLineErrors):
         parsed, extras = super().parse_known_args(args, namespace)
         if extras:
             self.error(f"unrecognized arguments: {' '.join(extras)}")
+        parsed._typed = typed_flags(self, list(args or ()))
         return parsed, extras
+
+
+def typed_flags(parser: argparse.ArgumentParser, argv: list[str]) -> dict[str, str]:
+    """Each option given on the command line, by destination, as typed (an alias, an abbreviation
+    argparse took for it): a refusal names what the user typed, and a flag given beside its
+    STRUCTSENT_* variable is named, not the variable it overrode."""
+    typed: dict[str, str] = {}
+    for token in argv:
+        if token == "--":
+            break
+        word = token.split("=", 1)[0]
+        if not word.startswith("-") or word == "-":
+            continue
+        for action in parser._actions:
+            if any(o == word or (word.startswith("--") and len(word) > 2 and o.startswith(word))
+                   for o in action.option_strings):
+                typed.setdefault(action.dest, word)
+                break
+    return typed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,14 +121,15 @@ def in_the_users_words(err: StructsentError, args: argparse.Namespace | None) ->
     flags = getattr(args, "_flag_of", None)
     if not isinstance(err, ConfigError) or not flags:
         return message
+    typed: dict[str, str] = getattr(args, "_typed", {})
     values = {dest: getattr(args, dest) for dest in flags if hasattr(args, dest)}
-    named = named_as_its_variable(message, values)
+    named = named_as_its_variable(message, values, given=typed)
     if named != message:
         return named
     for dest, value in values.items():
         opening = f"{dest}={value!r}: "
         if message.startswith(opening):
-            return f"{flags[dest]} {value}: {message.removeprefix(opening)}"
+            return f"{typed.get(dest, flags[dest])} {value}: {message.removeprefix(opening)}"
     return message
 
 

@@ -92,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
     if args.n > MAX_N:  # (it built texts until memory ran out: a MemoryError traceback)
         raise ConfigError(f"--n {args.n}: must be 1..{MAX_N:,} (the texts are held in memory)")
     # Everything that can be refused is refused before the benchmark runs, not after.
-    config = config_of({"device": args.device, "num_threads": args.num_threads, "token_budget": args.token_budget})
+    config = config_of({"device": args.device, "num_threads": args.num_threads, "token_budget": args.token_budget},
+                       given=getattr(args, "_typed", {}))
     out = _output_directory(args.out)
     device = torch_device(args.device)  # the same ConfigError as `structsent label --device cuda` without CUDA
     workload = build_workload(args.n, seed=args.seed, corpus=args.corpus)

@@ -13,6 +13,7 @@ import enum
 import os
 import types
 import typing
+from collections.abc import Mapping
 
 from ..config import EngineConfig, LongTextPolicy
 from ..errors import ConfigError
@@ -92,36 +93,42 @@ def check_no_bad_variable(*values) -> None:
 
 def engine_config(args: argparse.Namespace) -> EngineConfig:
     """The EngineConfig the flags describe (validated: a bad value is a ConfigError)."""
-    return config_of({field.name: getattr(args, field.name) for field in dataclasses.fields(EngineConfig)})
+    return config_of({field.name: getattr(args, field.name) for field in dataclasses.fields(EngineConfig)},
+                     given=getattr(args, "_typed", {}))
 
 
-def config_of(values: dict) -> EngineConfig:
+def config_of(values: dict, *, given: Mapping[str, str] | None = None) -> EngineConfig:
     """The EngineConfig of these flag values (all of its fields, or some), a value refused naming the
-    STRUCTSENT_* variable it came from when it came from one."""
+    STRUCTSENT_* variable it came from when it came from one (``given``: the flags typed, by
+    destination: a flag given overrides its variable, and is what a refusal names)."""
     check_no_bad_variable(*values.values())  # a variable no flag overrode, for a command that runs the engine
     try:
         config = EngineConfig(**values)
     except ConfigError as err:
-        raise ConfigError(named_as_its_variable(str(err), values)) from None
-    _check_window_stride_is_used(config)
+        raise ConfigError(named_as_its_variable(str(err), values, given=given)) from None
+    _check_window_stride_is_used(config, given or {})
     return config
 
 
-def _check_window_stride_is_used(config: EngineConfig) -> None:
+def _check_window_stride_is_used(config: EngineConfig, given: Mapping[str, str]) -> None:
     """A window stride with --long-text truncate was accepted and ignored (no text is cut into
     windows then): refused after the range checks, naming the flag or the variable that gave it."""
     if config.window_stride is None or config.long_text is LongTextPolicy.WINDOWS:
         return
     variable = ENV_PREFIX + "WINDOW_STRIDE"
     raw = os.environ.get(variable)
-    given = variable if raw is not None and _reads_as(raw, config.window_stride) else "--window-stride"
-    raise ConfigError(f"{given} applies only with --long-text windows")
+    named = given.get("window_stride") or (
+        variable if raw is not None and _reads_as(raw, config.window_stride) else "--window-stride")
+    raise ConfigError(f"{named} applies only with --long-text windows")
 
 
-def named_as_its_variable(message: str, values: dict) -> str:
+def named_as_its_variable(message: str, values: dict, *, given: Mapping[str, str] | None = None) -> str:
     """EngineConfig's message ("token_budget=-1: must be in ...") about a value that came from a
-    STRUCTSENT_* variable, naming the variable the user set rather than a field they never typed."""
+    STRUCTSENT_* variable, naming the variable the user set rather than a field they never typed
+    (not where its flag was ``given``: the flag overrode it)."""
     for name, value in values.items():
+        if given and name in given:
+            continue
         variable = ENV_PREFIX + name.upper()
         raw = os.environ.get(variable)
         opening = f"{name}={value!r}: "
