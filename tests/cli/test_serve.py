@@ -167,6 +167,40 @@ def test_a_model_that_cannot_run_as_asked_stops_serve_with_several_workers_too(f
         assert "Traceback" not in done.stderr and says in done.stderr.splitlines()[-1], (workers, done.stderr)
 
 
+@pytest.mark.parametrize("signum, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_during_the_check_before_the_workers_stops_it_at_once(tmp_path, signum, code):
+    """The check loads the model as a worker does (an ONNX export into an empty cache: seconds);
+    Ctrl-C or SIGTERM to `serve` waited for the whole load before the command stopped."""
+    import os
+    import signal
+    import time
+
+    from ..conftest import children_of, is_running
+
+    env = {**os.environ, "STRUCTSENT_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "structsent", "serve", "--port", str(free_port()), "--workers",
+                             "2", "--backend", "onnx"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        deadline, checking = time.time() + 60, []
+        while not checking and time.time() < deadline and proc.poll() is None:
+            checking = children_of(proc.pid, running="multiprocessing")
+            time.sleep(0.05)
+        time.sleep(1.0)  # into the load: the cache is still being filled
+        assert checking and proc.poll() is None, "no check running to stop: the test proves nothing"
+        sent = time.monotonic()
+        proc.send_signal(getattr(signal, signum))
+        _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == code, err.decode()
+    assert took < 3, f"stopped {took:.1f} s after the signal"
+    time.sleep(0.5)
+    assert not any(is_running(pid) for pid in checking), "the check's process outlived the command"
+
+
 def test_the_service_freezes_its_startup_objects_once_warm(hf_model_dir):
     assert gc.get_freeze_count() == 0
     service = SentimentService(ServerSettings(model=str(hf_model_dir)))

@@ -162,19 +162,44 @@ def check_model_loads(settings) -> None:
     loads it (checkpoint, runtime plan, warm-up), so that a missing or broken checkpoint, and a
     device, precision or token budget the model cannot run with, stop the command with the one-line
     error a single worker gives. Loaded in a child process, so that the supervisor does not keep the
-    model's memory for the server's lifetime; an ONNX export it makes is in the cache for the workers."""
-    import concurrent.futures
+    model's memory for the server's lifetime; an ONNX export it makes is in the cache for the workers.
+    Ctrl-C or SIGTERM meanwhile stops the child at once (the command waited for a whole export)."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-        pool.submit(_load_as_a_worker, settings.to_json()).result()  # its typed error, raised here
+    receiving, sending = context.Pipe(duplex=False)
+    child = context.Process(target=_load_as_a_worker, args=(settings.to_json(), sending), daemon=True,
+                            name="structsent-model-check")
+    child.start()
+    sending.close()
+    try:
+        outcome = receiving.recv()  # None, or the load's typed error
+    except EOFError:  # the child died without a word (killed, out of memory)
+        child.join()
+        from ..errors import StructsentError
+
+        raise StructsentError(f"the model's check before the workers ended without an answer (exit status "
+                             f"{child.exitcode}); run with --workers 1 to see the load's own error") from None
+    except BaseException:  # Ctrl-C, SIGTERM
+        child.terminate()
+        child.join(10)
+        raise
+    finally:
+        receiving.close()
+    child.join()
+    if outcome is not None:
+        raise outcome
 
 
-def _load_as_a_worker(settings_json: str) -> None:
+def _load_as_a_worker(settings_json: str, sending) -> None:
     from ..server.app import ServerSettings, load_classifier
 
-    load_classifier(ServerSettings.from_json(settings_json))
+    try:
+        load_classifier(ServerSettings.from_json(settings_json))
+    except Exception as err:  # noqa: BLE001 - sent to the parent, which raises it
+        sending.send(err)
+    else:
+        sending.send(None)
 
 
 def check_process_flags(args: argparse.Namespace) -> None:
