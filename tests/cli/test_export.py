@@ -184,21 +184,10 @@ def test_an_existing_empty_directory_is_written_into_not_replaced(source, tmp_pa
 def test_overwrite_replaces_an_export_in_a_directory_that_cannot_be_renamed(source, tmp_path, monkeypatch, capsys):
     """A mount point (a container's volume) holding an earlier export: --overwrite ran the whole
     export, then failed renaming the directory aside ("Device or resource busy")."""
-    import errno
-    import os
-    from pathlib import Path
-
     out = tmp_path / "out"
     assert export(source, out) == 0
     inode = out.stat().st_ino
-    rename = Path.rename
-
-    def busy_mount_point(self, target):
-        if self == out:
-            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY))
-        return rename(self, target)
-
-    monkeypatch.setattr(Path, "rename", busy_mount_point)
+    _busy_mount_point(monkeypatch, out)
     assert export(source, out, "--int8", "--overwrite") == 0, capsys.readouterr().err
     config = json.loads((out / "config.json").read_text())
     assert config["structsent_onnx"]["precision"] == "int8" and out.stat().st_ino == inode
@@ -206,6 +195,7 @@ def test_overwrite_replaces_an_export_in_a_directory_that_cannot_be_renamed(sour
 
 
 def _busy_mount_point(monkeypatch, out):
+    """``out`` as a mount point: renaming it fails ("Device or resource busy"), as a volume's does."""
     import errno
     import os
     from pathlib import Path
