@@ -1293,3 +1293,22 @@ def test_cli_engine_ray_reports_an_input_of_no_rows_as_the_local_job_does(ray_ad
     local = run_cli(tmp_path / "in" / "a.csv", "-o", tmp_path / "local.csv", "--quiet", "--report",
                     tmp_path / "local.html")
     assert local.returncode == 0 and '<dd id="total-rows">0</dd>' in (tmp_path / "local.html").read_text("utf-8")
+
+
+
+@pytest.mark.parametrize("name, content", [("a.csv", "id,text\n"), ("a.jsonl", "")])
+def test_cli_engine_ray_refuses_a_report_by_column_an_output_of_no_rows_would_not_have(ray_address, tmp_path, name,
+                                                                                      content):
+    """On an input of no rows, `--report-by rating` made a page with an empty "By rating" section,
+    where the local job refuses a column its output will not have; a column it has is grouped by."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / name).write_text(content, encoding="utf-8")
+    says = one_line_exit(ray_label(ray_address, tmp_path / "in", tmp_path / "out", "--report", tmp_path / "r.html",
+                                   "--report-by", "rating"), 2)
+    assert "is written (no rows), but not the report: --report-by rating:" in says
+    assert not (tmp_path / "r.html").exists()
+    if name.endswith(".csv"):
+        proc = ray_label(ray_address, tmp_path / "in", tmp_path / "out2", "--report", tmp_path / "r2.html",
+                         "--report-by", "id")
+        assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+        assert '<dd id="total-rows">0</dd>' in (tmp_path / "r2.html").read_text(encoding="utf-8")

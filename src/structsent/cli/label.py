@@ -195,10 +195,33 @@ def _run_on_ray(args: argparse.Namespace) -> int:
     if args.report is not None:
         with sigterm_as_interrupt():  # the page's temporary file is removed (exit 143)
             # The directory's files, read as one output (the report's own format detection per file).
+            labels = _labels_of_an_empty_ray_output(args)
+            if labels is not None and args.report_by is not None:
+                _check_report_by_of_no_rows(args, labels)
             _report_written_output(args, args.output, report_was, prefix=args.prefix,
                                    text_column=args.text_column if args.id_column is None else None,
-                                   labels=_labels_of_an_empty_ray_output(args))
+                                   labels=labels)
     return EXIT_OK
+
+
+def _check_report_by_of_no_rows(args: argparse.Namespace, labels: tuple[str, ...]) -> None:
+    """A Ray job's output of no rows has no file to find a --report-by column in: the column is
+    checked against the input's header as the local job checks it (a column the output would not
+    have made a page with an empty section, where the local job refuses it)."""
+    import types
+
+    from ..errors import BadInputError
+    from ..ray import resolve_input
+
+    source = resolve_input(args.input, args.format)
+    if not source.files:  # a remote URI: its files are Ray's to list
+        return
+    as_local = types.SimpleNamespace(input=source.files[0], input_format=source.format, text_column=args.text_column,
+                                     id_column=args.id_column, prefix=args.prefix, resume=False)
+    try:
+        _check_report_by(args.report_by, as_local, labels)
+    except BadInputError as err:
+        raise BadInputError(f"{args.output} is written (no rows), but not the report: {err}") from err
 
 
 def _labels_of_an_empty_ray_output(args: argparse.Namespace) -> tuple[str, ...] | None:
