@@ -187,7 +187,10 @@ def test_a_flag_given_beside_its_variable_is_what_a_refusal_names_as_typed(monke
     for flags, says in [(["--window-stride", "10"], "--window-stride applies only with --long-text windows"),
                         (["--token-budget", "100"], "--token-budget 100: must be at least max_length (512)"),
                         (["--batch-tokens=100"], "--batch-tokens 100: must be at least max_length (512)"),
-                        (["--threads", "5000"], "--threads 5000: must be in 0..1024")]:
+                        (["--threads", "5000"], "--threads 5000: must be in 0..1024"),
+                        # given twice: argparse keeps the last value, and the message names its spelling
+                        (["--token-budget", "4096", "--batch-tokens", "100"],
+                         "--batch-tokens 100: must be at least max_length (512)")]:
         if "--window-stride" not in flags:
             monkeypatch.delenv("STRUCTSENT_WINDOW_STRIDE", raising=False)
         assert main(["label", str(source), *out, *flags]) == 2, flags

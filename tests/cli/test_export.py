@@ -288,3 +288,25 @@ def test_an_output_of_dash_is_refused_as_standard_output(source, tmp_path, capsy
     assert export(source, "-") == 2
     assert "export output -: an export is a directory, not standard output" in one_line_error(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
+
+
+def test_a_stop_between_the_mount_points_hidden_directories_leaves_neither(source, tmp_path, monkeypatch, capsys):
+    """Ctrl-C after the first of the two hidden directories was made left it inside the export."""
+    import structsent.onnx.export as export_module
+
+    out = tmp_path / "out"
+    assert export(source, out) == 0
+    before = _files(out)
+    _busy_mount_point(monkeypatch, out)
+    new_inside, made = export_module._new_inside, []
+
+    def stopped_at_the_second(target):
+        if made:
+            raise KeyboardInterrupt
+        made.append(new_inside(target))
+        return made[-1]
+
+    monkeypatch.setattr(export_module, "_new_inside", stopped_at_the_second)
+    assert export(source, out, "--overwrite") == 130
+    assert made and not made[0].exists()
+    assert _files(out) == before and sorted(p.name for p in out.iterdir()) == sorted(before)

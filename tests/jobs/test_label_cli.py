@@ -816,3 +816,19 @@ def test_an_output_naming_standard_output_on_a_pipe_is_refused_as_a_pipe(tmp_pat
     assert message == f"structsent: error: {name}: is a named pipe; name a regular file to write (or -o - for " \
                       "standard output)\n"
     assert proc.stdout == b"" and sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+
+def test_a_report_onto_the_file_standard_input_comes_from_is_refused(tmp_path):
+    """`label - --report in.csv --overwrite < in.csv` wrote the page over the input, which a named
+    input refuses ("the report would overwrite the job's input")."""
+    source = tmp_path / "in.csv"
+    source.write_bytes("id,text\n1,好吃\n".encode("utf-8"))
+    before = source.read_bytes()
+    with open(source, "rb") as stdin:
+        proc = subprocess.run([PYTHON, "-m", "structsent", "label", "-", "--format", "csv", "-o", "out.csv",
+                               "--report", "in.csv", "--overwrite"], stdin=stdin, capture_output=True,
+                              cwd=tmp_path, timeout=120)
+    message = proc.stderr.decode()
+    assert proc.returncode == 2 and message.count("\n") == 1, message
+    assert "in.csv: the report would overwrite the job's input (standard input's file)" in message, message
+    assert source.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]

@@ -91,7 +91,7 @@ def typed_flags(parser: argparse.ArgumentParser, argv: list[str]) -> dict[str, s
         for action in parser._actions:
             if any(o == word or (word.startswith("--") and len(word) > 2 and o.startswith(word))
                    for o in action.option_strings):
-                typed.setdefault(action.dest, word)
+                typed[action.dest] = word  # the last one given: its value is the one argparse keeps
                 break
     return typed
 

@@ -112,8 +112,8 @@ def run(args: argparse.Namespace) -> int:
         from ..report import check_report_path
 
         # Before the job: a report path that cannot be written would fail only after all the labelling.
-        check_report_path(args.report, keep=job_paths(spec), overwrite=args.overwrite or args.resume,
-                          flag="--report")
+        check_report_path(args.report, keep={**job_paths(spec), **_standard_input_file(spec)},
+                          overwrite=args.overwrite or args.resume, flag="--report")
         refuse_another_jobs_work_file(args.report, "report")
         report_was = file_identity(Path(os.path.realpath(args.report)))
     classifier = structsent.load(args.model, config=engine_config(args))
@@ -150,6 +150,20 @@ def run(args: argparse.Namespace) -> int:
         with sigterm_as_interrupt():  # the page's temporary file is removed (exit 143)
             _write_report(args, spec, summary, classifier, report_was)
     return EXIT_OK
+
+
+def _standard_input_file(spec) -> dict[str, str]:
+    """The file standard input is redirected from, kept from the report as a named input is
+    (`label - --report in.csv --overwrite < in.csv` wrote the page over the input)."""
+    import stat
+
+    if spec.input != "-":
+        return {}
+    try:
+        regular = stat.S_ISREG(os.fstat(0).st_mode)
+    except OSError:
+        return {}
+    return {"/dev/stdin": "the job's input (standard input's file)"} if regular else {}
 
 
 def _check_tokenizer_processes(args: argparse.Namespace) -> None:

@@ -287,14 +287,21 @@ def _replace_files_in(target: Path, staging: Path) -> None:
     by renames there (the earlier files set aside, config.json first; the new ones moved in,
     config.json last). A stop during the swap puts the earlier export back. (The earlier export
     was deleted before the copy: an interrupted --overwrite left neither.)"""
-    incoming = _new_inside(target)
-    outgoing = _new_inside(target)
+    made: list[Path] = []  # removed however the replacement ends (a signal between the two made one)
+    swapped = False
     try:
+        incoming = _new_inside(target)
+        made.append(incoming)
+        outgoing = _new_inside(target)
+        made.append(outgoing)
         _move_export_files(staging, incoming)
         _swap_export_files(target, incoming, outgoing)
+        swapped = True
     finally:
-        shutil.rmtree(incoming, ignore_errors=True)
-        shutil.rmtree(outgoing, ignore_errors=True)
+        for index, directory in enumerate(made):
+            if index == 1 and not swapped and any(directory.iterdir()):  # (1: outgoing)
+                continue  # earlier files a stopped put-back left there: kept, never deleted
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _swap_export_files(target: Path, incoming: Path, outgoing: Path) -> None:
