@@ -155,15 +155,10 @@ def run(args: argparse.Namespace) -> int:
 def _standard_input_file(spec) -> dict[str, str]:
     """The file standard input is redirected from, kept from the report as a named input is
     (`label - --report in.csv --overwrite < in.csv` wrote the page over the input)."""
-    import stat
+    from ..jobs.label import standard_input_file
 
-    if spec.input != "-":
-        return {}
-    try:
-        regular = stat.S_ISREG(os.fstat(0).st_mode)
-    except OSError:
-        return {}
-    return {"/dev/stdin": "the job's input (standard input's file)"} if regular else {}
+    given = standard_input_file() if spec.input == "-" else None
+    return {given: "the job's input (standard input's file)"} if given else {}
 
 
 def _check_tokenizer_processes(args: argparse.Namespace) -> None:

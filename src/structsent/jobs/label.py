@@ -801,33 +801,34 @@ def check_job_paths(spec: LabelJobSpec) -> None:
                             "to another path")
 
 
+def standard_input_file() -> str | None:
+    """A name of the file standard input is redirected from ("/dev/stdin": it names fd 0's file),
+    or None where standard input is no regular file (a pipe, a terminal, closed)."""
+    try:
+        return STANDARD_INPUT if stat.S_ISREG(os.fstat(0).st_mode) else None
+    except OSError:
+        return None
+
+
+STANDARD_INPUT = "/dev/stdin"
+
+
 def check_standard_input_apart(files: OutputFiles) -> None:
     """Standard input redirected from one of the job's own files (`label - -o out.csv < out.csv.lock`,
     `< out.csv.partial`, `< out.csv --overwrite`) is refused as that file named as the input is: the
-    lock's truncation emptied it, the start's clean-up deleted it, the output replaced it."""
-    try:
-        given = os.fstat(0)
-    except OSError:  # closed: the reader says so
+    lock's truncation emptied it, the start's clean-up deleted it, the output replaced it. Compared
+    by identity, so a link to a part of OUT.parts is refused too."""
+    given = standard_input_file()
+    if given is None:
         return
-    if not stat.S_ISREG(given.st_mode):  # a pipe, a terminal: no file of the job's
-        return
-    identity = (given.st_dev, given.st_ino)
     for path in files.touched():
-        if _identity(path) == identity:
+        if _same_file(given, path):
             raise BadInputError(f"-: standard input is the job's own output file {path}: write the output to "
                                 "another path")
     for path in _files_in(files.parts):
-        if _identity(path) == identity:
+        if _same_file(given, path):
             raise BadInputError(f"-: standard input is {path}, inside the job's own work directory {files.parts}: "
                                 "write the output to another path")
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        found = os.stat(path)
-    except (OSError, ValueError):
-        return None
-    return found.st_dev, found.st_ino
 
 
 def _files_in(directory: Path) -> list[Path]:
