@@ -20,6 +20,7 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 _DONE = object()
+_NOTHING = object()
 
 
 class _Failure:
@@ -54,6 +55,7 @@ class Prefetch(Generic[T]):
         # on a pipe that stays open would otherwise hold it until the pipe's next line); asked every 0.1 s.
         self._give_up = give_up
         self.gave_up = False
+        self._peeked = _NOTHING  # an item ``at_end`` took from the queue, handed out next
         self._thread = threading.Thread(target=self._produce, args=(source,), name=name, daemon=True)
         self._thread.start()
 
@@ -79,7 +81,26 @@ class Prefetch(Generic[T]):
                 raise item.error
             yield item
 
+    def at_end(self) -> bool:
+        """Whether the source has ended with no item left to take, asked without waiting: a consumer
+        that stops early learns whether it had taken everything anyway (False while the producer is
+        still reading, or when an item or a failure is next).
+
+        >>> items = Prefetch(iter([1]))
+        >>> next(iter(items)), items.at_end() or items._thread.join() or items.at_end()
+        (1, True)
+        """
+        if self._peeked is _NOTHING:
+            try:
+                self._peeked = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+        return self._peeked is _DONE
+
     def _next(self):
+        if self._peeked is not _NOTHING:
+            item, self._peeked = self._peeked, _NOTHING
+            return item
         if self._give_up is None:
             return self._queue.get()
         while True:

@@ -398,6 +398,111 @@ def test_a_second_signal_stops_at_once_as_its_signal_and_says_how_to_resume(tmp_
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_two_signals_in_one_native_call_count_as_two(signum):
+    """Two Ctrl-C sent while the main thread was inside one long model call ran the handler once:
+    the job took them for one and finished its chunk (16.8 s in a tester's run)."""
+    import hashlib
+    import threading
+
+    from structsent._exit import Terminated
+    from structsent.cli.label import _stop_after_chunk_on_interrupt
+
+    def send_two():
+        time.sleep(0.2)
+        os.kill(os.getpid(), signum)
+        time.sleep(0.1)
+        os.kill(os.getpid(), signum)
+
+    stop = threading.Event()
+    sender = threading.Thread(target=send_two)
+    with pytest.raises(Terminated if signum == signal.SIGTERM else KeyboardInterrupt):
+        with _stop_after_chunk_on_interrupt(stop):
+            sender.start()
+            began = time.perf_counter()
+            hashlib.pbkdf2_hmac("sha256", b"x", b"y", 4_000_000)  # ~1 s of native code, no handler inside
+            assert time.perf_counter() - began > 0.35, "make the native call longer: both signals must come in it"
+            sender.join()
+            for _ in range(100):  # (a handler runs between bytecodes: it must have run by now)
+                time.sleep(0.001)
+    assert signal.set_wakeup_fd(-1) == -1  # the wakeup descriptor was put back as it was
+
+
+def test_one_signal_in_a_native_call_still_finishes_the_chunk():
+    import hashlib
+    import threading
+
+    from structsent.cli.label import _stop_after_chunk_on_interrupt
+
+    stop = threading.Event()
+    with _stop_after_chunk_on_interrupt(stop) as interrupt:
+        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()
+        hashlib.pbkdf2_hmac("sha256", b"x", b"y", 800_000)
+        for _ in range(100):
+            time.sleep(0.001)
+        assert stop.is_set() and interrupt.signum == signal.SIGINT
+
+
+@pytest.mark.parametrize("report", [False, True])
+def test_a_stop_during_the_last_chunk_finishes_the_job(tmp_path, hf_model_dir, clf, real_reviews, monkeypatch,
+                                                      capsys, report):
+    """Ctrl-C while the last chunk was labelled left a complete output unrenamed, said "interrupted
+    after N rows" and exit 130; the --resume it advised only renamed it. The job is complete: its
+    output is finished (exit 0); a report asked for is not started (exit 130, the command to make it)."""
+    from structsent.cli import main
+    from structsent.jobs.label import LabelJob
+
+    texts = [t.replace("\n", " ") for t in real_reviews[:120]]
+    source, out, page = tmp_path / "in.txt", tmp_path / "out.csv", tmp_path / "report.html"
+    source.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+    label_chunk, calls = LabelJob._label_chunk, []
+
+    def ctrl_c_in_the_last_chunk(self, chunk, summary):
+        calls.append(len(chunk.rows))
+        if len(calls) == 3:  # rows 80-119: the last chunk
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.3)  # (the reading thread meets the end of the input meanwhile)
+        return label_chunk(self, chunk, summary)
+
+    monkeypatch.setattr(LabelJob, "_label_chunk", ctrl_c_in_the_last_chunk)
+    args = ["label", str(source), "-o", str(out), "--chunk-rows", "40", "--model", str(hf_model_dir)]
+    code = main([*args, *(["--report", str(page)] if report else [])])
+    err = capsys.readouterr().err
+    assert calls == [40, 40, 40]
+    assert code == (130 if report else 0), err
+    assert "the stop came during the last chunk: the job is complete" in err and "interrupted" not in err
+    assert not page.exists()
+    if report:
+        assert f"structsent report {out} -o {page}" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.csv"]  # no work files, no lock
+    with open(out, encoding="utf-8", newline="") as handle:
+        assert_matches_library(clf, texts, list(csv.DictReader(handle)))
+
+
+def test_a_stop_during_a_chunk_before_the_last_still_stops_the_job(tmp_path, hf_model_dir, real_reviews,
+                                                                   monkeypatch, capsys):
+    from structsent.cli import main
+    from structsent.jobs.label import LabelJob
+
+    texts = [t.replace("\n", " ") for t in real_reviews[:120]]
+    source, out = tmp_path / "in.txt", tmp_path / "out.csv"
+    source.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+    label_chunk, calls = LabelJob._label_chunk, []
+
+    def ctrl_c_in_the_second_chunk(self, chunk, summary):
+        calls.append(len(chunk.rows))
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.3)
+        return label_chunk(self, chunk, summary)
+
+    monkeypatch.setattr(LabelJob, "_label_chunk", ctrl_c_in_the_second_chunk)
+    args = ["label", str(source), "-o", str(out), "--chunk-rows", "40", "--model", str(hf_model_dir)]
+    assert main(args) == 130
+    assert calls == [40, 40] and "interrupted after 80 rows; to finish, run: " in capsys.readouterr().err
+    assert not out.exists() and (tmp_path / "out.csv.manifest.json").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_the_job_was_started_ignoring_stays_ignored(tmp_path, hf_model_dir, real_reviews, signum):
     """`structsent label ... &` in a script starts it with SIGINT ignored (a launcher may ignore
     SIGTERM); the job's own handler took it back, and a Ctrl-C meant for the script stopped the

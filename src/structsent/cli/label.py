@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import shlex
 import signal
@@ -144,12 +145,26 @@ def run(args: argparse.Namespace) -> int:
     if summary.interrupted:
         print(f"interrupted after {summary.rows:,} rows; {_how_to_finish(spec)}", file=sys.stderr)
         return 128 + interrupt.signum if interrupt.signum else EXIT_INTERRUPTED
+    if interrupt.signum is not None:  # the stop came during the last chunk: the output is complete
+        return _stopped_after_the_last_chunk(args, spec, interrupt.signum)
     if args.report is not None:
         from .signals import sigterm_as_interrupt
 
         with sigterm_as_interrupt():  # the page's temporary file is removed (exit 143)
             _write_report(args, spec, summary, classifier, report_was)
     return EXIT_OK
+
+
+def _stopped_after_the_last_chunk(args, spec, signum: int) -> int:
+    """A stop asked while the last chunk was labelled: the job finished (its output is complete,
+    nothing is left to resume). The report, work the stop came before, is not started."""
+    said = "the stop came during the last chunk: the job is complete"
+    if args.report is None:
+        _notice(said)
+        return EXIT_OK
+    _notice(f"{said}; the report was not written: structsent report {shell_quoted(spec.output)} -o "
+            f"{shell_quoted(args.report)} makes it")  # (--report needs a named output)
+    return 128 + signum
 
 
 def _standard_input_file(spec) -> dict[str, str]:
@@ -425,7 +440,8 @@ class _stop_after_chunk_on_interrupt:
     the job was not started ignoring it): finish the current
     chunk, commit it, stop, exit 128 + the signal's number. A second one: stop at once. So does the
     first while ``at_once()`` (the input is being opened: a FIFO without a writer, a pipe's CSV
-    header not yet sent; nothing is committed then, and the job would wait for the producer)."""
+    header not yet sent; nothing is committed then, and the job would wait for the producer).
+    Two sent together during one long model call count as two (``_Deliveries``)."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -434,11 +450,12 @@ class _stop_after_chunk_on_interrupt:
         self.at_once = at_once
         self.signum: int | None = None
         self.previous: dict[int, signal.Handlers | Callable[[int, FrameType | None], Any] | int | None] = {}
+        self.deliveries: _Deliveries | None = None
 
     def _handle(self, signum, frame) -> None:
-        if self.at_once():
-            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
-        if self.stop.is_set():  # the second signal: SIGTERM ends as SIGTERM does (143), Ctrl-C as Ctrl-C
+        delivered = self.deliveries.take(signum) if self.deliveries is not None else 1
+        if self.at_once() or self.stop.is_set() or delivered > 1:
+            # the second signal: SIGTERM ends as SIGTERM does (143), Ctrl-C as Ctrl-C
             raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
         self.signum = signum
         self.stop.set()
@@ -449,6 +466,7 @@ class _stop_after_chunk_on_interrupt:
         if threading.current_thread() is threading.main_thread():
             # A signal the job was started ignoring (`label ... &` in a script: SIGINT; nohup-like
             # launchers) stays ignored, as the shell meant.
+            self.deliveries = _Deliveries.counting()
             self.previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS
                              if signal.getsignal(signum) != signal.SIG_IGN}
         return self
@@ -457,3 +475,47 @@ class _stop_after_chunk_on_interrupt:
         for signum, handler in self.previous.items():
             if handler is not None:
                 signal.signal(signum, handler)
+        if self.deliveries is not None:
+            self.deliveries.close()
+
+
+class _Deliveries:
+    """How often each signal was delivered since it was last asked. CPython runs a Python handler
+    once for the deliveries of one signal that come while the main thread is inside one native
+    call (a model call of seconds), so a second Ctrl-C sent then was taken for the first and the
+    job finished its chunk; but the C handler writes each delivery's number to the wakeup file
+    descriptor, which this reads. (Main thread only; not where something else set a wakeup fd.)"""
+
+    def __init__(self, read_end: int, write_end: int) -> None:
+        self._read_end, self._write_end = read_end, write_end
+        self._pending: collections.Counter[int] = collections.Counter()
+
+    @classmethod
+    def counting(cls) -> _Deliveries | None:
+        read_end, write_end = os.pipe()
+        for end in (read_end, write_end):
+            os.set_blocking(end, False)
+        theirs = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        if theirs != -1:  # set by whoever embeds the job: left to them
+            signal.set_wakeup_fd(theirs)
+            os.close(read_end)
+            os.close(write_end)
+            return None
+        return cls(read_end, write_end)
+
+    def take(self, signum: int) -> int:
+        """Deliveries of ``signum`` since the last call for it (at least 1: the handler runs)."""
+        while True:
+            try:
+                data = os.read(self._read_end, 4096)
+            except BlockingIOError:
+                break
+            if not data:
+                break
+            self._pending.update(data)
+        return max(self._pending.pop(signum, 0), 1)
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(-1)
+        os.close(self._read_end)
+        os.close(self._write_end)

@@ -409,8 +409,8 @@ class LabelJob:
                 results = self._label_chunk(chunk, summary)
                 summary.rows_this_run += len(chunk.rows)
                 writer.submit((encoder, chunk, results, summary.snapshot(), self.cache.take_unsaved()))
-                if self.stop.is_set():
-                    summary.interrupted = True
+                if self.stop.is_set():  # (a stop asked during the last chunk: the job is complete)
+                    summary.interrupted = not prefetch.at_end()
                     break
         finally:
             self._reader_in_use = not prefetch.close()
