@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -19,6 +20,16 @@ def staging_name(prefix: str) -> str:
 def remove_abandoned(directory: Path, prefix: str) -> None:
     """Remove the files and directories named by ``staging_name(prefix)`` in ``directory`` whose
     process, on this host, has ended (an export killed half-way left ~400 MB for StructBERT-base)."""
+    _remove_staging(directory, prefix, lambda pid: not _process_alive(pid))
+
+
+def remove_own(directory: Path, prefix: str) -> None:
+    """Remove the files and directories named by ``staging_name(prefix)`` in ``directory`` that are
+    this process's: for a process that ends without its own cleanups (``os._exit``)."""
+    _remove_staging(directory, prefix, lambda pid: pid == os.getpid())
+
+
+def _remove_staging(directory: Path, prefix: str, removable: Callable[[int], bool]) -> None:
     host = socket.gethostname()
     try:
         candidates = [p for p in directory.iterdir() if p.name.startswith(prefix)]
@@ -27,7 +38,7 @@ def remove_abandoned(directory: Path, prefix: str) -> None:
     for path in candidates:
         # NAME-HOST-PID-RANDOM; NAME may itself be a staging name (an export into the cache's staging directory).
         owner, _, pid = path.name[len(prefix):].rpartition("-")[0].rpartition("-")
-        if (owner == host or owner.endswith("-" + host)) and pid.isdigit() and not _process_alive(int(pid)):
+        if (owner == host or owner.endswith("-" + host)) and pid.isdigit() and removable(int(pid)):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
             else:

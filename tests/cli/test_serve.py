@@ -201,6 +201,49 @@ def test_a_signal_during_the_check_before_the_workers_stops_it_at_once(tmp_path,
     assert not any(is_running(pid) for pid in checking), "the check's process outlived the command"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("into_export_s", [0.0, 1.0])
+@pytest.mark.parametrize("signum, code", [("SIGTERM", 0), ("SIGINT", 130)])
+def test_a_signal_during_the_export_of_a_lone_server_ends_it_cleanly(tmp_path, signum, code, into_export_s):
+    """A lone server exports its model into an empty ONNX cache in a background thread while it
+    answers 503; a stop then ended the process through the interpreter's finalisation with the export
+    in native code: "terminate called without an active exception" and SIGABRT in 3 tries of 4, and
+    when it did exit, the export's staging left in the cache and its scratch in the temporary directory."""
+    pytest.importorskip("onnxruntime")
+    import os
+    import signal
+    import time
+
+    cache, scratch = tmp_path / "cache", tmp_path / "tmp"
+    scratch.mkdir()
+    log_path = tmp_path / "serve.log"
+    env = {**os.environ, "STRUCTSENT_CACHE": str(cache), "TMPDIR": str(scratch)}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "structsent", "serve", "--port", str(free_port()),
+                                 "--backend", "onnx"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline, staging = time.time() + 120, []
+        while not staging and time.time() < deadline and proc.poll() is None:
+            staging = list((cache / "onnx").glob(".export-*")) if (cache / "onnx").is_dir() else []
+            time.sleep(0.02)
+        assert staging and proc.poll() is None, f"no export running to stop: {log_path.read_text()}"
+        time.sleep(into_export_s)
+        proc.send_signal(getattr(signal, signum))
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    said = log_path.read_text(errors="replace")
+    assert "exported it" not in said, "the export ended before the signal: the test proves nothing"
+    assert proc.returncode == code, said
+    assert "terminate called" not in said and "Traceback" not in said, said
+    if signum == "SIGINT":
+        assert said.strip().splitlines()[-1] == "structsent: interrupted"
+    assert list((cache / "onnx").iterdir()) == [], "a partial export was left in the cache"
+    assert list(scratch.glob("structsent-export-*")) == [], "the export's scratch was left behind"
+
+
 def test_the_service_freezes_its_startup_objects_once_warm(hf_model_dir):
     assert gc.get_freeze_count() == 0
     service = SentimentService(ServerSettings(model=str(hf_model_dir)))

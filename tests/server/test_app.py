@@ -634,3 +634,53 @@ def test_the_log_line_of_a_model_that_fails_to_load_escapes_its_name(tmp_path, c
     assert not service.ready and service.load_error is not None
     (line,) = [r.getMessage() for r in caplog.records if "failed to load" in r.getMessage()]
     assert "\x1b" not in line and "\n" not in line and "no\\x1b[31m\\nmodel" in line
+
+
+def test_stop_loading_stops_a_load_in_progress_and_runs_its_cleanups(tmp_path, caplog):
+    """A server stopped while its model loads (an ONNX export: seconds): the load is stopped where it
+    is, its cleanups run (an export's staging is removed), and it is no load failure."""
+    import threading
+
+    staging = tmp_path / "staging"
+    started = threading.Event()
+
+    def endless_export(settings):
+        staging.mkdir()
+        try:
+            started.set()
+            while True:
+                time.sleep(0.01)  # the Python between an export's native calls
+        finally:
+            staging.rmdir()
+
+    service = SentimentService(ServerSettings(model="default"), load=endless_export)
+    loading = service.start_loading()
+    assert started.wait(30)
+    with caplog.at_level("INFO", logger="structsent.server"):
+        assert service.stop_loading(timeout=10)
+    assert not loading.is_alive() and not staging.exists()
+    assert service.load_error is None and not service.ready
+    assert "the model's load stopped: the server is shutting down" in caplog.messages
+    assert service.stop_loading(timeout=0)  # no load running: nothing to stop
+
+
+def test_stop_loading_gives_up_after_its_timeout_while_the_load_is_in_a_native_call():
+    """A native call does not see the stop until it returns: the caller decides what to do meanwhile."""
+    import threading
+
+    in_native_call, release = threading.Event(), threading.Event()
+
+    def load_in_a_native_call(settings):
+        in_native_call.set()
+        release.wait(30)  # a lock's wait, in C: as a long tracing or fusion step
+        raise AssertionError("the load went on after the stop")
+
+    service = SentimentService(ServerSettings(model="default"), load=load_in_a_native_call)
+    loading = service.start_loading()
+    assert in_native_call.wait(30)
+    try:
+        assert not service.stop_loading(timeout=0.3)
+    finally:
+        release.set()
+    loading.join(10)
+    assert not loading.is_alive() and service.load_error is None

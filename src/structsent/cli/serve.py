@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import signal
+from typing import NoReturn
 
+from .._exit import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, Terminated
 from .numbers import decimal, integer
 
 API_KEY_ENVIRONMENT_VARIABLE = "STRUCTSENT_API_KEY"
@@ -18,6 +22,11 @@ WORKER_READY_TIMEOUT_S = 60
 # machine, and would start processes until memory runs out.
 MAX_WORKERS = 64
 UVICORN_STARTUP_FAILURE = 3  # uvicorn.config.STARTUP_FAILURE: its exit status when it cannot start
+# A stop while the model loads waits this long for the load to stop (it stops once the native call
+# it is in returns: a fraction of a second for the bundled model), then the process ends without it.
+LOAD_STOP_S = 10.0
+
+log = logging.getLogger("structsent.server")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -217,8 +226,6 @@ def check_process_flags(args: argparse.Namespace) -> None:
 
 
 def _serve(settings, args: argparse.Namespace) -> int:
-    import logging
-
     import uvicorn
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
@@ -230,6 +237,18 @@ def _serve(settings, args: argparse.Namespace) -> int:
     server = uvicorn.Server(_uvicorn_config(create_app(settings, service=service), settings, args))
     limit_server_logs()  # after uvicorn.Config has configured its loggers
     service.on_fatal = lambda: setattr(server, "should_exit", True)
+    try:
+        _run_until_stopped(server)
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn raises it again once it has shut down
+        end_the_load(service, exit_status=EXIT_INTERRUPTED, farewell="structsent: interrupted")
+        raise
+    end_the_load(service, exit_status=EXIT_OK)
+    if service.load_error is not None:
+        raise service.load_error
+    return 0 if server.started else 1
+
+
+def _run_until_stopped(server) -> None:
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully; with this
     # handler in place that ends the process with status 0 instead of a death by SIGTERM.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
@@ -237,9 +256,42 @@ def _serve(settings, args: argparse.Namespace) -> int:
         server.run()
     finally:
         signal.signal(signal.SIGTERM, previous)
-    if service.load_error is not None:
-        raise service.load_error
-    return 0 if server.started else 1
+
+
+def end_the_load(service, *, exit_status: int, farewell: str | None = None) -> None:
+    """A server stopped while its model loads (an ONNX export into the cache takes seconds): the
+    load is stopped and its cleanups run (the export's staging is removed), within LOAD_STOP_S.
+    The process ended through the interpreter's finalisation with the export still in native code,
+    which aborted it (SIGABRT, "terminate called without an active exception"). A load still
+    running after LOAD_STOP_S, or a second signal meanwhile, ends the process at once with
+    ``exit_status``, its export's staging removed here."""
+    try:
+        if service.stop_loading(LOAD_STOP_S):
+            return
+        log.warning("the model's load did not stop within %g s; exiting without waiting for it", LOAD_STOP_S)
+    except Terminated:  # SIGTERM again: no more waiting
+        exit_status, farewell = EXIT_TERMINATED, "structsent: terminated"
+    except KeyboardInterrupt:  # Ctrl-C again
+        exit_status, farewell = EXIT_INTERRUPTED, "structsent: interrupted"
+    exit_at_once(exit_status, farewell)
+
+
+def exit_at_once(exit_status: int, farewell: str | None) -> NoReturn:
+    """End the process now, without the interpreter's finalisation (a thread still runs native
+    code): this process's export staging removed, its last line said, the logs flushed."""
+    import os
+    import sys
+
+    from ..onnx.cache import remove_own_staging
+
+    remove_own_staging()
+    if farewell is not None:
+        print(farewell, file=sys.stderr)
+    logging.shutdown()  # flushes every handler
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(exit_status)
 
 
 def _serve_processes(settings, args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ again.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -17,14 +18,15 @@ import logging
 import os
 import secrets
 import shutil
+import tempfile
 import threading
 from pathlib import Path
 
 from ..errors import ModelFormatError, OutputWriteError, require
 from ..lines import one_line
 from ..models.onnx import DIGEST_FILE, MODEL_FILE, feed_file, file_digest
-from ..staging import remove_abandoned, staging_name
-from .export import EXPORT_FORMAT_VERSION, ExportOptions, export_checkpoint
+from ..staging import remove_abandoned, remove_own, staging_name
+from .export import EXPORT_FORMAT_VERSION, SCRATCH_PREFIX, ExportOptions, export_checkpoint
 from .validate import packaged_sample_texts
 
 CACHE_ENV = "STRUCTSENT_CACHE"
@@ -218,6 +220,15 @@ def _export_into(target: Path, checkpoint, options: ExportOptions) -> None:
                         accuracy)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_own_staging() -> None:
+    """Remove what this process's exports into the cache are writing (their staging directories in
+    the cache, their scratch in the temporary directory): for a process that ends at once, with an
+    export still running in another thread whose own cleanups will not run."""
+    with contextlib.suppress(OutputWriteError):  # no cache directory: no staging in it either
+        remove_own(cache_root() / "onnx", STAGING_PREFIX)  # an export's own staging is inside it
+    remove_own(Path(tempfile.gettempdir()), SCRATCH_PREFIX)
 
 
 def _new_staging(directory: Path) -> Path:

@@ -143,6 +143,11 @@ class LimitExceededError(BadInputError):
         self.limit_value = limit_value
 
 
+class LoadStopped(KeyboardInterrupt):
+    """The server stopped while its model loaded: raised in the load thread (as Ctrl-C is in the
+    main thread), so that the load's cleanups run (an ONNX export's staging directory is removed)."""
+
+
 class ModelNotReadyError(StructsentError):
     """The model is still loading, failed to load, or the server is shutting down (HTTP 503)."""
 
@@ -229,6 +234,8 @@ class SentimentService:
         self._lifecycle = threading.Lock()  # going live and stopping, one at a time
         self.on_fatal = on_fatal
         self._load = load
+        self._loading: threading.Thread | None = None
+        self._load_over = False  # loaded, or failed: past where stop_loading may stop it
         self._tokenizer_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="structsent-tokenize")
         self._texts_to_tokenize = 0  # texts of requests queued for, or in, the tokenizer thread
         self.metrics = ServerMetrics(queue_depth=lambda: self.batcher.waiting_texts if self.batcher else 0)
@@ -237,9 +244,36 @@ class SentimentService:
     def start_loading(self) -> threading.Thread:
         thread = threading.Thread(target=self._load_and_warm, name="structsent-load", daemon=True)
         thread.start()
+        self._loading = thread
         return thread
 
+    def stop_loading(self, timeout: float) -> bool:
+        """Stop the model's load if it still runs (the server stops before its model is ready):
+        LoadStopped is raised in the load thread, which gets it at its next Python instruction,
+        once the native call it is in (a tracing or fusion step, a batch) returns. True once no
+        load runs; False if it still runs after ``timeout`` seconds.
+
+        A process must not end while the load runs native code: the interpreter's finalisation
+        then destroyed the libraries' running threads and aborted it (SIGABRT)."""
+        thread = self._loading
+        if thread is None or not thread.is_alive():
+            return True
+        with self._lifecycle:  # the load will not go live after this
+            self.stopping = True
+            if not self._load_over:
+                raise_in_thread(thread, LoadStopped)
+        thread.join(timeout)
+        return not thread.is_alive()
+
     def _load_and_warm(self) -> None:
+        try:
+            self._load_warm_and_go_live()
+            with self._lifecycle:
+                self._load_over = True  # stop_loading raises nothing in this thread after this
+        except LoadStopped:
+            log.info("the model's load stopped: the server is shutting down")
+
+    def _load_warm_and_go_live(self) -> None:
         try:
             classifier = self._load(self.settings)
             classifier.tokenizer.learn_vocabulary()  # characters met one request at a time cost more
@@ -255,6 +289,8 @@ class SentimentService:
             described = classifier.info()  # before going live: a failure here leaves the service not ready
             if self._go_live(classifier, batcher):
                 log.info("model ready: %s", one_line(str(described)))
+        except LoadStopped:
+            raise
         except BaseException as err:
             self.load_error = err
             # A typed error says what is wrong in its message; a traceback is for the unexpected.
@@ -374,6 +410,15 @@ class SentimentService:
             info.update({k: v for k, v in engine.items() if k != "model"})
             info["model"] = engine["model"]
         return info
+
+
+def raise_in_thread(thread: threading.Thread, exception: type[BaseException]) -> None:
+    """Raise ``exception`` in ``thread`` at its next Python instruction (CPython's
+    PyThreadState_SetAsyncExc: a thread in a native call gets it when the call returns)."""
+    import ctypes
+
+    if thread.ident is not None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exception))
 
 
 def _check_text_count(count: int, settings: ServerSettings) -> None:
