@@ -111,7 +111,7 @@ def test_too_many_server_processes_are_refused_before_any_starts(monkeypatch, ca
     def started(*args, **kwargs):
         raise AssertionError("the command went on to start processes")
 
-    monkeypatch.setattr("structsent.cli.serve.check_model_loads", started)
+    monkeypatch.setattr("structsent.server.workers.check_model_loads", started)
     monkeypatch.setattr("structsent.cli.serve._serve_processes", started)
     assert main(["serve", "--port", "0", "--workers", "10000"]) == 2
     assert capsys.readouterr().err == "structsent: error: --workers 10000: must be in 1..64 (each process loads its own model)\n"

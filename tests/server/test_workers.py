@@ -195,3 +195,53 @@ def test_new_connections_are_refused_while_the_workers_finish(hf_model_dir):
     finally:
         server.close()
         kill_if_alive(workers)
+
+
+def test_sighup_with_a_model_that_no_longer_loads_keeps_the_serving_workers(hf_model_dir, tmp_path):
+    """An operator's bad deploy (config.json broken) then SIGHUP: uvicorn took each new worker whose
+    load had failed for ready, and replaced every serving worker by one answering 503 for ever.
+    The model is loaded once first now; it does not load, so no worker is replaced, and the log
+    says why."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(hf_model_dir, model)
+    server = ServerProcess(model, "--workers", "2", "--log-level", "info").wait_healthy(120)
+    workers: list[int] = []
+    try:
+        wait_for(lambda: started_workers(server) == 2, 120, "both workers to start")
+        workers = worker_pids(server)
+        (model / "config.json").write_text('{"broken', encoding="utf-8")
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: "no worker is replaced" in server.log_text(), 60, "the restart to be refused")
+        statuses = fresh_connection_statuses(server, 3)
+        assert set(statuses) == {200}, (collections.Counter(statuses), server.log())
+        assert sorted(worker_pids(server)) == sorted(workers) and started_workers(server) == 2, server.log()
+        refusal = next(line for line in server.log_text().splitlines() if "no worker is replaced" in line)
+        assert "config.json" in refusal and "not valid JSON" in refusal, refusal
+    finally:
+        workers = worker_pids(server) if server.process.poll() is None else workers
+        server.terminate(60)
+        kill_if_alive(workers)
+
+
+def test_sigterm_during_a_rolling_restart_stops_the_server_at_once(hf_model_dir):
+    """SIGTERM while SIGHUP's restart waited for new workers (each loads for 6 s here) was queued
+    until every worker had been replaced, the old ones taking connections meanwhile; it now ends
+    the restart where it is, and the server stops as on any SIGTERM."""
+    server = ServerProcess(hf_model_dir, "--workers", "2", "--log-level", "info", fault_load_delay_s=6).wait_healthy(120)
+    workers: list[int] = []
+    try:
+        wait_for(lambda: started_workers(server) == 2, 120, "both workers to start")
+        workers = worker_pids(server)
+        server.process.send_signal(signal.SIGHUP)
+        time.sleep(1.5)  # the restart has begun: it loads the model (6 s) before replacing anyone
+        began = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(60) == 0, server.log()
+        stopped_after = time.monotonic() - began
+        assert stopped_after < 5, (stopped_after, server.log())  # the restart alone needs 3 x 6 s of loads
+        assert started_workers(server) == 2, server.log()  # no new worker was started
+    finally:
+        server.close()
+        kill_if_alive(workers)

@@ -122,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
     reserve_file_descriptors(settings.max_connections)
     check_listen_address(args.host, args.port, workers=args.workers)
     if args.workers > 1:
+        from ..server.workers import check_model_loads
+
         check_model_loads(settings)
     try:
         return _serve_processes(settings, args) if args.workers > 1 else _serve(settings, args)
@@ -163,52 +165,6 @@ def check_listen_address(host: str, port: int, *, workers: int = 1) -> None:
         except (OSError, UnicodeError) as err:
             reason = getattr(err, "strerror", None) or err
             raise ConfigError(f"--host {host} --port {port}: cannot listen there ({reason})") from None
-
-
-def check_model_loads(settings) -> None:
-    """With --workers N the model is loaded in each worker, where a failure left every worker
-    answering 503 for ever (uvicorn's supervisor keeps them up): it is loaded once first, as a worker
-    loads it (checkpoint, runtime plan, warm-up), so that a missing or broken checkpoint, and a
-    device, precision or token budget the model cannot run with, stop the command with the one-line
-    error a single worker gives. Loaded in a child process, so that the supervisor does not keep the
-    model's memory for the server's lifetime; an ONNX export it makes is in the cache for the workers.
-    Ctrl-C or SIGTERM meanwhile stops the child at once (the command waited for a whole export)."""
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")
-    receiving, sending = context.Pipe(duplex=False)
-    child = context.Process(target=_load_as_a_worker, args=(settings.to_json(), sending), daemon=True,
-                            name="structsent-model-check")
-    child.start()
-    sending.close()
-    try:
-        outcome = receiving.recv()  # None, or the load's typed error
-    except EOFError:  # the child died without a word (killed, out of memory)
-        child.join()
-        from ..errors import StructsentError
-
-        raise StructsentError(f"the model's check before the workers ended without an answer (exit status "
-                             f"{child.exitcode}); run with --workers 1 to see the load's own error") from None
-    except BaseException:  # Ctrl-C, SIGTERM
-        child.terminate()
-        child.join(10)
-        raise
-    finally:
-        receiving.close()
-    child.join()
-    if outcome is not None:
-        raise outcome
-
-
-def _load_as_a_worker(settings_json: str, sending) -> None:
-    from ..server.app import ServerSettings, load_classifier
-
-    try:
-        load_classifier(ServerSettings.from_json(settings_json))
-    except Exception as err:  # noqa: BLE001 - sent to the parent, which raises it
-        sending.send(err)
-    else:
-        sending.send(None)
 
 
 def check_process_flags(args: argparse.Namespace) -> None:
@@ -302,7 +258,7 @@ def _serve_processes(settings, args: argparse.Namespace) -> int:
     from ..server.workers import serve_workers, worker_environment
 
     os.environ.update(worker_environment(settings))
-    serve_workers(uvicorn.Config(
+    serve_workers(settings, uvicorn.Config(
         "structsent.server.workers:app_from_environment", factory=True, workers=args.workers,
         timeout_worker_healthcheck=WORKER_READY_TIMEOUT_S,
         **_uvicorn_options(settings, args),
