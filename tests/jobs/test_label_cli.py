@@ -6,6 +6,7 @@ import html
 import io
 import json
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -452,8 +453,9 @@ def test_a_stop_during_the_last_chunk_finishes_the_job(tmp_path, hf_model_dir, c
     from structsent.jobs.label import LabelJob
 
     texts = [t.replace("\n", " ") for t in real_reviews[:120]]
-    source, out, page = tmp_path / "in.txt", tmp_path / "out.csv", tmp_path / "report.html"
-    source.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+    source, out, page = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "report.html"
+    with open(source, "w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows([["shop", "review"], *([f"s{i % 3}", t] for i, t in enumerate(texts))])
     label_chunk, calls = LabelJob._label_chunk, []
 
     def ctrl_c_in_the_last_chunk(self, chunk, summary):
@@ -464,18 +466,24 @@ def test_a_stop_during_the_last_chunk_finishes_the_job(tmp_path, hf_model_dir, c
         return label_chunk(self, chunk, summary)
 
     monkeypatch.setattr(LabelJob, "_label_chunk", ctrl_c_in_the_last_chunk)
-    args = ["label", str(source), "-o", str(out), "--chunk-rows", "40", "--model", str(hf_model_dir)]
-    code = main([*args, *(["--report", str(page)] if report else [])])
+    args = ["label", str(source), "-o", str(out), "--chunk-rows", "40", "--model", str(hf_model_dir),
+            "--text-column", "review"]
+    code = main([*args, *(["--report", str(page), "--report-by", "shop"] if report else [])])
     err = capsys.readouterr().err
     assert calls == [40, 40, 40]
     assert code == (130 if report else 0), err
     assert "the stop came during the last chunk: the job is complete" in err and "interrupted" not in err
     assert not page.exists()
-    if report:
-        assert f"structsent report {out} -o {page}" in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.csv"]  # no work files, no lock
+    if report:  # the command that makes the page --report would have made, --report-by included
+        command = f"structsent report {out} -o {page} --by shop --text-column review"
+        assert f"the report was not written: {command} makes it" in err
+        assert main(shlex.split(command)[1:]) == 0 and "shop" in page.read_text(encoding="utf-8")
+        page.unlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "out.csv"]  # no work files, no lock
     with open(out, encoding="utf-8", newline="") as handle:
-        assert_matches_library(clf, texts, list(csv.DictReader(handle)))
+        rows = list(csv.DictReader(handle))
+        assert [r["review"] for r in rows] == texts
+        assert_matches_library(clf, texts, rows)
 
 
 def test_a_stop_during_a_chunk_before_the_last_still_stops_the_job(tmp_path, hf_model_dir, real_reviews,

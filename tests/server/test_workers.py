@@ -245,3 +245,27 @@ def test_sigterm_during_a_rolling_restart_stops_the_server_at_once(hf_model_dir)
     finally:
         server.close()
         kill_if_alive(workers)
+
+
+def test_ctrl_c_to_the_process_group_during_a_rolling_restart_stops_the_server(hf_model_dir):
+    """A terminal's Ctrl-C reaches the supervisor and its workers. During a restart the supervisor
+    gave the restart up, then pinged the workers, which were shutting down, for up to 60 s each
+    (and started new ones) before it handled the signal: 15-40 s and more in a tester's runs."""
+    server = ServerProcess(hf_model_dir, "--workers", "2", "--log-level", "info", fault_load_delay_s=4,
+                           preexec_fn=os.setsid).wait_healthy(120)
+    workers: list[int] = []
+    try:
+        wait_for(lambda: started_workers(server) == 2, 120, "both workers to start")
+        workers = worker_pids(server)
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: server.log_text().count("Started server process") == 3, 60, "the restart's first new worker")
+        time.sleep(1)  # the new worker loads (4 s)
+        began = time.monotonic()
+        os.killpg(server.process.pid, signal.SIGINT)
+        server.process.wait(60)
+        stopped_after = time.monotonic() - began
+        assert stopped_after < 10, (stopped_after, server.log())
+        assert "Received SIGINT" in server.log_text() and started_workers(server) == 2, server.log()
+    finally:
+        server.close()
+        kill_if_alive(workers)

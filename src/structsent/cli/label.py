@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"interrupted after {summary.rows:,} rows; {_how_to_finish(spec)}", file=sys.stderr)
         return 128 + interrupt.signum if interrupt.signum else EXIT_INTERRUPTED
     if interrupt.signum is not None:  # the stop came during the last chunk: the output is complete
-        return _stopped_after_the_last_chunk(args, spec, interrupt.signum)
+        return _stopped_after_the_last_chunk(args, spec, summary, interrupt.signum)
     if args.report is not None:
         from .signals import sigterm_as_interrupt
 
@@ -155,16 +155,23 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _stopped_after_the_last_chunk(args, spec, signum: int) -> int:
+def _stopped_after_the_last_chunk(args, spec, summary, signum: int) -> int:
     """A stop asked while the last chunk was labelled: the job finished (its output is complete,
     nothing is left to resume). The report, work the stop came before, is not started."""
     said = "the stop came during the last chunk: the job is complete"
     if args.report is None:
         _notice(said)
         return EXIT_OK
-    _notice(f"{said}; the report was not written: structsent report {shell_quoted(spec.output)} -o "
-            f"{shell_quoted(args.report)} makes it")  # (--report needs a named output)
+    command = _report_command(spec.output, args.report, by=args.report_by, fmt=spec.output_format.value,
+                              prefix=spec.prefix, text_column=_report_text_column(spec, summary))
+    _notice(f"{said}; the report was not written: {command} makes it")  # (--report needs a named output)
     return 128 + signum
+
+
+def _report_text_column(spec, summary) -> str | None:
+    """The column the job labelled, as its reader resolved it (a one-column file's only column); with
+    --id-column the output holds the id alone, and the report shows it."""
+    return summary.text_column if spec.id_column is None else None
 
 
 def _standard_input_file(spec) -> dict[str, str]:
@@ -321,11 +328,9 @@ def _write_report(args, spec, summary, classifier, report_was: dict | None) -> N
         "rows_per_second": round(summary.rows_per_second, 1),  # of this run's rows (a resumed job's are fewer)
         "padding_fraction": round(summary.padding_fraction, 4), "model": classifier.info()["model"],
         "backend": classifier.info()["backend"], "device": classifier.info()["device"]}
-    # The column the job labelled, as its reader resolved it (a one-column file's only column); with
-    # --id-column the output holds the id alone, and the report shows it.
-    text_column = summary.text_column if spec.id_column is None else None
     _report_written_output(args, spec.output, report_was, fmt=spec.output_format.value, prefix=spec.prefix,
-                           text_column=text_column, job_figures=figures, labels=classifier.labels)
+                           text_column=_report_text_column(spec, summary), job_figures=figures,
+                           labels=classifier.labels)
 
 
 def _report_written_output(args, output: str, report_was: dict | None, **options) -> None:
@@ -335,7 +340,7 @@ def _report_written_output(args, output: str, report_was: dict | None, **options
     from ..io.manifest import file_identity
     from ..report import write_report
 
-    then = f"`structsent report {shell_quoted(output)} -o REPORT.html` makes one"
+    then = f"`{_report_command(output, 'REPORT.html', by=args.report_by, **options)}` makes one"
     if file_identity(Path(os.path.realpath(args.report))) not in (None, report_was):
         raise BadInputError(f"{output} is written, but not the report: {args.report} was written by another "
                             f"program since the job began; {then}")
@@ -350,6 +355,26 @@ def _report_written_output(args, output: str, report_was: dict | None, **options
         raise BadInputError(f"{output} is written, but not the report: {reason}; {then}") from err
     if not args.quiet:
         print(one_line(f"report: {args.report}"), file=sys.stderr)
+
+
+def _report_command(output: str, report: str, *, by: str | None = None, fmt: str | None = None,
+                    prefix: str | None = None, text_column: str | None = None, **unused) -> str:
+    """The `structsent report` command that makes the page `label --report` makes of ``output``
+    (its --report-by as --by, and the format, prefix and text column where report would not find them)."""
+    from ..errors import BadInputError
+    from ..io.formats import detect_format
+
+    words = ["structsent", "report", output, "-o", report]
+    try:
+        found = detect_format(output).value
+    except BadInputError:  # a suffix that names no format
+        found = None
+    if fmt is not None and fmt != found:
+        words += ["--format", fmt]
+    for flag, value in (("--by", by), ("--text-column", text_column), ("--prefix", prefix)):
+        if value:
+            words += [flag, value]
+    return " ".join(map(shell_quoted, words))
 
 
 def _input_format(args) -> Format:

@@ -89,6 +89,13 @@ def serve_workers(settings: ServerSettings, config: uvicorn.Config) -> None:
                 old.join()
                 self.processes[index] = new
 
+        def keep_subprocess_alive(self) -> None:
+            """Not once a stop is asked: a stop that came during a rolling restart is handled on the
+            loop's next turn, and this turn would ping workers that are shutting down (Ctrl-C to
+            the process group reached them too), up to 60 s each, and start new ones."""
+            if not self.stop_asked.is_set():
+                super().keep_subprocess_alive()
+
         def terminate_all(self) -> None:  # called once, when the supervisor stops
             for sock in self.sockets:
                 sock.close()  # new connections are refused from now on, not queued for nobody
