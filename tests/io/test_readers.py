@@ -181,9 +181,9 @@ def test_a_json_lines_file_may_begin_with_a_byte_order_mark(tmp_path):
     data = b'\xef\xbb\xbf{"text": "\xe5\xa5\xbd"}\n{"text": "x"}\n'
     rows, _ = read_all(write(tmp_path, "a.jsonl", data), Format.JSONL)
     assert [(r[1], r[3]) for r in rows] == [({"text": "好"}, None), ({"text": "x"}, None)]
-    later = b'{"text": "x"}\n\xef\xbb\xbf{"text": "y"}\n'  # a mark inside the file is no mark: invalid JSON
+    later = b'{"text": "x"}\n\xef\xbb\xbf{"text": "y"}\n'  # a mark opening a later line too (`cat a b`)
     rows, _ = read_all(write(tmp_path, "b.jsonl", later), Format.JSONL, on_bad_row="flag")
-    assert rows[0][3] is None and "line 2: invalid JSON" in rows[1][3]
+    assert [(r[1], r[3]) for r in rows] == [({"text": "x"}, None), ({"text": "y"}, None)]
 
 
 @pytest.mark.parametrize("header", [b'"id","text"', b'"text","id"', b"id,text"])
@@ -743,3 +743,60 @@ def test_a_json_line_with_bytes_that_are_not_utf8_and_a_refused_value_names_both
     rows, _ = read_all(write(tmp_path, "a.jsonl", data), Format.JSONL, on_bad_row="flag")
     assert [r[0] for r in rows] == [1, 2] and rows[0][1]["id"] == 1 and rows[0][1]["x"] is None
     assert "UTF-8" in rows[0][3] and "NaN is not a JSON number" in rows[0][3] and rows[1][3] is None
+
+
+@pytest.mark.parametrize("name, data, fmt", [
+    ("semi.csv", "id;text\n0;差评，用了三天就坏了\n4;还行吧\n".encode(), Format.CSV),
+    ("hint.csv", "sep=;\nid;text\n4;还行吧\n".encode(), Format.CSV),
+    ("tabs.csv", "id\ttext\n1\t好吃\n".encode(), Format.CSV),
+    ("commas.tsv", "id,text\n1,好吃\n".encode(), Format.TSV),
+], ids=["semicolons", "excel hint", "tabs in csv", "commas in tsv"])
+@pytest.mark.parametrize("on_bad_row", ["error", "flag"])
+def test_a_file_of_another_delimiter_is_refused_not_read_as_whole_lines(tmp_path, name, data, fmt, on_bad_row):
+    """Its header was one column, which the text column resolver took ("the only column there is"):
+    every line labelled whole, the id glued to the text (and a `sep=;` line read as the header)."""
+    with pytest.raises(BadInputError, match=rf"^.*{name}: (the header is one column holding|line 1 is 'sep=;')"):
+        read_all(write(tmp_path, name, data), fmt, on_bad_row=on_bad_row)
+
+
+def test_a_one_column_file_named_with_text_column_is_read_as_it_is(tmp_path):
+    path = write(tmp_path, "one.csv", "评论;原文\n好吃;是\n".encode())
+    rows, reader = read_all(path, text_column="评论;原文")
+    assert reader.columns == ["评论;原文"] and [r[2] for r in rows] == ["好吃;是"]
+
+
+UTF16_TEXTS = ["这家外卖送得很快，味道也不错", "差评，用了三天就坏了", "好", "上次买的很好", "还行吧", "服务态度差"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+@pytest.mark.parametrize("fmt", [Format.TXT, Format.JSONL, Format.CSV, Format.TSV])
+@pytest.mark.parametrize("on_bad_row", ["error", "flag"])
+def test_utf16_is_refused_before_any_row_in_every_text_format(tmp_path, encoding, fmt, on_bad_row):
+    """It said "invalid UTF-8 at line 1 ... pass --on-bad-row flag", and flag mode labelled noise
+    ("\\x00}Y") as rows, 8 of a 6-line file; a TSV was "a lone carriage return" in its header."""
+    lines = {Format.TXT: UTF16_TEXTS, Format.JSONL: [json.dumps({"text": t}) for t in UTF16_TEXTS],
+             Format.CSV: ["text", *UTF16_TEXTS], Format.TSV: ["id\ttext", *(f"{i}\t{t}" for i, t in enumerate(UTF16_TEXTS))]}
+    path = write(tmp_path, f"u16.{fmt.value}", "".join(line + "\n" for line in lines[fmt]).encode(encoding))
+    with pytest.raises(BadInputError, match=r"^.*u16\.\w+: not UTF-8 text \((UTF-16|NUL bytes)"):
+        list(open_reader(path, fmt, text_column="text", on_bad_row=on_bad_row))
+
+
+def test_utf16_on_standard_input_is_refused(tmp_path, stdin_from):
+    """`label - < u16.txt`, read from its first line as a file or a pipe is."""
+    stdin_from(write(tmp_path, "u16.txt", "".join(t + "\n" for t in UTF16_TEXTS).encode("utf-16")))
+    with pytest.raises(BadInputError, match=r"^-: not UTF-8 text \(UTF-16"):
+        list(open_reader("-", Format.TXT, text_column="text", on_bad_row="flag"))
+
+
+def test_a_byte_order_mark_opening_any_json_lines_line_is_skipped_its_bytes_still_counted(tmp_path):
+    """`cat a.jsonl b.jsonl` with b saved with a mark: "line 2: invalid JSON (Expecting value at column 1)"."""
+    data = '{"id":1,"text":"a"}\n\ufeff{"id":2,"text":"b"}\n\ufeff\n{"id":3,"text":"c"}\n'.encode()
+    path = write(tmp_path, "midbom.jsonl", data)
+    reader = open_reader(path, Format.JSONL, text_column="text", on_bad_row="error")
+    rows = [(row.values, row.error, reader.position) for row in reader]
+    assert [r[0] for r in rows] == [{"id": 1, "text": "a"}, {"id": 2, "text": "b"}, {"id": 3, "text": "c"}]
+    assert [r[2] for r in rows] == [data.index(b"\n") + 1, data.index(b"\n\xef\xbb\xbf\n") + 1, len(data)]
+    assert reader.take_digest() == blake(data)
+    resumed = open_reader(path, Format.JSONL, text_column="text", on_bad_row="error", position=rows[0][2], line=1,
+                          rows_done=1)
+    assert [row.values["id"] for row in resumed] == [2, 3] and resumed.rows_read == 3

@@ -108,14 +108,18 @@ def test_jsonl_keeps_fields_and_flags_null_text(tmp_path, hf_model_dir, clf, rea
     records = [{"text": t, "meta": {"n": i}} for i, t in enumerate(real_reviews[:80])]
     records[5]["text"] = None
     records[9]["text"] = ""
+    records[11]["text"] = 7
     source.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     out = tmp_path / "out.jsonl"
     run_cli("label", source, "-o", out, *model_args(hf_model_dir))
     rows = read_jsonl_bytes(out.read_bytes())
     assert [r["meta"] for r in rows] == [r["meta"] for r in records]
-    assert rows[5]["error"] == "missing text (None)" and rows[9]["error"] == "empty text"
+    # (a value that is no text names its line, as the reader's flags do: "not a string (got int)" did not)
+    assert rows[5]["error"] == "line 6: missing text (None)" and rows[9]["error"] == "empty text"
+    assert rows[11]["error"] == "line 12: not a string (got int)"
     assert rows[5]["label"] is None and rows[5]["score"] is None
-    assert_matches_library(clf, [r["text"] for r in records], rows)
+    assert_matches_library(clf, [r["text"] for r in records], [{**r, "error": r["error"].split(": ", 1)[1]} if i in (5, 11) else r
+                                                                for i, r in enumerate(rows)])
 
 
 def test_parquet_round_trip_keeps_types(tmp_path, hf_model_dir, clf, real_reviews):
@@ -945,3 +949,26 @@ def test_a_report_onto_the_file_standard_input_comes_from_is_refused(tmp_path):
     assert proc.returncode == 2 and message.count("\n") == 1, message
     assert "in.csv: the report would overwrite the job's input (standard input's file)" in message, message
     assert source.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+
+@pytest.mark.parametrize("name, data", [
+    ("semi2.csv", "id;text\n0;差评，用了三天就坏了\n4;还行吧\n".encode()),
+    ("hint.csv", "sep=;\nid;text\n4;还行吧\n".encode()),
+    ("tabs.csv", "id\ttext\n1\t好吃\n".encode()),
+    ("u16lf.txt", "\ufeff这家外卖送得很快，味道也不错\n差评，用了三天就坏了\n好\n".encode("utf-16-le")),
+], ids=["semicolons", "excel hint", "tabs in csv", "utf-16"])
+@pytest.mark.parametrize("how", ["named", "standard input"])
+def test_a_file_read_as_what_it_is_not_is_refused_in_one_line_and_nothing_is_written(tmp_path, hf_model_dir, name,
+                                                                                       data, how):
+    """A semicolon or tab file named .csv was labelled as whole lines (the id glued to the text), and
+    UTF-16 text was "invalid UTF-8 ... pass --on-bad-row flag", which labelled noise: exit 0 both."""
+    source, out = tmp_path / name, tmp_path / "out.jsonl"
+    source.write_bytes(data)
+    where = [source] if how == "named" else ["-", "--format", source.suffix[1:]]
+    proc = run_cli("label", *where, "-o", out, "--on-bad-row", "flag", *model_args(hf_model_dir), check=False,
+                   input_bytes=data if how == "standard input" else None)
+    said = proc.stderr.decode()
+    assert proc.returncode == 2 and len(said.strip().splitlines()) == 1, said
+    assert ("the header is one column holding" in said or "Excel's delimiter hint" in said
+            or "not UTF-8 text (UTF-16" in said), said
+    assert not out.exists() and not list(tmp_path.glob("out.jsonl*"))

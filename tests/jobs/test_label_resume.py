@@ -295,3 +295,20 @@ def test_a_resume_follows_the_files_a_load_reads(tmp_path, hf_model_dir, change)
     with pytest.raises(BadInputError, match=r"the model's files changed \(another --model, or its weights, config or "
                                             r"tokenizer files changed\)"):
         LabelJob(spec(source, output, resume=True), resumed).run()
+
+
+def test_a_json_lines_job_with_byte_order_marks_inside_resumes_to_the_same_bytes(tmp_path, clf):
+    """A mark opening later lines (`cat a.jsonl b.jsonl`) is skipped, its bytes still the job's: a
+    resumed job's output is that of a job never stopped."""
+    source = tmp_path / "in.jsonl"
+    lines = [("\ufeff" if i % 30 == 7 else "") + f'{{"id": {i}, "text": "味道不错{i}"}}\n' for i in range(ROWS)]
+    source.write_text("".join(lines), encoding="utf-8")
+
+    jsonl = {"input_format": Format.JSONL, "output_format": Format.JSONL}
+    whole = tmp_path / "whole.jsonl"
+    LabelJob(dataclasses.replace(spec(source, whole), **jsonl), clf).run()
+    stopped, stop = tmp_path / "stopped.jsonl", threading.Event()
+    stop.set()
+    assert LabelJob(dataclasses.replace(spec(source, stopped), **jsonl), clf, stop=stop).run().rows == CHUNK
+    LabelJob(dataclasses.replace(spec(source, stopped, resume=True), **jsonl), clf).run()
+    assert stopped.read_bytes() == whole.read_bytes() and b"invalid JSON" not in whole.read_bytes()

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from ..conftest import run_structsent
+from .conftest import sample, write_labelled
 
 
 def report_cli(*args):
@@ -140,7 +141,7 @@ def test_the_report_never_replaces_a_job_summary_named_explicitly(tmp_path, labe
 
 @pytest.mark.parametrize("case", ["a device as job summary", "a directory as job summary", "utf-16 with a mark",
                                   "utf-16 without a mark", "csv read as tsv", "tsv read as csv", "parquet read as csv",
-                                  "parquet named csv"])
+                                  "parquet named csv", "gbk json lines", "excel's delimiter hint"])
 def test_a_refusal_says_what_is_wrong_with_the_file(tmp_path, labelled_csv, case):
     """These said "no such file" (/dev/null), "no label columns" (UTF-16, Parquet read as CSV) or
     named the whole header line as one column (a CSV read as TSV)."""
@@ -149,6 +150,10 @@ def test_a_refusal_says_what_is_wrong_with_the_file(tmp_path, labelled_csv, case
     (tmp_path / "u16le.csv").write_bytes(text.encode("utf-16-le"))
     (tmp_path / "labelled.tsv").write_text(text.replace(",", "\t"), encoding="utf-8")
     (tmp_path / "parquet.csv").write_bytes(b"PAR1" + bytes(range(256)) + b"PAR1")
+    (tmp_path / "hint.csv").write_text("sep=,\n" + text, encoding="utf-8")
+    jsonl = tmp_path / "labelled.jsonl"
+    write_labelled(jsonl, "jsonl", sample())
+    (tmp_path / "gbk.jsonl").write_bytes(jsonl.read_text(encoding="utf-8").encode("gbk", "replace"))
     args, expected = {
         "a device as job summary": ([labelled_csv, "--job-summary", "/dev/null"],
                                     "/dev/null: is a character device, not a regular file"),
@@ -163,6 +168,10 @@ def test_a_refusal_says_what_is_wrong_with_the_file(tmp_path, labelled_csv, case
         "parquet read as csv": ([tmp_path / "parquet.csv"], "parquet.csv: a Parquet file (it starts with PAR1), "
                                                             "not CSV; pass --format parquet"),
         "parquet named csv": ([tmp_path / "parquet.csv", "--format", "jsonl"], "not JSONL; pass --format parquet"),
+        # (its prob_ columns all decoded to one name of U+FFFD: "2,270 rows (���� 0; 2,270 flagged)", exit 0)
+        "gbk json lines": ([tmp_path / "gbk.jsonl"], "gbk.jsonl: line 1: invalid UTF-8 at line 1, byte offset "),
+        "excel's delimiter hint": ([tmp_path / "hint.csv"], "hint.csv: line 1 is 'sep=,', Excel's delimiter hint, "
+                                                            "not a header; delete that line"),
     }[case]
     proc = report_cli(*args, "-o", tmp_path / "r.html")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -526,3 +526,15 @@ def test_an_empty_directory_is_an_output_of_no_rows_when_the_labels_are_known(tm
     assert "out/ (no files: the job labelled no rows)" in (tmp_path / "r.html").read_text(encoding="utf-8")
     with pytest.raises(BadInputError, match="a directory with no labelled files in it"):
         write_report(tmp_path / "out", tmp_path / "again.html")
+
+
+def test_json_lines_with_byte_order_marks_opening_later_lines_are_read_whole(tmp_path):
+    """`cat a.jsonl b.jsonl`, b saved with a mark: its first row was "unreadable" (invalid JSON)."""
+    path = tmp_path / "out.jsonl"
+    write_labelled(path, "jsonl", sample())
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(b"\xef\xbb\xbf" + line if i in (0, 2) else line for i, line in enumerate(lines)))
+    file = open_labelled(str(path))
+    rows = list(file.rows())
+    assert file.columns.labels == LABELS and len(rows) == len(lines)
+    assert not any(row.error and row.error.startswith(UNREADABLE) for row in rows)

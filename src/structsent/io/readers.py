@@ -25,6 +25,7 @@ from typing import Any, BinaryIO
 
 from ..errors import BadInputError, InputChangedError
 from .formats import Format
+from .sniff import check_header, check_not_utf16
 
 FLAG, FAIL = "flag", "error"
 
@@ -37,6 +38,7 @@ class InputRow:
     values: dict | None
     text: object
     error: str | None = None
+    line: int | None = None  # the physical line it was read from (JSON Lines), which its flag names
 
 
 class RowReader:
@@ -137,6 +139,7 @@ class _LineSource:
         self._read_digest = hashlib.blake2b(digest_size=16)
         self._opened_ns = time.time_ns()
         self._stamp_at_open = _change_stamp(stream) if self._end is not None else None
+        self._first_line: bytes | None = None  # the file's first line, until the byte after it is seen
 
     def __iter__(self) -> Iterator[_Line]:
         for raw in self._raw_lines():
@@ -149,6 +152,7 @@ class _LineSource:
                 self._first_bytes += raw[: REREAD_BYTES - len(self._first_bytes)]
             self._last_line = (start, raw)
             self._read_digest.update(raw)
+            self._check_not_utf16(raw, start)
             text, error = self._decoded(raw, start)
             if start == 0 and text.startswith(BYTE_ORDER_MARK):
                 text = text[1:]  # a UTF-8 byte-order mark opens the file, not its first value
@@ -157,6 +161,17 @@ class _LineSource:
         if self._end is not None:
             self._check_not_rewritten()
             self.appended = max(self._size_now() - self._end, 0)
+
+    def _check_not_utf16(self, raw: bytes, start: int) -> None:
+        """UTF-16 text is refused before its first row (read as UTF-8 it gave rows of noise, or a
+        "malformed header"): on its first line (a mark, NUL bytes), or at the byte after it (the
+        high byte of a UTF-16LE line break). Only looked at, never consumed."""
+        if start == 0:
+            self._first_line = raw
+            check_not_utf16(raw, self.name)
+        elif self._first_line is not None:
+            check_not_utf16(self._first_line + raw[:1], self.name)
+            self._first_line = None
 
     def _check_not_rewritten(self) -> None:
         """The bytes read are the file's still: a file rewritten (not appended to) while the job read
@@ -275,8 +290,18 @@ class _LineSource:
                 f"(byte 0x{raw[err.start]:02x})"
             )
             if self.on_bad_row == FAIL:
+                if start == 0:  # UTF-16 text of no ASCII on its first line: NUL bytes only after it
+                    check_not_utf16(raw + self._next_byte(), self.name)
                 raise BadInputError(f"{self.name}: {message}; fix the file or pass --on-bad-row flag") from err
             return raw.decode("utf-8", "replace"), message
+
+    def _next_byte(self) -> bytes:
+        """The byte after those read, looked at and left unread (b"" where the stream cannot peek)."""
+        peek = getattr(self.stream, "peek", None)
+        try:
+            return peek(1)[:1] if peek is not None else b""
+        except (OSError, ValueError):
+            return b""
 
     def consume(self, line: _Line) -> None:
         self.offset = line.start + len(line.raw)
@@ -363,6 +388,9 @@ class JsonLinesReader(RowReader):
     def __iter__(self) -> Iterator[InputRow]:
         for line in self.lines:
             self.lines.consume(line)
+            # A mark opening any line, not only the file's (`cat a.jsonl b.jsonl`, b saved with one),
+            # is no part of its JSON; its bytes are still the line's, consumed and digested.
+            line.text = line.text.removeprefix(BYTE_ORDER_MARK)
             if not line.text.strip(JSON_WHITESPACE):
                 continue  # blank lines separate nothing in JSON Lines (U+3000 alone is not blank: not JSON)
             self.rows_read += 1
@@ -372,7 +400,7 @@ class JsonLinesReader(RowReader):
             if error is not None and self.on_bad_row == FAIL:
                 raise BadInputError(f"{self.name}: {error}; fix the file or pass --on-bad-row flag")
             text = values.get(self.text_column) if values is not None and error is None and self.text_column else None
-            yield InputRow(self.rows_read, values, text, error)
+            yield InputRow(self.rows_read, values, text, error, line=line.number)
 
     def _parse(self, line: _Line) -> tuple[dict | None, str | None]:
         """(the row's fields, why it is a bad row). A line refused for some of its values (NaN, a
@@ -607,6 +635,7 @@ class CsvReader(RowReader):
         self.rows_read = rows_done
         self.resynchronised = 0  # malformed multi-line records whose later lines were read again
         self._delimiter = delimiter
+        self._text_column = text_column
         self._unread = iter(self.lines)
         self._given_back: collections.deque[_Line] = collections.deque()
         self._record_lines: list[_Line] = []
@@ -657,6 +686,7 @@ class CsvReader(RowReader):
         bad = error or next((line.error for line in lines if line.error), None)
         if bad is not None:
             raise BadInputError(f"{self.name}: line 1: malformed header ({bad})")
+        check_header(header, self._delimiter, self.name, self._text_column)
         for line in lines:
             self.lines.consume(line)
         check_unique_columns(header, f"{self.name}: line 1")

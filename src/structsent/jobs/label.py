@@ -483,7 +483,7 @@ class LabelJob:
             self.cache.put(chunk.cache_keys[i], result)
         unique_results = [r if r is not None else computed[i] for i, r in enumerate(cached)]
         results = [
-            LabelResult.failed(row.error) if row.error is not None else unique_results[u]
+            LabelResult.failed(row.error) if row.error is not None else _with_line(row, unique_results[u])
             for row, u in zip(chunk.rows, chunk.unique_index)
         ]
         summary.duplicates += _reused(chunk, results, pending, fresh)
@@ -890,3 +890,11 @@ def _same_file(a: str, b: Path) -> bool:
 def _arrow_schema(reader: RowReader):
     file = getattr(reader, "file", None)
     return file.schema_arrow if file is not None else None
+
+
+def _with_line(row: InputRow, result: LabelResult) -> LabelResult:
+    """A JSON Lines value that is no text (null, a number) flagged with its line, as the reader's
+    own flags are ("line 3: not a string (got int)")."""
+    if result.error is None or row.line is None or isinstance(row.text, str):
+        return result
+    return LabelResult.failed(f"line {row.line}: {result.error}")

@@ -27,12 +27,14 @@ from typing import SupportsFloat, SupportsIndex
 from ..errors import BadInputError, NoSuchColumnError
 from ..io.formats import Format, detect_format
 from ..io.paths import mode_of
-from ..io.readers import CSV_FIELD_LIMIT, ParquetReader, arrow_reason, open_reader
+from ..io.readers import BYTE_ORDER_MARK, CSV_FIELD_LIMIT, ParquetReader, arrow_reason, open_reader
+from ..io.sniff import check_header, check_not_utf16
 from ..io.writers import added_columns
 from .aggregate import LabelledRow
 from .arguments import JOB_FIGURES_DEPTH, nested_deeper_than
 
 UNREADABLE = "unreadable in this file"
+UTF8_MARK = BYTE_ORDER_MARK.encode()
 _SNIFF_LINES = 100  # JSON Lines: the columns come from the first object among these lines
 
 
@@ -295,10 +297,10 @@ def _header(path: str, fmt: Format) -> list[str]:
         if fmt is Format.PARQUET:
             return _parquet_columns(path)
         _check_text_bytes(path, fmt)
+        if fmt is Format.JSONL:
+            return _jsonl_columns(path)  # [] for a file of no rows
         _allow_long_fields()
         with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:  # a BOM is not a name
-            if fmt is Format.JSONL:
-                return _jsonl_columns(handle, path)  # [] for a file of no rows
             header = next(csv.reader(handle, delimiter=_delimiter(fmt)), None)
     except OSError as err:
         raise BadInputError(f"{path}: cannot open ({err.strerror or err})") from err
@@ -306,7 +308,7 @@ def _header(path: str, fmt: Format) -> list[str]:
         raise BadInputError(f"{path}: line 1: malformed header ({err})") from err
     if not header:
         raise BadInputError(f"{path}: empty file (no header row)")
-    _check_delimiter(header, fmt, path)
+    check_header(header, _delimiter(fmt), path)
     return header
 
 
@@ -318,32 +320,17 @@ def _check_text_bytes(path: str, fmt: Format) -> None:
     if head.startswith(b"PAR1"):
         raise BadInputError(f"{path}: a Parquet file (it starts with PAR1), not {fmt.value.upper()}; "
                             "pass --format parquet")
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise BadInputError(f'{path}: not UTF-8 text (UTF-16, as Excel\'s "Unicode text" saves it); '
-                            'save it as UTF-8 (in Excel: "CSV UTF-8")')
-    if b"\x00" in head.split(b"\n", 1)[0]:
-        raise BadInputError(f"{path}: not UTF-8 text (its first line holds NUL bytes, as UTF-16 text does); "
-                            "save it as UTF-8")
+    check_not_utf16(head, path)
 
 
-def _check_delimiter(header: list[str], fmt: Format, path: str) -> None:
-    """A header of one column holding the other format's delimiter: the file is of that format."""
-    if len(header) != 1 or fmt not in (Format.CSV, Format.TSV):
-        return
-    real, delimiter, name = (Format.TSV, "\t", "tabs") if fmt is Format.CSV else (Format.CSV, ",", "commas")
-    if delimiter in header[0]:
-        raise BadInputError(f"{path}: the header is one column holding {name}: not {fmt.value.upper()}; "
-                            f"pass --format {real.value}")
-
-
-def _jsonl_columns(handle, path: str) -> list[str]:
+def _jsonl_columns(path: str) -> list[str]:
     """The fields of the first JSON object among the first lines, in its order; none for a file
     of no rows (blank lines at most)."""
-    first = next(_jsonl_objects(handle), None)
+    first = next(_jsonl_objects(path), None)
     if first is None:
-        handle.seek(0)
-        if not any(line.strip() for line in handle):
-            return []
+        with open(path, "rb") as handle:
+            if not any(line.removeprefix(UTF8_MARK).strip() for line in handle):
+                return []
         raise BadInputError(f"{path}: no JSON object in the first {_SNIFF_LINES} lines")
     return list(first)
 
@@ -367,20 +354,34 @@ def a_json_line_has_field(path: str, name: str) -> bool:
 
 def _later_jsonl_fields(path: str) -> list[str]:
     """The fields of the other objects among the first lines, in the order they first appear."""
-    with open(path, encoding="utf-8-sig", errors="replace") as handle:
-        objects = _jsonl_objects(handle)
-        next(objects, None)
-        return list(dict.fromkeys(name for value in objects for name in value))
+    objects = _jsonl_objects(path)
+    next(objects, None)
+    return list(dict.fromkeys(name for value in objects for name in value))
 
 
-def _jsonl_objects(handle) -> Iterator[dict]:
-    for _, line in zip(range(_SNIFF_LINES), handle):
-        try:
-            value = json.loads(line)
-        except (ValueError, RecursionError):  # invalid JSON, a number too long to read, deep nesting
-            continue
-        if isinstance(value, dict):
-            yield value
+def _jsonl_objects(path: str) -> Iterator[dict]:
+    """The JSON objects among the first lines. A line that is not UTF-8 before the first object is
+    refused: its field names decoded with replacement characters were noise (a GBK file's prob_
+    columns all one name, every row flagged, exit 0); after it, it is a row the reader flags."""
+    found, offset = False, 0
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(itertools.islice(handle, _SNIFF_LINES), start=1):
+            start, offset = offset, offset + len(raw)
+            try:
+                line = raw.decode("utf-8").removeprefix(BYTE_ORDER_MARK)  # at any line's start (`cat a b`)
+            except UnicodeDecodeError as err:
+                if not found and raw.strip():
+                    raise BadInputError(f"{path}: line {number}: invalid UTF-8 at line {number}, byte offset "
+                                        f"{start + err.start} (byte 0x{raw[err.start]:02x}); the columns are read "
+                                        "from it: save the file as UTF-8") from err
+                continue
+            try:
+                value = json.loads(line)
+            except (ValueError, RecursionError):  # invalid JSON, a number too long to read, deep nesting
+                continue
+            if isinstance(value, dict):
+                found = True
+                yield value
 
 
 def _parquet_columns(path: str) -> list[str]:
