@@ -262,10 +262,12 @@ def test_ctrl_c_to_the_process_group_during_a_rolling_restart_stops_the_server(h
         time.sleep(1)  # the new worker loads (4 s)
         began = time.monotonic()
         os.killpg(server.process.pid, signal.SIGINT)
-        server.process.wait(60)
+        code = server.process.wait(60)
         stopped_after = time.monotonic() - began
         assert stopped_after < 10, (stopped_after, server.log())
         assert "Received SIGINT" in server.log_text() and started_workers(server) == 2, server.log()
+        # Ctrl-C ends `serve --workers` as it ends a lone server (it was 0 here, 130 there)
+        assert code == 130 and server.log_text().rstrip().endswith("structsent: interrupted"), server.log()
     finally:
         server.close()
         kill_if_alive(workers)

@@ -258,11 +258,13 @@ def _serve_processes(settings, args: argparse.Namespace) -> int:
     from ..server.workers import serve_workers, worker_environment
 
     os.environ.update(worker_environment(settings))
-    serve_workers(settings, uvicorn.Config(
+    stopped_by = serve_workers(settings, uvicorn.Config(
         "structsent.server.workers:app_from_environment", factory=True, workers=args.workers,
         timeout_worker_healthcheck=WORKER_READY_TIMEOUT_S,
         **_uvicorn_options(settings, args),
     ))
+    if stopped_by == signal.SIGINT:  # Ctrl-C: exit 130 with its line, as a lone server (SIGTERM: 0)
+        raise KeyboardInterrupt
     return 0
 
 

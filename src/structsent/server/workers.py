@@ -48,8 +48,9 @@ def worker_environment(settings: ServerSettings) -> dict[str, str]:
     return {SETTINGS_ENVIRONMENT_VARIABLE: settings.to_json()}
 
 
-def serve_workers(settings: ServerSettings, config: uvicorn.Config) -> None:
-    """Run ``config.workers`` worker processes under uvicorn's supervisor until it is stopped."""
+def serve_workers(settings: ServerSettings, config: uvicorn.Config) -> int | None:
+    """Run ``config.workers`` worker processes under uvicorn's supervisor until it is stopped; the
+    signal that stopped it (None: it stopped of itself, a worker that cannot start)."""
     from uvicorn.supervisors import Multiprocess
     from uvicorn.supervisors.multiprocess import Process
 
@@ -59,11 +60,14 @@ def serve_workers(settings: ServerSettings, config: uvicorn.Config) -> None:
             # uvicorn queues a signal for its loop, which a rolling restart holds; this flag is seen
             # at once (set from the handler: no lock the main thread could be holding).
             self.stop_asked = threading.Event()
+            self.stopped_by: int | None = None
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, self._stop_signal)
 
         def _stop_signal(self, signum, frame) -> None:
             self.signal_queue.append(signum)  # handled by uvicorn's loop, as before
+            if self.stopped_by is None:
+                self.stopped_by = signum
             self.stop_asked.set()
 
         def restart_all(self) -> None:  # SIGHUP
@@ -102,12 +106,14 @@ def serve_workers(settings: ServerSettings, config: uvicorn.Config) -> None:
             super().terminate_all()
 
     sock = config.bind_socket()  # (exits with uvicorn's startup failure status if it cannot)
+    supervisor = Supervisor(config, sockets=[sock])
     try:
-        Supervisor(config, sockets=[sock]).run()
+        supervisor.run()
     except KeyboardInterrupt:  # as uvicorn.run
-        pass
+        return signal.SIGINT
     finally:
         sock.close()
+    return supervisor.stopped_by
 
 
 def check_model_loads(settings: ServerSettings, give_up: Callable[[], bool] = lambda: False) -> bool:
