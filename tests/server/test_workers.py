@@ -127,13 +127,23 @@ def started_workers(server: ServerProcess) -> int:
     return server.log_text().count("Application startup complete.")
 
 
+def started_with_two_workers(model_dir, *extra: str, **options) -> ServerProcess:
+    """`serve --workers 2 --log-level info` (uvicorn then logs each worker's start), both workers started."""
+    server = ServerProcess(model_dir, "--workers", "2", "--log-level", "info", *extra, **options).wait_healthy(120)
+    try:
+        wait_for(lambda: started_workers(server) == 2, 120, "both workers to start")
+    except BaseException:
+        server.close()
+        raise
+    return server
+
+
 def test_a_restarted_worker_takes_no_request_before_its_model_is_loaded(hf_model_dir):
     """A worker that died and was started again answered 503 ("the model is loading") to its share
     of the connections while the other worker served; it now takes none until it can answer."""
-    server = ServerProcess(hf_model_dir, "--workers", "2", "--log-level", "info", fault_load_delay_s=3).wait_healthy(120)
+    server = started_with_two_workers(hf_model_dir, fault_load_delay_s=3)
     workers: list[int] = []
     try:
-        wait_for(lambda: started_workers(server) == 2, 120, "both workers to start")
         victim = worker_pids(server)[0]
         os.kill(victim, 9)
         # until the new worker has started (loaded for 3 s) and served a while: no 503 meanwhile
@@ -152,10 +162,9 @@ def test_sighup_replaces_every_worker_without_a_refused_request(hf_model_dir):
     """uvicorn's rolling restart: each new worker must serve before the old one leaves; one that
     served at once answered 503 while loading, one that waited for its model longer than uvicorn's
     default 5 s was killed and the restart given up."""
-    server = ServerProcess(hf_model_dir, "--workers", "2", "--log-level", "info", fault_load_delay_s=6).wait_healthy(120)
+    server = started_with_two_workers(hf_model_dir, fault_load_delay_s=6)
     workers: list[int] = []
     try:
-        wait_for(lambda: started_workers(server) == 2, 120, "both workers to start")
         before = worker_pids(server)
         server.process.send_signal(signal.SIGHUP)
         replaced = lambda: not set(worker_pids(server)) & set(before)  # noqa: E731
@@ -206,10 +215,9 @@ def test_sighup_with_a_model_that_no_longer_loads_keeps_the_serving_workers(hf_m
 
     model = tmp_path / "model"
     shutil.copytree(hf_model_dir, model)
-    server = ServerProcess(model, "--workers", "2", "--log-level", "info").wait_healthy(120)
+    server = started_with_two_workers(model)
     workers: list[int] = []
     try:
-        wait_for(lambda: started_workers(server) == 2, 120, "both workers to start")
         workers = worker_pids(server)
         (model / "config.json").write_text('{"broken', encoding="utf-8")
         server.process.send_signal(signal.SIGHUP)
@@ -229,10 +237,9 @@ def test_sigterm_during_a_rolling_restart_stops_the_server_at_once(hf_model_dir)
     """SIGTERM while SIGHUP's restart waited for new workers (each loads for 6 s here) was queued
     until every worker had been replaced, the old ones taking connections meanwhile; it now ends
     the restart where it is, and the server stops as on any SIGTERM."""
-    server = ServerProcess(hf_model_dir, "--workers", "2", "--log-level", "info", fault_load_delay_s=6).wait_healthy(120)
+    server = started_with_two_workers(hf_model_dir, fault_load_delay_s=6)
     workers: list[int] = []
     try:
-        wait_for(lambda: started_workers(server) == 2, 120, "both workers to start")
         workers = worker_pids(server)
         server.process.send_signal(signal.SIGHUP)
         time.sleep(1.5)  # the restart has begun: it loads the model (6 s) before replacing anyone
@@ -251,11 +258,9 @@ def test_ctrl_c_to_the_process_group_during_a_rolling_restart_stops_the_server(h
     """A terminal's Ctrl-C reaches the supervisor and its workers. During a restart the supervisor
     gave the restart up, then pinged the workers, which were shutting down, for up to 60 s each
     (and started new ones) before it handled the signal: 15-40 s and more in a tester's runs."""
-    server = ServerProcess(hf_model_dir, "--workers", "2", "--log-level", "info", fault_load_delay_s=4,
-                           preexec_fn=os.setsid).wait_healthy(120)
+    server = started_with_two_workers(hf_model_dir, fault_load_delay_s=4, preexec_fn=os.setsid)
     workers: list[int] = []
     try:
-        wait_for(lambda: started_workers(server) == 2, 120, "both workers to start")
         workers = worker_pids(server)
         server.process.send_signal(signal.SIGHUP)
         wait_for(lambda: server.log_text().count("Started server process") == 3, 60, "the restart's first new worker")
