@@ -473,7 +473,7 @@ def test_a_line_past_the_length_limit_is_refused_after_the_rows_before_it(tmp_pa
     head = {Format.TXT: "", Format.CSV: "text\n", Format.JSONL: ""}[fmt]
     row = {Format.TXT: "好吃\n", Format.CSV: "好吃\n", Format.JSONL: '{"text": "好吃"}\n'}[fmt]
     path = tmp_path / f"in.{fmt.value}"
-    path.write_bytes((head + row * 2).encode() + b"\0" * 65)
+    path.write_bytes((head + row * 2).encode() + b"x" * 65)
     reader = open_reader(str(path), fmt, text_column="text", on_bad_row="flag")
     rows = iter(reader)
     assert [next(rows).text, next(rows).text] == ["好吃", "好吃"]
@@ -779,6 +779,50 @@ def test_utf16_is_refused_before_any_row_in_every_text_format(tmp_path, encoding
     path = write(tmp_path, f"u16.{fmt.value}", "".join(line + "\n" for line in lines[fmt]).encode(encoding))
     with pytest.raises(BadInputError, match=r"^.*u16\.\w+: not UTF-8 text \((UTF-16|NUL bytes)"):
         list(open_reader(path, fmt, text_column="text", on_bad_row=on_bad_row))
+
+
+@pytest.mark.parametrize("text, encoding", [
+    ("上海的菜很好吃\n服务太差了\n一般般\n", "utf-16-le"),  # no mark, and 上 (0A 4E) read as a line break
+    ("上海的菜很好吃\n服务太差了\n一般般\n", "utf-16-be"),
+    ("上海的菜很好吃\n服务太差了\n一般般\n", "utf-32-le"),
+    ("good\nbad\n", "utf-16-le"),  # ASCII: a NUL every other byte
+    ("好吃\n服务太差了\n一般般\n", "utf-16-le"),  # the first line's break is the byte after a cut
+])
+@pytest.mark.parametrize("on_bad_row", ["error", "flag"])
+def test_utf16_or_32_without_a_mark_is_refused_before_any_row(tmp_path, text, encoding, on_bad_row):
+    """The first version looked for NUL bytes in the first line and the byte after it: UTF-16 whose
+    first character holds 0A (上) gave a first line of one byte and rows of noise, exit 0; a first
+    row was labelled before the byte after its line was seen."""
+    path = write(tmp_path, "nomark.txt", text.encode(encoding))
+    with pytest.raises(BadInputError, match=r"nomark\.txt: not UTF-8 text \(NUL bytes"):
+        list(open_reader(path, Format.TXT, text_column="text", on_bad_row=on_bad_row))
+
+
+def test_a_resumed_job_looks_at_the_file_s_first_bytes_too(tmp_path):
+    """A resume starts past the first line: it was not checked, and labelled UTF-16 noise (exit 0)."""
+    path = write(tmp_path, "u16.txt", "".join(t + "\n" for t in UTF16_TEXTS).encode("utf-16-le"))
+    second_line = open(path, "rb").read().index(b"\n\x00") + 2
+    with pytest.raises(BadInputError, match="not UTF-8 text"):
+        list(open_reader(path, Format.TXT, text_column="text", on_bad_row="flag", position=second_line, line=1))
+
+
+@pytest.mark.parametrize("data", ["第一行\x00有NUL\n第二行\n".encode(), "第一行\n\x00第二行\n".encode(),
+                                  b"id,text\n1,a\x00b\n"], ids=["nul in line 1", "nul opening line 2", "csv"])
+def test_utf8_holding_a_nul_is_text(tmp_path, data):
+    """UTF-8 with a NUL in or just after its first line was refused as UTF-16 by the first version."""
+    fmt = Format.CSV if data.startswith(b"id,") else Format.TXT
+    path = write(tmp_path, f"nul.{fmt.value}", data)
+    rows = list(open_reader(path, fmt, text_column="text", on_bad_row="error"))
+    assert len(rows) == data.count(b"\n") - (fmt is Format.CSV) and all(row.error is None for row in rows)
+
+
+def test_json_lines_on_standard_input_is_told_after_a_mark_opening_a_later_line(tmp_path, stdin_from):
+    """`cat empty-with-mark.jsonl b.jsonl | structsent label -`: the first non-blank line opened with a
+    mark, not at byte 0, and the input was read as plain text, its JSON labelled as reviews."""
+    from structsent.io.readers import stdin_format
+
+    stdin_from(write(tmp_path, "in.jsonl", '\n\ufeff{"text":"很好吃"}\n{"text":"差"}\n'.encode()))
+    assert stdin_format() is Format.JSONL
 
 
 def test_utf16_on_standard_input_is_refused(tmp_path, stdin_from):

@@ -10,14 +10,23 @@ TEXT = "这家外卖送得很快\n差评\n"
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
 @pytest.mark.parametrize("text", [TEXT, "id,text\n1,好\n"], ids=["chinese only", "ascii header"])
-def test_utf16_is_told_from_its_first_line_and_the_byte_after_it(encoding, text):
-    data = text.encode(encoding)
-    first_line_and_next_byte = data[: data.index(b"\n") + 2]
+def test_utf16_is_told_from_its_first_bytes(encoding, text):
     with pytest.raises(BadInputError, match=r"^in\.txt: not UTF-8 text \((UTF-16|NUL bytes).*save it as UTF-8"):
-        check_not_utf16(first_line_and_next_byte, "in.txt")
+        check_not_utf16(text.encode(encoding), "in.txt")
 
 
-@pytest.mark.parametrize("head", [TEXT.encode(), b"\xef\xbb\xbfid,text\n", b"", b"\n", b"a\xff\n"])
+def test_utf32_with_its_mark_is_named_so():
+    with pytest.raises(BadInputError, match=r"^in\.txt: not UTF-8 text \(UTF-32"):
+        check_not_utf16(TEXT.encode("utf-32"), "in.txt")
+
+
+def test_a_head_cut_inside_a_character_is_still_utf8():
+    head = ("好" * 10 + "\x00").encode()
+    check_not_utf16(head + "差".encode()[:2], "in.txt")
+
+
+@pytest.mark.parametrize("head", [TEXT.encode(), b"\xef\xbb\xbfid,text\n", b"", b"\n", b"a\xff\n",
+                                  "第一行\x00有NUL\n".encode()])
 def test_utf8_and_other_bytes_pass(head):
     check_not_utf16(head, "in.txt")
 
@@ -26,7 +35,7 @@ def test_utf8_and_other_bytes_pass(head):
     (["id;text"], ",", "holding semicolons: not CSV; save it with commas (or with tabs and pass --format tsv)"),
     (["id\ttext"], ",", "holding tabs: not CSV; pass --format tsv"),
     (["id,text"], "\t", "holding commas: not TSV; pass --format csv"),
-    (["id;text"], "\t", "holding semicolons: not TSV; save it with commas"),
+    (["id;text"], "\t", "holding semicolons: not TSV; save it with tabs (or with commas and pass --format csv)"),
     (["sep=;"], ",", "line 1 is 'sep=;', Excel's delimiter hint, not a header; delete that line, then save it "
                      "with commas"),
     (["sep=", ""], ",", "line 1 is 'sep=,', Excel's delimiter hint, not a header; delete that line"),

@@ -169,7 +169,7 @@ def test_a_refusal_says_what_is_wrong_with_the_file(tmp_path, labelled_csv, case
                                                             "not CSV; pass --format parquet"),
         "parquet named csv": ([tmp_path / "parquet.csv", "--format", "jsonl"], "not JSONL; pass --format parquet"),
         # (its prob_ columns all decoded to one name of U+FFFD: "2,270 rows (���� 0; 2,270 flagged)", exit 0)
-        "gbk json lines": ([tmp_path / "gbk.jsonl"], "gbk.jsonl: line 1: invalid UTF-8 at line 1, byte offset "),
+        "gbk json lines": ([tmp_path / "gbk.jsonl"], "gbk.jsonl: line 1: invalid UTF-8 at byte offset "),
         "excel's delimiter hint": ([tmp_path / "hint.csv"], "hint.csv: line 1 is 'sep=,', Excel's delimiter hint, "
                                                             "not a header; delete that line"),
     }[case]

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 
 from ..errors import BadInputError, InputChangedError
 from .formats import Format
-from .sniff import check_header, check_not_utf16
+from .sniff import HEAD_BYTES, check_header, check_not_utf16
 
 FLAG, FAIL = "flag", "error"
 
@@ -139,9 +139,9 @@ class _LineSource:
         self._read_digest = hashlib.blake2b(digest_size=16)
         self._opened_ns = time.time_ns()
         self._stamp_at_open = _change_stamp(stream) if self._end is not None else None
-        self._first_line: bytes | None = None  # the file's first line, until the byte after it is seen
 
     def __iter__(self) -> Iterator[_Line]:
+        check_not_utf16(self._head(), self.name)
         for raw in self._raw_lines():
             self._read_number += 1
             start, self._read_offset = self._read_offset, self._read_offset + len(raw)
@@ -152,7 +152,6 @@ class _LineSource:
                 self._first_bytes += raw[: REREAD_BYTES - len(self._first_bytes)]
             self._last_line = (start, raw)
             self._read_digest.update(raw)
-            self._check_not_utf16(raw, start)
             text, error = self._decoded(raw, start)
             if start == 0 and text.startswith(BYTE_ORDER_MARK):
                 text = text[1:]  # a UTF-8 byte-order mark opens the file, not its first value
@@ -162,16 +161,25 @@ class _LineSource:
             self._check_not_rewritten()
             self.appended = max(self._size_now() - self._end, 0)
 
-    def _check_not_utf16(self, raw: bytes, start: int) -> None:
-        """UTF-16 text is refused before its first row (read as UTF-8 it gave rows of noise, or a
-        "malformed header"): on its first line (a mark, NUL bytes), or at the byte after it (the
-        high byte of a UTF-16LE line break). Only looked at, never consumed."""
-        if start == 0:
-            self._first_line = raw
-            check_not_utf16(raw, self.name)
-        elif self._first_line is not None:
-            check_not_utf16(self._first_line + raw[:1], self.name)
-            self._first_line = None
+    def _head(self) -> bytes:
+        """The input's first bytes, looked at and left unread, for the UTF-16 check before any row (read
+        as UTF-8, UTF-16 gave rows of noise): a file's from its start, a resumed job's too; a stream's
+        as far as it holds them when first read (b"" where it cannot be looked at)."""
+        if not self._may_wait:
+            try:
+                return os.pread(self.stream.fileno(), HEAD_BYTES, 0)
+            except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+                return b""
+        peek = getattr(self.stream, "peek", None)
+        if self._start or peek is None:  # (a stream is never resumed)
+            return b""
+        self.waiting = True  # a pipe's first bytes may not have come yet
+        try:
+            return peek(HEAD_BYTES)[:HEAD_BYTES]
+        except (OSError, ValueError):
+            return b""
+        finally:
+            self.waiting = False
 
     def _check_not_rewritten(self) -> None:
         """The bytes read are the file's still: a file rewritten (not appended to) while the job read
@@ -290,18 +298,8 @@ class _LineSource:
                 f"(byte 0x{raw[err.start]:02x})"
             )
             if self.on_bad_row == FAIL:
-                if start == 0:  # UTF-16 text of no ASCII on its first line: NUL bytes only after it
-                    check_not_utf16(raw + self._next_byte(), self.name)
                 raise BadInputError(f"{self.name}: {message}; fix the file or pass --on-bad-row flag") from err
             return raw.decode("utf-8", "replace"), message
-
-    def _next_byte(self) -> bytes:
-        """The byte after those read, looked at and left unread (b"" where the stream cannot peek)."""
-        peek = getattr(self.stream, "peek", None)
-        try:
-            return peek(1)[:1] if peek is not None else b""
-        except (OSError, ValueError):
-            return b""
 
     def consume(self, line: _Line) -> None:
         self.offset = line.start + len(line.raw)
@@ -1006,6 +1004,11 @@ class _StdinWithHead:
     def fileno(self) -> int:
         return _stdin_bytes().fileno()
 
+    def peek(self, size: int = 1) -> bytes:
+        """The lines put back, else what standard input holds (without waiting for more, where lines were put back)."""
+        put_back = b"".join(self._head)
+        return put_back if put_back else _stdin_bytes().peek(size)
+
 
 _stdin_head: _StdinWithHead | None = None
 _SNIFF_BYTES = 1 << 20  # blank lines read at most before a plain-text guess
@@ -1025,7 +1028,7 @@ def stdin_format() -> Format:
             break
         head.append(line)
         size += len(line)
-        first = line.removeprefix(BYTE_ORDER_MARK.encode()) if len(head) == 1 else line
+        first = line.removeprefix(BYTE_ORDER_MARK.encode())  # at any line's start (`cat a.jsonl b.jsonl`)
         if first.strip():
             break
     _stdin_head = _StdinWithHead(head)

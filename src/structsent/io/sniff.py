@@ -16,21 +16,45 @@ import re
 from ..errors import BadInputError
 
 UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")
+UTF32_MARKS = (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")
+HEAD_BYTES = 4096  # what ``check_not_utf16`` is given of a file: its first bytes
 _DELIMITERS = {",": ("commas", "CSV"), "\t": ("tabs", "TSV"), ";": ("semicolons", None)}
 _EXCEL_HINT = re.compile(r"sep=(.)")  # Excel's first line naming the delimiter, which no reader but Excel reads
 
 
 def check_not_utf16(head: bytes, name: str) -> None:
-    """Refuse UTF-16 text. ``head``: the file's first bytes, its first line and the byte after it
-    where there are any (UTF-16 without a mark holds NUL bytes on its first line, or just after it
-    as the high byte of its line break)."""
+    r"""Refuse UTF-16 (or UTF-32) text. ``head``: the file's first bytes (HEAD_BYTES of them, fewer
+    where it is shorter or a stream holds fewer yet). Without a byte-order mark such text holds NUL
+    bytes (ASCII characters, line breaks) beside bytes UTF-8 cannot hold, or, in ASCII text, a NUL
+    every other byte; UTF-8 text holds a NUL rarely (it is labelled then, as any character).
+
+    >>> check_not_utf16("第一行\x00有NUL\n".encode(), "in.txt")  # UTF-8 with a NUL: text
+    >>> check_not_utf16("上海很好\n差\n".encode("utf-16-le"), "in.txt")
+    Traceback (most recent call last):
+    ...
+    structsent.errors.BadInputError: in.txt: not UTF-8 text (NUL bytes among bytes UTF-8 cannot hold, ...
+    """
+    if head.startswith(UTF32_MARKS):
+        raise BadInputError(f"{name}: not UTF-8 text (UTF-32, by its byte-order mark); save it as UTF-8")
     if head.startswith(UTF16_MARKS):
         raise BadInputError(f'{name}: not UTF-8 text (UTF-16, as Excel\'s "Unicode text" saves it); '
                             'save it as UTF-8 (in Excel: "CSV UTF-8")')
-    line, _, after = head.partition(b"\n")
-    if b"\x00" in line or after.startswith(b"\x00"):
-        raise BadInputError(f"{name}: not UTF-8 text (NUL bytes in or just after its first line, as UTF-16 text has); "
-                            "save it as UTF-8")
+    nuls = head.count(0)
+    if nuls and 4 * nuls >= len(head):
+        raise BadInputError(f"{name}: not UTF-8 text (NUL bytes between most characters, as UTF-16 or UTF-32 text "
+                            "has); save it as UTF-8")
+    if nuls and not _utf8_so_far(head):
+        raise BadInputError(f"{name}: not UTF-8 text (NUL bytes among bytes UTF-8 cannot hold, as UTF-16 text "
+                            "without a byte-order mark has); save it as UTF-8")
+
+
+def _utf8_so_far(head: bytes) -> bool:
+    """Whether ``head`` is UTF-8, allowing a character cut at its end."""
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return err.reason == "unexpected end of data" and err.end == len(head)
+    return True
 
 
 def check_header(header: list[str], delimiter: str, name: str, text_column: str | None = None) -> None:
@@ -51,13 +75,16 @@ def check_header(header: list[str], delimiter: str, name: str, text_column: str 
     seen = next((other for other in _DELIMITERS if other != delimiter and other in header[0]), None)
     if seen is not None:
         raise BadInputError(f"{name}: the header is one column holding {_DELIMITERS[seen][0]}: not {own_format}; "
-                            f"{_advice(seen)}")
+                            f"{_advice(seen, delimiter)} (a file of one column so named: pass --text-column "
+                            "with its name)")
 
 
-def _advice(delimiter: str) -> str:
-    """What to do with a file separated by ``delimiter``."""
+def _advice(delimiter: str, read_with: str = ",") -> str:
+    """What to do with a file separated by ``delimiter`` (read as separated by ``read_with``)."""
     plural, fmt = _DELIMITERS.get(delimiter, (f"{delimiter!r}", None))
     if fmt is not None:
         return f"pass --format {fmt.lower()}"
+    if read_with == "\t":
+        return f"save it with tabs (or with commas and pass --format csv): {plural.rstrip('s')}-separated files are not read"
     return (f"save it with commas (or with tabs and pass --format tsv): {plural.rstrip('s')}-separated files "
             "are not read")

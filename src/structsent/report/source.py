@@ -371,7 +371,7 @@ def _jsonl_objects(path: str) -> Iterator[dict]:
                 line = raw.decode("utf-8").removeprefix(BYTE_ORDER_MARK)  # at any line's start (`cat a b`)
             except UnicodeDecodeError as err:
                 if not found and raw.strip():
-                    raise BadInputError(f"{path}: line {number}: invalid UTF-8 at line {number}, byte offset "
+                    raise BadInputError(f"{path}: line {number}: invalid UTF-8 at byte offset "
                                         f"{start + err.start} (byte 0x{raw[err.start]:02x}); the columns are read "
                                         "from it: save the file as UTF-8") from err
                 continue
