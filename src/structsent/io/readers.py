@@ -1007,7 +1007,10 @@ class _StdinWithHead:
     def peek(self, size: int = 1) -> bytes:
         """The lines put back, else what standard input holds (without waiting for more, where lines were put back)."""
         put_back = b"".join(self._head)
-        return put_back if put_back else _stdin_bytes().peek(size)
+        if put_back:
+            return put_back
+        peek = getattr(_stdin_bytes(), "peek", None)  # (sys.stdin.buffer where descriptor 0 has no reader of its own)
+        return peek(size) if peek is not None else b""
 
 
 _stdin_head: _StdinWithHead | None = None
