@@ -170,12 +170,11 @@ class _LineSource:
                 return os.pread(self.stream.fileno(), HEAD_BYTES, 0)
             except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
                 return b""
-        peek = getattr(self.stream, "peek", None)
-        if self._start or peek is None:  # (a stream is never resumed)
+        if self._start:  # (a stream is never resumed)
             return b""
         self.waiting = True  # a pipe's first bytes may not have come yet
         try:
-            return peek(HEAD_BYTES)[:HEAD_BYTES]
+            return _peeked(self.stream, HEAD_BYTES)[:HEAD_BYTES]
         except (OSError, ValueError):
             return b""
         finally:
@@ -314,6 +313,12 @@ class _LineSource:
 
 _RECENT_WRITE_NS = 1_000_000_000  # a file written this shortly before it was opened is read again at the end
 _REREAD_BLOCK = 1 << 20
+
+
+def _peeked(stream, size: int) -> bytes:
+    """What a buffered stream holds ahead, left unread (b"" for a stream that cannot be looked at)."""
+    peek = getattr(stream, "peek", None)
+    return peek(size) if peek is not None else b""
 
 
 def _change_stamp(stream) -> tuple[int, int] | None:
@@ -1009,8 +1014,7 @@ class _StdinWithHead:
         put_back = b"".join(self._head)
         if put_back:
             return put_back
-        peek = getattr(_stdin_bytes(), "peek", None)  # (sys.stdin.buffer where descriptor 0 has no reader of its own)
-        return peek(size) if peek is not None else b""
+        return _peeked(_stdin_bytes(), size)  # (sys.stdin.buffer where descriptor 0 has no reader of its own)
 
 
 _stdin_head: _StdinWithHead | None = None

@@ -84,7 +84,6 @@ def _advice(delimiter: str, read_with: str = ",") -> str:
     plural, fmt = _DELIMITERS.get(delimiter, (f"{delimiter!r}", None))
     if fmt is not None:
         return f"pass --format {fmt.lower()}"
-    if read_with == "\t":
-        return f"save it with tabs (or with commas and pass --format csv): {plural.rstrip('s')}-separated files are not read"
-    return (f"save it with commas (or with tabs and pass --format tsv): {plural.rstrip('s')}-separated files "
-            "are not read")
+    own, other, other_format = ("tabs", "commas", "csv") if read_with == "\t" else ("commas", "tabs", "tsv")
+    return (f"save it with {own} (or with {other} and pass --format {other_format}): {plural.rstrip('s')}-separated "
+            "files are not read")
