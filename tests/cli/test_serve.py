@@ -294,3 +294,55 @@ def test_model_workers_flag():
     assert settings_from_args(serve_args("--model-workers", "3"), environ={}).model_workers == 3
     with pytest.raises(ConfigError, match="model_workers=0"):
         settings_from_args(serve_args("--model-workers", "0"), environ={})
+
+
+_LOAD_THAT_DOES_NOT_STOP = """
+import logging, os, signal, sys, threading
+from pathlib import Path
+from structsent.cli import serve
+from structsent.onnx.cache import STAGING_PREFIX, cache_root
+from structsent.server.app import SentimentService, ServerSettings
+from structsent.staging import staging_name
+
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+serve.LOAD_STOP_S = float(sys.argv[1])
+staging = cache_root() / "onnx" / (staging_name(STAGING_PREFIX) + "entry")
+staging.mkdir(parents=True)
+(staging / "model.onnx").write_bytes(b"half an export")
+in_native_call = threading.Event()
+
+def load_in_a_native_call(settings):
+    in_native_call.set()
+    threading.Event().wait()  # a lock's wait, in C, for ever: as a long fusion step of an export
+
+service = SentimentService(ServerSettings(model="default"), load=load_in_a_native_call)
+service.start_loading()
+in_native_call.wait(30)
+if sys.argv[2] == "second signal":
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+print("ending the load", flush=True)
+serve.end_the_load(service, exit_status=0)
+print("end_the_load returned", flush=True)
+"""
+
+
+@pytest.mark.parametrize("case, code, farewell", [("wait", 0, None), ("second signal", 130, "structsent: interrupted")])
+def test_a_load_that_does_not_stop_in_time_ends_the_process_with_its_staging_removed(tmp_path, case, code, farewell):
+    """The load stop's fallback: a load still in native code after LOAD_STOP_S (here 1 s, or a
+    second Ctrl-C half a second into the wait) ends the process at once, without the interpreter's
+    finalisation, with this process's export staging removed and its own exit status."""
+    import os
+
+    cache = tmp_path / "cache"
+    environment = {**os.environ, "STRUCTSENT_CACHE": str(cache)}
+    done = subprocess.run([sys.executable, "-c", _LOAD_THAT_DOES_NOT_STOP, "1.0", case], env=environment,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == code, done.stderr
+    assert "ending the load" in done.stdout and "end_the_load returned" not in done.stdout
+    assert not list((cache / "onnx").iterdir())  # the staging directory is gone
+    if farewell is None:
+        assert "the model's load did not stop within 1 s; exiting without waiting for it" in done.stderr
+    else:
+        assert done.stderr.strip().splitlines()[-1] == farewell
+        assert "did not stop within" not in done.stderr
+    assert "Traceback" not in done.stderr and "terminate called" not in done.stderr
