@@ -83,3 +83,14 @@ def test_an_unknown_option_by_name_is_a_config_error_naming_the_options():
             call()
     with pytest.raises(ConfigError, match="takes its options by name"):
         EngineConfig("cpu")  # type: ignore[misc]
+
+
+def test_a_window_stride_for_truncated_texts_is_refused_not_ignored():
+    """The command line refused it; the library took it and cut texts as if it were absent."""
+    with pytest.raises(ConfigError) as caught:
+        EngineConfig(window_stride=64)
+    assert str(caught.value) == ("window_stride=64: applies only with long_text=windows (with long_text=truncate no "
+                                 "text is cut into windows)")
+    with pytest.raises(ConfigError, match=r"^window_stride=0: must be in 1\.\."):  # its range first
+        EngineConfig(window_stride=0)
+    assert EngineConfig(long_text="windows", window_stride=64).window_stride == 64

@@ -136,7 +136,7 @@ def test_a_max_length_past_the_model_s_positions_is_said_not_silently_cut(checkp
     assert "max_length=100000 is more than the model's 512 positions" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="structsent.runtime"):  # the stride was cut to 510 without a word
-        plan = resolve_runtime(checkpoint, EngineConfig(backend="torch", max_length=100_000, window_stride=60_000))
+        plan = resolve_runtime(checkpoint, EngineConfig(backend="torch", max_length=100_000, long_text="windows", window_stride=60_000))
     assert plan.window_stride == 510 and "window_stride=60000 is more than the 510 tokens" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="structsent.runtime"):

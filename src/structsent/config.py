@@ -7,7 +7,7 @@ import enum
 import numbers
 import re
 
-from .errors import ConfigError
+from .errors import ConfigError, UnusedSettingError
 
 
 class Backend(str, enum.Enum):
@@ -168,6 +168,9 @@ class EngineConfig:
             raise ConfigError(
                 f"window_stride={stride}: must be in 1..max_length-2 ({self.max_length - 2})"
             )
+        if stride is not None and self.long_text is not LongTextPolicy.WINDOWS:
+            raise UnusedSettingError(f"window_stride={stride}: applies only with long_text=windows (with long_text="
+                                     f"{self.long_text.value} no text is cut into windows)")
         # token_budget against max_length is the plan's check: it needs the model's positions
         # (max_length=100000 with a 512-position model takes texts of 512 tokens).
 

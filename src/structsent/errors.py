@@ -46,6 +46,11 @@ class ConfigError(StructsentError):
     """An option has a value that cannot work (unknown backend, budget too small...)."""
 
 
+class UnusedSettingError(ConfigError):
+    """A setting that the other settings leave unused (a window stride for texts that are truncated):
+    refused, not silently ignored."""
+
+
 class MissingExtraError(StructsentError, ImportError):
     """An optional dependency is not installed; the message names the `pip install` to run."""
 

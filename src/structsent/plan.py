@@ -58,8 +58,9 @@ def plan_for(config: EngineConfig, *, backend: Backend, device: str, precision: 
     # Unset: half the window actually used (max_length clamped to the model's positions), not half
     # of a requested max_length the model cannot take.
     window_stride = min(config.window_stride or max((max_length - 2) // 2, 1), max_length - 2)
+    given_stride = None if config.window_stride is None else window_stride  # (one set is cut to the window)
     sized = config.replace(device="cuda" if device.startswith("cuda") else "cpu", max_length=max_length,
-                           window_stride=window_stride)
+                           window_stride=given_stride)
     return RuntimePlan(
         backend=backend,
         device=device,

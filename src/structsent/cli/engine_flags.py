@@ -15,8 +15,8 @@ import types
 import typing
 from collections.abc import Mapping
 
-from ..config import EngineConfig, LongTextPolicy
-from ..errors import ConfigError
+from ..config import EngineConfig
+from ..errors import ConfigError, UnusedSettingError
 from .numbers import integer
 
 ENV_PREFIX = "STRUCTSENT_"
@@ -103,23 +103,20 @@ def config_of(values: dict, *, given: Mapping[str, str] | None = None) -> Engine
     destination: a flag given overrides its variable, and is what a refusal names)."""
     check_no_bad_variable(*values.values())  # a variable no flag overrode, for a command that runs the engine
     try:
-        config = EngineConfig(**values)
+        return EngineConfig(**values)
+    except UnusedSettingError:
+        raise ConfigError(_unused_window_stride(values["window_stride"], given or {})) from None
     except ConfigError as err:
         raise ConfigError(named_as_its_variable(str(err), values, given=given)) from None
-    _check_window_stride_is_used(config, given or {})
-    return config
 
 
-def _check_window_stride_is_used(config: EngineConfig, given: Mapping[str, str]) -> None:
-    """A window stride with --long-text truncate was accepted and ignored (no text is cut into
-    windows then): refused after the range checks, naming the flag or the variable that gave it."""
-    if config.window_stride is None or config.long_text is LongTextPolicy.WINDOWS:
-        return
+def _unused_window_stride(stride: int, given: Mapping[str, str]) -> str:
+    """A window stride with --long-text truncate (accepted and ignored once: no text is cut into
+    windows then), refused after the range checks naming the flag or the variable that gave it."""
     variable = ENV_PREFIX + "WINDOW_STRIDE"
     raw = os.environ.get(variable)
-    named = given.get("window_stride") or (
-        variable if raw is not None and _reads_as(raw, config.window_stride) else "--window-stride")
-    raise ConfigError(f"{named} applies only with --long-text windows")
+    named = given.get("window_stride") or (variable if raw is not None and _reads_as(raw, stride) else "--window-stride")
+    return f"{named} applies only with --long-text windows"
 
 
 def named_as_its_variable(message: str, values: dict, *, given: Mapping[str, str] | None = None) -> str:
