@@ -616,10 +616,12 @@ def test_resume_from_a_pipe_is_refused(tmp_path, hf_model_dir):
 
 
 # -- one-line errors -------------------------------------------------------------------------------
-def test_a_directory_as_input_is_a_one_line_error(tmp_path, hf_model_dir):
-    message = one_line_error(run_cli("label", tmp_path, "-o", tmp_path / "out.jsonl", "--format", "txt",
+@pytest.mark.parametrize("format_flags", [["--format", "txt"], []])
+def test_a_directory_as_input_is_a_one_line_error(tmp_path, hf_model_dir, format_flags):
+    """Without --format it said "cannot tell the format from the name; pass --format", which led to this."""
+    message = one_line_error(run_cli("label", tmp_path, "-o", tmp_path / "out.jsonl", *format_flags,
                                      *model_args(hf_model_dir), check=False), 2)
-    assert "is a directory" in message
+    assert message.rstrip().endswith(f"{tmp_path}: is a directory, not a file (label its files one by one, or use --engine ray)")
 
 
 def test_a_full_disk_stops_with_the_resume_command_and_resume_finishes(tmp_path, hf_model_dir, reviews_file):

@@ -383,6 +383,10 @@ def _input_format(args) -> Format:
 
     if args.input == "-" and args.format == "auto":
         return stdin_format()
+    if os.path.isdir(args.input):  # said first: "cannot tell the format" led to --format, then to this
+        from ..jobs.label import check_input_path
+
+        check_input_path(args.input)
     return detect_format(args.input, args.format)
 
 
