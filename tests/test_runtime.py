@@ -153,3 +153,25 @@ def test_int8_with_device_auto_runs_on_the_cpu_of_a_gpu_host(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert torch_device("auto", Precision.INT8) == "cpu"
     assert torch_device("auto", Precision.FP16) == "cuda:0"
+
+
+def test_a_gpu_number_past_the_host_s_gpus_is_a_config_error(monkeypatch):
+    """(A GPU host, faked: none here.) `cuda:1` on a one-GPU host failed in the runtime with "invalid
+    device ordinal", and `cuda:01` or a 20-digit number passed the check and failed in torch's parser
+    with a traceback."""
+    import torch
+
+    from structsent.runtime import torch_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert torch_device("cuda", Precision.FP16) == torch_device("cuda:0", Precision.FP16) == "cuda:0"
+    with pytest.raises(ConfigError, match=r"^device 'cuda:1': this host has 1 GPU \(cuda:0\)$"):
+        torch_device("cuda:1", Precision.FP16)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert torch_device("cuda:1", Precision.FP16) == "cuda:1"
+    with pytest.raises(ConfigError, match=r"^device 'cuda:7': this host has 2 GPUs \(cuda:0\.\.cuda:1\)$"):
+        torch_device("cuda:7", Precision.FP16)
+    for unparsed in ("cuda:01", "cuda:" + "9" * 20, "cuda:"):
+        with pytest.raises(ConfigError, match="expected one of auto, cpu, cuda, cuda:N"):
+            EngineConfig(device=unparsed)

@@ -65,7 +65,8 @@ def _setting(default, help_text: str):
     return dataclasses.field(default=default, metadata={"help": help_text})
 
 
-_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")  # [0-9]: \d matches every script's digits
+# [0-9]: \d matches every script's digits; no leading zero and at most 4 digits, as torch parses them
+_DEVICE = re.compile(r"auto|cpu|cuda(:(0|[1-9][0-9]{0,3}))?")
 
 # The largest value an integer setting may take: a C int, which every runtime takes them as.
 MAX_INT = 2**31 - 1

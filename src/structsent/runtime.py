@@ -95,8 +95,19 @@ def torch_device(requested: str, precision: Precision = Precision.AUTO) -> str:
                 f"device {requested!r}: CUDA is not available (no GPU, or a CPU-only build of torch); "
                 "use device='cpu' or install a CUDA build of torch"
             )
-        return requested if ":" in requested else "cuda:0"
+        return _on_this_host(requested, torch.cuda.device_count())
     return "cpu"
+
+
+def _on_this_host(requested: str, gpus: int | None) -> str:
+    """'cuda:N' for a GPU this host has ('cuda' is the first); a number past them (``gpus``: None where
+    unknown) is a ConfigError (it failed in the runtime with its own error: "invalid device ordinal")."""
+    index = int(requested.partition(":")[2] or 0)
+    if gpus is not None and index >= gpus:
+        have = "no GPU" if gpus == 0 else f"{gpus} GPU{'s' if gpus > 1 else ''} (cuda:0" + (
+            f"..cuda:{gpus - 1})" if gpus > 1 else ")")
+        raise ConfigError(f"device {requested!r}: this host has {have}")
+    return f"cuda:{index}"
 
 
 def torch_precision(requested: Precision, device: str) -> Precision:
@@ -169,7 +180,9 @@ def onnx_device(requested: str, precision: Precision = Precision.AUTO) -> str:
                 f"device {requested!r}: this onnxruntime has no CUDAExecutionProvider; install "
                 "onnxruntime-gpu, or use device='cpu' or backend='torch'"
             )
-        return requested if ":" in requested else "cuda:0"
+        import torch  # (counts the GPUs where its build has CUDA; an onnxruntime-gpu beside a CPU torch: not counted)
+
+        return _on_this_host(requested, torch.cuda.device_count() if torch.cuda.is_available() else None)
     return "cpu"
 
 
