@@ -1312,3 +1312,67 @@ def test_cli_engine_ray_refuses_a_report_by_column_an_output_of_no_rows_would_no
                          "--report-by", "id")
         assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
         assert '<dd id="total-rows">0</dd>' in (tmp_path / "r2.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("files, says", [
+    ({"a.csv": "id;text\n01;很好\n"}, "a.csv: the header is one column holding semicolons: not CSV"),
+    ({"a.csv": "id\ttext\n01\t很好\n"}, "a.csv: the header is one column holding tabs: not CSV"),
+    ({"a.csv": "sep=;\nid;text\n01;好吃\n"}, "a.csv: line 1 is 'sep=;', Excel's delimiter hint, not a header"),
+    ({"a.csv": "id,text\n1,好吃\n", "b.csv": "id,review\n2,难吃\n"},
+     "b.csv: no column 'text'; columns are: 'id', 'review'. Pass --text-column NAME"),
+    ({"a.csv": "id,text\n1,好吃\n", "b.csv": "id;text\n2;难吃\n"}, "b.csv: the header is one column holding semicolons"),
+    ({"a.csv": "id,text\n1,好吃\n", "b.csv": "review\n难吃\n"},
+     "b.csv: its texts are in column 'review' (its only column), "),
+])
+def test_csv_headers_are_checked_as_the_local_engine_checks_them_before_ray_starts(tmp_path, files, says):
+    """Ray labelled a semicolon-separated .csv (or Excel's sep= line) as whole lines of noise, and
+    flagged every row of a file without the text column "missing text (None)": exit 0 both."""
+    from structsent.ray import check_input_columns, resolve_input
+
+    for name, content in files.items():
+        (tmp_path / name).write_text(content, encoding="utf-8")
+    with pytest.raises(BadInputError, match=re.escape(says)):
+        check_input_columns(resolve_input(str(tmp_path)), "text")
+
+
+def test_csv_and_parquet_files_the_local_engine_reads_pass_the_column_checks(tmp_path):
+    from structsent.ray import check_input_columns, resolve_input
+
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "a.csv").write_text("id,text\n1,好吃\n", encoding="utf-8")
+    (tmp_path / "csv" / "b.csv").write_text("text,stars\n难吃,1\n", encoding="utf-8")
+    check_input_columns(resolve_input(str(tmp_path / "csv")), "text")
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "a.csv").write_text("id;text\n01;很好\n", encoding="utf-8")  # one column so named
+    check_input_columns(resolve_input(str(tmp_path / "one")), "id;text")
+    check_input_columns(resolve_input(str(tmp_path / "one" / "a.csv")), "id;text")
+    pq.write_table(pa.table({"id": ["1"], "text": ["好吃"]}), tmp_path / "good.parquet")
+    check_input_columns(resolve_input(str(tmp_path / "good.parquet")), "text")
+
+
+def test_a_parquet_column_named_twice_is_refused_before_ray_starts(tmp_path):
+    """It failed inside Ray: "the Ray job failed: pyarrow.lib.ArrowInvalid: Multiple matches for
+    FieldRef.Name(id)", exit 1; the local engine refuses it in one line, exit 2."""
+    from structsent.ray import check_input_columns, resolve_input
+
+    table = pa.Table.from_arrays([pa.array(["1"]), pa.array(["好吃"]), pa.array(["2"])], names=["id", "text", "id"])
+    pq.write_table(table, tmp_path / "dup.parquet")
+    with pytest.raises(BadInputError, match=r"dup\.parquet: column name\(s\) 'id' appear more than once"):
+        check_input_columns(resolve_input(str(tmp_path / "dup.parquet")), "text")
+
+
+def test_a_json_lines_line_without_the_text_field_is_refused_as_the_local_engine_refuses_it():
+    """It became a flagged row, "missing text (None)", with a text field the line never had, exit 0."""
+    from structsent.ray import json_lines_table
+
+    data = '{"id": 1, "text": "好吃"}\n{"id": 2, "text": null}\n{"id": 3}\n'.encode()
+    with pytest.raises(BadInputError, match=r"^a\.jsonl: line 3: no 'text' field \(fields: 'id'\); pass --text-column"):
+        json_lines_table(data, "a.jsonl")
+    assert json_lines_table(data, "a.jsonl", text_column="id").column("id").to_pylist() == [1, 2, 3]
+
+
+def test_cli_engine_ray_refuses_a_semicolon_separated_csv_in_one_line_and_writes_nothing(ray_address, tmp_path):
+    (tmp_path / "semi.csv").write_text("id;text\n01;很好\n02;很差\n", encoding="utf-8")
+    message = one_line_exit(ray_label(ray_address, tmp_path / "semi.csv", tmp_path / "out"), 2)
+    assert "semi.csv: the header is one column holding semicolons: not CSV" in message
+    assert not (tmp_path / "out").exists()

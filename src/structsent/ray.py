@@ -31,6 +31,7 @@ from .errors import BadInputError, ConfigError, OutputWriteError, StructsentErro
 from .io.formats import Format, detect_format, suffixes_of
 from .io.lock import DirectoryLock, OutputLock
 from .io.readers import check_unique_columns, resolve_text_column, text_of_binary
+from .io.sniff import check_header
 from .io.writers import added_columns, cell_or_null, check_no_collision, prediction_types, prediction_values
 from .pipeline import freeze_startup_objects
 from .results import LabelResult
@@ -504,8 +505,10 @@ def json_lines_table(data: bytes, name: str, *, exact: bool = True, text_column:
 
     from .io.readers import FAIL, JsonLinesReader
 
+    # A line without the text field is refused, as by the local engine (it became a flagged row, "missing
+    # text (None)", with a text field the line never had).
     reader = JsonLinesReader(io.BytesIO(data), start=0, line=0, rows_done=0, total=None, on_bad_row=FAIL,
-                             name=name, text_column="")
+                             name=name, text_column=text_column)
     try:
         rows = [row.values or {} for row in reader]
     except BadInputError as err:  # flag mode is the local engine's
@@ -588,15 +591,56 @@ def _csv_as_strings(paths: Sequence[str]):
 def csv_header_names(paths: Sequence[str]) -> list[str]:
     """The columns the header rows of the CSV files ``paths`` name, in order (files may differ in their
     columns: a column only later files have too)."""
-    import csv
-
     names: dict[str, None] = {}
     for path in paths:
-        with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
-            header = next(csv.reader(handle), [])
+        header = _csv_header(path)
         check_unique_columns(header, path)  # (Arrow's KeyError, exit 1, said "exists 2 times in schema")
         names.update(dict.fromkeys(header))
     return list(names)
+
+
+def _csv_header(path: str) -> list[str]:
+    import csv
+
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
+        return next(csv.reader(handle), [])
+
+
+def check_input_columns(source: "InputFiles", text_column: str) -> None:
+    """The columns of local CSV and Parquet files checked before Ray starts, as the local engine
+    checks each file: a CSV header read with the wrong delimiter (one column holding semicolons or
+    tabs, Excel's ``sep=;`` line) had every line labelled as one text, exit 0; a file without the
+    text column had every row flagged "missing text (None)", exit 0; a Parquet column named twice
+    failed inside Ray ("the Ray job failed: ArrowInvalid ...", exit 1). Every file must give its
+    texts in the same column. JSON Lines lines are checked as they are read (``json_lines_table``)."""
+    if source.format is Format.PARQUET:
+        for path in source.files:
+            _check_parquet_columns(path)
+        return
+    if source.format is not Format.CSV:
+        return
+    first: tuple[str, str] | None = None  # (file, its text column)
+    for path in source.files:
+        header = _csv_header(path)
+        if not header:  # an empty file: Ray's own answer
+            continue
+        check_unique_columns(header, path)
+        check_header(header, ",", path, text_column)
+        column = resolve_text_column(header, text_column, path)
+        if first is not None and column != first[1]:
+            raise BadInputError(f"{path}: its texts are in column {column!r} (its only column), {first[0]}'s in "
+                                f"{first[1]!r}; pass --text-column NAME, a column every file has")
+        first = first or (path, column)
+
+
+def _check_parquet_columns(path: str) -> None:
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(path).names
+    except (ValueError, OSError):  # not Parquet, or damaged: said where Ray fails to read it
+        return
+    check_unique_columns(names, path)
 
 
 def write_dataset(ds: "ray.data.Dataset", output: str, fmt: Format) -> None:
@@ -747,6 +791,7 @@ def output_directory_lock(output: str) -> contextlib.AbstractContextManager:
 
 def _run_locked_label_job(spec: "RayLabelSpec", source: "InputFiles", output_format: Format) -> None:
     output = check_output_directory(spec.output, overwrite=spec.overwrite)  # under the lock: no other job writes it
+    check_input_columns(source, spec.text_column)
     if not (spec.ray_address or "").startswith("ray://"):  # through Ray Client the model may live only on the cluster
         check_model_here(spec.model)
     started = time.perf_counter()
