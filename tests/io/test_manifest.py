@@ -148,11 +148,11 @@ def test_a_refused_resume_names_the_settings_changed_not_those_they_imply():
             "batch_overhead_tokens": 32, "pad_multiple": 8, "chunk_rows": 2048, "max_length": 512,
             "long_text": "truncate"}
     fp32 = {"labels": ["a", "b"], "precision": "fp32", "pad_multiple": 8, "max_length": 512, "long_text": "truncate"}
-    assert changed_settings(int8, fp32) == "precision was 'int8', now 'fp32'"
-    assert changed_settings(int8, {**int8, "chunk_rows": 7}) == "chunk-rows was 2048, now 7"
+    assert changed_settings(int8, fp32) == "--precision was 'int8', now 'fp32'"
+    assert changed_settings(int8, {**int8, "chunk_rows": 7}) == "--chunk-rows was 2048, now 7"
     windows = {**fp32, "long_text": "windows", "window_stride": 255}
     assert changed_settings(windows, {**windows, "max_length": 256, "window_stride": 127}) == \
-        "max-length was 512, now 256"
+        "--max-length was 512, now 256"
     assert changed_settings(None, fp32) is None
 
 

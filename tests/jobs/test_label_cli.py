@@ -9,6 +9,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
 
 import pyarrow as pa
@@ -972,3 +973,43 @@ def test_a_file_read_as_what_it_is_not_is_refused_in_one_line_and_nothing_is_wri
     assert ("the header is one column holding" in said or "Excel's delimiter hint" in said
             or "not UTF-8 text (UTF-16" in said), said
     assert not out.exists() and not list(tmp_path.glob("out.jsonl*"))
+
+
+def test_the_printed_resume_command_finishes_the_job_whatever_abbreviations_and_variables_began_it(
+        tmp_path, hf_model_dir, real_reviews, monkeypatch, capsys):
+    """`--overw` (argparse's abbreviation of --overwrite) stayed in the printed command, which was then
+    refused ("--resume and --overwrite exclude each other"); a setting from a STRUCTSENT_* variable
+    was left out, and the command, run from another shell, found "the model's settings changed"."""
+    import shlex
+
+    from structsent.cli import main
+    from structsent.jobs.label import LabelJob
+
+    texts = [f"{i} {t}".replace("\n", " ") for i, t in enumerate(real_reviews[:120])]
+    source, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
+    source.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+    out.write_text("an older output\n", encoding="utf-8")
+    label_chunk, calls = LabelJob._label_chunk, []
+
+    def ctrl_c_in_the_second_chunk(self, chunk, summary):
+        calls.append(len(chunk.rows))
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.3)
+        return label_chunk(self, chunk, summary)
+
+    monkeypatch.setenv("STRUCTSENT_MAX_LENGTH", "64")
+    args = ["label", str(source), "-o", str(out), "--chunk-rows", "40", "--model", str(hf_model_dir), "--overw"]
+    monkeypatch.setattr(sys, "argv", ["structsent", *args])
+    with monkeypatch.context() as interrupted:
+        interrupted.setattr(LabelJob, "_label_chunk", ctrl_c_in_the_second_chunk)
+        assert main(args) == 130
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    command = shlex.split(said.split("to finish, run: ", 1)[1])
+    assert command[:2] == ["STRUCTSENT_MAX_LENGTH=64", "structsent"] and "--overw" not in command, said
+    monkeypatch.delenv("STRUCTSENT_MAX_LENGTH")  # another shell: only what the command says
+    for assignment in command[:1]:
+        monkeypatch.setenv(*assignment.split("=", 1))
+    assert main(command[2:]) == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [row["text"] for row in rows] == texts and all(row["label"] for row in rows)

@@ -50,7 +50,7 @@ def test_a_column_named_none_is_not_taken_for_no_id_column(tmp_path, clf):
     source, output = tmp_path / "in.csv", tmp_path / "out.csv"
     write_reviews(source, header=("None", "text"))
     first_chunk_only(clf, source, output)
-    with pytest.raises(BadInputError, match=r"id-column was None, now 'None'"):
+    with pytest.raises(BadInputError, match=r"--id-column was None, now 'None'"):
         LabelJob(spec(source, output, id_column="None", resume=True), clf).run()
 
 
@@ -65,9 +65,11 @@ def test_resume_with_another_window_stride_is_refused(tmp_path, windowed):
     source, output = tmp_path / "in.csv", tmp_path / "out.csv"
     write_reviews(source, long=True)
     first_chunk_only(windowed[16], source, output)
-    with pytest.raises(BadInputError, match=r"the model's settings changed \(window-stride was 16, now 40\)"):
+    with pytest.raises(BadInputError, match=r"the model's settings changed \(--window-stride was 16, now 40; each from its "
+                                              r"flag or STRUCTSENT_\* variable\)"):
         LabelJob(spec(source, output, resume=True), windowed[40]).run()
-    with pytest.raises(BadInputError, match=r"settings changed \(long-text was 'windows', now 'truncate'\) since"):
+    with pytest.raises(BadInputError, match=r"settings changed \(--long-text was 'windows', now 'truncate'; each from "
+                                              r"its flag or STRUCTSENT_\* variable\) since"):
         LabelJob(spec(source, output, resume=True), structsent.load(windowed[16].checkpoint.directory,
                                                                     max_length=64)).run()
     LabelJob(spec(source, output, resume=True), windowed[16]).run()  # the same stride resumes
@@ -81,7 +83,7 @@ def test_an_int8_resume_refuses_another_chunk_size_and_finishes_with_the_same(tm
     source, output, whole = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "whole.csv"
     write_reviews(source)
     first_chunk_only(int8, source, output)
-    with pytest.raises(BadInputError, match=r"the model's settings changed \(chunk-rows was 40, now 7\)"):
+    with pytest.raises(BadInputError, match=r"the model's settings changed \(--chunk-rows was 40, now 7; each"):
         LabelJob(dataclasses.replace(spec(source, output, resume=True), chunk_rows=7), int8).run()
     LabelJob(spec(source, output, resume=True), int8).run()
     LabelJob(spec(source, whole), int8).run()

@@ -431,8 +431,29 @@ def _how_to_finish(spec) -> str:
 
 
 def _resume_command() -> str:
-    argv = [a for a in sys.argv[1:] if a not in ("--resume", "--overwrite")]
-    return " ".join(["structsent", *map(shell_quoted, argv), "--resume"])
+    """The command that finishes this job: its own words without --overwrite and --resume (in any
+    abbreviation argparse took: `--overw` stayed in, and the command was refused), then --resume;
+    after the STRUCTSENT_* variables that chose the model and its settings, as they were (a resume
+    from another shell found "the model's settings changed")."""
+    argv = [a for a in sys.argv[1:] if not _abbreviates(a, ("--resume", "--overwrite"))]
+    return " ".join([*_setting_variables(), "structsent", *map(shell_quoted, argv), "--resume"])
+
+
+def _abbreviates(arg: str, flags: tuple[str, ...]) -> bool:
+    """Whether ``arg`` is one of ``flags`` or a prefix argparse reads as one (an ambiguous prefix never
+    gets this far: argparse refuses it)."""
+    return arg.startswith("--") and len(arg) > 2 and any(flag.startswith(arg) for flag in flags)
+
+
+def _setting_variables() -> list[str]:
+    """``NAME=value`` for each STRUCTSENT_* variable set that chooses the model or an engine setting."""
+    import dataclasses
+
+    from ..config import EngineConfig
+    from .engine_flags import ENV_PREFIX, MODEL_ENV
+
+    names = [MODEL_ENV, *(ENV_PREFIX + field.name.upper() for field in dataclasses.fields(EngineConfig))]
+    return [f"{name}={shell_quoted(os.environ[name])}" for name in names if name in os.environ]
 
 
 def shell_quoted(arg: str) -> str:

@@ -72,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--model-workers", type=integer, default=1,
         help="model calls at once per process, each on a thread of its own, 1..64 (default %(default)s; a GPU takes "
-        "1); unless --threads is given, the CPU cores are divided among them",
+        "1); unless --num-threads is above 0 (0, its default, is the runtime's own), the CPU cores are divided among them",
     )
     group.add_argument(
         "--graceful-timeout", type=decimal, default=30.0,

@@ -175,7 +175,7 @@ INT8_BATCH_SETTINGS = ("token_budget", "max_batch_size", "batch_overhead_tokens"
 
 
 def changed_settings(saved: dict | None, fresh: dict) -> str | None:
-    """The settings (the model's, or the job's options) that differ, as flags ("long-text was
+    """The settings (the model's, or the job's options) that differ, as flags ("--long-text was
     'truncate', now 'windows'"), or None where none does (or the saved ones are unknown)."""
     if saved is None:
         return None
@@ -192,7 +192,10 @@ _SET_BY = {"window_stride": ("long_text", "max_length"), "int8_recipe": ("precis
 
 
 def _setting(name: str) -> str:
-    return "the int8 recipe (another structsent version)" if name == "int8_recipe" else name.replace("_", "-")
+    return _NOT_FLAGS.get(name) or "--" + name.replace("_", "-")
+
+
+_NOT_FLAGS = {"int8_recipe": "the int8 recipe (another structsent version)", "labels": "the model's labels"}
 
 
 class InputLedger:

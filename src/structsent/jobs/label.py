@@ -296,8 +296,8 @@ class LabelJob:
     def _what_changed_in_the_model(self, saved: Manifest, fresh: Manifest) -> str:
         assert fresh.model_settings is not None
         settings = changed_settings(saved.model_settings, fresh.model_settings)
-        if settings is not None:  # a flag or a STRUCTSENT_* variable
-            return f"the model's settings changed ({settings})"
+        if settings is not None:
+            return f"the model's settings changed ({settings}; each from its flag or STRUCTSENT_* variable)"
         if saved.model_settings is not None:
             return "the model's files changed (another --model, or its weights, config or tokenizer files changed)"
         return ("the model or its settings (--model/--precision/--backend/--max-length/--long-text/--pad-multiple/"
