@@ -198,3 +198,33 @@ def test_a_flag_given_beside_its_variable_is_what_a_refusal_names_as_typed(monke
     assert main(["label", str(source), *out]) == 2  # the variable alone: named as such
     assert capsys.readouterr().err.strip() == \
         "structsent: error: STRUCTSENT_TOKEN_BUDGET='100': must be at least max_length (512)"
+
+
+def test_a_runtime_refusal_says_which_variables_set_what_it_names(monkeypatch, tmp_path, capsys):
+    """The runtime's refusals name a setting in their own words ("device 'cuda:1': CUDA is not
+    available", "precision 'bf16' is not offered by the onnx backend") and said nothing of the
+    STRUCTSENT_* variable that set it: a variable left in a shell profile is what a user cannot see."""
+    from structsent.cli import main
+
+    source = tmp_path / "in.txt"
+    source.write_text("好评\n", encoding="utf-8")
+    out = ["-o", str(tmp_path / "out.jsonl")]
+    monkeypatch.setenv("STRUCTSENT_DEVICE", "cuda:1")
+    assert main(["label", str(source), *out]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "install a CUDA build of torch (STRUCTSENT_DEVICE='cuda:1' is set in the environment)")
+    assert main(["label", str(source), *out, "--device", "cuda"]) == 2  # the flag set it: nothing to add
+    assert capsys.readouterr().err.strip().endswith("install a CUDA build of torch")
+    monkeypatch.delenv("STRUCTSENT_DEVICE")
+    monkeypatch.setenv("STRUCTSENT_BACKEND", "onnx")
+    monkeypatch.setenv("STRUCTSENT_PRECISION", "bf16")
+    assert main(["label", str(source), *out]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "(STRUCTSENT_BACKEND='onnx', STRUCTSENT_PRECISION='bf16' are set in the environment)")
+    monkeypatch.delenv("STRUCTSENT_BACKEND")
+    monkeypatch.delenv("STRUCTSENT_PRECISION")
+    monkeypatch.setenv("STRUCTSENT_MAX_LENGTH", "64")  # the other side of a refusal that names a flag
+    assert main(["label", str(source), *out, "--token-budget", "10"]) == 2
+    assert capsys.readouterr().err.strip() == ("structsent: error: --token-budget 10: must be at least max_length (64) "
+                                               "(STRUCTSENT_MAX_LENGTH='64' is set in the environment)")
+    assert not (tmp_path / "out.jsonl").exists()

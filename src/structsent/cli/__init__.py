@@ -9,9 +9,12 @@ Typed errors become exit codes here and nowhere else.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import re
 import sys
 import typing
+from collections.abc import Mapping
 
 from .. import __version__
 from .._exit import (
@@ -24,6 +27,7 @@ from .._exit import (
     EXIT_TERMINATED,
     Terminated,
 )
+from ..config import EngineConfig
 from ..errors import (
     BadInputError,
     ConfigError,
@@ -35,7 +39,7 @@ from ..errors import (
 )
 from ..lines import one_line
 from . import bench, export, label, report, serve
-from .engine_flags import named_as_its_variable, unknown_variable_warnings
+from .engine_flags import ENV_PREFIX, named_as_its_variable, unknown_variable_warnings
 from .signals import sigterm_as_interrupt
 
 # name -> (module, help)
@@ -124,13 +128,30 @@ def in_the_users_words(err: StructsentError, args: argparse.Namespace | None) ->
     typed: dict[str, str] = getattr(args, "_typed", {})
     values = {dest: getattr(args, dest) for dest in flags if hasattr(args, dest)}
     named = named_as_its_variable(message, values, given=typed)
-    if named != message:
-        return named
-    for dest, value in values.items():
-        opening = f"{dest}={value!r}: "
-        if message.startswith(opening):
-            return f"{typed.get(dest, flags[dest])} {value}: {message.removeprefix(opening)}"
-    return message
+    if named == message:
+        for dest, value in values.items():
+            opening = f"{dest}={value!r}: "
+            if message.startswith(opening):
+                named = f"{typed.get(dest, flags[dest])} {value}: {message.removeprefix(opening)}"
+                break
+    return named + _variables_behind(named, values, typed)
+
+
+def _variables_behind(message: str, values: dict, typed: Mapping[str, str]) -> str:
+    """" (STRUCTSENT_DEVICE='cuda:1' is set in the environment)" for each engine setting the message
+    names whose value came from its variable, not a flag: the runtime's refusals ("device 'cuda:1':
+    CUDA is not available", "attention=packed runs with ...") named neither, and a variable left in a
+    shell profile is what a user cannot see."""
+    variables = []
+    for field in dataclasses.fields(EngineConfig):
+        variable = ENV_PREFIX + field.name.upper()
+        if field.name in typed or field.name not in values or variable not in os.environ or variable in message:
+            continue
+        if re.search(rf"\b({field.name}|{field.name.replace('_', '-')})\b", message):
+            variables.append(f"{variable}={os.environ[variable]!r}")
+    if not variables:
+        return ""
+    return f" ({', '.join(variables)} {'is' if len(variables) == 1 else 'are'} set in the environment)"
 
 
 def exit_code(error: StructsentError) -> int:
