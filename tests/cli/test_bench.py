@@ -301,3 +301,15 @@ def test_bench_json_records_the_chunks_that_ran(tmp_path):
     out = tmp_path / "o"
     assert bench("--out", str(out), "--chunks", "5") == 0
     assert json.loads((out / "bench.json").read_text(encoding="utf-8"))["chunks"] == 2
+
+
+def test_bench_takes_every_spelling_of_an_engine_flag_that_label_and_serve_take():
+    """bench had --batch-tokens but not --max-batch-tokens, which label and serve take."""
+    from structsent.cli import build_parser
+
+    for command in ("bench", "label", "serve"):
+        extra = ["in.txt"] if command == "label" else []
+        for spelling in ("--token-budget", "--batch-tokens", "--max-batch-tokens"):
+            assert build_parser().parse_args([command, *extra, spelling, "5000"]).token_budget == 5000, command
+        for spelling in ("--num-threads", "--threads"):
+            assert build_parser().parse_args([command, *extra, spelling, "3"]).num_threads == 3, command

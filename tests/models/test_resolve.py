@@ -124,6 +124,18 @@ def test_a_path_named_default_is_that_directory_and_only_the_string_is_the_bundl
                                  "'default', not by a path")
 
 
+def test_a_model_name_that_white_space_begins_or_ends_is_shown_quoted():
+    """"structsent: error:  default: no such model directory": the space that made it no model was unseen."""
+    from structsent.models import resolve_directory
+
+    for name in (" default", "default\u3000", "my model "):
+        with pytest.raises(structsent.ModelNotFoundError) as caught:
+            resolve_directory(name)
+        assert str(caught.value).startswith(f"{name!r}: no such model directory (pass 'default', ")
+    with pytest.raises(structsent.ModelNotFoundError, match="^no-such-dir: no such model directory"):
+        resolve_directory("no-such-dir")
+
+
 @pytest.mark.parametrize("name", ["~no-such-user-x7/model", "~no-such-user-x7"])
 def test_a_home_directory_that_cannot_be_found_is_a_one_line_error(name):
     """pathlib's bare RuntimeError("Could not determine home directory") came out as a traceback."""

@@ -22,7 +22,7 @@ MIN_AGREEMENT = 0.99
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .engine_flags import MODEL_ENV, engine_default
+    from .engine_flags import ALIASES, MODEL_ENV, engine_default
 
     # Defaults from the same STRUCTSENT_* variables as every other command's (read when the parser is built).
     parser.add_argument("--model", default=None,
@@ -33,9 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=integer, default=DEFAULT_N, help=f"number of texts, 1..{MAX_N:,} (default %(default)s)")
     parser.add_argument("--device", default=engine_default("device"), help="auto, cpu, cuda, cuda:N")
     # The same names as the engine's settings (EngineConfig.num_threads, token_budget); old names kept.
-    parser.add_argument("--num-threads", "--threads", dest="num_threads", type=integer, default=engine_default("num_threads"),
+    parser.add_argument("--num-threads", *ALIASES["num_threads"], dest="num_threads", type=integer,
+                        default=engine_default("num_threads"),
                         help="CPU threads of every runtime, 0..1024 (default and 0: each runtime's own)")
-    parser.add_argument("--token-budget", "--batch-tokens", dest="token_budget", type=integer,
+    parser.add_argument("--token-budget", *ALIASES["token_budget"], dest="token_budget", type=integer,
                         default=engine_default("token_budget"),
                         help="token budget of the structsent paths")
     # A str, not a Path: Path("") is ".", and an empty --out must be refused, not read as the current directory.

@@ -58,12 +58,19 @@ def resolve_directory(name_or_path: str | Path) -> Path:
     if isinstance(name_or_path, str) and hub.looks_like_hub_id(name_or_path):
         return hub.download(name_or_path)
     if str(name_or_path) == DEFAULT_MODEL:  # Path("default"): the string names the bundled model
-        raise ModelNotFoundError(f"{name_or_path}: no such model directory; the bundled model is named by the "
+        raise ModelNotFoundError(f"{_named(name_or_path)}: no such model directory; the bundled model is named by the "
                                  f"string {DEFAULT_MODEL!r}, not by a path")
     raise ModelNotFoundError(
-        f"{name_or_path}: no such model directory (pass 'default', a local checkpoint directory, "
+        f"{_named(name_or_path)}: no such model directory (pass 'default', a local checkpoint directory, "
         "or a hub id such as damo/nlp_structbert_sentiment-classification_chinese-base)"
     )
+
+
+def _named(name_or_path: str | Path) -> str:
+    """A model's name as typed, quoted where white space begins or ends it (" default" was shown as
+    "structsent: error:  default: no such model directory", its space unseen)."""
+    text = str(name_or_path)
+    return repr(text) if text != text.strip() else text
 
 
 def load_checkpoint(name_or_path: str | Path) -> Checkpoint:
