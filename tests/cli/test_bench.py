@@ -313,3 +313,15 @@ def test_bench_takes_every_spelling_of_an_engine_flag_that_label_and_serve_take(
             assert build_parser().parse_args([command, *extra, spelling, "5000"]).token_budget == 5000, command
         for spelling in ("--num-threads", "--threads"):
             assert build_parser().parse_args([command, *extra, spelling, "3"]).num_threads == 3, command
+
+
+def test_an_engine_variable_bench_does_not_read_is_said_not_silently_ignored(tmp_path, capsys, monkeypatch):
+    """bench took STRUCTSENT_MAX_LENGTH=64 (and STRUCTSENT_BACKEND) without a word and ran as if unset."""
+    monkeypatch.setenv("STRUCTSENT_MAX_LENGTH", "64")
+    monkeypatch.setenv("STRUCTSENT_BACKEND", "onnx")
+    monkeypatch.setenv("STRUCTSENT_NUM_THREADS", "1")  # read: nothing said
+    assert main(["bench", "--n", "2", "--configs", ",,", "--out", str(tmp_path / "o")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[:2] == [f"structsent: warning: STRUCTSENT_{name} is set, but bench does not read it: each configuration "
+                         "sets the engine's other settings itself" for name in ("BACKEND", "MAX_LENGTH")]
+    assert len(lines) == 3 and lines[2].startswith("structsent: error: --configs ',,': names no configuration")

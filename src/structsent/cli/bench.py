@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from .numbers import integer
 DEFAULT_N = 200
 MAX_N = 10_000_000  # texts at most: every one is built and held in memory before the first run
 MIN_AGREEMENT = 0.99
+BENCH_SETTINGS = ("device", "num_threads", "token_budget")  # the engine settings bench takes (flags or variables)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,15 +88,17 @@ def run(args: argparse.Namespace) -> int:
     from ..models import load_checkpoint
     from ..plan import plan_for
     from ..runtime import torch_device
-    from .engine_flags import config_of
+    from .engine_flags import config_of, unread_setting_variables
 
     if args.n < 1 or args.chunks < 1:
         raise ConfigError("--n and --chunks must be at least 1")
     if args.n > MAX_N:  # (it built texts until memory ran out: a MemoryError traceback)
         raise ConfigError(f"--n {args.n}: must be 1..{MAX_N:,} (the texts are held in memory)")
     # Everything that can be refused is refused before the benchmark runs, not after.
-    config = config_of({"device": args.device, "num_threads": args.num_threads, "token_budget": args.token_budget},
-                       given=getattr(args, "_typed", {}))
+    config = config_of({name: getattr(args, name) for name in BENCH_SETTINGS}, given=getattr(args, "_typed", {}))
+    for variable in unread_setting_variables(BENCH_SETTINGS, os.environ):
+        _say(f"structsent: warning: {variable} is set, but bench does not read it: each configuration sets the "
+             "engine's other settings itself")
     out = _output_directory(args.out)
     device = torch_device(args.device)  # the same ConfigError as `structsent label --device cuda` without CUDA
     workload = build_workload(args.n, seed=args.seed, corpus=args.corpus)

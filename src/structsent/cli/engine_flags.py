@@ -73,6 +73,13 @@ def unknown_variable_warnings(environ: typing.Mapping[str, str]) -> list[str]:
     return lines
 
 
+def unread_setting_variables(reads: typing.Iterable[str], environ: typing.Mapping[str, str]) -> list[str]:
+    """The STRUCTSENT_* variables of engine settings set in ``environ`` that a command reading only the
+    settings ``reads`` ignores (bench took STRUCTSENT_MAX_LENGTH=64 without a word, and ran at 512)."""
+    names = (ENV_PREFIX + field.name.upper() for field in dataclasses.fields(EngineConfig) if field.name not in reads)
+    return [name for name in names if name in environ]
+
+
 def _variable_of(flag: str) -> str:
     return ENV_PREFIX + flag.removeprefix("--").replace("-", "_").upper()
 
