@@ -304,6 +304,40 @@ def test_summary_reports_counts_and_duplicates(hf_model_dir, reviews_file):
     assert f"duplicates reused {duplicates:,}" in summary
 
 
+def test_summary_counts_the_texts_cut_to_the_model_s_length_across_a_resume(tmp_path, hf_model_dir, monkeypatch,
+                                                                            capsys):
+    """A job of long reviews labelled their beginnings alone without a word (the output has no column
+    for it): the summary says how many, counted over the whole job when it was resumed."""
+    from structsent.cli import main
+    from structsent.jobs.label import LabelJob
+
+    texts = [("很好" * 40 if i % 3 == 0 else "很好") + str(i) for i in range(30)]
+    source, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
+    source.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+    args = ["label", str(source), "-o", str(out), "--model", str(hf_model_dir), "--max-length", "32", "--chunk-rows", "10"]
+    label_chunk, calls = LabelJob._label_chunk, []
+
+    def ctrl_c_in_the_second_chunk(self, chunk, summary):
+        calls.append(len(chunk.rows))
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.3)
+        return label_chunk(self, chunk, summary)
+
+    with monkeypatch.context() as interrupted:
+        interrupted.setattr(LabelJob, "_label_chunk", ctrl_c_in_the_second_chunk)
+        assert main(args) == 130
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0
+    summary = capsys.readouterr().err
+    assert "30 rows (20 done before resuming): " in summary, summary
+    assert "; 10 cut to --max-length tokens (--long-text windows reads a long text whole)" in summary, summary
+    assert [json.loads(line)["text"] for line in out.read_text(encoding="utf-8").splitlines()] == texts
+    assert main([*args, "--long-text", "windows", "--overwrite"]) == 0
+    summary = capsys.readouterr().err
+    assert "30 rows: " in summary and "cut to --max-length" not in summary
+
+
 # -- crash, interrupt and resume -------------------------------------------------------------------
 def _wait_for_rows(manifest, at_least, proc, timeout=60):
     deadline = time.time() + timeout

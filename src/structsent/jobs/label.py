@@ -127,6 +127,7 @@ class JobSummary:
     model_seconds: float = 0.0  # time this run spent in the model stage
     resynchronised: int = 0  # malformed multi-line CSV records after which reading went on at their next line
     already_complete: bool = False  # --resume found the output finished (no unfinished job): nothing ran
+    truncated: int = 0  # texts labelled from their first (or with keep_end, last) max_length tokens alone
 
     @property
     def model_busy_fraction(self) -> float:
@@ -146,7 +147,7 @@ class JobSummary:
     def counters(self) -> dict:
         return {"rows": self.rows, "flagged": self.flagged, "duplicates": self.duplicates,
                 "labels": dict(self.labels), "real_tokens": self.real_tokens, "padded_tokens": self.padded_tokens,
-                "resynchronised": self.resynchronised}
+                "resynchronised": self.resynchronised, "truncated": self.truncated}
 
     @classmethod
     def from_counters(cls, data: dict) -> "JobSummary":
@@ -496,6 +497,7 @@ class LabelJob:
                 summary.flagged += 1
             else:
                 summary.labels[result.label] += 1
+                summary.truncated += result.truncated
         return results
 
     def _encoder(self, reader: RowReader, chunk: list[InputRow], manifest: Manifest) -> ChunkEncoder:

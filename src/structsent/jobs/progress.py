@@ -69,8 +69,11 @@ def format_summary(summary, *, labels) -> str:
     if summary.resynchronised:
         flagged += (f" ({summary.resynchronised:,} malformed multi-line CSV records, each flagged on its first "
                     "line, the lines after it read again)")
+    cut = ""
+    if summary.truncated:  # (without a word, a job of long reviews labelled their beginnings alone)
+        cut = f"; {summary.truncated:,} cut to --max-length tokens (--long-text windows reads a long text whole)"
     lines = [
-        " ".join(parts) + f": {per_label}; {flagged}; duplicates reused {summary.duplicates:,}",
+        " ".join(parts) + f": {per_label}; {flagged}; duplicates reused {summary.duplicates:,}{cut}",
         f"{rows_in_words(summary.rows_this_run)} in {_duration(summary.seconds_this_run)} "
         f"({summary.rows_per_second:,.1f} rows/s); padding waste {summary.padding_fraction:.1%}; "
         f"model busy {summary.model_busy_fraction:.0%} of the time",
