@@ -1323,6 +1323,9 @@ def test_cli_engine_ray_refuses_a_report_by_column_an_output_of_no_rows_would_no
     ({"a.csv": "id,text\n1,好吃\n", "b.csv": "id;text\n2;难吃\n"}, "b.csv: the header is one column holding semicolons"),
     ({"a.csv": "id,text\n1,好吃\n", "b.csv": "review\n难吃\n"},
      "b.csv: its texts are in column 'review' (its only column), "),
+    ({"a.csv": "review\n好吃\n", "b.csv": "text,id\n难吃,1\n"}, "b.csv: its texts are in column 'text', "),
+    ({"a.csv": "\ntext,id\n好,007\n"}, "a.csv: no header row (line 1 is empty)"),  # ("007" became 7, exit 0)
+    ({"a.csv": "\ufeff\n"}, "a.csv: no header row (line 1 is empty)"),
 ])
 def test_csv_headers_are_checked_as_the_local_engine_checks_them_before_ray_starts(tmp_path, files, says):
     """Ray labelled a semicolon-separated .csv (or Excel's sep= line) as whole lines of noise, and

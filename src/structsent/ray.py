@@ -622,14 +622,18 @@ def check_input_columns(source: "InputFiles", text_column: str) -> None:
     first: tuple[str, str] | None = None  # (file, its text column)
     for path in source.files:
         header = _csv_header(path)
-        if not header:  # an empty file: Ray's own answer
-            continue
+        if not header:  # a blank first line (empty files are refused before): Arrow took line 2 for the
+            # header and guessed every column's type ("007" became 7), exit 0
+            raise BadInputError(f"{path}: no header row (line 1 is empty)")
         check_unique_columns(header, path)
         check_header(header, ",", path, text_column)
         column = resolve_text_column(header, text_column, path)
         if first is not None and column != first[1]:
-            raise BadInputError(f"{path}: its texts are in column {column!r} (its only column), {first[0]}'s in "
-                                f"{first[1]!r}; pass --text-column NAME, a column every file has")
+            def held(name: str) -> str:
+                return f"{name!r}" + (" (its only column)" if name != text_column else "")
+
+            raise BadInputError(f"{path}: its texts are in column {held(column)}, {first[0]}'s in {held(first[1])}; "
+                                "pass --text-column NAME, a column every file has")
         first = first or (path, column)
 
 
