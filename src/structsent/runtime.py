@@ -68,7 +68,7 @@ def packed_attention(requested: Attention, device: str, precision: Precision) ->
     possible = device.startswith("cuda") and precision in (Precision.FP16, Precision.BF16)
     if requested is Attention.PACKED and not possible:
         raise ConfigError(f"attention=packed runs with the torch backend on CUDA in fp16 or bf16 "
-                          f"(here: {device}, {precision.value}); use attention=padded or auto")
+                          f"(here: device {device}, precision {precision.value}); use attention=padded or auto")
     if requested is Attention.PADDED or not possible:
         return False
     from .modeling import varlen_kernel_available

@@ -1047,3 +1047,21 @@ def test_the_printed_resume_command_finishes_the_job_whatever_abbreviations_and_
     assert main(command[2:]) == 0
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [row["text"] for row in rows] == texts and all(row["label"] for row in rows)
+
+
+@pytest.mark.parametrize("argv, command", [
+    (["label", "in.csv", "-o", "o.csv", "--ov"], "structsent label in.csv -o o.csv --resume"),
+    (["label", "-o", "o.csv", "--over", "--", "--ov"], "structsent label -o o.csv --resume -- --ov"),
+    (["label", "-o", "o.csv", "--chunk-rows=100", "--", "--overwrite-me.csv"],
+     "structsent label -o o.csv --chunk-rows=100 --resume -- --overwrite-me.csv"),
+    (["label", "./--resume.csv", "-o", "o.csv", "--resume"], "structsent label ./--resume.csv -o o.csv --resume"),
+])
+def test_the_resume_command_keeps_every_name_after_a_double_dash_and_resumes_before_it(monkeypatch, argv, command):
+    """After "--" a file named --ov was dropped as an abbreviation of --overwrite, and --resume, put
+    after it, was read as a file name: the printed command could not finish the job."""
+    from structsent.cli.label import _resume_command
+
+    for name in [n for n in os.environ if n.startswith("STRUCTSENT_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(sys, "argv", ["structsent", *argv])
+    assert _resume_command() == command

@@ -137,6 +137,14 @@ def in_the_users_words(err: StructsentError, args: argparse.Namespace | None) ->
     return named + _variables_behind(named, values, typed)
 
 
+def _names_setting(message: str, name: str) -> bool:
+    """Whether ``message`` names the setting ``name`` as a refusal does: "device 'cuda:1'", "attention=packed",
+    "max_length (64)", "(here: device cpu, precision fp32)"; not as a word of a path or of advice
+    ("~user/device-backend: cannot expand '~'" named two variables that had nothing to do with it)."""
+    spelled = f"({re.escape(name)}|{re.escape(name.replace('_', '-'))})"
+    return re.search(rf"(?<![\w/.~-]){spelled}(=| '| \(| [\w:.]+[,)])", message) is not None
+
+
 def _variables_behind(message: str, values: dict, typed: Mapping[str, str]) -> str:
     """" (STRUCTSENT_DEVICE='cuda:1' is set in the environment)" for each engine setting the message
     names whose value came from its variable, not a flag: the runtime's refusals ("device 'cuda:1':
@@ -147,7 +155,7 @@ def _variables_behind(message: str, values: dict, typed: Mapping[str, str]) -> s
         variable = ENV_PREFIX + field.name.upper()
         if field.name in typed or field.name not in values or variable not in os.environ or variable in message:
             continue
-        if re.search(rf"\b({field.name}|{field.name.replace('_', '-')})\b", message):
+        if _names_setting(message, field.name):
             variables.append(f"{variable}={os.environ[variable]!r}")
     if not variables:
         return ""

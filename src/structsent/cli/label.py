@@ -435,8 +435,11 @@ def _resume_command() -> str:
     abbreviation argparse took: `--overw` stayed in, and the command was refused), then --resume;
     after the STRUCTSENT_* variables that chose the model and its settings, as they were (a resume
     from another shell found "the model's settings changed")."""
-    argv = [a for a in sys.argv[1:] if not _abbreviates(a, ("--resume", "--overwrite"))]
-    return " ".join([*_setting_variables(), "structsent", *map(shell_quoted, argv), "--resume"])
+    argv = sys.argv[1:]
+    options, operands = (argv[: argv.index("--")], argv[argv.index("--"):]) if "--" in argv else (argv, [])
+    # (after "--" every word is a name, kept as it is: a file named --ov; and --resume goes before it)
+    kept = [a for a in options if not _abbreviates(a, ("--resume", "--overwrite"))]
+    return " ".join([*_setting_variables(), "structsent", *map(shell_quoted, [*kept, "--resume", *operands])])
 
 
 def _abbreviates(arg: str, flags: tuple[str, ...]) -> bool:
