@@ -147,3 +147,12 @@ def test_cli_bench_writes_table_json_and_chart(hf_model_dir, tmp_path):
     assert by_name["pipeline"]["vs_baseline"] == 1.0
     assert by_name["onnx-fp32"]["label_agreement"] == 1.0 and by_name["fixed-32"]["padding_fraction"] > 0
     assert (out / "bench.png").stat().st_size > 1000 and (out / "bench.md").is_file()
+
+
+def test_a_corpus_saved_with_a_byte_order_mark_gives_its_first_review_without_it(tmp_path):
+    """The mark opened the first review ("\\ufeff好吃"), a text no other command reads with it."""
+    from structsent.bench.workload import load_reviews
+
+    corpus = tmp_path / "reviews.txt"
+    corpus.write_bytes("\ufeff好吃\n难吃\n".encode())
+    assert load_reviews(corpus)[0] == ["好吃", "难吃"]

@@ -100,7 +100,7 @@ def _check_corpus_file(corpus: Path) -> None:
 
 def _read_lines(path: Path) -> list[str]:
     try:
-        return path.read_bytes().decode("utf-8").splitlines()
+        return path.read_bytes().decode("utf-8-sig").splitlines()  # (a byte-order mark opened the first review)
     except UnicodeDecodeError as err:
         raise BadInputError(f"{path}: not UTF-8 text (undecodable byte at offset {err.start})") from None
     except OSError as err:
