@@ -140,6 +140,7 @@ def test_cli_bench_writes_table_json_and_chart(hf_model_dir, tmp_path):
                           text=True, timeout=600, env={"STRUCTSENT_CACHE": str(env_cache)})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| configuration |" in done.stdout and "packaged sample reviews" in done.stdout
+    assert "Loading weights" not in done.stderr  # transformers' bar broke bench's own lines
     result = json.loads((out / "bench.json").read_text(encoding="utf-8"))
     names = {r["name"] for r in result["results"]}
     assert {"one-by-one", "fixed-32", "pipeline", "torch-fp32", "onnx-fp32", "onnx-int8", "torch-int8"} <= names

@@ -148,6 +148,7 @@ def transformers_pipeline(setup: Setup) -> LabelFn:
     torch = require("torch", "bench")
     if setup.threads:
         torch.set_num_threads(setup.threads)
+    transformers.utils.logging.disable_progress_bar()  # its "Loading weights" bar broke bench's own lines
     pipe = transformers.pipeline(
         "text-classification", model=str(setup.model_dir), tokenizer=str(setup.model_dir),
         device=setup.device if setup.on_gpu else "cpu", batch_size=PIPELINE_BATCH,
