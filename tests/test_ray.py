@@ -1379,3 +1379,14 @@ def test_cli_engine_ray_refuses_a_semicolon_separated_csv_in_one_line_and_writes
     message = one_line_exit(ray_label(ray_address, tmp_path / "semi.csv", tmp_path / "out"), 2)
     assert "semi.csv: the header is one column holding semicolons: not CSV" in message
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_engine_ray_without_quiet_says_a_refused_row_in_one_line_without_ray_s_tracebacks(ray_address, tmp_path):
+    """Ray's progress stays on the terminal, but its failure records printed three tracebacks of the
+    task before the command's one line."""
+    (tmp_path / "miss.jsonl").write_text('{"text": "好", "id": 1}\n{"id": 2}\n', encoding="utf-8")
+    proc = run_cli("--engine", "ray", "--ray-address", ray_address, tmp_path / "miss.jsonl", "-o", tmp_path / "out",
+                   "--model", "default", "--device", "cpu", timeout=180)
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 2 and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("structsent: error: ") and "line 2: no 'text' field" in err

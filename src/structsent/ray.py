@@ -1005,10 +1005,24 @@ def _configure_this_job(*, quiet: bool) -> None:
     if hasattr(context, "raise_original_map_exception"):
         # Otherwise a typed error in an actor reaches the driver as text inside UserCodeException.
         context.raise_original_map_exception = True
-    if quiet:  # a failed task is logged with its whole traceback; the command says why in one line
-        import logging
+    import logging
 
-        logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+    data_logger = logging.getLogger("ray.data")
+    if quiet:  # a failed task is logged with its whole traceback; the command says why in one line
+        data_logger.setLevel(logging.CRITICAL)
+        return
+    # Ray's progress stays on the terminal, its failure records (a task's tracebacks, three of them
+    # before the command's one line for a JSON Lines line without the text field) go to its session
+    # logs alone: the command says why in one line.
+    for handler in data_logger.handlers:
+        if getattr(handler, "stream", None) is sys.stderr and _below_error not in handler.filters:
+            handler.addFilter(_below_error)
+
+
+def _below_error(record) -> bool:
+    import logging
+
+    return record.levelno < logging.ERROR
 
 
 def check_model_here(model: str) -> None:
