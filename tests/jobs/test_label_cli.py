@@ -309,23 +309,13 @@ def test_summary_counts_the_texts_cut_to_the_model_s_length_across_a_resume(tmp_
     """A job of long reviews labelled their beginnings alone without a word (the output has no column
     for it): the summary says how many, counted over the whole job when it was resumed."""
     from structsent.cli import main
-    from structsent.jobs.label import LabelJob
 
     texts = [("很好" * 40 if i % 3 == 0 else "很好") + str(i) for i in range(30)]
     source, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
     source.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
     args = ["label", str(source), "-o", str(out), "--model", str(hf_model_dir), "--max-length", "32", "--chunk-rows", "10"]
-    label_chunk, calls = LabelJob._label_chunk, []
-
-    def ctrl_c_in_the_second_chunk(self, chunk, summary):
-        calls.append(len(chunk.rows))
-        if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.3)
-        return label_chunk(self, chunk, summary)
-
     with monkeypatch.context() as interrupted:
-        interrupted.setattr(LabelJob, "_label_chunk", ctrl_c_in_the_second_chunk)
+        ctrl_c_in_chunk(interrupted, 2)
         assert main(args) == 130
     capsys.readouterr()
     assert main([*args, "--resume"]) == 0
@@ -489,22 +479,12 @@ def test_a_stop_during_the_last_chunk_finishes_the_job(tmp_path, hf_model_dir, c
     after N rows" and exit 130; the --resume it advised only renamed it. The job is complete: its
     output is finished (exit 0); a report asked for is not started (exit 130, the command to make it)."""
     from structsent.cli import main
-    from structsent.jobs.label import LabelJob
 
     texts = [t.replace("\n", " ") for t in real_reviews[:120]]
     source, out, page = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "report.html"
     with open(source, "w", encoding="utf-8", newline="") as handle:
         csv.writer(handle).writerows([["shop", "review"], *([f"s{i % 3}", t] for i, t in enumerate(texts))])
-    label_chunk, calls = LabelJob._label_chunk, []
-
-    def ctrl_c_in_the_last_chunk(self, chunk, summary):
-        calls.append(len(chunk.rows))
-        if len(calls) == 3:  # rows 80-119: the last chunk
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.3)  # (the reading thread meets the end of the input meanwhile)
-        return label_chunk(self, chunk, summary)
-
-    monkeypatch.setattr(LabelJob, "_label_chunk", ctrl_c_in_the_last_chunk)
+    calls = ctrl_c_in_chunk(monkeypatch, 3)  # rows 80-119: the last chunk
     args = ["label", str(source), "-o", str(out), "--chunk-rows", "40", "--model", str(hf_model_dir),
             "--text-column", "review"]
     code = main([*args, *(["--report", str(page), "--report-by", "shop"] if report else [])])
@@ -528,21 +508,11 @@ def test_a_stop_during_the_last_chunk_finishes_the_job(tmp_path, hf_model_dir, c
 def test_a_stop_during_a_chunk_before_the_last_still_stops_the_job(tmp_path, hf_model_dir, real_reviews,
                                                                    monkeypatch, capsys):
     from structsent.cli import main
-    from structsent.jobs.label import LabelJob
 
     texts = [t.replace("\n", " ") for t in real_reviews[:120]]
     source, out = tmp_path / "in.txt", tmp_path / "out.csv"
     source.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
-    label_chunk, calls = LabelJob._label_chunk, []
-
-    def ctrl_c_in_the_second_chunk(self, chunk, summary):
-        calls.append(len(chunk.rows))
-        if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.3)
-        return label_chunk(self, chunk, summary)
-
-    monkeypatch.setattr(LabelJob, "_label_chunk", ctrl_c_in_the_second_chunk)
+    calls = ctrl_c_in_chunk(monkeypatch, 2)
     args = ["label", str(source), "-o", str(out), "--chunk-rows", "40", "--model", str(hf_model_dir)]
     assert main(args) == 130
     assert calls == [40, 40] and "interrupted after 80 rows; to finish, run: " in capsys.readouterr().err
@@ -1017,26 +987,16 @@ def test_the_printed_resume_command_finishes_the_job_whatever_abbreviations_and_
     import shlex
 
     from structsent.cli import main
-    from structsent.jobs.label import LabelJob
 
     texts = [f"{i} {t}".replace("\n", " ") for i, t in enumerate(real_reviews[:120])]
     source, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
     source.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
     out.write_text("an older output\n", encoding="utf-8")
-    label_chunk, calls = LabelJob._label_chunk, []
-
-    def ctrl_c_in_the_second_chunk(self, chunk, summary):
-        calls.append(len(chunk.rows))
-        if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.3)
-        return label_chunk(self, chunk, summary)
-
     monkeypatch.setenv("STRUCTSENT_MAX_LENGTH", "64")
     args = ["label", str(source), "-o", str(out), "--chunk-rows", "40", "--model", str(hf_model_dir), "--overw"]
     monkeypatch.setattr(sys, "argv", ["structsent", *args])
     with monkeypatch.context() as interrupted:
-        interrupted.setattr(LabelJob, "_label_chunk", ctrl_c_in_the_second_chunk)
+        ctrl_c_in_chunk(interrupted, 2)
         assert main(args) == 130
     said = capsys.readouterr().err.strip().splitlines()[-1]
     command = shlex.split(said.split("to finish, run: ", 1)[1])
@@ -1065,3 +1025,22 @@ def test_the_resume_command_keeps_every_name_after_a_double_dash_and_resumes_bef
         monkeypatch.delenv(name)
     monkeypatch.setattr(sys, "argv", ["structsent", *argv])
     assert _resume_command() == command
+
+
+def ctrl_c_in_chunk(monkeypatch, number: int) -> list[int]:
+    """Ctrl-C to this process while the job labels its ``number``-th chunk (1-based), the signal's
+    handler run before the chunk goes on (the reading thread meets the end of a short input
+    meanwhile); the list it returns fills with the sizes of the chunks labelled."""
+    from structsent.jobs.label import LabelJob
+
+    label_chunk, calls = LabelJob._label_chunk, []
+
+    def interrupted(self, chunk, summary):
+        calls.append(len(chunk.rows))
+        if len(calls) == number:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.3)
+        return label_chunk(self, chunk, summary)
+
+    monkeypatch.setattr(LabelJob, "_label_chunk", interrupted)
+    return calls
