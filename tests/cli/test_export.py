@@ -310,3 +310,48 @@ def test_a_stop_between_the_mount_points_hidden_directories_leaves_neither(sourc
     assert export(source, out, "--overwrite") == 130
     assert made and not made[0].exists()
     assert _files(out) == before and sorted(p.name for p in out.iterdir()) == sorted(before)
+
+
+def test_an_overwrite_stopped_between_its_two_renames_puts_the_earlier_export_back(source, tmp_path, monkeypatch,
+                                                                                     capsys):
+    """Ctrl-C (or SIGTERM) after the earlier export was renamed to .out.previous-* and before the new
+    one was renamed onto out: out was missing and the earlier export stranded under the hidden name."""
+    from pathlib import Path
+
+    out = tmp_path / "out"
+    assert export(source, out) == 0
+    before = _files(out)
+    rename = Path.rename
+
+    def stopped_after_moving_aside(self, target):
+        moved = rename(self, target)
+        if Path(target).name.startswith(".out.previous-"):
+            raise KeyboardInterrupt
+        return moved
+
+    monkeypatch.setattr(Path, "rename", stopped_after_moving_aside)
+    assert export(source, out, "--int8", "--overwrite") == 130
+    assert _files(out) == before and sorted(p.name for p in out.iterdir()) == sorted(before)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "out"]  # no staging, nothing hidden
+
+
+def test_an_earlier_export_left_aside_by_a_killed_overwrite_is_put_back_or_removed(source, tmp_path, capsys):
+    """kill -9 between the two renames of an --overwrite: nothing put the hidden .out.previous-* back
+    (out stayed missing) or removed it (the later export's staging was removed, it was not)."""
+    import socket
+
+    out = tmp_path / "out"
+    assert export(source, out) == 0
+    before = _files(out)
+    dead = f"{socket.gethostname()}-999999999-dead"
+    out.rename(tmp_path / f".out.previous-{dead}")
+    (tmp_path / f".out.export-{dead}").mkdir()  # the new export, never renamed into place
+    assert export(source, out) == 2  # the earlier export is back: not empty without --overwrite
+    assert "--overwrite" in one_line_error(capsys)
+    assert _files(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "out"]
+    aside = tmp_path / f".out.previous-{dead}"  # killed after the new export was renamed onto out
+    aside.mkdir()
+    (aside / "model.onnx").write_bytes(b"the earlier export")
+    assert export(source, out, "--int8", "--overwrite") == 0, capsys.readouterr().err
+    assert json.loads((out / "config.json").read_text())["structsent_onnx"]["precision"] == "int8"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "out"]

@@ -37,7 +37,7 @@ from ..errors import ConfigError, ModelFormatError, OutputWriteError, require
 from ..io.paths import path_problem
 from ..models.checkpoint import TOKENIZER_FILES, hf_config
 from ..models.onnx import DIGEST_FILE, EXPORT_FORMAT_VERSION, MODEL_FILE, ONNX_CONFIG_KEY, file_digest
-from ..staging import remove_abandoned, staging_name, take_mode_and_group
+from ..staging import abandoned, remove_abandoned, remove_staging_path, staging_name, take_mode_and_group
 from .validate import AccuracyReport, compare_with_reference
 
 OPSET = 17
@@ -111,7 +111,6 @@ def export_checkpoint(
     if checkpoint.is_exported:
         raise ConfigError(f"{checkpoint.directory} already holds an ONNX model; export its source checkpoint")
     target = check_output_directory(out_dir, checkpoint.directory, overwrite=overwrite)
-    remove_abandoned(target.parent, f".{target.name}.export-")
     # An existing empty directory is written into (staged inside it), never replaced: it may be a
     # mount point (a container's volume: renaming onto it fails) or carry its own mode and group.
     into_empty = target.is_dir() and not any(target.iterdir())
@@ -160,6 +159,7 @@ def _checked_output_directory(given: Path, source: Path, *, overwrite: bool) -> 
     if not target.parent.is_dir():
         raise ConfigError(f"export output {given}: its parent directory {target.parent} does not exist "
                           "or is not a directory")
+    _tidy_after_killed_exports(target)
     if target.is_dir():
         remove_abandoned(target, INSIDE_PREFIX)  # staging of an export killed inside it (kill -9)
     if target.is_dir() and any(target.iterdir()):
@@ -174,6 +174,23 @@ def _checked_output_directory(given: Path, source: Path, *, overwrite: bool) -> 
             raise ConfigError(f"export output {given}: holds {', '.join(foreign)}, which no export writes; "
                               "--overwrite would delete them with the earlier export: move them elsewhere first")
     return target
+
+
+PREVIOUS_ROLE = "previous"
+
+
+def _tidy_after_killed_exports(target: Path) -> None:
+    """What exports to ``target`` killed on this host (kill -9, a power cut) left beside it: their
+    staging is removed; an earlier export that an --overwrite had moved aside as
+    ``.NAME.previous-HOST-PID-*`` (killed between its two renames) is put back at ``target`` if
+    nothing took its place, else removed (the new export landed). It stayed hidden, and ``target``
+    missing, for good."""
+    remove_abandoned(target.parent, f".{target.name}.export-")
+    for previous in sorted(abandoned(target.parent, f".{target.name}.{PREVIOUS_ROLE}-")):
+        if not os.path.lexists(target) and previous.is_dir() and not previous.is_symlink():
+            previous.rename(target)
+        else:
+            remove_staging_path(previous)
 
 
 def _not_written_by_an_export(directory: Path, shown: int = 5) -> list[str]:
@@ -264,20 +281,32 @@ def _move_into_place(staging: Path, target: Path, *, overwrite: bool) -> None:
                 _not_written_by_an_export(target):
             raise ConfigError(f"export output {target}: files were put in it while the export ran; nothing was "
                               "replaced and the export was discarded")
-        previous = _new_sibling(target, "previous")
+        previous = _new_sibling(target, PREVIOUS_ROLE)
         previous.rmdir()
         take_mode_and_group(staging, target.stat())  # the directory's own, not a new one's
         try:
-            target.rename(previous)
-        except OSError as err:
-            if err.errno not in (errno.EBUSY, errno.EXDEV, errno.EPERM, errno.EACCES):
-                raise
-            _replace_files_in(target, staging)  # a mount point (a volume) cannot be renamed
-            return
-        staging.rename(target)
+            try:
+                target.rename(previous)
+            except OSError as err:
+                if err.errno not in (errno.EBUSY, errno.EXDEV, errno.EPERM, errno.EACCES):
+                    raise
+                _replace_files_in(target, staging)  # a mount point (a volume) cannot be renamed
+                return
+            staging.rename(target)
+        except BaseException:
+            _put_previous_back(previous, target)
+            raise
         shutil.rmtree(previous, ignore_errors=True)
     else:
         staging.replace(target)  # onto nothing, or onto an empty directory
+
+
+def _put_previous_back(previous: Path, target: Path) -> None:
+    """A stop (Ctrl-C, SIGTERM) or failure between moving the earlier export aside and renaming the
+    new one onto ``target``: the earlier one is renamed back. It stayed under its hidden name, and
+    ``target`` missing, though an interrupted export is to leave the earlier one whole."""
+    if os.path.lexists(previous) and not os.path.lexists(target):
+        previous.rename(target)
 
 
 def _replace_files_in(target: Path, staging: Path) -> None:
