@@ -355,3 +355,23 @@ def test_an_earlier_export_left_aside_by_a_killed_overwrite_is_put_back_or_remov
     assert export(source, out, "--int8", "--overwrite") == 0, capsys.readouterr().err
     assert json.loads((out / "config.json").read_text())["structsent_onnx"]["precision"] == "int8"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "out"]
+
+
+def test_a_validation_file_is_read_only_as_far_as_validate_n_and_must_be_a_regular_file(source, tmp_path, capsys):
+    """The whole --validate file was read whatever --validate-n: `--validate /dev/zero --validate-n 1`
+    ran out of memory (a MemoryError traceback, or the process killed)."""
+    for device, kind in (("/dev/zero", "a character device"), (tmp_path, "a directory")):
+        assert main(["export", str(source), "-o", str(tmp_path / "out"), "--validate", str(device),
+                     "--validate-n", "1"]) == 2
+        err = capsys.readouterr().err
+        assert err == f"structsent: error: --validate {device}: is {kind}, not a file of texts (one per line, " \
+                      "or JSON Lines with 'text')\n", err
+    texts = tmp_path / "texts.txt"
+    texts.write_bytes("很好\n\n很差\n".encode() + b"\xff\xfe not UTF-8, past the texts asked for\n")
+    assert main(["export", str(source), "-o", str(tmp_path / "out"), "--validate", str(texts),
+                 "--validate-n", "2"]) == 0, capsys.readouterr().err
+    assert "on 2 texts" in capsys.readouterr().out
+    assert main(["export", str(source), "-o", str(tmp_path / "out3"), "--validate", str(texts),
+                 "--validate-n", "3"]) == 2
+    assert capsys.readouterr().err.startswith(f"structsent: error: --validate {texts}: cannot read texts")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "out", "texts.txt"]

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models import load_checkpoint
     from ..models.onnx import MODEL_FILE
     from ..onnx.export import ExportOptions, check_output_directory, export_checkpoint
-    from ..onnx.validate import packaged_sample_texts, read_texts
+    from ..onnx.validate import packaged_sample_texts
     from .signals import sigterm_as_interrupt
 
     if args.validate_n < 0:
@@ -50,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
     texts: list[str] = []
     source = ""
     if args.validate_n:
-        texts, source = (read_texts(args.validate), str(args.validate)) if args.validate else packaged_sample_texts()
-        texts = texts[: args.validate_n]
+        texts, source = ((_validation_texts(args.validate, args.validate_n), str(args.validate)) if args.validate
+                         else packaged_sample_texts(args.validate_n))
         if args.int8 and not args.validate:  # the figure would be read as held-out agreement
             source += " (the texts int8's smoothing is calibrated on: --validate FILE for held-out ones)"
         if not texts:  # checked before the export: a validation asked for is never skipped quietly
@@ -65,3 +65,15 @@ def run(args: argparse.Namespace) -> int:
     if report.accuracy:
         print(report.accuracy.summary())
     return 0
+
+
+def _validation_texts(path: Path, limit: int) -> list[str]:
+    """The first ``limit`` texts of the --validate file; a file that cannot give them (a device, a
+    directory, bytes that are not UTF-8) is a one-line error naming the flag."""
+    from ..errors import BadInputError
+    from ..onnx.validate import read_texts
+
+    try:
+        return read_texts(path, limit)
+    except BadInputError as err:
+        raise BadInputError(f"--validate {err}") from err
