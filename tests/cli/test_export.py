@@ -375,3 +375,16 @@ def test_a_validation_file_is_read_only_as_far_as_validate_n_and_must_be_a_regul
                  "--validate-n", "3"]) == 2
     assert capsys.readouterr().err.startswith(f"structsent: error: --validate {texts}: cannot read texts")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "out", "texts.txt"]
+
+
+def test_the_summary_writes_the_output_and_validation_names_as_one_line_each(source, tmp_path, capsys):
+    """The `wrote ...` line and the agreement line printed the names as they stand: a line break in
+    the output's name split its line, and ESC in the --validate file's name reached the terminal."""
+    texts = tmp_path / "v\x1b[31m\nal.txt"
+    texts.write_text("很好\n很差\n", encoding="utf-8")
+    out = tmp_path / "o\nut\x1b[2J"
+    assert main(["export", str(source), "-o", str(out), "--validate", str(texts), "--validate-n", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "\x1b" not in "".join(lines) and len(lines) == 3, lines
+    assert lines[0].startswith(f"wrote {tmp_path}/o\\nut\\x1b[2J/model.onnx (fp32, fused) in "), lines
+    assert lines[2].endswith("on 2 texts (" + str(tmp_path) + "/v\\x1b[31m\\nal.txt)"), lines

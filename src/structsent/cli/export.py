@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..lines import one_line
 from .numbers import integer
 
 DEFAULT_VALIDATION_TEXTS = 2000
@@ -59,11 +60,13 @@ def run(args: argparse.Namespace) -> int:
     with sigterm_as_interrupt():  # its staging directory is removed as on Ctrl-C
         report = export_checkpoint(checkpoint, args.output, options, validation_texts=texts,
                                    validation_source=source, overwrite=args.overwrite)
-    print(f"wrote {report.directory / MODEL_FILE} ({options.describe()}) in {report.seconds:.1f}s")
+    # The output's and the --validate file's names as one line each (a line break in a name split
+    # the line; an escape sequence reached the terminal): see ``lines.one_line``.
+    print(one_line(f"wrote {report.directory / MODEL_FILE} ({options.describe()}) in {report.seconds:.1f}s"))
     if report.fused_operators:
         print("fused operators: " + ", ".join(f"{k} {v}" for k, v in report.fused_operators.items()))
     if report.accuracy:
-        print(report.accuracy.summary())
+        print(one_line(report.accuracy.summary()))
     return 0
 
 
