@@ -388,3 +388,22 @@ def test_the_summary_writes_the_output_and_validation_names_as_one_line_each(sou
     assert "\x1b" not in "".join(lines) and len(lines) == 3, lines
     assert lines[0].startswith(f"wrote {tmp_path}/o\\nut\\x1b[2J/model.onnx (fp32, fused) in "), lines
     assert lines[2].endswith("on 2 texts (" + str(tmp_path) + "/v\\x1b[31m\\nal.txt)"), lines
+
+
+def test_a_validation_file_of_unlabellable_texts_is_refused_before_the_export(source, tmp_path, capsys, monkeypatch):
+    """Texts the tokenizer leaves nothing of (NUL or control characters only) were found out only
+    after the whole export ran, as "no labellable validation texts", without naming the file."""
+    import structsent.onnx.export as export_module
+
+    texts = tmp_path / "controls.txt"
+    texts.write_text("\x00\x01\n\x07\x1b\n", encoding="utf-8")
+
+    def not_run(*args, **kwargs):
+        raise AssertionError("exported before the validation texts were checked")
+
+    monkeypatch.setattr(export_module, "export_checkpoint", not_run)
+    assert main(["export", str(source), "-o", str(tmp_path / "out"), "--validate", str(texts)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"structsent: error: --validate {texts}: no labellable texts in it (none of the 2 read "
+                          "can be labelled, e.g. '\\x00\\x01': no tokens left after normalisation)"), err
+    assert err.count("\n") == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "controls.txt"]

@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
             source += " (the texts int8's smoothing is calibrated on: --validate FILE for held-out ones)"
         if not texts:  # checked before the export: a validation asked for is never skipped quietly
             raise BadInputError(f"--validate {args.validate}: no texts in it (pass --validate-n 0 to skip validation)")
+        if args.validate:
+            _check_labellable(checkpoint.tokenizer, texts, args.validate)
     with sigterm_as_interrupt():  # its staging directory is removed as on Ctrl-C
         report = export_checkpoint(checkpoint, args.output, options, validation_texts=texts,
                                    validation_source=source, overwrite=args.overwrite)
@@ -80,3 +82,16 @@ def _validation_texts(path: Path, limit: int) -> list[str]:
         return read_texts(path, limit)
     except BadInputError as err:
         raise BadInputError(f"--validate {err}") from err
+
+
+def _check_labellable(tokenizer, texts: list[str], path: Path) -> None:
+    """Texts of which the tokenizer leaves nothing (NUL or control characters only) are flagged on both
+    sides of the validation, which then had nothing to compare: that was said after the whole export
+    ran, without naming the file. They are tokenized here, as the validation will, before the export."""
+    from ..errors import BadInputError
+
+    encoded = tokenizer.encode(texts)
+    if all(e.error is not None for e in encoded):
+        raise BadInputError(f"--validate {path}: no labellable texts in it (none of the {len(texts)} read can be "
+                            f"labelled, e.g. {texts[0][:40]!r}: {encoded[0].error}); give texts to label, or "
+                            "pass --validate-n 0 to skip validation")

@@ -63,7 +63,7 @@ def agreement(reference, candidate, *, source: str) -> AccuracyReport:
     export that labelled texts the reference could not reported 100%)."""
     compared = [(r, c) for r, c in zip(reference, candidate, strict=True) if r.ok or c.ok]
     if not compared:
-        raise BadInputError("no labellable validation texts")
+        raise BadInputError(f"no labellable validation texts in {source}")
     both = [(r, c) for r, c in compared if r.ok and c.ok]
     same = sum(r.label == c.label for r, c in both)
     diff = max((abs(r.scores[k] - c.scores[k]) for r, c in both for k in r.scores), default=0.0)
