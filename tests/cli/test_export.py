@@ -407,3 +407,44 @@ def test_a_validation_file_of_unlabellable_texts_is_refused_before_the_export(so
     assert err.startswith(f"structsent: error: --validate {texts}: no labellable texts in it (none of the 2 read "
                           "can be labelled, e.g. '\\x00\\x01': no tokens left after normalisation)"), err
     assert err.count("\n") == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "controls.txt"]
+
+
+def test_overwrite_refuses_a_directory_of_export_named_files_without_an_exports_mark(source, tmp_path, capsys):
+    """A user's own vocab.txt and model.onnx (no config.json, no export_report.json, no graph digest)
+    were taken for the remains of a stopped export, and --overwrite replaced them without a word."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "vocab.txt").write_text("mine\n", encoding="utf-8")
+    (out / "model.onnx").write_bytes(b"my own model")
+    assert export(source, out, "--overwrite") == 2
+    err = one_line_error(capsys)
+    assert "holds model.onnx, vocab.txt but no earlier export's config.json, model.onnx.blake2b or " \
+           "export_report.json" in err, err
+    assert _files(out) == {"vocab.txt": b"mine\n", "model.onnx": b"my own model"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "out"]
+
+
+def test_an_export_stopped_while_its_files_were_moved_in_leaves_its_mark_first(source, tmp_path, monkeypatch, capsys):
+    """What a stopped move into an empty directory leaves bears the graph's digest (moved first), so
+    --overwrite replaces it as an export's remains rather than refusing it as a user's files."""
+    import shutil as shutil_module
+    from pathlib import Path
+
+    out = tmp_path / "out"
+    out.mkdir()
+    move, moved = shutil_module.move, []
+
+    def stopped_after_the_first(source_path, target_path):
+        if Path(target_path).parent != out:  # the graph into the staging directory
+            return move(source_path, target_path)
+        if moved:
+            raise KeyboardInterrupt
+        moved.append(move(source_path, target_path))
+        return moved[-1]
+
+    monkeypatch.setattr(shutil_module, "move", stopped_after_the_first)
+    assert export(source, out) == 130
+    assert [p.name for p in out.iterdir()] == ["model.onnx.blake2b"]
+    monkeypatch.setattr(shutil_module, "move", move)
+    assert export(source, out, "--overwrite") == 0, capsys.readouterr().err
+    assert (out / "config.json").is_file()

@@ -166,10 +166,14 @@ def _checked_output_directory(given: Path, source: Path, *, overwrite: bool) -> 
         if not overwrite:
             raise ConfigError(f"export output {given}: the directory is not empty; choose another, "
                               "or pass --overwrite to replace an earlier export there")
+        foreign = _not_written_by_an_export(target)
         if not _holds_export(target) and not _remains_of_an_export(target):
+            if not foreign:  # a user's own vocab.txt or model.onnx, say: named, as other files are
+                raise ConfigError(f"export output {given}: holds {', '.join(_names_in(target))} but no earlier "
+                                  f"export's config.json, {DIGEST_FILE} or {REPORT_FILE}; --overwrite replaces "
+                                  "earlier exports only: move them elsewhere first")
             raise ConfigError(f"export output {given}: not empty and not an ONNX export (no config.json "
                               f"with {ONNX_CONFIG_KEY!r}); --overwrite replaces earlier exports only")
-        foreign = _not_written_by_an_export(target)
         if foreign:
             raise ConfigError(f"export output {given}: holds {', '.join(foreign)}, which no export writes; "
                               "--overwrite would delete them with the earlier export: move them elsewhere first")
@@ -196,15 +200,26 @@ def _tidy_after_killed_exports(target: Path) -> None:
 def _not_written_by_an_export(directory: Path, shown: int = 5) -> list[str]:
     """Names in an export directory that an export does not write (a user's notes, results...)."""
     ours = {MODEL_FILE, DIGEST_FILE, "config.json", REPORT_FILE, *TOKENIZER_FILES}
-    foreign = sorted(entry.name for entry in directory.iterdir() if entry.name not in ours)
-    return foreign[:shown] + ([f"{len(foreign) - shown} more"] if len(foreign) > shown else [])
+    return _names_in(directory, shown, lambda name: name not in ours)
+
+
+def _names_in(directory: Path, shown: int = 5, kept=lambda name: True) -> list[str]:
+    names = sorted(entry.name for entry in directory.iterdir() if kept(entry.name))
+    return names[:shown] + ([f"{len(names) - shown} more"] if len(names) > shown else [])
+
+
+# Written by an export only: files of an export's names without either (a user's own vocab.txt and
+# model.onnx) were taken for the remains of one, and --overwrite replaced them without a word.
+EXPORT_MARKS = (DIGEST_FILE, REPORT_FILE)
 
 
 def _remains_of_an_export(directory: Path) -> bool:
-    """Files an export writes, and nothing else, but no config.json: an export stopped while its
-    files were moved in (config.json comes last), which --overwrite may replace."""
+    """Files an export writes, and nothing else, among them its mark (``EXPORT_MARKS``), but no
+    config.json: an export stopped while its files were moved in (the digest first, config.json
+    last), which --overwrite may replace."""
     names = {entry.name for entry in directory.iterdir()}
-    return bool(names) and "config.json" not in names and not _not_written_by_an_export(directory)
+    return (bool(names & set(EXPORT_MARKS)) and "config.json" not in names
+            and not _not_written_by_an_export(directory))
 
 
 def _holds_export(directory: Path) -> bool:
@@ -260,9 +275,11 @@ def _move_files_into(staging: Path, target: Path) -> None:
 
 def _move_export_files(staging: Path, target: Path) -> None:
     """Move an export's files from ``staging`` into ``target``, config.json last (the file that makes
-    a directory an export): an interrupted move is never read as a whole export. A rename where
-    both are on one file system, else a copy."""
-    names = sorted((entry.name for entry in staging.iterdir()), key=lambda name: name == "config.json")
+    a directory an export): an interrupted move is never read as a whole export; the graph's digest
+    first, so that what a stopped move leaves bears an export's mark (``_remains_of_an_export``). A
+    rename where both are on one file system, else a copy."""
+    names = sorted((entry.name for entry in staging.iterdir()),
+                   key=lambda name: (name == "config.json", name != DIGEST_FILE))
     for name in names:
         shutil.move(str(staging / name), str(target / name))
 
