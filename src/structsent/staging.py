@@ -29,20 +29,38 @@ def remove_own(directory: Path, prefix: str) -> None:
     _remove_staging(directory, prefix, lambda pid: pid == os.getpid())
 
 
+def abandoned(directory: Path, prefix: str) -> list[Path]:
+    """The files and directories named by ``staging_name(prefix)`` in ``directory`` whose process,
+    on this host, has ended: for a caller that puts some back rather than removing them."""
+    return _staging_of(directory, prefix, lambda pid: not _process_alive(pid))
+
+
+def remove_staging_path(path: Path) -> None:
+    """Remove a staging directory (its files too) or file."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _remove_staging(directory: Path, prefix: str, removable: Callable[[int], bool]) -> None:
+    for path in _staging_of(directory, prefix, removable):
+        remove_staging_path(path)
+
+
+def _staging_of(directory: Path, prefix: str, owned: Callable[[int], bool]) -> list[Path]:
     host = socket.gethostname()
     try:
         candidates = [p for p in directory.iterdir() if p.name.startswith(prefix)]
     except OSError:
-        return
+        return []
+    found = []
     for path in candidates:
         # NAME-HOST-PID-RANDOM; NAME may itself be a staging name (an export into the cache's staging directory).
         owner, _, pid = path.name[len(prefix):].rpartition("-")[0].rpartition("-")
-        if (owner == host or owner.endswith("-" + host)) and pid.isdigit() and removable(int(pid)):
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+        if (owner == host or owner.endswith("-" + host)) and pid.isdigit() and owned(int(pid)):
+            found.append(path)
+    return found
 
 
 def _process_alive(pid: int) -> bool:

@@ -310,3 +310,141 @@ def test_a_stop_between_the_mount_points_hidden_directories_leaves_neither(sourc
     assert export(source, out, "--overwrite") == 130
     assert made and not made[0].exists()
     assert _files(out) == before and sorted(p.name for p in out.iterdir()) == sorted(before)
+
+
+def test_an_overwrite_stopped_between_its_two_renames_puts_the_earlier_export_back(source, tmp_path, monkeypatch,
+                                                                                     capsys):
+    """Ctrl-C (or SIGTERM) after the earlier export was renamed to .out.previous-* and before the new
+    one was renamed onto out: out was missing and the earlier export stranded under the hidden name."""
+    from pathlib import Path
+
+    out = tmp_path / "out"
+    assert export(source, out) == 0
+    before = _files(out)
+    rename = Path.rename
+
+    def stopped_after_moving_aside(self, target):
+        moved = rename(self, target)
+        if Path(target).name.startswith(".out.previous-"):
+            raise KeyboardInterrupt
+        return moved
+
+    monkeypatch.setattr(Path, "rename", stopped_after_moving_aside)
+    assert export(source, out, "--int8", "--overwrite") == 130
+    assert _files(out) == before and sorted(p.name for p in out.iterdir()) == sorted(before)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "out"]  # no staging, nothing hidden
+
+
+def test_an_earlier_export_left_aside_by_a_killed_overwrite_is_put_back_or_removed(source, tmp_path, capsys):
+    """kill -9 between the two renames of an --overwrite: nothing put the hidden .out.previous-* back
+    (out stayed missing) or removed it (the later export's staging was removed, it was not)."""
+    import socket
+
+    out = tmp_path / "out"
+    assert export(source, out) == 0
+    before = _files(out)
+    dead = f"{socket.gethostname()}-999999999-dead"
+    out.rename(tmp_path / f".out.previous-{dead}")
+    (tmp_path / f".out.export-{dead}").mkdir()  # the new export, never renamed into place
+    assert export(source, out) == 2  # the earlier export is back: not empty without --overwrite
+    assert "--overwrite" in one_line_error(capsys)
+    assert _files(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "out"]
+    aside = tmp_path / f".out.previous-{dead}"  # killed after the new export was renamed onto out
+    aside.mkdir()
+    (aside / "model.onnx").write_bytes(b"the earlier export")
+    assert export(source, out, "--int8", "--overwrite") == 0, capsys.readouterr().err
+    assert json.loads((out / "config.json").read_text())["structsent_onnx"]["precision"] == "int8"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "out"]
+
+
+def test_a_validation_file_is_read_only_as_far_as_validate_n_and_must_be_a_regular_file(source, tmp_path, capsys):
+    """The whole --validate file was read whatever --validate-n: `--validate /dev/zero --validate-n 1`
+    ran out of memory (a MemoryError traceback, or the process killed)."""
+    for device, kind in (("/dev/zero", "a character device"), (tmp_path, "a directory")):
+        assert main(["export", str(source), "-o", str(tmp_path / "out"), "--validate", str(device),
+                     "--validate-n", "1"]) == 2
+        err = capsys.readouterr().err
+        assert err == f"structsent: error: --validate {device}: is {kind}, not a file of texts (one per line, " \
+                      "or JSON Lines with 'text')\n", err
+    texts = tmp_path / "texts.txt"
+    texts.write_bytes("很好\n\n很差\n".encode() + b"\xff\xfe not UTF-8, past the texts asked for\n")
+    assert main(["export", str(source), "-o", str(tmp_path / "out"), "--validate", str(texts),
+                 "--validate-n", "2"]) == 0, capsys.readouterr().err
+    assert "on 2 texts" in capsys.readouterr().out
+    assert main(["export", str(source), "-o", str(tmp_path / "out3"), "--validate", str(texts),
+                 "--validate-n", "3"]) == 2
+    assert capsys.readouterr().err.startswith(f"structsent: error: --validate {texts}: cannot read texts")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "out", "texts.txt"]
+
+
+def test_the_summary_writes_the_output_and_validation_names_as_one_line_each(source, tmp_path, capsys):
+    """The `wrote ...` line and the agreement line printed the names as they stand: a line break in
+    the output's name split its line, and ESC in the --validate file's name reached the terminal."""
+    texts = tmp_path / "v\x1b[31m\nal.txt"
+    texts.write_text("很好\n很差\n", encoding="utf-8")
+    out = tmp_path / "o\nut\x1b[2J"
+    assert main(["export", str(source), "-o", str(out), "--validate", str(texts), "--validate-n", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "\x1b" not in "".join(lines) and len(lines) == 3, lines
+    assert lines[0].startswith(f"wrote {tmp_path}/o\\nut\\x1b[2J/model.onnx (fp32, fused) in "), lines
+    assert lines[2].endswith("on 2 texts (" + str(tmp_path) + "/v\\x1b[31m\\nal.txt)"), lines
+
+
+def test_a_validation_file_of_unlabellable_texts_is_refused_before_the_export(source, tmp_path, capsys, monkeypatch):
+    """Texts the tokenizer leaves nothing of (NUL or control characters only) were found out only
+    after the whole export ran, as "no labellable validation texts", without naming the file."""
+    import structsent.onnx.export as export_module
+
+    texts = tmp_path / "controls.txt"
+    texts.write_text("\x00\x01\n\x07\x1b\n", encoding="utf-8")
+
+    def not_run(*args, **kwargs):
+        raise AssertionError("exported before the validation texts were checked")
+
+    monkeypatch.setattr(export_module, "export_checkpoint", not_run)
+    assert main(["export", str(source), "-o", str(tmp_path / "out"), "--validate", str(texts)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"structsent: error: --validate {texts}: no labellable texts in it (none of the 2 read "
+                          "can be labelled, e.g. '\\x00\\x01': no tokens left after normalisation)"), err
+    assert err.count("\n") == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "controls.txt"]
+
+
+def test_overwrite_refuses_a_directory_of_export_named_files_without_an_exports_mark(source, tmp_path, capsys):
+    """A user's own vocab.txt and model.onnx (no config.json, no export_report.json, no graph digest)
+    were taken for the remains of a stopped export, and --overwrite replaced them without a word."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "vocab.txt").write_text("mine\n", encoding="utf-8")
+    (out / "model.onnx").write_bytes(b"my own model")
+    assert export(source, out, "--overwrite") == 2
+    err = one_line_error(capsys)
+    assert "holds model.onnx, vocab.txt but no earlier export's config.json, model.onnx.blake2b or " \
+           "export_report.json" in err, err
+    assert _files(out) == {"vocab.txt": b"mine\n", "model.onnx": b"my own model"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "out"]
+
+
+def test_an_export_stopped_while_its_files_were_moved_in_leaves_its_mark_first(source, tmp_path, monkeypatch, capsys):
+    """What a stopped move into an empty directory leaves bears the graph's digest (moved first), so
+    --overwrite replaces it as an export's remains rather than refusing it as a user's files."""
+    import shutil as shutil_module
+    from pathlib import Path
+
+    out = tmp_path / "out"
+    out.mkdir()
+    move, moved = shutil_module.move, []
+
+    def stopped_after_the_first(source_path, target_path):
+        if Path(target_path).parent != out:  # the graph into the staging directory
+            return move(source_path, target_path)
+        if moved:
+            raise KeyboardInterrupt
+        moved.append(move(source_path, target_path))
+        return moved[-1]
+
+    monkeypatch.setattr(shutil_module, "move", stopped_after_the_first)
+    assert export(source, out) == 130
+    assert [p.name for p in out.iterdir()] == ["model.onnx.blake2b"]
+    monkeypatch.setattr(shutil_module, "move", move)
+    assert export(source, out, "--overwrite") == 0, capsys.readouterr().err
+    assert (out / "config.json").is_file()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..lines import one_line
 from .numbers import integer
 
 DEFAULT_VALIDATION_TEXTS = 2000
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models import load_checkpoint
     from ..models.onnx import MODEL_FILE
     from ..onnx.export import ExportOptions, check_output_directory, export_checkpoint
-    from ..onnx.validate import packaged_sample_texts, read_texts
+    from ..onnx.validate import packaged_sample_texts
     from .signals import sigterm_as_interrupt
 
     if args.validate_n < 0:
@@ -50,18 +51,47 @@ def run(args: argparse.Namespace) -> int:
     texts: list[str] = []
     source = ""
     if args.validate_n:
-        texts, source = (read_texts(args.validate), str(args.validate)) if args.validate else packaged_sample_texts()
-        texts = texts[: args.validate_n]
+        texts, source = ((_validation_texts(args.validate, args.validate_n), str(args.validate)) if args.validate
+                         else packaged_sample_texts(args.validate_n))
         if args.int8 and not args.validate:  # the figure would be read as held-out agreement
             source += " (the texts int8's smoothing is calibrated on: --validate FILE for held-out ones)"
         if not texts:  # checked before the export: a validation asked for is never skipped quietly
             raise BadInputError(f"--validate {args.validate}: no texts in it (pass --validate-n 0 to skip validation)")
+        if args.validate:
+            _check_labellable(checkpoint.tokenizer, texts, args.validate)
     with sigterm_as_interrupt():  # its staging directory is removed as on Ctrl-C
         report = export_checkpoint(checkpoint, args.output, options, validation_texts=texts,
                                    validation_source=source, overwrite=args.overwrite)
-    print(f"wrote {report.directory / MODEL_FILE} ({options.describe()}) in {report.seconds:.1f}s")
+    # The output's and the --validate file's names as one line each (a line break in a name split
+    # the line; an escape sequence reached the terminal): see ``lines.one_line``.
+    print(one_line(f"wrote {report.directory / MODEL_FILE} ({options.describe()}) in {report.seconds:.1f}s"))
     if report.fused_operators:
         print("fused operators: " + ", ".join(f"{k} {v}" for k, v in report.fused_operators.items()))
     if report.accuracy:
-        print(report.accuracy.summary())
+        print(one_line(report.accuracy.summary()))
     return 0
+
+
+def _validation_texts(path: Path, limit: int) -> list[str]:
+    """The first ``limit`` texts of the --validate file; a file that cannot give them (a device, a
+    directory, bytes that are not UTF-8) is a one-line error naming the flag."""
+    from ..errors import BadInputError
+    from ..onnx.validate import read_texts
+
+    try:
+        return read_texts(path, limit)
+    except BadInputError as err:
+        raise BadInputError(f"--validate {err}") from err
+
+
+def _check_labellable(tokenizer, texts: list[str], path: Path) -> None:
+    """Texts of which the tokenizer leaves nothing (NUL or control characters only) are flagged on both
+    sides of the validation, which then had nothing to compare: that was said after the whole export
+    ran, without naming the file. They are tokenized here, as the validation will, before the export."""
+    from ..errors import BadInputError
+
+    encoded = tokenizer.encode(texts)
+    if all(e.error is not None for e in encoded):
+        raise BadInputError(f"--validate {path}: no labellable texts in it (none of the {len(texts)} read can be "
+                            f"labelled, e.g. {texts[0][:40]!r}: {encoded[0].error}); give texts to label, or "
+                            "pass --validate-n 0 to skip validation")

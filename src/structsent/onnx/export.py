@@ -37,7 +37,7 @@ from ..errors import ConfigError, ModelFormatError, OutputWriteError, require
 from ..io.paths import path_problem
 from ..models.checkpoint import TOKENIZER_FILES, hf_config
 from ..models.onnx import DIGEST_FILE, EXPORT_FORMAT_VERSION, MODEL_FILE, ONNX_CONFIG_KEY, file_digest
-from ..staging import remove_abandoned, staging_name, take_mode_and_group
+from ..staging import abandoned, remove_abandoned, remove_staging_path, staging_name, take_mode_and_group
 from .validate import AccuracyReport, compare_with_reference
 
 OPSET = 17
@@ -111,7 +111,6 @@ def export_checkpoint(
     if checkpoint.is_exported:
         raise ConfigError(f"{checkpoint.directory} already holds an ONNX model; export its source checkpoint")
     target = check_output_directory(out_dir, checkpoint.directory, overwrite=overwrite)
-    remove_abandoned(target.parent, f".{target.name}.export-")
     # An existing empty directory is written into (staged inside it), never replaced: it may be a
     # mount point (a container's volume: renaming onto it fails) or carry its own mode and group.
     into_empty = target.is_dir() and not any(target.iterdir())
@@ -160,34 +159,67 @@ def _checked_output_directory(given: Path, source: Path, *, overwrite: bool) -> 
     if not target.parent.is_dir():
         raise ConfigError(f"export output {given}: its parent directory {target.parent} does not exist "
                           "or is not a directory")
+    _tidy_after_killed_exports(target)
     if target.is_dir():
         remove_abandoned(target, INSIDE_PREFIX)  # staging of an export killed inside it (kill -9)
     if target.is_dir() and any(target.iterdir()):
         if not overwrite:
             raise ConfigError(f"export output {given}: the directory is not empty; choose another, "
                               "or pass --overwrite to replace an earlier export there")
+        foreign = _not_written_by_an_export(target)
         if not _holds_export(target) and not _remains_of_an_export(target):
+            if not foreign:  # a user's own vocab.txt or model.onnx, say: named, as other files are
+                raise ConfigError(f"export output {given}: holds {', '.join(_names_in(target))} but no earlier "
+                                  f"export's config.json, {DIGEST_FILE} or {REPORT_FILE}; --overwrite replaces "
+                                  "earlier exports only: move them elsewhere first")
             raise ConfigError(f"export output {given}: not empty and not an ONNX export (no config.json "
                               f"with {ONNX_CONFIG_KEY!r}); --overwrite replaces earlier exports only")
-        foreign = _not_written_by_an_export(target)
         if foreign:
             raise ConfigError(f"export output {given}: holds {', '.join(foreign)}, which no export writes; "
                               "--overwrite would delete them with the earlier export: move them elsewhere first")
     return target
 
 
+PREVIOUS_ROLE = "previous"
+
+
+def _tidy_after_killed_exports(target: Path) -> None:
+    """What exports to ``target`` killed on this host (kill -9, a power cut) left beside it: their
+    staging is removed; an earlier export that an --overwrite had moved aside as
+    ``.NAME.previous-HOST-PID-*`` (killed between its two renames) is put back at ``target`` if
+    nothing took its place, else removed (the new export landed). It stayed hidden, and ``target``
+    missing, for good."""
+    remove_abandoned(target.parent, f".{target.name}.export-")
+    for previous in sorted(abandoned(target.parent, f".{target.name}.{PREVIOUS_ROLE}-")):
+        if not os.path.lexists(target) and previous.is_dir() and not previous.is_symlink():
+            previous.rename(target)
+        else:
+            remove_staging_path(previous)
+
+
 def _not_written_by_an_export(directory: Path, shown: int = 5) -> list[str]:
     """Names in an export directory that an export does not write (a user's notes, results...)."""
     ours = {MODEL_FILE, DIGEST_FILE, "config.json", REPORT_FILE, *TOKENIZER_FILES}
-    foreign = sorted(entry.name for entry in directory.iterdir() if entry.name not in ours)
-    return foreign[:shown] + ([f"{len(foreign) - shown} more"] if len(foreign) > shown else [])
+    return _names_in(directory, shown, lambda name: name not in ours)
+
+
+def _names_in(directory: Path, shown: int = 5, kept=lambda name: True) -> list[str]:
+    names = sorted(entry.name for entry in directory.iterdir() if kept(entry.name))
+    return names[:shown] + ([f"{len(names) - shown} more"] if len(names) > shown else [])
+
+
+# Written by an export only: files of an export's names without either (a user's own vocab.txt and
+# model.onnx) were taken for the remains of one, and --overwrite replaced them without a word.
+EXPORT_MARKS = (DIGEST_FILE, REPORT_FILE)
 
 
 def _remains_of_an_export(directory: Path) -> bool:
-    """Files an export writes, and nothing else, but no config.json: an export stopped while its
-    files were moved in (config.json comes last), which --overwrite may replace."""
+    """Files an export writes, and nothing else, among them its mark (``EXPORT_MARKS``), but no
+    config.json: an export stopped while its files were moved in (the digest first, config.json
+    last), which --overwrite may replace."""
     names = {entry.name for entry in directory.iterdir()}
-    return bool(names) and "config.json" not in names and not _not_written_by_an_export(directory)
+    return (bool(names & set(EXPORT_MARKS)) and "config.json" not in names
+            and not _not_written_by_an_export(directory))
 
 
 def _holds_export(directory: Path) -> bool:
@@ -243,9 +275,11 @@ def _move_files_into(staging: Path, target: Path) -> None:
 
 def _move_export_files(staging: Path, target: Path) -> None:
     """Move an export's files from ``staging`` into ``target``, config.json last (the file that makes
-    a directory an export): an interrupted move is never read as a whole export. A rename where
-    both are on one file system, else a copy."""
-    names = sorted((entry.name for entry in staging.iterdir()), key=lambda name: name == "config.json")
+    a directory an export): an interrupted move is never read as a whole export; the graph's digest
+    first, so that what a stopped move leaves bears an export's mark (``_remains_of_an_export``). A
+    rename where both are on one file system, else a copy."""
+    names = sorted((entry.name for entry in staging.iterdir()),
+                   key=lambda name: (name == "config.json", name != DIGEST_FILE))
     for name in names:
         shutil.move(str(staging / name), str(target / name))
 
@@ -264,20 +298,32 @@ def _move_into_place(staging: Path, target: Path, *, overwrite: bool) -> None:
                 _not_written_by_an_export(target):
             raise ConfigError(f"export output {target}: files were put in it while the export ran; nothing was "
                               "replaced and the export was discarded")
-        previous = _new_sibling(target, "previous")
+        previous = _new_sibling(target, PREVIOUS_ROLE)
         previous.rmdir()
         take_mode_and_group(staging, target.stat())  # the directory's own, not a new one's
         try:
-            target.rename(previous)
-        except OSError as err:
-            if err.errno not in (errno.EBUSY, errno.EXDEV, errno.EPERM, errno.EACCES):
-                raise
-            _replace_files_in(target, staging)  # a mount point (a volume) cannot be renamed
-            return
-        staging.rename(target)
+            try:
+                target.rename(previous)
+            except OSError as err:
+                if err.errno not in (errno.EBUSY, errno.EXDEV, errno.EPERM, errno.EACCES):
+                    raise
+                _replace_files_in(target, staging)  # a mount point (a volume) cannot be renamed
+                return
+            staging.rename(target)
+        except BaseException:
+            _put_previous_back(previous, target)
+            raise
         shutil.rmtree(previous, ignore_errors=True)
     else:
         staging.replace(target)  # onto nothing, or onto an empty directory
+
+
+def _put_previous_back(previous: Path, target: Path) -> None:
+    """A stop (Ctrl-C, SIGTERM) or failure between moving the earlier export aside and renaming the
+    new one onto ``target``: the earlier one is renamed back. It stayed under its hidden name, and
+    ``target`` missing, though an interrupted export is to leave the earlier one whole."""
+    if os.path.lexists(previous) and not os.path.lexists(target):
+        previous.rename(target)
 
 
 def _replace_files_in(target: Path, staging: Path) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+import stat
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..errors import BadInputError
 from ..io.formats import Format, suffixes_of
+from ..io.paths import kind_of, mode_of
 
 SAMPLE_REVIEWS = Path(__file__).resolve().parents[1] / "data" / "sample_reviews.txt"
 
@@ -61,7 +63,7 @@ def agreement(reference, candidate, *, source: str) -> AccuracyReport:
     export that labelled texts the reference could not reported 100%)."""
     compared = [(r, c) for r, c in zip(reference, candidate, strict=True) if r.ok or c.ok]
     if not compared:
-        raise BadInputError("no labellable validation texts")
+        raise BadInputError(f"no labellable validation texts in {source}")
     both = [(r, c) for r, c in compared if r.ok and c.ok]
     same = sum(r.label == c.label for r, c in both)
     diff = max((abs(r.scores[k] - c.scores[k]) for r, c in both for k in r.scores), default=0.0)
@@ -70,9 +72,9 @@ def agreement(reference, candidate, *, source: str) -> AccuracyReport:
                           flagged_by_both=len(reference) - len(compared))
 
 
-def packaged_sample_texts() -> tuple[list[str], str]:
-    """The reviews packaged with structsent: what an export is checked on by default."""
-    return read_texts(SAMPLE_REVIEWS), "structsent/data/sample_reviews.txt"
+def packaged_sample_texts(limit: int | None = None) -> tuple[list[str], str]:
+    """The reviews packaged with structsent (the first ``limit``): what an export is checked on by default."""
+    return read_texts(SAMPLE_REVIEWS, limit), "structsent/data/sample_reviews.txt"
 
 
 def is_json_lines(path: Path) -> bool:
@@ -80,22 +82,48 @@ def is_json_lines(path: Path) -> bool:
     return Path(path).suffix.lower() in {f".{suffix}" for suffix in suffixes_of(Format.JSONL)}
 
 
-def read_texts(path: Path) -> list[str]:
-    """Lines of a text file, or the "text" field of a JSONL file (named so: ``is_json_lines``)."""
-    try:  # utf-8-sig: a byte-order mark opens the file, it is not part of the first text
-        lines = [line for line in Path(path).read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+def read_texts(path: Path, limit: int | None = None) -> list[str]:
+    """Lines of a text file, or the "text" field of a JSONL file (named so: ``is_json_lines``): the
+    first ``limit`` non-blank ones, read line by line. The whole file was read whatever the limit
+    (``--validate /dev/zero --validate-n 1`` ran out of memory): a file that is not a regular one
+    (a device, a named pipe, a directory) is refused, and reading stops at ``limit`` texts."""
+    _check_texts_file(Path(path))
+    texts: list[str] = []
+    try:
+        with open(path, "rb") as file:
+            for number, line in enumerate(_non_blank_lines(file), 1):
+                if limit is not None and len(texts) >= limit:
+                    break
+                texts.append(_text_of(path, line, number) if is_json_lines(path) else line)
+                if len(texts) == limit:  # before the next line is read: it may be past what is readable
+                    break
     except (OSError, UnicodeDecodeError) as err:
         raise BadInputError(f"{path}: cannot read texts ({err})") from err
-    if not is_json_lines(path):
-        return lines
-    texts = []
-    for number, line in enumerate(lines, 1):
-        try:
-            text = json.loads(line)["text"]
-        except (ValueError, RecursionError, KeyError, TypeError) as err:
-            raise BadInputError(f"{path}: expected one JSON object with a 'text' field per line "
-                                f"(non-blank line {number})") from err
-        if not isinstance(text, str):  # null is no text to compare on ("None" is not what the file holds)
-            raise BadInputError(f"{path}: non-blank line {number}: 'text' is {json.dumps(text)[:40]}, not a string")
-        texts.append(text)
     return texts
+
+
+def _check_texts_file(path: Path) -> None:
+    mode = mode_of(path)
+    if mode is not None and not stat.S_ISREG(mode):  # a missing file: the read says so
+        raise BadInputError(f"{path}: is {kind_of(mode)}, not a file of texts (one per line, or JSON Lines "
+                            "with 'text')")
+
+
+def _non_blank_lines(file) -> Iterator[str]:
+    """The file's lines as ``str.splitlines`` splits them (a form feed or U+2028 ends one too), each
+    decoded as it is reached (a text file decodes ahead, and failed on bytes past the texts asked for)."""
+    for index, physical in enumerate(file):
+        # utf-8-sig: a byte-order mark opens the file, it is not part of the first text
+        decoded = physical.decode("utf-8-sig" if index == 0 else "utf-8")
+        yield from (line for line in decoded.splitlines() if line.strip())
+
+
+def _text_of(path: Path, line: str, number: int) -> str:
+    try:
+        text = json.loads(line)["text"]
+    except (ValueError, RecursionError, KeyError, TypeError) as err:
+        raise BadInputError(f"{path}: expected one JSON object with a 'text' field per line "
+                            f"(non-blank line {number})") from err
+    if not isinstance(text, str):  # null is no text to compare on ("None" is not what the file holds)
+        raise BadInputError(f"{path}: non-blank line {number}: 'text' is {json.dumps(text)[:40]}, not a string")
+    return text
