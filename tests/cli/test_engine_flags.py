@@ -238,3 +238,17 @@ def test_a_runtime_refusal_says_which_variables_set_what_it_names(monkeypatch, t
     assert main(["label", str(source), *out, "--model", "~no-such-user-x7/device-backend"]) == 2  # words of a path
     assert capsys.readouterr().err.strip().endswith("give the directory in full")
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_help_says_the_value_a_variable_sets_beside_the_default(monkeypatch):
+    """--help showed `--device ... (default: auto)` while STRUCTSENT_DEVICE=cpu was in effect."""
+    from structsent.cli import build_parser
+
+    monkeypatch.setenv("STRUCTSENT_DEVICE", "cpu")
+    monkeypatch.setenv("STRUCTSENT_TOKEN_BUDGET", "50%")  # argparse formats help with %: no crash
+    for command in ("label", "serve"):
+        parser = build_parser()._subparsers._group_actions[0].choices[command]
+        text = " ".join(parser.format_help().split())
+        assert "(default: auto); STRUCTSENT_DEVICE='cpu' sets it now" in text, command
+        assert "STRUCTSENT_TOKEN_BUDGET='50%' sets it now" in text, command
+        assert "STRUCTSENT_NUM_THREADS" not in text.split("--num-threads", 1)[1].split("--", 1)[0]

@@ -38,6 +38,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         help_text = field.metadata["help"]
         if "default" not in help_text:
             help_text += f" (default: {_shown(field.default)})"
+        help_text += _set_now(ENV_PREFIX + field.name.upper())
         options: dict = {"dest": field.name, "default": default, "help": help_text}
         if isinstance(kind, type) and issubclass(kind, enum.Enum):
             options["choices"] = [member.value for member in kind]
@@ -182,6 +183,14 @@ def _environment_default(field: dataclasses.Field, kind: type):
         reason = str(err).removeprefix(f"{field.name}={raw!r}: ")
         return BadVariable(f"{ENV_PREFIX + field.name.upper()}={raw!r}: {reason}")
     return raw
+
+
+def _set_now(variable: str) -> str:
+    """"; STRUCTSENT_DEVICE='cpu' sets it now" where the variable is set: --help showed the field's
+    default alone, not the value the command would run with (escaped for argparse's % formatting)."""
+    if variable not in os.environ:
+        return ""
+    return f"; {variable}={os.environ[variable]!r} sets it now".replace("%", "%%")
 
 
 def _shown(default) -> str:
