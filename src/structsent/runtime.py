@@ -104,10 +104,14 @@ def _on_this_host(requested: str, gpus: int | None) -> str:
     unknown) is a ConfigError (it failed in the runtime with its own error: "invalid device ordinal")."""
     index = int(requested.partition(":")[2] or 0)
     if gpus is not None and index >= gpus:
-        have = "no GPU" if gpus == 0 else f"{gpus} GPU{'s' if gpus > 1 else ''} (cuda:0" + (
-            f"..cuda:{gpus - 1})" if gpus > 1 else ")")
-        raise ConfigError(f"device {requested!r}: this host has {have}")
+        raise ConfigError(f"device {requested!r}: this host has {_gpus_named(gpus)}")
     return f"cuda:{index}"
+
+
+def _gpus_named(gpus: int) -> str:
+    if gpus == 0:
+        return "no GPU"
+    return "1 GPU (cuda:0)" if gpus == 1 else f"{gpus} GPUs (cuda:0..cuda:{gpus - 1})"
 
 
 def torch_precision(requested: Precision, device: str) -> Precision:

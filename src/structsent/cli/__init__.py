@@ -9,7 +9,6 @@ Typed errors become exit codes here and nowhere else.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import re
 import sys
@@ -27,7 +26,6 @@ from .._exit import (
     EXIT_TERMINATED,
     Terminated,
 )
-from ..config import EngineConfig
 from ..errors import (
     BadInputError,
     ConfigError,
@@ -39,7 +37,7 @@ from ..errors import (
 )
 from ..lines import one_line
 from . import bench, export, label, report, serve
-from .engine_flags import ENV_PREFIX, named_as_its_variable, unknown_variable_warnings
+from .engine_flags import SETTING_VARIABLES, named_as_its_variable, unknown_variable_warnings
 from .signals import sigterm_as_interrupt
 
 # name -> (module, help)
@@ -151,11 +149,10 @@ def _variables_behind(message: str, values: dict, typed: Mapping[str, str]) -> s
     CUDA is not available", "attention=packed runs with ...") named neither, and a variable left in a
     shell profile is what a user cannot see."""
     variables = []
-    for field in dataclasses.fields(EngineConfig):
-        variable = ENV_PREFIX + field.name.upper()
-        if field.name in typed or field.name not in values or variable not in os.environ or variable in message:
+    for name, variable in SETTING_VARIABLES.items():
+        if name in typed or name not in values or variable not in os.environ or variable in message:
             continue
-        if _names_setting(message, field.name):
+        if _names_setting(message, name):
             variables.append(f"{variable}={os.environ[variable]!r}")
     if not variables:
         return ""

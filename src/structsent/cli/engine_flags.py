@@ -23,6 +23,8 @@ ENV_PREFIX = "STRUCTSENT_"
 # Earlier flag names, still accepted so that scripts keep working.
 ALIASES = {"token_budget": ["--batch-tokens", "--max-batch-tokens"], "num_threads": ["--threads"]}
 MODEL_ENV = ENV_PREFIX + "MODEL"
+# Each engine setting's STRUCTSENT_* variable, by the setting's name.
+SETTING_VARIABLES = {field.name: ENV_PREFIX + field.name.upper() for field in dataclasses.fields(EngineConfig)}
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +40,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         help_text = field.metadata["help"]
         if "default" not in help_text:
             help_text += f" (default: {_shown(field.default)})"
-        help_text += _set_now(ENV_PREFIX + field.name.upper())
+        help_text += _set_now(SETTING_VARIABLES[field.name])
         options: dict = {"dest": field.name, "default": default, "help": help_text}
         if isinstance(kind, type) and issubclass(kind, enum.Enum):
             options["choices"] = [member.value for member in kind]
@@ -54,7 +56,7 @@ OTHER_VARIABLES = ("STRUCTSENT_CACHE", "STRUCTSENT_HUB_TIMEOUT", "STRUCTSENT_API
 
 def known_variables() -> list[str]:
     """Every STRUCTSENT_* variable structsent reads."""
-    return [MODEL_ENV, *(ENV_PREFIX + f.name.upper() for f in dataclasses.fields(EngineConfig)), *OTHER_VARIABLES]
+    return [MODEL_ENV, *SETTING_VARIABLES.values(), *OTHER_VARIABLES]
 
 
 def unknown_variable_warnings(environ: typing.Mapping[str, str]) -> list[str]:
@@ -77,8 +79,7 @@ def unknown_variable_warnings(environ: typing.Mapping[str, str]) -> list[str]:
 def unread_setting_variables(reads: typing.Iterable[str], environ: typing.Mapping[str, str]) -> list[str]:
     """The STRUCTSENT_* variables of engine settings set in ``environ`` that a command reading only the
     settings ``reads`` ignores (bench took STRUCTSENT_MAX_LENGTH=64 without a word, and ran at 512)."""
-    names = (ENV_PREFIX + field.name.upper() for field in dataclasses.fields(EngineConfig) if field.name not in reads)
-    return [name for name in names if name in environ]
+    return [variable for name, variable in SETTING_VARIABLES.items() if name not in reads and variable in environ]
 
 
 def _variable_of(flag: str) -> str:
@@ -121,7 +122,7 @@ def config_of(values: dict, *, given: Mapping[str, str] | None = None) -> Engine
 def _unused_window_stride(stride: int, given: Mapping[str, str]) -> str:
     """A window stride with --long-text truncate (accepted and ignored once: no text is cut into
     windows then), refused after the range checks naming the flag or the variable that gave it."""
-    variable = ENV_PREFIX + "WINDOW_STRIDE"
+    variable = SETTING_VARIABLES["window_stride"]
     raw = os.environ.get(variable)
     named = given.get("window_stride") or (variable if raw is not None and _reads_as(raw, stride) else "--window-stride")
     return f"{named} applies only with --long-text windows"
@@ -168,20 +169,21 @@ def _value_type(annotation) -> type:
 
 
 def _environment_default(field: dataclasses.Field, kind: type):
-    raw = os.environ.get(ENV_PREFIX + field.name.upper())
+    variable = SETTING_VARIABLES[field.name]
+    raw = os.environ.get(variable)
     if raw is None:
         return field.default.value if isinstance(field.default, enum.Enum) else field.default
     if kind is int:
         try:
             return integer(raw)
         except argparse.ArgumentTypeError:
-            return BadVariable(f"{ENV_PREFIX + field.name.upper()}={raw!r}: expected an integer in ASCII digits")
+            return BadVariable(f"{variable}={raw!r}: expected an integer in ASCII digits")
     value: dict[str, typing.Any] = {field.name: raw}
     try:
         EngineConfig(**value)  # a choice or a device: its own check, named as the variable
     except ConfigError as err:  # what EngineConfig says, without its own "field='value': " opening
         reason = str(err).removeprefix(f"{field.name}={raw!r}: ")
-        return BadVariable(f"{ENV_PREFIX + field.name.upper()}={raw!r}: {reason}")
+        return BadVariable(f"{variable}={raw!r}: {reason}")
     return raw
 
 

@@ -450,12 +450,9 @@ def _abbreviates(arg: str, flags: tuple[str, ...]) -> bool:
 
 def _setting_variables() -> list[str]:
     """``NAME=value`` for each STRUCTSENT_* variable set that chooses the model or an engine setting."""
-    import dataclasses
+    from .engine_flags import MODEL_ENV, SETTING_VARIABLES
 
-    from ..config import EngineConfig
-    from .engine_flags import ENV_PREFIX, MODEL_ENV
-
-    names = [MODEL_ENV, *(ENV_PREFIX + field.name.upper() for field in dataclasses.fields(EngineConfig))]
+    names = [MODEL_ENV, *SETTING_VARIABLES.values()]
     return [f"{name}={shell_quoted(os.environ[name])}" for name in names if name in os.environ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import stat
 from collections.abc import Iterator, Sequence
@@ -88,18 +89,15 @@ def read_texts(path: Path, limit: int | None = None) -> list[str]:
     (``--validate /dev/zero --validate-n 1`` ran out of memory): a file that is not a regular one
     (a device, a named pipe, a directory) is refused, and reading stops at ``limit`` texts."""
     _check_texts_file(Path(path))
-    texts: list[str] = []
+    json_lines = is_json_lines(path)
     try:
         with open(path, "rb") as file:
-            for number, line in enumerate(_non_blank_lines(file), 1):
-                if limit is not None and len(texts) >= limit:
-                    break
-                texts.append(_text_of(path, line, number) if is_json_lines(path) else line)
-                if len(texts) == limit:  # before the next line is read: it may be past what is readable
-                    break
+            texts = (_text_of(path, line, number) if json_lines else line
+                     for number, line in enumerate(_non_blank_lines(file), 1))
+            # islice stops at ``limit`` without asking for the next line (it may be past what is readable)
+            return list(itertools.islice(texts, limit))
     except (OSError, UnicodeDecodeError) as err:
         raise BadInputError(f"{path}: cannot read texts ({err})") from err
-    return texts
 
 
 def _check_texts_file(path: Path) -> None:
