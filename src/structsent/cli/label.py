@@ -13,12 +13,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._exit import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, Terminated
 from ..io.formats import Format
 from ..lines import one_line
 from .numbers import integer
+
+if TYPE_CHECKING:
+    from ..jobs.label import JobSummary, LabelJobSpec
 
 LABEL_PAD_MULTIPLE = 8
 MAX_CHUNK_ROWS = 10_000_000  # rows a chunk may hold (each is in memory while it is labelled)
@@ -64,33 +67,66 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 1 <= args.chunk_rows <= MAX_CHUNK_ROWS:
-        from ..errors import BadInputError
-
-        raise BadInputError(f"--chunk-rows {args.chunk_rows}: must be 1..{MAX_CHUNK_ROWS:,} (a chunk is held in memory)")
-    if args.ray_address is not None and args.engine != "ray":  # (it was ignored: the job ran here)
-        from ..errors import ConfigError
-
-        raise ConfigError("--ray-address is for --engine ray; add --engine ray to run on that cluster")
-    _check_tokenizer_processes(args)
+    _check_job_flags(args)
     if args.engine == "ray":
         return _run_on_ray(args)
     import structsent
 
-    from ..errors import BadInputError, OutputWriteError, WorkerProcessError
-    from ..io.formats import output_format_for
-    from ..jobs.label import LabelJob, LabelJobSpec, check_job_paths, job_paths
-    from ..jobs.progress import ProgressBar, format_summary
-    from ..jobs.work_files import refuse_another_jobs_work_file
     from ..pipeline import freeze_startup_objects
     from .engine_flags import engine_config
 
+    spec = _job_spec(args)
+    report_was = _check_report_before_the_job(args, spec)
+    classifier = structsent.load(args.model, config=engine_config(args))
+    _check_report_by(args.report_by, spec, classifier.labels)  # after the load (the added columns), before the job
+    freeze_startup_objects()  # the job's full collections no longer walk the model and the modules
+    outcome = _run_job(args, spec, classifier)
+    if isinstance(outcome, int):
+        return outcome
+    summary, signum = outcome
+    if summary.already_complete:
+        _notice(_finished_output(spec.output))
+    elif not args.quiet:
+        from ..jobs.progress import format_summary
+
+        print(format_summary(summary, labels=classifier.labels), file=sys.stderr)
+    if summary.interrupted:
+        print(f"interrupted after {summary.rows:,} rows; {_how_to_finish(spec)}", file=sys.stderr)
+        return 128 + signum if signum else EXIT_INTERRUPTED
+    if signum is not None:  # the stop came during the last chunk: the output is complete
+        return _stopped_after_the_last_chunk(args, spec, summary, signum)
+    if args.report is not None:
+        from .signals import sigterm_as_interrupt
+
+        with sigterm_as_interrupt():  # the page's temporary file is removed (exit 143)
+            _write_report(args, spec, summary, classifier, report_was)
+    return EXIT_OK
+
+
+def _check_job_flags(args: argparse.Namespace) -> None:
+    """The flags that exclude or need each other, before anything is opened or loaded."""
+    from ..errors import BadInputError, ConfigError
+
+    if not 1 <= args.chunk_rows <= MAX_CHUNK_ROWS:
+        raise BadInputError(f"--chunk-rows {args.chunk_rows}: must be 1..{MAX_CHUNK_ROWS:,} (a chunk is held in memory)")
+    if args.ray_address is not None and args.engine != "ray":  # (it was ignored: the job ran here)
+        raise ConfigError("--ray-address is for --engine ray; add --engine ray to run on that cluster")
+    _check_tokenizer_processes(args)
+    if args.engine == "ray":
+        return  # (the Ray job's own checks follow in _run_on_ray)
     if args.resume and args.overwrite:
         raise BadInputError("--resume and --overwrite exclude each other")
     if args.report is not None and args.output in (None, "-"):
         raise BadInputError("--report needs an output file (-o): the report is made from it")
     if args.report_by is not None and args.report is None:
         raise BadInputError("--report-by needs --report FILE: it breaks that report down by a column")
+
+
+def _job_spec(args: argparse.Namespace) -> LabelJobSpec:
+    """The local job's LabelJobSpec, its input and output paths checked."""
+    from ..io.formats import output_format_for
+    from ..jobs.label import LabelJobSpec, check_job_paths
+
     input_format = _input_format(args)
     spec = LabelJobSpec(
         input=args.input,
@@ -107,19 +143,32 @@ def run(args: argparse.Namespace) -> int:
         prefix=args.prefix,
     )
     check_job_paths(spec)
-    report_was = None  # the file at the report's path the command may replace
-    if args.report is not None:
-        from ..io.manifest import file_identity
-        from ..report import check_report_path
+    return spec
 
-        # Before the job: a report path that cannot be written would fail only after all the labelling.
-        check_report_path(args.report, keep={**job_paths(spec), **_standard_input_file(spec)},
-                          overwrite=args.overwrite or args.resume, flag="--report")
-        refuse_another_jobs_work_file(args.report, "report")
-        report_was = file_identity(Path(os.path.realpath(args.report)))
-    classifier = structsent.load(args.model, config=engine_config(args))
-    _check_report_by(args.report_by, spec, classifier.labels)  # after the load (the added columns), before the job
-    freeze_startup_objects()  # the job's full collections no longer walk the model and the modules
+
+def _check_report_before_the_job(args: argparse.Namespace, spec: LabelJobSpec) -> dict | None:
+    """A --report path that cannot be written would fail only after all the labelling: checked
+    first. Returns the identity of the file at that path the command may replace (None: none)."""
+    if args.report is None:
+        return None
+    from ..io.manifest import file_identity
+    from ..jobs.label import job_paths
+    from ..jobs.work_files import refuse_another_jobs_work_file
+    from ..report import check_report_path
+
+    check_report_path(args.report, keep={**job_paths(spec), **_standard_input_file(spec)},
+                      overwrite=args.overwrite or args.resume, flag="--report")
+    refuse_another_jobs_work_file(args.report, "report")
+    return file_identity(Path(os.path.realpath(args.report)))
+
+
+def _run_job(args: argparse.Namespace, spec: LabelJobSpec, classifier) -> tuple[JobSummary, int | None] | int:
+    """Run the job, a signal stopping it after a chunk: (its summary, the signal that stopped it or
+    None), or the exit status where it ended early (a second signal, its tokenizer processes ended)."""
+    from ..errors import OutputWriteError, WorkerProcessError
+    from ..jobs.label import LabelJob
+    from ..jobs.progress import ProgressBar
+
     progress = None if args.quiet or not sys.stderr.isatty() else ProgressBar(device=classifier.runner.device)
     stop = threading.Event()
     job = LabelJob(spec, classifier, progress=progress, stop=stop, notify=_notice)
@@ -138,21 +187,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if progress is not None:
                 progress.close()
-    if summary.already_complete:
-        _notice(_finished_output(spec.output))
-    elif not args.quiet:
-        print(format_summary(summary, labels=classifier.labels), file=sys.stderr)
-    if summary.interrupted:
-        print(f"interrupted after {summary.rows:,} rows; {_how_to_finish(spec)}", file=sys.stderr)
-        return 128 + interrupt.signum if interrupt.signum else EXIT_INTERRUPTED
-    if interrupt.signum is not None:  # the stop came during the last chunk: the output is complete
-        return _stopped_after_the_last_chunk(args, spec, summary, interrupt.signum)
-    if args.report is not None:
-        from .signals import sigterm_as_interrupt
-
-        with sigterm_as_interrupt():  # the page's temporary file is removed (exit 143)
-            _write_report(args, spec, summary, classifier, report_was)
-    return EXIT_OK
+    return summary, interrupt.signum
 
 
 def _stopped_after_the_last_chunk(args, spec, summary, signum: int) -> int:
