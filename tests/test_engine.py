@@ -117,6 +117,35 @@ def test_a_table_is_refused_not_read_as_its_column_names(clf):
         clf(pandas.DataFrame({"review": ["好评", "差评", "还行"]}))
 
 
+def test_arrow_arrays_and_arrays_of_rows_are_refused_naming_the_fix(clf):
+    """Their items are Arrow scalars or rows, not texts: every row came back flagged "not a string"."""
+    pa = pytest.importorskip("pyarrow")
+    column = pa.table({"review": ["好评", "差评"]})["review"]
+    for given in (column, column.combine_chunks()):
+        with pytest.raises(structsent.BadInputError, match=r"got a pyarrow \w*Array; pass it as a list, "
+                                                           r"e.g. clf\(column.to_pylist\(\)\)"):
+            clf(given)
+    assert clf(column.to_pylist()) == clf(["好评", "差评"])
+    rows = np.array([["好评"], ["差评"]])
+    with pytest.raises(structsent.BadInputError, match=r"got a 2-dimensional array of shape \(2, 1\); pass one "
+                                                       r"text per item, e.g. clf\(array.ravel\(\).tolist\(\)\)"):
+        clf(rows)
+    assert clf(rows.ravel().tolist()) == clf(["好评", "差评"])
+
+
+def test_a_loaded_classifier_refuses_pickling_and_copying_naming_what_to_do(clf):
+    import copy
+    import pickle
+
+    for attempt in (pickle.dumps, copy.deepcopy, copy.copy):
+        with pytest.raises(structsent.NotPicklableError, match=r"cannot be pickled or copied: load the model in "
+                                                              r"each process"):
+            attempt(clf)
+    with pytest.raises(TypeError):  # what pickle's own refusals are, for callers that catch those
+        pickle.dumps(clf)
+    assert pickle.loads(pickle.dumps(clf(["好评"])[0])) == clf(["好评"])[0]  # results still travel
+
+
 def test_ordered_collections_and_iterators_of_texts_are_accepted(clf):
     import collections
 

@@ -19,6 +19,7 @@ from .errors import (
     MissingExtraError,
     ModelFormatError,
     ModelNotFoundError,
+    NotPicklableError,
     OverloadedError,
     StructsentError,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "MissingExtraError",
     "ModelFormatError",
     "ModelNotFoundError",
+    "NotPicklableError",
     "OverloadedError",
     "Precision",
     "StructsentError",

@@ -12,7 +12,7 @@ import numpy as np
 
 from .backends import PipelinedRunner
 from .batching import Batch, pad_batch, padded_cost, padded_length, padding_fraction, plan_batches
-from .errors import BadInputError, DeviceOutOfMemoryError, ModelFormatError, WorkAbandonedError
+from .errors import BadInputError, DeviceOutOfMemoryError, ModelFormatError, NotPicklableError, WorkAbandonedError
 from .lines import one_line
 from .pipeline import Lanes, Prefetch, quick_gil_handoff
 from .plan import RuntimePlan
@@ -79,6 +79,13 @@ class Classifier:
         self.token_budget = plan.token_budget
         if plan.probe_token_budget:
             self.token_budget = probe_token_budget(runner, max_length=plan.max_length, ceiling=plan.token_budget)
+
+    def __reduce_ex__(self, protocol):
+        """Refused: a loaded model is not sent to another process (pickle) or copied; its runtime's
+        sessions and threads belong to this one (onnxruntime raised a bare TypeError from inside)."""
+        raise NotPicklableError(
+            f"a loaded Classifier ({self.checkpoint.directory}) cannot be pickled or copied: load the model "
+            "in each process that uses it (structsent.load(name)) and pass the model's name or path instead")
 
     # Everything else is the plan's, read where it is kept.
     @property
@@ -423,6 +430,11 @@ def _why_not_texts(texts: object) -> str | None:
     if hasattr(texts, "columns") and hasattr(texts, "shape"):  # a DataFrame or table iterates its column names
         return (f"got a table ({type(texts).__name__}); pass its text column as a list, "
                 "e.g. clf(df['text'].tolist())")
+    if isinstance(texts, np.ndarray) and texts.ndim != 1:  # its items would be rows, not texts
+        return (f"got a {texts.ndim}-dimensional array of shape {texts.shape}; pass one text per item, "
+                "e.g. clf(array.ravel().tolist())")
+    if type(texts).__module__.startswith("pyarrow") and hasattr(texts, "to_pylist"):  # items are Arrow scalars
+        return f"got a pyarrow {type(texts).__name__}; pass it as a list, e.g. clf(column.to_pylist())"
     return next((fix for kind, fix in _HOW_TO_PASS_TEXTS.items() if isinstance(texts, kind)), None)
 
 

@@ -62,6 +62,11 @@ class MissingExtraError(StructsentError, ImportError):
         self.extra = extra
 
 
+class NotPicklableError(StructsentError, TypeError):
+    """A loaded classifier was pickled or copied: it holds runtime sessions and threads that exist
+    in its own process alone. A TypeError too, as pickle's own refusals are."""
+
+
 class ModelOutputError(StructsentError):
     """The model gave no usable answer for an input (non-finite outputs): its fault, not the input's."""
 
