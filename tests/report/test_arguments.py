@@ -33,6 +33,8 @@ def test_paths_may_be_path_objects(tmp_path, labelled_csv):
     ("max_groups", 100_001, "between 1 and 100000, not 100001"),
     ("job_figures", [("rows", 1)], r"job_figures must be a mapping \(the job's figures by name\), not list"),
     ("job_figures", "rows=1", "job_figures must be a mapping"),
+    ("overwrite", "no", r"--overwrite \(overwrite= in Python\) must be True or False, not 'no'"),
+    ("overwrite", 1, "must be True or False, not 1"),
 ])
 def test_a_bad_option_value_is_a_config_error(tmp_path, labelled_csv, option, value, message):
     """by_period="year" and fmt="xlsx" were plain ValueErrors, job_figures=[...] an AttributeError,
@@ -69,4 +71,28 @@ def test_a_path_that_is_not_a_path_is_a_one_line_error(tmp_path, labelled_csv, w
     arguments = {"path_in": labelled_csv, "path_out": tmp_path / "r.html", "job_summary": None, which: value}
     with pytest.raises(BadInputError, match=rf"^{which} must be a path \(str or os.PathLike\), not "):
         write_report(arguments.pop("path_in"), arguments.pop("path_out"), **arguments)
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_an_overwrite_that_is_not_a_bool_replaces_nothing(tmp_path, labelled_csv):
+    """overwrite="no", being truthy, replaced an existing report."""
+    out = tmp_path / "r.html"
+    out.write_text("mine", encoding="utf-8")
+    with pytest.raises(ConfigError, match="must be True or False"):
+        write_report(labelled_csv, out, overwrite="no")
+    assert out.read_text(encoding="utf-8") == "mine"
+
+
+def test_an_empty_input_path_is_refused_not_read_as_the_working_directory(tmp_path, labelled_csv, monkeypatch):
+    """"" named the working directory: with one labelled file in it, a report of that file, exit 0."""
+    import shutil
+
+    shutil.copy(labelled_csv, tmp_path / "labelled.csv")
+    monkeypatch.chdir(tmp_path)
+    for call in (lambda: write_report("", "r.html"), lambda: build_report("")):
+        with pytest.raises(BadInputError, match=r"^the path of the labelled file \(or the directory of a Ray job's "
+                                                r"files\) is empty: name it$"):
+            call()
+    with pytest.raises(BadInputError, match=r"^the path of the job's summary is empty"):
+        write_report("labelled.csv", "r.html", job_summary="")
     assert not (tmp_path / "r.html").exists()

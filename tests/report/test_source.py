@@ -88,7 +88,17 @@ def test_without_label_columns_is_a_clear_error(tmp_path):
     path.write_text("id,text\n1,好评\n", encoding="utf-8")
     with pytest.raises(BadInputError, match="no label columns"):
         open_labelled(str(path))
-    assert find_label_columns(["text", "x_label", "x_score", "x_prob_a", "x_error"], "f").prefix == "x_"
+    assert find_label_columns(["text", "x_label", "x_score", "x_prob_a", "x_prob_b", "x_error"], "f").prefix == "x_"
+
+
+def test_a_file_that_lost_a_probability_column_is_refused_not_read_as_a_model_of_one_label(tmp_path):
+    """With prob_正面 removed, every 负面 row was flagged "the score is below one over the number of
+    labels" (1/1) and every 正面 row "a label with no prob_ column", exit 0."""
+    path = tmp_path / "edited.csv"
+    path.write_text("text,label,score,prob_负面,error\n好,正面,0.9,0.1,\n坏,负面,0.8,0.8,\n", encoding="utf-8")
+    with pytest.raises(BadInputError, match=r"^.*edited.csv: one probability column \('prob_负面'\), where `structsent "
+                                            r"label` writes one for each of the model's labels \(two at least\)"):
+        open_labelled(str(path))
 
 
 def test_missing_file_and_unknown_columns(tmp_path, labelled_file):
@@ -184,6 +194,29 @@ def test_csv_record_with_the_wrong_width_is_flagged(tmp_path):
     path.write_text("text,label,score,prob_负面,prob_正面,error\n好,正面,0.9,0.1,0.9,\n坏,负面\n", encoding="utf-8")
     rows = list(open_labelled(str(path)).rows())
     assert rows[0].label == "正面" and rows[1].label is None and "line 3: expected 6 fields, got 2" in rows[1].error
+
+
+@pytest.mark.parametrize("by", ["shop", "date"])
+def test_records_that_cannot_be_read_are_their_own_group_not_the_empty_one(tmp_path, by):
+    """A malformed record's --by value is not known: it was counted under "(empty)", which says the
+    value is empty or missing, beside the rows whose value is (by value and by date alike)."""
+    path = tmp_path / "edited.csv"
+    head = "shop,date,text,label,score,prob_负面,prob_正面,error\n"
+    rows = ["A,2024-01-01,好,正面,0.9,0.1,0.9,", ",2024-01-02,好,正面,0.9,0.1,0.9,",
+            "B,2024-01-03,坏,负面", "B,2024-01-04,坏,负面,0.8,0.8,0.2,", "A,2024-01-05,好,正面,0.9,0.1,0.9,extra,field"]
+    undecodable = "B,2024-01-06,坏\xff,负面,0.8,0.8,0.2,".encode("utf-8", "surrogateescape")  # fields kept
+    path.write_bytes((head + "\n".join(rows) + "\n").encode("utf-8") + undecodable.replace(b"\xc3\xbf", b"\xff") + b"\n")
+    report, _ = build_report(str(path), by=by)
+    groups = {g.name: (g.tally.rows, g.kind) for g in report.breakdown.groups}
+    assert groups["(unreadable)"] == (2, "unreadable")  # the row cut short and the one with two fields more
+    assert sum(rows for rows, _ in groups.values()) == report.overall.rows == 6 and report.overall.flagged == 3
+    if by == "shop":  # the undecodable record is flagged in its own shop's group
+        assert groups == {"A": (1, "value"), "B": (2, "value"), "(empty)": (1, "empty"), "(unreadable)": (2, "unreadable")}
+    else:
+        assert report.breakdown.period is not None and "no date" not in groups
+    html = tmp_path / "r.html"
+    write_report(str(path), str(html), by=by)
+    assert "<em>(unreadable)</em>" in html.read_text(encoding="utf-8")
 
 
 def test_job_figures_sidecar(tmp_path):
@@ -338,9 +371,9 @@ def test_a_probability_not_written_in_ascii_digits_flags_its_row_as_a_score_woul
 
 
 def _with_its_own_label_columns(data: Sample) -> Sample:
-    """The sample as if its input had had label, score, error and prob_负面 columns of its own."""
+    """The sample as if its input had had label, score, error and prob_ columns of its own."""
     for row in data.rows:
-        row.values.update({"label": "1", "score": "0.5", "error": "orig", "prob_负面": "0.3"})
+        row.values.update({"label": "1", "score": "0.5", "error": "orig", "prob_负面": "0.3", "prob_正面": "0.7"})
     return data
 
 

@@ -23,7 +23,16 @@ from ..errors import BadInputError, OutputWriteError
 from ..io.manifest import file_identity
 from ..io.paths import check_output_is_a_file, kind_of, mode_of, path_problem
 from .aggregate import Period, Report, ReportAggregator, ReportOptions
-from .arguments import FORMATS, PERIODS, as_path, check_choice, check_counts, check_job_figures, check_names
+from .arguments import (
+    FORMATS,
+    PERIODS,
+    as_path,
+    check_choice,
+    check_counts,
+    check_job_figures,
+    check_names,
+    check_overwrite,
+)
 from .source import a_json_line_has_field
 
 __all__ = ["ReportSummary", "a_json_line_has_field", "build_report", "job_summary_path", "write_report"]
@@ -34,6 +43,9 @@ class ReportSummary:
     rows: int
     flagged: int
     labels: dict[str, int]
+
+
+LABELLED = "the labelled file (or the directory of a Ray job's files)"
 
 
 def job_summary_path(labelled: str) -> str:
@@ -59,7 +71,7 @@ def _built_report(path_in: str | os.PathLike[str], *, fmt: str, prefix: str | No
     """build_report's work, and how the page names what it read (a file, or a directory of parts)."""
     from .source import open_labelled_parts
 
-    path = as_path("path_in", path_in)
+    path = as_path("path_in", path_in, names=LABELLED)
     _check_options(fmt=fmt, by_period=by_period, least_certain=least_certain, flagged_sample=flagged_sample,
                    max_groups=max_groups, names={"prefix": prefix, "text_column": text_column, "by": by,
                                                  "negative": negative})
@@ -101,11 +113,12 @@ def write_report(path_in: str | os.PathLike[str], path_out: str | os.PathLike[st
     from .render import render_html
     from .source import input_files, read_job_figures
 
-    path_in, path_out = as_path("path_in", path_in), as_path("path_out", path_out)
-    job_summary = None if job_summary is None else as_path("job_summary", job_summary)
+    path_in, path_out = as_path("path_in", path_in, names=LABELLED), as_path("path_out", path_out)
+    job_summary = None if job_summary is None else as_path("job_summary", job_summary, names="the job's summary")
     _check_options(fmt=fmt, by_period=by_period, least_certain=least_certain, flagged_sample=flagged_sample,
                    max_groups=max_groups, names={"prefix": prefix, "text_column": text_column, "by": by,
                                                  "negative": negative})
+    check_overwrite(overwrite)
     if job_figures is not None:
         check_job_figures(job_figures)
     # What is wrong with a file read is said first, not that the output would lie inside a directory read.

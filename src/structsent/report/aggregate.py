@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from ..errors import BadInputError
-from .groups import OTHER_ROW, GroupValue, group_value, names_of_values, shown_name
+from .groups import OTHER_ROW, UNREADABLE_ROW, GroupValue, group_value, names_of_values, shown_name
 
 LATE_DAY = 0  # no date's ordinal: a date first seen after the days tracked, counted in "other dates"
 NEGATIVE_NAMES = ("负面", "消极", "negative", "neg")
@@ -121,7 +121,7 @@ class Tally:
 class GroupRow:
     name: str  # as the page shows it: a value's name (groups.shown_name), a period, "(other)", "no date"...
     tally: Tally
-    kind: str = "value"  # value | empty | other | period | gap | undated (gap: empty periods, one mark on the chart)
+    kind: str = "value"  # value | empty | unreadable | other | period | gap | undated (gap: empty periods, one mark on the chart)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,6 +211,7 @@ class ReportAggregator:
         self._days: dict[int, Tally] = {}
         self._late_days = Tally()  # rows dated on a day first seen after tracked_days distinct ones
         self._undated = Tally()
+        self._unread = Tally()  # records that could not be read: their --by value is not known
         self._valued_rows = 0  # rows with a non-empty --by value
         self._dated_rows = 0
         self._day_of: dict[GroupValue, int | None] = {}
@@ -273,6 +274,9 @@ class ReportAggregator:
             else:
                 tally = self._untracked
         tally.add(row)
+        if key.unreadable:
+            self._unread.add(row)
+            return
         if key.empty:
             self._undated.add(row)
             return
@@ -334,6 +338,8 @@ class ReportAggregator:
             groups = by_period(self._days, period, self.options.max_periods, late=self._late_days)
             if self._undated.rows:
                 groups.append(GroupRow("no date", self._undated, "undated"))
+            if self._unread.rows:
+                groups.append(GroupRow(UNREADABLE_ROW, self._unread, "unreadable"))
             return Breakdown(by, period, groups, 0, 0)
         return self._value_breakdown(by, taken)
 
@@ -341,7 +347,7 @@ class ReportAggregator:
         """The largest groups by rows (ties: by value), then one "(other)" row for the rest."""
         ranked = sorted(self._groups.items(), key=lambda item: (-item[1].rows, item[0]))
         shown, rest = ranked[: self.options.max_groups], ranked[self.options.max_groups:]
-        groups = [GroupRow(shown_name(key, taken), tally, "empty" if key.empty else "value") for key, tally in shown]
+        groups = [GroupRow(shown_name(key, taken), tally, _kind_of(key)) for key, tally in shown]
         other = Tally()
         for _, tally in rest:
             other.merge(tally)
@@ -349,6 +355,10 @@ class ReportAggregator:
         if other.rows:
             groups.append(GroupRow(OTHER_ROW, other, "other"))
         return Breakdown(by, None, groups, len(rest), self._untracked.rows)
+
+
+def _kind_of(key: GroupValue) -> str:
+    return "empty" if key.empty else "unreadable" if key.unreadable else "value"
 
 
 def core_days(days: dict[int, Tally]) -> tuple[int, int]:

@@ -17,12 +17,21 @@ COUNT_FLOORS = {"least_certain": 0, "flagged_sample": 0, "max_groups": 1}  # the
 JOB_FIGURES_DEPTH = 8  # the label job writes 2
 
 
-def as_path(name: str, value: object) -> str:
-    """``value`` as a path string: a str or any os.PathLike naming text (a pathlib.Path)."""
+def as_path(name: str, value: object, *, names: str | None = None) -> str:
+    """``value`` as a path string: a str or any os.PathLike naming text (a pathlib.Path). ``names``:
+    what the path names, where an empty one is refused (it was read as the working directory)."""
     path = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
     if not isinstance(path, str):
         raise BadInputError(f"{name} must be a path (str or os.PathLike), not {type(value).__name__}")
+    if names is not None and not path:
+        raise BadInputError(f"the path of {names} is empty: name it")
     return path
+
+
+def check_overwrite(value: object) -> None:
+    """overwrite: True or False (a truthy "no" replaced a report)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"--overwrite (overwrite= in Python) must be True or False, not {value!r}")
 
 
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:

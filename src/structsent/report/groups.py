@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 EMPTY_ROW = "(empty)"  # the group of rows whose value is missing or empty
 OTHER_ROW = "(other)"  # the groups past those listed, added up
+UNREADABLE_ROW = "(unreadable)"  # the group of records the report could not read (their value is not known)
 KEPT_CHARS = 200  # characters of a value a group's key holds, and the page shows
 DIGEST_SHOWN = 16  # hex digits of a long value's SHA-256 the page shows
 _MARKS = ('"', "(")  # a value shown as written never starts with these: quoted values and added rows do
@@ -45,9 +46,21 @@ class GroupValue(NamedTuple):
     def empty(self) -> bool:
         return self.length == 0
 
+    @property
+    def unreadable(self) -> bool:
+        """The key of records that could not be read (a malformed CSV record, a JSON Lines line that
+        is no object): their value is not known, so they are not counted as empty."""
+        return self.length < 0
+
+
+UNREADABLE_KEY = GroupValue("", -1, "", True)
+
 
 def group_value(value: object) -> GroupValue:
-    """The key of the group ``value`` belongs to (None and "" are both the empty group)."""
+    """The key of the group ``value`` belongs to (None and "" are both the empty group;
+    UNREADABLE_KEY, a record's that could not be read, is its own)."""
+    if value is UNREADABLE_KEY:
+        return UNREADABLE_KEY
     text = value_text(value)
     if len(text) <= KEPT_CHARS:
         return GroupValue(text, len(text), "", is_text(value))
@@ -78,6 +91,8 @@ def shown_name(value: GroupValue, taken: Collection[str] = ()) -> str:
     a text is not shown as (JSON Lines' 1 and "1": the text is quoted)."""
     if value.empty:
         return EMPTY_ROW
+    if value.unreadable:
+        return UNREADABLE_ROW
     if not value.text:
         return _shortened(_visible(value.head), value)
     if not value.digest and _as_written(value.head) and value.head not in taken:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from ..pages import FONTS, inline_hash
 from .aggregate import Breakdown, GroupRow, LabelledRow, Period, Report, Tally
 from .charts import Bar, Point, esc, histogram, horizontal_bars, share_line
-from .groups import EMPTY_ROW
+from .groups import EMPTY_ROW, UNREADABLE_ROW
 
 NEGATIVE_COLOR = "#c8553d"
 COLORS = ("#2a9d8f", "#577590", "#e9a23b", "#8e6c8a", "#6a994e", "#bc6c25")
@@ -255,7 +255,7 @@ def _row_cells(row: LabelledRow, show_group: bool) -> str:
     number = _num_cell(_count(row.number), row.number)
     if not show_group:
         return number
-    group = f'<em class="none">{EMPTY_ROW}</em>' if row.group == EMPTY_ROW else esc(row.group)
+    group = f'<em class="none">{row.group}</em>' if row.group in (EMPTY_ROW, UNREADABLE_ROW) else esc(row.group)
     return f'{number}<td class="group" lang="zh-CN">{group}</td>'
 
 
@@ -335,7 +335,7 @@ def _group_heading(breakdown: Breakdown) -> str:
 def _group_row(group: GroupRow, report: Report) -> str:
     tally: Tally = group.tally
     name = esc(group.name)
-    name = f"<em>{name}</em>" if group.kind in ("empty", "other", "undated") else name
+    name = f"<em>{name}</em>" if group.kind in ("empty", "unreadable", "other", "undated") else name
     cells = [f'<td class="group" lang="zh-CN">{name}</td>', _num_cell(_count(tally.rows), tally.rows),
              _num_cell(_count(tally.flagged), tally.flagged)]
     cells += [_num_cell(_percent(tally.share(label)), tally.share(label)) for label in report.labels]

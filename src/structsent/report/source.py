@@ -32,6 +32,7 @@ from ..io.sniff import check_header, check_not_utf16
 from ..io.writers import added_columns
 from .aggregate import LabelledRow
 from .arguments import JOB_FIGURES_DEPTH, nested_deeper_than
+from .groups import UNREADABLE_KEY
 
 UNREADABLE = "unreadable in this file"
 UTF8_MARK = BYTE_ORDER_MARK.encode()
@@ -81,6 +82,11 @@ def find_label_columns(columns: list[str], name: str, prefix: str | None = None)
         raise BadInputError(
             f"{name}: no label columns ({absent} missing); expected a file written by `structsent label` "
             f"(pass --prefix if it was labelled with one)"
+        )
+    if len(probs) < 2:  # every model has two labels at least, and the job writes one column for each
+        raise BadInputError(
+            f"{name}: one probability column ({probs[0]!r}), where `structsent label` writes one for each of the "
+            f"model's labels (two at least): the file lost a {prefix}prob_ column"
         )
     added = set(needed) | set(probs)
     return LabelColumns(
@@ -512,8 +518,10 @@ def _number(value: object) -> float | None:
         return None
 
 
-def _unreadable(number: int, why: str) -> LabelledRow:
-    return LabelledRow(number, None, None, f"{UNREADABLE}: {why}", "", None)
+def _unreadable(number: int, why: str, group: object = UNREADABLE_KEY) -> LabelledRow:
+    """A record that could not be read: flagged, in its --by group where its fields were read (a
+    record with undecodable bytes), else in the group of such records (its value is not known)."""
+    return LabelledRow(number, None, None, f"{UNREADABLE}: {why}", "", group)
 
 
 def _text_rows(file: LabelledFile) -> Iterator[LabelledRow]:
@@ -527,8 +535,11 @@ def _text_rows(file: LabelledFile) -> Iterator[LabelledRow]:
     labels = file.columns.labels
     try:
         for row in reader:
-            if row.values is None or row.error is not None:
+            if row.values is None:
                 yield _unreadable(row.number, row.error or "malformed record")
+                continue
+            if row.error is not None:  # fields read, bytes replaced (undecodable): its group is known
+                yield _unreadable(row.number, row.error, row.values.get(file.by))
                 continue
             label, score, error, text, group, *probs = map(row.values.get, file.wanted)
             yield to_row(row.number, label, score, error, text, group, probs, labels)
