@@ -157,15 +157,6 @@ def test_a_config_that_is_not_an_engine_config_is_a_config_error():
         structsent.load("default", config={"device": "cpu"})
 
 
-def test_a_blank_cache_variable_is_unset_not_a_directory_named_blank(monkeypatch, tmp_path):
-    from structsent.onnx.cache import cache_root
-
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    for blank in (" ", "\t"):
-        monkeypatch.setenv("STRUCTSENT_CACHE", blank)
-        assert cache_root() == tmp_path / "structsent"
-
-
 def test_a_path_like_object_names_a_model_as_its_path(hf_model_dir):
     """PurePosixPath and objects with __fspath__ were refused: "must be named by a string or a path"."""
     import pathlib

@@ -22,7 +22,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from ..errors import ModelFormatError, OutputWriteError, require
+from ..errors import ConfigError, ModelFormatError, OutputWriteError, require
 from ..lines import one_line
 from ..models.onnx import DIGEST_FILE, MODEL_FILE, feed_file, file_digest
 from ..staging import remove_abandoned, remove_own, staging_name
@@ -40,10 +40,15 @@ log = logging.getLogger("structsent.onnx")
 
 
 def cache_root() -> Path:
-    """structsent's cache directory: $STRUCTSENT_CACHE, else $XDG_CACHE_HOME/structsent, else ~/.cache/structsent."""
-    explicit = os.environ.get(CACHE_ENV) or ""
+    """structsent's cache directory: $STRUCTSENT_CACHE, else $XDG_CACHE_HOME/structsent, else ~/.cache/structsent.
+    $STRUCTSENT_CACHE set blank is a ConfigError, as an engine variable set blank is (it was taken as
+    unset; it is no directory named " " where the command runs either)."""
+    explicit = os.environ.get(CACHE_ENV)
+    if explicit is not None and not explicit.strip():
+        raise ConfigError(f"{CACHE_ENV}={explicit!r}: expected a directory (unset it for the default, "
+                          "$XDG_CACHE_HOME/structsent or ~/.cache/structsent)")
     try:
-        if explicit.strip():  # blank is unset, not a directory named " " where the command runs
+        if explicit is not None:
             return Path(explicit).expanduser()
         base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     except RuntimeError as err:  # "~nosuchuser/...", or no home directory for this user
