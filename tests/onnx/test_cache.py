@@ -387,3 +387,17 @@ def test_a_blank_cache_variable_stops_the_command_in_one_line(tmp_path):
     assert (proc.returncode, proc.stderr) == (2, "structsent: error: STRUCTSENT_CACHE='': expected a directory (unset it for "
                                                  "the default, $XDG_CACHE_HOME/structsent or ~/.cache/structsent)\n")
     assert not (tmp_path / "out.jsonl").exists() and not (tmp_path / "xdg" / "structsent").exists()
+
+
+def test_a_relative_cache_variable_names_one_directory_whatever_the_working_directory_later(monkeypatch, tmp_path):
+    """A relative STRUCTSENT_CACHE was taken from the working directory at each use: a program that
+    changed directory between two loads had two caches."""
+    from structsent.onnx.cache import cache_root
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.setenv("STRUCTSENT_CACHE", "relative-cache-x7")
+    monkeypatch.chdir(tmp_path / "a")
+    assert cache_root() == tmp_path / "a" / "relative-cache-x7"
+    monkeypatch.chdir(tmp_path / "b")
+    assert cache_root() == tmp_path / "a" / "relative-cache-x7"
