@@ -14,6 +14,14 @@ def test_control_characters_are_written_as_escapes(name, shown):
     assert one_line(name) == shown
 
 
+def test_bytes_of_a_name_that_are_not_utf8_are_written_as_escapes_of_the_bytes():
+    """os.fsdecode(b"a\\xff\\x80.csv") holds U+DCFF and U+DC80: they were kept, no UTF-8 to print."""
+    import os
+
+    assert one_line(os.fsdecode(b"a\xff\x80.csv")) == "a\\xff\\x80.csv"
+    assert one_line("\udc7f\ud800") == "\udc7f\ud800"  # no surrogateescape character: not a byte
+
+
 def test_text_and_tabs_are_kept_as_they_are():
     kept = "评论 数据\t(2024)  «é» ½ \u3000.csv"
     assert one_line(kept) == kept
@@ -52,3 +60,21 @@ def test_warnings_and_summaries_escape_the_names_they_print(tmp_path, capsys, mo
     err = capsys.readouterr().err
     assert "\x1b" not in err and len(err.strip().splitlines()) == 2
     assert "STRUCTSENT_THREADZ\\x1b[31m\\nX" in err and "r\\x1b[2J\\n.html: 1 row (负面 0, 正面 1" in err
+
+
+def test_a_name_holding_a_byte_that_is_not_utf8_is_said_as_that_byte(tmp_path):
+    """`structsent report` of a real file named b"ok\\xff.csv" said "ok\\udcff.csv" (Python's escape of
+    the character standing for the byte, not of the byte)."""
+    import os
+    import subprocess
+    import sys
+
+    name = os.path.join(os.fsencode(tmp_path), b"ok\xff.csv")
+    with open(name, "wb") as handle:
+        handle.write("text\n好\n".encode())
+    proc = subprocess.run([sys.executable, "-m", "structsent", "report", name, "-o", os.fsencode(tmp_path / "r.html")],
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 2
+    said = proc.stderr.decode("utf-8")  # strict: valid UTF-8
+    assert said.startswith(f"structsent: error: {tmp_path}/ok\\xff.csv: no label columns"), said
+    assert len(said.splitlines()) == 1

@@ -3,7 +3,8 @@
 A file name may hold a line break (an error is one line of standard error) or an escape sequence
 (ESC [31m recoloured the terminal; a form feed cleared it): control characters are written as
 escapes (\\n, \\r, \\x1b), so the name shown is the name, and a space is never put in their place
-(that would name another file).
+(that would name another file). A name's bytes that are not UTF-8 (os.fsdecode gives each as a
+character U+DC80..U+DCFF) are written as the byte, \\xff, so that the line is valid UTF-8.
 """
 
 from __future__ import annotations
@@ -11,14 +12,23 @@ from __future__ import annotations
 import re
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # C0 and C1 controls and DEL; a tab stays a tab
+# Those, and the surrogateescape characters of bytes that are not UTF-8 (printed raw, they are no
+# UTF-8: a stream that refuses them fails, one that replaces them shows "\udcff" for the byte 0xff).
+_ESCAPED = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\udc80-\udcff]")
 _NAMED = {"\n": "\\n", "\r": "\\r"}
+_SURROGATE_ESCAPE = 0xDC00  # U+DC80..U+DCFF: the byte 0x80..0xFF
 
 
 def one_line(text: str) -> str:
-    """``text`` with its control characters written as escapes."""
-    return _CONTROL.sub(lambda m: _NAMED.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
+    """``text`` with its control characters, and the bytes it holds that are not UTF-8, written as escapes."""
+    return _ESCAPED.sub(lambda m: _NAMED.get(m.group(), f"\\x{_byte_or_code_point(m.group()):02x}"), text)
+
+
+def _byte_or_code_point(character: str) -> int:
+    code = ord(character)
+    return code - _SURROGATE_ESCAPE if code >= _SURROGATE_ESCAPE else code
 
 
 def has_control_characters(text: str) -> bool:
-    """Whether ``text`` holds a character ``one_line`` would escape."""
+    """Whether ``text`` holds a control character (``one_line`` writes each as an escape)."""
     return _CONTROL.search(text) is not None

@@ -124,3 +124,19 @@ def test_a_path_that_is_not_there_is_not_asked_of_the_hub(tmp_path, name):
     with pytest.raises(structsent.ModelNotFoundError) as caught:
         structsent.load(str(tmp_path / "missing" / name) if name.startswith(".") else name)
     assert "no such model directory" in str(caught.value) and "download" not in str(caught.value)
+
+
+def test_a_blank_timeout_variable_is_refused_as_a_blank_engine_variable_is(tmp_path, monkeypatch):
+    """STRUCTSENT_HUB_TIMEOUT= was taken as unset (30 s), where STRUCTSENT_DEVICE= is refused naming the variable."""
+    import structsent
+    from structsent.models.hub import hub_timeout
+
+    monkeypatch.setenv("STRUCTSENT_HUB_TIMEOUT", "")
+    with pytest.raises(structsent.ConfigError, match="^STRUCTSENT_HUB_TIMEOUT='': expected a number of seconds"):
+        hub_timeout()
+    source = tmp_path / "in.txt"
+    source.write_text("好评\n", encoding="utf-8")
+    proc = run_structsent("label", source, "--model", HUB_ID, "-o", tmp_path / "out.jsonl", text=True,
+                          env={"STRUCTSENT_HUB_TIMEOUT": ""})
+    assert (proc.returncode, proc.stderr) == (
+        2, "structsent: error: STRUCTSENT_HUB_TIMEOUT='': expected a number of seconds greater than 0, e.g. 30\n")

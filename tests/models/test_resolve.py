@@ -1,8 +1,11 @@
 """Turning what a user typed into a model directory, and reading weight files."""
 
+import os
 import pickle
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -11,11 +14,12 @@ from structsent.models import load_checkpoint
 
 
 @pytest.mark.parametrize("name", ["", "  "])
-def test_empty_model_name_is_refused(name, tmp_path, monkeypatch, hf_model_dir):
+def test_empty_model_name_is_refused_as_a_usage_error(name, tmp_path, monkeypatch, hf_model_dir):
+    """A ConfigError, as a blank setting is: it was a ModelNotFoundError (exit 3, "model not found")."""
     for item in hf_model_dir.iterdir():  # a loadable model in the current directory must not be picked up
         shutil.copy(item, tmp_path / item.name)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(structsent.ModelNotFoundError, match="the model name is empty"):
+    with pytest.raises(structsent.ConfigError, match="the model name is empty"):
         load_checkpoint(name)
 
 
@@ -157,15 +161,6 @@ def test_a_config_that_is_not_an_engine_config_is_a_config_error():
         structsent.load("default", config={"device": "cpu"})
 
 
-def test_a_blank_cache_variable_is_unset_not_a_directory_named_blank(monkeypatch, tmp_path):
-    from structsent.onnx.cache import cache_root
-
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    for blank in (" ", "\t"):
-        monkeypatch.setenv("STRUCTSENT_CACHE", blank)
-        assert cache_root() == tmp_path / "structsent"
-
-
 def test_a_path_like_object_names_a_model_as_its_path(hf_model_dir):
     """PurePosixPath and objects with __fspath__ were refused: "must be named by a string or a path"."""
     import pathlib
@@ -201,3 +196,22 @@ def test_the_files_a_load_reads_are_those_of_the_format_it_takes(hf_model_dir, t
     read = [p.relative_to(sharded).as_posix() for p in files_a_load_reads(sharded)]
     assert {"model.safetensors.index.json", "shards/part-1.safetensors"} <= set(read)
     assert "shards/notes.txt" not in read and read == sorted(read)
+
+
+@pytest.mark.parametrize("command, env", [
+    (["label", "in.txt", "-o", "out.jsonl", "--model", ""], {}),
+    (["label", "in.txt", "-o", "out.jsonl"], {"STRUCTSENT_MODEL": ""}),
+    (["export", "", "-o", "exported"], {}),
+    (["bench", "--model", "", "--n", "10", "--out", "bench"], {}),
+    (["serve", "--model", "", "--port", "42007"], {}),
+])
+def test_an_empty_model_name_is_a_usage_error_of_every_command(command, env, tmp_path):
+    """`--model ''` exited 3, as a model not found."""
+    (tmp_path / "in.txt").write_text("好评\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "structsent", *command], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **env})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines()[-1] == (
+        "structsent: error: the model name is empty; pass 'default', a checkpoint directory (use '.' for the current "
+        "one) or a hub id (--model / STRUCTSENT_MODEL)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 
 import pytest
 
@@ -361,3 +362,42 @@ def test_an_entry_record_that_is_not_a_regular_file_is_called_so(cache, hf_model
     (entry / "cache_entry.json").mkdir()  # it was called missing ("no cache_entry.json")
     assert entry_problem(entry) == "cache_entry.json is not a regular file"
     assert cached_export(checkpoint, options) == entry and entry_problem(entry) is None
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t"])
+def test_a_blank_cache_variable_is_refused_as_a_blank_engine_variable_is(monkeypatch, tmp_path, blank):
+    """STRUCTSENT_CACHE= was taken as unset (the default cache was written), where STRUCTSENT_DEVICE=
+    is refused naming the variable; it is no directory named " " where the command runs either."""
+    from structsent.onnx.cache import cache_root
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("STRUCTSENT_CACHE", blank)
+    with pytest.raises(structsent.ConfigError, match=re.escape(f"STRUCTSENT_CACHE={blank!r}: expected a directory")):
+        cache_root()
+    assert not (tmp_path / "structsent").exists()
+
+
+def test_a_blank_cache_variable_stops_the_command_in_one_line(tmp_path):
+    from ..conftest import run_structsent
+
+    source = tmp_path / "in.txt"
+    source.write_text("好评\n", encoding="utf-8")
+    proc = run_structsent("label", source, "-o", tmp_path / "out.jsonl", "--backend", "onnx", text=True,
+                          env={"STRUCTSENT_CACHE": "", "XDG_CACHE_HOME": str(tmp_path / "xdg")})
+    assert (proc.returncode, proc.stderr) == (2, "structsent: error: STRUCTSENT_CACHE='': expected a directory (unset it for "
+                                                 "the default, $XDG_CACHE_HOME/structsent or ~/.cache/structsent)\n")
+    assert not (tmp_path / "out.jsonl").exists() and not (tmp_path / "xdg" / "structsent").exists()
+
+
+def test_a_relative_cache_variable_names_one_directory_whatever_the_working_directory_later(monkeypatch, tmp_path):
+    """A relative STRUCTSENT_CACHE was taken from the working directory at each use: a program that
+    changed directory between two loads had two caches."""
+    from structsent.onnx.cache import cache_root
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.setenv("STRUCTSENT_CACHE", "relative-cache-x7")
+    monkeypatch.chdir(tmp_path / "a")
+    assert cache_root() == tmp_path / "a" / "relative-cache-x7"
+    monkeypatch.chdir(tmp_path / "b")
+    assert cache_root() == tmp_path / "a" / "relative-cache-x7"

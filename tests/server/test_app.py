@@ -284,6 +284,21 @@ def test_malformed_requests_get_422(server, content, fragment):
     assert body["error_type"] == "validation" and fragment in body["error"]
 
 
+@pytest.mark.parametrize(("path", "content", "token"), [
+    ("/predict", b'{"inputs": "a", "ignored": NaN}', "NaN"),
+    ("/predict", b'{"inputs": "a", "parameters": {"top_k": null}, "ignored": {"deep": [1, Infinity]}}', "Infinity"),
+    ("/", b'{"inputs": ["a"], "ignored": -Infinity}', "-Infinity"),
+    ("/v1/sentiment", b'{"texts": ["a", NaN]}', "NaN"),
+])
+def test_nan_and_infinity_are_refused_anywhere_as_malformed_json(server, path, content, token):
+    """Python's json reads NaN, Infinity and -Infinity, which JSON does not have: in a field the
+    route ignores they were taken and the texts labelled (200)."""
+    response = server.client.post(path, content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["error_type"] == "validation"
+    assert response.json()["error"] == f"malformed JSON: {token} is not a JSON number (JSON has no NaN or infinity)"
+
+
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [

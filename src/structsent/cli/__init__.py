@@ -9,11 +9,13 @@ Typed errors become exit codes here and nowhere else.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import re
 import sys
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from .. import __version__
 from .._exit import (
@@ -169,6 +171,38 @@ def _one_line(message: str) -> str:
     return one_line(message.strip("\n"))
 
 
+class _SaidAsTheCommandsWarnings(logging.Handler):
+    """The library's logged warnings ("max_length=100000 is more than the model's 512 positions",
+    "ONNX export unavailable ...; running torch instead") as the command says its own: one line,
+    "structsent: warning: ...". (Python's last-resort handler printed them bare, control characters
+    and line breaks as they stand, among the command's prefixed lines.)"""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a record whose arguments do not fit its format: logging's own report
+            self.handleError(record)
+            return
+        print(f"structsent: warning: {_one_line(message)}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def library_warnings_said_as_ours(command: str) -> Iterator[None]:
+    """While ``command`` runs, the ``structsent`` logger's warnings go to standard error as the
+    command's own warnings. Not for `serve`, whose logging configuration (a log line's level and
+    logger) is its own."""
+    if command == "serve":
+        yield
+        return
+    logger = logging.getLogger("structsent")
+    handler = _SaidAsTheCommandsWarnings(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = None
     try:
@@ -178,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
             for warning in unknown_variable_warnings(os.environ):
                 print(one_line(warning), file=sys.stderr)
-            return int(args._run(args) or EXIT_OK)
+            with library_warnings_said_as_ours(args.command):
+                return int(args._run(args) or EXIT_OK)
     except Terminated:
         print("structsent: terminated", file=sys.stderr)
         return EXIT_TERMINATED

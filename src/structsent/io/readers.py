@@ -473,7 +473,6 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
     return value
 
 
-_OBJECTS_WITH_UNIQUE_KEYS = json.JSONDecoder(object_pairs_hook=_unique_keys)
 JSON_WHITESPACE = " \t\r\n"
 MAX_JSON_DEPTH = 500  # deeper values are refused: writing them back would exhaust the interpreter's stack
 
@@ -580,8 +579,13 @@ def _depth(value: object) -> int:
     return deepest
 
 
+# A request's JSON: unique keys, and no NaN or infinity anywhere (Python's json reads them; JSON has none).
+_OBJECTS_WITH_UNIQUE_KEYS = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_refuse_non_finite)
+
+
 def json_with_unique_keys(text: str):
-    """``json.loads(text)``, raising DuplicateKeyError for an object with a key that appears twice."""
+    """``json.loads(text)``, raising DuplicateKeyError for an object with a key that appears twice and
+    NonFiniteNumberError for NaN, Infinity or -Infinity (json.loads took them, in any field)."""
     return _OBJECTS_WITH_UNIQUE_KEYS.decode(text)
 
 # A JSON escape of a UTF-16 surrogate (\\ud800-\\udfff). Paired, json.loads joins them into one

@@ -30,8 +30,9 @@ def resolve_directory(name_or_path: str | Path) -> Path:
             f"({name_or_path!r:.60}); pass 'default', a checkpoint directory or a hub id"
         )
     if isinstance(name_or_path, str) and not name_or_path.strip():
-        # Path("") is the current directory: an unset variable must not load whatever lies there.
-        raise ModelNotFoundError(
+        # Path("") is the current directory: an unset variable must not load whatever lies there. A
+        # usage error, as a blank setting is (it was a ModelNotFoundError: exit 3, "model not found").
+        raise ConfigError(
             "the model name is empty; pass 'default', a checkpoint directory (use '.' for the current "
             "one) or a hub id (--model / STRUCTSENT_MODEL)"
         )

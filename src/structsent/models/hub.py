@@ -50,9 +50,11 @@ def download(hub_id: str) -> Path:
 
 
 def hub_timeout() -> float:
-    """Seconds a hub lookup may take: $STRUCTSENT_HUB_TIMEOUT (read at each call), else 30."""
-    raw = os.environ.get(HUB_TIMEOUT_ENV) or ""
-    if not raw.strip():  # blank is unset, as for STRUCTSENT_CACHE
+    """Seconds a hub lookup may take: $STRUCTSENT_HUB_TIMEOUT (read at each call), else 30. Set blank,
+    it is refused as the engine's variables are (it was taken as unset: 30 s, where the user had
+    meant some value)."""
+    raw = os.environ.get(HUB_TIMEOUT_ENV)
+    if raw is None:
         return DEFAULT_HUB_TIMEOUT
     try:
         # ASCII digits only: float() also reads "３０" and "1_0", numbers no one typed as such

@@ -22,7 +22,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from ..errors import ModelFormatError, OutputWriteError, require
+from ..errors import ConfigError, ModelFormatError, OutputWriteError, require
 from ..lines import one_line
 from ..models.onnx import DIGEST_FILE, MODEL_FILE, feed_file, file_digest
 from ..staging import remove_abandoned, remove_own, staging_name
@@ -38,13 +38,24 @@ ENTRY_FILE = "cache_entry.json"
 
 log = logging.getLogger("structsent.onnx")
 
+# Each $STRUCTSENT_CACHE read, as the absolute directory it named when first read: a relative one was
+# taken from the working directory at each use (a program that changed directory between two loads
+# exported the model again elsewhere, and an export's staging was looked for in another directory).
+_ANCHORED: dict[str, Path] = {}
+
 
 def cache_root() -> Path:
-    """structsent's cache directory: $STRUCTSENT_CACHE, else $XDG_CACHE_HOME/structsent, else ~/.cache/structsent."""
-    explicit = os.environ.get(CACHE_ENV) or ""
+    """structsent's cache directory: $STRUCTSENT_CACHE, else $XDG_CACHE_HOME/structsent, else ~/.cache/structsent.
+    $STRUCTSENT_CACHE set blank is a ConfigError, as an engine variable set blank is (it was taken as
+    unset; it is no directory named " " where the command runs either). A relative $STRUCTSENT_CACHE
+    is the directory it names from the working directory where this process first read it."""
+    explicit = os.environ.get(CACHE_ENV)
+    if explicit is not None and not explicit.strip():
+        raise ConfigError(f"{CACHE_ENV}={explicit!r}: expected a directory (unset it for the default, "
+                          "$XDG_CACHE_HOME/structsent or ~/.cache/structsent)")
     try:
-        if explicit.strip():  # blank is unset, not a directory named " " where the command runs
-            return Path(explicit).expanduser()
+        if explicit is not None:
+            return _ANCHORED.setdefault(explicit, Path(explicit).expanduser().absolute())
         base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     except RuntimeError as err:  # "~nosuchuser/...", or no home directory for this user
         # An unwritable cache, as far as the caller can tell: the torch path needs none.

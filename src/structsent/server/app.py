@@ -37,7 +37,7 @@ from starlette.routing import Route
 from .. import __version__
 from ..config import EngineConfig, LongTextPolicy, check_integer
 from ..errors import BadInputError, ConfigError, ModelOutputError, OverloadedError, StructsentError
-from ..io.readers import DuplicateKeyError
+from ..io.readers import DuplicateKeyError, NonFiniteNumberError
 from ..lines import one_line
 from ..pipeline import freeze_startup_objects, quick_gil_handoff_begin, quick_gil_handoff_end
 from ..results import LabelResult, is_model_failure
@@ -836,6 +836,8 @@ def describe_undecodable_body(cause: BaseException) -> str:
         return "the body is not valid UTF-8"
     if isinstance(cause, DuplicateKeyError):
         return f"the key '{bounded(cause.key)}' appears more than once in one object: which value was meant cannot be told"
+    if isinstance(cause, NonFiniteNumberError):
+        return f"{cause.literal} is not a JSON number (JSON has no NaN or infinity)"
     if isinstance(cause, RecursionError):
         return "nested too deeply"
     if isinstance(cause, ValueError) and "digits" in str(cause):
