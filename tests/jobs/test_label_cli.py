@@ -328,6 +328,32 @@ def test_summary_counts_the_texts_cut_to_the_model_s_length_across_a_resume(tmp_
     assert "30 rows: " in summary and "cut to --max-length" not in summary
 
 
+def test_names_holding_bytes_that_are_not_utf8_are_labelled_interrupted_and_resumed(tmp_path, hf_model_dir,
+                                                                                    monkeypatch, capsys):
+    """A file named b"in\\xff.csv" stopped the job with a traceback (the resume manifest could not
+    hold the name: "surrogates not allowed"), its work files left behind."""
+    from structsent.cli import main
+
+    directory = os.fsencode(tmp_path)
+    source, out, page = (os.fsdecode(directory + name) for name in (b"/in\xff.csv", b"/out\xff.csv", b"/r\xff.html"))
+    texts = [f"第{i}条：很好吃" for i in range(30)]
+    with open(source, "w", encoding="utf-8") as handle:
+        handle.write("id,text\n" + "".join(f"{i},{t}\n" for i, t in enumerate(texts)))
+    args = ["label", source, "-o", out, "--model", str(hf_model_dir), "--chunk-rows", "10", "--report", page]
+    with monkeypatch.context() as interrupted:
+        ctrl_c_in_chunk(interrupted, 2)
+        assert main(args) == 130
+    err = capsys.readouterr().err
+    assert "interrupted after 20 rows; to finish, run: " in err and "Traceback" not in err, err
+    assert main([*args, "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "30 rows (20 done before resuming)" in err and "report: " in err and "r\\xff.html" in err, err
+    with open(out, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["id"] for row in rows] == [str(i) for i in range(30)] and all(row["label"] for row in rows)
+    assert sorted(os.listdir(directory)) == sorted([b"in\xff.csv", b"out\xff.csv", b"r\xff.html"])
+
+
 # -- crash, interrupt and resume -------------------------------------------------------------------
 def _wait_for_rows(manifest, at_least, proc, timeout=60):
     deadline = time.time() + timeout

@@ -66,7 +66,9 @@ class Manifest:
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(dataclasses.asdict(self), handle, ensure_ascii=False)
+            # ASCII: a name holding bytes that are not UTF-8 (os.fsdecode's U+DC80..U+DCFF) is written as
+            # its \udcXX escape, which reads back as the same name (UTF-8 cannot hold it: a traceback)
+            json.dump(dataclasses.asdict(self), handle)
             handle.flush()
             os.fsync(handle.fileno())
         tmp.replace(path)
