@@ -183,7 +183,8 @@ class _SaidAsTheCommandsWarnings(logging.Handler):
         except Exception:  # a record whose arguments do not fit its format: logging's own report
             self.handleError(record)
             return
-        print(f"structsent: warning: {_one_line(message)}", file=sys.stderr)
+        kind = "" if getattr(record, "notice", False) else "warning: "  # (a notice: the ONNX export's record)
+        print(f"structsent: {kind}{_one_line(message)}", file=sys.stderr)
 
 
 @contextlib.contextmanager

@@ -37,6 +37,9 @@ CACHED_VALIDATION_TEXTS = 120  # a load-time export checks itself on the package
 ENTRY_FILE = "cache_entry.json"
 
 log = logging.getLogger("structsent.onnx")
+# A record of what happened, not of something wrong: logged at WARNING so that it shows by default
+# (the export takes seconds), and said by the command line without "warning:".
+NOTICE = {"notice": True}
 
 # Each $STRUCTSENT_CACHE read, as the absolute directory it named when first read: a relative one was
 # taken from the working directory at each use (a program that changed directory between two loads
@@ -225,10 +228,10 @@ def _export_into(target: Path, checkpoint, options: ExportOptions) -> None:
                 raise
             # Another load renamed its export into place first: that one is used (and checked by the caller).
             log.warning("%s in %.1fs, but another process's export reached %s first and is used; %s", first,
-                        report.seconds, one_line(str(target)), accuracy)
+                        report.seconds, one_line(str(target)), accuracy, extra=NOTICE)
         else:
             log.warning("%s to %s in %.1fs; later loads reuse it; %s", first, one_line(str(target)), report.seconds,
-                        accuracy)
+                        accuracy, extra=NOTICE)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
