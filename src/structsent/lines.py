@@ -32,3 +32,14 @@ def _byte_or_code_point(character: str) -> int:
 def has_control_characters(text: str) -> bool:
     """Whether ``text`` holds a control character (``one_line`` writes each as an escape)."""
     return _CONTROL.search(text) is not None
+
+
+def is_utf8_name(name: str) -> bool:
+    """Whether a name (a path from os.fsdecode) is valid UTF-8 text: no byte that is not UTF-8
+    (U+DC80..U+DCFF) and no other lone surrogate. Native libraries that take paths as UTF-8 text
+    (ONNX Runtime) cannot open the others."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -65,6 +65,26 @@ def test_fp32_export_matches_torch(exports, reference, optimize):
     assert report.accuracy.max_probability_diff < FP32_PROBABILITY_TOLERANCE
 
 
+def test_an_export_under_a_name_that_is_not_utf8_loads_and_one_is_not_written_there(exports, reference, checkpoint,
+                                                                                      tmp_path):
+    """ONNX Runtime takes paths as UTF-8 text: a model directory named b"model\\xff" failed to load
+    with a traceback ("incompatible constructor arguments"), and so did an export into one."""
+    import os
+    import shutil
+
+    texts, expected = reference
+    moved = Path(os.fsdecode(os.fsencode(tmp_path) + b"/model\xff"))
+    shutil.copytree(exports[("fp32", True)].directory, moved)
+    got = positive(structsent.load(moved)(texts))
+    assert got.tolist() == positive(structsent.load(exports[("fp32", True)].directory)(texts)).tolist()
+    np.testing.assert_allclose(got, expected, atol=FP32_PROBABILITY_TOLERANCE)
+    target = Path(os.fsdecode(os.fsencode(tmp_path) + b"/out\xff"))
+    with pytest.raises(ConfigError, match=r"^export output .*out\\xff: ONNX Runtime cannot open files under a name "
+                                          r"that is not UTF-8 .*; choose a UTF-8 name$"):
+        export_checkpoint(checkpoint, target, ExportOptions())
+    assert sorted(os.listdir(os.fsencode(tmp_path))) == [b"model\xff"]
+
+
 def test_optimizer_fuses_attention_layernorm_and_gelu(exports, checkpoint):
     fused = exports[("fp32", True)].fused_operators
     # The last layer computes only [CLS]'s query, so one attention fewer is fused.

@@ -6,10 +6,13 @@ exported on first use into the cache (decided in ``structsent.runtime``).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ..config import Precision
 from ..errors import DeviceOutOfMemoryError, ModelFormatError, require
+from ..lines import is_utf8_name
 from ..plan import RuntimePlan
 
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -117,7 +120,7 @@ class OnnxRunner:
     def _open_session(self, ort, plan: RuntimePlan):
         try:
             return ort.InferenceSession(
-                str(self.model_file), sess_options=session_options(plan), providers=self._providers()
+                _openable(self.model_file), sess_options=session_options(plan), providers=self._providers()
             )
         except Exception as err:  # onnxruntime raises its own untyped errors
             if not is_unreadable_model_error(err):
@@ -146,3 +149,10 @@ class OnnxRunner:
                 ) from err
             raise
         return np.asarray(logits, dtype=np.float32)
+
+
+def _openable(model_file) -> str | bytes:
+    """What ONNX Runtime opens the graph from: its path, or, where the path is not UTF-8 text (a
+    directory named with other bytes, which ONNX Runtime refused with a traceback), its bytes."""
+    path = str(model_file)
+    return path if is_utf8_name(path) else Path(model_file).read_bytes()
