@@ -50,9 +50,72 @@ def test_label_rules(tmp_path):
     generic = {"id2label": {"0": "LABEL_0", "1": "LABEL_1"}}
     assert choose_labels(generic, 2, tmp_path, structbert=True) == ("负面", "正面")
     assert choose_labels(generic, 2, tmp_path, structbert=False) == ("LABEL_0", "LABEL_1")
+    # No id2label is what transformers names LABEL_0, LABEL_1: a two-output model of another kind
+    # (0 = positive, spam/ham) was named 负面/正面 without a word.
+    assert choose_labels({}, 2, tmp_path, structbert=False) == ("LABEL_0", "LABEL_1")
+    assert choose_labels({}, 2, tmp_path, structbert=True) == ("负面", "正面")
     assert choose_labels({}, 3, tmp_path, structbert=True) == ("LABEL_0", "LABEL_1", "LABEL_2")
     (tmp_path / "label_mapping.json").write_text(json.dumps({"0": "差", "1": "中", "2": "好"}))
     assert choose_labels({}, 3, tmp_path, structbert=True) == ("差", "中", "好")
+
+
+@pytest.mark.parametrize("declared", [
+    {"label_mapping.json": {"负面": 1, "正面": 0}},
+    {"configuration.json": {"framework": "pytorch", "model": {"type": "structbert", "label2id": {"负面": 1, "正面": 0}}}},
+    {"configuration.json": {"framework": "pytorch", "model": {"type": "structbert", "id2label": {"0": "正面", "1": "负面"}}}},
+], ids=["label_mapping", "configuration_label2id", "configuration_id2label"])
+def test_label_declarations_that_disagree_are_refused_not_one_chosen(tmp_path, modelscope_dirs, declared):
+    """config.json said 0 = 负面, label_mapping.json 0 = 正面: the load took config.json's silently,
+    where ModelScope's pipeline takes the mapping's, every label swapped for one of the two; and
+    configuration.json's model.label2id was never read."""
+    d = copy_dir(modelscope_dirs["bert"], tmp_path / "m")
+    config = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    (d / "config.json").write_text(json.dumps({**config, "id2label": {"0": "负面", "1": "正面"}}), encoding="utf-8")
+    assert load_checkpoint(d).labels == ("负面", "正面")
+    for name, content in declared.items():
+        (d / name).write_text(json.dumps(content, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(structsent.ModelFormatError, match=r"config.json's id2label names the outputs \['负面', '正面'\], "
+                                                          r".* \['正面', '负面'\]; which names are meant cannot be told"):
+        load_checkpoint(d)
+    (d / "config.json").write_text(json.dumps({**config, "id2label": {"0": "正面", "1": "负面"}}), encoding="utf-8")
+    assert load_checkpoint(d).labels == ("正面", "负面")  # declared alike: taken
+    config.pop("id2label", None)
+    (d / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert load_checkpoint(d).labels == ("正面", "负面")  # declared in one place only: that one
+
+
+def test_two_tensors_that_name_the_same_weight_are_refused(tmp_path, hf_model_dir):
+    """module.classifier.bias beside classifier.bias (or LayerNorm.gamma beside .weight): the one read
+    last replaced the other without a word, and every text flipped to 负面."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(hf_model_dir / "model.safetensors"))
+    for extra, of in (("module.classifier.bias", "classifier.bias"),
+                      ("bert.embeddings.LayerNorm.gamma", "bert.embeddings.LayerNorm.weight")):
+        d = copy_dir(hf_model_dir, tmp_path / extra)
+        (d / "model.safetensors").unlink()
+        torch.save({**state, extra: state[of] + 3.0}, d / "pytorch_model.bin")
+        with pytest.raises(structsent.ModelFormatError, match=rf"tensors '.*' and '.*' are both '{re.escape(of)}'; "
+                                                              "which one the model uses cannot be told"):
+            structsent.load(d, device="cpu")
+
+
+def test_vocabulary_lines_with_trailing_white_space_name_the_token_without_it(tmp_path, hf_model_dir, clf):
+    """A line "好 " kept its space: every 好 became [UNK] without a word, where transformers and the
+    Rust tokenizer read "好"."""
+    from transformers import BertTokenizerFast
+
+    d = copy_dir(hf_model_dir, tmp_path / "m")
+    lines = (d / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    for token, spaces in (("好", " "), ("坏", "\t"), ("吃", "\u3000")):
+        lines[lines.index(token)] = token + spaces
+    (d / "vocab.txt").write_text("\n".join(lines), encoding="utf-8")
+    texts = ["好吃", "坏了", "很好"]
+    edited = structsent.load(d, device="cpu")
+    assert edited.tokenizer.content_ids(texts) == clf.tokenizer.content_ids(texts)
+    assert edited.tokenizer.content_ids(texts) == [BertTokenizerFast(str(d / "vocab.txt"))(t, add_special_tokens=False)
+                                                   ["input_ids"] for t in texts]
+    assert [r.scores for r in edited(texts)] == [r.scores for r in clf(texts)]
 
 
 def test_sharded_safetensors_load(tmp_path, hf_model_dir, clf, real_reviews):

@@ -34,12 +34,12 @@ def has_control_characters(text: str) -> bool:
     return _CONTROL.search(text) is not None
 
 
-def is_utf8_name(name: str) -> bool:
-    """Whether a name (a path from os.fsdecode) is valid UTF-8 text: no byte that is not UTF-8
-    (U+DC80..U+DCFF) and no other lone surrogate. Native libraries that take paths as UTF-8 text
-    (ONNX Runtime) cannot open the others."""
+def is_utf8_text(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8: no lone surrogate, such as a byte of a name that
+    is not UTF-8 (os.fsdecode's U+DC80..U+DCFF). Native libraries that take paths as UTF-8 text
+    (ONNX Runtime) cannot open the others, and no output (CSV, JSON) can write them."""
     try:
-        name.encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError:
         return False
     return True

@@ -550,6 +550,12 @@ def _id_space(backend) -> int:
     return max(backend.get_vocab(with_added_tokens=True).values(), default=-1) + 1
 
 
+# Unicode's White_Space characters: what Rust's str::trim_end removes (Python's str.rstrip() would
+# also remove the separators U+001C..U+001F).
+_UNICODE_WHITE_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008" \
+    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
 def _read_vocab(vocab_file: Path) -> dict[str, int]:
     try:
         lines = vocab_file.read_text(encoding="utf-8").split("\n")
@@ -559,7 +565,10 @@ def _read_vocab(vocab_file: Path) -> dict[str, int]:
         lines.pop()
     vocab: dict[str, int] = {}
     for index, token in enumerate(lines):
-        vocab[token.rstrip("\r")] = index  # as the reference tokenizer: a repeat keeps the last id
+        # As the reference tokenizers read it: trailing white space is not part of a token (the Rust
+        # WordPiece trims it; "好 " kept it, and every 好 became [UNK] without a word), and a repeat
+        # keeps the last id.
+        vocab[token.rstrip(_UNICODE_WHITE_SPACE)] = index
     if not vocab:
         raise ModelFormatError(f"{vocab_file}: empty vocabulary")
     return vocab

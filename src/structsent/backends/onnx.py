@@ -12,7 +12,7 @@ import numpy as np
 
 from ..config import Precision
 from ..errors import DeviceOutOfMemoryError, ModelFormatError, require
-from ..lines import is_utf8_name
+from ..lines import is_utf8_text
 from ..plan import RuntimePlan
 
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -155,4 +155,4 @@ def _openable(model_file) -> str | bytes:
     """What ONNX Runtime opens the graph from: its path, or, where the path is not UTF-8 text (a
     directory named with other bytes, which ONNX Runtime refused with a traceback), its bytes."""
     path = str(model_file)
-    return path if is_utf8_name(path) else Path(model_file).read_bytes()
+    return path if is_utf8_text(path) else Path(model_file).read_bytes()

@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import ModelFormatError
-from ..lines import has_control_characters
+from ..lines import has_control_characters, is_utf8_text
 from ..model_files import model_file_present
 from ..tokenize import Tokenizer
 from .shape import BertShape
@@ -284,14 +284,18 @@ def normalise_state_dict(raw: dict, source: Path) -> dict:
     LayerNorm names, a ``classifier.*`` or ``head.classifier.*`` head, a ``module.`` prefix from
     data-parallel training, and drops ``position_ids`` buffers and pre-training heads.
     """
-    tensors = {}
-    for key, value in raw.items():
-        key = key.removeprefix("module.")
+    tensors: dict = {}
+    named_as: dict[str, str] = {}
+    for original, value in raw.items():
+        key = original.removeprefix("module.")
         if _IGNORED.search(key):
             continue
         key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", key)
         key = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key)
-        tensors[key] = value
+        if key in tensors:  # one would silently replace the other (which, the order of the file's keys decided)
+            raise ModelFormatError(f"{source}: tensors {named_as[key]!r} and {original!r} are both {key!r}; which "
+                                   "one the model uses cannot be told")
+        tensors[key], named_as[key] = value, original
     prefix = next(
         (p for p in _ENCODER_PREFIXES if f"{p}embeddings.word_embeddings.weight" in tensors), None
     )
@@ -398,11 +402,17 @@ def build_shape(source: Path, **fields):
 
 # -- labels -------------------------------------------------------------------------------------
 def choose_labels(config: dict, num_labels: int, directory: Path, *, structbert: bool) -> tuple[str, ...]:
-    """Labels from id2label, else label_mapping.json, else StructBERT's sentiment pair.
+    """The labels the model's files declare: config.json's id2label (unless it only numbers them,
+    LABEL_n), label_mapping.json, configuration.json's model.label2id or model.id2label. Where two
+    declare different labels, a ModelFormatError: the two libraries that read these directories
+    take them in opposite orders (transformers id2label, ModelScope's pipeline the label mapping
+    first), so a silent choice swapped every label for one of them. Where none does: StructBERT's
+    sentiment pair for a two-output StructBERT or ModelScope model, else the numbered labels
+    (id2label's own, else LABEL_0..n-1, as transformers names them).
 
-    ``num_labels`` is the number of the model's outputs (the classifier's rows). An id2label or
-    label_mapping.json that does not name exactly those outputs is a ModelFormatError: a label
-    list that does not fit the weights would put the wrong name on every result.
+    ``num_labels`` is the number of the model's outputs (the classifier's rows). A declaration that
+    does not name exactly those outputs is a ModelFormatError: a label list that does not fit the
+    weights would put the wrong name on every result.
     """
     config_file = directory / "config.json"
     if num_labels < 2:
@@ -417,15 +427,43 @@ def choose_labels(config: dict, num_labels: int, directory: Path, *, structbert:
             "config.json and the weights come from different models"
         )
     id2label = config.get("id2label")
-    labels = _labels_by_id(id2label, num_labels, config_file, "id2label") if id2label else None
-    if labels and not all(_GENERIC_LABEL.match(lab) for lab in labels):
+    numbered = _labels_by_id(id2label, num_labels, config_file, "id2label") if id2label else None
+    declarations = _declared_labels(directory, num_labels, numbered)
+    if declarations:
+        (source, labels), *others = declarations
+        for other_source, other in others:
+            if other != labels:
+                raise ModelFormatError(
+                    f"{directory}: {source} names the outputs {list(labels)}, {other_source} {list(other)}; which "
+                    "names are meant cannot be told (transformers reads the first, ModelScope the second): make "
+                    "them agree"
+                )
         return labels
+    if num_labels == 2 and structbert:
+        return STRUCTBERT_SENTIMENT_LABELS
+    return numbered or tuple(f"LABEL_{i}" for i in range(num_labels))
+
+
+def _declared_labels(directory: Path, num_labels: int,
+                     numbered: tuple[str, ...] | None) -> list[tuple[str, tuple[str, ...]]]:
+    """(where, labels) of every file that names the outputs: config.json's id2label (``numbered``)
+    unless it only numbers them, label_mapping.json, configuration.json's model.label2id and
+    model.id2label."""
+    declarations = []
+    if numbered and not all(_GENERIC_LABEL.match(label) for label in numbered):
+        declarations.append(("config.json's id2label", numbered))
     mapping_file = directory / "label_mapping.json"
     if model_file_present(mapping_file):
-        return _labels_from_mapping(read_json(mapping_file), num_labels, mapping_file)
-    if num_labels == 2 and (structbert or not labels):
-        return STRUCTBERT_SENTIMENT_LABELS
-    return labels or tuple(f"LABEL_{i}" for i in range(num_labels))
+        declarations.append(("label_mapping.json", _labels_from_mapping(read_json(mapping_file), num_labels,
+                                                                        mapping_file)))
+    pipeline_file = directory / "configuration.json"
+    pipeline_model = read_json(pipeline_file).get("model") if model_file_present(pipeline_file) else None
+    for field in ("label2id", "id2label"):
+        given = pipeline_model.get(field) if isinstance(pipeline_model, dict) else None
+        if given:
+            where = f"configuration.json's model.{field}"
+            declarations.append((where, _labels_from_mapping(given, num_labels, pipeline_file, field=f"model.{field}")))
+    return declarations
 
 
 def _labels_by_id(id_map: object, num_labels: int, source: Path, field: str) -> tuple[str, ...]:
@@ -443,7 +481,7 @@ def _labels_by_id(id_map: object, num_labels: int, source: Path, field: str) -> 
                 f"{source}: {field} must map integer ids to label names, e.g. {example}; "
                 f"got {key!r}: {name!r}"
             )
-        if not _is_text(name):  # a lone surrogate escape: no output (CSV, JSON, the export) can write it
+        if not is_utf8_text(name):  # a lone surrogate escape: no output (CSV, JSON, the export) can write it
             raise ModelFormatError(f"{source}: {field} names label {label_id} {name!r}, which holds a lone UTF-16 "
                                    "surrogate escape, not a character")
         unprintable = _unprintable(name)
@@ -480,14 +518,6 @@ def _unprintable(name: str) -> str | None:
     return f"holds {kind} (U+{ord(odd):04X})"
 
 
-def _is_text(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _label_id(key: object) -> int | None:
     if isinstance(key, int) and not isinstance(key, bool):
         return key
@@ -496,10 +526,12 @@ def _label_id(key: object) -> int | None:
     return None
 
 
-def _labels_from_mapping(mapping: dict, num_labels: int, source: Path) -> tuple[str, ...]:
+def _labels_from_mapping(mapping: object, num_labels: int, source: Path,
+                         field: str = "the label mapping") -> tuple[str, ...]:
     # ModelScope writes {"label": id}; some exports write {"id": "label"}.
-    if mapping and all(isinstance(v, int) and not isinstance(v, bool) for v in mapping.values()):
+    if isinstance(mapping, dict) and mapping and \
+            all(isinstance(v, int) and not isinstance(v, bool) for v in mapping.values()):
         if len(set(mapping.values())) != len(mapping):
-            raise ModelFormatError(f"{source}: two labels share one id: {mapping}")
+            raise ModelFormatError(f"{source}: two labels share one id in {field}: {mapping}")
         mapping = {v: k for k, v in mapping.items()}
-    return _labels_by_id(mapping, num_labels, source, "the label mapping")
+    return _labels_by_id(mapping, num_labels, source, field)

@@ -35,7 +35,7 @@ import numpy as np
 from ..config import Precision
 from ..errors import ConfigError, ModelFormatError, OutputWriteError, require
 from ..io.paths import path_problem
-from ..lines import is_utf8_name, one_line
+from ..lines import is_utf8_text, one_line
 from ..models.checkpoint import TOKENIZER_FILES, hf_config
 from ..models.onnx import DIGEST_FILE, EXPORT_FORMAT_VERSION, MODEL_FILE, ONNX_CONFIG_KEY, file_digest
 from ..staging import abandoned, remove_abandoned, remove_staging_path, staging_name, take_mode_and_group
@@ -152,7 +152,7 @@ def check_output_directory(out_dir, source: Path, *, overwrite: bool = False) ->
 
 def _checked_output_directory(given: Path, source: Path, *, overwrite: bool) -> Path:
     target = given.resolve()
-    if not is_utf8_name(str(target)):  # ONNX Runtime takes paths as UTF-8 text: it refused with a traceback
+    if not is_utf8_text(str(target)):  # ONNX Runtime takes paths as UTF-8 text: it refused with a traceback
         raise ConfigError(f"export output {one_line(str(given))}: ONNX Runtime cannot open files under a name that "
                           "is not UTF-8 (its bytes written \\xNN here); choose a UTF-8 name")
     if target == source or source in target.parents or target in source.parents:
