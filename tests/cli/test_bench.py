@@ -169,6 +169,9 @@ def test_a_configuration_above_the_measured_peak_is_said_to_overstate_the_utilis
     int8 = Row(name="onnx-int8", title="onnx int8", seconds=1.0, texts=10, padding_fraction=0.0, label_agreement=1.0,
                utilisation=1.14)  # integer matmuls pass the fp32 peak on a quiet host (VNNI): no note
     assert _peak_caveat([row("torch fp32", 0.4), int8], 5e10) == ""
+    bf16 = Row(name="torch-bf16", title="structsent torch bf16", seconds=1.0, texts=10, padding_fraction=0.0,
+               label_agreement=1.0, utilisation=1.99)  # AMX's bf16 matmuls too (199% on a quiet Sapphire Rapids)
+    assert _peak_caveat([row("torch fp32", 0.74), bf16], 4.47e11) == ""
 
 
 def test_a_stopped_bench_leaves_no_empty_output_directory(tmp_path):

@@ -398,15 +398,20 @@ def _peak_used(start_peak: float | None, end_peak: float | None) -> str:
 
 def _peak_caveat(rows: list, peak: float | None) -> str:
     """A line under the table when a configuration ran above the measured fp32 matmul peak, which
-    only a peak measured while the host was busy allows (its figures then overstate every row). Not for
-    int8 paths: their integer matmuls outrun the fp32 peak on a quiet host too (VNNI), and the note
-    called every default run's host busy."""
-    above = [r.title for r in rows if r.utilisation is not None and r.utilisation > 1 and "int8" not in r.name]
+    only a peak measured while the host was busy allows (its figures then overstate every row). For fp32
+    paths only: int8 and bf16 matmuls outrun the fp32 peak on a quiet host too (VNNI; AMX, which ran
+    the base shape's bf16 at 199% of it), and the note called every such run's host busy."""
+    above = [r.title for r in rows if r.utilisation is not None and r.utilisation > 1 and _fp32_path(r.name)]
     if not above or not peak:
         return ""
     return (f"\n\nnote: {', '.join(above)} ran above the fp32 matmul peak measured before and after the runs "
             f"({peak / 1e9:.0f} GFLOP/s): the host was busy while it was measured, so the utilisation column "
             "overstates every row; run bench on a quiet host for figures to compare")
+
+
+def _fp32_path(name: str) -> bool:
+    """Whether the configuration named ``name`` computes in fp32 (not torch-bf16, onnx-int8, torch-fp16...)."""
+    return not any(precision in name for precision in ("int8", "bf16", "fp16"))
 
 
 def _rows(chosen: list, timings: dict, shape, lengths: list[int], peak: float | None) -> list:
