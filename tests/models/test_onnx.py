@@ -211,6 +211,21 @@ def test_a_recorded_digest_that_is_no_file_is_refused_not_taken_for_no_digest(tm
         structsent.load(d)
 
 
+@pytest.mark.parametrize("labels", [None, {"0": "负面", "1": "中性", "2": "正面"}])
+def test_a_config_num_labels_other_than_the_graphs_blames_config_json(tmp_path, exported, labels):
+    """num_labels edited to 3 blamed id2label ("names 2 labels but the classifier has 3 outputs"),
+    though the graph gives 2 outputs and id2label named them; with 3 labels named, the warm-up
+    batch caught it after the load."""
+    d = copy_export(exported, tmp_path)
+    config = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    edited = {**config, "num_labels": 3, **({"id2label": labels} if labels else {})}
+    (d / "config.json").write_text(json.dumps(edited, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(structsent.ModelFormatError) as caught:
+        load_checkpoint(d)
+    assert str(caught.value) == (f"{d / 'config.json'}: num_labels is 3 but the graph model.onnx gives 2 outputs "
+                                 "per text; config.json belongs to another export")
+
+
 def test_a_config_hidden_size_other_than_the_graphs_blames_config_json(tmp_path, exported):
     d = copy_export(exported, tmp_path)
     config = json.loads((d / "config.json").read_text(encoding="utf-8"))

@@ -155,6 +155,7 @@ class GraphFacts:
     width: int | None = None  # its columns: the hidden size
     positions: int | None = None  # rows of the position table
     int8: bool | None = None  # whether it holds quantized operators
+    outputs: int | None = None  # the logits' width, where the graph states it: one per label
 
 
 def _check_config_fits_graph(shape, precision: str, model_file: Path, directory: Path) -> None:
@@ -175,6 +176,9 @@ def _check_config_fits_graph(shape, precision: str, model_file: Path, directory:
     if facts.positions is not None and shape.max_position_embeddings > facts.positions:
         raise ModelFormatError(f"{claimed} max_position_embeddings is {shape.max_position_embeddings} but the "
                                f"graph {model_file.name} holds {facts.positions} positions; {belongs}")
+    if facts.outputs is not None and shape.num_labels != facts.outputs:
+        raise ModelFormatError(f"{claimed} num_labels is {shape.num_labels} but the graph {model_file.name} gives "
+                               f"{facts.outputs} outputs per text; {belongs}")
     if facts.int8 is not None and facts.int8 != (precision == "int8"):
         held = "int8 operators" if facts.int8 else "no int8 operator"
         raise ModelFormatError(f"{claimed} {ONNX_CONFIG_KEY}.precision is {precision} but the graph "
@@ -200,7 +204,16 @@ def _graph_facts(model_file: Path) -> GraphFacts:
     words, positions = tables.get(GRAPH_WORD_EMBEDDINGS, ()), tables.get(GRAPH_POSITION_EMBEDDINGS, ())
     return GraphFacts(words=words[0] if words else None, width=words[1] if len(words) == 2 else None,
                       positions=positions[0] if positions else None,
-                      int8=any(node.op_type in INT8_OPERATORS for node in graph.node))
+                      int8=any(node.op_type in INT8_OPERATORS for node in graph.node),
+                      outputs=_logits_width(graph))
+
+
+def _logits_width(graph) -> int | None:
+    """The static width of the graph's one output (texts x labels), or None where it is not stated."""
+    if len(graph.output) != 1:
+        return None
+    dims = graph.output[0].type.tensor_type.shape.dim
+    return dims[1].dim_value or None if len(dims) == 2 and dims[1].HasField("dim_value") else None
 
 
 def _check_format_version(export: dict, directory: Path) -> None:
