@@ -448,3 +448,16 @@ def test_an_export_stopped_while_its_files_were_moved_in_leaves_its_mark_first(s
     monkeypatch.setattr(shutil_module, "move", move)
     assert export(source, out, "--overwrite") == 0, capsys.readouterr().err
     assert (out / "config.json").is_file()
+
+
+def test_engine_variables_an_export_does_not_read_are_named(source, tmp_path, capsys, monkeypatch):
+    """STRUCTSENT_PRECISION=int8 wrote an fp32 export without a word."""
+    monkeypatch.setenv("STRUCTSENT_PRECISION", "int8")
+    monkeypatch.setenv("STRUCTSENT_MAX_LENGTH", "64")
+    assert export(source, tmp_path / "out") == 0
+    err = capsys.readouterr().err.splitlines()
+    assert sorted(line for line in err if "is set, but export does not read it" in line) == [
+        f"structsent: warning: {name} is set, but export does not read it: its flags choose what is written "
+        "(--int8, --no-optimize)" for name in ("STRUCTSENT_MAX_LENGTH", "STRUCTSENT_PRECISION")]
+    assert json.loads((tmp_path / "out" / "config.json").read_text(encoding="utf-8"))["structsent_onnx"]["precision"] \
+        == "fp32"

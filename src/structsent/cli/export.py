@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.validate_n < 0:
         raise ConfigError("--validate-n must be at least 0")
+    _warn_of_engine_variables()
     options = ExportOptions(precision=Precision.INT8 if args.int8 else Precision.FP32, optimize=args.optimize)
     checkpoint = load_checkpoint(args.model)
     check_output_directory(args.output, checkpoint.directory, overwrite=args.overwrite)  # before the slow parts
@@ -70,6 +71,20 @@ def run(args: argparse.Namespace) -> int:
     if report.accuracy:
         print(one_line(report.accuracy.summary()))
     return 0
+
+
+def _warn_of_engine_variables() -> None:
+    """An engine setting's STRUCTSENT_* variable is not an export's setting: STRUCTSENT_PRECISION=int8
+    wrote an fp32 export without a word (its flags say what is written; the graph takes any length,
+    batch and thread count)."""
+    import os
+    import sys
+
+    from .engine_flags import unread_setting_variables
+
+    for variable in unread_setting_variables((), os.environ):
+        print(f"structsent: warning: {variable} is set, but export does not read it: its flags choose what is "
+              "written (--int8, --no-optimize)", file=sys.stderr)
 
 
 def _validation_texts(path: Path, limit: int) -> list[str]:
