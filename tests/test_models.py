@@ -63,7 +63,10 @@ def test_label_rules(tmp_path):
     {"label_mapping.json": {"负面": 1, "正面": 0}},
     {"configuration.json": {"framework": "pytorch", "model": {"type": "structbert", "label2id": {"负面": 1, "正面": 0}}}},
     {"configuration.json": {"framework": "pytorch", "model": {"type": "structbert", "id2label": {"0": "正面", "1": "负面"}}}},
-], ids=["label_mapping", "configuration_label2id", "configuration_id2label"])
+    {"configuration.json": {"model": {"type": "structbert"}, "preprocessor": {"label2id": {"负面": "1", "正面": "0"}}}},
+    {"configuration.json": {"model": {"type": "structbert"}, "preprocessor": {"id2label": {"0": "正面", "1": "负面"}}}},
+], ids=["label_mapping", "configuration_label2id", "configuration_id2label", "preprocessor_label2id",
+        "preprocessor_id2label"])
 def test_label_declarations_that_disagree_are_refused_not_one_chosen(tmp_path, modelscope_dirs, declared):
     """config.json said 0 = 负面, label_mapping.json 0 = 正面: the load took config.json's silently,
     where ModelScope's pipeline takes the mapping's, every label swapped for one of the two; and
@@ -82,6 +85,25 @@ def test_label_declarations_that_disagree_are_refused_not_one_chosen(tmp_path, m
     config.pop("id2label", None)
     (d / "config.json").write_text(json.dumps(config), encoding="utf-8")
     assert load_checkpoint(d).labels == ("正面", "负面")  # declared in one place only: that one
+
+
+def test_labels_declared_only_where_modelscope_reads_them_are_taken(tmp_path, modelscope_dirs):
+    """configuration.json's preprocessor.label2id (string ids too) and config.json's label2id alone
+    were never read: the StructBERT pair was put on a model that names its outputs the other way."""
+    d = copy_dir(modelscope_dirs["bert"], tmp_path / "m")
+    config = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    config.pop("id2label", None), config.pop("label2id", None)
+    (d / "config.json").write_text(json.dumps({**config, "label2id": {"正面": 0, "负面": 1}}), encoding="utf-8")
+    assert load_checkpoint(d).labels == ("正面", "负面")
+    (d / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    pipeline = {"model": {"type": "structbert", "label2id": {"LABEL_0": 0, "LABEL_1": 1}},  # numbers only: no names
+                "preprocessor": {"type": "sen-cls-tokenizer", "label2id": {"positive": "0", "negative": "1"}}}
+    (d / "configuration.json").write_text(json.dumps(pipeline), encoding="utf-8")
+    assert load_checkpoint(d).labels == ("positive", "negative")
+    (d / "label_mapping.json").write_text(json.dumps({"0": 0, "1": 1}), encoding="utf-8")  # labels named by digits
+    with pytest.raises(structsent.ModelFormatError, match=r"label_mapping.json names the outputs \['0', '1'\], "
+                                                          r"configuration.json's preprocessor.label2id"):
+        load_checkpoint(d)
 
 
 def test_two_tensors_that_name_the_same_weight_are_refused(tmp_path, hf_model_dir):

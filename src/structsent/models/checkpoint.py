@@ -428,15 +428,15 @@ def choose_labels(config: dict, num_labels: int, directory: Path, *, structbert:
         )
     id2label = config.get("id2label")
     numbered = _labels_by_id(id2label, num_labels, config_file, "id2label") if id2label else None
-    declarations = _declared_labels(directory, num_labels, numbered)
+    declarations = _declared_labels(directory, num_labels, config, numbered)
     if declarations:
         (source, labels), *others = declarations
         for other_source, other in others:
             if other != labels:
                 raise ModelFormatError(
                     f"{directory}: {source} names the outputs {list(labels)}, {other_source} {list(other)}; which "
-                    "names are meant cannot be told (transformers reads the first, ModelScope the second): make "
-                    "them agree"
+                    "names are meant cannot be told (transformers and ModelScope read these files in different "
+                    "orders): make them agree"
                 )
         return labels
     if num_labels == 2 and structbert:
@@ -444,26 +444,33 @@ def choose_labels(config: dict, num_labels: int, directory: Path, *, structbert:
     return numbered or tuple(f"LABEL_{i}" for i in range(num_labels))
 
 
-def _declared_labels(directory: Path, num_labels: int,
+def _declared_labels(directory: Path, num_labels: int, config: dict,
                      numbered: tuple[str, ...] | None) -> list[tuple[str, tuple[str, ...]]]:
-    """(where, labels) of every file that names the outputs: config.json's id2label (``numbered``)
-    unless it only numbers them, label_mapping.json, configuration.json's model.label2id and
-    model.id2label."""
+    """(where, labels) of every file that names the outputs, each read as the library that reads it
+    reads it: config.json's id2label (``numbered``; its label2id where it has no id2label),
+    label_mapping.json, configuration.json's model. and preprocessor. label2id and id2label.
+    A declaration that only numbers the outputs (LABEL_0, LABEL_1) names nothing."""
     declarations = []
-    if numbered and not all(_GENERIC_LABEL.match(label) for label in numbered):
+    if numbered:
         declarations.append(("config.json's id2label", numbered))
+    elif config.get("label2id"):
+        declarations.append(("config.json's label2id", _labels_from_mapping(config["label2id"], num_labels,
+                                                                            directory / "config.json", "label2id")))
     mapping_file = directory / "label_mapping.json"
     if model_file_present(mapping_file):
         declarations.append(("label_mapping.json", _labels_from_mapping(read_json(mapping_file), num_labels,
                                                                         mapping_file)))
     pipeline_file = directory / "configuration.json"
-    pipeline_model = read_json(pipeline_file).get("model") if model_file_present(pipeline_file) else None
-    for field in ("label2id", "id2label"):
-        given = pipeline_model.get(field) if isinstance(pipeline_model, dict) else None
-        if given:
-            where = f"configuration.json's model.{field}"
-            declarations.append((where, _labels_from_mapping(given, num_labels, pipeline_file, field=f"model.{field}")))
-    return declarations
+    pipeline = read_json(pipeline_file) if model_file_present(pipeline_file) else {}
+    for section in ("model", "preprocessor"):
+        for field in ("label2id", "id2label"):
+            given = pipeline.get(section, {}).get(field) if isinstance(pipeline.get(section), dict) else None
+            if given:
+                name = f"{section}.{field}"
+                declarations.append((f"configuration.json's {name}",
+                                     _labels_from_mapping(given, num_labels, pipeline_file, name)))
+    return [(where, labels) for where, labels in declarations
+            if not all(_GENERIC_LABEL.match(label) for label in labels)]
 
 
 def _labels_by_id(id_map: object, num_labels: int, source: Path, field: str) -> tuple[str, ...]:
@@ -518,6 +525,16 @@ def _unprintable(name: str) -> str | None:
     return f"holds {kind} (U+{ord(odd):04X})"
 
 
+def _maps_labels_to_ids(mapping: dict) -> bool:
+    """Whether ``mapping`` is {label: id}: its values are ids (JSON numbers, or strings of digits
+    where its keys are not: {"negative": "0"}), not names."""
+    ids = [_label_id(value) for value in mapping.values()]
+    if any(label_id is None for label_id in ids):
+        return False
+    numbers = all(isinstance(value, int) and not isinstance(value, bool) for value in mapping.values())
+    return numbers or not all(_label_id(key) is not None for key in mapping)
+
+
 def _label_id(key: object) -> int | None:
     if isinstance(key, int) and not isinstance(key, bool):
         return key
@@ -528,10 +545,10 @@ def _label_id(key: object) -> int | None:
 
 def _labels_from_mapping(mapping: object, num_labels: int, source: Path,
                          field: str = "the label mapping") -> tuple[str, ...]:
-    # ModelScope writes {"label": id}; some exports write {"id": "label"}.
-    if isinstance(mapping, dict) and mapping and \
-            all(isinstance(v, int) and not isinstance(v, bool) for v in mapping.values()):
-        if len(set(mapping.values())) != len(mapping):
+    # ModelScope writes {"label": id} (its ids may be strings of digits); some exports write {"id": "label"}.
+    if isinstance(mapping, dict) and mapping and _maps_labels_to_ids(mapping):
+        ids = [_label_id(v) for v in mapping.values()]
+        if len(set(ids)) != len(mapping):
             raise ModelFormatError(f"{source}: two labels share one id in {field}: {mapping}")
-        mapping = {v: k for k, v in mapping.items()}
+        mapping = {label_id: k for k, label_id in zip(mapping, ids)}
     return _labels_by_id(mapping, num_labels, source, field)
