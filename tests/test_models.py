@@ -106,6 +106,18 @@ def test_labels_declared_only_where_modelscope_reads_them_are_taken(tmp_path, mo
         load_checkpoint(d)
 
 
+def test_a_checkpoint_under_a_name_that_is_not_utf8_loads(tmp_path, hf_model_dir, clf):
+    """safetensors takes paths as UTF-8 text: a directory named b"model\\xff" was refused as corrupt
+    weights ("download it again")."""
+    import os
+
+    d = copy_dir(hf_model_dir, os.fsdecode(os.fsencode(tmp_path) + b"/model\xff"))
+    texts = ["好吃", "太差了"]
+    assert [r.scores for r in structsent.load(d, backend="torch")(texts)] == \
+        [r.scores for r in structsent.load(hf_model_dir, backend="torch")(texts)]
+    assert [r.scores for r in structsent.load(d)(texts)] == [r.scores for r in clf(texts)]
+
+
 def test_two_tensors_that_name_the_same_weight_are_refused(tmp_path, hf_model_dir):
     """module.classifier.bias beside classifier.bias (or LayerNorm.gamma beside .weight): the one read
     last replaced the other without a word, and every text flipped to 负面."""

@@ -172,9 +172,7 @@ def read_weights(files: list[Path]) -> dict:
         part: object
         try:
             if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                part = load_file(str(path))
+                part = _safetensors(path)
             else:
                 with warnings.catch_warnings():  # torch's advice on a plain pickle's protocol ("file an issue"):
                     warnings.simplefilter("ignore", UserWarning)  # the error below says what the file is
@@ -202,6 +200,14 @@ def read_weights(files: list[Path]) -> dict:
             if isinstance(value, torch.Tensor):
                 tensors[key] = value.float() if value.is_floating_point() else value
     return tensors
+
+
+def _safetensors(path: Path) -> dict:
+    """A safetensors file's tensors; from its bytes where its path is not UTF-8 text (safetensors takes
+    paths as UTF-8: "not valid UTF-8", and the load said the file was corrupt)."""
+    from safetensors.torch import load, load_file
+
+    return load_file(str(path)) if is_utf8_text(str(path)) else load(path.read_bytes())
 
 
 def _refuse_a_plain_pickle(path: Path, err: BaseException) -> None:
