@@ -183,8 +183,15 @@ class _SaidAsTheCommandsWarnings(logging.Handler):
         except Exception:  # a record whose arguments do not fit its format: logging's own report
             self.handleError(record)
             return
-        kind = "" if getattr(record, "notice", False) else "warning: "  # (a notice: the ONNX export's record)
-        print(f"structsent: {kind}{_one_line(message)}", file=sys.stderr)
+        print(f"structsent: {_kind_of(record)}{_one_line(message)}", file=sys.stderr)
+
+
+def _kind_of(record: logging.LogRecord) -> str:
+    """What the line says the record is: a notice (the ONNX export's record) says nothing, an error is
+    an error, the rest are warnings."""
+    if getattr(record, "notice", False):
+        return ""
+    return "error: " if record.levelno >= logging.ERROR else "warning: "
 
 
 @contextlib.contextmanager
@@ -198,10 +205,13 @@ def library_warnings_said_as_ours(command: str) -> Iterator[None]:
     logger = logging.getLogger("structsent")
     handler = _SaidAsTheCommandsWarnings(logging.WARNING)
     logger.addHandler(handler)
+    # Said once: a caller's own logging configuration (the root's handlers) printed the record again.
+    propagated, logger.propagate = logger.propagate, False
     try:
         yield
     finally:
         logger.removeHandler(handler)
+        logger.propagate = propagated
 
 
 def main(argv: list[str] | None = None) -> int:
