@@ -96,8 +96,13 @@ def test_a_file_that_lost_a_probability_column_is_refused_not_read_as_a_model_of
     labels" (1/1) and every 正面 row "a label with no prob_ column", exit 0."""
     path = tmp_path / "edited.csv"
     path.write_text("text,label,score,prob_负面,error\n好,正面,0.9,0.1,\n坏,负面,0.8,0.8,\n", encoding="utf-8")
-    with pytest.raises(BadInputError, match=r"^.*edited.csv: one probability column \('prob_负面'\), where `structsent "
-                                            r"label` writes one for each of the model's labels \(two at least\)"):
+    with pytest.raises(BadInputError, match=r"^.*edited.csv: one probability column \('prob_负面'\) after the score, "
+                                            r"where `structsent label` writes one for each of the model's labels \(two "
+                                            r"at least\): the file lost a prob_ column$"):
+        open_labelled(str(path))
+    path.write_text("text,label,score,prob_负面,error,prob_正面\n好,正面,0.9,0.1,,0.9\n", encoding="utf-8")
+    with pytest.raises(BadInputError, match=r"one probability column \('prob_负面'\) after the score, .*: the other "
+                                            r"prob_ columns \('prob_正面'\) are not beside it, where the job writes them$"):
         open_labelled(str(path))
 
 

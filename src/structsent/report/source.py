@@ -84,9 +84,12 @@ def find_label_columns(columns: list[str], name: str, prefix: str | None = None)
             f"(pass --prefix if it was labelled with one)"
         )
     if len(probs) < 2:  # every model has two labels at least, and the job writes one column for each
+        elsewhere = [c for c in columns if c.startswith(f"{prefix}prob_") and c not in probs]
+        what = (f"the other {prefix}prob_ columns ({', '.join(map(repr, elsewhere))}) are not beside it, where the job "
+                "writes them" if elsewhere else f"the file lost a {prefix}prob_ column")
         raise BadInputError(
-            f"{name}: one probability column ({probs[0]!r}), where `structsent label` writes one for each of the "
-            f"model's labels (two at least): the file lost a {prefix}prob_ column"
+            f"{name}: one probability column ({probs[0]!r}) after the score, where `structsent label` writes one for "
+            f"each of the model's labels (two at least): {what}"
         )
     added = set(needed) | set(probs)
     return LabelColumns(
