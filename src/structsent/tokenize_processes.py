@@ -179,6 +179,14 @@ class TokenizerProcesses:
         with contextlib.suppress(AttributeError, OSError):
             queue._writer.close()  # type: ignore[union-attr]
 
+    def end_now(self) -> None:
+        """Kill the workers (SIGKILL: the one signal a stopped or hung process cannot hold up) and
+        drop the chunks not yet begun; results still awaited fail as from a worker that died."""
+        for process in list((getattr(self._pool, "_processes", None) or {}).values()):
+            with contextlib.suppress(OSError, ValueError):
+                process.kill()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
     def close(self) -> None:
         try:
             self._pool.shutdown(wait=True, cancel_futures=True)

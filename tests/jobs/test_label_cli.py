@@ -1,5 +1,6 @@
 """`structsent label` through the real command line: formats, crash and resume, bad input, pipes."""
 
+import contextlib
 import csv
 import gc
 import html
@@ -1070,3 +1071,45 @@ def ctrl_c_in_chunk(monkeypatch, number: int) -> list[int]:
 
     monkeypatch.setattr(LabelJob, "_label_chunk", interrupted)
     return calls
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stopped_tokenizer_process_does_not_keep_a_job_stopped_at_once(tmp_path, hf_model_dir, reviews_file, signum,
+                                                                          code):
+    """A worker that answers nothing (SIGSTOP, a hang): the first signal waits for a chunk that never
+    comes, the second must end the job (it printed its line, then hung joining the worker, and a third
+    Ctrl-C gave a traceback of concurrent.futures' exit handler)."""
+    source = tmp_path / "in.csv"
+    texts = reviews_file.read_text(encoding="utf-8").splitlines()
+    with open(source, "w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows([["n", "text"], *[[i, t] for i, t in enumerate(texts)]])
+    common = ["label", source, "--chunk-rows", "64", *model_args(hf_model_dir)]
+    out = tmp_path / "out.csv"
+    proc = _start([*common, "-o", out, "--tokenizer-processes", "1"])
+    _wait_for_rows(tmp_path / "out.csv.manifest.json", 128, proc)
+    workers = children_of(proc.pid, running="spawn_main")
+    assert workers and proc.poll() is None, "the job finished before its worker could be stopped"
+    try:
+        os.kill(workers[0], signal.SIGSTOP)
+        time.sleep(0.5)  # the job now waits for that worker's chunk
+        proc.send_signal(signum)
+        time.sleep(0.5)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+    message = err.decode()
+    assert proc.returncode == code and "Traceback" not in message, message
+    assert "--resume" in message.strip().splitlines()[-1], message
+    deadline = time.time() + 20
+    while time.time() < deadline and any(map(is_running, workers)):
+        time.sleep(0.1)
+    assert not any(map(is_running, workers)), "the stopped tokenizer process outlived the job"
+    run_cli(*common, "-o", out, "--resume", "--tokenizer-processes", "1")
+    rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
+    assert [int(r["n"]) for r in rows] == list(range(len(texts)))  # none lost, none duplicated, in order

@@ -242,6 +242,7 @@ class LabelJob:
         self.cache = ResultCache(spec.cache_size, self.labels)
         self.files = output_files(spec)
         self._reader_in_use = False  # True: the reading thread was still inside the reader when the job stopped
+        self._tokenizer_pool: TokenizerProcesses | None = None  # while tokenizer processes run
         # True while the input is opened (in the caller's thread): a stop then cannot wait for a chunk
         # boundary, and a caller that handles signals stops at once (nothing is committed yet).
         self.opening_input = False
@@ -413,6 +414,9 @@ class LabelJob:
                 if self.stop.is_set():  # (a stop asked during the last chunk: the job is complete)
                     summary.interrupted = not prefetch.at_end()
                     break
+        except KeyboardInterrupt:  # stopped at once: a tokenizer process that answers nothing must not hold it
+            self._end_tokenizer_processes()
+            raise
         finally:
             self._reader_in_use = not prefetch.close()
             writer.close()
@@ -433,23 +437,38 @@ class LabelJob:
             return
         with TokenizerProcesses(self.classifier.tokenizer, self.classifier.encoding_options(),
                                 processes=processes) as pool:
-            in_flight: collections.deque = collections.deque()
-            chunks = self._read_chunks(reader)
-            while True:
-                try:
-                    read = next(chunks, None)
-                except Exception:  # a read error: the chunks read before it are labelled first, as in-process
-                    while in_flight:
-                        yield _with_encoding(pool, *in_flight.popleft())
-                    raise
-                if read is None:
-                    break
-                indices = read.uncached(self.cache)
-                in_flight.append((read, indices, pool.submit([read.unique_texts[i] for i in indices])))
-                if len(in_flight) > processes:  # every worker busy, and one chunk waiting
+            self._tokenizer_pool = pool
+            try:
+                yield from self._encoded_in(pool, reader, processes)
+            finally:
+                self._tokenizer_pool = None
+
+    def _encoded_in(self, pool: TokenizerProcesses, reader: RowReader, processes: int) -> Iterator[PreparedChunk]:
+        """Chunks tokenized in ``pool``, in order, with every worker busy and one chunk waiting."""
+        in_flight: collections.deque = collections.deque()
+        chunks = self._read_chunks(reader)
+        while True:
+            try:
+                read = next(chunks, None)
+            except Exception:  # a read error: the chunks read before it are labelled first, as in-process
+                while in_flight:
                     yield _with_encoding(pool, *in_flight.popleft())
-            while in_flight:
+                raise
+            if read is None:
+                break
+            indices = read.uncached(self.cache)
+            in_flight.append((read, indices, pool.submit([read.unique_texts[i] for i in indices])))
+            if len(in_flight) > processes:  # every worker busy, and one chunk waiting
                 yield _with_encoding(pool, *in_flight.popleft())
+        while in_flight:
+            yield _with_encoding(pool, *in_flight.popleft())
+
+    def _end_tokenizer_processes(self) -> None:
+        """End the tokenizer processes now, not after their chunks: one stopped (SIGSTOP) or hung
+        would otherwise keep the job, which joins its workers as it exits, for ever."""
+        pool = self._tokenizer_pool
+        if pool is not None:
+            pool.end_now()
 
     def _read_chunks(self, reader: RowReader) -> Iterator[PreparedChunk]:
         """Chunks as read: rows, position and digest after them, unique texts and cache keys."""
