@@ -154,6 +154,11 @@ def test_a_refused_resume_names_the_settings_changed_not_those_they_imply():
     assert changed_settings(windows, {**windows, "max_length": 256, "window_stride": 127}) == \
         "--max-length was 512, now 256"
     assert changed_settings(None, fp32) is None
+    # options as the command line names them: the input's format is --format; an option not given is said so
+    options = {"input_format": "csv", "id_column": None, "on_bad_row": "error"}
+    assert changed_settings(options, {**options, "input_format": "tsv", "id_column": "n"}) == \
+        "--format was 'csv', now 'tsv'; --id-column was not given, now 'n'"
+
 
 
 def test_the_model_fingerprint_reads_only_the_files_a_load_reads(hf_model_dir, tmp_path):

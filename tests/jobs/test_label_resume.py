@@ -50,7 +50,7 @@ def test_a_column_named_none_is_not_taken_for_no_id_column(tmp_path, clf):
     source, output = tmp_path / "in.csv", tmp_path / "out.csv"
     write_reviews(source, header=("None", "text"))
     first_chunk_only(clf, source, output)
-    with pytest.raises(BadInputError, match=r"--id-column was None, now 'None'"):
+    with pytest.raises(BadInputError, match=r"--id-column was not given, now 'None'"):
         LabelJob(spec(source, output, id_column="None", resume=True), clf).run()
 
 

@@ -182,7 +182,7 @@ def changed_settings(saved: dict | None, fresh: dict) -> str | None:
     if saved is None:
         return None
     differ = [name for name in dict.fromkeys([*saved, *fresh]) if saved.get(name) != fresh.get(name)]
-    changed = [f"{_setting(name)} was {saved.get(name)!r}, now {fresh.get(name)!r}" for name in differ
+    changed = [f"{_setting(name)} was {_value(saved.get(name))}, now {_value(fresh.get(name))}" for name in differ
                if not set(_SET_BY.get(name, ())) & set(differ)]
     return "; ".join(changed) or None
 
@@ -197,7 +197,12 @@ def _setting(name: str) -> str:
     return _NOT_FLAGS.get(name) or "--" + name.replace("_", "-")
 
 
-_NOT_FLAGS = {"int8_recipe": "the int8 recipe (another structsent version)", "labels": "the model's labels"}
+def _value(value: object) -> str:
+    return "not given" if value is None else repr(value)
+
+
+_NOT_FLAGS = {"int8_recipe": "the int8 recipe (another structsent version)", "labels": "the model's labels",
+              "input_format": "--format"}  # (the library's name for the input's format)
 
 
 class InputLedger:
