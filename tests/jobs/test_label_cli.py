@@ -198,6 +198,18 @@ def test_id_column_missing_from_a_jsonl_row_is_an_error_or_a_flagged_row(tmp_pat
     assert "row 2 has no id column 'id'" in flagged[1]["error"]
 
 
+def test_a_line_that_is_not_json_keeps_the_id_column_of_every_row(tmp_path, hf_model_dir):
+    """With --id-column every output row has the same fields: a flagged line of bad JSON had no "id"
+    (CSV output gave it an empty cell)."""
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": 1, "text": "好评"}\n{bad json\n{"id": 3, "text": "差评"}\n', encoding="utf-8")
+    rows = read_jsonl_bytes(run_cli("label", source, "--id-column", "id", "--on-bad-row", "flag",
+                                    *model_args(hf_model_dir)).stdout)
+    assert [list(r) for r in rows] == [["id", "label", "score", "prob_负面", "prob_正面", "error"]] * 3
+    assert [r["id"] for r in rows] == [1, None, 3] and "line 2: invalid JSON" in rows[1]["error"]
+    assert [r["label"] is None for r in rows] == [False, True, False]
+
+
 def test_a_json_lines_nan_is_refused_or_flagged_never_written_back_as_null(tmp_path, hf_model_dir):
     source = tmp_path / "in.jsonl"
     source.write_text('{"id": 1, "text": "好评"}\n{"id": 2, "text": "差评", "price": NaN}\n{"id": 3, "text": "好"}\n',

@@ -559,8 +559,8 @@ class LabelJob:
             return row
         if self.spec.input_format is Format.TXT:
             values = {id_column: row.number}
-        elif row.values is None:
-            values = None
+        elif row.values is None:  # a line that could not be read (bad JSON): flagged, its id unknown
+            values = {id_column: None}
         elif id_column in row.values:
             values = {id_column: row.values[id_column]}
         else:
