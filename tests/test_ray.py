@@ -1344,13 +1344,16 @@ def test_csv_and_parquet_files_the_local_engine_reads_pass_the_column_checks(tmp
     (tmp_path / "csv").mkdir()
     (tmp_path / "csv" / "a.csv").write_text("id,text\n1,好吃\n", encoding="utf-8")
     (tmp_path / "csv" / "b.csv").write_text("text,stars\n难吃,1\n", encoding="utf-8")
-    check_input_columns(resolve_input(str(tmp_path / "csv")), "text")
+    assert check_input_columns(resolve_input(str(tmp_path / "csv")), "text") == "text"
     (tmp_path / "one").mkdir()
     (tmp_path / "one" / "a.csv").write_text("id;text\n01;很好\n", encoding="utf-8")  # one column so named
-    check_input_columns(resolve_input(str(tmp_path / "one")), "id;text")
-    check_input_columns(resolve_input(str(tmp_path / "one" / "a.csv")), "id;text")
+    assert check_input_columns(resolve_input(str(tmp_path / "one")), "id;text") == "id;text"
+    assert check_input_columns(resolve_input(str(tmp_path / "one" / "a.csv")), "id;text") == "id;text"
+    # a file of one column: its texts are in it, whatever its name (the job says line 1 is read as that name)
+    (tmp_path / "bare.csv").write_text("这家店很好吃\n太难吃了\n", encoding="utf-8")
+    assert check_input_columns(resolve_input(str(tmp_path / "bare.csv")), "text") == "这家店很好吃"
     pq.write_table(pa.table({"id": ["1"], "text": ["好吃"]}), tmp_path / "good.parquet")
-    check_input_columns(resolve_input(str(tmp_path / "good.parquet")), "text")
+    assert check_input_columns(resolve_input(str(tmp_path / "good.parquet")), "text") is None
 
 
 def test_a_parquet_column_named_twice_is_refused_before_ray_starts(tmp_path):

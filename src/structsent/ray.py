@@ -30,7 +30,7 @@ from .config import EngineConfig, check_option_names
 from .errors import BadInputError, ConfigError, OutputWriteError, StructsentError, require
 from .io.formats import Format, detect_format, suffixes_of
 from .io.lock import DirectoryLock, OutputLock
-from .io.readers import check_unique_columns, resolve_text_column, text_of_binary
+from .io.readers import check_unique_columns, only_column_notice, resolve_text_column, text_of_binary
 from .io.sniff import check_header
 from .io.writers import added_columns, cell_or_null, check_no_collision, prediction_types, prediction_values
 from .pipeline import freeze_startup_objects
@@ -606,19 +606,20 @@ def _csv_header(path: str) -> list[str]:
         return next(csv.reader(handle), [])
 
 
-def check_input_columns(source: "InputFiles", text_column: str) -> None:
+def check_input_columns(source: "InputFiles", text_column: str) -> str | None:
     """The columns of local CSV and Parquet files checked before Ray starts, as the local engine
     checks each file: a CSV header read with the wrong delimiter (one column holding semicolons or
     tabs, Excel's ``sep=;`` line) had every line labelled as one text, exit 0; a file without the
     text column had every row flagged "missing text (None)", exit 0; a Parquet column named twice
     failed inside Ray ("the Ray job failed: ArrowInvalid ...", exit 1). Every file must give its
-    texts in the same column. JSON Lines lines are checked as they are read (``json_lines_table``)."""
+    texts in the same column. JSON Lines lines are checked as they are read (``json_lines_table``).
+    The CSV files' text column is returned (None for other formats)."""
     if source.format is Format.PARQUET:
         for path in source.files:
             _check_parquet_columns(path)
-        return
+        return None
     if source.format is not Format.CSV:
-        return
+        return None
     first: tuple[str, str] | None = None  # (file, its text column)
     for path in source.files:
         header = _csv_header(path)
@@ -635,6 +636,7 @@ def check_input_columns(source: "InputFiles", text_column: str) -> None:
             raise BadInputError(f"{path}: its texts are in column {held(column)}, {first[0]}'s in {held(first[1])}; "
                                 "pass --text-column NAME, a column every file has")
         first = first or (path, column)
+    return first[1] if first is not None else None
 
 
 def _check_parquet_columns(path: str) -> None:
@@ -795,7 +797,9 @@ def output_directory_lock(output: str) -> contextlib.AbstractContextManager:
 
 def _run_locked_label_job(spec: "RayLabelSpec", source: "InputFiles", output_format: Format) -> None:
     output = check_output_directory(spec.output, overwrite=spec.overwrite)  # under the lock: no other job writes it
-    check_input_columns(source, spec.text_column)
+    column = check_input_columns(source, spec.text_column)
+    if column is not None and column != spec.text_column:
+        print(f"structsent: {only_column_notice(column)}", file=sys.stderr)
     if not (spec.ray_address or "").startswith("ray://"):  # through Ray Client the model may live only on the cluster
         check_model_here(spec.model)
     started = time.perf_counter()

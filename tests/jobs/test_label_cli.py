@@ -1125,3 +1125,24 @@ def test_a_stopped_tokenizer_process_does_not_keep_a_job_stopped_at_once(tmp_pat
     run_cli(*common, "-o", out, "--resume", "--tokenizer-processes", "1")
     rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
     assert [int(r["n"]) for r in rows] == list(range(len(texts)))  # none lost, none duplicated, in order
+
+
+@pytest.mark.parametrize("suffix, delimiter", [("csv", ","), ("tsv", "\t")])
+def test_a_file_of_one_column_says_its_line_1_is_read_as_the_column_s_name(tmp_path, hf_model_dir, suffix, delimiter):
+    """A .csv of bare reviews (no header line) had its first review taken for the column's name and
+    left unlabelled without a word; --format txt labels every line."""
+    source = tmp_path / f"in.{suffix}"
+    source.write_text("这家店很好吃，下次还来\n太难吃了\n一般般\n", encoding="utf-8")
+    proc = run_cli("label", source, "-o", tmp_path / f"out.{suffix}", *model_args(hf_model_dir))
+    said = [line for line in proc.stderr.decode().splitlines() if "only column" in line]
+    assert said == ["structsent: labelling the only column, '这家店很好吃，下次还来': line 1 is read as its name "
+                    "(a file of texts without a header line: label it with --format txt)"]
+    rows = (tmp_path / f"out.{suffix}").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 3 and rows[0].startswith(f"这家店很好吃，下次还来{delimiter}label")
+    texts = read_jsonl_bytes(run_cli("label", source, "--format", "txt", *model_args(hf_model_dir)).stdout)
+    assert [r["text"] for r in texts] == ["这家店很好吃，下次还来", "太难吃了", "一般般"]
+    # a file whose column is named as --text-column (or a resumed job) says nothing of it
+    named = tmp_path / f"named.{suffix}"
+    named.write_text("text\n好\n", encoding="utf-8")
+    assert b"only column" not in run_cli("label", named, "-o", tmp_path / f"named.out.{suffix}",
+                                         *model_args(hf_model_dir)).stderr

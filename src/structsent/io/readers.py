@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
 
 from ..errors import BadInputError, InputChangedError
+from ..lines import one_line
 from .formats import Format
 from .sniff import HEAD_BYTES, check_header, check_not_utf16
 
@@ -954,6 +955,15 @@ def resolve_text_column(columns: list[str], requested: str, name: str) -> str:
     raise BadInputError(
         f"{name}: no column {requested!r}; columns are: {', '.join(map(repr, columns))}. Pass --text-column NAME"
     )
+
+
+def only_column_notice(column: str) -> str:
+    """What a job says where a CSV or TSV file's only column, not named as --text-column, is labelled:
+    its line 1 is read as the column's name, and a file of bare reviews has no such line."""
+    name = one_line(column)
+    name = name if len(name) <= 40 else name[:40] + "..."
+    return (f"labelling the only column, {name!r}: line 1 is read as its name (a file of texts without a "
+            "header line: label it with --format txt)")
 
 
 def open_reader(path: str, fmt: Format, *, text_column: str, on_bad_row: str, position: int = 0,

@@ -40,7 +40,7 @@ from ..io.manifest import (
     same_input,
 )
 from ..io.paths import check_output_is_a_file, check_work_path, mode_of, read_only_once
-from ..io.readers import InputRow, RowReader, first_json_fields, open_reader
+from ..io.readers import InputRow, RowReader, first_json_fields, only_column_notice, open_reader
 from ..io.writers import ChunkEncoder, merge_parquet_parts, write_parquet_part
 from ..pipeline import BackgroundWorker, Prefetch, quick_gil_handoff
 from ..results import LabelResult, to_result
@@ -364,6 +364,7 @@ class LabelJob:
         finally:
             self.opening_input = False
         summary.text_column = reader.text_column
+        self._say_the_only_column(reader, manifest)
         self._reader_in_use = False
         started = time.perf_counter()
         try:
@@ -540,6 +541,14 @@ class LabelJob:
         self._check_id_column_in(columns)
         return [self.spec.id_column]
 
+    def _say_the_only_column(self, reader: RowReader, manifest: Manifest) -> None:
+        """A CSV or TSV file of one column not named as --text-column is labelled whole, its line 1 read
+        as the column's name: said, since a file of bare reviews has no such line (its first review
+        went unlabelled without a word)."""
+        if self.spec.input_format in (Format.CSV, Format.TSV) and reader.text_column != self.spec.text_column \
+                and not manifest.rows_done:
+            self.notify(only_column_notice(reader.text_column))
+
     def _check_id_column(self, reader: RowReader) -> None:
         """An --id-column a header lacks is refused at once (each row was refused in turn, the
         first with advice to pass --on-bad-row flag, which then refused the header)."""
@@ -557,6 +566,7 @@ class LabelJob:
         id_column = self.spec.id_column
         if id_column is None:
             return row
+        values: dict
         if self.spec.input_format is Format.TXT:
             values = {id_column: row.number}
         elif row.values is None:  # a line that could not be read (bad JSON): flagged, its id unknown
