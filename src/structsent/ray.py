@@ -32,7 +32,7 @@ from .io.formats import Format, detect_format, suffixes_of
 from .io.lock import DirectoryLock, OutputLock
 from .io.readers import check_unique_columns, only_column_notice, resolve_text_column, text_of_binary
 from .io.sniff import check_header
-from .io.writers import added_columns, cell_or_null, check_no_collision, prediction_types, prediction_values
+from .io.writers import added_columns, cell_or_null, check_no_collision, check_prefix, prediction_types, prediction_values
 from .pipeline import freeze_startup_objects
 from .results import LabelResult
 from .staging import take_mode_and_group
@@ -272,6 +272,7 @@ def _check_columns(ds: "ray.data.Dataset", text_column: str, keep_columns: Seque
 
     The ``prob_<label>`` names need the model's labels, so only the actors can check those.
     """
+    check_prefix(prefix)
     try:
         schema = ds.schema(fetch_if_missing=False)  # never runs the pipeline just to check a name
     except (TypeError, ValueError):  # pyarrow's: blocks whose types differ (a number among the texts)
@@ -766,6 +767,7 @@ def run_label_job(spec: RayLabelSpec) -> None:
     """`structsent label --engine ray`: read, label on a pool of actors, write."""
     if spec.batch_rows < 1:
         raise BadInputError("--chunk-rows must be at least 1")
+    check_prefix(spec.prefix)
     source = resolve_input(spec.input, spec.input_format)
     output_format = _ray_output_format(spec.output_format)
     check_output_apart_from_input(source, spec.output)

@@ -1146,3 +1146,15 @@ def test_a_file_of_one_column_says_its_line_1_is_read_as_the_column_s_name(tmp_p
     named.write_text("text\n好\n", encoding="utf-8")
     assert b"only column" not in run_cli("label", named, "-o", tmp_path / f"named.out.{suffix}",
                                          *model_args(hf_model_dir)).stderr
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_a_prefix_holding_a_control_character_is_refused_before_any_work(tmp_path, hf_model_dir, reviews_file, engine):
+    """--prefix $'a\\nb' wrote a CSV header split over two lines."""
+    out = tmp_path / "out.csv"
+    proc = run_cli("label", reviews_file, "-o", out, "--prefix", "a\nb", "--engine", engine, *model_args(hf_model_dir),
+                   check=False)
+    assert proc.returncode == 2 and proc.stderr.decode().strip().splitlines() == [
+        "structsent: error: --prefix 'a\\nb' holds a control character; the added columns' names must print on one "
+        "line (e.g. --prefix pred_)"]
+    assert not out.exists()

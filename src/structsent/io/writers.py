@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInputError
+from ..lines import has_control_characters, one_line
 from ..results import LabelResult
 from .formats import Format
 from .readers import InputRow, arrow_children
@@ -26,6 +27,14 @@ _FORMAT_NAMES = {Format.CSV: "CSV", Format.TSV: "TSV", Format.PARQUET: "Parquet"
 
 def added_columns(labels: Sequence[str], prefix: str = "") -> list[str]:
     return [f"{prefix}label", f"{prefix}score", *(f"{prefix}prob_{label}" for label in labels), f"{prefix}error"]
+
+
+def check_prefix(prefix: str) -> None:
+    """The prefix of the added columns prints on one line: a line break or another control character in
+    it split the CSV header's line and every summary that names the columns."""
+    if has_control_characters(prefix):
+        raise BadInputError(f"--prefix '{one_line(prefix)}' holds a control character; the added columns' names "
+                            "must print on one line (e.g. --prefix pred_)")
 
 
 def check_no_collision(input_columns: Sequence[str], extra: Sequence[str], prefix: str) -> None:

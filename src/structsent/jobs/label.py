@@ -41,7 +41,7 @@ from ..io.manifest import (
 )
 from ..io.paths import check_output_is_a_file, check_work_path, mode_of, read_only_once
 from ..io.readers import InputRow, RowReader, first_json_fields, only_column_notice, open_reader
-from ..io.writers import ChunkEncoder, merge_parquet_parts, write_parquet_part
+from ..io.writers import ChunkEncoder, check_prefix, merge_parquet_parts, write_parquet_part
 from ..pipeline import BackgroundWorker, Prefetch, quick_gil_handoff
 from ..results import LabelResult, to_result
 from ..tokenize_processes import TokenizerProcesses
@@ -77,6 +77,7 @@ class LabelJobSpec:
             raise BadInputError("-o: an empty path; name an output file, or - for standard output")
         if not self.text_column:  # JSON Lines took an empty name for "no text column" and flagged every row
             raise BadInputError("--text-column is empty: name the column that holds the text")
+        check_prefix(self.prefix)
 
     def options(self) -> dict:
         """The settings a resumed job must share with the one it continues."""
