@@ -379,6 +379,12 @@ def _wait_for_rows(manifest, at_least, proc, timeout=60):
         time.sleep(0.01)
 
 
+def write_numbered_csv(path, texts) -> None:
+    """A CSV file of columns n (the row's number from 0) and text."""
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows([["n", "text"], *[[i, t] for i, t in enumerate(texts)]])
+
+
 def _start(args):
     return subprocess.Popen([PYTHON, "-m", "structsent", *map(str, args)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -390,8 +396,7 @@ def test_sigkill_at_several_points_then_resume_is_identical(tmp_path, hf_model_d
     source = tmp_path / f"in.{suffix}"
     texts = reviews_file.read_text(encoding="utf-8").splitlines()
     if suffix == "csv":
-        with open(source, "w", encoding="utf-8", newline="") as handle:
-            csv.writer(handle).writerows([["n", "text"], *[[i, t] for i, t in enumerate(texts)]])
+        write_numbered_csv(source, texts)
     elif suffix == "jsonl":
         source.write_text("".join(json.dumps({"n": i, "text": t}, ensure_ascii=False) + "\n" for i, t in enumerate(texts)))
     else:
@@ -731,10 +736,8 @@ def test_the_report_shows_the_column_the_job_labelled(tmp_path, hf_model_dir, re
 
 @pytest.mark.slow
 def test_tokenizer_processes_write_the_same_bytes_and_survive_sigkill(tmp_path, hf_model_dir, reviews_file):
-    source = tmp_path / "in.csv"
-    texts = reviews_file.read_text(encoding="utf-8").splitlines()
-    with open(source, "w", encoding="utf-8", newline="") as handle:
-        csv.writer(handle).writerows([["n", "text"], *[[i, t] for i, t in enumerate(texts)]])
+    source, texts = tmp_path / "in.csv", reviews_file.read_text(encoding="utf-8").splitlines()
+    write_numbered_csv(source, texts)
     common = ["label", source, "--chunk-rows", "64", *model_args(hf_model_dir)]
     reference = tmp_path / "reference.csv"
     run_cli(*common, "-o", reference)
@@ -805,10 +808,8 @@ def test_a_bad_row_stops_the_job_after_the_same_rows_with_or_without_tokenizer_p
 @pytest.mark.slow
 def test_a_killed_tokenizer_process_stops_the_job_with_one_line_and_resume_finishes_it(tmp_path, hf_model_dir,
                                                                                         reviews_file):
-    source = tmp_path / "in.csv"
-    texts = reviews_file.read_text(encoding="utf-8").splitlines()
-    with open(source, "w", encoding="utf-8", newline="") as handle:
-        csv.writer(handle).writerows([["n", "text"], *[[i, t] for i, t in enumerate(texts)]])
+    source, texts = tmp_path / "in.csv", reviews_file.read_text(encoding="utf-8").splitlines()
+    write_numbered_csv(source, texts)
     common = ["label", source, "--chunk-rows", "64", *model_args(hf_model_dir)]
     reference, out = tmp_path / "reference.csv", tmp_path / "out.csv"
     run_cli(*common, "-o", reference)
@@ -862,10 +863,8 @@ def test_sigterm_to_the_process_group_with_tokenizer_processes_stops_as_one_sign
                                                                                  reviews_file):
     """`kill -TERM -PGID` (systemd's default, a terminal's hang-up) also ended the tokenizer processes:
     "a tokenizer process stopped unexpectedly", exit 1, when the job was waiting on them."""
-    source = tmp_path / "in.csv"
-    texts = reviews_file.read_text(encoding="utf-8").splitlines() * 4
-    with open(source, "w", encoding="utf-8", newline="") as handle:
-        csv.writer(handle).writerows([["n", "text"], *[[i, t] for i, t in enumerate(texts)]])
+    source, texts = tmp_path / "in.csv", reviews_file.read_text(encoding="utf-8").splitlines() * 4
+    write_numbered_csv(source, texts)
     out = tmp_path / "out.csv"
     args = ["label", source, "-o", out, "--chunk-rows", "64", "--tokenizer-processes", "2", "--model", hf_model_dir]
     proc = subprocess.Popen([PYTHON, "-m", "structsent", *map(str, args)], stdout=subprocess.DEVNULL,
@@ -1092,10 +1091,8 @@ def test_a_stopped_tokenizer_process_does_not_keep_a_job_stopped_at_once(tmp_pat
     """A worker that answers nothing (SIGSTOP, a hang): the first signal waits for a chunk that never
     comes, the second must end the job (it printed its line, then hung joining the worker, and a third
     Ctrl-C gave a traceback of concurrent.futures' exit handler)."""
-    source = tmp_path / "in.csv"
-    texts = reviews_file.read_text(encoding="utf-8").splitlines()
-    with open(source, "w", encoding="utf-8", newline="") as handle:
-        csv.writer(handle).writerows([["n", "text"], *[[i, t] for i, t in enumerate(texts)]])
+    source, texts = tmp_path / "in.csv", reviews_file.read_text(encoding="utf-8").splitlines()
+    write_numbered_csv(source, texts)
     common = ["label", source, "--chunk-rows", "64", *model_args(hf_model_dir)]
     out = tmp_path / "out.csv"
     proc = _start([*common, "-o", out, "--tokenizer-processes", "1"])
