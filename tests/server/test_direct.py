@@ -229,6 +229,23 @@ def test_a_field_name_that_is_a_lone_surrogate_is_named_as_such(service):
         "truncation_direction: holds a lone UTF-16 surrogate escape, which is not a character")
 
 
+@pytest.mark.parametrize("url, body", [
+    ("/v1/sentiment", b'{"texts": ["a"], "\\ud800": 1, "\\ud800": 2}'),
+    ("/predict", b'{"inputs": "a", "\\udfff": 1, "\\udfff": 2}'),
+    ("/", b'{"inputs": "a", "parameters": {"\\ud800x": 1, "\\ud800x": 2}}'),
+])
+def test_a_repeated_key_that_holds_a_lone_surrogate_is_a_422_naming_it(service, url, body):
+    """The message naming the key could not be written as UTF-8: a 500 'backend' error, a traceback
+    logged for every such request, and the error counted twice (validation, then backend)."""
+    request = dict(method="POST", url=url, content=body, headers={"content-type": "application/json"})
+    for app in (create_app(service.settings, service=service),
+                framework_only(create_app(service.settings, service=service))):
+        ((status, _, answer),) = answers(app, [request])
+        error = json.loads(answer)["error"]
+        assert status == 422 and "appears more than once in one object" in error, answer
+        assert ("\\ud800" in error or "\\udfff" in error) and error.isprintable(), error
+
+
 def test_a_client_value_an_error_names_is_shown_cut_to_its_start_and_length(service):
     """A 900,000-character field name, a duplicated one, or a long Content-Type came back whole in
     the 422 (a 900 KB error message)."""

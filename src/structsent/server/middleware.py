@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -322,8 +323,14 @@ def bounded(text: str, limit: int = 60) -> str:
     short, else its start and its length (a 900,000-character field name came back whole in the 422);
     its control characters escaped (``one_line``), since a message reaches terminals and logs (a
     field name "x\\n\\x1b[31m" came back as a line break and a colour change). Cut before it is
-    escaped, so that no escape is cut in half."""
-    return one_line(text) if len(text) <= limit else f"{one_line(text[:limit])}... ({len(text):,} characters)"
+    escaped, so that no escape is cut in half. A lone UTF-16 surrogate (JSON's "\\ud800") is written
+    as its escape: no UTF-8 answer can hold it (the 422 naming such a key failed as a 500)."""
+    shown = text if len(text) <= limit else text[:limit]
+    shown = one_line(_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", shown))
+    return shown if len(text) <= limit else f"{shown}... ({len(text):,} characters)"
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _coding_other_than(headers, name: bytes, accepted: bytes) -> bytes | None:
