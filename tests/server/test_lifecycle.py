@@ -217,6 +217,30 @@ def test_sigterm_finishes_in_flight_requests_then_exits_cleanly(faulty, gate):
         httpx.get(f"{faulty.url}/health", timeout=2)
 
 
+def test_sighup_stops_a_lone_server_as_sigterm_does_and_says_so(hf_model_dir, tmp_path):
+    """SIGHUP's default action ended a lone server at once (status 129): the request in flight got
+    no answer, and nothing was logged. With --workers, SIGHUP is a rolling restart (test_workers)."""
+    import signal
+
+    gate = tmp_path / "open"
+    server = ServerProcess(hf_model_dir, fault_load_delay_s=0.0, env={GATE_ENVIRONMENT_VARIABLE: str(gate)})
+    try:
+        server.wait_healthy()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(post, server, [f"最后一个{GATE}", "请求"])
+            wait_until_held(gate)
+            server.process.send_signal(signal.SIGHUP)
+            wait_until_refusing_connections(server)  # draining, as on SIGTERM
+            gate.touch()
+            response = in_flight.result(15)
+        assert response.status_code == 200 and response.headers["connection"] == "close"
+        assert [r["error"] for r in response.json()["results"]] == [None, None]
+        assert server.process.wait(15) == 0
+        assert "SIGHUP: stopping as on SIGTERM, requests in flight answered" in server.log_text()
+    finally:
+        server.close()
+
+
 def wait_until_refusing_connections(server, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

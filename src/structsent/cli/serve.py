@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import signal
+from collections.abc import Iterator
 from typing import NoReturn
 
 from .._exit import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, Terminated
@@ -209,9 +210,32 @@ def _run_until_stopped(server) -> None:
     # handler in place that ends the process with status 0 instead of a death by SIGTERM.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
-        server.run()
+        with _hang_up_stops_gracefully(server):
+            server.run()
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _hang_up_stops_gracefully(server) -> Iterator[None]:
+    """SIGHUP (a reload asked of a service manager, a terminal hung up) stops a lone server as
+    SIGTERM does, requests in flight answered, and says so: its default action ended the process at
+    once (status 129, the requests in flight cut off, nothing logged). A rolling restart needs
+    --workers. Left alone where the server was started ignoring it (nohup)."""
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+        yield
+        return
+
+    def stop(signum, frame) -> None:
+        log.warning("SIGHUP: stopping as on SIGTERM, requests in flight answered (a lone server does not "
+                    "reload; with --workers N, SIGHUP replaces the workers one at a time)")
+        server.should_exit = True
+
+    previous = signal.signal(signal.SIGHUP, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 def end_the_load(service, *, exit_status: int, farewell: str | None = None) -> None:
