@@ -134,6 +134,7 @@ class TokenizerProcesses:
         # and a forked child of a threaded process can inherit a lock held by a thread it lacks.
         self._pool = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_start_worker, initargs=(str(self._state_file),))
+        self.waiting = False  # True while a caller waits in result() for a chunk not yet tokenized
 
     def submit(self, texts: list[object]) -> "Future[EncodingBatch]":
         try:
@@ -144,6 +145,7 @@ class TokenizerProcesses:
 
     def result(self, future: "Future[EncodingBatch]") -> list[EncodedText]:
         """Wait for one submitted chunk; its EncodedTexts, as ``Tokenizer.encode`` gives them."""
+        self.waiting = True
         try:
             batch = self._wait(future)
         except BrokenProcessPool as err:
@@ -151,6 +153,8 @@ class TokenizerProcesses:
         except Exception as err:  # raised inside a worker: one line, not a remote traceback
             raise WorkerProcessError(f"tokenizing in a worker process failed ({type(err).__name__}: {err}); "
                                      "what was committed is kept") from err
+        finally:
+            self.waiting = False
         return batch.unpack()
 
     def _wait(self, future: "Future[EncodingBatch]") -> EncodingBatch:

@@ -1085,12 +1085,19 @@ def ctrl_c_in_chunk(monkeypatch, number: int) -> list[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_stopped_tokenizer_process_does_not_keep_a_job_stopped_at_once(tmp_path, hf_model_dir, reviews_file, signum,
-                                                                          code):
-    """A worker that answers nothing (SIGSTOP, a hang): the first signal waits for a chunk that never
-    comes, the second must end the job (it printed its line, then hung joining the worker, and a third
-    Ctrl-C gave a traceback of concurrent.futures' exit handler)."""
+@pytest.mark.parametrize("signum, code, delays", [
+    (signal.SIGINT, 130, (0.5, 0.5)),  # the job waits for the stopped worker's chunk, then is stopped at once
+    (signal.SIGTERM, 143, (0.5, 0.5)),
+    (signal.SIGINT, 130, (0.0,)),  # one signal, the chunk in hand still to label: it stops after it
+    (signal.SIGINT, 130, (1.0,)),  # one signal while the job waits for the stopped worker's chunk
+    (signal.SIGTERM, 143, (0.0,)),
+    (signal.SIGINT, 130, (0.0, 0.05)),  # the second during the stop after the chunk
+])
+def test_a_stopped_tokenizer_process_does_not_keep_a_job_that_is_stopped(tmp_path, hf_model_dir, reviews_file, signum,
+                                                                         code, delays):
+    """A worker that answers nothing (SIGSTOP, a hang): the job printed its resume line, then hung
+    joining the worker as it exited (a further Ctrl-C gave a traceback of concurrent.futures' exit
+    handler), whether it stopped after its chunk or at once."""
     source, texts = tmp_path / "in.csv", reviews_file.read_text(encoding="utf-8").splitlines()
     write_numbered_csv(source, texts)
     common = ["label", source, "--chunk-rows", "64", *model_args(hf_model_dir)]
@@ -1101,10 +1108,9 @@ def test_a_stopped_tokenizer_process_does_not_keep_a_job_stopped_at_once(tmp_pat
     assert workers and proc.poll() is None, "the job finished before its worker could be stopped"
     try:
         os.kill(workers[0], signal.SIGSTOP)
-        time.sleep(0.5)  # the job now waits for that worker's chunk
-        proc.send_signal(signum)
-        time.sleep(0.5)
-        proc.send_signal(signum)
+        for delay in delays:
+            time.sleep(delay)
+            proc.send_signal(signum)
         _, err = proc.communicate(timeout=30)
     finally:
         for pid in workers:

@@ -403,9 +403,10 @@ class LabelJob:
         writer: BackgroundWorker[tuple] = BackgroundWorker(
             lambda item: self._writing(self._commit, *item, reader, manifest, started), depth=2)
         # A stop does not wait for a chunk whose reader waits on a pipe for its next line (for ever, if the
-        # pipe stays open); the rows read of it are not written (a pipe's job cannot be resumed anyway).
+        # pipe stays open; the rows read of it are not written: a pipe's job cannot be resumed anyway), nor
+        # for one a tokenizer process has not answered (stopped or hung, it never will; resumed, it is read again).
         prefetch = Prefetch(self._prepared_chunks(reader), depth=2, name="structsent-read",
-                            give_up=lambda: self.stop.is_set() and reader.waiting_for_input)
+                            give_up=lambda: self.stop.is_set() and (reader.waiting_for_input or self._tokenizing()))
         try:
             for chunk in prefetch:
                 if encoder is None:
@@ -420,8 +421,7 @@ class LabelJob:
             self._end_tokenizer_processes()
             raise
         finally:
-            self._reader_in_use = not prefetch.close()
-            writer.close()
+            self._stop_the_stages(prefetch, writer)
         if prefetch.gave_up:
             summary.interrupted = True
         elif encoder is None and manifest.rows_done == 0:
@@ -464,6 +464,25 @@ class LabelJob:
                 yield _with_encoding(pool, *in_flight.popleft())
         while in_flight:
             yield _with_encoding(pool, *in_flight.popleft())
+
+    def _stop_the_stages(self, prefetch: Prefetch, writer: BackgroundWorker) -> None:
+        """Stop reading (the chunks read ahead are not written) and finish writing. A reading thread
+        still inside its source after the wait may be waiting on a tokenizer process that answers
+        nothing (stopped, hung): those processes are ended, or the job would join them for ever as it
+        exits. So they are when a second signal comes meanwhile."""
+        try:
+            self._reader_in_use = not prefetch.close()
+            if self._reader_in_use:
+                self._end_tokenizer_processes()
+            writer.close()
+        except KeyboardInterrupt:
+            self._end_tokenizer_processes()
+            raise
+
+    def _tokenizing(self) -> bool:
+        """Whether the reading thread waits for a tokenizer process's answer."""
+        pool = self._tokenizer_pool
+        return pool is not None and pool.waiting
 
     def _end_tokenizer_processes(self) -> None:
         """End the tokenizer processes now, not after their chunks: one stopped (SIGSTOP) or hung
