@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import os
 import signal
 import socket
@@ -12,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..conftest import children_of
+from ..conftest import children_of, is_running
 from .conftest import ServerProcess
 
 pytestmark = pytest.mark.slow  # real server processes
@@ -175,6 +176,36 @@ def test_sighup_replaces_every_worker_without_a_refused_request(hf_model_dir):
         counts = collections.Counter(statuses)
         # No 503; a connection the old worker accepted as it left may be closed unanswered (rare)
         assert set(counts) <= {200, RESET} and counts[RESET] <= max(1, len(statuses) // 100), (counts, server.log())
+    finally:
+        workers = worker_pids(server) if server.process.poll() is None else workers
+        server.terminate(60)
+        kill_if_alive(workers)
+
+
+def test_sighup_to_the_process_group_leaves_the_workers_answering_their_requests(hf_model_dir, tmp_path):
+    """A terminal hung up sends SIGHUP to the whole process group: its default action ended every
+    worker at once, and their requests in flight got no answer (then the serve process's rolling
+    restart began, with no old worker left to serve meanwhile)."""
+    from .fault_server import GATE, GATE_ENVIRONMENT_VARIABLE, held_marker
+
+    gate = tmp_path / "open"
+    server = started_with_two_workers(hf_model_dir, fault_load_delay_s=1, preexec_fn=os.setsid,
+                                      env={GATE_ENVIRONMENT_VARIABLE: str(gate)})
+    workers: list[int] = []
+    try:
+        before = worker_pids(server)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(lambda: httpx.post(f"{server.url}/v1/sentiment", json={"texts": [f"等一下{GATE}"]},
+                                                       timeout=60))
+            wait_for(held_marker(gate).exists, 30, "the request to be held in its worker")
+            os.killpg(server.process.pid, signal.SIGHUP)
+            time.sleep(1.0)
+            assert all(map(is_running, before)), "SIGHUP ended the workers"
+            gate.touch()
+            assert in_flight.result(60).status_code == 200
+        wait_for(lambda: not set(worker_pids(server)) & set(before), 90, "the rolling restart")
+        workers = worker_pids(server)
+        assert len(workers) == 2 and fresh_connection_statuses(server, 1) and server.process.poll() is None
     finally:
         workers = worker_pids(server) if server.process.poll() is None else workers
         server.terminate(60)

@@ -180,6 +180,9 @@ def app_from_environment() -> FastAPI:
     from .logs import limit_server_logs
 
     limit_server_logs()  # uvicorn has configured this process's loggers by now
+    # SIGHUP sent to the process group (a terminal hung up) reaches the workers too, and its default
+    # action ended each at once, cutting off its requests: it is the serve process's (a rolling restart).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = ServerSettings.from_json(os.environ[SETTINGS_ENVIRONMENT_VARIABLE])
     when_parent_ends(_stop_this_worker, name="structsent-supervisor-watch")
     return create_app(settings, serve_once_loaded=True)
