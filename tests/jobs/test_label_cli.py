@@ -1158,6 +1158,28 @@ def test_a_prefix_holding_a_control_character_is_refused_before_any_work(tmp_pat
     proc = run_cli("label", reviews_file, "-o", out, "--prefix", "a\nb", "--engine", engine, *model_args(hf_model_dir),
                    check=False)
     assert proc.returncode == 2 and proc.stderr.decode().strip().splitlines() == [
-        "structsent: error: --prefix 'a\\nb' holds a control character; the added columns' names must print on one "
-        "line (e.g. --prefix pred_)"]
+        "structsent: error: --prefix 'a\\nb' holds a control character (U+000A); the added columns' names must print "
+        "as they are, on one line (e.g. --prefix pred_)"]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("prefix, says", [
+    ("a\tb", "holds a control character (U+0009)"),  # split a TSV header's names
+    ("a\u2028", "holds a character that does not print (U+2028)"),
+    ("p\u202e", "holds a character that does not print (U+202E)"),
+    ("\u200bp_", "holds a character that does not print (U+200B)"),
+    ("   ", "is blank"),
+])
+def test_a_prefix_that_does_not_print_as_it_is_is_refused(tmp_path, hf_model_dir, reviews_file, prefix, says):
+    proc = run_cli("label", reviews_file, "-o", tmp_path / "out.tsv", "--prefix", prefix, *model_args(hf_model_dir),
+                   check=False)
+    lines = proc.stderr.decode().strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and says in lines[0], lines
+    assert not (tmp_path / "out.tsv").exists()
+
+
+def test_the_only_column_notice_shows_a_name_s_control_characters_escaped_once(tmp_path, hf_model_dir):
+    source = tmp_path / "in.csv"
+    source.write_bytes(b"a\x1b[31mred\n\xe5\xa5\xbd\n")
+    proc = run_cli("label", source, *model_args(hf_model_dir))
+    assert "labelling the only column, 'a\\x1b[31mred': line 1" in proc.stderr.decode()

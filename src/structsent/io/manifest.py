@@ -198,7 +198,7 @@ def _setting(name: str) -> str:
 
 
 def _value(value: object) -> str:
-    return "not given" if value is None else repr(value)
+    return "not given" if value is None or value == "" else repr(value)  # (--prefix's default is "")
 
 
 _NOT_FLAGS = {"int8_recipe": "the int8 recipe (another structsent version)", "labels": "the model's labels",

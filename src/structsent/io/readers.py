@@ -962,7 +962,7 @@ def only_column_notice(column: str) -> str:
     its line 1 is read as the column's name, and a file of bare reviews has no such line."""
     name = one_line(column)
     name = name if len(name) <= 40 else name[:40] + "..."
-    return (f"labelling the only column, {name!r}: line 1 is read as its name (a file of texts without a "
+    return (f"labelling the only column, '{name}': line 1 is read as its name (a file of texts without a "
             "header line: label it with --format txt)")
 
 
