@@ -189,6 +189,11 @@ class TokenizerProcesses:
         for process in list((getattr(self._pool, "_processes", None) or {}).values()):
             with contextlib.suppress(OSError, ValueError):
                 process.kill()
+        # The pool's feeder thread may be blocked writing the next chunk into a pipe that no worker
+        # reads now; the pool joins it as it breaks, and the interpreter joins the pool as it exits.
+        call_queue = getattr(self._pool, "_call_queue", None)
+        with contextlib.suppress(AttributeError, OSError):
+            call_queue.cancel_join_thread()  # type: ignore[union-attr]
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:

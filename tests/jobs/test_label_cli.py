@@ -1119,8 +1119,10 @@ def test_a_stopped_tokenizer_process_does_not_keep_a_job_that_is_stopped(tmp_pat
         if proc.poll() is None:
             proc.kill()
     message = err.decode()
-    assert proc.returncode == code and "Traceback" not in message, message
-    assert "--resume" in message.strip().splitlines()[-1], message
+    # (a second signal that comes as the stopped job exits, its handler gone, ends it by the signal: the
+    # shell's status is the same 128 + N)
+    assert proc.returncode in ((code, -signum) if len(delays) > 1 else (code,)) and "Traceback" not in message, message
+    assert any("--resume" in line for line in message.strip().splitlines()[-3:]), message
     deadline = time.time() + 20
     while time.time() < deadline and any(map(is_running, workers)):
         time.sleep(0.1)

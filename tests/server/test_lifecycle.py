@@ -223,7 +223,9 @@ def test_sighup_stops_a_lone_server_as_sigterm_does_and_says_so(hf_model_dir, tm
     import signal
 
     gate = tmp_path / "open"
-    server = ServerProcess(hf_model_dir, fault_load_delay_s=0.0, env={GATE_ENVIRONMENT_VARIABLE: str(gate)})
+    # (as a service manager starts it: SIGHUP not ignored, whatever this test run was started with, nohup too)
+    server = ServerProcess(hf_model_dir, fault_load_delay_s=0.0, env={GATE_ENVIRONMENT_VARIABLE: str(gate)},
+                           preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     try:
         server.wait_healthy()
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
