@@ -43,3 +43,16 @@ def is_utf8_text(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def why_unprintable(name: str) -> str | None:
+    """Why ``name`` (a label, a column prefix) cannot be shown as it is: blank, or holding a
+    character that does not print (a control character or a tab, a line or paragraph separator, a format character such as a
+    zero-width space or a right-to-left override, a space other than ' '); None when it prints."""
+    if not name.strip():
+        return "is blank"
+    odd = next((c for c in name if not c.isprintable()), None)
+    if odd is None:
+        return None
+    kind = "a control character" if has_control_characters(odd) or odd == "\t" else "a character that does not print"
+    return f"holds {kind} (U+{ord(odd):04X})"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInputError
-from ..lines import has_control_characters, one_line
+from ..lines import one_line, why_unprintable
 from ..results import LabelResult
 from .formats import Format
 from .readers import InputRow, arrow_children
@@ -34,15 +34,15 @@ def check_prefix(prefix: str) -> None:
     character split the CSV header's line and every summary that names the columns; a tab split a TSV
     header's names, and a character that does not print (a zero-width space, a right-to-left
     override, a line separator) or a prefix of spaces alone made names that look like others."""
-    odd = next((c for c in prefix if not c.isprintable()), None)
-    if odd is not None:
-        kind = "a control character" if has_control_characters(odd) or odd == "\t" else "a character that does not print"
-        shown = "".join(c if c.isprintable() or c in "\n\r" else f"\\u{ord(c):04x}" for c in one_line(prefix))
-        raise BadInputError(f"--prefix '{shown}' holds {kind} (U+{ord(odd):04X}); the added columns' "
-                            "names must print as they are, on one line (e.g. --prefix pred_)")
-    if prefix and not prefix.strip():
-        raise BadInputError(f"--prefix '{prefix}' is blank; the added columns' names would look like the plain ones "
+    why = why_unprintable(prefix) if prefix else None
+    if why is None:
+        return
+    shown = "".join(c if c.isprintable() or c in "\n\r" else f"\\u{ord(c):04x}" for c in one_line(prefix))
+    if why == "is blank":
+        raise BadInputError(f"--prefix '{shown}' is blank; the added columns' names would look like the plain ones "
                             "(e.g. --prefix pred_)")
+    raise BadInputError(f"--prefix '{shown}' {why}; the added columns' names must print as they are, on one line "
+                        "(e.g. --prefix pred_)")
 
 
 def check_no_collision(input_columns: Sequence[str], extra: Sequence[str], prefix: str) -> None:

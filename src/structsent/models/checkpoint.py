@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import ModelFormatError
-from ..lines import has_control_characters, is_utf8_text
+from ..lines import is_utf8_text, why_unprintable
 from ..model_files import model_file_present
 from ..tokenize import Tokenizer
 from .shape import BertShape
@@ -497,7 +497,7 @@ def _labels_by_id(id_map: object, num_labels: int, source: Path, field: str) -> 
         if not is_utf8_text(name):  # a lone surrogate escape: no output (CSV, JSON, the export) can write it
             raise ModelFormatError(f"{source}: {field} names label {label_id} {name!r}, which holds a lone UTF-16 "
                                    "surrogate escape, not a character")
-        unprintable = _unprintable(name)
+        unprintable = why_unprintable(name)
         if unprintable:  # printed in summaries, written as column names
             raise ModelFormatError(f"{source}: {field} names label {label_id} {name!r}, which {unprintable}; a label "
                                    "is a name to print and to write as a column")
@@ -516,19 +516,6 @@ def _labels_by_id(id_map: object, num_labels: int, source: Path, field: str) -> 
     if len(set(labels)) != num_labels:
         raise ModelFormatError(f"{source}: {field} gives two outputs the same name: {list(labels)}")
     return labels
-
-
-def _unprintable(name: str) -> str | None:
-    """Why ``name`` cannot be shown as a label: blank, or holding a character that does not print
-    (a control character or a tab, a line or paragraph separator, a format character such as a
-    zero-width space or a right-to-left override, a space other than ' '); None when it prints."""
-    if not name.strip():
-        return "is blank"
-    odd = next((c for c in name if not c.isprintable()), None)
-    if odd is None:
-        return None
-    kind = "a control character" if has_control_characters(odd) or odd == "\t" else "a character that does not print"
-    return f"holds {kind} (U+{ord(odd):04X})"
 
 
 def _maps_labels_to_ids(mapping: dict) -> bool:
