@@ -1,6 +1,7 @@
 """Tokenization in worker processes gives what in-process encode gives, in order, and its
 workers never outlive the job or fail silently."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -207,3 +208,33 @@ def test_the_state_file_goes_with_the_pool_and_one_a_killed_job_left_with_the_ne
         assert pool.result(pool.submit(["好评"]))[0].error is None
         assert not left.exists() and len(list(tmp_path.glob(STATE_PREFIX + "*"))) == 1
     assert list(tmp_path.glob(STATE_PREFIX + "*")) == []
+
+
+def test_closing_the_pool_kills_a_worker_that_does_not_finish_its_chunk(tokenizer, monkeypatch):
+    """A stopped (SIGSTOP) or hung worker held the pool's close for ever: it waited for the chunk,
+    and a stopped label job hung after its resume line. Now it waits CLOSE_WAIT_S, then kills."""
+    import threading
+
+    from structsent import tokenize_processes
+
+    monkeypatch.setattr(tokenize_processes, "CLOSE_WAIT_S", 0.5)
+    pool = TokenizerProcesses(tokenizer, OPTIONS, processes=1)
+    assert pool.result(pool.submit(["好评"])) == encode(tokenizer, ["好评"])
+    (worker,) = _workers_of(os.getpid())
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        pool.submit(["差评"] * 50)
+        closing = threading.Thread(target=pool.close, daemon=True)
+        started = time.monotonic()
+        closing.start()
+        closing.join(30)
+        took = time.monotonic() - started
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # (killed and reaped: the fix at work)
+            os.kill(worker, signal.SIGCONT)
+    assert not closing.is_alive(), "the pool's close waited for ever on a stopped worker"
+    assert 0.5 <= took < 10
+    deadline = time.monotonic() + 10
+    while is_running(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not is_running(worker)

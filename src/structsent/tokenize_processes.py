@@ -118,6 +118,9 @@ def _encode_in_worker(texts: list[object]) -> EncodingBatch:
 
 # -- the parent side ---------------------------------------------------------------------------
 WORKER_CHECK_S = 1.0  # how often a wait for a result checks that the workers live
+CLOSE_WAIT_S = 5.0  # how long a close waits for the workers to finish their chunks before it kills them
+
+
 class TokenizerProcesses:
     """``processes`` spawned workers, each with its own copy of ``tokenizer``.
 
@@ -134,14 +137,19 @@ class TokenizerProcesses:
         # and a forked child of a threaded process can inherit a lock held by a thread it lacks.
         self._pool = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_start_worker, initargs=(str(self._state_file),))
+        # The pool drops its references to both as it shuts down; ending the workers after that needs them.
+        self._workers: dict[int, multiprocessing.process.BaseProcess] = {}
+        self._call_queue = getattr(self._pool, "_call_queue", None)
         self.waiting = False  # True while a caller waits in result() for a chunk not yet tokenized
 
     def submit(self, texts: list[object]) -> "Future[EncodingBatch]":
         try:
             with _sigint_blocked():  # workers start here and inherit the mask until they ignore SIGINT
-                return self._pool.submit(_encode_in_worker, list(texts))
+                future = self._pool.submit(_encode_in_worker, list(texts))
         except BrokenProcessPool as err:
             raise _died(err) from err
+        self._workers.update(getattr(self._pool, "_processes", None) or {})
+        return future
 
     def result(self, future: "Future[EncodingBatch]") -> list[EncodedText]:
         """Wait for one submitted chunk; its EncodedTexts, as ``Tokenizer.encode`` gives them."""
@@ -175,8 +183,7 @@ class TokenizerProcesses:
                     raise BrokenProcessPool("a worker died and the pool did not notice") from None
 
     def _a_worker_died(self) -> bool:
-        processes = getattr(self._pool, "_processes", None) or {}
-        return any(process.exitcode is not None for process in list(processes.values()))
+        return any(process.exitcode is not None for process in list(self._workers.values()))
 
     def _close_result_pipe(self) -> None:
         queue = getattr(self._pool, "_result_queue", None)
@@ -185,20 +192,32 @@ class TokenizerProcesses:
 
     def end_now(self) -> None:
         """Kill the workers (SIGKILL: the one signal a stopped or hung process cannot hold up) and
-        drop the chunks not yet begun; results still awaited fail as from a worker that died."""
-        for process in list((getattr(self._pool, "_processes", None) or {}).values()):
+        drop the chunks not yet begun; results still awaited fail as from a worker that died. Safe
+        from any thread, more than once, and after ``close`` has begun."""
+        for process in list(self._workers.values()):
             with contextlib.suppress(OSError, ValueError):
                 process.kill()
         # The pool's feeder thread may be blocked writing the next chunk into a pipe that no worker
         # reads now; the pool joins it as it breaks, and the interpreter joins the pool as it exits.
-        call_queue = getattr(self._pool, "_call_queue", None)
         with contextlib.suppress(AttributeError, OSError):
-            call_queue.cancel_join_thread()  # type: ignore[union-attr]
+            self._call_queue.cancel_join_thread()  # type: ignore[union-attr]
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
+        """Shut the pool down: the chunks not begun are dropped, and the workers get
+        ``CLOSE_WAIT_S`` to finish theirs and exit. One that does not (stopped by SIGSTOP, hung) is
+        killed: the interpreter joins the pool as it exits, and would wait for it for ever."""
+        manager = getattr(self._pool, "_executor_manager_thread", None)
+        results = getattr(self._pool, "_result_queue", None)
         try:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            if manager is not None:
+                manager.join(CLOSE_WAIT_S)
+                if manager.is_alive():
+                    self.end_now()
+                    manager.join(CLOSE_WAIT_S)
+            if results is not None and not (manager is not None and manager.is_alive()):
+                results.close()  # as a waiting shutdown does: its pipe's descriptors go now
         finally:
             self._state_file.unlink(missing_ok=True)
 

@@ -437,13 +437,13 @@ class LabelJob:
                 chunk.fill_encoded(indices, self.classifier.encode([chunk.unique_texts[i] for i in indices]))
                 yield chunk
             return
-        with TokenizerProcesses(self.classifier.tokenizer, self.classifier.encoding_options(),
-                                processes=processes) as pool:
-            self._tokenizer_pool = pool
-            try:
+        pool = TokenizerProcesses(self.classifier.tokenizer, self.classifier.encoding_options(), processes=processes)
+        self._tokenizer_pool = pool  # until the pool is closed: a stop may have to end its processes meanwhile
+        try:
+            with pool:
                 yield from self._encoded_in(pool, reader, processes)
-            finally:
-                self._tokenizer_pool = None
+        finally:
+            self._tokenizer_pool = None
 
     def _encoded_in(self, pool: TokenizerProcesses, reader: RowReader, processes: int) -> Iterator[PreparedChunk]:
         """Chunks tokenized in ``pool``, in order, with every worker busy and one chunk waiting."""
