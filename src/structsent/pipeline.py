@@ -118,6 +118,12 @@ class Prefetch(Generic[T]):
         self._thread.join(timeout=0.2 if self.gave_up else 2)  # given up: it waits on input, not on us
         return not self._thread.is_alive()
 
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the producer to end (after ``close``, once what it
+        waited on is gone); whether it has."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def __enter__(self) -> Iterator[T]:
         return iter(self)
 

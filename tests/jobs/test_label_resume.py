@@ -3,6 +3,7 @@ stops after its first chunk (as after Ctrl-C), the second resumes it."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import os
@@ -314,3 +315,44 @@ def test_a_json_lines_job_with_byte_order_marks_inside_resumes_to_the_same_bytes
     assert LabelJob(dataclasses.replace(spec(source, stopped), **jsonl), clf, stop=stop).run().rows == CHUNK
     LabelJob(dataclasses.replace(spec(source, stopped, resume=True), **jsonl), clf).run()
     assert stopped.read_bytes() == whole.read_bytes() and b"invalid JSON" not in whole.read_bytes()
+
+
+def test_a_job_stopped_while_a_stopped_tokenizer_process_holds_its_next_chunk_ends_its_reading_thread(tmp_path, clf,
+                                                                                                    monkeypatch):
+    """The reading thread, waiting on a tokenizer process stopped by SIGSTOP, was left running when
+    the stopped job returned; it then ended as the interpreter shut down and, dropping the last
+    reference to the model's tensors there, aborted the process now and then (SIGABRT). It ends
+    before the job returns now, the process is gone, and a resume gives every row once, in order."""
+    import signal
+
+    from ..conftest import children_of, is_running
+
+    source, output = tmp_path / "in.csv", tmp_path / "out.csv"
+    with open(source, "w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows([("id", "text"), *[(f"r{i}", f"味道不错{i}") for i in range(40 * CHUNK)]])
+    stop, workers = threading.Event(), []
+    label_chunk = LabelJob._label_chunk
+
+    def stop_the_worker_then_the_job(self, chunk, summary):
+        if not workers:
+            workers.extend(children_of(os.getpid(), running="spawn_main"))
+            for pid in workers:
+                os.kill(pid, signal.SIGSTOP)
+            stop.set()
+        return label_chunk(self, chunk, summary)
+
+    monkeypatch.setattr(LabelJob, "_label_chunk", stop_the_worker_then_the_job)
+    try:
+        summary = LabelJob(spec(source, output, tokenizer_processes=1), clf, stop=stop).run()
+        readers = [t for t in threading.enumerate() if t.name == "structsent-read"]
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    assert workers and summary.interrupted and summary.rows == CHUNK
+    assert readers == [], "the reading thread outlived the stopped job"
+    assert not any(map(is_running, workers))
+    monkeypatch.undo()
+    assert LabelJob(spec(source, output, tokenizer_processes=1, resume=True), clf).run().rows == 40 * CHUNK
+    with open(output, encoding="utf-8", newline="") as handle:
+        assert [row["id"] for row in csv.DictReader(handle)] == [f"r{i}" for i in range(40 * CHUNK)]

@@ -44,7 +44,7 @@ from ..io.readers import InputRow, RowReader, first_json_fields, only_column_not
 from ..io.writers import ChunkEncoder, check_prefix, merge_parquet_parts, write_parquet_part
 from ..pipeline import BackgroundWorker, Prefetch, quick_gil_handoff
 from ..results import LabelResult, to_result
-from ..tokenize_processes import TokenizerProcesses
+from ..tokenize_processes import CLOSE_WAIT_S, TokenizerProcesses
 from .work_files import (
     OutputFiles,
     another_jobs,
@@ -162,6 +162,9 @@ def _with_encoding(pool: TokenizerProcesses, chunk: PreparedChunk, indices: list
     return chunk
 
 
+# A stopped job waits this long for its reading thread to end once its tokenizer processes are ended
+# (their pool's close waits for them at most CLOSE_WAIT_S).
+READER_END_S = CLOSE_WAIT_S + 5.0
 MAX_CACHED_WINDOWS = 0xFFFF  # a record keeps a text's window count in 16 bits; a text of more is not cached
 
 
@@ -421,7 +424,7 @@ class LabelJob:
             self._end_tokenizer_processes()
             raise
         finally:
-            self._stop_the_stages(prefetch, writer)
+            self._stop_the_stages(prefetch, writer, reader)
         if prefetch.gave_up:
             summary.interrupted = True
         elif encoder is None and manifest.rows_done == 0:
@@ -465,15 +468,19 @@ class LabelJob:
         while in_flight:
             yield _with_encoding(pool, *in_flight.popleft())
 
-    def _stop_the_stages(self, prefetch: Prefetch, writer: BackgroundWorker) -> None:
+    def _stop_the_stages(self, prefetch: Prefetch, writer: BackgroundWorker, reader: RowReader) -> None:
         """Stop reading (the chunks read ahead are not written) and finish writing. A reading thread
         still inside its source after the wait may be waiting on a tokenizer process that answers
         nothing (stopped, hung): those processes are ended, or the job would join them for ever as it
-        exits. So they are when a second signal comes meanwhile."""
+        exits. So they are when a second signal comes meanwhile. The thread then ends here, not as
+        the interpreter shuts down (where dropping the last reference to the model's tensors aborted
+        the process: "terminate called without an active exception")."""
         try:
             self._reader_in_use = not prefetch.close()
             if self._reader_in_use:
                 self._end_tokenizer_processes()
+                if not reader.waiting_for_input:  # (a pipe's next line may never come)
+                    self._reader_in_use = not prefetch.join(READER_END_S)
             writer.close()
         except KeyboardInterrupt:
             self._end_tokenizer_processes()
