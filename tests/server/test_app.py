@@ -348,6 +348,11 @@ def test_unknown_routes_and_methods_answer_in_the_error_shape(server, method, pa
          "Content-Type: text/x\\x9b31m)"),
         ("POST", "/v1/sentiment", dict(content=b'{"texts": ["a"]}', headers={"content-encoding": b"g\x85zip"}),
          "Content-Encoding: g\\x85zip is"),
+        # UTF-8 in a header is shown as written (it was read as Latin-1: mojibake), other bytes escaped
+        ("POST", "/v1/sentiment", dict(content=b'{"texts": ["a"]}', headers={"content-type": "text/纯文本".encode()}),
+         "Content-Type: text/纯文本)"),
+        ("POST", "/v1/sentiment", dict(content=b'{"texts": ["a"]}', headers={"content-encoding": "压缩".encode() + b"\xff"}),
+         "Content-Encoding: 压缩\\xff is"),
     ],
 )
 def test_client_values_in_error_messages_have_their_control_characters_escaped(server, method, path, request_, shown):

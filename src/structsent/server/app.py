@@ -54,6 +54,7 @@ from .middleware import (
     RequestTimer,
     bounded,
     error_json,
+    shown_header,
 )
 from .page import BrowserPage
 from .schemas import (
@@ -763,7 +764,7 @@ def _add_error_handlers(app: FastAPI, service: SentimentService) -> None:
         content_type = request.headers.get("content-type")
         if not declares_json(content_type):  # the body was never read as JSON: say so first
             message = (f"send the body as JSON with the header Content-Type: application/json "
-                       f"(the request has {'Content-Type: ' + bounded(content_type) if content_type else 'none'}); "
+                       f"(the request has {'Content-Type: ' + shown_header(content_type) if content_type else 'none'}); "
                        f"{message}")
         return error_json(message, "validation", status=422)
 

@@ -286,7 +286,7 @@ class BodyLimits:
         """A compressed body (Content-Encoding: gzip...) was read as its compressed bytes: a gzip body
         was "not valid UTF-8" (422), a plain one under the header was labelled as if it were absent."""
         self.on_reject("validation")
-        shown = bounded(encoding.decode("latin-1"))
+        shown = shown_header(encoding)
         response = error_json(f"Content-Encoding: {shown} is not accepted; send the body uncompressed",
                               "validation", status=415, close=True)  # the body is left unread
         await response(scope, receive, send)
@@ -294,7 +294,7 @@ class BodyLimits:
     async def _transfer_coded(self, scope, receive, send, coding: bytes) -> None:
         """501 for a transfer coding other than chunked: the body would be read as its coded bytes."""
         self.on_reject("validation")
-        shown = bounded(coding.decode("latin-1"))
+        shown = shown_header(coding)
         response = error_json(f"Transfer-Encoding: {shown} is not implemented; send the body with chunked "
                               "alone, or with a Content-Length", "validation", status=501, close=True)
         await response(scope, receive, send)
@@ -331,6 +331,20 @@ def bounded(text: str, limit: int = 60) -> str:
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def shown_header(value: str | bytes) -> str:
+    """A header's value as an error message shows it: its bytes read as UTF-8, as the client most
+    likely wrote them (Starlette reads them as Latin-1: "text/纯文本" came back as mojibake), a byte
+    that is not UTF-8 as ``\\xNN``; then ``bounded``."""
+    if isinstance(value, bytes):
+        raw = value
+    else:
+        try:
+            raw = value.encode("latin-1")
+        except UnicodeEncodeError:  # not as read off the wire: shown as it is
+            return bounded(value)
+    return bounded(raw.decode("utf-8", errors="backslashreplace"))
 
 
 def _coding_other_than(headers, name: bytes, accepted: bytes) -> bytes | None:
