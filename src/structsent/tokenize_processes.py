@@ -193,7 +193,8 @@ class TokenizerProcesses:
     def end_now(self) -> None:
         """Kill the workers (SIGKILL: the one signal a stopped or hung process cannot hold up) and
         drop the chunks not yet begun; results still awaited fail as from a worker that died. Safe
-        from any thread, more than once, and after ``close`` has begun."""
+        from any thread, more than once, and after ``close`` has begun. The workers' state file goes
+        too (a job stopped on a pipe leaves its reading thread, and so ``close``, waiting on the pipe)."""
         for process in list(self._workers.values()):
             with contextlib.suppress(OSError, ValueError):
                 process.kill()
@@ -202,6 +203,7 @@ class TokenizerProcesses:
         with contextlib.suppress(AttributeError, OSError):
             self._call_queue.cancel_join_thread()  # type: ignore[union-attr]
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._state_file.unlink(missing_ok=True)
 
     def close(self) -> None:
         """Shut the pool down: the chunks not begun are dropped, and the workers get

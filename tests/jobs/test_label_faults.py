@@ -939,18 +939,18 @@ def test_an_input_cut_while_the_job_reads_it_stops_the_job_and_writes_no_cut_row
 
 # -- a stop while the input is a pipe that stays open ------------------------------------------
 
-def _job_on_an_open_pipe(tmp_path, hf_model_dir, source):
+def _job_on_an_open_pipe(tmp_path, hf_model_dir, source, *options, env=None):
     """A job (chunks of 1 row) reading ``source`` ("stdin" or "fifo") whose writer keeps it open after
     three rows; returns (process, the writer's stream, output path) once the three are committed."""
     output = tmp_path / "out.csv"
     command = [PYTHON, "-m", "structsent", "label", "-" if source == "stdin" else str(tmp_path / "in.csv"),
-               "--format", "csv", "-o", str(output), "--chunk-rows", "1", "--model", hf_model_dir]
+               "--format", "csv", "-o", str(output), "--chunk-rows", "1", "--model", hf_model_dir, *map(str, options)]
     if source == "stdin":
-        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         writer = proc.stdin
     else:
         os.mkfifo(tmp_path / "in.csv")
-        proc = subprocess.Popen(command, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(command, stderr=subprocess.PIPE, env=env)
         writer = open(tmp_path / "in.csv", "wb")  # noqa: SIM115 - blocks until the job opens it
     writer.write("id,text\n0,味道不错\n1,差评\n2,还行\n".encode())
     writer.flush()
@@ -962,12 +962,19 @@ def _job_on_an_open_pipe(tmp_path, hf_model_dir, source):
     return proc, writer, output
 
 
+@pytest.mark.parametrize("processes", [0, 2])
 @pytest.mark.parametrize("source", ["stdin", "fifo"])
-def test_sigterm_stops_a_job_whose_pipe_stays_open_with_the_rows_read_committed(tmp_path, hf_model_dir, source):
+def test_sigterm_stops_a_job_whose_pipe_stays_open_with_the_rows_read_committed(tmp_path, hf_model_dir, source,
+                                                                                processes):
     """It said "stopping after the current chunk" and waited for the pipe's next line, for ever if the
     producer never closed it (`tail -f | structsent label -`): a service manager's stop ran into its
-    kill. (And a reader thread left waiting in sys.stdin's buffer made the interpreter abort at exit.)"""
-    proc, writer, output = _job_on_an_open_pipe(tmp_path, hf_model_dir, source)
+    kill. (And a reader thread left waiting in sys.stdin's buffer made the interpreter abort at exit.)
+    With tokenizer processes, the chunks tokenized while the next read waited on the pipe were
+    dropped by the stop (two of the three rows here), and the workers' state file was left."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    proc, writer, output = _job_on_an_open_pipe(tmp_path, hf_model_dir, source, "--tokenizer-processes", processes,
+                                                env={**os.environ, "TMPDIR": str(temporary)})
     try:
         stopped = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -983,6 +990,7 @@ def test_sigterm_stops_a_job_whose_pipe_stays_open_with_the_rows_read_committed(
     rows = list(csv.reader(io.StringIO((tmp_path / "out.csv.partial").read_text(encoding="utf-8"))))
     assert [row[:2] for row in rows] == [["id", "text"], ["0", "味道不错"], ["1", "差评"], ["2", "还行"]]
     assert not output.exists()
+    assert list(temporary.glob("structsent-tokenizer-*")) == []  # (the workers' state file)
 
 
 def test_the_work_files_of_a_stopped_job_on_standard_input_say_it_cannot_be_resumed(tmp_path, hf_model_dir):

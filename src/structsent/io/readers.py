@@ -66,6 +66,12 @@ class RowReader:
         return lines is not None and lines.waiting
 
     @property
+    def reads_a_stream(self) -> bool:
+        """Whether a read may wait for ever: a pipe's, a FIFO's, a terminal's (never a file's)."""
+        lines = getattr(self, "lines", None)
+        return lines is not None and lines.may_wait
+
+    @property
     def line(self) -> int:
         """Physical lines consumed so far (0 for Parquet)."""
         lines = getattr(self, "lines", None)
@@ -125,10 +131,10 @@ class _LineSource:
         self._read_number = line
         self._digest = hashlib.blake2b(digest_size=16)
         self.waiting = False  # inside a read of a stream (a pipe), which may wait for ever
-        self._may_wait = not _is_a_file(stream)
+        self.may_wait = not _is_a_file(stream)  # a stream's read may wait for ever
         # A file is read as it was when the job opened it: lines appended while it runs are not its
         # input (a line being written when it opened was labelled as its first part, exit 0).
-        self._end = size if size is not None and not self._may_wait else None
+        self._end = size if size is not None and not self.may_wait else None
         self.appended = 0  # bytes the file had grown by when its input part was read to the end
         # Bytes read first (from ``start``) and the last line read (from its offset), looked at again
         # once the file is read: a file rewritten while the job read it (its bytes replaced, not
@@ -166,7 +172,7 @@ class _LineSource:
         """The input's first bytes, looked at and left unread, for the UTF-16 check before any row (read
         as UTF-8, UTF-16 gave rows of noise): a file's from its start, a resumed job's too; a stream's
         as far as it holds them when first read (b"" where it cannot be looked at)."""
-        if not self._may_wait:
+        if not self.may_wait:
             try:
                 return os.pread(self.stream.fileno(), HEAD_BYTES, 0)
             except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
@@ -242,7 +248,7 @@ class _LineSource:
                 limit = min(limit, self._end - self._read_offset)
                 if limit <= 0:
                     return
-            self.waiting = self._may_wait  # a file's read never waits long; a pipe's may wait for ever
+            self.waiting = self.may_wait  # a file's read never waits long; a pipe's may wait for ever
             raw = self.stream.readline(limit)
             self.waiting = False
             if not raw:

@@ -449,7 +449,10 @@ class LabelJob:
             self._tokenizer_pool = None
 
     def _encoded_in(self, pool: TokenizerProcesses, reader: RowReader, processes: int) -> Iterator[PreparedChunk]:
-        """Chunks tokenized in ``pool``, in order, with every worker busy and one chunk waiting."""
+        """Chunks tokenized in ``pool``, in order, with every worker busy and one chunk waiting; from a
+        stream, one chunk at a time, as in-process: a read of a pipe may wait for ever, and a stop
+        then drops the chunks tokenized behind it (rows read from the pipe that cannot be read again)."""
+        ahead = 0 if reader.reads_a_stream else processes
         in_flight: collections.deque = collections.deque()
         chunks = self._read_chunks(reader)
         while True:
@@ -463,7 +466,7 @@ class LabelJob:
                 break
             indices = read.uncached(self.cache)
             in_flight.append((read, indices, pool.submit([read.unique_texts[i] for i in indices])))
-            if len(in_flight) > processes:  # every worker busy, and one chunk waiting
+            if len(in_flight) > ahead:  # every worker busy, and one chunk waiting
                 yield _with_encoding(pool, *in_flight.popleft())
         while in_flight:
             yield _with_encoding(pool, *in_flight.popleft())
