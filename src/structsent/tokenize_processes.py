@@ -21,6 +21,7 @@ import os
 import pickle
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -213,15 +214,21 @@ class TokenizerProcesses:
         results = getattr(self._pool, "_result_queue", None)
         try:
             self._pool.shutdown(wait=False, cancel_futures=True)
-            if manager is not None:
-                manager.join(CLOSE_WAIT_S)
-                if manager.is_alive():
-                    self.end_now()
-                    manager.join(CLOSE_WAIT_S)
-            if results is not None and not (manager is not None and manager.is_alive()):
+            if self._workers_ended(manager) and results is not None:
                 results.close()  # as a waiting shutdown does: its pipe's descriptors go now
         finally:
             self._state_file.unlink(missing_ok=True)
+
+    def _workers_ended(self, manager: threading.Thread | None) -> bool:
+        """Whether the pool's manager thread, which joins the workers, has ended: given
+        ``CLOSE_WAIT_S``, then as long again once the workers are killed."""
+        if manager is None:
+            return True
+        manager.join(CLOSE_WAIT_S)
+        if manager.is_alive():
+            self.end_now()
+            manager.join(CLOSE_WAIT_S)
+        return not manager.is_alive()
 
     def __enter__(self) -> "TokenizerProcesses":
         return self
