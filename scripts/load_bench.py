@@ -64,6 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=50, help="requests before each level, not measured")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--server-args", default="", help="extra `structsent serve` flags for both modes")
+    parser.add_argument("--backend", default=None, choices=["auto", "torch", "onnx"],
+                        help="the engine's backend, for the server and the in-process library alike (default: auto)")
+    parser.add_argument("--precision", default=None, help="the engine's precision, for both (default: auto)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--infinity-emb", default=None, metavar="EXECUTABLE",
                         help="also serve the same model with infinity-emb (its `infinity_emb` executable, "
@@ -116,10 +119,19 @@ def make_structbert_tiny(directory: Path) -> None:
     shutil.copy(ROOT / "src" / "structsent" / "models" / "default" / "vocab.txt", directory / "vocab.txt")
 
 
-def load_library(model: str):
+def engine_settings(args: argparse.Namespace) -> dict:
+    """The engine settings given to this script, which the server and the library both run with."""
+    return {name: getattr(args, name) for name in ("backend", "precision") if getattr(args, name) is not None}
+
+
+def engine_flags(args: argparse.Namespace) -> list[str]:
+    return [part for name, value in engine_settings(args).items() for part in (f"--{name}", value)]
+
+
+def load_library(model: str, settings: dict):
     import structsent
 
-    classifier = structsent.load(model)
+    classifier = structsent.load(model, **settings)
     classifier.tokenizer.learn_vocabulary()  # as the server's warm-up
     classifier(load_reviews()[:64])  # first calls are slow (allocations), as the server's warm-up
     return classifier
@@ -286,7 +298,7 @@ def summarise(latencies: list[float], failures: int, elapsed: float, concurrency
 
 def bench_mode(mode: str, model: str, texts: list[str], args: argparse.Namespace) -> list[dict]:
     port = free_port()
-    server = start_server(model, port, MODES[mode] + args.server_args.split())
+    server = start_server(model, port, MODES[mode] + engine_flags(args) + args.server_args.split())
     return bench_levels(server, port, mode, texts, args, structsent_request, count_batches=True)
 
 
@@ -367,7 +379,11 @@ def main(argv=None) -> int:
                   "call labels each distinct text once", flush=True)
         print("| mode | concurrency | requests | texts/s | p50 ms | p95 ms | p99 ms | texts/batch | failures |")
         print("|---|---|---|---|---|---|---|---|---|", flush=True)
-        classifier = load_library(model) if args.in_process else None
+        classifier = load_library(model, engine_settings(args)) if args.in_process else None
+        if classifier is not None:
+            info = classifier.info()
+            print(f"engine: {info['backend']} {info['precision']}, {info['attention']} attention "
+                  "(the server and the library)", flush=True)
         rows, comparisons = [], []
         for attempt in range(args.repeat):
             for mode in args.modes:

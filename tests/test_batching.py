@@ -1,8 +1,9 @@
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from structsent.batching import pack_batch, pad_batch, padded_cost, padding_fraction, plan_batches
+from structsent.batching import batch_cost, pack_batch, pad_batch, padded_cost, padding_fraction, plan_batches
 
 lengths_strategy = st.lists(st.integers(min_value=1, max_value=600), max_size=300)
 
@@ -123,6 +124,31 @@ def test_cost_aware_plan_cuts_where_a_long_text_would_pad_short_ones():
     assert waste(cheap, lengths) < 0.05 < waste([tuple(range(8))], lengths)
     # A large overhead packs batches as full as the budget allows, like the greedy plan.
     assert plan_batches(lengths, token_budget=4096, max_batch_size=64, batch_overhead=10**9) == [tuple(range(8))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(lengths=lengths_strategy, budget=st.integers(1, 5000), cap=st.integers(1, 80))
+def test_a_packed_plan_fills_batches_to_the_budget_in_real_tokens(lengths, budget, cap):
+    batches = plan_batches(lengths, token_budget=budget, max_batch_size=cap, batch_overhead=32, packed=True)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(len(lengths)))
+    assert flat == sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))  # longest first, ties in input order
+    for batch, following in zip(batches, [*batches[1:], None]):
+        assert 1 <= len(batch) <= cap
+        assert batch_cost(batch, lengths, packed=True) <= budget or len(batch) == 1
+        if following is not None and len(batch) < cap:  # cut only where the next text would not fit
+            assert batch_cost(batch, lengths, packed=True) + lengths[following[0]] > budget
+
+
+def test_a_packed_plan_makes_one_call_where_padding_would_cut_several():
+    lengths = [400, 12, 30, 9, 25, 60, 8]  # one long review among short ones: padded, it would pad them all
+    padded = plan_batches(lengths, token_budget=4096, max_batch_size=64, batch_overhead=32)
+    assert len(padded) > 1
+    assert plan_batches(lengths, token_budget=4096, max_batch_size=64, batch_overhead=32, packed=True) == [
+        (0, 5, 2, 4, 1, 3, 6)]
+    assert batch_cost((0, 1), lengths, packed=True) == 412 and batch_cost((0, 1), lengths, packed=False) == 800
+    with pytest.raises(ValueError, match="packed batches have no padded lengths"):
+        plan_batches(lengths, token_budget=4096, max_batch_size=64, packed=True, uniform=True)
 
 
 @given(st.lists(st.integers(1, 40), min_size=1, max_size=10), st.integers(0, 8))

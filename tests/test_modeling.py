@@ -83,7 +83,7 @@ def test_torch_runner_sends_no_mask_for_an_unpadded_batch(hf_model_dir):
 
     import structsent
 
-    runner = structsent.load(hf_model_dir, device="cpu", backend="torch").runner
+    runner = structsent.load(hf_model_dir, device="cpu", backend="torch", attention="padded").runner
     ids = np.array([[101, 2345, 3456, 102], [101, 4567, 102, 0]], dtype=np.int64)
     full = np.ones((1, 4), dtype=np.int64)
     assert runner.stage(ids[:1], full).mask is None
@@ -102,14 +102,14 @@ def test_the_torch_free_shape_names_exactly_the_activations_the_model_implements
 # -- packed texts (attention without padding) ----------------------------------------------------------
 def _packed_and_padded(model, sequences):
     from structsent.batching import pack_batch
-    from structsent.modeling import PackedTexts, reference_varlen_attention
+    from structsent.modeling import PackedTexts, per_text_varlen_attention
 
     ids, mask = pad_batch(sequences)
     flat, positions, cumulative, longest = pack_batch(ids, mask)
     texts = PackedTexts(torch.from_numpy(flat), torch.from_numpy(positions), torch.from_numpy(cumulative), longest)
     with torch.inference_mode():
         padded = model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
-        packed = model.forward_packed(texts, reference_varlen_attention).numpy()
+        packed = model.forward_packed(texts, per_text_varlen_attention).numpy()
     return packed, padded
 
 
@@ -139,21 +139,21 @@ def test_the_flash_kernel_is_asked_for_batch_invariance_where_torch_offers_it(mo
     The kernel needs a GPU, so a stand-in records the call (its attention is the reference one)."""
     import torch.nn.attention.varlen as varlen
 
-    from structsent.modeling import flash_varlen_attention, reference_varlen_attention
+    from structsent.modeling import flash_varlen_attention, per_text_varlen_attention
 
     calls: list[dict] = []
 
     def with_splits(q, k, v, cu_q, cu_k, max_q, max_k, *, num_splits=None):
         calls.append({"num_splits": num_splits})
-        return reference_varlen_attention(q, k, v, cu_q, cu_k, max_q, max_k)
+        return per_text_varlen_attention(q, k, v, cu_q, cu_k, max_q, max_k)
 
     def without_splits(q, k, v, cu_q, cu_k, max_q, max_k):
         calls.append({})
-        return reference_varlen_attention(q, k, v, cu_q, cu_k, max_q, max_k)
+        return per_text_varlen_attention(q, k, v, cu_q, cu_k, max_q, max_k)
 
     monkeypatch.setattr(varlen, "varlen_attn", with_splits if takes_num_splits else without_splits)
     q = torch.randn(7, 2, 4)
     cumulative = torch.tensor([0, 3, 7], dtype=torch.int32)
     out = flash_varlen_attention(q, q, q, cumulative, cumulative, 4, 4)
-    np.testing.assert_allclose(out.numpy(), reference_varlen_attention(q, q, q, cumulative, cumulative, 4, 4).numpy())
+    np.testing.assert_allclose(out.numpy(), per_text_varlen_attention(q, q, q, cumulative, cumulative, 4, 4).numpy())
     assert calls == [{"num_splits": 1} if takes_num_splits else {}]

@@ -109,20 +109,28 @@ def test_only_an_explicit_attention_packed_makes_the_load_check_binding(checkpoi
     assert plan.device == "cuda:0" and plan.packed and plan.packed_required is required
 
 
-def test_packed_attention_is_a_cuda_path_and_asking_for_it_elsewhere_says_so(checkpoint):
+def test_packed_attention_is_the_torch_backend_s_and_asking_for_it_elsewhere_says_so(checkpoint):
     from structsent.runtime import packed_attention
 
-    assert not resolve_runtime(checkpoint, EngineConfig(device="cpu", backend="torch")).packed
-    assert not resolve_runtime(checkpoint, EngineConfig(device="cpu", backend="torch", attention="auto")).packed
-    for config in (EngineConfig(device="cpu", attention="packed"),
-                   EngineConfig(device="cpu", backend="torch", attention="packed")):
-        with pytest.raises(ConfigError, match="attention=packed runs with the torch backend on CUDA"):
-            resolve_runtime(checkpoint, config)
-    with pytest.raises(ConfigError, match="attention=packed runs with the torch backend on CUDA"):
+    # the CPU: packed with torch at every precision (attention text by text), unless pad_multiple asks for padding
+    for precision in ("fp32", "int8", "bf16"):
+        plan = resolve_runtime(checkpoint, EngineConfig(device="cpu", backend="torch", precision=precision))
+        assert plan.packed and not plan.packed_required
+    explicit = resolve_runtime(checkpoint, EngineConfig(device="cpu", backend="torch", attention="packed"))
+    assert explicit.packed and explicit.packed_required
+    assert resolve_runtime(checkpoint, EngineConfig(device="cpu", attention="packed")).backend is Backend.TORCH
+    assert not resolve_runtime(checkpoint, EngineConfig(device="cpu", backend="torch", attention="padded")).packed
+    assert not resolve_runtime(checkpoint, EngineConfig(device="cpu", backend="torch", pad_multiple=8)).packed
+    with pytest.raises(ConfigError, match="attention=packed computes no padding, and pad_multiple=8 asks"):
+        resolve_runtime(checkpoint, EngineConfig(device="cpu", backend="torch", attention="packed", pad_multiple=8))
+    with pytest.raises(ConfigError, match="attention=packed runs with the torch backend; use backend=torch"):
         resolve_runtime(checkpoint, EngineConfig(device="cpu", backend="onnx", attention="packed"))
-    # CUDA fp16/bf16 only; padded always wins when asked for
-    assert not packed_attention(Attention.AUTO, "cpu", Precision.FP32)
+    # CUDA: fp16/bf16 only; padded always wins when asked for
+    assert packed_attention(Attention.AUTO, "cpu", Precision.FP32)
+    assert not packed_attention(Attention.AUTO, "cpu", Precision.FP32, pad_multiple=8)
+    assert not packed_attention(Attention.PADDED, "cpu", Precision.FP32)
     assert not packed_attention(Attention.PADDED, "cuda:0", Precision.FP16)
+    assert not packed_attention(Attention.AUTO, "cuda:0", Precision.FP32)
     with pytest.raises(ConfigError, match="fp16 or bf16"):
         packed_attention(Attention.PACKED, "cuda:0", Precision.FP32)
     with pytest.raises(ConfigError, match="expected one of auto, padded, packed"):

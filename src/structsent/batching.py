@@ -20,7 +20,7 @@ Batch = tuple[int, ...]
 
 def plan_batches(
     lengths: Sequence[int], *, token_budget: int, max_batch_size: int, batch_overhead: int | None = None,
-    uniform: bool = False,
+    uniform: bool = False, packed: bool = False,
 ) -> list[Batch]:
     """Group indices of ``lengths`` into batches, longest first.
 
@@ -36,14 +36,22 @@ def plan_batches(
 
     ``uniform``: every batch holds texts of one length only (lengths already rounded up with
     ``padded_length``), so that a text is padded the same way whatever else is in its call.
+
+    ``packed``: the runner computes no padding (packed attention), so a batch costs the sum of
+    its lengths: batches are filled greedily to the budget in real tokens (fewer, larger calls
+    at no padding cost). ``batch_overhead`` then plays no part.
     """
     if token_budget < 1 or max_batch_size < 1:
         raise ValueError("token_budget and max_batch_size must be positive")
+    if packed and uniform:
+        raise ValueError("packed batches have no padded lengths to make uniform")
     if batch_overhead is not None and batch_overhead < 0:
         raise ValueError("batch_overhead must be >= 0")
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     descending = [lengths[i] for i in order]
-    if uniform:
+    if packed:
+        sizes = _packed_sizes(descending, token_budget, max_batch_size)
+    elif uniform:
         sizes = _uniform_sizes(descending, token_budget, max_batch_size)
     elif batch_overhead is None:
         sizes = _greedy_sizes(descending, token_budget, max_batch_size)
@@ -92,6 +100,21 @@ def _greedy_sizes(descending: list[int], token_budget: int, max_batch_size: int)
     return sizes
 
 
+def _packed_sizes(descending: list[int], token_budget: int, max_batch_size: int) -> list[int]:
+    """Greedy cuts where the next text would take the batch's real tokens past the budget."""
+    sizes: list[int] = []
+    count, tokens = 0, 0
+    for length in descending:
+        if count and (count >= max_batch_size or tokens + length > token_budget):
+            sizes.append(count)
+            count, tokens = 0, 0
+        count += 1
+        tokens += length
+    if count:
+        sizes.append(count)
+    return sizes
+
+
 def _cheapest_sizes(descending: list[int], token_budget: int, max_batch_size: int, overhead: int) -> list[int]:
     """Batch sizes of the cheapest split of ``descending`` into consecutive runs (dynamic programming).
 
@@ -119,6 +142,11 @@ def _cheapest_sizes(descending: list[int], token_budget: int, max_batch_size: in
 
 def padded_cost(batch: Batch, lengths: Sequence[int]) -> int:
     return max(lengths[i] for i in batch) * len(batch) if batch else 0
+
+
+def batch_cost(batch: Batch, lengths: Sequence[int], *, packed: bool) -> int:
+    """Token positions a model call computes for ``batch``: the real ones when packed, else padded."""
+    return sum(lengths[i] for i in batch) if packed else padded_cost(batch, lengths)
 
 
 def padding_fraction(real_tokens: int, padded_tokens: int) -> float:

@@ -44,9 +44,9 @@ class LongTextPolicy(str, enum.Enum):
 class Attention(str, enum.Enum):
     """How attention sees a batch of texts of different lengths."""
 
-    AUTO = "auto"  # packed on CUDA (torch, fp16/bf16) where the varlen kernel runs, else padded
+    AUTO = "auto"  # packed with the torch backend (CUDA fp16/bf16 where the varlen kernel runs; CPU), else padded
     PADDED = "padded"  # every text padded to the batch's longest, masked
-    PACKED = "packed"  # no padding: the texts as one token stream with cumulative lengths (CUDA)
+    PACKED = "packed"  # no padding: the texts as one token stream with cumulative lengths (torch)
 
 
 # Padded tokens per batch (longest x count). Small budgets win on CPU (cache-friendly GEMMs,
@@ -141,8 +141,8 @@ class EngineConfig:
     pad_multiple: int | None = _setting(
         None, "pad texts to a multiple of N tokens and batch equal lengths only (CPU; default: off, label: 8)")
     attention: Attention = _setting(
-        Attention.AUTO, "auto (packed on CUDA with torch fp16/bf16 where the varlen flash kernel runs), padded, "
-                        "packed (no padding computed; CUDA only)")
+        Attention.AUTO, "auto (packed with the torch backend: on CUDA in fp16/bf16 where the varlen flash kernel "
+                        "runs, on the CPU unless pad_multiple is set), padded, packed (no padding computed; torch)")
 
     def __post_init__(self) -> None:
         for name, enum_type in (

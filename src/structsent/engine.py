@@ -11,7 +11,7 @@ from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, M
 import numpy as np
 
 from .backends import PipelinedRunner
-from .batching import Batch, pad_batch, padded_cost, padded_length, padding_fraction, plan_batches
+from .batching import Batch, batch_cost, pad_batch, padded_length, padding_fraction, plan_batches
 from .errors import BadInputError, DeviceOutOfMemoryError, ModelFormatError, NotPicklableError, WorkAbandonedError
 from .lines import one_line
 from .pipeline import Lanes, Prefetch, quick_gil_handoff
@@ -236,7 +236,12 @@ class Classifier:
     def _plan(self, lengths: Sequence[int]) -> list[Batch]:
         """Batches of indices into ``lengths`` under the current budget (see ``plan_batches``)."""
         return plan_batches(lengths, token_budget=self.token_budget, max_batch_size=self.max_batch_size,
-                            batch_overhead=self.batch_overhead, uniform=self.pad_multiple is not None)
+                            batch_overhead=self.batch_overhead, uniform=self.pad_multiple is not None,
+                            packed=self.packed_attention)
+
+    def _cost(self, batch: Batch, lengths: Sequence[int]) -> int:
+        """What ``batch`` costs against the token budget (``batch_cost``: real tokens when packed)."""
+        return batch_cost(batch, lengths, packed=self.packed_attention)
 
     def _pad(self, batch: Batch, sequences, lengths) -> tuple[np.ndarray, np.ndarray]:
         return pad_batch([sequences[i] for i in batch], self.tokenizer.pad_id, max(lengths[i] for i in batch))
@@ -254,7 +259,7 @@ class Classifier:
     def _within_budget(self, plan, lengths):
         """The planned batches, each re-split if the budget was lowered (out of memory) since planning."""
         for batch in plan:
-            if padded_cost(batch, lengths) <= self.token_budget:
+            if self._cost(batch, lengths) <= self.token_budget:
                 yield batch
                 continue
             for part in self._plan([lengths[i] for i in batch]):
@@ -339,7 +344,7 @@ class Classifier:
                 return self._run_halves(batch, sequences, lengths, stats)
             return logits
         stats.oom_splits += 1
-        self.token_budget = max(self.max_length, min(self.token_budget, padded_cost(batch, lengths) // 2))
+        self.token_budget = max(self.max_length, min(self.token_budget, self._cost(batch, lengths) // 2))
         return self._run_halves(batch, sequences, lengths, stats)
 
     def _run_halves(self, batch: Batch, sequences, lengths, stats: RunStats) -> np.ndarray:

@@ -55,22 +55,33 @@ def _torch_plan(checkpoint, config: EngineConfig) -> RuntimePlan:
     precision = torch_precision(config.precision, device)
     plan = plan_for(config, backend=Backend.TORCH, device=device, precision=precision,
                     max_positions=checkpoint.shape.max_position_embeddings)
-    packed = packed_attention(config.attention, device, precision)
+    packed = packed_attention(config.attention, device, precision, pad_multiple=plan.pad_multiple)
     return plan.replace(packed=packed, packed_required=packed and config.attention is Attention.PACKED)
 
 
-def packed_attention(requested: Attention, device: str, precision: Precision) -> bool:
+def packed_attention(requested: Attention, device: str, precision: Precision, *,
+                     pad_multiple: int | None = None) -> bool:
     """Whether the torch runner computes attention over packed texts (no padding).
 
-    Only on CUDA in fp16/bf16, where torch has the variable-length flash kernel; ``auto`` takes
-    it there, and the runner checks it against padded attention at load (falling back if not equal).
+    On CUDA in fp16/bf16, where torch has the variable-length flash kernel; on the CPU at every
+    precision (attention text by text), unless ``pad_multiple`` asks for padded lengths. ``auto``
+    takes it where it can run; the runner checks it against padded attention at load (falling
+    back if not equal).
     """
-    possible = device.startswith("cuda") and precision in (Precision.FP16, Precision.BF16)
-    if requested is Attention.PACKED and not possible:
-        raise ConfigError(f"attention=packed runs with the torch backend on CUDA in fp16 or bf16 "
-                          f"(here: device {device}, precision {precision.value}); use attention=padded or auto")
+    if device.startswith("cuda"):
+        possible = precision in (Precision.FP16, Precision.BF16)
+        if requested is Attention.PACKED and not possible:
+            raise ConfigError(f"attention=packed runs on CUDA in fp16 or bf16 (here: device {device}, "
+                              f"precision {precision.value}); use attention=padded or auto")
+    else:
+        possible = pad_multiple is None
+        if requested is Attention.PACKED and not possible:
+            raise ConfigError(f"attention=packed computes no padding, and pad_multiple={pad_multiple} asks "
+                              "for texts padded to its multiples; use one of them (attention=auto pads then)")
     if requested is Attention.PADDED or not possible:
         return False
+    if not device.startswith("cuda"):
+        return True
     from .modeling import varlen_kernel_available
 
     available = varlen_kernel_available()
@@ -157,7 +168,7 @@ def _onnx_plan_or_none(checkpoint, config: EngineConfig) -> RuntimePlan | None:
 
 def _onnx_plan(checkpoint, config: EngineConfig, model_file: Path | None) -> RuntimePlan:
     if config.attention is Attention.PACKED:
-        raise ConfigError("attention=packed runs with the torch backend on CUDA; use backend=torch or attention=auto")
+        raise ConfigError("attention=packed runs with the torch backend; use backend=torch or attention=auto")
     device = onnx_device(config.device, config.precision)
     precision = onnx_precision(config.precision, checkpoint, device)
     if model_file is None:

@@ -62,10 +62,11 @@ def test_alone_equals_inside_any_batch(onnx_clf, real_reviews):
     np.testing.assert_allclose(positive(onnx_clf([texts[i] for i in perm])), alone[perm], atol=FP32_PROBABILITY_TOLERANCE)
 
 
-def test_same_batch_planner_as_torch(onnx_clf, torch_clf, real_reviews):
+def test_same_batch_planner_as_torch_padded(onnx_clf, hf_model_dir, real_reviews):
     texts = real_reviews[:50]
     _, onnx_stats = onnx_clf.label_with_stats(texts)
-    _, torch_stats = torch_clf.label_with_stats(texts)
+    torch_padded = structsent.load(hf_model_dir, backend="torch", device="cpu", attention="padded")
+    _, torch_stats = torch_padded.label_with_stats(texts)
     assert (onnx_stats.batches, onnx_stats.padded_tokens) == (torch_stats.batches, torch_stats.padded_tokens)
 
 

@@ -230,12 +230,13 @@ def test_a_runtime_refusal_says_which_variables_set_what_it_names(monkeypatch, t
                                                "(STRUCTSENT_MAX_LENGTH='64' is set in the environment)")
     monkeypatch.delenv("STRUCTSENT_MAX_LENGTH")
     monkeypatch.setenv("STRUCTSENT_DEVICE", "cpu")
-    monkeypatch.setenv("STRUCTSENT_PRECISION", "fp32")
+    monkeypatch.setenv("STRUCTSENT_PAD_MULTIPLE", "16")
     monkeypatch.setenv("STRUCTSENT_BACKEND", "torch")
-    assert main(["label", str(source), *out, "--attention", "packed"]) == 2  # the two the reason names, not backend
+    assert main(["label", str(source), *out, "--attention", "packed"]) == 2  # the one the reason names, not backend
     assert capsys.readouterr().err.strip().endswith(
-        "(here: device cpu, precision fp32); use attention=padded or auto (STRUCTSENT_DEVICE='cpu', "
-        "STRUCTSENT_PRECISION='fp32' are set in the environment)")
+        "pad_multiple=16 asks for texts padded to its multiples; use one of them (attention=auto pads then) "
+        "(STRUCTSENT_PAD_MULTIPLE='16' is set in the environment)")
+    monkeypatch.delenv("STRUCTSENT_PAD_MULTIPLE")
     assert main(["label", str(source), *out, "--model", "~no-such-user-x7/device-backend"]) == 2  # words of a path
     assert capsys.readouterr().err.strip().endswith("give the directory in full")
     assert not (tmp_path / "out.jsonl").exists()

@@ -278,6 +278,29 @@ def test_csv_output_of_json_lines_whose_first_rows_are_flagged_does_not_depend_o
     assert rows[0]["text"] == "" and rows[0]["label"] == ""  # given twice: neither value is the row's
 
 
+def test_attention_packed_drops_the_job_s_pad_multiple_and_one_given_is_refused_with_it(tmp_path, hf_model_dir,
+                                                                                        real_reviews, capsys):
+    """The job pads to multiples of 8 by default; --attention packed (torch) computes no padding, so that
+    default steps aside, while a --pad-multiple the user gives is refused with it in one line."""
+    from structsent.cli import main
+
+    texts = real_reviews[:120]
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    args = ["label", str(source), "-o", str(out), "--backend", "torch", "--attention", "packed",
+            "--chunk-rows", "50", "--model", str(hf_model_dir), "--quiet"]
+    assert main(args) == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [row["text"] for row in rows] == texts
+    assert_matches_library(structsent.load(hf_model_dir, device="cpu", backend="torch", attention="padded"), texts,
+                           rows)
+    assert main([*args, "--overwrite", "--pad-multiple", "8"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "structsent: error: attention=packed computes no padding, and pad_multiple=8 asks for texts padded to its "
+        "multiples; use one of them (attention=auto pads then)")
+
+
 @pytest.mark.parametrize("suffix", ["csv", "parquet"])
 def test_a_flagged_first_json_lines_row_does_not_choose_the_output_columns(tmp_path, hf_model_dir, suffix):
     """A first row whose text field was misspelt (flagged) gave the CSV/Parquet columns ('id', 'txt'):

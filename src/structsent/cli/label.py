@@ -68,6 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check_job_flags(args)
+    _no_padding_with_packed_attention(args)
     if args.engine == "ray":
         return _run_on_ray(args)
     import structsent
@@ -120,6 +121,16 @@ def _check_job_flags(args: argparse.Namespace) -> None:
         raise BadInputError("--report needs an output file (-o): the report is made from it")
     if args.report_by is not None and args.report is None:
         raise BadInputError("--report-by needs --report FILE: it breaks that report down by a column")
+
+
+def _no_padding_with_packed_attention(args: argparse.Namespace) -> None:
+    """``--attention packed`` computes no padding: the job's own pad multiple (LABEL_PAD_MULTIPLE)
+    steps aside then. One the user set (flag or variable) stays, and the engine refuses the pair."""
+    from .engine_flags import SETTING_VARIABLES
+
+    chosen = "pad_multiple" in getattr(args, "_typed", {}) or SETTING_VARIABLES["pad_multiple"] in os.environ
+    if args.attention == "packed" and args.pad_multiple == LABEL_PAD_MULTIPLE and not chosen:
+        args.pad_multiple = None
 
 
 def _job_spec(args: argparse.Namespace) -> LabelJobSpec:
