@@ -17,7 +17,9 @@ With ``--in-process`` each server run is preceded by the library labelling the s
 reviews in this process (one call, then calls as large as the server's merged batches), and a
 line compares them: the server's share of the library's throughput, its p99 against the
 queueing floor (concurrency / the library's throughput), and how busy the model worker was.
-``--repeat N`` runs it all N times: on a shared machine the spread is the noise.
+``--repeat N`` runs it all N times: on a shared machine the spread is the noise. ``--backend`` and
+``--precision`` set the engine of the server and of the library alike (``--backend torch`` on a
+CPU: packed attention).
 
 The client is a few lines of asyncio speaking HTTP/1.1 keep-alive, so that on a small machine
 the load generator costs little next to the server it measures.
@@ -134,6 +136,9 @@ def load_library(model: str, settings: dict):
     classifier = structsent.load(model, **settings)
     classifier.tokenizer.learn_vocabulary()  # as the server's warm-up
     classifier(load_reviews()[:64])  # first calls are slow (allocations), as the server's warm-up
+    from structsent.pipeline import freeze_startup_objects
+
+    freeze_startup_objects()  # as the server does: the client's collections then skip the model's objects
     return classifier
 
 
