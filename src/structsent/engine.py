@@ -102,7 +102,9 @@ class Classifier:
 
     @property
     def batch_overhead(self) -> int | None:
-        return self.plan.batch_overhead_tokens
+        """The planner's per-call cost; None where batches are filled greedily (GPUs, and packed
+        attention, where a call computes no padding to weigh against its cost)."""
+        return None if self.packed_attention else self.plan.batch_overhead_tokens
 
     @property
     def pad_multiple(self) -> int | None:

@@ -158,6 +158,25 @@ def test_a_refused_resume_names_the_settings_changed_not_those_they_imply():
     options = {"input_format": "csv", "id_column": None, "on_bad_row": "error"}
     assert changed_settings(options, {**options, "input_format": "tsv", "id_column": "n"}) == \
         "--format was 'csv', now 'tsv'; --id-column was not given, now 'n'"
+    # attention is saved only when packed (absent: padded); label's pad multiple steps aside for packed
+    packed = {**fp32, "backend": "torch", "attention": "packed", "pad_multiple": None}
+    padded = {**fp32, "backend": "torch"}
+    assert changed_settings(packed, padded) == "--attention was 'packed', now 'padded'"
+    assert changed_settings(padded, packed) == "--attention was 'padded', now 'packed'"
+
+
+def test_an_int8_packed_job_does_not_depend_on_the_planner_s_per_call_cost(hf_model_dir):
+    """Packed batches are filled in real tokens whatever --batch-overhead-tokens says: the engine
+    reports no per-call cost then, so a resume with another one is not refused for it."""
+    import structsent
+    from structsent.io.manifest import model_settings
+
+    packed = structsent.load(hf_model_dir, device="cpu", backend="torch", precision="int8")
+    other = structsent.load(hf_model_dir, device="cpu", backend="torch", precision="int8", batch_overhead_tokens=500)
+    padded = structsent.load(hf_model_dir, device="cpu", backend="torch", precision="int8", attention="padded")
+    assert packed.batch_overhead is None and packed.info()["batch_overhead_tokens"] is None
+    assert model_settings(packed.info(), chunk_rows=100) == model_settings(other.info(), chunk_rows=100)
+    assert padded.info()["batch_overhead_tokens"] == 32
 
 
 

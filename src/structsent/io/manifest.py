@@ -182,7 +182,7 @@ def changed_settings(saved: dict | None, fresh: dict) -> str | None:
     if saved is None:
         return None
     differ = [name for name in dict.fromkeys([*saved, *fresh]) if saved.get(name) != fresh.get(name)]
-    changed = [f"{_setting(name)} was {_value(saved.get(name))}, now {_value(fresh.get(name))}" for name in differ
+    changed = [f"{_setting(name)} was {_value(name, saved)}, now {_value(name, fresh)}" for name in differ
                if not set(_SET_BY.get(name, ())) & set(differ)]
     return "; ".join(changed) or None
 
@@ -190,14 +190,18 @@ def changed_settings(saved: dict | None, fresh: dict) -> str | None:
 # settings named only when none of those that set them changed too (a stride follows the window;
 # int8's recipe and batch settings are saved only with int8)
 _SET_BY = {"window_stride": ("long_text", "max_length"), "int8_recipe": ("precision",),
-           **{name: ("precision",) for name in (*INT8_BATCH_SETTINGS, "chunk_rows")}}
+           **{name: ("precision",) for name in (*INT8_BATCH_SETTINGS, "chunk_rows")},
+           "pad_multiple": ("precision", "attention")}  # (label's own pad multiple steps aside for packed attention)
+# what a setting saved only when set means when it is absent (attention is saved only when packed)
+_ABSENT_MEANS = {"attention": "padded"}
 
 
 def _setting(name: str) -> str:
     return _NOT_FLAGS.get(name) or "--" + name.replace("_", "-")
 
 
-def _value(value: object) -> str:
+def _value(name: str, settings: dict) -> str:
+    value = settings.get(name, _ABSENT_MEANS.get(name))
     return "not given" if value is None or value == "" else repr(value)  # (--prefix's default is "")
 
 
