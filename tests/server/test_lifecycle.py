@@ -243,6 +243,27 @@ def test_sighup_stops_a_lone_server_as_sigterm_does_and_says_so(hf_model_dir, tm
         server.close()
 
 
+@pytest.mark.parametrize("between_s", [0.02, 0.05])
+def test_a_second_ctrl_c_quits_at_once_in_one_line_without_a_traceback(hf_model_dir, between_s):
+    """The second Ctrl-C cancels the ASGI lifespan mid-shutdown: uvicorn logged that cancellation
+    as an error, with its traceback, above "structsent: interrupted"."""
+    import signal
+
+    server = ServerProcess(hf_model_dir, "--backend", "torch",
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        server.wait_healthy()
+        server.process.send_signal(signal.SIGINT)
+        time.sleep(between_s)
+        server.process.send_signal(signal.SIGINT)
+        assert server.process.wait(30) == 130
+        said = server.log_text()
+        assert "Traceback" not in said and "CancelledError" not in said, said
+        assert said.strip().splitlines()[-1] == "structsent: interrupted", said
+    finally:
+        server.close()
+
+
 def wait_until_refusing_connections(server, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -1,5 +1,6 @@
 """Log rate limiting: a flood of one message (a refused connection, an accept() failing on a full
-file table...) must not fill the disk or drown the server's other messages.
+file table...) must not fill the disk or drown the server's other messages. And no traceback for
+a forced quit, which the user asked for.
 
 >>> import logging
 >>> handler = logging.StreamHandler()
@@ -64,9 +65,24 @@ class RepeatedMessageFilter(logging.Filter):
             del self._windows[kind]
 
 
+class ForcedQuitTracebackFilter(logging.Filter):
+    """Drops the traceback uvicorn logs as an error when a forced quit (a second Ctrl-C during the
+    graceful shutdown) cancels the ASGI lifespan: Starlette reports the cancellation as a failed
+    shutdown whose message is the CancelledError's traceback. The quit was asked for, and the
+    command says so in one line ("structsent: interrupted")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not (text.startswith("Traceback") and text.rstrip().endswith("CancelledError"))
+
+
 def limit_server_logs(per_second: int = MESSAGES_PER_SECOND) -> RepeatedMessageFilter:
-    """Put one RepeatedMessageFilter on every handler of the server's loggers (after uvicorn has
-    configured logging); returns it."""
+    """Put one RepeatedMessageFilter on every handler of the server's loggers, and a
+    ForcedQuitTracebackFilter on uvicorn's error logger (after uvicorn has configured logging);
+    returns the first."""
+    error_logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, ForcedQuitTracebackFilter) for f in error_logger.filters):
+        error_logger.addFilter(ForcedQuitTracebackFilter())
     shared = RepeatedMessageFilter(per_second)
     for name in SERVER_LOGGERS:
         for handler in logging.getLogger(name).handlers:
