@@ -30,3 +30,15 @@ def test_pipeline_bench_times_the_model_and_the_label_job():
     assert "host: CPU " in out and "ISA " in out
     assert "model only, pre-tokenized:" in out and "label job (CSV in, CSV out; tokenizer processes: 0):" in out
     assert "ratio label job / model only:" in out
+
+
+def test_packed_bench_compares_packed_with_padded_attention(hf_model_dir):
+    out = run_script("packed_bench.py", "--model", str(hf_model_dir), "--texts", "40", "--call-sizes", "7",
+                     "--rounds", "1")
+    assert "host: CPU " in out and "ISA " in out
+    lines = [line for line in out.splitlines() if line.startswith("fp32, 40 reviews in ")]
+    assert [line.split(":")[0] for line in lines] == ["fp32, 40 reviews in calls of 7", "fp32, 40 reviews in one call"]
+    for line in lines:
+        assert "padded " in line and "packed " in line and "label(s) differ" in line, line
+        difference = float(line.split("largest probability difference ")[1].split(",")[0])
+        assert difference < 1e-5, line  # fp32: the same maths either way
