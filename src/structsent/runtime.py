@@ -68,20 +68,17 @@ def packed_attention(requested: Attention, device: str, precision: Precision, *,
     takes it where it can run; the runner checks it against padded attention at load (falling
     back if not equal).
     """
-    if device.startswith("cuda"):
-        possible = precision in (Precision.FP16, Precision.BF16)
-        if requested is Attention.PACKED and not possible:
-            raise ConfigError(f"attention=packed runs on CUDA in fp16 or bf16 (here: device {device}, "
-                              f"precision {precision.value}); use attention=padded or auto")
-    else:
-        possible = pad_multiple is None
-        if requested is Attention.PACKED and not possible:
+    if not device.startswith("cuda"):
+        if requested is Attention.PACKED and pad_multiple is not None:
             raise ConfigError(f"attention=packed computes no padding, and pad_multiple={pad_multiple} asks "
                               "for texts padded to its multiples; use one of them (attention=auto pads then)")
+        return requested is not Attention.PADDED and pad_multiple is None
+    possible = precision in (Precision.FP16, Precision.BF16)
+    if requested is Attention.PACKED and not possible:
+        raise ConfigError(f"attention=packed runs on CUDA in fp16 or bf16 (here: device {device}, "
+                          f"precision {precision.value}); use attention=padded or auto")
     if requested is Attention.PADDED or not possible:
         return False
-    if not device.startswith("cuda"):
-        return True
     from .modeling import varlen_kernel_available
 
     available = varlen_kernel_available()
