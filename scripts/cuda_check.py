@@ -47,13 +47,18 @@ def check_fidelity(failures: list[str]) -> None:
     texts = committed_texts()
     reference = structsent.load("default", backend="torch", device="cpu", precision="fp32")(texts)
     ref_labels, ref_p = [r.label for r in reference], probabilities(reference)
-    runs = [("fp32", "padded"), ("fp16", "padded"), ("fp16", "packed"), ("bf16", "padded"), ("bf16", "packed")]
-    for precision, attention in runs:
+    # (precision, attention, activation epilogue): None = the runner's choice (on at fp16/bf16 if its check passes)
+    runs = [("fp32", "padded", None), ("fp16", "padded", None), ("fp16", "packed", None), ("fp16", "packed", False),
+            ("bf16", "padded", None), ("bf16", "packed", None)]
+    for precision, attention, epilogue in runs:
         try:
             clf = structsent.load("default", backend="torch", device="cuda", precision=precision, attention=attention)
         except structsent.ConfigError as err:  # packed attention: this torch has no varlen kernel
             print(f"fidelity cuda {precision} {attention}: not offered here ({err})", flush=True)
             continue
+        if epilogue is False:
+            clf.runner.activation_epilogue = clf.runner.model.activation_epilogue(False)
+        epilogue_on = clf.runner.activation_epilogue
         started = time.perf_counter()
         results = clf(texts)
         seconds = time.perf_counter() - started
@@ -61,10 +66,12 @@ def check_fidelity(failures: list[str]) -> None:
         diff = float(np.abs(probabilities(results) - ref_p).max())
         ok = len(results) == len(texts) and agreement >= MIN_AGREEMENT[precision] and diff <= MAX_PROB_DIFF[precision]
         running = "packed" if getattr(clf.runner, "packed", False) else "padded"  # the load-time check may refuse
-        print(f"fidelity cuda {precision} {attention} (running {running}): {len(texts)} texts, agreement "
+        print(f"fidelity cuda {precision} {attention} (running {running}, activation epilogue "
+              f"{'on' if epilogue_on else 'off'}): {len(texts)} texts, agreement "
               f"{agreement:.4f}, max |dp| {diff:.2e}, {seconds:.2f}s -> {'ok' if ok else 'FAIL'}", flush=True)
-        if not ok or running != attention:
-            failures.append(f"fidelity {precision} {attention}")
+        expected_epilogue = precision != "fp32" if epilogue is None else epilogue
+        if not ok or running != attention or epilogue_on != expected_epilogue:
+            failures.append(f"fidelity {precision} {attention} (activation epilogue {'on' if epilogue_on else 'off'})")
 
 
 def check_oom_backoff(corpus: Path | None, failures: list[str]) -> None:

@@ -157,3 +157,47 @@ def test_the_flash_kernel_is_asked_for_batch_invariance_where_torch_offers_it(mo
     out = flash_varlen_attention(q, q, q, cumulative, cumulative, 4, 4)
     np.testing.assert_allclose(out.numpy(), per_text_varlen_attention(q, q, q, cumulative, cumulative, 4, 4).numpy())
     assert calls == [{"num_splits": 1} if takes_num_splits else {}]
+
+
+# -- the feed-forward activation in its product's epilogue (torch._addmm_activation) ----------------------
+# On a CPU the epilogue's GELU is exact GELU, so for "gelu" and "relu" both ways are the same maths; a
+# tanh-GELU model gets exact GELU there, within 4.8e-4 of its own activation (the runner turns the
+# epilogue on only on CUDA, whose GELU epilogue is the tanh form).
+@pytest.mark.parametrize("act, tolerance", [("gelu", 1e-6), ("relu", 1e-6), ("gelu_new", 2e-3)])
+def test_the_activation_in_the_epilogue_computes_the_same_logits(tmp_path, monkeypatch, act, tolerance):
+    from structsent.backends.torch import build_model
+    from structsent.config import Precision
+    from structsent.models import load_checkpoint
+
+    from .conftest import write_tokenizer_files
+
+    make_hf_model(seed=5, hidden_act=act).save_pretrained(tmp_path)
+    write_tokenizer_files(tmp_path)
+    model = build_model(load_checkpoint(tmp_path), Precision.FP32, torch.device("cpu"))
+    rng = np.random.default_rng(1)
+    sequences = [rng.integers(0, model.shape.vocab_size, size=n) for n in (3, 40, 1, 17, 64)]
+    plain_packed, plain_padded = _packed_and_padded(model, sequences)
+    calls = []
+    real = torch._addmm_activation
+    monkeypatch.setattr(torch, "_addmm_activation", lambda *a, **k: calls.append(k["use_gelu"]) or real(*a, **k))
+    assert model.activation_epilogue(True)
+    fused_packed, fused_padded = _packed_and_padded(model, sequences)
+    assert calls == [act != "relu"] * (2 * model.shape.num_layers)  # every layer, both forwards
+    np.testing.assert_allclose(fused_padded, plain_padded, atol=tolerance, rtol=0)
+    np.testing.assert_allclose(fused_packed, plain_packed, atol=tolerance, rtol=0)
+    assert not model.activation_epilogue(False)
+    np.testing.assert_array_equal(_packed_and_padded(model, sequences)[1], plain_padded)
+    assert len(calls) == 2 * model.shape.num_layers
+
+
+def test_the_epilogue_is_refused_where_a_projection_is_not_a_plain_linear(hf_model_dir):
+    from structsent.backends.torch import build_model
+    from structsent.config import Precision
+    from structsent.models import load_checkpoint
+
+    for precision in (Precision.FP32, Precision.INT8):
+        model = build_model(load_checkpoint(hf_model_dir), precision, torch.device("cpu"))
+        if precision is Precision.FP32:
+            model.layers[-1].ffn_in = torch.nn.Sequential(model.layers[-1].ffn_in)  # any other module
+        assert not model.activation_epilogue(True)
+        assert not any(layer.activation_in_epilogue for layer in model.layers)

@@ -28,6 +28,9 @@ _ACTIVATIONS = {
     "gelu_fast": lambda x: F.gelu(x, approximate="tanh"),
     "relu": F.relu,
 }
+# Activations a matrix product's epilogue can apply (torch._addmm_activation): name -> use_gelu.
+# On CUDA the GELU epilogue (cuBLASLt's) is the tanh form; on a CPU it is exact GELU.
+EPILOGUE_ACTIVATIONS = {"gelu": True, "gelu_new": True, "gelu_pytorch_tanh": True, "gelu_fast": True, "relu": False}
 
 
 class Embeddings(nn.Module):
@@ -62,6 +65,8 @@ class EncoderLayer(nn.Module):
         self.ffn_out = nn.Linear(shape.intermediate_size, h)
         self.ffn_norm = nn.LayerNorm(h, eps=shape.layer_norm_eps)
         self.act = _ACTIVATIONS[shape.hidden_act]
+        self.hidden_act = shape.hidden_act
+        self.activation_in_epilogue = False  # set by BertClassifier.activation_epilogue
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, s, _ = x.shape
@@ -91,7 +96,17 @@ class EncoderLayer(nn.Module):
 
     def _after_attention(self, context: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         x = self.attn_norm(self.attn_out(context) + residual)
-        return self.ffn_norm(self.ffn_out(self.act(self.ffn_in(x))) + x)
+        return self.ffn_norm(self.ffn_out(self._ffn_inner(x)) + x)
+
+    def _ffn_inner(self, x: torch.Tensor) -> torch.Tensor:
+        """activation(ffn_in(x)); with ``activation_in_epilogue``, one matrix product that applies the
+        bias and the activation as it writes its result (no separate pass over the widest tensor)."""
+        if not self.activation_in_epilogue:
+            return self.act(self.ffn_in(x))
+        flat = x.reshape(-1, x.shape[-1])
+        inner = torch._addmm_activation(self.ffn_in.bias, flat, self.ffn_in.weight.t(),
+                                        use_gelu=EPILOGUE_ACTIVATIONS[self.hidden_act])
+        return inner.view(*x.shape[:-1], inner.shape[-1])
 
     def packed(self, x: torch.Tensor, texts: "PackedTexts", attention: "VarlenAttention", *,
                cls_only: bool = False) -> torch.Tensor:
@@ -125,6 +140,17 @@ class BertClassifier(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(shape) for _ in range(shape.num_layers))
         self.pooler = nn.Linear(shape.hidden_size, shape.hidden_size)
         self.classifier = nn.Linear(shape.hidden_size, shape.num_labels)
+
+    def activation_epilogue(self, on: bool) -> bool:
+        """Apply each layer's feed-forward activation in the epilogue of the product before it (one
+        pass over the widest activations fewer), or stop. Returns whether it is on: only float
+        projections and the activations of EPILOGUE_ACTIVATIONS can."""
+        layers = [cast(EncoderLayer, layer) for layer in self.layers]
+        possible = self.shape.hidden_act in EPILOGUE_ACTIVATIONS and all(
+            type(layer.ffn_in) is nn.Linear for layer in layers)
+        for layer in layers:
+            layer.activation_in_epilogue = on and possible
+        return on and possible
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         x = self.embeddings(input_ids)

@@ -240,3 +240,59 @@ def test_a_fork_pool_after_a_torch_model_labels_instead_of_hanging(tmp_path):
     except subprocess.TimeoutExpired:
         pytest.fail("the fork pool hung")
     assert proc.returncode == 0 and proc.stdout.strip() == "same", (proc.returncode, proc.stdout, proc.stderr[-2000:])
+
+
+# -- the activation epilogue: tried on CUDA at fp16/bf16, checked at load against the plain activation ----
+def test_the_activation_epilogue_is_tried_on_cuda_at_half_precision_only():
+    from structsent.backends.torch import wants_activation_epilogue
+
+    assert wants_activation_epilogue("cuda", Precision.FP16) and wants_activation_epilogue("cuda", Precision.BF16)
+    assert not any(wants_activation_epilogue("cuda", p) for p in (Precision.FP32, Precision.INT8))
+    assert not any(wants_activation_epilogue("cpu", p) for p in Precision if p is not Precision.AUTO)
+
+
+def test_a_cpu_runner_applies_the_activation_on_its_own_by_default(hf_model_dir):
+    from structsent.backends.torch import TorchRunner
+
+    padded = _torch_plan(hf_model_dir)
+    runner = TorchRunner(padded.checkpoint, padded.plan)
+    assert not runner.activation_epilogue
+    assert not any(layer.activation_in_epilogue for layer in runner.model.layers)
+
+
+def test_a_runner_with_the_activation_epilogue_labels_as_without(hf_model_dir, real_reviews):
+    from structsent.backends.torch import TorchRunner
+    from structsent.engine import Classifier
+
+    plain = _torch_plan(hf_model_dir)
+    runner = TorchRunner(plain.checkpoint, plain.plan, activation_epilogue=True)
+    assert runner.activation_epilogue and all(layer.activation_in_epilogue for layer in runner.model.layers)
+    texts = real_reviews[:120]
+    got, want = Classifier(plain.checkpoint, runner, plain.plan)(texts), plain(texts)
+    assert len(got) == len(want) == len(texts) and [r.label for r in got] == [r.label for r in want]
+    np.testing.assert_allclose([r.score for r in got], [r.score for r in want], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("epilogue", ["raises", "wrong", "non-finite"])
+def test_an_activation_epilogue_that_fails_or_disagrees_is_left_off(hf_model_dir, monkeypatch, caplog, epilogue):
+    from structsent.backends.torch import TorchRunner
+
+    real = torch._addmm_activation
+
+    def addmm_activation(bias, x, weight, use_gelu):
+        if epilogue == "raises":
+            raise RuntimeError("CUBLAS_STATUS_NOT_SUPPORTED when calling cublasLtMatmul")
+        out = real(bias, x, weight, use_gelu=use_gelu)
+        return out * (float("nan") if epilogue == "non-finite" else 1.5)
+
+    monkeypatch.setattr(torch, "_addmm_activation", addmm_activation)
+    plain = _torch_plan(hf_model_dir)
+    with caplog.at_level("WARNING", logger="structsent.torch"):
+        runner = TorchRunner(plain.checkpoint, plain.plan, activation_epilogue=True)
+    assert not runner.activation_epilogue
+    assert not any(layer.activation_in_epilogue for layer in runner.model.layers)
+    expected = "failed (RuntimeError: CUBLAS" if epilogue == "raises" else "differs from the plain activation"
+    assert f"the activation epilogue {expected}" in caplog.text and "applying the activation on its own" in caplog.text
+    ids = np.array([[101, 5, 102, 0], [101, 7, 8, 102]])
+    np.testing.assert_array_equal(runner.run(ids, (ids != 0).astype(np.int64)),
+                                  plain.runner.run(ids, (ids != 0).astype(np.int64)))
