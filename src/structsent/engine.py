@@ -378,6 +378,8 @@ class Classifier:
             "long_text": self.plan.long_text.value,
             "window_stride": self.window_stride,
             "attention": "packed" if self.packed_attention else "padded",
+            # the feed-forward activation applied in its product's epilogue (torch, CUDA fp16/bf16)
+            "activation_epilogue": bool(getattr(self.runner, "activation_epilogue", False)),
         }
 
 

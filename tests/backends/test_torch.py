@@ -268,7 +268,9 @@ def test_a_runner_with_the_activation_epilogue_labels_as_without(hf_model_dir, r
     runner = TorchRunner(plain.checkpoint, plain.plan, activation_epilogue=True)
     assert runner.activation_epilogue and all(layer.activation_in_epilogue for layer in runner.model.layers)
     texts = real_reviews[:120]
-    got, want = Classifier(plain.checkpoint, runner, plain.plan)(texts), plain(texts)
+    fused = Classifier(plain.checkpoint, runner, plain.plan)
+    assert fused.info()["activation_epilogue"] is True and plain.info()["activation_epilogue"] is False
+    got, want = fused(texts), plain(texts)
     assert len(got) == len(want) == len(texts) and [r.label for r in got] == [r.label for r in want]
     np.testing.assert_allclose([r.score for r in got], [r.score for r in want], atol=1e-6, rtol=0)
 

@@ -178,4 +178,5 @@ class InfoResponse(BaseModel):
     pad_multiple: int | None = None
     num_threads: int | None = None
     attention: str | None = None  # what runs: packed (no padding computed) or padded
+    activation_epilogue: bool | None = None  # feed-forward activation applied by its product (CUDA fp16/bf16)
     limits: LimitsInfo
