@@ -492,8 +492,32 @@ def test_a_lone_carriage_return_in_an_unquoted_csv_field_is_said_in_the_users_wo
     rows = list(reader)
     reader.close()
     assert [row.text for row in rows] == [None, "难吃"]
-    assert rows[0].error == ("line 2: malformed CSV (a line break (a lone carriage return) inside an unquoted field; "
-                             "quote the field or remove it)")
+    assert rows[0].error == ("line 2: malformed CSV (a lone carriage return inside an unquoted field; quote the "
+                             "field or remove it (a file with old Mac line endings, CR alone: convert them to LF))")
+
+
+def test_a_csv_file_with_old_mac_line_endings_is_refused_saying_so(tmp_path):
+    """The header's error nested three pairs of brackets and told the user to quote the field."""
+    path = tmp_path / "in.csv"
+    path.write_bytes("id,text\r1,好吃\r2,差评\r".encode())
+    with pytest.raises(BadInputError, match=r"in.csv: line 1: malformed header: malformed CSV \(a lone carriage "
+                                            r"return .* old Mac line endings, CR alone: convert them to LF\)\)$"):
+        open_reader(str(path), Format.CSV, text_column="text", on_bad_row="error")
+
+
+@pytest.mark.parametrize(("line", "reason"), [
+    ('{"id":2,"text":"差\x00评"}', "Invalid control character at column 18)"),
+    ('{"id":2,"text":"差评"}\r{"id":3,"text":"好"}', "Extra data at column 22; the line holds a carriage return: "
+                                                     "convert old Mac line endings (CR alone) to LF)"),
+], ids=["control-character", "carriage-return"])
+def test_invalid_json_is_said_once_with_its_column_and_a_carriage_return_named(tmp_path, line, reason):
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(('{"id":1,"text":"好吃"}\n' + line + "\n").encode())
+    reader = open_reader(str(path), Format.JSONL, text_column="text", on_bad_row="flag")
+    rows = list(reader)
+    reader.close()
+    assert len(rows) == 2 and rows[0].text == "好吃" and rows[1].text is None
+    assert rows[1].error == f"line 2: invalid JSON ({reason}"
 
 
 @pytest.mark.parametrize(("name", "requested", "refusal"), [

@@ -327,3 +327,24 @@ def test_a_column_clash_advises_a_prefix_other_than_the_one_given(prefix, advice
     extra = added_columns(["负面", "正面"], prefix)
     with pytest.raises(BadInputError, match=rf"column\(s\) '{prefix}label'; {re.escape(advice)} so the added"):
         check_no_collision(["text", f"{prefix}label"], extra, prefix)
+
+
+@pytest.mark.parametrize("values", [[1.5, False], [[1.5], [True]], [{"x": 1.5}, {"x": True}], [None, 2.5, None, True],
+                                    [{"x": [{"y": 0.5}]}, {"x": [{"y": False}]}]],
+                         ids=["top-level", "in-a-list", "in-an-object", "after-nulls", "deep"])
+def test_true_or_false_among_floats_in_one_chunk_is_refused_naming_its_row(values):
+    """Arrow made one float column of them, true and false written as 1.0 and 0.0 (exit 0); in
+    separate chunks the same values were already refused."""
+    row = 1 + next(i for i, v in enumerate(values) if "True" in repr(v) or "False" in repr(v))
+    with pytest.raises(BadInputError, match=rf"^row {row}: column 'v' holds true or false where other rows hold "
+                                            r"numbers, and one Parquet column would hold them as 1.0 or 0.0;"):
+        parquet_chunks(values)
+    with pytest.raises(BadInputError, match="column 'v' holds"):  # across chunks, as before
+        parquet_chunks(values[:row - 1] or [values[0]], values[row - 1:])
+
+
+def test_true_and_false_in_a_column_of_their_own_and_integers_stay_as_they_are():
+    (table,) = parquet_chunks([True, None, False])
+    assert table.column("v").to_pylist() == [True, None, False]
+    (table,) = parquet_chunks([{"a": True, "b": 1.5}, {"a": False, "b": 2}])
+    assert table.column("v").to_pylist() == [{"a": True, "b": 1.5}, {"a": False, "b": 2.0}]

@@ -428,7 +428,7 @@ class JsonLinesReader(RowReader):
                 first = _value_refusal(line.number, err)
                 value, refused = _decode_refusing_values(line.text, keep_non_finite=self.keep_non_finite)
         except json.JSONDecodeError as err:
-            return None, f"line {line.number}: invalid JSON ({err.msg} at column {err.colno})"
+            return None, f"line {line.number}: invalid JSON ({_json_error_text(err, line.text)})"
         except RecursionError:
             return None, f"line {line.number}: invalid JSON (nested too deeply)"
         values, error = self._checked(line, value)
@@ -699,7 +699,7 @@ class CsvReader(RowReader):
             raise BadInputError(f"{self.name}: no header row (line 1 is empty)")
         bad = error or next((line.error for line in lines if line.error), None)
         if bad is not None:
-            raise BadInputError(f"{self.name}: line 1: malformed header ({bad})")
+            raise BadInputError(f"{self.name}: line 1: malformed header: {bad}")
         check_header(header, self._delimiter, self.name, self._text_column)
         for line in lines:
             self.lines.consume(line)
@@ -753,11 +753,22 @@ class CsvReader(RowReader):
         return InputRow(self.rows_read, None, None, where)
 
 
+def _json_error_text(err: json.JSONDecodeError, text: str) -> str:
+    """json's reason and column ("Invalid control character at" already ends in "at"), and where the
+    line holds a carriage return, the likely cause: lines ended by CR alone (old Mac line endings)
+    are one line here."""
+    reason = f"{err.msg.removesuffix(' at')} at column {err.colno}"
+    if "\r" in text:
+        reason += "; the line holds a carriage return: convert old Mac line endings (CR alone) to LF"
+    return reason
+
+
 def _csv_error_text(err: csv.Error) -> str:
     """The csv module's reason, without its advice to Python programmers (universal-newline mode)."""
     text = str(err)
     if text.startswith("new-line character seen in unquoted field"):
-        return "a line break (a lone carriage return) inside an unquoted field; quote the field or remove it"
+        return ("a lone carriage return inside an unquoted field; quote the field or remove it (a file with old "
+                "Mac line endings, CR alone: convert them to LF)")
     return text
 
 
