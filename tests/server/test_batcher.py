@@ -566,3 +566,30 @@ def test_a_part_still_running_when_another_part_of_its_request_fails_stops_at_it
     # 10 calls before the failure, then the ones already begun in each lane (and the one of "还行"):
     # far from the whole part's 100, on a fast host or a slow one.
     assert 10 <= runner.calls < 30
+
+
+def test_taking_requests_out_of_the_queue_never_formats_them(clf, monkeypatch):
+    """deque.remove names an item it does not hold by its repr, and a request's repr formatted all
+    its token ids: ~0.1 s for 240 long texts, under the batcher's lock on the event loop, each time
+    a client left a request that was running or queued with the large ones (a graceful shutdown
+    that cut six such requests sent their 503s one every 0.14 s)."""
+    from structsent.server import batcher as module
+
+    def formatted(self):
+        raise AssertionError("a batcher record was formatted")
+
+    monkeypatch.setattr(module._Request, "__repr__", formatted)
+    monkeypatch.setattr(module._Part, "__repr__", formatted)
+    recording = LengthRecorder(clf)
+    recording.gate.clear()
+    batcher = started(recording, max_wait_s=0.0, token_budget=8 * 12, max_queue=80)
+    running = batcher.submit(clf.encode(["好" * 10] * 40))  # cut into parts: queued with the large ones
+    wait_for(lambda: batcher.waiting_texts == 32)  # one part taken, held at the gate
+    queued = batcher.submit(clf.encode(["好" * 10] * 20))
+    assert not running.cancel()  # running: withdrawn, looked for among the small ones first
+    assert queued.cancel()  # queued with the large ones: looked for among the small ones first
+    assert batcher.waiting_texts == 0
+    kept = batcher.submit(clf.encode(["还行"] * 3))
+    recording.gate.set()
+    assert [r.ok for r in kept.result(10)] == [True] * 3
+    assert batcher.stop(10)
