@@ -948,3 +948,27 @@ async def _a_refusal_while_the_client_still_sends(port: int) -> None:
     assert head.startswith(b"HTTP/1.1 413 ") and b"connection: close" in head.lower()
     assert body["limit"] == "max_body_bytes"
     writer.close()
+
+
+@pytest.mark.parametrize(("path", "answered"), [("/nothere", 404), ("/health", 405), ("/v1/sentiment/", 404)])
+def test_a_request_that_expects_100_continue_where_no_route_takes_a_body_is_answered_at_once(guarded, path, answered):
+    """The body limits read every POST's body before routing, so a client sending Expect:
+    100-continue to a path with no such route was told to send its body (100 Continue), then got
+    its 404 or 405. It gets the answer at once; the labelling routes still ask for the body."""
+    body = '{"texts": ["很好吃"]}'.encode()
+    head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\n"
+            f"Expect: 100-continue\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    with connect(guarded) as sock:
+        sock.sendall(head)
+        status, _, answer = read_response(sock)
+        assert status == answered and answer["error"].endswith(f"POST {path}")
+    with connect(guarded) as sock:
+        sock.sendall(head.replace(path.encode(), b"/v1/sentiment", 1))
+        continue_line = b"HTTP/1.1 100 Continue\r\n\r\n"
+        received = b""
+        while len(received) < len(continue_line):
+            received += sock.recv(len(continue_line) - len(received))
+        assert received == continue_line
+        sock.sendall(body)
+        status, _, answer = read_response(sock)
+        assert status == 200 and len(answer["results"]) == 1

@@ -47,6 +47,7 @@ from .batcher import BatchFailedError, MicroBatcher, QueueFullError, WorkerStopp
 from .direct import DirectRoute, DirectRoutes, Receive, json_body
 from .metrics import ServerMetrics
 from .middleware import (
+    BODY_METHODS,
     BearerAuth,
     BodyLimits,
     CloseWhenDraining,
@@ -671,6 +672,8 @@ def create_app(settings: ServerSettings, *, service: SentimentService | None = N
     _add_routes(app, service)
     _answer_head_where_get(app)
     endpoints = {route.path for route in app.routes if isinstance(route, Route)}
+    with_bodies = frozenset(route.path for route in app.routes
+                            if isinstance(route, Route) and (route.methods or set()) & BODY_METHODS)
     # add_middleware wraps: the last added runs first.
     app.add_middleware(
         DirectRoutes, routes=direct_routes(service), check_json=app.state.check_request_json,
@@ -681,6 +684,7 @@ def create_app(settings: ServerSettings, *, service: SentimentService | None = N
         max_bytes=settings.max_body_bytes,
         read_timeout_s=settings.read_timeout_s,
         on_reject=service.metrics.observe_error,
+        paths=with_bodies,
     )
     if settings.api_key is not None:
         app.add_middleware(

@@ -208,16 +208,22 @@ class BodyLimits:
 
     With the connection cap this bounds what the bodies of clients can hold in memory:
     max_connections x max_body_bytes at most, for read_timeout_s at most.
+
+    Only requests to ``paths`` (the routes that read a body) are read: any other is answered (404,
+    405) without its body, and a client that sent ``Expect: 100-continue`` is not asked to send it
+    (the server asks when the body is first read); the connection's deadlines cover what it sends anyway.
     """
 
-    def __init__(self, app, *, max_bytes: int, read_timeout_s: float, on_reject: Callable[[str], None]) -> None:
+    def __init__(self, app, *, max_bytes: int, read_timeout_s: float, on_reject: Callable[[str], None],
+                 paths: frozenset[str]) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.read_timeout_s = read_timeout_s
         self.on_reject = on_reject  # called with the error type of each refusal
+        self.paths = paths
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS or scope["path"] not in self.paths:
             await self.app(scope, receive, send)
             return
         encoding = _coding_other_than(scope["headers"], b"content-encoding", b"identity")
