@@ -352,3 +352,17 @@ def test_long_values_keep_bounded_memory_and_stay_apart():
     assert all(sum(len(part) for part in key if isinstance(part, str)) < 300 for key in aggregator._groups)
     groups = aggregator.result().breakdown.groups
     assert [g.tally.rows for g in groups] == [10, 10, 10] and len({g.name for g in groups}) == 3
+
+
+def test_a_few_dates_years_apart_do_not_list_every_empty_month_between_them():
+    """Ten rows on three dates in 1938, 1970 and 2001 listed 763 months, 760 of them empty."""
+    rows = dated_rows(["1938-05-01"] * 3 + ["1970-01-01"] * 4 + ["2001-12-31"] * 3)
+    groups = aggregate(rows, by="d", by_period=Period.MONTH).breakdown.groups
+    assert [(g.kind, g.name, g.tally.rows) for g in groups] == [
+        ("period", "1938-05", 3), ("gap", "1938-06 to 1969-12", 0), ("period", "1970-01", 4),
+        ("gap", "1970-02 to 2001-11", 0), ("period", "2001-12", 3)]
+    # a core span of a few more periods than have rows, or a short one, still lists its empty periods
+    start = datetime.date(2024, 1, 1)
+    sparse = [(start + datetime.timedelta(days=n)).isoformat() for n in range(0, 90, 3)]  # 30 days of 88
+    days = aggregate(dated_rows(sparse), by="d", by_period=Period.DAY).breakdown.groups
+    assert len(days) == 88 and all(g.kind == "period" for g in days) and sum(g.tally.rows for g in days) == 30

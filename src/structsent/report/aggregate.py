@@ -400,8 +400,9 @@ def by_period(days: dict[int, Tally], period: Period, max_periods: int, *, late:
     At most ``max_periods`` periods are listed, those with the most rows; the rest, and the rows of
     ``late`` (days past those tracked), are one "other dates" row. Between the first and last period
     of the core days, empty periods are listed too (gaps stay visible) when everything then fits in
-    ``max_periods``; any other stretch without rows is one "gap" row, and a stretch whose periods
-    went to "other dates" one "folded" row. Work and output follow the distinct days, never their span.
+    ``max_periods`` and they are not many more than the periods with rows (``_worth_filling``); any
+    other stretch without rows is one "gap" row, and a stretch whose periods went to "other dates"
+    one "folded" row. Work and output follow the distinct days, never their span.
     """
     bins: dict[int, Tally] = {}
     for day, tally in days.items():
@@ -410,7 +411,8 @@ def by_period(days: dict[int, Tally], period: Period, max_periods: int, *, late:
     kept = sorted(ranked[:max_periods])
     first, last = (_period_key(day, period) for day in core_days(days))
     outside = sum(not first <= key <= last for key in kept)
-    fill = len(range(first, last + 1, _step(period))) + outside <= max_periods
+    span = len(range(first, last + 1, _step(period)))
+    fill = span + outside <= max_periods and _worth_filling(span, sum(first <= key <= last for key in kept))
     folded = sorted(ranked[max_periods:])
     groups: list[GroupRow] = []
     for previous, key in zip([None, *kept], kept):
@@ -431,6 +433,17 @@ def by_period(days: dict[int, Tally], period: Period, max_periods: int, *, late:
     if other.rows:
         groups.append(GroupRow("other dates", other, "other"))
     return groups
+
+
+FILL_ALWAYS = 60  # periods of the core span listed one by one, empty ones included, whatever their rows
+FILL_FACTOR = 4  # beyond that, as long as the span is at most this many times the periods with rows
+
+
+def _worth_filling(span: int, with_rows: int) -> bool:
+    """Whether the empty periods of a core span of ``span`` periods, ``with_rows`` of them holding
+    rows, are listed one by one: a few dates years apart listed every empty month between them
+    (763 rows for 3 dates)."""
+    return span <= max(FILL_ALWAYS, FILL_FACTOR * with_rows)
 
 
 def _empty_periods(keys: range, period: Period) -> list[GroupRow]:

@@ -361,7 +361,8 @@ def _period_point(group: GroupRow, negative: str) -> Point:
 def _period_note(breakdown: Breakdown, period: str) -> str:
     note = (f"Values of {breakdown.column} read as dates (ISO, the day as written), one point per {period}; "
             f"a {period} without labelled rows breaks the line. Only {period}s with rows are listed, and the "
-            f"empty ones among the bulk of the dates; a longer stretch without rows is one dashed mark")
+            f"empty ones among the bulk of the dates where they are not many more than those with rows; any "
+            f"other stretch without rows is one dashed mark")
     if any(g.kind == "other" for g in breakdown.groups):
         listed = sum(g.kind == "period" for g in breakdown.groups)
         note += f"; past {listed:,} {period}s, those with the fewest rows are added up as other dates"
