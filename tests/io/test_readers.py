@@ -509,7 +509,8 @@ def test_a_csv_file_with_old_mac_line_endings_is_refused_saying_so(tmp_path):
     ('{"id":2,"text":"差\x00评"}', "Invalid control character at column 18)"),
     ('{"id":2,"text":"差评"}\r{"id":3,"text":"好"}', "Extra data at column 22; the line holds a carriage return: "
                                                      "convert old Mac line endings (CR alone) to LF)"),
-], ids=["control-character", "carriage-return"])
+    ('{"id":2,"text":"差"', "Expecting ',' delimiter at column 19)"),  # was "at column 1", past the line's end
+], ids=["control-character", "carriage-return", "cut-short"])
 def test_invalid_json_is_said_once_with_its_column_and_a_carriage_return_named(tmp_path, line, reason):
     path = tmp_path / "in.jsonl"
     path.write_bytes(('{"id":1,"text":"好吃"}\n' + line + "\n").encode())
@@ -518,6 +519,11 @@ def test_invalid_json_is_said_once_with_its_column_and_a_carriage_return_named(t
     reader.close()
     assert len(rows) == 2 and rows[0].text == "好吃" and rows[1].text is None
     assert rows[1].error == f"line 2: invalid JSON ({reason}"
+    crlf = tmp_path / "crlf.jsonl"  # a Windows file: its lines' own CR is no cause to name
+    crlf.write_bytes(('{"id":1,"text":"好吃"}\r\n' + line + "\r\n").encode())
+    reader = open_reader(str(crlf), Format.JSONL, text_column="text", on_bad_row="flag")
+    assert [row.error for row in reader][1] == f"line 2: invalid JSON ({reason}"
+    reader.close()
 
 
 @pytest.mark.parametrize(("name", "requested", "refusal"), [

@@ -336,11 +336,16 @@ def test_true_or_false_among_floats_in_one_chunk_is_refused_naming_its_row(value
     """Arrow made one float column of them, true and false written as 1.0 and 0.0 (exit 0); in
     separate chunks the same values were already refused."""
     row = 1 + next(i for i, v in enumerate(values) if "True" in repr(v) or "False" in repr(v))
-    with pytest.raises(BadInputError, match=rf"^row {row}: column 'v' holds true or false where other rows hold "
+    with pytest.raises(BadInputError, match=rf"^row {row}: column 'v' holds true or false where other values hold "
                                             r"numbers, and one Parquet column would hold them as 1.0 or 0.0;"):
         parquet_chunks(values)
     with pytest.raises(BadInputError, match="column 'v' holds"):  # across chunks, as before
         parquet_chunks(values[:row - 1] or [values[0]], values[row - 1:])
+
+
+def test_true_or_false_among_floats_in_one_row_is_refused_too():
+    with pytest.raises(BadInputError, match=r"^row 1: column 'v' holds true or false where other values hold numbers"):
+        parquet_chunks([[1, 1.5, True]])
 
 
 def test_true_and_false_in_a_column_of_their_own_and_integers_stay_as_they_are():

@@ -960,8 +960,10 @@ def test_a_request_that_expects_100_continue_where_no_route_takes_a_body_is_answ
             f"Expect: 100-continue\r\nContent-Length: {len(body)}\r\n\r\n").encode()
     with connect(guarded) as sock:
         sock.sendall(head)
-        status, _, answer = read_response(sock)
+        status, headers, answer = read_response(sock)
         assert status == answered and answer["error"].endswith(f"POST {path}")
+        # closed: a request sent next without the body would have been read as the body
+        assert headers["connection"] == "close" and closed_by_server(sock)
     with connect(guarded) as sock:
         sock.sendall(head.replace(path.encode(), b"/v1/sentiment", 1))
         continue_line = b"HTTP/1.1 100 Continue\r\n\r\n"

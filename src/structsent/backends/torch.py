@@ -219,10 +219,10 @@ class TorchRunner:
         """Turn on the activation epilogue if the model can take it and it agrees with the plain
         activation on a batch of random texts; else leave it off (with a warning if it failed)."""
         ids, mask = self._random_batch(max_length)
+        plain = self.fetch(self.launch(self._stage_padded(ids, mask)))  # (a failure here is the model's own)
+        if not self.model.activation_epilogue(True):
+            return False
         try:
-            plain = self.fetch(self.launch(self._stage_padded(ids, mask)))
-            if not self.model.activation_epilogue(True):
-                return False
             fused = self.fetch(self.launch(self._stage_padded(ids, mask)))
         except (RuntimeError, NotImplementedError, TypeError, ValueError) as err:
             self.model.activation_epilogue(False)

@@ -754,11 +754,13 @@ class CsvReader(RowReader):
 
 
 def _json_error_text(err: json.JSONDecodeError, text: str) -> str:
-    """json's reason and column ("Invalid control character at" already ends in "at"), and where the
-    line holds a carriage return, the likely cause: lines ended by CR alone (old Mac line endings)
-    are one line here."""
-    reason = f"{err.msg.removesuffix(' at')} at column {err.colno}"
-    if "\r" in text:
+    """json's reason ("Invalid control character at" already ends in "at") and its column within the
+    line's content: a line cut short was "at column 1", counted past its own line ending. Where the
+    content holds a carriage return, the likely cause too: lines ended by CR alone (old Mac line
+    endings) are one line here. (A CRLF line's own ending is not content.)"""
+    content = text.rstrip("\r\n")
+    reason = f"{err.msg.removesuffix(' at')} at column {min(err.pos, len(content)) + 1}"
+    if "\r" in content:
         reason += "; the line holds a carriage return: convert old Mac line endings (CR alone) to LF"
     return reason
 

@@ -107,7 +107,7 @@ class ChunkEncoder:
         if input_schema is None:  # JSON Lines: the chunk's own types, checked against the job's
             inferred = _inferred_table(records, where) if records else None  # once per chunk
             if inferred is not None:
-                _refuse_booleans_made_numbers(records, inferred, [row.number for row in rows])
+                _refuse_booleans_made_numbers(records, inferred, self.input_columns, [row.number for row in rows])
             if self._arrow_schema is None:
                 self._arrow_schema = self._schema(input_schema, inferred, where)
                 self._undecided = {c for c in self.input_columns if not _has_values(inferred, c)}
@@ -296,18 +296,20 @@ def _inferred_table(records: list[dict], where: str):
         raise BadInputError(f"{where}: {named}a value Parquet cannot hold ({err}); write JSON Lines or CSV output") from err
 
 
-def _refuse_booleans_made_numbers(records: list[dict], inferred, numbers: Sequence[int]) -> None:
+def _refuse_booleans_made_numbers(records: list[dict], inferred, columns: Sequence[str], numbers: Sequence[int]) -> None:
     """Arrow makes one column of true/false and floats by turning true/false into 1.0/0.0 (at any
     depth: ``[1.5]`` then ``[true]`` was ``[1.0]``); refused, naming the first row that holds one.
-    (Other mixtures of kinds it refuses itself.)"""
-    for name in inferred.column_names:
-        kind = inferred.schema.field(name).type
+    (Other mixtures of kinds it refuses itself.) ``columns``: the input's (the added ones are ours)."""
+    import pyarrow as pa
+
+    for name in columns:
+        kind = inferred.schema.field(name).type if name in inferred.column_names else pa.null()
         if not _holds_floats(kind):
             continue
         for number, record in zip(numbers, records):
-            if _boolean_among_floats(record.get(name), kind):
+            if _boolean_among_floats(record.get(name), kind, pa.types):
                 raise BadInputError(
-                    f"row {number}: column {name!r} holds true or false where other rows hold numbers, and one "
+                    f"row {number}: column {name!r} holds true or false where other values hold numbers, and one "
                     "Parquet column would hold them as 1.0 or 0.0; write JSON Lines or CSV output, or give the "
                     "column one type throughout")
 
@@ -318,18 +320,17 @@ def _holds_floats(kind) -> bool:
     return pa.types.is_floating(kind) or any(_holds_floats(child) for child in arrow_children(kind))
 
 
-def _boolean_among_floats(value, kind) -> bool:
-    """Whether ``value`` (a JSON value) holds a bool where ``kind`` (its column's inferred type) has a float."""
-    import pyarrow as pa
-
+def _boolean_among_floats(value, kind, types) -> bool:
+    """Whether ``value`` (a JSON value) holds a bool where ``kind`` (its column's inferred type) has a
+    float. ``types``: ``pyarrow.types``."""
     if value is None:
         return False
-    if pa.types.is_floating(kind):
+    if types.is_floating(kind):
         return isinstance(value, bool)
-    if pa.types.is_struct(kind) and isinstance(value, dict):
-        return any(_boolean_among_floats(value.get(field.name), field.type) for field in kind)
-    if pa.types.is_list(kind) and isinstance(value, list):
-        return any(_boolean_among_floats(item, kind.value_type) for item in value)
+    if types.is_struct(kind) and isinstance(value, dict):
+        return any(_boolean_among_floats(value.get(field.name), field.type, types) for field in kind)
+    if types.is_list(kind) and isinstance(value, list):
+        return any(_boolean_among_floats(item, kind.value_type, types) for item in value)
     return False
 
 

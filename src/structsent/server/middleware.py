@@ -210,8 +210,10 @@ class BodyLimits:
     max_connections x max_body_bytes at most, for read_timeout_s at most.
 
     Only requests to ``paths`` (the routes that read a body) are read: any other is answered (404,
-    405) without its body, and a client that sent ``Expect: 100-continue`` is not asked to send it
-    (the server asks when the body is first read); the connection's deadlines cover what it sends anyway.
+    405) without its body; the connection's deadlines cover what the client sends of it anyway. A
+    client that sent ``Expect: 100-continue`` is not asked for its body (the server asks when the
+    body is first read), and its answer closes the connection: whether it will send the body
+    after all is not known, and a next request on the connection would be read as that body.
     """
 
     def __init__(self, app, *, max_bytes: int, read_timeout_s: float, on_reject: Callable[[str], None],
@@ -223,8 +225,12 @@ class BodyLimits:
         self.paths = paths
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["method"] not in BODY_METHODS or scope["path"] not in self.paths:
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
             await self.app(scope, receive, send)
+            return
+        if scope["path"] not in self.paths:
+            expects_continue = (_header(scope["headers"], b"expect") or b"").strip().lower() == b"100-continue"
+            await self.app(scope, receive, _closing(send) if expects_continue else send)
             return
         encoding = _coding_other_than(scope["headers"], b"content-encoding", b"identity")
         if encoding is not None:
@@ -362,6 +368,16 @@ def _coding_other_than(headers, name: bytes, accepted: bytes) -> bytes | None:
                 if coding.strip().lower() not in (accepted, b""):
                     return coding.strip()
     return None
+
+
+def _closing(send):
+    """``send`` that adds ``Connection: close`` to the answer's headers."""
+    async def send_closing(message):
+        if message["type"] == "http.response.start" and CLOSE_HEADER not in message.get("headers", ()):
+            message = {**message, "headers": [*message.get("headers", ()), CLOSE_HEADER]}
+        await send(message)
+
+    return send_closing
 
 
 def _header(headers, name: bytes) -> bytes | None:
