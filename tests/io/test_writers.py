@@ -353,3 +353,32 @@ def test_true_and_false_in_a_column_of_their_own_and_integers_stay_as_they_are()
     assert table.column("v").to_pylist() == [True, None, False]
     (table,) = parquet_chunks([{"a": True, "b": 1.5}, {"a": False, "b": 2}])
     assert table.column("v").to_pylist() == [{"a": True, "b": 1.5}, {"a": False, "b": 2.0}]
+
+
+@pytest.mark.parametrize(("first", "later", "expected_type"), [
+    ([[]], [[1.5], []], "list<item: double>"),  # a review's pictures: none in the first chunk
+    ([{"a": None}], [{"a": 2.5}], "struct<a: double>"),
+    ([{"tags": [], "n": 1}], [{"tags": [{"x": "y"}], "n": 2}], "struct<tags: list<item: struct<x: string>>, n: int64>"),
+    ([None, []], [[[]]], "list<item: list<item: null>>"),  # still undecided inside: the next values decide
+], ids=["empty-lists", "null-field", "nested", "lists-of-lists"])
+def test_a_column_of_empty_lists_or_null_fields_takes_the_type_its_later_values_give(tmp_path, first, later, expected_type):
+    """A first chunk of only empty lists typed the column list<null>, and every later number was
+    refused ("holds list<item: double> values, and its type is list<item: null>")."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    tables = parquet_chunks(first, later)
+    assert str(tables[1].schema.field("v").type) == expected_type
+    parts = []
+    for index, table in enumerate(tables):
+        parts.append(tmp_path / f"part-{index}.parquet")
+        write_parquet_part(table, parts[-1])
+    merge_parquet_parts(parts, tmp_path / "out.parquet")
+    merged = pq.read_table(tmp_path / "out.parquet")
+    assert merged.column("v").to_pylist() == [*first, *later] and merged.num_rows == len(first) + len(later)
+
+
+def test_values_that_do_not_fill_in_a_column_of_empty_lists_are_still_refused():
+    with pytest.raises(BadInputError, match="rows 2-2: column 'v' holds double values, and its type is list<item: null>"):
+        parquet_chunks([[]], [1.5])
+    with pytest.raises(BadInputError, match="rows 3-3: column 'v' holds list<item: string> values, and its type is "
+                                            "list<item: double>"):
+        parquet_chunks([[]], [[1.5]], [["a"]])

@@ -356,3 +356,47 @@ def test_a_job_stopped_while_a_stopped_tokenizer_process_holds_its_next_chunk_en
     assert LabelJob(spec(source, output, tokenizer_processes=1, resume=True), clf).run().rows == 40 * CHUNK
     with open(output, encoding="utf-8", newline="") as handle:
         assert [row["id"] for row in csv.DictReader(handle)] == [f"r{i}" for i in range(40 * CHUNK)]
+
+
+@pytest.mark.parametrize("stopped", ["in the first chunk", "after the first values"])
+def test_json_lines_fields_of_empty_lists_and_null_fields_get_their_types_from_later_values(tmp_path, clf, stopped):
+    """A review's pictures ([] in every row of the first chunk) typed the column a list of null, and
+    the first picture stopped the job ("holds list<item: string> values, and its type is
+    list<item: null>"); an object whose fields were all null the same way. Their types are now
+    filled in by the later values, uninterrupted and across a resume."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    rows, source = 10 * CHUNK, tmp_path / "in.jsonl"
+
+    def record(i: int) -> dict:
+        later = i >= 2 * CHUNK
+        return {"id": i, "text": f"味道不错{i}", "pictures": [f"p{i}.jpg"] if later and i % 3 else [],
+                "order": {"coupon": i / 4 if later else None, "items": [{"sku": i}] if later else []}}
+
+    with open(source, "w", encoding="utf-8") as handle:
+        for i in range(rows):
+            handle.write(json.dumps(record(i), ensure_ascii=False) + "\n")
+
+    def job(output, **options):
+        return LabelJobSpec(input=str(source), output=str(output), input_format=Format.JSONL,
+                            output_format=Format.PARQUET, chunk_rows=CHUNK, **options)
+
+    whole = tmp_path / "whole.parquet"
+    assert LabelJob(job(whole), clf).run().rows == rows
+    output, stop = tmp_path / "out.parquet", threading.Event()
+    if stopped == "in the first chunk":
+        stop.set()
+    first_run = LabelJob(job(output), clf, stop=stop, progress=StopAfter(stop, 3 * CHUNK)).run()
+    assert first_run.interrupted
+    assert LabelJob(job(output, resume=True), clf).run().rows == rows
+    for path in (whole, output):
+        table = pq.read_table(path)
+        assert str(table.schema.field("pictures").type) == "list<element: string>"
+        assert str(table.schema.field("order").type) == ("struct<coupon: double, items: list<element: "
+                                                         "struct<sku: int64>>>")
+        assert table.column("id").to_pylist() == list(range(rows))
+        assert table.column("pictures").to_pylist() == [record(i)["pictures"] for i in range(rows)]
+        assert table.column("order").to_pylist() == [record(i)["order"] for i in range(rows)]
+    assert pq.read_table(output).equals(pq.read_table(whole))

@@ -110,7 +110,8 @@ class ChunkEncoder:
                 _refuse_booleans_made_numbers(records, inferred, self.input_columns, [row.number for row in rows])
             if self._arrow_schema is None:
                 self._arrow_schema = self._schema(input_schema, inferred, where)
-                self._undecided = {c for c in self.input_columns if not _has_values(inferred, c)}
+                self._undecided = {c for c in self.input_columns
+                                   if not _has_values(inferred, c) or _holds_null(self._arrow_schema.field(c).type)}
             if inferred is None:  # an input without rows: the columns, empty
                 return self._arrow_schema.empty_table()
             self._decide(inferred, where)
@@ -124,30 +125,39 @@ class ChunkEncoder:
 
     def use_schema(self, schema, undecided: Sequence[str] = ()) -> None:
         """Tables of this schema from now on (a resumed job: that of the parts already written),
-        ``undecided`` the columns that held only nulls so far."""
+        ``undecided`` the columns that held only nulls so far, or values of a type holding null
+        (only empty lists, objects whose fields were all null)."""
         self._arrow_schema = schema.remove_metadata()
         self._undecided = set(undecided)
 
     def resume_parquet_parts(self, parts: Sequence[Path]) -> None:
         """Go on from the part files a stopped job committed: the last one's schema (a column's type
-        is decided by its first value), with the string columns that are null in every part undecided."""
+        is decided by its first value), with the string columns that are null in every part, and
+        the columns of a type holding null, undecided."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         schema = pq.read_schema(parts[-1])
-        strings = [c for c in self.input_columns if c in schema.names and pa.types.is_string(schema.field(c).type)]
-        self.use_schema(schema, [c for c in strings if all(_only_nulls(part, c) for part in parts)])
+        named = [c for c in self.input_columns if c in schema.names]
+        strings = [c for c in named if pa.types.is_string(schema.field(c).type)]
+        self.use_schema(schema, [c for c in strings if all(_only_nulls(part, c) for part in parts)]
+                        + [c for c in named if _holds_null(schema.field(c).type)])
 
     def _decide(self, inferred, where: str) -> None:
-        """The first values of a column null until now give it its type (the parts written before,
-        where it is null throughout, take that type when they are merged)."""
+        """The first values of a column null until now give it its type, and values of a column
+        whose type holds null (``[]`` so far: a list of null) fill in that null (``[1.5]``: a list of
+        double). The parts written before take that type when they are merged."""
         import pyarrow as pa
 
         for name in sorted(self._undecided):
-            if _has_values(inferred, name):
-                field = pa.field(name, inferred.field(name).type)
-                check_parquet_can_hold([field], where)
-                self._arrow_schema = self._arrow_schema.set(self._arrow_schema.get_field_index(name), field)
+            if not _has_values(inferred, name):
+                continue
+            current = self._arrow_schema.field(name).type  # a string placeholder where only nulls came so far
+            kind = _filled_in(current, inferred.field(name).type) if _holds_null(current) else inferred.field(name).type
+            field = pa.field(name, kind)
+            check_parquet_can_hold([field], where)
+            self._arrow_schema = self._arrow_schema.set(self._arrow_schema.get_field_index(name), field)
+            if not _holds_null(kind):
                 self._undecided.discard(name)
 
     # -- helpers ------------------------------------------------------------------------------
@@ -269,6 +279,31 @@ def _holds_a_struct_without_fields(kind) -> bool:
     if pa.types.is_struct(kind) and kind.num_fields == 0:
         return True
     return any(_holds_a_struct_without_fields(child) for child in arrow_children(kind))
+
+
+def _holds_null(kind) -> bool:
+    """Whether Arrow type ``kind`` is or holds the null type (``[]`` is a list of null, ``{"a": null}``
+    a struct of a null field): what values of it say of the column's type is not all."""
+    import pyarrow as pa
+
+    return pa.types.is_null(kind) or any(_holds_null(child) for child in arrow_children(kind))
+
+
+def _filled_in(current, later):
+    """``current`` with the nulls it holds replaced by what ``later`` has in their place, where
+    ``later`` has the same shape (lists in lists, the fields of structs by name); anything else of
+    ``current`` as it is (``_table_of_one_schema`` then refuses values that do not fit)."""
+    import pyarrow as pa
+
+    if pa.types.is_null(current):
+        return later
+    if pa.types.is_list(current) and pa.types.is_list(later):
+        return pa.list_(_filled_in(current.value_type, later.value_type))
+    if pa.types.is_struct(current) and pa.types.is_struct(later):
+        theirs = {field.name: field.type for field in later}
+        return pa.struct([pa.field(field.name, _filled_in(field.type, theirs[field.name]) if field.name in theirs
+                                   else field.type) for field in current])
+    return current
 
 
 def _has_values(table, column: str) -> bool:
@@ -508,7 +543,8 @@ def merge_parquet_parts(parts: Sequence[Path], target: Path,
 
 
 def _as_schema(table, schema, part: Path):
-    """``table`` with the types of ``schema``, where the columns that differ hold only nulls."""
+    """``table`` with the types of ``schema``, where the columns that differ hold only nulls, or are
+    of a type whose nulls ``schema`` fills in (a list of null written before the first number)."""
     import pyarrow as pa
 
     table = table.replace_schema_metadata(None)
@@ -516,6 +552,8 @@ def _as_schema(table, schema, part: Path):
         return table
     columns = []
     for field, column in zip(schema, table.columns):
+        if column.type != field.type and _holds_null(column.type) and _fits(column.type, field.type):
+            column = column.cast(field.type, safe=True)
         if column.type != field.type:
             if column.null_count != len(column):
                 raise BadInputError(f"{part}: column {field.name!r} is {column.type} here and {field.type} in the "
