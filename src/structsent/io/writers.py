@@ -273,12 +273,15 @@ def _parquet_levels(kind) -> int:
     return own + max(_parquet_levels(child) for child in children)
 
 
+def _holds(kind, predicate: Callable[[Any], bool]) -> bool:
+    """Whether Arrow type ``kind``, or a type it holds at any depth, satisfies ``predicate``."""
+    return predicate(kind) or any(_holds(child, predicate) for child in arrow_children(kind))
+
+
 def _holds_a_struct_without_fields(kind) -> bool:
     import pyarrow as pa
 
-    if pa.types.is_struct(kind) and kind.num_fields == 0:
-        return True
-    return any(_holds_a_struct_without_fields(child) for child in arrow_children(kind))
+    return _holds(kind, lambda t: pa.types.is_struct(t) and t.num_fields == 0)
 
 
 def _holds_null(kind) -> bool:
@@ -286,7 +289,7 @@ def _holds_null(kind) -> bool:
     a struct of a null field): what values of it say of the column's type is not all."""
     import pyarrow as pa
 
-    return pa.types.is_null(kind) or any(_holds_null(child) for child in arrow_children(kind))
+    return _holds(kind, pa.types.is_null)
 
 
 def _filled_in(current, later):
@@ -339,7 +342,7 @@ def _refuse_booleans_made_numbers(records: list[dict], inferred, columns: Sequen
 
     for name in columns:
         kind = inferred.schema.field(name).type if name in inferred.column_names else pa.null()
-        if not _holds_floats(kind):
+        if not _holds(kind, pa.types.is_floating):
             continue
         for number, record in zip(numbers, records):
             if _boolean_among_floats(record.get(name), kind, pa.types):
@@ -347,12 +350,6 @@ def _refuse_booleans_made_numbers(records: list[dict], inferred, columns: Sequen
                     f"row {number}: column {name!r} holds true or false where other values hold numbers, and one "
                     "Parquet column would hold them as 1.0 or 0.0; write JSON Lines or CSV output, or give the "
                     "column one type throughout")
-
-
-def _holds_floats(kind) -> bool:
-    import pyarrow as pa
-
-    return pa.types.is_floating(kind) or any(_holds_floats(child) for child in arrow_children(kind))
 
 
 def _boolean_among_floats(value, kind, types) -> bool:
