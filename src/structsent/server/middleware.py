@@ -142,9 +142,7 @@ class CloseWhenDraining:
             if message["type"] == "http.response.start":
                 started = True
                 if policy.draining:
-                    headers = list(message.get("headers", ()))
-                    if CLOSE_HEADER not in headers:
-                        message = {**message, "headers": [*headers, CLOSE_HEADER]}
+                    message = _with_close_header(message)
             await send(message)
 
         try:
@@ -373,11 +371,15 @@ def _coding_other_than(headers, name: bytes, accepted: bytes) -> bytes | None:
 def _closing(send):
     """``send`` that adds ``Connection: close`` to the answer's headers."""
     async def send_closing(message):
-        if message["type"] == "http.response.start" and CLOSE_HEADER not in message.get("headers", ()):
-            message = {**message, "headers": [*message.get("headers", ()), CLOSE_HEADER]}
-        await send(message)
+        await send(_with_close_header(message) if message["type"] == "http.response.start" else message)
 
     return send_closing
+
+
+def _with_close_header(start_message: dict) -> dict:
+    """An ``http.response.start`` message with ``Connection: close`` among its headers."""
+    headers = list(start_message.get("headers", ()))
+    return start_message if CLOSE_HEADER in headers else {**start_message, "headers": [*headers, CLOSE_HEADER]}
 
 
 def _header(headers, name: bytes) -> bytes | None:
