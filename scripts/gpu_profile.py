@@ -134,10 +134,14 @@ def budget_experiment(model_dir, first, encoded, args, sync) -> None:
             rates[clf.token_budget] = max(model_stage(clf, encoded, args.device, sync)[0] for _ in range(args.rounds))
             del clf
         except Exception as err:  # an experiment: report and carry on
-            print(f"budget {budget} failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
-                  flush=True)
+            _report_failure(f"budget {budget}", err)
     print(f"budgets, attention {args.attention[0]} (probed {first.token_budget}): "
           + ", ".join(f"{b:,} tokens {r:,.0f} texts/s" for b, r in sorted(rates.items())), flush=True)
+
+
+def _report_failure(experiment: str, err: Exception) -> None:
+    """An experiment's failure, said in one line: the run goes on."""
+    print(f"{experiment} failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", flush=True)
 
 
 def _agreement(reference, other) -> str:
@@ -161,8 +165,7 @@ def epilogue_experiment(clf, encoded, args, sync) -> None:
               f"on its own {max(rates[False]):,.0f} texts/s (same process, alternated); "
               f"{_agreement(results[False], results[True])}", flush=True)
     except Exception as err:  # an experiment: report and carry on
-        print(f"epilogue experiment failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
-              flush=True)
+        _report_failure("epilogue experiment", err)
     finally:
         model.activation_epilogue(was_on)
 
@@ -201,8 +204,7 @@ def compile_add_norm_experiment(clf, encoded, args, sync) -> None:
               f"{max(fused_rates):,.0f} texts/s, eager {max(eager_rates):,.0f} texts/s (same process); "
               f"{_agreement(plain, fused)}", flush=True)
     except Exception as err:  # an experiment: report and carry on
-        print(f"compile-add-norm failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
-              flush=True)
+        _report_failure("compile-add-norm", err)
     finally:
         EncoderLayer._after_attention = eager  # type: ignore[method-assign]
 
@@ -235,7 +237,7 @@ def fp8_gemm_experiment(clf, args) -> None:
         print(f"fp8-gemms: a layer's products {total['fp16']:.3f} ms fp16, {total['fp8']:.3f} ms fp8 "
               f"(x{total['fp16'] / total['fp8']:.2f}), quantizing the activations not counted", flush=True)
     except Exception as err:  # an experiment: report and carry on
-        print(f"fp8-gemms failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", flush=True)
+        _report_failure("fp8-gemms", err)
 
 
 def compile_ffn_experiment(clf, encoded, args, sync) -> None:
@@ -259,7 +261,7 @@ def compile_ffn_experiment(clf, encoded, args, sync) -> None:
         print(f"compile-ffn, attention {args.attention[0]} (epilogue off): compiled {max(compiled_rates):,.0f} texts/s, "
               f"eager {max(eager_rates):,.0f} texts/s (same process); {_agreement(plain, reference)}", flush=True)
     except Exception as err:  # an experiment: report and carry on
-        print(f"compile-ffn failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", flush=True)
+        _report_failure("compile-ffn", err)
     finally:
         EncoderLayer._after_attention = eager  # type: ignore[method-assign]
         clf.runner.model.activation_epilogue(was_on)

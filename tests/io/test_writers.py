@@ -176,6 +176,17 @@ def parquet_chunks(*chunks):
     return tables
 
 
+def merged_parts(tmp_path, tables):
+    """The tables written as part files, merged as a job merges them, read back."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    parts = []
+    for index, table in enumerate(tables):
+        parts.append(tmp_path / f"part-{index}.parquet")
+        write_parquet_part(table, parts[-1])
+    merge_parquet_parts(parts, tmp_path / "out.parquet")
+    return pq.read_table(tmp_path / "out.parquet")
+
+
 @pytest.mark.parametrize(
     ("first", "later", "fragment"),
     [
@@ -194,15 +205,9 @@ def test_a_column_null_in_the_first_chunks_takes_the_type_of_its_first_values(tm
     """A nullable field null in every row of the first chunk was typed string, and its first
     number stopped the job. Its type is now that of its first values; the parts written before
     (all null) take it when merged."""
-    pq = pytest.importorskip("pyarrow.parquet")
     tables = parquet_chunks([None], [None, None], [2.5, None], [3])
     assert [str(t.schema.field("v").type) for t in tables] == ["string", "string", "double", "double"]
-    parts = []
-    for index, table in enumerate(tables):
-        parts.append(tmp_path / f"part-{index}.parquet")
-        write_parquet_part(table, parts[-1])
-    merge_parquet_parts(parts, tmp_path / "out.parquet")
-    merged = pq.read_table(tmp_path / "out.parquet")
+    merged = merged_parts(tmp_path, tables)
     assert str(merged.schema.field("v").type) == "double"
     assert merged.column("v").to_pylist() == [None, None, None, 2.5, None, 3.0]
     assert merged.num_rows == 6 and merged.column("text").to_pylist() == ["好评"] * 6
@@ -364,15 +369,9 @@ def test_true_and_false_in_a_column_of_their_own_and_integers_stay_as_they_are()
 def test_a_column_of_empty_lists_or_null_fields_takes_the_type_its_later_values_give(tmp_path, first, later, expected_type):
     """A first chunk of only empty lists typed the column list<null>, and every later number was
     refused ("holds list<item: double> values, and its type is list<item: null>")."""
-    pq = pytest.importorskip("pyarrow.parquet")
     tables = parquet_chunks(first, later)
     assert str(tables[1].schema.field("v").type) == expected_type
-    parts = []
-    for index, table in enumerate(tables):
-        parts.append(tmp_path / f"part-{index}.parquet")
-        write_parquet_part(table, parts[-1])
-    merge_parquet_parts(parts, tmp_path / "out.parquet")
-    merged = pq.read_table(tmp_path / "out.parquet")
+    merged = merged_parts(tmp_path, tables)
     assert merged.column("v").to_pylist() == [*first, *later] and merged.num_rows == len(first) + len(later)
 
 

@@ -163,34 +163,43 @@ class StopAfter:
             self.stop.set()
 
 
-@pytest.mark.parametrize("stopped", ["in the first chunk", "after the first values"])
-def test_a_json_lines_field_null_in_the_first_chunks_gets_its_type_from_its_first_values(tmp_path, clf, stopped):
-    """A field null in the first chunks (a discount most orders lack) and a number later was typed
-    string by the first chunk, and the job stopped at its first value. Its type is now that of its
-    first values, in an uninterrupted job as in one stopped before or after them and resumed."""
+def whole_and_resumed_parquet(tmp_path, clf, records: list[dict], stopped: str):
+    """``records`` as JSON Lines labelled into Parquet twice, in chunks of CHUNK: in one run, and in
+    a run stopped ``stopped`` ("in the first chunk", or after 3 x CHUNK rows) then resumed; the
+    two outputs' paths."""
     import json
 
-    import pyarrow.parquet as pq
-
-    rows, source = 10 * CHUNK, tmp_path / "in.jsonl"
+    source = tmp_path / "in.jsonl"
     with open(source, "w", encoding="utf-8") as handle:
-        for i in range(rows):
-            record = {"id": i, "text": f"味道不错{i}", "discount": None if i < 2 * CHUNK else i / 4, "note": None}
+        for record in records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
     def job(output, **options):
         return LabelJobSpec(input=str(source), output=str(output), input_format=Format.JSONL,
                             output_format=Format.PARQUET, chunk_rows=CHUNK, **options)
 
-    whole = tmp_path / "whole.parquet"
-    assert LabelJob(job(whole), clf).run().rows == rows
-    output, stop = tmp_path / "out.parquet", threading.Event()
+    whole, output, stop = tmp_path / "whole.parquet", tmp_path / "out.parquet", threading.Event()
+    assert LabelJob(job(whole), clf).run().rows == len(records)
     if stopped == "in the first chunk":
         stop.set()
     first_run = LabelJob(job(output), clf, stop=stop, progress=StopAfter(stop, 3 * CHUNK)).run()
     assert first_run.interrupted
-    assert (first_run.rows == CHUNK) if stopped == "in the first chunk" else (3 * CHUNK <= first_run.rows < rows)
-    assert LabelJob(job(output, resume=True), clf).run().rows == rows
+    assert (first_run.rows == CHUNK) if stopped == "in the first chunk" else (3 * CHUNK <= first_run.rows < len(records))
+    assert LabelJob(job(output, resume=True), clf).run().rows == len(records)
+    return whole, output
+
+
+@pytest.mark.parametrize("stopped", ["in the first chunk", "after the first values"])
+def test_a_json_lines_field_null_in_the_first_chunks_gets_its_type_from_its_first_values(tmp_path, clf, stopped):
+    """A field null in the first chunks (a discount most orders lack) and a number later was typed
+    string by the first chunk, and the job stopped at its first value. Its type is now that of its
+    first values, in an uninterrupted job as in one stopped before or after them and resumed."""
+    import pyarrow.parquet as pq
+
+    rows = 10 * CHUNK
+    records = [{"id": i, "text": f"味道不错{i}", "discount": None if i < 2 * CHUNK else i / 4, "note": None}
+               for i in range(rows)]
+    whole, output = whole_and_resumed_parquet(tmp_path, clf, records, stopped)
     for path in (whole, output):
         table = pq.read_table(path)
         assert str(table.schema.field("discount").type) == "double"
@@ -364,33 +373,16 @@ def test_json_lines_fields_of_empty_lists_and_null_fields_get_their_types_from_l
     the first picture stopped the job ("holds list<item: string> values, and its type is
     list<item: null>"); an object whose fields were all null the same way. Their types are now
     filled in by the later values, uninterrupted and across a resume."""
-    import json
-
     import pyarrow.parquet as pq
 
-    rows, source = 10 * CHUNK, tmp_path / "in.jsonl"
+    rows = 10 * CHUNK
 
     def record(i: int) -> dict:
         later = i >= 2 * CHUNK
         return {"id": i, "text": f"味道不错{i}", "pictures": [f"p{i}.jpg"] if later and i % 3 else [],
                 "order": {"coupon": i / 4 if later else None, "items": [{"sku": i}] if later else []}}
 
-    with open(source, "w", encoding="utf-8") as handle:
-        for i in range(rows):
-            handle.write(json.dumps(record(i), ensure_ascii=False) + "\n")
-
-    def job(output, **options):
-        return LabelJobSpec(input=str(source), output=str(output), input_format=Format.JSONL,
-                            output_format=Format.PARQUET, chunk_rows=CHUNK, **options)
-
-    whole = tmp_path / "whole.parquet"
-    assert LabelJob(job(whole), clf).run().rows == rows
-    output, stop = tmp_path / "out.parquet", threading.Event()
-    if stopped == "in the first chunk":
-        stop.set()
-    first_run = LabelJob(job(output), clf, stop=stop, progress=StopAfter(stop, 3 * CHUNK)).run()
-    assert first_run.interrupted
-    assert LabelJob(job(output, resume=True), clf).run().rows == rows
+    whole, output = whole_and_resumed_parquet(tmp_path, clf, [record(i) for i in range(rows)], stopped)
     for path in (whole, output):
         table = pq.read_table(path)
         assert str(table.schema.field("pictures").type) == "list<element: string>"
