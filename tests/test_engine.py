@@ -626,3 +626,39 @@ def test_abandoned_work_in_lanes_stops_at_the_next_model_call(clf, real_reviews)
     finally:
         lanes.close(5)
     assert runner.calls < 10  # of 100 model calls
+
+
+def test_label_encoded_refuses_what_encode_would_never_return(clf):
+    """label_encoded ran what it was given: ids past the vocabulary, empty or too long sequences
+    failed inside the runtime with its own errors (ONNX Runtime's InvalidArgument, torch's
+    IndexError), float ids were cut to integers and labelled, another classifier's longer
+    encodings ran past this one's max_length, and an EncodedText with neither sequences nor an
+    error was flagged as non-finite output."""
+    from structsent.tokenize import EncodedText
+
+    (encoded,) = clf.encode(["好吃"])
+    good = np.asarray(encoded.sequences[0])
+    vocabulary = clf.checkpoint.shape.vocab_size
+    bad = {
+        "sequence 1: token ids must be in 0..": np.append(good[:-1], vocabulary),
+        "sequence 1: expected 1 to .* integer token ids, got float64": good + 0.5,
+        "sequence 1: expected 1 to .* of shape \\(0,\\)": np.array([], dtype=np.int64),
+        f"sequence 1: expected 1 to {clf.max_length} integer token ids, got int64 of shape \\({clf.max_length + 1},\\)":
+            np.full(clf.max_length + 1, good[0]),
+    }
+    for message, sequence in bad.items():
+        with pytest.raises(BadInputError, match=message):
+            clf.label_encoded([encoded, EncodedText(sequences=(sequence,))])
+    for not_encodings, message in ((None, "label_encoded takes the list encode\\(\\) returns, got NoneType"),
+                                   ("好吃", "label_encoded takes the list encode\\(\\) returns, got str"),
+                                   (["好吃"], "item 0: expected an EncodedText .* got str"),
+                                   ([encoded, EncodedText()], "item 1: an EncodedText without sequences must say why")):
+        with pytest.raises(BadInputError, match=message):
+            clf.label_encoded(not_encodings)
+    short = structsent.load("default", max_length=8)
+    (longer,) = clf.encode(["这家店的菜很好吃，服务也很周到，下次还会再来"])
+    with pytest.raises(BadInputError, match="sequence 0: expected 1 to 8 integer token ids"):
+        short.label_encoded([longer])
+    results, stats = clf.label_encoded(iter([encoded, EncodedText(error="empty text"), encoded]))
+    assert [r.label for r in results] == [clf(["好吃"])[0].label, None, clf(["好吃"])[0].label]
+    assert results[1].error == "empty text" and stats.sequences == 2

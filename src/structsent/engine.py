@@ -166,7 +166,12 @@ class Classifier:
 
         A text's rows are consecutive in the run (one row per window); a text of one finite row,
         the usual case, takes the vectorised postprocess, any other text the general one.
+
+        ``encoded`` is what ``encode`` returns; anything else (another classifier's encodings longer
+        than this one's ``max_length``, ids past its vocabulary, float ids, an item that is no
+        EncodedText) is a BadInputError, as in ``run_logits``.
         """
+        encoded = self._checked_encodings(encoded)
         sequences = [s for e in encoded for s in e.sequences]
         logits, stats = self._run_sequences(sequences, abandon, lanes)
         rows = SingleRowResults(logits, self.labels)
@@ -191,9 +196,44 @@ class Classifier:
             raise BadInputError(f"run_logits takes a list of token id sequences (logits come back in its order), "
                                 f"got {type(sequences).__name__}")
         sequences = list(sequences)  # (an iterator is read once, here: the checks and the run see the same)
+        self._check_sequences(sequences)
+        return self._run_sequences(sequences)
+
+    def _checked_encodings(self, encoded: Sequence[EncodedText]) -> list[EncodedText]:
+        """``encoded`` as a list, if it is encodings this classifier can run (else BadInputError).
+        The runtimes failed on the others with their own errors, or ran float ids cut to integers,
+        or sequences longer than ``max_length`` that another classifier had encoded."""
+        if _why_not_texts(encoded) is not None or not isinstance(encoded, Iterable):
+            raise BadInputError(f"label_encoded takes the list encode() returns, got {type(encoded).__name__}")
+        encoded = list(encoded)
+        for index, item in enumerate(encoded):
+            if not isinstance(item, EncodedText):
+                raise BadInputError(f"item {index}: expected an EncodedText (as encode() returns), got "
+                                    f"{type(item).__name__}")
+            if not item.sequences and item.error is None:
+                raise BadInputError(f"item {index}: an EncodedText without sequences must say why (its error)")
+        self._check_sequences([s for e in encoded for s in e.sequences])
+        return encoded
+
+    def _check_sequences(self, sequences: Sequence[Sequence[int] | np.ndarray]) -> None:
+        """Every sequence one the runtime can take (``_check_sequence``): checked all at once (~2.5 ms
+        for 8,192 reviews), then one by one only to name the first that is not."""
+        if self._all_runnable(sequences):
+            return
         for index, sequence in enumerate(sequences):
             self._check_sequence(index, sequence)
-        return self._run_sequences(sequences)
+
+    def _all_runnable(self, sequences: Sequence[Sequence[int] | np.ndarray]) -> bool:
+        if not sequences:
+            return True
+        if not all(1 <= len(s) <= self.max_length for s in sequences):
+            return False
+        try:
+            ids = np.concatenate([np.asarray(s) for s in sequences])
+        except (ValueError, TypeError):  # ragged or mixed nesting
+            return False
+        return (ids.ndim == 1 and ids.dtype.kind in "iu" and int(ids.min()) >= 0
+                and int(ids.max()) < self.checkpoint.shape.vocab_size)
 
     def _check_sequence(self, index: int, sequence: Sequence[int] | np.ndarray) -> None:
         """A sequence the runtime can take: it failed inside the runtime with its own error, or ran
