@@ -257,3 +257,30 @@ def test_checked_work_files_resume_to_the_uninterrupted_output(tmp_path, clf, so
         assert pq.read_table(output).equals(pq.read_table(whole)) and pq.read_table(older).equals(pq.read_table(whole))
     else:
         assert output.read_bytes() == whole.read_bytes() == older.read_bytes()
+
+
+@pytest.mark.parametrize(("fmt", "lines", "refusal"), [
+    (Format.CSV, ['{"text": "好吃"}', '{"text": '], "line 2: invalid JSON"),
+    (Format.PARQUET, ['{"text": "好吃"}', '{"text": '], "line 2: invalid JSON"),
+    (Format.PARQUET, ['{"text": "好吃", "n": 1}', '{"text": "差", "n": "x"}'], "column 'n' holds a value Parquet"),
+], ids=["csv", "parquet", "parquet-types"])
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_job_stopped_by_bad_input_before_its_first_commit_leaves_no_job_files(tmp_path, clf, source, fmt, lines,
+                                                                                   refusal, overwrite):
+    """An --overwrite job whose input failed in its first chunk left its manifest: the next plain run
+    was refused ("shows an unfinished job"), its --resume too (another input), and the report said
+    an unfinished job would replace the output. A Parquet job whose first chunk's types Parquet
+    could not hold left an empty parts directory."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    output = tmp_path / f"out.{fmt.value}"
+    if overwrite:  # an earlier output, which the new job would replace
+        assert LabelJob(spec(source, output, fmt), clf).run().rows == ROWS
+    before = output.read_bytes() if output.exists() else None
+    job = LabelJobSpec(input=str(bad), output=str(output), input_format=Format.JSONL, output_format=fmt,
+                       chunk_rows=CHUNK, overwrite=overwrite)
+    with pytest.raises(BadInputError, match=refusal):
+        LabelJob(job, clf).run()
+    files = OutputFiles(str(output))
+    assert not files.manifest.exists() and not files.parts.exists() and not files.partial.exists()
+    assert (output.read_bytes() if output.exists() else None) == before  # the output it would replace, untouched

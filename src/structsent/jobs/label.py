@@ -381,7 +381,10 @@ class LabelJob:
             raise InputChangedError(f"{err}; nothing read since the last commit ({manifest.rows_done:,} rows) is "
                                     "written: label it again (--overwrite) once it no longer changes") from err
         except BadInputError as err:  # a bad row, a type that changed: this input stops this job here
-            if self.files is None or not manifest.rows_done:
+            if self.files is None:
+                raise
+            if not manifest.rows_done:  # nothing committed: no job to resume (an --overwrite job's manifest
+                self.files.remove_work()  # had made the next plain run ask for one), no parts directory left
                 raise
             raise BadInputError(f"{err}; {manifest.rows_done:,} rows were committed before it, and a resume would stop "
                                 "at the same place: start the job over with --overwrite") from err
