@@ -197,7 +197,7 @@ def merged_parts(tmp_path, tables):
     ids=["float-into-int", "new-key", "list-of-another-type"],
 )
 def test_a_later_value_the_first_chunk_s_type_cannot_hold_is_refused(first, later, fragment):
-    with pytest.raises(BadInputError, match="rows 2-2: column " + fragment.replace("(", r"\(").replace("[", r"\[")):
+    with pytest.raises(BadInputError, match="row 2: column " + fragment.replace("(", r"\(").replace("[", r"\[")):
         parquet_chunks(first, later)
 
 
@@ -214,7 +214,7 @@ def test_a_column_null_in_the_first_chunks_takes_the_type_of_its_first_values(tm
 
 
 def test_once_a_null_column_has_its_type_another_is_refused():
-    with pytest.raises(BadInputError, match="rows 3-4: column 'v' holds string values, and its type is double"):
+    with pytest.raises(BadInputError, match="row 4: column 'v' holds string values, and its type is double"):
         parquet_chunks([None], [2.5], [None, "a"])
 
 
@@ -241,7 +241,7 @@ def test_values_that_fit_the_first_chunk_s_types_are_kept_exactly():
 
 
 def test_an_integer_parquet_cannot_hold_is_a_one_line_error():
-    with pytest.raises(BadInputError, match="rows 1-1: column 'v' holds a value Parquet cannot hold"):
+    with pytest.raises(BadInputError, match="row 1: column 'v' holds a value Parquet cannot hold"):
         parquet_chunks([12345678901234567890])
 
 
@@ -249,7 +249,7 @@ def test_an_integer_parquet_cannot_hold_is_a_one_line_error():
 def test_values_no_one_type_holds_in_a_first_chunk_are_refused_naming_the_column(values):
     """Arrow's own words were the whole message ("cannot mix struct and non-struct, non-null
     values", "Could not convert 'x' with type str"): the column was not named."""
-    with pytest.raises(BadInputError, match=r"^rows 1-2: column 'v' holds a value Parquet cannot hold \("):
+    with pytest.raises(BadInputError, match=r"^row 2: column 'v' holds a value Parquet cannot hold \("):
         parquet_chunks(values)
 
 
@@ -376,8 +376,17 @@ def test_a_column_of_empty_lists_or_null_fields_takes_the_type_its_later_values_
 
 
 def test_values_that_do_not_fill_in_a_column_of_empty_lists_are_still_refused():
-    with pytest.raises(BadInputError, match="rows 2-2: column 'v' holds double values, and its type is list<item: null>"):
+    with pytest.raises(BadInputError, match="row 2: column 'v' holds double values, and its type is list<item: null>"):
         parquet_chunks([[]], [1.5])
-    with pytest.raises(BadInputError, match="rows 3-3: column 'v' holds list<item: string> values, and its type is "
+    with pytest.raises(BadInputError, match="row 3: column 'v' holds list<item: string> values, and its type is "
                                             "list<item: double>"):
         parquet_chunks([[]], [[1.5]], [["a"]])
+
+
+def test_a_value_of_another_type_is_named_by_its_row_not_its_chunk():
+    """"rows 2049-4096: column 'n' holds a value Parquet cannot hold": the user searched 2,048 rows."""
+    values = list(range(40))
+    with pytest.raises(BadInputError, match=r"^row 30: column 'v' holds a value Parquet cannot hold \("):
+        parquet_chunks(values[:29] + ["x"] + values[30:])
+    with pytest.raises(BadInputError, match=r"^row 47: column 'v' holds double values, and its type is int64"):
+        parquet_chunks(values[:10], [None] * 20 + values[:16] + [1.5] + values[:3])

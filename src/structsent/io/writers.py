@@ -105,9 +105,10 @@ class ChunkEncoder:
         records = [self._record(r, res) for r, res in zip(rows, results)]
         where = f"rows {rows[0].number}-{rows[-1].number}" if rows else "no rows"
         if input_schema is None:  # JSON Lines: the chunk's own types, checked against the job's
-            inferred = _inferred_table(records, where) if records else None  # once per chunk
+            numbers = [row.number for row in rows]
+            inferred = _inferred_table(records, where, numbers) if records else None  # once per chunk
             if inferred is not None:
-                _refuse_booleans_made_numbers(records, inferred, self.input_columns, [row.number for row in rows])
+                _refuse_booleans_made_numbers(records, inferred, self.input_columns, numbers)
             if self._arrow_schema is None:
                 self._arrow_schema = self._schema(input_schema, inferred, where)
                 self._undecided = {c for c in self.input_columns
@@ -115,7 +116,7 @@ class ChunkEncoder:
             if inferred is None:  # an input without rows: the columns, empty
                 return self._arrow_schema.empty_table()
             self._decide(inferred, where)
-            return _table_of_one_schema(inferred, self._arrow_schema, where)
+            return _table_of_one_schema(inferred, self._arrow_schema, where, records, numbers)
         if self._arrow_schema is None:
             self._arrow_schema = self._schema(input_schema, None, where)
         try:
@@ -323,15 +324,45 @@ def _only_nulls(part: Path, column: str) -> bool:
     return values.null_count == len(values)
 
 
-def _inferred_table(records: list[dict], where: str):
+def _inferred_table(records: list[dict], where: str, numbers: Sequence[int]):
+    """The chunk as an Arrow table of the types its values give (``numbers``: its rows' numbers,
+    to name the first row of a column Arrow cannot make one type of)."""
     import pyarrow as pa
 
     try:
         return pa.Table.from_pylist(records)
     except (OverflowError, pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
         column = _column_arrow_refuses(records)
-        named = f"column {column!r} holds " if column is not None else ""
+        named = ""
+        if column is not None:
+            values = [record.get(column) for record in records]
+            where = _first_row_where(values, numbers, _one_arrow_type, where)
+            named = f"column {column!r} holds "
         raise BadInputError(f"{where}: {named}a value Parquet cannot hold ({err}); write JSON Lines or CSV output") from err
+
+
+def _one_arrow_type(values: list) -> bool:
+    """Whether Arrow makes one column of ``values``."""
+    import pyarrow as pa
+
+    try:
+        pa.array(values)
+    except (OverflowError, pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return False
+    return True
+
+
+def _first_row_where(values: list, numbers: Sequence[int], holds: Callable[[list], bool], otherwise: str) -> str:
+    """"row N": the first row at which the values from the chunk's start no longer satisfy
+    ``holds`` (a property the values lose for good once they lose it: one Arrow type, one the
+    job's type holds), found by halving; ``otherwise`` where no prefix fails."""
+    if holds(values):
+        return otherwise
+    good, bad = 0, len(values)  # values[:good] holds, values[:bad] does not
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        good, bad = (middle, bad) if holds(values[:middle]) else (good, middle)
+    return f"row {numbers[bad - 1]}"
 
 
 def _refuse_booleans_made_numbers(records: list[dict], inferred, columns: Sequence[str], numbers: Sequence[int]) -> None:
@@ -379,17 +410,22 @@ def _column_arrow_refuses(records: list[dict]) -> str | None:
     return None
 
 
-def _table_of_one_schema(inferred, schema, where: str):
+def _table_of_one_schema(inferred, schema, where: str, records: list[dict] | None = None,
+                         numbers: Sequence[int] = ()):
     """The chunk (``inferred``: its table, of its own types) as a table of ``schema``, refusing
     (rather than converting) any value the job's column types cannot hold exactly: Arrow's own
     conversion truncated 10.75 to 10 in an integer column and dropped an object's keys a struct
-    column did not list."""
+    column did not list. ``records`` and ``numbers`` (the chunk's values and row numbers): to name
+    the first row of a value of another type."""
     import pyarrow as pa
 
     columns = []
     for field in schema:
         column = inferred.column(field.name)
         if not _fits(column.type, field.type):
+            if records is not None:
+                values = [record.get(field.name) for record in records]
+                where = _first_row_where(values, numbers, lambda some: _fits(pa.array(some).type, field.type), where)
             raise BadInputError(f"{where}: column {field.name!r} holds {column.type} values, and its type is "
                                 f"{field.type}; {SCHEMA_ADVICE}")
         try:
