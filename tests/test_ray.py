@@ -341,7 +341,8 @@ def test_cuda_on_a_cluster_without_a_gpu_is_refused_not_waited_for(ray_address):
 
 
 def test_bad_columns_fail_on_the_driver(ray_address, hf_model_dir, parquet_dir, tmp_path):
-    with pytest.raises(BadInputError, match="no column 'review'"):
+    # the advice names the library's argument first: it said only "Pass --text-column NAME", a flag
+    with pytest.raises(BadInputError, match=r"no column 'review'; .* Pass text_column=NAME \(--text-column NAME on"):
         label_dataset(ray.data.read_parquet(str(parquet_dir)), model=hf_model_dir, text_column="review")
     pq.write_table(pa.table({"text": ["好评"], "label": ["正面"]}), tmp_path / "labelled.parquet")
     with pytest.raises(BadInputError, match="--prefix"):

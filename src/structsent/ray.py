@@ -282,7 +282,7 @@ def _check_columns(ds: "ray.data.Dataset", text_column: str, keep_columns: Seque
     names = list(schema.names)
     if text_column not in names:
         raise BadInputError(f"no column {text_column!r}; columns are: {', '.join(map(repr, names))}. "
-                            "Pass --text-column NAME")
+                            "Pass text_column=NAME (--text-column NAME on the command line)")
     missing = [c for c in keep_columns or () if c not in names]
     if missing:
         raise BadInputError(f"no column(s) {', '.join(map(repr, missing))}; columns are: {', '.join(map(repr, names))}")
