@@ -836,6 +836,16 @@ def test_a_resumed_job_looks_at_the_file_s_first_bytes_too(tmp_path):
         list(open_reader(path, Format.TXT, text_column="text", on_bad_row="flag", position=second_line, line=1))
 
 
+@pytest.mark.parametrize("fmt", [Format.CSV, Format.TXT])
+def test_a_binary_file_is_refused_as_not_text_not_as_utf16(tmp_path, fmt):
+    """A program's first 3,000 bytes were refused as UTF-16 or UTF-32 text ("save it as UTF-8")."""
+    program = b"\x7fELF\x02\x01\x01" + bytes(9) + bytes(range(256)) * 4 + bytes(1000) + b"\xff\x25\xea\x2f" * 200
+    path = write(tmp_path, f"prog.{fmt.value}", program)
+    with pytest.raises(BadInputError, match=r"prog\.\w+: not text \([\d,]+ NUL bytes in its first [\d,]+ bytes, which "
+                                            r"read neither as UTF-8 nor as UTF-16 or UTF-32 text\): a binary file\?$"):
+        list(open_reader(path, fmt, text_column="text", on_bad_row="flag"))
+
+
 @pytest.mark.parametrize("data", ["第一行\x00有NUL\n第二行\n".encode(), "第一行\n\x00第二行\n".encode(),
                                   b"id,text\n1,a\x00b\n"], ids=["nul in line 1", "nul opening line 2", "csv"])
 def test_utf8_holding_a_nul_is_text(tmp_path, data):

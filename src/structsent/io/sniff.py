@@ -3,10 +3,10 @@ tab-separated file read as CSV. Read so, it gives rows of noise or whole lines a
 labelled without a word; the label job and the report both refuse it with what to do.
 
 >>> check_header(["id", "text"], ",", "in.csv")  # a header of its own delimiter passes
->>> check_header(["id\\ttext"], ",", "in.csv")
+>>> check_header(["id\\ttext"], ",", "in.csv")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-structsent.errors.BadInputError: in.csv: the header is one column holding tabs: not CSV; pass --format tsv
+structsent.errors.BadInputError: in.csv: the header is one column holding tabs: not CSV; pass --format tsv (...)
 """
 
 from __future__ import annotations
@@ -40,12 +40,32 @@ def check_not_utf16(head: bytes, name: str) -> None:
         raise BadInputError(f'{name}: not UTF-8 text (UTF-16, as Excel\'s "Unicode text" saves it); '
                             'save it as UTF-8 (in Excel: "CSV UTF-8")')
     nuls = head.count(0)
+    if nuls and not _utf8_so_far(head) and not _reads_as_wide_text(head):
+        raise BadInputError(f"{name}: not text ({nuls:,} NUL bytes in its first {len(head):,} bytes, which read "
+                            "neither as UTF-8 nor as UTF-16 or UTF-32 text): a binary file?")
     if nuls and 4 * nuls >= len(head):
         raise BadInputError(f"{name}: not UTF-8 text (NUL bytes between most characters, as UTF-16 or UTF-32 text "
                             "has); save it as UTF-8")
     if nuls and not _utf8_so_far(head):
         raise BadInputError(f"{name}: not UTF-8 text (NUL bytes among bytes UTF-8 cannot hold, as UTF-16 text "
                             "without a byte-order mark has); save it as UTF-8")
+
+
+def _reads_as_wide_text(head: bytes) -> bool:
+    """Whether ``head`` reads as UTF-16 or UTF-32 text (either byte order, a character cut at its
+    end allowed), nearly all of it printable or white space: what a NUL-filled head that is no
+    UTF-8 is when it is text at all (a program or an image is not)."""
+    for encoding, width in (("utf-16-le", 2), ("utf-16-be", 2), ("utf-32-le", 4), ("utf-32-be", 4)):
+        whole = head[: len(head) - len(head) % width]
+        try:
+            text = whole.decode(encoding)
+        except UnicodeDecodeError as err:
+            if err.end < len(whole) - 2 * width:  # (not only a surrogate pair cut at the end)
+                continue
+            text = whole[: err.start].decode(encoding)
+        if text and sum(c.isprintable() or c.isspace() for c in text) >= 0.95 * len(text):
+            return True
+    return False
 
 
 def _utf8_so_far(head: bytes) -> bool:
