@@ -132,14 +132,14 @@ class Classifier:
         """Tokenize and run; a large input goes in chunks, the next tokenized while the model runs."""
         chunk = max(STREAM_CHUNK_TEXTS, 32 * self.max_batch_size)
         if len(texts) <= chunk:
-            return self.label_encoded(self.encode(texts))
+            return self._label_own_encodings(self.encode(texts))
         results: list[LabelResult] = []
         stats = RunStats()
         parts = (texts[start : start + chunk] for start in range(0, len(texts), chunk))
         with quick_gil_handoff(self.runner.device), \
                 Prefetch(map(self.encode, parts), depth=2, name="structsent-tokenize") as encoded_parts:
             for encoded in encoded_parts:
-                part_results, part_stats = self.label_encoded(encoded)
+                part_results, part_stats = self._label_own_encodings(encoded)
                 results += part_results
                 stats.add(part_stats)
         return results, stats
@@ -171,7 +171,11 @@ class Classifier:
         than this one's ``max_length``, ids past its vocabulary, float ids, an item that is no
         EncodedText) is a BadInputError, as in ``run_logits``.
         """
-        encoded = self._checked_encodings(encoded)
+        return self._label_own_encodings(self._checked_encodings(encoded), abandon, lanes)
+
+    def _label_own_encodings(self, encoded: list[EncodedText], abandon: Callable[[], bool] | None = None,
+                             lanes: Lanes | None = None) -> tuple[list[LabelResult], RunStats]:
+        """``label_encoded`` for what this classifier's own ``encode`` just returned: not checked again."""
         sequences = [s for e in encoded for s in e.sequences]
         logits, stats = self._run_sequences(sequences, abandon, lanes)
         rows = SingleRowResults(logits, self.labels)

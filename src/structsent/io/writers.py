@@ -410,8 +410,7 @@ def _column_arrow_refuses(records: list[dict]) -> str | None:
     return None
 
 
-def _table_of_one_schema(inferred, schema, where: str, records: list[dict] | None = None,
-                         numbers: Sequence[int] = ()):
+def _table_of_one_schema(inferred, schema, where: str, records: list[dict], numbers: Sequence[int]):
     """The chunk (``inferred``: its table, of its own types) as a table of ``schema``, refusing
     (rather than converting) any value the job's column types cannot hold exactly: Arrow's own
     conversion truncated 10.75 to 10 in an integer column and dropped an object's keys a struct
@@ -423,9 +422,8 @@ def _table_of_one_schema(inferred, schema, where: str, records: list[dict] | Non
     for field in schema:
         column = inferred.column(field.name)
         if not _fits(column.type, field.type):
-            if records is not None:
-                values = [record.get(field.name) for record in records]
-                where = _first_row_where(values, numbers, lambda some: _fits(pa.array(some).type, field.type), where)
+            values = [record.get(field.name) for record in records]
+            where = _first_row_where(values, numbers, lambda some: _fits(pa.array(some).type, field.type), where)
             raise BadInputError(f"{where}: column {field.name!r} holds {column.type} values, and its type is "
                                 f"{field.type}; {SCHEMA_ADVICE}")
         try:
