@@ -143,6 +143,26 @@ def test_json_lines_skip_blank_lines_and_flag_bad_records(tmp_path):
     assert "invalid JSON" in rows[3][3]
 
 
+@pytest.mark.parametrize("on_bad_row", ["error", "flag"])
+@pytest.mark.parametrize("data", [
+    '[{"text": "好吃"}, {"text": "难吃"}]\n',  # one line
+    '\ufeff\n[\n  {"text": "好吃"},\n  {"text": "难吃"}\n]\n',  # pretty-printed, after a mark and a blank line
+    '["好吃", "难吃"]',  # texts alone
+])
+def test_a_json_array_file_is_refused_as_a_whole_not_read_as_rows(tmp_path, data, on_bad_row):
+    # Read line by line it was one bad row (the records in it never labelled), or a bad row per line.
+    with pytest.raises(BadInputError, match=r"/reviews.json: holds a JSON array, not JSON Lines \(one object per "
+                       r"line\); convert it first, e.g. jq -c '\.\[\]' \S+/reviews.json > reviews.jsonl$"):
+        read_all(write(tmp_path, "reviews.json", data.encode()), Format.JSONL, on_bad_row=on_bad_row)
+
+
+def test_only_the_first_record_can_open_a_json_array(tmp_path):
+    # A later list is one bad row of a JSON Lines file, as before.
+    rows, _ = read_all(write(tmp_path, "a.jsonl", b'{"text": "x"}\n[1]\n[\n'), Format.JSONL, on_bad_row="flag")
+    assert [r[0] for r in rows] == [1, 2, 3] and rows[0][3] is None
+    assert "got list" in rows[1][3] and "invalid JSON" in rows[2][3]
+
+
 @pytest.mark.parametrize("header", [b"text,a,text\n", b"\xef\xbb\xbftext,text\n"])
 def test_csv_columns_that_share_a_name_are_refused(tmp_path, header):
     # One value per name per row: the other column's values would be lost.

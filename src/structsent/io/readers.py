@@ -405,12 +405,23 @@ class JsonLinesReader(RowReader):
                 continue  # blank lines separate nothing in JSON Lines (U+3000 alone is not blank: not JSON)
             self.rows_read += 1
             values, error = self._parse(line)
+            if self.rows_read == 1:
+                self._refuse_a_json_array(line, values, error)
             if line.error is not None:  # undecodable bytes: the row keeps what parses (its id, say), unlabelled
                 error = line.error if error is None or values is None else f"{line.error}; {error}"
             if error is not None and self.on_bad_row == FAIL:
                 raise BadInputError(f"{self.name}: {error}; fix the file or pass --on-bad-row flag")
             text = values.get(self.text_column) if values is not None and error is None and self.text_column else None
             yield InputRow(self.rows_read, values, text, error, line=line.number)
+
+    def _refuse_a_json_array(self, line: _Line, values: dict | None, error: str | None) -> None:
+        """A file whose first record opens a JSON array (an export of a list, on one line or many) holds
+        no JSON Lines rows: read as lines, it would be one bad row, or one per line, in flag mode too."""
+        if values is None and error is not None and line.text.lstrip(JSON_WHITESPACE).startswith("["):
+            stem = os.path.splitext(os.path.basename(self.name))[0]
+            how = "pipe it through jq -c '.[]'" if self.name == "-" else f"jq -c '.[]' {self.name} > {stem}.jsonl"
+            raise BadInputError(f"{self.name}: holds a JSON array, not JSON Lines (one object per line); convert "
+                                f"it first, e.g. {how}")
 
     def _parse(self, line: _Line) -> tuple[dict | None, str | None]:
         """(the row's fields, why it is a bad row). A line refused for some of its values (NaN, a
