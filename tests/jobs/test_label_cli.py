@@ -187,6 +187,18 @@ def test_id_column_keeps_only_the_id(tmp_path, hf_model_dir, reviews_file):
     assert [r["line"] for r in rows] == list(range(1, len(rows) + 1))
 
 
+@pytest.mark.parametrize(("args", "name"), [(["--id-column", "score"], "score"),
+                                            (["--id-column", "p_label", "--prefix", "p_"], "p_label")])
+def test_a_line_number_column_named_as_an_added_column_is_refused_for_what_it_is(tmp_path, hf_model_dir,
+                                                                                 reviews_file, args, name):
+    # It was refused as a column "the input already has": plain text has none.
+    proc = run_cli("label", reviews_file, "-o", tmp_path / "out.jsonl", *args, *model_args(hf_model_dir), check=False)
+    assert proc.returncode == 2 and proc.stderr.decode().strip().splitlines() == [
+        f"structsent: error: --id-column '{name}' names the line numbers of plain text with the name of a column "
+        "the job adds; choose another name (e.g. --id-column line)"]
+    assert not (tmp_path / "out.jsonl").exists() and list(tmp_path.iterdir()) == []
+
+
 def test_id_column_missing_from_a_jsonl_row_is_an_error_or_a_flagged_row(tmp_path, hf_model_dir):
     source = tmp_path / "in.jsonl"
     source.write_text('{"id": 1, "text": "好评"}\n{"text": "差评"}\n', encoding="utf-8")

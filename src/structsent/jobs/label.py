@@ -41,7 +41,7 @@ from ..io.manifest import (
 )
 from ..io.paths import check_output_is_a_file, check_work_path, mode_of, read_only_once
 from ..io.readers import InputRow, RowReader, first_json_fields, only_column_notice, open_reader
-from ..io.writers import ChunkEncoder, check_prefix, merge_parquet_parts, write_parquet_part
+from ..io.writers import ChunkEncoder, added_columns, check_prefix, merge_parquet_parts, write_parquet_part
 from ..pipeline import BackgroundWorker, Prefetch, quick_gil_handoff
 from ..results import LabelResult, to_result
 from ..tokenize_processes import CLOSE_WAIT_S, TokenizerProcesses
@@ -587,6 +587,15 @@ class LabelJob:
         first with advice to pass --on-bad-row flag, which then refused the header)."""
         if self.spec.id_column is not None and reader.columns:
             self._check_id_column_in(reader.columns)
+        self._check_line_number_column_name()
+
+    def _check_line_number_column_name(self) -> None:
+        """Plain text's --id-column names the column of line numbers the job adds: one of the added
+        columns' names there was refused as a column "the input already has", which it has not."""
+        id_column = self.spec.id_column
+        if self.spec.input_format is Format.TXT and id_column in added_columns(self.labels, self.spec.prefix):
+            raise BadInputError(f"--id-column {id_column!r} names the line numbers of plain text with the name of "
+                                "a column the job adds; choose another name (e.g. --id-column line)")
 
     def _check_id_column_in(self, columns: list[str]) -> None:
         """The --id-column is one of ``columns`` (plain text has none: its id is the line number)."""
