@@ -146,13 +146,15 @@ def test_an_address_it_cannot_listen_on_is_refused_before_the_model_loads(tmp_pa
 
 def test_a_model_that_cannot_load_stops_serve_with_one_line_with_several_workers_too(tmp_path):
     """With --workers 2 each worker failed to load it and answered 503 for ever; with one, the
-    error line came after a traceback."""
+    error line came after a traceback, and later after uvicorn's lines of a server that listened."""
     for workers in ("1", "2"):
         done = run_structsent("serve", "--model", str(tmp_path / "missing"), "--port", free_port(),
                               "--workers", workers, text=True, timeout=120)
         assert done.returncode == 3, done.stderr
         assert "Traceback" not in done.stderr and "structsent: error:" in done.stderr
         assert "no such model directory" in done.stderr.splitlines()[-1]
+        # Before it listens: one process listened, said "Uvicorn running on ...", then stopped.
+        assert "Uvicorn running" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
 
 
 @pytest.mark.parametrize("flags, says", [(["--token-budget", "100"], "--token-budget 100: must be at least max_length"),

@@ -126,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
         from ..server.workers import check_model_loads
 
         check_model_loads(settings)
+    else:
+        check_model_directory(settings.model)
     try:
         return _serve_processes(settings, args) if args.workers > 1 else _serve(settings, args)
     except SystemExit as err:  # uvicorn's exit when it could not start (it logged why)
@@ -135,6 +137,17 @@ def run(args: argparse.Namespace) -> int:
             check_listen_address(args.host, args.port, workers=args.workers)
             raise ConfigError("the server could not start (uvicorn's reason is in the line above)") from None
         raise
+
+
+def check_model_directory(model: str) -> None:
+    """A model named by a path that is no model directory fails before the server listens (it
+    listened, said "Uvicorn running on ...", then stopped once the load in the background failed).
+    A hub id is left to the load, which fetches it or says why it cannot."""
+    from ..models import resolve_directory
+    from ..models.hub import looks_like_hub_id
+
+    if not looks_like_hub_id(model):
+        resolve_directory(model)
 
 
 def check_listen_address(host: str, port: int, *, workers: int = 1) -> None:
