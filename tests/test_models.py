@@ -223,6 +223,15 @@ def test_missing_vocabulary(tmp_path, hf_model_dir):
         structsent.load(d)
 
 
+def test_a_vocabulary_saved_with_a_byte_order_mark_is_refused_for_the_mark(tmp_path, hf_model_dir):
+    # The mark became part of the first token: "the vocabulary lacks [PAD]", though line 1 said [PAD].
+    d = copy_dir(hf_model_dir, tmp_path / "m")
+    (d / "vocab.txt").write_bytes(b"\xef\xbb\xbf" + (d / "vocab.txt").read_bytes())
+    with pytest.raises(structsent.ModelFormatError, match=r"vocab.txt: begins with a UTF-8 byte order mark, which would "
+                       r"be part of its first token; save it without one \(as UTF-8, not 'UTF-8 with BOM'\)$"):
+        structsent.load(d)
+
+
 def test_config_and_weights_disagree(tmp_path, hf_model_dir):
     d = copy_dir(hf_model_dir, tmp_path / "m")
     config = json.loads((d / "config.json").read_text())

@@ -563,6 +563,9 @@ def _read_vocab(vocab_file: Path) -> dict[str, int]:
         raise ModelFormatError(f"{vocab_file}: cannot read the vocabulary ({err})") from err
     if lines and lines[-1] == "":
         lines.pop()
+    if lines and lines[0].startswith("\ufeff"):  # (its first token, [PAD] say, was reported missing)
+        raise ModelFormatError(f"{vocab_file}: begins with a UTF-8 byte order mark, which would be part of its first "
+                               "token; save it without one (as UTF-8, not 'UTF-8 with BOM')")
     vocab: dict[str, int] = {}
     for index, token in enumerate(lines):
         # As the reference tokenizers read it: trailing white space is not part of a token (the Rust
