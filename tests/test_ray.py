@@ -146,11 +146,11 @@ def run_cli(*args, timeout: int = 180) -> subprocess.CompletedProcess:
 
 # -- without Ray running ------------------------------------------------------------------------
 def test_missing_ray_names_the_extra(monkeypatch):
-    from structsent.ray import _ray
+    from structsent.ray.cluster import import_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(MissingExtraError, match=r"pip install 'structsent\[ray\]'"):
-        _ray()
+        import_ray()
 
 
 def test_resolve_input_takes_a_file_a_directory_or_a_glob(tmp_path, parquet_dir):
@@ -199,7 +199,7 @@ def test_a_job_on_an_output_directory_another_job_is_writing_is_refused_and_touc
                                                                                           overwrite, named, monkeypatch):
     """Two jobs on one output directory at once left both jobs' files in it: every row twice (and an
     --overwrite job emptied the other's files while it wrote). The lock is the one a job holds."""
-    from structsent.ray import output_directory_lock
+    from structsent.ray.outputs import output_directory_lock
 
     (tmp_path / "out").mkdir()  # the other job has written a part already: named by the lock, not by its files
     written = ["part.parquet"]
@@ -287,7 +287,7 @@ def test_an_actor_freezes_its_startup_objects_and_the_driver_is_left_alone(ray_a
 
 def test_a_path_named_default_reaches_the_actors_as_that_directory(tmp_path, monkeypatch):
     """str(Path("default")) is "default": the actors loaded the bundled model."""
-    from structsent.ray import _model_name
+    from structsent.ray.labeller import _model_name
 
     monkeypatch.chdir(tmp_path)
     assert _model_name(Path("default")) == str(tmp_path / "default")
@@ -332,7 +332,7 @@ def test_the_labeller_refuses_a_binary_text_as_the_local_parquet_reader_does(tmp
 def test_cuda_on_a_cluster_without_a_gpu_is_refused_not_waited_for(ray_address):
     from structsent.config import EngineConfig
     from structsent.errors import ConfigError
-    from structsent.ray import actor_pool_for
+    from structsent.ray.cluster import actor_pool_for
 
     assert ray.cluster_resources().get("GPU", 0) == 0  # this machine's local Ray
     with pytest.raises(ConfigError, match="--device cuda: the Ray cluster has no GPU"):
@@ -520,6 +520,7 @@ def test_an_interrupted_ray_job_removes_the_files_it_wrote(ray_address, hf_model
                                                           monkeypatch):
     """A Ray job cannot be resumed: a part of its output would read as a whole, smaller dataset."""
     import structsent.ray as ray_adapter
+    import structsent.ray.outputs as ray_outputs
     from structsent.config import EngineConfig
 
     output = tmp_path / "out"
@@ -529,25 +530,26 @@ def test_an_interrupted_ray_job_removes_the_files_it_wrote(ray_address, hf_model
         (Path(out) / "part-0.parquet").write_bytes(b"PAR1 written before Ctrl-C")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ray_adapter, "write_dataset", write_some_then_interrupt)
+    monkeypatch.setattr(ray_outputs, "write_dataset", write_some_then_interrupt)
     spec = ray_adapter.RayLabelSpec(input=str(parquet_dir), output=str(output), model=str(hf_model_dir),
                                     config=EngineConfig(device="cpu"), ray_address=ray_address, quiet=True)
     with pytest.raises(ray_adapter.RayJobInterrupted, match="files it had written were removed"):
         ray_adapter.run_label_job(spec)
-    assert not output.exists() and not Path(ray_adapter.staging_directory(str(output))).exists()
+    assert not output.exists() and not Path(ray_outputs.staging_directory(str(output))).exists()
     # --overwrite: what it would replace stays when the job fails
     output.mkdir()
     (output / "earlier.parquet").write_bytes(b"an earlier job's output")
     with pytest.raises(ray_adapter.RayJobInterrupted):
         ray_adapter.run_label_job(dataclasses.replace(spec, overwrite=True))
     assert [p.name for p in output.iterdir()] == ["earlier.parquet"]
-    assert not Path(ray_adapter.staging_directory(str(output))).exists()
+    assert not Path(ray_outputs.staging_directory(str(output))).exists()
 
 
 KILLED_DRIVER = """
 import sys, time
 from pathlib import Path
 import structsent.ray as ray_adapter
+import structsent.ray.outputs as ray_outputs
 from structsent.config import EngineConfig
 
 source, output, model, marker, address = sys.argv[1:]
@@ -558,7 +560,7 @@ def write_then_hang(ds, out, fmt):
     Path(marker).touch()
     time.sleep(600)
 
-ray_adapter.write_dataset = write_then_hang
+ray_outputs.write_dataset = write_then_hang
 ray_adapter.run_label_job(ray_adapter.RayLabelSpec(input=source, output=output, model=model,
                                                    config=EngineConfig(device="cpu"), ray_address=address, quiet=True))
 """
@@ -570,6 +572,7 @@ def test_a_ray_job_killed_while_writing_leaves_nothing_under_the_output_name(ray
     """kill -9 of the driver left the files written so far in the output directory, read as a whole,
     smaller dataset (1,000 of 4,000 rows). They are written beside it and renamed into place at the end."""
     import structsent.ray as ray_adapter
+    import structsent.ray.outputs as ray_outputs
     from structsent.config import EngineConfig
 
     output, marker = tmp_path / "out", tmp_path / "writing"
@@ -580,7 +583,7 @@ def test_a_ray_job_killed_while_writing_leaves_nothing_under_the_output_name(ray
         while not marker.exists():
             assert driver.poll() is None and time.monotonic() < deadline, "the driver did not reach its write"
             time.sleep(0.2)
-        assert Path(ray_adapter.staging_directory(str(output)), "part-0.parquet").exists()
+        assert Path(ray_outputs.staging_directory(str(output)), "part-0.parquet").exists()
     finally:
         driver.kill()
         driver.wait(30)
@@ -589,7 +592,7 @@ def test_a_ray_job_killed_while_writing_leaves_nothing_under_the_output_name(ray
                                     config=EngineConfig(device="cpu"), ray_address=ray_address, quiet=True)
     ray_adapter.run_label_job(spec)  # the next run: the killed job's staging directory goes
     assert pq.read_table(output).num_rows == pq.read_table(parquet_dir).num_rows
-    assert not Path(ray_adapter.staging_directory(str(output))).exists()
+    assert not Path(ray_outputs.staging_directory(str(output))).exists()
 
 
 # -- on a real two-node cluster -----------------------------------------------------------------
@@ -870,7 +873,7 @@ def test_cli_engine_ray_reads_json_lines_values_as_they_are(ray_address, tmp_pat
 def test_json_lines_files_are_read_as_the_local_engine_reads_them(line, says):
     """Ray's reader kept the last value of a key given twice, dropped a lone surrogate escape from the
     text, and read 1e400 as infinity: labelled, exit 0."""
-    from structsent.ray import json_lines_table
+    from structsent.ray.inputs import json_lines_table
 
     table = json_lines_table('{"text": "好吃", "n": 7}\n\n{"text": "差", "n": null}\n'.encode(), "a.jsonl")
     assert table.to_pylist() == [{"text": "好吃", "n": 7}, {"text": "差", "n": None}]
@@ -881,7 +884,7 @@ def test_json_lines_files_are_read_as_the_local_engine_reads_them(line, says):
 def test_json_lines_values_no_one_parquet_type_holds_are_refused_for_parquet_output():
     """For Parquet output a column of a number and an object became a column of their JSON text (and
     the doubles of the other files, which agreed, text too), exit 0; the local job refuses them."""
-    from structsent.ray import json_lines_table
+    from structsent.ray.inputs import json_lines_table
 
     data = '{"text": "好吃", "n": 7}\n{"text": "差", "n": {"a": 1}}\n'.encode()
     with pytest.raises(BadInputError, match=r"^y.jsonl: column 'n' holds values no one Parquet type holds \(integer, "
@@ -941,7 +944,7 @@ def test_a_malformed_ray_address_is_one_line(tmp_path):
 def test_csv_output_of_a_binary_column_holds_its_text_and_refuses_bytes_that_are_not_text(ray_address, tmp_path):
     """Arrow's CSV writer failed on them, exit 1: "the Ray job failed: pyarrow.lib.ArrowInvalid: Invalid
     UTF8 payload". The local job's one line now, exit 2 (and a BINARY column of text is written as text)."""
-    from structsent.ray import binary_columns_as_text
+    from structsent.ray.outputs import binary_columns_as_text
 
     block = pa.table({"id": [1], "note": pa.array(["好".encode()], pa.binary())})
     assert binary_columns_as_text(block).column("note").to_pylist() == ["好"]
@@ -1016,7 +1019,7 @@ def test_input_files_that_disagree_on_a_column_s_type_are_said_so_in_one_line(ra
 
 def test_a_failed_ray_job_is_told_by_the_error_raised_not_by_ray_s_wrappers():
     """The innermost error of a failed read was Ray's "SystemException": the line said nothing."""
-    from structsent.ray import _last_line
+    from structsent.ray.failures import _last_line
 
     remote = ValueError("Failed to read CSV file: a.csv\nTraceback (most recent call last):\n  File \"x.py\", line 1\n"
                         "pyarrow.lib.ArrowInvalid: CSV parse error: Expected 2 columns, got 1: 第二段984\n"
@@ -1117,7 +1120,7 @@ def test_pool_options_that_cannot_work_are_refused_naming_the_option(options, me
 def test_numpy_integers_are_pool_sizes_as_engine_options_accept_them():
     import numpy as np
 
-    from structsent.ray import _pool_options
+    from structsent.ray.labeller import _pool_options
 
     assert _pool_options(np.int64(2), np.int64(8), ("id",)) == (2, 8, ["id"])
     assert _pool_options((np.int32(1), 3), None, None) == ((1, 3), None, None)
@@ -1140,7 +1143,7 @@ def test_a_text_column_of_numbers_in_some_batches_is_text_in_every_batch(ray_add
 SIGTERM_AFTER_INIT = """
 import os, signal, sys, time
 from structsent.cli.signals import Terminated, sigterm_as_interrupt
-from structsent.ray import connected
+from structsent.ray.cluster import connected
 
 with sigterm_as_interrupt():
     with connected(sys.argv[1], quiet=True):
@@ -1163,7 +1166,7 @@ def test_sigterm_after_ray_init_stops_the_command_as_ctrl_c_does(ray_address):
 def test_the_output_directory_is_swapped_safely(tmp_path, monkeypatch):
     """The old output comes back if the new one cannot be put in place, and after a kill between the
     two renames; a mount point or another file system is written in place (a rename there fails)."""
-    import structsent.ray as ray_adapter
+    import structsent.ray.outputs as ray_outputs
 
     output, new = tmp_path / "out", tmp_path / "new"
     output.mkdir()
@@ -1178,28 +1181,28 @@ def test_the_output_directory_is_swapped_safely(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         real_replace(src, dst)
 
-    monkeypatch.setattr(ray_adapter.os, "replace", second_fails)
+    monkeypatch.setattr(ray_outputs.os, "replace", second_fails)
     with pytest.raises(OSError):
-        ray_adapter._replace_directory(str(new), str(output))
-    monkeypatch.setattr(ray_adapter.os, "replace", real_replace)
+        ray_outputs._replace_directory(str(new), str(output))
+    monkeypatch.setattr(ray_outputs.os, "replace", real_replace)
     assert [p.name for p in output.iterdir()] == ["old.parquet"]
 
-    aside = Path(ray_adapter.staging_directory(str(output)) + "-old")
+    aside = Path(ray_outputs.staging_directory(str(output)) + "-old")
     os.replace(output, aside)  # as a kill between the two renames leaves it
-    ray_adapter._finish_an_interrupted_swap(str(output))
+    ray_outputs._finish_an_interrupted_swap(str(output))
     assert [p.name for p in output.iterdir()] == ["old.parquet"] and not aside.exists()
 
     newer = tmp_path / "newer"
     newer.mkdir(mode=0o700)
     (newer / "new.parquet").write_bytes(b"new")
     output.chmod(0o2770)  # a shared output directory: group-writable, setgid
-    ray_adapter._replace_directory(str(newer), str(output))
+    ray_outputs._replace_directory(str(newer), str(output))
     assert [p.name for p in output.iterdir()] == ["new.parquet"] and not aside.exists()
     assert stat.S_IMODE(output.stat().st_mode) == 0o2770  # the replaced directory's, not the umask's
 
-    assert ray_adapter._room_beside(str(output)) and ray_adapter._room_beside(str(tmp_path / "absent"))
-    monkeypatch.setattr(ray_adapter.os.path, "ismount", lambda path: path == str(output))
-    assert not ray_adapter._room_beside(str(output))
+    assert ray_outputs.room_beside(str(output)) and ray_outputs.room_beside(str(tmp_path / "absent"))
+    monkeypatch.setattr(ray_outputs.os.path, "ismount", lambda path: path == str(output))
+    assert not ray_outputs.room_beside(str(output))
 
 
 @pytest.mark.parametrize("name, data, says", [
@@ -1331,7 +1334,7 @@ def test_cli_engine_ray_refuses_a_report_by_column_an_output_of_no_rows_would_no
 def test_csv_headers_are_checked_as_the_local_engine_checks_them_before_ray_starts(tmp_path, files, says):
     """Ray labelled a semicolon-separated .csv (or Excel's sep= line) as whole lines of noise, and
     flagged every row of a file without the text column "missing text (None)": exit 0 both."""
-    from structsent.ray import check_input_columns, resolve_input
+    from structsent.ray.inputs import check_input_columns, resolve_input
 
     for name, content in files.items():
         (tmp_path / name).write_text(content, encoding="utf-8")
@@ -1340,7 +1343,7 @@ def test_csv_headers_are_checked_as_the_local_engine_checks_them_before_ray_star
 
 
 def test_csv_and_parquet_files_the_local_engine_reads_pass_the_column_checks(tmp_path):
-    from structsent.ray import check_input_columns, resolve_input
+    from structsent.ray.inputs import check_input_columns, resolve_input
 
     (tmp_path / "csv").mkdir()
     (tmp_path / "csv" / "a.csv").write_text("id,text\n1,好吃\n", encoding="utf-8")
@@ -1360,7 +1363,7 @@ def test_csv_and_parquet_files_the_local_engine_reads_pass_the_column_checks(tmp
 def test_a_parquet_column_named_twice_is_refused_before_ray_starts(tmp_path):
     """It failed inside Ray: "the Ray job failed: pyarrow.lib.ArrowInvalid: Multiple matches for
     FieldRef.Name(id)", exit 1; the local engine refuses it in one line, exit 2."""
-    from structsent.ray import check_input_columns, resolve_input
+    from structsent.ray.inputs import check_input_columns, resolve_input
 
     table = pa.Table.from_arrays([pa.array(["1"]), pa.array(["好吃"]), pa.array(["2"])], names=["id", "text", "id"])
     pq.write_table(table, tmp_path / "dup.parquet")
@@ -1370,7 +1373,7 @@ def test_a_parquet_column_named_twice_is_refused_before_ray_starts(tmp_path):
 
 def test_a_json_lines_line_without_the_text_field_is_refused_as_the_local_engine_refuses_it():
     """It became a flagged row, "missing text (None)", with a text field the line never had, exit 0."""
-    from structsent.ray import json_lines_table
+    from structsent.ray.inputs import json_lines_table
 
     data = '{"id": 1, "text": "好吃"}\n{"id": 2, "text": null}\n{"id": 3}\n'.encode()
     with pytest.raises(BadInputError, match=r"^a\.jsonl: line 3: no 'text' field \(fields: 'id'\); pass --text-column"):

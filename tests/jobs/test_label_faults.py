@@ -317,7 +317,7 @@ def test_a_report_of_a_stopped_jobs_files_is_refused_and_of_the_output_it_replac
 
 def test_a_job_on_an_output_a_ray_job_is_writing_is_not_told_to_resume_it(tmp_path, hf_model_dir):
     """It said "stop it and pass --resume", which a Ray job's output (a directory) cannot take."""
-    from structsent.ray import output_directory_lock
+    from structsent.ray.outputs import output_directory_lock
 
     source = tmp_path / "in.csv"
     write_csv(source, [[0, "好评"]])
