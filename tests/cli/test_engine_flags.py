@@ -172,6 +172,10 @@ def test_a_value_refused_once_the_model_is_known_names_the_flag_or_the_variable(
     monkeypatch.delenv("STRUCTSENT_TOKEN_BUDGET")
     assert main(["serve", "--max-queue", "0"]) == 2
     assert capsys.readouterr().err.strip() == "structsent: error: --max-queue 0: must be at least 1"
+    # A header cap no request fits (every one answered 431, /health's too: a server never ready).
+    assert main(["serve", "--max-header-bytes", "10"]) == 2
+    assert capsys.readouterr().err.strip() == ("structsent: error: --max-header-bytes 10: must be at least 1024 (a "
+                                               "browser's request headers alone take several hundred bytes)")
     assert not (tmp_path / "a.jsonl").exists() and not (tmp_path / "b.jsonl").exists()
 
 

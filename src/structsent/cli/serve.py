@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "response), and again to send its body; beyond: 408 and closed (default 10)",
     )
     group.add_argument("--max-header-bytes", type=integer, default=64 * 1024,
-                       help="request header size at most, bytes (431; default %(default)s)")
+                       help="request header size at most, bytes (431; at least 1024; default %(default)s)")
     group.add_argument(
         "--api-key", default=None,
         help=f"require `Authorization: Bearer <key>` on every route but /health, the API's description "

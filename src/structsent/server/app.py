@@ -81,6 +81,7 @@ DOCUMENTATION_PATHS = API_DOCS_PATHS | {"/openapi.json"}
 MAX_WAIT_MS_LIMIT = 60_000  # a merge window of a minute already delays every lone request by a minute
 INLINE_TOKENIZE_CHARS = 512  # a request this small, of known characters, is tokenized on the event loop
 LEAVING_READ_S = 0.002  # after the tokenizer thread: time for the event loop to read a client's leaving
+MIN_HEADER_BYTES = 1024  # below, requests of probes and browsers would be refused (431) one and all
 MAX_MODEL_WORKERS = 64  # model calls at once; more is a typo, not a machine
 
 
@@ -112,6 +113,9 @@ class ServerSettings:
         for name in ("max_body_bytes", "max_texts", "max_text_chars", "max_queue", "max_connections", "max_header_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be at least 1")
+        if self.max_header_bytes < MIN_HEADER_BYTES:  # every request refused, /health's too: never ready
+            raise ConfigError(f"max_header_bytes={self.max_header_bytes}: must be at least {MIN_HEADER_BYTES} (a "
+                              "browser's request headers alone take several hundred bytes)")
         # NaN passes every comparison and infinity reaches timers and /info (not JSON): refuse both.
         if not (math.isfinite(self.max_wait_ms) and 0 <= self.max_wait_ms <= MAX_WAIT_MS_LIMIT):
             raise ConfigError(f"max_wait_ms={self.max_wait_ms}: must be a number of milliseconds in 0..{MAX_WAIT_MS_LIMIT}")
@@ -783,7 +787,8 @@ def _add_error_handlers(app: FastAPI, service: SentimentService) -> None:
             return error_json(f"malformed JSON: {describe_undecodable_body(err.__cause__)}", "validation", status=422)
         error_type = error_type_of_status(err.status_code)
         service.metrics.observe_error(error_type)
-        message = f"{err.detail}: {bounded(request.method)} {bounded(request.url.path)}"
+        # The path as sent: url.path put a slash before the asterisk of `OPTIONS *`.
+        message = f"{err.detail}: {bounded(request.method)} {bounded(request.scope.get('path') or request.url.path)}"
         return error_json(message, error_type, status=err.status_code, headers=_with_head_allowed(err.headers))
 
     @app.exception_handler(Exception)

@@ -472,7 +472,7 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # h11's or httptools', whichever u
                 # socket over it (which would reset the connection under the client's feet).
                 self._headers_deadline = self.loop.call_later(UNREAD_GRACE_S, self._headers_too_slow)
                 return
-            self._policy.on_refused("read_timeout_s")
+            self._policy.on_refused("idle")  # (not a refusal of a request: counted apart)
             self.transport.close()
             return
         timeout = self._policy.read_timeout_s

@@ -74,8 +74,9 @@ class ServerMetrics:
         )
         self.refused_connections = prometheus.Counter(
             "structsent_refused_connections",
-            "Connections answered and closed before a request reached the app, by reason "
-            "(max_connections, read_timeout_s, max_header_bytes, invalid_request)",
+            "Connections closed before a request reached the app, by reason: answered (max_connections, "
+            "read_timeout_s, max_header_bytes, invalid_request), dropped (unread_response: a client that "
+            "took none of its answers), or closed without a word (idle: no request within read_timeout_s)",
             ("reason",), registry=r,
         )
 
