@@ -99,3 +99,61 @@ def test_a_closed_standard_descriptor_is_held_so_that_no_file_opened_later_takes
             "print(os.readlink('/proc/self/fd/2'), f.fileno() > 2, file=open('seen.txt', 'w'))")
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, preexec_fn=lambda: os.close(2), check=True, timeout=120)
     assert (tmp_path / "seen.txt").read_text().split() == ["/dev/null", "True"]
+
+
+# -- a standard output that fails, or whose reader has left -------------------------------------
+
+def _with_stdout(args, stdout, *, buffered: bool, env=None):
+    """`python -m structsent ARGS` writing to ``stdout``, its standard output buffered (the default)
+    or not (PYTHONUNBUFFERED, as in many container images)."""
+    environment = {**os.environ, **(env or {})}
+    environment.pop("PYTHONUNBUFFERED", None)
+    if not buffered:
+        environment["PYTHONUNBUFFERED"] = "1"
+    return subprocess.run([sys.executable, "-m", "structsent", *map(str, args)], stdout=stdout, stderr=subprocess.PIPE,
+                          text=True, timeout=300, env=environment)
+
+
+def _pipe_without_a_reader():
+    read, write = os.pipe()
+    os.close(read)  # every write to it: EPIPE
+    return write
+
+
+@pytest.mark.parametrize("buffered", [True, False])
+def test_a_reader_that_left_ends_the_command_quietly(buffered):
+    # Buffered, the interpreter's own flush at exit failed: exit 120 and Python's "Exception ignored".
+    write = _pipe_without_a_reader()
+    try:
+        proc = _with_stdout(["--help"], write, buffered=buffered)
+    finally:
+        os.close(write)
+    assert (proc.returncode, proc.stderr) == (0, "")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("buffered", [True, False])
+def test_a_full_standard_output_is_named_in_one_line(buffered, hf_model_dir, tmp_path):
+    # "structsent: error: No space left on device" (unbuffered) read as the command's own files
+    # failing; buffered, exit 120 and Python's two lines.
+    with open("/dev/full", "w") as full:
+        version = _with_stdout(["--version"], full, buffered=True)
+        export = _with_stdout(["export", hf_model_dir, "-o", tmp_path / "onnx", "--validate-n", "4"], full,
+                              buffered=buffered, env={"STRUCTSENT_CACHE": str(tmp_path / "cache")})
+    said = "structsent: error: cannot write standard output: No space left on device\n"
+    assert (version.returncode, version.stderr) == (1, said)
+    assert (export.returncode, export.stderr.splitlines()[-1] + "\n") == (1, said), export.stderr
+    assert "Exception ignored" not in export.stderr and (tmp_path / "onnx" / "model.onnx").is_file()
+
+
+def test_bench_keeps_its_results_when_standard_output_fails(hf_model_dir, tmp_path):
+    # It printed its table before writing its files: a reader that left (unbuffered) ended it with
+    # exit 0, its --out removed, nothing saved.
+    write = _pipe_without_a_reader()
+    try:
+        proc = _with_stdout(["bench", "--model", hf_model_dir, "--n", "8", "--configs", "torch-fp32", "--device", "cpu",
+                             "--out", tmp_path / "out"], write, buffered=False)
+    finally:
+        os.close(write)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["bench.json", "bench.md", "bench.png"]

@@ -14,7 +14,15 @@ import signal
 import sys
 import threading
 
-from ._exit import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, raise_terminated
+from ._exit import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    STANDARD_OUTPUT,
+    Terminated,
+    raise_terminated,
+)
 
 
 class _DiagnosticsThatCannotFail(io.TextIOWrapper):
@@ -33,6 +41,29 @@ class _DiagnosticsThatCannotFail(io.TextIOWrapper):
             super().flush()
         except OSError:
             pass
+
+
+class _OutputThatNamesItself(io.TextIOWrapper):
+    """Standard output whose failures say it failed: a full disk behind ``>`` (ENOSPC) was said as
+    "structsent: error: No space left on device", read as the command's own files failing. A reader
+    that left (BrokenPipeError) stays what it is: the command then ends quietly."""
+
+    def write(self, text: str) -> int:
+        try:
+            return super().write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, STANDARD_OUTPUT) from None
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, STANDARD_OUTPUT) from None
+
 
 
 def guard_standard_streams() -> None:
@@ -57,6 +88,41 @@ def guard_standard_streams() -> None:
         sys.stderr.flush()
         sys.stderr = _DiagnosticsThatCannotFail(sys.stderr.buffer, encoding=sys.stderr.encoding,
                                                 errors=sys.stderr.errors, line_buffering=True)
+    if type(sys.stdout) is io.TextIOWrapper:  # (None when closed; a test's capture is left alone)
+        sys.stdout.flush()
+        sys.stdout = _OutputThatNamesItself(sys.stdout.buffer, encoding=sys.stdout.encoding, errors=sys.stdout.errors,
+                                            line_buffering=sys.stdout.line_buffering,
+                                            write_through=sys.stdout.write_through)
+
+
+def standard_output_flushed(status: int) -> int:
+    """``status``, once what the command left in standard output's buffer is written. The interpreter
+    flushed it at exit, past every handler: a reader that had left, or a full disk, ended the
+    command with exit 120 and Python's two-line "Exception ignored" message. Now a reader that left
+    keeps the command's status; an output that cannot be written is said in one line (exit 1, unless
+    the command already failed). Either way standard output is then /dev/null, so that the
+    interpreter's own flush at exit has nothing to fail on."""
+    if sys.stdout is None:
+        return status
+    try:
+        sys.stdout.flush()
+    except OSError as err:
+        _drop_standard_output()
+        if isinstance(err, BrokenPipeError) or status != EXIT_OK:
+            return status
+        print(f"structsent: error: cannot write {STANDARD_OUTPUT}: {err.strerror or err}", file=sys.stderr)
+        return EXIT_FAILURE
+    return status
+
+
+def _drop_standard_output() -> None:
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, sys.stdout.fileno())
+    except (OSError, ValueError):  # (no descriptor: nothing will be flushed to one either)
+        pass
+    finally:
+        os.close(null)
 
 
 def main() -> int:
@@ -74,4 +140,8 @@ def main() -> int:
     finally:
         if ours:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    return run_command()
+    try:
+        status = run_command()
+    except SystemExit as done:  # argparse's --help, --version and usage errors end with it
+        status = done.code if isinstance(done.code, int) else EXIT_OK if done.code is None else EXIT_FAILURE
+    return standard_output_flushed(status)

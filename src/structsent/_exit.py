@@ -13,6 +13,8 @@ EXIT_MISSING_EXTRA = 4  # an optional dependency the command needs is not instal
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
 
+STANDARD_OUTPUT = "standard output"  # the name an error writing it gives (OSError.filename)
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, as an exception: every ``except KeyboardInterrupt`` cleanup runs for it too."""

@@ -157,3 +157,27 @@ def test_a_corpus_saved_with_a_byte_order_mark_gives_its_first_review_without_it
     corpus = tmp_path / "reviews.txt"
     corpus.write_bytes("\ufeff好吃\n难吃\n".encode())
     assert load_reviews(corpus)[0] == ["好吃", "难吃"]
+
+
+def test_the_charts_title_keeps_a_long_device_line_within_the_image():
+    """An AVX-512 host's device line (ISA flags, load) ran past the chart's edge: its end was cut off."""
+    import matplotlib.pyplot as plt
+
+    from structsent.bench.report import chart_figure
+
+    rows = with_ratios([Row(name="pipeline", title="transformers.pipeline", seconds=2.0, texts=96, padding_fraction=0.4,
+                            label_agreement=1.0, utilisation=None),
+                        Row(name="onnx-fp32", title="structsent ONNX fp32", seconds=0.5, texts=96, padding_fraction=0.2,
+                            label_agreement=1.0, utilisation=0.3)])
+    machine = ("Intel(R) Xeon(R) Platinum 8480+, 2 cores, ISA avx2+fma+avx512f+avx512bw+avx512_vnni+avx_vnni+"
+               "avx512_bf16+amx_tile, load 8.21 (native bf16)")
+    fig = chart_figure(rows, title=f"model: 96 texts\n{machine}")
+    try:
+        fig.canvas.draw()
+        title = fig._suptitle
+        box, page = title.get_window_extent(), fig.bbox
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1
+        shown = title.get_text()
+        assert shown.replace("\n", " ") == f"model: 96 texts {machine}"  # every word, none cut
+    finally:
+        plt.close(fig)

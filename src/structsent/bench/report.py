@@ -70,12 +70,30 @@ def write_json(path: Path, meta: dict, rows: Sequence[Row]) -> None:
 
 def write_chart(path: Path, rows: Sequence[Row], *, title: str) -> None:
     """Horizontal bars of texts/s, labelled with the ratio to the pipeline baseline."""
+    import matplotlib.pyplot as plt
+
+    fig = chart_figure(rows, title=title)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+TITLE_CHARS = 100  # a title line's width at most, in characters: the figure is 9 inches wide
+
+
+def chart_figure(rows: Sequence[Row], *, title: str):
+    """The chart as a matplotlib figure. The title's lines are wrapped to the figure's width (the
+    device line of an AVX-512 host, its ISA flags and load, ran past the image's edge), and the
+    figure grows by the lines the wrapping adds."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.6))
+    lines = [wrapped for line in title.split("\n")
+             for wrapped in textwrap.wrap(line, TITLE_CHARS, break_long_words=True) or [""]]
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.3 + 0.16 * len(lines)))
     names = [r.title for r in rows][::-1]
     speeds = [r.texts_per_s for r in rows][::-1]
     colours = ["#999999" if r.name in (BASELINE, "one-by-one", "fixed-32") else "#3b75af" for r in rows][::-1]
@@ -84,8 +102,7 @@ def write_chart(path: Path, rows: Sequence[Row], *, title: str) -> None:
         label = f" {row.texts_per_s:.2f}" + (f"  ({row.vs_baseline:.2f}x)" if row.vs_baseline else "")
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, label, va="center", fontsize=8)
     ax.set_xlabel("texts per second (higher is better)")
-    ax.set_title(title, fontsize=9)
+    fig.suptitle("\n".join(lines), fontsize=9)  # centred on the figure, not on the axes beside the names
     ax.set_xlim(0, max(speeds) * 1.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig

@@ -26,6 +26,7 @@ from .._exit import (
     EXIT_MISSING_EXTRA,
     EXIT_OK,
     EXIT_TERMINATED,
+    STANDARD_OUTPUT,
     Terminated,
 )
 from ..errors import (
@@ -237,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_OK  # `structsent label ... | head`: the reader has what it wanted
     except OSError as err:  # e.g. a summary to a standard output that cannot be written (`>/dev/full`)
-        where = f"{err.filename}: " if err.filename else ""
+        where = f"cannot write {err.filename}: " if err.filename == STANDARD_OUTPUT else \
+            f"{err.filename}: " if err.filename else ""
         print(f"structsent: error: {where}{err.strerror or err}", file=sys.stderr)
         return EXIT_FAILURE
 

@@ -149,11 +149,6 @@ def _bench(args, setup, chosen, checkpoint, workload, out: Path, model_dir: Path
         best = fastest_within(rows, min_agreement=MIN_AGREEMENT)
         # bench.md carries them too: a CPU figure is never shown without the host's ISA and load.
         header = [f"model: {one_line(model_note)}", f"texts: {one_line(workload.describe())}", f"device: {machine}"]
-        print("\n".join(header) + "\n")
-        print(table)
-        if best is not None:
-            print(f"\nfastest path with >= {MIN_AGREEMENT:.0%} label agreement: {best.title} "
-                  f"({best.texts_per_s:.2f} texts/s" + (f", {best.vs_baseline:.2f}x the pipeline)" if best.vs_baseline else ")"))
 
         meta = {
             "model": model_note, "model_dir": str(model_dir), "workload": workload.describe(),
@@ -171,6 +166,12 @@ def _bench(args, setup, chosen, checkpoint, workload, out: Path, model_dir: Path
             "bench.md": lambda path: path.write_text("".join(f"- {line}\n" for line in header) + "\n" + table + "\n",
                                                      encoding="utf-8"),
         })
+    # Printed once the files are written: a standard output that fails, or whose reader left, loses no result.
+    print("\n".join(header) + "\n")
+    print(table)
+    if best is not None:
+        print(f"\nfastest path with >= {MIN_AGREEMENT:.0%} label agreement: {best.title} "
+              f"({best.texts_per_s:.2f} texts/s" + (f", {best.vs_baseline:.2f}x the pipeline)" if best.vs_baseline else ")"))
     print("\n" + one_line(f"wrote {out / 'bench.json'}, {out / 'bench.png'} and {out / 'bench.md'}"))
     return 0
 
