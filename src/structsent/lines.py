@@ -56,3 +56,12 @@ def why_unprintable(name: str) -> str | None:
         return None
     kind = "a control character" if has_control_characters(odd) or odd == "\t" else "a character that does not print"
     return f"holds {kind} (U+{ord(odd):04X})"
+
+
+def rows_in_words(count: int) -> str:
+    """``count`` rows in words: "1 row", "0 rows", "1,000 rows" (a one-row job said "1 rows").
+
+    >>> rows_in_words(1), rows_in_words(1000)
+    ('1 row', '1,000 rows')
+    """
+    return f"{count:,} row" if count == 1 else f"{count:,} rows"

@@ -161,6 +161,18 @@ def test_the_least_certain_rows_are_counted_in_words(tmp_path, labelled, says):
     assert says in section.split("</section>", 1)[0]
 
 
+def test_one_row_is_said_as_one_row(tmp_path):
+    # "1 rows have no label", "正面: 1 rows".
+    path = tmp_path / "labelled.jsonl"
+    rows = [{"text": "", "label": None, "score": None, "prob_负面": None, "prob_正面": None, "error": "empty text"},
+            {"text": "好", "label": "正面", "score": 0.9, "prob_负面": 0.1, "prob_正面": 0.9, "error": None}]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    write_report(str(path), str(tmp_path / "report.html"))
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "1 row has no label" in page and "正面: 1 row<" in page and "正面: 1 row</figcaption>" in page
+    assert not re.search(r"\b1 rows\b", page.replace("1 of 1 rows shown", ""))  # (the search's count: fine)
+
+
 @pytest.mark.parametrize("stop", [KeyboardInterrupt, OSError(28, "No space left on device")])
 def test_a_page_stopped_while_it_is_written_leaves_no_temporary_file(tmp_path, monkeypatch, stop):
     """Only an OSError removed the temporary page: SIGTERM (raised as an interrupt) during the sync

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         print(one_line(f"structsent: {args.input}: {notice}"), file=sys.stderr)
     if not args.quiet:
         labels = ", ".join(f"{label} {count:,}" for label, count in summary.labels.items())
-        from ..jobs.progress import rows_in_words
+        from ..lines import rows_in_words
 
         print(one_line(f"{args.output}: {rows_in_words(summary.rows)} ({labels}; {summary.flagged:,} flagged)"),
               file=sys.stderr)

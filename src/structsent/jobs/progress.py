@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
+from ..lines import rows_in_words
 from ..telemetry import gpu_snapshot
 
 
@@ -13,11 +14,6 @@ def _duration(seconds: float) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
-
-
-def rows_in_words(count: int) -> str:
-    """``count`` rows in words: "1 row", "0 rows", "1,000 rows" (a one-row job said "1 rows")."""
-    return f"{count:,} row" if count == 1 else f"{count:,} rows"
 
 
 class ProgressBar:

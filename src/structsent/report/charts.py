@@ -11,6 +11,8 @@ import html
 from collections import Counter
 from collections.abc import Sequence
 
+from ..lines import rows_in_words
+
 GRID = "#d0d4da"
 INK = "#3b4351"
 
@@ -61,7 +63,7 @@ def histogram(counts: Sequence[int], low: float, *, label: str, color: str) -> s
     for i, count in enumerate(counts):
         bar_h = plot_h * count / peak
         x, y = left + i * bar_w, top + plot_h - bar_h
-        tip = f"{low + i * step:.3f}–{low + (i + 1) * step:.3f}: {count:,} rows"
+        tip = f"{low + i * step:.3f}–{low + (i + 1) * step:.3f}: {rows_in_words(count)}"
         body.append(f'<rect x="{x + 1:.1f}" y="{y:.1f}" width="{bar_w - 2:.1f}" height="{bar_h:.1f}" '
                     f'fill="{color}"><title>{esc(tip)}</title></rect>')
     body.append(f'<text x="{left - 6}" y="{top + 4}" text-anchor="end" class="tick">{peak:,}</text>')

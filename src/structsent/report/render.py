@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ..lines import rows_in_words
 from ..pages import FONTS, inline_hash
 from .aggregate import Breakdown, GroupRow, LabelledRow, Period, Report, Tally
 from .charts import Bar, Point, esc, histogram, horizontal_bars, share_line
@@ -231,7 +232,7 @@ def _labels(report: Report, colors: dict[str, str]) -> str:
         count, share = total.labels.get(label, 0), total.share(label)
         rows.append(f'<tr data-label="{esc(label)}"><td>{esc(label)}</td>{_num_cell(_count(count), count)}'
                     f'{_num_cell(_percent(share), share)}{_num_cell(_percent(count / total.rows if total.rows else None), None)}</tr>')
-        bars.append(Bar(label, share, f"{_percent(share)} ({count:,})", f"{label}: {count:,} rows", colors[label]))
+        bars.append(Bar(label, share, f"{_percent(share)} ({count:,})", f"{label}: {rows_in_words(count)}", colors[label]))
     if total.flagged:
         rows.append(f'<tr class="flagged"><td><em>flagged (no label)</em></td>{_num_cell(_count(total.flagged), total.flagged)}'
                     f'<td class="num">–</td>{_num_cell(_percent(total.flagged / total.rows), None)}</tr>')
@@ -245,7 +246,7 @@ def _scores(report: Report, colors: dict[str, str]) -> str:
     for label in report.labels:
         counts = report.histograms[label]
         chart = histogram(counts, report.histogram_floor, label=f"Scores of rows labelled {label}", color=colors[label])
-        figures.append(f"<figure>{chart}<figcaption>{esc(label)}: {sum(counts):,} rows</figcaption></figure>")
+        figures.append(f"<figure>{chart}<figcaption>{esc(label)}: {rows_in_words(sum(counts))}</figcaption></figure>")
     return (f'<section id="scores"><h2>Scores by label</h2><p class="muted">How sure the model was: the probability '
             f'of the chosen label, from {report.histogram_floor:.2f} (a coin toss) to 1.</p>'
             f'<div class="charts">{"".join(figures)}</div></section>')
@@ -296,10 +297,10 @@ def _flagged(report: Report, text_column: str | None) -> str:
     names = [("Row", True)] + _group_header(report) + [
         ("Why", False), (text_column or "text", False)]
     return (
-        f'<section id="flagged"><h2>Flagged rows</h2><p class="muted">{total.flagged:,} rows have no label '
+        f'<section id="flagged"><h2>Flagged rows</h2><p class="muted">{_have(total.flagged)} no label '
         f'({_percent(total.flagged / total.rows)}). Reasons, numbers shown as N:</p>'
         f'<table id="error-kinds">{_header([("Reason", False), ("Rows", True)], False)}<tbody>{"".join(kinds)}</tbody></table>'
-        f'<h3>The first {len(sample):,} flagged rows</h3>'
+        f'<h3>{"The flagged row" if len(sample) == 1 else f"The first {len(sample):,} flagged rows"}</h3>'
         f'{_searchable("flagged-rows", "flagged rows", _header(names, True), sample)}</section>'
     )
 
@@ -379,3 +380,8 @@ def _value_note(breakdown: Breakdown) -> str:
         if breakdown.untracked_rows:
             note += f", and {breakdown.untracked_rows:,} rows of values seen after the first distinct ones tracked"
     return note + "."
+
+
+def _have(count: int) -> str:
+    """"1 row has", "3 rows have"."""
+    return f"{rows_in_words(count)} {'has' if count == 1 else 'have'}"
