@@ -184,7 +184,8 @@ def test_a_server_stopped_while_its_model_loads_leaves_the_switch_interval_as_it
     from structsent.engine import Classifier
     from structsent.models import load_checkpoint
     from structsent.runtime import resolve_runtime
-    from structsent.server.app import SentimentService, ServerSettings
+    from structsent.server.service import SentimentService
+    from structsent.server.settings import ServerSettings
 
     class GpuStandIn:
         name, device, precision = "stand-in", "cuda:0", "fp16"

@@ -13,7 +13,8 @@ import pytest
 from structsent.cli import build_parser, main
 from structsent.cli.serve import check_process_flags, settings_from_args
 from structsent.errors import ConfigError
-from structsent.server.app import SentimentService, ServerSettings
+from structsent.server.service import SentimentService
+from structsent.server.settings import ServerSettings
 
 from ..conftest import run_structsent
 from ..server.conftest import free_port
@@ -303,7 +304,8 @@ import logging, os, signal, sys, threading
 from pathlib import Path
 from structsent.cli import serve
 from structsent.onnx.cache import STAGING_PREFIX, cache_root
-from structsent.server.app import SentimentService, ServerSettings
+from structsent.server.service import SentimentService
+from structsent.server.settings import ServerSettings
 from structsent.staging import staging_name
 
 logging.basicConfig(level=logging.WARNING, format="%(message)s")

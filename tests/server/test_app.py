@@ -16,12 +16,8 @@ import structsent
 from structsent.config import EngineConfig
 from structsent.errors import ConfigError
 from structsent.runtime import usable_cores
-from structsent.server.app import (
-    SentimentService,
-    ServerSettings,
-    engine_config_for,
-    model_workers_on,
-)
+from structsent.server.service import SentimentService
+from structsent.server.settings import ServerSettings, engine_config_for, model_workers_on
 
 from .conftest import metric
 
@@ -453,8 +449,10 @@ def test_a_request_whose_client_left_while_it_waited_for_the_tokenizer_is_never_
     texts waiting there did not count against max_queue either."""
     import threading
 
-    from structsent.server.app import INLINE_TOKENIZE_CHARS, ClientDisconnectedError, SentimentService, ServerSettings
     from structsent.server.batcher import QueueFullError
+    from structsent.server.service import INLINE_TOKENIZE_CHARS, SentimentService
+    from structsent.server.settings import ServerSettings
+    from structsent.server.statuses import ClientDisconnectedError
 
     service = SentimentService(ServerSettings(model=str(hf_model_dir), max_queue=3, max_texts=2))
     service.start_loading().join(timeout=120)
@@ -502,7 +500,9 @@ def test_a_request_whose_client_left_while_it_waited_for_the_tokenizer_is_never_
 def test_a_client_that_left_while_its_texts_were_tokenized_never_reaches_the_model(hf_model_dir):
     """Its leaving was read only once the tokenizer thread let go of the interpreter, after the
     texts had gone to the model: a departed client's 256 texts were computed, a live one waited."""
-    from structsent.server.app import INLINE_TOKENIZE_CHARS, ClientDisconnectedError, SentimentService, ServerSettings
+    from structsent.server.service import INLINE_TOKENIZE_CHARS, SentimentService
+    from structsent.server.settings import ServerSettings
+    from structsent.server.statuses import ClientDisconnectedError
 
     service = SentimentService(ServerSettings(model=str(hf_model_dir)))
     service.start_loading().join(timeout=120)
@@ -595,7 +595,8 @@ def test_a_client_that_leaves_while_its_batch_computes_stops_the_batch(hf_model_
     """The batch of a client that left was computed to its end, and the next client waited for it
     (two such requests held a server for 80 s); it now stops at its next model call."""
     from structsent.engine import Classifier
-    from structsent.server.app import ClientDisconnectedError, load_classifier
+    from structsent.server.service import load_classifier
+    from structsent.server.statuses import ClientDisconnectedError
 
     calls = []
 
@@ -645,7 +646,8 @@ def test_a_client_that_leaves_while_its_batch_computes_stops_the_batch(hf_model_
 
 def test_the_log_line_of_a_model_that_fails_to_load_escapes_its_name(tmp_path, caplog):
     """A model path holding ESC and a line break reached the log as it stands: two lines, the terminal recoloured."""
-    from structsent.server.app import SentimentService, ServerSettings
+    from structsent.server.service import SentimentService
+    from structsent.server.settings import ServerSettings
 
     missing = tmp_path / "no\x1b[31m\nmodel"
     service = SentimentService(ServerSettings(model=str(missing)))

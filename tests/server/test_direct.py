@@ -15,8 +15,10 @@ from pydantic import BaseModel, ConfigDict
 from starlette.responses import JSONResponse
 
 from structsent.errors import BadInputError
-from structsent.server.app import SentimentService, ServerSettings, create_app, framework_telemetry
+from structsent.server.app import create_app, framework_telemetry
 from structsent.server.direct import DirectRoute, DirectRoutes
+from structsent.server.service import SentimentService
+from structsent.server.settings import ServerSettings
 
 
 # -- the middleware alone, around a framework that records what reaches it -----------------------
@@ -366,7 +368,7 @@ def test_a_body_not_sent_as_json_is_told_to_say_so(service, headers, named):
 def test_only_small_requests_of_known_characters_are_tokenized_on_the_event_loop(hf_model_dir):
     """Learning a never-seen character costs ~0.1 ms: 2,000 of them (CJK extension B) in one
     request held the loop for 0.1-0.2 s, and every other client waited."""
-    from structsent.server.app import INLINE_TOKENIZE_CHARS, tokenize_on_the_loop
+    from structsent.server.service import INLINE_TOKENIZE_CHARS, tokenize_on_the_loop
 
     fresh = structsent_load(hf_model_dir)
     fresh.tokenizer.learn_vocabulary()

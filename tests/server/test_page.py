@@ -14,8 +14,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from structsent.cli import serve
-from structsent.server.app import DOCUMENTATION_PATHS, OPEN_PATHS, ServerSettings, create_app
+from structsent.server.app import DOCUMENTATION_PATHS, OPEN_PATHS, create_app
 from structsent.server.page import SCRIPT, STYLE, accepts_html
+from structsent.server.settings import ServerSettings
 
 from .chromium import EXECUTABLE, MISSING, Chromium
 from .conftest import ServerProcess

@@ -87,7 +87,7 @@ def settings_from_args(args: argparse.Namespace, environ=None):
     """The ServerSettings of the flags; the API key from ``--api-key`` or else the environment."""
     import os
 
-    from ..server.app import ServerSettings
+    from ..server.settings import ServerSettings
     from .engine_flags import engine_config
 
     environ = os.environ if environ is None else environ
@@ -200,8 +200,9 @@ def _serve(settings, args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
 
-    from ..server.app import SentimentService, create_app
+    from ..server.app import create_app
     from ..server.logs import limit_server_logs
+    from ..server.service import SentimentService
 
     service = SentimentService(settings)
     server = uvicorn.Server(_uvicorn_config(create_app(settings, service=service), settings, args))

@@ -1,10 +1,10 @@
-"""The HTTP app: routes, request limits, and typed errors turned into HTTP statuses.
+"""The HTTP app: routes, the middleware around them, bounds on a request's JSON, and typed errors
+answered with their statuses (statuses.py).
 
-The model is loaded and warmed in a background thread while the server already answers
-``/health`` (503, then 200). Requests are tokenized (small ones on the event loop, large ones in
-a thread), then handed to the MicroBatcher, which merges concurrent requests into token-budgeted
-batches. Well-formed requests to the labelling routes are answered by ``DirectRoutes`` (direct.py)
-without the framework's routing layers; every other request by the framework's routes.
+The service (service.py) loads and warms the model in a background thread while the server
+already answers ``/health`` (503, then 200), and labels requests through the MicroBatcher.
+Well-formed requests to the labelling routes are answered by ``DirectRoutes`` (direct.py) without
+the framework's routing layers; every other request by the framework's routes.
 
 >>> app = create_app(ServerSettings(model="default"))                     # doctest: +SKIP
 >>> # uvicorn.run(app, host="127.0.0.1", port=8080)
@@ -13,19 +13,14 @@ without the framework's routing layers; every other request by the framework's r
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
-import dataclasses
 import functools
 import inspect
 import itertools
 import json
-import logging
-import math
 import os
-import threading
 from collections.abc import Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -35,15 +30,11 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from .. import __version__
-from ..config import EngineConfig, LongTextPolicy, check_integer
-from ..errors import BadInputError, ConfigError, ModelOutputError, OverloadedError, StructsentError
+from ..errors import BadInputError, StructsentError
 from ..io.readers import DuplicateKeyError, NonFiniteNumberError
-from ..lines import one_line
-from ..pipeline import freeze_startup_objects, quick_gil_handoff_begin, quick_gil_handoff_end
-from ..results import LabelResult, is_model_failure
+from ..results import LabelResult
 from .apidocs import PATHS as API_DOCS_PATHS
 from .apidocs import add_offline_docs
-from .batcher import BatchFailedError, MicroBatcher, QueueFullError, WorkerStoppedError
 from .direct import DirectRoute, DirectRoutes, Receive, json_body
 from .metrics import ServerMetrics
 from .middleware import (
@@ -67,378 +58,18 @@ from .schemas import (
     SentimentRequest,
     SentimentResponse,
 )
+from .service import SentimentService, check_text_count
+from .settings import ServerSettings
+from .statuses import ClientDisconnectedError, error_type_of_status, status_of
+from .tei import check_predictable, predict_texts, ranked_predictions, requested_truncation, score_function
 
-if TYPE_CHECKING:
-    from ..engine import Classifier
-
-log = logging.getLogger("structsent.server")
-
-WARMUP_TEXTS = ["这家店的菜味道很好，下次还会再来。", "质量太差了"]
 OPEN_PATHS = frozenset({"/health"})  # answered without the API key (probes carry none)
+
+
 # With --api-key, the API's description is answered without the key too (it holds no data), so
 # that a browser can load /docs, whose Authorize button then sends the key on every call it makes.
 DOCUMENTATION_PATHS = API_DOCS_PATHS | {"/openapi.json"}
-MAX_WAIT_MS_LIMIT = 60_000  # a merge window of a minute already delays every lone request by a minute
-INLINE_TOKENIZE_CHARS = 512  # a request this small, of known characters, is tokenized on the event loop
-LEAVING_READ_S = 0.002  # after the tokenizer thread: time for the event loop to read a client's leaving
-MIN_HEADER_BYTES = 1024  # below, requests of probes and browsers would be refused (431) one and all
-MAX_MODEL_WORKERS = 64  # model calls at once; more is a typo, not a machine
-
-
-# -- settings and errors ----------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ServerSettings:
-    """Everything the server needs besides host and port."""
-
-    model: str = "default"
-    engine: EngineConfig = dataclasses.field(default_factory=EngineConfig)
-    max_body_bytes: int = 1 << 20
-    max_texts: int = 256
-    max_text_chars: int = 20_000
-    max_queue: int = 4096
-    max_wait_ms: float = 0.0
-    max_connections: int = 256
-    read_timeout_s: float = 10.0
-    max_header_bytes: int = 64 * 1024
-    api_key: str | None = dataclasses.field(default=None, repr=False)  # never in /info nor a log
-    page: bool = True  # GET / from a browser serves the page (page.py)
-    # Model calls at once (the batcher's worker threads), the CPU cores divided among them unless
-    # engine.num_threads is set. Two: +11% at 64 clients on 2 cores, a lone request a quarter slower (docs/SERVER.md).
-    model_workers: int = 1
-
-    def __post_init__(self) -> None:
-        check_integer("model_workers", self.model_workers, 1, MAX_MODEL_WORKERS)
-        if self.engine.device_kind == "cuda":
-            check_one_model_worker_on_a_gpu(self.model_workers)
-        for name in ("max_body_bytes", "max_texts", "max_text_chars", "max_queue", "max_connections", "max_header_bytes"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)}: must be at least 1")
-        if self.max_header_bytes < MIN_HEADER_BYTES:  # every request refused, /health's too: never ready
-            raise ConfigError(f"max_header_bytes={self.max_header_bytes}: must be at least {MIN_HEADER_BYTES} (a "
-                              "browser's request headers alone take several hundred bytes)")
-        # NaN passes every comparison and infinity reaches timers and /info (not JSON): refuse both.
-        if not (math.isfinite(self.max_wait_ms) and 0 <= self.max_wait_ms <= MAX_WAIT_MS_LIMIT):
-            raise ConfigError(f"max_wait_ms={self.max_wait_ms}: must be a number of milliseconds in 0..{MAX_WAIT_MS_LIMIT}")
-        if not (math.isfinite(self.read_timeout_s) and self.read_timeout_s > 0):
-            raise ConfigError(f"read_timeout_s={self.read_timeout_s}: must be a finite number of seconds > 0")
-        if self.api_key is not None and not self.api_key.strip():
-            raise ConfigError("the API key is empty: give a key, or none for a server without authentication")
-        if self.api_key is not None and not all("!" <= char <= "~" for char in self.api_key):
-            raise ConfigError("the API key must be printable ASCII without spaces (clients and browsers send other "
-                              "characters in other encodings, or not at all, so it could never match)")
-        if self.max_texts > self.max_queue:
-            raise ConfigError(
-                f"max_texts={self.max_texts} > max_queue={self.max_queue}: a full request could never be queued"
-            )
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> "ServerSettings":
-        fields = json.loads(text)
-        return cls(**{**fields, "engine": EngineConfig(**fields["engine"])})
-
-
-class LimitExceededError(BadInputError):
-    """A request is larger than a configured limit (HTTP 413); ``limit`` names it, as in /info."""
-
-    def __init__(self, message: str, *, limit: str, limit_value: int) -> None:
-        super().__init__(message)
-        self.limit = limit
-        self.limit_value = limit_value
-
-
-class LoadStopped(KeyboardInterrupt):
-    """The server stopped while its model loaded: raised in the load thread (as Ctrl-C is in the
-    main thread), so that the load's cleanups run (an ONNX export's staging directory is removed)."""
-
-
-class ModelNotReadyError(StructsentError):
-    """The model is still loading, failed to load, or the server is shutting down (HTTP 503)."""
-
-
-class ClientDisconnectedError(StructsentError):
-    """The client went away before its result was ready; its work was dropped."""
-
-
-# Typed errors -> (HTTP status, error_type). Looked up along the error's MRO, most specific first.
-ERROR_STATUSES: dict[type[BaseException], tuple[int, str]] = {
-    LimitExceededError: (413, "validation"),
-    BadInputError: (422, "validation"),
-    OverloadedError: (429, "overloaded"),
-    ModelNotReadyError: (503, "unhealthy"),
-    WorkerStoppedError: (503, "unhealthy"),
-    BatchFailedError: (500, "backend"),
-    ModelOutputError: (500, "backend"),
-}
-
-
-def status_of(err: BaseException) -> tuple[int, str]:
-    for kind in type(err).__mro__:
-        if kind in ERROR_STATUSES:
-            return ERROR_STATUSES[kind]
-    return 500, "backend"
-
-
-def error_type_of_status(status: int) -> str:
-    """The error type of an HTTP error raised by the framework (unknown route, wrong method...)."""
-    return {401: "unauthorized", 408: "timeout", 429: "overloaded", 503: "unhealthy"}.get(
-        status, "validation" if status < 500 else "backend"
-    )
-
-
-# -- the service: model, batcher and metrics behind the routes --------------------------------
-def load_classifier(settings: ServerSettings) -> Classifier:
-    import structsent
-
-    return structsent.load(settings.model, config=engine_config_for(settings))
-
-
-def engine_config_for(settings: ServerSettings) -> EngineConfig:
-    """The engine's settings, the CPU threads divided among the model workers unless
-    ``num_threads`` is set (then each call has that many)."""
-    from ..runtime import usable_cores
-
-    if settings.model_workers == 1 or settings.engine.num_threads:
-        return settings.engine
-    return settings.engine.replace(num_threads=max(1, usable_cores() // settings.model_workers))
-
-
-def model_workers_on(settings: ServerSettings, device: str) -> int:
-    """The model workers for a model loaded on ``device``: more than one is refused on a GPU
-    (``device`` 'auto' may find one after the settings were checked)."""
-    if device.startswith("cuda"):
-        check_one_model_worker_on_a_gpu(settings.model_workers)
-    return settings.model_workers
-
-
-def check_one_model_worker_on_a_gpu(model_workers: int) -> None:
-    """A GPU takes one model call at a time: the calls would queue on the device anyway, and the
-    runner's staging buffers for the copies to it serve one call."""
-    if model_workers > 1:
-        raise ConfigError(f"model_workers={model_workers}: on a GPU the model takes one call at a time (for more "
-                          "throughput there, larger batches: --max-batch-size, --batch-tokens)")
-
-
-class SentimentService:
-    """Loads the model in the background, then labels texts through the MicroBatcher."""
-
-    def __init__(
-        self,
-        settings: ServerSettings,
-        *,
-        load: Callable[[ServerSettings], Classifier] = load_classifier,
-        on_fatal: Callable[[], None] | None = None,
-    ) -> None:
-        self.settings = settings
-        self.classifier: Classifier | None = None
-        self.batcher: MicroBatcher | None = None
-        self._quick_handoff = False  # whether this service lowered the GIL's switch interval (GPU)
-        self.load_error: BaseException | None = None
-        self.stopping = False
-        self._lifecycle = threading.Lock()  # going live and stopping, one at a time
-        self.on_fatal = on_fatal
-        self._load = load
-        self._loading: threading.Thread | None = None
-        self._load_over = False  # loaded, or failed: past where stop_loading may stop it
-        self._tokenizer_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="structsent-tokenize")
-        self._texts_to_tokenize = 0  # texts of requests queued for, or in, the tokenizer thread
-        self.metrics = ServerMetrics(queue_depth=lambda: self.batcher.waiting_texts if self.batcher else 0)
-
-    # -- lifecycle ------------------------------------------------------------------------------
-    def start_loading(self) -> threading.Thread:
-        thread = threading.Thread(target=self._load_and_warm, name="structsent-load", daemon=True)
-        thread.start()
-        self._loading = thread
-        return thread
-
-    def stop_loading(self, timeout: float) -> bool:
-        """Stop the model's load if it still runs (the server stops before its model is ready):
-        LoadStopped is raised in the load thread, which gets it at its next Python instruction,
-        once the native call it is in (a tracing or fusion step, a batch) returns. True once no
-        load runs; False if it still runs after ``timeout`` seconds.
-
-        A process must not end while the load runs native code: the interpreter's finalisation
-        then destroyed the libraries' running threads and aborted it (SIGABRT)."""
-        thread = self._loading
-        if thread is None or not thread.is_alive():
-            return True
-        with self._lifecycle:  # the load will not go live after this
-            self.stopping = True
-            if not self._load_over:
-                raise_in_thread(thread, LoadStopped)
-        thread.join(timeout)
-        return not thread.is_alive()
-
-    def _load_and_warm(self) -> None:
-        try:
-            self._load_warm_and_go_live()
-            with self._lifecycle:
-                self._load_over = True  # stop_loading raises nothing in this thread after this
-        except LoadStopped:
-            log.info("the model's load stopped: the server is shutting down")
-
-    def _load_warm_and_go_live(self) -> None:
-        try:
-            classifier = self._load(self.settings)
-            classifier.tokenizer.learn_vocabulary()  # characters met one request at a time cost more
-            classifier(WARMUP_TEXTS)  # first calls are slow (allocations, kernels): not on a user
-            batcher = MicroBatcher(
-                classifier,
-                max_wait_s=self.settings.max_wait_ms / 1000,
-                max_queue=self.settings.max_queue,
-                on_batch=self.metrics.observe_batch,
-                workers=model_workers_on(self.settings, classifier.runner.device),
-            )
-            freeze_startup_objects()  # a full collection per few thousand requests walked the model each time
-            described = classifier.info()  # before going live: a failure here leaves the service not ready
-            if self._go_live(classifier, batcher):
-                log.info("model ready: %s", one_line(str(described)))
-        except LoadStopped:
-            raise
-        except BaseException as err:
-            self.load_error = err
-            # A typed error says what is wrong in its message; a traceback is for the unexpected.
-            log.error("the model failed to load: %s", one_line(str(err)), exc_info=None if isinstance(err, StructsentError) else err)
-            if self.on_fatal is not None:
-                self.on_fatal()
-
-    def _go_live(self, classifier: Classifier, batcher: MicroBatcher) -> bool:
-        """Start serving with a loaded model, unless ``stop`` came first (then nothing is started)."""
-        with self._lifecycle:
-            if self.stopping:
-                return False
-            batcher.start()
-            # On a GPU the model worker gets the GIL back from the event loop within 0.1 ms, not 5.
-            self._quick_handoff = quick_gil_handoff_begin(classifier.runner.device)
-            self.classifier, self.batcher = classifier, batcher
-            return True
-
-    def stop(self, timeout: float | None = None, *, abandon: bool = False) -> None:
-        """Stop accepting work and finish what the batcher holds (with ``abandon``, once no client
-        waits: stop computing at the next model call)."""
-        with self._lifecycle:  # a model still loading will not go live after this
-            self.stopping = True
-            quick_handoff, self._quick_handoff = self._quick_handoff, False
-        if self.batcher is not None and not self.batcher.stop(timeout, abandon=abandon):
-            log.error("the model worker did not finish within %s s", timeout)
-        self._tokenizer_pool.shutdown(wait=False, cancel_futures=True)
-        if quick_handoff:
-            quick_gil_handoff_end()
-
-    @property
-    def ready(self) -> bool:
-        return self.batcher is not None and self.batcher.alive and not self.stopping
-
-    def require_ready(self) -> tuple[Classifier, MicroBatcher]:
-        if self.stopping:
-            raise ModelNotReadyError("the server is shutting down")
-        if self.load_error is not None:
-            raise ModelNotReadyError(f"the model failed to load: {self.load_error}")
-        if self.batcher is None or self.classifier is None:  # both are set together
-            raise ModelNotReadyError("the model is loading")
-        if not self.batcher.alive:
-            raise WorkerStoppedError("the model worker is not running") from self.batcher.failure
-        return self.classifier, self.batcher
-
-    # -- work -----------------------------------------------------------------------------------
-    async def label(
-        self, texts: list[str], receive: Receive | None = None, *, truncation: Truncation | None = None
-    ) -> list[LabelResult]:
-        """Label ``texts`` through the batcher; raises the typed errors the edge maps to statuses.
-        ``receive`` is the request's: a client that disconnects while waiting has its texts dropped.
-        ``truncation``: the request's own (TEI's ``truncate``), else the server's long-text policy."""
-        classifier, batcher = self.require_ready()
-        check_limits(texts, self.settings)
-        # Cheap early refusal (submit() checks for real): texts still waiting for the tokenizer
-        # thread count too, or a burst of large requests would queue there without bound.
-        if not batcher.has_room(len(texts) + self._texts_to_tokenize):
-            raise QueueFullError(
-                f"queue full: {len(texts)} more texts would exceed max_queue={self.settings.max_queue}",
-                limit_value=self.settings.max_queue,
-            )
-        with ClientWatch(receive) as client:
-            encoded = await self._encode(classifier, texts, truncation, client)
-            client.raise_if_gone()  # a batch that starts cannot be taken back: not for a client that left
-            future = asyncio.wrap_future(batcher.submit(encoded))
-            results = await client.unless_gone(future)
-        self.metrics.observe_texts(len(results), sum(1 for r in results if r.error is not None))
-        return results
-
-    async def _encode(self, classifier: Classifier, texts: list[str], truncation: Truncation | None,
-                      client: ClientWatch) -> list:
-        """Small requests of characters met before are tokenized on the event loop: handing them to
-        the tokenizer thread costs more CPU than tokenizing them (~0.2 ms a request, measured).
-        Larger ones, and any holding a never-seen character (learning one costs ~0.1 ms: 2,000 of
-        them held the loop for 0.1-0.2 s), go to the thread, so the loop keeps answering others.
-        A client that leaves while its request waits for the thread has it dropped untokenized
-        (large requests of clients that had left were tokenized one after the other, and live
-        requests waited behind them). The tokenizer thread holds the interpreter most of the time:
-        a client's leaving may be read only once it is done, so the loop is given a moment to
-        read it before the texts go to the model."""
-        options = classifier.encoding_options()
-        if truncation is not None:
-            policy = LongTextPolicy.TRUNCATE if truncation.cut else options.long_text
-            options = dataclasses.replace(options, long_text=policy, keep_end=truncation.keep_end)
-        if tokenize_on_the_loop(classifier, texts):
-            return classifier.encode(texts, options)
-        loop = asyncio.get_running_loop()
-        self._texts_to_tokenize += len(texts)
-        try:
-            job = loop.run_in_executor(self._tokenizer_pool, classifier.encode, texts, options)
-            encoded = await client.unless_gone(job)  # cancelled: taken off the thread's queue
-        finally:
-            self._texts_to_tokenize -= len(texts)
-        await asyncio.sleep(LEAVING_READ_S)
-        return encoded
-
-    def info(self) -> dict:
-        s = self.settings
-        limits = {
-            "max_body_bytes": s.max_body_bytes,
-            "max_texts": s.max_texts,
-            "max_text_chars": s.max_text_chars,
-            "max_queue": s.max_queue,
-            "max_wait_ms": s.max_wait_ms,
-            "max_connections": s.max_connections,
-            "read_timeout_s": s.read_timeout_s,
-            "max_header_bytes": s.max_header_bytes,
-            "max_batch_tokens": self.batcher.token_budget if self.batcher else s.engine.token_budget,
-            "max_batch_size": self.batcher.max_batch_size if self.batcher else s.engine.max_batch_size,
-            "model_workers": self.batcher.workers if self.batcher else s.model_workers,
-        }
-        info = {"version": __version__, "ready": self.ready, "model": s.model, "limits": limits}
-        if self.classifier is not None:
-            engine = self.classifier.info()
-            # The engine's settings under their EngineConfig names (limits.max_batch_tokens is TEI's name
-            # for token_budget, kept for TEI clients).
-            info.update({k: v for k, v in engine.items() if k != "model"})
-            info["model"] = engine["model"]
-        return info
-
-
-def raise_in_thread(thread: threading.Thread, exception: type[BaseException]) -> None:
-    """Raise ``exception`` in ``thread`` at its next Python instruction (CPython's
-    PyThreadState_SetAsyncExc: a thread in a native call gets it when the call returns)."""
-    import ctypes
-
-    if thread.ident is not None:
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exception))
-
-
-def _check_text_count(count: int, settings: ServerSettings) -> None:
-    if count > settings.max_texts:
-        raise LimitExceededError(
-            f"{count} texts in one request; the limit is max_texts={settings.max_texts}",
-            limit="max_texts",
-            limit_value=settings.max_texts,
-        )
-
-
 MAX_BODY_FIELDS = 32  # fields of a request's JSON object; the routes take at most five
-
-
 TEXT_FIELDS = {"/v1/sentiment": "texts", "/predict": "inputs", "/": "inputs"}  # each route's list of texts
 
 
@@ -451,77 +82,13 @@ def check_request_json(value: Any, path: str, settings: ServerSettings) -> None:
         return
     items = value.get(TEXT_FIELDS.get(path, ""))  # only the route's own: /predict ignores a "texts" field
     if isinstance(items, list):
-        _check_text_count(len(items), settings)
+        check_text_count(len(items), settings)
     if len(value) > MAX_BODY_FIELDS:
         names = ", ".join(repr(name[:40]) for name in itertools.islice(value, 5))
         raise BadInputError(f"body: the object has {len(value):,} fields ({names}, ...); a request has at most "
                             f"{MAX_BODY_FIELDS}")
 
 
-def tokenize_on_the_loop(classifier: Classifier, texts: list[str]) -> bool:
-    """A request cheap and bounded to tokenize: few characters, none never seen before."""
-    return sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS and classifier.tokenizer.knows_every_character(texts)
-
-
-def check_limits(texts: list[str], settings: ServerSettings) -> None:
-    _check_text_count(len(texts), settings)
-    for index, text in enumerate(texts):
-        if len(text) > settings.max_text_chars:
-            raise LimitExceededError(
-                f"text {index} has {len(text)} characters; the limit is max_text_chars={settings.max_text_chars}",
-                limit="max_text_chars",
-                limit_value=settings.max_text_chars,
-            )
-
-
-class ClientWatch:
-    """Whether the client of a request has left, from its ``receive`` (None: never known to leave).
-
-    The client leaving cancels the future a request waits on (the tokenizer thread's job, the
-    batcher's), which drops work not yet started. (A callback, not asyncio.wait: it costs the event
-    loop less per request.)"""
-
-    def __init__(self, receive: Receive | None) -> None:
-        self._watcher = None if receive is None else asyncio.ensure_future(_wait_for_disconnect(receive))
-
-    def __enter__(self) -> "ClientWatch":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-
-    @property
-    def gone(self) -> bool:
-        return self._watcher is not None and self._watcher.done() and not self._watcher.cancelled()
-
-    def raise_if_gone(self) -> None:
-        if self.gone:
-            raise ClientDisconnectedError("the client disconnected")
-
-    async def unless_gone(self, future: asyncio.Future):
-        """The future's result, unless the client leaves first: then the work is cancelled."""
-        if self._watcher is None:
-            return await future
-        self.raise_if_gone()
-        cancel = lambda _: future.cancel()  # noqa: E731
-        self._watcher.add_done_callback(cancel)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            if self.gone:
-                raise ClientDisconnectedError("the client disconnected") from None
-            raise
-        finally:
-            self._watcher.remove_done_callback(cancel)
-
-
-async def _wait_for_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-# -- wire helpers -----------------------------------------------------------------------------
 def result_json(result: LabelResult) -> dict:
     return {
         "label": result.label,
@@ -532,79 +99,6 @@ def result_json(result: LabelResult) -> dict:
     }
 
 
-def predict_texts(inputs) -> tuple[list[str], bool]:
-    """TEI ``inputs`` (validated by PredictRequest) -> (texts, whether the request was a batch)."""
-    if isinstance(inputs, str):
-        return [inputs], False
-    return [item if isinstance(item, str) else item[0] for item in inputs], True
-
-
-@dataclasses.dataclass(frozen=True)
-class Truncation:
-    """A request's own say on long texts: cut them at the model's length (``cut``; else the
-    server's ``--long-text`` policy), and keep their end rather than their start where cut."""
-
-    cut: bool
-    keep_end: bool
-
-
-def requested_truncation(request: PredictRequest) -> Truncation | None:
-    """TEI's ``truncate`` (true: cut; false: cut, then refuse what was cut; absent: the server's
-    policy) and ``truncation_direction`` (Left keeps a text's end); None when the request says neither."""
-    keep_end = request.truncation_direction.lower() == "left"
-    if request.truncate is None and not keep_end:
-        return None
-    return Truncation(cut=request.truncate is not None, keep_end=keep_end)
-
-
-def score_function(request: PredictRequest) -> str:
-    """'softmax' (probabilities), 'none' (raw logits) or 'sigmoid' (of each logit), as TEI and the
-    Hugging Face pipeline define them; ``raw_scores`` means 'none', and asked beside another
-    function it is refused (422): which one was meant cannot be told (raw_scores won unsaid)."""
-    requested = request.parameters.function_to_apply if request.parameters else None
-    if request.raw_scores:
-        if requested not in (None, "none"):
-            raise BadInputError(f"raw_scores: true asks for the raw logits, parameters.function_to_apply "
-                                f"'{requested}' for its scores: send one of the two")
-        return "none"
-    return requested or "softmax"
-
-
-def ranked_predictions(result: LabelResult, *, function: str, top_k: int | None) -> list[dict]:
-    """Label/score objects sorted by score, highest first (as TEI and HF clients expect)."""
-    if function == "softmax":
-        scores = result.scores
-    elif function == "sigmoid":
-        # 1 / (1 + e^-z), written so that no logit overflows math.exp
-        scores = {label: 0.5 * (1.0 + math.tanh(z / 2.0)) for label, z in _logits(result).items()}
-    else:
-        scores = _logits(result)
-    pairs = sorted(scores.items(), key=lambda item: item[1], reverse=True)[:top_k]
-    return [{"label": label, "score": score} for label, score in pairs]
-
-
-def _logits(result: LabelResult) -> dict[str, float]:
-    assert result.logits is not None, "the engine keeps the logits of every labelled text"
-    return result.logits
-
-
-def check_predictable(results: list[LabelResult], *, truncate: bool | None, max_length: int) -> None:
-    """TEI answers a whole request or refuses it: flagged or (unasked) truncated texts refuse it."""
-    for index, result in enumerate(results):
-        if is_model_failure(result.error):
-            raise ModelOutputError(f"inputs[{index}]: {result.error}")
-        if result.error is not None:
-            raise BadInputError(f"inputs[{index}]: {result.error}")
-        if result.truncated and truncate is False:
-            raise LimitExceededError(
-                f"inputs[{index}] is longer than the model's max_length ({max_length} tokens); "
-                "send truncate=true to cut it",
-                limit="max_length",
-                limit_value=max_length,
-            )
-
-
-# -- the app ----------------------------------------------------------------------------------
 def _error_response(description: str) -> dict[str, Any]:
     return {"model": ErrorResponse, "description": description}
 
@@ -612,6 +106,8 @@ def _error_response(description: str) -> dict[str, Any]:
 UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
     401: _error_response("The server has an API key and the request lacks `Authorization: Bearer <key>`")
 }
+
+
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     **UNAUTHORIZED,
     408: _error_response("The body did not arrive within `read_timeout_s` (`limit`, `limit_value`)"),
@@ -626,6 +122,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         "(`limit`: max_connections)"
     ),
 }
+
 
 DESCRIPTION = """Chinese sentiment labels with dynamic micro-batching.
 

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import uvicorn
     from fastapi import FastAPI
 
-    from .app import ServerSettings
+    from .settings import ServerSettings
 
 log = logging.getLogger("structsent.server")
 
@@ -164,7 +164,8 @@ def _stop_the_check(child) -> None:
 
 
 def _load_as_a_worker(settings_json: str, sending) -> None:
-    from .app import ServerSettings, load_classifier
+    from .service import load_classifier
+    from .settings import ServerSettings
 
     try:
         load_classifier(ServerSettings.from_json(settings_json))
@@ -176,8 +177,9 @@ def _load_as_a_worker(settings_json: str, sending) -> None:
 
 def app_from_environment() -> FastAPI:
     """uvicorn's app factory in each worker process."""
-    from .app import ServerSettings, create_app
+    from .app import create_app
     from .logs import limit_server_logs
+    from .settings import ServerSettings
 
     limit_server_logs()  # uvicorn has configured this process's loggers by now
     # SIGHUP sent to the process group (a terminal hung up) reaches the workers too, and its default
