@@ -157,3 +157,43 @@ def test_bench_keeps_its_results_when_standard_output_fails(hf_model_dir, tmp_pa
         os.close(write)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["bench.json", "bench.md", "bench.png"]
+
+
+# -- a stop signal during the import of a native library ---------------------------------------
+
+# A module standing for torch: its import receives SIGTERM half way (torch's C++ init calls back into
+# Python there, where a raised exception aborted the process: exit 134 and a native stack dump).
+STOP_DURING_A_NATIVE_IMPORT = """
+import os, signal, sys
+sys.path.insert(0, {directory!r})
+import structsent._entry as entry
+signal.signal(signal.SIGTERM, entry.raise_terminated if {handled} else signal.SIG_DFL)
+entry.hold_stops_while_importing(["native_stand_in"])
+try:
+    import native_stand_in
+except KeyboardInterrupt as stop:
+    print("stopped", type(stop).__name__)
+"""
+
+
+@pytest.mark.parametrize("handled", [True, False])
+def test_a_stop_during_a_native_import_acts_once_the_import_is_done(tmp_path, handled):
+    end = tmp_path / "end"
+    (tmp_path / "native_stand_in.py").write_text(
+        f"import pathlib, signal\nsignal.raise_signal(signal.SIGTERM)\npathlib.Path({str(end)!r}).touch()\n",
+        encoding="utf-8")
+    code = STOP_DURING_A_NATIVE_IMPORT.format(directory=str(tmp_path), handled=handled)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    if handled:  # the command's handler acts, once the module's code has run to its end
+        assert (proc.returncode, proc.stdout.strip()) == (0, "stopped Terminated"), proc.stderr
+        assert end.exists()
+    else:  # a default disposition is not a Python function: left alone (the process dies of the signal)
+        assert proc.returncode == -15 and proc.stdout == ""
+
+
+def test_the_entry_point_holds_stops_while_torch_and_onnxruntime_are_first_imported():
+    code = ("import sys, structsent._entry as e; e.guard_standard_streams = lambda: None; "
+            "import structsent.cli as c; c.main = lambda: print([type(f).__name__ for f in sys.meta_path][0], "
+            "sorted(sys.meta_path[0].names)) or 0; raise SystemExit(e.main())")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "_HeldStopsWhileImporting ['onnxruntime', 'torch']", proc.stderr[-2000:]

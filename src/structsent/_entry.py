@@ -8,11 +8,15 @@ import before this module runs, about 0.2 s, is beyond any handler.)
 
 from __future__ import annotations
 
+import contextlib
+import importlib.abc
+import importlib.machinery
 import io
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 
 from ._exit import (
     EXIT_FAILURE,
@@ -125,8 +129,83 @@ def _drop_standard_output() -> None:
         os.close(null)
 
 
+# Native libraries whose import calls back into Python from C++ (pybind11): an exception a stop
+# signal's handler raises there cannot unwind through their code, and the process aborted
+# (std::terminate: exit 134 and a native stack dump, for a SIGTERM during torch's import).
+NATIVE_IMPORTS = ("torch", "onnxruntime")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM received within are acted on when it ends, by the handler in place before
+    it (in the main thread only, where handlers run; handlers that are not Python functions are
+    left alone)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    held = {signum: handler for signum, handler in handlers.items() if callable(handler)}
+    for signum in held:
+        signal.signal(signum, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in held.items():
+            signal.signal(signum, handler)
+        if received:
+            first = signal.Signals(received[0])
+            held[first](first, None)  # as it would have then: most often, raised here
+
+
+class _HeldStopsWhileImporting(importlib.abc.MetaPathFinder):
+    """The first import of each of ``names`` runs with the stop signals held (``stop_signals_held``):
+    a stop during it ends the command once the import is done, in one line, as at any other moment."""
+
+    def __init__(self, names) -> None:
+        self.names = set(names)
+
+    def find_spec(self, name, path, target=None):
+        if name not in self.names:
+            return None
+        self.names.discard(name)
+        if not self.names:
+            sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _LoaderHoldingStops(spec.loader)
+        return spec
+
+
+class _LoaderHoldingStops(importlib.abc.Loader):
+    """A module's own loader, its execution run with the stop signals held; anything else asked of
+    it (its files, its resources) answered by the loader it wraps."""
+
+    def __init__(self, loader) -> None:
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        with stop_signals_held():
+            self._loader.exec_module(module)
+
+    def __getattr__(self, name: str):
+        return getattr(self._loader, name)
+
+
+def hold_stops_while_importing(names=NATIVE_IMPORTS) -> None:
+    """Hold the stop signals during the first import of each of ``names`` not imported yet."""
+    pending = [name for name in names if name not in sys.modules]
+    if pending:
+        sys.meta_path.insert(0, _HeldStopsWhileImporting(pending))
+
+
 def main() -> int:
     guard_standard_streams()
+    hold_stops_while_importing()
     # SIGTERM as the command sees it later; left alone where it is ignored or not the default
     ours = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     if ours:
