@@ -280,6 +280,17 @@ def test_a_report_does_not_read_a_running_jobs_work_files_or_the_output_it_is_re
         message = one_line_error(run_cli("report", out, "-o", tmp_path / "r.html", check=False), 2)
         assert message.strip().endswith(f"{out}: another structsent label job (PID {job.pid}) is writing this output; "
                                         "report it when that job has finished")
+        # A page written over the running job's output (the job refused, at its end, to replace it), and
+        # its work file labelled as an input (read as it then was, exit 0): refused both.
+        page = run_cli("report", source, "-o", out, "--overwrite", check=False)
+        assert one_line_error(page, 2).strip().endswith(
+            f"{out}: the output of the structsent label job (PID {job.pid}) writing {out}; write the report to "
+            "another path")
+        labelled = run_cli("label", tmp_path / "out.csv.partial", "--format", "csv", "-o", tmp_path / "b.csv",
+                           "--prefix", "p_", *model_args(hf_model_dir), check=False)
+        assert (f"a work file of the structsent label job (PID {job.pid}) writing {out}, not a finished file; "
+                f"wait for that job to finish, then label {out}") in one_line_error(labelled, 2)
+        assert not (tmp_path / "b.csv").exists()
         feed.write("".join(t + "\n" for t in texts[50:]))
     assert job.wait(timeout=120) == 0, job.stderr.read()
     assert not (tmp_path / "r.html").exists()

@@ -164,12 +164,12 @@ def _check_report_before_the_job(args: argparse.Namespace, spec: LabelJobSpec) -
         return None
     from ..io.manifest import file_identity
     from ..jobs.label import job_paths
-    from ..jobs.work_files import refuse_another_jobs_work_file
+    from ..jobs.work_files import refuse_writing_a_page_over_a_jobs_files
     from ..report import check_report_path
 
     check_report_path(args.report, keep={**job_paths(spec), **_standard_input_file(spec)},
                       overwrite=args.overwrite or args.resume, flag="--report")
-    refuse_another_jobs_work_file(args.report, "report")
+    refuse_writing_a_page_over_a_jobs_files(args.report)
     return file_identity(Path(os.path.realpath(args.report)))
 
 
@@ -323,7 +323,7 @@ def _check_ray_report_path(args) -> dict | None:
             raise BadInputError("--report-by needs --report FILE: it breaks that report down by a column")
         return None
     from ..io.manifest import file_identity
-    from ..jobs.work_files import refuse_another_jobs_work_file
+    from ..jobs.work_files import refuse_writing_a_page_over_a_jobs_files
     from ..ray import resolve_input
     from ..report import check_report_path
 
@@ -333,7 +333,7 @@ def _check_ray_report_path(args) -> dict | None:
     keep = {path: "the job's input" for path in [*source.files, *([source.directory] if source.directory else [])]}
     keep[args.output] = "the job's output directory"
     check_report_path(args.report, keep=keep, overwrite=args.overwrite, flag="--report")
-    refuse_another_jobs_work_file(args.report, "report")
+    refuse_writing_a_page_over_a_jobs_files(args.report)
     return file_identity(Path(os.path.realpath(args.report)))
 
 

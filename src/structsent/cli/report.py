@@ -37,8 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..jobs.work_files import (
-        refuse_another_jobs_work_file,
         refuse_reading_another_jobs_files,
+        refuse_writing_a_page_over_a_jobs_files,
         unfinished_job_replacing,
     )
     from ..report import write_report
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     for read in (args.input, args.job_summary):
         if read is not None:
             refuse_reading_another_jobs_files(read)
-    refuse_another_jobs_work_file(args.output, "report")
+    refuse_writing_a_page_over_a_jobs_files(args.output)
     notice = unfinished_job_replacing(args.input)
     with sigterm_as_interrupt():  # a half-written page is removed as on Ctrl-C
         summary = write_report(

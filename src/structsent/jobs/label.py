@@ -52,6 +52,7 @@ from .work_files import (
     check_unchanged,
     extend_checksum,
     refuse_another_jobs_work_file,
+    refuse_reading_another_jobs_files,
     truncate_to,
 )
 
@@ -851,6 +852,8 @@ def _how_to_go_on(manifest: Manifest) -> str:
 def check_job_paths(spec: LabelJobSpec) -> None:
     """Refuse, before touching anything, an input that cannot be read or an output onto it."""
     check_input_path(spec.input)
+    if spec.input != "-":
+        refuse_reading_another_jobs_files(spec.input, command="label")
     files = output_files(spec)
     if files is None:
         if sys.stdout is None and spec.output_format is not Format.PARQUET:  # started with `>&-`

@@ -73,20 +73,32 @@ def refuse_another_jobs_work_file(path: str, what: str) -> None:
         raise BadInputError(f"{path}: {place} {why}; write the {what} to another path")
 
 
-def refuse_reading_another_jobs_files(path: str) -> None:
-    """Refuse to read ``path`` as a labelled file (the report's input) when it is a work file of a
+def refuse_writing_a_page_over_a_jobs_files(path: str) -> None:
+    """Refuse to write a report at ``path`` when it names a work file of a label job that is running
+    or unfinished, or that job's output: written there, the page was replaced by the job's output
+    at its end, or the job (running, or resumed later) refused to replace it, its labelling done."""
+    refuse_another_jobs_work_file(path, "report")
+    why = another_jobs(OutputFiles(path))
+    if why is not None:
+        raise BadInputError(f"{path}: the output of {why}; write the report to another path")
+
+
+def refuse_reading_another_jobs_files(path: str, *, command: str = "report") -> None:
+    """Refuse to read ``path`` (the report's input, or the label job's) when it is a work file of a
     label job that is running or unfinished (``out.csv.partial`` holds the rows committed so far,
-    not the output), or the output a running job is writing (``--overwrite`` replaces it)."""
+    not the output), or the output a running job is writing (``--overwrite`` replaces it). A label
+    job read such a file to its end as it then was, exit 0, the rows committed later unread."""
     owner = _job_owning(path)
     if owner is not None:
         place, files, why = owner
         then = ("wait for that job to finish" if lock_holder(files.lock) is not None
                 else "resume that job (or start it over with --overwrite)")
-        raise BadInputError(f"{path}: {place} {why}, not a labelled file; {then}, then report {files.final}")
+        what = "a labelled file" if command == "report" else "a finished file"
+        raise BadInputError(f"{path}: {place} {why}, not {what}; {then}, then {command} {files.final}")
     holder = lock_holder(OutputFiles(path).lock)
     if holder is not None:
         who = f"PID {holder}" if holder else "another process"
-        raise BadInputError(f"{path}: another structsent label job ({who}) is writing this output; report it when "
+        raise BadInputError(f"{path}: another structsent label job ({who}) is writing this output; {command} it when "
                             "that job has finished")
 
 
@@ -125,9 +137,17 @@ def another_jobs(files: OutputFiles) -> str | None:
     if holder is not None:
         who = f"PID {holder}" if holder else "another process"
         return f"the structsent label job ({who}) writing {files.final}"
-    if files.manifest.exists():
+    if _exists(files.manifest):
         return f"an unfinished structsent label job on {files.final} (its manifest {files.manifest} is there)"
     return None
+
+
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists: a name past the file system's limits (ENAMETOOLONG) names nothing."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 PARTS_SUFFIX = ".parts"
