@@ -66,6 +66,23 @@ def test_a_partial_output_changed_while_the_job_runs_stops_it(tmp_path, clf, sou
     assert not output.exists()
 
 
+def test_the_output_s_directory_moved_away_while_the_job_runs_is_said_and_the_job_resumes_once_back(tmp_path, clf,
+                                                                                                     source):
+    """It said "OUT.partial was removed ... start over with --overwrite": the whole directory had gone,
+    its committed chunks with it, and putting it back lets the job resume."""
+    directory, aside = tmp_path / "out", tmp_path / "aside"
+    directory.mkdir()
+    output = directory / "out.csv"
+    with pytest.raises(JobFilesChangedError, match=r"^\S+/out, the directory of the job's output, was removed or "
+                       r"renamed while the job ran; put it back and run the same command with --resume"):
+        LabelJob(spec(source, output), clf, progress=AfterCommit(lambda: directory.rename(aside))).run()
+    aside.rename(directory)
+    LabelJob(spec(source, output, resume=True), clf).run()
+    with open(output, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["id"] for row in rows] == [f"r{i}" for i in range(ROWS)] and all(row["label"] for row in rows)
+
+
 def test_parquet_parts_removed_while_the_job_runs_stop_it(tmp_path, clf, source):
     output = tmp_path / "out.parquet"
     parts = OutputFiles(str(output)).parts

@@ -174,8 +174,7 @@ def append_durably(path: Path, data: bytes, committed: int) -> int:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | (os.O_CREAT if committed == 0 else 0), 0o666)
     except FileNotFoundError:
-        raise JobFilesChangedError(f"{path} was removed while the job ran (it held {committed:,} committed bytes); "
-                                   "start over with --overwrite") from None
+        raise JobFilesChangedError(_removed_while_running(path, committed)) from None
     with os.fdopen(fd, "ab") as handle:
         size = os.fstat(fd).st_size
         if size != committed:
@@ -185,6 +184,16 @@ def append_durably(path: Path, data: bytes, committed: int) -> int:
         handle.flush()
         os.fsync(handle.fileno())
         return handle.tell()
+
+
+def _removed_while_running(path: Path, committed: int) -> str:
+    """Why a job's file could not be appended to: it was removed, or its whole directory was (moved
+    away, it still holds what was committed: put back, the job resumes)."""
+    if not path.parent.is_dir():
+        held = "before the job's first commit: start over" if committed == 0 else \
+            "put it back and run the same command with --resume (its files hold the committed chunks), or start over"
+        return f"{path.parent}, the directory of the job's output, was removed or renamed while the job ran; {held}"
+    return f"{path} was removed while the job ran (it held {committed:,} committed bytes); start over with --overwrite"
 
 
 # -- checksums of the committed bytes ---------------------------------------------------------
