@@ -33,3 +33,14 @@ def test_an_empty_path_is_refused_as_empty(args, flag, capsys):
         main(args)
     assert stopped.value.code == 2
     assert f"error: argument {flag}: an empty path (" in capsys.readouterr().err
+
+
+def test_bench_s_help_says_which_variables_set_its_engine_flags(monkeypatch, capsys):
+    """It showed no default and named no variable: with STRUCTSENT_DEVICE set, --help said nothing of it."""
+    monkeypatch.setenv("STRUCTSENT_DEVICE", "cpu")
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "(default: $STRUCTSENT_DEVICE, else auto; STRUCTSENT_DEVICE='cpu' sets it now)" in shown
+    assert "(default: $STRUCTSENT_NUM_THREADS, else 0: each runtime's own)" in shown
+    assert "(default: $STRUCTSENT_TOKEN_BUDGET, else planned for the device)" in shown

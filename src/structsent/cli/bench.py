@@ -25,7 +25,7 @@ BENCH_SETTINGS = ("device", "num_threads", "token_budget")  # the engine setting
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .engine_flags import ALIASES, MODEL_ENV, engine_default
+    from .engine_flags import ALIASES, MODEL_ENV, default_from_variable, engine_default
 
     # Defaults from the same STRUCTSENT_* variables as every other command's (read when the parser is built).
     parser.add_argument("--model", default=None,
@@ -34,14 +34,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shape", default=None, choices=["structbert-base"],
                         help="benchmark a randomly initialised model of this shape instead of --model")
     parser.add_argument("--n", type=integer, default=DEFAULT_N, help=f"number of texts, 1..{MAX_N:,} (default %(default)s)")
-    parser.add_argument("--device", default=engine_default("device"), help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--device", default=engine_default("device"),
+                        help="auto, cpu, cuda, cuda:N" + default_from_variable("device", "auto"))
     # The same names as the engine's settings (EngineConfig.num_threads, token_budget); old names kept.
     parser.add_argument("--num-threads", *ALIASES["num_threads"], dest="num_threads", type=integer,
                         default=engine_default("num_threads"),
-                        help="CPU threads of every runtime, 0..1024 (default and 0: each runtime's own)")
+                        help="CPU threads of every runtime, 0..1024"
+                             + default_from_variable("num_threads", "0: each runtime's own"))
     parser.add_argument("--token-budget", *ALIASES["token_budget"], dest="token_budget", type=integer,
                         default=engine_default("token_budget"),
-                        help="token budget of the structsent paths")
+                        help="token budget of the structsent paths"
+                             + default_from_variable("token_budget", "planned for the device"))
     # A str, not a Path: Path("") is ".", and an empty --out must be refused, not read as the current directory.
     parser.add_argument("--out", default="bench-out",
                         help="directory for bench.json, bench.png and bench.md (checked before the benchmark runs)")

@@ -187,6 +187,13 @@ def _environment_default(field: dataclasses.Field, kind: type):
     return raw
 
 
+def default_from_variable(name: str, default: str) -> str:
+    """A command's own flag's help for the EngineConfig field ``name``: "(default: $STRUCTSENT_X, else
+    DEFAULT; STRUCTSENT_X='...' sets it now)" (bench's --help said neither where its value came from)."""
+    variable = SETTING_VARIABLES[name]
+    return f" (default: ${variable}, else {default}{_set_now(variable)})"
+
+
 def _set_now(variable: str) -> str:
     """"; STRUCTSENT_DEVICE='cpu' sets it now" where the variable is set: --help showed the field's
     default alone, not the value the command would run with (escaped for argparse's % formatting)."""
