@@ -101,6 +101,19 @@ def test_without_the_api_key_every_route_but_health_and_the_documentation_is_401
         assert anonymous.get("/health").json() == {"status": "ok"}  # probes carry no key
 
 
+@pytest.mark.parametrize("keys", [("Bearer wrong-key", f"Bearer {API_KEY}"), (f"Bearer {API_KEY}", "Bearer wrong-key"),
+                                  (f"Bearer {API_KEY}", f"Bearer {API_KEY}")])
+def test_two_authorization_headers_are_refused_whatever_they_hold(guarded, keys):
+    # The first was read: right then wrong was let in, wrong then right refused.
+    request = "POST /v1/sentiment HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 15\r\n"
+    request += "".join(f"Authorization: {key}\r\n" for key in keys) + '\r\n{"texts":["a"]}'
+    with connect(guarded) as sock:
+        sock.sendall(request.encode())
+        status, headers, answer = read_response(sock)
+    assert status == 401 and headers["www-authenticate"] == "Bearer"
+    assert_error_shape(answer, "unauthorized")
+
+
 def test_the_documentation_is_served_without_the_key_and_declares_it(guarded):
     with httpx.Client(base_url=guarded.url, timeout=10) as anonymous:
         assert anonymous.get("/docs").status_code == 200

@@ -184,13 +184,15 @@ class BearerAuth:
         await response(scope, receive, send)
 
     def _authorized(self, headers) -> bool:
-        for name, value in headers:
-            if name == b"authorization":
-                scheme, _, token = value.partition(b" ")
-                # compare_digest on every path, so that timing says nothing about the scheme either
-                matches = hmac.compare_digest(token.strip(), self._expected)
-                return matches and scheme.lower() == b"bearer"
-        return False
+        """One Authorization header, holding the key. Two are refused whatever they hold (the first
+        counted: a proxy adding its own before the client's decided which one the server read)."""
+        given = [value for name, value in headers if name == b"authorization"]
+        if len(given) != 1:
+            return False
+        scheme, _, token = given[0].partition(b" ")
+        # compare_digest on every path, so that timing says nothing about the scheme either
+        matches = hmac.compare_digest(token.strip(), self._expected)
+        return matches and scheme.lower() == b"bearer"
 
 
 class BodyTooLargeError(Exception):
