@@ -292,6 +292,11 @@ def test_a_request_still_computing_when_the_graceful_timeout_ends_gets_a_json_50
         assert response.headers["retry-after"] == "1" and response.headers["connection"] == "close"
         assert response.json() == {"error": "the server is shutting down; retry on another connection",
                                    "error_type": "unhealthy"}
+        gate.touch()
+        server.process.wait(30)
+        # uvicorn's line for the requests it cut, as a warning: the stop came on time, as asked
+        assert "WARNING:  Cancel 1 running task(s), timeout graceful shutdown exceeded" in server.log()
+        assert "ERROR" not in server.log()
     finally:
         gate.touch()  # lets the held model worker end
         server.terminate()

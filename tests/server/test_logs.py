@@ -55,3 +55,15 @@ def test_the_filter_keeps_a_bounded_memory_of_kinds():
         clock.now += 0.01
         limit.filter(record(f"pre-formatted message {i}"))
     assert len(limit._windows) <= RepeatedMessageFilter.MAX_KINDS + 100
+
+
+def test_requests_cut_by_the_graceful_timeout_are_a_warning_not_an_error():
+    """uvicorn logged them as an ERROR: a stop on time, as the operator asked, read as a failure."""
+    from structsent.server.logs import GracefulTimeoutAsWarning
+
+    cut = record("Cancel %s running task(s), timeout graceful shutdown exceeded", 3, level=logging.ERROR)
+    other = record("Exception in ASGI application", level=logging.ERROR)
+    assert GracefulTimeoutAsWarning().filter(cut) and GracefulTimeoutAsWarning().filter(other)
+    assert (cut.levelno, cut.levelname, cut.getMessage()) == (
+        logging.WARNING, "WARNING", "Cancel 3 running task(s), timeout graceful shutdown exceeded")
+    assert (other.levelno, other.levelname) == (logging.ERROR, "ERROR")

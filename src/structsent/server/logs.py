@@ -76,13 +76,28 @@ class ForcedQuitTracebackFilter(logging.Filter):
         return not (text.startswith("Traceback") and text.rstrip().endswith("CancelledError"))
 
 
+class GracefulTimeoutAsWarning(logging.Filter):
+    """uvicorn logs the requests a ``--graceful-timeout`` cuts short as an ERROR ("Cancel N running
+    task(s), timeout graceful shutdown exceeded"): the operator asked for that timeout, and each
+    request cut gets its 503 (docs/SERVER.md). Logged as a WARNING, so that a stop on time does
+    not read as a failure where errors raise alerts."""
+
+    MESSAGE = "Cancel %s running task(s), timeout graceful shutdown exceeded"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and record.msg == self.MESSAGE:
+            record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        return True
+
+
 def limit_server_logs(per_second: int = MESSAGES_PER_SECOND) -> RepeatedMessageFilter:
     """Put one RepeatedMessageFilter on every handler of the server's loggers, and a
-    ForcedQuitTracebackFilter on uvicorn's error logger (after uvicorn has configured logging);
-    returns the first."""
+    ForcedQuitTracebackFilter and a GracefulTimeoutAsWarning on uvicorn's error logger (after
+    uvicorn has configured logging); returns the first."""
     error_logger = logging.getLogger("uvicorn.error")
-    if not any(isinstance(f, ForcedQuitTracebackFilter) for f in error_logger.filters):
-        error_logger.addFilter(ForcedQuitTracebackFilter())
+    for kind in (ForcedQuitTracebackFilter, GracefulTimeoutAsWarning):
+        if not any(isinstance(f, kind) for f in error_logger.filters):
+            error_logger.addFilter(kind())
     shared = RepeatedMessageFilter(per_second)
     for name in SERVER_LOGGERS:
         for handler in logging.getLogger(name).handlers:
