@@ -137,7 +137,7 @@ def test_a_full_standard_output_is_named_in_one_line(buffered, hf_model_dir, tmp
     # "structsent: error: No space left on device" (unbuffered) read as the command's own files
     # failing; buffered, exit 120 and Python's two lines.
     with open("/dev/full", "w") as full:
-        version = _with_stdout(["--version"], full, buffered=True)
+        version = _with_stdout(["--version"], full, buffered=buffered)  # (unbuffered: argparse dropped it, exit 0)
         export = _with_stdout(["export", hf_model_dir, "-o", tmp_path / "onnx", "--validate-n", "4"], full,
                               buffered=buffered, env={"STRUCTSENT_CACHE": str(tmp_path / "cache")})
     said = "structsent: error: cannot write standard output: No space left on device\n"
@@ -197,3 +197,32 @@ def test_the_entry_point_holds_stops_while_torch_and_onnxruntime_are_first_impor
             "sorted(sys.meta_path[0].names)) or 0; raise SystemExit(e.main())")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "_HeldStopsWhileImporting ['onnxruntime', 'torch']", proc.stderr[-2000:]
+
+
+def test_a_standard_output_a_launcher_wrapped_stays_open():
+    # The entry point wrapped the launcher's wrapper's buffer anew: the launcher's, unreferenced, was
+    # finalised and closed the buffer both shared ("I/O operation on closed file", exit 1).
+    code = ("import io, sys; sys.stdout = io.TextIOWrapper(sys.stdout.buffer, encoding='utf-8'); "
+            "from structsent._entry import main; sys.argv = ['structsent', '--version']; sys.exit(main())")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stderr) == (0, "") and proc.stdout.startswith("structsent ")
+
+
+def test_the_import_hook_leaves_other_finders_and_copies_working(tmp_path):
+    """Another finder of the module (a PEX, a zip app) after the hook was skipped, the hook having
+    removed itself from the list being looped over; a copy of the wrapped loader recursed for ever."""
+    code = f"""
+import copy, importlib.abc, importlib.util, sys
+sys.path.insert(0, {str(tmp_path)!r})
+class Elsewhere(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        return importlib.util.spec_from_file_location(name, {str(tmp_path / "hidden.py")!r}) if name == "stand_in" else None
+sys.meta_path.insert(0, Elsewhere())
+import structsent._entry as entry
+entry.hold_stops_while_importing(["stand_in"])
+import stand_in
+print(stand_in.FOUND, type(stand_in.__loader__).__name__, type(copy.copy(stand_in.__loader__)).__name__)
+"""
+    (tmp_path / "hidden.py").write_text("FOUND = 'found'\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["found", "_LoaderHoldingStops", "_LoaderHoldingStops"], proc.stderr[-2000:]

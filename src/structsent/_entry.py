@@ -3,7 +3,10 @@
 The command line's imports take a few tenths of a second (more on a loaded host); a Ctrl-C or a
 SIGTERM then ended the command with a KeyboardInterrupt traceback or a death by the signal.
 Here they end it as they do later, in one line, with 130 or 143. (What Python and the package
-import before this module runs, about 0.2 s, is beyond any handler.)
+import before this module runs, about 0.2 s, is beyond any handler.) The same stops are held
+during the first import of torch and onnxruntime, whose native code a raised exception aborted.
+Closed standard streams are held by /dev/null; standard output's failures name it, and it is
+flushed before the interpreter's own flush at exit, which no handler covers.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+import types
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TextIO
 
 from ._exit import (
     EXIT_FAILURE,
@@ -29,45 +34,69 @@ from ._exit import (
 )
 
 
-class _DiagnosticsThatCannotFail(io.TextIOWrapper):
+class _StandingIn:
+    """A text stream standing in for ``stream``, which it keeps (a new wrapper over the same buffer
+    left the one it replaced unreferenced where that was not ``sys.__stdout__``, as a launcher's own
+    wrapper: its finaliser closed the shared buffer, and every later write failed). Its ``write``
+    and ``flush`` say what a failure means for this stream; the rest is the stream's own."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_stream":  # (a copy, or an unpickled one, before __init__ ran)
+            raise AttributeError(name)
+        return getattr(self._stream, name)
+
+
+class _DiagnosticsThatCannotFail(_StandingIn):
     """Standard error for the command's messages: a message that cannot be written (``2>/dev/full``,
     a terminal gone) is dropped; the exit status still says how the command ended. (A job that
     finished was said to fail, exit 1, when its summary could not be printed.)"""
 
     def write(self, text: str) -> int:
         try:
-            return super().write(text)
+            return self._stream.write(text)
         except OSError:
             return len(text)
 
     def flush(self) -> None:
         try:
-            super().flush()
+            self._stream.flush()
         except OSError:
             pass
 
 
-class _OutputThatNamesItself(io.TextIOWrapper):
+class _OutputThatNamesItself(_StandingIn):
     """Standard output whose failures say it failed: a full disk behind ``>`` (ENOSPC) was said as
     "structsent: error: No space left on device", read as the command's own files failing. A reader
-    that left (BrokenPipeError) stays what it is: the command then ends quietly."""
+    that left (BrokenPipeError) stays what it is: the command then ends quietly. The last failure
+    is kept (``failure``): argparse drops the one of ``--help`` and ``--version`` (exit 0, nothing
+    said), and the end of the command says it."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self.failure: OSError | None = None
 
     def write(self, text: str) -> int:
         try:
-            return super().write(text)
+            return self._stream.write(text)
         except BrokenPipeError:
             raise
         except OSError as err:
-            raise OSError(err.errno, err.strerror, STANDARD_OUTPUT) from None
+            raise self._named(err) from None
 
     def flush(self) -> None:
         try:
-            super().flush()
+            self._stream.flush()
         except BrokenPipeError:
             raise
         except OSError as err:
-            raise OSError(err.errno, err.strerror, STANDARD_OUTPUT) from None
+            raise self._named(err) from None
 
+    def _named(self, err: OSError) -> OSError:
+        self.failure = OSError(err.errno, err.strerror, STANDARD_OUTPUT)
+        return self.failure
 
 
 def guard_standard_streams() -> None:
@@ -86,17 +115,12 @@ def guard_standard_streams() -> None:
                 os.dup2(null, fd)
                 os.close(null)
     if sys.stderr is None:
-        sys.stderr = _DiagnosticsThatCannotFail(open(2, "wb", closefd=False), encoding="utf-8",  # noqa: SIM115
-                                                errors="backslashreplace", line_buffering=True)
-    elif isinstance(sys.stderr, io.TextIOWrapper):  # its buffer stays referenced by sys.__stderr__
-        sys.stderr.flush()
-        sys.stderr = _DiagnosticsThatCannotFail(sys.stderr.buffer, encoding=sys.stderr.encoding,
-                                                errors=sys.stderr.errors, line_buffering=True)
-    if type(sys.stdout) is io.TextIOWrapper:  # (None when closed; a test's capture is left alone)
-        sys.stdout.flush()
-        sys.stdout = _OutputThatNamesItself(sys.stdout.buffer, encoding=sys.stdout.encoding, errors=sys.stdout.errors,
-                                            line_buffering=sys.stdout.line_buffering,
-                                            write_through=sys.stdout.write_through)
+        sys.stderr = _DiagnosticsThatCannotFail(io.TextIOWrapper(open(2, "wb", closefd=False), encoding="utf-8",  # noqa: SIM115
+                                                                 errors="backslashreplace", line_buffering=True))
+    elif isinstance(sys.stderr, io.TextIOWrapper):
+        sys.stderr = _DiagnosticsThatCannotFail(sys.stderr)
+    if isinstance(sys.stdout, io.TextIOWrapper):  # (None when closed)
+        sys.stdout = _OutputThatNamesItself(sys.stdout)
 
 
 def standard_output_flushed(status: int) -> int:
@@ -110,13 +134,14 @@ def standard_output_flushed(status: int) -> int:
         return status
     try:
         sys.stdout.flush()
+        failure = getattr(sys.stdout, "failure", None)  # one a caller dropped (argparse's --help)
     except OSError as err:
         _drop_standard_output()
-        if isinstance(err, BrokenPipeError) or status != EXIT_OK:
-            return status
-        print(f"structsent: error: cannot write {STANDARD_OUTPUT}: {err.strerror or err}", file=sys.stderr)
-        return EXIT_FAILURE
-    return status
+        failure = None if isinstance(err, BrokenPipeError) else err
+    if failure is None or status != EXIT_OK:
+        return status
+    print(f"structsent: error: cannot write {STANDARD_OUTPUT}: {failure.strerror or failure}", file=sys.stderr)
+    return EXIT_FAILURE
 
 
 def _drop_standard_output() -> None:
@@ -161,42 +186,49 @@ def stop_signals_held() -> Iterator[None]:
 
 class _HeldStopsWhileImporting(importlib.abc.MetaPathFinder):
     """The first import of each of ``names`` runs with the stop signals held (``stop_signals_held``):
-    a stop during it ends the command once the import is done, in one line, as at any other moment."""
+    a stop during it ends the command once the module's code has run, in one line, as at any other
+    moment. (The stop then fails that import, which the command no longer needs.) The module is
+    found by the finders after this one, as it would be without it; this finder stays in
+    ``sys.meta_path`` (removing it while the import system loops over the list skipped the next)."""
 
-    def __init__(self, names) -> None:
+    def __init__(self, names: Iterable[str]) -> None:
         self.names = set(names)
 
-    def find_spec(self, name, path, target=None):
+    def find_spec(self, name: str, path: Sequence[str] | None,
+                  target: types.ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
         if name not in self.names:
             return None
         self.names.discard(name)
-        if not self.names:
-            sys.meta_path.remove(self)
-        spec = importlib.machinery.PathFinder.find_spec(name, path, target)
-        if spec is not None and spec.loader is not None:
-            spec.loader = _LoaderHoldingStops(spec.loader)
-        return spec
+        for finder in [f for f in sys.meta_path if f is not self]:
+            spec = finder.find_spec(name, path, target) if hasattr(finder, "find_spec") else None
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _LoaderHoldingStops(spec.loader)
+                return spec
+        return None
 
 
 class _LoaderHoldingStops(importlib.abc.Loader):
     """A module's own loader, its execution run with the stop signals held; anything else asked of
     it (its files, its resources) answered by the loader it wraps."""
 
-    def __init__(self, loader) -> None:
+    def __init__(self, loader: importlib.abc.Loader) -> None:
         self._loader = loader
 
-    def create_module(self, spec):
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
         return self._loader.create_module(spec)
 
-    def exec_module(self, module) -> None:
+    def exec_module(self, module: types.ModuleType) -> None:
         with stop_signals_held():
             self._loader.exec_module(module)
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
+        if name == "_loader":  # (a copy, or an unpickled one, before __init__ ran)
+            raise AttributeError(name)
         return getattr(self._loader, name)
 
 
-def hold_stops_while_importing(names=NATIVE_IMPORTS) -> None:
+def hold_stops_while_importing(names: Iterable[str] = NATIVE_IMPORTS) -> None:
     """Hold the stop signals during the first import of each of ``names`` not imported yet."""
     pending = [name for name in names if name not in sys.modules]
     if pending:

@@ -267,7 +267,8 @@ def test_an_export_whose_summary_cannot_be_written_says_so_in_one_line(tmp_path,
     with open("/dev/full", "w") as full:
         proc = subprocess.run([sys.executable, "-m", "structsent", "export", hf_model_dir, "-o", str(tmp_path / "x")],
                               stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
-    assert (proc.returncode, proc.stderr.strip().splitlines()[-1]) == (1, "structsent: error: No space left on device")
+    assert (proc.returncode, proc.stderr.strip().splitlines()[-1]) == (
+        1, "structsent: error: cannot write standard output: No space left on device")
     assert "Traceback" not in proc.stderr and (tmp_path / "x" / "model.onnx").is_file()
 
 

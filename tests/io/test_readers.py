@@ -145,15 +145,31 @@ def test_json_lines_skip_blank_lines_and_flag_bad_records(tmp_path):
 
 @pytest.mark.parametrize("on_bad_row", ["error", "flag"])
 @pytest.mark.parametrize("data", [
-    '[{"text": "好吃"}, {"text": "难吃"}]\n',  # one line
+    '[{"text": "好吃"}, {"text": "难吃"}]\n\n',  # one line (blank lines after it)
     '\ufeff\n[\n  {"text": "好吃"},\n  {"text": "难吃"}\n]\n',  # pretty-printed, after a mark and a blank line
     '["好吃", "难吃"]',  # texts alone
 ])
 def test_a_json_array_file_is_refused_as_a_whole_not_read_as_rows(tmp_path, data, on_bad_row):
     # Read line by line it was one bad row (the records in it never labelled), or a bad row per line.
-    with pytest.raises(BadInputError, match=r"/reviews.json: holds a JSON array, not JSON Lines \(one object per "
-                       r"line\); convert it first, e.g. jq -c '\.\[\]' \S+/reviews.json > reviews.jsonl$"):
-        read_all(write(tmp_path, "reviews.json", data.encode()), Format.JSONL, on_bad_row=on_bad_row)
+    # The command it gives writes beside the file, quoted: `> reviews.jsonl` would have emptied the
+    # input before jq read it, and a name with a space split in two.
+    (tmp_path / "my data").mkdir()
+    path = write(tmp_path / "my data", "reviews.jsonl", data.encode())
+    converted = str(tmp_path / "my data" / "reviews.lines.jsonl")
+    with pytest.raises(BadInputError) as refused:
+        read_all(path, Format.JSONL, on_bad_row=on_bad_row)
+    assert str(refused.value) == (f"{path}: line 1 is a JSON array, not an object: JSON Lines hold one object per "
+                                  f"line; to label a file of one JSON array, convert it first: jq -c '.[]' "
+                                  f"'{path}' > '{converted}'")
+
+
+def test_an_array_on_line_1_of_json_lines_is_one_bad_row_in_flag_mode(tmp_path):
+    # Not a file of one array: the rows after it are read, as after any bad line.
+    path = write(tmp_path, "a.jsonl", '["a", "b"]\n{"text": "好吃"}\n'.encode())
+    rows, _ = read_all(path, Format.JSONL, on_bad_row="flag")
+    assert [(r[0], r[2]) for r in rows] == [(1, None), (2, "好吃")] and "got list" in rows[0][3]
+    with pytest.raises(BadInputError, match="line 1 is a JSON array, not an object"):
+        read_all(path, Format.JSONL)
 
 
 def test_only_the_first_record_can_open_a_json_array(tmp_path):

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import shlex
 import stat
 import sys
 import time
@@ -415,13 +416,38 @@ class JsonLinesReader(RowReader):
             yield InputRow(self.rows_read, values, text, error, line=line.number)
 
     def _refuse_a_json_array(self, line: _Line, values: dict | None, error: str | None) -> None:
-        """A file whose first record opens a JSON array (an export of a list, on one line or many) holds
-        no JSON Lines rows: read as lines, it would be one bad row, or one per line, in flag mode too."""
-        if values is None and error is not None and line.text.lstrip(JSON_WHITESPACE).startswith("["):
-            stem = os.path.splitext(os.path.basename(self.name))[0]
-            how = "pipe it through jq -c '.[]'" if self.name == "-" else f"jq -c '.[]' {self.name} > {stem}.jsonl"
-            raise BadInputError(f"{self.name}: holds a JSON array, not JSON Lines (one object per line); convert "
-                                f"it first, e.g. {how}")
+        """A first record that opens a JSON array: an export of one list, on one line or many, holds no
+        JSON Lines rows (read line by line it was one bad row, or one per line, and in flag mode its
+        records were never labelled). Refused, with the command that converts it. In flag mode a
+        whole array on line 1 followed by more rows is a bad row of its own, as any other line."""
+        if values is not None or error is None or not line.text.lstrip(JSON_WHITESPACE).startswith("["):
+            return
+        try:
+            whole = isinstance(json.loads(line.text), list)
+        except (ValueError, RecursionError):
+            whole = False  # an array opened on line 1 and continued on the next ones: pretty-printed
+        if whole and self.on_bad_row != FAIL and not self._nothing_after(line):
+            return
+        raise BadInputError(f"{self.name}: line 1 is a JSON array, not an object: JSON Lines hold one object per "
+                            f"line; to label a file of one JSON array, convert it first: {self._conversion()}")
+
+    def _nothing_after(self, line: _Line) -> bool:
+        """Whether only white space follows ``line`` in the file (a stream: not known, so False)."""
+        end = line.start + len(line.raw)
+        left = (self.total or 0) - end
+        if self.lines.may_wait or left > NOTHING_AFTER_BYTES:
+            return False
+        try:
+            return not os.pread(self.lines.stream.fileno(), left, end).strip() if left > 0 else True
+        except (OSError, ValueError, io.UnsupportedOperation):
+            return False
+
+    def _conversion(self) -> str:
+        """The command that writes the array's items as JSON Lines, beside the file, never onto it."""
+        if self.name == "-":
+            return "pipe it through jq -c '.[]'"
+        converted = os.path.splitext(self.name)[0] + ".lines.jsonl"
+        return f"jq -c '.[]' {shlex.quote(self.name)} > {shlex.quote(converted)}"
 
     def _parse(self, line: _Line) -> tuple[dict | None, str | None]:
         """(the row's fields, why it is a bad row). A line refused for some of its values (NaN, a
@@ -492,6 +518,7 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
 
 
 JSON_WHITESPACE = " \t\r\n"
+NOTHING_AFTER_BYTES = 1 << 16  # past this many bytes after line 1, a file is not one array on its line
 MAX_JSON_DEPTH = 500  # deeper values are refused: writing them back would exhaust the interpreter's stack
 
 
