@@ -70,9 +70,9 @@ def write_json(path: Path, meta: dict, rows: Sequence[Row]) -> None:
 
 def write_chart(path: Path, rows: Sequence[Row], *, title: str) -> None:
     """Horizontal bars of texts/s, labelled with the ratio to the pipeline baseline."""
+    fig = chart_figure(rows, title=title)  # (selects matplotlib's Agg backend before pyplot is imported)
     import matplotlib.pyplot as plt
 
-    fig = chart_figure(rows, title=title)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 

@@ -238,10 +238,15 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_OK  # `structsent label ... | head`: the reader has what it wanted
     except OSError as err:  # e.g. a summary to a standard output that cannot be written (`>/dev/full`)
-        where = f"cannot write {err.filename}: " if err.filename == STANDARD_OUTPUT else \
-            f"{err.filename}: " if err.filename else ""
-        print(f"structsent: error: {where}{err.strerror or err}", file=sys.stderr)
+        print(f"structsent: error: {_where_it_failed(err)}{err.strerror or err}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _where_it_failed(err: OSError) -> str:
+    """What an OS error's message opens with: the file it names, or standard output's failure as such."""
+    if err.filename == STANDARD_OUTPUT:
+        return f"cannot write {STANDARD_OUTPUT}: "
+    return f"{err.filename}: " if err.filename else ""
 
 
 if __name__ == "__main__":
