@@ -255,6 +255,15 @@ def test_cli_fails_fast_on_an_unreachable_cluster(tmp_path, parquet_dir):
     assert b"cannot reach the Ray cluster" in proc.stderr
 
 
+def test_cli_refuses_an_address_of_a_scheme_ray_does_not_know_in_one_line(tmp_path, parquet_dir):
+    """`rya://` (a typo of ray://) ended in Ray's RuntimeError traceback, exit 1."""
+    proc = run_cli("--engine", "ray", "--ray-address", "rya://head:10001", parquet_dir, "-o", tmp_path / "out",
+                   timeout=120)
+    assert proc.returncode == 2 and proc.stderr.decode().splitlines() == [
+        "structsent: error: --ray-address rya://head:10001: Module: rya does not exist. (expected host:port, "
+        "ray://host:port or auto)"]
+
+
 # -- on a real local Ray ------------------------------------------------------------------------
 def test_label_dataset_matches_the_local_engine(ray_address, hf_model_dir, parquet_dir, local_rows):
     ds = ray.data.read_parquet(str(parquet_dir))

@@ -407,7 +407,8 @@ def test_output_onto_the_input_is_refused_before_touching_it(tmp_path, hf_model_
     for extra in (["--overwrite"], [], ["--resume"]):
         proc = run_cli("label", source, "-o", out, *extra, *model_args(hf_model_dir), check=False)
         message = one_line_error(proc, 2)
-        assert "own output file" in message
+        # (it said "the job's own output file", which read as blaming some other file)
+        assert f"{source} is both the input and the output (-o {out}): write the output to another path" in message
         assert source.read_bytes() == before
 
 

@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix", default="", help="prefix of the added columns, e.g. pred_")
     parser.add_argument("--on-bad-row", choices=["error", "flag"], default="error",
                         help="stop at an undecodable or malformed row (error), or write it flagged (flag)")
-    parser.add_argument("--chunk-rows", type=integer, default=2048, help="rows per committed chunk")
+    parser.add_argument("--chunk-rows", type=integer, default=2048, help="rows per committed chunk (default %(default)s)")
     parser.add_argument("--tokenizer-processes", type=integer, default=0, metavar="N",
                         help="tokenize in N worker processes, off the job's own interpreter (for a fast "
                              "model, e.g. a GPU: the feed then keeps up; default 0: in-process)")

@@ -871,6 +871,9 @@ def check_job_paths(spec: LabelJobSpec) -> None:
         return
     for path in files.touched():
         if _same_file(spec.input, path):
+            if path == files.final:  # (said as "the job's own output file": read as blaming some other file)
+                raise BadInputError(f"{spec.input} is both the input and the output (-o {spec.output}): write the "
+                                    "output to another path")
             raise BadInputError(f"{spec.input} is the job's own output file {path}: write the output to another path")
     if files.parts.is_dir() and Path(os.path.realpath(spec.input)).is_relative_to(os.path.realpath(files.parts)):
         raise BadInputError(f"{spec.input} is inside the job's own work directory {files.parts}: write the output "

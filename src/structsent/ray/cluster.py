@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..config import EngineConfig
 from ..errors import ConfigError, require
+from ..lines import one_line
 
 if TYPE_CHECKING:
     pass
@@ -106,6 +107,12 @@ class connected:
                 raise ConfigError(f"cannot reach the Ray cluster at {self.address}: {err}") from err
             except ValueError as err:  # "Invalid address format"
                 raise ConfigError(f"--ray-address {self.address}: {err} (expected host:port, ray://host:port "
+                                  "or auto)") from err
+            except RuntimeError as err:  # a scheme Ray knows no module for (rya://): "Module: rya does not exist"
+                if "://" not in (self.address or ""):
+                    raise
+                said = one_line(str(err).splitlines()[0] if str(err).strip() else type(err).__name__)
+                raise ConfigError(f"--ray-address {self.address}: {said} (expected host:port, ray://host:port "
                                   "or auto)") from err
             self.started = True
         return ray
