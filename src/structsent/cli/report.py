@@ -26,8 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix", default=None, help="prefix the label job was given (default: found from the columns)")
     parser.add_argument("--negative", default=None, metavar="LABEL",
                         help="label whose share the group charts show (default: 负面/negative, else the first label)")
-    parser.add_argument("--least-certain", type=integer, default=200, metavar="N", help=f"rows in the least-certain table (0-{MAX_COUNT}; default %(default)s)")
-    parser.add_argument("--flagged-sample", type=integer, default=200, metavar="N", help=f"flagged rows listed (0-{MAX_COUNT}; default %(default)s)")
+    parser.add_argument("--least-certain", type=integer, default=200, metavar="N",
+                        help=f"rows in the least-certain table (0-{MAX_COUNT}; default %(default)s)")
+    parser.add_argument("--flagged-sample", type=integer, default=200, metavar="N",
+                        help=f"flagged rows listed (0-{MAX_COUNT}; default %(default)s)")
     parser.add_argument("--max-groups", type=integer, default=20, metavar="N", help=f"groups shown (1-{MAX_COUNT}); the rest are 'other'")
     parser.add_argument("--job-summary", default=None, metavar="FILE",
                         help="the label job's figures, JSON (default: INPUT.summary.json when it exists)")
