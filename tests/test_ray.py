@@ -1118,6 +1118,9 @@ def test_cli_engine_ray_on_a_parquet_file_of_no_rows_makes_its_output_directory(
     (dict(concurrency=True), r"concurrency=True"),  # was a pool of one actor
     (dict(concurrency=(1, 2, 3)), r"concurrency=\(1, 2, 3\)"),
     (dict(keep_columns="id"), r"keep_columns='id': expected a list of column names, e.g. \['id'\]"),  # was 'i', 'd'
+    # failed inside the actors (Arrow's "exists 2 times in schema", retried, 80 lines of tracebacks)
+    (dict(keep_columns=iter(["id", "text", "id"])), r"keep_columns=\['id', 'text', 'id'\]: 'id' is named twice"),
+    (dict(num_gpus=0.5, batch_size=None), r"batch_size=None \(whole blocks\) with num_gpus"),  # was Ray's ValueError
 ])
 def test_pool_options_that_cannot_work_are_refused_naming_the_option(options, message):
     from structsent.errors import ConfigError
@@ -1328,8 +1331,11 @@ def test_cli_engine_ray_refuses_a_report_by_column_an_output_of_no_rows_would_no
 
 
 @pytest.mark.parametrize("files, says", [
-    ({"a.csv": "id;text\n01;很好\n"}, "a.csv: the header is one column holding semicolons: not CSV"),
-    ({"a.csv": "id\ttext\n01\t很好\n"}, "a.csv: the header is one column holding tabs: not CSV"),
+    ({"a.csv": "id;text\n01;很好\n"}, "a.csv: the header is one column holding semicolons: not CSV; save it with "
+     "commas (or with tabs, and label it with --engine local --format tsv)"),
+    # (it said "pass --format tsv", which --engine ray then refused: it reads no TSV)
+    ({"a.csv": "id\ttext\n01\t很好\n"}, "a.csv: the header is one column holding tabs: not CSV; label it with "
+     "--engine local --format tsv, or save it with commas"),
     ({"a.csv": "sep=;\nid;text\n01;好吃\n"}, "a.csv: line 1 is 'sep=;', Excel's delimiter hint, not a header"),
     ({"a.csv": "id,text\n1,好吃\n", "b.csv": "id,review\n2,难吃\n"},
      "b.csv: no column 'text'; columns are: 'id', 'review'. Pass --text-column NAME"),

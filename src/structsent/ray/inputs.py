@@ -329,7 +329,10 @@ def check_input_columns(source: "InputFiles", text_column: str) -> str | None:
             # header and guessed every column's type ("007" became 7), exit 0
             raise BadInputError(f"{path}: no header row (line 1 is empty)")
         check_unique_columns(header, path)
-        check_header(header, ",", path, text_column)
+        try:
+            check_header(header, ",", path, text_column)
+        except BadInputError as err:
+            raise with_tsv_advice_for_ray(err) from None
         column = resolve_text_column(header, text_column, path)
         if first is not None and column != first[1]:
             def held(name: str) -> str:
@@ -352,6 +355,15 @@ def _check_parquet_columns(path: str) -> None:
 
 
 LOCAL_FLAG_MODE = "label it with --engine local --on-bad-row flag"  # (flag mode is the local engine's)
+
+
+def with_tsv_advice_for_ray(err: BadInputError) -> BadInputError:
+    """The local reader's advice to read a file as TSV, made the local engine's: --engine ray reads no
+    TSV (it was told to pass --format tsv, which it then refused)."""
+    said = str(err).replace("(or with tabs and pass --format tsv)", "(or with tabs, and label it with --engine local "
+                            "--format tsv)")
+    return BadInputError(said.replace("pass --format tsv", "label it with --engine local --format tsv, or save it "
+                                      "with commas"))
 
 
 def with_local_engine_advice(err: BadInputError) -> BadInputError:

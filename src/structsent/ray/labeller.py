@@ -176,6 +176,9 @@ def label_dataset(
     concurrency, batch_size, keep_columns = _pool_options(concurrency, batch_size, keep_columns)
     config = _actor_config(config, engine_options, num_gpus)
     resources = _resources(num_gpus, num_cpus)
+    if batch_size is None and "num_gpus" in resources:  # (Ray's own ValueError said so, untyped)
+        raise ConfigError("batch_size=None (whole blocks) with num_gpus: Ray needs a batch size for actors that "
+                          "reserve GPUs; give batch_size (e.g. 2048)")
     _check_columns(ds, text_column, keep_columns, prefix)
     if check_model or (check_model is None and not _through_ray_client()):
         check_model_here(_model_name(model))
@@ -209,8 +212,12 @@ def _pool_options(concurrency, batch_size, keep_columns) -> tuple[int | tuple[in
         raise ConfigError(f"batch_size={batch_size!r}: expected a positive int, or None for whole blocks")
     if isinstance(keep_columns, (str, bytes)):
         raise ConfigError(f"keep_columns={keep_columns!r}: expected a list of column names, e.g. [{keep_columns!r}]")
+    kept = None if keep_columns is None else list(keep_columns)
+    twice = next((name for i, name in enumerate(kept) if name in kept[:i]), None) if kept else None
+    if twice is not None:  # (it failed inside the actors: Arrow's 'Field exists 2 times in schema', retried)
+        raise ConfigError(f"keep_columns={kept!r}: {twice!r} is named twice; name each column once")
     pool: int | tuple[int, int] = (counts[0], counts[1]) if isinstance(concurrency, tuple) else counts[0]
-    return pool, batch, None if keep_columns is None else list(keep_columns)
+    return pool, batch, kept
 
 
 def _positive_int(value) -> int | None:
