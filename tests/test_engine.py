@@ -281,6 +281,13 @@ def test_info_describes_the_engine(clf):
     # backend "auto" on a CPU runs the ONNX export when onnxruntime is installed (the dev extras)
     assert info["labels"] == ["负面", "正面"] and info["backend"] == "onnx" and info["device"] == "cpu"
     assert info["token_budget"] == 4096 and info["precision"] == "fp32"
+    # A stride only where texts are windowed (shown beside "truncate", it read as one in use)
+    assert (info["long_text"], info["window_stride"]) == ("truncate", None)
+
+
+def test_info_gives_the_window_stride_of_windows(hf_model_dir):
+    info = structsent.load(hf_model_dir, long_text="windows", window_stride=100).info()
+    assert (info["long_text"], info["window_stride"]) == ("windows", 100)
 
 
 def test_torch_backend_still_available_and_equal(hf_model_dir, clf, real_reviews):

@@ -420,7 +420,8 @@ class Classifier:
             "pad_multiple": self.pad_multiple,
             "num_threads": self.plan.num_threads,
             "long_text": self.plan.long_text.value,
-            "window_stride": self.window_stride,
+            # (None where texts are cut, not windowed: a stride shown there read as one in use)
+            "window_stride": self.window_stride if self.plan.long_text.value == "windows" else None,
             "attention": "packed" if self.packed_attention else "padded",
             # the feed-forward activation applied in its product's epilogue (torch, CUDA fp16/bf16)
             "activation_epilogue": bool(getattr(self.runner, "activation_epilogue", False)),
