@@ -162,6 +162,30 @@ def test_a_worker_that_dies_in_the_middle_of_sending_a_result_stops_the_wait(tok
         assert time.monotonic() - started < 30
 
 
+def test_ending_the_pool_at_once_ends_its_manager_even_mid_message(tokenizer):
+    """A worker stopped (SIGSTOP) in the middle of sending a result, then a stop at once (a second
+    Ctrl-C): the workers were killed, but the pool's manager thread went on waiting for the rest of
+    the message (this process held the pipe's other end), and the interpreter joined it for ever as
+    the job exited, after its resume line (a rare hang of the label job's stop test)."""
+    import struct
+
+    pool = TokenizerProcesses(tokenizer, OPTIONS, processes=1)
+    assert pool.result(pool.submit(["好评"])) == encode(tokenizer, ["好评"])
+    (worker,) = _workers_of(os.getpid())
+    manager = pool._pool._executor_manager_thread
+    pool._pool._result_queue._writer._send(struct.pack("!i", 1 << 20) + b"\x80")  # a message begun, never ended
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        time.sleep(0.2)  # the manager reads the header and waits for the rest
+        pool.end_now()
+        manager.join(15)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGCONT)
+    assert not manager.is_alive(), "the pool's manager thread still waits: the job would hang as it exits"
+    pool.close()
+
+
 def test_a_worker_killed_as_it_starts_fails_the_job_instead_of_hanging_it(tokenizer):
     """The tokenizer went to each worker in its spawn data, which the launcher writes into a pipe
     whose reading end the parent holds until the write ends: a worker killed as it started left a

@@ -193,12 +193,18 @@ class TokenizerProcesses:
 
     def end_now(self) -> None:
         """Kill the workers (SIGKILL: the one signal a stopped or hung process cannot hold up) and
-        drop the chunks not yet begun; results still awaited fail as from a worker that died. Safe
-        from any thread, more than once, and after ``close`` has begun. The workers' state file goes
-        too (a job stopped on a pipe leaves its reading thread, and so ``close``, waiting on the pipe)."""
+        drop the chunks not yet begun; results still awaited fail as from a worker that died, a result
+        half sent too. Safe from any thread, more than once, and after ``close`` has begun. The
+        workers' state file goes too (a job stopped on a pipe leaves its reading thread, and so
+        ``close``, waiting on the pipe)."""
         for process in list(self._workers.values()):
             with contextlib.suppress(OSError, ValueError):
                 process.kill()
+        # A worker stopped in the middle of sending a result left the pool's manager thread waiting for
+        # the rest, which the killed worker will never send, and this process holds the pipe's other
+        # end: no end of file either. Closed, the manager reads one and ends; else the interpreter
+        # joined it for ever as the job exited (after its resume line).
+        self._close_result_pipe()
         # The pool's feeder thread may be blocked writing the next chunk into a pipe that no worker
         # reads now; the pool joins it as it breaks, and the interpreter joins the pool as it exits.
         with contextlib.suppress(AttributeError, OSError):
