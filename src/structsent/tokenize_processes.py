@@ -134,6 +134,10 @@ class TokenizerProcesses:
             raise ValueError(f"processes={processes}: at least 1")
         self.processes = processes
         self._state_file = _write_worker_state(tokenizer, options)
+        # The result pipe's descriptors are closed from the job's thread, its reading thread and a stop,
+        # maybe at once: closed twice, a descriptor number the process had reused meanwhile went too
+        # (the interpreter's exit then wrote into a closed pipe: "Bad file descriptor").
+        self._pipe_lock = threading.Lock()
         # spawn, not fork: the parent runs threads (reader, writer, the Rust tokenizer's pool),
         # and a forked child of a threaded process can inherit a lock held by a thread it lacks.
         self._pool = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
@@ -188,7 +192,7 @@ class TokenizerProcesses:
 
     def _close_result_pipe(self) -> None:
         queue = getattr(self._pool, "_result_queue", None)
-        with contextlib.suppress(AttributeError, OSError):
+        with self._pipe_lock, contextlib.suppress(AttributeError, OSError):
             queue._writer.close()  # type: ignore[union-attr]
 
     def end_now(self) -> None:
@@ -221,7 +225,8 @@ class TokenizerProcesses:
         try:
             self._pool.shutdown(wait=False, cancel_futures=True)
             if self._workers_ended(manager) and results is not None:
-                results.close()  # as a waiting shutdown does: its pipe's descriptors go now
+                with self._pipe_lock:
+                    results.close()  # as a waiting shutdown does: its pipe's descriptors go now
         finally:
             self._state_file.unlink(missing_ok=True)
 
