@@ -1002,3 +1002,25 @@ def test_a_request_that_expects_100_continue_where_no_route_takes_a_body_is_answ
         sock.sendall(body)
         status, _, answer = read_response(sock)
         assert status == 200 and len(answer["results"]) == 1
+
+
+@pytest.mark.parametrize("charset", ["gbk", '"GB18030"', "utf-16", "latin-1"])
+def test_a_body_declared_in_a_charset_other_than_utf8_is_refused(guarded, charset):
+    """A body sent as GBK (common for Chinese text) under charset=gbk was read as UTF-8: "not valid
+    UTF-8" (422), or labelled as such where its bytes happened to be valid UTF-8 (ASCII ones)."""
+    for body in ('{"texts": ["好吃"]}'.encode("gbk"), b'{"texts": ["ok"]}'):
+        response = guarded.client.post("/v1/sentiment", content=body,
+                                       headers={"content-type": f"application/json; charset={charset}"})
+        assert response.status_code == 415, (charset, body)
+        assert_error_shape(response.json(), "validation")
+        assert response.json()["error"].startswith(f"Content-Type charset={charset.strip(chr(34))} is not accepted; "
+                                                   "send the body as UTF-8 JSON")
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "application/json;charset=UTF8",
+                                          'application/json; charset="utf-8"', "application/json"])
+def test_a_body_declared_utf8_or_undeclared_is_read(guarded, content_type):
+    response = guarded.client.post("/v1/sentiment", content='{"texts": ["好吃"]}'.encode(),
+                                   headers={"content-type": content_type})
+    assert response.status_code == 200, response.text
+    assert len(response.json()) == 1

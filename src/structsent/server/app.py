@@ -112,7 +112,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     **UNAUTHORIZED,
     408: _error_response("The body did not arrive within `read_timeout_s` (`limit`, `limit_value`)"),
     413: _error_response("A request limit was exceeded (`limit` names it, `limit_value` is its value)"),
-    415: _error_response("A Content-Encoding other than identity: send the body uncompressed"),
+    415: _error_response("A Content-Encoding other than identity, or a charset other than UTF-8: send the body "
+                         "uncompressed, in UTF-8"),
     422: _error_response("Malformed JSON (not UTF-8, nested too deeply...), wrong types, or unusable input"),
     429: _error_response("Queue full (`limit`: max_queue); retry after the Retry-After header"),
     500: _error_response("The model failed on this request's batch"),

@@ -29,6 +29,7 @@ CLOSE_HEADER = (b"connection", b"close")
 CLIENT_CLOSED_STATUS = 499  # nginx's "client closed request": nothing was sent
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 UTF_8 = frozenset({"utf-8", "utf-8-sig"})  # what json.detect_encoding names UTF-8 (with or without a BOM)
+UTF_8_NAMES = frozenset({b"utf-8", b"utf8"})  # a Content-Type's charset for UTF-8, lowercased
 
 
 def error_json(
@@ -204,7 +205,8 @@ class BodyLimits:
     moment its headers arrived (408), before the app parses a byte of it; then replays it. A body
     in UTF-16 or UTF-32, which the JSON parser would otherwise read, is refused (422), and so is a
     compressed one (any Content-Encoding but identity: 415; any transfer coding but chunked: 501,
-    as RFC 9112 answers a coding it does not implement).
+    as RFC 9112 answers a coding it does not implement), and one declared in a charset other than
+    UTF-8 (415).
 
     With the connection cap this bounds what the bodies of clients can hold in memory:
     max_connections x max_body_bytes at most, for read_timeout_s at most.
@@ -239,6 +241,10 @@ class BodyLimits:
         coding = _coding_other_than(scope["headers"], b"transfer-encoding", b"chunked")
         if coding is not None:
             await self._transfer_coded(scope, receive, send, coding)
+            return
+        charset = _charset_other_than_utf8(_header(scope["headers"], b"content-type"))
+        if charset is not None:
+            await self._other_charset(scope, receive, send, charset)
             return
         declared = _header(scope["headers"], b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
@@ -300,6 +306,15 @@ class BodyLimits:
         self.on_reject("validation")
         shown = shown_header(encoding)
         response = error_json(f"Content-Encoding: {shown} is not accepted; send the body uncompressed",
+                              "validation", status=415, close=True)  # the body is left unread
+        await response(scope, receive, send)
+
+    async def _other_charset(self, scope, receive, send, charset: bytes) -> None:
+        """A body declared in another charset (charset=gbk, a common one for Chinese text) was read
+        as UTF-8: "not valid UTF-8" (422), or, where its bytes happened to be, labelled as such."""
+        self.on_reject("validation")
+        response = error_json(f"Content-Type charset={shown_header(charset)} is not accepted; send the body as "
+                              "UTF-8 JSON (charset=utf-8, or no charset: RFC 8259)",
                               "validation", status=415, close=True)  # the body is left unread
         await response(scope, receive, send)
 
@@ -367,6 +382,18 @@ def _coding_other_than(headers, name: bytes, accepted: bytes) -> bytes | None:
             for coding in value.split(b","):
                 if coding.strip().lower() not in (accepted, b""):
                     return coding.strip()
+    return None
+
+
+def _charset_other_than_utf8(content_type: bytes | None) -> bytes | None:
+    """The charset a Content-Type declares, where it is not UTF-8 (None: UTF-8, or none declared)."""
+    if content_type is None:
+        return None
+    for parameter in content_type.split(b";")[1:]:
+        name, _, value = parameter.partition(b"=")
+        if name.strip().lower() == b"charset":
+            charset = value.strip().strip(b'"').strip()
+            return None if charset.lower() in UTF_8_NAMES else charset
     return None
 
 
