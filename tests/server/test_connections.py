@@ -1024,3 +1024,22 @@ def test_a_body_declared_utf8_or_undeclared_is_read(guarded, content_type):
                                    headers={"content-type": content_type})
     assert response.status_code == 200, response.text
     assert len(response.json()) == 1
+
+
+@pytest.mark.parametrize(("request_line", "version"), [(b"GET /health HTTP/2.0\r\nHost: x\r\n\r\n", "2.0"),
+                                                        (b"POST /predict HTTP/2.0\r\nHost: x\r\n"
+                                                         b"Content-Type: application/json\r\nContent-Length: 15\r\n"
+                                                         b'\r\n{"inputs": "a"}', "2.0"),
+                                                        (b"GET /health\r\n\r\n", "0.9")])
+def test_http_versions_other_than_1_0_and_1_1_get_505(server, request_line, version):
+    """The HTTP parser lets them through; they were answered as HTTP/1.1 requests (200)."""
+    with connect(server) as sock:
+        sock.sendall(request_line)
+        status, headers, body = read_response(sock)
+        assert status == 505
+        assert body == {"error": f"HTTP/{version} is not supported; send HTTP/1.1 (or HTTP/1.0)",
+                        "error_type": "validation"}
+        assert headers["connection"] == "close" and closed_by_server(sock)
+    with connect(server) as sock:  # HTTP/1.0 stays answered
+        sock.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+        assert read_response(sock)[0] == 200

@@ -43,6 +43,7 @@ from .middleware import (
     BodyLimits,
     CloseWhenDraining,
     ConnectionPolicy,
+    HttpVersions,
     RequestTimer,
     bounded,
     error_json,
@@ -197,6 +198,7 @@ def create_app(settings: ServerSettings, *, service: SentimentService | None = N
     if settings.page:
         app.add_middleware(BrowserPage)  # outside BearerAuth: the page is where one types the key
     app.add_middleware(CloseWhenDraining, policy=policy)
+    app.add_middleware(HttpVersions, on_reject=service.metrics.observe_error)
     app.add_middleware(RequestTimer, metrics=service.metrics, endpoints=endpoints)
     return app
 

@@ -29,6 +29,7 @@ CLOSE_HEADER = (b"connection", b"close")
 CLIENT_CLOSED_STATUS = 499  # nginx's "client closed request": nothing was sent
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 UTF_8 = frozenset({"utf-8", "utf-8-sig"})  # what json.detect_encoding names UTF-8 (with or without a BOM)
+SUPPORTED_HTTP_VERSIONS = frozenset({"1.0", "1.1"})
 UTF_8_NAMES = frozenset({b"utf-8", b"utf8"})  # a Content-Type's charset for UTF-8, lowercased
 
 
@@ -115,6 +116,26 @@ class RequestTimer:
             endpoint = scope["path"] if scope["path"] in self.endpoints else "other"
             answered = CLIENT_CLOSED_STATUS if client_gone else (status or 500)
             self.metrics.observe_request(endpoint, answered, time.perf_counter() - started)
+
+
+class HttpVersions:
+    """HTTP/1.0 and HTTP/1.1 only. The HTTP parser lets "GET / HTTP/2.0" and HTTP/0.9's bare
+    "GET /" through, and they were answered as HTTP/1.1 requests; RFC 9110 answers a version the
+    server does not support with 505."""
+
+    def __init__(self, app, *, on_reject: Callable[[str], None]) -> None:
+        self.app = app
+        self.on_reject = on_reject
+
+    async def __call__(self, scope, receive, send) -> None:
+        version = scope.get("http_version", "1.1")
+        if scope["type"] != "http" or version in SUPPORTED_HTTP_VERSIONS:
+            await self.app(scope, receive, send)
+            return
+        self.on_reject("validation")
+        response = error_json(f"HTTP/{bounded(version)} is not supported; send HTTP/1.1 (or HTTP/1.0)",
+                              "validation", status=505, close=True)  # a body, if any, is left unread
+        await response(scope, receive, send)
 
 
 class CloseWhenDraining:
