@@ -22,7 +22,38 @@ def test_an_unknown_flag_before_the_subcommand_points_at_the_command_s_help(caps
     with pytest.raises(SystemExit) as stopped:
         main(["--bogus", "report", "in.csv", "-o", "r.html"])
     assert stopped.value.code == 2
-    assert capsys.readouterr().err == "structsent: error: unrecognized arguments: --bogus (see structsent --help)\n"
+    assert capsys.readouterr().err == (
+        "structsent: error: unrecognized arguments: --bogus (structsent's own options are --help and --version; a "
+        "command's options come after the command: label, serve, export, bench, report) (see structsent --help)\n")
+
+
+def test_an_unknown_flag_without_a_command_is_named(capsys):
+    """`structsent --nope` said only "the following arguments are required: COMMAND"."""
+    with pytest.raises(SystemExit) as stopped:
+        main(["--nope"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.startswith("structsent: error: unrecognized arguments: --nope (")
+
+
+@pytest.mark.parametrize(("typed", "meant"), [("lable", "label"), ("serv", "serve"), ("reprot", "report")])
+def test_a_misspelt_command_gets_the_nearest_one(typed, meant, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main([typed, "in.csv"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (f"structsent: error: unknown command {typed!r}: did you mean {meant!r}? "
+                                       "(see structsent --help)\n")
+
+
+def test_the_top_level_options_and_their_abbreviations_still_work(capsys):
+    for option in ("--version", "--vers"):
+        with pytest.raises(SystemExit) as stopped:
+            main([option])
+        assert stopped.value.code == 0
+        assert capsys.readouterr().out.startswith("structsent ")
+    with pytest.raises(SystemExit) as stopped:  # far from every command: argparse's list of them
+        main(["xyz"])
+    assert stopped.value.code == 2
+    assert "invalid choice: 'xyz' (choose from 'label', 'serve'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("args", "flag"), [(["bench", "--corpus", ""], "--corpus"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import logging
 import os
 import re
@@ -70,6 +71,32 @@ class OneLineErrors(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
+class TopLevelParser(OneLineErrors):
+    """``structsent``'s own parser: an option it does not know, given before the command, is named
+    (``structsent --nope`` said only that a command is required), and a misspelt command gets the
+    nearest one (``structsent lable``: did you mean 'label'?)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        argv = list(sys.argv[1:] if args is None else args)
+        command_at = next((i for i, token in enumerate(argv) if not token.startswith("-") or token in ("-", "--")),
+                          len(argv))
+        unknown = [token for token in argv[:command_at] if not self._knows(token.split("=", 1)[0])]
+        if unknown:
+            commands = ", ".join(SUBCOMMANDS)
+            self.error(f"unrecognized arguments: {' '.join(unknown)} (structsent's own options are --help and "
+                       f"--version; a command's options come after the command: {commands})")
+        if command_at < len(argv) and argv[command_at] not in SUBCOMMANDS:
+            nearest = difflib.get_close_matches(argv[command_at], SUBCOMMANDS, n=1)
+            if nearest:
+                self.error(f"unknown command {argv[command_at]!r}: did you mean {nearest[0]!r}?")
+        return super().parse_known_args(args, namespace)
+
+    def _knows(self, option: str) -> bool:
+        """One of its options, or an abbreviation argparse takes for one (--vers)."""
+        return option in self._option_string_actions or (
+            option.startswith("--") and len(option) > 2 and any(o.startswith(option) for o in self._option_string_actions))
+
+
 class SubcommandParser(OneLineErrors):
     """A subcommand's parser: an argument it does not know is its own error, pointing at its own
     --help (argparse handed it up to the top parser, whose message said `see structsent --help`)."""
@@ -102,7 +129,7 @@ def typed_flags(parser: argparse.ArgumentParser, argv: list[str]) -> dict[str, s
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrors(prog="structsent", description="Fast Chinese sentiment labelling with StructBERT.")
+    parser = TopLevelParser(prog="structsent", description="Fast Chinese sentiment labelling with StructBERT.")
     parser.add_argument("--version", action="version", version=f"structsent {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=SubcommandParser)
     for name, (module, help_text) in SUBCOMMANDS.items():
