@@ -231,6 +231,19 @@ def test_cli_refuses_an_output_that_overlaps_the_input_and_deletes_nothing(tmp_p
     assert pq.read_table(source / "a.parquet").num_rows == reviews_table.num_rows
 
 
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--token-budget", "100"], b"--token-budget 100: must be at least max_length"),
+    (["--backend", "onnx", "--attention", "packed"], b"attention=packed runs with the torch backend"),
+    (["--backend", "onnx", "--precision", "bf16"], b"not offered by the onnx backend"),
+])
+def test_cli_refuses_settings_the_model_cannot_run_with_before_starting_ray(tmp_path, parquet_dir, flags, message):
+    """Found in each actor after Ray started: exit 1 and ~170 lines of worker tracebacks."""
+    proc = run_cli("--engine", "ray", parquet_dir, "-o", tmp_path / "out", *flags)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_refuses_a_broken_model_before_starting_ray(tmp_path, parquet_dir, hf_model_dir):
     from safetensors.torch import load_file, save_file
 

@@ -7,7 +7,7 @@ from structsent.config import Attention, Backend, EngineConfig, Precision
 from structsent.errors import ConfigError
 from structsent.models import load_checkpoint
 from structsent.plan import plan_for
-from structsent.runtime import resolve_runtime
+from structsent.runtime import check_runtime, resolve_runtime
 
 pytest.importorskip("onnxruntime")
 
@@ -183,3 +183,33 @@ def test_a_gpu_number_past_the_host_s_gpus_is_a_config_error(monkeypatch):
     for unparsed in ("cuda:01", "cuda:" + "9" * 20, "cuda:"):
         with pytest.raises(ConfigError, match="expected one of auto, cpu, cuda, cuda:N"):
             EngineConfig(device=unparsed)
+
+
+@pytest.mark.parametrize("settings", [dict(token_budget=100), dict(backend="onnx", attention="packed"),
+                                      dict(backend="onnx", precision="fp16"), dict(device="cuda"),
+                                      dict(attention="packed", pad_multiple=8, backend="torch")])
+def test_check_runtime_refuses_what_resolve_runtime_refuses(checkpoint, settings):
+    import torch
+
+    if settings.get("device") == "cuda" and torch.cuda.is_available():
+        pytest.skip("this host has CUDA")
+    config = EngineConfig(**settings)
+    with pytest.raises(ConfigError) as resolved:
+        resolve_runtime(checkpoint, config)
+    with pytest.raises(ConfigError) as checked:
+        check_runtime(checkpoint, config)
+    assert str(checked.value) == str(resolved.value)
+
+
+def test_check_runtime_exports_nothing_and_warns_of_nothing(checkpoint, tmp_path, monkeypatch, caplog):
+    """It runs before a server listens or a cluster starts; the load that follows exports and warns."""
+    monkeypatch.setenv("STRUCTSENT_CACHE", str(tmp_path / "cache"))
+    with caplog.at_level("WARNING"):
+        for config in (EngineConfig(backend="onnx"), EngineConfig(device="cpu"), EngineConfig(max_length=4096),
+                       EngineConfig(backend="torch")):
+            check_runtime(checkpoint, config)
+    assert not (tmp_path / "cache").exists() and not caplog.records
+    # resolve_runtime refuses before its export too (the first use's export came first: seconds, then the refusal)
+    with pytest.raises(ConfigError, match="token_budget=100"):
+        resolve_runtime(checkpoint, EngineConfig(backend="onnx", token_budget=100))
+    assert not (tmp_path / "cache").exists()

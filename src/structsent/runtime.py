@@ -27,7 +27,21 @@ def usable_cores() -> int:
 
 
 def resolve_runtime(checkpoint, config: EngineConfig) -> RuntimePlan:
-    """The plan for running ``checkpoint`` as ``config`` asks, on this host."""
+    """The plan for running ``checkpoint`` as ``config`` asks, on this host. Settings it cannot
+    run with are refused before anything is exported (a first use's export takes seconds)."""
+    check_runtime(checkpoint, config)
+    _warn_of_lengths_past_the_model(checkpoint, config)
+    return _plan(checkpoint, config, export=True)
+
+
+def check_runtime(checkpoint, config: EngineConfig) -> None:
+    """Every refusal ``resolve_runtime`` would give ``checkpoint`` and ``config`` on this host,
+    without its work (no ONNX export, no warning): an adapter checks settings so before it listens
+    or starts a cluster, where the model's load comes later."""
+    _plan(checkpoint, config, export=False)
+
+
+def _warn_of_lengths_past_the_model(checkpoint, config: EngineConfig) -> None:
     positions = checkpoint.shape.max_position_embeddings
     if config.max_length > positions:
         log.warning("max_length=%d is more than the model's %d positions: texts are cut (or windowed) at %d tokens",
@@ -36,14 +50,18 @@ def resolve_runtime(checkpoint, config: EngineConfig) -> RuntimePlan:
             log.warning("window_stride=%d is more than the %d tokens a window of the model's %d positions holds: "
                         "windows start every %d tokens", config.window_stride, positions - 2, positions,
                         positions - 2)
+
+
+def _plan(checkpoint, config: EngineConfig, *, export: bool) -> RuntimePlan:
+    """The plan; without ``export``, an ONNX plan for a checkpoint not yet exported has no model file."""
     if checkpoint.is_exported:
         if config.backend is Backend.TORCH:
             raise ConfigError(f"{checkpoint.directory} holds an ONNX model, which only backend='onnx' runs")
         return _onnx_plan(checkpoint, config, Path(checkpoint.model_file))
     if config.backend is Backend.ONNX:
-        return _onnx_plan(checkpoint, config, None)
+        return _onnx_plan(checkpoint, config, None, export=export)
     if config.backend is Backend.AUTO and _onnx_preferred(config):
-        plan = _onnx_plan_or_none(checkpoint, config)
+        plan = _onnx_plan_or_none(checkpoint, config, export=export)
         if plan is not None:
             return plan
     return _torch_plan(checkpoint, config)
@@ -151,11 +169,11 @@ def _onnx_preferred(config: EngineConfig) -> bool:
     return False
 
 
-def _onnx_plan_or_none(checkpoint, config: EngineConfig) -> RuntimePlan | None:
+def _onnx_plan_or_none(checkpoint, config: EngineConfig, *, export: bool) -> RuntimePlan | None:
     """The ONNX plan ``backend='auto'`` prefers on the CPU, or None where it cannot be had
     (onnxruntime or onnx not installed, the export cache not writable): torch then runs."""
     try:
-        return _onnx_plan(checkpoint, config.replace(device="cpu"), None)
+        return _onnx_plan(checkpoint, config.replace(device="cpu"), None, export=export)
     except MissingExtraError:
         return None
     except (OSError, OutputWriteError) as err:
@@ -163,12 +181,12 @@ def _onnx_plan_or_none(checkpoint, config: EngineConfig) -> RuntimePlan | None:
         return None
 
 
-def _onnx_plan(checkpoint, config: EngineConfig, model_file: Path | None) -> RuntimePlan:
+def _onnx_plan(checkpoint, config: EngineConfig, model_file: Path | None, *, export: bool = True) -> RuntimePlan:
     if config.attention is Attention.PACKED:
         raise ConfigError("attention=packed runs with the torch backend; use backend=torch or attention=auto")
     device = onnx_device(config.device, config.precision)
     precision = onnx_precision(config.precision, checkpoint, device)
-    if model_file is None:
+    if model_file is None and export:
         from .models.onnx import MODEL_FILE
         from .onnx.cache import cached_export
         from .onnx.export import ExportOptions

@@ -160,6 +160,7 @@ def test_a_model_that_cannot_load_stops_serve_with_one_line_with_several_workers
 
 @pytest.mark.parametrize("flags, says", [(["--token-budget", "100"], "--token-budget 100: must be at least max_length"),
                                          (["--device", "cuda"], "CUDA is not available"),
+                                         (["--backend", "onnx", "--attention", "packed"], "attention=packed runs with"),
                                          (["--backend", "onnx", "--precision", "fp16"], "fp16")])
 def test_a_model_that_cannot_run_as_asked_stops_serve_with_several_workers_too(flags, says):
     """The check before the workers read the checkpoint only: a token budget, device or precision
@@ -168,6 +169,8 @@ def test_a_model_that_cannot_run_as_asked_stops_serve_with_several_workers_too(f
         done = run_structsent("serve", "--port", free_port(), "--workers", workers, *flags, text=True, timeout=120)
         assert done.returncode == 2, (workers, done.stderr)
         assert "Traceback" not in done.stderr and says in done.stderr.splitlines()[-1], (workers, done.stderr)
+        # Before it listens (one worker listened, said "Uvicorn running on ...", then stopped).
+        assert "Uvicorn running" not in done.stderr and done.stderr.count("\n") == 1, (workers, done.stderr)
 
 
 @pytest.mark.parametrize("signum, code", [("SIGTERM", 143), ("SIGINT", 130)])

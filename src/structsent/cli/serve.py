@@ -9,7 +9,7 @@ import signal
 from collections.abc import Iterator
 from typing import NoReturn
 
-from .._exit import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, Terminated
+from .._exit import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, Terminated
 from .numbers import decimal, integer
 
 API_KEY_ENVIRONMENT_VARIABLE = "STRUCTSENT_API_KEY"
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
 
         check_model_loads(settings)
     else:
-        check_model_directory(settings.model)
+        check_model_and_settings(settings)
     try:
         return _serve_processes(settings, args) if args.workers > 1 else _serve(settings, args)
     except SystemExit as err:  # uvicorn's exit when it could not start (it logged why)
@@ -139,15 +139,20 @@ def run(args: argparse.Namespace) -> int:
         raise
 
 
-def check_model_directory(model: str) -> None:
-    """A model named by a path that is no model directory fails before the server listens (it
-    listened, said "Uvicorn running on ...", then stopped once the load in the background failed).
-    A hub id is left to the load, which fetches it or says why it cannot."""
-    from ..models import resolve_directory
+def check_model_and_settings(settings) -> None:
+    """A model named by a path that is no model directory, or broken, or settings it cannot run
+    with (a token budget below its length, packed attention on ONNX, a device this host lacks),
+    fail before the server listens: it listened, said "Uvicorn running on ...", then stopped
+    once the load in the background failed. The checkpoint is read here and again by that load
+    (which then exports and warms up while /health answers); a hub id is left to the load, which
+    fetches it or says why it cannot."""
+    from ..models import load_checkpoint
     from ..models.hub import looks_like_hub_id
+    from ..runtime import check_runtime
+    from ..server.settings import engine_config_for
 
-    if not looks_like_hub_id(model):
-        resolve_directory(model)
+    if not looks_like_hub_id(settings.model):
+        check_runtime(load_checkpoint(settings.model), engine_config_for(settings))
 
 
 def check_listen_address(host: str, port: int, *, workers: int = 1) -> None:
@@ -212,6 +217,10 @@ def _serve(settings, args: argparse.Namespace) -> int:
         _run_until_stopped(server)
     except KeyboardInterrupt:  # Ctrl-C: uvicorn raises it again once it has shut down
         end_the_load(service, exit_status=EXIT_INTERRUPTED, farewell="structsent: interrupted")
+        raise
+    except SystemExit:  # uvicorn could not start (an address taken since it was checked): the load, begun, stops
+        end_the_load(service, exit_status=EXIT_BAD_INPUT,
+                     farewell="structsent: error: the server could not start (uvicorn's reason is in the line above)")
         raise
     end_the_load(service, exit_status=EXIT_OK)
     if service.load_error is not None:

@@ -71,7 +71,8 @@ def _run_locked_label_job(spec: "RayLabelSpec", source: "InputFiles", output_for
     if column is not None and column != spec.text_column:
         print(f"structsent: {only_column_notice(column)}", file=sys.stderr)
     if not (spec.ray_address or "").startswith("ray://"):  # through Ray Client the model may live only on the cluster
-        check_model_here(spec.model)
+        # The settings too on a cluster started here, whose actors run on this host as this check does.
+        check_model_here(spec.model, spec.config if spec.ray_address is None else None)
     started = time.perf_counter()
     with connected(spec.ray_address, quiet=spec.quiet) as ray:
         configure_this_job(quiet=spec.quiet)

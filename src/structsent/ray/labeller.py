@@ -181,7 +181,8 @@ def label_dataset(
                           "reserve GPUs; give batch_size (e.g. 2048)")
     _check_columns(ds, text_column, keep_columns, prefix)
     if check_model or (check_model is None and not _through_ray_client()):
-        check_model_here(_model_name(model))
+        # The settings too where the actors run on CPUs (as here); on GPUs, the actors' hosts decide.
+        check_model_here(_model_name(model), config if config.device == "cpu" else None)
     return ds.map_batches(
         labeller,
         batch_format="pyarrow",
@@ -298,13 +299,19 @@ def _resources(num_gpus: float | None, num_cpus: float | None) -> dict:
     return resources
 
 
-def check_model_here(model: str) -> None:
+def check_model_here(model: str, config: EngineConfig | None = None) -> None:
     """Fail before any actor starts when a named model is missing or broken here (an actor that
     fails to load its model reaches the driver only as an untyped ActorDiedError): its files,
-    config and weights are checked as a local load checks them. Hub ids are left to the actors."""
+    config and weights are checked as a local load checks them. Hub ids are left to the actors.
+    With ``config``, the settings are checked against the model as an actor's load checks them
+    (a token budget below its length, packed attention on ONNX...), without exporting: a
+    ConfigError here, not one per actor after the cluster started."""
     from ..models import load_checkpoint
     from ..models.hub import looks_like_hub_id
+    from ..runtime import check_runtime
 
     if str(model) != "default" and looks_like_hub_id(str(model)):
         return
-    load_checkpoint(model)
+    checkpoint = load_checkpoint(model)
+    if config is not None:
+        check_runtime(checkpoint, config)
