@@ -392,3 +392,42 @@ def test_json_lines_fields_of_empty_lists_and_null_fields_get_their_types_from_l
         assert table.column("pictures").to_pylist() == [record(i)["pictures"] for i in range(rows)]
         assert table.column("order").to_pylist() == [record(i)["order"] for i in range(rows)]
     assert pq.read_table(output).equals(pq.read_table(whole))
+
+
+def test_a_torch_resume_with_other_threads_or_batch_sizes_is_said(tmp_path, hf_model_dir, clf):
+    """Threads and batch sizes change how PyTorch splits its sums, and so the last digit of a
+    probability: such a resume was accepted without a word, and the file differed from an
+    uninterrupted run's in its last digits, where the README promised the same bytes."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        one = structsent.load(hf_model_dir, device="cpu", backend="torch", num_threads=1)
+        source, output = tmp_path / "in.csv", tmp_path / "out.csv"
+        write_reviews(source)
+        first_chunk_only(one, source, output)
+        other = structsent.load(hf_model_dir, device="cpu", backend="torch", num_threads=2, max_batch_size=7)
+        said: list[str] = []
+        LabelJob(spec(source, output, resume=True), other, notify=said.append).run()
+    finally:
+        torch.set_num_threads(threads)
+    assert said == ["resumed with other settings than the job began with (--num-threads was 1, now 2; "
+                    "--max-batch-size was 64, now 7): the probabilities of the rows labelled from here may "
+                    "differ from an uninterrupted run's in their last digit (PyTorch and GPUs split their sums "
+                    "by threads and batches)"]
+    rows = list(csv.reader(output.open(encoding="utf-8", newline="")))
+    assert [row[0] for row in rows[1:]] == [f"r{i}" for i in range(ROWS)]
+
+
+def test_a_resume_with_the_same_settings_or_on_onnx_runtime_says_nothing(tmp_path, hf_model_dir, clf):
+    """ONNX Runtime's probabilities on the CPU are the same bits whatever its threads and batches."""
+    source = tmp_path / "in.csv"
+    write_reviews(source)
+    other_threads = structsent.load(hf_model_dir, device="cpu", num_threads=2, max_batch_size=7)
+    assert clf.info()["backend"] == other_threads.info()["backend"] == "onnx"
+    for first, then, name in ((clf, other_threads, "onnx.csv"), (clf, clf, "same.csv")):
+        output = tmp_path / name
+        first_chunk_only(first, source, output)
+        said: list[str] = []
+        LabelJob(spec(source, output, resume=True), then, notify=said.append).run()
+        assert said == [] and len(output.read_text(encoding="utf-8").splitlines()) == ROWS + 1

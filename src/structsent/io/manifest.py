@@ -42,6 +42,10 @@ class Manifest:
     # the settings model_fingerprint hashed, so that a refused resume names the one that changed;
     # None in a manifest written before they were kept
     model_settings: dict | None = None
+    # settings that change only the last digits of a PyTorch or GPU run's probabilities (threads,
+    # batch sizes, chunk rows): a resume that changes them is said, not refused; None where they
+    # change nothing (ONNX Runtime on the CPU), or in a manifest written before they were kept
+    run_settings: dict | None = None
     # the file at the output's path the job is to replace (--overwrite), as file_identity gives it;
     # None: none, so a file found there at the end was written by another program while the job ran
     replaces: dict | None = None
@@ -79,6 +83,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "position": (int,), "line": (int,), "rows_done": (int,), "output_bytes": (int,), "parts": (int,),
     "cache_bytes": (int,), "ledger_bytes": (int,), "counts": (dict,), "version": (int,),
     "checksums": (dict, type(None)), "model_settings": (dict, type(None)), "replaces": (dict, type(None)),
+    "run_settings": (dict, type(None)),
     "written": (dict, type(None)),
 }
 
@@ -174,6 +179,17 @@ def model_settings(engine_info: dict, *, chunk_rows: int | None = None) -> dict:
 
 
 INT8_BATCH_SETTINGS = ("token_budget", "max_batch_size", "batch_overhead_tokens", "pad_multiple")
+
+
+def run_settings(engine_info: dict, *, threads: int | None, chunk_rows: int) -> dict | None:
+    """The settings that decide how a PyTorch or GPU run splits its sums (the threads, and what
+    forms its batches): the last digit of a probability may differ between two runs that differ
+    in them, so a resume that changes them is said. None where they change no bit: ONNX Runtime
+    on the CPU (its sums do not depend on them; int8's batch settings are model settings)."""
+    if engine_info.get("backend") == "onnx" and not str(engine_info.get("device", "")).startswith("cuda"):
+        return None
+    batches = {k: engine_info.get(k) for k in ("token_budget", "max_batch_size", "batch_overhead_tokens")}
+    return {"num_threads": threads, **batches, "chunk_rows": chunk_rows}
 
 
 def changed_settings(saved: dict | None, fresh: dict) -> str | None:

@@ -37,6 +37,7 @@ from ..io.manifest import (
     input_fingerprint,
     model_fingerprint,
     model_settings,
+    run_settings,
     same_input,
 )
 from ..io.paths import check_output_is_a_file, check_work_path, mode_of, read_only_once
@@ -260,6 +261,7 @@ class LabelJob:
             model_fingerprint=model_fingerprint(self.classifier.checkpoint.directory, self.classifier.info(),
                                                 chunk_rows=spec.chunk_rows),
             model_settings=model_settings(self.classifier.info(), chunk_rows=spec.chunk_rows),
+            run_settings=run_settings(self.classifier.info(), threads=self._threads(), chunk_rows=spec.chunk_rows),
             options=spec.options(),
             checksums={},
         )
@@ -333,7 +335,28 @@ class LabelJob:
         self._check_committed_bytes(saved)
         if self.spec.input_format is not Format.PARQUET:
             InputLedger(self._output().ledger).verify(self.spec.input, saved.ledger_bytes)
+        self._say_what_changes_the_last_digits(saved, fresh)
         return saved
+
+    def _say_what_changes_the_last_digits(self, saved: Manifest, fresh: Manifest) -> None:
+        """Threads and batch sizes change no label, but on PyTorch or a GPU they change how sums are
+        split, and so may change the last printed digit of a probability: a resume that changes them
+        is accepted (another host's cores) and said, as the file then is not byte for byte what an
+        uninterrupted run writes."""
+        changed = changed_settings(saved.run_settings, fresh.run_settings) if fresh.run_settings else None
+        if changed is not None:
+            self.notify(f"resumed with other settings than the job began with ({changed}): the probabilities "
+                        "of the rows labelled from here may differ from an uninterrupted run's in their last "
+                        "digit (PyTorch and GPUs split their sums by threads and batches)")
+
+    def _threads(self) -> int | None:
+        """The threads the model runs on: the set number, else PyTorch's own (ONNX Runtime's: None)."""
+        info = self.classifier.info()
+        if info.get("num_threads") or info.get("backend") != "torch":
+            return info.get("num_threads")
+        import torch
+
+        return torch.get_num_threads()
 
     def _output(self) -> OutputFiles:
         if self.files is None:
