@@ -366,3 +366,70 @@ def test_a_few_dates_years_apart_do_not_list_every_empty_month_between_them():
     sparse = [(start + datetime.timedelta(days=n)).isoformat() for n in range(0, 90, 3)]  # 30 days of 88
     days = aggregate(dated_rows(sparse), by="d", by_period=Period.DAY).breakdown.groups
     assert len(days) == 88 and all(g.kind == "period" for g in days) and sum(g.tally.rows for g in days) == 30
+
+
+# -- more distinct values than are tracked: the largest found, then counted exactly ------------------
+def test_the_largest_value_first_seen_past_those_tracked_is_listed_with_its_exact_count(tmp_path):
+    """A file sorted by time (users, then a popular shop): the value holding most rows came after the
+    first 10,000 distinct ones, and was left out of "the largest groups", folded into (other)."""
+    import csv
+
+    path = tmp_path / "late.csv"
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "text", "shop", "label", "score", "prob_负面", "prob_正面", "error"])
+        shops = [f"u{i}" for i in range(10_000)] + ["BIG"] * 3_000 + ["u7"] * 40 + ["BIG"] * 1_000
+        for n, shop in enumerate(shops):
+            negative = n % 4 == 0
+            writer.writerow([n, "好", shop, "负面" if negative else "正面", 0.9, 0.9 if negative else 0.1,
+                             0.1 if negative else 0.9, ""])
+    report, _ = build_report(str(path), by="shop", max_groups=3)
+    breakdown = report.breakdown
+    groups = {g.name: g for g in breakdown.groups}
+    names = [g.name for g in breakdown.groups]
+    assert breakdown.recounted and names[:2] == ["BIG", "u7"] and names[3] == "(other)"  # (then a 1-row tie)
+    big = [n for n, shop in enumerate(shops) if shop == "BIG"]
+    assert groups["BIG"].tally.rows == 4_000 and groups["BIG"].tally.labels == {
+        "负面": sum(n % 4 == 0 for n in big), "正面": sum(n % 4 != 0 for n in big)}
+    assert groups["u7"].tally.rows == 41 and groups[names[2]].tally.rows == 1
+    assert sum(g.tally.rows for g in breakdown.groups) == len(shops) == report.overall.rows
+    assert breakdown.untracked_rows == 0 and breakdown.unlisted_at_most <= 1
+
+
+def test_a_file_that_changes_between_the_two_reads_is_refused():
+    rows = [LabelledRow(n, LABELS[0], 0.9, None, "", f"v{n % 50}") for n in range(1, 201)]
+    aggregator = ReportAggregator(ReportOptions(labels=LABELS, by="v", tracked_groups=10))
+    for row in rows:
+        aggregator.add(row)
+    assert aggregator.needs_recount()
+    with pytest.raises(BadInputError, match="changed while the report read it"):
+        aggregator.recount(rows[:-1])
+
+
+def test_dates_are_never_read_twice():
+    rows = [LabelledRow(n, LABELS[0], 0.9, None, "", f"2024-{1 + n % 12:02d}-{1 + n % 28:02d}") for n in range(1, 400)]
+    aggregator = ReportAggregator(ReportOptions(labels=LABELS, by="d", tracked_groups=10))
+    for row in rows:
+        aggregator.add(row)
+    assert not aggregator.needs_recount() and aggregator.result().breakdown.period is not None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_heavy_hitters_monitor_every_value_more_frequent_than_their_bound(seed):
+    from structsent.report.aggregate import HeavyHitters
+
+    rng = random.Random(seed)
+    capacity = rng.choice([5, 20, 50])
+    stream = [int(rng.paretovariate(1.1)) for _ in range(rng.choice([300, 3_000]))]
+    if seed % 2:  # the frequent ones late
+        stream.sort(key=lambda v: -v)
+    counts = Counter(stream[:capacity])
+    sketch = HeavyHitters(capacity, {})
+    for value in stream:
+        sketch.add(value)
+    truth = Counter(stream)
+    bound = sketch.most_unmonitored()
+    assert len(sketch.keys()) <= capacity
+    assert {v for v, c in truth.items() if c > bound} <= set(sketch.keys())
+    assert all(sketch._estimate[v] >= truth[v] for v in sketch.keys())
+    assert counts  # (the stream is not empty)

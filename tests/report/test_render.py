@@ -204,3 +204,23 @@ def test_every_group_is_shown_by_a_name_of_its_own(tmp_path):
     built_in = {name for (kind, _), name in zip(cells, names) if kind != "value"}
     assert built_in == {"(empty)", "(other)"} and {'"(empty)"', '"(other)"'} <= set(names)  # the values
     assert ' a' not in names and '" a"' in names and '"   "' in names
+
+
+@pytest.mark.parametrize(("late", "missing"), [(3_000, False), (0, True)])  # 0: 30,040 values of 1 row
+def test_groups_counted_in_a_second_read_say_so_and_what_may_be_missing(tmp_path, late, missing):
+    """Past 10,000 distinct values the page said the groups were "the largest ... of the first distinct
+    values seen"; they are now found and counted exactly, and the page says whether a value not listed
+    can outnumber one listed (only where the listed ones are as small as the bound)."""
+    path = tmp_path / "labelled.jsonl"
+    shops = [f"u{i}" for i in range(10_000)] + [f"w{i % 3}" for i in range(late)] + [f"x{i}" for i in range(40)]
+    if not late:  # every value once: the bound grows past the rows of any value listed
+        shops += [f"z{i}" for i in range(20_000)]
+    path.write_text("".join(json.dumps({"text": "好", "shop": shop, "label": "正面", "score": 0.9, "prob_负面": 0.1,
+                                        "prob_正面": 0.9, "error": None}) + "\n" for shop in shops), encoding="utf-8")
+    write_report(str(path), str(tmp_path / "report.html"), by="shop", max_groups=3)
+    page = " ".join(html.unescape((tmp_path / "report.html").read_text(encoding="utf-8")).split())
+    assert "The 3 largest groups by rows, counted exactly in a second read of the file" in page
+    assert "first distinct values seen" not in page
+    assert ("may be missing here, where the smallest listed has 1 row" in page) is missing
+    if late:
+        assert all(f">w{i}<" in page for i in range(3)) and ">1,000<" in page.replace(" rows", "")

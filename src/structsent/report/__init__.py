@@ -81,6 +81,8 @@ def _built_report(path_in: str | os.PathLike[str], *, fmt: str, prefix: str | No
     aggregator = ReportAggregator(options)
     for row in labelled.rows():
         aggregator.add(row)
+    if aggregator.needs_recount():  # more distinct --by values than tracked: the largest, counted exactly
+        aggregator.recount(labelled.rows())
     return aggregator.result(), labelled.text_column, labelled.describe()
 
 

@@ -22,6 +22,7 @@ import dataclasses
 import datetime
 import enum
 import heapq
+import itertools
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -132,7 +133,11 @@ class Breakdown:
     period: Period | None  # None: grouped by value
     groups: list[GroupRow]
     other_values: int  # distinct values folded into "other" (those past tracked_groups not counted)
-    untracked_rows: int  # rows whose value came after tracked_groups distinct ones
+    untracked_rows: int  # rows whose value came after tracked_groups distinct ones (0 once recounted)
+    # More than tracked_groups distinct values: the largest were found in one read (space-saving) and
+    # counted exactly in a second; a value not listed has at most ``unlisted_at_most`` rows.
+    recounted: bool = False
+    unlisted_at_most: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +213,8 @@ class ReportAggregator:
         self._flagged: list[LabelledRow] = []
         self._groups: dict[GroupValue, Tally] = {}  # by exact value (bounded keys: see groups.py)
         self._untracked = Tally()
+        self._largest: HeavyHitters | None = None  # past tracked_groups distinct values: the likely largest
+        self._recounted = False
         self._days: dict[int, Tally] = {}
         self._late_days = Tally()  # rows dated on a day first seen after tracked_days distinct ones
         self._undated = Tally()
@@ -273,6 +280,11 @@ class ReportAggregator:
                 tally = self._groups[key] = Tally()
             else:
                 tally = self._untracked
+                if self._largest is None:  # the first value past those tracked: their counts so far are exact
+                    self._largest = HeavyHitters(self.options.tracked_groups,
+                                                 {k: t.rows for k, t in self._groups.items()})
+        if self._largest is not None:
+            self._largest.add(key)
         tally.add(row)
         if key.unreadable:
             self._unread.add(row)
@@ -307,6 +319,32 @@ class ReportAggregator:
             self._day_of[key] = day
         return day
 
+    # -- a second read, for the largest of many values ----------------------------------------------
+    def needs_recount(self) -> bool:
+        """Whether the groups are values (not dates), more than tracked_groups distinct: those tracked
+        are then the first seen, not the largest, and ``recount`` (a second read of the rows) counts
+        the likely largest exactly."""
+        return self._largest is not None and not self._recounted and not self._grouped_by_dates()
+
+    def recount(self, rows: Iterable[LabelledRow]) -> None:
+        """Exact tallies of the values the first read found likely largest, from ``rows`` read again
+        (the same rows: a file that changed in between is refused); every other value's rows are
+        (other)."""
+        assert self._largest is not None
+        groups: dict[GroupValue, Tally] = {key: Tally() for key in self._largest.keys()}
+        other, read = Tally(), 0
+        for row in rows:
+            read += 1
+            groups.get(group_value(row.group), other).add(row)
+        if read != self.overall.rows:
+            raise BadInputError(f"the file changed while the report read it ({self.overall.rows:,} rows, then "
+                                f"{read:,}); make the report once nothing writes it")
+        self._groups, self._untracked, self._recounted = groups, other, True
+
+    def _grouped_by_dates(self) -> bool:
+        # Dates when nearly every value is one: a stray "unknown" should not hide the time chart.
+        return bool(self._dated_rows) and self._dated_rows >= 0.95 * self._valued_rows
+
     # -- the result -------------------------------------------------------------------------------
     def result(self) -> Report:
         least = sorted(self._least, key=lambda entry: (-entry[0], -entry[1]))
@@ -332,8 +370,7 @@ class ReportAggregator:
         return dataclasses.replace(row, group=shown_name(row.group, taken))
 
     def _breakdown(self, by: str, taken: set[str]) -> Breakdown:
-        # Dates when nearly every value is one: a stray "unknown" should not hide the time chart.
-        if self._dated_rows and self._dated_rows >= 0.95 * self._valued_rows:
+        if self._grouped_by_dates():
             period = choose_period(self._days, self.options.by_period)
             groups = by_period(self._days, period, self.options.max_periods, late=self._late_days)
             if self._undated.rows:
@@ -354,7 +391,60 @@ class ReportAggregator:
         other.merge(self._untracked)
         if other.rows:
             groups.append(GroupRow(OTHER_ROW, other, "other"))
+        if self._recounted:
+            assert self._largest is not None
+            return Breakdown(by, None, groups, len(rest), 0, recounted=True,
+                             unlisted_at_most=self._largest.most_unmonitored())
         return Breakdown(by, None, groups, len(rest), self._untracked.rows)
+
+
+class HeavyHitters:
+    """The values that may be the most frequent in a stream, in bounded space (space-saving,
+    Metwally, Agrawal and El Abbadi, 2005): ``capacity`` values are monitored, each with an estimate
+    that is at least its count; a value not monitored occurs at most ``most_unmonitored()`` times,
+    so every value more frequent than that is among ``keys()``. The value to drop for a newcomer
+    (the smallest estimate) comes from a heap whose stale entries are refreshed as they surface."""
+
+    def __init__(self, capacity: int, counts: dict) -> None:
+        self.capacity = max(capacity, 1)
+        self._estimate = dict(counts)  # exact so far: counted before anything was dropped
+        self._order = itertools.count()
+        self._heap = [(estimate, next(self._order), key) for key, estimate in self._estimate.items()]
+        heapq.heapify(self._heap)
+
+    def add(self, key) -> None:
+        estimate = self._estimate.get(key)
+        if estimate is not None:
+            self._estimate[key] = estimate + 1
+            return
+        if len(self._estimate) < self.capacity:
+            self._monitor(key, 1)
+            return
+        smallest, dropped = self._smallest()
+        del self._estimate[dropped]
+        heapq.heappop(self._heap)
+        self._monitor(key, smallest + 1)  # it may have occurred as often as the value it replaces
+
+    def keys(self) -> list:
+        return list(self._estimate)
+
+    def most_unmonitored(self) -> int:
+        """The most any value not monitored can have occurred: the smallest estimate once the
+        monitored values are as many as ``capacity`` (0 before: every value seen is monitored)."""
+        return self._smallest()[0] if len(self._estimate) >= self.capacity else 0
+
+    def _monitor(self, key, estimate: int) -> None:
+        self._estimate[key] = estimate
+        heapq.heappush(self._heap, (estimate, next(self._order), key))
+
+    def _smallest(self) -> tuple[int, object]:
+        """The smallest estimate and its value, at the top of the heap (stale entries refreshed)."""
+        while True:
+            estimate, _, key = self._heap[0]
+            current = self._estimate[key]
+            if current == estimate:
+                return estimate, key
+            heapq.heapreplace(self._heap, (current, next(self._order), key))
 
 
 def _kind_of(key: GroupValue) -> str:

@@ -372,6 +372,8 @@ def _period_note(breakdown: Breakdown, period: str) -> str:
 
 def _value_note(breakdown: Breakdown) -> str:
     listed = sum(g.kind != 'other' for g in breakdown.groups)
+    if breakdown.recounted:
+        return _recounted_note(breakdown, listed)
     note = f"The {listed} largest groups by rows"
     if breakdown.untracked_rows:  # a value first seen after those tracked is not ranked: say so first
         note = f"The {listed} largest by rows of the first distinct values seen"
@@ -380,6 +382,20 @@ def _value_note(breakdown: Breakdown) -> str:
         if breakdown.untracked_rows:
             note += f", and {breakdown.untracked_rows:,} rows of values seen after the first distinct ones tracked"
     return note + "."
+
+
+def _recounted_note(breakdown: Breakdown, listed: int) -> str:
+    """The values were too many to count each: the likely largest were found in one read of the
+    file and counted exactly in a second. Whether a value not listed can outnumber one listed."""
+    bound = breakdown.unlisted_at_most
+    note = (f"The {listed:,} largest groups by rows, counted exactly in a second read of the file (it holds more "
+            f"distinct values than are counted one by one); any value not among the likely largest has at most "
+            f"{rows_in_words(bound)}")
+    smallest = min((g.tally.rows for g in breakdown.groups if g.kind != "other"), default=0)
+    if smallest < bound:
+        note += (f", so a value of up to {rows_in_words(bound)} may be missing here, where the smallest listed has "
+                 f"{rows_in_words(smallest)}")
+    return note + "; (other): every other value."
 
 
 def _have(count: int) -> str:
