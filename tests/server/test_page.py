@@ -138,6 +138,16 @@ def test_docs_come_from_the_package_not_a_cdn():
     assert app.get("/redoc").status_code == 404  # its script lives on a CDN: not offered
 
 
+def test_the_docs_page_is_never_framed_and_its_files_are_not_sniffed():
+    """/docs sent none of the page's headers: any site could frame it, Authorize box (the API key) and all."""
+    app = client()
+    page = app.get("/docs")
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY" and page.headers["referrer-policy"] == "no-referrer"
+    for path in ("/docs", "/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css"):
+        assert app.get(path).headers["x-content-type-options"] == "nosniff", path
+
+
 def test_no_page_flag_reaches_worker_processes():
     import argparse
 
