@@ -348,6 +348,7 @@ def test_summary_reports_counts_and_duplicates(hf_model_dir, reviews_file):
     texts = reviews_file.read_text(encoding="utf-8").split("\n")[:-1]
     duplicates = len([t for t in texts if t.strip()]) - len({t for t in texts if t.strip()})
     assert f"{len(texts):,} rows" in summary and "rows/s" in summary and "padding waste" in summary
+    assert f"engine: {hf_model_dir} (huggingface) on onnx fp32, cpu; max length 512 tokens" in summary
     assert f"flagged {texts.count('   ')}" in summary
     assert f"duplicates reused {duplicates:,}" in summary
 
@@ -731,6 +732,8 @@ def test_report_flag_writes_a_report_of_the_output(tmp_path, hf_model_dir, real_
     run_cli("label", source, "-o", out, "--report", report, "--report-by", "date", *model_args(hf_model_dir))
     page = report.read_text(encoding="utf-8")
     assert 'id="total-rows">60<' in page and 'id="job-figures"' in page
+    for name, value in (("backend", "onnx"), ("precision", "fp32"), ("max_length", "512"), ("long_text", "truncate")):
+        assert f'<th scope="row">{name}</th><td>{value}</td>' in page, name  # what labelled the rows
     no_file = run_cli("label", source, "--report", report, *model_args(hf_model_dir), check=False)
     assert no_file.returncode == 2 and b"--report needs an output file" in no_file.stderr
 

@@ -30,3 +30,25 @@ def test_summary_of_one_row_says_row():
     text = format_summary(summary, labels=["负面", "正面"])
     assert text.startswith("1 row: ") and "\n1 row in " in text and "1 rows" not in text
     assert format_summary(JobSummary(), labels=["负面", "正面"]).startswith("0 rows: ")
+
+
+def test_the_summary_says_what_labelled_the_rows():
+    """A finished job kept no record of its backend, precision or lengths (the manifest goes with the
+    work files): the summary names them as resolved."""
+    from structsent.jobs.progress import engine_line
+
+    info = {"model": "/m/\x1b[31mx", "format": "huggingface", "backend": "onnx", "device": "cpu", "precision": "int8",
+            "max_length": 512, "token_budget": 4096, "max_batch_size": 64, "batch_overhead_tokens": 32,
+            "pad_multiple": 8, "num_threads": None, "long_text": "truncate", "window_stride": None,
+            "attention": "padded"}
+    summary = JobSummary(rows=1, rows_this_run=1, seconds_this_run=1.0)
+    text = format_summary(summary, labels=["负面", "正面"], engine=info)
+    assert text.splitlines()[-1] == engine_line(info) == (
+        "engine: /m/\\x1b[31mx (huggingface) on onnx int8, cpu; max length 512 tokens, longer texts cut there; "
+        "token budget 4096, at most 64 texts a call (a call costs 32 tokens more), padded to multiples of 8; "
+        "threads: the runtime's own")
+    windows = engine_line({**info, "long_text": "windows", "window_stride": 255, "attention": "packed",
+                           "batch_overhead_tokens": None, "pad_multiple": None, "num_threads": 2})
+    assert "packed attention" in windows and "read in windows starting every 255 tokens" in windows
+    assert windows.endswith("at most 64 texts a call; threads: 2")
+    assert len(format_summary(summary, labels=["负面", "正面"]).splitlines()) == 2  # (no engine: as before)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 LABEL_PAD_MULTIPLE = 8
 MAX_CHUNK_ROWS = 10_000_000  # rows a chunk may hold (each is in memory while it is labelled)
+REPORTED_ENGINE_SETTINGS = ("model", "backend", "device", "precision", "max_length", "long_text")  # in --report's figures
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     elif not args.quiet:
         from ..jobs.progress import format_summary
 
-        print(format_summary(summary, labels=classifier.labels), file=sys.stderr)
+        print(format_summary(summary, labels=classifier.labels, engine=classifier.info()), file=sys.stderr)
     if summary.interrupted:
         print(f"interrupted after {summary.rows:,} rows; {_how_to_finish(spec)}", file=sys.stderr)
         return 128 + signum if signum else EXIT_INTERRUPTED
@@ -372,8 +373,8 @@ def _write_report(args, spec, summary, classifier, report_was: dict | None) -> N
     figures = None if summary.already_complete else {  # an output finished before: no figures of this run
         **summary.counters(), "rows_this_run": summary.rows_this_run,
         "rows_per_second": round(summary.rows_per_second, 1),  # of this run's rows (a resumed job's are fewer)
-        "padding_fraction": round(summary.padding_fraction, 4), "model": classifier.info()["model"],
-        "backend": classifier.info()["backend"], "device": classifier.info()["device"]}
+        "padding_fraction": round(summary.padding_fraction, 4),
+        **{name: classifier.info()[name] for name in REPORTED_ENGINE_SETTINGS}}
     _report_written_output(args, spec.output, report_was, fmt=spec.output_format.value, prefix=spec.prefix,
                            text_column=_report_text_column(spec, summary), job_figures=figures,
                            labels=classifier.labels)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from ..lines import rows_in_words
+from ..lines import one_line, rows_in_words
 from ..telemetry import gpu_snapshot
 
 
@@ -55,8 +55,9 @@ class ProgressBar:
             self.stream.flush()
 
 
-def format_summary(summary, *, labels) -> str:
-    """The end-of-job report: rows, labels, flagged, duplicates, time, throughput, padding."""
+def format_summary(summary, *, labels, engine: dict | None = None) -> str:
+    """The end-of-job report: rows, labels, flagged, duplicates, time, throughput, padding; with
+    ``engine`` (``Classifier.info()``), the settings the rows were labelled with, as resolved."""
     parts = [rows_in_words(summary.rows)]
     if summary.resumed_from:
         parts.append(f"({summary.resumed_from:,} done before resuming)")
@@ -74,4 +75,25 @@ def format_summary(summary, *, labels) -> str:
         f"({summary.rows_per_second:,.1f} rows/s); padding waste {summary.padding_fraction:.1%}; "
         f"model busy {summary.model_busy_fraction:.0%} of the time",
     ]
+    if engine is not None:
+        lines.append(engine_line(engine))
     return "\n".join(lines)
+
+
+def engine_line(info: dict) -> str:
+    """What labelled the rows, as resolved (a finished job keeps no other record of it): the model,
+    the runtime, the lengths, the batches and the threads."""
+    if info.get("long_text") == "windows":
+        texts = f"longer texts read in windows starting every {info.get('window_stride')} tokens"
+    else:
+        texts = "longer texts cut there"
+    attention = ", packed attention" if info.get("attention") == "packed" else ""
+    overhead = info.get("batch_overhead_tokens")
+    planned = f" (a call costs {overhead} tokens more)" if overhead is not None else ""
+    pad = f", padded to multiples of {info['pad_multiple']}" if info.get("pad_multiple") else ""
+    threads = info.get("num_threads") or "the runtime's own"
+    return one_line(
+        f"engine: {info.get('model')} ({info.get('format')}) on {info.get('backend')} {info.get('precision')}, "
+        f"{info.get('device')}{attention}; max length {info.get('max_length')} tokens, {texts}; token budget "
+        f"{info.get('token_budget')}, at most {info.get('max_batch_size')} texts a call{planned}{pad}; "
+        f"threads: {threads}")
