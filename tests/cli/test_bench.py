@@ -234,8 +234,24 @@ def test_bench_md_starts_with_the_model_texts_and_device_lines(tmp_path, capsys)
     assert bench("--out", str(out)) == 0
     result = json.loads((out / "bench.json").read_text(encoding="utf-8"))
     lines = (out / "bench.md").read_text(encoding="utf-8").splitlines()
-    assert lines[:4] == [f"- model: {result['model']}", f"- texts: {result['workload']}", f"- device: {result['device']}", ""]
-    assert " ISA " in lines[2] and lines[4].startswith("| configuration |")
+    assert lines[:5] == [f"- model: {result['model']}", f"- texts: {result['workload']}", f"- device: {result['device']}",
+                         "- engine settings: threads each runtime's own; token budget planned for the device", ""]
+    assert " ISA " in lines[2] and lines[5].startswith("| configuration |")
+    assert (result["num_threads"], result["token_budget"]) == (None, None)
+
+
+def test_the_engine_settings_bench_ran_with_are_recorded(tmp_path, capsys, monkeypatch):
+    """--num-threads and --token-budget (or their variables) change the figures, and neither bench.json,
+    bench.md nor the printed header said them."""
+    import json
+
+    out = tmp_path / "o"
+    monkeypatch.setenv("STRUCTSENT_TOKEN_BUDGET", "1024")
+    assert bench("--out", str(out), "--num-threads", "1") == 0
+    result = json.loads((out / "bench.json").read_text(encoding="utf-8"))
+    assert (result["num_threads"], result["token_budget"]) == (1, 1024)
+    line = "engine settings: threads 1; token budget 1024"
+    assert f"- {line}" in (out / "bench.md").read_text(encoding="utf-8") and line in capsys.readouterr().out
 
 
 def test_a_bench_stopped_after_its_runs_leaves_no_empty_output_directory(tmp_path, capsys, monkeypatch):

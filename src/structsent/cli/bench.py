@@ -152,7 +152,8 @@ def _bench(args, setup, chosen, checkpoint, workload, out: Path, model_dir: Path
             + _peak_caveat(rows, peak)
         best = fastest_within(rows, min_agreement=MIN_AGREEMENT)
         # bench.md carries them too: a CPU figure is never shown without the host's ISA and load.
-        header = [f"model: {one_line(model_note)}", f"texts: {one_line(workload.describe())}", f"device: {machine}"]
+        header = [f"model: {one_line(model_note)}", f"texts: {one_line(workload.describe())}", f"device: {machine}",
+                  _settings_line(setup)]
 
         meta = {
             "model": model_note, "model_dir": str(model_dir), "workload": workload.describe(),
@@ -162,6 +163,7 @@ def _bench(args, setup, chosen, checkpoint, workload, out: Path, model_dir: Path
             "fp32_matmul_peak_gflops_at_start": start_peak / 1e9 if start_peak else None,
             "fp32_matmul_peak_gflops_after_runs": end_peak / 1e9 if end_peak else None,
             "fastest_with_99_agreement": best.name if best else None,
+            "num_threads": setup.threads, "token_budget": setup.token_budget,  # None: each runtime's / the plan's
         }
         title = f"{model_title}: {len(workload.texts)} texts\n{machine}"
         _write_all_or_none(out, {
@@ -181,6 +183,14 @@ def _bench(args, setup, chosen, checkpoint, workload, out: Path, model_dir: Path
 
 
 OUTPUT_FILES = ("bench.json", "bench.png", "bench.md")
+
+
+def _settings_line(setup) -> str:
+    """The engine settings every configuration ran with (from flags or STRUCTSENT_* variables): they
+    change the figures, and were recorded nowhere."""
+    threads = setup.threads or "each runtime's own"
+    budget = setup.token_budget or "planned for the device"
+    return f"engine settings: threads {threads}; token budget {budget}"
 
 
 def _make_output_directory(out: Path) -> Path | None:
