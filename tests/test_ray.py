@@ -233,7 +233,7 @@ def test_cli_refuses_an_output_that_overlaps_the_input_and_deletes_nothing(tmp_p
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--token-budget", "100"], b"--token-budget 100: must be at least max_length"),
-    (["--backend", "onnx", "--attention", "packed"], b"attention=packed runs with the torch backend"),
+    (["--backend", "onnx", "--attention", "packed"], b"--attention packed runs with the torch backend"),
     (["--backend", "onnx", "--precision", "bf16"], b"not offered by the onnx backend"),
 ])
 def test_cli_refuses_settings_the_model_cannot_run_with_before_starting_ray(tmp_path, parquet_dir, flags, message):

@@ -1,5 +1,9 @@
 """structsent.cli.engine_flags: one flag and one STRUCTSENT_* variable per EngineConfig field."""
 
+import re
+
+import pytest
+
 
 def test_engine_flags_take_their_defaults_from_structsent_variables(monkeypatch):
     from structsent.cli import build_parser
@@ -238,12 +242,34 @@ def test_a_runtime_refusal_says_which_variables_set_what_it_names(monkeypatch, t
     monkeypatch.setenv("STRUCTSENT_BACKEND", "torch")
     assert main(["label", str(source), *out, "--attention", "packed"]) == 2  # the one the reason names, not backend
     assert capsys.readouterr().err.strip().endswith(
-        "pad_multiple=16 asks for texts padded to its multiples; use one of them (attention=auto pads then) "
+        "--pad-multiple 16 asks for texts padded to its multiples; use one of them (--attention auto pads then) "
         "(STRUCTSENT_PAD_MULTIPLE='16' is set in the environment)")
     monkeypatch.delenv("STRUCTSENT_PAD_MULTIPLE")
     assert main(["label", str(source), *out, "--model", "~no-such-user-x7/device-backend"]) == 2  # words of a path
     assert capsys.readouterr().err.strip().endswith("give the directory in full")
     assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize(("flags", "says"), [
+    (["--device", "cuda"], "use --device cpu or install a CUDA build of torch"),
+    (["--backend", "onnx", "--attention", "packed"],
+     "--attention packed runs with the torch backend; use --backend torch or --attention auto"),
+    (["--backend", "onnx", "--precision", "bf16"], "use --backend torch for bf16/fp16"),
+])
+def test_advice_on_settings_names_the_command_s_flags(tmp_path, capsys, flags, says):
+    """It spoke the library's words on the command line: "use device='cpu'", "use backend=torch"."""
+    import torch
+
+    if flags[1] == "cuda" and torch.cuda.is_available():
+        pytest.skip("this host has CUDA")
+    from structsent.cli import main
+
+    source = tmp_path / "in.txt"
+    source.write_text("好\n", encoding="utf-8")
+    assert main(["label", str(source), "-o", str(tmp_path / "out.csv"), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("structsent: error: ") and err.endswith(says), err
+    assert not re.search(r"\b(device|backend|attention|precision)=", err), err
 
 
 def test_help_says_the_value_a_variable_sets_beside_the_default(monkeypatch):

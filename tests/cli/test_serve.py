@@ -160,7 +160,7 @@ def test_a_model_that_cannot_load_stops_serve_with_one_line_with_several_workers
 
 @pytest.mark.parametrize("flags, says", [(["--token-budget", "100"], "--token-budget 100: must be at least max_length"),
                                          (["--device", "cuda"], "CUDA is not available"),
-                                         (["--backend", "onnx", "--attention", "packed"], "attention=packed runs with"),
+                                         (["--backend", "onnx", "--attention", "packed"], "--attention packed runs with"),
                                          (["--backend", "onnx", "--precision", "fp16"], "fp16")])
 def test_a_model_that_cannot_run_as_asked_stops_serve_with_several_workers_too(flags, says):
     """The check before the workers read the checkpoint only: a token budget, device or precision

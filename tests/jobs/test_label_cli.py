@@ -309,8 +309,8 @@ def test_attention_packed_drops_the_job_s_pad_multiple_and_one_given_is_refused_
                            rows)
     assert main([*args, "--overwrite", "--pad-multiple", "8"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "structsent: error: attention=packed computes no padding, and pad_multiple=8 asks for texts padded to its "
-        "multiples; use one of them (attention=auto pads then)")
+        "structsent: error: --attention packed computes no padding, and --pad-multiple 8 asks for texts padded to "
+        "its multiples; use one of them (--attention auto pads then)")
 
 
 @pytest.mark.parametrize("suffix", ["csv", "parquet"])

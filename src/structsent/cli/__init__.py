@@ -162,7 +162,19 @@ def in_the_users_words(err: StructsentError, args: argparse.Namespace | None) ->
             if message.startswith(opening):
                 named = f"{typed.get(dest, flags[dest])} {value}: {message.removeprefix(opening)}"
                 break
-    return named + _variables_behind(named, values, typed)
+    return _settings_as_flags(named, flags) + _variables_behind(named, values, typed)
+
+
+def _settings_as_flags(message: str, flags: dict[str, str]) -> str:
+    """The library's spelling of a setting in advice ("use device='cpu'", "attention=packed runs
+    with ...") as the command's flag ("use --device cpu")."""
+    def as_flag(match: re.Match) -> str:
+        return f"{flags[match[1]]} {match[3]}"
+
+    names = "|".join(re.escape(dest) for dest in sorted(flags, key=len, reverse=True) if dest.isidentifier())
+    if not names:
+        return message
+    return re.sub(rf"(?<![\w-])({names})=(['\"]?)([\w.:-]+)\2(?![\w=])", as_flag, message)
 
 
 def _names_setting(message: str, name: str) -> bool:
