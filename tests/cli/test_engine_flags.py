@@ -284,3 +284,14 @@ def test_help_says_the_value_a_variable_sets_beside_the_default(monkeypatch):
         assert "(default: auto); STRUCTSENT_DEVICE='cpu' sets it now" in text, command
         assert "STRUCTSENT_TOKEN_BUDGET='50%' sets it now" in text, command
         assert "STRUCTSENT_NUM_THREADS" not in text.split("--num-threads", 1)[1].split("--", 1)[0]
+
+
+@pytest.mark.parametrize(("value", "shown"), [(" cpu", "' cpu'"), ("", "''"), ("cpu ", "'cpu '"), ("CPU", "CPU")])
+def test_a_refused_flag_value_with_blanks_is_quoted(tmp_path, capsys, value, shown):
+    """"--device  cpu: expected ..." hid the space that made it wrong, "--device : ..." the empty value."""
+    from structsent.cli import main
+
+    source = tmp_path / "in.txt"
+    source.write_text("好\n", encoding="utf-8")
+    assert main(["label", str(source), "--device", value]) == 2
+    assert capsys.readouterr().err == f"structsent: error: --device {shown}: expected one of auto, cpu, cuda, cuda:N\n"

@@ -462,3 +462,13 @@ def test_engine_variables_an_export_does_not_read_are_named(source, tmp_path, ca
         "(--int8, --no-optimize)" for name in ("STRUCTSENT_MAX_LENGTH", "STRUCTSENT_PRECISION")]
     assert json.loads((tmp_path / "out" / "config.json").read_text(encoding="utf-8"))["structsent_onnx"]["precision"] \
         == "fp32"
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+def test_precision_is_not_an_export_flag_and_the_refusal_names_the_one_that_is(tmp_path, capsys, precision):
+    """`export --precision int8` (the engine's flag) said only "unrecognized arguments"."""
+    assert main(["export", "default", "-o", str(tmp_path / "out"), "--precision", precision]) == 2
+    assert capsys.readouterr().err == ("structsent: error: export has no --precision: it writes fp32, or int8 with "
+                                       "--int8 (an ONNX export holds no fp16 or bf16: the torch backend runs those "
+                                       "from the source checkpoint)\n")
+    assert not (tmp_path / "out").exists()

@@ -160,9 +160,17 @@ def in_the_users_words(err: StructsentError, args: argparse.Namespace | None) ->
         for dest, value in values.items():
             opening = f"{dest}={value!r}: "
             if message.startswith(opening):
-                named = f"{typed.get(dest, flags[dest])} {value}: {message.removeprefix(opening)}"
+                named = f"{typed.get(dest, flags[dest])} {_shown_value(value)}: {message.removeprefix(opening)}"
                 break
     return _settings_as_flags(named, flags) + _variables_behind(named, values, typed)
+
+
+def _shown_value(value: object) -> object:
+    """A flag's value as the user can see it: quoted where it is empty or holds blanks ("--device  cpu:"
+    hid the space that made it wrong; "--device :" the empty value)."""
+    if isinstance(value, str) and (not value or any(c.isspace() for c in value)):
+        return repr(value)
+    return value
 
 
 def _settings_as_flags(message: str, flags: dict[str, str]) -> str:

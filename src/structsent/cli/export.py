@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replace an earlier ONNX export in --output (the new export is written beside it "
                              "and renamed into place when complete)")
     parser.add_argument("--int8", action="store_true", help="dynamic int8 quantization (CPU)")
+    # Not an option of export: said as such, with the flag that is (it was "unrecognized arguments").
+    parser.add_argument("--precision", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--no-optimize", dest="optimize", action="store_false",
                         help="skip ONNX Runtime's BERT fusions (attention, LayerNorm, GELU); by default the graph "
                              "is fused, as the export cache does")
@@ -44,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
     from ..onnx.validate import packaged_sample_texts
     from .signals import sigterm_as_interrupt
 
+    if args.precision is not None:
+        raise ConfigError("export has no --precision: it writes fp32, or int8 with --int8 (an ONNX export holds no "
+                          "fp16 or bf16: the torch backend runs those from the source checkpoint)")
     if args.validate_n < 0:
         raise ConfigError("--validate-n must be at least 0")
     _warn_of_engine_variables()
