@@ -132,10 +132,12 @@ class EngineConfig:
     long_text: LongTextPolicy = _setting(LongTextPolicy.TRUNCATE,
                                          "a text over max_length: truncate it, or score overlapping windows")
     window_stride: int | None = _setting(None, "tokens between window starts with long_text=windows (default: half a window)")
-    num_threads: int | None = _setting(None, "CPU threads of the runtime, 0..1024 (default and 0: the runtime's own); "
-                                                "with the torch backend PyTorch's count for the whole process")
+    num_threads: int | None = _setting(None, "CPU threads of the runtime, 0..1024 (default and 0: the runtime's own; "
+                                                "serve --model-workers N divides the cores among them); with the "
+                                                "torch backend PyTorch's count for the whole process")
     batch_overhead_tokens: int | None = _setting(
-        None, "the planner's cost of one model call, in tokens (default: 32 on CPU; on CUDA batches are filled)")
+        None, "the planner's cost of one model call, in tokens (default: 32 on CPU; on CUDA batches are filled; "
+              "packed attention fills batches in real tokens and does not use it)")
     # A text's result then does not depend on what else is in its call: bit for bit on ONNX
     # Runtime CPU. CPU only: on a GPU results depend on the batch shape anyway.
     pad_multiple: int | None = _setting(
