@@ -37,7 +37,9 @@ def load(name_or_path: str | Path = "default", *, config: EngineConfig | None = 
     ``name_or_path``: ``"default"`` (the bundled model), a Hugging Face or ModelScope checkpoint
     directory, or a hub id (downloaded only when a hub client is installed and online).
     ``options`` are EngineConfig fields, e.g. ``device="cuda"``, ``precision="int8"``,
-    ``token_budget=4096``, ``long_text="windows"``.
+    ``token_budget=4096``, ``long_text="windows"``; given beside ``config``, they replace its
+    fields of the same names (``config.replace(**options)``). STRUCTSENT_* variables are the
+    command line's: the library does not read them.
 
     Raises ModelNotFoundError, ModelFormatError (a broken directory, a config that does not fit
     the weights, weights that give NaN or inf on a warm-up batch), ConfigError or MissingExtraError.

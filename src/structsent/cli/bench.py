@@ -55,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--configs", default=None,
                         help=f"comma-separated configurations to run, on a CPU: {', '.join(cpu)}; on CUDA: "
                              f"{', '.join(cuda)} (torch-bf16 as --bf16 says; default: all offered on the device "
-                             f"but {', '.join(n for n in cpu + cuda if n not in DEFAULT_CONFIGURATIONS)})")
+                             f"but {', '.join(n for n in cpu + cuda if n not in DEFAULT_CONFIGURATIONS)}; "
+                             "torch-fp32 runs whatever is chosen: label agreement is measured against it)")
     parser.add_argument("--chunks", type=integer, default=1,
                         help="split the texts into this many chunks and run every configuration on each "
                              "chunk in turn (interleaved, robust to changing machine load; the structsent "
