@@ -310,7 +310,7 @@ def test_help_lists_every_configuration_name(capsys, monkeypatch):
     assert {"onnx-int8", "torch-fp16-padded", "torch-bf16", "onnx-int8-unfused"} <= set(names)
     assert all(f" {name}," in text or f" {name};" in text or f" {name} " in text for name in names)
     assert "on a CPU: one-by-one, fixed-32, pipeline, torch-fp32, onnx-fp32, onnx-int8," in text
-    assert "but onnx-fp32-unfused, onnx-int8-unfused)" in text
+    assert "but onnx-fp32-unfused, onnx-int8-unfused; torch-fp32 runs whatever is chosen" in text
 
 
 def test_bench_json_records_the_chunks_that_ran(tmp_path):
