@@ -1224,3 +1224,18 @@ def test_the_only_column_notice_shows_a_name_s_control_characters_escaped_once(t
     source.write_bytes(b"a\x1b[31mred\n\xe5\xa5\xbd\n")
     proc = run_cli("label", source, *model_args(hf_model_dir))
     assert "labelling the only column, 'a\\x1b[31mred': line 1" in proc.stderr.decode()
+
+
+@pytest.mark.parametrize(("name", "named"), [("in.csv.gz", " --format csv"), ("in.jsonl.zst", " --format jsonl"),
+                                             ("in.gz", "")])
+def test_a_compressed_input_is_refused_with_the_way_to_stream_it(tmp_path, name, named):
+    """It said "cannot tell the format from the name; pass --format", which then read the compressed bytes."""
+    import gzip
+
+    source = tmp_path / name
+    source.write_bytes(gzip.compress(b"id,text\n1,\xe5\xa5\xbd\n"))
+    proc = run_cli("label", source, "-o", tmp_path / "out.csv", check=False)
+    assert proc.returncode == 2 and proc.stderr.decode().strip() == (
+        f"structsent: error: {source}: a compressed file ({source.suffix}) is not read; decompress it first, or "
+        f"stream it to `structsent label -{named}` (e.g. zcat {name} | structsent label -{named})")
+    assert not (tmp_path / "out.csv").exists()

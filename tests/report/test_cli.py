@@ -29,7 +29,8 @@ def test_writes_the_page_and_says_so(tmp_path, labelled_csv):
 @pytest.mark.parametrize("case", ["no label columns", "missing file", "existing output", "output is input", "bad flag value",
                                   "empty output path", "a device", "inside the input directory", "a loop as output",
                                   "a loop as input", "through a file", "a pipe as input", "standard output",
-                                  "a directory's name", "a directory's name with a dot", "a period without --by"])
+                                  "a directory's name", "a directory's name with a dot", "a period without --by",
+                                  "standard input", "a compressed file"])
 def test_bad_input_is_exit_2_with_one_line(tmp_path, labelled_csv, case):
     plain = tmp_path / "plain.csv"
     plain.write_text("id,text\n1,好评\n", encoding="utf-8")
@@ -38,6 +39,7 @@ def test_bad_input_is_exit_2_with_one_line(tmp_path, labelled_csv, case):
     (tmp_path / "loop.html").symlink_to("loop.html")
     (tmp_path / "loop.csv").symlink_to("loop.csv")
     os.mkfifo(tmp_path / "fifo.csv")  # no one writes it: opening it to read would wait for ever
+    (tmp_path / "out.csv.gz").write_bytes(b"\x1f\x8b\x08\x00")
     args, expected = {
         "no label columns": ([plain, "-o", tmp_path / "r.html"], "no label columns"),
         "missing file": ([tmp_path / "absent.csv", "-o", tmp_path / "r.html"], "absent.csv: no such file"),
@@ -62,6 +64,10 @@ def test_bad_input_is_exit_2_with_one_line(tmp_path, labelled_csv, case):
         # accepted and ignored; refused whenever given, its default (auto) too
         "a period without --by": ([labelled_csv, "-o", tmp_path / "r.html", "--by-period", "auto"],
                                   "--by-period needs --by COLUMN"),
+        # "-: no such file" (label reads "-" as standard input); "cannot tell the format from the name"
+        "standard input": (["-", "-o", tmp_path / "r.html"], "-: the report reads a file, not standard input"),
+        "a compressed file": ([tmp_path / "out.csv.gz", "-o", tmp_path / "r.html"],
+                              "out.csv.gz: a compressed file is not read; decompress it first"),
     }[case]
     proc = report_cli(*args)
     assert proc.returncode == 2

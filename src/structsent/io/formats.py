@@ -46,6 +46,11 @@ def detect_format(path: str, requested: str = "auto") -> Format:
     suffix = Path(path).suffix.lower()
     if suffix in _SUFFIXES:
         return _SUFFIXES[suffix]
+    if suffix in COMPRESSED_SUFFIXES:
+        inner = _SUFFIXES.get(Path(Path(path).stem).suffix.lower())
+        named = f" --format {inner.value}" if inner is not None else ""
+        raise BadInputError(f"{path}: a compressed file ({suffix}) is not read; decompress it first, or stream it "
+                            f"to `structsent label -{named}` (e.g. zcat {Path(path).name} | structsent label -{named})")
     raise BadInputError(
         f"{path}: cannot tell the format from the name; pass --format "
         f"({', '.join(f.value for f in Format)})"

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import SupportsFloat, SupportsIndex
 
 from ..errors import BadInputError, NoSuchColumnError
-from ..io.formats import Format, detect_format
+from ..io.formats import COMPRESSED_SUFFIXES, Format, detect_format
 from ..io.paths import mode_of
 from ..io.readers import BYTE_ORDER_MARK, CSV_FIELD_LIMIT, ParquetReader, arrow_reason, open_reader
 from ..io.sniff import check_header, check_not_utf16
@@ -164,6 +164,9 @@ def open_labelled(path: str, *, fmt: str = "auto", prefix: str | None = None, te
     """Check ``path`` is a labelled file and resolve its columns; rows are read later, streamed.
     ``labels``: the model's, where the caller knows them (`label --report`): a JSON Lines file of no
     rows, which names no column, then has the columns the job would have written."""
+    if fmt == "auto" and Path(path).suffix.lower() in COMPRESSED_SUFFIXES:  # (label's advice is to stream it)
+        raise BadInputError(f"{path}: a compressed file is not read; decompress it first (the report reads its input "
+                            "more than once)")
     try:
         format_ = detect_format(path, fmt)
     except BadInputError:  # its message offers plain text, which has no label columns
@@ -292,6 +295,9 @@ def check_input_file(path: str) -> None:
     """A regular file: the report reads its input more than once (its header, then its rows), so a
     pipe would lose its head to the first read (or block on a named pipe no one writes)."""
     mode = mode_of(Path(path))
+    if mode is None and path == "-":  # (label reads standard input as "-")
+        raise BadInputError("-: the report reads a file, not standard input (it reads its input more than once): "
+                            "save it to a file first")
     if mode is None:
         raise BadInputError(f"{path}: no such file")
     if stat.S_ISDIR(mode):
