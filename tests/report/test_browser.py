@@ -122,3 +122,31 @@ def test_a_search_for_white_space_other_than_ascii_matches_as_typed(tmp_path, qu
     visible = [int(cells[0]) for hidden, cells in dom.tables["least-certain-rows"]["rows"] if not hidden]
     assert sorted(visible) == shown
     assert dom.by_id["least-certain-rows-count"] == f"{len(shown)} of {len(texts)} rows shown"
+
+
+def test_counts_read_as_the_page_writes_them_and_a_link_followed_on_the_open_page_applies(tmp_path):
+    """After a search the count lost its separators ("111 of 10001 rows shown", the page wrote "10,001 of
+    10,001"); "+" in a link's query became a space (URLSearchParams); a link to another view followed on
+    the open page did nothing (no hashchange listener)."""
+    from ..server.chromium import Chromium
+
+    texts = [("C++ 很好" if i % 3 == 0 else "一般") + str(i) for i in range(1_200)]
+    rows = [InputRow(i + 1, {"id": f"r{i}", "text": text}, text) for i, text in enumerate(texts)]
+    results = [to_result(np.array([0.45, 0.55]), LABELS) for _ in texts]
+    labelled, page = tmp_path / "labelled.jsonl", tmp_path / "report.html"
+    write_labelled(labelled, "jsonl", Sample(rows, results))
+    write_report(str(labelled), str(page), least_certain=2_000)
+    dom = rendered(page, "least-certain-rows.q=C++")
+    visible = [int(cells[0].replace(",", "")) for hidden, cells in dom.tables["least-certain-rows"]["rows"] if not hidden]
+    assert sorted(visible) == [i + 1 for i in range(0, 1_200, 3)]
+    assert dom.by_id["least-certain-rows-count"] == "400 of 1,200 rows shown"
+    browser = Chromium(tmp_path / "profile")
+    try:
+        browser.open(page.as_uri())
+        count = "document.getElementById('least-certain-rows-count').textContent"
+        assert browser.evaluate(count) == "1,200 of 1,200 rows shown"
+        browser.evaluate("location.hash = 'least-certain-rows.q=' + encodeURIComponent('一般11')")
+        matching = sum("一般11" in text for text in texts)
+        assert browser.wait_for(f"{count} !== '1,200 of 1,200 rows shown' && {count}") == f"{matching} of 1,200 rows shown"
+    finally:
+        browser.close()

@@ -79,7 +79,12 @@ SCRIPT = """
       if (hit) { shown += 1; }
     }
     var count = document.getElementById(table.id + "-count");
-    if (count) { count.textContent = shown + " of " + rows.length + " rows shown"; }
+    if (count) { count.textContent = shownCount(shown, rows.length); }
+  }
+  // As the page writes it before any search: "10,001 of 10,001 rows shown", "1 of 1 row shown".
+  function shownCount(shown, total) {
+    return shown.toLocaleString("en-US") + " of " + total.toLocaleString("en-US") + (total === 1 ? " row" : " rows")
+      + " shown";
   }
   function wire(table) {
     var headers = table.tHead.rows[0].cells;
@@ -94,9 +99,21 @@ SCRIPT = """
     if (search) { search.addEventListener("input", function () { filterTable(table, search.value); }); }
   }
   // A link can open a view: #TABLE.q=TEXT searches, #TABLE.sort=COLUMN.desc sorts (column from 0).
+  // Each "key=value" decoded as a URI component: URLSearchParams read "+" as a space (C++ became "C  ").
+  function hashSettings() {
+    var settings = [];
+    window.location.hash.slice(1).split("&").forEach(function (pair) {
+      var equals = pair.indexOf("=");
+      if (equals < 1) { return; }
+      try {
+        settings.push([decodeURIComponent(pair.slice(0, equals)), decodeURIComponent(pair.slice(equals + 1))]);
+      } catch (malformed) { /* a broken escape: that setting is ignored */ }
+    });
+    return settings;
+  }
   function applyHash() {
-    var params = new URLSearchParams(window.location.hash.slice(1));
-    params.forEach(function (setting, key) {
+    hashSettings().forEach(function (entry) {
+      var key = entry[0], setting = entry[1];
       var dot = key.lastIndexOf(".");
       var table = document.getElementById(key.slice(0, dot));
       if (!table || table.tagName !== "TABLE") { return; }
@@ -113,6 +130,7 @@ SCRIPT = """
   }
   Array.prototype.forEach.call(document.querySelectorAll("table.interactive"), wire);
   applyHash();
+  window.addEventListener("hashchange", applyHash);  // a link to another view, followed on the open page
 })();
 """
 
@@ -189,7 +207,7 @@ def _searchable(table_id: str, caption: str, header: str, rows: list[str]) -> st
     return (
         f'<div class="tools"><input type="search" id="{table_id}-search" placeholder="Search" '
         f'aria-label="Search {esc(caption)}"><span class="muted" id="{table_id}-count">'
-        f"{len(rows):,} of {len(rows):,} rows shown</span></div>"
+        f"{len(rows):,} of {len(rows):,} {'row' if len(rows) == 1 else 'rows'} shown</span></div>"
         f'<div class="scroll"><table class="interactive" id="{table_id}">{header}<tbody>{"".join(rows)}</tbody></table></div>'
     )
 
@@ -374,9 +392,9 @@ def _value_note(breakdown: Breakdown) -> str:
     listed = sum(g.kind != 'other' for g in breakdown.groups)
     if breakdown.recounted:
         return _recounted_note(breakdown, listed)
-    note = f"The {listed} largest groups by rows"
+    note = f"The {listed:,} largest groups by rows"
     if breakdown.untracked_rows:  # a value first seen after those tracked is not ranked: say so first
-        note = f"The {listed} largest by rows of the first distinct values seen"
+        note = f"The {listed:,} largest by rows of the first distinct values seen"
     if breakdown.other_values or breakdown.untracked_rows:
         note += f"; (other): {breakdown.other_values:,} smaller values"
         if breakdown.untracked_rows:
