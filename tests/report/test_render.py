@@ -224,3 +224,21 @@ def test_groups_counted_in_a_second_read_say_so_and_what_may_be_missing(tmp_path
     assert ("may be missing here, where the smallest listed has 1 row" in page) is missing
     if late:
         assert all(f">w{i}<" in page for i in range(3)) and ">1,000<" in page.replace(" rows", "")
+
+
+def test_the_group_chart_stops_at_its_bars_while_the_table_lists_every_group(tmp_path):
+    """--max-groups 10000 drew 10,000 bars: a page 240,000 pixels tall."""
+    from structsent.report.render import MAX_CHART_BARS
+
+    path = tmp_path / "labelled.jsonl"
+    shops = [f"g{i:03d}" for i in range(250)] * 2 + [f"g{i:03d}" for i in range(250, 400)]
+    path.write_text("".join(json.dumps({"text": "好", "shop": shop, "label": "正面", "score": 0.9, "prob_负面": 0.1,
+                                        "prob_正面": 0.9, "error": None}) + "\n" for shop in shops), encoding="utf-8")
+    write_report(str(path), str(tmp_path / "report.html"), by="shop", max_groups=300)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    section = page[page.index('<section id="groups">'):]
+    chart, table = section[:section.index("</figure>")], section[section.index("</figure>"):]
+    assert MAX_CHART_BARS == 200
+    assert "g199" in chart and "g200" not in chart and "(other)" in chart  # the largest (by rows, then name)
+    assert "the 200 largest groups and (other); the table lists all 301" in chart
+    assert all(f">g{i:03d}<" in table for i in range(300)) and "(other)" in table

@@ -329,20 +329,34 @@ def _breakdown(breakdown: Breakdown, report: Report, colors: dict[str, str]) -> 
     names += [(f"{label} share", True) for label in report.labels] + [("Mean score", True)]
     rows = [_group_row(group, report) for group in breakdown.groups if group.kind not in ("gap", "folded")]
     color = colors[negative]
+    caption = f"Share of {negative} among labelled rows"
     if breakdown.period is None:
+        charted = _charted_groups(breakdown.groups)
         bars = [Bar(g.name, g.tally.share(negative), f"{_percent(g.tally.share(negative))} of {g.tally.labelled:,}",
-                    _tip(g, negative), color) for g in breakdown.groups]
+                    _tip(g, negative), color) for g in charted]
         chart = horizontal_bars(bars, label=f"{negative} share per {breakdown.column}")
         note = _value_note(breakdown)
+        if len(charted) < len(breakdown.groups):
+            caption += f" (the {MAX_CHART_BARS:,} largest groups and (other); the table lists all {len(rows):,})"
     else:
         points = [_period_point(g, negative) for g in breakdown.groups if g.kind in ("period", "gap", "folded")]
         chart = share_line(points, label=f"{negative} share per {breakdown.period.value}", color=color)
         note = _period_note(breakdown, breakdown.period.value)
     return (
         f'<section id="groups"><h2>By {esc(breakdown.column)}</h2><p class="muted">{esc(note)}</p>'
-        f'<figure>{chart}<figcaption>Share of {esc(negative)} among labelled rows</figcaption></figure>'
+        f'<figure>{chart}<figcaption>{esc(caption)}</figcaption></figure>'
         f'{_searchable("group-table", "groups", _header(names, True), rows)}</section>'
     )
+
+
+MAX_CHART_BARS = 200  # past it a chart is a scroll of bars (10,000 groups: a page 240,000 pixels tall)
+
+
+def _charted_groups(groups: list[GroupRow]) -> list[GroupRow]:
+    """The groups the chart shows: the first MAX_CHART_BARS (the largest) and the (other) row."""
+    if len(groups) <= MAX_CHART_BARS + 1:
+        return groups
+    return groups[:MAX_CHART_BARS] + [g for g in groups[MAX_CHART_BARS:] if g.kind == "other"]
 
 
 def _group_heading(breakdown: Breakdown) -> str:
