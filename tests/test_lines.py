@@ -78,3 +78,13 @@ def test_a_name_holding_a_byte_that_is_not_utf8_is_said_as_that_byte(tmp_path):
     said = proc.stderr.decode("utf-8")  # strict: valid UTF-8
     assert said.startswith(f"structsent: error: {tmp_path}/ok\\xff.csv: no label columns"), said
     assert len(said.splitlines()) == 1
+
+
+def test_bidirectional_controls_are_escaped_so_a_name_reads_as_it_is():
+    """A right-to-left override in a file name showed the rest of the line reversed ("evil\\u202ecod.exe"
+    read as "evilexe.doc")."""
+    from structsent.lines import one_line
+
+    for control in ("\u202e", "\u202a", "\u2066", "\u2069", "\u200f", "\u061c"):
+        assert one_line(f"a{control}b") == f"a\\u{ord(control):04x}b"
+    assert one_line("好\u3000评 emoji😀 zero\u200bwidth") == "好\u3000评 emoji😀 zero\u200bwidth"  # printable: as is

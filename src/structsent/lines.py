@@ -14,14 +14,22 @@ import re
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # C0 and C1 controls and DEL; a tab stays a tab
 # Those, and the surrogateescape characters of bytes that are not UTF-8 (printed raw, they are no
 # UTF-8: a stream that refuses them fails, one that replaces them shows "\udcff" for the byte 0xff).
-_ESCAPED = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\udc80-\udcff]")
+# And the bidirectional controls (a right-to-left override shows the rest of the line reversed:
+# "evil\u202ecod.exe" reads as "evilexe.doc"), written as \u202e.
+_ESCAPED = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\udc80-\udcff]")
 _NAMED = {"\n": "\\n", "\r": "\\r"}
 _SURROGATE_ESCAPE = 0xDC00  # U+DC80..U+DCFF: the byte 0x80..0xFF
 
 
 def one_line(text: str) -> str:
-    """``text`` with its control characters, and the bytes it holds that are not UTF-8, written as escapes."""
-    return _ESCAPED.sub(lambda m: _NAMED.get(m.group(), f"\\x{_byte_or_code_point(m.group()):02x}"), text)
+    """``text`` with its control characters, its bidirectional controls, and the bytes it holds that
+    are not UTF-8, written as escapes."""
+    return _ESCAPED.sub(lambda m: _NAMED.get(m.group(), _escape(m.group())), text)
+
+
+def _escape(character: str) -> str:
+    code = _byte_or_code_point(character)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 def _byte_or_code_point(character: str) -> int:

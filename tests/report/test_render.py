@@ -242,3 +242,13 @@ def test_the_group_chart_stops_at_its_bars_while_the_table_lists_every_group(tmp
     assert "g199" in chart and "g200" not in chart and "(other)" in chart  # the largest (by rows, then name)
     assert "the 200 largest groups and (other); the table lists all 301" in chart
     assert all(f">g{i:03d}<" in table for i in range(300)) and "(other)" in table
+
+
+def test_a_file_name_with_a_right_to_left_override_is_shown_as_it_is(tmp_path):
+    """The name was written raw into the title and the heading, the rest of it shown reversed."""
+    path = tmp_path / "reviews\u202elsonj.jsonl"
+    path.write_text(json.dumps({"text": "好", "label": "正面", "score": 0.9, "prob_负面": 0.1, "prob_正面": 0.9,
+                                "error": None}) + "\n", encoding="utf-8")
+    write_report(str(path), str(tmp_path / "report.html"))
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "\u202e" not in page and "reviews\\u202elsonj.jsonl" in page

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..lines import rows_in_words
+from ..lines import one_line, rows_in_words
 from ..pages import FONTS, inline_hash
 from .aggregate import Breakdown, GroupRow, LabelledRow, Period, Report, Tally
 from .charts import Bar, Point, esc, histogram, horizontal_bars, share_line
@@ -141,6 +141,7 @@ CSP = (f"default-src 'none'; script-src {inline_hash(SCRIPT)}; style-src {inline
 
 def render_html(report: Report, *, source: str, text_column: str | None, figures: Mapping | None = None) -> str:
     """The whole page. ``source`` names the file; ``figures`` are the label job's (None: omitted)."""
+    source = one_line(source)  # a name as it is: a right-to-left override showed the rest reversed
     colors = label_colors(report)
     sections = [
         _summary(report),
