@@ -4,7 +4,9 @@ A file name may hold a line break (an error is one line of standard error) or an
 (ESC [31m recoloured the terminal; a form feed cleared it): control characters are written as
 escapes (\\n, \\r, \\x1b), so the name shown is the name, and a space is never put in their place
 (that would name another file). A name's bytes that are not UTF-8 (os.fsdecode gives each as a
-character U+DC80..U+DCFF) are written as the byte, \\xff, so that the line is valid UTF-8.
+character U+DC80..U+DCFF) are written as the byte, \\xff, so that the line is valid UTF-8. The
+bidirectional controls (a right-to-left override showed the rest of a name reversed) are written
+as \\u202e.
 """
 
 from __future__ import annotations

@@ -102,6 +102,13 @@ def test_job_figures_shown_only_when_there_are_some(tmp_path, labelled_file):
     assert 'id="job"' in page and "<th scope=\"row\">labels.负面</th><td>17</td>" in page and "123.5" in page
     write_report(str(labelled_file), str(out), job_figures={"duplicates": 1234}, overwrite=True)
     assert "<th scope=\"row\">duplicates</th><td>1,234</td>" in out.read_text(encoding="utf-8")
+    # a summary file's huge value or list is cut (it was shown whole), an empty name said
+    write_report(str(labelled_file), str(out), job_figures={"note": "长" * 100_000, "ids": list(range(10_000)),
+                                                            "": 3}, overwrite=True)
+    page = out.read_text(encoding="utf-8")
+    assert "长" * 300 + "… (100,000 characters)</td>" in page and "长" * 301 not in page
+    assert "<th scope=\"row\">ids</th><td>[0, 1, 2," in page and "9999" not in page
+    assert "<th scope=\"row\">(no name)</th><td>3</td>" in page
 
 
 def test_the_sidecar_next_to_the_file_is_found(tmp_path, labelled_sample):

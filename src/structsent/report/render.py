@@ -231,9 +231,17 @@ def _job_figures(figures: Mapping) -> str:
     for key, value in list(_flatten(figures))[:200]:
         shown = _count(value) if isinstance(value, int) and not isinstance(value, bool) else (
             f"{value:,.4g}" if isinstance(value, float) else str(value))
-        rows.append(f"<tr><th scope=\"row\">{esc(key)}</th><td>{esc(shown)}</td></tr>")
+        rows.append(f"<tr><th scope=\"row\">{esc(_cut_figure(key) or '(no name)')}</th>"
+                    f"<td>{esc(_cut_figure(shown))}</td></tr>")
     return (f'<section id="job"><h2>The label job</h2><p class="muted">Figures the label job recorded.</p>'
             f'<table id="job-figures"><tbody>{"".join(rows)}</tbody></table></section>')
+
+
+MAX_FIGURE_CHARS = 300  # a figure is a number or a short name; a summary file's 100,000-character value is cut
+
+
+def _cut_figure(text: str) -> str:
+    return text if len(text) <= MAX_FIGURE_CHARS else f"{text[:MAX_FIGURE_CHARS]}… ({len(text):,} characters)"
 
 
 def _flatten(figures: Mapping, prefix: str = ""):
