@@ -190,10 +190,15 @@ def _removed_while_running(path: Path, committed: int) -> str:
     """Why a job's file could not be appended to: it was removed, or its whole directory was (moved
     away, it still holds what was committed: put back, the job resumes)."""
     if not path.parent.is_dir():
-        held = "before the job's first commit: start over" if committed == 0 else \
-            "put it back and run the same command with --resume (its files hold the committed chunks), or start over"
-        return f"{path.parent}, the directory of the job's output, was removed or renamed while the job ran; {held}"
+        return f"{path.parent}, the directory of the job's output, was removed or renamed while the job ran; " \
+               + _how_to_go_on_without_the_directory(committed)
     return f"{path} was removed while the job ran (it held {committed:,} committed bytes); start over with --overwrite"
+
+
+def _how_to_go_on_without_the_directory(committed: int) -> str:
+    if committed == 0:
+        return "before the job's first commit: start over"
+    return "put it back and run the same command with --resume (its files hold the committed chunks), or start over"
 
 
 # -- checksums of the committed bytes ---------------------------------------------------------
