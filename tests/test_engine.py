@@ -470,6 +470,13 @@ def test_one_non_finite_window_flags_the_whole_text(hf_model_dir):
     assert len(sequences) > 2 and sum(token_id in s for s in sequences) == 1  # only the last window
     (result,) = poisoned(windows, np.nan)([text])
     assert result.error == "the model produced non-finite outputs (nan) for this text" and result.label is None
+    assert result.windows == len(sequences)  # what was read of it is still said (it said 1)
+
+
+def test_a_flagged_text_that_was_cut_still_says_so(hf_model_dir):
+    cut = structsent.load(hf_model_dir, device="cpu", max_length=16)
+    (result,) = poisoned(cut, np.inf)(["毒" + "好" * 40])
+    assert not result.ok and result.truncated and result.windows == 1
 
 
 def test_the_postprocess_stage_refuses_non_finite_numbers():

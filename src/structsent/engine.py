@@ -584,7 +584,7 @@ def _postprocess(encoded: EncodedText, probabilities: np.ndarray, logits: np.nda
         return LabelResult.failed(encoded.error)
     non_finite = non_finite_error(logits)  # every window's raw row: one bad window spoils the text
     if non_finite is not None:
-        return LabelResult.failed(non_finite)
+        return LabelResult.failed(non_finite, truncated=encoded.truncated, windows=len(probabilities))
     if len(probabilities) == 1:
         return to_result(probabilities[0], labels, truncated=encoded.truncated, logits=logits[0])
     combined = combine_windows(probabilities, lengths)

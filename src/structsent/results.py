@@ -45,8 +45,9 @@ class LabelResult:
         return dataclasses.asdict(self)
 
     @classmethod
-    def failed(cls, error: str) -> "LabelResult":
-        return cls(label=None, score=None, scores={}, error=error)
+    def failed(cls, error: str, *, truncated: bool = False, windows: int = 1) -> "LabelResult":
+        """A flagged result; ``truncated`` and ``windows`` still say what was read of the text."""
+        return cls(label=None, score=None, scores={}, error=error, truncated=truncated, windows=windows)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -119,8 +120,8 @@ def to_result(
     Non-finite values give a flagged result, never a label.
     """
     error = non_finite_error(probabilities if logits is None else np.concatenate([probabilities, logits]))
-    if error is not None:
-        return LabelResult.failed(error)
+    if error is not None:  # flagged, but what was read of the text is still said (cut, or in how many windows)
+        return LabelResult.failed(error, truncated=truncated, windows=windows)
     best = int(np.argmax(probabilities))
     scores = {label: float(p) for label, p in zip(labels, probabilities)}
     return LabelResult(
