@@ -433,3 +433,31 @@ def test_heavy_hitters_monitor_every_value_more_frequent_than_their_bound(seed):
     assert {v for v, c in truth.items() if c > bound} <= set(sketch.keys())
     assert all(sketch._estimate[v] >= truth[v] for v in sketch.keys())
     assert counts  # (the stream is not empty)
+
+
+def test_a_file_put_in_place_of_the_one_read_first_is_refused(tmp_path, monkeypatch):
+    """The second read checked the row count alone: another file of as many rows renamed into place
+    between the reads (a `label --overwrite` finishing) gave totals of one file, groups of the other."""
+    import csv
+    import os
+
+    def write(path, label):
+        with open(path, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["id", "text", "shop", "label", "score", "prob_负面", "prob_正面", "error"])
+            for n in range(10_050):
+                p = 0.9 if label == "负面" else 0.1
+                writer.writerow([n, "好", f"u{n}", label, 0.9, p, round(1 - p, 1), ""])
+
+    path, other = tmp_path / "out.csv", tmp_path / "other.csv"
+    write(path, "负面")
+    write(other, "正面")
+    real_recount = ReportAggregator.recount
+
+    def replaced_first(self, rows):
+        os.replace(other, path)
+        real_recount(self, rows)
+
+    monkeypatch.setattr(ReportAggregator, "recount", replaced_first)
+    with pytest.raises(BadInputError, match="changed while the report read it"):
+        build_report(str(path), by="shop")

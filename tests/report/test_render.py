@@ -228,7 +228,7 @@ def test_groups_counted_in_a_second_read_say_so_and_what_may_be_missing(tmp_path
     page = " ".join(html.unescape((tmp_path / "report.html").read_text(encoding="utf-8")).split())
     assert "The 3 largest groups by rows, counted exactly in a second read of the file" in page
     assert "first distinct values seen" not in page
-    assert ("may be missing here, where the smallest listed has 1 row" in page) is missing
+    assert ("is above the smallest group listed (1 row): a value larger than that one may be missing" in page) is missing
     if late:
         assert all(f">w{i}<" in page for i in range(3)) and ">1,000<" in page.replace(" rows", "")
 

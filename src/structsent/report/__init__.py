@@ -79,11 +79,22 @@ def _built_report(path_in: str | os.PathLike[str], *, fmt: str, prefix: str | No
     options = ReportOptions(labels=labelled.labels, negative=negative, by=by, by_period=Period(by_period),
                             least_certain=least_certain, flagged_sample=flagged_sample, max_groups=max_groups)
     aggregator = ReportAggregator(options)
+    read_first = _identities(labelled)
     for row in labelled.rows():
         aggregator.add(row)
     if aggregator.needs_recount():  # more distinct --by values than tracked: the largest, counted exactly
         aggregator.recount(labelled.rows())
+        if _identities(labelled) != read_first:
+            raise BadInputError(f"{path}: changed while the report read it (another file put in its place, or "
+                                "written to): make the report once nothing writes it")
     return aggregator.result(), labelled.text_column, labelled.describe()
+
+
+def _identities(labelled) -> list:
+    """Which files the labelled output's paths name now: a second read must read the same ones."""
+    from ..io.manifest import file_identity
+
+    return [file_identity(Path(file.path)) for file in labelled.files]
 
 
 def _check_options(*, fmt: object, by_period: object, least_certain: object, flagged_sample: object,

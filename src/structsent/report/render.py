@@ -434,8 +434,9 @@ def _recounted_note(breakdown: Breakdown, listed: int) -> str:
             f"{rows_in_words(bound)}")
     smallest = min((g.tally.rows for g in breakdown.groups if g.kind != "other"), default=0)
     if smallest < bound:
-        note += (f", so a value of up to {rows_in_words(bound)} may be missing here, where the smallest listed has "
-                 f"{rows_in_words(smallest)}")
+        note += (f". That is an upper bound, not a count (the values not listed may all have far fewer rows), but "
+                 f"it is above the smallest group listed ({rows_in_words(smallest)}): a value larger than that "
+                 "one may be missing here")
     return note + "; (other): every other value."
 
 
