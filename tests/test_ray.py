@@ -1425,3 +1425,17 @@ def test_cli_engine_ray_without_quiet_says_a_refused_row_in_one_line_without_ray
     err = proc.stderr.decode(errors="replace")
     assert proc.returncode == 2 and "Traceback" not in err, err[-3000:]
     assert err.strip().splitlines()[-1].startswith("structsent: error: ") and "line 2: no 'text' field" in err
+
+
+@pytest.mark.parametrize(("flag", "variable", "here"), [(None, None, True), (None, "", True),
+                                                        (None, "ray://10.255.255.1:10001", False),
+                                                        ("10.0.0.1:6379", None, False)])
+def test_settings_are_checked_on_the_driver_only_for_a_cluster_the_job_starts(monkeypatch, flag, variable, here):
+    """With RAY_ADDRESS naming a cluster (whose actors may have GPUs this driver lacks), --device cuda was
+    refused on the driver: 'CUDA is not available'."""
+    from structsent.ray.job import RayLabelSpec, _starts_its_own_cluster
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    if variable is not None:
+        monkeypatch.setenv("RAY_ADDRESS", variable)
+    assert _starts_its_own_cluster(RayLabelSpec(input="in.csv", output="out", ray_address=flag)) is here

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -72,7 +73,7 @@ def _run_locked_label_job(spec: "RayLabelSpec", source: "InputFiles", output_for
         print(f"structsent: {only_column_notice(column)}", file=sys.stderr)
     if not (spec.ray_address or "").startswith("ray://"):  # through Ray Client the model may live only on the cluster
         # The settings too on a cluster started here, whose actors run on this host as this check does.
-        check_model_here(spec.model, spec.config if spec.ray_address is None else None)
+        check_model_here(spec.model, spec.config if _starts_its_own_cluster(spec) else None)
     started = time.perf_counter()
     with connected(spec.ray_address, quiet=spec.quiet) as ray:
         configure_this_job(quiet=spec.quiet)
@@ -98,6 +99,12 @@ def _run_locked_label_job(spec: "RayLabelSpec", source: "InputFiles", output_for
     if not spec.quiet:
         print(f"labelled {len(source.files) or len(source.paths)} file(s) into {output} ({output_format.value}) "
               f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+
+
+def _starts_its_own_cluster(spec: "RayLabelSpec") -> bool:
+    """Whether the job's actors run on this host: no --ray-address, and no RAY_ADDRESS either (which
+    Ray connects to, as to the flag's address)."""
+    return spec.ray_address is None and not os.environ.get("RAY_ADDRESS", "").strip()
 
 
 def _holds_no_rows(ds: "ray.data.Dataset") -> bool:
