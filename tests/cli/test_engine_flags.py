@@ -295,3 +295,15 @@ def test_a_refused_flag_value_with_blanks_is_quoted(tmp_path, capsys, value, sho
     source.write_text("好\n", encoding="utf-8")
     assert main(["label", str(source), "--device", value]) == 2
     assert capsys.readouterr().err == f"structsent: error: --device {shown}: expected one of auto, cpu, cuda, cuda:N\n"
+
+
+def test_setting_names_inside_a_path_are_left_as_they_are():
+    """"/runs/precision=fp16 holds an ONNX model" became "/runs/--precision fp16 holds ...", a path that
+    does not exist (sweep directories are often named so)."""
+    from structsent.cli import _settings_as_flags
+
+    flags = {"precision": "--precision", "backend": "--backend"}
+    assert _settings_as_flags("/runs/precision=fp16 holds an ONNX model, which only backend='onnx' runs", flags) == \
+        "/runs/precision=fp16 holds an ONNX model, which only --backend onnx runs"
+    assert _settings_as_flags("runs/lr=1,precision=fp16/m: no such directory", flags) == \
+        "runs/lr=1,precision=fp16/m: no such directory"

@@ -464,10 +464,10 @@ def test_engine_variables_an_export_does_not_read_are_named(source, tmp_path, ca
         == "fp32"
 
 
-@pytest.mark.parametrize("precision", ["int8", "fp16"])
+@pytest.mark.parametrize("precision", [["int8"], ["fp16"], []])
 def test_precision_is_not_an_export_flag_and_the_refusal_names_the_one_that_is(tmp_path, capsys, precision):
     """`export --precision int8` (the engine's flag) said only "unrecognized arguments"."""
-    assert main(["export", "default", "-o", str(tmp_path / "out"), "--precision", precision]) == 2
+    assert main(["export", "default", "-o", str(tmp_path / "out"), "--precision", *precision]) == 2
     assert capsys.readouterr().err == ("structsent: error: export has no --precision: it writes fp32, or int8 with "
                                        "--int8 (an ONNX export holds no fp16 or bf16: the torch backend runs those "
                                        "from the source checkpoint)\n")

@@ -1226,9 +1226,10 @@ def test_the_only_column_notice_shows_a_name_s_control_characters_escaped_once(t
     assert "labelling the only column, 'a\\x1b[31mred': line 1" in proc.stderr.decode()
 
 
-@pytest.mark.parametrize(("name", "named"), [("in.csv.gz", " --format csv"), ("in.jsonl.zst", " --format jsonl"),
-                                             ("in.gz", "")])
-def test_a_compressed_input_is_refused_with_the_way_to_stream_it(tmp_path, name, named):
+@pytest.mark.parametrize(("name", "named", "tool"), [("in.csv.gz", " --format csv", "zcat"),
+                                                     ("in.jsonl.zst", " --format jsonl", "zstdcat"),
+                                                     ("in.csv.bz2", " --format csv", "bzcat"), ("in.gz", "", "zcat")])
+def test_a_compressed_input_is_refused_with_the_way_to_stream_it(tmp_path, name, named, tool):
     """It said "cannot tell the format from the name; pass --format", which then read the compressed bytes."""
     import gzip
 
@@ -1237,5 +1238,14 @@ def test_a_compressed_input_is_refused_with_the_way_to_stream_it(tmp_path, name,
     proc = run_cli("label", source, "-o", tmp_path / "out.csv", check=False)
     assert proc.returncode == 2 and proc.stderr.decode().strip() == (
         f"structsent: error: {source}: a compressed file ({source.suffix}) is not read; decompress it first, or "
-        f"stream it to `structsent label -{named}` (e.g. zcat {name} | structsent label -{named})")
+        f"stream it to `structsent label -{named}` (e.g. {tool} {name} | structsent label -{named})")
     assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.parametrize("name", ["in.tar.gz", "in.tgz", "in.zip", "in.7z", "in.tar"])
+def test_an_archive_is_refused_as_one(tmp_path, name):
+    """Every compressed suffix was advised `zcat X | structsent label -`, a tar archive streamed into a job."""
+    source = tmp_path / name
+    source.write_bytes(b"PK\x03\x04")
+    proc = run_cli("label", source, "-o", tmp_path / "out.csv", check=False)
+    assert proc.returncode == 2 and "is not read; extract its files and label them" in proc.stderr.decode()

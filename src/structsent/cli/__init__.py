@@ -182,7 +182,9 @@ def _settings_as_flags(message: str, flags: dict[str, str]) -> str:
     names = "|".join(re.escape(dest) for dest in sorted(flags, key=len, reverse=True) if dest.isidentifier())
     if not names:
         return message
-    return re.sub(rf"(?<![\w-])({names})=(['\"]?)([\w.:-]+)\2(?![\w=])", as_flag, message)
+    # A word of its own (after a space, a bracket, a quote or the start): never part of a path
+    # ("/runs/precision=fp16" stays as it is).
+    return re.sub(rf"(?<![^\s(\[\"'])({names})=(['\"]?)([\w.:-]+)\2(?![\w=/])", as_flag, message)
 
 
 def _names_setting(message: str, name: str) -> bool:

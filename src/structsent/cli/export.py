@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "and renamed into place when complete)")
     parser.add_argument("--int8", action="store_true", help="dynamic int8 quantization (CPU)")
     # Not an option of export: said as such, with the flag that is (it was "unrecognized arguments").
-    parser.add_argument("--precision", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--precision", nargs="?", const="", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--no-optimize", dest="optimize", action="store_false",
                         help="skip ONNX Runtime's BERT fusions (attention, LayerNorm, GELU); by default the graph "
                              "is fused, as the export cache does")

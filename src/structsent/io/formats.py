@@ -47,10 +47,7 @@ def detect_format(path: str, requested: str = "auto") -> Format:
     if suffix in _SUFFIXES:
         return _SUFFIXES[suffix]
     if suffix in COMPRESSED_SUFFIXES:
-        inner = _SUFFIXES.get(Path(Path(path).stem).suffix.lower())
-        named = f" --format {inner.value}" if inner is not None else ""
-        raise BadInputError(f"{path}: a compressed file ({suffix}) is not read; decompress it first, or stream it "
-                            f"to `structsent label -{named}` (e.g. zcat {Path(path).name} | structsent label -{named})")
+        raise BadInputError(_compressed_input(path, suffix))
     raise BadInputError(
         f"{path}: cannot tell the format from the name; pass --format "
         f"({', '.join(f.value for f in Format)})"
@@ -59,6 +56,24 @@ def detect_format(path: str, requested: str = "auto") -> Format:
 
 COMPRESSED_SUFFIXES = frozenset({".gz", ".tgz", ".bz2", ".tbz2", ".xz", ".txz", ".zst", ".zstd", ".zip", ".lz4",
                                  ".br", ".lzma", ".z", ".7z", ".tar", ".rar", ".sz", ".snappy"})
+
+
+# What writes a compressed file's text to standard output, by suffix (archives: none, extract them).
+_DECOMPRESSORS = {".gz": "zcat", ".z": "zcat", ".bz2": "bzcat", ".xz": "xzcat", ".lzma": "xzcat", ".zst": "zstdcat",
+                  ".zstd": "zstdcat", ".lz4": "lz4cat", ".br": "brotli -dc", ".sz": "snzip -dc", ".snappy": "snzip -dc"}
+
+
+def _compressed_input(path: str, suffix: str) -> str:
+    """Why a compressed input is not read, and the command that streams it to the job (an archive:
+    extract it)."""
+    tool = _DECOMPRESSORS.get(suffix)
+    inner_suffix = Path(Path(path).stem).suffix.lower()
+    if tool is None or inner_suffix == ".tar":
+        return f"{path}: an archive ({suffix}) is not read; extract its files and label them"
+    inner = _SUFFIXES.get(inner_suffix)
+    named = f" --format {inner.value}" if inner is not None else ""
+    return (f"{path}: a compressed file ({suffix}) is not read; decompress it first, or stream it to `structsent "
+            f"label -{named}` (e.g. {tool} {Path(path).name} | structsent label -{named})")
 
 
 def output_format_for(input_format: Format, output: str | None, requested: str = "auto") -> Format:
