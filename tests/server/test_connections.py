@@ -1043,3 +1043,19 @@ def test_http_versions_other_than_1_0_and_1_1_get_505(server, request_line, vers
     with connect(server) as sock:  # HTTP/1.0 stays answered
         sock.sendall(b"GET /health HTTP/1.0\r\n\r\n")
         assert read_response(sock)[0] == 200
+
+
+@pytest.mark.parametrize("headers", [[("content-type", "application/json; charset=utf-8; charset=gbk")],
+                                     [("content-type", "application/json; charset=gbk; charset=utf-8")],
+                                     [("content-type", "application/json"), ("content-type", "application/json; charset=gbk")]])
+def test_any_charset_other_than_utf8_a_request_declares_is_refused(guarded, headers):
+    """Only the first charset parameter of the first Content-Type header was read: a second gbk passed."""
+    response = guarded.client.post("/v1/sentiment", content=b'{"texts": ["ok"]}', headers=headers)
+    assert response.status_code == 415 and "charset=gbk is not accepted" in response.json()["error"]
+
+
+def test_ascii_is_utf8():
+    from structsent.server.middleware import _charset_other_than_utf8
+
+    assert _charset_other_than_utf8([(b"content-type", b"application/json; charset=US-ASCII")]) is None
+    assert _charset_other_than_utf8([(b"content-type", b"application/json; charset='gbk'")]) == b"gbk"

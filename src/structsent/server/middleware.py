@@ -30,7 +30,7 @@ CLIENT_CLOSED_STATUS = 499  # nginx's "client closed request": nothing was sent
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 UTF_8 = frozenset({"utf-8", "utf-8-sig"})  # what json.detect_encoding names UTF-8 (with or without a BOM)
 SUPPORTED_HTTP_VERSIONS = frozenset({"1.0", "1.1"})
-UTF_8_NAMES = frozenset({b"utf-8", b"utf8"})  # a Content-Type's charset for UTF-8, lowercased
+UTF_8_NAMES = frozenset({b"utf-8", b"utf8", b"us-ascii", b"ascii"})  # (ASCII is UTF-8)  # a Content-Type's charset for UTF-8, lowercased
 
 
 def error_json(
@@ -263,7 +263,7 @@ class BodyLimits:
         if coding is not None:
             await self._transfer_coded(scope, receive, send, coding)
             return
-        charset = _charset_other_than_utf8(_header(scope["headers"], b"content-type"))
+        charset = _charset_other_than_utf8(scope["headers"])
         if charset is not None:
             await self._other_charset(scope, receive, send, charset)
             return
@@ -406,15 +406,18 @@ def _coding_other_than(headers, name: bytes, accepted: bytes) -> bytes | None:
     return None
 
 
-def _charset_other_than_utf8(content_type: bytes | None) -> bytes | None:
-    """The charset a Content-Type declares, where it is not UTF-8 (None: UTF-8, or none declared)."""
-    if content_type is None:
-        return None
-    for parameter in content_type.split(b";")[1:]:
-        name, _, value = parameter.partition(b"=")
-        if name.strip().lower() == b"charset":
-            charset = value.strip().strip(b'"').strip()
-            return None if charset.lower() in UTF_8_NAMES else charset
+def _charset_other_than_utf8(headers) -> bytes | None:
+    """A charset other than UTF-8 that the request's Content-Type headers declare (every one, each
+    parameter of each: a second charset made the first ambiguous), or None."""
+    for key, value in headers:
+        if key != b"content-type":
+            continue
+        for parameter in value.split(b";")[1:]:
+            name, _, declared = parameter.partition(b"=")
+            if name.strip().lower() == b"charset":
+                charset = declared.strip().strip(b"\"'").strip()
+                if charset.lower() not in UTF_8_NAMES:
+                    return charset
     return None
 
 
