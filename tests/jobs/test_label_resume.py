@@ -408,13 +408,19 @@ def test_a_torch_resume_with_other_threads_or_batch_sizes_is_said(tmp_path, hf_m
         first_chunk_only(one, source, output)
         other = structsent.load(hf_model_dir, device="cpu", backend="torch", num_threads=2, max_batch_size=7)
         said: list[str] = []
-        LabelJob(spec(source, output, resume=True), other, notify=said.append).run()
+        stop = threading.Event()
+        stop.set()  # the second run stops after its first chunk too
+        LabelJob(spec(source, output, resume=True), other, notify=said.append, stop=stop).run()
+        LabelJob(spec(source, output, resume=True), other, notify=said.append).run()  # as the last run
     finally:
         torch.set_num_threads(threads)
-    assert said == ["resumed with other settings than the job began with (--num-threads was 1, now 2; "
+    assert said == ["resumed with other settings than the last run's (--num-threads was 1, now 2; "
                     "--max-batch-size was 64, now 7): the probabilities of the rows labelled from here may "
                     "differ from an uninterrupted run's in their last digit (PyTorch and GPUs split their sums "
-                    "by threads and batches)"]
+                    "by threads and batches)",
+                    # the same settings as the last run, but the file mixes two (it said nothing)
+                    "an earlier run of this job labelled some rows with other threads or batch sizes: their "
+                    "probabilities may differ from an uninterrupted run's in their last digit"]
     rows = list(csv.reader(output.open(encoding="utf-8", newline="")))
     assert [row[0] for row in rows[1:]] == [f"r{i}" for i in range(ROWS)]
 

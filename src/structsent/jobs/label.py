@@ -168,6 +168,7 @@ def _with_encoding(pool: TokenizerProcesses, chunk: PreparedChunk, indices: list
 # (their pool's close waits for them at most CLOSE_WAIT_S).
 READER_END_S = CLOSE_WAIT_S + 5.0
 MAX_CACHED_WINDOWS = 0xFFFF  # a record keeps a text's window count in 16 bits; a text of more is not cached
+MIXED = "mixed"  # in run_settings: rows were labelled with other threads or batch sizes by an earlier run
 
 
 class ResultCache:
@@ -342,12 +343,21 @@ class LabelJob:
         """Threads and batch sizes change no label, but on PyTorch or a GPU they change how sums are
         split, and so may change the last printed digit of a probability: a resume that changes them
         is accepted (another host's cores) and said, as the file then is not byte for byte what an
-        uninterrupted run writes."""
-        changed = changed_settings(saved.run_settings, fresh.run_settings) if fresh.run_settings else None
+        uninterrupted run writes. A job once resumed so stays marked (``mixed``): a later resume with the
+        first settings is said too, as the rows between were labelled otherwise."""
+        if not fresh.run_settings or saved.run_settings is None:
+            return
+        before = {k: v for k, v in saved.run_settings.items() if k != MIXED}
+        changed = changed_settings(before, fresh.run_settings)
         if changed is not None:
-            self.notify(f"resumed with other settings than the job began with ({changed}): the probabilities "
+            self.notify(f"resumed with other settings than the last run's ({changed}): the probabilities "
                         "of the rows labelled from here may differ from an uninterrupted run's in their last "
                         "digit (PyTorch and GPUs split their sums by threads and batches)")
+        elif saved.run_settings.get(MIXED):
+            self.notify("an earlier run of this job labelled some rows with other threads or batch sizes: their "
+                        "probabilities may differ from an uninterrupted run's in their last digit")
+        if changed is not None or saved.run_settings.get(MIXED):
+            saved.run_settings = {**fresh.run_settings, MIXED: True}  # saved with the next commit
 
     def _threads(self) -> int | None:
         """The threads the model runs on: the set number, else PyTorch's own (ONNX Runtime's: None)."""
