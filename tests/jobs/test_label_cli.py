@@ -1249,3 +1249,13 @@ def test_an_archive_is_refused_as_one(tmp_path, name):
     source.write_bytes(b"PK\x03\x04")
     proc = run_cli("label", source, "-o", tmp_path / "out.csv", check=False)
     assert proc.returncode == 2 and "is not read; extract its files and label them" in proc.stderr.decode()
+
+
+def test_the_engine_line_names_pytorch_s_own_thread_count(tmp_path, hf_model_dir):
+    """It said "threads: the runtime's own" where the job's manifest recorded PyTorch's 1."""
+    source = tmp_path / "in.txt"
+    source.write_text("好吃\n难吃\n", encoding="utf-8")
+    proc = run_cli("label", source, "-o", tmp_path / "out.jsonl", "--model", hf_model_dir, "--backend", "torch",
+                   env={"OMP_NUM_THREADS": "1"})
+    (line,) = [line for line in proc.stderr.decode().splitlines() if line.startswith("engine: ")]
+    assert " on torch fp32, cpu" in line and line.endswith("; threads: 1"), line

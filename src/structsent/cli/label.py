@@ -89,9 +89,12 @@ def run(args: argparse.Namespace) -> int:
     if summary.already_complete:
         _notice(_finished_output(spec.output))
     elif not args.quiet:
+        from ..jobs.label import threads_in_use
         from ..jobs.progress import format_summary
 
-        print(format_summary(summary, labels=classifier.labels, engine=classifier.info()), file=sys.stderr)
+        engine = classifier.info()
+        engine["num_threads"] = threads_in_use(engine)  # PyTorch's own count said as a number, as the manifest has it
+        print(format_summary(summary, labels=classifier.labels, engine=engine), file=sys.stderr)
     if summary.interrupted:
         print(f"interrupted after {summary.rows:,} rows; {_how_to_finish(spec)}", file=sys.stderr)
         return 128 + signum if signum else EXIT_INTERRUPTED

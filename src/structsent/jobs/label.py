@@ -360,13 +360,7 @@ class LabelJob:
             saved.run_settings = {**fresh.run_settings, MIXED: True}  # saved with the next commit
 
     def _threads(self) -> int | None:
-        """The threads the model runs on: the set number, else PyTorch's own (ONNX Runtime's: None)."""
-        info = self.classifier.info()
-        if info.get("num_threads") or info.get("backend") != "torch":
-            return info.get("num_threads")
-        import torch
-
-        return torch.get_num_threads()
+        return threads_in_use(self.classifier.info())
 
     def _output(self) -> OutputFiles:
         if self.files is None:
@@ -837,6 +831,16 @@ class LabelJob:
             then = "its input cannot be read again: move that file away and label it again"
         raise JobLockedError(f"{files.final} was written by another program since the job began, so the job does not "
                              f"replace it; {then}")
+
+
+def threads_in_use(info: dict) -> int | None:
+    """The threads a classifier's model runs on: the set number, else PyTorch's own (OMP_NUM_THREADS
+    or the cores); None for ONNX Runtime's own."""
+    if info.get("num_threads") or info.get("backend") != "torch":
+        return info.get("num_threads")
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _listed(names: list[str]) -> str:
