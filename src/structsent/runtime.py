@@ -29,7 +29,6 @@ def usable_cores() -> int:
 def resolve_runtime(checkpoint, config: EngineConfig) -> RuntimePlan:
     """The plan for running ``checkpoint`` as ``config`` asks, on this host. Settings it cannot
     run with are refused before anything is exported (a first use's export takes seconds)."""
-    check_runtime(checkpoint, config)
     _warn_of_lengths_past_the_model(checkpoint, config)
     return _plan(checkpoint, config, export=True)
 
@@ -39,6 +38,21 @@ def check_runtime(checkpoint, config: EngineConfig) -> None:
     without its work (no ONNX export, no warning): an adapter checks settings so before it listens
     or starts a cluster, where the model's load comes later."""
     _plan(checkpoint, config, export=False)
+
+
+def check_model_and_settings(name_or_path: str, config: EngineConfig | None = None) -> None:
+    """A model named by a path, loaded (missing or broken: its typed error), and with ``config``
+    the settings checked against it (``check_runtime``): what an adapter asks before it listens
+    or starts a cluster, where the model's own load comes later. A hub id is left to that load,
+    which fetches it or says why it cannot."""
+    from .models import load_checkpoint
+    from .models.hub import looks_like_hub_id
+
+    if looks_like_hub_id(str(name_or_path)):
+        return
+    checkpoint = load_checkpoint(name_or_path)
+    if config is not None:
+        check_runtime(checkpoint, config)
 
 
 def _warn_of_lengths_past_the_model(checkpoint, config: EngineConfig) -> None:
@@ -186,14 +200,17 @@ def _onnx_plan(checkpoint, config: EngineConfig, model_file: Path | None, *, exp
         raise ConfigError("attention=packed runs with the torch backend; use backend=torch or attention=auto")
     device = onnx_device(config.device, config.precision)
     precision = onnx_precision(config.precision, checkpoint, device)
+    # The sizes first: a setting they refuse (a token budget below the length) costs no export.
+    plan = plan_for(config, backend=Backend.ONNX, device=device, precision=precision,
+                    max_positions=checkpoint.shape.max_position_embeddings, model_file=model_file)
     if model_file is None and export:
         from .models.onnx import MODEL_FILE
         from .onnx.cache import cached_export
         from .onnx.export import ExportOptions
 
-        model_file = cached_export(checkpoint, ExportOptions(precision=precision, optimize=True)) / MODEL_FILE
-    return plan_for(config, backend=Backend.ONNX, device=device, precision=precision,
-                    max_positions=checkpoint.shape.max_position_embeddings, model_file=model_file)
+        plan = plan.replace(model_file=cached_export(checkpoint, ExportOptions(precision=precision, optimize=True))
+                            / MODEL_FILE)
+    return plan
 
 
 def onnx_device(requested: str, precision: Precision = Precision.AUTO) -> str:

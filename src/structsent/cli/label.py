@@ -373,11 +373,12 @@ def _check_report_by(column: str | None, spec, labels) -> None:
 
 
 def _write_report(args, spec, summary, classifier, report_was: dict | None) -> None:
+    info = classifier.info()
     figures = None if summary.already_complete else {  # an output finished before: no figures of this run
         **summary.counters(), "rows_this_run": summary.rows_this_run,
         "rows_per_second": round(summary.rows_per_second, 1),  # of this run's rows (a resumed job's are fewer)
         "padding_fraction": round(summary.padding_fraction, 4),
-        **{name: classifier.info()[name] for name in REPORTED_ENGINE_SETTINGS}}
+        **{name: info[name] for name in REPORTED_ENGINE_SETTINGS}}
     _report_written_output(args, spec.output, report_was, fmt=spec.output_format.value, prefix=spec.prefix,
                            text_column=_report_text_column(spec, summary), job_figures=figures,
                            labels=classifier.labels)

@@ -144,15 +144,11 @@ def check_model_and_settings(settings) -> None:
     with (a token budget below its length, packed attention on ONNX, a device this host lacks),
     fail before the server listens: it listened, said "Uvicorn running on ...", then stopped
     once the load in the background failed. The checkpoint is read here and again by that load
-    (which then exports and warms up while /health answers); a hub id is left to the load, which
-    fetches it or says why it cannot."""
-    from ..models import load_checkpoint
-    from ..models.hub import looks_like_hub_id
-    from ..runtime import check_runtime
+    (which then exports and warms up while /health answers)."""
+    from ..runtime import check_model_and_settings as check
     from ..server.settings import engine_config_for
 
-    if not looks_like_hub_id(settings.model):
-        check_runtime(load_checkpoint(settings.model), engine_config_for(settings))
+    check(settings.model, engine_config_for(settings))
 
 
 def check_listen_address(host: str, port: int, *, workers: int = 1) -> None:

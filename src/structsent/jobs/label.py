@@ -256,13 +256,12 @@ class LabelJob:
 
     # -- set-up -------------------------------------------------------------------------------
     def _start_manifest(self) -> Manifest:
-        spec, files = self.spec, self.files
+        spec, files, info = self.spec, self.files, self.classifier.info()
         fresh = Manifest(
             input_fingerprint=input_fingerprint(spec.input, ledger_verified=spec.input_format is not Format.PARQUET),
-            model_fingerprint=model_fingerprint(self.classifier.checkpoint.directory, self.classifier.info(),
-                                                chunk_rows=spec.chunk_rows),
-            model_settings=model_settings(self.classifier.info(), chunk_rows=spec.chunk_rows),
-            run_settings=run_settings(self.classifier.info(), threads=self._threads(), chunk_rows=spec.chunk_rows),
+            model_fingerprint=model_fingerprint(self.classifier.checkpoint.directory, info, chunk_rows=spec.chunk_rows),
+            model_settings=model_settings(info, chunk_rows=spec.chunk_rows),
+            run_settings=run_settings(info, threads=threads_in_use(info), chunk_rows=spec.chunk_rows),
             options=spec.options(),
             checksums={},
         )
@@ -358,9 +357,6 @@ class LabelJob:
                         "probabilities may differ from an uninterrupted run's in their last digit")
         if changed is not None or saved.run_settings.get(MIXED):
             saved.run_settings = {**fresh.run_settings, MIXED: True}  # saved with the next commit
-
-    def _threads(self) -> int | None:
-        return threads_in_use(self.classifier.info())
 
     def _output(self) -> OutputFiles:
         if self.files is None:

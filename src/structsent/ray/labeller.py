@@ -306,12 +306,6 @@ def check_model_here(model: str, config: EngineConfig | None = None) -> None:
     With ``config``, the settings are checked against the model as an actor's load checks them
     (a token budget below its length, packed attention on ONNX...), without exporting: a
     ConfigError here, not one per actor after the cluster started."""
-    from ..models import load_checkpoint
-    from ..models.hub import looks_like_hub_id
-    from ..runtime import check_runtime
+    from ..runtime import check_model_and_settings
 
-    if str(model) != "default" and looks_like_hub_id(str(model)):
-        return
-    checkpoint = load_checkpoint(model)
-    if config is not None:
-        check_runtime(checkpoint, config)
+    check_model_and_settings(model, config)

@@ -30,7 +30,7 @@ CLIENT_CLOSED_STATUS = 499  # nginx's "client closed request": nothing was sent
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 UTF_8 = frozenset({"utf-8", "utf-8-sig"})  # what json.detect_encoding names UTF-8 (with or without a BOM)
 SUPPORTED_HTTP_VERSIONS = frozenset({"1.0", "1.1"})
-UTF_8_NAMES = frozenset({b"utf-8", b"utf8", b"us-ascii", b"ascii"})  # (ASCII is UTF-8)  # a Content-Type's charset for UTF-8, lowercased
+UTF_8_NAMES = frozenset({b"utf-8", b"utf8", b"us-ascii", b"ascii"})  # a Content-Type's charsets read as UTF-8 (ASCII is)
 
 
 def error_json(
